@@ -1,0 +1,186 @@
+import Foundation
+
+/// Removes secrets and personal data from text before it reaches a log.
+///
+/// Redacts by key name (passwords, secrets, tokens, API keys, authorization,
+/// cookies) in JSON text, escaped JSON and `key=value` / `key: value` text; and by
+/// shape anywhere: bearer tokens, JWTs, API-key-looking values, US social
+/// security numbers, Luhn-valid payment card numbers; email addresses are kept
+/// partially (`j***@example.com`) so support can still tell users apart.
+public struct LogRedactor: Sendable {
+    public static let mask = "[REDACTED]"
+    public static let standard = LogRedactor()
+
+    /// Key fragments that mark a value as secret, compared case-insensitively
+    /// with `-` and `_` treated alike.
+    static let sensitiveKeyFragments = [
+        "password", "passwd", "passphrase", "secret", "token", "api_key", "apikey",
+        "authorization", "cookie", "credential", "private_key", "ssn", "card_number",
+    ]
+
+    public init() {}
+
+    public func isSensitiveKey(_ key: String) -> Bool {
+        let normalized = key.lowercased().replacingOccurrences(of: "-", with: "_")
+        return Self.sensitiveKeyFragments.contains { normalized.contains($0) }
+    }
+
+    /// The value of a metadata entry: masked whole under a sensitive key,
+    /// otherwise redacted by shape.
+    public func redact(value: String, forKey key: String) -> String {
+        isSensitiveKey(key) ? Self.mask : redact(value)
+    }
+
+    public func redact(_ text: String) -> String {
+        if text.isEmpty { return text }
+        var result = text
+        for rule in Self.rules where rule.applies(to: result) {
+            result = rule.apply(to: result)
+        }
+        return result
+    }
+
+    // MARK: - Rules
+
+    private static let keyPattern =
+        #"[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_\-]?key|authorization|cookie|credential|private[_\-]?key|ssn|card[_\-]?number)[A-Za-z0-9_.\-]*"#
+
+    static let rules: [Rule] = [
+        // "password": "..." (also numbers and booleans) in JSON text.
+        Rule(
+            #""(\#(keyPattern))"(\s*:\s*)(?:"(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+\-]*|true|false)"#,
+            template: "\"$1\"$2\"\(mask)\"", trigger: "\""),
+        // The same inside a JSON string that itself holds JSON: \"password\":\"...\"
+        Rule(
+            #"\\"(\#(keyPattern))\\"(\s*:\s*)\\"(?:[^"\\]|\\[^"])*\\""#,
+            template: "\\\\\"$1\\\\\"$2\\\\\"\(mask)\\\\\"", trigger: "\\\""),
+        // Header lines: everything after "Authorization:" or "Cookie:" to the end of the line.
+        Rule(
+            #"\b((?:proxy-)?authorization|set-cookie|cookie)(\s*:\s*)[^\r\n"]+"#,
+            template: "$1$2\(mask)", trigger: ":"),
+        // key=value and key: value text, including query strings.
+        Rule(
+            #"\b(\#(keyPattern))(\s*[=:]\s*)(?:(?:bearer|basic|token|digest)\s+)?[^\s&,;"'}\]\[]+"#,
+            template: "$1$2\(mask)", triggers: ["=", ":"]),
+        Rule(#"\bbearer\s+[A-Za-z0-9\-._~+/]+=*"#, template: "Bearer \(mask)", trigger: "earer"),
+        Rule(#"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"#, template: mask, trigger: "eyJ", caseInsensitive: false),
+        // Keys with a vendor's known prefix: Stripe-style, SendGrid, AWS, GitHub, Slack, Plaid.
+        Rule(
+            #"\b(?:(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{8,}|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9\-]{10,}|(?:access|public|link|processor)-(?:sandbox|development|production)-[0-9a-f\-]{8,})"#,
+            template: mask, caseInsensitive: false),
+        // Random-looking keys: mixed-case base62 of 24+, upper-case alphanumerics of 16+, hex of 32+.
+        Rule(
+            #"(?<![A-Za-z0-9])(?:(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{24,}|(?=[A-Z0-9]*[A-Z][A-Z0-9]*[0-9])(?=[A-Z0-9]*[0-9][A-Z0-9]*[A-Z])[A-Z0-9]{16,}|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{32,})(?![A-Za-z0-9])"#,
+            template: mask, caseInsensitive: false),
+        CardNumberRule.rule,
+        Rule(#"(?<![0-9])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9])"#, template: "[REDACTED_SSN]", trigger: "-"),
+        Rule(
+            #"(?<![A-Za-z0-9._%+\-])([A-Za-z0-9])[A-Za-z0-9._%+\-]*@([A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+)"#,
+            template: "$1***@$2", trigger: "@"),
+    ]
+}
+
+struct Rule: @unchecked Sendable {
+    // NSRegularExpression is immutable after creation and safe to share.
+    let expression: NSRegularExpression
+    let template: String
+    let triggers: [String]
+    let replace: (@Sendable (String) -> String)?
+
+    init(_ pattern: String, template: String, trigger: String? = nil, triggers: [String] = [], caseInsensitive: Bool = true) {
+        self.expression = try! NSRegularExpression(pattern: pattern, options: caseInsensitive ? [.caseInsensitive] : [])
+        self.template = template
+        self.triggers = (trigger.map { [$0] } ?? []) + triggers
+        self.replace = nil
+    }
+
+    init(_ pattern: String, trigger: String? = nil, replace: @escaping @Sendable (String) -> String) {
+        self.expression = try! NSRegularExpression(pattern: pattern, options: [])
+        self.template = ""
+        self.triggers = trigger.map { [$0] } ?? []
+        self.replace = replace
+    }
+
+    /// A cheap test that skips the expression when the text cannot match.
+    func applies(to text: String) -> Bool {
+        triggers.isEmpty || triggers.contains { text.range(of: $0, options: .caseInsensitive) != nil }
+    }
+
+    func apply(to text: String) -> String {
+        let range = NSRange(text.startIndex..., in: text)
+        guard let replace else {
+            return expression.stringByReplacingMatches(in: text, range: range, withTemplate: template)
+        }
+        var result = ""
+        var cursor = text.startIndex
+        for match in expression.matches(in: text, range: range) {
+            guard let matchRange = Range(match.range, in: text) else { continue }
+            result += text[cursor..<matchRange.lowerBound]
+            result += replace(String(text[matchRange]))
+            cursor = matchRange.upperBound
+        }
+        result += text[cursor...]
+        return result
+    }
+}
+
+/// Payment card numbers: 13 to 19 digits, optionally grouped by spaces or
+/// dashes, that pass the Luhn check.
+enum CardNumberRule {
+    static let rule = Rule(#"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,}(?![0-9])"#) { redactCards(in: $0) }
+
+    /// A run of digit groups may hold a card next to other numbers ("1.50 4111 1111 1111 1111"):
+    /// mask every stretch of whole groups that is 13 to 19 digits long and passes Luhn.
+    static func redactCards(in candidate: String) -> String {
+        // Groups of digits and the separator that follows each.
+        var groups: [(digits: [Int], text: String)] = []
+        var current: [Int] = []
+        var text = ""
+        for character in candidate {
+            if let digit = character.wholeNumberValue {
+                current.append(digit)
+                text.append(character)
+            } else {
+                text.append(character)
+                groups.append((current, text))
+                current = []
+                text = ""
+            }
+        }
+        groups.append((current, text))
+
+        var output = ""
+        var start = 0
+        while start < groups.count {
+            var masked = false
+            for end in stride(from: groups.count - 1, through: start, by: -1) {
+                let digits = groups[start...end].flatMap(\.digits)
+                guard (13...19).contains(digits.count), passesLuhn(digits) else { continue }
+                output += "[REDACTED_CARD]"
+                // Keep the separator after the card, if any.
+                if let last = groups[end].text.last, last.wholeNumberValue == nil { output.append(last) }
+                start = end + 1
+                masked = true
+                break
+            }
+            if !masked {
+                output += groups[start].text
+                start += 1
+            }
+        }
+        return output
+    }
+
+    static func passesLuhn(_ digits: [Int]) -> Bool {
+        var sum = 0
+        for (offset, digit) in digits.reversed().enumerated() {
+            if offset % 2 == 1 {
+                let doubled = digit * 2
+                sum += doubled > 9 ? doubled - 9 : doubled
+            } else {
+                sum += digit
+            }
+        }
+        return sum % 10 == 0
+    }
+}

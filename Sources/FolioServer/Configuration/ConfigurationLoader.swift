@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+
+/// Builds an `AppConfiguration` from the process environment and an optional
+/// `.env` file (the environment wins), and refuses insecure production settings.
+public enum ConfigurationLoader {
+    /// Values that must never sign tokens: framework defaults, tutorial values and
+    /// the value shipped in `.env.example`.
+    static let knownWeakSecrets: Set<String> = [
+        "secret", "changeme", "change-me", "changethis", "password", "dev", "development", "test", "testing",
+        "your-secret-key", "your_secret_key", "your-secret-key-here", "yoursecretkey", "supersecret",
+        "super-secret-key", "secret-key", "secret_key", "mysecret", "default", "insecure", "jwt-secret",
+        "replace-with-output-of-openssl-rand-hex-32",
+    ]
+    public static let minimumSecretKeyBytes = 32
+
+    public static func load(
+        processEnvironment: [String: String] = ProcessInfo.processInfo.environment,
+        envFile: String? = ".env",
+        environmentOverride: AppConfiguration.Environment? = nil
+    ) throws -> AppConfiguration {
+        var values: [String: String] = [:]
+        if let envFile {
+            do {
+                values = try DotEnv.load(path: envFile)
+            } catch {
+                throw ConfigurationError(problems: ["\(envFile): \(error)"])
+            }
+        }
+        values.merge(processEnvironment) { _, environment in environment }
+        return try make(from: values, environmentOverride: environmentOverride)
+    }
+
+    public static func make(
+        from values: [String: String],
+        environmentOverride: AppConfiguration.Environment? = nil
+    ) throws -> AppConfiguration {
+        var problems: [String] = []
+        func value(_ key: String) -> String? {
+            guard let raw = values[key]?.trimmingCharacters(in: .whitespaces), !raw.isEmpty else { return nil }
+            return raw
+        }
+        func flag(_ key: String) -> Bool {
+            guard let raw = value(key) else { return false }
+            switch raw.lowercased() {
+            case "1", "true", "yes", "on": return true
+            case "0", "false", "no", "off": return false
+            default:
+                problems.append("\(key) must be true or false, not \"\(raw)\"")
+                return false
+            }
+        }
+        func integer(_ key: String, default fallback: Int, range: ClosedRange<Int>) -> Int {
+            guard let raw = value(key) else { return fallback }
+            guard let number = Int(raw), range.contains(number) else {
+                problems.append("\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \"\(raw)\"")
+                return fallback
+            }
+            return number
+        }
+
+        var configuration = AppConfiguration()
+        if let environment = environmentOverride {
+            configuration.environment = environment
+        } else if let raw = value("ENVIRONMENT") {
+            if let environment = AppConfiguration.Environment(rawValue: raw.lowercased()) {
+                configuration.environment = environment
+            } else {
+                problems.append("ENVIRONMENT must be one of development, testing, production, not \"\(raw)\"")
+            }
+        }
+        let production = configuration.environment == .production
+        configuration.debug = flag("DEBUG")
+        configuration.testing = values["TESTING"] == nil ? configuration.environment == .testing : flag("TESTING")
+        configuration.dataDirectory = value("DATA_DIR") ?? "var"
+        configuration.host = value("HOST") ?? "127.0.0.1"
+        configuration.port = integer("PORT", default: 8080, range: 0...65535)
+        configuration.databasePoolSize = integer("DATABASE_POOL_SIZE", default: 10, range: 1...200)
+        configuration.maxBodySize = integer("MAX_BODY_SIZE", default: 1_048_576, range: 1024...104_857_600)
+        if let raw = value("LOG_LEVEL") {
+            if let level = Logger.Level(rawValue: raw.lowercased()) {
+                configuration.logLevel = level
+            } else {
+                problems.append("LOG_LEVEL must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(raw)\"")
+            }
+        }
+        if let raw = value("LOG_FORMAT") {
+            if let format = AppConfiguration.LogFormat(rawValue: raw.lowercased()) {
+                configuration.logFormat = format
+            } else {
+                problems.append("LOG_FORMAT must be json or text, not \"\(raw)\"")
+            }
+        }
+
+        // Origins: exact scheme://host[:port], never a wildcard.
+        let origins = (value("ALLOWED_ORIGINS") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for origin in origins where origin != "*" && !isOrigin(origin) {
+            problems.append("ALLOWED_ORIGINS entry \"\(origin)\" is not an origin like https://app.example.com")
+        }
+        configuration.allowedOrigins = origins.filter { $0 != "*" }
+        if production {
+            if origins.isEmpty {
+                problems.append("ALLOWED_ORIGINS is empty: list the origins of your web clients, e.g. https://app.example.com")
+            }
+            if origins.contains("*") {
+                problems.append("ALLOWED_ORIGINS contains \"*\": list each allowed origin explicitly")
+            }
+        }
+
+        // Database.
+        if let url = value("DATABASE_URL") {
+            if let location = databaseLocation(from: url) {
+                configuration.database = location
+            } else {
+                problems.append("DATABASE_URL must start with postgres://, postgresql:// or sqlite: (got a value of another form)")
+            }
+        } else {
+            configuration.database = .sqlite(path: configuration.dataDirectory + "/folio.sqlite")
+        }
+        if production, !configuration.database.isPostgres {
+            problems.append("DATABASE_URL does not name PostgreSQL: production needs postgres://user:password@host:5432/folio (SQLite is for development)")
+        }
+
+        // Secret key.
+        let secret = value("SECRET_KEY")
+        if production {
+            if let secret {
+                problems += weaknesses(ofSecretKey: secret)
+            } else {
+                problems.append("SECRET_KEY is not set: generate one with `openssl rand -hex 32`")
+            }
+            if configuration.debug { problems.append("DEBUG=true is not allowed in production") }
+            if configuration.testing { problems.append("TESTING=true is not allowed in production") }
+        } else if let secret {
+            // Outside production a short key is still refused: the JWT library needs 32 bytes.
+            if secret.utf8.count < minimumSecretKeyBytes {
+                problems.append("SECRET_KEY is \(secret.utf8.count) bytes; it must be at least \(minimumSecretKeyBytes) bytes (generate one with `openssl rand -hex 32`)")
+            }
+        }
+        if let raw = value("OPS_TOKEN") {
+            if raw.utf8.count < minimumSecretKeyBytes {
+                problems.append("OPS_TOKEN is \(raw.utf8.count) bytes; it must be at least \(minimumSecretKeyBytes) bytes")
+            }
+            configuration.opsToken = raw
+        }
+
+        guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
+
+        if let secret {
+            configuration.secretKey = secret
+            configuration.secretKeySource = .environment
+        } else {
+            let path = configuration.dataDirectory + "/secret_key"
+            do {
+                configuration.secretKey = try DevelopmentSecret.loadOrCreate(at: path)
+            } catch {
+                throw ConfigurationError(problems: ["SECRET_KEY is not set and \(path) could not be written: \(error)"])
+            }
+            configuration.secretKeySource = .generated(path: path)
+        }
+        return configuration
+    }
+
+    /// Every reason a production secret key is unfit.
+    static func weaknesses(ofSecretKey secret: String) -> [String] {
+        var problems: [String] = []
+        let bytes = secret.utf8.count
+        if bytes < minimumSecretKeyBytes {
+            problems.append("SECRET_KEY is \(bytes) bytes; it must be at least \(minimumSecretKeyBytes) bytes (generate one with `openssl rand -hex 32`)")
+        }
+        let lowered = secret.lowercased()
+        if knownWeakSecrets.contains(lowered) || knownWeakSecrets.contains(where: { lowered.hasPrefix($0) && bytes < 48 && $0.count > 8 }) {
+            problems.append("SECRET_KEY is a known default or example value: generate one with `openssl rand -hex 32`")
+        } else if Set(secret).count < 8 {
+            problems.append("SECRET_KEY repeats too few distinct characters to be random: generate one with `openssl rand -hex 32`")
+        }
+        return problems
+    }
+
+    static func databaseLocation(from url: String) -> AppConfiguration.DatabaseLocation? {
+        let lowered = url.lowercased()
+        if lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") {
+            return .postgres(url: url)
+        }
+        if lowered.hasPrefix("sqlite:") {
+            var path = String(url.dropFirst("sqlite:".count))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            return path.isEmpty ? nil : .sqlite(path: path)
+        }
+        return nil
+    }
+
+    static func isOrigin(_ text: String) -> Bool {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+              scheme == "https" || scheme == "http", let host = components.host, !host.isEmpty
+        else { return false }
+        return components.path.isEmpty && components.query == nil && components.fragment == nil && components.user == nil
+    }
+}
+
+/// The development signing key: generated once from the system's CSPRNG and kept
+/// under the data directory, so tokens survive restarts.
+enum DevelopmentSecret {
+    static func loadOrCreate(at path: String) throws -> String {
+        if let existing = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+           existing.utf8.count >= ConfigurationLoader.minimumSecretKeyBytes {
+            return existing
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        // SystemRandomNumberGenerator reads the kernel's CSPRNG (getrandom).
+        var generator = SystemRandomNumberGenerator()
+        let key = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        guard FileManager.default.createFile(atPath: path, contents: Data((key + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw CocoaError(.fileWriteUnknown)
+        }
+        return key
+    }
+}

@@ -1,0 +1,110 @@
+import FluentKit
+import FluentPostgresDriver
+import FluentSQLiteDriver
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SQLKit
+
+/// The one database Folio talks to, SQLite or PostgreSQL, with its migrations.
+///
+/// Owns the FluentKit `Databases` (connection pools) and must be shut down.
+public final class FolioDatabase: Sendable {
+    public enum Kind: String, Sendable {
+        case sqlite, postgres
+    }
+
+    public let kind: Kind
+    public let databases: Databases
+    public let migrations: Migrations
+    let logger: Logger
+    let eventLoopGroup: any EventLoopGroup
+
+    public init(
+        location: AppConfiguration.DatabaseLocation,
+        poolSize: Int,
+        logger: Logger,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) throws {
+        self.logger = logger
+        self.eventLoopGroup = eventLoopGroup
+        self.databases = Databases(threadPool: NIOThreadPool.singleton, on: eventLoopGroup)
+        switch location {
+        case .sqlite(let path):
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            }
+            self.kind = .sqlite
+            // SQL is logged at trace: statements carry bound values only as placeholders, but stay quiet by default.
+            databases.use(.sqlite(.file(path), sqlLogLevel: .trace), as: .sqlite)
+        case .postgres(let url):
+            self.kind = .postgres
+            // The pool is spread over the event loops; round up so the total is at least the configured size.
+            let loops = max(1, Array(eventLoopGroup.makeIterator()).count)
+            let perLoop = max(1, (poolSize + loops - 1) / loops)
+            databases.use(
+                try .postgres(url: url, maxConnectionsPerEventLoop: perLoop, sqlLogLevel: .trace),
+                as: .psql)
+        }
+        self.migrations = Migrations()
+        migrations.add(MigrationRegistry.all)
+    }
+
+    /// A database handle for one unit of work.
+    public var db: any Database {
+        databases.database(logger: logger, on: eventLoopGroup.any())!
+    }
+
+    /// The same handle for hand-written SQL.
+    public var sql: any SQLDatabase {
+        db as! any SQLDatabase
+    }
+
+    public func shutdown() async {
+        await databases.shutdownAsync()
+    }
+
+    // MARK: - Migrations
+
+    var migrator: Migrator {
+        Migrator(databases: databases, migrations: migrations, logger: logger, on: eventLoopGroup.any())
+    }
+
+    /// Prepares the SQLite file for concurrent readers; a no-op on PostgreSQL.
+    public func prepareConnectionSettings() async throws {
+        guard kind == .sqlite else { return }
+        try await sql.raw("PRAGMA journal_mode=WAL").run()
+    }
+
+    /// Names of migrations not yet applied, in the order they would run.
+    public func pendingMigrations() async throws -> [String] {
+        try await migrator.setupIfNeeded().get()
+        return try await migrator.previewPrepareBatch().get().map { $0.0.name }
+    }
+
+    /// Applied migrations with their batch numbers, oldest first.
+    public func appliedMigrations() async throws -> [(name: String, batch: Int)] {
+        try await migrator.setupIfNeeded().get()
+        return try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all()
+            .map { ($0.name, $0.batch) }
+    }
+
+    /// Applies every pending migration as one batch; returns their names.
+    @discardableResult
+    public func migrate() async throws -> [String] {
+        let pending = try await pendingMigrations()
+        if !pending.isEmpty { try await migrator.prepareBatch().get() }
+        return pending
+    }
+
+    /// Reverts the most recent batch; returns the names reverted.
+    @discardableResult
+    public func revertLastBatch() async throws -> [String] {
+        try await migrator.setupIfNeeded().get()
+        let reverting = try await migrator.previewRevertLastBatch().get().map { $0.0.name }
+        if !reverting.isEmpty { try await migrator.revertLastBatch().get() }
+        return reverting
+    }
+}

@@ -1,0 +1,9 @@
+import FluentKit
+
+/// Every migration, in the order it runs. Append only: a migration that has
+/// shipped is never edited or reordered; a change is a new migration.
+enum MigrationRegistry {
+    static let all: [any Migration] = [
+        CreateUsers(),
+    ]
+}

@@ -1,0 +1,29 @@
+import FluentKit
+import SQLKit
+
+/// 001: accounts of people who use Folio.
+struct CreateUsers: AsyncMigration {
+    var name: String { "001_create_users" }
+
+    func prepare(on database: any Database) async throws {
+        try await database.schema("users")
+            .id()
+            .field("email", .string, .required)
+            .field("password_hash", .string, .required)
+            .field("role", .string, .required, .sql(.default("user")))
+            .field("created_at", .datetime, .required)
+            .field("updated_at", .datetime, .required)
+            .constraint(.sql(unsafeRaw: "CONSTRAINT users_role_check CHECK (role IN ('user', 'admin'))"))
+            .constraint(.sql(unsafeRaw: "CONSTRAINT users_email_check CHECK (length(email) BETWEEN 3 AND 254 AND email LIKE '%_@_%')"))
+            .constraint(.sql(unsafeRaw: "CONSTRAINT users_password_hash_check CHECK (length(password_hash) > 0)"))
+            .create()
+        // Unique regardless of case, enforced by the database itself.
+        try await (database as! any SQLDatabase)
+            .raw("CREATE UNIQUE INDEX users_email_lower_key ON users (lower(email))")
+            .run()
+    }
+
+    func revert(on database: any Database) async throws {
+        try await database.schema("users").delete()
+    }
+}

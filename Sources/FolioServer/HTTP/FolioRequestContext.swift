@@ -1,0 +1,64 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOFoundationCompat
+
+/// The request context of every Folio route: the request id for logs and errors.
+public struct FolioRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var requestID: String
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.requestID = ""
+    }
+
+    /// The body size limit is enforced by `RequestBodyMiddleware` before any
+    /// handler decodes; this only keeps the framework from allowing more.
+    public var maxUploadSize: Int { 100 * 1024 * 1024 }
+
+    public var requestDecoder: FolioJSONDecoder { FolioJSONDecoder() }
+    public var responseEncoder: FolioJSONEncoder { FolioJSONEncoder() }
+}
+
+/// Decodes request bodies with snake_case keys as written; numbers are read as
+/// exact text by `DecimalValue`, never through `Double`.
+public struct FolioJSONDecoder: RequestDecoder {
+    public func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext) async throws -> T {
+        let buffer = try await request.body.collect(upTo: context.maxUploadSize)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(T.self, from: buffer)
+    }
+}
+
+/// Encodes responses with RFC 3339 UTC timestamps.
+public struct FolioJSONEncoder: ResponseEncoder {
+    public func encode(_ value: some Encodable, from request: Request, context: some RequestContext) throws -> Response {
+        let data = try FolioJSON.encode(value)
+        var buffer = ByteBuffer()
+        buffer.writeBytes(data)
+        return Response(
+            status: .ok,
+            headers: [.contentType: "application/json; charset=utf-8", .contentLength: String(buffer.readableBytes)],
+            body: .init(byteBuffer: buffer))
+    }
+}
+
+enum FolioJSON {
+    static func encode(_ value: some Encodable) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(value)
+    }
+}
+
+extension Request {
+    /// Decodes the JSON body. Unlike Hummingbird's `decode`, decoding errors are
+    /// passed on as they are, so the problem response can name the field (422)
+    /// or say the JSON is malformed (400). Unknown keys are ignored, never bound.
+    public func decodeBody<T: Decodable>(as type: T.Type, context: FolioRequestContext) async throws -> T {
+        try await context.requestDecoder.decode(type, from: self, context: context)
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Turns every error into an RFC 9457 problem response. Internal errors become
+/// a generic 500; their text goes only to the log, under the request id.
+struct ProblemMiddleware: RouterMiddleware {
+    typealias Context = FolioRequestContext
+    let routes: RouteTable
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound && context.endpointPath == "NotFound" {
+            let allowed = routes.allowedMethods(for: request.uri.path)
+            guard !allowed.isEmpty else {
+                return Self.response(for: AppError(.notFound, code: "not_found", detail: "No route matches \(request.method.rawValue) \(Self.safePath(request))."), request: request, context: context)
+            }
+            let allow = allowed.map(\.rawValue).joined(separator: ", ")
+            return Self.response(
+                for: AppError(
+                    .methodNotAllowed, code: "method_not_allowed",
+                    detail: "\(request.method.rawValue) is not allowed here; allowed: \(allow).",
+                    headers: [.allow: allow]),
+                request: request, context: context)
+        } catch {
+            return Self.response(for: error, request: request, context: context)
+        }
+    }
+
+    static func response(for error: any Error, request: Request, context: Context) -> Response {
+        let appError = appError(for: error, context: context)
+        let problem = appError.problem(requestID: context.requestID.isEmpty ? nil : context.requestID)
+        var headers = appError.headers
+        headers[.contentType] = ProblemDetails.mediaType
+        let data = (try? FolioJSON.encode(problem)) ?? Data(#"{"status":500,"code":"internal_error"}"#.utf8)
+        headers[.contentLength] = String(data.count)
+        var buffer = ByteBuffer()
+        buffer.writeBytes(data)
+        return Response(status: appError.status, headers: headers, body: .init(byteBuffer: buffer))
+    }
+
+    static func appError(for error: any Error, context: Context) -> AppError {
+        switch error {
+        case let error as AppError:
+            return error
+        case let error as DecodingError:
+            return decodingProblem(error)
+        case is NIOTooManyBytesError:
+            return payloadTooLarge()
+        case let error as HTTPError:
+            return AppError(error.status, code: code(for: error.status), detail: error.body ?? defaultDetail(for: error.status), headers: error.headers)
+        default:
+            context.logger.error("unhandled error", metadata: ["error": .string(String(reflecting: error))])
+            return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")
+        }
+    }
+
+    static func payloadTooLarge() -> AppError {
+        AppError(.contentTooLarge, code: "payload_too_large", detail: "The request body is larger than this server accepts.")
+    }
+
+    /// JSON that is not JSON is 400; JSON of the wrong shape is 422 naming the field.
+    static func decodingProblem(_ error: DecodingError) -> AppError {
+        func path(_ codingPath: [any CodingKey], appending key: (any CodingKey)? = nil) -> String {
+            let keys = codingPath + (key.map { [$0] } ?? [])
+            var result = ""
+            for key in keys {
+                if let index = key.intValue {
+                    result += "[\(index)]"
+                } else {
+                    result += result.isEmpty ? key.stringValue : "." + key.stringValue
+                }
+            }
+            return result
+        }
+        switch error {
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            return AppError(.badRequest, code: "malformed_json", detail: "The request body is not valid JSON.")
+        case .dataCorrupted(let context):
+            let field = path(context.codingPath)
+            return .validation(field: field, code: "invalid", message: "\(field) is not valid: \(context.debugDescription)")
+        case .keyNotFound(let key, let context):
+            let field = path(context.codingPath, appending: key)
+            return .validation(field: field, code: "required", message: "\(field) is required.")
+        case .valueNotFound(_, let context):
+            let field = path(context.codingPath)
+            return .validation(field: field, code: "required", message: "\(field) must not be null.")
+        case .typeMismatch(let type, let context):
+            let field = path(context.codingPath)
+            if field.isEmpty {
+                return AppError(.badRequest, code: "malformed_json", detail: "The request body must be a JSON object.")
+            }
+            return .validation(field: field, code: "invalid_type", message: "\(field) must be \(typeName(type)).")
+        @unknown default:
+            return AppError(.badRequest, code: "malformed_json", detail: "The request body could not be read.")
+        }
+    }
+
+    static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is Bool.Type: return "true or false"
+        case is Int.Type, is Int64.Type, is Int32.Type: return "a whole number"
+        case is Decimal.Type: return "a decimal number as a string or a number"
+        default: return "of another type"
+        }
+    }
+
+    static func code(for status: HTTPResponse.Status) -> String {
+        switch status {
+        case .badRequest: return "bad_request"
+        case .unauthorized: return "unauthorized"
+        case .forbidden: return "forbidden"
+        case .notFound: return "not_found"
+        case .methodNotAllowed: return "method_not_allowed"
+        case .conflict: return "conflict"
+        case .contentTooLarge: return "payload_too_large"
+        case .unsupportedMediaType: return "unsupported_media_type"
+        case .unprocessableContent: return "validation_failed"
+        case .tooManyRequests: return "rate_limited"
+        case .serviceUnavailable: return "service_unavailable"
+        default: return status.code >= 500 ? "internal_error" : "http_\(status.code)"
+        }
+    }
+
+    static func defaultDetail(for status: HTTPResponse.Status) -> String {
+        status.code >= 500 ? "Something went wrong on our side." : status.reasonPhrase + "."
+    }
+
+    /// The path for an error message, without the query (which may carry tokens).
+    static func safePath(_ request: Request) -> String {
+        String(request.uri.path.prefix(200))
+    }
+}

@@ -1,0 +1,39 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// Enforces the body size limit (413) and JSON bodies (415) before any handler
+/// runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
+struct RequestBodyMiddleware: RouterMiddleware {
+    typealias Context = FolioRequestContext
+    let maxBodySize: Int
+    let logBodies: Bool
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
+            throw ProblemMiddleware.payloadTooLarge()
+        }
+        guard request.method == .post || request.method == .put || request.method == .patch else {
+            return try await next(request, context)
+        }
+        var request = request
+        let body = try await request.collectBody(upTo: maxBodySize)
+        if body.readableBytes > 0 {
+            guard Self.isJSON(request.headers[.contentType]) else {
+                throw AppError(
+                    .unsupportedMediaType, code: "unsupported_media_type",
+                    detail: "Send the request body as JSON with Content-Type: application/json.",
+                    headers: [.accept: "application/json"])
+            }
+            if logBodies {
+                context.logger.debug("request body", metadata: ["body": .string(String(buffer: body))])
+            }
+        }
+        return try await next(request, context)
+    }
+
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let contentType, let mediaType = MediaType(from: contentType) else { return false }
+        return mediaType.type == .application && (mediaType.subType == "json" || mediaType.subType.hasSuffix("+json"))
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// Gives every request an id (a valid incoming `X-Request-ID` or a new UUID),
+/// puts it on every log line of the request and on the response, and writes
+/// one access line per request with the route pattern, never the raw path.
+struct RequestLoggingMiddleware: RouterMiddleware {
+    typealias Context = FolioRequestContext
+
+    static let header = HTTPField.Name("X-Request-ID")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        var context = context
+        let requestID = request.headers[Self.header].flatMap(Self.acceptable) ?? UUID().uuidString.lowercased()
+        context.requestID = requestID
+        context.logger[metadataKey: "hb.request.id"] = nil
+        context.logger[metadataKey: "request_id"] = .string(requestID)
+
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            // ProblemMiddleware turns errors into responses; this is the last guard.
+            response = ProblemMiddleware.response(for: error, request: request, context: context)
+        }
+        response.headers[Self.header] = requestID
+        let elapsed = ContinuousClock.now - start
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        context.logger.info(
+            "request",
+            metadata: [
+                "method": .string(request.method.rawValue),
+                "route": .string(Self.routePattern(context.endpointPath)),
+                "status": .stringConvertible(response.status.code),
+                "duration_ms": .string(String(format: "%.3f", milliseconds)),
+            ])
+        return response
+    }
+
+    /// Client-chosen ids are kept only when short and plain, so they cannot
+    /// forge log lines or carry data.
+    static func acceptable(_ id: String) -> String? {
+        guard (8...128).contains(id.utf8.count),
+              id.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 || $0 == 46 })
+        else { return nil }
+        return id
+    }
+
+    static func routePattern(_ endpointPath: String?) -> String {
+        guard let endpointPath, endpointPath != "NotFound" else { return "unmatched" }
+        return endpointPath
+    }
+}

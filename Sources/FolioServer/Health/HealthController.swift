@@ -1,0 +1,119 @@
+import FluentKit
+import Foundation
+import HTTPTypes
+import Hummingbird
+import SQLKit
+
+/// Liveness, readiness and a per-component report.
+struct HealthController {
+    let database: FolioDatabase
+    let version: String
+    let startedAt: ContinuousClock.Instant
+    let opsToken: String?
+
+    struct Status: ResponseEncodable {
+        var status: String
+    }
+
+    struct Component: Encodable {
+        var status: String
+        var latencyMS: String?
+        var applied: Int?
+        var pending: Int?
+        var version: String?
+        var uptimeSeconds: Int?
+        var kind: String?
+        var error: String?
+
+        enum CodingKeys: String, CodingKey {
+            case status, applied, pending, version, kind, error
+            case latencyMS = "latency_ms"
+            case uptimeSeconds = "uptime_seconds"
+        }
+    }
+
+    struct Report: ResponseEncodable {
+        var status: String
+        var components: [String: Component]
+    }
+
+    func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
+        router.get("/health") { _, _ in Status(status: "ok") }
+        router.get("/api/health") { _, _ in Status(status: "ok") }
+        router.get("/health/ready", use: ready)
+        router.get("/health/detailed", use: detailed)
+    }
+
+    @Sendable func ready(_ request: Request, context: FolioRequestContext) async throws -> Status {
+        let databaseCheck = await checkDatabase(context: context)
+        let migrationCheck = await checkMigrations(context: context)
+        guard databaseCheck.status == "ok", migrationCheck.status == "ok" else {
+            throw AppError(
+                .serviceUnavailable, code: "not_ready", detail: "Folio is not ready to serve requests.",
+                checks: ["database": databaseCheck.status, "migrations": migrationCheck.status])
+        }
+        return Status(status: "ready")
+    }
+
+    @Sendable func detailed(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        let databaseCheck = await checkDatabase(context: context)
+        let migrationCheck = await checkMigrations(context: context)
+        let uptime = ContinuousClock.now - startedAt
+        var components = [
+            "database": databaseCheck,
+            "migrations": migrationCheck,
+            "application": Component(status: "ok", version: version, uptimeSeconds: Int(uptime.components.seconds)),
+        ]
+        if !isOperator(request) {
+            // Strangers learn whether each part works, nothing about versions or internals.
+            components = components.mapValues { Component(status: $0.status) }
+        }
+        let healthy = components.values.allSatisfy { $0.status == "ok" }
+        let report = Report(status: healthy ? "ok" : "unavailable", components: components)
+        var response = try report.response(from: request, context: context)
+        if !healthy { response.status = .serviceUnavailable }
+        return response
+    }
+
+    func isOperator(_ request: Request) -> Bool {
+        guard let opsToken, let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
+        return ConstantTime.equals(String(header.dropFirst("Bearer ".count)), opsToken)
+    }
+
+    func checkDatabase(context: FolioRequestContext) async -> Component {
+        let start = ContinuousClock.now
+        do {
+            try await database.sql.raw("SELECT 1").run()
+            let elapsed = ContinuousClock.now - start
+            let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
+            return Component(status: "ok", latencyMS: String(format: "%.2f", milliseconds), kind: database.kind.rawValue)
+        } catch {
+            context.logger.error("health: database unreachable", metadata: ["error": .string(String(reflecting: error))])
+            return Component(status: "down", kind: database.kind.rawValue, error: "unreachable")
+        }
+    }
+
+    func checkMigrations(context: FolioRequestContext) async -> Component {
+        do {
+            let pending = try await database.pendingMigrations().count
+            let applied = try await database.appliedMigrations().count
+            return Component(status: pending == 0 ? "ok" : "pending", applied: applied, pending: pending)
+        } catch {
+            // A check that cannot run denies.
+            context.logger.error("health: migrations unknown", metadata: ["error": .string(String(reflecting: error))])
+            return Component(status: "unknown", error: "could not read migrations")
+        }
+    }
+}
+
+enum ConstantTime {
+    /// Compares without an early exit, so timing does not reveal a matching prefix.
+    static func equals(_ lhs: String, _ rhs: String) -> Bool {
+        let a = Array(lhs.utf8), b = Array(rhs.utf8)
+        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        for index in 0..<max(a.count, b.count) {
+            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+        }
+        return difference == 0
+    }
+}

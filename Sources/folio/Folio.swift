@@ -1,0 +1,130 @@
+import ArgumentParser
+import FolioServer
+import Foundation
+import Hummingbird
+import Logging
+
+@main
+struct Folio: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "folio",
+        abstract: "Folio: a self-hostable portfolio-management and trading server.",
+        version: FolioVersion.current,
+        subcommands: [Serve.self, Migrate.self]
+    )
+}
+
+/// Options every command shares: which environment and which `.env` file.
+struct EnvironmentOptions: ParsableArguments {
+    @Option(name: .customLong("env"), help: "Environment: development, testing or production (overrides ENVIRONMENT).")
+    var environment: String?
+
+    @Option(name: .customLong("env-file"), help: "Path of the .env file to read; the process environment wins over it.")
+    var envFile: String = ".env"
+
+    func loadConfiguration() throws -> AppConfiguration {
+        var override: AppConfiguration.Environment?
+        if let environment {
+            guard let parsed = AppConfiguration.Environment(rawValue: environment.lowercased()) else {
+                throw ValidationError("--env must be development, testing or production")
+            }
+            override = parsed
+        }
+        do {
+            return try ConfigurationLoader.load(envFile: envFile, environmentOverride: override)
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            throw ExitCode(78)  // EX_CONFIG
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the HTTP server.")
+
+    @OptionGroup var options: EnvironmentOptions
+
+    @Option(help: "Address to listen on (overrides HOST).")
+    var host: String?
+
+    @Option(help: "Port to listen on (overrides PORT).")
+    var port: Int?
+
+    func run() async throws {
+        var configuration = try options.loadConfiguration()
+        if let host { configuration.host = host }
+        if let port { configuration.port = port }
+        let logger = Logger.folio(configuration: configuration)
+        if case .generated(let path) = configuration.secretKeySource {
+            logger.warning("SECRET_KEY is not set: using a generated development key kept in \(path). Set SECRET_KEY outside development.")
+        }
+
+        let database = try FolioDatabase(location: configuration.database, poolSize: configuration.databasePoolSize, logger: logger)
+        do {
+            try await database.prepareConnectionSettings()
+            let pending = try await database.pendingMigrations()
+            if !pending.isEmpty {
+                if configuration.isProduction {
+                    FileHandle.standardError.write(Data("Folio will not start: \(pending.count) migration(s) pending (\(pending.joined(separator: ", "))). Run `folio migrate` first.\n".utf8))
+                    await database.shutdown()
+                    throw ExitCode(78)
+                }
+                try await database.migrate()
+                logger.info("applied pending migrations", metadata: ["migrations": .array(pending.map { .string($0) })])
+            }
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            await database.shutdown()
+            FileHandle.standardError.write(Data("Folio will not start: the database is not usable: \(String(reflecting: error))\n".utf8))
+            throw ExitCode.failure
+        }
+
+        logger.info("starting Folio", metadata: [
+            "environment": .string(configuration.environment.rawValue), "database": .string(database.kind.rawValue),
+            "address": .string("\(configuration.host):\(configuration.port)"), "version": .string(FolioVersion.current),
+        ])
+        let application = FolioServerBuilder(configuration: configuration, logger: logger, database: database).buildApplication()
+        try await application.runService()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply pending database migrations, list them, or revert the last batch.")
+
+    @OptionGroup var options: EnvironmentOptions
+
+    @Flag(help: "List applied and pending migrations by name; change nothing.")
+    var list = false
+
+    @Flag(help: "Revert the most recently applied batch.")
+    var revert = false
+
+    func validate() throws {
+        if list && revert { throw ValidationError("--list and --revert cannot be combined") }
+    }
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        var logger = Logger.folio(configuration: configuration)
+        logger.logLevel = .warning
+        let database = try FolioDatabase(location: configuration.database, poolSize: 1, logger: logger)
+        do {
+            if list {
+                for (name, batch) in try await database.appliedMigrations() { print("applied  \(name)  (batch \(batch))") }
+                for name in try await database.pendingMigrations() { print("pending  \(name)") }
+            } else if revert {
+                let reverted = try await database.revertLastBatch()
+                print(reverted.isEmpty ? "Nothing to revert." : reverted.map { "reverted \($0)" }.joined(separator: "\n"))
+            } else {
+                let applied = try await database.migrate()
+                print(applied.isEmpty ? "No pending migrations." : applied.map { "applied  \($0)" }.joined(separator: "\n"))
+            }
+        } catch {
+            await database.shutdown()
+            FileHandle.standardError.write(Data("migrate failed: \(String(reflecting: error))\n".utf8))
+            throw ExitCode.failure
+        }
+        await database.shutdown()
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+
+@testable import FolioServer
+
+/// Runs the built `folio` executable as a user would, in a scratch directory.
+struct FolioProcess {
+    static let executable: URL = {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("folio")
+        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/folio")
+    }()
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    let directory: URL
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("folio-cli-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    func cleanUp() { try? FileManager.default.removeItem(at: directory) }
+
+    func makeProcess(_ arguments: [String], environment: [String: String]) -> (Process, Pipe, Pipe) {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        // Only what the test names: nothing leaks in from the developer's shell.
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": directory.path].merging(environment) { _, new in new }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        return (process, out, err)
+    }
+
+    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        let (process, out, err) = makeProcess(arguments, environment: environment)
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+}
+
+@Suite("folio commands", .serialized)
+struct CommandTests {
+    @Test("production with no settings exits non-zero naming SECRET_KEY, ALLOWED_ORIGINS and the database")
+    func productionRefuses() throws {
+        let folio = try FolioProcess()
+        defer { folio.cleanUp() }
+        let result = try folio.run(["serve"], environment: ["ENVIRONMENT": "production"])
+        #expect(result.status == 78)
+        #expect(result.stderr.contains("SECRET_KEY is not set"))
+        #expect(result.stderr.contains("ALLOWED_ORIGINS is empty"))
+        #expect(result.stderr.contains("DATABASE_URL does not name PostgreSQL"))
+        #expect(!result.stderr.contains("Fatal error"))
+        #expect(!FileManager.default.fileExists(atPath: folio.directory.appendingPathComponent("var").path))
+    }
+
+    @Test("a 16-byte production key is named with its length")
+    func productionShortKey() throws {
+        let folio = try FolioProcess()
+        defer { folio.cleanUp() }
+        let result = try folio.run(["serve", "--env", "production"], environment: ["SECRET_KEY": "0123456789abcdef"])
+        #expect(result.status == 78)
+        #expect(result.stderr.contains("SECRET_KEY is 16 bytes; it must be at least 32 bytes"))
+    }
+
+    @Test("migrate --list, migrate and migrate --revert", arguments: TestDatabaseKind.all)
+    func migrateCommands(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { _, location in
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let url: String
+            switch location {
+            case .sqlite(let path): url = "sqlite:" + path
+            case .postgres(let postgres): url = postgres
+            }
+            let environment = ["DATABASE_URL": url]
+            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == "pending  001_create_users\n")
+            #expect(try folio.run(["migrate"], environment: environment).stdout == "applied  001_create_users\n")
+            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == "applied  001_create_users  (batch 1)\n")
+            #expect(try folio.run(["migrate"], environment: environment).stdout == "No pending migrations.\n")
+            #expect(try folio.run(["migrate", "--revert"], environment: environment).stdout == "reverted 001_create_users\n")
+            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == "pending  001_create_users\n")
+        }
+    }
+
+    @Test("serve with no configuration at all answers GET /health, then stops on SIGTERM")
+    func serveOutOfTheBox() async throws {
+        let folio = try FolioProcess()
+        defer { folio.cleanUp() }
+        let port = Int.random(in: 20_000...40_000)
+        let (process, out, _) = folio.makeProcess(["serve", "--port", String(port)], environment: [:])
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        var answer = ""
+        for _ in 0..<100 {
+            let check = Process()
+            check.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            check.arguments = ["-s", "http://127.0.0.1:\(port)/health"]
+            let pipe = Pipe()
+            check.standardOutput = pipe
+            try check.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            check.waitUntilExit()
+            answer = String(decoding: data, as: UTF8.self)
+            if !answer.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(answer == #"{"status":"ok"}"#)
+        #expect(FileManager.default.fileExists(atPath: folio.directory.appendingPathComponent("var/folio.sqlite").path))
+        #expect(FileManager.default.fileExists(atPath: folio.directory.appendingPathComponent("var/secret_key").path))
+        process.terminate()
+        process.waitUntilExit()
+        let logged = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(logged.contains("applied pending migrations"))
+        #expect(logged.contains("SECRET_KEY is not set"))
+    }
+}

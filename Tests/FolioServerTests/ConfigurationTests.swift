@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+
+@testable import FolioServer
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    let strongKey = "3f9c2b7e8a1d4c6f0b5e9a2d7c4f1e8b6a3d0c9f5e2b8a7d4c1f6e3b0a9d5c2e"
+
+    func problems(_ values: [String: String]) -> [String] {
+        do {
+            _ = try ConfigurationLoader.make(from: values)
+            return []
+        } catch let error as ConfigurationError {
+            return error.problems
+        } catch {
+            Issue.record("unexpected error \(error)")
+            return []
+        }
+    }
+
+    @Test("production with nothing set names the secret key, the origins and the database at once")
+    func productionWithNothing() {
+        let found = problems(["ENVIRONMENT": "production"])
+        #expect(found.contains { $0.hasPrefix("SECRET_KEY is not set") })
+        #expect(found.contains { $0.hasPrefix("ALLOWED_ORIGINS is empty") })
+        #expect(found.contains { $0.hasPrefix("DATABASE_URL does not name PostgreSQL") })
+        #expect(found.count == 3)
+    }
+
+    @Test("a 16-byte production key is refused with its length")
+    func shortKey() {
+        let found = problems(["ENVIRONMENT": "production", "SECRET_KEY": "0123456789abcdef", "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
+        #expect(found == ["SECRET_KEY is 16 bytes; it must be at least 32 bytes (generate one with `openssl rand -hex 32`)"])
+    }
+
+    @Test("known defaults, the .env.example value and low-variety keys are refused in production", arguments: [
+        "replace-with-output-of-openssl-rand-hex-32", "your-secret-key-here", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ])
+    func weakKeys(key: String) {
+        let found = problems(["ENVIRONMENT": "production", "SECRET_KEY": key, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
+        #expect(found.contains { $0.hasPrefix("SECRET_KEY") })
+    }
+
+    @Test("DEBUG, TESTING and a wildcard origin are refused in production, all reported together")
+    func productionFlags() {
+        let found = problems([
+            "ENVIRONMENT": "production", "SECRET_KEY": strongKey, "DEBUG": "true", "TESTING": "1",
+            "ALLOWED_ORIGINS": "https://app.example.com,*", "DATABASE_URL": "postgresql://u:p@db/folio?sslmode=require",
+        ])
+        #expect(found.count == 3)
+        #expect(found.contains("DEBUG=true is not allowed in production"))
+        #expect(found.contains("TESTING=true is not allowed in production"))
+        #expect(found.contains { $0.contains("contains \"*\"") })
+    }
+
+    @Test("a sound production configuration loads")
+    func soundProduction() throws {
+        let configuration = try ConfigurationLoader.make(from: [
+            "ENVIRONMENT": "production", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com, https://admin.example.com:8443",
+            "DATABASE_URL": "postgres://folio:pw@db.internal:5432/folio?sslmode=verify-full", "DATABASE_POOL_SIZE": "20", "PORT": "9000",
+        ])
+        #expect(configuration.isProduction)
+        #expect(configuration.allowedOrigins == ["https://app.example.com", "https://admin.example.com:8443"])
+        #expect(configuration.database == .postgres(url: "postgres://folio:pw@db.internal:5432/folio?sslmode=verify-full"))
+        #expect(configuration.databasePoolSize == 20)
+        #expect(configuration.port == 9000)
+        #expect(configuration.secretKeySource == .environment)
+    }
+
+    @Test("malformed values are named in any environment", arguments: [
+        ("PORT", "eighty"), ("DATABASE_POOL_SIZE", "0"), ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"),
+        ("ALLOWED_ORIGINS", "app.example.com"), ("DATABASE_URL", "mysql://x"), ("DEBUG", "maybe"), ("ENVIRONMENT", "staging"),
+    ])
+    func malformed(key: String, value: String) {
+        let found = problems([key: value, "SECRET_KEY": strongKey])
+        #expect(found.count == 1)
+        #expect(found.first?.hasPrefix(key) == true, "\(found)")
+    }
+
+    @Test("development without SECRET_KEY generates a key once, keeps it private, and reuses it")
+    func developmentKey() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("folio-key-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try ConfigurationLoader.make(from: ["DATA_DIR": directory])
+        let second = try ConfigurationLoader.make(from: ["DATA_DIR": directory])
+        #expect(first.secretKey.utf8.count == 64)
+        #expect(first.secretKey == second.secretKey)
+        #expect(first.secretKeySource == .generated(path: directory + "/secret_key"))
+        let permissions = try FileManager.default.attributesOfItem(atPath: directory + "/secret_key")[.posixPermissions] as? Int
+        #expect(permissions == 0o600)
+        #expect(first.database == .sqlite(path: directory + "/folio.sqlite"))
+    }
+
+    @Test(".env values apply, the process environment wins over them")
+    func dotEnv() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("folio-env-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/.env"
+        try """
+        # comment
+        export PORT=9100
+        HOST="0.0.0.0"
+        SECRET_KEY='\(strongKey)'
+        LOG_FORMAT=text   # for humans
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let configuration = try ConfigurationLoader.load(processEnvironment: ["PORT": "9200"], envFile: file)
+        #expect(configuration.port == 9200)
+        #expect(configuration.host == "0.0.0.0")
+        #expect(configuration.secretKey == strongKey)
+        #expect(configuration.logFormat == .text)
+    }
+
+    @Test(".env lines that are not KEY=value are refused with their line number")
+    func dotEnvMalformed() {
+        #expect(throws: DotEnv.ParseError.self) { try DotEnv.parse("PORT=1\nthis is not a setting\n") }
+    }
+
+    @Test("the shipped .env.example loads in development and its secret is refused in production")
+    func envExample() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let example = try DotEnv.load(path: root.appendingPathComponent(".env.example").path)
+        #expect(example["SECRET_KEY"] != nil)
+        var production = example
+        production["ENVIRONMENT"] = "production"
+        production["DATABASE_URL"] = "postgres://u:p@db/folio"
+        production["ALLOWED_ORIGINS"] = "https://app.example.com"
+        production["DEBUG"] = "false"
+        production["TESTING"] = "false"
+        #expect(problems(production).contains { $0.hasPrefix("SECRET_KEY is a known default") })
+    }
+}

@@ -1,0 +1,206 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+
+@testable import FolioServer
+
+/// A JSON route for exercising the error contract the way every feature route decodes.
+struct EchoOrder: Codable, ResponseEncodable {
+    var symbol: String
+    var quantity: DecimalValue
+    var note: String?
+}
+
+func withTestApp(
+    _ kind: TestDatabaseKind = .sqlite,
+    migrated: Bool = true,
+    configure: (inout AppConfiguration) -> Void = { _ in },
+    logs: LogCapture = LogCapture(),
+    _ body: @escaping @Sendable (any TestClientProtocol, LogCapture) async throws -> Void
+) async throws {
+    try await withTestDatabase(kind, migrated: migrated) { database, location in
+        var configuration = AppConfiguration(environment: .testing, database: location)
+        configure(&configuration)
+        let logger = logs.logger(level: configuration.logLevel)
+        let builder = FolioServerBuilder(configuration: configuration, logger: logger, database: database)
+        let router = builder.buildRouter { routes in
+            routes.post("/api/test/echo") { request, context in
+                try await request.decodeBody(as: EchoOrder.self, context: context)
+            }
+            routes.get("/api/test/boom") { _, _ -> String in
+                throw TestDatabaseError(description: "secret internal detail: SELECT * FROM users")
+            }
+        }
+        let app = Application(router: router, logger: logger)
+        try await app.test(.router) { client in try await body(client, logs) }
+    }
+}
+
+struct Problem: Decodable {
+    var type: String
+    var title: String
+    var status: Int
+    var detail: String
+    var code: String
+    var errors: [ProblemDetails.FieldError]?
+    var request_id: String
+    var checks: [String: String]?
+}
+
+func problem(_ response: TestResponse) throws -> Problem {
+    #expect(response.headers[.contentType] == "application/problem+json")
+    return try JSONDecoder().decode(Problem.self, from: Data(buffer: response.body))
+}
+
+@Suite("HTTP error contract")
+struct HTTPContractTests {
+    let json: HTTPFields = [.contentType: "application/json"]
+
+    @Test("an unknown route is 404 problem+json whose request id appears in the access log")
+    func unknownRoute() async throws {
+        try await withTestApp { client, logs in
+            let response = try await client.execute(uri: "/api/nowhere?token=abc", method: .get)
+            #expect(response.status == .notFound)
+            let body = try problem(response)
+            #expect(body.code == "not_found")
+            #expect(body.status == 404)
+            #expect(body.type == "urn:folio:problem:not_found")
+            #expect(response.headers[HTTPField.Name("X-Request-ID")!] == body.request_id)
+            let access = logs.objects.first { $0["message"] as? String == "request" && $0["request_id"] as? String == body.request_id }
+            #expect(access?["status"] as? String == "404")
+            #expect(access?["route"] as? String == "unmatched")
+        }
+    }
+
+    @Test("a wrong method is 405 with an Allow header")
+    func wrongMethod() async throws {
+        try await withTestApp { client, _ in
+            let response = try await client.execute(uri: "/health", method: .post)
+            #expect(response.status == .methodNotAllowed)
+            #expect(response.headers[.allow] == "GET, HEAD")
+            #expect(try problem(response).code == "method_not_allowed")
+            let delete = try await client.execute(uri: "/api/test/echo", method: .delete)
+            #expect(delete.status == .methodNotAllowed)
+            #expect(delete.headers[.allow] == "POST")
+        }
+    }
+
+    @Test("malformed JSON is 400 malformed_json")
+    func malformedJSON() async throws {
+        try await withTestApp { client, _ in
+            let response = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: #"{"symbol": "AAPL", "quantity": "#))
+            #expect(response.status == .badRequest)
+            #expect(try problem(response).code == "malformed_json")
+        }
+    }
+
+    @Test("JSON of the wrong shape is 422 naming each field")
+    func validation() async throws {
+        try await withTestApp { client, _ in
+            let missing = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: #"{"symbol": "AAPL"}"#))
+            #expect(missing.status == .unprocessableContent)
+            let body = try problem(missing)
+            #expect(body.code == "validation_failed")
+            #expect(body.errors == [.init(field: "quantity", code: "required", message: "quantity is required.")])
+
+            let wrong = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: #"{"symbol": 5, "quantity": "1"}"#))
+            #expect(try problem(wrong).errors?.first?.field == "symbol")
+            let badNumber = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: #"{"symbol": "AAPL", "quantity": "1.5abc"}"#))
+            #expect(try problem(badNumber).errors?.first?.field == "quantity")
+        }
+    }
+
+    @Test("amounts arrive exactly from strings and numbers and leave as strings")
+    func exactAmounts() async throws {
+        try await withTestApp { client, _ in
+            for body in [#"{"symbol":"AAPL","quantity":12345678901.123456789}"#, #"{"symbol":"AAPL","quantity":"12345678901.123456789"}"#] {
+                let response = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: body))
+                #expect(response.status == .ok)
+                #expect(String(buffer: response.body) == #"{"quantity":"12345678901.123456789","symbol":"AAPL"}"#)
+            }
+        }
+    }
+
+    @Test("a body over the limit is 413, by Content-Length or by streaming")
+    func oversized() async throws {
+        try await withTestApp(configure: { $0.maxBodySize = 2048 }) { client, _ in
+            let big = ByteBuffer(string: #"{"symbol":"AAPL","quantity":"1","note":""# + String(repeating: "x", count: 4096) + #""}"#)
+            let response = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: big)
+            #expect(response.status == .contentTooLarge)
+            #expect(try problem(response).code == "payload_too_large")
+            let unknown = try await client.execute(uri: "/api/other", method: .post, headers: json, body: big)
+            #expect(unknown.status == .contentTooLarge)
+        }
+    }
+
+    @Test("a non-JSON body is 415")
+    func wrongContentType() async throws {
+        try await withTestApp { client, _ in
+            let form = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: "symbol=AAPL"))
+            #expect(form.status == .unsupportedMediaType)
+            #expect(try problem(form).code == "unsupported_media_type")
+            let none = try await client.execute(uri: "/api/test/echo", method: .post, body: ByteBuffer(string: "{}"))
+            #expect(none.status == .unsupportedMediaType)
+            let charset = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: "application/json; charset=utf-8"], body: ByteBuffer(string: #"{"symbol":"A","quantity":1}"#))
+            #expect(charset.status == .ok)
+        }
+    }
+
+    @Test("an internal error is a generic 500; its text is only in the log, under the same request id")
+    func internalError() async throws {
+        try await withTestApp { client, logs in
+            let response = try await client.execute(uri: "/api/test/boom", method: .get)
+            #expect(response.status == .internalServerError)
+            let text = String(buffer: response.body)
+            #expect(!text.contains("SELECT"))
+            #expect(!text.contains("secret internal detail"))
+            let body = try problem(response)
+            #expect(body.code == "internal_error")
+            let logged = logs.objects.first { $0["message"] as? String == "unhandled error" }
+            #expect(logged?["request_id"] as? String == body.request_id)
+            #expect((logged?["error"] as? String)?.contains("secret internal detail") == true)
+        }
+    }
+
+    @Test("a valid incoming X-Request-ID is kept; a hostile one is replaced")
+    func requestIDs() async throws {
+        try await withTestApp { client, _ in
+            let kept = try await client.execute(uri: "/health", method: .get, headers: [HTTPField.Name("X-Request-ID")!: "abc-12345678"])
+            #expect(kept.headers[HTTPField.Name("X-Request-ID")!] == "abc-12345678")
+            let replaced = try await client.execute(uri: "/health", method: .get, headers: [HTTPField.Name("X-Request-ID")!: "x\"}\n{\"level\":\"fake"])
+            let id = try #require(replaced.headers[HTTPField.Name("X-Request-ID")!])
+            #expect(UUID(uuidString: id) != nil)
+        }
+    }
+
+    @Test("a request body with a password is logged without the password")
+    func bodyLogRedacted() async throws {
+        try await withTestApp(configure: { $0.debug = true; $0.logLevel = .debug }) { client, logs in
+            let body = #"{"symbol":"AAPL","quantity":"1","note":"login","password":"correct horse battery staple","email":"jane.doe@example.com"}"#
+            _ = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: body))
+            let lines = logs.lines.joined(separator: "\n")
+            #expect(lines.contains("request body"))
+            #expect(!lines.contains("correct horse"))
+            #expect(!lines.contains("jane.doe@"))
+            #expect(lines.contains("j***@example.com"))
+        }
+    }
+
+    @Test("the access log names the route pattern, status and duration")
+    func accessLog() async throws {
+        try await withTestApp { client, logs in
+            _ = try await client.execute(uri: "/health", method: .get)
+            let access = try #require(logs.objects.first { $0["message"] as? String == "request" })
+            #expect(access["route"] as? String == "/health")
+            #expect(access["method"] as? String == "GET")
+            #expect(access["status"] as? String == "200")
+            #expect(access["duration_ms"] != nil)
+            #expect((access["timestamp"] as? String)?.hasSuffix("Z") == true)
+            #expect(access["level"] as? String == "info")
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import FluentKit
+import Foundation
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+@Suite("Migrations and the users table")
+struct MigrationTests {
+    func insertUser(_ sql: any SQLDatabase, email: String, role: String = "user", passwordHash: String = "$2b$12$hash") async throws {
+        try await sql.raw("""
+            INSERT INTO users (id, email, password_hash, role, created_at, updated_at)
+            VALUES (\(bind: UUID()), \(bind: email), \(bind: passwordHash), \(bind: role), \(bind: Date()), \(bind: Date()))
+            """).run()
+    }
+
+    @Test("migrate applies every migration, list shows them, revert undoes the batch", arguments: TestDatabaseKind.all)
+    func migrateListRevert(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            #expect(try await database.pendingMigrations() == ["001_create_users"])
+            #expect(try await database.migrate() == ["001_create_users"])
+            #expect(try await database.pendingMigrations().isEmpty)
+            #expect(try await database.appliedMigrations().map(\.name) == ["001_create_users"])
+            #expect(try await database.migrate().isEmpty)
+
+            #expect(try await database.revertLastBatch() == ["001_create_users"])
+            #expect(try await database.pendingMigrations() == ["001_create_users"])
+            await #expect(throws: (any Error).self) { try await insertUser(database.sql, email: "a@example.com") }
+            try await database.migrate()
+            try await insertUser(database.sql, email: "a@example.com")
+        }
+    }
+
+    @Test("the database itself refuses an email that differs only in case", arguments: TestDatabaseKind.all)
+    func emailUniqueIgnoringCase(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind) { database, _ in
+            try await insertUser(database.sql, email: "Jane.Doe@Example.com")
+            await #expect(throws: (any Error).self) { try await insertUser(database.sql, email: "jane.doe@example.COM") }
+            try await insertUser(database.sql, email: "john@example.com")
+            let count = try await database.sql.raw("SELECT COUNT(*) AS n FROM users").first(decodingColumn: "n", as: Int.self)
+            #expect(count == 2)
+        }
+    }
+
+    @Test("CHECK and NOT NULL constraints hold on users", arguments: TestDatabaseKind.all)
+    func userConstraints(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind) { database, _ in
+            await #expect(throws: (any Error).self) { try await insertUser(database.sql, email: "x@example.com", role: "superuser") }
+            await #expect(throws: (any Error).self) { try await insertUser(database.sql, email: "not-an-email") }
+            await #expect(throws: (any Error).self) { try await insertUser(database.sql, email: "y@example.com", passwordHash: "") }
+            await #expect(throws: (any Error).self) {
+                try await database.sql.raw("INSERT INTO users (id, email, role, created_at, updated_at) VALUES (\(bind: UUID()), 'z@example.com', 'user', \(bind: Date()), \(bind: Date()))").run()
+            }
+            try await insertUser(database.sql, email: "admin@example.com", role: "admin")
+            let role = try await database.sql.raw("SELECT role FROM users").first(decodingColumn: "role", as: String.self)
+            #expect(role == "admin")
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import FluentKit
+import Foundation
+import Logging
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// The databases the suite runs against: SQLite always; PostgreSQL when
+/// FOLIO_TEST_DATABASE_URL points at a server, and always under CI, where a
+/// missing server fails the PostgreSQL cases instead of skipping them.
+enum TestDatabaseKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite, postgres
+
+    var testDescription: String { rawValue }
+
+    static let adminURL = ProcessInfo.processInfo.environment["FOLIO_TEST_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    static let requirePostgres = ProcessInfo.processInfo.environment["CI"] == "true"
+
+    static var all: [TestDatabaseKind] {
+        adminURL != nil || requirePostgres ? [.sqlite, .postgres] : [.sqlite]
+    }
+}
+
+struct TestDatabaseError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// A fresh, empty database of the given kind for one test, removed afterwards.
+func withTestDatabase<T>(
+    _ kind: TestDatabaseKind,
+    migrated: Bool = true,
+    logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+    _ body: (FolioDatabase, AppConfiguration.DatabaseLocation) async throws -> T
+) async throws -> T {
+    let location: AppConfiguration.DatabaseLocation
+    let name = "folio_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+    var cleanup: () async throws -> Void
+    switch kind {
+    case .sqlite:
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
+        location = .sqlite(path: directory + "/folio.sqlite")
+        cleanup = { try? FileManager.default.removeItem(atPath: directory) }
+    case .postgres:
+        guard let adminURL = TestDatabaseKind.adminURL else {
+            throw TestDatabaseError(description: "CI requires PostgreSQL but FOLIO_TEST_DATABASE_URL is not set (run .ci/run)")
+        }
+        let admin = try FolioDatabase(location: .postgres(url: adminURL), poolSize: 1, logger: logger)
+        do {
+            try await admin.sql.raw("CREATE DATABASE \(unsafeRaw: name)").run()
+        } catch {
+            await admin.shutdown()
+            throw TestDatabaseError(description: "could not create test database: \(String(reflecting: error))")
+        }
+        var components = URLComponents(string: adminURL)!
+        components.path = "/" + name
+        location = .postgres(url: components.string!)
+        cleanup = {
+            try await admin.sql.raw("DROP DATABASE IF EXISTS \(unsafeRaw: name) WITH (FORCE)").run()
+            await admin.shutdown()
+        }
+    }
+    let database = try FolioDatabase(location: location, poolSize: 4, logger: logger)
+    do {
+        try await database.prepareConnectionSettings()
+        if migrated { try await database.migrate() }
+        let result = try await body(database, location)
+        await database.shutdown()
+        try await cleanup()
+        return result
+    } catch {
+        await database.shutdown()
+        try? await cleanup()
+        throw error
+    }
+}
