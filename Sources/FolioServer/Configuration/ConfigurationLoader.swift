@@ -208,7 +208,7 @@ enum DevelopmentSecret {
         }
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
         // SystemRandomNumberGenerator reads the kernel's CSPRNG (getrandom).
         var generator = SystemRandomNumberGenerator()

@@ -34,7 +34,8 @@ public final class FolioDatabase: Sendable {
         case .sqlite(let path):
             let directory = (path as NSString).deletingLastPathComponent
             if !directory.isEmpty {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                // The file holds every user's data: only the server's account may read it.
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
             self.kind = .sqlite
             // SQL is logged at trace: statements carry bound values only as placeholders, but stay quiet by default.
