@@ -1,7 +1,10 @@
 import FluentKit
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
+import NIOSSL
 import ServiceLifecycle
 
 public enum FolioVersion {
@@ -9,15 +12,19 @@ public enum FolioVersion {
 }
 
 /// The composition root: everything the server is made of is wired here.
-public struct FolioServerBuilder {
+public struct FolioServerBuilder: Sendable {
     public let configuration: AppConfiguration
     public let logger: Logger
     public let database: FolioDatabase
+    let identity: IdentityServices
+    let rateLimiter: RateLimiter
 
-    public init(configuration: AppConfiguration, logger: Logger, database: FolioDatabase) {
+    public init(configuration: AppConfiguration, logger: Logger, database: FolioDatabase, clock: AppClock = .system) async {
         self.configuration = configuration
         self.logger = logger
         self.database = database
+        self.identity = await IdentityServices.make(configuration: configuration, database: database, clock: clock)
+        self.rateLimiter = RateLimiter(clock: clock)
     }
 
     /// The router with every route and middleware. `extraRoutes` lets tests add
@@ -26,25 +33,47 @@ public struct FolioServerBuilder {
         let router = Router(context: FolioRequestContext.self)
         let table = RouteTable()
         let routes = RecordingRouter(router: router, table: table)
-        routes.add(middleware: RequestLoggingMiddleware())
+        // Outermost first; each sees what the ones inside it answer.
+        routes.add(middleware: SecurityHeadersMiddleware(production: configuration.isProduction))
+        routes.add(middleware: RequestLoggingMiddleware(trustedProxies: Set(configuration.trustedProxies)))
+        routes.add(middleware: CORSMiddleware(configuration: configuration, security: identity.security))
+        routes.add(middleware: RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
         routes.add(middleware: ProblemMiddleware(routes: table))
         routes.add(middleware: RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug))
+        if configuration.csrfProtectionEnabled {
+            routes.add(middleware: OriginGuardMiddleware(configuration: configuration, security: identity.security))
+        }
+        routes.add(middleware: AuthenticationMiddleware(services: identity))
+        routes.add(middleware: RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
 
         HealthController(database: database, version: FolioVersion.current, startedAt: .now, opsToken: configuration.opsToken)
             .addRoutes(to: routes)
+        AuthController(services: identity).addRoutes(to: routes)
+        TwoFactorController(services: identity).addRoutes(to: routes)
+        AdminController(services: identity).addRoutes(to: routes)
         extraRoutes(routes)
         return router
     }
 
     public func buildApplication(
         extraRoutes: (RecordingRouter<FolioRequestContext>) -> Void = { _ in }
-    ) -> some ApplicationProtocol {
+    ) throws -> some ApplicationProtocol {
         var application = Application(
             router: buildRouter(extraRoutes: extraRoutes),
+            server: try serverBuilder(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             logger: logger)
         application.addServices(DatabaseService(database: database))
         return application
+    }
+
+    /// HTTP/1.1, over TLS when TLS_CERT_PATH and TLS_KEY_PATH are set.
+    func serverBuilder() throws -> HTTPServerBuilder {
+        guard let certificatePath = configuration.tlsCertificatePath, let keyPath = configuration.tlsKeyPath else { return .http1() }
+        let certificates = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
+        tls.minimumTLSVersion = .tlsv12
+        return try .tls(.http1(), tlsConfiguration: tls)
     }
 }
 

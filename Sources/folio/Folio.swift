@@ -10,7 +10,7 @@ struct Folio: AsyncParsableCommand {
         commandName: "folio",
         abstract: "Folio: a self-hostable portfolio-management and trading server.",
         version: FolioVersion.current,
-        subcommands: [Serve.self, Migrate.self]
+        subcommands: [Serve.self, Migrate.self, Users.self, Outbox.self]
     )
 }
 
@@ -84,7 +84,7 @@ struct Serve: AsyncParsableCommand {
             "environment": .string(configuration.environment.rawValue), "database": .string(database.kind.rawValue),
             "address": .string("\(configuration.host):\(configuration.port)"), "version": .string(FolioVersion.current),
         ])
-        let application = FolioServerBuilder(configuration: configuration, logger: logger, database: database).buildApplication()
+        let application = try await FolioServerBuilder(configuration: configuration, logger: logger, database: database).buildApplication()
         try await application.runService()
     }
 }

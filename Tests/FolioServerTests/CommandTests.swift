@@ -86,7 +86,8 @@ struct CommandTests {
                 "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": url,
             ])
             #expect(result.status == 78)
-            #expect(result.stderr.contains("1 migration(s) pending (001_create_users). Run `folio migrate` first."))
+            let names = MigrationRegistry.all.map(\.name)
+            #expect(result.stderr.contains("\(names.count) migration(s) pending (\(names.joined(separator: ", "))). Run `folio migrate` first."))
         }
     }
 
@@ -101,12 +102,16 @@ struct CommandTests {
             case .postgres(let postgres): url = postgres
             }
             let environment = ["DATABASE_URL": url]
-            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == "pending  001_create_users\n")
-            #expect(try folio.run(["migrate"], environment: environment).stdout == "applied  001_create_users\n")
-            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == "applied  001_create_users  (batch 1)\n")
+            let names = MigrationRegistry.all.map(\.name)
+            func lines(_ prefix: String, _ names: [String], suffix: String = "") -> String {
+                names.map { "\(prefix)\($0)\(suffix)\n" }.joined()
+            }
+            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
+            #expect(try folio.run(["migrate"], environment: environment).stdout == lines("applied  ", names))
+            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == lines("applied  ", names, suffix: "  (batch 1)"))
             #expect(try folio.run(["migrate"], environment: environment).stdout == "No pending migrations.\n")
-            #expect(try folio.run(["migrate", "--revert"], environment: environment).stdout == "reverted 001_create_users\n")
-            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == "pending  001_create_users\n")
+            #expect(try folio.run(["migrate", "--revert"], environment: environment).stdout == lines("reverted ", names.reversed()))
+            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
         }
     }
 
@@ -140,5 +145,51 @@ struct CommandTests {
         let logged = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(logged.contains("applied pending migrations"))
         #expect(logged.contains("SECRET_KEY is not set"))
+    }
+
+    @Test("with TLS_CERT_PATH and TLS_KEY_PATH, serve speaks TLS (self-signed certificate made here)")
+    func serveTLS() async throws {
+        let folio = try FolioProcess()
+        defer { folio.cleanUp() }
+        let certificate = folio.directory.appendingPathComponent("cert.pem").path
+        let key = folio.directory.appendingPathComponent("key.pem").path
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+        openssl.standardOutput = FileHandle.nullDevice
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        #expect(openssl.terminationStatus == 0)
+
+        let port = Int.random(in: 40_001...60_000)
+        let (process, _, _) = folio.makeProcess(["serve", "--port", String(port)], environment: ["TLS_CERT_PATH": certificate, "TLS_KEY_PATH": key])
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        var answer = ""
+        var plain = ""
+        for _ in 0..<100 {
+            answer = try curl(["-s", "--cacert", certificate, "https://127.0.0.1:\(port)/health"])
+            if !answer.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        plain = try curl(["-s", "http://127.0.0.1:\(port)/health"])
+        #expect(answer == #"{"status":"ok"}"#)
+        #expect(plain != #"{"status":"ok"}"#)
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    func curl(_ arguments: [String]) throws -> String {
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        check.arguments = ["--max-time", "2"] + arguments
+        let pipe = Pipe()
+        check.standardOutput = pipe
+        check.standardError = FileHandle.nullDevice
+        try check.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        check.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
     }
 }

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import FolioServer
@@ -18,15 +19,20 @@ struct EchoOrder: Codable, ResponseEncodable {
 func withTestApp(
     _ kind: TestDatabaseKind = .sqlite,
     migrated: Bool = true,
+    clock: TestClock = TestClock(),
     configure: (inout AppConfiguration) -> Void = { _ in },
     logs: LogCapture = LogCapture(),
-    _ body: @escaping @Sendable (any TestClientProtocol, LogCapture) async throws -> Void
+    _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment) async throws -> Void
 ) async throws {
     try await withTestDatabase(kind, migrated: migrated) { database, location in
         var configuration = AppConfiguration(environment: .testing, database: location)
+        // Fast hashing and generous limits; tests of those features set their own.
+        configuration.bcryptCost = 10
+        configuration.rateLimit = .init(enabled: true, requestsPerMinute: 100_000, authRequestsPerMinute: 100_000)
+        configuration.allowedOrigins = ["https://app.example.com"]
         configure(&configuration)
         let logger = logs.logger(level: configuration.logLevel)
-        let builder = FolioServerBuilder(configuration: configuration, logger: logger, database: database)
+        let builder = await FolioServerBuilder(configuration: configuration, logger: logger, database: database, clock: clock.clock)
         let router = builder.buildRouter { routes in
             routes.post("/api/test/echo") { request, context in
                 try await request.decodeBody(as: EchoOrder.self, context: context)
@@ -36,7 +42,32 @@ func withTestApp(
             }
         }
         let app = Application(router: router, logger: logger)
-        try await app.test(.router) { client in try await body(client, logs) }
+        let environment = TestEnvironment(logs: logs, database: database, clock: clock, configuration: configuration)
+        try await app.test(.router) { client in try await body(client, environment) }
+    }
+}
+
+/// What a test can reach besides the HTTP client.
+struct TestEnvironment: Sendable {
+    let logs: LogCapture
+    let database: FolioDatabase
+    let clock: TestClock
+    let configuration: AppConfiguration
+}
+
+/// A clock the test moves by hand.
+final class TestClock: Sendable {
+    private let box = NIOLockedValueBox(Date())
+
+    var clock: AppClock {
+        let box = self.box
+        return AppClock { box.withLockedValue { $0 } }
+    }
+
+    var now: Date { box.withLockedValue { $0 } }
+
+    func advance(by seconds: TimeInterval) {
+        box.withLockedValue { $0 = $0.addingTimeInterval(seconds) }
     }
 }
 
@@ -62,7 +93,7 @@ struct HTTPContractTests {
 
     @Test("an unknown route is 404 problem+json whose request id appears in the access log")
     func unknownRoute() async throws {
-        try await withTestApp { client, logs in
+        try await withTestApp { client, env in
             let response = try await client.execute(uri: "/api/nowhere?token=abc", method: .get)
             #expect(response.status == .notFound)
             let body = try problem(response)
@@ -70,7 +101,7 @@ struct HTTPContractTests {
             #expect(body.status == 404)
             #expect(body.type == "urn:folio:problem:not_found")
             #expect(response.headers[HTTPField.Name("X-Request-ID")!] == body.request_id)
-            let access = logs.objects.first { $0["message"] as? String == "request" && $0["request_id"] as? String == body.request_id }
+            let access = env.logs.objects.first { $0["message"] as? String == "request" && $0["request_id"] as? String == body.request_id }
             #expect(access?["status"] as? String == "404")
             #expect(access?["route"] as? String == "unmatched")
         }
@@ -152,7 +183,7 @@ struct HTTPContractTests {
 
     @Test("an internal error is a generic 500; its text is only in the log, under the same request id")
     func internalError() async throws {
-        try await withTestApp { client, logs in
+        try await withTestApp { client, env in
             let response = try await client.execute(uri: "/api/test/boom", method: .get)
             #expect(response.status == .internalServerError)
             let text = String(buffer: response.body)
@@ -160,7 +191,7 @@ struct HTTPContractTests {
             #expect(!text.contains("secret internal detail"))
             let body = try problem(response)
             #expect(body.code == "internal_error")
-            let logged = logs.objects.first { $0["message"] as? String == "unhandled error" }
+            let logged = env.logs.objects.first { $0["message"] as? String == "unhandled error" }
             #expect(logged?["request_id"] as? String == body.request_id)
             #expect((logged?["error"] as? String)?.contains("secret internal detail") == true)
         }
@@ -179,10 +210,10 @@ struct HTTPContractTests {
 
     @Test("a request body with a password is logged without the password")
     func bodyLogRedacted() async throws {
-        try await withTestApp(configure: { $0.debug = true; $0.logLevel = .debug }) { client, logs in
+        try await withTestApp(configure: { $0.debug = true; $0.logLevel = .debug }) { client, env in
             let body = #"{"symbol":"AAPL","quantity":"1","note":"login","password":"correct horse battery staple","email":"jane.doe@example.com"}"#
             _ = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: body))
-            let lines = logs.lines.joined(separator: "\n")
+            let lines = env.logs.lines.joined(separator: "\n")
             #expect(lines.contains("request body"))
             #expect(!lines.contains("correct horse"))
             #expect(!lines.contains("jane.doe@"))
@@ -192,9 +223,9 @@ struct HTTPContractTests {
 
     @Test("the access log names the route pattern, status and duration")
     func accessLog() async throws {
-        try await withTestApp { client, logs in
+        try await withTestApp { client, env in
             _ = try await client.execute(uri: "/health", method: .get)
-            let access = try #require(logs.objects.first { $0["message"] as? String == "request" })
+            let access = try #require(env.logs.objects.first { $0["message"] as? String == "request" })
             #expect(access["route"] as? String == "/health")
             #expect(access["method"] as? String == "GET")
             #expect(access["status"] as? String == "200")

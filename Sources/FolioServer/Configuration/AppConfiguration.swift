@@ -47,6 +47,37 @@ public struct AppConfiguration: Sendable {
     /// Bearer token that unlocks operator detail on `/health/detailed` (optional).
     public var opsToken: String?
 
+    // Identity and web security.
+    /// Keys that still verify tokens during a rotation; `secretKey` signs.
+    public var previousSecretKeys: [String]
+    public var accessTokenLifetime: TimeInterval
+    public var sessionIdleTimeout: TimeInterval
+    public var sessionMaxAge: TimeInterval
+    public var bcryptCost: Int
+    public var csrfProtectionEnabled: Bool
+    public var requireEmailVerification: Bool
+    public var rateLimit: RateLimitSettings
+    /// Peers whose `X-Forwarded-For` is believed (exact addresses).
+    public var trustedProxies: [String]
+    public var tlsCertificatePath: String?
+    public var tlsKeyPath: String?
+    /// Base URL used in links sent by email.
+    public var publicURL: String
+
+    public struct RateLimitSettings: Sendable, Equatable {
+        public var enabled: Bool
+        /// Requests per minute for one client address, and for one signed-in user.
+        public var requestsPerMinute: Int
+        /// Requests per minute for one client address on /api/auth/*.
+        public var authRequestsPerMinute: Int
+
+        public init(enabled: Bool = true, requestsPerMinute: Int = 300, authRequestsPerMinute: Int = 20) {
+            self.enabled = enabled
+            self.requestsPerMinute = requestsPerMinute
+            self.authRequestsPerMinute = authRequestsPerMinute
+        }
+    }
+
     public var isProduction: Bool { environment == .production }
 
     /// Development defaults; used by tests as a starting point.
@@ -70,6 +101,18 @@ public struct AppConfiguration: Sendable {
         self.maxBodySize = 1_048_576
         self.dataDirectory = "var"
         self.opsToken = nil
+        self.previousSecretKeys = []
+        self.accessTokenLifetime = 900
+        self.sessionIdleTimeout = 1800
+        self.sessionMaxAge = 43_200
+        self.bcryptCost = 12
+        self.csrfProtectionEnabled = environment != .testing
+        self.requireEmailVerification = true
+        self.rateLimit = RateLimitSettings()
+        self.trustedProxies = []
+        self.tlsCertificatePath = nil
+        self.tlsKeyPath = nil
+        self.publicURL = "http://127.0.0.1:8080"
     }
 }
 

@@ -144,6 +144,40 @@ public enum ConfigurationLoader {
             configuration.opsToken = raw
         }
 
+        // Identity and web security.
+        let previousKeys = (value("PREVIOUS_SECRET_KEYS") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for (index, key) in previousKeys.enumerated() where key.utf8.count < minimumSecretKeyBytes {
+            problems.append("PREVIOUS_SECRET_KEYS entry \(index + 1) is \(key.utf8.count) bytes; each key must be at least \(minimumSecretKeyBytes) bytes")
+        }
+        configuration.previousSecretKeys = previousKeys
+        configuration.accessTokenLifetime = TimeInterval(integer("ACCESS_TOKEN_TTL", default: 900, range: 60...86_400))
+        configuration.sessionIdleTimeout = TimeInterval(integer("SESSION_IDLE_TIMEOUT", default: 1800, range: 60...2_592_000))
+        configuration.sessionMaxAge = TimeInterval(integer("SESSION_MAX_AGE", default: 43_200, range: 300...31_536_000))
+        configuration.bcryptCost = integer("BCRYPT_COST", default: 12, range: 10...16)
+        configuration.csrfProtectionEnabled = values["CSRF_PROTECTION_ENABLED"] == nil ? !configuration.testing : flag("CSRF_PROTECTION_ENABLED")
+        if production, values["CSRF_PROTECTION_ENABLED"] != nil, !configuration.csrfProtectionEnabled {
+            problems.append("CSRF_PROTECTION_ENABLED=false is not allowed in production")
+        }
+        configuration.requireEmailVerification = values["REQUIRE_EMAIL_VERIFICATION"] == nil ? true : flag("REQUIRE_EMAIL_VERIFICATION")
+        configuration.rateLimit = .init(
+            enabled: values["RATE_LIMIT_ENABLED"] == nil ? true : flag("RATE_LIMIT_ENABLED"),
+            requestsPerMinute: integer("RATE_LIMIT_PER_MINUTE", default: 300, range: 1...1_000_000),
+            authRequestsPerMinute: integer("AUTH_RATE_LIMIT_PER_MINUTE", default: 20, range: 1...1_000_000))
+        if production, values["RATE_LIMIT_ENABLED"] != nil, !configuration.rateLimit.enabled {
+            problems.append("RATE_LIMIT_ENABLED=false is not allowed in production")
+        }
+        configuration.trustedProxies = (value("TRUSTED_PROXIES") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        configuration.tlsCertificatePath = value("TLS_CERT_PATH")
+        configuration.tlsKeyPath = value("TLS_KEY_PATH")
+        if (configuration.tlsCertificatePath == nil) != (configuration.tlsKeyPath == nil) {
+            problems.append("TLS_CERT_PATH and TLS_KEY_PATH must be set together")
+        }
+        for path in [configuration.tlsCertificatePath, configuration.tlsKeyPath].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: path) {
+            problems.append("TLS file \(path) cannot be read")
+        }
+        let scheme = configuration.tlsCertificatePath == nil ? "http" : "https"
+        configuration.publicURL = value("PUBLIC_URL") ?? "\(scheme)://\(configuration.host):\(configuration.port)"
+
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
 
         if let secret {

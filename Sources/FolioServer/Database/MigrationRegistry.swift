@@ -5,5 +5,6 @@ import FluentKit
 enum MigrationRegistry {
     static let all: [any Migration] = [
         CreateUsers(),
+        CreateIdentityTables(),
     ]
 }

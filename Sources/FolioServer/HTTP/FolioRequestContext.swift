@@ -3,14 +3,24 @@ import HTTPTypes
 import Hummingbird
 import NIOFoundationCompat
 
-/// The request context of every Folio route: the request id for logs and errors.
+/// The request context of every Folio route: the request id for logs and
+/// errors, the client's address, and who is signed in, if anyone.
 public struct FolioRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var requestID: String
+    /// The socket peer's address.
+    public let peerAddress: String?
+    /// The client's address: the peer, or what a trusted proxy says it forwarded for.
+    public var clientIP: String?
+    /// Set by `AuthenticationMiddleware` when valid credentials came with the request.
+    var identity: Identity?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.requestID = ""
+        self.peerAddress = source.channel.remoteAddress?.ipAddress
+        self.clientIP = peerAddress
+        self.identity = nil
     }
 
     /// The body size limit is enforced by `RequestBodyMiddleware` before any
@@ -58,7 +68,7 @@ extension Request {
     /// Decodes the JSON body. Unlike Hummingbird's `decode`, decoding errors are
     /// passed on as they are, so the problem response can name the field (422)
     /// or say the JSON is malformed (400). Unknown keys are ignored, never bound.
-    public func decodeBody<T: Decodable>(as type: T.Type, context: FolioRequestContext) async throws -> T {
-        try await context.requestDecoder.decode(type, from: self, context: context)
+    public func decodeBody<T: Decodable>(as type: T.Type, context: some RequestContext) async throws -> T {
+        try await FolioJSONDecoder().decode(type, from: self, context: context)
     }
 }

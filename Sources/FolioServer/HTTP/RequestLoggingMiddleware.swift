@@ -3,13 +3,15 @@ import HTTPTypes
 import Hummingbird
 import Logging
 
-/// Gives every request an id (a valid incoming `X-Request-ID` or a new UUID),
+/// Works out the client's address (see `ClientAddress`), gives every request an id (a valid incoming `X-Request-ID` or a new UUID),
 /// puts it on every log line of the request and on the response, and writes
 /// one access line per request with the route pattern, never the raw path.
 struct RequestLoggingMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
 
     static let header = HTTPField.Name("X-Request-ID")!
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+    let trustedProxies: Set<String>
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
@@ -18,6 +20,8 @@ struct RequestLoggingMiddleware: RouterMiddleware {
         context.requestID = requestID
         context.logger[metadataKey: "hb.request.id"] = nil
         context.logger[metadataKey: "request_id"] = .string(requestID)
+        context.clientIP = ClientAddress.resolve(
+            peer: context.peerAddress, forwardedFor: request.headers[Self.forwardedFor], trustedProxies: trustedProxies)
 
         var response: Response
         do {

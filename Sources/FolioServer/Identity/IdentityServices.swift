@@ -1,0 +1,82 @@
+import FluentKit
+import Foundation
+import SQLKit
+
+/// Everything the identity routes and middleware share, built once.
+struct IdentityServices: Sendable {
+    let configuration: AppConfiguration
+    let database: FolioDatabase
+    let clock: AppClock
+    let hasher: PasswordHasher
+    let passwordPolicy: PasswordPolicy
+    let tokens: TokenService
+    let sessions: SessionStore
+    let csrf: CSRFTokens
+    let secretBox: SecretBox
+    let mailer: any Mailer
+    let audit: AuditLog
+    let security: SecurityEvents
+
+    static let emailTokenLifetime: TimeInterval = 24 * 3600
+    static let resetTokenLifetime: TimeInterval = 3600
+
+    static func make(configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, mailer: (any Mailer)? = nil) async -> IdentityServices {
+        let audit = AuditLog(clock: clock)
+        return IdentityServices(
+            configuration: configuration,
+            database: database,
+            clock: clock,
+            hasher: PasswordHasher(cost: configuration.bcryptCost),
+            passwordPolicy: .standard,
+            tokens: await TokenService.make(
+                secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys,
+                lifetime: configuration.accessTokenLifetime, clock: clock),
+            sessions: SessionStore(database: database, clock: clock, idleTimeout: configuration.sessionIdleTimeout, maxAge: configuration.sessionMaxAge),
+            csrf: CSRFTokens(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys),
+            secretBox: SecretBox(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys),
+            mailer: mailer ?? OutboxMailer(clock: clock),
+            audit: audit,
+            security: SecurityEvents(audit: audit, clock: clock))
+    }
+
+    /// Email addresses are compared and stored trimmed and lower-cased.
+    static func normalizedEmail(_ email: String) -> String {
+        email.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+    }
+
+    static func isPlausibleEmail(_ email: String) -> Bool {
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."), !parts[1].hasSuffix("."),
+              (3...254).contains(email.utf8.count)
+        else { return false }
+        return !email.contains(where: { $0.isWhitespace || $0.isNewline })
+    }
+
+    func findUser(email: String, on db: any Database) async throws -> User? {
+        try await User.query(on: db).filter(\.$email == Self.normalizedEmail(email)).first()
+    }
+
+    /// Creates a single-use email token and returns the clear value to send.
+    func createEmailToken(for user: User, purpose: EmailToken.Purpose, lifetime: TimeInterval, on db: any Database) async throws -> String {
+        // A new token replaces any unused one of the same purpose.
+        try await EmailToken.query(on: db).filter(\.$userID == user.id!).filter(\.$purpose == purpose.rawValue).filter(\.$usedAt == nil)
+            .set(\.$usedAt, to: clock.now()).update()
+        let token = SecureToken.generate()
+        try await EmailToken(userID: user.id!, purpose: purpose, tokenHash: SecureToken.hash(token), now: clock.now(), lifetime: lifetime).create(on: db)
+        return token
+    }
+
+    /// Spends an email token: the user it belongs to, or nil if it is unknown, used or expired.
+    func consumeEmailToken(_ token: String, purpose: EmailToken.Purpose, on db: any Database) async throws -> User? {
+        let now = clock.now()
+        guard let stored = try await EmailToken.query(on: db).filter(\.$tokenHash == SecureToken.hash(token))
+            .filter(\.$purpose == purpose.rawValue).first(),
+            stored.usedAt == nil, stored.expiresAt > now
+        else { return nil }
+        let spent = try await (db as! any SQLDatabase).raw(
+            "UPDATE email_tokens SET used_at = \(bind: now) WHERE id = \(bind: stored.id!) AND used_at IS NULL RETURNING id"
+        ).all()
+        guard !spent.isEmpty else { return nil }
+        return try await User.find(stored.userID, on: db)
+    }
+}

@@ -1,0 +1,57 @@
+import Crypto
+import Foundation
+
+/// Opaque secrets handed to clients (refresh tokens, email tokens, recovery
+/// codes): drawn from the system CSPRNG, stored only as SHA-256 hashes.
+enum SecureToken {
+    /// `byteCount` random bytes as unpadded base64url (32 bytes: 256 bits).
+    static func generate(byteCount: Int = 32) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<byteCount).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return base64URL(bytes)
+    }
+
+    /// Hex SHA-256 of the token: what the database keeps.
+    static func hash(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func base64URL(_ bytes: some Sequence<UInt8>) -> String {
+        Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// A key for one purpose derived from a signing secret, so that one
+    /// secret never serves two algorithms directly.
+    static func derivedKey(from secret: String, purpose: String) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: Data(secret.utf8)), salt: Data("folio".utf8),
+            info: Data(purpose.utf8), outputByteCount: 32)
+    }
+}
+
+/// Seals small secrets at rest (the TOTP secret) with AES-GCM under a key
+/// derived from SECRET_KEY; opens with the current or a previous key.
+struct SecretBox: Sendable {
+    let sealingKey: SymmetricKey
+    let openingKeys: [SymmetricKey]
+
+    init(secretKey: String, previousKeys: [String]) {
+        self.sealingKey = SecureToken.derivedKey(from: secretKey, purpose: "secret-box")
+        self.openingKeys = ([secretKey] + previousKeys).map { SecureToken.derivedKey(from: $0, purpose: "secret-box") }
+    }
+
+    func seal(_ text: String) throws -> String {
+        try AES.GCM.seal(Data(text.utf8), using: sealingKey).combined!.base64EncodedString()
+    }
+
+    func open(_ sealed: String) -> String? {
+        guard let data = Data(base64Encoded: sealed), let box = try? AES.GCM.SealedBox(combined: data) else { return nil }
+        for key in openingKeys {
+            if let plain = try? AES.GCM.open(box, using: key) { return String(decoding: plain, as: UTF8.self) }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,111 @@
+import Crypto
+import Foundation
+import JWTKit
+
+/// Claims of a Folio access token (RFC 8725 practice: pinned algorithm,
+/// issuer and audience checked, short lifetime, unique id).
+struct AccessTokenClaims: JWTPayload {
+    var iss: IssuerClaim
+    var aud: AudienceClaim
+    var sub: SubjectClaim
+    var iat: IssuedAtClaim
+    var exp: ExpirationClaim
+    var jti: IDClaim
+    /// The session the token was issued in; revoking the session ends the token.
+    var sid: String
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {
+        guard iss.value == TokenService.issuer else { throw JWTError.claimVerificationFailure(failedClaim: iss, reason: "wrong issuer") }
+        try aud.verifyIntendedAudience(includes: TokenService.audience)
+        // Expiry is checked by TokenService against its injected clock.
+    }
+}
+
+/// Signs access tokens with SECRET_KEY (HS256) and verifies them with it or
+/// with a key in PREVIOUS_SECRET_KEYS during a rotation. Each key is known by a
+/// `kid` derived from it, so a token names the key that signed it.
+final class TokenService: Sendable {
+    static let issuer = "folio"
+    static let audience = "folio-api"
+
+    let keys: JWTKeyCollection
+    let signingKeyID: JWKIdentifier
+    /// Every key id that may verify: the signing key's and the previous keys'.
+    let knownKeyIDs: Set<String>
+    let lifetime: TimeInterval
+    let clock: AppClock
+
+    private init(keys: JWTKeyCollection, signingKeyID: JWKIdentifier, knownKeyIDs: Set<String>, lifetime: TimeInterval, clock: AppClock) {
+        self.keys = keys
+        self.signingKeyID = signingKeyID
+        self.knownKeyIDs = knownKeyIDs
+        self.lifetime = lifetime
+        self.clock = clock
+    }
+
+    static func make(secretKey: String, previousKeys: [String], lifetime: TimeInterval, clock: AppClock) async -> TokenService {
+        let keys = JWTKeyCollection()
+        for key in [secretKey] + previousKeys {
+            // Lengths were checked at configuration time; jwt-kit asserts on short HMAC keys.
+            await keys.add(hmac: HMACKey(from: key), digestAlgorithm: .sha256, kid: keyID(for: key))
+        }
+        return TokenService(
+            keys: keys, signingKeyID: keyID(for: secretKey), knownKeyIDs: Set(([secretKey] + previousKeys).map { keyID(for: $0).string }),
+            lifetime: lifetime, clock: clock)
+    }
+
+    struct Header: Decodable {
+        var alg: String?
+        var kid: String?
+    }
+
+    static func header(of token: String) -> Header? {
+        guard let encoded = token.split(separator: ".", omittingEmptySubsequences: false).first, token.split(separator: ".", omittingEmptySubsequences: false).count == 3 else { return nil }
+        var base64 = encoded.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        guard let data = Data(base64Encoded: base64) else { return nil }
+        return try? JSONDecoder().decode(Header.self, from: data)
+    }
+
+    /// A public, stable name for a key: the first 8 bytes of its SHA-256.
+    static func keyID(for secret: String) -> JWKIdentifier {
+        JWKIdentifier(string: SHA256.hash(data: Data(secret.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined())
+    }
+
+    func issue(userID: UUID, sessionID: UUID) async throws -> String {
+        let now = clock.now()
+        let claims = AccessTokenClaims(
+            iss: .init(value: Self.issuer), aud: .init(value: [Self.audience]), sub: .init(value: userID.uuidString),
+            iat: .init(value: now), exp: .init(value: now.addingTimeInterval(lifetime)),
+            jti: .init(value: UUID().uuidString), sid: sessionID.uuidString)
+        var header = JWTHeader()
+        header.typ = "JWT"
+        return try await keys.sign(claims, kid: signingKeyID, header: header)
+    }
+
+    /// The verified claims, or nil for any token that is forged, expired, signed
+    /// with another algorithm or an unknown key, or meant for someone else.
+    func verify(_ token: String) async -> (userID: UUID, sessionID: UUID)? {
+        // jwt-kit neither checks the header's `alg` against the key nor refuses
+        // an unknown `kid` (it falls back to a default key), so pin both here.
+        guard let header = Self.header(of: token), header.alg == "HS256", let kid = header.kid, knownKeyIDs.contains(kid),
+              let claims = try? await keys.verify(token, as: AccessTokenClaims.self),
+              let userID = UUID(uuidString: claims.sub.value), let sessionID = UUID(uuidString: claims.sid)
+        else { return nil }
+        let now = clock.now()
+        // No leeway beyond a second of clock skew; a token from the future is refused too.
+        guard claims.exp.value > now, claims.iat.value <= now.addingTimeInterval(1) else { return nil }
+        return (userID, sessionID)
+    }
+}
+
+/// The time source of the server, injectable so tests control expiry and lockouts.
+public struct AppClock: Sendable {
+    public var now: @Sendable () -> Date
+
+    public init(now: @escaping @Sendable () -> Date) {
+        self.now = now
+    }
+
+    public static let system = AppClock { Date() }
+}

@@ -1,0 +1,52 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Finds who is calling: a bearer access token, or the session cookie. A
+/// bearer token that does not verify is refused (401). A cookie-borne unsafe
+/// request must carry the session's CSRF token (403 otherwise); bearer
+/// requests are not sent by browsers on their own and need none.
+struct AuthenticationMiddleware: RouterMiddleware {
+    typealias Context = FolioRequestContext
+    let services: IdentityServices
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        // Health checks answer everyone; credentials there only unlock detail, never refuse.
+        let lenient = request.uri.path.hasPrefix("/health")
+        if let authorization = request.headers[.authorization] {
+            let identity = await bearerIdentity(authorization)
+            guard let identity else {
+                if lenient { return try await next(request, context) }
+                await services.security.record("token_rejected", details: ["route": context.endpointPath ?? "unmatched"], context: context)
+                throw AppError(
+                    .unauthorized, code: "invalid_token", detail: "The access token is invalid, expired or revoked.",
+                    headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+            }
+            context.identity = identity
+        } else if let cookie = request.cookies[AuthController.cookieName]?.value, !cookie.isEmpty,
+                  let identity = try await services.sessions.identity(cookieToken: cookie) {
+            if services.configuration.csrfProtectionEnabled, !request.method.isSafe {
+                guard let token = request.headers[AuthController.csrfHeader], services.csrf.isValid(token, for: identity.sessionID) else {
+                    await services.security.record(
+                        "csrf_failed", userID: identity.userID, details: ["reason": "missing_or_wrong_token"], context: context,
+                        database: services.database.db)
+                    throw AppError(.forbidden, code: "csrf_failed", detail: "This request needs the X-CSRF-Token header of your session.")
+                }
+            }
+            context.identity = identity
+        }
+        return try await next(request, context)
+    }
+
+    func bearerIdentity(_ authorization: String) async -> Identity? {
+        guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer ",
+              let claims = await services.tokens.verify(String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces))
+        else { return nil }
+        return try? await services.sessions.identity(userID: claims.userID, sessionID: claims.sessionID, credential: .bearer)
+    }
+}
+extension HTTPRequest.Method {
+    /// Methods that must not change state (RFC 9110 §9.2.1).
+    var isSafe: Bool { self == .get || self == .head || self == .options || self == .trace }
+}

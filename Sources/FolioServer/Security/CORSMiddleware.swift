@@ -1,0 +1,55 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// CORS for the origins in ALLOWED_ORIGINS only, matched exactly. An allowed
+/// origin is echoed (never `*`, since credentials are allowed); any other
+/// origin, `null` included, gets no CORS headers, and its preflight is refused.
+struct CORSMiddleware: RouterMiddleware {
+    typealias Context = FolioRequestContext
+    let allowedOrigins: Set<String>
+    let security: SecurityEvents
+
+    static let allowMethods = "GET, POST, PUT, PATCH, DELETE"
+    static let allowHeaders = "Authorization, Content-Type, Idempotency-Key, X-CSRF-Token, X-Request-ID"
+    static let exposeHeaders = "X-Request-ID, Retry-After, RateLimit, RateLimit-Policy, Location"
+
+    init(configuration: AppConfiguration, security: SecurityEvents) {
+        self.allowedOrigins = Set(configuration.allowedOrigins.map(OriginGuardMiddleware.normalized))
+        self.security = security
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let origin = request.headers[.origin] else { return try await next(request, context) }
+        let allowed = allowedOrigins.contains(OriginGuardMiddleware.normalized(origin))
+
+        if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
+            guard allowed else {
+                await security.record("cors_refused", details: ["origin": String(origin.prefix(200)), "preflight": "true"], context: context)
+                var response = ProblemMiddleware.response(
+                    for: AppError(.forbidden, code: "cors_origin_refused", detail: "This origin may not call the API."), request: request, context: context)
+                response.headers[.vary] = "Origin"
+                return response
+            }
+            var response = Response(status: .noContent)
+            response.headers[.accessControlAllowOrigin] = origin
+            response.headers[.accessControlAllowCredentials] = "true"
+            response.headers[.accessControlAllowMethods] = Self.allowMethods
+            response.headers[.accessControlAllowHeaders] = Self.allowHeaders
+            response.headers[.accessControlMaxAge] = "600"
+            response.headers[.vary] = "Origin"
+            return response
+        }
+
+        var response = try await next(request, context)
+        response.headers[.vary] = "Origin"
+        if allowed {
+            response.headers[.accessControlAllowOrigin] = origin
+            response.headers[.accessControlAllowCredentials] = "true"
+            response.headers[.accessControlExposeHeaders] = Self.exposeHeaders
+        } else {
+            await security.record("cors_refused", details: ["origin": String(origin.prefix(200))], context: context)
+        }
+        return response
+    }
+}

@@ -1,0 +1,40 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// The first CSRF line: an unsafe request that a browser marks cross-site, or
+/// whose `Origin` is neither an allowed origin nor Folio's own, is refused
+/// before any handler runs.
+struct OriginGuardMiddleware: RouterMiddleware {
+    typealias Context = FolioRequestContext
+    let allowedOrigins: Set<String>
+    let security: SecurityEvents
+
+    static let fetchSite = HTTPField.Name("Sec-Fetch-Site")!
+
+    init(configuration: AppConfiguration, security: SecurityEvents) {
+        var origins = Set(configuration.allowedOrigins.map(Self.normalized))
+        if let own = URLComponents(string: configuration.publicURL), let scheme = own.scheme, let host = own.host {
+            origins.insert(Self.normalized("\(scheme)://\(host)\(own.port.map { ":\($0)" } ?? "")"))
+        }
+        self.allowedOrigins = origins
+        self.security = security
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard !request.method.isSafe else { return try await next(request, context) }
+        if request.headers[Self.fetchSite]?.lowercased() == "cross-site" {
+            await security.record("csrf_failed", details: ["reason": "cross_site"], context: context)
+            throw AppError(.forbidden, code: "csrf_failed", detail: "Cross-site requests may not change anything.")
+        }
+        if let origin = request.headers[.origin], !allowedOrigins.contains(Self.normalized(origin)) {
+            await security.record("csrf_failed", details: ["reason": "foreign_origin", "origin": String(origin.prefix(200))], context: context)
+            throw AppError(.forbidden, code: "csrf_failed", detail: "Requests from this origin may not change anything.")
+        }
+        return try await next(request, context)
+    }
+
+    static func normalized(_ origin: String) -> String {
+        origin.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "/ "))
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Throttles per client address (with a much tighter bucket on /api/auth/*)
+/// and, once the caller is known, per signed-in user. Over the limit: 429 with
+/// `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy` headers
+/// (draft-ietf-httpapi-ratelimit-headers).
+///
+/// The client scope sits outside the problem middleware and answers for
+/// itself, so its headers reach every response, errors included; the user
+/// scope sits after authentication.
+struct RateLimitMiddleware: RouterMiddleware {
+    typealias Context = FolioRequestContext
+
+    enum Scope {
+        case client, user
+    }
+
+    let scope: Scope
+    let settings: AppConfiguration.RateLimitSettings
+    let limiter: RateLimiter
+    let security: SecurityEvents
+
+    static let policyHeader = HTTPField.Name("RateLimit-Policy")!
+    static let stateHeader = HTTPField.Name("RateLimit")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard settings.enabled else { return try await next(request, context) }
+        var checks: [(policy: String, key: String, perMinute: Int)] = []
+        switch scope {
+        case .client:
+            let client = context.clientIP ?? "unknown"
+            checks.append(("ip", "ip:" + client, settings.requestsPerMinute))
+            if request.uri.path.hasPrefix("/api/auth/") {
+                checks.append(("auth", "auth:" + client, settings.authRequestsPerMinute))
+            }
+        case .user:
+            guard let userID = context.identity?.userID else { return try await next(request, context) }
+            checks.append(("user", "user:" + userID.uuidString, settings.requestsPerMinute))
+        }
+
+        // The tightest bucket speaks for the request.
+        var tightest: (policy: String, decision: RateLimiter.Decision)?
+        for check in checks {
+            let decision = limiter.take(check.key, perMinute: check.perMinute)
+            if !decision.allowed {
+                await security.record("rate_limited", userID: context.identity?.userID, details: ["policy": check.policy], context: context)
+                var headers = Self.headers(policy: check.policy, decision: decision)
+                headers[.retryAfter] = String(max(1, decision.retryAfter))
+                let error = AppError(
+                    .tooManyRequests, code: "rate_limited",
+                    detail: "Too many requests; try again in \(max(1, decision.retryAfter)) seconds.", headers: headers)
+                if scope == .user { throw error }
+                return ProblemMiddleware.response(for: error, request: request, context: context)
+            }
+            if tightest == nil || decision.remaining < tightest!.decision.remaining { tightest = (check.policy, decision) }
+        }
+        var response = try await next(request, context)
+        if let tightest, response.headers[Self.policyHeader] == nil {
+            for field in Self.headers(policy: tightest.policy, decision: tightest.decision) { response.headers[field.name] = field.value }
+        }
+        return response
+    }
+
+    static func headers(policy: String, decision: RateLimiter.Decision) -> HTTPFields {
+        [
+            policyHeader: "\"\(policy)\";q=\(decision.limit);w=60",
+            stateHeader: "\"\(policy)\";r=\(decision.remaining);t=\(decision.reset)",
+        ]
+    }
+}

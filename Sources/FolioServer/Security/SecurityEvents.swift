@@ -1,0 +1,51 @@
+import FluentKit
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// Security events (failed logins, lockouts, refused CSRF, CORS and token
+/// checks): each is logged with the request id, recorded in the audit trail
+/// when a database is at hand, and counted so operations can alert on bursts.
+final class SecurityEvents: Sendable {
+    let audit: AuditLog
+    let clock: AppClock
+    private let failedLoginTimes = NIOLockedValueBox<[Date]>([])
+
+    init(audit: AuditLog, clock: AppClock) {
+        self.audit = audit
+        self.clock = clock
+    }
+
+    func record(
+        _ event: String, userID: UUID? = nil, details: [String: String] = [:],
+        context: FolioRequestContext, database: (any Database)? = nil
+    ) async {
+        var metadata: Logger.Metadata = ["event": .string(event), "client_ip": .string(context.clientIP ?? "unknown")]
+        if let userID { metadata["user_id"] = .string(userID.uuidString) }
+        for (key, value) in details { metadata[key] = .string(value) }
+        context.logger.warning("security event", metadata: metadata)
+        if event == "login_failed" { countFailedLogin() }
+        guard let database else { return }
+        do {
+            try await audit.record(
+                .init(action: "security." + event, actorID: userID, subjectType: "user", subjectID: userID?.uuidString, userID: userID, details: details),
+                context: context, on: database)
+        } catch {
+            context.logger.error("could not record security event", metadata: ["error": .string(String(reflecting: error))])
+        }
+    }
+
+    private func countFailedLogin() {
+        let now = clock.now()
+        failedLoginTimes.withLockedValue { times in
+            times.append(now)
+            times.removeAll { now.timeIntervalSince($0) > 60 }
+        }
+    }
+
+    /// Failed logins in the last minute, across all accounts (alert above 5).
+    var failedLoginsLastMinute: Int {
+        let now = clock.now()
+        return failedLoginTimes.withLockedValue { times in times.filter { now.timeIntervalSince($0) <= 60 }.count }
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Headers on every response: a locked-down CSP for a JSON API, no sniffing,
+/// no referrer, no framing, no powerful features, no caching of API answers,
+/// and HSTS in production.
+struct SecurityHeadersMiddleware: RouterMiddleware {
+    typealias Context = FolioRequestContext
+    let production: Bool
+
+    static let permissionsPolicy = HTTPField.Name("Permissions-Policy")!
+    static let contentTypeOptions = HTTPField.Name("X-Content-Type-Options")!
+    static let frameOptions = HTTPField.Name("X-Frame-Options")!
+    static let referrerPolicy = HTTPField.Name("Referrer-Policy")!
+    static let strictTransportSecurity = HTTPField.Name("Strict-Transport-Security")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        Self.apply(to: &response, path: request.uri.path, production: production)
+        return response
+    }
+
+    static func apply(to response: inout Response, path: String, production: Bool) {
+        response.headers[.contentSecurityPolicy] = "default-src 'none'; frame-ancestors 'none'"
+        response.headers[contentTypeOptions] = "nosniff"
+        response.headers[referrerPolicy] = "no-referrer"
+        response.headers[frameOptions] = "DENY"
+        response.headers[permissionsPolicy] = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), microphone=(), payment=(), usb=()"
+        if path.hasPrefix("/api") || path.hasPrefix("/health/detailed") {
+            response.headers[.cacheControl] = "no-store"
+        }
+        if production {
+            response.headers[strictTransportSecurity] = "max-age=63072000; includeSubDomains"
+        }
+        response.headers[.server] = nil
+    }
+}

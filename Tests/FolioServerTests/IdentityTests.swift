@@ -1,0 +1,255 @@
+import Crypto
+import FluentKit
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import JWTKit
+import Testing
+
+@testable import FolioServer
+
+@Suite("Accounts, tokens and sessions")
+struct IdentityTests {
+    @Test("register → verify email → login → me → refresh → logout", arguments: TestDatabaseKind.all)
+    func happyPath(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "Jane.Doe@Example.com")
+            #expect(tokens["token_type"] as? String == "bearer")
+            #expect(tokens["expires_in"] as? Int == 900)
+            let refresh = try #require(tokens["refresh_token"] as? String)
+
+            let me = try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens))
+            #expect(me.status == .ok)
+            let user = try json(me)
+            #expect(user["email"] as? String == "jane.doe@example.com")
+            #expect(user["role"] as? String == "user")
+            #expect(user["email_verified"] as? Bool == true)
+            let text = String(buffer: me.body)
+            for secret in ["password", "hash", "totp", "failed_login", "locked"] { #expect(!text.contains(secret)) }
+
+            let refreshed = try await post(client, "/api/auth/refresh", ["refresh_token": refresh])
+            #expect(refreshed.status == .ok)
+            let next = try json(refreshed)
+            #expect(next["refresh_token"] as? String != refresh)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(next)).status == .ok)
+
+            let logout = try await client.execute(uri: "/api/auth/logout", method: .post, headers: bearer(next))
+            #expect(logout.status == .noContent)
+            // The session is gone: its access tokens and refresh token stop working at once.
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(next)).status == .unauthorized)
+            #expect(try await post(client, "/api/auth/refresh", ["refresh_token": next["refresh_token"] as! String]).status == .unauthorized)
+        }
+    }
+
+    @Test("a reused refresh token revokes its whole family", arguments: TestDatabaseKind.all)
+    func refreshReuse(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "reuse@example.com")
+            let first = tokens["refresh_token"] as! String
+            let second = try json(try await post(client, "/api/auth/refresh", ["refresh_token": first]))
+            // An attacker replays the first token.
+            let replay = try await post(client, "/api/auth/refresh", ["refresh_token": first])
+            #expect(replay.status == .unauthorized)
+            #expect(try problem(replay).code == "invalid_refresh_token")
+            // The legitimate holder's newer tokens die with the family.
+            #expect(try await post(client, "/api/auth/refresh", ["refresh_token": second["refresh_token"] as! String]).status == .unauthorized)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(second)).status == .unauthorized)
+            #expect(env.logs.lines.contains { $0.contains("refresh_token_reuse") })
+        }
+    }
+
+    @Test("unverified email cannot log in; verification tokens are single use")
+    func verificationRequired() async throws {
+        try await withTestApp { client, env in
+            _ = try await post(client, "/api/auth/register", ["email": "new@example.com", "password": strongPassword])
+            let early = try await post(client, "/api/auth/login", ["email": "new@example.com", "password": strongPassword])
+            #expect(early.status == .forbidden)
+            #expect(try problem(early).code == "email_not_verified")
+            let token = try await outboxToken(env, email: "new@example.com", kind: "verify_email")
+            #expect(try await post(client, "/api/auth/verify-email", ["token": token]).status == .ok)
+            let again = try await post(client, "/api/auth/verify-email", ["token": token])
+            #expect(again.status == .unprocessableContent)
+            #expect(try problem(again).errors?.first?.field == "token")
+            // The outbox log line does not carry the token.
+            #expect(!env.logs.lines.joined().contains(token))
+        }
+    }
+
+    @Test("verification links expire after 24 hours")
+    func verificationExpires() async throws {
+        let clock = TestClock()
+        try await withTestApp(clock: clock) { client, env in
+            _ = try await post(client, "/api/auth/register", ["email": "late@example.com", "password": strongPassword])
+            let token = try await outboxToken(env, email: "late@example.com", kind: "verify_email")
+            clock.advance(by: 24 * 3600 + 1)
+            #expect(try await post(client, "/api/auth/verify-email", ["token": token]).status == .unprocessableContent)
+        }
+    }
+
+    @Test("a disabled user can neither log in nor refresh", arguments: TestDatabaseKind.all)
+    func disabledUser(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "gone@example.com")
+            try await UserAdministration(configuration: env.configuration, database: env.database).disable(email: "gone@example.com")
+            let login = try await post(client, "/api/auth/login", ["email": "gone@example.com", "password": strongPassword])
+            #expect(login.status == .forbidden)
+            #expect(try problem(login).code == "account_disabled")
+            #expect(try await post(client, "/api/auth/refresh", ["refresh_token": tokens["refresh_token"] as! String]).status == .unauthorized)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .unauthorized)
+        }
+    }
+
+    @Test("registration refuses short, long, common and email-based passwords, naming the field", arguments: [
+        ("short-pass1", "too_short"), (String(repeating: "é", count: 40), "too_long"), (String(repeating: "a", count: 129), "too_long"),
+        ("password1234", "too_common"), ("xjaneqq-2026-secure", "contains_email"),
+    ])
+    func passwordPolicy(password: String, code: String) async throws {
+        try await withTestApp { client, _ in
+            let response = try await post(client, "/api/auth/register", ["email": "xjaneqq@example.com", "password": password])
+            #expect(response.status == .unprocessableContent)
+            let body = try problem(response)
+            #expect(body.errors?.first?.field == "password")
+            #expect(body.errors?.first?.code == code)
+        }
+    }
+
+    @Test("the common-password list ships with at least 10,000 entries")
+    func commonPasswordList() {
+        #expect(PasswordPolicy.standard.commonPasswords.count >= 10_000)
+        #expect(PasswordPolicy.standard.commonPasswords.contains("password"))
+    }
+
+    @Test("a duplicate email gets the same answer as a new one and the owner is told")
+    func duplicateRegistration() async throws {
+        try await withTestApp { client, env in
+            let first = try await post(client, "/api/auth/register", ["email": "twice@example.com", "password": strongPassword])
+            let second = try await post(client, "/api/auth/register", ["email": "TWICE@example.com", "password": "another long passphrase"])
+            #expect(first.status == second.status)
+            #expect(String(buffer: first.body) == String(buffer: second.body))
+            let notice = try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "duplicate_registration").count()
+            #expect(notice == 1)
+            #expect(try await User.query(on: env.database.db).count() == 1)
+        }
+    }
+
+    @Test("role and id in a registration body have no effect")
+    func massAssignment() async throws {
+        try await withTestApp { client, env in
+            let id = UUID()
+            _ = try await post(client, "/api/auth/register", ["email": "sneaky@example.com", "password": strongPassword, "role": "admin", "id": id.uuidString, "email_verified_at": "2020-01-01T00:00:00Z"])
+            let user = try #require(try await User.query(on: env.database.db).first())
+            #expect(user.role == "user")
+            #expect(user.id != id)
+            #expect(user.emailVerifiedAt == nil)
+        }
+    }
+
+    @Test("unknown email and wrong password get the same answer")
+    func sameAnswer() async throws {
+        try await withTestApp { client, env in
+            try await signUp(client, env, email: "known@example.com")
+            let unknown = try await post(client, "/api/auth/login", ["email": "nobody@example.com", "password": strongPassword])
+            let wrong = try await post(client, "/api/auth/login", ["email": "known@example.com", "password": "wrong password here"])
+            #expect(unknown.status == .unauthorized)
+            #expect(wrong.status == .unauthorized)
+            let a = try problem(unknown), b = try problem(wrong)
+            #expect(a.code == "invalid_credentials" && b.code == a.code && a.detail == b.detail)
+        }
+    }
+
+    @Test("a password over 72 bytes is refused, never truncated")
+    func bcryptLimit() async throws {
+        try await withTestApp { client, _ in
+            let long = String(repeating: "ü", count: 37)  // 37 characters, 74 bytes
+            let response = try await post(client, "/api/auth/register", ["email": "long@example.com", "password": long])
+            #expect(response.status == .unprocessableContent)
+            #expect(try problem(response).errors?.first?.code == "too_long")
+        }
+    }
+
+    @Test("password reset: single-use link, new password works, every session is revoked and the user is told", arguments: TestDatabaseKind.all)
+    func passwordReset(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "forgot@example.com")
+            let unknown = try await post(client, "/api/auth/password-reset/request", ["email": "nobody@example.com"])
+            let known = try await post(client, "/api/auth/password-reset/request", ["email": "forgot@example.com"])
+            #expect(unknown.status == .accepted && known.status == .accepted)
+            #expect(String(buffer: unknown.body) == String(buffer: known.body))
+            let token = try await outboxToken(env, email: "forgot@example.com", kind: "reset_password")
+            let newPassword = "a brand new passphrase 42"
+            #expect(try await post(client, "/api/auth/password-reset/confirm", ["token": token, "new_password": newPassword]).status == .noContent)
+            #expect(try await post(client, "/api/auth/password-reset/confirm", ["token": token, "new_password": newPassword]).status == .unprocessableContent)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .unauthorized)
+            #expect(try await post(client, "/api/auth/login", ["email": "forgot@example.com", "password": strongPassword]).status == .unauthorized)
+            #expect(try await post(client, "/api/auth/login", ["email": "forgot@example.com", "password": newPassword]).status == .ok)
+            #expect(try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "password_changed").count() == 1)
+        }
+    }
+
+    @Test("changing the password needs the current one and ends every session")
+    func changePassword() async throws {
+        try await withTestApp { client, env in
+            let first = try await signUp(client, env, email: "change@example.com")
+            let second = try json(try await post(client, "/api/auth/login", ["email": "change@example.com", "password": strongPassword]))
+            let wrong = try await post(client, "/api/auth/password", ["current_password": "not the password", "new_password": "another fine passphrase"], headers: bearer(first))
+            #expect(wrong.status == .unprocessableContent)
+            #expect(try problem(wrong).errors?.first?.field == "current_password")
+            let changed = try await post(client, "/api/auth/password", ["current_password": strongPassword, "new_password": "another fine passphrase"], headers: bearer(first))
+            #expect(changed.status == .noContent)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(first)).status == .unauthorized)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(second)).status == .unauthorized)
+        }
+    }
+
+    @Test("logout-all ends every session of the user")
+    func logoutAll() async throws {
+        try await withTestApp { client, env in
+            let first = try await signUp(client, env, email: "all@example.com")
+            let second = try json(try await post(client, "/api/auth/login", ["email": "all@example.com", "password": strongPassword]))
+            #expect(try await client.execute(uri: "/api/auth/logout-all", method: .post, headers: bearer(first)).status == .noContent)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(second)).status == .unauthorized)
+        }
+    }
+
+    @Test("sessions idle for longer than the timeout, or older than the maximum age, need a fresh login")
+    func sessionTimeouts() async throws {
+        let clock = TestClock()
+        try await withTestApp(clock: clock, configure: { $0.accessTokenLifetime = 86_400 }) { client, env in
+            let tokens = try await signUp(client, env, email: "idle@example.com")
+            clock.advance(by: 1801)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .unauthorized)
+            #expect(try await post(client, "/api/auth/refresh", ["refresh_token": tokens["refresh_token"] as! String]).status == .unauthorized)
+
+            let active = try json(try await post(client, "/api/auth/login", ["email": "idle@example.com", "password": strongPassword]))
+            for _ in 0..<26 {
+                clock.advance(by: 1700)
+                _ = try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(active))
+            }
+            // 26 × 1700 s > 12 hours: used all along, but too old.
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(active)).status == .unauthorized)
+        }
+    }
+
+    @Test("A cannot see or end B's sessions (404), and a user cannot reach admin routes (403)")
+    func isolation() async throws {
+        try await withTestApp { client, env in
+            let alice = try await signUp(client, env, email: "alice@example.com")
+            let bob = try await signUp(client, env, email: "bob@example.com")
+            let bobSessions = try json(try await client.execute(uri: "/api/auth/sessions", method: .get, headers: bearer(bob)))
+            let bobSession = try #require((bobSessions["data"] as? [[String: Any]])?.first?["id"] as? String)
+            let aliceSessions = try json(try await client.execute(uri: "/api/auth/sessions", method: .get, headers: bearer(alice)))
+            #expect(!(String(describing: aliceSessions)).contains(bobSession))
+
+            let attempt = try await client.execute(uri: "/api/auth/sessions/\(bobSession)", method: .delete, headers: bearer(alice))
+            #expect(attempt.status == .notFound)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(bob)).status == .ok)
+
+            let admin = try await client.execute(uri: "/api/admin/users", method: .get, headers: bearer(alice))
+            #expect(admin.status == .forbidden)
+            let bobID = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(bob)))["id"] as! String
+            #expect(try await client.execute(uri: "/api/admin/users/\(bobID)/disable", method: .post, headers: bearer(alice)).status == .forbidden)
+            #expect(try await client.execute(uri: "/api/auth/sessions/\(bobSession)", method: .delete, headers: bearer(bob)).status == .noContent)
+        }
+    }
+}

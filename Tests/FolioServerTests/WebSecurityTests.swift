@@ -1,0 +1,354 @@
+import Crypto
+import FluentKit
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdOTP
+import HummingbirdTesting
+import JWTKit
+import Testing
+
+@testable import FolioServer
+
+/// The session id and user id an access token carries, read without verifying it.
+func claims(of token: String) throws -> (sub: String, sid: String) {
+    let parts = token.split(separator: ".")
+    var payload = String(parts[1]).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+    while payload.count % 4 != 0 { payload += "=" }
+    let data = try #require(Data(base64Encoded: payload))
+    let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    return (object["sub"] as! String, object["sid"] as! String)
+}
+
+func forge(secret: String, kid: String?, sub: String, sid: String, now: Date, audience: String = TokenService.audience, expiresIn: TimeInterval = 600) async throws -> String {
+    let keys = JWTKeyCollection()
+    await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256, kid: kid.map { JWKIdentifier(string: $0) })
+    let payload = AccessTokenClaims(
+        iss: .init(value: TokenService.issuer), aud: .init(value: [audience]), sub: .init(value: sub), iat: .init(value: now.addingTimeInterval(-5)),
+        exp: .init(value: now.addingTimeInterval(expiresIn)), jti: .init(value: UUID().uuidString), sid: sid)
+    return try await keys.sign(payload, kid: kid.map { JWKIdentifier(string: $0) })
+}
+
+func base64URL(_ text: String) -> String {
+    Data(text.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+}
+
+@Suite("Web security")
+struct WebSecurityTests {
+    static let currentKey = "5d2c8e1f9a3b7c6d0e4f8a2b1c9d3e7f6a0b5c4d8e2f1a9b3c7d6e0f4a8b2c1d"
+    static let previousKey = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+    @Test("the seed's JWT check: an invalid bearer token on a protected route is 401 problem+json")
+    func invalidToken() async throws {
+        try await withTestApp { client, env in
+            let response = try await client.execute(uri: "/api/auth/me", method: .get, headers: [.authorization: "Bearer invalid_token"])
+            #expect(response.status == .unauthorized)
+            #expect(try problem(response).code == "invalid_token")
+            #expect(response.headers[.wwwAuthenticate]?.hasPrefix("Bearer") == true)
+            #expect(env.logs.lines.contains { $0.contains("token_rejected") })
+            let none = try await client.execute(uri: "/api/auth/me", method: .get)
+            #expect(none.status == .unauthorized)
+        }
+    }
+
+    @Test("forged, alg none, other algorithm, expired, wrong audience and unknown kid are 401; a previous key still verifies")
+    func tokenAttacks() async throws {
+        let clock = TestClock()
+        try await withTestApp(clock: clock, configure: {
+            $0.secretKey = Self.currentKey
+            $0.previousSecretKeys = [Self.previousKey]
+        }) { client, env in
+            let tokens = try await signUp(client, env, email: "target@example.com")
+            let (sub, sid) = try claims(of: tokens["access_token"] as! String)
+            let currentKid = TokenService.keyID(for: Self.currentKey).string
+
+            func status(_ token: String) async throws -> HTTPResponse.Status {
+                try await client.execute(uri: "/api/auth/me", method: .get, headers: [.authorization: "Bearer \(token)"]).status
+            }
+            #expect(try await status(try await forge(secret: Self.previousKey, kid: TokenService.keyID(for: Self.previousKey).string, sub: sub, sid: sid, now: clock.now)) == .ok)
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now)) == .ok)
+
+            let strangerKey = String(repeating: "f0", count: 32)
+            #expect(try await status(try await forge(secret: strangerKey, kid: currentKid, sub: sub, sid: sid, now: clock.now)) == .unauthorized)
+            #expect(try await status(try await forge(secret: strangerKey, kid: TokenService.keyID(for: strangerKey).string, sub: sub, sid: sid, now: clock.now)) == .unauthorized)
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: "0011223344556677", sub: sub, sid: sid, now: clock.now)) == .unauthorized)
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: nil, sub: sub, sid: sid, now: clock.now)) == .unauthorized)
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, audience: "someone-else")) == .unauthorized)
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, expiresIn: -1)) == .unauthorized)
+
+            // alg none: no signature at all.
+            let payload = try JSONSerialization.data(withJSONObject: [
+                "iss": "folio", "aud": ["folio-api"], "sub": sub, "sid": sid, "iat": Int(clock.now.timeIntervalSince1970), "exp": Int(clock.now.timeIntervalSince1970) + 600, "jti": "x",
+            ])
+            let none = base64URL(#"{"alg":"none","typ":"JWT","kid":"\#(currentKid)"}"#) + "." + base64URL(String(decoding: payload, as: UTF8.self)) + "."
+            #expect(try await status(none) == .unauthorized)
+            // HS512 with the right key: the algorithm is pinned to HS256.
+            let keys = JWTKeyCollection()
+            await keys.add(hmac: HMACKey(from: Self.currentKey), digestAlgorithm: .sha512, kid: JWKIdentifier(string: currentKid))
+            let hs512 = try await keys.sign(
+                AccessTokenClaims(iss: .init(value: "folio"), aud: .init(value: ["folio-api"]), sub: .init(value: sub), iat: .init(value: clock.now), exp: .init(value: clock.now.addingTimeInterval(600)), jti: .init(value: "y"), sid: sid),
+                kid: JWKIdentifier(string: currentKid))
+            #expect(try await status(hs512) == .unauthorized)
+
+            // A header claiming another algorithm over a valid HS256 signature.
+            let claimsJSON = try JSONSerialization.data(withJSONObject: [
+                "iss": "folio", "aud": ["folio-api"], "sub": sub, "sid": sid, "iat": Int(clock.now.timeIntervalSince1970), "exp": Int(clock.now.timeIntervalSince1970) + 600, "jti": "z",
+            ])
+            for alg in ["HS384", "HS512", "RS256"] {
+                let input = base64URL(#"{"alg":"\#(alg)","typ":"JWT","kid":"\#(currentKid)"}"#) + "." + base64URL(String(decoding: claimsJSON, as: UTF8.self))
+                let mac = HMAC<SHA256>.authenticationCode(for: Data(input.utf8), using: SymmetricKey(data: Data(Self.currentKey.utf8)))
+                let signature = Data(mac).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+                #expect(try await status(input + "." + signature) == .unauthorized, "\(alg)")
+            }
+            // The same with the right algorithm is accepted, so the refusals above are about the algorithm.
+            let input = base64URL(#"{"alg":"HS256","typ":"JWT","kid":"\#(currentKid)"}"#) + "." + base64URL(String(decoding: claimsJSON, as: UTF8.self))
+            let mac = HMAC<SHA256>.authenticationCode(for: Data(input.utf8), using: SymmetricKey(data: Data(Self.currentKey.utf8)))
+            let signature = Data(mac).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            #expect(try await status(input + "." + signature) == .ok)
+
+            // The real token expires after 15 minutes.
+            clock.advance(by: 901)
+            #expect(try await status(tokens["access_token"] as! String) == .unauthorized)
+        }
+    }
+
+    @Test("cookie sessions: an unsafe request without the CSRF token, with a wrong one or from a foreign origin is 403 and writes nothing")
+    func csrf() async throws {
+        try await withTestApp(configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            try await signUp(client, env, email: "browser@example.com")
+            let login = try await post(client, "/api/auth/login", ["email": "browser@example.com", "password": strongPassword, "session": "cookie"])
+            #expect(login.status == .ok)
+            let setCookie = try #require(login.headers[.setCookie])
+            #expect(setCookie.hasPrefix("__Host-folio_session="))
+            for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] { #expect(setCookie.contains(attribute), "\(setCookie)") }
+            #expect(!setCookie.contains("Domain="))
+            let body = try json(login)
+            #expect(body["refresh_token"] == nil)
+            let csrfToken = try #require(body["csrf_token"] as? String)
+            let cookie = String(setCookie.split(separator: ";")[0])
+
+            let withCookie: HTTPFields = [.cookie: cookie]
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: withCookie).status == .ok)
+
+            let missing = try await client.execute(uri: "/api/auth/logout", method: .post, headers: withCookie)
+            #expect(missing.status == .forbidden)
+            #expect(try problem(missing).code == "csrf_failed")
+            var wrong = withCookie
+            wrong[AuthController.csrfHeader] = "not-the-token"
+            #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: wrong).status == .forbidden)
+            var foreign = withCookie
+            foreign[AuthController.csrfHeader] = csrfToken
+            foreign[.origin] = "https://malicious-site.com"
+            #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: foreign).status == .forbidden)
+            var crossSite = withCookie
+            crossSite[AuthController.csrfHeader] = csrfToken
+            crossSite[HTTPField.Name("Sec-Fetch-Site")!] = "cross-site"
+            #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: crossSite).status == .forbidden)
+            // Nothing was written: the session still works.
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: withCookie).status == .ok)
+            #expect(env.logs.lines.filter { $0.contains("csrf_failed") }.count >= 4)
+
+            var good = withCookie
+            good[AuthController.csrfHeader] = csrfToken
+            good[.origin] = "https://app.example.com"
+            #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: good).status == .noContent)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: withCookie).status == .unauthorized)
+        }
+    }
+
+    @Test("cookie refresh rotates the cookie and needs the CSRF token")
+    func cookieRefresh() async throws {
+        try await withTestApp(configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            try await signUp(client, env, email: "rotate@example.com")
+            let login = try await post(client, "/api/auth/login", ["email": "rotate@example.com", "password": strongPassword, "session": "cookie"])
+            let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
+            let csrfToken = try json(login)["csrf_token"] as! String
+            #expect(try await client.execute(uri: "/api/auth/refresh", method: .post, headers: [.cookie: cookie]).status == .forbidden)
+            let refreshed = try await client.execute(uri: "/api/auth/refresh", method: .post, headers: [.cookie: cookie, AuthController.csrfHeader: csrfToken])
+            #expect(refreshed.status == .ok)
+            let next = String(try #require(refreshed.headers[.setCookie]).split(separator: ";")[0])
+            #expect(next != cookie)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: [.cookie: next]).status == .ok)
+        }
+    }
+
+    @Test("bearer-authenticated unsafe requests need no CSRF token; unauthenticated ones are refused")
+    func bearerNeedsNoCSRF() async throws {
+        try await withTestApp(configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "api@example.com")
+            #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: bearer(tokens)).status == .noContent)
+            // The seed's check, on the unsafe routes that exist: no credentials, nothing happens.
+            for path in ["/api/auth/logout", "/api/auth/logout-all", "/api/auth/password", "/api/auth/2fa/enroll", "/api/admin/users/\(UUID())/disable"] {
+                let response = try await client.execute(uri: path, method: .post)
+                #expect(response.status == .unauthorized, "\(path)")
+            }
+        }
+    }
+
+    @Test("CORS: a foreign origin and its preflight get no CORS headers; an allowed origin gets exactly its own origin and Vary")
+    func cors() async throws {
+        try await withTestApp { client, _ in
+            let foreign = try await client.execute(uri: "/api/health", method: .get, headers: [.origin: "https://malicious-site.com"])
+            #expect(foreign.status == .ok)
+            #expect(foreign.headers[.accessControlAllowOrigin] == nil)
+            let nullOrigin = try await client.execute(uri: "/api/health", method: .get, headers: [.origin: "null"])
+            #expect(nullOrigin.headers[.accessControlAllowOrigin] == nil)
+            let preflight = try await client.execute(uri: "/api/auth/login", method: .options, headers: [.origin: "https://malicious-site.com", .accessControlRequestMethod: "POST"])
+            #expect(preflight.headers[.accessControlAllowOrigin] == nil)
+            #expect(preflight.headers[.accessControlAllowMethods] == nil)
+
+            let allowed = try await client.execute(uri: "/api/health", method: .get, headers: [.origin: "https://app.example.com"])
+            #expect(allowed.headers[.accessControlAllowOrigin] == "https://app.example.com")
+            #expect(allowed.headers[.vary] == "Origin")
+            #expect(allowed.headers[.accessControlAllowCredentials] == "true")
+            let allowedPreflight = try await client.execute(uri: "/api/auth/login", method: .options, headers: [.origin: "https://app.example.com", .accessControlRequestMethod: "POST"])
+            #expect(allowedPreflight.status == .noContent)
+            #expect(allowedPreflight.headers[.accessControlAllowOrigin] == "https://app.example.com")
+            #expect(allowedPreflight.headers[.accessControlAllowHeaders]?.contains("X-CSRF-Token") == true)
+        }
+    }
+
+    @Test("every response carries the security headers", arguments: ["/health", "/api/health", "/api/nowhere", "/api/auth/me"])
+    func securityHeaders(path: String) async throws {
+        try await withTestApp { client, _ in
+            let response = try await client.execute(uri: path, method: .get)
+            #expect(response.headers[.contentSecurityPolicy] == "default-src 'none'; frame-ancestors 'none'")
+            #expect(response.headers[HTTPField.Name("X-Content-Type-Options")!] == "nosniff")
+            #expect(response.headers[HTTPField.Name("Referrer-Policy")!] == "no-referrer")
+            #expect(response.headers[HTTPField.Name("X-Frame-Options")!] == "DENY")
+            #expect(response.headers[HTTPField.Name("Permissions-Policy")!] != nil)
+            #expect(response.headers[.server] == nil)
+            #expect(response.headers[HTTPField.Name("Strict-Transport-Security")!] == nil)
+            if path.hasPrefix("/api") { #expect(response.headers[.cacheControl] == "no-store") }
+        }
+    }
+
+    @Test("production responses carry HSTS")
+    func hsts() async throws {
+        try await withTestApp(configure: { $0.environment = .production }) { client, _ in
+            let response = try await client.execute(uri: "/health", method: .get)
+            #expect(response.headers[HTTPField.Name("Strict-Transport-Security")!] == "max-age=63072000; includeSubDomains")
+        }
+    }
+
+    @Test("the auth bucket answers 429 with Retry-After and RateLimit headers")
+    func rateLimit() async throws {
+        try await withTestApp(configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 3) }) { client, _ in
+            for _ in 0..<3 {
+                let response = try await post(client, "/api/auth/login", ["email": "x@example.com", "password": "whatever at all"])
+                #expect(response.status == .unauthorized)
+                #expect(response.headers[HTTPField.Name("RateLimit-Policy")!] == "\"auth\";q=3;w=60")
+            }
+            let limited = try await post(client, "/api/auth/login", ["email": "x@example.com", "password": "whatever at all"])
+            #expect(limited.status == .tooManyRequests)
+            #expect(try problem(limited).code == "rate_limited")
+            let retryAfter = try #require(limited.headers[.retryAfter].flatMap(Int.init))
+            #expect((1...20).contains(retryAfter))
+            #expect(limited.headers[HTTPField.Name("RateLimit")!]?.hasPrefix("\"auth\";r=0;t=") == true)
+            // Other routes are not in the auth bucket.
+            #expect(try await client.execute(uri: "/api/health", method: .get).status == .ok)
+        }
+    }
+
+    @Test("after 5 failed logins the account waits, with a security event for each failure", arguments: TestDatabaseKind.all)
+    func lockout(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock) { client, env in
+            try await signUp(client, env, email: "victim@example.com")
+            for _ in 0..<5 {
+                #expect(try await post(client, "/api/auth/login", ["email": "victim@example.com", "password": "guess guess guess"]).status == .unauthorized)
+            }
+            let sixth = try await post(client, "/api/auth/login", ["email": "victim@example.com", "password": strongPassword])
+            #expect(sixth.status == .tooManyRequests)
+            #expect(try problem(sixth).code == "too_many_attempts")
+            #expect(["30", "31"].contains(sixth.headers[.retryAfter] ?? ""))
+            #expect(env.logs.lines.filter { $0.contains("\"event\":\"login_failed\"") }.count == 5)
+            #expect(env.logs.lines.contains { $0.contains("login_lockout") })
+            let failures = try await AuditEvent.query(on: env.database.db).filter(\.$action == "security.login_failed").count()
+            #expect(failures == 5)
+            clock.advance(by: 31)
+            #expect(try await post(client, "/api/auth/login", ["email": "victim@example.com", "password": strongPassword]).status == .ok)
+        }
+    }
+
+    @Test("client addresses come from the socket unless a trusted proxy forwarded the request")
+    func clientAddress() {
+        #expect(ClientAddress.resolve(peer: "203.0.113.9", forwardedFor: "1.2.3.4", trustedProxies: []) == "203.0.113.9")
+        #expect(ClientAddress.resolve(peer: "10.0.0.2", forwardedFor: "6.6.6.6, 198.51.100.7", trustedProxies: ["10.0.0.2"]) == "198.51.100.7")
+        #expect(ClientAddress.resolve(peer: "10.0.0.2", forwardedFor: "198.51.100.7, 10.0.0.3", trustedProxies: ["10.0.0.2", "10.0.0.3"]) == "198.51.100.7")
+        #expect(ClientAddress.resolve(peer: nil, forwardedFor: "1.2.3.4", trustedProxies: ["10.0.0.2"]) == nil)
+    }
+}
+
+@Suite("Administration and two-factor authentication")
+struct AdminAndTwoFactorTests {
+    @Test("admins list users page by page and disable them; every admin action is audited", arguments: TestDatabaseKind.all)
+    func admin(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await UserAdministration(configuration: env.configuration, database: env.database).createAdmin(email: "root@example.com", password: strongPassword)
+            let admin = try json(try await post(client, "/api/auth/login", ["email": "root@example.com", "password": strongPassword]))
+            let user = try await signUp(client, env, email: "member@example.com")
+            try await signUp(client, env, email: "third@example.com")
+
+            let first = try json(try await client.execute(uri: "/api/admin/users?limit=2", method: .get, headers: bearer(admin)))
+            let cursor = try #require(first["next_cursor"] as? String)
+            #expect((first["data"] as? [[String: Any]])?.count == 2)
+            let second = try json(try await client.execute(uri: "/api/admin/users?limit=2&cursor=\(cursor)", method: .get, headers: bearer(admin)))
+            #expect((second["data"] as? [[String: Any]])?.count == 1)
+            #expect(second["next_cursor"] == nil)
+            #expect(try await client.execute(uri: "/api/admin/users?limit=1000", method: .get, headers: bearer(admin)).status == .unprocessableContent)
+
+            let memberID = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(user)))["id"] as! String
+            let disabled = try await client.execute(uri: "/api/admin/users/\(memberID)/disable", method: .post, headers: bearer(admin))
+            #expect(disabled.status == .ok)
+            #expect(try json(disabled)["disabled"] as? Bool == true)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(user)).status == .unauthorized)
+            #expect(try await client.execute(uri: "/api/admin/users/\(UUID())/disable", method: .post, headers: bearer(admin)).status == .notFound)
+
+            let adminID = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(admin)))["id"] as! String
+            let events = try await AuditEvent.query(on: env.database.db).filter(\.$action == "admin.user_disabled").all()
+            #expect(events.count == 1)
+            #expect(events.first?.actorID?.uuidString.lowercased() == adminID.lowercased())
+            #expect(events.first?.subjectID?.lowercased() == memberID.lowercased())
+            #expect(events.first?.requestID != nil)
+            let trail = try json(try await client.execute(uri: "/api/admin/audit-events?action=admin.user_disabled", method: .get, headers: bearer(admin)))
+            #expect((trail["data"] as? [[String: Any]])?.count == 1)
+        }
+    }
+
+    @Test("TOTP: enrol, confirm, login needs the code, recovery codes work once, disable needs password and code")
+    func totp() async throws {
+        try await withTestApp { client, env in
+            let tokens = try await signUp(client, env, email: "twofa@example.com")
+            let enrolled = try json(try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens)))
+            let uri = try #require(enrolled["otpauth_uri"] as? String)
+            #expect(uri.hasPrefix("otpauth://totp/Folio:twofa@example.com?secret="))
+            let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "twofa@example.com").first())
+            let sealed = try #require(user.totpSecretSealed)
+            let secret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(sealed))
+            #expect(!(user.totpSecretSealed ?? "").contains(secret))
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: Date())) }
+
+            let wrongConfirm = try await post(client, "/api/auth/2fa/confirm", ["code": "000000"], headers: bearer(tokens))
+            #expect(wrongConfirm.status == .unprocessableContent || code() == "000000")
+            let confirmed = try await post(client, "/api/auth/2fa/confirm", ["code": code()], headers: bearer(tokens))
+            #expect(confirmed.status == .ok)
+            let recovery = try #require(try json(confirmed)["recovery_codes"] as? [String])
+            #expect(recovery.count == 10)
+            #expect(Set(recovery).count == 10)
+
+            let withoutCode = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword])
+            #expect(withoutCode.status == .unauthorized)
+            #expect(try problem(withoutCode).code == "two_factor_required")
+            #expect(try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword, "totp_code": code()]).status == .ok)
+            #expect(try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword, "recovery_code": recovery[0]]).status == .ok)
+            let reused = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword, "recovery_code": recovery[0]])
+            #expect(reused.status == .unauthorized)
+            #expect(try problem(reused).code == "invalid_two_factor_code")
+
+            #expect(try await post(client, "/api/auth/2fa/disable", ["password": "wrong password!!", "code": code()], headers: bearer(tokens)).status == .unprocessableContent)
+            #expect(try await post(client, "/api/auth/2fa/disable", ["password": strongPassword, "code": code()], headers: bearer(tokens)).status == .noContent)
+            #expect(try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword]).status == .ok)
+        }
+    }
+}
