@@ -57,6 +57,9 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger.folio(configuration: configuration)
         if case .generated(let path) = configuration.secretKeySource {
             logger.warning("SECRET_KEY is not set: using a generated development key kept in \(path). Set SECRET_KEY outside development.")
+        } else {
+            // Production refuses these outright; elsewhere, say so once.
+            for weakness in ConfigurationLoader.weaknesses(ofSecretKey: configuration.secretKey) { logger.warning("\(weakness)") }
         }
 
         let database = try FolioDatabase(location: configuration.database, poolSize: configuration.databasePoolSize, logger: logger)

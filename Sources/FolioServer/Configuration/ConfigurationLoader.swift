@@ -196,7 +196,7 @@ public enum ConfigurationLoader {
     }
 
     /// Every reason a production secret key is unfit.
-    static func weaknesses(ofSecretKey secret: String) -> [String] {
+    public static func weaknesses(ofSecretKey secret: String) -> [String] {
         var problems: [String] = []
         let bytes = secret.utf8.count
         if bytes < minimumSecretKeyBytes {

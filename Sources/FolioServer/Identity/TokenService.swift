@@ -73,7 +73,8 @@ final class TokenService: Sendable {
     }
 
     func issue(userID: UUID, sessionID: UUID) async throws -> String {
-        let now = clock.now()
+        // NumericDate in whole seconds, as most JWT libraries expect.
+        let now = Date(timeIntervalSince1970: clock.now().timeIntervalSince1970.rounded(.down))
         let claims = AccessTokenClaims(
             iss: .init(value: Self.issuer), aud: .init(value: [Self.audience]), sub: .init(value: userID.uuidString),
             iat: .init(value: now), exp: .init(value: now.addingTimeInterval(lifetime)),
