@@ -271,6 +271,87 @@ struct WebSecurityTests {
         }
     }
 
+    @Test("a burst of parallel guesses cannot get past the count: the sixth and later are refused before bcrypt", arguments: TestDatabaseKind.all)
+    func lockoutBurst(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "burst@example.com")
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for index in 0..<10 {
+                    group.addTask { try await post(client, "/api/auth/login", ["email": "burst@example.com", "password": "guess number \(index)!"]).status }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .unauthorized }.count == 5)
+            #expect(statuses.filter { $0 == .tooManyRequests }.count == 5)
+        }
+    }
+
+    @Test("unknown emails are throttled like real ones, so a lockout does not reveal an account")
+    func unknownEmailLockout() async throws {
+        try await withTestApp { client, _ in
+            for _ in 0..<5 {
+                #expect(try await post(client, "/api/auth/login", ["email": "ghost@example.com", "password": "guess guess guess"]).status == .unauthorized)
+            }
+            let sixth = try await post(client, "/api/auth/login", ["email": "ghost@example.com", "password": "guess guess guess"])
+            #expect(sixth.status == .tooManyRequests)
+            #expect(try problem(sixth).code == "too_many_attempts")
+        }
+    }
+
+    @Test("a password reset clears a lockout, so nobody can lock the owner out for good")
+    func resetClearsLockout() async throws {
+        try await withTestApp { client, env in
+            try await signUp(client, env, email: "locked@example.com")
+            for _ in 0..<5 { _ = try await post(client, "/api/auth/login", ["email": "locked@example.com", "password": "guess guess guess"]) }
+            _ = try await post(client, "/api/auth/password-reset/request", ["email": "locked@example.com"])
+            let token = try await outboxToken(env, email: "locked@example.com", kind: "reset_password")
+            #expect(try await post(client, "/api/auth/password-reset/confirm", ["token": token, "new_password": "fresh start passphrase 7"]).status == .noContent)
+            #expect(try await post(client, "/api/auth/login", ["email": "locked@example.com", "password": "fresh start passphrase 7"]).status == .ok)
+        }
+    }
+
+    @Test("the auth bucket cannot be dodged with a doubled slash")
+    func doubleSlash() async throws {
+        try await withTestApp(configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 2) }) { client, _ in
+            _ = try await post(client, "/api/auth/login", ["email": "x@example.com", "password": "whatever at all"])
+            _ = try await post(client, "/api//auth/login", ["email": "x@example.com", "password": "whatever at all"])
+            #expect(try await post(client, "/api//auth/login", ["email": "x@example.com", "password": "whatever at all"]).status == .tooManyRequests)
+        }
+    }
+
+    @Test("after a reload a cookie session gets its CSRF token back, and login works despite a stale cookie")
+    func csrfRecovery() async throws {
+        try await withTestApp(configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            try await signUp(client, env, email: "reload@example.com")
+            let login = try await post(client, "/api/auth/login", ["email": "reload@example.com", "password": strongPassword, "session": "cookie"])
+            let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
+            let original = try json(login)["csrf_token"] as? String
+            let again = try await client.execute(uri: "/api/auth/csrf", method: .get, headers: [.cookie: cookie])
+            #expect(try json(again)["csrf_token"] as? String == original)
+            let relogin = try await post(client, "/api/auth/login", ["email": "reload@example.com", "password": strongPassword, "session": "cookie"], headers: [.cookie: cookie])
+            #expect(relogin.status == .ok)
+        }
+    }
+
+    @Test("passwords with control characters are refused; a NUL cannot make an empty password work")
+    func controlCharacters() async throws {
+        try await withTestApp { client, _ in
+            let response = try await post(client, "/api/auth/register", ["email": "nul@example.com", "password": "\u{0}aaaaaaaaaaaaaaaa"])
+            #expect(response.status == .unprocessableContent)
+            #expect(try problem(response).errors?.first?.code == "invalid_characters")
+        }
+    }
+
+    @Test("the outbox is not readable over HTTP in production")
+    func noOutboxInProduction() async throws {
+        try await withTestApp(configure: { $0.environment = .production }) { client, env in
+            try await UserAdministration(configuration: env.configuration, database: env.database).createAdmin(email: "root@example.com", password: strongPassword)
+            let admin = try json(try await post(client, "/api/auth/login", ["email": "root@example.com", "password": strongPassword]))
+            #expect(try await client.execute(uri: "/api/admin/outbox", method: .get, headers: bearer(admin)).status == .notFound)
+            #expect(try await client.execute(uri: "/api/admin/users", method: .get, headers: bearer(admin)).status == .ok)
+        }
+    }
+
     @Test("client addresses come from the socket unless a trusted proxy forwarded the request")
     func clientAddress() {
         #expect(ClientAddress.resolve(peer: "203.0.113.9", forwardedFor: "1.2.3.4", trustedProxies: []) == "203.0.113.9")
@@ -329,13 +410,20 @@ struct AdminAndTwoFactorTests {
             #expect(!(user.totpSecretSealed ?? "").contains(secret))
             func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: Date())) }
 
-            let wrongConfirm = try await post(client, "/api/auth/2fa/confirm", ["code": "000000"], headers: bearer(tokens))
+            let wrongConfirm = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": "000000"], headers: bearer(tokens))
             #expect(wrongConfirm.status == .unprocessableContent || code() == "000000")
-            let confirmed = try await post(client, "/api/auth/2fa/confirm", ["code": code()], headers: bearer(tokens))
+            let noPassword = try await post(client, "/api/auth/2fa/confirm", ["password": "not my password", "totp_code": code()], headers: bearer(tokens))
+            #expect(noPassword.status == .unprocessableContent)
+            #expect(try problem(noPassword).errors?.first?.field == "password")
+            let confirmed = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens))
             #expect(confirmed.status == .ok)
             let recovery = try #require(try json(confirmed)["recovery_codes"] as? [String])
             #expect(recovery.count == 10)
             #expect(Set(recovery).count == 10)
+            #expect(recovery.allSatisfy { $0.count == 19 })
+            #expect(try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "two_factor_enabled").count() == 1)
+            let stored = try await RecoveryCode.query(on: env.database.db).all().map(\.codeHash)
+            #expect(!stored.contains { $0.contains(TwoFactorController.canonical(recovery[0])) })
 
             let withoutCode = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword])
             #expect(withoutCode.status == .unauthorized)
@@ -346,8 +434,8 @@ struct AdminAndTwoFactorTests {
             #expect(reused.status == .unauthorized)
             #expect(try problem(reused).code == "invalid_two_factor_code")
 
-            #expect(try await post(client, "/api/auth/2fa/disable", ["password": "wrong password!!", "code": code()], headers: bearer(tokens)).status == .unprocessableContent)
-            #expect(try await post(client, "/api/auth/2fa/disable", ["password": strongPassword, "code": code()], headers: bearer(tokens)).status == .noContent)
+            #expect(try await post(client, "/api/auth/2fa/disable", ["password": "wrong password!!", "totp_code": code()], headers: bearer(tokens)).status == .unprocessableContent)
+            #expect(try await post(client, "/api/auth/2fa/disable", ["password": strongPassword, "recovery_code": recovery[1].uppercased()], headers: bearer(tokens)).status == .noContent)
             #expect(try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword]).status == .ok)
         }
     }

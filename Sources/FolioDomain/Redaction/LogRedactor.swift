@@ -15,7 +15,7 @@ public struct LogRedactor: Sendable {
     /// with `-` and `_` treated alike.
     static let sensitiveKeyFragments = [
         "password", "passwd", "passphrase", "secret", "token", "api_key", "apikey",
-        "authorization", "cookie", "credential", "private_key", "ssn", "card_number",
+        "authorization", "cookie", "credential", "private_key", "ssn", "card_number", "totp", "recovery_code", "otp_code",
     ]
 
     public init() {}
@@ -43,7 +43,7 @@ public struct LogRedactor: Sendable {
     // MARK: - Rules
 
     private static let keyPattern =
-        #"[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_\-]?key|authorization|cookie|credential|private[_\-]?key|ssn|card[_\-]?number)[A-Za-z0-9_.\-]*"#
+        #"[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_\-]?key|authorization|cookie|credential|private[_\-]?key|ssn|card[_\-]?number|totp|recovery[_\-]?code|otp[_\-]?code)[A-Za-z0-9_.\-]*"#
 
     static let rules: [Rule] = [
         // "password": "..." (also numbers and booleans) in JSON text.

@@ -71,7 +71,7 @@ public enum ConfigurationLoader {
         }
         let production = configuration.environment == .production
         configuration.debug = flag("DEBUG")
-        configuration.testing = values["TESTING"] == nil ? configuration.environment == .testing : flag("TESTING")
+        configuration.testing = value("TESTING") == nil ? configuration.environment == .testing : flag("TESTING")
         configuration.dataDirectory = value("DATA_DIR") ?? "var"
         configuration.host = value("HOST") ?? "127.0.0.1"
         configuration.port = integer("PORT", default: 8080, range: 0...65535)
@@ -154,16 +154,16 @@ public enum ConfigurationLoader {
         configuration.sessionIdleTimeout = TimeInterval(integer("SESSION_IDLE_TIMEOUT", default: 1800, range: 60...2_592_000))
         configuration.sessionMaxAge = TimeInterval(integer("SESSION_MAX_AGE", default: 43_200, range: 300...31_536_000))
         configuration.bcryptCost = integer("BCRYPT_COST", default: 12, range: 10...16)
-        configuration.csrfProtectionEnabled = values["CSRF_PROTECTION_ENABLED"] == nil ? !configuration.testing : flag("CSRF_PROTECTION_ENABLED")
-        if production, values["CSRF_PROTECTION_ENABLED"] != nil, !configuration.csrfProtectionEnabled {
+        configuration.csrfProtectionEnabled = value("CSRF_PROTECTION_ENABLED") == nil ? !configuration.testing : flag("CSRF_PROTECTION_ENABLED")
+        if production, value("CSRF_PROTECTION_ENABLED") != nil, !configuration.csrfProtectionEnabled {
             problems.append("CSRF_PROTECTION_ENABLED=false is not allowed in production")
         }
-        configuration.requireEmailVerification = values["REQUIRE_EMAIL_VERIFICATION"] == nil ? true : flag("REQUIRE_EMAIL_VERIFICATION")
+        configuration.requireEmailVerification = value("REQUIRE_EMAIL_VERIFICATION") == nil ? true : flag("REQUIRE_EMAIL_VERIFICATION")
         configuration.rateLimit = .init(
-            enabled: values["RATE_LIMIT_ENABLED"] == nil ? true : flag("RATE_LIMIT_ENABLED"),
+            enabled: value("RATE_LIMIT_ENABLED") == nil ? true : flag("RATE_LIMIT_ENABLED"),
             requestsPerMinute: integer("RATE_LIMIT_PER_MINUTE", default: 300, range: 1...1_000_000),
             authRequestsPerMinute: integer("AUTH_RATE_LIMIT_PER_MINUTE", default: 20, range: 1...1_000_000))
-        if production, values["RATE_LIMIT_ENABLED"] != nil, !configuration.rateLimit.enabled {
+        if production, value("RATE_LIMIT_ENABLED") != nil, !configuration.rateLimit.enabled {
             problems.append("RATE_LIMIT_ENABLED=false is not allowed in production")
         }
         configuration.trustedProxies = (value("TRUSTED_PROXIES") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

@@ -14,7 +14,8 @@ struct AdminController: Sendable {
         admin.get("/users", use: listUsers)
         admin.post("/users/:id/disable", use: disableUser)
         admin.post("/users/:id/enable", use: enableUser)
-        admin.get("/outbox", use: outbox)
+        // Outbox messages hold live reset links: in production no one reads them over HTTP.
+        if !services.configuration.isProduction { admin.get("/outbox", use: outbox) }
         admin.get("/audit-events", use: auditEvents)
     }
 

@@ -11,9 +11,6 @@ struct AuthController: Sendable {
 
     static let cookieName = "__Host-folio_session"
     static let csrfHeader = HTTPField.Name("X-CSRF-Token")!
-    static let lockoutThreshold = 5
-    static let lockoutBase: TimeInterval = 30
-    static let lockoutCap: TimeInterval = 900
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let auth = router.group("/api/auth")
@@ -26,6 +23,7 @@ struct AuthController: Sendable {
         auth.post("/password-reset/confirm", use: confirmPasswordReset)
         let signedIn = auth.group(context: AuthenticatedContext.self)
         signedIn.get("/me", use: me)
+        signedIn.get("/csrf", use: csrfToken)
         signedIn.post("/logout", use: logout)
         signedIn.post("/logout-all", use: logoutAll)
         signedIn.post("/password", use: changePassword)
@@ -180,24 +178,28 @@ struct AuthController: Sendable {
         default: throw AppError.validation(field: "session", code: "invalid", message: "session must be \"bearer\" or \"cookie\".")
         }
         let db = services.database.db
-        let now = services.clock.now()
-        let user = try await services.findUser(email: body.email, on: db)
+        // bcrypt reads a C string of at most 72 bytes: never let a NUL or an overlong tail count.
+        let passwordUsable = PasswordPolicy.isHashable(body.password)
 
-        if let user, let lockedUntil = user.lockedUntil, lockedUntil > now {
-            await services.security.record("login_locked", userID: user.id, context: context, database: db)
-            let wait = Int(lockedUntil.timeIntervalSince(now).rounded(.up))
-            throw AppError(
-                .tooManyRequests, code: "too_many_attempts", detail: "Too many failed sign-ins. Try again in \(wait) seconds.",
-                headers: [.retryAfter: String(wait)])
-        }
-
-        guard let user else {
+        guard let user = try await services.findUser(email: body.email, on: db) else {
+            if case .locked(let wait) = services.loginThrottle.claimUnknown(email: IdentityServices.normalizedEmail(body.email)) {
+                throw Self.tooManyAttempts(wait)
+            }
             try await services.hasher.verifyAgainstDummy(body.password)
             await services.security.record("login_failed", details: ["reason": "unknown_email"], context: context, database: db)
             throw Self.invalidCredentials
         }
-        guard try await services.hasher.verify(body.password, hash: user.passwordHash) else {
-            try await recordFailure(user: user, reason: "wrong_password", context: context)
+        let attempt: Int
+        switch try await services.loginThrottle.claim(userID: user.id!, on: db) {
+        case .locked(let wait):
+            await services.security.record("login_locked", userID: user.id, context: context, database: db)
+            throw Self.tooManyAttempts(wait)
+        case .allowed(let number):
+            attempt = number
+        }
+        let passwordMatches = try await services.hasher.verify(body.password, hash: user.passwordHash)
+        guard passwordUsable, passwordMatches else {
+            try await recordFailure(user: user, attempt: attempt, reason: "wrong_password", context: context)
             throw Self.invalidCredentials
         }
         if user.isDisabled {
@@ -206,21 +208,20 @@ struct AuthController: Sendable {
         }
         if user.hasTwoFactor {
             if body.totpCode == nil && body.recoveryCode == nil {
+                // The attempt stays counted: otherwise asking without a code would reset the count between code guesses.
                 throw AppError(.unauthorized, code: "two_factor_required", detail: "Enter the code from your authenticator app or a recovery code.")
             }
             guard try await TwoFactorController(services: services).acceptsSecondFactor(user: user, totpCode: body.totpCode, recoveryCode: body.recoveryCode, on: db) else {
-                try await recordFailure(user: user, reason: "wrong_second_factor", context: context)
+                try await recordFailure(user: user, attempt: attempt, reason: "wrong_second_factor", context: context)
                 throw AppError(.unauthorized, code: "invalid_two_factor_code", detail: "The authentication code is wrong.")
             }
         }
+        try await services.loginThrottle.succeeded(userID: user.id!, on: db)
         if services.configuration.requireEmailVerification, user.emailVerifiedAt == nil {
             throw AppError(.forbidden, code: "email_not_verified", detail: "Verify your email address first; a new link can be requested.")
         }
 
         let (session, refreshToken) = try await db.transaction { db in
-            user.failedLoginCount = 0
-            user.lockedUntil = nil
-            try await user.save(on: db)
             let started = try await services.sessions.start(
                 user: user, kind: kind, ip: context.clientIP, userAgent: request.headers[.userAgent], on: db)
             try await services.audit.record(
@@ -232,23 +233,19 @@ struct AuthController: Sendable {
         return try await tokenResponse(user: user, session: session, refreshToken: refreshToken, kind: kind, request: request, context: context)
     }
 
-    /// Counts a failure on the account; from the fifth on, the account waits
-    /// 30 s, then 60 s, 120 s … up to 15 minutes. A success resets it, so a
-    /// stranger can delay an account but never lock it for good.
-    func recordFailure(user: User, reason: String, context: FolioRequestContext) async throws {
+    static func tooManyAttempts(_ wait: Int) -> AppError {
+        AppError(
+            .tooManyRequests, code: "too_many_attempts", detail: "Too many failed sign-ins. Try again in \(wait) seconds, or reset your password.",
+            headers: [.retryAfter: String(wait)])
+    }
+
+    /// Records a failed attempt already counted by the throttle, and the wait it imposes.
+    func recordFailure(user: User, attempt: Int, reason: String, context: FolioRequestContext) async throws {
         let db = services.database.db
-        let now = services.clock.now()
-        let rows = try await (db as! any SQLDatabase).raw("""
-            UPDATE users SET failed_login_count = failed_login_count + 1, updated_at = \(bind: now)
-            WHERE id = \(bind: user.id!) RETURNING failed_login_count
-            """).all()
-        let failures = try rows.first?.decode(column: "failed_login_count", as: Int.self) ?? 0
-        if failures >= Self.lockoutThreshold {
-            let delay = min(Self.lockoutBase * pow(2, Double(failures - Self.lockoutThreshold)), Self.lockoutCap)
-            try await User.query(on: db).filter(\.$id == user.id!).set(\.$lockedUntil, to: now.addingTimeInterval(delay)).update()
-            await services.security.record("login_lockout", userID: user.id, details: ["failures": String(failures), "seconds": String(Int(delay))], context: context, database: db)
+        if let delay = try await services.loginThrottle.failed(userID: user.id!, attempt: attempt, on: db) {
+            await services.security.record("login_lockout", userID: user.id, details: ["failures": String(attempt), "seconds": String(Int(delay))], context: context, database: db)
         }
-        await services.security.record("login_failed", userID: user.id, details: ["reason": reason, "failures": String(failures)], context: context, database: db)
+        await services.security.record("login_failed", userID: user.id, details: ["reason": reason, "failures": String(attempt)], context: context, database: db)
     }
 
     func tokenResponse(user: User, session: Session, refreshToken: String, kind: Session.Kind, request: Request, context: FolioRequestContext) async throws -> Response {
@@ -301,6 +298,17 @@ struct AuthController: Sendable {
 
     @Sendable func me(_ request: Request, context: AuthenticatedContext) async throws -> UserResponse {
         UserResponse(context.identity.user)
+    }
+
+    struct CSRFResponse: ResponseEncodable {
+        var csrfToken: String
+        enum CodingKeys: String, CodingKey { case csrfToken = "csrf_token" }
+    }
+
+    /// The session's CSRF token again, for a page that was reloaded: a safe GET,
+    /// readable only by the origin (CORS), so it does not help another site.
+    @Sendable func csrfToken(_ request: Request, context: AuthenticatedContext) async throws -> CSRFResponse {
+        CSRFResponse(csrfToken: services.csrf.token(for: context.identity.sessionID))
     }
 
     @Sendable func logout(_ request: Request, context: AuthenticatedContext) async throws -> Response {
@@ -411,22 +419,30 @@ struct AuthController: Sendable {
 
     @Sendable func confirmPasswordReset(_ request: Request, context: FolioRequestContext) async throws -> Response {
         let body = try await request.decodeBody(as: ResetPasswordRequest.self, context: context)
-        let db = services.database.db
-        guard let user = try await services.consumeEmailToken(body.token, purpose: .resetPassword, on: db) else {
-            throw AppError.validation(field: "token", code: "invalid_token", message: "This reset link is invalid, used or expired.")
+        // The link is spent only together with a password the policy accepts.
+        guard let (token, user) = try await services.findEmailToken(body.token, purpose: .resetPassword, on: services.database.db) else {
+            throw Self.invalidResetLink
         }
-        try await setPassword(user: user, to: body.newPassword, field: "new_password", reason: "password_reset", context: context)
+        try await setPassword(user: user, to: body.newPassword, field: "new_password", reason: "password_reset", spending: token, context: context)
         return Response(status: .noContent)
     }
 
     /// Sets a new password, ends every session of the user (ASVS 2.2.3 / 3.3.3)
     /// and tells them by email.
-    func setPassword(user: User, to password: String, field: String, reason: String, context: FolioRequestContext) async throws {
+    static let invalidResetLink = AppError.validation(field: "token", code: "invalid_token", message: "This reset link is invalid, used or expired.")
+
+    func setPassword(
+        user: User, to password: String, field: String, reason: String, spending resetToken: EmailToken? = nil, context: FolioRequestContext
+    ) async throws {
         let problems = services.passwordPolicy.problems(password: password, email: user.email, field: field)
         if !problems.isEmpty { throw AppError.validation(problems, detail: problems[0].message) }
         let hash = try await services.hasher.hash(password)
         let now = services.clock.now()
         try await services.database.db.transaction { db in
+            if let resetToken, !(try await services.spend(resetToken, on: db)) { throw Self.invalidResetLink }
+            // Any other reset link dies with the old password.
+            try await EmailToken.query(on: db).filter(\.$userID == user.id!).filter(\.$purpose == EmailToken.Purpose.resetPassword.rawValue)
+                .filter(\.$usedAt == nil).set(\.$usedAt, to: now).update()
             user.passwordHash = hash
             user.passwordChangedAt = now
             user.updatedAt = now

@@ -16,6 +16,7 @@ struct IdentityServices: Sendable {
     let mailer: any Mailer
     let audit: AuditLog
     let security: SecurityEvents
+    let loginThrottle: LoginThrottle
 
     static let emailTokenLifetime: TimeInterval = 24 * 3600
     static let resetTokenLifetime: TimeInterval = 3600
@@ -36,7 +37,8 @@ struct IdentityServices: Sendable {
             secretBox: SecretBox(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys),
             mailer: mailer ?? OutboxMailer(clock: clock),
             audit: audit,
-            security: SecurityEvents(audit: audit, clock: clock))
+            security: SecurityEvents(audit: audit, clock: clock),
+            loginThrottle: LoginThrottle(clock: clock))
     }
 
     /// Email addresses are compared and stored trimmed and lower-cased.
@@ -66,17 +68,27 @@ struct IdentityServices: Sendable {
         return token
     }
 
-    /// Spends an email token: the user it belongs to, or nil if it is unknown, used or expired.
-    func consumeEmailToken(_ token: String, purpose: EmailToken.Purpose, on db: any Database) async throws -> User? {
-        let now = clock.now()
+    /// An unspent, unexpired email token and its user, without spending it.
+    func findEmailToken(_ token: String, purpose: EmailToken.Purpose, on db: any Database) async throws -> (EmailToken, User)? {
         guard let stored = try await EmailToken.query(on: db).filter(\.$tokenHash == SecureToken.hash(token))
             .filter(\.$purpose == purpose.rawValue).first(),
-            stored.usedAt == nil, stored.expiresAt > now
+            stored.usedAt == nil, stored.expiresAt > clock.now(),
+            let user = try await User.find(stored.userID, on: db)
         else { return nil }
+        return (stored, user)
+    }
+
+    /// Marks the token used; false when another request spent it first.
+    func spend(_ token: EmailToken, on db: any Database) async throws -> Bool {
         let spent = try await (db as! any SQLDatabase).raw(
-            "UPDATE email_tokens SET used_at = \(bind: now) WHERE id = \(bind: stored.id!) AND used_at IS NULL RETURNING id"
+            "UPDATE email_tokens SET used_at = \(bind: clock.now()) WHERE id = \(bind: token.id!) AND used_at IS NULL RETURNING id"
         ).all()
-        guard !spent.isEmpty else { return nil }
-        return try await User.find(stored.userID, on: db)
+        return !spent.isEmpty
+    }
+
+    /// Spends an email token: the user it belongs to, or nil if it is unknown, used or expired.
+    func consumeEmailToken(_ token: String, purpose: EmailToken.Purpose, on db: any Database) async throws -> User? {
+        guard let (stored, user) = try await findEmailToken(token, purpose: purpose, on: db), try await spend(stored, on: db) else { return nil }
+        return user
     }
 }

@@ -10,6 +10,11 @@ struct PasswordPolicy: Sendable {
 
     let commonPasswords: Set<String>
 
+    /// What bcrypt can hash without losing part of it: no NUL, at most 72 bytes.
+    static func isHashable(_ password: String) -> Bool {
+        password.utf8.count <= maximumBytes && !password.utf8.contains(0)
+    }
+
     static let standard = PasswordPolicy(commonPasswords: CommonPasswords.load())
 
     func problems(password: String, email: String, field: String = "password") -> [ProblemDetails.FieldError] {
@@ -19,6 +24,9 @@ struct PasswordPolicy: Sendable {
         }
         if characters > Self.maximumCharacters {
             return [.init(field: field, code: "too_long", message: "The password must have at most \(Self.maximumCharacters) characters.")]
+        }
+        if password.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            return [.init(field: field, code: "invalid_characters", message: "The password must not contain control characters.")]
         }
         if password.utf8.count > Self.maximumBytes {
             return [.init(field: field, code: "too_long", message: "The password must be at most \(Self.maximumBytes) bytes long in UTF-8.")]

@@ -48,10 +48,25 @@ struct SecretBox: Sendable {
     }
 
     func open(_ sealed: String) -> String? {
+        openReportingKey(sealed)?.text
+    }
+
+    /// The text, and whether it was sealed under an older key (then seal it again).
+    func openReportingKey(_ sealed: String) -> (text: String, sealedWithOldKey: Bool)? {
         guard let data = Data(base64Encoded: sealed), let box = try? AES.GCM.SealedBox(combined: data) else { return nil }
-        for key in openingKeys {
-            if let plain = try? AES.GCM.open(box, using: key) { return String(decoding: plain, as: UTF8.self) }
+        for (index, key) in openingKeys.enumerated() {
+            if let plain = try? AES.GCM.open(box, using: key) { return (String(decoding: plain, as: UTF8.self), index > 0) }
         }
         return nil
+    }
+
+    /// Salted SHA-256 for short secrets a user types (recovery codes): `salt:hash`.
+    static func saltedHash(_ text: String, salt: String = SecureToken.generate(byteCount: 16)) -> String {
+        salt + ":" + SecureToken.hash(salt + text)
+    }
+
+    static func matches(_ text: String, saltedHash stored: String) -> Bool {
+        guard let colon = stored.firstIndex(of: ":") else { return false }
+        return ConstantTime.equals(saltedHash(text, salt: String(stored[..<colon])), stored)
     }
 }

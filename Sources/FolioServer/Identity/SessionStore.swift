@@ -11,6 +11,9 @@ struct SessionStore: Sendable {
     let idleTimeout: TimeInterval
     let maxAge: TimeInterval
 
+    /// How long a just-spent refresh token is treated as a race rather than a theft.
+    static let reuseGrace: TimeInterval = 10
+
     /// Starts a session and returns it with its first refresh token.
     func start(user: User, kind: Session.Kind, ip: String?, userAgent: String?, on db: any Database) async throws -> (Session, String) {
         let now = clock.now()
@@ -44,8 +47,12 @@ struct SessionStore: Sendable {
                 UPDATE refresh_tokens SET used_at = \(bind: now) WHERE id = \(bind: stored.id!) AND used_at IS NULL RETURNING id
                 """).all()
             guard !spent.isEmpty else {
-                try await revoke(sessionID: stored.sessionID, reason: "refresh_token_reuse", on: db)
-                return .reused(userID: stored.userID)
+                // Spent a moment ago (two tabs refreshing at once) is a race, not theft (RFC 9700 §4.14.2 allows the grace).
+                if let usedAt = stored.usedAt, now.timeIntervalSince(usedAt) > Self.reuseGrace {
+                    try await revoke(sessionID: stored.sessionID, reason: "refresh_token_reuse", on: db)
+                    return .reused(userID: stored.userID)
+                }
+                return .invalid
             }
             guard let session = try await Session.find(stored.sessionID, on: db), session.isActive(at: now, idleTimeout: idleTimeout),
                   let user = try await User.find(stored.userID, on: db), !user.isDisabled

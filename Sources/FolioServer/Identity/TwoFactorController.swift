@@ -47,8 +47,13 @@ struct TwoFactorController: Sendable {
         return EnrollResponse(secret: base32, otpauthURI: uri)
     }
 
-    struct CodeRequest: Decodable {
-        var code: String
+    struct ConfirmRequest: Decodable {
+        var password: String
+        var totpCode: String
+        enum CodingKeys: String, CodingKey {
+            case password
+            case totpCode = "totp_code"
+        }
     }
 
     struct RecoveryCodesResponse: ResponseEncodable {
@@ -57,13 +62,17 @@ struct TwoFactorController: Sendable {
     }
 
     @Sendable func confirm(_ request: Request, context: AuthenticatedContext) async throws -> RecoveryCodesResponse {
-        let body = try await request.decodeBody(as: CodeRequest.self, context: context)
+        let body = try await request.decodeBody(as: ConfirmRequest.self, context: context)
         let user = context.identity.user
         guard !user.hasTwoFactor, let sealed = user.totpSecretSealed, let secret = services.secretBox.open(sealed) else {
             throw AppError(.conflict, code: "two_factor_not_enrolling", detail: "Start enrolment first.")
         }
-        guard Self.matches(code: body.code, secret: secret, at: services.clock.now()) else {
-            throw AppError.validation(field: "code", code: "invalid_code", message: "The code does not match; check your device's clock.")
+        // A stolen session alone must not be able to put a second factor between the owner and the account.
+        guard try await services.hasher.verify(body.password, hash: user.passwordHash) else {
+            throw AppError.validation(field: "password", code: "incorrect", message: "The password is wrong.")
+        }
+        guard Self.matches(code: body.totpCode, secret: secret, at: services.clock.now()) else {
+            throw AppError.validation(field: "totp_code", code: "invalid_code", message: "The code does not match; check your device's clock.")
         }
         let now = services.clock.now()
         let codes = (0..<Self.recoveryCodeCount).map { _ in Self.newRecoveryCode() }
@@ -73,18 +82,26 @@ struct TwoFactorController: Sendable {
             try await user.save(on: db)
             try await RecoveryCode.query(on: db).filter(\.$userID == user.id!).delete()
             for code in codes {
-                try await RecoveryCode(userID: user.id!, codeHash: SecureToken.hash(Self.canonical(code)), now: now).create(on: db)
+                try await RecoveryCode(userID: user.id!, codeHash: SecretBox.saltedHash(Self.canonical(code)), now: now).create(on: db)
             }
+            try await endOtherSessions(context: context, on: db)
             try await services.audit.record(
                 .init(action: "user.two_factor_enabled", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
                 context: context.parent, on: db)
+            try await notify(user, enabled: true, context: context, on: db)
         }
         return RecoveryCodesResponse(recoveryCodes: codes)
     }
 
     struct DisableRequest: Decodable {
         var password: String
-        var code: String
+        var totpCode: String?
+        var recoveryCode: String?
+        enum CodingKeys: String, CodingKey {
+            case password
+            case totpCode = "totp_code"
+            case recoveryCode = "recovery_code"
+        }
     }
 
     @Sendable func disable(_ request: Request, context: AuthenticatedContext) async throws -> Response {
@@ -97,8 +114,8 @@ struct TwoFactorController: Sendable {
             throw AppError.validation(field: "password", code: "incorrect", message: "The password is wrong.")
         }
         let db = services.database.db
-        guard try await acceptsSecondFactor(user: user, totpCode: body.code, recoveryCode: body.code, on: db) else {
-            throw AppError.validation(field: "code", code: "invalid_code", message: "The code is wrong.")
+        guard try await acceptsSecondFactor(user: user, totpCode: body.totpCode, recoveryCode: body.recoveryCode, on: db) else {
+            throw AppError.validation(field: "totp_code", code: "invalid_code", message: "The code is wrong.")
         }
         try await db.transaction { db in
             user.totpEnabledAt = nil
@@ -106,25 +123,48 @@ struct TwoFactorController: Sendable {
             user.updatedAt = services.clock.now()
             try await user.save(on: db)
             try await RecoveryCode.query(on: db).filter(\.$userID == user.id!).delete()
+            try await endOtherSessions(context: context, on: db)
             try await services.audit.record(
                 .init(action: "user.two_factor_disabled", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
                 context: context.parent, on: db)
+            try await notify(user, enabled: false, context: context, on: db)
         }
         return Response(status: .noContent)
+    }
+
+    /// Ends every session of the user but the current one: a change of second factor is a change of who can get in.
+    func endOtherSessions(context: AuthenticatedContext, on db: any Database) async throws {
+        try await Session.query(on: db).filter(\.$userID == context.identity.userID).filter(\.$id != context.identity.sessionID)
+            .filter(\.$revokedAt == nil).set(\.$revokedAt, to: services.clock.now()).set(\.$revokeReason, to: "two_factor_changed").update()
+    }
+
+    func notify(_ user: User, enabled: Bool, context: AuthenticatedContext, on db: any Database) async throws {
+        try await services.mailer.send(
+            MailMessage(
+                userID: user.id, recipient: user.email,
+                subject: enabled ? "Two-factor authentication is on" : "Two-factor authentication is off",
+                body: "Two-factor authentication was turned \(enabled ? "on" : "off") for your Folio account. If this was not you, reset your password now and contact support.",
+                kind: enabled ? "two_factor_enabled" : "two_factor_disabled"),
+            on: db, logger: context.logger)
     }
 
     /// A current TOTP code (one step of clock drift either way) or an unused
     /// recovery code, which is spent.
     func acceptsSecondFactor(user: User, totpCode: String?, recoveryCode: String?, on db: any Database) async throws -> Bool {
-        if let totpCode, let sealed = user.totpSecretSealed, let secret = services.secretBox.open(sealed),
+        if let totpCode, let sealed = user.totpSecretSealed, let (secret, old) = services.secretBox.openReportingKey(sealed),
            Self.matches(code: totpCode, secret: secret, at: services.clock.now()) {
+            if old {
+                // Sealed under a key that is being rotated out: seal it under the current one.
+                try await User.query(on: db).filter(\.$id == user.id!).set(\.$totpSecretSealed, to: try services.secretBox.seal(secret)).update()
+            }
             return true
         }
         guard let recoveryCode else { return false }
+        let canonical = Self.canonical(recoveryCode)
+        let unused = try await RecoveryCode.query(on: db).filter(\.$userID == user.id!).filter(\.$usedAt == nil).all()
+        guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }) else { return false }
         let spent = try await (db as! any SQLDatabase).raw("""
-            UPDATE recovery_codes SET used_at = \(bind: services.clock.now())
-            WHERE user_id = \(bind: user.id!) AND code_hash = \(bind: SecureToken.hash(Self.canonical(recoveryCode))) AND used_at IS NULL
-            RETURNING id
+            UPDATE recovery_codes SET used_at = \(bind: services.clock.now()) WHERE id = \(bind: match.id!) AND used_at IS NULL RETURNING id
             """).all()
         return !spent.isEmpty
     }
@@ -138,11 +178,12 @@ struct TwoFactorController: Sendable {
         }
     }
 
+    /// 16 characters from a 31-letter alphabet: 79 bits, stored salted (ASVS 2.6.2).
     static func newRecoveryCode() -> String {
         let alphabet = Array("abcdefghjkmnpqrstuvwxyz23456789")
         var generator = SystemRandomNumberGenerator()
-        let characters = (0..<10).map { _ in alphabet.randomElement(using: &generator)! }
-        return String(characters[0..<5]) + "-" + String(characters[5..<10])
+        let characters = (0..<16).map { _ in alphabet.randomElement(using: &generator)! }
+        return stride(from: 0, to: 16, by: 4).map { String(characters[$0..<$0 + 4]) }.joined(separator: "-")
     }
 
     static func canonical(_ code: String) -> String {

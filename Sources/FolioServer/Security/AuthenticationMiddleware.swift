@@ -15,7 +15,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         // Health checks answer everyone; credentials there only unlock detail, never refuse.
         let lenient = request.uri.path.hasPrefix("/health")
         if let authorization = request.headers[.authorization] {
-            let identity = await bearerIdentity(authorization)
+            let identity = try await bearerIdentity(authorization)
             guard let identity else {
                 if lenient { return try await next(request, context) }
                 await services.security.record("token_rejected", details: ["route": context.endpointPath ?? "unmatched"], context: context)
@@ -24,7 +24,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
                     headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
             }
             context.identity = identity
-        } else if let cookie = request.cookies[AuthController.cookieName]?.value, !cookie.isEmpty,
+        } else if !Self.ignoresCookie(context.endpointPath), let cookie = request.cookies[AuthController.cookieName]?.value, !cookie.isEmpty,
                   let identity = try await services.sessions.identity(cookieToken: cookie) {
             if services.configuration.csrfProtectionEnabled, !request.method.isSafe {
                 guard let token = request.headers[AuthController.csrfHeader], services.csrf.isValid(token, for: identity.sessionID) else {
@@ -39,11 +39,25 @@ struct AuthenticationMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
-    func bearerIdentity(_ authorization: String) async -> Identity? {
+    /// Routes that act on what the body says, never on who is signed in: a stale
+    /// session cookie must not make them demand a CSRF token (the origin guard
+    /// still protects them).
+    static let cookieFreeRoutes: Set<String> = [
+        "/api/auth/login", "/api/auth/register", "/api/auth/verify-email", "/api/auth/resend-verification",
+        "/api/auth/password-reset/request", "/api/auth/password-reset/confirm",
+    ]
+
+    static func ignoresCookie(_ route: String?) -> Bool {
+        route.map { cookieFreeRoutes.contains($0) } ?? false
+    }
+
+    /// The identity behind a bearer token; nil when the token does not verify.
+    /// A database failure is thrown (a 500), not mistaken for a bad token.
+    func bearerIdentity(_ authorization: String) async throws -> Identity? {
         guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer ",
               let claims = await services.tokens.verify(String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces))
         else { return nil }
-        return try? await services.sessions.identity(userID: claims.userID, sessionID: claims.sessionID, credential: .bearer)
+        return try await services.sessions.identity(userID: claims.userID, sessionID: claims.sessionID, credential: .bearer)
     }
 }
 extension HTTPRequest.Method {

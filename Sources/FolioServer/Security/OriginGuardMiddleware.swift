@@ -34,7 +34,11 @@ struct OriginGuardMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// Lower-cased, without a trailing slash or the scheme's default port (browsers never send those).
     static func normalized(_ origin: String) -> String {
-        origin.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "/ "))
+        var text = origin.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "/ "))
+        if text.hasPrefix("https://"), text.hasSuffix(":443") { text.removeLast(4) }
+        if text.hasPrefix("http://"), text.hasSuffix(":80") { text.removeLast(3) }
+        return text
     }
 }

@@ -32,7 +32,9 @@ struct RateLimitMiddleware: RouterMiddleware {
         case .client:
             let client = context.clientIP ?? "unknown"
             checks.append(("ip", "ip:" + client, settings.requestsPerMinute))
-            if request.uri.path.hasPrefix("/api/auth/") {
+            // The route pattern, not the raw path: `/api//auth/login` reaches the same route.
+            let route = context.endpointPath ?? request.uri.path
+            if route.hasPrefix("/api/auth/") || request.uri.path.contains("/auth/") {
                 checks.append(("auth", "auth:" + client, settings.authRequestsPerMinute))
             }
         case .user:

@@ -1,0 +1,99 @@
+import Foundation
+
+/// An order as a user asks for it, before anything is reserved. `validate`
+/// names every field that is wrong, so one answer lists every problem.
+public struct OrderDraft: Equatable, Sendable {
+    public var symbol: String
+    public var side: OrderSide
+    public var type: OrderType
+    public var timeInForce: TimeInForce
+    public var quantity: Decimal?
+    /// A cash amount instead of a quantity; market orders only.
+    public var notional: Decimal?
+    public var limitPrice: Decimal?
+    public var stopPrice: Decimal?
+
+    public static let quantityScale = 9
+    public static let priceScale = 8
+    public static let notionalScale = 2
+    public static let maximumQuantity = Decimal(string: "1000000000")!
+    public static let maximumPrice = Decimal(string: "1000000000")!
+
+    public init(
+        symbol: String, side: OrderSide, type: OrderType, timeInForce: TimeInForce = .day,
+        quantity: Decimal? = nil, notional: Decimal? = nil, limitPrice: Decimal? = nil, stopPrice: Decimal? = nil
+    ) {
+        self.symbol = symbol
+        self.side = side
+        self.type = type
+        self.timeInForce = timeInForce
+        self.quantity = quantity
+        self.notional = notional
+        self.limitPrice = limitPrice
+        self.stopPrice = stopPrice
+    }
+
+    /// Upper-cased ticker: 1 to 10 letters, digits, dots or dashes, starting with a letter.
+    public static func normalizedSymbol(_ symbol: String) -> String? {
+        let upper = symbol.trimmingCharacters(in: .whitespaces).uppercased()
+        guard (1...10).contains(upper.count), upper.first!.isLetter,
+              upper.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "." || $0 == "-" })
+        else { return nil }
+        return upper
+    }
+
+    public func validate() -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if Self.normalizedSymbol(symbol) == nil {
+            issues.append(.init(field: "symbol", code: "invalid", message: "symbol must be a ticker such as AAPL."))
+        }
+        switch (quantity, notional) {
+        case (nil, nil):
+            issues.append(.init(field: "quantity", code: "required", message: "Give quantity, or notional for a market order."))
+        case (.some, .some):
+            issues.append(.init(field: "notional", code: "conflict", message: "Give quantity or notional, not both."))
+        case (.some(let quantity), nil):
+            issues += Self.checkPositive(quantity, field: "quantity", scale: Self.quantityScale, maximum: Self.maximumQuantity)
+        case (nil, .some(let notional)):
+            issues += Self.checkPositive(notional, field: "notional", scale: Self.notionalScale, maximum: Self.maximumPrice)
+            if type != .market {
+                issues.append(.init(field: "notional", code: "market_only", message: "notional is allowed on market orders only."))
+            }
+            if timeInForce == .fillOrKill {
+                issues.append(.init(field: "time_in_force", code: "unsupported", message: "A notional order cannot be fill-or-kill."))
+            }
+        }
+        if type.needsLimitPrice {
+            if let limitPrice {
+                issues += Self.checkPositive(limitPrice, field: "limit_price", scale: Self.priceScale, maximum: Self.maximumPrice)
+            } else {
+                issues.append(.init(field: "limit_price", code: "required", message: "A \(type.rawValue) order needs limit_price."))
+            }
+        } else if limitPrice != nil {
+            issues.append(.init(field: "limit_price", code: "not_allowed", message: "A \(type.rawValue) order takes no limit_price."))
+        }
+        if type.needsStopPrice {
+            if let stopPrice {
+                issues += Self.checkPositive(stopPrice, field: "stop_price", scale: Self.priceScale, maximum: Self.maximumPrice)
+            } else {
+                issues.append(.init(field: "stop_price", code: "required", message: "A \(type.rawValue) order needs stop_price."))
+            }
+        } else if stopPrice != nil {
+            issues.append(.init(field: "stop_price", code: "not_allowed", message: "A \(type.rawValue) order takes no stop_price."))
+        }
+        return issues
+    }
+
+    static func checkPositive(_ value: Decimal, field: String, scale: Int, maximum: Decimal) -> [FieldIssue] {
+        if value <= 0 {
+            return [.init(field: field, code: "not_positive", message: "\(field) must be greater than zero.")]
+        }
+        if value > maximum {
+            return [.init(field: field, code: "too_large", message: "\(field) must be at most \(ExactDecimal.format(maximum)).")]
+        }
+        if ExactDecimal.scale(of: value) > scale {
+            return [.init(field: field, code: "too_precise", message: "\(field) may have at most \(scale) decimal places.")]
+        }
+        return []
+    }
+}

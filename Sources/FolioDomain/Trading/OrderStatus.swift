@@ -1,0 +1,35 @@
+/// The life of an order. Every allowed transition is listed here; every other
+/// one is impossible.
+public enum OrderStatus: String, Codable, Sendable, CaseIterable {
+    case new
+    case accepted
+    case partiallyFilled = "partially_filled"
+    case filled
+    case canceled
+    case rejected
+    case expired
+
+    /// Where an order in this status may go next.
+    public var successors: Set<OrderStatus> {
+        switch self {
+        case .new: [.accepted, .rejected, .canceled]
+        case .accepted: [.partiallyFilled, .filled, .canceled, .expired, .rejected]
+        // Another partial fill keeps the status; the fill itself is what changes.
+        case .partiallyFilled: [.partiallyFilled, .filled, .canceled, .expired]
+        case .filled, .canceled, .rejected, .expired: []
+        }
+    }
+
+    public func canTransition(to next: OrderStatus) -> Bool {
+        successors.contains(next)
+    }
+
+    /// No further change is possible.
+    public var isTerminal: Bool { successors.isEmpty }
+
+    /// The order still reserves cash or shares.
+    public var isOpen: Bool { !isTerminal }
+
+    /// A user may still cancel it.
+    public var isCancelable: Bool { canTransition(to: .canceled) }
+}
