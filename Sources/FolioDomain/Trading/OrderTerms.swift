@@ -1,7 +1,8 @@
 import Foundation
 
-/// A problem with a value a user gave, named by its field.
-public struct FieldIssue: Error, Equatable, Sendable {
+/// A problem with a value a user gave, named by its field (`quantity`,
+/// `legs[0].symbol`); the server lists these in a problem response's `errors`.
+public struct FieldIssue: Error, Codable, Equatable, Sendable {
     public var field: String
     public var code: String
     public var message: String

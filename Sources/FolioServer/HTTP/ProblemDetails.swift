@@ -1,20 +1,10 @@
+import FolioDomain
 import Foundation
 import HTTPTypes
 
 /// An RFC 9457 problem document, the body of every 4xx and 5xx response.
 public struct ProblemDetails: Codable, Sendable, Equatable {
-    public struct FieldError: Codable, Sendable, Equatable {
-        /// JSON path of the offending field (`quantity`, `legs[0].symbol`).
-        public var field: String
-        public var code: String
-        public var message: String
-
-        public init(field: String, code: String, message: String) {
-            self.field = field
-            self.code = code
-            self.message = message
-        }
-    }
+    public typealias FieldError = FieldIssue
 
     public var type: String
     public var title: String

@@ -38,9 +38,7 @@ struct AdminController: Sendable {
         }
 
         static func decode(_ text: String) throws -> Cursor {
-            var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-            while base64.count % 4 != 0 { base64 += "=" }
-            guard let data = Data(base64Encoded: base64), let cursor = try? JSONDecoder().decode(Cursor.self, from: data) else {
+            guard let data = SecureToken.decodeBase64URL(text), let cursor = try? JSONDecoder().decode(Cursor.self, from: data) else {
                 throw AppError.validation(field: "cursor", code: "invalid", message: "The cursor is not one this server gave out.")
             }
             return cursor

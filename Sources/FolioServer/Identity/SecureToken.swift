@@ -23,6 +23,12 @@ enum SecureToken {
             .replacingOccurrences(of: "=", with: "")
     }
 
+    static func decodeBase64URL(_ text: some StringProtocol) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64)
+    }
+
     /// A key for one purpose derived from a signing secret, so that one
     /// secret never serves two algorithms directly.
     static func derivedKey(from secret: String, purpose: String) -> SymmetricKey {

@@ -60,10 +60,8 @@ final class TokenService: Sendable {
     }
 
     static func header(of token: String) -> Header? {
-        guard let encoded = token.split(separator: ".", omittingEmptySubsequences: false).first, token.split(separator: ".", omittingEmptySubsequences: false).count == 3 else { return nil }
-        var base64 = encoded.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        guard let data = Data(base64Encoded: base64) else { return nil }
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let data = SecureToken.decodeBase64URL(parts[0]) else { return nil }
         return try? JSONDecoder().decode(Header.self, from: data)
     }
 
