@@ -51,6 +51,7 @@ public struct FolioServerBuilder: Sendable {
         AuthController(services: identity).addRoutes(to: routes)
         TwoFactorController(services: identity).addRoutes(to: routes)
         AdminController(services: identity).addRoutes(to: routes)
+        AccountsController(ledger: identity.ledger, database: database).addRoutes(to: routes)
         extraRoutes(routes)
         return router
     }

@@ -115,6 +115,38 @@ struct CommandTests {
         }
     }
 
+    @Test("users create-admin reads the password from standard input; ledger verify exits 1 on a difference", arguments: TestDatabaseKind.all)
+    func usersAndLedgerCommands(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind) { database, location in
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let url: String
+            switch location {
+            case .sqlite(let path): url = "sqlite:" + path
+            case .postgres(let postgres): url = postgres
+            }
+            let environment = ["DATABASE_URL": url, "BCRYPT_COST": "10"]
+            let (process, out, _) = folio.makeProcess(["users", "create-admin", "Root@Example.com"], environment: environment)
+            let input = Pipe()
+            process.standardInput = input
+            try process.run()
+            input.fileHandleForWriting.write(Data("correct horse battery staple\n".utf8))
+            try input.fileHandleForWriting.close()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).hasPrefix("created administrator root@example.com"))
+            #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
+
+            let balanced = try folio.run(["ledger", "verify"], environment: environment)
+            #expect(balanced.status == 0)
+            #expect(balanced.stdout == "checked 1 account(s): the ledger balances\n")
+            try await database.sql.raw("UPDATE accounts SET cash = '5'").run()
+            let broken = try folio.run(["ledger", "verify"], environment: environment)
+            #expect(broken.status == 1)
+            #expect(broken.stdout.contains("DIFFERENCE account"))
+        }
+    }
+
     @Test("serve with no configuration at all answers GET /health, then stops on SIGTERM")
     func serveOutOfTheBox() async throws {
         let folio = try FolioProcess()

@@ -85,6 +85,13 @@ public struct OrderDraft: Equatable, Sendable {
     }
 
     static func checkPositive(_ value: Decimal, field: String, scale: Int, maximum: Decimal) -> [FieldIssue] {
+        OrderDraftChecks.positive(value, field: field, scale: scale, maximum: maximum)
+    }
+}
+
+/// The check every entered amount passes: positive, not too large, not too precise.
+public enum OrderDraftChecks {
+    public static func positive(_ value: Decimal, field: String, scale: Int, maximum: Decimal) -> [FieldIssue] {
         if value <= 0 {
             return [.init(field: field, code: "not_positive", message: "\(field) must be greater than zero.")]
         }

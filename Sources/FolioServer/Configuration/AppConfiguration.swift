@@ -63,6 +63,8 @@ public struct AppConfiguration: Sendable {
     public var tlsKeyPath: String?
     /// Base URL used in links sent by email.
     public var publicURL: String
+    /// Cash each new paper account starts with (100,000.00 by default, 0 in production).
+    public var startingCash: Decimal
 
     public struct RateLimitSettings: Sendable, Equatable {
         public var enabled: Bool
@@ -113,6 +115,7 @@ public struct AppConfiguration: Sendable {
         self.tlsCertificatePath = nil
         self.tlsKeyPath = nil
         self.publicURL = "http://127.0.0.1:8080"
+        self.startingCash = environment == .production ? 0 : 100_000
     }
 }
 

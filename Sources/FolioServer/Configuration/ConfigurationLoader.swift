@@ -1,3 +1,4 @@
+import FolioDomain
 import Foundation
 import Logging
 
@@ -177,6 +178,15 @@ public enum ConfigurationLoader {
         }
         let scheme = configuration.tlsCertificatePath == nil ? "http" : "https"
         configuration.publicURL = value("PUBLIC_URL") ?? "\(scheme)://\(configuration.host):\(configuration.port)"
+        if let raw = value("STARTING_CASH") {
+            if let amount = try? ExactDecimal.parse(raw), amount >= 0, ExactDecimal.scale(of: amount) <= 2 {
+                configuration.startingCash = amount
+            } else {
+                problems.append("STARTING_CASH must be an amount such as 100000.00, not \"\(raw)\"")
+            }
+        } else {
+            configuration.startingCash = production ? 0 : 100_000
+        }
 
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
 

@@ -20,6 +20,10 @@ public final class FolioDatabase: Sendable {
     public let migrations: Migrations
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
+    /// SQLite work all goes through one event loop, and so one connection:
+    /// SQLite has a single writer anyway, and a second connection would turn
+    /// concurrent read-then-write transactions into SQLITE_BUSY errors.
+    let sqliteLoop: (any EventLoop)?
 
     public init(
         location: AppConfiguration.DatabaseLocation,
@@ -49,13 +53,14 @@ public final class FolioDatabase: Sendable {
                 try .postgres(url: url, maxConnectionsPerEventLoop: perLoop, sqlLogLevel: .trace),
                 as: .psql)
         }
+        self.sqliteLoop = kind == .sqlite ? eventLoopGroup.next() : nil
         self.migrations = Migrations()
         migrations.add(MigrationRegistry.all)
     }
 
     /// A database handle for one unit of work.
     public var db: any Database {
-        databases.database(logger: logger, on: eventLoopGroup.any())!
+        databases.database(logger: logger, on: sqliteLoop ?? eventLoopGroup.any())!
     }
 
     /// The same handle for hand-written SQL.
@@ -70,13 +75,21 @@ public final class FolioDatabase: Sendable {
     // MARK: - Migrations
 
     var migrator: Migrator {
-        Migrator(databases: databases, migrations: migrations, logger: logger, on: eventLoopGroup.any())
+        Migrator(databases: databases, migrations: migrations, logger: logger, on: sqliteLoop ?? eventLoopGroup.any())
     }
 
     /// Prepares the SQLite file for concurrent readers; a no-op on PostgreSQL.
     public func prepareConnectionSettings() async throws {
         guard kind == .sqlite else { return }
         try await sql.raw("PRAGMA journal_mode=WAL").run()
+        // Wait for a lock held by another process (a `folio` command) instead of failing at once.
+        try await sql.raw("PRAGMA busy_timeout=5000").run()
+    }
+
+    /// Locks an account-like row for the rest of the transaction: `FOR UPDATE`
+    /// on PostgreSQL; on SQLite the single connection already serializes.
+    func lockClause() -> String {
+        kind == .postgres ? " FOR UPDATE" : ""
     }
 
     /// Names of migrations not yet applied, in the order they would run.

@@ -6,5 +6,6 @@ enum MigrationRegistry {
     static let all: [any Migration] = [
         CreateUsers(),
         CreateIdentityTables(),
+        CreateAccountsAndLedger(),
     ]
 }

@@ -31,10 +31,15 @@ public struct MoneyColumn: Sendable {
     /// A CHECK expression comparing the column with zero, e.g. `quantity > 0`,
     /// written so that it compares numbers on SQLite's TEXT columns too.
     public static func check(_ column: String, _ comparison: String, on database: any Database) -> String {
-        if (database as? any SQLDatabase)?.dialect.name == "postgresql" {
-            return "\(column) \(comparison)"
-        }
-        return "CAST(\(column) AS REAL) \(comparison)"
+        "\(numeric(column, on: database)) \(comparison)"
+    }
+
+    /// The column as a number inside a CHECK: itself on PostgreSQL, `CAST(… AS
+    /// REAL)` on SQLite. Only for comparisons in constraints, never for arithmetic
+    /// whose result is stored.
+    public static func numeric(_ column: String, on database: any Database) -> String {
+        if (database as? any SQLDatabase)?.dialect.name == "postgresql" { return column }
+        return "CAST(\(column) AS REAL)"
     }
 }
 

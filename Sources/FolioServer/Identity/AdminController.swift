@@ -45,10 +45,10 @@ struct AdminController: Sendable {
         }
     }
 
-    static func pageSize(_ request: Request) throws -> Int {
-        guard let raw = request.uri.queryParameters["limit"] else { return 50 }
-        guard let limit = Int(raw), (1...maximumPageSize).contains(limit) else {
-            throw AppError.validation(field: "limit", code: "out_of_range", message: "limit must be from 1 to \(maximumPageSize).")
+    static func pageSize(_ request: Request, maximum: Int = maximumPageSize) throws -> Int {
+        guard let raw = request.uri.queryParameters["limit"] else { return min(50, maximum) }
+        guard let limit = Int(raw), (1...maximum).contains(limit) else {
+            throw AppError.validation(field: "limit", code: "out_of_range", message: "limit must be from 1 to \(maximum).")
         }
         return limit
     }

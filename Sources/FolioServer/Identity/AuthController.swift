@@ -73,6 +73,7 @@ struct AuthController: Sendable {
                     try await services.audit.record(
                         .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
                         context: context, on: db)
+                    try await services.ledger.openPaperAccount(for: user, on: db, ip: context.clientIP, requestID: context.requestID)
                     try await sendVerification(to: user, context: context, on: db)
                 }
             } catch let error as any DatabaseError where error.isConstraintFailure {

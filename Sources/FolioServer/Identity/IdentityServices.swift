@@ -17,6 +17,8 @@ struct IdentityServices: Sendable {
     let audit: AuditLog
     let security: SecurityEvents
     let loginThrottle: LoginThrottle
+    /// Opens each new user's paper account.
+    let ledger: Ledger
 
     static let emailTokenLifetime: TimeInterval = 24 * 3600
     static let resetTokenLifetime: TimeInterval = 3600
@@ -38,7 +40,8 @@ struct IdentityServices: Sendable {
             mailer: mailer ?? OutboxMailer(clock: clock),
             audit: audit,
             security: SecurityEvents(audit: audit, clock: clock),
-            loginThrottle: LoginThrottle(clock: clock))
+            loginThrottle: LoginThrottle(clock: clock),
+            ledger: Ledger(database: database, clock: clock, audit: audit, startingCash: configuration.startingCash))
     }
 
     /// Email addresses are compared and stored trimmed and lower-cased.

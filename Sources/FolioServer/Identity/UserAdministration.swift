@@ -11,6 +11,7 @@ public struct UserAdministration: Sendable {
     let policy: PasswordPolicy
     let audit: AuditLog
     let sessions: SessionStore
+    let ledger: Ledger
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -40,6 +41,7 @@ public struct UserAdministration: Sendable {
         self.audit = AuditLog(clock: clock)
         self.sessions = SessionStore(
             database: database, clock: clock, idleTimeout: configuration.sessionIdleTimeout, maxAge: configuration.sessionMaxAge)
+        self.ledger = Ledger(database: database, clock: clock, audit: audit, startingCash: configuration.startingCash)
     }
 
     /// Creates an administrator whose address counts as verified.
@@ -58,6 +60,7 @@ public struct UserAdministration: Sendable {
         try await db.transaction { db in
             try await user.create(on: db)
             try await audit.record(.init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.uuidString, userID: user.id, details: ["role": "admin"]), ip: "cli", requestID: nil, on: db)
+            try await ledger.openPaperAccount(for: user, on: db, ip: "cli", requestID: nil)
         }
         return user.id!
     }

@@ -1,0 +1,196 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+func accounts(_ client: some TestClientProtocol, _ tokens: [String: Any]) async throws -> [[String: Any]] {
+    try #require(try json(try await client.execute(uri: "/api/accounts", method: .get, headers: bearer(tokens)))["data"] as? [[String: Any]])
+}
+
+@Suite("Accounts and the ledger")
+struct AccountsTests {
+    @Test("a new user has a paper account funded with the starting cash, recorded in the ledger", arguments: TestDatabaseKind.all)
+    func paperAccount(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "new@example.com")
+            let list = try await accounts(client, tokens)
+            #expect(list.count == 1)
+            #expect(list[0]["kind"] as? String == "paper")
+            #expect(list[0]["cash"] as? String == "100000.00")
+            #expect(list[0]["available_cash"] as? String == "100000.00")
+            let ledger = try json(try await client.execute(uri: "/api/transactions", method: .get, headers: bearer(tokens)))
+            let rows = try #require(ledger["data"] as? [[String: Any]])
+            #expect(rows.count == 1)
+            #expect(rows[0]["type"] as? String == "deposit")
+            #expect(rows[0]["amount"] as? String == "100000.00")
+        }
+    }
+
+    @Test("deposits and withdrawals move cash exactly; an overdraft is 422 and writes nothing", arguments: TestDatabaseKind.all)
+    func movements(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "mover@example.com")
+            let id = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            let deposit = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "0.10", "description": "dime"], headers: bearer(tokens))
+            #expect(deposit.status == .created)
+            #expect(try json(deposit)["amount"] as? String == "0.10")
+            #expect(try await post(client, "/api/accounts/\(id)/deposits", ["amount": 0.2], headers: bearer(tokens)).status == .created)
+            let withdrawal = try await post(client, "/api/accounts/\(id)/withdrawals", ["amount": "50000.30"], headers: bearer(tokens))
+            #expect(withdrawal.status == .created)
+            #expect(try json(withdrawal)["amount"] as? String == "-50000.30")
+            #expect(try await accounts(client, tokens).first?["cash"] as? String == "50000.00")
+
+            let overdraft = try await post(client, "/api/accounts/\(id)/withdrawals", ["amount": "50000.01"], headers: bearer(tokens))
+            #expect(overdraft.status == .unprocessableContent)
+            #expect(try problem(overdraft).code == "insufficient_funds")
+            #expect(try problem(overdraft).errors?.first?.field == "amount")
+            #expect(try await accounts(client, tokens).first?["cash"] as? String == "50000.00")
+            #expect(try await LedgerEntry.query(on: env.database.db).count() == 4)
+            let verified = try await LedgerVerifier(database: env.database).verify()
+            #expect(verified.differences.isEmpty)
+        }
+    }
+
+    @Test("amounts must be positive cents", arguments: [("0", "not_positive"), ("-5", "not_positive"), ("1.001", "too_precise"), ("10000000000000", "too_large")])
+    func amountValidation(amount: String, code: String) async throws {
+        try await withTestApp { client, env in
+            let tokens = try await signUp(client, env, email: "validate@example.com")
+            let id = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            let response = try await post(client, "/api/accounts/\(id)/deposits", ["amount": amount], headers: bearer(tokens))
+            #expect(response.status == .unprocessableContent)
+            #expect(try problem(response).errors == [ProblemDetails.FieldError(field: "amount", code: code, message: try problem(response).errors!.first!.message)])
+            let malformed = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "ten"], headers: bearer(tokens))
+            #expect(try problem(malformed).errors?.first?.field == "amount")
+        }
+    }
+
+    @Test("another user's account is 404 for reading and for moving money")
+    func isolation() async throws {
+        try await withTestApp { client, env in
+            let alice = try await signUp(client, env, email: "alice@example.com")
+            let bob = try await signUp(client, env, email: "bob@example.com")
+            let bobAccount = try #require(try await accounts(client, bob).first?["id"] as? String)
+            #expect(try await client.execute(uri: "/api/accounts/\(bobAccount)", method: .get, headers: bearer(alice)).status == .notFound)
+            #expect(try await post(client, "/api/accounts/\(bobAccount)/withdrawals", ["amount": "1"], headers: bearer(alice)).status == .notFound)
+            let aliceLedger = try json(try await client.execute(uri: "/api/transactions?account_id=\(bobAccount)", method: .get, headers: bearer(alice)))
+            #expect((aliceLedger["data"] as? [[String: Any]])?.isEmpty == true)
+            #expect(try await accounts(client, bob).first?["cash"] as? String == "100000.00")
+        }
+    }
+
+    @Test("fifty concurrent withdrawals never overdraw", arguments: TestDatabaseKind.all)
+    func concurrentWithdrawals(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "race@example.com")
+            let id = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            let headers = bearer(tokens)
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for _ in 0..<50 {
+                    group.addTask { try await post(client, "/api/accounts/\(id)/withdrawals", ["amount": "3000.00"], headers: headers).status }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .created }.count == 33)
+            #expect(statuses.filter { $0 == .unprocessableContent }.count == 17)
+            #expect(try await accounts(client, tokens).first?["cash"] as? String == "1000.00")
+            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+        }
+    }
+
+    @Test("the ledger lists with filters and cursor pages, and as CSV", arguments: TestDatabaseKind.all)
+    func ledgerListing(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock) { client, env in
+            let tokens = try await signUp(client, env, email: "books@example.com")
+            let id = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            for index in 1...5 {
+                clock.advance(by: 60)
+                _ = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "\(index).00", "description": "=cmd|' /C calc'!A0, \"quoted\""], headers: bearer(tokens))
+            }
+            let first = try json(try await client.execute(uri: "/api/transactions?limit=4", method: .get, headers: bearer(tokens)))
+            let firstRows = try #require(first["data"] as? [[String: Any]])
+            #expect(firstRows.map { $0["amount"] as? String } == ["5.00", "4.00", "3.00", "2.00"])
+            let cursor = try #require(first["next_cursor"] as? String)
+            let second = try json(try await client.execute(uri: "/api/transactions?limit=4&cursor=\(cursor)", method: .get, headers: bearer(tokens)))
+            #expect((second["data"] as? [[String: Any]])?.map { $0["amount"] as? String } == ["1.00", "100000.00"])
+            #expect(second["next_cursor"] == nil)
+
+            let deposits = try json(try await client.execute(uri: "/api/transactions?type=withdrawal", method: .get, headers: bearer(tokens)))
+            #expect((deposits["data"] as? [[String: Any]])?.isEmpty == true)
+            let bad = try await client.execute(uri: "/api/transactions?type=loan&from=yesterday", method: .get, headers: bearer(tokens))
+            #expect(Set(try problem(bad).errors?.map(\.field) ?? []) == ["type", "from"])
+
+            let csv = try await client.execute(uri: "/api/transactions.csv?type=deposit", method: .get, headers: bearer(tokens))
+            #expect(csv.status == .ok)
+            #expect(csv.headers[.contentType] == "text/csv; charset=utf-8")
+            let lines = String(buffer: csv.body).split(separator: "\n")
+            #expect(lines.count == 7)
+            #expect(lines[0] == "id,occurred_at,account_id,type,symbol,quantity,price,amount,order_id,description")
+            #expect(lines[1].contains(",deposit,,,,5.00,,\"'=cmd|' /C calc'!A0, \"\"quoted\"\"\""))
+        }
+    }
+
+    @Test("ledger verify finds a balance changed behind the ledger's back", arguments: TestDatabaseKind.all)
+    func verifyFindsTampering(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "tamper@example.com")
+            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+            try await env.database.sql.raw("UPDATE accounts SET cash = '100000.01'").run()
+            let result = try await LedgerVerifier(database: env.database).verify()
+            #expect(result.differences.count == 1)
+            #expect(result.differences.first?.description.contains("cash is 100000.01 but the ledger sums to 100000") == true)
+        }
+    }
+
+    @Test("PostgreSQL: the seed's query lists the money columns of holdings and transactions as numeric")
+    func seedNumericQuery() async throws {
+        guard TestDatabaseKind.all.contains(.postgres) else { return }
+        try await withTestDatabase(.postgres) { database, _ in
+            struct Column: Decodable, Hashable {
+                var table_name: String
+                var column_name: String
+                var numeric_precision: Int
+                var numeric_scale: Int
+            }
+            let columns = try await database.sql.raw("""
+                SELECT table_name, column_name, data_type, numeric_precision, numeric_scale FROM information_schema.columns
+                WHERE table_name IN ('holdings','transactions','orders') AND data_type = 'numeric'
+                """).all(decoding: Column.self)
+            #expect(Set(columns) == [
+                Column(table_name: "holdings", column_name: "quantity", numeric_precision: 28, numeric_scale: 9),
+                Column(table_name: "holdings", column_name: "reserved_quantity", numeric_precision: 28, numeric_scale: 9),
+                Column(table_name: "holdings", column_name: "cost_basis", numeric_precision: 20, numeric_scale: 4),
+                Column(table_name: "transactions", column_name: "quantity", numeric_precision: 28, numeric_scale: 9),
+                Column(table_name: "transactions", column_name: "price", numeric_precision: 20, numeric_scale: 8),
+                Column(table_name: "transactions", column_name: "amount", numeric_precision: 20, numeric_scale: 4),
+            ])
+        }
+    }
+
+    @Test("the database refuses a negative balance or a malformed ledger row even if code let one through", arguments: TestDatabaseKind.all)
+    func constraints(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "rules@example.com")
+            let sql = env.database.sql
+            await #expect(throws: (any Error).self) { try await sql.raw("UPDATE accounts SET cash = '-1'").run() }
+            await #expect(throws: (any Error).self) { try await sql.raw("UPDATE accounts SET reserved_cash = '200000'").run() }
+            let account = try #require(try await Account.query(on: env.database.db).first())
+            func insert(_ type: String, amount: String, quantity: String?) async throws {
+                try await sql.raw("""
+                    INSERT INTO transactions (id, account_id, user_id, type, symbol, quantity, amount, occurred_at, created_at)
+                    VALUES (\(bind: UUID()), \(bind: account.id!), \(bind: account.userID), \(bind: type), 'AAPL', \(bind: quantity.map { StoredDecimal(try! ExactDecimal.parse($0)) }), \(bind: StoredDecimal(try ExactDecimal.parse(amount))), \(bind: Date()), \(bind: Date()))
+                    """).run()
+            }
+            await #expect(throws: (any Error).self) { try await insert("deposit", amount: "-5", quantity: nil) }
+            await #expect(throws: (any Error).self) { try await insert("buy", amount: "-5", quantity: "-1") }
+            await #expect(throws: (any Error).self) { try await insert("loan", amount: "5", quantity: nil) }
+            try await insert("buy", amount: "-5", quantity: "1")
+        }
+    }
+}
