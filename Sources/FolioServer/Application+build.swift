@@ -1,4 +1,5 @@
 import FluentKit
+import FolioDomain
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -18,6 +19,8 @@ public struct FolioServerBuilder: Sendable {
     public let database: FolioDatabase
     let identity: IdentityServices
     let rateLimiter: RateLimiter
+    let marketData: any MarketDataProvider
+    let quotes: QuoteService
 
     public init(configuration: AppConfiguration, logger: Logger, database: FolioDatabase, clock: AppClock = .system) async {
         self.configuration = configuration
@@ -25,6 +28,8 @@ public struct FolioServerBuilder: Sendable {
         self.database = database
         self.identity = await IdentityServices.make(configuration: configuration, database: database, clock: clock)
         self.rateLimiter = RateLimiter(clock: clock)
+        self.marketData = SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock)
+        self.quotes = QuoteService(provider: marketData, clock: clock)
     }
 
     /// The router with every route and middleware. `extraRoutes` lets tests add
@@ -52,6 +57,8 @@ public struct FolioServerBuilder: Sendable {
         TwoFactorController(services: identity).addRoutes(to: routes)
         AdminController(services: identity).addRoutes(to: routes)
         AccountsController(ledger: identity.ledger, database: database).addRoutes(to: routes)
+        MarketDataController(quotes: quotes, provider: marketData).addRoutes(to: routes)
+        PortfolioController(database: database, quotes: quotes).addRoutes(to: routes)
         extraRoutes(routes)
         return router
     }

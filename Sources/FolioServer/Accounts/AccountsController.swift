@@ -209,18 +209,14 @@ struct AccountsController: Sendable {
 
     @Sendable func transactions(_ request: Request, context: AuthenticatedContext) async throws -> EntryPage {
         let filter = try Self.filter(request)
-        let limit = try AdminController.pageSize(request, maximum: Self.maximumPageSize)
+        let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let query = query(filter, userID: context.identity.userID, on: database.db).limit(limit + 1)
         if let raw = request.uri.queryParameters["cursor"] {
-            let cursor = try AdminController.Cursor.decode(String(raw))
-            query.group(.or) { group in
-                group.filter(\.$occurredAt < cursor.createdAt)
-                group.group(.and) { $0.filter(\.$occurredAt == cursor.createdAt).filter(\.$id < cursor.id) }
-            }
+            query.filter(Pagination.after(try Pagination.decode(raw), table: LedgerEntry.schema, timeColumn: "occurred_at", descending: true))
         }
         let entries = try await query.all()
         let page = entries.prefix(limit)
-        let next = entries.count > limit ? page.last.map { AdminController.Cursor(createdAt: $0.occurredAt, id: $0.id!).encoded } : nil
+        let next = entries.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil
         return EntryPage(data: page.map(EntryResponse.init), nextCursor: next)
     }
 
@@ -232,21 +228,18 @@ struct AccountsController: Sendable {
         let controller = self
         let body = ResponseBody { writer in
             try await writer.write(ByteBuffer(string: "id,occurred_at,account_id,type,symbol,quantity,price,amount,order_id,description\n"))
-            var cursor: (Date, UUID)?
+            var cursor: UUID?
             while true {
                 let query = controller.query(filter, userID: userID, on: database.db).limit(500)
-                if let (date, id) = cursor {
-                    query.group(.or) { group in
-                        group.filter(\.$occurredAt < date)
-                        group.group(.and) { $0.filter(\.$occurredAt == date).filter(\.$id < id) }
-                    }
+                if let cursor {
+                    query.filter(Pagination.after(cursor, table: LedgerEntry.schema, timeColumn: "occurred_at", descending: true))
                 }
                 let entries = try await query.all()
                 if entries.isEmpty { break }
                 var chunk = ""
                 for entry in entries { chunk += CSV.row(EntryResponse(entry)) }
                 try await writer.write(ByteBuffer(string: chunk))
-                cursor = (entries.last!.occurredAt, entries.last!.id!)
+                cursor = entries.last!.id!
                 if entries.count < 500 { break }
             }
             try await writer.finish(nil)

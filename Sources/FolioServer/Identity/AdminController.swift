@@ -28,44 +28,15 @@ struct AdminController: Sendable {
         }
     }
 
-    /// Cursor pages ordered by (created_at, id); the cursor is opaque to clients.
-    struct Cursor: Codable {
-        var createdAt: Date
-        var id: UUID
-
-        var encoded: String {
-            SecureToken.base64URL((try? JSONEncoder().encode(self)) ?? Data())
-        }
-
-        static func decode(_ text: String) throws -> Cursor {
-            guard let data = SecureToken.decodeBase64URL(text), let cursor = try? JSONDecoder().decode(Cursor.self, from: data) else {
-                throw AppError.validation(field: "cursor", code: "invalid", message: "The cursor is not one this server gave out.")
-            }
-            return cursor
-        }
-    }
-
-    static func pageSize(_ request: Request, maximum: Int = maximumPageSize) throws -> Int {
-        guard let raw = request.uri.queryParameters["limit"] else { return min(50, maximum) }
-        guard let limit = Int(raw), (1...maximum).contains(limit) else {
-            throw AppError.validation(field: "limit", code: "out_of_range", message: "limit must be from 1 to \(maximum).")
-        }
-        return limit
-    }
-
     @Sendable func listUsers(_ request: Request, context: AdminContext) async throws -> Page<UserResponse> {
-        let limit = try Self.pageSize(request)
+        let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let query = User.query(on: services.database.db).sort(\.$createdAt).sort(\.$id).limit(limit + 1)
         if let raw = request.uri.queryParameters["cursor"] {
-            let cursor = try Cursor.decode(String(raw))
-            query.group(.or) { group in
-                group.filter(\.$createdAt > cursor.createdAt)
-                group.group(.and) { $0.filter(\.$createdAt == cursor.createdAt).filter(\.$id > cursor.id) }
-            }
+            query.filter(Pagination.after(try Pagination.decode(raw), table: User.schema, timeColumn: "created_at", descending: false))
         }
         let users = try await query.all()
         let page = users.prefix(limit)
-        let next = users.count > limit ? page.last.map { Cursor(createdAt: $0.createdAt, id: $0.id!).encoded } : nil
+        let next = users.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil
         try await record("admin.users_listed", subjectID: nil, context: context)
         return Page(data: page.map(UserResponse.init), nextCursor: next)
     }
@@ -112,7 +83,7 @@ struct AdminController: Sendable {
     }
 
     @Sendable func outbox(_ request: Request, context: AdminContext) async throws -> Page<OutboxItem> {
-        let limit = try Self.pageSize(request)
+        let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let query = OutboxMessage.query(on: services.database.db).sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(limit)
         if let recipient = request.uri.queryParameters["recipient"] {
             query.filter(\.$recipient == IdentityServices.normalizedEmail(String(recipient)))
@@ -145,7 +116,7 @@ struct AdminController: Sendable {
     }
 
     @Sendable func auditEvents(_ request: Request, context: AdminContext) async throws -> Page<AuditItem> {
-        let limit = try Self.pageSize(request)
+        let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let query = AuditEvent.query(on: services.database.db).sort(\.$occurredAt, .descending).sort(\.$id, .descending).limit(limit)
         if let action = request.uri.queryParameters["action"] { query.filter(\.$action == String(action)) }
         let events = try await query.all()

@@ -1,0 +1,41 @@
+import FluentKit
+import FluentSQL
+import Foundation
+import Hummingbird
+import SQLKit
+
+/// Keyset pagination over (time column, id). The cursor is the last row's id,
+/// opaque to clients; the next page compares against that row's own stored
+/// time in SQL, so a timestamp never makes a round trip through Swift (where
+/// SQLite's floating-point dates could move by a bit and skip or repeat a row).
+enum Pagination {
+    static let defaultPageSize = 50
+
+    static func pageSize(_ request: Request, maximum: Int) throws -> Int {
+        guard let raw = request.uri.queryParameters["limit"] else { return min(defaultPageSize, maximum) }
+        guard let limit = Int(raw), (1...maximum).contains(limit) else {
+            throw AppError.validation(field: "limit", code: "out_of_range", message: "limit must be from 1 to \(maximum).")
+        }
+        return limit
+    }
+
+    static func cursor(after id: UUID) -> String {
+        SecureToken.base64URL(Data(id.uuidString.utf8))
+    }
+
+    static func decode(_ cursor: Substring) throws -> UUID {
+        guard let data = SecureToken.decodeBase64URL(cursor), let id = UUID(uuidString: String(decoding: data, as: UTF8.self)) else {
+            throw AppError.validation(field: "cursor", code: "invalid", message: "The cursor is not one this server gave out.")
+        }
+        return id
+    }
+
+    /// Rows after the cursor row in `ORDER BY time, id` (ascending) or its reverse.
+    static func after(_ id: UUID, table: String, timeColumn: String, descending: Bool) -> DatabaseQuery.Filter {
+        let comparison = descending ? "<" : ">"
+        let anchor: SQLQueryString = "(SELECT \(ident: timeColumn) FROM \(ident: table) WHERE \(ident: "id") = \(bind: id))"
+        return .sql(embed: """
+            (\(ident: timeColumn) \(unsafeRaw: comparison) \(anchor) OR (\(ident: timeColumn) = \(anchor) AND \(ident: "id") \(unsafeRaw: comparison) \(bind: id)))
+            """)
+    }
+}

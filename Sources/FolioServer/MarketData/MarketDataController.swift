@@ -1,0 +1,99 @@
+import FolioDomain
+import Foundation
+import Hummingbird
+
+/// Quotes, symbol search and daily history for signed-in users: `/api/market/*`.
+struct MarketDataController: Sendable {
+    let quotes: QuoteService
+    let provider: any MarketDataProvider
+
+    static let maximumSymbols = 50
+
+    func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
+        let market = router.group("/api/market", context: AuthenticatedContext.self)
+        market.get("/quotes", use: quotesRoute)
+        market.get("/symbols", use: search)
+        market.get("/history/:symbol", use: history)
+    }
+
+    struct QuoteResponse: Codable, Sendable {
+        var symbol: String
+        var price: String
+        var previousClose: String?
+        var asOf: Date
+        var stale: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case symbol, price, stale
+            case previousClose = "previous_close"
+            case asOf = "as_of"
+        }
+
+        init(_ quote: PriceQuote) {
+            symbol = quote.symbol
+            price = ExactDecimal.format(quote.price, minimumScale: 2)
+            previousClose = quote.previousClose.map { ExactDecimal.format($0, minimumScale: 2) }
+            asOf = quote.asOf
+            stale = quote.isStale
+        }
+    }
+
+    struct QuoteList: ResponseEncodable {
+        var data: [QuoteResponse]
+    }
+
+    /// Reads `symbols=AAPL,MSFT`: each must be a ticker the market knows (422 `unknown_symbol` otherwise).
+    @Sendable func quotesRoute(_ request: Request, context: AuthenticatedContext) async throws -> QuoteList {
+        let raw = request.uri.queryParameters["symbols"].map(String.init) ?? ""
+        let requested = raw.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !requested.isEmpty, requested.count <= Self.maximumSymbols else {
+            throw AppError.validation(field: "symbols", code: "invalid", message: "Give 1 to \(Self.maximumSymbols) comma-separated symbols.")
+        }
+        let symbols = try Self.known(requested.map { OrderDraft.normalizedSymbol($0) ?? $0 }, in: await quotes.quotes(for: requested.compactMap(OrderDraft.normalizedSymbol)))
+        return QuoteList(data: symbols.map(QuoteResponse.init))
+    }
+
+    /// The quotes in the order asked, or 422 naming the symbols nobody quotes.
+    static func known(_ symbols: [String], in quotes: [String: PriceQuote]) throws -> [PriceQuote] {
+        let unknown = symbols.filter { quotes[$0] == nil }
+        if !unknown.isEmpty {
+            throw AppError(
+                .unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol: \(unknown.joined(separator: ", ")).",
+                errors: [.init(field: "symbols", code: "unknown_symbol", message: "No market quotes \(unknown.joined(separator: ", ")).")])
+        }
+        var seen = Set<String>()
+        return symbols.filter { seen.insert($0).inserted }.compactMap { quotes[$0] }
+    }
+
+    struct SearchResult: ResponseEncodable {
+        var data: [SymbolMatch]
+    }
+
+    @Sendable func search(_ request: Request, context: AuthenticatedContext) async throws -> SearchResult {
+        guard let query = request.uri.queryParameters["query"].map(String.init), (1...50).contains(query.count) else {
+            throw AppError.validation(field: "query", code: "invalid", message: "query must have 1 to 50 characters.")
+        }
+        return SearchResult(data: try await provider.search(query))
+    }
+
+    struct HistoryPoint: Codable, Sendable {
+        var date: String
+        var close: String
+    }
+
+    struct HistoryResponse: ResponseEncodable {
+        var symbol: String
+        var data: [HistoryPoint]
+    }
+
+    @Sendable func history(_ request: Request, context: AuthenticatedContext) async throws -> HistoryResponse {
+        guard let symbol = context.parameters.get("symbol").flatMap(OrderDraft.normalizedSymbol), await quotes.quote(for: symbol) != nil else {
+            throw AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol.", errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes this symbol.")])
+        }
+        let days = Int(request.uri.queryParameters["days"].map(String.init) ?? "30") ?? 0
+        guard (1...365).contains(days) else { throw AppError.validation(field: "days", code: "out_of_range", message: "days must be from 1 to 365.") }
+        let closes = try await provider.dailyHistory(for: symbol, days: days)
+        let dateStyle = Date.ISO8601FormatStyle(timeZone: .gmt).year().month().day()
+        return HistoryResponse(symbol: symbol, data: closes.map { HistoryPoint(date: dateStyle.format($0.date), close: ExactDecimal.format($0.close, minimumScale: 2)) })
+    }
+}

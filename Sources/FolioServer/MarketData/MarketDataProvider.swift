@@ -1,0 +1,47 @@
+import FolioDomain
+import Foundation
+
+/// A source of prices: the built-in simulation, or a vendor (Alpha Vantage, later).
+protocol MarketDataProvider: Sendable {
+    /// The latest quote, or nil for a symbol the source does not know.
+    func quote(for symbol: String) async throws -> PriceQuote?
+    /// Symbols whose ticker or name matches the query.
+    func search(_ query: String) async throws -> [SymbolMatch]
+    /// Daily closes, oldest first.
+    func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose]
+}
+
+struct SymbolMatch: Codable, Sendable, Equatable {
+    var symbol: String
+    var name: String
+}
+
+struct DailyClose: Sendable, Equatable {
+    var date: Date
+    var close: Decimal
+}
+
+/// The default provider: `SimulatedMarket`, so Folio works offline.
+struct SimulatedMarketDataProvider: MarketDataProvider {
+    let market: SimulatedMarket
+    let clock: AppClock
+
+    func quote(for symbol: String) async throws -> PriceQuote? {
+        let now = clock.now()
+        guard let price = market.price(of: symbol, at: now) else { return nil }
+        return PriceQuote(symbol: symbol, price: price, previousClose: market.previousClose(of: symbol, at: now), asOf: now)
+    }
+
+    func search(_ query: String) async throws -> [SymbolMatch] {
+        let needle = query.lowercased()
+        return market.listings.values
+            .filter { $0.symbol.lowercased().hasPrefix(needle) || $0.name.lowercased().contains(needle) }
+            .sorted { ($0.symbol.lowercased().hasPrefix(needle) ? 0 : 1, $0.symbol) < ($1.symbol.lowercased().hasPrefix(needle) ? 0 : 1, $1.symbol) }
+            .prefix(10)
+            .map { SymbolMatch(symbol: $0.symbol, name: $0.name) }
+    }
+
+    func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] {
+        market.dailyCloses(of: symbol, days: days, before: clock.now()).map { DailyClose(date: $0.date, close: $0.close) }
+    }
+}
