@@ -21,6 +21,9 @@ public struct FolioServerBuilder: Sendable {
     let rateLimiter: RateLimiter
     let marketData: any MarketDataProvider
     let quotes: QuoteService
+    let orders: OrderService
+    /// Submits orders and rechecks resting ones; runs as a service in `serve`.
+    let worker: JobWorker
 
     public init(configuration: AppConfiguration, logger: Logger, database: FolioDatabase, clock: AppClock = .system) async {
         self.configuration = configuration
@@ -30,6 +33,24 @@ public struct FolioServerBuilder: Sendable {
         self.rateLimiter = RateLimiter(clock: clock)
         self.marketData = SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock)
         self.quotes = QuoteService(provider: marketData, clock: clock)
+        let jobs = JobQueue(database: database, clock: clock)
+        let orders = OrderService(
+            database: database, clock: clock, audit: identity.audit, jobs: jobs,
+            broker: PaperBroker(quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints),
+            quotes: quotes, marketBuyMargin: configuration.marketBuyMargin)
+        self.orders = orders
+        self.worker = JobWorker(
+            queue: jobs,
+            handlers: [
+                OrderService.submitJob: { job in
+                    guard let id = (try? JSONDecoder().decode([String: String].self, from: Data(job.payload.utf8)))?["order_id"].flatMap(UUID.init(uuidString:)) else {
+                        throw JobWorker.JobError.badPayload
+                    }
+                    try await orders.submit(orderID: id)
+                },
+            ],
+            name: "worker-\(UUID().uuidString.prefix(8).lowercased())", pollInterval: .milliseconds(200), logger: logger,
+            onIdle: { try? await orders.recheckRestingOrders() })
     }
 
     /// The router with every route and middleware. `extraRoutes` lets tests add
@@ -59,6 +80,7 @@ public struct FolioServerBuilder: Sendable {
         AccountsController(ledger: identity.ledger, database: database).addRoutes(to: routes)
         MarketDataController(quotes: quotes, provider: marketData).addRoutes(to: routes)
         PortfolioController(database: database, quotes: quotes).addRoutes(to: routes)
+        OrdersController(orders: orders, database: database).addRoutes(to: routes)
         extraRoutes(routes)
         return router
     }
@@ -71,8 +93,16 @@ public struct FolioServerBuilder: Sendable {
             server: try serverBuilder(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             logger: logger)
-        application.addServices(DatabaseService(database: database))
+        application.addServices(DatabaseService(database: database), worker)
         return application
+    }
+
+    /// Runs only the job worker (for `folio worker`), until SIGTERM or SIGINT.
+    public func runWorker() async throws {
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: worker), .init(service: DatabaseService(database: database))],
+                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 
     /// HTTP/1.1, over TLS when TLS_CERT_PATH and TLS_KEY_PATH are set.

@@ -10,7 +10,7 @@ struct Folio: AsyncParsableCommand {
         commandName: "folio",
         abstract: "Folio: a self-hostable portfolio-management and trading server.",
         version: FolioVersion.current,
-        subcommands: [Serve.self, Migrate.self, Users.self, Outbox.self, LedgerCommand.self]
+        subcommands: [Serve.self, Worker.self, Migrate.self, Users.self, Outbox.self, LedgerCommand.self]
     )
 }
 
@@ -129,5 +129,25 @@ struct Migrate: AsyncParsableCommand {
             throw ExitCode.failure
         }
         await database.shutdown()
+    }
+}
+
+struct Worker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the job worker alone (order submission and matching), without HTTP.")
+
+    @OptionGroup var options: EnvironmentOptions
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        let logger = Logger.folio(configuration: configuration)
+        let database = try FolioDatabase(location: configuration.database, poolSize: configuration.databasePoolSize, logger: logger)
+        try await database.prepareConnectionSettings()
+        let pending = try await database.pendingMigrations()
+        guard pending.isEmpty else {
+            await database.shutdown()
+            FileHandle.standardError.write(Data("\(pending.count) migration(s) pending; run `folio migrate` first.\n".utf8))
+            throw ExitCode(78)
+        }
+        try await FolioServerBuilder(configuration: configuration, logger: logger, database: database).runWorker()
     }
 }

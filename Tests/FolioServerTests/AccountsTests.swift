@@ -148,7 +148,7 @@ struct AccountsTests {
         }
     }
 
-    @Test("PostgreSQL: the seed's query lists the money columns of holdings and transactions as numeric")
+    @Test("PostgreSQL: the seed's query lists the money columns of holdings, transactions and orders as numeric")
     func seedNumericQuery() async throws {
         guard TestDatabaseKind.all.contains(.postgres) else { return }
         try await withTestDatabase(.postgres) { database, _ in
@@ -169,6 +169,14 @@ struct AccountsTests {
                 Column(table_name: "transactions", column_name: "quantity", numeric_precision: 28, numeric_scale: 9),
                 Column(table_name: "transactions", column_name: "price", numeric_precision: 20, numeric_scale: 8),
                 Column(table_name: "transactions", column_name: "amount", numeric_precision: 20, numeric_scale: 4),
+                Column(table_name: "orders", column_name: "quantity", numeric_precision: 28, numeric_scale: 9),
+                Column(table_name: "orders", column_name: "filled_quantity", numeric_precision: 28, numeric_scale: 9),
+                Column(table_name: "orders", column_name: "reserved_quantity", numeric_precision: 28, numeric_scale: 9),
+                Column(table_name: "orders", column_name: "notional", numeric_precision: 20, numeric_scale: 4),
+                Column(table_name: "orders", column_name: "reserved_cash", numeric_precision: 20, numeric_scale: 4),
+                Column(table_name: "orders", column_name: "limit_price", numeric_precision: 20, numeric_scale: 8),
+                Column(table_name: "orders", column_name: "stop_price", numeric_precision: 20, numeric_scale: 8),
+                Column(table_name: "orders", column_name: "average_fill_price", numeric_precision: 20, numeric_scale: 8),
             ])
         }
     }

@@ -42,7 +42,7 @@ func withTestApp(
             }
         }
         let app = Application(router: router, logger: logger)
-        let environment = TestEnvironment(logs: logs, database: database, clock: clock, configuration: configuration)
+        let environment = TestEnvironment(logs: logs, database: database, clock: clock, configuration: configuration, worker: builder.worker, orders: builder.orders)
         try await app.test(.router) { client in try await body(client, environment) }
     }
 }
@@ -53,6 +53,9 @@ struct TestEnvironment: Sendable {
     let database: FolioDatabase
     let clock: TestClock
     let configuration: AppConfiguration
+    /// The job worker; tests drain it to let submitted orders reach the broker.
+    let worker: JobWorker
+    let orders: OrderService
 }
 
 /// A clock the test moves by hand.

@@ -65,6 +65,10 @@ public struct AppConfiguration: Sendable {
     public var publicURL: String
     /// Cash each new paper account starts with (100,000.00 by default, 0 in production).
     public var startingCash: Decimal
+    /// Adverse slippage on paper market fills, in basis points.
+    public var paperSlippageBasisPoints: Decimal
+    /// Extra cash a market buy reserves above the current price (0.05 is 5 %).
+    public var marketBuyMargin: Decimal
 
     public struct RateLimitSettings: Sendable, Equatable {
         public var enabled: Bool
@@ -116,6 +120,8 @@ public struct AppConfiguration: Sendable {
         self.tlsKeyPath = nil
         self.publicURL = "http://127.0.0.1:8080"
         self.startingCash = environment == .production ? 0 : 100_000
+        self.paperSlippageBasisPoints = 0
+        self.marketBuyMargin = Decimal(string: "0.05")!
     }
 }
 

@@ -187,6 +187,16 @@ public enum ConfigurationLoader {
         } else {
             configuration.startingCash = production ? 0 : 100_000
         }
+        if let raw = value("PAPER_SLIPPAGE_BPS") {
+            if let bps = try? ExactDecimal.parse(raw), bps >= 0, bps <= 1000 { configuration.paperSlippageBasisPoints = bps } else {
+                problems.append("PAPER_SLIPPAGE_BPS must be from 0 to 1000 basis points, not \"\(raw)\"")
+            }
+        }
+        if let raw = value("MARKET_BUY_MARGIN") {
+            if let margin = try? ExactDecimal.parse(raw), margin >= 0, margin <= 1 { configuration.marketBuyMargin = margin } else {
+                problems.append("MARKET_BUY_MARGIN must be a fraction from 0 to 1 (0.05 is 5 %), not \"\(raw)\"")
+            }
+        }
 
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
 

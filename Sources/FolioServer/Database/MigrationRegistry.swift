@@ -7,5 +7,6 @@ enum MigrationRegistry {
         CreateUsers(),
         CreateIdentityTables(),
         CreateAccountsAndLedger(),
+        CreateOrdersAndJobs(),
     ]
 }

@@ -1,0 +1,325 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import Logging
+import SQLKit
+
+/// Places, executes and cancels orders. Every change of an order and what it
+/// moves (reservations, holding, cash, ledger rows, audit event) is one
+/// database transaction with the account row locked.
+struct OrderService: Sendable {
+    let database: FolioDatabase
+    let clock: AppClock
+    let audit: AuditLog
+    let jobs: JobQueue
+    let broker: any Broker
+    let quotes: QuoteService
+    /// Extra cash a market buy reserves above the current price.
+    let marketBuyMargin: Decimal
+
+    static let submitJob = "submit_order"
+
+    struct Placement: Sendable {
+        var draft: OrderDraft
+        var accountID: UUID?
+        var clientOrderID: String?
+    }
+
+    // MARK: - Placing
+
+    func place(_ placement: Placement, userID: UUID, ip: String?, requestID: String?) async throws -> Order {
+        let issues = placement.draft.validate()
+        if !issues.isEmpty { throw AppError.validation(issues) }
+        var normalized = placement.draft
+        normalized.symbol = OrderDraft.normalizedSymbol(normalized.symbol)!
+        let draft = normalized
+        if draft.notional != nil, draft.side == .sell {
+            throw AppError.validation(field: "notional", code: "buy_only", message: "notional is allowed on buy orders only; sell a quantity.")
+        }
+        guard let quote = await quotes.quote(for: draft.symbol) else {
+            throw AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol \(draft.symbol).",
+                           errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes \(draft.symbol).")])
+        }
+        let now = clock.now()
+        do {
+            return try await database.db.transaction { db in
+                let account = try await account(placement.accountID, userID: userID, on: db)
+                let order = Order()
+                order.id = UUID()
+                order.userID = userID
+                order.accountID = account.id!
+                order.clientOrderID = placement.clientOrderID
+                order.symbol = draft.symbol
+                order.side = draft.side.rawValue
+                order.type = draft.type.rawValue
+                order.timeInForce = draft.timeInForce.rawValue
+                order.quantity = draft.quantity.map(StoredDecimal.init)
+                order.notional = draft.notional.map(StoredDecimal.init)
+                order.limitPrice = draft.limitPrice.map(StoredDecimal.init)
+                order.stopPrice = draft.stopPrice.map(StoredDecimal.init)
+                order.status = OrderStatus.new.rawValue
+                order.filledQuantity = StoredDecimal(0)
+                order.reservedCash = StoredDecimal(0)
+                order.reservedQuantity = StoredDecimal(0)
+                order.createdAt = now
+                order.updatedAt = now
+
+                switch draft.side {
+                case .buy:
+                    let reserve = buyReservation(draft, price: quote.price)
+                    guard reserve <= account.availableCash else {
+                        throw AppError(.unprocessableContent, code: "insufficient_buying_power",
+                                       detail: "This order needs \(Cash.text(reserve)) of buying power; \(Cash.text(account.availableCash)) is available.",
+                                       errors: [.init(field: "quantity", code: "insufficient_buying_power", message: "Not enough buying power for this order.")])
+                    }
+                    order.reservedCash = StoredDecimal(reserve)
+                    account.reservedCash = StoredDecimal(account.reservedCash.value + reserve)
+                    account.updatedAt = now
+                    try await account.save(on: db)
+                case .sell:
+                    let quantity = draft.quantity!
+                    let holding = try await Holding.query(on: db).filter(\.$accountID == account.id!).filter(\.$symbol == draft.symbol).first()
+                    let available = holding.map { $0.quantity.value - $0.reservedQuantity.value } ?? 0
+                    guard let holding, quantity <= available else {
+                        throw AppError(.unprocessableContent, code: "insufficient_shares",
+                                       detail: "You can sell at most \(ExactDecimal.format(available)) \(draft.symbol).",
+                                       errors: [.init(field: "quantity", code: "insufficient_shares", message: "More shares than you hold unreserved.")])
+                    }
+                    order.reservedQuantity = StoredDecimal(quantity)
+                    holding.reservedQuantity = StoredDecimal(holding.reservedQuantity.value + quantity)
+                    holding.updatedAt = now
+                    try await holding.save(on: db)
+                }
+                try await order.create(on: db)
+                // Transactional outbox: the job that submits the order commits with it.
+                try await jobs.enqueue(kind: Self.submitJob, payload: ["order_id": order.id!.uuidString], on: db)
+                try await audit.record(
+                    .init(action: "order.placed", actorID: userID, subjectType: "order", subjectID: order.id?.uuidString, userID: userID,
+                          details: ["symbol": draft.symbol, "side": draft.side.rawValue, "type": draft.type.rawValue,
+                                    "reserved_cash": ExactDecimal.format(order.reservedCash.value), "reserved_quantity": ExactDecimal.format(order.reservedQuantity.value)]),
+                    ip: ip, requestID: requestID, on: db)
+                return order
+            }
+        } catch let error as any DatabaseError where error.isConstraintFailure && placement.clientOrderID != nil {
+            throw AppError(.conflict, code: "duplicate_client_order_id", detail: "An order with this client_order_id exists.",
+                           errors: [.init(field: "client_order_id", code: "duplicate", message: "client_order_id must be unique.")])
+        }
+    }
+
+    /// Cash a buy sets aside: at the limit for limit orders; above the market by a margin otherwise.
+    func buyReservation(_ draft: OrderDraft, price: Decimal) -> Decimal {
+        if let notional = draft.notional { return notional }
+        let quantity = draft.quantity!
+        let basis: Decimal
+        switch draft.type {
+        case .limit, .stopLimit: basis = draft.limitPrice!
+        case .market, .stop: basis = max(price, draft.stopPrice ?? 0) * (1 + marketBuyMargin)
+        }
+        return ExactDecimal.rounded(quantity * basis, scale: Money.cashScale, mode: .up)
+    }
+
+    func account(_ id: UUID?, userID: UUID, on db: any Database) async throws -> Account {
+        let accountID: UUID
+        if let id {
+            accountID = id
+        } else {
+            guard let first = try await Account.query(on: db).filter(\.$userID == userID).sort(\.$createdAt).first() else { throw AppError.notFound("account") }
+            accountID = first.id!
+        }
+        let rows = try await (db as! any SQLDatabase).raw(
+            "SELECT id FROM accounts WHERE id = \(bind: accountID) AND user_id = \(bind: userID)\(unsafeRaw: database.lockClause())").all()
+        guard !rows.isEmpty, let account = try await Account.find(accountID, on: db) else {
+            throw AppError(.unprocessableContent, code: "unknown_account", detail: "No such account.",
+                           errors: [.init(field: "account_id", code: "not_found", message: "No account of yours has this id.")])
+        }
+        return account
+    }
+
+    // MARK: - Executing
+
+    /// The job: submit a new order to the broker and apply its answer. An order
+    /// already past `new` was submitted before (a retry after a crash): nothing to do.
+    func submit(orderID: UUID) async throws {
+        guard let order = try await Order.find(orderID, on: database.db), order.orderStatus == .new else { return }
+        let report = try await broker.submit(Self.brokerOrder(order))
+        try await apply(report, to: orderID)
+    }
+
+    /// Looks at every resting order once: fills the ones the market reached, expires the old ones.
+    func recheckRestingOrders() async throws {
+        let resting = try await Order.query(on: database.db).filter(\.$status ~~ [OrderStatus.accepted.rawValue, OrderStatus.partiallyFilled.rawValue]).all()
+        for order in resting {
+            if let report = try await broker.recheck(Self.brokerOrder(order)) { try await apply(report, to: order.id!) }
+        }
+    }
+
+    static func brokerOrder(_ order: Order) -> BrokerOrder {
+        BrokerOrder(
+            id: order.id!, symbol: order.symbol, side: order.orderSide, type: order.orderType, timeInForce: order.tif,
+            quantity: order.quantity?.value, notional: order.notional?.value, limitPrice: order.limitPrice?.value,
+            stopPrice: order.stopPrice?.value, createdAt: order.createdAt)
+    }
+
+    /// Applies a broker report in one transaction. Applying the same fill twice changes nothing.
+    func apply(_ report: BrokerReport, to orderID: UUID) async throws {
+        try await database.db.transaction { db in
+            guard let unlocked = try await Order.find(orderID, on: db) else { return }
+            let account = try await self.account(unlocked.accountID, userID: unlocked.userID, on: db)
+            // Re-read under the account lock: another worker may have moved it on.
+            guard let order = try await Order.find(orderID, on: db) else { return }
+            let now = clock.now()
+            switch report {
+            case .accepted:
+                try await transition(order, to: .accepted, on: db, now: now)
+            case .filled(let fills):
+                for fill in fills { try await applyFill(fill, to: order, account: account, on: db, now: now) }
+            case .canceled(let reason):
+                try await end(order, as: .canceled, reason: reason, account: account, on: db, now: now)
+            case .rejected(let reason):
+                try await end(order, as: .rejected, reason: reason, account: account, on: db, now: now)
+            case .expired:
+                try await end(order, as: .expired, reason: "day order past the close", account: account, on: db, now: now)
+            }
+        }
+    }
+
+    func transition(_ order: Order, to status: OrderStatus, on db: any Database, now: Date) async throws {
+        guard order.orderStatus != status || status == .partiallyFilled else { return }
+        guard order.orderStatus.canTransition(to: status) else { throw OrderError.impossibleTransition(from: order.orderStatus, to: status) }
+        let before = order.status
+        order.status = status.rawValue
+        order.updatedAt = now
+        try await order.save(on: db)
+        try await audit.record(
+            .init(action: "order.\(status.rawValue)", subjectType: "order", subjectID: order.id?.uuidString, userID: order.userID,
+                  details: ["from": before, "to": status.rawValue]),
+            ip: nil, requestID: nil, on: db)
+    }
+
+    enum OrderError: Error {
+        case impossibleTransition(from: OrderStatus, to: OrderStatus)
+    }
+
+    func applyFill(_ fill: BrokerFill, to order: Order, account: Account, on db: any Database, now: Date) async throws {
+        if try await Fill.query(on: db).filter(\.$brokerFillID == fill.id).first() != nil { return }
+        guard order.orderStatus.isOpen else { return }
+        let amount = Money.amount(quantity: fill.quantity, price: fill.price)
+        let holding = try await Holding.query(on: db).filter(\.$accountID == account.id!).filter(\.$symbol == order.symbol).first()
+        switch order.orderSide {
+        case .buy:
+            // Release this order's reservation, then pay; a price that ran past the margin must not overdraw.
+            let reservedAfter = account.reservedCash.value - order.reservedCash.value
+            guard account.cash.value - amount >= reservedAfter else {
+                try await end(order, as: .rejected, reason: "insufficient cash at the fill price", account: account, on: db, now: now)
+                return
+            }
+            account.cash = StoredDecimal(account.cash.value - amount)
+            account.reservedCash = StoredDecimal(reservedAfter)
+            let position = Position(quantity: holding?.quantity.value ?? 0, costBasis: holding?.costBasis.value ?? 0).buying(fill.quantity, for: amount)
+            try await saveHolding(holding, position: position, reserved: holding?.reservedQuantity.value ?? 0, order: order, on: db, now: now)
+            try await ledgerRow(order, type: .buy, quantity: fill.quantity, price: fill.price, amount: -amount, on: db, now: now)
+        case .sell:
+            guard let holding, let (position, _) = Position(quantity: holding.quantity.value, costBasis: holding.costBasis.value).selling(fill.quantity) else {
+                try await end(order, as: .rejected, reason: "shares no longer held", account: account, on: db, now: now)
+                return
+            }
+            account.cash = StoredDecimal(account.cash.value + amount)
+            try await saveHolding(holding, position: position, reserved: holding.reservedQuantity.value - order.reservedQuantity.value, order: order, on: db, now: now)
+            try await ledgerRow(order, type: .sell, quantity: -fill.quantity, price: fill.price, amount: amount, on: db, now: now)
+        }
+        account.updatedAt = now
+        try await account.save(on: db)
+        let record = Fill()
+        record.id = UUID()
+        record.orderID = order.id!
+        record.userID = order.userID
+        record.brokerFillID = fill.id
+        record.quantity = StoredDecimal(fill.quantity)
+        record.price = StoredDecimal(fill.price)
+        record.occurredAt = now
+        try await record.create(on: db)
+        order.filledQuantity = StoredDecimal(fill.quantity)
+        order.averageFillPrice = StoredDecimal(fill.price)
+        order.reservedCash = StoredDecimal(0)
+        order.reservedQuantity = StoredDecimal(0)
+        if order.orderStatus == .new { try await transition(order, to: .accepted, on: db, now: now) }
+        try await transition(order, to: .filled, on: db, now: now)
+        try await audit.record(
+            .init(action: "order.fill", subjectType: "order", subjectID: order.id?.uuidString, userID: order.userID,
+                  details: ["quantity": ExactDecimal.format(fill.quantity), "price": ExactDecimal.format(fill.price), "amount": ExactDecimal.format(amount)]),
+            ip: nil, requestID: nil, on: db)
+    }
+
+    func saveHolding(_ existing: Holding?, position: Position, reserved: Decimal, order: Order, on db: any Database, now: Date) async throws {
+        let holding = existing ?? {
+            let created = Holding()
+            created.id = UUID()
+            created.accountID = order.accountID
+            created.userID = order.userID
+            created.symbol = order.symbol
+            created.createdAt = now
+            return created
+        }()
+        holding.quantity = StoredDecimal(position.quantity)
+        holding.costBasis = StoredDecimal(position.costBasis)
+        holding.reservedQuantity = StoredDecimal(reserved)
+        holding.updatedAt = now
+        try await holding.save(on: db)
+    }
+
+    func ledgerRow(_ order: Order, type: LedgerEntry.Kind, quantity: Decimal, price: Decimal, amount: Decimal, on db: any Database, now: Date) async throws {
+        let entry = LedgerEntry()
+        entry.id = UUID()
+        entry.accountID = order.accountID
+        entry.userID = order.userID
+        entry.type = type.rawValue
+        entry.symbol = order.symbol
+        entry.quantity = StoredDecimal(quantity)
+        entry.price = StoredDecimal(price)
+        entry.amount = StoredDecimal(amount)
+        entry.orderID = order.id
+        entry.entryDescription = "\(type.rawValue) \(ExactDecimal.format(abs(quantity))) \(order.symbol) @ \(ExactDecimal.format(price))"
+        entry.occurredAt = now
+        entry.createdAt = now
+        try await entry.create(on: db)
+    }
+
+    /// Ends an order and gives back what it reserved.
+    func end(_ order: Order, as status: OrderStatus, reason: String?, account: Account, on db: any Database, now: Date) async throws {
+        guard order.orderStatus.canTransition(to: status) else { return }
+        if order.reservedCash.value > 0 {
+            account.reservedCash = StoredDecimal(account.reservedCash.value - order.reservedCash.value)
+            account.updatedAt = now
+            try await account.save(on: db)
+        }
+        if order.reservedQuantity.value > 0,
+           let holding = try await Holding.query(on: db).filter(\.$accountID == order.accountID).filter(\.$symbol == order.symbol).first() {
+            holding.reservedQuantity = StoredDecimal(holding.reservedQuantity.value - order.reservedQuantity.value)
+            holding.updatedAt = now
+            try await holding.save(on: db)
+        }
+        order.reservedCash = StoredDecimal(0)
+        order.reservedQuantity = StoredDecimal(0)
+        order.rejectReason = reason
+        try await transition(order, to: status, on: db, now: now)
+    }
+
+    // MARK: - Canceling
+
+    func cancel(orderID: UUID, userID: UUID, ip: String?, requestID: String?) async throws -> Order {
+        try await database.db.transaction { db in
+            guard let found = try await Order.query(on: db).filter(\.$id == orderID).filter(\.$userID == userID).first() else {
+                throw AppError.notFound("order")
+            }
+            let account = try await account(found.accountID, userID: userID, on: db)
+            let order = try await Order.find(orderID, on: db)!
+            guard order.orderStatus.isCancelable else {
+                throw AppError(.conflict, code: "order_not_cancelable", detail: "A \(order.status) order cannot be canceled.")
+            }
+            try await end(order, as: .canceled, reason: "canceled by user", account: account, on: db, now: clock.now())
+            try await audit.record(.init(action: "order.cancel_requested", actorID: userID, subjectType: "order", subjectID: order.id?.uuidString, userID: userID),
+                                   ip: ip, requestID: requestID, on: db)
+            return order
+        }
+    }
+}

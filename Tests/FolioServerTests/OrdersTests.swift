@@ -1,0 +1,227 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+@Suite("Orders and the paper broker")
+struct OrdersTests {
+    func order(_ client: some TestClientProtocol, _ tokens: [String: Any], _ body: [String: Any]) async throws -> TestResponse {
+        try await post(client, "/api/orders", body, headers: bearer(tokens))
+    }
+
+    func show(_ client: some TestClientProtocol, _ tokens: [String: Any], _ id: String) async throws -> [String: Any] {
+        try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+    }
+
+    @Test("the seed's market order fills, and the portfolio shows 1 AAPL with cash reduced by exactly the fill", arguments: TestDatabaseKind.all)
+    func seedOrder(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "trader@example.com")
+            let placed = try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"])
+            #expect(placed.status == .created)
+            let id = try #require(try json(placed)["id"] as? String)
+            #expect(try json(placed)["status"] as? String == "new")
+            await env.worker.drain()
+
+            let filled = try await show(client, tokens, id)
+            #expect(filled["status"] as? String == "filled")
+            #expect(filled["filled_quantity"] as? String == "1")
+            let price = try ExactDecimal.parse(try #require(filled["average_fill_price"] as? String))
+            #expect(price == SimulatedMarket().price(of: "AAPL", at: env.clock.now))
+
+            let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
+            let position = try #require((portfolio["positions"] as? [[String: Any]])?.first)
+            #expect(position["symbol"] as? String == "AAPL")
+            #expect(position["quantity"] as? String == "1")
+            #expect(position["market_value"] as? String == Cash.text(price))
+            #expect(portfolio["cash"] as? String == Cash.text(100_000 - price))
+            #expect(portfolio["available_cash"] as? String == Cash.text(100_000 - price))
+            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+        }
+    }
+
+    @Test("buy then sell: holdings, cash and the ledger agree", arguments: TestDatabaseKind.all)
+    func buyThenSell(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock) { client, env in
+            let tokens = try await signUp(client, env, email: "roundtrip@example.com")
+            _ = try await order(client, tokens, ["symbol": "MSFT", "quantity": "2.5", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            let tooMany = try await order(client, tokens, ["symbol": "MSFT", "quantity": "3", "side": "SELL", "order_type": "MARKET"])
+            #expect(tooMany.status == .unprocessableContent)
+            #expect(try problem(tooMany).code == "insufficient_shares")
+            clock.advance(by: 1)
+            let sell = try await order(client, tokens, ["symbol": "MSFT", "quantity": "1.5", "side": "SELL", "order_type": "MARKET"])
+            #expect(sell.status == .created)
+            await env.worker.drain()
+            let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
+            #expect((portfolio["positions"] as? [[String: Any]])?.first?["quantity"] as? String == "1")
+            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+            let ledger = try json(try await client.execute(uri: "/api/transactions?symbol=MSFT", method: .get, headers: bearer(tokens)))
+            #expect((ledger["data"] as? [[String: Any]])?.map { $0["type"] as? String } == ["sell", "buy"])
+        }
+    }
+
+    @Test("validation names each field", arguments: [
+        (#"{"symbol":"AAPL","quantity":1,"side":"BUY","order_type":"LIMIT"}"#, "limit_price"),
+        (#"{"symbol":"AAPL","quantity":1,"side":"HOLD","order_type":"MARKET"}"#, "side"),
+        (#"{"symbol":"AAPL","quantity":0,"side":"BUY","order_type":"MARKET"}"#, "quantity"),
+        (#"{"symbol":"AAPL","side":"BUY","order_type":"MARKET"}"#, "quantity"),
+        (#"{"symbol":"AAPL","quantity":1,"side":"BUY","order_type":"MARKET","time_in_force":"NEVER"}"#, "time_in_force"),
+        (#"{"symbol":"NOPE","quantity":1,"side":"BUY","order_type":"MARKET"}"#, "symbol"),
+        (#"{"symbol":"AAPL","quantity":1,"side":"BUY","order_type":"STOP"}"#, "stop_price"),
+    ])
+    func validation(body: String, field: String) async throws {
+        try await withTestApp { client, env in
+            let tokens = try await signUp(client, env, email: "validate@example.com")
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let response = try await client.execute(uri: "/api/orders", method: .post, headers: headers, body: ByteBuffer(string: body))
+            #expect(response.status == .unprocessableContent)
+            #expect(try problem(response).errors?.contains { $0.field == field } == true, "\(String(buffer: response.body))")
+            #expect(try await Order.query(on: env.database.db).count() == 0)
+        }
+    }
+
+    @Test("a buy beyond the buying power is 422 and reserves nothing")
+    func buyingPower() async throws {
+        try await withTestApp { client, env in
+            let tokens = try await signUp(client, env, email: "poor@example.com")
+            let response = try await order(client, tokens, ["symbol": "AAPL", "quantity": 10_000, "side": "BUY", "order_type": "MARKET"])
+            #expect(response.status == .unprocessableContent)
+            #expect(try problem(response).code == "insufficient_buying_power")
+            #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")
+        }
+    }
+
+    @Test("a resting limit order reserves cash until canceled; a filled order cannot be canceled", arguments: TestDatabaseKind.all)
+    func restingAndCancel(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "patient@example.com")
+            let placed = try await order(client, tokens, ["symbol": "AAPL", "quantity": 2, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"])
+            let id = try #require(try json(placed)["id"] as? String)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "accepted")
+            #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "2.00")
+            #expect(try await accounts(client, tokens).first?["available_cash"] as? String == "99998.00")
+
+            let canceled = try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens))
+            #expect(canceled.status == .ok)
+            #expect(try json(canceled)["status"] as? String == "canceled")
+            #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")
+
+            let market = try json(try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"]))["id"] as! String
+            await env.worker.drain()
+            let refused = try await client.execute(uri: "/api/orders/\(market)", method: .delete, headers: bearer(tokens))
+            #expect(refused.status == .conflict)
+            #expect(try problem(refused).code == "order_not_cancelable")
+        }
+    }
+
+    @Test("an IOC order that cannot fill at once is canceled and gives its reservation back")
+    func immediateOrCancel() async throws {
+        try await withTestApp { client, env in
+            let tokens = try await signUp(client, env, email: "ioc@example.com")
+            let id = try json(try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1", "time_in_force": "IOC"]))["id"] as! String
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "canceled")
+            #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")
+        }
+    }
+
+    @Test("a resting limit order fills when the market reaches it; a DAY order expires at the close")
+    func matchingAndExpiry() async throws {
+        let clock = TestClock()
+        let week: TimeInterval = 7 * 86_400
+        try await withTestApp(clock: clock, configure: { $0.sessionIdleTimeout = week; $0.sessionMaxAge = week; $0.accessTokenLifetime = week }) { client, env in
+            let tokens = try await signUp(client, env, email: "matcher@example.com")
+            let price = try #require(SimulatedMarket().price(of: "KO", at: clock.now))
+            // A limit far above the market is marketable at once; one far below never fills and expires.
+            let expiring = try json(try await order(client, tokens, ["symbol": "KO", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "0.01"]))["id"] as! String
+            let generous = try json(try await order(client, tokens, ["symbol": "KO", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": ExactDecimal.format(price * 2)]))["id"] as! String
+            await env.worker.drain()
+            #expect(try await show(client, tokens, generous)["status"] as? String == "filled")
+            #expect(try await show(client, tokens, expiring)["status"] as? String == "accepted")
+            clock.advance(by: 86_400)
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, expiring)["status"] as? String == "expired")
+            #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")
+        }
+    }
+
+    @Test("submitting or applying the same fill twice changes nothing", arguments: TestDatabaseKind.all)
+    func idempotentExecution(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "twice@example.com")
+            let id = try #require(UUID(uuidString: try json(try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"]))["id"] as! String))
+            await env.worker.drain()
+            let cash = try await accounts(client, tokens).first?["cash"] as? String
+            // A retried job after a crash, and a broker that reports the same fill again.
+            let service = try #require(env.worker.handlers[OrderService.submitJob])
+            let job = Job()
+            job.payload = #"{"order_id":"\#(id.uuidString)"}"#
+            try await service(job)
+            let price = try ExactDecimal.parse(try await show(client, tokens, id.uuidString)["average_fill_price"] as! String)
+            try await OrderService.applyFor(env, .filled([BrokerFill(id: "\(id.uuidString.lowercased())-1", quantity: 1, price: price)]), id)
+            #expect(try await accounts(client, tokens).first?["cash"] as? String == cash)
+            #expect(try await Fill.query(on: env.database.db).count() == 1)
+            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+        }
+    }
+
+    @Test("fifty concurrent buys from one user never overspend", arguments: TestDatabaseKind.all)
+    func concurrentBuys(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.startingCash = 10_000 }) { client, env in
+            let tokens = try await signUp(client, env, email: "burst@example.com")
+            let headers = bearer(tokens)
+            let price = try #require(SimulatedMarket().price(of: "MSFT", at: env.clock.now))
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for _ in 0..<50 {
+                    group.addTask { try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: headers).status }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let perOrder = ExactDecimal.rounded(price * Decimal(string: "1.05")!, scale: 2, mode: .up)
+            let affordable = Int(truncating: (10_000 / perOrder) as NSDecimalNumber)
+            #expect(statuses.filter { $0 == .created }.count == affordable)
+            await env.worker.drain()
+            let account = try #require(try await accounts(client, tokens).first)
+            #expect(try ExactDecimal.parse(account["cash"] as! String) >= 0)
+            #expect(account["reserved_cash"] as? String == "0.00")
+            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+        }
+    }
+
+    @Test("another user's order is 404; a duplicate client_order_id is 409")
+    func isolationAndClientIDs() async throws {
+        try await withTestApp { client, env in
+            let alice = try await signUp(client, env, email: "alice@example.com")
+            let bob = try await signUp(client, env, email: "bob@example.com")
+            let placed = try await order(client, alice, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "client_order_id": "mine-1"])
+            let id = try json(placed)["id"] as! String
+            #expect(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(bob)).status == .notFound)
+            #expect(try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(bob)).status == .notFound)
+            let duplicate = try await order(client, alice, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "client_order_id": "mine-1"])
+            #expect(duplicate.status == .conflict)
+            #expect(try await order(client, bob, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "client_order_id": "mine-1"]).status == .created)
+            let list = try json(try await client.execute(uri: "/api/orders", method: .get, headers: bearer(alice)))
+            #expect((list["data"] as? [[String: Any]])?.count == 1)
+        }
+    }
+}
+
+extension OrderService {
+    /// Test hooks reaching the service behind the worker.
+    static func recheckFor(_ env: TestEnvironment) async throws {
+        try await env.worker.onIdle?()
+    }
+
+    static func applyFor(_ env: TestEnvironment, _ report: BrokerReport, _ id: UUID) async throws {
+        try await env.orders.apply(report, to: id)
+    }
+}
