@@ -8,5 +8,6 @@ enum MigrationRegistry {
         CreateIdentityTables(),
         CreateAccountsAndLedger(),
         CreateOrdersAndJobs(),
+        ChainAuditEvents(),
     ]
 }

@@ -25,7 +25,7 @@ struct AuditLog: Sendable {
     func record(_ entry: Entry, ip: String?, requestID: String?, on database: any Database) async throws {
         let event = AuditEvent()
         event.id = UUID()
-        event.occurredAt = clock.now()
+        event.occurredAt = AuditChain.recordedTime(clock.now())
         event.actorID = entry.actorID
         event.action = entry.action
         event.subjectType = entry.subjectType
@@ -34,6 +34,6 @@ struct AuditLog: Sendable {
         event.details = String(decoding: try FolioJSON.encode(entry.details), as: UTF8.self)
         event.ip = ip
         event.requestID = requestID
-        try await event.create(on: database)
+        try await AuditChain.append(event, on: database)
     }
 }

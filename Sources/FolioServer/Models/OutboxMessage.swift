@@ -30,6 +30,9 @@ final class AuditEvent: Model, @unchecked Sendable {
     @Field(key: "details") var details: String
     @OptionalField(key: "ip") var ip: String?
     @OptionalField(key: "request_id") var requestID: String?
+    @OptionalField(key: "sequence") var sequence: Int64?
+    @OptionalField(key: "previous_hash") var previousHash: String?
+    @OptionalField(key: "hash") var hash: String?
 
     init() {}
 }
