@@ -77,10 +77,11 @@ public struct FolioServerBuilder: Sendable {
         AuthController(services: identity).addRoutes(to: routes)
         TwoFactorController(services: identity).addRoutes(to: routes)
         AdminController(services: identity).addRoutes(to: routes)
-        AccountsController(ledger: identity.ledger, database: database).addRoutes(to: routes)
+        let idempotency = Idempotency(database: database, clock: identity.clock)
+        AccountsController(ledger: identity.ledger, database: database, idempotency: idempotency).addRoutes(to: routes)
         MarketDataController(quotes: quotes, provider: marketData).addRoutes(to: routes)
         PortfolioController(database: database, quotes: quotes).addRoutes(to: routes)
-        OrdersController(orders: orders, database: database).addRoutes(to: routes)
+        OrdersController(orders: orders, database: database, idempotency: idempotency).addRoutes(to: routes)
         extraRoutes(routes)
         return router
     }

@@ -225,3 +225,62 @@ extension OrderService {
         try await env.orders.apply(report, to: id)
     }
 }
+
+@Suite("Idempotency keys")
+struct IdempotencyTests {
+    @Test("fifty concurrent identical POSTs with one key make exactly one order; a replay returns the same body", arguments: TestDatabaseKind.all)
+    func concurrentReplays(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "retry@example.com")
+            var headers = bearer(tokens)
+            headers[Idempotency.header] = "order-7f3a"
+            let sent = headers
+            let responses = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String).self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        let response = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: sent)
+                        return (response.status, String(buffer: response.body))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(try await Order.query(on: env.database.db).count() == 1)
+            let created = responses.filter { $0.0 == .created }
+            #expect(!created.isEmpty)
+            #expect(Set(created.map(\.1)).count == 1)
+            #expect(responses.allSatisfy { $0.0 == .created || $0.0 == .conflict })
+
+            let replay = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: sent)
+            #expect(replay.status == .created)
+            #expect(String(buffer: replay.body) == created[0].1)
+            #expect(replay.headers[.location]?.hasPrefix("/api/orders/") == true)
+
+            let different = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 2, "side": "BUY", "order_type": "MARKET"], headers: sent)
+            #expect(different.status == .unprocessableContent)
+            #expect(try problem(different).code == "idempotency_key_reused")
+            #expect(try await Order.query(on: env.database.db).count() == 1)
+        }
+    }
+
+    @Test("a failed request is forgotten, so the same key can be retried; keys expire after a day")
+    func failuresAndExpiry() async throws {
+        let clock = TestClock()
+        let week: TimeInterval = 7 * 86_400
+        try await withTestApp(clock: clock, configure: { $0.sessionIdleTimeout = week; $0.sessionMaxAge = week; $0.accessTokenLifetime = week }) { client, env in
+            let tokens = try await signUp(client, env, email: "deposit@example.com")
+            let id = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            var headers = bearer(tokens)
+            headers[Idempotency.header] = "withdraw-1"
+            let tooMuch = try await post(client, "/api/accounts/\(id)/withdrawals", ["amount": "200000"], headers: headers)
+            #expect(tooMuch.status == .unprocessableContent)
+            headers[Idempotency.header] = "deposit-1"
+            let first = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "10"], headers: headers)
+            let second = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "10"], headers: headers)
+            #expect(String(buffer: first.body) == String(buffer: second.body))
+            #expect(try await accounts(client, tokens).first?["cash"] as? String == "100010.00")
+            clock.advance(by: 86_401)
+            #expect(try await post(client, "/api/accounts/\(id)/deposits", ["amount": "10"], headers: headers).status == .created)
+            #expect(try await accounts(client, tokens).first?["cash"] as? String == "100020.00")
+        }
+    }
+}

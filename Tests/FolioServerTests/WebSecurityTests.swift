@@ -408,7 +408,8 @@ struct AdminAndTwoFactorTests {
             let sealed = try #require(user.totpSecretSealed)
             let secret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(sealed))
             #expect(!(user.totpSecretSealed ?? "").contains(secret))
-            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: Date())) }
+            let now = env.clock.now
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: now)) }
 
             let wrongConfirm = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": "000000"], headers: bearer(tokens))
             #expect(wrongConfirm.status == .unprocessableContent || code() == "000000")

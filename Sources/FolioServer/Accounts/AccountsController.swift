@@ -11,6 +11,7 @@ import SQLKit
 struct AccountsController: Sendable {
     let ledger: Ledger
     let database: FolioDatabase
+    let idempotency: Idempotency
 
     static let maximumPageSize = 200
 
@@ -115,15 +116,19 @@ struct AccountsController: Sendable {
         }
     }
 
-    @Sendable func deposit(_ request: Request, context: AuthenticatedContext) async throws -> EditedResponse<EntryResponse> {
-        try await movement(.deposit, request: request, context: context)
+    @Sendable func deposit(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await idempotency.run(request, userID: context.identity.userID, status: .created, location: { _ in nil }) {
+            try await movement(.deposit, request: request, context: context)
+        }
     }
 
-    @Sendable func withdraw(_ request: Request, context: AuthenticatedContext) async throws -> EditedResponse<EntryResponse> {
-        try await movement(.withdrawal, request: request, context: context)
+    @Sendable func withdraw(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await idempotency.run(request, userID: context.identity.userID, status: .created, location: { _ in nil }) {
+            try await movement(.withdrawal, request: request, context: context)
+        }
     }
 
-    func movement(_ kind: LedgerEntry.Kind, request: Request, context: AuthenticatedContext) async throws -> EditedResponse<EntryResponse> {
+    func movement(_ kind: LedgerEntry.Kind, request: Request, context: AuthenticatedContext) async throws -> EntryResponse {
         let body = try await request.decodeBody(as: MovementRequest.self, context: context)
         let amount = body.amount.value
         if let issue = Cash.problem(amount, field: "amount", maximum: Ledger.maximumMovement) { throw AppError.validation([issue], detail: issue.message) }
@@ -145,7 +150,7 @@ struct AccountsController: Sendable {
                     errors: [.init(field: "amount", code: "insufficient_funds", message: "amount exceeds the available cash of \(Cash.text(available)).")])
             }
         }
-        return EditedResponse(status: .created, response: EntryResponse(entry))
+        return EntryResponse(entry)
     }
 
     // MARK: - Ledger

@@ -9,5 +9,6 @@ enum MigrationRegistry {
         CreateAccountsAndLedger(),
         CreateOrdersAndJobs(),
         ChainAuditEvents(),
+        CreateIdempotencyKeys(),
     ]
 }

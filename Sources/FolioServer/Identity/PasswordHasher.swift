@@ -1,11 +1,19 @@
 import Foundation
 import HummingbirdBcrypt
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOPosix
 
-/// bcrypt on the thread pool, never on an event loop, so a login storm does
-/// not stall other requests.
+/// bcrypt on its own thread pool, never on an event loop and never on the pool
+/// that runs SQLite's blocking calls, so a login storm stalls neither other
+/// requests nor the database.
 struct PasswordHasher: Sendable {
+    static let threadPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: System.coreCount)
+        pool.start()
+        return pool
+    }()
+
     let cost: Int
     private let dummy = NIOLockedValueBox<String?>(nil)
 
@@ -16,11 +24,11 @@ struct PasswordHasher: Sendable {
 
     func hash(_ password: String) async throws -> String {
         let cost = UInt8(cost)
-        return try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(password, cost: cost) }
+        return try await Self.threadPool.runIfActive { Bcrypt.hash(password, cost: cost) }
     }
 
     func verify(_ password: String, hash: String) async throws -> Bool {
-        try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash) }
+        try await Self.threadPool.runIfActive { Bcrypt.verify(password, hash: hash) }
     }
 
     /// Spends the same time as a real check when there is no user to check

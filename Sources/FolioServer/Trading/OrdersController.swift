@@ -7,6 +7,7 @@ import Hummingbird
 struct OrdersController: Sendable {
     let orders: OrderService
     let database: FolioDatabase
+    let idempotency: Idempotency
 
     static let maximumPageSize = 200
 
@@ -124,12 +125,14 @@ struct OrdersController: Sendable {
         }
     }
 
-    @Sendable func place(_ request: Request, context: AuthenticatedContext) async throws -> EditedResponse<OrderResponse> {
+    @Sendable func place(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let body = try await request.decodeBody(as: PlaceRequest.self, context: context)
-        let order = try await orders.place(
-            .init(draft: try body.draft(), accountID: body.accountID, clientOrderID: body.clientOrderID),
-            userID: context.identity.userID, ip: context.parent.clientIP, requestID: context.parent.requestID)
-        return EditedResponse(status: .created, headers: [.location: "/api/orders/\(order.id!.uuidString)"], response: OrderResponse(order))
+        let draft = try body.draft()
+        return try await idempotency.run(request, userID: context.identity.userID, status: .created, location: { "/api/orders/\($0.id.uuidString)" }) {
+            OrderResponse(try await orders.place(
+                .init(draft: draft, accountID: body.accountID, clientOrderID: body.clientOrderID),
+                userID: context.identity.userID, ip: context.parent.clientIP, requestID: context.parent.requestID))
+        }
     }
 
     struct OrderPage: ResponseEncodable {
