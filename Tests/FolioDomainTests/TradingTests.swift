@@ -6,7 +6,7 @@ import Testing
 @Suite("Order status machine")
 struct OrderStatusTests {
     static let allowed: Set<String> = [
-        "new→accepted", "new→rejected", "new→canceled",
+        "new→accepted", "new→rejected", "new→canceled", "new→expired",
         "accepted→partially_filled", "accepted→filled", "accepted→canceled", "accepted→expired", "accepted→rejected",
         "partially_filled→partially_filled", "partially_filled→filled", "partially_filled→canceled", "partially_filled→expired",
     ]

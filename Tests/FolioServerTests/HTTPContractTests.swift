@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import SQLKit
 import NIOConcurrencyHelpers
 import Testing
 
@@ -235,6 +236,41 @@ struct HTTPContractTests {
             #expect(access["duration_ms"] != nil)
             #expect((access["timestamp"] as? String)?.hasSuffix("Z") == true)
             #expect(access["level"] as? String == "info")
+        }
+    }
+}
+
+@Suite("Database constraint violations")
+struct ConstraintViolationTests {
+    @Test("a violation that slips past validation is 409 constraint_violation, logged and counted, with no SQL in the body")
+    func constraintViolation() async throws {
+        let logs = LogCapture()
+        try await withTestDatabase(.sqlite) { database, location in
+            var configuration = AppConfiguration(environment: .testing, database: location)
+            configuration.bcryptCost = 10
+            let builder = await FolioServerBuilder(configuration: configuration, logger: logs.logger(), database: database)
+            let router = builder.buildRouter { routes in
+                routes.post("/api/test/duplicate") { _, _ -> String in
+                    let now = Date()
+                    for _ in 0..<2 {
+                        try await database.sql.raw("""
+                            INSERT INTO users (id, email, password_hash, role, password_changed_at, created_at, updated_at)
+                            VALUES (\(bind: UUID()), 'same@example.com', 'x', 'user', \(bind: now), \(bind: now), \(bind: now))
+                            """).run()
+                    }
+                    return "unreachable"
+                }
+            }
+            let before = ConstraintViolations.count
+            try await Application(router: router, logger: logs.logger()).test(.router) { client in
+                let response = try await client.execute(uri: "/api/test/duplicate", method: .post)
+                #expect(response.status == .conflict)
+                let body = try problem(response)
+                #expect(body.code == "constraint_violation")
+                #expect(!String(buffer: response.body).lowercased().contains("insert"))
+                #expect(logs.lines.contains { $0.contains("database constraint violation") && $0.contains(body.request_id) })
+            }
+            #expect(ConstraintViolations.count > before)
         }
     }
 }

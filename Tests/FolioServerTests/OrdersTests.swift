@@ -154,6 +154,32 @@ struct OrdersTests {
         }
     }
 
+    @Test("a tiny buy is never free: its cost rounds up to the cent")
+    func tinyBuy() async throws {
+        try await withTestApp { client, env in
+            let tokens = try await signUp(client, env, email: "dust@example.com")
+            _ = try await order(client, tokens, ["symbol": "AAPL", "quantity": "0.000001", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            #expect(try await accounts(client, tokens).first?["cash"] as? String == "99999.99")
+            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+        }
+    }
+
+    @Test("a DAY order whose submission was delayed past the close expires instead of filling the next day")
+    func delayedDayOrder() async throws {
+        let clock = TestClock()
+        let week: TimeInterval = 7 * 86_400
+        try await withTestApp(clock: clock, configure: { $0.sessionIdleTimeout = week; $0.sessionMaxAge = week; $0.accessTokenLifetime = week }) { client, env in
+            let tokens = try await signUp(client, env, email: "late@example.com")
+            let id = try json(try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"]))["id"] as! String
+            clock.advance(by: 86_400)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "expired")
+            #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")
+            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+        }
+    }
+
     @Test("submitting or applying the same fill twice changes nothing", arguments: TestDatabaseKind.all)
     func idempotentExecution(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -12,7 +12,8 @@ public enum OrderStatus: String, Codable, Sendable, CaseIterable {
     /// Where an order in this status may go next.
     public var successors: Set<OrderStatus> {
         switch self {
-        case .new: [.accepted, .rejected, .canceled]
+        // A DAY order that reaches the broker only after the close expires unseen.
+        case .new: [.accepted, .rejected, .canceled, .expired]
         case .accepted: [.partiallyFilled, .filled, .canceled, .expired, .rejected]
         // Another partial fill keeps the status; the fill itself is what changes.
         case .partiallyFilled: [.partiallyFilled, .filled, .canceled, .expired]

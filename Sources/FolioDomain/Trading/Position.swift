@@ -41,9 +41,19 @@ public enum Money {
     /// Cash moves in cents; the columns keep 4 places for fees and interest.
     public static let cashScale = 2
 
-    /// The cash value of `quantity` shares at `price`, in cents, rounded half
-    /// to even so that rounding favours neither side over many fills.
+    /// The value of `quantity` shares at `price`, in cents, rounded half to
+    /// even: for showing a value, never for moving cash.
     public static func amount(quantity: Decimal, price: Decimal) -> Decimal {
         ExactDecimal.rounded(quantity * price, scale: cashScale, mode: .bankers)
+    }
+
+    /// What a buy costs: rounded up to the cent, so no fill is ever free.
+    public static func cost(quantity: Decimal, price: Decimal) -> Decimal {
+        ExactDecimal.rounded(quantity * price, scale: cashScale, mode: .up)
+    }
+
+    /// What a sale pays: rounded down to the cent, so rounding never creates cash.
+    public static func proceeds(quantity: Decimal, price: Decimal) -> Decimal {
+        ExactDecimal.rounded(quantity * price, scale: cashScale, mode: .down)
     }
 }

@@ -83,7 +83,7 @@ struct AccountsController: Sendable {
         var description: String?
     }
 
-    struct EntryResponse: ResponseEncodable {
+    struct EntryResponse: ResponseEncodable, Encodable, Sendable {
         var id: UUID
         var accountID: UUID
         var type: String
@@ -117,18 +117,14 @@ struct AccountsController: Sendable {
     }
 
     @Sendable func deposit(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        try await idempotency.run(request, userID: context.identity.userID, status: .created, location: { _ in nil }) {
-            try await movement(.deposit, request: request, context: context)
-        }
+        try await movement(.deposit, request: request, context: context)
     }
 
     @Sendable func withdraw(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        try await idempotency.run(request, userID: context.identity.userID, status: .created, location: { _ in nil }) {
-            try await movement(.withdrawal, request: request, context: context)
-        }
+        try await movement(.withdrawal, request: request, context: context)
     }
 
-    func movement(_ kind: LedgerEntry.Kind, request: Request, context: AuthenticatedContext) async throws -> EntryResponse {
+    func movement(_ kind: LedgerEntry.Kind, request: Request, context: AuthenticatedContext) async throws -> Response {
         let body = try await request.decodeBody(as: MovementRequest.self, context: context)
         let amount = body.amount.value
         if let issue = Cash.problem(amount, field: "amount", maximum: Ledger.maximumMovement) { throw AppError.validation([issue], detail: issue.message) }
@@ -136,13 +132,14 @@ struct AccountsController: Sendable {
             throw AppError.validation(field: "description", code: "too_long", message: "description may have at most 200 characters.")
         }
         guard let id = context.parameters.get("id", as: UUID.self) else { throw AppError.notFound("account") }
-        let userID = context.identity.userID
-        let entry = try await database.db.transaction { db -> LedgerEntry in
+        let userID = context.identity.userID, ip = context.parent.clientIP, requestID = context.parent.requestID
+        let ledger = self.ledger
+        return try await idempotency.run(request, userID: userID, status: .created, location: { _ in nil }) { db -> EntryResponse in
             guard let account = try await ledger.lockedAccount(id, userID: userID, on: db) else { throw AppError.notFound("account") }
             do {
-                return try await ledger.move(
+                return EntryResponse(try await ledger.move(
                     account: account, kind: kind, amount: amount, description: body.description, actorID: userID,
-                    ip: context.parent.clientIP, requestID: context.parent.requestID, on: db)
+                    ip: ip, requestID: requestID, on: db))
             } catch Ledger.MovementError.insufficientFunds(let available) {
                 throw AppError(
                     .unprocessableContent, code: "insufficient_funds",
@@ -150,19 +147,9 @@ struct AccountsController: Sendable {
                     errors: [.init(field: "amount", code: "insufficient_funds", message: "amount exceeds the available cash of \(Cash.text(available)).")])
             }
         }
-        return EntryResponse(entry)
     }
 
     // MARK: - Ledger
-
-    struct EntryPage: ResponseEncodable {
-        var data: [EntryResponse]
-        var nextCursor: String?
-        enum CodingKeys: String, CodingKey {
-            case data
-            case nextCursor = "next_cursor"
-        }
-    }
 
     struct Filter {
         var accountID: UUID?
@@ -212,17 +199,17 @@ struct AccountsController: Sendable {
         return query.sort(\.$occurredAt, .descending).sort(\.$id, .descending)
     }
 
-    @Sendable func transactions(_ request: Request, context: AuthenticatedContext) async throws -> EntryPage {
+    @Sendable func transactions(_ request: Request, context: AuthenticatedContext) async throws -> Page<EntryResponse> {
         let filter = try Self.filter(request)
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let query = query(filter, userID: context.identity.userID, on: database.db).limit(limit + 1)
         if let raw = request.uri.queryParameters["cursor"] {
-            query.filter(Pagination.after(try Pagination.decode(raw), table: LedgerEntry.schema, timeColumn: "occurred_at", descending: true))
+            query.filter(Pagination.after(try Pagination.decode(raw), table: LedgerEntry.schema, timeColumn: "occurred_at", descending: true, owner: context.identity.userID))
         }
         let entries = try await query.all()
         let page = entries.prefix(limit)
         let next = entries.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil
-        return EntryPage(data: page.map(EntryResponse.init), nextCursor: next)
+        return Page(data: page.map(EntryResponse.init), nextCursor: next)
     }
 
     /// The same rows as CSV, streamed page by page so a long history never sits in memory.
@@ -237,7 +224,7 @@ struct AccountsController: Sendable {
             while true {
                 let query = controller.query(filter, userID: userID, on: database.db).limit(500)
                 if let cursor {
-                    query.filter(Pagination.after(cursor, table: LedgerEntry.schema, timeColumn: "occurred_at", descending: true))
+                    query.filter(Pagination.after(cursor, table: LedgerEntry.schema, timeColumn: "occurred_at", descending: true, owner: userID))
                 }
                 let entries = try await query.all()
                 if entries.isEmpty { break }

@@ -63,6 +63,11 @@ public final class FolioDatabase: Sendable {
         databases.database(logger: logger, on: sqliteLoop ?? eventLoopGroup.any())!
     }
 
+    /// A handle (a transaction's, say) for hand-written SQL.
+    func sqlDatabase(_ db: any Database) -> any SQLDatabase {
+        db as! any SQLDatabase
+    }
+
     /// The same handle for hand-written SQL.
     public var sql: any SQLDatabase {
         db as! any SQLDatabase

@@ -27,20 +27,26 @@ final class IdempotencyRecord: Model, @unchecked Sendable {
 /// response for a key is stored and replayed byte for byte; the same key with a
 /// different request is 422; while the first is still running, 409. Keys
 /// expire after 24 hours. A request that fails is forgotten, so it may be retried.
+///
+/// `perform` runs inside a database transaction, and the stored response is
+/// written in that same transaction: the effect and its record commit or roll
+/// back together. A key still `in_flight` after `abandonAfter` therefore never
+/// committed anything (its process died) and is taken over.
 struct Idempotency: Sendable {
     let database: FolioDatabase
     let clock: AppClock
 
     static let header = HTTPField.Name("Idempotency-Key")!
     static let lifetime: TimeInterval = 24 * 3600
+    static let abandonAfter: TimeInterval = 300
 
     /// Runs `perform` once per key; its value becomes a JSON response with `status`.
     func run<Value: Encodable>(
-        _ request: Request, userID: UUID, status: HTTPResponse.Status, location: @escaping (Value) -> String?,
-        _ perform: () async throws -> Value
-    ) async throws -> Response {
+        _ request: Request, userID: UUID, status: HTTPResponse.Status, location: @escaping @Sendable (Value) -> String?,
+        _ perform: @escaping @Sendable (any Database) async throws -> Value
+    ) async throws -> Response where Value: Sendable {
         guard let key = request.headers[Self.header] else {
-            let value = try await perform()
+            let value = try await database.db.transaction { try await perform($0) }
             return Self.response(status: status, location: location(value), body: try FolioJSON.encode(value))
         }
         guard (1...255).contains(key.count), key.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
@@ -59,19 +65,24 @@ struct Idempotency: Sendable {
         } catch let replay as Replay {
             return replay.response
         }
-        let value: Value
+        let responseLocation = location
+        let encoded: Data
         do {
-            value = try await perform()
+            encoded = try await database.db.transaction { db in
+                let value = try await perform(db)
+                let encoded = try FolioJSON.encode(value)
+                record.status = "completed"
+                record.responseStatus = status.code
+                record.responseLocation = responseLocation(value)
+                record.responseBody = String(decoding: encoded, as: UTF8.self)
+                try await record.save(on: db)
+                return encoded
+            }
         } catch {
-            try? await record.delete(on: database.db)
+            // Forget the key only if nothing committed (a lost COMMIT acknowledgement leaves it completed).
+            try? await IdempotencyRecord.query(on: database.db).filter(\.$id == record.id!).filter(\.$status == "in_flight").delete()
             throw error
         }
-        let encoded = try FolioJSON.encode(value)
-        record.status = "completed"
-        record.responseStatus = status.code
-        record.responseLocation = location(value)
-        record.responseBody = String(decoding: encoded, as: UTF8.self)
-        try await record.save(on: database.db)
         return Self.response(status: status, location: record.responseLocation, body: encoded)
     }
 
@@ -92,7 +103,7 @@ struct Idempotency: Sendable {
                 return record
             } catch let error as any DatabaseError where error.isConstraintFailure {
                 guard let existing = try await IdempotencyRecord.query(on: database.db).filter(\.$userID == userID).filter(\.$key == key).first() else { continue }
-                if existing.expiresAt <= now {
+                if existing.expiresAt <= now || (existing.status == "in_flight" && existing.createdAt < now.addingTimeInterval(-Self.abandonAfter)) {
                     try await existing.delete(on: database.db)
                     continue
                 }

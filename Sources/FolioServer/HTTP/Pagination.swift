@@ -31,11 +31,25 @@ enum Pagination {
     }
 
     /// Rows after the cursor row in `ORDER BY time, id` (ascending) or its reverse.
-    static func after(_ id: UUID, table: String, timeColumn: String, descending: Bool) -> DatabaseQuery.Filter {
+    /// With `owner`, the cursor row must belong to that user, so a cursor made
+    /// from someone else's id reveals nothing.
+    static func after(_ id: UUID, table: String, timeColumn: String, descending: Bool, owner: UUID? = nil) -> DatabaseQuery.Filter {
         let comparison = descending ? "<" : ">"
-        let anchor: SQLQueryString = "(SELECT \(ident: timeColumn) FROM \(ident: table) WHERE \(ident: "id") = \(bind: id))"
+        let ownerCondition: SQLQueryString = owner.map { " AND \(ident: "user_id") = \(bind: $0)" } ?? ""
+        let anchor: SQLQueryString = "(SELECT \(ident: timeColumn) FROM \(ident: table) WHERE \(ident: "id") = \(bind: id)\(ownerCondition))"
         return .sql(embed: """
             (\(ident: timeColumn) \(unsafeRaw: comparison) \(anchor) OR (\(ident: timeColumn) = \(anchor) AND \(ident: "id") \(unsafeRaw: comparison) \(bind: id)))
             """)
+    }
+}
+
+/// One page of a list: its items and the cursor of the next page, if any.
+struct Page<Item: Encodable & Sendable>: ResponseEncodable {
+    var data: [Item]
+    var nextCursor: String?
+
+    enum CodingKeys: String, CodingKey {
+        case data
+        case nextCursor = "next_cursor"
     }
 }

@@ -1,4 +1,6 @@
+import FluentKit
 import Foundation
+import NIOConcurrencyHelpers
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -50,6 +52,11 @@ struct ProblemMiddleware: RouterMiddleware {
             return decodingProblem(error)
         case is NIOTooManyBytesError:
             return payloadTooLarge()
+        case let error as any DatabaseError where error.isConstraintFailure:
+            // Validation should have caught it; the database did. Counted so operations can alert.
+            ConstraintViolations.record()
+            context.logger.error("database constraint violation", metadata: ["error": .string(String(reflecting: error))])
+            return AppError(.conflict, code: "constraint_violation", detail: "The change conflicts with data already stored; nothing was written.")
         case let error as HTTPError:
             return AppError(error.status, code: code(for: error.status), detail: error.body ?? defaultDetail(for: error.status), headers: error.headers)
         default:
@@ -134,4 +141,16 @@ struct ProblemMiddleware: RouterMiddleware {
     static func safePath(_ request: Request) -> String {
         String(request.uri.path.prefix(200))
     }
+}
+
+/// How many database constraint violations reached a response since start
+/// (the seed guide wants an alert on them).
+enum ConstraintViolations {
+    private static let counter = NIOLockedValueBox(0)
+
+    static func record() {
+        counter.withLockedValue { $0 += 1 }
+    }
+
+    static var count: Int { counter.withLockedValue { $0 } }
 }

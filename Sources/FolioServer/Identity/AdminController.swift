@@ -19,15 +19,6 @@ struct AdminController: Sendable {
         admin.get("/audit-events", use: auditEvents)
     }
 
-    struct Page<Item: Encodable & Sendable>: ResponseEncodable {
-        var data: [Item]
-        var nextCursor: String?
-        enum CodingKeys: String, CodingKey {
-            case data
-            case nextCursor = "next_cursor"
-        }
-    }
-
     @Sendable func listUsers(_ request: Request, context: AdminContext) async throws -> Page<UserResponse> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let query = User.query(on: services.database.db).sort(\.$createdAt).sort(\.$id).limit(limit + 1)

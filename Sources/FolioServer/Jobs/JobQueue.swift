@@ -35,12 +35,17 @@ struct JobQueue: Sendable {
     /// The next due job, now leased to `worker`; nil when none is due.
     func claim(worker: String) async throws -> Job? {
         let now = clock.now()
+        // A job whose lease ran out after its last attempt crashed its worker every time: give up on it.
+        try await database.sql.raw("""
+            UPDATE jobs SET status = 'dead', last_error = 'the worker stopped during the last attempt', locked_by = NULL, locked_until = NULL, updated_at = \(bind: now)
+            WHERE status = 'running' AND locked_until < \(bind: now) AND attempts >= max_attempts
+            """).run()
         let skipLocked = database.kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
         let rows = try await database.sql.raw("""
             UPDATE jobs SET status = 'running', locked_by = \(bind: worker), locked_until = \(bind: now.addingTimeInterval(Self.lease)),
                 attempts = attempts + 1, updated_at = \(bind: now)
             WHERE id = (SELECT id FROM jobs
-                        WHERE (status = 'queued' AND run_at <= \(bind: now)) OR (status = 'running' AND locked_until < \(bind: now))
+                        WHERE (status = 'queued' AND run_at <= \(bind: now)) OR (status = 'running' AND locked_until < \(bind: now) AND attempts < max_attempts)
                         ORDER BY run_at LIMIT 1\(unsafeRaw: skipLocked))
             RETURNING id
             """).all()
@@ -48,8 +53,9 @@ struct JobQueue: Sendable {
         return try await Job.find(try row.decode(column: "id", as: UUID.self), on: database.db)
     }
 
+    /// Only the worker that holds the lease may finish the job.
     func complete(_ job: Job) async throws {
-        try await Job.query(on: database.db).filter(\.$id == job.id!)
+        try await Job.query(on: database.db).filter(\.$id == job.id!).filter(\.$lockedBy == job.lockedBy)
             .set(\.$status, to: "done").set(\.$lockedBy, to: nil).set(\.$lockedUntil, to: nil).set(\.$updatedAt, to: clock.now()).update()
     }
 
@@ -58,7 +64,7 @@ struct JobQueue: Sendable {
         let now = clock.now()
         let dead = job.attempts >= job.maxAttempts
         let delay = min(pow(2, Double(job.attempts)), 600) * Double.random(in: 0.5...1.5)
-        try await Job.query(on: database.db).filter(\.$id == job.id!)
+        try await Job.query(on: database.db).filter(\.$id == job.id!).filter(\.$lockedBy == job.lockedBy)
             .set(\.$status, to: dead ? "dead" : "queued").set(\.$runAt, to: now.addingTimeInterval(dead ? 0 : delay))
             .set(\.$lockedBy, to: nil).set(\.$lockedUntil, to: nil).set(\.$lastError, to: String(error.prefix(2000)))
             .set(\.$updatedAt, to: now).update()
@@ -75,17 +81,19 @@ struct JobWorker: Service {
     let name: String
     let pollInterval: Duration
     let logger: Logger
-    /// Work that runs on every idle tick (matching resting orders).
+    /// Work that runs about once a second whatever the load (matching resting orders).
     let onIdle: (@Sendable () async -> Void)?
 
     func run() async throws {
         logger.info("job worker started", metadata: ["worker": .string(name)])
+        var lastTick = ContinuousClock.now
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let worked = await runOnce()
-            if !worked {
+            if ContinuousClock.now - lastTick >= .seconds(1) {
                 await onIdle?()
-                try? await Task.sleep(for: pollInterval)
+                lastTick = ContinuousClock.now
             }
+            if !worked { try? await Task.sleep(for: pollInterval) }
         }
         logger.info("job worker stopped", metadata: ["worker": .string(name)])
     }

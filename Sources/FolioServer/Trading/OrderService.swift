@@ -27,7 +27,8 @@ struct OrderService: Sendable {
 
     // MARK: - Placing
 
-    func place(_ placement: Placement, userID: UUID, ip: String?, requestID: String?) async throws -> Order {
+    /// Places an order inside the caller's transaction `db`.
+    func place(_ placement: Placement, userID: UUID, ip: String?, requestID: String?, on db: any Database) async throws -> Order {
         let issues = placement.draft.validate()
         if !issues.isEmpty { throw AppError.validation(issues) }
         var normalized = placement.draft
@@ -42,7 +43,7 @@ struct OrderService: Sendable {
         }
         let now = clock.now()
         do {
-            return try await database.db.transaction { db in
+            do {
                 let account = try await account(placement.accountID, userID: userID, on: db)
                 let order = Order()
                 order.id = UUID()
@@ -100,7 +101,8 @@ struct OrderService: Sendable {
                     ip: ip, requestID: requestID, on: db)
                 return order
             }
-        } catch let error as any DatabaseError where error.isConstraintFailure && placement.clientOrderID != nil {
+        } catch let error as any DatabaseError where error.isConstraintFailure && placement.clientOrderID != nil
+            && (String(reflecting: error).contains("orders_user_id_client_order_id_key") || String(reflecting: error).contains("orders.client_order_id")) {
             throw AppError(.conflict, code: "duplicate_client_order_id", detail: "An order with this client_order_id exists.",
                            errors: [.init(field: "client_order_id", code: "duplicate", message: "client_order_id must be unique.")])
         }
@@ -141,6 +143,11 @@ struct OrderService: Sendable {
     /// already past `new` was submitted before (a retry after a crash): nothing to do.
     func submit(orderID: UUID) async throws {
         guard let order = try await Order.find(orderID, on: database.db), order.orderStatus == .new else { return }
+        // A DAY order whose submission was delayed past the close must not fill tomorrow.
+        if order.tif == .day, clock.now() >= PaperBroker.dayEnd(for: order.createdAt) {
+            try await apply(.expired, to: orderID)
+            return
+        }
         let report = try await broker.submit(Self.brokerOrder(order))
         try await apply(report, to: orderID)
     }
@@ -150,6 +157,15 @@ struct OrderService: Sendable {
         let resting = try await Order.query(on: database.db).filter(\.$status ~~ [OrderStatus.accepted.rawValue, OrderStatus.partiallyFilled.rawValue]).all()
         for order in resting {
             if let report = try await broker.recheck(Self.brokerOrder(order)) { try await apply(report, to: order.id!) }
+        }
+        // An order whose submission job gave up would otherwise hold its reservation forever.
+        let stuck = try await Order.query(on: database.db).filter(\.$status == OrderStatus.new.rawValue)
+            .filter(\.$createdAt < clock.now().addingTimeInterval(-60)).all()
+        for order in stuck {
+            let payload = String(decoding: try FolioJSON.encode(["order_id": order.id!.uuidString]), as: UTF8.self)
+            if try await Job.query(on: database.db).filter(\.$kind == Self.submitJob).filter(\.$payload == payload).filter(\.$status == "dead").first() != nil {
+                try await apply(.rejected(reason: "the broker could not be reached"), to: order.id!)
+            }
         }
     }
 
@@ -170,7 +186,8 @@ struct OrderService: Sendable {
             let now = clock.now()
             switch report {
             case .accepted:
-                try await transition(order, to: .accepted, on: db, now: now)
+                // Canceled meanwhile: the broker's late acceptance changes nothing.
+                if order.orderStatus.canTransition(to: .accepted) { try await transition(order, to: .accepted, on: db, now: now) }
             case .filled(let fills):
                 for fill in fills { try await applyFill(fill, to: order, account: account, on: db, now: now) }
             case .canceled(let reason):
@@ -203,7 +220,9 @@ struct OrderService: Sendable {
     func applyFill(_ fill: BrokerFill, to order: Order, account: Account, on db: any Database, now: Date) async throws {
         if try await Fill.query(on: db).filter(\.$brokerFillID == fill.id).first() != nil { return }
         guard order.orderStatus.isOpen else { return }
-        let amount = Money.amount(quantity: fill.quantity, price: fill.price)
+        let amount = order.orderSide == .buy
+            ? Money.cost(quantity: fill.quantity, price: fill.price)
+            : Money.proceeds(quantity: fill.quantity, price: fill.price)
         let holding = try await Holding.query(on: db).filter(\.$accountID == account.id!).filter(\.$symbol == order.symbol).first()
         switch order.orderSide {
         case .buy:

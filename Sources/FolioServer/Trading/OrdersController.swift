@@ -128,23 +128,15 @@ struct OrdersController: Sendable {
     @Sendable func place(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let body = try await request.decodeBody(as: PlaceRequest.self, context: context)
         let draft = try body.draft()
-        return try await idempotency.run(request, userID: context.identity.userID, status: .created, location: { "/api/orders/\($0.id.uuidString)" }) {
-            OrderResponse(try await orders.place(
-                .init(draft: draft, accountID: body.accountID, clientOrderID: body.clientOrderID),
-                userID: context.identity.userID, ip: context.parent.clientIP, requestID: context.parent.requestID))
+        let placement = OrderService.Placement(draft: draft, accountID: body.accountID, clientOrderID: body.clientOrderID)
+        let userID = context.identity.userID, ip = context.parent.clientIP, requestID = context.parent.requestID
+        let orders = self.orders
+        return try await idempotency.run(request, userID: userID, status: .created, location: { "/api/orders/\($0.id.uuidString)" }) { db in
+            OrderResponse(try await orders.place(placement, userID: userID, ip: ip, requestID: requestID, on: db))
         }
     }
 
-    struct OrderPage: ResponseEncodable {
-        var data: [OrderResponse]
-        var nextCursor: String?
-        enum CodingKeys: String, CodingKey {
-            case data
-            case nextCursor = "next_cursor"
-        }
-    }
-
-    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> OrderPage {
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Page<OrderResponse> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let query = Order.query(on: database.db).filter(\.$userID == context.identity.userID)
             .sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(limit + 1)
@@ -159,11 +151,11 @@ struct OrdersController: Sendable {
             query.filter(\.$symbol == symbol)
         }
         if let raw = request.uri.queryParameters["cursor"] {
-            query.filter(Pagination.after(try Pagination.decode(raw), table: Order.schema, timeColumn: "created_at", descending: true))
+            query.filter(Pagination.after(try Pagination.decode(raw), table: Order.schema, timeColumn: "created_at", descending: true, owner: context.identity.userID))
         }
         let found = try await query.all()
         let page = found.prefix(limit)
-        return OrderPage(data: page.map(OrderResponse.init), nextCursor: found.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil)
+        return Page(data: page.map(OrderResponse.init), nextCursor: found.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil)
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> OrderResponse {

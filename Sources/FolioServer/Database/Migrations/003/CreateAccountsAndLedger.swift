@@ -71,7 +71,7 @@ struct CreateAccountsAndLedger: AsyncMigration {
                 CONSTRAINT transactions_shape_check CHECK (
                     (type = 'deposit' AND \(n("amount")) > 0 AND quantity IS NULL)
                     OR (type = 'withdrawal' AND \(n("amount")) < 0 AND quantity IS NULL)
-                    OR (type = 'buy' AND symbol IS NOT NULL AND \(n("quantity")) > 0 AND \(n("amount")) <= 0)
+                    OR (type = 'buy' AND symbol IS NOT NULL AND \(n("quantity")) > 0 AND \(n("amount")) < 0)
                     OR (type = 'sell' AND symbol IS NOT NULL AND \(n("quantity")) < 0 AND \(n("amount")) >= 0)
                     OR (type = 'dividend' AND \(n("amount")) > 0 AND quantity IS NULL)
                     OR (type = 'fee' AND \(n("amount")) < 0 AND quantity IS NULL)
