@@ -61,7 +61,11 @@ struct TestEnvironment: Sendable {
 
 /// A clock the test moves by hand.
 final class TestClock: Sendable {
-    private let box = NIOLockedValueBox(Date())
+    private let box: NIOLockedValueBox<Date>
+
+    init(start: Date = Date()) {
+        box = NIOLockedValueBox(start)
+    }
 
     var clock: AppClock {
         let box = self.box
