@@ -32,11 +32,7 @@ struct Ledger: Sendable {
 
     /// The user's account, locked for the rest of the transaction; nil when it is not theirs.
     func lockedAccount(_ id: UUID, userID: UUID, on db: any Database) async throws -> Account? {
-        let rows = try await (db as! any SQLDatabase).raw(
-            "SELECT id FROM accounts WHERE id = \(bind: id) AND user_id = \(bind: userID)\(unsafeRaw: database.lockClause())"
-        ).all()
-        guard !rows.isEmpty else { return nil }
-        return try await Account.find(id, on: db)
+        try await database.lockedAccount(id, userID: userID, on: db)
     }
 
     enum MovementError: Error {

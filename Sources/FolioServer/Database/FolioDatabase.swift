@@ -91,10 +91,16 @@ public final class FolioDatabase: Sendable {
         try await sql.raw("PRAGMA busy_timeout=5000").run()
     }
 
-    /// Locks an account-like row for the rest of the transaction: `FOR UPDATE`
-    /// on PostgreSQL; on SQLite the single connection already serializes.
-    func lockClause() -> String {
-        kind == .postgres ? " FOR UPDATE" : ""
+    /// The user's account, locked for the rest of the transaction `db`: `FOR
+    /// UPDATE` on PostgreSQL; on SQLite the single connection already
+    /// serializes. Nil when the account is not the user's.
+    func lockedAccount(_ id: UUID, userID: UUID, on db: any Database) async throws -> Account? {
+        let lock = kind == .postgres ? " FOR UPDATE" : ""
+        let rows = try await sqlDatabase(db).raw(
+            "SELECT id FROM accounts WHERE id = \(bind: id) AND user_id = \(bind: userID)\(unsafeRaw: lock)"
+        ).all()
+        guard !rows.isEmpty else { return nil }
+        return try await Account.find(id, on: db)
     }
 
     /// Names of migrations not yet applied, in the order they would run.

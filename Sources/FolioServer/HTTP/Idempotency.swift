@@ -52,8 +52,7 @@ struct Idempotency: Sendable {
         guard (1...255).contains(key.count), key.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
             throw AppError.validation(field: "Idempotency-Key", code: "invalid", message: "Idempotency-Key must be 1 to 255 visible ASCII characters.")
         }
-        var body = request.body
-        let bytes = try await body.collect(upTo: .max)
+        let bytes = try await request.body.collect(upTo: .max)
         // The same request in another key order is the same request.
         let canonical = CanonicalJSON.text(of: Data(buffer: bytes)).map { Data($0.utf8) } ?? Data(buffer: bytes)
         let fingerprint = SHA256.hash(data: Data("\(request.method.rawValue) \(request.uri.path)\n".utf8) + canonical)

@@ -97,8 +97,10 @@ struct SessionStore: Sendable {
             .set(\.$revokedAt, to: clock.now()).set(\.$revokeReason, to: reason).update()
     }
 
-    func revokeAll(userID: UUID, reason: String, on db: any Database) async throws {
-        try await Session.query(on: db).filter(\.$userID == userID).filter(\.$revokedAt == nil)
-            .set(\.$revokedAt, to: clock.now()).set(\.$revokeReason, to: reason).update()
+    /// Ends every session of the user, but `except` if given.
+    func revokeAll(userID: UUID, except: UUID? = nil, reason: String, on db: any Database) async throws {
+        let query = Session.query(on: db).filter(\.$userID == userID).filter(\.$revokedAt == nil)
+        if let except { query.filter(\.$id != except) }
+        try await query.set(\.$revokedAt, to: clock.now()).set(\.$revokeReason, to: reason).update()
     }
 }

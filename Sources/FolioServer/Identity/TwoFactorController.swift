@@ -134,8 +134,8 @@ struct TwoFactorController: Sendable {
 
     /// Ends every session of the user but the current one: a change of second factor is a change of who can get in.
     func endOtherSessions(context: AuthenticatedContext, on db: any Database) async throws {
-        try await Session.query(on: db).filter(\.$userID == context.identity.userID).filter(\.$id != context.identity.sessionID)
-            .filter(\.$revokedAt == nil).set(\.$revokedAt, to: services.clock.now()).set(\.$revokeReason, to: "two_factor_changed").update()
+        try await services.sessions.revokeAll(
+            userID: context.identity.userID, except: context.identity.sessionID, reason: "two_factor_changed", on: db)
     }
 
     func notify(_ user: User, enabled: Bool, context: AuthenticatedContext, on db: any Database) async throws {

@@ -128,9 +128,7 @@ struct OrderService: Sendable {
             guard let first = try await Account.query(on: db).filter(\.$userID == userID).sort(\.$createdAt).first() else { throw AppError.notFound("account") }
             accountID = first.id!
         }
-        let rows = try await (db as! any SQLDatabase).raw(
-            "SELECT id FROM accounts WHERE id = \(bind: accountID) AND user_id = \(bind: userID)\(unsafeRaw: database.lockClause())").all()
-        guard !rows.isEmpty, let account = try await Account.find(accountID, on: db) else {
+        guard let account = try await database.lockedAccount(accountID, userID: userID, on: db) else {
             throw AppError(.unprocessableContent, code: "unknown_account", detail: "No such account.",
                            errors: [.init(field: "account_id", code: "not_found", message: "No account of yours has this id.")])
         }
