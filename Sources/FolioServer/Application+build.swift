@@ -31,8 +31,8 @@ public struct FolioServerBuilder: Sendable {
         self.database = database
         self.identity = await IdentityServices.make(configuration: configuration, database: database, clock: clock)
         self.rateLimiter = RateLimiter(clock: clock)
-        self.marketData = SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock)
-        self.quotes = QuoteService(provider: marketData, clock: clock)
+        self.marketData = Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
+        self.quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
         let jobs = JobQueue(database: database, clock: clock)
         let orders = OrderService(
             database: database, clock: clock, audit: identity.audit, jobs: jobs,
@@ -51,6 +51,15 @@ public struct FolioServerBuilder: Sendable {
             ],
             name: "worker-\(UUID().uuidString.prefix(8).lowercased())", pollInterval: .milliseconds(200), logger: logger,
             onIdle: { try? await orders.recheckRestingOrders() })
+    }
+
+    /// Alpha Vantage when a key is configured, the simulated market otherwise.
+    static func marketDataProvider(configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, logger: Logger) -> any MarketDataProvider {
+        guard let settings = configuration.alphaVantage else { return SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock) }
+        return AlphaVantageProvider(
+            apiKey: settings.apiKey, baseURL: settings.baseURL,
+            budget: CallBudget(database: database, provider: AlphaVantageProvider.name, perMinute: settings.callsPerMinute, perDay: settings.callsPerDay, clock: clock),
+            clock: clock, httpClient: .shared, logger: logger)
     }
 
     /// The router with every route and middleware. `extraRoutes` lets tests add
@@ -79,7 +88,7 @@ public struct FolioServerBuilder: Sendable {
         AdminController(services: identity).addRoutes(to: routes)
         let idempotency = Idempotency(database: database, clock: identity.clock)
         AccountsController(ledger: identity.ledger, database: database, idempotency: idempotency).addRoutes(to: routes)
-        MarketDataController(quotes: quotes, provider: marketData).addRoutes(to: routes)
+        MarketDataController(quotes: quotes).addRoutes(to: routes)
         PortfolioController(database: database, quotes: quotes).addRoutes(to: routes)
         OrdersController(orders: orders, database: database, idempotency: idempotency).addRoutes(to: routes)
         extraRoutes(routes)

@@ -69,6 +69,24 @@ public struct AppConfiguration: Sendable {
     public var paperSlippageBasisPoints: Decimal
     /// Extra cash a market buy reserves above the current price (0.05 is 5 %).
     public var marketBuyMargin: Decimal
+    /// Alpha Vantage, when `ALPHA_VANTAGE_API_KEY` is set; the simulated market otherwise.
+    public var alphaVantage: AlphaVantageSettings?
+    /// How long a quote is served from the cache before it is refreshed.
+    public var quoteTimeToLive: TimeInterval
+
+    public struct AlphaVantageSettings: Sendable, Equatable {
+        public var apiKey: String
+        public var baseURL: String
+        public var callsPerMinute: Int
+        public var callsPerDay: Int
+
+        public init(apiKey: String, baseURL: String = "https://www.alphavantage.co", callsPerMinute: Int = 5, callsPerDay: Int = 25) {
+            self.apiKey = apiKey
+            self.baseURL = baseURL
+            self.callsPerMinute = callsPerMinute
+            self.callsPerDay = callsPerDay
+        }
+    }
 
     public struct RateLimitSettings: Sendable, Equatable {
         public var enabled: Bool
@@ -122,6 +140,8 @@ public struct AppConfiguration: Sendable {
         self.startingCash = environment == .production ? 0 : 100_000
         self.paperSlippageBasisPoints = 0
         self.marketBuyMargin = Decimal(string: "0.05")!
+        self.alphaVantage = nil
+        self.quoteTimeToLive = 15
     }
 }
 

@@ -197,6 +197,20 @@ public enum ConfigurationLoader {
                 problems.append("MARKET_BUY_MARGIN must be a fraction from 0 to 1 (0.05 is 5 %), not \"\(raw)\"")
             }
         }
+        if let apiKey = value("ALPHA_VANTAGE_API_KEY") {
+            var settings = AppConfiguration.AlphaVantageSettings(apiKey: apiKey)
+            if let raw = value("ALPHA_VANTAGE_BASE_URL") {
+                if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.baseURL = raw } else {
+                    problems.append("ALPHA_VANTAGE_BASE_URL must be an http(s) URL such as https://www.alphavantage.co, not \"\(raw)\"")
+                }
+                if production, !raw.hasPrefix("https://") { problems.append("ALPHA_VANTAGE_BASE_URL must use https in production") }
+            }
+            settings.callsPerMinute = integer("ALPHA_VANTAGE_CALLS_PER_MINUTE", default: 5, range: 1...10_000)
+            settings.callsPerDay = integer("ALPHA_VANTAGE_CALLS_PER_DAY", default: 25, range: 1...10_000_000)
+            configuration.alphaVantage = settings
+        }
+        // A vendor's quote is kept longer by default: a free key has 25 calls a day.
+        configuration.quoteTimeToLive = TimeInterval(integer("QUOTE_TTL_SECONDS", default: configuration.alphaVantage == nil ? 15 : 900, range: 1...86_400))
 
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
 

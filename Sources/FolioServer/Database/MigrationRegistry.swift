@@ -10,5 +10,6 @@ enum MigrationRegistry {
         CreateOrdersAndJobs(),
         ChainAuditEvents(),
         CreateIdempotencyKeys(),
+        CreateQuotesAndCallBudget(),
     ]
 }

@@ -5,7 +5,6 @@ import Hummingbird
 /// Quotes, symbol search and daily history for signed-in users: `/api/market/*`.
 struct MarketDataController: Sendable {
     let quotes: QuoteService
-    let provider: any MarketDataProvider
 
     static let maximumSymbols = 50
 
@@ -21,19 +20,22 @@ struct MarketDataController: Sendable {
         var price: String
         var previousClose: String?
         var asOf: Date
+        var ageSeconds: Int
         var stale: Bool
 
         enum CodingKeys: String, CodingKey {
             case symbol, price, stale
             case previousClose = "previous_close"
             case asOf = "as_of"
+            case ageSeconds = "age_seconds"
         }
 
-        init(_ quote: PriceQuote) {
+        init(_ quote: PriceQuote, now: Date) {
             symbol = quote.symbol
             price = ExactDecimal.format(quote.price, minimumScale: 2)
             previousClose = quote.previousClose.map { ExactDecimal.format($0, minimumScale: 2) }
             asOf = quote.asOf
+            ageSeconds = max(0, Int(now.timeIntervalSince(quote.asOf)))
             stale = quote.isStale
         }
     }
@@ -49,12 +51,21 @@ struct MarketDataController: Sendable {
         guard !requested.isEmpty, requested.count <= Self.maximumSymbols else {
             throw AppError.validation(field: "symbols", code: "invalid", message: "Give 1 to \(Self.maximumSymbols) comma-separated symbols.")
         }
-        let symbols = try Self.known(requested.map { OrderDraft.normalizedSymbol($0) ?? $0 }, in: await quotes.quotes(for: requested.compactMap(OrderDraft.normalizedSymbol)))
-        return QuoteList(data: symbols.map(QuoteResponse.init))
+        let symbols = requested.map { OrderDraft.normalizedSymbol($0) ?? $0 }
+        let lookups = await quotes.lookups(for: requested.compactMap(OrderDraft.normalizedSymbol))
+        for symbol in symbols {
+            if case .unavailable(let reason) = lookups[symbol] { throw await quotes.unavailable(reason) }
+        }
+        let now = quotes.clock.now()
+        return QuoteList(data: try Self.known(symbols, in: lookups).map { QuoteResponse($0, now: now) })
     }
 
     /// The quotes in the order asked, or 422 naming the symbols nobody quotes.
-    static func known(_ symbols: [String], in quotes: [String: PriceQuote]) throws -> [PriceQuote] {
+    static func known(_ symbols: [String], in lookups: [String: QuoteService.Lookup]) throws -> [PriceQuote] {
+        let quotes = lookups.compactMapValues { lookup -> PriceQuote? in
+            if case .found(let quote) = lookup { return quote }
+            return nil
+        }
         let unknown = symbols.filter { quotes[$0] == nil }
         if !unknown.isEmpty {
             throw AppError(
@@ -73,7 +84,7 @@ struct MarketDataController: Sendable {
         guard let query = request.uri.queryParameters["query"].map(String.init), (1...50).contains(query.count) else {
             throw AppError.validation(field: "query", code: "invalid", message: "query must have 1 to 50 characters.")
         }
-        return SearchResult(data: try await provider.search(query))
+        return SearchResult(data: try await quotes.search(query))
     }
 
     struct HistoryPoint: Codable, Sendable {
@@ -87,12 +98,12 @@ struct MarketDataController: Sendable {
     }
 
     @Sendable func history(_ request: Request, context: AuthenticatedContext) async throws -> HistoryResponse {
-        guard let symbol = context.parameters.get("symbol").flatMap(OrderDraft.normalizedSymbol), await quotes.quote(for: symbol) != nil else {
+        guard let symbol = context.parameters.get("symbol").flatMap(OrderDraft.normalizedSymbol), try await quotes.quote(for: symbol) != nil else {
             throw AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol.", errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes this symbol.")])
         }
         let days = Int(request.uri.queryParameters["days"].map(String.init) ?? "30") ?? 0
         guard (1...365).contains(days) else { throw AppError.validation(field: "days", code: "out_of_range", message: "days must be from 1 to 365.") }
-        let closes = try await provider.dailyHistory(for: symbol, days: days)
+        let closes = try await quotes.dailyHistory(for: symbol, days: days)
         let dateStyle = Date.ISO8601FormatStyle(timeZone: .gmt).year().month().day()
         return HistoryResponse(symbol: symbol, data: closes.map { HistoryPoint(date: dateStyle.format($0.date), close: ExactDecimal.format($0.close, minimumScale: 2)) })
     }

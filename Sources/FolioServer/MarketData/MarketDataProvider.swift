@@ -1,8 +1,11 @@
 import FolioDomain
 import Foundation
 
-/// A source of prices: the built-in simulation, or a vendor (Alpha Vantage, later).
+/// A source of prices: the built-in simulation, or a vendor (Alpha Vantage).
+/// Failures are thrown as `MarketDataError`.
 protocol MarketDataProvider: Sendable {
+    /// Recorded with each stored quote.
+    var name: String { get }
     /// The latest quote, or nil for a symbol the source does not know.
     func quote(for symbol: String) async throws -> PriceQuote?
     /// Symbols whose ticker or name matches the query.
@@ -25,6 +28,7 @@ struct DailyClose: Sendable, Equatable {
 struct SimulatedMarketDataProvider: MarketDataProvider {
     let market: SimulatedMarket
     let clock: AppClock
+    var name: String { "simulated" }
 
     func quote(for symbol: String) async throws -> PriceQuote? {
         let now = clock.now()

@@ -27,20 +27,34 @@ struct OrderService: Sendable {
 
     // MARK: - Placing
 
-    /// Places an order inside the caller's transaction `db`.
-    func place(_ placement: Placement, userID: UUID, ip: String?, requestID: String?, on db: any Database) async throws -> Order {
+    /// A placement checked and priced, ready to be written.
+    struct PricedPlacement: Sendable {
+        var placement: Placement
+        var draft: OrderDraft
+        var quote: PriceQuote
+    }
+
+    /// Validates the placement and prices it. Call it before opening the
+    /// transaction: a quote may need the database or a vendor call, and neither
+    /// should wait inside a transaction (on SQLite it would wait for itself).
+    func price(_ placement: Placement) async throws -> PricedPlacement {
         let issues = placement.draft.validate()
         if !issues.isEmpty { throw AppError.validation(issues) }
-        var normalized = placement.draft
-        normalized.symbol = OrderDraft.normalizedSymbol(normalized.symbol)!
-        let draft = normalized
+        var draft = placement.draft
+        draft.symbol = OrderDraft.normalizedSymbol(draft.symbol)!
         if draft.notional != nil, draft.side == .sell {
             throw AppError.validation(field: "notional", code: "buy_only", message: "notional is allowed on buy orders only; sell a quantity.")
         }
-        guard let quote = await quotes.quote(for: draft.symbol) else {
+        guard let quote = try await quotes.quote(for: draft.symbol) else {
             throw AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol \(draft.symbol).",
                            errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes \(draft.symbol).")])
         }
+        return PricedPlacement(placement: placement, draft: draft, quote: quote)
+    }
+
+    /// Places a priced order inside the caller's transaction `db`.
+    func place(_ priced: PricedPlacement, userID: UUID, ip: String?, requestID: String?, on db: any Database) async throws -> Order {
+        let placement = priced.placement, draft = priced.draft, quote = priced.quote
         let now = clock.now()
         do {
             do {

@@ -131,8 +131,9 @@ struct OrdersController: Sendable {
         let placement = OrderService.Placement(draft: draft, accountID: body.accountID, clientOrderID: body.clientOrderID)
         let userID = context.identity.userID, ip = context.parent.clientIP, requestID = context.parent.requestID
         let orders = self.orders
+        let priced = try await orders.price(placement)
         return try await idempotency.run(request, userID: userID, status: .created, location: { "/api/orders/\($0.id.uuidString)" }) { db in
-            OrderResponse(try await orders.place(placement, userID: userID, ip: ip, requestID: requestID, on: db))
+            OrderResponse(try await orders.place(priced, userID: userID, ip: ip, requestID: requestID, on: db))
         }
     }
 

@@ -48,7 +48,9 @@ struct PaperBroker: Broker {
     let slippageBasisPoints: Decimal
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
-        guard let quote = await quotes.quote(for: order.symbol) else { return .rejected(reason: "no price for \(order.symbol)") }
+        // No fresh price: the submit job fails and is retried later rather than filling at an old price.
+        guard let quote = try await quotes.quote(for: order.symbol) else { return .rejected(reason: "no price for \(order.symbol)") }
+        guard !quote.isStale else { throw MarketDataError.unreachable("only a stale quote for \(order.symbol)") }
         if let fill = fill(order, at: quote.price) { return .filled([fill]) }
         if order.timeInForce == .immediateOrCancel || order.timeInForce == .fillOrKill {
             return .canceled(reason: "not marketable at once")
@@ -58,7 +60,7 @@ struct PaperBroker: Broker {
 
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport? {
         if order.timeInForce == .day, clock.now() >= Self.dayEnd(for: order.createdAt) { return .expired }
-        guard let quote = await quotes.quote(for: order.symbol), !quote.isStale else { return nil }
+        guard let quote = try? await quotes.quote(for: order.symbol), !quote.isStale else { return nil }
         return fill(order, at: quote.price).map { .filled([$0]) }
     }
 

@@ -1,0 +1,183 @@
+import AsyncHTTPClient
+import FolioDomain
+import Foundation
+import Logging
+import NIOCore
+import NIOFoundationCompat
+
+/// Why a market-data vendor gave no answer. Each ends up as 503
+/// `market_data_unavailable` unless an older quote can be served instead.
+enum MarketDataError: Error, Sendable, Equatable {
+    /// Our own call budget for the vendor is spent until `retryAt`.
+    case budgetExhausted(retryAt: Date)
+    /// The vendor says we called too often (Alpha Vantage's `Note` or `Information`).
+    case rateLimited(String)
+    /// The vendor refused the call (Alpha Vantage's `Error Message`).
+    case rejected(String)
+    /// Not HTTP 200, or a body that is not the documented shape.
+    case badResponse(String)
+    /// No answer in time, or no connection.
+    case unreachable(String)
+}
+
+/// Alpha Vantage (https://www.alphavantage.co/documentation/): `GLOBAL_QUOTE`,
+/// `TIME_SERIES_DAILY` and `SYMBOL_SEARCH`. Every price arrives as a JSON
+/// string and is parsed straight to `Decimal`. Errors arrive with HTTP 200 and
+/// one of three keys: `Error Message`, `Note` or `Information`. Every call is
+/// first claimed from the shared `CallBudget`.
+struct AlphaVantageProvider: MarketDataProvider {
+    static let name = "alpha_vantage"
+    var name: String { Self.name }
+
+    let apiKey: String
+    let baseURL: String
+    let budget: CallBudget
+    let clock: AppClock
+    let httpClient: HTTPClient
+    let logger: Logger
+    var timeout: TimeAmount = .seconds(10)
+
+    func quote(for symbol: String) async throws -> PriceQuote? {
+        let body = try await call(["function": "GLOBAL_QUOTE", "symbol": symbol])
+        let fields = try decode(GlobalQuoteBody.self, from: body).quote
+        // An unknown symbol is answered with an empty object.
+        guard let fields, !fields.isEmpty else { return nil }
+        guard let price = fields["05. price"].flatMap(Self.decimal), price > 0 else {
+            throw MarketDataError.badResponse("GLOBAL_QUOTE without a positive price")
+        }
+        let previousClose = fields["08. previous close"].flatMap(Self.decimal).flatMap { $0 > 0 ? $0 : nil }
+        return PriceQuote(symbol: symbol, price: price, previousClose: previousClose, asOf: asOf(tradingDay: fields["07. latest trading day"]))
+    }
+
+    func search(_ query: String) async throws -> [SymbolMatch] {
+        let body = try await call(["function": "SYMBOL_SEARCH", "keywords": query])
+        let matches = try decode(SearchBody.self, from: body).bestMatches ?? []
+        // Folio trades US listings; other markets' tickers (TSCO.LON) are left out.
+        return matches.compactMap { match in
+            guard match["4. region"] == "United States", let symbol = match["1. symbol"].flatMap(OrderDraft.normalizedSymbol) else { return nil }
+            return SymbolMatch(symbol: symbol, name: match["2. name"] ?? symbol)
+        }
+    }
+
+    func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] {
+        // The free tier serves the last 100 days ("compact"); more needs "full".
+        let body = try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": days <= 100 ? "compact" : "full"])
+        guard let series = try decode(DailySeriesBody.self, from: body).series else {
+            throw MarketDataError.badResponse("TIME_SERIES_DAILY without a time series")
+        }
+        let closes = try series.map { day, fields -> DailyClose in
+            guard let date = Self.tradingDay(day), let close = fields["4. close"].flatMap(Self.decimal), close > 0 else {
+                throw MarketDataError.badResponse("TIME_SERIES_DAILY with an unreadable day")
+            }
+            return DailyClose(date: date, close: close)
+        }
+        return Array(closes.sorted { $0.date < $1.date }.suffix(days))
+    }
+
+    // MARK: - Wire
+
+    /// One GET of `/query`, after claiming a call from the budget; the body of
+    /// a 200 that is not one of the three error shapes.
+    private func call(_ parameters: [String: String]) async throws -> ByteBuffer {
+        do {
+            try await budget.claim()
+        } catch let exhausted as CallBudget.Exhausted {
+            throw MarketDataError.budgetExhausted(retryAt: exhausted.retryAt)
+        }
+        let function = parameters["function"] ?? "?"
+        var request = HTTPClientRequest(url: url(parameters.merging(["apikey": apiKey]) { old, _ in old }))
+        request.headers.add(name: "Accept", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "Folio/\(FolioVersion.current)")
+        let body: ByteBuffer
+        do {
+            let response = try await httpClient.execute(request, timeout: timeout)
+            body = try await response.body.collect(upTo: 8 << 20)
+            guard response.status == .ok else {
+                throw MarketDataError.badResponse("\(function) answered HTTP \(response.status.code)")
+            }
+        } catch let error as MarketDataError {
+            throw logged(error, function: function)
+        } catch {
+            // The error's description never includes the URL, so the key stays out of logs.
+            throw logged(.unreachable("\(function): \(type(of: error))"), function: function)
+        }
+        let envelope = (try? JSONDecoder().decode(ErrorEnvelope.self, from: body)) ?? ErrorEnvelope()
+        if let message = envelope.errorMessage { throw logged(.rejected(message), function: function) }
+        if let message = envelope.note ?? envelope.information { throw logged(.rateLimited(message), function: function) }
+        return body
+    }
+
+    private func logged(_ error: MarketDataError, function: String) -> MarketDataError {
+        logger.warning("market data call failed", metadata: ["provider": "\(Self.name)", "function": "\(function)", "error": "\(error)"])
+        return error
+    }
+
+    private func url(_ parameters: [String: String]) -> String {
+        let query = parameters.sorted { $0.key < $1.key }
+            .map { "\(Self.encode($0.key))=\(Self.encode($0.value))" }
+            .joined(separator: "&")
+        return baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/query?" + query
+    }
+
+    private func decode<Body: Decodable>(_ type: Body.Type, from body: ByteBuffer) throws -> Body {
+        do {
+            return try JSONDecoder().decode(Body.self, from: body)
+        } catch {
+            throw MarketDataError.badResponse("undecodable \(Body.self)")
+        }
+    }
+
+    /// The quote's time: now on its trading day, else that day's 16:00 New York close.
+    private func asOf(tradingDay text: String?) -> Date {
+        let now = clock.now()
+        guard let day = text.flatMap(Self.tradingDay) else { return now }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "America/New_York")!
+        let utc = Calendar(identifier: .gregorian).dateComponents(in: .gmt, from: day)
+        let close = calendar.date(from: DateComponents(year: utc.year, month: utc.month, day: utc.day, hour: 16)) ?? now
+        return min(now, close)
+    }
+
+    static func encode(_ text: String) -> String {
+        var unreserved = CharacterSet.alphanumerics
+        unreserved.insert(charactersIn: "-._~")
+        return text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""
+    }
+
+    static func decimal(_ text: String) -> Decimal? {
+        try? ExactDecimal.parse(text)
+    }
+
+    /// `2026-11-27` as midnight UTC, as the simulated market dates its days.
+    static func tradingDay(_ text: String) -> Date? {
+        try? Date(text + "T00:00:00Z", strategy: .iso8601)
+    }
+
+    // MARK: - Documented bodies (every value is a string)
+
+    private struct ErrorEnvelope: Decodable {
+        var errorMessage: String?
+        var note: String?
+        var information: String?
+
+        enum CodingKeys: String, CodingKey {
+            case errorMessage = "Error Message"
+            case note = "Note"
+            case information = "Information"
+        }
+    }
+
+    private struct GlobalQuoteBody: Decodable {
+        var quote: [String: String]?
+        enum CodingKeys: String, CodingKey { case quote = "Global Quote" }
+    }
+
+    private struct SearchBody: Decodable {
+        var bestMatches: [[String: String]]?
+    }
+
+    private struct DailySeriesBody: Decodable {
+        var series: [String: [String: String]]?
+        enum CodingKeys: String, CodingKey { case series = "Time Series (Daily)" }
+    }
+}

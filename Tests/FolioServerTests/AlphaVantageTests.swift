@@ -1,0 +1,190 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+
+@testable import FolioServer
+
+@Suite("Alpha Vantage client against a local fake")
+struct AlphaVantageTests {
+    /// Friday 27 November 2026, 15:00 UTC (10:00 in New York).
+    static let friday = try! Date("2026-11-27T15:00:00Z", strategy: .iso8601)
+
+    func provider(_ fake: FakeAlphaVantage, database: FolioDatabase, clock: TestClock, perMinute: Int = 1000, perDay: Int = 1000, logs: LogCapture = LogCapture()) -> AlphaVantageProvider {
+        AlphaVantageProvider(
+            apiKey: FakeAlphaVantage.apiKey, baseURL: fake.baseURL,
+            budget: CallBudget(database: database, provider: AlphaVantageProvider.name, perMinute: perMinute, perDay: perDay, clock: clock.clock),
+            clock: clock.clock, httpClient: .shared, logger: logs.logger())
+    }
+
+    @Test("GLOBAL_QUOTE, TIME_SERIES_DAILY and SYMBOL_SEARCH parse exactly from their documented shapes")
+    func documentedShapes() async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(.sqlite) { database, _ in
+                let clock = TestClock(start: Self.friday)
+                let vendor = provider(fake, database: database, clock: clock)
+
+                let quote = try #require(try await vendor.quote(for: "MSFT"))
+                #expect(quote.price == Decimal(string: "415.1234"))
+                #expect(quote.previousClose == Decimal(string: "410"))
+                #expect(quote.asOf == Self.friday, "a quote of today's trading day is as of the fetch")
+                #expect(try await vendor.quote(for: "NOPE") == nil, "an empty Global Quote means an unknown symbol")
+
+                fake.tradingDay = "2026-11-26"
+                let older = try #require(try await vendor.quote(for: "IBM"))
+                #expect(older.asOf == (try Date("2026-11-26T21:00:00Z", strategy: .iso8601)), "an earlier day's quote is as of its 16:00 New York close")
+
+                let closes = try await vendor.dailyHistory(for: "IBM", days: 5)
+                #expect(closes.count == 5)
+                #expect(closes.last?.close == Decimal(string: "265.65"))
+                #expect(closes.first?.close == Decimal(string: "265.61"))
+                #expect(closes.map(\.date) == closes.map(\.date).sorted())
+                #expect(fake.hits.last == "TIME_SERIES_DAILY")
+
+                let matches = try await vendor.search("ibm")
+                #expect(matches == [SymbolMatch(symbol: "IBM", name: "International Business Machines Corp")], "only US listings")
+            }
+        }
+    }
+
+    @Test("the three HTTP-200 error shapes, a server error and an unreadable body are told apart")
+    func errorShapes() async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(.sqlite) { database, _ in
+                let logs = LogCapture()
+                let vendor = provider(fake, database: database, clock: TestClock(start: Self.friday), logs: logs)
+                func failure(_ mode: FakeAlphaVantage.Mode) async -> MarketDataError? {
+                    fake.mode = mode
+                    do {
+                        _ = try await vendor.quote(for: "IBM")
+                        return nil
+                    } catch {
+                        return error as? MarketDataError
+                    }
+                }
+                guard case .rejected(let message) = await failure(.errorMessage) else { Issue.record("Error Message"); return }
+                #expect(message.contains("Invalid API call"))
+                guard case .rateLimited(let note) = await failure(.note) else { Issue.record("Note"); return }
+                #expect(note.contains("5 calls per minute"))
+                guard case .rateLimited(let information) = await failure(.information) else { Issue.record("Information"); return }
+                #expect(information.contains("25 requests per day"))
+                guard case .badResponse = await failure(.serverError) else { Issue.record("HTTP 500"); return }
+                guard case .badResponse = await failure(.garbage) else { Issue.record("garbage"); return }
+
+                // A wrong key is refused by the vendor with an Error Message.
+                fake.mode = .normal
+                let wrongKey = AlphaVantageProvider(apiKey: "WRONG", baseURL: fake.baseURL, budget: vendor.budget, clock: vendor.clock, httpClient: .shared, logger: vendor.logger)
+                await #expect(throws: MarketDataError.self) { try await wrongKey.quote(for: "IBM") }
+
+                // Nothing listening: unreachable, quickly.
+                let nowhere = AlphaVantageProvider(apiKey: FakeAlphaVantage.apiKey, baseURL: "http://127.0.0.1:9", budget: vendor.budget, clock: vendor.clock, httpClient: .shared, logger: vendor.logger)
+                do {
+                    _ = try await nowhere.quote(for: "IBM")
+                    Issue.record("a closed port answered")
+                } catch let error as MarketDataError {
+                    guard case .unreachable = error else { Issue.record("expected unreachable, got \(error)"); return }
+                }
+
+                // The vendor's message echoes the key; our own logs carry the failure but never the key.
+                #expect(logs.lines.contains { $0.contains("market data call failed") })
+                #expect(!logs.lines.joined().contains("apikey=\(FakeAlphaVantage.apiKey)"))
+            }
+        }
+    }
+
+    @Test("the call budget: 5 a minute and 25 a day by default, shared through the database", arguments: TestDatabaseKind.all)
+    func callBudget(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(kind) { database, _ in
+                let clock = TestClock(start: Self.friday)
+                let settings = AppConfiguration.AlphaVantageSettings(apiKey: FakeAlphaVantage.apiKey)
+                #expect(settings.callsPerMinute == 5 && settings.callsPerDay == 25)
+                // Two instances with one database draw on one budget.
+                let first = provider(fake, database: database, clock: clock, perMinute: settings.callsPerMinute, perDay: settings.callsPerDay)
+                let second = provider(fake, database: database, clock: clock, perMinute: settings.callsPerMinute, perDay: settings.callsPerDay)
+                for index in 0..<5 { _ = try await (index.isMultiple(of: 2) ? first : second).quote(for: "IBM") }
+                do {
+                    _ = try await second.quote(for: "IBM")
+                    Issue.record("a sixth call in one minute was made")
+                } catch let error as MarketDataError {
+                    #expect(error == .budgetExhausted(retryAt: try Date("2026-11-27T15:01:00Z", strategy: .iso8601)))
+                }
+                #expect(fake.hits.count == 5, "a call over budget never reaches the vendor")
+
+                // Minute by minute up to the day's 25.
+                for _ in 0..<4 {
+                    clock.advance(by: 60)
+                    for _ in 0..<5 { _ = try await first.quote(for: "IBM") }
+                }
+                #expect(fake.hits.count == 25)
+                clock.advance(by: 60)
+                do {
+                    _ = try await first.quote(for: "IBM")
+                    Issue.record("a 26th call in one day was made")
+                } catch let error as MarketDataError {
+                    #expect(error == .budgetExhausted(retryAt: try Date("2026-11-28T00:00:00Z", strategy: .iso8601)))
+                }
+                #expect(try await first.budget.remaining() == (minute: 5, day: 0), "the refused call was not counted")
+                clock.advance(by: 9 * 3600)
+                #expect(try await first.quote(for: "IBM") != nil, "a new UTC day has a new budget")
+                #expect(fake.hits.count == 26)
+            }
+        }
+    }
+
+    @Test("through the API: quotes, stale quotes, 503 when nothing is known, orders filled at the vendor's price", arguments: TestDatabaseKind.all)
+    func throughTheAPI(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(kind, clock: clock, configure: { configuration in
+                configuration.alphaVantage = .init(apiKey: FakeAlphaVantage.apiKey, baseURL: fake.baseURL, callsPerMinute: 100, callsPerDay: 1000)
+                configuration.quoteTimeToLive = 900
+                configuration.accessTokenLifetime = 3600
+            }) { client, env in
+                let tokens = try await signUp(client, env, email: "vantage@example.com")
+                let quotes = try json(try await client.execute(uri: "/api/market/quotes?symbols=IBM,AAPL", method: .get, headers: bearer(tokens)))
+                let data = try #require(quotes["data"] as? [[String: Any]])
+                #expect(data.map { $0["price"] as? String } == ["265.65", "189.98"])
+                #expect(data.map { $0["stale"] as? Bool } == [false, false])
+                let calls = fake.hits.count
+
+                // Within the TTL the cache answers: memory, and the quotes table for other instances.
+                _ = try await client.execute(uri: "/api/market/quotes?symbols=IBM", method: .get, headers: bearer(tokens))
+                #expect(fake.hits.count == calls)
+                let stored = try await QuoteStore(database: env.database).load("IBM", source: AlphaVantageProvider.name)
+                #expect(stored?.quote?.price == Decimal(string: "265.65"))
+
+                // Past the TTL with the vendor limiting us: the old quote, marked stale, with its age.
+                clock.advance(by: 901)
+                fake.mode = .note
+                let stale = try json(try await client.execute(uri: "/api/market/quotes?symbols=IBM", method: .get, headers: bearer(tokens)))
+                let staleQuote = try #require((stale["data"] as? [[String: Any]])?.first)
+                #expect(staleQuote["stale"] as? Bool == true)
+                #expect(staleQuote["price"] as? String == "265.65")
+                #expect(staleQuote["age_seconds"] as? Int == 901)
+
+                // A symbol never quoted before: 503 market_data_unavailable, not "unknown".
+                let unavailable = try await client.execute(uri: "/api/market/quotes?symbols=MSFT", method: .get, headers: bearer(tokens))
+                #expect(unavailable.status == .serviceUnavailable)
+                #expect(try problem(unavailable).code == "market_data_unavailable")
+
+                // Unknown to the vendor: 422.
+                fake.mode = .normal
+                let unknown = try await client.execute(uri: "/api/market/quotes?symbols=NOPE", method: .get, headers: bearer(tokens))
+                #expect(try problem(unknown).code == "unknown_symbol")
+
+                // The seed's order fills at the vendor's price; cash drops by exactly that.
+                let placed = try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(placed.status == .created)
+                await env.worker.drain()
+                let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
+                #expect(portfolio["cash"] as? String == "99584.87", "a buy costs its amount rounded up to the cent")
+                let position = try #require((portfolio["positions"] as? [[String: Any]])?.first)
+                #expect(position["price"] as? String == "415.1234")
+            }
+        }
+    }
+}
