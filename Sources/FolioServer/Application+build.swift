@@ -22,6 +22,7 @@ public struct FolioServerBuilder: Sendable {
     let marketData: any MarketDataProvider
     let quotes: QuoteService
     let orders: OrderService
+    let snapshots: PortfolioSnapshots
     /// Submits orders and rechecks resting ones; runs as a service in `serve`.
     let worker: JobWorker
 
@@ -36,9 +37,12 @@ public struct FolioServerBuilder: Sendable {
         let jobs = JobQueue(database: database, clock: clock)
         let orders = OrderService(
             database: database, clock: clock, audit: identity.audit, jobs: jobs,
-            broker: PaperBroker(quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints),
+            broker: PaperBroker(quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills),
             quotes: quotes, marketBuyMargin: configuration.marketBuyMargin)
         self.orders = orders
+        let snapshots = PortfolioSnapshots(database: database, quotes: quotes, clock: clock, logger: logger)
+        self.snapshots = snapshots
+        let scheduler = JobScheduler(database: database, queue: jobs, schedules: [PortfolioSnapshots.schedule])
         self.worker = JobWorker(
             queue: jobs,
             handlers: [
@@ -48,9 +52,18 @@ public struct FolioServerBuilder: Sendable {
                     }
                     try await orders.submit(orderID: id)
                 },
+                PortfolioSnapshots.job: { job in
+                    guard let due = (try? JSONDecoder().decode([String: String].self, from: Data(job.payload.utf8)))?["due"].flatMap(TimeInterval.init) else {
+                        throw JobWorker.JobError.badPayload
+                    }
+                    try await snapshots.snapshotAll(day: TradingDay(Date(timeIntervalSince1970: due)))
+                },
             ],
             name: "worker-\(UUID().uuidString.prefix(8).lowercased())", pollInterval: .milliseconds(200), logger: logger,
-            onIdle: { try? await orders.recheckRestingOrders() })
+            onIdle: {
+                do { try await scheduler.enqueueDue() } catch { logger.error("job schedules failed", metadata: ["error": "\(error)"]) }
+                try? await orders.recheckRestingOrders()
+            })
     }
 
     /// Alpha Vantage when a key is configured, the simulated market otherwise.
@@ -89,7 +102,7 @@ public struct FolioServerBuilder: Sendable {
         let idempotency = Idempotency(database: database, clock: identity.clock)
         AccountsController(ledger: identity.ledger, database: database, idempotency: idempotency).addRoutes(to: routes)
         MarketDataController(quotes: quotes).addRoutes(to: routes)
-        PortfolioController(database: database, quotes: quotes).addRoutes(to: routes)
+        PortfolioController(database: database, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
         OrdersController(orders: orders, database: database, idempotency: idempotency).addRoutes(to: routes)
         extraRoutes(routes)
         return router

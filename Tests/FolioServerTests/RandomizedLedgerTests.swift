@@ -10,7 +10,8 @@ import Testing
 @testable import FolioServer
 
 /// Random sequences of deposits, withdrawals, market and limit orders, cancels,
-/// time passing (expiries) and worker runs. After every step: the ledger
+/// time passing (expiries, scheduled snapshots) and worker runs, with whole or
+/// partial fills. After every step: the ledger
 /// balances, reservations match open orders, no balance is negative, and the
 /// audit chain is intact. SQLite and PostgreSQL, fed the same seed, must end in
 /// the same state.
@@ -33,6 +34,8 @@ struct RandomizedLedgerTests {
         try await withTestApp(kind, clock: clock, configure: {
             $0.sessionIdleTimeout = long; $0.sessionMaxAge = long; $0.accessTokenLifetime = long
             $0.startingCash = 5_000
+            // Every other seed fills orders in parts.
+            $0.paperPartialFills = seed % 2 == 0
         }) { client, env in
             var random = SeededRandom(seed: seed)
             let tokens = try await signUp(client, env, email: "random@example.com")
@@ -82,6 +85,10 @@ struct RandomizedLedgerTests {
             let final = try #require(try await Account.query(on: env.database.db).first())
             let held = try await Holding.query(on: env.database.db).all()
             let orders = try await Order.query(on: env.database.db).all()
+            if seed % 2 == 0 {
+                let fills = try await Fill.query(on: env.database.db).count()
+                #expect(fills > orders.filter { $0.filledQuantity.value > 0 }.count, "some orders filled in several parts")
+            }
             outcome.withLockedValue { $0 = Outcome(
                 cash: ExactDecimal.format(final.cash.value), reservedCash: ExactDecimal.format(final.reservedCash.value),
                 holdings: Dictionary(uniqueKeysWithValues: held.map { ($0.symbol, ExactDecimal.format($0.quantity.value)) }),

@@ -4,8 +4,11 @@ import Foundation
 /// move deterministically from a seed, as a random walk with drift and
 /// volatility per symbol. The same seed and time always give the same price.
 ///
-/// All arithmetic is `Decimal`: each step multiplies by 1 + drift + volatility × z,
-/// with z drawn from a seeded generator in [-1, 1] to 4 places.
+/// Each step multiplies by 1 + drift + volatility × z, with z drawn from a
+/// seeded generator in [-1, 1] to 4 places, and rounds half to even to the
+/// cent. The arithmetic is exact and runs on whole cents and millionths in
+/// `Int64` (the same results as `Decimal`, a hundred times faster: a close
+/// is 1,440 steps into its day).
 public struct SimulatedMarket: Sendable {
     public struct Listing: Sendable {
         public var symbol: String
@@ -36,13 +39,18 @@ public struct SimulatedMarket: Sendable {
     public func price(of symbol: String, at date: Date) -> Decimal? {
         guard let listing = listings[symbol] else { return nil }
         let (day, minute) = Self.position(of: date)
-        var price = open(listing, day: day)
-        var generator = SeededRandom(seed: seed ^ Self.hash(symbol) ^ UInt64(bitPattern: Int64(day)) &* 0x9E37_79B9)
-        let intradayVolatility = listing.volatility / 20
-        for _ in 0..<minute {
-            price = step(price, drift: 0, volatility: intradayVolatility, using: &generator)
+        return Self.decimal(cents: intraday(listing, day: day, from: open(listing, day: day), minutes: minute))
+    }
+
+    /// The walk through `day` from its open, `minutes` steps.
+    func intraday(_ listing: Listing, day: Int, from open: Int64, minutes: Int) -> Int64 {
+        var cents = open
+        var generator = SeededRandom(seed: seed ^ Self.hash(listing.symbol) ^ UInt64(bitPattern: Int64(day)) &* 0x9E37_79B9)
+        let volatility = Self.millionths(listing.volatility / 20)
+        for _ in 0..<minutes {
+            cents = Self.step(cents, drift: 0, volatility: volatility, using: &generator)
         }
-        return price
+        return cents
     }
 
     /// The previous day's close (the price at the last minute of yesterday).
@@ -53,26 +61,71 @@ public struct SimulatedMarket: Sendable {
 
     /// Daily closes for the `days` days before `date`, oldest first.
     public func dailyCloses(of symbol: String, days: Int, before date: Date) -> [(date: Date, close: Decimal)] {
+        guard let listing = listings[symbol] else { return [] }
         let (today, _) = Self.position(of: date)
-        return (max(0, today - days)..<today).compactMap { day in
-            let close = Self.epoch.addingTimeInterval(Double((day + 1) * Self.minutesPerDay - 1) * 60)
-            return price(of: symbol, at: close).map { (Self.epoch.addingTimeInterval(Double(day * 86_400)), $0) }
+        let first = max(0, today - days)
+        guard first < today else { return [] }
+        // One walk over the opens, then each day's walk to its last minute.
+        var open = self.open(listing, day: first)
+        var generator = openGenerator(listing, skipping: first)
+        var closes: [(date: Date, close: Decimal)] = []
+        closes.reserveCapacity(today - first)
+        for day in first..<today {
+            let close = intraday(listing, day: day, from: open, minutes: Self.minutesPerDay - 1)
+            closes.append((Self.epoch.addingTimeInterval(Double(day * 86_400)), Self.decimal(cents: close)))
+            open = Self.step(open, drift: Self.millionths(listing.drift), volatility: Self.millionths(listing.volatility), using: &generator)
         }
+        return closes
     }
 
-    func open(_ listing: Listing, day: Int) -> Decimal {
-        var price = listing.basePrice
-        var generator = SeededRandom(seed: seed ^ Self.hash(listing.symbol))
+    /// The open of `day`, in cents: the daily walk from the base price.
+    func open(_ listing: Listing, day: Int) -> Int64 {
+        var cents = Self.cents(listing.basePrice)
+        var generator = openGenerator(listing, skipping: 0)
+        let drift = Self.millionths(listing.drift), volatility = Self.millionths(listing.volatility)
         for _ in 0..<max(0, day) {
-            price = step(price, drift: listing.drift, volatility: listing.volatility, using: &generator)
+            cents = Self.step(cents, drift: drift, volatility: volatility, using: &generator)
         }
-        return price
+        return cents
     }
 
-    func step(_ price: Decimal, drift: Decimal, volatility: Decimal, using generator: inout SeededRandom) -> Decimal {
-        let z = Decimal(Int(generator.next() % 20_001) - 10_000) / 10_000
-        let next = ExactDecimal.rounded(price * (1 + drift + volatility * z), scale: 2)
-        return max(next, Decimal(string: "0.01")!)
+    /// The daily walk's generator, advanced past `days` steps.
+    func openGenerator(_ listing: Listing, skipping days: Int) -> SeededRandom {
+        var generator = SeededRandom(seed: seed ^ Self.hash(listing.symbol))
+        for _ in 0..<max(0, days) { _ = generator.next() }
+        return generator
+    }
+
+    // MARK: - Exact integer steps
+
+    /// z has 4 places and drift and volatility 6: a step's factor is a whole number over 10^10.
+    static let denominator: Int64 = 10_000_000_000
+
+    /// cents × (1 + drift + volatility × z), rounded half to even, at least one cent.
+    static func step(_ cents: Int64, drift: Int64, volatility: Int64, using generator: inout SeededRandom) -> Int64 {
+        let z = Int64(generator.next() % 20_001) - 10_000
+        let factor = denominator + drift * 10_000 + volatility * z
+        let product = cents * factor
+        var quotient = product / denominator
+        let twiceRemainder = 2 * (product % denominator)
+        if twiceRemainder > denominator || (twiceRemainder == denominator && quotient % 2 != 0) { quotient += 1 }
+        return max(quotient, 1)
+    }
+
+    static func millionths(_ value: Decimal) -> Int64 {
+        let scaled = value * 1_000_000
+        precondition(ExactDecimal.rounded(scaled, scale: 0) == scaled, "drift and volatility have at most 6 places")
+        return NSDecimalNumber(decimal: scaled).int64Value
+    }
+
+    static func cents(_ price: Decimal) -> Int64 {
+        let scaled = price * 100
+        precondition(ExactDecimal.rounded(scaled, scale: 0) == scaled, "base prices are in cents")
+        return NSDecimalNumber(decimal: scaled).int64Value
+    }
+
+    static func decimal(cents: Int64) -> Decimal {
+        Decimal(cents) / 100
     }
 
     static func position(of date: Date) -> (day: Int, minute: Int) {

@@ -67,6 +67,8 @@ public struct AppConfiguration: Sendable {
     public var startingCash: Decimal
     /// Adverse slippage on paper market fills, in basis points.
     public var paperSlippageBasisPoints: Decimal
+    /// The paper broker fills half of what remains at each match instead of all of it.
+    public var paperPartialFills: Bool
     /// Extra cash a market buy reserves above the current price (0.05 is 5 %).
     public var marketBuyMargin: Decimal
     /// Alpha Vantage, when `ALPHA_VANTAGE_API_KEY` is set; the simulated market otherwise.
@@ -139,6 +141,7 @@ public struct AppConfiguration: Sendable {
         self.publicURL = "http://127.0.0.1:8080"
         self.startingCash = environment == .production ? 0 : 100_000
         self.paperSlippageBasisPoints = 0
+        self.paperPartialFills = false
         self.marketBuyMargin = Decimal(string: "0.05")!
         self.alphaVantage = nil
         self.quoteTimeToLive = 15

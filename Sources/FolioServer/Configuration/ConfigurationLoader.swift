@@ -192,6 +192,7 @@ public enum ConfigurationLoader {
                 problems.append("PAPER_SLIPPAGE_BPS must be from 0 to 1000 basis points, not \"\(raw)\"")
             }
         }
+        configuration.paperPartialFills = flag("PAPER_PARTIAL_FILLS")
         if let raw = value("MARKET_BUY_MARGIN") {
             if let margin = try? ExactDecimal.parse(raw), margin >= 0, margin <= 1 { configuration.marketBuyMargin = margin } else {
                 problems.append("MARKET_BUY_MARGIN must be a fraction from 0 to 1 (0.05 is 5 %), not \"\(raw)\"")

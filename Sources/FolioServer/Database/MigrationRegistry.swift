@@ -11,5 +11,6 @@ enum MigrationRegistry {
         ChainAuditEvents(),
         CreateIdempotencyKeys(),
         CreateQuotesAndCallBudget(),
+        CreatePortfolioSnapshotsAndSchedules(),
     ]
 }

@@ -185,7 +185,7 @@ struct OrderService: Sendable {
         BrokerOrder(
             id: order.id!, symbol: order.symbol, side: order.orderSide, type: order.orderType, timeInForce: order.tif,
             quantity: order.quantity?.value, notional: order.notional?.value, limitPrice: order.limitPrice?.value,
-            stopPrice: order.stopPrice?.value, createdAt: order.createdAt)
+            stopPrice: order.stopPrice?.value, createdAt: order.createdAt, filledQuantity: order.filledQuantity.value)
     }
 
     /// Applies a broker report in one transaction. Applying the same fill twice changes nothing.
@@ -202,6 +202,9 @@ struct OrderService: Sendable {
                 if order.orderStatus.canTransition(to: .accepted) { try await transition(order, to: .accepted, on: db, now: now) }
             case .filled(let fills):
                 for fill in fills { try await applyFill(fill, to: order, account: account, on: db, now: now) }
+            case .filledThenCanceled(let fills, let reason):
+                for fill in fills { try await applyFill(fill, to: order, account: account, on: db, now: now) }
+                try await end(order, as: .canceled, reason: reason, account: account, on: db, now: now)
             case .canceled(let reason):
                 try await end(order, as: .canceled, reason: reason, account: account, on: db, now: now)
             case .rejected(let reason):
@@ -227,25 +230,37 @@ struct OrderService: Sendable {
 
     enum OrderError: Error {
         case impossibleTransition(from: OrderStatus, to: OrderStatus)
+        /// A broker reported more than the order has left: refused, and the job fails loudly.
+        case overfill(orderID: UUID, remaining: Decimal, fill: Decimal)
     }
 
+    /// Applies one fill, whole or partial. The order's reservation is released
+    /// in proportion to the quantity filled (all of what is left on the last fill).
     func applyFill(_ fill: BrokerFill, to order: Order, account: Account, on db: any Database, now: Date) async throws {
         if try await Fill.query(on: db).filter(\.$brokerFillID == fill.id).first() != nil { return }
-        guard order.orderStatus.isOpen else { return }
+        guard order.orderStatus.isOpen, fill.quantity > 0, fill.price > 0 else { return }
+        let filledBefore = order.filledQuantity.value
+        // An order of a quantity fills up to it; a notional order fills in one go.
+        let remaining = order.quantity.map { $0.value - filledBefore } ?? fill.quantity
+        guard fill.quantity <= remaining else { throw OrderError.overfill(orderID: order.id!, remaining: remaining, fill: fill.quantity) }
+        let completes = fill.quantity == remaining
         let amount = order.orderSide == .buy
             ? Money.cost(quantity: fill.quantity, price: fill.price)
             : Money.proceeds(quantity: fill.quantity, price: fill.price)
         let holding = try await Holding.query(on: db).filter(\.$accountID == account.id!).filter(\.$symbol == order.symbol).first()
         switch order.orderSide {
         case .buy:
-            // Release this order's reservation, then pay; a price that ran past the margin must not overdraw.
-            let reservedAfter = account.reservedCash.value - order.reservedCash.value
+            // Release this fill's share of the reservation, then pay; a price that ran past the margin must not overdraw.
+            let release = completes ? order.reservedCash.value
+                : min(order.reservedCash.value, ExactDecimal.rounded(order.reservedCash.value * fill.quantity / remaining, scale: 4, mode: .down))
+            let reservedAfter = account.reservedCash.value - release
             guard account.cash.value - amount >= reservedAfter else {
                 try await end(order, as: .rejected, reason: "insufficient cash at the fill price", account: account, on: db, now: now)
                 return
             }
             account.cash = StoredDecimal(account.cash.value - amount)
             account.reservedCash = StoredDecimal(reservedAfter)
+            order.reservedCash = StoredDecimal(order.reservedCash.value - release)
             let position = Position(quantity: holding?.quantity.value ?? 0, costBasis: holding?.costBasis.value ?? 0).buying(fill.quantity, for: amount)
             try await saveHolding(holding, position: position, reserved: holding?.reservedQuantity.value ?? 0, order: order, on: db, now: now)
             try await ledgerRow(order, type: .buy, quantity: fill.quantity, price: fill.price, amount: -amount, on: db, now: now)
@@ -254,8 +269,10 @@ struct OrderService: Sendable {
                 try await end(order, as: .rejected, reason: "shares no longer held", account: account, on: db, now: now)
                 return
             }
+            let release = completes ? order.reservedQuantity.value : min(order.reservedQuantity.value, fill.quantity)
             account.cash = StoredDecimal(account.cash.value + amount)
-            try await saveHolding(holding, position: position, reserved: holding.reservedQuantity.value - order.reservedQuantity.value, order: order, on: db, now: now)
+            order.reservedQuantity = StoredDecimal(order.reservedQuantity.value - release)
+            try await saveHolding(holding, position: position, reserved: holding.reservedQuantity.value - release, order: order, on: db, now: now)
             try await ledgerRow(order, type: .sell, quantity: -fill.quantity, price: fill.price, amount: amount, on: db, now: now)
         }
         account.updatedAt = now
@@ -269,12 +286,12 @@ struct OrderService: Sendable {
         record.price = StoredDecimal(fill.price)
         record.occurredAt = now
         try await record.create(on: db)
-        order.filledQuantity = StoredDecimal(fill.quantity)
-        order.averageFillPrice = StoredDecimal(fill.price)
-        order.reservedCash = StoredDecimal(0)
-        order.reservedQuantity = StoredDecimal(0)
+        let filledAfter = filledBefore + fill.quantity
+        let averageBefore = order.averageFillPrice?.value ?? 0
+        order.filledQuantity = StoredDecimal(filledAfter)
+        order.averageFillPrice = StoredDecimal(ExactDecimal.rounded((averageBefore * filledBefore + fill.price * fill.quantity) / filledAfter, scale: 8))
         if order.orderStatus == .new { try await transition(order, to: .accepted, on: db, now: now) }
-        try await transition(order, to: .filled, on: db, now: now)
+        try await transition(order, to: completes ? .filled : .partiallyFilled, on: db, now: now)
         try await audit.record(
             .init(action: "order.fill", subjectType: "order", subjectID: order.id?.uuidString, userID: order.userID,
                   details: ["quantity": ExactDecimal.format(fill.quantity), "price": ExactDecimal.format(fill.price), "amount": ExactDecimal.format(amount)]),

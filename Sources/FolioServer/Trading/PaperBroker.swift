@@ -14,6 +14,13 @@ struct BrokerOrder: Sendable {
     var limitPrice: Decimal?
     var stopPrice: Decimal?
     var createdAt: Date
+    /// Filled so far (partial fills).
+    var filledQuantity: Decimal = 0
+
+    /// What is left to fill, for an order of a quantity.
+    var remainingQuantity: Decimal? {
+        quantity.map { $0 - filledQuantity }
+    }
 }
 
 struct BrokerFill: Sendable, Equatable {
@@ -25,7 +32,10 @@ struct BrokerFill: Sendable, Equatable {
 /// What a broker says about an order.
 enum BrokerReport: Sendable, Equatable {
     case accepted
+    /// Fills; the order is filled when they reach its quantity, partially filled otherwise.
     case filled([BrokerFill])
+    /// Fills, then the rest is canceled (an IOC order that could only partly fill).
+    case filledThenCanceled([BrokerFill], reason: String)
     case canceled(reason: String)
     case rejected(reason: String)
     case expired
@@ -38,20 +48,29 @@ protocol Broker: Sendable {
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport?
 }
 
-/// Fills at the simulated market's price: market orders at once (plus
-/// slippage), limit and stop orders when the price crosses; IOC and FOK are
-/// canceled when they cannot fill at once; DAY orders expire at 16:00 New York time.
+/// Fills at the market's price: market orders at once (plus slippage), limit
+/// and stop orders when the price crosses; IOC and FOK are canceled when they
+/// cannot fill at once; DAY orders expire at 16:00 New York time. With
+/// partial fills on, each match fills half of what remains (whole shares,
+/// rounded up), so an order fills over several passes; FOK and notional
+/// orders always fill whole, and an IOC order cancels what it could not fill.
 struct PaperBroker: Broker {
     let quotes: QuoteService
     let clock: AppClock
     /// Adverse slippage on market fills, in basis points.
     let slippageBasisPoints: Decimal
+    var partialFills: Bool = false
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
         // No fresh price: the submit job fails and is retried later rather than filling at an old price.
         guard let quote = try await quotes.quote(for: order.symbol) else { return .rejected(reason: "no price for \(order.symbol)") }
         guard !quote.isStale else { throw MarketDataError.unreachable("only a stale quote for \(order.symbol)") }
-        if let fill = fill(order, at: quote.price) { return .filled([fill]) }
+        if let fill = fill(order, at: quote.price) {
+            if order.timeInForce == .immediateOrCancel, let remaining = order.remainingQuantity, fill.quantity < remaining {
+                return .filledThenCanceled([fill], reason: "the rest was not marketable at once")
+            }
+            return .filled([fill])
+        }
         if order.timeInForce == .immediateOrCancel || order.timeInForce == .fillOrKill {
             return .canceled(reason: "not marketable at once")
         }
@@ -84,15 +103,23 @@ struct PaperBroker: Broker {
             executionPrice = buying ? min(price, limit) : max(price, limit)
         }
         let quantity: Decimal
-        if let ordered = order.quantity {
-            quantity = ordered
+        if let remaining = order.remainingQuantity {
+            guard remaining > 0 else { return nil }
+            quantity = partialFills && order.timeInForce != .fillOrKill ? Self.partialQuantity(of: remaining) : remaining
         } else if let notional = order.notional {
             quantity = ExactDecimal.rounded(notional / executionPrice, scale: OrderDraft.quantityScale, mode: .down)
             guard quantity > 0 else { return nil }
         } else {
             return nil
         }
-        return BrokerFill(id: "\(order.id.uuidString.lowercased())-1", quantity: quantity, price: executionPrice)
+        // Named by what was filled before it, so the same fill reported twice has one id.
+        return BrokerFill(id: "\(order.id.uuidString.lowercased())-\(ExactDecimal.format(order.filledQuantity))", quantity: quantity, price: executionPrice)
+    }
+
+    /// Half of what remains, in whole shares rounded up; a fraction under one share fills whole.
+    static func partialQuantity(of remaining: Decimal) -> Decimal {
+        guard remaining > 1 else { return remaining }
+        return min(remaining, ExactDecimal.rounded(remaining / 2, scale: 0, mode: .up))
     }
 
     func slipped(_ price: Decimal, buying: Bool) -> Decimal {

@@ -1,0 +1,113 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+@Suite("Partial fills")
+struct PartialFillTests {
+    static func partialFills(_ configuration: inout AppConfiguration) {
+        configuration.paperPartialFills = true
+    }
+
+    func order(_ client: some TestClientProtocol, _ tokens: [String: Any], _ body: [String: Any]) async throws -> String {
+        let response = try await post(client, "/api/orders", body, headers: bearer(tokens))
+        #expect(response.status == .created)
+        return try #require(try json(response)["id"] as? String)
+    }
+
+    func show(_ client: some TestClientProtocol, _ tokens: [String: Any], _ id: String) async throws -> [String: Any] {
+        try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+    }
+
+    func booksBalance(_ env: TestEnvironment) async throws {
+        let result = try await LedgerVerifier(database: env.database).verify()
+        #expect(result.differences.isEmpty, "\(result.differences)")
+    }
+
+    @Test("a market buy fills in parts; each part pays its own cost, releases its share of the reservation and keeps the books exact", arguments: TestDatabaseKind.all)
+    func buyInParts(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: Self.partialFills) { client, env in
+            let tokens = try await signUp(client, env, email: "parts@example.com")
+            let price = try #require(SimulatedMarket().price(of: "AAPL", at: env.clock.now))
+            let id = try await order(client, tokens, ["symbol": "AAPL", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+
+            var expectedCash = try ExactDecimal.parse("100000")
+            for (filled, part) in [("5", "5"), ("8", "3"), ("9", "1"), ("10", "1")] {
+                let shown = try await show(client, tokens, id)
+                #expect(shown["filled_quantity"] as? String == filled)
+                #expect(shown["status"] as? String == (filled == "10" ? "filled" : "partially_filled"))
+                #expect(shown["average_fill_price"] as? String == ExactDecimal.format(price))
+                expectedCash -= Money.cost(quantity: try ExactDecimal.parse(part), price: price)
+                let account = try #require(try await Account.query(on: env.database.db).first())
+                #expect(account.cash.value == expectedCash)
+                if filled == "10" {
+                    #expect(account.reservedCash.value == 0)
+                } else {
+                    #expect(account.reservedCash.value > 0, "what is left stays reserved")
+                }
+                try await booksBalance(env)
+                try await OrderService.recheckFor(env)
+            }
+            let fills = try await Fill.query(on: env.database.db).all()
+            #expect(fills.count == 4)
+            #expect(Set(fills.map(\.brokerFillID)).count == 4)
+            let holding = try #require(try await Holding.query(on: env.database.db).first())
+            #expect(holding.quantity.value == 10)
+            #expect(holding.costBasis.value == 100_000 - expectedCash)
+        }
+    }
+
+    @Test("a partly filled sell canceled keeps what sold and frees the rest; IOC cancels what it could not fill; FOK fills whole", arguments: TestDatabaseKind.all)
+    func cancelAndTimeInForce(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: Self.partialFills) { client, env in
+            let tokens = try await signUp(client, env, email: "sellparts@example.com")
+            let buy = try await order(client, tokens, ["symbol": "MSFT", "quantity": "4", "side": "BUY", "order_type": "MARKET", "time_in_force": "FOK"])
+            await env.worker.drain()
+            #expect(try await show(client, tokens, buy)["status"] as? String == "filled", "FOK never fills in part")
+            #expect(try await show(client, tokens, buy)["filled_quantity"] as? String == "4")
+
+            let sell = try await order(client, tokens, ["symbol": "MSFT", "quantity": "4", "side": "SELL", "order_type": "MARKET"])
+            await env.worker.drain()
+            #expect(try await show(client, tokens, sell)["status"] as? String == "partially_filled")
+            let canceled = try await client.execute(uri: "/api/orders/\(sell)", method: .delete, headers: bearer(tokens))
+            #expect(canceled.status == .ok)
+            let after = try await show(client, tokens, sell)
+            #expect(after["status"] as? String == "canceled")
+            #expect(after["filled_quantity"] as? String == "2")
+            let holding = try #require(try await Holding.query(on: env.database.db).filter(\.$symbol == "MSFT").first())
+            #expect(holding.quantity.value == 2)
+            #expect(holding.reservedQuantity.value == 0)
+            try await booksBalance(env)
+
+            let ioc = try await order(client, tokens, ["symbol": "NVDA", "quantity": "3", "side": "BUY", "order_type": "MARKET", "time_in_force": "IOC"])
+            await env.worker.drain()
+            let iocShown = try await show(client, tokens, ioc)
+            #expect(iocShown["status"] as? String == "canceled")
+            #expect(iocShown["filled_quantity"] as? String == "2")
+            let account = try #require(try await Account.query(on: env.database.db).first())
+            #expect(account.reservedCash.value == 0)
+            try await booksBalance(env)
+        }
+    }
+
+    @Test("a fill beyond what remains is refused and changes nothing")
+    func overfill() async throws {
+        try await withTestApp(configure: Self.partialFills) { client, env in
+            let tokens = try await signUp(client, env, email: "overfill@example.com")
+            let id = try await order(client, tokens, ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "0.01", "time_in_force": "GTC"])
+            await env.worker.drain()
+            let orderID = try #require(UUID(uuidString: id))
+            await #expect(throws: OrderService.OrderError.self) {
+                try await env.orders.apply(.filled([BrokerFill(id: "too-much", quantity: 3, price: 1)]), to: orderID)
+            }
+            #expect(try await show(client, tokens, id)["filled_quantity"] as? String == "0")
+            try await booksBalance(env)
+        }
+    }
+}

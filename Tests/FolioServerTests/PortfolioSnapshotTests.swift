@@ -1,0 +1,117 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+@Suite("Portfolio history and recurring jobs")
+struct PortfolioSnapshotTests {
+    /// Monday 23 November 2026, 10:00 in New York.
+    static let monday = try! Date("2026-11-23T15:00:00Z", strategy: .iso8601)
+
+    /// Long sessions: these tests move the clock by days.
+    static func longSessions(_ configuration: inout AppConfiguration) {
+        configuration.accessTokenLifetime = 30 * 86_400
+        configuration.sessionIdleTimeout = 30 * 86_400
+        configuration.sessionMaxAge = 30 * 86_400
+    }
+
+    func close(of symbol: String, on day: TradingDay, now: Date) throws -> Decimal {
+        try #require(SimulatedMarket().dailyCloses(of: symbol, days: 30, before: now).first { TradingDay($0.date, in: .gmt) == day }?.close)
+    }
+
+    @Test("history backfills past days from the ledger and daily closes; the close snapshot job replaces today's provisional point", arguments: TestDatabaseKind.all)
+    func history(kind: TestDatabaseKind) async throws {
+        let clock = TestClock(start: Self.monday)
+        try await withTestApp(kind, clock: clock, configure: Self.longSessions) { client, env in
+            let tokens = try await signUp(client, env, email: "history@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(placed.status == .created)
+            await env.worker.drain()
+            let account = try #require(try await Account.query(on: env.database.db).first())
+            let cashAfterBuy = account.cash.value
+
+            // Thursday morning: Monday to Wednesday are backfilled, Thursday is provisional.
+            clock.advance(by: 3 * 86_400)
+            let response = try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens))
+            #expect(response.status == .ok)
+            let body = try json(response)
+            #expect(body["range"] as? String == "1M")
+            #expect(body["complete"] as? Bool == true)
+            let points = try #require(body["data"] as? [[String: Any]])
+            #expect(points.map { $0["date"] as? String } == ["2026-11-23", "2026-11-24", "2026-11-25", "2026-11-26"])
+            #expect(points.map { $0["provisional"] as? Bool } == [false, false, false, true])
+            for point in points.prefix(3) {
+                let day = try #require(TradingDay(point["date"] as! String))
+                let marketValue = Money.amount(quantity: 2, price: try close(of: "AAPL", on: day, now: clock.now))
+                #expect(point["cash"] as? String == Cash.text(cashAfterBuy))
+                #expect(point["market_value"] as? String == Cash.text(marketValue))
+                #expect(point["total_value"] as? String == Cash.text(cashAfterBuy + marketValue))
+            }
+
+            // The schedule is created at its next time and enqueues the job once, after 16:10 New York.
+            try await env.worker.onIdle?()
+            await env.worker.drain()
+            clock.advance(by: 6 * 3600 + 15 * 60)
+            try await env.worker.onIdle?()
+            try await env.worker.onIdle?()
+            #expect(try await Job.query(on: env.database.db).filter(\.$kind == PortfolioSnapshots.job).count() == 1)
+            await env.worker.drain()
+            let after = try json(try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens)))
+            let thursday = try #require((after["data"] as? [[String: Any]])?.last)
+            #expect(thursday["date"] as? String == "2026-11-26")
+            #expect(thursday["provisional"] as? Bool == false)
+            let live = Money.amount(quantity: 2, price: try #require(SimulatedMarket().price(of: "AAPL", at: clock.now)))
+            #expect(thursday["market_value"] as? String == Cash.text(live))
+
+            // Saturday: Friday's missed run is enqueued once and values Friday at its close (a past day).
+            clock.advance(by: 2 * 86_400)
+            try await env.worker.onIdle?()
+            try await env.worker.onIdle?()
+            #expect(try await Job.query(on: env.database.db).filter(\.$kind == PortfolioSnapshots.job).count() == 2)
+            await env.worker.drain()
+            let friday = try #require(TradingDay("2026-11-27"))
+            let stored = try await env.orders.database.sql.select().column("market_value").from("portfolio_snapshots").where("day", .equal, "2026-11-27")
+                .first(decodingColumn: "market_value", as: StoredDecimal.self)
+            #expect(stored?.value == Money.amount(quantity: 2, price: try close(of: "AAPL", on: friday, now: clock.now)))
+            let weekend = try json(try await client.execute(uri: "/api/portfolio/history?range=ALL", method: .get, headers: bearer(tokens)))
+            #expect((weekend["data"] as? [[String: Any]])?.last?["date"] as? String == "2026-11-27")
+
+            let bad = try await client.execute(uri: "/api/portfolio/history?range=2W", method: .get, headers: bearer(tokens))
+            #expect(bad.status == .unprocessableContent)
+            #expect(try problem(bad).errors?.first?.field == "range")
+        }
+    }
+
+    @Test("many workers asking at once enqueue a due schedule exactly once", arguments: TestDatabaseKind.all)
+    func scheduleOnce(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind) { database, _ in
+            let clock = TestClock(start: Self.monday)
+            let schedule = RecurringJob(name: "every_minute", kind: "tick", cadence: .every(60))
+            let schedulers = (0..<8).map { _ in JobScheduler(database: database, queue: JobQueue(database: database, clock: clock.clock), schedules: [schedule]) }
+            #expect(try await schedulers[0].enqueueDue().isEmpty, "a new schedule waits for its first time")
+            for round in 1...3 {
+                clock.advance(by: 61)
+                let enqueued = try await withThrowingTaskGroup(of: [String].self) { group in
+                    for scheduler in schedulers { group.addTask { try await scheduler.enqueueDue() } }
+                    return try await group.reduce(into: [String]()) { $0 += $1 }
+                }
+                #expect(enqueued == ["every_minute"])
+                #expect(try await Job.query(on: database.db).filter(\.$kind == "tick").count() == round)
+            }
+        }
+    }
+
+    @Test("weekday schedules skip weekends and keep New York time across daylight saving")
+    func weekdayCadence() throws {
+        let schedule = RecurringJob(name: "close", kind: "k", cadence: .weekdaysAt(hour: 16, minute: 10))
+        let friday = try Date("2026-11-27T21:30:00Z", strategy: .iso8601)  // 16:30 New York
+        #expect(schedule.nextRun(after: friday) == (try Date("2026-11-30T21:10:00Z", strategy: .iso8601)))
+        let beforeSummer = try Date("2026-03-06T22:00:00Z", strategy: .iso8601)  // Friday 17:00 EST
+        #expect(schedule.nextRun(after: beforeSummer) == (try Date("2026-03-09T20:10:00Z", strategy: .iso8601)), "Monday 16:10 EDT")
+    }
+}
