@@ -60,6 +60,7 @@ let package = Package(
         .executableTarget(
             name: "folio",
             dependencies: [
+                "FolioDomain",
                 "FolioServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -1,10 +1,11 @@
 import ArgumentParser
+import FolioDomain
 import FolioServer
 import Foundation
 
 struct LedgerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ledger", abstract: "Check the books.", subcommands: [Verify.self])
+        commandName: "ledger", abstract: "Check the books, and post dividends and fees.", subcommands: [Verify.self, Post.self])
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -18,6 +19,33 @@ struct LedgerCommand: AsyncParsableCommand {
             for difference in differences { print("DIFFERENCE \(difference)") }
             print("checked \(accounts) account(s): \(differences.isEmpty ? "the ledger balances" : "\(differences.count) difference(s)")")
             if !differences.isEmpty { throw ExitCode.failure }
+        }
+    }
+
+    struct Post: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Post a dividend (cash in) or a fee (cash out) to one account, with its ledger row and audit event.")
+        @OptionGroup var options: EnvironmentOptions
+        @Argument(help: "The account's id.") var accountID: String
+        @Option(help: "dividend or fee.") var type: String
+        @Option(help: "A positive amount such as 12.34.") var amount: String
+        @Option(help: "The ticker a dividend was paid on.") var symbol: String?
+        @Option(help: "What the customer sees on the statement.") var description: String?
+
+        func run() async throws {
+            guard let kind = OperatorPosting.Kind(rawValue: type.lowercased()) else { throw ValidationError("--type must be dividend or fee") }
+            guard let id = UUID(uuidString: accountID) else { throw ValidationError("the account id must be a UUID") }
+            guard let value = try? ExactDecimal.parse(amount) else { throw ValidationError("--amount must be a number such as 12.34") }
+            let text = description ?? (kind == .dividend ? "Dividend\(symbol.map { " \($0.uppercased())" } ?? "")" : "Fee")
+            do {
+                let (entry, cash) = try await withDatabase(options) { _, database in
+                    try await OperatorPosting.post(kind, accountID: id, amount: value, symbol: symbol, description: text, database: database)
+                }
+                print("posted \(kind.rawValue) \(ExactDecimal.format(value, minimumScale: 2)) as \(entry.uuidString.lowercased()); cash now \(ExactDecimal.format(cash, minimumScale: 2))")
+            } catch let failure as OperatorPosting.Failure {
+                FileHandle.standardError.write(Data("error: \(failure.description)\n".utf8))
+                throw ExitCode.failure
+            }
         }
     }
 }

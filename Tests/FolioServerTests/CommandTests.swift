@@ -1,3 +1,5 @@
+import FluentKit
+import FolioDomain
 import Foundation
 import Testing
 
@@ -140,6 +142,22 @@ struct CommandTests {
             let balanced = try folio.run(["ledger", "verify"], environment: environment)
             #expect(balanced.status == 0)
             #expect(balanced.stdout == "checked 1 account(s): the ledger balances\n")
+            // Dividends and fees posted by an operator keep the books balanced.
+            let accountID = try #require(try await Account.query(on: database.db).first()?.id?.uuidString)
+            let dividend = try folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34", "--symbol", "aapl"], environment: environment)
+            #expect(dividend.status == 0)
+            #expect(dividend.stdout.contains("posted dividend 12.34"))
+            let fee = try folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "2.30"], environment: environment)
+            #expect(fee.stdout.hasSuffix("cash now \(Cash.text(try #require(try await Account.find(UUID(uuidString: accountID), on: database.db)).cash.value))\n"))
+            let tooMuch = try folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "999999999"], environment: environment)
+            #expect(tooMuch.status == 1)
+            #expect(tooMuch.stderr.contains("exceeds the account's available cash"))
+            let rows = try await LedgerEntry.query(on: database.db).filter(\.$type ~~ ["dividend", "fee"]).all()
+            #expect(rows.map { ExactDecimal.format($0.amount.value) }.sorted() == ["-2.3", "12.34"])
+            #expect(rows.first { $0.type == "dividend" }?.symbol == "AAPL")
+            #expect(try folio.run(["ledger", "verify"], environment: environment).status == 0)
+            #expect(try await AuditVerifier(database: database).verify().firstBreak == nil)
+
             try await database.sql.raw("UPDATE accounts SET cash = '5'").run()
             let broken = try folio.run(["ledger", "verify"], environment: environment)
             #expect(broken.status == 1)

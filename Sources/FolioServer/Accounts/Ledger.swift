@@ -43,7 +43,7 @@ struct Ledger: Sendable {
     /// `amount` is positive; the direction comes from the kind.
     func move(
         account: Account, kind: LedgerEntry.Kind, amount: Decimal, description: String?, actorID: UUID?,
-        ip: String?, requestID: String?, on db: any Database
+        ip: String?, requestID: String?, symbol: String? = nil, on db: any Database
     ) async throws -> LedgerEntry {
         let signed: Decimal
         switch kind {
@@ -60,6 +60,7 @@ struct Ledger: Sendable {
         account.updatedAt = now
         try await account.save(on: db)
         let entry = LedgerEntry(account: account, kind: kind, amount: signed, description: description, now: now)
+        entry.symbol = symbol
         try await entry.create(on: db)
         try await audit.record(
             .init(

@@ -354,8 +354,24 @@ struct OrderService: Sendable {
 
     // MARK: - Canceling
 
+    /// Cancels an open order. One that reached the broker is canceled there
+    /// first, outside any transaction; what the broker answers (a fill that
+    /// beat the cancel, say) is applied before the order ends.
     func cancel(orderID: UUID, userID: UUID, ip: String?, requestID: String?) async throws -> Order {
-        try await database.db.transaction { db in
+        guard let current = try await Order.query(on: database.db).filter(\.$id == orderID).filter(\.$userID == userID).first() else {
+            throw AppError.notFound("order")
+        }
+        if current.orderStatus == .accepted || current.orderStatus == .partiallyFilled {
+            let answer = try await broker.cancel(Self.brokerOrder(current))
+            switch answer {
+            case .canceled: break
+            case .filled(let fills), .filledThenCanceled(let fills, _):
+                try await apply(.filled(fills), to: orderID)
+            default:
+                try await apply(answer, to: orderID)
+            }
+        }
+        return try await database.db.transaction { db in
             guard let found = try await Order.query(on: db).filter(\.$id == orderID).filter(\.$userID == userID).first() else {
                 throw AppError.notFound("order")
             }

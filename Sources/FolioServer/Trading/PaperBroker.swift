@@ -46,6 +46,9 @@ protocol Broker: Sendable {
     func submit(_ order: BrokerOrder) async throws -> BrokerReport
     /// Looks again at a resting order: it may fill, expire, or keep resting (nil).
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport?
+    /// Asks the broker to cancel a resting order. It answers `.canceled` when
+    /// it did, or what happened instead (a fill that beat the cancel).
+    func cancel(_ order: BrokerOrder) async throws -> BrokerReport
 }
 
 /// Fills at the market's price: market orders at once (plus slippage), limit
@@ -81,6 +84,11 @@ struct PaperBroker: Broker {
         if order.timeInForce == .day, clock.now() >= Self.dayEnd(for: order.createdAt) { return .expired }
         guard let quote = try? await quotes.quote(for: order.symbol), !quote.isStale else { return nil }
         return fill(order, at: quote.price).map { .filled([$0]) }
+    }
+
+    /// Resting paper orders live only in Folio's database: nothing to beat the cancel.
+    func cancel(_ order: BrokerOrder) async throws -> BrokerReport {
+        .canceled(reason: "canceled by user")
     }
 
     /// The fill this order gets at `price`, if it would execute now.
