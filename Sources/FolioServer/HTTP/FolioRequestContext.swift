@@ -56,11 +56,17 @@ public struct FolioJSONEncoder: ResponseEncoder {
 }
 
 enum FolioJSON {
-    static func encode(_ value: some Encodable) throws -> Data {
+    /// One encoder for every response: configured once, never changed, and
+    /// safe to share (creating one per response showed in profiles).
+    static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return try encoder.encode(value)
+        return encoder
+    }()
+
+    static func encode(_ value: some Encodable) throws -> Data {
+        try encoder.encode(value)
     }
 }
 

@@ -15,6 +15,13 @@ struct HealthController {
         var status: String
     }
 
+    static var alive: Response {
+        let body = ByteBuffer(string: #"{"status":"ok"}"#)
+        return Response(
+            status: .ok, headers: [.contentType: "application/json; charset=utf-8", .contentLength: String(body.readableBytes)],
+            body: .init(byteBuffer: body))
+    }
+
     struct Component: Encodable {
         var status: String
         var latencyMS: String?
@@ -38,8 +45,9 @@ struct HealthController {
     }
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
-        router.get("/health") { _, _ in Status(status: "ok") }
-        router.get("/api/health") { _, _ in Status(status: "ok") }
+        // Liveness is constant: the body is built once.
+        router.get("/health") { _, _ in Self.alive }
+        router.get("/api/health") { _, _ in Self.alive }
         router.get("/health/ready", use: ready)
         router.get("/health/detailed", use: detailed)
     }

@@ -2,6 +2,7 @@ import FluentKit
 import FolioDomain
 import Foundation
 import Hummingbird
+import SQLKit
 
 /// `GET /api/portfolio`: cash, each position valued at its quote, and totals.
 /// One query for the account, one for its holdings, one batch of quotes: never
@@ -98,12 +99,17 @@ struct PortfolioController: Sendable {
     }
 
     func valuation(of account: Account) async throws -> PortfolioValuation {
-        let holdings = try await Holding.query(on: database.db).filter(\.$accountID == account.id!).all()
+        // Three columns by hand: decoding whole Fluent models goes through reflection,
+        // which cost more than the rest of the request (see docs/PERFORMANCE.md).
+        let rows = try await database.sql.select().columns("symbol", "quantity", "cost_basis").from("holdings")
+            .where("account_id", .equal, account.id!).all()
+        let holdings = try rows.map { row in
+            (symbol: try row.decode(column: "symbol", as: String.self),
+             position: Position(quantity: try row.decode(column: "quantity", as: StoredDecimal.self).value,
+                                costBasis: try row.decode(column: "cost_basis", as: StoredDecimal.self).value))
+        }
         let prices = await quotes.quotes(for: holdings.map(\.symbol))
-        return PortfolioValuation(
-            cash: account.cash.value, availableCash: account.availableCash,
-            holdings: holdings.map { ($0.symbol, Position(quantity: $0.quantity.value, costBasis: $0.costBasis.value)) },
-            quotes: prices)
+        return PortfolioValuation(cash: account.cash.value, availableCash: account.availableCash, holdings: holdings, quotes: prices)
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> PortfolioResponse {

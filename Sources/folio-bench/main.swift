@@ -1,0 +1,98 @@
+// The benchmark harness's companion program (see Benchmarks/run):
+//   folio-bench bare-router PORT   GET /health on a bare Hummingbird router, no middleware
+//   folio-bench domain [--quick]   domain micro-benchmarks, as a Markdown table
+//   folio-bench bcrypt SECONDS     bcrypt cost 12 hashes per second on every core
+import Dispatch
+import FolioDomain
+import Foundation
+import Hummingbird
+import HummingbirdBcrypt
+import NIOConcurrencyHelpers
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+
+switch arguments.first {
+case "bare-router":
+    let port = arguments.count > 1 ? Int(arguments[1]) ?? 8090 : 8090
+    let router = Router()
+    router.get("/health") { _, _ -> Response in
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
+    }
+    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
+    try await app.runService()
+case "domain":
+    DomainBenchmarks(quick: arguments.contains("--quick")).run()
+case "bcrypt":
+    let seconds = arguments.count > 1 ? Double(arguments[1]) ?? 5 : 5
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    let deadline = Date().addingTimeInterval(seconds)
+    let total = NIOLockedValueBox(0)
+    DispatchQueue.concurrentPerform(iterations: cores) { _ in
+        var count = 0
+        while Date() < deadline {
+            _ = Bcrypt.hash("correct horse battery staple", cost: 12)
+            count += 1
+        }
+        total.withLockedValue { $0 += count }
+    }
+    print(String(format: "%.2f", Double(total.withLockedValue { $0 }) / seconds))
+default:
+    FileHandle.standardError.write(Data("usage: folio-bench bare-router PORT | domain [--quick] | bcrypt SECONDS\n".utf8))
+    exit(64)
+}
+
+/// Times the domain's hot paths and prints how each grows with its input.
+struct DomainBenchmarks {
+    var quick: Bool
+
+    func run() {
+        print("| micro-benchmark | size | time per operation | operations per second |")
+        print("|---|---|---|---|")
+        let texts = (0..<1000).map { "\($0 * 7919 % 100_000).\($0 % 100)" }
+        measure("decimal parse", size: "1 value") { index in _ = try? ExactDecimal.parse(texts[index % texts.count]) }
+        let values = texts.compactMap { try? ExactDecimal.parse($0) }
+        measure("decimal format", size: "1 value") { index in _ = ExactDecimal.format(values[index % values.count], minimumScale: 2) }
+        let line = Self.logLine(bytes: 1024)
+        measure("log redactor", size: "1 KiB line") { _ in _ = LogRedactor.standard.redact(line) }
+        for positions in [20, 1_000, 10_000] {
+            let (holdings, quotes) = Self.portfolio(positions: positions)
+            measure("portfolio valuation", size: "\(positions) positions") { _ in
+                _ = PortfolioValuation(cash: 1_000, availableCash: 1_000, holdings: holdings, quotes: quotes)
+            }
+        }
+        print("| rebalance plan | 20 / 1,000 / 10,000 | not built yet (the rebalancer is a later issue) | |")
+    }
+
+    /// Runs `body` repeatedly for about a second (a tenth with --quick) and prints the mean.
+    func measure(_ name: String, size: String, _ body: (Int) -> Void) {
+        let budget: Double = quick ? 0.1 : 1.0
+        var iterations = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        var elapsed: Double = 0
+        while elapsed < budget {
+            for _ in 0..<16 { body(iterations); iterations += 1 }
+            elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        }
+        let perOperation = elapsed / Double(iterations)
+        let shown = perOperation >= 1e-3 ? String(format: "%.2f ms", perOperation * 1e3) : String(format: "%.2f µs", perOperation * 1e6)
+        print("| \(name) | \(size) | \(shown) | \(String(format: "%.0f", 1 / perOperation)) |")
+    }
+
+    static func logLine(bytes: Int) -> String {
+        var line = #"{"level":"info","message":"request","path":"/api/orders","password":"hunter2","authorization":"Bearer eyJhbGciOi.payload.sig","email":"someone@example.com","detail":""#
+        while line.utf8.count < bytes - 2 { line += "quantity 10 AAPL at 189.98 " }
+        return line + #""}"#
+    }
+
+    static func portfolio(positions: Int) -> ([(symbol: String, position: Position)], [String: PriceQuote]) {
+        var holdings: [(symbol: String, position: Position)] = []
+        var quotes: [String: PriceQuote] = [:]
+        let now = Date()
+        for index in 0..<positions {
+            let symbol = "S\(index)"
+            holdings.append((symbol, Position(quantity: Decimal(index % 97 + 1), costBasis: Decimal(index % 89 + 10) * 7)))
+            quotes[symbol] = PriceQuote(symbol: symbol, price: Decimal(index % 501 + 1) / 4, previousClose: Decimal(index % 499 + 1) / 4, asOf: now)
+        }
+        return (holdings, quotes)
+    }
+}
