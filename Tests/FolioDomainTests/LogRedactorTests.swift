@@ -69,6 +69,17 @@ struct LogRedactorTests {
         #expect(!redacted.contains(key), "\(redacted)")
     }
 
+    @Test("sensitive keys are recognized through Unicode case folding; ordinary log keys are not sensitive")
+    func sensitiveKeysFolded() {
+        let redactor = LogRedactor()
+        for key in ["password", "X-Api-Key", "SESSION_TOKEN", "set-cookie", "to\u{212A}en", "private-\u{212A}ey", "Recovery-Code"] {
+            #expect(redactor.isSensitiveKey(key), "\(key)")
+        }
+        for key in ["request_id", "route", "status", "duration_ms", "méthode", "symbol"] {
+            #expect(!redactor.isSensitiveKey(key), "\(key)")
+        }
+    }
+
     @Test("ordinary identifiers, amounts and UUIDs survive")
     func ordinaryTextSurvives() {
         let text = "order 5f0c7a52-8d4e-4b7e-9a3c-2b1d0e9f8a7c for AAPL qty=1.5 price 189.25 at 2026-11-29T04:37:50Z status=filled route=/api/orders/:id"

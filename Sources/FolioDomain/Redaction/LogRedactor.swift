@@ -21,6 +21,12 @@ public struct LogRedactor: Sendable {
     public init() {}
 
     public func isSensitiveKey(_ key: String) -> Bool {
+        // Non-ASCII keys take Unicode lower-casing, which folds the Kelvin sign
+        // "\u{212A}" into "k" ("to\u{212A}en" is a token key too).
+        if key.utf8.contains(where: { $0 >= 0x80 }) {
+            let folded = key.lowercased().replacingOccurrences(of: "-", with: "_")
+            return Self.sensitiveKeyFragments.contains { folded.contains($0) }
+        }
         // Byte by byte: this runs for every metadata key of every log line.
         let normalized = key.utf8.map { byte -> UInt8 in
             if byte == 45 { return 95 }  // "-" as "_"

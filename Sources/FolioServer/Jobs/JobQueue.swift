@@ -83,27 +83,41 @@ struct JobWorker: Service {
     let logger: Logger
     /// Work that runs about once a second whatever the load (matching resting orders).
     let onIdle: (@Sendable () async -> Void)?
+    /// Jobs run at once by this worker, each claimed on its own: while one waits
+    /// on the broker or a lock, the others go on.
+    var concurrency: Int = 4
 
     func run() async throws {
-        logger.info("job worker started", metadata: ["worker": .string(name)])
+        logger.info("job worker started", metadata: ["worker": .string(name), "concurrency": .stringConvertible(concurrency)])
+        await withTaskGroup(of: Void.self) { group in
+            for lane in 0..<max(1, concurrency) {
+                group.addTask { await runLane(lane) }
+            }
+        }
+        logger.info("job worker stopped", metadata: ["worker": .string(name)])
+    }
+
+    /// One loop of claims under its own lease holder name; the first lane also
+    /// runs the once-a-second work.
+    private func runLane(_ lane: Int) async {
         var lastTick = ContinuousClock.now
+        let holder = lane == 0 ? name : "\(name)-\(lane)"
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let worked = await runOnce()
-            if ContinuousClock.now - lastTick >= .seconds(1) {
+            let worked = await runOnce(as: holder)
+            if lane == 0, ContinuousClock.now - lastTick >= .seconds(1) {
                 await onIdle?()
                 lastTick = ContinuousClock.now
             }
             if !worked { try? await Task.sleep(for: pollInterval) }
         }
-        logger.info("job worker stopped", metadata: ["worker": .string(name)])
     }
 
     /// Claims and runs one job; false when none was due.
     @discardableResult
-    func runOnce() async -> Bool {
+    func runOnce(as holder: String? = nil) async -> Bool {
         let job: Job
         do {
-            guard let claimed = try await queue.claim(worker: name) else { return false }
+            guard let claimed = try await queue.claim(worker: holder ?? name) else { return false }
             job = claimed
         } catch {
             logger.error("job claim failed", metadata: ["error": .string(String(reflecting: error))])
