@@ -209,7 +209,7 @@ def probe(port, duration):
 class Harness:
     def __init__(self, quick, postgres_url):
         self.quick = quick
-        self.duration = 5 if quick else 15
+        self.duration = 3 if quick else 15
         self.postgres_url = postgres_url
         self.rows = []
         self.ratios = []
@@ -298,7 +298,7 @@ class Harness:
         for symbol in PORTFOLIO_SYMBOLS:
             call(server.url + "/api/orders", "POST", {"symbol": symbol, "quantity": "10", "side": "BUY", "order_type": "MARKET"}, portfolio)
         # Each user costs two bcrypt hashes at cost 12: the quick run seeds fewer.
-        users = 16 if self.quick else 64
+        users = 8 if self.quick else 64
         traders = parallel(lambda n: user(server, f"bench-trader-{n}@example.com"), list(range(users)))
         # Shares to sell: 100,000 of each symbol for every trader.
         for token in traders:
