@@ -22,7 +22,7 @@ struct EnvironmentOptions: ParsableArguments {
     @Option(name: .customLong("env-file"), help: "Path of the .env file to read; the process environment wins over it.")
     var envFile: String = ".env"
 
-    func loadConfiguration() throws -> AppConfiguration {
+    func loadConfiguration(overrides: [String: String] = [:]) throws -> AppConfiguration {
         var override: AppConfiguration.Environment?
         if let environment {
             guard let parsed = AppConfiguration.Environment(rawValue: environment.lowercased()) else {
@@ -31,7 +31,7 @@ struct EnvironmentOptions: ParsableArguments {
             override = parsed
         }
         do {
-            return try ConfigurationLoader.load(envFile: envFile, environmentOverride: override)
+            return try ConfigurationLoader.load(envFile: envFile, environmentOverride: override, overrides: overrides)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(78)  // EX_CONFIG
@@ -51,9 +51,10 @@ struct Serve: AsyncParsableCommand {
     var port: Int?
 
     func run() async throws {
-        var configuration = try options.loadConfiguration()
-        if let host { configuration.host = host }
-        if let port { configuration.port = port }
+        var overrides: [String: String] = [:]
+        if let host { overrides["HOST"] = host }
+        if let port { overrides["PORT"] = String(port) }
+        let configuration = try options.loadConfiguration(overrides: overrides)
         let logger = Logger.folio(configuration: configuration)
         if case .generated(let path) = configuration.secretKeySource {
             logger.warning("SECRET_KEY is not set: using a generated development key kept in \(path). Set SECRET_KEY outside development.")

@@ -110,6 +110,11 @@ struct ConfigurationTests {
         #expect(configuration.host == "0.0.0.0")
         #expect(configuration.secretKey == strongKey)
         #expect(configuration.logFormat == .text)
+
+        // Command-line options (folio serve --port) win over both, and the links sent by email follow them.
+        let overridden = try ConfigurationLoader.load(processEnvironment: ["PORT": "9200"], envFile: file, overrides: ["PORT": "9300"])
+        #expect(overridden.port == 9300)
+        #expect(overridden.publicURL == "http://0.0.0.0:9300")
     }
 
     @Test(".env lines that are not KEY=value are refused with their line number")

@@ -45,6 +45,27 @@ struct OrdersTests {
         }
     }
 
+    @Test("18 significant digits round-trip exactly through JSON, the database and JSON again, sent as a JSON number or a string", arguments: TestDatabaseKind.all)
+    func eighteenDigits(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "digits@example.com")
+            // A raw JSON number, so no Double can sit between the text and the order.
+            var request = HTTPFields()
+            request[.contentType] = "application/json"
+            request[.authorization] = bearer(tokens)[.authorization]
+            let body = #"{"symbol":"AAPL","quantity":999999999.123456789,"side":"BUY","order_type":"LIMIT","limit_price":"0.00000001","time_in_force":"GTC"}"#
+            let placed = try await client.execute(uri: "/api/orders", method: .post, headers: request, body: ByteBuffer(string: body))
+            #expect(placed.status == .created)
+            let id = try #require(try json(placed)["id"] as? String)
+            #expect(try json(placed)["quantity"] as? String == "999999999.123456789")
+            await env.worker.drain()
+            let shown = try await show(client, tokens, id)
+            #expect(shown["quantity"] as? String == "999999999.123456789")
+            #expect(shown["limit_price"] as? String == "0.00000001")
+            #expect(shown["reserved_cash"] as? String == "10.00", "999999999.123456789 × 0.00000001 = 9.99999999…, reserved rounded up to the cent")
+        }
+    }
+
     @Test("buy then sell: holdings, cash and the ledger agree", arguments: TestDatabaseKind.all)
     func buyThenSell(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

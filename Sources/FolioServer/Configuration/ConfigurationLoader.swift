@@ -18,7 +18,8 @@ public enum ConfigurationLoader {
     public static func load(
         processEnvironment: [String: String] = ProcessInfo.processInfo.environment,
         envFile: String? = ".env",
-        environmentOverride: AppConfiguration.Environment? = nil
+        environmentOverride: AppConfiguration.Environment? = nil,
+        overrides: [String: String] = [:]
     ) throws -> AppConfiguration {
         var values: [String: String] = [:]
         if let envFile {
@@ -29,6 +30,8 @@ public enum ConfigurationLoader {
             }
         }
         values.merge(processEnvironment) { _, environment in environment }
+        // Command-line options win, and values derived from them (PUBLIC_URL from HOST and PORT) follow.
+        values.merge(overrides) { _, override in override }
         return try make(from: values, environmentOverride: environmentOverride)
     }
 
