@@ -47,13 +47,13 @@ public struct FolioServerBuilder: Sendable {
             queue: jobs,
             handlers: [
                 OrderService.submitJob: { job in
-                    guard let id = (try? JSONDecoder().decode([String: String].self, from: Data(job.payload.utf8)))?["order_id"].flatMap(UUID.init(uuidString:)) else {
+                    guard let id = job.payloadValue("order_id").flatMap(UUID.init(uuidString:)) else {
                         throw JobWorker.JobError.badPayload
                     }
                     try await orders.submit(orderID: id)
                 },
                 PortfolioSnapshots.job: { job in
-                    guard let due = (try? JSONDecoder().decode([String: String].self, from: Data(job.payload.utf8)))?["due"].flatMap(TimeInterval.init) else {
+                    guard let due = job.payloadValue("due").flatMap(TimeInterval.init) else {
                         throw JobWorker.JobError.badPayload
                     }
                     try await snapshots.snapshotAll(day: TradingDay(Date(timeIntervalSince1970: due)))

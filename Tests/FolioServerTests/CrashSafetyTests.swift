@@ -52,8 +52,7 @@ struct CrashSafetyTests {
         JobWorker(
             queue: service.jobs,
             handlers: [OrderService.submitJob: { job in
-                let payload = try JSONDecoder().decode([String: String].self, from: Data(job.payload.utf8))
-                try await service.submit(orderID: UUID(uuidString: payload["order_id"]!)!)
+                try await service.submit(orderID: UUID(uuidString: job.payloadValue("order_id")!)!)
             }],
             name: name, pollInterval: .milliseconds(10), logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() }), onIdle: nil)
     }

@@ -28,10 +28,7 @@ public struct LogRedactor: Sendable {
             return Self.sensitiveKeyFragments.contains { folded.contains($0) }
         }
         // Byte by byte: this runs for every metadata key of every log line.
-        let normalized = key.utf8.map { byte -> UInt8 in
-            if byte == 45 { return 95 }  // "-" as "_"
-            return byte >= 65 && byte <= 90 ? byte + 32 : byte
-        }
+        let normalized = Scan.lowercased(key).map { $0 == 45 ? 95 : $0 }  // "-" as "_"
         return Self.sensitiveKeyFragmentBytes.contains { Scan.contains(normalized, $0) }
     }
 
@@ -46,8 +43,14 @@ public struct LogRedactor: Sendable {
     public func redact(_ text: String) -> String {
         if text.isEmpty { return text }
         var result = text
-        for rule in Self.rules where rule.applies(to: result) {
-            result = rule.apply(to: result)
+        // Lower-cased once for every rule's trigger search, again only after a rule changed the text.
+        var lowered = Scan.lowercased(result)
+        for rule in Self.rules where rule.applies(to: result, lowered: lowered) {
+            let changed = rule.apply(to: result)
+            if changed != result {
+                result = changed
+                lowered = Scan.lowercased(result)
+            }
         }
         return result
     }
@@ -127,10 +130,9 @@ struct Rule: @unchecked Sendable {
     /// Cheap tests that skip the expression when the text cannot match: most
     /// log values (ids, numbers, routes) never reach a regular expression,
     /// which is what made redaction the largest cost of a request's log line.
-    func applies(to text: String) -> Bool {
+    func applies(to text: String, lowered: [UInt8]) -> Bool {
         if let precheck, !precheck(text) { return false }
         guard !triggerBytes.isEmpty else { return true }
-        let lowered = text.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
         return triggerBytes.contains { Scan.contains(lowered, $0) }
     }
 
@@ -160,6 +162,11 @@ enum Scan {
 
     static func isDigit(_ byte: UInt8) -> Bool {
         byte >= 48 && byte <= 57
+    }
+
+    /// The text's bytes with ASCII letters lower-cased.
+    static func lowercased(_ text: String) -> [UInt8] {
+        text.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
     }
 
     /// Whether `needle` occurs in `haystack`.

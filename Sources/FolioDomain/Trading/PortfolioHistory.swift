@@ -37,7 +37,12 @@ public struct TradingDay: Hashable, Comparable, Sendable, CustomStringConvertibl
 
     /// 16:00 in New York on this day: when the market closes.
     public var close: Date {
-        Self.calendar(Self.newYork).date(from: DateComponents(year: year, month: month, day: day, hour: 16))!
+        at(hour: 16, minute: 0)
+    }
+
+    /// This day's `hour:minute` in New York.
+    public func at(hour: Int, minute: Int) -> Date {
+        Self.calendar(Self.newYork).date(from: DateComponents(year: year, month: month, day: day, hour: hour, minute: minute))!
     }
 
     public var isWeekday: Bool {

@@ -21,15 +21,11 @@ struct RecurringJob: Sendable {
         case .every(let interval):
             return date.addingTimeInterval(interval)
         case .weekdaysAt(let hour, let minute):
-            var calendar = Calendar(identifier: .gregorian)
-            calendar.timeZone = TradingDay.newYork
             var day = TradingDay(date)
-            while true {
-                if day.isWeekday, let run = calendar.date(from: DateComponents(year: day.year, month: day.month, day: day.day, hour: hour, minute: minute)), run > date {
-                    return run
-                }
+            while !day.isWeekday || day.at(hour: hour, minute: minute) <= date {
                 day = day.adding(days: 1)
             }
+            return day.at(hour: hour, minute: minute)
         }
     }
 }

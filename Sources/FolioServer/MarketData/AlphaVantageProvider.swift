@@ -130,12 +130,8 @@ struct AlphaVantageProvider: MarketDataProvider {
     /// The quote's time: now on its trading day, else that day's 16:00 New York close.
     private func asOf(tradingDay text: String?) -> Date {
         let now = clock.now()
-        guard let day = text.flatMap(Self.tradingDay) else { return now }
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "America/New_York")!
-        let utc = Calendar(identifier: .gregorian).dateComponents(in: .gmt, from: day)
-        let close = calendar.date(from: DateComponents(year: utc.year, month: utc.month, day: utc.day, hour: 16)) ?? now
-        return min(now, close)
+        guard let text, let day = TradingDay(text) else { return now }
+        return min(now, day.close)
     }
 
     static func encode(_ text: String) -> String {

@@ -98,7 +98,7 @@ actor QuoteService {
             if let quote { try? await store?.save(quote, fetchedAt: now, source: provider.name) }
             return quote.map(Lookup.found) ?? .unknown
         } catch {
-            let reason = error as? MarketDataError ?? .unreachable("\(type(of: error))")
+            let reason = Self.reason(error)
             let candidates = [remembered, stored?.quote].compactMap { $0 }
             guard var newest = candidates.max(by: { $0.asOf < $1.asOf }) else { return .unavailable(reason) }
             newest.isStale = true
@@ -120,7 +120,7 @@ actor QuoteService {
             histories[key] = (closes, now)
             return Array(closes.suffix(days))
         } catch {
-            throw unavailable(error as? MarketDataError ?? .unreachable("\(type(of: error))"))
+            throw unavailable(Self.reason(error))
         }
     }
 
@@ -134,8 +134,13 @@ actor QuoteService {
             searches[key] = (matches, now)
             return matches
         } catch {
-            throw unavailable(error as? MarketDataError ?? .unreachable("\(type(of: error))"))
+            throw unavailable(Self.reason(error))
         }
+    }
+
+    /// A provider's failure as a `MarketDataError` (anything else counts as unreachable).
+    static func reason(_ error: any Error) -> MarketDataError {
+        error as? MarketDataError ?? .unreachable("\(type(of: error))")
     }
 
     func unavailable(_ reason: MarketDataError) -> AppError {

@@ -68,4 +68,9 @@ final class Job: Model, @unchecked Sendable {
     @Field(key: "updated_at") var updatedAt: Date
 
     init() {}
+
+    /// One value of the payload, which `JobQueue.enqueue` writes as a JSON object of strings.
+    func payloadValue(_ key: String) -> String? {
+        (try? JSONDecoder().decode([String: String].self, from: Data(payload.utf8)))?[key]
+    }
 }

@@ -137,10 +137,7 @@ struct PaperBroker: Broker {
 
     /// 16:00 in New York on the order's trading day (the next day when placed after the close).
     static func dayEnd(for date: Date) -> Date {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "America/New_York")!
-        var close = calendar.date(bySettingHour: 16, minute: 0, second: 0, of: date)!
-        if close <= date { close = calendar.date(byAdding: .day, value: 1, to: close)! }
-        return close
+        let day = TradingDay(date)
+        return day.close > date ? day.close : day.adding(days: 1).close
     }
 }
