@@ -1,4 +1,3 @@
-import FluentKit
 import FolioDomain
 import Foundation
 import Hummingbird
@@ -12,57 +11,106 @@ public enum FolioVersion {
     public static let current = "0.1.0"
 }
 
-/// The composition root: everything the server is made of is wired here.
-public struct FolioServerBuilder: Sendable {
-    public let configuration: AppConfiguration
-    public let logger: Logger
-    public let database: FolioDatabase
+/// Everything Folio's parts are built from that comes from outside the code:
+/// configuration, logger, database, clock, id source, and the vendors (market
+/// data, broker, mailer). `live` gives the defaults the configuration names;
+/// a test replaces what it needs (a fake broker, a fixed clock, counted ids)
+/// and builds the same services. `serve`, `worker`, every command and the
+/// tests start here.
+public struct FolioDependencies: Sendable {
+    public var configuration: AppConfiguration
+    public var logger: Logger
+    public var database: FolioDatabase
+    public var clock: AppClock
+    public var ids: IDSource
+    /// This process, as its heartbeat and the work it holds name it.
+    public var instance: String
+    /// Nil: Alpha Vantage when a key is configured, else the simulated market.
+    var marketData: (any MarketDataProvider)?
+    /// Nil: the paper broker as configured.
+    var broker: (@Sendable (QuoteService) -> any Broker)?
+    /// Nil: the development outbox.
+    var mailer: (any Mailer)?
+
+    public static func live(configuration: AppConfiguration, logger: Logger, database: FolioDatabase, clock: AppClock = .system) -> FolioDependencies {
+        FolioDependencies(
+            configuration: configuration, logger: logger, database: database, clock: clock, ids: .random,
+            instance: "\(ProcessInfo.processInfo.hostName.prefix(40))-\(getpid())-\(UUID().uuidString.prefix(8).lowercased())")
+    }
+}
+
+/// The services, built once from the dependencies: the composition root.
+public struct FolioServices: Sendable {
+    public let dependencies: FolioDependencies
     let identity: IdentityServices
     let rateLimiter: RateLimiter
-    let marketData: any MarketDataProvider
+    let anchor: AuditAnchor
+    let store: TradingStore
+    let ledger: Ledger
+    let accounts: AccountService
     let quotes: QuoteService
+    let broker: any Broker
+    let jobs: JobQueue
     let orders: OrderService
     let snapshots: PortfolioSnapshots
-    /// Submits orders and rechecks resting ones; runs as a service in `serve`.
+    let idempotency: Idempotency
+    let instances: Instances
+    /// Database constraint violations that reached a response.
+    let constraintViolations = ConstraintViolations()
+    /// Submits orders, rechecks resting ones, runs schedules; a service of `serve` and `folio worker`.
     let worker: JobWorker
 
-    public init(configuration: AppConfiguration, logger: Logger, database: FolioDatabase, clock: AppClock = .system) async {
-        self.configuration = configuration
-        self.logger = logger
-        self.database = database
-        self.identity = await IdentityServices.make(configuration: configuration, database: database, clock: clock)
+    public var configuration: AppConfiguration { dependencies.configuration }
+    public var logger: Logger { dependencies.logger }
+    public var database: FolioDatabase { dependencies.database }
+    var clock: AppClock { dependencies.clock }
+
+    public init(_ dependencies: FolioDependencies) async {
+        self.dependencies = dependencies
+        let configuration = dependencies.configuration, database = dependencies.database, clock = dependencies.clock
+        let ids = dependencies.ids, logger = dependencies.logger
+        let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
+        self.anchor = anchor
+        let store = TradingStore(database: database)
+        self.store = store
+        let ledger = Ledger(store: store, anchor: anchor, ids: ids, clock: clock)
+        self.ledger = ledger
+        self.accounts = AccountService(store: store, ledger: ledger, clock: clock, ids: ids)
+        self.identity = await IdentityServices.make(
+            configuration: configuration, database: database, clock: clock, ids: ids, anchor: anchor, ledger: ledger, mailer: dependencies.mailer)
         self.rateLimiter = RateLimiter(clock: clock)
-        self.marketData = Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
-        self.quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
-        let jobs = JobQueue(database: database, clock: clock)
+        let marketData = dependencies.marketData ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
+        let quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
+        self.quotes = quotes
+        let broker = dependencies.broker?(quotes) ?? PaperBroker(
+            quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills)
+        self.broker = broker
+        let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
+        self.jobs = jobs
         let orders = OrderService(
-            database: database, clock: clock, audit: identity.audit, jobs: jobs,
-            broker: PaperBroker(quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills),
-            quotes: quotes, marketBuyMargin: configuration.marketBuyMargin)
+            store: store, ledger: ledger, jobs: jobs, broker: broker, quotes: quotes, clock: clock, ids: ids,
+            marketBuyMargin: configuration.marketBuyMargin, logger: logger)
         self.orders = orders
-        let snapshots = PortfolioSnapshots(database: database, quotes: quotes, clock: clock, logger: logger)
+        let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)
         self.snapshots = snapshots
-        let scheduler = JobScheduler(database: database, queue: jobs, schedules: [PortfolioSnapshots.schedule])
+        self.idempotency = Idempotency(database: database, clock: clock, ids: ids, instance: dependencies.instance)
+        self.instances = Instances(database: database, clock: clock)
+        let scheduler = JobScheduler(database: database, queue: jobs, schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule])
+        let heads = AuditHeads(database: database, logger: logger)
         self.worker = JobWorker(
             queue: jobs,
             handlers: [
-                OrderService.submitJob: { job in
-                    guard let id = job.payloadValue("order_id").flatMap(UUID.init(uuidString:)) else {
-                        throw JobWorker.JobError.badPayload
-                    }
-                    try await orders.submit(orderID: id)
+                .submitOrder: { batch in await orders.submit(batch) },
+                .snapshotPortfolios: JobWorker.each { job in
+                    guard case .snapshotPortfolios(let due) = job.payload else { return }
+                    try await snapshots.snapshotAll(day: TradingDay(Date(timeIntervalSince1970: TimeInterval(due))))
                 },
-                PortfolioSnapshots.job: { job in
-                    guard let due = job.payloadValue("due").flatMap(TimeInterval.init) else {
-                        throw JobWorker.JobError.badPayload
-                    }
-                    try await snapshots.snapshotAll(day: TradingDay(Date(timeIntervalSince1970: due)))
-                },
+                .logAuditHeads: JobWorker.each { _ in try await heads.log() },
             ],
-            name: "worker-\(UUID().uuidString.prefix(8).lowercased())", pollInterval: .milliseconds(200), logger: logger,
+            name: "\(dependencies.instance)-worker", pollInterval: .milliseconds(200), logger: logger,
             onIdle: {
                 do { try await scheduler.enqueueDue() } catch { logger.error("job schedules failed", metadata: ["error": "\(error)"]) }
-                try? await orders.recheckRestingOrders()
+                do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
             })
     }
 
@@ -73,6 +121,12 @@ public struct FolioServerBuilder: Sendable {
             apiKey: settings.apiKey, baseURL: settings.baseURL,
             budget: CallBudget(database: database, provider: AlphaVantageProvider.name, perMinute: settings.callsPerMinute, perDay: settings.callsPerDay, clock: clock),
             clock: clock, httpClient: .shared, logger: logger)
+    }
+
+    /// Work before serving: accounts opened before per-account audit chains get theirs.
+    public func prepare() async throws {
+        let opened = try await AuditChain.openLegacyAccountChains(anchor: anchor, ids: dependencies.ids, clock: clock, database: database)
+        if opened > 0 { logger.info("opened audit chains for accounts from before per-account chains", metadata: ["accounts": .stringConvertible(opened)]) }
     }
 
     /// The router with every route and middleware. `extraRoutes` lets tests add
@@ -86,7 +140,7 @@ public struct FolioServerBuilder: Sendable {
         routes.add(middleware: RequestLoggingMiddleware(trustedProxies: Set(configuration.trustedProxies)))
         routes.add(middleware: CORSMiddleware(configuration: configuration, security: identity.security))
         routes.add(middleware: RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
-        routes.add(middleware: ProblemMiddleware(routes: table))
+        routes.add(middleware: ProblemMiddleware(routes: table, violations: constraintViolations))
         routes.add(middleware: RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug))
         if configuration.csrfProtectionEnabled {
             routes.add(middleware: OriginGuardMiddleware(configuration: configuration, security: identity.security))
@@ -99,11 +153,10 @@ public struct FolioServerBuilder: Sendable {
         AuthController(services: identity).addRoutes(to: routes)
         TwoFactorController(services: identity).addRoutes(to: routes)
         AdminController(services: identity).addRoutes(to: routes)
-        let idempotency = Idempotency(database: database, clock: identity.clock)
-        AccountsController(ledger: identity.ledger, database: database, idempotency: idempotency).addRoutes(to: routes)
+        AccountsController(accounts: accounts, store: store, idempotency: idempotency).addRoutes(to: routes)
         MarketDataController(quotes: quotes).addRoutes(to: routes)
-        PortfolioController(database: database, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
-        OrdersController(orders: orders, database: database, idempotency: idempotency).addRoutes(to: routes)
+        PortfolioController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
+        OrdersController(orders: orders, store: store, idempotency: idempotency).addRoutes(to: routes)
         extraRoutes(routes)
         return router
     }
@@ -116,15 +169,23 @@ public struct FolioServerBuilder: Sendable {
             server: try serverBuilder(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             logger: logger)
-        application.addServices(DatabaseService(database: database), worker)
+        application.addServices(
+            DatabaseService(database: database),
+            HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger),
+            worker)
         return application
     }
 
     /// Runs only the job worker (for `folio worker`), until SIGTERM or SIGINT.
     public func runWorker() async throws {
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: worker), .init(service: DatabaseService(database: database))],
-                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(
+                services: [
+                    .init(service: DatabaseService(database: database)),
+                    .init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)),
+                    .init(service: worker),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

@@ -49,15 +49,16 @@ struct DomainBenchmarks {
         print("| micro-benchmark | size | time per operation | operations per second |")
         print("|---|---|---|---|")
         let texts = (0..<1000).map { "\($0 * 7919 % 100_000).\($0 % 100)" }
-        measure("decimal parse", size: "1 value") { index in _ = try? ExactDecimal.parse(texts[index % texts.count]) }
-        let values = texts.compactMap { try? ExactDecimal.parse($0) }
-        measure("decimal format", size: "1 value") { index in _ = ExactDecimal.format(values[index % values.count], minimumScale: 2) }
+        let bytes = texts.map { Array($0.utf8) }
+        measure("amount parse (Cash, from bytes)", size: "1 value") { index in _ = try? Cash(parsing: bytes[index % bytes.count]) }
+        let values = texts.compactMap { try? Cash(parsing: $0) }
+        measure("amount format (Cash)", size: "1 value") { index in _ = values[index % values.count].description }
         let line = Self.logLine(bytes: 1024)
         measure("log redactor", size: "1 KiB line") { _ in _ = LogRedactor.standard.redact(line) }
         for positions in [20, 1_000, 10_000] {
             let (holdings, quotes) = Self.portfolio(positions: positions)
             measure("portfolio valuation", size: "\(positions) positions") { _ in
-                _ = PortfolioValuation(cash: 1_000, availableCash: 1_000, holdings: holdings, quotes: quotes)
+                _ = try? PortfolioValuation(cash: 1_000, availableCash: 1_000, holdings: holdings, quotes: quotes)
             }
         }
         print("| rebalance plan | 20 / 1,000 / 10,000 | not built yet (the rebalancer is a later issue) | |")
@@ -90,8 +91,11 @@ struct DomainBenchmarks {
         let now = Date()
         for index in 0..<positions {
             let symbol = "S\(index)"
-            holdings.append((symbol, Position(quantity: Decimal(index % 97 + 1), costBasis: Decimal(index % 89 + 10) * 7)))
-            quotes[symbol] = PriceQuote(symbol: symbol, price: Decimal(index % 501 + 1) / 4, previousClose: Decimal(index % 499 + 1) / 4, asOf: now)
+            holdings.append((symbol, Position(quantity: Quantity(integerLiteral: index % 97 + 1), costBasis: Cash(integerLiteral: (index % 89 + 10) * 7))))
+            // Quarters of a dollar: 0.25 to 125.25.
+            quotes[symbol] = PriceQuote(
+                symbol: symbol, price: Price(uncheckedUnits: Int128(index % 501 + 1) * 25_000_000),
+                previousClose: Price(uncheckedUnits: Int128(index % 499 + 1) * 25_000_000), asOf: now)
         }
         return (holdings, quotes)
     }

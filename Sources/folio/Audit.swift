@@ -12,8 +12,8 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var options: EnvironmentOptions
 
         func run() async throws {
-            let (events, firstBreak) = try await withDatabase(options) { _, database in
-                try await AuditVerifier(database: database).verify()
+            let (events, firstBreak) = try await withServices(options) { services in
+                try await AuditVerifier(services: services).verify()
             }
             if let firstBreak {
                 print("BROKEN \(firstBreak)")

@@ -88,7 +88,9 @@ struct Serve: AsyncParsableCommand {
             "environment": .string(configuration.environment.rawValue), "database": .string(database.kind.rawValue),
             "address": .string("\(configuration.host):\(configuration.port)"), "version": .string(FolioVersion.current),
         ])
-        let application = try await FolioServerBuilder(configuration: configuration, logger: logger, database: database).buildApplication()
+        let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
+        try await services.prepare()
+        let application = try services.buildApplication()
         try await application.runService()
     }
 }
@@ -149,6 +151,8 @@ struct Worker: AsyncParsableCommand {
             FileHandle.standardError.write(Data("\(pending.count) migration(s) pending; run `folio migrate` first.\n".utf8))
             throw ExitCode(78)
         }
-        try await FolioServerBuilder(configuration: configuration, logger: logger, database: database).runWorker()
+        let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
+        try await services.prepare()
+        try await services.runWorker()
     }
 }

@@ -13,8 +13,8 @@ struct LedgerCommand: AsyncParsableCommand {
         @OptionGroup var options: EnvironmentOptions
 
         func run() async throws {
-            let (accounts, differences) = try await withDatabase(options) { _, database in
-                try await LedgerVerifier(database: database).verify()
+            let (accounts, differences) = try await withServices(options) { services in
+                try await LedgerVerifier(services: services).verify()
             }
             for difference in differences { print("DIFFERENCE \(difference)") }
             print("checked \(accounts) account(s): \(differences.isEmpty ? "the ledger balances" : "\(differences.count) difference(s)")")
@@ -34,18 +34,13 @@ struct LedgerCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let kind = OperatorPosting.Kind(rawValue: type.lowercased()) else { throw ValidationError("--type must be dividend or fee") }
-            guard let id = UUID(uuidString: accountID) else { throw ValidationError("the account id must be a UUID") }
-            guard let value = try? ExactDecimal.parse(amount) else { throw ValidationError("--amount must be a number such as 12.34") }
+            guard let id = AccountID(accountID) else { throw ValidationError("the account id must be a UUID") }
+            guard let value = try? Cash(parsing: amount) else { throw ValidationError("--amount must be a number such as 12.34") }
             let text = description ?? (kind == .dividend ? "Dividend\(symbol.map { " \($0.uppercased())" } ?? "")" : "Fee")
-            do {
-                let (entry, cash) = try await withDatabase(options) { _, database in
-                    try await OperatorPosting.post(kind, accountID: id, amount: value, symbol: symbol, description: text, database: database)
-                }
-                print("posted \(kind.rawValue) \(ExactDecimal.format(value, minimumScale: 2)) as \(entry.uuidString.lowercased()); cash now \(ExactDecimal.format(cash, minimumScale: 2))")
-            } catch let failure as OperatorPosting.Failure {
-                FileHandle.standardError.write(Data("error: \(failure.description)\n".utf8))
-                throw ExitCode.failure
+            let (entry, cash) = try await withServices(options) { services in
+                try await OperatorPosting.post(kind, accountID: id, amount: value, symbol: symbol, description: text, services: services)
             }
+            print("posted \(kind.rawValue) \(value) as \(entry); cash now \(cash)")
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FolioDomain
 import FolioServer
 import Foundation
 import Logging
@@ -8,26 +9,50 @@ import Glibc
 #endif
 
 /// Opens the configured database (migrated) for a one-off command, runs `body`, closes it.
-func withDatabase<T>(_ options: EnvironmentOptions, _ body: (AppConfiguration, FolioDatabase) async throws -> T) async throws -> T {
+/// Builds Folio's services from the live dependencies for one command, runs
+/// `body`, and closes the database. Domain errors become one line of text.
+func withServices<T>(_ options: EnvironmentOptions, _ body: (FolioServices) async throws -> T) async throws -> T {
     let configuration = try options.loadConfiguration()
     var logger = Logger.folio(configuration: configuration)
     logger.logLevel = .warning
     let database = try FolioDatabase(location: configuration.database, poolSize: 1, logger: logger)
     do {
+        try await database.prepareConnectionSettings()
         let pending = try await database.pendingMigrations()
         if !pending.isEmpty {
             throw ValidationError("\(pending.count) migration(s) pending; run `folio migrate` first")
         }
-        let result = try await body(configuration, database)
+        let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
+        let result = try await body(services)
         await database.shutdown()
         return result
-    } catch let failure as UserAdministration.Failure {
-        await database.shutdown()
-        FileHandle.standardError.write(Data("error: \(failure.description)\n".utf8))
-        throw ExitCode.failure
     } catch {
         await database.shutdown()
+        if let text = CommandError.text(for: error) {
+            FileHandle.standardError.write(Data("error: \(text)\n".utf8))
+            throw ExitCode.failure
+        }
         throw error
+    }
+}
+
+/// How the commands say what the domain refused: one line, no stack.
+enum CommandError {
+    static func text(for error: any Error) -> String? {
+        switch error {
+        case let failure as UserAdministration.Failure:
+            return failure.description
+        case let error as TradingError:
+            switch error {
+            case .invalid(let issues): return issues.map(\.message).joined(separator: "; ")
+            case .insufficientFunds(let available): return "the amount exceeds the account's available cash (\(available))"
+            case .balanceLimitExceeded: return "the resulting balance would exceed what an account can hold"
+            case .accountNotFound, .unknownAccount: return "no account has that id"
+            default: return "\(error)"
+            }
+        default:
+            return nil
+        }
     }
 }
 
@@ -46,8 +71,8 @@ struct Users: AsyncParsableCommand {
 
         func run() async throws {
             let password = try readPassword()
-            let id = try await withDatabase(options) { configuration, database in
-                try await UserAdministration(configuration: configuration, database: database).createAdmin(email: email, password: password)
+            let id = try await withServices(options) { services in
+                try await UserAdministration(services: services).createAdmin(email: email, password: password)
             }
             print("created administrator \(email.lowercased()) (\(id.uuidString.lowercased()))")
         }
@@ -72,8 +97,8 @@ struct Users: AsyncParsableCommand {
         @OptionGroup var options: EnvironmentOptions
 
         func run() async throws {
-            let users = try await withDatabase(options) { configuration, database in
-                try await UserAdministration(configuration: configuration, database: database).list()
+            let users = try await withServices(options) { services in
+                try await UserAdministration(services: services).list()
             }
             let formatter = ISO8601DateFormatter()
             for user in users {
@@ -91,8 +116,8 @@ struct Users: AsyncParsableCommand {
         @Argument(help: "user or admin.") var role: String
 
         func run() async throws {
-            try await withDatabase(options) { configuration, database in
-                try await UserAdministration(configuration: configuration, database: database).setRole(email: email, role: role)
+            try await withServices(options) { services in
+                try await UserAdministration(services: services).setRole(email: email, role: role)
             }
             print("\(email.lowercased()) is now \(role)")
         }
@@ -104,8 +129,8 @@ struct Users: AsyncParsableCommand {
         @Argument(help: "Email address of the user.") var email: String
 
         func run() async throws {
-            try await withDatabase(options) { configuration, database in
-                try await UserAdministration(configuration: configuration, database: database).disable(email: email)
+            try await withServices(options) { services in
+                try await UserAdministration(services: services).disable(email: email)
             }
             print("disabled \(email.lowercased())")
         }
@@ -118,8 +143,8 @@ struct Outbox: AsyncParsableCommand {
     @Option(help: "How many messages to show.") var limit = 10
 
     func run() async throws {
-        let messages = try await withDatabase(options) { configuration, database in
-            try await UserAdministration(configuration: configuration, database: database).outbox(limit: limit)
+        let messages = try await withServices(options) { services in
+            try await UserAdministration(services: services).outbox(limit: limit)
         }
         let formatter = ISO8601DateFormatter()
         for message in messages {

@@ -1,4 +1,4 @@
-import FolioDomain
+@testable import FolioDomain
 import Foundation
 import Testing
 
@@ -24,29 +24,29 @@ struct PortfolioHistoryTests {
         let movements = [
             LedgerMovement(occurredAt: monday.close.addingTimeInterval(-8 * 3600), cash: 1000),
             // Bought Monday morning at 10.005 a share.
-            LedgerMovement(occurredAt: monday.close.addingTimeInterval(-7 * 3600), cash: Decimal(string: "-30.02")!, symbol: "XYZ", quantity: 3, price: Decimal(string: "10.005")!),
+            LedgerMovement(occurredAt: monday.close.addingTimeInterval(-7 * 3600), cash: cash("-30.02"), symbol: "XYZ", quantity: 3, price: px("10.005")),
             // Sold one share after Tuesday's close: counts from Wednesday.
-            LedgerMovement(occurredAt: tuesday.close.addingTimeInterval(60), cash: Decimal(string: "10.50")!, symbol: "XYZ", quantity: -1, price: Decimal(string: "10.5")!),
+            LedgerMovement(occurredAt: tuesday.close.addingTimeInterval(60), cash: cash("10.50"), symbol: "XYZ", quantity: -1, price: px("10.5")),
         ]
-        let closes: [String: [(day: TradingDay, close: Decimal)]] = ["XYZ": [
-            (monday, Decimal(string: "10.10")!),
-            (tuesday, Decimal(string: "10.333333")!),
+        let closes: [String: [(day: TradingDay, close: Price)]] = ["XYZ": [
+            (monday, px("10.10")),
+            (tuesday, px("10.333333")),
             // No close Wednesday (a gap in the data): Tuesday's close, then Thursday's.
-            (thursday, Decimal(string: "11")!),
+            (thursday, px("11")),
         ]]
-        let values = PortfolioHistory.replay(movements: movements, closes: closes, days: [monday, tuesday, wednesday, thursday])
-        #expect(values.map(\.cash) == [Decimal(string: "969.98")!, Decimal(string: "969.98")!, Decimal(string: "980.48")!, Decimal(string: "980.48")!])
-        #expect(values.map(\.marketValue) == [Decimal(string: "30.30")!, Decimal(string: "31.00")!, Decimal(string: "21.00")!, Decimal(string: "22.00")!])
-        #expect(values[1].totalValue == Decimal(string: "1000.98")!)
+        let values = try PortfolioHistory.replay(movements: movements, closes: closes, days: [monday, tuesday, wednesday, thursday])
+        #expect(values.map(\.cash) == [cash("969.98"), cash("969.98"), cash("980.48"), cash("980.48")])
+        #expect(values.map(\.marketValue) == [cash("30.30"), cash("31.00"), cash("21.00"), cash("22.00")])
+        #expect(values[1].totalValue == cash("1000.98"))
         // Wednesday has a trade price (10.5, after Tuesday's close) newer than Tuesday's close.
-        #expect(values[2].marketValue == Money.amount(quantity: 2, price: Decimal(string: "10.5")!))
+        #expect(values[2].marketValue == (try Money.value(quantity: 2, price: px("10.5"))))
     }
 
     @Test("a symbol with no close at all is valued at its last trade price; days before any movement are empty")
-    func noCloses() {
+    func noCloses() throws {
         let friday = day("2026-11-27")
-        let movements = [LedgerMovement(occurredAt: friday.close.addingTimeInterval(-3600), cash: -5, symbol: "NEW", quantity: 2, price: Decimal(string: "2.5")!)]
-        let values = PortfolioHistory.replay(movements: movements, closes: [:], days: [day("2026-11-26"), friday])
+        let movements = [LedgerMovement(occurredAt: friday.close.addingTimeInterval(-3600), cash: -5, symbol: "NEW", quantity: 2, price: px("2.5"))]
+        let values = try PortfolioHistory.replay(movements: movements, closes: [:], days: [day("2026-11-26"), friday])
         #expect(values.map(\.totalValue) == [0, 0])
         #expect(values[1].marketValue == 5)
     }

@@ -25,13 +25,13 @@ struct SimulatedMarketTests {
         let prices = (0..<30).compactMap { market.price(of: "TSLA", at: noon.addingTimeInterval(Double($0) * 60)) }
         #expect(Set(prices).count > 5)
         for price in prices {
-            #expect(price >= Decimal(string: "0.01")!)
-            #expect(ExactDecimal.scale(of: price) <= 2)
+            #expect(price >= px("0.01"))
+            #expect(price.places <= 2)
         }
         let close = try #require(market.previousClose(of: "TSLA", at: noon))
         let price = try #require(market.price(of: "TSLA", at: noon))
         // A day's move stays within a plausible band.
-        #expect(abs(price - close) / close < Decimal(string: "0.5")!)
+        #expect(try Ratio.quotient(try price - close, close, rounding: .up).magnitude < Ratio(uncheckedUnits: 500_000))
     }
 
     @Test("daily history has one close per day, oldest first, ending with yesterday's close")

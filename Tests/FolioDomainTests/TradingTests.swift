@@ -34,7 +34,7 @@ struct OrderDraftTests {
     }
 
     @Test("each order type requires and refuses the right prices", arguments: [
-        (OrderType.limit, nil as Decimal?, nil as Decimal?, ["limit_price"]),
+        (OrderType.limit, nil as Price?, nil as Price?, ["limit_price"]),
         (.stop, nil, nil, ["stop_price"]),
         (.stopLimit, nil, nil, ["limit_price", "stop_price"]),
         (.stopLimit, 10, nil, ["stop_price"]),
@@ -44,7 +44,7 @@ struct OrderDraftTests {
         (.limit, 10, nil, []),
         (.stopLimit, 10, 9, []),
     ])
-    func prices(type: OrderType, limit: Decimal?, stop: Decimal?, fields: [String]) {
+    func prices(type: OrderType, limit: Price?, stop: Price?, fields: [String]) {
         let issues = OrderDraft(symbol: "AAPL", side: .buy, type: type, quantity: 1, limitPrice: limit, stopPrice: stop).validate()
         #expect(issues.map(\.field) == fields)
     }
@@ -55,8 +55,11 @@ struct OrderDraftTests {
         #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market, quantity: 1, notional: 10).validate().map(\.code) == ["conflict"])
         #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market, quantity: 0).validate().map(\.code) == ["not_positive"])
         #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market, quantity: -2).validate().map(\.code) == ["not_positive"])
-        #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market, quantity: try! ExactDecimal.parse("0.0000000001")).validate().map(\.code) == ["too_precise"])
-        #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market, quantity: try! ExactDecimal.parse("0.000000001")).validate().isEmpty)
+        // A quantity finer than 9 places cannot even be read: the parse refuses it with the same code.
+        #expect(throws: MoneyParseError.tooPrecise) { try Quantity(parsing: "0.0000000001") }
+        #expect(FieldIssue.amount(.tooPrecise, field: "quantity", scale: 9).code == "too_precise")
+        #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market, quantity: qty("0.000000001")).validate().isEmpty)
+        #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market, notional: cash("10.001")).validate().map(\.code) == ["too_precise"])
         #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .limit, notional: 100, limitPrice: 5).validate().map(\.code) == ["market_only"])
         #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market, timeInForce: .fillOrKill, notional: 100).validate().map(\.code) == ["unsupported"])
     }
@@ -74,53 +77,51 @@ struct OrderDraftTests {
 
 @Suite("Positions and valuation")
 struct PositionTests {
-    func d(_ text: String) -> Decimal { try! ExactDecimal.parse(text) }
-
     @Test("buying adds exact cost; selling part removes proportional cost; selling all removes all")
     func buyAndSell() throws {
-        var position = Position.empty.buying(d("3"), for: d("100.00"))
-        position = position.buying(d("1"), for: d("40.01"))
+        var position = try Position.empty.buying(qty("3"), for: cash("100.00"))
+        position = try position.buying(qty("1"), for: cash("40.01"))
         #expect(position.quantity == 4)
-        #expect(position.costBasis == d("140.01"))
-        #expect(position.averageCost == d("35.0025"))
-        let partial = try #require(position.selling(d("1")))
-        #expect(partial.costSold == d("35.00"))
-        #expect(partial.position.costBasis == d("105.01"))
-        let all = try #require(partial.position.selling(d("3")))
+        #expect(position.costBasis == cash("140.01"))
+        #expect(position.averageCost == px("35.0025"))
+        let partial = try #require(position.selling(qty("1")))
+        #expect(partial.costSold == cash("35.00"))
+        #expect(partial.position.costBasis == cash("105.01"))
+        let all = try #require(partial.position.selling(qty("3")))
         #expect(all.position == .empty)
-        #expect(all.costSold == d("105.01"))
-        #expect(position.selling(d("5")) == nil)
+        #expect(all.costSold == cash("105.01"))
+        #expect(position.selling(qty("5")) == nil)
         #expect(position.selling(0) == nil)
     }
 
     @Test("amounts are rounded half to even, in cents")
-    func amounts() {
-        #expect(Money.amount(quantity: d("1"), price: d("189.125")) == d("189.12"))
-        #expect(Money.amount(quantity: d("1"), price: d("189.135")) == d("189.14"))
-        #expect(Money.amount(quantity: d("0.5"), price: d("0.01")) == d("0"))
-        #expect(Money.amount(quantity: d("123456789.123456789"), price: d("12345.12345678")) == d("1524089303306.73"))  // checked with Python's decimal module
+    func amounts() throws {
+        #expect(try Money.value(quantity: qty("1"), price: px("189.125")) == cash("189.12"))
+        #expect(try Money.value(quantity: qty("1"), price: px("189.135")) == cash("189.14"))
+        #expect(try Money.value(quantity: qty("0.5"), price: px("0.01")) == cash("0"))
+        #expect(try Money.value(quantity: qty("123456789.123456789"), price: px("12345.12345678")) == cash("1524089303306.73"))  // checked with Python's decimal module
     }
 
     @Test("a portfolio is valued in one pass: values, P&L, day change and weights")
-    func valuation() {
-        let now = Date()
-        let valuation = PortfolioValuation(
-            cash: d("500.00"), availableCash: d("400.00"),
-            holdings: [("AAPL", Position(quantity: 2, costBasis: d("300.00"))), ("MSFT", Position(quantity: 1, costBasis: d("400.00"))), ("GONE", .empty)],
-            quotes: ["AAPL": PriceQuote(symbol: "AAPL", price: d("200.00"), previousClose: d("190.00"), asOf: now),
-                     "MSFT": PriceQuote(symbol: "MSFT", price: d("100.00"), previousClose: nil, asOf: now, isStale: true)])
+    func valuation() throws {
+        let now = Date(timeIntervalSince1970: 1_795_534_200)
+        let valuation = try PortfolioValuation(
+            cash: cash("500.00"), availableCash: cash("400.00"),
+            holdings: [("AAPL", Position(quantity: 2, costBasis: cash("300.00"))), ("MSFT", Position(quantity: 1, costBasis: cash("400.00"))), ("GONE", .empty)],
+            quotes: ["AAPL": PriceQuote(symbol: "AAPL", price: px("200.00"), previousClose: px("190.00"), asOf: now),
+                     "MSFT": PriceQuote(symbol: "MSFT", price: px("100.00"), previousClose: nil, asOf: now, isStale: true)])
         #expect(valuation.positions.map(\.symbol) == ["AAPL", "MSFT"])
         let aapl = valuation.positions[0]
-        #expect(aapl.marketValue == d("400.00"))
-        #expect(aapl.unrealizedPnL == d("100.00"))
-        #expect(aapl.unrealizedPnLPercent == d("33.3333"))
-        #expect(aapl.dayChange == d("20.00"))
-        #expect(aapl.averageCost == d("150"))
-        #expect(valuation.marketValue == d("500.00"))
-        #expect(valuation.totalValue == d("1000.00"))
-        #expect(aapl.weight == d("0.4"))
+        #expect(aapl.marketValue == cash("400.00"))
+        #expect(aapl.unrealizedPnL == cash("100.00"))
+        #expect(aapl.unrealizedPnLPercent == (try Ratio(parsing: "33.3333")))
+        #expect(aapl.dayChange == cash("20.00"))
+        #expect(aapl.averageCost == px("150"))
+        #expect(valuation.marketValue == cash("500.00"))
+        #expect(valuation.totalValue == cash("1000.00"))
+        #expect(aapl.weight == (try Ratio(parsing: "0.4")))
         #expect(valuation.positions[1].quote?.isStale == true)
-        #expect(valuation.unrealizedPnL == d("-200.00"))
-        #expect(valuation.dayChange == d("20.00"))
+        #expect(valuation.unrealizedPnL == cash("-200.00"))
+        #expect(valuation.dayChange == cash("20.00"))
     }
 }

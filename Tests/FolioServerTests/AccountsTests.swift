@@ -51,15 +51,14 @@ struct AccountsTests {
             #expect(try problem(overdraft).code == "insufficient_funds")
             #expect(try problem(overdraft).errors?.first?.field == "amount")
             #expect(try await accounts(client, tokens).first?["cash"] as? String == "50000.00")
-            #expect(try await LedgerEntry.query(on: env.database.db).count() == 4)
-            let verified = try await LedgerVerifier(database: env.database).verify()
-            #expect(verified.differences.isEmpty)
+            #expect(try await env.entries().count == 4)
+            try await env.expectConsistent()
         }
     }
 
     @Test("amounts must be positive cents", arguments: [("0", "not_positive"), ("-5", "not_positive"), ("1.001", "too_precise"), ("10000000000000", "too_large")])
     func amountValidation(amount: String, code: String) async throws {
-        try await withTestApp { client, env in
+        try await withTestAppOnEachDatabase { client, env in
             let tokens = try await signUp(client, env, email: "validate@example.com")
             let id = try #require(try await accounts(client, tokens).first?["id"] as? String)
             let response = try await post(client, "/api/accounts/\(id)/deposits", ["amount": amount], headers: bearer(tokens))
@@ -70,9 +69,9 @@ struct AccountsTests {
         }
     }
 
-    @Test("another user's account is 404 for reading and for moving money")
-    func isolation() async throws {
-        try await withTestApp { client, env in
+    @Test("another user's account is 404 for reading and for moving money", arguments: TestDatabaseKind.all)
+    func isolation(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let alice = try await signUp(client, env, email: "alice@example.com")
             let bob = try await signUp(client, env, email: "bob@example.com")
             let bobAccount = try #require(try await accounts(client, bob).first?["id"] as? String)
@@ -99,7 +98,7 @@ struct AccountsTests {
             #expect(statuses.filter { $0 == .created }.count == 33)
             #expect(statuses.filter { $0 == .unprocessableContent }.count == 17)
             #expect(try await accounts(client, tokens).first?["cash"] as? String == "1000.00")
-            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+            try await env.expectConsistent()
         }
     }
 
@@ -140,9 +139,9 @@ struct AccountsTests {
     func verifyFindsTampering(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
             try await signUp(client, env, email: "tamper@example.com")
-            #expect(try await LedgerVerifier(database: env.database).verify().differences.isEmpty)
+            try await env.expectConsistent()
             try await env.database.sql.raw("UPDATE accounts SET cash = '100000.01'").run()
-            let result = try await LedgerVerifier(database: env.database).verify()
+            let result = try await LedgerVerifier(services: env.services).verify()
             #expect(result.differences.count == 1)
             #expect(result.differences.first?.description.contains("cash is 100000.01 but the ledger sums to 100000") == true)
         }
@@ -186,19 +185,24 @@ struct AccountsTests {
         try await withTestApp(kind) { client, env in
             try await signUp(client, env, email: "rules@example.com")
             let sql = env.database.sql
-            await #expect(throws: (any Error).self) { try await sql.raw("UPDATE accounts SET cash = '-1'").run() }
-            await #expect(throws: (any Error).self) { try await sql.raw("UPDATE accounts SET reserved_cash = '200000'").run() }
-            let account = try #require(try await Account.query(on: env.database.db).first())
+            await expectConstraintViolation(.check) { try await sql.raw("UPDATE accounts SET cash = '-1'").run() }
+            await expectConstraintViolation(.check) { try await sql.raw("UPDATE accounts SET reserved_cash = '200000'").run() }
+            // The same statements with allowed values pass: the refusals above were the checks, not the SQL.
+            try await sql.raw("UPDATE accounts SET cash = '100000.01'").run()
+            try await sql.raw("UPDATE accounts SET reserved_cash = '0.01'").run()
+            let account = try await env.firstAccount()
             func insert(_ type: String, amount: String, quantity: String?) async throws {
                 try await sql.raw("""
                     INSERT INTO transactions (id, account_id, user_id, type, symbol, quantity, amount, occurred_at, created_at)
-                    VALUES (\(bind: UUID()), \(bind: account.id!), \(bind: account.userID), \(bind: type), 'AAPL', \(bind: quantity.map { StoredDecimal(try! ExactDecimal.parse($0)) }), \(bind: StoredDecimal(try ExactDecimal.parse(amount))), \(bind: Date()), \(bind: Date()))
+                    VALUES (\(bind: UUID()), \(bind: account.id), \(bind: account.userID), \(bind: type), 'AAPL', \(bind: try quantity.map { try Quantity(parsing: $0) }), \(bind: try Cash(parsing: amount)), \(bind: Date()), \(bind: Date()))
                     """).run()
             }
-            await #expect(throws: (any Error).self) { try await insert("deposit", amount: "-5", quantity: nil) }
-            await #expect(throws: (any Error).self) { try await insert("buy", amount: "-5", quantity: "-1") }
-            await #expect(throws: (any Error).self) { try await insert("loan", amount: "5", quantity: nil) }
+            await expectConstraintViolation(.check) { try await insert("deposit", amount: "-5", quantity: nil) }
+            try await insert("deposit", amount: "5", quantity: nil)
+            await expectConstraintViolation(.check) { try await insert("buy", amount: "-5", quantity: "-1") }
             try await insert("buy", amount: "-5", quantity: "1")
+            await expectConstraintViolation(.check) { try await insert("loan", amount: "5", quantity: nil) }
+            try await insert("dividend", amount: "5", quantity: nil)
         }
     }
 }

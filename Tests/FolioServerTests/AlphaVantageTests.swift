@@ -28,8 +28,8 @@ struct AlphaVantageTests {
                 let vendor = provider(fake, database: database, clock: clock)
 
                 let quote = try #require(try await vendor.quote(for: "MSFT"))
-                #expect(quote.price == Decimal(string: "415.1234"))
-                #expect(quote.previousClose == Decimal(string: "410"))
+                #expect(quote.price == Price("415.1234"))
+                #expect(quote.previousClose == Price("410"))
                 #expect(quote.asOf == Self.friday, "a quote of today's trading day is as of the fetch")
                 #expect(try await vendor.quote(for: "NOPE") == nil, "an empty Global Quote means an unknown symbol")
 
@@ -39,8 +39,8 @@ struct AlphaVantageTests {
 
                 let closes = try await vendor.dailyHistory(for: "IBM", days: 5)
                 #expect(closes.count == 5)
-                #expect(closes.last?.close == Decimal(string: "265.65"))
-                #expect(closes.first?.close == Decimal(string: "265.61"))
+                #expect(closes.last?.close == Price("265.65"))
+                #expect(closes.first?.close == Price("265.61"))
                 #expect(closes.map(\.date) == closes.map(\.date).sorted())
                 #expect(fake.hits.last == "TIME_SERIES_DAILY")
 
@@ -155,7 +155,7 @@ struct AlphaVantageTests {
                 _ = try await client.execute(uri: "/api/market/quotes?symbols=IBM", method: .get, headers: bearer(tokens))
                 #expect(fake.hits.count == calls)
                 let stored = try await QuoteStore(database: env.database).load("IBM", source: AlphaVantageProvider.name)
-                #expect(stored?.quote?.price == Decimal(string: "265.65"))
+                #expect(stored?.quote?.price == Price("265.65"))
 
                 // Past the TTL with the vendor limiting us: the old quote, marked stale, with its age.
                 clock.advance(by: 901)

@@ -1,4 +1,4 @@
-import FluentKit
+import FolioDomain
 import Foundation
 import SQLKit
 import Testing
@@ -7,26 +7,47 @@ import Testing
 
 @Suite("Audit trail")
 struct AuditTrailTests {
-    @Test("every event links to the one before; the database refuses UPDATE and DELETE", arguments: TestDatabaseKind.all)
+    /// An intruder with database rights removes the append-only guard first.
+    func dropGuard(_ env: TestEnvironment) async throws {
+        let sql = env.database.sql
+        if env.database.kind == .postgres {
+            try await sql.raw("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only").run()
+        } else {
+            try await sql.raw("DROP TRIGGER audit_events_no_update").run()
+            try await sql.raw("DROP TRIGGER audit_events_no_delete").run()
+        }
+    }
+
+    func actions(_ env: TestEnvironment) async throws -> [String] {
+        try await env.database.sql.raw("SELECT action FROM audit_events ORDER BY sequence").all().map { try $0.decode(column: "action", as: String.self) }
+    }
+
+    @Test("every money move is in its account's chain; the database refuses UPDATE and DELETE as constraint errors", arguments: TestDatabaseKind.all)
     func appendOnly(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
             let tokens = try await signUp(client, env, email: "audited@example.com")
             _ = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
             await env.worker.drain()
-            let verified = try await AuditVerifier(database: env.database).verify()
+            let verified = try await AuditVerifier(services: env.services).verify()
             #expect(verified.firstBreak == nil)
             #expect(verified.events >= 6)
-            let actions = try await AuditEvent.query(on: env.database.db).sort(\.$sequence).all().map(\.action)
-            for action in ["user.registered", "ledger.deposit", "order.placed", "order.filled", "order.fill"] {
-                #expect(actions.contains(action), "\(action) in \(actions)")
-            }
-            await #expect(throws: (any Error).self) { try await env.database.sql.raw("UPDATE audit_events SET action = 'nothing'").run() }
-            await #expect(throws: (any Error).self) { try await env.database.sql.raw("DELETE FROM audit_events").run() }
-            #expect(try await AuditEvent.query(on: env.database.db).count() == verified.events)
+            let account = try await env.firstAccount()
+            let chain = try await env.database.sql.raw("""
+                SELECT action FROM audit_events WHERE chain_id = \(bind: AuditChain.ID.account(account.id).text) ORDER BY chain_sequence
+                """).all().map { try $0.decode(column: "action", as: String.self) }
+            #expect(chain == ["account.opened", "ledger.deposit", "order.placed", "order.accepted", "order.filled", "order.fill"])
+            #expect(try await actions(env).contains("user.registered"))
+            let sql = env.database.sql
+            await expectConstraintViolation(.trigger) { try await sql.raw("UPDATE audit_events SET action = 'nothing'").run() }
+            await expectConstraintViolation(.trigger) { try await sql.raw("DELETE FROM audit_events").run() }
+            // The same statements touching no row pass: the refusals were the triggers', not the SQL.
+            try await sql.raw("UPDATE audit_events SET action = 'nothing' WHERE 1 = 0").run()
+            try await sql.raw("DELETE FROM audit_events WHERE 1 = 0").run()
+            #expect(try await actions(env).count == verified.events)
         }
     }
 
-    @Test("concurrent appends never fork the chain", arguments: TestDatabaseKind.all)
+    @Test("concurrent appends never fork a chain, and different accounts' chains grow side by side", arguments: TestDatabaseKind.all)
     func concurrentAppends(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -35,27 +56,105 @@ struct AuditTrailTests {
                 }
                 try await group.waitForAll()
             }
-            let verified = try await AuditVerifier(database: env.database).verify()
+            let verified = try await AuditVerifier(services: env.services).verify()
             #expect(verified.events == 20)
             #expect(verified.firstBreak == nil)
+
+            let alice = try await signUp(client, env, email: "alice@example.com")
+            let bob = try await signUp(client, env, email: "bob@example.com")
+            let aliceAccount = try #require(try await accounts(client, alice).first?["id"] as? String)
+            let bobAccount = try #require(try await accounts(client, bob).first?["id"] as? String)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                let aliceHeaders = bearer(alice), bobHeaders = bearer(bob)
+                for index in 0..<20 {
+                    let (headers, account) = index % 2 == 0 ? (aliceHeaders, aliceAccount) : (bobHeaders, bobAccount)
+                    group.addTask { _ = try await post(client, "/api/accounts/\(account)/deposits", ["amount": "1.00"], headers: headers) }
+                }
+                try await group.waitForAll()
+            }
+            try await env.expectConsistent()
+            let heads = try await env.database.sql.raw("SELECT audit_sequence FROM accounts").all()
+            // Each account: opened, starting deposit, and its ten deposits.
+            #expect(try heads.map { try $0.decode(column: "audit_sequence", as: Int64.self) } == [12, 12])
         }
     }
 
-    @Test("a row changed behind the triggers' back breaks the chain at that row", arguments: TestDatabaseKind.all)
+    @Test("a row changed behind the triggers' back breaks its chain at that row", arguments: TestDatabaseKind.all)
     func tampering(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
             try await signUp(client, env, email: "victim@example.com")
-            let sql = env.database.sql
-            // An intruder with database rights removes the guard first.
-            if env.database.kind == .postgres {
-                try await sql.raw("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only").run()
-            } else {
-                try await sql.raw("DROP TRIGGER audit_events_no_update").run()
+            let account = try await env.firstAccount()
+            try await dropGuard(env)
+            let chain = AuditChain.ID.account(account.id).text
+            try await env.database.sql.raw("""
+                UPDATE audit_events SET details = '{"amount":"1000000"}' WHERE chain_id = \(bind: chain) AND chain_sequence = 2
+                """).run()
+            let broken = try #require(try await env.auditBreak())
+            #expect(broken.hasPrefix("audit chain \(chain), event 2 "), "\(broken)")
+            #expect(broken.contains("was changed"))
+        }
+    }
+
+    @Test("deleting the newest rows of a chain is found: the anchored head is ahead of the rows", arguments: TestDatabaseKind.all)
+    func truncation(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "truncated@example.com")
+            let account = try await env.firstAccount()
+            for amount in ["1.00", "2.00", "3.00"] {
+                #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": amount], headers: bearer(tokens)).status == .created)
             }
-            try await sql.raw("UPDATE audit_events SET details = '{\"amount\":\"1000000\"}' WHERE sequence = 2").run()
-            let verified = try await AuditVerifier(database: env.database).verify()
-            #expect(verified.firstBreak?.hasPrefix("audit event 2 ") == true, "\(verified.firstBreak ?? "intact")")
-            #expect(verified.firstBreak?.contains("was changed") == true)
+            #expect(try await env.auditBreak() == nil)
+            try await dropGuard(env)
+            let chain = AuditChain.ID.account(account.id).text
+            // The last two deposits' events go; every remaining link still checks out.
+            try await env.database.sql.raw("DELETE FROM audit_events WHERE chain_id = \(bind: chain) AND chain_sequence > 3").run()
+            let broken = try #require(try await env.auditBreak())
+            #expect(broken.contains(chain) && broken.contains("ends at event 3 but its anchored head is event 5"), "\(broken)")
+            #expect(broken.contains("newest rows were removed"))
+
+            // Deleting a whole chain, its head and all, is found too: every account has a chain.
+            try await env.database.sql.raw("DELETE FROM audit_events WHERE chain_id = \(bind: chain)").run()
+            try await env.database.sql.raw("UPDATE accounts SET audit_sequence = NULL, audit_hash = NULL, audit_mac = NULL").run()
+            #expect(try await env.auditBreak()?.contains("the account has no audit chain") == true)
+        }
+    }
+
+    @Test("restoring an older copy of the events table is found", arguments: TestDatabaseKind.all)
+    func olderCopy(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "restored@example.com")
+            let account = try await env.firstAccount()
+            let sql = env.database.sql
+            try await sql.raw("CREATE TABLE audit_events_copy AS SELECT * FROM audit_events").run()
+            #expect(try await post(client, "/api/accounts/\(account.id)/withdrawals", ["amount": "500.00"], headers: bearer(tokens)).status == .created)
+            #expect(try await env.auditBreak() == nil)
+            try await dropGuard(env)
+            try await sql.raw("DELETE FROM audit_events").run()
+            try await sql.raw("INSERT INTO audit_events SELECT * FROM audit_events_copy").run()
+            let broken = try #require(try await env.auditBreak())
+            #expect(broken.contains(AuditChain.ID.account(account.id).text), "\(broken)")
+            #expect(broken.contains("truncated, or an older copy restored"))
+        }
+    }
+
+    @Test("a head signed with another key, or rewound without its rows, is refused", arguments: TestDatabaseKind.all)
+    func forgedHeads(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "heads@example.com")
+            let account = try await env.firstAccount()
+            let chain = AuditChain.ID.account(account.id).text
+            let head = try #require(try await env.database.sql.raw("SELECT audit_sequence, audit_hash FROM accounts").first())
+            let sequence = try head.decode(column: "audit_sequence", as: Int64.self), hash = try head.decode(column: "audit_hash", as: String.self)
+            let forged = AuditAnchor(secretKey: String(repeating: "x", count: 64)).mac(chain: chain, head: .init(sequence: sequence, hash: hash))
+            try await env.database.sql.raw("UPDATE accounts SET audit_mac = \(bind: forged)").run()
+            #expect(try await env.auditBreak()?.contains("does not carry Folio's signature") == true)
+            // A genuine earlier head, signed correctly, but the rows go further.
+            let earlier = try #require(try await env.database.sql.raw("""
+                SELECT hash FROM audit_events WHERE chain_id = \(bind: chain) AND chain_sequence = 1
+                """).first()?.decode(column: "hash", as: String.self))
+            let mac = env.services.anchor.mac(chain: chain, head: .init(sequence: 1, hash: earlier))
+            try await env.database.sql.raw("UPDATE accounts SET audit_sequence = 1, audit_hash = \(bind: earlier), audit_mac = \(bind: mac)").run()
+            #expect(try await env.auditBreak()?.contains("goes past or beside its anchored head") == true)
         }
     }
 }

@@ -10,98 +10,13 @@ import Testing
 
 @testable import FolioServer
 
-/// A JSON route for exercising the error contract the way every feature route decodes.
-struct EchoOrder: Codable, ResponseEncodable {
-    var symbol: String
-    var quantity: DecimalValue
-    var note: String?
-}
-
-func withTestApp(
-    _ kind: TestDatabaseKind = .sqlite,
-    migrated: Bool = true,
-    clock: TestClock = TestClock(),
-    configure: (inout AppConfiguration) -> Void = { _ in },
-    logs: LogCapture = LogCapture(),
-    _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment) async throws -> Void
-) async throws {
-    try await withTestDatabase(kind, migrated: migrated) { database, location in
-        var configuration = AppConfiguration(environment: .testing, database: location)
-        // Fast hashing and generous limits; tests of those features set their own.
-        configuration.bcryptCost = 10
-        configuration.rateLimit = .init(enabled: true, requestsPerMinute: 100_000, authRequestsPerMinute: 100_000)
-        configuration.allowedOrigins = ["https://app.example.com"]
-        configure(&configuration)
-        let logger = logs.logger(level: configuration.logLevel)
-        let builder = await FolioServerBuilder(configuration: configuration, logger: logger, database: database, clock: clock.clock)
-        let router = builder.buildRouter { routes in
-            routes.post("/api/test/echo") { request, context in
-                try await request.decodeBody(as: EchoOrder.self, context: context)
-            }
-            routes.get("/api/test/boom") { _, _ -> String in
-                throw TestDatabaseError(description: "secret internal detail: SELECT * FROM users")
-            }
-        }
-        let app = Application(router: router, logger: logger)
-        let environment = TestEnvironment(logs: logs, database: database, clock: clock, configuration: configuration, worker: builder.worker, orders: builder.orders)
-        try await app.test(.router) { client in try await body(client, environment) }
-    }
-}
-
-/// What a test can reach besides the HTTP client.
-struct TestEnvironment: Sendable {
-    let logs: LogCapture
-    let database: FolioDatabase
-    let clock: TestClock
-    let configuration: AppConfiguration
-    /// The job worker; tests drain it to let submitted orders reach the broker.
-    let worker: JobWorker
-    let orders: OrderService
-}
-
-/// A clock the test moves by hand.
-final class TestClock: Sendable {
-    private let box: NIOLockedValueBox<Date>
-
-    init(start: Date = Date()) {
-        box = NIOLockedValueBox(start)
-    }
-
-    var clock: AppClock {
-        let box = self.box
-        return AppClock { box.withLockedValue { $0 } }
-    }
-
-    var now: Date { box.withLockedValue { $0 } }
-
-    func advance(by seconds: TimeInterval) {
-        box.withLockedValue { $0 = $0.addingTimeInterval(seconds) }
-    }
-}
-
-struct Problem: Decodable {
-    var type: String
-    var title: String
-    var status: Int
-    var detail: String
-    var code: String
-    var errors: [ProblemDetails.FieldError]?
-    var request_id: String
-    var checks: [String: String]?
-}
-
-func problem(_ response: TestResponse) throws -> Problem {
-    #expect(response.headers[.contentType] == "application/problem+json")
-    return try JSONDecoder().decode(Problem.self, from: Data(buffer: response.body))
-}
-
 @Suite("HTTP error contract")
 struct HTTPContractTests {
     let json: HTTPFields = [.contentType: "application/json"]
 
-    @Test("an unknown route is 404 problem+json whose request id appears in the access log")
-    func unknownRoute() async throws {
-        try await withTestApp { client, env in
+    @Test("an unknown route is 404 problem+json whose request id appears in the access log", arguments: TestDatabaseKind.all)
+    func unknownRoute(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let response = try await client.execute(uri: "/api/nowhere?token=abc", method: .get)
             #expect(response.status == .notFound)
             let body = try problem(response)
@@ -115,9 +30,9 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("a wrong method is 405 with an Allow header")
-    func wrongMethod() async throws {
-        try await withTestApp { client, _ in
+    @Test("a wrong method is 405 with an Allow header", arguments: TestDatabaseKind.all)
+    func wrongMethod(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             let response = try await client.execute(uri: "/health", method: .post)
             #expect(response.status == .methodNotAllowed)
             #expect(response.headers[.allow] == "GET, HEAD")
@@ -128,18 +43,18 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("malformed JSON is 400 malformed_json")
-    func malformedJSON() async throws {
-        try await withTestApp { client, _ in
+    @Test("malformed JSON is 400 malformed_json", arguments: TestDatabaseKind.all)
+    func malformedJSON(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             let response = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: #"{"symbol": "AAPL", "quantity": "#))
             #expect(response.status == .badRequest)
             #expect(try problem(response).code == "malformed_json")
         }
     }
 
-    @Test("JSON of the wrong shape is 422 naming each field")
-    func validation() async throws {
-        try await withTestApp { client, _ in
+    @Test("JSON of the wrong shape is 422 naming each field", arguments: TestDatabaseKind.all)
+    func validation(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             let missing = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: #"{"symbol": "AAPL"}"#))
             #expect(missing.status == .unprocessableContent)
             let body = try problem(missing)
@@ -153,9 +68,9 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("amounts arrive exactly from strings and numbers and leave as strings")
-    func exactAmounts() async throws {
-        try await withTestApp { client, _ in
+    @Test("amounts arrive exactly from strings and numbers and leave as strings", arguments: TestDatabaseKind.all)
+    func exactAmounts(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             for body in [#"{"symbol":"AAPL","quantity":12345678901.123456789}"#, #"{"symbol":"AAPL","quantity":"12345678901.123456789"}"#] {
                 let response = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: body))
                 #expect(response.status == .ok)
@@ -164,9 +79,9 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("a body over the limit is 413, by Content-Length or by streaming")
-    func oversized() async throws {
-        try await withTestApp(configure: { $0.maxBodySize = 2048 }) { client, _ in
+    @Test("a body over the limit is 413, by Content-Length or by streaming", arguments: TestDatabaseKind.all)
+    func oversized(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.maxBodySize = 2048 }) { client, _ in
             let big = ByteBuffer(string: #"{"symbol":"AAPL","quantity":"1","note":""# + String(repeating: "x", count: 4096) + #""}"#)
             let response = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: big)
             #expect(response.status == .contentTooLarge)
@@ -176,9 +91,9 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("a non-JSON body is 415")
-    func wrongContentType() async throws {
-        try await withTestApp { client, _ in
+    @Test("a non-JSON body is 415", arguments: TestDatabaseKind.all)
+    func wrongContentType(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             let form = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: "symbol=AAPL"))
             #expect(form.status == .unsupportedMediaType)
             #expect(try problem(form).code == "unsupported_media_type")
@@ -189,9 +104,9 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("an internal error is a generic 500; its text is only in the log, under the same request id")
-    func internalError() async throws {
-        try await withTestApp { client, env in
+    @Test("an internal error is a generic 500; its text is only in the log, under the same request id", arguments: TestDatabaseKind.all)
+    func internalError(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let response = try await client.execute(uri: "/api/test/boom", method: .get)
             #expect(response.status == .internalServerError)
             let text = String(buffer: response.body)
@@ -205,9 +120,9 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("a valid incoming X-Request-ID is kept; a hostile one is replaced")
-    func requestIDs() async throws {
-        try await withTestApp { client, _ in
+    @Test("a valid incoming X-Request-ID is kept; a hostile one is replaced", arguments: TestDatabaseKind.all)
+    func requestIDs(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             let kept = try await client.execute(uri: "/health", method: .get, headers: [HTTPField.Name("X-Request-ID")!: "abc-12345678"])
             #expect(kept.headers[HTTPField.Name("X-Request-ID")!] == "abc-12345678")
             let replaced = try await client.execute(uri: "/health", method: .get, headers: [HTTPField.Name("X-Request-ID")!: "x\"}\n{\"level\":\"fake"])
@@ -216,9 +131,9 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("a request body with a password is logged without the password")
-    func bodyLogRedacted() async throws {
-        try await withTestApp(configure: { $0.debug = true; $0.logLevel = .debug }) { client, env in
+    @Test("a request body with a password is logged without the password", arguments: TestDatabaseKind.all)
+    func bodyLogRedacted(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.debug = true; $0.logLevel = .debug }) { client, env in
             let body = #"{"symbol":"AAPL","quantity":"1","note":"login","password":"correct horse battery staple","email":"jane.doe@example.com"}"#
             _ = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: body))
             let lines = env.logs.lines.joined(separator: "\n")
@@ -229,9 +144,9 @@ struct HTTPContractTests {
         }
     }
 
-    @Test("the access log names the route pattern, status and duration")
-    func accessLog() async throws {
-        try await withTestApp { client, env in
+    @Test("the access log names the route pattern, status and duration", arguments: TestDatabaseKind.all)
+    func accessLog(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             _ = try await client.execute(uri: "/health", method: .get)
             let access = try #require(env.logs.objects.first { $0["message"] as? String == "request" })
             #expect(access["route"] as? String == "/health")
@@ -246,14 +161,14 @@ struct HTTPContractTests {
 
 @Suite("Database constraint violations")
 struct ConstraintViolationTests {
-    @Test("a violation that slips past validation is 409 constraint_violation, logged and counted, with no SQL in the body")
-    func constraintViolation() async throws {
+    @Test("a violation that slips past validation is 409 constraint_violation, logged and counted, with no SQL in the body", arguments: TestDatabaseKind.all)
+    func constraintViolation(kind: TestDatabaseKind) async throws {
         let logs = LogCapture()
-        try await withTestDatabase(.sqlite) { database, location in
+        try await withTestDatabase(kind) { database, location in
             var configuration = AppConfiguration(environment: .testing, database: location)
             configuration.bcryptCost = 10
-            let builder = await FolioServerBuilder(configuration: configuration, logger: logs.logger(), database: database)
-            let router = builder.buildRouter { routes in
+            let services = await FolioServices(.live(configuration: configuration, logger: logs.logger(), database: database))
+            let router = services.buildRouter { routes in
                 routes.post("/api/test/duplicate") { _, _ -> String in
                     let now = Date()
                     for _ in 0..<2 {
@@ -265,7 +180,6 @@ struct ConstraintViolationTests {
                     return "unreachable"
                 }
             }
-            let before = ConstraintViolations.count
             try await Application(router: router, logger: logs.logger()).test(.router) { client in
                 let response = try await client.execute(uri: "/api/test/duplicate", method: .post)
                 #expect(response.status == .conflict)
@@ -274,7 +188,7 @@ struct ConstraintViolationTests {
                 #expect(!String(buffer: response.body).lowercased().contains("insert"))
                 #expect(logs.lines.contains { $0.contains("database constraint violation") && $0.contains(body.request_id) })
             }
-            #expect(ConstraintViolations.count > before)
+            #expect(services.constraintViolations.count == 1, "counted once, by this server")
         }
     }
 }

@@ -64,9 +64,9 @@ struct IdentityTests {
         }
     }
 
-    @Test("unverified email cannot log in; verification tokens are single use")
-    func verificationRequired() async throws {
-        try await withTestApp { client, env in
+    @Test("unverified email cannot log in; verification tokens are single use", arguments: TestDatabaseKind.all)
+    func verificationRequired(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             _ = try await post(client, "/api/auth/register", ["email": "new@example.com", "password": strongPassword])
             let early = try await post(client, "/api/auth/login", ["email": "new@example.com", "password": strongPassword])
             #expect(early.status == .forbidden)
@@ -81,10 +81,10 @@ struct IdentityTests {
         }
     }
 
-    @Test("verification links expire after 24 hours")
-    func verificationExpires() async throws {
+    @Test("verification links expire after 24 hours", arguments: TestDatabaseKind.all)
+    func verificationExpires(kind: TestDatabaseKind) async throws {
         let clock = TestClock()
-        try await withTestApp(clock: clock) { client, env in
+        try await withTestApp(kind, clock: clock) { client, env in
             _ = try await post(client, "/api/auth/register", ["email": "late@example.com", "password": strongPassword])
             let token = try await outboxToken(env, email: "late@example.com", kind: "verify_email")
             clock.advance(by: 24 * 3600 + 1)
@@ -96,7 +96,7 @@ struct IdentityTests {
     func disabledUser(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
             let tokens = try await signUp(client, env, email: "gone@example.com")
-            try await UserAdministration(configuration: env.configuration, database: env.database).disable(email: "gone@example.com")
+            try await UserAdministration(services: env.services).disable(email: "gone@example.com")
             let login = try await post(client, "/api/auth/login", ["email": "gone@example.com", "password": strongPassword])
             #expect(login.status == .forbidden)
             #expect(try problem(login).code == "account_disabled")
@@ -110,7 +110,7 @@ struct IdentityTests {
         ("password1234", "too_common"), ("xjaneqq-2026-secure", "contains_email"),
     ])
     func passwordPolicy(password: String, code: String) async throws {
-        try await withTestApp { client, _ in
+        try await withTestAppOnEachDatabase { client, _ in
             let response = try await post(client, "/api/auth/register", ["email": "xjaneqq@example.com", "password": password])
             #expect(response.status == .unprocessableContent)
             let body = try problem(response)
@@ -125,9 +125,9 @@ struct IdentityTests {
         #expect(PasswordPolicy.standard.commonPasswords.contains("password"))
     }
 
-    @Test("a duplicate email gets the same answer as a new one and the owner is told")
-    func duplicateRegistration() async throws {
-        try await withTestApp { client, env in
+    @Test("a duplicate email gets the same answer as a new one and the owner is told", arguments: TestDatabaseKind.all)
+    func duplicateRegistration(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let first = try await post(client, "/api/auth/register", ["email": "twice@example.com", "password": strongPassword])
             let second = try await post(client, "/api/auth/register", ["email": "TWICE@example.com", "password": "another long passphrase"])
             #expect(first.status == second.status)
@@ -138,9 +138,9 @@ struct IdentityTests {
         }
     }
 
-    @Test("role and id in a registration body have no effect")
-    func massAssignment() async throws {
-        try await withTestApp { client, env in
+    @Test("role and id in a registration body have no effect", arguments: TestDatabaseKind.all)
+    func massAssignment(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let id = UUID()
             _ = try await post(client, "/api/auth/register", ["email": "sneaky@example.com", "password": strongPassword, "role": "admin", "id": id.uuidString, "email_verified_at": "2020-01-01T00:00:00Z"])
             let user = try #require(try await User.query(on: env.database.db).first())
@@ -150,9 +150,9 @@ struct IdentityTests {
         }
     }
 
-    @Test("unknown email and wrong password get the same answer")
-    func sameAnswer() async throws {
-        try await withTestApp { client, env in
+    @Test("unknown email and wrong password get the same answer", arguments: TestDatabaseKind.all)
+    func sameAnswer(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             try await signUp(client, env, email: "known@example.com")
             let unknown = try await post(client, "/api/auth/login", ["email": "nobody@example.com", "password": strongPassword])
             let wrong = try await post(client, "/api/auth/login", ["email": "known@example.com", "password": "wrong password here"])
@@ -163,9 +163,9 @@ struct IdentityTests {
         }
     }
 
-    @Test("a password over 72 bytes is refused, never truncated")
-    func bcryptLimit() async throws {
-        try await withTestApp { client, _ in
+    @Test("a password over 72 bytes is refused, never truncated", arguments: TestDatabaseKind.all)
+    func bcryptLimit(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             let long = String(repeating: "ü", count: 37)  // 37 characters, 74 bytes
             let response = try await post(client, "/api/auth/register", ["email": "long@example.com", "password": long])
             #expect(response.status == .unprocessableContent)
@@ -194,9 +194,9 @@ struct IdentityTests {
         }
     }
 
-    @Test("changing the password needs the current one and ends every session")
-    func changePassword() async throws {
-        try await withTestApp { client, env in
+    @Test("changing the password needs the current one and ends every session", arguments: TestDatabaseKind.all)
+    func changePassword(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let first = try await signUp(client, env, email: "change@example.com")
             let second = try json(try await post(client, "/api/auth/login", ["email": "change@example.com", "password": strongPassword]))
             let wrong = try await post(client, "/api/auth/password", ["current_password": "not the password", "new_password": "another fine passphrase"], headers: bearer(first))
@@ -209,9 +209,9 @@ struct IdentityTests {
         }
     }
 
-    @Test("logout-all ends every session of the user")
-    func logoutAll() async throws {
-        try await withTestApp { client, env in
+    @Test("logout-all ends every session of the user", arguments: TestDatabaseKind.all)
+    func logoutAll(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let first = try await signUp(client, env, email: "all@example.com")
             let second = try json(try await post(client, "/api/auth/login", ["email": "all@example.com", "password": strongPassword]))
             #expect(try await client.execute(uri: "/api/auth/logout-all", method: .post, headers: bearer(first)).status == .noContent)
@@ -219,10 +219,10 @@ struct IdentityTests {
         }
     }
 
-    @Test("sessions idle for longer than the timeout, or older than the maximum age, need a fresh login")
-    func sessionTimeouts() async throws {
+    @Test("sessions idle for longer than the timeout, or older than the maximum age, need a fresh login", arguments: TestDatabaseKind.all)
+    func sessionTimeouts(kind: TestDatabaseKind) async throws {
         let clock = TestClock()
-        try await withTestApp(clock: clock, configure: { $0.accessTokenLifetime = 86_400 }) { client, env in
+        try await withTestApp(kind, clock: clock, configure: { $0.accessTokenLifetime = 86_400 }) { client, env in
             let tokens = try await signUp(client, env, email: "idle@example.com")
             clock.advance(by: 1801)
             #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .unauthorized)
@@ -238,9 +238,9 @@ struct IdentityTests {
         }
     }
 
-    @Test("A cannot see or end B's sessions (404), and a user cannot reach admin routes (403)")
-    func isolation() async throws {
-        try await withTestApp { client, env in
+    @Test("A cannot see or end B's sessions (404), and a user cannot reach admin routes (403)", arguments: TestDatabaseKind.all)
+    func isolation(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let alice = try await signUp(client, env, email: "alice@example.com")
             let bob = try await signUp(client, env, email: "bob@example.com")
             let bobSessions = try json(try await client.execute(uri: "/api/auth/sessions", method: .get, headers: bearer(bob)))

@@ -6,33 +6,24 @@ import Testing
 
 @testable import FolioServer
 
-/// A throwaway model with money columns declared through `MoneyColumn`.
-final class LedgerProbe: Model, @unchecked Sendable {
-    static let schema = "ledger_probes"
-    @ID(key: .id) var id: UUID?
-    @Field(key: "amount") var amount: StoredDecimal
-    @OptionalField(key: "price") var price: StoredDecimal?
-
-    init() {}
-    init(amount: Decimal, price: Decimal?) {
-        self.amount = StoredDecimal(amount)
-        self.price = price.map(StoredDecimal.init)
-    }
-}
-
+/// A throwaway table with money columns declared through `MoneyColumn`.
 struct CreateLedgerProbes: AsyncMigration {
     func prepare(on database: any Database) async throws {
-        try await database.schema(LedgerProbe.schema)
+        try await database.schema("ledger_probes")
             .id()
             .field("amount", MoneyColumn(precision: 38, scale: 18).dataType(on: database), .required)
             .field("price", MoneyColumn(precision: 20, scale: 8).dataType(on: database))
+            .field("cash", MoneyColumn(precision: 20, scale: 4).dataType(on: database))
+            .field("quantity", MoneyColumn(precision: 28, scale: 9).dataType(on: database))
             .constraint(.sql(unsafeRaw: "CONSTRAINT ledger_probes_amount_check CHECK (\(MoneyColumn.check("amount", "> 0", on: database)))"))
             .create()
     }
     func revert(on database: any Database) async throws {
-        try await database.schema(LedgerProbe.schema).delete()
+        try await database.schema("ledger_probes").delete()
     }
 }
+
+typealias Wide = Fixed<WideScale>
 
 @Suite("Money columns")
 struct MoneyColumnTests {
@@ -40,17 +31,43 @@ struct MoneyColumnTests {
         "123456789012.345678", "0.000000000000000001", "99999999999999999.9", "0.1", "12345678901.123456789", "1",
     ]
 
-    @Test("decimals with up to 18 significant digits round-trip exactly through a model", arguments: TestDatabaseKind.all)
+    func insert(_ database: FolioDatabase, amount: Wide, price: Price? = nil, cash: Cash? = nil, quantity: Quantity? = nil) async throws -> UUID {
+        let id = UUID()
+        try await database.sql.raw("""
+            INSERT INTO ledger_probes (id, amount, price, cash, quantity) VALUES (\(bind: id), \(bind: amount), \(bind: price), \(bind: cash), \(bind: quantity))
+            """).run()
+        return id
+    }
+
+    @Test("amounts with up to 38 digits round-trip exactly through a column", arguments: TestDatabaseKind.all)
     func roundTrip(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in
-            let db = database.db
-            try await CreateLedgerProbes().prepare(on: db)
+            try await CreateLedgerProbes().prepare(on: database.db)
             for text in Self.values {
-                let probe = LedgerProbe(amount: try ExactDecimal.parse(text), price: try ExactDecimal.parse("189.12345678"))
-                try await probe.create(on: db)
-                let loaded = try #require(try await LedgerProbe.find(probe.id, on: db))
-                #expect(loaded.amount.description == text)
-                #expect(loaded.price?.description == "189.12345678")
+                let id = try await insert(database, amount: try Wide(parsing: text), price: try Price(parsing: "189.12345678"))
+                let row = try #require(try await database.sql.raw("SELECT amount, price FROM ledger_probes WHERE id = \(bind: id)").first())
+                #expect(try row.decode(column: "amount", as: Wide.self).formatted(minimumFractionDigits: 0) == text)
+                #expect(try row.decode(column: "price", as: Price?.self)?.description == "189.12345678")
+            }
+        }
+    }
+
+    @Test("each type's extremes and smallest unit survive the database's own number format", arguments: TestDatabaseKind.all)
+    func extremes(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind) { database, _ in
+            try await CreateLedgerProbes().prepare(on: database.db)
+            let cases: [(Cash, Quantity, Price)] = [
+                (.max, .max, .max), (-Cash.max, -Quantity.max, -Price.max),
+                (Cash(uncheckedUnits: 1), Quantity(uncheckedUnits: 1), Price(uncheckedUnits: 1)),
+                (Cash(uncheckedUnits: -1), Quantity(uncheckedUnits: 10_000), Price(uncheckedUnits: 10_000)),
+                (.zero, .zero, .zero), (try Cash(parsing: "10000.1"), try Quantity(parsing: "0.0001"), try Price(parsing: "1000000.00000001")),
+            ]
+            for (cash, quantity, price) in cases {
+                let id = try await insert(database, amount: 1, price: price, cash: cash, quantity: quantity)
+                let row = try #require(try await database.sql.raw("SELECT price, cash, quantity FROM ledger_probes WHERE id = \(bind: id)").first())
+                #expect(try row.decode(column: "cash", as: Cash.self) == cash)
+                #expect(try row.decode(column: "quantity", as: Quantity.self) == quantity)
+                #expect(try row.decode(column: "price", as: Price.self) == price)
             }
         }
     }
@@ -59,13 +76,14 @@ struct MoneyColumnTests {
     func positiveCheck(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in
             try await CreateLedgerProbes().prepare(on: database.db)
-            await #expect(throws: (any Error).self) { try await LedgerProbe(amount: 0, price: nil).create(on: database.db) }
-            await #expect(throws: (any Error).self) { try await LedgerProbe(amount: -1, price: nil).create(on: database.db) }
-            try await LedgerProbe(amount: try ExactDecimal.parse("0.000000001"), price: nil).create(on: database.db)
+            await expectConstraintViolation(.check) { _ = try await insert(database, amount: 0) }
+            await expectConstraintViolation(.check) { _ = try await insert(database, amount: -1) }
+            // The same insert with a positive amount passes: the refusals were the check's.
+            _ = try await insert(database, amount: try Wide(parsing: "0.000000001"))
         }
     }
 
-    @Test("PostgreSQL declares money columns NUMERIC with their precision and scale")
+    @Test("PostgreSQL declares money columns NUMERIC with their precision and scale (PostgreSQL only: SQLite has no such types)")
     func postgresColumnTypes() async throws {
         guard TestDatabaseKind.all.contains(.postgres) else { return }
         try await withTestDatabase(.postgres) { database, _ in
@@ -82,18 +100,22 @@ struct MoneyColumnTests {
                 """).all(decoding: Column.self)
             #expect(columns == [
                 Column(column_name: "amount", data_type: "numeric", numeric_precision: 38, numeric_scale: 18),
+                Column(column_name: "cash", data_type: "numeric", numeric_precision: 20, numeric_scale: 4),
                 Column(column_name: "price", data_type: "numeric", numeric_precision: 20, numeric_scale: 8),
+                Column(column_name: "quantity", data_type: "numeric", numeric_precision: 28, numeric_scale: 9),
             ])
         }
     }
 
-    @Test("SQLite stores money as TEXT, never REAL")
+    @Test("SQLite stores money as TEXT, never REAL, and refuses a REAL read back (SQLite only: its storage classes)")
     func sqliteStorageClass() async throws {
         try await withTestDatabase(.sqlite) { database, _ in
             try await CreateLedgerProbes().prepare(on: database.db)
-            try await LedgerProbe(amount: try ExactDecimal.parse("0.1"), price: nil).create(on: database.db)
+            _ = try await insert(database, amount: try Wide(parsing: "0.1"))
             let storage = try await database.sql.raw("SELECT typeof(amount) AS t FROM ledger_probes").first(decodingColumn: "t", as: String.self)
             #expect(storage == "text")
+            let real = try #require(try await database.sql.raw("SELECT CAST(amount AS REAL) AS amount FROM ledger_probes").first())
+            #expect(throws: (any Error).self, "a REAL has lost exactness already") { try real.decode(column: "amount", as: Wide.self) }
         }
     }
 }

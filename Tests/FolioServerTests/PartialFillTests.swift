@@ -25,8 +25,7 @@ struct PartialFillTests {
     }
 
     func booksBalance(_ env: TestEnvironment) async throws {
-        let result = try await LedgerVerifier(database: env.database).verify()
-        #expect(result.differences.isEmpty, "\(result.differences)")
+        try await env.expectConsistent()
     }
 
     @Test("a market buy fills in parts; each part pays its own cost, releases its share of the reservation and keeps the books exact", arguments: TestDatabaseKind.all)
@@ -37,29 +36,42 @@ struct PartialFillTests {
             let id = try await order(client, tokens, ["symbol": "AAPL", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
             await env.worker.drain()
 
-            var expectedCash = try ExactDecimal.parse("100000")
+            var expectedCash: Cash = 100_000
+            // The market buy reserved the quote plus 5 %, up to the cent.
+            var expectedReserved = try Cash.product(Quantity(10), Fixed<WideScale>.product(price, try Ratio(parsing: "1.05"), rounding: .up), places: 2, rounding: .up)
+            var remaining: Quantity = 10
             for (filled, part) in [("5", "5"), ("8", "3"), ("9", "1"), ("10", "1")] {
                 let shown = try await show(client, tokens, id)
                 #expect(shown["filled_quantity"] as? String == filled)
                 #expect(shown["status"] as? String == (filled == "10" ? "filled" : "partially_filled"))
-                #expect(shown["average_fill_price"] as? String == ExactDecimal.format(price))
-                expectedCash -= Money.cost(quantity: try ExactDecimal.parse(part), price: price)
-                let account = try #require(try await Account.query(on: env.database.db).first())
-                #expect(account.cash.value == expectedCash)
-                if filled == "10" {
-                    #expect(account.reservedCash.value == 0)
-                } else {
-                    #expect(account.reservedCash.value > 0, "what is left stays reserved")
+                #expect(shown["average_fill_price"] as? String == price.description)
+                let quantity = try Quantity(parsing: part)
+                expectedCash = try expectedCash - Money.cost(quantity: quantity, price: price)
+                // Each part releases its share of what is still reserved, down to the cent; the last part all of it.
+                let release = quantity == remaining ? expectedReserved
+                    : try expectedReserved.scaled(by: quantity, over: remaining, places: 2, rounding: .down)
+                expectedReserved = try expectedReserved - release
+                remaining = try remaining - quantity
+                let account = try await env.firstAccount()
+                #expect(account.cash == expectedCash)
+                #expect(account.reservedCash == expectedReserved, "after \(filled) of 10")
+                #expect(shown["reserved_cash"] as? String == expectedReserved.description)
+                // Reserved and available cash stay at the cash scale while an order fills in parts.
+                let listed = try #require(try await accounts(client, tokens).first)
+                for key in ["cash", "reserved_cash", "available_cash"] {
+                    let text = try #require(listed[key] as? String)
+                    #expect(text.split(separator: ".").last?.count == 2, "\(key) is \(text)")
                 }
+                if filled == "10" { #expect(expectedReserved == 0) } else { #expect(expectedReserved > 0) }
                 try await booksBalance(env)
                 try await OrderService.recheckFor(env)
             }
-            let fills = try await Fill.query(on: env.database.db).all()
+            let fills = try await env.fills()
             #expect(fills.count == 4)
             #expect(Set(fills.map(\.brokerFillID)).count == 4)
-            let holding = try #require(try await Holding.query(on: env.database.db).first())
-            #expect(holding.quantity.value == 10)
-            #expect(holding.costBasis.value == 100_000 - expectedCash)
+            let holding = try #require(try await env.holding("AAPL"))
+            #expect(holding.quantity == 10)
+            #expect(holding.costBasis == (try Cash(100_000) - expectedCash))
         }
     }
 
@@ -80,9 +92,9 @@ struct PartialFillTests {
             let after = try await show(client, tokens, sell)
             #expect(after["status"] as? String == "canceled")
             #expect(after["filled_quantity"] as? String == "2")
-            let holding = try #require(try await Holding.query(on: env.database.db).filter(\.$symbol == "MSFT").first())
-            #expect(holding.quantity.value == 2)
-            #expect(holding.reservedQuantity.value == 0)
+            let holding = try #require(try await env.holding("MSFT"))
+            #expect(holding.quantity == 2)
+            #expect(holding.reservedQuantity == 0)
             try await booksBalance(env)
 
             let ioc = try await order(client, tokens, ["symbol": "NVDA", "quantity": "3", "side": "BUY", "order_type": "MARKET", "time_in_force": "IOC"])
@@ -90,22 +102,23 @@ struct PartialFillTests {
             let iocShown = try await show(client, tokens, ioc)
             #expect(iocShown["status"] as? String == "canceled")
             #expect(iocShown["filled_quantity"] as? String == "2")
-            let account = try #require(try await Account.query(on: env.database.db).first())
-            #expect(account.reservedCash.value == 0)
+            let account = try await env.firstAccount()
+            #expect(account.reservedCash == 0)
             try await booksBalance(env)
         }
     }
 
-    @Test("a fill beyond what remains is refused and changes nothing")
-    func overfill() async throws {
-        try await withTestApp(configure: Self.partialFills) { client, env in
+    @Test("a fill beyond what remains is refused and changes nothing", arguments: TestDatabaseKind.all)
+    func overfill(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: Self.partialFills) { client, env in
             let tokens = try await signUp(client, env, email: "overfill@example.com")
             let id = try await order(client, tokens, ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "0.01", "time_in_force": "GTC"])
             await env.worker.drain()
-            let orderID = try #require(UUID(uuidString: id))
-            await #expect(throws: OrderService.OrderError.self) {
+            let orderID = try #require(OrderID(id))
+            await #expect(throws: TradingError.overfill(orderID: orderID, remaining: 2, fill: 3)) {
                 try await env.orders.apply(.filled([BrokerFill(id: "too-much", quantity: 3, price: 1)]), to: orderID)
             }
+            #expect(try await env.fills().isEmpty)
             #expect(try await show(client, tokens, id)["filled_quantity"] as? String == "0")
             try await booksBalance(env)
         }

@@ -20,7 +20,7 @@ struct PortfolioSnapshotTests {
         configuration.sessionMaxAge = 30 * 86_400
     }
 
-    func close(of symbol: String, on day: TradingDay, now: Date) throws -> Decimal {
+    func close(of symbol: String, on day: TradingDay, now: Date) throws -> Price {
         try #require(SimulatedMarket().dailyCloses(of: symbol, days: 30, before: now).first { TradingDay($0.date, in: .gmt) == day }?.close)
     }
 
@@ -32,8 +32,7 @@ struct PortfolioSnapshotTests {
             let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
             #expect(placed.status == .created)
             await env.worker.drain()
-            let account = try #require(try await Account.query(on: env.database.db).first())
-            let cashAfterBuy = account.cash.value
+            let cashAfterBuy = try await env.firstAccount().cash
 
             // Thursday morning: Monday to Wednesday are backfilled, Thursday is provisional.
             clock.advance(by: 3 * 86_400)
@@ -47,10 +46,10 @@ struct PortfolioSnapshotTests {
             #expect(points.map { $0["provisional"] as? Bool } == [false, false, false, true])
             for point in points.prefix(3) {
                 let day = try #require(TradingDay(point["date"] as! String))
-                let marketValue = Money.amount(quantity: 2, price: try close(of: "AAPL", on: day, now: clock.now))
-                #expect(point["cash"] as? String == Cash.text(cashAfterBuy))
-                #expect(point["market_value"] as? String == Cash.text(marketValue))
-                #expect(point["total_value"] as? String == Cash.text(cashAfterBuy + marketValue))
+                let marketValue = try Money.value(quantity: 2, price: try close(of: "AAPL", on: day, now: clock.now))
+                #expect(point["cash"] as? String == cashAfterBuy.description)
+                #expect(point["market_value"] as? String == marketValue.description)
+                #expect(point["total_value"] as? String == (try cashAfterBuy + marketValue).description)
             }
 
             // The schedule is created at its next time and enqueues the job once, after 16:10 New York.
@@ -59,25 +58,25 @@ struct PortfolioSnapshotTests {
             clock.advance(by: 6 * 3600 + 15 * 60)
             try await env.worker.onIdle?()
             try await env.worker.onIdle?()
-            #expect(try await Job.query(on: env.database.db).filter(\.$kind == PortfolioSnapshots.job).count() == 1)
+            #expect(try await env.jobs().filter { $0.kind == "snapshot_portfolios" }.count == 1)
             await env.worker.drain()
             let after = try json(try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens)))
             let thursday = try #require((after["data"] as? [[String: Any]])?.last)
             #expect(thursday["date"] as? String == "2026-11-26")
             #expect(thursday["provisional"] as? Bool == false)
-            let live = Money.amount(quantity: 2, price: try #require(SimulatedMarket().price(of: "AAPL", at: clock.now)))
-            #expect(thursday["market_value"] as? String == Cash.text(live))
+            let live = try Money.value(quantity: 2, price: try #require(SimulatedMarket().price(of: "AAPL", at: clock.now)))
+            #expect(thursday["market_value"] as? String == live.description)
 
             // Saturday: Friday's missed run is enqueued once and values Friday at its close (a past day).
             clock.advance(by: 2 * 86_400)
             try await env.worker.onIdle?()
             try await env.worker.onIdle?()
-            #expect(try await Job.query(on: env.database.db).filter(\.$kind == PortfolioSnapshots.job).count() == 2)
+            #expect(try await env.jobs().filter { $0.kind == "snapshot_portfolios" }.count == 2)
             await env.worker.drain()
             let friday = try #require(TradingDay("2026-11-27"))
-            let stored = try await env.orders.database.sql.select().column("market_value").from("portfolio_snapshots").where("day", .equal, "2026-11-27")
-                .first(decodingColumn: "market_value", as: StoredDecimal.self)
-            #expect(stored?.value == Money.amount(quantity: 2, price: try close(of: "AAPL", on: friday, now: clock.now)))
+            let stored = try await env.database.sql.select().column("market_value").from("portfolio_snapshots").where("day", .equal, "2026-11-27")
+                .first(decodingColumn: "market_value", as: Cash.self)
+            #expect(stored == (try Money.value(quantity: 2, price: try close(of: "AAPL", on: friday, now: clock.now))))
             let weekend = try json(try await client.execute(uri: "/api/portfolio/history?range=ALL", method: .get, headers: bearer(tokens)))
             #expect((weekend["data"] as? [[String: Any]])?.last?["date"] as? String == "2026-11-27")
 
@@ -91,8 +90,10 @@ struct PortfolioSnapshotTests {
     func scheduleOnce(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in
             let clock = TestClock(start: Self.monday)
-            let schedule = RecurringJob(name: "every_minute", kind: "tick", cadence: .every(60))
-            let schedulers = (0..<8).map { _ in JobScheduler(database: database, queue: JobQueue(database: database, clock: clock.clock), schedules: [schedule]) }
+            let schedule = RecurringJob(name: "every_minute", kind: .logAuditHeads, cadence: .every(60), payload: { _ in .logAuditHeads })
+            let schedulers = (0..<8).map { index in
+                JobScheduler(database: database, queue: JobQueue(database: database, clock: clock.clock, ids: .random, instance: "scheduler-\(index)"), schedules: [schedule])
+            }
             #expect(try await schedulers[0].enqueueDue().isEmpty, "a new schedule waits for its first time")
             for round in 1...3 {
                 clock.advance(by: 61)
@@ -101,14 +102,14 @@ struct PortfolioSnapshotTests {
                     return try await group.reduce(into: [String]()) { $0 += $1 }
                 }
                 #expect(enqueued == ["every_minute"])
-                #expect(try await Job.query(on: database.db).filter(\.$kind == "tick").count() == round)
+                #expect(try await JobQueue(database: database, clock: clock.clock, ids: .random, instance: "reader").all().count == round)
             }
         }
     }
 
     @Test("weekday schedules skip weekends and keep New York time across daylight saving")
     func weekdayCadence() throws {
-        let schedule = RecurringJob(name: "close", kind: "k", cadence: .weekdaysAt(hour: 16, minute: 10))
+        let schedule = RecurringJob(name: "close", kind: .snapshotPortfolios, cadence: .weekdaysAt(hour: 16, minute: 10), payload: { .snapshotPortfolios(due: $0) })
         let friday = try Date("2026-11-27T21:30:00Z", strategy: .iso8601)  // 16:30 New York
         #expect(schedule.nextRun(after: friday) == (try Date("2026-11-30T21:10:00Z", strategy: .iso8601)))
         let beforeSummer = try Date("2026-03-06T22:00:00Z", strategy: .iso8601)  // Friday 17:00 EST

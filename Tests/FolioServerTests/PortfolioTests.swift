@@ -10,16 +10,16 @@ import Testing
 
 @Suite("Market data and the portfolio")
 struct PortfolioTests {
-    @Test("quotes come from the simulated market; unknown symbols are 422 unknown_symbol")
-    func quotes() async throws {
-        try await withTestApp { client, env in
+    @Test("quotes come from the simulated market; unknown symbols are 422 unknown_symbol", arguments: TestDatabaseKind.all)
+    func quotes(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let tokens = try await signUp(client, env, email: "quotes@example.com")
             let response = try await client.execute(uri: "/api/market/quotes?symbols=aapl,MSFT", method: .get, headers: bearer(tokens))
             #expect(response.status == .ok)
             let data = try #require(try json(response)["data"] as? [[String: Any]])
             #expect(data.map { $0["symbol"] as? String } == ["AAPL", "MSFT"])
             let price = try #require(data[0]["price"] as? String)
-            #expect(try ExactDecimal.parse(price) == SimulatedMarket().price(of: "AAPL", at: env.clock.now))
+            #expect(try Price(parsing: price) == SimulatedMarket().price(of: "AAPL", at: env.clock.now))
             #expect(data[0]["stale"] as? Bool == false)
 
             let unknown = try await client.execute(uri: "/api/market/quotes?symbols=AAPL,NOPE", method: .get, headers: bearer(tokens))
@@ -29,9 +29,9 @@ struct PortfolioTests {
         }
     }
 
-    @Test("symbol search and daily history")
-    func searchAndHistory() async throws {
-        try await withTestApp { client, env in
+    @Test("symbol search and daily history", arguments: TestDatabaseKind.all)
+    func searchAndHistory(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let tokens = try await signUp(client, env, email: "search@example.com")
             let found = try json(try await client.execute(uri: "/api/market/symbols?query=micro", method: .get, headers: bearer(tokens)))
             #expect((found["data"] as? [[String: Any]])?.contains { $0["symbol"] as? String == "MSFT" } == true)
@@ -51,28 +51,20 @@ struct PortfolioTests {
             #expect((empty["positions"] as? [Any])?.isEmpty == true)
 
             // A holding as a fill would leave it (orders arrive with the trading work).
-            let account = try #require(try await Account.query(on: env.database.db).first())
-            let holding = Holding()
-            holding.id = UUID()
-            holding.accountID = account.id!
-            holding.userID = account.userID
-            holding.symbol = "AAPL"
-            holding.quantity = StoredDecimal(try ExactDecimal.parse("1.5"))
-            holding.reservedQuantity = StoredDecimal(0)
-            holding.costBasis = StoredDecimal(try ExactDecimal.parse("280.00"))
-            holding.createdAt = Date()
-            holding.updatedAt = Date()
-            try await holding.create(on: env.database.db)
+            let account = try await env.firstAccount()
+            try await env.store.upsertHoldings(
+                [HoldingState(symbol: "AAPL", quantity: try Quantity(parsing: "1.5"), reservedQuantity: 0, costBasis: try Cash(parsing: "280.00"))],
+                account: account.state, ids: .random, now: env.clock.now, on: env.database.sql)
 
             let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
             let position = try #require((portfolio["positions"] as? [[String: Any]])?.first)
             let price = try #require(SimulatedMarket().price(of: "AAPL", at: env.clock.now))
-            let value = Money.amount(quantity: try ExactDecimal.parse("1.5"), price: price)
+            let value = try Money.value(quantity: try Quantity(parsing: "1.5"), price: price)
             #expect(position["quantity"] as? String == "1.5")
             #expect(position["average_cost"] as? String == "186.66666667")
-            #expect(position["market_value"] as? String == Cash.text(value))
-            #expect(position["unrealized_pnl"] as? String == Cash.text(value - 280))
-            #expect(portfolio["total_value"] as? String == Cash.text(100_000 + value))
+            #expect(position["market_value"] as? String == value.description)
+            #expect(position["unrealized_pnl"] as? String == (try value - 280).description)
+            #expect(portfolio["total_value"] as? String == (try Cash(100_000) + value).description)
             #expect(position["stale"] as? Bool == false)
         }
     }

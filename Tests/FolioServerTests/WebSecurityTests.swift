@@ -38,9 +38,9 @@ struct WebSecurityTests {
     static let currentKey = "5d2c8e1f9a3b7c6d0e4f8a2b1c9d3e7f6a0b5c4d8e2f1a9b3c7d6e0f4a8b2c1d"
     static let previousKey = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
-    @Test("the seed's JWT check: an invalid bearer token on a protected route is 401 problem+json")
-    func invalidToken() async throws {
-        try await withTestApp { client, env in
+    @Test("the seed's JWT check: an invalid bearer token on a protected route is 401 problem+json", arguments: TestDatabaseKind.all)
+    func invalidToken(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let response = try await client.execute(uri: "/api/auth/me", method: .get, headers: [.authorization: "Bearer invalid_token"])
             #expect(response.status == .unauthorized)
             #expect(try problem(response).code == "invalid_token")
@@ -51,10 +51,10 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("forged, alg none, other algorithm, expired, wrong audience and unknown kid are 401; a previous key still verifies")
-    func tokenAttacks() async throws {
+    @Test("forged, alg none, other algorithm, expired, wrong audience and unknown kid are 401; a previous key still verifies", arguments: TestDatabaseKind.all)
+    func tokenAttacks(kind: TestDatabaseKind) async throws {
         let clock = TestClock()
-        try await withTestApp(clock: clock, configure: {
+        try await withTestApp(kind, clock: clock, configure: {
             $0.secretKey = Self.currentKey
             $0.previousSecretKeys = [Self.previousKey]
         }) { client, env in
@@ -112,9 +112,9 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("cookie sessions: an unsafe request without the CSRF token, with a wrong one or from a foreign origin is 403 and writes nothing")
-    func csrf() async throws {
-        try await withTestApp(configure: { $0.csrfProtectionEnabled = true }) { client, env in
+    @Test("cookie sessions: an unsafe request without the CSRF token, with a wrong one or from a foreign origin is 403 and writes nothing", arguments: TestDatabaseKind.all)
+    func csrf(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
             try await signUp(client, env, email: "browser@example.com")
             let login = try await post(client, "/api/auth/login", ["email": "browser@example.com", "password": strongPassword, "session": "cookie"])
             #expect(login.status == .ok)
@@ -156,9 +156,9 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("cookie refresh rotates the cookie and needs the CSRF token")
-    func cookieRefresh() async throws {
-        try await withTestApp(configure: { $0.csrfProtectionEnabled = true }) { client, env in
+    @Test("cookie refresh rotates the cookie and needs the CSRF token", arguments: TestDatabaseKind.all)
+    func cookieRefresh(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
             try await signUp(client, env, email: "rotate@example.com")
             let login = try await post(client, "/api/auth/login", ["email": "rotate@example.com", "password": strongPassword, "session": "cookie"])
             let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
@@ -172,9 +172,9 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("bearer-authenticated unsafe requests need no CSRF token; unauthenticated ones are refused")
-    func bearerNeedsNoCSRF() async throws {
-        try await withTestApp(configure: { $0.csrfProtectionEnabled = true }) { client, env in
+    @Test("bearer-authenticated unsafe requests need no CSRF token; unauthenticated ones are refused", arguments: TestDatabaseKind.all)
+    func bearerNeedsNoCSRF(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
             let tokens = try await signUp(client, env, email: "api@example.com")
             #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: bearer(tokens)).status == .noContent)
             // The seed's check, on the unsafe routes that exist: no credentials, nothing happens.
@@ -185,9 +185,9 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("CORS: a foreign origin and its preflight get no CORS headers; an allowed origin gets exactly its own origin and Vary")
-    func cors() async throws {
-        try await withTestApp { client, _ in
+    @Test("CORS: a foreign origin and its preflight get no CORS headers; an allowed origin gets exactly its own origin and Vary", arguments: TestDatabaseKind.all)
+    func cors(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             let foreign = try await client.execute(uri: "/api/health", method: .get, headers: [.origin: "https://malicious-site.com"])
             #expect(foreign.status == .ok)
             #expect(foreign.headers[.accessControlAllowOrigin] == nil)
@@ -210,7 +210,7 @@ struct WebSecurityTests {
 
     @Test("every response carries the security headers", arguments: ["/health", "/api/health", "/api/nowhere", "/api/auth/me"])
     func securityHeaders(path: String) async throws {
-        try await withTestApp { client, _ in
+        try await withTestAppOnEachDatabase { client, _ in
             let response = try await client.execute(uri: path, method: .get)
             #expect(response.headers[.contentSecurityPolicy] == "default-src 'none'; frame-ancestors 'none'")
             #expect(response.headers[HTTPField.Name("X-Content-Type-Options")!] == "nosniff")
@@ -223,17 +223,17 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("production responses carry HSTS")
-    func hsts() async throws {
-        try await withTestApp(configure: { $0.environment = .production }) { client, _ in
+    @Test("production responses carry HSTS", arguments: TestDatabaseKind.all)
+    func hsts(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.environment = .production }) { client, _ in
             let response = try await client.execute(uri: "/health", method: .get)
             #expect(response.headers[HTTPField.Name("Strict-Transport-Security")!] == "max-age=63072000; includeSubDomains")
         }
     }
 
-    @Test("the auth bucket answers 429 with Retry-After and RateLimit headers")
-    func rateLimit() async throws {
-        try await withTestApp(configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 3) }) { client, _ in
+    @Test("the auth bucket answers 429 with Retry-After and RateLimit headers", arguments: TestDatabaseKind.all)
+    func rateLimit(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 3) }) { client, _ in
             for _ in 0..<3 {
                 let response = try await post(client, "/api/auth/login", ["email": "x@example.com", "password": "whatever at all"])
                 #expect(response.status == .unauthorized)
@@ -286,9 +286,9 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("unknown emails are throttled like real ones, so a lockout does not reveal an account")
-    func unknownEmailLockout() async throws {
-        try await withTestApp { client, _ in
+    @Test("unknown emails are throttled like real ones, so a lockout does not reveal an account", arguments: TestDatabaseKind.all)
+    func unknownEmailLockout(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             for _ in 0..<5 {
                 #expect(try await post(client, "/api/auth/login", ["email": "ghost@example.com", "password": "guess guess guess"]).status == .unauthorized)
             }
@@ -298,9 +298,9 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("a password reset clears a lockout, so nobody can lock the owner out for good")
-    func resetClearsLockout() async throws {
-        try await withTestApp { client, env in
+    @Test("a password reset clears a lockout, so nobody can lock the owner out for good", arguments: TestDatabaseKind.all)
+    func resetClearsLockout(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             try await signUp(client, env, email: "locked@example.com")
             for _ in 0..<5 { _ = try await post(client, "/api/auth/login", ["email": "locked@example.com", "password": "guess guess guess"]) }
             _ = try await post(client, "/api/auth/password-reset/request", ["email": "locked@example.com"])
@@ -310,18 +310,18 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("the auth bucket cannot be dodged with a doubled slash")
-    func doubleSlash() async throws {
-        try await withTestApp(configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 2) }) { client, _ in
+    @Test("the auth bucket cannot be dodged with a doubled slash", arguments: TestDatabaseKind.all)
+    func doubleSlash(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 2) }) { client, _ in
             _ = try await post(client, "/api/auth/login", ["email": "x@example.com", "password": "whatever at all"])
             _ = try await post(client, "/api//auth/login", ["email": "x@example.com", "password": "whatever at all"])
             #expect(try await post(client, "/api//auth/login", ["email": "x@example.com", "password": "whatever at all"]).status == .tooManyRequests)
         }
     }
 
-    @Test("after a reload a cookie session gets its CSRF token back, and login works despite a stale cookie")
-    func csrfRecovery() async throws {
-        try await withTestApp(configure: { $0.csrfProtectionEnabled = true }) { client, env in
+    @Test("after a reload a cookie session gets its CSRF token back, and login works despite a stale cookie", arguments: TestDatabaseKind.all)
+    func csrfRecovery(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
             try await signUp(client, env, email: "reload@example.com")
             let login = try await post(client, "/api/auth/login", ["email": "reload@example.com", "password": strongPassword, "session": "cookie"])
             let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
@@ -333,19 +333,19 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("passwords with control characters are refused; a NUL cannot make an empty password work")
-    func controlCharacters() async throws {
-        try await withTestApp { client, _ in
+    @Test("passwords with control characters are refused; a NUL cannot make an empty password work", arguments: TestDatabaseKind.all)
+    func controlCharacters(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
             let response = try await post(client, "/api/auth/register", ["email": "nul@example.com", "password": "\u{0}aaaaaaaaaaaaaaaa"])
             #expect(response.status == .unprocessableContent)
             #expect(try problem(response).errors?.first?.code == "invalid_characters")
         }
     }
 
-    @Test("the outbox is not readable over HTTP in production")
-    func noOutboxInProduction() async throws {
-        try await withTestApp(configure: { $0.environment = .production }) { client, env in
-            try await UserAdministration(configuration: env.configuration, database: env.database).createAdmin(email: "root@example.com", password: strongPassword)
+    @Test("the outbox is not readable over HTTP in production", arguments: TestDatabaseKind.all)
+    func noOutboxInProduction(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.environment = .production }) { client, env in
+            try await UserAdministration(services: env.services).createAdmin(email: "root@example.com", password: strongPassword)
             let admin = try json(try await post(client, "/api/auth/login", ["email": "root@example.com", "password": strongPassword]))
             #expect(try await client.execute(uri: "/api/admin/outbox", method: .get, headers: bearer(admin)).status == .notFound)
             #expect(try await client.execute(uri: "/api/admin/users", method: .get, headers: bearer(admin)).status == .ok)
@@ -366,7 +366,7 @@ struct AdminAndTwoFactorTests {
     @Test("admins list users page by page and disable them; every admin action is audited", arguments: TestDatabaseKind.all)
     func admin(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
-            try await UserAdministration(configuration: env.configuration, database: env.database).createAdmin(email: "root@example.com", password: strongPassword)
+            try await UserAdministration(services: env.services).createAdmin(email: "root@example.com", password: strongPassword)
             let admin = try json(try await post(client, "/api/auth/login", ["email": "root@example.com", "password": strongPassword]))
             let user = try await signUp(client, env, email: "member@example.com")
             try await signUp(client, env, email: "third@example.com")
@@ -397,9 +397,9 @@ struct AdminAndTwoFactorTests {
         }
     }
 
-    @Test("TOTP: enrol, confirm, login needs the code, recovery codes work once, disable needs password and code")
-    func totp() async throws {
-        try await withTestApp { client, env in
+    @Test("TOTP: enrol, confirm, login needs the code, recovery codes work once, disable needs password and code", arguments: TestDatabaseKind.all)
+    func totp(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
             let tokens = try await signUp(client, env, email: "twofa@example.com")
             let enrolled = try json(try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens)))
             let uri = try #require(enrolled["otpauth_uri"] as? String)

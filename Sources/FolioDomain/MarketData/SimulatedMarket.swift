@@ -7,18 +7,17 @@ import Foundation
 /// Each step multiplies by 1 + drift + volatility × z, with z drawn from a
 /// seeded generator in [-1, 1] to 4 places, and rounds half to even to the
 /// cent. The arithmetic is exact and runs on whole cents and millionths in
-/// `Int64` (the same results as `Decimal`, a hundred times faster: a close
-/// is 1,440 steps into its day).
+/// `Int64` (a close is 1,440 steps into its day).
 public struct SimulatedMarket: Sendable {
     public struct Listing: Sendable {
         public var symbol: String
         public var name: String
-        /// Price at the start of the walk (the epoch day's open).
-        public var basePrice: Decimal
-        /// Expected move per step, as a fraction.
-        public var drift: Decimal
-        /// Largest move per step, as a fraction.
-        public var volatility: Decimal
+        /// Price at the start of the walk (the epoch day's open), in cents.
+        public var baseCents: Int64
+        /// Expected move per daily step, in millionths.
+        public var driftMillionths: Int64
+        /// Largest move per daily step, in millionths.
+        public var volatilityMillionths: Int64
     }
 
     public let seed: UInt64
@@ -36,17 +35,18 @@ public struct SimulatedMarket: Sendable {
 
     /// The price at `date`: a daily walk from the epoch to the day's open, then
     /// a walk minute by minute through the day. Prices are in cents, never below one cent.
-    public func price(of symbol: String, at date: Date) -> Decimal? {
+    public func price(of symbol: String, at date: Date) -> Price? {
         guard let listing = listings[symbol] else { return nil }
         let (day, minute) = Self.position(of: date)
-        return Self.decimal(cents: intraday(listing, day: day, from: open(listing, day: day), minutes: minute))
+        return Self.price(cents: intraday(listing, day: day, from: open(listing, day: day), minutes: minute))
     }
 
     /// The walk through `day` from its open, `minutes` steps.
     func intraday(_ listing: Listing, day: Int, from open: Int64, minutes: Int) -> Int64 {
         var cents = open
         var generator = SeededRandom(seed: seed ^ Self.hash(listing.symbol) ^ UInt64(bitPattern: Int64(day)) &* 0x9E37_79B9)
-        let volatility = Self.millionths(listing.volatility / 20)
+        // Minute steps move a twentieth as far as daily ones.
+        let volatility = listing.volatilityMillionths / 20
         for _ in 0..<minutes {
             cents = Self.step(cents, drift: 0, volatility: volatility, using: &generator)
         }
@@ -54,13 +54,13 @@ public struct SimulatedMarket: Sendable {
     }
 
     /// The previous day's close (the price at the last minute of yesterday).
-    public func previousClose(of symbol: String, at date: Date) -> Decimal? {
+    public func previousClose(of symbol: String, at date: Date) -> Price? {
         let (day, _) = Self.position(of: date)
         return price(of: symbol, at: Self.epoch.addingTimeInterval(Double(day * Self.minutesPerDay - 1) * 60))
     }
 
     /// Daily closes for the `days` days before `date`, oldest first.
-    public func dailyCloses(of symbol: String, days: Int, before date: Date) -> [(date: Date, close: Decimal)] {
+    public func dailyCloses(of symbol: String, days: Int, before date: Date) -> [(date: Date, close: Price)] {
         guard let listing = listings[symbol] else { return [] }
         let (today, _) = Self.position(of: date)
         let first = max(0, today - days)
@@ -68,21 +68,21 @@ public struct SimulatedMarket: Sendable {
         // One walk over the opens, then each day's walk to its last minute.
         var open = self.open(listing, day: first)
         var generator = openGenerator(listing, skipping: first)
-        var closes: [(date: Date, close: Decimal)] = []
+        var closes: [(date: Date, close: Price)] = []
         closes.reserveCapacity(today - first)
         for day in first..<today {
             let close = intraday(listing, day: day, from: open, minutes: Self.minutesPerDay - 1)
-            closes.append((Self.epoch.addingTimeInterval(Double(day * 86_400)), Self.decimal(cents: close)))
-            open = Self.step(open, drift: Self.millionths(listing.drift), volatility: Self.millionths(listing.volatility), using: &generator)
+            closes.append((Self.epoch.addingTimeInterval(Double(day * 86_400)), Self.price(cents: close)))
+            open = Self.step(open, drift: listing.driftMillionths, volatility: listing.volatilityMillionths, using: &generator)
         }
         return closes
     }
 
     /// The open of `day`, in cents: the daily walk from the base price.
     func open(_ listing: Listing, day: Int) -> Int64 {
-        var cents = Self.cents(listing.basePrice)
+        var cents = listing.baseCents
         var generator = openGenerator(listing, skipping: 0)
-        let drift = Self.millionths(listing.drift), volatility = Self.millionths(listing.volatility)
+        let drift = listing.driftMillionths, volatility = listing.volatilityMillionths
         for _ in 0..<max(0, day) {
             cents = Self.step(cents, drift: drift, volatility: volatility, using: &generator)
         }
@@ -112,20 +112,8 @@ public struct SimulatedMarket: Sendable {
         return max(quotient, 1)
     }
 
-    static func millionths(_ value: Decimal) -> Int64 {
-        let scaled = value * 1_000_000
-        precondition(ExactDecimal.rounded(scaled, scale: 0) == scaled, "drift and volatility have at most 6 places")
-        return NSDecimalNumber(decimal: scaled).int64Value
-    }
-
-    static func cents(_ price: Decimal) -> Int64 {
-        let scaled = price * 100
-        precondition(ExactDecimal.rounded(scaled, scale: 0) == scaled, "base prices are in cents")
-        return NSDecimalNumber(decimal: scaled).int64Value
-    }
-
-    static func decimal(cents: Int64) -> Decimal {
-        Decimal(cents) / 100
+    static func price(cents: Int64) -> Price {
+        Price(uncheckedUnits: Int128(cents) * 1_000_000)
     }
 
     static func position(of date: Date) -> (day: Int, minute: Int) {
@@ -155,8 +143,8 @@ public struct SimulatedMarket: Sendable {
     ].enumerated().map { index, entry in
         // Drift about 0.03 % a day and daily moves up to 1–3 %, varied by symbol.
         Listing(
-            symbol: entry.0, name: entry.1, basePrice: Decimal(string: entry.2)!,
-            drift: Decimal(string: "0.0003")!, volatility: Decimal(10 + index % 20) / 1000)
+            symbol: entry.0, name: entry.1, baseCents: Int64(entry.2.replacingOccurrences(of: ".", with: ""))!,
+            driftMillionths: 300, volatilityMillionths: Int64(10 + index % 20) * 1000)
     }
 }
 

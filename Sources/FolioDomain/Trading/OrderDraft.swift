@@ -7,21 +7,20 @@ public struct OrderDraft: Equatable, Sendable {
     public var side: OrderSide
     public var type: OrderType
     public var timeInForce: TimeInForce
-    public var quantity: Decimal?
-    /// A cash amount instead of a quantity; market orders only.
-    public var notional: Decimal?
-    public var limitPrice: Decimal?
-    public var stopPrice: Decimal?
+    public var quantity: Quantity?
+    /// A cash amount instead of a quantity; market buys only.
+    public var notional: Cash?
+    public var limitPrice: Price?
+    public var stopPrice: Price?
 
-    public static let quantityScale = 9
-    public static let priceScale = 8
-    public static let notionalScale = 2
-    public static let maximumQuantity = Decimal(string: "1000000000")!
-    public static let maximumPrice = Decimal(string: "1000000000")!
+    public static let notionalPlaces = 2
+    public static let maximumQuantity: Quantity = 1_000_000_000
+    public static let maximumPrice: Price = 1_000_000_000
+    public static let maximumNotional: Cash = 1_000_000_000
 
     public init(
         symbol: String, side: OrderSide, type: OrderType, timeInForce: TimeInForce = .day,
-        quantity: Decimal? = nil, notional: Decimal? = nil, limitPrice: Decimal? = nil, stopPrice: Decimal? = nil
+        quantity: Quantity? = nil, notional: Cash? = nil, limitPrice: Price? = nil, stopPrice: Price? = nil
     ) {
         self.symbol = symbol
         self.side = side
@@ -53,9 +52,9 @@ public struct OrderDraft: Equatable, Sendable {
         case (.some, .some):
             issues.append(.init(field: "notional", code: "conflict", message: "Give quantity or notional, not both."))
         case (.some(let quantity), nil):
-            issues += Self.checkPositive(quantity, field: "quantity", scale: Self.quantityScale, maximum: Self.maximumQuantity)
+            issues += AmountCheck.positive(quantity, field: "quantity", maximum: Self.maximumQuantity)
         case (nil, .some(let notional)):
-            issues += Self.checkPositive(notional, field: "notional", scale: Self.notionalScale, maximum: Self.maximumPrice)
+            issues += AmountCheck.positive(notional, field: "notional", places: Self.notionalPlaces, maximum: Self.maximumNotional)
             if type != .market {
                 issues.append(.init(field: "notional", code: "market_only", message: "notional is allowed on market orders only."))
             }
@@ -65,7 +64,7 @@ public struct OrderDraft: Equatable, Sendable {
         }
         if type.needsLimitPrice {
             if let limitPrice {
-                issues += Self.checkPositive(limitPrice, field: "limit_price", scale: Self.priceScale, maximum: Self.maximumPrice)
+                issues += AmountCheck.positive(limitPrice, field: "limit_price", maximum: Self.maximumPrice)
             } else {
                 issues.append(.init(field: "limit_price", code: "required", message: "A \(type.rawValue) order needs limit_price."))
             }
@@ -74,7 +73,7 @@ public struct OrderDraft: Equatable, Sendable {
         }
         if type.needsStopPrice {
             if let stopPrice {
-                issues += Self.checkPositive(stopPrice, field: "stop_price", scale: Self.priceScale, maximum: Self.maximumPrice)
+                issues += AmountCheck.positive(stopPrice, field: "stop_price", maximum: Self.maximumPrice)
             } else {
                 issues.append(.init(field: "stop_price", code: "required", message: "A \(type.rawValue) order needs stop_price."))
             }
@@ -83,23 +82,19 @@ public struct OrderDraft: Equatable, Sendable {
         }
         return issues
     }
-
-    static func checkPositive(_ value: Decimal, field: String, scale: Int, maximum: Decimal) -> [FieldIssue] {
-        OrderDraftChecks.positive(value, field: field, scale: scale, maximum: maximum)
-    }
 }
 
 /// The check every entered amount passes: positive, not too large, not too precise.
-public enum OrderDraftChecks {
-    public static func positive(_ value: Decimal, field: String, scale: Int, maximum: Decimal) -> [FieldIssue] {
-        if value <= 0 {
+public enum AmountCheck {
+    public static func positive<S>(_ value: Fixed<S>, field: String, places: Int = S.fractionDigits, maximum: Fixed<S>) -> [FieldIssue] {
+        if !value.isPositive {
             return [.init(field: field, code: "not_positive", message: "\(field) must be greater than zero.")]
         }
         if value > maximum {
-            return [.init(field: field, code: "too_large", message: "\(field) must be at most \(ExactDecimal.format(maximum)).")]
+            return [.init(field: field, code: "too_large", message: "\(field) must be at most \(maximum).")]
         }
-        if ExactDecimal.scale(of: value) > scale {
-            return [.init(field: field, code: "too_precise", message: "\(field) may have at most \(scale) decimal places.")]
+        if value.places > places {
+            return [.init(field: field, code: "too_precise", message: "\(field) may have at most \(places) decimal places.")]
         }
         return []
     }

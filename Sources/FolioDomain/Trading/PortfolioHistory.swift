@@ -45,6 +45,13 @@ public struct TradingDay: Hashable, Comparable, Sendable, CustomStringConvertibl
         Self.calendar(Self.newYork).date(from: DateComponents(year: year, month: month, day: day, hour: hour, minute: minute))!
     }
 
+    /// When a DAY order placed at `date` ends: 16:00 in New York that day, or
+    /// the next day's close when placed after it.
+    public static func dayEnd(for date: Date) -> Date {
+        let day = TradingDay(date)
+        return day.close > date ? day.close : day.adding(days: 1).close
+    }
+
     public var isWeekday: Bool {
         !Self.calendar(Self.newYork).isDateInWeekend(close)
     }
@@ -78,13 +85,13 @@ public struct TradingDay: Hashable, Comparable, Sendable, CustomStringConvertibl
 /// One row of the ledger as the history needs it: signed cash and shares.
 public struct LedgerMovement: Sendable {
     public var occurredAt: Date
-    public var cash: Decimal
+    public var cash: Cash
     public var symbol: String?
-    public var quantity: Decimal?
+    public var quantity: Quantity?
     /// The trade price, for buys and sells.
-    public var price: Decimal?
+    public var price: Price?
 
-    public init(occurredAt: Date, cash: Decimal, symbol: String? = nil, quantity: Decimal? = nil, price: Decimal? = nil) {
+    public init(occurredAt: Date, cash: Cash, symbol: String? = nil, quantity: Quantity? = nil, price: Price? = nil) {
         self.occurredAt = occurredAt
         self.cash = cash
         self.symbol = symbol
@@ -96,11 +103,12 @@ public struct LedgerMovement: Sendable {
 /// An account's value at one day's close.
 public struct DailyValue: Equatable, Sendable {
     public var day: TradingDay
-    public var cash: Decimal
-    public var marketValue: Decimal
-    public var totalValue: Decimal { cash + marketValue }
+    public var cash: Cash
+    public var marketValue: Cash
+    /// Cash and market value each fit their column; their sum is shown, not stored, and clamps at the limit.
+    public var totalValue: Cash { (try? cash + marketValue) ?? .max }
 
-    public init(day: TradingDay, cash: Decimal, marketValue: Decimal) {
+    public init(day: TradingDay, cash: Cash, marketValue: Cash) {
         self.day = day
         self.cash = cash
         self.marketValue = marketValue
@@ -118,28 +126,28 @@ public enum PortfolioHistory {
     ///   - movements: the account's ledger, oldest first.
     ///   - closes: each symbol's daily closes, oldest first.
     ///   - days: the days wanted, oldest first.
-    public static func replay(movements: [LedgerMovement], closes: [String: [(day: TradingDay, close: Decimal)]], days: [TradingDay]) -> [DailyValue] {
+    public static func replay(movements: [LedgerMovement], closes: [String: [(day: TradingDay, close: Price)]], days: [TradingDay]) throws(MoneyError) -> [DailyValue] {
         var values: [DailyValue] = []
         values.reserveCapacity(days.count)
-        var cash: Decimal = 0
-        var shares: [String: Decimal] = [:]
+        var cash = Cash.zero
+        var shares: [String: Quantity] = [:]
         // The newest price known for each symbol, and when it was.
-        var lastPrice: [String: (at: Date, price: Decimal)] = [:]
+        var lastPrice: [String: (at: Date, price: Price)] = [:]
         var nextMovement = 0
         var nextClose: [String: Int] = [:]
         for day in days {
             let close = day.close
             while nextMovement < movements.count, movements[nextMovement].occurredAt <= close {
                 let movement = movements[nextMovement]
-                cash += movement.cash
+                cash = try cash + movement.cash
                 if let symbol = movement.symbol, let quantity = movement.quantity {
-                    shares[symbol, default: 0] += quantity
+                    shares[symbol] = try shares[symbol, default: .zero] + quantity
                     if let price = movement.price { lastPrice[symbol] = (movement.occurredAt, price) }
                 }
                 nextMovement += 1
             }
-            var marketValue: Decimal = 0
-            for (symbol, quantity) in shares where quantity != 0 {
+            var marketValue = Cash.zero
+            for (symbol, quantity) in shares where !quantity.isZero {
                 if let series = closes[symbol] {
                     var index = nextClose[symbol, default: 0]
                     while index < series.count, series[index].day <= day {
@@ -150,7 +158,7 @@ public enum PortfolioHistory {
                     }
                     nextClose[symbol] = index
                 }
-                if let price = lastPrice[symbol]?.price { marketValue += Money.amount(quantity: quantity, price: price) }
+                if let price = lastPrice[symbol]?.price { marketValue = try marketValue + Money.value(quantity: quantity, price: price) }
             }
             values.append(DailyValue(day: day, cash: cash, marketValue: marketValue))
         }

@@ -3,12 +3,12 @@ import Foundation
 /// The latest price of a symbol, with the previous close for the day's change.
 public struct PriceQuote: Equatable, Sendable {
     public var symbol: String
-    public var price: Decimal
-    public var previousClose: Decimal?
+    public var price: Price
+    public var previousClose: Price?
     public var asOf: Date
     public var isStale: Bool
 
-    public init(symbol: String, price: Decimal, previousClose: Decimal?, asOf: Date, isStale: Bool = false) {
+    public init(symbol: String, price: Price, previousClose: Price?, asOf: Date, isStale: Bool = false) {
         self.symbol = symbol
         self.price = price
         self.previousClose = previousClose
@@ -20,61 +20,70 @@ public struct PriceQuote: Equatable, Sendable {
 /// One position valued at its quote.
 public struct ValuedPosition: Equatable, Sendable {
     public var symbol: String
-    public var quantity: Decimal
-    public var averageCost: Decimal
-    public var costBasis: Decimal
+    public var quantity: Quantity
+    public var averageCost: Price
+    public var costBasis: Cash
     /// Nil when no quote could be had; the position then counts at cost.
     public var quote: PriceQuote?
-    public var marketValue: Decimal
-    public var unrealizedPnL: Decimal
+    public var marketValue: Cash
+    public var unrealizedPnL: Cash
     /// Percent of cost basis, 4 places; nil for a zero basis.
-    public var unrealizedPnLPercent: Decimal?
-    public var dayChange: Decimal?
+    public var unrealizedPnLPercent: Ratio?
+    public var dayChange: Cash?
     /// Share of the portfolio's total value, 6 places (0.25 is a quarter).
-    public var weight: Decimal
+    public var weight: Ratio
 }
 
 /// A portfolio valued in one pass over its positions and one batch of quotes.
+/// Values shown are rounded half to even to the cent; the sums are exact sums
+/// of what is shown. A value beyond what cash can hold is `MoneyError.overflow`.
 public struct PortfolioValuation: Equatable, Sendable {
-    public var cash: Decimal
-    public var availableCash: Decimal
+    public var cash: Cash
+    public var availableCash: Cash
     public var positions: [ValuedPosition]
-    public var marketValue: Decimal
-    public var costBasis: Decimal
-    public var unrealizedPnL: Decimal
-    public var dayChange: Decimal
-    public var totalValue: Decimal
+    public var marketValue: Cash
+    public var costBasis: Cash
+    public var unrealizedPnL: Cash
+    public var dayChange: Cash
+    public var totalValue: Cash
 
-    public init(cash: Decimal, availableCash: Decimal, holdings: [(symbol: String, position: Position)], quotes: [String: PriceQuote]) {
+    public init(cash: Cash, availableCash: Cash, holdings: [(symbol: String, position: Position)], quotes: [String: PriceQuote]) throws(MoneyError) {
         var positions: [ValuedPosition] = []
         positions.reserveCapacity(holdings.count)
-        var marketValue: Decimal = 0, costBasis: Decimal = 0, dayChange: Decimal = 0
-        for (symbol, position) in holdings where position.quantity > 0 {
+        var marketValue = Cash.zero, costBasis = Cash.zero, dayChange = Cash.zero
+        for (symbol, position) in holdings where position.quantity.isPositive {
             let quote = quotes[symbol]
-            let value = quote.map { Money.amount(quantity: position.quantity, price: $0.price) } ?? position.costBasis
-            let change = quote.flatMap { quote in
-                quote.previousClose.map { Money.amount(quantity: position.quantity, price: quote.price - $0) }
+            let value = try quote.map { quote throws(MoneyError) in try Money.value(quantity: position.quantity, price: quote.price) } ?? position.costBasis
+            var change: Cash?
+            if let quote, let previous = quote.previousClose {
+                change = try Money.value(quantity: position.quantity, price: try quote.price - previous)
             }
-            let pnl = value - position.costBasis
+            let pnl = try value - position.costBasis
+            var percent: Ratio?
+            if !position.costBasis.isZero {
+                // The fraction to 6 places is the percentage to 4, times 100: one rounding.
+                let fraction = try Ratio.quotient(pnl, position.costBasis, rounding: .halfEven)
+                percent = try Ratio(units: fraction.units * 100)
+            }
             positions.append(ValuedPosition(
                 symbol: symbol, quantity: position.quantity, averageCost: position.averageCost, costBasis: position.costBasis,
-                quote: quote, marketValue: value, unrealizedPnL: pnl,
-                unrealizedPnLPercent: position.costBasis == 0 ? nil : ExactDecimal.rounded(pnl / position.costBasis * 100, scale: 4),
-                dayChange: change, weight: 0))
-            marketValue += value
-            costBasis += position.costBasis
-            dayChange += change ?? 0
+                quote: quote, marketValue: value, unrealizedPnL: pnl, unrealizedPnLPercent: percent, dayChange: change, weight: .zero))
+            marketValue = try marketValue + value
+            costBasis = try costBasis + position.costBasis
+            if let change { dayChange = try dayChange + change }
         }
-        let total = cash + marketValue
-        for index in positions.indices {
-            positions[index].weight = total == 0 ? 0 : ExactDecimal.rounded(positions[index].marketValue / total, scale: 6)
+        let total = try cash + marketValue
+        if !total.isZero {
+            for index in positions.indices {
+                positions[index].weight = try Ratio.quotient(positions[index].marketValue, total, rounding: .halfEven)
+            }
         }
         self.cash = cash
         self.availableCash = availableCash
         self.positions = positions.sorted { $0.marketValue == $1.marketValue ? $0.symbol < $1.symbol : $0.marketValue > $1.marketValue }
         self.marketValue = marketValue
         self.costBasis = costBasis
-        self.unrealizedPnL = marketValue - costBasis
+        self.unrealizedPnL = try marketValue - costBasis
         self.dayChange = dayChange
         self.totalValue = total
     }

@@ -1,72 +1,99 @@
-import FluentKit
 import FolioDomain
 import Foundation
 import SQLKit
 
-/// Every change to cash or shares goes through here: the ledger row, the
-/// account's balance and the audit event are written in one database
-/// transaction, with the account row locked, so concurrent requests can never
-/// overdraw it.
+/// Who asked for a change, for the audit trail.
+struct AuditContext: Sendable {
+    var ip: String?
+    var requestID: String?
+
+    static let none = AuditContext()
+}
+
+/// One locked account's books, open in a transaction: the rules record
+/// their postings on `books`, then `Ledger.commit` writes them.
+struct OpenBooks: Sendable {
+    var books: Books
+    let head: AuditChain.Head?
+}
+
+/// The one code that applies postings. `open` locks one account (one
+/// `SELECT … FOR UPDATE` that also reads the head of its audit chain) and
+/// loads the holdings, orders and applied fills the work needs; the pure
+/// trading rules then record their postings on the account's `Books`; and
+/// `commit` writes what they changed: the balances, holdings and orders in
+/// their final state, and the fills, ledger rows and audit events in order.
+/// All in the caller's transaction, so the change commits whole or not at all.
 struct Ledger: Sendable {
-    let database: FolioDatabase
+    let store: TradingStore
+    let anchor: AuditAnchor
+    let ids: IDSource
     let clock: AppClock
-    let audit: AuditLog
-    let startingCash: Decimal
 
-    static let maximumMovement = Decimal(string: "1000000000000")!
+    struct Need: Sendable {
+        var symbols: [String] = []
+        var orders: [OrderID] = []
+        var brokerFills: [String] = []
+    }
 
-    /// Opens the paper account every user gets, funded with the starting cash.
+    /// Locks the account (of `owner`, when given) and loads its books; nil when there is no such account.
+    func open(account id: AccountID, owner: UserID?, need: Need = Need(), on db: any SQLDatabase) async throws -> OpenBooks? {
+        guard let locked = try await store.lockAccount(id, owner: owner, on: db) else { return nil }
+        let orders = try await store.orders(need.orders, on: db).filter { $0.accountID == id }
+        let symbols = need.symbols + orders.map(\.symbol)
+        let holdings = try await store.holdings(of: id, symbols: symbols, on: db)
+        let applied = try await store.appliedFills(need.brokerFills, on: db)
+        return OpenBooks(books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied), head: locked.chainHead)
+    }
+
+    func commit(_ open: OpenBooks, context: AuditContext, on db: any SQLDatabase) async throws {
+        try await commit(open.books, head: open.head, context: context, on: db)
+    }
+
+    /// Writes what the postings changed.
+    func commit(_ books: Books, head: AuditChain.Head?, context: AuditContext, on db: any SQLDatabase) async throws {
+        guard !books.isEmpty else { return }
+        let now = clock.now()
+        let account = books.account
+        try await store.upsertHoldings(books.changedHoldings, account: account, ids: ids, now: now, on: db)
+        let orders = books.changedOrders
+        try await store.insertOrders(orders.filter(\.created).map(\.order), on: db)
+        try await store.updateOrders(orders.filter { !$0.created }.map(\.order), on: db)
+        try await store.insertFills(books.fills, userID: account.userID, on: db)
+        try await store.insertEntries(books.entries, account: account, now: now, on: db)
+        let records = books.events.map { note in
+            AuditChain.Record(
+                id: ids.uuid(), occurredAt: now, actorID: note.actorID?.uuid, action: note.action, subjectType: note.subjectType,
+                subjectID: note.subjectID, userID: account.userID.uuid, details: note.details, ip: context.ip, requestID: context.requestID)
+        }
+        // The account row takes its balances and its chain's new head in one write.
+        let chain = AuditChain.ID.account(account.id)
+        if let newHead = try await AuditChain.appendRows(records, to: chain, after: head, dialect: store.database.kind, on: db) {
+            try await store.writeAccount(account, head: newHead, mac: anchor.mac(chain: chain.text, head: newHead), now: now, on: db)
+        } else if books.accountChanged {
+            try await store.writeBalances(account, now: now, on: db)
+        }
+    }
+
+    /// Opens the paper account every user gets, funded with the starting cash
+    /// through an ordinary deposit row.
     @discardableResult
-    func openPaperAccount(for user: User, on db: any Database, ip: String?, requestID: String?) async throws -> Account {
+    func openPaperAccount(for userID: UserID, startingCash: Cash, context: AuditContext, on db: any SQLDatabase) async throws -> AccountID {
         let now = clock.now()
-        let account = Account(userID: user.id!, name: "Paper brokerage", kind: .paper, now: now)
-        try await account.create(on: db)
-        try await audit.record(
-            .init(action: "account.opened", actorID: user.id, subjectType: "account", subjectID: account.id?.uuidString, userID: user.id, details: ["kind": "paper"]),
-            ip: ip, requestID: requestID, on: db)
-        if startingCash > 0 {
-            _ = try await move(account: account, kind: .deposit, amount: startingCash, description: "Starting paper cash", actorID: user.id, ip: ip, requestID: requestID, on: db)
+        let id = ids.next(AccountID.self)
+        try await store.createAccount(
+            AccountRecord(id: id, userID: userID, name: "Paper brokerage", kind: "paper", currency: "USD", cash: .zero, reservedCash: .zero, createdAt: now),
+            now: now, on: db)
+        guard var open = try await self.open(account: id, owner: userID, on: db) else { throw TradingError.accountNotFound }
+        var opened = Posting()
+        opened.events = [AuditNote(action: "account.opened", actorID: userID, subjectType: "account", subjectID: id.description, details: ["kind": "paper"])]
+        open.books.record(opened)
+        if startingCash.isPositive {
+            open.books.record(try TradingRules.move(
+                .deposit, amount: startingCash, account: open.books.account, description: "Starting paper cash", actor: userID,
+                entryID: ids.next(EntryID.self), now: now))
         }
-        return account
-    }
-
-    /// The user's account, locked for the rest of the transaction; nil when it is not theirs.
-    func lockedAccount(_ id: UUID, userID: UUID, on db: any Database) async throws -> Account? {
-        try await database.lockedAccount(id, userID: userID, on: db)
-    }
-
-    enum MovementError: Error {
-        case insufficientFunds(available: Decimal)
-    }
-
-    /// Moves cash in or out of a locked account and writes the ledger row.
-    /// `amount` is positive; the direction comes from the kind.
-    func move(
-        account: Account, kind: LedgerEntry.Kind, amount: Decimal, description: String?, actorID: UUID?,
-        ip: String?, requestID: String?, symbol: String? = nil, on db: any Database
-    ) async throws -> LedgerEntry {
-        let signed: Decimal
-        switch kind {
-        case .deposit, .dividend: signed = amount
-        case .withdrawal, .fee: signed = -amount
-        case .buy, .sell, .correction: preconditionFailure("\(kind) moves go through the trading code")
-        }
-        let newCash = account.cash.value + signed
-        if newCash < account.reservedCash.value {
-            throw MovementError.insufficientFunds(available: account.availableCash)
-        }
-        let now = clock.now()
-        account.cash = StoredDecimal(newCash)
-        account.updatedAt = now
-        try await account.save(on: db)
-        let entry = LedgerEntry(account: account, kind: kind, amount: signed, description: description, now: now)
-        entry.symbol = symbol
-        try await entry.create(on: db)
-        try await audit.record(
-            .init(
-                action: "ledger.\(kind.rawValue)", actorID: actorID, subjectType: "account", subjectID: account.id?.uuidString, userID: account.userID,
-                details: ["amount": ExactDecimal.format(signed), "cash_after": ExactDecimal.format(newCash), "transaction_id": entry.id!.uuidString]),
-            ip: ip, requestID: requestID, on: db)
-        return entry
+        try await commit(open, context: context, on: db)
+        return id
     }
 }

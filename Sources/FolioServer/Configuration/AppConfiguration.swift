@@ -1,3 +1,4 @@
+import FolioDomain
 import Foundation
 import Logging
 
@@ -64,13 +65,13 @@ public struct AppConfiguration: Sendable {
     /// Base URL used in links sent by email.
     public var publicURL: String
     /// Cash each new paper account starts with (100,000.00 by default, 0 in production).
-    public var startingCash: Decimal
+    public var startingCash: Cash
     /// Adverse slippage on paper market fills, in basis points.
-    public var paperSlippageBasisPoints: Decimal
+    public var paperSlippageBasisPoints: Ratio
     /// The paper broker fills half of what remains at each match instead of all of it.
     public var paperPartialFills: Bool
     /// Extra cash a market buy reserves above the current price (0.05 is 5 %).
-    public var marketBuyMargin: Decimal
+    public var marketBuyMargin: Ratio
     /// Alpha Vantage, when `ALPHA_VANTAGE_API_KEY` is set; the simulated market otherwise.
     public var alphaVantage: AlphaVantageSettings?
     /// How long a quote is served from the cache before it is refreshed.
@@ -142,7 +143,7 @@ public struct AppConfiguration: Sendable {
         self.startingCash = environment == .production ? 0 : 100_000
         self.paperSlippageBasisPoints = 0
         self.paperPartialFills = false
-        self.marketBuyMargin = Decimal(string: "0.05")!
+        self.marketBuyMargin = Ratio(uncheckedUnits: 50_000)  // 0.05
         self.alphaVantage = nil
         self.quoteTimeToLive = 15
     }

@@ -182,7 +182,7 @@ public enum ConfigurationLoader {
         let scheme = configuration.tlsCertificatePath == nil ? "http" : "https"
         configuration.publicURL = value("PUBLIC_URL") ?? "\(scheme)://\(configuration.host):\(configuration.port)"
         if let raw = value("STARTING_CASH") {
-            if let amount = try? ExactDecimal.parse(raw), amount >= 0, ExactDecimal.scale(of: amount) <= 2 {
+            if let amount = try? Cash(parsing: raw), !amount.isNegative, amount.places <= Cash.centPlaces, amount <= TradingRules.maximumMovement {
                 configuration.startingCash = amount
             } else {
                 problems.append("STARTING_CASH must be an amount such as 100000.00, not \"\(raw)\"")
@@ -191,13 +191,13 @@ public enum ConfigurationLoader {
             configuration.startingCash = production ? 0 : 100_000
         }
         if let raw = value("PAPER_SLIPPAGE_BPS") {
-            if let bps = try? ExactDecimal.parse(raw), bps >= 0, bps <= 1000 { configuration.paperSlippageBasisPoints = bps } else {
+            if let bps = try? Ratio(parsing: raw), !bps.isNegative, bps <= 1000 { configuration.paperSlippageBasisPoints = bps } else {
                 problems.append("PAPER_SLIPPAGE_BPS must be from 0 to 1000 basis points, not \"\(raw)\"")
             }
         }
         configuration.paperPartialFills = flag("PAPER_PARTIAL_FILLS")
         if let raw = value("MARKET_BUY_MARGIN") {
-            if let margin = try? ExactDecimal.parse(raw), margin >= 0, margin <= 1 { configuration.marketBuyMargin = margin } else {
+            if let margin = try? Ratio(parsing: raw), !margin.isNegative, margin <= 1 { configuration.marketBuyMargin = margin } else {
                 problems.append("MARKET_BUY_MARGIN must be a fraction from 0 to 1 (0.05 is 5 %), not \"\(raw)\"")
             }
         }

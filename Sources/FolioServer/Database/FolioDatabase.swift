@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SQLKit
+import SQLiteNIO
 
 /// The one database Folio talks to, SQLite or PostgreSQL, with its migrations.
 ///
@@ -73,6 +74,33 @@ public final class FolioDatabase: Sendable {
         db as! any SQLDatabase
     }
 
+    /// Runs `body` in one transaction and commits it, or rolls it back when
+    /// `body` throws. On SQLite, a transaction that another process's writer
+    /// made busy (a `folio worker` or command beside the server) rolled back
+    /// whole and is run again, after a short, growing pause.
+    public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            do {
+                return try await db.transaction { try await body($0 as! any SQLDatabase) }
+            } catch where kind == .sqlite && Self.isBusy(error) && attempt < Self.busyRetries {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(Int.random(in: 5...20) << min(attempt, 6)))
+            }
+        }
+    }
+
+    static let busyRetries = 8
+
+    /// SQLite's "database is locked": another connection holds the write lock.
+    static func isBusy(_ error: any Error) -> Bool {
+        guard let error = error as? SQLiteError else { return false }
+        switch error.reason {
+        case .busy, .busyTimeout, .busyInRecovery, .busyInSnapshot, .locked, .lockedBySharedCache: return true
+        default: return false
+        }
+    }
+
     public func shutdown() async {
         await databases.shutdownAsync()
     }
@@ -87,20 +115,9 @@ public final class FolioDatabase: Sendable {
     public func prepareConnectionSettings() async throws {
         guard kind == .sqlite else { return }
         try await sql.raw("PRAGMA journal_mode=WAL").run()
-        // Wait for a lock held by another process (a `folio` command) instead of failing at once.
+        // Wait for a lock held by another process (a `folio worker` or command) instead of failing at once;
+        // a transaction that would deadlock on it fails at once and `transaction` runs it again.
         try await sql.raw("PRAGMA busy_timeout=5000").run()
-    }
-
-    /// The user's account, locked for the rest of the transaction `db`: `FOR
-    /// UPDATE` on PostgreSQL; on SQLite the single connection already
-    /// serializes. Nil when the account is not the user's.
-    func lockedAccount(_ id: UUID, userID: UUID, on db: any Database) async throws -> Account? {
-        let lock = kind == .postgres ? " FOR UPDATE" : ""
-        let rows = try await sqlDatabase(db).raw(
-            "SELECT id FROM accounts WHERE id = \(bind: id) AND user_id = \(bind: userID)\(unsafeRaw: lock)"
-        ).all()
-        guard !rows.isEmpty else { return nil }
-        return try await Account.find(id, on: db)
     }
 
     /// Names of migrations not yet applied, in the order they would run.

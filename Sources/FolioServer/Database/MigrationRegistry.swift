@@ -12,5 +12,6 @@ enum MigrationRegistry {
         CreateIdempotencyKeys(),
         CreateQuotesAndCallBudget(),
         CreatePortfolioSnapshotsAndSchedules(),
+        ChainsPerAccountAndInstances(),
     ]
 }

@@ -1,48 +1,61 @@
 import Foundation
 
-/// JSON reduced to one spelling: object keys sorted, insignificant white space
-/// dropped, numbers written from their exact decimal value. Two bodies that
+/// JSON reduced to one spelling: object keys sorted, insignificant white
+/// space dropped, numbers written from their exact value (`1.50`, `1.5` and
+/// `15e-1` are all `15e-1`, however many digits they have). Two bodies that
 /// mean the same have the same canonical form, whatever order a client's
 /// serializer put the keys in.
-indirect enum CanonicalJSON: Decodable {
-    case null
-    case bool(Bool)
-    case number(Decimal)
-    case string(String)
-    case array([CanonicalJSON])
-    case object([String: CanonicalJSON])
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let bool = try? container.decode(Bool.self) {
-            self = .bool(bool)
-        } else if let number = try? container.decode(Decimal.self) {
-            self = .number(number)
-        } else if let string = try? container.decode(String.self) {
-            self = .string(string)
-        } else if let array = try? container.decode([CanonicalJSON].self) {
-            self = .array(array)
-        } else {
-            self = .object(try container.decode([String: CanonicalJSON].self))
-        }
+enum CanonicalJSON {
+    /// The canonical text of `bytes`, or nil when it is not JSON.
+    static func text(of bytes: some Collection<UInt8>) -> String? {
+        (try? JSONValue.parse(bytes)).map(text)
     }
 
-    /// The canonical text of `data`, or nil when it is not JSON.
-    static func text(of data: Data) -> String? {
-        (try? JSONDecoder().decode(CanonicalJSON.self, from: data))?.text
-    }
-
-    var text: String {
-        switch self {
+    static func text(_ value: JSONValue) -> String {
+        switch value {
         case .null: return "null"
         case .bool(let value): return value ? "true" : "false"
-        case .number(let value): return value.description
+        case .number(let text): return number(text)
         case .string(let value): return JSONText.quote(value)
-        case .array(let values): return "[" + values.map(\.text).joined(separator: ",") + "]"
+        case .array(let values): return "[" + values.map(text).joined(separator: ",") + "]"
         case .object(let members):
-            return "{" + members.keys.sorted().map { JSONText.quote($0) + ":" + members[$0]!.text }.joined(separator: ",") + "}"
+            return "{" + members.keys.sorted().map { JSONText.quote($0) + ":" + text(members[$0]!) }.joined(separator: ",") + "}"
         }
+    }
+
+    /// A JSON number's exact value as `[-]digits e exponent` with no leading
+    /// or trailing zeros in the digits (`0` for zero). Any length: nothing is cut.
+    static func number(_ text: String) -> String {
+        var negative = false
+        var digits: [UInt8] = []
+        var exponent = 0
+        var fractionDigits = 0
+        var inFraction = false
+        var bytes = Substring(text).utf8[...]
+        if bytes.first == UInt8(ascii: "-") {
+            negative = true
+            bytes = bytes.dropFirst()
+        }
+        while let byte = bytes.first, byte != UInt8(ascii: "e"), byte != UInt8(ascii: "E") {
+            bytes = bytes.dropFirst()
+            if byte == UInt8(ascii: ".") {
+                inFraction = true
+                continue
+            }
+            if inFraction { fractionDigits += 1 }
+            digits.append(byte)
+        }
+        if !bytes.isEmpty {
+            // The grammar was checked by the parser; an exponent too long for Int saturates.
+            exponent = Int(String(decoding: bytes.dropFirst(), as: UTF8.self)) ?? (bytes.contains(UInt8(ascii: "-")) ? Int.min / 2 : Int.max / 2)
+        }
+        while let first = digits.first, first == UInt8(ascii: "0") { digits.removeFirst() }
+        guard !digits.isEmpty else { return "0" }
+        exponent -= fractionDigits
+        while let last = digits.last, last == UInt8(ascii: "0") {
+            digits.removeLast()
+            exponent += 1
+        }
+        return (negative ? "-" : "") + String(decoding: digits, as: UTF8.self) + "e" + String(exponent)
     }
 }

@@ -31,14 +31,14 @@ public struct FolioRequestContext: RequestContext {
     public var responseEncoder: FolioJSONEncoder { FolioJSONEncoder() }
 }
 
-/// Decodes request bodies with snake_case keys as written; numbers are read as
-/// exact text by `DecimalValue`, never through `Double`.
+/// Decodes request bodies with Folio's own JSON reader: snake_case keys,
+/// numbers kept as their exact text for the money types (never `Double` or
+/// `Decimal`), duplicate keys refused (400 `malformed_json`).
 public struct FolioJSONDecoder: RequestDecoder {
     public func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext) async throws -> T {
         let buffer = try await request.body.collect(upTo: context.maxUploadSize)
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return try decoder.decode(T.self, from: buffer)
+        let value = try buffer.withUnsafeReadableBytes { bytes in try JSONValue.parse(bytes) }
+        return try JSONValueDecoder().decode(T.self, from: value)
     }
 }
 
@@ -61,6 +61,8 @@ enum FolioJSON {
     static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
+        // Swift names become snake_case keys; a key spelled out in CodingKeys stays as written.
+        encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }()

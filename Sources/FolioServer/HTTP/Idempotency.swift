@@ -1,128 +1,135 @@
 import Crypto
-import FluentKit
+import FolioDomain
 import Foundation
 import HTTPTypes
 import Hummingbird
 import SQLKit
-
-/// A stored first response for an `Idempotency-Key`.
-final class IdempotencyRecord: Model, @unchecked Sendable {
-    static let schema = "idempotency_keys"
-
-    @ID(key: .id) var id: UUID?
-    @Field(key: "user_id") var userID: UUID
-    @Field(key: "key") var key: String
-    @Field(key: "request_hash") var requestHash: String
-    @Field(key: "status") var status: String
-    @OptionalField(key: "response_status") var responseStatus: Int?
-    @OptionalField(key: "response_location") var responseLocation: String?
-    @OptionalField(key: "response_body") var responseBody: String?
-    @Field(key: "created_at") var createdAt: Date
-    @Field(key: "expires_at") var expiresAt: Date
-
-    init() {}
-}
 
 /// Unsafe requests that move money accept `Idempotency-Key`: the first
 /// response for a key is stored and replayed byte for byte; the same key with a
 /// different request is 422; while the first is still running, 409. Keys
 /// expire after 24 hours. A request that fails is forgotten, so it may be retried.
 ///
-/// `perform` runs inside a database transaction, and the stored response is
-/// written in that same transaction: the effect and its record commit or roll
-/// back together. A key still `in_flight` after `abandonAfter` therefore never
-/// committed anything (its process died) and is taken over.
+/// The key is claimed first, before anything is priced, so a replay costs no
+/// quote or vendor call. `perform` then runs inside a database transaction
+/// and the stored response is written in that same transaction: the effect
+/// and its record commit or roll back together. A key still `in_flight`
+/// therefore committed nothing when its owner is gone, and is taken over:
+/// within seconds when the owning instance stopped heartbeating (it was
+/// killed), after `abandonAfter` when no heartbeat is known.
 struct Idempotency: Sendable {
     let database: FolioDatabase
     let clock: AppClock
+    let ids: IDSource
+    /// This instance, recorded as the owner of the keys it claims.
+    let instance: String
 
     static let header = HTTPField.Name("Idempotency-Key")!
     static let lifetime: TimeInterval = 24 * 3600
     static let abandonAfter: TimeInterval = 300
 
-    /// Runs `perform` once per key; its value becomes a JSON response with `status`.
-    func run<Value: Encodable>(
-        _ request: Request, userID: UUID, status: HTTPResponse.Status, location: @escaping @Sendable (Value) -> String?,
-        _ perform: @escaping @Sendable (any Database) async throws -> Value
-    ) async throws -> Response where Value: Sendable {
+    /// Claims the key, runs `prepare` (validation, pricing) outside any
+    /// transaction, then `perform` in one; its value becomes a JSON response
+    /// with `status`. Without a key, the same steps without the record.
+    func run<Prepared: Sendable, Value: Encodable & Sendable>(
+        _ request: Request, userID: UserID, status: HTTPResponse.Status, location: @escaping @Sendable (Value) -> String?,
+        prepare: @Sendable () async throws -> Prepared,
+        perform: @escaping @Sendable (Prepared, any SQLDatabase) async throws -> Value
+    ) async throws -> Response {
         guard let key = request.headers[Self.header] else {
-            let value = try await database.db.transaction { try await perform($0) }
+            let prepared = try await prepare()
+            let value = try await database.transaction { try await perform(prepared, $0) }
             return Self.response(status: status, location: location(value), body: try FolioJSON.encode(value))
         }
         guard (1...255).contains(key.count), key.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
-            throw AppError.validation(field: "Idempotency-Key", code: "invalid", message: "Idempotency-Key must be 1 to 255 visible ASCII characters.")
+            throw FieldIssue(field: "Idempotency-Key", code: "invalid", message: "Idempotency-Key must be 1 to 255 visible ASCII characters.")
         }
         let bytes = try await request.body.collect(upTo: .max)
-        // The same request in another key order is the same request.
-        let canonical = CanonicalJSON.text(of: Data(buffer: bytes)).map { Data($0.utf8) } ?? Data(buffer: bytes)
-        let fingerprint = SHA256.hash(data: Data("\(request.method.rawValue) \(request.uri.path)\n".utf8) + canonical)
-            .map { String(format: "%02x", $0) }.joined()
+        // The same request in another key order, or with 1.50 for 1.5, is the same request.
+        let body = bytes.withUnsafeReadableBytes { CanonicalJSON.text(of: $0) }.map { Data($0.utf8) } ?? Data(buffer: bytes)
+        let fingerprint = AuditChain.hex(SHA256.hash(data: Data("\(request.method.rawValue) \(request.uri.path)\n".utf8) + body))
 
-        let record: IdempotencyRecord
-        do {
-            record = try await claim(key: key, userID: userID, fingerprint: fingerprint)
-        } catch let replay as Replay {
-            return replay.response
+        let claimed: UUID
+        switch try await claim(key: key, userID: userID, fingerprint: fingerprint) {
+        case .claimed(let id): claimed = id
+        case .replay(let response): return response
         }
-        let responseLocation = location
-        let encoded: Data
         do {
-            encoded = try await database.db.transaction { db in
-                let value = try await perform(db)
+            let prepared = try await prepare()
+            let (encoded, stored) = try await database.transaction { db in
+                let value = try await perform(prepared, db)
                 let encoded = try FolioJSON.encode(value)
-                record.status = "completed"
-                record.responseStatus = status.code
-                record.responseLocation = responseLocation(value)
-                record.responseBody = String(decoding: encoded, as: UTF8.self)
-                try await record.save(on: db)
-                return encoded
+                let stored = location(value)
+                try await db.raw("""
+                    UPDATE idempotency_keys SET status = 'completed', response_status = \(bind: status.code), response_location = \(bind: stored),
+                        response_body = \(bind: String(decoding: encoded, as: UTF8.self)), instance_id = NULL
+                    WHERE id = \(bind: claimed)
+                    """).run()
+                return (encoded, stored)
             }
+            return Self.response(status: status, location: stored, body: encoded)
         } catch {
             // Forget the key only if nothing committed (a lost COMMIT acknowledgement leaves it completed).
-            try? await IdempotencyRecord.query(on: database.db).filter(\.$id == record.id!).filter(\.$status == "in_flight").delete()
+            try? await database.sql.raw("DELETE FROM idempotency_keys WHERE id = \(bind: claimed) AND status = 'in_flight'").run()
             throw error
         }
-        return Self.response(status: status, location: record.responseLocation, body: encoded)
+    }
+
+    enum Claim {
+        case claimed(UUID)
+        case replay(Response)
     }
 
     /// Registers the key as in flight, or answers from what is stored for it.
-    private func claim(key: String, userID: UUID, fingerprint: String) async throws -> IdempotencyRecord {
+    private func claim(key: String, userID: UserID, fingerprint: String) async throws -> Claim {
         let now = clock.now()
-        for _ in 0..<2 {
-            let record = IdempotencyRecord()
-            record.id = UUID()
-            record.userID = userID
-            record.key = key
-            record.requestHash = fingerprint
-            record.status = "in_flight"
-            record.createdAt = now
-            record.expiresAt = now.addingTimeInterval(Self.lifetime)
+        for _ in 0..<3 {
+            let id = ids.uuid()
             do {
-                try await record.create(on: database.db)
-                return record
-            } catch let error as any DatabaseError where error.isConstraintFailure {
-                guard let existing = try await IdempotencyRecord.query(on: database.db).filter(\.$userID == userID).filter(\.$key == key).first() else { continue }
-                if existing.expiresAt <= now || (existing.status == "in_flight" && existing.createdAt < now.addingTimeInterval(-Self.abandonAfter)) {
-                    try await existing.delete(on: database.db)
-                    continue
-                }
-                if existing.requestHash != fingerprint {
+                try await database.sql.raw("""
+                    INSERT INTO idempotency_keys (id, user_id, key, request_hash, status, instance_id, created_at, expires_at)
+                    VALUES (\(bind: id), \(bind: userID), \(bind: key), \(bind: fingerprint), 'in_flight', \(bind: instance), \(bind: now),
+                            \(bind: now.addingTimeInterval(Self.lifetime)))
+                    """).run()
+                return .claimed(id)
+            } catch where DatabaseConstraint(error)?.kind == .unique {
+                guard let existing = try await database.sql.raw("""
+                    SELECT id, request_hash, status, response_status, response_location, response_body, created_at, expires_at, instance_id
+                    FROM idempotency_keys WHERE user_id = \(bind: userID) AND key = \(bind: key)
+                    """).first()
+                else { continue }
+                let existingID = try existing.decode(column: "id", as: UUID.self)
+                if try await takeOver(existingID, now: now) { continue }
+                if try existing.decode(column: "request_hash", as: String.self) != fingerprint {
                     throw AppError(.unprocessableContent, code: "idempotency_key_reused",
                                    detail: "This Idempotency-Key was used with a different request.",
                                    errors: [.init(field: "Idempotency-Key", code: "reused", message: "Use a new key for a different request.")])
                 }
-                guard existing.status == "completed", let status = existing.responseStatus, let body = existing.responseBody else {
+                guard try existing.decode(column: "status", as: String.self) == "completed",
+                      let status = try existing.decode(column: "response_status", as: Int?.self),
+                      let body = try existing.decode(column: "response_body", as: String?.self)
+                else {
                     throw AppError(.conflict, code: "idempotency_request_in_progress", detail: "A request with this Idempotency-Key is still being processed.")
                 }
-                throw Replay(response: Self.response(status: HTTPResponse.Status(code: status), location: existing.responseLocation, body: Data(body.utf8)))
+                let location = try existing.decode(column: "response_location", as: String?.self)
+                return .replay(Self.response(status: HTTPResponse.Status(code: status), location: location, body: Data(body.utf8)))
             }
         }
         throw AppError(.conflict, code: "idempotency_request_in_progress", detail: "A request with this Idempotency-Key is still being processed.")
     }
 
-    /// Carries a stored response out of `claim`, past `perform`.
-    struct Replay: Error {
-        let response: Response
+    /// Deletes the record when it has expired, or is in flight under an owner
+    /// that is gone (its instance stopped heartbeating, or it is older than
+    /// `abandonAfter`); true when it did, so the key can be claimed afresh.
+    private func takeOver(_ id: UUID, now: Date) async throws -> Bool {
+        let deadline = now.addingTimeInterval(-Instances.deadAfter)
+        let rows = try await database.sql.raw("""
+            DELETE FROM idempotency_keys WHERE id = \(bind: id) AND (expires_at <= \(bind: now) OR (status = 'in_flight' AND (
+                created_at < \(bind: now.addingTimeInterval(-Self.abandonAfter))
+                OR instance_id IN (SELECT id FROM instances WHERE heartbeat_at < \(bind: deadline)))))
+            RETURNING id
+            """).all()
+        return !rows.isEmpty
     }
 
     static func response(status: HTTPResponse.Status, location: String?, body: Data) -> Response {

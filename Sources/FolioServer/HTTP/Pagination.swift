@@ -1,5 +1,6 @@
 import FluentKit
 import FluentSQL
+import FolioDomain
 import Foundation
 import Hummingbird
 import SQLKit
@@ -28,6 +29,14 @@ enum Pagination {
             throw AppError.validation(field: "cursor", code: "invalid", message: "The cursor is not one this server gave out.")
         }
         return id
+    }
+
+    /// Rows after the cursor row in `ORDER BY time DESC, id DESC`, as a
+    /// condition for hand-written SQL. With `owner`, the cursor row must
+    /// belong to that user, so a cursor made from someone else's id reveals nothing.
+    static func after(_ id: UUID, table: String, timeColumn: String, owner: UserID) -> SQLQueryString {
+        let anchor: SQLQueryString = "(SELECT \(ident: timeColumn) FROM \(ident: table) WHERE id = \(bind: id) AND user_id = \(bind: owner))"
+        return "(\(ident: timeColumn) < \(anchor) OR (\(ident: timeColumn) = \(anchor) AND id < \(bind: id)))"
     }
 
     /// Rows after the cursor row in `ORDER BY time, id` (ascending) or its reverse.

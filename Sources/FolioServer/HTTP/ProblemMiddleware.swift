@@ -1,4 +1,5 @@
 import FluentKit
+import FolioDomain
 import Foundation
 import NIOConcurrencyHelpers
 import HTTPTypes
@@ -11,6 +12,7 @@ import NIOCore
 struct ProblemMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
     let routes: RouteTable
+    let violations: ConstraintViolations
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -18,18 +20,23 @@ struct ProblemMiddleware: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound && context.endpointPath == "NotFound" {
             let allowed = routes.allowedMethods(for: request.uri.path)
             guard !allowed.isEmpty else {
-                return Self.response(for: AppError(.notFound, code: "not_found", detail: "No route matches \(request.method.rawValue) \(Self.safePath(request))."), request: request, context: context)
+                return response(for: AppError(.notFound, code: "not_found", detail: "No route matches \(request.method.rawValue) \(Self.safePath(request))."), request: request, context: context)
             }
             let allow = allowed.map(\.rawValue).joined(separator: ", ")
-            return Self.response(
+            return response(
                 for: AppError(
                     .methodNotAllowed, code: "method_not_allowed",
                     detail: "\(request.method.rawValue) is not allowed here; allowed: \(allow).",
                     headers: [.allow: allow]),
                 request: request, context: context)
         } catch {
+            if DatabaseConstraint(error) != nil { violations.record() }
             return Self.response(for: error, request: request, context: context)
         }
+    }
+
+    func response(for error: any Error, request: Request, context: Context) -> Response {
+        Self.response(for: error, request: request, context: context)
     }
 
     static func response(for error: any Error, request: Request, context: Context) -> Response {
@@ -45,6 +52,7 @@ struct ProblemMiddleware: RouterMiddleware {
     }
 
     static func appError(for error: any Error, context: Context) -> AppError {
+        if let mapped = ProblemMapping.appError(for: error) { return mapped }
         switch error {
         case let error as AppError:
             return error
@@ -52,11 +60,14 @@ struct ProblemMiddleware: RouterMiddleware {
             return decodingProblem(error)
         case is NIOTooManyBytesError:
             return payloadTooLarge()
-        case let error as any DatabaseError where error.isConstraintFailure:
-            // Validation should have caught it; the database did. Counted so operations can alert.
-            ConstraintViolations.record()
+        case _ where DatabaseConstraint(error) != nil:
+            // Validation should have caught it; the database did. Counted (by the middleware) so operations can alert.
             context.logger.error("database constraint violation", metadata: ["error": .string(String(reflecting: error))])
             return AppError(.conflict, code: "constraint_violation", detail: "The change conflicts with data already stored; nothing was written.")
+        case _ where FolioDatabase.isBusy(error):
+            // Another process held SQLite's write lock past every retry: a moment later it is free.
+            context.logger.warning("database busy", metadata: ["error": .string(String(reflecting: error))])
+            return AppError(.serviceUnavailable, code: "database_busy", detail: "The database is busy; try again in a moment.", headers: [.retryAfter: "1"])
         case let error as HTTPError:
             return AppError(error.status, code: code(for: error.status), detail: error.body ?? defaultDetail(for: error.status), headers: error.headers)
         default:
@@ -72,16 +83,7 @@ struct ProblemMiddleware: RouterMiddleware {
     /// JSON that is not JSON is 400; JSON of the wrong shape is 422 naming the field.
     static func decodingProblem(_ error: DecodingError) -> AppError {
         func path(_ codingPath: [any CodingKey], appending key: (any CodingKey)? = nil) -> String {
-            let keys = codingPath + (key.map { [$0] } ?? [])
-            var result = ""
-            for key in keys {
-                if let index = key.intValue {
-                    result += "[\(index)]"
-                } else {
-                    result += result.isEmpty ? key.stringValue : "." + key.stringValue
-                }
-            }
-            return result
+            FieldIssue.path(codingPath + (key.map { [$0] } ?? []))
         }
         switch error {
         case .dataCorrupted(let context) where context.codingPath.isEmpty:
@@ -111,7 +113,7 @@ struct ProblemMiddleware: RouterMiddleware {
         case is String.Type: return "a string"
         case is Bool.Type: return "true or false"
         case is Int.Type, is Int64.Type, is Int32.Type: return "a whole number"
-        case is Decimal.Type: return "a decimal number as a string or a number"
+        case is any ExactAmount.Type: return "a decimal number as a string or a number"
         default: return "of another type"
         }
     }
@@ -143,14 +145,14 @@ struct ProblemMiddleware: RouterMiddleware {
     }
 }
 
-/// How many database constraint violations reached a response since start
-/// (the seed guide wants an alert on them).
-enum ConstraintViolations {
-    private static let counter = NIOLockedValueBox(0)
+/// How many database constraint violations reached a response since this
+/// server started (the seed guide wants an alert on them).
+final class ConstraintViolations: Sendable {
+    private let counter = NIOLockedValueBox(0)
 
-    static func record() {
+    func record() {
         counter.withLockedValue { $0 += 1 }
     }
 
-    static var count: Int { counter.withLockedValue { $0 } }
+    var count: Int { counter.withLockedValue { $0 } }
 }

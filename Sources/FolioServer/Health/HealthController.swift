@@ -85,7 +85,7 @@ struct HealthController {
 
     /// An administrator's access token, or the operators' OPS_TOKEN as a bearer token.
     func isOperator(_ request: Request, context: FolioRequestContext) -> Bool {
-        if context.identity?.user.userRole == .admin { return true }
+        if context.identity?.role == .admin { return true }
         guard let opsToken, let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
         return ConstantTime.equals(String(header.dropFirst("Bearer ".count)), opsToken)
     }

@@ -44,7 +44,7 @@ struct AdminController: Sendable {
         let id = try context.parameters.require("id", as: UUID.self)
         let db = services.database.db
         guard let user = try await User.find(id, on: db) else { throw AppError.notFound("user") }
-        if disabled, user.id == context.identity.userID {
+        if disabled, user.id == context.identity.userID.uuid {
             throw AppError(.conflict, code: "cannot_disable_self", detail: "Administrators cannot disable their own account.")
         }
         try await db.transaction { db in
@@ -53,7 +53,7 @@ struct AdminController: Sendable {
             try await user.save(on: db)
             if disabled { try await services.sessions.revokeAll(userID: user.id!, reason: "disabled_by_admin", on: db) }
             try await services.audit.record(
-                .init(action: disabled ? "admin.user_disabled" : "admin.user_enabled", actorID: context.identity.userID, subjectType: "user",
+                .init(action: disabled ? "admin.user_disabled" : "admin.user_enabled", actorID: context.identity.userID.uuid, subjectType: "user",
                       subjectID: user.id?.uuidString, userID: user.id),
                 context: context.parent.parent, on: db)
         }
@@ -121,7 +121,7 @@ struct AdminController: Sendable {
 
     func record(_ action: String, subjectID: String?, context: AdminContext) async throws {
         try await services.audit.record(
-            .init(action: action, actorID: context.identity.userID, subjectType: "admin", subjectID: subjectID),
+            .init(action: action, actorID: context.identity.userID.uuid, subjectType: "admin", subjectID: subjectID),
             context: context.parent.parent, on: services.database.db)
     }
 }

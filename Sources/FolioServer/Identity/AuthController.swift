@@ -1,4 +1,5 @@
 import FluentKit
+import FolioDomain
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -73,10 +74,13 @@ struct AuthController: Sendable {
                     try await services.audit.record(
                         .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
                         context: context, on: db)
-                    try await services.ledger.openPaperAccount(for: user, on: db, ip: context.clientIP, requestID: context.requestID)
+                    try await services.ledger.openPaperAccount(
+                        for: UserID(user.id!), startingCash: services.configuration.startingCash,
+                        context: AuditContext(ip: context.clientIP, requestID: context.requestID.isEmpty ? nil : context.requestID),
+                        on: db as! any SQLDatabase)
                     try await sendVerification(to: user, context: context, on: db)
                 }
-            } catch let error as any DatabaseError where error.isConstraintFailure {
+            } catch where DatabaseConstraint(error)?.kind == .unique {
                 // A concurrent registration of the same address won; answer the same way.
                 context.logger.info("registration raced on a duplicate email")
             }
@@ -298,7 +302,7 @@ struct AuthController: Sendable {
     }
 
     @Sendable func me(_ request: Request, context: AuthenticatedContext) async throws -> UserResponse {
-        UserResponse(context.identity.user)
+        UserResponse(context.identity)
     }
 
     struct CSRFResponse: ResponseEncodable {
@@ -309,18 +313,18 @@ struct AuthController: Sendable {
     /// The session's CSRF token again, for a page that was reloaded: a safe GET,
     /// readable only by the origin (CORS), so it does not help another site.
     @Sendable func csrfToken(_ request: Request, context: AuthenticatedContext) async throws -> CSRFResponse {
-        CSRFResponse(csrfToken: services.csrf.token(for: context.identity.sessionID))
+        CSRFResponse(csrfToken: services.csrf.token(for: context.identity.sessionID.uuid))
     }
 
     @Sendable func logout(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        try await services.sessions.revoke(sessionID: context.identity.sessionID, reason: "logout", on: services.database.db)
+        try await services.sessions.revoke(sessionID: context.identity.sessionID.uuid, reason: "logout", on: services.database.db)
         var response = Response(status: .noContent)
         response.setCookie(Self.sessionCookie("", maxAge: 0))
         return response
     }
 
     @Sendable func logoutAll(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        try await services.sessions.revokeAll(userID: context.identity.userID, reason: "logout_all", on: services.database.db)
+        try await services.sessions.revokeAll(userID: context.identity.userID.uuid, reason: "logout_all", on: services.database.db)
         var response = Response(status: .noContent)
         response.setCookie(Self.sessionCookie("", maxAge: 0))
         return response
@@ -352,11 +356,11 @@ struct AuthController: Sendable {
     @Sendable func listSessions(_ request: Request, context: AuthenticatedContext) async throws -> SessionList {
         let now = services.clock.now()
         let sessions = try await Session.query(on: services.database.db)
-            .filter(\.$userID == context.identity.userID).filter(\.$revokedAt == nil).filter(\.$expiresAt > now)
+            .filter(\.$userID == context.identity.userID.uuid).filter(\.$revokedAt == nil).filter(\.$expiresAt > now)
             .sort(\.$createdAt, .descending).limit(100).all()
         return SessionList(data: sessions.filter { $0.isActive(at: now, idleTimeout: services.configuration.sessionIdleTimeout) }.map {
             SessionItem(id: $0.id!, kind: $0.kind, createdAt: $0.createdAt, lastUsedAt: $0.lastUsedAt, expiresAt: $0.expiresAt,
-                        ip: $0.ip, userAgent: $0.userAgent, current: $0.id == context.identity.sessionID)
+                        ip: $0.ip, userAgent: $0.userAgent, current: $0.id == context.identity.sessionID.uuid)
         })
     }
 
@@ -364,7 +368,7 @@ struct AuthController: Sendable {
     @Sendable func revokeSession(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let id = try context.parameters.require("id", as: UUID.self)
         let db = services.database.db
-        guard let session = try await Session.query(on: db).filter(\.$id == id).filter(\.$userID == context.identity.userID).first() else {
+        guard let session = try await Session.query(on: db).filter(\.$id == id).filter(\.$userID == context.identity.userID.uuid).first() else {
             throw AppError.notFound("session")
         }
         try await services.sessions.revoke(sessionID: session.id!, reason: "revoked_by_user", on: db)
@@ -384,7 +388,7 @@ struct AuthController: Sendable {
 
     @Sendable func changePassword(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let body = try await request.decodeBody(as: ChangePasswordRequest.self, context: context)
-        let user = context.identity.user
+        guard let user = try await User.find(context.identity.userID.uuid, on: services.database.db) else { throw AppError.notFound("user") }
         guard try await services.hasher.verify(body.currentPassword, hash: user.passwordHash) else {
             throw AppError.validation(field: "current_password", code: "incorrect", message: "The current password is wrong.")
         }

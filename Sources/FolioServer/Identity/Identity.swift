@@ -1,19 +1,27 @@
 import FluentKit
+import FolioDomain
 import Foundation
 import Hummingbird
 
-/// Who made a request: the user, the session, and how the credential came.
+/// Who made a request: the user, the session, and how the credential came,
+/// read for each request in one query (`SessionStore.identity`), together
+/// with the user's default account. Routes that change the user load the
+/// whole `User` themselves.
 struct Identity: Sendable {
     enum Credential: Sendable {
         case bearer, cookie
     }
 
-    let user: User
-    let session: Session
+    let userID: UserID
+    let sessionID: SessionID
+    let email: String
+    let role: User.Role
+    let emailVerified: Bool
+    let twoFactorEnabled: Bool
+    let createdAt: Date
+    /// The account opened first, if any: what "my portfolio" means.
+    let defaultAccountID: AccountID?
     let credential: Credential
-
-    var userID: UUID { user.id! }
-    var sessionID: UUID { session.id! }
 }
 
 /// The context of routes that need a signed-in user: it cannot be built
@@ -37,6 +45,11 @@ struct AuthenticatedContext: ChildRequestContext {
     var requestDecoder: FolioJSONDecoder { FolioJSONDecoder() }
     var responseEncoder: FolioJSONEncoder { FolioJSONEncoder() }
     var maxUploadSize: Int { parent.maxUploadSize }
+
+    /// Who asked and from where, for the audit trail.
+    var auditContext: AuditContext {
+        AuditContext(ip: parent.clientIP, requestID: parent.requestID.isEmpty ? nil : parent.requestID)
+    }
 }
 
 /// The context of admin routes: a signed-in user whose role is admin.
@@ -45,7 +58,7 @@ struct AdminContext: ChildRequestContext {
     let parent: AuthenticatedContext
 
     init(context: AuthenticatedContext) throws {
-        guard context.identity.user.userRole == .admin else {
+        guard context.identity.role == .admin else {
             throw AppError(.forbidden, code: "forbidden", detail: "This route is for administrators.")
         }
         self.coreContext = context.coreContext

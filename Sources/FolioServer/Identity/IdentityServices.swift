@@ -1,4 +1,5 @@
 import FluentKit
+import FolioDomain
 import Foundation
 import SQLKit
 
@@ -23,8 +24,11 @@ struct IdentityServices: Sendable {
     static let emailTokenLifetime: TimeInterval = 24 * 3600
     static let resetTokenLifetime: TimeInterval = 3600
 
-    static func make(configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, mailer: (any Mailer)? = nil) async -> IdentityServices {
-        let audit = AuditLog(clock: clock)
+    static func make(
+        configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, ids: IDSource, anchor: AuditAnchor, ledger: Ledger,
+        mailer: (any Mailer)? = nil
+    ) async -> IdentityServices {
+        let audit = AuditLog(clock: clock, anchor: anchor, ids: ids)
         return IdentityServices(
             configuration: configuration,
             database: database,
@@ -41,7 +45,7 @@ struct IdentityServices: Sendable {
             audit: audit,
             security: SecurityEvents(audit: audit, clock: clock),
             loginThrottle: LoginThrottle(clock: clock),
-            ledger: Ledger(database: database, clock: clock, audit: audit, startingCash: configuration.startingCash))
+            ledger: ledger)
     }
 
     /// Email addresses are compared and stored trimmed and lower-cased.

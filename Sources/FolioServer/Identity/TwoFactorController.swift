@@ -30,7 +30,7 @@ struct TwoFactorController: Sendable {
     }
 
     @Sendable func enroll(_ request: Request, context: AuthenticatedContext) async throws -> EnrollResponse {
-        let user = context.identity.user
+        let user = try await currentUser(context)
         if user.hasTwoFactor {
             throw AppError(.conflict, code: "two_factor_already_enabled", detail: "Two-factor authentication is already on; disable it first to enrol again.")
         }
@@ -63,7 +63,7 @@ struct TwoFactorController: Sendable {
 
     @Sendable func confirm(_ request: Request, context: AuthenticatedContext) async throws -> RecoveryCodesResponse {
         let body = try await request.decodeBody(as: ConfirmRequest.self, context: context)
-        let user = context.identity.user
+        let user = try await currentUser(context)
         guard !user.hasTwoFactor, let sealed = user.totpSecretSealed, let secret = services.secretBox.open(sealed) else {
             throw AppError(.conflict, code: "two_factor_not_enrolling", detail: "Start enrolment first.")
         }
@@ -106,7 +106,7 @@ struct TwoFactorController: Sendable {
 
     @Sendable func disable(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let body = try await request.decodeBody(as: DisableRequest.self, context: context)
-        let user = context.identity.user
+        let user = try await currentUser(context)
         guard user.hasTwoFactor else {
             throw AppError(.conflict, code: "two_factor_not_enabled", detail: "Two-factor authentication is not on.")
         }
@@ -135,7 +135,7 @@ struct TwoFactorController: Sendable {
     /// Ends every session of the user but the current one: a change of second factor is a change of who can get in.
     func endOtherSessions(context: AuthenticatedContext, on db: any Database) async throws {
         try await services.sessions.revokeAll(
-            userID: context.identity.userID, except: context.identity.sessionID, reason: "two_factor_changed", on: db)
+            userID: context.identity.userID.uuid, except: context.identity.sessionID.uuid, reason: "two_factor_changed", on: db)
     }
 
     func notify(_ user: User, enabled: Bool, context: AuthenticatedContext, on db: any Database) async throws {
@@ -188,5 +188,11 @@ struct TwoFactorController: Sendable {
 
     static func canonical(_ code: String) -> String {
         code.lowercased().filter { $0.isLetter || $0.isNumber }
+    }
+
+    /// The signed-in user, loaded whole: these routes change it.
+    func currentUser(_ context: AuthenticatedContext) async throws -> User {
+        guard let user = try await User.find(context.identity.userID.uuid, on: services.database.db) else { throw AppError.notFound("user") }
+        return user
     }
 }

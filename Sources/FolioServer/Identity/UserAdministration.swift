@@ -1,4 +1,6 @@
 import FluentKit
+import FolioDomain
+import SQLKit
 import Foundation
 
 /// What the `folio users` and `folio outbox` commands do, kept here so it is
@@ -33,15 +35,17 @@ public struct UserAdministration: Sendable {
         public var body: String
     }
 
-    public init(configuration: AppConfiguration, database: FolioDatabase, clock: AppClock = .system) {
-        self.database = database
-        self.clock = clock
-        self.hasher = PasswordHasher(cost: configuration.bcryptCost)
-        self.policy = .standard
-        self.audit = AuditLog(clock: clock)
-        self.sessions = SessionStore(
-            database: database, clock: clock, idleTimeout: configuration.sessionIdleTimeout, maxAge: configuration.sessionMaxAge)
-        self.ledger = Ledger(database: database, clock: clock, audit: audit, startingCash: configuration.startingCash)
+    let startingCash: Cash
+
+    public init(services: FolioServices) {
+        self.database = services.database
+        self.clock = services.identity.clock
+        self.hasher = services.identity.hasher
+        self.policy = services.identity.passwordPolicy
+        self.audit = services.identity.audit
+        self.sessions = services.identity.sessions
+        self.ledger = services.ledger
+        self.startingCash = services.configuration.startingCash
     }
 
     /// Creates an administrator whose address counts as verified.
@@ -60,7 +64,7 @@ public struct UserAdministration: Sendable {
         try await db.transaction { db in
             try await user.create(on: db)
             try await audit.record(.init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.uuidString, userID: user.id, details: ["role": "admin"]), ip: "cli", requestID: nil, on: db)
-            try await ledger.openPaperAccount(for: user, on: db, ip: "cli", requestID: nil)
+            try await ledger.openPaperAccount(for: UserID(user.id!), startingCash: startingCash, context: AuditContext(ip: "cli"), on: db as! any SQLDatabase)
         }
         return user.id!
     }

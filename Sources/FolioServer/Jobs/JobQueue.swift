@@ -1,91 +1,176 @@
-import FluentKit
+import FolioDomain
 import Foundation
 import Logging
 import ServiceLifecycle
 import SQLKit
 
+/// A job as a worker holds it.
+struct ClaimedJob: Sendable {
+    var id: JobID
+    var payload: JobPayload
+    var attempts: Int
+    var maxAttempts: Int
+    /// The lease holder: only it may complete or fail the job.
+    var holder: String
+    /// When it was due: jobs run in this order, then by id.
+    var runAt: Date = .distantPast
+}
+
 /// A durable job queue in the database. Jobs are enqueued inside the caller's
 /// transaction (so an order and the job that submits it commit together),
 /// claimed by one worker at a time (`FOR UPDATE SKIP LOCKED` on PostgreSQL;
-/// SQLite's single connection runs the claim as one atomic statement), retried
-/// with exponential back-off and jitter, and kept as `dead` with their last
-/// error after the last attempt. A claim is a lease: a job whose worker died is
-/// claimed again when the lease runs out.
+/// SQLite's single writer runs the claim as one statement), retried with
+/// exponential back-off and jitter, and kept as `dead` with their last error
+/// after the last attempt. A claim is a lease held by a worker of a running
+/// instance: a job is claimed again when its lease runs out, or within
+/// seconds when its instance stopped heartbeating (it was killed).
 struct JobQueue: Sendable {
     let database: FolioDatabase
     let clock: AppClock
+    let ids: IDSource
+    /// The instance whose workers claim here (its heartbeat is in `instances`).
+    let instance: String
 
     static let lease: TimeInterval = 60
 
-    func enqueue(kind: String, payload: [String: String], runAt: Date? = nil, maxAttempts: Int = 8, on db: any Database) async throws {
+    func enqueue(_ payload: JobPayload, runAt: Date? = nil, maxAttempts: Int = 8, on db: any SQLDatabase) async throws {
         let now = clock.now()
-        let job = Job()
-        job.id = UUID()
-        job.kind = kind
-        job.payload = String(decoding: try FolioJSON.encode(payload), as: UTF8.self)
-        job.status = "queued"
-        job.attempts = 0
-        job.maxAttempts = maxAttempts
-        job.runAt = runAt ?? now
-        job.createdAt = now
-        job.updatedAt = now
-        try await job.create(on: db)
+        try await db.raw("""
+            INSERT INTO jobs (id, kind, payload, order_id, status, attempts, max_attempts, run_at, created_at, updated_at)
+            VALUES (\(bind: ids.next(JobID.self)), \(bind: payload.kind.rawValue), \(bind: payload.json), \(bind: payload.orderID), 'queued', 0,
+                    \(bind: maxAttempts), \(bind: runAt ?? now), \(bind: now), \(bind: now))
+            """).run()
     }
 
-    /// The next due job, now leased to `worker`; nil when none is due.
-    func claim(worker: String) async throws -> Job? {
+    /// Up to `limit` due jobs, now leased to `holder`. A job that cannot be read is failed at once.
+    func claim(as holder: String, limit: Int = 1) async throws -> [ClaimedJob] {
         let now = clock.now()
-        // A job whose lease ran out after its last attempt crashed its worker every time: give up on it.
+        let deadline = now.addingTimeInterval(-Instances.deadAfter)
+        let abandoned: SQLQueryString = """
+            status = 'running' AND (locked_until < \(bind: now) OR instance_id IN (SELECT id FROM instances WHERE heartbeat_at < \(bind: deadline)))
+            """
+        // A job whose worker died during its last attempt crashed its worker every time: give up on it.
         try await database.sql.raw("""
-            UPDATE jobs SET status = 'dead', last_error = 'the worker stopped during the last attempt', locked_by = NULL, locked_until = NULL, updated_at = \(bind: now)
-            WHERE status = 'running' AND locked_until < \(bind: now) AND attempts >= max_attempts
+            UPDATE jobs SET status = 'dead', last_error = 'the worker stopped during the last attempt', locked_by = NULL, instance_id = NULL,
+                locked_until = NULL, updated_at = \(bind: now)
+            WHERE \(abandoned) AND attempts >= max_attempts
             """).run()
         let skipLocked = database.kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
         let rows = try await database.sql.raw("""
-            UPDATE jobs SET status = 'running', locked_by = \(bind: worker), locked_until = \(bind: now.addingTimeInterval(Self.lease)),
-                attempts = attempts + 1, updated_at = \(bind: now)
-            WHERE id = (SELECT id FROM jobs
-                        WHERE (status = 'queued' AND run_at <= \(bind: now)) OR (status = 'running' AND locked_until < \(bind: now) AND attempts < max_attempts)
-                        ORDER BY run_at LIMIT 1\(unsafeRaw: skipLocked))
+            UPDATE jobs SET status = 'running', locked_by = \(bind: holder), instance_id = \(bind: instance),
+                locked_until = \(bind: now.addingTimeInterval(Self.lease)), attempts = attempts + 1, updated_at = \(bind: now)
+            WHERE id IN (SELECT id FROM jobs
+                         WHERE (status = 'queued' AND run_at <= \(bind: now)) OR (\(abandoned) AND attempts < max_attempts)
+                         ORDER BY run_at, id LIMIT \(literal: limit)\(unsafeRaw: skipLocked))
+            RETURNING id, kind, payload, order_id, attempts, max_attempts, run_at
+            """).all()
+        var claimed: [ClaimedJob] = []
+        for row in rows {
+            let id = try row.decode(column: "id", as: JobID.self)
+            let attempts = try row.decode(column: "attempts", as: Int.self), maxAttempts = try row.decode(column: "max_attempts", as: Int.self)
+            do {
+                let payload = try JobPayload(
+                    kind: try row.decode(column: "kind", as: String.self), json: try row.decode(column: "payload", as: String.self),
+                    orderID: try row.decode(column: "order_id", as: OrderID?.self))
+                claimed.append(ClaimedJob(
+                    id: id, payload: payload, attempts: attempts, maxAttempts: maxAttempts, holder: holder,
+                    runAt: try row.decode(column: "run_at", as: Date.self)))
+            } catch {
+                try await markDead(id, holder: holder, error: String(describing: error))
+            }
+        }
+        // RETURNING gives no order; run them as they were due, ties by id (the same order on both databases).
+        return claimed.sorted { ($0.runAt, $0.id.uuid.uuidString) < ($1.runAt, $1.id.uuid.uuidString) }
+    }
+
+    /// Marks jobs done; only their lease holder may. Returns the ids it could
+    /// finish (a job whose lease was lost to another worker is not among them).
+    @discardableResult
+    func complete(_ jobs: [ClaimedJob]) async throws -> Set<JobID> {
+        guard let holder = jobs.first?.holder else { return [] }
+        let rows = try await database.sql.raw("""
+            UPDATE jobs SET status = 'done', locked_by = NULL, instance_id = NULL, locked_until = NULL, updated_at = \(bind: clock.now())
+            WHERE id IN (\(binds: jobs.map(\.id))) AND locked_by = \(bind: holder) AND status = 'running'
             RETURNING id
             """).all()
-        guard let row = rows.first else { return nil }
-        return try await Job.find(try row.decode(column: "id", as: UUID.self), on: database.db)
+        return Set(try rows.map { try $0.decode(column: "id", as: JobID.self) })
     }
 
-    /// Only the worker that holds the lease may finish the job.
-    func complete(_ job: Job) async throws {
-        try await Job.query(on: database.db).filter(\.$id == job.id!).filter(\.$lockedBy == job.lockedBy)
-            .set(\.$status, to: "done").set(\.$lockedBy, to: nil).set(\.$lockedUntil, to: nil).set(\.$updatedAt, to: clock.now()).update()
-    }
-
-    /// Schedules another attempt, or marks the job dead after its last.
-    func fail(_ job: Job, error: String) async throws {
+    /// Schedules another attempt, or marks the job dead after its last. False
+    /// when the lease was lost meanwhile (another worker owns the job now).
+    @discardableResult
+    func fail(_ job: ClaimedJob, error: String) async throws -> Bool {
         let now = clock.now()
         let dead = job.attempts >= job.maxAttempts
-        let delay = min(pow(2, Double(job.attempts)), 600) * Double.random(in: 0.5...1.5)
-        try await Job.query(on: database.db).filter(\.$id == job.id!).filter(\.$lockedBy == job.lockedBy)
-            .set(\.$status, to: dead ? "dead" : "queued").set(\.$runAt, to: now.addingTimeInterval(dead ? 0 : delay))
-            .set(\.$lockedBy, to: nil).set(\.$lockedUntil, to: nil).set(\.$lastError, to: String(error.prefix(2000)))
-            .set(\.$updatedAt, to: now).update()
+        let delay = Self.backoff(attempt: job.attempts) * Double.random(in: 0.5...1.5)
+        let rows = try await database.sql.raw("""
+            UPDATE jobs SET status = \(bind: dead ? "dead" : "queued"), run_at = \(bind: now.addingTimeInterval(dead ? 0 : delay)),
+                locked_by = NULL, instance_id = NULL, locked_until = NULL, last_error = \(bind: String(error.prefix(2000))), updated_at = \(bind: now)
+            WHERE id = \(bind: job.id) AND locked_by = \(bind: job.holder) AND status = 'running'
+            RETURNING id
+            """).all()
+        return !rows.isEmpty
+    }
+
+    /// Seconds before attempt `attempt + 1`: 2^attempt, at most ten minutes (jitter is added on top).
+    static func backoff(attempt: Int) -> TimeInterval {
+        min(pow(2, Double(attempt)), 600)
+    }
+
+    private func markDead(_ id: JobID, holder: String, error: String) async throws {
+        try await database.sql.raw("""
+            UPDATE jobs SET status = 'dead', locked_by = NULL, instance_id = NULL, locked_until = NULL, last_error = \(bind: String(error.prefix(2000))),
+                updated_at = \(bind: clock.now())
+            WHERE id = \(bind: id) AND locked_by = \(bind: holder)
+            """).run()
+    }
+
+    struct Row: Sendable, Equatable {
+        var id: JobID
+        var kind: String
+        var status: String
+        var attempts: Int
+        var lockedBy: String?
+        var orderID: OrderID?
+        var lastError: String?
+        var runAt: Date
+    }
+
+    /// Every job, oldest first (tests and operators).
+    func all() async throws -> [Row] {
+        try await database.sql.raw("SELECT id, kind, status, attempts, locked_by, order_id, last_error, run_at FROM jobs ORDER BY created_at, id").all().map { row in
+            Row(id: try row.decode(column: "id", as: JobID.self), kind: try row.decode(column: "kind", as: String.self),
+                status: try row.decode(column: "status", as: String.self), attempts: try row.decode(column: "attempts", as: Int.self),
+                lockedBy: try row.decode(column: "locked_by", as: String?.self), orderID: try row.decode(column: "order_id", as: OrderID?.self),
+                lastError: try row.decode(column: "last_error", as: String?.self), runAt: try row.decode(column: "run_at", as: Date.self))
+        }
     }
 }
 
+/// What a batch handler says of each job it was given.
+enum JobOutcome: Sendable {
+    case done
+    case failed(String)
+}
+
 /// Runs jobs inside `folio serve` (or alone as `folio worker`) until shutdown;
-/// a job in flight finishes first.
+/// the jobs in flight finish first.
 struct JobWorker: Service {
-    typealias Handler = @Sendable (Job) async throws -> Void
+    /// Runs a batch of jobs of one kind; says how each went (a job left out counts as failed).
+    typealias Handler = @Sendable ([ClaimedJob]) async -> [JobID: JobOutcome]
 
     let queue: JobQueue
-    let handlers: [String: Handler]
+    let handlers: [JobPayload.Kind: Handler]
     let name: String
     let pollInterval: Duration
     let logger: Logger
-    /// Work that runs about once a second whatever the load (matching resting orders).
+    /// Work that runs about once a second whatever the load (matching resting orders, schedules).
     let onIdle: (@Sendable () async -> Void)?
-    /// Jobs run at once by this worker, each claimed on its own: while one waits
-    /// on the broker or a lock, the others go on.
+    /// Lanes that each claim and run their own batch: while one waits on the
+    /// broker or a lock, the others go on.
     var concurrency: Int = 4
+    /// Jobs a lane claims at once; fills of one account in a batch are applied in one transaction.
+    var batchSize: Int = 16
 
     func run() async throws {
         logger.info("job worker started", metadata: ["worker": .string(name), "concurrency": .stringConvertible(concurrency)])
@@ -112,24 +197,49 @@ struct JobWorker: Service {
         }
     }
 
-    /// Claims and runs one job; false when none was due.
+    /// Claims and runs one batch; false when nothing was due.
     @discardableResult
     func runOnce(as holder: String? = nil) async -> Bool {
-        let job: Job
+        let jobs: [ClaimedJob]
         do {
-            guard let claimed = try await queue.claim(worker: holder ?? name) else { return false }
-            job = claimed
+            jobs = try await queue.claim(as: holder ?? name, limit: batchSize)
         } catch {
             logger.error("job claim failed", metadata: ["error": .string(String(reflecting: error))])
             return false
         }
-        do {
-            guard let handler = handlers[job.kind] else { throw JobError.unknownKind(job.kind) }
-            try await handler(job)
-            try await queue.complete(job)
-        } catch {
-            logger.warning("job failed", metadata: ["job_id": .string(job.id!.uuidString), "kind": .string(job.kind), "attempt": .stringConvertible(job.attempts), "error": .string(String(reflecting: error))])
-            try? await queue.fail(job, error: String(describing: error))
+        guard !jobs.isEmpty else { return false }
+        // Each run of consecutive jobs of one kind is a batch, so jobs run in the order they were due.
+        var batches: [(kind: JobPayload.Kind, jobs: [ClaimedJob])] = []
+        for job in jobs {
+            if batches.last?.kind == job.payload.kind { batches[batches.count - 1].jobs.append(job) } else { batches.append((job.payload.kind, [job])) }
+        }
+        for (kind, batch) in batches {
+            let outcomes = await handlers[kind]?(batch) ?? [:]
+            var done: [ClaimedJob] = []
+            for job in batch {
+                switch outcomes[job.id] ?? .failed(handlers[kind] == nil ? "no handler for \(kind.rawValue)" : "the handler gave no outcome") {
+                case .done:
+                    done.append(job)
+                case .failed(let error):
+                    logger.warning("job failed", metadata: [
+                        "job_id": .string(job.id.description), "kind": .string(kind.rawValue), "attempt": .stringConvertible(job.attempts),
+                        "error": .string(error)])
+                    do {
+                        if try await !queue.fail(job, error: error) { logger.warning("job lease lost before it failed", metadata: ["job_id": .string(job.id.description)]) }
+                    } catch {
+                        logger.error("could not record a job failure", metadata: ["job_id": .string(job.id.description), "error": .string(String(reflecting: error))])
+                    }
+                }
+            }
+            guard !done.isEmpty else { continue }
+            do {
+                let finished = try await queue.complete(done)
+                for job in done where !finished.contains(job.id) {
+                    logger.warning("job lease lost before it completed", metadata: ["job_id": .string(job.id.description)])
+                }
+            } catch {
+                logger.error("could not complete jobs", metadata: ["error": .string(String(reflecting: error))])
+            }
         }
         return true
     }
@@ -139,8 +249,19 @@ struct JobWorker: Service {
         while await runOnce() {}
     }
 
-    enum JobError: Error {
-        case unknownKind(String)
-        case badPayload
+    /// Runs each job of the batch on its own with `body`; a thrown error fails that job only.
+    static func each(_ body: @escaping @Sendable (ClaimedJob) async throws -> Void) -> Handler {
+        { jobs in
+            var outcomes: [JobID: JobOutcome] = [:]
+            for job in jobs {
+                do {
+                    try await body(job)
+                    outcomes[job.id] = .done
+                } catch {
+                    outcomes[job.id] = .failed(String(describing: error))
+                }
+            }
+            return outcomes
+        }
     }
 }

@@ -12,8 +12,10 @@ struct RecurringJob: Sendable {
     }
 
     var name: String
-    var kind: String
+    var kind: JobPayload.Kind
     var cadence: Cadence
+    /// The job to enqueue for a run due at this Unix time.
+    var payload: @Sendable (Int64) -> JobPayload
 
     /// The first run strictly after `date`.
     func nextRun(after date: Date) -> Date {
@@ -50,21 +52,21 @@ struct JobScheduler: Sendable {
             guard let due = nextRuns[schedule.name] else {
                 // A new schedule first runs at its next time, not at once.
                 try await database.sql.raw("""
-                    INSERT INTO job_schedules (name, kind, next_run_at) VALUES (\(bind: schedule.name), \(bind: schedule.kind), \(bind: Self.seconds(schedule.nextRun(after: now))))
+                    INSERT INTO job_schedules (name, kind, next_run_at) VALUES (\(bind: schedule.name), \(bind: schedule.kind.rawValue), \(bind: Self.seconds(schedule.nextRun(after: now))))
                     ON CONFLICT (name) DO NOTHING
                     """).run()
                 continue
             }
             guard due <= Self.seconds(now) else { continue }
             let next = Self.seconds(schedule.nextRun(after: now))
-            let won = try await database.db.transaction { db -> Bool in
-                let claimed = try await database.sqlDatabase(db).raw("""
+            let won = try await database.transaction { db -> Bool in
+                let claimed = try await db.raw("""
                     UPDATE job_schedules SET next_run_at = \(bind: next), last_enqueued_at = \(bind: Self.seconds(now))
                     WHERE name = \(bind: schedule.name) AND next_run_at = \(bind: due)
                     RETURNING name
                     """).first()
                 guard claimed != nil else { return false }
-                try await queue.enqueue(kind: schedule.kind, payload: ["schedule": schedule.name, "due": String(due)], on: db)
+                try await queue.enqueue(schedule.payload(due), on: db)
                 return true
             }
             if won { enqueued.append(schedule.name) }

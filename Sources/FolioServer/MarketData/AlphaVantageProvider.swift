@@ -22,7 +22,8 @@ enum MarketDataError: Error, Sendable, Equatable {
 
 /// Alpha Vantage (https://www.alphavantage.co/documentation/): `GLOBAL_QUOTE`,
 /// `TIME_SERIES_DAILY` and `SYMBOL_SEARCH`. Every price arrives as a JSON
-/// string and is parsed straight to `Decimal`. Errors arrive with HTTP 200 and
+/// string and is parsed straight to a `Price` (places beyond 8 rounded half to
+/// even, as the column keeps 8). Errors arrive with HTTP 200 and
 /// one of three keys: `Error Message`, `Note` or `Information`. Every call is
 /// first claimed from the shared `CallBudget`.
 struct AlphaVantageProvider: MarketDataProvider {
@@ -42,10 +43,10 @@ struct AlphaVantageProvider: MarketDataProvider {
         let fields = try decode(GlobalQuoteBody.self, from: body).quote
         // An unknown symbol is answered with an empty object.
         guard let fields, !fields.isEmpty else { return nil }
-        guard let price = fields["05. price"].flatMap(Self.decimal), price > 0 else {
+        guard let price = fields["05. price"].flatMap(Self.price), price.isPositive else {
             throw MarketDataError.badResponse("GLOBAL_QUOTE without a positive price")
         }
-        let previousClose = fields["08. previous close"].flatMap(Self.decimal).flatMap { $0 > 0 ? $0 : nil }
+        let previousClose = fields["08. previous close"].flatMap(Self.price).flatMap { $0.isPositive ? $0 : nil }
         return PriceQuote(symbol: symbol, price: price, previousClose: previousClose, asOf: asOf(tradingDay: fields["07. latest trading day"]))
     }
 
@@ -66,7 +67,7 @@ struct AlphaVantageProvider: MarketDataProvider {
             throw MarketDataError.badResponse("TIME_SERIES_DAILY without a time series")
         }
         let closes = try series.map { day, fields -> DailyClose in
-            guard let date = Self.tradingDay(day), let close = fields["4. close"].flatMap(Self.decimal), close > 0 else {
+            guard let date = Self.tradingDay(day), let close = fields["4. close"].flatMap(Self.price), close.isPositive else {
                 throw MarketDataError.badResponse("TIME_SERIES_DAILY with an unreadable day")
             }
             return DailyClose(date: date, close: close)
@@ -140,8 +141,10 @@ struct AlphaVantageProvider: MarketDataProvider {
         return text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""
     }
 
-    static func decimal(_ text: String) -> Decimal? {
-        try? ExactDecimal.parse(text)
+    /// A price as the vendor writes it (a JSON string), read from its bytes;
+    /// places beyond the 8 Folio keeps are rounded half to even.
+    static func price(_ text: String) -> Price? {
+        try? Price(parsing: text, rounding: .halfEven)
     }
 
     /// `2026-11-27` as midnight UTC, as the simulated market dates its days.

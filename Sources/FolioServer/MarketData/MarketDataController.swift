@@ -32,8 +32,8 @@ struct MarketDataController: Sendable {
 
         init(_ quote: PriceQuote, now: Date) {
             symbol = quote.symbol
-            price = ExactDecimal.format(quote.price, minimumScale: 2)
-            previousClose = quote.previousClose.map { ExactDecimal.format($0, minimumScale: 2) }
+            price = quote.price.formatted(minimumFractionDigits: 2)
+            previousClose = quote.previousClose.map { $0.formatted(minimumFractionDigits: 2) }
             asOf = quote.asOf
             ageSeconds = max(0, Int(now.timeIntervalSince(quote.asOf)))
             stale = quote.isStale
@@ -54,7 +54,7 @@ struct MarketDataController: Sendable {
         let symbols = requested.map { OrderDraft.normalizedSymbol($0) ?? $0 }
         let lookups = await quotes.lookups(for: requested.compactMap(OrderDraft.normalizedSymbol))
         for symbol in symbols {
-            if case .unavailable(let reason) = lookups[symbol] { throw await quotes.unavailable(reason) }
+            if case .unavailable(let reason) = lookups[symbol] { throw quotes.unavailable(reason, .quote) }
         }
         let now = quotes.clock.now()
         return QuoteList(data: try Self.known(symbols, in: lookups).map { QuoteResponse($0, now: now) })
@@ -105,6 +105,6 @@ struct MarketDataController: Sendable {
         guard (1...365).contains(days) else { throw AppError.validation(field: "days", code: "out_of_range", message: "days must be from 1 to 365.") }
         let closes = try await quotes.dailyHistory(for: symbol, days: days)
         let dateStyle = Date.ISO8601FormatStyle(timeZone: .gmt).year().month().day()
-        return HistoryResponse(symbol: symbol, data: closes.map { HistoryPoint(date: dateStyle.format($0.date), close: ExactDecimal.format($0.close, minimumScale: 2)) })
+        return HistoryResponse(symbol: symbol, data: closes.map { HistoryPoint(date: dateStyle.format($0.date), close: $0.close.formatted(minimumFractionDigits: 2)) })
     }
 }

@@ -21,7 +21,7 @@ struct SymbolMatch: Codable, Sendable, Equatable {
 
 struct DailyClose: Sendable, Equatable {
     var date: Date
-    var close: Decimal
+    var close: Price
 }
 
 /// The default provider: `SimulatedMarket`, so Folio works offline.

@@ -1,23 +1,42 @@
 import FolioDomain
 import Foundation
-import HTTPTypes
+import NIOConcurrencyHelpers
+
+/// No price could be had: the source failed and no cache knows one. The HTTP
+/// layer answers 503 `market_data_unavailable`.
+struct MarketDataUnavailable: Error, Sendable {
+    var reason: MarketDataError
+    /// What was asked for: a quote, or slow data (history, search).
+    var subject: Subject
+    /// Seconds until our own call budget allows another call, when it is spent.
+    var retryAfter: Int?
+
+    enum Subject: Sendable { case quote, history, search }
+}
 
 /// Quotes with a time-to-live cache in memory and in the `quotes` table, so
-/// that every server instance shares what one of them fetched. A quote older
-/// than the TTL is refreshed, one refresh per symbol at a time; if the refresh
+/// that every server instance shares what one of them fetched. A fresh quote
+/// is served from memory under a lock, without a task hop (the portfolio
+/// read's twenty quotes cost twenty dictionary lookups). A quote older than
+/// the TTL is refreshed, one refresh per symbol at a time; if the refresh
 /// fails, the last quote is served marked stale rather than failing the request.
-actor QuoteService {
+final class QuoteService: Sendable {
     let provider: any MarketDataProvider
     let store: QuoteStore?
     let clock: AppClock
     let timeToLive: TimeInterval
-    /// A nil quote remembers that the source does not know the symbol.
-    private var cache: [String: Fetched] = [:]
-    private var refreshing: [String: Task<Lookup, Never>] = [:]
-    /// Daily closes and search answers change slowly and cost vendor calls: kept an hour.
-    private var histories: [String: (closes: [DailyClose], fetchedAt: Date)] = [:]
-    private var searches: [String: (matches: [SymbolMatch], fetchedAt: Date)] = [:]
     static let slowDataLifetime: TimeInterval = 3600
+
+    private struct State {
+        /// A nil quote remembers that the source does not know the symbol.
+        var cache: [String: Fetched] = [:]
+        var refreshing: [String: Task<Lookup, Never>] = [:]
+        /// Daily closes and search answers change slowly and cost vendor calls: kept an hour.
+        var histories: [String: (closes: [DailyClose], fetchedAt: Date)] = [:]
+        var searches: [String: (matches: [SymbolMatch], fetchedAt: Date)] = [:]
+    }
+
+    private let state = NIOLockedValueBox(State())
 
     struct Fetched: Sendable {
         var quote: PriceQuote?
@@ -38,13 +57,13 @@ actor QuoteService {
         self.timeToLive = timeToLive
     }
 
-    /// The quote, nil for a symbol the source does not know, or 503
-    /// `market_data_unavailable` when neither the source nor a cache has a price.
+    /// The quote, nil for a symbol the source does not know; `MarketDataUnavailable`
+    /// when neither the source nor a cache has a price.
     func quote(for symbol: String) async throws -> PriceQuote? {
         switch await lookup(symbol) {
         case .found(let quote): return quote
         case .unknown: return nil
-        case .unavailable(let reason): throw unavailable(reason)
+        case .unavailable(let reason): throw unavailable(reason, .quote)
         }
     }
 
@@ -56,10 +75,23 @@ actor QuoteService {
         }
     }
 
+    /// Fresh answers from memory at once; only the rest are fetched, in parallel.
     func lookups(for symbols: some Sequence<String>) async -> [String: Lookup] {
+        let now = clock.now()
         var result: [String: Lookup] = [:]
+        var missing: [String] = []
+        state.withLockedValue { state in
+            for symbol in symbols where result[symbol] == nil {
+                if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
+                    result[symbol] = cached.quote.map(Lookup.found) ?? .unknown
+                } else if !missing.contains(symbol) {
+                    missing.append(symbol)
+                }
+            }
+        }
+        guard !missing.isEmpty else { return result }
         await withTaskGroup(of: (String, Lookup).self) { group in
-            for symbol in Set(symbols) {
+            for symbol in missing {
                 group.addTask { (symbol, await self.lookup(symbol)) }
             }
             for await (symbol, lookup) in group { result[symbol] = lookup }
@@ -68,33 +100,36 @@ actor QuoteService {
     }
 
     func lookup(_ symbol: String) async -> Lookup {
+        enum Step { case answer(Lookup), wait(Task<Lookup, Never>) }
         let now = clock.now()
-        if let cached = cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
-            return cached.quote.map(Lookup.found) ?? .unknown
+        let step: Step = state.withLockedValue { state in
+            if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
+                return .answer(cached.quote.map(Lookup.found) ?? .unknown)
+            }
+            if let running = state.refreshing[symbol] { return .wait(running) }
+            let remembered = state.cache[symbol]?.quote
+            let task = Task { await self.refresh(symbol, remembered: remembered) }
+            state.refreshing[symbol] = task
+            return .wait(task)
         }
-        let task: Task<Lookup, Never>
-        if let running = refreshing[symbol] {
-            task = running
-        } else {
-            let remembered = cache[symbol]?.quote
-            task = Task { await self.refresh(symbol, remembered: remembered) }
-            refreshing[symbol] = task
+        switch step {
+        case .answer(let lookup): return lookup
+        case .wait(let task): return await task.value
         }
-        return await task.value
     }
 
     /// Shared cache first, then the source; on failure the newest quote known, marked stale.
     private func refresh(_ symbol: String, remembered: PriceQuote?) async -> Lookup {
-        defer { refreshing[symbol] = nil }
+        defer { state.withLockedValue { _ = $0.refreshing.removeValue(forKey: symbol) } }
         let now = clock.now()
         let stored = try? await store?.load(symbol, source: provider.name)
         if let stored, now.timeIntervalSince(stored.fetchedAt) < timeToLive {
-            cache[symbol] = stored
+            state.withLockedValue { $0.cache[symbol] = stored }
             return .found(stored.quote!)
         }
         do {
             let quote = try await provider.quote(for: symbol)
-            cache[symbol] = Fetched(quote: quote, fetchedAt: now)
+            state.withLockedValue { $0.cache[symbol] = Fetched(quote: quote, fetchedAt: now) }
             if let quote { try? await store?.save(quote, fetchedAt: now, source: provider.name) }
             return quote.map(Lookup.found) ?? .unknown
         } catch {
@@ -112,29 +147,33 @@ actor QuoteService {
         let size = days <= 100 ? 100 : 365
         let key = "\(symbol) \(size)"
         let now = clock.now()
-        if let cached = histories[key], now.timeIntervalSince(cached.fetchedAt) < Self.slowDataLifetime {
+        if let cached = state.withLockedValue({ $0.histories[key] }), now.timeIntervalSince(cached.fetchedAt) < Self.slowDataLifetime {
             return Array(cached.closes.suffix(days))
         }
         do {
             let closes = try await provider.dailyHistory(for: symbol, days: size)
-            histories[key] = (closes, now)
+            state.withLockedValue { $0.histories[key] = (closes, now) }
             return Array(closes.suffix(days))
         } catch {
-            throw unavailable(Self.reason(error))
+            throw unavailable(Self.reason(error), .history)
         }
     }
 
     func search(_ query: String) async throws -> [SymbolMatch] {
         let key = query.lowercased()
         let now = clock.now()
-        if let cached = searches[key], now.timeIntervalSince(cached.fetchedAt) < Self.slowDataLifetime { return cached.matches }
+        if let cached = state.withLockedValue({ $0.searches[key] }), now.timeIntervalSince(cached.fetchedAt) < Self.slowDataLifetime {
+            return cached.matches
+        }
         do {
             let matches = try await provider.search(query)
-            if searches.count > 10_000 { searches.removeAll() }
-            searches[key] = (matches, now)
+            state.withLockedValue { state in
+                if state.searches.count > 10_000 { state.searches.removeAll() }
+                state.searches[key] = (matches, now)
+            }
             return matches
         } catch {
-            throw unavailable(Self.reason(error))
+            throw unavailable(Self.reason(error), .search)
         }
     }
 
@@ -143,12 +182,11 @@ actor QuoteService {
         error as? MarketDataError ?? .unreachable("\(type(of: error))")
     }
 
-    func unavailable(_ reason: MarketDataError) -> AppError {
-        var headers = HTTPFields()
+    func unavailable(_ reason: MarketDataError, _ subject: MarketDataUnavailable.Subject) -> MarketDataUnavailable {
+        var retryAfter: Int?
         if case .budgetExhausted(let retryAt) = reason {
-            headers[.retryAfter] = String(max(1, Int(retryAt.timeIntervalSince(clock.now()).rounded(.up))))
+            retryAfter = max(1, Int(retryAt.timeIntervalSince(clock.now()).rounded(.up)))
         }
-        return AppError(.serviceUnavailable, code: "market_data_unavailable",
-                        detail: "Market data is unavailable right now and no earlier quote is known; try again later.", headers: headers)
+        return MarketDataUnavailable(reason: reason, subject: subject, retryAfter: retryAfter)
     }
 }

@@ -17,8 +17,8 @@ struct QuoteStore: Sendable {
         else { return nil }
         let quote = PriceQuote(
             symbol: symbol,
-            price: try row.decode(column: "price", as: StoredDecimal.self).value,
-            previousClose: try row.decode(column: "previous_close", as: StoredDecimal?.self)?.value,
+            price: try row.decode(column: "price", as: Price.self),
+            previousClose: try row.decode(column: "previous_close", as: Price?.self),
             asOf: try row.decode(column: "as_of", as: Date.self))
         return .init(quote: quote, fetchedAt: try row.decode(column: "fetched_at", as: Date.self))
     }
@@ -27,7 +27,7 @@ struct QuoteStore: Sendable {
     func save(_ quote: PriceQuote, fetchedAt: Date, source: String) async throws {
         try await database.sql.raw("""
             INSERT INTO quotes (symbol, price, previous_close, as_of, fetched_at, source)
-            VALUES (\(bind: quote.symbol), \(bind: StoredDecimal(quote.price)), \(bind: quote.previousClose.map(StoredDecimal.init)), \(bind: quote.asOf), \(bind: fetchedAt), \(bind: source))
+            VALUES (\(bind: quote.symbol), \(bind: quote.price), \(bind: quote.previousClose), \(bind: quote.asOf), \(bind: fetchedAt), \(bind: source))
             ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, previous_close = excluded.previous_close,
                 as_of = excluded.as_of, fetched_at = excluded.fetched_at, source = excluded.source
             WHERE quotes.fetched_at <= excluded.fetched_at

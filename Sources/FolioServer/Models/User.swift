@@ -1,4 +1,5 @@
 import FluentKit
+import FolioDomain
 import Foundation
 import Hummingbird
 
@@ -44,7 +45,7 @@ final class User: Model, @unchecked Sendable {
 
 /// The user as the API shows it: never a hash, secret or counter.
 struct UserResponse: Codable, Sendable, ResponseEncodable {
-    var id: UUID
+    var id: UserID
     var email: String
     var role: String
     var emailVerified: Bool
@@ -59,8 +60,18 @@ struct UserResponse: Codable, Sendable, ResponseEncodable {
         case createdAt = "created_at"
     }
 
+    init(_ identity: Identity) {
+        self.id = identity.userID
+        self.email = identity.email
+        self.role = identity.role.rawValue
+        self.emailVerified = identity.emailVerified
+        self.twoFactorEnabled = identity.twoFactorEnabled
+        self.disabled = false
+        self.createdAt = identity.createdAt
+    }
+
     init(_ user: User) {
-        self.id = user.id!
+        self.id = UserID(user.id!)
         self.email = user.email
         self.role = user.role
         self.emailVerified = user.emailVerifiedAt != nil

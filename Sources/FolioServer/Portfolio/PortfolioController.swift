@@ -1,14 +1,13 @@
-import FluentKit
 import FolioDomain
 import Foundation
 import Hummingbird
-import SQLKit
 
 /// `GET /api/portfolio`: cash, each position valued at its quote, and totals.
-/// One query for the account, one for its holdings, one batch of quotes: never
-/// a query per position.
+/// Two database round trips in all: the identity (with the default account)
+/// and one query for the account's cash joined with its holdings; quotes come
+/// from memory.
 struct PortfolioController: Sendable {
-    let database: FolioDatabase
+    let store: TradingStore
     let quotes: QuoteService
     let snapshots: PortfolioSnapshots
 
@@ -18,19 +17,19 @@ struct PortfolioController: Sendable {
         api.get("/portfolio/history", use: history)
     }
 
-    struct PositionResponse: Codable, Sendable {
+    struct PositionResponse: Encodable, Sendable {
         var symbol: String
-        var quantity: String
-        var averageCost: String
-        var costBasis: String
+        var quantity: Quantity
+        var averageCost: Price
+        var costBasis: Cash
         var price: String?
         var priceTime: Date?
         var stale: Bool
-        var marketValue: String
-        var unrealizedPnL: String
-        var unrealizedPnLPercent: String?
-        var dayChange: String?
-        var weight: String
+        var marketValue: Cash
+        var unrealizedPnL: Cash
+        var unrealizedPnLPercent: Ratio?
+        var dayChange: Cash?
+        var weight: Ratio
 
         enum CodingKeys: String, CodingKey {
             case symbol, quantity, price, stale, weight
@@ -45,31 +44,31 @@ struct PortfolioController: Sendable {
 
         init(_ position: ValuedPosition) {
             symbol = position.symbol
-            quantity = ExactDecimal.format(position.quantity)
-            averageCost = ExactDecimal.format(position.averageCost)
-            costBasis = Cash.text(position.costBasis)
-            price = position.quote.map { ExactDecimal.format($0.price, minimumScale: 2) }
+            quantity = position.quantity
+            averageCost = position.averageCost
+            costBasis = position.costBasis
+            price = position.quote.map { $0.price.formatted(minimumFractionDigits: 2) }
             priceTime = position.quote?.asOf
             // No quote at all is the stalest a price can be.
             stale = position.quote?.isStale ?? true
-            marketValue = Cash.text(position.marketValue)
-            unrealizedPnL = Cash.text(position.unrealizedPnL)
-            unrealizedPnLPercent = position.unrealizedPnLPercent.map { ExactDecimal.format($0) }
-            dayChange = position.dayChange.map(Cash.text)
-            weight = ExactDecimal.format(position.weight)
+            marketValue = position.marketValue
+            unrealizedPnL = position.unrealizedPnL
+            unrealizedPnLPercent = position.unrealizedPnLPercent
+            dayChange = position.dayChange
+            weight = position.weight
         }
     }
 
     struct PortfolioResponse: ResponseEncodable {
-        var accountID: UUID
-        var cash: String
-        var availableCash: String
+        var accountID: AccountID
+        var cash: Cash
+        var availableCash: Cash
         var positions: [PositionResponse]
-        var marketValue: String
-        var costBasis: String
-        var unrealizedPnL: String
-        var dayChange: String
-        var totalValue: String
+        var marketValue: Cash
+        var costBasis: Cash
+        var unrealizedPnL: Cash
+        var dayChange: Cash
+        var totalValue: Cash
         var valuedAt: Date
 
         enum CodingKeys: String, CodingKey {
@@ -85,41 +84,33 @@ struct PortfolioController: Sendable {
         }
     }
 
-    /// The signed-in user's account named by `account_id`, or their first.
-    func account(_ request: Request, userID: UUID) async throws -> Account {
-        let accountQuery = Account.query(on: database.db).filter(\.$userID == userID).sort(\.$createdAt)
+    /// The account named by `account_id`, or the user's default one.
+    func accountID(_ request: Request, identity: Identity) throws -> AccountID {
         if let raw = request.uri.queryParameters["account_id"] {
-            guard let id = UUID(uuidString: String(raw)) else {
-                throw AppError.validation(field: "account_id", code: "invalid", message: "account_id must be a UUID.")
+            guard let id = AccountID(raw) else {
+                throw TradingError.invalid(field: "account_id", code: "invalid", message: "account_id must be a UUID.")
             }
-            accountQuery.filter(\.$id == id)
+            return id
         }
-        guard let account = try await accountQuery.first() else { throw AppError.notFound("account") }
-        return account
+        guard let id = identity.defaultAccountID else { throw TradingError.accountNotFound }
+        return id
     }
 
-    func valuation(of account: Account) async throws -> PortfolioValuation {
-        // Three columns by hand: decoding whole Fluent models goes through reflection,
-        // which cost more than the rest of the request (see docs/PERFORMANCE.md).
-        let rows = try await database.sql.select().columns("symbol", "quantity", "cost_basis").from("holdings")
-            .where("account_id", .equal, account.id!).all()
-        let holdings = try rows.map { row in
-            (symbol: try row.decode(column: "symbol", as: String.self),
-             position: Position(quantity: try row.decode(column: "quantity", as: StoredDecimal.self).value,
-                                costBasis: try row.decode(column: "cost_basis", as: StoredDecimal.self).value))
-        }
+    func valuation(of accountID: AccountID, owner: UserID) async throws -> PortfolioValuation {
+        guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
         let prices = await quotes.quotes(for: holdings.map(\.symbol))
-        return PortfolioValuation(cash: account.cash.value, availableCash: account.availableCash, holdings: holdings, quotes: prices)
+        return try PortfolioValuation(
+            cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> PortfolioResponse {
-        let account = try await account(request, userID: context.identity.userID)
-        let valuation = try await valuation(of: account)
+        let accountID = try accountID(request, identity: context.identity)
+        let valuation = try await valuation(of: accountID, owner: context.identity.userID)
         return PortfolioResponse(
-            accountID: account.id!, cash: Cash.text(valuation.cash), availableCash: Cash.text(valuation.availableCash),
-            positions: valuation.positions.map(PositionResponse.init), marketValue: Cash.text(valuation.marketValue),
-            costBasis: Cash.text(valuation.costBasis), unrealizedPnL: Cash.text(valuation.unrealizedPnL),
-            dayChange: Cash.text(valuation.dayChange), totalValue: Cash.text(valuation.totalValue), valuedAt: quotes.clock.now())
+            accountID: accountID, cash: valuation.cash, availableCash: valuation.availableCash,
+            positions: valuation.positions.map(PositionResponse.init), marketValue: valuation.marketValue,
+            costBasis: valuation.costBasis, unrealizedPnL: valuation.unrealizedPnL,
+            dayChange: valuation.dayChange, totalValue: valuation.totalValue, valuedAt: quotes.clock.now())
     }
 
     // MARK: - History
@@ -153,15 +144,15 @@ struct PortfolioController: Sendable {
 
         init(_ value: DailyValue, provisional: Bool) {
             date = value.day.description
-            cash = Cash.text(value.cash)
-            marketValue = Cash.text(value.marketValue)
-            totalValue = Cash.text(value.totalValue)
+            cash = value.cash.description
+            marketValue = value.marketValue.description
+            totalValue = value.totalValue.description
             self.provisional = provisional
         }
     }
 
     struct HistoryResponse: ResponseEncodable {
-        var accountID: UUID
+        var accountID: AccountID
         var range: String
         /// False when some past days could not be valued yet (market data unavailable).
         var complete: Bool
@@ -178,22 +169,23 @@ struct PortfolioController: Sendable {
     @Sendable func history(_ request: Request, context: AuthenticatedContext) async throws -> HistoryResponse {
         let rawRange = request.uri.queryParameters["range"].map(String.init) ?? "1M"
         guard let range = HistoryRange(rawValue: rawRange.uppercased()) else {
-            throw AppError.validation(field: "range", code: "invalid", message: "range must be one of \(HistoryRange.allCases.map(\.rawValue).joined(separator: ", ")).")
+            throw TradingError.invalid(field: "range", code: "invalid", message: "range must be one of \(HistoryRange.allCases.map(\.rawValue).joined(separator: ", ")).")
         }
-        let account = try await account(request, userID: context.identity.userID)
+        let accountID = try accountID(request, identity: context.identity)
+        guard let account = try await store.account(accountID, of: context.identity.userID) else { throw TradingError.accountNotFound }
         let today = TradingDay(quotes.clock.now())
         var complete = true
         do {
             try await snapshots.backfill(account, through: today.adding(days: -1))
         } catch {
             complete = false
-            context.parent.logger.warning("portfolio history backfill failed", metadata: ["account_id": "\(account.id!)", "error": "\(error)"])
+            context.parent.logger.warning("portfolio history backfill failed", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
         }
         var points = try await snapshots.snapshots(of: account, from: range.firstDay(today: today)).map { HistoryPoint($0.value, provisional: false) }
         if today.isWeekday, points.last?.date != today.description {
-            let valuation = try await valuation(of: account)
+            let valuation = try await valuation(of: account.id, owner: account.userID)
             points.append(HistoryPoint(DailyValue(day: today, cash: valuation.cash, marketValue: valuation.marketValue), provisional: true))
         }
-        return HistoryResponse(accountID: account.id!, range: range.rawValue, complete: complete, data: points)
+        return HistoryResponse(accountID: account.id, range: range.rawValue, complete: complete, data: points)
     }
 }

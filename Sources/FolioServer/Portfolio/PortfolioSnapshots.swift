@@ -1,4 +1,3 @@
-import FluentKit
 import FolioDomain
 import Foundation
 import Logging
@@ -9,14 +8,17 @@ import SQLKit
 /// days without one (before the first run, or while the server was down) are
 /// backfilled by replaying the ledger at each day's closing prices.
 struct PortfolioSnapshots: Sendable {
-    let database: FolioDatabase
+    let store: TradingStore
     let quotes: QuoteService
     let clock: AppClock
     let logger: Logger
 
-    static let job = "snapshot_portfolios"
+    var database: FolioDatabase { store.database }
+
     /// Ten minutes after the close, Monday to Friday.
-    static let schedule = RecurringJob(name: "portfolio_close_snapshots", kind: job, cadence: .weekdaysAt(hour: 16, minute: 10))
+    static let schedule = RecurringJob(
+        name: "portfolio_close_snapshots", kind: .snapshotPortfolios, cadence: .weekdaysAt(hour: 16, minute: 10),
+        payload: { .snapshotPortfolios(due: $0) })
     static let batchSize = 500
 
     struct UnreadableDay: Error {
@@ -33,11 +35,9 @@ struct PortfolioSnapshots: Sendable {
     /// daily closes instead, so a late run never values yesterday at today's prices.
     func snapshotAll(day: TradingDay) async throws {
         let today = TradingDay(clock.now())
-        var after: UUID?
+        var after: AccountID?
         while true {
-            var query = Account.query(on: database.db).sort(\.$id).limit(Self.batchSize)
-            if let after { query = query.filter(\.$id > after) }
-            let accounts = try await query.all()
+            let accounts = try await store.accounts(after: after, limit: Self.batchSize)
             guard let last = accounts.last else { return }
             if day == today {
                 try await snapshotAtCurrentPrices(accounts, day: day)
@@ -49,74 +49,74 @@ struct PortfolioSnapshots: Sendable {
     }
 
     /// One query for the batch's holdings and one batch of quotes.
-    private func snapshotAtCurrentPrices(_ accounts: [Account], day: TradingDay) async throws {
-        let holdings = try await Holding.query(on: database.db).filter(\.$accountID ~~ accounts.map { $0.id! }).all()
-        let prices = await quotes.quotes(for: Set(holdings.map(\.symbol)))
-        let byAccount = Dictionary(grouping: holdings, by: \.accountID)
+    private func snapshotAtCurrentPrices(_ accounts: [AccountRecord], day: TradingDay) async throws {
+        let byAccount = try await store.holdings(ofAccounts: accounts.map(\.id))
+        let prices = await quotes.quotes(for: Set(byAccount.values.joined().map(\.symbol)))
         let now = clock.now()
-        try await database.db.transaction { db in
-            for account in accounts {
-                let valuation = PortfolioValuation(
-                    cash: account.cash.value, availableCash: account.availableCash,
-                    holdings: (byAccount[account.id!] ?? []).map { ($0.symbol, Position(quantity: $0.quantity.value, costBasis: $0.costBasis.value)) },
-                    quotes: prices)
-                try await save(DailyValue(day: day, cash: valuation.cash, marketValue: valuation.marketValue), account: account, source: "close", now: now, on: db)
-            }
+        var values: [(AccountRecord, DailyValue)] = []
+        for account in accounts {
+            let valuation = try PortfolioValuation(
+                cash: account.cash, availableCash: account.state.availableCash,
+                holdings: (byAccount[account.id] ?? []).map { ($0.symbol, $0.position) }, quotes: prices)
+            values.append((account, DailyValue(day: day, cash: valuation.cash, marketValue: valuation.marketValue)))
+        }
+        let saved = values
+        try await database.transaction { db in
+            for (account, value) in saved { try await save(value, account: account, source: "close", now: now, on: db) }
         }
     }
 
     /// Fills the weekdays from the account's first day through `last` that have
     /// no snapshot. Throws when a day's prices cannot be had (nothing is written then).
-    func backfill(_ account: Account, through last: TradingDay) async throws {
+    func backfill(_ account: AccountRecord, through last: TradingDay) async throws {
         let first = TradingDay(account.createdAt)
         guard first <= last else { return }
         let taken = Set(try await database.sql.select().column("day").from("portfolio_snapshots")
-            .where("account_id", .equal, account.id!).all(decodingColumn: "day", as: String.self))
+            .where("account_id", .equal, account.id).all(decodingColumn: "day", as: String.self))
         let missing = TradingDay.weekdays(from: first, through: last).filter { !taken.contains($0.description) }
         guard let earliest = missing.first else { return }
 
-        let entries = try await LedgerEntry.query(on: database.db).filter(\.$accountID == account.id!)
-            .filter(\.$occurredAt <= last.close).sort(\.$occurredAt).sort(\.$id).all()
-        let movements = entries.map {
-            LedgerMovement(occurredAt: $0.occurredAt, cash: $0.amount.value, symbol: $0.symbol, quantity: $0.quantity?.value, price: $0.price?.value)
+        let entries = try await store.entries(of: account.id, through: last.close)
+        let movements = entries.map(\.line).map {
+            LedgerMovement(occurredAt: $0.occurredAt, cash: $0.amount, symbol: $0.symbol, quantity: $0.quantity, price: $0.price)
         }
         // Closes reaching back to the earliest missing day (a little more for a holiday before it).
         let span = min(365, Calendar(identifier: .gregorian).dateComponents([.day], from: earliest.close, to: clock.now()).day! + 7)
-        var closes: [String: [(day: TradingDay, close: Decimal)]] = [:]
+        var closes: [String: [(day: TradingDay, close: Price)]] = [:]
         for symbol in Set(movements.compactMap(\.symbol)) {
             closes[symbol] = try await quotes.dailyHistory(for: symbol, days: max(1, span)).map { (TradingDay($0.date, in: .gmt), $0.close) }
         }
-        let values = PortfolioHistory.replay(movements: movements, closes: closes, days: missing)
+        let values = try PortfolioHistory.replay(movements: movements, closes: closes, days: missing)
         let now = clock.now()
-        try await database.db.transaction { db in
+        try await database.transaction { db in
             for value in values { try await save(value, account: account, source: "backfill", now: now, on: db) }
         }
     }
 
     /// Snapshots of the account from `first` on, oldest first.
-    func snapshots(of account: Account, from first: TradingDay?) async throws -> [Snapshot] {
+    func snapshots(of account: AccountRecord, from first: TradingDay?) async throws -> [Snapshot] {
         var query = database.sql.select().columns("day", "cash", "market_value", "source").from("portfolio_snapshots")
-            .where("account_id", .equal, account.id!)
+            .where("account_id", .equal, account.id)
         if let first { query = query.where("day", .greaterThanOrEqual, first.description) }
         return try await query.orderBy("day").all().map { row in
             let text = try row.decode(column: "day", as: String.self)
             guard let day = TradingDay(text) else { throw UnreadableDay(text: text) }
             return Snapshot(
-                value: DailyValue(day: day, cash: try row.decode(column: "cash", as: StoredDecimal.self).value,
-                                  marketValue: try row.decode(column: "market_value", as: StoredDecimal.self).value),
+                value: DailyValue(day: day, cash: try row.decode(column: "cash", as: Cash.self),
+                                  marketValue: try row.decode(column: "market_value", as: Cash.self)),
                 source: try row.decode(column: "source", as: String.self))
         }
     }
 
     /// A close snapshot replaces a backfilled one; a backfill never replaces anything.
-    private func save(_ value: DailyValue, account: Account, source: String, now: Date, on db: any Database) async throws {
+    private func save(_ value: DailyValue, account: AccountRecord, source: String, now: Date, on db: any SQLDatabase) async throws {
         let conflict = source == "close"
             ? "DO UPDATE SET cash = excluded.cash, market_value = excluded.market_value, total_value = excluded.total_value, source = excluded.source, created_at = excluded.created_at"
             : "DO NOTHING"
-        try await database.sqlDatabase(db).raw("""
+        try await db.raw("""
             INSERT INTO portfolio_snapshots (id, user_id, account_id, day, cash, market_value, total_value, source, created_at)
-            VALUES (\(bind: UUID()), \(bind: account.userID), \(bind: account.id!), \(bind: value.day.description), \(bind: StoredDecimal(value.cash)),
-                    \(bind: StoredDecimal(value.marketValue)), \(bind: StoredDecimal(value.totalValue)), \(bind: source), \(bind: now))
+            VALUES (\(bind: UUID()), \(bind: account.userID), \(bind: account.id), \(bind: value.day.description), \(bind: value.cash),
+                    \(bind: value.marketValue), \(bind: value.totalValue), \(bind: source), \(bind: now))
             ON CONFLICT (account_id, day) \(unsafeRaw: conflict)
             """).run()
     }

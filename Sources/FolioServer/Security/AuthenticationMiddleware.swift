@@ -27,9 +27,9 @@ struct AuthenticationMiddleware: RouterMiddleware {
         } else if !Self.ignoresCookie(context.endpointPath), let cookie = request.cookies[AuthController.cookieName]?.value, !cookie.isEmpty,
                   let identity = try await services.sessions.identity(cookieToken: cookie) {
             if services.configuration.csrfProtectionEnabled, !request.method.isSafe {
-                guard let token = request.headers[AuthController.csrfHeader], services.csrf.isValid(token, for: identity.sessionID) else {
+                guard let token = request.headers[AuthController.csrfHeader], services.csrf.isValid(token, for: identity.sessionID.uuid) else {
                     await services.security.record(
-                        "csrf_failed", userID: identity.userID, details: ["reason": "missing_or_wrong_token"], context: context,
+                        "csrf_failed", userID: identity.userID.uuid, details: ["reason": "missing_or_wrong_token"], context: context,
                         database: services.database.db)
                     throw AppError(.forbidden, code: "csrf_failed", detail: "This request needs the X-CSRF-Token header of your session.")
                 }

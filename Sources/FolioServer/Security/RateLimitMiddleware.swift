@@ -39,7 +39,7 @@ struct RateLimitMiddleware: RouterMiddleware {
             }
         case .user:
             guard let userID = context.identity?.userID else { return try await next(request, context) }
-            checks.append(("user", "user:" + userID.uuidString, settings.requestsPerMinute))
+            checks.append(("user", "user:" + userID.description, settings.requestsPerMinute))
         }
 
         // The tightest bucket speaks for the request.
@@ -47,7 +47,7 @@ struct RateLimitMiddleware: RouterMiddleware {
         for check in checks {
             let decision = limiter.take(check.key, perMinute: check.perMinute)
             if !decision.allowed {
-                await security.record("rate_limited", userID: context.identity?.userID, details: ["policy": check.policy], context: context)
+                await security.record("rate_limited", userID: context.identity?.userID.uuid, details: ["policy": check.policy], context: context)
                 var headers = Self.headers(policy: check.policy, decision: decision)
                 headers[.retryAfter] = String(max(1, decision.retryAfter))
                 let error = AppError(

@@ -1,4 +1,3 @@
-import FluentKit
 import FolioDomain
 import Foundation
 import Hummingbird
@@ -6,7 +5,7 @@ import Hummingbird
 /// `/api/orders`: place, list, show and cancel orders. Another user's order is 404.
 struct OrdersController: Sendable {
     let orders: OrderService
-    let database: FolioDatabase
+    let store: TradingStore
     let idempotency: Idempotency
 
     static let maximumPageSize = 200
@@ -22,28 +21,18 @@ struct OrdersController: Sendable {
     /// The seed's body `{"symbol":"AAPL","quantity":1,"side":"BUY","order_type":"MARKET"}` and the full form.
     struct PlaceRequest: Decodable {
         var symbol: String
-        var quantity: DecimalValue?
-        var notional: DecimalValue?
+        var quantity: Quantity?
+        var notional: Cash?
         var side: String
         var orderType: String
-        var limitPrice: DecimalValue?
-        var stopPrice: DecimalValue?
+        var limitPrice: Price?
+        var stopPrice: Price?
         var timeInForce: String?
         var clientOrderID: String?
-        var accountID: UUID?
+        var accountID: AccountID?
 
-        enum CodingKeys: String, CodingKey {
-            case symbol, quantity, notional, side
-            case orderType = "order_type"
-            case limitPrice = "limit_price"
-            case stopPrice = "stop_price"
-            case timeInForce = "time_in_force"
-            case clientOrderID = "client_order_id"
-            case accountID = "account_id"
-        }
-
-        /// The draft, or every field that names no known value.
-        func draft() throws -> OrderDraft {
+        /// The placement, or every field that names no known value.
+        func placement() throws -> OrderService.Placement {
             var issues: [FieldIssue] = []
             let side = OrderSide(rawValue: side.uppercased())
             if side == nil { issues.append(.init(field: "side", code: "invalid", message: "side must be BUY or SELL.")) }
@@ -54,71 +43,54 @@ struct OrdersController: Sendable {
             if let clientOrderID, !(1...64).contains(clientOrderID.count) {
                 issues.append(.init(field: "client_order_id", code: "invalid", message: "client_order_id must have 1 to 64 characters."))
             }
-            guard let side, let type, let timeInForce else { throw AppError.validation(issues) }
+            guard let side, let type, let timeInForce else { throw TradingError.invalid(issues) }
             let draft = OrderDraft(
-                symbol: symbol, side: side, type: type, timeInForce: timeInForce, quantity: quantity?.value, notional: notional?.value,
-                limitPrice: limitPrice?.value, stopPrice: stopPrice?.value)
+                symbol: symbol, side: side, type: type, timeInForce: timeInForce, quantity: quantity, notional: notional,
+                limitPrice: limitPrice, stopPrice: stopPrice)
             issues += draft.validate()
-            if !issues.isEmpty { throw AppError.validation(issues) }
-            return draft
+            if !issues.isEmpty { throw TradingError.invalid(issues) }
+            return OrderService.Placement(draft: draft, accountID: accountID, clientOrderID: clientOrderID)
         }
     }
 
     struct OrderResponse: ResponseEncodable {
-        var id: UUID
-        var accountID: UUID
+        var id: OrderID
+        var accountID: AccountID
         var clientOrderID: String?
         var symbol: String
-        var side: String
-        var orderType: String
-        var timeInForce: String
-        var quantity: String?
-        var notional: String?
-        var limitPrice: String?
-        var stopPrice: String?
-        var status: String
-        var filledQuantity: String
-        var averageFillPrice: String?
-        var reservedCash: String
-        var reservedQuantity: String
+        var side: OrderSide
+        var orderType: OrderType
+        var timeInForce: TimeInForce
+        var quantity: Quantity?
+        var notional: Cash?
+        var limitPrice: Price?
+        var stopPrice: Price?
+        var status: OrderStatus
+        var filledQuantity: Quantity
+        var averageFillPrice: Price?
+        var reservedCash: Cash
+        var reservedQuantity: Quantity
         var rejectReason: String?
         var createdAt: Date
         var updatedAt: Date
 
-        enum CodingKeys: String, CodingKey {
-            case id, symbol, side, quantity, notional, status
-            case accountID = "account_id"
-            case clientOrderID = "client_order_id"
-            case orderType = "order_type"
-            case timeInForce = "time_in_force"
-            case limitPrice = "limit_price"
-            case stopPrice = "stop_price"
-            case filledQuantity = "filled_quantity"
-            case averageFillPrice = "average_fill_price"
-            case reservedCash = "reserved_cash"
-            case reservedQuantity = "reserved_quantity"
-            case rejectReason = "reject_reason"
-            case createdAt = "created_at"
-            case updatedAt = "updated_at"
-        }
-
-        init(_ order: Order) {
-            id = order.id!
+        init(_ order: OrderState) {
+            id = order.id
             accountID = order.accountID
             clientOrderID = order.clientOrderID
             symbol = order.symbol
             side = order.side
             orderType = order.type
             timeInForce = order.timeInForce
-            quantity = order.quantity.map { ExactDecimal.format($0.value) }
-            notional = order.notional.map { Cash.text($0.value) }
-            limitPrice = order.limitPrice.map { ExactDecimal.format($0.value) }
-            stopPrice = order.stopPrice.map { ExactDecimal.format($0.value) }
+            quantity = order.quantity
+            notional = order.notional
+            limitPrice = order.limitPrice
+            stopPrice = order.stopPrice
             status = order.status
-            filledQuantity = ExactDecimal.format(order.filledQuantity.value)
-            averageFillPrice = order.averageFillPrice.map { ExactDecimal.format($0.value) }
-            reservedCash = Cash.text(order.reservedCash.value)
-            reservedQuantity = ExactDecimal.format(order.reservedQuantity.value)
+            filledQuantity = order.filledQuantity
+            averageFillPrice = order.averageFillPrice
+            reservedCash = order.reservedCash
+            reservedQuantity = order.reservedQuantity
             rejectReason = order.rejectReason
             createdAt = order.createdAt
             updatedAt = order.updatedAt
@@ -127,47 +99,41 @@ struct OrdersController: Sendable {
 
     @Sendable func place(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let body = try await request.decodeBody(as: PlaceRequest.self, context: context)
-        let draft = try body.draft()
-        let placement = OrderService.Placement(draft: draft, accountID: body.accountID, clientOrderID: body.clientOrderID)
-        let userID = context.identity.userID, ip = context.parent.clientIP, requestID = context.parent.requestID
-        let orders = self.orders
-        let priced = try await orders.price(placement)
-        return try await idempotency.run(request, userID: userID, status: .created, location: { "/api/orders/\($0.id.uuidString)" }) { db in
-            OrderResponse(try await orders.place(priced, userID: userID, ip: ip, requestID: requestID, on: db))
-        }
+        let userID = context.identity.userID, audit = context.auditContext, orders = self.orders
+        return try await idempotency.run(
+            request, userID: userID, status: .created, location: { (order: OrderResponse) in "/api/orders/\(order.id)" },
+            prepare: { try await orders.price(try body.placement()) },
+            perform: { priced, db in OrderResponse(try await orders.place(priced, userID: userID, context: audit, on: db)) })
     }
 
     @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Page<OrderResponse> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let query = Order.query(on: database.db).filter(\.$userID == context.identity.userID)
-            .sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(limit + 1)
+        var filter = TradingStore.OrderFilter()
         if let raw = request.uri.queryParameters["status"] {
             guard let status = OrderStatus(rawValue: String(raw)) else {
-                throw AppError.validation(field: "status", code: "invalid", message: "status must be one of \(OrderStatus.allCases.map(\.rawValue).joined(separator: ", ")).")
+                throw TradingError.invalid(field: "status", code: "invalid", message: "status must be one of \(OrderStatus.allCases.map(\.rawValue).joined(separator: ", ")).")
             }
-            query.filter(\.$status == status.rawValue)
+            filter.status = status
         }
         if let raw = request.uri.queryParameters["symbol"] {
-            guard let symbol = OrderDraft.normalizedSymbol(String(raw)) else { throw AppError.validation(field: "symbol", code: "invalid", message: "symbol must be a ticker.") }
-            query.filter(\.$symbol == symbol)
+            guard let symbol = OrderDraft.normalizedSymbol(String(raw)) else { throw TradingError.invalid(field: "symbol", code: "invalid", message: "symbol must be a ticker.") }
+            filter.symbol = symbol
         }
-        if let raw = request.uri.queryParameters["cursor"] {
-            query.filter(Pagination.after(try Pagination.decode(raw), table: Order.schema, timeColumn: "created_at", descending: true, owner: context.identity.userID))
-        }
-        let found = try await query.all()
+        let cursor = try request.uri.queryParameters["cursor"].map(Pagination.decode)
+        let found = try await store.orders(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
         let page = found.prefix(limit)
-        return Page(data: page.map(OrderResponse.init), nextCursor: found.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil)
+        return Page(data: page.map(OrderResponse.init), nextCursor: found.count > limit ? page.last.map { Pagination.cursor(after: $0.id.uuid) } : nil)
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> OrderResponse {
-        guard let id = context.parameters.get("id", as: UUID.self),
-              let order = try await Order.query(on: database.db).filter(\.$id == id).filter(\.$userID == context.identity.userID).first()
-        else { throw AppError.notFound("order") }
+        guard let id = context.parameters.get("id").flatMap(OrderID.init),
+              let order = try await store.order(id, owner: context.identity.userID)
+        else { throw TradingError.orderNotFound }
         return OrderResponse(order)
     }
 
     @Sendable func cancel(_ request: Request, context: AuthenticatedContext) async throws -> OrderResponse {
-        guard let id = context.parameters.get("id", as: UUID.self) else { throw AppError.notFound("order") }
-        return OrderResponse(try await orders.cancel(orderID: id, userID: context.identity.userID, ip: context.parent.clientIP, requestID: context.parent.requestID))
+        guard let id = context.parameters.get("id").flatMap(OrderID.init) else { throw TradingError.orderNotFound }
+        return OrderResponse(try await orders.cancel(orderID: id, userID: context.identity.userID, context: context.auditContext))
     }
 }

@@ -4,41 +4,37 @@ import Foundation
 /// An order as a broker sees it. Folio's order id is the broker's client order
 /// id, so submitting twice after a crash can never create a second order.
 struct BrokerOrder: Sendable {
-    var id: UUID
+    var id: OrderID
     var symbol: String
     var side: OrderSide
     var type: OrderType
     var timeInForce: TimeInForce
-    var quantity: Decimal?
-    var notional: Decimal?
-    var limitPrice: Decimal?
-    var stopPrice: Decimal?
+    var quantity: Quantity?
+    var notional: Cash?
+    var limitPrice: Price?
+    var stopPrice: Price?
     var createdAt: Date
     /// Filled so far (partial fills).
-    var filledQuantity: Decimal = 0
+    var filledQuantity: Quantity = .zero
+
+    init(_ order: OrderState) {
+        id = order.id
+        symbol = order.symbol
+        side = order.side
+        type = order.type
+        timeInForce = order.timeInForce
+        quantity = order.quantity
+        notional = order.notional
+        limitPrice = order.limitPrice
+        stopPrice = order.stopPrice
+        createdAt = order.createdAt
+        filledQuantity = order.filledQuantity
+    }
 
     /// What is left to fill, for an order of a quantity.
-    var remainingQuantity: Decimal? {
-        quantity.map { $0 - filledQuantity }
+    var remainingQuantity: Quantity? {
+        quantity.map { Quantity(uncheckedUnits: $0.units - filledQuantity.units) }
     }
-}
-
-struct BrokerFill: Sendable, Equatable {
-    var id: String
-    var quantity: Decimal
-    var price: Decimal
-}
-
-/// What a broker says about an order.
-enum BrokerReport: Sendable, Equatable {
-    case accepted
-    /// Fills; the order is filled when they reach its quantity, partially filled otherwise.
-    case filled([BrokerFill])
-    /// Fills, then the rest is canceled (an IOC order that could only partly fill).
-    case filledThenCanceled([BrokerFill], reason: String)
-    case canceled(reason: String)
-    case rejected(reason: String)
-    case expired
 }
 
 /// Executes orders. The paper broker is built in; Alpaca comes later behind the same protocol.
@@ -61,7 +57,7 @@ struct PaperBroker: Broker {
     let quotes: QuoteService
     let clock: AppClock
     /// Adverse slippage on market fills, in basis points.
-    let slippageBasisPoints: Decimal
+    let slippageBasisPoints: Ratio
     var partialFills: Bool = false
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
@@ -81,7 +77,7 @@ struct PaperBroker: Broker {
     }
 
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport? {
-        if order.timeInForce == .day, clock.now() >= Self.dayEnd(for: order.createdAt) { return .expired }
+        if order.timeInForce == .day, clock.now() >= TradingDay.dayEnd(for: order.createdAt) { return .expired }
         guard let quote = try? await quotes.quote(for: order.symbol), !quote.isStale else { return nil }
         return fill(order, at: quote.price).map { .filled([$0]) }
     }
@@ -92,52 +88,52 @@ struct PaperBroker: Broker {
     }
 
     /// The fill this order gets at `price`, if it would execute now.
-    func fill(_ order: BrokerOrder, at price: Decimal) -> BrokerFill? {
+    func fill(_ order: BrokerOrder, at price: Price) -> BrokerFill? {
         let buying = order.side == .buy
-        let executionPrice: Decimal
+        let executionPrice: Price
         switch order.type {
         case .market:
-            executionPrice = slipped(price, buying: buying)
+            guard let slipped = slipped(price, buying: buying) else { return nil }
+            executionPrice = slipped
         case .limit:
             guard let limit = order.limitPrice, buying ? price <= limit : price >= limit else { return nil }
-            executionPrice = buying ? min(price, limit) : max(price, limit)
+            executionPrice = buying ? Price.min(price, limit) : Price.max(price, limit)
         case .stop:
-            guard let stop = order.stopPrice, buying ? price >= stop : price <= stop else { return nil }
-            executionPrice = slipped(price, buying: buying)
+            guard let stop = order.stopPrice, buying ? price >= stop : price <= stop, let slipped = slipped(price, buying: buying) else { return nil }
+            executionPrice = slipped
         case .stopLimit:
             guard let stop = order.stopPrice, let limit = order.limitPrice, buying ? price >= stop : price <= stop,
                   buying ? price <= limit : price >= limit
             else { return nil }
-            executionPrice = buying ? min(price, limit) : max(price, limit)
+            executionPrice = buying ? Price.min(price, limit) : Price.max(price, limit)
         }
-        let quantity: Decimal
+        let quantity: Quantity
         if let remaining = order.remainingQuantity {
-            guard remaining > 0 else { return nil }
+            guard remaining.isPositive else { return nil }
             quantity = partialFills && order.timeInForce != .fillOrKill ? Self.partialQuantity(of: remaining) : remaining
         } else if let notional = order.notional {
-            quantity = ExactDecimal.rounded(notional / executionPrice, scale: OrderDraft.quantityScale, mode: .down)
-            guard quantity > 0 else { return nil }
+            guard let shares = try? Quantity.quotient(notional, executionPrice, rounding: .down), shares.isPositive else { return nil }
+            quantity = shares
         } else {
             return nil
         }
         // Named by what was filled before it, so the same fill reported twice has one id.
-        return BrokerFill(id: "\(order.id.uuidString.lowercased())-\(ExactDecimal.format(order.filledQuantity))", quantity: quantity, price: executionPrice)
+        return BrokerFill(id: "\(order.id)-\(order.filledQuantity)", quantity: quantity, price: executionPrice)
     }
 
     /// Half of what remains, in whole shares rounded up; a fraction under one share fills whole.
-    static func partialQuantity(of remaining: Decimal) -> Decimal {
-        guard remaining > 1 else { return remaining }
-        return min(remaining, ExactDecimal.rounded(remaining / 2, scale: 0, mode: .up))
+    static func partialQuantity(of remaining: Quantity) -> Quantity {
+        guard remaining > 1, let half = try? Quantity.quotient(remaining, Quantity(2), places: 0, rounding: .up) else { return remaining }
+        return Quantity.min(remaining, half)
     }
 
-    func slipped(_ price: Decimal, buying: Bool) -> Decimal {
-        let factor = slippageBasisPoints / 10_000
-        return ExactDecimal.rounded(price * (buying ? 1 + factor : 1 - factor), scale: 2, mode: buying ? .up : .down)
-    }
-
-    /// 16:00 in New York on the order's trading day (the next day when placed after the close).
-    static func dayEnd(for date: Date) -> Date {
-        let day = TradingDay(date)
-        return day.close > date ? day.close : day.adding(days: 1).close
+    /// The price moved against the customer by the slippage, to the cent:
+    /// up for buys, down for sales.
+    func slipped(_ price: Price, buying: Bool) -> Price? {
+        guard let wide = try? Fixed<WideScale>(slippageBasisPoints, rounding: .down) else { return nil }
+        // basis points ÷ 10,000 is exact at 18 places.
+        let fraction = Fixed<WideScale>(uncheckedUnits: wide.units / 10_000)
+        guard let factor = try? (buying ? Fixed<WideScale>(1) + fraction : Fixed<WideScale>(1) - fraction) else { return nil }
+        return try? Price.product(price, factor, places: 2, rounding: buying ? .up : .down)
     }
 }

@@ -93,8 +93,8 @@ final class FakeAlphaVantage: Sendable {
             let days = Self.weekdays(endingAt: tradingDay, count: count)
             let series = days.enumerated().map { index, day in
                 // Each older day one cent lower, so the test can check exact closes.
-                let close = Decimal(string: price)! - Decimal(index) / 100
-                return #""\#(day)": {"1. open": "\#(close)", "2. high": "\#(close)", "3. low": "\#(close)", "4. close": "\#(ExactDecimal.format(close, minimumScale: 4))", "5. volume": "1000"}"#
+                let close = try! Price(parsing: price) - Price(uncheckedUnits: Int128(index) * 1_000_000)
+                return #""\#(day)": {"1. open": "\#(close)", "2. high": "\#(close)", "3. low": "\#(close)", "4. close": "\#(close.formatted(minimumFractionDigits: 4))", "5. volume": "1000"}"#
             }
             return Self.json("""
                 {

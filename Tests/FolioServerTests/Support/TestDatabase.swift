@@ -74,3 +74,22 @@ func withTestDatabase<T>(
         throw error
     }
 }
+
+/// Expects `body` to be refused by a database constraint: SQLSTATE class 23
+/// on PostgreSQL, `SQLITE_CONSTRAINT_*` on SQLite; of `kind` when given. Any
+/// other error (a typo in the SQL, a lost connection) fails the test.
+func expectConstraintViolation(
+    _ kind: DatabaseConstraint.Kind? = nil, _ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () async throws -> Void
+) async {
+    do {
+        try await body()
+        Issue.record("expected a constraint violation\(comment.map { ": \($0.rawValue)" } ?? "")", sourceLocation: sourceLocation)
+    } catch {
+        guard let constraint = DatabaseConstraint(error) else {
+            Issue.record("expected a constraint violation, got \(String(reflecting: error))", sourceLocation: sourceLocation)
+            return
+        }
+        if let kind { #expect(constraint.kind == kind, comment, sourceLocation: sourceLocation) }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// What a broker says about an order.
+public enum BrokerReport: Sendable, Equatable {
+    case accepted
+    /// Fills; the order is filled when they reach its quantity, partially filled otherwise.
+    case filled([BrokerFill])
+    /// Fills, then the rest is canceled (an IOC order that could only partly fill).
+    case filledThenCanceled([BrokerFill], reason: String)
+    case canceled(reason: String)
+    case rejected(reason: String)
+    case expired
+
+    /// The fills the report carries.
+    public var fills: [BrokerFill] {
+        switch self {
+        case .filled(let fills), .filledThenCanceled(let fills, _): fills
+        default: []
+        }
+    }
+}
+
+extension Books {
+    /// Applies a broker's report on one of this account's orders through the
+    /// trading rules. A fill already applied (the same broker fill id, from
+    /// the database or earlier in this batch) changes nothing.
+    public mutating func apply(_ report: BrokerReport, to orderID: OrderID, ids: IDSource, now: Date) throws(TradingError) {
+        guard orders[orderID] != nil else { return }
+        func current() -> OrderState { orders[orderID]! }
+        func end(_ status: OrderStatus, _ reason: String?) {
+            if let posting = TradingRules.end(current(), as: status, reason: reason, account: account, holding: holding(current().symbol), now: now) {
+                record(posting)
+            }
+        }
+        switch report {
+        case .accepted:
+            if let posting = TradingRules.accept(current(), now: now) { record(posting) }
+        case .filled(let fills):
+            try applyFills(fills, to: orderID, ids: ids, now: now)
+        case .filledThenCanceled(let fills, let reason):
+            try applyFills(fills, to: orderID, ids: ids, now: now)
+            end(.canceled, reason)
+        case .canceled(let reason):
+            end(.canceled, reason)
+        case .rejected(let reason):
+            end(.rejected, reason)
+        case .expired:
+            end(.expired, "day order past the close")
+        }
+    }
+
+    mutating func applyFills(_ fills: [BrokerFill], to orderID: OrderID, ids: IDSource, now: Date) throws(TradingError) {
+        for fill in fills where !appliedFills.contains(fill.id) {
+            let order = orders[orderID]!
+            if let posting = try TradingRules.fill(
+                fill, order: order, account: account, holding: holding(order.symbol), fillID: ids.next(), entryID: ids.next(), now: now) {
+                record(posting)
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+/// Why a trading or ledger request cannot be done. No HTTP here: the server
+/// maps each case to its problem once, and the command line to its text.
+public enum TradingError: Error, Equatable, Sendable {
+    /// Fields that are wrong, each named.
+    case invalid([FieldIssue])
+    /// A withdrawal or fee beyond the cash not reserved by open orders.
+    case insufficientFunds(available: Cash)
+    case insufficientBuyingPower(needed: Cash, available: Cash)
+    case insufficientShares(symbol: String, available: Quantity)
+    /// The result would exceed what a balance column holds (`field` is the request's field).
+    case balanceLimitExceeded(field: String)
+    case accountNotFound
+    /// An `account_id` in a request body that names no account of the user.
+    case unknownAccount
+    case orderNotFound
+    case unknownSymbol(String)
+    case duplicateClientOrderID
+    case orderNotCancelable(OrderStatus)
+    /// A broker reported more than the order has left; refused whole.
+    case overfill(orderID: OrderID, remaining: Quantity, fill: Quantity)
+    case impossibleTransition(from: OrderStatus, to: OrderStatus)
+
+    public static func invalid(field: String, code: String, message: String) -> TradingError {
+        .invalid([FieldIssue(field: field, code: code, message: message)])
+    }
+}

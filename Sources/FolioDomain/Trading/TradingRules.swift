@@ -1,0 +1,291 @@
+import Foundation
+
+/// Every rule that moves money or shares, as pure functions: each takes the
+/// account's current state and returns a `Posting` (the new balances, the
+/// ledger rows, the fill, the audit events). Nothing here reads or writes a
+/// database; `Books` chains postings and the server's `Ledger` applies them.
+///
+/// Rounding is always against the customer and never creates cash: a buy's
+/// cost rounds up to the cent, a sale's proceeds down. Every resulting
+/// balance is checked against its column: a request beyond it is refused
+/// (`balanceLimitExceeded`), a fill beyond it rejects the order.
+public enum TradingRules {
+    /// The largest single deposit, withdrawal, dividend or fee.
+    public static let maximumMovement: Cash = 1_000_000_000_000
+
+    // MARK: - Cash movements
+
+    public enum CashMovement: String, Sendable, CaseIterable {
+        case deposit, withdrawal, dividend, fee
+
+        var kind: LedgerKind {
+            switch self {
+            case .deposit: .deposit
+            case .withdrawal: .withdrawal
+            case .dividend: .dividend
+            case .fee: .fee
+            }
+        }
+
+        var addsCash: Bool { self == .deposit || self == .dividend }
+    }
+
+    /// A deposit or dividend (cash in), a withdrawal or fee (cash out).
+    /// `amount` is positive, in cents; cash out may not touch reserved cash.
+    public static func move(
+        _ movement: CashMovement, amount: Cash, account: AccountState, description: String?, symbol: String? = nil,
+        actor: UserID?, entryID: EntryID, now: Date
+    ) throws(TradingError) -> Posting {
+        if let issue = AmountCheck.positive(amount, field: "amount", places: Cash.centPlaces, maximum: maximumMovement).first {
+            throw .invalid([issue])
+        }
+        if let description, description.count > 200 {
+            throw .invalid(field: "description", code: "too_long", message: "description may have at most 200 characters.")
+        }
+        let signed = movement.addsCash ? amount : -amount
+        guard let cash = try? account.cash + signed else { throw .balanceLimitExceeded(field: "amount") }
+        if cash < account.reservedCash { throw .insufficientFunds(available: account.availableCash) }
+        var after = account
+        after.cash = cash
+        var posting = Posting()
+        posting.account = after
+        posting.entries = [LedgerLine(id: entryID, kind: movement.kind, amount: signed, symbol: symbol, description: description, occurredAt: now)]
+        posting.events = [AuditNote(
+            action: "ledger.\(movement.kind.rawValue)", actorID: actor, subjectType: "account", subjectID: account.id.description,
+            details: ["amount": signed.description, "cash_after": cash.description, "transaction_id": entryID.description])]
+        return posting
+    }
+
+    // MARK: - Placing
+
+    /// Places a validated draft (symbol normalized) priced at `price`: sets
+    /// aside buying power for a buy, shares for a sell, and creates the order
+    /// as `new`.
+    public static func place(
+        _ draft: OrderDraft, orderID: OrderID, clientOrderID: String?, account: AccountState, holding: HoldingState?,
+        price: Price, marketBuyMargin: Ratio, now: Date
+    ) throws(TradingError) -> Posting {
+        if draft.notional != nil, draft.side == .sell {
+            throw .invalid(field: "notional", code: "buy_only", message: "notional is allowed on buy orders only; sell a quantity.")
+        }
+        var order = OrderState(
+            id: orderID, accountID: account.id, userID: account.userID, clientOrderID: clientOrderID, symbol: draft.symbol,
+            side: draft.side, type: draft.type, timeInForce: draft.timeInForce, quantity: draft.quantity, notional: draft.notional,
+            limitPrice: draft.limitPrice, stopPrice: draft.stopPrice, status: .new, filledQuantity: .zero, averageFillPrice: nil,
+            reservedCash: .zero, reservedQuantity: .zero, rejectReason: nil, createdAt: now, updatedAt: now)
+        var posting = Posting()
+        switch draft.side {
+        case .buy:
+            guard let reserve = try? buyReservation(draft, price: price, margin: marketBuyMargin), reserve <= account.availableCash else {
+                let needed = (try? buyReservation(draft, price: price, margin: marketBuyMargin)) ?? .max
+                throw .insufficientBuyingPower(needed: needed, available: account.availableCash)
+            }
+            var after = account
+            after.reservedCash = Cash(uncheckedUnits: account.reservedCash.units + reserve.units)
+            order.reservedCash = reserve
+            posting.account = after
+        case .sell:
+            let quantity = draft.quantity!
+            guard var held = holding, quantity <= held.availableQuantity else {
+                throw .insufficientShares(symbol: draft.symbol, available: holding?.availableQuantity ?? .zero)
+            }
+            held.reservedQuantity = Quantity(uncheckedUnits: held.reservedQuantity.units + quantity.units)
+            order.reservedQuantity = quantity
+            posting.holding = held
+        }
+        posting.order = order
+        posting.createsOrder = true
+        posting.events = [AuditNote(
+            action: "order.placed", actorID: account.userID, subjectType: "order", subjectID: orderID.description,
+            details: ["symbol": draft.symbol, "side": draft.side.rawValue, "type": draft.type.rawValue,
+                      "reserved_cash": order.reservedCash.description, "reserved_quantity": order.reservedQuantity.description])]
+        return posting
+    }
+
+    /// Cash a buy sets aside, rounded up to the cent: the notional; the
+    /// quantity at the limit for limit orders; above the market (or the stop)
+    /// by the margin otherwise. Computed exactly before the one rounding.
+    public static func buyReservation(_ draft: OrderDraft, price: Price, margin: Ratio) throws(MoneyError) -> Cash {
+        if let notional = draft.notional { return notional }
+        let quantity = draft.quantity!
+        switch draft.type {
+        case .limit, .stopLimit:
+            return try Cash.product(quantity, draft.limitPrice!, places: Cash.centPlaces, rounding: .up)
+        case .market, .stop:
+            let base = Price.max(price, draft.stopPrice ?? .zero)
+            // (1 + margin) × price at 14 places is exact; then × quantity, rounded once.
+            let factor = try Ratio(units: Int128(Ratio.one) + margin.units)
+            let basis = try Fixed<WideScale>.product(base, factor, rounding: .up)
+            return try Cash.product(quantity, basis, places: Cash.centPlaces, rounding: .up)
+        }
+    }
+
+    // MARK: - Executing
+
+    /// The broker took the order: `new` becomes `accepted` (a late acceptance
+    /// of an order canceled meanwhile changes nothing).
+    public static func accept(_ order: OrderState, now: Date) -> Posting? {
+        guard order.status.canTransition(to: .accepted) else { return nil }
+        return try? transition(order, to: .accepted, now: now)
+    }
+
+    /// Applies one fill, whole or partial. Nil when there is nothing to do
+    /// (an order already ended, a fill of nothing). A buy whose price ran past
+    /// what was reserved, a sale of shares no longer held, or a fill whose
+    /// result would exceed a column rejects the order instead.
+    public static func fill(
+        _ fill: BrokerFill, order: OrderState, account: AccountState, holding: HoldingState?,
+        fillID: FillID, entryID: EntryID, now: Date
+    ) throws(TradingError) -> Posting? {
+        guard order.status.isOpen, fill.quantity.isPositive, fill.price.isPositive else { return nil }
+        // An order of a quantity fills up to it; a notional order fills in one go.
+        let remaining = order.remainingQuantity ?? fill.quantity
+        guard fill.quantity <= remaining else { throw .overfill(orderID: order.id, remaining: remaining, fill: fill.quantity) }
+        let completes = fill.quantity == remaining
+        var posting = Posting()
+        var after = order
+        var account = account
+        let held = holding ?? .empty(order.symbol)
+        let line: LedgerLine
+        switch order.side {
+        case .buy:
+            // This fill's share of the reservation, in whole cents (all that is left on the last fill).
+            guard let cost = try? Money.cost(quantity: fill.quantity, price: fill.price),
+                  let share = try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
+            else { return end(order, as: .rejected, reason: "the fill's cost is beyond what an account can hold", account: account, holding: holding, now: now) }
+            let release = completes ? order.reservedCash : Cash.min(order.reservedCash, share)
+            let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
+            guard let cashAfter = try? account.cash - cost, cashAfter >= reservedAfter else {
+                return end(order, as: .rejected, reason: "insufficient cash at the fill price", account: account, holding: holding, now: now)
+            }
+            guard let position = try? held.position.buying(fill.quantity, for: cost) else {
+                return end(order, as: .rejected, reason: "the holding would exceed what an account can hold", account: account, holding: holding, now: now)
+            }
+            account.cash = cashAfter
+            account.reservedCash = reservedAfter
+            after.reservedCash = Cash(uncheckedUnits: order.reservedCash.units - release.units)
+            var holdingAfter = held
+            holdingAfter.quantity = position.quantity
+            holdingAfter.costBasis = position.costBasis
+            posting.holding = holdingAfter
+            line = LedgerLine(
+                id: entryID, kind: .buy, amount: -cost, symbol: order.symbol, quantity: fill.quantity, price: fill.price, orderID: order.id,
+                description: "buy \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: now)
+        case .sell:
+            guard let sold = held.position.selling(fill.quantity) else {
+                return end(order, as: .rejected, reason: "shares no longer held", account: account, holding: holding, now: now)
+            }
+            guard let proceeds = try? Money.proceeds(quantity: fill.quantity, price: fill.price), let cashAfter = try? account.cash + proceeds else {
+                return end(order, as: .rejected, reason: "the proceeds would exceed what an account can hold", account: account, holding: holding, now: now)
+            }
+            let release = completes ? order.reservedQuantity : Quantity.min(order.reservedQuantity, fill.quantity)
+            account.cash = cashAfter
+            after.reservedQuantity = Quantity(uncheckedUnits: order.reservedQuantity.units - release.units)
+            var holdingAfter = held
+            holdingAfter.quantity = sold.position.quantity
+            holdingAfter.costBasis = sold.position.costBasis
+            holdingAfter.reservedQuantity = Quantity(uncheckedUnits: held.reservedQuantity.units - release.units)
+            posting.holding = holdingAfter
+            line = LedgerLine(
+                id: entryID, kind: .sell, amount: proceeds, symbol: order.symbol, quantity: -fill.quantity, price: fill.price, orderID: order.id,
+                description: "sell \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: now)
+        }
+        posting.account = account
+        posting.entries = [line]
+        posting.fill = FillLine(id: fillID, orderID: order.id, brokerFillID: fill.id, quantity: fill.quantity, price: fill.price, occurredAt: now)
+        let filledAfter = Quantity(uncheckedUnits: order.filledQuantity.units + fill.quantity.units)
+        after.filledQuantity = filledAfter
+        after.averageFillPrice = averagePrice(before: order.averageFillPrice ?? .zero, filledBefore: order.filledQuantity, fill: fill, filledAfter: filledAfter)
+        after.updatedAt = now
+        var events: [AuditNote] = []
+        if after.status == .new, let accepted = try? transition(after, to: .accepted, now: now) {
+            after = accepted.order!
+            events += accepted.events
+        }
+        if let moved = try? transition(after, to: completes ? .filled : .partiallyFilled, now: now) {
+            after = moved.order!
+            events += moved.events
+        }
+        events.append(AuditNote(
+            action: "order.fill", subjectType: "order", subjectID: order.id.description,
+            details: ["quantity": fill.quantity.description, "price": fill.price.description, "amount": line.amount.magnitude.description]))
+        posting.order = after
+        posting.events = events
+        return posting
+    }
+
+    /// The volume-weighted average of all fills so far, 8 places, half to even.
+    static func averagePrice(before: Price, filledBefore: Quantity, fill: BrokerFill, filledAfter: Quantity) -> Price {
+        let old = before.units.magnitude.multipliedFullWidth(by: filledBefore.units.magnitude)
+        let new = fill.price.units.magnitude.multipliedFullWidth(by: fill.quantity.units.magnitude)
+        let (low, carry) = old.low.addingReportingOverflow(new.low)
+        let high = old.high &+ new.high &+ (carry ? 1 : 0)
+        // Quantities cancel: (price × quantity) ÷ quantity is a price at 8 places.
+        let units = (try? FixedMath.divide(high: high, low: low, by: filledAfter.units.magnitude, negative: false, rule: .halfEven)) ?? 0
+        return Price(uncheckedUnits: Int128(units))
+    }
+
+    // MARK: - Ending
+
+    /// Ends an order (`canceled`, `rejected`, `expired`) and gives back what
+    /// it set aside. Nil when the order cannot move to that status any more.
+    public static func end(
+        _ order: OrderState, as status: OrderStatus, reason: String?, account: AccountState, holding: HoldingState?, now: Date
+    ) -> Posting? {
+        guard order.status.canTransition(to: status) else { return nil }
+        var posting = Posting()
+        if order.reservedCash.isPositive {
+            var after = account
+            after.reservedCash = Cash(uncheckedUnits: account.reservedCash.units - order.reservedCash.units)
+            posting.account = after
+        }
+        if order.reservedQuantity.isPositive, var held = holding {
+            held.reservedQuantity = Quantity(uncheckedUnits: held.reservedQuantity.units - order.reservedQuantity.units)
+            posting.holding = held
+        }
+        var ended = order
+        ended.reservedCash = .zero
+        ended.reservedQuantity = .zero
+        ended.rejectReason = reason
+        guard let moved = try? transition(ended, to: status, now: now) else { return nil }
+        posting.order = moved.order
+        posting.events = moved.events
+        return posting
+    }
+
+    /// A user's cancel of an order Folio still holds open.
+    public static func cancel(_ order: OrderState, actor: UserID, account: AccountState, holding: HoldingState?, now: Date) throws(TradingError) -> Posting {
+        guard order.status.isCancelable, var posting = end(order, as: .canceled, reason: "canceled by user", account: account, holding: holding, now: now) else {
+            throw .orderNotCancelable(order.status)
+        }
+        posting.events.append(AuditNote(action: "order.cancel_requested", actorID: actor, subjectType: "order", subjectID: order.id.description))
+        return posting
+    }
+
+    /// Moves an order through the status machine with its audit event
+    /// (another partial fill keeps `partially_filled`, and is recorded too).
+    static func transition(_ order: OrderState, to status: OrderStatus, now: Date) throws(TradingError) -> Posting {
+        var posting = Posting()
+        var after = order
+        after.updatedAt = now
+        guard order.status != status || status == .partiallyFilled else {
+            posting.order = after
+            return posting
+        }
+        guard order.status.canTransition(to: status) else { throw .impossibleTransition(from: order.status, to: status) }
+        after.status = status
+        posting.order = after
+        posting.events = [AuditNote(
+            action: "order.\(status.rawValue)", subjectType: "order", subjectID: order.id.description,
+            details: ["from": order.status.rawValue, "to": status.rawValue])]
+        return posting
+    }
+}
+
+/// 18 fraction digits, 38 in all: for exact intermediate products (a price
+/// times a margin) that are rounded once at the end.
+public enum WideScale: FixedScale {
+    public static var fractionDigits: Int { 18 }
+    public static var precision: Int { 38 }
+    public static var minimumDisplayDigits: Int { 0 }
+}

@@ -1,0 +1,253 @@
+import Crypto
+import FolioDomain
+import Foundation
+import SQLKit
+
+/// The audit trail: append-only hash chains, one per account (every
+/// financial change of that account) and one per user (identity and security
+/// events), plus a `system` chain for events about no one.
+///
+/// Each row carries its chain's id and a sequence within it, the previous
+/// row's hash and its own SHA-256 over that hash and the row's canonical
+/// content, so changing, removing or reordering a row breaks every link
+/// after it. The newest link of each chain (its head) is kept with an HMAC
+/// under a key derived from `SECRET_KEY` (an account's on the account row,
+/// written with its balances; other chains' in `audit_chains`), which
+/// the database does not hold: deleting the newest rows, or restoring an
+/// older copy of the events, leaves a head the rows no longer reach.
+///
+/// Appends to one chain are serialized: an account's chain under the
+/// account's row lock (its head is read by the statement that locks the
+/// account), other chains under a transaction-scoped advisory lock on
+/// PostgreSQL; SQLite has one writer. Different chains append in parallel. A
+/// global `sequence` still orders every event for reading.
+enum AuditChain {
+    enum ID: Sendable, Hashable {
+        case account(AccountID)
+        case user(UserID)
+        case system
+
+        var text: String {
+            switch self {
+            case .account(let id): "account:\(id)"
+            case .user(let id): "user:\(id)"
+            case .system: "system"
+            }
+        }
+    }
+
+    struct Head: Sendable, Equatable {
+        var sequence: Int64
+        var hash: String
+    }
+
+    /// One event as it is written.
+    struct Record: Sendable {
+        var id: UUID
+        var occurredAt: Date
+        var actorID: UUID?
+        var action: String
+        var subjectType: String
+        var subjectID: String?
+        var userID: UUID?
+        /// JSON with sorted keys.
+        var details: String
+        var ip: String?
+        var requestID: String?
+
+        init(
+            id: UUID, occurredAt: Date, actorID: UUID?, action: String, subjectType: String, subjectID: String?, userID: UUID?,
+            details: [String: String], ip: String?, requestID: String?
+        ) {
+            self.id = id
+            self.occurredAt = AuditChain.recordedTime(occurredAt)
+            self.actorID = actorID
+            self.action = action
+            self.subjectType = subjectType
+            self.subjectID = subjectID
+            self.userID = userID
+            self.details = (try? String(decoding: FolioJSON.encode(details), as: UTF8.self)) ?? "{}"
+            self.ip = ip
+            self.requestID = requestID
+        }
+
+        init(
+            id: UUID, occurredAt: Date, actorID: UUID?, action: String, subjectType: String, subjectID: String?, userID: UUID?,
+            rawDetails: String, ip: String?, requestID: String?
+        ) {
+            self.id = id
+            self.occurredAt = occurredAt
+            self.actorID = actorID
+            self.action = action
+            self.subjectType = subjectType
+            self.subjectID = subjectID
+            self.userID = userID
+            self.details = rawDetails
+            self.ip = ip
+            self.requestID = requestID
+        }
+    }
+
+    /// Sorted keys, times in whole milliseconds since 1970: the same bytes on both databases.
+    static func canonicalContent(of record: Record, chain: String, sequence: Int64) -> String {
+        let fields: [(String, String)] = [
+            ("action", record.action),
+            ("actor_id", record.actorID?.uuidString.lowercased() ?? ""),
+            ("chain_id", chain),
+            ("chain_sequence", String(sequence)),
+            ("details", record.details),
+            ("id", record.id.uuidString.lowercased()),
+            ("ip", record.ip ?? ""),
+            ("occurred_at_ms", String(milliseconds(record.occurredAt))),
+            ("request_id", record.requestID ?? ""),
+            ("subject_id", record.subjectID ?? ""),
+            ("subject_type", record.subjectType),
+            ("user_id", record.userID?.uuidString.lowercased() ?? ""),
+        ]
+        return fields.map { "\($0.0)=\(JSONText.quote($0.1))" }.joined(separator: "\n")
+    }
+
+    static func hash(of record: Record, chain: String, sequence: Int64, previousHash: String) -> String {
+        let input = previousHash + "\n" + canonicalContent(of: record, chain: chain, sequence: sequence)
+        return hex(SHA256.hash(data: Data(input.utf8)))
+    }
+
+    /// Appends `records` to a chain whose head the caller holds a lock on
+    /// and returns the new head, for the caller to store: an account's with
+    /// its balances. Nil when there was nothing to append.
+    static func appendRows(
+        _ records: [Record], to chain: ID, after head: Head?, dialect: FolioDatabase.Kind, on db: any SQLDatabase
+    ) async throws -> Head? {
+        guard !records.isEmpty else { return nil }
+        let chainText = chain.text
+        var previous = head?.hash ?? genesis
+        var sequence = head?.sequence ?? 0
+        // SQLite has no sequences; its single writer makes MAX + 1 safe. PostgreSQL fills `sequence` from its own.
+        var global: Int64 = 0
+        if dialect == .sqlite {
+            global = try await db.raw("SELECT COALESCE(MAX(sequence), 0) AS head FROM audit_events").first()?.decode(column: "head", as: Int64.self) ?? 0
+        }
+        var values: [SQLQueryString] = []
+        values.reserveCapacity(records.count)
+        for record in records {
+            sequence += 1
+            let hash = hash(of: record, chain: chainText, sequence: sequence, previousHash: previous)
+            var row: SQLQueryString = """
+                (\(bind: record.id), \(bind: record.occurredAt), \(bind: record.actorID), \(bind: record.action), \(bind: record.subjectType),
+                 \(bind: record.subjectID), \(bind: record.userID), \(bind: record.details), \(bind: record.ip), \(bind: record.requestID),
+                 \(bind: previous), \(bind: hash), \(bind: chainText), \(bind: sequence)
+                """
+            if dialect == .sqlite {
+                global += 1
+                row = row + ", \(bind: global)"
+            }
+            values.append(row + ")")
+            previous = hash
+        }
+        let sequenceColumn = dialect == .sqlite ? ", sequence" : ""
+        try await db.raw("""
+            INSERT INTO audit_events (id, occurred_at, actor_id, action, subject_type, subject_id, user_id, details, ip, request_id,
+                previous_hash, hash, chain_id, chain_sequence\(unsafeRaw: sequenceColumn))
+            VALUES \(values.joined(separator: ", "))
+            """).run()
+        return Head(sequence: sequence, hash: previous)
+    }
+
+    /// Appends to a chain that no row lock guards (a user's, the system's):
+    /// takes the chain's advisory lock on PostgreSQL, then reads its head.
+    /// `db` must be a transaction.
+    static func appendLocking(_ records: [Record], to chain: ID, anchor: AuditAnchor, dialect: FolioDatabase.Kind, on db: any SQLDatabase) async throws {
+        let chainText = chain.text
+        if dialect == .postgres {
+            try await db.raw("SELECT pg_advisory_xact_lock(\(literal: Int(lockKey(chainText))))").run()
+        }
+        let row = try await db.raw("SELECT sequence, hash FROM audit_chains WHERE chain_id = \(bind: chainText)").first()
+        let head = try row.map { Head(sequence: try $0.decode(column: "sequence", as: Int64.self), hash: try $0.decode(column: "hash", as: String.self)) }
+        guard let newHead = try await appendRows(records, to: chain, after: head, dialect: dialect, on: db) else { return }
+        try await db.raw("""
+            INSERT INTO audit_chains (chain_id, sequence, hash, mac) VALUES (\(bind: chainText), \(bind: newHead.sequence), \(bind: newHead.hash),
+                \(bind: anchor.mac(chain: chainText, head: newHead)))
+            ON CONFLICT (chain_id) DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash, mac = excluded.mac
+            """).run()
+    }
+
+    /// Every chain's anchored head: other chains' from `audit_chains`, accounts' from their rows.
+    static let anchoredHeads: SQLQueryString = """
+        SELECT chain_id, sequence, hash, mac FROM audit_chains
+        UNION ALL
+        SELECT 'account:' || lower(CAST(id AS TEXT)), audit_sequence, audit_hash, audit_mac FROM accounts WHERE audit_sequence IS NOT NULL
+        """
+
+    /// A stable 63-bit advisory lock key per chain (distinct from the legacy global key 7220101).
+    static func lockKey(_ chain: String) -> Int64 {
+        let digest = SHA256.hash(data: Data(("folio-audit-lock:" + chain).utf8))
+        var key: UInt64 = 0
+        for byte in digest.prefix(8) { key = key << 8 | UInt64(byte) }
+        return Int64(bitPattern: key & 0x7FFF_FFFF_FFFF_FFFF)
+    }
+}
+
+/// Signs and checks chain heads with a key derived from `SECRET_KEY` (and
+/// accepts heads signed under `PREVIOUS_SECRET_KEYS` during a rotation).
+struct AuditAnchor: Sendable {
+    private let keys: [SymmetricKey]
+
+    init(secretKey: String, previousKeys: [String] = []) {
+        keys = ([secretKey] + previousKeys).map { secret in
+            HKDF<SHA256>.deriveKey(
+                inputKeyMaterial: SymmetricKey(data: Data(secret.utf8)), salt: Data("folio".utf8),
+                info: Data("audit-chain-anchor-v1".utf8), outputByteCount: 32)
+        }
+    }
+
+    static func message(chain: String, head: AuditChain.Head) -> Data {
+        Data("\(chain)\n\(head.sequence)\n\(head.hash)".utf8)
+    }
+
+    func mac(chain: String, head: AuditChain.Head) -> String {
+        AuditChain.hex(HMAC<SHA256>.authenticationCode(for: Self.message(chain: chain, head: head), using: keys[0]))
+    }
+
+    func isValid(_ mac: String, chain: String, head: AuditChain.Head) -> Bool {
+        let message = Self.message(chain: chain, head: head)
+        return keys.contains { key in
+            let expected = AuditChain.hex(HMAC<SHA256>.authenticationCode(for: message, using: key))
+            return expected.utf8.count == mac.utf8.count && zip(expected.utf8, mac.utf8).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+        }
+    }
+}
+
+extension AuditChain {
+    /// Accounts with no chain of their own, except those opened before the
+    /// per-account chains (their opening is in the legacy global chain).
+    static let accountsWithoutChain: SQLQueryString = """
+        SELECT a.id FROM accounts a
+        WHERE a.audit_sequence IS NULL
+          AND NOT EXISTS (SELECT 1 FROM audit_events e WHERE e.chain_id IS NULL AND e.action = 'account.opened'
+                          AND lower(e.subject_id) = lower(CAST(a.id AS TEXT)))
+        ORDER BY a.id
+        """
+
+    /// Accounts opened before migration 009 whose events live in the legacy
+    /// chain: each gets a chain of its own, opened with one event, so that
+    /// from now on its head is anchored. Runs when a server or worker starts.
+    static func openLegacyAccountChains(anchor: AuditAnchor, ids: IDSource, clock: AppClock, database: FolioDatabase) async throws -> Int {
+        let legacy = try await database.sql.raw("SELECT id, user_id FROM accounts WHERE audit_sequence IS NULL").all()
+        for row in legacy {
+            let account = try row.decode(column: "id", as: AccountID.self)
+            let user = try row.decode(column: "user_id", as: UserID.self)
+            try await database.transaction { db in
+                let store = TradingStore(database: database)
+                guard let locked = try await store.lockAccount(account, owner: nil, on: db), locked.chainHead == nil else { return }
+                let record = Record(
+                    id: ids.uuid(), occurredAt: clock.now(), actorID: nil, action: "audit.chain_opened", subjectType: "account",
+                    subjectID: account.description, userID: user.uuid, details: ["reason": "account opened before per-account audit chains"],
+                    ip: nil, requestID: nil)
+                let chain = ID.account(account)
+                guard let head = try await appendRows([record], to: chain, after: nil, dialect: database.kind, on: db) else { return }
+                try await store.writeAccount(locked.state, head: head, mac: anchor.mac(chain: chain.text, head: head), now: clock.now(), on: db)
+            }
+        }
+        return legacy.count
+    }
+}

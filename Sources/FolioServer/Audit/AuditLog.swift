@@ -1,0 +1,46 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import Logging
+import SQLKit
+
+/// Appends identity, security and admin events to the audit trail, each to
+/// the chain of the user it is about (the `system` chain when none). Money
+/// movements are appended by the `Ledger` to their account's chain.
+struct AuditLog: Sendable {
+    let clock: AppClock
+    let anchor: AuditAnchor
+    let ids: IDSource
+
+    struct Entry: Sendable {
+        var action: String
+        var actorID: UUID?
+        var subjectType: String
+        var subjectID: String?
+        /// The user whose data this is about, for per-user reads and erasure.
+        var userID: UUID?
+        var details: [String: String] = [:]
+    }
+
+    func record(_ entry: Entry, context: FolioRequestContext, on database: any Database) async throws {
+        try await record(entry, ip: context.clientIP, requestID: context.requestID.isEmpty ? nil : context.requestID, on: database)
+    }
+
+    /// For actions outside a request, such as the `folio users` commands.
+    /// Opens a transaction unless `database` is one already.
+    func record(_ entry: Entry, ip: String?, requestID: String?, on database: any Database) async throws {
+        let record = AuditChain.Record(
+            id: ids.uuid(), occurredAt: clock.now(), actorID: entry.actorID, action: entry.action, subjectType: entry.subjectType,
+            subjectID: entry.subjectID, userID: entry.userID, details: entry.details, ip: ip, requestID: requestID)
+        let chain: AuditChain.ID = entry.userID.map { .user(UserID($0)) } ?? .system
+        let dialect: FolioDatabase.Kind = (database as? any SQLDatabase)?.dialect.name == "postgresql" ? .postgres : .sqlite
+        let anchor = self.anchor
+        if database.inTransaction {
+            try await AuditChain.appendLocking([record], to: chain, anchor: anchor, dialect: dialect, on: database as! any SQLDatabase)
+        } else {
+            try await database.transaction { db in
+                try await AuditChain.appendLocking([record], to: chain, anchor: anchor, dialect: dialect, on: db as! any SQLDatabase)
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import FolioDomain
+import Foundation
+import SQLKit
+
+/// `folio audit verify`: walks every audit chain (and the legacy global chain
+/// of rows from before migration 009) in one snapshot, checks each link and
+/// each row's hash, and compares each chain's last row with its anchored
+/// head, so removed newest rows or an older copy of the table are found too.
+public struct AuditVerifier: Sendable {
+    let database: FolioDatabase
+    let anchor: AuditAnchor
+
+    public init(services: FolioServices) {
+        self.database = services.database
+        self.anchor = services.anchor
+    }
+
+    init(database: FolioDatabase, anchor: AuditAnchor) {
+        self.database = database
+        self.anchor = anchor
+    }
+
+    /// The number of events read, and a description of the first broken link (nil when intact).
+    public func verify() async throws -> (events: Int, firstBreak: String?) {
+        try await database.transaction { db in
+            if database.kind == .postgres {
+                try await db.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").run()
+            }
+            var count = 0
+            if let broken = try await verifyLegacy(on: db, count: &count) { return (count, broken) }
+            let broken = try await verifyChains(on: db, count: &count)
+            return (count, broken)
+        }
+    }
+
+    static let columns = "id, occurred_at, actor_id, action, subject_type, subject_id, user_id, details, ip, request_id, sequence, previous_hash, hash, chain_id, chain_sequence"
+
+    struct Row {
+        var record: AuditChain.Record
+        var sequence: Int64?
+        var previousHash: String?
+        var hash: String?
+        var chain: String?
+        var chainSequence: Int64?
+
+        init(_ row: any SQLRow) throws {
+            record = AuditChain.Record(
+                id: try row.decode(column: "id", as: UUID.self), occurredAt: try row.decode(column: "occurred_at", as: Date.self),
+                actorID: try row.decode(column: "actor_id", as: UUID?.self), action: try row.decode(column: "action", as: String.self),
+                subjectType: try row.decode(column: "subject_type", as: String.self), subjectID: try row.decode(column: "subject_id", as: String?.self),
+                userID: try row.decode(column: "user_id", as: UUID?.self), rawDetails: try row.decode(column: "details", as: String.self),
+                ip: try row.decode(column: "ip", as: String?.self), requestID: try row.decode(column: "request_id", as: String?.self))
+            sequence = try row.decode(column: "sequence", as: Int64?.self)
+            previousHash = try row.decode(column: "previous_hash", as: String?.self)
+            hash = try row.decode(column: "hash", as: String?.self)
+            chain = try row.decode(column: "chain_id", as: String?.self)
+            chainSequence = try row.decode(column: "chain_sequence", as: Int64?.self)
+        }
+
+        var legacyEvent: AuditEvent {
+            let event = AuditEvent()
+            event.id = record.id
+            event.occurredAt = record.occurredAt
+            event.actorID = record.actorID
+            event.action = record.action
+            event.subjectType = record.subjectType
+            event.subjectID = record.subjectID
+            event.userID = record.userID
+            event.details = record.details
+            event.ip = record.ip
+            event.requestID = record.requestID
+            return event
+        }
+    }
+
+    /// Rows from before the per-chain trail: one chain over the global sequence.
+    func verifyLegacy(on db: any SQLDatabase, count: inout Int) async throws -> String? {
+        var previous = AuditChain.genesis
+        var expected: Int64 = 1
+        var after: Int64 = 0
+        while true {
+            let page = try await db.raw("""
+                SELECT \(unsafeRaw: Self.columns) FROM audit_events WHERE chain_id IS NULL AND sequence > \(bind: after) ORDER BY sequence LIMIT 1000
+                """).all().map(Row.init)
+            if page.isEmpty { return nil }
+            for row in page {
+                count += 1
+                let id = row.record.id.uuidString.lowercased()
+                guard let sequence = row.sequence, let stored = row.hash else { return "audit event \(id): has no place in the chain" }
+                let name = "audit event \(sequence) (\(id))"
+                if sequence != expected { return "\(name): expected sequence \(expected): a row is missing" }
+                if row.previousHash != previous { return "\(name): does not link to the row before it" }
+                if AuditChain.hash(of: row.legacyEvent, sequence: sequence, previousHash: previous) != stored {
+                    return "\(name): its content does not match its hash: it was changed"
+                }
+                previous = stored
+                expected += 1
+                after = sequence
+            }
+        }
+    }
+
+    func verifyChains(on db: any SQLDatabase, count: inout Int) async throws -> String? {
+        var heads: [String: (head: AuditChain.Head, mac: String)] = [:]
+        for row in try await db.raw(AuditChain.anchoredHeads).all() {
+            heads[try row.decode(column: "chain_id", as: String.self)] = (
+                AuditChain.Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self)),
+                try row.decode(column: "mac", as: String.self))
+        }
+        var seen = Set<String>()
+        // The chain being walked: its id, the last link and the next sequence expected.
+        var current: String?
+        var previous = AuditChain.genesis
+        var expected: Int64 = 1
+
+        func finish(_ chain: String, last: AuditChain.Head?) -> String? {
+            guard let anchored = heads[chain] else { return "audit chain \(chain): has no anchored head: rows were added outside Folio" }
+            guard anchor.isValid(anchored.mac, chain: chain, head: anchored.head) else {
+                return "audit chain \(chain): its anchored head does not carry Folio's signature: the head was forged or altered"
+            }
+            let reached = last?.sequence ?? 0
+            if reached < anchored.head.sequence {
+                return "audit chain \(chain): ends at event \(reached) but its anchored head is event \(anchored.head.sequence): the newest rows were removed (truncated, or an older copy restored)"
+            }
+            if reached > anchored.head.sequence || last?.hash != anchored.head.hash {
+                return "audit chain \(chain): goes past or beside its anchored head (event \(anchored.head.sequence)): the head was rewound or rows were written outside Folio"
+            }
+            return nil
+        }
+
+        var afterChain = ""
+        var afterSequence: Int64 = 0
+        var last: AuditChain.Head?
+        while true {
+            let page = try await db.raw("""
+                SELECT \(unsafeRaw: Self.columns) FROM audit_events
+                WHERE chain_id IS NOT NULL AND (chain_id > \(bind: afterChain) OR (chain_id = \(bind: afterChain) AND chain_sequence > \(bind: afterSequence)))
+                ORDER BY chain_id, chain_sequence LIMIT 1000
+                """).all().map(Row.init)
+            if page.isEmpty { break }
+            for row in page {
+                count += 1
+                guard let chain = row.chain, let sequence = row.chainSequence, let stored = row.hash else {
+                    return "audit event \(row.record.id.uuidString.lowercased()): has no place in its chain"
+                }
+                if chain != current {
+                    if let current, let broken = finish(current, last: last) { return broken }
+                    current = chain
+                    seen.insert(chain)
+                    previous = AuditChain.genesis
+                    expected = 1
+                    last = nil
+                }
+                let name = "audit chain \(chain), event \(sequence) (\(row.record.id.uuidString.lowercased()))"
+                if sequence != expected { return "\(name): expected event \(expected): a row is missing" }
+                if row.previousHash != previous { return "\(name): does not link to the row before it" }
+                if AuditChain.hash(of: row.record, chain: chain, sequence: sequence, previousHash: previous) != stored {
+                    return "\(name): its content does not match its hash: it was changed"
+                }
+                previous = stored
+                expected += 1
+                last = AuditChain.Head(sequence: sequence, hash: stored)
+                afterChain = chain
+                afterSequence = sequence
+            }
+        }
+        if let current, let broken = finish(current, last: last) { return broken }
+        // Heads whose rows are all gone.
+        for chain in heads.keys.sorted() where !seen.contains(chain) {
+            if let broken = finish(chain, last: nil) { return broken }
+        }
+        // Every account's money moves are in its chain, so every account has one
+        // (accounts opened before migration 009 get theirs when a server or worker starts).
+        for row in try await db.raw(AuditChain.accountsWithoutChain).all() {
+            let chain = AuditChain.ID.account(try row.decode(column: "id", as: AccountID.self)).text
+            return "audit chain \(chain): the account has no audit chain: its events were removed"
+        }
+        return nil
+    }
+}

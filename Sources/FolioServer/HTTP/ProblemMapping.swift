@@ -1,0 +1,78 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+
+/// The one table from domain errors to problem responses. Services throw
+/// what went wrong in their own terms (`TradingError`, `MarketDataUnavailable`,
+/// a `FieldIssue`); only here does an error get a status, a `code` and the
+/// field it is about.
+enum ProblemMapping {
+    static func appError(for error: any Error) -> AppError? {
+        switch error {
+        case let error as TradingError: return trading(error)
+        case let error as MarketDataUnavailable: return marketData(error)
+        case let issue as FieldIssue: return .validation([issue], detail: issue.message)
+        case let error as JSONValue.SyntaxError:
+            return AppError(.badRequest, code: "malformed_json", detail: "The request body is not valid JSON: \(error.description).")
+        default: return nil
+        }
+    }
+
+    static func trading(_ error: TradingError) -> AppError {
+        switch error {
+        case .invalid(let issues):
+            return .validation(issues, detail: issues.count == 1 ? issues[0].message : nil)
+        case .insufficientFunds(let available):
+            return AppError(
+                .unprocessableContent, code: "insufficient_funds", detail: "Only \(available) is available to withdraw.",
+                errors: [.init(field: "amount", code: "insufficient_funds", message: "amount exceeds the available cash of \(available).")])
+        case .insufficientBuyingPower(let needed, let available):
+            return AppError(
+                .unprocessableContent, code: "insufficient_buying_power",
+                detail: needed == .max ? "This order needs more buying power than an account can hold."
+                    : "This order needs \(needed) of buying power; \(available) is available.",
+                errors: [.init(field: "quantity", code: "insufficient_buying_power", message: "Not enough buying power for this order.")])
+        case .insufficientShares(let symbol, let available):
+            return AppError(
+                .unprocessableContent, code: "insufficient_shares", detail: "You can sell at most \(available) \(symbol).",
+                errors: [.init(field: "quantity", code: "insufficient_shares", message: "More shares than you hold unreserved.")])
+        case .balanceLimitExceeded(let field):
+            return AppError(
+                .unprocessableContent, code: "balance_limit_exceeded",
+                detail: "The resulting balance would exceed what an account can hold; nothing was changed.",
+                errors: [.init(field: field, code: "balance_limit_exceeded", message: "\(field) would take a balance past its limit.")])
+        case .accountNotFound:
+            return .notFound("account")
+        case .unknownAccount:
+            return AppError(
+                .unprocessableContent, code: "unknown_account", detail: "No such account.",
+                errors: [.init(field: "account_id", code: "not_found", message: "No account of yours has this id.")])
+        case .orderNotFound:
+            return .notFound("order")
+        case .unknownSymbol(let symbol):
+            return AppError(
+                .unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol \(symbol).",
+                errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes \(symbol).")])
+        case .duplicateClientOrderID:
+            return AppError(
+                .conflict, code: "duplicate_client_order_id", detail: "An order with this client_order_id exists.",
+                errors: [.init(field: "client_order_id", code: "duplicate", message: "client_order_id must be unique.")])
+        case .orderNotCancelable(let status):
+            return AppError(.conflict, code: "order_not_cancelable", detail: "A \(status.rawValue) order cannot be canceled.")
+        case .overfill, .impossibleTransition:
+            // Broker and worker paths: a request never causes these.
+            return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")
+        }
+    }
+
+    static func marketData(_ error: MarketDataUnavailable) -> AppError {
+        var headers = HTTPFields()
+        if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
+        let detail = switch error.subject {
+        case .quote: "Market data is unavailable right now and no earlier quote is known; try again later."
+        case .history: "Daily history is unavailable right now; try again later."
+        case .search: "Symbol search is unavailable right now; try again later."
+        }
+        return AppError(.serviceUnavailable, code: "market_data_unavailable", detail: detail, headers: headers)
+    }
+}

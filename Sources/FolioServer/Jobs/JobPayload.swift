@@ -1,0 +1,68 @@
+import FolioDomain
+import Foundation
+
+/// What a job is about, typed and versioned. Stored as JSON in `jobs.payload`
+/// (`{"v":1,…}`); the order a job is about is also its own column, so it is
+/// found by `order_id`, never by searching text.
+enum JobPayload: Sendable, Equatable {
+    /// Send a `new` order to the broker and apply the broker's answer.
+    case submitOrder(OrderID)
+    /// Take the close snapshot of every account for the day of `due` (Unix seconds).
+    case snapshotPortfolios(due: Int64)
+    /// Write every audit chain's head to the log (a copy outside the database).
+    case logAuditHeads
+
+    enum Kind: String, Sendable, CaseIterable {
+        case submitOrder = "submit_order"
+        case snapshotPortfolios = "snapshot_portfolios"
+        case logAuditHeads = "log_audit_heads"
+    }
+
+    static let version = 1
+
+    var kind: Kind {
+        switch self {
+        case .submitOrder: .submitOrder
+        case .snapshotPortfolios: .snapshotPortfolios
+        case .logAuditHeads: .logAuditHeads
+        }
+    }
+
+    var orderID: OrderID? {
+        if case .submitOrder(let id) = self { return id }
+        return nil
+    }
+
+    /// The payload column's JSON.
+    var json: String {
+        var fields: [String: String] = ["v": String(Self.version)]
+        switch self {
+        case .submitOrder(let id): fields["order_id"] = id.description
+        case .snapshotPortfolios(let due): fields["due"] = String(due)
+        case .logAuditHeads: break
+        }
+        return String(decoding: (try? FolioJSON.encode(fields)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    struct Unreadable: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Reads a stored job. Rows from before versioning (no `v`) are version 1.
+    init(kind: String, json: String, orderID: OrderID?) throws {
+        guard let kind = Kind(rawValue: kind) else { throw Unreadable(description: "unknown job kind \(kind)") }
+        let fields = (try? JSONDecoder().decode([String: String].self, from: Data(json.utf8))) ?? [:]
+        let version = fields["v"].flatMap(Int.init) ?? 1
+        guard version == Self.version else { throw Unreadable(description: "\(kind.rawValue) payload version \(version) is newer than this build") }
+        switch kind {
+        case .submitOrder:
+            guard let id = orderID ?? fields["order_id"].flatMap({ OrderID($0) }) else { throw Unreadable(description: "submit_order without an order") }
+            self = .submitOrder(id)
+        case .snapshotPortfolios:
+            guard let due = fields["due"].flatMap(Int64.init) else { throw Unreadable(description: "snapshot_portfolios without a due time") }
+            self = .snapshotPortfolios(due: due)
+        case .logAuditHeads:
+            self = .logAuditHeads
+        }
+    }
+}

@@ -1,0 +1,399 @@
+import FolioDomain
+import Foundation
+import SQLKit
+
+/// An account as the API shows it.
+struct AccountRecord: Sendable {
+    var id: AccountID
+    var userID: UserID
+    var name: String
+    var kind: String
+    var currency: String
+    var cash: Cash
+    var reservedCash: Cash
+    var createdAt: Date
+
+    var state: AccountState { AccountState(id: id, userID: userID, cash: cash, reservedCash: reservedCash) }
+}
+
+/// A ledger row with the account it belongs to.
+struct EntryRecord: Sendable {
+    var accountID: AccountID
+    var line: LedgerLine
+}
+
+/// An account locked for the rest of a transaction, with the head of its audit chain.
+struct LockedAccount: Sendable {
+    var state: AccountState
+    var chainHead: AuditChain.Head?
+}
+
+/// The only code that reads or writes accounts, holdings, orders, fills and
+/// ledger rows. Every query is written by hand (SQLKit with bound values):
+/// no reflection per row, one statement per question. Money columns are read
+/// and written as `Fixed` values directly (see FixedColumns.swift).
+struct TradingStore: Sendable {
+    let database: FolioDatabase
+
+    // MARK: - Accounts
+
+    static let accountColumns = "id, user_id, name, kind, currency, cash, reserved_cash, created_at"
+
+    func createAccount(_ record: AccountRecord, now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            INSERT INTO accounts (id, user_id, name, kind, currency, cash, reserved_cash, created_at, updated_at)
+            VALUES (\(bind: record.id), \(bind: record.userID), \(bind: record.name), \(bind: record.kind), \(bind: record.currency),
+                    \(bind: record.cash), \(bind: record.reservedCash), \(bind: now), \(bind: now))
+            """).run()
+    }
+
+    /// The user's default account: the one opened first.
+    func defaultAccountID(of userID: UserID, on db: (any SQLDatabase)? = nil) async throws -> AccountID? {
+        try await (db ?? database.sql).raw("""
+            SELECT id FROM accounts WHERE user_id = \(bind: userID) ORDER BY created_at, id LIMIT 1
+            """).first()?.decode(column: "id", as: AccountID.self)
+    }
+
+    func accounts(of userID: UserID) async throws -> [AccountRecord] {
+        try await database.sql.raw("""
+            SELECT \(unsafeRaw: Self.accountColumns) FROM accounts WHERE user_id = \(bind: userID) ORDER BY created_at, id
+            """).all().map(Self.account)
+    }
+
+    /// The account if it is the user's.
+    func account(_ id: AccountID, of userID: UserID) async throws -> AccountRecord? {
+        try await database.sql.raw("""
+            SELECT \(unsafeRaw: Self.accountColumns) FROM accounts WHERE id = \(bind: id) AND user_id = \(bind: userID)
+            """).first().map(Self.account)
+    }
+
+    /// Every account, for checks that walk the whole ledger.
+    func allAccounts(on db: any SQLDatabase) async throws -> [AccountRecord] {
+        try await db.raw("SELECT \(unsafeRaw: Self.accountColumns) FROM accounts ORDER BY created_at, id").all().map(Self.account)
+    }
+
+    /// Accounts in id order after `after`, for jobs that walk them all in batches.
+    func accounts(after: AccountID?, limit: Int) async throws -> [AccountRecord] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.accountColumns) FROM accounts"
+        if let after { query = query + " WHERE id > \(bind: after)" }
+        return try await database.sql.raw(query + " ORDER BY id LIMIT \(literal: limit)").all().map(Self.account)
+    }
+
+    static func account(_ row: any SQLRow) throws -> AccountRecord {
+        AccountRecord(
+            id: try row.decode(column: "id", as: AccountID.self), userID: try row.decode(column: "user_id", as: UserID.self),
+            name: try row.decode(column: "name", as: String.self), kind: try row.decode(column: "kind", as: String.self),
+            currency: try row.decode(column: "currency", as: String.self), cash: try row.decode(column: "cash", as: Cash.self),
+            reservedCash: try row.decode(column: "reserved_cash", as: Cash.self), createdAt: try row.decode(column: "created_at", as: Date.self))
+    }
+
+    /// Locks the account for the rest of the transaction `db` and returns it
+    /// with the head of its audit chain, which lives on the same row: one
+    /// statement, `SELECT … FOR UPDATE` on PostgreSQL (whose re-check after
+    /// waiting reads the row as the previous holder left it); SQLite's single
+    /// writer already serializes. With `owner`, nil unless it is that user's.
+    func lockAccount(_ id: AccountID, owner: UserID?, on db: any SQLDatabase) async throws -> LockedAccount? {
+        let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0)" } ?? ""
+        let lock = database.kind == .postgres ? " FOR UPDATE" : ""
+        guard let row = try await db.raw("""
+            SELECT user_id, cash, reserved_cash, audit_sequence, audit_hash FROM accounts
+            WHERE id = \(bind: id)\(ownerCondition)\(unsafeRaw: lock)
+            """).first()
+        else { return nil }
+        let state = AccountState(
+            id: id, userID: try row.decode(column: "user_id", as: UserID.self), cash: try row.decode(column: "cash", as: Cash.self),
+            reservedCash: try row.decode(column: "reserved_cash", as: Cash.self))
+        var head: AuditChain.Head?
+        if let sequence = try row.decode(column: "audit_sequence", as: Int64?.self) {
+            head = AuditChain.Head(sequence: sequence, hash: try row.decode(column: "audit_hash", as: String.self))
+        }
+        return LockedAccount(state: state, chainHead: head)
+    }
+
+    /// Writes a locked account's balances and the new head of its audit chain, with the head's signature.
+    func writeAccount(_ account: AccountState, head: AuditChain.Head, mac: String, now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE accounts SET cash = \(bind: account.cash), reserved_cash = \(bind: account.reservedCash), updated_at = \(bind: now),
+                audit_sequence = \(bind: head.sequence), audit_hash = \(bind: head.hash), audit_mac = \(bind: mac)
+            WHERE id = \(bind: account.id)
+            """).run()
+    }
+
+    func writeBalances(_ account: AccountState, now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE accounts SET cash = \(bind: account.cash), reserved_cash = \(bind: account.reservedCash), updated_at = \(bind: now)
+            WHERE id = \(bind: account.id)
+            """).run()
+    }
+
+    // MARK: - Holdings
+
+    /// An account's cash and holdings in one query, for the portfolio read;
+    /// nil when the account is not the user's.
+    func portfolio(of accountID: AccountID, owner: UserID) async throws -> (account: AccountState, holdings: [HoldingState])? {
+        let rows = try await database.sql.raw("""
+            SELECT a.cash, a.reserved_cash, h.symbol, h.quantity, h.reserved_quantity, h.cost_basis
+            FROM accounts a LEFT JOIN holdings h ON h.account_id = a.id
+            WHERE a.id = \(bind: accountID) AND a.user_id = \(bind: owner)
+            """).all()
+        guard let first = rows.first else { return nil }
+        let account = AccountState(
+            id: accountID, userID: owner, cash: try first.decode(column: "cash", as: Cash.self),
+            reservedCash: try first.decode(column: "reserved_cash", as: Cash.self))
+        var holdings: [HoldingState] = []
+        holdings.reserveCapacity(rows.count)
+        for row in rows where try !row.decodeNil(column: "symbol") {
+            holdings.append(try Self.holding(row))
+        }
+        return (account, holdings)
+    }
+
+    /// The account's holdings, or only those of `symbols`.
+    func holdings(of accountID: AccountID, symbols: [String]? = nil, on db: (any SQLDatabase)? = nil) async throws -> [HoldingState] {
+        if let symbols, symbols.isEmpty { return [] }
+        var query: SQLQueryString = "SELECT symbol, quantity, reserved_quantity, cost_basis FROM holdings WHERE account_id = \(bind: accountID)"
+        if let symbols { query = query + " AND symbol IN (\(binds: Array(Set(symbols))))" }
+        return try await (db ?? database.sql).raw(query + " ORDER BY symbol").all().map(Self.holding)
+    }
+
+    /// The holdings of several accounts in one query.
+    func holdings(ofAccounts ids: [AccountID]) async throws -> [AccountID: [HoldingState]] {
+        guard !ids.isEmpty else { return [:] }
+        var result: [AccountID: [HoldingState]] = [:]
+        for row in try await database.sql.raw("""
+            SELECT account_id, symbol, quantity, reserved_quantity, cost_basis FROM holdings WHERE account_id IN (\(binds: ids)) ORDER BY symbol
+            """).all() {
+            result[try row.decode(column: "account_id", as: AccountID.self), default: []].append(try Self.holding(row))
+        }
+        return result
+    }
+
+    static func holding(_ row: any SQLRow) throws -> HoldingState {
+        HoldingState(
+            symbol: try row.decode(column: "symbol", as: String.self), quantity: try row.decode(column: "quantity", as: Quantity.self),
+            reservedQuantity: try row.decode(column: "reserved_quantity", as: Quantity.self),
+            costBasis: try row.decode(column: "cost_basis", as: Cash.self))
+    }
+
+    /// Inserts or updates holdings in one statement.
+    func upsertHoldings(_ holdings: [HoldingState], account: AccountState, ids: IDSource, now: Date, on db: any SQLDatabase) async throws {
+        guard !holdings.isEmpty else { return }
+        var values: [SQLQueryString] = []
+        for holding in holdings {
+            let id = ids.uuid()
+            values.append("""
+                (\(bind: id), \(bind: account.id), \(bind: account.userID), \(bind: holding.symbol), \(bind: holding.quantity),
+                 \(bind: holding.reservedQuantity), \(bind: holding.costBasis), \(bind: now), \(bind: now))
+                """)
+        }
+        try await db.raw("""
+            INSERT INTO holdings (id, account_id, user_id, symbol, quantity, reserved_quantity, cost_basis, created_at, updated_at)
+            VALUES \(values.joined(separator: ", "))
+            ON CONFLICT (account_id, symbol) DO UPDATE SET quantity = excluded.quantity, reserved_quantity = excluded.reserved_quantity,
+                cost_basis = excluded.cost_basis, updated_at = excluded.updated_at
+            """).run()
+    }
+
+    // MARK: - Orders
+
+    static let orderColumns = """
+        id, account_id, user_id, client_order_id, symbol, side, type, time_in_force, quantity, notional, limit_price, stop_price, \
+        status, filled_quantity, average_fill_price, reserved_cash, reserved_quantity, reject_reason, created_at, updated_at
+        """
+
+    static func order(_ row: any SQLRow) throws -> OrderState {
+        func decodeEnum<E: RawRepresentable>(_ column: String, as: E.Type) throws -> E where E.RawValue == String {
+            let raw = try row.decode(column: column, as: String.self)
+            guard let value = E(rawValue: raw) else { throw StoreError.corrupt("orders.\(column) is \(raw)") }
+            return value
+        }
+        return OrderState(
+            id: try row.decode(column: "id", as: OrderID.self), accountID: try row.decode(column: "account_id", as: AccountID.self),
+            userID: try row.decode(column: "user_id", as: UserID.self), clientOrderID: try row.decode(column: "client_order_id", as: String?.self),
+            symbol: try row.decode(column: "symbol", as: String.self), side: try decodeEnum("side", as: OrderSide.self),
+            type: try decodeEnum("type", as: OrderType.self), timeInForce: try decodeEnum("time_in_force", as: TimeInForce.self),
+            quantity: try row.decode(column: "quantity", as: Quantity?.self), notional: try row.decode(column: "notional", as: Cash?.self),
+            limitPrice: try row.decode(column: "limit_price", as: Price?.self), stopPrice: try row.decode(column: "stop_price", as: Price?.self),
+            status: try decodeEnum("status", as: OrderStatus.self), filledQuantity: try row.decode(column: "filled_quantity", as: Quantity.self),
+            averageFillPrice: try row.decode(column: "average_fill_price", as: Price?.self),
+            reservedCash: try row.decode(column: "reserved_cash", as: Cash.self),
+            reservedQuantity: try row.decode(column: "reserved_quantity", as: Quantity.self),
+            rejectReason: try row.decode(column: "reject_reason", as: String?.self), createdAt: try row.decode(column: "created_at", as: Date.self),
+            updatedAt: try row.decode(column: "updated_at", as: Date.self))
+    }
+
+    /// The order; with `owner`, nil unless it is that user's.
+    func order(_ id: OrderID, owner: UserID? = nil, on db: (any SQLDatabase)? = nil) async throws -> OrderState? {
+        let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0)" } ?? ""
+        return try await (db ?? database.sql).raw("""
+            SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE id = \(bind: id)\(ownerCondition)
+            """).first().map(Self.order)
+    }
+
+    func orders(_ ids: [OrderID], on db: any SQLDatabase) async throws -> [OrderState] {
+        guard !ids.isEmpty else { return [] }
+        return try await db.raw("SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE id IN (\(binds: ids))").all().map(Self.order)
+    }
+
+    /// Open orders of one account (for the reservation check).
+    func openOrders(of accountID: AccountID, on db: any SQLDatabase) async throws -> [OrderState] {
+        try await db.raw("""
+            SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE account_id = \(bind: accountID) AND status IN ('new', 'accepted', 'partially_filled')
+            """).all().map(Self.order)
+    }
+
+    /// Orders resting at the broker, oldest first.
+    func restingOrders(limit: Int = 1000) async throws -> [OrderState] {
+        try await database.sql.raw("""
+            SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE status IN ('accepted', 'partially_filled') ORDER BY created_at LIMIT \(literal: limit)
+            """).all().map(Self.order)
+    }
+
+    /// `new` orders whose submit job died: they would hold their reservation forever.
+    func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [OrderID] {
+        try await database.sql.raw("""
+            SELECT o.id FROM orders o JOIN jobs j ON j.order_id = o.id
+            WHERE o.status = 'new' AND j.kind = \(bind: JobPayload.Kind.submitOrder.rawValue) AND j.status = 'dead' LIMIT \(literal: limit)
+            """).all().map { try $0.decode(column: "id", as: OrderID.self) }
+    }
+
+    struct OrderFilter: Sendable {
+        var status: OrderStatus?
+        var symbol: String?
+    }
+
+    /// One page of the user's orders, newest first, after the cursor's order.
+    func orders(of userID: UserID, filter: OrderFilter, after cursor: UUID?, limit: Int) async throws -> [OrderState] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE user_id = \(bind: userID)"
+        if let status = filter.status { query = query + " AND status = \(bind: status.rawValue)" }
+        if let symbol = filter.symbol { query = query + " AND symbol = \(bind: symbol)" }
+        if let cursor { query = query + " AND " + Pagination.after(cursor, table: "orders", timeColumn: "created_at", owner: userID) }
+        return try await database.sql.raw(query + " ORDER BY created_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.order)
+    }
+
+    func clientOrderIDExists(_ clientOrderID: String, userID: UserID, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            SELECT 1 AS found FROM orders WHERE user_id = \(bind: userID) AND client_order_id = \(bind: clientOrderID)
+            """).first() != nil
+    }
+
+    func insertOrders(_ orders: [OrderState], on db: any SQLDatabase) async throws {
+        for order in orders {
+            try await db.raw("""
+                INSERT INTO orders (\(unsafeRaw: Self.orderColumns)) VALUES (
+                    \(bind: order.id), \(bind: order.accountID), \(bind: order.userID), \(bind: order.clientOrderID), \(bind: order.symbol),
+                    \(bind: order.side.rawValue), \(bind: order.type.rawValue), \(bind: order.timeInForce.rawValue), \(bind: order.quantity),
+                    \(bind: order.notional), \(bind: order.limitPrice), \(bind: order.stopPrice), \(bind: order.status.rawValue),
+                    \(bind: order.filledQuantity), \(bind: order.averageFillPrice), \(bind: order.reservedCash), \(bind: order.reservedQuantity),
+                    \(bind: order.rejectReason), \(bind: order.createdAt), \(bind: order.updatedAt))
+                """).run()
+        }
+    }
+
+    func updateOrders(_ orders: [OrderState], on db: any SQLDatabase) async throws {
+        for order in orders {
+            try await db.raw("""
+                UPDATE orders SET status = \(bind: order.status.rawValue), filled_quantity = \(bind: order.filledQuantity),
+                    average_fill_price = \(bind: order.averageFillPrice), reserved_cash = \(bind: order.reservedCash),
+                    reserved_quantity = \(bind: order.reservedQuantity), reject_reason = \(bind: order.rejectReason), updated_at = \(bind: order.updatedAt)
+                WHERE id = \(bind: order.id)
+                """).run()
+        }
+    }
+
+    // MARK: - Fills
+
+    /// Which of these broker fill ids are already applied.
+    func appliedFills(_ brokerFillIDs: [String], on db: any SQLDatabase) async throws -> Set<String> {
+        guard !brokerFillIDs.isEmpty else { return [] }
+        return Set(try await db.raw("SELECT broker_fill_id FROM fills WHERE broker_fill_id IN (\(binds: brokerFillIDs))").all()
+            .map { try $0.decode(column: "broker_fill_id", as: String.self) })
+    }
+
+    func insertFills(_ fills: [FillLine], userID: UserID, on db: any SQLDatabase) async throws {
+        guard !fills.isEmpty else { return }
+        let values: [SQLQueryString] = fills.map { fill in
+            "(\(bind: fill.id), \(bind: fill.orderID), \(bind: userID), \(bind: fill.brokerFillID), \(bind: fill.quantity), \(bind: fill.price), \(bind: fill.occurredAt))"
+        }
+        try await db.raw("""
+            INSERT INTO fills (id, order_id, user_id, broker_fill_id, quantity, price, occurred_at) VALUES \(values.joined(separator: ", "))
+            """).run()
+    }
+
+    func fills(of orderID: OrderID) async throws -> [FillLine] {
+        try await database.sql.raw("""
+            SELECT id, order_id, broker_fill_id, quantity, price, occurred_at FROM fills WHERE order_id = \(bind: orderID) ORDER BY occurred_at, id
+            """).all().map { row in
+            FillLine(
+                id: try row.decode(column: "id", as: FillID.self), orderID: try row.decode(column: "order_id", as: OrderID.self),
+                brokerFillID: try row.decode(column: "broker_fill_id", as: String.self), quantity: try row.decode(column: "quantity", as: Quantity.self),
+                price: try row.decode(column: "price", as: Price.self), occurredAt: try row.decode(column: "occurred_at", as: Date.self))
+        }
+    }
+
+    // MARK: - Ledger rows
+
+    func insertEntries(_ entries: [LedgerLine], account: AccountState, now: Date, on db: any SQLDatabase) async throws {
+        guard !entries.isEmpty else { return }
+        let values: [SQLQueryString] = entries.map { entry in
+            """
+            (\(bind: entry.id), \(bind: account.id), \(bind: account.userID), \(bind: entry.kind.rawValue), \(bind: entry.symbol), \(bind: entry.quantity),
+             \(bind: entry.price), \(bind: entry.amount), \(bind: entry.orderID), \(bind: entry.description), \(bind: entry.occurredAt), \(bind: now))
+            """
+        }
+        try await db.raw("""
+            INSERT INTO transactions (id, account_id, user_id, type, symbol, quantity, price, amount, order_id, description, occurred_at, created_at)
+            VALUES \(values.joined(separator: ", "))
+            """).run()
+    }
+
+    static let entryColumns = "id, account_id, type, symbol, quantity, price, amount, order_id, description, occurred_at"
+
+    static func entry(_ row: any SQLRow) throws -> EntryRecord {
+        let raw = try row.decode(column: "type", as: String.self)
+        guard let kind = LedgerKind(rawValue: raw) else { throw StoreError.corrupt("transactions.type is \(raw)") }
+        return EntryRecord(
+            accountID: try row.decode(column: "account_id", as: AccountID.self),
+            line: LedgerLine(
+                id: try row.decode(column: "id", as: EntryID.self), kind: kind, amount: try row.decode(column: "amount", as: Cash.self),
+                symbol: try row.decode(column: "symbol", as: String?.self), quantity: try row.decode(column: "quantity", as: Quantity?.self),
+                price: try row.decode(column: "price", as: Price?.self), orderID: try row.decode(column: "order_id", as: OrderID?.self),
+                description: try row.decode(column: "description", as: String?.self), occurredAt: try row.decode(column: "occurred_at", as: Date.self)))
+    }
+
+    struct EntryFilter: Sendable {
+        var accountID: AccountID?
+        var symbol: String?
+        var kind: LedgerKind?
+        var from: Date?
+        var to: Date?
+    }
+
+    /// One page of the user's ledger, newest first, after the cursor's row.
+    func entries(of userID: UserID, filter: EntryFilter, after cursor: UUID?, limit: Int) async throws -> [EntryRecord] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.entryColumns) FROM transactions WHERE user_id = \(bind: userID)"
+        if let accountID = filter.accountID { query = query + " AND account_id = \(bind: accountID)" }
+        if let symbol = filter.symbol { query = query + " AND symbol = \(bind: symbol)" }
+        if let kind = filter.kind { query = query + " AND type = \(bind: kind.rawValue)" }
+        if let from = filter.from { query = query + " AND occurred_at >= \(bind: from)" }
+        if let to = filter.to { query = query + " AND occurred_at < \(bind: to)" }
+        if let cursor { query = query + " AND " + Pagination.after(cursor, table: "transactions", timeColumn: "occurred_at", owner: userID) }
+        return try await database.sql.raw(query + " ORDER BY occurred_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.entry)
+    }
+
+    /// Every row of one account, oldest first (history replay, verification).
+    func entries(of accountID: AccountID, through: Date? = nil, on db: (any SQLDatabase)? = nil) async throws -> [EntryRecord] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.entryColumns) FROM transactions WHERE account_id = \(bind: accountID)"
+        if let through { query = query + " AND occurred_at <= \(bind: through)" }
+        return try await (db ?? database.sql).raw(query + " ORDER BY occurred_at, id").all().map(Self.entry)
+    }
+
+    enum StoreError: Error, CustomStringConvertible {
+        case corrupt(String)
+        var description: String {
+            switch self {
+            case .corrupt(let what): "stored data is not what Folio writes: \(what)"
+            }
+        }
+    }
+}
