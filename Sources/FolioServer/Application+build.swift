@@ -164,10 +164,18 @@ public struct FolioServices: Sendable {
     public func buildApplication(
         extraRoutes: (RecordingRouter<FolioRequestContext>) -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
+        let logger = self.logger
         var application = Application(
             router: buildRouter(extraRoutes: extraRoutes),
             server: try serverBuilder(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            // The address actually bound: with PORT=0 the kernel chose a free port, and this line says which.
+            onServerRunning: { channel in
+                logger.info("listening", metadata: [
+                    "address": .string(channel.localAddress?.ipAddress ?? configuration.host),
+                    "port": .stringConvertible(channel.localAddress?.port ?? configuration.port),
+                ])
+            },
             logger: logger)
         application.addServices(
             DatabaseService(database: database),

@@ -166,39 +166,24 @@ struct CommandTests {
         }
     }
 
-    @Test("serve with no configuration at all answers GET /health, then stops on SIGTERM")
+    @Test("serve with no configuration at all answers GET /health, then stops on SIGTERM with status 0")
     func serveOutOfTheBox() async throws {
         let folio = try FolioProcess()
         defer { folio.cleanUp() }
-        let port = Int.random(in: 20_000...40_000)
-        let (process, out, _) = folio.makeProcess(["serve", "--port", String(port)], environment: [:])
-        try process.run()
-        defer { if process.isRunning { process.terminate() } }
-        var answer = ""
-        for _ in 0..<100 {
-            let check = Process()
-            check.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-            check.arguments = ["-s", "http://127.0.0.1:\(port)/health"]
-            let pipe = Pipe()
-            check.standardOutput = pipe
-            try check.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            check.waitUntilExit()
-            answer = String(decoding: data, as: UTF8.self)
-            if !answer.isEmpty { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        #expect(answer == #"{"status":"ok"}"#)
+        let server = try await RunningFolio.serve(folio, environment: [:])
+        defer { server.kill() }
+        #expect(try curl(["-s", "\(server.baseURL)/health"]).output == #"{"status":"ok"}"#)
         #expect(FileManager.default.fileExists(atPath: folio.directory.appendingPathComponent("var/folio.sqlite").path))
         #expect(FileManager.default.fileExists(atPath: folio.directory.appendingPathComponent("var/secret_key").path))
-        process.terminate()
-        process.waitUntilExit()
-        let logged = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let stopped = server.terminate()
+        #expect(stopped.reason == .exit, "a graceful stop, not a signal death")
+        #expect(stopped.status == 0)
+        let logged = server.stdout.lines.joined(separator: "\n")
         #expect(logged.contains("applied pending migrations"))
         #expect(logged.contains("SECRET_KEY is not set"))
     }
 
-    @Test("with TLS_CERT_PATH and TLS_KEY_PATH, serve speaks TLS (self-signed certificate made here)")
+    @Test("with TLS_CERT_PATH and TLS_KEY_PATH, serve speaks TLS (self-signed certificate made here) and plain HTTP gets no answer")
     func serveTLS() async throws {
         let folio = try FolioProcess()
         defer { folio.cleanUp() }
@@ -213,34 +198,28 @@ struct CommandTests {
         openssl.waitUntilExit()
         #expect(openssl.terminationStatus == 0)
 
-        let port = Int.random(in: 40_001...60_000)
-        let (process, _, _) = folio.makeProcess(["serve", "--port", String(port)], environment: ["TLS_CERT_PATH": certificate, "TLS_KEY_PATH": key])
-        try process.run()
-        defer { if process.isRunning { process.terminate() } }
-        var answer = ""
-        var plain = ""
-        for _ in 0..<100 {
-            answer = try curl(["-s", "--cacert", certificate, "https://127.0.0.1:\(port)/health"])
-            if !answer.isEmpty { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        plain = try curl(["-s", "http://127.0.0.1:\(port)/health"])
-        #expect(answer == #"{"status":"ok"}"#)
-        #expect(plain != #"{"status":"ok"}"#)
-        process.terminate()
-        process.waitUntilExit()
+        let server = try await RunningFolio.serve(folio, environment: ["TLS_CERT_PATH": certificate, "TLS_KEY_PATH": key])
+        defer { server.kill() }
+        let secure = try curl(["-s", "--cacert", certificate, "https://127.0.0.1:\(server.port)/health"])
+        #expect(secure.output == #"{"status":"ok"}"#)
+        #expect(secure.status == 0)
+        // Plain HTTP to the TLS port: the handshake fails and no HTTP answer comes back.
+        let plain = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(server.port)/health"])
+        #expect(plain.output == "000", "no HTTP status at all")
+        #expect([52, 56].contains(plain.status), "curl: empty reply or connection reset, not \(plain.status)")
+        #expect(server.terminate().status == 0)
     }
 
-    func curl(_ arguments: [String]) throws -> String {
+    func curl(_ arguments: [String]) throws -> (output: String, status: Int32) {
         let check = Process()
         check.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        check.arguments = ["--max-time", "2"] + arguments
+        check.arguments = ["--max-time", "10"] + arguments
         let pipe = Pipe()
         check.standardOutput = pipe
         check.standardError = FileHandle.nullDevice
         try check.run()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         check.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        return (String(decoding: data, as: UTF8.self), check.terminationStatus)
     }
 }

@@ -156,9 +156,25 @@ struct OrdersTests {
         }
     }
 
-    @Test("a resting limit order fills when the market reaches it; a DAY order expires at the close", arguments: TestDatabaseKind.all)
-    func matchingAndExpiry(kind: TestDatabaseKind) async throws {
-        let clock = TestClock()
+    /// Starting instants for the DAY-order tests: a weekday session, and the
+    /// weekends on which daylight saving time ends and begins in New York.
+    static let dayOrderStarts: [Date] = [
+        TestClock.tuesdayMorning,
+        try! Date("2026-10-31T20:30:00Z", strategy: .iso8601),  // Saturday 16:30 EDT; clocks go back on Sunday
+        try! Date("2026-10-31T19:30:00Z", strategy: .iso8601),  // Saturday 15:30 EDT
+        try! Date("2026-03-06T21:30:00Z", strategy: .iso8601),  // Friday 16:30 EST; clocks go forward on Sunday
+        try! Date("2026-03-07T21:30:00Z", strategy: .iso8601),  // Saturday 16:30 EST
+    ]
+
+    /// Moves the clock just past the end of the DAY that `date` belongs to (not simply a day on: across a change of
+    /// daylight saving time 24 hours is not a calendar day).
+    func passDayEnd(of date: Date, clock: TestClock) {
+        clock.advance(by: TradingDay.dayEnd(for: date).timeIntervalSince(clock.now) + 1)
+    }
+
+    @Test("a resting limit order fills when the market reaches it; a DAY order expires at the close", arguments: TestDatabaseKind.all, dayOrderStarts)
+    func matchingAndExpiry(kind: TestDatabaseKind, start: Date) async throws {
+        let clock = TestClock(start: start)
         let week: TimeInterval = 7 * 86_400
         try await withTestApp(kind, clock: clock, configure: { $0.sessionIdleTimeout = week; $0.sessionMaxAge = week; $0.accessTokenLifetime = week }) { client, env in
             let tokens = try await signUp(client, env, email: "matcher@example.com")
@@ -169,7 +185,11 @@ struct OrdersTests {
             await env.worker.drain()
             #expect(try await show(client, tokens, generous)["status"] as? String == "filled")
             #expect(try await show(client, tokens, expiring)["status"] as? String == "accepted")
-            clock.advance(by: 86_400)
+            // A moment before its day ends it still rests; just after, it has expired.
+            clock.advance(by: TradingDay.dayEnd(for: start).timeIntervalSince(clock.now) - 1)
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, expiring)["status"] as? String == "accepted")
+            passDayEnd(of: start, clock: clock)
             try await OrderService.recheckFor(env)
             #expect(try await show(client, tokens, expiring)["status"] as? String == "expired")
             #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")
@@ -187,14 +207,14 @@ struct OrdersTests {
         }
     }
 
-    @Test("a DAY order whose submission was delayed past the close expires instead of filling the next day", arguments: TestDatabaseKind.all)
-    func delayedDayOrder(kind: TestDatabaseKind) async throws {
-        let clock = TestClock()
+    @Test("a DAY order whose submission was delayed past the close expires instead of filling the next day", arguments: TestDatabaseKind.all, dayOrderStarts)
+    func delayedDayOrder(kind: TestDatabaseKind, start: Date) async throws {
+        let clock = TestClock(start: start)
         let week: TimeInterval = 7 * 86_400
         try await withTestApp(kind, clock: clock, configure: { $0.sessionIdleTimeout = week; $0.sessionMaxAge = week; $0.accessTokenLifetime = week }) { client, env in
             let tokens = try await signUp(client, env, email: "late@example.com")
             let id = try json(try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"]))["id"] as! String
-            clock.advance(by: 86_400)
+            passDayEnd(of: start, clock: clock)
             await env.worker.drain()
             #expect(try await show(client, tokens, id)["status"] as? String == "expired")
             #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")

@@ -194,6 +194,8 @@ struct WebSecurityTests {
             let nullOrigin = try await client.execute(uri: "/api/health", method: .get, headers: [.origin: "null"])
             #expect(nullOrigin.headers[.accessControlAllowOrigin] == nil)
             let preflight = try await client.execute(uri: "/api/auth/login", method: .options, headers: [.origin: "https://malicious-site.com", .accessControlRequestMethod: "POST"])
+            #expect(preflight.status == .forbidden)
+            #expect(try problem(preflight).code == "cors_origin_refused")
             #expect(preflight.headers[.accessControlAllowOrigin] == nil)
             #expect(preflight.headers[.accessControlAllowMethods] == nil)
 

@@ -1,4 +1,5 @@
 import FluentKit
+import FolioDomain
 import Foundation
 import Hummingbird
 
@@ -54,14 +55,14 @@ struct AdminController: Sendable {
             if disabled { try await services.sessions.revokeAll(userID: user.id!, reason: "disabled_by_admin", on: db) }
             try await services.audit.record(
                 .init(action: disabled ? "admin.user_disabled" : "admin.user_enabled", actorID: context.identity.userID.uuid, subjectType: "user",
-                      subjectID: user.id?.uuidString, userID: user.id),
+                      subjectID: user.id?.uuidString.lowercased(), userID: user.id),
                 context: context.parent.parent, on: db)
         }
         return UserResponse(user)
     }
 
-    struct OutboxItem: Codable, Sendable {
-        var id: UUID
+    struct OutboxItem: Encodable, Sendable {
+        var id: Identifier<OutboxTag>
         var recipient: String
         var subject: String
         var body: String
@@ -82,14 +83,14 @@ struct AdminController: Sendable {
         let messages = try await query.all()
         try await record("admin.outbox_read", subjectID: nil, context: context)
         return Page(
-            data: messages.map { OutboxItem(id: $0.id!, recipient: $0.recipient, subject: $0.subject, body: $0.body, kind: $0.kind, createdAt: $0.createdAt) },
+            data: messages.map { OutboxItem(id: Identifier($0.id!), recipient: $0.recipient, subject: $0.subject, body: $0.body, kind: $0.kind, createdAt: $0.createdAt) },
             nextCursor: nil)
     }
 
-    struct AuditItem: Codable, Sendable {
-        var id: UUID
+    struct AuditItem: Encodable, Sendable {
+        var id: Identifier<AuditEventTag>
         var occurredAt: Date
-        var actorID: UUID?
+        var actorID: UserID?
         var action: String
         var subjectType: String
         var subjectID: String?
@@ -113,7 +114,7 @@ struct AdminController: Sendable {
         let events = try await query.all()
         return Page(
             data: events.map {
-                AuditItem(id: $0.id!, occurredAt: $0.occurredAt, actorID: $0.actorID, action: $0.action, subjectType: $0.subjectType,
+                AuditItem(id: Identifier($0.id!), occurredAt: $0.occurredAt, actorID: $0.actorID.map(UserID.init), action: $0.action, subjectType: $0.subjectType,
                           subjectID: $0.subjectID, ip: $0.ip, requestID: $0.requestID, details: $0.details)
             },
             nextCursor: nil)
@@ -125,3 +126,6 @@ struct AdminController: Sendable {
             context: context.parent.parent, on: services.database.db)
     }
 }
+
+enum OutboxTag {}
+enum AuditEventTag {}

@@ -72,7 +72,7 @@ struct AuthController: Sendable {
                 try await db.transaction { db in
                     try await user.create(on: db)
                     try await services.audit.record(
-                        .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
+                        .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
                         context: context, on: db)
                     try await services.ledger.openPaperAccount(
                         for: UserID(user.id!), startingCash: services.configuration.startingCash,
@@ -120,7 +120,7 @@ struct AuthController: Sendable {
                 try await user.save(on: db)
             }
             try await services.audit.record(
-                .init(action: "user.email_verified", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
+                .init(action: "user.email_verified", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
                 context: context, on: db)
         }
         return StatusResponse(status: "verified")
@@ -230,7 +230,7 @@ struct AuthController: Sendable {
             let started = try await services.sessions.start(
                 user: user, kind: kind, ip: context.clientIP, userAgent: request.headers[.userAgent], on: db)
             try await services.audit.record(
-                .init(action: "security.login_succeeded", actorID: user.id, subjectType: "session", subjectID: started.0.id?.uuidString, userID: user.id,
+                .init(action: "security.login_succeeded", actorID: user.id, subjectType: "session", subjectID: started.0.id?.uuidString.lowercased(), userID: user.id,
                       details: ["session": kind.rawValue]),
                 context: context, on: db)
             return started
@@ -330,8 +330,8 @@ struct AuthController: Sendable {
         return response
     }
 
-    struct SessionItem: Codable, Sendable {
-        var id: UUID
+    struct SessionItem: Encodable, Sendable {
+        var id: SessionID
         var kind: String
         var createdAt: Date
         var lastUsedAt: Date
@@ -359,7 +359,7 @@ struct AuthController: Sendable {
             .filter(\.$userID == context.identity.userID.uuid).filter(\.$revokedAt == nil).filter(\.$expiresAt > now)
             .sort(\.$createdAt, .descending).limit(100).all()
         return SessionList(data: sessions.filter { $0.isActive(at: now, idleTimeout: services.configuration.sessionIdleTimeout) }.map {
-            SessionItem(id: $0.id!, kind: $0.kind, createdAt: $0.createdAt, lastUsedAt: $0.lastUsedAt, expiresAt: $0.expiresAt,
+            SessionItem(id: SessionID($0.id!), kind: $0.kind, createdAt: $0.createdAt, lastUsedAt: $0.lastUsedAt, expiresAt: $0.expiresAt,
                         ip: $0.ip, userAgent: $0.userAgent, current: $0.id == context.identity.sessionID.uuid)
         })
     }
@@ -458,7 +458,7 @@ struct AuthController: Sendable {
             try await user.save(on: db)
             try await services.sessions.revokeAll(userID: user.id!, reason: reason, on: db)
             try await services.audit.record(
-                .init(action: "user." + reason, actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
+                .init(action: "user." + reason, actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
                 context: context, on: db)
             try await services.mailer.send(
                 MailMessage(

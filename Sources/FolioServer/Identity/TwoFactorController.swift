@@ -86,7 +86,7 @@ struct TwoFactorController: Sendable {
             }
             try await endOtherSessions(context: context, on: db)
             try await services.audit.record(
-                .init(action: "user.two_factor_enabled", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
+                .init(action: "user.two_factor_enabled", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
                 context: context.parent, on: db)
             try await notify(user, enabled: true, context: context, on: db)
         }
@@ -125,7 +125,7 @@ struct TwoFactorController: Sendable {
             try await RecoveryCode.query(on: db).filter(\.$userID == user.id!).delete()
             try await endOtherSessions(context: context, on: db)
             try await services.audit.record(
-                .init(action: "user.two_factor_disabled", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString, userID: user.id),
+                .init(action: "user.two_factor_disabled", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
                 context: context.parent, on: db)
             try await notify(user, enabled: false, context: context, on: db)
         }

@@ -63,7 +63,7 @@ public struct UserAdministration: Sendable {
         user.emailVerifiedAt = now
         try await db.transaction { db in
             try await user.create(on: db)
-            try await audit.record(.init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.uuidString, userID: user.id, details: ["role": "admin"]), ip: "cli", requestID: nil, on: db)
+            try await audit.record(.init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id, details: ["role": "admin"]), ip: "cli", requestID: nil, on: db)
             try await ledger.openPaperAccount(for: UserID(user.id!), startingCash: startingCash, context: AuditContext(ip: "cli"), on: db as! any SQLDatabase)
         }
         return user.id!
@@ -83,7 +83,7 @@ public struct UserAdministration: Sendable {
             user.updatedAt = clock.now()
             try await user.save(on: db)
             try await sessions.revokeAll(userID: user.id!, reason: "role_changed", on: db)
-            try await audit.record(.init(action: "admin.role_changed", subjectType: "user", subjectID: user.id?.uuidString, userID: user.id, details: ["role": role.rawValue]), ip: "cli", requestID: nil, on: db)
+            try await audit.record(.init(action: "admin.role_changed", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id, details: ["role": role.rawValue]), ip: "cli", requestID: nil, on: db)
         }
     }
 
@@ -94,7 +94,7 @@ public struct UserAdministration: Sendable {
             user.updatedAt = clock.now()
             try await user.save(on: db)
             try await sessions.revokeAll(userID: user.id!, reason: "disabled_by_admin", on: db)
-            try await audit.record(.init(action: "admin.user_disabled", subjectType: "user", subjectID: user.id?.uuidString, userID: user.id), ip: "cli", requestID: nil, on: db)
+            try await audit.record(.init(action: "admin.user_disabled", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id), ip: "cli", requestID: nil, on: db)
         }
     }
 

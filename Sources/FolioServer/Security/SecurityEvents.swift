@@ -21,14 +21,14 @@ final class SecurityEvents: Sendable {
         context: FolioRequestContext, database: (any Database)? = nil
     ) async {
         var metadata: Logger.Metadata = ["event": .string(event), "client_ip": .string(context.clientIP ?? "unknown")]
-        if let userID { metadata["user_id"] = .string(userID.uuidString) }
+        if let userID { metadata["user_id"] = .string(userID.uuidString.lowercased()) }
         for (key, value) in details { metadata[key] = .string(value) }
         context.logger.warning("security event", metadata: metadata)
         if event == "login_failed" { countFailedLogin() }
         guard let database else { return }
         do {
             try await audit.record(
-                .init(action: "security." + event, actorID: userID, subjectType: "user", subjectID: userID?.uuidString, userID: userID, details: details),
+                .init(action: "security." + event, actorID: userID, subjectType: "user", subjectID: userID?.uuidString.lowercased(), userID: userID, details: details),
                 context: context, on: database)
         } catch {
             context.logger.error("could not record security event", metadata: ["error": .string(String(reflecting: error))])

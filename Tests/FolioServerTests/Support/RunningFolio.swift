@@ -1,0 +1,108 @@
+import Foundation
+import NIOConcurrencyHelpers
+import Testing
+
+/// Waits until `condition` holds, polling with a growing pause, for at most
+/// `limit`; fails with `what` when it never does. A deadline, not a count
+/// of sleeps, so a slow machine waits longer instead of failing.
+func eventually(
+    _ what: String, within limit: Duration = .seconds(60), sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + limit
+    var pause = Duration.milliseconds(10)
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: pause)
+        pause = min(pause * 2, .milliseconds(250))
+    }
+    Issue.record("\(what) did not happen within \(limit)", sourceLocation: sourceLocation)
+    throw WaitedTooLong(what: what)
+}
+
+struct WaitedTooLong: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "waited too long for \(what)" }
+}
+
+/// Collects what a child process writes, line by line, as it writes it.
+final class OutputLines: Sendable {
+    private let state = NIOLockedValueBox((pending: Data(), lines: [String]()))
+
+    func attach(_ pipe: Pipe) {
+        pipe.fileHandleForReading.readabilityHandler = { [self] handle in
+            let data = handle.availableData
+            state.withLockedValue { state in
+                state.pending.append(data)
+                while let newline = state.pending.firstIndex(of: 0x0A) {
+                    state.lines.append(String(decoding: state.pending[state.pending.startIndex..<newline], as: UTF8.self))
+                    state.pending.removeSubrange(state.pending.startIndex...newline)
+                }
+            }
+            if data.isEmpty { handle.readabilityHandler = nil }
+        }
+    }
+
+    var lines: [String] { state.withLockedValue { $0.lines } }
+
+    var objects: [[String: Any]] {
+        lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+}
+
+/// `folio serve` or `folio worker` running as a child process, as in production.
+final class RunningFolio: @unchecked Sendable {
+    let process: Process
+    let stdout = OutputLines()
+    let stderr = OutputLines()
+    /// The port `serve` bound (it is started with PORT 0: the kernel picks a free one).
+    private(set) var port = 0
+
+    init(_ folio: FolioProcess, _ arguments: [String], environment: [String: String]) throws {
+        let (process, out, err) = folio.makeProcess(arguments, environment: environment)
+        self.process = process
+        stdout.attach(out)
+        stderr.attach(err)
+        try process.run()
+    }
+
+    /// Starts `folio serve` on a free port and waits until it listens.
+    static func serve(_ folio: FolioProcess, environment: [String: String], arguments: [String] = []) async throws -> RunningFolio {
+        let running = try RunningFolio(folio, ["serve", "--port", "0"] + arguments, environment: environment)
+        try await eventually("folio serve listening") {
+            guard running.process.isRunning else { throw ExitedEarly(output: running.stderr.lines + running.stdout.lines) }
+            return running.stdout.objects.contains { $0["message"] as? String == "listening" }
+        }
+        let listening = running.stdout.objects.first { $0["message"] as? String == "listening" }
+        running.port = try #require((listening?["port"] as? String).flatMap { Int($0) })
+        return running
+    }
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    /// Waits for a line of output containing `text` (a pause point's announcement, say).
+    func waitForLine(containing text: String, within limit: Duration = .seconds(60)) async throws {
+        try await eventually("a line with \"\(text)\"", within: limit) {
+            guard process.isRunning else { throw ExitedEarly(output: stderr.lines + stdout.lines) }
+            return stdout.lines.contains { $0.contains(text) }
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no flushing, exactly like a crash.
+    func kill() {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// SIGTERM and the exit that follows.
+    func terminate() -> (status: Int32, reason: Process.TerminationReason) {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        return (process.terminationStatus, process.terminationReason)
+    }
+
+    struct ExitedEarly: Error, CustomStringConvertible {
+        var output: [String]
+        var description: String { "the process exited early:\n" + output.suffix(20).joined(separator: "\n") }
+    }
+}
