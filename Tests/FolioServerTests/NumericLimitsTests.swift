@@ -1,0 +1,133 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// The numeric edges an outside test of the money path found: long JSON
+/// numbers cut instead of refused, balances past their columns, and cash
+/// shown off its scale.
+@Suite("Numbers at the edges")
+struct NumericLimitsTests {
+    func raw(_ client: some TestClientProtocol, _ uri: String, _ body: String, tokens: [String: Any], key: String? = nil) async throws -> TestResponse {
+        var headers = bearer(tokens)
+        headers[.contentType] = "application/json"
+        if let key { headers[Idempotency.header] = key }
+        return try await client.execute(uri: uri, method: .post, headers: headers, body: ByteBuffer(string: body))
+    }
+
+    @Test("a JSON number with more digits than an amount holds is refused like the same string, and nothing is stored", arguments: TestDatabaseKind.all)
+    func longNumbers(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "digits@example.com")
+            let account = try await env.firstAccount().id
+            let uri = "/api/accounts/\(account)/deposits"
+            let number = try await raw(client, uri, #"{"amount": 100.00000000000000000000000000000000000001}"#, tokens: tokens)
+            let string = try await raw(client, uri, #"{"amount": "100.00000000000000000000000000000000000001"}"#, tokens: tokens)
+            for response in [number, string] {
+                #expect(response.status == .unprocessableContent)
+                #expect(try problem(response).errors?.first?.field == "amount")
+                #expect(try problem(response).errors?.first?.code == "too_precise")
+            }
+            // 39 significant digits that are all whole: too large, as a number and as a string.
+            let large = try await raw(client, uri, #"{"amount": 123456789012345678901234567890123456789}"#, tokens: tokens)
+            #expect(try problem(large).errors?.first?.code == "too_large")
+            let order = try await raw(client, "/api/orders", #"{"symbol":"AAPL","side":"BUY","order_type":"MARKET","quantity":1.0000000000000000000000000000000000000001}"#, tokens: tokens)
+            #expect(order.status == .unprocessableContent)
+            #expect(try problem(order).errors?.first?.field == "quantity")
+            #expect(try await env.entries().count == 1, "only the starting deposit")
+            #expect(try await env.orders().isEmpty)
+            // Trailing zeros past the scale hold nothing and are accepted, as a number too.
+            let zeros = try await raw(client, uri, #"{"amount": 100.000000000000000000000000000000000000000}"#, tokens: tokens)
+            #expect(zeros.status == .created)
+            #expect(try json(zeros)["amount"] as? String == "100.00")
+        }
+    }
+
+    @Test("the idempotency fingerprint sees every digit: two bodies that differ past the 38th digit are two requests", arguments: TestDatabaseKind.all)
+    func exactFingerprint(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "fingerprint@example.com")
+            let uri = "/api/accounts/\(try await env.firstAccount().id)/deposits"
+            // `reference` is not a field deposits read; it is part of the request all the same.
+            let first = try await raw(client, uri, #"{"amount":"1.00","reference":1.000000000000000000000000000000000000001}"#, tokens: tokens, key: "long-1")
+            #expect(first.status == .created)
+            let same = try await raw(client, uri, #"{"reference":1.0000000000000000000000000000000000000010, "amount":"1.00"}"#, tokens: tokens, key: "long-1")
+            #expect(same.status == .created, "the same value, other spelling and key order: a replay")
+            #expect(String(buffer: same.body) == String(buffer: first.body))
+            let other = try await raw(client, uri, #"{"amount":"1.00","reference":1.000000000000000000000000000000000000002}"#, tokens: tokens, key: "long-1")
+            #expect(other.status == .unprocessableContent)
+            #expect(try problem(other).code == "idempotency_key_reused")
+            #expect(try await env.entries(.deposit).count == 2)
+        }
+    }
+
+    /// Brings the account's cash to `cash` with a correction row, so the books still balance.
+    func setCash(_ env: TestEnvironment, to cash: Cash) async throws {
+        let account = try await env.firstAccount()
+        let delta = try cash - account.cash
+        try await env.database.sql.raw("UPDATE accounts SET cash = \(bind: cash) WHERE id = \(bind: account.id)").run()
+        try await env.database.sql.raw("""
+            INSERT INTO transactions (id, account_id, user_id, type, amount, description, occurred_at, created_at)
+            VALUES (\(bind: UUID()), \(bind: account.id), \(bind: account.userID), 'correction', \(bind: delta), 'test: near the limit', \(bind: env.clock.now), \(bind: env.clock.now))
+            """).run()
+    }
+
+    @Test("a deposit that would take cash past its column is 422 balance_limit_exceeded on both databases, and writes nothing", arguments: TestDatabaseKind.all)
+    func depositOverflow(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "rich@example.com")
+            let id = try await env.firstAccount().id
+            try await setCash(env, to: try Cash(parsing: "9999999999999000.00"))
+            let over = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "1000.00"], headers: bearer(tokens))
+            #expect(over.status == .unprocessableContent)
+            #expect(try problem(over).code == "balance_limit_exceeded")
+            #expect(try problem(over).errors?.first?.field == "amount")
+            #expect(try await env.firstAccount().cash == (try Cash(parsing: "9999999999999000.00")))
+            // Up to the limit itself is fine.
+            let exact = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "999.9999"], headers: bearer(tokens))
+            #expect(exact.status == .unprocessableContent, "deposits are in cents")
+            let last = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "999.99"], headers: bearer(tokens))
+            #expect(last.status == .created)
+            #expect(try await env.firstAccount().cash == (try Cash(parsing: "9999999999999999.99")))
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a sale whose proceeds would take cash past its column rejects the order with a reason; its job ends done, not dead", arguments: TestDatabaseKind.all)
+    func saleOverflow(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "seller@example.com")
+            let bought = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "10", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(bought.status == .created)
+            await env.worker.drain()
+            try await setCash(env, to: try Cash(parsing: "9999999999999999.00"))
+            let sell = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "10", "side": "SELL", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(sell.status == .created)
+            let id = try #require(try json(sell)["id"] as? String)
+            await env.worker.drain()
+            let shown = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+            #expect(shown["status"] as? String == "rejected")
+            #expect((shown["reject_reason"] as? String)?.contains("exceed what an account can hold") == true)
+            #expect(try await env.jobs().map(\.status) == ["done", "done"])
+            #expect(try await env.holding("AAPL")?.quantity == 10, "the shares stay")
+            #expect(try await env.holding("AAPL")?.reservedQuantity == 0, "and are free again")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a buy whose holding would pass its column is refused at placement when its cost is too large to reserve", arguments: TestDatabaseKind.all)
+    func reservationOverflow(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "huge@example.com")
+            let response = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1000000000", "side": "BUY", "order_type": "LIMIT", "limit_price": "1000000000"], headers: bearer(tokens))
+            #expect(response.status == .unprocessableContent)
+            #expect(try problem(response).code == "insufficient_buying_power")
+            #expect(try await env.orders().isEmpty)
+        }
+    }
+}
