@@ -55,6 +55,7 @@ public struct FolioServices: Sendable {
     let snapshots: PortfolioSnapshots
     let idempotency: Idempotency
     let instances: Instances
+    let pauses: PausePoints
     /// Database constraint violations that reached a response.
     let constraintViolations = ConstraintViolations()
     /// Submits orders, rechecks resting ones, runs schedules; a service of `serve` and `folio worker`.
@@ -69,6 +70,8 @@ public struct FolioServices: Sendable {
         self.dependencies = dependencies
         let configuration = dependencies.configuration, database = dependencies.database, clock = dependencies.clock
         let ids = dependencies.ids, logger = dependencies.logger
+        let pauses = PausePoints(configuration.testPause)
+        self.pauses = pauses
         let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
         self.anchor = anchor
         let store = TradingStore(database: database)
@@ -89,11 +92,11 @@ public struct FolioServices: Sendable {
         self.jobs = jobs
         let orders = OrderService(
             store: store, ledger: ledger, jobs: jobs, broker: broker, quotes: quotes, clock: clock, ids: ids,
-            marketBuyMargin: configuration.marketBuyMargin, logger: logger)
+            marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses)
         self.orders = orders
         let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)
         self.snapshots = snapshots
-        self.idempotency = Idempotency(database: database, clock: clock, ids: ids, instance: dependencies.instance)
+        self.idempotency = Idempotency(database: database, clock: clock, ids: ids, instance: dependencies.instance, pauses: pauses)
         self.instances = Instances(database: database, clock: clock)
         let scheduler = JobScheduler(database: database, queue: jobs, schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule])
         let heads = AuditHeads(database: database, logger: logger)
@@ -123,8 +126,12 @@ public struct FolioServices: Sendable {
             clock: clock, httpClient: .shared, logger: logger)
     }
 
-    /// Work before serving: accounts opened before per-account audit chains get theirs.
+    /// Work before serving, after an upgrade: the legacy audit chain's head is
+    /// anchored, and accounts opened before per-account chains get theirs.
     public func prepare() async throws {
+        if try await AuditChain.anchorLegacyChain(anchor: anchor, database: database) {
+            logger.info("anchored the head of the legacy audit chain")
+        }
         let opened = try await AuditChain.openLegacyAccountChains(anchor: anchor, ids: dependencies.ids, clock: clock, database: database)
         if opened > 0 { logger.info("opened audit chains for accounts from before per-account chains", metadata: ["accounts": .stringConvertible(opened)]) }
     }
@@ -179,8 +186,8 @@ public struct FolioServices: Sendable {
             logger: logger)
         application.addServices(
             DatabaseService(database: database),
-            HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger),
-            worker)
+            HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger))
+        if configuration.serveRunsWorker { application.addServices(worker) }
         return application
     }
 

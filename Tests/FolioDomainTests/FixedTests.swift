@@ -59,6 +59,16 @@ struct FixedTests {
         #expect(throws: MoneyParseError.tooPrecise) { try Price(parsing: "1e-9") }
     }
 
+    @Test("an exponent too long to hold is weighed, not cut: a tiny value stays too precise, a huge one too large")
+    func hugeExponents() {
+        let many = String(repeating: "0", count: 100_000)
+        #expect(throws: MoneyParseError.tooPrecise) { try Cash(parsing: "1" + many + "e-1000000") }
+        #expect(throws: MoneyParseError.tooLarge) { try Cash(parsing: "0." + many + "1e1000000") }
+        #expect(throws: MoneyParseError.tooLarge) { try Cash(parsing: "1e99999999999999999999") }
+        #expect(throws: MoneyParseError.tooPrecise) { try Cash(parsing: "1e-99999999999999999999") }
+        #expect((try? Cash(parsing: "0e-99999999999999999999")) == 0)
+    }
+
     @Test("vendor prices may round the places past the scale, by a named rule")
     func vendorRounding() throws {
         #expect(try Price(parsing: "123.456789012345678901", rounding: .halfEven) == px("123.45678901"))

@@ -157,4 +157,65 @@ struct AuditTrailTests {
             #expect(try await env.auditBreak()?.contains("goes past or beside its anchored head") == true)
         }
     }
+
+    @Test("a row slipped in outside every chain is found", arguments: TestDatabaseKind.all)
+    func rowOutsideChains(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "outsider@example.com")
+            #expect(try await env.auditBreak() == nil)
+            // INSERT passes the append-only guard; a row with no chain and no sequence would slip past a chain walk.
+            try await env.database.sql.raw("""
+                INSERT INTO audit_events (id, occurred_at, action, subject_type, details) VALUES (\(bind: UUID()), \(bind: env.clock.now), 'admin.grant', 'user', '{}')
+                """).run()
+            // On SQLite the row has no sequence at all; on PostgreSQL the sequence's default gives it one in the legacy walk, with no hash.
+            let broken = try #require(try await env.auditBreak())
+            #expect(broken.contains("belong to no chain") || broken.contains("has no place in the chain"), "\(broken)")
+        }
+    }
+
+    @Test("a ledger row changed, added or removed together with the balance is found through its account's chain", arguments: TestDatabaseKind.all)
+    func ledgerRowsCommitted(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "books@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "10.00"], headers: bearer(tokens)).status == .created)
+            _ = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            await env.worker.drain()
+            try await env.expectConsistent()
+            let sql = env.database.sql
+            let deposit = try #require(try await env.entries(.deposit).first { $0.amount == 10 })
+            // Exact arithmetic on the cash column, done here (SQLite would do it in floating point).
+            func addCash(_ delta: Cash) async throws {
+                let cash = try await env.firstAccount().cash
+                try await sql.raw("UPDATE accounts SET cash = \(bind: try cash + delta)").run()
+            }
+
+            // Changed: the deposit grows, and so does the cash, so the ledger still balances.
+            try await sql.raw("UPDATE transactions SET amount = '1000010.00' WHERE id = \(bind: deposit.id)").run()
+            try await addCash(1_000_000)
+            #expect(try await env.ledgerDifferences().isEmpty, "the sums alone cannot tell")
+            #expect(try await env.auditBreak()?.contains("does not match what its audit event committed to") == true)
+            try await sql.raw("UPDATE transactions SET amount = '10.00' WHERE id = \(bind: deposit.id)").run()
+            try await addCash(-1_000_000)
+            #expect(try await env.auditBreak() == nil)
+
+            // Removed: the deposit goes, with its cash.
+            try await sql.raw("CREATE TABLE transactions_copy AS SELECT * FROM transactions").run()
+            try await sql.raw("DELETE FROM transactions WHERE id = \(bind: deposit.id)").run()
+            try await addCash(-10)
+            #expect(try await env.ledgerDifferences().isEmpty)
+            #expect(try await env.auditBreak()?.contains("the row is gone") == true)
+            try await sql.raw("INSERT INTO transactions SELECT * FROM transactions_copy WHERE id = \(bind: deposit.id)").run()
+            try await addCash(10)
+
+            // Added: a dividend nobody paid, with its cash.
+            try await sql.raw("""
+                INSERT INTO transactions (id, account_id, user_id, type, amount, occurred_at, created_at)
+                VALUES (\(bind: UUID()), \(bind: account.id), \(bind: account.userID), 'dividend', '500.00', \(bind: env.clock.now), \(bind: env.clock.now))
+                """).run()
+            try await addCash(500)
+            #expect(try await env.ledgerDifferences().isEmpty)
+            #expect(try await env.auditBreak()?.contains("no audit event commits to it") == true)
+        }
+    }
 }

@@ -66,7 +66,8 @@ struct NumericLimitsTests {
         }
     }
 
-    /// Brings the account's cash to `cash` with a correction row, so the books still balance.
+    /// Brings the account's cash to `cash` with a correction row, so the books
+    /// still balance. Written behind Folio's back, so only the ledger is checked afterwards.
     func setCash(_ env: TestEnvironment, to cash: Cash) async throws {
         let account = try await env.firstAccount()
         let delta = try cash - account.cash
@@ -94,7 +95,7 @@ struct NumericLimitsTests {
             let last = try await post(client, "/api/accounts/\(id)/deposits", ["amount": "999.99"], headers: bearer(tokens))
             #expect(last.status == .created)
             #expect(try await env.firstAccount().cash == (try Cash(parsing: "9999999999999999.99")))
-            try await env.expectConsistent()
+            #expect(try await env.ledgerDifferences().isEmpty)
         }
     }
 
@@ -116,7 +117,7 @@ struct NumericLimitsTests {
             #expect(try await env.jobs().map(\.status) == ["done", "done"])
             #expect(try await env.holding("AAPL")?.quantity == 10, "the shares stay")
             #expect(try await env.holding("AAPL")?.reservedQuantity == 0, "and are free again")
-            try await env.expectConsistent()
+            #expect(try await env.ledgerDifferences().isEmpty)
         }
     }
 

@@ -54,8 +54,8 @@ extension Fixed {
             }
             let digitsStart = index
             while index != bytes.endIndex, FixedText.isDigit(bytes[index]) {
-                // Beyond any precision either way; keep counting without overflowing.
-                if exponent < 100_000 { exponent = exponent * 10 + Int(bytes[index] &- 48) }
+                // Past 2^40 the exponent outweighs any number of digits a body can carry; it saturates there.
+                if exponent < 1 << 40 { exponent = exponent * 10 + Int(bytes[index] &- 48) }
                 index = bytes.index(after: index)
             }
             guard digitsStart != index else { throw .malformed }

@@ -19,6 +19,8 @@ public enum TradingError: Error, Equatable, Sendable {
     /// A broker reported more than the order has left; refused whole.
     case overfill(orderID: OrderID, remaining: Quantity, fill: Quantity)
     case impossibleTransition(from: OrderStatus, to: OrderStatus)
+    /// A broker reported a fill of nothing or at no price: it cannot be applied, and is not dropped silently.
+    case unusableFill(orderID: OrderID, fill: String)
 
     public static func invalid(field: String, code: String, message: String) -> TradingError {
         .invalid([FieldIssue(field: field, code: code, message: message)])

@@ -42,6 +42,9 @@ public enum TradingRules {
         if let description, description.count > 200 {
             throw .invalid(field: "description", code: "too_long", message: "description may have at most 200 characters.")
         }
+        if let description, description.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw .invalid(field: "description", code: "invalid_characters", message: "description may not contain control characters.")
+        }
         let signed = movement.addsCash ? amount : -amount
         guard let cash = try? account.cash + signed else { throw .balanceLimitExceeded(field: "amount") }
         if cash < account.reservedCash { throw .insufficientFunds(available: account.availableCash) }
@@ -129,15 +132,18 @@ public enum TradingRules {
         return try? transition(order, to: .accepted, now: now)
     }
 
-    /// Applies one fill, whole or partial. Nil when there is nothing to do
-    /// (an order already ended, a fill of nothing). A buy whose price ran past
-    /// what was reserved, a sale of shares no longer held, or a fill whose
-    /// result would exceed a column rejects the order instead.
+    /// Applies one fill, whole or partial. Nil when the order has already
+    /// ended. A buy whose price ran past what was reserved, a sale of shares
+    /// no longer held, or a fill whose result would exceed a column stops the
+    /// order instead: rejected, or canceled for the rest once part of it
+    /// filled (what filled stands). A fill of nothing, or at no price, is an
+    /// error: it is never silently dropped.
     public static func fill(
         _ fill: BrokerFill, order: OrderState, account: AccountState, holding: HoldingState?,
         fillID: FillID, entryID: EntryID, now: Date
     ) throws(TradingError) -> Posting? {
-        guard order.status.isOpen, fill.quantity.isPositive, fill.price.isPositive else { return nil }
+        guard order.status.isOpen else { return nil }
+        guard fill.quantity.isPositive, fill.price.isPositive else { throw .unusableFill(orderID: order.id, fill: fill.id) }
         // An order of a quantity fills up to it; a notional order fills in one go.
         let remaining = order.remainingQuantity ?? fill.quantity
         guard fill.quantity <= remaining else { throw .overfill(orderID: order.id, remaining: remaining, fill: fill.quantity) }
@@ -146,20 +152,26 @@ public enum TradingRules {
         var after = order
         var account = account
         let held = holding ?? .empty(order.symbol)
+        // An open order can always be canceled; one that has not filled yet is rejected instead.
+        func stop(_ reason: String) -> Posting? {
+            end(order, as: order.status == .partiallyFilled ? .canceled : .rejected, reason: reason, account: account, holding: holding, now: now)
+        }
         let line: LedgerLine
         switch order.side {
         case .buy:
-            // This fill's share of the reservation, in whole cents (all that is left on the last fill).
+            // This fill's share of the reservation in whole cents, but never less
+            // than it costs (each fill's cost rounds up on its own); all that is
+            // left on the last fill.
             guard let cost = try? Money.cost(quantity: fill.quantity, price: fill.price),
                   let share = try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
-            else { return end(order, as: .rejected, reason: "the fill's cost is beyond what an account can hold", account: account, holding: holding, now: now) }
-            let release = completes ? order.reservedCash : Cash.min(order.reservedCash, share)
+            else { return stop("the fill's cost is beyond what an account can hold") }
+            let release = completes ? order.reservedCash : Cash.min(order.reservedCash, Cash.max(share, cost))
             let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
             guard let cashAfter = try? account.cash - cost, cashAfter >= reservedAfter else {
-                return end(order, as: .rejected, reason: "insufficient cash at the fill price", account: account, holding: holding, now: now)
+                return stop("insufficient cash at the fill price")
             }
             guard let position = try? held.position.buying(fill.quantity, for: cost) else {
-                return end(order, as: .rejected, reason: "the holding would exceed what an account can hold", account: account, holding: holding, now: now)
+                return stop("the holding would exceed what an account can hold")
             }
             account.cash = cashAfter
             account.reservedCash = reservedAfter
@@ -173,10 +185,10 @@ public enum TradingRules {
                 description: "buy \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: now)
         case .sell:
             guard let sold = held.position.selling(fill.quantity) else {
-                return end(order, as: .rejected, reason: "shares no longer held", account: account, holding: holding, now: now)
+                return stop("shares no longer held")
             }
             guard let proceeds = try? Money.proceeds(quantity: fill.quantity, price: fill.price), let cashAfter = try? account.cash + proceeds else {
-                return end(order, as: .rejected, reason: "the proceeds would exceed what an account can hold", account: account, holding: holding, now: now)
+                return stop("the proceeds would exceed what an account can hold")
             }
             let release = completes ? order.reservedQuantity : Quantity.min(order.reservedQuantity, fill.quantity)
             account.cash = cashAfter
@@ -208,7 +220,8 @@ public enum TradingRules {
         }
         events.append(AuditNote(
             action: "order.fill", subjectType: "order", subjectID: order.id.description,
-            details: ["quantity": fill.quantity.description, "price": fill.price.description, "amount": line.amount.magnitude.description]))
+            details: ["quantity": fill.quantity.description, "price": fill.price.description, "amount": line.amount.magnitude.description,
+                      "transaction_id": entryID.description]))
         posting.order = after
         posting.events = events
         return posting

@@ -20,7 +20,7 @@ struct AccountService: Sendable {
         guard var open = try await ledger.open(account: account, owner: owner, on: db) else { throw TradingError.accountNotFound }
         let posting = try TradingRules.move(
             movement, amount: amount, account: open.books.account, description: description, symbol: symbol, actor: actor,
-            entryID: ids.next(EntryID.self), now: clock.now())
+            entryID: ids.next(EntryID.self), now: ledger.now())
         open.books.record(posting)
         try await ledger.commit(open, context: context, on: db)
         return EntryRecord(accountID: account, line: posting.entries[0])

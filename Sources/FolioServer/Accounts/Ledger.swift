@@ -50,10 +50,16 @@ struct Ledger: Sendable {
         try await commit(open.books, head: open.head, context: context, on: db)
     }
 
+    /// The time postings record: whole milliseconds, so a row reads back the
+    /// same from either database and its digest in the audit trail holds.
+    func now() -> Date {
+        AuditChain.recordedTime(clock.now())
+    }
+
     /// Writes what the postings changed.
     func commit(_ books: Books, head: AuditChain.Head?, context: AuditContext, on db: any SQLDatabase) async throws {
         guard !books.isEmpty else { return }
-        let now = clock.now()
+        let now = self.now()
         let account = books.account
         try await store.upsertHoldings(books.changedHoldings, account: account, ids: ids, now: now, on: db)
         let orders = books.changedOrders
@@ -61,10 +67,16 @@ struct Ledger: Sendable {
         try await store.updateOrders(orders.filter { !$0.created }.map(\.order), on: db)
         try await store.insertFills(books.fills, userID: account.userID, on: db)
         try await store.insertEntries(books.entries, account: account, now: now, on: db)
+        // Each ledger row is committed to by the event that names it, with a digest of the row: a row
+        // changed, added or removed behind Folio's back no longer matches its account's chain.
+        var digests: [String: String] = [:]
+        for entry in books.entries { digests[entry.id.description] = LedgerDigest.of(entry, account: account.id) }
         let records = books.events.map { note in
-            AuditChain.Record(
+            var details = note.details
+            if let entry = details["transaction_id"], let digest = digests[entry] { details["entry_digest"] = digest }
+            return AuditChain.Record(
                 id: ids.uuid(), occurredAt: now, actorID: note.actorID?.uuid, action: note.action, subjectType: note.subjectType,
-                subjectID: note.subjectID, userID: account.userID.uuid, details: note.details, ip: context.ip, requestID: context.requestID)
+                subjectID: note.subjectID, userID: account.userID.uuid, details: details, ip: context.ip, requestID: context.requestID)
         }
         // The account row takes its balances and its chain's new head in one write.
         let chain = AuditChain.ID.account(account.id)
@@ -79,7 +91,7 @@ struct Ledger: Sendable {
     /// through an ordinary deposit row.
     @discardableResult
     func openPaperAccount(for userID: UserID, startingCash: Cash, context: AuditContext, on db: any SQLDatabase) async throws -> AccountID {
-        let now = clock.now()
+        let now = self.now()
         let id = ids.next(AccountID.self)
         try await store.createAccount(
             AccountRecord(id: id, userID: userID, name: "Paper brokerage", kind: "paper", currency: "USD", cash: .zero, reservedCash: .zero, createdAt: now),

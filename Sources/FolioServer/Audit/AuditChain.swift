@@ -228,6 +228,29 @@ extension AuditChain {
         ORDER BY a.id
         """
 
+    /// The name the legacy global chain's anchored head goes by in `audit_chains`.
+    static let legacyChain = "legacy"
+
+    /// Anchors the legacy chain's head (the rows from before migration 009)
+    /// under the key, the first time a server or worker starts after the
+    /// upgrade: from then on, removing or adding legacy rows is found.
+    static func anchorLegacyChain(anchor: AuditAnchor, database: FolioDatabase) async throws -> Bool {
+        try await database.transaction { db in
+            guard try await db.raw("SELECT chain_id FROM audit_chains WHERE chain_id = \(bind: legacyChain)").first() == nil,
+                  let row = try await db.raw("""
+                      SELECT sequence, hash FROM audit_events WHERE chain_id IS NULL ORDER BY sequence DESC LIMIT 1
+                      """).first()
+            else { return false }
+            let head = Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self))
+            try await db.raw("""
+                INSERT INTO audit_chains (chain_id, sequence, hash, mac) VALUES (\(bind: legacyChain), \(bind: head.sequence), \(bind: head.hash),
+                    \(bind: anchor.mac(chain: legacyChain, head: head)))
+                ON CONFLICT (chain_id) DO NOTHING
+                """).run()
+            return true
+        }
+    }
+
     /// Accounts opened before migration 009 whose events live in the legacy
     /// chain: each gets a chain of its own, opened with one event, so that
     /// from now on its head is anchored. Runs when a server or worker starts.

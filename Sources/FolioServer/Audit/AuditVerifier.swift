@@ -27,9 +27,15 @@ public struct AuditVerifier: Sendable {
                 try await db.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").run()
             }
             var count = 0
-            if let broken = try await verifyLegacy(on: db, count: &count) { return (count, broken) }
-            let broken = try await verifyChains(on: db, count: &count)
-            return (count, broken)
+            let heads = try await anchoredHeads(on: db)
+            if let broken = try await verifyLegacy(on: db, heads: heads, count: &count) { return (count, broken) }
+            if let broken = try await verifyChains(on: db, heads: heads, count: &count) { return (count, broken) }
+            // Every row was walked: a row that belongs to no chain (no place in one) was not written by Folio.
+            let total = try await db.raw("SELECT COUNT(*) AS n FROM audit_events").first()?.decode(column: "n", as: Int.self) ?? 0
+            if total != count {
+                return (count, "\(total - count) audit row(s) belong to no chain: rows were added outside Folio")
+            }
+            return (count, nil)
         }
     }
 
@@ -73,16 +79,45 @@ public struct AuditVerifier: Sendable {
         }
     }
 
-    /// Rows from before the per-chain trail: one chain over the global sequence.
-    func verifyLegacy(on db: any SQLDatabase, count: inout Int) async throws -> String? {
+    typealias Heads = [String: (head: AuditChain.Head, mac: String)]
+
+    func anchoredHeads(on db: any SQLDatabase) async throws -> Heads {
+        var heads: Heads = [:]
+        for row in try await db.raw(AuditChain.anchoredHeads).all() {
+            heads[try row.decode(column: "chain_id", as: String.self)] = (
+                AuditChain.Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self)),
+                try row.decode(column: "mac", as: String.self))
+        }
+        return heads
+    }
+
+    /// Rows from before the per-chain trail: one chain over the global
+    /// sequence, which must end exactly at its anchored head.
+    func verifyLegacy(on db: any SQLDatabase, heads: Heads, count: inout Int) async throws -> String? {
         var previous = AuditChain.genesis
         var expected: Int64 = 1
         var after: Int64 = 0
+        var last: AuditChain.Head?
+        func finish() -> String? {
+            let anchored = heads[AuditChain.legacyChain]
+            guard let last else {
+                return anchored == nil ? nil : "the legacy audit chain has no rows but an anchored head: its rows were removed"
+            }
+            guard let anchored else { return "the legacy audit chain has no anchored head: start folio serve or folio worker once to anchor it" }
+            guard anchor.isValid(anchored.mac, chain: AuditChain.legacyChain, head: anchored.head) else {
+                return "the legacy audit chain's anchored head does not carry Folio's signature: the head was forged or altered"
+            }
+            if last.sequence < anchored.head.sequence {
+                return "the legacy audit chain ends at event \(last.sequence) but its anchored head is event \(anchored.head.sequence): rows were removed"
+            }
+            if last != anchored.head { return "the legacy audit chain goes past its anchored head (event \(anchored.head.sequence)): rows were added outside Folio" }
+            return nil
+        }
         while true {
             let page = try await db.raw("""
                 SELECT \(unsafeRaw: Self.columns) FROM audit_events WHERE chain_id IS NULL AND sequence > \(bind: after) ORDER BY sequence LIMIT 1000
                 """).all().map(Row.init)
-            if page.isEmpty { return nil }
+            if page.isEmpty { return finish() }
             for row in page {
                 count += 1
                 let id = row.record.id.uuidString.lowercased()
@@ -96,18 +131,16 @@ public struct AuditVerifier: Sendable {
                 previous = stored
                 expected += 1
                 after = sequence
+                last = AuditChain.Head(sequence: sequence, hash: stored)
             }
         }
     }
 
-    func verifyChains(on db: any SQLDatabase, count: inout Int) async throws -> String? {
-        var heads: [String: (head: AuditChain.Head, mac: String)] = [:]
-        for row in try await db.raw(AuditChain.anchoredHeads).all() {
-            heads[try row.decode(column: "chain_id", as: String.self)] = (
-                AuditChain.Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self)),
-                try row.decode(column: "mac", as: String.self))
-        }
-        var seen = Set<String>()
+    func verifyChains(on db: any SQLDatabase, heads: Heads, count: inout Int) async throws -> String? {
+        var seen: Set<String> = [AuditChain.legacyChain]
+        // What each account's chain commits its ledger rows to be, and when the chain began.
+        var committed: [String: String] = [:]
+        var chainStarts: [String: Date] = [:]
         // The chain being walked: its id, the last link and the next sequence expected.
         var current: String?
         var previous = AuditChain.genesis
@@ -157,6 +190,12 @@ public struct AuditVerifier: Sendable {
                 if AuditChain.hash(of: row.record, chain: chain, sequence: sequence, previousHash: previous) != stored {
                     return "\(name): its content does not match its hash: it was changed"
                 }
+                if sequence == 1 { chainStarts[chain] = row.record.occurredAt }
+                if chain.hasPrefix("account:"), row.record.details.contains("entry_digest"),
+                   let details = try? JSONDecoder().decode([String: String].self, from: Data(row.record.details.utf8)),
+                   let entry = details["transaction_id"], let digest = details["entry_digest"] {
+                    committed[entry] = digest
+                }
                 previous = stored
                 expected += 1
                 last = AuditChain.Head(sequence: sequence, hash: stored)
@@ -174,6 +213,26 @@ public struct AuditVerifier: Sendable {
         for row in try await db.raw(AuditChain.accountsWithoutChain).all() {
             let chain = AuditChain.ID.account(try row.decode(column: "id", as: AccountID.self)).text
             return "audit chain \(chain): the account has no audit chain: its events were removed"
+        }
+        // Every ledger row is the one its account's chain committed to. Rows from
+        // before an account's chain began (migrated from the legacy trail) have no commitment.
+        let store = TradingStore(database: database)
+        for account in try await store.allAccounts(on: db) {
+            let chain = AuditChain.ID.account(account.id).text
+            let start = chainStarts[chain] ?? .distantFuture
+            for entry in try await store.entries(of: account.id, on: db).map(\.line) {
+                let id = entry.id.description
+                guard let digest = committed.removeValue(forKey: id) else {
+                    if entry.occurredAt >= start { return "ledger row \(id) of account \(account.id): no audit event commits to it: it was added outside Folio" }
+                    continue
+                }
+                if digest != LedgerDigest.of(entry, account: account.id) {
+                    return "ledger row \(id) of account \(account.id): it does not match what its audit event committed to: it was changed"
+                }
+            }
+        }
+        if let missing = committed.keys.sorted().first {
+            return "ledger row \(missing): its audit event commits to it but the row is gone: it was removed"
         }
         return nil
     }

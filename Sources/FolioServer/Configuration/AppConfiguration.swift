@@ -32,6 +32,10 @@ public struct AppConfiguration: Sendable {
     public var environment: Environment
     public var debug: Bool
     public var testing: Bool
+    /// Test only (`FOLIO_TEST_PAUSE_AT`, with `TESTING`): a named point where
+    /// the process stops and waits to be killed, so a crash test's kill lands
+    /// exactly there. `FOLIO_TEST_PAUSE_SKIP` lets that many passes go by first.
+    public var testPause: PausePoints.Setting?
     public var secretKey: String
     public var secretKeySource: SecretKeySource
     public var allowedOrigins: [String]
@@ -70,6 +74,9 @@ public struct AppConfiguration: Sendable {
     public var paperSlippageBasisPoints: Ratio
     /// The paper broker fills half of what remains at each match instead of all of it.
     public var paperPartialFills: Bool
+    /// Whether `folio serve` runs the job worker itself (`SERVE_WORKER`, default
+    /// true); false when separate `folio worker` processes do the work.
+    public var serveRunsWorker: Bool
     /// Extra cash a market buy reserves above the current price (0.05 is 5 %).
     public var marketBuyMargin: Ratio
     /// Alpha Vantage, when `ALPHA_VANTAGE_API_KEY` is set; the simulated market otherwise.
@@ -143,6 +150,7 @@ public struct AppConfiguration: Sendable {
         self.startingCash = environment == .production ? 0 : 100_000
         self.paperSlippageBasisPoints = 0
         self.paperPartialFills = false
+        self.serveRunsWorker = true
         self.marketBuyMargin = Ratio(uncheckedUnits: 50_000)  // 0.05
         self.alphaVantage = nil
         self.quoteTimeToLive = 15

@@ -76,6 +76,15 @@ public enum ConfigurationLoader {
         let production = configuration.environment == .production
         configuration.debug = flag("DEBUG")
         configuration.testing = value("TESTING") == nil ? configuration.environment == .testing : flag("TESTING")
+        if let raw = value("FOLIO_TEST_PAUSE_AT") {
+            if let point = PausePoints.Point(rawValue: raw), configuration.testing {
+                configuration.testPause = .init(point: point, skip: integer("FOLIO_TEST_PAUSE_SKIP", default: 0, range: 0...1_000_000))
+            } else if !configuration.testing {
+                problems.append("FOLIO_TEST_PAUSE_AT is for tests only: it needs TESTING=true (ENVIRONMENT=testing)")
+            } else {
+                problems.append("FOLIO_TEST_PAUSE_AT must be one of \(PausePoints.Point.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(raw)\"")
+            }
+        }
         configuration.dataDirectory = value("DATA_DIR") ?? "var"
         configuration.host = value("HOST") ?? "127.0.0.1"
         configuration.port = integer("PORT", default: 8080, range: 0...65535)
@@ -196,6 +205,7 @@ public enum ConfigurationLoader {
             }
         }
         configuration.paperPartialFills = flag("PAPER_PARTIAL_FILLS")
+        configuration.serveRunsWorker = value("SERVE_WORKER") == nil || flag("SERVE_WORKER")
         if let raw = value("MARKET_BUY_MARGIN") {
             if let margin = try? Ratio(parsing: raw), !margin.isNegative, margin <= 1 { configuration.marketBuyMargin = margin } else {
                 problems.append("MARKET_BUY_MARGIN must be a fraction from 0 to 1 (0.05 is 5 %), not \"\(raw)\"")

@@ -116,7 +116,9 @@ enum PostgresNumericCodec {
             } else if exponent > -4 {
                 let divisor = UInt16(FixedMath.powerOfTen(-exponent))
                 if UInt16(digit) % divisor != 0 { remainderDigits = true }
-                magnitude += UInt128(UInt16(digit) / divisor)
+                let (sum, carry) = magnitude.addingReportingOverflow(UInt128(UInt16(digit) / divisor))
+                guard !carry else { throw PostgresDecodingError.Code.failure }
+                magnitude = sum
             } else if digit != 0 {
                 remainderDigits = true
             }

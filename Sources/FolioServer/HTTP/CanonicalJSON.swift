@@ -49,13 +49,11 @@ enum CanonicalJSON {
             // The grammar was checked by the parser; an exponent too long for Int saturates.
             exponent = Int(String(decoding: bytes.dropFirst(), as: UTF8.self)) ?? (bytes.contains(UInt8(ascii: "-")) ? Int.min / 2 : Int.max / 2)
         }
-        while let first = digits.first, first == UInt8(ascii: "0") { digits.removeFirst() }
-        guard !digits.isEmpty else { return "0" }
-        exponent -= fractionDigits
-        while let last = digits.last, last == UInt8(ascii: "0") {
-            digits.removeLast()
-            exponent += 1
+        // Slice once at each end: removing one digit at a time from the front is quadratic on a long number.
+        guard let first = digits.firstIndex(where: { $0 != UInt8(ascii: "0") }), let last = digits.lastIndex(where: { $0 != UInt8(ascii: "0") }) else {
+            return "0"
         }
-        return (negative ? "-" : "") + String(decoding: digits, as: UTF8.self) + "e" + String(exponent)
+        exponent = exponent - fractionDigits + (digits.count - 1 - last)
+        return (negative ? "-" : "") + String(decoding: digits[first...last], as: UTF8.self) + "e" + String(exponent)
     }
 }

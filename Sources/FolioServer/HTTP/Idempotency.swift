@@ -23,6 +23,7 @@ struct Idempotency: Sendable {
     let ids: IDSource
     /// This instance, recorded as the owner of the keys it claims.
     let instance: String
+    var pauses: PausePoints = .none
 
     static let header = HTTPField.Name("Idempotency-Key")!
     static let lifetime: TimeInterval = 24 * 3600
@@ -54,9 +55,16 @@ struct Idempotency: Sendable {
         case .claimed(let id): claimed = id
         case .replay(let response): return response
         }
+        await pauses.reach(.afterIdempotencyClaim)
         do {
             let prepared = try await prepare()
             let (encoded, stored) = try await database.transaction { db in
+                // Hold the claim's row for the whole transaction: a takeover's DELETE waits for this
+                // commit and then finds the key completed. A claim already taken over commits nothing.
+                let held = try await db.raw("""
+                    UPDATE idempotency_keys SET status = 'in_flight' WHERE id = \(bind: claimed) AND status = 'in_flight' RETURNING id
+                    """).all()
+                guard !held.isEmpty else { throw Self.inProgress }
                 let value = try await perform(prepared, db)
                 let encoded = try FolioJSON.encode(value)
                 let stored = location(value)
@@ -108,29 +116,32 @@ struct Idempotency: Sendable {
                 guard try existing.decode(column: "status", as: String.self) == "completed",
                       let status = try existing.decode(column: "response_status", as: Int?.self),
                       let body = try existing.decode(column: "response_body", as: String?.self)
-                else {
-                    throw AppError(.conflict, code: "idempotency_request_in_progress", detail: "A request with this Idempotency-Key is still being processed.")
-                }
+                else { throw Self.inProgress }
                 let location = try existing.decode(column: "response_location", as: String?.self)
                 return .replay(Self.response(status: HTTPResponse.Status(code: status), location: location, body: Data(body.utf8)))
             }
         }
-        throw AppError(.conflict, code: "idempotency_request_in_progress", detail: "A request with this Idempotency-Key is still being processed.")
+        throw Self.inProgress
     }
 
     /// Deletes the record when it has expired, or is in flight under an owner
-    /// that is gone (its instance stopped heartbeating, or it is older than
-    /// `abandonAfter`); true when it did, so the key can be claimed afresh.
+    /// that is gone: its instance stopped heartbeating, or (with no heartbeat
+    /// known for it) it is older than `abandonAfter`. An owner with a fresh
+    /// heartbeat keeps its key. True when it did, so the key can be claimed afresh.
     private func takeOver(_ id: UUID, now: Date) async throws -> Bool {
         let deadline = now.addingTimeInterval(-Instances.deadAfter)
         let rows = try await database.sql.raw("""
             DELETE FROM idempotency_keys WHERE id = \(bind: id) AND (expires_at <= \(bind: now) OR (status = 'in_flight' AND (
-                created_at < \(bind: now.addingTimeInterval(-Self.abandonAfter))
-                OR instance_id IN (SELECT id FROM instances WHERE heartbeat_at < \(bind: deadline)))))
+                instance_id IN (SELECT id FROM instances WHERE heartbeat_at < \(bind: deadline))
+                OR (created_at < \(bind: now.addingTimeInterval(-Self.abandonAfter))
+                    AND (instance_id IS NULL OR instance_id NOT IN (SELECT id FROM instances WHERE heartbeat_at >= \(bind: deadline)))))))
             RETURNING id
             """).all()
         return !rows.isEmpty
     }
+
+    static let inProgress = AppError(
+        .conflict, code: "idempotency_request_in_progress", detail: "A request with this Idempotency-Key is still being processed.")
 
     static func response(status: HTTPResponse.Status, location: String?, body: Data) -> Response {
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .contentLength: String(body.count)]

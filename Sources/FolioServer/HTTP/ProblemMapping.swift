@@ -59,7 +59,7 @@ enum ProblemMapping {
                 errors: [.init(field: "client_order_id", code: "duplicate", message: "client_order_id must be unique.")])
         case .orderNotCancelable(let status):
             return AppError(.conflict, code: "order_not_cancelable", detail: "A \(status.rawValue) order cannot be canceled.")
-        case .overfill, .impossibleTransition:
+        case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")
         }

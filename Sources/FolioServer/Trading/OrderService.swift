@@ -17,6 +17,7 @@ struct OrderService: Sendable {
     /// Extra cash a market buy reserves above the current price.
     let marketBuyMargin: Ratio
     let logger: Logger
+    var pauses: PausePoints = .none
 
     var database: FolioDatabase { store.database }
 
@@ -71,7 +72,7 @@ struct OrderService: Sendable {
         }
         let posting = try TradingRules.place(
             draft, orderID: ids.next(OrderID.self), clientOrderID: placement.clientOrderID, account: open.books.account,
-            holding: open.books.holding(draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin, now: clock.now())
+            holding: open.books.holding(draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin, now: ledger.now())
         open.books.record(posting)
         let order = posting.order!
         do {
@@ -91,6 +92,7 @@ struct OrderService: Sendable {
     /// crash: nothing to do), and the broker's answers are applied per
     /// account, all of an account's in one transaction.
     func submit(_ batch: [ClaimedJob]) async -> [JobID: JobOutcome] {
+        await pauses.reach(.afterClaim)
         var outcomes: [JobID: JobOutcome] = [:]
         let orderIDs = batch.compactMap(\.payload.orderID)
         let orders: [OrderID: OrderState]
@@ -117,7 +119,9 @@ struct OrderService: Sendable {
                 outcomes[job.id] = .failed(String(describing: error))
             }
         }
+        if !reports.isEmpty { await pauses.reach(.afterBrokerSubmit) }
         for (job, outcome) in await apply(reports) { if let job { outcomes[job] = outcome } }
+        if !reports.isEmpty { await pauses.reach(.afterApply) }
         return outcomes
     }
 
@@ -154,7 +158,7 @@ struct OrderService: Sendable {
     }
 
     func apply(_ reports: [Report], account: AccountID) async throws {
-        let now = clock.now(), ids = self.ids, ledger = self.ledger
+        let now = ledger.now(), ids = self.ids, ledger = self.ledger
         let need = Ledger.Need(orders: reports.map(\.order.id), brokerFills: reports.flatMap(\.report.fills).map(\.id))
         try await database.transaction { db in
             guard var open = try await ledger.open(account: account, owner: nil, need: need, on: db) else { return }
@@ -177,6 +181,7 @@ struct OrderService: Sendable {
         for order in try await store.restingOrders() {
             if let report = try await broker.recheck(BrokerOrder(order)) { reports.append(Report(job: nil, order: order, report: report)) }
         }
+        if !reports.isEmpty { await pauses.reach(.afterRecheck) }
         for id in try await store.ordersOfDeadSubmitJobs() {
             if let order = try await store.order(id) {
                 reports.append(Report(job: nil, order: order, report: .rejected(reason: "the broker could not be reached")))
@@ -204,7 +209,7 @@ struct OrderService: Sendable {
                 try await apply([Report(job: nil, order: current, report: answer)], account: current.accountID)
             }
         }
-        let now = clock.now(), ledger = self.ledger
+        let now = ledger.now(), ledger = self.ledger
         return try await database.transaction { db in
             guard var open = try await ledger.open(account: current.accountID, owner: userID, need: .init(orders: [orderID]), on: db),
                   let order = open.books.orders[orderID]

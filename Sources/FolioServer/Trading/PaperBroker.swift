@@ -127,13 +127,15 @@ struct PaperBroker: Broker {
         return Quantity.min(remaining, half)
     }
 
-    /// The price moved against the customer by the slippage, to the cent:
-    /// up for buys, down for sales.
+    /// The price moved against the customer by the slippage, at the market's
+    /// tick: the cent from a dollar up, a hundredth of a cent below (as US
+    /// quoting rules allow); up for buys, down for sales.
     func slipped(_ price: Price, buying: Bool) -> Price? {
         guard let wide = try? Fixed<WideScale>(slippageBasisPoints, rounding: .down) else { return nil }
         // basis points ÷ 10,000 is exact at 18 places.
         let fraction = Fixed<WideScale>(uncheckedUnits: wide.units / 10_000)
         guard let factor = try? (buying ? Fixed<WideScale>(1) + fraction : Fixed<WideScale>(1) - fraction) else { return nil }
-        return try? Price.product(price, factor, places: 2, rounding: buying ? .up : .down)
+        let places = price < 1 ? 4 : 2
+        return try? Price.product(price, factor, places: places, rounding: buying ? .up : .down)
     }
 }

@@ -27,6 +27,7 @@ func withTestApp(
     configure: (inout AppConfiguration) -> Void = { _ in },
     dependencies: (inout FolioDependencies) -> Void = { _ in },
     logs: LogCapture = LogCapture(),
+    routes extraRoutes: (RecordingRouter<FolioRequestContext>, FolioServices) -> Void = { _, _ in },
     _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment) async throws -> Void
 ) async throws {
     try await withTestDatabase(kind, migrated: migrated) { database, location in
@@ -48,6 +49,7 @@ func withTestApp(
             routes.get("/api/test/boom") { _, _ -> String in
                 throw TestDatabaseError(description: "secret internal detail: SELECT * FROM users")
             }
+            extraRoutes(routes, services)
         }
         let app = Application(router: router, logger: logger)
         let environment = TestEnvironment(logs: logs, services: services, clock: clock)

@@ -26,6 +26,37 @@ struct TestDatabaseError: Error, CustomStringConvertible {
     var description: String
 }
 
+/// Lets at most `limit` tests hold a PostgreSQL database at once: every
+/// server test runs there too, and all of them at once would pass the
+/// server's connection limit.
+actor TestDatabaseGate {
+    static let postgres = TestDatabaseGate(limit: 12)
+
+    let limit: Int
+    private var held = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    func acquire() async {
+        if held < limit {
+            held += 1
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty {
+            held -= 1
+        } else {
+            waiting.removeFirst().resume()
+        }
+    }
+}
+
 /// A fresh, empty database of the given kind for one test, removed afterwards.
 func withTestDatabase<T>(
     _ kind: TestDatabaseKind,
@@ -33,6 +64,8 @@ func withTestDatabase<T>(
     logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
     _ body: (FolioDatabase, AppConfiguration.DatabaseLocation) async throws -> T
 ) async throws -> T {
+    if kind == .postgres { await TestDatabaseGate.postgres.acquire() }
+    defer { if kind == .postgres { Task { await TestDatabaseGate.postgres.release() } } }
     let location: AppConfiguration.DatabaseLocation
     let name = "folio_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
     var cleanup: () async throws -> Void

@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+
+@testable import FolioDomain
+
+/// The trading rules on their own: state in, posting out, no database.
+@Suite("Trading rules")
+struct TradingRulesTests {
+    let now = Date(timeIntervalSince1970: 1_795_534_200)
+    let ids = IDSource.random
+
+    func account(cash: String, reserved: String = "0") -> AccountState {
+        AccountState(id: AccountID(), userID: UserID(), cash: cash_(cash), reservedCash: cash_(reserved))
+    }
+
+    func cash_(_ text: String) -> Cash { try! Cash(parsing: text) }
+
+    /// A limit buy placed and accepted, on fresh books.
+    func placedBuy(quantity: String, limit: String, cash: String) throws -> Books {
+        let account = account(cash: cash)
+        let draft = OrderDraft(symbol: "TINY", side: .buy, type: .limit, timeInForce: .goodTillCanceled, quantity: qty(quantity), limitPrice: px(limit))
+        var books = Books(account: account, holdings: [], orders: [])
+        let placed = try TradingRules.place(draft, orderID: OrderID(), clientOrderID: nil, account: account, holding: nil, price: px(limit), marketBuyMargin: 0, now: now)
+        books.record(placed)
+        books.record(try #require(TradingRules.accept(placed.order!, now: now)))
+        return books
+    }
+
+    func fill(_ books: inout Books, _ quantity: String, at price: String, id: String) throws {
+        let order = try #require(books.orders.values.first)
+        try books.apply(.filled([BrokerFill(id: id, quantity: qty(quantity), price: px(price))]), to: order.id, ids: ids, now: now)
+    }
+
+    @Test("a deposit adds cash; a withdrawal may not touch reserved cash; a movement past the column is refused")
+    func movements() throws {
+        let start = account(cash: "100.00", reserved: "60.00")
+        let deposit = try TradingRules.move(.deposit, amount: 5, account: start, description: nil, actor: nil, entryID: EntryID(), now: now)
+        #expect(deposit.account?.cash == 105)
+        #expect(deposit.entries.map(\.amount) == [5])
+        #expect(throws: TradingError.insufficientFunds(available: 40)) {
+            try TradingRules.move(.withdrawal, amount: cash_("40.01"), account: start, description: nil, actor: nil, entryID: EntryID(), now: now)
+        }
+        #expect(throws: TradingError.balanceLimitExceeded(field: "amount")) {
+            try TradingRules.move(.deposit, amount: 1, account: AccountState(id: AccountID(), userID: UserID(), cash: .max, reservedCash: 0), description: nil, actor: nil, entryID: EntryID(), now: now)
+        }
+        #expect(throws: TradingError.self, "control characters cannot reach a text column") {
+            try TradingRules.move(.deposit, amount: 1, account: start, description: "a\u{0}b", actor: nil, entryID: EntryID(), now: now)
+        }
+    }
+
+    @Test("each partial fill releases at least what it costs, so rounding each fill up never rejects an order that kept to its limit")
+    func partialReleaseCoversCost() throws {
+        // 3 at 0.333 reserves 1.00. Two cost 0.67 (0.666 up to the cent), more than their third-by-two share, 0.66.
+        var books = try placedBuy(quantity: "3", limit: "0.333", cash: "2.00")
+        try fill(&books, "2", at: "0.333", id: "f1")
+        let order = try #require(books.orders.values.first)
+        #expect(order.status == .partiallyFilled)
+        #expect(books.account.cash == cash_("1.33"))
+        #expect(order.reservedCash == cash_("0.33"))
+        #expect(books.account.reservedCash == cash_("0.33"))
+        try fill(&books, "1", at: "0.333", id: "f2")
+        #expect(books.orders.values.first?.status == .filled)
+        #expect(books.account.cash == cash_("0.99"))
+        #expect(books.account.reservedCash == 0)
+    }
+
+    @Test("a part that cannot be paid cancels the rest of a partly filled order, with its reason; nothing is dropped silently")
+    func unpayablePart() throws {
+        // 4 at 0.022 reserves 0.09; the parts cost 0.05, 0.03 and 0.03: 0.11, more than the 0.10 held.
+        var books = try placedBuy(quantity: "4", limit: "0.022", cash: "0.10")
+        try fill(&books, "2", at: "0.022", id: "f1")
+        try fill(&books, "1", at: "0.022", id: "f2")
+        #expect(books.orders.values.first?.status == .partiallyFilled)
+        try fill(&books, "1", at: "0.022", id: "f3")
+        let order = try #require(books.orders.values.first)
+        #expect(order.status == .canceled)
+        #expect(order.filledQuantity == 3)
+        #expect(order.rejectReason == "insufficient cash at the fill price")
+        #expect(books.account.reservedCash == 0)
+        #expect(books.account.cash == cash_("0.02"))
+        #expect(books.fills.map(\.brokerFillID) == ["f1", "f2"])
+    }
+
+    @Test("an order that has not filled is rejected when its first fill cannot be paid")
+    func unpayableFirst() throws {
+        var books = try placedBuy(quantity: "1", limit: "10", cash: "10.00")
+        // The broker reports a fill above the limit the reservation was made at.
+        try fill(&books, "1", at: "10.01", id: "f1")
+        #expect(books.orders.values.first?.status == .rejected)
+        #expect(books.account.cash == 10)
+        #expect(books.account.reservedCash == 0)
+    }
+
+    @Test("a fill of nothing or at no price is an error, not a silent no-op")
+    func unusableFills() throws {
+        var books = try placedBuy(quantity: "1", limit: "10", cash: "10.00")
+        let order = try #require(books.orders.values.first)
+        #expect(throws: TradingError.unusableFill(orderID: order.id, fill: "zero")) {
+            try books.apply(.filled([BrokerFill(id: "zero", quantity: 1, price: 0)]), to: order.id, ids: ids, now: now)
+        }
+        #expect(throws: TradingError.overfill(orderID: order.id, remaining: 1, fill: 2)) {
+            try books.apply(.filled([BrokerFill(id: "over", quantity: 2, price: 1)]), to: order.id, ids: ids, now: now)
+        }
+    }
+
+    @Test("a partial sell's cost basis leaves with its share, and the last share takes the rest exactly")
+    func sells() throws {
+        let account = account(cash: "0")
+        let holding = HoldingState(symbol: "XYZ", quantity: 3, reservedQuantity: 0, costBasis: cash_("100.00"))
+        let draft = OrderDraft(symbol: "XYZ", side: .sell, type: .market, quantity: 3)
+        var books = Books(account: account, holdings: [holding], orders: [])
+        let placed = try TradingRules.place(draft, orderID: OrderID(), clientOrderID: nil, account: account, holding: holding, price: 10, marketBuyMargin: 0, now: now)
+        books.record(placed)
+        #expect(books.holding("XYZ")?.reservedQuantity == 3)
+        try books.apply(.filled([BrokerFill(id: "s1", quantity: 1, price: px("10.005"))]), to: placed.order!.id, ids: ids, now: now)
+        #expect(books.account.cash == cash_("10.00"), "proceeds round down")
+        #expect(books.holding("XYZ")?.costBasis == cash_("66.67"))
+        try books.apply(.filled([BrokerFill(id: "s2", quantity: 2, price: 10)]), to: placed.order!.id, ids: ids, now: now)
+        #expect(books.holding("XYZ") == HoldingState(symbol: "XYZ", quantity: 0, reservedQuantity: 0, costBasis: 0))
+    }
+}
