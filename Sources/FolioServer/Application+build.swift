@@ -85,8 +85,9 @@ public struct FolioServices: Sendable {
         let marketData = dependencies.marketData ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
         let quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
         self.quotes = quotes
-        let broker = dependencies.broker?(quotes) ?? PaperBroker(
-            quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills)
+        let broker: any Broker = dependencies.broker?(quotes)
+            ?? configuration.alpaca.map { AlpacaBroker(settings: $0, httpClient: .shared, logger: logger) }
+            ?? PaperBroker(quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills)
         self.broker = broker
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs

@@ -20,6 +20,8 @@ actor FakeRemoteBroker: Broker {
         self.price = price
     }
 
+    nonisolated var holdsOrders: Bool { true }
+
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
         submissions[order.id, default: 0] += 1
         if let known = orders[order.id] { return known }

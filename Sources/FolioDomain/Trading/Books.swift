@@ -61,6 +61,9 @@ public struct OrderState: Equatable, Sendable {
     public var reservedCash: Cash
     public var reservedQuantity: Quantity
     public var rejectReason: String?
+    /// The user asked to cancel while the order may be on its way to a broker
+    /// that holds orders: the submit job cancels it there, or here if it never left.
+    public var cancelRequestedAt: Date?
     public let createdAt: Date
     public var updatedAt: Date
 
@@ -68,7 +71,7 @@ public struct OrderState: Equatable, Sendable {
         id: OrderID, accountID: AccountID, userID: UserID, clientOrderID: String?, symbol: String, side: OrderSide, type: OrderType,
         timeInForce: TimeInForce, quantity: Quantity?, notional: Cash?, limitPrice: Price?, stopPrice: Price?, status: OrderStatus,
         filledQuantity: Quantity, averageFillPrice: Price?, reservedCash: Cash, reservedQuantity: Quantity, rejectReason: String?,
-        createdAt: Date, updatedAt: Date
+        cancelRequestedAt: Date? = nil, createdAt: Date, updatedAt: Date
     ) {
         self.id = id
         self.accountID = accountID
@@ -88,6 +91,7 @@ public struct OrderState: Equatable, Sendable {
         self.reservedCash = reservedCash
         self.reservedQuantity = reservedQuantity
         self.rejectReason = rejectReason
+        self.cancelRequestedAt = cancelRequestedAt
         self.createdAt = createdAt
         self.updatedAt = updatedAt
     }

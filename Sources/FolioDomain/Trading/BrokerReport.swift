@@ -3,8 +3,11 @@ import Foundation
 /// What a broker says about an order.
 public enum BrokerReport: Sendable, Equatable {
     case accepted
-    /// Fills; the order is filled when they reach its quantity, partially filled otherwise.
+    /// Fills, and the broker says the order is done filling: an order of a
+    /// quantity is filled when its fills reach it, a notional order with its last fill.
     case filled([BrokerFill])
+    /// Fills, and the broker says more may come (a notional order stays open).
+    case partiallyFilled([BrokerFill])
     /// Fills, then the rest is canceled (an IOC order that could only partly fill).
     case filledThenCanceled([BrokerFill], reason: String)
     case canceled(reason: String)
@@ -14,7 +17,7 @@ public enum BrokerReport: Sendable, Equatable {
     /// The fills the report carries.
     public var fills: [BrokerFill] {
         switch self {
-        case .filled(let fills), .filledThenCanceled(let fills, _): fills
+        case .filled(let fills), .partiallyFilled(let fills), .filledThenCanceled(let fills, _): fills
         default: []
         }
     }
@@ -36,9 +39,11 @@ extension Books {
         case .accepted:
             if let posting = TradingRules.accept(current(), now: now) { record(posting) }
         case .filled(let fills):
-            try applyFills(fills, to: orderID, ids: ids, now: now)
+            try applyFills(fills, to: orderID, done: true, ids: ids, now: now)
+        case .partiallyFilled(let fills):
+            try applyFills(fills, to: orderID, done: false, ids: ids, now: now)
         case .filledThenCanceled(let fills, let reason):
-            try applyFills(fills, to: orderID, ids: ids, now: now)
+            try applyFills(fills, to: orderID, done: false, ids: ids, now: now)
             end(.canceled, reason)
         case .canceled(let reason):
             end(.canceled, reason)
@@ -49,11 +54,14 @@ extension Books {
         }
     }
 
-    mutating func applyFills(_ fills: [BrokerFill], to orderID: OrderID, ids: IDSource, now: Date) throws(TradingError) {
-        for fill in fills where !appliedFills.contains(fill.id) {
+    /// `done`: the broker says these fills finish the order (what ends a notional order).
+    mutating func applyFills(_ fills: [BrokerFill], to orderID: OrderID, done: Bool, ids: IDSource, now: Date) throws(TradingError) {
+        let fresh = fills.filter { !appliedFills.contains($0.id) }
+        for (index, fill) in fresh.enumerated() {
             let order = orders[orderID]!
             if let posting = try TradingRules.fill(
-                fill, order: order, account: account, holding: holding(order.symbol), fillID: ids.next(), entryID: ids.next(), now: now) {
+                fill, order: order, account: account, holding: holding(order.symbol), finishesOrder: done && index == fresh.count - 1,
+                fillID: ids.next(), entryID: ids.next(), now: now) {
                 record(posting)
             }
         }

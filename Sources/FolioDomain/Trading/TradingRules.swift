@@ -138,16 +138,18 @@ public enum TradingRules {
     /// order instead: rejected, or canceled for the rest once part of it
     /// filled (what filled stands). A fill of nothing, or at no price, is an
     /// error: it is never silently dropped.
+    /// `finishesOrder`: the broker says this is the order's last fill; it
+    /// decides when a notional order (which has no quantity) is filled.
     public static func fill(
-        _ fill: BrokerFill, order: OrderState, account: AccountState, holding: HoldingState?,
+        _ fill: BrokerFill, order: OrderState, account: AccountState, holding: HoldingState?, finishesOrder: Bool = true,
         fillID: FillID, entryID: EntryID, now: Date
     ) throws(TradingError) -> Posting? {
         guard order.status.isOpen else { return nil }
         guard fill.quantity.isPositive, fill.price.isPositive else { throw .unusableFill(orderID: order.id, fill: fill.id) }
-        // An order of a quantity fills up to it; a notional order fills in one go.
+        // An order of a quantity fills up to it; a notional order until the broker says it is done.
         let remaining = order.remainingQuantity ?? fill.quantity
         guard fill.quantity <= remaining else { throw .overfill(orderID: order.id, remaining: remaining, fill: fill.quantity) }
-        let completes = fill.quantity == remaining
+        let completes = order.quantity == nil ? finishesOrder : fill.quantity == remaining
         var posting = Posting()
         var after = order
         var account = account
@@ -161,9 +163,10 @@ public enum TradingRules {
         case .buy:
             // This fill's share of the reservation in whole cents, but never less
             // than it costs (each fill's cost rounds up on its own); all that is
-            // left on the last fill.
+            // left on the last fill. A notional order's share is what the part cost.
             guard let cost = try? Money.cost(quantity: fill.quantity, price: fill.price),
-                  let share = try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
+                  let share = order.quantity == nil ? cost
+                      : try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
             else { return stop("the fill's cost is beyond what an account can hold") }
             let release = completes ? order.reservedCash : Cash.min(order.reservedCash, Cash.max(share, cost))
             let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
@@ -272,6 +275,20 @@ public enum TradingRules {
             throw .orderNotCancelable(order.status)
         }
         posting.events.append(AuditNote(action: "order.cancel_requested", actorID: actor, subjectType: "order", subjectID: order.id.description))
+        return posting
+    }
+
+    /// A user's cancel of an order that may be on its way to a broker that
+    /// holds orders: the order stays `new` and keeps its reservation until
+    /// the submit job has canceled it at the broker (or here, if it never left).
+    public static func requestCancel(_ order: OrderState, actor: UserID, now: Date) throws(TradingError) -> Posting {
+        guard order.status == .new else { throw .orderNotCancelable(order.status) }
+        var after = order
+        after.cancelRequestedAt = after.cancelRequestedAt ?? now
+        after.updatedAt = now
+        var posting = Posting()
+        posting.order = after
+        posting.events = [AuditNote(action: "order.cancel_requested", actorID: actor, subjectType: "order", subjectID: order.id.description)]
         return posting
     }
 

@@ -83,6 +83,21 @@ public struct AppConfiguration: Sendable {
     public var alphaVantage: AlphaVantageSettings?
     /// How long a quote is served from the cache before it is refreshed.
     public var quoteTimeToLive: TimeInterval
+    /// Alpaca executes orders when `BROKER=alpaca`; the built-in paper broker otherwise.
+    public var alpaca: AlpacaSettings?
+
+    public struct AlpacaSettings: Sendable, Equatable {
+        public var keyID: String
+        public var secretKey: String
+        /// Paper trading unless told otherwise.
+        public var baseURL: String
+
+        public init(keyID: String, secretKey: String, baseURL: String = "https://paper-api.alpaca.markets") {
+            self.keyID = keyID
+            self.secretKey = secretKey
+            self.baseURL = baseURL
+        }
+    }
 
     public struct AlphaVantageSettings: Sendable, Equatable {
         public var apiKey: String
@@ -153,6 +168,7 @@ public struct AppConfiguration: Sendable {
         self.serveRunsWorker = true
         self.marketBuyMargin = Ratio(uncheckedUnits: 50_000)  // 0.05
         self.alphaVantage = nil
+        self.alpaca = nil
         self.quoteTimeToLive = 15
     }
 }

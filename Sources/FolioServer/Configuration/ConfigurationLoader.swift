@@ -223,6 +223,24 @@ public enum ConfigurationLoader {
             settings.callsPerDay = integer("ALPHA_VANTAGE_CALLS_PER_DAY", default: 25, range: 1...10_000_000)
             configuration.alphaVantage = settings
         }
+        switch value("BROKER")?.lowercased() ?? "paper" {
+        case "paper":
+            break
+        case "alpaca":
+            let keyID = value("ALPACA_API_KEY_ID"), secretKey = value("ALPACA_API_SECRET_KEY")
+            if keyID == nil { problems.append("BROKER=alpaca needs ALPACA_API_KEY_ID") }
+            if secretKey == nil { problems.append("BROKER=alpaca needs ALPACA_API_SECRET_KEY") }
+            var settings = AppConfiguration.AlpacaSettings(keyID: keyID ?? "", secretKey: secretKey ?? "")
+            if let raw = value("ALPACA_BASE_URL") {
+                if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.baseURL = raw } else {
+                    problems.append("ALPACA_BASE_URL must be an http(s) URL such as https://paper-api.alpaca.markets, not \"\(raw)\"")
+                }
+                if production, !raw.hasPrefix("https://") { problems.append("ALPACA_BASE_URL must use https in production") }
+            }
+            configuration.alpaca = settings
+        case let other:
+            problems.append("BROKER must be paper or alpaca, not \"\(other)\"")
+        }
         // A vendor's quote is kept longer by default: a free key has 25 calls a day.
         configuration.quoteTimeToLive = TimeInterval(integer("QUOTE_TTL_SECONDS", default: configuration.alphaVantage == nil ? 15 : 900, range: 1...86_400))
 

@@ -114,13 +114,22 @@ struct OrderService: Sendable {
                 continue
             }
             do {
-                reports.append(Report(job: job.id, order: order, report: try await broker.submit(BrokerOrder(order))))
+                // Canceled while on its way: cancel it where it is, at the broker or nowhere yet.
+                let report = order.cancelRequestedAt != nil ? try await broker.cancel(BrokerOrder(order)) : try await broker.submit(BrokerOrder(order))
+                reports.append(Report(job: job.id, order: order, report: report))
             } catch {
                 outcomes[job.id] = .failed(String(describing: error))
             }
         }
         if !reports.isEmpty { await pauses.reach(.afterBrokerSubmit) }
         for (job, outcome) in await apply(reports) { if let job { outcomes[job] = outcome } }
+        if broker.holdsOrders, !reports.isEmpty {
+            do {
+                try await settleRequestedCancels(reports.map(\.order.id))
+            } catch {
+                for report in reports { if let job = report.job { outcomes[job] = .failed("a requested cancel: \(error)") } }
+            }
+        }
         if !reports.isEmpty { await pauses.reach(.afterApply) }
         return outcomes
     }
@@ -178,9 +187,15 @@ struct OrderService: Sendable {
     /// do not hold their reservation forever.
     func recheckRestingOrders() async throws {
         var reports: [Report] = []
+        var requested: [OrderID] = []
         for order in try await store.restingOrders() {
-            if let report = try await broker.recheck(BrokerOrder(order)) { reports.append(Report(job: nil, order: order, report: report)) }
+            if order.cancelRequestedAt != nil {
+                requested.append(order.id)
+            } else if let report = try await broker.recheck(BrokerOrder(order)) {
+                reports.append(Report(job: nil, order: order, report: report))
+            }
         }
+        if !requested.isEmpty { try await settleRequestedCancels(requested) }
         if !reports.isEmpty { await pauses.reach(.afterRecheck) }
         for id in try await store.ordersOfDeadSubmitJobs() {
             if let order = try await store.order(id) {
@@ -196,27 +211,75 @@ struct OrderService: Sendable {
 
     /// Cancels an open order. One that reached the broker is canceled there
     /// first, outside any transaction; what the broker answers (a fill that
-    /// beat the cancel, say) is applied before the order ends.
+    /// beat the cancel, say) is applied before the order ends. A `new` order
+    /// at a broker that holds orders may be on its way there: its cancel is
+    /// recorded as requested, the order stays `new`, and its submit job
+    /// cancels it at the broker (or here, if it never left).
     func cancel(orderID: OrderID, userID: UserID, context: AuditContext) async throws -> OrderState {
-        guard let current = try await store.order(orderID, owner: userID) else { throw TradingError.orderNotFound }
-        if current.status == .accepted || current.status == .partiallyFilled {
-            let answer = try await broker.cancel(BrokerOrder(current))
-            switch answer {
-            case .canceled: break
-            case .filled(let fills), .filledThenCanceled(let fills, _):
-                try await apply([Report(job: nil, order: current, report: .filled(fills))], account: current.accountID)
-            default:
-                try await apply([Report(job: nil, order: current, report: answer)], account: current.accountID)
+        for _ in 0..<3 {
+            guard let seen = try await store.order(orderID, owner: userID) else { throw TradingError.orderNotFound }
+            if seen.status == .new && broker.holdsOrders {
+                if let requested = try await requestCancel(seen, userID: userID, context: context) { return requested }
+                continue  // it moved on meanwhile: cancel it as it is now
             }
+            if seen.status == .accepted || seen.status == .partiallyFilled {
+                try await cancelAtBroker(seen)
+            }
+            let now = ledger.now(), ledger = self.ledger
+            let canceled: OrderState? = try await database.transaction { db in
+                guard var open = try await ledger.open(account: seen.accountID, owner: userID, need: .init(orders: [orderID]), on: db),
+                      let order = open.books.orders[orderID]
+                else { throw TradingError.orderNotFound }
+                // A `new` order a submit job took to the broker meanwhile must be canceled there first.
+                if seen.status == .new && order.status != .new && order.status.isCancelable { return nil }
+                open.books.record(try TradingRules.cancel(order, actor: userID, account: open.books.account, holding: open.books.holding(order.symbol), now: now))
+                try await ledger.commit(open, context: context, on: db)
+                return open.books.orders[orderID]!
+            }
+            if let canceled { return canceled }
         }
+        throw TradingError.orderNotFound
+    }
+
+    /// Records a requested cancel on a `new` order; nil when it is no longer `new`.
+    private func requestCancel(_ seen: OrderState, userID: UserID, context: AuditContext) async throws -> OrderState? {
         let now = ledger.now(), ledger = self.ledger
         return try await database.transaction { db in
-            guard var open = try await ledger.open(account: current.accountID, owner: userID, need: .init(orders: [orderID]), on: db),
-                  let order = open.books.orders[orderID]
-            else { throw TradingError.orderNotFound }
-            open.books.record(try TradingRules.cancel(order, actor: userID, account: open.books.account, holding: open.books.holding(order.symbol), now: now))
+            guard var open = try await ledger.open(account: seen.accountID, owner: userID, need: .init(orders: [seen.id]), on: db),
+                  let order = open.books.orders[seen.id], order.status == .new
+            else { return nil }
+            open.books.record(try TradingRules.requestCancel(order, actor: userID, now: now))
             try await ledger.commit(open, context: context, on: db)
-            return open.books.orders[orderID]!
+            return open.books.orders[seen.id]!
+        }
+    }
+
+    /// Asks the broker to cancel and applies what it says happened: fills
+    /// that beat the cancel stand; the order itself ends afterwards.
+    private func cancelAtBroker(_ order: OrderState) async throws {
+        let answer = try await broker.cancel(BrokerOrder(order))
+        switch answer {
+        case .canceled:
+            break
+        case .filledThenCanceled(let fills, _):
+            // The fills stand; the order ends as the user asked, below.
+            try await apply([Report(job: nil, order: order, report: .partiallyFilled(fills))], account: order.accountID)
+        default:
+            try await apply([Report(job: nil, order: order, report: answer)], account: order.accountID)
+        }
+    }
+
+    /// Orders whose cancel was requested while a submit job took them to the
+    /// broker: canceled there now, with whatever filled before applied.
+    func settleRequestedCancels(_ ids: [OrderID]) async throws {
+        for order in try await store.orders(ids, on: database.sql) where order.cancelRequestedAt != nil && order.status.isOpen && order.status != .new {
+            let answer = try await broker.cancel(BrokerOrder(order))
+            let report: BrokerReport = switch answer {
+            case .filled: answer
+            case .partiallyFilled(let fills): .filledThenCanceled(fills, reason: "canceled by user")
+            default: answer
+            }
+            try await apply([Report(job: nil, order: order, report: report)], account: order.accountID)
         }
     }
 }

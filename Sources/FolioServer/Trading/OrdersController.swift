@@ -71,6 +71,7 @@ struct OrdersController: Sendable {
         var reservedCash: Cash
         var reservedQuantity: Quantity
         var rejectReason: String?
+        var cancelRequestedAt: Date?
         var createdAt: Date
         var updatedAt: Date
 
@@ -92,6 +93,7 @@ struct OrdersController: Sendable {
             reservedCash = order.reservedCash
             reservedQuantity = order.reservedQuantity
             rejectReason = order.rejectReason
+            cancelRequestedAt = order.cancelRequestedAt
             createdAt = order.createdAt
             updatedAt = order.updatedAt
         }
@@ -132,8 +134,11 @@ struct OrdersController: Sendable {
         return OrderResponse(order)
     }
 
-    @Sendable func cancel(_ request: Request, context: AuthenticatedContext) async throws -> OrderResponse {
+    /// 200 with the canceled order; 202 while a cancel waits on the broker
+    /// (the order is still `new`, with `cancel_requested_at`).
+    @Sendable func cancel(_ request: Request, context: AuthenticatedContext) async throws -> EditedResponse<OrderResponse> {
         guard let id = context.parameters.get("id").flatMap(OrderID.init) else { throw TradingError.orderNotFound }
-        return OrderResponse(try await orders.cancel(orderID: id, userID: context.identity.userID, context: context.auditContext))
+        let order = try await orders.cancel(orderID: id, userID: context.identity.userID, context: context.auditContext)
+        return EditedResponse(status: order.status == .new ? .accepted : .ok, response: OrderResponse(order))
     }
 }

@@ -39,6 +39,10 @@ struct BrokerOrder: Sendable {
 
 /// Executes orders. The paper broker is built in; Alpaca comes later behind the same protocol.
 protocol Broker: Sendable {
+    /// Whether orders live at the broker (a remote broker) rather than only in
+    /// Folio's database: then a cancel must reach the broker, even for an
+    /// order whose submission may still be on its way.
+    var holdsOrders: Bool { get }
     func submit(_ order: BrokerOrder) async throws -> BrokerReport
     /// Looks again at a resting order: it may fill, expire, or keep resting (nil).
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport?
@@ -59,6 +63,7 @@ struct PaperBroker: Broker {
     /// Adverse slippage on market fills, in basis points.
     let slippageBasisPoints: Ratio
     var partialFills: Bool = false
+    var holdsOrders: Bool { false }
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
         // No fresh price: the submit job fails and is retried later rather than filling at an old price.

@@ -198,7 +198,7 @@ struct TradingStore: Sendable {
 
     static let orderColumns = """
         id, account_id, user_id, client_order_id, symbol, side, type, time_in_force, quantity, notional, limit_price, stop_price, \
-        status, filled_quantity, average_fill_price, reserved_cash, reserved_quantity, reject_reason, created_at, updated_at
+        status, filled_quantity, average_fill_price, reserved_cash, reserved_quantity, reject_reason, cancel_requested_at, created_at, updated_at
         """
 
     static func order(_ row: any SQLRow) throws -> OrderState {
@@ -218,7 +218,8 @@ struct TradingStore: Sendable {
             averageFillPrice: try row.decode(column: "average_fill_price", as: Price?.self),
             reservedCash: try row.decode(column: "reserved_cash", as: Cash.self),
             reservedQuantity: try row.decode(column: "reserved_quantity", as: Quantity.self),
-            rejectReason: try row.decode(column: "reject_reason", as: String?.self), createdAt: try row.decode(column: "created_at", as: Date.self),
+            rejectReason: try row.decode(column: "reject_reason", as: String?.self),
+            cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Date?.self), createdAt: try row.decode(column: "created_at", as: Date.self),
             updatedAt: try row.decode(column: "updated_at", as: Date.self))
     }
 
@@ -285,7 +286,7 @@ struct TradingStore: Sendable {
                     \(bind: order.side.rawValue), \(bind: order.type.rawValue), \(bind: order.timeInForce.rawValue), \(bind: order.quantity),
                     \(bind: order.notional), \(bind: order.limitPrice), \(bind: order.stopPrice), \(bind: order.status.rawValue),
                     \(bind: order.filledQuantity), \(bind: order.averageFillPrice), \(bind: order.reservedCash), \(bind: order.reservedQuantity),
-                    \(bind: order.rejectReason), \(bind: order.createdAt), \(bind: order.updatedAt))
+                    \(bind: order.rejectReason), \(bind: order.cancelRequestedAt), \(bind: order.createdAt), \(bind: order.updatedAt))
                 """).run()
         }
     }
@@ -295,7 +296,8 @@ struct TradingStore: Sendable {
             try await db.raw("""
                 UPDATE orders SET status = \(bind: order.status.rawValue), filled_quantity = \(bind: order.filledQuantity),
                     average_fill_price = \(bind: order.averageFillPrice), reserved_cash = \(bind: order.reservedCash),
-                    reserved_quantity = \(bind: order.reservedQuantity), reject_reason = \(bind: order.rejectReason), updated_at = \(bind: order.updatedAt)
+                    reserved_quantity = \(bind: order.reservedQuantity), reject_reason = \(bind: order.rejectReason),
+                    cancel_requested_at = \(bind: order.cancelRequestedAt), updated_at = \(bind: order.updatedAt)
                 WHERE id = \(bind: order.id)
                 """).run()
         }

@@ -18,6 +18,8 @@ import SQLKit
 ///   (filled from the payloads already there), and the instance that leases them.
 /// - In-flight idempotency keys name the instance that owns them.
 /// - `instances`: each running server or worker and its heartbeat.
+/// - Orders record a cancel asked for while the order was on its way to a
+///   broker that holds orders (`cancel_requested_at`).
 struct ChainsPerAccountAndInstances: AsyncMigration {
     var name: String { "009_chains_per_account_and_instances" }
 
@@ -69,6 +71,7 @@ struct ChainsPerAccountAndInstances: AsyncMigration {
             .field("heartbeat_at", .datetime, .required)
             .create()
         try await sql.raw("CREATE INDEX orders_account_status_idx ON orders (account_id, status)").run()
+        try await database.schema("orders").field("cancel_requested_at", .datetime).update()
     }
 
     func revert(on database: any Database) async throws {
@@ -76,6 +79,7 @@ struct ChainsPerAccountAndInstances: AsyncMigration {
         func drop(_ table: String, _ column: String) async throws {
             try await sql.raw("ALTER TABLE \(ident: table) DROP COLUMN \(ident: column)").run()
         }
+        try await drop("orders", "cancel_requested_at")
         try await sql.raw("DROP INDEX orders_account_status_idx").run()
         try await database.schema("instances").delete()
         try await drop("idempotency_keys", "instance_id")

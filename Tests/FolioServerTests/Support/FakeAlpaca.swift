@@ -1,0 +1,214 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOConcurrencyHelpers
+
+@testable import FolioServer
+
+/// A local Alpaca on loopback that answers the Trading API v2 calls Folio
+/// makes the way https://docs.alpaca.markets shows them: orders keyed by a
+/// unique `client_order_id` (a second POST with one is 422), statuses,
+/// `filled_qty` and `filled_avg_price` as strings, `DELETE` answering 204 or
+/// 422 once filled, and FILL activities with ids of the form
+/// `<time>::<uuid>`. Orders either fill at once or rest until the test fills
+/// them, in parts if it likes, so a crash can land while one rests.
+final class FakeAlpaca: Sendable {
+    static let keyID = "PKFAKEKEYID0001"
+    static let secretKey = "fake-secret-key-0123456789abcdefghij"
+
+    enum Mode: Sendable {
+        /// Market orders fill at once at `price`; others rest.
+        case fillMarketOrders
+        /// Every order rests until `fill` is called.
+        case rest
+    }
+
+    struct Order: Sendable {
+        var id: String
+        var clientOrderID: String
+        var symbol: String
+        var side: String
+        var type: String
+        var quantity: String
+        var status: String
+        var filled: Quantity
+        var createdAt: String
+    }
+
+    struct Activity: Sendable {
+        var id: String
+        var orderID: String
+        var quantity: Quantity
+        var price: Price
+        var side: String
+        var symbol: String
+    }
+
+    private struct State {
+        var mode: Mode = .fillMarketOrders
+        var price: Price = 100
+        var orders: [String: Order] = [:]
+        var activities: [Activity] = []
+        var posts: [String: Int] = [:]
+        var sequence = 0
+    }
+
+    private let state = NIOLockedValueBox(State())
+    let baseURL: String
+
+    init(baseURL: String) {
+        self.baseURL = baseURL
+    }
+
+    var mode: Mode {
+        get { state.withLockedValue { $0.mode } }
+        set { state.withLockedValue { $0.mode = newValue } }
+    }
+
+    var price: Price {
+        get { state.withLockedValue { $0.price } }
+        set { state.withLockedValue { $0.price = newValue } }
+    }
+
+    /// Orders held, by client order id.
+    var orders: [String: Order] { state.withLockedValue { state in Dictionary(uniqueKeysWithValues: state.orders.values.map { ($0.clientOrderID, $0) }) } }
+
+    /// POSTs received per client order id (a duplicate is refused, but counted).
+    var posts: [String: Int] { state.withLockedValue { $0.posts } }
+
+    var settings: AppConfiguration.AlpacaSettings {
+        AppConfiguration.AlpacaSettings(keyID: Self.keyID, secretKey: Self.secretKey, baseURL: baseURL)
+    }
+
+    /// The environment a child `folio` process needs to trade here.
+    var environment: [String: String] {
+        ["BROKER": "alpaca", "ALPACA_API_KEY_ID": Self.keyID, "ALPACA_API_SECRET_KEY": Self.secretKey, "ALPACA_BASE_URL": baseURL]
+    }
+
+    /// Fills `quantity` of a resting order (all of what is left when nil) at `price`.
+    func fill(clientOrderID: String, quantity: Quantity? = nil, at price: Price? = nil) {
+        state.withLockedValue { state in
+            guard let id = state.orders.values.first(where: { $0.clientOrderID == clientOrderID })?.id else { return }
+            Self.fill(&state, id, quantity: quantity, price: price ?? state.price)
+        }
+    }
+
+    private static func fill(_ state: inout State, _ id: String, quantity: Quantity?, price: Price) {
+        guard var order = state.orders[id], let total = try? Quantity(parsing: order.quantity) else { return }
+        let left = (try? total - order.filled) ?? .zero
+        let part = Quantity.min(quantity ?? left, left)
+        guard part.isPositive else { return }
+        order.filled = (try? order.filled + part) ?? order.filled
+        order.status = order.filled == total ? "filled" : "partially_filled"
+        state.orders[id] = order
+        state.sequence += 1
+        state.activities.append(Activity(
+            id: String(format: "20261124%09d::%@", state.sequence, UUID().uuidString.lowercased()), orderID: id, quantity: part, price: price,
+            side: order.side, symbol: order.symbol))
+    }
+
+    // MARK: - The API
+
+    func answer(_ request: Request, path: String) async throws -> Response {
+        guard request.headers[HTTPField.Name("APCA-API-KEY-ID")!] == Self.keyID,
+              request.headers[HTTPField.Name("APCA-API-SECRET-KEY")!] == Self.secretKey
+        else { return Self.json(#"{"code":40110000,"message":"request is not authorized"}"#, status: .unauthorized) }
+        switch (request.method, path) {
+        case (.post, "/v2/orders"):
+            let body = try await request.body.collect(upTo: 1 << 20)
+            guard let fields = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
+                  let client = fields["client_order_id"] as? String, let symbol = fields["symbol"] as? String,
+                  let side = fields["side"] as? String, let type = fields["type"] as? String, let quantity = fields["qty"] as? String
+            else { return Self.json(#"{"code":40010001,"message":"invalid order request"}"#, status: .unprocessableContent) }
+            return state.withLockedValue { state in
+                state.posts[client, default: 0] += 1
+                if state.orders.values.contains(where: { $0.clientOrderID == client }) {
+                    return Self.json(#"{"code":40010001,"message":"client_order_id must be unique"}"#, status: .unprocessableContent)
+                }
+                let id = UUID().uuidString.lowercased()
+                state.orders[id] = Order(
+                    id: id, clientOrderID: client, symbol: symbol, side: side, type: type, quantity: quantity, status: "accepted", filled: .zero,
+                    createdAt: "2026-11-24T15:30:00Z")
+                if state.mode == .fillMarketOrders, type == "market" { Self.fill(&state, id, quantity: nil, price: state.price) }
+                return Self.json(Self.text(state.orders[id]!, state))
+            }
+        case (.get, "/v2/orders:by_client_order_id"):
+            let client = request.uri.queryParameters["client_order_id"].map(String.init) ?? ""
+            return state.withLockedValue { state in
+                guard let order = state.orders.values.first(where: { $0.clientOrderID == client }) else {
+                    return Self.json(#"{"code":40410000,"message":"order not found"}"#, status: .notFound)
+                }
+                return Self.json(Self.text(order, state))
+            }
+        case (.get, _) where path.hasPrefix("/v2/orders/"):
+            let id = String(path.dropFirst("/v2/orders/".count))
+            return state.withLockedValue { state in
+                guard let order = state.orders[id] else { return Self.json(#"{"code":40410000,"message":"order not found"}"#, status: .notFound) }
+                return Self.json(Self.text(order, state))
+            }
+        case (.delete, _) where path.hasPrefix("/v2/orders/"):
+            let id = String(path.dropFirst("/v2/orders/".count))
+            return state.withLockedValue { state in
+                guard var order = state.orders[id] else { return Self.json(#"{"code":40410000,"message":"order not found"}"#, status: .notFound) }
+                guard ["accepted", "new", "partially_filled"].contains(order.status) else {
+                    return Self.json(#"{"code":42210000,"message":"order is not cancelable"}"#, status: .unprocessableContent)
+                }
+                order.status = "canceled"
+                state.orders[id] = order
+                return Response(status: .noContent)
+            }
+        case (.get, "/v2/account/activities/FILL"):
+            let after = request.uri.queryParameters["page_token"].map(String.init)
+            return state.withLockedValue { state in
+                var list = state.activities
+                if let after, let index = list.firstIndex(where: { $0.id == after }) { list = Array(list[(index + 1)...]) }
+                let page = list.prefix(100).map { activity in
+                    #"{"activity_type":"FILL","id":"\#(activity.id)","order_id":"\#(activity.orderID)","qty":"\#(activity.quantity)","price":"\#(activity.price)","side":"\#(activity.side)","symbol":"\#(activity.symbol)","type":"fill","transaction_time":"2026-11-24T15:30:00Z"}"#
+                }
+                return Self.json("[" + page.joined(separator: ",") + "]")
+            }
+        default:
+            return Self.json(#"{"code":40410000,"message":"endpoint not found"}"#, status: .notFound)
+        }
+    }
+
+    private static func text(_ order: Order, _ state: State) -> String {
+        let fills = state.activities.filter { $0.orderID == order.id }
+        var average = "null"
+        if order.filled.isPositive {
+            let value = fills.reduce(Cash.zero) { (try? $0 + Cash.product($1.quantity, $1.price, rounding: .halfEven)) ?? $0 }
+            average = "\"\((try? Price.quotient(value, order.filled, rounding: .halfEven))?.description ?? "0")\""
+        }
+        return """
+            {"id":"\(order.id)","client_order_id":"\(order.clientOrderID)","created_at":"\(order.createdAt)","symbol":"\(order.symbol)","side":"\(order.side)",\
+            "type":"\(order.type)","qty":"\(order.quantity)","filled_qty":"\(order.filled)","filled_avg_price":\(average),"status":"\(order.status)","time_in_force":"day"}
+            """
+    }
+
+    static func json(_ body: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Runs a fake Alpaca on a free loopback port for the length of `body`.
+func withFakeAlpaca<T: Sendable>(_ body: @escaping @Sendable (FakeAlpaca) async throws -> T) async throws -> T {
+    let fake = NIOLockedValueBox<FakeAlpaca?>(nil)
+    let router = Router()
+    for method in [HTTPRequest.Method.get, .post, .delete] {
+        router.on("**", method: method) { request, _ in try await fake.withLockedValue { $0! }.answer(request, path: request.uri.path) }
+    }
+    var logger = Logger(label: "fake-alpaca")
+    logger.logLevel = .critical
+    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
+    let result = NIOLockedValueBox<T?>(nil)
+    try await app.test(.live) { client in
+        let server = FakeAlpaca(baseURL: "http://127.0.0.1:\(client.port!)")
+        fake.withLockedValue { $0 = server }
+        let value = try await body(server)
+        result.withLockedValue { $0 = value }
+    }
+    return result.withLockedValue { $0! }
+}
