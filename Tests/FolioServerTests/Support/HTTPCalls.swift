@@ -4,7 +4,7 @@ import FoundationNetworking
 #endif
 
 /// Plain HTTP calls to a Folio running as its own process.
-struct HTTPCalls {
+struct HTTPCalls: Sendable {
     let baseURL: String
 
     struct Answer: Sendable {

@@ -1,0 +1,226 @@
+import FolioDomain
+import Foundation
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// Crashes for real: `folio serve` and `folio worker` run as child processes
+/// and are SIGKILLed at named points (`FOLIO_TEST_PAUSE_AT`: the process
+/// announces the point and waits there, so the kill lands exactly on it).
+/// Then another process starts, and the books, the broker and the audit
+/// trail must show each order once.
+@Suite("Crashes of real processes", .serialized)
+struct ProcessCrashTests {
+    static let secretKey = "9c41e0b7d2f85a36c1e9047bd38f2a65e0c7b914d6a2f3853e1b0c7d9a4f6e21"
+
+    /// The environment every child process shares: one database, one signing key (so audit heads verify).
+    func environment(_ location: AppConfiguration.DatabaseLocation, _ extra: [String: String] = [:]) -> [String: String] {
+        let url: String
+        switch location {
+        case .sqlite(let path): url = "sqlite:" + path
+        case .postgres(let postgres): url = postgres
+        }
+        return [
+            "ENVIRONMENT": "testing", "DATABASE_URL": url, "SECRET_KEY": Self.secretKey, "BCRYPT_COST": "10",
+            "REQUIRE_EMAIL_VERIFICATION": "false", "RATE_LIMIT_ENABLED": "false",
+        ].merging(extra) { _, new in new }
+    }
+
+    /// `folio ledger verify` and `folio audit verify`, as an operator would run them.
+    func verifyBooks(_ folio: FolioProcess, _ environment: [String: String], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let ledger = try folio.run(["ledger", "verify"], environment: environment)
+        #expect(ledger.status == 0, "\(ledger.stdout)\(ledger.stderr)", sourceLocation: sourceLocation)
+        let audit = try folio.run(["audit", "verify"], environment: environment)
+        #expect(audit.status == 0, "\(audit.stdout)\(audit.stderr)", sourceLocation: sourceLocation)
+    }
+
+    static let workerPoints: [PausePoints.Point] = [.afterClaim, .afterBrokerSubmit, .afterApply]
+
+    @Test("a worker killed after the claim, after the broker accepted, or after the fill was applied: the next worker fills the order once, and it is at the broker once (PostgreSQL only: several processes)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"), arguments: workerPoints)
+    func killedWorker(point: PausePoints.Point) async throws {
+        try await withFakeAlpaca { fake in
+            try await withTestDatabase(.postgres) { database, location in
+                let folio = try FolioProcess()
+                defer { folio.cleanUp() }
+                let base = environment(location, fake.environment.merging(["SERVE_WORKER": "false"]) { _, new in new })
+                let server = try await RunningFolio.serve(folio, environment: base)
+                defer { server.kill() }
+                let http = HTTPCalls(baseURL: server.baseURL)
+                let headers = try await http.signIn("crash-\(point.rawValue)@example.com")
+                let placed = try await http.post("/api/orders", ["symbol": "AAPL", "quantity": "3", "side": "BUY", "order_type": "MARKET"], headers: headers)
+                #expect(placed.status == 201)
+                let id = try #require(placed.json["id"] as? String)
+
+                let doomed = try RunningFolio(folio, ["worker"], environment: base.merging(["FOLIO_TEST_PAUSE_AT": point.rawValue]) { _, new in new })
+                try await doomed.waitForLine(containing: "paused at \(point.rawValue)")
+                doomed.kill()
+
+                let restarted = try RunningFolio(folio, ["worker"], environment: base)
+                defer { restarted.kill() }
+                // The dead worker's lease is taken over once its heartbeat has been silent for a few seconds.
+                try await eventually("the job finished by the restarted worker") {
+                    try await database.sql.raw("SELECT status FROM jobs").all().map { try $0.decode(column: "status", as: String.self) } == ["done"]
+                }
+                #expect(try await http.get("/api/orders/\(id)", headers: headers).json["status"] as? String == "filled")
+                #expect(fake.orders.count == 1, "one order at the broker, whatever the retries")
+                #expect(fake.orders[id]?.status == "filled")
+                let store = TradingStore(database: database)
+                #expect(try await store.fills(of: try #require(OrderID(id))).count == 1)
+                #expect(restarted.terminate().status == 0)
+                try verifyBooks(folio, base)
+            }
+        }
+    }
+
+    @Test("a worker killed while an order rests at the broker and has just filled there: the next worker applies the fill once (PostgreSQL only: several processes)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func killedWhileResting() async throws {
+        try await withFakeAlpaca { fake in
+            fake.mode = .rest
+            try await withTestDatabase(.postgres) { database, location in
+                let folio = try FolioProcess()
+                defer { folio.cleanUp() }
+                let base = environment(location, fake.environment.merging(["SERVE_WORKER": "false"]) { _, new in new })
+                let server = try await RunningFolio.serve(folio, environment: base)
+                defer { server.kill() }
+                let http = HTTPCalls(baseURL: server.baseURL)
+                let headers = try await http.signIn("resting@example.com")
+                let placed = try await http.post("/api/orders", ["symbol": "KO", "quantity": "4", "side": "BUY", "order_type": "LIMIT", "limit_price": "70", "time_in_force": "GTC"], headers: headers)
+                let id = try #require(placed.json["id"] as? String)
+
+                // The first worker submits it (it rests), then dies on its next look, just after the broker reports a fill.
+                let doomed = try RunningFolio(folio, ["worker"], environment: base.merging(["FOLIO_TEST_PAUSE_AT": "after_recheck"]) { _, new in new })
+                try await eventually("the order resting at the broker") {
+                    try await http.get("/api/orders/\(id)", headers: headers).json["status"] as? String == "accepted"
+                }
+                fake.fill(clientOrderID: id, quantity: 3, at: 69)
+                try await doomed.waitForLine(containing: "paused at after_recheck")
+                doomed.kill()
+                #expect(try await http.get("/api/orders/\(id)", headers: headers).json["filled_quantity"] as? String == "0")
+
+                let restarted = try RunningFolio(folio, ["worker"], environment: base)
+                defer { restarted.kill() }
+                try await eventually("the fill applied by the restarted worker") {
+                    try await http.get("/api/orders/\(id)", headers: headers).json["status"] as? String == "partially_filled"
+                }
+                fake.fill(clientOrderID: id, at: 68)
+                try await eventually("the last part applied") {
+                    try await http.get("/api/orders/\(id)", headers: headers).json["status"] as? String == "filled"
+                }
+                let fills = try await TradingStore(database: database).fills(of: try #require(OrderID(id)))
+                #expect(fills.map(\.quantity) == [3, 1])
+                #expect(fake.posts[id] == 1)
+                #expect(restarted.terminate().status == 0)
+                try verifyBooks(folio, base)
+            }
+        }
+    }
+
+    @Test("a server killed during a batch of keyed orders: after a restart every retry gets its final answer within 10 seconds, and each key is one order (PostgreSQL only: several processes)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func killedServer() async throws {
+        try await withTestDatabase(.postgres) { database, location in
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let base = environment(location)
+            // The first five keyed requests go through; the next ones stop after claiming their keys.
+            let server = try await RunningFolio.serve(folio, environment: base.merging(["FOLIO_TEST_PAUSE_AT": "after_idempotency_claim", "FOLIO_TEST_PAUSE_SKIP": "5"]) { _, new in new })
+            let http = HTTPCalls(baseURL: server.baseURL)
+            let headers = try await http.signIn("keys@example.com")
+            let body: [String: Any] = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"]
+            let keys = (0..<10).map { "order-key-\($0)" }
+            let firstAnswers = Task {
+                await withTaskGroup(of: (String, HTTPCalls.Answer?).self) { group in
+                    for key in keys {
+                        group.addTask {
+                            let order: [String: Any] = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"]
+                            return (key, try? await http.post("/api/orders", order, headers: headers.merging(["Idempotency-Key": key]) { _, new in new }))
+                        }
+                    }
+                    return await group.reduce(into: [String: HTTPCalls.Answer]()) { answers, pair in if let answer = pair.1 { answers[pair.0] = answer } }
+                }
+            }
+            try await eventually("five requests done and five paused in flight") {
+                let placed = try await database.sql.raw("SELECT COUNT(*) AS n FROM orders").first()?.decode(column: "n", as: Int.self)
+                return placed == 5 && server.stdout.lines.filter { $0 == "paused at after_idempotency_claim" }.count == 5
+            }
+            // Let the five answers reach the client before the kill.
+            try await eventually("five answers received") {
+                server.stdout.objects.filter { $0["route"] as? String == "/api/orders" && $0["status"] as? String == "201" }.count == 5
+            }
+            server.kill()
+            let answered = await firstAnswers.value
+            #expect(answered.values.filter { $0.status == 201 }.count == 5, "the five that ran were created before the kill")
+
+            let restarted = try await RunningFolio.serve(folio, environment: base)
+            defer { restarted.kill() }
+            let again = HTTPCalls(baseURL: restarted.baseURL)
+            let start = ContinuousClock.now
+            var final: [String: HTTPCalls.Answer] = [:]
+            for key in keys {
+                while true {
+                    let answer = try await again.post("/api/orders", body, headers: headers.merging(["Idempotency-Key": key]) { _, new in new })
+                    if answer.status != 409 {
+                        final[key] = answer
+                        break
+                    }
+                    #expect(ContinuousClock.now - start < .seconds(10), "\(key) still in progress 10 seconds after the restart")
+                    if ContinuousClock.now - start >= .seconds(10) { break }
+                    try await Task.sleep(for: .milliseconds(250))
+                }
+            }
+            #expect(ContinuousClock.now - start < .seconds(10))
+            #expect(final.values.allSatisfy { $0.status == 201 }, "\(final.mapValues(\.status))")
+            for (key, answer) in answered where answer.status == 201 {
+                #expect(final[key]?.text == answer.text, "\(key) replays its first answer")
+            }
+            let orders = try await database.sql.raw("SELECT COUNT(*) AS n FROM orders").first()?.decode(column: "n", as: Int.self)
+            #expect(orders == 10, "one order per key")
+            let ids = Set(final.values.compactMap { $0.json["id"] as? String })
+            #expect(ids.count == 10)
+            try await eventually("every order filled") {
+                try await database.sql.raw("SELECT COUNT(*) AS n FROM orders WHERE status = 'filled'").first()?.decode(column: "n", as: Int.self) == 10
+            }
+            #expect(restarted.terminate().status == 0)
+            try verifyBooks(folio, base)
+        }
+    }
+
+    @Test("SQLite with a separate folio worker beside the server: concurrent orders get no 500, and every one fills (SQLite only: its single writer)")
+    func sqliteWithWorker() async throws {
+        try await withTestDatabase(.sqlite) { _, location in
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let base = environment(location)
+            let server = try await RunningFolio.serve(folio, environment: base)
+            defer { server.kill() }
+            let worker = try RunningFolio(folio, ["worker"], environment: base)
+            defer { worker.kill() }
+            let http = HTTPCalls(baseURL: server.baseURL)
+            let headers = try await http.signIn("sqlite@example.com")
+            let accounts = try await http.get("/api/accounts", headers: headers).json["data"] as? [[String: Any]]
+            let account = try #require(accounts?.first?["id"] as? String)
+            let statuses = await withTaskGroup(of: Int.self) { group in
+                for index in 0..<60 {
+                    group.addTask {
+                        // Deposits and orders mixed: both take the account's lock, from two processes.
+                        let (path, body): (String, [String: Any]) = index % 3 == 0
+                            ? ("/api/accounts/\(account)/deposits", ["amount": "1.00"])
+                            : ("/api/orders", ["symbol": ["AAPL", "KO", "MSFT"][index % 3], "quantity": "1", "side": "BUY", "order_type": "MARKET"])
+                        return (try? await http.post(path, body, headers: headers).status) ?? 0
+                    }
+                }
+                return await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.allSatisfy { $0 == 201 }, "\(statuses.sorted())")
+            try await eventually("every order filled") {
+                let listed = try await http.get("/api/orders?limit=200", headers: headers).json["data"] as? [[String: Any]] ?? []
+                return listed.count == 40 && listed.allSatisfy { $0["status"] as? String == "filled" }
+            }
+            #expect(worker.terminate().status == 0)
+            #expect(server.terminate().status == 0)
+            try verifyBooks(folio, base)
+            let errors = (server.stdout.lines + worker.stdout.lines).filter { $0.contains("\"level\":\"error\"") }
+            #expect(errors.isEmpty, "\(errors.prefix(3))")
+        }
+    }
+}
