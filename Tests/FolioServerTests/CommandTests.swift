@@ -182,6 +182,25 @@ struct CommandTests {
         #expect(logged.contains("SECRET_KEY is not set"))
     }
 
+    @Test("log lines are written off the request path, yet a SIGTERM right after a burst of requests loses none of their access lines")
+    func gracefulStopKeepsEveryLogLine() async throws {
+        let folio = try FolioProcess()
+        defer { folio.cleanUp() }
+        let server = try await RunningFolio.serve(folio, environment: [:])
+        defer { server.kill() }
+        let requests = 300
+        let urls = Array(repeating: "\(server.baseURL)/health", count: requests)
+        let burst = try curl(["-s", "-o", "/dev/null", "--parallel", "--parallel-max", "8"] + urls)
+        #expect(burst.status == 0)
+        let stopped = server.terminate()
+        #expect(stopped.status == 0)
+        let accessLines = { server.stdout.objects.filter { $0["message"] as? String == "request" && $0["route"] as? String == "/health" }.count }
+        // The pipe may still be draining into this process after the exit.
+        try await eventually("\(requests) access lines") { accessLines() >= requests }
+        #expect(accessLines() == requests)
+        #expect(server.stdout.objects.contains { $0["message"] as? String == "job worker stopped" }, "lines logged during the shutdown itself are written too")
+    }
+
     @Test("with TLS_CERT_PATH and TLS_KEY_PATH, serve speaks TLS (self-signed certificate made here) and plain HTTP gets no answer")
     func serveTLS() async throws {
         let folio = try FolioProcess()

@@ -106,21 +106,92 @@ enum JSONText {
     }
 }
 
-/// Standard output, one whole line per write so concurrent lines never interleave.
+/// Standard output, written off the request path: a line is appended whole
+/// to a buffer under a lock (lines never interleave or split), and one writer
+/// thread drains the buffer to the file descriptor. `flush()` writes what is
+/// buffered and waits until it is written; it runs at process exit (every
+/// `folio` command ends through `exit`), so a graceful shutdown loses no line.
 public enum StandardOutput {
-    private static let lock = NIOLock()
+    static let output: BufferedOutput = {
+        let output = BufferedOutput(fileDescriptor: STDOUT_FILENO)
+        atexit { StandardOutput.flush() }
+        return output
+    }()
 
-    public static let writeLine: FolioLogHandler.Sink = { line in
-        let data = Array((line + "\n").utf8)
-        lock.withLock {
-            data.withUnsafeBytes { bytes in
+    public static let writeLine: FolioLogHandler.Sink = { line in output.append(line) }
+
+    /// Writes everything buffered so far, then returns.
+    public static func flush() {
+        output.flush()
+    }
+}
+
+final class BufferedOutput: @unchecked Sendable {
+    private let fileDescriptor: Int32
+    /// `hasData` when the buffer holds bytes for the writer thread.
+    private let state = ConditionLock(value: BufferedOutput.empty)
+    private var buffer: [UInt8] = []
+    /// True while the writer holds bytes it has taken from the buffer and not yet written.
+    private var writing = false
+    private static let empty = 0, hasData = 1
+    /// Past this many unwritten bytes a logger waits for the writer rather than
+    /// letting memory grow without bound when standard output is slow.
+    private static let limit = 8 << 20
+
+    init(fileDescriptor: Int32) {
+        self.fileDescriptor = fileDescriptor
+        buffer.reserveCapacity(64 << 10)
+        let thread = Thread { [self] in drain() }
+        thread.name = "folio-log-writer"
+        thread.start()
+    }
+
+    func append(_ line: String) {
+        state.lock()
+        while buffer.count > Self.limit {
+            state.unlock(withValue: Self.hasData)
+            usleep(1000)
+            state.lock()
+        }
+        buffer.append(contentsOf: line.utf8)
+        buffer.append(0x0A)
+        state.unlock(withValue: Self.hasData)
+    }
+
+    /// Waits until every byte appended before the call has been written.
+    func flush() {
+        while true {
+            state.lock()
+            let done = buffer.isEmpty && !writing
+            state.unlock(withValue: buffer.isEmpty ? Self.empty : Self.hasData)
+            if done { return }
+            usleep(1000)
+        }
+    }
+
+    private func drain() {
+        var pending: [UInt8] = []
+        pending.reserveCapacity(64 << 10)
+        while true {
+            state.lock(whenValue: Self.hasData)
+            swap(&pending, &buffer)
+            writing = true
+            state.unlock(withValue: Self.empty)
+            pending.withUnsafeBytes { bytes in
                 var offset = 0
                 while offset < bytes.count {
-                    let written = write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                    if written <= 0 { break }
+                    let written = write(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                    if written <= 0 {
+                        if written < 0, errno == EINTR { continue }
+                        break
+                    }
                     offset += written
                 }
             }
+            pending.removeAll(keepingCapacity: true)
+            state.lock()
+            writing = false
+            state.unlock(withValue: buffer.isEmpty ? Self.empty : Self.hasData)
         }
     }
 }
