@@ -426,7 +426,7 @@ struct AdminAndTwoFactorTests {
             #expect(recovery.allSatisfy { $0.count == 19 })
             #expect(try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "two_factor_enabled").count() == 1)
             let stored = try await RecoveryCode.query(on: env.database.db).all().map(\.codeHash)
-            #expect(!stored.contains { $0.contains(TwoFactorController.canonical(recovery[0])) })
+            #expect(!stored.contains { $0.contains(IdentityServices.canonicalRecoveryCode(recovery[0])) })
 
             let withoutCode = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword])
             #expect(withoutCode.status == .unauthorized)

@@ -22,12 +22,11 @@ struct AuditLog: Sendable {
         var details: [String: String] = [:]
     }
 
-    func record(_ entry: Entry, context: FolioRequestContext, on database: any Database) async throws {
-        try await record(entry, ip: context.clientIP, requestID: context.requestID.isEmpty ? nil : context.requestID, on: database)
+    /// Opens a transaction unless `database` is one already.
+    func record(_ entry: Entry, origin: RequestOrigin, on database: any Database) async throws {
+        try await record(entry, ip: origin.ip, requestID: origin.requestID, on: database)
     }
 
-    /// For actions outside a request, such as the `folio users` commands.
-    /// Opens a transaction unless `database` is one already.
     func record(_ entry: Entry, ip: String?, requestID: String?, on database: any Database) async throws {
         let record = AuditChain.Record(
             id: ids.uuid(), occurredAt: clock.now(), actorID: entry.actorID, action: entry.action, subjectType: entry.subjectType,
@@ -42,5 +41,12 @@ struct AuditLog: Sendable {
                 try await AuditChain.appendLocking([record], to: chain, anchor: anchor, dialect: dialect, on: db as! any SQLDatabase)
             }
         }
+    }
+
+    /// The newest events first, of one action if given: what administrators read.
+    func recent(action: String?, limit: Int, on database: any Database) async throws -> [AuditEvent] {
+        let query = AuditEvent.query(on: database).sort(\.$occurredAt, .descending).sort(\.$id, .descending).limit(limit)
+        if let action { query.filter(\.$action == action) }
+        return try await query.all()
     }
 }

@@ -101,6 +101,11 @@ public final class FolioDatabase: Sendable {
         }
     }
 
+    /// One trivial statement: whether the database answers at all.
+    func ping() async throws {
+        try await sql.raw("SELECT 1").run()
+    }
+
     public func shutdown() async {
         await databases.shutdownAsync()
     }

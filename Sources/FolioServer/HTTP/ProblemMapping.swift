@@ -11,6 +11,7 @@ enum ProblemMapping {
         switch error {
         case let error as TradingError: return trading(error)
         case let error as MarketDataUnavailable: return marketData(error)
+        case let error as IdentityError: return identity(error)
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)
         case let error as JSONValue.SyntaxError:
             return AppError(.badRequest, code: "malformed_json", detail: "The request body is not valid JSON: \(error.description).")
@@ -62,6 +63,41 @@ enum ProblemMapping {
         case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")
+        }
+    }
+
+    static func identity(_ error: IdentityError) -> AppError {
+        switch error {
+        case .invalid(let issues):
+            return .validation(issues, detail: issues.first?.message)
+        case .invalidCredentials:
+            return AppError(.unauthorized, code: "invalid_credentials", detail: "The email or password is wrong.")
+        case .tooManyAttempts(let wait):
+            return AppError(
+                .tooManyRequests, code: "too_many_attempts", detail: "Too many failed sign-ins. Try again in \(wait) seconds, or reset your password.",
+                headers: [.retryAfter: String(wait)])
+        case .accountDisabled:
+            return AppError(.forbidden, code: "account_disabled", detail: "This account is disabled.")
+        case .twoFactorRequired:
+            return AppError(.unauthorized, code: "two_factor_required", detail: "Enter the code from your authenticator app or a recovery code.")
+        case .wrongSecondFactor:
+            return AppError(.unauthorized, code: "invalid_two_factor_code", detail: "The authentication code is wrong.")
+        case .emailNotVerified:
+            return AppError(.forbidden, code: "email_not_verified", detail: "Verify your email address first; a new link can be requested.")
+        case .invalidRefreshToken:
+            return AppError(.unauthorized, code: "invalid_refresh_token", detail: "The refresh token is invalid; sign in again.")
+        case .twoFactorAlreadyEnabled:
+            return AppError(.conflict, code: "two_factor_already_enabled", detail: "Two-factor authentication is already on; disable it first to enrol again.")
+        case .twoFactorNotEnrolling:
+            return AppError(.conflict, code: "two_factor_not_enrolling", detail: "Start enrolment first.")
+        case .twoFactorNotEnabled:
+            return AppError(.conflict, code: "two_factor_not_enabled", detail: "Two-factor authentication is not on.")
+        case .cannotDisableSelf:
+            return AppError(.conflict, code: "cannot_disable_self", detail: "Administrators cannot disable their own account.")
+        case .userNotFound:
+            return .notFound("user")
+        case .sessionNotFound:
+            return .notFound("session")
         }
     }
 

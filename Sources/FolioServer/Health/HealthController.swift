@@ -1,8 +1,6 @@
-import FluentKit
 import Foundation
 import HTTPTypes
 import Hummingbird
-import SQLKit
 
 /// Liveness, readiness and a per-component report.
 struct HealthController {
@@ -93,7 +91,7 @@ struct HealthController {
     func checkDatabase(context: FolioRequestContext) async -> Component {
         let start = ContinuousClock.now
         do {
-            try await database.sql.raw("SELECT 1").run()
+            try await database.ping()
             let elapsed = ContinuousClock.now - start
             let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
             return Component(status: "ok", latencyMS: String(format: "%.2f", milliseconds), kind: database.kind.rawValue)

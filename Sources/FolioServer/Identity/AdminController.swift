@@ -1,4 +1,3 @@
-import FluentKit
 import FolioDomain
 import Foundation
 import Hummingbird
@@ -22,43 +21,25 @@ struct AdminController: Sendable {
 
     @Sendable func listUsers(_ request: Request, context: AdminContext) async throws -> Page<UserResponse> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let query = User.query(on: services.database.db).sort(\.$createdAt).sort(\.$id).limit(limit + 1)
-        if let raw = request.uri.queryParameters["cursor"] {
-            query.filter(Pagination.after(try Pagination.decode(raw), table: User.schema, timeColumn: "created_at", descending: false))
-        }
-        let users = try await query.all()
+        let cursor = try request.uri.queryParameters["cursor"].map(Pagination.decode)
+        let users = try await services.userPage(after: cursor, limit: limit)
         let page = users.prefix(limit)
         let next = users.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil
-        try await record("admin.users_listed", subjectID: nil, context: context)
+        try await services.recordAdminRead("admin.users_listed", actor: context.identity.userID.uuid, origin: context.origin)
         return Page(data: page.map(UserResponse.init), nextCursor: next)
     }
 
     @Sendable func disableUser(_ request: Request, context: AdminContext) async throws -> UserResponse {
-        try await setDisabled(true, request: request, context: context)
+        try await setDisabled(true, context: context)
     }
 
     @Sendable func enableUser(_ request: Request, context: AdminContext) async throws -> UserResponse {
-        try await setDisabled(false, request: request, context: context)
+        try await setDisabled(false, context: context)
     }
 
-    func setDisabled(_ disabled: Bool, request: Request, context: AdminContext) async throws -> UserResponse {
+    func setDisabled(_ disabled: Bool, context: AdminContext) async throws -> UserResponse {
         let id = try context.parameters.require("id", as: UUID.self)
-        let db = services.database.db
-        guard let user = try await User.find(id, on: db) else { throw AppError.notFound("user") }
-        if disabled, user.id == context.identity.userID.uuid {
-            throw AppError(.conflict, code: "cannot_disable_self", detail: "Administrators cannot disable their own account.")
-        }
-        try await db.transaction { db in
-            user.disabledAt = disabled ? (user.disabledAt ?? services.clock.now()) : nil
-            user.updatedAt = services.clock.now()
-            try await user.save(on: db)
-            if disabled { try await services.sessions.revokeAll(userID: user.id!, reason: "disabled_by_admin", on: db) }
-            try await services.audit.record(
-                .init(action: disabled ? "admin.user_disabled" : "admin.user_enabled", actorID: context.identity.userID.uuid, subjectType: "user",
-                      subjectID: user.id?.uuidString.lowercased(), userID: user.id),
-                context: context.parent.parent, on: db)
-        }
-        return UserResponse(user)
+        return UserResponse(try await services.setDisabled(disabled, userID: id, actor: context.identity.userID.uuid, origin: context.origin))
     }
 
     struct OutboxItem: Encodable, Sendable {
@@ -76,12 +57,8 @@ struct AdminController: Sendable {
 
     @Sendable func outbox(_ request: Request, context: AdminContext) async throws -> Page<OutboxItem> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let query = OutboxMessage.query(on: services.database.db).sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(limit)
-        if let recipient = request.uri.queryParameters["recipient"] {
-            query.filter(\.$recipient == IdentityServices.normalizedEmail(String(recipient)))
-        }
-        let messages = try await query.all()
-        try await record("admin.outbox_read", subjectID: nil, context: context)
+        let messages = try await services.outboxMessages(recipient: request.uri.queryParameters["recipient"].map(String.init), limit: limit)
+        try await services.recordAdminRead("admin.outbox_read", actor: context.identity.userID.uuid, origin: context.origin)
         return Page(
             data: messages.map { OutboxItem(id: Identifier($0.id!), recipient: $0.recipient, subject: $0.subject, body: $0.body, kind: $0.kind, createdAt: $0.createdAt) },
             nextCursor: nil)
@@ -109,21 +86,13 @@ struct AdminController: Sendable {
 
     @Sendable func auditEvents(_ request: Request, context: AdminContext) async throws -> Page<AuditItem> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let query = AuditEvent.query(on: services.database.db).sort(\.$occurredAt, .descending).sort(\.$id, .descending).limit(limit)
-        if let action = request.uri.queryParameters["action"] { query.filter(\.$action == String(action)) }
-        let events = try await query.all()
+        let events = try await services.auditEvents(action: request.uri.queryParameters["action"].map(String.init), limit: limit)
         return Page(
             data: events.map {
                 AuditItem(id: Identifier($0.id!), occurredAt: $0.occurredAt, actorID: $0.actorID.map(UserID.init), action: $0.action, subjectType: $0.subjectType,
                           subjectID: $0.subjectID, ip: $0.ip, requestID: $0.requestID, details: $0.details)
             },
             nextCursor: nil)
-    }
-
-    func record(_ action: String, subjectID: String?, context: AdminContext) async throws {
-        try await services.audit.record(
-            .init(action: action, actorID: context.identity.userID.uuid, subjectType: "admin", subjectID: subjectID),
-            context: context.parent.parent, on: services.database.db)
     }
 }
 

@@ -46,6 +46,8 @@ struct AuthenticatedContext: ChildRequestContext {
     var responseEncoder: FolioJSONEncoder { FolioJSONEncoder() }
     var maxUploadSize: Int { parent.maxUploadSize }
 
+    var origin: RequestOrigin { parent.origin }
+
     /// Who asked and from where, for the audit trail.
     var auditContext: AuditContext {
         AuditContext(ip: parent.clientIP, requestID: parent.requestID.isEmpty ? nil : parent.requestID)
@@ -66,6 +68,7 @@ struct AdminContext: ChildRequestContext {
     }
 
     var identity: Identity { parent.identity }
+    var origin: RequestOrigin { parent.origin }
     var requestDecoder: FolioJSONDecoder { FolioJSONDecoder() }
     var responseEncoder: FolioJSONEncoder { FolioJSONEncoder() }
     var maxUploadSize: Int { parent.maxUploadSize }

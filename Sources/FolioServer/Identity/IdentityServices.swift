@@ -1,7 +1,6 @@
 import FluentKit
 import FolioDomain
 import Foundation
-import SQLKit
 
 /// Everything the identity routes and middleware share, built once.
 struct IdentityServices: Sendable {
@@ -18,6 +17,8 @@ struct IdentityServices: Sendable {
     let audit: AuditLog
     let security: SecurityEvents
     let loginThrottle: LoginThrottle
+    let store: IdentityStore
+    let outbox: OutboxStore
     /// Opens each new user's paper account.
     let ledger: Ledger
 
@@ -29,6 +30,7 @@ struct IdentityServices: Sendable {
         mailer: (any Mailer)? = nil
     ) async -> IdentityServices {
         let audit = AuditLog(clock: clock, anchor: anchor, ids: ids)
+        let store = IdentityStore()
         return IdentityServices(
             configuration: configuration,
             database: database,
@@ -43,8 +45,10 @@ struct IdentityServices: Sendable {
             secretBox: SecretBox(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys),
             mailer: mailer ?? OutboxMailer(clock: clock),
             audit: audit,
-            security: SecurityEvents(audit: audit, clock: clock),
-            loginThrottle: LoginThrottle(clock: clock),
+            security: SecurityEvents(audit: audit, database: database, clock: clock),
+            loginThrottle: LoginThrottle(clock: clock, store: store),
+            store: store,
+            outbox: OutboxStore(),
             ledger: ledger)
     }
 
@@ -62,35 +66,30 @@ struct IdentityServices: Sendable {
     }
 
     func findUser(email: String, on db: any Database) async throws -> User? {
-        try await User.query(on: db).filter(\.$email == Self.normalizedEmail(email)).first()
+        try await store.user(email: Self.normalizedEmail(email), on: db)
     }
 
     /// Creates a single-use email token and returns the clear value to send.
     func createEmailToken(for user: User, purpose: EmailToken.Purpose, lifetime: TimeInterval, on db: any Database) async throws -> String {
         // A new token replaces any unused one of the same purpose.
-        try await EmailToken.query(on: db).filter(\.$userID == user.id!).filter(\.$purpose == purpose.rawValue).filter(\.$usedAt == nil)
-            .set(\.$usedAt, to: clock.now()).update()
+        try await store.retireEmailTokens(userID: user.id!, purpose: purpose, at: clock.now(), on: db)
         let token = SecureToken.generate()
-        try await EmailToken(userID: user.id!, purpose: purpose, tokenHash: SecureToken.hash(token), now: clock.now(), lifetime: lifetime).create(on: db)
+        try await store.insert(EmailToken(userID: user.id!, purpose: purpose, tokenHash: SecureToken.hash(token), now: clock.now(), lifetime: lifetime), on: db)
         return token
     }
 
     /// An unspent, unexpired email token and its user, without spending it.
     func findEmailToken(_ token: String, purpose: EmailToken.Purpose, on db: any Database) async throws -> (EmailToken, User)? {
-        guard let stored = try await EmailToken.query(on: db).filter(\.$tokenHash == SecureToken.hash(token))
-            .filter(\.$purpose == purpose.rawValue).first(),
-            stored.usedAt == nil, stored.expiresAt > clock.now(),
-            let user = try await User.find(stored.userID, on: db)
+        guard let stored = try await store.emailToken(hash: SecureToken.hash(token), purpose: purpose, on: db),
+              stored.usedAt == nil, stored.expiresAt > clock.now(),
+              let user = try await store.user(id: stored.userID, on: db)
         else { return nil }
         return (stored, user)
     }
 
     /// Marks the token used; false when another request spent it first.
     func spend(_ token: EmailToken, on db: any Database) async throws -> Bool {
-        let spent = try await (db as! any SQLDatabase).raw(
-            "UPDATE email_tokens SET used_at = \(bind: clock.now()) WHERE id = \(bind: token.id!) AND used_at IS NULL RETURNING id"
-        ).all()
-        return !spent.isEmpty
+        try await store.spendEmailToken(id: token.id!, at: clock.now(), on: db)
     }
 
     /// Spends an email token: the user it belongs to, or nil if it is unknown, used or expired.

@@ -1,7 +1,6 @@
 import FluentKit
 import Foundation
 import NIOConcurrencyHelpers
-import SQLKit
 
 /// Failed-login accounting: from the fifth failure in a row, an account waits
 /// 30 s, then 60 s, 120 s … up to 15 minutes; a success resets it.
@@ -18,10 +17,12 @@ struct LoginThrottle: Sendable {
     static let maximumDelay: TimeInterval = 900
 
     let clock: AppClock
+    let store: IdentityStore
     private let unknown = NIOLockedValueBox<[String: (failures: Int, lockedUntil: Date?)]>([:])
 
-    init(clock: AppClock) {
+    init(clock: AppClock, store: IdentityStore) {
         self.clock = clock
+        self.store = store
     }
 
     enum Claim {
@@ -36,18 +37,11 @@ struct LoginThrottle: Sendable {
     /// Counts this attempt as a failure until it proves otherwise; refuses while the account waits.
     func claim(userID: UUID, on db: any Database) async throws -> Claim {
         let now = clock.now()
-        let provisional = now.addingTimeInterval(Self.baseDelay)
-        let rows = try await (db as! any SQLDatabase).raw("""
-            UPDATE users SET failed_login_count = failed_login_count + 1,
-                locked_until = CASE WHEN failed_login_count + 1 >= \(bind: Self.threshold) THEN \(bind: provisional) ELSE locked_until END,
-                updated_at = \(bind: now)
-            WHERE id = \(bind: userID) AND (locked_until IS NULL OR locked_until <= \(bind: now))
-            RETURNING failed_login_count
-            """).all()
-        if let row = rows.first {
-            return .allowed(attempt: try row.decode(column: "failed_login_count", as: Int.self))
+        if let attempt = try await store.claimSignInAttempt(
+            userID: userID, now: now, threshold: Self.threshold, provisionalLock: now.addingTimeInterval(Self.baseDelay), on: db) {
+            return .allowed(attempt: attempt)
         }
-        let lockedUntil = try await User.find(userID, on: db)?.lockedUntil ?? now
+        let lockedUntil = try await store.lockedUntil(userID: userID, on: db) ?? now
         return .locked(retryAfter: max(1, Int(lockedUntil.timeIntervalSince(now).rounded(.up))))
     }
 
@@ -56,12 +50,12 @@ struct LoginThrottle: Sendable {
     func failed(userID: UUID, attempt: Int, on db: any Database) async throws -> TimeInterval? {
         guard attempt >= Self.threshold else { return nil }
         let delay = Self.delay(afterFailures: attempt)
-        try await User.query(on: db).filter(\.$id == userID).set(\.$lockedUntil, to: clock.now().addingTimeInterval(delay)).update()
+        try await store.lock(userID: userID, until: clock.now().addingTimeInterval(delay), on: db)
         return delay
     }
 
     func succeeded(userID: UUID, on db: any Database) async throws {
-        try await User.query(on: db).filter(\.$id == userID).set(\.$failedLoginCount, to: 0).set(\.$lockedUntil, to: nil).update()
+        try await store.clearSignInFailures(userID: userID, on: db)
     }
 
     // MARK: Unknown emails, in memory

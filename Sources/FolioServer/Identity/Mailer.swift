@@ -24,6 +24,17 @@ struct OutboxMailer: Mailer {
     let clock: AppClock
 
     func send(_ message: MailMessage, on database: any Database, logger: Logger) async throws {
+        try await OutboxStore().insert(message, at: clock.now(), on: database)
+        logger.info("mail kept in outbox", metadata: [
+            "recipient": .string(message.recipient), "subject": .string(message.subject), "kind": .string(message.kind),
+            "body": .string(message.body),
+        ])
+    }
+}
+
+/// The only code that reads or writes `outbox_messages`.
+struct OutboxStore: Sendable {
+    func insert(_ message: MailMessage, at now: Date, on db: any Database) async throws {
         let row = OutboxMessage()
         row.id = UUID()
         row.userID = message.userID
@@ -31,11 +42,14 @@ struct OutboxMailer: Mailer {
         row.subject = message.subject
         row.body = message.body
         row.kind = message.kind
-        row.createdAt = clock.now()
-        try await row.create(on: database)
-        logger.info("mail kept in outbox", metadata: [
-            "recipient": .string(message.recipient), "subject": .string(message.subject), "kind": .string(message.kind),
-            "body": .string(message.body),
-        ])
+        row.createdAt = now
+        try await row.create(on: db)
+    }
+
+    /// The newest messages first, to one recipient if given.
+    func recent(recipient: String?, limit: Int, on db: any Database) async throws -> [OutboxMessage] {
+        let query = OutboxMessage.query(on: db).sort(\.$createdAt, .descending).sort(\.$id, .descending).limit(limit)
+        if let recipient { query.filter(\.$recipient == recipient) }
+        return try await query.all()
     }
 }

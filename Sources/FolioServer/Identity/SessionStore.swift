@@ -107,6 +107,20 @@ struct SessionStore: Sendable {
             defaultAccountID: try row.decode(column: "account_id", as: AccountID?.self), credential: credential)
     }
 
+    /// The user's sessions still in use at `now`, newest first, at most 100.
+    func activeSessions(userID: UUID, on db: any Database) async throws -> [Session] {
+        let now = clock.now()
+        return try await Session.query(on: db)
+            .filter(\.$userID == userID).filter(\.$revokedAt == nil).filter(\.$expiresAt > now)
+            .sort(\.$createdAt, .descending).limit(100).all()
+            .filter { $0.isActive(at: now, idleTimeout: idleTimeout) }
+    }
+
+    /// One session of the user's; nil for another user's.
+    func session(id: UUID, userID: UUID, on db: any Database) async throws -> Session? {
+        try await Session.query(on: db).filter(\.$id == id).filter(\.$userID == userID).first()
+    }
+
     func revoke(sessionID: UUID, reason: String, on db: any Database) async throws {
         try await Session.query(on: db).filter(\.$id == sessionID).filter(\.$revokedAt == nil)
             .set(\.$revokedAt, to: clock.now()).set(\.$revokeReason, to: reason).update()

@@ -6,14 +6,14 @@ import Foundation
 /// What the `folio users` and `folio outbox` commands do, kept here so it is
 /// tested like the rest of the server. Every change is audited with no
 /// request id and `cli` as the address.
+/// What the `folio users` and `folio outbox` commands do, kept here so it is
+/// tested like the rest of the server. Every change is audited with no
+/// request id and `cli` as the address.
 public struct UserAdministration: Sendable {
-    let database: FolioDatabase
-    let clock: AppClock
-    let hasher: PasswordHasher
-    let policy: PasswordPolicy
-    let audit: AuditLog
-    let sessions: SessionStore
+    let identity: IdentityServices
     let ledger: Ledger
+    let startingCash: Cash
+    let origin: RequestOrigin
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -35,17 +35,11 @@ public struct UserAdministration: Sendable {
         public var body: String
     }
 
-    let startingCash: Cash
-
     public init(services: FolioServices) {
-        self.database = services.database
-        self.clock = services.identity.clock
-        self.hasher = services.identity.hasher
-        self.policy = services.identity.passwordPolicy
-        self.audit = services.identity.audit
-        self.sessions = services.identity.sessions
+        self.identity = services.identity
         self.ledger = services.ledger
         self.startingCash = services.configuration.startingCash
+        self.origin = .commandLine(logger: services.logger)
     }
 
     /// Creates an administrator whose address counts as verified.
@@ -53,59 +47,49 @@ public struct UserAdministration: Sendable {
     public func createAdmin(email: String, password: String) async throws -> UUID {
         let email = IdentityServices.normalizedEmail(email)
         guard IdentityServices.isPlausibleEmail(email) else { throw Failure(description: "\(email) is not a valid email address") }
-        if let problem = policy.problems(password: password, email: email).first { throw Failure(description: problem.message) }
-        let db = database.db
-        if try await User.query(on: db).filter(\.$email == email).first() != nil {
+        if let problem = identity.passwordPolicy.problems(password: password, email: email).first { throw Failure(description: problem.message) }
+        let db = identity.database.db
+        if try await identity.store.user(email: email, on: db) != nil {
             throw Failure(description: "a user with email \(email) already exists; use `folio users set-role \(email) admin`")
         }
-        let now = clock.now()
-        let user = User(email: email, passwordHash: try await hasher.hash(password), role: .admin, now: now)
+        let now = identity.clock.now()
+        let user = User(email: email, passwordHash: try await identity.hasher.hash(password), role: .admin, now: now)
         user.emailVerifiedAt = now
         try await db.transaction { db in
-            try await user.create(on: db)
-            try await audit.record(.init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id, details: ["role": "admin"]), ip: "cli", requestID: nil, on: db)
-            try await ledger.openPaperAccount(for: UserID(user.id!), startingCash: startingCash, context: AuditContext(ip: "cli"), on: db as! any SQLDatabase)
+            try await identity.store.insert(user, on: db)
+            try await identity.audit.record(
+                .init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id, details: ["role": "admin"]),
+                origin: origin, on: db)
+            try await ledger.openPaperAccount(for: UserID(user.id!), startingCash: startingCash, context: origin.audit, on: db as! any SQLDatabase)
         }
         return user.id!
     }
 
     public func list() async throws -> [UserSummary] {
-        try await User.query(on: database.db).sort(\.$createdAt).all().map {
+        try await identity.store.allUsers(on: identity.database.db).map {
             UserSummary(id: $0.id!, email: $0.email, role: $0.role, verified: $0.emailVerifiedAt != nil, disabled: $0.isDisabled, createdAt: $0.createdAt)
         }
     }
 
     public func setRole(email: String, role: String) async throws {
-        guard let role = User.Role(rawValue: role) else { throw Failure(description: "role must be one of \(User.Role.allCases.map(\.rawValue).joined(separator: ", "))") }
-        let user = try await find(email)
-        try await database.db.transaction { db in
-            user.role = role.rawValue
-            user.updatedAt = clock.now()
-            try await user.save(on: db)
-            try await sessions.revokeAll(userID: user.id!, reason: "role_changed", on: db)
-            try await audit.record(.init(action: "admin.role_changed", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id, details: ["role": role.rawValue]), ip: "cli", requestID: nil, on: db)
+        guard let role = User.Role(rawValue: role) else {
+            throw Failure(description: "role must be one of \(User.Role.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        try await identity.setRole(role, user: try await find(email), origin: origin)
     }
 
     public func disable(email: String) async throws {
-        let user = try await find(email)
-        try await database.db.transaction { db in
-            user.disabledAt = user.disabledAt ?? clock.now()
-            user.updatedAt = clock.now()
-            try await user.save(on: db)
-            try await sessions.revokeAll(userID: user.id!, reason: "disabled_by_admin", on: db)
-            try await audit.record(.init(action: "admin.user_disabled", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id), ip: "cli", requestID: nil, on: db)
-        }
+        _ = try await identity.setDisabled(true, user: try await find(email), actor: nil, origin: origin)
     }
 
     public func outbox(limit: Int) async throws -> [OutboxEntry] {
-        try await OutboxMessage.query(on: database.db).sort(\.$createdAt, .descending).limit(limit).all().map {
+        try await identity.outboxMessages(recipient: nil, limit: limit).map {
             OutboxEntry(createdAt: $0.createdAt, recipient: $0.recipient, subject: $0.subject, body: $0.body)
         }
     }
 
     private func find(_ email: String) async throws -> User {
-        guard let user = try await User.query(on: database.db).filter(\.$email == IdentityServices.normalizedEmail(email)).first() else {
+        guard let user = try await identity.findUser(email: email, on: identity.database.db) else {
             throw Failure(description: "no user with email \(email)")
         }
         return user

@@ -18,7 +18,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
             let identity = try await bearerIdentity(authorization)
             guard let identity else {
                 if lenient { return try await next(request, context) }
-                await services.security.record("token_rejected", details: ["route": context.endpointPath ?? "unmatched"], context: context)
+                await services.security.record("token_rejected", details: ["route": context.endpointPath ?? "unmatched"], origin: context.origin)
                 throw AppError(
                     .unauthorized, code: "invalid_token", detail: "The access token is invalid, expired or revoked.",
                     headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
@@ -29,8 +29,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
             if services.configuration.csrfProtectionEnabled, !request.method.isSafe {
                 guard let token = request.headers[AuthController.csrfHeader], services.csrf.isValid(token, for: identity.sessionID.uuid) else {
                     await services.security.record(
-                        "csrf_failed", userID: identity.userID.uuid, details: ["reason": "missing_or_wrong_token"], context: context,
-                        database: services.database.db)
+                        "csrf_failed", userID: identity.userID.uuid, details: ["reason": "missing_or_wrong_token"], origin: context.origin,
+                        audited: true)
                     throw AppError(.forbidden, code: "csrf_failed", detail: "This request needs the X-CSRF-Token header of your session.")
                 }
             }

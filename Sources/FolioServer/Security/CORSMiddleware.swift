@@ -25,7 +25,7 @@ struct CORSMiddleware: RouterMiddleware {
 
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
             guard allowed else {
-                await security.record("cors_refused", details: ["origin": String(origin.prefix(200)), "preflight": "true"], context: context)
+                await security.record("cors_refused", details: ["origin": String(origin.prefix(200)), "preflight": "true"], origin: context.origin)
                 var response = ProblemMiddleware.response(
                     for: AppError(.forbidden, code: "cors_origin_refused", detail: "This origin may not call the API."), request: request, context: context)
                 response.headers[.vary] = "Origin"
@@ -48,7 +48,7 @@ struct CORSMiddleware: RouterMiddleware {
             response.headers[.accessControlAllowCredentials] = "true"
             response.headers[.accessControlExposeHeaders] = Self.exposeHeaders
         } else {
-            await security.record("cors_refused", details: ["origin": String(origin.prefix(200))], context: context)
+            await security.record("cors_refused", details: ["origin": String(origin.prefix(200))], origin: context.origin)
         }
         return response
     }

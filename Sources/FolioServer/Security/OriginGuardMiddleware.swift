@@ -24,11 +24,11 @@ struct OriginGuardMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard !request.method.isSafe else { return try await next(request, context) }
         if request.headers[Self.fetchSite]?.lowercased() == "cross-site" {
-            await security.record("csrf_failed", details: ["reason": "cross_site"], context: context)
+            await security.record("csrf_failed", details: ["reason": "cross_site"], origin: context.origin)
             throw AppError(.forbidden, code: "csrf_failed", detail: "Cross-site requests may not change anything.")
         }
         if let origin = request.headers[.origin], !allowedOrigins.contains(Self.normalized(origin)) {
-            await security.record("csrf_failed", details: ["reason": "foreign_origin", "origin": String(origin.prefix(200))], context: context)
+            await security.record("csrf_failed", details: ["reason": "foreign_origin", "origin": String(origin.prefix(200))], origin: context.origin)
             throw AppError(.forbidden, code: "csrf_failed", detail: "Requests from this origin may not change anything.")
         }
         return try await next(request, context)

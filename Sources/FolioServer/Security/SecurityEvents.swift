@@ -5,33 +5,33 @@ import NIOConcurrencyHelpers
 
 /// Security events (failed logins, lockouts, refused CSRF, CORS and token
 /// checks): each is logged with the request id, recorded in the audit trail
-/// when a database is at hand, and counted so operations can alert on bursts.
+/// when `audited` (events about a known user), and counted so operations can
+/// alert on bursts.
 final class SecurityEvents: Sendable {
     let audit: AuditLog
+    let database: FolioDatabase
     let clock: AppClock
     private let failedLoginTimes = NIOLockedValueBox<[Date]>([])
 
-    init(audit: AuditLog, clock: AppClock) {
+    init(audit: AuditLog, database: FolioDatabase, clock: AppClock) {
         self.audit = audit
+        self.database = database
         self.clock = clock
     }
 
-    func record(
-        _ event: String, userID: UUID? = nil, details: [String: String] = [:],
-        context: FolioRequestContext, database: (any Database)? = nil
-    ) async {
-        var metadata: Logger.Metadata = ["event": .string(event), "client_ip": .string(context.clientIP ?? "unknown")]
+    func record(_ event: String, userID: UUID? = nil, details: [String: String] = [:], origin: RequestOrigin, audited: Bool = false) async {
+        var metadata: Logger.Metadata = ["event": .string(event), "client_ip": .string(origin.ip ?? "unknown")]
         if let userID { metadata["user_id"] = .string(userID.uuidString.lowercased()) }
         for (key, value) in details { metadata[key] = .string(value) }
-        context.logger.warning("security event", metadata: metadata)
+        origin.logger.warning("security event", metadata: metadata)
         if event == "login_failed" { countFailedLogin() }
-        guard let database else { return }
+        guard audited else { return }
         do {
             try await audit.record(
                 .init(action: "security." + event, actorID: userID, subjectType: "user", subjectID: userID?.uuidString.lowercased(), userID: userID, details: details),
-                context: context, on: database)
+                origin: origin, on: database.db)
         } catch {
-            context.logger.error("could not record security event", metadata: ["error": .string(String(reflecting: error))])
+            origin.logger.error("could not record security event", metadata: ["error": .string(String(reflecting: error))])
         }
     }
 

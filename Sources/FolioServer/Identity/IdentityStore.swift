@@ -1,0 +1,119 @@
+import FluentKit
+import Foundation
+import SQLKit
+
+/// The only code that reads or writes users, their email tokens, recovery
+/// codes and sign-in counters. Sessions and refresh tokens are `SessionStore`'s.
+/// Each method takes the database to run on, so a flow can put several in one
+/// transaction.
+struct IdentityStore: Sendable {
+    // MARK: Users
+
+    func user(id: UUID, on db: any Database) async throws -> User? {
+        try await User.find(id, on: db)
+    }
+
+    /// `email` is compared as given: callers pass the normalized address.
+    func user(email: String, on db: any Database) async throws -> User? {
+        try await User.query(on: db).filter(\.$email == email).first()
+    }
+
+    func insert(_ user: User, on db: any Database) async throws {
+        try await user.create(on: db)
+    }
+
+    func save(_ user: User, on db: any Database) async throws {
+        try await user.save(on: db)
+    }
+
+    /// Users in order of sign-up, after the cursor user if any.
+    func users(after cursor: UUID?, limit: Int, on db: any Database) async throws -> [User] {
+        let query = User.query(on: db).sort(\.$createdAt).sort(\.$id).limit(limit)
+        if let cursor { query.filter(Pagination.after(cursor, table: User.schema, timeColumn: "created_at", descending: false)) }
+        return try await query.all()
+    }
+
+    func allUsers(on db: any Database) async throws -> [User] {
+        try await User.query(on: db).sort(\.$createdAt).sort(\.$id).all()
+    }
+
+    /// Seals a TOTP secret again (under the current key), leaving the rest of the user alone.
+    func replaceTOTPSecret(userID: UUID, sealed: String, on db: any Database) async throws {
+        try await User.query(on: db).filter(\.$id == userID).set(\.$totpSecretSealed, to: sealed).update()
+    }
+
+    // MARK: Sign-in counters
+
+    /// Counts one more attempt unless the user is locked at `now`; from
+    /// `threshold` on, the user is locked until `provisionalLock` while the
+    /// attempt is checked. The new count, or nil while locked.
+    func claimSignInAttempt(userID: UUID, now: Date, threshold: Int, provisionalLock: Date, on db: any Database) async throws -> Int? {
+        let rows = try await (db as! any SQLDatabase).raw("""
+            UPDATE users SET failed_login_count = failed_login_count + 1,
+                locked_until = CASE WHEN failed_login_count + 1 >= \(bind: threshold) THEN \(bind: provisionalLock) ELSE locked_until END,
+                updated_at = \(bind: now)
+            WHERE id = \(bind: userID) AND (locked_until IS NULL OR locked_until <= \(bind: now))
+            RETURNING failed_login_count
+            """).all()
+        return try rows.first?.decode(column: "failed_login_count", as: Int.self)
+    }
+
+    func lockedUntil(userID: UUID, on db: any Database) async throws -> Date? {
+        try await User.find(userID, on: db)?.lockedUntil
+    }
+
+    func lock(userID: UUID, until: Date, on db: any Database) async throws {
+        try await User.query(on: db).filter(\.$id == userID).set(\.$lockedUntil, to: until).update()
+    }
+
+    func clearSignInFailures(userID: UUID, on db: any Database) async throws {
+        try await User.query(on: db).filter(\.$id == userID).set(\.$failedLoginCount, to: 0).set(\.$lockedUntil, to: nil).update()
+    }
+
+    // MARK: Email tokens
+
+    func insert(_ token: EmailToken, on db: any Database) async throws {
+        try await token.create(on: db)
+    }
+
+    /// Marks every unused token of the purpose used, so only a newer one works.
+    func retireEmailTokens(userID: UUID, purpose: EmailToken.Purpose, at now: Date, on db: any Database) async throws {
+        try await EmailToken.query(on: db).filter(\.$userID == userID).filter(\.$purpose == purpose.rawValue).filter(\.$usedAt == nil)
+            .set(\.$usedAt, to: now).update()
+    }
+
+    func emailToken(hash: String, purpose: EmailToken.Purpose, on db: any Database) async throws -> EmailToken? {
+        try await EmailToken.query(on: db).filter(\.$tokenHash == hash).filter(\.$purpose == purpose.rawValue).first()
+    }
+
+    /// Marks the token used; false when another request spent it first.
+    func spendEmailToken(id: UUID, at now: Date, on db: any Database) async throws -> Bool {
+        let spent = try await (db as! any SQLDatabase).raw(
+            "UPDATE email_tokens SET used_at = \(bind: now) WHERE id = \(bind: id) AND used_at IS NULL RETURNING id"
+        ).all()
+        return !spent.isEmpty
+    }
+
+    // MARK: Recovery codes
+
+    func replaceRecoveryCodes(userID: UUID, with codes: [RecoveryCode], on db: any Database) async throws {
+        try await deleteRecoveryCodes(userID: userID, on: db)
+        for code in codes { try await code.create(on: db) }
+    }
+
+    func deleteRecoveryCodes(userID: UUID, on db: any Database) async throws {
+        try await RecoveryCode.query(on: db).filter(\.$userID == userID).delete()
+    }
+
+    func unusedRecoveryCodes(userID: UUID, on db: any Database) async throws -> [RecoveryCode] {
+        try await RecoveryCode.query(on: db).filter(\.$userID == userID).filter(\.$usedAt == nil).all()
+    }
+
+    /// Marks the code used; false when another request spent it first.
+    func spendRecoveryCode(id: UUID, at now: Date, on db: any Database) async throws -> Bool {
+        let spent = try await (db as! any SQLDatabase).raw(
+            "UPDATE recovery_codes SET used_at = \(bind: now) WHERE id = \(bind: id) AND used_at IS NULL RETURNING id"
+        ).all()
+        return !spent.isEmpty
+    }
+}

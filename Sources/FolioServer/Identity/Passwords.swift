@@ -1,0 +1,70 @@
+import FluentKit
+import FolioDomain
+import Foundation
+
+/// Changing a password, and resetting a forgotten one by an emailed link.
+extension IdentityServices {
+    static let invalidResetLink = FieldIssue(field: "token", code: "invalid_token", message: "This reset link is invalid, used or expired.")
+
+    /// Needs the current password; every session ends, this one included.
+    func changePassword(of identity: Identity, current: String, new: String, origin: RequestOrigin) async throws {
+        guard let user = try await store.user(id: identity.userID.uuid, on: database.db) else { throw IdentityError.userNotFound }
+        guard try await hasher.verify(current, hash: user.passwordHash) else {
+            throw FieldIssue(field: "current_password", code: "incorrect", message: "The current password is wrong.")
+        }
+        try await setPassword(user: user, to: new, field: "new_password", reason: "password_changed", origin: origin)
+    }
+
+    /// Mails a reset link to an enabled user; nothing, silently, for an unknown address.
+    func requestPasswordReset(email: String, origin: RequestOrigin) async throws {
+        let db = database.db
+        guard let user = try await findUser(email: email, on: db), !user.isDisabled else { return }
+        let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.resetTokenLifetime, on: db)
+        try await mailer.send(
+            MailMessage(
+                userID: user.id, recipient: user.email, subject: "Reset your Folio password",
+                body: "Choose a new password within an hour: \(configuration.publicURL)/reset-password?token=\(token)\nIf you did not ask for this, ignore this message.",
+                kind: "reset_password"),
+            on: db, logger: origin.logger)
+    }
+
+    /// The link is spent only together with a password the policy accepts.
+    func confirmPasswordReset(token: String, newPassword: String, origin: RequestOrigin) async throws {
+        guard let (stored, user) = try await findEmailToken(token, purpose: .resetPassword, on: database.db) else { throw Self.invalidResetLink }
+        try await setPassword(user: user, to: newPassword, field: "new_password", reason: "password_reset", spending: stored, origin: origin)
+    }
+
+    /// Sets a new password, ends every session of the user (ASVS 2.2.3 / 3.3.3)
+    /// and tells them by email.
+    func setPassword(
+        user: User, to password: String, field: String, reason: String, spending resetToken: EmailToken? = nil, origin: RequestOrigin
+    ) async throws {
+        let problems = passwordPolicy.problems(password: password, email: user.email, field: field)
+        if !problems.isEmpty { throw IdentityError.invalid(problems) }
+        let hash = try await hasher.hash(password)
+        let now = clock.now()
+        try await database.db.transaction { db in
+            if let resetToken, !(try await spend(resetToken, on: db)) { throw Self.invalidResetLink }
+            // Any other reset link dies with the old password.
+            try await store.retireEmailTokens(userID: user.id!, purpose: .resetPassword, at: now, on: db)
+            user.passwordHash = hash
+            user.passwordChangedAt = now
+            user.updatedAt = now
+            user.failedLoginCount = 0
+            user.lockedUntil = nil
+            // Following a reset link proves the address too.
+            if reason == "password_reset", user.emailVerifiedAt == nil { user.emailVerifiedAt = now }
+            try await store.save(user, on: db)
+            try await sessions.revokeAll(userID: user.id!, reason: reason, on: db)
+            try await audit.record(
+                .init(action: "user." + reason, actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
+                origin: origin, on: db)
+            try await mailer.send(
+                MailMessage(
+                    userID: user.id, recipient: user.email, subject: "Your Folio password was changed",
+                    body: "Your password was changed and every session was signed out. If this was not you, reset your password now and contact support.",
+                    kind: "password_changed"),
+                on: db, logger: origin.logger)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import FluentKit
+import Foundation
+
+/// Signing in, refreshing, and the user's own sessions.
+extension IdentityServices {
+    /// A session just started or refreshed, with the refresh token to hand out.
+    struct SignedIn: Sendable {
+        var user: User
+        var session: Session
+        var refreshToken: String
+    }
+
+    /// Checks the password (and second factor) under the sign-in throttle and
+    /// starts a session of the given kind.
+    func signIn(
+        email: String, password: String, totpCode: String?, recoveryCode: String?, kind: Session.Kind, userAgent: String?, origin: RequestOrigin
+    ) async throws -> SignedIn {
+        let db = database.db
+        // bcrypt reads a C string of at most 72 bytes: never let a NUL or an overlong tail count.
+        let passwordUsable = PasswordPolicy.isHashable(password)
+
+        guard let user = try await findUser(email: email, on: db) else {
+            if case .locked(let wait) = loginThrottle.claimUnknown(email: Self.normalizedEmail(email)) {
+                throw IdentityError.tooManyAttempts(retryAfter: wait)
+            }
+            try await hasher.verifyAgainstDummy(password)
+            await security.record("login_failed", details: ["reason": "unknown_email"], origin: origin, audited: true)
+            throw IdentityError.invalidCredentials
+        }
+        let attempt: Int
+        switch try await loginThrottle.claim(userID: user.id!, on: db) {
+        case .locked(let wait):
+            await security.record("login_locked", userID: user.id, origin: origin, audited: true)
+            throw IdentityError.tooManyAttempts(retryAfter: wait)
+        case .allowed(let number):
+            attempt = number
+        }
+        let passwordMatches = try await hasher.verify(password, hash: user.passwordHash)
+        guard passwordUsable, passwordMatches else {
+            try await recordFailedSignIn(user: user, attempt: attempt, reason: "wrong_password", origin: origin)
+            throw IdentityError.invalidCredentials
+        }
+        if user.isDisabled {
+            await security.record("login_refused", userID: user.id, details: ["reason": "disabled"], origin: origin, audited: true)
+            throw IdentityError.accountDisabled
+        }
+        if user.hasTwoFactor {
+            // The attempt stays counted: otherwise asking without a code would reset the count between code guesses.
+            if totpCode == nil && recoveryCode == nil { throw IdentityError.twoFactorRequired }
+            guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
+                try await recordFailedSignIn(user: user, attempt: attempt, reason: "wrong_second_factor", origin: origin)
+                throw IdentityError.wrongSecondFactor
+            }
+        }
+        try await loginThrottle.succeeded(userID: user.id!, on: db)
+        if configuration.requireEmailVerification, user.emailVerifiedAt == nil { throw IdentityError.emailNotVerified }
+
+        return try await db.transaction { db in
+            let (session, refreshToken) = try await sessions.start(user: user, kind: kind, ip: origin.ip, userAgent: userAgent, on: db)
+            try await audit.record(
+                .init(action: "security.login_succeeded", actorID: user.id, subjectType: "session", subjectID: session.id?.uuidString.lowercased(),
+                      userID: user.id, details: ["session": kind.rawValue]),
+                origin: origin, on: db)
+            return SignedIn(user: user, session: session, refreshToken: refreshToken)
+        }
+    }
+
+    /// Records a failed attempt already counted by the throttle, and the wait it imposes.
+    private func recordFailedSignIn(user: User, attempt: Int, reason: String, origin: RequestOrigin) async throws {
+        if let delay = try await loginThrottle.failed(userID: user.id!, attempt: attempt, on: database.db) {
+            await security.record(
+                "login_lockout", userID: user.id, details: ["failures": String(attempt), "seconds": String(Int(delay))], origin: origin, audited: true)
+        }
+        await security.record("login_failed", userID: user.id, details: ["reason": reason, "failures": String(attempt)], origin: origin, audited: true)
+    }
+
+    /// Spends a refresh token for the next one. A spent token presented again
+    /// revokes its session (someone else has used it).
+    func refresh(token: String, origin: RequestOrigin) async throws -> SignedIn {
+        switch try await sessions.refresh(token: token) {
+        case .rotated(let user, let session, let next):
+            return SignedIn(user: user, session: session, refreshToken: next)
+        case .reused(let userID):
+            await security.record("refresh_token_reuse", userID: userID, origin: origin, audited: true)
+            throw IdentityError.invalidRefreshToken
+        case .invalid:
+            await security.record("refresh_token_rejected", origin: origin)
+            throw IdentityError.invalidRefreshToken
+        }
+    }
+
+    func activeSessions(of identity: Identity) async throws -> [Session] {
+        try await sessions.activeSessions(userID: identity.userID.uuid, on: database.db)
+    }
+
+    /// Ends one of the user's own sessions; another user's is not found.
+    func revokeSession(_ id: UUID, of identity: Identity) async throws {
+        let db = database.db
+        guard let session = try await sessions.session(id: id, userID: identity.userID.uuid, on: db) else { throw IdentityError.sessionNotFound }
+        try await sessions.revoke(sessionID: session.id!, reason: "revoked_by_user", on: db)
+    }
+
+    func signOut(_ identity: Identity) async throws {
+        try await sessions.revoke(sessionID: identity.sessionID.uuid, reason: "logout", on: database.db)
+    }
+
+    func signOutEverywhere(_ identity: Identity) async throws {
+        try await sessions.revokeAll(userID: identity.userID.uuid, reason: "logout_all", on: database.db)
+    }
+}

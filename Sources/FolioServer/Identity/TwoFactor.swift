@@ -1,0 +1,135 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HummingbirdOTP
+
+/// Optional TOTP two-factor authentication (RFC 6238): enrol, confirm with a
+/// code (which turns it on and hands out ten single-use recovery codes),
+/// disable with password and code.
+extension IdentityServices {
+    static let recoveryCodeCount = 10
+    static let totpIssuer = "Folio"
+
+    /// A new secret, sealed on the user until a code confirms it.
+    func enrollTwoFactor(_ identity: Identity) async throws -> (secret: String, uri: String) {
+        let user = try await currentUser(identity)
+        if user.hasTwoFactor { throw IdentityError.twoFactorAlreadyEnabled }
+        // 32 characters from a 32-letter alphabet: 160 bits, the RFC 4226 recommendation.
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+        var generator = SystemRandomNumberGenerator()
+        let secret = String((0..<32).map { _ in alphabet.randomElement(using: &generator)! })
+        user.totpSecretSealed = try secretBox.seal(secret)
+        user.updatedAt = clock.now()
+        try await store.save(user, on: database.db)
+        let uri = TOTP(secret: secret).createAuthenticatorURL(label: "\(Self.totpIssuer):\(user.email)", issuer: Self.totpIssuer)
+        let base32 = uri.components(separatedBy: "secret=").last?.components(separatedBy: "&").first ?? ""
+        return (base32, uri)
+    }
+
+    /// Turns two-factor on; the recovery codes, shown this once.
+    func confirmTwoFactor(_ identity: Identity, password: String, totpCode: String, origin: RequestOrigin) async throws -> [String] {
+        let user = try await currentUser(identity)
+        guard !user.hasTwoFactor, let sealed = user.totpSecretSealed, let secret = secretBox.open(sealed) else {
+            throw IdentityError.twoFactorNotEnrolling
+        }
+        // A stolen session alone must not be able to put a second factor between the owner and the account.
+        guard try await hasher.verify(password, hash: user.passwordHash) else {
+            throw FieldIssue(field: "password", code: "incorrect", message: "The password is wrong.")
+        }
+        guard Self.totpMatches(code: totpCode, secret: secret, at: clock.now()) else {
+            throw FieldIssue(field: "totp_code", code: "invalid_code", message: "The code does not match; check your device's clock.")
+        }
+        let now = clock.now()
+        let codes = (0..<Self.recoveryCodeCount).map { _ in Self.newRecoveryCode() }
+        try await database.db.transaction { db in
+            user.totpEnabledAt = now
+            user.updatedAt = now
+            try await store.save(user, on: db)
+            let stored = codes.map { RecoveryCode(userID: user.id!, codeHash: SecretBox.saltedHash(Self.canonicalRecoveryCode($0)), now: now) }
+            try await store.replaceRecoveryCodes(userID: user.id!, with: stored, on: db)
+            try await twoFactorChanged(user, enabled: true, identity: identity, origin: origin, on: db)
+        }
+        return codes
+    }
+
+    /// Turns two-factor off with the password and a code.
+    func disableTwoFactor(_ identity: Identity, password: String, totpCode: String?, recoveryCode: String?, origin: RequestOrigin) async throws {
+        let user = try await currentUser(identity)
+        guard user.hasTwoFactor else { throw IdentityError.twoFactorNotEnabled }
+        guard try await hasher.verify(password, hash: user.passwordHash) else {
+            throw FieldIssue(field: "password", code: "incorrect", message: "The password is wrong.")
+        }
+        let db = database.db
+        guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
+            throw FieldIssue(field: "totp_code", code: "invalid_code", message: "The code is wrong.")
+        }
+        try await db.transaction { db in
+            user.totpEnabledAt = nil
+            user.totpSecretSealed = nil
+            user.updatedAt = clock.now()
+            try await store.save(user, on: db)
+            try await store.deleteRecoveryCodes(userID: user.id!, on: db)
+            try await twoFactorChanged(user, enabled: false, identity: identity, origin: origin, on: db)
+        }
+    }
+
+    /// A change of second factor is a change of who can get in: every other
+    /// session ends, the change is audited and the user is told.
+    private func twoFactorChanged(_ user: User, enabled: Bool, identity: Identity, origin: RequestOrigin, on db: any Database) async throws {
+        try await sessions.revokeAll(userID: identity.userID.uuid, except: identity.sessionID.uuid, reason: "two_factor_changed", on: db)
+        try await audit.record(
+            .init(action: enabled ? "user.two_factor_enabled" : "user.two_factor_disabled", actorID: user.id, subjectType: "user",
+                  subjectID: user.id?.uuidString.lowercased(), userID: user.id),
+            origin: origin, on: db)
+        try await mailer.send(
+            MailMessage(
+                userID: user.id, recipient: user.email,
+                subject: enabled ? "Two-factor authentication is on" : "Two-factor authentication is off",
+                body: "Two-factor authentication was turned \(enabled ? "on" : "off") for your Folio account. If this was not you, reset your password now and contact support.",
+                kind: enabled ? "two_factor_enabled" : "two_factor_disabled"),
+            on: db, logger: origin.logger)
+    }
+
+    /// A current TOTP code (one step of clock drift either way) or an unused
+    /// recovery code, which is spent.
+    func acceptsSecondFactor(user: User, totpCode: String?, recoveryCode: String?, on db: any Database) async throws -> Bool {
+        if let totpCode, let sealed = user.totpSecretSealed, let (secret, old) = secretBox.openReportingKey(sealed),
+           Self.totpMatches(code: totpCode, secret: secret, at: clock.now()) {
+            // Sealed under a key that is being rotated out: seal it under the current one.
+            if old { try await store.replaceTOTPSecret(userID: user.id!, sealed: try secretBox.seal(secret), on: db) }
+            return true
+        }
+        guard let recoveryCode else { return false }
+        let canonical = Self.canonicalRecoveryCode(recoveryCode)
+        let unused = try await store.unusedRecoveryCodes(userID: user.id!, on: db)
+        guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }) else { return false }
+        return try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db)
+    }
+
+    static func totpMatches(code: String, secret: String, at date: Date) -> Bool {
+        let digits = code.filter { !$0.isWhitespace }
+        guard digits.count == 6, digits.allSatisfy(\.isNumber) else { return false }
+        let totp = TOTP(secret: secret)
+        return [-30.0, 0, 30].contains { offset in
+            String(format: "%06d", totp.compute(date: date.addingTimeInterval(offset))) == digits
+        }
+    }
+
+    /// 16 characters from a 31-letter alphabet: 79 bits, stored salted (ASVS 2.6.2).
+    static func newRecoveryCode() -> String {
+        let alphabet = Array("abcdefghjkmnpqrstuvwxyz23456789")
+        var generator = SystemRandomNumberGenerator()
+        let characters = (0..<16).map { _ in alphabet.randomElement(using: &generator)! }
+        return stride(from: 0, to: 16, by: 4).map { String(characters[$0..<$0 + 4]) }.joined(separator: "-")
+    }
+
+    static func canonicalRecoveryCode(_ code: String) -> String {
+        code.lowercased().filter { $0.isLetter || $0.isNumber }
+    }
+
+    /// The signed-in user, loaded whole: these flows change it.
+    func currentUser(_ identity: Identity) async throws -> User {
+        guard let user = try await store.user(id: identity.userID.uuid, on: database.db) else { throw IdentityError.userNotFound }
+        return user
+    }
+}
