@@ -125,6 +125,8 @@ struct Migrate: AsyncParsableCommand {
             } else {
                 let applied = try await database.migrate()
                 print(applied.isEmpty ? "No pending migrations." : applied.map { "applied  \($0)" }.joined(separator: "\n"))
+                // Anchor what an upgrade carried over (the legacy audit chain's head) now, not at the next start.
+                if !applied.isEmpty { try await FolioServices(.live(configuration: configuration, logger: logger, database: database)).prepare() }
             }
         } catch {
             await database.shutdown()

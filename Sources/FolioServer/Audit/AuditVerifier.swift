@@ -103,7 +103,7 @@ public struct AuditVerifier: Sendable {
             guard let last else {
                 return anchored == nil ? nil : "the legacy audit chain has no rows but an anchored head: its rows were removed"
             }
-            guard let anchored else { return "the legacy audit chain has no anchored head: start folio serve or folio worker once to anchor it" }
+            guard let anchored else { return "the legacy audit chain has no anchored head: run folio migrate, or start folio serve or folio worker once, to anchor it" }
             guard anchor.isValid(anchored.mac, chain: AuditChain.legacyChain, head: anchored.head) else {
                 return "the legacy audit chain's anchored head does not carry Folio's signature: the head was forged or altered"
             }

@@ -146,6 +146,16 @@ public final class FolioDatabase: Sendable {
         return pending
     }
 
+    /// Applies only the first `count` migrations of the registry, as one batch:
+    /// how a test builds the schema of an older Folio to upgrade from.
+    func migrate(first count: Int) async throws {
+        let earlier = Migrations()
+        earlier.add(Array(MigrationRegistry.all.prefix(count)))
+        let migrator = Migrator(databases: databases, migrations: earlier, logger: logger, on: sqliteLoop ?? eventLoopGroup.any())
+        try await migrator.setupIfNeeded().get()
+        try await migrator.prepareBatch().get()
+    }
+
     /// Reverts the most recent batch; returns the names reverted.
     @discardableResult
     public func revertLastBatch() async throws -> [String] {
