@@ -127,14 +127,17 @@ public struct FolioServices: Sendable {
             clock: clock, httpClient: .shared, logger: logger)
     }
 
-    /// Work before serving, after an upgrade: the legacy audit chain's head is
-    /// anchored, and accounts opened before per-account chains get theirs.
+    /// Work before serving, after an upgrade or a key rotation: the legacy audit
+    /// chain's head is anchored, accounts opened before per-account chains get
+    /// theirs, and heads signed under a previous key are signed under the current one.
     public func prepare() async throws {
         if try await AuditChain.anchorLegacyChain(anchor: anchor, database: database) {
             logger.info("anchored the head of the legacy audit chain")
         }
         let opened = try await AuditChain.openLegacyAccountChains(anchor: anchor, ids: dependencies.ids, clock: clock, database: database)
         if opened > 0 { logger.info("opened audit chains for accounts from before per-account chains", metadata: ["accounts": .stringConvertible(opened)]) }
+        let resigned = try await AuditChain.resignHeads(anchor: anchor, database: database)
+        if resigned > 0 { logger.info("signed audit chain heads again under the current key", metadata: ["heads": .stringConvertible(resigned)]) }
     }
 
     /// The router with every route and middleware. `extraRoutes` lets tests add

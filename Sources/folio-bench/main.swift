@@ -1,6 +1,6 @@
 // The benchmark harness's companion program (see Benchmarks/run):
 //   folio-bench bare-router PORT   GET /health on a bare Hummingbird router, no middleware
-//   folio-bench domain [--quick]   domain micro-benchmarks, as a Markdown table
+//   folio-bench domain [--quick] [--only TEXT]   domain micro-benchmarks (those whose name contains TEXT), as a Markdown table
 //   folio-bench bcrypt SECONDS     bcrypt cost 12 hashes per second on every core
 import Dispatch
 import FolioDomain
@@ -21,7 +21,8 @@ case "bare-router":
     let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
     try await app.runService()
 case "domain":
-    DomainBenchmarks(quick: arguments.contains("--quick")).run()
+    let only = arguments.firstIndex(of: "--only").flatMap { arguments.indices.contains($0 + 1) ? arguments[$0 + 1] : nil }
+    DomainBenchmarks(quick: arguments.contains("--quick"), only: only).run()
 case "bcrypt":
     let seconds = arguments.count > 1 ? Double(arguments[1]) ?? 5 : 5
     let cores = ProcessInfo.processInfo.activeProcessorCount
@@ -44,6 +45,7 @@ default:
 /// Times the domain's hot paths and prints how each grows with its input.
 struct DomainBenchmarks {
     var quick: Bool
+    var only: String?
 
     func run() {
         print("| micro-benchmark | size | time per operation | operations per second |")
@@ -66,6 +68,7 @@ struct DomainBenchmarks {
 
     /// Runs `body` repeatedly for about a second (a tenth with --quick) and prints the mean.
     func measure(_ name: String, size: String, _ body: (Int) -> Void) {
+        if let only, !"\(name) \(size)".contains(only) { return }
         let budget: Double = quick ? 0.1 : 1.0
         var iterations = 0
         let start = DispatchTime.now().uptimeNanoseconds

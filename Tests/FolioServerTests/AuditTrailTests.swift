@@ -158,6 +158,31 @@ struct AuditTrailTests {
         }
     }
 
+    @Test("after a key rotation, heads signed under the old key are signed again at start-up, so dropping the old key later breaks nothing", arguments: TestDatabaseKind.all)
+    func keyRotation(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "rotation@example.com")
+            let oldKey = env.configuration.secretKey, newKey = String(repeating: "7f", count: 32)
+            func services(key: String, previous: [String]) async -> FolioServices {
+                var dependencies = env.services.dependencies
+                dependencies.configuration.secretKey = key
+                dependencies.configuration.previousSecretKeys = previous
+                return await FolioServices(dependencies)
+            }
+            // Without the step, the old key's heads would look forged once it is gone.
+            let withoutOldKey = await services(key: newKey, previous: [])
+            #expect(try await AuditVerifier(services: withoutOldKey).verify().firstBreak?.contains("does not carry Folio's signature") == true)
+
+            let rotating = await services(key: newKey, previous: [oldKey])
+            #expect(try await AuditVerifier(services: rotating).verify().firstBreak == nil)
+            try await rotating.prepare()
+            let chains = try await env.database.sql.raw("SELECT count(*) AS n FROM audit_chains").first()?.decode(column: "n", as: Int.self) ?? 0
+            #expect(chains >= 1, "the user's chain is among the heads signed again")
+            #expect(try await AuditVerifier(services: withoutOldKey).verify().firstBreak == nil)
+            #expect(try await AuditChain.resignHeads(anchor: rotating.anchor, database: env.database) == 0, "nothing left to sign again")
+        }
+    }
+
     @Test("a row slipped in outside every chain is found", arguments: TestDatabaseKind.all)
     func rowOutsideChains(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -97,11 +97,7 @@ struct CommandTests {
         try await withTestDatabase(kind, migrated: false) { _, location in
             let folio = try FolioProcess()
             defer { folio.cleanUp() }
-            let url: String
-            switch location {
-            case .sqlite(let path): url = "sqlite:" + path
-            case .postgres(let postgres): url = postgres
-            }
+            let url = location.databaseURL
             let environment = ["DATABASE_URL": url]
             let names = MigrationRegistry.all.map(\.name)
             func lines(_ prefix: String, _ names: [String], suffix: String = "") -> String {
@@ -121,11 +117,7 @@ struct CommandTests {
         try await withTestDatabase(kind) { database, location in
             let folio = try FolioProcess()
             defer { folio.cleanUp() }
-            let url: String
-            switch location {
-            case .sqlite(let path): url = "sqlite:" + path
-            case .postgres(let postgres): url = postgres
-            }
+            let url = location.databaseURL
             let environment = ["DATABASE_URL": url, "BCRYPT_COST": "10"]
             let (process, out, _) = folio.makeProcess(["users", "create-admin", "Root@Example.com"], environment: environment)
             let input = Pipe()

@@ -16,11 +16,7 @@ struct ProcessCrashTests {
 
     /// The environment every child process shares: one database, one signing key (so audit heads verify).
     func environment(_ location: AppConfiguration.DatabaseLocation, _ extra: [String: String] = [:]) -> [String: String] {
-        let url: String
-        switch location {
-        case .sqlite(let path): url = "sqlite:" + path
-        case .postgres(let postgres): url = postgres
-        }
+        let url = location.databaseURL
         return [
             "ENVIRONMENT": "testing", "DATABASE_URL": url, "SECRET_KEY": Self.secretKey, "BCRYPT_COST": "10",
             "REQUIRE_EMAIL_VERIFICATION": "false", "RATE_LIMIT_ENABLED": "false",

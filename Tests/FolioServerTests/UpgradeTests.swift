@@ -22,11 +22,7 @@ struct UpgradeTests {
 
             let folio = try FolioProcess()
             defer { folio.cleanUp() }
-            let url: String
-            switch location {
-            case .sqlite(let path): url = "sqlite:" + path
-            case .postgres(let postgres): url = postgres
-            }
+            let url = location.databaseURL
             let environment = ["DATABASE_URL": url]
             let migrated = try folio.run(["migrate"], environment: environment)
             #expect(migrated.status == 0, "\(migrated.stderr)")

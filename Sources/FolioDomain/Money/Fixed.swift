@@ -98,7 +98,7 @@ public struct Fixed<Scale: FixedScale>: Sendable, Hashable, Comparable {
     @inlinable
     public static func product<A, B>(_ a: Fixed<A>, _ b: Fixed<B>, places: Int = Scale.fractionDigits, rounding rule: RoundingRule) throws(MoneyError) -> Self {
         let negative = (a.units < 0) != (b.units < 0)
-        let full = a.units.magnitude.multipliedFullWidth(by: b.units.magnitude)
+        let full = FixedMath.multiply(a.units.magnitude, b.units.magnitude)
         let shift = A.fractionDigits + B.fractionDigits - places
         let magnitude: UInt128
         if shift >= 0 {
@@ -120,7 +120,7 @@ public struct Fixed<Scale: FixedScale>: Sendable, Hashable, Comparable {
         // units at `places` = a.units × 10^(places + B − A) ÷ b.units
         let exponent = places + B.fractionDigits - A.fractionDigits
         if exponent >= 0 {
-            let full = a.units.magnitude.multipliedFullWidth(by: FixedMath.powerOfTen(exponent))
+            let full = FixedMath.multiply(a.units.magnitude, FixedMath.powerOfTen(exponent))
             let magnitude = try FixedMath.divide(high: full.high, low: full.low, by: b.units.magnitude, negative: negative, rule: rule)
             return try Self(magnitude: magnitude, places: places, negative: negative)
         }
@@ -141,7 +141,7 @@ public struct Fixed<Scale: FixedScale>: Sendable, Hashable, Comparable {
     public func scaled<N>(by numerator: Fixed<N>, over denominator: Fixed<N>, places: Int = Scale.fractionDigits, rounding rule: RoundingRule) throws(MoneyError) -> Self {
         guard denominator.units != 0 else { throw .divisionByZero }
         let negative = (units < 0) != ((numerator.units < 0) != (denominator.units < 0))
-        let full = units.magnitude.multipliedFullWidth(by: numerator.units.magnitude)
+        let full = FixedMath.multiply(units.magnitude, numerator.units.magnitude)
         // Dropping fraction digits divides the dividend by 10^drop as part of the one division.
         let drop = Scale.fractionDigits - places
         let (divisor, overflow) = denominator.units.magnitude.multipliedReportingOverflow(by: FixedMath.powerOfTen(drop))
@@ -296,13 +296,37 @@ public enum FixedMath {
         }
     }
 
+    /// The full 256-bit product. Amounts mostly fit in 64 bits, where one
+    /// machine multiply gives the exact result.
+    @inlinable
+    public static func multiply(_ a: UInt128, _ b: UInt128) -> (high: UInt128, low: UInt128) {
+        if a >> 64 == 0, b >> 64 == 0 {
+            let (high, low) = UInt64(truncatingIfNeeded: a).multipliedFullWidth(by: UInt64(truncatingIfNeeded: b))
+            return (0, UInt128(high) << 64 | UInt128(low))
+        }
+        let full = a.multipliedFullWidth(by: b)
+        return (full.high, full.low)
+    }
+
     /// `(high, low) ÷ divisor` for a 256-bit dividend, rounded by `rule`; the
     /// sign only steers `floor` and `ceiling`.
     @inlinable
     public static func divide(high: UInt128, low: UInt128, by divisor: UInt128, negative: Bool, rule: RoundingRule) throws(MoneyError) -> UInt128 {
         guard divisor != 0 else { throw .divisionByZero }
         guard high < divisor else { throw .overflow }
-        let (quotient, remainder) = divisor.dividingFullWidth((high: high, low: low))
+        // The common cases first: 256-by-128-bit division is long division in
+        // software, 128-bit division a library call, 64-bit one instruction.
+        let quotient: UInt128, remainder: UInt128
+        if high == 0 {
+            if low >> 64 == 0, divisor >> 64 == 0 {
+                let (q, r) = UInt64(truncatingIfNeeded: low).quotientAndRemainder(dividingBy: UInt64(truncatingIfNeeded: divisor))
+                (quotient, remainder) = (UInt128(q), UInt128(r))
+            } else {
+                (quotient, remainder) = low.quotientAndRemainder(dividingBy: divisor)
+            }
+        } else {
+            (quotient, remainder) = divisor.dividingFullWidth((high: high, low: low))
+        }
         guard remainder != 0 else { return quotient }
         let away: Bool
         switch rule {

@@ -48,12 +48,33 @@ public struct PortfolioValuation: Equatable, Sendable {
     public var totalValue: Cash
 
     public init(cash: Cash, availableCash: Cash, holdings: [(symbol: String, position: Position)], quotes: [String: PriceQuote]) throws(MoneyError) {
-        var positions: [ValuedPosition] = []
-        positions.reserveCapacity(holdings.count)
-        var marketValue = Cash.zero, costBasis = Cash.zero, dayChange = Cash.zero
-        for (symbol, position) in holdings where position.quantity.isPositive {
-            let quote = quotes[symbol]
+        // First pass: each position's value, so the positions can be built
+        // once, already in order (largest first) and with their weights.
+        // Plain values only, so that sorting moves no reference counts.
+        var valued: [(value: Cash, holding: Int, quote: Int)] = []
+        var found: [PriceQuote?] = []
+        valued.reserveCapacity(holdings.count)
+        found.reserveCapacity(holdings.count)
+        var marketValue = Cash.zero
+        for index in holdings.indices where holdings[index].position.quantity.isPositive {
+            let position = holdings[index].position
+            let quote = quotes[holdings[index].symbol]
             let value = try quote.map { quote throws(MoneyError) in try Money.value(quantity: position.quantity, price: quote.price) } ?? position.costBasis
+            valued.append((value, index, found.count))
+            found.append(quote)
+            marketValue = try marketValue + value
+        }
+        valued.sort { a, b in
+            a.value == b.value ? holdings[a.holding].symbol < holdings[b.holding].symbol : a.value > b.value
+        }
+        let total = try cash + marketValue
+
+        var positions: [ValuedPosition] = []
+        positions.reserveCapacity(valued.count)
+        var costBasis = Cash.zero, dayChange = Cash.zero
+        for (value, index, slot) in valued {
+            let (symbol, position) = holdings[index]
+            let quote = found[slot]
             var change: Cash?
             if let quote, let previous = quote.previousClose {
                 change = try Money.value(quantity: position.quantity, price: try quote.price - previous)
@@ -65,22 +86,16 @@ public struct PortfolioValuation: Equatable, Sendable {
                 let fraction = try Ratio.quotient(pnl, position.costBasis, rounding: .halfEven)
                 percent = try Ratio(units: fraction.units * 100)
             }
+            let weight = total.isZero ? Ratio.zero : try Ratio.quotient(value, total, rounding: .halfEven)
             positions.append(ValuedPosition(
                 symbol: symbol, quantity: position.quantity, averageCost: position.averageCost, costBasis: position.costBasis,
-                quote: quote, marketValue: value, unrealizedPnL: pnl, unrealizedPnLPercent: percent, dayChange: change, weight: .zero))
-            marketValue = try marketValue + value
+                quote: quote, marketValue: value, unrealizedPnL: pnl, unrealizedPnLPercent: percent, dayChange: change, weight: weight))
             costBasis = try costBasis + position.costBasis
             if let change { dayChange = try dayChange + change }
         }
-        let total = try cash + marketValue
-        if !total.isZero {
-            for index in positions.indices {
-                positions[index].weight = try Ratio.quotient(positions[index].marketValue, total, rounding: .halfEven)
-            }
-        }
         self.cash = cash
         self.availableCash = availableCash
-        self.positions = positions.sorted { $0.marketValue == $1.marketValue ? $0.symbol < $1.symbol : $0.marketValue > $1.marketValue }
+        self.positions = positions
         self.marketValue = marketValue
         self.costBasis = costBasis
         self.unrealizedPnL = try marketValue - costBasis

@@ -232,8 +232,8 @@ public enum TradingRules {
 
     /// The volume-weighted average of all fills so far, 8 places, half to even.
     static func averagePrice(before: Price, filledBefore: Quantity, fill: BrokerFill, filledAfter: Quantity) -> Price {
-        let old = before.units.magnitude.multipliedFullWidth(by: filledBefore.units.magnitude)
-        let new = fill.price.units.magnitude.multipliedFullWidth(by: fill.quantity.units.magnitude)
+        let old = FixedMath.multiply(before.units.magnitude, filledBefore.units.magnitude)
+        let new = FixedMath.multiply(fill.price.units.magnitude, fill.quantity.units.magnitude)
         let (low, carry) = old.low.addingReportingOverflow(new.low)
         let high = old.high &+ new.high &+ (carry ? 1 : 0)
         // Quantities cancel: (price × quantity) ÷ quantity is a price at 8 places.

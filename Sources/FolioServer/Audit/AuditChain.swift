@@ -209,11 +209,17 @@ struct AuditAnchor: Sendable {
     }
 
     func isValid(_ mac: String, chain: String, head: AuditChain.Head) -> Bool {
-        let message = Self.message(chain: chain, head: head)
-        return keys.contains { key in
-            let expected = AuditChain.hex(HMAC<SHA256>.authenticationCode(for: message, using: key))
-            return expected.utf8.count == mac.utf8.count && zip(expected.utf8, mac.utf8).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
-        }
+        keys.indices.contains { signs(mac, chain: chain, head: head, keyIndex: $0) }
+    }
+
+    /// Valid, but only under a key being rotated out: sign it again with the current one.
+    func needsResigning(_ mac: String, chain: String, head: AuditChain.Head) -> Bool {
+        !signs(mac, chain: chain, head: head, keyIndex: 0) && isValid(mac, chain: chain, head: head)
+    }
+
+    private func signs(_ mac: String, chain: String, head: AuditChain.Head, keyIndex: Int) -> Bool {
+        let expected = AuditChain.hex(HMAC<SHA256>.authenticationCode(for: Self.message(chain: chain, head: head), using: keys[keyIndex]))
+        return expected.utf8.count == mac.utf8.count && zip(expected.utf8, mac.utf8).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 }
 
@@ -272,5 +278,37 @@ extension AuditChain {
             }
         }
         return legacy.count
+    }
+
+    /// Heads signed under a key that is being rotated out (valid under one of
+    /// `PREVIOUS_SECRET_KEYS` only) are signed again under the current key, so
+    /// that dropping the old key later does not make quiet chains look forged.
+    /// A head that moved meanwhile is left alone (its new signature is current).
+    /// Runs when a server or worker starts; returns how many were signed again.
+    static func resignHeads(anchor: AuditAnchor, database: FolioDatabase) async throws -> Int {
+        let sql = database.sql
+        var resigned = 0
+        for row in try await sql.raw("SELECT id, audit_sequence, audit_hash, audit_mac FROM accounts WHERE audit_sequence IS NOT NULL").all() {
+            let account = try row.decode(column: "id", as: AccountID.self)
+            let head = Head(sequence: try row.decode(column: "audit_sequence", as: Int64.self), hash: try row.decode(column: "audit_hash", as: String.self))
+            let chain = ID.account(account).text
+            guard anchor.needsResigning(try row.decode(column: "audit_mac", as: String.self), chain: chain, head: head) else { continue }
+            try await sql.raw("""
+                UPDATE accounts SET audit_mac = \(bind: anchor.mac(chain: chain, head: head))
+                WHERE id = \(bind: account) AND audit_sequence = \(bind: head.sequence) AND audit_hash = \(bind: head.hash)
+                """).run()
+            resigned += 1
+        }
+        for row in try await sql.raw("SELECT chain_id, sequence, hash, mac FROM audit_chains").all() {
+            let chain = try row.decode(column: "chain_id", as: String.self)
+            let head = Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self))
+            guard anchor.needsResigning(try row.decode(column: "mac", as: String.self), chain: chain, head: head) else { continue }
+            try await sql.raw("""
+                UPDATE audit_chains SET mac = \(bind: anchor.mac(chain: chain, head: head))
+                WHERE chain_id = \(bind: chain) AND sequence = \(bind: head.sequence) AND hash = \(bind: head.hash)
+                """).run()
+            resigned += 1
+        }
+        return resigned
     }
 }

@@ -130,3 +130,13 @@ func expectConstraintViolation(
         if let kind { #expect(constraint.kind == kind, comment, sourceLocation: sourceLocation) }
     }
 }
+
+extension AppConfiguration.DatabaseLocation {
+    /// The `DATABASE_URL` a `folio` process is given to use this database.
+    var databaseURL: String {
+        switch self {
+        case .sqlite(let path): "sqlite:" + path
+        case .postgres(let url): url
+        }
+    }
+}
