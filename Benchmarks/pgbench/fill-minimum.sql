@@ -20,5 +20,5 @@ INSERT INTO transactions (id, account_id, user_id, type, symbol, quantity, price
     VALUES (gen_random_uuid(), :account_id, :user_id, 'buy', 'BENCH', 1, :price, (0 - :price), NULL, 'buy 1 BENCH', now(), now());
 INSERT INTO audit_events (id, occurred_at, action, subject_type, subject_id, user_id, details, previous_hash, hash, chain_id, chain_sequence)
     VALUES (gen_random_uuid(), now(), 'order.fill', 'order', :account_id, :user_id, '{}', md5(random()::text), md5(random()::text),
-            'account:' || :'account_id', :chain_audit_sequence + 1000000000);
+            'account:' || :account_id::text, :chain_audit_sequence + 1000000000);
 COMMIT;

@@ -20,10 +20,10 @@ struct AlphaVantageTests {
             clock: clock.clock, httpClient: .shared, logger: logs.logger())
     }
 
-    @Test("GLOBAL_QUOTE, TIME_SERIES_DAILY and SYMBOL_SEARCH parse exactly from their documented shapes")
-    func documentedShapes() async throws {
+    @Test("GLOBAL_QUOTE, TIME_SERIES_DAILY and SYMBOL_SEARCH parse exactly from their documented shapes", arguments: TestDatabaseKind.all)
+    func documentedShapes(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in
-            try await withTestDatabase(.sqlite) { database, _ in
+            try await withTestDatabase(kind) { database, _ in
                 let clock = TestClock(start: Self.friday)
                 let vendor = provider(fake, database: database, clock: clock)
 
@@ -50,10 +50,10 @@ struct AlphaVantageTests {
         }
     }
 
-    @Test("the three HTTP-200 error shapes, a server error and an unreadable body are told apart")
-    func errorShapes() async throws {
+    @Test("the three HTTP-200 error shapes, a server error and an unreadable body are told apart", arguments: TestDatabaseKind.all)
+    func errorShapes(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in
-            try await withTestDatabase(.sqlite) { database, _ in
+            try await withTestDatabase(kind) { database, _ in
                 let logs = LogCapture()
                 let vendor = provider(fake, database: database, clock: TestClock(start: Self.friday), logs: logs)
                 func failure(_ mode: FakeAlphaVantage.Mode) async -> MarketDataError? {

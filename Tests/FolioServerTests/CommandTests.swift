@@ -76,7 +76,7 @@ struct CommandTests {
         #expect(result.stderr.contains("SECRET_KEY is 16 bytes; it must be at least 32 bytes"))
     }
 
-    @Test("production refuses to serve while migrations are pending and says to run folio migrate", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    @Test("production refuses to serve while migrations are pending and says to run folio migrate (PostgreSQL only: production refuses SQLite)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
     func productionPendingMigrations() async throws {
         try await withTestDatabase(.postgres, migrated: false) { _, location in
             guard case .postgres(let url) = location else { return }
@@ -154,6 +154,25 @@ struct CommandTests {
             let broken = try folio.run(["ledger", "verify"], environment: environment)
             #expect(broken.status == 1)
             #expect(broken.stdout.contains("DIFFERENCE account"))
+
+            // set-role: the new role shows, and the user's sessions end so it applies at once.
+            #expect(try folio.run(["users", "set-role", "root@example.com", "superuser"], environment: environment).status != 0)
+            let demoted = try folio.run(["users", "set-role", "Root@Example.com", "user"], environment: environment)
+            #expect(demoted.status == 0, "\(demoted.stderr)")
+            #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("user   verified,active"))
+            #expect(try folio.run(["users", "set-role", "nobody@example.com", "admin"], environment: environment).stderr.contains("no user with email"))
+
+            // An audit row changed behind the append-only guard: audit verify names the link and exits 1.
+            if kind == .postgres {
+                try await database.sql.raw("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only").run()
+            } else {
+                try await database.sql.raw("DROP TRIGGER audit_events_no_update").run()
+            }
+            try await database.sql.raw("UPDATE audit_events SET details = '{\"amount\":\"1000000.00\"}' WHERE action = 'ledger.dividend'").run()
+            let tampered = try folio.run(["audit", "verify"], environment: environment)
+            #expect(tampered.status == 1)
+            #expect(tampered.stdout.hasPrefix("BROKEN "), "\(tampered.stdout)")
+            #expect(tampered.stdout.contains("the chain is broken"))
         }
     }
 

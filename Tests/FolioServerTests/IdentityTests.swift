@@ -64,6 +64,30 @@ struct IdentityTests {
         }
     }
 
+    @Test("eight refreshes racing with one token: exactly one gets the next token, the others are refused, and the session lives on", arguments: TestDatabaseKind.all)
+    func refreshesRacing(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "race@example.com")
+            let token = tokens["refresh_token"] as! String
+            let statuses = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String?).self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        let response = try await post(client, "/api/auth/refresh", ["refresh_token": token])
+                        return (response.status, response.status == .ok ? try json(response)["refresh_token"] as? String : nil)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let winners = statuses.filter { $0.0 == .ok }
+            #expect(winners.count == 1, "\(statuses.map(\.0))")
+            #expect(statuses.filter { $0.0 == .unauthorized }.count == 7)
+            // The race is not mistaken for theft: the winner's token goes on working.
+            let next = try #require(winners.first?.1)
+            #expect(try await post(client, "/api/auth/refresh", ["refresh_token": next]).status == .ok)
+            #expect(try await RefreshToken.query(on: env.database.db).filter(\.$usedAt == nil).count() == 1, "one live token per family")
+        }
+    }
+
     @Test("unverified email cannot log in; verification tokens are single use", arguments: TestDatabaseKind.all)
     func verificationRequired(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

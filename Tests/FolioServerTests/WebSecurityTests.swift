@@ -20,11 +20,14 @@ func claims(of token: String) throws -> (sub: String, sid: String) {
     return (object["sub"] as! String, object["sid"] as! String)
 }
 
-func forge(secret: String, kid: String?, sub: String, sid: String, now: Date, audience: String = TokenService.audience, expiresIn: TimeInterval = 600) async throws -> String {
+func forge(
+    secret: String, kid: String?, sub: String, sid: String, now: Date, audience: String = TokenService.audience, issuer: String = TokenService.issuer,
+    issuedAgo: TimeInterval = 5, expiresIn: TimeInterval = 600
+) async throws -> String {
     let keys = JWTKeyCollection()
     await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256, kid: kid.map { JWKIdentifier(string: $0) })
     let payload = AccessTokenClaims(
-        iss: .init(value: TokenService.issuer), aud: .init(value: [audience]), sub: .init(value: sub), iat: .init(value: now.addingTimeInterval(-5)),
+        iss: .init(value: issuer), aud: .init(value: [audience]), sub: .init(value: sub), iat: .init(value: now.addingTimeInterval(-issuedAgo)),
         exp: .init(value: now.addingTimeInterval(expiresIn)), jti: .init(value: UUID().uuidString), sid: sid)
     return try await keys.sign(payload, kid: kid.map { JWKIdentifier(string: $0) })
 }
@@ -51,7 +54,7 @@ struct WebSecurityTests {
         }
     }
 
-    @Test("forged, alg none, other algorithm, expired, wrong audience and unknown kid are 401; a previous key still verifies", arguments: TestDatabaseKind.all)
+    @Test("forged, alg none, other algorithm, expired, future-dated, wrong issuer, wrong audience and unknown kid are 401; a previous key still verifies", arguments: TestDatabaseKind.all)
     func tokenAttacks(kind: TestDatabaseKind) async throws {
         let clock = TestClock()
         try await withTestApp(kind, clock: clock, configure: {
@@ -75,6 +78,10 @@ struct WebSecurityTests {
             #expect(try await status(try await forge(secret: Self.currentKey, kid: nil, sub: sub, sid: sid, now: clock.now)) == .unauthorized)
             #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, audience: "someone-else")) == .unauthorized)
             #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, expiresIn: -1)) == .unauthorized)
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, issuer: "not-folio")) == .unauthorized)
+            // Issued a minute from now: a token from the future is refused (a second of skew is allowed).
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, issuedAgo: -60)) == .unauthorized)
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, issuedAgo: -0.5)) == .ok)
 
             // alg none: no signature at all.
             let payload = try JSONSerialization.data(withJSONObject: [
@@ -396,6 +403,45 @@ struct AdminAndTwoFactorTests {
             #expect(events.first?.requestID != nil)
             let trail = try json(try await client.execute(uri: "/api/admin/audit-events?action=admin.user_disabled", method: .get, headers: bearer(admin)))
             #expect((trail["data"] as? [[String: Any]])?.count == 1)
+        }
+    }
+
+    @Test("through a key rotation, CSRF tokens and TOTP secrets made under the previous key still work, and the TOTP secret is sealed again under the new key", arguments: TestDatabaseKind.all)
+    func rotationKeepsCSRFAndTOTP(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.secretKey = WebSecurityTests.previousKey; $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "rotate@example.com")
+            let cookieLogin = try json(try await post(client, "/api/auth/login", ["email": "rotate@example.com", "password": strongPassword, "session": "cookie"]))
+            let csrfToken = try #require(cookieLogin["csrf_token"] as? String)
+            let session = try #require(try await Session.query(on: env.database.db).filter(\.$kind == "cookie").first()?.id)
+
+            _ = try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens))
+            let enrolled = try #require(try await User.query(on: env.database.db).filter(\.$email == "rotate@example.com").first())
+            let oldSeal = try #require(enrolled.totpSecretSealed)
+            let secret = try #require(SecretBox(secretKey: WebSecurityTests.previousKey, previousKeys: []).open(oldSeal))
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now)) }
+            #expect(try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens)).status == .ok)
+
+            func services(key: String, previous: [String]) async -> FolioServices {
+                var dependencies = env.services.dependencies
+                dependencies.configuration.secretKey = key
+                dependencies.configuration.previousSecretKeys = previous
+                return await FolioServices(dependencies)
+            }
+            let rotating = await services(key: WebSecurityTests.currentKey, previous: [WebSecurityTests.previousKey])
+            let newOnly = await services(key: WebSecurityTests.currentKey, previous: [])
+            #expect(rotating.identity.csrf.isValid(csrfToken, for: session), "the old key's CSRF token still verifies during the rotation")
+            #expect(!newOnly.identity.csrf.isValid(csrfToken, for: session), "and no longer once the old key is gone")
+            #expect(newOnly.identity.secretBox.open(oldSeal) == nil, "the new key alone cannot open the old seal")
+
+            // Signing in with a code during the rotation seals the secret again under the new key.
+            let origin = RequestOrigin(ip: "127.0.0.1", requestID: nil, logger: env.services.logger)
+            _ = try await rotating.identity.signIn(
+                email: "rotate@example.com", password: strongPassword, totpCode: code(), recoveryCode: nil, kind: .bearer, userAgent: nil, origin: origin)
+            let resealed = try #require(try await User.query(on: env.database.db).filter(\.$email == "rotate@example.com").first()?.totpSecretSealed)
+            #expect(resealed != oldSeal)
+            #expect(newOnly.identity.secretBox.open(resealed) == secret)
+            _ = try await newOnly.identity.signIn(
+                email: "rotate@example.com", password: strongPassword, totpCode: code(), recoveryCode: nil, kind: .bearer, userAgent: nil, origin: origin)
         }
     }
 

@@ -1,0 +1,203 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOConcurrencyHelpers
+import Testing
+
+@testable import FolioServer
+
+/// A market whose prices the test sets. Quotes are as of the test clock's now,
+/// so with a one-second quote lifetime a price set after `clock.advance(by: 2)`
+/// is the one every order sees next.
+final class PriceBoard: MarketDataProvider, Sendable {
+    let name = "board"
+    let clock: TestClock
+    private let prices = NIOLockedValueBox<[String: Price]>([:])
+
+    init(clock: TestClock, _ prices: [String: String]) {
+        self.clock = clock
+        for (symbol, price) in prices { set(symbol, price) }
+    }
+
+    func set(_ symbol: String, _ price: String) {
+        prices.withLockedValue { $0[symbol] = Price(price)! }
+    }
+
+    func quote(for symbol: String) async throws -> PriceQuote? {
+        prices.withLockedValue { $0[symbol] }.map { PriceQuote(symbol: symbol, price: $0, previousClose: nil, asOf: clock.now) }
+    }
+
+    func search(_ query: String) async throws -> [SymbolMatch] { [] }
+    func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] { [] }
+}
+
+@Suite("Order types at the paper broker: stops, notional orders, slippage, the reserved margin")
+struct OrderTypesTests {
+    func withBoard(
+        _ kind: TestDatabaseKind, _ prices: [String: String], configure: @escaping @Sendable (inout AppConfiguration) -> Void = { _ in },
+        _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment, PriceBoard, [String: Any]) async throws -> Void
+    ) async throws {
+        let clock = TestClock()
+        let board = PriceBoard(clock: clock, prices)
+        try await withTestApp(kind, clock: clock, configure: { $0.quoteTimeToLive = 1; configure(&$0) }, dependencies: { $0.marketData = board }) { client, env in
+            let tokens = try await signUp(client, env, email: "types@example.com")
+            try await body(client, env, board, tokens)
+            try await env.expectConsistent()
+        }
+    }
+
+    /// Moves the market: the new price, and time enough for every cached quote to be refreshed.
+    func move(_ board: PriceBoard, _ env: TestEnvironment, _ symbol: String, to price: String) async throws {
+        board.set(symbol, price)
+        env.clock.advance(by: 2)
+        try await OrderService.recheckFor(env)
+    }
+
+    func place(_ client: some TestClientProtocol, _ tokens: [String: Any], _ body: [String: Any]) async throws -> String {
+        let response = try await post(client, "/api/orders", body, headers: bearer(tokens))
+        #expect(response.status == .created, "\(String(buffer: response.body))")
+        return try #require(try json(response)["id"] as? String)
+    }
+
+    func show(_ client: some TestClientProtocol, _ tokens: [String: Any], _ id: String) async throws -> [String: Any] {
+        try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+    }
+
+    func price(_ value: Any?) -> Price? { (value as? String).flatMap { Price($0) } }
+
+    @Test("stop orders rest until the price crosses the stop, then fill at the market; a stop-limit fills only within its limit", arguments: TestDatabaseKind.all)
+    func stops(kind: TestDatabaseKind) async throws {
+        try await withBoard(kind, ["XYZ": "100.00"]) { client, env, board, tokens in
+            _ = try await place(client, tokens, ["symbol": "XYZ", "quantity": "20", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            let buyStop = try await place(client, tokens, ["symbol": "XYZ", "quantity": "10", "side": "BUY", "order_type": "STOP", "stop_price": "105"])
+            let buyStopLimit = try await place(client, tokens, ["symbol": "XYZ", "quantity": "3", "side": "BUY", "order_type": "STOP_LIMIT", "stop_price": "105", "limit_price": "106"])
+            let sellStop = try await place(client, tokens, ["symbol": "XYZ", "quantity": "5", "side": "SELL", "order_type": "STOP", "stop_price": "95"])
+            let sellStopLimit = try await place(client, tokens, ["symbol": "XYZ", "quantity": "2", "side": "SELL", "order_type": "STOP_LIMIT", "stop_price": "95", "limit_price": "94"])
+            await env.worker.drain()
+            for id in [buyStop, buyStopLimit, sellStop, sellStopLimit] { #expect(try await show(client, tokens, id)["status"] as? String == "accepted") }
+
+            // Close to the stops, not at them: nothing moves.
+            try await move(board, env, "XYZ", to: "104.99")
+            try await move(board, env, "XYZ", to: "95.01")
+            for id in [buyStop, buyStopLimit, sellStop, sellStopLimit] { #expect(try await show(client, tokens, id)["status"] as? String == "accepted") }
+
+            // A jump past the buy stop and past the stop-limit's limit: the stop fills at the market, the stop-limit waits.
+            try await move(board, env, "XYZ", to: "110.00")
+            let filledStop = try await show(client, tokens, buyStop)
+            #expect(filledStop["status"] as? String == "filled")
+            #expect(price(filledStop["average_fill_price"]) == Price("110"))
+            #expect(try await show(client, tokens, buyStopLimit)["status"] as? String == "accepted")
+            // Back within the limit, still past the stop: it fills at the market price.
+            try await move(board, env, "XYZ", to: "105.50")
+            let filledStopLimit = try await show(client, tokens, buyStopLimit)
+            #expect(filledStopLimit["status"] as? String == "filled")
+            #expect(price(filledStopLimit["average_fill_price"]) == Price("105.5"))
+
+            // Down through the sell stops: the stop fills at the market; the stop-limit only at or above 94.
+            try await move(board, env, "XYZ", to: "93.00")
+            let filledSellStop = try await show(client, tokens, sellStop)
+            #expect(filledSellStop["status"] as? String == "filled")
+            #expect(price(filledSellStop["average_fill_price"]) == Price("93"))
+            #expect(try await show(client, tokens, sellStopLimit)["status"] as? String == "accepted")
+            try await move(board, env, "XYZ", to: "94.50")
+            let filledSellStopLimit = try await show(client, tokens, sellStopLimit)
+            #expect(filledSellStopLimit["status"] as? String == "filled")
+            #expect(price(filledSellStopLimit["average_fill_price"]) == Price("94.5"))
+
+            // 20 + 10 + 3 − 5 − 2 shares; cash moved by exactly each fill.
+            #expect(try await env.holding("XYZ")?.quantity == Quantity(26))
+            let spent = try Cash("2000.00")! + Cash("1100.00")! + Cash("316.50")! - Cash("465.00")! - Cash("189.00")!
+            #expect(try await env.firstAccount().cash == (try env.configuration.startingCash - spent))
+            #expect(try await env.firstAccount().reservedCash == .zero)
+        }
+    }
+
+    @Test("a notional buy fills the whole shares and fraction the amount buys, pays at most the amount, and frees the rest of its reservation", arguments: TestDatabaseKind.all)
+    func notional(kind: TestDatabaseKind) async throws {
+        try await withBoard(kind, ["XYZ": "123.45"]) { client, env, board, tokens in
+            let id = try await place(client, tokens, ["symbol": "XYZ", "notional": "1000.00", "side": "BUY", "order_type": "MARKET"])
+            let placed = try await show(client, tokens, id)
+            #expect(placed["notional"] as? String == "1000.00")
+            #expect(placed["quantity"] == nil || placed["quantity"] is NSNull)
+            #expect(try await env.firstAccount().reservedCash == Cash("1000.00"), "a notional buy reserves its amount")
+            await env.worker.drain()
+            let filled = try await show(client, tokens, id)
+            #expect(filled["status"] as? String == "filled")
+            // 1000 ÷ 123.45 = 8.100445524…, cut to 9 places; its cost rounds up to the cent and stays within the amount.
+            let shares = try #require(Quantity("8.100445524"))
+            #expect((filled["filled_quantity"] as? String).flatMap { Quantity($0) } == shares)
+            let cost = try Money.cost(quantity: shares, price: #require(Price("123.45")))
+            #expect(cost == Cash("1000.00"))
+            #expect(try await env.firstAccount().cash == (try env.configuration.startingCash - cost))
+            #expect(try await env.firstAccount().reservedCash == .zero)
+            #expect(try await env.holding("XYZ")?.quantity == shares)
+
+            // A notional beyond the buying power is refused whole; a notional with more than cents is refused too.
+            let tooMuch = try await post(client, "/api/orders", ["symbol": "XYZ", "notional": "5000000.00", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(tooMuch.status == .unprocessableContent)
+            #expect(try problem(tooMuch).code == "insufficient_buying_power")
+            let fine = try await post(client, "/api/orders", ["symbol": "XYZ", "notional": "10.001", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(fine.status == .unprocessableContent)
+            #expect(try problem(fine).errors?.first?.field == "notional")
+        }
+    }
+
+    @Test("PAPER_SLIPPAGE_BPS moves market fills against the customer, at the market's tick; limit orders get no slippage", arguments: TestDatabaseKind.all)
+    func slippage(kind: TestDatabaseKind) async throws {
+        try await withBoard(kind, ["XYZ": "100.00", "PENNY": "0.5000"], configure: { $0.paperSlippageBasisPoints = Ratio(uncheckedUnits: 25_000_000) }) { client, env, board, tokens in
+            let buy = try await place(client, tokens, ["symbol": "XYZ", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
+            let limit = try await place(client, tokens, ["symbol": "XYZ", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "100.00"])
+            let penny = try await place(client, tokens, ["symbol": "PENNY", "quantity": "1000", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            let sell = try await place(client, tokens, ["symbol": "XYZ", "quantity": "4", "side": "SELL", "order_type": "MARKET"])
+            await env.worker.drain()
+            // 100 × 1.0025 = 100.25 up for the buy; 100 × 0.9975 = 99.75 down for the sale.
+            #expect(price(try await show(client, tokens, buy)["average_fill_price"]) == Price("100.25"))
+            #expect(price(try await show(client, tokens, sell)["average_fill_price"]) == Price("99.75"))
+            #expect(price(try await show(client, tokens, limit)["average_fill_price"]) == Price("100"))
+            // Below a dollar the tick is a hundredth of a cent: 0.50125 rounds up to 0.5013.
+            #expect(price(try await show(client, tokens, penny)["average_fill_price"]) == Price("0.5013"))
+            let spent = try Cash("1002.50")! + Cash("100.00")! + Cash("501.30")! - Cash("399.00")!
+            #expect(try await env.firstAccount().cash == (try env.configuration.startingCash - spent))
+        }
+    }
+
+    @Test("a market buy whose price runs past its reserved margin pays the excess from available cash, and is rejected when there is none", arguments: TestDatabaseKind.all)
+    func pastTheMargin(kind: TestDatabaseKind) async throws {
+        try await withBoard(kind, ["XYZ": "100.00"]) { client, env, board, tokens in
+            let account = try await env.firstAccount().id.description
+            let id = try await place(client, tokens, ["symbol": "XYZ", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
+            // 10 × 100 × 1.05: the default margin of 5 %. Then every other cent leaves the account.
+            #expect(try await env.firstAccount().reservedCash == Cash("1050.00"))
+            let available = try env.configuration.startingCash - Cash("1050.00")!
+            let withdrawal = try await post(client, "/api/accounts/\(account)/withdrawals", ["amount": available.description], headers: bearer(tokens))
+            #expect(withdrawal.status == .created)
+
+            // 10 × 105.01 costs 1,050.10: ten cents more than the account holds.
+            board.set("XYZ", "105.01")
+            env.clock.advance(by: 2)
+            await env.worker.drain()
+            let order = try await show(client, tokens, id)
+            #expect(order["status"] as? String == "rejected")
+            #expect(order["reject_reason"] as? String == "insufficient cash at the fill price")
+            #expect(try await env.firstAccount().reservedCash == .zero)
+            #expect(try await env.firstAccount().cash == Cash("1050.00"))
+            #expect(try await env.fills().isEmpty)
+            #expect(try await env.holding("XYZ") == nil)
+
+            // With cash beside the reservation, a price past the margin is paid from it.
+            #expect(try await post(client, "/api/accounts/\(account)/deposits", ["amount": "100.00"], headers: bearer(tokens)).status == .created)
+            let within = try await place(client, tokens, ["symbol": "XYZ", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
+            #expect(try await env.firstAccount().reservedCash == Cash("1102.61"), "10 × 105.01 × 1.05 = 1,102.605, up to the cent")
+            board.set("XYZ", "110.50")
+            env.clock.advance(by: 2)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, within)["status"] as? String == "filled")
+            #expect(try await env.firstAccount().cash == Cash("45.00"), "1,150.00 − 1,105.00")
+            #expect(try await env.firstAccount().reservedCash == .zero)
+        }
+    }
+}
