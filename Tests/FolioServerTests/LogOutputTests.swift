@@ -38,3 +38,19 @@ struct LogOutputTests {
 
     private final class ResultBox: @unchecked Sendable { var data = Data() }
 }
+
+@Suite("log timestamps")
+struct LogTimestampTests {
+    @Test("the hand-made RFC 3339 timestamp matches Foundation's to the millisecond, across leap days and centuries")
+    func matchesFoundation() throws {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
+        var generator = SystemRandomNumberGenerator()
+        var instants: [Int64] = [0, 951_782_400_000, 951_868_799_999, 1_709_164_800_123, 4_107_542_399_999, 253_402_300_799_999]
+        for _ in 0..<2000 { instants.append(Int64.random(in: 0...4_102_444_800_000, using: &generator)) }
+        for milliseconds in instants {
+            // Half a millisecond in, so Foundation's truncation of a binary fraction lands on the same millisecond.
+            let date = Date(timeIntervalSince1970: (Double(milliseconds) + 0.5) / 1000)
+            #expect(LogTimestamp.format(milliseconds: milliseconds) == style.format(date), "\(milliseconds)")
+        }
+    }
+}

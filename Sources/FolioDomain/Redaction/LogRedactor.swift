@@ -97,7 +97,9 @@ public struct LogRedactor: Sendable {
     ]
 }
 
-struct Rule: @unchecked Sendable {
+/// A class, so that walking the rules for every value of every line copies a
+/// reference, not six fields with their reference counts.
+final class Rule: @unchecked Sendable {
     // NSRegularExpression is immutable after creation and safe to share.
     let expression: NSRegularExpression
     let template: String

@@ -19,7 +19,7 @@ struct RequestLoggingMiddleware: RouterMiddleware {
         let requestID = request.headers[Self.header].flatMap(Self.acceptable) ?? UUID().uuidString.lowercased()
         context.requestID = requestID
         context.logger[metadataKey: "hb.request.id"] = nil
-        context.logger[metadataKey: "request_id"] = .string(requestID)
+        context.logger[metadataKey: "request_id"] = PlainLogValue.requestID(requestID).map { .stringConvertible($0) } ?? .string(requestID)
         context.clientIP = ClientAddress.resolve(
             peer: context.peerAddress, forwardedFor: request.headers[Self.forwardedFor], trustedProxies: trustedProxies)
 
@@ -32,14 +32,13 @@ struct RequestLoggingMiddleware: RouterMiddleware {
         }
         response.headers[Self.header] = requestID
         let elapsed = ContinuousClock.now - start
-        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         context.logger.info(
             "request",
             metadata: [
-                "method": .string(request.method.rawValue),
-                "route": .string(Self.routePattern(context.endpointPath)),
-                "status": .stringConvertible(response.status.code),
-                "duration_ms": .string(String(format: "%.3f", milliseconds)),
+                "method": .stringConvertible(PlainLogValue.method(request.method)),
+                "route": .stringConvertible(PlainLogValue.route(Self.routePattern(context.endpointPath))),
+                "status": .stringConvertible(PlainLogValue.status(response.status.code)),
+                "duration_ms": .stringConvertible(PlainLogValue.milliseconds(elapsed)),
             ])
         return response
     }

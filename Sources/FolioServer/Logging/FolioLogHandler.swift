@@ -1,7 +1,7 @@
 import FolioDomain
 import Foundation
+import HTTPTypes
 import Logging
-import NIOConcurrencyHelpers
 
 /// Writes one log line per event, JSON by default, after the sensitive-data
 /// filter has redacted the message and every metadata value, nested ones too.
@@ -15,8 +15,6 @@ public struct FolioLogHandler: LogHandler {
     let format: AppConfiguration.LogFormat
     let sink: Sink
     let redactor = LogRedactor.standard
-    /// RFC 3339 in UTC with milliseconds: 2026-11-29T04:37:50.123Z
-    static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
 
     public init(label: String, level: Logger.Level, format: AppConfiguration.LogFormat, sink: @escaping Sink = StandardOutput.writeLine) {
         self.label = label
@@ -35,7 +33,7 @@ public struct FolioLogHandler: LogHandler {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let explicit = event.metadata { merged.merge(explicit) { _, new in new } }
-        let timestamp = Self.timestampStyle.format(Date())
+        let timestamp = LogTimestamp.now()
         let text = redactor.redact(event.message.description)
         switch format {
         case .json:
@@ -48,6 +46,7 @@ public struct FolioLogHandler: LogHandler {
 
     func jsonLine(timestamp: String, level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
         var line = "{\"timestamp\":\(JSONText.quote(timestamp)),\"level\":\(JSONText.quote(level.rawValue)),\"message\":\(JSONText.quote(message))"
+        line.reserveCapacity(256)
         if metadata["label"] == nil { line += ",\"label\":\(JSONText.quote(label))" }
         for key in metadata.keys.sorted() {
             // Metadata cannot overwrite the fixed fields.
@@ -60,6 +59,7 @@ public struct FolioLogHandler: LogHandler {
     func redacted(_ value: Logger.Metadata.Value, key: String) -> Logger.Metadata.Value {
         if redactor.isSensitiveKey(key) { return .string(LogRedactor.mask) }
         switch value {
+        case .stringConvertible(let plain as PlainLogValue): return .string(plain.description)
         case .string(let text): return .string(redactor.redact(text))
         case .stringConvertible(let convertible): return .string(redactor.redact(convertible.description))
         case .dictionary(let dictionary):
@@ -86,10 +86,37 @@ public struct FolioLogHandler: LogHandler {
     }
 }
 
+/// A value Folio itself made from a closed set of shapes (an HTTP method, a
+/// route pattern, a status code, a duration, a request id checked to be short
+/// and plain), so it cannot carry a secret: access lines write it without
+/// running the redactor over it. There is no way to wrap any other text.
+struct PlainLogValue: CustomStringConvertible, Sendable {
+    let description: String
+
+    private init(_ text: String) { description = text }
+
+    static func method(_ method: HTTPRequest.Method) -> PlainLogValue { PlainLogValue(method.rawValue) }
+    /// A route as registered (`/api/orders/:id`), never the raw path.
+    static func route(_ pattern: String) -> PlainLogValue { PlainLogValue(pattern) }
+    static func status(_ code: Int) -> PlainLogValue { PlainLogValue(String(code)) }
+    /// In milliseconds with three places ("0.316"), without Foundation's formatter.
+    static func milliseconds(_ duration: Duration) -> PlainLogValue {
+        let micros = duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
+        let fraction = String(micros % 1000)
+        return PlainLogValue("\(micros / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction)
+    }
+    /// Only ids that passed `RequestLoggingMiddleware.acceptable` (or that it made).
+    static func requestID(_ id: String) -> PlainLogValue? {
+        RequestLoggingMiddleware.acceptable(id).map(PlainLogValue.init)
+    }
+}
+
 enum JSONText {
     static func quote(_ text: String) -> String {
+        // Most values need no escaping: copy them whole.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) { return "\"" + text + "\"" }
         var result = "\""
-        result.reserveCapacity(text.utf8.count + 2)
+        result.reserveCapacity(text.utf8.count + 8)
         for scalar in text.unicodeScalars {
             switch scalar {
             case "\"": result += "\\\""
@@ -98,11 +125,60 @@ enum JSONText {
             case "\r": result += "\\r"
             case "\t": result += "\\t"
             case let control where control.value < 0x20:
-                result += String(format: "\\u%04x", control.value)
+                let digits = Array("0123456789abcdef")
+                result += "\\u00" + String(digits[Int(control.value >> 4)]) + String(digits[Int(control.value & 0xF)])
             default: result.unicodeScalars.append(scalar)
             }
         }
         return result + "\""
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds (2026-11-29T04:37:50.123Z), from the
+/// clock's integer time: no formatter, no calendar, no locale.
+enum LogTimestamp {
+    static func now() -> String {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return format(milliseconds: Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec / 1_000_000))
+    }
+
+    static func format(milliseconds: Int64) -> String {
+        let seconds = milliseconds / 1000, millis = Int(milliseconds % 1000)
+        let days = seconds / 86_400, secondOfDay = Int(seconds % 86_400)
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = Int(dayOfYear - (153 * monthIndex + 2) / 5 + 1)
+        let month = Int(monthIndex < 10 ? monthIndex + 3 : monthIndex - 9)
+        let year = Int(yearOfEra + era * 400 + (month <= 2 ? 1 : 0))
+        var bytes = [UInt8](repeating: 0, count: 24)
+        func put(_ value: Int, at offset: Int, width: Int) {
+            var value = value
+            for index in stride(from: offset + width - 1, through: offset, by: -1) {
+                bytes[index] = UInt8(48 + value % 10)
+                value /= 10
+            }
+        }
+        put(year, at: 0, width: 4)
+        bytes[4] = 45
+        put(month, at: 5, width: 2)
+        bytes[7] = 45
+        put(day, at: 8, width: 2)
+        bytes[10] = 84
+        put(secondOfDay / 3600, at: 11, width: 2)
+        bytes[13] = 58
+        put(secondOfDay / 60 % 60, at: 14, width: 2)
+        bytes[16] = 58
+        put(secondOfDay % 60, at: 17, width: 2)
+        bytes[19] = 46
+        put(millis, at: 20, width: 3)
+        bytes[23] = 90
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
@@ -128,15 +204,19 @@ public enum StandardOutput {
 
 final class BufferedOutput: @unchecked Sendable {
     private let fileDescriptor: Int32
-    /// `hasData` when the buffer holds bytes for the writer thread.
-    private let state = ConditionLock(value: BufferedOutput.empty)
+    private let condition = NSCondition()
     private var buffer: [UInt8] = []
     /// True while the writer holds bytes it has taken from the buffer and not yet written.
     private var writing = false
-    private static let empty = 0, hasData = 1
+    /// True while the writer sleeps for want of lines: only then does a logger wake it,
+    /// so a busy server does not pay a wake-up (a system call) per line.
+    private var writerWaiting = false
     /// Past this many unwritten bytes a logger waits for the writer rather than
     /// letting memory grow without bound when standard output is slow.
     private static let limit = 8 << 20
+    /// After each write the writer lets lines gather this long (microseconds),
+    /// so under load it writes a few thousand times a second, not once a line.
+    private static let gathering: UInt32 = 500
 
     init(fileDescriptor: Int32) {
         self.fileDescriptor = fileDescriptor
@@ -147,23 +227,24 @@ final class BufferedOutput: @unchecked Sendable {
     }
 
     func append(_ line: String) {
-        state.lock()
+        condition.lock()
         while buffer.count > Self.limit {
-            state.unlock(withValue: Self.hasData)
+            condition.unlock()
             usleep(1000)
-            state.lock()
+            condition.lock()
         }
         buffer.append(contentsOf: line.utf8)
         buffer.append(0x0A)
-        state.unlock(withValue: Self.hasData)
+        if writerWaiting { condition.signal() }
+        condition.unlock()
     }
 
     /// Waits until every byte appended before the call has been written.
     func flush() {
         while true {
-            state.lock()
+            condition.lock()
             let done = buffer.isEmpty && !writing
-            state.unlock(withValue: buffer.isEmpty ? Self.empty : Self.hasData)
+            condition.unlock()
             if done { return }
             usleep(1000)
         }
@@ -173,10 +254,15 @@ final class BufferedOutput: @unchecked Sendable {
         var pending: [UInt8] = []
         pending.reserveCapacity(64 << 10)
         while true {
-            state.lock(whenValue: Self.hasData)
+            condition.lock()
+            while buffer.isEmpty {
+                writerWaiting = true
+                condition.wait()
+                writerWaiting = false
+            }
             swap(&pending, &buffer)
             writing = true
-            state.unlock(withValue: Self.empty)
+            condition.unlock()
             pending.withUnsafeBytes { bytes in
                 var offset = 0
                 while offset < bytes.count {
@@ -189,9 +275,10 @@ final class BufferedOutput: @unchecked Sendable {
                 }
             }
             pending.removeAll(keepingCapacity: true)
-            state.lock()
+            condition.lock()
             writing = false
-            state.unlock(withValue: buffer.isEmpty ? Self.empty : Self.hasData)
+            condition.unlock()
+            usleep(Self.gathering)
         }
     }
 }
