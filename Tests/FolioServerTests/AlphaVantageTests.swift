@@ -135,6 +135,41 @@ struct AlphaVantageTests {
         }
     }
 
+    @Test("twenty concurrent callers on two instances share the budget: exactly 5 calls reach the vendor, the rest are refused uncounted", arguments: TestDatabaseKind.all)
+    func callBudgetUnderConcurrency(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(kind) { database, _ in
+                let clock = TestClock(start: Self.friday)
+                let instances = [
+                    provider(fake, database: database, clock: clock, perMinute: 5, perDay: 25), provider(fake, database: database, clock: clock, perMinute: 5, perDay: 25),
+                ]
+                let outcomes = await withTaskGroup(of: Bool.self) { group in
+                    for index in 0..<20 {
+                        group.addTask {
+                            do {
+                                // Different symbols, so no answer comes from a cache; an unknown one still costs a call.
+                                _ = try await instances[index % 2].quote(for: "S\(index)")
+                                return true
+                            } catch let error as MarketDataError {
+                                if case .budgetExhausted = error { return false }
+                                Issue.record("unexpected \(error)")
+                                return false
+                            } catch {
+                                Issue.record("unexpected \(error)")
+                                return false
+                            }
+                        }
+                    }
+                    return await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(outcomes.filter { $0 }.count == 5)
+                #expect(fake.hits.count == 5, "a refused call never reaches the vendor")
+                let remaining = try await instances[0].budget.remaining()
+                #expect(remaining.minute == 0 && remaining.day == 20)
+            }
+        }
+    }
+
     @Test("through the API: quotes, stale quotes, 503 when nothing is known, orders filled at the vendor's price", arguments: TestDatabaseKind.all)
     func throughTheAPI(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

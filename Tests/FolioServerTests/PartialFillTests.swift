@@ -123,4 +123,36 @@ struct PartialFillTests {
             try await booksBalance(env)
         }
     }
+
+    @Test("reports about several accounts are applied in one transaction; when one of them is faulty, the others still apply and only it fails", arguments: TestDatabaseKind.all)
+    func batchAcrossAccounts(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            var orders: [OrderState] = []
+            for name in ["first", "second", "third"] {
+                let tokens = try await signUp(client, env, email: "\(name)@example.com")
+                let id = try await order(client, tokens, ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "0.01", "time_in_force": "GTC"])
+                await env.worker.drain()
+                orders.append(try await env.order(try #require(OrderID(id))))
+            }
+            let jobs = orders.map { _ in JobID(UUID()) }
+            func report(_ index: Int, _ quantity: Quantity) -> OrderService.Report {
+                OrderService.Report(job: jobs[index], order: orders[index], report: .filled([BrokerFill(id: "batch-\(index)", quantity: quantity, price: 1)]))
+            }
+            // All good: one transaction for the three accounts.
+            let together = await env.orders.apply([report(0, 1), report(1, 1)])
+            #expect(together.allSatisfy { if case .done = $0.1 { true } else { false } })
+            #expect(try await env.fills().count == 2)
+
+            // The third overfills: it alone fails, the first's second fill still applies.
+            orders[0] = try await env.order(orders[0].id)
+            let mixed = await env.orders.apply([report(2, 3), OrderService.Report(job: jobs[0], order: orders[0], report: .filled([BrokerFill(id: "batch-0b", quantity: 1, price: 1)]))])
+            let outcomes = Dictionary(uniqueKeysWithValues: mixed.compactMap { outcome in outcome.0.map { ($0, outcome.1) } })
+            if case .done = try #require(outcomes[jobs[0]]) {} else { Issue.record("the good report failed with the faulty one") }
+            if case .failed = try #require(outcomes[jobs[2]]) {} else { Issue.record("the overfill was applied") }
+            #expect(try await env.order(orders[0].id).status == .filled)
+            #expect(try await env.order(orders[2].id).filledQuantity == .zero)
+            #expect(try await env.fills().count == 3)
+            try await booksBalance(env)
+        }
+    }
 }

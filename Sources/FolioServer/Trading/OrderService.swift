@@ -54,10 +54,14 @@ struct OrderService: Sendable {
 
     /// Places a priced order inside the caller's transaction `db`, with the
     /// job that submits it (transactional outbox).
-    func place(_ priced: PricedPlacement, userID: UserID, context: AuditContext, on db: any SQLDatabase) async throws -> OrderState {
+    /// `defaultAccount` is the user's default account when the caller knows it
+    /// already (the request's identity does), sparing a query.
+    func place(
+        _ priced: PricedPlacement, userID: UserID, defaultAccount: AccountID? = nil, context: AuditContext, on db: any SQLDatabase
+    ) async throws -> OrderState {
         let placement = priced.placement
         let accountID: AccountID
-        if let id = placement.accountID {
+        if let id = placement.accountID ?? defaultAccount {
             accountID = id
         } else {
             guard let id = try await store.defaultAccountID(of: userID, on: db) else { throw TradingError.accountNotFound }
@@ -141,12 +145,24 @@ struct OrderService: Sendable {
         var report: BrokerReport
     }
 
-    /// Applies reports, one transaction per account. When an account's batch
-    /// fails (an overfill, say), its reports are applied one by one so that
-    /// only the faulty one fails.
+    /// Applies reports: every account's in one transaction, the accounts
+    /// locked one after another in the order of their ids (so two batches
+    /// never wait on each other in a cycle), which pays one commit for the
+    /// batch instead of one per account. When that fails (an overfill, say),
+    /// each account's reports are applied in a transaction of their own, and
+    /// then one by one, so that only the faulty report fails.
     func apply(_ reports: [Report]) async -> [(JobID?, JobOutcome)] {
+        let groups = Dictionary(grouping: reports, by: \.order.accountID)
+        if groups.count > 1 {
+            do {
+                try await applyTogether(groups)
+                return reports.map { ($0.job, .done) }
+            } catch {
+                logger.debug("a batch of accounts failed together; applying them one by one", metadata: ["error": .string(String(describing: error))])
+            }
+        }
         var outcomes: [(JobID?, JobOutcome)] = []
-        for (account, group) in Dictionary(grouping: reports, by: \.order.accountID) {
+        for (account, group) in groups {
             do {
                 try await apply(group, account: account)
                 outcomes += group.map { ($0.job, .done) }
@@ -167,12 +183,19 @@ struct OrderService: Sendable {
     }
 
     func apply(_ reports: [Report], account: AccountID) async throws {
+        try await applyTogether([account: reports])
+    }
+
+    /// All the reports in one transaction, account by account in id order.
+    private func applyTogether(_ groups: [AccountID: [Report]]) async throws {
         let now = ledger.now(), ids = self.ids, ledger = self.ledger
-        let need = Ledger.Need(orders: reports.map(\.order.id), brokerFills: reports.flatMap(\.report.fills).map(\.id))
         try await database.transaction { db in
-            guard var open = try await ledger.open(account: account, owner: nil, need: need, on: db) else { return }
-            for report in reports { try open.books.apply(report.report, to: report.order.id, ids: ids, now: now) }
-            try await ledger.commit(open, context: .none, on: db)
+            for (account, reports) in groups.sorted(by: { $0.key.uuid.uuidString < $1.key.uuid.uuidString }) {
+                let need = Ledger.Need(orders: reports.map(\.order.id), brokerFills: reports.flatMap(\.report.fills).map(\.id))
+                guard var open = try await ledger.open(account: account, owner: nil, need: need, on: db) else { continue }
+                for report in reports { try open.books.apply(report.report, to: report.order.id, ids: ids, now: now) }
+                try await ledger.commit(open, context: .none, on: db)
+            }
         }
     }
 

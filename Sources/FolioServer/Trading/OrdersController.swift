@@ -102,10 +102,13 @@ struct OrdersController: Sendable {
     @Sendable func place(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let body = try await request.decodeBody(as: PlaceRequest.self, context: context)
         let userID = context.identity.userID, audit = context.auditContext, orders = self.orders
+        let defaultAccount = context.identity.defaultAccountID
         return try await idempotency.run(
             request, userID: userID, status: .created, location: { (order: OrderResponse) in "/api/orders/\(order.id)" },
             prepare: { try await orders.price(try body.placement()) },
-            perform: { priced, db in OrderResponse(try await orders.place(priced, userID: userID, context: audit, on: db)) })
+            perform: { priced, db in
+                OrderResponse(try await orders.place(priced, userID: userID, defaultAccount: defaultAccount, context: audit, on: db))
+            })
     }
 
     @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Page<OrderResponse> {

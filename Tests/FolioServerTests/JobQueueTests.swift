@@ -1,0 +1,124 @@
+import FolioDomain
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+import Testing
+
+@testable import FolioServer
+
+/// A broker that cannot be reached: every submit fails.
+struct UnreachableBroker: Broker {
+    struct Unreachable: Error, CustomStringConvertible {
+        var description: String { "the broker is unreachable" }
+    }
+
+    var holdsOrders: Bool { false }
+    func submit(_ order: BrokerOrder) async throws -> BrokerReport { throw Unreachable() }
+    func recheck(_ order: BrokerOrder) async throws -> BrokerReport? { nil }
+    func cancel(_ order: BrokerOrder) async throws -> BrokerReport { throw Unreachable() }
+}
+
+@Suite("The job queue and its worker")
+struct JobQueueTests {
+    @Test("a failing job is retried with exponential back-off and jitter, never early, then dead with its error; its order is then rejected and its reservation released", arguments: TestDatabaseKind.all)
+    func retriesThenDead(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, dependencies: { $0.broker = { _ in UnreachableBroker() } }) { client, env in
+            let tokens = try await signUp(client, env, email: "retries@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            let placedID = try #require(try json(placed)["id"] as? String)
+            let orderID = try #require(OrderID(placedID))
+            #expect(try await env.firstAccount().reservedCash.isPositive)
+
+            for attempt in 1...8 {
+                await env.worker.drain()
+                let job = try #require(try await env.jobs().first { $0.kind == "submit_order" })
+                #expect(job.attempts == attempt)
+                #expect(job.lastError == "the broker is unreachable")
+                guard attempt < 8 else {
+                    #expect(job.status == "dead", "eight attempts, then dead")
+                    break
+                }
+                #expect(job.status == "queued")
+                // 2^attempt seconds, times a jitter between 0.5 and 1.5.
+                let wait = job.runAt.timeIntervalSince(env.clock.now)
+                let base = JobQueue.backoff(attempt: attempt)
+                #expect(wait >= base * 0.5 - 0.01 && wait <= base * 1.5 + 0.01, "attempt \(attempt): \(wait) s for a base of \(base) s")
+                // Half a second before its time nothing runs; after it, the next attempt does.
+                env.clock.advance(by: max(0, wait - 0.5))
+                await env.worker.drain()
+                #expect(try await env.jobs().first { $0.kind == "submit_order" }?.attempts == attempt)
+                env.clock.advance(by: 1)
+            }
+            #expect(try await env.order(orderID).status == .new, "a dead job alone changes no money")
+
+            try await OrderService.recheckFor(env)
+            let order = try await env.order(orderID)
+            #expect(order.status == .rejected)
+            #expect(order.rejectReason?.isEmpty == false)
+            #expect(try await env.firstAccount().reservedCash == .zero)
+            #expect(try await env.firstAccount().cash == env.configuration.startingCash)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a worker whose lease ran out can neither complete nor fail the job it held; the worker that took it over can", arguments: TestDatabaseKind.all)
+    func expiredLease(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { _, env in
+            let queue = env.services.jobs
+            try await queue.enqueue(.logAuditHeads, on: env.database.sql)
+            let old = try #require(try await queue.claim(as: "old-worker").first)
+            #expect(try await queue.claim(as: "new-worker").isEmpty, "a live lease is not taken")
+            env.clock.advance(by: JobQueue.lease + 1)
+            let taken = try #require(try await queue.claim(as: "new-worker").first)
+            #expect(taken.id == old.id)
+            #expect(taken.attempts == 2)
+
+            #expect(try await queue.complete([old]).isEmpty, "the old holder cannot complete it")
+            #expect(try await queue.fail(old, error: "late") == false, "nor fail it")
+            let row = try #require(try await env.jobs().first { $0.id == old.id })
+            #expect(row.status == "running")
+            #expect(row.lockedBy == "new-worker")
+            #expect(row.lastError == nil)
+
+            #expect(try await queue.complete([taken]) == [taken.id])
+            #expect(try await env.jobs().first { $0.id == old.id }?.status == "done")
+        }
+    }
+
+    @Test("JobWorker.run works its lanes side by side, and a graceful shutdown lets the job in flight finish, then claims nothing more", arguments: TestDatabaseKind.all)
+    func lanesAndShutdown(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { _, env in
+            let queue = env.services.jobs
+            struct Progress { var running = 0, most = 0, finished = 0, started = 0 }
+            let progress = NIOLockedValueBox(Progress())
+            let slow: JobWorker.Handler = { jobs in
+                progress.withLockedValue { $0.running += 1; $0.started += 1; $0.most = max($0.most, $0.running) }
+                try? await Task.sleep(for: .milliseconds(150))
+                progress.withLockedValue { $0.running -= 1; $0.finished += jobs.count }
+                return Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, .done) })
+            }
+            let worker = JobWorker(
+                queue: queue, handlers: [.logAuditHeads: slow], name: "lanes", pollInterval: .milliseconds(10),
+                logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() }), onIdle: nil, concurrency: 4, batchSize: 1)
+            let group = ServiceGroup(configuration: .init(services: [worker], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })))
+            let running = Task { try await group.run() }
+
+            for _ in 0..<8 { try await queue.enqueue(.logAuditHeads, on: env.database.sql) }
+            try await eventually("eight jobs done") { progress.withLockedValue { $0.finished } == 8 }
+            #expect(progress.withLockedValue { $0.most } >= 2, "lanes ran jobs at the same time")
+
+            // One more, and the stop asked for while it runs: it finishes and is marked done.
+            try await queue.enqueue(.logAuditHeads, on: env.database.sql)
+            try await eventually("the ninth job started") { progress.withLockedValue { $0.started } == 9 }
+            await group.triggerGracefulShutdown()
+            try await running.value
+            #expect(progress.withLockedValue { $0.finished } == 9)
+            #expect(try await env.jobs().allSatisfy { $0.status == "done" }, "the job in flight was completed, not left running")
+
+            try await queue.enqueue(.logAuditHeads, on: env.database.sql)
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(try await env.jobs().filter { $0.status == "queued" }.count == 1, "a stopped worker claims nothing")
+        }
+    }
+}
