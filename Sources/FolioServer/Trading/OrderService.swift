@@ -71,11 +71,17 @@ struct OrderService: Sendable {
             throw TradingError.duplicateClientOrderID
         }
         let draft = priced.draft
-        guard var open = try await ledger.open(account: accountID, owner: userID, need: .init(symbols: [draft.symbol]), on: db) else {
+        // The submit job first: what does not need the account's lock is written before it is taken,
+        // so that placements and fills of one account wait on each other as briefly as they can.
+        let orderID = ids.next(OrderID.self)
+        try await jobs.enqueue(.submitOrder(orderID), on: db)
+        // A buy changes no holding; a sell reserves shares of one.
+        let symbols = draft.side == .sell ? [draft.symbol] : []
+        guard var open = try await ledger.open(account: accountID, owner: userID, need: .init(symbols: symbols), on: db) else {
             throw placement.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount
         }
         let posting = try TradingRules.place(
-            draft, orderID: ids.next(OrderID.self), clientOrderID: placement.clientOrderID, account: open.books.account,
+            draft, orderID: orderID, clientOrderID: placement.clientOrderID, account: open.books.account,
             holding: open.books.holding(draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin, now: ledger.now())
         open.books.record(posting)
         let order = posting.order!
@@ -85,7 +91,6 @@ struct OrderService: Sendable {
             // Another account's placement with the same client order id won the race.
             throw TradingError.duplicateClientOrderID
         }
-        try await jobs.enqueue(.submitOrder(order.id), on: db)
         return order
     }
 
