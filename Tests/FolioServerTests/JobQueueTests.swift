@@ -42,7 +42,7 @@ struct JobQueueTests {
                 #expect(job.status == "queued")
                 // 2^attempt seconds, times a jitter between 0.5 and 1.5.
                 let wait = job.runAt.timeIntervalSince(env.clock.now)
-                let base = JobQueue.backoff(attempt: attempt)
+                let base = Double(1 << attempt)
                 #expect(wait >= base * 0.5 - 0.01 && wait <= base * 1.5 + 0.01, "attempt \(attempt): \(wait) s for a base of \(base) s")
                 // Half a second before its time nothing runs; after it, the next attempt does.
                 env.clock.advance(by: max(0, wait - 0.5))
@@ -50,6 +50,7 @@ struct JobQueueTests {
                 #expect(try await env.jobs().first { $0.kind == "submit_order" }?.attempts == attempt)
                 env.clock.advance(by: 1)
             }
+            #expect(JobQueue.backoff(attempt: 12) == 600, "back-off stops growing at ten minutes")
             #expect(try await env.order(orderID).status == .new, "a dead job alone changes no money")
 
             try await OrderService.recheckFor(env)

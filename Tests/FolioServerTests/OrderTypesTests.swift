@@ -165,39 +165,44 @@ struct OrderTypesTests {
         }
     }
 
-    @Test("a market buy whose price runs past its reserved margin pays the excess from available cash, and is rejected when there is none", arguments: TestDatabaseKind.all)
+    @Test("a market buy whose price runs past its reserved margin pays the excess from available cash, never from another order's reservation, and is rejected when there is none", arguments: TestDatabaseKind.all)
     func pastTheMargin(kind: TestDatabaseKind) async throws {
         try await withBoard(kind, ["XYZ": "100.00"]) { client, env, board, tokens in
             let account = try await env.firstAccount().id.description
             let id = try await place(client, tokens, ["symbol": "XYZ", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
             // 10 × 100 × 1.05: the default margin of 5 %. Then every other cent leaves the account.
             #expect(try await env.firstAccount().reservedCash == Cash("1050.00"))
-            let available = try env.configuration.startingCash - Cash("1050.00")!
+            // A resting limit buy holds 2 × 50.00 of its own, which the market order may not touch.
+            let resting = try await place(client, tokens, ["symbol": "XYZ", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "50.00"])
+            #expect(try await env.firstAccount().reservedCash == Cash("1150.00"))
+            let available = try env.configuration.startingCash - Cash("1150.00")!
             let withdrawal = try await post(client, "/api/accounts/\(account)/withdrawals", ["amount": available.description], headers: bearer(tokens))
             #expect(withdrawal.status == .created)
 
-            // 10 × 105.01 costs 1,050.10: ten cents more than the account holds.
+            // 10 × 105.01 costs 1,050.10: ten cents more than the account holds beside the limit order's reservation.
             board.set("XYZ", "105.01")
             env.clock.advance(by: 2)
             await env.worker.drain()
             let order = try await show(client, tokens, id)
             #expect(order["status"] as? String == "rejected")
             #expect(order["reject_reason"] as? String == "insufficient cash at the fill price")
-            #expect(try await env.firstAccount().reservedCash == .zero)
-            #expect(try await env.firstAccount().cash == Cash("1050.00"))
+            #expect(try await env.firstAccount().reservedCash == Cash("100.00"))
+            #expect(try await env.firstAccount().cash == Cash("1150.00"))
             #expect(try await env.fills().isEmpty)
             #expect(try await env.holding("XYZ") == nil)
 
             // With cash beside the reservation, a price past the margin is paid from it.
             #expect(try await post(client, "/api/accounts/\(account)/deposits", ["amount": "100.00"], headers: bearer(tokens)).status == .created)
             let within = try await place(client, tokens, ["symbol": "XYZ", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
-            #expect(try await env.firstAccount().reservedCash == Cash("1102.61"), "10 × 105.01 × 1.05 = 1,102.605, up to the cent")
+            #expect(try await env.firstAccount().reservedCash == Cash("1202.61"), "10 × 105.01 × 1.05 = 1,102.605, up to the cent, beside the limit order's 100.00")
             board.set("XYZ", "110.50")
             env.clock.advance(by: 2)
             await env.worker.drain()
             #expect(try await show(client, tokens, within)["status"] as? String == "filled")
-            #expect(try await env.firstAccount().cash == Cash("45.00"), "1,150.00 − 1,105.00")
-            #expect(try await env.firstAccount().reservedCash == .zero)
+            #expect(try await env.firstAccount().cash == Cash("145.00"), "1,250.00 − 1,105.00")
+            #expect(try await env.firstAccount().reservedCash == Cash("100.00"), "the limit order still holds its own")
+            #expect(try await show(client, tokens, resting)["status"] as? String == "accepted", "resting at the broker, untouched")
+            try await env.expectConsistent()
         }
     }
 }
