@@ -69,6 +69,12 @@ struct IdentityServices: Sendable {
         try await store.user(email: Self.normalizedEmail(email), on: db)
     }
 
+    /// Mails the user on `db`: inside a transaction, a change that rolls back leaves no message behind.
+    func mail(_ user: User, subject: String, body: String, kind: String, origin: RequestOrigin, on db: any Database) async throws {
+        try await mailer.send(
+            MailMessage(userID: user.id, recipient: user.email, subject: subject, body: body, kind: kind), on: db, logger: origin.logger)
+    }
+
     /// Creates a single-use email token and returns the clear value to send.
     func createEmailToken(for user: User, purpose: EmailToken.Purpose, lifetime: TimeInterval, on db: any Database) async throws -> String {
         // A new token replaces any unused one of the same purpose.

@@ -20,12 +20,10 @@ extension IdentityServices {
         let db = database.db
         guard let user = try await findUser(email: email, on: db), !user.isDisabled else { return }
         let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.resetTokenLifetime, on: db)
-        try await mailer.send(
-            MailMessage(
-                userID: user.id, recipient: user.email, subject: "Reset your Folio password",
-                body: "Choose a new password within an hour: \(configuration.publicURL)/reset-password?token=\(token)\nIf you did not ask for this, ignore this message.",
-                kind: "reset_password"),
-            on: db, logger: origin.logger)
+        try await mail(
+            user, subject: "Reset your Folio password",
+            body: "Choose a new password within an hour: \(configuration.publicURL)/reset-password?token=\(token)\nIf you did not ask for this, ignore this message.",
+            kind: "reset_password", origin: origin, on: db)
     }
 
     /// The link is spent only together with a password the policy accepts.
@@ -59,12 +57,10 @@ extension IdentityServices {
             try await audit.record(
                 .init(action: "user." + reason, actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
                 origin: origin, on: db)
-            try await mailer.send(
-                MailMessage(
-                    userID: user.id, recipient: user.email, subject: "Your Folio password was changed",
-                    body: "Your password was changed and every session was signed out. If this was not you, reset your password now and contact support.",
-                    kind: "password_changed"),
-                on: db, logger: origin.logger)
+            try await mail(
+                user, subject: "Your Folio password was changed",
+                body: "Your password was changed and every session was signed out. If this was not you, reset your password now and contact support.",
+                kind: "password_changed", origin: origin, on: db)
         }
     }
 }

@@ -81,13 +81,10 @@ extension IdentityServices {
             .init(action: enabled ? "user.two_factor_enabled" : "user.two_factor_disabled", actorID: user.id, subjectType: "user",
                   subjectID: user.id?.uuidString.lowercased(), userID: user.id),
             origin: origin, on: db)
-        try await mailer.send(
-            MailMessage(
-                userID: user.id, recipient: user.email,
-                subject: enabled ? "Two-factor authentication is on" : "Two-factor authentication is off",
-                body: "Two-factor authentication was turned \(enabled ? "on" : "off") for your Folio account. If this was not you, reset your password now and contact support.",
-                kind: enabled ? "two_factor_enabled" : "two_factor_disabled"),
-            on: db, logger: origin.logger)
+        try await mail(
+            user, subject: enabled ? "Two-factor authentication is on" : "Two-factor authentication is off",
+            body: "Two-factor authentication was turned \(enabled ? "on" : "off") for your Folio account. If this was not you, reset your password now and contact support.",
+            kind: enabled ? "two_factor_enabled" : "two_factor_disabled", origin: origin, on: db)
     }
 
     /// A current TOTP code (one step of clock drift either way) or an unused
