@@ -91,9 +91,10 @@ public struct FolioServices: Sendable {
         self.broker = broker
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs
+        let pace = SubmissionPace()
         let orders = OrderService(
             store: store, ledger: ledger, jobs: jobs, broker: broker, quotes: quotes, clock: clock, ids: ids,
-            marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses)
+            marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses, pace: pace)
         self.orders = orders
         let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)
         self.snapshots = snapshots
@@ -115,7 +116,8 @@ public struct FolioServices: Sendable {
             onIdle: {
                 do { try await scheduler.enqueueDue() } catch { logger.error("job schedules failed", metadata: ["error": "\(error)"]) }
                 do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
-            })
+            },
+            pace: pace)
     }
 
     /// Alpha Vantage when a key is configured, the simulated market otherwise.

@@ -122,4 +122,69 @@ struct JobQueueTests {
             #expect(try await env.jobs().filter { $0.status == "queued" }.count == 1, "a stopped worker claims nothing")
         }
     }
+
+    @Test("when the worker falls behind, a placement waits for it and is written only once the worker has caught up", arguments: TestDatabaseKind.all)
+    func placementsKeepPace(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "pace@example.com")
+            let order: [String: Any] = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"]
+            for _ in 0..<(env.worker.batchSize + 1) {
+                #expect(try await post(client, "/api/orders", order, headers: bearer(tokens)).status == .created)
+            }
+            // The worker's claim comes back full: one more job is waiting behind it.
+            #expect(await env.worker.runOnce())
+            let pace = try #require(env.services.orders.pace)
+            let late = Task { try await post(client, "/api/orders", order, headers: bearer(tokens)) }
+            try await eventually("the placement waits for the worker") { pace.waiting == 1 }
+            #expect(try await env.orders().count == env.worker.batchSize + 1, "the waiting placement has written nothing yet")
+
+            await env.worker.drain()
+            #expect(try await late.value.status == .created)
+            await env.worker.drain()
+            let orders = try await env.orders()
+            #expect(orders.count == env.worker.batchSize + 2)
+            #expect(orders.allSatisfy { $0.status == .filled })
+            try await env.expectConsistent()
+        }
+    }
+}
+
+@Suite("Placements keep to the worker's pace")
+struct SubmissionPaceTests {
+    @Test("while the worker is behind, each finished job lets one waiting placement in, oldest first; a short claim or a stopped worker lets all in")
+    func turns() async throws {
+        let pace = SubmissionPace(longestWait: .seconds(600))
+        await pace.turn()  // the worker keeps up: no wait
+        pace.claimed(16, of: 16)
+        let admitted = NIOLockedValueBox<[Int]>([])
+        let first = Task { await pace.turn(); admitted.withLockedValue { $0.append(1) } }
+        try await eventually("the first placement waits") { pace.waiting == 1 }
+        let second = Task { await pace.turn(); admitted.withLockedValue { $0.append(2) } }
+        try await eventually("the second placement waits") { pace.waiting == 2 }
+
+        pace.finished(1)
+        await first.value
+        #expect(admitted.withLockedValue { $0 } == [1])
+        #expect(pace.waiting == 1)
+        pace.claimed(3, of: 16)
+        await second.value
+        #expect(admitted.withLockedValue { $0 } == [1, 2])
+        await pace.turn()  // caught up again: no wait
+
+        pace.claimed(16, of: 16)
+        let third = Task { await pace.turn() }
+        try await eventually("the third placement waits") { pace.waiting == 1 }
+        pace.workerStopped()
+        await third.value
+        #expect(pace.waiting == 0)
+    }
+
+    @Test("a placement never waits past the longest wait, even when the worker never reports again")
+    func longestWait() async throws {
+        let pace = SubmissionPace(longestWait: .milliseconds(20))
+        pace.claimed(16, of: 16)
+        await pace.turn()
+        await pace.turn()
+        #expect(pace.waiting == 0)
+    }
 }

@@ -56,9 +56,4 @@ enum Pagination {
 struct Page<Item: Encodable & Sendable>: ResponseEncodable {
     var data: [Item]
     var nextCursor: String?
-
-    enum CodingKeys: String, CodingKey {
-        case data
-        case nextCursor = "next_cursor"
-    }
 }

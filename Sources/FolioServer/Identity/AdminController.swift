@@ -49,10 +49,6 @@ struct AdminController: Sendable {
         var body: String
         var kind: String
         var createdAt: Date
-        enum CodingKeys: String, CodingKey {
-            case id, recipient, subject, body, kind
-            case createdAt = "created_at"
-        }
     }
 
     @Sendable func outbox(_ request: Request, context: AdminContext) async throws -> Page<OutboxItem> {
@@ -74,14 +70,6 @@ struct AdminController: Sendable {
         var ip: String?
         var requestID: String?
         var details: String
-        enum CodingKeys: String, CodingKey {
-            case id, action, ip, details
-            case occurredAt = "occurred_at"
-            case actorID = "actor_id"
-            case subjectType = "subject_type"
-            case subjectID = "subject_id"
-            case requestID = "request_id"
-        }
     }
 
     @Sendable func auditEvents(_ request: Request, context: AdminContext) async throws -> Page<AuditItem> {

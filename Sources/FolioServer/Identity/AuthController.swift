@@ -84,12 +84,6 @@ struct AuthController: Sendable {
         var recoveryCode: String?
         /// "cookie" for browsers: the refresh credential goes in an HttpOnly cookie.
         var session: String?
-
-        enum CodingKeys: String, CodingKey {
-            case email, password, session
-            case totpCode = "totp_code"
-            case recoveryCode = "recovery_code"
-        }
     }
 
     struct TokenResponse: ResponseEncodable {
@@ -98,14 +92,6 @@ struct AuthController: Sendable {
         var expiresIn: Int
         var refreshToken: String?
         var csrfToken: String?
-
-        enum CodingKeys: String, CodingKey {
-            case accessToken = "access_token"
-            case tokenType = "token_type"
-            case expiresIn = "expires_in"
-            case refreshToken = "refresh_token"
-            case csrfToken = "csrf_token"
-        }
     }
 
     @Sendable func login(_ request: Request, context: FolioRequestContext) async throws -> Response {
@@ -146,7 +132,6 @@ struct AuthController: Sendable {
 
     struct RefreshRequest: Decodable {
         var refreshToken: String?
-        enum CodingKeys: String, CodingKey { case refreshToken = "refresh_token" }
     }
 
     @Sendable func refresh(_ request: Request, context: FolioRequestContext) async throws -> Response {
@@ -169,7 +154,6 @@ struct AuthController: Sendable {
 
     struct CSRFResponse: ResponseEncodable {
         var csrfToken: String
-        enum CodingKeys: String, CodingKey { case csrfToken = "csrf_token" }
     }
 
     /// The session's CSRF token again, for a page that was reloaded: a safe GET,
@@ -201,13 +185,6 @@ struct AuthController: Sendable {
         var ip: String?
         var userAgent: String?
         var current: Bool
-        enum CodingKeys: String, CodingKey {
-            case id, kind, ip, current
-            case createdAt = "created_at"
-            case lastUsedAt = "last_used_at"
-            case expiresAt = "expires_at"
-            case userAgent = "user_agent"
-        }
     }
 
     struct SessionList: ResponseEncodable {
@@ -235,10 +212,6 @@ struct AuthController: Sendable {
     struct ChangePasswordRequest: Decodable {
         var currentPassword: String
         var newPassword: String
-        enum CodingKeys: String, CodingKey {
-            case currentPassword = "current_password"
-            case newPassword = "new_password"
-        }
     }
 
     @Sendable func changePassword(_ request: Request, context: AuthenticatedContext) async throws -> Response {
@@ -258,10 +231,6 @@ struct AuthController: Sendable {
     struct ResetPasswordRequest: Decodable {
         var token: String
         var newPassword: String
-        enum CodingKeys: String, CodingKey {
-            case token
-            case newPassword = "new_password"
-        }
     }
 
     @Sendable func confirmPasswordReset(_ request: Request, context: FolioRequestContext) async throws -> Response {

@@ -16,10 +16,6 @@ struct TwoFactorController: Sendable {
     struct EnrollResponse: ResponseEncodable {
         var secret: String
         var otpauthURI: String
-        enum CodingKeys: String, CodingKey {
-            case secret
-            case otpauthURI = "otpauth_uri"
-        }
     }
 
     @Sendable func enroll(_ request: Request, context: AuthenticatedContext) async throws -> EnrollResponse {

@@ -171,6 +171,8 @@ struct JobWorker: Service {
     var concurrency: Int = 4
     /// Jobs a lane claims at once; fills of one account in a batch are applied in one transaction.
     var batchSize: Int = 16
+    /// Told how full each claim was and how many jobs finished, so placements keep to the worker's pace.
+    var pace: SubmissionPace? = nil
 
     func run() async throws {
         logger.info("job worker started", metadata: ["worker": .string(name), "concurrency": .stringConvertible(concurrency)])
@@ -179,6 +181,7 @@ struct JobWorker: Service {
                 group.addTask { await runLane(lane) }
             }
         }
+        pace?.workerStopped()
         logger.info("job worker stopped", metadata: ["worker": .string(name)])
     }
 
@@ -207,7 +210,9 @@ struct JobWorker: Service {
             logger.error("job claim failed", metadata: ["error": .string(String(reflecting: error))])
             return false
         }
+        pace?.claimed(jobs.count, of: batchSize)
         guard !jobs.isEmpty else { return false }
+        defer { pace?.finished(jobs.count) }
         // Each run of consecutive jobs of one kind is a batch, so jobs run in the order they were due.
         var batches: [(kind: JobPayload.Kind, jobs: [ClaimedJob])] = []
         for job in jobs {

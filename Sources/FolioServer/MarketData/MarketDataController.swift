@@ -23,13 +23,6 @@ struct MarketDataController: Sendable {
         var ageSeconds: Int
         var stale: Bool
 
-        enum CodingKeys: String, CodingKey {
-            case symbol, price, stale
-            case previousClose = "previous_close"
-            case asOf = "as_of"
-            case ageSeconds = "age_seconds"
-        }
-
         init(_ quote: PriceQuote, now: Date) {
             symbol = quote.symbol
             price = quote.price.formatted(minimumFractionDigits: 2)

@@ -53,13 +53,6 @@ struct UserResponse: Codable, Sendable, ResponseEncodable {
     var disabled: Bool
     var createdAt: Date
 
-    enum CodingKeys: String, CodingKey {
-        case id, email, role, disabled
-        case emailVerified = "email_verified"
-        case twoFactorEnabled = "two_factor_enabled"
-        case createdAt = "created_at"
-    }
-
     init(_ identity: Identity) {
         self.id = identity.userID
         self.email = identity.email

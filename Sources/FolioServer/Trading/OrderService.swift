@@ -18,6 +18,8 @@ struct OrderService: Sendable {
     let marketBuyMargin: Ratio
     let logger: Logger
     var pauses: PausePoints = .none
+    /// Paces placements to the fills of this process's worker.
+    var pace: SubmissionPace? = nil
 
     var database: FolioDatabase { store.database }
 
@@ -36,10 +38,12 @@ struct OrderService: Sendable {
         var quote: PriceQuote
     }
 
-    /// Prices a validated placement. Call it before opening the transaction:
+    /// Prices a validated placement, once the worker has room for it (see
+    /// `SubmissionPace`). Call it before opening the transaction:
     /// a quote may need the database or a vendor call, and neither should
     /// wait inside a transaction (on SQLite it would wait for itself).
     func price(_ placement: Placement) async throws -> PricedPlacement {
+        await pace?.turn()
         var draft = placement.draft
         guard let symbol = OrderDraft.normalizedSymbol(draft.symbol) else {
             throw TradingError.invalid(field: "symbol", code: "invalid", message: "symbol must be a ticker such as AAPL.")
