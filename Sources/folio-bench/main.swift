@@ -48,7 +48,7 @@ struct DomainBenchmarks {
     var only: String?
 
     func run() {
-        print("| micro-benchmark | size | time per operation | operations per second |")
+        print("| micro-benchmark | size | time per operation (median of rounds) | operations per second |")
         print("|---|---|---|---|")
         let texts = (0..<1000).map { "\($0 * 7919 % 100_000).\($0 % 100)" }
         let bytes = texts.map { Array($0.utf8) }
@@ -66,18 +66,21 @@ struct DomainBenchmarks {
         print("| rebalance plan | 20 / 1,000 / 10,000 | not built yet (the rebalancer is a later issue) | |")
     }
 
-    /// Runs `body` repeatedly for about a second (a tenth with --quick) and prints the mean.
+    /// Runs `body` repeatedly for about a second (a tenth with --quick) and prints the median round.
     func measure(_ name: String, size: String, _ body: (Int) -> Void) {
         if let only, !"\(name) \(size)".contains(only) { return }
+        // Rounds of 16 operations for about a second; the median round is
+        // reported, so a moment when the shared machine is busy elsewhere does not count.
         let budget: Double = quick ? 0.1 : 1.0
         var iterations = 0
+        var rounds: [Double] = []
         let start = DispatchTime.now().uptimeNanoseconds
-        var elapsed: Double = 0
-        while elapsed < budget {
+        while Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < budget || rounds.count < 5 {
+            let roundStart = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<16 { body(iterations); iterations += 1 }
-            elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            rounds.append(Double(DispatchTime.now().uptimeNanoseconds - roundStart) / 1e9 / 16)
         }
-        let perOperation = elapsed / Double(iterations)
+        let perOperation = rounds.sorted()[rounds.count / 2]
         let shown = perOperation >= 1e-3 ? String(format: "%.2f ms", perOperation * 1e3) : String(format: "%.2f µs", perOperation * 1e6)
         print("| \(name) | \(size) | \(shown) | \(String(format: "%.0f", 1 / perOperation)) |")
     }
