@@ -45,9 +45,14 @@ public struct FolioJSONDecoder: RequestDecoder {
 /// Encodes responses with RFC 3339 UTC timestamps.
 public struct FolioJSONEncoder: ResponseEncoder {
     public func encode(_ value: some Encodable, from request: Request, context: some RequestContext) throws -> Response {
-        let data = try FolioJSON.encode(value)
         var buffer = ByteBuffer()
-        buffer.writeBytes(data)
+        if let writable = value as? any JSONWritable {
+            var json = JSONWriter()
+            writable.write(to: &json)
+            buffer.writeBytes(json.bytes)
+        } else {
+            buffer.writeBytes(try FolioJSON.encode(value))
+        }
         return Response(
             status: .ok,
             headers: [.contentType: "application/json; charset=utf-8", .contentLength: String(buffer.readableBytes)],

@@ -17,7 +17,7 @@ struct PortfolioController: Sendable {
         api.get("/portfolio/history", use: history)
     }
 
-    struct PositionResponse: Encodable, Sendable {
+    struct PositionResponse: Encodable, JSONWritable, Sendable {
         var symbol: String
         var quantity: Quantity
         var averageCost: Price
@@ -57,9 +57,26 @@ struct PortfolioController: Sendable {
             dayChange = position.dayChange
             weight = position.weight
         }
+
+        func write(to json: inout JSONWriter) {
+            json.beginObject()
+            json.field("average_cost", averageCost)
+            json.field("cost_basis", costBasis)
+            json.field("day_change", dayChange)
+            json.field("market_value", marketValue)
+            json.field("price", price)
+            json.field("price_time", priceTime)
+            json.field("quantity", quantity)
+            json.field("stale", stale)
+            json.field("symbol", symbol)
+            json.field("unrealized_pnl", unrealizedPnL)
+            json.field("unrealized_pnl_percent", unrealizedPnLPercent)
+            json.field("weight", weight)
+            json.endObject()
+        }
     }
 
-    struct PortfolioResponse: ResponseEncodable {
+    struct PortfolioResponse: ResponseEncodable, JSONWritable {
         var accountID: AccountID
         var cash: Cash
         var availableCash: Cash
@@ -81,6 +98,24 @@ struct PortfolioController: Sendable {
             case dayChange = "day_change"
             case totalValue = "total_value"
             case valuedAt = "valued_at"
+        }
+
+        func write(to json: inout JSONWriter) {
+            json.beginObject()
+            json.field("account_id", accountID)
+            json.field("available_cash", availableCash)
+            json.field("cash", cash)
+            json.field("cost_basis", costBasis)
+            json.field("day_change", dayChange)
+            json.field("market_value", marketValue)
+            json.key("positions")
+            json.beginArray()
+            for position in positions { position.write(to: &json) }
+            json.endArray()
+            json.field("total_value", totalValue)
+            json.field("unrealized_pnl", unrealizedPnL)
+            json.field("valued_at", valuedAt)
+            json.endObject()
         }
     }
 

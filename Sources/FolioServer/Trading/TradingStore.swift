@@ -240,13 +240,14 @@ struct TradingStore: Sendable {
     func openOrders(of accountID: AccountID, on db: any SQLDatabase) async throws -> [OrderState] {
         try await db.raw("""
             SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE account_id = \(bind: accountID) AND status IN ('new', 'accepted', 'partially_filled')
+            ORDER BY created_at, id
             """).all().map(Self.order)
     }
 
     /// Orders resting at the broker, oldest first.
     func restingOrders(limit: Int = 1000) async throws -> [OrderState] {
         try await database.sql.raw("""
-            SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE status IN ('accepted', 'partially_filled') ORDER BY created_at LIMIT \(literal: limit)
+            SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE status IN ('accepted', 'partially_filled') ORDER BY created_at, id LIMIT \(literal: limit)
             """).all().map(Self.order)
     }
 
@@ -254,7 +255,7 @@ struct TradingStore: Sendable {
     func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [OrderID] {
         try await database.sql.raw("""
             SELECT o.id FROM orders o JOIN jobs j ON j.order_id = o.id
-            WHERE o.status = 'new' AND j.kind = \(bind: JobPayload.Kind.submitOrder.rawValue) AND j.status = 'dead' LIMIT \(literal: limit)
+            WHERE o.status = 'new' AND j.kind = \(bind: JobPayload.Kind.submitOrder.rawValue) AND j.status = 'dead' ORDER BY o.created_at, o.id LIMIT \(literal: limit)
             """).all().map { try $0.decode(column: "id", as: OrderID.self) }
     }
 
