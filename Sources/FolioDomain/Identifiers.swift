@@ -11,7 +11,7 @@ public struct Identifier<Tag>: Hashable, Sendable, Codable, CustomStringConverti
 
     /// A new random id.
     public init() {
-        self.uuid = UUID()
+        self.uuid = UUID.random()
     }
 
     /// Reads a UUID in either case; nil when it is not one.
@@ -20,7 +20,7 @@ public struct Identifier<Tag>: Hashable, Sendable, Codable, CustomStringConverti
         self.uuid = uuid
     }
 
-    public var description: String { uuid.uuidString.lowercased() }
+    public var description: String { uuid.lowercasedString }
 
 
     public init(from decoder: any Decoder) throws {

@@ -35,7 +35,7 @@ public struct FolioDependencies: Sendable {
     public static func live(configuration: AppConfiguration, logger: Logger, database: FolioDatabase, clock: AppClock = .system) -> FolioDependencies {
         FolioDependencies(
             configuration: configuration, logger: logger, database: database, clock: clock, ids: .random,
-            instance: "\(ProcessInfo.processInfo.hostName.prefix(40))-\(getpid())-\(UUID().uuidString.prefix(8).lowercased())")
+            instance: "\(ProcessInfo.processInfo.hostName.prefix(40))-\(getpid())-\(UUID.random().uuidString.prefix(8).lowercased())")
     }
 }
 
@@ -152,14 +152,19 @@ public struct FolioServices: Sendable {
         routes.add(middleware: SecurityHeadersMiddleware(production: configuration.isProduction))
         routes.add(middleware: RequestLoggingMiddleware(trustedProxies: Set(configuration.trustedProxies)))
         routes.add(middleware: CORSMiddleware(configuration: configuration, security: identity.security))
-        routes.add(middleware: RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
+        // Rate limits off (development, benchmarks): no middleware frame at all.
+        if configuration.rateLimit.enabled {
+            routes.add(middleware: RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
+        }
         routes.add(middleware: ProblemMiddleware(routes: table, violations: constraintViolations))
         routes.add(middleware: RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug))
         if configuration.csrfProtectionEnabled {
             routes.add(middleware: OriginGuardMiddleware(configuration: configuration, security: identity.security))
         }
         routes.add(middleware: AuthenticationMiddleware(services: identity))
-        routes.add(middleware: RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
+        if configuration.rateLimit.enabled {
+            routes.add(middleware: RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
+        }
 
         HealthController(database: database, version: FolioVersion.current, startedAt: .now, opsToken: configuration.opsToken)
             .addRoutes(to: routes)

@@ -74,7 +74,7 @@ struct Users: AsyncParsableCommand {
             let id = try await withServices(options) { services in
                 try await UserAdministration(services: services).createAdmin(email: email, password: password)
             }
-            print("created administrator \(email.lowercased()) (\(id.uuidString.lowercased()))")
+            print("created administrator \(email.lowercased()) (\(id.lowercasedString))")
         }
 
         func readPassword() throws -> String {
@@ -103,7 +103,7 @@ struct Users: AsyncParsableCommand {
             let formatter = ISO8601DateFormatter()
             for user in users {
                 let flags = [user.verified ? "verified" : "unverified", user.disabled ? "disabled" : "active"].joined(separator: ",")
-                print("\(user.id.uuidString.lowercased())  \(user.role.padding(toLength: 5, withPad: " ", startingAt: 0))  \(flags)  \(formatter.string(from: user.createdAt))  \(user.email)")
+                print("\(user.id.lowercasedString)  \(user.role.padding(toLength: 5, withPad: " ", startingAt: 0))  \(flags)  \(formatter.string(from: user.createdAt))  \(user.email)")
             }
             if users.isEmpty { print("No users.") }
         }

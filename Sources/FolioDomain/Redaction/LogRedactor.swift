@@ -27,9 +27,23 @@ public struct LogRedactor: Sendable {
             let folded = key.lowercased().replacingOccurrences(of: "-", with: "_")
             return Self.sensitiveKeyFragments.contains { folded.contains($0) }
         }
-        // Byte by byte: this runs for every metadata key of every log line.
-        let normalized = Scan.lowercased(key).map { $0 == 45 ? 95 : $0 }  // "-" as "_"
-        return Self.sensitiveKeyFragmentBytes.contains { Scan.contains(normalized, $0) }
+        // Byte by byte in place: this runs for every metadata key of every log line.
+        return key.utf8.withContiguousStorageIfAvailable { bytes in
+            Self.sensitiveKeyFragmentBytes.contains { Self.containsFolded(bytes, $0) }
+        } ?? Self.sensitiveKeyFragmentBytes.contains { fragment in Array(key.utf8).withUnsafeBufferPointer { Self.containsFolded($0, fragment) } }
+    }
+
+    /// Whether `fragment` (lower case, "_" for a separator) occurs in `key`
+    /// with ASCII letters lower-cased and "-" read as "_".
+    static func containsFolded(_ key: UnsafeBufferPointer<UInt8>, _ fragment: [UInt8]) -> Bool {
+        guard key.count >= fragment.count else { return false }
+        func folded(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte + 32 : (byte == 45 ? 95 : byte) }
+        for start in 0...(key.count - fragment.count) {
+            var index = 0
+            while index < fragment.count, folded(key[start + index]) == fragment[index] { index += 1 }
+            if index == fragment.count { return true }
+        }
+        return false
     }
 
     static let sensitiveKeyFragmentBytes = sensitiveKeyFragments.map { Array($0.utf8) }

@@ -267,7 +267,7 @@ public struct IDSource: Sendable {
         self.make = make
     }
 
-    public static let random = IDSource { UUID() }
+    public static let random = IDSource { UUID.random() }
 
     public func next<Tag>(_: Identifier<Tag>.Type = Identifier<Tag>.self) -> Identifier<Tag> {
         Identifier(make())

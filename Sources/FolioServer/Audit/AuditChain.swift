@@ -92,17 +92,17 @@ enum AuditChain {
     static func canonicalContent(of record: Record, chain: String, sequence: Int64) -> String {
         let fields: [(String, String)] = [
             ("action", record.action),
-            ("actor_id", record.actorID?.uuidString.lowercased() ?? ""),
+            ("actor_id", record.actorID?.lowercasedString ?? ""),
             ("chain_id", chain),
             ("chain_sequence", String(sequence)),
             ("details", record.details),
-            ("id", record.id.uuidString.lowercased()),
+            ("id", record.id.lowercasedString),
             ("ip", record.ip ?? ""),
             ("occurred_at_ms", String(milliseconds(record.occurredAt))),
             ("request_id", record.requestID ?? ""),
             ("subject_id", record.subjectID ?? ""),
             ("subject_type", record.subjectType),
-            ("user_id", record.userID?.uuidString.lowercased() ?? ""),
+            ("user_id", record.userID?.lowercasedString ?? ""),
         ]
         return fields.map { "\($0.0)=\(JSONText.quote($0.1))" }.joined(separator: "\n")
     }

@@ -120,7 +120,7 @@ public struct AuditVerifier: Sendable {
             if page.isEmpty { return finish() }
             for row in page {
                 count += 1
-                let id = row.record.id.uuidString.lowercased()
+                let id = row.record.id.lowercasedString
                 guard let sequence = row.sequence, let stored = row.hash else { return "audit event \(id): has no place in the chain" }
                 let name = "audit event \(sequence) (\(id))"
                 if sequence != expected { return "\(name): expected sequence \(expected): a row is missing" }
@@ -174,7 +174,7 @@ public struct AuditVerifier: Sendable {
             for row in page {
                 count += 1
                 guard let chain = row.chain, let sequence = row.chainSequence, let stored = row.hash else {
-                    return "audit event \(row.record.id.uuidString.lowercased()): has no place in its chain"
+                    return "audit event \(row.record.id.lowercasedString): has no place in its chain"
                 }
                 if chain != current {
                     if let current, let broken = finish(current, last: last) { return broken }
@@ -184,7 +184,7 @@ public struct AuditVerifier: Sendable {
                     expected = 1
                     last = nil
                 }
-                let name = "audit chain \(chain), event \(sequence) (\(row.record.id.uuidString.lowercased()))"
+                let name = "audit chain \(chain), event \(sequence) (\(row.record.id.lowercasedString))"
                 if sequence != expected { return "\(name): expected event \(expected): a row is missing" }
                 if row.previousHash != previous { return "\(name): does not link to the row before it" }
                 if AuditChain.hash(of: row.record, chain: chain, sequence: sequence, previousHash: previous) != stored {

@@ -12,16 +12,16 @@ extension AuditChain {
     static func canonicalContent(of event: AuditEvent, sequence: Int64) -> String {
         let fields: [(String, String)] = [
             ("action", event.action),
-            ("actor_id", event.actorID?.uuidString.lowercased() ?? ""),
+            ("actor_id", event.actorID?.lowercasedString ?? ""),
             ("details", event.details),
-            ("id", event.id!.uuidString.lowercased()),
+            ("id", event.id!.lowercasedString),
             ("ip", event.ip ?? ""),
             ("occurred_at_ms", String(milliseconds(event.occurredAt))),
             ("request_id", event.requestID ?? ""),
             ("sequence", String(sequence)),
             ("subject_id", event.subjectID ?? ""),
             ("subject_type", event.subjectType),
-            ("user_id", event.userID?.uuidString.lowercased() ?? ""),
+            ("user_id", event.userID?.lowercasedString ?? ""),
         ]
         return fields.map { "\($0.0)=\(JSONText.quote($0.1))" }.joined(separator: "\n")
     }

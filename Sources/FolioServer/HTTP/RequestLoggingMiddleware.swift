@@ -16,7 +16,7 @@ struct RequestLoggingMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
         var context = context
-        let requestID = request.headers[Self.header].flatMap(Self.acceptable) ?? UUID().uuidString.lowercased()
+        let requestID = request.headers[Self.header].flatMap(Self.acceptable) ?? UUID.random().lowercasedString
         context.requestID = requestID
         context.logger[metadataKey: "hb.request.id"] = nil
         context.logger[metadataKey: "request_id"] = PlainLogValue.requestID(requestID).map { .stringConvertible($0) } ?? .string(requestID)

@@ -21,7 +21,7 @@ extension IdentityServices {
             if disabled { try await sessions.revokeAll(userID: user.id!, reason: "disabled_by_admin", on: db) }
             try await audit.record(
                 .init(action: disabled ? "admin.user_disabled" : "admin.user_enabled", actorID: actor, subjectType: "user",
-                      subjectID: user.id?.uuidString.lowercased(), userID: user.id),
+                      subjectID: user.id?.lowercasedString, userID: user.id),
                 origin: origin, on: db)
         }
         return user
@@ -40,7 +40,7 @@ extension IdentityServices {
             try await store.save(user, on: db)
             try await sessions.revokeAll(userID: user.id!, reason: "role_changed", on: db)
             try await audit.record(
-                .init(action: "admin.role_changed", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id,
+                .init(action: "admin.role_changed", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id,
                       details: ["role": role.rawValue]),
                 origin: origin, on: db)
         }

@@ -36,7 +36,7 @@ struct OutboxMailer: Mailer {
 struct OutboxStore: Sendable {
     func insert(_ message: MailMessage, at now: Date, on db: any Database) async throws {
         let row = OutboxMessage()
-        row.id = UUID()
+        row.id = UUID.random()
         row.userID = message.userID
         row.recipient = message.recipient
         row.subject = message.subject

@@ -55,7 +55,7 @@ extension IdentityServices {
             try await store.save(user, on: db)
             try await sessions.revokeAll(userID: user.id!, reason: reason, on: db)
             try await audit.record(
-                .init(action: "user." + reason, actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
+                .init(action: "user." + reason, actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
                 origin: origin, on: db)
             try await mail(
                 user, subject: "Your Folio password was changed",

@@ -31,7 +31,7 @@ extension IdentityServices {
             try await db.transaction { db in
                 try await store.insert(user, on: db)
                 try await audit.record(
-                    .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
+                    .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
                     origin: origin, on: db)
                 try await ledger.openPaperAccount(
                     for: UserID(user.id!), startingCash: configuration.startingCash, context: origin.audit, on: db as! any SQLDatabase)
@@ -63,7 +63,7 @@ extension IdentityServices {
                 try await store.save(user, on: db)
             }
             try await audit.record(
-                .init(action: "user.email_verified", actorID: user.id, subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id),
+                .init(action: "user.email_verified", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
                 origin: origin, on: db)
         }
     }

@@ -58,7 +58,7 @@ extension IdentityServices {
         return try await db.transaction { db in
             let (session, refreshToken) = try await sessions.start(user: user, kind: kind, ip: origin.ip, userAgent: userAgent, on: db)
             try await audit.record(
-                .init(action: "security.login_succeeded", actorID: user.id, subjectType: "session", subjectID: session.id?.uuidString.lowercased(),
+                .init(action: "security.login_succeeded", actorID: user.id, subjectType: "session", subjectID: session.id?.lowercasedString,
                       userID: user.id, details: ["session": kind.rawValue]),
                 origin: origin, on: db)
             return SignedIn(user: user, session: session, refreshToken: refreshToken)

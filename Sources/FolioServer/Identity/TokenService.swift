@@ -76,7 +76,7 @@ final class TokenService: Sendable {
         let claims = AccessTokenClaims(
             iss: .init(value: Self.issuer), aud: .init(value: [Self.audience]), sub: .init(value: userID.uuidString),
             iat: .init(value: now), exp: .init(value: now.addingTimeInterval(lifetime)),
-            jti: .init(value: UUID().uuidString), sid: sessionID.uuidString)
+            jti: .init(value: UUID.random().uuidString), sid: sessionID.uuidString)
         var header = JWTHeader()
         header.typ = "JWT"
         return try await keys.sign(claims, kid: signingKeyID, header: header)

@@ -79,7 +79,7 @@ extension IdentityServices {
         try await sessions.revokeAll(userID: identity.userID.uuid, except: identity.sessionID.uuid, reason: "two_factor_changed", on: db)
         try await audit.record(
             .init(action: enabled ? "user.two_factor_enabled" : "user.two_factor_disabled", actorID: user.id, subjectType: "user",
-                  subjectID: user.id?.uuidString.lowercased(), userID: user.id),
+                  subjectID: user.id?.lowercasedString, userID: user.id),
             origin: origin, on: db)
         try await mail(
             user, subject: enabled ? "Two-factor authentication is on" : "Two-factor authentication is off",

@@ -58,7 +58,7 @@ public struct UserAdministration: Sendable {
         try await db.transaction { db in
             try await identity.store.insert(user, on: db)
             try await identity.audit.record(
-                .init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.uuidString.lowercased(), userID: user.id, details: ["role": "admin"]),
+                .init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id, details: ["role": "admin"]),
                 origin: origin, on: db)
             try await ledger.openPaperAccount(for: UserID(user.id!), startingCash: startingCash, context: origin.audit, on: db as! any SQLDatabase)
         }

@@ -29,31 +29,57 @@ public struct FolioLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        let level = event.level
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let explicit = event.metadata { merged.merge(explicit) { _, new in new } }
+        let fields = Self.fields(logger: metadata, provided: metadataProvider?.get(), event: event.metadata)
         let timestamp = LogTimestamp.now()
         let text = redactor.redact(event.message.description)
         switch format {
         case .json:
-            sink(jsonLine(timestamp: timestamp, level: level, message: text, metadata: merged))
+            sink(jsonLine(timestamp: timestamp, level: event.level, message: text, fields: fields))
         case .text:
-            let fields = merged.keys.sorted().map { "\($0)=\(textValue(redacted(merged[$0]!, key: $0)))" }.joined(separator: " ")
-            sink("\(timestamp) \(level.rawValue.uppercased()) \(text)\(fields.isEmpty ? "" : " " + fields)")
+            let pairs = fields.map { "\($0.key)=\(textValue(redacted($0.value, key: $0.key)))" }.joined(separator: " ")
+            sink("\(timestamp) \(event.level.rawValue.uppercased()) \(text)\(pairs.isEmpty ? "" : " " + pairs)")
         }
     }
 
-    func jsonLine(timestamp: String, level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
-        var line = "{\"timestamp\":\(JSONText.quote(timestamp)),\"level\":\(JSONText.quote(level.rawValue)),\"message\":\(JSONText.quote(message))"
+    /// The line's metadata sorted by key: the event's own values win over the
+    /// provider's, which win over the logger's. Built as one small array, not
+    /// merged dictionaries: this runs for every line, access lines included.
+    static func fields(logger: Logger.Metadata, provided: Logger.Metadata?, event: Logger.Metadata?) -> [(key: String, value: Logger.Metadata.Value)] {
+        let provided = provided ?? [:], event = event ?? [:]
+        var fields: [(key: String, value: Logger.Metadata.Value)] = []
+        fields.reserveCapacity(logger.count + provided.count + event.count)
+        for (key, value) in logger where provided[key] == nil && event[key] == nil { fields.append((key, value)) }
+        for (key, value) in provided where event[key] == nil { fields.append((key, value)) }
+        for (key, value) in event { fields.append((key, value)) }
+        fields.sort { $0.key < $1.key }
+        return fields
+    }
+
+    func jsonLine(timestamp: String, level: Logger.Level, message: String, fields: [(key: String, value: Logger.Metadata.Value)]) -> String {
+        var line = ""
         line.reserveCapacity(256)
-        if metadata["label"] == nil { line += ",\"label\":\(JSONText.quote(label))" }
-        for key in metadata.keys.sorted() {
-            // Metadata cannot overwrite the fixed fields.
-            let name = ["timestamp", "level", "message"].contains(key) ? "meta_" + key : key
-            line += ",\(JSONText.quote(name)):\(jsonValue(redacted(metadata[key]!, key: key)))"
+        line += "{\"timestamp\":"
+        JSONText.append(timestamp, to: &line)
+        line += ",\"level\":"
+        JSONText.append(level.rawValue, to: &line)
+        line += ",\"message\":"
+        JSONText.append(message, to: &line)
+        if !fields.contains(where: { $0.key == "label" }) {
+            line += ",\"label\":"
+            JSONText.append(label, to: &line)
         }
-        return line + "}"
+        for (key, value) in fields {
+            line += ","
+            // Metadata cannot overwrite the fixed fields.
+            switch key {
+            case "timestamp", "level", "message": JSONText.append("meta_" + key, to: &line)
+            default: JSONText.append(key, to: &line)
+            }
+            line += ":"
+            appendJSON(redacted(value, key: key), to: &line)
+        }
+        line += "}"
+        return line
     }
 
     func redacted(_ value: Logger.Metadata.Value, key: String) -> Logger.Metadata.Value {
@@ -68,14 +94,33 @@ public struct FolioLogHandler: LogHandler {
         }
     }
 
-    func jsonValue(_ value: Logger.Metadata.Value) -> String {
+    func appendJSON(_ value: Logger.Metadata.Value, to line: inout String) {
         switch value {
-        case .string(let text): return JSONText.quote(text)
-        case .stringConvertible(let convertible): return JSONText.quote(convertible.description)
+        case .string(let text): JSONText.append(text, to: &line)
+        case .stringConvertible(let convertible): JSONText.append(convertible.description, to: &line)
         case .dictionary(let dictionary):
-            return "{" + dictionary.keys.sorted().map { "\(JSONText.quote($0)):\(jsonValue(dictionary[$0]!))" }.joined(separator: ",") + "}"
-        case .array(let array): return "[" + array.map(jsonValue).joined(separator: ",") + "]"
+            line += "{"
+            for (index, key) in dictionary.keys.sorted().enumerated() {
+                if index > 0 { line += "," }
+                JSONText.append(key, to: &line)
+                line += ":"
+                appendJSON(dictionary[key]!, to: &line)
+            }
+            line += "}"
+        case .array(let array):
+            line += "["
+            for (index, element) in array.enumerated() {
+                if index > 0 { line += "," }
+                appendJSON(element, to: &line)
+            }
+            line += "]"
         }
+    }
+
+    func jsonValue(_ value: Logger.Metadata.Value) -> String {
+        var text = ""
+        appendJSON(value, to: &text)
+        return text
     }
 
     func textValue(_ value: Logger.Metadata.Value) -> String {
@@ -113,10 +158,21 @@ struct PlainLogValue: CustomStringConvertible, Sendable {
 
 enum JSONText {
     static func quote(_ text: String) -> String {
+        var result = ""
+        append(text, to: &result)
+        return result
+    }
+
+    /// Appends `text` as a JSON string.
+    static func append(_ text: String, to result: inout String) {
         // Most values need no escaping: copy them whole.
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) { return "\"" + text + "\"" }
-        var result = "\""
-        result.reserveCapacity(text.utf8.count + 8)
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            result += "\""
+            result += text
+            result += "\""
+            return
+        }
+        result += "\""
         for scalar in text.unicodeScalars {
             switch scalar {
             case "\"": result += "\\\""
@@ -130,7 +186,7 @@ enum JSONText {
             default: result.unicodeScalars.append(scalar)
             }
         }
-        return result + "\""
+        result += "\""
     }
 }
 

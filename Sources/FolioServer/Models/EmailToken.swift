@@ -21,7 +21,7 @@ final class EmailToken: Model, @unchecked Sendable {
     init() {}
 
     init(userID: UUID, purpose: Purpose, tokenHash: String, now: Date, lifetime: TimeInterval) {
-        self.id = UUID()
+        self.id = UUID.random()
         self.userID = userID
         self.purpose = purpose.rawValue
         self.tokenHash = tokenHash
@@ -43,7 +43,7 @@ final class RecoveryCode: Model, @unchecked Sendable {
     init() {}
 
     init(userID: UUID, codeHash: String, now: Date) {
-        self.id = UUID()
+        self.id = UUID.random()
         self.userID = userID
         self.codeHash = codeHash
         self.createdAt = now

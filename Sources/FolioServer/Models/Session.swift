@@ -23,7 +23,7 @@ final class Session: Model, @unchecked Sendable {
     init() {}
 
     init(userID: UUID, kind: Kind, now: Date, lifetime: TimeInterval, ip: String?, userAgent: String?) {
-        self.id = UUID()
+        self.id = UUID.random()
         self.userID = userID
         self.kind = kind.rawValue
         self.createdAt = now
@@ -53,7 +53,7 @@ final class RefreshToken: Model, @unchecked Sendable {
     init() {}
 
     init(sessionID: UUID, userID: UUID, tokenHash: String, now: Date) {
-        self.id = UUID()
+        self.id = UUID.random()
         self.sessionID = sessionID
         self.userID = userID
         self.tokenHash = tokenHash

@@ -28,7 +28,7 @@ final class User: Model, @unchecked Sendable {
     init() {}
 
     init(email: String, passwordHash: String, role: Role = .user, now: Date) {
-        self.id = UUID()
+        self.id = UUID.random()
         self.email = email
         self.passwordHash = passwordHash
         self.role = role.rawValue

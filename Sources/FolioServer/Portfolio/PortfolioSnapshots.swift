@@ -115,7 +115,7 @@ struct PortfolioSnapshots: Sendable {
             : "DO NOTHING"
         try await db.raw("""
             INSERT INTO portfolio_snapshots (id, user_id, account_id, day, cash, market_value, total_value, source, created_at)
-            VALUES (\(bind: UUID()), \(bind: account.userID), \(bind: account.id), \(bind: value.day.description), \(bind: value.cash),
+            VALUES (\(bind: UUID.random()), \(bind: account.userID), \(bind: account.id), \(bind: value.day.description), \(bind: value.cash),
                     \(bind: value.marketValue), \(bind: value.totalValue), \(bind: source), \(bind: now))
             ON CONFLICT (account_id, day) \(unsafeRaw: conflict)
             """).run()

@@ -21,14 +21,14 @@ final class SecurityEvents: Sendable {
 
     func record(_ event: String, userID: UUID? = nil, details: [String: String] = [:], origin: RequestOrigin, audited: Bool = false) async {
         var metadata: Logger.Metadata = ["event": .string(event), "client_ip": .string(origin.ip ?? "unknown")]
-        if let userID { metadata["user_id"] = .string(userID.uuidString.lowercased()) }
+        if let userID { metadata["user_id"] = .string(userID.lowercasedString) }
         for (key, value) in details { metadata[key] = .string(value) }
         origin.logger.warning("security event", metadata: metadata)
         if event == "login_failed" { countFailedLogin() }
         guard audited else { return }
         do {
             try await audit.record(
-                .init(action: "security." + event, actorID: userID, subjectType: "user", subjectID: userID?.uuidString.lowercased(), userID: userID, details: details),
+                .init(action: "security." + event, actorID: userID, subjectType: "user", subjectID: userID?.lowercasedString, userID: userID, details: details),
                 origin: origin, on: database.db)
         } catch {
             origin.logger.error("could not record security event", metadata: ["error": .string(String(reflecting: error))])
