@@ -56,6 +56,8 @@ public struct FolioServices: Sendable {
     let idempotency: Idempotency
     let instances: Instances
     let pauses: PausePoints
+    /// Open HTTP connections, under the connection limit.
+    let connections: ConnectionRegistry
     /// Database constraint violations that reached a response.
     let constraintViolations = ConstraintViolations()
     /// Submits orders, rechecks resting ones, runs schedules; a service of `serve` and `folio worker`.
@@ -100,6 +102,8 @@ public struct FolioServices: Sendable {
         self.snapshots = snapshots
         self.idempotency = Idempotency(database: database, clock: clock, ids: ids, instance: dependencies.instance, pauses: pauses)
         self.instances = Instances(database: database, clock: clock)
+        self.connections = ConnectionRegistry(
+            limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
         let scheduler = JobScheduler(database: database, queue: jobs, schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule])
         let heads = AuditHeads(database: database, logger: logger)
         self.worker = JobWorker(
@@ -216,12 +220,30 @@ public struct FolioServices: Sendable {
     }
 
     /// HTTP/1.1, over TLS when TLS_CERT_PATH and TLS_KEY_PATH are set.
+    /// Each connection gets the connection guard (limits and deadlines) and
+    /// problem+json answers to requests the HTTP decoder cannot read.
     func serverBuilder() throws -> HTTPServerBuilder {
-        guard let certificatePath = configuration.tlsCertificatePath, let keyPath = configuration.tlsKeyPath else { return .http1() }
+        let limits = configuration.connections
+        if connections.limit < limits.maxConnections {
+            logger.warning("MAX_CONNECTIONS lowered to fit the open-file limit", metadata: [
+                "configured": .stringConvertible(limits.maxConnections), "used": .stringConvertible(connections.limit),
+                "open_file_limit": .stringConvertible(connections.limit + FileDescriptorLimit.reserve),
+            ])
+        }
+        let registry = connections
+        let production = configuration.isProduction
+        let logger = self.logger
+        let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [
+                MalformedRequestProblems(production: production, logger: logger),
+                ConnectionGuard(registry: registry, limits: limits, logger: logger),
+            ],
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 100)))
+        guard let certificatePath = configuration.tlsCertificatePath, let keyPath = configuration.tlsKeyPath else { return http1 }
         let certificates = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
         tls.minimumTLSVersion = .tlsv12
-        return try .tls(.http1(), tlsConfiguration: tls)
+        return try .tls(http1, tlsConfiguration: tls)
     }
 }
 

@@ -47,6 +47,8 @@ public struct AppConfiguration: Sendable {
     public var logFormat: LogFormat
     /// Largest request body accepted, in bytes.
     public var maxBodySize: Int
+    /// How many connections are held open at once and how long each may take.
+    public var connections: ConnectionLimits
     /// Where the SQLite file and the development key live.
     public var dataDirectory: String
     /// Bearer token that unlocks operator detail on `/health/detailed` (optional).
@@ -113,6 +115,27 @@ public struct AppConfiguration: Sendable {
         }
     }
 
+    /// Limits that keep slow or idle clients from holding the server's
+    /// connections (and file descriptors): see docs/SECURITY.md.
+    public struct ConnectionLimits: Sendable, Equatable {
+        /// Open connections at most; past it, connections still waiting for a
+        /// request are closed, oldest first, to make room.
+        public var maxConnections: Int
+        /// From connecting to a complete request head (slowloris).
+        public var headerTimeout: TimeInterval
+        /// From the request head to the end of its body.
+        public var bodyTimeout: TimeInterval
+        /// A kept-alive connection with no request in flight.
+        public var idleTimeout: TimeInterval
+
+        public init(maxConnections: Int = 1_000, headerTimeout: TimeInterval = 10, bodyTimeout: TimeInterval = 30, idleTimeout: TimeInterval = 30) {
+            self.maxConnections = maxConnections
+            self.headerTimeout = headerTimeout
+            self.bodyTimeout = bodyTimeout
+            self.idleTimeout = idleTimeout
+        }
+    }
+
     public struct RateLimitSettings: Sendable, Equatable {
         public var enabled: Bool
         /// Requests per minute for one client address, and for one signed-in user.
@@ -148,6 +171,7 @@ public struct AppConfiguration: Sendable {
         self.logLevel = .info
         self.logFormat = .json
         self.maxBodySize = 1_048_576
+        self.connections = ConnectionLimits()
         self.dataDirectory = "var"
         self.opsToken = nil
         self.previousSecretKeys = []

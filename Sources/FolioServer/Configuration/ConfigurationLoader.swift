@@ -90,6 +90,11 @@ public enum ConfigurationLoader {
         configuration.port = integer("PORT", default: 8080, range: 0...65535)
         configuration.databasePoolSize = integer("DATABASE_POOL_SIZE", default: 10, range: 1...200)
         configuration.maxBodySize = integer("MAX_BODY_SIZE", default: 1_048_576, range: 1024...104_857_600)
+        configuration.connections = .init(
+            maxConnections: integer("MAX_CONNECTIONS", default: 1_000, range: 1...100_000),
+            headerTimeout: TimeInterval(integer("HTTP_HEADER_TIMEOUT_SECONDS", default: 10, range: 1...300)),
+            bodyTimeout: TimeInterval(integer("HTTP_BODY_TIMEOUT_SECONDS", default: 30, range: 1...3_600)),
+            idleTimeout: TimeInterval(integer("HTTP_IDLE_TIMEOUT_SECONDS", default: 30, range: 1...3_600)))
         if let raw = value("LOG_LEVEL") {
             if let level = Logger.Level(rawValue: raw.lowercased()) {
                 configuration.logLevel = level

@@ -1,6 +1,7 @@
 import FolioDomain
 import Foundation
 import HTTPTypes
+import NIOHTTP1
 
 /// The one table from domain errors to problem responses. Services throw
 /// what went wrong in their own terms (`TradingError`, `MarketDataUnavailable`,
@@ -15,6 +16,10 @@ enum ProblemMapping {
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)
         case let error as JSONValue.SyntaxError:
             return AppError(.badRequest, code: "malformed_json", detail: "The request body is not valid JSON: \(error.description).")
+        case let error as HTTPParserError:
+            // The body broke off mid-request (a bad chunk size, say): the connection cannot go on.
+            let (status, code, detail) = MalformedRequestProblems.describe(error)
+            return AppError(status, code: code, detail: detail, headers: [.connection: "close"])
         default: return nil
         }
     }

@@ -17,22 +17,22 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
-        Self.apply(to: &response, path: request.uri.path, production: production)
+        Self.apply(to: &response.headers, path: request.uri.path, production: production)
         return response
     }
 
-    static func apply(to response: inout Response, path: String, production: Bool) {
-        response.headers[.contentSecurityPolicy] = "default-src 'none'; frame-ancestors 'none'"
-        response.headers[contentTypeOptions] = "nosniff"
-        response.headers[referrerPolicy] = "no-referrer"
-        response.headers[frameOptions] = "DENY"
-        response.headers[permissionsPolicy] = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), microphone=(), payment=(), usb=()"
+    static func apply(to headers: inout HTTPFields, path: String, production: Bool) {
+        headers[.contentSecurityPolicy] = "default-src 'none'; frame-ancestors 'none'"
+        headers[contentTypeOptions] = "nosniff"
+        headers[referrerPolicy] = "no-referrer"
+        headers[frameOptions] = "DENY"
+        headers[permissionsPolicy] = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), microphone=(), payment=(), usb=()"
         if path.hasPrefix("/api") || path.hasPrefix("/health/detailed") {
-            response.headers[.cacheControl] = "no-store"
+            headers[.cacheControl] = "no-store"
         }
         if production {
-            response.headers[strictTransportSecurity] = "max-age=63072000; includeSubDomains"
+            headers[strictTransportSecurity] = "max-age=63072000; includeSubDomains"
         }
-        response.headers[.server] = nil
+        headers[.server] = nil
     }
 }

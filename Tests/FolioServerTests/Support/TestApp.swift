@@ -27,6 +27,7 @@ func withTestApp(
     configure: (inout AppConfiguration) -> Void = { _ in },
     dependencies: (inout FolioDependencies) -> Void = { _ in },
     logs: LogCapture = LogCapture(),
+    overSocket: Bool = false,
     routes extraRoutes: (RecordingRouter<FolioRequestContext>, FolioServices) -> Void = { _, _ in },
     _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment) async throws -> Void
 ) async throws {
@@ -51,9 +52,17 @@ func withTestApp(
             }
             extraRoutes(routes, services)
         }
-        let app = Application(router: router, logger: logger)
         let environment = TestEnvironment(logs: logs, services: services, clock: clock)
-        try await app.test(.router) { client in try await body(client, environment) }
+        if overSocket {
+            // The server as `serve` runs it (connection guard and all) on a free loopback port: `client.port` names it.
+            let app = Application(
+                router: router, server: try services.serverBuilder(),
+                configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
+            try await app.test(.live) { client in try await body(client, environment) }
+        } else {
+            let app = Application(router: router, logger: logger)
+            try await app.test(.router) { client in try await body(client, environment) }
+        }
     }
 }
 

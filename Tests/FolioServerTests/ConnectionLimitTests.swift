@@ -1,0 +1,144 @@
+import Foundation
+import HummingbirdTesting
+import NIOConcurrencyHelpers
+import Testing
+
+@testable import FolioServer
+
+/// Attacks on the HTTP layer over a real socket: connection exhaustion,
+/// slow heads and bodies, and requests the HTTP decoder cannot read.
+@Suite("Connections: limits, deadlines and unreadable requests")
+struct ConnectionLimitTests {
+    static let partialHead = "GET /health HTTP/1.1\r\nHost: folio.test\r\n"
+    static let health = "GET /health HTTP/1.1\r\nHost: folio.test\r\nConnection: close\r\n\r\n"
+
+    @Test("half-open connections past the limit cannot keep a fresh client out, and the server outlives them", arguments: TestDatabaseKind.all)
+    func exhaustion(kind: TestDatabaseKind) async throws {
+        // Deadlines far away: only making room can let the fresh client in.
+        try await withTestApp(kind, configure: { $0.connections = .init(maxConnections: 40, headerTimeout: 60, bodyTimeout: 60, idleTimeout: 60) }, overSocket: true) { client, env in
+            let port = try #require(client.port)
+            var holders: [RawConnection] = []
+            for _ in 0..<60 {
+                let holder = try RawConnection(port: port)
+                try holder.send(Self.partialHead)
+                holders.append(holder)
+            }
+            let fresh = try RawConnection(port: port)
+            try fresh.send(Self.health)
+            let answer = try #require(RawResponse(await fresh.receiveAll(within: .seconds(10))), "a fresh client is answered while 60 connections hold half a request")
+            #expect(answer.status == 200)
+            let closed = await holders.asyncCount { await $0.isClosedByServer(within: .milliseconds(50)) }
+            #expect(closed >= 20, "at most 40 connections stay open: the oldest holders were closed to make room (\(closed) closed)")
+            #expect(env.logs.lines.contains { $0.contains("connections waiting for a request closed to make room") })
+            holders.removeAll()  // the holders give up
+            let after = try RawConnection(port: port)
+            try after.send(Self.health)
+            #expect(RawResponse(await after.receiveAll())?.status == 200, "the server still answers once the holders are gone")
+        }
+    }
+
+    @Test("when every connection is busy with a request, a new one is closed at once and the busy ones still get their answers", arguments: TestDatabaseKind.all)
+    func shedding(kind: TestDatabaseKind) async throws {
+        let released = NIOLockedValueBox(false)
+        try await withTestApp(
+            kind, configure: { $0.connections = .init(maxConnections: 3, headerTimeout: 60, bodyTimeout: 60, idleTimeout: 60) }, overSocket: true,
+            routes: { routes, _ in
+                routes.get("/api/test/slow") { _, _ -> String in
+                    while !released.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+                    return "done"
+                }
+            }
+        ) { client, env in
+            let port = try #require(client.port)
+            var busy: [RawConnection] = []
+            for count in 1...3 {
+                let connection = try RawConnection(port: port)
+                try connection.send("GET /api/test/slow HTTP/1.1\r\nHost: folio.test\r\nConnection: close\r\n\r\n")
+                busy.append(connection)
+                // One at a time: a connection whose head has not arrived yet is one the next may close to make room.
+                try await eventually("\(count) requests in flight") { env.services.connections.counts.busy == count }
+            }
+            let extra = try RawConnection(port: port)
+            try? extra.send(Self.health)
+            #expect(await extra.isClosedByServer(within: .seconds(10)), "no room: the new connection is closed rather than queued")
+            #expect(env.logs.lines.contains { $0.contains("connection refused: every connection is busy") })
+            released.withLockedValue { $0 = true }
+            for connection in busy {
+                #expect(RawResponse(await connection.receiveAll(within: .seconds(10)))?.status == 200)
+            }
+            let after = try RawConnection(port: port)
+            try after.send(Self.health)
+            #expect(RawResponse(await after.receiveAll())?.status == 200)
+        }
+    }
+
+    @Test("a head, a body or an idle kept-alive connection that outlasts its deadline is closed", arguments: TestDatabaseKind.all)
+    func deadlines(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.connections = .init(maxConnections: 100, headerTimeout: 1, bodyTimeout: 1, idleTimeout: 1) }, overSocket: true) { client, _ in
+            let port = try #require(client.port)
+            // Slowloris: the head trickles in one header at a time and never ends.
+            let trickle = try RawConnection(port: port)
+            try trickle.send(Self.partialHead)
+            var closedWhileTrickling = false
+            for index in 0..<40 {
+                try? trickle.send("X-Slow-\(index): 1\r\n")
+                if await trickle.isClosedByServer(within: .milliseconds(250)) {
+                    closedWhileTrickling = true
+                    break
+                }
+            }
+            #expect(closedWhileTrickling, "a head still incomplete after its deadline closes the connection, however often bytes arrive")
+            // A body that stops short of its Content-Length.
+            let body = try RawConnection(port: port)
+            try body.send("POST /api/auth/login HTTP/1.1\r\nHost: folio.test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":")
+            #expect(await body.isClosedByServer(within: .seconds(10)))
+            // A kept-alive connection that sends nothing after its answer.
+            let idle = try RawConnection(port: port)
+            try idle.send("GET /health HTTP/1.1\r\nHost: folio.test\r\n\r\n")
+            #expect(await idle.isClosedByServer(within: .seconds(10)))
+        }
+    }
+
+    @Test("requests the HTTP decoder cannot read get problem+json with a request id and the security headers, never a 500", arguments: TestDatabaseKind.all)
+    func unreadableRequests(kind: TestDatabaseKind) async throws {
+        let cases: [(name: String, request: String, status: Int, code: String)] = [
+            ("a bad chunk size", "POST /api/auth/login HTTP/1.1\r\nHost: folio.test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400, "malformed_request"),
+            ("a bad chunk size on an unknown route", "POST /api/nowhere HTTP/1.1\r\nHost: folio.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed_request"),
+            ("a space in a header name", "GET /health HTTP/1.1\r\nHost: folio.test\r\nBad Name: 1\r\n\r\n", 400, "malformed_request"),
+            ("CR inside a header value", "GET /health HTTP/1.1\r\nHost: folio.test\r\nX-Note: a\rb\r\n\r\n", 400, "malformed_request"),
+            ("a bad Content-Length", "POST /api/auth/login HTTP/1.1\r\nHost: folio.test\r\nContent-Length: 12abc\r\n\r\n", 400, "malformed_request"),
+            ("Content-Length with Transfer-Encoding", "POST /api/auth/login HTTP/1.1\r\nHost: folio.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "malformed_request"),
+            ("a header too large", "GET /health HTTP/1.1\r\nHost: folio.test\r\nX-Big: \(String(repeating: "a", count: 20_000))\r\n\r\n", 431, "headers_too_large"),
+            ("too many headers", "GET /health HTTP/1.1\r\nHost: folio.test\r\n" + (0..<150).map { "X-H\($0): 1\r\n" }.joined() + "\r\n", 431, "headers_too_large"),
+        ]
+        try await withTestApp(kind, overSocket: true) { client, env in
+            let port = try #require(client.port)
+            for item in cases {
+                let connection = try RawConnection(port: port)
+                try connection.send(item.request)
+                let text = await connection.receiveAll(within: .seconds(10))
+                let answer = try #require(RawResponse(text), "\(item.name): \(text)")
+                #expect(answer.status == item.status, "\(item.name)")
+                #expect(answer.headers["content-type"] == "application/problem+json", "\(item.name)")
+                #expect(answer.headers["x-content-type-options"] == "nosniff", "\(item.name)")
+                #expect(answer.headers["content-security-policy"] != nil, "\(item.name)")
+                #expect(answer.headers["connection"] == "close", "\(item.name)")
+                let problem = try JSONDecoder().decode(Problem.self, from: Data(answer.body.utf8))
+                #expect(problem.code == item.code, "\(item.name)")
+                #expect(problem.status == item.status, "\(item.name)")
+                #expect(!problem.request_id.isEmpty && answer.headers["x-request-id"] == problem.request_id, "\(item.name)")
+                let statusLines = text.components(separatedBy: "\r\n").filter { $0.hasPrefix("HTTP/1.1 ") || $0.contains("}HTTP/1.1 ") }
+                #expect(statusLines.count == 1, "\(item.name): one answer, not two: \(text)")
+            }
+            #expect(!env.logs.lines.contains { $0.contains("unhandled error") })
+        }
+    }
+}
+
+extension Array {
+    func asyncCount(where test: (Element) async -> Bool) async -> Int {
+        var count = 0
+        for element in self where await test(element) { count += 1 }
+        return count
+    }
+}
