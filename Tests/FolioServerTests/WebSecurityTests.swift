@@ -434,12 +434,15 @@ struct AdminAndTwoFactorTests {
             #expect(newOnly.identity.secretBox.open(oldSeal) == nil, "the new key alone cannot open the old seal")
 
             // Signing in with a code during the rotation seals the secret again under the new key.
+            // (Each code is used in a later 30-second step: a code works once.)
             let origin = RequestOrigin(ip: "127.0.0.1", requestID: nil, logger: env.services.logger)
+            env.clock.advance(by: 30)
             _ = try await rotating.identity.signIn(
                 email: "rotate@example.com", password: strongPassword, totpCode: code(), recoveryCode: nil, kind: .bearer, userAgent: nil, origin: origin)
             let resealed = try #require(try await User.query(on: env.database.db).filter(\.$email == "rotate@example.com").first()?.totpSecretSealed)
             #expect(resealed != oldSeal)
             #expect(newOnly.identity.secretBox.open(resealed) == secret)
+            env.clock.advance(by: 30)
             _ = try await newOnly.identity.signIn(
                 email: "rotate@example.com", password: strongPassword, totpCode: code(), recoveryCode: nil, kind: .bearer, userAgent: nil, origin: origin)
         }
@@ -456,8 +459,7 @@ struct AdminAndTwoFactorTests {
             let sealed = try #require(user.totpSecretSealed)
             let secret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(sealed))
             #expect(!(user.totpSecretSealed ?? "").contains(secret))
-            let now = env.clock.now
-            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: now)) }
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now)) }
 
             let wrongConfirm = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": "000000"], headers: bearer(tokens))
             #expect(wrongConfirm.status == .unprocessableContent || code() == "000000")
@@ -477,7 +479,15 @@ struct AdminAndTwoFactorTests {
             let withoutCode = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword])
             #expect(withoutCode.status == .unauthorized)
             #expect(try problem(withoutCode).code == "two_factor_required")
+            // The code that confirmed enrolment is spent; the next step's code signs in, once.
+            let replayedConfirmation = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword, "totp_code": code()])
+            #expect(replayedConfirmation.status == .unauthorized)
+            #expect(try problem(replayedConfirmation).code == "invalid_two_factor_code")
+            env.clock.advance(by: 30)
             #expect(try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword, "totp_code": code()]).status == .ok)
+            let replayed = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword, "totp_code": code()])
+            #expect(replayed.status == .unauthorized, "a code accepted once is refused for the rest of its window")
+            #expect(try problem(replayed).code == "invalid_two_factor_code")
             #expect(try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword, "recovery_code": recovery[0]]).status == .ok)
             let reused = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword, "recovery_code": recovery[0]])
             #expect(reused.status == .unauthorized)

@@ -13,5 +13,6 @@ enum MigrationRegistry {
         CreateQuotesAndCallBudget(),
         CreatePortfolioSnapshotsAndSchedules(),
         ChainsPerAccountAndInstances(),
+        CreateSignInFailures(),
     ]
 }

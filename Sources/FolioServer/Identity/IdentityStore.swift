@@ -47,7 +47,27 @@ struct IdentityStore: Sendable {
     /// Counts one more attempt unless the user is locked at `now`; from
     /// `threshold` on, the user is locked until `provisionalLock` while the
     /// attempt is checked. The new count, or nil while locked.
-    func claimSignInAttempt(userID: UUID, now: Date, threshold: Int, provisionalLock: Date, on db: any Database) async throws -> Int? {
+    /// Counts a sign-in attempt from one client address against the account,
+    /// unless that address is waiting; nil while it waits.
+    func claimSignInAttempt(userID: UUID, client: String, now: Date, threshold: Int, provisionalLock: Date, on db: any Database) async throws -> Int? {
+        let sql = db as! any SQLDatabase
+        try await sql.raw("""
+            INSERT INTO sign_in_failures (user_id, client, failures, locked_until, updated_at)
+            VALUES (\(bind: userID), \(bind: client), 0, NULL, \(bind: now))
+            ON CONFLICT (user_id, client) DO NOTHING
+            """).run()
+        let rows = try await sql.raw("""
+            UPDATE sign_in_failures SET failures = failures + 1,
+                locked_until = CASE WHEN failures + 1 >= \(bind: threshold) THEN \(bind: provisionalLock) ELSE locked_until END,
+                updated_at = \(bind: now)
+            WHERE user_id = \(bind: userID) AND client = \(bind: client) AND (locked_until IS NULL OR locked_until <= \(bind: now))
+            RETURNING failures
+            """).all()
+        return try rows.first?.decode(column: "failures", as: Int.self)
+    }
+
+    /// Counts a sign-in attempt against the account as a whole, unless the account is waiting; nil while it waits.
+    func claimAccountSignInAttempt(userID: UUID, now: Date, threshold: Int, provisionalLock: Date, on db: any Database) async throws -> Int? {
         let rows = try await (db as! any SQLDatabase).raw("""
             UPDATE users SET failed_login_count = failed_login_count + 1,
                 locked_until = CASE WHEN failed_login_count + 1 >= \(bind: threshold) THEN \(bind: provisionalLock) ELSE locked_until END,
@@ -62,12 +82,40 @@ struct IdentityStore: Sendable {
         try await User.find(userID, on: db)?.lockedUntil
     }
 
+    func clientLockedUntil(userID: UUID, client: String, on db: any Database) async throws -> Date? {
+        let rows = try await (db as! any SQLDatabase).raw(
+            "SELECT locked_until FROM sign_in_failures WHERE user_id = \(bind: userID) AND client = \(bind: client)").all()
+        return try rows.first?.decode(column: "locked_until", as: Date?.self) ?? nil
+    }
+
     func lock(userID: UUID, until: Date, on db: any Database) async throws {
         try await User.query(on: db).filter(\.$id == userID).set(\.$lockedUntil, to: until).update()
     }
 
-    func clearSignInFailures(userID: UUID, on db: any Database) async throws {
+    func lockClient(userID: UUID, client: String, until: Date, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw(
+            "UPDATE sign_in_failures SET locked_until = \(bind: until) WHERE user_id = \(bind: userID) AND client = \(bind: client)").run()
+    }
+
+    /// After a success from `client`: that address's count and the account's count start again.
+    func clearSignInFailures(userID: UUID, client: String, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw("DELETE FROM sign_in_failures WHERE user_id = \(bind: userID) AND client = \(bind: client)").run()
         try await User.query(on: db).filter(\.$id == userID).set(\.$failedLoginCount, to: 0).set(\.$lockedUntil, to: nil).update()
+    }
+
+    /// After a password reset: every address starts again.
+    func clearAllSignInFailures(userID: UUID, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw("DELETE FROM sign_in_failures WHERE user_id = \(bind: userID)").run()
+    }
+
+    /// Spends a TOTP time step: false when this step (or a later one) was already used, so a code works once.
+    func spendTOTPStep(userID: UUID, step: Int64, on db: any Database) async throws -> Bool {
+        let rows = try await (db as! any SQLDatabase).raw("""
+            UPDATE users SET totp_last_step = \(bind: step)
+            WHERE id = \(bind: userID) AND (totp_last_step IS NULL OR totp_last_step < \(bind: step))
+            RETURNING id
+            """).all()
+        return !rows.isEmpty
     }
 
     // MARK: Email tokens

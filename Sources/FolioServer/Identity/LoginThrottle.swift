@@ -2,19 +2,32 @@ import FluentKit
 import Foundation
 import NIOConcurrencyHelpers
 
-/// Failed-login accounting: from the fifth failure in a row, an account waits
-/// 30 s, then 60 s, 120 s … up to 15 minutes; a success resets it.
+/// Failed password and second-factor checks, counted two ways (docs/SECURITY.md):
 ///
-/// An attempt is claimed in the database before the password is checked, in
-/// one conditional statement, so a burst of parallel guesses cannot all slip
-/// past the count while bcrypt is busy. Counts live in `users`, so they hold
-/// across instances. Unknown emails are throttled the same way (in memory), so
-/// a lockout answer does not reveal whether an account exists. A password reset
-/// always clears the lock: nobody can lock an owner out for good.
+/// - **Per account and client address.** From the fifth failure in a row from
+///   one address, that address waits 30 s, then 60 s, 120 s … up to 15
+///   minutes. Another address is not held up, so a stranger guessing at an
+///   account cannot lock its owner out.
+/// - **Per account, from every address.** From the fiftieth failure in a row,
+///   wherever they came from, the whole account waits 15 minutes: the ceiling
+///   against guessing spread over many addresses.
+///
+/// A success resets both for that address and the account. An attempt is
+/// claimed in the database before the password is checked, in one
+/// conditional statement per count, so a burst of parallel guesses cannot
+/// slip past the counts while bcrypt is busy; the counts hold across
+/// instances. Unknown emails are counted the same way (in memory), so a
+/// lockout answer does not reveal whether an account exists. A password reset
+/// clears every count: nobody can lock an owner out for good.
+///
+/// Sign-in, changing the password, and turning two-factor on or off all check
+/// credentials through this one throttle.
 struct LoginThrottle: Sendable {
     static let threshold = 5
     static let baseDelay: TimeInterval = 30
     static let maximumDelay: TimeInterval = 900
+    static let accountThreshold = 50
+    static let accountDelay: TimeInterval = 900
 
     let clock: AppClock
     let store: IdentityStore
@@ -26,52 +39,85 @@ struct LoginThrottle: Sendable {
     }
 
     enum Claim {
-        case allowed(attempt: Int)
+        case allowed(Attempt)
         case locked(retryAfter: Int)
+    }
+
+    /// The failures in a row this attempt makes if it fails: from its address, and on the account.
+    struct Attempt {
+        var fromClient: Int
+        var onAccount: Int
     }
 
     static func delay(afterFailures failures: Int) -> TimeInterval {
         min(baseDelay * pow(2, Double(max(0, failures - threshold))), maximumDelay)
     }
 
-    /// Counts this attempt as a failure until it proves otherwise; refuses while the account waits.
-    func claim(userID: UUID, on db: any Database) async throws -> Claim {
+    /// The key a client address is counted under; requests with no address (commands, tests in process) share one.
+    static func clientKey(_ ip: String?) -> String {
+        ip ?? "unknown"
+    }
+
+    /// Counts this attempt as a failure until it proves otherwise; refuses while the address or the account waits.
+    func claim(userID: UUID, client: String, on db: any Database) async throws -> Claim {
         let now = clock.now()
-        if let attempt = try await store.claimSignInAttempt(
-            userID: userID, now: now, threshold: Self.threshold, provisionalLock: now.addingTimeInterval(Self.baseDelay), on: db) {
-            return .allowed(attempt: attempt)
+        guard let fromClient = try await store.claimSignInAttempt(
+            userID: userID, client: client, now: now, threshold: Self.threshold, provisionalLock: now.addingTimeInterval(Self.baseDelay), on: db)
+        else {
+            return .locked(retryAfter: Self.seconds(until: try await store.clientLockedUntil(userID: userID, client: client, on: db), from: now))
         }
-        let lockedUntil = try await store.lockedUntil(userID: userID, on: db) ?? now
-        return .locked(retryAfter: max(1, Int(lockedUntil.timeIntervalSince(now).rounded(.up))))
+        guard let onAccount = try await store.claimAccountSignInAttempt(
+            userID: userID, now: now, threshold: Self.accountThreshold, provisionalLock: now.addingTimeInterval(Self.accountDelay), on: db)
+        else {
+            return .locked(retryAfter: Self.seconds(until: try await store.lockedUntil(userID: userID, on: db), from: now))
+        }
+        return .allowed(Attempt(fromClient: fromClient, onAccount: onAccount))
     }
 
-    /// The attempt failed: from the threshold on, the account waits.
-    /// Returns the delay imposed, if any.
-    func failed(userID: UUID, attempt: Int, on db: any Database) async throws -> TimeInterval? {
-        guard attempt >= Self.threshold else { return nil }
-        let delay = Self.delay(afterFailures: attempt)
-        try await store.lock(userID: userID, until: clock.now().addingTimeInterval(delay), on: db)
-        return delay
+    /// The attempt failed: past a threshold, the address or the account waits.
+    /// Returns the longest wait imposed, if any.
+    func failed(userID: UUID, client: String, attempt: Attempt, on db: any Database) async throws -> TimeInterval? {
+        var imposed: TimeInterval?
+        if attempt.fromClient >= Self.threshold {
+            let delay = Self.delay(afterFailures: attempt.fromClient)
+            try await store.lockClient(userID: userID, client: client, until: clock.now().addingTimeInterval(delay), on: db)
+            imposed = delay
+        }
+        if attempt.onAccount >= Self.accountThreshold {
+            try await store.lock(userID: userID, until: clock.now().addingTimeInterval(Self.accountDelay), on: db)
+            imposed = max(imposed ?? 0, Self.accountDelay)
+        }
+        return imposed
     }
 
-    func succeeded(userID: UUID, on db: any Database) async throws {
-        try await store.clearSignInFailures(userID: userID, on: db)
+    func succeeded(userID: UUID, client: String, on db: any Database) async throws {
+        try await store.clearSignInFailures(userID: userID, client: client, on: db)
+    }
+
+    private static func seconds(until lockedUntil: Date?, from now: Date) -> Int {
+        max(1, Int((lockedUntil ?? now).timeIntervalSince(now).rounded(.up)))
     }
 
     // MARK: Unknown emails, in memory
 
-    func claimUnknown(email: String) -> Claim {
+    func claimUnknown(email: String, client: String) -> Claim {
         let now = clock.now()
         return unknown.withLockedValue { entries in
             if entries.count > 100_000 { entries = entries.filter { ($0.value.lockedUntil ?? .distantPast) > now } }
-            var entry = entries[email] ?? (0, nil)
-            if let lockedUntil = entry.lockedUntil, lockedUntil > now {
-                return .locked(retryAfter: max(1, Int(lockedUntil.timeIntervalSince(now).rounded(.up))))
+            // The same two counts as for a real account, so the answers cannot tell them apart.
+            let clientKey = email + "\u{0}" + client
+            var fromClient = entries[clientKey] ?? (0, nil)
+            var onAccount = entries[email] ?? (0, nil)
+            for entry in [fromClient, onAccount] {
+                if let lockedUntil = entry.lockedUntil, lockedUntil > now { return .locked(retryAfter: Self.seconds(until: lockedUntil, from: now)) }
             }
-            entry.failures += 1
-            if entry.failures >= Self.threshold { entry.lockedUntil = now.addingTimeInterval(Self.delay(afterFailures: entry.failures)) }
-            entries[email] = entry
-            return .allowed(attempt: entry.failures)
+            fromClient.failures += 1
+            onAccount.failures += 1
+            if fromClient.failures >= Self.threshold { fromClient.lockedUntil = now.addingTimeInterval(Self.delay(afterFailures: fromClient.failures)) }
+            if onAccount.failures >= Self.accountThreshold { onAccount.lockedUntil = now.addingTimeInterval(Self.accountDelay) }
+            entries[clientKey] = fromClient
+            entries[email] = onAccount
+            return .allowed(Attempt(fromClient: fromClient.failures, onAccount: onAccount.failures))
         }
     }
 }

@@ -9,8 +9,11 @@ extension IdentityServices {
     /// Needs the current password; every session ends, this one included.
     func changePassword(of identity: Identity, current: String, new: String, origin: RequestOrigin) async throws {
         guard let user = try await store.user(id: identity.userID.uuid, on: database.db) else { throw IdentityError.userNotFound }
-        guard try await hasher.verify(current, hash: user.passwordHash) else {
-            throw FieldIssue(field: "current_password", code: "incorrect", message: "The current password is wrong.")
+        try await checkCredentials(of: user, origin: origin) {
+            guard PasswordPolicy.isHashable(current), try await hasher.verify(current, hash: user.passwordHash) else {
+                return .failed(reason: "wrong_current_password", FieldIssue(field: "current_password", code: "incorrect", message: "The current password is wrong."))
+            }
+            return .passed
         }
         try await setPassword(user: user, to: new, field: "new_password", reason: "password_changed", origin: origin)
     }
@@ -50,6 +53,7 @@ extension IdentityServices {
             user.updatedAt = now
             user.failedLoginCount = 0
             user.lockedUntil = nil
+            try await store.clearAllSignInFailures(userID: user.id!, on: db)
             // Following a reset link proves the address too.
             if reason == "password_reset", user.emailVerifiedAt == nil { user.emailVerifiedAt = now }
             try await store.save(user, on: db)

@@ -19,40 +19,31 @@ extension IdentityServices {
         // bcrypt reads a C string of at most 72 bytes: never let a NUL or an overlong tail count.
         let passwordUsable = PasswordPolicy.isHashable(password)
 
+        let client = LoginThrottle.clientKey(origin.ip)
         guard let user = try await findUser(email: email, on: db) else {
-            if case .locked(let wait) = loginThrottle.claimUnknown(email: Self.normalizedEmail(email)) {
+            if case .locked(let wait) = loginThrottle.claimUnknown(email: Self.normalizedEmail(email), client: client) {
                 throw IdentityError.tooManyAttempts(retryAfter: wait)
             }
             try await hasher.verifyAgainstDummy(password)
             await security.record("login_failed", details: ["reason": "unknown_email"], origin: origin, audited: true)
             throw IdentityError.invalidCredentials
         }
-        let attempt: Int
-        switch try await loginThrottle.claim(userID: user.id!, on: db) {
-        case .locked(let wait):
-            await security.record("login_locked", userID: user.id, origin: origin, audited: true)
-            throw IdentityError.tooManyAttempts(retryAfter: wait)
-        case .allowed(let number):
-            attempt = number
-        }
-        let passwordMatches = try await hasher.verify(password, hash: user.passwordHash)
-        guard passwordUsable, passwordMatches else {
-            try await recordFailedSignIn(user: user, attempt: attempt, reason: "wrong_password", origin: origin)
-            throw IdentityError.invalidCredentials
-        }
-        if user.isDisabled {
-            await security.record("login_refused", userID: user.id, details: ["reason": "disabled"], origin: origin, audited: true)
-            throw IdentityError.accountDisabled
-        }
-        if user.hasTwoFactor {
-            // The attempt stays counted: otherwise asking without a code would reset the count between code guesses.
-            if totpCode == nil && recoveryCode == nil { throw IdentityError.twoFactorRequired }
-            guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
-                try await recordFailedSignIn(user: user, attempt: attempt, reason: "wrong_second_factor", origin: origin)
-                throw IdentityError.wrongSecondFactor
+        try await checkCredentials(of: user, origin: origin, locked: "login_locked") {
+            let passwordMatches = try await hasher.verify(password, hash: user.passwordHash)
+            guard passwordUsable, passwordMatches else { return .failed(reason: "wrong_password", IdentityError.invalidCredentials) }
+            if user.isDisabled {
+                await security.record("login_refused", userID: user.id, details: ["reason": "disabled"], origin: origin, audited: true)
+                throw IdentityError.accountDisabled
             }
+            if user.hasTwoFactor {
+                // The attempt stays counted: otherwise asking without a code would reset the count between code guesses.
+                if totpCode == nil && recoveryCode == nil { throw IdentityError.twoFactorRequired }
+                guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
+                    return .failed(reason: "wrong_second_factor", IdentityError.wrongSecondFactor)
+                }
+            }
+            return .passed
         }
-        try await loginThrottle.succeeded(userID: user.id!, on: db)
         if configuration.requireEmailVerification, user.emailVerifiedAt == nil { throw IdentityError.emailNotVerified }
 
         return try await db.transaction { db in
@@ -65,13 +56,44 @@ extension IdentityServices {
         }
     }
 
-    /// Records a failed attempt already counted by the throttle, and the wait it imposes.
-    private func recordFailedSignIn(user: User, attempt: Int, reason: String, origin: RequestOrigin) async throws {
-        if let delay = try await loginThrottle.failed(userID: user.id!, attempt: attempt, on: database.db) {
-            await security.record(
-                "login_lockout", userID: user.id, details: ["failures": String(attempt), "seconds": String(Int(delay))], origin: origin, audited: true)
+    /// What a credential check found.
+    enum CredentialCheck {
+        case passed
+        /// Wrong: counted as a failure, then `error` is thrown.
+        case failed(reason: String, any Error)
+    }
+
+    /// Runs `check` (a password, a second factor, or both) under the sign-in
+    /// throttle: refused while the client's address or the account waits, a
+    /// failure counted and audited, a success clearing the counts. Signing in
+    /// and every re-authentication (password change, two-factor on or off)
+    /// come through here, so a stolen session cannot guess faster than a login.
+    /// An error `check` throws itself leaves the attempt counted.
+    func checkCredentials(of user: User, origin: RequestOrigin, locked event: String = "reauthentication_locked", _ check: () async throws -> CredentialCheck) async throws {
+        let db = database.db
+        let client = LoginThrottle.clientKey(origin.ip)
+        let attempt: LoginThrottle.Attempt
+        switch try await loginThrottle.claim(userID: user.id!, client: client, on: db) {
+        case .locked(let wait):
+            await security.record(event, userID: user.id, origin: origin, audited: true)
+            throw IdentityError.tooManyAttempts(retryAfter: wait)
+        case .allowed(let claimed):
+            attempt = claimed
         }
-        await security.record("login_failed", userID: user.id, details: ["reason": reason, "failures": String(attempt)], origin: origin, audited: true)
+        switch try await check() {
+        case .passed:
+            try await loginThrottle.succeeded(userID: user.id!, client: client, on: db)
+        case .failed(let reason, let error):
+            if let delay = try await loginThrottle.failed(userID: user.id!, client: client, attempt: attempt, on: db) {
+                await security.record(
+                    "login_lockout", userID: user.id,
+                    details: ["failures": String(attempt.fromClient), "account_failures": String(attempt.onAccount), "seconds": String(Int(delay))],
+                    origin: origin, audited: true)
+            }
+            await security.record(
+                "login_failed", userID: user.id, details: ["reason": reason, "failures": String(attempt.fromClient)], origin: origin, audited: true)
+            throw error
+        }
     }
 
     /// Spends a refresh token for the next one. A spent token presented again

@@ -33,11 +33,18 @@ extension IdentityServices {
             throw IdentityError.twoFactorNotEnrolling
         }
         // A stolen session alone must not be able to put a second factor between the owner and the account.
-        guard try await hasher.verify(password, hash: user.passwordHash) else {
-            throw FieldIssue(field: "password", code: "incorrect", message: "The password is wrong.")
-        }
-        guard Self.totpMatches(code: totpCode, secret: secret, at: clock.now()) else {
-            throw FieldIssue(field: "totp_code", code: "invalid_code", message: "The code does not match; check your device's clock.")
+        try await checkCredentials(of: user, origin: origin) {
+            guard PasswordPolicy.isHashable(password), try await hasher.verify(password, hash: user.passwordHash) else {
+                return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
+            }
+            guard let step = Self.totpStep(code: totpCode, secret: secret, at: clock.now()),
+                  try await store.spendTOTPStep(userID: user.id!, step: step, on: database.db)
+            else {
+                return .failed(
+                    reason: "wrong_second_factor",
+                    FieldIssue(field: "totp_code", code: "invalid_code", message: "The code does not match; check your device's clock."))
+            }
+            return .passed
         }
         let now = clock.now()
         let codes = (0..<Self.recoveryCodeCount).map { _ in Self.newRecoveryCode() }
@@ -56,12 +63,15 @@ extension IdentityServices {
     func disableTwoFactor(_ identity: Identity, password: String, totpCode: String?, recoveryCode: String?, origin: RequestOrigin) async throws {
         let user = try await currentUser(identity)
         guard user.hasTwoFactor else { throw IdentityError.twoFactorNotEnabled }
-        guard try await hasher.verify(password, hash: user.passwordHash) else {
-            throw FieldIssue(field: "password", code: "incorrect", message: "The password is wrong.")
-        }
         let db = database.db
-        guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
-            throw FieldIssue(field: "totp_code", code: "invalid_code", message: "The code is wrong.")
+        try await checkCredentials(of: user, origin: origin) {
+            guard PasswordPolicy.isHashable(password), try await hasher.verify(password, hash: user.passwordHash) else {
+                return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
+            }
+            guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
+                return .failed(reason: "wrong_second_factor", FieldIssue(field: "totp_code", code: "invalid_code", message: "The code is wrong."))
+            }
+            return .passed
         }
         try await db.transaction { db in
             user.totpEnabledAt = nil
@@ -87,11 +97,13 @@ extension IdentityServices {
             kind: enabled ? "two_factor_enabled" : "two_factor_disabled", origin: origin, on: db)
     }
 
-    /// A current TOTP code (one step of clock drift either way) or an unused
-    /// recovery code, which is spent.
+    /// A current TOTP code (one step of clock drift either way) not used
+    /// before, or an unused recovery code; either is spent. A code accepted
+    /// once is refused for the rest of its window (RFC 6238 section 5.2).
     func acceptsSecondFactor(user: User, totpCode: String?, recoveryCode: String?, on db: any Database) async throws -> Bool {
         if let totpCode, let sealed = user.totpSecretSealed, let (secret, old) = secretBox.openReportingKey(sealed),
-           Self.totpMatches(code: totpCode, secret: secret, at: clock.now()) {
+           let step = Self.totpStep(code: totpCode, secret: secret, at: clock.now()) {
+            guard try await store.spendTOTPStep(userID: user.id!, step: step, on: db) else { return false }
             // Sealed under a key that is being rotated out: seal it under the current one.
             if old { try await store.replaceTOTPSecret(userID: user.id!, sealed: try secretBox.seal(secret), on: db) }
             return true
@@ -103,13 +115,17 @@ extension IdentityServices {
         return try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db)
     }
 
-    static func totpMatches(code: String, secret: String, at date: Date) -> Bool {
+    /// The 30-second time step whose code `code` is, within one step of clock
+    /// drift either way; nil when it matches none.
+    static func totpStep(code: String, secret: String, at date: Date) -> Int64? {
         let digits = code.filter { !$0.isWhitespace }
-        guard digits.count == 6, digits.allSatisfy(\.isNumber) else { return false }
+        guard digits.count == 6, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
         let totp = TOTP(secret: secret)
-        return [-30.0, 0, 30].contains { offset in
-            String(format: "%06d", totp.compute(date: date.addingTimeInterval(offset))) == digits
+        for offset in [-30.0, 0, 30] {
+            let moment = date.addingTimeInterval(offset)
+            if String(format: "%06d", totp.compute(date: moment)) == digits { return Int64((moment.timeIntervalSince1970 / 30).rounded(.down)) }
         }
+        return nil
     }
 
     /// 16 characters from a 31-letter alphabet: 79 bits, stored salted (ASVS 2.6.2).

@@ -1,0 +1,98 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+/// The sign-in throttle as a stranger and a thief would meet it: failures
+/// counted per account and client address with an account-wide ceiling, and
+/// every re-authentication behind the same counts.
+@Suite("Credential checks under the throttle")
+struct CredentialThrottleTests {
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+
+    /// Behind a trusted proxy on loopback, so each request can come "from" the address it names.
+    static func fromAddress(_ address: String) -> HTTPFields {
+        [forwardedFor: address]
+    }
+
+    static func login(_ client: some TestClientProtocol, from address: String, password: String) async throws -> TestResponse {
+        try await post(client, "/api/auth/login", ["email": "owner@example.com", "password": password], headers: fromAddress(address))
+    }
+
+    @Test("a stranger at the lockout limit does not lock the owner out: the owner signs in at once from another address", arguments: TestDatabaseKind.all)
+    func strangerCannotLockOwnerOut(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in
+            try await signUp(client, env, email: "owner@example.com")
+            let attacker = "203.0.113.9", owner = "198.51.100.7"
+            for _ in 0..<5 {
+                #expect(try await Self.login(client, from: attacker, password: "guess guess guess").status == .unauthorized)
+            }
+            let locked = try await Self.login(client, from: attacker, password: strongPassword)
+            #expect(locked.status == .tooManyRequests, "the attacker's address waits, even with the right password")
+            #expect(try problem(locked).code == "too_many_attempts")
+            #expect(try await Self.login(client, from: owner, password: strongPassword).status == .ok, "the owner, from another address, is not held up")
+            // The owner's success does not free the attacker's address.
+            #expect(try await Self.login(client, from: attacker, password: "guess guess guess").status == .tooManyRequests)
+        }
+    }
+
+    @Test("guessing spread over many addresses meets the account-wide ceiling of 50 failures, which holds the account 15 minutes", arguments: TestDatabaseKind.all)
+    func accountWideCeiling(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in
+            try await signUp(client, env, email: "owner@example.com")
+            // Four failures from each address: never an address's own limit.
+            for failure in 0..<LoginThrottle.accountThreshold {
+                let status = try await Self.login(client, from: "203.0.113.\(failure / 4 + 1)", password: "guess guess guess").status
+                #expect(status == .unauthorized, "failure \(failure + 1)")
+            }
+            let held = try await Self.login(client, from: "198.51.100.7", password: strongPassword)
+            #expect(held.status == .tooManyRequests, "past the ceiling the whole account waits")
+            #expect(Int(held.headers[.retryAfter] ?? "") ?? 0 > 800)
+            #expect(env.logs.lines.contains { $0.contains("login_lockout") && $0.contains("\"account_failures\":\"50\"") })
+            clock.advance(by: LoginThrottle.accountDelay + 1)
+            #expect(try await Self.login(client, from: "198.51.100.7", password: strongPassword).status == .ok)
+        }
+    }
+
+    @Test("a stolen access token cannot brute-force the password: changing it counts wrong guesses like a login, and the sixth is refused even when right", arguments: TestDatabaseKind.all)
+    func passwordChangeIsThrottled(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock) { client, env in
+            let tokens = try await signUp(client, env, email: "owner@example.com")
+            let hashBefore = try await User.query(on: env.database.db).filter(\.$email == "owner@example.com").first()?.passwordHash
+            for index in 0..<5 {
+                let wrong = try await post(
+                    client, "/api/auth/password", ["current_password": "guess number \(index)!", "new_password": "a brand new passphrase 9"], headers: bearer(tokens))
+                #expect(wrong.status == .unprocessableContent)
+                #expect(try problem(wrong).errors?.first?.field == "current_password")
+            }
+            let right = try await post(
+                client, "/api/auth/password", ["current_password": strongPassword, "new_password": "a brand new passphrase 9"], headers: bearer(tokens))
+            #expect(right.status == .tooManyRequests)
+            #expect(try problem(right).code == "too_many_attempts")
+            #expect(try await User.query(on: env.database.db).filter(\.$email == "owner@example.com").first()?.passwordHash == hashBefore)
+            clock.advance(by: 31)
+            #expect(try await post(client, "/api/auth/login", ["email": "owner@example.com", "password": strongPassword]).status == .ok, "the password did not change")
+        }
+    }
+
+    @Test("confirming and turning off two-factor check the password under the same throttle", arguments: TestDatabaseKind.all)
+    func twoFactorChecksAreThrottled(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "owner@example.com")
+            _ = try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens))
+            for index in 0..<5 {
+                let wrong = try await post(client, "/api/auth/2fa/confirm", ["password": "guess number \(index)!", "totp_code": "123456"], headers: bearer(tokens))
+                #expect(wrong.status == .unprocessableContent)
+            }
+            let refused = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": "123456"], headers: bearer(tokens))
+            #expect(refused.status == .tooManyRequests)
+            #expect(env.logs.lines.filter { $0.contains("\"event\":\"login_failed\"") }.count == 5)
+        }
+    }
+}
