@@ -54,6 +54,18 @@ struct ConfigurationTests {
         #expect(found.contains { $0.contains("contains \"*\"") })
     }
 
+    @Test("production refuses an http:// origin unless it is loopback")
+    func plainHTTPOrigins() {
+        let base = ["ENVIRONMENT": "production", "SECRET_KEY": strongKey, "DATABASE_URL": "postgres://u:p@db/folio"]
+        let found = problems(base.merging(["ALLOWED_ORIGINS": "https://app.example.com, http://app.example.com, http://evil.test:8080"]) { $1 })
+        #expect(found == [
+            "ALLOWED_ORIGINS entry \"http://app.example.com\" is not HTTPS: production allows only https:// origins (or loopback)",
+            "ALLOWED_ORIGINS entry \"http://evil.test:8080\" is not HTTPS: production allows only https:// origins (or loopback)",
+        ])
+        #expect(problems(base.merging(["ALLOWED_ORIGINS": "https://app.example.com, http://localhost:3000, http://127.0.0.1:8080, http://[::1]:5173"]) { $1 }).isEmpty)
+        #expect(problems(["ALLOWED_ORIGINS": "http://app.example.com"]).isEmpty, "development may use plain HTTP")
+    }
+
     @Test("a sound production configuration loads")
     func soundProduction() throws {
         let configuration = try ConfigurationLoader.make(from: [

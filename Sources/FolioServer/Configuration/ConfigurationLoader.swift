@@ -123,6 +123,10 @@ public enum ConfigurationLoader {
             if origins.contains("*") {
                 problems.append("ALLOWED_ORIGINS contains \"*\": list each allowed origin explicitly")
             }
+            // A page served over plain HTTP can be changed on the way; only a browser on this machine is exempt.
+            for origin in origins where isOrigin(origin) && origin.lowercased().hasPrefix("http://") && !isLoopbackOrigin(origin) {
+                problems.append("ALLOWED_ORIGINS entry \"\(origin)\" is not HTTPS: production allows only https:// origins (or loopback)")
+            }
         }
 
         // Database.
@@ -293,6 +297,12 @@ public enum ConfigurationLoader {
             return path.isEmpty ? nil : .sqlite(path: path)
         }
         return nil
+    }
+
+    /// http://localhost, http://127.0.0.1 (any of 127/8) or http://[::1], with any port.
+    static func isLoopbackOrigin(_ text: String) -> Bool {
+        guard let host = URLComponents(string: text)?.host?.lowercased() else { return false }
+        return host == "localhost" || host == "::1" || host == "[::1]" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4)
     }
 
     static func isOrigin(_ text: String) -> Bool {

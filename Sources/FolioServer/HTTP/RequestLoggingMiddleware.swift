@@ -43,13 +43,17 @@ struct RequestLoggingMiddleware: RouterMiddleware {
         return response
     }
 
-    /// Client-chosen ids are kept only when short and plain, so they cannot
-    /// forge log lines or carry data.
+    /// A client's id is kept only in the shapes proxies and tracing systems
+    /// make: a UUID, or 16 to 64 hexadecimal digits (nginx's `$request_id`, a
+    /// W3C trace id). Anything else, however plain, gets a new id: an id can
+    /// neither forge log lines nor carry a password into the logs (it is
+    /// logged and echoed without the redactor).
     static func acceptable(_ id: String) -> String? {
-        guard (8...128).contains(id.utf8.count),
-              id.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 || $0 == 46 })
-        else { return nil }
-        return id
+        let bytes = id.utf8
+        func isHex(_ byte: UInt8) -> Bool { (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 70) || (byte >= 97 && byte <= 102) }
+        if (16...64).contains(bytes.count), bytes.allSatisfy(isHex) { return id }
+        if bytes.count == 36, UUID(uuidString: id) != nil { return id }
+        return nil
     }
 
     static func routePattern(_ endpointPath: String?) -> String {

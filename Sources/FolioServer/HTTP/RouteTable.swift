@@ -3,7 +3,8 @@ import Hummingbird
 import NIOConcurrencyHelpers
 
 /// Remembers which methods each route path answers, so that a request with the
-/// wrong method gets 405 with an `Allow` header instead of 404.
+/// wrong method gets 405 with an `Allow` header instead of 404. Every GET
+/// route answers HEAD too, so `Allow` lists it.
 public final class RouteTable: Sendable {
     private let routes = NIOLockedValueBox<[(path: RouterPath, methods: Set<HTTPRequest.Method>)]>([])
 
@@ -61,6 +62,8 @@ public struct RecordingRouter<Context: RequestContext>: RouterMethods {
     where Responder.Context == Context {
         table.record(prefix.appendingPath(path), method: method)
         router.on(prefix.appendingPath(path), method: method, responder: responder)
+        // HEAD wherever GET is answered (RFC 9110 9.3.2): the same handler, and NIO's encoder sends no body.
+        if method == .get { router.on(prefix.appendingPath(path), method: .head, responder: responder) }
         return self
     }
 
