@@ -148,9 +148,8 @@ public struct FolioServices: Sendable {
 
     /// The router with every route and middleware. `extraRoutes` lets tests add
     /// routes behind the same middleware stack.
-    public func buildRouter(extraRoutes: (RecordingRouter<FolioRequestContext>) -> Void = { _ in }) -> Router<FolioRequestContext> {
+    public func buildRouter(table: RouteTable = RouteTable(), extraRoutes: (RecordingRouter<FolioRequestContext>) -> Void = { _ in }) -> Router<FolioRequestContext> {
         let router = Router(context: FolioRequestContext.self)
-        let table = RouteTable()
         let routes = RecordingRouter(router: router, table: table)
         // Outermost first; each sees what the ones inside it answer.
         routes.add(middleware: SecurityHeadersMiddleware(production: configuration.isProduction))

@@ -6,12 +6,12 @@ import NIOConcurrencyHelpers
 /// wrong method gets 405 with an `Allow` header instead of 404. Every GET
 /// route answers HEAD too, so `Allow` lists it.
 public final class RouteTable: Sendable {
-    private let routes = NIOLockedValueBox<[(path: RouterPath, methods: Set<HTTPRequest.Method>)]>([])
+    private let entries = NIOLockedValueBox<[(path: RouterPath, methods: Set<HTTPRequest.Method>)]>([])
 
     public init() {}
 
     func record(_ path: RouterPath, method: HTTPRequest.Method) {
-        routes.withLockedValue { routes in
+        entries.withLockedValue { routes in
             if let index = routes.firstIndex(where: { $0.path == path }) {
                 routes[index].methods.insert(method)
             } else {
@@ -20,10 +20,16 @@ public final class RouteTable: Sendable {
         }
     }
 
+    /// Every route as registered (`/api/orders/:id`) with its methods: what the
+    /// hostile-request fuzz test generates requests from.
+    public var routes: [(path: String, methods: [HTTPRequest.Method])] {
+        entries.withLockedValue { routes in routes.map { ($0.path.description, $0.methods.sorted { $0.rawValue < $1.rawValue }) } }
+    }
+
     /// Methods registered for a concrete request path, sorted; empty when no route matches.
     public func allowedMethods(for path: String) -> [HTTPRequest.Method] {
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
-        let methods = routes.withLockedValue { routes in
+        let methods = entries.withLockedValue { routes in
             routes.filter { Self.matches($0.path, segments) }.reduce(into: Set<HTTPRequest.Method>()) { $0.formUnion($1.methods) }
         }
         var allowed = methods
