@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTPTypes
+import Synchronization
 
 /// Every open HTTP connection, and which of them are waiting for a request.
 /// Past the limit, a new connection makes room by closing the connection
@@ -9,23 +10,28 @@ import NIOHTTPTypes
 /// with a request, the new one is closed instead. So a flood of half-open
 /// connections (each sends part of a request, then nothing) can neither keep
 /// fresh clients out nor use up the process's file descriptors.
+///
+/// The lock is taken when a connection opens or closes, not per request: a
+/// request only stores into its connection's atomic `waitingSince`.
 final class ConnectionRegistry: Sendable {
     let limit: Int
-    private let state = NIOLockedValueBox(State())
+    private let connections = NIOLockedValueBox<[ObjectIdentifier: TrackedConnection]>([:])
+    /// Orders "began waiting" moments; atomic, so requests never take the lock.
+    private let clock = Atomic<UInt64>(0)
 
-    private struct State {
-        var connections: [ObjectIdentifier: Entry] = [:]
-        var sequence: UInt64 = 0
-    }
-
-    private struct Entry {
+    /// One connection as the registry sees it.
+    final class TrackedConnection: Sendable {
         let channel: any Channel
-        /// When (in `sequence` order) it began to wait for a request; nil while it has one in flight.
-        var waitingSince: UInt64?
+        /// When (in the registry's order) it began to wait for a request; 0 while a request is in flight.
+        let waitingSince = Atomic<UInt64>(0)
+
+        init(channel: any Channel) {
+            self.channel = channel
+        }
     }
 
     enum Admission {
-        case admitted(closing: [any Channel])
+        case admitted(TrackedConnection, closing: [any Channel])
         case refused
     }
 
@@ -35,38 +41,43 @@ final class ConnectionRegistry: Sendable {
 
     /// Connections open, and those with a request in flight.
     var counts: (open: Int, busy: Int) {
-        state.withLockedValue { state in (state.connections.count, state.connections.values.filter { $0.waitingSince == nil }.count) }
+        connections.withLockedValue { open in (open.count, open.values.filter { $0.waitingSince.load(ordering: .relaxed) == 0 }.count) }
     }
 
     func opened(_ channel: any Channel) -> Admission {
-        state.withLockedValue { state in
+        let connection = TrackedConnection(channel: channel)
+        connection.waitingSince.store(tick(), ordering: .relaxed)
+        return connections.withLockedValue { open in
             var closing: [any Channel] = []
-            while state.connections.count >= limit {
-                let oldest = state.connections.filter { $0.value.waitingSince != nil }.min { $0.value.waitingSince! < $1.value.waitingSince! }
-                guard let oldest else { break }
-                state.connections[oldest.key] = nil
-                closing.append(oldest.value.channel)
+            while open.count >= limit {
+                var oldest: (key: ObjectIdentifier, since: UInt64)?
+                for (key, other) in open {
+                    let since = other.waitingSince.load(ordering: .relaxed)
+                    if since != 0, since < oldest?.since ?? .max { oldest = (key, since) }
+                }
+                guard let oldest, let evicted = open.removeValue(forKey: oldest.key) else { break }
+                closing.append(evicted.channel)
             }
-            guard state.connections.count < limit else { return .refused }
-            state.sequence += 1
-            state.connections[ObjectIdentifier(channel)] = Entry(channel: channel, waitingSince: state.sequence)
-            return .admitted(closing: closing)
+            guard open.count < limit else { return .refused }
+            open[ObjectIdentifier(channel)] = connection
+            return .admitted(connection, closing: closing)
         }
     }
 
-    func waiting(_ channel: any Channel) {
-        state.withLockedValue { state in
-            state.sequence += 1
-            state.connections[ObjectIdentifier(channel)]?.waitingSince = state.sequence
-        }
+    func waiting(_ connection: TrackedConnection) {
+        connection.waitingSince.store(tick(), ordering: .relaxed)
     }
 
-    func busy(_ channel: any Channel) {
-        state.withLockedValue { $0.connections[ObjectIdentifier(channel)]?.waitingSince = nil }
+    func busy(_ connection: TrackedConnection) {
+        connection.waitingSince.store(0, ordering: .relaxed)
     }
 
     func closed(_ channel: any Channel) {
-        state.withLockedValue { _ = $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+        connections.withLockedValue { _ = $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    private func tick() -> UInt64 {
+        clock.wrappingAdd(1, ordering: .relaxed).newValue
     }
 }
 
@@ -75,6 +86,10 @@ final class ConnectionRegistry: Sendable {
 /// header timeout, the body within the body timeout from the head, and a
 /// kept-alive connection with nothing in flight is closed after the idle
 /// timeout. The time a handler takes to answer is not limited here.
+///
+/// A request only moves the deadline; one timer per connection checks it when
+/// it fires and sets itself again for a deadline that moved, so a busy
+/// connection does not schedule and cancel timers for every request.
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -84,8 +99,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     let registry: ConnectionRegistry
     let limits: AppConfiguration.ConnectionLimits
     let logger: Logger
+    private var tracked: ConnectionRegistry.TrackedConnection?
     private var registered = false
-    private var deadline: Scheduled<Void>?
+    /// When the connection is closed unless something moves it; nil while a handler answers.
+    private var deadline: NIODeadline?
+    private var waitingFor = "a request head"
+    private var timer: Scheduled<Void>?
     /// Requests whose head has arrived and whose response has not ended.
     private var inFlight = 0
 
@@ -111,14 +130,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .refused:
             logger.warning("connection refused: every connection is busy", metadata: ["limit": .stringConvertible(registry.limit)])
             context.close(promise: nil)
-        case .admitted(let closing):
+        case .admitted(let connection, let closing):
+            tracked = connection
             if !closing.isEmpty {
                 logger.notice("connections waiting for a request closed to make room", metadata: [
                     "closed": .stringConvertible(closing.count), "limit": .stringConvertible(registry.limit),
                 ])
             }
             for channel in closing { channel.close(promise: nil) }
-            arm(context, after: limits.headerTimeout, waitingFor: "a request head")
+            move(context, deadlineIn: limits.headerTimeout, waitingFor: "a request head")
         }
     }
 
@@ -126,12 +146,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head:
             inFlight += 1
-            registry.busy(context.channel)
-            arm(context, after: limits.bodyTimeout, waitingFor: "the request body")
+            if let tracked { registry.busy(tracked) }
+            move(context, deadlineIn: limits.bodyTimeout, waitingFor: "the request body")
         case .body:
             break
         case .end:
-            disarm()
+            deadline = nil
         }
         context.fireChannelRead(data)
     }
@@ -140,8 +160,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         if case .end = unwrapOutboundIn(data) {
             inFlight = max(inFlight - 1, 0)
             if inFlight == 0 {
-                registry.waiting(context.channel)
-                arm(context, after: limits.idleTimeout, waitingFor: "another request")
+                if let tracked { registry.waiting(tracked) }
+                move(context, deadlineIn: limits.idleTimeout, waitingFor: "another request")
             }
         }
         context.write(data, promise: promise)
@@ -157,22 +177,30 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func unregister(_ context: ChannelHandlerContext) {
-        disarm()
+        timer?.cancel()
+        timer = nil
+        deadline = nil
         if registered { registry.closed(context.channel) }
         registered = false
     }
 
-    private func arm(_ context: ChannelHandlerContext, after seconds: Double, waitingFor what: String) {
-        disarm()
-        let logger = self.logger
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
-            logger.debug("connection closed: it took too long to send \(what)")
-            context.close(promise: nil)
-        }
+    private func move(_ context: ChannelHandlerContext, deadlineIn seconds: Double, waitingFor what: String) {
+        let moved = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
+        deadline = moved
+        waitingFor = what
+        if timer == nil { schedule(context, at: moved) }
     }
 
-    private func disarm() {
-        deadline?.cancel()
-        deadline = nil
+    private func schedule(_ context: ChannelHandlerContext, at when: NIODeadline) {
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: when) { [self] in
+            timer = nil
+            guard let deadline, registered else { return }
+            if deadline <= .now() {
+                logger.debug("connection closed: it took too long to send \(waitingFor)")
+                context.close(promise: nil)
+            } else {
+                schedule(context, at: deadline)
+            }
+        }
     }
 }
