@@ -56,6 +56,8 @@ public struct FolioServices: Sendable {
     let idempotency: Idempotency
     let instances: Instances
     let pauses: PausePoints
+    /// The market-data vendor's back-off and circuit, when a vendor is configured.
+    let marketDataGate: VendorGate?
     /// Open HTTP connections, under the connection limit.
     let connections: ConnectionRegistry
     /// Database constraint violations that reached a response.
@@ -72,6 +74,8 @@ public struct FolioServices: Sendable {
         self.dependencies = dependencies
         let configuration = dependencies.configuration, database = dependencies.database, clock = dependencies.clock
         let ids = dependencies.ids, logger = dependencies.logger
+        // From here on no log line can carry a configured secret.
+        ConfiguredSecrets.register(configuration.secretValues)
         let pauses = PausePoints(configuration.testPause)
         self.pauses = pauses
         let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
@@ -84,7 +88,9 @@ public struct FolioServices: Sendable {
         self.identity = await IdentityServices.make(
             configuration: configuration, database: database, clock: clock, ids: ids, anchor: anchor, ledger: ledger, mailer: dependencies.mailer)
         self.rateLimiter = RateLimiter(clock: clock)
-        let marketData = dependencies.marketData ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
+        let (marketData, gate) = dependencies.marketData.map { ($0, nil) }
+            ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
+        self.marketDataGate = gate
         let quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
         self.quotes = quotes
         let broker: any Broker = dependencies.broker?(quotes)
@@ -124,13 +130,17 @@ public struct FolioServices: Sendable {
             pace: pace)
     }
 
-    /// Alpha Vantage when a key is configured, the simulated market otherwise.
-    static func marketDataProvider(configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, logger: Logger) -> any MarketDataProvider {
-        guard let settings = configuration.alphaVantage else { return SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock) }
-        return AlphaVantageProvider(
+    /// Alpha Vantage behind its gate when a key is configured, the simulated market otherwise.
+    static func marketDataProvider(
+        configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, logger: Logger
+    ) -> (any MarketDataProvider, VendorGate?) {
+        guard let settings = configuration.alphaVantage else { return (SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock), nil) }
+        let vendor = AlphaVantageProvider(
             apiKey: settings.apiKey, baseURL: settings.baseURL,
             budget: CallBudget(database: database, provider: AlphaVantageProvider.name, perMinute: settings.callsPerMinute, perDay: settings.callsPerDay, clock: clock),
             clock: clock, httpClient: .shared, logger: logger)
+        let gate = VendorGate(vendor: AlphaVantageProvider.name, clock: clock, logger: logger)
+        return (GatedMarketDataProvider(base: vendor, gate: gate), gate)
     }
 
     /// Work before serving, after an upgrade or a key rotation: the legacy audit
@@ -169,7 +179,7 @@ public struct FolioServices: Sendable {
             routes.add(middleware: RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
         }
 
-        HealthController(database: database, version: FolioVersion.current, startedAt: .now, opsToken: configuration.opsToken)
+        HealthController(database: database, version: FolioVersion.current, startedAt: .now, opsToken: configuration.opsToken, marketData: marketDataGate)
             .addRoutes(to: routes)
         AuthController(services: identity).addRoutes(to: routes)
         TwoFactorController(services: identity).addRoutes(to: routes)
@@ -259,7 +269,8 @@ struct DatabaseService: Service {
 extension Logger {
     /// The process logger: Folio's handler with the configured level and format.
     public static func folio(label: String = "folio", configuration: AppConfiguration, sink: @escaping FolioLogHandler.Sink = StandardOutput.writeLine) -> Logger {
-        Logger(label: label) { label in
+        ConfiguredSecrets.register(configuration.secretValues)
+        return Logger(label: label) { label in
             FolioLogHandler(label: label, level: configuration.logLevel, format: configuration.logFormat, sink: sink)
         }
     }

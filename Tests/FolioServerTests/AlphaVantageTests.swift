@@ -206,8 +206,15 @@ struct AlphaVantageTests {
                 #expect(unavailable.status == .serviceUnavailable)
                 #expect(try problem(unavailable).code == "market_data_unavailable")
 
-                // Unknown to the vendor: 422.
+                // The Note was a per-minute limit: Folio holds the vendor off until the next minute, calling nothing.
                 fake.mode = .normal
+                let heldOff = fake.hits.count
+                let stillStale = try json(try await client.execute(uri: "/api/market/quotes?symbols=IBM", method: .get, headers: bearer(tokens)))
+                #expect((stillStale["data"] as? [[String: Any]])?.first?["stale"] as? Bool == true)
+                #expect(fake.hits.count == heldOff, "no call while the vendor is held off")
+                clock.advance(by: 60)
+
+                // Unknown to the vendor: 422.
                 let unknown = try await client.execute(uri: "/api/market/quotes?symbols=NOPE", method: .get, headers: bearer(tokens))
                 #expect(try problem(unknown).code == "unknown_symbol")
 

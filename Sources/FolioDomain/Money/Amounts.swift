@@ -14,11 +14,12 @@ public enum QuantityScale: FixedScale {
     public static var minimumDisplayDigits: Int { 0 }
 }
 
-/// Prices: 8 fraction digits for sub-penny quotes (`NUMERIC(20,8)`).
+/// Prices: 8 fraction digits for sub-penny quotes (`NUMERIC(20,8)`), shown
+/// with at least 2 ("151.00", "101.2345") wherever a person or client sees one.
 public enum PriceScale: FixedScale {
     public static var fractionDigits: Int { 8 }
     public static var precision: Int { 20 }
-    public static var minimumDisplayDigits: Int { 0 }
+    public static var minimumDisplayDigits: Int { 2 }
 }
 
 /// Ratios shown to users: percentages to 4 places, portfolio weights to 6.

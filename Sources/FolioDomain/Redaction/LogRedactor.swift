@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Removes secrets and personal data from text before it reaches a log.
 ///
@@ -7,6 +8,9 @@ import Foundation
 /// shape anywhere: bearer tokens, JWTs, API-key-looking values, US social
 /// security numbers, Luhn-valid payment card numbers; email addresses are kept
 /// partially (`j***@example.com`) so support can still tell users apart.
+/// Before any of that, every configured secret value (`ConfiguredSecrets`) is
+/// masked wherever it appears, whatever surrounds it: a vendor that quotes our
+/// API key back in an error message does not get it into the log.
 public struct LogRedactor: Sendable {
     public static let mask = "[REDACTED]"
     public static let standard = LogRedactor()
@@ -56,7 +60,7 @@ public struct LogRedactor: Sendable {
 
     public func redact(_ text: String) -> String {
         if text.isEmpty { return text }
-        var result = text
+        var result = ConfiguredSecrets.mask(in: text)
         // Lower-cased once for every rule's trigger search, again only after a rule changed the text.
         var lowered = Scan.lowercased(result)
         for rule in Self.rules where rule.applies(to: result, lowered: lowered) {
@@ -295,5 +299,55 @@ enum CardNumberRule {
             }
         }
         return sum % 10 == 0
+    }
+}
+
+/// The secret values this process was configured with (signing keys, the
+/// operator token, vendor keys and secrets, the database password), masked as
+/// literals in every log line. Registered once at start-up by the composition
+/// root; a test process registers each test's secrets too.
+public enum ConfiguredSecrets {
+    /// Shorter values are not masked: they would match ordinary text.
+    public static let minimumLength = 8
+    private static let values = Mutex<[[UInt8]]>([])
+
+    public static func register(_ secrets: some Sequence<String>) {
+        let new = secrets.filter { $0.utf8.count >= minimumLength }.map { Array($0.utf8) }
+        guard !new.isEmpty else { return }
+        values.withLock { values in
+            for secret in new where !values.contains(secret) { values.append(secret) }
+            // Longest first, so a secret that contains another is masked whole.
+            values.sort { $0.count > $1.count }
+        }
+    }
+
+    /// `text` with every registered secret replaced by the mask.
+    public static func mask(in text: String) -> String {
+        let secrets = values.withLock { $0 }
+        guard !secrets.isEmpty else { return text }
+        var bytes = Array(text.utf8)
+        var changed = false
+        for secret in secrets where Scan.contains(bytes, secret) {
+            bytes = replacing(secret, in: bytes)
+            changed = true
+        }
+        return changed ? String(decoding: bytes, as: UTF8.self) : text
+    }
+
+    private static func replacing(_ secret: [UInt8], in bytes: [UInt8]) -> [UInt8] {
+        let mask = Array(LogRedactor.mask.utf8)
+        var result: [UInt8] = []
+        result.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            if index + secret.count <= bytes.count, bytes[index] == secret[0], bytes[index..<index + secret.count].elementsEqual(secret) {
+                result += mask
+                index += secret.count
+            } else {
+                result.append(bytes[index])
+                index += 1
+            }
+        }
+        return result
     }
 }

@@ -117,7 +117,7 @@ struct AccountsController: Sendable {
 
     /// Reads the filters of `/api/transactions`, naming each malformed one.
     static func filter(_ request: Request) throws -> TradingStore.EntryFilter {
-        let query = request.uri.queryParameters
+        let query = request.query
         var filter = TradingStore.EntryFilter()
         var issues: [FieldIssue] = []
         if let raw = query["account_id"] {
@@ -130,7 +130,7 @@ struct AccountsController: Sendable {
             if let kind = LedgerKind(rawValue: String(raw)) { filter.kind = kind } else {
                 issues.append(.init(field: "type", code: "invalid", message: "type must be one of \(LedgerKind.allCases.map(\.rawValue).joined(separator: ", ")).")) }
         }
-        for (key, keyPath) in [("from" as Substring, \TradingStore.EntryFilter.from), ("to", \TradingStore.EntryFilter.to)] {
+        for (key, keyPath) in [("from", \TradingStore.EntryFilter.from), ("to", \TradingStore.EntryFilter.to)] {
             if let raw = query[key] {
                 if let date = Self.date(String(raw)) { filter[keyPath: keyPath] = date } else {
                     issues.append(.init(field: String(key), code: "invalid", message: "\(key) must be a date (2026-01-31) or an RFC 3339 time.")) }
@@ -148,7 +148,7 @@ struct AccountsController: Sendable {
     @Sendable func transactions(_ request: Request, context: AuthenticatedContext) async throws -> Page<EntryResponse> {
         let filter = try Self.filter(request)
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let cursor = try request.uri.queryParameters["cursor"].map(Pagination.decode)
+        let cursor = try request.query["cursor"].map(Pagination.decode)
         let entries = try await store.entries(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
         let page = entries.prefix(limit)
         let next = entries.count > limit ? page.last.map { Pagination.cursor(after: $0.line.id.uuid) } : nil

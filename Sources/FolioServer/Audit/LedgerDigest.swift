@@ -9,13 +9,14 @@ enum LedgerDigest {
     static func of(_ entry: LedgerLine, account: AccountID) -> String {
         let fields: [(String, String)] = [
             ("account_id", account.description),
-            ("amount", entry.amount.description),
+            // Amounts in the canonical text the first rows were digested with; display formats may change, this must not.
+            ("amount", entry.amount.formatted(minimumFractionDigits: 2)),
             ("description", entry.description ?? ""),
             ("id", entry.id.description),
             ("occurred_at_ms", String(AuditChain.milliseconds(entry.occurredAt))),
             ("order_id", entry.orderID?.description ?? ""),
-            ("price", entry.price?.description ?? ""),
-            ("quantity", entry.quantity?.description ?? ""),
+            ("price", entry.price?.formatted(minimumFractionDigits: 0) ?? ""),
+            ("quantity", entry.quantity?.formatted(minimumFractionDigits: 0) ?? ""),
             ("symbol", entry.symbol ?? ""),
             ("type", entry.kind.rawValue),
         ]

@@ -152,6 +152,20 @@ public struct AppConfiguration: Sendable {
 
     public var isProduction: Bool { environment == .production }
 
+    /// Every secret value in this configuration, for the log redactor to mask
+    /// as literals: signing keys current and previous, the operator token, each
+    /// vendor's key and secret, and the database password.
+    public var secretValues: [String] {
+        var values = [secretKey] + previousSecretKeys
+        if let opsToken { values.append(opsToken) }
+        if let alphaVantage { values.append(alphaVantage.apiKey) }
+        if let alpaca { values += [alpaca.keyID, alpaca.secretKey] }
+        if case .postgres(let url) = database, let password = URLComponents(string: url)?.password {
+            values.append(password.removingPercentEncoding ?? password)
+        }
+        return values.filter { !$0.isEmpty }
+    }
+
     /// Development defaults; used by tests as a starting point.
     public init(
         environment: Environment = .development,

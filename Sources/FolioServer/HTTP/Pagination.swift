@@ -13,7 +13,7 @@ enum Pagination {
     static let defaultPageSize = 50
 
     static func pageSize(_ request: Request, maximum: Int) throws -> Int {
-        guard let raw = request.uri.queryParameters["limit"] else { return min(defaultPageSize, maximum) }
+        guard let raw = request.query["limit"] else { return min(defaultPageSize, maximum) }
         guard let limit = Int(raw), (1...maximum).contains(limit) else {
             throw AppError.validation(field: "limit", code: "out_of_range", message: "limit must be from 1 to \(maximum).")
         }

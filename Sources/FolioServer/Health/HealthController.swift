@@ -8,6 +8,8 @@ struct HealthController {
     let version: String
     let startedAt: ContinuousClock.Instant
     let opsToken: String?
+    /// The market-data vendor's gate, when a vendor is configured.
+    var marketData: VendorGate?
 
     struct Status: ResponseEncodable {
         var status: String
@@ -29,9 +31,15 @@ struct HealthController {
         var uptimeSeconds: Int?
         var kind: String?
         var error: String?
+        /// The vendor gate: closed, held_off, open or half_open.
+        var state: String?
+        var retryAt: Date?
+        var consecutiveFailures: Int?
 
         enum CodingKeys: String, CodingKey {
-            case status, applied, pending, version, kind, error
+            case status, applied, pending, version, kind, error, state
+            case retryAt = "retry_at"
+            case consecutiveFailures = "consecutive_failures"
             case latencyMS = "latency_ms"
             case uptimeSeconds = "uptime_seconds"
         }
@@ -70,12 +78,20 @@ struct HealthController {
             "migrations": migrationCheck,
             "application": Component(status: "ok", version: version, uptimeSeconds: Int(uptime.components.seconds)),
         ]
+        if let gate = marketData {
+            // A vendor in trouble degrades Folio (quotes go stale) but does not make it unavailable.
+            let vendor = gate.report
+            components["market_data"] = Component(
+                status: vendor.state == "closed" ? "ok" : "degraded", error: vendor.reason, state: vendor.state, retryAt: vendor.retryAt,
+                consecutiveFailures: vendor.consecutiveFailures)
+        }
         if !isOperator(request, context: context) {
             // Strangers learn whether each part works, nothing about versions or internals.
             components = components.mapValues { Component(status: $0.status) }
         }
-        let healthy = components.values.allSatisfy { $0.status == "ok" }
-        let report = Report(status: healthy ? "ok" : "unavailable", components: components)
+        let healthy = components.values.allSatisfy { $0.status == "ok" || $0.status == "degraded" }
+        let degraded = components.values.contains { $0.status == "degraded" }
+        let report = Report(status: healthy ? (degraded ? "degraded" : "ok") : "unavailable", components: components)
         var response = try report.response(from: request, context: context)
         if !healthy { response.status = .serviceUnavailable }
         return response

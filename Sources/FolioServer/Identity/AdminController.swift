@@ -21,7 +21,7 @@ struct AdminController: Sendable {
 
     @Sendable func listUsers(_ request: Request, context: AdminContext) async throws -> Page<UserResponse> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let cursor = try request.uri.queryParameters["cursor"].map(Pagination.decode)
+        let cursor = try request.query["cursor"].map(Pagination.decode)
         let users = try await services.userPage(after: cursor, limit: limit)
         let page = users.prefix(limit)
         let next = users.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil
@@ -53,7 +53,7 @@ struct AdminController: Sendable {
 
     @Sendable func outbox(_ request: Request, context: AdminContext) async throws -> Page<OutboxItem> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let messages = try await services.outboxMessages(recipient: request.uri.queryParameters["recipient"].map(String.init), limit: limit)
+        let messages = try await services.outboxMessages(recipient: request.query["recipient"].map(String.init), limit: limit)
         try await services.recordAdminRead("admin.outbox_read", actor: context.identity.userID.uuid, origin: context.origin)
         return Page(
             data: messages.map { OutboxItem(id: Identifier($0.id!), recipient: $0.recipient, subject: $0.subject, body: $0.body, kind: $0.kind, createdAt: $0.createdAt) },
@@ -74,7 +74,7 @@ struct AdminController: Sendable {
 
     @Sendable func auditEvents(_ request: Request, context: AdminContext) async throws -> Page<AuditItem> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let events = try await services.auditEvents(action: request.uri.queryParameters["action"].map(String.init), limit: limit)
+        let events = try await services.auditEvents(action: request.query["action"].map(String.init), limit: limit)
         return Page(
             data: events.map {
                 AuditItem(id: Identifier($0.id!), occurredAt: $0.occurredAt, actorID: $0.actorID.map(UserID.init), action: $0.action, subjectType: $0.subjectType,

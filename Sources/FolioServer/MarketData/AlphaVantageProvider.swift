@@ -18,6 +18,8 @@ enum MarketDataError: Error, Sendable, Equatable {
     case badResponse(String)
     /// No answer in time, or no connection.
     case unreachable(String)
+    /// Not called: the vendor is held off after a rate limit or repeated failures (`VendorGate`).
+    case heldOff(retryAt: Date, reason: String)
 }
 
 /// Alpha Vantage (https://www.alphavantage.co/documentation/): `GLOBAL_QUOTE`,

@@ -35,31 +35,60 @@ struct MarketDataController: Sendable {
 
     struct QuoteList: ResponseEncodable {
         var data: [QuoteResponse]
+        /// Symbols no quote could be had for right now; absent when every symbol has one.
+        var errors: [QuoteError]?
     }
 
-    /// Reads `symbols=AAPL,MSFT`: each must be a ticker the market knows (422 `unknown_symbol` otherwise).
+    struct QuoteError: Codable, Sendable {
+        var symbol: String
+        var code: String
+        var detail: String
+        var retryAfterSeconds: Int?
+    }
+
+    /// Reads `symbols=AAPL,MSFT`: each must be a ticker the market knows (422
+    /// `unknown_symbol` otherwise). Quotes past their TTL come at once, marked
+    /// stale. A symbol with no quote at all right now is listed under `errors`
+    /// while the others are answered; 503 only when no symbol has a quote.
     @Sendable func quotesRoute(_ request: Request, context: AuthenticatedContext) async throws -> QuoteList {
-        let raw = request.uri.queryParameters["symbols"].map(String.init) ?? ""
+        let raw = request.query["symbols"].map(String.init) ?? ""
         let requested = raw.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !requested.isEmpty, requested.count <= Self.maximumSymbols else {
             throw AppError.validation(field: "symbols", code: "invalid", message: "Give 1 to \(Self.maximumSymbols) comma-separated symbols.")
         }
         let symbols = requested.map { OrderDraft.normalizedSymbol($0) ?? $0 }
-        let lookups = await quotes.lookups(for: requested.compactMap(OrderDraft.normalizedSymbol))
-        for symbol in symbols {
-            if case .unavailable(let reason) = lookups[symbol] { throw quotes.unavailable(reason, .quote) }
+        let lookups = await quotes.lookups(for: requested.compactMap(OrderDraft.normalizedSymbol), staleWhileRevalidate: true)
+        var errors: [QuoteError] = []
+        var firstReason: MarketDataError?
+        for symbol in Self.unique(symbols) {
+            guard case .unavailable(let reason) = lookups[symbol] else { continue }
+            firstReason = firstReason ?? reason
+            errors.append(QuoteError(
+                symbol: symbol, code: "market_data_unavailable", detail: "No quote for \(symbol) can be had right now; try again later.",
+                retryAfterSeconds: quotes.unavailable(reason, .quote).retryAfter))
         }
+        let known = try Self.known(symbols, in: lookups)
+        if known.isEmpty, let firstReason { throw quotes.unavailable(firstReason, .quote) }
         let now = quotes.clock.now()
-        return QuoteList(data: try Self.known(symbols, in: lookups).map { QuoteResponse($0, now: now) })
+        return QuoteList(data: known.map { QuoteResponse($0, now: now) }, errors: errors.isEmpty ? nil : errors)
+    }
+
+    static func unique(_ symbols: [String]) -> [String] {
+        var seen = Set<String>()
+        return symbols.filter { seen.insert($0).inserted }
     }
 
     /// The quotes in the order asked, or 422 naming the symbols nobody quotes.
+    /// Symbols that are only unavailable for now are left out, not refused.
     static func known(_ symbols: [String], in lookups: [String: QuoteService.Lookup]) throws -> [PriceQuote] {
         let quotes = lookups.compactMapValues { lookup -> PriceQuote? in
             if case .found(let quote) = lookup { return quote }
             return nil
         }
-        let unknown = symbols.filter { quotes[$0] == nil }
+        let unknown = symbols.filter { symbol in
+            if case .unavailable = lookups[symbol] { return false }
+            return quotes[symbol] == nil
+        }
         if !unknown.isEmpty {
             throw AppError(
                 .unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol: \(unknown.joined(separator: ", ")).",
@@ -74,7 +103,7 @@ struct MarketDataController: Sendable {
     }
 
     @Sendable func search(_ request: Request, context: AuthenticatedContext) async throws -> SearchResult {
-        guard let query = request.uri.queryParameters["query"].map(String.init), (1...50).contains(query.count) else {
+        guard let query = request.query["query"].map(String.init), (1...50).contains(query.count) else {
             throw AppError.validation(field: "query", code: "invalid", message: "query must have 1 to 50 characters.")
         }
         return SearchResult(data: try await quotes.search(query))
@@ -91,10 +120,15 @@ struct MarketDataController: Sendable {
     }
 
     @Sendable func history(_ request: Request, context: AuthenticatedContext) async throws -> HistoryResponse {
-        guard let symbol = context.parameters.get("symbol").flatMap(OrderDraft.normalizedSymbol), try await quotes.quote(for: symbol) != nil else {
-            throw AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol.", errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes this symbol.")])
+        let unknown = AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol.", errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes this symbol.")])
+        guard let symbol = context.parameters.get("symbol").flatMap(OrderDraft.normalizedSymbol) else { throw unknown }
+        switch await quotes.lookup(symbol) {
+        case .found: break
+        case .unknown: throw unknown
+        // No quote to check the symbol against: it is history that cannot be had right now.
+        case .unavailable(let reason): throw quotes.unavailable(reason, .history)
         }
-        let days = Int(request.uri.queryParameters["days"].map(String.init) ?? "30") ?? 0
+        let days = Int(request.query["days"].map(String.init) ?? "30") ?? 0
         guard (1...365).contains(days) else { throw AppError.validation(field: "days", code: "out_of_range", message: "days must be from 1 to 365.") }
         let closes = try await quotes.dailyHistory(for: symbol, days: days)
         let dateStyle = Date.ISO8601FormatStyle(timeZone: .gmt).year().month().day()

@@ -50,6 +50,9 @@ final class QuoteService: Sendable {
         case unavailable(MarketDataError)
     }
 
+    /// Refreshes running now (for tests and health).
+    var refreshesInFlight: Int { state.withLockedValue { $0.refreshing.count } }
+
     init(provider: any MarketDataProvider, store: QuoteStore?, clock: AppClock, timeToLive: TimeInterval = 15) {
         self.provider = provider
         self.store = store
@@ -68,15 +71,22 @@ final class QuoteService: Sendable {
     }
 
     /// Quotes that could be had; unknown and unavailable symbols are absent.
-    func quotes(for symbols: some Sequence<String>) async -> [String: PriceQuote] {
-        await lookups(for: symbols).compactMapValues { lookup in
+    /// For reads: a quote past its TTL is served at once, marked stale, while
+    /// it is refreshed in the background (stale-while-revalidate).
+    func quotes(for symbols: some Sequence<String>, staleWhileRevalidate: Bool = true) async -> [String: PriceQuote] {
+        await lookups(for: symbols, staleWhileRevalidate: staleWhileRevalidate).compactMapValues { lookup in
             if case .found(let quote) = lookup { return quote }
             return nil
         }
     }
 
     /// Fresh answers from memory at once; only the rest are fetched, in parallel.
-    func lookups(for symbols: some Sequence<String>) async -> [String: Lookup] {
+    /// With `staleWhileRevalidate` (reads: the portfolio, `/api/market/quotes`),
+    /// a quote known but past its TTL is answered at once, marked stale, and
+    /// refreshed in the background, one refresh per symbol at a time; only
+    /// symbols with no quote at all wait for the source. Orders wait for a
+    /// fresh price instead (`quote(for:)`).
+    func lookups(for symbols: some Sequence<String>, staleWhileRevalidate: Bool = false) async -> [String: Lookup] {
         let now = clock.now()
         var result: [String: Lookup] = [:]
         var missing: [String] = []
@@ -84,6 +94,13 @@ final class QuoteService: Sendable {
             for symbol in symbols where result[symbol] == nil {
                 if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
                     result[symbol] = cached.quote.map(Lookup.found) ?? .unknown
+                } else if staleWhileRevalidate, let cached = state.cache[symbol], var known = cached.quote {
+                    known.isStale = true
+                    result[symbol] = .found(known)
+                    if state.refreshing[symbol] == nil {
+                        let remembered = cached.quote
+                        state.refreshing[symbol] = Task { await self.refresh(symbol, remembered: remembered) }
+                    }
                 } else if !missing.contains(symbol) {
                     missing.append(symbol)
                 }
@@ -184,8 +201,11 @@ final class QuoteService: Sendable {
 
     func unavailable(_ reason: MarketDataError, _ subject: MarketDataUnavailable.Subject) -> MarketDataUnavailable {
         var retryAfter: Int?
-        if case .budgetExhausted(let retryAt) = reason {
+        switch reason {
+        case .budgetExhausted(let retryAt), .heldOff(let retryAt, _):
             retryAfter = max(1, Int(retryAt.timeIntervalSince(clock.now()).rounded(.up)))
+        default:
+            break
         }
         return MarketDataUnavailable(reason: reason, subject: subject, retryAfter: retryAfter)
     }

@@ -121,7 +121,7 @@ struct PortfolioController: Sendable {
 
     /// The account named by `account_id`, or the user's default one.
     func accountID(_ request: Request, identity: Identity) throws -> AccountID {
-        if let raw = request.uri.queryParameters["account_id"] {
+        if let raw = request.query["account_id"] {
             guard let id = AccountID(raw) else {
                 throw TradingError.invalid(field: "account_id", code: "invalid", message: "account_id must be a UUID.")
             }
@@ -202,7 +202,7 @@ struct PortfolioController: Sendable {
     /// Daily total value from the close snapshots; missing past days are
     /// backfilled first, and today appears as a provisional point until its close.
     @Sendable func history(_ request: Request, context: AuthenticatedContext) async throws -> HistoryResponse {
-        let rawRange = request.uri.queryParameters["range"].map(String.init) ?? "1M"
+        let rawRange = request.query["range"].map(String.init) ?? "1M"
         guard let range = HistoryRange(rawValue: rawRange.uppercased()) else {
             throw TradingError.invalid(field: "range", code: "invalid", message: "range must be one of \(HistoryRange.allCases.map(\.rawValue).joined(separator: ", ")).")
         }

@@ -51,7 +51,8 @@ struct PortfolioSnapshots: Sendable {
     /// One query for the batch's holdings and one batch of quotes.
     private func snapshotAtCurrentPrices(_ accounts: [AccountRecord], day: TradingDay) async throws {
         let byAccount = try await store.holdings(ofAccounts: accounts.map(\.id))
-        let prices = await quotes.quotes(for: Set(byAccount.values.joined().map(\.symbol)))
+        // A day's closing value waits for fresh prices where the source can give them.
+        let prices = await quotes.quotes(for: Set(byAccount.values.joined().map(\.symbol)), staleWhileRevalidate: false)
         let now = clock.now()
         var values: [(AccountRecord, DailyValue)] = []
         for account in accounts {

@@ -130,6 +130,8 @@ struct OrderService: Sendable {
                 // Canceled while on its way: cancel it where it is, at the broker or nowhere yet.
                 let report = order.cancelRequestedAt != nil ? try await broker.cancel(BrokerOrder(order)) : try await broker.submit(BrokerOrder(order))
                 reports.append(Report(job: job.id, order: order, report: report))
+            } catch let error as MarketDataError {
+                outcomes[job.id] = .failed(Self.marketDataFailure + ": \(error)")
             } catch {
                 outcomes[job.id] = .failed(String(describing: error))
             }
@@ -145,6 +147,15 @@ struct OrderService: Sendable {
         }
         if !reports.isEmpty { await pauses.reach(.afterApply) }
         return outcomes
+    }
+
+    /// How a submit that failed for want of a price starts its job's last error.
+    static let marketDataFailure = "market data unavailable"
+
+    /// Why an order whose submit job died is rejected, named from the job's last error.
+    static func deadSubmitReason(_ lastError: String?, symbol: String) -> String {
+        if lastError?.hasPrefix(marketDataFailure) == true { return "market data unavailable: no fresh price for \(symbol)" }
+        return "the broker could not be reached"
     }
 
     /// A broker's answer about one order, and the job that asked, if any.
@@ -229,9 +240,9 @@ struct OrderService: Sendable {
         }
         if !requested.isEmpty { try await settleRequestedCancels(requested) }
         if !reports.isEmpty { await pauses.reach(.afterRecheck) }
-        for id in try await store.ordersOfDeadSubmitJobs() {
-            if let order = try await store.order(id) {
-                reports.append(Report(job: nil, order: order, report: .rejected(reason: "the broker could not be reached")))
+        for dead in try await store.ordersOfDeadSubmitJobs() {
+            if let order = try await store.order(dead.id) {
+                reports.append(Report(job: nil, order: order, report: .rejected(reason: Self.deadSubmitReason(dead.lastError, symbol: order.symbol))))
             }
         }
         for (_, outcome) in await apply(reports) {

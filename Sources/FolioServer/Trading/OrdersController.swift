@@ -114,17 +114,17 @@ struct OrdersController: Sendable {
     @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Page<OrderResponse> {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         var filter = TradingStore.OrderFilter()
-        if let raw = request.uri.queryParameters["status"] {
+        if let raw = request.query["status"] {
             guard let status = OrderStatus(rawValue: String(raw)) else {
                 throw TradingError.invalid(field: "status", code: "invalid", message: "status must be one of \(OrderStatus.allCases.map(\.rawValue).joined(separator: ", ")).")
             }
             filter.status = status
         }
-        if let raw = request.uri.queryParameters["symbol"] {
+        if let raw = request.query["symbol"] {
             guard let symbol = OrderDraft.normalizedSymbol(String(raw)) else { throw TradingError.invalid(field: "symbol", code: "invalid", message: "symbol must be a ticker.") }
             filter.symbol = symbol
         }
-        let cursor = try request.uri.queryParameters["cursor"].map(Pagination.decode)
+        let cursor = try request.query["cursor"].map(Pagination.decode)
         let found = try await store.orders(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
         let page = found.prefix(limit)
         return Page(data: page.map(OrderResponse.init), nextCursor: found.count > limit ? page.last.map { Pagination.cursor(after: $0.id.uuid) } : nil)

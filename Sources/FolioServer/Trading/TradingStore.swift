@@ -252,11 +252,12 @@ struct TradingStore: Sendable {
     }
 
     /// `new` orders whose submit job died: they would hold their reservation forever.
-    func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [OrderID] {
+    /// Orders still `new` whose submit job died, with the job's last error.
+    func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [(id: OrderID, lastError: String?)] {
         try await database.sql.raw("""
-            SELECT o.id FROM orders o JOIN jobs j ON j.order_id = o.id
+            SELECT o.id, j.last_error FROM orders o JOIN jobs j ON j.order_id = o.id
             WHERE o.status = 'new' AND j.kind = \(bind: JobPayload.Kind.submitOrder.rawValue) AND j.status = 'dead' ORDER BY o.created_at, o.id LIMIT \(literal: limit)
-            """).all().map { try $0.decode(column: "id", as: OrderID.self) }
+            """).all().map { (try $0.decode(column: "id", as: OrderID.self), try $0.decode(column: "last_error", as: String?.self)) }
     }
 
     struct OrderFilter: Sendable {

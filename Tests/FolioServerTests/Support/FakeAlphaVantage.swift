@@ -14,6 +14,8 @@ final class FakeAlphaVantage: Sendable {
         case errorMessage, note, information
         case serverError
         case garbage
+        /// Answers normally, but only after this long.
+        case slow(Duration)
     }
 
     static let apiKey = "FAKEKEY1234567890"
@@ -22,9 +24,10 @@ final class FakeAlphaVantage: Sendable {
         "IBM": ("265.6500", "263.4000"),
         "AAPL": ("189.9800", "187.1500"),
         "MSFT": ("415.1234", "410.0000"),
+        "ORDB": ("151.0000", "150.0000"),
     ]
 
-    private let state = NIOLockedValueBox<(mode: Mode, hits: [String], tradingDay: String)>((.normal, [], "2026-11-27"))
+    private let state = NIOLockedValueBox<(mode: Mode, hits: [String], keywords: [String], tradingDay: String)>((.normal, [], [], "2026-11-27"))
     let baseURL: String
 
     init(baseURL: String) {
@@ -39,18 +42,23 @@ final class FakeAlphaVantage: Sendable {
     /// The `function` of every call received, in order.
     var hits: [String] { state.withLockedValue { $0.hits } }
 
+    /// The `keywords` of every SYMBOL_SEARCH received, as the vendor decodes them.
+    var keywords: [String] { state.withLockedValue { $0.keywords } }
+
     var tradingDay: String {
         get { state.withLockedValue { $0.tradingDay } }
         set { state.withLockedValue { $0.tradingDay = newValue } }
     }
 
-    func answer(_ request: Request) -> Response {
+    func answer(_ request: Request) async throws -> Response {
         let query = request.uri.queryParameters
         let function = query["function"].map(String.init) ?? ""
         let mode = state.withLockedValue { state -> Mode in
             state.hits.append(function)
+            if let keywords = query["keywords"] { state.keywords.append(String(keywords)) }
             return state.mode
         }
+        if case .slow(let delay) = mode { try await Task.sleep(for: delay) }
         switch mode {
         case .serverError: return Self.json(#"{"detail": "upstream down"}"#, status: .internalServerError)
         case .garbage: return Self.json("<html>maintenance</html>")
@@ -60,7 +68,7 @@ final class FakeAlphaVantage: Sendable {
             return Self.json(#"{"Note": "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and 500 calls per day. Please visit https://www.alphavantage.co/premium/ if you would like to target a higher API call frequency."}"#)
         case .information:
             return Self.json(#"{"Information": "We have detected your API key as \#(Self.apiKey) and our standard API rate limit is 25 requests per day. Please subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly remove all daily rate limits."}"#)
-        case .normal: break
+        case .normal, .slow: break
         }
         guard query["apikey"].map(String.init) == Self.apiKey else {
             return Self.json(#"{"Error Message": "the parameter apikey is invalid or missing. Please claim your free API key on (https://www.alphavantage.co/support/#api-key). It should take less than 20 seconds."}"#)
@@ -149,7 +157,7 @@ final class FakeAlphaVantage: Sendable {
 func withFakeAlphaVantage<T: Sendable>(_ body: @escaping @Sendable (FakeAlphaVantage) async throws -> T) async throws -> T {
     let fake = NIOLockedValueBox<FakeAlphaVantage?>(nil)
     let router = Router()
-    router.get("/query") { request, _ in fake.withLockedValue { $0! }.answer(request) }
+    router.get("/query") { request, _ in try await fake.withLockedValue { $0! }.answer(request) }
     // Quiet: pooled client connections still open at shutdown are expected.
     var logger = Logger(label: "fake-alpha-vantage")
     logger.logLevel = .critical

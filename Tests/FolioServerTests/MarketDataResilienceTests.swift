@@ -1,0 +1,225 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// Market data when the vendor fails: no leaked keys, stale quotes at once,
+/// back-off and a circuit, partial answers; and prices shown alike everywhere.
+@Suite("Market data under vendor failure")
+struct MarketDataResilienceTests {
+    static let friday = AlphaVantageTests.friday
+
+    static func vendor(_ fake: FakeAlphaVantage, perMinute: Int = 1000) -> (inout AppConfiguration) -> Void {
+        { configuration in
+            configuration.alphaVantage = .init(apiKey: FakeAlphaVantage.apiKey, baseURL: fake.baseURL, callsPerMinute: perMinute, callsPerDay: 100_000)
+            configuration.quoteTimeToLive = 15
+            configuration.accessTokenLifetime = 86_400
+        }
+    }
+
+    static func quotes(_ client: some TestClientProtocol, _ tokens: [String: Any], _ symbols: String) async throws -> TestResponse {
+        try await client.execute(uri: "/api/market/quotes?symbols=\(symbols)", method: .get, headers: bearer(tokens))
+    }
+
+    @Test("no configured secret reaches the log: the key the vendor quotes back, and every secret planted in vendor errors, exceptions and request bodies", arguments: TestDatabaseKind.all)
+    func secretsNeverLogged(kind: TestDatabaseKind) async throws {
+        struct VendorFailure: Error, CustomStringConvertible { var description: String }
+        let secrets = [
+            "current-signing-key-" + String(repeating: "k", count: 24), "previous-signing-key-" + String(repeating: "p", count: 24), "ops-token-0123456789abcdef",
+            "ALPACA-KEY-ID-4567", "alpaca-secret-value-89abcdef", FakeAlphaVantage.apiKey,
+        ]
+        try await withFakeAlphaVantage { fake in
+            try await withTestApp(kind, clock: TestClock(start: Self.friday), configure: { configuration in
+                Self.vendor(fake)(&configuration)
+                configuration.secretKey = secrets[0]
+                configuration.previousSecretKeys = [secrets[1]]
+                configuration.opsToken = secrets[2]
+                configuration.alpaca = .init(keyID: secrets[3], secretKey: secrets[4], baseURL: "http://127.0.0.1:9")
+                configuration.debug = true
+                configuration.logLevel = .debug
+            }) { client, env in
+                let tokens = try await signUp(client, env, email: "keys@example.com")
+                // The daily-limit answer names the key: "We have detected your API key as FAKEKEY…".
+                fake.mode = .information
+                _ = try await Self.quotes(client, tokens, "IBM")
+                #expect(env.logs.lines.contains { $0.contains("We have detected your API key as [REDACTED]") })
+                // Each secret planted where text from outside ends up: messages, errors, nested metadata, request bodies.
+                for secret in secrets {
+                    env.services.logger.error("vendor answered: \(secret)", metadata: [
+                        "error": .string(String(describing: VendorFailure(description: "refused \(secret) at /v2/account"))),
+                        "context": .dictionary(["detail": .string("prefix\(secret)suffix")]),
+                        "items": .array([.stringConvertible(VendorFailure(description: secret))]),
+                    ])
+                    _ = try await post(client, "/api/test/echo", ["symbol": "AAPL", "quantity": "1", "note": "copy of \(secret) here"])
+                }
+                let lines = env.logs.lines
+                #expect(lines.contains { $0.contains("request body") })
+                for secret in secrets {
+                    #expect(!lines.contains { $0.contains(secret) }, "\(secret) reached the log")
+                }
+            }
+        }
+    }
+
+    @Test("during a 60-second outage, 100 quote requests get the stale quotes at once and the vendor sees a handful of calls, not one per request", arguments: TestDatabaseKind.all)
+    func outage(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(kind, clock: clock, configure: { Self.vendor(fake)(&$0); $0.opsToken = "ops-token-for-tests-0123" }) { client, env in
+                let tokens = try await signUp(client, env, email: "outage@example.com")
+                #expect(try await Self.quotes(client, tokens, "IBM,AAPL").status == .ok)
+                clock.advance(by: 16)
+                fake.mode = .serverError
+                let before = fake.hits.count
+                for _ in 0..<100 {
+                    let answer = try json(try await Self.quotes(client, tokens, "IBM,AAPL"))
+                    let data = try #require(answer["data"] as? [[String: Any]])
+                    #expect(data.map { $0["price"] as? String } == ["265.65", "189.98"])
+                    #expect(data.allSatisfy { $0["stale"] as? Bool == true })
+                    clock.advance(by: 0.6)
+                    // Let this request's background refreshes finish before the next request, as time passes between them.
+                    try await eventually("refreshes settle") { env.services.quotes.refreshesInFlight == 0 }
+                }
+                // Two symbols: 2 failed refreshes, 2 more open the circuit (3 in a row), then one half-open probe after 30 s.
+                let calls = fake.hits.count - before
+                #expect(calls <= 6, "the vendor saw \(calls) calls in the outage")
+                #expect(env.services.marketDataGate?.report.state == "open")
+                #expect(env.logs.lines.contains { $0.contains("market data vendor held off") })
+
+                // Operators see the circuit in /health/detailed; Folio is degraded, not down.
+                let health = try json(try await client.execute(uri: "/health/detailed", method: .get, headers: [.authorization: "Bearer ops-token-for-tests-0123"]))
+                #expect(health["status"] as? String == "degraded")
+                let vendor = try #require((health["components"] as? [String: Any])?["market_data"] as? [String: Any])
+                #expect(vendor["state"] as? String == "open")
+                #expect(vendor["retry_at"] != nil)
+
+                // The vendor recovers: after the cool-down one probe closes the circuit and quotes are fresh again.
+                fake.mode = .normal
+                clock.advance(by: 301)
+                _ = try await Self.quotes(client, tokens, "IBM")
+                try await eventually("the probe closes the circuit") { env.services.marketDataGate?.report.state == "closed" }
+                try await eventually("fresh quotes") {
+                    let answer = try json(try await Self.quotes(client, tokens, "IBM,AAPL"))
+                    return (answer["data"] as? [[String: Any]])?.allSatisfy { $0["stale"] as? Bool == false } == true
+                }
+            }
+        }
+    }
+
+    @Test("a slow vendor does not hold up reads: stale quotes come at once while one refresh per symbol waits", arguments: TestDatabaseKind.all)
+    func slowVendor(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(kind, clock: clock, configure: Self.vendor(fake)) { client, env in
+                let tokens = try await signUp(client, env, email: "slow@example.com")
+                #expect(try await Self.quotes(client, tokens, "IBM,AAPL").status == .ok)
+                clock.advance(by: 16)
+                fake.mode = .slow(.seconds(4))
+                let before = fake.hits.count
+                for _ in 0..<20 {
+                    let started = ContinuousClock.now
+                    let answer = try json(try await Self.quotes(client, tokens, "IBM,AAPL"))
+                    // Far below the vendor's 4 s: the answer did not wait for it.
+                    #expect(ContinuousClock.now - started < .seconds(2))
+                    #expect((answer["data"] as? [[String: Any]])?.allSatisfy { $0["stale"] as? Bool == true } == true)
+                }
+                #expect(fake.hits.count - before <= 2, "one refresh per symbol at a time")
+                fake.mode = .normal
+                try await eventually("the slow refreshes land") { env.services.quotes.refreshesInFlight == 0 }
+            }
+        }
+    }
+
+    @Test("the daily-limit answer holds the vendor off until the next UTC day; the per-minute Note until the next minute")
+    func holdOffWindows() throws {
+        let now = try Date("2026-11-27T15:00:42Z", strategy: .iso8601)
+        let note = "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and 500 calls per day."
+        let information = "We have detected your API key as X and our standard API rate limit is 25 requests per day."
+        #expect(VendorGate.nextWindow(after: now, message: note) == (try Date("2026-11-27T15:01:00Z", strategy: .iso8601)))
+        #expect(VendorGate.nextWindow(after: now, message: information) == (try Date("2026-11-28T00:00:00Z", strategy: .iso8601)))
+    }
+
+    @Test("one symbol without a quote does not fail the others: they are answered, it is listed under errors; 503 only when none has a quote", arguments: TestDatabaseKind.all)
+    func partialAnswers(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestApp(kind, clock: TestClock(start: Self.friday), configure: Self.vendor(fake, perMinute: 1)) { client, env in
+                let tokens = try await signUp(client, env, email: "partial@example.com")
+                #expect(try await Self.quotes(client, tokens, "IBM").status == .ok)  // the minute's one call
+                let partial = try await Self.quotes(client, tokens, "IBM,AAPL")
+                #expect(partial.status == .ok)
+                let body = try json(partial)
+                #expect((body["data"] as? [[String: Any]])?.map { $0["symbol"] as? String } == ["IBM"])
+                let errors = try #require(body["errors"] as? [[String: Any]])
+                #expect(errors.map { $0["symbol"] as? String } == ["AAPL"])
+                #expect(errors.first?["code"] as? String == "market_data_unavailable")
+                #expect((errors.first?["retry_after_seconds"] as? Int).map { (1...60).contains($0) } == true)
+                let none = try await Self.quotes(client, tokens, "AAPL")
+                #expect(none.status == .serviceUnavailable)
+                #expect(try problem(none).code == "market_data_unavailable")
+            }
+        }
+    }
+
+    @Test("prices show at least two places everywhere: a fill at 151.00 is 151.00 in the order, the ledger, the position and the description", arguments: TestDatabaseKind.all)
+    func priceFormatting(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestApp(kind, clock: TestClock(start: Self.friday), configure: Self.vendor(fake)) { client, env in
+                let tokens = try await signUp(client, env, email: "prices@example.com")
+                let placed = try json(try await post(client, "/api/orders", ["symbol": "ORDB", "quantity": "1", "side": "buy", "order_type": "market"], headers: bearer(tokens)))
+                await env.worker.drain()
+                let id = try #require(placed["id"] as? String)
+                let order = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+                #expect(order["average_fill_price"] as? String == "151.00")
+                let entries = try #require(try json(try await client.execute(uri: "/api/transactions?type=buy", method: .get, headers: bearer(tokens)))["data"] as? [[String: Any]])
+                #expect(entries.first?["price"] as? String == "151.00")
+                #expect(entries.first?["description"] as? String == "buy 1 ORDB @ 151.00")
+                let position = try #require((try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))["positions"] as? [[String: Any]])?.first)
+                #expect(position["average_cost"] as? String == "151.00")
+                #expect(position["price"] as? String == "151.00")
+                try await env.expectConsistent("the ledger digest keeps its canonical text")
+            }
+        }
+    }
+
+    @Test("query strings read + as a space; history names history when it is unavailable; a submit that died for want of a price says so", arguments: TestDatabaseKind.all)
+    func smallIssues(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(kind, clock: clock, configure: Self.vendor(fake)) { client, env in
+                let tokens = try await signUp(client, env, email: "small@example.com")
+                _ = try await client.execute(uri: "/api/market/symbols?query=apple+corp", method: .get, headers: bearer(tokens))
+                _ = try await client.execute(uri: "/api/market/symbols?query=c%2B%2B", method: .get, headers: bearer(tokens))
+                #expect(fake.keywords == ["apple corp", "c++"])
+
+                fake.mode = .serverError
+                let history = try await client.execute(uri: "/api/market/history/MSFT", method: .get, headers: bearer(tokens))
+                #expect(history.status == .serviceUnavailable)
+                #expect(try problem(history).detail.contains("history"))
+                #expect(try !problem(history).detail.contains("quote"))
+
+                // Priced while the vendor answered; by submission the quote is stale and the vendor down.
+                fake.mode = .normal
+                let placed = try json(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "buy", "order_type": "market"], headers: bearer(tokens)))
+                let id = try #require(placed["id"] as? String)
+                clock.advance(by: 16)
+                fake.mode = .serverError
+                await env.worker.drain()
+                let job = try #require(try await env.jobs().first { $0.orderID?.description == id })
+                #expect(job.lastError?.hasPrefix("market data unavailable") == true, "\(job.lastError ?? "none")")
+                // Its retries spent: the order is rejected naming the real cause.
+                try await env.database.sql.raw("UPDATE jobs SET status = 'dead' WHERE id = \(bind: job.id)").run()
+                try await env.orders.recheckRestingOrders()
+                let order = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+                #expect(order["status"] as? String == "rejected")
+                #expect(order["reject_reason"] as? String == "market data unavailable: no fresh price for AAPL")
+            }
+        }
+    }
+}
