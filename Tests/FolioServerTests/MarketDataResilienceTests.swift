@@ -146,6 +146,32 @@ struct MarketDataResilienceTests {
         #expect(VendorGate.nextWindow(after: now, message: information) == (try Date("2026-11-28T00:00:00Z", strategy: .iso8601)))
     }
 
+    @Test("the circuit: three failures open it for 30 s, late failures of calls already under way do not lengthen it, one probe at a time, a success closes it")
+    func circuit() throws {
+        let clock = TestClock(start: Self.friday)
+        let gate = VendorGate(vendor: "test", clock: clock.clock, logger: LogCapture().logger())
+        let down = MarketDataError.unreachable("timeout")
+        for _ in 0..<3 { try gate.admit() }  // three calls under way
+        try gate.admit()  // and a fourth
+        for _ in 0..<3 { gate.failed(down) }
+        #expect(gate.report.state == "open")
+        #expect(gate.report.retryAt == clock.now.addingTimeInterval(30))
+        gate.failed(down)  // the fourth fails late
+        #expect(gate.report.retryAt == clock.now.addingTimeInterval(30), "a late failure does not lengthen the cool-down")
+        #expect(throws: MarketDataError.self) { try gate.admit() }
+        clock.advance(by: 31)
+        #expect(gate.report.state == "half_open")
+        try gate.admit()  // the probe
+        #expect(throws: MarketDataError.self, "one probe at a time") { try gate.admit() }
+        gate.failed(down)
+        #expect(gate.report.retryAt == clock.now.addingTimeInterval(60), "a failed probe opens it for twice as long")
+        clock.advance(by: 61)
+        try gate.admit()
+        gate.succeeded()
+        #expect(gate.report.state == "closed")
+        try gate.admit()
+    }
+
     @Test("one symbol without a quote does not fail the others: they are answered, it is listed under errors; 503 only when none has a quote", arguments: TestDatabaseKind.all)
     func partialAnswers(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

@@ -72,6 +72,7 @@ final class VendorGate: Sendable {
     func failed(_ error: MarketDataError) {
         let now = clock.now()
         let change: (until: Date, why: String)? = state.withLockedValue { state in
+            let wasProbe = state.probing
             state.probing = false
             switch error {
             case .rateLimited(let message):
@@ -81,6 +82,8 @@ final class VendorGate: Sendable {
                 return (until, state.why)
             case .unreachable, .badResponse:
                 state.consecutiveFailures += 1
+                // A call let through before the circuit opened, failing late, does not lengthen the cool-down.
+                if state.circuitOpen, !wasProbe, let until = state.closedUntil, now < until { return nil }
                 guard state.circuitOpen || state.consecutiveFailures >= Self.threshold else { return nil }
                 let until = now.addingTimeInterval(state.cooldown)
                 state.cooldown = min(state.cooldown * 2, Self.longestCooldown)
@@ -149,7 +152,9 @@ struct GatedMarketDataProvider: MarketDataProvider {
             gate.succeeded()
             return value
         } catch {
-            gate.failed(QuoteService.reason(error))
+            let reason = QuoteService.reason(error)
+            // A refusal (a bad symbol or call) is an answer: the vendor is up.
+            if case .rejected = reason { gate.succeeded() } else { gate.failed(reason) }
             throw error
         }
     }
