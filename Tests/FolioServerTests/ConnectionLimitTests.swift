@@ -99,6 +99,41 @@ struct ConnectionLimitTests {
         }
     }
 
+    @Test("a client that stops reading its answers is closed after the idle timeout, though its requests keep it busy", arguments: TestDatabaseKind.all)
+    func stalledReader(kind: TestDatabaseKind) async throws {
+        try await withTestApp(
+            kind, configure: { $0.connections = .init(maxConnections: 100, headerTimeout: 60, bodyTimeout: 60, idleTimeout: 1); $0.logLevel = .debug }, overSocket: true
+        ) { client, env in
+            let port = try #require(client.port)
+            let reader = try RawConnection(port: port)
+            // Pipelined requests, as many as the socket takes for a while; never a byte read back.
+            let request = Array(String(repeating: "GET /api/health HTTP/1.1\r\nHost: folio.test\r\n\r\n", count: 200).utf8)
+            var pending = request[...]
+            let until = ContinuousClock.now + .seconds(3)
+            while ContinuousClock.now < until, !env.logs.lines.contains(where: { $0.contains("stopped reading") }) {
+                let sent = reader.sendWithoutWaiting(pending)
+                // Whole requests only: the rest of a cut one goes first next time.
+                pending = pending.count == sent ? request[...] : pending.dropFirst(sent)
+                if sent == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            try await eventually("the stalled reader is closed", within: .seconds(30)) {
+                env.logs.lines.contains { $0.contains("connection closed: the client stopped reading its answer") }
+            }
+        }
+    }
+
+    @Test("pipelined requests: a valid one is answered, then the unreadable one after it gets its own problem answer", arguments: TestDatabaseKind.all)
+    func pipelinedMalformed(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, overSocket: true) { client, _ in
+            let connection = try RawConnection(port: try #require(client.port))
+            try connection.send("GET /health HTTP/1.1\r\nHost: folio.test\r\n\r\nGET /health HTTP/1.1\r\nHost: folio.test\r\nBad Name: 1\r\n\r\n")
+            let text = await connection.receiveAll(within: .seconds(10))
+            #expect(text.hasPrefix("HTTP/1.1 200 OK"))
+            #expect(text.contains("HTTP/1.1 400 Bad Request"), "\(text)")
+            #expect(text.contains("\"code\":\"malformed_request\""))
+        }
+    }
+
     @Test("requests the HTTP decoder cannot read get problem+json with a request id and the security headers, never a 500", arguments: TestDatabaseKind.all)
     func unreadableRequests(kind: TestDatabaseKind) async throws {
         let cases: [(name: String, request: String, status: Int, code: String)] = [

@@ -51,12 +51,52 @@ struct CredentialThrottleTests {
                 #expect(status == .unauthorized, "failure \(failure + 1)")
             }
             let held = try await Self.login(client, from: "198.51.100.7", password: strongPassword)
-            #expect(held.status == .tooManyRequests, "past the ceiling the whole account waits")
+            #expect(held.status == .tooManyRequests, "past the ceiling the account waits for addresses it does not know")
             #expect(Int(held.headers[.retryAfter] ?? "") ?? 0 > 800)
             #expect(env.logs.lines.contains { $0.contains("login_lockout") && $0.contains("\"account_failures\":\"50\"") })
+            // The address the owner signed up and signed in from is known: the ceiling does not hold it.
+            #expect(try await post(client, "/api/auth/login", ["email": "owner@example.com", "password": strongPassword]).status == .ok)
+            // A success resets the account's count; guessing must start over.
+            #expect(try await Self.login(client, from: "198.51.100.8", password: "guess guess guess").status == .unauthorized)
             clock.advance(by: LoginThrottle.accountDelay + 1)
             #expect(try await Self.login(client, from: "198.51.100.7", password: strongPassword).status == .ok)
         }
+    }
+
+    @Test("after the account's wait the count starts again: one guess per wait cannot keep the account held", arguments: TestDatabaseKind.all)
+    func ceilingCountRestarts(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in
+            try await signUp(client, env, email: "owner@example.com")
+            for failure in 0..<LoginThrottle.accountThreshold {
+                _ = try await Self.login(client, from: "203.0.113.\(failure / 4 + 1)", password: "guess guess guess")
+            }
+            clock.advance(by: LoginThrottle.accountDelay + 1)
+            #expect(try await Self.login(client, from: "203.0.113.200", password: "guess guess guess").status == .unauthorized)
+            #expect(try await Self.login(client, from: "198.51.100.9", password: strongPassword).status == .ok, "one more guess did not hold the account again")
+        }
+    }
+
+    @Test("IPv6 addresses count by their /64: a host cannot pick a fresh address for every guess", arguments: TestDatabaseKind.all)
+    func ipv6ByPrefix(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in
+            try await signUp(client, env, email: "owner@example.com")
+            for host in 1...5 {
+                #expect(try await Self.login(client, from: "2001:db8:1:2::\(host)", password: "guess guess guess").status == .unauthorized)
+            }
+            #expect(try await Self.login(client, from: "2001:db8:1:2:ffff::99", password: strongPassword).status == .tooManyRequests)
+            #expect(try await Self.login(client, from: "2001:db8:1:3::1", password: strongPassword).status == .ok, "another /64 is another client")
+        }
+    }
+
+    @Test("client keys: IPv4 whole, IPv6 by /64, IPv4-mapped IPv6 as IPv4")
+    func clientKeys() {
+        #expect(LoginThrottle.clientKey("203.0.113.9") == "203.0.113.9")
+        #expect(LoginThrottle.clientKey("2001:db8:1:2::1") == LoginThrottle.clientKey("2001:0db8:0001:0002:ffff:ffff:ffff:ffff"))
+        #expect(LoginThrottle.clientKey("2001:db8:1:2::1") == "2001:db8:1:2::/64")
+        #expect(LoginThrottle.clientKey("2001:db8:1:2::1") != LoginThrottle.clientKey("2001:db8:1:3::1"))
+        #expect(LoginThrottle.clientKey("::ffff:192.0.2.7") == "192.0.2.7")
+        #expect(LoginThrottle.clientKey(nil) == "unknown")
     }
 
     @Test("a stolen access token cannot brute-force the password: changing it counts wrong guesses like a login, and the sixth is refused even when right", arguments: TestDatabaseKind.all)

@@ -151,25 +151,32 @@ struct MarketDataResilienceTests {
         let clock = TestClock(start: Self.friday)
         let gate = VendorGate(vendor: "test", clock: clock.clock, logger: LogCapture().logger())
         let down = MarketDataError.unreachable("timeout")
-        for _ in 0..<3 { try gate.admit() }  // three calls under way
-        try gate.admit()  // and a fourth
-        for _ in 0..<3 { gate.failed(down) }
+        let early = try (0..<4).map { _ in try gate.admit() }  // four calls under way
+        for admission in early.prefix(3) { gate.failed(down, admission) }
         #expect(gate.report.state == "open")
         #expect(gate.report.retryAt == clock.now.addingTimeInterval(30))
-        gate.failed(down)  // the fourth fails late
+        gate.failed(down, early[3])  // the fourth fails late
         #expect(gate.report.retryAt == clock.now.addingTimeInterval(30), "a late failure does not lengthen the cool-down")
+        gate.succeeded(early[3])
+        #expect(gate.report.state == "open", "a late success of a call from before is not the probe")
         #expect(throws: MarketDataError.self) { try gate.admit() }
         clock.advance(by: 31)
         #expect(gate.report.state == "half_open")
-        try gate.admit()  // the probe
+        let probe = try gate.admit()
+        #expect(probe.isProbe)
         #expect(throws: MarketDataError.self, "one probe at a time") { try gate.admit() }
-        gate.failed(down)
+        gate.failed(down, probe)
         #expect(gate.report.retryAt == clock.now.addingTimeInterval(60), "a failed probe opens it for twice as long")
         clock.advance(by: 61)
-        try gate.admit()
-        gate.succeeded()
+        let second = try gate.admit()
+        gate.succeeded(second)
         #expect(gate.report.state == "closed")
-        try gate.admit()
+
+        // A rate-limit hold is not lifted by the late success of a call made before it.
+        let before = try gate.admit()
+        gate.failed(.rateLimited("25 requests per day"), try gate.admit())
+        gate.succeeded(before)
+        #expect(gate.report.state == "held_off")
     }
 
     @Test("one symbol without a quote does not fail the others: they are answered, it is listed under errors; 503 only when none has a quote", arguments: TestDatabaseKind.all)

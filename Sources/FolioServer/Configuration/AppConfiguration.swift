@@ -160,8 +160,9 @@ public struct AppConfiguration: Sendable {
         if let opsToken { values.append(opsToken) }
         if let alphaVantage { values.append(alphaVantage.apiKey) }
         if let alpaca { values += [alpaca.keyID, alpaca.secretKey] }
-        if case .postgres(let url) = database, let password = URLComponents(string: url)?.password {
-            values.append(password.removingPercentEncoding ?? password)
+        // The database password as it is (decoded) and as the URL writes it (percent-encoded).
+        if case .postgres(let url) = database, let components = URLComponents(string: url) {
+            values += [components.password, components.percentEncodedPassword].compactMap { $0 }
         }
         return values.filter { !$0.isEmpty }
     }

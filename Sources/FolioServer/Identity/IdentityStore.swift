@@ -66,16 +66,29 @@ struct IdentityStore: Sendable {
         return try rows.first?.decode(column: "failures", as: Int.self)
     }
 
-    /// Counts a sign-in attempt against the account as a whole, unless the account is waiting; nil while it waits.
+    /// Counts a sign-in attempt against the account as a whole, unless the
+    /// account is waiting; nil while it waits. After a wait has passed the
+    /// count starts again, so one guess per wait cannot keep the account held.
     func claimAccountSignInAttempt(userID: UUID, now: Date, threshold: Int, provisionalLock: Date, on db: any Database) async throws -> Int? {
+        // Every right-hand side reads the row as it was before the update, on both databases.
         let rows = try await (db as! any SQLDatabase).raw("""
-            UPDATE users SET failed_login_count = failed_login_count + 1,
-                locked_until = CASE WHEN failed_login_count + 1 >= \(bind: threshold) THEN \(bind: provisionalLock) ELSE locked_until END,
+            UPDATE users SET
+                failed_login_count = CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_login_count + 1 END,
+                locked_until = CASE WHEN (CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_login_count + 1 END) >= \(bind: threshold)
+                    THEN \(bind: provisionalLock) ELSE NULL END,
                 updated_at = \(bind: now)
             WHERE id = \(bind: userID) AND (locked_until IS NULL OR locked_until <= \(bind: now))
             RETURNING failed_login_count
             """).all()
         return try rows.first?.decode(column: "failed_login_count", as: Int.self)
+    }
+
+    /// Whether a sign-in from `client` succeeded since `since`.
+    func isKnownClient(userID: UUID, client: String, since: Date, on db: any Database) async throws -> Bool {
+        let rows = try await (db as! any SQLDatabase).raw(
+            "SELECT succeeded_at FROM sign_in_failures WHERE user_id = \(bind: userID) AND client = \(bind: client)").all()
+        guard let succeeded = try rows.first?.decode(column: "succeeded_at", as: Date?.self) else { return false }
+        return succeeded >= since
     }
 
     func lockedUntil(userID: UUID, on db: any Database) async throws -> Date? {
@@ -97,9 +110,15 @@ struct IdentityStore: Sendable {
             "UPDATE sign_in_failures SET locked_until = \(bind: until) WHERE user_id = \(bind: userID) AND client = \(bind: client)").run()
     }
 
-    /// After a success from `client`: that address's count and the account's count start again.
-    func clearSignInFailures(userID: UUID, client: String, on db: any Database) async throws {
-        try await (db as! any SQLDatabase).raw("DELETE FROM sign_in_failures WHERE user_id = \(bind: userID) AND client = \(bind: client)").run()
+    /// After a success from `client`: that address's count and the account's
+    /// count start again, and the address is remembered as the owner's.
+    func clearSignInFailures(userID: UUID, client: String, now: Date, on db: any Database) async throws {
+        let sql = db as! any SQLDatabase
+        try await sql.raw("""
+            INSERT INTO sign_in_failures (user_id, client, failures, locked_until, succeeded_at, updated_at)
+            VALUES (\(bind: userID), \(bind: client), 0, NULL, \(bind: now), \(bind: now))
+            ON CONFLICT (user_id, client) DO UPDATE SET failures = 0, locked_until = NULL, succeeded_at = \(bind: now), updated_at = \(bind: now)
+            """).run()
         try await User.query(on: db).filter(\.$id == userID).set(\.$failedLoginCount, to: 0).set(\.$lockedUntil, to: nil).update()
     }
 

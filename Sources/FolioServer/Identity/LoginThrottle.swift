@@ -1,6 +1,9 @@
 import FluentKit
 import Foundation
 import NIOConcurrencyHelpers
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Failed password and second-factor checks, counted two ways (docs/SECURITY.md):
 ///
@@ -9,8 +12,10 @@ import NIOConcurrencyHelpers
 ///   minutes. Another address is not held up, so a stranger guessing at an
 ///   account cannot lock its owner out.
 /// - **Per account, from every address.** From the fiftieth failure in a row,
-///   wherever they came from, the whole account waits 15 minutes: the ceiling
-///   against guessing spread over many addresses.
+///   wherever they came from, the account waits 15 minutes: the ceiling
+///   against guessing spread over many addresses. The count starts again
+///   after each wait, and addresses the owner signed in from within 30 days
+///   are not held by it (their own limit still applies).
 ///
 /// A success resets both for that address and the account. An attempt is
 /// claimed in the database before the password is checked, in one
@@ -53,19 +58,39 @@ struct LoginThrottle: Sendable {
         min(baseDelay * pow(2, Double(max(0, failures - threshold))), maximumDelay)
     }
 
-    /// The key a client address is counted under; requests with no address (commands, tests in process) share one.
+    /// How long an address the owner signed in from stays known.
+    static let knownClientLifetime: TimeInterval = 30 * 86_400
+
+    /// The key a client address is counted under: an IPv4 address whole, an
+    /// IPv6 address by its /64 (one host usually has a whole /64 to pick
+    /// from); requests with no address (commands, tests in process) share one.
     static func clientKey(_ ip: String?) -> String {
-        ip ?? "unknown"
+        guard let ip else { return "unknown" }
+        var bytes = [UInt8](repeating: 0, count: 16)
+        guard ip.contains(":"), inet_pton(AF_INET6, ip, &bytes) == 1 else { return ip }
+        // IPv4 written as IPv6 (::ffff:192.0.2.7) is the IPv4 address.
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF { return bytes[12...].map(String.init).joined(separator: ".") }
+        let hextets = stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+        return hextets.joined(separator: ":") + "::/64"
     }
 
-    /// Counts this attempt as a failure until it proves otherwise; refuses while the address or the account waits.
+    /// Counts this attempt as a failure until it proves otherwise; refuses
+    /// while the address or the account waits. An address the owner signed in
+    /// from within 30 days is spared the account-wide ceiling (its own limit
+    /// still holds), so guessing from elsewhere cannot lock the owner out.
     func claim(userID: UUID, client: String, on db: any Database) async throws -> Claim {
         let now = clock.now()
+        let known = try await store.isKnownClient(userID: userID, client: client, since: now.addingTimeInterval(-Self.knownClientLifetime), on: db)
+        // The account's wait first, so a refused attempt is not counted against the address.
+        if !known, let until = try await store.lockedUntil(userID: userID, on: db), until > now {
+            return .locked(retryAfter: Self.seconds(until: until, from: now))
+        }
         guard let fromClient = try await store.claimSignInAttempt(
             userID: userID, client: client, now: now, threshold: Self.threshold, provisionalLock: now.addingTimeInterval(Self.baseDelay), on: db)
         else {
             return .locked(retryAfter: Self.seconds(until: try await store.clientLockedUntil(userID: userID, client: client, on: db), from: now))
         }
+        if known { return .allowed(Attempt(fromClient: fromClient, onAccount: 0)) }
         guard let onAccount = try await store.claimAccountSignInAttempt(
             userID: userID, now: now, threshold: Self.accountThreshold, provisionalLock: now.addingTimeInterval(Self.accountDelay), on: db)
         else {
@@ -91,7 +116,7 @@ struct LoginThrottle: Sendable {
     }
 
     func succeeded(userID: UUID, client: String, on db: any Database) async throws {
-        try await store.clearSignInFailures(userID: userID, client: client, on: db)
+        try await store.clearSignInFailures(userID: userID, client: client, now: clock.now(), on: db)
     }
 
     private static func seconds(until lockedUntil: Date?, from now: Date) -> Int {

@@ -26,11 +26,15 @@ final class QuoteService: Sendable {
     let clock: AppClock
     let timeToLive: TimeInterval
     static let slowDataLifetime: TimeInterval = 3600
+    /// After a failed refresh, how long reads wait before trying again in the background.
+    static let retryPause: TimeInterval = 5
 
     private struct State {
         /// A nil quote remembers that the source does not know the symbol.
         var cache: [String: Fetched] = [:]
         var refreshing: [String: Task<Lookup, Never>] = [:]
+        /// After a failed refresh, reads start no background refresh of the symbol before then.
+        var retryAt: [String: Date] = [:]
         /// Daily closes and search answers change slowly and cost vendor calls: kept an hour.
         var histories: [String: (closes: [DailyClose], fetchedAt: Date)] = [:]
         var searches: [String: (matches: [SymbolMatch], fetchedAt: Date)] = [:]
@@ -97,7 +101,7 @@ final class QuoteService: Sendable {
                 } else if staleWhileRevalidate, let cached = state.cache[symbol], var known = cached.quote {
                     known.isStale = true
                     result[symbol] = .found(known)
-                    if state.refreshing[symbol] == nil {
+                    if state.refreshing[symbol] == nil, now >= state.retryAt[symbol] ?? .distantPast {
                         let remembered = cached.quote
                         state.refreshing[symbol] = Task { await self.refresh(symbol, remembered: remembered) }
                     }
@@ -146,11 +150,20 @@ final class QuoteService: Sendable {
         }
         do {
             let quote = try await provider.quote(for: symbol)
-            state.withLockedValue { $0.cache[symbol] = Fetched(quote: quote, fetchedAt: now) }
+            state.withLockedValue { state in
+                state.cache[symbol] = Fetched(quote: quote, fetchedAt: now)
+                state.retryAt[symbol] = nil
+            }
             if let quote { try? await store?.save(quote, fetchedAt: now, source: provider.name) }
             return quote.map(Lookup.found) ?? .unknown
         } catch {
             let reason = Self.reason(error)
+            // No background retry before the vendor may be called again (or a few seconds).
+            let retryAt: Date = switch reason {
+            case .heldOff(let until, _), .budgetExhausted(let until): until
+            default: now.addingTimeInterval(Self.retryPause)
+            }
+            state.withLockedValue { $0.retryAt[symbol] = retryAt }
             let candidates = [remembered, stored?.quote].compactMap { $0 }
             guard var newest = candidates.max(by: { $0.asOf < $1.asOf }) else { return .unavailable(reason) }
             newest.isStale = true

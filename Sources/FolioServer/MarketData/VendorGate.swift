@@ -46,34 +46,48 @@ final class VendorGate: Sendable {
         self.logger = logger
     }
 
+    /// A call let through: whether it is the half-open circuit's probe, whose
+    /// outcome alone decides the circuit.
+    struct Admission: Sendable {
+        var isProbe: Bool
+    }
+
     /// Lets a call through, or throws `heldOff` until the vendor may be called again.
-    func admit() throws {
+    func admit() throws -> Admission {
         let now = clock.now()
-        try state.withLockedValue { state in
+        return try state.withLockedValue { state in
             if let until = state.closedUntil, now < until { throw MarketDataError.heldOff(retryAt: until, reason: state.why) }
-            if state.circuitOpen {
-                // Half-open: one probe at a time.
-                if state.probing { throw MarketDataError.heldOff(retryAt: now.addingTimeInterval(1), reason: "a probe of \(vendor) is under way") }
-                state.probing = true
-            }
+            guard state.circuitOpen else { return Admission(isProbe: false) }
+            // Half-open: one probe at a time.
+            if state.probing { throw MarketDataError.heldOff(retryAt: now.addingTimeInterval(1), reason: "a probe of \(vendor) is under way") }
+            state.probing = true
+            return Admission(isProbe: true)
         }
     }
 
-    func succeeded() {
+    /// The vendor answered. Only the probe closes an open circuit; a call from
+    /// before a rate-limit answer does not lift the hold that answer set.
+    func succeeded(_ admission: Admission) {
+        let now = clock.now()
         let reopened = state.withLockedValue { state -> Bool in
-            let wasOpen = state.circuitOpen || state.closedUntil != nil
-            state = State()
-            return wasOpen
+            if admission.isProbe {
+                state = State()
+                return true
+            }
+            if state.circuitOpen { return false }
+            state.consecutiveFailures = 0
+            if let until = state.closedUntil, now >= until { state.closedUntil = nil }
+            return false
         }
         if reopened { logger.notice("market data vendor answers again", metadata: ["provider": .string(vendor)]) }
     }
 
     /// Counts a failed call; `rejected` (a bad symbol or request) says nothing about the vendor's health.
-    func failed(_ error: MarketDataError) {
+    func failed(_ error: MarketDataError, _ admission: Admission) {
         let now = clock.now()
         let change: (until: Date, why: String)? = state.withLockedValue { state in
-            let wasProbe = state.probing
-            state.probing = false
+            let wasProbe = admission.isProbe
+            if wasProbe { state.probing = false }
             switch error {
             case .rateLimited(let message):
                 let until = Self.nextWindow(after: now, message: message)
@@ -146,15 +160,15 @@ struct GatedMarketDataProvider: MarketDataProvider {
     }
 
     private func through<T>(_ call: () async throws -> T) async throws -> T {
-        try gate.admit()
+        let admission = try gate.admit()
         do {
             let value = try await call()
-            gate.succeeded()
+            gate.succeeded(admission)
             return value
         } catch {
             let reason = QuoteService.reason(error)
             // A refusal (a bad symbol or call) is an answer: the vendor is up.
-            if case .rejected = reason { gate.succeeded() } else { gate.failed(reason) }
+            if case .rejected = reason { gate.succeeded(admission) } else { gate.failed(reason, admission) }
             throw error
         }
     }

@@ -45,6 +45,12 @@ final class RawConnection: @unchecked Sendable {
         }
     }
 
+    /// Sends what the socket takes at once: how many bytes, 0 when its buffers are full.
+    func sendWithoutWaiting(_ bytes: ArraySlice<UInt8>) -> Int {
+        let sent = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        return max(sent, 0)
+    }
+
     /// Everything the server sends until it closes the connection or `limit` passes.
     func receiveAll(within limit: Duration = .seconds(5)) async -> String {
         var received: [UInt8] = []

@@ -55,8 +55,15 @@ final class ConnectionRegistry: Sendable {
                     let since = other.waitingSince.load(ordering: .relaxed)
                     if since != 0, since < oldest?.since ?? .max { oldest = (key, since) }
                 }
-                guard let oldest, let evicted = open.removeValue(forKey: oldest.key) else { break }
-                closing.append(evicted.channel)
+                guard let oldest, let candidate = open[oldest.key] else { break }
+                open[oldest.key] = nil
+                // Claimed only if still waiting: a head that arrived since the scan (on its own event loop) keeps its connection.
+                if candidate.waitingSince.compareExchange(expected: oldest.since, desired: 0, ordering: .relaxed).exchanged {
+                    closing.append(candidate.channel)
+                } else {
+                    open[oldest.key] = candidate
+                    continue
+                }
             }
             guard open.count < limit else { return .refused }
             open[ObjectIdentifier(channel)] = connection
@@ -83,9 +90,12 @@ final class ConnectionRegistry: Sendable {
 
 /// One per connection, after the HTTP decoder: registers the connection and
 /// closes it when a deadline passes: the request head must arrive within the
-/// header timeout, the body within the body timeout from the head, and a
+/// header timeout, the body within the body timeout from the head, a
 /// kept-alive connection with nothing in flight is closed after the idle
-/// timeout. The time a handler takes to answer is not limited here.
+/// timeout, and a client that stops reading its answers (the socket stays
+/// unwritable) is closed after the idle timeout too, so it cannot hold a
+/// connection "busy" for ever. The time a handler takes to answer is not
+/// limited here.
 ///
 /// A request only moves the deadline; one timer per connection checks it when
 /// it fires and sets itself again for a deadline that moved, so a busy
@@ -104,7 +114,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// When the connection is closed unless something moves it; nil while a handler answers.
     private var deadline: NIODeadline?
     private var waitingFor = "a request head"
+    /// Set while the socket cannot take more of the answer: the client is not reading.
+    private var writeDeadline: NIODeadline?
     private var timer: Scheduled<Void>?
+    private var timerFiresAt: NIODeadline?
     /// Requests whose head has arrived and whose response has not ended.
     private var inFlight = 0
 
@@ -151,9 +164,22 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .body:
             break
         case .end:
-            deadline = nil
+            // The handler is answering: no deadline until it has. (After an early answer, say a 413
+            // before the body was read, the idle deadline the answer set stays.)
+            if inFlight > 0 { deadline = nil }
         }
         context.fireChannelRead(data)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            writeDeadline = nil
+        } else if writeDeadline == nil {
+            let stalled = NIODeadline.now() + .milliseconds(Int64(limits.idleTimeout * 1000))
+            writeDeadline = stalled
+            arm(context, at: stalled)
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -179,7 +205,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private func unregister(_ context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        timerFiresAt = nil
         deadline = nil
+        writeDeadline = nil
         if registered { registry.closed(context.channel) }
         registered = false
     }
@@ -188,18 +216,32 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         let moved = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
         deadline = moved
         waitingFor = what
-        if timer == nil { schedule(context, at: moved) }
+        arm(context, at: moved)
+    }
+
+    /// Makes sure the timer fires by `when`: a later deadline is found when the
+    /// timer fires and sets itself again; an earlier one reschedules it now.
+    private func arm(_ context: ChannelHandlerContext, at when: NIODeadline) {
+        if let firesAt = timerFiresAt, firesAt <= when { return }
+        timer?.cancel()
+        schedule(context, at: when)
     }
 
     private func schedule(_ context: ChannelHandlerContext, at when: NIODeadline) {
+        timerFiresAt = when
         timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: when) { [self] in
             timer = nil
-            guard let deadline, registered else { return }
-            if deadline <= .now() {
+            timerFiresAt = nil
+            guard registered else { return }
+            let now = NIODeadline.now()
+            if let writeDeadline, writeDeadline <= now {
+                logger.debug("connection closed: the client stopped reading its answer")
+                context.close(promise: nil)
+            } else if let deadline, deadline <= now {
                 logger.debug("connection closed: it took too long to send \(waitingFor)")
                 context.close(promise: nil)
-            } else {
-                schedule(context, at: deadline)
+            } else if let next = [deadline, writeDeadline].compactMap({ $0 }).min() {
+                schedule(context, at: next)
             }
         }
     }

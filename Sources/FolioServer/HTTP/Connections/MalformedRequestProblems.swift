@@ -23,8 +23,14 @@ final class MalformedRequestProblems: ChannelDuplexHandler, RemovableChannelHand
     let logger: Logger
     /// The decoder's error, once it has failed: the connection ends after it.
     private var parseError: HTTPParserError?
-    /// A response has begun for the latest request head.
-    private var answered = false
+    /// Request heads read, and final answers begun: when they are equal, the
+    /// latest request has its answer (pipelined requests each count).
+    private var headsRead = 0
+    private var answersBegun = 0
+    /// A request's head has been read and its end not yet.
+    private var requestOpen = false
+    /// The decoder failed inside the body of the latest request (not in a new head).
+    private var failedInBody = false
     private var replacement: ByteBuffer?
     private var dropping = false
 
@@ -34,12 +40,23 @@ final class MalformedRequestProblems: ChannelDuplexHandler, RemovableChannelHand
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) { answered = false }
+        switch unwrapInboundIn(data) {
+        case .head:
+            headsRead += 1
+            requestOpen = true
+        case .end:
+            requestOpen = false
+        case .body:
+            break
+        }
         context.fireChannelRead(data)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? HTTPParserError, parseError == nil { parseError = error }
+        if let error = error as? HTTPParserError, parseError == nil {
+            parseError = error
+            failedInBody = requestOpen
+        }
         context.fireErrorCaught(error)
     }
 
@@ -48,7 +65,7 @@ final class MalformedRequestProblems: ChannelDuplexHandler, RemovableChannelHand
         case .head(let response):
             if let parseError, response.status == .badRequest, response.headerFields[.contentType] == nil {
                 // Hummingbird's own answer to the decoder's error.
-                if answered {
+                if failedInBody, answersBegun >= headsRead {
                     // The handler already answered this request (its body was the broken part): one answer is enough.
                     dropping = true
                     promise?.succeed()
@@ -56,11 +73,11 @@ final class MalformedRequestProblems: ChannelDuplexHandler, RemovableChannelHand
                 }
                 let (head, body) = Self.problem(for: parseError, production: production, logger: logger)
                 replacement = body
-                answered = true
+                answersBegun += 1
                 context.write(wrapOutboundOut(.head(head)), promise: promise)
                 return
             }
-            if response.status.kind != .informational { answered = true }
+            if response.status.kind != .informational { answersBegun += 1 }
         case .body:
             if dropping {
                 promise?.succeed()

@@ -2,7 +2,8 @@ import FluentKit
 import SQLKit
 
 /// 010: failed sign-ins counted per account and client address (so a stranger
-/// cannot lock the owner out), and the last TOTP time step each user has
+/// cannot lock the owner out), the addresses an account has signed in from,
+/// and the last TOTP time step each user has
 /// spent (so a code cannot be replayed inside its window). The account-wide
 /// count in `users` stays, as the ceiling against guessing from many addresses.
 struct CreateSignInFailures: AsyncMigration {
@@ -14,6 +15,8 @@ struct CreateSignInFailures: AsyncMigration {
             .field("client", .string, .required)
             .field("failures", .int, .required)
             .field("locked_until", .datetime)
+            // When a sign-in from this address last succeeded: a known address is spared the account-wide ceiling.
+            .field("succeeded_at", .datetime)
             .field("updated_at", .datetime, .required)
             .compositeIdentifier(over: "user_id", "client")
             .constraint(.sql(unsafeRaw: "CONSTRAINT sign_in_failures_failures_check CHECK (failures >= 0)"))
