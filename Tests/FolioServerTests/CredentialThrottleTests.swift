@@ -89,6 +89,27 @@ struct CredentialThrottleTests {
         }
     }
 
+    @Test("unknown emails are counted in the database under an HMAC: another instance on the same database sees the wait, and the address is never stored", arguments: TestDatabaseKind.all)
+    func unknownEmailsShared(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            for _ in 0..<5 {
+                #expect(try await post(client, "/api/auth/login", ["email": "ghost@example.com", "password": "guess guess guess"]).status == .unauthorized)
+            }
+            let other = await FolioServices(env.services.dependencies)
+            let origin = RequestOrigin(ip: nil, requestID: nil, logger: env.services.logger)
+            do {
+                _ = try await other.identity.signIn(
+                    email: "ghost@example.com", password: "guess guess guess", totpCode: nil, recoveryCode: nil, kind: .bearer, userAgent: nil, origin: origin)
+                Issue.record("the second instance let a sixth guess through")
+            } catch IdentityError.tooManyAttempts(let wait) {
+                #expect((1...30).contains(wait), "the same wait a real account would have: \(wait)")
+            }
+            let keys = try await env.database.sql.raw("SELECT key FROM unknown_sign_in_failures").all().map { try $0.decode(column: "key", as: String.self) }
+            #expect(keys.count == 2)
+            #expect(!keys.contains { $0.lowercased().contains("ghost") })
+        }
+    }
+
     @Test("client keys: IPv4 whole, IPv6 by /64, IPv4-mapped IPv6 as IPv4")
     func clientKeys() {
         #expect(LoginThrottle.clientKey("203.0.113.9") == "203.0.113.9")

@@ -46,7 +46,7 @@ struct IdentityServices: Sendable {
             mailer: mailer ?? OutboxMailer(clock: clock),
             audit: audit,
             security: SecurityEvents(audit: audit, database: database, clock: clock),
-            loginThrottle: LoginThrottle(clock: clock, store: store),
+            loginThrottle: LoginThrottle(clock: clock, store: store, secretKey: configuration.secretKey),
             store: store,
             outbox: OutboxStore(),
             ledger: ledger)

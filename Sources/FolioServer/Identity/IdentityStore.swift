@@ -122,6 +122,35 @@ struct IdentityStore: Sendable {
         try await User.query(on: db).filter(\.$id == userID).set(\.$failedLoginCount, to: 0).set(\.$lockedUntil, to: nil).update()
     }
 
+    /// Counts an attempt under `key` (unknown emails), unless it is waiting;
+    /// nil while it waits. `restartAfterWait` starts the count again after a
+    /// wait has passed (the account-wide ceiling does; an address's count does not).
+    func claimUnknownSignInAttempt(key: String, now: Date, threshold: Int, provisionalLock: Date, restartAfterWait: Bool, on db: any Database) async throws -> Int? {
+        let sql = db as! any SQLDatabase
+        try await sql.raw("""
+            INSERT INTO unknown_sign_in_failures (key, failures, locked_until, updated_at) VALUES (\(bind: key), 0, NULL, \(bind: now))
+            ON CONFLICT (key) DO NOTHING
+            """).run()
+        let count: SQLQueryString = restartAfterWait ? "CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failures + 1 END" : "failures + 1"
+        let rows = try await sql.raw("""
+            UPDATE unknown_sign_in_failures SET failures = \(count),
+                locked_until = CASE WHEN \(count) >= \(bind: threshold) THEN \(bind: provisionalLock) ELSE \(unsafeRaw: restartAfterWait ? "NULL" : "locked_until") END,
+                updated_at = \(bind: now)
+            WHERE key = \(bind: key) AND (locked_until IS NULL OR locked_until <= \(bind: now))
+            RETURNING failures
+            """).all()
+        return try rows.first?.decode(column: "failures", as: Int.self)
+    }
+
+    func unknownLockedUntil(key: String, on db: any Database) async throws -> Date? {
+        let rows = try await (db as! any SQLDatabase).raw("SELECT locked_until FROM unknown_sign_in_failures WHERE key = \(bind: key)").all()
+        return try rows.first?.decode(column: "locked_until", as: Date?.self) ?? nil
+    }
+
+    func lockUnknown(key: String, until: Date, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw("UPDATE unknown_sign_in_failures SET locked_until = \(bind: until) WHERE key = \(bind: key)").run()
+    }
+
     /// After a password reset: every address starts again.
     func clearAllSignInFailures(userID: UUID, on db: any Database) async throws {
         try await (db as! any SQLDatabase).raw("DELETE FROM sign_in_failures WHERE user_id = \(bind: userID)").run()

@@ -1,6 +1,6 @@
 import FluentKit
 import Foundation
-import NIOConcurrencyHelpers
+import Crypto
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,8 +21,9 @@ import Glibc
 /// claimed in the database before the password is checked, in one
 /// conditional statement per count, so a burst of parallel guesses cannot
 /// slip past the counts while bcrypt is busy; the counts hold across
-/// instances. Unknown emails are counted the same way (in memory), so a
-/// lockout answer does not reveal whether an account exists. A password reset
+/// instances. Unknown emails are counted the same way, in the database under
+/// an HMAC of the address, so a lockout answer does not reveal whether an
+/// account exists. A password reset
 /// clears every count: nobody can lock an owner out for good.
 ///
 /// Sign-in, changing the password, and turning two-factor on or off all check
@@ -36,11 +37,13 @@ struct LoginThrottle: Sendable {
 
     let clock: AppClock
     let store: IdentityStore
-    private let unknown = NIOLockedValueBox<[String: (failures: Int, lockedUntil: Date?)]>([:])
+    /// Keys the HMAC under which unknown emails are counted (derived from SECRET_KEY).
+    let emailKey: SymmetricKey
 
-    init(clock: AppClock, store: IdentityStore) {
+    init(clock: AppClock, store: IdentityStore, secretKey: String) {
         self.clock = clock
         self.store = store
+        self.emailKey = SecureToken.derivedKey(from: secretKey, purpose: "unknown-sign-in")
     }
 
     enum Claim {
@@ -123,26 +126,36 @@ struct LoginThrottle: Sendable {
         max(1, Int((lockedUntil ?? now).timeIntervalSince(now).rounded(.up)))
     }
 
-    // MARK: Unknown emails, in memory
+    // MARK: Unknown emails
 
-    func claimUnknown(email: String, client: String) -> Claim {
+    /// Counts a sign-in attempt with an email that has no account exactly as a
+    /// real account's failed attempt is counted, in the database (so every
+    /// instance agrees), under an HMAC of the address: the answers, their
+    /// timing and their `Retry-After` cannot tell the two apart.
+    func claimUnknown(email: String, client: String, on db: any Database) async throws -> Claim {
         let now = clock.now()
-        return unknown.withLockedValue { entries in
-            if entries.count > 100_000 { entries = entries.filter { ($0.value.lockedUntil ?? .distantPast) > now } }
-            // The same two counts as for a real account, so the answers cannot tell them apart.
-            let clientKey = email + "\u{0}" + client
-            var fromClient = entries[clientKey] ?? (0, nil)
-            var onAccount = entries[email] ?? (0, nil)
-            for entry in [fromClient, onAccount] {
-                if let lockedUntil = entry.lockedUntil, lockedUntil > now { return .locked(retryAfter: Self.seconds(until: lockedUntil, from: now)) }
-            }
-            fromClient.failures += 1
-            onAccount.failures += 1
-            if fromClient.failures >= Self.threshold { fromClient.lockedUntil = now.addingTimeInterval(Self.delay(afterFailures: fromClient.failures)) }
-            if onAccount.failures >= Self.accountThreshold { onAccount.lockedUntil = now.addingTimeInterval(Self.accountDelay) }
-            entries[clientKey] = fromClient
-            entries[email] = onAccount
-            return .allowed(Attempt(fromClient: fromClient.failures, onAccount: onAccount.failures))
+        let account = SecureToken.base64URL(HMAC<SHA256>.authenticationCode(for: Data(email.utf8), using: emailKey))
+        let accountKey = account + "|*", clientKey = account + "|" + client
+        if let until = try await store.unknownLockedUntil(key: accountKey, on: db), until > now {
+            return .locked(retryAfter: Self.seconds(until: until, from: now))
         }
+        guard let fromClient = try await store.claimUnknownSignInAttempt(
+            key: clientKey, now: now, threshold: Self.threshold, provisionalLock: now.addingTimeInterval(Self.baseDelay), restartAfterWait: false, on: db)
+        else {
+            return .locked(retryAfter: Self.seconds(until: try await store.unknownLockedUntil(key: clientKey, on: db), from: now))
+        }
+        guard let onAccount = try await store.claimUnknownSignInAttempt(
+            key: accountKey, now: now, threshold: Self.accountThreshold, provisionalLock: now.addingTimeInterval(Self.accountDelay), restartAfterWait: true, on: db)
+        else {
+            return .locked(retryAfter: Self.seconds(until: try await store.unknownLockedUntil(key: accountKey, on: db), from: now))
+        }
+        // The attempt fails (there is no account): the same waits as a real failure.
+        if fromClient >= Self.threshold {
+            try await store.lockUnknown(key: clientKey, until: now.addingTimeInterval(Self.delay(afterFailures: fromClient)), on: db)
+        }
+        if onAccount >= Self.accountThreshold {
+            try await store.lockUnknown(key: accountKey, until: now.addingTimeInterval(Self.accountDelay), on: db)
+        }
+        return .allowed(Attempt(fromClient: fromClient, onAccount: onAccount))
     }
 }

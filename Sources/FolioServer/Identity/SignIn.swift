@@ -21,7 +21,7 @@ extension IdentityServices {
 
         let client = LoginThrottle.clientKey(origin.ip)
         guard let user = try await findUser(email: email, on: db) else {
-            if case .locked(let wait) = loginThrottle.claimUnknown(email: Self.normalizedEmail(email), client: client) {
+            if case .locked(let wait) = try await loginThrottle.claimUnknown(email: Self.normalizedEmail(email), client: client, on: db) {
                 throw IdentityError.tooManyAttempts(retryAfter: wait)
             }
             try await hasher.verifyAgainstDummy(password)
