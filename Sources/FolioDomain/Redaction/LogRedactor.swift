@@ -325,13 +325,23 @@ public enum ConfiguredSecrets {
     public static func mask(in text: String) -> String {
         let secrets = values.withLock { $0 }
         guard !secrets.isEmpty else { return text }
+        // This runs for every logged string: search in place, copy only when a secret is there.
+        var text = text
+        let present = text.withUTF8 { utf8 in secrets.filter { contains(utf8, $0) } }
+        guard !present.isEmpty else { return text }
         var bytes = Array(text.utf8)
-        var changed = false
-        for secret in secrets where Scan.contains(bytes, secret) {
-            bytes = replacing(secret, in: bytes)
-            changed = true
+        for secret in present { bytes = replacing(secret, in: bytes) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func contains(_ haystack: UnsafeBufferPointer<UInt8>, _ needle: [UInt8]) -> Bool {
+        guard haystack.count >= needle.count, let first = needle.first else { return false }
+        for start in 0...(haystack.count - needle.count) where haystack[start] == first {
+            var index = 1
+            while index < needle.count, haystack[start + index] == needle[index] { index += 1 }
+            if index == needle.count { return true }
         }
-        return changed ? String(decoding: bytes, as: UTF8.self) : text
+        return false
     }
 
     private static func replacing(_ secret: [UInt8], in bytes: [UInt8]) -> [UInt8] {
