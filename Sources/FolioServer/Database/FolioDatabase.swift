@@ -44,7 +44,9 @@ public final class FolioDatabase: Sendable {
             }
             self.kind = .sqlite
             // SQL is logged at trace: statements carry bound values only as placeholders, but stay quiet by default.
-            databases.use(.sqlite(.file(path), sqlLogLevel: .trace), as: .sqlite)
+            // One connection serves every query in turn; under a burst (or a busy machine) the queue for it
+            // can pass the driver's default 10 s wait, which turned a slow moment into errors. Wait longer.
+            databases.use(.sqlite(.file(path), connectionPoolTimeout: .seconds(60), sqlLogLevel: .trace), as: .sqlite)
         case .postgres(let url):
             self.kind = .postgres
             // The pool is spread over the event loops; round up so the total is at least the configured size.
