@@ -1,0 +1,359 @@
+/// Why a rebalance cannot be planned or run.
+public enum RebalanceError: Error, Equatable, Sendable {
+    /// The account has no target allocation yet.
+    case targetsNotSet
+    /// No price at all (not even a stale one) for a symbol the plan must value.
+    case noPrice(String)
+    /// Another rebalance of the account is still running.
+    case runInProgress
+    case runNotFound
+}
+
+public enum RebalanceMode: String, Sendable, CaseIterable, Codable {
+    /// Sell what is above its target, buy what is below.
+    case full
+    /// Invest the available cash where the drift is largest; never sell (no gains realized).
+    case buyOnly = "buy_only"
+    /// Sell what is above its target; keep the proceeds as cash.
+    case sellOnly = "sell_only"
+}
+
+public struct RebalanceOptions: Equatable, Sendable {
+    public var mode: RebalanceMode
+    /// Cash that stays in the account whatever the targets say.
+    public var cashReserve: Cash
+    /// Trades worth less than this are dropped.
+    public var minimumTrade: Cash
+    /// Fractional shares (to 9 places) instead of whole ones.
+    public var allowFractional: Bool
+    /// What a market buy sets aside above its cost (0.05 is 5 %): the plan's buys fit the cash with it.
+    public var marketBuyMargin: Ratio
+
+    public init(mode: RebalanceMode = .full, cashReserve: Cash = .zero, minimumTrade: Cash = .zero, allowFractional: Bool = false, marketBuyMargin: Ratio = .zero) {
+        self.mode = mode
+        self.cashReserve = cashReserve
+        self.minimumTrade = minimumTrade
+        self.allowFractional = allowFractional
+        self.marketBuyMargin = marketBuyMargin
+    }
+}
+
+/// A market order the plan asks for, priced at the quote.
+public struct PlannedTrade: Equatable, Sendable {
+    public var symbol: String
+    public var side: OrderSide
+    public var quantity: Quantity
+    public var price: Price
+    /// A buy's cost (rounded up to the cent) or a sale's proceeds (down), at `price`.
+    public var estimatedAmount: Cash
+    /// What placing a buy sets aside: its cost plus the market-buy margin. Zero for a sale.
+    public var reservation: Cash
+}
+
+/// One symbol before and after the plan's trades.
+public struct PlanLine: Equatable, Sendable {
+    public var symbol: String
+    public var price: Price
+    public var stale: Bool
+    public var quantity: Quantity
+    public var value: Cash
+    public var currentPercent: Ratio
+    /// Nil for an unplanned holding (target 0).
+    public var targetPercent: Ratio?
+    public var trade: PlannedTrade?
+    public var quantityAfter: Quantity
+    public var valueAfter: Cash
+    public var percentAfter: Ratio
+    public var driftAfterPoints: Ratio
+    public var outsideBandAfter: Bool
+}
+
+/// Why a plan has no trades.
+public struct PlanReason: Equatable, Sendable {
+    public var code: String
+    public var message: String
+}
+
+/// The trades that bring an account towards its targets, and what it looks
+/// like afterwards at the quotes the plan used.
+public struct RebalancePlan: Equatable, Sendable {
+    public var mode: RebalanceMode
+    public var lines: [PlanLine]
+    public var totalValue: Cash
+    public var cashBefore: Cash
+    public var availableCashBefore: Cash
+    public var cashAfter: Cash
+    public var cashPercentAfter: Ratio
+    public var cashTargetPercent: Ratio
+    /// Cash the plan leaves untouched: the larger of the reserve and the cash target.
+    public var cashKept: Cash
+    public var estimatedCost: Cash
+    public var estimatedProceeds: Cash
+    /// Cash the buys set aside when placed (cost plus margin); never more than the plan may spend.
+    public var buyReservation: Cash
+    /// Sells first, then buys, each in symbol order.
+    public var trades: [PlannedTrade]
+    /// Set when there are no trades.
+    public var reason: PlanReason?
+    /// Some price is a stale quote.
+    public var stale: Bool
+
+    public var sells: [PlannedTrade] { trades.filter { $0.side == .sell } }
+    public var buys: [PlannedTrade] { trades.filter { $0.side == .buy } }
+}
+
+/// Plans a rebalance as a pure function of holdings, quotes, cash and targets.
+///
+/// - Sells bring what is above its target down to the nearest whole share of
+///   it (all of a holding without a target), never more than is held unreserved.
+/// - Buys get the cash available after the sells, less what is kept (the
+///   reserve or the cash target, whichever is larger), with the market-buy
+///   margin on top of each buy's cost, so that the order path accepts them.
+///   When it is not enough for every shortfall, the largest shortfalls are
+///   filled first until all are equal ("water-filling"), which makes the
+///   largest drift as small as the cash allows; whole shares are then topped
+///   up where one more share brings a holding nearer its target and fits.
+/// - Trades below the minimum are dropped; ties are broken by symbol.
+public enum RebalancePlanner {
+    struct Item {
+        var symbol: String
+        var price: Price
+        var stale: Bool
+        var quantity: Quantity
+        var available: Quantity
+        var value: Cash
+        var target: Ratio?
+        var targetValue: Cash
+        var sell: Quantity = .zero
+        var buy: Quantity = .zero
+    }
+
+    public static func plan(
+        holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, availableCash: Cash, allocation: TargetAllocation, options: RebalanceOptions
+    ) throws -> RebalancePlan {
+        var items = try Self.items(holdings: holdings, quotes: quotes, cash: cash, allocation: allocation)
+        var total = cash
+        for item in items { total = try total + item.value }
+        for index in items.indices { items[index].targetValue = try Percent.share(of: total, items[index].target ?? .zero) }
+        let cashTarget = try Percent.share(of: total, allocation.cashPercent)
+        let kept = Cash.max(options.cashReserve, cashTarget)
+
+        var proceeds = Cash.zero, droppedSmall = false
+        if options.mode != .buyOnly {
+            for index in items.indices {
+                let item = items[index]
+                guard item.value > item.targetValue, item.available.isPositive else { continue }
+                var quantity: Quantity
+                if (item.target ?? .zero).isZero {
+                    quantity = item.available
+                } else {
+                    let excess = try item.value - item.targetValue
+                    quantity = try Quantity.quotient(excess, item.price, places: options.allowFractional ? QuantityScale.fractionDigits : 0, rounding: .halfEven)
+                    quantity = Quantity.min(quantity, item.available)
+                }
+                guard quantity.isPositive else { continue }
+                let amount = try Money.proceeds(quantity: quantity, price: item.price)
+                if amount < options.minimumTrade || amount.isZero {
+                    droppedSmall = true
+                    continue
+                }
+                items[index].sell = quantity
+                proceeds = try proceeds + amount
+            }
+        }
+
+        var budget = Cash.zero
+        if options.mode != .sellOnly {
+            budget = try availableCash + (options.mode == .full ? proceeds : .zero) - kept
+            if budget.isPositive {
+                droppedSmall = try buy(into: &items, budget: budget, options: options) || droppedSmall
+            }
+        }
+        return try assemble(
+            items: items, cash: cash, availableCash: availableCash, total: total, kept: kept, budget: budget,
+            allocation: allocation, options: options, droppedSmall: droppedSmall)
+    }
+
+    /// Every held symbol and every target, in symbol order, valued at its quote.
+    static func items(holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, allocation: TargetAllocation) throws -> [Item] {
+        var held: [String: PricedHolding] = [:]
+        held.reserveCapacity(holdings.count)
+        for holding in holdings where holding.quantity.isPositive { held[holding.symbol] = holding }
+        var symbols = Array(held.keys)
+        for weight in allocation.weights where held[weight.symbol] == nil { symbols.append(weight.symbol) }
+        symbols.sort()
+        var items: [Item] = []
+        items.reserveCapacity(symbols.count)
+        for symbol in symbols {
+            guard let quote = quotes[symbol] else { throw RebalanceError.noPrice(symbol) }
+            let holding = held[symbol]
+            let quantity = holding?.quantity ?? .zero
+            items.append(Item(
+                symbol: symbol, price: quote.price, stale: quote.isStale, quantity: quantity, available: holding?.availableQuantity ?? .zero,
+                value: try Money.value(quantity: quantity, price: quote.price), target: allocation.percent(of: symbol), targetValue: .zero))
+        }
+        return items
+    }
+
+    /// Spreads `budget` over the shortfalls; true when a buy was dropped as too small.
+    static func buy(into items: inout [Item], budget: Cash, options: RebalanceOptions) throws -> Bool {
+        let places = options.allowFractional ? QuantityScale.fractionDigits : 0
+        // Shortfalls of what is below its target and not being sold, largest first.
+        var short: [(index: Int, amount: Cash)] = []
+        for index in items.indices where items[index].sell.isZero && (items[index].target ?? .zero).isPositive {
+            let item = items[index]
+            if item.targetValue > item.value { short.append((index, try item.targetValue - item.value)) }
+        }
+        guard !short.isEmpty else { return false }
+        short.sort { a, b in a.amount == b.amount ? items[a.index].symbol < items[b.index].symbol : a.amount > b.amount }
+
+        // The budget at quote prices: what is left once every buy's margin is set aside.
+        let onePlusMargin = try Ratio(units: Int128(Ratio.one) + options.marketBuyMargin.units)
+        let atPrice = try budget.scaled(by: Ratio(uncheckedUnits: Int128(Ratio.one)), over: onePlusMargin, places: Cash.centPlaces, rounding: .down)
+        // Water level: every shortfall above it is cut down to it.
+        var level = Cash.zero
+        var sum = Cash.zero
+        for (rank, entry) in short.enumerated() {
+            sum = try sum + entry.amount
+            let next = rank + 1 < short.count ? short[rank + 1].amount : .zero
+            guard sum > atPrice else { continue }
+            let candidate = try Cash.quotient(try sum - atPrice, Quantity(rank + 1), places: Cash.centPlaces, rounding: .up)
+            if candidate >= next {
+                level = candidate
+                break
+            }
+        }
+
+        var left = budget
+        for entry in short {
+            let item = items[entry.index]
+            guard entry.amount > level else { continue }
+            var quantity = try Quantity.quotient(try entry.amount - level, item.price, places: places, rounding: .down)
+            // Each reservation is rounded up to the cent on its own: the sum may not pass the budget.
+            if try reservation(quantity, item.price, options) > left {
+                let room = try left - cent
+                let perShare = try Cash.product(item.price, onePlusMargin, rounding: .up)
+                quantity = room.isPositive ? try Quantity.quotient(room, perShare, places: places, rounding: .down) : .zero
+            }
+            guard quantity.isPositive else { continue }
+            items[entry.index].buy = quantity
+            left = try left - reservation(quantity, item.price, options)
+        }
+
+        // What the rounding left: one more whole share where it brings a holding nearer its
+        // target and the cash allows it; in fractional shares, the rest of the gap that fits.
+        var added = true, passes = 0
+        while added, passes < 100, left.isPositive {
+            added = false
+            passes += 1
+            var remaining: [(index: Int, gap: Cash)] = []
+            for entry in short {
+                let item = items[entry.index]
+                let gap = try item.targetValue - Money.value(quantity: try item.quantity + item.buy, price: item.price)
+                // A whole share helps when the gap is more than half a share (cash has 4 places, prices 8).
+                let helps = options.allowFractional ? gap > cent : gap.units * 2 * 10_000 > item.price.units
+                if helps { remaining.append((entry.index, gap)) }
+            }
+            remaining.sort { a, b in a.gap == b.gap ? items[a.index].symbol < items[b.index].symbol : a.gap > b.gap }
+            for entry in remaining {
+                let item = items[entry.index]
+                var more = Quantity(1)
+                if options.allowFractional {
+                    let room = try left - cent
+                    guard room.isPositive else { break }
+                    let perShare = try Cash.product(item.price, onePlusMargin, rounding: .up)
+                    more = Quantity.min(
+                        try Quantity.quotient(entry.gap, item.price, places: places, rounding: .down),
+                        try Quantity.quotient(room, perShare, places: places, rounding: .down))
+                    guard more.isPositive else { continue }
+                }
+                let quantity = try item.buy + more
+                let extra = try reservation(quantity, item.price, options) - reservation(item.buy, item.price, options)
+                guard extra <= left else { continue }
+                items[entry.index].buy = quantity
+                left = try left - extra
+                added = !options.allowFractional
+            }
+        }
+
+        var dropped = false
+        for entry in short where items[entry.index].buy.isPositive {
+            if try Money.cost(quantity: items[entry.index].buy, price: items[entry.index].price) < options.minimumTrade {
+                items[entry.index].buy = .zero
+                dropped = true
+            }
+        }
+        return dropped
+    }
+
+    static let cent = Cash(uncheckedUnits: 100)
+
+    static func reservation(_ quantity: Quantity, _ price: Price, _ options: RebalanceOptions) throws -> Cash {
+        guard quantity.isPositive else { return .zero }
+        return try TradingRules.buyReservation(OrderDraft(symbol: "", side: .buy, type: .market, quantity: quantity), price: price, margin: options.marketBuyMargin)
+    }
+
+    static func assemble(
+        items: [Item], cash: Cash, availableCash: Cash, total: Cash, kept: Cash, budget: Cash, allocation: TargetAllocation,
+        options: RebalanceOptions, droppedSmall: Bool
+    ) throws -> RebalancePlan {
+        var sells: [PlannedTrade] = [], buys: [PlannedTrade] = []
+        var cost = Cash.zero, proceeds = Cash.zero, reserved = Cash.zero
+        var after: [(quantity: Quantity, value: Cash, trade: PlannedTrade?)] = []
+        after.reserveCapacity(items.count)
+        var cashAfter = cash
+        for item in items {
+            var trade: PlannedTrade?
+            var quantity = item.quantity
+            if item.sell.isPositive {
+                let amount = try Money.proceeds(quantity: item.sell, price: item.price)
+                trade = PlannedTrade(symbol: item.symbol, side: .sell, quantity: item.sell, price: item.price, estimatedAmount: amount, reservation: .zero)
+                sells.append(trade!)
+                proceeds = try proceeds + amount
+                quantity = try quantity - item.sell
+            } else if item.buy.isPositive {
+                let amount = try Money.cost(quantity: item.buy, price: item.price)
+                let reservation = try reservation(item.buy, item.price, options)
+                trade = PlannedTrade(symbol: item.symbol, side: .buy, quantity: item.buy, price: item.price, estimatedAmount: amount, reservation: reservation)
+                buys.append(trade!)
+                cost = try cost + amount
+                reserved = try reserved + reservation
+                quantity = try quantity + item.buy
+            }
+            after.append((quantity, try Money.value(quantity: quantity, price: item.price), trade))
+        }
+        cashAfter = try cash + proceeds - cost
+        var totalAfter = cashAfter
+        for entry in after { totalAfter = try totalAfter + entry.value }
+
+        var lines: [PlanLine] = []
+        lines.reserveCapacity(items.count)
+        for (item, entry) in zip(items, after) {
+            let target = item.target ?? .zero
+            let percentAfter = try Percent.of(entry.value, in: totalAfter)
+            lines.append(PlanLine(
+                symbol: item.symbol, price: item.price, stale: item.stale, quantity: item.quantity, value: item.value,
+                currentPercent: try Percent.of(item.value, in: total), targetPercent: item.target, trade: entry.trade,
+                quantityAfter: entry.quantity, valueAfter: entry.value, percentAfter: percentAfter, driftAfterPoints: try percentAfter - target,
+                outsideBandAfter: allocation.band.isOutside(current: percentAfter, target: target)))
+        }
+
+        var reason: PlanReason?
+        if sells.isEmpty && buys.isEmpty {
+            if droppedSmall {
+                reason = PlanReason(code: "below_minimum_trade", message: "Every trade that would help is smaller than min_trade_amount.")
+            } else if options.mode == .buyOnly && !budget.isPositive {
+                reason = PlanReason(code: "no_cash", message: "No cash is available above the reserve and the cash target to invest.")
+            } else if options.mode == .sellOnly {
+                reason = PlanReason(code: "nothing_to_sell", message: "No holding is above its target by a whole share or more.")
+            } else {
+                reason = PlanReason(code: "on_target", message: "Every holding is as near its target as \(options.allowFractional ? "the cash allows" : "whole shares and the cash allow"); no trade would reduce the drift.")
+            }
+        }
+        return RebalancePlan(
+            mode: options.mode, lines: lines, totalValue: total, cashBefore: cash, availableCashBefore: availableCash, cashAfter: cashAfter,
+            cashPercentAfter: try Percent.of(cashAfter, in: totalAfter), cashTargetPercent: allocation.cashPercent, cashKept: kept,
+            estimatedCost: cost, estimatedProceeds: proceeds, buyReservation: reserved, trades: sells + buys, reason: reason,
+            stale: items.contains { $0.stale })
+    }
+}

@@ -1,0 +1,298 @@
+import Foundation
+import Testing
+
+@testable import FolioDomain
+
+/// Targets, drift and the rebalance planner, with figures worked by hand and
+/// properties checked over random portfolios.
+@Suite("Rebalancing")
+struct RebalancePlannerTests {
+    static let now = Date(timeIntervalSince1970: 1_795_534_200)
+
+    static func quotes(_ prices: [String: String], stale: Set<String> = []) -> [String: PriceQuote] {
+        prices.reduce(into: [:]) { result, entry in
+            result[entry.key] = PriceQuote(symbol: entry.key, price: try! Price(parsing: entry.value), previousClose: nil, asOf: now, isStale: stale.contains(entry.key))
+        }
+    }
+
+    static func holding(_ symbol: String, _ quantity: Quantity, reserved: Quantity = .zero, cost: Cash = .zero) -> PricedHolding {
+        PricedHolding(symbol: symbol, quantity: quantity, availableQuantity: try! quantity - reserved, costBasis: cost)
+    }
+
+    static func allocation(_ weights: [(String, Ratio)], cash: Ratio = .zero, band: DriftBand = .standard) throws -> TargetAllocation {
+        try TargetAllocation(weights: weights.map { TargetWeight(symbol: $0.0, percent: $0.1) }, cashPercent: cash, band: band)
+    }
+
+    // MARK: - Targets
+
+    @Test("targets must sum to exactly 100 %, with valid, distinct symbols and at most 4 places")
+    func targetValidation() throws {
+        let ok = try Self.allocation([("vti", 60), ("BND", try Ratio(parsing: "33.3333"))], cash: try Ratio(parsing: "6.6667"))
+        #expect(ok.weights.map(\.symbol) == ["BND", "VTI"])
+        #expect(ok.percent(of: "VTI") == 60)
+        #expect(ok.percent(of: "AAPL") == nil)
+
+        func codes(_ weights: [(String, String)], cash: String = "0") -> [String] {
+            do {
+                _ = try TargetAllocation(weights: weights.map { TargetWeight(symbol: $0.0, percent: try! Ratio(parsing: $0.1)) }, cashPercent: try! Ratio(parsing: cash))
+                return []
+            } catch {
+                guard case .invalid(let issues) = error else { return ["?"] }
+                return issues.map { "\($0.field):\($0.code)" }
+            }
+        }
+        #expect(codes([("VTI", "60"), ("BND", "39.9999")]) == ["targets:sum_not_100"])
+        #expect(codes([("VTI", "60"), ("BND", "40.00001")]) == ["targets[1].percent:too_precise"])
+        #expect(codes([("VTI", "60"), ("vti", "40")]) == ["targets[1].symbol:duplicate"])
+        #expect(codes([("VTI", "110"), ("BND", "-10")]) == ["targets[0].percent:out_of_range", "targets[1].percent:out_of_range"])
+        #expect(codes([("1BAD", "100")]) == ["targets[0].symbol:invalid"])
+        #expect(codes([("VTI", "100")], cash: "5") == ["targets:sum_not_100"])
+        #expect(codes([], cash: "100") == [])
+        #expect(throws: TradingError.self) {
+            try TargetAllocation(weights: [TargetWeight(symbol: "VTI", percent: 100)], band: DriftBand(absolutePoints: 0, relativePercent: 25))
+        }
+    }
+
+    @Test("the band is 5 points or 25 % of the target, whichever is reached first; a zero target has no room")
+    func band() {
+        let band = DriftBand.standard
+        #expect(!band.isOutside(current: 64, target: 60))  // 4 points, 6.7 % relative
+        #expect(band.isOutside(current: 66, target: 60))  // 6 points
+        #expect(band.isOutside(current: 13, target: 10))  // 3 points but 30 % relative
+        #expect(!band.isOutside(current: try! Ratio(parsing: "12.5"), target: 10))  // exactly 25 %: on the edge, inside
+        #expect(band.isOutside(current: try! Ratio(parsing: "0.0001"), target: 0))
+        #expect(!band.isOutside(current: 0, target: 0))
+    }
+
+    @Test("drift: each target's weight, value and drift; unplanned holdings; stale and missing quotes flagged")
+    func drift() throws {
+        let targets = try Self.allocation([("VTI", 50), ("BND", 40), ("VXUS", 0)], cash: 10)
+        let report = try DriftReport(
+            holdings: [Self.holding("VTI", 30), Self.holding("BND", 30), Self.holding("GLD", 5, cost: 500)],
+            quotes: Self.quotes(["VTI": "200", "BND": "100", "VXUS": "60"], stale: ["BND"]), cash: 500, allocation: targets)
+        // 6,000 + 3,000 + 500 (GLD at cost: no quote) + 500 cash = 10,000.
+        #expect(report.totalValue == 10_000)
+        #expect(report.lines.map(\.symbol) == ["BND", "GLD", "VTI", "VXUS"])
+        let bnd = report.lines[0], gld = report.lines[1], vti = report.lines[2], vxus = report.lines[3]
+        #expect(vti.currentPercent == 60 && vti.targetValue == 5_000 && vti.driftPoints == 10 && vti.driftRelativePercent == 20 && vti.outsideBand)
+        #expect(bnd.currentPercent == 30 && bnd.driftPoints == -10 && bnd.driftRelativePercent == -25 && bnd.outsideBand && bnd.stale)
+        #expect(gld.targetPercent == nil && !gld.planned && gld.value == 500 && gld.currentPercent == 5 && gld.outsideBand && gld.stale)
+        #expect(vxus.value == .zero && vxus.driftPoints == .zero && !vxus.outsideBand)
+        #expect(report.cash.currentPercent == 5 && report.cash.driftPoints == -5 && report.cash.outsideBand)  // 50 % relative
+        #expect(report.outsideBand && report.stale)
+    }
+
+    // MARK: - Worked examples
+
+    @Test("full: sell the overweight, buy the underweight within the cash the margin leaves (worked by hand)")
+    func fullWorkedExample() throws {
+        // VTI 30 × 200 = 6,000 (60 %), BND 30 × 100 = 3,000 (30 %), cash 1,000 (10 %). Targets 50 / 40 / cash 10.
+        let targets = try Self.allocation([("VTI", 50), ("BND", 40)], cash: 10)
+        let holdings = [Self.holding("VTI", 30), Self.holding("BND", 30)]
+        let quotes = Self.quotes(["VTI": "200.00", "BND": "100.00"])
+        let exact = try RebalancePlanner.plan(holdings: holdings, quotes: quotes, cash: 1_000, availableCash: 1_000, allocation: targets, options: .init())
+        // Sell 1,000 of VTI = 5 shares; the 1,000 of proceeds buy 10 BND; cash stays at its 1,000 target.
+        #expect(exact.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol) \($0.estimatedAmount)" } == ["SELL 5 VTI 1000.00", "BUY 10 BND 1000.00"])
+        #expect(exact.cashAfter == 1_000 && exact.estimatedProceeds == 1_000 && exact.estimatedCost == 1_000)
+        #expect(exact.lines.map(\.percentAfter) == [40, 50] && exact.lines.allSatisfy { $0.driftAfterPoints.isZero && !$0.outsideBandAfter })
+        #expect(exact.reason == nil)
+
+        // With a 5 % market-buy margin the buys may reserve at most 1,000: 1,000 / 1.05 = 952.38 at the quote,
+        // so 9 BND (900.00, reserving 945.00); a tenth would reserve 1,050.00.
+        let margin = try RebalancePlanner.plan(
+            holdings: holdings, quotes: quotes, cash: 1_000, availableCash: 1_000, allocation: targets,
+            options: .init(marketBuyMargin: try Ratio(parsing: "0.05")))
+        #expect(margin.buys.map(\.quantity) == [9] && margin.buys[0].reservation == 945 && margin.buyReservation == 945)
+        #expect(margin.cashAfter == 1_100 && margin.lines[0].percentAfter == 39 && margin.lines[0].driftAfterPoints == -1)
+    }
+
+    @Test("buy_only: the cash goes to the largest shortfalls first until they are equal (worked by hand)")
+    func buyOnlyWorkedExample() throws {
+        // Total 2,000: C is 1,000 (50 %), cash 1,000. Targets A 40 (800), B 20 (400), C 40 (800).
+        // 1,000 of cash against shortfalls of 800 and 400: both are cut to 100 short, so A gets 700 and B 300.
+        let targets = try Self.allocation([("A", 40), ("B", 20), ("C", 40)])
+        let plan = try RebalancePlanner.plan(
+            holdings: [Self.holding("C", 100)], quotes: Self.quotes(["A": "10", "B": "10", "C": "10"]), cash: 1_000, availableCash: 1_000,
+            allocation: targets, options: .init(mode: .buyOnly))
+        #expect(plan.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" } == ["BUY 70 A", "BUY 30 B"])
+        #expect(plan.sells.isEmpty && plan.cashAfter == .zero)
+        #expect(plan.lines.map(\.driftAfterPoints) == [-5, -5, 10])
+
+        // A reserve keeps cash back; nothing above it leaves nothing to invest, and the plan says so.
+        let reserved = try RebalancePlanner.plan(
+            holdings: [Self.holding("C", 100)], quotes: Self.quotes(["A": "10", "B": "10", "C": "10"]), cash: 1_000, availableCash: 1_000,
+            allocation: targets, options: .init(mode: .buyOnly, cashReserve: 1_000))
+        #expect(reserved.trades.isEmpty && reserved.reason?.code == "no_cash")
+    }
+
+    @Test("whole shares round to the nearest share; fractional shares go to 9 places; small trades are dropped with a reason")
+    func roundingAndMinimum() throws {
+        // Total 1,000: X 10 × 70 = 700 (70 %), cash 300. Target X 50 / Y 50: sell 200 of X = 2.857 shares → 3.
+        let targets = try Self.allocation([("X", 50), ("Y", 50)])
+        let quotes = Self.quotes(["X": "70", "Y": "30"])
+        let whole = try RebalancePlanner.plan(holdings: [Self.holding("X", 10)], quotes: quotes, cash: 300, availableCash: 300, allocation: targets, options: .init())
+        #expect(whole.sells.map(\.quantity) == [3])
+        // 300 + 210 = 510 of cash for a 500 target in Y: 16 shares (480); a 17th would be nearer (510) and fits.
+        #expect(whole.buys.map(\.quantity) == [17] && whole.cashAfter == .zero)
+
+        let fractional = try RebalancePlanner.plan(
+            holdings: [Self.holding("X", 10)], quotes: quotes, cash: 300, availableCash: 300, allocation: targets, options: .init(allowFractional: true))
+        #expect(fractional.sells.map(\.quantity.description) == ["2.857142857"])
+        // The sale pays 199.99 (2.857142857 × 70 = 199.99999999, down to the cent): 499.99 buys 16.666333333 Y.
+        #expect(fractional.buys.map(\.quantity.description) == ["16.666333333"] && fractional.cashAfter == .zero)
+
+        let small = try RebalancePlanner.plan(
+            holdings: [Self.holding("X", 10)], quotes: quotes, cash: 300, availableCash: 300, allocation: targets, options: .init(minimumTrade: 1_000))
+        #expect(small.trades.isEmpty && small.reason?.code == "below_minimum_trade")
+
+        let balanced = try RebalancePlanner.plan(
+            holdings: [Self.holding("X", 7), Self.holding("Y", 17)], quotes: quotes, cash: 1, availableCash: 1, allocation: targets, options: .init())
+        #expect(balanced.trades.isEmpty && balanced.reason?.code == "on_target")
+    }
+
+    @Test("unplanned holdings are sold whole in full and sell_only modes; reserved shares are never sold; no price is an error")
+    func unplannedAndReserved() throws {
+        let targets = try Self.allocation([("VTI", 100)])
+        let quotes = Self.quotes(["VTI": "100", "OLD": "50"])
+        let plan = try RebalancePlanner.plan(
+            holdings: [Self.holding("OLD", try Quantity(parsing: "10.5"), reserved: 4), Self.holding("VTI", 10)], quotes: quotes,
+            cash: 0, availableCash: 0, allocation: targets, options: .init(mode: .sellOnly))
+        #expect(plan.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" } == ["SELL 6.5 OLD"])
+        #expect(plan.lines[0].targetPercent == nil && plan.lines[0].quantityAfter == 4)
+        #expect(throws: RebalanceError.noPrice("VTI")) {
+            try RebalancePlanner.plan(holdings: [], quotes: [:], cash: 100, availableCash: 100, allocation: targets, options: .init())
+        }
+    }
+
+    // MARK: - Properties
+
+    @Test("random portfolios: cash, shares, modes, rounding, minimum and closeness rules all hold", arguments: 0..<4)
+    func properties(batch: Int) throws {
+        var random = SeededRandom(seed: 0xF0_11_0000 + UInt64(batch))
+        var traded = 0, outside = 0
+        for round in 0..<250 {
+            let scenario = try Scenario.random(using: &random)
+            let plan = try scenario.check(context: "batch \(batch) round \(round)")
+            if !plan.trades.isEmpty { traded += 1 }
+            if plan.lines.contains(where: \.outsideBandAfter) { outside += 1 }
+        }
+        // The generator makes plans with trades, and plans whose limits leave some line outside its band.
+        #expect(traded > 150 && outside > 20, "\(traded) plans traded, \(outside) left a line outside its band")
+    }
+
+    struct Scenario {
+        var holdings: [PricedHolding]
+        var quotes: [String: PriceQuote]
+        var cash: Cash
+        var availableCash: Cash
+        var allocation: TargetAllocation
+        var options: RebalanceOptions
+
+        static func random(using random: inout SeededRandom) throws -> Scenario {
+            let universe = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH", "III", "JJJ", "KKK", "LLL"]
+            let symbols = Array(universe.shuffled(using: &random).prefix(Int.random(in: 1...universe.count, using: &random)))
+            let fractional = Bool.random(using: &random)
+            var prices: [String: String] = [:]
+            for symbol in symbols {
+                let cents = Int.random(in: 100...50_000, using: &random)
+                prices[symbol] = "\(cents / 100).\(String(format: "%02d", cents % 100))\(Bool.random(using: &random) ? "37" : "")"
+            }
+            var holdings: [PricedHolding] = []
+            for symbol in symbols where Int.random(in: 0..<3, using: &random) > 0 {
+                let whole = Int.random(in: 0...400, using: &random)
+                let quantity = fractional ? try Quantity(parsing: "\(whole).\(Int.random(in: 0...999, using: &random))") : try Quantity(whole)
+                let reserved = Bool.random(using: &random) ? try Quantity.quotient(quantity, Quantity(3), places: 0, rounding: .down) : .zero
+                holdings.append(RebalancePlannerTests.holding(symbol, quantity, reserved: reserved))
+            }
+            // Weights in whole and fractional percents that sum to exactly 100, some symbols left unplanned.
+            let targeted = symbols.filter { _ in Int.random(in: 0..<5, using: &random) > 0 }
+            var remaining = Int128(100) * Int128(Ratio.one)
+            let cashShare = Bool.random(using: &random) ? Int128(Int.random(in: 0...20, using: &random)) * Int128(Ratio.one) : 0
+            remaining -= cashShare
+            var weights: [TargetWeight] = []
+            for (index, symbol) in targeted.enumerated() {
+                let share = index == targeted.count - 1 ? remaining : remaining * Int128(Int.random(in: 0...60, using: &random)) / 100 / 100 * 100
+                weights.append(TargetWeight(symbol: symbol, percent: Ratio(uncheckedUnits: share)))
+                remaining -= share
+            }
+            let cashPercent = Ratio(uncheckedUnits: cashShare + (targeted.isEmpty ? remaining : 0))
+            let allocation = try TargetAllocation(weights: weights, cashPercent: cashPercent)
+            let cash = try Cash(parsing: "\(Int.random(in: 0...200_000, using: &random)).\(String(format: "%02d", Int.random(in: 0...99, using: &random)))")
+            let reservedCash = Bool.random(using: &random) ? try Cash.quotient(cash, Quantity(4), places: 2, rounding: .down) : .zero
+            let options = RebalanceOptions(
+                mode: RebalanceMode.allCases.randomElement(using: &random)!,
+                cashReserve: Bool.random(using: &random) ? try Cash(Int.random(in: 0...5_000, using: &random)) : .zero,
+                minimumTrade: Int.random(in: 0..<4, using: &random) == 0 ? try Cash(Int.random(in: 1...500, using: &random)) : .zero,
+                allowFractional: fractional || Int.random(in: 0..<4, using: &random) == 0,
+                marketBuyMargin: Ratio(uncheckedUnits: Int128(Int.random(in: 0...100_000, using: &random))))
+            return Scenario(
+                holdings: holdings, quotes: RebalancePlannerTests.quotes(prices), cash: cash, availableCash: try cash - reservedCash,
+                allocation: allocation, options: options)
+        }
+
+        @discardableResult
+        func check(context: String) throws -> RebalancePlan {
+            let plan = try RebalancePlanner.plan(
+                holdings: holdings, quotes: quotes, cash: cash, availableCash: availableCash, allocation: allocation, options: options)
+            let comment = Comment(rawValue: "\(context): \(options) \(plan.trades.map { "\($0.side) \($0.quantity) \($0.symbol)" })")
+            // Deterministic: the same inputs in another order give the same plan.
+            let again = try RebalancePlanner.plan(
+                holdings: holdings.reversed(), quotes: quotes, cash: cash, availableCash: availableCash, allocation: allocation, options: options)
+            #expect(plan == again, comment)
+            #expect((plan.reason == nil) == !plan.trades.isEmpty, comment)
+            #expect(Set(plan.trades.map(\.symbol)).count == plan.trades.count, "a symbol is bought or sold, never both; \(comment)")
+
+            let held = Dictionary(uniqueKeysWithValues: holdings.map { ($0.symbol, $0) })
+            for trade in plan.trades {
+                #expect(trade.quantity.isPositive, comment)
+                #expect(trade.estimatedAmount >= options.minimumTrade, comment)
+                if trade.side == .sell {
+                    #expect(options.mode != .buyOnly, comment)
+                    let available = held[trade.symbol]?.availableQuantity ?? .zero
+                    #expect(trade.quantity <= available, "never sells more than is held unreserved; \(comment)")
+                    #expect(options.allowFractional || trade.quantity.places == 0 || trade.quantity == available, comment)
+                } else {
+                    #expect(options.mode != .sellOnly, comment)
+                    #expect(options.allowFractional || trade.quantity.places == 0, comment)
+                }
+            }
+            // Never needs more cash than is available after the reserve, the cash target and the margin.
+            let spendable = try availableCash + (options.mode == .full ? plan.estimatedProceeds : .zero) - plan.cashKept
+            #expect(plan.buyReservation <= Cash.max(spendable, .zero), comment)
+            #expect(plan.buyReservation == (try plan.buys.reduce(Cash.zero) { try $0 + $1.reservation }), comment)
+            guard options.minimumTrade.isZero else { return plan }
+
+            // As close as whole shares and the cash allow: a line left outside its band could not be helped by one more share.
+            let left = try Cash.max(spendable, .zero) - plan.buyReservation
+            for line in plan.lines where line.outsideBandAfter {
+                let target = try Percent.share(of: plan.totalValue, line.targetPercent ?? .zero)
+                // Twice a cash gap against a price, exactly: cash has 4 places, prices 8; a cent of value rounding is allowed.
+                func withinHalfShare(_ gap: Cash) -> Bool { gap.units * 2 * 10_000 <= line.price.units + 2_000_000 }
+                if line.valueAfter < target {
+                    guard options.mode != .sellOnly, line.trade?.side != .sell, (line.targetPercent ?? .zero).isPositive else { continue }
+                    let gap = try target - line.valueAfter
+                    if options.allowFractional {
+                        // Only rounding is left: a few cents per symbol at most.
+                        #expect(gap <= Cash(uncheckedUnits: 200) || left <= Cash(uncheckedUnits: Int128(100 * (plan.lines.count + 2))),
+                                "\(line.symbol) is \(gap) short with \(left) unspent; \(comment)")
+                    } else {
+                        let bought = line.trade?.quantity ?? .zero
+                        let more = try RebalancePlanner.reservation(try bought + 1, line.price, options) - RebalancePlanner.reservation(bought, line.price, options)
+                        #expect(withinHalfShare(gap) || more > left, "\(line.symbol) stays \(gap) below target though another share (\(more)) fits in \(left); \(comment)")
+                    }
+                } else {
+                    guard options.mode != .buyOnly else { continue }
+                    let available = try (held[line.symbol]?.availableQuantity ?? .zero) - (line.trade?.side == .sell ? line.trade!.quantity : .zero)
+                    let excess = try line.valueAfter - target
+                    if options.allowFractional {
+                        #expect(excess <= Cash(uncheckedUnits: 200) || available.isZero, "\(line.symbol) stays \(excess) above target; \(comment)")
+                    } else {
+                        #expect(withinHalfShare(excess) || available < 1, "\(line.symbol) stays \(excess) above target with \(available) more to sell; \(comment)")
+                    }
+                }
+            }
+            return plan
+        }
+    }
+}
+
