@@ -45,6 +45,7 @@ public enum SessionTag {}
 public enum FillTag {}
 public enum EntryTag {}
 public enum JobTag {}
+public enum RebalanceRunTag {}
 
 public typealias UserID = Identifier<UserTag>
 public typealias AccountID = Identifier<AccountTag>
@@ -53,3 +54,4 @@ public typealias SessionID = Identifier<SessionTag>
 public typealias FillID = Identifier<FillTag>
 public typealias EntryID = Identifier<EntryTag>
 public typealias JobID = Identifier<JobTag>
+public typealias RebalanceRunID = Identifier<RebalanceRunTag>

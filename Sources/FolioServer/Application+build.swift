@@ -53,6 +53,7 @@ public struct FolioServices: Sendable {
     let jobs: JobQueue
     let orders: OrderService
     let snapshots: PortfolioSnapshots
+    let rebalancing: RebalanceService
     let idempotency: Idempotency
     let instances: Instances
     let pauses: PausePoints
@@ -106,6 +107,10 @@ public struct FolioServices: Sendable {
         self.orders = orders
         let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)
         self.snapshots = snapshots
+        let rebalancing = RebalanceService(
+            store: store, rebalances: RebalanceStore(database: database), ledger: ledger, orders: orders, quotes: quotes, jobs: jobs, clock: clock,
+            ids: ids, marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses)
+        self.rebalancing = rebalancing
         self.idempotency = Idempotency(database: database, clock: clock, ids: ids, instance: dependencies.instance, pauses: pauses)
         self.instances = Instances(database: database, clock: clock)
         self.connections = ConnectionRegistry(
@@ -121,6 +126,13 @@ public struct FolioServices: Sendable {
                     try await snapshots.snapshotAll(day: TradingDay(Date(timeIntervalSince1970: TimeInterval(due))))
                 },
                 .logAuditHeads: JobWorker.each { _ in try await heads.log() },
+                .advanceRebalance: { batch in
+                    var outcomes: [JobID: JobOutcome] = [:]
+                    for job in batch {
+                        do { outcomes[job.id] = try await rebalancing.advance(job) } catch { outcomes[job.id] = .failed(String(describing: error)) }
+                    }
+                    return outcomes
+                },
             ],
             name: "\(dependencies.instance)-worker", pollInterval: .milliseconds(200), logger: logger,
             onIdle: {
@@ -188,6 +200,7 @@ public struct FolioServices: Sendable {
         MarketDataController(quotes: quotes).addRoutes(to: routes)
         PortfolioController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
         OrdersController(orders: orders, store: store, idempotency: idempotency).addRoutes(to: routes)
+        RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency).addRoutes(to: routes)
         extraRoutes(routes)
         return router
     }

@@ -7,6 +7,8 @@ public enum RebalanceError: Error, Equatable, Sendable {
     /// Another rebalance of the account is still running.
     case runInProgress
     case runNotFound
+    /// A run was asked for, but the plan has no trades (the plan's reason).
+    case noTrades(code: String, message: String)
 }
 
 public enum RebalanceMode: String, Sendable, CaseIterable, Codable {

@@ -14,5 +14,6 @@ enum MigrationRegistry {
         CreatePortfolioSnapshotsAndSchedules(),
         ChainsPerAccountAndInstances(),
         CreateSignInFailures(),
+        CreateTargetsAndRebalances(),
     ]
 }

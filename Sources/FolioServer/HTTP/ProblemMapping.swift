@@ -11,6 +11,7 @@ enum ProblemMapping {
     static func appError(for error: any Error) -> AppError? {
         switch error {
         case let error as TradingError: return trading(error)
+        case let error as RebalanceError: return rebalance(error)
         case let error as MarketDataUnavailable: return marketData(error)
         case let error as IdentityError: return identity(error)
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)
@@ -68,6 +69,25 @@ enum ProblemMapping {
         case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")
+        }
+    }
+
+    static func rebalance(_ error: RebalanceError) -> AppError {
+        switch error {
+        case .targetsNotSet:
+            return AppError(.conflict, code: "targets_not_set", detail: "This account has no target allocation; set one with PUT /api/accounts/{id}/targets.")
+        case .noPrice(let symbol):
+            return AppError(
+                .unprocessableContent, code: "unknown_symbol", detail: "No market quotes \(symbol), which the targets or holdings name.",
+                errors: [.init(field: "targets", code: "unknown_symbol", message: "No market quotes \(symbol).")])
+        case .runInProgress:
+            return AppError(.conflict, code: "rebalance_in_progress", detail: "A rebalance of this account is still running; wait for it to finish.")
+        case .runNotFound:
+            return .notFound("rebalance")
+        case .noTrades(let code, let message):
+            return AppError(
+                .unprocessableContent, code: "nothing_to_rebalance", detail: message,
+                errors: [.init(field: "execute", code: code, message: message)])
         }
     }
 

@@ -11,11 +11,14 @@ enum JobPayload: Sendable, Equatable {
     case snapshotPortfolios(due: Int64)
     /// Write every audit chain's head to the log (a copy outside the database).
     case logAuditHeads
+    /// Move a rebalance run on: from its sells to its buys, and to its end.
+    case advanceRebalance(RebalanceRunID)
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
         case snapshotPortfolios = "snapshot_portfolios"
         case logAuditHeads = "log_audit_heads"
+        case advanceRebalance = "advance_rebalance"
     }
 
     static let version = 1
@@ -25,6 +28,7 @@ enum JobPayload: Sendable, Equatable {
         case .submitOrder: .submitOrder
         case .snapshotPortfolios: .snapshotPortfolios
         case .logAuditHeads: .logAuditHeads
+        case .advanceRebalance: .advanceRebalance
         }
     }
 
@@ -40,6 +44,7 @@ enum JobPayload: Sendable, Equatable {
         case .submitOrder(let id): fields["order_id"] = id.description
         case .snapshotPortfolios(let due): fields["due"] = String(due)
         case .logAuditHeads: break
+        case .advanceRebalance(let run): fields["run_id"] = run.description
         }
         return String(decoding: (try? FolioJSON.encode(fields)) ?? Data("{}".utf8), as: UTF8.self)
     }
@@ -63,6 +68,9 @@ enum JobPayload: Sendable, Equatable {
             self = .snapshotPortfolios(due: due)
         case .logAuditHeads:
             self = .logAuditHeads
+        case .advanceRebalance:
+            guard let run = fields["run_id"].flatMap({ RebalanceRunID($0) }) else { throw Unreadable(description: "advance_rebalance without a run") }
+            self = .advanceRebalance(run)
         }
     }
 }

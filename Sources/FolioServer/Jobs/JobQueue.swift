@@ -112,6 +112,19 @@ struct JobQueue: Sendable {
         return !rows.isEmpty
     }
 
+    /// Puts the job back to run again at `runAt`, without counting the attempt:
+    /// a job that waits on something else (a run waiting for its fills) is not failing.
+    @discardableResult
+    func postpone(_ job: ClaimedJob, until runAt: Date) async throws -> Bool {
+        let rows = try await database.sql.raw("""
+            UPDATE jobs SET status = 'queued', run_at = \(bind: runAt), attempts = attempts - 1, locked_by = NULL, instance_id = NULL,
+                locked_until = NULL, updated_at = \(bind: clock.now())
+            WHERE id = \(bind: job.id) AND locked_by = \(bind: job.holder) AND status = 'running'
+            RETURNING id
+            """).all()
+        return !rows.isEmpty
+    }
+
     /// Seconds before attempt `attempt + 1`: 2^attempt, at most ten minutes (jitter is added on top).
     static func backoff(attempt: Int) -> TimeInterval {
         min(pow(2, Double(attempt)), 600)
@@ -151,6 +164,8 @@ struct JobQueue: Sendable {
 enum JobOutcome: Sendable {
     case done
     case failed(String)
+    /// Not done, and not failing: run it again at this time.
+    case later(Date)
 }
 
 /// Runs jobs inside `folio serve` (or alone as `folio worker`) until shutdown;
@@ -225,6 +240,12 @@ struct JobWorker: Service {
                 switch outcomes[job.id] ?? .failed(handlers[kind] == nil ? "no handler for \(kind.rawValue)" : "the handler gave no outcome") {
                 case .done:
                     done.append(job)
+                case .later(let runAt):
+                    do {
+                        if try await !queue.postpone(job, until: runAt) { logger.warning("job lease lost before it was postponed", metadata: ["job_id": .string(job.id.description)]) }
+                    } catch {
+                        logger.error("could not postpone a job", metadata: ["job_id": .string(job.id.description), "error": .string(String(reflecting: error))])
+                    }
                 case .failed(let error):
                     logger.warning("job failed", metadata: [
                         "job_id": .string(job.id.description), "kind": .string(kind.rawValue), "attempt": .stringConvertible(job.attempts),

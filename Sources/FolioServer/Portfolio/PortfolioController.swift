@@ -120,7 +120,7 @@ struct PortfolioController: Sendable {
     }
 
     /// The account named by `account_id`, or the user's default one.
-    func accountID(_ request: Request, identity: Identity) throws -> AccountID {
+    static func accountID(_ request: Request, identity: Identity) throws -> AccountID {
         if let raw = request.query["account_id"] {
             guard let id = AccountID(raw) else {
                 throw TradingError.invalid(field: "account_id", code: "invalid", message: "account_id must be a UUID.")
@@ -139,7 +139,7 @@ struct PortfolioController: Sendable {
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> PortfolioResponse {
-        let accountID = try accountID(request, identity: context.identity)
+        let accountID = try Self.accountID(request, identity: context.identity)
         let valuation = try await valuation(of: accountID, owner: context.identity.userID)
         return PortfolioResponse(
             accountID: accountID, cash: valuation.cash, availableCash: valuation.availableCash,
@@ -206,7 +206,7 @@ struct PortfolioController: Sendable {
         guard let range = HistoryRange(rawValue: rawRange.uppercased()) else {
             throw TradingError.invalid(field: "range", code: "invalid", message: "range must be one of \(HistoryRange.allCases.map(\.rawValue).joined(separator: ", ")).")
         }
-        let accountID = try accountID(request, identity: context.identity)
+        let accountID = try Self.accountID(request, identity: context.identity)
         guard let account = try await store.account(accountID, of: context.identity.userID) else { throw TradingError.accountNotFound }
         let today = TradingDay(quotes.clock.now())
         var complete = true

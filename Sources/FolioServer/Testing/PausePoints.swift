@@ -19,6 +19,8 @@ public final class PausePoints: Sendable {
         case afterIdempotencyClaim = "after_idempotency_claim"
         /// The broker reported on a resting order during a recheck; not yet applied.
         case afterRecheck = "after_recheck"
+        /// A rebalance run's sells have all ended; its buys are not yet placed.
+        case rebalanceBeforeBuys = "rebalance_before_buys"
     }
 
     public struct Setting: Sendable, Equatable {

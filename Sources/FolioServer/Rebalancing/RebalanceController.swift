@@ -1,0 +1,404 @@
+import FolioDomain
+import Foundation
+import Hummingbird
+
+/// Targets, drift and rebalancing:
+/// `GET/PUT /api/accounts/{id}/targets`, `GET /api/accounts/{id}/targets/versions`,
+/// `GET /api/portfolio/drift`, `POST /api/portfolio/rebalance`,
+/// `GET /api/portfolio/rebalances` and `GET /api/portfolio/rebalances/{id}`.
+/// Percentages are strings of percent ("60" is sixty percent); another user's account or run is 404.
+struct RebalanceController: Sendable {
+    let rebalancing: RebalanceService
+    let store: TradingStore
+    let idempotency: Idempotency
+
+    func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
+        let api = router.group("/api", context: AuthenticatedContext.self)
+        api.get("/accounts/:id/targets", use: showTargets)
+        api.put("/accounts/:id/targets", use: setTargets)
+        api.get("/accounts/:id/targets/versions", use: targetVersions)
+        api.get("/portfolio/drift", use: drift)
+        api.post("/portfolio/rebalance", use: rebalance)
+        api.get("/portfolio/rebalances", use: runs)
+        api.get("/portfolio/rebalances/:id", use: showRun)
+    }
+
+    // MARK: - Targets
+
+    struct TargetsRequest: Decodable {
+        struct Weight: Decodable {
+            var symbol: String
+            var percent: Ratio
+        }
+
+        struct Band: Decodable {
+            var absolutePoints: Ratio?
+            var relativePercent: Ratio?
+        }
+
+        var targets: [Weight]
+        var cashPercent: Ratio?
+        var driftBand: Band?
+
+        func allocation() throws -> TargetAllocation {
+            try TargetAllocation(
+                weights: targets.map { TargetWeight(symbol: $0.symbol, percent: $0.percent) }, cashPercent: cashPercent ?? .zero,
+                band: DriftBand(
+                    absolutePoints: driftBand?.absolutePoints ?? DriftBand.standard.absolutePoints,
+                    relativePercent: driftBand?.relativePercent ?? DriftBand.standard.relativePercent))
+        }
+    }
+
+    struct WeightResponse: Encodable, Sendable {
+        var symbol: String
+        var percent: Ratio
+    }
+
+    struct BandResponse: Encodable, Sendable {
+        var absolutePoints: Ratio
+        var relativePercent: Ratio
+
+        init(_ band: DriftBand) {
+            absolutePoints = band.absolutePoints
+            relativePercent = band.relativePercent
+        }
+    }
+
+    struct TargetsResponse: ResponseEncodable {
+        var accountID: AccountID
+        /// 0 while the account has no targets.
+        var version: Int
+        var targets: [WeightResponse]
+        var cashPercent: Ratio
+        var driftBand: BandResponse
+        var createdBy: UserID?
+        var createdAt: Date?
+
+        init(accountID: AccountID, _ stored: StoredTargets?) {
+            self.accountID = accountID
+            version = stored?.version ?? 0
+            targets = stored?.allocation.weights.map { WeightResponse(symbol: $0.symbol, percent: $0.percent) } ?? []
+            cashPercent = stored?.allocation.cashPercent ?? .zero
+            driftBand = BandResponse(stored?.allocation.band ?? .standard)
+            createdBy = stored?.createdBy
+            createdAt = stored?.createdAt
+        }
+    }
+
+    func pathAccount(_ context: AuthenticatedContext) throws -> AccountID {
+        guard let id = context.parameters.get("id").flatMap(AccountID.init) else { throw TradingError.accountNotFound }
+        return id
+    }
+
+    /// The newest targets, or `?version=N`.
+    @Sendable func showTargets(_ request: Request, context: AuthenticatedContext) async throws -> TargetsResponse {
+        let accountID = try pathAccount(context)
+        var version: Int?
+        if let raw = request.query["version"] {
+            guard let number = Int(raw), number > 0 else { throw TradingError.invalid(field: "version", code: "invalid", message: "version must be a positive whole number.") }
+            version = number
+        }
+        let stored = try await rebalancing.targets(of: accountID, owner: context.identity.userID, version: version)
+        if version != nil, stored == nil { throw AppError.notFound("targets version") }
+        return TargetsResponse(accountID: accountID, stored)
+    }
+
+    /// Replaces the targets with a new version; the old ones are kept.
+    @Sendable func setTargets(_ request: Request, context: AuthenticatedContext) async throws -> TargetsResponse {
+        let accountID = try pathAccount(context)
+        let body = try await request.decodeBody(as: TargetsRequest.self, context: context)
+        let stored = try await rebalancing.setTargets(try body.allocation(), account: accountID, owner: context.identity.userID, context: context.auditContext)
+        return TargetsResponse(accountID: accountID, stored)
+    }
+
+    struct VersionResponse: Encodable, Sendable {
+        var version: Int
+        var createdBy: UserID?
+        var createdAt: Date
+    }
+
+    struct VersionList: ResponseEncodable {
+        var data: [VersionResponse]
+    }
+
+    @Sendable func targetVersions(_ request: Request, context: AuthenticatedContext) async throws -> VersionList {
+        let versions = try await rebalancing.targetVersions(of: try pathAccount(context), owner: context.identity.userID)
+        return VersionList(data: versions.map { VersionResponse(version: $0.version, createdBy: $0.createdBy, createdAt: $0.createdAt) })
+    }
+
+    // MARK: - Drift
+
+    struct DriftLineResponse: Encodable, Sendable {
+        var symbol: String?
+        var planned: Bool
+        var quantity: Quantity
+        var value: Cash
+        var currentPercent: Ratio
+        var targetPercent: Ratio
+        var targetValue: Cash
+        var driftPoints: Ratio
+        var driftRelativePercent: Ratio?
+        var outsideBand: Bool
+        var stale: Bool
+
+        init(_ line: DriftLine) {
+            symbol = line.symbol
+            planned = line.planned
+            quantity = line.quantity
+            value = line.value
+            currentPercent = line.currentPercent
+            targetPercent = line.targetPercent ?? .zero
+            targetValue = line.targetValue
+            driftPoints = line.driftPoints
+            driftRelativePercent = line.driftRelativePercent
+            outsideBand = line.outsideBand
+            stale = line.stale
+        }
+    }
+
+    struct DriftResponse: ResponseEncodable {
+        var accountID: AccountID
+        var targetsVersion: Int
+        var totalValue: Cash
+        var driftBand: BandResponse
+        var outsideBand: Bool
+        var stale: Bool
+        var cash: DriftLineResponse
+        var data: [DriftLineResponse]
+        var valuedAt: Date
+    }
+
+    @Sendable func drift(_ request: Request, context: AuthenticatedContext) async throws -> DriftResponse {
+        let accountID = try PortfolioController.accountID(request, identity: context.identity)
+        let (report, targets) = try await rebalancing.drift(of: accountID, owner: context.identity.userID)
+        return DriftResponse(
+            accountID: accountID, targetsVersion: targets.version, totalValue: report.totalValue, driftBand: BandResponse(targets.allocation.band),
+            outsideBand: report.outsideBand, stale: report.stale, cash: DriftLineResponse(report.cash), data: report.lines.map(DriftLineResponse.init),
+            valuedAt: rebalancing.clock.now())
+    }
+
+    // MARK: - Plans and runs
+
+    struct RebalanceRequest: Decodable {
+        var accountID: AccountID?
+        var mode: String?
+        var cashReserve: Cash?
+        var minTradeAmount: Cash?
+        var allowFractional: Bool?
+        var priceTolerancePercent: Ratio?
+        var execute: Bool?
+
+        func planRequest() throws -> RebalanceService.PlanRequest {
+            var issues: [FieldIssue] = []
+            let mode = RebalanceMode(rawValue: (self.mode ?? "full").lowercased())
+            if mode == nil { issues.append(.init(field: "mode", code: "invalid", message: "mode must be full, buy_only or sell_only.")) }
+            for (value, field) in [(cashReserve, "cash_reserve"), (minTradeAmount, "min_trade_amount")] {
+                guard let value else { continue }
+                if value.isNegative { issues.append(.init(field: field, code: "negative", message: "\(field) may not be negative.")) }
+                if value.places > Cash.centPlaces { issues.append(.init(field: field, code: "too_precise", message: "\(field) may have at most 2 decimal places.")) }
+            }
+            if let tolerance = priceTolerancePercent, !tolerance.isPositive || tolerance > 50 || tolerance.places > Percent.places {
+                issues.append(.init(field: "price_tolerance_percent", code: "invalid", message: "price_tolerance_percent must be above 0 and at most 50."))
+            }
+            guard let mode, issues.isEmpty else { throw TradingError.invalid(issues) }
+            return RebalanceService.PlanRequest(
+                accountID: accountID,
+                options: RebalanceOptions(
+                    mode: mode, cashReserve: cashReserve ?? .zero, minimumTrade: minTradeAmount ?? .zero, allowFractional: allowFractional ?? false),
+                priceTolerancePercent: priceTolerancePercent ?? RebalanceService.defaultPriceTolerance)
+        }
+    }
+
+    struct TradeResponse: Encodable, Sendable {
+        var symbol: String
+        var side: OrderSide
+        var quantity: Quantity
+        var price: String
+        var estimatedAmount: Cash
+        var reservation: Cash?
+    }
+
+    struct PlanLineResponse: Encodable, Sendable {
+        var symbol: String
+        var planned: Bool
+        var price: String
+        var stale: Bool
+        var quantity: Quantity
+        var value: Cash
+        var currentPercent: Ratio
+        var targetPercent: Ratio
+        var trade: TradeResponse?
+        var quantityAfter: Quantity
+        var valueAfter: Cash
+        var percentAfter: Ratio
+        var driftAfterPoints: Ratio
+        var outsideBandAfter: Bool
+    }
+
+    struct ReasonResponse: Encodable, Sendable {
+        var code: String
+        var message: String
+    }
+
+    struct PlanResponse: ResponseEncodable {
+        var accountID: AccountID
+        var targetsVersion: Int
+        var mode: RebalanceMode
+        var totalValue: Cash
+        var cashBefore: Cash
+        var availableCashBefore: Cash
+        var cashAfter: Cash
+        var cashPercentAfter: Ratio
+        var cashTargetPercent: Ratio
+        var cashKept: Cash
+        var estimatedCost: Cash
+        var estimatedProceeds: Cash
+        var buyReservation: Cash
+        var orderCount: Int
+        var stale: Bool
+        var reason: ReasonResponse?
+        var trades: [TradeResponse]
+        var lines: [PlanLineResponse]
+
+        init(_ planned: RebalanceService.Planned) {
+            let plan = planned.plan
+            accountID = planned.account.id
+            targetsVersion = planned.targets.version
+            mode = plan.mode
+            totalValue = plan.totalValue
+            cashBefore = plan.cashBefore
+            availableCashBefore = plan.availableCashBefore
+            cashAfter = plan.cashAfter
+            cashPercentAfter = plan.cashPercentAfter
+            cashTargetPercent = plan.cashTargetPercent
+            cashKept = plan.cashKept
+            estimatedCost = plan.estimatedCost
+            estimatedProceeds = plan.estimatedProceeds
+            buyReservation = plan.buyReservation
+            orderCount = plan.trades.count
+            stale = plan.stale
+            reason = plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
+            trades = plan.trades.map(Self.trade)
+            lines = plan.lines.map { line in
+                PlanLineResponse(
+                    symbol: line.symbol, planned: line.targetPercent != nil, price: line.price.formatted(minimumFractionDigits: 2), stale: line.stale,
+                    quantity: line.quantity, value: line.value, currentPercent: line.currentPercent, targetPercent: line.targetPercent ?? .zero,
+                    trade: line.trade.map(Self.trade), quantityAfter: line.quantityAfter, valueAfter: line.valueAfter, percentAfter: line.percentAfter,
+                    driftAfterPoints: line.driftAfterPoints, outsideBandAfter: line.outsideBandAfter)
+            }
+        }
+
+        static func trade(_ trade: PlannedTrade) -> TradeResponse {
+            TradeResponse(
+                symbol: trade.symbol, side: trade.side, quantity: trade.quantity, price: trade.price.formatted(minimumFractionDigits: 2),
+                estimatedAmount: trade.estimatedAmount, reservation: trade.side == .buy ? trade.reservation : nil)
+        }
+    }
+
+    /// `execute: false` (the default) answers the plan; `execute: true`, with
+    /// an `Idempotency-Key`, starts a run and answers 202 with it.
+    @Sendable func rebalance(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let body = try await request.decodeBody(as: RebalanceRequest.self, context: context)
+        let planRequest = try body.planRequest()
+        let identity = context.identity, rebalancing = self.rebalancing, audit = context.auditContext
+        guard body.execute == true else {
+            let planned = try await rebalancing.plan(planRequest, owner: identity.userID, defaultAccount: identity.defaultAccountID)
+            return try PlanResponse(planned).response(from: request, context: context)
+        }
+        guard request.headers[Idempotency.header] != nil else {
+            throw FieldIssue(field: "Idempotency-Key", code: "required", message: "Executing a rebalance needs an Idempotency-Key header, so a retry cannot start it twice.")
+        }
+        let store = self.store
+        return try await idempotency.run(
+            request, userID: identity.userID, status: .accepted, location: { (run: RunResponse) in "/api/portfolio/rebalances/\(run.id)" },
+            prepare: {
+                let planned = try await rebalancing.plan(planRequest, owner: identity.userID, defaultAccount: identity.defaultAccountID)
+                return (planned, try await rebalancing.placements(for: planned))
+            },
+            perform: { prepared, db in
+                let run = try await rebalancing.start(prepared.0, placements: prepared.1, owner: identity.userID, context: audit, on: db)
+                let linked = try await rebalancing.rebalances.orders(of: run.id, on: db)
+                return RunResponse(run, linked: linked, orders: try await store.orders(linked.map(\.orderID), on: db))
+            })
+    }
+
+    struct RunOrderResponse: Encodable, Sendable {
+        var orderID: OrderID
+        var phase: String
+        var round: Int
+        var symbol: String
+        var side: OrderSide
+        var quantity: Quantity?
+        var status: OrderStatus
+        var filledQuantity: Quantity
+        var averageFillPrice: Price?
+        var rejectReason: String?
+    }
+
+    struct RunResponse: ResponseEncodable, Encodable, Sendable {
+        var id: RebalanceRunID
+        var accountID: AccountID
+        var mode: RebalanceMode
+        var status: RebalanceRun.Status
+        var targetsVersion: Int
+        var buyRounds: Int
+        var reasons: [String]
+        var plannedTrades: [TradeResponse]
+        var orders: [RunOrderResponse]
+        var createdAt: Date
+        var updatedAt: Date
+        var finishedAt: Date?
+
+        init(_ run: RebalanceRun, linked: [RunOrder], orders: [OrderState]) {
+            id = run.id
+            accountID = run.accountID
+            mode = run.mode
+            status = run.status
+            targetsVersion = run.instructions.targetsVersion
+            buyRounds = run.buyRounds
+            reasons = run.reasons
+            plannedTrades = run.plannedTrades.map {
+                TradeResponse(
+                    symbol: $0.symbol, side: $0.side, quantity: $0.quantity, price: $0.price.formatted(minimumFractionDigits: 2),
+                    estimatedAmount: $0.estimatedAmount, reservation: nil)
+            }
+            let byID = Dictionary(orders.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            self.orders = linked.compactMap { link in
+                byID[link.orderID].map { order in
+                    RunOrderResponse(
+                        orderID: order.id, phase: link.phase == .sell ? "sell" : "buy", round: link.round, symbol: order.symbol, side: order.side,
+                        quantity: order.quantity, status: order.status, filledQuantity: order.filledQuantity,
+                        averageFillPrice: order.averageFillPrice, rejectReason: order.rejectReason)
+                }
+            }
+            createdAt = run.createdAt
+            updatedAt = run.updatedAt
+            finishedAt = run.finishedAt
+        }
+    }
+
+    func runResponse(_ run: RebalanceRun) async throws -> RunResponse {
+        let linked = try await rebalancing.rebalances.orders(of: run.id)
+        return RunResponse(run, linked: linked, orders: try await store.orders(linked.map(\.orderID), on: store.database.sql))
+    }
+
+    @Sendable func showRun(_ request: Request, context: AuthenticatedContext) async throws -> RunResponse {
+        guard let id = context.parameters.get("id").flatMap({ RebalanceRunID($0) }),
+              let run = try await rebalancing.rebalances.run(id, owner: context.identity.userID)
+        else { throw RebalanceError.runNotFound }
+        return try await runResponse(run)
+    }
+
+    struct RunList: ResponseEncodable {
+        var data: [RunResponse]
+    }
+
+    /// The account's runs, newest first (`limit`, at most 100).
+    @Sendable func runs(_ request: Request, context: AuthenticatedContext) async throws -> RunList {
+        let accountID = try PortfolioController.accountID(request, identity: context.identity)
+        let limit = try Pagination.pageSize(request, maximum: 100)
+        var data: [RunResponse] = []
+        for run in try await rebalancing.rebalances.runs(of: accountID, owner: context.identity.userID, limit: limit) { data.append(try await runResponse(run)) }
+        return RunList(data: data)
+    }
+}

@@ -1,0 +1,362 @@
+import Crypto
+import FolioDomain
+import Foundation
+import Logging
+import SQLKit
+
+/// Targets, drift, rebalance plans and the runs that carry them out.
+///
+/// A run places its sells through the ordinary order path; once every sell
+/// has ended, the `advance_rebalance` job places the buys, planned again from
+/// the cash the sells actually left when the quotes moved beyond the
+/// tolerance or the cash differs from the plan; buys left short by the
+/// market-buy margin are topped up in at most two more rounds. Every step
+/// moves the run with a compare-and-set in the transaction that places its
+/// orders, so a worker killed anywhere leaves the job to pick it up again.
+struct RebalanceService: Sendable {
+    let store: TradingStore
+    let rebalances: RebalanceStore
+    let ledger: Ledger
+    let orders: OrderService
+    let quotes: QuoteService
+    let jobs: JobQueue
+    let clock: AppClock
+    let ids: IDSource
+    let marketBuyMargin: Ratio
+    let logger: Logger
+    var pauses: PausePoints = .none
+
+    var database: FolioDatabase { store.database }
+
+    /// The first buys and at most two top-ups of what the margin left unspent.
+    static let maximumBuyRounds = 3
+    static let defaultPriceTolerance: Ratio = 2
+
+    // MARK: - Targets
+
+    func targets(of accountID: AccountID, owner: UserID, version: Int? = nil) async throws -> StoredTargets? {
+        guard try await store.account(accountID, of: owner) != nil else { throw TradingError.accountNotFound }
+        return try await rebalances.targets(of: accountID, version: version)
+    }
+
+    func targetVersions(of accountID: AccountID, owner: UserID) async throws -> [RebalanceStore.VersionSummary] {
+        guard try await store.account(accountID, of: owner) != nil else { throw TradingError.accountNotFound }
+        return try await rebalances.targetVersions(of: accountID)
+    }
+
+    /// Adds a version of the account's targets, audited on the account's chain
+    /// with a digest of the weights (the version's rows keep the weights themselves).
+    func setTargets(_ allocation: TargetAllocation, account accountID: AccountID, owner: UserID, context: AuditContext) async throws -> StoredTargets {
+        guard try await store.account(accountID, of: owner) != nil else { throw TradingError.accountNotFound }
+        // Every symbol must be one the market knows; when that cannot be checked, nothing is saved.
+        var unknown: [String] = []
+        for (symbol, lookup) in await quotes.lookups(for: allocation.weights.map(\.symbol), staleWhileRevalidate: true) {
+            switch lookup {
+            case .found: break
+            case .unknown: unknown.append(symbol)
+            case .unavailable(let reason): throw quotes.unavailable(reason, .quote)
+            }
+        }
+        if !unknown.isEmpty {
+            throw TradingError.invalid(field: "targets", code: "unknown_symbol", message: "No market quotes \(unknown.sorted().joined(separator: ", ")).")
+        }
+        let now = ledger.now(), id = ids.uuid(), ledger = self.ledger, rebalances = self.rebalances
+        return try await database.transaction { db in
+            guard var open = try await ledger.open(account: accountID, owner: owner, on: db) else { throw TradingError.accountNotFound }
+            let stored = try await rebalances.addTargets(allocation, account: open.books.account, by: owner, id: id, now: now, on: db)
+            var posting = Posting()
+            posting.events = [AuditNote(
+                action: "targets.changed", actorID: owner, subjectType: "account", subjectID: accountID.description,
+                details: [
+                    "version": String(stored.version), "target_count": String(allocation.weights.count),
+                    "targets_digest": Self.digest(allocation), "cash_percent": allocation.cashPercent.description,
+                    "drift_absolute_points": allocation.band.absolutePoints.description,
+                    "drift_relative_percent": allocation.band.relativePercent.description,
+                ])]
+            open.books.record(posting)
+            try await ledger.commit(open, context: context, on: db)
+            return stored
+        }
+    }
+
+    /// SHA-256 of the weights as `SYMBOL=percent` lines in symbol order.
+    static func digest(_ allocation: TargetAllocation) -> String {
+        let text = allocation.weights.map { "\($0.symbol)=\($0.percent)\n" }.joined() + "CASH=\(allocation.cashPercent)\n"
+        return AuditChain.hex(SHA256.hash(data: Data(text.utf8)))
+    }
+
+    // MARK: - Drift and plans
+
+    func drift(of accountID: AccountID, owner: UserID) async throws -> (report: DriftReport, targets: StoredTargets) {
+        guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
+        guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
+        let symbols = Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))
+        let prices = await quotes.quotes(for: symbols)
+        let report = try DriftReport(holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, allocation: targets.allocation)
+        return (report, targets)
+    }
+
+    struct PlanRequest: Sendable {
+        var accountID: AccountID?
+        var options: RebalanceOptions
+        var priceTolerancePercent: Ratio
+    }
+
+    struct Planned: Sendable {
+        var account: AccountState
+        var targets: StoredTargets
+        var plan: RebalancePlan
+        var request: PlanRequest
+    }
+
+    func plan(_ request: PlanRequest, owner: UserID, defaultAccount: AccountID?) async throws -> Planned {
+        var accountID = request.accountID ?? defaultAccount
+        if accountID == nil { accountID = try await store.defaultAccountID(of: owner) }
+        guard let accountID, let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else {
+            throw request.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount
+        }
+        guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
+        let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)))
+        var options = request.options
+        options.marketBuyMargin = marketBuyMargin
+        let plan = try RebalancePlanner.plan(
+            holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
+            allocation: targets.allocation, options: options)
+        return Planned(account: account, targets: targets, plan: plan, request: request)
+    }
+
+    /// A quote for every symbol, stale ones included; an unknown symbol or no quote at all stops the plan.
+    func prices(for symbols: some Sequence<String>) async throws -> [String: PriceQuote] {
+        var found: [String: PriceQuote] = [:]
+        for (symbol, lookup) in await quotes.lookups(for: symbols, staleWhileRevalidate: true) {
+            switch lookup {
+            case .found(let quote): found[symbol] = quote
+            case .unknown: throw RebalanceError.noPrice(symbol)
+            case .unavailable(let reason): throw quotes.unavailable(reason, .quote)
+            }
+        }
+        return found
+    }
+
+    // MARK: - Starting a run
+
+    /// The first phase's orders, priced outside any transaction: the sells, or the buys when there are none.
+    func placements(for planned: Planned) async throws -> [OrderService.PricedPlacement] {
+        let plan = planned.plan
+        guard plan.reason == nil else { throw RebalanceError.noTrades(code: plan.reason!.code, message: plan.reason!.message) }
+        let first = plan.sells.isEmpty ? plan.buys : plan.sells
+        var priced: [OrderService.PricedPlacement] = []
+        for trade in first {
+            priced.append(try await orders.price(placement(trade.symbol, trade.side, trade.quantity, account: planned.account.id)))
+        }
+        return priced
+    }
+
+    func placement(_ symbol: String, _ side: OrderSide, _ quantity: Quantity, account: AccountID) -> OrderService.Placement {
+        OrderService.Placement(
+            draft: OrderDraft(symbol: symbol, side: side, type: .market, timeInForce: .day, quantity: quantity), accountID: account, clientOrderID: nil)
+    }
+
+    /// Creates the run and places its first orders in the caller's transaction, with the job that moves it on.
+    func start(_ planned: Planned, placements: [OrderService.PricedPlacement], owner: UserID, context: AuditContext, on db: any SQLDatabase) async throws -> RebalanceRun {
+        let accountID = planned.account.id
+        // Under the account's lock, so two requests cannot both start a run.
+        guard try await store.lockAccount(accountID, owner: owner, on: db) != nil else { throw TradingError.accountNotFound }
+        if try await rebalances.activeRun(of: accountID, on: db) != nil { throw RebalanceError.runInProgress }
+        let now = ledger.now()
+        let buysFirst = planned.plan.sells.isEmpty
+        let request = planned.request
+        let run = RebalanceRun(
+            id: ids.next(RebalanceRunID.self), userID: owner, accountID: accountID, mode: request.options.mode, status: buysFirst ? .buying : .selling,
+            instructions: .init(
+                targetsVersion: planned.targets.version, cashReserve: request.options.cashReserve, minimumTrade: request.options.minimumTrade,
+                allowFractional: request.options.allowFractional, priceTolerancePercent: request.priceTolerancePercent),
+            plannedTrades: planned.plan.trades.map(RebalanceRun.Trade.init), reasons: [], buyRounds: buysFirst ? 1 : 0,
+            createdAt: now, updatedAt: now, finishedAt: nil)
+        try await rebalances.insert(run, on: db)
+        let placed = try await place(placements, run: run, round: run.buyRounds, owner: owner, context: context, on: db)
+        try await jobs.enqueue(.advanceRebalance(run.id), on: db)
+        try await audit("rebalance.started", run: run, actor: owner, context: context, on: db, details: [
+            "mode": run.mode.rawValue, "targets_version": String(planned.targets.version), "orders": String(placed),
+            "planned_trades": String(planned.plan.trades.count), "estimated_cost": planned.plan.estimatedCost.description,
+            "estimated_proceeds": planned.plan.estimatedProceeds.description,
+        ])
+        return run
+    }
+
+    /// Places priced orders for the run and links them to it; returns how many.
+    private func place(
+        _ placements: [OrderService.PricedPlacement], run: RebalanceRun, round: Int, owner: UserID, context: AuditContext, on db: any SQLDatabase
+    ) async throws -> Int {
+        var linked: [RunOrder] = []
+        for priced in placements {
+            let order = try await orders.place(priced, userID: owner, context: context, on: db)
+            linked.append(RunOrder(orderID: order.id, phase: order.side, round: round))
+        }
+        try await rebalances.link(linked, to: run.id, on: db)
+        return linked.count
+    }
+
+    // MARK: - Moving a run on
+
+    /// The `advance_rebalance` job: waits while the current phase's orders are
+    /// open, then places the buys (or the next round of them), or ends the run.
+    func advance(_ job: ClaimedJob) async throws -> JobOutcome {
+        guard case .advanceRebalance(let runID) = job.payload, let run = try await rebalances.run(runID), !run.status.isFinished else { return .done }
+        let linked = try await rebalances.orders(of: runID)
+        let placed = Dictionary(try await store.orders(linked.map(\.orderID), on: database.sql).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let round = run.status == .selling ? 0 : run.buyRounds
+        let current = linked.filter { $0.round == round }.compactMap { placed[$0.orderID] }
+        if current.contains(where: \.status.isOpen) { return .later(nextLook(at: run)) }
+
+        var next = run
+        next.reasons += current.compactMap(Self.shortfall)
+        let all = Array(placed.values)
+        switch run.status {
+        case .selling:
+            guard run.mode != .sellOnly else { return try await finish(next, from: run, orders: all) }
+            await pauses.reach(.rebalanceBeforeBuys)
+            return try await placeBuys(next, from: run, round: 1, orders: all)
+        case .buying:
+            // A round that filled whole may have left the margin's cash unspent: top it up.
+            guard current.allSatisfy({ $0.status == .filled }), run.buyRounds < Self.maximumBuyRounds else {
+                return try await finish(next, from: run, orders: all)
+            }
+            return try await placeBuys(next, from: run, round: run.buyRounds + 1, orders: all)
+        case .done, .partiallyDone, .failed:
+            return .done
+        }
+    }
+
+    /// When to look again at orders still open: soon at first, then less and less often.
+    func nextLook(at run: RebalanceRun) -> Date {
+        let now = clock.now()
+        let age = now.timeIntervalSince(run.createdAt)
+        let wait: TimeInterval = age < 10 ? 0.5 : age < 120 ? 2 : min(60, age / 10)
+        return now.addingTimeInterval(wait)
+    }
+
+    /// Why an order of the run did not do all it was meant to; nil when it filled whole.
+    static func shortfall(_ order: OrderState) -> String? {
+        let what = "\(order.side.rawValue) \(order.quantity?.description ?? "?") \(order.symbol)"
+        switch order.status {
+        case .filled: return nil
+        case .rejected: return "\(what) was rejected: \(order.rejectReason ?? "no reason given")."
+        case .canceled, .expired:
+            let filled = order.filledQuantity.isPositive ? " after \(order.filledQuantity) filled" : ""
+            return "\(what) was \(order.status.rawValue)\(filled)\(order.rejectReason.map { ": \($0)" } ?? "")."
+        default: return "\(what) ended \(order.status.rawValue)."
+        }
+    }
+
+    /// Plans the buys from the cash and holdings the account has now and
+    /// places them as round `round`; ends the run when there is nothing to buy.
+    private func placeBuys(_ next: RebalanceRun, from run: RebalanceRun, round: Int, orders placedOrders: [OrderState]) async throws -> JobOutcome {
+        var next = next
+        guard let (account, holdings) = try await store.portfolio(of: run.accountID, owner: run.userID),
+              let targets = try await rebalances.targets(of: run.accountID, version: run.instructions.targetsVersion)
+        else {
+            next.reasons.append("The account or its targets no longer exist.")
+            return try await finish(next, from: run, orders: placedOrders)
+        }
+        let instructions = run.instructions
+        let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)))
+        let options = RebalanceOptions(
+            mode: .buyOnly, cashReserve: instructions.cashReserve, minimumTrade: instructions.minimumTrade,
+            allowFractional: instructions.allowFractional, marketBuyMargin: marketBuyMargin)
+        let fresh = try RebalancePlanner.plan(
+            holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
+            allocation: targets.allocation, options: options)
+        var buys = fresh.buys.map { ($0.symbol, $0.quantity) }
+        if round == 1 {
+            let planned = run.plannedTrades.filter { $0.side == .buy }
+            let budget = try account.availableCash - fresh.cashKept
+            if try !planned.isEmpty && Self.fits(planned, prices: prices, tolerance: instructions.priceTolerancePercent, budget: budget, margin: marketBuyMargin) {
+                buys = planned.map { ($0.symbol, $0.quantity) }
+            } else if !planned.isEmpty || !buys.isEmpty {
+                next.reasons.append(
+                    "The buys were planned again from the cash the sales left and the current quotes (a quote moved more than \(instructions.priceTolerancePercent) % or the cash differs from the plan).")
+            }
+        }
+        guard !buys.isEmpty else { return try await finish(next, from: run, orders: placedOrders) }
+
+        var priced: [OrderService.PricedPlacement] = []
+        for (symbol, quantity) in buys { priced.append(try await orders.price(placement(symbol, .buy, quantity, account: run.accountID))) }
+        next.status = .buying
+        next.buyRounds = round
+        let now = ledger.now(), rebalances = self.rebalances, ready = next, placements = priced
+        do {
+            try await database.transaction { db in
+                guard try await rebalances.advance(ready, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return }
+                let count = try await place(placements, run: ready, round: round, owner: run.userID, context: .none, on: db)
+                try await audit("rebalance.buying", run: ready, actor: nil, context: .none, on: db, details: ["round": String(round), "orders": String(count)])
+            }
+        } catch let error as TradingError {
+            // The account changed under the run (another order took the cash, say): end it, saying why.
+            var failed = next
+            failed.status = run.status
+            failed.buyRounds = run.buyRounds
+            failed.reasons.append("The buys could not be placed: \(Self.describe(error))")
+            return try await finish(failed, from: run, orders: placedOrders)
+        }
+        return .later(nextLook(at: run))
+    }
+
+    /// True when the planned buys are still what the plan meant: every quote
+    /// within the tolerance of the plan's price, and their reservations within the cash.
+    static func fits(_ planned: [RebalanceRun.Trade], prices: [String: PriceQuote], tolerance: Ratio, budget: Cash, margin: Ratio) throws -> Bool {
+        var reserved = Cash.zero
+        for trade in planned {
+            guard let now = prices[trade.symbol]?.price else { return false }
+            // |now − planned| × 100 ÷ planned, rounded up: the move in percent.
+            let movedTimesHundred = Price(uncheckedUnits: (now.units - trade.price.units) * 100).magnitude
+            let percent = try Ratio.quotient(movedTimesHundred, trade.price, places: Percent.places, rounding: .up)
+            if percent > tolerance { return false }
+            reserved = try reserved + TradingRules.buyReservation(
+                OrderDraft(symbol: trade.symbol, side: .buy, type: .market, quantity: trade.quantity), price: now, margin: margin)
+        }
+        return reserved <= budget
+    }
+
+    static func describe(_ error: TradingError) -> String {
+        switch error {
+        case .insufficientBuyingPower(let needed, let available): "they need \(needed) of buying power; \(available) is available."
+        case .insufficientShares(let symbol, let available): "only \(available) \(symbol) can be sold."
+        case .unknownSymbol(let symbol): "no market quotes \(symbol)."
+        default: "\(error)"
+        }
+    }
+
+    /// Ends the run: done when every order did all it was meant to, failed
+    /// when none filled at all, partially done otherwise, with the reasons.
+    private func finish(_ next: RebalanceRun, from run: RebalanceRun, orders: [OrderState]) async throws -> JobOutcome {
+        var next = next
+        let filledAny = orders.contains { $0.filledQuantity.isPositive }
+        next.status = next.reasons.isEmpty ? .done : filledAny ? .partiallyDone : .failed
+        if next.status == .done, orders.contains(where: { $0.status != .filled }) { next.status = .partiallyDone }
+        let now = ledger.now()
+        next.finishedAt = now
+        let rebalances = self.rebalances, finished = next
+        try await database.transaction { db in
+            guard try await rebalances.advance(finished, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return }
+            try await audit("rebalance.finished", run: finished, actor: nil, context: .none, on: db, details: [
+                "status": finished.status.rawValue, "orders": String(orders.count),
+                "filled": String(orders.filter { $0.status == .filled }.count), "reasons": String(finished.reasons.count),
+            ])
+        }
+        logger.info("rebalance run finished", metadata: [
+            "run_id": .string(run.id.description), "status": .string(finished.status.rawValue), "orders": .stringConvertible(orders.count)])
+        return .done
+    }
+
+    /// An event about the run on its account's audit chain.
+    private func audit(
+        _ action: String, run: RebalanceRun, actor: UserID?, context: AuditContext, on db: any SQLDatabase, details: [String: String]
+    ) async throws {
+        guard var open = try await ledger.open(account: run.accountID, owner: nil, on: db) else { return }
+        var posting = Posting()
+        posting.events = [AuditNote(action: action, actorID: actor, subjectType: "rebalance", subjectID: run.id.description, details: details)]
+        open.books.record(posting)
+        try await ledger.commit(open, context: context, on: db)
+    }
+}

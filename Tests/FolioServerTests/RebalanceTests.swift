@@ -1,0 +1,241 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// Targets, drift and rebalancing through the API, on both databases.
+@Suite("Targets and rebalancing")
+struct RebalanceTests {
+    static func put(_ client: some TestClientProtocol, _ uri: String, _ body: [String: Any], headers: HTTPFields) async throws -> TestResponse {
+        var all = jsonHeaders
+        for field in headers { all[field.name] = field.value }
+        return try await client.execute(uri: uri, method: .put, headers: all, body: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+    }
+
+    static func get(_ client: some TestClientProtocol, _ uri: String, _ tokens: [String: Any]) async throws -> [String: Any] {
+        let response = try await client.execute(uri: uri, method: .get, headers: bearer(tokens))
+        #expect(response.status == .ok, "\(uri): \(String(buffer: response.body))")
+        return try json(response)
+    }
+
+    /// Buys `quantity` of `symbol` at the market and lets the worker fill it.
+    static func buy(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], _ symbol: String, _ quantity: Int) async throws {
+        let placed = try await post(client, "/api/orders", ["symbol": symbol, "quantity": quantity, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+        #expect(placed.status == .created, "\(String(buffer: placed.body))")
+        await env.worker.drain()
+    }
+
+    /// Runs the worker, moving the clock on, until the run has finished.
+    static func finish(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], run id: String) async throws -> [String: Any] {
+        for _ in 0..<40 {
+            await env.worker.drain()
+            let run = try await get(client, "/api/portfolio/rebalances/\(id)", tokens)
+            if ["done", "partially_done", "failed"].contains(run["status"] as? String) { return run }
+            env.clock.advance(by: 1)
+        }
+        Issue.record("the run did not finish")
+        return try await get(client, "/api/portfolio/rebalances/\(id)", tokens)
+    }
+
+    nonisolated(unsafe) static let targets: [String: Any] = [
+        "targets": [["symbol": "aapl", "percent": "40"], ["symbol": "MSFT", "percent": 30], ["symbol": "VTI", "percent": "25"]],
+        "cash_percent": "5",
+    ]
+
+    @Test("targets: set, read, versioned and audited; invalid weights and unknown symbols refused with their field; others' accounts 404", arguments: TestDatabaseKind.all)
+    func targets(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "targets@example.com")
+            let account = try await env.firstAccount()
+            let uri = "/api/accounts/\(account.id)/targets"
+            let empty = try await Self.get(client, uri, tokens)
+            #expect(empty["version"] as? Int == 0 && (empty["targets"] as? [Any])?.isEmpty == true)
+
+            let saved = try await Self.put(client, uri, Self.targets, headers: bearer(tokens))
+            #expect(saved.status == .ok, "\(String(buffer: saved.body))")
+            let first = try json(saved)
+            #expect(first["version"] as? Int == 1)
+            #expect((first["targets"] as? [[String: Any]])?.map { "\($0["symbol"]!)=\($0["percent"]!)" } == ["AAPL=40", "MSFT=30", "VTI=25"])
+            #expect(first["cash_percent"] as? String == "5")
+            #expect((first["drift_band"] as? [String: Any])?["absolute_points"] as? String == "5")
+
+            let badSum = try await Self.put(client, uri, ["targets": [["symbol": "AAPL", "percent": "60"], ["symbol": "MSFT", "percent": "39.99"]]], headers: bearer(tokens))
+            #expect(badSum.status == .unprocessableContent)
+            #expect(try problem(badSum).errors?.map(\.field) == ["targets"])
+            #expect(try problem(badSum).errors?.map(\.code) == ["sum_not_100"])
+            let unknown = try await Self.put(client, uri, ["targets": [["symbol": "NOPE", "percent": 100]]], headers: bearer(tokens))
+            #expect(try unknown.status == .unprocessableContent && problem(unknown).errors?.first?.code == "unknown_symbol")
+            let tooFine = try await Self.put(client, uri, ["targets": [["symbol": "AAPL", "percent": "99.99999"], ["symbol": "VTI", "percent": "0.00001"]]], headers: bearer(tokens))
+            #expect(try problem(tooFine).errors?.map(\.field) == ["targets[0].percent", "targets[1].percent"])
+
+            let second = try json(try await Self.put(
+                client, uri, ["targets": [["symbol": "VTI", "percent": 100]], "drift_band": ["absolute_points": "3", "relative_percent": "20"]], headers: bearer(tokens)))
+            #expect(second["version"] as? Int == 2)
+            #expect((try await Self.get(client, uri, tokens))["version"] as? Int == 2)
+            let old = try await Self.get(client, uri + "?version=1", tokens)
+            #expect((old["targets"] as? [Any])?.count == 3)
+            let versions = try await Self.get(client, uri + "/versions", tokens)
+            #expect((versions["data"] as? [[String: Any]])?.map { $0["version"] as? Int } == [2, 1])
+
+            // Each change is on the account's audit chain with a digest of its weights.
+            let events = try await env.database.sql.raw("SELECT action, details FROM audit_events WHERE action = 'targets.changed' ORDER BY sequence").all()
+            #expect(events.count == 2)
+            #expect(try events[0].decode(column: "details", as: String.self).contains("targets_digest"))
+
+            let other = try await signUp(client, env, email: "other@example.com")
+            #expect(try await client.execute(uri: uri, method: .get, headers: bearer(other)).status == .notFound)
+            #expect(try await Self.put(client, uri, Self.targets, headers: bearer(other)).status == .notFound)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a drifted portfolio gets a plan, runs it (sells, then buys) and ends within its bands", arguments: TestDatabaseKind.all)
+    func drifted(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "drifted@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            try await Self.buy(client, env, tokens, "VTI", 20)
+            #expect(try await client.execute(uri: "/api/portfolio/drift", method: .get, headers: bearer(tokens)).status == .conflict)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+
+            let drift = try await Self.get(client, "/api/portfolio/drift", tokens)
+            #expect(drift["outside_band"] as? Bool == true)
+            let lines = try #require(drift["data"] as? [[String: Any]])
+            #expect(lines.map { $0["symbol"] as? String } == ["AAPL", "MSFT", "VTI"])
+            #expect(lines[1]["current_percent"] as? String == "0" && lines[1]["outside_band"] as? Bool == true)
+
+            let planned = try await post(client, "/api/portfolio/rebalance", ["mode": "full"], headers: bearer(tokens))
+            #expect(planned.status == .ok, "\(String(buffer: planned.body))")
+            let plan = try json(planned)
+            let trades = try #require(plan["trades"] as? [[String: Any]])
+            #expect(trades.first?["side"] as? String == "SELL" && trades.first?["symbol"] as? String == "AAPL")
+            #expect(trades.contains { $0["symbol"] as? String == "MSFT" && $0["side"] as? String == "BUY" })
+            #expect(plan["order_count"] as? Int == trades.count && plan["reason"] == nil)
+            // A plan changes nothing.
+            #expect(try await env.store.orders(of: account.userID, filter: .init(), after: nil, limit: 10).count == 2)
+
+            let missingKey = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: bearer(tokens))
+            #expect(try missingKey.status == .unprocessableContent && problem(missingKey).errors?.first?.field == "Idempotency-Key")
+
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "rebalance-1"
+            let started = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed)
+            #expect(started.status == .accepted, "\(String(buffer: started.body))")
+            let run = try json(started)
+            let id = try #require(run["id"] as? String)
+            #expect(started.headers[.location] == "/api/portfolio/rebalances/\(id)")
+            #expect(run["status"] as? String == "selling")
+            #expect((run["orders"] as? [[String: Any]])?.allSatisfy { $0["side"] as? String == "SELL" } == true)
+            // The same key answers the same run; a second run while this one runs is refused.
+            let replay = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed)
+            #expect(try json(replay)["id"] as? String == id)
+            keyed[Idempotency.header] = "rebalance-2"
+            let second = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed)
+            #expect(try second.status == .conflict && problem(second).code == "rebalance_in_progress")
+
+            let finished = try await Self.finish(client, env, tokens, run: id)
+            #expect(finished["status"] as? String == "done", "\(finished)")
+            let orders = try #require(finished["orders"] as? [[String: Any]])
+            #expect(orders.allSatisfy { $0["status"] as? String == "filled" })
+            #expect(orders.contains { $0["phase"] as? String == "buy" })
+
+            let after = try await Self.get(client, "/api/portfolio/drift", tokens)
+            #expect(after["outside_band"] as? Bool == false, "\(after)")
+            let events = try await env.database.sql.raw("SELECT action FROM audit_events WHERE action LIKE 'rebalance.%' ORDER BY sequence").all()
+                .map { try $0.decode(column: "action", as: String.self) }
+            #expect(events.first == "rebalance.started" && events.last == "rebalance.finished" && events.contains("rebalance.buying"))
+            let list = try await Self.get(client, "/api/portfolio/rebalances", tokens)
+            #expect((list["data"] as? [[String: Any]])?.map { $0["id"] as? String } == [id])
+            try await env.expectConsistent()
+
+            // Now on target: nothing to do, and executing says so.
+            let nothing = try json(try await post(client, "/api/portfolio/rebalance", ["min_trade_amount": "5000"], headers: bearer(tokens)))
+            #expect((nothing["trades"] as? [Any])?.isEmpty == true && (nothing["reason"] as? [String: Any])?["code"] as? String != nil)
+            keyed[Idempotency.header] = "rebalance-3"
+            let refused = try await post(client, "/api/portfolio/rebalance", ["execute": true, "min_trade_amount": "5000"], headers: keyed)
+            #expect(try refused.status == .unprocessableContent && problem(refused).code == "nothing_to_rebalance")
+        }
+    }
+
+    @Test("buy_only invests new cash where the drift is largest, without a sale", arguments: TestDatabaseKind.all)
+    func buyOnly(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.startingCash = 20_000 }) { client, env in
+            let tokens = try await signUp(client, env, email: "buyonly@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 80)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            let deposit = try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "10000"], headers: bearer(tokens))
+            #expect(deposit.status == .created)
+            let before = try await Self.get(client, "/api/portfolio/drift", tokens)
+            let beforeWorst = try Self.worstDrift(before)
+
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "buy-only-1"
+            let started = try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "buy_only", "cash_reserve": "100"], headers: keyed)
+            #expect(started.status == .accepted, "\(String(buffer: started.body))")
+            let run = try json(started)
+            #expect(run["status"] as? String == "buying")
+            let finished = try await Self.finish(client, env, tokens, run: try #require(run["id"] as? String))
+            #expect(["done", "partially_done"].contains(finished["status"] as? String), "\(finished)")
+            let orders = try #require(finished["orders"] as? [[String: Any]])
+            #expect(!orders.isEmpty && orders.allSatisfy { $0["side"] as? String == "BUY" })
+
+            let after = try await Self.get(client, "/api/portfolio/drift", tokens)
+            #expect(try Self.worstDrift(after) < beforeWorst)
+            let portfolio = try await Self.get(client, "/api/portfolio", tokens)
+            #expect(try Cash(parsing: portfolio["available_cash"] as! String) >= 100)
+            try await env.expectConsistent()
+        }
+    }
+
+    static func worstDrift(_ drift: [String: Any]) throws -> Ratio {
+        try (drift["data"] as? [[String: Any]] ?? []).map { try Ratio(parsing: $0["drift_points"] as! String).magnitude }.max() ?? .zero
+    }
+
+    @Test("the seed's check: an unauthenticated rebalance is 401, a cookie session without the CSRF token 403", arguments: TestDatabaseKind.all)
+    func authentication(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let anonymous = try await post(client, "/api/portfolio/rebalance", ["execute": false])
+            #expect(anonymous.status == .unauthorized && anonymous.headers[.contentType] == "application/problem+json")
+            try await signUp(client, env, email: "cookie@example.com")
+            let login = try await post(client, "/api/auth/login", ["email": "cookie@example.com", "password": strongPassword, "session": "cookie"])
+            let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
+            let forged = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: [.cookie: cookie, Idempotency.header: "x"])
+            #expect(try forged.status == .forbidden && problem(forged).code == "csrf_failed")
+            var good: HTTPFields = [.cookie: cookie, .origin: "https://app.example.com"]
+            good[AuthController.csrfHeader] = try #require(try json(login)["csrf_token"] as? String)
+            // With the token it gets through to the rebalancer, which wants targets first.
+            let allowed = try await post(client, "/api/portfolio/rebalance", [:], headers: good)
+            #expect(try allowed.status == .conflict && problem(allowed).code == "targets_not_set")
+        }
+    }
+
+    @Test("a sell the broker rejects leaves the run partially done with the reason; buys are planned from the cash there is", arguments: TestDatabaseKind.all)
+    func rejectedSell(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "rejected@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "rejected-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            let id = try #require(started["id"] as? String)
+            // The sell is rejected before it reaches the broker, as a broker would.
+            let sell = try #require((started["orders"] as? [[String: Any]])?.first?["order_id"] as? String)
+            try await env.orders.apply(.rejected(reason: "market closed for this symbol"), to: try #require(OrderID(sell)))
+            let finished = try await Self.finish(client, env, tokens, run: id)
+            #expect(finished["status"] as? String == "partially_done", "\(finished)")
+            let reasons = try #require(finished["reasons"] as? [String])
+            #expect(reasons.contains { $0.contains("was rejected: market closed for this symbol") })
+            try await env.expectConsistent()
+        }
+    }
+}
