@@ -219,4 +219,57 @@ struct ProcessCrashTests {
             #expect(errors.isEmpty, "\(errors.prefix(3))")
         }
     }
+
+    @Test("a rebalance whose worker is killed between its sells and its buys finishes after a restart, with each buy placed once (PostgreSQL only: several processes)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func killedRebalance() async throws {
+        try await withTestDatabase(.postgres) { database, location in
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let base = environment(location, ["SERVE_WORKER": "false"])
+            let server = try await RunningFolio.serve(folio, environment: base)
+            defer { server.kill() }
+            let http = HTTPCalls(baseURL: server.baseURL)
+            var headers = try await http.signIn("crash-rebalance@example.com")
+            #expect(try await http.post("/api/orders", ["symbol": "AAPL", "quantity": "300", "side": "BUY", "order_type": "MARKET"], headers: headers).status == 201)
+            let first = try RunningFolio(folio, ["worker"], environment: base)
+            try await eventually("the first order filled") {
+                try await database.sql.raw("SELECT status FROM orders").all().map { try $0.decode(column: "status", as: String.self) } == ["filled"]
+            }
+            #expect(first.terminate().status == 0)
+
+            let account = try #require((try await http.get("/api/accounts", headers: headers).json["data"] as? [[String: Any]])?.first?["id"] as? String)
+            let targets = try await http.send("PUT", "/api/accounts/\(account)/targets", json: [
+                "targets": [["symbol": "AAPL", "percent": "40"], ["symbol": "MSFT", "percent": "30"], ["symbol": "VTI", "percent": "30"]],
+            ], headers: headers)
+            #expect(targets.status == 200, "\(targets.text)")
+            headers["Idempotency-Key"] = "crash-rebalance"
+            let started = try await http.post("/api/portfolio/rebalance", ["execute": true], headers: headers)
+            #expect(started.status == 202, "\(started.text)")
+            let id = try #require(started.json["id"] as? String)
+
+            let doomed = try RunningFolio(folio, ["worker"], environment: base.merging(["FOLIO_TEST_PAUSE_AT": PausePoints.Point.rebalanceBeforeBuys.rawValue]) { _, new in new })
+            do {
+                try await doomed.waitForLine(containing: "paused at \(PausePoints.Point.rebalanceBeforeBuys.rawValue)")
+            } catch {
+                Issue.record("the worker said: \(doomed.stdout.lines.suffix(10))")
+                throw error
+            }
+            doomed.kill()
+            let killed = try await http.get("/api/portfolio/rebalances/\(id)", headers: headers).json
+            #expect(killed["status"] as? String == "selling")
+            #expect((killed["orders"] as? [[String: Any]])?.allSatisfy { $0["side"] as? String == "SELL" && $0["status"] as? String == "filled" } == true)
+
+            let restarted = try RunningFolio(folio, ["worker"], environment: base)
+            defer { restarted.kill() }
+            try await eventually("the run finished by the restarted worker") {
+                try await http.get("/api/portfolio/rebalances/\(id)", headers: headers).json["status"] as? String == "done"
+            }
+            let run = try await http.get("/api/portfolio/rebalances/\(id)", headers: headers).json
+            let buys = (run["orders"] as? [[String: Any]] ?? []).filter { $0["phase"] as? String == "buy" && $0["round"] as? Int == 1 }
+            #expect(Set(buys.compactMap { $0["symbol"] as? String }) == ["MSFT", "VTI"] && buys.count == 2, "each buy placed once: \(buys)")
+            #expect(try await http.get("/api/portfolio/drift", headers: headers).json["outside_band"] as? Bool == false)
+            #expect(restarted.terminate().status == 0)
+            try verifyBooks(folio, base)
+        }
+    }
 }

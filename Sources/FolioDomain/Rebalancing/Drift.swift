@@ -87,7 +87,11 @@ public struct DriftReport: Equatable, Sendable {
         lines.sort { $0.symbol! < $1.symbol! }
         self.totalValue = total
         self.lines = lines
-        self.cash = try line(symbol: nil, quantity: .zero, value: cash, target: allocation.cashPercent, stale: false)
+        // Cash is what the trades leave over, not something traded: only the absolute band applies to it,
+        // so a few dollars short of a share do not put a zero cash target outside its band.
+        var cashLine = try line(symbol: nil, quantity: .zero, value: cash, target: allocation.cashPercent, stale: false)
+        cashLine.outsideBand = cashLine.driftPoints.magnitude > band.absolutePoints
+        self.cash = cashLine
         self.outsideBand = self.cash.outsideBand || lines.contains { $0.outsideBand }
         self.stale = values.values.contains { $0.stale }
     }
