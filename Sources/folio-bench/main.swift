@@ -63,7 +63,14 @@ struct DomainBenchmarks {
                 _ = try? PortfolioValuation(cash: 1_000, availableCash: 1_000, holdings: holdings, quotes: quotes)
             }
         }
-        print("| rebalance plan | 20 / 1,000 / 10,000 | not built yet (the rebalancer is a later issue) | |")
+        for positions in [20, 1_000, 10_000] {
+            let (holdings, quotes, allocation) = Self.rebalancing(positions: positions)
+            measure("rebalance plan (full, whole shares)", size: "\(positions) positions") { _ in
+                _ = try? RebalancePlanner.plan(
+                    holdings: holdings, quotes: quotes, cash: 50_000, availableCash: 50_000, allocation: allocation,
+                    options: RebalanceOptions(marketBuyMargin: Ratio(uncheckedUnits: 50_000)))
+            }
+        }
     }
 
     /// Runs `body` repeatedly for about a second (a tenth with --quick) and prints the median round.
@@ -89,6 +96,17 @@ struct DomainBenchmarks {
         var line = #"{"level":"info","message":"request","path":"/api/orders","password":"hunter2","authorization":"Bearer eyJhbGciOi.payload.sig","email":"someone@example.com","detail":""#
         while line.utf8.count < bytes - 2 { line += "quantity 10 AAPL at 189.98 " }
         return line + #""}"#
+    }
+
+    /// A portfolio held unevenly, with an equal target on every symbol (the last takes the remainder).
+    static func rebalancing(positions: Int) -> ([PricedHolding], [String: PriceQuote], TargetAllocation) {
+        let (valued, quotes) = portfolio(positions: positions)
+        let holdings = valued.map { PricedHolding(symbol: $0.symbol, quantity: $0.position.quantity, availableQuantity: $0.position.quantity, costBasis: $0.position.costBasis) }
+        // Weights in units of 0.0001 %: an equal share each, the rest on the first symbol.
+        let each = 1_000_000 / positions
+        var weights = valued.map { TargetWeight(symbol: $0.symbol, percent: Ratio(uncheckedUnits: Int128(each) * 100)) }
+        weights[0].percent = Ratio(uncheckedUnits: Int128(1_000_000 - each * (positions - 1)) * 100)
+        return (holdings, quotes, try! TargetAllocation(weights: weights))
     }
 
     static func portfolio(positions: Int) -> ([(symbol: String, position: Position)], [String: PriceQuote]) {
