@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import NIOConcurrencyHelpers
 import SQLKit
 import Testing
 
@@ -238,4 +239,67 @@ struct RebalanceTests {
             try await env.expectConsistent()
         }
     }
+
+    @Test("a run never buys what the account bought meanwhile, and a symbol the market stops quoting ends the run instead of blocking the account", arguments: TestDatabaseKind.all)
+    func changesUnderTheRun(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        let market = SwitchableMarket(clock: clock.clock)
+        try await withTestApp(kind, clock: clock, dependencies: { $0.marketData = market }) { client, env in
+            let tokens = try await signUp(client, env, email: "meanwhile@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "meanwhile-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            let planned = try #require(started["planned_trades"] as? [[String: Any]])
+            #expect(planned.contains { $0["symbol"] as? String == "MSFT" && $0["side"] as? String == "BUY" })
+            // While the sells are on their way, the owner buys MSFT past its target by hand.
+            try await Self.buy(client, env, tokens, "MSFT", 80)
+            let finished = try await Self.finish(client, env, tokens, run: try #require(started["id"] as? String))
+            let buys = (finished["orders"] as? [[String: Any]] ?? []).filter { $0["side"] as? String == "BUY" }
+            #expect(!buys.isEmpty && !buys.contains { $0["symbol"] as? String == "MSFT" }, "\(buys)")
+            try await env.expectConsistent()
+
+            // The next run: its sells fill, then VTI stops being quoted before the buys.
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "60000"], headers: bearer(tokens)).status == .created)
+            try await Self.buy(client, env, tokens, "AAPL", 250)
+            keyed[Idempotency.header] = "meanwhile-2"
+            let second = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            let id = try #require(second["id"] as? String)
+            #expect(second["status"] as? String == "selling", "\(second)")
+            await env.worker.drain()
+            market.unknown.withLockedValue { $0.insert("VTI") }
+            env.clock.advance(by: 60)  // past the quotes' time to live
+            let stopped = try await Self.finish(client, env, tokens, run: id)
+            #expect(stopped["status"] as? String == "partially_done", "\(stopped)")
+            #expect((stopped["reasons"] as? [String])?.contains { $0.contains("no market quotes VTI") } == true, "\(stopped)")
+            // The account is free for another run.
+            market.unknown.withLockedValue { $0.removeAll() }
+            env.clock.advance(by: 60)
+            keyed[Idempotency.header] = "meanwhile-3"
+            let third = try await post(client, "/api/portfolio/rebalance", ["mode": "buy_only", "execute": true], headers: keyed)
+            #expect(third.status != .conflict, "\(String(buffer: third.body))")
+            try await env.expectConsistent()
+        }
+    }
+}
+
+/// The simulated market, with symbols that can be made unknown while a test runs.
+final class SwitchableMarket: MarketDataProvider {
+    let base: SimulatedMarketDataProvider
+    let unknown = NIOLockedValueBox<Set<String>>([])
+    var name: String { "simulated" }
+
+    init(clock: AppClock) {
+        base = SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock)
+    }
+
+    func quote(for symbol: String) async throws -> PriceQuote? {
+        if unknown.withLockedValue({ $0.contains(symbol) }) { return nil }
+        return try await base.quote(for: symbol)
+    }
+
+    func search(_ query: String) async throws -> [SymbolMatch] { try await base.search(query) }
+    func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] { try await base.dailyHistory(for: symbol, days: days) }
 }

@@ -151,7 +151,8 @@ public enum RebalancePlanner {
                 } else {
                     let excess = try item.value - item.targetValue
                     quantity = try Quantity.quotient(excess, item.price, places: options.allowFractional ? QuantityScale.fractionDigits : 0, rounding: .halfEven)
-                    quantity = Quantity.min(quantity, item.available)
+                    // In whole shares, a fractional remainder of what is available stays.
+                    quantity = Quantity.min(quantity, options.allowFractional ? item.available : try item.available.rounded(places: 0, .down))
                 }
                 guard quantity.isPositive else { continue }
                 let amount = try Money.proceeds(quantity: quantity, price: item.price)
@@ -344,7 +345,10 @@ public enum RebalancePlanner {
         if sells.isEmpty && buys.isEmpty {
             if droppedSmall {
                 reason = PlanReason(code: "below_minimum_trade", message: "Every trade that would help is smaller than min_trade_amount.")
-            } else if options.mode == .buyOnly && !budget.isPositive {
+            } else if options.mode != .sellOnly && !budget.isPositive && items.contains(where: { item in
+                // Something is short of its target by more than half a share (cash has 4 places, prices 8).
+                (item.target ?? .zero).isPositive && ((try? item.targetValue - item.value)?.units ?? 0) * 2 * 10_000 > item.price.units
+            }) {
                 reason = PlanReason(code: "no_cash", message: "No cash is available above the reserve and the cash target to invest.")
             } else if options.mode == .sellOnly {
                 reason = PlanReason(code: "nothing_to_sell", message: "No holding is above its target by a whole share or more.")

@@ -77,7 +77,7 @@ public struct TargetAllocation: Equatable, Sendable {
     public private(set) var cashPercent: Ratio
     public private(set) var band: DriftBand
 
-    /// More targets than anyone holds positions; the planner is measured at 10,000.
+    /// What the planner is measured at; the API allows fewer (see `RebalanceController`).
     public static let maximumTargets = 10_000
 
     /// The allocation, or every field that is wrong: a bad or repeated

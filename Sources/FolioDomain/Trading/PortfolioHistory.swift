@@ -75,7 +75,7 @@ public struct TradingDay: Hashable, Comparable, Sendable, CustomStringConvertibl
         (lhs.year, lhs.month, lhs.day) < (rhs.year, rhs.month, rhs.day)
     }
 
-    private static func calendar(_ timeZone: TimeZone) -> Calendar {
+    static func calendar(_ timeZone: TimeZone) -> Calendar {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone
         return calendar

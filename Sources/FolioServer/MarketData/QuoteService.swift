@@ -94,6 +94,7 @@ final class QuoteService: Sendable {
         let now = clock.now()
         var result: [String: Lookup] = [:]
         var missing: [String] = []
+        var seen = Set<String>()
         state.withLockedValue { state in
             for symbol in symbols where result[symbol] == nil {
                 if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
@@ -105,7 +106,7 @@ final class QuoteService: Sendable {
                         let remembered = cached.quote
                         state.refreshing[symbol] = Task { await self.refresh(symbol, remembered: remembered) }
                     }
-                } else if !missing.contains(symbol) {
+                } else if seen.insert(symbol).inserted {
                     missing.append(symbol)
                 }
             }

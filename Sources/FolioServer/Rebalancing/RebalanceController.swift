@@ -40,8 +40,14 @@ struct RebalanceController: Sendable {
         var cashPercent: Ratio?
         var driftBand: Band?
 
+        /// More than a person plans by hand: each target costs a quote whenever the targets are saved, read or planned.
+        static let maximumTargets = 1_000
+
         func allocation() throws -> TargetAllocation {
-            try TargetAllocation(
+            if targets.count > Self.maximumTargets {
+                throw TradingError.invalid(field: "targets", code: "too_many", message: "At most \(Self.maximumTargets) targets.")
+            }
+            return try TargetAllocation(
                 weights: targets.map { TargetWeight(symbol: $0.symbol, percent: $0.percent) }, cashPercent: cashPercent ?? .zero,
                 band: DriftBand(
                     absolutePoints: driftBand?.absolutePoints ?? DriftBand.standard.absolutePoints,
@@ -343,6 +349,7 @@ struct RebalanceController: Sendable {
         var targetsVersion: Int
         var buyRounds: Int
         var reasons: [String]
+        var notes: [String]
         var plannedTrades: [TradeResponse]
         var orders: [RunOrderResponse]
         var createdAt: Date
@@ -357,6 +364,7 @@ struct RebalanceController: Sendable {
             targetsVersion = run.instructions.targetsVersion
             buyRounds = run.buyRounds
             reasons = run.reasons
+            notes = run.notes
             plannedTrades = run.plannedTrades.map {
                 TradeResponse(
                     symbol: $0.symbol, side: $0.side, quantity: $0.quantity, price: $0.price.formatted(minimumFractionDigits: 2),

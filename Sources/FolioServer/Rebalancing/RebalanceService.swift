@@ -125,10 +125,11 @@ struct RebalanceService: Sendable {
         return Planned(account: account, targets: targets, plan: plan, request: request)
     }
 
-    /// A quote for every symbol, stale ones included; an unknown symbol or no quote at all stops the plan.
+    /// A quote for every symbol (the last known, marked stale, when the source fails); an unknown symbol or no quote at all stops the plan.
     func prices(for symbols: some Sequence<String>) async throws -> [String: PriceQuote] {
         var found: [String: PriceQuote] = [:]
-        for (symbol, lookup) in await quotes.lookups(for: symbols, staleWhileRevalidate: true) {
+        // Fresh quotes, as the order path prices with: a plan at a stale price would not fit the reservations.
+        for (symbol, lookup) in await quotes.lookups(for: symbols) {
             switch lookup {
             case .found(let quote): found[symbol] = quote
             case .unknown: throw RebalanceError.noPrice(symbol)
@@ -147,14 +148,17 @@ struct RebalanceService: Sendable {
         let first = plan.sells.isEmpty ? plan.buys : plan.sells
         var priced: [OrderService.PricedPlacement] = []
         for trade in first {
-            priced.append(try await orders.price(placement(trade.symbol, trade.side, trade.quantity, account: planned.account.id)))
+            priced.append(try await orders.price(try placement(trade.symbol, trade.side, trade.quantity, account: planned.account.id)))
         }
         return priced
     }
 
-    func placement(_ symbol: String, _ side: OrderSide, _ quantity: Quantity, account: AccountID) -> OrderService.Placement {
-        OrderService.Placement(
-            draft: OrderDraft(symbol: symbol, side: side, type: .market, timeInForce: .day, quantity: quantity), accountID: account, clientOrderID: nil)
+    /// A market DAY order for a trade, checked as any order is.
+    func placement(_ symbol: String, _ side: OrderSide, _ quantity: Quantity, account: AccountID) throws -> OrderService.Placement {
+        let draft = OrderDraft(symbol: symbol, side: side, type: .market, timeInForce: .day, quantity: quantity)
+        let issues = draft.validate()
+        if !issues.isEmpty { throw TradingError.invalid(issues) }
+        return OrderService.Placement(draft: draft, accountID: account, clientOrderID: nil)
     }
 
     /// Creates the run and places its first orders in the caller's transaction, with the job that moves it on.
@@ -171,9 +175,13 @@ struct RebalanceService: Sendable {
             instructions: .init(
                 targetsVersion: planned.targets.version, cashReserve: request.options.cashReserve, minimumTrade: request.options.minimumTrade,
                 allowFractional: request.options.allowFractional, priceTolerancePercent: request.priceTolerancePercent),
-            plannedTrades: planned.plan.trades.map(RebalanceRun.Trade.init), reasons: [], buyRounds: buysFirst ? 1 : 0,
+            plannedTrades: planned.plan.trades.map(RebalanceRun.Trade.init), reasons: [], notes: [], buyRounds: buysFirst ? 1 : 0,
             createdAt: now, updatedAt: now, finishedAt: nil)
-        try await rebalances.insert(run, on: db)
+        do {
+            try await rebalances.insert(run, on: db)
+        } catch where DatabaseConstraint(error)?.kind == .unique {
+            throw RebalanceError.runInProgress
+        }
         let placed = try await place(placements, run: run, round: run.buyRounds, owner: owner, context: context, on: db)
         try await jobs.enqueue(.advanceRebalance(run.id), on: db)
         try await audit("rebalance.started", run: run, actor: owner, context: context, on: db, details: [
@@ -199,11 +207,33 @@ struct RebalanceService: Sendable {
 
     // MARK: - Moving a run on
 
+    /// How long a run may wait for market data before it gives up.
+    static let patienceForQuotes: TimeInterval = 24 * 3600
+
     /// The `advance_rebalance` job: waits while the current phase's orders are
     /// open, then places the buys (or the next round of them), or ends the run.
+    /// A run never stays active without a job: when market data is missing it
+    /// waits (for a day at most), and on the job's last attempt it ends as failed.
     func advance(_ job: ClaimedJob) async throws -> JobOutcome {
         guard case .advanceRebalance(let runID) = job.payload, let run = try await rebalances.run(runID), !run.status.isFinished else { return .done }
-        let linked = try await rebalances.orders(of: runID)
+        do {
+            return try await advance(run)
+        } catch let error as MarketDataUnavailable where clock.now().timeIntervalSince(run.createdAt) < Self.patienceForQuotes {
+            logger.info("rebalance run waits for market data", metadata: ["run_id": .string(run.id.description), "error": .string("\(error.reason)")])
+            return .later(clock.now().addingTimeInterval(60))
+        } catch where job.attempts >= job.maxAttempts || error is MarketDataUnavailable || error is RebalanceError {
+            var failed = run
+            failed.reasons.append("The run stopped: \(Self.describe(error))")
+            return try await finish(failed, from: run, orders: try await orders(of: run))
+        }
+    }
+
+    private func orders(of run: RebalanceRun) async throws -> [OrderState] {
+        try await store.orders(try await rebalances.orders(of: run.id).map(\.orderID), on: database.sql)
+    }
+
+    private func advance(_ run: RebalanceRun) async throws -> JobOutcome {
+        let linked = try await rebalances.orders(of: run.id)
         let placed = Dictionary(try await store.orders(linked.map(\.orderID), on: database.sql).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let round = run.status == .selling ? 0 : run.buyRounds
         let current = linked.filter { $0.round == round }.compactMap { placed[$0.orderID] }
@@ -216,13 +246,15 @@ struct RebalanceService: Sendable {
         case .selling:
             guard run.mode != .sellOnly else { return try await finish(next, from: run, orders: all) }
             await pauses.reach(.rebalanceBeforeBuys)
-            return try await placeBuys(next, from: run, round: 1, orders: all)
+            let sold = Set(linked.filter { $0.phase == .sell }.compactMap { placed[$0.orderID]?.symbol })
+            return try await placeBuys(next, from: run, round: 1, orders: all, sold: sold)
         case .buying:
             // A round that filled whole may have left the margin's cash unspent: top it up.
             guard current.allSatisfy({ $0.status == .filled }), run.buyRounds < Self.maximumBuyRounds else {
                 return try await finish(next, from: run, orders: all)
             }
-            return try await placeBuys(next, from: run, round: run.buyRounds + 1, orders: all)
+            let sold = Set(linked.filter { $0.phase == .sell }.compactMap { placed[$0.orderID]?.symbol })
+            return try await placeBuys(next, from: run, round: run.buyRounds + 1, orders: all, sold: sold)
         case .done, .partiallyDone, .failed:
             return .done
         }
@@ -251,55 +283,71 @@ struct RebalanceService: Sendable {
 
     /// Plans the buys from the cash and holdings the account has now and
     /// places them as round `round`; ends the run when there is nothing to buy.
-    private func placeBuys(_ next: RebalanceRun, from run: RebalanceRun, round: Int, orders placedOrders: [OrderState]) async throws -> JobOutcome {
+    /// Nothing this run sold is bought back. The first round keeps the plan's
+    /// quantities while every quote is within the tolerance and the cash
+    /// covers them, each capped at what the account is short now (so a
+    /// purchase made meanwhile is not bought twice); otherwise, and in later
+    /// rounds, the fresh plan's. A placement refused for want of buying power
+    /// (a quote rose between planning and pricing) is planned once more.
+    private func placeBuys(_ next: RebalanceRun, from run: RebalanceRun, round: Int, orders placedOrders: [OrderState], sold: Set<String>) async throws -> JobOutcome {
         var next = next
-        guard let (account, holdings) = try await store.portfolio(of: run.accountID, owner: run.userID),
-              let targets = try await rebalances.targets(of: run.accountID, version: run.instructions.targetsVersion)
-        else {
-            next.reasons.append("The account or its targets no longer exist.")
-            return try await finish(next, from: run, orders: placedOrders)
-        }
-        let instructions = run.instructions
-        let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)))
-        let options = RebalanceOptions(
-            mode: .buyOnly, cashReserve: instructions.cashReserve, minimumTrade: instructions.minimumTrade,
-            allowFractional: instructions.allowFractional, marketBuyMargin: marketBuyMargin)
-        let fresh = try RebalancePlanner.plan(
-            holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
-            allocation: targets.allocation, options: options)
-        var buys = fresh.buys.map { ($0.symbol, $0.quantity) }
-        if round == 1 {
-            let planned = run.plannedTrades.filter { $0.side == .buy }
-            let budget = try account.availableCash - fresh.cashKept
-            if try !planned.isEmpty && Self.fits(planned, prices: prices, tolerance: instructions.priceTolerancePercent, budget: budget, margin: marketBuyMargin) {
-                buys = planned.map { ($0.symbol, $0.quantity) }
-            } else if !planned.isEmpty || !buys.isEmpty {
-                next.reasons.append(
-                    "The buys were planned again from the cash the sales left and the current quotes (a quote moved more than \(instructions.priceTolerancePercent) % or the cash differs from the plan).")
+        var refusal: TradingError?
+        for attempt in 0..<2 {
+            guard let (account, holdings) = try await store.portfolio(of: run.accountID, owner: run.userID),
+                  let targets = try await rebalances.targets(of: run.accountID, version: run.instructions.targetsVersion)
+            else {
+                next.reasons.append("The account or its targets no longer exist.")
+                return try await finish(next, from: run, orders: placedOrders)
             }
-        }
-        guard !buys.isEmpty else { return try await finish(next, from: run, orders: placedOrders) }
+            let instructions = run.instructions
+            let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)))
+            let options = RebalanceOptions(
+                mode: .buyOnly, cashReserve: instructions.cashReserve, minimumTrade: instructions.minimumTrade,
+                allowFractional: instructions.allowFractional, marketBuyMargin: marketBuyMargin)
+            let fresh = try RebalancePlanner.plan(
+                holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
+                allocation: targets.allocation, options: options)
+            let short = Dictionary(fresh.buys.map { ($0.symbol, $0.quantity) }, uniquingKeysWith: { a, _ in a })
+            var buys = fresh.buys.filter { !sold.contains($0.symbol) }.map { ($0.symbol, $0.quantity) }
+            if round == 1, attempt == 0 {
+                let planned = run.plannedTrades.filter { $0.side == .buy }
+                let budget = try account.availableCash - fresh.cashKept
+                if try !planned.isEmpty && Self.fits(planned, prices: prices, tolerance: instructions.priceTolerancePercent, budget: budget, margin: marketBuyMargin) {
+                    buys = planned.compactMap { trade in
+                        let quantity = Quantity.min(trade.quantity, short[trade.symbol] ?? .zero)
+                        return quantity.isPositive ? (trade.symbol, quantity) : nil
+                    }
+                } else if !planned.isEmpty || !buys.isEmpty {
+                    next.notes.append(
+                        "The buys were planned again from the cash the sales left and the current quotes (a quote moved more than \(instructions.priceTolerancePercent) % or the cash differs from the plan).")
+                }
+            }
+            guard !buys.isEmpty else { return try await finish(next, from: run, orders: placedOrders) }
 
-        var priced: [OrderService.PricedPlacement] = []
-        for (symbol, quantity) in buys { priced.append(try await orders.price(placement(symbol, .buy, quantity, account: run.accountID))) }
-        next.status = .buying
-        next.buyRounds = round
-        let now = ledger.now(), rebalances = self.rebalances, ready = next, placements = priced
-        do {
-            try await database.transaction { db in
-                guard try await rebalances.advance(ready, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return }
-                let count = try await place(placements, run: ready, round: round, owner: run.userID, context: .none, on: db)
-                try await audit("rebalance.buying", run: ready, actor: nil, context: .none, on: db, details: ["round": String(round), "orders": String(count)])
+            var priced: [OrderService.PricedPlacement] = []
+            for (symbol, quantity) in buys { priced.append(try await orders.price(try placement(symbol, .buy, quantity, account: run.accountID))) }
+            var ready = next
+            ready.status = .buying
+            ready.buyRounds = round
+            let now = ledger.now(), rebalances = self.rebalances, moving = ready, placements = priced
+            do {
+                let moved = try await database.transaction { db -> Bool in
+                    guard try await rebalances.advance(moving, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return false }
+                    let count = try await place(placements, run: moving, round: round, owner: run.userID, context: .none, on: db)
+                    try await audit("rebalance.buying", run: moving, actor: nil, context: .none, on: db, details: ["round": String(round), "orders": String(count)])
+                    return true
+                }
+                // Another worker moved the run first (this one's lease ran out): look again.
+                return .later(moved ? nextLook(at: run) : clock.now().addingTimeInterval(0.5))
+            } catch let error as TradingError {
+                refusal = error
+                if case .insufficientBuyingPower = error { continue }
+                break
             }
-        } catch let error as TradingError {
-            // The account changed under the run (another order took the cash, say): end it, saying why.
-            var failed = next
-            failed.status = run.status
-            failed.buyRounds = run.buyRounds
-            failed.reasons.append("The buys could not be placed: \(Self.describe(error))")
-            return try await finish(failed, from: run, orders: placedOrders)
         }
-        return .later(nextLook(at: run))
+        // The account changed under the run (another order took the cash, say): end it, saying why.
+        next.reasons.append("The buys could not be placed: \(Self.describe(refusal ?? .insufficientBuyingPower(needed: .zero, available: .zero)))")
+        return try await finish(next, from: run, orders: placedOrders)
     }
 
     /// True when the planned buys are still what the plan meant: every quote
@@ -318,11 +366,12 @@ struct RebalanceService: Sendable {
         return reserved <= budget
     }
 
-    static func describe(_ error: TradingError) -> String {
+    static func describe(_ error: any Error) -> String {
         switch error {
-        case .insufficientBuyingPower(let needed, let available): "they need \(needed) of buying power; \(available) is available."
-        case .insufficientShares(let symbol, let available): "only \(available) \(symbol) can be sold."
-        case .unknownSymbol(let symbol): "no market quotes \(symbol)."
+        case TradingError.insufficientBuyingPower(let needed, let available): "they need \(needed) of buying power; \(available) is available."
+        case TradingError.insufficientShares(let symbol, let available): "only \(available) \(symbol) can be sold."
+        case TradingError.unknownSymbol(let symbol), RebalanceError.noPrice(let symbol): "no market quotes \(symbol)."
+        case let error as MarketDataUnavailable: "market data is unavailable (\(error.reason))."
         default: "\(error)"
         }
     }
@@ -332,18 +381,21 @@ struct RebalanceService: Sendable {
     private func finish(_ next: RebalanceRun, from run: RebalanceRun, orders: [OrderState]) async throws -> JobOutcome {
         var next = next
         let filledAny = orders.contains { $0.filledQuantity.isPositive }
-        next.status = next.reasons.isEmpty ? .done : filledAny ? .partiallyDone : .failed
-        if next.status == .done, orders.contains(where: { $0.status != .filled }) { next.status = .partiallyDone }
+        let allFilled = orders.allSatisfy { $0.status == .filled }
+        next.status = next.reasons.isEmpty && allFilled ? .done : filledAny ? .partiallyDone : .failed
         let now = ledger.now()
         next.finishedAt = now
         let rebalances = self.rebalances, finished = next
-        try await database.transaction { db in
-            guard try await rebalances.advance(finished, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return }
+        let moved = try await database.transaction { db -> Bool in
+            guard try await rebalances.advance(finished, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return false }
             try await audit("rebalance.finished", run: finished, actor: nil, context: .none, on: db, details: [
                 "status": finished.status.rawValue, "orders": String(orders.count),
                 "filled": String(orders.filter { $0.status == .filled }.count), "reasons": String(finished.reasons.count),
             ])
+            return true
         }
+        // Another worker moved the run first: look again at where it is now.
+        guard moved else { return .later(clock.now().addingTimeInterval(0.5)) }
         logger.info("rebalance run finished", metadata: [
             "run_id": .string(run.id.description), "status": .string(finished.status.rawValue), "orders": .stringConvertible(orders.count)])
         return .done

@@ -56,7 +56,10 @@ struct RebalanceRun: Sendable {
     var status: Status
     var instructions: Instructions
     var plannedTrades: [Trade]
+    /// Why the run fell short: orders that did not fill whole, buys that could not be placed.
     var reasons: [String]
+    /// What the run did that the plan did not say (buys planned again, say); not failures.
+    var notes: [String]
     var buyRounds: Int
     var createdAt: Date
     var updatedAt: Date
@@ -136,13 +139,13 @@ struct RebalanceStore: Sendable {
 
     // MARK: - Runs
 
-    static let runColumns = "id, user_id, account_id, mode, status, options, plan, reasons, buy_rounds, created_at, updated_at, finished_at"
+    static let runColumns = "id, user_id, account_id, mode, status, options, plan, reasons, notes, buy_rounds, created_at, updated_at, finished_at"
 
     func insert(_ run: RebalanceRun, on db: any SQLDatabase) async throws {
         try await db.raw("""
             INSERT INTO rebalance_runs (\(unsafeRaw: Self.runColumns))
             VALUES (\(bind: run.id), \(bind: run.userID), \(bind: run.accountID), \(bind: run.mode.rawValue), \(bind: run.status.rawValue),
-                    \(bind: try Self.json(run.instructions)), \(bind: try Self.json(run.plannedTrades)), \(bind: try Self.json(run.reasons)),
+                    \(bind: try Self.json(run.instructions)), \(bind: try Self.json(run.plannedTrades)), \(bind: try Self.json(run.reasons)), \(bind: try Self.json(run.notes)),
                     \(bind: run.buyRounds), \(bind: run.createdAt), \(bind: run.updatedAt), \(bind: run.finishedAt))
             """).run()
     }
@@ -172,7 +175,7 @@ struct RebalanceStore: Sendable {
     /// Moves the run on from the state it was read in; false when someone else moved it first.
     func advance(_ run: RebalanceRun, from status: RebalanceRun.Status, rounds: Int, now: Date, on db: any SQLDatabase) async throws -> Bool {
         try await db.raw("""
-            UPDATE rebalance_runs SET status = \(bind: run.status.rawValue), reasons = \(bind: try Self.json(run.reasons)),
+            UPDATE rebalance_runs SET status = \(bind: run.status.rawValue), reasons = \(bind: try Self.json(run.reasons)), notes = \(bind: try Self.json(run.notes)),
                 buy_rounds = \(bind: run.buyRounds), updated_at = \(bind: now), finished_at = \(bind: run.finishedAt)
             WHERE id = \(bind: run.id) AND status = \(bind: status.rawValue) AND buy_rounds = \(bind: rounds)
             RETURNING id
@@ -180,11 +183,13 @@ struct RebalanceStore: Sendable {
     }
 
     func link(_ orders: [RunOrder], to run: RebalanceRunID, on db: any SQLDatabase) async throws {
-        guard !orders.isEmpty else { return }
-        let rows = orders.map { order -> SQLQueryString in
-            "(\(bind: run), \(bind: order.orderID), \(bind: order.phase == .sell ? "sell" : "buy"), \(bind: order.round))"
+        // In slices, under every database's limit of bound values.
+        for start in stride(from: 0, to: orders.count, by: 500) {
+            let rows = orders[start..<min(start + 500, orders.count)].map { order -> SQLQueryString in
+                "(\(bind: run), \(bind: order.orderID), \(bind: order.phase == .sell ? "sell" : "buy"), \(bind: order.round))"
+            }
+            try await db.raw("INSERT INTO rebalance_orders (run_id, order_id, phase, round) VALUES \(rows.joined(separator: ", "))").run()
         }
-        try await db.raw("INSERT INTO rebalance_orders (run_id, order_id, phase, round) VALUES \(rows.joined(separator: ", "))").run()
     }
 
     func orders(of run: RebalanceRunID, on db: (any SQLDatabase)? = nil) async throws -> [RunOrder] {
@@ -205,7 +210,7 @@ struct RebalanceStore: Sendable {
             id: try row.decode(column: "id", as: RebalanceRunID.self), userID: try row.decode(column: "user_id", as: UserID.self),
             accountID: try row.decode(column: "account_id", as: AccountID.self), mode: mode, status: status,
             instructions: try decode(RebalanceRun.Instructions.self, row, "options"), plannedTrades: try decode([RebalanceRun.Trade].self, row, "plan"),
-            reasons: try decode([String].self, row, "reasons"), buyRounds: try row.decode(column: "buy_rounds", as: Int.self),
+            reasons: try decode([String].self, row, "reasons"), notes: try decode([String].self, row, "notes"), buyRounds: try row.decode(column: "buy_rounds", as: Int.self),
             createdAt: try row.decode(column: "created_at", as: Date.self), updatedAt: try row.decode(column: "updated_at", as: Date.self),
             finishedAt: try row.decode(column: "finished_at", as: Date?.self))
     }

@@ -48,8 +48,9 @@ struct CreateTargetsAndRebalances: AsyncMigration {
             // The request's options and the plan's trades as JSON: what the run was asked to do.
             .field("options", .string, .required)
             .field("plan", .string, .required)
-            // Why the run ended as it did, a JSON array of strings.
+            // Why the run fell short (orders not filled whole), and what it did that the plan did not say; JSON arrays of strings.
             .field("reasons", .string, .required)
+            .field("notes", .string, .required)
             .field("buy_rounds", .int, .required)
             .field("created_at", .datetime, .required)
             .field("updated_at", .datetime, .required)
@@ -61,6 +62,10 @@ struct CreateTargetsAndRebalances: AsyncMigration {
             .create()
         let sql = database as! any SQLDatabase
         try await sql.raw("CREATE INDEX rebalance_runs_account_id_status_idx ON rebalance_runs (account_id, status)").run()
+        // At most one run of an account at a time, whatever the code above it does.
+        try await sql.raw("""
+            CREATE UNIQUE INDEX rebalance_runs_one_active_key ON rebalance_runs (account_id) WHERE status IN ('selling', 'buying')
+            """).run()
         try await sql.raw("CREATE INDEX rebalance_runs_user_id_idx ON rebalance_runs (user_id)").run()
 
         try await database.schema("rebalance_orders")

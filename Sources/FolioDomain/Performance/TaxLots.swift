@@ -1,0 +1,113 @@
+import Foundation
+
+/// Shares bought together, still held: a tax lot.
+public struct TaxLot: Equatable, Sendable {
+    public var symbol: String
+    public var acquiredAt: Date
+    /// The ledger row of the purchase.
+    public var entryID: EntryID
+    public var quantity: Quantity
+    /// What the shares still held cost, fees included, in cents.
+    public var cost: Cash
+
+    /// Cost per share, to 8 places (half to even).
+    public var costPerShare: Price {
+        (try? Price.quotient(cost, quantity, rounding: .halfEven)) ?? .zero
+    }
+}
+
+/// Part of a sale matched to one lot: the regulatory report's row.
+public struct RealizedLot: Equatable, Sendable {
+    public enum Term: String, Sendable, Codable {
+        /// Held one year or less.
+        case short
+        /// Held more than one year.
+        case long
+    }
+
+    public var symbol: String
+    /// Nil when the sale found no lot to match (shares the ledger never shows bought).
+    public var acquiredAt: Date?
+    public var soldAt: Date
+    /// The ledger row of the sale.
+    public var saleEntryID: EntryID
+    public var quantity: Quantity
+    public var proceeds: Cash
+    public var cost: Cash
+    /// Always exactly `proceeds − cost`.
+    public var gain: Cash
+    public var term: Term
+}
+
+/// Matches sales to purchases lot by lot, first in first out, from an
+/// account's ledger rows. Each part of a sale takes its share of the sale's
+/// proceeds and of the lot's cost, half to even to the cent; the last part of
+/// a sale takes what is left of the proceeds and a lot sold out takes what is
+/// left of its cost, so the parts add up to the ledger exactly.
+public struct TaxLotBook: Sendable {
+    public private(set) var open: [String: [TaxLot]] = [:]
+    public private(set) var realized: [RealizedLot] = []
+
+    public init() {}
+
+    /// All of an account's rows, oldest first.
+    public init(entries: [LedgerLine]) throws(MoneyError) {
+        for entry in entries { try record(entry) }
+    }
+
+    /// Open lots of every symbol, oldest first within a symbol, symbols in order.
+    public var openLots: [TaxLot] {
+        open.keys.sorted().flatMap { open[$0]! }
+    }
+
+    public mutating func record(_ entry: LedgerLine) throws(MoneyError) {
+        guard let symbol = entry.symbol, let quantity = entry.quantity, !quantity.isZero else { return }
+        switch entry.kind {
+        case .buy, .sell, .correction:
+            if quantity.isPositive {
+                // Cash out is negative: the lot's cost is what left the account.
+                let cost = entry.amount.isNegative ? -entry.amount : .zero
+                open[symbol, default: []].append(TaxLot(symbol: symbol, acquiredAt: entry.occurredAt, entryID: entry.id, quantity: quantity, cost: cost))
+            } else {
+                let proceeds = entry.amount.isPositive ? entry.amount : .zero
+                try sell(symbol, quantity: -quantity, proceeds: proceeds, at: entry.occurredAt, entry: entry.id)
+            }
+        default:
+            return
+        }
+    }
+
+    private mutating func sell(_ symbol: String, quantity: Quantity, proceeds: Cash, at date: Date, entry: EntryID) throws(MoneyError) {
+        var left = quantity
+        var proceedsLeft = proceeds
+        var lots = open[symbol] ?? []
+        while left.isPositive {
+            guard var lot = lots.first else {
+                // More sold than the ledger shows bought: reported, at no cost, rather than dropped.
+                realized.append(RealizedLot(
+                    symbol: symbol, acquiredAt: nil, soldAt: date, saleEntryID: entry, quantity: left, proceeds: proceedsLeft, cost: .zero,
+                    gain: proceedsLeft, term: .short))
+                break
+            }
+            let part = Quantity.min(left, lot.quantity)
+            let cost = part == lot.quantity ? lot.cost : try lot.cost.scaled(by: part, over: lot.quantity, places: Cash.centPlaces, rounding: .halfEven)
+            let share = part == left ? proceedsLeft : try proceeds.scaled(by: part, over: quantity, places: Cash.centPlaces, rounding: .halfEven)
+            realized.append(RealizedLot(
+                symbol: symbol, acquiredAt: lot.acquiredAt, soldAt: date, saleEntryID: entry, quantity: part, proceeds: share, cost: cost,
+                gain: try share - cost, term: Self.term(acquired: lot.acquiredAt, sold: date)))
+            proceedsLeft = try proceedsLeft - share
+            left = try left - part
+            lot.quantity = try lot.quantity - part
+            lot.cost = try lot.cost - cost
+            if lot.quantity.isZero { lots.removeFirst() } else { lots[0] = lot }
+        }
+        open[symbol] = lots.isEmpty ? nil : lots
+    }
+
+    /// Long term when sold more than one year after it was bought, by New York
+    /// calendar dates (bought 2025-03-10: long from a sale on 2026-03-11).
+    public static func term(acquired: Date, sold: Date) -> RealizedLot.Term {
+        let bought = TradingDay(acquired), sale = TradingDay(sold)
+        return (sale.year, sale.month, sale.day) > (bought.year + 1, bought.month, bought.day) ? .long : .short
+    }
+}
