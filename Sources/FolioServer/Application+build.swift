@@ -199,6 +199,7 @@ public struct FolioServices: Sendable {
         AccountsController(accounts: accounts, store: store, idempotency: idempotency).addRoutes(to: routes)
         MarketDataController(quotes: quotes).addRoutes(to: routes)
         PortfolioController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
+        PerformanceController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
         OrdersController(orders: orders, store: store, idempotency: idempotency).addRoutes(to: routes)
         RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency).addRoutes(to: routes)
         extraRoutes(routes)

@@ -63,6 +63,11 @@ struct DomainBenchmarks {
                 _ = try? PortfolioValuation(cash: 1_000, availableCash: 1_000, holdings: holdings, quotes: quotes)
             }
         }
+        let (daily, flows) = Self.decade()
+        measure("time-weighted return", size: "10 years of daily values") { _ in _ = try? Returns.timeWeighted(values: daily, flows: flows) }
+        let dated = [Returns.DatedAmount(at: daily[0].day.close, amount: -101_000)] + flows.map { Returns.DatedAmount(at: $0.at, amount: -$0.amount) }
+            + [Returns.DatedAmount(at: daily.last!.day.close, amount: daily.last!.totalValue)]
+        measure("money-weighted return (IRR)", size: "10 years, 121 flows") { _ in _ = Returns.internalRate(dated) }
         for positions in [20, 1_000, 10_000] {
             let (holdings, quotes, allocation) = Self.rebalancing(positions: positions)
             measure("rebalance plan (full, whole shares)", size: "\(positions) positions") { _ in
@@ -96,6 +101,14 @@ struct DomainBenchmarks {
         var line = #"{"level":"info","message":"request","path":"/api/orders","password":"hunter2","authorization":"Bearer eyJhbGciOi.payload.sig","email":"someone@example.com","detail":""#
         while line.utf8.count < bytes - 2 { line += "quantity 10 AAPL at 189.98 " }
         return line + #""}"#
+    }
+
+    /// Ten years of daily values with a deposit every month.
+    static func decade() -> ([DailyValue], [ExternalFlow]) {
+        let first = TradingDay(year: 2016, month: 1, day: 4)
+        let values = (0..<3_650).map { DailyValue(day: first.adding(days: $0), cash: Cash(integerLiteral: 1_000), marketValue: Cash(integerLiteral: 100_000 + $0 * 13 % 9_000)) }
+        let flows = stride(from: 30, to: 3_650, by: 30).map { ExternalFlow(at: first.adding(days: $0).at(hour: 11, minute: 0), amount: 500) }
+        return (values, flows)
     }
 
     /// A portfolio held unevenly, with an equal target on every symbol (the last takes the remainder).

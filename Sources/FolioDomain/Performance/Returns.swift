@@ -54,7 +54,7 @@ public enum Returns {
     }
 
     /// (growth − 1) as a percentage to 4 places, rounded once, half to even.
-    static func percent(_ growth: Growth) throws(MoneyError) -> Ratio {
+    public static func percent(_ growth: Growth) throws(MoneyError) -> Ratio {
         try Ratio(exactly: try Growth(units: (growth.units - Growth.unit.units) * 100).rounded(places: 4, .halfEven))
     }
 

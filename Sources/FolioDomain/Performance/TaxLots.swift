@@ -50,9 +50,14 @@ public struct TaxLotBook: Sendable {
 
     public init() {}
 
-    /// All of an account's rows, oldest first.
+    /// All of an account's rows, oldest first. Rows of the same instant take
+    /// purchases before sales, so a sale never misses a lot bought with it.
     public init(entries: [LedgerLine]) throws(MoneyError) {
-        for entry in entries { try record(entry) }
+        let ordered = entries.enumerated().sorted { a, b in
+            let aSells = (a.element.quantity?.isNegative ?? false) ? 1 : 0, bSells = (b.element.quantity?.isNegative ?? false) ? 1 : 0
+            return (a.element.occurredAt, aSells, a.offset) < (b.element.occurredAt, bSells, b.offset)
+        }
+        for (_, entry) in ordered { try record(entry) }
     }
 
     /// Open lots of every symbol, oldest first within a symbol, symbols in order.

@@ -1,0 +1,270 @@
+import FolioDomain
+import Foundation
+import Hummingbird
+
+/// Returns, tax lots and realized gains:
+/// `GET /api/portfolio/performance`, `GET /api/portfolio/lots`,
+/// `GET /api/reports/realized-gains` and `GET /api/reports/realized-gains.csv`.
+/// Everything is read from the account's ledger and its close snapshots.
+struct PerformanceController: Sendable {
+    let store: TradingStore
+    let quotes: QuoteService
+    let snapshots: PortfolioSnapshots
+
+    func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
+        let api = router.group("/api", context: AuthenticatedContext.self)
+        api.get("/portfolio/performance", use: performance)
+        api.get("/portfolio/lots", use: lots)
+        api.get("/reports/realized-gains", use: realizedGains)
+        api.get("/reports/realized-gains.csv", use: realizedGainsCSV)
+    }
+
+    func account(_ request: Request, _ context: AuthenticatedContext) async throws -> AccountRecord {
+        let id = try PortfolioController.accountID(request, identity: context.identity)
+        guard let account = try await store.account(id, of: context.identity.userID) else { throw TradingError.accountNotFound }
+        return account
+    }
+
+    // MARK: - Performance
+
+    enum Range: String, CaseIterable {
+        case oneMonth = "1M", threeMonths = "3M", yearToDate = "YTD", oneYear = "1Y", all = "ALL"
+
+        /// The day whose close the range is measured from; nil: the account's first.
+        func baseDay(today: TradingDay) -> TradingDay? {
+            switch self {
+            case .oneMonth: today.adding(days: -31)
+            case .threeMonths: today.adding(days: -92)
+            case .yearToDate: TradingDay(year: today.year - 1, month: 12, day: 31)
+            case .oneYear: today.adding(days: -365)
+            case .all: nil
+            }
+        }
+    }
+
+    struct PerformanceResponse: ResponseEncodable {
+        var accountID: AccountID
+        var range: String
+        /// The close the range is measured from, and its last day (today while provisional).
+        var from: String?
+        var to: String?
+        var startValue: Cash?
+        var endValue: Cash?
+        var deposits: Cash
+        var withdrawals: Cash
+        var timeWeightedReturnPercent: Ratio?
+        /// Only for ranges of a year or more: GIPS does not annualize shorter periods.
+        var timeWeightedReturnAnnualizedPercent: Ratio?
+        var moneyWeightedReturnPercent: Ratio?
+        var moneyWeightedReturnAnnualizedPercent: Ratio?
+        /// Why a return is missing, when one is.
+        var note: String?
+        var realizedGain: Cash
+        var dividends: Cash
+        var fees: Cash
+        var days: Int
+        /// False when some past days could not be valued (market data unavailable).
+        var complete: Bool
+    }
+
+    /// Time- and money-weighted returns over the range, from the close
+    /// snapshots (missing days backfilled first, today at current quotes), and
+    /// the realized gains, dividends and fees booked in it.
+    @Sendable func performance(_ request: Request, context: AuthenticatedContext) async throws -> PerformanceResponse {
+        let rawRange = request.query["range"] ?? "1Y"
+        guard let range = Range(rawValue: rawRange.uppercased()) else {
+            throw TradingError.invalid(field: "range", code: "invalid", message: "range must be one of \(Range.allCases.map(\.rawValue).joined(separator: ", ")).")
+        }
+        let account = try await account(request, context)
+        let now = quotes.clock.now()
+        let today = TradingDay(now)
+        var complete = true
+        do {
+            try await snapshots.backfill(account, through: today.adding(days: -1))
+        } catch {
+            complete = false
+            context.parent.logger.warning("performance backfill failed", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
+        }
+        let base = range.baseDay(today: today)
+        var values = try await snapshots.snapshots(of: account, from: base?.adding(days: -10)).map(\.value)
+        // The base is the last close on or before the range's first day (or the account's first close).
+        if let base, let index = values.lastIndex(where: { $0.day <= base }) { values.removeFirst(index) }
+        var end = values.last.map { $0.day.close } ?? now
+        if today.isWeekday, values.last?.day != today {
+            guard let (state, holdings) = try await store.portfolio(of: account.id, owner: account.userID) else { throw TradingError.accountNotFound }
+            let valuation = try PortfolioValuation(
+                cash: state.cash, availableCash: state.availableCash, holdings: holdings.map { ($0.symbol, $0.position) },
+                quotes: await quotes.quotes(for: holdings.map(\.symbol)))
+            values.append(DailyValue(day: today, cash: valuation.cash, marketValue: valuation.marketValue))
+            end = now
+        }
+
+        let start = values.first.map { $0.day.close }
+        let entries = try await store.entries(of: account.id).map(\.line)
+        let inRange = entries.filter { entry in (start.map { entry.occurredAt > $0 } ?? true) && entry.occurredAt <= end }
+        var response = PerformanceResponse(
+            accountID: account.id, range: range.rawValue, from: values.first?.day.description, to: values.last?.day.description,
+            startValue: values.first?.totalValue, endValue: values.last?.totalValue, deposits: .zero, withdrawals: .zero,
+            realizedGain: .zero, dividends: .zero, fees: .zero, days: values.count, complete: complete)
+        var flows: [ExternalFlow] = []
+        for entry in inRange {
+            switch entry.kind {
+            case .deposit: response.deposits = try response.deposits + entry.amount; flows.append(.init(at: entry.occurredAt, amount: entry.amount))
+            case .withdrawal: response.withdrawals = try response.withdrawals - entry.amount; flows.append(.init(at: entry.occurredAt, amount: entry.amount))
+            case .dividend: response.dividends = try response.dividends + entry.amount
+            case .fee: response.fees = try response.fees - entry.amount
+            default: break
+            }
+        }
+        let book = try TaxLotBook(entries: entries)
+        for sale in book.realized where (start.map { sale.soldAt > $0 } ?? true) && sale.soldAt <= end {
+            response.realizedGain = try response.realizedGain + sale.gain
+        }
+
+        guard let first = values.first, let last = values.last, let start, values.count >= 2 else {
+            response.note = "Returns need at least two daily values; this account has \(values.count) in the range."
+            return response
+        }
+        let years = Returns.years(from: start, to: end)
+        let oneYear = try Growth(1)
+        if let twr = try Returns.timeWeighted(values: values, flows: flows) {
+            response.timeWeightedReturnPercent = twr
+            if years >= oneYear { response.timeWeightedReturnAnnualizedPercent = try? Returns.compounded(twr, years: years) }
+        }
+        // The investor's side: the starting value and deposits go in, withdrawals and the end value come out.
+        var dated = [Returns.DatedAmount(at: start, amount: -first.totalValue)]
+        dated += flows.map { Returns.DatedAmount(at: $0.at, amount: -$0.amount) }
+        dated.append(Returns.DatedAmount(at: end, amount: last.totalValue))
+        switch Returns.internalRate(dated.filter { !$0.amount.isZero }) {
+        case .rate(let annual):
+            response.moneyWeightedReturnPercent = try? Returns.compounded(annual, years: years, inverse: true)
+            if years >= oneYear { response.moneyWeightedReturnAnnualizedPercent = annual }
+        case .none(let why):
+            response.note = why
+        }
+        return response
+    }
+
+    // MARK: - Lots
+
+    struct LotResponse: Encodable, Sendable {
+        var symbol: String
+        var acquiredAt: Date
+        var quantity: Quantity
+        var cost: Cash
+        var costPerShare: Price
+        var price: String?
+        var marketValue: Cash?
+        var unrealizedGain: Cash?
+        /// What a sale today would be taxed as.
+        var term: RealizedLot.Term
+    }
+
+    struct LotList: ResponseEncodable {
+        var accountID: AccountID
+        var method: String
+        var data: [LotResponse]
+    }
+
+    /// Open tax lots, first in first out, each valued at its quote.
+    @Sendable func lots(_ request: Request, context: AuthenticatedContext) async throws -> LotList {
+        let account = try await account(request, context)
+        let book = try TaxLotBook(entries: try await store.entries(of: account.id).map(\.line))
+        let open = book.openLots
+        let prices = await quotes.quotes(for: Set(open.map(\.symbol)))
+        let now = quotes.clock.now()
+        var data: [LotResponse] = []
+        for lot in open {
+            let price = prices[lot.symbol]?.price
+            let value = try price.map { price throws(MoneyError) in try Money.value(quantity: lot.quantity, price: price) }
+            data.append(LotResponse(
+                symbol: lot.symbol, acquiredAt: lot.acquiredAt, quantity: lot.quantity, cost: lot.cost, costPerShare: lot.costPerShare,
+                price: price?.formatted(minimumFractionDigits: 2), marketValue: value, unrealizedGain: try value.map { value throws(MoneyError) in try value - lot.cost },
+                term: TaxLotBook.term(acquired: lot.acquiredAt, sold: now)))
+        }
+        return LotList(accountID: account.id, method: "fifo", data: data)
+    }
+
+    // MARK: - Realized gains
+
+    struct RealizedResponse: Encodable, Sendable {
+        var accountID: AccountID
+        var symbol: String
+        var quantity: Quantity
+        /// Nil when the sale found no lot (shares the ledger never shows bought).
+        var acquiredAt: Date?
+        var soldAt: Date
+        var proceeds: Cash
+        var cost: Cash
+        var gain: Cash
+        var term: RealizedLot.Term
+    }
+
+    struct Totals: Encodable, Sendable {
+        var proceeds: Cash = .zero
+        var cost: Cash = .zero
+        var gain: Cash = .zero
+
+        mutating func add(_ sale: RealizedResponse) throws {
+            proceeds = try proceeds + sale.proceeds
+            cost = try cost + sale.cost
+            gain = try gain + sale.gain
+        }
+    }
+
+    struct RealizedReport: ResponseEncodable {
+        var year: Int
+        var method: String
+        var shortTerm: Totals
+        var longTerm: Totals
+        var total: Totals
+        var data: [RealizedResponse]
+    }
+
+    /// Every sale of the year (New York dates) matched to its lots, in the
+    /// user's accounts (or `account_id`'s), oldest first.
+    func realized(_ request: Request, _ context: AuthenticatedContext) async throws -> RealizedReport {
+        let thisYear = TradingDay(quotes.clock.now()).year
+        var year = thisYear
+        if let raw = request.query["year"] {
+            guard let number = Int(raw), (1900...thisYear).contains(number) else {
+                throw TradingError.invalid(field: "year", code: "invalid", message: "year must be a year from 1900 to \(thisYear).")
+            }
+            year = number
+        }
+        let accounts = request.query["account_id"] != nil ? [try await account(request, context)] : try await store.accounts(of: context.identity.userID)
+        var report = RealizedReport(year: year, method: "fifo", shortTerm: Totals(), longTerm: Totals(), total: Totals(), data: [])
+        for account in accounts {
+            let book = try TaxLotBook(entries: try await store.entries(of: account.id).map(\.line))
+            for sale in book.realized where TradingDay(sale.soldAt).year == year {
+                let row = RealizedResponse(
+                    accountID: account.id, symbol: sale.symbol, quantity: sale.quantity, acquiredAt: sale.acquiredAt, soldAt: sale.soldAt,
+                    proceeds: sale.proceeds, cost: sale.cost, gain: sale.gain, term: sale.term)
+                report.data.append(row)
+                try report.total.add(row)
+                if sale.term == .long { try report.longTerm.add(row) } else { try report.shortTerm.add(row) }
+            }
+        }
+        report.data.sort { ($0.soldAt, $0.symbol) < ($1.soldAt, $1.symbol) }
+        return report
+    }
+
+    @Sendable func realizedGains(_ request: Request, context: AuthenticatedContext) async throws -> RealizedReport {
+        try await realized(request, context)
+    }
+
+    @Sendable func realizedGainsCSV(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let report = try await realized(request, context)
+        var text = "account_id,symbol,quantity,acquired_at,sold_at,proceeds,cost,gain,term\n"
+        for row in report.data {
+            text += [
+                row.accountID.description, row.symbol, row.quantity.description, row.acquiredAt?.formatted(.iso8601) ?? "",
+                row.soldAt.formatted(.iso8601), row.proceeds.description, row.cost.description, row.gain.description, row.term.rawValue,
+            ].map(CSV.field).joined(separator: ",") + "\n"
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/csv; charset=utf-8", .contentDisposition: "attachment; filename=\"realized-gains-\(report.year).csv\""],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}

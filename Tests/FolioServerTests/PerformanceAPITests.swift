@@ -1,0 +1,79 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+/// Returns, lots and realized gains through the API, on both databases.
+@Suite("Performance, lots and realized gains")
+struct PerformanceAPITests {
+    static func order(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], _ side: String, _ quantity: Int) async throws {
+        let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": quantity, "side": side, "order_type": "MARKET"], headers: bearer(tokens))
+        #expect(placed.status == .created, "\(String(buffer: placed.body))")
+        await env.worker.drain()
+    }
+
+    @Test("performance: with no flows the time-weighted return is the simple return; a deposit is a flow, not a gain; lots add up to the holding; realized gains reconcile in JSON and CSV", arguments: TestDatabaseKind.all)
+    func performance(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            var tokens = try await signUp(client, env, email: "returns@example.com")
+            // Access tokens live minutes: after moving the clock on, sign in again.
+            func signIn() async throws -> [String: Any] {
+                try json(try await post(client, "/api/auth/login", ["email": "returns@example.com", "password": strongPassword]))
+            }
+            let account = try await env.firstAccount()
+            try await Self.order(client, env, tokens, "BUY", 100)
+            // A week and a half on: the days between are backfilled from the ledger and the daily closes.
+            env.clock.advance(by: 10 * 86_400)
+            tokens = try await signIn()
+            let quiet = try json(try await client.execute(uri: "/api/portfolio/performance?range=1M", method: .get, headers: bearer(tokens)))
+            #expect(quiet["complete"] as? Bool == true, "\(quiet.description)")
+            #expect((quiet["days"] as? Int ?? 0) >= 7)
+            let start = try Cash(parsing: try #require(quiet["start_value"] as? String)), end = try Cash(parsing: try #require(quiet["end_value"] as? String))
+            let simple = try Returns.percent(try Growth.quotient(end, start, rounding: .halfEven))
+            #expect(quiet["time_weighted_return_percent"] as? String == simple.description, "\(quiet)")
+            #expect(quiet["money_weighted_return_percent"] as? String != nil && quiet["time_weighted_return_annualized_percent"] == nil)
+
+            // A deposit of 50,000 moves the value but is not a return.
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "50000"], headers: bearer(tokens)).status == .created)
+            env.clock.advance(by: 86_400)
+            tokens = try await signIn()
+            let funded = try json(try await client.execute(uri: "/api/portfolio/performance?range=1M", method: .get, headers: bearer(tokens)))
+            #expect(funded["deposits"] as? String == "50000.00")
+            let twr = try Ratio(parsing: try #require(funded["time_weighted_return_percent"] as? String))
+            #expect(twr.magnitude < 20, "a deposit of half the account is not a 50 % return: \(funded)")
+
+            // Buy 50 more, sell 120: FIFO takes the first 100, then 20 of the second lot.
+            try await Self.order(client, env, tokens, "BUY", 50)
+            try await Self.order(client, env, tokens, "SELL", 120)
+            let lots = try json(try await client.execute(uri: "/api/portfolio/lots", method: .get, headers: bearer(tokens)))
+            let open = try #require(lots["data"] as? [[String: Any]])
+            #expect(open.map { $0["quantity"] as? String } == ["30"] && lots["method"] as? String == "fifo", "\(lots.description)")
+            #expect(open.first?["term"] as? String == "short")
+
+            let report = try json(try await client.execute(uri: "/api/reports/realized-gains", method: .get, headers: bearer(tokens)))
+            let rows = try #require(report["data"] as? [[String: Any]])
+            #expect(rows.map { $0["quantity"] as? String } == ["100", "20"])
+            for row in rows {
+                #expect(try Cash(parsing: row["proceeds"] as! String) - Cash(parsing: row["cost"] as! String) == Cash(parsing: row["gain"] as! String))
+            }
+            let total = try #require(report["total"] as? [String: String])
+            #expect(try Cash(parsing: total["proceeds"]!) - Cash(parsing: total["cost"]!) == Cash(parsing: total["gain"]!))
+            let csv = try await client.execute(uri: "/api/reports/realized-gains.csv", method: .get, headers: bearer(tokens))
+            #expect(csv.headers[.contentType] == "text/csv; charset=utf-8")
+            let lines = String(buffer: csv.body).split(separator: "\n")
+            #expect(lines.first == "account_id,symbol,quantity,acquired_at,sold_at,proceeds,cost,gain,term" && lines.count == 3)
+            #expect(try await client.execute(uri: "/api/reports/realized-gains?year=1800", method: .get, headers: bearer(tokens)).status == .unprocessableContent)
+            #expect(try await client.execute(uri: "/api/portfolio/performance?range=5Y", method: .get, headers: bearer(tokens)).status == .unprocessableContent)
+
+            let other = try await signUp(client, env, email: "nosy@example.com")
+            #expect(try await client.execute(uri: "/api/portfolio/lots?account_id=\(account.id)", method: .get, headers: bearer(other)).status == .notFound)
+            #expect(try await client.execute(uri: "/api/reports/realized-gains?account_id=\(account.id)", method: .get, headers: bearer(other)).status == .notFound)
+            let empty = try json(try await client.execute(uri: "/api/reports/realized-gains", method: .get, headers: bearer(other)))
+            #expect((empty["data"] as? [Any])?.isEmpty == true)
+        }
+    }
+}
