@@ -65,8 +65,8 @@ struct DomainBenchmarks {
         }
         let (daily, flows) = Self.decade()
         measure("time-weighted return", size: "10 years of daily values") { _ in _ = try? Returns.timeWeighted(values: daily, flows: flows) }
-        let dated = [Returns.DatedAmount(at: daily[0].day.close, amount: -101_000)] + flows.map { Returns.DatedAmount(at: $0.at, amount: -$0.amount) }
-            + [Returns.DatedAmount(at: daily.last!.day.close, amount: daily.last!.totalValue)]
+        let dated = [Returns.DatedAmount(at: daily[0].at, amount: -101_000)] + flows.map { Returns.DatedAmount(at: $0.at, amount: -$0.amount) }
+            + [Returns.DatedAmount(at: daily.last!.at, amount: daily.last!.value)]
         measure("money-weighted return (IRR)", size: "10 years, 121 flows") { _ in _ = Returns.internalRate(dated) }
         for positions in [20, 1_000, 10_000] {
             let (holdings, quotes, allocation) = Self.rebalancing(positions: positions)
@@ -104,9 +104,9 @@ struct DomainBenchmarks {
     }
 
     /// Ten years of daily values with a deposit every month.
-    static func decade() -> ([DailyValue], [ExternalFlow]) {
+    static func decade() -> ([Returns.ValuePoint], [ExternalFlow]) {
         let first = TradingDay(year: 2016, month: 1, day: 4)
-        let values = (0..<3_650).map { DailyValue(day: first.adding(days: $0), cash: Cash(integerLiteral: 1_000), marketValue: Cash(integerLiteral: 100_000 + $0 * 13 % 9_000)) }
+        let values = (0..<3_650).map { Returns.ValuePoint(at: first.adding(days: $0).close, value: Cash(integerLiteral: 101_000 + $0 * 13 % 9_000)) }
         let flows = stride(from: 30, to: 3_650, by: 30).map { ExternalFlow(at: first.adding(days: $0).at(hour: 11, minute: 0), amount: 500) }
         return (values, flows)
     }

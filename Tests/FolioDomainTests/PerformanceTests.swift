@@ -11,8 +11,9 @@ struct PerformanceTests {
         return TradingDay(year: parts[0], month: parts[1], day: parts[2])
     }
 
-    static func value(_ day: String, _ total: Cash) -> DailyValue {
-        DailyValue(day: Self.day(day), cash: .zero, marketValue: total)
+    /// The value at that day's close.
+    static func value(_ day: String, _ total: Cash) -> Returns.ValuePoint {
+        Returns.ValuePoint(at: Self.day(day).close, value: total)
     }
 
     /// Noon in New York on that day.
@@ -34,6 +35,28 @@ struct PerformanceTests {
         let twr = try #require(try Returns.timeWeighted(values: values, flows: flows))
         #expect(twr == (try Ratio(parsing: "34.2")))
         #expect(try Returns.compounded(twr, years: 2) == (try Ratio(parsing: "15.8447")))
+    }
+
+    @Test("a flow belongs to the first value taken after it: a deposit after the close but before the close snapshot is counted once; flows outside the values are not counted")
+    func flowTiming() throws {
+        // A close snapshot taken at 16:10 already holds a deposit made at 16:05: no gain either day.
+        let day = Self.day("2026-11-24"), next = Self.day("2026-11-25")
+        let values = [
+            Returns.ValuePoint(at: day.adding(days: -1).at(hour: 16, minute: 10), value: 100_000),
+            Returns.ValuePoint(at: day.at(hour: 16, minute: 10), value: 150_000),
+            Returns.ValuePoint(at: next.at(hour: 16, minute: 10), value: 150_000),
+        ]
+        #expect(try Returns.timeWeighted(values: values, flows: [ExternalFlow(at: day.at(hour: 16, minute: 5), amount: 50_000)]) == .zero)
+        // A weekend deposit belongs to Monday's value; one before the first value or after the last is not in the range.
+        let friday = Self.day("2026-11-20"), monday = Self.day("2026-11-23")
+        let weekend = [Returns.ValuePoint(at: friday.close, value: 1_000), Returns.ValuePoint(at: monday.close, value: 1_600)]
+        #expect(try Returns.timeWeighted(values: weekend, flows: [
+            ExternalFlow(at: Self.noon("2026-11-21"), amount: 500), ExternalFlow(at: Self.noon("2026-11-19"), amount: 9_999),
+            ExternalFlow(at: Self.noon("2026-11-24"), amount: 9_999),
+        ]) == (try Ratio(parsing: "6.6667")))
+        // A short range is solved per its own length: a 3 % day is 3 %, not a rate beyond any year's search.
+        let twoDays = Returns.internalRate([.init(at: friday.close, amount: -1_000), .init(at: monday.close, amount: 1_030)], periodYears: Returns.years(from: friday.close, to: monday.close))
+        #expect(twoDays == .rate(3))
     }
 
     @Test("IRR matches the CFA worked example (13.86 %) and Microsoft's XIRR example (37.34 %)")
@@ -67,20 +90,20 @@ struct PerformanceTests {
     func noFlowsIsSimpleReturn() throws {
         var random = SeededRandom(seed: 20_261_129)
         for _ in 0..<50 {
-            var values: [DailyValue] = []
+            var values: [Returns.ValuePoint] = []
             var day = Self.day("2020-01-02")
             var total = try Cash(Int.random(in: 1_000...1_000_000, using: &random))
             for _ in 0..<Int.random(in: 2...400, using: &random) {
-                values.append(DailyValue(day: day, cash: .zero, marketValue: total))
+                values.append(Returns.ValuePoint(at: day.close, value: total))
                 day = day.adding(days: 1)
                 // Moves of up to ±3 % a day, to the cent.
                 total = try Cash.max(1, try total.scaled(by: Ratio(uncheckedUnits: Int128(Int.random(in: 970_000...1_030_000, using: &random))), over: Ratio(1), places: 2, rounding: .halfEven))
             }
-            let simple = try Returns.percent(try Growth.quotient(values.last!.totalValue, values[0].totalValue, rounding: .halfEven))
+            let simple = try Returns.percent(try Growth.quotient(values.last!.value, values[0].value, rounding: .halfEven))
             #expect(try Returns.timeWeighted(values: values, flows: []) == simple)
         }
         // Ten years of daily values, as the benchmark chains them.
-        let decade = (0..<3_650).map { DailyValue(day: Self.day("2016-01-01").adding(days: $0), cash: .zero, marketValue: try! Cash(10_000 + $0)) }
+        let decade = (0..<3_650).map { Returns.ValuePoint(at: Self.day("2016-01-01").adding(days: $0).close, value: try! Cash(10_000 + $0)) }
         #expect(try Returns.timeWeighted(values: decade, flows: []) == (try Ratio(parsing: "36.49")))
     }
 
@@ -114,6 +137,9 @@ struct PerformanceTests {
             "10 1250.00 1000.00 250.00 long", "2 250.00 240.00 10.00 short",
         ])
         #expect(book.openLots.map { "\($0.quantity) \($0.cost) \($0.costPerShare)" } == ["3 360.00 120.00"])
+        // Proceeds shared as differences of rounded running totals: no part is negative, and they add up.
+        let tiny = try TaxLotBook(entries: ["3", "3", "3", "1"].map { Self.line(.buy, "X", $0, "-1.00", "2024-01-10") } + [Self.line(.sell, "X", "-10", "0.05", "2024-02-01")])
+        #expect(tiny.realized.map(\.proceeds.description) == ["0.02", "0.01", "0.01", "0.01"])
         #expect(TaxLotBook.term(acquired: Self.noon("2024-03-10"), sold: Self.noon("2025-03-10")) == .short)
         #expect(TaxLotBook.term(acquired: Self.noon("2024-03-10"), sold: Self.noon("2025-03-11")) == .long)
     }

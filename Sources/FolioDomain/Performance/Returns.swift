@@ -26,28 +26,40 @@ public struct ExternalFlow: Equatable, Sendable {
 public enum Returns {
     // MARK: - Time-weighted
 
-    /// The time-weighted return over daily values (close snapshots, oldest
-    /// first), as a percentage to 4 places; nil with fewer than two values.
+    /// An account's value as of a moment: a close snapshot as of when it was
+    /// taken (its cash and holdings are the ledger's then), today's as of now.
+    public struct ValuePoint: Equatable, Sendable {
+        public var at: Date
+        public var value: Cash
+
+        public init(at: Date, value: Cash) {
+            self.at = at
+            self.value = value
+        }
+    }
+
+    /// The time-weighted return over values (oldest first), as a percentage to
+    /// 4 places; nil with fewer than two values.
     ///
-    /// Each day is a sub-period: its return is V(day) ÷ (V(day before) + F) − 1,
-    /// where F is the external flow since the day before's close (a flow
-    /// counts from the start of the day it reaches, the GIPS "beginning of
-    /// day" convention); the sub-period returns are chained geometrically.
-    /// A day whose start is empty (nothing invested) is left out of the chain.
-    public static func timeWeighted(values: [DailyValue], flows: [ExternalFlow]) throws(MoneyError) -> Ratio? {
+    /// Each span between two values is a sub-period: its return is
+    /// V(end) ÷ (V(start) + F) − 1, where F is the external flow booked after
+    /// the start value was taken and up to the end value (a flow counts from
+    /// the start of the sub-period it falls in, the GIPS "beginning of day"
+    /// convention for daily values); the sub-period returns are chained
+    /// geometrically. A sub-period whose start is empty is left out.
+    public static func timeWeighted(values: [ValuePoint], flows: [ExternalFlow]) throws(MoneyError) -> Ratio? {
         guard values.count >= 2 else { return nil }
-        var perDay = [Cash](repeating: .zero, count: values.count)
-        for flow in flows {
-            // The first close at or after the flow; flows before the first value are in it already.
-            let day = TradingDay(TradingDay.dayEnd(for: flow.at.addingTimeInterval(-0.001)))
-            guard day > values[0].day, let index = firstIndex(in: values, atOrAfter: day) else { continue }
-            perDay[index] = try perDay[index] + flow.amount
+        var perPeriod = [Cash](repeating: .zero, count: values.count)
+        for flow in flows where flow.at > values[0].at {
+            // The first value taken at or after the flow; one after the last value is outside the range.
+            guard let index = firstIndex(in: values, atOrAfter: flow.at) else { continue }
+            perPeriod[index] = try perPeriod[index] + flow.amount
         }
         var growth = Growth.unit
         for index in 1..<values.count {
-            let start = try values[index - 1].totalValue + perDay[index]
+            let start = try values[index - 1].value + perPeriod[index]
             guard start.isPositive else { continue }
-            let factor = try Growth.quotient(values[index].totalValue, start, rounding: .halfEven)
+            let factor = try Growth.quotient(values[index].value, start, rounding: .halfEven)
             growth = try Growth.product(growth, factor, rounding: .halfEven)
         }
         return try percent(growth)
@@ -55,7 +67,9 @@ public enum Returns {
 
     /// (growth − 1) as a percentage to 4 places, rounded once, half to even.
     public static func percent(_ growth: Growth) throws(MoneyError) -> Ratio {
-        try Ratio(exactly: try Growth(units: (growth.units - Growth.unit.units) * 100).rounded(places: 4, .halfEven))
+        let (hundredfold, overflow) = (growth.units - Growth.unit.units).multipliedReportingOverflow(by: 100)
+        guard !overflow else { throw .overflow }
+        return try Ratio(exactly: try Growth(units: hundredfold).rounded(places: 4, .halfEven))
     }
 
     /// A return over `years` as the annual rate that compounds to it, or the
@@ -73,11 +87,11 @@ public enum Returns {
         return Growth(uncheckedUnits: milliseconds * Int128(Growth.one) / 31_536_000_000)
     }
 
-    static func firstIndex(in values: [DailyValue], atOrAfter day: TradingDay) -> Int? {
+    static func firstIndex(in values: [ValuePoint], atOrAfter date: Date) -> Int? {
         var low = 0, high = values.count
         while low < high {
             let middle = (low + high) / 2
-            if values[middle].day < day { low = middle + 1 } else { high = middle }
+            if values[middle].at < date { low = middle + 1 } else { high = middle }
         }
         return low < values.count ? low : nil
     }
@@ -103,11 +117,13 @@ public enum Returns {
         case none(String)
     }
 
-    /// The internal rate of return (money-weighted, annual, on actual/365
-    /// years from the first flow): Newton's method from a first guess, and
-    /// bisection over a bracket where the present value changes sign when
-    /// Newton does not settle. Rates from −99.99 % to 1,000,000 % are searched.
-    public static func internalRate(_ flows: [DatedAmount]) -> RateOfReturn {
+    /// The internal rate of return (money-weighted) per period of `periodYears`
+    /// (a year unless told; actual/365 from the first flow): Newton's method
+    /// from a first guess, and bisection over a bracket where the present
+    /// value changes sign when Newton does not settle. Rates from −99.99 % to
+    /// 1,000,000 % a period are searched: measure a short range per its own
+    /// length, not per year, or a few good days compound past the search.
+    public static func internalRate(_ flows: [DatedAmount], periodYears: Growth = .unit) -> RateOfReturn {
         guard let first = flows.map(\.at).min() else { return .none("There are no cash flows.") }
         guard flows.contains(where: \.amount.isNegative), flows.contains(where: \.amount.isPositive) else {
             return .none("The cash flows all go one way, so no rate of return exists.")
@@ -115,7 +131,8 @@ public enum Returns {
         // Amounts scaled to at most 1 in size, times in years.
         let largest = flows.map(\.amount.magnitude).max()!
         guard let terms = try? flows.map({ flow throws(MoneyError) in
-            (years: years(from: first, to: flow.at), amount: try Growth.quotient(flow.amount, largest, rounding: .halfEven))
+            (years: try Growth.quotient(years(from: first, to: flow.at), periodYears, rounding: .halfEven),
+             amount: try Growth.quotient(flow.amount, largest, rounding: .halfEven))
         }) else { return .none("The cash flows are too large to solve for a rate.") }
         let npv = PresentValue(terms: terms)
 
@@ -223,8 +240,9 @@ extension FixedMath {
         var units = sum.units
         if k >= 0 {
             for _ in 0..<Int(k) {
+                // Checked before doubling: past half the limit the doubling itself would overflow.
+                guard units.magnitude <= Growth.limit / 2 else { throw .overflow }
                 units *= 2
-                guard units.magnitude <= Growth.limit else { throw .overflow }
             }
         } else {
             for _ in 0..<Int(-k) { units /= 2 }

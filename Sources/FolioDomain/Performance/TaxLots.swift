@@ -40,10 +40,10 @@ public struct RealizedLot: Equatable, Sendable {
 }
 
 /// Matches sales to purchases lot by lot, first in first out, from an
-/// account's ledger rows. Each part of a sale takes its share of the sale's
-/// proceeds and of the lot's cost, half to even to the cent; the last part of
-/// a sale takes what is left of the proceeds and a lot sold out takes what is
-/// left of its cost, so the parts add up to the ledger exactly.
+/// account's ledger rows. Each part of a sale takes its share of the lot's
+/// cost, half to even to the cent (a lot sold out takes what is left of its
+/// cost), and of the sale's proceeds as the difference of the rounded running
+/// totals, so no part is negative and the parts add up to the ledger exactly.
 public struct TaxLotBook: Sendable {
     public private(set) var open: [String: [TaxLot]] = [:]
     public private(set) var realized: [RealizedLot] = []
@@ -84,23 +84,28 @@ public struct TaxLotBook: Sendable {
 
     private mutating func sell(_ symbol: String, quantity: Quantity, proceeds: Cash, at date: Date, entry: EntryID) throws(MoneyError) {
         var left = quantity
-        var proceedsLeft = proceeds
+        // Each part's proceeds are the difference of the rounded running totals, so no part is negative
+        // and the parts add up to the sale exactly.
+        var soldSoFar = Quantity.zero, proceedsSoFar = Cash.zero
         var lots = open[symbol] ?? []
         while left.isPositive {
             guard var lot = lots.first else {
                 // More sold than the ledger shows bought: reported, at no cost, rather than dropped.
+                let rest = try proceeds - proceedsSoFar
                 realized.append(RealizedLot(
-                    symbol: symbol, acquiredAt: nil, soldAt: date, saleEntryID: entry, quantity: left, proceeds: proceedsLeft, cost: .zero,
-                    gain: proceedsLeft, term: .short))
+                    symbol: symbol, acquiredAt: nil, soldAt: date, saleEntryID: entry, quantity: left, proceeds: rest, cost: .zero,
+                    gain: rest, term: .short))
                 break
             }
             let part = Quantity.min(left, lot.quantity)
             let cost = part == lot.quantity ? lot.cost : try lot.cost.scaled(by: part, over: lot.quantity, places: Cash.centPlaces, rounding: .halfEven)
-            let share = part == left ? proceedsLeft : try proceeds.scaled(by: part, over: quantity, places: Cash.centPlaces, rounding: .halfEven)
+            soldSoFar = try soldSoFar + part
+            let cumulative = soldSoFar == quantity ? proceeds : try proceeds.scaled(by: soldSoFar, over: quantity, places: Cash.centPlaces, rounding: .halfEven)
+            let share = try cumulative - proceedsSoFar
+            proceedsSoFar = cumulative
             realized.append(RealizedLot(
                 symbol: symbol, acquiredAt: lot.acquiredAt, soldAt: date, saleEntryID: entry, quantity: part, proceeds: share, cost: cost,
                 gain: try share - cost, term: Self.term(acquired: lot.acquiredAt, sold: date)))
-            proceedsLeft = try proceedsLeft - share
             left = try left - part
             lot.quantity = try lot.quantity - part
             lot.cost = try lot.cost - cost

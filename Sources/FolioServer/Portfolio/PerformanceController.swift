@@ -86,25 +86,28 @@ struct PerformanceController: Sendable {
             context.parent.logger.warning("performance backfill failed", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
         }
         let base = range.baseDay(today: today)
-        var values = try await snapshots.snapshots(of: account, from: base?.adding(days: -10)).map(\.value)
+        var stored = try await snapshots.snapshots(of: account, from: base?.adding(days: -10))
         // The base is the last close on or before the range's first day (or the account's first close).
-        if let base, let index = values.lastIndex(where: { $0.day <= base }) { values.removeFirst(index) }
-        var end = values.last.map { $0.day.close } ?? now
-        if today.isWeekday, values.last?.day != today {
+        if let base, let index = stored.lastIndex(where: { $0.value.day <= base }) { stored.removeFirst(index) }
+        var values = stored.map { Returns.ValuePoint(at: $0.asOf, value: $0.value.totalValue) }
+        var days = stored.map(\.value.day)
+        if today.isWeekday, days.last != today {
             guard let (state, holdings) = try await store.portfolio(of: account.id, owner: account.userID) else { throw TradingError.accountNotFound }
             let valuation = try PortfolioValuation(
                 cash: state.cash, availableCash: state.availableCash, holdings: holdings.map { ($0.symbol, $0.position) },
                 quotes: await quotes.quotes(for: holdings.map(\.symbol)))
-            values.append(DailyValue(day: today, cash: valuation.cash, marketValue: valuation.marketValue))
-            end = now
+            values.append(.init(at: now, value: valuation.totalValue))
+            days.append(today)
         }
 
-        let start = values.first.map { $0.day.close }
-        let entries = try await store.entries(of: account.id).map(\.line)
+        // The range runs from when the first value was taken to when the last was; a flow belongs to the first value after it.
+        let start = values.first?.at
+        let end = values.last?.at ?? now
+        let entries = try await store.entries(of: account.id, through: end).map(\.line)
         let inRange = entries.filter { entry in (start.map { entry.occurredAt > $0 } ?? true) && entry.occurredAt <= end }
         var response = PerformanceResponse(
-            accountID: account.id, range: range.rawValue, from: values.first?.day.description, to: values.last?.day.description,
-            startValue: values.first?.totalValue, endValue: values.last?.totalValue, deposits: .zero, withdrawals: .zero,
+            accountID: account.id, range: range.rawValue, from: days.first?.description, to: days.last?.description,
+            startValue: values.first?.value, endValue: values.last?.value, deposits: .zero, withdrawals: .zero,
             realizedGain: .zero, dividends: .zero, fees: .zero, days: values.count, complete: complete)
         var flows: [ExternalFlow] = []
         for entry in inRange {
@@ -121,24 +124,25 @@ struct PerformanceController: Sendable {
             response.realizedGain = try response.realizedGain + sale.gain
         }
 
-        guard let first = values.first, let last = values.last, let start, values.count >= 2 else {
+        guard let first = values.first, let last = values.last, values.count >= 2, first.at < last.at else {
             response.note = "Returns need at least two daily values; this account has \(values.count) in the range."
             return response
         }
-        let years = Returns.years(from: start, to: end)
-        let oneYear = try Growth(1)
+        let years = Returns.years(from: first.at, to: last.at)
+        let annualize = years >= (try Growth(1))
         if let twr = try Returns.timeWeighted(values: values, flows: flows) {
             response.timeWeightedReturnPercent = twr
-            if years >= oneYear { response.timeWeightedReturnAnnualizedPercent = try? Returns.compounded(twr, years: years) }
+            if annualize { response.timeWeightedReturnAnnualizedPercent = try? Returns.compounded(twr, years: years) }
         }
         // The investor's side: the starting value and deposits go in, withdrawals and the end value come out.
-        var dated = [Returns.DatedAmount(at: start, amount: -first.totalValue)]
+        // Solved per the range's own length, then annualized for a year or more.
+        var dated = [Returns.DatedAmount(at: first.at, amount: -first.value)]
         dated += flows.map { Returns.DatedAmount(at: $0.at, amount: -$0.amount) }
-        dated.append(Returns.DatedAmount(at: end, amount: last.totalValue))
-        switch Returns.internalRate(dated.filter { !$0.amount.isZero }) {
-        case .rate(let annual):
-            response.moneyWeightedReturnPercent = try? Returns.compounded(annual, years: years, inverse: true)
-            if years >= oneYear { response.moneyWeightedReturnAnnualizedPercent = annual }
+        dated.append(Returns.DatedAmount(at: last.at, amount: last.value))
+        switch Returns.internalRate(dated.filter { !$0.amount.isZero }, periodYears: years) {
+        case .rate(let overRange):
+            response.moneyWeightedReturnPercent = overRange
+            if annualize { response.moneyWeightedReturnAnnualizedPercent = try? Returns.compounded(overRange, years: years) }
         case .none(let why):
             response.note = why
         }

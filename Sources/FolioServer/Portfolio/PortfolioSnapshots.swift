@@ -28,6 +28,9 @@ struct PortfolioSnapshots: Sendable {
     struct Snapshot: Sendable, Equatable {
         var value: DailyValue
         var source: String
+        /// When the ledger stood as this value shows it: when a close snapshot
+        /// was taken (16:10, say, so a deposit at 16:05 is in it), the close for a backfilled one.
+        var asOf: Date
     }
 
     /// The job: the close of `day` for every account. While `day` is still
@@ -96,16 +99,17 @@ struct PortfolioSnapshots: Sendable {
 
     /// Snapshots of the account from `first` on, oldest first.
     func snapshots(of account: AccountRecord, from first: TradingDay?) async throws -> [Snapshot] {
-        var query = database.sql.select().columns("day", "cash", "market_value", "source").from("portfolio_snapshots")
+        var query = database.sql.select().columns("day", "cash", "market_value", "source", "created_at").from("portfolio_snapshots")
             .where("account_id", .equal, account.id)
         if let first { query = query.where("day", .greaterThanOrEqual, first.description) }
         return try await query.orderBy("day").all().map { row in
             let text = try row.decode(column: "day", as: String.self)
             guard let day = TradingDay(text) else { throw UnreadableDay(text: text) }
+            let source = try row.decode(column: "source", as: String.self)
             return Snapshot(
                 value: DailyValue(day: day, cash: try row.decode(column: "cash", as: Cash.self),
                                   marketValue: try row.decode(column: "market_value", as: Cash.self)),
-                source: try row.decode(column: "source", as: String.self))
+                source: source, asOf: source == "close" ? try row.decode(column: "created_at", as: Date.self) : day.close)
         }
     }
 
