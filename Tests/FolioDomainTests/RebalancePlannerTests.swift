@@ -83,6 +83,33 @@ struct RebalancePlannerTests {
         #expect(report.outsideBand && report.stale)
     }
 
+    @Test("targets by asset class: shared over the class's holdings by value, exactly 100 % in all; drift by class; a class with nothing held cannot be planned")
+    func assetClasses() throws {
+        let byClass = try TargetAllocation(weights: [], classWeights: [ClassWeight(assetClass: .equity, percent: 60), ClassWeight(assetClass: .etf, percent: 35)], cashPercent: 5)
+        let classes: [String: AssetClass] = ["AAPL": .equity, "MSFT": .equity, "VTI": .etf, "KO": .equity]
+        // Equities held 3,000 / 1,000 / 2,000: their 60 % is shared 30 / 10 / 20; the ETF class has VTI alone.
+        let shared = try byClass.bySymbol(values: ["AAPL": 3_000, "MSFT": 1_000, "KO": 2_000, "VTI": 2_000], classes: classes)
+        #expect(shared.weights.map { "\($0.symbol)=\($0.percent)" } == ["AAPL=30", "KO=20", "MSFT=10", "VTI=35"])
+        #expect(shared.cashPercent == 5)
+        // Thirds: rounding to 4 places leaves a remainder, which the largest holding takes.
+        let thirds = try byClass.bySymbol(values: ["AAPL": 1_000, "MSFT": 1_000, "KO": 1_001, "VTI": 5], classes: classes)
+        #expect(thirds.weights.map(\.percent.description) == ["19.9933", "20.0134", "19.9933", "35"])
+        #expect(throws: RebalanceError.nothingHeldInClass("etf")) { try byClass.bySymbol(values: ["AAPL": 1_000], classes: classes) }
+        #expect(throws: TradingError.self) {
+            try TargetAllocation(weights: [TargetWeight(symbol: "AAPL", percent: 50)], classWeights: [ClassWeight(assetClass: .etf, percent: 50)])
+        }
+
+        let report = try DriftReport(
+            holdings: [Self.holding("AAPL", 10), Self.holding("VTI", 10)], quotes: Self.quotes(["AAPL": "100", "VTI": "100"]), cash: 0,
+            allocation: byClass, classes: classes)
+        #expect(report.lines.map { "\($0.assetClass!.rawValue) \($0.currentPercent) \($0.targetPercent!)" } == ["equity 50 60", "etf 50 35"])
+        #expect(report.lines.allSatisfy { $0.symbol == nil } && report.outsideBand)
+        let bySymbol = try DriftReport(
+            holdings: [Self.holding("AAPL", 10), Self.holding("VTI", 10)], quotes: Self.quotes(["AAPL": "100", "VTI": "100"]), cash: 0,
+            allocation: try Self.allocation([("AAPL", 40), ("MSFT", 20), ("VTI", 40)]), classes: classes)
+        #expect(bySymbol.byClass.map { "\($0.assetClass!.rawValue) \($0.currentPercent) \($0.targetPercent!)" } == ["equity 50 60", "etf 50 40"])
+    }
+
     // MARK: - Worked examples
 
     @Test("full: sell the overweight, buy the underweight within the cash the margin leaves (worked by hand)")

@@ -45,7 +45,25 @@ struct AlphaVantageTests {
                 #expect(fake.hits.last == "TIME_SERIES_DAILY")
 
                 let matches = try await vendor.search("ibm")
-                #expect(matches == [SymbolMatch(symbol: "IBM", name: "International Business Machines Corp")], "only US listings")
+                #expect(matches == [SymbolMatch(symbol: "IBM", name: "International Business Machines Corp", assetClass: .equity)], "only US listings")
+            }
+        }
+    }
+
+    @Test("a symbol's asset class is learned once from SYMBOL_SEARCH's type and kept in the database", arguments: TestDatabaseKind.all)
+    func assetClassLearned(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(kind) { database, _ in
+                let clock = TestClock(start: Self.friday)
+                let quotes = QuoteService(provider: provider(fake, database: database, clock: clock), store: QuoteStore(database: database), clock: clock.clock)
+                #expect(await quotes.assetClasses(for: ["IBM", "NOPE"]) == ["IBM": .equity, "NOPE": .other])
+                let searches = fake.hits.filter { $0 == "SYMBOL_SEARCH" }.count
+                let stored = try await QuoteStore(database: database).assetClasses(of: ["IBM", "NOPE"])
+                #expect(stored == ["IBM": .equity], "an unknown one is asked again later")
+                // Another instance reads it from the database, without a vendor call.
+                let other = QuoteService(provider: provider(fake, database: database, clock: clock), store: QuoteStore(database: database), clock: clock.clock)
+                #expect(await other.assetClasses(for: ["IBM"]) == ["IBM": .equity])
+                #expect(fake.hits.filter { $0 == "SYMBOL_SEARCH" }.count == searches)
             }
         }
     }

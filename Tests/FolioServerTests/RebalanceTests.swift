@@ -196,6 +196,39 @@ struct RebalanceTests {
         }
     }
 
+    @Test("targets by asset class: drift by class, and a run that brings the classes within their bands", arguments: TestDatabaseKind.all)
+    func byAssetClass(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "classes@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 200)
+            try await Self.buy(client, env, tokens, "MSFT", 20)
+            try await Self.buy(client, env, tokens, "VTI", 10)
+            let uri = "/api/accounts/\(account.id)/targets"
+            let both = try await Self.put(client, uri, ["targets": [["symbol": "AAPL", "percent": 50]], "asset_classes": [["asset_class": "etf", "percent": 50]]], headers: bearer(tokens))
+            #expect(try both.status == .unprocessableContent && problem(both).errors?.first?.code == "conflict")
+            let saved = try await Self.put(client, uri, [
+                "asset_classes": [["asset_class": "equity", "percent": "50"], ["asset_class": "ETF", "percent": "45"]], "cash_percent": "5",
+            ], headers: bearer(tokens))
+            #expect(saved.status == .ok, "\(String(buffer: saved.body))")
+            #expect((try json(saved)["asset_classes"] as? [[String: Any]])?.map { $0["asset_class"] as? String } == ["equity", "etf"])
+
+            let drift = try await Self.get(client, "/api/portfolio/drift", tokens)
+            let lines = try #require(drift["data"] as? [[String: Any]])
+            #expect(lines.map { $0["asset_class"] as? String } == ["equity", "etf"] && drift["outside_band"] as? Bool == true, "\(drift)")
+
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "classes-1"
+            let started = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed)
+            #expect(started.status == .accepted, "\(String(buffer: started.body))")
+            let finished = try await Self.finish(client, env, tokens, run: try #require(try json(started)["id"] as? String))
+            #expect(finished["status"] as? String == "done", "\(finished)")
+            let after = try await Self.get(client, "/api/portfolio/drift", tokens)
+            #expect(after["outside_band"] as? Bool == false, "\(after)")
+            try await env.expectConsistent()
+        }
+    }
+
     static func worstDrift(_ drift: [String: Any]) throws -> Ratio {
         try (drift["data"] as? [[String: Any]] ?? []).map { try Ratio(parsing: $0["drift_points"] as! String).magnitude }.max() ?? .zero
     }

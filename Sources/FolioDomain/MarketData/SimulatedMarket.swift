@@ -18,6 +18,7 @@ public struct SimulatedMarket: Sendable {
         public var driftMillionths: Int64
         /// Largest move per daily step, in millionths.
         public var volatilityMillionths: Int64
+        public var assetClass: AssetClass = .equity
     }
 
     public let seed: UInt64
@@ -144,7 +145,8 @@ public struct SimulatedMarket: Sendable {
         // Drift about 0.03 % a day and daily moves up to 1–3 %, varied by symbol.
         Listing(
             symbol: entry.0, name: entry.1, baseCents: Int64(entry.2.replacingOccurrences(of: ".", with: ""))!,
-            driftMillionths: 300, volatilityMillionths: Int64(10 + index % 20) * 1000)
+            driftMillionths: 300, volatilityMillionths: Int64(10 + index % 20) * 1000,
+            assetClass: entry.1.hasSuffix("ETF") || entry.0 == "QQQ" ? .etf : .equity)
     }
 }
 

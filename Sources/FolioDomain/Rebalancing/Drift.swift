@@ -20,8 +20,9 @@ public struct PricedHolding: Equatable, Sendable {
 
 /// One symbol (or cash) against its target.
 public struct DriftLine: Equatable, Sendable {
-    /// Nil for the cash line.
+    /// Nil for the cash line and for a line of a whole asset class.
     public var symbol: String?
+    public var assetClass: AssetClass?
     public var quantity: Quantity
     /// At the quote; at cost when there is none (then `stale`).
     public var value: Cash
@@ -43,16 +44,22 @@ public struct DriftLine: Equatable, Sendable {
 /// An account's holdings and cash against its target allocation.
 public struct DriftReport: Equatable, Sendable {
     public var totalValue: Cash
-    /// Every target and every holding, in symbol order; unplanned holdings included.
+    /// Every target and every holding, in symbol order, unplanned holdings
+    /// included; for targets by asset class, one line per class instead.
     public var lines: [DriftLine]
+    /// The holdings and targets summed by asset class (the same as `lines` for targets by class).
+    public var byClass: [DriftLine]
     public var cash: DriftLine
     /// Some line (cash included) is outside its band.
     public var outsideBand: Bool
     /// Some value is at a stale quote or at cost.
     public var stale: Bool
 
-    /// `cash` is the account's whole cash, reserved included: it is part of its value.
-    public init(holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, allocation: TargetAllocation) throws(MoneyError) {
+    /// `cash` is the account's whole cash, reserved included: it is part of its
+    /// value. `classes` names each symbol's asset class (`other` when missing).
+    public init(
+        holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, allocation: TargetAllocation, classes: [String: AssetClass] = [:]
+    ) throws(MoneyError) {
         var values: [String: (quantity: Quantity, value: Cash, stale: Bool)] = [:]
         values.reserveCapacity(holdings.count)
         var total = cash
@@ -63,33 +70,58 @@ public struct DriftReport: Equatable, Sendable {
             total = try total + value
         }
         let band = allocation.band
-        func line(symbol: String?, quantity: Quantity, value: Cash, target: Ratio?, stale: Bool) throws(MoneyError) -> DriftLine {
+        func line(symbol: String?, assetClass: AssetClass?, quantity: Quantity, value: Cash, target: Ratio?, stale: Bool) throws(MoneyError) -> DriftLine {
             let current = try Percent.of(value, in: total)
             let targetPercent = target ?? .zero
             let points = try current - targetPercent
             return DriftLine(
-                symbol: symbol, quantity: quantity, value: value, currentPercent: current, targetPercent: target,
+                symbol: symbol, assetClass: assetClass, quantity: quantity, value: value, currentPercent: current, targetPercent: target,
                 targetValue: try Percent.share(of: total, targetPercent), driftPoints: points,
                 driftRelativePercent: try Percent.relative(points, of: targetPercent),
                 outsideBand: band.isOutside(current: current, target: targetPercent), stale: stale)
         }
-        var lines: [DriftLine] = []
-        lines.reserveCapacity(max(values.count, allocation.weights.count))
+        func assetClass(_ symbol: String) -> AssetClass { classes[symbol] ?? .other }
+
+        var symbolLines: [DriftLine] = []
+        symbolLines.reserveCapacity(max(values.count, allocation.weights.count))
         for weight in allocation.weights {
             let held = values[weight.symbol]
-            lines.append(try line(
-                symbol: weight.symbol, quantity: held?.quantity ?? .zero, value: held?.value ?? .zero, target: weight.percent,
-                stale: held?.stale ?? quotes[weight.symbol].map(\.isStale) ?? true))
+            symbolLines.append(try line(
+                symbol: weight.symbol, assetClass: assetClass(weight.symbol), quantity: held?.quantity ?? .zero, value: held?.value ?? .zero,
+                target: weight.percent, stale: held?.stale ?? quotes[weight.symbol].map(\.isStale) ?? true))
         }
         for (symbol, held) in values where allocation.percent(of: symbol) == nil {
-            lines.append(try line(symbol: symbol, quantity: held.quantity, value: held.value, target: nil, stale: held.stale))
+            symbolLines.append(try line(
+                symbol: symbol, assetClass: assetClass(symbol), quantity: held.quantity, value: held.value,
+                target: allocation.classWeights.isEmpty ? nil : .zero, stale: held.stale))
         }
-        lines.sort { $0.symbol! < $1.symbol! }
+        symbolLines.sort { $0.symbol! < $1.symbol! }
+
+        // By class: the class's weight, or the sum of its symbols' weights.
+        var classValues: [AssetClass: (value: Cash, stale: Bool)] = [:]
+        for (symbol, held) in values {
+            let entry = classValues[assetClass(symbol)] ?? (.zero, false)
+            classValues[assetClass(symbol)] = (try entry.value + held.value, entry.stale || held.stale)
+        }
+        var classTargets: [AssetClass: Ratio] = [:]
+        if allocation.classWeights.isEmpty {
+            for weight in allocation.weights { classTargets[assetClass(weight.symbol)] = try (classTargets[assetClass(weight.symbol)] ?? .zero) + weight.percent }
+        } else {
+            for weight in allocation.classWeights { classTargets[weight.assetClass] = weight.percent }
+        }
+        var classLines: [DriftLine] = []
+        for assetClass in AssetClass.allCases where classValues[assetClass] != nil || classTargets[assetClass] != nil {
+            let held = classValues[assetClass]
+            classLines.append(try line(
+                symbol: nil, assetClass: assetClass, quantity: .zero, value: held?.value ?? .zero, target: classTargets[assetClass], stale: held?.stale ?? false))
+        }
+
         self.totalValue = total
-        self.lines = lines
+        self.lines = allocation.classWeights.isEmpty ? symbolLines : classLines
+        self.byClass = classLines
         // Cash is what the trades leave over, not something traded: only the absolute band applies to it,
         // so a few dollars short of a share do not put a zero cash target outside its band.
-        var cashLine = try line(symbol: nil, quantity: .zero, value: cash, target: allocation.cashPercent, stale: false)
+        var cashLine = try line(symbol: nil, assetClass: nil, quantity: .zero, value: cash, target: allocation.cashPercent, stale: false)
         cashLine.outsideBand = cashLine.driftPoints.magnitude > band.absolutePoints
         self.cash = cashLine
         self.outsideBand = self.cash.outsideBand || lines.contains { $0.outsideBand }

@@ -7,6 +7,8 @@ public enum RebalanceError: Error, Equatable, Sendable {
     /// Another rebalance of the account is still running.
     case runInProgress
     case runNotFound
+    /// Targets by asset class name a class the account holds nothing of, so its weight cannot be shared out.
+    case nothingHeldInClass(String)
     /// A run was asked for, but the plan has no trades (the plan's reason).
     case noTrades(code: String, message: String)
 }

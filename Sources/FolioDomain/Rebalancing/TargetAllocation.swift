@@ -74,6 +74,8 @@ public struct TargetWeight: Equatable, Sendable {
 /// Symbols are upper-cased and kept in symbol order, so plans are deterministic.
 public struct TargetAllocation: Equatable, Sendable {
     public private(set) var weights: [TargetWeight]
+    /// Weights by asset class instead of by symbol (one or the other).
+    public private(set) var classWeights: [ClassWeight] = []
     public private(set) var cashPercent: Ratio
     public private(set) var band: DriftBand
 
@@ -83,8 +85,19 @@ public struct TargetAllocation: Equatable, Sendable {
     /// The allocation, or every field that is wrong: a bad or repeated
     /// symbol, a weight below 0, above 100 or finer than 0.0001 %, weights
     /// that do not sum to exactly 100 %, a band that is not positive.
-    public init(weights: [TargetWeight], cashPercent: Ratio = .zero, band: DriftBand = .standard) throws(TradingError) {
+    public init(weights: [TargetWeight], classWeights: [ClassWeight] = [], cashPercent: Ratio = .zero, band: DriftBand = .standard) throws(TradingError) {
         var issues: [FieldIssue] = []
+        if !weights.isEmpty && !classWeights.isEmpty {
+            issues.append(.init(field: "asset_classes", code: "conflict", message: "Give targets by symbol or by asset class, not both."))
+        }
+        var seenClasses = Set<AssetClass>()
+        for (index, weight) in classWeights.enumerated() {
+            let field = "asset_classes[\(index)]"
+            if !seenClasses.insert(weight.assetClass).inserted {
+                issues.append(.init(field: field + ".asset_class", code: "duplicate", message: "\(weight.assetClass.rawValue) is listed more than once."))
+            }
+            issues += Self.checkPercent(weight.percent, field: field + ".percent")
+        }
         var seen = Set<String>()
         var normalized: [TargetWeight] = []
         normalized.reserveCapacity(weights.count)
@@ -92,6 +105,7 @@ public struct TargetAllocation: Equatable, Sendable {
             issues.append(.init(field: "targets", code: "too_many", message: "At most \(Self.maximumTargets) targets."))
         }
         var sum = cashPercent.units
+        for weight in classWeights { sum += weight.percent.units }
         for (index, weight) in weights.enumerated() {
             let field = "targets[\(index)]"
             guard let symbol = OrderDraft.normalizedSymbol(weight.symbol) else {
@@ -118,6 +132,7 @@ public struct TargetAllocation: Equatable, Sendable {
         if !issues.isEmpty { throw .invalid(issues) }
         normalized.sort { $0.symbol < $1.symbol }
         self.weights = normalized
+        self.classWeights = classWeights.sorted { $0.assetClass.rawValue < $1.assetClass.rawValue }
         self.cashPercent = cashPercent
         self.band = band
     }

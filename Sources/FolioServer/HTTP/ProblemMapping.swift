@@ -80,6 +80,11 @@ enum ProblemMapping {
             return AppError(
                 .unprocessableContent, code: "unknown_symbol", detail: "No market quotes \(symbol), which the targets or holdings name.",
                 errors: [.init(field: "targets", code: "unknown_symbol", message: "No market quotes \(symbol).")])
+        case .nothingHeldInClass(let assetClass):
+            return AppError(
+                .unprocessableContent, code: "nothing_held_in_class",
+                detail: "The targets give \(assetClass) a weight, but the account holds nothing of that class to share it among; buy a symbol of it first, or set targets by symbol.",
+                errors: [.init(field: "asset_classes", code: "nothing_held", message: "Nothing of class \(assetClass) is held.")])
         case .runInProgress:
             return AppError(.conflict, code: "rebalance_in_progress", detail: "A rebalance of this account is still running; wait for it to finish.")
         case .runNotFound:

@@ -58,7 +58,7 @@ struct AlphaVantageProvider: MarketDataProvider {
         // Folio trades US listings; other markets' tickers (TSCO.LON) are left out.
         return matches.compactMap { match in
             guard match["4. region"] == "United States", let symbol = match["1. symbol"].flatMap(OrderDraft.normalizedSymbol) else { return nil }
-            return SymbolMatch(symbol: symbol, name: match["2. name"] ?? symbol)
+            return SymbolMatch(symbol: symbol, name: match["2. name"] ?? symbol, assetClass: match["3. type"].map(AssetClass.init(instrumentType:)))
         }
     }
 

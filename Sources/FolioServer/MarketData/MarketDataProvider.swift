@@ -17,6 +17,8 @@ protocol MarketDataProvider: Sendable {
 struct SymbolMatch: Codable, Sendable, Equatable {
     var symbol: String
     var name: String
+    /// From the vendor's instrument type, when it gives one.
+    var assetClass: AssetClass? = nil
 }
 
 struct DailyClose: Sendable, Equatable {
@@ -42,7 +44,7 @@ struct SimulatedMarketDataProvider: MarketDataProvider {
             .filter { $0.symbol.lowercased().hasPrefix(needle) || $0.name.lowercased().contains(needle) }
             .sorted { ($0.symbol.lowercased().hasPrefix(needle) ? 0 : 1, $0.symbol) < ($1.symbol.lowercased().hasPrefix(needle) ? 0 : 1, $1.symbol) }
             .prefix(10)
-            .map { SymbolMatch(symbol: $0.symbol, name: $0.name) }
+            .map { SymbolMatch(symbol: $0.symbol, name: $0.name, assetClass: $0.assetClass) }
     }
 
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] {

@@ -38,6 +38,8 @@ final class QuoteService: Sendable {
         /// Daily closes and search answers change slowly and cost vendor calls: kept an hour.
         var histories: [String: (closes: [DailyClose], fetchedAt: Date)] = [:]
         var searches: [String: (matches: [SymbolMatch], fetchedAt: Date)] = [:]
+        /// Asset classes do not change: learned once.
+        var assetClasses: [String: AssetClass] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -206,6 +208,32 @@ final class QuoteService: Sendable {
         } catch {
             throw unavailable(Self.reason(error), .search)
         }
+    }
+
+    /// Each symbol's asset class: from memory, then the `symbol_asset_classes`
+    /// table (learned once by any instance), then the vendor's symbol search
+    /// (the exact match's instrument type), which is stored. A symbol the
+    /// source cannot classify right now counts as `other` and is asked again later.
+    func assetClasses(for symbols: some Sequence<String>) async -> [String: AssetClass] {
+        var result: [String: AssetClass] = [:]
+        var missing: [String] = []
+        state.withLockedValue { state in
+            for symbol in Set(symbols) {
+                if let known = state.assetClasses[symbol] { result[symbol] = known } else { missing.append(symbol) }
+            }
+        }
+        guard !missing.isEmpty else { return result }
+        let stored = (try? await store?.assetClasses(of: missing.sorted())) ?? [:]
+        for symbol in missing.sorted() {
+            var assetClass = stored[symbol]
+            if assetClass == nil, let match = try? await search(symbol).first(where: { $0.symbol == symbol }), let learned = match.assetClass {
+                assetClass = learned
+                try? await store?.saveAssetClass(learned, of: symbol, now: clock.now())
+            }
+            result[symbol] = assetClass ?? .other
+            if let assetClass { state.withLockedValue { $0.assetClasses[symbol] = assetClass } }
+        }
+        return result
     }
 
     /// A provider's failure as a `MarketDataError` (anything else counts as unreachable).

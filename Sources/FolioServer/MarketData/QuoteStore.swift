@@ -33,4 +33,26 @@ struct QuoteStore: Sendable {
             WHERE quotes.fetched_at <= excluded.fetched_at
             """).run()
     }
+
+    /// The asset classes already learned for these symbols.
+    func assetClasses(of symbols: [String]) async throws -> [String: AssetClass] {
+        guard !symbols.isEmpty else { return [:] }
+        var found: [String: AssetClass] = [:]
+        for start in stride(from: 0, to: symbols.count, by: 500) {
+            let slice = Array(symbols[start..<min(start + 500, symbols.count)])
+            for row in try await database.sql.raw("SELECT symbol, asset_class FROM symbol_asset_classes WHERE symbol IN (\(binds: slice))").all() {
+                if let assetClass = AssetClass(rawValue: try row.decode(column: "asset_class", as: String.self)) {
+                    found[try row.decode(column: "symbol", as: String.self)] = assetClass
+                }
+            }
+        }
+        return found
+    }
+
+    func saveAssetClass(_ assetClass: AssetClass, of symbol: String, now: Date) async throws {
+        try await database.sql.raw("""
+            INSERT INTO symbol_asset_classes (symbol, asset_class, updated_at) VALUES (\(bind: symbol), \(bind: assetClass.rawValue), \(bind: now))
+            ON CONFLICT (symbol) DO UPDATE SET asset_class = excluded.asset_class, updated_at = excluded.updated_at
+            """).run()
+    }
 }

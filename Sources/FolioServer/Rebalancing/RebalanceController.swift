@@ -36,7 +36,13 @@ struct RebalanceController: Sendable {
             var relativePercent: Ratio?
         }
 
-        var targets: [Weight]
+        struct ClassTarget: Decodable {
+            var assetClass: String
+            var percent: Ratio
+        }
+
+        var targets: [Weight]?
+        var assetClasses: [ClassTarget]?
         var cashPercent: Ratio?
         var driftBand: Band?
 
@@ -44,11 +50,20 @@ struct RebalanceController: Sendable {
         static let maximumTargets = 1_000
 
         func allocation() throws -> TargetAllocation {
-            if targets.count > Self.maximumTargets {
+            if (targets?.count ?? 0) > Self.maximumTargets {
                 throw TradingError.invalid(field: "targets", code: "too_many", message: "At most \(Self.maximumTargets) targets.")
             }
+            var classes: [ClassWeight] = []
+            for (index, target) in (assetClasses ?? []).enumerated() {
+                guard let assetClass = AssetClass(rawValue: target.assetClass.lowercased()) else {
+                    throw TradingError.invalid(
+                        field: "asset_classes[\(index)].asset_class", code: "invalid",
+                        message: "asset_class must be one of \(AssetClass.allCases.map(\.rawValue).joined(separator: ", ")).")
+                }
+                classes.append(ClassWeight(assetClass: assetClass, percent: target.percent))
+            }
             return try TargetAllocation(
-                weights: targets.map { TargetWeight(symbol: $0.symbol, percent: $0.percent) }, cashPercent: cashPercent ?? .zero,
+                weights: (targets ?? []).map { TargetWeight(symbol: $0.symbol, percent: $0.percent) }, classWeights: classes, cashPercent: cashPercent ?? .zero,
                 band: DriftBand(
                     absolutePoints: driftBand?.absolutePoints ?? DriftBand.standard.absolutePoints,
                     relativePercent: driftBand?.relativePercent ?? DriftBand.standard.relativePercent))
@@ -57,6 +72,11 @@ struct RebalanceController: Sendable {
 
     struct WeightResponse: Encodable, Sendable {
         var symbol: String
+        var percent: Ratio
+    }
+
+    struct ClassWeightResponse: Encodable, Sendable {
+        var assetClass: AssetClass
         var percent: Ratio
     }
 
@@ -75,6 +95,7 @@ struct RebalanceController: Sendable {
         /// 0 while the account has no targets.
         var version: Int
         var targets: [WeightResponse]
+        var assetClasses: [ClassWeightResponse]
         var cashPercent: Ratio
         var driftBand: BandResponse
         var createdBy: UserID?
@@ -84,6 +105,7 @@ struct RebalanceController: Sendable {
             self.accountID = accountID
             version = stored?.version ?? 0
             targets = stored?.allocation.weights.map { WeightResponse(symbol: $0.symbol, percent: $0.percent) } ?? []
+            assetClasses = stored?.allocation.classWeights.map { ClassWeightResponse(assetClass: $0.assetClass, percent: $0.percent) } ?? []
             cashPercent = stored?.allocation.cashPercent ?? .zero
             driftBand = BandResponse(stored?.allocation.band ?? .standard)
             createdBy = stored?.createdBy
@@ -136,6 +158,7 @@ struct RebalanceController: Sendable {
 
     struct DriftLineResponse: Encodable, Sendable {
         var symbol: String?
+        var assetClass: AssetClass?
         var planned: Bool
         var quantity: Quantity
         var value: Cash
@@ -149,6 +172,7 @@ struct RebalanceController: Sendable {
 
         init(_ line: DriftLine) {
             symbol = line.symbol
+            assetClass = line.assetClass
             planned = line.planned
             quantity = line.quantity
             value = line.value
@@ -170,7 +194,9 @@ struct RebalanceController: Sendable {
         var outsideBand: Bool
         var stale: Bool
         var cash: DriftLineResponse
+        /// By symbol, or by asset class for targets by class.
         var data: [DriftLineResponse]
+        var byClass: [DriftLineResponse]
         var valuedAt: Date
     }
 
@@ -180,6 +206,7 @@ struct RebalanceController: Sendable {
         return DriftResponse(
             accountID: accountID, targetsVersion: targets.version, totalValue: report.totalValue, driftBand: BandResponse(targets.allocation.band),
             outsideBand: report.outsideBand, stale: report.stale, cash: DriftLineResponse(report.cash), data: report.lines.map(DriftLineResponse.init),
+            byClass: report.byClass.map(DriftLineResponse.init),
             valuedAt: rebalancing.clock.now())
     }
 

@@ -68,7 +68,7 @@ struct RebalanceService: Sendable {
             posting.events = [AuditNote(
                 action: "targets.changed", actorID: owner, subjectType: "account", subjectID: accountID.description,
                 details: [
-                    "version": String(stored.version), "target_count": String(allocation.weights.count),
+                    "version": String(stored.version), "target_count": String(allocation.weights.count + allocation.classWeights.count),
                     "targets_digest": Self.digest(allocation), "cash_percent": allocation.cashPercent.description,
                     "drift_absolute_points": allocation.band.absolutePoints.description,
                     "drift_relative_percent": allocation.band.relativePercent.description,
@@ -81,7 +81,8 @@ struct RebalanceService: Sendable {
 
     /// SHA-256 of the weights as `SYMBOL=percent` lines in symbol order.
     static func digest(_ allocation: TargetAllocation) -> String {
-        let text = allocation.weights.map { "\($0.symbol)=\($0.percent)\n" }.joined() + "CASH=\(allocation.cashPercent)\n"
+        let text = allocation.weights.map { "\($0.symbol)=\($0.percent)\n" }.joined()
+            + allocation.classWeights.map { "class:\($0.assetClass.rawValue)=\($0.percent)\n" }.joined() + "CASH=\(allocation.cashPercent)\n"
         return AuditChain.hex(SHA256.hash(data: Data(text.utf8)))
     }
 
@@ -92,7 +93,9 @@ struct RebalanceService: Sendable {
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
         let symbols = Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))
         let prices = await quotes.quotes(for: symbols)
-        let report = try DriftReport(holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, allocation: targets.allocation)
+        let classes = await quotes.assetClasses(for: symbols)
+        let report = try DriftReport(
+            holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, allocation: targets.allocation, classes: classes)
         return (report, targets)
     }
 
@@ -121,8 +124,18 @@ struct RebalanceService: Sendable {
         options.marketBuyMargin = marketBuyMargin
         let plan = try RebalancePlanner.plan(
             holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
-            allocation: targets.allocation, options: options)
+            allocation: try await bySymbol(targets.allocation, holdings: holdings, prices: prices), options: options)
         return Planned(account: account, targets: targets, plan: plan, request: request)
+    }
+
+    /// Targets by asset class shared out over the symbols held in each class, in proportion to their value now.
+    func bySymbol(_ allocation: TargetAllocation, holdings: [HoldingState], prices: [String: PriceQuote]) async throws -> TargetAllocation {
+        guard !allocation.classWeights.isEmpty else { return allocation }
+        var values: [String: Cash] = [:]
+        for holding in holdings where holding.quantity.isPositive {
+            if let price = prices[holding.symbol]?.price { values[holding.symbol] = try Money.value(quantity: holding.quantity, price: price) }
+        }
+        return try allocation.bySymbol(values: values, classes: await quotes.assetClasses(for: values.keys))
     }
 
     /// A quote for every symbol (the last known, marked stale, when the source fails); an unknown symbol or no quote at all stops the plan.
@@ -306,7 +319,7 @@ struct RebalanceService: Sendable {
                 allowFractional: instructions.allowFractional, marketBuyMargin: marketBuyMargin)
             let fresh = try RebalancePlanner.plan(
                 holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
-                allocation: targets.allocation, options: options)
+                allocation: try await bySymbol(targets.allocation, holdings: holdings, prices: prices), options: options)
             let short = Dictionary(fresh.buys.map { ($0.symbol, $0.quantity) }, uniquingKeysWith: { a, _ in a })
             var buys = fresh.buys.filter { !sold.contains($0.symbol) }.map { ($0.symbol, $0.quantity) }
             if round == 1, attempt == 0 {

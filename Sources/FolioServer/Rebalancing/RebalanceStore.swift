@@ -92,8 +92,13 @@ struct RebalanceStore: Sendable {
         let weights = try await db.raw("SELECT symbol, percent FROM target_weights WHERE allocation_id = \(bind: id)").all().map { row in
             TargetWeight(symbol: try row.decode(column: "symbol", as: String.self), percent: try row.decode(column: "percent", as: Ratio.self))
         }
+        var classWeights: [ClassWeight] = []
+        for row in try await db.raw("SELECT asset_class, percent FROM target_class_weights WHERE allocation_id = \(bind: id)").all() {
+            guard let assetClass = AssetClass(rawValue: try row.decode(column: "asset_class", as: String.self)) else { continue }
+            classWeights.append(ClassWeight(assetClass: assetClass, percent: try row.decode(column: "percent", as: Ratio.self)))
+        }
         let allocation = try TargetAllocation(
-            weights: weights, cashPercent: try row.decode(column: "cash_percent", as: Ratio.self),
+            weights: weights, classWeights: classWeights, cashPercent: try row.decode(column: "cash_percent", as: Ratio.self),
             band: DriftBand(
                 absolutePoints: try row.decode(column: "drift_absolute_points", as: Ratio.self),
                 relativePercent: try row.decode(column: "drift_relative_percent", as: Ratio.self)))
@@ -133,6 +138,10 @@ struct RebalanceStore: Sendable {
         for slice in stride(from: 0, to: allocation.weights.count, by: 500).map({ allocation.weights[$0..<min($0 + 500, allocation.weights.count)] }) {
             let rows = slice.map { weight -> SQLQueryString in "(\(bind: id), \(bind: weight.symbol), \(bind: weight.percent))" }
             try await db.raw("INSERT INTO target_weights (allocation_id, symbol, percent) VALUES \(rows.joined(separator: ", "))").run()
+        }
+        if !allocation.classWeights.isEmpty {
+            let rows = allocation.classWeights.map { weight -> SQLQueryString in "(\(bind: id), \(bind: weight.assetClass.rawValue), \(bind: weight.percent))" }
+            try await db.raw("INSERT INTO target_class_weights (allocation_id, asset_class, percent) VALUES \(rows.joined(separator: ", "))").run()
         }
         return StoredTargets(id: id, accountID: account.id, version: version, allocation: allocation, createdBy: actor, createdAt: now)
     }

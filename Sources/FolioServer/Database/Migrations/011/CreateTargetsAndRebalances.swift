@@ -1,9 +1,9 @@
 import FluentKit
 import SQLKit
 
-/// 011: target allocations, kept as numbered versions (a change adds a
-/// version; none is edited or deleted), and rebalance runs with the orders
-/// each placed.
+/// 011: target allocations by symbol or by asset class, kept as numbered
+/// versions (a change adds a version; none is edited or deleted), each
+/// symbol's asset class, and rebalance runs with the orders each placed.
 struct CreateTargetsAndRebalances: AsyncMigration {
     var name: String { "011_create_targets_and_rebalances" }
 
@@ -37,6 +37,21 @@ struct CreateTargetsAndRebalances: AsyncMigration {
             .field("percent", percent, .required)
             .compositeIdentifier(over: "allocation_id", "symbol")
             .constraint(.sql(unsafeRaw: "CONSTRAINT target_weights_percent_check CHECK (\(n("percent")) >= 0 AND \(n("percent")) <= 100)"))
+            .create()
+
+        try await database.schema("target_class_weights")
+            .field("allocation_id", .uuid, .required, .references("target_allocations", "id", onDelete: .cascade))
+            .field("asset_class", .string, .required)
+            .field("percent", percent, .required)
+            .compositeIdentifier(over: "allocation_id", "asset_class")
+            .constraint(.sql(unsafeRaw: "CONSTRAINT target_class_weights_percent_check CHECK (\(n("percent")) >= 0 AND \(n("percent")) <= 100)"))
+            .create()
+
+        // Each symbol's asset class, learned once from the market-data source.
+        try await database.schema("symbol_asset_classes")
+            .field("symbol", .string, .identifier(auto: false))
+            .field("asset_class", .string, .required)
+            .field("updated_at", .datetime, .required)
             .create()
 
         try await database.schema("rebalance_runs")
@@ -81,6 +96,8 @@ struct CreateTargetsAndRebalances: AsyncMigration {
     func revert(on database: any Database) async throws {
         try await database.schema("rebalance_orders").delete()
         try await database.schema("rebalance_runs").delete()
+        try await database.schema("symbol_asset_classes").delete()
+        try await database.schema("target_class_weights").delete()
         try await database.schema("target_weights").delete()
         try await database.schema("target_allocations").delete()
     }
