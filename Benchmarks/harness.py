@@ -233,7 +233,7 @@ class Harness:
             "ENVIRONMENT": "development", "LOG_LEVEL": "info", "BENCH_WORKDIR": workdir,
             "SECRET_KEY": os.urandom(32).hex(), "REQUIRE_EMAIL_VERIFICATION": "false",
             "RATE_LIMIT_ENABLED": "false", "STARTING_CASH": "1000000000.00", "BCRYPT_COST": "12",
-            "DATABASE_POOL_SIZE": "20",
+            "DATABASE_POOL_SIZE": "20", "PAPER_MARKET_HOURS": "false",
         })
         if kind == "postgres":
             env["DATABASE_URL"] = self.postgres_url

@@ -96,7 +96,9 @@ public struct FolioServices: Sendable {
         self.quotes = quotes
         let broker: any Broker = dependencies.broker?(quotes)
             ?? configuration.alpaca.map { AlpacaBroker(settings: $0, httpClient: .shared, logger: logger) }
-            ?? PaperBroker(quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills)
+            ?? PaperBroker(
+                quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills,
+                marketHours: configuration.paperMarketHours)
         self.broker = broker
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs

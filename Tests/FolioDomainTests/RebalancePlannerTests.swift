@@ -91,9 +91,16 @@ struct RebalancePlannerTests {
         let shared = try byClass.bySymbol(values: ["AAPL": 3_000, "MSFT": 1_000, "KO": 2_000, "VTI": 2_000], classes: classes)
         #expect(shared.weights.map { "\($0.symbol)=\($0.percent)" } == ["AAPL=30", "KO=20", "MSFT=10", "VTI=35"])
         #expect(shared.cashPercent == 5)
-        // Thirds: rounding to 4 places leaves a remainder, which the largest holding takes.
+        // Thirds: each share rounded down to 0.0001 %, the step left over to the largest remainder.
         let thirds = try byClass.bySymbol(values: ["AAPL": 1_000, "MSFT": 1_000, "KO": 1_001, "VTI": 5], classes: classes)
-        #expect(thirds.weights.map(\.percent.description) == ["19.9933", "20.0134", "19.9933", "35"])
+        // AAPL and MSFT tie on the largest remainder (0.35 of a step against KO's 0.28): AAPL by symbol.
+        #expect(thirds.weights.map(\.percent.description) == ["19.9934", "20.0133", "19.9933", "35"])
+        // 1 % over 155 equal holdings: no share goes negative or above the class, and they sum to it exactly.
+        let many = Dictionary(uniqueKeysWithValues: (0..<155).map { ("S\($0)", Cash(integerLiteral: 1_000)) })
+        let small = try TargetAllocation(weights: [], classWeights: [ClassWeight(assetClass: .equity, percent: 1)], cashPercent: 99)
+        let spread = try small.bySymbol(values: many, classes: many.mapValues { _ in .equity })
+        #expect(spread.weights.allSatisfy { !$0.percent.isNegative && $0.percent <= 1 })
+        #expect(try spread.weights.reduce(Ratio.zero) { try $0 + $1.percent } == 1)
         #expect(throws: RebalanceError.nothingHeldInClass("etf")) { try byClass.bySymbol(values: ["AAPL": 1_000], classes: classes) }
         #expect(throws: TradingError.self) {
             try TargetAllocation(weights: [TargetWeight(symbol: "AAPL", percent: 50)], classWeights: [ClassWeight(assetClass: .etf, percent: 50)])

@@ -50,7 +50,7 @@ struct AlphaVantageTests {
         }
     }
 
-    @Test("a symbol's asset class is learned once from SYMBOL_SEARCH's type and kept in the database", arguments: TestDatabaseKind.all)
+    @Test("a symbol's asset class is learned once from SYMBOL_SEARCH's type (other when the vendor has no typed match) and kept in the database; a failed search is not repeated at once and gives no class", arguments: TestDatabaseKind.all)
     func assetClassLearned(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in
             try await withTestDatabase(kind) { database, _ in
@@ -59,11 +59,17 @@ struct AlphaVantageTests {
                 #expect(await quotes.assetClasses(for: ["IBM", "NOPE"]) == ["IBM": .equity, "NOPE": .other])
                 let searches = fake.hits.filter { $0 == "SYMBOL_SEARCH" }.count
                 let stored = try await QuoteStore(database: database).assetClasses(of: ["IBM", "NOPE"])
-                #expect(stored == ["IBM": .equity], "an unknown one is asked again later")
-                // Another instance reads it from the database, without a vendor call.
+                #expect(stored == ["IBM": .equity, "NOPE": .other])
+                // Another instance reads them from the database, without a vendor call.
                 let other = QuoteService(provider: provider(fake, database: database, clock: clock), store: QuoteStore(database: database), clock: clock.clock)
-                #expect(await other.assetClasses(for: ["IBM"]) == ["IBM": .equity])
+                #expect(await other.assetClasses(for: ["IBM", "NOPE"]) == ["IBM": .equity, "NOPE": .other])
                 #expect(fake.hits.filter { $0 == "SYMBOL_SEARCH" }.count == searches)
+                // The vendor down: no class, and no second call right away.
+                fake.mode = .serverError
+                #expect(await other.assetClasses(for: ["MSFT"]).isEmpty)
+                let failed = fake.hits.filter { $0 == "SYMBOL_SEARCH" }.count
+                #expect(await other.assetClasses(for: ["MSFT"]).isEmpty)
+                #expect(fake.hits.filter { $0 == "SYMBOL_SEARCH" }.count == failed)
             }
         }
     }

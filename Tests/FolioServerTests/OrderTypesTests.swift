@@ -205,4 +205,51 @@ struct OrderTypesTests {
             try await env.expectConsistent()
         }
     }
+
+    @Test("with market hours on, paper orders placed while the market is closed wait for the open, IOC is canceled, and a DAY order expires at an early close", arguments: TestDatabaseKind.all)
+    func marketHours(kind: TestDatabaseKind) async throws {
+        // Saturday 28 November 2026, noon in New York.
+        let clock = TestClock(start: TradingDay(year: 2026, month: 11, day: 28).at(hour: 12, minute: 0))
+        try await withTestApp(kind, clock: clock, configure: { $0.paperMarketHours = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "hours@example.com")
+            let clockAnswer = try json(try await client.execute(uri: "/api/market/clock", method: .get, headers: bearer(tokens)))
+            #expect(clockAnswer["is_open"] as? Bool == false && clockAnswer["session_day"] as? String == "2026-11-30", "\(clockAnswer)")
+
+            let placed = try json(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 2, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)))
+            let ioc = try json(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "time_in_force": "IOC"], headers: bearer(tokens)))
+            await env.worker.drain()
+            try await env.orders.recheckRestingOrders()
+            let waiting = try json(try await client.execute(uri: "/api/orders/\(placed["id"] as! String)", method: .get, headers: bearer(tokens)))
+            #expect(waiting["status"] as? String == "accepted")
+            #expect(try json(try await client.execute(uri: "/api/orders/\(ioc["id"] as! String)", method: .get, headers: bearer(tokens)))["status"] as? String == "canceled")
+
+            // Monday 9:31: it fills at the open's price.
+            clock.advance(by: MarketCalendar.nyse.currentOrNextSession(at: clock.now).open.timeIntervalSince(clock.now) + 60)
+            let again = try await post(client, "/api/auth/login", ["email": "hours@example.com", "password": strongPassword])
+            let fresh = try json(again)
+            try await env.orders.recheckRestingOrders()
+            let filled = try json(try await client.execute(uri: "/api/orders/\(placed["id"] as! String)", method: .get, headers: bearer(fresh)))
+            #expect(filled["status"] as? String == "filled", "\(filled)")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a DAY order placed on the day after Thanksgiving expires at its 13:00 close", arguments: TestDatabaseKind.all)
+    func earlyClose(kind: TestDatabaseKind) async throws {
+        let friday = TradingDay(year: 2026, month: 11, day: 27)
+        let clock = TestClock(start: friday.at(hour: 10, minute: 0))
+        try await withTestApp(kind, clock: clock, configure: { $0.paperMarketHours = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "early@example.com")
+            let placed = try json(try await post(client, "/api/orders", [
+                "symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "DAY",
+            ], headers: bearer(tokens)))
+            await env.worker.drain()
+            clock.advance(by: friday.at(hour: 13, minute: 0).timeIntervalSince(clock.now) + 1)
+            try await env.orders.recheckRestingOrders()
+            let tokensAfter = try json(try await post(client, "/api/auth/login", ["email": "early@example.com", "password": strongPassword]))
+            let expired = try json(try await client.execute(uri: "/api/orders/\(placed["id"] as! String)", method: .get, headers: bearer(tokensAfter)))
+            #expect(expired["status"] as? String == "expired", "\(expired)")
+            try await env.expectConsistent()
+        }
+    }
 }

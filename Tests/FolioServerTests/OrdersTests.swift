@@ -169,7 +169,7 @@ struct OrdersTests {
     /// Moves the clock just past the end of the DAY that `date` belongs to (not simply a day on: across a change of
     /// daylight saving time 24 hours is not a calendar day).
     func passDayEnd(of date: Date, clock: TestClock) {
-        clock.advance(by: TradingDay.dayEnd(for: date).timeIntervalSince(clock.now) + 1)
+        clock.advance(by: MarketCalendar.nyse.dayEnd(for: date).timeIntervalSince(clock.now) + 1)
     }
 
     @Test("a resting limit order fills when the market reaches it; a DAY order expires at the close", arguments: TestDatabaseKind.all, dayOrderStarts)
@@ -186,7 +186,7 @@ struct OrdersTests {
             #expect(try await show(client, tokens, generous)["status"] as? String == "filled")
             #expect(try await show(client, tokens, expiring)["status"] as? String == "accepted")
             // A moment before its day ends it still rests; just after, it has expired.
-            clock.advance(by: TradingDay.dayEnd(for: start).timeIntervalSince(clock.now) - 1)
+            clock.advance(by: MarketCalendar.nyse.dayEnd(for: start).timeIntervalSince(clock.now) - 1)
             try await OrderService.recheckFor(env)
             #expect(try await show(client, tokens, expiring)["status"] as? String == "accepted")
             passDayEnd(of: start, clock: clock)

@@ -30,27 +30,32 @@ public struct ClassWeight: Equatable, Sendable {
 extension TargetAllocation {
     /// Symbol weights for an allocation by asset class: each class's weight is
     /// shared among the symbols of that class the account holds, in proportion
-    /// to their value (the mix inside a class is kept; its share is rebalanced),
-    /// to 4 places, the largest holding taking what rounding leaves so the
-    /// weights still sum to exactly 100 %. A class with nothing held cannot be
-    /// shared out: `RebalanceError.nothingHeldInClass`.
+    /// to their value (the mix inside a class is kept; its share is rebalanced).
+    /// Shares are in steps of 0.0001 %: each rounded down, then the steps left
+    /// over go one each to the largest remainders (ties by symbol), so every
+    /// share lies between 0 and the class weight and they sum to it exactly.
+    /// A class with nothing held cannot be shared out: `RebalanceError.nothingHeldInClass`.
     public func bySymbol(values: [String: Cash], classes: [String: AssetClass]) throws -> TargetAllocation {
         guard !classWeights.isEmpty else { return self }
+        let stepUnits = Int128(Ratio.one) / 10_000  // 0.0001 (percent) in units
         var weights: [TargetWeight] = []
         for target in classWeights where target.percent.isPositive {
-            let members = values.filter { classes[$0.key] == target.assetClass && $0.value.isPositive }.sorted { a, b in
-                a.value == b.value ? a.key < b.key : a.value > b.value
-            }
+            let members = values.filter { classes[$0.key] == target.assetClass && $0.value.isPositive }.sorted { $0.key < $1.key }
             guard !members.isEmpty else { throw RebalanceError.nothingHeldInClass(target.assetClass.rawValue) }
-            var classTotal = Cash.zero
-            for member in members { classTotal = try classTotal + member.value }
-            var given = Ratio.zero
-            for member in members.dropFirst() {
-                let share = try target.percent.scaled(by: member.value, over: classTotal, places: Percent.places, rounding: .halfEven)
-                weights.append(TargetWeight(symbol: member.key, percent: share))
-                given = try given + share
+            var total: Int128 = 0
+            for member in members { total += member.value.units }
+            let steps = target.percent.units / stepUnits
+            var shares: [(symbol: String, steps: Int128, remainder: Int128)] = members.map { member in
+                let exact = steps * member.value.units
+                return (member.key, exact / total, exact % total)
             }
-            weights.append(TargetWeight(symbol: members[0].key, percent: try target.percent - given))
+            var left = steps - shares.reduce(0) { $0 + $1.steps }
+            for index in shares.indices.sorted(by: { shares[$0].remainder == shares[$1].remainder ? shares[$0].symbol < shares[$1].symbol : shares[$0].remainder > shares[$1].remainder }) {
+                guard left > 0 else { break }
+                shares[index].steps += 1
+                left -= 1
+            }
+            for share in shares { weights.append(TargetWeight(symbol: share.symbol, percent: Ratio(uncheckedUnits: share.steps * stepUnits))) }
         }
         return try TargetAllocation(weights: weights, cashPercent: cashPercent, band: band)
     }

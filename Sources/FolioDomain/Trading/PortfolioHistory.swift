@@ -45,13 +45,6 @@ public struct TradingDay: Hashable, Comparable, Sendable, CustomStringConvertibl
         Self.calendar(Self.newYork).date(from: DateComponents(year: year, month: month, day: day, hour: hour, minute: minute))!
     }
 
-    /// When a DAY order placed at `date` ends: 16:00 in New York that day, or
-    /// the next day's close when placed after it.
-    public static func dayEnd(for date: Date) -> Date {
-        let day = TradingDay(date)
-        return day.close > date ? day.close : day.adding(days: 1).close
-    }
-
     public var isWeekday: Bool {
         !Self.calendar(Self.newYork).isDateInWeekend(close)
     }

@@ -76,6 +76,9 @@ public struct AppConfiguration: Sendable {
     public var paperSlippageBasisPoints: Ratio
     /// The paper broker fills half of what remains at each match instead of all of it.
     public var paperPartialFills: Bool
+    /// The paper broker keeps the exchange's hours (`PAPER_MARKET_HOURS`, on
+    /// except in tests): orders placed while the market is closed wait for the open.
+    public var paperMarketHours: Bool
     /// Whether `folio serve` runs the job worker itself (`SERVE_WORKER`, default
     /// true); false when separate `folio worker` processes do the work.
     public var serveRunsWorker: Bool
@@ -204,6 +207,7 @@ public struct AppConfiguration: Sendable {
         self.startingCash = environment == .production ? 0 : 100_000
         self.paperSlippageBasisPoints = 0
         self.paperPartialFills = false
+        self.paperMarketHours = environment != .testing
         self.serveRunsWorker = true
         self.marketBuyMargin = Ratio(uncheckedUnits: 50_000)  // 0.05
         self.alphaVantage = nil

@@ -214,6 +214,7 @@ public enum ConfigurationLoader {
             }
         }
         configuration.paperPartialFills = flag("PAPER_PARTIAL_FILLS")
+        configuration.paperMarketHours = value("PAPER_MARKET_HOURS") == nil ? !configuration.testing : flag("PAPER_MARKET_HOURS")
         configuration.serveRunsWorker = value("SERVE_WORKER") == nil || flag("SERVE_WORKER")
         if let raw = value("MARKET_BUY_MARGIN") {
             if let margin = try? Ratio(parsing: raw), !margin.isNegative, margin <= 1 { configuration.marketBuyMargin = margin } else {

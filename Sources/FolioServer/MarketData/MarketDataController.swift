@@ -13,6 +13,27 @@ struct MarketDataController: Sendable {
         market.get("/quotes", use: quotesRoute)
         market.get("/symbols", use: search)
         market.get("/history/:symbol", use: history)
+        market.get("/clock", use: marketClock)
+    }
+
+    struct ClockResponse: ResponseEncodable {
+        var timestamp: Date
+        var isOpen: Bool
+        /// The session in progress, or the next one.
+        var sessionDay: String
+        var nextOpen: Date?
+        var nextClose: Date
+        var earlyClose: Bool
+    }
+
+    /// The exchange's clock from its calendar: open now or not, and the next open and close.
+    @Sendable func marketClock(_ request: Request, context: AuthenticatedContext) async throws -> ClockResponse {
+        let now = quotes.clock.now()
+        let session = MarketCalendar.nyse.currentOrNextSession(at: now)
+        let open = MarketCalendar.nyse.isOpen(at: now)
+        return ClockResponse(
+            timestamp: now, isOpen: open, sessionDay: session.day.description, nextOpen: open ? nil : session.open, nextClose: session.close,
+            earlyClose: session.isEarlyClose)
     }
 
     struct QuoteResponse: Codable, Sendable {

@@ -40,6 +40,8 @@ final class QuoteService: Sendable {
         var searches: [String: (matches: [SymbolMatch], fetchedAt: Date)] = [:]
         /// Asset classes do not change: learned once.
         var assetClasses: [String: AssetClass] = [:]
+        /// After a failed search for a class, no other before then.
+        var classRetryAt: [String: Date] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -211,27 +213,46 @@ final class QuoteService: Sendable {
     }
 
     /// Each symbol's asset class: from memory, then the `symbol_asset_classes`
-    /// table (learned once by any instance), then the vendor's symbol search
-    /// (the exact match's instrument type), which is stored. A symbol the
-    /// source cannot classify right now counts as `other` and is asked again later.
+    /// table (learned once by any instance), then the vendor's symbol search:
+    /// the exact match's instrument type, or `other` when the vendor answers
+    /// with no typed match; either is stored. A symbol whose search failed is
+    /// not asked again for `retryPause` × 60 (the shared call budget), and is
+    /// left out of the answer: callers that trade on classes refuse to guess.
     func assetClasses(for symbols: some Sequence<String>) async -> [String: AssetClass] {
+        let now = clock.now()
         var result: [String: AssetClass] = [:]
         var missing: [String] = []
         state.withLockedValue { state in
             for symbol in Set(symbols) {
-                if let known = state.assetClasses[symbol] { result[symbol] = known } else { missing.append(symbol) }
+                if let known = state.assetClasses[symbol] {
+                    result[symbol] = known
+                } else if now >= state.classRetryAt[symbol] ?? .distantPast {
+                    missing.append(symbol)
+                }
             }
         }
         guard !missing.isEmpty else { return result }
-        let stored = (try? await store?.assetClasses(of: missing.sorted())) ?? [:]
-        for symbol in missing.sorted() {
-            var assetClass = stored[symbol]
-            if assetClass == nil, let match = try? await search(symbol).first(where: { $0.symbol == symbol }), let learned = match.assetClass {
-                assetClass = learned
-                try? await store?.saveAssetClass(learned, of: symbol, now: clock.now())
+        missing.sort()
+        let stored = (try? await store?.assetClasses(of: missing)) ?? [:]
+        await withTaskGroup(of: (String, AssetClass?).self) { group in
+            for symbol in missing {
+                if let known = stored[symbol] {
+                    result[symbol] = known
+                    continue
+                }
+                group.addTask {
+                    guard let matches = try? await self.search(symbol) else { return (symbol, nil) }
+                    let learned = matches.first(where: { $0.symbol == symbol })?.assetClass ?? .other
+                    try? await self.store?.saveAssetClass(learned, of: symbol, now: now)
+                    return (symbol, learned)
+                }
             }
-            result[symbol] = assetClass ?? .other
-            if let assetClass { state.withLockedValue { $0.assetClasses[symbol] = assetClass } }
+            for await (symbol, learned) in group { result[symbol] = learned }
+        }
+        state.withLockedValue { state in
+            for symbol in missing {
+                if let known = result[symbol] { state.assetClasses[symbol] = known } else { state.classRetryAt[symbol] = now.addingTimeInterval(Self.retryPause * 60) }
+            }
         }
         return result
     }

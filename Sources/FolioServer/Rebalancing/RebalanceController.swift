@@ -53,12 +53,16 @@ struct RebalanceController: Sendable {
             if (targets?.count ?? 0) > Self.maximumTargets {
                 throw TradingError.invalid(field: "targets", code: "too_many", message: "At most \(Self.maximumTargets) targets.")
             }
+            if (assetClasses?.count ?? 0) > AssetClass.allCases.count {
+                throw TradingError.invalid(field: "asset_classes", code: "too_many", message: "At most one weight per asset class.")
+            }
             var classes: [ClassWeight] = []
             for (index, target) in (assetClasses ?? []).enumerated() {
-                guard let assetClass = AssetClass(rawValue: target.assetClass.lowercased()) else {
+                // Cash has its own weight, cash_percent.
+                guard let assetClass = AssetClass(rawValue: target.assetClass.lowercased()), assetClass != .cash else {
                     throw TradingError.invalid(
                         field: "asset_classes[\(index)].asset_class", code: "invalid",
-                        message: "asset_class must be one of \(AssetClass.allCases.map(\.rawValue).joined(separator: ", ")).")
+                        message: "asset_class must be one of \(AssetClass.allCases.filter { $0 != .cash }.map(\.rawValue).joined(separator: ", ")); cash has cash_percent.")
                 }
                 classes.append(ClassWeight(assetClass: assetClass, percent: target.percent))
             }

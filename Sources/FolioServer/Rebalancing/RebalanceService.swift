@@ -93,6 +93,7 @@ struct RebalanceService: Sendable {
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
         let symbols = Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))
         let prices = await quotes.quotes(for: symbols)
+        // A symbol that cannot be classified right now shows as `other`.
         let classes = await quotes.assetClasses(for: symbols)
         let report = try DriftReport(
             holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, allocation: targets.allocation, classes: classes)
@@ -108,6 +109,8 @@ struct RebalanceService: Sendable {
     struct Planned: Sendable {
         var account: AccountState
         var targets: StoredTargets
+        /// The targets by symbol the plan used (class weights shared out).
+        var resolved: TargetAllocation
         var plan: RebalancePlan
         var request: PlanRequest
     }
@@ -122,20 +125,27 @@ struct RebalanceService: Sendable {
         let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)))
         var options = request.options
         options.marketBuyMargin = marketBuyMargin
+        let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
         let plan = try RebalancePlanner.plan(
             holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
-            allocation: try await bySymbol(targets.allocation, holdings: holdings, prices: prices), options: options)
-        return Planned(account: account, targets: targets, plan: plan, request: request)
+            allocation: resolved, options: options)
+        return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request)
     }
 
-    /// Targets by asset class shared out over the symbols held in each class, in proportion to their value now.
+    /// Targets by asset class shared out over the symbols held in each class,
+    /// in proportion to their value now. A holding whose class cannot be learned
+    /// right now stops the plan (it would otherwise count as `other` and be sold).
     func bySymbol(_ allocation: TargetAllocation, holdings: [HoldingState], prices: [String: PriceQuote]) async throws -> TargetAllocation {
         guard !allocation.classWeights.isEmpty else { return allocation }
         var values: [String: Cash] = [:]
         for holding in holdings where holding.quantity.isPositive {
             if let price = prices[holding.symbol]?.price { values[holding.symbol] = try Money.value(quantity: holding.quantity, price: price) }
         }
-        return try allocation.bySymbol(values: values, classes: await quotes.assetClasses(for: values.keys))
+        let classes = await quotes.assetClasses(for: values.keys)
+        if let unknown = values.keys.sorted().first(where: { classes[$0] == nil }) {
+            throw quotes.unavailable(.unreachable("the asset class of \(unknown) cannot be learned right now"), .search)
+        }
+        return try allocation.bySymbol(values: values, classes: classes)
     }
 
     /// A quote for every symbol (the last known, marked stale, when the source fails); an unknown symbol or no quote at all stops the plan.
@@ -187,7 +197,9 @@ struct RebalanceService: Sendable {
             id: ids.next(RebalanceRunID.self), userID: owner, accountID: accountID, mode: request.options.mode, status: buysFirst ? .buying : .selling,
             instructions: .init(
                 targetsVersion: planned.targets.version, cashReserve: request.options.cashReserve, minimumTrade: request.options.minimumTrade,
-                allowFractional: request.options.allowFractional, priceTolerancePercent: request.priceTolerancePercent),
+                allowFractional: request.options.allowFractional, priceTolerancePercent: request.priceTolerancePercent,
+                symbolTargets: planned.resolved.classWeights.isEmpty && !planned.targets.allocation.classWeights.isEmpty
+                    ? planned.resolved.weights.map { .init(symbol: $0.symbol, percent: $0.percent) } : nil),
             plannedTrades: planned.plan.trades.map(RebalanceRun.Trade.init), reasons: [], notes: [], buyRounds: buysFirst ? 1 : 0,
             createdAt: now, updatedAt: now, finishedAt: nil)
         do {
@@ -317,9 +329,15 @@ struct RebalanceService: Sendable {
             let options = RebalanceOptions(
                 mode: .buyOnly, cashReserve: instructions.cashReserve, minimumTrade: instructions.minimumTrade,
                 allowFractional: instructions.allowFractional, marketBuyMargin: marketBuyMargin)
+            // Targets by class are the ones the plan shared out, so the buys aim where the sells did.
+            let allocation = try instructions.symbolTargets.map { stored in
+                try TargetAllocation(
+                    weights: stored.map { TargetWeight(symbol: $0.symbol, percent: $0.percent) }, cashPercent: targets.allocation.cashPercent,
+                    band: targets.allocation.band)
+            } ?? targets.allocation
             let fresh = try RebalancePlanner.plan(
                 holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
-                allocation: try await bySymbol(targets.allocation, holdings: holdings, prices: prices), options: options)
+                allocation: allocation, options: options)
             let short = Dictionary(fresh.buys.map { ($0.symbol, $0.quantity) }, uniquingKeysWith: { a, _ in a })
             var buys = fresh.buys.filter { !sold.contains($0.symbol) }.map { ($0.symbol, $0.quantity) }
             if round == 1, attempt == 0 {

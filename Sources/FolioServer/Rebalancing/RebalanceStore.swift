@@ -30,6 +30,13 @@ struct RebalanceRun: Sendable {
         var allowFractional: Bool
         /// How far a buy's quote may move from the plan's before the buys are planned again, in percent.
         var priceTolerancePercent: Ratio
+        /// For targets by asset class: the weights by symbol the plan shared them out to.
+        var symbolTargets: [SymbolTarget]?
+    }
+
+    struct SymbolTarget: Codable, Sendable {
+        var symbol: String
+        var percent: Ratio
     }
 
     /// A trade of the plan, as it was shown.

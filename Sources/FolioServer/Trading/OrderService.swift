@@ -122,7 +122,7 @@ struct OrderService: Sendable {
                 continue
             }
             // A DAY order whose submission was delayed past the close must not fill tomorrow.
-            if order.timeInForce == .day, clock.now() >= TradingDay.dayEnd(for: order.createdAt) {
+            if order.timeInForce == .day, clock.now() >= MarketCalendar.nyse.dayEnd(for: order.createdAt) {
                 reports.append(Report(job: job.id, order: order, report: .expired))
                 continue
             }

@@ -53,7 +53,9 @@ protocol Broker: Sendable {
 
 /// Fills at the market's price: market orders at once (plus slippage), limit
 /// and stop orders when the price crosses; IOC and FOK are canceled when they
-/// cannot fill at once; DAY orders expire at 16:00 New York time. With
+/// cannot fill at once; DAY orders expire at the session's close (13:00 on
+/// early-close days). With market hours on, nothing fills while the exchange
+/// is closed: orders wait for the open. With
 /// partial fills on, each match fills half of what remains (whole shares,
 /// rounded up), so an order fills over several passes; FOK and notional
 /// orders always fill whole, and an IOC order cancels what it could not fill.
@@ -63,9 +65,17 @@ struct PaperBroker: Broker {
     /// Adverse slippage on market fills, in basis points.
     let slippageBasisPoints: Ratio
     var partialFills: Bool = false
+    /// Keep the exchange's sessions: nothing fills while the market is closed.
+    var marketHours: Bool = false
+    var calendar: MarketCalendar = .nyse
     var holdsOrders: Bool { false }
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
+        // Closed: an order waits for the open (as Alpaca accepts a DAY order after hours); IOC and FOK cannot wait.
+        if marketHours, !calendar.isOpen(at: clock.now()) {
+            if order.timeInForce == .immediateOrCancel || order.timeInForce == .fillOrKill { return .canceled(reason: "the market is closed") }
+            return .accepted
+        }
         // No fresh price: the submit job fails and is retried later rather than filling at an old price.
         guard let quote = try await quotes.quote(for: order.symbol) else { return .rejected(reason: "no price for \(order.symbol)") }
         guard !quote.isStale else { throw MarketDataError.unreachable("only a stale quote for \(order.symbol)") }
@@ -82,7 +92,8 @@ struct PaperBroker: Broker {
     }
 
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport? {
-        if order.timeInForce == .day, clock.now() >= TradingDay.dayEnd(for: order.createdAt) { return .expired }
+        if order.timeInForce == .day, clock.now() >= calendar.dayEnd(for: order.createdAt) { return .expired }
+        if marketHours, !calendar.isOpen(at: clock.now()) { return nil }
         guard let quote = try? await quotes.quote(for: order.symbol), !quote.isStale else { return nil }
         return fill(order, at: quote.price).map { .filled([$0]) }
     }

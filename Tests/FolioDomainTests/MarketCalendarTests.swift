@@ -1,0 +1,43 @@
+import Foundation
+import Testing
+
+@testable import FolioDomain
+
+@Suite("The exchange's calendar")
+struct MarketCalendarTests {
+    static func day(_ text: String) -> TradingDay {
+        let parts = text.split(separator: "-").map { Int($0)! }
+        return TradingDay(year: parts[0], month: parts[1], day: parts[2])
+    }
+
+    @Test("NYSE holidays and early closes, as the exchange published them for 2025 and 2026")
+    func published() {
+        let calendar = MarketCalendar.nyse
+        // nyse.com, "Holidays & Trading Hours".
+        #expect(calendar.holidays(in: 2026) == Set([
+            "2026-01-01", "2026-01-19", "2026-02-16", "2026-04-03", "2026-05-25", "2026-06-19", "2026-07-03", "2026-09-07", "2026-11-26", "2026-12-25",
+        ].map(Self.day)))
+        #expect(calendar.holidays(in: 2025) == Set([
+            "2025-01-01", "2025-01-20", "2025-02-17", "2025-04-18", "2025-05-26", "2025-06-19", "2025-07-04", "2025-09-01", "2025-11-27", "2025-12-25",
+        ].map(Self.day)))
+        #expect(calendar.isEarlyClose(Self.day("2026-11-27")) && calendar.isEarlyClose(Self.day("2026-12-24")))
+        #expect(!calendar.isEarlyClose(Self.day("2026-07-03")), "a holiday in 2026 (Independence Day falls on a Saturday)")
+        #expect(calendar.isEarlyClose(Self.day("2025-07-03")) && calendar.isEarlyClose(Self.day("2025-11-28")))
+        // 2022: New Year's Day on a Saturday is not observed on the Friday before.
+        #expect(!calendar.isHoliday(Self.day("2021-12-31")))
+    }
+
+    @Test("sessions: open 9:30 to 16:00 (13:00 early), closed on weekends and holidays; a DAY order ends at the next close")
+    func sessions() {
+        let calendar = MarketCalendar.nyse
+        let tuesday = Self.day("2026-11-24")
+        #expect(calendar.isOpen(at: tuesday.at(hour: 9, minute: 30)) && !calendar.isOpen(at: tuesday.at(hour: 9, minute: 29)))
+        #expect(!calendar.isOpen(at: tuesday.close) && !calendar.isOpen(at: Self.day("2026-11-26").at(hour: 11, minute: 0)))
+        let friday = Self.day("2026-11-27")
+        #expect(calendar.isOpen(at: friday.at(hour: 12, minute: 59)) && !calendar.isOpen(at: friday.at(hour: 13, minute: 0)))
+        #expect(calendar.dayEnd(for: friday.at(hour: 10, minute: 0)) == friday.at(hour: 13, minute: 0))
+        // Placed on Saturday: it ends at Monday's close.
+        #expect(calendar.dayEnd(for: Self.day("2026-11-28").at(hour: 12, minute: 0)) == Self.day("2026-11-30").close)
+        #expect(calendar.currentOrNextSession(at: Self.day("2026-11-25").close).day == friday)
+    }
+}
