@@ -173,7 +173,7 @@ struct ConstraintViolationTests {
         let logs = LogCapture()
         try await withTestDatabase(kind) { database, location in
             var configuration = AppConfiguration(environment: .testing, database: location)
-            configuration.bcryptCost = 10
+            configuration.bcryptCost = 4
             let services = await FolioServices(.live(configuration: configuration, logger: logs.logger(), database: database))
             let router = services.buildRouter { routes in
                 routes.post("/api/test/duplicate") { _, _ -> String in

@@ -335,8 +335,24 @@ struct RebalanceService: Sendable {
                     weights: stored.map { TargetWeight(symbol: $0.symbol, percent: $0.percent) }, cashPercent: targets.allocation.cashPercent,
                     band: targets.allocation.band)
             } ?? targets.allocation
+            // Shares already on their way (the owner's own open buys) count as held, and the cash set aside
+            // for them as spent, so the run does not buy them a second time.
+            var pending: [String: Quantity] = [:]
+            for order in try await store.openBuys(of: run.accountID) {
+                guard let quantity = order.quantity else { continue }
+                pending[order.symbol] = try (pending[order.symbol] ?? .zero) + (quantity - order.filledQuantity)
+            }
+            var held = holdings.map(PricedHolding.init)
+            for (symbol, quantity) in pending {
+                if let index = held.firstIndex(where: { $0.symbol == symbol }) {
+                    held[index].quantity = try held[index].quantity + quantity
+                } else {
+                    held.append(PricedHolding(symbol: symbol, quantity: quantity, availableQuantity: .zero, costBasis: .zero))
+                }
+            }
             let fresh = try RebalancePlanner.plan(
-                holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
+                holdings: held, quotes: pending.keys.allSatisfy({ prices[$0] != nil }) ? prices : try await self.prices(for: Set(held.map(\.symbol)).union(prices.keys)),
+                cash: pending.isEmpty ? account.cash : account.availableCash, availableCash: account.availableCash,
                 allocation: allocation, options: options)
             let short = Dictionary(fresh.buys.map { ($0.symbol, $0.quantity) }, uniquingKeysWith: { a, _ in a })
             var buys = fresh.buys.filter { !sold.contains($0.symbol) }.map { ($0.symbol, $0.quantity) }

@@ -251,6 +251,14 @@ struct TradingStore: Sendable {
             """).all().map(Self.order)
     }
 
+    /// The account's buy orders still open, for plans that must count what is already on its way.
+    func openBuys(of accountID: AccountID) async throws -> [OrderState] {
+        try await database.sql.raw("""
+            SELECT \(unsafeRaw: Self.orderColumns) FROM orders
+            WHERE account_id = \(bind: accountID) AND side = 'BUY' AND status IN ('new', 'accepted', 'partially_filled')
+            """).all().map(Self.order)
+    }
+
     /// `new` orders whose submit job died: they would hold their reservation forever.
     /// Orders still `new` whose submit job died, with the job's last error.
     func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [(id: OrderID, lastError: String?)] {

@@ -33,8 +33,8 @@ func withTestApp(
 ) async throws {
     try await withTestDatabase(kind, migrated: migrated) { database, location in
         var configuration = AppConfiguration(environment: .testing, database: location)
-        // Fast hashing and generous limits; tests of those features set their own.
-        configuration.bcryptCost = 10
+        // Fast hashing (bcrypt's least cost) and generous limits; tests of those features set their own.
+        configuration.bcryptCost = 4
         configuration.rateLimit = .init(enabled: true, requestsPerMinute: 100_000, authRequestsPerMinute: 100_000)
         configuration.allowedOrigins = ["https://app.example.com"]
         configure(&configuration)
