@@ -92,10 +92,7 @@ struct PerformanceController: Sendable {
         var values = stored.map { Returns.ValuePoint(at: $0.asOf, value: $0.value.totalValue) }
         var days = stored.map(\.value.day)
         if today.isWeekday, days.last != today {
-            guard let (state, holdings) = try await store.portfolio(of: account.id, owner: account.userID) else { throw TradingError.accountNotFound }
-            let valuation = try PortfolioValuation(
-                cash: state.cash, availableCash: state.availableCash, holdings: holdings.map { ($0.symbol, $0.position) },
-                quotes: await quotes.quotes(for: holdings.map(\.symbol)))
+            let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID)
             values.append(.init(at: now, value: valuation.totalValue))
             days.append(today)
         }

@@ -132,10 +132,7 @@ struct PortfolioController: Sendable {
     }
 
     func valuation(of accountID: AccountID, owner: UserID) async throws -> PortfolioValuation {
-        guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
-        let prices = await quotes.quotes(for: holdings.map(\.symbol))
-        return try PortfolioValuation(
-            cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)
+        try await snapshots.currentValuation(of: accountID, owner: owner)
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> PortfolioResponse {

@@ -97,6 +97,14 @@ struct PortfolioSnapshots: Sendable {
         }
     }
 
+    /// The account valued now: one query for its cash and holdings, one batch of quotes.
+    func currentValuation(of accountID: AccountID, owner: UserID) async throws -> PortfolioValuation {
+        guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
+        let prices = await quotes.quotes(for: holdings.map(\.symbol))
+        return try PortfolioValuation(
+            cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)
+    }
+
     /// Snapshots of the account from `first` on, oldest first.
     func snapshots(of account: AccountRecord, from first: TradingDay?) async throws -> [Snapshot] {
         var query = database.sql.select().columns("day", "cash", "market_value", "source", "created_at").from("portfolio_snapshots")

@@ -253,6 +253,26 @@ struct RebalanceController: Sendable {
         var price: String
         var estimatedAmount: Cash
         var reservation: Cash?
+
+        init(symbol: String, side: OrderSide, quantity: Quantity, price: Price, estimatedAmount: Cash, reservation: Cash?) {
+            self.symbol = symbol
+            self.side = side
+            self.quantity = quantity
+            self.price = price.formatted(minimumFractionDigits: 2)
+            self.estimatedAmount = estimatedAmount
+            self.reservation = reservation
+        }
+
+        /// A buy shows what placing it sets aside.
+        init(_ trade: PlannedTrade) {
+            self.init(
+                symbol: trade.symbol, side: trade.side, quantity: trade.quantity, price: trade.price, estimatedAmount: trade.estimatedAmount,
+                reservation: trade.side == .buy ? trade.reservation : nil)
+        }
+
+        init(_ trade: RebalanceRun.Trade) {
+            self.init(symbol: trade.symbol, side: trade.side, quantity: trade.quantity, price: trade.price, estimatedAmount: trade.estimatedAmount, reservation: nil)
+        }
     }
 
     struct PlanLineResponse: Encodable, Sendable {
@@ -315,20 +335,14 @@ struct RebalanceController: Sendable {
             orderCount = plan.trades.count
             stale = plan.stale
             reason = plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
-            trades = plan.trades.map(Self.trade)
+            trades = plan.trades.map(TradeResponse.init)
             lines = plan.lines.map { line in
                 PlanLineResponse(
                     symbol: line.symbol, planned: line.targetPercent != nil, price: line.price.formatted(minimumFractionDigits: 2), stale: line.stale,
                     quantity: line.quantity, value: line.value, currentPercent: line.currentPercent, targetPercent: line.targetPercent ?? .zero,
-                    trade: line.trade.map(Self.trade), quantityAfter: line.quantityAfter, valueAfter: line.valueAfter, percentAfter: line.percentAfter,
+                    trade: line.trade.map(TradeResponse.init), quantityAfter: line.quantityAfter, valueAfter: line.valueAfter, percentAfter: line.percentAfter,
                     driftAfterPoints: line.driftAfterPoints, outsideBandAfter: line.outsideBandAfter)
             }
-        }
-
-        static func trade(_ trade: PlannedTrade) -> TradeResponse {
-            TradeResponse(
-                symbol: trade.symbol, side: trade.side, quantity: trade.quantity, price: trade.price.formatted(minimumFractionDigits: 2),
-                estimatedAmount: trade.estimatedAmount, reservation: trade.side == .buy ? trade.reservation : nil)
         }
     }
 
@@ -396,11 +410,7 @@ struct RebalanceController: Sendable {
             buyRounds = run.buyRounds
             reasons = run.reasons
             notes = run.notes
-            plannedTrades = run.plannedTrades.map {
-                TradeResponse(
-                    symbol: $0.symbol, side: $0.side, quantity: $0.quantity, price: $0.price.formatted(minimumFractionDigits: 2),
-                    estimatedAmount: $0.estimatedAmount, reservation: nil)
-            }
+            plannedTrades = run.plannedTrades.map(TradeResponse.init)
             let byID = Dictionary(orders.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             self.orders = linked.compactMap { link in
                 byID[link.orderID].map { order in

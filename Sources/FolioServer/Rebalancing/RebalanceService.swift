@@ -325,7 +325,6 @@ struct RebalanceService: Sendable {
                 return try await finish(next, from: run, orders: placedOrders)
             }
             let instructions = run.instructions
-            let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)))
             let options = RebalanceOptions(
                 mode: .buyOnly, cashReserve: instructions.cashReserve, minimumTrade: instructions.minimumTrade,
                 allowFractional: instructions.allowFractional, marketBuyMargin: marketBuyMargin)
@@ -350,9 +349,9 @@ struct RebalanceService: Sendable {
                     held.append(PricedHolding(symbol: symbol, quantity: quantity, availableQuantity: .zero, costBasis: .zero))
                 }
             }
+            let prices = try await prices(for: Set(held.map(\.symbol)).union(allocation.weights.map(\.symbol)))
             let fresh = try RebalancePlanner.plan(
-                holdings: held, quotes: pending.keys.allSatisfy({ prices[$0] != nil }) ? prices : try await self.prices(for: Set(held.map(\.symbol)).union(prices.keys)),
-                cash: pending.isEmpty ? account.cash : account.availableCash, availableCash: account.availableCash,
+                holdings: held, quotes: prices, cash: pending.isEmpty ? account.cash : account.availableCash, availableCash: account.availableCash,
                 allocation: allocation, options: options)
             let short = Dictionary(fresh.buys.map { ($0.symbol, $0.quantity) }, uniquingKeysWith: { a, _ in a })
             var buys = fresh.buys.filter { !sold.contains($0.symbol) }.map { ($0.symbol, $0.quantity) }
