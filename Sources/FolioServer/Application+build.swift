@@ -27,7 +27,7 @@ public struct FolioDependencies: Sendable {
     public var instance: String
     /// Nil: Alpha Vantage when a key is configured, else the simulated market.
     var marketData: (any MarketDataProvider)?
-    /// Nil: the paper broker as configured.
+    /// Nil: the paper broker as configured (paper accounts; linked accounts trade at their broker).
     var broker: (@Sendable (QuoteService) -> any Broker)?
     /// Nil: the development outbox.
     var mailer: (any Mailer)?
@@ -49,7 +49,8 @@ public struct FolioServices: Sendable {
     let ledger: Ledger
     let accounts: AccountService
     let quotes: QuoteService
-    let broker: any Broker
+    let brokers: Brokers
+    let brokerage: BrokerageLinks
     let jobs: JobQueue
     let orders: OrderService
     let snapshots: PortfolioSnapshots
@@ -94,17 +95,22 @@ public struct FolioServices: Sendable {
         self.marketDataGate = gate
         let quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
         self.quotes = quotes
-        let broker: any Broker = dependencies.broker?(quotes)
-            ?? configuration.alpaca.map { AlpacaBroker(settings: $0, httpClient: .shared, logger: logger) }
+        let paper: any Broker = dependencies.broker?(quotes)
             ?? PaperBroker(
                 quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills,
                 marketHours: configuration.paperMarketHours)
-        self.broker = broker
+        let brokerageStore = BrokerageStore(database: database)
+        let brokers = Brokers(paper: paper, store: brokerageStore, secretBox: identity.secretBox, httpClient: .shared, logger: logger)
+        self.brokers = brokers
+        let brokerage = BrokerageLinks(
+            store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, secretBox: identity.secretBox, urls: configuration.alpacaURLs,
+            deploymentKeys: configuration.alpaca, httpClient: .shared, logger: logger)
+        self.brokerage = brokerage
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs
         let pace = SubmissionPace()
         let orders = OrderService(
-            store: store, ledger: ledger, jobs: jobs, broker: broker, quotes: quotes, clock: clock, ids: ids,
+            store: store, ledger: ledger, jobs: jobs, brokers: brokers, quotes: quotes, clock: clock, ids: ids,
             marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses, pace: pace)
         self.orders = orders
         let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)
@@ -117,7 +123,9 @@ public struct FolioServices: Sendable {
         self.instances = Instances(database: database, clock: clock)
         self.connections = ConnectionRegistry(
             limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
-        let scheduler = JobScheduler(database: database, queue: jobs, schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule])
+        let scheduler = JobScheduler(
+            database: database, queue: jobs,
+            schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule] + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule]))
         let heads = AuditHeads(database: database, logger: logger)
         self.worker = JobWorker(
             queue: jobs,
@@ -128,6 +136,7 @@ public struct FolioServices: Sendable {
                     try await snapshots.snapshotAll(day: TradingDay(Date(timeIntervalSince1970: TimeInterval(due))))
                 },
                 .logAuditHeads: JobWorker.each { _ in try await heads.log() },
+                .linkDefaultBrokerage: JobWorker.each { _ in _ = try await brokerage.linkDeploymentDefault() },
                 .advanceRebalance: { batch in
                     var outcomes: [JobID: JobOutcome] = [:]
                     for job in batch {
@@ -199,6 +208,7 @@ public struct FolioServices: Sendable {
         TwoFactorController(services: identity).addRoutes(to: routes)
         AdminController(services: identity).addRoutes(to: routes)
         AccountsController(accounts: accounts, store: store, idempotency: idempotency).addRoutes(to: routes)
+        BrokerageController(links: brokerage).addRoutes(to: routes)
         MarketDataController(quotes: quotes).addRoutes(to: routes)
         PortfolioController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
         PerformanceController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)

@@ -13,10 +13,23 @@ import Testing
 struct AlpacaBrokerTests {
     func withAlpacaApp(_ kind: TestDatabaseKind, _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment, FakeAlpaca) async throws -> Void) async throws {
         try await withFakeAlpaca { fake in
-            try await withTestApp(kind, configure: { $0.alpaca = fake.settings }) { client, env in
+            try await withTestApp(kind, configure: { $0.alpacaURLs = fake.urls }) { client, env in
                 try await body(client, env, fake)
             }
         }
+    }
+
+    /// Signs up and links the fake's account; the orders of these tests name it.
+    func linkedUser(_ client: some TestClientProtocol, _ env: TestEnvironment, email: String) async throws -> (tokens: [String: Any], account: String) {
+        let tokens = try await signUp(client, env, email: email)
+        let linked = try await post(client, "/api/brokerage/alpaca", FakeAlpaca.linkBody, headers: bearer(tokens))
+        #expect(linked.status == .created)
+        let account = try #require((try json(linked)["account"] as? [String: Any])?["id"] as? String)
+        return (tokens, account)
+    }
+
+    func alpacaAccount(_ env: TestEnvironment) async throws -> AccountRecord {
+        try #require(try await env.accounts().first { $0.kind == "brokerage" })
     }
 
     func show(_ client: some TestClientProtocol, _ tokens: [String: Any], _ id: String) async throws -> [String: Any] {
@@ -27,8 +40,8 @@ struct AlpacaBrokerTests {
     func marketOrder(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in
             fake.price = try Price(parsing: "123.45")
-            let tokens = try await signUp(client, env, email: "alpaca@example.com")
-            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            let (tokens, account) = try await linkedUser(client, env, email: "alpaca@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "MARKET", "account_id": account], headers: bearer(tokens))
             let id = try #require(try json(placed)["id"] as? String)
             await env.worker.drain()
             let shown = try await show(client, tokens, id)
@@ -37,7 +50,8 @@ struct AlpacaBrokerTests {
             #expect(fake.orders[id]?.status == "filled")
             #expect(fake.posts[id] == 1)
             #expect(try await env.fills().map { $0.brokerFillID.hasPrefix("alpaca-") } == [true])
-            #expect(try await env.firstAccount().cash == (try Cash(parsing: "99753.10")))
+            #expect(try await alpacaAccount(env).cash == (try Cash(parsing: "24753.10")))
+            #expect(fake.cash == (try Cash(parsing: "24753.10")), "Folio's books and Alpaca's agree")
             // A second submission (a retry after a lost answer) finds the order instead of placing another.
             let order = try await env.order(try #require(OrderID(id)))
             let again = try await AlpacaBroker(settings: fake.settings, httpClient: .shared, logger: env.services.logger).submit(BrokerOrder(order))
@@ -52,8 +66,8 @@ struct AlpacaBrokerTests {
     func restingParts(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in
             fake.mode = .rest
-            let tokens = try await signUp(client, env, email: "parts@example.com")
-            let placed = try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": "3", "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC"], headers: bearer(tokens))
+            let (tokens, account) = try await linkedUser(client, env, email: "parts@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": "3", "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC", "account_id": account], headers: bearer(tokens))
             let id = try #require(try json(placed)["id"] as? String)
             await env.worker.drain()
             #expect(try await show(client, tokens, id)["status"] as? String == "accepted")
@@ -70,7 +84,7 @@ struct AlpacaBrokerTests {
             #expect(try json(canceled)["status"] as? String == "canceled")
             #expect(try json(canceled)["filled_quantity"] as? String == "1")
             #expect(fake.orders[id]?.status == "canceled")
-            #expect(try await env.firstAccount().reservedCash == 0)
+            #expect(try await alpacaAccount(env).reservedCash == 0)
             try await env.expectConsistent()
         }
     }
@@ -79,8 +93,8 @@ struct AlpacaBrokerTests {
     func cancelRacingAFill(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in
             fake.mode = .rest
-            let tokens = try await signUp(client, env, email: "race@example.com")
-            let placed = try await post(client, "/api/orders", ["symbol": "KO", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC"], headers: bearer(tokens))
+            let (tokens, account) = try await linkedUser(client, env, email: "race@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "KO", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account], headers: bearer(tokens))
             let id = try #require(try json(placed)["id"] as? String)
             await env.worker.drain()
             // Alpaca fills it before Folio has looked again; then the user cancels.
@@ -99,8 +113,8 @@ struct AlpacaBrokerTests {
     func cancelOnItsWay(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in
             fake.mode = .rest
-            let tokens = try await signUp(client, env, email: "onitsway@example.com")
-            let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC"]
+            let (tokens, account) = try await linkedUser(client, env, email: "onitsway@example.com")
+            let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
 
             // Canceled before the job ran: it never reaches Alpaca.
             let first = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
@@ -120,29 +134,27 @@ struct AlpacaBrokerTests {
             await env.worker.drain()
             #expect(try await show(client, tokens, second)["status"] as? String == "canceled")
             #expect(fake.orders[second]?.status == "canceled")
-            #expect(try await env.firstAccount().reservedCash == 0)
+            #expect(try await alpacaAccount(env).reservedCash == 0)
             try await env.expectConsistent()
         }
     }
 
     @Test("Alpaca refusing an order rejects it with the reason; a server error is retried, not taken for an answer", arguments: TestDatabaseKind.all)
     func refusals(kind: TestDatabaseKind) async throws {
-        try await withFakeAlpaca { fake in
-            var wrong = fake.settings
-            wrong.secretKey = "wrong-secret-0000000000000000000000"
-            let settings = wrong
-            try await withTestApp(kind, configure: { $0.alpaca = settings }) { client, env in
-                let tokens = try await signUp(client, env, email: "refused@example.com")
-                let id = try #require(try json(try await post(client, "/api/orders", ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)))["id"] as? String)
-                await env.worker.drain()
-                // 401 is not a verdict on the order: it stays new and its job will try again.
-                #expect(try await show(client, tokens, id)["status"] as? String == "new")
-                let jobs = try await env.jobs()
-                #expect(jobs.map(\.status) == ["queued"])
-                #expect(jobs.first?.lastError?.contains("HTTP 401") == true)
-                let secret = settings.secretKey
-                let lastError = jobs.first?.lastError ?? ""
-                #expect(lastError.contains(secret) == false, "the secret stays out of errors")
+        try await withAlpacaApp(kind) { client, env, fake in
+            let (tokens, account) = try await linkedUser(client, env, email: "refused@example.com")
+            // The keys stop working at Alpaca after the link (revoked there).
+            fake.revokeKeys = true
+            let id = try #require(try json(try await post(client, "/api/orders", ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "MARKET", "account_id": account], headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            // 401 is not a verdict on the order: it stays new and its job will try again.
+            #expect(try await show(client, tokens, id)["status"] as? String == "new")
+            let jobs = try await env.jobs()
+            #expect(jobs.map(\.status) == ["queued"])
+            #expect(jobs.first?.lastError?.contains("HTTP 401") == true)
+            let lastError = jobs.first?.lastError ?? ""
+            for secret in [FakeAlpaca.secretKey, FakeAlpaca.keyID] {
+                #expect(lastError.contains(secret) == false, "the keys stay out of errors")
                 #expect(env.logs.lines.joined().contains(secret) == false, "and out of the log")
             }
         }

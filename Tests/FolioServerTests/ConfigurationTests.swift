@@ -80,6 +80,27 @@ struct ConfigurationTests {
         #expect(configuration.secretKeySource == .environment)
     }
 
+    @Test("Alpaca: the seed's key names link the first admin; production refuses a plain-http Alpaca URL; a half-set pair and the retired BROKER switch are named")
+    func alpaca() throws {
+        let production = [
+            "ENVIRONMENT": "production", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+        ]
+        let loaded = try ConfigurationLoader.make(from: production.merging([
+            "ALPACA_API_KEY": "AKLIVEKEY123", "ALPACA_SECRET_KEY": "live-secret-0123456789", "ALPACA_BASE_URL": "https://api.alpaca.markets",
+        ]) { _, new in new })
+        #expect(loaded.alpaca == .init(keyID: "AKLIVEKEY123", secretKey: "live-secret-0123456789", baseURL: "https://api.alpaca.markets"))
+        #expect(loaded.alpacaURLs == .init())
+        #expect(loaded.secretValues.contains("live-secret-0123456789"))
+        for key in ["ALPACA_BASE_URL", "ALPACA_LIVE_URL", "ALPACA_PAPER_URL"] {
+            let found = problems(production.merging(["ALPACA_API_KEY": "AKLIVEKEY123", "ALPACA_SECRET_KEY": "live-secret-0123456789", key: "http://api.alpaca.markets"]) { _, new in new })
+            #expect(found == ["\(key) must use https in production"])
+        }
+        #expect(problems(["SECRET_KEY": strongKey, "ALPACA_API_KEY": "AKLIVEKEY123"]) == ["ALPACA_API_KEY is set without ALPACA_SECRET_KEY"])
+        #expect(problems(["SECRET_KEY": strongKey, "BROKER": "alpaca"]).first?.hasPrefix("BROKER is no longer read") == true)
+        // Development may point Alpaca at a local fake over http.
+        #expect(problems(["SECRET_KEY": strongKey, "ALPACA_PAPER_URL": "http://127.0.0.1:9999"]).isEmpty)
+    }
+
     @Test("malformed values are named in any environment", arguments: [
         ("PORT", "eighty"), ("DATABASE_POOL_SIZE", "0"), ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"),
         ("ALLOWED_ORIGINS", "app.example.com"), ("DATABASE_URL", "mysql://x"), ("DEBUG", "maybe"), ("ENVIRONMENT", "staging"),

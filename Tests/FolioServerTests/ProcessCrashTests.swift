@@ -31,6 +31,13 @@ struct ProcessCrashTests {
         #expect(audit.status == 0, "\(audit.stdout)\(audit.stderr)", sourceLocation: sourceLocation)
     }
 
+    /// Links the fake Alpaca's account through the API; returns the new Folio account's id.
+    func linkAlpaca(_ http: HTTPCalls, _ headers: [String: String], sourceLocation: SourceLocation = #_sourceLocation) async throws -> String {
+        let linked = try await http.post("/api/brokerage/alpaca", FakeAlpaca.linkBody, headers: headers)
+        #expect(linked.status == 201, sourceLocation: sourceLocation)
+        return try #require((linked.json["account"] as? [String: Any])?["id"] as? String, sourceLocation: sourceLocation)
+    }
+
     static let workerPoints: [PausePoints.Point] = [.afterClaim, .afterBrokerSubmit, .afterApply]
 
     @Test("a worker killed after the claim, after the broker accepted, or after the fill was applied: the next worker fills the order once, and it is at the broker once (PostgreSQL only: several processes)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"), arguments: workerPoints)
@@ -44,7 +51,8 @@ struct ProcessCrashTests {
                 defer { server.kill() }
                 let http = HTTPCalls(baseURL: server.baseURL)
                 let headers = try await http.signIn("crash-\(point.rawValue)@example.com")
-                let placed = try await http.post("/api/orders", ["symbol": "AAPL", "quantity": "3", "side": "BUY", "order_type": "MARKET"], headers: headers)
+                let account = try await linkAlpaca(http, headers)
+                let placed = try await http.post("/api/orders", ["symbol": "AAPL", "quantity": "3", "side": "BUY", "order_type": "MARKET", "account_id": account], headers: headers)
                 #expect(placed.status == 201)
                 let id = try #require(placed.json["id"] as? String)
 
@@ -81,7 +89,8 @@ struct ProcessCrashTests {
                 defer { server.kill() }
                 let http = HTTPCalls(baseURL: server.baseURL)
                 let headers = try await http.signIn("resting@example.com")
-                let placed = try await http.post("/api/orders", ["symbol": "KO", "quantity": "4", "side": "BUY", "order_type": "LIMIT", "limit_price": "70", "time_in_force": "GTC"], headers: headers)
+                let account = try await linkAlpaca(http, headers)
+                let placed = try await http.post("/api/orders", ["symbol": "KO", "quantity": "4", "side": "BUY", "order_type": "LIMIT", "limit_price": "70", "time_in_force": "GTC", "account_id": account], headers: headers)
                 let id = try #require(placed.json["id"] as? String)
 
                 // The first worker submits it (it rests), then dies on its next look, just after the broker reports a fill.

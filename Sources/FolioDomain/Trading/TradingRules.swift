@@ -36,7 +36,23 @@ public enum TradingRules {
         _ movement: CashMovement, amount: Cash, account: AccountState, description: String?, symbol: String? = nil,
         actor: UserID?, entryID: EntryID, now: Date
     ) throws(TradingError) -> Posting {
-        if let issue = AmountCheck.positive(amount, field: "amount", places: Cash.centPlaces, maximum: maximumMovement).first {
+        try move(movement, amount: amount, places: Cash.centPlaces, account: account, description: description, symbol: symbol, actor: actor, entryID: entryID, now: now)
+    }
+
+    /// Cash that moved at an outside broker, mirrored in Folio's books exactly:
+    /// to every place the cash column keeps, not only whole cents, since a
+    /// broker's balance may carry fractions of a cent (fractional-share trades).
+    public static func mirror(
+        _ movement: CashMovement, amount: Cash, account: AccountState, description: String, actor: UserID?, entryID: EntryID, now: Date
+    ) throws(TradingError) -> Posting {
+        try move(movement, amount: amount, places: CashScale.fractionDigits, account: account, description: description, symbol: nil, actor: actor, entryID: entryID, now: now)
+    }
+
+    private static func move(
+        _ movement: CashMovement, amount: Cash, places: Int, account: AccountState, description: String?, symbol: String?,
+        actor: UserID?, entryID: EntryID, now: Date
+    ) throws(TradingError) -> Posting {
+        if let issue = AmountCheck.positive(amount, field: "amount", places: places, maximum: maximumMovement).first {
             throw .invalid([issue])
         }
         if let description, description.count > 200 {

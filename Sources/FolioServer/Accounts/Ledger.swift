@@ -14,6 +14,8 @@ struct AuditContext: Sendable {
 /// their postings on `books`, then `Ledger.commit` writes them.
 struct OpenBooks: Sendable {
     var books: Books
+    /// `paper`, or `brokerage` for an account held at an outside broker.
+    var kind: String = "paper"
     let head: AuditChain.Head?
 }
 
@@ -43,7 +45,7 @@ struct Ledger: Sendable {
         let symbols = need.symbols + orders.map(\.symbol)
         let holdings = try await store.holdings(of: id, symbols: symbols, on: db)
         let applied = try await store.appliedFills(need.brokerFills, on: db)
-        return OpenBooks(books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied), head: locked.chainHead)
+        return OpenBooks(books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied), kind: locked.kind, head: locked.chainHead)
     }
 
     func commit(_ open: OpenBooks, context: AuditContext, on db: any SQLDatabase) async throws {
@@ -91,19 +93,36 @@ struct Ledger: Sendable {
     /// through an ordinary deposit row.
     @discardableResult
     func openPaperAccount(for userID: UserID, startingCash: Cash, context: AuditContext, on db: any SQLDatabase) async throws -> AccountID {
+        try await openAccount(
+            for: userID, kind: "paper", name: "Paper brokerage", startingCash: startingCash, cashDescription: "Starting paper cash", details: [:],
+            context: context, on: db)
+    }
+
+    /// Opens an account of `kind` whose cash starts at `startingCash`, by a
+    /// deposit row described by `cashDescription`; `details` go on its
+    /// `account.opened` audit event. A brokerage account's cash is the
+    /// broker's, mirrored to the last place; a paper account's is whole cents.
+    func openAccount(
+        for userID: UserID, kind: String, name: String, startingCash: Cash, cashDescription: String, details: [String: String],
+        context: AuditContext, on db: any SQLDatabase
+    ) async throws -> AccountID {
         let now = self.now()
         let id = ids.next(AccountID.self)
         try await store.createAccount(
-            AccountRecord(id: id, userID: userID, name: "Paper brokerage", kind: "paper", currency: "USD", cash: .zero, reservedCash: .zero, createdAt: now),
+            AccountRecord(id: id, userID: userID, name: name, kind: kind, currency: "USD", cash: .zero, reservedCash: .zero, createdAt: now),
             now: now, on: db)
         guard var open = try await self.open(account: id, owner: userID, on: db) else { throw TradingError.accountNotFound }
         var opened = Posting()
-        opened.events = [AuditNote(action: "account.opened", actorID: userID, subjectType: "account", subjectID: id.description, details: ["kind": "paper"])]
+        opened.events = [
+            AuditNote(action: "account.opened", actorID: userID, subjectType: "account", subjectID: id.description, details: details.merging(["kind": kind]) { _, new in new })
+        ]
         open.books.record(opened)
         if startingCash.isPositive {
-            open.books.record(try TradingRules.move(
-                .deposit, amount: startingCash, account: open.books.account, description: "Starting paper cash", actor: userID,
-                entryID: ids.next(EntryID.self), now: now))
+            let entryID = ids.next(EntryID.self)
+            open.books.record(
+                kind == "paper"
+                    ? try TradingRules.move(.deposit, amount: startingCash, account: open.books.account, description: cashDescription, actor: userID, entryID: entryID, now: now)
+                    : try TradingRules.mirror(.deposit, amount: startingCash, account: open.books.account, description: cashDescription, actor: userID, entryID: entryID, now: now))
         }
         try await commit(open, context: context, on: db)
         return id

@@ -88,8 +88,22 @@ public struct AppConfiguration: Sendable {
     public var alphaVantage: AlphaVantageSettings?
     /// How long a quote is served from the cache before it is refreshed.
     public var quoteTimeToLive: TimeInterval
-    /// Alpaca executes orders when `BROKER=alpaca`; the built-in paper broker otherwise.
+    /// The deployment's own Alpaca keys (`ALPACA_API_KEY`, `ALPACA_SECRET_KEY`,
+    /// `ALPACA_BASE_URL`): linked to the first admin's account. Every other
+    /// user links their own keys through the API.
     public var alpaca: AlpacaSettings?
+    /// Where Alpaca's paper and live Trading APIs are; a user's link names one of the two.
+    public var alpacaURLs: AlpacaURLs
+
+    public struct AlpacaURLs: Sendable, Equatable {
+        public var paper: String
+        public var live: String
+
+        public init(paper: String = "https://paper-api.alpaca.markets", live: String = "https://api.alpaca.markets") {
+            self.paper = paper
+            self.live = live
+        }
+    }
 
     public struct AlpacaSettings: Sendable, Equatable {
         public var keyID: String
@@ -212,6 +226,7 @@ public struct AppConfiguration: Sendable {
         self.marketBuyMargin = Ratio(uncheckedUnits: 50_000)  // 0.05
         self.alphaVantage = nil
         self.alpaca = nil
+        self.alpacaURLs = AlpacaURLs()
         self.quoteTimeToLive = 15
     }
 }

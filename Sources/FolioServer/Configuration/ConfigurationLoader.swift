@@ -233,23 +233,29 @@ public enum ConfigurationLoader {
             settings.callsPerDay = integer("ALPHA_VANTAGE_CALLS_PER_DAY", default: 25, range: 1...10_000_000)
             configuration.alphaVantage = settings
         }
-        switch value("BROKER")?.lowercased() ?? "paper" {
-        case "paper":
-            break
-        case "alpaca":
-            let keyID = value("ALPACA_API_KEY_ID"), secretKey = value("ALPACA_API_SECRET_KEY")
-            if keyID == nil { problems.append("BROKER=alpaca needs ALPACA_API_KEY_ID") }
-            if secretKey == nil { problems.append("BROKER=alpaca needs ALPACA_API_SECRET_KEY") }
-            var settings = AppConfiguration.AlpacaSettings(keyID: keyID ?? "", secretKey: secretKey ?? "")
-            if let raw = value("ALPACA_BASE_URL") {
-                if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.baseURL = raw } else {
-                    problems.append("ALPACA_BASE_URL must be an http(s) URL such as https://paper-api.alpaca.markets, not \"\(raw)\"")
-                }
-                if production, !raw.hasPrefix("https://") { problems.append("ALPACA_BASE_URL must use https in production") }
+        // Alpaca's two Trading APIs (overridable for tests and proxies), and the deployment's own keys.
+        func alpacaURL(_ key: String, default fallback: String) -> String {
+            guard let raw = value(key) else { return fallback }
+            guard let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                problems.append("\(key) must be an http(s) URL such as \(fallback), not \"\(raw)\"")
+                return fallback
             }
-            configuration.alpaca = settings
-        case let other:
-            problems.append("BROKER must be paper or alpaca, not \"\(other)\"")
+            if production, url.scheme != "https" { problems.append("\(key) must use https in production") }
+            return raw
+        }
+        configuration.alpacaURLs = .init(
+            paper: alpacaURL("ALPACA_PAPER_URL", default: "https://paper-api.alpaca.markets"),
+            live: alpacaURL("ALPACA_LIVE_URL", default: "https://api.alpaca.markets"))
+        // The seed's names, and the *_ID spellings Alpaca's own tools use.
+        let keyID = value("ALPACA_API_KEY") ?? value("ALPACA_API_KEY_ID"), secretKey = value("ALPACA_SECRET_KEY") ?? value("ALPACA_API_SECRET_KEY")
+        if keyID != nil || secretKey != nil {
+            if keyID == nil { problems.append("ALPACA_SECRET_KEY is set without ALPACA_API_KEY") }
+            if secretKey == nil { problems.append("ALPACA_API_KEY is set without ALPACA_SECRET_KEY") }
+            configuration.alpaca = .init(
+                keyID: keyID ?? "", secretKey: secretKey ?? "", baseURL: alpacaURL("ALPACA_BASE_URL", default: configuration.alpacaURLs.paper))
+        }
+        if let broker = value("BROKER"), broker.lowercased() != "paper" {
+            problems.append("BROKER is no longer read: every user has a paper account, and Alpaca accounts are linked (ALPACA_API_KEY and ALPACA_SECRET_KEY link the first admin's)")
         }
         // A vendor's quote is kept longer by default: a free key has 25 calls a day.
         configuration.quoteTimeToLive = TimeInterval(integer("QUOTE_TTL_SECONDS", default: configuration.alphaVantage == nil ? 15 : 900, range: 1...86_400))

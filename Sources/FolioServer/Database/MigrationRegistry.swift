@@ -15,5 +15,6 @@ enum MigrationRegistry {
         ChainsPerAccountAndInstances(),
         CreateSignInFailures(),
         CreateTargetsAndRebalances(),
+        CreateBrokerageLinks(),
     ]
 }

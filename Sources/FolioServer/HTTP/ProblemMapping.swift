@@ -12,6 +12,7 @@ enum ProblemMapping {
         switch error {
         case let error as TradingError: return trading(error)
         case let error as RebalanceError: return rebalance(error)
+        case let error as BrokerageError: return brokerage(error)
         case let error as MarketDataUnavailable: return marketData(error)
         case let error as IdentityError: return identity(error)
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)
@@ -69,6 +70,36 @@ enum ProblemMapping {
         case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")
+        }
+    }
+
+    static func brokerage(_ error: BrokerageError) -> AppError {
+        switch error {
+        case .keysRefused:
+            return AppError(
+                .unprocessableContent, code: "broker_keys_refused", detail: "Alpaca did not accept this key id and secret; check them, and that they are for the environment chosen (paper or live).",
+                errors: [.init(field: "secret_key", code: "refused", message: "The broker refused these keys.")])
+        case .brokerUnavailable:
+            return AppError(.serviceUnavailable, code: "broker_unavailable", detail: "The broker could not be reached; nothing was changed. Try again shortly.", headers: [.retryAfter: "30"])
+        case .unsupportedAccount(let reason):
+            return AppError(
+                .unprocessableContent, code: "broker_account_unsupported", detail: "Folio cannot mirror this account: \(reason).",
+                errors: [.init(field: "key_id", code: "unsupported", message: reason)])
+        case .alreadyLinked(let account):
+            return AppError(.conflict, code: "already_linked", detail: "This broker account is already linked as Folio account \(account).")
+        case .linkNotFound:
+            return .notFound("brokerage link")
+        case .openOrders(let count):
+            return AppError(.conflict, code: "open_orders", detail: "The account has \(count) open order(s) at the broker; cancel them or let them finish before unlinking.")
+        case .cashMovesAtBroker:
+            return AppError(
+                .conflict, code: "cash_moves_at_broker",
+                detail: "Money moves in and out of this account at the broker; Folio mirrors what arrives there. Deposit or withdraw with the broker.",
+                errors: [.init(field: "amount", code: "cash_moves_at_broker", message: "Not for a brokerage account.")])
+        case .unlinked:
+            return AppError(
+                .conflict, code: "brokerage_unlinked", detail: "This account's brokerage link was removed; link the broker account again to trade.",
+                errors: [.init(field: "account_id", code: "unlinked", message: "The account is no longer linked.")])
         }
     }
 

@@ -26,6 +26,17 @@ struct IdentityStore: Sendable {
         try await user.save(on: db)
     }
 
+    /// The administrator created first (and not disabled): the deployment's own broker keys are linked to them.
+    func firstAdmin(on db: any Database) async throws -> User? {
+        try await User.query(on: db).filter(\.$role == User.Role.admin.rawValue).filter(\.$disabledAt == nil)
+            .sort(\.$createdAt).sort(\.$id).first()
+    }
+
+    /// Users with a sealed TOTP secret, for sealing again under a new key.
+    func usersWithTOTPSecret(on db: any Database) async throws -> [User] {
+        try await User.query(on: db).filter(\.$totpSecretSealed != nil).sort(\.$id).all()
+    }
+
     /// Users in order of sign-up, after the cursor user if any.
     func users(after cursor: UUID?, limit: Int, on db: any Database) async throws -> [User] {
         let query = User.query(on: db).sort(\.$createdAt).sort(\.$id).limit(limit)

@@ -13,12 +13,15 @@ enum JobPayload: Sendable, Equatable {
     case logAuditHeads
     /// Move a rebalance run on: from its sells to its buys, and to its end.
     case advanceRebalance(RebalanceRunID)
+    /// Link the deployment's own Alpaca keys to the first admin's account, once there is one.
+    case linkDefaultBrokerage
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
         case snapshotPortfolios = "snapshot_portfolios"
         case logAuditHeads = "log_audit_heads"
         case advanceRebalance = "advance_rebalance"
+        case linkDefaultBrokerage = "link_default_brokerage"
     }
 
     static let version = 1
@@ -29,6 +32,7 @@ enum JobPayload: Sendable, Equatable {
         case .snapshotPortfolios: .snapshotPortfolios
         case .logAuditHeads: .logAuditHeads
         case .advanceRebalance: .advanceRebalance
+        case .linkDefaultBrokerage: .linkDefaultBrokerage
         }
     }
 
@@ -43,7 +47,7 @@ enum JobPayload: Sendable, Equatable {
         switch self {
         case .submitOrder(let id): fields["order_id"] = id.description
         case .snapshotPortfolios(let due): fields["due"] = String(due)
-        case .logAuditHeads: break
+        case .logAuditHeads, .linkDefaultBrokerage: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
         }
         return String(decoding: (try? FolioJSON.encode(fields)) ?? Data("{}".utf8), as: UTF8.self)
@@ -71,6 +75,8 @@ enum JobPayload: Sendable, Equatable {
         case .advanceRebalance:
             guard let run = fields["run_id"].flatMap({ RebalanceRunID($0) }) else { throw Unreadable(description: "advance_rebalance without a run") }
             self = .advanceRebalance(run)
+        case .linkDefaultBrokerage:
+            self = .linkDefaultBrokerage
         }
     }
 }

@@ -57,6 +57,45 @@ struct AlpacaBroker: Broker {
         }
     }
 
+    /// The account the keys belong to, as `GET /v2/account` describes it.
+    struct RemoteAccount: Sendable, Equatable {
+        var accountNumber: String
+        var status: String
+        var currency: String
+        /// Parsed exactly from Alpaca's string; negative on a margin account that borrowed.
+        var cash: Cash
+        var tradingBlocked: Bool
+    }
+
+    /// Why `GET /v2/account` gave no account.
+    enum AccountAnswer: Sendable, Equatable {
+        case account(RemoteAccount)
+        /// 401 or 403: the key id and secret do not open an account.
+        case refused
+    }
+
+    /// Reads the account the keys open (`GET /v2/account`); throws when Alpaca cannot be asked.
+    func account() async throws -> AccountAnswer {
+        let answer = try await call(.GET, "/v2/account")
+        switch answer.status {
+        case 200:
+            guard case .object(let fields) = answer.json, case .string(let number)? = fields["account_number"],
+                  case .string(let cash)? = fields["cash"], let amount = try? Cash(parsing: cash)
+            else { throw BrokerError.unavailable("GET /v2/account answered an account without a number or cash") }
+            var status = "", currency = "USD", blocked = false
+            if case .string(let value)? = fields["status"] { status = value }
+            if case .string(let value)? = fields["currency"] { currency = value }
+            for flag in ["trading_blocked", "account_blocked", "trade_suspended_by_user"] {
+                if case .bool(true)? = fields[flag] { blocked = true }
+            }
+            return .account(RemoteAccount(accountNumber: number, status: status, currency: currency, cash: amount, tradingBlocked: blocked))
+        case 401, 403:
+            return .refused
+        default:
+            throw BrokerError.unavailable("GET /v2/account answered HTTP \(answer.status)")
+        }
+    }
+
     // MARK: - Broker
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {

@@ -10,7 +10,8 @@ struct OrderService: Sendable {
     let store: TradingStore
     let ledger: Ledger
     let jobs: JobQueue
-    let broker: any Broker
+    /// Each account's broker: the paper broker, or the broker the account is linked to.
+    let brokers: Brokers
     let quotes: QuoteService
     let clock: AppClock
     let ids: IDSource
@@ -84,6 +85,7 @@ struct OrderService: Sendable {
         guard var open = try await ledger.open(account: accountID, owner: userID, need: .init(symbols: symbols), on: db) else {
             throw placement.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount
         }
+        if case .unlinked = try await brokers.route(for: accountID, on: db) { throw BrokerageError.unlinked }
         let posting = try TradingRules.place(
             draft, orderID: orderID, clientOrderID: placement.clientOrderID, account: open.books.account,
             holding: open.books.holding(draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin, now: ledger.now())
@@ -116,6 +118,8 @@ struct OrderService: Sendable {
             return outcomes
         }
         var reports: [Report] = []
+        // Orders at a broker that holds them may have had a cancel requested while on their way.
+        var held: [OrderID] = []
         for job in batch {
             guard let id = job.payload.orderID, let order = orders[id], order.status == .new else {
                 outcomes[job.id] = .done
@@ -128,8 +132,10 @@ struct OrderService: Sendable {
             }
             do {
                 // Canceled while on its way: cancel it where it is, at the broker or nowhere yet.
+                let broker = try await brokers.broker(for: order.accountID)
                 let report = order.cancelRequestedAt != nil ? try await broker.cancel(BrokerOrder(order)) : try await broker.submit(BrokerOrder(order))
                 reports.append(Report(job: job.id, order: order, report: report))
+                if broker.holdsOrders { held.append(order.id) }
             } catch let error as MarketDataError {
                 outcomes[job.id] = .failed(Self.marketDataFailure + ": \(error)")
             } catch {
@@ -138,11 +144,11 @@ struct OrderService: Sendable {
         }
         if !reports.isEmpty { await pauses.reach(.afterBrokerSubmit) }
         for (job, outcome) in await apply(reports) { if let job { outcomes[job] = outcome } }
-        if broker.holdsOrders, !reports.isEmpty {
+        if !held.isEmpty {
             do {
-                try await settleRequestedCancels(reports.map(\.order.id))
+                try await settleRequestedCancels(held)
             } catch {
-                for report in reports { if let job = report.job { outcomes[job] = .failed("a requested cancel: \(error)") } }
+                for report in reports where held.contains(report.order.id) { if let job = report.job { outcomes[job] = .failed("a requested cancel: \(error)") } }
             }
         }
         if !reports.isEmpty { await pauses.reach(.afterApply) }
@@ -234,7 +240,7 @@ struct OrderService: Sendable {
         for order in try await store.restingOrders() {
             if order.cancelRequestedAt != nil {
                 requested.append(order.id)
-            } else if let report = try await broker.recheck(BrokerOrder(order)) {
+            } else if let report = try await brokers.broker(for: order.accountID).recheck(BrokerOrder(order)) {
                 reports.append(Report(job: nil, order: order, report: report))
             }
         }
@@ -261,7 +267,7 @@ struct OrderService: Sendable {
     func cancel(orderID: OrderID, userID: UserID, context: AuditContext) async throws -> OrderState {
         for _ in 0..<3 {
             guard let seen = try await store.order(orderID, owner: userID) else { throw TradingError.orderNotFound }
-            if seen.status == .new && broker.holdsOrders {
+            if seen.status == .new, try await brokers.broker(for: seen.accountID).holdsOrders {
                 if let requested = try await requestCancel(seen, userID: userID, context: context) { return requested }
                 continue  // it moved on meanwhile: cancel it as it is now
             }
@@ -300,7 +306,7 @@ struct OrderService: Sendable {
     /// Asks the broker to cancel and applies what it says happened: fills
     /// that beat the cancel stand; the order itself ends afterwards.
     private func cancelAtBroker(_ order: OrderState) async throws {
-        let answer = try await broker.cancel(BrokerOrder(order))
+        let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
         switch answer {
         case .canceled:
             break
@@ -316,7 +322,7 @@ struct OrderService: Sendable {
     /// broker: canceled there now, with whatever filled before applied.
     func settleRequestedCancels(_ ids: [OrderID]) async throws {
         for order in try await store.orders(ids, on: database.sql) where order.cancelRequestedAt != nil && order.status.isOpen && order.status != .new {
-            let answer = try await broker.cancel(BrokerOrder(order))
+            let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
             let report: BrokerReport = switch answer {
             case .filled: answer
             case .partiallyFilled(let fills): .filledThenCanceled(fills, reason: "canceled by user")

@@ -25,6 +25,8 @@ struct EntryRecord: Sendable {
 /// An account locked for the rest of a transaction, with the head of its audit chain.
 struct LockedAccount: Sendable {
     var state: AccountState
+    /// `paper`, or `brokerage` for an account held at an outside broker.
+    var kind: String
     var chainHead: AuditChain.Head?
 }
 
@@ -96,7 +98,7 @@ struct TradingStore: Sendable {
         let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0)" } ?? ""
         let lock = database.kind == .postgres ? " FOR UPDATE" : ""
         guard let row = try await db.raw("""
-            SELECT user_id, cash, reserved_cash, audit_sequence, audit_hash FROM accounts
+            SELECT user_id, kind, cash, reserved_cash, audit_sequence, audit_hash FROM accounts
             WHERE id = \(bind: id)\(ownerCondition)\(unsafeRaw: lock)
             """).first()
         else { return nil }
@@ -107,7 +109,7 @@ struct TradingStore: Sendable {
         if let sequence = try row.decode(column: "audit_sequence", as: Int64?.self) {
             head = AuditChain.Head(sequence: sequence, hash: try row.decode(column: "audit_hash", as: String.self))
         }
-        return LockedAccount(state: state, chainHead: head)
+        return LockedAccount(state: state, kind: try row.decode(column: "kind", as: String.self), chainHead: head)
     }
 
     /// Writes a locked account's balances and the new head of its audit chain, with the head's signature.

@@ -54,7 +54,12 @@ final class FakeAlpaca: Sendable {
         var activities: [Activity] = []
         var posts: [String: Int] = [:]
         var sequence = 0
+        var cash: Cash = 25_000
+        var currency = "USD"
+        var revokeKeys = false
     }
+
+    static let accountNumber = "PA3FAKE7781"
 
     private let state = NIOLockedValueBox(State())
     let baseURL: String
@@ -73,6 +78,23 @@ final class FakeAlpaca: Sendable {
         set { state.withLockedValue { $0.price = newValue } }
     }
 
+    /// The account's cash at Alpaca; fills move it.
+    var cash: Cash {
+        get { state.withLockedValue { $0.cash } }
+        set { state.withLockedValue { $0.cash = newValue } }
+    }
+
+    /// The keys stop opening the account (revoked at Alpaca): every call is 401.
+    var revokeKeys: Bool {
+        get { state.withLockedValue { $0.revokeKeys } }
+        set { state.withLockedValue { $0.revokeKeys = newValue } }
+    }
+
+    var currency: String {
+        get { state.withLockedValue { $0.currency } }
+        set { state.withLockedValue { $0.currency = newValue } }
+    }
+
     /// Orders held, by client order id.
     var orders: [String: Order] { state.withLockedValue { state in Dictionary(uniqueKeysWithValues: state.orders.values.map { ($0.clientOrderID, $0) }) } }
 
@@ -83,10 +105,16 @@ final class FakeAlpaca: Sendable {
         AppConfiguration.AlpacaSettings(keyID: Self.keyID, secretKey: Self.secretKey, baseURL: baseURL)
     }
 
-    /// The environment a child `folio` process needs to trade here.
+    /// The environment a child `folio` process needs to link accounts here.
     var environment: [String: String] {
-        ["BROKER": "alpaca", "ALPACA_API_KEY_ID": Self.keyID, "ALPACA_API_SECRET_KEY": Self.secretKey, "ALPACA_BASE_URL": baseURL]
+        ["ALPACA_PAPER_URL": baseURL, "ALPACA_LIVE_URL": baseURL]
     }
+
+    /// Both of Alpaca's URLs pointed here.
+    var urls: AppConfiguration.AlpacaURLs { .init(paper: baseURL, live: baseURL) }
+
+    /// The body that links this fake's account through Folio's API.
+    static let linkBody = ["key_id": keyID, "secret_key": secretKey, "environment": "paper"]
 
     /// Fills `quantity` of a resting order (all of what is left when nil) at `price`.
     func fill(clientOrderID: String, quantity: Quantity? = nil, at price: Price? = nil) {
@@ -102,6 +130,9 @@ final class FakeAlpaca: Sendable {
         let part = Quantity.min(quantity ?? left, left)
         guard part.isPositive else { return }
         order.filled = (try? order.filled + part) ?? order.filled
+        if let amount = try? Cash.product(part, price, rounding: .halfEven) {
+            state.cash = (try? (order.side == "buy" ? state.cash - amount : state.cash + amount)) ?? state.cash
+        }
         order.status = order.filled == total ? "filled" : "partially_filled"
         state.orders[id] = order
         state.sequence += 1
@@ -114,9 +145,17 @@ final class FakeAlpaca: Sendable {
 
     func answer(_ request: Request, path: String) async throws -> Response {
         guard request.headers[HTTPField.Name("APCA-API-KEY-ID")!] == Self.keyID,
-              request.headers[HTTPField.Name("APCA-API-SECRET-KEY")!] == Self.secretKey
+              request.headers[HTTPField.Name("APCA-API-SECRET-KEY")!] == Self.secretKey, !revokeKeys
         else { return Self.json(#"{"code":40110000,"message":"request is not authorized"}"#, status: .unauthorized) }
         switch (request.method, path) {
+        case (.get, "/v2/account"):
+            return state.withLockedValue { state in
+                Self.json("""
+                    {"id":"e6fe16f3-64a4-4921-8928-cadf02f92f98","account_number":"\(Self.accountNumber)","status":"ACTIVE","currency":"\(state.currency)",\
+                    "cash":"\(state.cash)","buying_power":"\(state.cash)","trading_blocked":false,"account_blocked":false,"trade_suspended_by_user":false,\
+                    "pattern_day_trader":false,"created_at":"2026-01-05T14:00:00Z"}
+                    """)
+            }
         case (.post, "/v2/orders"):
             let body = try await request.body.collect(upTo: 1 << 20)
             guard let fields = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],

@@ -1,0 +1,20 @@
+import FolioDomain
+
+/// Why a brokerage link could not be made, used or removed.
+enum BrokerageError: Error, Equatable, Sendable {
+    /// The broker said the key id and secret open no account (401 or 403).
+    case keysRefused
+    /// The broker could not be asked (no answer, 5xx, 429, an unreadable body).
+    case brokerUnavailable
+    /// The account at the broker is one Folio cannot mirror (another currency, cash borrowed on margin, blocked).
+    case unsupportedAccount(String)
+    /// These keys' account is already linked to one of the user's Folio accounts.
+    case alreadyLinked(AccountID)
+    case linkNotFound
+    /// Unlinking would strand orders still open at the broker.
+    case openOrders(Int)
+    /// Deposits and withdrawals of a brokerage account happen at the broker; Folio mirrors them.
+    case cashMovesAtBroker
+    /// The account's link was removed: it takes no more orders.
+    case unlinked
+}

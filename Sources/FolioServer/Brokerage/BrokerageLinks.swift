@@ -1,0 +1,180 @@
+import AsyncHTTPClient
+import FolioDomain
+import Foundation
+import Logging
+import SQLKit
+
+/// Linking accounts held at Alpaca: the keys are checked with Alpaca before
+/// anything is stored, sealed at rest, and the account's cash there becomes
+/// the opening deposit of a new Folio account of kind `brokerage`. From then
+/// on the account's orders go to Alpaca (see `Brokers`); money moves in and
+/// out at Alpaca, never through Folio's deposit routes.
+struct BrokerageLinks: Sendable {
+    let store: BrokerageStore
+    let trading: TradingStore
+    let ledger: Ledger
+    let brokers: Brokers
+    let secretBox: SecretBox
+    let urls: AppConfiguration.AlpacaURLs
+    /// The deployment's own keys, linked to the first admin.
+    let deploymentKeys: AppConfiguration.AlpacaSettings?
+    let httpClient: HTTPClient
+    let logger: Logger
+
+    static let broker = "alpaca"
+
+    /// What a link made: the new account, and the link.
+    struct Linked: Sendable {
+        var account: AccountRecord
+        var link: BrokerageLink
+    }
+
+    /// Links the Alpaca account the keys open, in the chosen environment.
+    func linkAlpaca(
+        userID: UserID, credentials: AlpacaCredentials, environment: BrokerageLink.Environment, context: AuditContext
+    ) async throws -> Linked {
+        try await link(userID: userID, credentials: credentials, environment: environment, baseURL: url(of: environment), context: context)
+    }
+
+    func url(of environment: BrokerageLink.Environment) -> String {
+        environment == .paper ? urls.paper : urls.live
+    }
+
+    private func link(
+        userID: UserID, credentials: AlpacaCredentials, environment: BrokerageLink.Environment, baseURL: String, context: AuditContext
+    ) async throws -> Linked {
+        // From here on no log line can carry these keys, whatever goes wrong.
+        ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
+        let client = AlpacaBroker(
+            settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: baseURL), httpClient: httpClient, logger: logger)
+        let answer: AlpacaBroker.AccountAnswer
+        do {
+            answer = try await client.account()
+        } catch {
+            logger.warning("linking an Alpaca account failed: the broker could not be asked", metadata: ["error": "\(error)"])
+            throw BrokerageError.brokerUnavailable
+        }
+        guard case .account(let remote) = answer else { throw BrokerageError.keysRefused }
+        guard remote.currency == "USD" else { throw BrokerageError.unsupportedAccount("its currency is \(remote.currency); Folio keeps USD accounts") }
+        guard !remote.cash.isNegative else {
+            throw BrokerageError.unsupportedAccount("its cash is \(remote.cash), borrowed on margin; Folio mirrors cash accounts")
+        }
+        guard remote.status.isEmpty || remote.status == "ACTIVE" else {
+            throw BrokerageError.unsupportedAccount("Alpaca reports its status as \(remote.status), not ACTIVE")
+        }
+        let sealed = try credentials.sealed(with: secretBox)
+        let now = ledger.now()
+        let store = self.store, ledger = self.ledger, number = remote.accountNumber
+        let name = "Alpaca \(environment.rawValue) ····\(number.suffix(4))"
+        do {
+            return try await store.database.transaction { db in
+                if let existing = try await store.activeLink(
+                    userID: userID, broker: Self.broker, environment: environment, remoteAccount: number, on: db)
+                {
+                    throw BrokerageError.alreadyLinked(existing.accountID)
+                }
+                let details = ["broker": Self.broker, "environment": environment.rawValue, "remote_account": number]
+                let accountID = try await ledger.openAccount(
+                    for: userID, kind: "brokerage", name: name, startingCash: remote.cash, cashDescription: "Cash at Alpaca when linked",
+                    details: details, context: context, on: db)
+                let link = BrokerageLink(
+                    id: UUID(), userID: userID, accountID: accountID, broker: Self.broker, environment: environment, baseURL: baseURL,
+                    remoteAccount: number, keyHint: credentials.hint, sealedCredentials: sealed, status: .active, createdAt: now)
+                try await store.insert(link, on: db)
+                return Linked(
+                    account: AccountRecord(
+                        id: accountID, userID: userID, name: name, kind: "brokerage", currency: "USD", cash: remote.cash, reservedCash: .zero, createdAt: now),
+                    link: link)
+            }
+        } catch where DatabaseConstraint(error)?.kind == .unique {
+            // A second request with the same keys won the race.
+            let existing = try await store.database.transaction { db in
+                try await store.activeLink(userID: userID, broker: Self.broker, environment: environment, remoteAccount: number, on: db)
+            }
+            guard let existing else { throw error }
+            throw BrokerageError.alreadyLinked(existing.accountID)
+        }
+    }
+
+    /// Unlinks an account: its credentials are forgotten, its ledger and
+    /// history stay, and it takes no more orders. Refused while orders are
+    /// still open at the broker, which Folio could then no longer follow.
+    func unlink(account accountID: AccountID, userID: UserID, context: AuditContext) async throws {
+        let store = self.store, ledger = self.ledger, trading = self.trading
+        try await store.database.transaction { db in
+            guard let link = try await store.link(of: accountID, on: db), link.userID == userID, link.status == .active else {
+                throw BrokerageError.linkNotFound
+            }
+            guard var open = try await ledger.open(account: accountID, owner: userID, on: db) else { throw BrokerageError.linkNotFound }
+            let orders = try await trading.openOrders(of: accountID, on: db)
+            guard orders.isEmpty else { throw BrokerageError.openOrders(orders.count) }
+            try await store.markRemoved(link.id, now: ledger.now(), on: db)
+            var unlinked = Posting()
+            unlinked.events = [AuditNote(
+                action: "brokerage.unlinked", actorID: userID, subjectType: "account", subjectID: accountID.description,
+                details: ["broker": link.broker, "environment": link.environment.rawValue, "remote_account": link.remoteAccount])]
+            open.books.record(unlinked)
+            try await ledger.commit(open, context: context, on: db)
+        }
+        brokers.forget(accountID)
+    }
+
+    func links(of userID: UserID) async throws -> [BrokerageLink] {
+        try await store.links(of: userID)
+    }
+
+    // MARK: - The deployment's own keys
+
+    enum DefaultLinkOutcome: Equatable, Sendable {
+        case notConfigured
+        case noAdministrator
+        case alreadyLinked(AccountID)
+        case linked(AccountID)
+    }
+
+    /// Links `ALPACA_API_KEY` and `ALPACA_SECRET_KEY` to the first
+    /// administrator's account, once: a single-user install trades at Alpaca
+    /// without anyone pasting keys. Run at start-up and every ten minutes
+    /// until there is an administrator.
+    func linkDeploymentDefault() async throws -> DefaultLinkOutcome {
+        guard let keys = deploymentKeys else { return .notConfigured }
+        guard let admin = try await IdentityStore().firstAdmin(on: store.database.db)?.id.map(UserID.init) else { return .noAdministrator }
+        let environment: BrokerageLink.Environment = keys.baseURL == urls.live ? .live : .paper
+        let credentials = AlpacaCredentials(keyID: keys.keyID, secretKey: keys.secretKey)
+        // Linked before: no call to Alpaca to find that out again.
+        if let linked = try await store.links(of: admin).first(where: {
+            $0.status == .active && $0.baseURL == keys.baseURL && $0.keyHint == credentials.hint
+                && AlpacaCredentials.open($0.sealedCredentials, with: secretBox)?.keyID == keys.keyID
+        }) {
+            return .alreadyLinked(linked.accountID)
+        }
+        do {
+            let linked = try await link(
+                userID: admin, credentials: credentials, environment: environment,
+                baseURL: keys.baseURL, context: .none)
+            logger.info("linked the deployment's Alpaca account to the first administrator", metadata: ["account_id": "\(linked.account.id)"])
+            return .linked(linked.account.id)
+        } catch BrokerageError.alreadyLinked(let account) {
+            return .alreadyLinked(account)
+        }
+    }
+
+    static let defaultLinkSchedule = RecurringJob(
+        name: "link_default_brokerage", kind: .linkDefaultBrokerage, cadence: .every(600), payload: { _ in .linkDefaultBrokerage })
+
+    // MARK: - Key rotation
+
+    /// Seals again, under the current `SECRET_KEY`, every link's credentials
+    /// sealed under a previous key; returns how many were sealed again and
+    /// how many no key opens (reported, never dropped).
+    func resealCredentials(on db: any SQLDatabase) async throws -> (resealed: Int, unreadable: Int) {
+        var resealed = 0, unreadable = 0
+        for link in try await store.activeLinks(on: db) {
+            guard let opened = secretBox.openReportingKey(link.sealedCredentials) else { unreadable += 1; continue }
+            guard opened.sealedWithOldKey else { continue }
+            try await store.updateSealedCredentials(link.id, sealed: try secretBox.seal(opened.text), on: db)
+            resealed += 1
+        }
+        return (resealed, unreadable)
+    }
+}

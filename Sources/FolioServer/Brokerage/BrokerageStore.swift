@@ -1,0 +1,99 @@
+import FolioDomain
+import Foundation
+import SQLKit
+
+/// A Folio account's link to its account at an outside broker.
+struct BrokerageLink: Sendable, Equatable {
+    enum Environment: String, Sendable, Codable, CaseIterable {
+        case paper, live
+    }
+
+    enum Status: String, Sendable, Codable {
+        case active, removed
+    }
+
+    var id: UUID
+    var userID: UserID
+    var accountID: AccountID
+    var broker: String
+    var environment: Environment
+    var baseURL: String
+    var remoteAccount: String
+    var keyHint: String
+    /// The key id and secret, sealed by `SecretBox`; empty once unlinked.
+    var sealedCredentials: String
+    var status: Status
+    var createdAt: Date
+    var removedAt: Date?
+}
+
+/// The only code that reads and writes `brokerage_links`.
+struct BrokerageStore: Sendable {
+    let database: FolioDatabase
+
+    static let columns = "id, user_id, account_id, broker, environment, base_url, remote_account, key_hint, sealed_credentials, status, created_at, removed_at"
+
+    func insert(_ link: BrokerageLink, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            INSERT INTO brokerage_links (\(unsafeRaw: Self.columns))
+            VALUES (\(bind: link.id), \(bind: link.userID), \(bind: link.accountID), \(bind: link.broker), \(bind: link.environment.rawValue),
+                    \(bind: link.baseURL), \(bind: link.remoteAccount), \(bind: link.keyHint), \(bind: link.sealedCredentials),
+                    \(bind: link.status.rawValue), \(bind: link.createdAt), \(bind: link.removedAt))
+            """).run()
+    }
+
+    /// The link of an account, active or removed; nil for an account that never had one (a paper account).
+    func link(of account: AccountID, on db: (any SQLDatabase)? = nil) async throws -> BrokerageLink? {
+        try await (db ?? database.sql).raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM brokerage_links WHERE account_id = \(bind: account)
+            """).first().map(Self.link)
+    }
+
+    func links(of userID: UserID) async throws -> [BrokerageLink] {
+        try await database.sql.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM brokerage_links WHERE user_id = \(bind: userID) ORDER BY created_at, id
+            """).all().map(Self.link)
+    }
+
+    /// Every link that still holds credentials, for re-sealing under a new key.
+    func activeLinks(on db: any SQLDatabase) async throws -> [BrokerageLink] {
+        try await db.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM brokerage_links WHERE status = 'active' ORDER BY created_at, id
+            """).all().map(Self.link)
+    }
+
+    /// The user's active link to this account at the broker, if any.
+    func activeLink(userID: UserID, broker: String, environment: BrokerageLink.Environment, remoteAccount: String, on db: any SQLDatabase) async throws -> BrokerageLink? {
+        try await db.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM brokerage_links
+            WHERE user_id = \(bind: userID) AND broker = \(bind: broker) AND environment = \(bind: environment.rawValue)
+              AND remote_account = \(bind: remoteAccount) AND status = 'active'
+            """).first().map(Self.link)
+    }
+
+    /// Forgets the credentials: the account and its history stay.
+    func markRemoved(_ id: UUID, now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE brokerage_links SET status = 'removed', sealed_credentials = '', removed_at = \(bind: now) WHERE id = \(bind: id)
+            """).run()
+    }
+
+    func updateSealedCredentials(_ id: UUID, sealed: String, on db: any SQLDatabase) async throws {
+        try await db.raw("UPDATE brokerage_links SET sealed_credentials = \(bind: sealed) WHERE id = \(bind: id) AND status = 'active'").run()
+    }
+
+    static func link(_ row: any SQLRow) throws -> BrokerageLink {
+        let environment = try row.decode(column: "environment", as: String.self), status = try row.decode(column: "status", as: String.self)
+        guard let environment = BrokerageLink.Environment(rawValue: environment), let status = BrokerageLink.Status(rawValue: status) else {
+            throw TradingStore.StoreError.corrupt("brokerage_links has environment \(environment) and status \(status)")
+        }
+        return BrokerageLink(
+            id: try row.decode(column: "id", as: UUID.self), userID: try row.decode(column: "user_id", as: UserID.self),
+            accountID: try row.decode(column: "account_id", as: AccountID.self), broker: try row.decode(column: "broker", as: String.self),
+            environment: environment, baseURL: try row.decode(column: "base_url", as: String.self),
+            remoteAccount: try row.decode(column: "remote_account", as: String.self), keyHint: try row.decode(column: "key_hint", as: String.self),
+            sealedCredentials: try row.decode(column: "sealed_credentials", as: String.self), status: status,
+            createdAt: try row.decode(column: "created_at", as: Date.self), removedAt: try row.decode(column: "removed_at", as: Date?.self))
+    }
+}
+

@@ -1,0 +1,39 @@
+import FluentKit
+import Foundation
+import SQLKit
+
+/// After `SECRET_KEY` changes (the old key moved to `PREVIOUS_SECRET_KEYS`):
+/// everything sealed under an old key is sealed again under the new one, so
+/// the old key can then be dropped. `folio secrets rotate` runs it; it is
+/// safe to run twice.
+public enum SecretRotation {
+    public struct Outcome: Sendable, Equatable {
+        /// Brokerage links' key id and secret.
+        public var brokerageLinks = 0
+        /// Users' TOTP secrets.
+        public var totpSecrets = 0
+        /// Sealed values no configured key opens: they stay as they are, and need the user to link or enrol again.
+        public var unreadable = 0
+        /// Audit chain heads signed again.
+        public var auditHeads = 0
+    }
+
+    public static func run(services: FolioServices) async throws -> Outcome {
+        var outcome = Outcome()
+        let box = services.identity.secretBox, brokerage = services.brokerage
+        let (links, unreadableLinks) = try await services.database.transaction { db in try await brokerage.resealCredentials(on: db) }
+        outcome.brokerageLinks = links
+        outcome.unreadable = unreadableLinks
+        // One user at a time, through the identity store, as enrolment writes them.
+        let store = IdentityStore(), fluent = services.database.db
+        for user in try await store.usersWithTOTPSecret(on: fluent) {
+            guard let sealed = user.totpSecretSealed, let opened = box.openReportingKey(sealed) else { outcome.unreadable += 1; continue }
+            guard opened.sealedWithOldKey else { continue }
+            user.totpSecretSealed = try box.seal(opened.text)
+            try await store.save(user, on: fluent)
+            outcome.totpSecrets += 1
+        }
+        outcome.auditHeads = try await AuditChain.resignHeads(anchor: services.anchor, database: services.database)
+        return outcome
+    }
+}

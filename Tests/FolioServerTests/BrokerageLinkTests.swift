@@ -1,0 +1,196 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// Linking an account at Alpaca through Folio's API, against a fake Alpaca on
+/// loopback: keys checked before anything is stored, sealed at rest, never
+/// shown again; the account's cash mirrored; deposits refused; unlinking.
+@Suite("Brokerage links")
+struct BrokerageLinkTests {
+    func withLinkApp(_ kind: TestDatabaseKind, configure: @escaping @Sendable (inout AppConfiguration, FakeAlpaca) -> Void = { _, _ in },
+                     _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment, FakeAlpaca) async throws -> Void) async throws {
+        try await withFakeAlpaca { fake in
+            try await withTestApp(kind, configure: { $0.alpacaURLs = fake.urls; configure(&$0, fake) }) { client, env in
+                try await body(client, env, fake)
+            }
+        }
+    }
+
+    func link(_ client: some TestClientProtocol, _ tokens: [String: Any], _ body: [String: Any] = FakeAlpaca.linkBody) async throws -> TestResponse {
+        try await post(client, "/api/brokerage/alpaca", body, headers: bearer(tokens))
+    }
+
+    @Test("keys Alpaca refuses, an Alpaca that cannot be reached, and malformed keys store nothing", arguments: TestDatabaseKind.all)
+    func refusedKeys(kind: TestDatabaseKind) async throws {
+        try await withLinkApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "refused@example.com")
+            let wrong = try await link(client, tokens, ["key_id": FakeAlpaca.keyID, "secret_key": "not-the-secret-0000000", "environment": "paper"])
+            #expect(wrong.status == .unprocessableContent)
+            #expect(try problem(wrong).code == "broker_keys_refused")
+            #expect(try problem(wrong).errors?.map(\.field) == ["secret_key"])
+
+            let missing = try await link(client, tokens, ["key_id": "short", "environment": "demo"])
+            #expect(missing.status == .unprocessableContent)
+            #expect(Set(try problem(missing).errors?.map(\.field) ?? []) == ["key_id", "secret_key", "environment"])
+
+            fake.currency = "EUR"
+            let euro = try await link(client, tokens)
+            #expect(try problem(euro).code == "broker_account_unsupported")
+            fake.currency = "USD"
+            fake.cash = -100
+            #expect(try problem(try await link(client, tokens)).code == "broker_account_unsupported", "cash borrowed on margin")
+            #expect(try await env.accounts().count == 1, "only the paper account")
+            #expect(try await env.database.sql.raw("SELECT COUNT(*) AS n FROM brokerage_links").first()?.decode(column: "n", as: Int.self) == 0)
+        }
+        // Alpaca unreachable: a port nothing listens on.
+        try await withTestApp(kind, configure: { $0.alpacaURLs = .init(paper: "http://127.0.0.1:9", live: "http://127.0.0.1:9") }) { client, env in
+            let tokens = try await signUp(client, env, email: "down@example.com")
+            let down = try await link(client, tokens)
+            #expect(down.status == .serviceUnavailable)
+            #expect(try problem(down).code == "broker_unavailable")
+            #expect(try await env.accounts().count == 1)
+        }
+    }
+
+    @Test("a link opens a brokerage account with Alpaca's cash, keeps the keys sealed, shows only a hint, and refuses the same account twice", arguments: TestDatabaseKind.all)
+    func linking(kind: TestDatabaseKind) async throws {
+        try await withLinkApp(kind) { client, env, fake in
+            fake.cash = try Cash(parsing: "12345.6789")
+            let tokens = try await signUp(client, env, email: "linker@example.com")
+            let linked = try await link(client, tokens)
+            #expect(linked.status == .created)
+            let body = try json(linked)
+            let account = try #require(body["account"] as? [String: Any])
+            let id = try #require(account["id"] as? String)
+            #expect(linked.headers[.location] == "/api/accounts/\(id)")
+            #expect(account["kind"] as? String == "brokerage")
+            #expect(account["cash"] as? String == "12345.6789")
+            #expect(account["name"] as? String == "Alpaca paper ····7781")
+            let shown = try #require(body["link"] as? [String: Any])
+            #expect(shown["key_hint"] as? String == "…0001")
+            #expect(shown["remote_account"] as? String == FakeAlpaca.accountNumber)
+            #expect(shown["environment"] as? String == "paper")
+            let text = String(buffer: linked.body)
+            #expect(!text.contains(FakeAlpaca.secretKey) && !text.contains(FakeAlpaca.keyID))
+
+            // The cash arrived by an ordinary deposit row, on the account's audited chain.
+            let deposits = try await env.entries(.deposit).filter { $0.description == "Cash at Alpaca when linked" }
+            #expect(deposits.map(\.amount) == [try Cash(parsing: "12345.6789")])
+            let list = try json(try await client.execute(uri: "/api/brokerage/links", method: .get, headers: bearer(tokens)))
+            #expect((list["data"] as? [[String: Any]])?.map { $0["account_id"] as? String } == [id])
+
+            // Nothing in the database holds the keys in clear: not the link, not the audit trail.
+            for table in ["brokerage_links", "audit_events", "accounts", "transactions"] {
+                let rows = try await env.database.sql.raw("SELECT * FROM \(unsafeRaw: table)").all()
+                let dump = rows.map { "\($0)" }.joined()
+                #expect(!dump.contains(FakeAlpaca.secretKey) && !dump.contains(FakeAlpaca.keyID), "\(table)")
+            }
+            let accountID = try #require(AccountID(id))
+            let sealed = try #require(try await env.services.brokerage.store.link(of: accountID)?.sealedCredentials)
+            #expect(AlpacaCredentials.open(sealed, with: env.services.identity.secretBox)?.secretKey == FakeAlpaca.secretKey)
+            #expect(!env.logs.lines.joined().contains(FakeAlpaca.secretKey))
+
+            let again = try await link(client, tokens)
+            #expect(again.status == .conflict)
+            #expect(try problem(again).code == "already_linked")
+            // Another user with the same keys gets their own account (the keys are theirs to share).
+            let other = try await signUp(client, env, email: "other@example.com")
+            #expect(try await link(client, other).status == .created)
+            // And one user cannot see or unlink another's.
+            #expect(try await client.execute(uri: "/api/brokerage/alpaca/\(id)", method: .delete, headers: bearer(other)).status == .notFound)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("deposits and withdrawals of a brokerage account are refused: money moves at Alpaca", arguments: TestDatabaseKind.all)
+    func noDeposits(kind: TestDatabaseKind) async throws {
+        try await withLinkApp(kind) { client, env, _ in
+            let tokens = try await signUp(client, env, email: "money@example.com")
+            let id = try #require((try json(try await link(client, tokens))["account"] as? [String: Any])?["id"] as? String)
+            for route in ["deposits", "withdrawals"] {
+                var headers = bearer(tokens)
+                headers[.init("Idempotency-Key")!] = "move-\(route)"
+                let refused = try await post(client, "/api/accounts/\(id)/\(route)", ["amount": "10.00"], headers: headers)
+                #expect(refused.status == .conflict)
+                #expect(try problem(refused).code == "cash_moves_at_broker")
+            }
+            #expect(try await env.accounts().first { $0.kind == "brokerage" }?.cash == 25_000)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("unlinking waits for open orders, forgets the keys, keeps the books, and the account takes no more orders", arguments: TestDatabaseKind.all)
+    func unlinking(kind: TestDatabaseKind) async throws {
+        try await withLinkApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let tokens = try await signUp(client, env, email: "unlink@example.com")
+            let id = try #require((try json(try await link(client, tokens))["account"] as? [String: Any])?["id"] as? String)
+            let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": id]
+            let placed = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            let blocked = try await client.execute(uri: "/api/brokerage/alpaca/\(id)", method: .delete, headers: bearer(tokens))
+            #expect(blocked.status == .conflict)
+            #expect(try problem(blocked).code == "open_orders")
+            #expect(try await client.execute(uri: "/api/orders/\(placed)", method: .delete, headers: bearer(tokens)).status == .ok)
+            #expect(fake.orders[placed]?.status == "canceled")
+
+            let removed = try await client.execute(uri: "/api/brokerage/alpaca/\(id)", method: .delete, headers: bearer(tokens))
+            #expect(removed.status == .noContent)
+            let accountID = try #require(AccountID(id))
+            let stored = try #require(try await env.services.brokerage.store.link(of: accountID))
+            #expect(stored.status == .removed && stored.sealedCredentials.isEmpty && stored.removedAt != nil)
+            let refused = try await post(client, "/api/orders", order, headers: bearer(tokens))
+            #expect(refused.status == .conflict)
+            #expect(try problem(refused).code == "brokerage_unlinked")
+            #expect(try await client.execute(uri: "/api/accounts/\(id)", method: .get, headers: bearer(tokens)).status == .ok, "the books stay")
+            #expect(try await client.execute(uri: "/api/brokerage/alpaca/\(id)", method: .delete, headers: bearer(tokens)).status == .notFound)
+            // Linked again: a new account, the old one's history untouched.
+            #expect(try await link(client, tokens).status == .created)
+            #expect(try await env.accounts().filter { $0.kind == "brokerage" }.count == 2)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("the deployment's own keys link the first administrator's account once", arguments: TestDatabaseKind.all)
+    func deploymentDefault(kind: TestDatabaseKind) async throws {
+        try await withLinkApp(kind, configure: { configuration, fake in configuration.alpaca = fake.settings }) { client, env, fake in
+            let links = env.services.brokerage
+            #expect(try await links.linkDeploymentDefault() == .noAdministrator)
+            _ = try await signUp(client, env, email: "plain@example.com")
+            let admin = try await UserAdministration(services: env.services).createAdmin(email: "root@example.com", password: strongPassword)
+            guard case .linked(let account) = try await links.linkDeploymentDefault() else { Issue.record("not linked"); return }
+            #expect(try await links.linkDeploymentDefault() == .alreadyLinked(account))
+            let record = try #require(try await env.accounts().first { $0.id == account })
+            #expect(record.userID == UserID(admin) && record.kind == "brokerage")
+            #expect(try await env.accounts().filter { $0.kind == "brokerage" }.count == 1)
+            _ = fake
+        }
+    }
+
+    @Test("brokerage keys sealed under a previous SECRET_KEY are sealed again under the new one", arguments: TestDatabaseKind.all)
+    func rotation(kind: TestDatabaseKind) async throws {
+        try await withLinkApp(kind) { client, env, _ in
+            let tokens = try await signUp(client, env, email: "rotate@example.com")
+            let text = try #require((try json(try await link(client, tokens))["account"] as? [String: Any])?["id"] as? String)
+            let id = try #require(AccountID(text))
+            let old = env.services.brokerage
+            let newKey = "rotated-signing-key-" + String(repeating: "r", count: 24)
+            let rotatedBox = SecretBox(secretKey: newKey, previousKeys: [env.configuration.secretKey])
+            let rotated = BrokerageLinks(
+                store: old.store, trading: old.trading, ledger: old.ledger, brokers: old.brokers, secretBox: rotatedBox, urls: old.urls,
+                deploymentKeys: nil, httpClient: old.httpClient, logger: old.logger)
+            let first = try await env.database.transaction { db in try await rotated.resealCredentials(on: db) }
+            #expect(first.resealed == 1 && first.unreadable == 0)
+            #expect(try await env.database.transaction { db in try await rotated.resealCredentials(on: db) }.resealed == 0, "already under the new key")
+            let sealed = try #require(try await old.store.link(of: id)?.sealedCredentials)
+            let newOnly = SecretBox(secretKey: newKey, previousKeys: [])
+            #expect(AlpacaCredentials.open(sealed, with: newOnly)?.keyID == FakeAlpaca.keyID, "opens without the old key")
+        }
+    }
+}
