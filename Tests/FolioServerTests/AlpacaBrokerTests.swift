@@ -49,7 +49,7 @@ struct AlpacaBrokerTests {
             #expect(shown["average_fill_price"] as? String == "123.45")
             #expect(fake.orders[id]?.status == "filled")
             #expect(fake.posts[id] == 1)
-            #expect(try await env.fills().map { $0.brokerFillID.hasPrefix("alpaca-") } == [true])
+            #expect(try await env.fills().map { $0.brokerFillID.hasPrefix("alpaca:") } == [true])
             #expect(try await alpacaAccount(env).cash == (try Cash(parsing: "24753.10")))
             #expect(fake.cash == (try Cash(parsing: "24753.10")), "Folio's books and Alpaca's agree")
             // A second submission (a retry after a lost answer) finds the order instead of placing another.
@@ -120,7 +120,7 @@ struct AlpacaBrokerTests {
             let first = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
             let requested = try await client.execute(uri: "/api/orders/\(first)", method: .delete, headers: bearer(tokens))
             #expect(requested.status == .accepted)
-            #expect(try json(requested)["status"] as? String == "new")
+            #expect(try json(requested)["status"] as? String == "pending_cancel")
             #expect(try json(requested)["cancel_requested_at"] != nil)
             await env.worker.drain()
             #expect(try await show(client, tokens, first)["status"] as? String == "canceled")
@@ -157,6 +157,107 @@ struct AlpacaBrokerTests {
                 #expect(lastError.contains(secret) == false, "the keys stay out of errors")
                 #expect(env.logs.lines.joined().contains(secret) == false, "and out of the log")
             }
+        }
+    }
+
+    @Test("429 and 500 answers are retried with back-off within the job; a refusal for buying power rejects the order with Alpaca's reason", arguments: TestDatabaseKind.all)
+    func retriesAndRefusals(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            let (tokens, account) = try await linkedUser(client, env, email: "retry@example.com")
+            let order = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET", "account_id": account]
+            fake.failNext([429, 500])
+            let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "filled", "filled in the job's first run")
+            #expect(try await env.jobs().map(\.attempts) == [1])
+            #expect(fake.posts[id] == 1)
+
+            fake.refuseBuyingPower = true
+            let refused = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            let shown = try await show(client, tokens, refused)
+            #expect(shown["status"] as? String == "rejected")
+            #expect(shown["reject_reason"] as? String == "Alpaca refused the order: insufficient buying power")
+            #expect(shown["reserved_cash"] as? String == "0.00")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a cancel Alpaca has yet to confirm is pending_cancel: the reservation holds, a fill that beats it counts, and the confirmation ends the order", arguments: TestDatabaseKind.all)
+    func pendingCancel(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            fake.slowCancels = true
+            let (tokens, account) = try await linkedUser(client, env, email: "pending@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "KO", "quantity": "4", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account], headers: bearer(tokens))
+            let id = try #require(try json(placed)["id"] as? String)
+            await env.worker.drain()
+            let asked = try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens))
+            #expect(asked.status == .accepted)
+            #expect(try json(asked)["status"] as? String == "pending_cancel")
+            #expect(try json(asked)["reserved_cash"] as? String == "240.00", "still reserved: it may yet fill")
+            #expect(fake.orders[id]?.status == "pending_cancel")
+
+            // A fill beats the cancel at Alpaca, then Alpaca confirms the cancel of the rest.
+            fake.fill(clientOrderID: id, quantity: 1, at: 59)
+            fake.setStatus(clientOrderID: id, "pending_cancel")
+            try await OrderService.recheckFor(env)
+            let partly = try await show(client, tokens, id)
+            #expect(partly["status"] as? String == "pending_cancel")
+            #expect(partly["filled_quantity"] as? String == "1")
+            fake.confirmCancels()
+            try await OrderService.recheckFor(env)
+            let ended = try await show(client, tokens, id)
+            #expect(ended["status"] as? String == "canceled")
+            #expect(ended["filled_quantity"] as? String == "1")
+            #expect(ended["reserved_cash"] as? String == "0.00")
+            #expect(try await alpacaAccount(env).cash == (try Cash(parsing: "24941.00")))
+            #expect(fake.cash == (try Cash(parsing: "24941.00")))
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("every Alpaca status maps onto Folio's machine: done_for_day, stopped and suspended stay open; replaced, expired and rejected end the order with its fills", arguments: TestDatabaseKind.all)
+    func statuses(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "statuses@example.com")
+            let ending = ["replaced": "canceled", "expired": "canceled", "rejected": "canceled", "canceled": "canceled", "filled": "filled"]
+            var placed: [String: String] = [:]
+            for status in ["done_for_day", "stopped", "suspended", "held", "some_future_status"] + ending.keys.sorted() {
+                let body = ["symbol": "KO", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+                placed[status] = try #require(try json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String)
+            }
+            await env.worker.drain()
+            for (status, id) in placed {
+                fake.fill(clientOrderID: id, quantity: status == "filled" ? 2 : 1, at: 58)
+                fake.setStatus(clientOrderID: id, status)
+            }
+            try await OrderService.recheckFor(env)
+            for (status, id) in placed {
+                let shown = try await show(client, tokens, id)
+                let expected = ending[status] ?? "partially_filled"
+                #expect(shown["status"] as? String == expected, "\(status)")
+                #expect(shown["filled_quantity"] as? String == (status == "filled" ? "2" : "1"), "\(status)")
+            }
+            #expect(try await alpacaAccount(env).reservedCash == 300, "the five open orders keep their last share reserved")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a retried submission asks Alpaca first: an order that reached it before a crash is not posted again", arguments: TestDatabaseKind.all)
+    func retriedSubmissionAsksFirst(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            let (tokens, account) = try await linkedUser(client, env, email: "asks@example.com")
+            let id = try #require(try json(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET", "account_id": account], headers: bearer(tokens)))["id"] as? String)
+            // The first attempt reached Alpaca, and the process died before recording the answer.
+            var order = BrokerOrder(try await env.order(try #require(OrderID(id))))
+            let broker = AlpacaBroker(settings: fake.settings, httpClient: .shared, logger: env.services.logger)
+            _ = try await broker.submit(order)
+            order.retried = true
+            guard case .filled(let fills) = try await broker.submit(order) else { Issue.record("expected the filled order"); return }
+            #expect(fills.map(\.id) == ["alpaca:\(try #require(fake.orders[id]?.id)):1"])
+            #expect(fake.posts[id] == 1, "asked, not posted again")
         }
     }
 }

@@ -34,3 +34,13 @@ public enum OrderStatus: String, Codable, Sendable, CaseIterable {
     /// A user may still cancel it.
     public var isCancelable: Bool { canTransition(to: .canceled) }
 }
+
+extension OrderState {
+    /// The status a user sees: `pending_cancel` while a cancel the user asked
+    /// for waits on the broker (an order on its way there, or one the broker
+    /// has yet to confirm canceled); the order keeps its reservation and any
+    /// fill that beats the cancel still counts.
+    public var shownStatus: String {
+        cancelRequestedAt != nil && status.isOpen ? "pending_cancel" : status.rawValue
+    }
+}

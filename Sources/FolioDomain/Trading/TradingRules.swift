@@ -298,7 +298,7 @@ public enum TradingRules {
     /// holds orders: the order stays `new` and keeps its reservation until
     /// the submit job has canceled it at the broker (or here, if it never left).
     public static func requestCancel(_ order: OrderState, actor: UserID, now: Date) throws(TradingError) -> Posting {
-        guard order.status == .new else { throw .orderNotCancelable(order.status) }
+        guard order.status.isCancelable else { throw .orderNotCancelable(order.status) }
         var after = order
         after.cancelRequestedAt = after.cancelRequestedAt ?? now
         after.updatedAt = now

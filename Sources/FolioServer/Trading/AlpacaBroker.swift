@@ -48,11 +48,7 @@ struct AlpacaBroker: Broker {
             self.id = id
             self.status = status
             if case .string(let client)? = fields["client_order_id"] { clientOrderID = client } else { clientOrderID = "" }
-            if case .string(let filled)? = fields["filled_qty"], let quantity = try? Quantity(parsing: filled) {
-                filledQuantity = quantity
-            } else {
-                filledQuantity = .zero
-            }
+            filledQuantity = AlpacaBroker.quantity(fields["filled_qty"]) ?? .zero
             if case .string(let created)? = fields["created_at"] { createdAt = created }
         }
     }
@@ -99,17 +95,20 @@ struct AlpacaBroker: Broker {
     // MARK: - Broker
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
+        // A retry after a crash asks first, so the order reaches Alpaca once
+        // (and a second POST would be refused for its client_order_id anyway).
+        if order.retried, let existing = try await find(order.id) { return try await report(existing) }
         let answer = try await call(.POST, "/v2/orders", body: Self.orderBody(order))
         switch answer.status {
         case 200, 201:
             return try await report(RemoteOrder(answer.json))
         case 403:
             // Alpaca's own checks refused it (buying power, a short sale it will not allow).
-            return .rejected(reason: "the broker refused the order: \(answer.message)")
+            return .rejected(reason: "Alpaca refused the order: \(answer.message)")
         case 422:
             // Sent before (the answer was lost): the order is there under our id.
             if let existing = try await find(order.id) { return try await report(existing) }
-            return .rejected(reason: "the broker refused the order: \(answer.message)")
+            return .rejected(reason: "Alpaca refused the order: \(answer.message)")
         default:
             throw BrokerError.unavailable("POST /v2/orders answered HTTP \(answer.status)")
         }
@@ -121,21 +120,22 @@ struct AlpacaBroker: Broker {
         return report == .accepted ? nil : report
     }
 
+    /// Cancels at Alpaca. Alpaca confirms a cancel asynchronously: an order
+    /// in `pending_cancel` is still open (it may yet fill), so the answer is
+    /// then "still open" and Folio asks again later rather than freeing its
+    /// reservation early.
     func cancel(_ order: BrokerOrder) async throws -> BrokerReport {
         guard let existing = try await find(order.id) else { return .canceled(reason: "canceled before it reached the broker") }
-        let answer = try await call(.DELETE, "/v2/orders/\(existing.id)")
-        switch answer.status {
-        case 200, 204, 422:
+        if Self.openStatuses.contains(existing.status) && existing.status != "pending_cancel" {
+            let answer = try await call(.DELETE, "/v2/orders/\(existing.id)")
+            switch answer.status {
             // 422: no longer cancelable (it filled first). Either way, what the order is now says what happened.
-            let final = try await remoteOrder(existing.id)
-            let report = try await report(final)
-            if final.status == "pending_cancel" { return .canceled(reason: "canceled by user") }
-            return report
-        case 404:
-            return .canceled(reason: "canceled before it reached the broker")
-        default:
-            throw BrokerError.unavailable("DELETE /v2/orders answered HTTP \(answer.status)")
+            case 200, 204, 404, 422: break
+            default: throw BrokerError.unavailable("DELETE /v2/orders answered HTTP \(answer.status)")
+            }
+            return try await report(try await remoteOrder(existing.id), canceledBy: "canceled by user")
         }
+        return try await report(existing, canceledBy: "canceled by user")
     }
 
     // MARK: - Reading orders and fills
@@ -155,28 +155,51 @@ struct AlpacaBroker: Broker {
         return try RemoteOrder(answer.json)
     }
 
-    /// What the order's state means for Folio.
-    func report(_ order: RemoteOrder) async throws -> BrokerReport {
+    /// Alpaca's statuses of an order that may still fill: Folio keeps it open.
+    /// `done_for_day` is open too (it takes no more fills today, but a GTC
+    /// order goes on tomorrow), as are `stopped` and `suspended`, which Alpaca
+    /// may still execute or resume.
+    static let openStatuses: Set<String> = [
+        "new", "accepted", "pending_new", "accepted_for_bidding", "partially_filled", "done_for_day", "pending_cancel", "pending_replace",
+        "stopped", "suspended", "calculated", "held",
+    ]
+
+    /// What the order's state means for Folio. Every one of Alpaca's
+    /// statuses is mapped: the ended ones (`filled`, `canceled`, `expired`,
+    /// `replaced`, `rejected`) end Folio's order with its fills; the others
+    /// keep it open with what filled so far. A status Alpaca adds later is
+    /// taken as open, never as an end.
+    func report(_ order: RemoteOrder, canceledBy reason: String = "canceled at the broker") async throws -> BrokerReport {
         let fills = order.filledQuantity.isPositive ? try await fills(of: order) : []
         switch order.status {
         case "filled":
             return .filled(fills)
-        case "canceled", "done_for_day":
-            return fills.isEmpty ? .canceled(reason: "canceled at the broker") : .filledThenCanceled(fills, reason: "canceled at the broker")
+        case "canceled":
+            return fills.isEmpty ? .canceled(reason: reason) : .filledThenCanceled(fills, reason: reason)
+        case "replaced":
+            // Replaced at Alpaca by another order Folio did not place: this one ends here.
+            return fills.isEmpty ? .canceled(reason: "replaced at the broker") : .filledThenCanceled(fills, reason: "replaced at the broker")
         case "expired":
             return fills.isEmpty ? .expired : .filledThenCanceled(fills, reason: "expired at the broker")
-        case "rejected", "suspended", "stopped":
-            return fills.isEmpty ? .rejected(reason: "the broker \(order.status) the order") : .filledThenCanceled(fills, reason: "the broker \(order.status) the rest")
+        case "rejected":
+            return fills.isEmpty ? .rejected(reason: "the broker rejected the order") : .filledThenCanceled(fills, reason: "the broker rejected the rest")
         default:
-            // new, accepted, pending_new, partially_filled, pending_cancel, held, calculated…: still open there.
+            if !Self.openStatuses.contains(order.status) {
+                logger.warning("an Alpaca order status Folio does not know; the order is kept open", metadata: ["status": "\(order.status)"])
+            }
             return fills.isEmpty ? .accepted : .partiallyFilled(fills)
         }
     }
 
-    /// The order's fills, from the account's FILL activities since it was made, oldest first.
+    /// The order's fills, from the account's FILL activities since it was
+    /// made, oldest first. Each fill's id is the order's and the quantity
+    /// filled up to and including it (`alpaca:<order>:<cum_qty>`), which the
+    /// trade stream's events carry too: a fill is the same fill whichever
+    /// way it arrives, and is applied once.
     func fills(of order: RemoteOrder) async throws -> [BrokerFill] {
         var fills: [BrokerFill] = []
         var pageToken: String?
+        var cumulative = Quantity.zero
         for _ in 0..<50 {
             var path = "/v2/account/activities/FILL?direction=asc&page_size=100"
             if let created = order.createdAt { path += "&after=\(Self.encode(created))" }
@@ -189,14 +212,34 @@ struct AlpacaBroker: Broker {
                 guard case .object(let fields) = activity, case .string(let id)? = fields["id"] else { continue }
                 pageToken = id
                 guard case .string(let orderID)? = fields["order_id"], orderID == order.id,
-                      case .string(let qty)? = fields["qty"], case .string(let price)? = fields["price"],
-                      let quantity = try? Quantity(parsing: qty), let executed = try? Price(parsing: price, rounding: .halfEven)
+                      let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
                 else { continue }
-                fills.append(BrokerFill(id: "alpaca-\(id)", quantity: quantity, price: executed))
+                cumulative = Self.quantity(fields["cum_qty"]) ?? ((try? cumulative + quantity) ?? cumulative)
+                fills.append(BrokerFill(id: Self.fillID(order: order.id, cumulative: cumulative), quantity: quantity, price: executed))
             }
             if activities.count < 100 { break }
         }
         return fills
+    }
+
+    static func fillID(order: String, cumulative: Quantity) -> String {
+        "alpaca:\(order):\(cumulative)"
+    }
+
+    /// A quantity Alpaca sends as a string (or, defensively, a JSON number's exact text).
+    static func quantity(_ value: JSONValue?) -> Quantity? {
+        switch value {
+        case .string(let text)?, .number(let text)?: try? Quantity(parsing: text)
+        default: nil
+        }
+    }
+
+    /// A price; Alpaca may send more places than Folio keeps, rounded half-even to the tick Folio stores.
+    static func price(_ value: JSONValue?) -> Price? {
+        switch value {
+        case .string(let text)?, .number(let text)?: try? Price(parsing: text, rounding: .halfEven)
+        default: nil
+        }
     }
 
     // MARK: - Wire
@@ -235,7 +278,34 @@ struct AlpacaBroker: Broker {
         }
     }
 
+    /// How often a call is tried when Alpaca answers 429 or 5xx, or does not
+    /// answer, and how long to wait before each retry (a `Retry-After` of up
+    /// to `longestWait` is honoured): all well within a job's 60-second lease.
+    static let attempts = 3
+    static let backOff: [Duration] = [.milliseconds(250), .seconds(1)]
+    static let longestWait = 5
+
     private func call(_ method: HTTPMethod, _ path: String, body: String? = nil) async throws -> Answer {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await callOnce(method, path, body: body)
+            } catch let failure as RetryableFailure {
+                guard attempt < Self.attempts else { throw BrokerError.unavailable(failure.reason) }
+                var wait = Self.backOff[min(attempt - 1, Self.backOff.count - 1)]
+                if let seconds = failure.retryAfter, seconds <= Self.longestWait { wait = max(wait, .seconds(seconds)) }
+                try await Task.sleep(for: wait)
+            }
+        }
+    }
+
+    struct RetryableFailure: Error {
+        var reason: String
+        var retryAfter: Int?
+    }
+
+    private func callOnce(_ method: HTTPMethod, _ path: String, body: String?) async throws -> Answer {
         var request = HTTPClientRequest(url: settings.baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path)
         request.method = method
         request.headers.add(name: "APCA-API-KEY-ID", value: settings.keyID)
@@ -246,19 +316,23 @@ struct AlpacaBroker: Broker {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: body))
         }
+        let route = "\(method.rawValue) \(path.prefix { $0 != "?" })"
         let status: Int
         let bytes: ByteBuffer
+        let retryAfter: Int?
         do {
             let response = try await httpClient.execute(request, timeout: timeout)
             status = Int(response.status.code)
+            retryAfter = response.headers.first(name: "Retry-After").flatMap { Int($0) }
             bytes = try await response.body.collect(upTo: 8 << 20)
         } catch {
             // The error names its type only: a URL or header never reaches the log.
             logger.warning("broker call failed", metadata: ["broker": "alpaca", "method": "\(method.rawValue)", "error": "\(type(of: error))"])
-            throw BrokerError.unavailable("\(method.rawValue) \(path.prefix { $0 != "?" }): \(type(of: error))")
+            throw RetryableFailure(reason: "\(route): \(type(of: error))")
         }
         if status == 429 || status >= 500 {
-            throw BrokerError.unavailable("\(method.rawValue) \(path.prefix { $0 != "?" }) answered HTTP \(status)")
+            logger.warning("broker call refused for now", metadata: ["broker": "alpaca", "method": "\(method.rawValue)", "status": "\(status)"])
+            throw RetryableFailure(reason: "\(route) answered HTTP \(status)", retryAfter: retryAfter)
         }
         let json = bytes.readableBytes == 0 ? JSONValue.null : ((try? bytes.withUnsafeReadableBytes { try JSONValue.parse($0) }) ?? .null)
         return Answer(status: status, json: json)

@@ -133,7 +133,9 @@ struct OrderService: Sendable {
             do {
                 // Canceled while on its way: cancel it where it is, at the broker or nowhere yet.
                 let broker = try await brokers.broker(for: order.accountID)
-                let report = order.cancelRequestedAt != nil ? try await broker.cancel(BrokerOrder(order)) : try await broker.submit(BrokerOrder(order))
+                var submission = BrokerOrder(order)
+                submission.retried = job.attempts > 1
+                let report = order.cancelRequestedAt != nil ? try await broker.cancel(submission) : try await broker.submit(submission)
                 reports.append(Report(job: job.id, order: order, report: report))
                 if broker.holdsOrders { held.append(order.id) }
             } catch let error as MarketDataError {
@@ -261,9 +263,11 @@ struct OrderService: Sendable {
     /// Cancels an open order. One that reached the broker is canceled there
     /// first, outside any transaction; what the broker answers (a fill that
     /// beat the cancel, say) is applied before the order ends. A `new` order
-    /// at a broker that holds orders may be on its way there: its cancel is
-    /// recorded as requested, the order stays `new`, and its submit job
-    /// cancels it at the broker (or here, if it never left).
+    /// at a broker that holds orders may be on its way there, and a broker
+    /// may take a while to confirm a cancel (Alpaca's `pending_cancel`): then
+    /// the cancel is recorded as requested (shown as `pending_cancel`), the
+    /// order keeps its reservation, and the submit job or the next look at
+    /// resting orders finishes it at the broker (or here, if it never left).
     func cancel(orderID: OrderID, userID: UserID, context: AuditContext) async throws -> OrderState {
         for _ in 0..<3 {
             guard let seen = try await store.order(orderID, owner: userID) else { throw TradingError.orderNotFound }
@@ -272,7 +276,10 @@ struct OrderService: Sendable {
                 continue  // it moved on meanwhile: cancel it as it is now
             }
             if seen.status == .accepted || seen.status == .partiallyFilled {
-                try await cancelAtBroker(seen)
+                guard try await cancelAtBroker(seen) else {
+                    if let requested = try await requestCancel(seen, userID: userID, context: context) { return requested }
+                    continue
+                }
             }
             let now = ledger.now(), ledger = self.ledger
             let canceled: OrderState? = try await database.transaction { db in
@@ -290,13 +297,14 @@ struct OrderService: Sendable {
         throw TradingError.orderNotFound
     }
 
-    /// Records a requested cancel on a `new` order; nil when it is no longer `new`.
+    /// Records a requested cancel on an order still as it was seen; nil when it has moved on (or was asked already).
     private func requestCancel(_ seen: OrderState, userID: UserID, context: AuditContext) async throws -> OrderState? {
         let now = ledger.now(), ledger = self.ledger
         return try await database.transaction { db in
             guard var open = try await ledger.open(account: seen.accountID, owner: userID, need: .init(orders: [seen.id]), on: db),
-                  let order = open.books.orders[seen.id], order.status == .new
+                  let order = open.books.orders[seen.id], order.status == seen.status
             else { return nil }
+            if order.cancelRequestedAt != nil { return order }
             open.books.record(try TradingRules.requestCancel(order, actor: userID, now: now))
             try await ledger.commit(open, context: context, on: db)
             return open.books.orders[seen.id]!
@@ -304,17 +312,25 @@ struct OrderService: Sendable {
     }
 
     /// Asks the broker to cancel and applies what it says happened: fills
-    /// that beat the cancel stand; the order itself ends afterwards.
-    private func cancelAtBroker(_ order: OrderState) async throws {
+    /// that beat the cancel stand. True when the order has ended there (or
+    /// the broker confirms the cancel); false while the broker has yet to.
+    private func cancelAtBroker(_ order: OrderState) async throws -> Bool {
         let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
         switch answer {
         case .canceled:
-            break
+            return true
         case .filledThenCanceled(let fills, _):
             // The fills stand; the order ends as the user asked, below.
             try await apply([Report(job: nil, order: order, report: .partiallyFilled(fills))], account: order.accountID)
+            return true
+        case .accepted:
+            return false
+        case .partiallyFilled:
+            try await apply([Report(job: nil, order: order, report: answer)], account: order.accountID)
+            return false
         default:
             try await apply([Report(job: nil, order: order, report: answer)], account: order.accountID)
+            return true
         }
     }
 
@@ -322,13 +338,9 @@ struct OrderService: Sendable {
     /// broker: canceled there now, with whatever filled before applied.
     func settleRequestedCancels(_ ids: [OrderID]) async throws {
         for order in try await store.orders(ids, on: database.sql) where order.cancelRequestedAt != nil && order.status.isOpen && order.status != .new {
+            // Still open there (the broker has yet to confirm): fills so far are applied, and the next look asks again.
             let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
-            let report: BrokerReport = switch answer {
-            case .filled: answer
-            case .partiallyFilled(let fills): .filledThenCanceled(fills, reason: "canceled by user")
-            default: answer
-            }
-            try await apply([Report(job: nil, order: order, report: report)], account: order.accountID)
+            try await apply([Report(job: nil, order: order, report: answer)], account: order.accountID)
         }
     }
 }

@@ -65,7 +65,8 @@ struct OrdersController: Sendable {
         var notional: Cash?
         var limitPrice: Price?
         var stopPrice: Price?
-        var status: OrderStatus
+        /// The order's status, or `pending_cancel` while a requested cancel waits on the broker.
+        var status: String
         var filledQuantity: Quantity
         var averageFillPrice: Price?
         var reservedCash: Cash
@@ -87,7 +88,7 @@ struct OrdersController: Sendable {
             notional = order.notional
             limitPrice = order.limitPrice
             stopPrice = order.stopPrice
-            status = order.status
+            status = order.shownStatus
             filledQuantity = order.filledQuantity
             averageFillPrice = order.averageFillPrice
             reservedCash = order.reservedCash
@@ -142,6 +143,7 @@ struct OrdersController: Sendable {
     @Sendable func cancel(_ request: Request, context: AuthenticatedContext) async throws -> EditedResponse<OrderResponse> {
         guard let id = context.parameters.get("id").flatMap(OrderID.init) else { throw TradingError.orderNotFound }
         let order = try await orders.cancel(orderID: id, userID: context.identity.userID, context: context.auditContext)
-        return EditedResponse(status: order.status == .new ? .accepted : .ok, response: OrderResponse(order))
+        // 202 while the broker has yet to confirm (`pending_cancel`); 200 once the order has ended.
+        return EditedResponse(status: order.status.isOpen ? .accepted : .ok, response: OrderResponse(order))
     }
 }

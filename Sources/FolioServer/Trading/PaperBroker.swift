@@ -16,6 +16,9 @@ struct BrokerOrder: Sendable {
     var createdAt: Date
     /// Filled so far (partial fills).
     var filledQuantity: Quantity = .zero
+    /// A submission tried before (its job's earlier attempt may have reached
+    /// the broker before the process died): a remote broker looks first.
+    var retried = false
 
     init(_ order: OrderState) {
         id = order.id

@@ -45,6 +45,8 @@ final class FakeAlpaca: Sendable {
         var price: Price
         var side: String
         var symbol: String
+        var cumulative: Quantity
+        var leaves: Quantity
     }
 
     private struct State {
@@ -57,6 +59,15 @@ final class FakeAlpaca: Sendable {
         var cash: Cash = 25_000
         var currency = "USD"
         var revokeKeys = false
+        /// Statuses to answer the next calls with instead of serving them (429, 500…).
+        var failures: [Int] = []
+        var calls = 0
+        /// Orders are refused with 403 for buying power.
+        var refuseBuyingPower = false
+        /// A DELETE leaves the order `pending_cancel` until `confirmCancels`.
+        var slowCancels = false
+        /// Positions held, by symbol.
+        var positions: [String: Quantity] = [:]
     }
 
     static let accountNumber = "PA3FAKE7781"
@@ -82,6 +93,45 @@ final class FakeAlpaca: Sendable {
     var cash: Cash {
         get { state.withLockedValue { $0.cash } }
         set { state.withLockedValue { $0.cash = newValue } }
+    }
+
+    /// The next `statuses.count` calls are answered with these statuses and nothing else.
+    func failNext(_ statuses: [Int]) {
+        state.withLockedValue { $0.failures += statuses }
+    }
+
+    /// Calls answered so far (including the failed ones).
+    var calls: Int { state.withLockedValue { $0.calls } }
+
+    var refuseBuyingPower: Bool {
+        get { state.withLockedValue { $0.refuseBuyingPower } }
+        set { state.withLockedValue { $0.refuseBuyingPower = newValue } }
+    }
+
+    var slowCancels: Bool {
+        get { state.withLockedValue { $0.slowCancels } }
+        set { state.withLockedValue { $0.slowCancels = newValue } }
+    }
+
+    /// Positions at the fake, which fills move and a test may change behind Folio's back.
+    var positions: [String: Quantity] {
+        get { state.withLockedValue { $0.positions } }
+        set { state.withLockedValue { $0.positions = newValue } }
+    }
+
+    /// Alpaca processes the pending cancels.
+    func confirmCancels() {
+        state.withLockedValue { state in
+            for (id, order) in state.orders where order.status == "pending_cancel" { state.orders[id]?.status = "canceled" }
+        }
+    }
+
+    /// Sets an order's status as Alpaca would (done_for_day, replaced, expired…).
+    func setStatus(clientOrderID: String, _ status: String) {
+        state.withLockedValue { state in
+            guard let id = state.orders.values.first(where: { $0.clientOrderID == clientOrderID })?.id else { return }
+            state.orders[id]?.status = status
+        }
     }
 
     /// The keys stop opening the account (revoked at Alpaca): every call is 401.
@@ -133,17 +183,26 @@ final class FakeAlpaca: Sendable {
         if let amount = try? Cash.product(part, price, rounding: .halfEven) {
             state.cash = (try? (order.side == "buy" ? state.cash - amount : state.cash + amount)) ?? state.cash
         }
+        let held = state.positions[order.symbol] ?? .zero
+        state.positions[order.symbol] = (try? (order.side == "buy" ? held + part : held - part)) ?? held
         order.status = order.filled == total ? "filled" : "partially_filled"
         state.orders[id] = order
         state.sequence += 1
         state.activities.append(Activity(
             id: String(format: "20261124%09d::%@", state.sequence, UUID().uuidString.lowercased()), orderID: id, quantity: part, price: price,
-            side: order.side, symbol: order.symbol))
+            side: order.side, symbol: order.symbol, cumulative: order.filled, leaves: (try? total - order.filled) ?? .zero))
     }
 
     // MARK: - The API
 
     func answer(_ request: Request, path: String) async throws -> Response {
+        let failure: Int? = state.withLockedValue { state in
+            state.calls += 1
+            return state.failures.isEmpty ? nil : state.failures.removeFirst()
+        }
+        if let failure {
+            return Self.json(#"{"code":\#(failure)00000,"message":"try again later"}"#, status: .init(code: failure))
+        }
         guard request.headers[HTTPField.Name("APCA-API-KEY-ID")!] == Self.keyID,
               request.headers[HTTPField.Name("APCA-API-SECRET-KEY")!] == Self.secretKey, !revokeKeys
         else { return Self.json(#"{"code":40110000,"message":"request is not authorized"}"#, status: .unauthorized) }
@@ -164,6 +223,9 @@ final class FakeAlpaca: Sendable {
             else { return Self.json(#"{"code":40010001,"message":"invalid order request"}"#, status: .unprocessableContent) }
             return state.withLockedValue { state in
                 state.posts[client, default: 0] += 1
+                if state.refuseBuyingPower {
+                    return Self.json(#"{"code":40310000,"message":"insufficient buying power"}"#, status: .forbidden)
+                }
                 if state.orders.values.contains(where: { $0.clientOrderID == client }) {
                     return Self.json(#"{"code":40010001,"message":"client_order_id must be unique"}"#, status: .unprocessableContent)
                 }
@@ -192,10 +254,10 @@ final class FakeAlpaca: Sendable {
             let id = String(path.dropFirst("/v2/orders/".count))
             return state.withLockedValue { state in
                 guard var order = state.orders[id] else { return Self.json(#"{"code":40410000,"message":"order not found"}"#, status: .notFound) }
-                guard ["accepted", "new", "partially_filled"].contains(order.status) else {
+                guard ["accepted", "new", "partially_filled", "done_for_day"].contains(order.status) else {
                     return Self.json(#"{"code":42210000,"message":"order is not cancelable"}"#, status: .unprocessableContent)
                 }
-                order.status = "canceled"
+                order.status = state.slowCancels ? "pending_cancel" : "canceled"
                 state.orders[id] = order
                 return Response(status: .noContent)
             }
@@ -205,9 +267,16 @@ final class FakeAlpaca: Sendable {
                 var list = state.activities
                 if let after, let index = list.firstIndex(where: { $0.id == after }) { list = Array(list[(index + 1)...]) }
                 let page = list.prefix(100).map { activity in
-                    #"{"activity_type":"FILL","id":"\#(activity.id)","order_id":"\#(activity.orderID)","qty":"\#(activity.quantity)","price":"\#(activity.price)","side":"\#(activity.side)","symbol":"\#(activity.symbol)","type":"fill","transaction_time":"2026-11-24T15:30:00Z"}"#
+                    #"{"activity_type":"FILL","id":"\#(activity.id)","order_id":"\#(activity.orderID)","qty":"\#(activity.quantity)","price":"\#(activity.price)","side":"\#(activity.side)","symbol":"\#(activity.symbol)","cum_qty":"\#(activity.cumulative)","leaves_qty":"\#(activity.leaves)","type":"\#(activity.leaves.isPositive ? "partial_fill" : "fill")","transaction_time":"2026-11-24T15:30:00Z"}"#
                 }
                 return Self.json("[" + page.joined(separator: ",") + "]")
+            }
+        case (.get, "/v2/positions"):
+            return state.withLockedValue { state in
+                let held = state.positions.filter { $0.value != .zero }.sorted { $0.key < $1.key }.map { symbol, quantity in
+                    #"{"asset_id":"904837e3-3b76-47ec-b432-046db621571b","symbol":"\#(symbol)","exchange":"NASDAQ","asset_class":"us_equity","qty":"\#(quantity)","side":"\#(quantity.isNegative ? "short" : "long")","avg_entry_price":"100","market_value":"0","cost_basis":"0"}"#
+                }
+                return Self.json("[" + held.joined(separator: ",") + "]")
             }
         default:
             return Self.json(#"{"code":40410000,"message":"endpoint not found"}"#, status: .notFound)
