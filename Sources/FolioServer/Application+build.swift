@@ -100,11 +100,11 @@ public struct FolioServices: Sendable {
                 quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills,
                 marketHours: configuration.paperMarketHours)
         let brokerageStore = BrokerageStore(database: database)
-        let brokers = Brokers(paper: paper, store: brokerageStore, secretBox: identity.secretBox, httpClient: .shared, logger: logger)
+        let brokers = Brokers(paper: paper, store: brokerageStore, secretBox: identity.secretBox, logger: logger)
         self.brokers = brokers
         let brokerage = BrokerageLinks(
             store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, secretBox: identity.secretBox, urls: configuration.alpacaURLs,
-            deploymentKeys: configuration.alpaca, httpClient: .shared, logger: logger)
+            deploymentKeys: configuration.alpaca, logger: logger)
         self.brokerage = brokerage
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs

@@ -31,6 +31,7 @@ struct BrokerageLinkTests {
         try await withLinkApp(kind) { client, env, fake in
             let tokens = try await signUp(client, env, email: "refused@example.com")
             let wrong = try await link(client, tokens, ["key_id": FakeAlpaca.keyID, "secret_key": "not-the-secret-0000000", "environment": "paper"])
+            #expect(ConfiguredSecrets.mask(in: "not-the-secret-0000000") == "not-the-secret-0000000", "a refused guess is not taught to the redactor")
             #expect(wrong.status == .unprocessableContent)
             #expect(try problem(wrong).code == "broker_keys_refused")
             #expect(try problem(wrong).errors?.map(\.field) == ["secret_key"])
@@ -45,6 +46,14 @@ struct BrokerageLinkTests {
             fake.currency = "USD"
             fake.cash = -100
             #expect(try problem(try await link(client, tokens)).code == "broker_account_unsupported", "cash borrowed on margin")
+            fake.cash = try Cash(parsing: "0.12345", rounding: .down)
+            fake.cashText = "10.12345"
+            #expect(try problem(try await link(client, tokens)).code == "broker_account_unsupported", "more places than Folio keeps: not a retry-later 503")
+            fake.cashText = nil
+            fake.cash = 100
+            fake.tradingBlocked = true
+            #expect(try problem(try await link(client, tokens)).code == "broker_account_unsupported", "trading blocked")
+            fake.tradingBlocked = false
             #expect(try await env.accounts().count == 1, "only the paper account")
             #expect(try await env.database.sql.raw("SELECT COUNT(*) AS n FROM brokerage_links").first()?.decode(column: "n", as: Int.self) == 0)
         }
@@ -99,12 +108,42 @@ struct BrokerageLinkTests {
             let again = try await link(client, tokens)
             #expect(again.status == .conflict)
             #expect(try problem(again).code == "already_linked")
-            // Another user with the same keys gets their own account (the keys are theirs to share).
+            #expect(try problem(again).detail.contains(id))
+            // Another user with the same keys cannot mirror the same Alpaca account a second time, nor learn whose it is.
             let other = try await signUp(client, env, email: "other@example.com")
-            #expect(try await link(client, other).status == .created)
+            let taken = try await link(client, other)
+            #expect(taken.status == .conflict)
+            #expect(try problem(taken).code == "already_linked")
+            #expect(!(try problem(taken).detail.contains(id)))
             // And one user cannot see or unlink another's.
             #expect(try await client.execute(uri: "/api/brokerage/alpaca/\(id)", method: .delete, headers: bearer(other)).status == .notFound)
+            let othersLinks = try json(try await client.execute(uri: "/api/brokerage/links", method: .get, headers: bearer(other)))
+            #expect((othersLinks["data"] as? [Any])?.isEmpty == true)
+
+            // Accepted keys are masked in every log line from now on; a refused guess is not taught to the redactor.
+            #expect(!ConfiguredSecrets.mask(in: "x \(FakeAlpaca.secretKey) y").contains(FakeAlpaca.secretKey))
+            #expect(ConfiguredSecrets.mask(in: "not-the-secret-0000000") == "not-the-secret-0000000")
+            #expect(LogRedactor().isSensitiveKey("key_id") && LogRedactor().isSensitiveKey("secret_key"), "request bodies logged under DEBUG mask both")
             try await env.expectConsistent()
+        }
+    }
+
+    @Test("a live link talks to the live URL, a paper link to the paper URL", arguments: TestDatabaseKind.all)
+    func environments(kind: TestDatabaseKind) async throws {
+        try await withLinkApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "live@example.com")
+            var body = FakeAlpaca.linkBody
+            body["environment"] = "live"
+            let linked = try await link(client, tokens, body)
+            #expect(linked.status == .created)
+            #expect((try json(linked)["link"] as? [String: Any])?["environment"] as? String == "live")
+            #expect((try json(linked)["account"] as? [String: Any])?["name"] as? String == "Alpaca live ····7781")
+            #expect(fake.liveCalls == 1 && fake.paperCalls == 0)
+            let account = try #require((try json(linked)["account"] as? [String: Any])?["id"] as? String)
+            _ = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET", "account_id": account], headers: bearer(tokens))
+            await env.worker.drain()
+            #expect(fake.paperCalls == 0, "the live account's orders go to the live URL")
+            #expect(fake.liveCalls > 1)
         }
     }
 
@@ -119,6 +158,10 @@ struct BrokerageLinkTests {
                 let refused = try await post(client, "/api/accounts/\(id)/\(route)", ["amount": "10.00"], headers: headers)
                 #expect(refused.status == .conflict)
                 #expect(try problem(refused).code == "cash_moves_at_broker")
+            }
+            // Nor can an operator post a dividend or fee to it: Alpaca pays and charges them.
+            await #expect(throws: BrokerageError.cashMovesAtBroker) {
+                _ = try await OperatorPosting.post(.fee, accountID: try #require(AccountID(id)), amount: 1, symbol: nil, description: "Fee", services: env.services)
             }
             #expect(try await env.accounts().first { $0.kind == "brokerage" }?.cash == 25_000)
             try await env.expectConsistent()
@@ -157,40 +200,54 @@ struct BrokerageLinkTests {
         }
     }
 
-    @Test("the deployment's own keys link the first administrator's account once", arguments: TestDatabaseKind.all)
+    @Test("the deployment's own keys link the first administrator's account once: not again after an unlink, not to a later admin", arguments: TestDatabaseKind.all)
     func deploymentDefault(kind: TestDatabaseKind) async throws {
-        try await withLinkApp(kind, configure: { configuration, fake in configuration.alpaca = fake.settings }) { client, env, fake in
+        try await withLinkApp(kind, configure: { configuration, fake in configuration.alpaca = fake.settings }) { client, env, _ in
             let links = env.services.brokerage
             #expect(try await links.linkDeploymentDefault() == .noAdministrator)
             _ = try await signUp(client, env, email: "plain@example.com")
             let admin = try await UserAdministration(services: env.services).createAdmin(email: "root@example.com", password: strongPassword)
             guard case .linked(let account) = try await links.linkDeploymentDefault() else { Issue.record("not linked"); return }
-            #expect(try await links.linkDeploymentDefault() == .alreadyLinked(account))
+            #expect(try await links.linkDeploymentDefault() == .linkedBefore(account))
             let record = try #require(try await env.accounts().first { $0.id == account })
             #expect(record.userID == UserID(admin) && record.kind == "brokerage")
+            #expect(try await env.services.brokerage.store.link(of: account)?.environment == .paper)
+
+            try await links.unlink(account: account, userID: UserID(admin), context: .none)
+            _ = try await UserAdministration(services: env.services).createAdmin(email: "second@example.com", password: strongPassword)
+            #expect(try await links.linkDeploymentDefault() == .linkedBefore(account), "neither linked again nor to the second admin")
             #expect(try await env.accounts().filter { $0.kind == "brokerage" }.count == 1)
-            _ = fake
+            #expect(links.environment(of: env.configuration.alpacaURLs.live + "/") == .live, "a trailing slash does not make a live URL paper")
         }
     }
 
-    @Test("brokerage keys sealed under a previous SECRET_KEY are sealed again under the new one", arguments: TestDatabaseKind.all)
+    @Test("folio secrets rotate: brokerage keys and TOTP secrets sealed under the previous SECRET_KEY are sealed again under the new one", arguments: TestDatabaseKind.all)
     func rotation(kind: TestDatabaseKind) async throws {
         try await withLinkApp(kind) { client, env, _ in
             let tokens = try await signUp(client, env, email: "rotate@example.com")
             let text = try #require((try json(try await link(client, tokens))["account"] as? [String: Any])?["id"] as? String)
             let id = try #require(AccountID(text))
-            let old = env.services.brokerage
+            // A user enrolled in TOTP under the old key.
+            let store = IdentityStore()
+            let user = try #require(try await store.user(email: "rotate@example.com", on: env.database.db))
+            user.totpSecretSealed = try env.services.identity.secretBox.seal("JBSWY3DPEHPK3PXP")
+            try await store.save(user, on: env.database.db)
+
             let newKey = "rotated-signing-key-" + String(repeating: "r", count: 24)
-            let rotatedBox = SecretBox(secretKey: newKey, previousKeys: [env.configuration.secretKey])
-            let rotated = BrokerageLinks(
-                store: old.store, trading: old.trading, ledger: old.ledger, brokers: old.brokers, secretBox: rotatedBox, urls: old.urls,
-                deploymentKeys: nil, httpClient: old.httpClient, logger: old.logger)
-            let first = try await env.database.transaction { db in try await rotated.resealCredentials(on: db) }
-            #expect(first.resealed == 1 && first.unreadable == 0)
-            #expect(try await env.database.transaction { db in try await rotated.resealCredentials(on: db) }.resealed == 0, "already under the new key")
-            let sealed = try #require(try await old.store.link(of: id)?.sealedCredentials)
+            var dependencies = env.services.dependencies
+            dependencies.configuration.previousSecretKeys = [env.configuration.secretKey]
+            dependencies.configuration.secretKey = newKey
+            let rotated = await FolioServices(dependencies)
+            let outcome = try await SecretRotation.run(services: rotated)
+            #expect(outcome.brokerageLinks == 1 && outcome.totpSecrets == 1 && outcome.unreadable == 0)
+            #expect(outcome.auditHeads > 0)
+            #expect(try await SecretRotation.run(services: rotated).brokerageLinks == 0, "already under the new key")
+
             let newOnly = SecretBox(secretKey: newKey, previousKeys: [])
+            let sealed = try #require(try await env.services.brokerage.store.link(of: id)?.sealedCredentials)
             #expect(AlpacaCredentials.open(sealed, with: newOnly)?.keyID == FakeAlpaca.keyID, "opens without the old key")
+            let reread = try #require(try await store.user(email: "rotate@example.com", on: env.database.db))
+            #expect(newOnly.open(try #require(reread.totpSecretSealed)) == "JBSWY3DPEHPK3PXP")
         }
     }
 }

@@ -19,7 +19,7 @@ public struct LogRedactor: Sendable {
     /// with `-` and `_` treated alike.
     static let sensitiveKeyFragments = [
         "password", "passwd", "passphrase", "secret", "token", "api_key", "apikey",
-        "authorization", "cookie", "credential", "private_key", "ssn", "card_number", "totp", "recovery_code", "otp_code",
+        "authorization", "cookie", "credential", "private_key", "key_id", "ssn", "card_number", "totp", "recovery_code", "otp_code",
     ]
 
     public init() {}

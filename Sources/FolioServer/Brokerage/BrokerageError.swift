@@ -8,8 +8,8 @@ enum BrokerageError: Error, Equatable, Sendable {
     case brokerUnavailable
     /// The account at the broker is one Folio cannot mirror (another currency, cash borrowed on margin, blocked).
     case unsupportedAccount(String)
-    /// These keys' account is already linked to one of the user's Folio accounts.
-    case alreadyLinked(AccountID)
+    /// The Alpaca account is already linked: to this Folio account of the user's, or (nil) to someone else's.
+    case alreadyLinked(AccountID?)
     case linkNotFound
     /// Unlinking would strand orders still open at the broker.
     case openOrders(Int)

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import FolioDomain
 import Foundation
 import Logging
@@ -8,7 +7,9 @@ import SQLKit
 /// anything is stored, sealed at rest, and the account's cash there becomes
 /// the opening deposit of a new Folio account of kind `brokerage`. From then
 /// on the account's orders go to Alpaca (see `Brokers`); money moves in and
-/// out at Alpaca, never through Folio's deposit routes.
+/// out at Alpaca, never through Folio's deposit routes. One Alpaca account is
+/// linked to at most one Folio account at a time, across all users: two
+/// mirrors of one account would count its money twice.
 struct BrokerageLinks: Sendable {
     let store: BrokerageStore
     let trading: TradingStore
@@ -18,7 +19,6 @@ struct BrokerageLinks: Sendable {
     let urls: AppConfiguration.AlpacaURLs
     /// The deployment's own keys, linked to the first admin.
     let deploymentKeys: AppConfiguration.AlpacaSettings?
-    let httpClient: HTTPClient
     let logger: Logger
 
     static let broker = "alpaca"
@@ -33,7 +33,8 @@ struct BrokerageLinks: Sendable {
     func linkAlpaca(
         userID: UserID, credentials: AlpacaCredentials, environment: BrokerageLink.Environment, context: AuditContext
     ) async throws -> Linked {
-        try await link(userID: userID, credentials: credentials, environment: environment, baseURL: url(of: environment), context: context)
+        try await link(
+            userID: userID, credentials: credentials, environment: environment, baseURL: url(of: environment), origin: .user, context: context)
     }
 
     func url(of environment: BrokerageLink.Environment) -> String {
@@ -41,45 +42,48 @@ struct BrokerageLinks: Sendable {
     }
 
     private func link(
-        userID: UserID, credentials: AlpacaCredentials, environment: BrokerageLink.Environment, baseURL: String, context: AuditContext
+        userID: UserID, credentials: AlpacaCredentials, environment: BrokerageLink.Environment, baseURL: String,
+        origin: BrokerageLink.Origin, context: AuditContext
     ) async throws -> Linked {
-        // From here on no log line can carry these keys, whatever goes wrong.
-        ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
-        let client = AlpacaBroker(
-            settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: baseURL), httpClient: httpClient, logger: logger)
+        let client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: baseURL), logger: logger)
         let answer: AlpacaBroker.AccountAnswer
         do {
             answer = try await client.account()
         } catch {
+            // The error names a route and a status or an error type, never the keys (they are in headers only).
             logger.warning("linking an Alpaca account failed: the broker could not be asked", metadata: ["error": "\(error)"])
             throw BrokerageError.brokerUnavailable
         }
-        guard case .account(let remote) = answer else { throw BrokerageError.keysRefused }
+        let remote: AlpacaBroker.RemoteAccount
+        switch answer {
+        case .refused: throw BrokerageError.keysRefused
+        case .unreadable(let reason): throw BrokerageError.unsupportedAccount(reason)
+        case .account(let account): remote = account
+        }
+        // Keys Alpaca accepted are kept out of every log line from here on (only these: a refused guess teaches the redactor nothing).
+        ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
         guard remote.currency == "USD" else { throw BrokerageError.unsupportedAccount("its currency is \(remote.currency); Folio keeps USD accounts") }
         guard !remote.cash.isNegative else {
             throw BrokerageError.unsupportedAccount("its cash is \(remote.cash), borrowed on margin; Folio mirrors cash accounts")
         }
-        guard remote.status.isEmpty || remote.status == "ACTIVE" else {
-            throw BrokerageError.unsupportedAccount("Alpaca reports its status as \(remote.status), not ACTIVE")
-        }
+        guard remote.status == "ACTIVE" else { throw BrokerageError.unsupportedAccount("Alpaca reports its status as \(remote.status), not ACTIVE") }
+        guard !remote.tradingBlocked else { throw BrokerageError.unsupportedAccount("Alpaca reports trading on it as blocked") }
         let sealed = try credentials.sealed(with: secretBox)
         let now = ledger.now()
         let store = self.store, ledger = self.ledger, number = remote.accountNumber
         let name = "Alpaca \(environment.rawValue) ····\(number.suffix(4))"
         do {
             return try await store.database.transaction { db in
-                if let existing = try await store.activeLink(
-                    userID: userID, broker: Self.broker, environment: environment, remoteAccount: number, on: db)
-                {
-                    throw BrokerageError.alreadyLinked(existing.accountID)
+                if let existing = try await store.activeLink(broker: Self.broker, environment: environment, remoteAccount: number, on: db) {
+                    throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil)
                 }
-                let details = ["broker": Self.broker, "environment": environment.rawValue, "remote_account": number]
+                let details = ["broker": Self.broker, "environment": environment.rawValue, "remote_account": number, "origin": origin.rawValue]
                 let accountID = try await ledger.openAccount(
                     for: userID, kind: "brokerage", name: name, startingCash: remote.cash, cashDescription: "Cash at Alpaca when linked",
                     details: details, context: context, on: db)
                 let link = BrokerageLink(
                     id: UUID(), userID: userID, accountID: accountID, broker: Self.broker, environment: environment, baseURL: baseURL,
-                    remoteAccount: number, keyHint: credentials.hint, sealedCredentials: sealed, status: .active, createdAt: now)
+                    remoteAccount: number, keyHint: credentials.hint, sealedCredentials: sealed, status: .active, origin: origin, createdAt: now)
                 try await store.insert(link, on: db)
                 return Linked(
                     account: AccountRecord(
@@ -87,25 +91,26 @@ struct BrokerageLinks: Sendable {
                     link: link)
             }
         } catch where DatabaseConstraint(error)?.kind == .unique {
-            // A second request with the same keys won the race.
+            // A second request for the same Alpaca account won the race.
             let existing = try await store.database.transaction { db in
-                try await store.activeLink(userID: userID, broker: Self.broker, environment: environment, remoteAccount: number, on: db)
+                try await store.activeLink(broker: Self.broker, environment: environment, remoteAccount: number, on: db)
             }
             guard let existing else { throw error }
-            throw BrokerageError.alreadyLinked(existing.accountID)
+            throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil)
         }
     }
 
     /// Unlinks an account: its credentials are forgotten, its ledger and
-    /// history stay, and it takes no more orders. Refused while orders are
-    /// still open at the broker, which Folio could then no longer follow.
+    /// history stay, and it takes no more orders (every instance reads the
+    /// link again before routing an order). Refused while orders are still
+    /// open at the broker, which Folio could then no longer follow.
     func unlink(account accountID: AccountID, userID: UserID, context: AuditContext) async throws {
         let store = self.store, ledger = self.ledger, trading = self.trading
         try await store.database.transaction { db in
-            guard let link = try await store.link(of: accountID, on: db), link.userID == userID, link.status == .active else {
-                throw BrokerageError.linkNotFound
-            }
-            guard var open = try await ledger.open(account: accountID, owner: userID, on: db) else { throw BrokerageError.linkNotFound }
+            // The account's lock first: two unlinks of one account, or an unlink and a placement, go one after the other.
+            guard var open = try await ledger.open(account: accountID, owner: userID, on: db),
+                  let link = try await store.link(of: accountID, on: db), link.status == .active
+            else { throw BrokerageError.linkNotFound }
             let orders = try await trading.openOrders(of: accountID, on: db)
             guard orders.isEmpty else { throw BrokerageError.openOrders(orders.count) }
             try await store.markRemoved(link.id, now: ledger.now(), on: db)
@@ -116,7 +121,6 @@ struct BrokerageLinks: Sendable {
             open.books.record(unlinked)
             try await ledger.commit(open, context: context, on: db)
         }
-        brokers.forget(accountID)
     }
 
     func links(of userID: UserID) async throws -> [BrokerageLink] {
@@ -128,35 +132,38 @@ struct BrokerageLinks: Sendable {
     enum DefaultLinkOutcome: Equatable, Sendable {
         case notConfigured
         case noAdministrator
-        case alreadyLinked(AccountID)
+        /// Linked before (and perhaps unlinked since): never again.
+        case linkedBefore(AccountID)
+        /// Someone linked the same Alpaca account through the API first.
+        case linkedByAUser
         case linked(AccountID)
     }
 
     /// Links `ALPACA_API_KEY` and `ALPACA_SECRET_KEY` to the first
-    /// administrator's account, once: a single-user install trades at Alpaca
-    /// without anyone pasting keys. Run at start-up and every ten minutes
-    /// until there is an administrator.
+    /// administrator's account: a single-user install trades at Alpaca
+    /// without anyone pasting keys. Once, ever: after an unlink the keys are
+    /// not linked again, and a later admin does not get them too. Run at
+    /// start-up and every ten minutes until there is an administrator.
     func linkDeploymentDefault() async throws -> DefaultLinkOutcome {
         guard let keys = deploymentKeys else { return .notConfigured }
+        if let before = try await store.deploymentLink() { return .linkedBefore(before.accountID) }
         guard let admin = try await IdentityStore().firstAdmin(on: store.database.db)?.id.map(UserID.init) else { return .noAdministrator }
-        let environment: BrokerageLink.Environment = keys.baseURL == urls.live ? .live : .paper
-        let credentials = AlpacaCredentials(keyID: keys.keyID, secretKey: keys.secretKey)
-        // Linked before: no call to Alpaca to find that out again.
-        if let linked = try await store.links(of: admin).first(where: {
-            $0.status == .active && $0.baseURL == keys.baseURL && $0.keyHint == credentials.hint
-                && AlpacaCredentials.open($0.sealedCredentials, with: secretBox)?.keyID == keys.keyID
-        }) {
-            return .alreadyLinked(linked.accountID)
-        }
+        let linked: Linked
         do {
-            let linked = try await link(
-                userID: admin, credentials: credentials, environment: environment,
-                baseURL: keys.baseURL, context: .none)
-            logger.info("linked the deployment's Alpaca account to the first administrator", metadata: ["account_id": "\(linked.account.id)"])
-            return .linked(linked.account.id)
-        } catch BrokerageError.alreadyLinked(let account) {
-            return .alreadyLinked(account)
+            linked = try await link(
+                userID: admin, credentials: AlpacaCredentials(keyID: keys.keyID, secretKey: keys.secretKey), environment: environment(of: keys.baseURL),
+                baseURL: keys.baseURL, origin: .deployment, context: .none)
+        } catch BrokerageError.alreadyLinked {
+            return .linkedByAUser
         }
+        logger.info("linked the deployment's Alpaca account to the first administrator", metadata: ["account_id": "\(linked.account.id)"])
+        return .linked(linked.account.id)
+    }
+
+    /// Live when the URL is the live API's (however its trailing slash is written), paper otherwise.
+    func environment(of baseURL: String) -> BrokerageLink.Environment {
+        func trimmed(_ url: String) -> String { url.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "/")) }
+        return trimmed(baseURL) == trimmed(urls.live) ? .live : .paper
     }
 
     static let defaultLinkSchedule = RecurringJob(

@@ -12,6 +12,13 @@ struct BrokerageLink: Sendable, Equatable {
         case active, removed
     }
 
+    enum Origin: String, Sendable, Codable {
+        /// Linked by its user through the API.
+        case user
+        /// The deployment's own keys (`ALPACA_API_KEY`), linked once to the first administrator.
+        case deployment
+    }
+
     var id: UUID
     var userID: UserID
     var accountID: AccountID
@@ -23,6 +30,7 @@ struct BrokerageLink: Sendable, Equatable {
     /// The key id and secret, sealed by `SecretBox`; empty once unlinked.
     var sealedCredentials: String
     var status: Status
+    var origin: Origin = .user
     var createdAt: Date
     var removedAt: Date?
 }
@@ -31,14 +39,14 @@ struct BrokerageLink: Sendable, Equatable {
 struct BrokerageStore: Sendable {
     let database: FolioDatabase
 
-    static let columns = "id, user_id, account_id, broker, environment, base_url, remote_account, key_hint, sealed_credentials, status, created_at, removed_at"
+    static let columns = "id, user_id, account_id, broker, environment, base_url, remote_account, key_hint, sealed_credentials, status, origin, created_at, removed_at"
 
     func insert(_ link: BrokerageLink, on db: any SQLDatabase) async throws {
         try await db.raw("""
             INSERT INTO brokerage_links (\(unsafeRaw: Self.columns))
             VALUES (\(bind: link.id), \(bind: link.userID), \(bind: link.accountID), \(bind: link.broker), \(bind: link.environment.rawValue),
                     \(bind: link.baseURL), \(bind: link.remoteAccount), \(bind: link.keyHint), \(bind: link.sealedCredentials),
-                    \(bind: link.status.rawValue), \(bind: link.createdAt), \(bind: link.removedAt))
+                    \(bind: link.status.rawValue), \(bind: link.origin.rawValue), \(bind: link.createdAt), \(bind: link.removedAt))
             """).run()
     }
 
@@ -62,13 +70,17 @@ struct BrokerageStore: Sendable {
             """).all().map(Self.link)
     }
 
-    /// The user's active link to this account at the broker, if any.
-    func activeLink(userID: UserID, broker: String, environment: BrokerageLink.Environment, remoteAccount: String, on db: any SQLDatabase) async throws -> BrokerageLink? {
+    /// The active link to this account at the broker, whoever made it.
+    func activeLink(broker: String, environment: BrokerageLink.Environment, remoteAccount: String, on db: any SQLDatabase) async throws -> BrokerageLink? {
         try await db.raw("""
             SELECT \(unsafeRaw: Self.columns) FROM brokerage_links
-            WHERE user_id = \(bind: userID) AND broker = \(bind: broker) AND environment = \(bind: environment.rawValue)
-              AND remote_account = \(bind: remoteAccount) AND status = 'active'
+            WHERE broker = \(bind: broker) AND environment = \(bind: environment.rawValue) AND remote_account = \(bind: remoteAccount) AND status = 'active'
             """).first().map(Self.link)
+    }
+
+    /// The link the deployment's own keys made, active or removed, if they ever made one.
+    func deploymentLink() async throws -> BrokerageLink? {
+        try await database.sql.raw("SELECT \(unsafeRaw: Self.columns) FROM brokerage_links WHERE origin = 'deployment'").first().map(Self.link)
     }
 
     /// Forgets the credentials: the account and its history stay.
@@ -84,15 +96,18 @@ struct BrokerageStore: Sendable {
 
     static func link(_ row: any SQLRow) throws -> BrokerageLink {
         let environment = try row.decode(column: "environment", as: String.self), status = try row.decode(column: "status", as: String.self)
-        guard let environment = BrokerageLink.Environment(rawValue: environment), let status = BrokerageLink.Status(rawValue: status) else {
-            throw TradingStore.StoreError.corrupt("brokerage_links has environment \(environment) and status \(status)")
+        let origin = try row.decode(column: "origin", as: String.self)
+        guard let environment = BrokerageLink.Environment(rawValue: environment), let status = BrokerageLink.Status(rawValue: status),
+              let origin = BrokerageLink.Origin(rawValue: origin)
+        else {
+            throw TradingStore.StoreError.corrupt("brokerage_links has environment \(environment), status \(status), origin \(origin)")
         }
         return BrokerageLink(
             id: try row.decode(column: "id", as: UUID.self), userID: try row.decode(column: "user_id", as: UserID.self),
             accountID: try row.decode(column: "account_id", as: AccountID.self), broker: try row.decode(column: "broker", as: String.self),
             environment: environment, baseURL: try row.decode(column: "base_url", as: String.self),
             remoteAccount: try row.decode(column: "remote_account", as: String.self), keyHint: try row.decode(column: "key_hint", as: String.self),
-            sealedCredentials: try row.decode(column: "sealed_credentials", as: String.self), status: status,
+            sealedCredentials: try row.decode(column: "sealed_credentials", as: String.self), status: status, origin: origin,
             createdAt: try row.decode(column: "created_at", as: Date.self), removedAt: try row.decode(column: "removed_at", as: Date?.self))
     }
 }

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import FolioDomain
 import Foundation
 import Logging
@@ -6,10 +5,11 @@ import SQLKit
 import Synchronization
 
 /// Which broker executes an account's orders: the paper broker for a paper
-/// account; Alpaca, with the account's own keys, for a linked one. The answer
-/// is kept per account (an account never changes broker, and an unlinked one
-/// has no open orders left to route), so the order path pays one lookup per
-/// account and process.
+/// account; Alpaca, with the account's own keys, for a linked one. A paper
+/// account is remembered as such (it never gains a link); a linked account's
+/// link is read again every time, inside the caller's transaction when there
+/// is one, so a link removed by any instance stops its orders at once. Only
+/// the opened Alpaca client is kept, per link.
 final class Brokers: Sendable {
     enum Route: Sendable {
         case paper
@@ -21,57 +21,57 @@ final class Brokers: Sendable {
     let paper: any Broker
     let store: BrokerageStore
     let secretBox: SecretBox
-    let httpClient: HTTPClient
     let logger: Logger
-    private let routes = Mutex<[AccountID: Route]>([:])
+    /// Accounts known to have no link: paper accounts.
+    private let paperAccounts = Mutex<Set<AccountID>>([])
+    /// Opened Alpaca clients, by link.
+    private let clients = Mutex<[UUID: AlpacaBroker]>([:])
 
-    init(paper: any Broker, store: BrokerageStore, secretBox: SecretBox, httpClient: HTTPClient, logger: Logger) {
+    init(paper: any Broker, store: BrokerageStore, secretBox: SecretBox, logger: Logger) {
         self.paper = paper
         self.store = store
         self.secretBox = secretBox
-        self.httpClient = httpClient
         self.logger = logger
     }
 
     /// The account's route; `db` reads the link inside a caller's transaction. Ask only about accounts that exist.
     func route(for account: AccountID, on db: (any SQLDatabase)? = nil) async throws -> Route {
-        if let known = routes.withLock({ $0[account] }) { return known }
-        let route: Route
-        if let link = try await store.link(of: account, on: db) {
-            route = link.status == .active ? .alpaca(try alpaca(link)) : .unlinked
-        } else {
-            route = .paper
+        if paperAccounts.withLock({ $0.contains(account) }) { return .paper }
+        guard let link = try await store.link(of: account, on: db) else {
+            // The link is written in the transaction that opens a brokerage account: an account without one is paper for good.
+            paperAccounts.withLock { _ = $0.insert(account) }
+            return .paper
         }
-        routes.withLock { $0[account] = route }
-        return route
+        guard link.status == .active else {
+            clients.withLock { _ = $0.removeValue(forKey: link.id) }
+            return .unlinked
+        }
+        return .alpaca(try alpaca(link))
     }
 
-    func broker(for account: AccountID) async throws -> any Broker {
-        switch try await route(for: account) {
+    func broker(for account: AccountID, on db: (any SQLDatabase)? = nil) async throws -> any Broker {
+        switch try await route(for: account, on: db) {
         case .paper: paper
         case .alpaca(let alpaca): alpaca
         case .unlinked: UnlinkedBroker()
         }
     }
 
-    /// Forgets what was known of an account (it was just unlinked).
-    func forget(_ account: AccountID) {
-        routes.withLock { _ = $0.removeValue(forKey: account) }
-    }
-
     /// The Alpaca client for a link, its credentials opened and taught to the log redactor.
     func alpaca(_ link: BrokerageLink) throws -> AlpacaBroker {
+        if let known = clients.withLock({ $0[link.id] }) { return known }
         guard let credentials = AlpacaCredentials.open(link.sealedCredentials, with: secretBox) else {
             throw BrokerError.unavailable("the link's credentials cannot be opened with SECRET_KEY or PREVIOUS_SECRET_KEYS")
         }
         ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
-        return AlpacaBroker(
-            settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: link.baseURL), httpClient: httpClient, logger: logger)
+        let client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: link.baseURL), logger: logger)
+        clients.withLock { $0[link.id] = client }
+        return client
     }
 }
 
 /// An Alpaca key id and secret, sealed together at rest.
-struct AlpacaCredentials: Codable, Sendable {
+struct AlpacaCredentials: Codable, Sendable, CustomStringConvertible {
     var keyID: String
     var secretKey: String
 
@@ -86,6 +86,9 @@ struct AlpacaCredentials: Codable, Sendable {
 
     /// What a list shows of the key id: its last four characters.
     var hint: String { "…" + String(keyID.suffix(4)) }
+
+    /// Never the keys, whatever formats this value.
+    var description: String { "AlpacaCredentials(\(hint))" }
 }
 
 /// The broker of an account whose link was removed: an order still on its

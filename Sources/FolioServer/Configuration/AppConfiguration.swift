@@ -105,7 +105,7 @@ public struct AppConfiguration: Sendable {
         }
     }
 
-    public struct AlpacaSettings: Sendable, Equatable {
+    public struct AlpacaSettings: Sendable, Equatable, CustomStringConvertible {
         public var keyID: String
         public var secretKey: String
         /// Paper trading unless told otherwise.
@@ -116,6 +116,9 @@ public struct AppConfiguration: Sendable {
             self.secretKey = secretKey
             self.baseURL = baseURL
         }
+
+        /// Never the keys: a value that reaches a log or an error names the URL only.
+        public var description: String { "AlpacaSettings(baseURL: \(baseURL))" }
     }
 
     public struct AlphaVantageSettings: Sendable, Equatable {

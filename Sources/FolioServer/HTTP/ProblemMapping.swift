@@ -13,6 +13,9 @@ enum ProblemMapping {
         case let error as TradingError: return trading(error)
         case let error as RebalanceError: return rebalance(error)
         case let error as BrokerageError: return brokerage(error)
+        case is BrokerError:
+            // The broker (or a link's sealed keys) could not be used: nothing was changed.
+            return brokerage(.brokerUnavailable)
         case let error as MarketDataUnavailable: return marketData(error)
         case let error as IdentityError: return identity(error)
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)
@@ -85,8 +88,11 @@ enum ProblemMapping {
             return AppError(
                 .unprocessableContent, code: "broker_account_unsupported", detail: "Folio cannot mirror this account: \(reason).",
                 errors: [.init(field: "key_id", code: "unsupported", message: reason)])
-        case .alreadyLinked(let account):
-            return AppError(.conflict, code: "already_linked", detail: "This broker account is already linked as Folio account \(account).")
+        case .alreadyLinked(let account?):
+            return AppError(.conflict, code: "already_linked", detail: "This broker account is already linked as your Folio account \(account).")
+        case .alreadyLinked(nil):
+            // Another user's: which one is not said.
+            return AppError(.conflict, code: "already_linked", detail: "This broker account is already linked to a Folio account; an account is mirrored by one Folio account at a time.")
         case .linkNotFound:
             return .notFound("brokerage link")
         case .openOrders(let count):

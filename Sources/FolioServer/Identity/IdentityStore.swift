@@ -37,6 +37,11 @@ struct IdentityStore: Sendable {
         try await User.query(on: db).filter(\.$totpSecretSealed != nil).sort(\.$id).all()
     }
 
+    /// Replaces a sealed TOTP secret only if it is still `old` (the user did not enrol again meanwhile).
+    func replaceSealedTOTPSecret(of userID: UUID, old: String, new: String, on db: any Database) async throws {
+        try await User.query(on: db).filter(\.$id == userID).filter(\.$totpSecretSealed == old).set(\.$totpSecretSealed, to: new).update()
+    }
+
     /// Users in order of sign-up, after the cursor user if any.
     func users(after cursor: UUID?, limit: Int, on db: any Database) async throws -> [User] {
         let query = User.query(on: db).sort(\.$createdAt).sort(\.$id).limit(limit)

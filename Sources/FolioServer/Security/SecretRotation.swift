@@ -24,13 +24,12 @@ public enum SecretRotation {
         let (links, unreadableLinks) = try await services.database.transaction { db in try await brokerage.resealCredentials(on: db) }
         outcome.brokerageLinks = links
         outcome.unreadable = unreadableLinks
-        // One user at a time, through the identity store, as enrolment writes them.
+        // One user at a time, each replaced only if unchanged since it was read.
         let store = IdentityStore(), fluent = services.database.db
         for user in try await store.usersWithTOTPSecret(on: fluent) {
-            guard let sealed = user.totpSecretSealed, let opened = box.openReportingKey(sealed) else { outcome.unreadable += 1; continue }
+            guard let id = user.id, let sealed = user.totpSecretSealed, let opened = box.openReportingKey(sealed) else { outcome.unreadable += 1; continue }
             guard opened.sealedWithOldKey else { continue }
-            user.totpSecretSealed = try box.seal(opened.text)
-            try await store.save(user, on: fluent)
+            try await store.replaceSealedTOTPSecret(of: id, old: sealed, new: try box.seal(opened.text), on: fluent)
             outcome.totpSecrets += 1
         }
         outcome.auditHeads = try await AuditChain.resignHeads(anchor: services.anchor, database: services.database)

@@ -27,11 +27,17 @@ enum BrokerError: Error, Sendable, CustomStringConvertible {
 /// the `APCA-API-KEY-ID` and `APCA-API-SECRET-KEY` headers, never in a URL or a log.
 struct AlpacaBroker: Broker {
     let settings: AppConfiguration.AlpacaSettings
-    let httpClient: HTTPClient
+    var httpClient: HTTPClient = AlpacaBroker.httpClient
     let logger: Logger
     var timeout: TimeAmount = .seconds(10)
 
     var holdsOrders: Bool { true }
+
+    /// Alpaca's own client: redirects are refused, so the key headers never
+    /// follow a redirect to another host (AsyncHTTPClient strips only the
+    /// standard credential headers).
+    static let httpClient = HTTPClient(
+        eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(redirectConfiguration: .disallow))
 
     /// An order as Alpaca describes it (the fields Folio reads).
     struct RemoteOrder: Sendable {
@@ -63,11 +69,13 @@ struct AlpacaBroker: Broker {
         var tradingBlocked: Bool
     }
 
-    /// Why `GET /v2/account` gave no account.
+    /// What `GET /v2/account` said.
     enum AccountAnswer: Sendable, Equatable {
         case account(RemoteAccount)
         /// 401 or 403: the key id and secret do not open an account.
         case refused
+        /// An account Folio cannot mirror, and why (a cash figure with more places than Folio keeps, a field missing).
+        case unreadable(String)
     }
 
     /// Reads the account the keys open (`GET /v2/account`); throws when Alpaca cannot be asked.
@@ -75,12 +83,16 @@ struct AlpacaBroker: Broker {
         let answer = try await call(.GET, "/v2/account")
         switch answer.status {
         case 200:
-            guard case .object(let fields) = answer.json, case .string(let number)? = fields["account_number"],
-                  case .string(let cash)? = fields["cash"], let amount = try? Cash(parsing: cash)
-            else { throw BrokerError.unavailable("GET /v2/account answered an account without a number or cash") }
-            var status = "", currency = "USD", blocked = false
-            if case .string(let value)? = fields["status"] { status = value }
-            if case .string(let value)? = fields["currency"] { currency = value }
+            guard case .object(let fields) = answer.json, case .string(let number)? = fields["account_number"], !number.isEmpty else {
+                return .unreadable("Alpaca answered an account without a number")
+            }
+            guard case .string(let status)? = fields["status"], case .string(let currency)? = fields["currency"] else {
+                return .unreadable("Alpaca answered an account without a status or currency")
+            }
+            guard case .string(let cash)? = fields["cash"], let amount = try? Cash(parsing: cash) else {
+                return .unreadable("Alpaca's cash figure is not an amount Folio can hold exactly (at most 4 decimal places)")
+            }
+            var blocked = false
             for flag in ["trading_blocked", "account_blocked", "trade_suspended_by_user"] {
                 if case .bool(true)? = fields[flag] { blocked = true }
             }
@@ -278,9 +290,11 @@ struct AlpacaBroker: Broker {
         }
     }
 
-    /// How often a call is tried when Alpaca answers 429 or 5xx, or does not
-    /// answer, and how long to wait before each retry (a `Retry-After` of up
-    /// to `longestWait` is honoured): all well within a job's 60-second lease.
+    /// How often a call is tried when Alpaca answers 429 or 5xx, and how long
+    /// to wait before each retry (a `Retry-After` of up to `longestWait` is
+    /// honoured): all well within a job's 60-second lease. No answer at all
+    /// (the client already waited out its timeout) is not tried again here:
+    /// the job is, later.
     static let attempts = 3
     static let backOff: [Duration] = [.milliseconds(250), .seconds(1)]
     static let longestWait = 5
@@ -292,7 +306,7 @@ struct AlpacaBroker: Broker {
             do {
                 return try await callOnce(method, path, body: body)
             } catch let failure as RetryableFailure {
-                guard attempt < Self.attempts else { throw BrokerError.unavailable(failure.reason) }
+                guard attempt < Self.attempts, failure.answered else { throw BrokerError.unavailable(failure.reason) }
                 var wait = Self.backOff[min(attempt - 1, Self.backOff.count - 1)]
                 if let seconds = failure.retryAfter, seconds <= Self.longestWait { wait = max(wait, .seconds(seconds)) }
                 try await Task.sleep(for: wait)
@@ -302,6 +316,8 @@ struct AlpacaBroker: Broker {
 
     struct RetryableFailure: Error {
         var reason: String
+        /// Alpaca answered (429 or 5xx), rather than not at all.
+        var answered = true
         var retryAfter: Int?
     }
 
@@ -328,7 +344,7 @@ struct AlpacaBroker: Broker {
         } catch {
             // The error names its type only: a URL or header never reaches the log.
             logger.warning("broker call failed", metadata: ["broker": "alpaca", "method": "\(method.rawValue)", "error": "\(type(of: error))"])
-            throw RetryableFailure(reason: "\(route): \(type(of: error))")
+            throw RetryableFailure(reason: "\(route): \(type(of: error))", answered: false)
         }
         if status == 429 || status >= 500 {
             logger.warning("broker call refused for now", metadata: ["broker": "alpaca", "method": "\(method.rawValue)", "status": "\(status)"])

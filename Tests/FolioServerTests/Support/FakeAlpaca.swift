@@ -68,6 +68,11 @@ final class FakeAlpaca: Sendable {
         var slowCancels = false
         /// Positions held, by symbol.
         var positions: [String: Quantity] = [:]
+        /// `cash` as written in the account, when a test wants text a `Cash` cannot hold.
+        var cashText: String?
+        var tradingBlocked = false
+        var liveCalls = 0
+        var paperCalls = 0
     }
 
     static let accountNumber = "PA3FAKE7781"
@@ -99,6 +104,20 @@ final class FakeAlpaca: Sendable {
     func failNext(_ statuses: [Int]) {
         state.withLockedValue { $0.failures += statuses }
     }
+
+    var cashText: String? {
+        get { state.withLockedValue { $0.cashText } }
+        set { state.withLockedValue { $0.cashText = newValue } }
+    }
+
+    var tradingBlocked: Bool {
+        get { state.withLockedValue { $0.tradingBlocked } }
+        set { state.withLockedValue { $0.tradingBlocked = newValue } }
+    }
+
+    /// Calls that came to the live URL (`/live/…`) and to the paper one.
+    var liveCalls: Int { state.withLockedValue { $0.liveCalls } }
+    var paperCalls: Int { state.withLockedValue { $0.paperCalls } }
 
     /// Calls answered so far (including the failed ones).
     var calls: Int { state.withLockedValue { $0.calls } }
@@ -157,11 +176,11 @@ final class FakeAlpaca: Sendable {
 
     /// The environment a child `folio` process needs to link accounts here.
     var environment: [String: String] {
-        ["ALPACA_PAPER_URL": baseURL, "ALPACA_LIVE_URL": baseURL]
+        ["ALPACA_PAPER_URL": urls.paper, "ALPACA_LIVE_URL": urls.live]
     }
 
-    /// Both of Alpaca's URLs pointed here.
-    var urls: AppConfiguration.AlpacaURLs { .init(paper: baseURL, live: baseURL) }
+    /// Both of Alpaca's URLs pointed here: the live one under `/live`, so a test can tell them apart.
+    var urls: AppConfiguration.AlpacaURLs { .init(paper: baseURL, live: baseURL + "/live") }
 
     /// The body that links this fake's account through Folio's API.
     static let linkBody = ["key_id": keyID, "secret_key": secretKey, "environment": "paper"]
@@ -195,9 +214,12 @@ final class FakeAlpaca: Sendable {
 
     // MARK: - The API
 
-    func answer(_ request: Request, path: String) async throws -> Response {
+    func answer(_ request: Request, path requested: String) async throws -> Response {
+        let live = requested.hasPrefix("/live/")
+        let path = live ? String(requested.dropFirst("/live".count)) : requested
         let failure: Int? = state.withLockedValue { state in
             state.calls += 1
+            if live { state.liveCalls += 1 } else { state.paperCalls += 1 }
             return state.failures.isEmpty ? nil : state.failures.removeFirst()
         }
         if let failure {
@@ -211,7 +233,7 @@ final class FakeAlpaca: Sendable {
             return state.withLockedValue { state in
                 Self.json("""
                     {"id":"e6fe16f3-64a4-4921-8928-cadf02f92f98","account_number":"\(Self.accountNumber)","status":"ACTIVE","currency":"\(state.currency)",\
-                    "cash":"\(state.cash)","buying_power":"\(state.cash)","trading_blocked":false,"account_blocked":false,"trade_suspended_by_user":false,\
+                    "cash":"\(state.cashText ?? state.cash.description)","buying_power":"\(state.cash)","trading_blocked":\(state.tradingBlocked),"account_blocked":false,"trade_suspended_by_user":false,\
                     "pattern_day_trader":false,"created_at":"2026-01-05T14:00:00Z"}
                     """)
             }
