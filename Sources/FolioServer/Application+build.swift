@@ -100,7 +100,8 @@ public struct FolioServices: Sendable {
                 quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills,
                 marketHours: configuration.paperMarketHours)
         let brokerageStore = BrokerageStore(database: database)
-        let brokers = Brokers(paper: paper, store: brokerageStore, secretBox: identity.secretBox, logger: logger)
+        let brokers = Brokers(
+            paper: paper, store: brokerageStore, secretBox: identity.secretBox, logger: logger, pollInterval: .seconds(configuration.alpacaPollSeconds))
         self.brokers = brokers
         let brokerage = BrokerageLinks(
             store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, secretBox: identity.secretBox, urls: configuration.alpacaURLs,

@@ -260,4 +260,37 @@ struct AlpacaBrokerTests {
             #expect(fake.posts[id] == 1, "asked, not posted again")
         }
     }
+
+    @Test("resting orders at Alpaca are polled account by account in two calls, and an Alpaca that fails stops no paper order from filling", arguments: TestDatabaseKind.all)
+    func pollingByAccount(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "poll@example.com")
+            var ids: [String] = []
+            for symbol in ["KO", "PEP", "MSFT"] {
+                let body = ["symbol": symbol, "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+                ids.append(try #require(try json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String))
+            }
+            await env.worker.drain()
+            for id in ids.prefix(2) { fake.fill(clientOrderID: id, at: 59) }
+            let before = fake.calls
+            try await OrderService.recheckFor(env)
+            #expect(fake.calls - before == 2, "one list of orders and one walk of the fills, whatever the number of orders")
+            #expect(try await show(client, tokens, ids[0])["status"] as? String == "filled")
+            #expect(try await show(client, tokens, ids[1])["status"] as? String == "filled")
+            #expect(try await show(client, tokens, ids[2])["status"] as? String == "accepted")
+
+            // Alpaca now fails every call; a paper order resting beside it still fills when the market reaches it.
+            fake.failNext(Array(repeating: 500, count: 50))
+            let paper = try #require(try await env.accounts().first { $0.kind == "paper" })
+            let price = try #require(SimulatedMarket().price(of: "AAPL", at: env.clock.now))
+            let limit = try Price(parsing: "\(price)", rounding: .halfEven)
+            let resting = try #require(try json(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "\(limit)", "time_in_force": "GTC", "account_id": paper.id.description], headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, resting)["status"] as? String == "filled")
+            #expect(try await show(client, tokens, ids[2])["status"] as? String == "accepted")
+            try await env.expectConsistent()
+        }
+    }
 }

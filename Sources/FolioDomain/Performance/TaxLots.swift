@@ -69,20 +69,24 @@ public struct TaxLotBook: Sendable {
         guard let symbol = entry.symbol, let quantity = entry.quantity, !quantity.isZero else { return }
         switch entry.kind {
         case .buy, .sell, .correction:
+            // A correction moves shares without a trade (a broker's transfer or corporate action, mirrored):
+            // shares that arrive cost what the line's price says; shares that leave realize nothing.
+            let transfer = entry.kind == .correction && entry.amount.isZero
             if quantity.isPositive {
                 // Cash out is negative: the lot's cost is what left the account.
-                let cost = entry.amount.isNegative ? -entry.amount : .zero
+                var cost = entry.amount.isNegative ? -entry.amount : .zero
+                if transfer, let price = entry.price { cost = try Money.cost(quantity: quantity, price: price) }
                 open[symbol, default: []].append(TaxLot(symbol: symbol, acquiredAt: entry.occurredAt, entryID: entry.id, quantity: quantity, cost: cost))
             } else {
                 let proceeds = entry.amount.isPositive ? entry.amount : .zero
-                try sell(symbol, quantity: -quantity, proceeds: proceeds, at: entry.occurredAt, entry: entry.id)
+                try sell(symbol, quantity: -quantity, proceeds: proceeds, at: entry.occurredAt, entry: entry.id, realizing: !transfer)
             }
         default:
             return
         }
     }
 
-    private mutating func sell(_ symbol: String, quantity: Quantity, proceeds: Cash, at date: Date, entry: EntryID) throws(MoneyError) {
+    private mutating func sell(_ symbol: String, quantity: Quantity, proceeds: Cash, at date: Date, entry: EntryID, realizing: Bool = true) throws(MoneyError) {
         var left = quantity
         // Each part's proceeds are the difference of the rounded running totals, so no part is negative
         // and the parts add up to the sale exactly.
@@ -90,6 +94,7 @@ public struct TaxLotBook: Sendable {
         var lots = open[symbol] ?? []
         while left.isPositive {
             guard var lot = lots.first else {
+                guard realizing else { break }
                 // More sold than the ledger shows bought: reported, at no cost, rather than dropped.
                 let rest = try proceeds - proceedsSoFar
                 realized.append(RealizedLot(
@@ -103,9 +108,11 @@ public struct TaxLotBook: Sendable {
             let cumulative = soldSoFar == quantity ? proceeds : try proceeds.scaled(by: soldSoFar, over: quantity, places: Cash.centPlaces, rounding: .halfEven)
             let share = try cumulative - proceedsSoFar
             proceedsSoFar = cumulative
-            realized.append(RealizedLot(
-                symbol: symbol, acquiredAt: lot.acquiredAt, soldAt: date, saleEntryID: entry, quantity: part, proceeds: share, cost: cost,
-                gain: try share - cost, term: Self.term(acquired: lot.acquiredAt, sold: date)))
+            if realizing {
+                realized.append(RealizedLot(
+                    symbol: symbol, acquiredAt: lot.acquiredAt, soldAt: date, saleEntryID: entry, quantity: part, proceeds: share, cost: cost,
+                    gain: try share - cost, term: Self.term(acquired: lot.acquiredAt, sold: date)))
+            }
             left = try left - part
             lot.quantity = try lot.quantity - part
             lot.cost = try lot.cost - cost

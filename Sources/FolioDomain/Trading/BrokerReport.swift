@@ -14,6 +14,14 @@ public enum BrokerReport: Sendable, Equatable {
     case rejected(reason: String)
     case expired
 
+    /// The report ends the order (filled, canceled, rejected or expired).
+    public var isEnd: Bool {
+        switch self {
+        case .accepted, .partiallyFilled: false
+        default: true
+        }
+    }
+
     /// The fills the report carries.
     public var fills: [BrokerFill] {
         switch self {

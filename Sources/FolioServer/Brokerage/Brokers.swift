@@ -26,12 +26,26 @@ final class Brokers: Sendable {
     private let paperAccounts = Mutex<Set<AccountID>>([])
     /// Opened Alpaca clients, by link.
     private let clients = Mutex<[UUID: AlpacaBroker]>([:])
+    /// How often an account's orders at Alpaca are polled, and when each last was.
+    let pollInterval: Duration
+    private let lastPolls = Mutex<[AccountID: ContinuousClock.Instant]>([:])
 
-    init(paper: any Broker, store: BrokerageStore, secretBox: SecretBox, logger: Logger) {
+    init(paper: any Broker, store: BrokerageStore, secretBox: SecretBox, logger: Logger, pollInterval: Duration = .seconds(15)) {
         self.paper = paper
         self.store = store
         self.secretBox = secretBox
         self.logger = logger
+        self.pollInterval = pollInterval
+    }
+
+    /// Whether the account's orders at its broker are due a poll.
+    func pollDue(_ account: AccountID) -> Bool {
+        guard let last = lastPolls.withLock({ $0[account] }) else { return true }
+        return ContinuousClock.now - last >= pollInterval
+    }
+
+    func polled(_ account: AccountID) {
+        lastPolls.withLock { $0[account] = ContinuousClock.now }
     }
 
     /// The account's route; `db` reads the link inside a caller's transaction. Ask only about accounts that exist.

@@ -94,6 +94,9 @@ public struct AppConfiguration: Sendable {
     public var alpaca: AlpacaSettings?
     /// Where Alpaca's paper and live Trading APIs are; a user's link names one of the two.
     public var alpacaURLs: AlpacaURLs
+    /// How often each linked account's open orders are polled at Alpaca, in
+    /// seconds (the trade stream brings fills in between); 0 in tests.
+    public var alpacaPollSeconds: Int
 
     public struct AlpacaURLs: Sendable, Equatable {
         public var paper: String
@@ -230,6 +233,7 @@ public struct AppConfiguration: Sendable {
         self.alphaVantage = nil
         self.alpaca = nil
         self.alpacaURLs = AlpacaURLs()
+        self.alpacaPollSeconds = environment == .testing ? 0 : 15
         self.quoteTimeToLive = 15
     }
 }

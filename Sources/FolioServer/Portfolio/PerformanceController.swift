@@ -113,6 +113,8 @@ struct PerformanceController: Sendable {
             case .withdrawal: response.withdrawals = try response.withdrawals - entry.amount; flows.append(.init(at: entry.occurredAt, amount: entry.amount))
             case .dividend: response.dividends = try response.dividends + entry.amount
             case .fee: response.fees = try response.fees - entry.amount
+            // Cash a reconciliation mirrored (moved at the broker, outside Folio) came from outside the portfolio.
+            case .correction where entry.quantity == nil && !entry.amount.isZero: flows.append(.init(at: entry.occurredAt, amount: entry.amount))
             default: break
             }
         }

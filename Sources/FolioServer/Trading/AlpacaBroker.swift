@@ -183,6 +183,15 @@ struct AlpacaBroker: Broker {
     /// taken as open, never as an end.
     func report(_ order: RemoteOrder, canceledBy reason: String = "canceled at the broker") async throws -> BrokerReport {
         let fills = order.filledQuantity.isPositive ? try await fills(of: order) : []
+        if !order.status.isEmpty, !Self.openStatuses.contains(order.status), !Self.endedStatuses.contains(order.status) {
+            logger.warning("an Alpaca order status Folio does not know; the order is kept open", metadata: ["status": "\(order.status)"])
+        }
+        return Self.report(order, fills: fills, canceledBy: reason)
+    }
+
+    static let endedStatuses: Set<String> = ["filled", "canceled", "replaced", "expired", "rejected"]
+
+    static func report(_ order: RemoteOrder, fills: [BrokerFill], canceledBy reason: String = "canceled at the broker") -> BrokerReport {
         switch order.status {
         case "filled":
             return .filled(fills)
@@ -196,9 +205,6 @@ struct AlpacaBroker: Broker {
         case "rejected":
             return fills.isEmpty ? .rejected(reason: "the broker rejected the order") : .filledThenCanceled(fills, reason: "the broker rejected the rest")
         default:
-            if !Self.openStatuses.contains(order.status) {
-                logger.warning("an Alpaca order status Folio does not know; the order is kept open", metadata: ["status": "\(order.status)"])
-            }
             return fills.isEmpty ? .accepted : .partiallyFilled(fills)
         }
     }
@@ -209,12 +215,19 @@ struct AlpacaBroker: Broker {
     /// trade stream's events carry too: a fill is the same fill whichever
     /// way it arrives, and is applied once.
     func fills(of order: RemoteOrder) async throws -> [BrokerFill] {
-        var fills: [BrokerFill] = []
+        try await fillsByOrder(since: order.createdAt)[order.id] ?? []
+    }
+
+    /// Every FILL activity of the account since `since` (an RFC 3339 time),
+    /// by Alpaca's order id, oldest first: one walk of the pages for any
+    /// number of orders.
+    func fillsByOrder(since: String?) async throws -> [String: [BrokerFill]] {
+        var fills: [String: [BrokerFill]] = [:]
+        var cumulative: [String: Quantity] = [:]
         var pageToken: String?
-        var cumulative = Quantity.zero
         for _ in 0..<50 {
             var path = "/v2/account/activities/FILL?direction=asc&page_size=100"
-            if let created = order.createdAt { path += "&after=\(Self.encode(created))" }
+            if let since { path += "&after=\(Self.encode(since))" }
             if let pageToken { path += "&page_token=\(Self.encode(pageToken))" }
             let answer = try await call(.GET, path)
             guard answer.status == 200, case .array(let activities) = answer.json else {
@@ -223,15 +236,56 @@ struct AlpacaBroker: Broker {
             for activity in activities {
                 guard case .object(let fields) = activity, case .string(let id)? = fields["id"] else { continue }
                 pageToken = id
-                guard case .string(let orderID)? = fields["order_id"], orderID == order.id,
-                      let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
+                guard case .string(let orderID)? = fields["order_id"], let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
                 else { continue }
-                cumulative = Self.quantity(fields["cum_qty"]) ?? ((try? cumulative + quantity) ?? cumulative)
-                fills.append(BrokerFill(id: Self.fillID(order: order.id, cumulative: cumulative), quantity: quantity, price: executed))
+                let total = Self.quantity(fields["cum_qty"]) ?? ((try? (cumulative[orderID] ?? .zero) + quantity) ?? quantity)
+                cumulative[orderID] = total
+                fills[orderID, default: []].append(BrokerFill(id: Self.fillID(order: orderID, cumulative: total), quantity: quantity, price: executed))
             }
             if activities.count < 100 { break }
         }
         return fills
+    }
+
+    /// What Alpaca says now about some of an account's orders: two calls for
+    /// any number of them (`GET /v2/orders?status=all` since the oldest, and
+    /// the FILL activities since then), plus one look-up per order the list
+    /// did not hold. The polling that catches up when the stream was down.
+    struct Look: Sendable {
+        var status: String
+        var filledQuantity: Quantity
+        var report: BrokerReport
+    }
+
+    func look(at orders: [BrokerOrder]) async throws -> [OrderID: Look] {
+        guard let oldest = orders.map(\.createdAt).min() else { return [:] }
+        // Folio's order is made before it reaches Alpaca: two minutes' slack covers the clocks' difference.
+        let since = Self.timestamp(oldest.addingTimeInterval(-120))
+        var remote: [String: RemoteOrder] = [:]
+        var after = since
+        for _ in 0..<20 {
+            let answer = try await call(.GET, "/v2/orders?status=all&direction=asc&limit=500&after=\(Self.encode(after))")
+            guard answer.status == 200, case .array(let list) = answer.json else {
+                throw BrokerError.unavailable("GET /v2/orders answered HTTP \(answer.status)")
+            }
+            let page = try list.map(RemoteOrder.init)
+            for order in page where !order.clientOrderID.isEmpty { remote[order.clientOrderID] = order }
+            guard page.count == 500, let last = page.last?.createdAt, last != after else { break }
+            after = last
+        }
+        let fills = try await fillsByOrder(since: since)
+        var looks: [OrderID: Look] = [:]
+        for order in orders {
+            var found = remote[order.id.description]
+            if found == nil { found = try await find(order.id) }
+            guard let found else { continue }
+            looks[order.id] = Look(status: found.status, filledQuantity: found.filledQuantity, report: Self.report(found, fills: fills[found.id] ?? []))
+        }
+        return looks
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        date.formatted(.iso8601)  // 2026-11-24T15:30:00Z
     }
 
     static func fillID(order: String, cumulative: Quantity) -> String {

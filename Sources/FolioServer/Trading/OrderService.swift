@@ -146,13 +146,7 @@ struct OrderService: Sendable {
         }
         if !reports.isEmpty { await pauses.reach(.afterBrokerSubmit) }
         for (job, outcome) in await apply(reports) { if let job { outcomes[job] = outcome } }
-        if !held.isEmpty {
-            do {
-                try await settleRequestedCancels(held)
-            } catch {
-                for report in reports where held.contains(report.order.id) { if let job = report.job { outcomes[job] = .failed("a requested cancel: \(error)") } }
-            }
-        }
+        if !held.isEmpty { await settleRequestedCancels(held) }
         if !reports.isEmpty { await pauses.reach(.afterApply) }
         return outcomes
     }
@@ -235,18 +229,45 @@ struct OrderService: Sendable {
 
     /// Looks at every resting order once: fills the ones the market reached,
     /// expires the old ones; and rejects orders whose submit job died, so they
-    /// do not hold their reservation forever.
+    /// do not hold their reservation forever. Orders at Alpaca are looked at
+    /// account by account, in two calls each, when that account's poll is due
+    /// (the trade stream brings fills between polls). A failure at one account
+    /// or order is logged and stops no other.
     func recheckRestingOrders() async throws {
         var reports: [Report] = []
         var requested: [OrderID] = []
+        var remote: [AccountID: (broker: AlpacaBroker, orders: [OrderState])] = [:]
         for order in try await store.restingOrders() {
-            if order.cancelRequestedAt != nil {
-                requested.append(order.id)
-            } else if let report = try await brokers.broker(for: order.accountID).recheck(BrokerOrder(order)) {
-                reports.append(Report(job: nil, order: order, report: report))
+            do {
+                let route = try await brokers.route(for: order.accountID)
+                if case .alpaca(let alpaca) = route {
+                    remote[order.accountID, default: (alpaca, [])].orders.append(order)
+                } else if order.cancelRequestedAt != nil {
+                    requested.append(order.id)
+                } else if let report = try await brokers.broker(for: order.accountID).recheck(BrokerOrder(order)) {
+                    reports.append(Report(job: nil, order: order, report: report))
+                }
+            } catch {
+                logger.warning("looking at a resting order failed", metadata: ["order_id": "\(order.id)", "error": "\(error)"])
             }
         }
-        if !requested.isEmpty { try await settleRequestedCancels(requested) }
+        for (account, held) in remote where brokers.pollDue(account) {
+            do {
+                let looks = try await held.broker.look(at: held.orders.map(BrokerOrder.init))
+                brokers.polled(account)
+                for order in held.orders {
+                    guard let look = looks[order.id] else { continue }
+                    if order.cancelRequestedAt != nil, look.status != "pending_cancel", AlpacaBroker.openStatuses.contains(look.status) {
+                        requested.append(order.id)  // the cancel never reached Alpaca: ask again
+                    } else if look.report != .accepted, look.report.isEnd || look.filledQuantity != order.filledQuantity {
+                        reports.append(Report(job: nil, order: order, report: look.report))
+                    }
+                }
+            } catch {
+                logger.warning("looking at an account's orders at the broker failed", metadata: ["account_id": "\(account)", "error": "\(error)"])
+            }
+        }
+        if !requested.isEmpty { await settleRequestedCancels(requested) }
         if !reports.isEmpty { await pauses.reach(.afterRecheck) }
         for dead in try await store.ordersOfDeadSubmitJobs() {
             if let order = try await store.order(dead.id) {
@@ -335,12 +356,23 @@ struct OrderService: Sendable {
     }
 
     /// Orders whose cancel was requested while a submit job took them to the
-    /// broker: canceled there now, with whatever filled before applied.
-    func settleRequestedCancels(_ ids: [OrderID]) async throws {
-        for order in try await store.orders(ids, on: database.sql) where order.cancelRequestedAt != nil && order.status.isOpen && order.status != .new {
-            // Still open there (the broker has yet to confirm): fills so far are applied, and the next look asks again.
-            let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
-            try await apply([Report(job: nil, order: order, report: answer)], account: order.accountID)
+    /// broker, or that the broker has yet to confirm canceled: asked again,
+    /// with whatever filled applied; one that fails is logged and asked again
+    /// at the next look.
+    func settleRequestedCancels(_ ids: [OrderID]) async {
+        let orders: [OrderState]
+        do { orders = try await store.orders(ids, on: database.sql) } catch {
+            logger.warning("reading orders with a requested cancel failed", metadata: ["error": "\(error)"])
+            return
+        }
+        for order in orders where order.cancelRequestedAt != nil && order.status.isOpen && order.status != .new {
+            do {
+                // Still open there (the broker has yet to confirm): fills so far are applied, and the next look asks again.
+                let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
+                try await apply([Report(job: nil, order: order, report: answer)], account: order.accountID)
+            } catch {
+                logger.warning("a requested cancel failed; it is asked again at the next look", metadata: ["order_id": "\(order.id)", "error": "\(error)"])
+            }
         }
     }
 }

@@ -72,6 +72,7 @@ final class FakeAlpaca: Sendable {
         var cashText: String?
         var tradingBlocked = false
         var liveCalls = 0
+        var listCalls = 0
         var paperCalls = 0
     }
 
@@ -118,6 +119,8 @@ final class FakeAlpaca: Sendable {
     /// Calls that came to the live URL (`/live/…`) and to the paper one.
     var liveCalls: Int { state.withLockedValue { $0.liveCalls } }
     var paperCalls: Int { state.withLockedValue { $0.paperCalls } }
+    /// `GET /v2/orders` lists served: the polling of whole accounts.
+    var listCalls: Int { state.withLockedValue { $0.listCalls } }
 
     /// Calls answered so far (including the failed ones).
     var calls: Int { state.withLockedValue { $0.calls } }
@@ -257,6 +260,16 @@ final class FakeAlpaca: Sendable {
                     createdAt: "2026-11-24T15:30:00Z")
                 if state.mode == .fillMarketOrders, type == "market" { Self.fill(&state, id, quantity: nil, price: state.price) }
                 return Self.json(Self.text(state.orders[id]!, state))
+            }
+        case (.get, "/v2/orders"):
+            // Every order (status=all), oldest first; `after` and `limit` are not needed at the fake's size.
+            return state.withLockedValue { state in
+                state.listCalls += 1
+                let all = state.orders.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+                let wanted = request.uri.queryParameters["status"].map(String.init) ?? "open"
+                let open: Set<String> = ["new", "accepted", "partially_filled", "pending_cancel", "done_for_day"]
+                let chosen = wanted == "all" ? all : all.filter { open.contains($0.status) == (wanted == "open") }
+                return Self.json("[" + chosen.map { Self.text($0, state) }.joined(separator: ",") + "]")
             }
         case (.get, "/v2/orders:by_client_order_id"):
             let client = request.uri.queryParameters["client_order_id"].map(String.init) ?? ""

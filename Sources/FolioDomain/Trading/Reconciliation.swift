@@ -1,0 +1,116 @@
+import Foundation
+
+/// A position as an outside broker reports it.
+public struct BrokerPosition: Equatable, Sendable {
+    public var symbol: String
+    public var quantity: Quantity
+    /// What the broker says the shares cost each; the cost basis of shares that arrive by reconciliation.
+    public var averageEntryPrice: Price?
+
+    public init(symbol: String, quantity: Quantity, averageEntryPrice: Price?) {
+        self.symbol = symbol
+        self.quantity = quantity
+        self.averageEntryPrice = averageEntryPrice
+    }
+}
+
+/// One figure on which Folio's books and the broker's differ.
+public struct ReconciliationDifference: Equatable, Sendable {
+    /// `cash`, or a symbol.
+    public var what: String
+    public var folio: String
+    public var broker: String
+
+    public init(what: String, folio: String, broker: String) {
+        self.what = what
+        self.folio = folio
+        self.broker = broker
+    }
+}
+
+extension TradingRules {
+    /// Why an account's books cannot be brought to its broker's figures now.
+    public enum ReconciliationBlock: Error, Equatable, Sendable {
+        /// Orders are open: fills may be on their way, and the figures would cross.
+        case openOrders
+        /// The broker reports what Folio's books cannot hold: a short position, negative cash.
+        case unsupported(String)
+    }
+
+    /// Brings a brokerage account's books to its broker's cash and positions:
+    /// one `correction` row per difference, each with an audit event naming
+    /// both figures. Cash moves by the difference, to the last place the
+    /// column keeps. Shares that arrived at the broker come in at the
+    /// broker's average entry price (their cost basis); shares that left take
+    /// their share of the basis with them. No cash moves with shares: a
+    /// transfer or corporate action outside Folio is not a trade. Call it
+    /// only with every open order ended (`openOrders` otherwise).
+    public static func reconcile(
+        account: AccountState, holdings: [String: HoldingState], brokerCash: Cash, brokerPositions: [BrokerPosition],
+        brokerName: String, ids: () -> EntryID, now: Date
+    ) throws(ReconciliationBlock) -> (postings: [Posting], differences: [ReconciliationDifference]) {
+        guard account.reservedCash.isZero, holdings.values.allSatisfy({ $0.reservedQuantity.isZero }) else { throw .openOrders }
+        guard !brokerCash.isNegative else { throw .unsupported("\(brokerName) reports negative cash (\(brokerCash)): margin borrowing") }
+        if let short = brokerPositions.first(where: { $0.quantity.isNegative }) {
+            throw .unsupported("\(brokerName) reports a short position in \(short.symbol)")
+        }
+        var postings: [Posting] = []
+        var differences: [ReconciliationDifference] = []
+        var state = account
+        func note(_ what: String, folio: String, broker: String, entry: EntryID) -> AuditNote {
+            AuditNote(
+                action: "reconciliation.adjusted", subjectType: "account", subjectID: account.id.description,
+                details: ["what": what, "folio": folio, "broker": broker, "broker_name": brokerName, "transaction_id": entry.description])
+        }
+        if brokerCash != account.cash {
+            let difference = Cash(uncheckedUnits: brokerCash.units - account.cash.units)
+            let entry = ids()
+            state.cash = brokerCash
+            var posting = Posting()
+            posting.account = state
+            posting.entries = [LedgerLine(
+                id: entry, kind: .correction, amount: difference,
+                description: "Reconciliation with \(brokerName): cash there \(brokerCash), here \(account.cash)", occurredAt: now)]
+            posting.events = [note("cash", folio: account.cash.description, broker: brokerCash.description, entry: entry)]
+            postings.append(posting)
+            differences.append(.init(what: "cash", folio: account.cash.description, broker: brokerCash.description))
+        }
+        let reported = Dictionary(brokerPositions.map { ($0.symbol, $0) }, uniquingKeysWith: { first, _ in first })
+        for symbol in Set(reported.keys).union(holdings.keys).sorted() {
+            let held = holdings[symbol] ?? .empty(symbol)
+            let there = reported[symbol]?.quantity ?? .zero
+            guard there != held.quantity else { continue }
+            let entry = ids()
+            var after = held
+            let line: LedgerLine
+            if there > held.quantity {
+                let arrived = Quantity(uncheckedUnits: there.units - held.quantity.units)
+                let price = reported[symbol]?.averageEntryPrice.flatMap { $0.isPositive ? $0 : nil }
+                let cost = (try? price.map { try Money.cost(quantity: arrived, price: $0) } ?? .zero) ?? .zero
+                guard let position = try? held.position.buying(arrived, for: cost) else {
+                    throw .unsupported("\(symbol) at \(there) shares is beyond what an account can hold")
+                }
+                after.quantity = position.quantity
+                after.costBasis = position.costBasis
+                line = LedgerLine(
+                    id: entry, kind: .correction, amount: .zero, symbol: symbol, quantity: arrived, price: price,
+                    description: "Reconciliation with \(brokerName): \(there) \(symbol) there, \(held.quantity) here", occurredAt: now)
+            } else {
+                let left = Quantity(uncheckedUnits: held.quantity.units - there.units)
+                guard let sold = held.position.selling(left) else { throw .unsupported("\(symbol) cannot be reduced by \(left)") }
+                after.quantity = sold.position.quantity
+                after.costBasis = sold.position.costBasis
+                line = LedgerLine(
+                    id: entry, kind: .correction, amount: .zero, symbol: symbol, quantity: -left,
+                    description: "Reconciliation with \(brokerName): \(there) \(symbol) there, \(held.quantity) here", occurredAt: now)
+            }
+            var posting = Posting()
+            posting.holding = after
+            posting.entries = [line]
+            posting.events = [note(symbol, folio: held.quantity.description, broker: there.description, entry: entry)]
+            postings.append(posting)
+            differences.append(.init(what: symbol, folio: held.quantity.description, broker: there.description))
+        }
+        return (postings, differences)
+    }
+}
