@@ -51,6 +51,7 @@ public struct FolioServices: Sendable {
     let quotes: QuoteService
     let brokers: Brokers
     let brokerage: BrokerageLinks
+    let reconciler: Reconciler
     let jobs: JobQueue
     let orders: OrderService
     let snapshots: PortfolioSnapshots
@@ -103,9 +104,12 @@ public struct FolioServices: Sendable {
         let brokers = Brokers(
             paper: paper, store: brokerageStore, secretBox: identity.secretBox, logger: logger, pollInterval: .seconds(configuration.alpacaPollSeconds))
         self.brokers = brokers
+        let reconciler = Reconciler(
+            store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, security: identity.security, ids: ids, logger: logger)
+        self.reconciler = reconciler
         let brokerage = BrokerageLinks(
-            store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, secretBox: identity.secretBox, urls: configuration.alpacaURLs,
-            deploymentKeys: configuration.alpaca, logger: logger)
+            store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, reconciler: reconciler, secretBox: identity.secretBox,
+            urls: configuration.alpacaURLs, deploymentKeys: configuration.alpaca, logger: logger)
         self.brokerage = brokerage
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs
@@ -126,7 +130,8 @@ public struct FolioServices: Sendable {
             limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
         let scheduler = JobScheduler(
             database: database, queue: jobs,
-            schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule] + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule]))
+            schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule]
+                + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule]))
         let heads = AuditHeads(database: database, logger: logger)
         self.worker = JobWorker(
             queue: jobs,
@@ -138,6 +143,7 @@ public struct FolioServices: Sendable {
                 },
                 .logAuditHeads: JobWorker.each { _ in try await heads.log() },
                 .linkDefaultBrokerage: JobWorker.each { _ in _ = try await brokerage.linkDeploymentDefault() },
+                .reconcileBrokerage: JobWorker.each { _ in _ = try await reconciler.reconcileAll(dryRun: false) },
                 .advanceRebalance: { batch in
                     var outcomes: [JobID: JobOutcome] = [:]
                     for job in batch {

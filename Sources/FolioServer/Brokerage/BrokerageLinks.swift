@@ -15,6 +15,8 @@ struct BrokerageLinks: Sendable {
     let trading: TradingStore
     let ledger: Ledger
     let brokers: Brokers
+    /// Brings the new account's positions over from Alpaca right after the link.
+    let reconciler: Reconciler
     let secretBox: SecretBox
     let urls: AppConfiguration.AlpacaURLs
     /// The deployment's own keys, linked to the first admin.
@@ -72,8 +74,9 @@ struct BrokerageLinks: Sendable {
         let now = ledger.now()
         let store = self.store, ledger = self.ledger, number = remote.accountNumber
         let name = "Alpaca \(environment.rawValue) ····\(number.suffix(4))"
+        let linked: Linked
         do {
-            return try await store.database.transaction { db in
+            linked = try await store.database.transaction { db in
                 if let existing = try await store.activeLink(broker: Self.broker, environment: environment, remoteAccount: number, on: db) {
                     throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil)
                 }
@@ -98,6 +101,14 @@ struct BrokerageLinks: Sendable {
             guard let existing else { throw error }
             throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil)
         }
+        // The shares already held at Alpaca come over now (the cash came with the link); if Alpaca cannot
+        // be asked this moment, the hourly reconciliation brings them.
+        do {
+            _ = try await reconciler.reconcile(linked.link, dryRun: false)
+        } catch {
+            logger.warning("the positions of a new link were not brought over yet", metadata: ["account_id": "\(linked.account.id)", "error": "\(error)"])
+        }
+        return linked
     }
 
     /// Unlinks an account: its credentials are forgotten, its ledger and

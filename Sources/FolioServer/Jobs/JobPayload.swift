@@ -15,6 +15,8 @@ enum JobPayload: Sendable, Equatable {
     case advanceRebalance(RebalanceRunID)
     /// Link the deployment's own Alpaca keys to the first admin's account, once there is one.
     case linkDefaultBrokerage
+    /// Compare every Alpaca account's cash and positions with Folio's books, and adjust.
+    case reconcileBrokerage
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
@@ -22,6 +24,7 @@ enum JobPayload: Sendable, Equatable {
         case logAuditHeads = "log_audit_heads"
         case advanceRebalance = "advance_rebalance"
         case linkDefaultBrokerage = "link_default_brokerage"
+        case reconcileBrokerage = "reconcile_brokerage"
     }
 
     static let version = 1
@@ -33,6 +36,7 @@ enum JobPayload: Sendable, Equatable {
         case .logAuditHeads: .logAuditHeads
         case .advanceRebalance: .advanceRebalance
         case .linkDefaultBrokerage: .linkDefaultBrokerage
+        case .reconcileBrokerage: .reconcileBrokerage
         }
     }
 
@@ -47,7 +51,7 @@ enum JobPayload: Sendable, Equatable {
         switch self {
         case .submitOrder(let id): fields["order_id"] = id.description
         case .snapshotPortfolios(let due): fields["due"] = String(due)
-        case .logAuditHeads, .linkDefaultBrokerage: break
+        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
         }
         return String(decoding: (try? FolioJSON.encode(fields)) ?? Data("{}".utf8), as: UTF8.self)
@@ -77,6 +81,8 @@ enum JobPayload: Sendable, Equatable {
             self = .advanceRebalance(run)
         case .linkDefaultBrokerage:
             self = .linkDefaultBrokerage
+        case .reconcileBrokerage:
+            self = .reconcileBrokerage
         }
     }
 }

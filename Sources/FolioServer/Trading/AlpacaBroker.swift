@@ -104,6 +104,21 @@ struct AlpacaBroker: Broker {
         }
     }
 
+    /// The account's positions (`GET /v2/positions`); a short position comes with a negative quantity.
+    func positions() async throws -> [BrokerPosition] {
+        let answer = try await call(.GET, "/v2/positions")
+        guard answer.status == 200, case .array(let list) = answer.json else {
+            throw BrokerError.unavailable("GET /v2/positions answered HTTP \(answer.status)")
+        }
+        return try list.map { item in
+            guard case .object(let fields) = item, case .string(let symbol)? = fields["symbol"], var quantity = Self.quantity(fields["qty"]) else {
+                throw BrokerError.unavailable("GET /v2/positions answered a position without a symbol or quantity")
+            }
+            if case .string("short")? = fields["side"], quantity.isPositive { quantity = Quantity(uncheckedUnits: -quantity.units) }
+            return BrokerPosition(symbol: symbol.uppercased(), quantity: quantity, averageEntryPrice: Self.price(fields["avg_entry_price"]))
+        }
+    }
+
     // MARK: - Broker
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {

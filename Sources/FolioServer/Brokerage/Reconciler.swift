@@ -1,0 +1,112 @@
+import FolioDomain
+import Foundation
+import Logging
+import SQLKit
+
+/// Keeps each Alpaca account's books true to Alpaca: its cash and positions
+/// (`GET /v2/account`, `GET /v2/positions`) are compared with Folio's, and
+/// every difference (a transfer, a fee, a dividend, a corporate action made
+/// outside Folio) is posted through the ledger as an explained `correction`
+/// with both figures, and raised as a security event. An account with open
+/// orders is left for the next run: fills may be on their way, and the two
+/// sides' figures would cross. Runs hourly, after linking, and by hand with
+/// `folio broker reconcile [--dry-run]`.
+struct Reconciler: Sendable {
+    let store: BrokerageStore
+    let trading: TradingStore
+    let ledger: Ledger
+    let brokers: Brokers
+    let security: SecurityEvents
+    let ids: IDSource
+    let logger: Logger
+
+    struct Outcome: Sendable, Equatable {
+        var accountID: AccountID
+        var differences: [ReconciliationDifference]
+        /// The adjustments were posted (false in a dry run, or when nothing differed).
+        var applied: Bool
+        /// Why the account was not compared, or not adjusted.
+        var skipped: String?
+    }
+
+    static let schedule = RecurringJob(name: "reconcile_brokerage", kind: .reconcileBrokerage, cadence: .every(3600), payload: { _ in .reconcileBrokerage })
+
+    /// Every active link, one after another; one that fails is reported and stops no other.
+    func reconcileAll(dryRun: Bool) async throws -> [Outcome] {
+        var outcomes: [Outcome] = []
+        for link in try await store.activeLinks(on: store.database.sql) {
+            do {
+                outcomes.append(try await reconcile(link, dryRun: dryRun))
+            } catch {
+                logger.warning("reconciling a brokerage account failed", metadata: ["account_id": "\(link.accountID)", "error": "\(error)"])
+                outcomes.append(Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "the broker could not be asked: \(error)"))
+            }
+        }
+        return outcomes
+    }
+
+    func reconcile(_ link: BrokerageLink, dryRun: Bool) async throws -> Outcome {
+        let alpaca = try brokers.alpaca(link)
+        guard case .account(let remote) = try await alpaca.account() else {
+            return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca no longer accepts the link's keys")
+        }
+        let positions = try await alpaca.positions()
+        let trading = self.trading, ledger = self.ledger, ids = self.ids, now = ledger.now()
+        let outcome: Outcome = try await store.database.transaction { db in
+            let held = try await trading.holdings(of: link.accountID, on: db).map(\.symbol)
+            guard var open = try await ledger.open(
+                account: link.accountID, owner: nil, need: .init(symbols: held + positions.map(\.symbol)), on: db)
+            else { throw BrokerageError.linkNotFound }
+            let orders = try await trading.openOrders(of: link.accountID, on: db)
+            guard orders.isEmpty else {
+                return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "\(orders.count) open order(s): fills may be on their way")
+            }
+            let result: (postings: [Posting], differences: [ReconciliationDifference])
+            do {
+                result = try TradingRules.reconcile(
+                    account: open.books.account, holdings: open.books.holdings, brokerCash: remote.cash, brokerPositions: positions,
+                    brokerName: "Alpaca", ids: { ids.next(EntryID.self) }, now: now)
+            } catch TradingRules.ReconciliationBlock.openOrders {
+                return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "open orders: fills may be on their way")
+            } catch TradingRules.ReconciliationBlock.unsupported(let reason) {
+                return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: reason)
+            }
+            guard !dryRun, !result.postings.isEmpty else {
+                return Outcome(accountID: link.accountID, differences: result.differences, applied: false, skipped: nil)
+            }
+            for posting in result.postings { open.books.record(posting) }
+            try await ledger.commit(open, context: .none, on: db)
+            return Outcome(accountID: link.accountID, differences: result.differences, applied: true, skipped: nil)
+        }
+        if outcome.applied {
+            var details = ["account_id": link.accountID.description, "broker": link.broker]
+            for difference in outcome.differences { details["folio_\(difference.what)"] = difference.folio; details["broker_\(difference.what)"] = difference.broker }
+            await security.record(
+                "broker_reconciliation_adjusted", userID: link.userID.uuid, details: details,
+                origin: RequestOrigin(ip: nil, requestID: nil, logger: logger))
+        } else if let skipped = outcome.skipped {
+            logger.info("reconciliation skipped an account", metadata: ["account_id": "\(link.accountID)", "reason": "\(skipped)"])
+        }
+        return outcome
+    }
+}
+
+/// `folio broker reconcile`: the reconciliation run by hand.
+public enum BrokerReconciliation {
+    public struct Report: Sendable {
+        public var accountID: String
+        /// `what: here → there` lines.
+        public var differences: [String]
+        public var applied: Bool
+        public var skipped: String?
+    }
+
+    public static func run(services: FolioServices, dryRun: Bool) async throws -> [Report] {
+        try await services.reconciler.reconcileAll(dryRun: dryRun).map { outcome in
+            Report(
+                accountID: outcome.accountID.description,
+                differences: outcome.differences.map { "\($0.what): Folio \($0.folio), Alpaca \($0.broker)" },
+                applied: outcome.applied, skipped: outcome.skipped)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+/// Alpaca accounts kept true to Alpaca: positions brought over when linked,
+/// and changes made at Alpaca behind Folio's back found and adjusted with an
+/// explanation, against the fake Alpaca on loopback.
+@Suite("Brokerage reconciliation")
+struct ReconciliationTests {
+    func withLinked(_ kind: TestDatabaseKind, _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment, FakeAlpaca, [String: Any], AccountID) async throws -> Void) async throws {
+        try await withFakeAlpaca { fake in
+            fake.positions = ["AAPL": 3]
+            try await withTestApp(kind, configure: { $0.alpacaURLs = fake.urls }) { client, env in
+                let tokens = try await signUp(client, env, email: "reconcile@example.com")
+                let linked = try await post(client, "/api/brokerage/alpaca", FakeAlpaca.linkBody, headers: bearer(tokens))
+                #expect(linked.status == .created)
+                let text = try #require((try json(linked)["account"] as? [String: Any])?["id"] as? String)
+                try await body(client, env, fake, tokens, try #require(AccountID(text)))
+            }
+        }
+    }
+
+    func holdings(_ env: TestEnvironment, _ account: AccountID) async throws -> [String: HoldingState] {
+        Dictionary(uniqueKeysWithValues: try await env.store.holdings(of: account).map { ($0.symbol, $0) })
+    }
+
+    @Test("linking brings the shares held at Alpaca over, at Alpaca's average entry price", arguments: TestDatabaseKind.all)
+    func positionsAtLink(kind: TestDatabaseKind) async throws {
+        try await withLinked(kind) { _, env, _, _, account in
+            let held = try await holdings(env, account)
+            #expect(held["AAPL"]?.quantity == 3)
+            #expect(held["AAPL"]?.costBasis == 300)
+            let corrections = try await env.entries(.correction)
+            #expect(corrections.map(\.quantity) == [3])
+            #expect(corrections.first?.description == "Reconciliation with Alpaca: 3 AAPL there, 0 here")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a position and cash changed at Alpaca behind Folio's back: the dry run shows it and changes nothing; the run adjusts with both figures, once", arguments: TestDatabaseKind.all)
+    func behindFoliosBack(kind: TestDatabaseKind) async throws {
+        try await withLinked(kind) { _, env, fake, _, account in
+            // A transfer in of 2 MSFT, a dividend of 12.34 and 1 AAPL journaled out, all at Alpaca.
+            fake.positions = ["AAPL": 2, "MSFT": 2]
+            fake.cash = try fake.cash + Cash(parsing: "12.34")
+            let entriesBefore = try await env.entries().count
+
+            let dry = try await BrokerReconciliation.run(services: env.services, dryRun: true)
+            #expect(dry.count == 1)
+            #expect(dry.first?.applied == false)
+            #expect(dry.first?.differences == ["cash: Folio 25000.00, Alpaca 25012.34", "AAPL: Folio 3, Alpaca 2", "MSFT: Folio 0, Alpaca 2"])
+            #expect(try await env.entries().count == entriesBefore, "the dry run changes nothing")
+            #expect(try await holdings(env, account)["AAPL"]?.quantity == 3)
+
+            let run = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(run.first?.applied == true)
+            let held = try await holdings(env, account)
+            #expect(held["AAPL"]?.quantity == 2 && held["AAPL"]?.costBasis == 200)
+            #expect(held["MSFT"]?.quantity == 2 && held["MSFT"]?.costBasis == 200)
+            let cash = try #require(try await env.accounts().first { $0.id == account }).cash
+            #expect(cash == (try Cash(parsing: "25012.34")))
+            let corrections = try await env.entries(.correction).filter { $0.quantity == nil }
+            #expect(corrections.map(\.amount) == [try Cash(parsing: "12.34")])
+            #expect(corrections.first?.description == "Reconciliation with Alpaca: cash there 25012.34, here 25000.00")
+            // Shares that left are not a sale: no gain is realized.
+            let book = try TaxLotBook(entries: try await env.entries())
+            #expect(book.realized.isEmpty)
+            #expect(env.logs.lines.contains { $0.contains("broker_reconciliation_adjusted") })
+            #expect(try await BrokerReconciliation.run(services: env.services, dryRun: false).first?.differences == [], "in agreement now")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("an account with open orders is left for the next run: fills may be on their way", arguments: TestDatabaseKind.all)
+    func openOrdersWait(kind: TestDatabaseKind) async throws {
+        try await withLinked(kind) { client, env, fake, tokens, account in
+            fake.mode = .rest
+            let body = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account.description]
+            #expect(try await post(client, "/api/orders", body, headers: bearer(tokens)).status == .created)
+            await env.worker.drain()
+            fake.cash = 1
+            let run = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(run.first?.skipped?.contains("open order") == true)
+            #expect(try await env.accounts().first { $0.id == account }?.cash == 25_000)
+            try await env.expectConsistent()
+        }
+    }
+}
