@@ -67,6 +67,8 @@ public struct FolioServices: Sendable {
     let constraintViolations = ConstraintViolations()
     /// Submits orders, rechecks resting ones, runs schedules; a service of `serve` and `folio worker`.
     let worker: JobWorker
+    /// Alpaca's trade streams, one per linked account; they run beside the worker.
+    let tradeStreams: TradeStreams
 
     public var configuration: AppConfiguration { dependencies.configuration }
     public var logger: Logger { dependencies.logger }
@@ -128,6 +130,7 @@ public struct FolioServices: Sendable {
         self.instances = Instances(database: database, clock: clock)
         self.connections = ConnectionRegistry(
             limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
+        self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)
         let scheduler = JobScheduler(
             database: database, queue: jobs,
             schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule]
@@ -244,7 +247,7 @@ public struct FolioServices: Sendable {
         application.addServices(
             DatabaseService(database: database),
             HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger))
-        if configuration.serveRunsWorker { application.addServices(worker) }
+        if configuration.serveRunsWorker { application.addServices(worker, tradeStreams) }
         return application
     }
 
@@ -256,6 +259,7 @@ public struct FolioServices: Sendable {
                     .init(service: DatabaseService(database: database)),
                     .init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)),
                     .init(service: worker),
+                    .init(service: tradeStreams),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

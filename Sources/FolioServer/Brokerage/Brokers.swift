@@ -38,10 +38,29 @@ final class Brokers: Sendable {
         self.pollInterval = pollInterval
     }
 
-    /// Whether the account's orders at its broker are due a poll.
+    /// Accounts whose trade stream is up: their fills come as they happen, and polls are a safety net.
+    private let streaming = Mutex<Set<AccountID>>([])
+
+    /// Whether the account's orders at its broker are due a poll: every
+    /// `pollInterval`, or twenty times that while its trade stream is up.
     func pollDue(_ account: AccountID) -> Bool {
         guard let last = lastPolls.withLock({ $0[account] }) else { return true }
-        return ContinuousClock.now - last >= pollInterval
+        let interval = streaming.withLock { $0.contains(account) } ? pollInterval * 20 : pollInterval
+        return ContinuousClock.now - last >= interval
+    }
+
+    /// The stream is listening: poll at once (to catch up on what it missed while down), then rarely.
+    func streamUp(_ account: AccountID) {
+        streaming.withLock { _ = $0.insert(account) }
+        lastPolls.withLock { _ = $0.removeValue(forKey: account) }
+    }
+
+    func streamDown(_ account: AccountID) {
+        streaming.withLock { _ = $0.remove(account) }
+    }
+
+    func isStreaming(_ account: AccountID) -> Bool {
+        streaming.withLock { $0.contains(account) }
     }
 
     func polled(_ account: AccountID) {

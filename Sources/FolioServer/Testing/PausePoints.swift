@@ -21,6 +21,8 @@ public final class PausePoints: Sendable {
         case afterRecheck = "after_recheck"
         /// A rebalance run's sells have all ended; its buys are not yet placed.
         case rebalanceBeforeBuys = "rebalance_before_buys"
+        /// An event of a broker's trade stream arrived and was understood; not yet applied.
+        case afterStreamEvent = "after_stream_event"
     }
 
     public struct Setting: Sendable, Equatable {

@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import HummingbirdWebSocket
 import Logging
 import NIOConcurrencyHelpers
 
@@ -73,6 +74,11 @@ final class FakeAlpaca: Sendable {
         var tradingBlocked = false
         var liveCalls = 0
         var listCalls = 0
+        /// Listening `trade_updates` connections, and how many connections were ever authorized.
+        var subscribers: [UUID: AsyncStream<String>.Continuation] = [:]
+        var streamConnections = 0
+        /// Every event is sent twice.
+        var duplicateEvents = false
         var paperCalls = 0
     }
 
@@ -144,16 +150,87 @@ final class FakeAlpaca: Sendable {
     /// Alpaca processes the pending cancels.
     func confirmCancels() {
         state.withLockedValue { state in
-            for (id, order) in state.orders where order.status == "pending_cancel" { state.orders[id]?.status = "canceled" }
+            for (id, order) in state.orders where order.status == "pending_cancel" {
+                state.orders[id]?.status = "canceled"
+                Self.publish(&state, event: "canceled", orderID: id)
+            }
         }
     }
 
-    /// Sets an order's status as Alpaca would (done_for_day, replaced, expired…).
+    /// Sets an order's status as Alpaca would (done_for_day, replaced, expired…), and streams the event.
     func setStatus(clientOrderID: String, _ status: String) {
         state.withLockedValue { state in
             guard let id = state.orders.values.first(where: { $0.clientOrderID == clientOrderID })?.id else { return }
             state.orders[id]?.status = status
+            Self.publish(&state, event: status, orderID: id)
         }
+    }
+
+    // MARK: - The trade_updates stream
+
+    var duplicateEvents: Bool {
+        get { state.withLockedValue { $0.duplicateEvents } }
+        set { state.withLockedValue { $0.duplicateEvents = newValue } }
+    }
+
+    /// Connections listening to `trade_updates` now, and authorized ever.
+    var listeners: Int { state.withLockedValue { $0.subscribers.count } }
+    var streamConnections: Int { state.withLockedValue { $0.streamConnections } }
+
+    /// Closes every stream connection (events from now until the client reconnects are lost to it).
+    func dropStream() {
+        let ended = state.withLockedValue { state in
+            defer { state.subscribers.removeAll() }
+            return Array(state.subscribers.values)
+        }
+        for continuation in ended { continuation.finish() }
+    }
+
+    private static func publish(_ state: inout State, event: String, orderID: String, quantity: Quantity? = nil, price: Price? = nil) {
+        guard let order = state.orders[orderID] else { return }
+        var data = #""event":"\#(event)","order":\#(text(order, state)),"timestamp":"2026-11-24T15:30:00Z""#
+        if let quantity, let price {
+            data += #","execution_id":"\#(UUID().uuidString.lowercased())","qty":"\#(quantity)","price":"\#(price)","position_qty":"\#(state.positions[order.symbol] ?? .zero)""#
+        }
+        let message = #"{"stream":"trade_updates","data":{\#(data)}}"#
+        for continuation in state.subscribers.values {
+            continuation.yield(message)
+            if state.duplicateEvents { continuation.yield(message) }
+        }
+    }
+
+    /// One stream connection, as Alpaca's paper stream answers it: binary
+    /// frames; `auth` (or the older `authenticate`) with the keys, then
+    /// `listen` to `trade_updates`, then the events until the connection drops.
+    func serveStream(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        func send(_ text: String) async throws { try await outbound.write(.binary(ByteBuffer(string: text))) }
+        var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        func nextJSON() async throws -> [String: Any]? {
+            guard let message = try await messages.next() else { return nil }
+            let data: Data = switch message {
+            case .text(let text): Data(text.utf8)
+            case .binary(let buffer): Data(buffer: buffer)
+            }
+            return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        }
+        guard let auth = try await nextJSON() else { return }
+        let nested = auth["data"] as? [String: Any]
+        let key = auth["key"] as? String ?? nested?["key_id"] as? String, secret = auth["secret"] as? String ?? nested?["secret_key"] as? String
+        guard key == Self.keyID, secret == Self.secretKey, !revokeKeys else {
+            try await send(#"{"stream":"authorization","data":{"action":"authenticate","status":"unauthorized"}}"#)
+            return
+        }
+        try await send(#"{"stream":"authorization","data":{"action":"authenticate","status":"authorized"}}"#)
+        guard let listen = try await nextJSON(), listen["action"] as? String == "listen" else { return }
+        let (events, continuation) = AsyncStream<String>.makeStream()
+        let id = UUID()
+        state.withLockedValue { state in
+            state.subscribers[id] = continuation
+            state.streamConnections += 1
+        }
+        defer { _ = state.withLockedValue { $0.subscribers.removeValue(forKey: id) } }
+        try await send(#"{"stream":"listening","data":{"streams":["trade_updates"]}}"#)
+        for await event in events { try await send(event) }
     }
 
     /// The keys stop opening the account (revoked at Alpaca): every call is 401.
@@ -213,6 +290,7 @@ final class FakeAlpaca: Sendable {
         state.activities.append(Activity(
             id: String(format: "20261124%09d::%@", state.sequence, UUID().uuidString.lowercased()), orderID: id, quantity: part, price: price,
             side: order.side, symbol: order.symbol, cumulative: order.filled, leaves: (try? total - order.filled) ?? .zero))
+        publish(&state, event: order.status == "filled" ? "fill" : "partial_fill", orderID: id, quantity: part, price: price)
     }
 
     // MARK: - The API
@@ -294,6 +372,7 @@ final class FakeAlpaca: Sendable {
                 }
                 order.status = state.slowCancels ? "pending_cancel" : "canceled"
                 state.orders[id] = order
+                Self.publish(&state, event: order.status, orderID: id)
                 return Response(status: .noContent)
             }
         case (.get, "/v2/account/activities/FILL"):
@@ -343,13 +422,23 @@ func withFakeAlpaca<T: Sendable>(_ body: @escaping @Sendable (FakeAlpaca) async 
     for method in [HTTPRequest.Method.get, .post, .delete] {
         router.on("**", method: method) { request, _ in try await fake.withLockedValue { $0! }.answer(request, path: request.uri.path) }
     }
+    // The trade stream, at the paper and the live URL.
+    let streams = Router(context: BasicWebSocketRequestContext.self)
+    for path in ["/stream", "/live/stream"] {
+        streams.ws(RouterPath(path)) { _, _ in .upgrade() } onUpgrade: { inbound, outbound, _ in
+            try await fake.withLockedValue { $0! }.serveStream(inbound: inbound, outbound: outbound)
+        }
+    }
     var logger = Logger(label: "fake-alpaca")
     logger.logLevel = .critical
-    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
+    let app = Application(
+        router: router, server: .http1WebSocketUpgrade(webSocketRouter: streams), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+        logger: logger)
     let result = NIOLockedValueBox<T?>(nil)
     try await app.test(.live) { client in
         let server = FakeAlpaca(baseURL: "http://127.0.0.1:\(client.port!)")
         fake.withLockedValue { $0 = server }
+        defer { server.dropStream() }
         let value = try await body(server)
         result.withLockedValue { $0 = value }
     }

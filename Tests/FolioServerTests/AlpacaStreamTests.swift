@@ -1,0 +1,104 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+/// Alpaca's `trade_updates` stream against the fake Alpaca's stream on
+/// loopback (binary frames, as the paper stream sends them): fills applied as
+/// they happen, once each; events lost while the stream was down recovered by
+/// the poll that follows the reconnection.
+@Suite("Alpaca trade stream")
+struct AlpacaStreamTests {
+    func withStreaming(
+        _ kind: TestDatabaseKind,
+        _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment, FakeAlpaca, [String: Any], AccountID) async throws -> Void
+    ) async throws {
+        try await withFakeAlpaca { fake in
+            fake.mode = .rest
+            try await withTestApp(kind, configure: { $0.alpacaURLs = fake.urls }) { client, env in
+                let tokens = try await signUp(client, env, email: "stream@example.com")
+                let linked = try await post(client, "/api/brokerage/alpaca", FakeAlpaca.linkBody, headers: bearer(tokens))
+                let text = try #require((try json(linked)["account"] as? [String: Any])?["id"] as? String)
+                let account = try #require(AccountID(text))
+                let streams = env.services.tradeStreams
+                await streams.refreshStreams()
+                defer { streams.stopAll() }
+                try await eventually("the stream listening", within: .seconds(20)) {
+                    fake.listeners == 1 && env.services.brokers.isStreaming(account)
+                }
+                try await body(client, env, fake, tokens, account)
+            }
+        }
+    }
+
+    func status(_ client: some TestClientProtocol, _ tokens: [String: Any], _ id: String) async throws -> [String: Any] {
+        try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+    }
+
+    func restingOrder(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], _ account: AccountID, quantity: String = "3") async throws -> String {
+        let body = ["symbol": "KO", "quantity": quantity, "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account.description]
+        let id = try #require(try json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String)
+        await env.worker.drain()
+        return id
+    }
+
+    @Test("fills arrive by the stream and are applied without a poll; an event delivered twice is applied once", arguments: TestDatabaseKind.all)
+    func fillsByStream(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            let id = try await restingOrder(client, env, tokens, account)
+            let listsBefore = fake.listCalls
+            fake.duplicateEvents = true
+            fake.fill(clientOrderID: id, quantity: 1, at: 59)
+            try await eventually("the partial fill applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
+            fake.fill(clientOrderID: id, at: 58)
+            try await eventually("the order filled") { try await status(client, tokens, id)["status"] as? String == "filled" }
+            #expect(fake.listCalls == listsBefore, "no poll was needed")
+            let orderID = try #require(OrderID(id))
+            let fills = try await env.store.fills(of: orderID)
+            #expect(fills.map(\.quantity).sorted() == [1, 2], "each fill once, though each event came twice")
+            #expect(try await env.accounts().first { $0.id == account }?.cash == (try Cash(parsing: "24825.00")))
+            // The poller, looking afterwards, finds the same fills under the same keys and adds nothing.
+            try await OrderService.recheckFor(env)
+            #expect(try await env.store.fills(of: orderID).count == 2)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("events lost while the stream was down are recovered by the poll that follows the reconnection", arguments: TestDatabaseKind.all)
+    func streamLoss(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            let id = try await restingOrder(client, env, tokens, account)
+            fake.dropStream()
+            // Filled while no stream listens: the event is lost.
+            fake.fill(clientOrderID: id, quantity: 2, at: 59)
+            try await eventually("the stream back", within: .seconds(20)) { fake.streamConnections == 2 && fake.listeners == 1 }
+            #expect(try await status(client, tokens, id)["filled_quantity"] as? String == "0", "the stream did not bring it")
+            // The reconnection made the account due a poll at once: the worker's next look catches up.
+            #expect(env.services.brokers.pollDue(account))
+            try await OrderService.recheckFor(env)
+            #expect(try await status(client, tokens, id)["filled_quantity"] as? String == "2")
+            // And the stream carries on.
+            fake.fill(clientOrderID: id, at: 58)
+            try await eventually("the last fill by the stream") { try await status(client, tokens, id)["status"] as? String == "filled" }
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a cancel confirmed by the stream ends a pending_cancel order", arguments: TestDatabaseKind.all)
+    func cancelByStream(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            fake.slowCancels = true
+            let id = try await restingOrder(client, env, tokens, account)
+            #expect(try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens)).status == .accepted)
+            #expect(try await status(client, tokens, id)["status"] as? String == "pending_cancel")
+            fake.confirmCancels()
+            try await eventually("the cancel applied") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            #expect(try await env.accounts().first { $0.id == account }?.reservedCash == 0)
+            try await env.expectConsistent()
+        }
+    }
+}
