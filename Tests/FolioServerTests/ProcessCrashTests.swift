@@ -77,6 +77,51 @@ struct ProcessCrashTests {
         }
     }
 
+    @Test("a worker killed after a fill event arrived by the trade stream but before it was applied: the next worker's poll applies it once (PostgreSQL only: several processes)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func killedAfterStreamEvent() async throws {
+        try await withFakeAlpaca { fake in
+            fake.mode = .rest
+            try await withTestDatabase(.postgres) { database, location in
+                let folio = try FolioProcess()
+                defer { folio.cleanUp() }
+                let base = environment(location, fake.environment.merging(["SERVE_WORKER": "false"]) { _, new in new })
+                let server = try await RunningFolio.serve(folio, environment: base)
+                defer { server.kill() }
+                let http = HTTPCalls(baseURL: server.baseURL)
+                let headers = try await http.signIn("streamed@example.com")
+                let account = try await linkAlpaca(http, headers)
+                let placed = try await http.post("/api/orders", ["symbol": "KO", "quantity": "4", "side": "BUY", "order_type": "LIMIT", "limit_price": "70", "time_in_force": "GTC", "account_id": account], headers: headers)
+                let id = try #require(placed.json["id"] as? String)
+
+                // This worker hears fills only by the stream (its polls are an hour apart), and dies on the first event.
+                let doomed = try RunningFolio(folio, ["worker"], environment: base.merging(["FOLIO_TEST_PAUSE_AT": "after_stream_event", "ALPACA_POLL_SECONDS": "3600"]) { _, new in new })
+                try await eventually("the order resting at the broker, and the stream listening") {
+                    try await http.get("/api/orders/\(id)", headers: headers).json["status"] as? String == "accepted" && fake.listeners == 1
+                }
+                fake.fill(clientOrderID: id, quantity: 3, at: 69)
+                try await doomed.waitForLine(containing: "paused at after_stream_event")
+                doomed.kill()
+                #expect(try await http.get("/api/orders/\(id)", headers: headers).json["filled_quantity"] as? String == "0")
+
+                let restarted = try RunningFolio(folio, ["worker"], environment: base)
+                defer { restarted.kill() }
+                try await eventually("the fill applied by the restarted worker") {
+                    try await http.get("/api/orders/\(id)", headers: headers).json["filled_quantity"] as? String == "3"
+                }
+                try await eventually("the restarted worker's stream listening") { fake.streamConnections == 2 }
+                fake.fill(clientOrderID: id, at: 68)
+                try await eventually("the last part applied") {
+                    try await http.get("/api/orders/\(id)", headers: headers).json["status"] as? String == "filled"
+                }
+                let fills = try await TradingStore(database: database).fills(of: try #require(OrderID(id)))
+                #expect(fills.map(\.quantity).sorted() == [1, 3])
+                #expect(fake.posts[id] == 1)
+                #expect(restarted.terminate().status == 0)
+                try verifyBooks(folio, base)
+            }
+        }
+    }
+
     @Test("a worker killed while an order rests at the broker and has just filled there: the next worker applies the fill once (PostgreSQL only: several processes)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
     func killedWhileResting() async throws {
         try await withFakeAlpaca { fake in
