@@ -50,6 +50,8 @@ public struct FolioServices: Sendable {
     let accounts: AccountService
     let quotes: QuoteService
     let brokers: Brokers
+    /// The exchange's calendar and clock: the NYSE's rules, or Alpaca's once an account is linked.
+    let calendar: ExchangeCalendar
     let brokerage: BrokerageLinks
     let reconciler: Reconciler
     let jobs: JobQueue
@@ -98,10 +100,12 @@ public struct FolioServices: Sendable {
         self.marketDataGate = gate
         let quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
         self.quotes = quotes
+        let calendar = ExchangeCalendar(logger: logger)
+        self.calendar = calendar
         let paper: any Broker = dependencies.broker?(quotes)
             ?? PaperBroker(
                 quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills,
-                marketHours: configuration.paperMarketHours)
+                marketHours: configuration.paperMarketHours, calendar: { calendar.current })
         let brokerageStore = BrokerageStore(database: database)
         let brokers = Brokers(
             paper: paper, store: brokerageStore, secretBox: identity.secretBox, logger: logger, pollInterval: .seconds(configuration.alpacaPollSeconds))
@@ -110,14 +114,14 @@ public struct FolioServices: Sendable {
             store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, security: identity.security, ids: ids, logger: logger)
         self.reconciler = reconciler
         let brokerage = BrokerageLinks(
-            store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, reconciler: reconciler, secretBox: identity.secretBox,
+            store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, reconciler: reconciler, calendar: calendar, secretBox: identity.secretBox,
             urls: configuration.alpacaURLs, deploymentKeys: configuration.alpaca, logger: logger)
         self.brokerage = brokerage
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs
         let pace = SubmissionPace()
         let orders = OrderService(
-            store: store, ledger: ledger, jobs: jobs, brokers: brokers, quotes: quotes, clock: clock, ids: ids,
+            store: store, ledger: ledger, jobs: jobs, brokers: brokers, calendar: calendar, quotes: quotes, clock: clock, ids: ids,
             marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses, pace: pace)
         self.orders = orders
         let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)
@@ -133,7 +137,7 @@ public struct FolioServices: Sendable {
         self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)
         let scheduler = JobScheduler(
             database: database, queue: jobs,
-            schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule]
+            schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule, ExchangeCalendar.schedule]
                 + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule]))
         let heads = AuditHeads(database: database, logger: logger)
         self.worker = JobWorker(
@@ -147,6 +151,7 @@ public struct FolioServices: Sendable {
                 .logAuditHeads: JobWorker.each { _ in try await heads.log() },
                 .linkDefaultBrokerage: JobWorker.each { _ in _ = try await brokerage.linkDeploymentDefault() },
                 .reconcileBrokerage: JobWorker.each { _ in _ = try await reconciler.reconcileAll(dryRun: false) },
+                .refreshMarketCalendar: JobWorker.each { _ in try await brokerage.refreshCalendar() },
                 .advanceRebalance: { batch in
                     var outcomes: [JobID: JobOutcome] = [:]
                     for job in batch {
@@ -219,7 +224,7 @@ public struct FolioServices: Sendable {
         AdminController(services: identity).addRoutes(to: routes)
         AccountsController(accounts: accounts, store: store, idempotency: idempotency).addRoutes(to: routes)
         BrokerageController(links: brokerage).addRoutes(to: routes)
-        MarketDataController(quotes: quotes).addRoutes(to: routes)
+        MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
         PortfolioController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
         PerformanceController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
         OrdersController(orders: orders, store: store, idempotency: idempotency).addRoutes(to: routes)

@@ -40,4 +40,23 @@ struct MarketCalendarTests {
         #expect(calendar.dayEnd(for: Self.day("2026-11-28").at(hour: 12, minute: 0)) == Self.day("2026-11-30").close)
         #expect(calendar.currentOrNextSession(at: Self.day("2026-11-25").close).day == friday)
     }
+
+    @Test("a published calendar wins within its range: an unscheduled closure and early close are kept, days outside the range follow the rules")
+    func published() {
+        let closed = Self.day("2026-12-02"), early = Self.day("2026-12-01")
+        let range = Self.day("2026-11-30")...Self.day("2026-12-04")
+        var sessions: [MarketCalendar.Session] = []
+        for text in ["2026-11-30", "2026-12-03", "2026-12-04"] {
+            sessions.append(MarketCalendar.session(day: Self.day(text), open: (9, 30), close: (16, 0)))
+        }
+        sessions.append(MarketCalendar.session(day: early, open: (9, 30), close: (13, 0)))
+        let calendar = MarketCalendar(published: sessions, covering: range)
+        #expect(calendar.session(on: closed) == nil, "a weekday the publisher left out is closed")
+        #expect(calendar.session(on: early)?.close == early.at(hour: 13, minute: 0))
+        #expect(calendar.session(on: early)?.isEarlyClose == true)
+        #expect(calendar.dayEnd(for: closed.at(hour: 10, minute: 0)) == Self.day("2026-12-03").close)
+        // Outside the range, the rules: Christmas is closed, the 24th closes at 13:00.
+        #expect(calendar.session(on: Self.day("2026-12-25")) == nil)
+        #expect(calendar.session(on: Self.day("2026-12-24"))?.isEarlyClose == true)
+    }
 }

@@ -15,10 +15,30 @@ public struct MarketCalendar: Sendable {
 
     public static let nyse = MarketCalendar()
 
+    /// Sessions a broker published (Alpaca's `GET /v2/calendar`), which win
+    /// over the rules for the days from `publishedRange`'s first to its last:
+    /// a day of that range with no published session is closed (an
+    /// unscheduled closure the rules cannot know).
+    public private(set) var published: [TradingDay: Session] = [:]
+    public private(set) var publishedRange: ClosedRange<TradingDay>?
+
     public init() {}
+
+    /// The rules, with `sessions` published for the days of `range`.
+    public init(published sessions: [Session], covering range: ClosedRange<TradingDay>) {
+        published = Dictionary(sessions.filter { range.contains($0.day) }.map { ($0.day, $0) }, uniquingKeysWith: { first, _ in first })
+        publishedRange = range
+    }
+
+    /// A session from a day and New York opening and closing times ("09:30", "13:00").
+    public static func session(day: TradingDay, open: (hour: Int, minute: Int), close: (hour: Int, minute: Int)) -> Session {
+        let closing = day.at(hour: close.hour, minute: close.minute)
+        return Session(day: day, open: day.at(hour: open.hour, minute: open.minute), close: closing, isEarlyClose: closing < day.close)
+    }
 
     /// The day's session; nil on a weekend or holiday.
     public func session(on day: TradingDay) -> Session? {
+        if let publishedRange, publishedRange.contains(day) { return published[day] }
         guard day.isWeekday, !isHoliday(day) else { return nil }
         let early = isEarlyClose(day)
         return Session(day: day, open: day.at(hour: 9, minute: 30), close: early ? day.at(hour: 13, minute: 0) : day.close, isEarlyClose: early)

@@ -17,6 +17,8 @@ struct BrokerageLinks: Sendable {
     let brokers: Brokers
     /// Brings the new account's positions over from Alpaca right after the link.
     let reconciler: Reconciler
+    /// Read from Alpaca once an account is linked.
+    let calendar: ExchangeCalendar
     let secretBox: SecretBox
     let urls: AppConfiguration.AlpacaURLs
     /// The deployment's own keys, linked to the first admin.
@@ -101,6 +103,10 @@ struct BrokerageLinks: Sendable {
             guard let existing else { throw error }
             throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil)
         }
+        // Alpaca's calendar from now on (a failure leaves the rules, and the daily job tries again).
+        do { try await calendar.refresh(from: client, now: ledger.clock.now()) } catch {
+            logger.warning("reading Alpaca's market calendar failed", metadata: ["error": "\(error)"])
+        }
         // The shares already held at Alpaca come over now (the cash came with the link); if Alpaca cannot
         // be asked this moment, the hourly reconciliation brings them.
         do {
@@ -179,6 +185,14 @@ struct BrokerageLinks: Sendable {
 
     static let defaultLinkSchedule = RecurringJob(
         name: "link_default_brokerage", kind: .linkDefaultBrokerage, cadence: .every(600), payload: { _ in .linkDefaultBrokerage })
+
+    // MARK: - The market calendar
+
+    /// Reads the exchange calendar and clock from the first active link's Alpaca; the rules stay when none is linked.
+    func refreshCalendar() async throws {
+        guard let link = try await store.activeLinks(on: store.database.sql).first else { return }
+        try await calendar.refresh(from: try brokers.alpaca(link), now: ledger.clock.now())
+    }
 
     // MARK: - Key rotation
 

@@ -17,6 +17,8 @@ enum JobPayload: Sendable, Equatable {
     case linkDefaultBrokerage
     /// Compare every Alpaca account's cash and positions with Folio's books, and adjust.
     case reconcileBrokerage
+    /// Read the exchange calendar and clock from Alpaca.
+    case refreshMarketCalendar
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
@@ -25,6 +27,7 @@ enum JobPayload: Sendable, Equatable {
         case advanceRebalance = "advance_rebalance"
         case linkDefaultBrokerage = "link_default_brokerage"
         case reconcileBrokerage = "reconcile_brokerage"
+        case refreshMarketCalendar = "refresh_market_calendar"
     }
 
     static let version = 1
@@ -37,6 +40,7 @@ enum JobPayload: Sendable, Equatable {
         case .advanceRebalance: .advanceRebalance
         case .linkDefaultBrokerage: .linkDefaultBrokerage
         case .reconcileBrokerage: .reconcileBrokerage
+        case .refreshMarketCalendar: .refreshMarketCalendar
         }
     }
 
@@ -51,7 +55,7 @@ enum JobPayload: Sendable, Equatable {
         switch self {
         case .submitOrder(let id): fields["order_id"] = id.description
         case .snapshotPortfolios(let due): fields["due"] = String(due)
-        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage: break
+        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
         }
         return String(decoding: (try? FolioJSON.encode(fields)) ?? Data("{}".utf8), as: UTF8.self)
@@ -83,6 +87,8 @@ enum JobPayload: Sendable, Equatable {
             self = .linkDefaultBrokerage
         case .reconcileBrokerage:
             self = .reconcileBrokerage
+        case .refreshMarketCalendar:
+            self = .refreshMarketCalendar
         }
     }
 }

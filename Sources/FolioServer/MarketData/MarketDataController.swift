@@ -5,6 +5,7 @@ import Hummingbird
 /// Quotes, symbol search and daily history for signed-in users: `/api/market/*`.
 struct MarketDataController: Sendable {
     let quotes: QuoteService
+    let calendar: ExchangeCalendar
 
     static let maximumSymbols = 50
 
@@ -24,16 +25,22 @@ struct MarketDataController: Sendable {
         var nextOpen: Date?
         var nextClose: Date
         var earlyClose: Bool
+        /// `rules` (the NYSE's rules, computed) or `alpaca` (Alpaca's published calendar).
+        var source: String
     }
 
-    /// The exchange's clock from its calendar: open now or not, and the next open and close.
+    /// The exchange's clock from its calendar (Alpaca's when an Alpaca
+    /// account is linked): open now or not, and the next open and close.
+    /// Alpaca's own clock, read within the last minute, has the last word on
+    /// whether the market is open now (a halt no calendar shows).
     @Sendable func marketClock(_ request: Request, context: AuthenticatedContext) async throws -> ClockResponse {
         let now = quotes.clock.now()
-        let session = MarketCalendar.nyse.currentOrNextSession(at: now)
-        let open = MarketCalendar.nyse.isOpen(at: now)
+        let calendar = self.calendar.current
+        let session = calendar.currentOrNextSession(at: now)
+        let open = self.calendar.brokerClock(at: now)?.isOpen ?? calendar.isOpen(at: now)
         return ClockResponse(
             timestamp: now, isOpen: open, sessionDay: session.day.description, nextOpen: open ? nil : session.open, nextClose: session.close,
-            earlyClose: session.isEarlyClose)
+            earlyClose: session.isEarlyClose, source: calendar.publishedRange == nil ? "rules" : "alpaca")
     }
 
     struct QuoteResponse: Codable, Sendable {

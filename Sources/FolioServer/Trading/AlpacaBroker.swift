@@ -119,6 +119,35 @@ struct AlpacaBroker: Broker {
         }
     }
 
+    /// The exchange's sessions from `start` to `end` (`GET /v2/calendar`): each day's date and its New York open and close.
+    func calendar(from start: TradingDay, to end: TradingDay) async throws -> [MarketCalendar.Session] {
+        let answer = try await call(.GET, "/v2/calendar?start=\(start)&end=\(end)")
+        guard answer.status == 200, case .array(let days) = answer.json else { throw BrokerError.unavailable("GET /v2/calendar answered HTTP \(answer.status)") }
+        return try days.map { item in
+            guard case .object(let fields) = item, case .string(let date)? = fields["date"], let day = TradingDay(date),
+                  case .string(let open)? = fields["open"], let opens = Self.time(open), case .string(let close)? = fields["close"], let closes = Self.time(close)
+            else { throw BrokerError.unavailable("GET /v2/calendar answered a day without a date, open or close") }
+            return MarketCalendar.session(day: day, open: opens, close: closes)
+        }
+    }
+
+    /// "09:30" (or "0930").
+    static func time(_ text: String) -> (hour: Int, minute: Int)? {
+        let digits = text.filter(\.isNumber)
+        guard digits.count == 4, let hour = Int(digits.prefix(2)), let minute = Int(digits.suffix(2)), hour < 24, minute < 60 else { return nil }
+        return (hour, minute)
+    }
+
+    /// Whether the market is open now, and its next open and close (`GET /v2/clock`).
+    func clock(now: Date) async throws -> ExchangeCalendar.Clock {
+        let answer = try await call(.GET, "/v2/clock")
+        guard answer.status == 200, case .object(let fields) = answer.json, case .bool(let open)? = fields["is_open"],
+              case .string(let nextOpen)? = fields["next_open"], let opens = try? Date(nextOpen, strategy: .iso8601),
+              case .string(let nextClose)? = fields["next_close"], let closes = try? Date(nextClose, strategy: .iso8601)
+        else { throw BrokerError.unavailable("GET /v2/clock answered HTTP \(answer.status) or an unreadable clock") }
+        return ExchangeCalendar.Clock(isOpen: open, nextOpen: opens, nextClose: closes, readAt: now)
+    }
+
     // MARK: - Broker
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {

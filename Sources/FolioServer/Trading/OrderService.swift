@@ -12,6 +12,8 @@ struct OrderService: Sendable {
     let jobs: JobQueue
     /// Each account's broker: the paper broker, or the broker the account is linked to.
     let brokers: Brokers
+    /// When DAY orders end: the exchange's real close, early closes included.
+    let calendar: ExchangeCalendar
     let quotes: QuoteService
     let clock: AppClock
     let ids: IDSource
@@ -126,7 +128,7 @@ struct OrderService: Sendable {
                 continue
             }
             // A DAY order whose submission was delayed past the close must not fill tomorrow.
-            if order.timeInForce == .day, clock.now() >= MarketCalendar.nyse.dayEnd(for: order.createdAt) {
+            if order.timeInForce == .day, clock.now() >= calendar.current.dayEnd(for: order.createdAt) {
                 reports.append(Report(job: job.id, order: order, report: .expired))
                 continue
             }

@@ -70,12 +70,13 @@ struct PaperBroker: Broker {
     var partialFills: Bool = false
     /// Keep the exchange's sessions: nothing fills while the market is closed.
     var marketHours: Bool = false
-    var calendar: MarketCalendar = .nyse
+    /// The exchange's calendar as Folio knows it now (rules, or Alpaca's published calendar).
+    var calendar: @Sendable () -> MarketCalendar = { .nyse }
     var holdsOrders: Bool { false }
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
         // Closed: an order waits for the open (as Alpaca accepts a DAY order after hours); IOC and FOK cannot wait.
-        if marketHours, !calendar.isOpen(at: clock.now()) {
+        if marketHours, !calendar().isOpen(at: clock.now()) {
             if order.timeInForce == .immediateOrCancel || order.timeInForce == .fillOrKill { return .canceled(reason: "the market is closed") }
             return .accepted
         }
@@ -95,6 +96,7 @@ struct PaperBroker: Broker {
     }
 
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport? {
+        let calendar = calendar()
         if order.timeInForce == .day, clock.now() >= calendar.dayEnd(for: order.createdAt) { return .expired }
         if marketHours, !calendar.isOpen(at: clock.now()) { return nil }
         guard let quote = try? await quotes.quote(for: order.symbol), !quote.isStale else { return nil }

@@ -79,6 +79,10 @@ final class FakeAlpaca: Sendable {
         var streamConnections = 0
         /// Every event is sent twice.
         var duplicateEvents = false
+        /// While closed, market orders are accepted and wait for the open.
+        var marketOpen = true
+        /// Closes Alpaca publishes beyond the rules (an unscheduled early close), New York time.
+        var publishedCloses: [TradingDay: String] = [:]
         var paperCalls = 0
     }
 
@@ -164,6 +168,28 @@ final class FakeAlpaca: Sendable {
             state.orders[id]?.status = status
             Self.publish(&state, event: status, orderID: id)
         }
+    }
+
+    // MARK: - Market hours
+
+    /// Closes the market: market orders wait for the open, and `/v2/clock` says closed.
+    func closeMarket() {
+        state.withLockedValue { $0.marketOpen = false }
+    }
+
+    /// Opens the market: the market orders that waited fill at `price`.
+    func openMarket() {
+        state.withLockedValue { state in
+            state.marketOpen = true
+            for order in state.orders.values where order.type == "market" && order.status == "accepted" {
+                Self.fill(&state, order.id, quantity: nil, price: state.price)
+            }
+        }
+    }
+
+    /// Publishes a close for a day that the rules do not know ("13:00").
+    func publishClose(_ day: TradingDay, at close: String) {
+        state.withLockedValue { $0.publishedCloses[day] = close }
     }
 
     // MARK: - The trade_updates stream
@@ -336,7 +362,7 @@ final class FakeAlpaca: Sendable {
                 state.orders[id] = Order(
                     id: id, clientOrderID: client, symbol: symbol, side: side, type: type, quantity: quantity, status: "accepted", filled: .zero,
                     createdAt: "2026-11-24T15:30:00Z")
-                if state.mode == .fillMarketOrders, type == "market" { Self.fill(&state, id, quantity: nil, price: state.price) }
+                if state.mode == .fillMarketOrders, type == "market", state.marketOpen { Self.fill(&state, id, quantity: nil, price: state.price) }
                 return Self.json(Self.text(state.orders[id]!, state))
             }
         case (.get, "/v2/orders"):
@@ -385,6 +411,26 @@ final class FakeAlpaca: Sendable {
                 }
                 return Self.json("[" + page.joined(separator: ",") + "]")
             }
+        case (.get, "/v2/clock"):
+            return state.withLockedValue { state in
+                Self.json(#"{"timestamp":"2026-11-24T10:30:00-05:00","is_open":\#(state.marketOpen),"next_open":"2026-11-25T09:30:00-05:00","next_close":"2026-11-24T16:00:00-05:00"}"#)
+            }
+        case (.get, "/v2/calendar"):
+            // The NYSE's sessions by its rules, with what the test published on top.
+            guard let start = request.uri.queryParameters["start"].flatMap({ TradingDay(String($0)) }),
+                  let end = request.uri.queryParameters["end"].flatMap({ TradingDay(String($0)) }), start <= end
+            else { return Self.json(#"{"code":42210000,"message":"start and end are required"}"#, status: .unprocessableContent) }
+            let published = state.withLockedValue { $0.publishedCloses }
+            var days: [String] = []
+            var day = start
+            while day <= end {
+                if let session = MarketCalendar.nyse.session(on: day) {
+                    let close = published[day] ?? (session.isEarlyClose ? "13:00" : "16:00")
+                    days.append(#"{"date":"\#(day)","open":"09:30","close":"\#(close)","session_open":"0400","session_close":"2000","settlement_date":"\#(day)"}"#)
+                }
+                day = day.adding(days: 1)
+            }
+            return Self.json("[" + days.joined(separator: ",") + "]")
         case (.get, "/v2/positions"):
             return state.withLockedValue { state in
                 let held = state.positions.filter { $0.value != .zero }.sorted { $0.key < $1.key }.map { symbol, quantity in
