@@ -42,7 +42,7 @@ struct MarketCalendarTests {
     }
 
     @Test("a published calendar wins within its range: an unscheduled closure and early close are kept, days outside the range follow the rules")
-    func published() {
+    func publishedCalendar() {
         let closed = Self.day("2026-12-02"), early = Self.day("2026-12-01")
         let range = Self.day("2026-11-30")...Self.day("2026-12-04")
         var sessions: [MarketCalendar.Session] = []
