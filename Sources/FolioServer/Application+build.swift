@@ -252,7 +252,10 @@ public struct FolioServices: Sendable {
         application.addServices(
             DatabaseService(database: database),
             HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger))
-        if configuration.serveRunsWorker { application.addServices(worker, tradeStreams) }
+        if configuration.serveRunsWorker {
+            application.addServices(worker)
+            if configuration.alpacaStream { application.addServices(tradeStreams) }
+        }
         return application
     }
 
@@ -264,8 +267,7 @@ public struct FolioServices: Sendable {
                     .init(service: DatabaseService(database: database)),
                     .init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)),
                     .init(service: worker),
-                    .init(service: tradeStreams),
-                ],
+                ] + (configuration.alpacaStream ? [.init(service: tradeStreams)] : []),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

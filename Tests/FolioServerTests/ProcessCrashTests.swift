@@ -129,11 +129,12 @@ struct ProcessCrashTests {
             try await withTestDatabase(.postgres) { database, location in
                 let folio = try FolioProcess()
                 defer { folio.cleanUp() }
-                let base = environment(location, fake.environment.merging(["SERVE_WORKER": "false"]) { _, new in new })
+                let base = environment(location, fake.environment.merging(["SERVE_WORKER": "false", "ALPACA_STREAM": "false"]) { _, new in new })
                 let server = try await RunningFolio.serve(folio, environment: base)
                 defer { server.kill() }
                 let http = HTTPCalls(baseURL: server.baseURL)
                 let headers = try await http.signIn("resting@example.com")
+                // Fills by polling alone here: this crash lands in the poller's look (the stream's is the test below).
                 let account = try await linkAlpaca(http, headers)
                 let placed = try await http.post("/api/orders", ["symbol": "KO", "quantity": "4", "side": "BUY", "order_type": "LIMIT", "limit_price": "70", "time_in_force": "GTC", "account_id": account], headers: headers)
                 let id = try #require(placed.json["id"] as? String)

@@ -63,13 +63,12 @@ final class TradeStreams: Service, Sendable {
     }
 
     func run() async throws {
-        await withGracefulShutdownHandler {
-            while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                await refreshStreams()
-                try? await Task.sleep(for: refresh)
+        // A shutdown ends the wait between refreshes at once, and the streams with it.
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await self.refreshStreams()
+                try await Task.sleep(for: self.refresh)
             }
-        } onGracefulShutdown: {
-            self.stopAll()
         }
         stopAll()
     }

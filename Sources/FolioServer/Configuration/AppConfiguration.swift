@@ -97,6 +97,8 @@ public struct AppConfiguration: Sendable {
     /// How often each linked account's open orders are polled at Alpaca, in
     /// seconds (the trade stream brings fills in between); 0 in tests.
     public var alpacaPollSeconds: Int
+    /// Listen to Alpaca's trade stream (`ALPACA_STREAM`, on by default); off, fills come by polling alone.
+    public var alpacaStream: Bool
 
     public struct AlpacaURLs: Sendable, Equatable {
         public var paper: String
@@ -234,6 +236,7 @@ public struct AppConfiguration: Sendable {
         self.alpaca = nil
         self.alpacaURLs = AlpacaURLs()
         self.alpacaPollSeconds = environment == .testing ? 0 : 15
+        self.alpacaStream = true
         self.quoteTimeToLive = 15
     }
 }

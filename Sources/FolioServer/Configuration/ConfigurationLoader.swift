@@ -254,6 +254,7 @@ public enum ConfigurationLoader {
             configuration.alpaca = .init(
                 keyID: keyID ?? "", secretKey: secretKey ?? "", baseURL: alpacaURL("ALPACA_BASE_URL", default: configuration.alpacaURLs.paper))
         }
+        configuration.alpacaStream = value("ALPACA_STREAM") == nil ? true : flag("ALPACA_STREAM")
         configuration.alpacaPollSeconds = integer("ALPACA_POLL_SECONDS", default: configuration.testing ? 0 : 15, range: 0...3600)
         if let broker = value("BROKER"), broker.lowercased() != "paper" {
             problems.append("BROKER is no longer read: every user has a paper account, and Alpaca accounts are linked (ALPACA_API_KEY and ALPACA_SECRET_KEY link the first admin's)")
