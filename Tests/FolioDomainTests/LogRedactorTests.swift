@@ -86,6 +86,15 @@ struct LogRedactorTests {
         #expect(redactor.redact(text) == text)
     }
 
+    @Test("identifiers whose digits pass Luhn by chance are kept whole: a UUID is not a card")
+    func uuidsAreNotCards() {
+        // "0-868299266023" and "0868299266023" both pass Luhn.
+        for text in ["account 5d85c851-c217-432b-8ba0-868299266023 skipped", "\"account_id\":\"5d85c851-c217-432b-8ba0-868299266023\""] {
+            #expect(redactor.redact(text) == text)
+        }
+        #expect(redactor.redact("card 4111-1111-1111-1111, account 8ba0-4111111111111111") == "card [REDACTED_CARD], account 8ba0-4111111111111111")
+    }
+
     @Test("US social security numbers are masked")
     func ssn() {
         #expect(redactor.redact("ssn on file 123-45-6789.") == "ssn on file [REDACTED_SSN].")
