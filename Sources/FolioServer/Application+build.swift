@@ -6,6 +6,7 @@ import HummingbirdTLS
 import Logging
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 
 public enum FolioVersion {
     public static let current = "0.1.0"
@@ -134,6 +135,7 @@ public struct FolioServices: Sendable {
         self.instances = Instances(database: database, clock: clock)
         self.connections = ConnectionRegistry(
             limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
+        let started = Mutex(false)
         self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)
         let scheduler = JobScheduler(
             database: database, queue: jobs,
@@ -162,6 +164,11 @@ public struct FolioServices: Sendable {
             ],
             name: "\(dependencies.instance)-worker", pollInterval: .milliseconds(200), logger: logger,
             onIdle: {
+                // Once per process: the deployment's Alpaca keys and Alpaca's calendar need not wait for their schedules' first turn.
+                if started.withLock({ started in defer { started = true }; return !started }) {
+                    do { _ = try await brokerage.linkDeploymentDefault() } catch { logger.warning("linking the deployment's Alpaca keys failed; retried every ten minutes", metadata: ["error": "\(error)"]) }
+                    do { try await brokerage.refreshCalendar() } catch { logger.warning("reading Alpaca's market calendar failed; retried daily", metadata: ["error": "\(error)"]) }
+                }
                 do { try await scheduler.enqueueDue() } catch { logger.error("job schedules failed", metadata: ["error": "\(error)"]) }
                 do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
             },

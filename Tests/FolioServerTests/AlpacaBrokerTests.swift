@@ -272,6 +272,7 @@ struct AlpacaBrokerTests {
                 ids.append(try #require(try json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String))
             }
             await env.worker.drain()
+            try await OrderService.recheckFor(env)  // the worker's first look also reads Alpaca's calendar
             for id in ids.prefix(2) { fake.fill(clientOrderID: id, at: 59) }
             let before = fake.calls
             try await OrderService.recheckFor(env)
