@@ -169,6 +169,7 @@ public struct FolioServices: Sendable {
                     do { _ = try await brokerage.linkDeploymentDefault() } catch { logger.warning("linking the deployment's Alpaca keys failed; retried every ten minutes", metadata: ["error": "\(error)"]) }
                     do { try await brokerage.refreshCalendar() } catch { logger.warning("reading Alpaca's market calendar failed; retried daily", metadata: ["error": "\(error)"]) }
                 }
+                do { try await brokerage.refreshClock() } catch { logger.debug("reading Alpaca's clock failed", metadata: ["error": "\(error)"]) }
                 do { try await scheduler.enqueueDue() } catch { logger.error("job schedules failed", metadata: ["error": "\(error)"]) }
                 do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
             },

@@ -93,6 +93,7 @@ struct LogRedactorTests {
             #expect(redactor.redact(text) == text)
         }
         #expect(redactor.redact("card 4111-1111-1111-1111, account 8ba0-4111111111111111") == "card [REDACTED_CARD], account 8ba0-4111111111111111")
+        #expect(redactor.redact("card-4111111111111111 on file") == "card-[REDACTED_CARD] on file", "a word before a dash is not an identifier group")
     }
 
     @Test("US social security numbers are masked")

@@ -31,6 +31,25 @@ struct TradingRulesTests {
         try books.apply(.filled([BrokerFill(id: id, quantity: qty(quantity), price: px(price))]), to: order.id, ids: ids, now: now)
     }
 
+    @Test("a notional order whose last fill came as a partial fill ends when the broker says it is done, its leftover reservation freed")
+    func notionalDoneLater() throws {
+        let account = account(cash: "1000.00")
+        let draft = OrderDraft(symbol: "TINY", side: .buy, type: .market, notional: 100)
+        var books = Books(account: account, holdings: [], orders: [])
+        let placed = try TradingRules.place(draft, orderID: OrderID(), clientOrderID: nil, account: account, holding: nil, price: px("10"), marketBuyMargin: 0, now: now)
+        books.record(placed)
+        let id = placed.order!.id
+        let last = BrokerFill(id: "alpaca:o:9.5", quantity: qty("9.5"), price: px("10"))
+        try books.apply(.partiallyFilled([last]), to: id, ids: ids, now: now)
+        #expect(books.orders[id]?.status == .partiallyFilled)
+        #expect(books.account.reservedCash.isPositive)
+        // The broker's "filled" brings no new fill: the order ends all the same.
+        try books.apply(.filled([last]), to: id, ids: ids, now: now)
+        #expect(books.orders[id]?.status == .filled)
+        #expect(books.account.reservedCash == 0)
+        #expect(books.account.cash == 905)
+    }
+
     @Test("a deposit adds cash; a withdrawal may not touch reserved cash; a movement past the column is refused")
     func movements() throws {
         let start = account(cash: "100.00", reserved: "60.00")

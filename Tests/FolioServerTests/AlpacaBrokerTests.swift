@@ -294,4 +294,50 @@ struct AlpacaBrokerTests {
             try await env.expectConsistent()
         }
     }
+
+    @Test("an order Alpaca calls filled before its FILL activities appear stays open until they do: no share is lost", arguments: TestDatabaseKind.all)
+    func activitiesLag(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            let (tokens, account) = try await linkedUser(client, env, email: "lag@example.com")
+            fake.withholdActivities = true
+            let id = try #require(try json(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "MARKET", "account_id": account], headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            try await OrderService.recheckFor(env)
+            let waiting = try await show(client, tokens, id)
+            #expect(waiting["status"] as? String == "accepted", "not filled with no fills, and not lost either")
+            #expect(waiting["reserved_cash"] as? String != "0.00")
+            fake.withholdActivities = false
+            try await OrderService.recheckFor(env)
+            let filled = try await show(client, tokens, id)
+            #expect(filled["status"] as? String == "filled")
+            #expect(filled["filled_quantity"] as? String == "2")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a DAY order whose first submission reached Alpaca but whose answer was lost, retried after the close: canceled at Alpaca, expired here", arguments: TestDatabaseKind.all)
+    func retriedAfterTheClose(kind: TestDatabaseKind) async throws {
+        let friday = TradingDay(year: 2026, month: 11, day: 27)
+        let clock = TestClock(start: friday.at(hour: 12, minute: 58))
+        try await withFakeAlpaca { fake in
+            fake.mode = .rest
+            try await withTestApp(kind, clock: clock, configure: { $0.alpacaURLs = fake.urls }) { client, env in
+                let (tokens, account) = try await linkedUser(client, env, email: "lost@example.com")
+                let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "DAY", "account_id": account]
+                let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+                // Every answer of this attempt is lost, though Alpaca took the order.
+                fake.loseAnswers = 3
+                await env.worker.drain()
+                #expect(fake.orders[id]?.status == "accepted", "it reached Alpaca")
+                #expect(try await env.jobs().first?.lastError?.contains("HTTP 500") == true)
+                clock.advance(by: friday.at(hour: 13, minute: 10).timeIntervalSince(clock.now))
+                await env.worker.drain()
+                let tokens2 = try json(try await post(client, "/api/auth/login", ["email": "lost@example.com", "password": strongPassword]))
+                let shown = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens2)))
+                #expect(shown["status"] as? String == "expired", "\(shown)")
+                #expect(fake.orders[id]?.status == "canceled", "not left live at Alpaca")
+                try await env.expectConsistent()
+            }
+        }
+    }
 }

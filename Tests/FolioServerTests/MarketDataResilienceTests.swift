@@ -121,13 +121,12 @@ struct MarketDataResilienceTests {
                 let tokens = try await signUp(client, env, email: "slow@example.com")
                 #expect(try await Self.quotes(client, tokens, "IBM,AAPL").status == .ok)
                 clock.advance(by: 16)
-                fake.mode = .slow(.seconds(4))
+                // The vendor now takes 8 s (under the client's 10 s timeout). No wall clock is read here: every answer
+                // below comes back stale, which it could not if it had waited for the vendor's fresh quote.
+                fake.mode = .slow(.seconds(8))
                 let before = fake.hits.count
-                for _ in 0..<20 {
-                    let started = ContinuousClock.now
+                for _ in 0..<5 {
                     let answer = try json(try await Self.quotes(client, tokens, "IBM,AAPL"))
-                    // Far below the vendor's 4 s: the answer did not wait for it.
-                    #expect(ContinuousClock.now - started < .seconds(2))
                     #expect((answer["data"] as? [[String: Any]])?.allSatisfy { $0["stale"] as? Bool == true } == true)
                 }
                 #expect(fake.hits.count - before <= 2, "one refresh per symbol at a time")

@@ -57,7 +57,9 @@ public struct MarketCalendar: Sendable {
             if let session = session(on: day), date < session.close { return session }
             day = day.adding(days: 1)
         }
-        preconditionFailure("no session within 15 days of \(date)")
+        // A published calendar with no session for two weeks is not believed: the rules answer instead.
+        guard publishedRange != nil else { preconditionFailure("the rules give no session within 15 days of \(date)") }
+        return MarketCalendar.nyse.currentOrNextSession(at: date)
     }
 
     /// When a DAY order placed at `date` ends: the close of the session in

@@ -246,7 +246,7 @@ enum Scan {
 enum CardNumberRule {
     /// Not inside a word or an identifier: a UUID's last groups ("…-8ba0-868299266023") can pass Luhn by chance.
     static let rule = Rule(
-        #"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]-)[0-9](?:[ \-]?[0-9]){12,}(?![0-9A-Za-z])"#, precheck: Scan.hasCardLength) { redactCards(in: $0) }
+        #"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{4}-)[0-9](?:[ \-]?[0-9]){12,}(?![0-9A-Za-z])"#, precheck: Scan.hasCardLength) { redactCards(in: $0) }
 
     /// A run of digit groups may hold a card next to other numbers ("1.50 4111 1111 1111 1111"):
     /// mask every stretch of whole groups that is 13 to 19 digits long and passes Luhn.

@@ -65,6 +65,13 @@ extension Books {
     /// `done`: the broker says these fills finish the order (what ends a notional order).
     mutating func applyFills(_ fills: [BrokerFill], to orderID: OrderID, done: Bool, ids: IDSource, now: Date) throws(TradingError) {
         let fresh = fills.filter { !appliedFills.contains($0.id) }
+        // A notional order the broker says is done, whose last fill was applied before (as a partial fill): it ends now.
+        if done, fresh.isEmpty, let order = orders[orderID], order.quantity == nil, order.status == .partiallyFilled,
+           let posting = TradingRules.end(order, as: .filled, reason: nil, account: account, holding: holding(order.symbol), now: now)
+        {
+            record(posting)
+            return
+        }
         for (index, fill) in fresh.enumerated() {
             let order = orders[orderID]!
             if let posting = try TradingRules.fill(

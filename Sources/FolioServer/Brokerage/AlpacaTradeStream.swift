@@ -130,7 +130,10 @@ final class TradeStreams: Service, Sendable {
         let url = Self.streamURL(alpaca.settings.baseURL)
         let auth = #"{"action":"auth","key":"# + JSONText.quote(alpaca.settings.keyID) + #","secret":"# + JSONText.quote(alpaca.settings.secretKey) + "}"
         let listen = #"{"action":"listen","data":{"streams":["trade_updates"]}}"#
-        try await WebSocketClient.connect(url: url, logger: logger) { inbound, outbound, _ in
+        // Pings every 30 s: a connection that went quiet without closing is found dead and reconnected.
+        var configuration = WebSocketClientConfiguration()
+        configuration.autoPing = .enabled(timePeriod: .seconds(30))
+        try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
             try await outbound.write(.text(auth))
             for try await message in inbound.messages(maxSize: 1 << 20) {
                 // Alpaca's paper stream sends binary frames, the live one text: both carry JSON.
@@ -151,6 +154,8 @@ final class TradeStreams: Service, Sendable {
                     do {
                         try await self.apply(try TradeUpdate(data), link: link, alpaca: alpaca)
                     } catch {
+                        // The next look polls this account, whatever its stream's schedule.
+                        self.brokers.pollSoon(link.accountID)
                         self.logger.warning("a trade update could not be applied; the next poll catches up", metadata: ["account_id": "\(link.accountID)", "error": "\(error)"])
                     }
                 default:

@@ -188,6 +188,13 @@ struct BrokerageLinks: Sendable {
 
     // MARK: - The market calendar
 
+    /// Alpaca's clock, read again when the kept one is over a minute old (the worker asks every second; this calls at most once a minute).
+    func refreshClock() async throws {
+        let now = ledger.clock.now()
+        guard calendar.brokerClock(at: now) == nil, let link = try await store.activeLinks(on: store.database.sql).first else { return }
+        try await calendar.refreshClock(from: try brokers.alpaca(link), now: now)
+    }
+
     /// Reads the exchange calendar and clock from the first active link's Alpaca; the rules stay when none is linked.
     func refreshCalendar() async throws {
         guard let link = try await store.activeLinks(on: store.database.sql).first else { return }

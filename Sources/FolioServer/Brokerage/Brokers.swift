@@ -55,6 +55,11 @@ final class Brokers: Sendable {
         lastPolls.withLock { _ = $0.removeValue(forKey: account) }
     }
 
+    /// The account is polled at the next look, whatever its schedule.
+    func pollSoon(_ account: AccountID) {
+        lastPolls.withLock { _ = $0.removeValue(forKey: account) }
+    }
+
     func streamDown(_ account: AccountID) {
         streaming.withLock { _ = $0.remove(account) }
     }

@@ -47,6 +47,9 @@ struct Reconciler: Sendable {
 
     func reconcile(_ link: BrokerageLink, dryRun: Bool) async throws -> Outcome {
         let alpaca = try brokers.alpaca(link)
+        // Where the books stood before Alpaca was asked: if they move before the lock is taken (a fill applied
+        // meanwhile), Alpaca's figures may already include it and the books not, or the other way round.
+        let before = try await trading.auditSequence(of: link.accountID)
         guard case .account(let remote) = try await alpaca.account() else {
             return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca no longer accepts the link's keys")
         }
@@ -57,6 +60,9 @@ struct Reconciler: Sendable {
             guard var open = try await ledger.open(
                 account: link.accountID, owner: nil, need: .init(symbols: held + positions.map(\.symbol)), on: db)
             else { throw BrokerageError.linkNotFound }
+            guard open.head?.sequence == before else {
+                return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "the books changed while Alpaca was asked")
+            }
             let orders = try await trading.openOrders(of: link.accountID, on: db)
             guard orders.isEmpty else {
                 return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "\(orders.count) open order(s): fills may be on their way")

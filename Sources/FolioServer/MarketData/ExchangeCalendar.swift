@@ -47,9 +47,13 @@ final class ExchangeCalendar: Sendable {
         let today = TradingDay(now)
         let range = today.adding(days: -7)...today.adding(days: 366)
         let sessions = try await alpaca.calendar(from: range.lowerBound, to: range.upperBound)
+        // Believed only for the days it covers, first session to last; an empty answer leaves the rules.
+        guard let first = sessions.map(\.day).min(), let last = sessions.map(\.day).max() else {
+            throw BrokerError.unavailable("GET /v2/calendar answered no sessions")
+        }
         let clock = try await alpaca.clock(now: now)
         state.withLock { state in
-            state.calendar = MarketCalendar(published: sessions, covering: range)
+            state.calendar = MarketCalendar(published: sessions, covering: first...last)
             state.clock = clock
         }
         logger.info("read the market calendar from Alpaca", metadata: ["sessions": "\(sessions.count)"])

@@ -37,9 +37,12 @@ struct MarketDataController: Sendable {
         let now = quotes.clock.now()
         let calendar = self.calendar.current
         let session = calendar.currentOrNextSession(at: now)
-        let open = self.calendar.brokerClock(at: now)?.isOpen ?? calendar.isOpen(at: now)
+        let brokerClock = self.calendar.brokerClock(at: now)
+        let open = brokerClock?.isOpen ?? calendar.isOpen(at: now)
+        // Closed by the broker's clock in what the calendar calls a session (a halt): its next open, not one gone by.
+        let nextOpen = open ? nil : (session.open > now ? session.open : brokerClock?.nextOpen ?? session.open)
         return ClockResponse(
-            timestamp: now, isOpen: open, sessionDay: session.day.description, nextOpen: open ? nil : session.open, nextClose: session.close,
+            timestamp: now, isOpen: open, sessionDay: session.day.description, nextOpen: nextOpen, nextClose: session.close,
             earlyClose: session.isEarlyClose, source: calendar.publishedRange == nil ? "rules" : "alpaca")
     }
 

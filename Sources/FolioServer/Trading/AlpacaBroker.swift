@@ -181,7 +181,7 @@ struct AlpacaBroker: Broker {
     /// then "still open" and Folio asks again later rather than freeing its
     /// reservation early.
     func cancel(_ order: BrokerOrder) async throws -> BrokerReport {
-        guard let existing = try await find(order.id) else { return .canceled(reason: "canceled before it reached the broker") }
+        guard let existing = try await find(order.id) else { return .canceled(reason: Self.neverReached) }
         if Self.openStatuses.contains(existing.status) && existing.status != "pending_cancel" {
             let answer = try await call(.DELETE, "/v2/orders/\(existing.id)")
             switch answer.status {
@@ -211,6 +211,9 @@ struct AlpacaBroker: Broker {
         return try RemoteOrder(answer.json)
     }
 
+    /// The reason of a cancel of an order Alpaca never had.
+    static let neverReached = "canceled before it reached the broker"
+
     /// Alpaca's statuses of an order that may still fill: Folio keeps it open.
     /// `done_for_day` is open too (it takes no more fills today, but a GTC
     /// order goes on tomorrow), as are `stopped` and `suspended`, which Alpaca
@@ -236,6 +239,12 @@ struct AlpacaBroker: Broker {
     static let endedStatuses: Set<String> = ["filled", "canceled", "replaced", "expired", "rejected"]
 
     static func report(_ order: RemoteOrder, fills: [BrokerFill], canceledBy reason: String = "canceled at the broker") -> BrokerReport {
+        // Alpaca's record of the fills lags its order status, or was cut short: the order stays open until
+        // every share it says filled has a fill to apply (ending it now would lose the rest for good).
+        let recorded = fills.reduce(Int128(0)) { $0 + $1.quantity.units }
+        if recorded < order.filledQuantity.units {
+            return fills.isEmpty ? .accepted : .partiallyFilled(fills)
+        }
         switch order.status {
         case "filled":
             return .filled(fills)
@@ -267,9 +276,10 @@ struct AlpacaBroker: Broker {
     /// number of orders.
     func fillsByOrder(since: String?) async throws -> [String: [BrokerFill]] {
         var fills: [String: [BrokerFill]] = [:]
-        var cumulative: [String: Quantity] = [:]
         var pageToken: String?
-        for _ in 0..<50 {
+        for page in 0...50 {
+            // Fifty pages of a hundred and more to come: refuse a partial list rather than act on it.
+            guard page < 50 else { throw BrokerError.unavailable("more than 5,000 FILL activities since \(since ?? "the start")") }
             var path = "/v2/account/activities/FILL?direction=asc&page_size=100"
             if let since { path += "&after=\(Self.encode(since))" }
             if let pageToken { path += "&page_token=\(Self.encode(pageToken))" }
@@ -282,8 +292,11 @@ struct AlpacaBroker: Broker {
                 pageToken = id
                 guard case .string(let orderID)? = fields["order_id"], let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
                 else { continue }
-                let total = Self.quantity(fields["cum_qty"]) ?? ((try? (cumulative[orderID] ?? .zero) + quantity) ?? quantity)
-                cumulative[orderID] = total
+                // The key is the quantity filled up to this fill, as Alpaca states it; never guessed from a window of activities.
+                guard let total = Self.quantity(fields["cum_qty"]) else {
+                    logger.warning("a FILL activity without cum_qty was skipped", metadata: ["activity_id": "\(id)"])
+                    continue
+                }
                 fills[orderID, default: []].append(BrokerFill(id: Self.fillID(order: orderID, cumulative: total), quantity: quantity, price: executed))
             }
             if activities.count < 100 { break }

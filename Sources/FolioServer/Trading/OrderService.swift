@@ -129,6 +129,21 @@ struct OrderService: Sendable {
             }
             // A DAY order whose submission was delayed past the close must not fill tomorrow.
             if order.timeInForce == .day, clock.now() >= calendar.current.dayEnd(for: order.createdAt) {
+                // An earlier attempt may have reached a broker that holds orders: it is canceled there first, never just ended here.
+                if job.attempts > 1, let broker = try? await brokers.broker(for: order.accountID), broker.holdsOrders {
+                    do {
+                        // Canceled there (or never there): the day ended it. Fills that came first stand.
+                        let report: BrokerReport = switch try await broker.cancel(BrokerOrder(order)) {
+                        case .canceled: .expired
+                        case .filledThenCanceled(let fills, _): .filledThenCanceled(fills, reason: "day order past the close")
+                        case let other: other
+                        }
+                        reports.append(Report(job: job.id, order: order, report: report))
+                    } catch {
+                        outcomes[job.id] = .failed("a DAY order past the close: \(error)")
+                    }
+                    continue
+                }
                 reports.append(Report(job: job.id, order: order, report: .expired))
                 continue
             }
@@ -272,8 +287,23 @@ struct OrderService: Sendable {
         if !requested.isEmpty { await settleRequestedCancels(requested) }
         if !reports.isEmpty { await pauses.reach(.afterRecheck) }
         for dead in try await store.ordersOfDeadSubmitJobs() {
-            if let order = try await store.order(dead.id) {
-                reports.append(Report(job: nil, order: order, report: .rejected(reason: Self.deadSubmitReason(dead.lastError, symbol: order.symbol))))
+            guard let order = try await store.order(dead.id) else { continue }
+            let rejected = BrokerReport.rejected(reason: Self.deadSubmitReason(dead.lastError, symbol: order.symbol))
+            do {
+                // At a broker that holds orders an attempt may have got through: canceled there (or found never to have
+                // arrived) before it is rejected here; while the broker cannot be asked, the order waits.
+                let broker = try await brokers.broker(for: order.accountID)
+                guard broker.holdsOrders else {
+                    reports.append(Report(job: nil, order: order, report: rejected))
+                    continue
+                }
+                let report: BrokerReport = switch try await broker.cancel(BrokerOrder(order)) {
+                case .canceled: rejected
+                case let other: other
+                }
+                reports.append(Report(job: nil, order: order, report: report))
+            } catch {
+                logger.warning("an order whose submission died waits for its broker", metadata: ["order_id": "\(order.id)", "error": "\(error)"])
             }
         }
         for (_, outcome) in await apply(reports) {

@@ -89,6 +89,11 @@ struct TradingStore: Sendable {
             reservedCash: try row.decode(column: "reserved_cash", as: Cash.self), createdAt: try row.decode(column: "created_at", as: Date.self))
     }
 
+    /// The sequence of the account's audit chain head: it moves with every change to the account's books.
+    func auditSequence(of id: AccountID) async throws -> Int64? {
+        try await database.sql.raw("SELECT audit_sequence FROM accounts WHERE id = \(bind: id)").first()?.decode(column: "audit_sequence", as: Int64?.self)
+    }
+
     /// Locks the account for the rest of the transaction `db` and returns it
     /// with the head of its audit chain, which lives on the same row: one
     /// statement, `SELECT … FOR UPDATE` on PostgreSQL (whose re-check after

@@ -79,6 +79,10 @@ final class FakeAlpaca: Sendable {
         var streamConnections = 0
         /// Every event is sent twice.
         var duplicateEvents = false
+        /// FILL activities are held back (Alpaca's record lagging its order status).
+        var withholdActivities = false
+        /// The next POSTs of orders are carried out, but answered 500 (the answer lost on its way back).
+        var loseAnswers = 0
         /// While closed, market orders are accepted and wait for the open.
         var marketOpen = true
         /// Closes Alpaca publishes beyond the rules (an unscheduled early close), New York time.
@@ -131,6 +135,16 @@ final class FakeAlpaca: Sendable {
     var paperCalls: Int { state.withLockedValue { $0.paperCalls } }
     /// `GET /v2/orders` lists served: the polling of whole accounts.
     var listCalls: Int { state.withLockedValue { $0.listCalls } }
+
+    var withholdActivities: Bool {
+        get { state.withLockedValue { $0.withholdActivities } }
+        set { state.withLockedValue { $0.withholdActivities = newValue } }
+    }
+
+    var loseAnswers: Int {
+        get { state.withLockedValue { $0.loseAnswers } }
+        set { state.withLockedValue { $0.loseAnswers = newValue } }
+    }
 
     /// Calls answered so far (including the failed ones).
     var calls: Int { state.withLockedValue { $0.calls } }
@@ -352,6 +366,10 @@ final class FakeAlpaca: Sendable {
             else { return Self.json(#"{"code":40010001,"message":"invalid order request"}"#, status: .unprocessableContent) }
             return state.withLockedValue { state in
                 state.posts[client, default: 0] += 1
+                if state.loseAnswers > 0, state.orders.values.contains(where: { $0.clientOrderID == client }) {
+                    state.loseAnswers -= 1
+                    return Self.json(#"{"code":50000000,"message":"internal server error"}"#, status: .internalServerError)
+                }
                 if state.refuseBuyingPower {
                     return Self.json(#"{"code":40310000,"message":"insufficient buying power"}"#, status: .forbidden)
                 }
@@ -363,6 +381,10 @@ final class FakeAlpaca: Sendable {
                     id: id, clientOrderID: client, symbol: symbol, side: side, type: type, quantity: quantity, status: "accepted", filled: .zero,
                     createdAt: "2026-11-24T15:30:00Z")
                 if state.mode == .fillMarketOrders, type == "market", state.marketOpen { Self.fill(&state, id, quantity: nil, price: state.price) }
+                if state.loseAnswers > 0 {
+                    state.loseAnswers -= 1
+                    return Self.json(#"{"code":50000000,"message":"internal server error"}"#, status: .internalServerError)
+                }
                 return Self.json(Self.text(state.orders[id]!, state))
             }
         case (.get, "/v2/orders"):
@@ -404,7 +426,7 @@ final class FakeAlpaca: Sendable {
         case (.get, "/v2/account/activities/FILL"):
             let after = request.uri.queryParameters["page_token"].map(String.init)
             return state.withLockedValue { state in
-                var list = state.activities
+                var list = state.withholdActivities ? [] : state.activities
                 if let after, let index = list.firstIndex(where: { $0.id == after }) { list = Array(list[(index + 1)...]) }
                 let page = list.prefix(100).map { activity in
                     #"{"activity_type":"FILL","id":"\#(activity.id)","order_id":"\#(activity.orderID)","qty":"\#(activity.quantity)","price":"\#(activity.price)","side":"\#(activity.side)","symbol":"\#(activity.symbol)","cum_qty":"\#(activity.cumulative)","leaves_qty":"\#(activity.leaves)","type":"\#(activity.leaves.isPositive ? "partial_fill" : "fill")","transaction_time":"2026-11-24T15:30:00Z"}"#
