@@ -191,7 +191,10 @@ struct BrokerageLinks: Sendable {
     /// Alpaca's clock, read again when the kept one is over a minute old (the worker asks every second; this calls at most once a minute).
     func refreshClock() async throws {
         let now = ledger.clock.now()
-        guard calendar.brokerClock(at: now) == nil, let link = try await store.activeLinks(on: store.database.sql).first else { return }
+        // Only once Alpaca's calendar was read (a link exists): an install without one asks the database nothing here.
+        guard calendar.current.publishedRange != nil, calendar.brokerClock(at: now) == nil,
+              let link = try await store.activeLinks(on: store.database.sql).first
+        else { return }
         try await calendar.refreshClock(from: try brokers.alpaca(link), now: now)
     }
 
