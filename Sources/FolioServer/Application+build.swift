@@ -72,6 +72,11 @@ public struct FolioServices: Sendable {
     let worker: JobWorker
     /// Alpaca's trade streams, one per linked account; they run beside the worker.
     let tradeStreams: TradeStreams
+    /// Banks and brokerages linked through Plaid, and the verifier of Plaid's webhooks.
+    let plaid: PlaidLinks
+    let plaidWebhooks: PlaidWebhookVerifier
+    /// Webhooks refused, by vendor and reason.
+    let webhookRejections = WebhookRejections()
 
     public var configuration: AppConfiguration { dependencies.configuration }
     public var logger: Logger { dependencies.logger }
@@ -120,6 +125,13 @@ public struct FolioServices: Sendable {
         self.brokerage = brokerage
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs
+        let plaidClient = configuration.plaid.map { PlaidClient(settings: $0, logger: logger) }
+        let plaid = PlaidLinks(
+            store: PlaidStore(database: database), client: plaidClient, jobs: jobs, secretBox: identity.secretBox, identity: identity, clock: clock,
+            logger: logger)
+        self.plaid = plaid
+        self.plaidWebhooks = PlaidWebhookVerifier(
+            keys: plaidClient.map { client in PlaidKeyCache(clock: clock, fetch: { kid in try await client.verificationKey(kid: kid) }) }, clock: clock)
         let pace = SubmissionPace()
         let orders = OrderService(
             store: store, ledger: ledger, jobs: jobs, brokers: brokers, calendar: calendar, quotes: quotes, clock: clock, ids: ids,
@@ -140,7 +152,28 @@ public struct FolioServices: Sendable {
         let scheduler = JobScheduler(
             database: database, queue: jobs,
             schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule, ExchangeCalendar.schedule]
-                + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule]))
+                + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule])
+                + (configuration.plaid == nil ? [] : [PlaidLinks.dailySync]))
+        let workerName = "\(dependencies.instance)-worker"
+        /// One item's sync or holdings import; another worker's hold on the item puts the job back for a few seconds.
+        func plaidWork(_ body: @escaping @Sendable (UUID, String) async throws -> PlaidLinks.WorkOutcome) -> JobWorker.Handler {
+            { batch in
+                var outcomes: [JobID: JobOutcome] = [:]
+                for job in batch {
+                    let item: UUID
+                    switch job.payload {
+                    case .syncPlaidItem(let id), .refreshPlaidHoldings(let id): item = id
+                    default: outcomes[job.id] = .failed("not a Plaid item job"); continue
+                    }
+                    do {
+                        outcomes[job.id] = try await body(item, "\(workerName):\(job.id)") == .busy ? .later(clock.now().addingTimeInterval(5)) : .done
+                    } catch {
+                        outcomes[job.id] = .failed(String(describing: error))
+                    }
+                }
+                return outcomes
+            }
+        }
         let heads = AuditHeads(database: database, logger: logger)
         self.worker = JobWorker(
             queue: jobs,
@@ -154,6 +187,13 @@ public struct FolioServices: Sendable {
                 .linkDefaultBrokerage: JobWorker.each { _ in _ = try await brokerage.linkDeploymentDefault() },
                 .reconcileBrokerage: JobWorker.each { _ in _ = try await reconciler.reconcileAll(dryRun: false) },
                 .refreshMarketCalendar: JobWorker.each { _ in try await brokerage.refreshCalendar() },
+                .syncPlaidItem: plaidWork { item, holder in try await plaid.sync(item, holder: holder) },
+                .refreshPlaidHoldings: plaidWork { item, holder in try await plaid.refreshHoldings(item, holder: holder) },
+                .plaidItemNeedsLogin: JobWorker.each { job in
+                    guard case .plaidItemNeedsLogin(let item, let reason) = job.payload else { return }
+                    try await plaid.needsLogin(item, reason: reason)
+                },
+                .syncAllPlaidItems: JobWorker.each { _ in try await plaid.enqueueSyncOfAll() },
                 .advanceRebalance: { batch in
                     var outcomes: [JobID: JobOutcome] = [:]
                     for job in batch {
@@ -162,7 +202,7 @@ public struct FolioServices: Sendable {
                     return outcomes
                 },
             ],
-            name: "\(dependencies.instance)-worker", pollInterval: .milliseconds(200), logger: logger,
+            name: workerName, pollInterval: .milliseconds(200), logger: logger,
             onIdle: {
                 // Once per process: the deployment's Alpaca keys and Alpaca's calendar need not wait for their schedules' first turn.
                 if started.withLock({ started in defer { started = true }; return !started }) {
@@ -232,8 +272,10 @@ public struct FolioServices: Sendable {
         AdminController(services: identity).addRoutes(to: routes)
         AccountsController(accounts: accounts, store: store, idempotency: idempotency).addRoutes(to: routes)
         BrokerageController(links: brokerage).addRoutes(to: routes)
+        LinksController(links: plaid).addRoutes(to: routes)
+        PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections).addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
-        PortfolioController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
+        PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store).addRoutes(to: routes)
         PerformanceController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
         OrdersController(orders: orders, store: store, idempotency: idempotency).addRoutes(to: routes)
         RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency).addRoutes(to: routes)

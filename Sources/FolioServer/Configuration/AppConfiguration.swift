@@ -100,6 +100,40 @@ public struct AppConfiguration: Sendable {
     /// Listen to Alpaca's trade stream (`ALPACA_STREAM`, on by default); off, fills come by polling alone.
     public var alpacaStream: Bool
 
+    /// Plaid, when `PLAID_CLIENT_ID` and `PLAID_SECRET` are set: linking
+    /// banks and brokerages for balances, transactions and holdings. Without
+    /// it, linking answers 503 `plaid_not_configured` and every webhook is refused.
+    public var plaid: PlaidSettings?
+
+    public struct PlaidSettings: Sendable, Equatable, CustomStringConvertible {
+        public enum Environment: String, Sendable, Equatable {
+            case sandbox, production
+        }
+
+        public var clientID: String
+        public var secret: String
+        public var environment: Environment
+        /// Plaid's API: https://sandbox.plaid.com or https://production.plaid.com unless `PLAID_BASE_URL` names another (tests).
+        public var baseURL: String
+        /// Where Plaid sends webhooks: Folio's `/webhooks/plaid` as the internet reaches it.
+        public var webhookURL: String?
+
+        public init(clientID: String, secret: String, environment: Environment = .sandbox, baseURL: String? = nil, webhookURL: String? = nil) {
+            self.clientID = clientID
+            self.secret = secret
+            self.environment = environment
+            self.baseURL = baseURL ?? Self.defaultURL(of: environment)
+            self.webhookURL = webhookURL
+        }
+
+        public static func defaultURL(of environment: Environment) -> String {
+            environment == .production ? "https://production.plaid.com" : "https://sandbox.plaid.com"
+        }
+
+        /// Never the client id or secret.
+        public var description: String { "PlaidSettings(environment: \(environment.rawValue), baseURL: \(baseURL))" }
+    }
+
     public struct AlpacaURLs: Sendable, Equatable {
         public var paper: String
         public var live: String
@@ -167,11 +201,14 @@ public struct AppConfiguration: Sendable {
         public var requestsPerMinute: Int
         /// Requests per minute for one client address on /api/auth/*.
         public var authRequestsPerMinute: Int
+        /// Requests per minute for one client address on /webhooks/*.
+        public var webhookRequestsPerMinute: Int
 
-        public init(enabled: Bool = true, requestsPerMinute: Int = 300, authRequestsPerMinute: Int = 20) {
+        public init(enabled: Bool = true, requestsPerMinute: Int = 300, authRequestsPerMinute: Int = 20, webhookRequestsPerMinute: Int = 600) {
             self.enabled = enabled
             self.requestsPerMinute = requestsPerMinute
             self.authRequestsPerMinute = authRequestsPerMinute
+            self.webhookRequestsPerMinute = webhookRequestsPerMinute
         }
     }
 
@@ -185,6 +222,7 @@ public struct AppConfiguration: Sendable {
         if let opsToken { values.append(opsToken) }
         if let alphaVantage { values.append(alphaVantage.apiKey) }
         if let alpaca { values += [alpaca.keyID, alpaca.secretKey] }
+        if let plaid { values += [plaid.clientID, plaid.secret] }
         // The database password as it is (decoded) and as the URL writes it (percent-encoded).
         if case .postgres(let url) = database, let components = URLComponents(string: url) {
             values += [components.password, components.percentEncodedPassword].compactMap { $0 }
@@ -234,6 +272,7 @@ public struct AppConfiguration: Sendable {
         self.marketBuyMargin = Ratio(uncheckedUnits: 50_000)  // 0.05
         self.alphaVantage = nil
         self.alpaca = nil
+        self.plaid = nil
         self.alpacaURLs = AlpacaURLs()
         self.alpacaPollSeconds = environment == .testing ? 0 : 15
         self.alpacaStream = true

@@ -184,7 +184,8 @@ public enum ConfigurationLoader {
         configuration.rateLimit = .init(
             enabled: value("RATE_LIMIT_ENABLED") == nil ? true : flag("RATE_LIMIT_ENABLED"),
             requestsPerMinute: integer("RATE_LIMIT_PER_MINUTE", default: 300, range: 1...1_000_000),
-            authRequestsPerMinute: integer("AUTH_RATE_LIMIT_PER_MINUTE", default: 20, range: 1...1_000_000))
+            authRequestsPerMinute: integer("AUTH_RATE_LIMIT_PER_MINUTE", default: 20, range: 1...1_000_000),
+            webhookRequestsPerMinute: integer("WEBHOOK_RATE_LIMIT_PER_MINUTE", default: 600, range: 1...1_000_000))
         if production, value("RATE_LIMIT_ENABLED") != nil, !configuration.rateLimit.enabled {
             problems.append("RATE_LIMIT_ENABLED=false is not allowed in production")
         }
@@ -254,6 +255,7 @@ public enum ConfigurationLoader {
             configuration.alpaca = .init(
                 keyID: keyID ?? "", secretKey: secretKey ?? "", baseURL: alpacaURL("ALPACA_BASE_URL", default: configuration.alpacaURLs.paper))
         }
+        configuration.plaid = plaidSettings(value: value, production: production, problems: &problems)
         configuration.alpacaStream = value("ALPACA_STREAM") == nil ? true : flag("ALPACA_STREAM")
         configuration.alpacaPollSeconds = integer("ALPACA_POLL_SECONDS", default: configuration.testing ? 0 : 15, range: 0...3600)
         if let broker = value("BROKER"), broker.lowercased() != "paper" {
@@ -280,6 +282,53 @@ public enum ConfigurationLoader {
     }
 
     /// Every reason a production secret key is unfit.
+    /// `PLAID_CLIENT_ID`, `PLAID_SECRET`, `PLAID_ENV`, `PLAID_WEBHOOK_URL`,
+    /// `PLAID_BASE_URL`: all or nothing. In production Plaid is reached over
+    /// HTTPS and needs a public HTTPS webhook URL (without webhooks, items
+    /// would only be synced by the daily backstop and errors would go unseen).
+    static func plaidSettings(value: (String) -> String?, production: Bool, problems: inout [String]) -> AppConfiguration.PlaidSettings? {
+        let clientID = value("PLAID_CLIENT_ID"), secret = value("PLAID_SECRET")
+        guard clientID != nil || secret != nil else {
+            for key in ["PLAID_ENV", "PLAID_WEBHOOK_URL", "PLAID_BASE_URL"] where value(key) != nil {
+                problems.append("\(key) is set without PLAID_CLIENT_ID and PLAID_SECRET")
+            }
+            return nil
+        }
+        guard let clientID, let secret else {
+            problems.append(clientID == nil ? "PLAID_SECRET is set without PLAID_CLIENT_ID" : "PLAID_CLIENT_ID is set without PLAID_SECRET")
+            return nil
+        }
+        var environment = AppConfiguration.PlaidSettings.Environment.sandbox
+        if let raw = value("PLAID_ENV") {
+            if let named = AppConfiguration.PlaidSettings.Environment(rawValue: raw.lowercased()) { environment = named } else {
+                problems.append("PLAID_ENV must be sandbox or production, not \"\(raw)\"")
+            }
+        }
+        var settings = AppConfiguration.PlaidSettings(clientID: clientID, secret: secret, environment: environment)
+        if let raw = value("PLAID_BASE_URL") {
+            if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.baseURL = raw } else {
+                problems.append("PLAID_BASE_URL must be an http(s) URL such as https://sandbox.plaid.com, not \"\(raw)\"")
+            }
+        }
+        if let raw = value("PLAID_WEBHOOK_URL") {
+            if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.webhookURL = raw } else {
+                problems.append("PLAID_WEBHOOK_URL must be an http(s) URL such as https://folio.example.com/webhooks/plaid, not \"\(raw)\"")
+            }
+        }
+        if production || environment == .production {
+            if !settings.baseURL.lowercased().hasPrefix("https://") { problems.append("PLAID_BASE_URL must use https in production") }
+            if environment == .production, settings.baseURL.lowercased().contains("sandbox") {
+                problems.append("PLAID_ENV is production but PLAID_BASE_URL names the sandbox")
+            }
+            if let webhook = settings.webhookURL {
+                if !webhook.lowercased().hasPrefix("https://") { problems.append("PLAID_WEBHOOK_URL must use https in production") }
+            } else if environment == .production {
+                problems.append("PLAID_WEBHOOK_URL is required with PLAID_ENV=production: Plaid tells Folio of new transactions and broken logins by webhook")
+            }
+        }
+        return settings
+    }
+
     public static func weaknesses(ofSecretKey secret: String) -> [String] {
         var problems: [String] = []
         let bytes = secret.utf8.count

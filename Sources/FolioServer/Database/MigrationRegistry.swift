@@ -16,5 +16,6 @@ enum MigrationRegistry {
         CreateSignInFailures(),
         CreateTargetsAndRebalances(),
         CreateBrokerageLinks(),
+        CreatePlaidTables(),
     ]
 }

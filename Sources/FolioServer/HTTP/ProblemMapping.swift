@@ -13,6 +13,8 @@ enum ProblemMapping {
         case let error as TradingError: return trading(error)
         case let error as RebalanceError: return rebalance(error)
         case let error as BrokerageError: return brokerage(error)
+        case let error as LinkError: return link(error)
+        case let error as PlaidError: return link(error.isTransient ? .plaidUnavailable : .refused(code: error.code ?? "unreadable", message: nil, field: nil))
         case is BrokerError:
             // The broker (or a link's sealed keys) could not be used: nothing was changed.
             return brokerage(.brokerUnavailable)
@@ -106,6 +108,30 @@ enum ProblemMapping {
             return AppError(
                 .conflict, code: "brokerage_unlinked", detail: "This account's brokerage link was removed; link the broker account again to trade.",
                 errors: [.init(field: "account_id", code: "unlinked", message: "The account is no longer linked.")])
+        }
+    }
+
+    static func link(_ error: LinkError) -> AppError {
+        switch error {
+        case .notConfigured:
+            return AppError(
+                .serviceUnavailable, code: "plaid_not_configured",
+                detail: "Linking banks and brokerages is not set up on this server: the operator sets PLAID_CLIENT_ID and PLAID_SECRET.")
+        case .itemNotFound:
+            return .notFound("linked item")
+        case .accountNotFound:
+            return AppError(
+                .unprocessableContent, code: "invalid", detail: "account_id names no linked account of yours.",
+                errors: [.init(field: "account_id", code: "not_found", message: "No linked account has this id.")])
+        case .plaidUnavailable:
+            return AppError(.serviceUnavailable, code: "plaid_unavailable", detail: "Plaid could not be reached; nothing was changed. Try again shortly.", headers: [.retryAfter: "30"])
+        case .refused(let code, let message, let field):
+            // Plaid's display_message is meant for the user; its error_message is not shown.
+            return AppError(
+                .unprocessableContent, code: "plaid_refused", detail: message ?? "Plaid refused the request (\(code)).",
+                errors: field.map { [.init(field: $0, code: code.lowercased(), message: message ?? "Plaid refused this value.")] } ?? [])
+        case .alreadyLinked:
+            return AppError(.conflict, code: "already_linked", detail: "This login is already linked; see GET /api/links.")
         }
     }
 

@@ -19,6 +19,14 @@ enum JobPayload: Sendable, Equatable {
     case reconcileBrokerage
     /// Read the exchange calendar and clock from Alpaca.
     case refreshMarketCalendar
+    /// Bring a Plaid item's accounts, balances and transactions up to date.
+    case syncPlaidItem(UUID)
+    /// Import a Plaid item's investment holdings again.
+    case refreshPlaidHoldings(UUID)
+    /// Plaid says the item needs its user: mark it and tell them (`reason` is Plaid's code).
+    case plaidItemNeedsLogin(UUID, reason: String)
+    /// The daily backstop: a sync of every item, in case a webhook was missed.
+    case syncAllPlaidItems
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
@@ -28,6 +36,10 @@ enum JobPayload: Sendable, Equatable {
         case linkDefaultBrokerage = "link_default_brokerage"
         case reconcileBrokerage = "reconcile_brokerage"
         case refreshMarketCalendar = "refresh_market_calendar"
+        case syncPlaidItem = "sync_plaid_item"
+        case refreshPlaidHoldings = "refresh_plaid_holdings"
+        case plaidItemNeedsLogin = "plaid_item_needs_login"
+        case syncAllPlaidItems = "sync_all_plaid_items"
     }
 
     static let version = 1
@@ -41,6 +53,10 @@ enum JobPayload: Sendable, Equatable {
         case .linkDefaultBrokerage: .linkDefaultBrokerage
         case .reconcileBrokerage: .reconcileBrokerage
         case .refreshMarketCalendar: .refreshMarketCalendar
+        case .syncPlaidItem: .syncPlaidItem
+        case .refreshPlaidHoldings: .refreshPlaidHoldings
+        case .plaidItemNeedsLogin: .plaidItemNeedsLogin
+        case .syncAllPlaidItems: .syncAllPlaidItems
         }
     }
 
@@ -55,8 +71,12 @@ enum JobPayload: Sendable, Equatable {
         switch self {
         case .submitOrder(let id): fields["order_id"] = id.description
         case .snapshotPortfolios(let due): fields["due"] = String(due)
-        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar: break
+        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar, .syncAllPlaidItems: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
+        case .syncPlaidItem(let item), .refreshPlaidHoldings(let item): fields["item_id"] = item.lowercasedString
+        case .plaidItemNeedsLogin(let item, let reason):
+            fields["item_id"] = item.lowercasedString
+            fields["reason"] = reason
         }
         return String(decoding: (try? FolioJSON.encode(fields)) ?? Data("{}".utf8), as: UTF8.self)
     }
@@ -89,6 +109,15 @@ enum JobPayload: Sendable, Equatable {
             self = .reconcileBrokerage
         case .refreshMarketCalendar:
             self = .refreshMarketCalendar
+        case .syncPlaidItem, .refreshPlaidHoldings, .plaidItemNeedsLogin:
+            guard let item = fields["item_id"].flatMap(UUID.init(uuidString:)) else { throw Unreadable(description: "\(kind.rawValue) without an item") }
+            switch kind {
+            case .syncPlaidItem: self = .syncPlaidItem(item)
+            case .refreshPlaidHoldings: self = .refreshPlaidHoldings(item)
+            default: self = .plaidItemNeedsLogin(item, reason: fields["reason"] ?? "ITEM_LOGIN_REQUIRED")
+            }
+        case .syncAllPlaidItems:
+            self = .syncAllPlaidItems
         }
     }
 }

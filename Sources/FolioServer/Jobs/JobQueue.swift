@@ -42,6 +42,19 @@ struct JobQueue: Sendable {
             """).run()
     }
 
+    /// Enqueues the job unless the same job is already waiting to run: ten
+    /// webhooks about one item in a minute make one sync, not ten. (One that
+    /// is running does not count: news that came in during it needs another.)
+    func enqueueUnlessWaiting(_ payload: JobPayload, maxAttempts: Int = 8, on db: any SQLDatabase) async throws {
+        let now = clock.now()
+        try await db.raw("""
+            INSERT INTO jobs (id, kind, payload, order_id, status, attempts, max_attempts, run_at, created_at, updated_at)
+            SELECT \(bind: ids.next(JobID.self)), \(bind: payload.kind.rawValue), \(bind: payload.json), \(bind: payload.orderID), 'queued', 0,
+                   \(bind: maxAttempts), \(bind: now), \(bind: now), \(bind: now)
+            WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = \(bind: payload.kind.rawValue) AND payload = \(bind: payload.json) AND status = 'queued')
+            """).run()
+    }
+
     /// Up to `limit` due jobs, now leased to `holder`. A job that cannot be read is failed at once.
     func claim(as holder: String, limit: Int = 1) async throws -> [ClaimedJob] {
         let now = clock.now()

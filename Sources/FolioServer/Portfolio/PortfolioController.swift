@@ -10,6 +10,8 @@ struct PortfolioController: Sendable {
     let store: TradingStore
     let quotes: QuoteService
     let snapshots: PortfolioSnapshots
+    /// Linked accounts, for the net-worth view.
+    let linked: PlaidStore
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let api = router.group("/api", context: AuthenticatedContext.self)
@@ -135,7 +137,27 @@ struct PortfolioController: Sendable {
         try await snapshots.currentValuation(of: accountID, owner: owner)
     }
 
-    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> PortfolioResponse {
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        switch request.query["view"] {
+        case nil, "account": return try await account(request, context: context).response(from: request, context: context)
+        case "net_worth": return try await netWorth(context: context).response(from: request, context: context)
+        default: throw TradingError.invalid(field: "view", code: "invalid", message: "view must be account (the default) or net_worth.")
+        }
+    }
+
+    /// Every Folio account at current quotes, and every linked account at its reported balance.
+    func netWorth(context: AuthenticatedContext) async throws -> NetWorthResponse {
+        let userID = context.identity.userID
+        var folio: [(AccountRecord, PortfolioValuation)] = []
+        for account in try await store.accounts(of: userID) {
+            folio.append((account, try await valuation(of: account.id, owner: userID)))
+        }
+        let items = try await linked.items(of: userID)
+        let accounts = items.isEmpty ? [] : try await linked.accounts(of: userID)
+        return try NetWorthResponse.build(folio: folio, items: items, linked: accounts, now: quotes.clock.now())
+    }
+
+    func account(_ request: Request, context: AuthenticatedContext) async throws -> PortfolioResponse {
         let accountID = try Self.accountID(request, identity: context.identity)
         let valuation = try await valuation(of: accountID, owner: context.identity.userID)
         return PortfolioResponse(

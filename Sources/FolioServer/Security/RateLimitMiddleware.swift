@@ -31,6 +31,11 @@ struct RateLimitMiddleware: RouterMiddleware {
         switch scope {
         case .client:
             let client = context.clientIP ?? "unknown"
+            if request.uri.path.hasPrefix("/webhooks/") {
+                // Webhooks keep a bucket of their own: a vendor's burst does not starve the API, nor a flood of forgeries the vendor.
+                checks.append(("webhook", "webhook:" + client, settings.webhookRequestsPerMinute))
+                break
+            }
             checks.append(("ip", "ip:" + client, settings.requestsPerMinute))
             // The route pattern, not the raw path: `/api//auth/login` reaches the same route.
             let route = context.endpointPath ?? request.uri.path

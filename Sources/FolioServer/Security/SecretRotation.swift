@@ -10,6 +10,8 @@ public enum SecretRotation {
     public struct Outcome: Sendable, Equatable {
         /// Brokerage links' key id and secret.
         public var brokerageLinks = 0
+        /// Plaid items' access tokens.
+        public var plaidItems = 0
         /// Users' TOTP secrets.
         public var totpSecrets = 0
         /// Sealed values no configured key opens: they stay as they are, and need the user to link or enrol again.
@@ -24,6 +26,10 @@ public enum SecretRotation {
         let (links, unreadableLinks) = try await services.database.transaction { db in try await brokerage.resealCredentials(on: db) }
         outcome.brokerageLinks = links
         outcome.unreadable = unreadableLinks
+        let plaid = services.plaid
+        let (items, unreadableItems) = try await services.database.transaction { db in try await plaid.resealAccessTokens(on: db) }
+        outcome.plaidItems = items
+        outcome.unreadable += unreadableItems
         // One user at a time, each replaced only if unchanged since it was read.
         let store = IdentityStore(), fluent = services.database.db
         for user in try await store.usersWithTOTPSecret(on: fluent) {

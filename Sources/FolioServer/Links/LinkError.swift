@@ -1,0 +1,13 @@
+/// Why a Plaid link could not be made, used or removed.
+enum LinkError: Error, Equatable, Sendable {
+    /// `PLAID_CLIENT_ID` and `PLAID_SECRET` are not set.
+    case notConfigured
+    case itemNotFound
+    case accountNotFound
+    /// Plaid could not be asked, or was busy: nothing was changed.
+    case plaidUnavailable
+    /// Plaid refused the request (a used or expired public token, say); its code, and the message meant for the user.
+    case refused(code: String, message: String?, field: String?)
+    /// This institution login is already linked.
+    case alreadyLinked
+}

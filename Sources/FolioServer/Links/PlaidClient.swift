@@ -1,0 +1,319 @@
+import AsyncHTTPClient
+import FolioDomain
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// What Plaid said went wrong, in its own terms (https://plaid.com/docs/errors/).
+enum PlaidError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Plaid answered with an error object: `error_type`, `error_code`, and the message to show a user, if any.
+    case api(status: Int, type: String, code: String, message: String, displayMessage: String?)
+    /// No answer (a timeout, a refused connection): try again later.
+    case unreachable(String)
+    /// An answer Folio cannot use as it is: a missing field, or an amount with more places than Folio keeps.
+    case unreadable(String)
+
+    var code: String? {
+        if case .api(_, _, let code, _, _) = self { return code }
+        return nil
+    }
+
+    /// Plaid's message meant for the user, when it gave one.
+    var displayMessage: String? {
+        if case .api(_, _, _, _, let message) = self { return message }
+        return nil
+    }
+
+    /// Worth trying again later: Plaid or the institution was busy or down.
+    var isTransient: Bool {
+        switch self {
+        case .unreachable: return true
+        case .unreadable: return false
+        case .api(let status, let type, let code, _, _):
+            return status == 429 || status >= 500 || ["RATE_LIMIT_EXCEEDED", "API_ERROR", "INSTITUTION_ERROR"].contains(type)
+                || ["PRODUCT_NOT_READY", "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION"].contains(code)
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .api(let status, let type, let code, let message, _): "Plaid answered HTTP \(status) \(type)/\(code): \(message)"
+        case .unreachable(let reason): "Plaid could not be reached: \(reason)"
+        case .unreadable(let reason): "Plaid's answer could not be read: \(reason)"
+        }
+    }
+}
+
+struct PlaidAccount: Sendable, Equatable {
+    var plaidAccountID: String
+    var name: String
+    var officialName: String?
+    var mask: String?
+    var type: String
+    var subtype: String?
+    var current: Cash?
+    var available: Cash?
+    var limit: Cash?
+    var currency: String?
+}
+
+/// A transaction as Folio keeps it: `amount` is positive for money into the
+/// account. Plaid's own sign is the reverse (positive is money out); it is
+/// turned here, once, and nowhere else.
+struct PlaidTransaction: Sendable, Equatable {
+    var transactionID: String
+    var plaidAccountID: String
+    var amount: Cash
+    var currency: String?
+    var date: String
+    var authorizedDate: String?
+    var name: String
+    var merchantName: String?
+    var category: String?
+    var pending: Bool
+}
+
+struct PlaidSyncPage: Sendable, Equatable {
+    var added: [PlaidTransaction]
+    var modified: [PlaidTransaction]
+    var removed: [String]
+    var nextCursor: String
+    var hasMore: Bool
+}
+
+struct PlaidHolding: Sendable, Equatable {
+    var plaidAccountID: String
+    var securityID: String
+    var ticker: String?
+    var securityName: String?
+    var securityType: String?
+    var quantity: Quantity
+    var costBasis: Cash?
+    var institutionPrice: Price
+    var institutionPriceAsOf: String?
+    var institutionValue: Cash
+    var currency: String?
+}
+
+/// A JWK from `/webhook_verification_key/get`.
+struct PlaidVerificationKey: Sendable, Equatable {
+    var kid: String
+    var alg: String
+    var crv: String
+    var x: String
+    var y: String
+    /// Unix seconds; set once Plaid has retired the key.
+    var expiredAt: Int64?
+}
+
+/// Plaid's API, as https://plaid.com/docs/api/ documents it: every call a
+/// POST of JSON, the client id and secret in the `PLAID-CLIENT-ID` and
+/// `PLAID-SECRET` headers (never in a body that could be logged), errors as
+/// an object with `error_type` and `error_code`. Amounts are JSON numbers,
+/// read from their text into Folio's fixed-point types, never through `Double`.
+struct PlaidClient: Sendable {
+    let settings: AppConfiguration.PlaidSettings
+    var httpClient: HTTPClient = AlpacaBroker.httpClient
+    let logger: Logger
+    var timeout: TimeAmount = .seconds(30)
+
+    static let apiVersion = "2020-09-14"
+
+    // MARK: - Link
+
+    /// A Link token for the user (or, with `accessToken`, for re-linking an item in update mode).
+    func createLinkToken(userID: UserID, accessToken: String? = nil) async throws -> (token: String, expiration: String?) {
+        var body: [String: JSONValue] = [
+            "client_name": .string("Folio"), "language": .string("en"), "country_codes": .array([.string("US")]),
+            "user": .object(["client_user_id": .string(userID.description)]),
+        ]
+        if let accessToken {
+            body["access_token"] = .string(accessToken)
+        } else {
+            // Transactions from every institution; investments wherever the institution has them (a bank without any still links).
+            body["products"] = .array([.string("transactions")])
+            body["required_if_supported_products"] = .array([.string("investments")])
+        }
+        if let webhook = settings.webhookURL { body["webhook"] = .string(webhook) }
+        let answer = try await call("/link/token/create", body)
+        guard let token = answer["link_token"]?.string else { throw PlaidError.unreadable("link token without link_token") }
+        return (token, answer["expiration"]?.string)
+    }
+
+    func exchange(publicToken: String) async throws -> (accessToken: String, itemID: String) {
+        let answer = try await call("/item/public_token/exchange", ["public_token": .string(publicToken)])
+        guard let token = answer["access_token"]?.string, let item = answer["item_id"]?.string else {
+            throw PlaidError.unreadable("exchange without access_token or item_id")
+        }
+        return (token, item)
+    }
+
+    func removeItem(accessToken: String) async throws {
+        _ = try await call("/item/remove", ["access_token": .string(accessToken)])
+    }
+
+    // MARK: - Accounts and institutions
+
+    func accounts(accessToken: String) async throws -> (accounts: [PlaidAccount], institutionID: String?) {
+        let answer = try await call("/accounts/get", ["access_token": .string(accessToken)])
+        return (try answer["accounts"].map(Self.accounts) ?? [], answer["item"]?["institution_id"]?.string)
+    }
+
+    func institutionName(_ institutionID: String) async throws -> String? {
+        let answer = try await call(
+            "/institutions/get_by_id", ["institution_id": .string(institutionID), "country_codes": .array([.string("US")])])
+        return answer["institution"]?["name"]?.string
+    }
+
+    static func accounts(_ list: JSONValue) throws -> [PlaidAccount] {
+        try list.elements.map { account in
+            guard let id = account["account_id"]?.string, let type = account["type"]?.string else {
+                throw PlaidError.unreadable("an account without account_id or type")
+            }
+            let balances = account["balances"]
+            return PlaidAccount(
+                plaidAccountID: id, name: account["name"]?.string ?? account["official_name"]?.string ?? "Account",
+                officialName: account["official_name"]?.string, mask: account["mask"]?.string, type: type, subtype: account["subtype"]?.string,
+                current: try cash(balances?["current"], field: "balances.current"),
+                available: try cash(balances?["available"], field: "balances.available"),
+                limit: try cash(balances?["limit"], field: "balances.limit"),
+                currency: balances?["iso_currency_code"]?.string ?? balances?["unofficial_currency_code"]?.string)
+        }
+    }
+
+    // MARK: - Transactions
+
+    /// One page of `/transactions/sync` after `cursor` (nil: from the beginning).
+    func syncTransactions(accessToken: String, cursor: String?, count: Int = 500) async throws -> PlaidSyncPage {
+        var body: [String: JSONValue] = ["access_token": .string(accessToken), "count": .number(String(count))]
+        if let cursor, !cursor.isEmpty { body["cursor"] = .string(cursor) }
+        let answer = try await call("/transactions/sync", body)
+        guard let next = answer["next_cursor"]?.string, let hasMore = answer["has_more"]?.bool else {
+            throw PlaidError.unreadable("a sync page without next_cursor or has_more")
+        }
+        return PlaidSyncPage(
+            added: try (answer["added"]?.elements ?? []).map(Self.transaction),
+            modified: try (answer["modified"]?.elements ?? []).map(Self.transaction),
+            removed: try (answer["removed"]?.elements ?? []).map { removed in
+                guard let id = removed["transaction_id"]?.string else { throw PlaidError.unreadable("a removed transaction without transaction_id") }
+                return id
+            },
+            nextCursor: next, hasMore: hasMore)
+    }
+
+    static func transaction(_ value: JSONValue) throws -> PlaidTransaction {
+        guard let id = value["transaction_id"]?.string, let account = value["account_id"]?.string, let date = value["date"]?.string else {
+            throw PlaidError.unreadable("a transaction without transaction_id, account_id or date")
+        }
+        guard let plaidAmount = try cash(value["amount"], field: "amount") else { throw PlaidError.unreadable("transaction \(id) has no amount") }
+        // Plaid: positive is money out of the account. Folio: positive is money in.
+        let amount = -plaidAmount
+        let category = value["personal_finance_category"]?["primary"]?.string
+            ?? value["category"]?.elements.compactMap(\.string).joined(separator: " > ").nilIfEmpty
+        return PlaidTransaction(
+            transactionID: id, plaidAccountID: account, amount: amount,
+            currency: value["iso_currency_code"]?.string ?? value["unofficial_currency_code"]?.string,
+            date: date, authorizedDate: value["authorized_date"]?.string, name: value["name"]?.string ?? value["merchant_name"]?.string ?? "",
+            merchantName: value["merchant_name"]?.string, category: category, pending: value["pending"]?.bool ?? false)
+    }
+
+    // MARK: - Investments
+
+    func holdings(accessToken: String) async throws -> (accounts: [PlaidAccount], holdings: [PlaidHolding]) {
+        let answer = try await call("/investments/holdings/get", ["access_token": .string(accessToken)])
+        var securities: [String: JSONValue] = [:]
+        for security in answer["securities"]?.elements ?? [] {
+            if let id = security["security_id"]?.string { securities[id] = security }
+        }
+        let holdings = try (answer["holdings"]?.elements ?? []).map { holding in
+            guard let account = holding["account_id"]?.string, let securityID = holding["security_id"]?.string else {
+                throw PlaidError.unreadable("a holding without account_id or security_id")
+            }
+            guard let quantity = try Self.quantity(holding["quantity"]), let price = Self.price(holding["institution_price"]),
+                  let value = try Self.cash(holding["institution_value"], field: "institution_value")
+            else { throw PlaidError.unreadable("holding of \(securityID) without quantity, institution_price or institution_value") }
+            let security = securities[securityID]
+            return PlaidHolding(
+                plaidAccountID: account, securityID: securityID, ticker: security?["ticker_symbol"]?.string, securityName: security?["name"]?.string,
+                securityType: security?["type"]?.string, quantity: quantity, costBasis: try Self.cash(holding["cost_basis"], field: "cost_basis"),
+                institutionPrice: price, institutionPriceAsOf: holding["institution_price_as_of"]?.string, institutionValue: value,
+                currency: holding["iso_currency_code"]?.string ?? holding["unofficial_currency_code"]?.string)
+        }
+        return (try answer["accounts"].map(Self.accounts) ?? [], holdings)
+    }
+
+    // MARK: - Webhook keys
+
+    func verificationKey(kid: String) async throws -> PlaidVerificationKey {
+        let answer = try await call("/webhook_verification_key/get", ["key_id": .string(kid)])
+        guard let key = answer["key"], let id = key["kid"]?.string, let alg = key["alg"]?.string, let crv = key["crv"]?.string,
+              let x = key["x"]?.string, let y = key["y"]?.string
+        else { throw PlaidError.unreadable("a verification key without kid, alg, crv, x or y") }
+        let expired = key["expired_at"]?.numberText.flatMap { Int64($0) }
+        return PlaidVerificationKey(kid: id, alg: alg, crv: crv, x: x, y: y, expiredAt: expired)
+    }
+
+    // MARK: - Amounts
+
+    /// A money amount, exactly as written, or an error naming the field: Folio never rounds what Plaid sent.
+    static func cash(_ value: JSONValue?, field: String) throws -> Cash? {
+        guard let value, !value.isNull else { return nil }
+        guard let text = value.numberText ?? value.string else { throw PlaidError.unreadable("\(field) is not a number") }
+        do { return try Cash(parsing: text) } catch {
+            throw PlaidError.unreadable("\(field) \(text) has more than 4 decimal places or is too large to keep exactly")
+        }
+    }
+
+    static func quantity(_ value: JSONValue?) throws -> Quantity? {
+        guard let text = value?.numberText ?? value?.string else { return nil }
+        do { return try Quantity(parsing: text) } catch {
+            throw PlaidError.unreadable("quantity \(text) has more than 9 decimal places or is too large to keep exactly")
+        }
+    }
+
+    /// A price is a quote: more places than Folio keeps are rounded half-even to its tick (as for Alpaca's).
+    static func price(_ value: JSONValue?) -> Price? {
+        guard let text = value?.numberText ?? value?.string else { return nil }
+        return try? Price(parsing: text, rounding: .halfEven)
+    }
+
+    // MARK: - Wire
+
+    private func call(_ path: String, _ body: [String: JSONValue]) async throws -> JSONValue {
+        var request = HTTPClientRequest(url: settings.baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "PLAID-CLIENT-ID", value: settings.clientID)
+        request.headers.add(name: "PLAID-SECRET", value: settings.secret)
+        request.headers.add(name: "Plaid-Version", value: Self.apiVersion)
+        request.headers.add(name: "User-Agent", value: "Folio/\(FolioVersion.current)")
+        request.body = .bytes(ByteBuffer(string: JSONValue.object(body).text))
+        let status: Int
+        let bytes: ByteBuffer
+        do {
+            let response = try await httpClient.execute(request, timeout: timeout)
+            status = Int(response.status.code)
+            bytes = try await response.body.collect(upTo: 32 << 20)
+        } catch {
+            // The error's type only: no URL, header or body reaches the log.
+            logger.warning("Plaid call failed", metadata: ["route": "\(path)", "error": "\(type(of: error))"])
+            throw PlaidError.unreachable("\(path): \(type(of: error))")
+        }
+        let json = (try? bytes.withUnsafeReadableBytes { try JSONValue.parse($0) }) ?? .null
+        guard status == 200 else {
+            let error = PlaidError.api(
+                status: status, type: json["error_type"]?.string ?? "UNKNOWN", code: json["error_code"]?.string ?? "HTTP_\(status)",
+                message: json["error_message"]?.string ?? "HTTP \(status)", displayMessage: json["display_message"]?.string)
+            logger.warning("Plaid answered an error", metadata: [
+                "route": "\(path)", "status": "\(status)", "error_code": "\(error.code ?? "")", "request_id": "\(json["request_id"]?.string ?? "")"])
+            throw error
+        }
+        guard case .object = json else { throw PlaidError.unreadable("\(path) answered something other than a JSON object") }
+        return json
+    }
+}
+
+extension String {
+    var nilIfEmpty: String? { isEmpty ? nil : self }
+}

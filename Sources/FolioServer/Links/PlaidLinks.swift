@@ -1,0 +1,398 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import Logging
+import SQLKit
+
+/// Banks and brokerages linked through Plaid: the user's records elsewhere,
+/// shown beside Folio's accounts and never mixed into them. Nothing here
+/// touches the ledger: a linked account's balance or transaction moves no
+/// Folio cash, and linked holdings are not tradable positions.
+///
+/// The access token Plaid gives for an item is sealed (`SecretBox`) before it
+/// is stored, opened only to call Plaid, and never logged or returned.
+struct PlaidLinks: Sendable {
+    let store: PlaidStore
+    /// Nil without Plaid settings.
+    let client: PlaidClient?
+    let jobs: JobQueue
+    let secretBox: SecretBox
+    let identity: IdentityServices
+    let clock: AppClock
+    let logger: Logger
+
+    /// How long one sync or refresh may hold an item before another worker may take it over.
+    static let lease: TimeInterval = 120
+
+    func configuredClient() throws -> PlaidClient {
+        guard let client else { throw LinkError.notConfigured }
+        return client
+    }
+
+    // MARK: - Linking
+
+    func createLinkToken(userID: UserID, relinking itemID: UUID?) async throws -> (token: String, expiration: String?) {
+        let client = try configuredClient()
+        var accessToken: String?
+        if let itemID {
+            guard let item = try await store.item(itemID, owner: userID) else { throw LinkError.itemNotFound }
+            accessToken = try open(item)
+        }
+        do {
+            return try await client.createLinkToken(userID: userID, accessToken: accessToken)
+        } catch let error as PlaidError {
+            throw error.isTransient ? LinkError.plaidUnavailable : LinkError.refused(code: error.code ?? "unreadable", message: error.displayMessage, field: nil)
+        }
+    }
+
+    /// Exchanges the public token from Link for the item's access token,
+    /// stores the item with its accounts, and queues its first sync and
+    /// holdings import.
+    func exchange(userID: UserID, publicToken: String, origin: RequestOrigin) async throws -> PlaidItem {
+        let client = try configuredClient()
+        let exchanged: (accessToken: String, itemID: String)
+        do {
+            exchanged = try await client.exchange(publicToken: publicToken)
+        } catch let error as PlaidError {
+            throw error.isTransient
+                ? LinkError.plaidUnavailable
+                : LinkError.refused(code: error.code ?? "unreadable", message: error.displayMessage ?? "Link again: this public token was not accepted.", field: "public_token")
+        }
+        let now = clock.now()
+        var item = PlaidItem(
+            id: UUID.random(), userID: userID, plaidItemID: exchanged.itemID, sealedAccessToken: try secretBox.seal(exchanged.accessToken),
+            status: .active, createdAt: now)
+        // The accounts now, so the answer shows them; if Plaid is slow, the sync job brings them.
+        var accounts: [PlaidAccount] = []
+        do {
+            let answer = try await client.accounts(accessToken: exchanged.accessToken)
+            accounts = answer.accounts
+            item.institutionID = answer.institutionID
+            if let institution = answer.institutionID { item.institutionName = try? await client.institutionName(institution) }
+        } catch {
+            logger.warning("reading a new item's accounts failed; the sync job reads them", metadata: ["error": "\(error)"])
+        }
+        let store = self.store, jobs = self.jobs, audit = identity.audit, linked = item, found = accounts
+        do {
+            try await store.database.transaction { db in
+                try await store.insert(linked, on: db)
+                try await store.saveAccounts(found, item: linked, now: now, on: db)
+                try await jobs.enqueue(.syncPlaidItem(linked.id), on: db)
+                try await jobs.enqueue(.refreshPlaidHoldings(linked.id), on: db)
+            }
+        } catch where DatabaseConstraint(error)?.kind == .unique {
+            throw LinkError.alreadyLinked
+        }
+        try await audit.record(
+            .init(action: "plaid.item_linked", actorID: userID.uuid, subjectType: "plaid_item", subjectID: item.id.lowercasedString, userID: userID.uuid,
+                  details: ["institution": item.institutionName ?? item.institutionID ?? "unknown", "accounts": String(accounts.count)]),
+            origin: origin, on: store.database.db)
+        return item
+    }
+
+    /// Removes the item at Plaid (so Plaid stops billing and syncing it) and
+    /// deletes everything Folio kept of it. If Plaid cannot be asked, nothing is deleted.
+    func remove(_ itemID: UUID, userID: UserID, origin: RequestOrigin) async throws {
+        let client = try configuredClient()
+        guard let item = try await store.item(itemID, owner: userID) else { throw LinkError.itemNotFound }
+        if let token = secretBox.open(item.sealedAccessToken) {
+            do {
+                try await client.removeItem(accessToken: token)
+            } catch let error as PlaidError where ["ITEM_NOT_FOUND", "INVALID_ACCESS_TOKEN", "ACCESS_NOT_GRANTED"].contains(error.code ?? "") {
+                // Already gone at Plaid: the local copy goes too.
+            } catch let error as PlaidError where error.isTransient {
+                throw LinkError.plaidUnavailable
+            }
+        } else {
+            // Sealed under a key no longer configured: Plaid cannot be told, but the user's wish to forget it stands.
+            logger.warning("a Plaid item's access token opens under no configured key; removed locally only", metadata: ["item_id": "\(item.id)"])
+        }
+        let store = self.store
+        try await store.database.transaction { db in try await store.delete(item.id, on: db) }
+        try await identity.audit.record(
+            .init(action: "plaid.item_removed", actorID: userID.uuid, subjectType: "plaid_item", subjectID: item.id.lowercasedString, userID: userID.uuid,
+                  details: ["institution": item.institutionName ?? item.institutionID ?? "unknown"]),
+            origin: origin, on: store.database.db)
+    }
+
+    /// Asks for a sync now (the user pressed refresh).
+    func requestSync(_ itemID: UUID, userID: UserID) async throws {
+        _ = try configuredClient()
+        guard try await store.item(itemID, owner: userID) != nil else { throw LinkError.itemNotFound }
+        let jobs = self.jobs
+        try await store.database.transaction { db in
+            try await jobs.enqueueUnlessWaiting(.syncPlaidItem(itemID), on: db)
+            try await jobs.enqueueUnlessWaiting(.refreshPlaidHoldings(itemID), on: db)
+        }
+    }
+
+    // MARK: - Sync
+
+    enum WorkOutcome: Equatable, Sendable {
+        case done
+        /// Another worker holds the item: try again shortly.
+        case busy
+        /// The item is gone (removed meanwhile), or waits for its user to sign in again.
+        case skipped
+    }
+
+    /// How often a sync starts again from its first cursor when Plaid reports
+    /// the data changed under it, before the job gives up for now.
+    static let paginationRestarts = 3
+
+    /// Brings the item's accounts and transactions up to date. Each page is
+    /// saved with the cursor that follows it, in one transaction, so a sync
+    /// cut short (a crash, an error) resumes after the last saved page with
+    /// nothing missed and nothing twice.
+    func sync(_ itemID: UUID, holder: String) async throws -> WorkOutcome {
+        let client = try configuredClient()
+        return try await withItem(itemID, holder: holder) { item, token in
+            let accounts = try await client.accounts(accessToken: token)
+            let store = self.store
+            try await store.database.transaction { db in
+                try await store.saveAccounts(accounts.accounts, item: item, now: clock.now(), on: db)
+                if item.institutionID == nil { try await store.setInstitution(item.id, institutionID: accounts.institutionID, name: nil, on: db) }
+            }
+            if item.institutionName == nil, let institution = accounts.institutionID, let name = try? await client.institutionName(institution) {
+                try await store.database.transaction { db in try await store.setInstitution(item.id, institutionID: nil, name: name, on: db) }
+            }
+            let start = item.syncCursor
+            var cursor = start, restarts = 0, pages = 0
+            while true {
+                let page: PlaidSyncPage
+                do {
+                    page = try await client.syncTransactions(accessToken: token, cursor: cursor)
+                } catch let error as PlaidError where error.code == "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION" && restarts < Self.paginationRestarts {
+                    // Plaid's rule: the whole run again from the cursor it began with (pages already saved apply again harmlessly).
+                    restarts += 1
+                    cursor = start
+                    continue
+                }
+                let saved = try await store.database.transaction { db -> Bool in
+                    try await store.apply(page, item: item, now: clock.now(), on: db)
+                    guard try await store.advanceCursor(
+                        item.id, to: page.nextCursor, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db)
+                    else { throw LeaseLost() }
+                    return true
+                }
+                precondition(saved)
+                pages += 1
+                cursor = page.nextCursor
+                if !page.hasMore { break }
+            }
+            try await store.markSynced(item.id, now: clock.now())
+            logger.info("Plaid item synced", metadata: ["item_id": "\(item.id)", "pages": "\(pages)", "restarts": "\(restarts)"])
+        }
+    }
+
+    /// Imports the item's investment holdings again, replacing the last import.
+    func refreshHoldings(_ itemID: UUID, holder: String) async throws -> WorkOutcome {
+        let client = try configuredClient()
+        return try await withItem(itemID, holder: holder) { item, token in
+            let answer: (accounts: [PlaidAccount], holdings: [PlaidHolding])
+            do {
+                answer = try await client.holdings(accessToken: token)
+            } catch let error as PlaidError where ["PRODUCTS_NOT_SUPPORTED", "NO_INVESTMENT_ACCOUNTS", "PRODUCT_NOT_ENABLED", "NO_INVESTMENT_AUTH_ACCOUNTS"].contains(error.code ?? "") {
+                // A bank without investments: nothing to import, and nothing wrong.
+                return
+            }
+            let store = self.store
+            try await store.database.transaction { db in
+                try await store.saveAccounts(answer.accounts, item: item, now: clock.now(), on: db)
+                try await store.replaceHoldings(answer.holdings, item: item, now: clock.now(), on: db)
+            }
+        }
+    }
+
+    struct LeaseLost: Error, CustomStringConvertible {
+        var description: String { "another worker took the item over; this run stopped" }
+    }
+
+    /// Runs `body` holding the item's lease, with its access token open; a
+    /// Plaid error the user can act on becomes the item's status.
+    private func withItem(_ itemID: UUID, holder: String, _ body: (PlaidItem, String) async throws -> Void) async throws -> WorkOutcome {
+        let now = clock.now()
+        guard let item = try await store.item(itemID, owner: nil) else { return .skipped }
+        // An item waiting for its user's login is not asked again until they sign in (the webhook or a re-link clears it).
+        if item.status == .loginRequired { return .skipped }
+        guard try await store.claim(itemID, holder: holder, until: now.addingTimeInterval(Self.lease), now: now) else { return .busy }
+        do {
+            let token = try open(item)
+            try await body(item, token)
+            try await store.release(itemID, holder: holder)
+            return .done
+        } catch {
+            try? await store.release(itemID, holder: holder)
+            try await recordFailure(error, item: item)
+            throw error
+        }
+    }
+
+    /// Plaid errors, as the user can act on them (https://plaid.com/docs/errors/item/).
+    static let loginCodes: Set<String> = [
+        "ITEM_LOGIN_REQUIRED", "INVALID_CREDENTIALS", "INVALID_MFA", "ITEM_LOCKED", "USER_SETUP_REQUIRED", "INSUFFICIENT_CREDENTIALS",
+        "MFA_NOT_SUPPORTED", "INVALID_UPDATED_USERNAME", "ITEM_NOT_SUPPORTED", "USER_INPUT_TIMEOUT",
+    ]
+
+    private func recordFailure(_ error: any Error, item: PlaidItem) async throws {
+        let now = clock.now()
+        switch error {
+        case let error as PlaidError where Self.loginCodes.contains(error.code ?? ""):
+            try await needsLogin(item, reason: error.code ?? "ITEM_LOGIN_REQUIRED", message: error.displayMessage)
+        case let error as PlaidError where error.isTransient:
+            try await store.recordError(item.id, code: error.code, message: error.displayMessage ?? "Plaid or the institution is not answering; Folio tries again.", now: now)
+        case let error as PlaidError:
+            try await store.setStatus(
+                item.id, .error, errorCode: error.code ?? "unreadable",
+                errorMessage: error.displayMessage ?? Self.userMessage(error), now: now)
+        case is LeaseLost:
+            break
+        default:
+            try await store.recordError(item.id, code: "internal", message: "The last sync did not finish; Folio tries again.", now: now)
+        }
+    }
+
+    static func userMessage(_ error: PlaidError) -> String {
+        switch error {
+        case .unreadable(let reason): "Plaid sent data Folio cannot keep exactly: \(reason)."
+        case .api(_, _, let code, _, _): "Plaid cannot sync this item (\(code)); link it again, or remove it."
+        case .unreachable: "Plaid could not be reached."
+        }
+    }
+
+    // MARK: - Attention
+
+    /// Marks the item as waiting for its user and mails them, once per change of status.
+    func needsLogin(_ item: PlaidItem, reason: String, message: String? = nil) async throws {
+        let status: PlaidItem.Status = reason == "PENDING_EXPIRATION" || reason == "PENDING_DISCONNECT" ? .pendingExpiration : .loginRequired
+        let now = clock.now(), store = self.store, identity = self.identity, logger = self.logger
+        let institution = item.institutionName ?? "your bank"
+        let text = message ?? (status == .pendingExpiration
+            ? "Your connection to \(institution) expires soon. Sign in again through Folio's linked accounts to keep it."
+            : "Your connection to \(institution) needs you to sign in again before Folio can update it.")
+        try await store.database.db.transaction { db in
+            let sql = db as! any SQLDatabase
+            guard let current = try await store.item(item.id, owner: nil, on: sql) else { return }
+            try await store.setStatus(item.id, status, errorCode: reason, errorMessage: text, now: now, on: sql)
+            guard current.status != status, let user = try await identity.store.user(id: item.userID.uuid, on: db) else { return }
+            try await identity.mailer.send(
+                MailMessage(
+                    userID: user.id, recipient: user.email, subject: "Folio: \(institution) needs you to sign in again",
+                    body: "\(text)\n\nOpen Folio, go to linked accounts, and choose \"Sign in again\" for \(institution).\n", kind: "plaid_login_required"),
+                on: db, logger: logger)
+        }
+    }
+
+    func needsLogin(_ itemID: UUID, reason: String) async throws {
+        guard let item = try await store.item(itemID, owner: nil) else { return }
+        try await needsLogin(item, reason: reason)
+    }
+
+    /// The user signed in again through Link in update mode: the item syncs again.
+    func loginRepaired(_ itemID: UUID, userID: UserID) async throws {
+        guard let item = try await store.item(itemID, owner: userID) else { throw LinkError.itemNotFound }
+        let store = self.store, jobs = self.jobs, now = clock.now()
+        try await store.database.transaction { db in
+            try await store.setStatus(item.id, .active, errorCode: nil, errorMessage: nil, now: now, on: db)
+            try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
+            try await jobs.enqueueUnlessWaiting(.refreshPlaidHoldings(item.id), on: db)
+        }
+    }
+
+    /// The daily backstop for missed webhooks: a sync of every item that can sync.
+    func enqueueSyncOfAll() async throws {
+        let store = self.store, jobs = self.jobs
+        let items = try await store.allItems().filter { $0.status != .loginRequired }
+        try await store.database.transaction { db in
+            for item in items { try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db) }
+        }
+    }
+
+    static let dailySync = RecurringJob(name: "sync_all_plaid_items", kind: .syncAllPlaidItems, cadence: .every(86_400), payload: { _ in .syncAllPlaidItems })
+
+    // MARK: - Secrets
+
+    private func open(_ item: PlaidItem) throws -> String {
+        guard let token = secretBox.open(item.sealedAccessToken) else {
+            throw PlaidError.unreadable("the item's access token opens under no configured SECRET_KEY; link it again")
+        }
+        return token
+    }
+
+    /// Seals again, under the current key, every access token sealed under a
+    /// previous one; returns how many were, and how many no key opens.
+    func resealAccessTokens(on db: any SQLDatabase) async throws -> (resealed: Int, unreadable: Int) {
+        var resealed = 0, unreadable = 0
+        for item in try await store.allItems(on: db) {
+            guard let opened = secretBox.openReportingKey(item.sealedAccessToken) else { unreadable += 1; continue }
+            guard opened.sealedWithOldKey else { continue }
+            try await store.updateSealedAccessToken(item.id, old: item.sealedAccessToken, new: try secretBox.seal(opened.text), on: db)
+            resealed += 1
+        }
+        return (resealed, unreadable)
+    }
+}
+
+// MARK: - Webhooks
+
+extension PlaidLinks {
+    /// What a verified webhook set in motion (for the log and the answer).
+    enum WebhookAction: String, Sendable {
+        case sync, refreshHoldings = "refresh_holdings", needsLogin = "needs_login", loginRepaired = "login_repaired"
+        case acknowledged, unknownItem = "unknown_item", ignored
+    }
+
+    /// Queues the work a verified webhook asks for; the webhook itself is
+    /// answered at once (https://plaid.com/docs/api/webhooks/).
+    func handleWebhook(_ body: JSONValue) async throws -> WebhookAction {
+        let type = body["webhook_type"]?.string ?? "", code = body["webhook_code"]?.string ?? ""
+        guard let plaidItemID = body["item_id"]?.string, let item = try await store.item(plaidItemID: plaidItemID) else {
+            logger.info("Plaid webhook for an item Folio does not hold", metadata: ["webhook_type": "\(type)", "webhook_code": "\(code)"])
+            return .unknownItem
+        }
+        let jobs = self.jobs, store = self.store, now = clock.now()
+        func enqueue(_ payload: JobPayload) async throws {
+            try await store.database.transaction { db in try await jobs.enqueueUnlessWaiting(payload, on: db) }
+        }
+        let action: WebhookAction
+        switch (type, code) {
+        case ("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"), ("TRANSACTIONS", "DEFAULT_UPDATE"), ("TRANSACTIONS", "INITIAL_UPDATE"),
+             ("TRANSACTIONS", "HISTORICAL_UPDATE"), ("TRANSACTIONS", "TRANSACTIONS_REMOVED"):
+            try await enqueue(.syncPlaidItem(item.id))
+            action = .sync
+        case ("HOLDINGS", "DEFAULT_UPDATE"):
+            try await enqueue(.refreshPlaidHoldings(item.id))
+            action = .refreshHoldings
+        case ("ITEM", "ERROR"):
+            let errorCode = body["error"]?["error_code"]?.string ?? "ITEM_ERROR"
+            if Self.loginCodes.contains(errorCode) {
+                try await enqueue(.plaidItemNeedsLogin(item.id, reason: errorCode))
+                action = .needsLogin
+            } else {
+                // Another item error: a sync meets it and records it on the item.
+                try await enqueue(.syncPlaidItem(item.id))
+                action = .sync
+            }
+        case ("ITEM", "PENDING_EXPIRATION"), ("ITEM", "PENDING_DISCONNECT"):
+            try await enqueue(.plaidItemNeedsLogin(item.id, reason: "PENDING_EXPIRATION"))
+            action = .needsLogin
+        case ("ITEM", "LOGIN_REPAIRED"):
+            try await store.database.transaction { db in
+                try await store.setStatus(item.id, .active, errorCode: nil, errorMessage: nil, now: now, on: db)
+                try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
+            }
+            action = .loginRepaired
+        case ("ITEM", "USER_PERMISSION_REVOKED"), ("ITEM", "USER_ACCOUNT_REVOKED"):
+            try await store.setStatus(
+                item.id, .error, errorCode: code, errorMessage: "Access to this item was revoked at the institution; link it again or remove it.", now: now)
+            action = .acknowledged
+        case ("ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED"):
+            logger.info("Plaid acknowledged the item's new webhook URL", metadata: ["item_id": "\(item.id)"])
+            action = .acknowledged
+        default:
+            logger.info("Plaid webhook of a type Folio does not act on; acknowledged", metadata: ["webhook_type": "\(type)", "webhook_code": "\(code)"])
+            action = .ignored
+        }
+        return action
+    }
+}

@@ -1,0 +1,362 @@
+import FolioDomain
+import Foundation
+import SQLKit
+
+/// An item linked through Plaid: one login at one institution.
+struct PlaidItem: Sendable, Equatable {
+    /// What the user can do about the item.
+    enum Status: String, Sendable, Codable {
+        /// Syncing as it should.
+        case active
+        /// The institution wants the user to sign in again (Link in update mode).
+        case loginRequired = "login_required"
+        /// The user's consent ends soon; signing in again through Link renews it.
+        case pendingExpiration = "pending_expiration"
+        /// Plaid cannot sync the item for a reason that signing in does not fix (see `errorCode`).
+        case error
+    }
+
+    var id: UUID
+    var userID: UserID
+    var plaidItemID: String
+    var institutionID: String?
+    var institutionName: String?
+    var sealedAccessToken: String
+    var status: Status
+    var errorCode: String?
+    var errorMessage: String?
+    var syncCursor: String?
+    var lastSyncedAt: Date?
+    var holdingsRefreshedAt: Date?
+    var createdAt: Date
+}
+
+struct LinkedAccount: Sendable, Equatable {
+    var id: UUID
+    var itemID: UUID
+    var account: PlaidAccount
+}
+
+struct LinkedTransaction: Sendable, Equatable {
+    var id: UUID
+    var itemID: UUID
+    /// Folio's id of the linked account, when Plaid still lists it.
+    var accountID: UUID?
+    var transaction: PlaidTransaction
+    var occurredAt: Date
+}
+
+struct LinkedHolding: Sendable, Equatable {
+    var itemID: UUID
+    var accountID: UUID?
+    var holding: PlaidHolding
+}
+
+/// The only code that reads and writes the Plaid tables.
+struct PlaidStore: Sendable {
+    let database: FolioDatabase
+
+    static let itemColumns = """
+        id, user_id, plaid_item_id, institution_id, institution_name, sealed_access_token, status, error_code, error_message, sync_cursor,
+        last_synced_at, holdings_refreshed_at, created_at
+        """
+
+    // MARK: - Items
+
+    func insert(_ item: PlaidItem, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            INSERT INTO plaid_items (id, user_id, plaid_item_id, institution_id, institution_name, sealed_access_token, status, created_at, updated_at)
+            VALUES (\(bind: item.id), \(bind: item.userID), \(bind: item.plaidItemID), \(bind: item.institutionID), \(bind: item.institutionName),
+                    \(bind: item.sealedAccessToken), \(bind: item.status.rawValue), \(bind: item.createdAt), \(bind: item.createdAt))
+            """).run()
+    }
+
+    /// The item, if it is the user's (any user's when `owner` is nil).
+    func item(_ id: UUID, owner: UserID?, on db: (any SQLDatabase)? = nil) async throws -> PlaidItem? {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items WHERE id = \(bind: id)"
+        if let owner { query = query + " AND user_id = \(bind: owner)" }
+        return try await (db ?? database.sql).raw(query).first().map(Self.item)
+    }
+
+    func item(plaidItemID: String) async throws -> PlaidItem? {
+        try await database.sql.raw("SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items WHERE plaid_item_id = \(bind: plaidItemID)")
+            .first().map(Self.item)
+    }
+
+    func items(of userID: UserID) async throws -> [PlaidItem] {
+        try await database.sql.raw("""
+            SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items WHERE user_id = \(bind: userID) ORDER BY created_at, id
+            """).all().map(Self.item)
+    }
+
+    /// Every item, for the daily backstop sync and key rotation.
+    func allItems(on db: (any SQLDatabase)? = nil) async throws -> [PlaidItem] {
+        try await (db ?? database.sql).raw("SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items ORDER BY created_at, id").all().map(Self.item)
+    }
+
+    func delete(_ id: UUID, on db: any SQLDatabase) async throws {
+        // The children first: SQLite enforces the cascade only with foreign keys on, and PostgreSQL does either way.
+        for table in ["linked_holdings", "linked_transactions", "linked_accounts"] {
+            try await db.raw("DELETE FROM \(ident: table) WHERE item_id = \(bind: id)").run()
+        }
+        try await db.raw("DELETE FROM plaid_items WHERE id = \(bind: id)").run()
+    }
+
+    func setStatus(_ id: UUID, _ status: PlaidItem.Status, errorCode: String?, errorMessage: String?, now: Date, on db: (any SQLDatabase)? = nil) async throws {
+        try await (db ?? database.sql).raw("""
+            UPDATE plaid_items SET status = \(bind: status.rawValue), error_code = \(bind: errorCode), error_message = \(bind: errorMessage),
+                updated_at = \(bind: now)
+            WHERE id = \(bind: id)
+            """).run()
+    }
+
+    /// A failure that leaves the status as it is (Plaid busy, the institution down): shown until a good sync clears it.
+    func recordError(_ id: UUID, code: String?, message: String, now: Date) async throws {
+        try await database.sql.raw("""
+            UPDATE plaid_items SET error_code = \(bind: code), error_message = \(bind: String(message.prefix(500))), updated_at = \(bind: now)
+            WHERE id = \(bind: id)
+            """).run()
+    }
+
+    func setInstitution(_ id: UUID, institutionID: String?, name: String?, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE plaid_items SET institution_id = COALESCE(\(bind: institutionID), institution_id),
+                institution_name = COALESCE(\(bind: name), institution_name)
+            WHERE id = \(bind: id)
+            """).run()
+    }
+
+    func updateSealedAccessToken(_ id: UUID, old: String, new: String, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE plaid_items SET sealed_access_token = \(bind: new) WHERE id = \(bind: id) AND sealed_access_token = \(bind: old)
+            """).run()
+    }
+
+    // MARK: - One worker per item
+
+    /// Takes the item's lease for `holder` until `until`; false while another holds it.
+    func claim(_ id: UUID, holder: String, until: Date, now: Date) async throws -> Bool {
+        try await database.sql.raw("""
+            UPDATE plaid_items SET locked_by = \(bind: holder), locked_until = \(bind: until)
+            WHERE id = \(bind: id) AND (locked_by IS NULL OR locked_by = \(bind: holder) OR locked_until < \(bind: now))
+            RETURNING id
+            """).first() != nil
+    }
+
+    func release(_ id: UUID, holder: String) async throws {
+        try await database.sql.raw("""
+            UPDATE plaid_items SET locked_by = NULL, locked_until = NULL WHERE id = \(bind: id) AND locked_by = \(bind: holder)
+            """).run()
+    }
+
+    /// Saves the sync cursor after a page, and renews the lease; false (and
+    /// nothing saved: the caller rolls back) when the lease was lost.
+    func advanceCursor(_ id: UUID, to cursor: String, holder: String, until: Date, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            UPDATE plaid_items SET sync_cursor = \(bind: cursor), locked_until = \(bind: until)
+            WHERE id = \(bind: id) AND locked_by = \(bind: holder)
+            RETURNING id
+            """).first() != nil
+    }
+
+    func markSynced(_ id: UUID, now: Date) async throws {
+        try await database.sql.raw("""
+            UPDATE plaid_items SET last_synced_at = \(bind: now), status = 'active', error_code = NULL, error_message = NULL, updated_at = \(bind: now)
+            WHERE id = \(bind: id)
+            """).run()
+    }
+
+    // MARK: - Accounts
+
+    static let accountColumns = """
+        id, item_id, plaid_account_id, name, official_name, mask, type, subtype, current_balance, available_balance, credit_limit, currency
+        """
+
+    /// Inserts or updates the item's accounts by Plaid's account id.
+    func saveAccounts(_ accounts: [PlaidAccount], item: PlaidItem, now: Date, on db: any SQLDatabase) async throws {
+        for account in accounts {
+            try await db.raw("""
+                INSERT INTO linked_accounts (id, item_id, user_id, plaid_account_id, name, official_name, mask, type, subtype,
+                                             current_balance, available_balance, credit_limit, currency, updated_at)
+                VALUES (\(bind: UUID.random()), \(bind: item.id), \(bind: item.userID), \(bind: account.plaidAccountID), \(bind: account.name),
+                        \(bind: account.officialName), \(bind: account.mask), \(bind: account.type), \(bind: account.subtype), \(bind: account.current),
+                        \(bind: account.available), \(bind: account.limit), \(bind: account.currency), \(bind: now))
+                ON CONFLICT (item_id, plaid_account_id) DO UPDATE SET
+                    name = excluded.name, official_name = excluded.official_name, mask = excluded.mask, type = excluded.type,
+                    subtype = excluded.subtype, current_balance = excluded.current_balance, available_balance = excluded.available_balance,
+                    credit_limit = excluded.credit_limit, currency = excluded.currency, updated_at = excluded.updated_at
+                """).run()
+        }
+    }
+
+    func accounts(of userID: UserID, item: UUID? = nil) async throws -> [LinkedAccount] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.accountColumns) FROM linked_accounts WHERE user_id = \(bind: userID)"
+        if let item { query = query + " AND item_id = \(bind: item)" }
+        return try await database.sql.raw(query + " ORDER BY name, id").all().map(Self.account)
+    }
+
+    func account(_ id: UUID, owner: UserID) async throws -> LinkedAccount? {
+        try await database.sql.raw("""
+            SELECT \(unsafeRaw: Self.accountColumns) FROM linked_accounts WHERE id = \(bind: id) AND user_id = \(bind: owner)
+            """).first().map(Self.account)
+    }
+
+    // MARK: - Transactions
+
+    /// Applies one sync page: added and modified are upserted by Plaid's
+    /// transaction id, removed are deleted; applying a page twice changes nothing.
+    func apply(_ page: PlaidSyncPage, item: PlaidItem, now: Date, on db: any SQLDatabase) async throws {
+        for transaction in page.added + page.modified {
+            try await db.raw("""
+                INSERT INTO linked_transactions (id, item_id, user_id, plaid_transaction_id, plaid_account_id, amount, currency, date,
+                                                 authorized_date, occurred_at, name, merchant_name, category, pending, updated_at)
+                VALUES (\(bind: UUID.random()), \(bind: item.id), \(bind: item.userID), \(bind: transaction.transactionID),
+                        \(bind: transaction.plaidAccountID), \(bind: transaction.amount), \(bind: transaction.currency), \(bind: transaction.date),
+                        \(bind: transaction.authorizedDate), \(bind: Self.midnight(transaction.date) ?? now), \(bind: transaction.name),
+                        \(bind: transaction.merchantName), \(bind: transaction.category), \(bind: transaction.pending), \(bind: now))
+                ON CONFLICT (item_id, plaid_transaction_id) DO UPDATE SET
+                    plaid_account_id = excluded.plaid_account_id, amount = excluded.amount, currency = excluded.currency, date = excluded.date,
+                    authorized_date = excluded.authorized_date, occurred_at = excluded.occurred_at, name = excluded.name,
+                    merchant_name = excluded.merchant_name, category = excluded.category, pending = excluded.pending, updated_at = excluded.updated_at
+                """).run()
+        }
+        if !page.removed.isEmpty {
+            try await db.raw("""
+                DELETE FROM linked_transactions WHERE item_id = \(bind: item.id) AND plaid_transaction_id IN (\(binds: page.removed))
+                """).run()
+        }
+    }
+
+    static func midnight(_ date: String) -> Date? {
+        try? Date(date + "T00:00:00Z", strategy: .iso8601)
+    }
+
+    struct TransactionFilter: Sendable {
+        var accountID: UUID?
+        var from: Date?
+        var to: Date?
+        var pending: Bool?
+    }
+
+    static let transactionColumns = """
+        t.id, t.item_id, a.id AS account_id, t.plaid_transaction_id, t.plaid_account_id, t.amount, t.currency, t.date, t.authorized_date,
+        t.occurred_at, t.name, t.merchant_name, t.category, t.pending
+        """
+
+    /// One page of the user's linked transactions, newest first, after the cursor's row.
+    func transactions(of userID: UserID, filter: TransactionFilter, after cursor: UUID?, limit: Int) async throws -> [LinkedTransaction] {
+        var query: SQLQueryString = """
+            SELECT \(unsafeRaw: Self.transactionColumns) FROM linked_transactions t
+            LEFT JOIN linked_accounts a ON a.item_id = t.item_id AND a.plaid_account_id = t.plaid_account_id
+            WHERE t.user_id = \(bind: userID)
+            """
+        if let accountID = filter.accountID { query = query + " AND a.id = \(bind: accountID)" }
+        if let from = filter.from { query = query + " AND t.occurred_at >= \(bind: from)" }
+        if let to = filter.to { query = query + " AND t.occurred_at < \(bind: to)" }
+        if let pending = filter.pending { query = query + " AND t.pending = \(bind: pending)" }
+        if let cursor {
+            let anchor: SQLQueryString = "(SELECT occurred_at FROM linked_transactions WHERE id = \(bind: cursor) AND user_id = \(bind: userID))"
+            query = query + " AND (t.occurred_at < \(anchor) OR (t.occurred_at = \(anchor) AND t.id < \(bind: cursor)))"
+        }
+        return try await database.sql.raw(query + " ORDER BY t.occurred_at DESC, t.id DESC LIMIT \(literal: limit)").all().map { row in
+            LinkedTransaction(
+                id: try row.decode(column: "id", as: UUID.self), itemID: try row.decode(column: "item_id", as: UUID.self),
+                accountID: try row.decode(column: "account_id", as: UUID?.self),
+                transaction: PlaidTransaction(
+                    transactionID: try row.decode(column: "plaid_transaction_id", as: String.self),
+                    plaidAccountID: try row.decode(column: "plaid_account_id", as: String.self), amount: try row.decode(column: "amount", as: Cash.self),
+                    currency: try row.decode(column: "currency", as: String?.self), date: try row.decode(column: "date", as: String.self),
+                    authorizedDate: try row.decode(column: "authorized_date", as: String?.self), name: try row.decode(column: "name", as: String.self),
+                    merchantName: try row.decode(column: "merchant_name", as: String?.self), category: try row.decode(column: "category", as: String?.self),
+                    pending: try row.decode(column: "pending", as: Bool.self)),
+                occurredAt: try row.decode(column: "occurred_at", as: Date.self))
+        }
+    }
+
+    // MARK: - Holdings
+
+    /// Replaces the item's holdings with Plaid's current list.
+    func replaceHoldings(_ holdings: [PlaidHolding], item: PlaidItem, now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("DELETE FROM linked_holdings WHERE item_id = \(bind: item.id)").run()
+        for holding in holdings {
+            try await db.raw("""
+                INSERT INTO linked_holdings (id, item_id, user_id, plaid_account_id, security_id, ticker, security_name, security_type, quantity,
+                                             cost_basis, institution_price, institution_price_as_of, institution_value, currency, updated_at)
+                VALUES (\(bind: UUID.random()), \(bind: item.id), \(bind: item.userID), \(bind: holding.plaidAccountID), \(bind: holding.securityID),
+                        \(bind: holding.ticker), \(bind: holding.securityName), \(bind: holding.securityType), \(bind: holding.quantity),
+                        \(bind: holding.costBasis), \(bind: holding.institutionPrice), \(bind: holding.institutionPriceAsOf),
+                        \(bind: holding.institutionValue), \(bind: holding.currency), \(bind: now))
+                """).run()
+        }
+        try await db.raw("UPDATE plaid_items SET holdings_refreshed_at = \(bind: now) WHERE id = \(bind: item.id)").run()
+    }
+
+    func holdings(of userID: UserID) async throws -> [LinkedHolding] {
+        try await database.sql.raw("""
+            SELECT h.item_id, a.id AS account_id, h.plaid_account_id, h.security_id, h.ticker, h.security_name, h.security_type, h.quantity,
+                   h.cost_basis, h.institution_price, h.institution_price_as_of, h.institution_value, h.currency
+            FROM linked_holdings h
+            LEFT JOIN linked_accounts a ON a.item_id = h.item_id AND a.plaid_account_id = h.plaid_account_id
+            WHERE h.user_id = \(bind: userID)
+            ORDER BY h.ticker, h.security_id, h.plaid_account_id
+            """).all().map { row in
+            LinkedHolding(
+                itemID: try row.decode(column: "item_id", as: UUID.self), accountID: try row.decode(column: "account_id", as: UUID?.self),
+                holding: PlaidHolding(
+                    plaidAccountID: try row.decode(column: "plaid_account_id", as: String.self),
+                    securityID: try row.decode(column: "security_id", as: String.self), ticker: try row.decode(column: "ticker", as: String?.self),
+                    securityName: try row.decode(column: "security_name", as: String?.self),
+                    securityType: try row.decode(column: "security_type", as: String?.self),
+                    quantity: try row.decode(column: "quantity", as: Quantity.self), costBasis: try row.decode(column: "cost_basis", as: Cash?.self),
+                    institutionPrice: try row.decode(column: "institution_price", as: Price.self),
+                    institutionPriceAsOf: try row.decode(column: "institution_price_as_of", as: String?.self),
+                    institutionValue: try row.decode(column: "institution_value", as: Cash.self),
+                    currency: try row.decode(column: "currency", as: String?.self)))
+        }
+    }
+
+    // MARK: - Webhooks
+
+    /// Records a verified webhook; false when the same body was recorded
+    /// within `window` (a replay, or Plaid's retry of one already taken).
+    /// Identical bodies further apart are new deliveries (Plaid sends the same
+    /// `SYNC_UPDATES_AVAILABLE` body each time there is news).
+    func recordWebhook(bodySHA256: String, itemID: String?, type: String, code: String, now: Date, window: TimeInterval) async throws -> Bool {
+        try await database.sql.raw("""
+            INSERT INTO plaid_webhooks (id, body_sha256, plaid_item_id, webhook_type, webhook_code, received_at)
+            VALUES (\(bind: UUID.random()), \(bind: bodySHA256), \(bind: itemID), \(bind: type), \(bind: code), \(bind: now))
+            ON CONFLICT (body_sha256) DO UPDATE SET received_at = excluded.received_at
+            WHERE plaid_webhooks.received_at < \(bind: now.addingTimeInterval(-window))
+            RETURNING id
+            """).first() != nil
+    }
+
+    // MARK: - Rows
+
+    static func item(_ row: any SQLRow) throws -> PlaidItem {
+        let raw = try row.decode(column: "status", as: String.self)
+        guard let status = PlaidItem.Status(rawValue: raw) else { throw TradingStore.StoreError.corrupt("plaid_items.status is \(raw)") }
+        return PlaidItem(
+            id: try row.decode(column: "id", as: UUID.self), userID: try row.decode(column: "user_id", as: UserID.self),
+            plaidItemID: try row.decode(column: "plaid_item_id", as: String.self),
+            institutionID: try row.decode(column: "institution_id", as: String?.self),
+            institutionName: try row.decode(column: "institution_name", as: String?.self),
+            sealedAccessToken: try row.decode(column: "sealed_access_token", as: String.self), status: status,
+            errorCode: try row.decode(column: "error_code", as: String?.self), errorMessage: try row.decode(column: "error_message", as: String?.self),
+            syncCursor: try row.decode(column: "sync_cursor", as: String?.self), lastSyncedAt: try row.decode(column: "last_synced_at", as: Date?.self),
+            holdingsRefreshedAt: try row.decode(column: "holdings_refreshed_at", as: Date?.self),
+            createdAt: try row.decode(column: "created_at", as: Date.self))
+    }
+
+    static func account(_ row: any SQLRow) throws -> LinkedAccount {
+        LinkedAccount(
+            id: try row.decode(column: "id", as: UUID.self), itemID: try row.decode(column: "item_id", as: UUID.self),
+            account: PlaidAccount(
+                plaidAccountID: try row.decode(column: "plaid_account_id", as: String.self), name: try row.decode(column: "name", as: String.self),
+                officialName: try row.decode(column: "official_name", as: String?.self), mask: try row.decode(column: "mask", as: String?.self),
+                type: try row.decode(column: "type", as: String.self), subtype: try row.decode(column: "subtype", as: String?.self),
+                current: try row.decode(column: "current_balance", as: Cash?.self),
+                available: try row.decode(column: "available_balance", as: Cash?.self),
+                limit: try row.decode(column: "credit_limit", as: Cash?.self), currency: try row.decode(column: "currency", as: String?.self)))
+    }
+}

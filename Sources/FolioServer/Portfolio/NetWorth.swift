@@ -1,0 +1,72 @@
+import FolioDomain
+import Foundation
+import Hummingbird
+
+/// `GET /api/portfolio?view=net_worth`: everything the user has, in one
+/// figure and account by account, each marked by its source: Folio's own
+/// accounts (valued at current quotes) and the accounts linked through Plaid
+/// (at the balance the institution last reported). Credit cards and loans
+/// count against the total. Linked holdings stay out of Folio's positions:
+/// they are the institution's records, not something Folio can trade.
+/// Only USD balances are summed; another currency is listed and left out.
+struct NetWorthResponse: ResponseEncodable, Sendable {
+    struct Account: Encodable, Sendable {
+        var source: String
+        var id: UUID
+        var itemID: UUID?
+        var institution: String?
+        var name: String
+        var type: String
+        var subtype: String?
+        var currency: String?
+        /// What the account adds to (or, for debts, takes from) the total.
+        var value: Cash?
+        /// In the total: false for another currency, or a balance the institution has not reported.
+        var included: Bool
+        /// A Folio account with a price older than it should be, or a linked item that is not syncing.
+        var stale: Bool
+    }
+
+    var currency = "USD"
+    var total: Cash
+    var assets: Cash
+    var liabilities: Cash
+    var folioTotal: Cash
+    var linkedTotal: Cash
+    var accounts: [Account]
+    var valuedAt: Date
+
+    static let liabilityTypes: Set<String> = ["credit", "loan"]
+
+    static func build(
+        folio: [(AccountRecord, PortfolioValuation)], items: [PlaidItem], linked: [LinkedAccount], now: Date
+    ) throws -> NetWorthResponse {
+        var assets = Cash.zero, liabilities = Cash.zero, folioTotal = Cash.zero, linkedTotal = Cash.zero
+        var accounts: [Account] = []
+        for (account, valuation) in folio {
+            folioTotal = try folioTotal + valuation.totalValue
+            if valuation.totalValue.isNegative { liabilities = try liabilities - valuation.totalValue } else { assets = try assets + valuation.totalValue }
+            accounts.append(Account(
+                source: "folio", id: account.id.uuid, name: account.name, type: account.kind, currency: account.currency, value: valuation.totalValue,
+                included: true, stale: valuation.positions.contains { $0.quote?.isStale ?? true }))
+        }
+        let itemsByID = Dictionary(uniqueKeysWithValues: items.map { ($0.id, $0) })
+        for linkedAccount in linked {
+            let account = linkedAccount.account, item = itemsByID[linkedAccount.itemID]
+            let debt = liabilityTypes.contains(account.type)
+            let value = account.current.map { debt ? -$0 : $0 }
+            let included = value != nil && (account.currency ?? "USD") == "USD"
+            if included, let value {
+                linkedTotal = try linkedTotal + value
+                if debt { liabilities = try liabilities - value } else { assets = try assets + value }
+            }
+            accounts.append(Account(
+                source: "plaid", id: linkedAccount.id, itemID: linkedAccount.itemID, institution: item?.institutionName, name: account.name,
+                type: account.type, subtype: account.subtype, currency: account.currency, value: value, included: included,
+                stale: item.map { $0.status != .active || $0.errorCode != nil } ?? true))
+        }
+        return NetWorthResponse(
+            total: try folioTotal + linkedTotal, assets: assets, liabilities: liabilities, folioTotal: folioTotal, linkedTotal: linkedTotal,
+            accounts: accounts, valuedAt: now)
+    }
+}

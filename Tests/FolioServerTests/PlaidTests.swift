@@ -1,0 +1,438 @@
+import Crypto
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// Linking banks and brokerages through Plaid, against a fake Plaid on
+/// loopback: link token, exchange, accounts with exact balances, paged
+/// transaction sync, holdings, net worth, removal, and webhooks verified as
+/// Plaid documents them (and refused otherwise).
+@Suite("Plaid links")
+struct PlaidTests {
+    static let checking = FakePlaid.Account(id: "acc-checking", name: "Checking", type: "depository", subtype: "checking", current: "9007199254740993.01")
+    static let card = FakePlaid.Account(id: "acc-card", name: "Card", type: "credit", subtype: "credit card", current: "410.25")
+    static let brokerage = FakePlaid.Account(id: "acc-invest", name: "Brokerage", type: "investment", subtype: "brokerage", current: "1523.4567")
+
+    /// Plaid's sign: positive amounts are money out.
+    static let changes: [FakePlaid.Change] = [
+        .added(id: "tx-1", account: "acc-checking", amount: "12.34", date: "2026-11-20", name: "Coffee"),
+        .added(id: "tx-2", account: "acc-checking", amount: "-2500.00", date: "2026-11-21", name: "Payroll"),
+        .added(id: "tx-3", account: "acc-card", amount: "89.99", date: "2026-11-22", name: "Books"),
+        .added(id: "tx-4", account: "acc-checking", amount: "5.5", date: "2026-11-23", name: "Parking"),
+        .modified(id: "tx-1", account: "acc-checking", amount: "12.35", date: "2026-11-20", name: "Coffee House"),
+        .removed(id: "tx-4"),
+    ]
+
+    static let holdings: [FakePlaid.Holding] = [
+        .init(account: "acc-invest", securityID: "sec-vti", ticker: "VTI", quantity: "3.123456789", price: "240.123456789", value: "749.9283", costBasis: "700.00"),
+    ]
+
+    func withPlaidApp(
+        _ kind: TestDatabaseKind, clock: TestClock = TestClock(),
+        _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment, FakePlaid) async throws -> Void
+    ) async throws {
+        try await withFakePlaid { fake in
+            try await withTestApp(kind, clock: clock, configure: { $0.plaid = fake.settings }) { client, env in
+                try await body(client, env, fake)
+            }
+        }
+    }
+
+    func get(_ client: some TestClientProtocol, _ uri: String, _ tokens: [String: Any]) async throws -> TestResponse {
+        try await client.execute(uri: uri, method: .get, headers: bearer(tokens))
+    }
+
+    func webhook(_ client: some TestClientProtocol, _ body: String, header: String?) async throws -> TestResponse {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let header { headers[HTTPField.Name("Plaid-Verification")!] = header }
+        return try await client.execute(uri: "/webhooks/plaid", method: .post, headers: headers, body: ByteBuffer(string: body))
+    }
+
+    func link(_ client: some TestClientProtocol, _ tokens: [String: Any], _ fake: FakePlaid, accounts: [FakePlaid.Account] = [checking, card, brokerage],
+              changes: [FakePlaid.Change] = changes) async throws -> (item: [String: Any], plaidItemID: String) {
+        let issued = fake.issuePublicToken(accounts: accounts, changes: changes, holdings: Self.holdings)
+        let exchanged = try await post(client, "/api/links/plaid/exchange", ["public_token": issued.publicToken], headers: bearer(tokens))
+        #expect(exchanged.status == .created)
+        return (try json(exchanged), issued.itemID)
+    }
+
+    func count(_ env: TestEnvironment, _ table: String) async throws -> Int {
+        try await env.database.sql.raw("SELECT COUNT(*) AS n FROM \(ident: table)").first()?.decode(column: "n", as: Int.self) ?? -1
+    }
+
+    // MARK: - Not configured
+
+    @Test("without Plaid settings linking answers 503 plaid_not_configured and every webhook is refused")
+    func notConfigured() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            let tokens = try await signUp(client, env, email: "noplaid@example.com")
+            let token = try await post(client, "/api/links/plaid/link-token", [:], headers: bearer(tokens))
+            #expect(token.status == .serviceUnavailable)
+            #expect(try problem(token).code == "plaid_not_configured")
+            let exchange = try await post(client, "/api/links/plaid/exchange", ["public_token": "public-sandbox-x"], headers: bearer(tokens))
+            #expect(try problem(exchange).code == "plaid_not_configured")
+            let body = FakePlaid.webhookBody(type: "TRANSACTIONS", code: "SYNC_UPDATES_AVAILABLE", itemID: "item-1")
+            let forged = try await webhook(client, body, header: "eyJhbGciOiJFUzI1NiJ9.e30.AAAA")
+            #expect(forged.status == .unauthorized)
+            #expect(try problem(forged).code == "webhook_unverified")
+            #expect(env.services.webhookRejections.all["plaid:not_configured"] == 1)
+            #expect(try await get(client, "/api/links", tokens).status == .ok, "the list works, empty")
+        }
+    }
+
+    // MARK: - End to end
+
+    @Test("link, exchange, accounts, paged sync with added, modified and removed, holdings, net worth, webhook, removal", arguments: TestDatabaseKind.all)
+    func endToEnd(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "plaid@example.com")
+            let me = try json(try await get(client, "/api/auth/me", tokens))
+            let userID = try #require(me["id"] as? String)
+            let cashBefore = try await env.accounts().map(\.cash)
+            let entriesBefore = try await env.entries().count
+
+            // The link token names the user, both products and the webhook.
+            let tokenAnswer = try await post(client, "/api/links/plaid/link-token", [:], headers: bearer(tokens))
+            #expect(tokenAnswer.status == .ok)
+            #expect((try json(tokenAnswer)["link_token"] as? String)?.hasPrefix("link-sandbox-") == true)
+            let request = try #require(fake.linkTokenRequests.last)
+            #expect(request["user"]?["client_user_id"]?.string == userID)
+            #expect(request["products"]?.elements.compactMap(\.string) == ["transactions"])
+            #expect(request["required_if_supported_products"]?.elements.compactMap(\.string) == ["investments"])
+            #expect(request["webhook"]?.string == "https://folio.example.com/webhooks/plaid")
+            #expect(request["secret"] == nil && request["client_id"] == nil, "credentials travel in headers only")
+
+            // A public token Plaid does not know: refused, nothing stored.
+            let bad = try await post(client, "/api/links/plaid/exchange", ["public_token": "public-sandbox-unknown"], headers: bearer(tokens))
+            #expect(bad.status == .unprocessableContent)
+            #expect(try problem(bad).errors?.first?.field == "public_token")
+            #expect(try await count(env, "plaid_items") == 0)
+
+            let (item, plaidItemID) = try await link(client, tokens, fake)
+            let itemID = try #require(item["id"] as? String)
+            #expect(item["institution_name"] as? String == "First Platypus Bank")
+            #expect(item["status"] as? String == "active")
+            let accounts = try #require(item["accounts"] as? [[String: Any]])
+            #expect(accounts.count == 3)
+            // A balance Double cannot hold (2^53 + 1, and cents), kept exactly.
+            #expect(accounts.first { $0["name"] as? String == "Checking" }?["current_balance"] as? String == "9007199254740993.01")
+            #expect(accounts.first { $0["name"] as? String == "Brokerage" }?["current_balance"] as? String == "1523.4567")
+            let text = String(buffer: try await post(client, "/api/links/plaid/link-token", [:], headers: bearer(tokens)).body)
+                + String(buffer: try await get(client, "/api/links", tokens).body)
+            #expect(!text.contains("access-sandbox-"), "the access token is never returned")
+            let sealed = try #require(try await env.database.sql.raw("SELECT sealed_access_token FROM plaid_items").first()?
+                .decode(column: "sealed_access_token", as: String.self))
+            #expect(!sealed.contains("access-sandbox-") && env.services.identity.secretBox.open(sealed) == fake.accessToken(of: plaidItemID))
+
+            // The sync and holdings jobs: three pages of two changes each.
+            fake.pageSize = 2
+            await env.worker.drain()
+            #expect(fake.syncCursors == [nil, "cursor-2", "cursor-4"])
+            let page = try json(try await get(client, "/api/links/transactions?limit=2", tokens))
+            let firstPage = try #require(page["data"] as? [[String: Any]])
+            #expect(firstPage.count == 2)
+            let next = try #require(page["next_cursor"] as? String)
+            let rest = try #require(try json(try await get(client, "/api/links/transactions?cursor=\(next)", tokens))["data"] as? [[String: Any]])
+            let all = firstPage + rest
+            #expect(all.map { $0["transaction_id"] as? String } == ["tx-3", "tx-2", "tx-1"], "newest first; tx-4 removed")
+            // Folio's sign: money in is positive.
+            #expect(all.first { $0["transaction_id"] as? String == "tx-2" }?["amount"] as? String == "2500.00")
+            let coffee = try #require(all.first { $0["transaction_id"] as? String == "tx-1" })
+            #expect(coffee["amount"] as? String == "-12.35" && coffee["name"] as? String == "Coffee House", "the modification applied")
+            #expect(coffee["category"] as? String == "GENERAL_MERCHANDISE")
+
+            // Filters: one account, a date range; an unknown account is named.
+            let checkingID = try #require(accounts.first { $0["name"] as? String == "Checking" }?["id"] as? String)
+            let checkingOnly = try json(try await get(client, "/api/links/transactions?account_id=\(checkingID)&from=2026-11-21", tokens))
+            #expect((checkingOnly["data"] as? [[String: Any]])?.map { $0["transaction_id"] as? String } == ["tx-2"])
+            let unknown = try await get(client, "/api/links/transactions?account_id=\(UUID())", tokens)
+            #expect(try problem(unknown).errors?.first?.field == "account_id")
+            let csv = try await get(client, "/api/links/transactions.csv", tokens)
+            #expect(csv.headers[.contentType] == "text/csv; charset=utf-8")
+            #expect(String(buffer: csv.body).split(separator: "\n").count == 4)
+            #expect(String(buffer: csv.body).contains(",-12.35,USD,Coffee House,"))
+
+            // Holdings: quantity exact, price at Folio's 8 places, value and cost basis exact.
+            let holdings = try #require(try json(try await get(client, "/api/links/holdings", tokens))["data"] as? [[String: Any]])
+            #expect(holdings.count == 1)
+            #expect(holdings.first?["ticker"] as? String == "VTI")
+            #expect(holdings.first?["quantity"] as? String == "3.123456789")
+            #expect(holdings.first?["institution_price"] as? String == "240.12345679")
+            #expect(holdings.first?["institution_value"] as? String == "749.9283")
+            #expect(holdings.first?["cost_basis"] as? String == "700.00")
+
+            // Linked holdings are not Folio positions; net worth adds the linked accounts, the card as a debt.
+            let portfolio = try json(try await get(client, "/api/portfolio", tokens))
+            #expect((portfolio["positions"] as? [Any])?.isEmpty == true)
+            let worth = try json(try await get(client, "/api/portfolio?view=net_worth", tokens))
+            let paperValue = try #require(cashBefore.first)
+            let expectedLinked = try Cash(parsing: "9007199254740993.01") + Cash(parsing: "1523.4567") - Cash(parsing: "410.25")
+            #expect(worth["linked_total"] as? String == expectedLinked.description)
+            #expect(worth["total"] as? String == (try expectedLinked + paperValue).description)
+            #expect(worth["liabilities"] as? String == "410.2500" || worth["liabilities"] as? String == "410.25")
+            let sources = (worth["accounts"] as? [[String: Any]])?.map { $0["source"] as? String }
+            #expect(sources == ["folio", "plaid", "plaid", "plaid"])
+            #expect(try problem(try await get(client, "/api/portfolio?view=everything", tokens)).errors?.first?.field == "view")
+
+            // New transactions: Plaid's webhook, verified, queues a sync.
+            fake.update(item: plaidItemID) { $0.changes.append(.added(id: "tx-5", account: "acc-checking", amount: "1.00", date: "2026-11-28", name: "Gum")) }
+            let body = FakePlaid.webhookBody(type: "TRANSACTIONS", code: "SYNC_UPDATES_AVAILABLE", itemID: plaidItemID, extra: #""historical_update_complete":true,"initial_update_complete":true"#)
+            let received = try await webhook(client, body, header: fake.sign(body, iat: env.clock.now))
+            #expect(received.status == .ok)
+            #expect(try json(received)["action"] as? String == "sync")
+            await env.worker.drain()
+            #expect(fake.syncCursors.last == "cursor-6", "the sync went on from the saved cursor")
+            let afterWebhook = try #require(try json(try await get(client, "/api/links/transactions", tokens))["data"] as? [[String: Any]])
+            #expect(afterWebhook.map { $0["transaction_id"] as? String } == ["tx-5", "tx-3", "tx-2", "tx-1"])
+
+            // None of this moved Folio's books.
+            #expect(try await env.accounts().map(\.cash) == cashBefore)
+            #expect(try await env.entries().count == entriesBefore)
+            try await env.expectConsistent()
+
+            // Another user sees none of it.
+            let other = try await signUp(client, env, email: "other@example.com")
+            #expect((try json(try await get(client, "/api/links", other))["data"] as? [Any])?.isEmpty == true)
+            #expect((try json(try await get(client, "/api/links/transactions", other))["data"] as? [Any])?.isEmpty == true)
+            let othersDelete = try await client.execute(uri: "/api/links/\(itemID)", method: .delete, headers: bearer(other))
+            #expect(othersDelete.status == .notFound)
+
+            // Removal: Plaid is told, and everything kept about the item goes.
+            let removed = try await client.execute(uri: "/api/links/\(itemID)", method: .delete, headers: bearer(tokens))
+            #expect(removed.status == .noContent)
+            #expect(fake.removeCalls == 1)
+            for table in ["plaid_items", "linked_accounts", "linked_transactions", "linked_holdings"] {
+                #expect(try await count(env, table) == 0, "\(table) emptied")
+            }
+
+            // No access token, public token or secret in any log line.
+            let logs = env.logs.lines.joined(separator: "\n")
+            #expect(!logs.contains("access-sandbox-"))
+            #expect(!logs.contains("public-sandbox-"))
+            #expect(!logs.contains(FakePlaid.secret) && !logs.contains(FakePlaid.clientID))
+            #expect(fake.badCredentials == 0)
+        }
+    }
+
+    // MARK: - Sync under trouble
+
+    @Test("a mutation during pagination restarts the run from the cursor it began with", arguments: TestDatabaseKind.all)
+    func mutationDuringPagination(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "mutation@example.com")
+            fake.pageSize = 2
+            fake.mutateDuringPagination(onCall: 2)
+            _ = try await link(client, tokens, fake)
+            await env.worker.drain()
+            #expect(fake.syncCursors == [nil, "cursor-2", nil, "cursor-2", "cursor-4"], "the second page failed; the run began again from nil")
+            let data = try #require(try json(try await get(client, "/api/links/transactions", tokens))["data"] as? [[String: Any]])
+            #expect(data.map { $0["transaction_id"] as? String } == ["tx-3", "tx-2", "tx-1"])
+            #expect(try await count(env, "linked_transactions") == 3)
+        }
+    }
+
+    @Test("a sync cut short resumes after the last saved page, with nothing missed and nothing twice", arguments: TestDatabaseKind.all)
+    func interruptedSyncResumes(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withPlaidApp(kind, clock: clock) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "resume@example.com")
+            fake.pageSize = 2
+            fake.failSync(onCall: 2)
+            let (item, _) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            // Page one was saved with its cursor; page two failed, so the job waits to retry.
+            let saved = try await env.database.sql.raw("SELECT sync_cursor, error_code FROM plaid_items").first()
+            #expect(try saved?.decode(column: "sync_cursor", as: String?.self) == "cursor-2")
+            #expect(try await count(env, "linked_transactions") == 2)
+            let listed = try #require((try json(try await get(client, "/api/links", tokens))["data"] as? [[String: Any]])?.first)
+            #expect(listed["id"] as? String == item["id"] as? String)
+            #expect(listed["error_code"] as? String == "INTERNAL_SERVER_ERROR", "the failure shows on the item")
+            #expect(listed["status"] as? String == "active", "a passing failure does not need the user")
+            clock.advance(by: 600)
+            await env.worker.drain()
+            #expect(fake.syncCursors == [nil, "cursor-2", "cursor-2", "cursor-4"], "resumed at the saved cursor, not from the start")
+            let data = try #require(try json(try await get(client, "/api/links/transactions", try await relogin(client, env, tokens)))["data"] as? [[String: Any]])
+            #expect(data.map { $0["transaction_id"] as? String } == ["tx-3", "tx-2", "tx-1"])
+            #expect(try await count(env, "linked_transactions") == 3)
+        }
+    }
+
+    func relogin(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any]) async throws -> [String: Any] {
+        try json(try await post(client, "/api/auth/login", ["email": "resume@example.com", "password": strongPassword]))
+    }
+
+    @Test("ITEM_LOGIN_REQUIRED by webhook marks the item, mails its user once, and pauses syncing until re-linked")
+    func loginRequired() async throws {
+        try await withPlaidApp(.sqlite) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "relogin@example.com")
+            let (item, plaidItemID) = try await link(client, tokens, fake)
+            let itemID = try #require(item["id"] as? String)
+            await env.worker.drain()
+            fake.update(item: plaidItemID) { $0.errorCode = "ITEM_LOGIN_REQUIRED" }
+            let body = FakePlaid.webhookBody(
+                type: "ITEM", code: "ERROR", itemID: plaidItemID,
+                extra: #""error":{"display_message":null,"error_code":"ITEM_LOGIN_REQUIRED","error_message":"the login details of this item have changed","error_type":"ITEM_ERROR","status":400}"#)
+            #expect(try json(try await webhook(client, body, header: fake.sign(body, iat: env.clock.now)))["action"] as? String == "needs_login")
+            await env.worker.drain()
+            let listed = try #require((try json(try await get(client, "/api/links", tokens))["data"] as? [[String: Any]])?.first)
+            #expect(listed["status"] as? String == "login_required")
+            #expect(listed["error_code"] as? String == "ITEM_LOGIN_REQUIRED")
+            let mails = try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "plaid_login_required").all()
+            #expect(mails.count == 1)
+            #expect(mails.first?.recipient == "relogin@example.com")
+            // A sync meanwhile is skipped, not failed, and asks Plaid nothing.
+            let calls = fake.syncCursors.count
+            #expect(try await post(client, "/api/links/\(itemID)/sync", [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(fake.syncCursors.count == calls)
+            // Update mode: a link token for the item, then the item syncs again.
+            #expect(try await post(client, "/api/links/plaid/link-token", ["item_id": itemID], headers: bearer(tokens)).status == .ok)
+            #expect(fake.linkTokenRequests.last?["access_token"]?.string == fake.accessToken(of: plaidItemID))
+            fake.update(item: plaidItemID) { $0.errorCode = nil }
+            #expect(try await post(client, "/api/links/\(itemID)/relinked", [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(fake.syncCursors.count > calls)
+            let after = try #require((try json(try await get(client, "/api/links", tokens))["data"] as? [[String: Any]])?.first)
+            #expect(after["status"] as? String == "active" && after["error_code"] == nil)
+            // A second login-required webhook body (a new delivery) does not mail twice for one break.
+            let mailsAfter = try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "plaid_login_required").count()
+            #expect(mailsAfter == 1)
+        }
+    }
+
+    // MARK: - Webhook verification
+
+    @Test("the seed's check: a webhook without a valid Plaid-Verification header is 401, counted and recorded")
+    func webhookWithoutHeader() async throws {
+        try await withPlaidApp(.sqlite) { client, env, fake in
+            let body = FakePlaid.webhookBody(type: "TRANSACTIONS", code: "SYNC_UPDATES_AVAILABLE", itemID: "item-x")
+            let missing = try await webhook(client, body, header: nil)
+            #expect(missing.status == .unauthorized)
+            #expect(try problem(missing).code == "webhook_unverified")
+            let garbage = try await webhook(client, body, header: "not a jwt")
+            #expect(garbage.status == .unauthorized)
+            #expect(env.services.webhookRejections.all == ["plaid:missing_header": 1, "plaid:malformed": 1])
+            #expect(env.logs.lines.contains { $0.contains("webhook_verification_failed") && $0.contains("missing_header") })
+            // Cookies, CSRF and bearer tokens play no part: a stale bearer token is not a 401 of its own.
+            var headers: HTTPFields = [.contentType: "application/json", .authorization: "Bearer nonsense", .origin: "https://evil.example"]
+            headers[HTTPField.Name("Plaid-Verification")!] = fake.sign(body, iat: env.clock.now)
+            let withJunk = try await client.execute(uri: "/webhooks/plaid", method: .post, headers: headers, body: ByteBuffer(string: body))
+            #expect(withJunk.status == .ok)
+            #expect(try await count(env, "jobs") == 0, "an item Folio does not hold queues nothing")
+            // A body over the webhook's own limit.
+            let huge = try await webhook(client, String(repeating: " ", count: 70_000) + body, header: fake.sign(body, iat: env.clock.now))
+            #expect(huge.status == .contentTooLarge)
+        }
+    }
+
+    @Test("the verifier refuses other algorithms, unknown or expired keys, old tokens, changed bodies, other keys; a replay is processed once", arguments: TestDatabaseKind.all)
+    func verifierRefusals(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "hooks@example.com")
+            let (_, plaidItemID) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            let jobsBefore = try await count(env, "jobs")
+            let body = FakePlaid.webhookBody(type: "HOLDINGS", code: "DEFAULT_UPDATE", itemID: plaidItemID, extra: #""new_holdings":1,"updated_holdings":0"#)
+            let now = env.clock.now
+
+            func refused(_ header: String, _ sentBody: String = body, _ reason: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+                let before = env.services.webhookRejections.all["plaid:\(reason)"] ?? 0
+                let answer = try await webhook(client, sentBody, header: header)
+                #expect(answer.status == .unauthorized, sourceLocation: sourceLocation)
+                #expect(try problem(answer).code == "webhook_unverified", sourceLocation: sourceLocation)
+                #expect(env.services.webhookRejections.all["plaid:\(reason)"] == before + 1, "refused for \(reason)", sourceLocation: sourceLocation)
+            }
+            // Other algorithms, refused before any key is fetched.
+            let fetchesBefore = fake.keyFetches.count
+            let claims = SecureToken.base64URL(Data(#"{"iat":\#(Int(now.timeIntervalSince1970)),"request_body_sha256":"\#(SHA256.hash(data: Data(body.utf8)).map { String(format: "%02x", $0) }.joined())"}"#.utf8))
+            let none = SecureToken.base64URL(Data(#"{"alg":"none","kid":"\#(fake.kid)"}"#.utf8)) + "." + claims + "."
+            try await refused(none, body, "wrong_algorithm")
+            let hsHeader = SecureToken.base64URL(Data(#"{"alg":"HS256","kid":"\#(fake.kid)"}"#.utf8)) + "." + claims
+            let hmac = HMAC<SHA256>.authenticationCode(for: Data(hsHeader.utf8), using: SymmetricKey(data: Data(FakePlaid.secret.utf8)))
+            try await refused(hsHeader + "." + SecureToken.base64URL(Data(hmac)), body, "wrong_algorithm")
+            let es384 = fake.sign(body, iat: now, alg: "ES384")
+            try await refused(es384, body, "wrong_algorithm")
+            #expect(fake.keyFetches.count == fetchesBefore, "no key was fetched for a wrong algorithm")
+
+            // An unknown kid whose fetch fails; asking again within the minute does not fetch again.
+            try await refused(fake.sign(body, iat: now, kid: "kid-nobody-knows"), body, "unknown_key")
+            try await refused(fake.sign(body, iat: now, kid: "kid-nobody-knows"), body, "unknown_key")
+            #expect(fake.keyFetches.filter { $0 == "kid-nobody-knows" }.count == 1)
+
+            // An iat older than five minutes.
+            try await refused(fake.sign(body, iat: now.addingTimeInterval(-301)), body, "stale")
+            // Made-up key ids cannot make Folio hammer Plaid, nor push out the key it holds.
+            for n in 0..<20 { try await refused(fake.sign(body, iat: now, kid: "forged-\(n)"), body, "unknown_key") }
+            #expect(fake.keyFetches.count <= fetchesBefore + 10)
+            // One byte of the body changed.
+            let signed = fake.sign(body, iat: now)
+            try await refused(signed, body.replacingOccurrences(of: "\"new_holdings\":1", with: "\"new_holdings\":2"), "body_mismatch")
+            // Signed by another key.
+            try await refused(fake.sign(body, iat: now, signer: P256.Signing.PrivateKey()), body, "bad_signature")
+            #expect(try await count(env, "jobs") == jobsBefore, "nothing refused queued any work")
+
+            // The genuine webhook, and its replay: processed once.
+            let first = try await webhook(client, body, header: signed)
+            #expect(first.status == .ok)
+            #expect(try json(first)["duplicate"] as? Bool == false)
+            let replay = try await webhook(client, body, header: signed)
+            #expect(replay.status == .ok)
+            #expect(try json(replay)["duplicate"] as? Bool == true)
+            #expect(try await count(env, "jobs") == jobsBefore + 1)
+            #expect(try await env.database.sql.raw("SELECT COUNT(*) AS n FROM jobs WHERE kind = 'refresh_plaid_holdings' AND status = 'queued'").first()?
+                .decode(column: "n", as: Int.self) == 1)
+
+            // Once Plaid retires the key (after the hour Folio keeps it), webhooks signed with it are refused.
+            fake.expireKey()
+            env.clock.advance(by: 3601)
+            try await refused(fake.sign(body, iat: env.clock.now), body, "expired_key")
+        }
+    }
+
+    // MARK: - Exact amounts
+
+    @Test("Plaid's JSON numbers are read from their text: a value Double cannot hold stays exact; one Folio cannot keep exactly is refused")
+    func exactAmounts() throws {
+        let json = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "9007199254740993.01", "2026-11-02", "Big").utf8))
+        let transaction = try PlaidClient.transaction(json)
+        #expect(transaction.amount.description == "-9007199254740993.01")
+        #expect(Double("9007199254740993.01")! == 9007199254740994, "the same text through Double loses the cents and moves a unit")
+        let tooPrecise = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.00001", "2026-11-02", "Odd").utf8))
+        #expect(throws: PlaidError.self) { try PlaidClient.transaction(tooPrecise) }
+        let exponent = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.5E2", "2026-11-02", "Exp").utf8))
+        #expect(try PlaidClient.transaction(exponent).amount.description == "-150.00")
+    }
+
+    // MARK: - Configuration
+
+    @Test("Plaid settings are all or nothing; production needs https and a webhook URL")
+    func configuration() throws {
+        let base = ["SECRET_KEY": String(repeating: "k9", count: 32)]
+        #expect(try ConfigurationLoader.make(from: base).plaid == nil)
+        #expect(throws: ConfigurationError.self) { try ConfigurationLoader.make(from: base.merging(["PLAID_CLIENT_ID": "abc"]) { $1 }) }
+        #expect(throws: ConfigurationError.self) { try ConfigurationLoader.make(from: base.merging(["PLAID_ENV": "sandbox"]) { $1 }) }
+        let sandbox = try ConfigurationLoader.make(from: base.merging(["PLAID_CLIENT_ID": "client-abc", "PLAID_SECRET": "secret-0123456789"]) { $1 })
+        #expect(sandbox.plaid?.baseURL == "https://sandbox.plaid.com")
+        #expect(sandbox.secretValues.contains("secret-0123456789"))
+        #expect(!"\(sandbox.plaid!)".contains("secret-0123456789"))
+        let production = base.merging(["PLAID_CLIENT_ID": "client-abc", "PLAID_SECRET": "secret-0123456789", "PLAID_ENV": "production"]) { $1 }
+        do {
+            _ = try ConfigurationLoader.make(from: production)
+            Issue.record("production without a webhook URL started")
+        } catch let error as ConfigurationError {
+            #expect(error.problems.contains { $0.contains("PLAID_WEBHOOK_URL is required") })
+        }
+        let withWebhook = try ConfigurationLoader.make(from: production.merging(["PLAID_WEBHOOK_URL": "https://folio.example.com/webhooks/plaid"]) { $1 })
+        #expect(withWebhook.plaid?.baseURL == "https://production.plaid.com")
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.make(from: production.merging(["PLAID_WEBHOOK_URL": "http://folio.example.com/webhooks/plaid"]) { $1 })
+        }
+    }
+}

@@ -1,0 +1,283 @@
+import Crypto
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOConcurrencyHelpers
+
+@testable import FolioServer
+
+/// A local Plaid on loopback answering the calls Folio makes in the shapes
+/// https://plaid.com/docs/api/ documents: credentials in the PLAID-CLIENT-ID
+/// and PLAID-SECRET headers, every call a POST of JSON, errors as
+/// `{error_type, error_code, error_message, display_message, request_id}`,
+/// amounts as JSON numbers (written here as text, so a test can send a value
+/// `Double` cannot hold). Items come from `issuePublicToken`, like Link's
+/// sandbox; `/transactions/sync` pages through a log of changes by cursor and
+/// can report a mutation during pagination. Webhooks are signed with the
+/// fake's own ES256 key, served by `/webhook_verification_key/get`.
+final class FakePlaid: Sendable {
+    static let clientID = "fakeplaidclient0001"
+    static let secret = "fake-plaid-secret-0123456789abcdef"
+
+    struct Account: Sendable {
+        var id: String
+        var name: String
+        var type: String
+        var subtype: String
+        var current: String
+        var available: String = "null"
+        var currency: String = "USD"
+    }
+
+    enum Change: Sendable {
+        case added(id: String, account: String, amount: String, date: String, name: String)
+        case modified(id: String, account: String, amount: String, date: String, name: String)
+        case removed(id: String)
+    }
+
+    struct Holding: Sendable {
+        var account: String
+        var securityID: String
+        var ticker: String
+        var quantity: String
+        var price: String
+        var value: String
+        var costBasis: String
+    }
+
+    struct Item: Sendable {
+        var itemID: String
+        var accessToken: String
+        var institutionID = "ins_109508"
+        var accounts: [Account]
+        var changes: [Change] = []
+        var holdings: [Holding] = []
+        var errorCode: String?
+        var removed = false
+    }
+
+    private struct State {
+        var publicTokens: [String: Item] = [:]
+        var items: [String: Item] = [:]  // by access token
+        var linkTokenRequests: [JSONValue] = []
+        var syncCursors: [String?] = []
+        var pageSize = 2
+        /// The sync call (1-based, counted from now) that answers TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION.
+        var mutationOnSyncCall: Int?
+        /// The sync call that answers HTTP 500, once.
+        var failSyncCall: Int?
+        var syncCalls = 0
+        var keyFetches: [String] = []
+        var keys: [String: (key: P256.Signing.PrivateKey, expired: Bool)] = [:]
+        var removeCalls = 0
+        var sequence = 0
+        var badCredentials = 0
+    }
+
+    private let state = NIOLockedValueBox(State())
+    let baseURL: String
+    let kid = "fake-kid-2026"
+
+    init(baseURL: String) {
+        self.baseURL = baseURL
+        state.withLockedValue { $0.keys[kid] = (P256.Signing.PrivateKey(), false) }
+    }
+
+    var settings: AppConfiguration.PlaidSettings {
+        AppConfiguration.PlaidSettings(
+            clientID: Self.clientID, secret: Self.secret, environment: .sandbox, baseURL: baseURL, webhookURL: "https://folio.example.com/webhooks/plaid")
+    }
+
+    // MARK: - What tests arrange and read
+
+    /// A public token as Link's onSuccess gives it, for a new item with these accounts.
+    func issuePublicToken(accounts: [Account], changes: [Change] = [], holdings: [Holding] = []) -> (publicToken: String, itemID: String) {
+        state.withLockedValue { state in
+            state.sequence += 1
+            let token = "public-sandbox-\(UUID().uuidString.lowercased())"
+            let item = Item(
+                itemID: "item-\(state.sequence)-\(UUID().uuidString.prefix(8))", accessToken: "access-sandbox-\(UUID().uuidString.lowercased())",
+                accounts: accounts, changes: changes, holdings: holdings)
+            state.publicTokens[token] = item
+            return (token, item.itemID)
+        }
+    }
+
+    func update(item itemID: String, _ change: @Sendable (inout Item) -> Void) {
+        state.withLockedValue { state in
+            for (token, item) in state.items where item.itemID == itemID { change(&state.items[token]!) }
+        }
+    }
+
+    func accessToken(of itemID: String) -> String? {
+        state.withLockedValue { $0.items.values.first { $0.itemID == itemID }?.accessToken }
+    }
+
+    var linkTokenRequests: [JSONValue] { state.withLockedValue { $0.linkTokenRequests } }
+    var syncCursors: [String?] { state.withLockedValue { $0.syncCursors } }
+    var keyFetches: [String] { state.withLockedValue { $0.keyFetches } }
+    var removeCalls: Int { state.withLockedValue { $0.removeCalls } }
+    var badCredentials: Int { state.withLockedValue { $0.badCredentials } }
+
+    var pageSize: Int {
+        get { state.withLockedValue { $0.pageSize } }
+        set { state.withLockedValue { $0.pageSize = newValue } }
+    }
+
+    /// The `n`th sync call from now (1 is the next) reports a mutation during pagination.
+    func mutateDuringPagination(onCall n: Int) {
+        state.withLockedValue { $0.mutationOnSyncCall = $0.syncCalls + n }
+    }
+
+    /// The `n`th sync call from now answers HTTP 500.
+    func failSync(onCall n: Int) {
+        state.withLockedValue { $0.failSyncCall = $0.syncCalls + n }
+    }
+
+    func expireKey() {
+        state.withLockedValue { $0.keys[kid]?.expired = true }
+    }
+
+    // MARK: - Webhooks
+
+    static func webhookBody(type: String, code: String, itemID: String, extra: String = "") -> String {
+        #"{"environment":"sandbox","item_id":"\#(itemID)","webhook_code":"\#(code)","webhook_type":"\#(type)"\#(extra.isEmpty ? "" : "," + extra)}"#
+    }
+
+    /// The `Plaid-Verification` header for `body`: an ES256 JWT signed by the fake's key (or `signer`).
+    func sign(_ body: String, iat: Date, kid: String? = nil, alg: String = "ES256", signer: P256.Signing.PrivateKey? = nil, claimedHash: String? = nil) -> String {
+        let key = signer ?? state.withLockedValue { $0.keys[self.kid]!.key }
+        let hash = claimedHash ?? SHA256.hash(data: Data(body.utf8)).map { String(format: "%02x", $0) }.joined()
+        let header = SecureToken.base64URL(Data(#"{"alg":"\#(alg)","kid":"\#(kid ?? self.kid)","typ":"JWT"}"#.utf8))
+        let payload = SecureToken.base64URL(Data(#"{"iat":\#(Int(iat.timeIntervalSince1970)),"request_body_sha256":"\#(hash)"}"#.utf8))
+        let signature = try! key.signature(for: Data((header + "." + payload).utf8)).rawRepresentation
+        return header + "." + payload + "." + SecureToken.base64URL(signature)
+    }
+
+    // MARK: - Serving
+
+    func answer(_ request: Request, path: String) async throws -> Response {
+        guard request.headers[HTTPField.Name("PLAID-CLIENT-ID")!] == Self.clientID, request.headers[HTTPField.Name("PLAID-SECRET")!] == Self.secret else {
+            state.withLockedValue { $0.badCredentials += 1 }
+            return error(400, type: "INVALID_INPUT", code: "INVALID_API_KEYS", message: "invalid client_id or secret provided")
+        }
+        var request = request
+        let bytes = try await request.collectBody(upTo: 1 << 20)
+        let body = (try? JSONValue.parse(Array(buffer: bytes))) ?? .null
+        switch path {
+        case "/link/token/create":
+            state.withLockedValue { $0.linkTokenRequests.append(body) }
+            return json(#"{"expiration":"2026-11-30T08:00:00Z","link_token":"link-sandbox-\#(UUID().uuidString.lowercased())","request_id":"req1"}"#)
+        case "/item/public_token/exchange":
+            guard let token = body["public_token"]?.string, let item = state.withLockedValue({ $0.publicTokens.removeValue(forKey: token) }) else {
+                return error(400, type: "INVALID_INPUT", code: "INVALID_PUBLIC_TOKEN", message: "provided public token is expired",
+                             display: "This link has expired; link the account again.")
+            }
+            state.withLockedValue { $0.items[item.accessToken] = item }
+            return json(#"{"access_token":"\#(item.accessToken)","item_id":"\#(item.itemID)","request_id":"req2"}"#)
+        case "/institutions/get_by_id":
+            return json(#"{"institution":{"institution_id":"ins_109508","name":"First Platypus Bank","products":["transactions","investments"]},"request_id":"req3"}"#)
+        case "/webhook_verification_key/get":
+            let kid = body["key_id"]?.string ?? ""
+            state.withLockedValue { $0.keyFetches.append(kid) }
+            guard let key = state.withLockedValue({ $0.keys[kid] }) else {
+                return error(400, type: "INVALID_INPUT", code: "INVALID_WEBHOOK_VERIFICATION_KEY_ID", message: "invalid key_id provided")
+            }
+            let raw = key.key.publicKey.rawRepresentation
+            let x = SecureToken.base64URL(raw.prefix(32)), y = SecureToken.base64URL(raw.suffix(32))
+            return json(#"{"key":{"alg":"ES256","created_at":1560466150,"crv":"P-256","expired_at":\#(key.expired ? "1767225600" : "null"),"kid":"\#(kid)","kty":"EC","use":"sig","x":"\#(x)","y":"\#(y)"},"request_id":"req4"}"#)
+        default:
+            break
+        }
+        guard let token = body["access_token"]?.string, let item = state.withLockedValue({ $0.items[token] }), !item.removed else {
+            return error(400, type: "INVALID_INPUT", code: "INVALID_ACCESS_TOKEN", message: "could not find matching access token")
+        }
+        if let code = item.errorCode {
+            return error(400, type: "ITEM_ERROR", code: code, message: "the login details of this item have changed",
+                         display: "The login details of this account have changed. Sign in again.")
+        }
+        switch path {
+        case "/accounts/get":
+            return json(#"{"accounts":[\#(item.accounts.map(Self.account).joined(separator: ","))],"item":{"item_id":"\#(item.itemID)","institution_id":"\#(item.institutionID)","webhook":"https://folio.example.com/webhooks/plaid","error":null},"request_id":"req5"}"#)
+        case "/transactions/sync":
+            return sync(item, cursor: body["cursor"]?.string)
+        case "/investments/holdings/get":
+            let holdings = item.holdings.map { h in
+                #"{"account_id":"\#(h.account)","cost_basis":\#(h.costBasis),"institution_price":\#(h.price),"institution_price_as_of":"2026-11-27","institution_value":\#(h.value),"iso_currency_code":"USD","quantity":\#(h.quantity),"security_id":"\#(h.securityID)","unofficial_currency_code":null}"#
+            }
+            let securities = item.holdings.map { h in
+                #"{"security_id":"\#(h.securityID)","ticker_symbol":"\#(h.ticker)","name":"\#(h.ticker) Corp","type":"equity","close_price":\#(h.price),"iso_currency_code":"USD"}"#
+            }
+            let investment = item.accounts.filter { $0.type == "investment" }.map(Self.account)
+            return json(#"{"accounts":[\#(investment.joined(separator: ","))],"holdings":[\#(holdings.joined(separator: ","))],"securities":[\#(securities.joined(separator: ","))],"item":{"item_id":"\#(item.itemID)"},"request_id":"req6"}"#)
+        case "/item/remove":
+            state.withLockedValue { $0.items[token]?.removed = true; $0.removeCalls += 1 }
+            return json(#"{"request_id":"req7"}"#)
+        default:
+            return error(404, type: "INVALID_REQUEST", code: "UNKNOWN_FIELDS", message: "no route \(path)")
+        }
+    }
+
+    private func sync(_ item: Item, cursor: String?) -> Response {
+        let (call, mutation, failure, size) = state.withLockedValue { state in
+            state.syncCalls += 1
+            state.syncCursors.append(cursor)
+            return (state.syncCalls, state.mutationOnSyncCall, state.failSyncCall, state.pageSize)
+        }
+        if call == failure { return error(500, type: "API_ERROR", code: "INTERNAL_SERVER_ERROR", message: "an unexpected error occurred") }
+        if call == mutation {
+            return error(400, type: "TRANSACTIONS_ERROR", code: "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION",
+                         message: "Underlying transaction data changed since last page was fetched. Please restart pagination from last update.")
+        }
+        let start = cursor.flatMap { Int($0.dropFirst("cursor-".count)) } ?? 0
+        let end = min(item.changes.count, start + size)
+        var added: [String] = [], modified: [String] = [], removed: [String] = []
+        for change in item.changes[start..<end] {
+            switch change {
+            case .added(let id, let account, let amount, let date, let name): added.append(Self.transaction(id, account, amount, date, name))
+            case .modified(let id, let account, let amount, let date, let name): modified.append(Self.transaction(id, account, amount, date, name))
+            case .removed(let id): removed.append(#"{"account_id":null,"transaction_id":"\#(id)"}"#)
+            }
+        }
+        return json(#"{"added":[\#(added.joined(separator: ","))],"has_more":\#(end < item.changes.count),"modified":[\#(modified.joined(separator: ","))],"next_cursor":"cursor-\#(end)","removed":[\#(removed.joined(separator: ","))],"request_id":"req8","transactions_update_status":"HISTORICAL_UPDATE_COMPLETE"}"#)
+    }
+
+    static func account(_ a: Account) -> String {
+        #"{"account_id":"\#(a.id)","balances":{"available":\#(a.available),"current":\#(a.current),"iso_currency_code":"\#(a.currency)","limit":null,"unofficial_currency_code":null},"mask":"0000","name":"\#(a.name)","official_name":"Plaid \#(a.name)","subtype":"\#(a.subtype)","type":"\#(a.type)"}"#
+    }
+
+    static func transaction(_ id: String, _ account: String, _ amount: String, _ date: String, _ name: String) -> String {
+        #"{"account_id":"\#(account)","amount":\#(amount),"authorized_date":"\#(date)","category":["Shops"],"date":"\#(date)","iso_currency_code":"USD","merchant_name":"\#(name)","name":"\#(name)","payment_channel":"in store","pending":false,"personal_finance_category":{"detailed":"GENERAL_MERCHANDISE_OTHER","primary":"GENERAL_MERCHANDISE"},"transaction_id":"\#(id)","unofficial_currency_code":null}"#
+    }
+
+    func error(_ status: Int, type: String, code: String, message: String, display: String? = nil) -> Response {
+        json(
+            #"{"display_message":\#(display.map { JSONText.quote($0) } ?? "null"),"error_code":"\#(code)","error_message":\#(JSONText.quote(message)),"error_type":"\#(type)","request_id":"req-err"}"#,
+            status: .init(code: status))
+    }
+
+    func json(_ body: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Runs a fake Plaid on a free loopback port for the length of `body`.
+func withFakePlaid<T: Sendable>(_ body: @escaping @Sendable (FakePlaid) async throws -> T) async throws -> T {
+    let fake = NIOLockedValueBox<FakePlaid?>(nil)
+    let router = Router()
+    router.post("**") { request, _ in try await fake.withLockedValue { $0! }.answer(request, path: request.uri.path) }
+    var logger = Logger(label: "fake-plaid")
+    logger.logLevel = .critical
+    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
+    let result = NIOLockedValueBox<T?>(nil)
+    try await app.test(.live) { client in
+        let server = FakePlaid(baseURL: "http://127.0.0.1:\(client.port!)")
+        fake.withLockedValue { $0 = server }
+        let value = try await body(server)
+        result.withLockedValue { $0 = value }
+    }
+    return result.withLockedValue { $0! }
+}
