@@ -128,7 +128,7 @@ public struct FolioServices: Sendable {
         let plaidClient = configuration.plaid.map { PlaidClient(settings: $0, logger: logger) }
         let plaid = PlaidLinks(
             store: PlaidStore(database: database), client: plaidClient, jobs: jobs, secretBox: identity.secretBox, identity: identity, clock: clock,
-            logger: logger)
+            logger: logger, pauses: pauses)
         self.plaid = plaid
         self.plaidWebhooks = PlaidWebhookVerifier(
             keys: plaidClient.map { client in PlaidKeyCache(clock: clock, fetch: { kid in try await client.verificationKey(kid: kid) }) }, clock: clock)
@@ -155,7 +155,8 @@ public struct FolioServices: Sendable {
                 + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule])
                 + (configuration.plaid == nil ? [] : [PlaidLinks.dailySync]))
         let workerName = "\(dependencies.instance)-worker"
-        /// One item's sync or holdings import; another worker's hold on the item puts the job back for a few seconds.
+        /// One item's sync or holdings import; another job's hold on the item puts this one back for a few seconds.
+        /// The hold is the job's own: a worker that takes over a job whose worker died takes over its hold too.
         func plaidWork(_ body: @escaping @Sendable (UUID, String) async throws -> PlaidLinks.WorkOutcome) -> JobWorker.Handler {
             { batch in
                 var outcomes: [JobID: JobOutcome] = [:]
@@ -166,7 +167,7 @@ public struct FolioServices: Sendable {
                     default: outcomes[job.id] = .failed("not a Plaid item job"); continue
                     }
                     do {
-                        outcomes[job.id] = try await body(item, "\(workerName):\(job.id)") == .busy ? .later(clock.now().addingTimeInterval(5)) : .done
+                        outcomes[job.id] = try await body(item, "job:\(job.id)") == .busy ? .later(clock.now().addingTimeInterval(5)) : .done
                     } catch {
                         outcomes[job.id] = .failed(String(describing: error))
                     }

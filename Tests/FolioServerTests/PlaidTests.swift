@@ -34,6 +34,8 @@ struct PlaidTests {
         .init(account: "acc-invest", securityID: "sec-vti", ticker: "VTI", quantity: "3.123456789", price: "240.123456789", value: "749.9283", costBasis: "700.00"),
     ]
 
+    static let accounts = [checking, card, brokerage]
+
     func withPlaidApp(
         _ kind: TestDatabaseKind, clock: TestClock = TestClock(),
         _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment, FakePlaid) async throws -> Void

@@ -328,3 +328,48 @@ struct ProcessCrashTests {
         }
     }
 }
+
+/// A Plaid sync killed between pages: the next worker resumes after the last saved page.
+@Suite("A Plaid sync killed between pages", .serialized)
+struct PlaidSyncCrashTests {
+    @Test("a worker killed right after a sync page was saved: the next worker resumes at its cursor, with nothing missed and nothing twice (PostgreSQL only: several processes)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func killedBetweenPages() async throws {
+        try await withFakePlaid { fake in
+            fake.pageSize = 2
+            try await withTestDatabase(.postgres) { database, location in
+                let folio = try FolioProcess()
+                defer { folio.cleanUp() }
+                let base = ProcessCrashTests().environment(location, [
+                    "SERVE_WORKER": "false", "PLAID_CLIENT_ID": FakePlaid.clientID, "PLAID_SECRET": FakePlaid.secret, "PLAID_BASE_URL": fake.baseURL,
+                ])
+                let server = try await RunningFolio.serve(folio, environment: base)
+                defer { server.kill() }
+                let http = HTTPCalls(baseURL: server.baseURL)
+                let headers = try await http.signIn("plaid-crash@example.com")
+                let issued = fake.issuePublicToken(accounts: PlaidTests.accounts, changes: PlaidTests.changes)
+                #expect(try await http.post("/api/links/plaid/exchange", ["public_token": issued.publicToken], headers: headers).status == 201)
+
+                let doomed = try RunningFolio(folio, ["worker"], environment: base.merging(["FOLIO_TEST_PAUSE_AT": "after_plaid_page"]) { _, new in new })
+                try await doomed.waitForLine(containing: "paused at after_plaid_page")
+                doomed.kill()
+                let saved = try await database.sql.raw("SELECT sync_cursor FROM plaid_items").first()?.decode(column: "sync_cursor", as: String?.self)
+                #expect(saved == "cursor-2")
+                #expect(fake.syncCursors == [nil])
+
+                let restarted = try RunningFolio(folio, ["worker"], environment: base)
+                defer { restarted.kill() }
+                try await eventually("the sync finished by the restarted worker") {
+                    try await database.sql.raw("SELECT sync_cursor FROM plaid_items").first()?.decode(column: "sync_cursor", as: String?.self) == "cursor-6"
+                }
+                #expect(fake.syncCursors == [nil, "cursor-2", "cursor-4"], "resumed at the saved page, not from the start")
+                let ids = try await database.sql.raw("SELECT plaid_transaction_id FROM linked_transactions ORDER BY plaid_transaction_id").all()
+                    .map { try $0.decode(column: "plaid_transaction_id", as: String.self) }
+                #expect(ids == ["tx-1", "tx-2", "tx-3"])
+                let listed = try await http.get("/api/links/transactions", headers: headers)
+                #expect((listed.json["data"] as? [[String: Any]])?.first { $0["transaction_id"] as? String == "tx-1" }?["amount"] as? String == "-12.35")
+                #expect(restarted.terminate().status == 0)
+                #expect(!([server, doomed, restarted].flatMap { $0.stdout.lines + $0.stderr.lines }).contains { $0.contains("access-sandbox-") }, "no access token in any process's log")
+            }
+        }
+    }
+}

@@ -20,6 +20,7 @@ struct PlaidLinks: Sendable {
     let identity: IdentityServices
     let clock: AppClock
     let logger: Logger
+    var pauses: PausePoints = .none
 
     /// How long one sync or refresh may hold an item before another worker may take it over.
     static let lease: TimeInterval = 120
@@ -176,6 +177,7 @@ struct PlaidLinks: Sendable {
                     return true
                 }
                 precondition(saved)
+                await pauses.reach(.afterPlaidPage)
                 pages += 1
                 cursor = page.nextCursor
                 if !page.hasMore { break }

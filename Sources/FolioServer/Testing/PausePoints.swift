@@ -23,6 +23,8 @@ public final class PausePoints: Sendable {
         case rebalanceBeforeBuys = "rebalance_before_buys"
         /// An event of a broker's trade stream arrived and was understood; not yet applied.
         case afterStreamEvent = "after_stream_event"
+        /// A page of a Plaid transaction sync was saved with its cursor; the next page is not yet asked for.
+        case afterPlaidPage = "after_plaid_page"
     }
 
     public struct Setting: Sendable, Equatable {
