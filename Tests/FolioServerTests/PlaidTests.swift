@@ -398,6 +398,25 @@ struct PlaidTests {
         }
     }
 
+    @Test("folio secrets rotate seals Plaid access tokens again under the new SECRET_KEY", arguments: TestDatabaseKind.all)
+    func rotation(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "rotate-plaid@example.com")
+            let (_, plaidItemID) = try await link(client, tokens, fake)
+            let newKey = "rotated-signing-key-" + String(repeating: "p", count: 24)
+            var dependencies = env.services.dependencies
+            dependencies.configuration.previousSecretKeys = [env.configuration.secretKey]
+            dependencies.configuration.secretKey = newKey
+            let rotated = await FolioServices(dependencies)
+            let outcome = try await SecretRotation.run(services: rotated)
+            #expect(outcome.plaidItems == 1 && outcome.unreadable == 0)
+            #expect(try await SecretRotation.run(services: rotated).plaidItems == 0, "already under the new key")
+            let sealed = try #require(try await env.database.sql.raw("SELECT sealed_access_token FROM plaid_items").first()?
+                .decode(column: "sealed_access_token", as: String.self))
+            #expect(SecretBox(secretKey: newKey, previousKeys: []).open(sealed) == fake.accessToken(of: plaidItemID), "opens without the old key")
+        }
+    }
+
     // MARK: - Exact amounts
 
     @Test("Plaid's JSON numbers are read from their text: a value Double cannot hold stays exact; one Folio cannot keep exactly is refused")
