@@ -128,7 +128,7 @@ public struct FolioServices: Sendable {
         let plaidClient = configuration.plaid.map { PlaidClient(settings: $0, logger: logger) }
         let plaid = PlaidLinks(
             store: PlaidStore(database: database), client: plaidClient, jobs: jobs, secretBox: identity.secretBox, identity: identity, clock: clock,
-            logger: logger, pauses: pauses)
+            logger: logger, instance: dependencies.instance, pauses: pauses)
         self.plaid = plaid
         self.plaidWebhooks = PlaidWebhookVerifier(
             keys: plaidClient.map { client in PlaidKeyCache(clock: clock, fetch: { kid in try await client.verificationKey(kid: kid) }) }, clock: clock)
@@ -155,9 +155,8 @@ public struct FolioServices: Sendable {
                 + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule])
                 + (configuration.plaid == nil ? [] : [PlaidLinks.dailySync]))
         let workerName = "\(dependencies.instance)-worker"
-        /// One item's sync or holdings import; another job's hold on the item puts this one back for a few seconds.
-        /// The hold is the job's own: a worker that takes over a job whose worker died takes over its hold too.
-        func plaidWork(_ body: @escaping @Sendable (UUID, String) async throws -> PlaidLinks.WorkOutcome) -> JobWorker.Handler {
+        /// One item's sync or holdings import; another run's hold on the item puts this job back for a few seconds.
+        func plaidWork(_ body: @escaping @Sendable (UUID) async throws -> PlaidLinks.WorkOutcome) -> JobWorker.Handler {
             { batch in
                 var outcomes: [JobID: JobOutcome] = [:]
                 for job in batch {
@@ -167,7 +166,7 @@ public struct FolioServices: Sendable {
                     default: outcomes[job.id] = .failed("not a Plaid item job"); continue
                     }
                     do {
-                        outcomes[job.id] = try await body(item, "job:\(job.id)") == .busy ? .later(clock.now().addingTimeInterval(5)) : .done
+                        outcomes[job.id] = try await body(item) == .busy ? .later(clock.now().addingTimeInterval(5)) : .done
                     } catch {
                         outcomes[job.id] = .failed(String(describing: error))
                     }
@@ -188,11 +187,11 @@ public struct FolioServices: Sendable {
                 .linkDefaultBrokerage: JobWorker.each { _ in _ = try await brokerage.linkDeploymentDefault() },
                 .reconcileBrokerage: JobWorker.each { _ in _ = try await reconciler.reconcileAll(dryRun: false) },
                 .refreshMarketCalendar: JobWorker.each { _ in try await brokerage.refreshCalendar() },
-                .syncPlaidItem: plaidWork { item, holder in try await plaid.sync(item, holder: holder) },
-                .refreshPlaidHoldings: plaidWork { item, holder in try await plaid.refreshHoldings(item, holder: holder) },
+                .syncPlaidItem: plaidWork { item in try await plaid.sync(item) },
+                .refreshPlaidHoldings: plaidWork { item in try await plaid.refreshHoldings(item) },
                 .plaidItemNeedsLogin: JobWorker.each { job in
-                    guard case .plaidItemNeedsLogin(let item, let reason) = job.payload else { return }
-                    try await plaid.needsLogin(item, reason: reason)
+                    guard case .plaidItemNeedsLogin(let item, _) = job.payload else { return }
+                    try await plaid.mailNeedsLogin(item)
                 },
                 .syncAllPlaidItems: JobWorker.each { _ in try await plaid.enqueueSyncOfAll() },
                 .advanceRebalance: { batch in

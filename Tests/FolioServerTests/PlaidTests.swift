@@ -5,6 +5,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import NIOConcurrencyHelpers
 import SQLKit
 import Testing
 
@@ -31,7 +32,7 @@ struct PlaidTests {
     ]
 
     static let holdings: [FakePlaid.Holding] = [
-        .init(account: "acc-invest", securityID: "sec-vti", ticker: "VTI", quantity: "3.123456789", price: "240.123456789", value: "749.9283", costBasis: "700.00"),
+        .init(account: "acc-invest", securityID: "sec-vti", ticker: "VTI", quantity: "3.123456789", price: "240.12345678", value: "749.9283", costBasis: "700.00"),
     ]
 
     static let accounts = [checking, card, brokerage]
@@ -161,12 +162,12 @@ struct PlaidTests {
             #expect(String(buffer: csv.body).split(separator: "\n").count == 4)
             #expect(String(buffer: csv.body).contains(",-12.35,USD,Coffee House,"))
 
-            // Holdings: quantity exact, price at Folio's 8 places, value and cost basis exact.
+            // Holdings: quantity, price, value and cost basis exact.
             let holdings = try #require(try json(try await get(client, "/api/links/holdings", tokens))["data"] as? [[String: Any]])
             #expect(holdings.count == 1)
             #expect(holdings.first?["ticker"] as? String == "VTI")
             #expect(holdings.first?["quantity"] as? String == "3.123456789")
-            #expect(holdings.first?["institution_price"] as? String == "240.12345679")
+            #expect(holdings.first?["institution_price"] as? String == "240.12345678")
             #expect(holdings.first?["institution_value"] as? String == "749.9283")
             #expect(holdings.first?["cost_basis"] as? String == "700.00")
 
@@ -191,6 +192,12 @@ struct PlaidTests {
             #expect(try json(received)["action"] as? String == "sync")
             await env.worker.drain()
             #expect(fake.syncCursors.last == "cursor-6", "the sync went on from the saved cursor")
+            // Plaid sends the same body for the next news: within the replay window it changes nothing, but still gets its sync.
+            let again = try await webhook(client, body, header: fake.sign(body, iat: env.clock.now))
+            #expect(try json(again)["duplicate"] as? Bool == true)
+            #expect(try json(again)["action"] as? String == "sync")
+            await env.worker.drain()
+            #expect(fake.syncCursors.last == "cursor-7")
             let afterWebhook = try #require(try json(try await get(client, "/api/links/transactions", tokens))["data"] as? [[String: Any]])
             #expect(afterWebhook.map { $0["transaction_id"] as? String } == ["tx-5", "tx-3", "tx-2", "tx-1"])
 
@@ -417,6 +424,33 @@ struct PlaidTests {
         }
     }
 
+    @Test("the key cache: refreshing a held key never waits on the unknown ids' budget; Plaid down, a held key serves a day, then none")
+    func keyCache() async throws {
+        let clock = TestClock()
+        let calls = NIOLockedValueBox<[String]>([])
+        let plaidDown = NIOLockedValueBox(false)
+        let cache = PlaidKeyCache(clock: clock.clock) { kid in
+            calls.withLockedValue { $0.append(kid) }
+            guard kid == "real", !plaidDown.withLockedValue({ $0 }) else { throw PlaidError.unreachable("down") }
+            return PlaidVerificationKey(kid: "real", alg: "ES256", crv: "P-256", x: "x", y: "y", expired: false)
+        }
+        _ = try await cache.key("real")
+        // A flood of made-up ids spends the unknown ids' budget…
+        for n in 0..<30 { _ = try? await cache.key("forged-\(n)") }
+        #expect(calls.withLockedValue { $0.count } == 10, "ten unknown ids a minute, the first sight of the real one among them")
+        // …and the held key, due for its hourly refresh, is still fetched.
+        clock.advance(by: 3601)
+        for n in 30..<60 { _ = try? await cache.key("forged-\(n)") }
+        _ = try await cache.key("real")
+        #expect(calls.withLockedValue { $0.filter { $0 == "real" }.count } == 2)
+        // Plaid unreachable: the held key serves until it is a day old, then nothing verifies.
+        plaidDown.withLockedValue { $0 = true }
+        clock.advance(by: 3601)
+        #expect(try await cache.key("real").kid == "real")
+        clock.advance(by: 86_400)
+        await #expect(throws: (any Error).self) { try await cache.key("real") }
+    }
+
     // MARK: - Exact amounts
 
     @Test("Plaid's JSON numbers are read from their text: a value Double cannot hold stays exact; one Folio cannot keep exactly is refused")
@@ -427,6 +461,8 @@ struct PlaidTests {
         #expect(Double("9007199254740993.01")! == 9007199254740994, "the same text through Double loses the cents and moves a unit")
         let tooPrecise = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.00001", "2026-11-02", "Odd").utf8))
         #expect(throws: PlaidError.self) { try PlaidClient.transaction(tooPrecise) }
+        let price = try JSONValue.parse(Array(#"{"institution_price":240.123456789}"#.utf8))
+        #expect(throws: PlaidError.self, "a price with more places than Folio keeps is refused, not rounded") { try PlaidClient.price(price["institution_price"]) }
         let exponent = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.5E2", "2026-11-02", "Exp").utf8))
         #expect(try PlaidClient.transaction(exponent).amount.description == "-150.00")
     }

@@ -226,10 +226,16 @@ struct LinksController: Sendable {
         let userID = context.identity.userID
         let filter = try await filter(request, userID: userID)
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
-        let cursor = try request.query["cursor"].map(Pagination.decode)
+        var cursor: PlaidStore.TransactionCursor?
+        if let raw = request.query["cursor"] {
+            guard let decoded = PlaidStore.TransactionCursor(raw) else {
+                throw AppError.validation(field: "cursor", code: "invalid", message: "The cursor is not one this server gave out.")
+            }
+            cursor = decoded
+        }
         let rows = try await links.store.transactions(of: userID, filter: filter, after: cursor, limit: limit + 1)
         let page = rows.prefix(limit)
-        let next = rows.count > limit ? page.last.map { Pagination.cursor(after: $0.id) } : nil
+        let next = rows.count > limit ? page.last.map { PlaidStore.TransactionCursor(occurredAt: $0.occurredAt, id: $0.id).text } : nil
         return Page(data: page.map(TransactionResponse.init), nextCursor: next)
     }
 
@@ -240,7 +246,7 @@ struct LinksController: Sendable {
         let store = links.store
         let body = ResponseBody { writer in
             try await writer.write(ByteBuffer(string: "id,date,account_id,amount,currency,name,merchant_name,category,pending,transaction_id\n"))
-            var cursor: UUID?
+            var cursor: PlaidStore.TransactionCursor?
             while true {
                 let rows = try await store.transactions(of: userID, filter: filter, after: cursor, limit: 500)
                 if rows.isEmpty { break }
@@ -253,7 +259,7 @@ struct LinksController: Sendable {
                     ].map(CSV.field).joined(separator: ",") + "\n"
                 }
                 try await writer.write(ByteBuffer(string: chunk))
-                cursor = rows.last!.id
+                cursor = PlaidStore.TransactionCursor(occurredAt: rows.last!.occurredAt, id: rows.last!.id)
                 if rows.count < 500 { break }
             }
             try await writer.finish(nil)
@@ -334,7 +340,11 @@ struct PlaidWebhookController: Sendable {
     @Sendable func receive(_ request: Request, context: FolioRequestContext) async throws -> Received {
         var request = request
         let buffer: ByteBuffer
-        do { buffer = try await request.collectBody(upTo: Self.bodyLimit) } catch { throw ProblemMiddleware.payloadTooLarge() }
+        do { buffer = try await request.collectBody(upTo: Self.bodyLimit) } catch {
+            rejections.count(vendor: "plaid", reason: "too_large")
+            await security.record("webhook_verification_failed", details: ["vendor": "plaid", "reason": "too_large"], origin: context.origin)
+            throw ProblemMiddleware.payloadTooLarge()
+        }
         let body = Array(buffer: buffer)
         let bodyHash: String
         do {
@@ -349,15 +359,16 @@ struct PlaidWebhookController: Sendable {
         guard let json = try? JSONValue.parse(body), let type = json["webhook_type"]?.string, let code = json["webhook_code"]?.string else {
             throw AppError(.badRequest, code: "malformed_webhook", detail: "The webhook body has no webhook_type or webhook_code.")
         }
-        let fresh = try await links.store.recordWebhook(
-            bodySHA256: bodyHash, itemID: json["item_id"]?.string, type: type, code: code, now: links.clock.now(), window: PlaidWebhookVerifier.window)
-        guard fresh else {
-            context.logger.info("Plaid webhook delivered again; already taken", metadata: ["webhook_type": "\(type)", "webhook_code": "\(code)"])
-            return Received(received: true, duplicate: true, action: "none")
+        // Recorded and acted on in one transaction: a webhook whose work could not be queued is not marked as taken, so Plaid's retry is.
+        let links = self.links, now = links.clock.now()
+        let (fresh, action) = try await links.store.database.transaction { db in
+            let fresh = try await links.store.recordWebhook(
+                bodySHA256: bodyHash, itemID: json["item_id"]?.string, type: type, code: code, now: now, window: PlaidWebhookVerifier.replayWindow, on: db)
+            return (fresh, try await links.handleWebhook(json, fresh: fresh, on: db))
         }
-        let action = try await links.handleWebhook(json)
-        context.logger.info("Plaid webhook received", metadata: ["webhook_type": "\(type)", "webhook_code": "\(code)", "action": "\(action.rawValue)"])
-        return Received(received: true, duplicate: false, action: action.rawValue)
+        context.logger.info("Plaid webhook received", metadata: [
+            "webhook_type": "\(type)", "webhook_code": "\(code)", "action": "\(action.rawValue)", "duplicate": "\(!fresh)"])
+        return Received(received: true, duplicate: !fresh, action: action.rawValue)
     }
 }
 

@@ -103,8 +103,8 @@ struct PlaidVerificationKey: Sendable, Equatable {
     var crv: String
     var x: String
     var y: String
-    /// Unix seconds; set once Plaid has retired the key.
-    var expiredAt: Int64?
+    /// Plaid has given the key an `expired_at`: it signs nothing any more.
+    var expired: Bool
 }
 
 /// Plaid's API, as https://plaid.com/docs/api/ documents it: every call a
@@ -230,7 +230,7 @@ struct PlaidClient: Sendable {
             guard let account = holding["account_id"]?.string, let securityID = holding["security_id"]?.string else {
                 throw PlaidError.unreadable("a holding without account_id or security_id")
             }
-            guard let quantity = try Self.quantity(holding["quantity"]), let price = Self.price(holding["institution_price"]),
+            guard let quantity = try Self.quantity(holding["quantity"]), let price = try Self.price(holding["institution_price"]),
                   let value = try Self.cash(holding["institution_value"], field: "institution_value")
             else { throw PlaidError.unreadable("holding of \(securityID) without quantity, institution_price or institution_value") }
             let security = securities[securityID]
@@ -250,8 +250,9 @@ struct PlaidClient: Sendable {
         guard let key = answer["key"], let id = key["kid"]?.string, let alg = key["alg"]?.string, let crv = key["crv"]?.string,
               let x = key["x"]?.string, let y = key["y"]?.string
         else { throw PlaidError.unreadable("a verification key without kid, alg, crv, x or y") }
-        let expired = key["expired_at"]?.numberText.flatMap { Int64($0) }
-        return PlaidVerificationKey(kid: id, alg: alg, crv: crv, x: x, y: y, expiredAt: expired)
+        // Any expired_at at all retires the key, whatever its form.
+        let expired = key["expired_at"].map { !$0.isNull } ?? false
+        return PlaidVerificationKey(kid: id, alg: alg, crv: crv, x: x, y: y, expired: expired)
     }
 
     // MARK: - Amounts
@@ -272,10 +273,12 @@ struct PlaidClient: Sendable {
         }
     }
 
-    /// A price is a quote: more places than Folio keeps are rounded half-even to its tick (as for Alpaca's).
-    static func price(_ value: JSONValue?) -> Price? {
+    /// A price, exactly: one with more than Folio's 8 places is refused like any amount, never rounded.
+    static func price(_ value: JSONValue?) throws -> Price? {
         guard let text = value?.numberText ?? value?.string else { return nil }
-        return try? Price(parsing: text, rounding: .halfEven)
+        do { return try Price(parsing: text) } catch {
+            throw PlaidError.unreadable("price \(text) has more than 8 decimal places or is too large to keep exactly")
+        }
     }
 
     // MARK: - Wire

@@ -20,6 +20,8 @@ struct PlaidLinks: Sendable {
     let identity: IdentityServices
     let clock: AppClock
     let logger: Logger
+    /// This process, as its heartbeat names it: an item held by a run of a dead instance is free again.
+    var instance: String = ""
     var pauses: PausePoints = .none
 
     /// How long one sync or refresh may hold an item before another worker may take it over.
@@ -42,7 +44,7 @@ struct PlaidLinks: Sendable {
         do {
             return try await client.createLinkToken(userID: userID, accessToken: accessToken)
         } catch let error as PlaidError {
-            throw error.isTransient ? LinkError.plaidUnavailable : LinkError.refused(code: error.code ?? "unreadable", message: error.displayMessage, field: nil)
+            throw Self.linkError(error, field: nil, fallback: nil)
         }
     }
 
@@ -55,9 +57,7 @@ struct PlaidLinks: Sendable {
         do {
             exchanged = try await client.exchange(publicToken: publicToken)
         } catch let error as PlaidError {
-            throw error.isTransient
-                ? LinkError.plaidUnavailable
-                : LinkError.refused(code: error.code ?? "unreadable", message: error.displayMessage ?? "Link again: this public token was not accepted.", field: "public_token")
+            throw Self.linkError(error, field: "public_token", fallback: "Link again: this public token was not accepted.")
         }
         let now = clock.now()
         var item = PlaidItem(
@@ -81,14 +81,31 @@ struct PlaidLinks: Sendable {
                 try await jobs.enqueue(.syncPlaidItem(linked.id), on: db)
                 try await jobs.enqueue(.refreshPlaidHoldings(linked.id), on: db)
             }
-        } catch where DatabaseConstraint(error)?.kind == .unique {
-            throw LinkError.alreadyLinked
+        } catch {
+            // Not kept here: Plaid is told to forget the item too, so nothing is left syncing (and billed) that no one can see.
+            do { try await client.removeItem(accessToken: exchanged.accessToken) } catch {
+                logger.warning("an item Folio could not store was not removed at Plaid", metadata: ["error": "\(error)"])
+            }
+            if DatabaseConstraint(error)?.kind == .unique { throw LinkError.alreadyLinked }
+            throw error
         }
         try await audit.record(
             .init(action: "plaid.item_linked", actorID: userID.uuid, subjectType: "plaid_item", subjectID: item.id.lowercasedString, userID: userID.uuid,
                   details: ["institution": item.institutionName ?? item.institutionID ?? "unknown", "accounts": String(accounts.count)]),
             origin: origin, on: store.database.db)
         return item
+    }
+
+    /// Plaid errors that are the operator's (keys, an unapproved product) and not the user's.
+    static let configurationCodes: Set<String> = [
+        "INVALID_API_KEYS", "UNAUTHORIZED_ENVIRONMENT", "INVALID_PRODUCT", "PRODUCTS_NOT_ENABLED", "INVALID_WEBHOOK_URL", "ADDITION_LIMIT",
+    ]
+
+    /// A Plaid error as the API tells the user about it: passing trouble and the
+    /// operator's configuration are 503; a refusal names the field when there is one.
+    static func linkError(_ error: PlaidError, field: String?, fallback: String?) -> LinkError {
+        if error.isTransient || configurationCodes.contains(error.code ?? "") { return .plaidUnavailable }
+        return .refused(code: error.code ?? "unreadable", message: error.displayMessage ?? fallback, field: field)
     }
 
     /// Removes the item at Plaid (so Plaid stops billing and syncing it) and
@@ -145,13 +162,14 @@ struct PlaidLinks: Sendable {
     /// saved with the cursor that follows it, in one transaction, so a sync
     /// cut short (a crash, an error) resumes after the last saved page with
     /// nothing missed and nothing twice.
-    func sync(_ itemID: UUID, holder: String) async throws -> WorkOutcome {
+    func sync(_ itemID: UUID) async throws -> WorkOutcome {
         let client = try configuredClient()
-        return try await withItem(itemID, holder: holder) { item, token in
+        return try await withItem(itemID) { item, token, holder in
             let accounts = try await client.accounts(accessToken: token)
             let store = self.store
             try await store.database.transaction { db in
                 try await store.saveAccounts(accounts.accounts, item: item, now: clock.now(), on: db)
+                try await store.removeAccounts(notIn: accounts.accounts.map(\.plaidAccountID), item: item.id, on: db)
                 if item.institutionID == nil { try await store.setInstitution(item.id, institutionID: accounts.institutionID, name: nil, on: db) }
             }
             if item.institutionName == nil, let institution = accounts.institutionID, let name = try? await client.institutionName(institution) {
@@ -188,9 +206,9 @@ struct PlaidLinks: Sendable {
     }
 
     /// Imports the item's investment holdings again, replacing the last import.
-    func refreshHoldings(_ itemID: UUID, holder: String) async throws -> WorkOutcome {
+    func refreshHoldings(_ itemID: UUID) async throws -> WorkOutcome {
         let client = try configuredClient()
-        return try await withItem(itemID, holder: holder) { item, token in
+        return try await withItem(itemID) { item, token, _ in
             let answer: (accounts: [PlaidAccount], holdings: [PlaidHolding])
             do {
                 answer = try await client.holdings(accessToken: token)
@@ -210,23 +228,29 @@ struct PlaidLinks: Sendable {
         var description: String { "another worker took the item over; this run stopped" }
     }
 
-    /// Runs `body` holding the item's lease, with its access token open; a
+    /// Runs `body` holding the item's lease (a hold unique to this run), with
+    /// the item read after the lease was taken and its access token open; a
     /// Plaid error the user can act on becomes the item's status.
-    private func withItem(_ itemID: UUID, holder: String, _ body: (PlaidItem, String) async throws -> Void) async throws -> WorkOutcome {
-        let now = clock.now()
-        guard let item = try await store.item(itemID, owner: nil) else { return .skipped }
-        // An item waiting for its user's login is not asked again until they sign in (the webhook or a re-link clears it).
-        if item.status == .loginRequired { return .skipped }
-        guard try await store.claim(itemID, holder: holder, until: now.addingTimeInterval(Self.lease), now: now) else { return .busy }
+    private func withItem(_ itemID: UUID, _ body: (PlaidItem, String, String) async throws -> Void) async throws -> WorkOutcome {
+        let now = clock.now(), holder = "\(instance):\(UUID.random().lowercasedString)"
+        guard try await store.item(itemID, owner: nil) != nil else { return .skipped }
+        guard try await store.claim(itemID, holder: holder, instance: instance, until: now.addingTimeInterval(Self.lease), now: now) else { return .busy }
         do {
-            let token = try open(item)
-            try await body(item, token)
+            // Read under the lease: the cursor another run saved is the one to go on from.
+            guard let item = try await store.item(itemID, owner: nil), item.status != .loginRequired else {
+                // Removed meanwhile, or waiting for its user's login (a re-link or LOGIN_REPAIRED clears it).
+                try await store.release(itemID, holder: holder)
+                return .skipped
+            }
+            do {
+                try await body(item, try open(item), holder)
+            } catch {
+                try? await store.release(itemID, holder: holder)
+                try await recordFailure(error, item: item)
+                throw error
+            }
             try await store.release(itemID, holder: holder)
             return .done
-        } catch {
-            try? await store.release(itemID, holder: holder)
-            try await recordFailure(error, item: item)
-            throw error
         }
     }
 
@@ -240,7 +264,10 @@ struct PlaidLinks: Sendable {
         let now = clock.now()
         switch error {
         case let error as PlaidError where Self.loginCodes.contains(error.code ?? ""):
-            try await needsLogin(item, reason: error.code ?? "ITEM_LOGIN_REQUIRED", message: error.displayMessage)
+            let store = self.store
+            try await store.database.transaction { db in
+                try await markNeedsLogin(item.id, reason: error.code ?? "ITEM_LOGIN_REQUIRED", message: error.displayMessage, on: db)
+            }
         case let error as PlaidError where error.isTransient:
             try await store.recordError(item.id, code: error.code, message: error.displayMessage ?? "Plaid or the institution is not answering; Folio tries again.", now: now)
         case let error as PlaidError:
@@ -264,30 +291,35 @@ struct PlaidLinks: Sendable {
 
     // MARK: - Attention
 
-    /// Marks the item as waiting for its user and mails them, once per change of status.
-    func needsLogin(_ item: PlaidItem, reason: String, message: String? = nil) async throws {
+    /// Marks the item as waiting for its user and, when that is news, queues
+    /// the mail that tells them (in the same transaction: one mail per break).
+    func markNeedsLogin(_ itemID: UUID, reason: String, message: String? = nil, on db: any SQLDatabase) async throws {
+        guard let item = try await store.item(itemID, owner: nil, on: db) else { return }
         let status: PlaidItem.Status = reason == "PENDING_EXPIRATION" || reason == "PENDING_DISCONNECT" ? .pendingExpiration : .loginRequired
-        let now = clock.now(), store = self.store, identity = self.identity, logger = self.logger
         let institution = item.institutionName ?? "your bank"
         let text = message ?? (status == .pendingExpiration
             ? "Your connection to \(institution) expires soon. Sign in again through Folio's linked accounts to keep it."
             : "Your connection to \(institution) needs you to sign in again before Folio can update it.")
+        try await store.setStatus(item.id, status, errorCode: reason, errorMessage: text, now: clock.now(), on: db)
+        if item.status != status { try await jobs.enqueue(.plaidItemNeedsLogin(item.id, reason: reason), on: db) }
+    }
+
+    /// Mails the item's user that it needs them, if it still does.
+    func mailNeedsLogin(_ itemID: UUID) async throws {
+        let store = self.store, identity = self.identity, logger = self.logger
         try await store.database.db.transaction { db in
-            let sql = db as! any SQLDatabase
-            guard let current = try await store.item(item.id, owner: nil, on: sql) else { return }
-            try await store.setStatus(item.id, status, errorCode: reason, errorMessage: text, now: now, on: sql)
-            guard current.status != status, let user = try await identity.store.user(id: item.userID.uuid, on: db) else { return }
+            guard let item = try await store.item(itemID, owner: nil, on: db as? any SQLDatabase),
+                  item.status == .loginRequired || item.status == .pendingExpiration,
+                  let user = try await identity.store.user(id: item.userID.uuid, on: db)
+            else { return }
+            let institution = item.institutionName ?? "your bank"
             try await identity.mailer.send(
                 MailMessage(
                     userID: user.id, recipient: user.email, subject: "Folio: \(institution) needs you to sign in again",
-                    body: "\(text)\n\nOpen Folio, go to linked accounts, and choose \"Sign in again\" for \(institution).\n", kind: "plaid_login_required"),
+                    body: "\(item.errorMessage ?? "Your connection to \(institution) needs you to sign in again.")\n\nOpen Folio, go to linked accounts, and choose \"Sign in again\" for \(institution).\n",
+                    kind: "plaid_login_required"),
                 on: db, logger: logger)
         }
-    }
-
-    func needsLogin(_ itemID: UUID, reason: String) async throws {
-        guard let item = try await store.item(itemID, owner: nil) else { return }
-        try await needsLogin(item, reason: reason)
     }
 
     /// The user signed in again through Link in update mode: the item syncs again.
@@ -303,6 +335,7 @@ struct PlaidLinks: Sendable {
 
     /// The daily backstop for missed webhooks: a sync of every item that can sync.
     func enqueueSyncOfAll() async throws {
+        try await store.pruneWebhooks(before: clock.now().addingTimeInterval(-86_400))
         let store = self.store, jobs = self.jobs
         let items = try await store.allItems().filter { $0.status != .loginRequired }
         try await store.database.transaction { db in
@@ -344,57 +377,57 @@ extension PlaidLinks {
         case acknowledged, unknownItem = "unknown_item", ignored
     }
 
-    /// Queues the work a verified webhook asks for; the webhook itself is
-    /// answered at once (https://plaid.com/docs/api/webhooks/).
-    func handleWebhook(_ body: JSONValue) async throws -> WebhookAction {
+    /// Queues the work a verified webhook asks for, in the caller's
+    /// transaction (with the webhook's record); the webhook itself is answered
+    /// at once (https://plaid.com/docs/api/webhooks/). A body seen before
+    /// (`fresh` false) is a replay or a repeat of the same news: it may still
+    /// ask for a sync, which is harmless (one waiting sync at most), but it
+    /// changes no status and sends no mail.
+    func handleWebhook(_ body: JSONValue, fresh: Bool, on db: any SQLDatabase) async throws -> WebhookAction {
         let type = body["webhook_type"]?.string ?? "", code = body["webhook_code"]?.string ?? ""
-        guard let plaidItemID = body["item_id"]?.string, let item = try await store.item(plaidItemID: plaidItemID) else {
+        guard let plaidItemID = body["item_id"]?.string, let item = try await store.item(plaidItemID: plaidItemID, on: db) else {
             logger.info("Plaid webhook for an item Folio does not hold", metadata: ["webhook_type": "\(type)", "webhook_code": "\(code)"])
             return .unknownItem
         }
-        let jobs = self.jobs, store = self.store, now = clock.now()
-        func enqueue(_ payload: JobPayload) async throws {
-            try await store.database.transaction { db in try await jobs.enqueueUnlessWaiting(payload, on: db) }
-        }
-        let action: WebhookAction
+        let now = clock.now()
         switch (type, code) {
         case ("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"), ("TRANSACTIONS", "DEFAULT_UPDATE"), ("TRANSACTIONS", "INITIAL_UPDATE"),
              ("TRANSACTIONS", "HISTORICAL_UPDATE"), ("TRANSACTIONS", "TRANSACTIONS_REMOVED"):
-            try await enqueue(.syncPlaidItem(item.id))
-            action = .sync
+            try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
+            return .sync
         case ("HOLDINGS", "DEFAULT_UPDATE"):
-            try await enqueue(.refreshPlaidHoldings(item.id))
-            action = .refreshHoldings
+            try await jobs.enqueueUnlessWaiting(.refreshPlaidHoldings(item.id), on: db)
+            return .refreshHoldings
         case ("ITEM", "ERROR"):
             let errorCode = body["error"]?["error_code"]?.string ?? "ITEM_ERROR"
-            if Self.loginCodes.contains(errorCode) {
-                try await enqueue(.plaidItemNeedsLogin(item.id, reason: errorCode))
-                action = .needsLogin
-            } else {
+            guard Self.loginCodes.contains(errorCode) else {
                 // Another item error: a sync meets it and records it on the item.
-                try await enqueue(.syncPlaidItem(item.id))
-                action = .sync
-            }
-        case ("ITEM", "PENDING_EXPIRATION"), ("ITEM", "PENDING_DISCONNECT"):
-            try await enqueue(.plaidItemNeedsLogin(item.id, reason: "PENDING_EXPIRATION"))
-            action = .needsLogin
-        case ("ITEM", "LOGIN_REPAIRED"):
-            try await store.database.transaction { db in
-                try await store.setStatus(item.id, .active, errorCode: nil, errorMessage: nil, now: now, on: db)
                 try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
+                return .sync
             }
-            action = .loginRepaired
+            // The status now, in the order the webhooks came; the mail through the queue.
+            if fresh { try await markNeedsLogin(item.id, reason: errorCode, message: body["error"]?["display_message"]?.string, on: db) }
+            return .needsLogin
+        case ("ITEM", "PENDING_EXPIRATION"), ("ITEM", "PENDING_DISCONNECT"):
+            if fresh { try await markNeedsLogin(item.id, reason: "PENDING_EXPIRATION", on: db) }
+            return .needsLogin
+        case ("ITEM", "LOGIN_REPAIRED"):
+            if fresh { try await store.setStatus(item.id, .active, errorCode: nil, errorMessage: nil, now: now, on: db) }
+            try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
+            return .loginRepaired
         case ("ITEM", "USER_PERMISSION_REVOKED"), ("ITEM", "USER_ACCOUNT_REVOKED"):
-            try await store.setStatus(
-                item.id, .error, errorCode: code, errorMessage: "Access to this item was revoked at the institution; link it again or remove it.", now: now)
-            action = .acknowledged
+            if fresh {
+                try await store.setStatus(
+                    item.id, .error, errorCode: code, errorMessage: "Access to this item was revoked at the institution; link it again or remove it.",
+                    now: now, on: db)
+            }
+            return .acknowledged
         case ("ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED"):
             logger.info("Plaid acknowledged the item's new webhook URL", metadata: ["item_id": "\(item.id)"])
-            action = .acknowledged
+            return .acknowledged
         default:
             logger.info("Plaid webhook of a type Folio does not act on; acknowledged", metadata: ["webhook_type": "\(type)", "webhook_code": "\(code)"])
-            action = .ignored
+            return .ignored
         }
-        return action
     }
 }

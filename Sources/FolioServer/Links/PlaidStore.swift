@@ -78,8 +78,8 @@ struct PlaidStore: Sendable {
         return try await (db ?? database.sql).raw(query).first().map(Self.item)
     }
 
-    func item(plaidItemID: String) async throws -> PlaidItem? {
-        try await database.sql.raw("SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items WHERE plaid_item_id = \(bind: plaidItemID)")
+    func item(plaidItemID: String, on db: (any SQLDatabase)? = nil) async throws -> PlaidItem? {
+        try await (db ?? database.sql).raw("SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items WHERE plaid_item_id = \(bind: plaidItemID)")
             .first().map(Self.item)
     }
 
@@ -134,18 +134,22 @@ struct PlaidStore: Sendable {
 
     // MARK: - One worker per item
 
-    /// Takes the item's lease for `holder` until `until`; false while another holds it.
-    func claim(_ id: UUID, holder: String, until: Date, now: Date) async throws -> Bool {
-        try await database.sql.raw("""
-            UPDATE plaid_items SET locked_by = \(bind: holder), locked_until = \(bind: until)
-            WHERE id = \(bind: id) AND (locked_by IS NULL OR locked_by = \(bind: holder) OR locked_until < \(bind: now))
+    /// Takes the item's lease for `holder` (unique to this run) of `instance`
+    /// until `until`; false while another run holds it. A lease is free once
+    /// it runs out or once its instance has stopped heartbeating.
+    func claim(_ id: UUID, holder: String, instance: String, until: Date, now: Date) async throws -> Bool {
+        let deadline = now.addingTimeInterval(-Instances.deadAfter)
+        return try await database.sql.raw("""
+            UPDATE plaid_items SET locked_by = \(bind: holder), locked_instance = \(bind: instance), locked_until = \(bind: until)
+            WHERE id = \(bind: id) AND (locked_by IS NULL OR locked_until < \(bind: now)
+                   OR locked_instance IN (SELECT id FROM instances WHERE heartbeat_at < \(bind: deadline)))
             RETURNING id
             """).first() != nil
     }
 
     func release(_ id: UUID, holder: String) async throws {
         try await database.sql.raw("""
-            UPDATE plaid_items SET locked_by = NULL, locked_until = NULL WHERE id = \(bind: id) AND locked_by = \(bind: holder)
+            UPDATE plaid_items SET locked_by = NULL, locked_instance = NULL, locked_until = NULL WHERE id = \(bind: id) AND locked_by = \(bind: holder)
             """).run()
     }
 
@@ -159,9 +163,14 @@ struct PlaidStore: Sendable {
             """).first() != nil
     }
 
+    /// A good sync clears a passing error and turns `error` back into `active`;
+    /// `login_required` and `pending_expiration` stay until the user signs in again.
     func markSynced(_ id: UUID, now: Date) async throws {
         try await database.sql.raw("""
-            UPDATE plaid_items SET last_synced_at = \(bind: now), status = 'active', error_code = NULL, error_message = NULL, updated_at = \(bind: now)
+            UPDATE plaid_items SET last_synced_at = \(bind: now), updated_at = \(bind: now),
+                status = CASE WHEN status = 'error' THEN 'active' ELSE status END,
+                error_code = CASE WHEN status IN ('active', 'error') THEN NULL ELSE error_code END,
+                error_message = CASE WHEN status IN ('active', 'error') THEN NULL ELSE error_message END
             WHERE id = \(bind: id)
             """).run()
     }
@@ -185,6 +194,16 @@ struct PlaidStore: Sendable {
                     name = excluded.name, official_name = excluded.official_name, mask = excluded.mask, type = excluded.type,
                     subtype = excluded.subtype, current_balance = excluded.current_balance, available_balance = excluded.available_balance,
                     credit_limit = excluded.credit_limit, currency = excluded.currency, updated_at = excluded.updated_at
+                """).run()
+        }
+    }
+
+    /// Forgets the item's accounts Plaid no longer lists (closed, or unshared by the user), with their transactions and holdings.
+    func removeAccounts(notIn kept: [String], item: UUID, on db: any SQLDatabase) async throws {
+        guard !kept.isEmpty else { return }
+        for table in ["linked_holdings", "linked_transactions", "linked_accounts"] {
+            try await db.raw("""
+                DELETE FROM \(ident: table) WHERE item_id = \(bind: item) AND plaid_account_id NOT IN (\(binds: kept))
                 """).run()
         }
     }
@@ -244,7 +263,28 @@ struct PlaidStore: Sendable {
         """
 
     /// One page of the user's linked transactions, newest first, after the cursor's row.
-    func transactions(of userID: UserID, filter: TransactionFilter, after cursor: UUID?, limit: Int) async throws -> [LinkedTransaction] {
+    /// Where a page of linked transactions ended: the last row's time and id.
+    /// Both travel in the cursor, so a row removed by a sync meanwhile does not end the list.
+    struct TransactionCursor: Sendable, Equatable {
+        var occurredAt: Date
+        var id: UUID
+
+        var text: String { SecureToken.base64URL(Data("\(Int64(occurredAt.timeIntervalSince1970)):\(id.lowercasedString)".utf8)) }
+
+        init(occurredAt: Date, id: UUID) {
+            self.occurredAt = occurredAt
+            self.id = id
+        }
+
+        init?(_ text: some StringProtocol) {
+            guard let data = SecureToken.decodeBase64URL(text) else { return nil }
+            let parts = String(decoding: data, as: UTF8.self).split(separator: ":")
+            guard parts.count == 2, let seconds = Int64(parts[0]), let id = UUID(uuidString: String(parts[1])) else { return nil }
+            self.init(occurredAt: Date(timeIntervalSince1970: TimeInterval(seconds)), id: id)
+        }
+    }
+
+    func transactions(of userID: UserID, filter: TransactionFilter, after cursor: TransactionCursor?, limit: Int) async throws -> [LinkedTransaction] {
         var query: SQLQueryString = """
             SELECT \(unsafeRaw: Self.transactionColumns) FROM linked_transactions t
             LEFT JOIN linked_accounts a ON a.item_id = t.item_id AND a.plaid_account_id = t.plaid_account_id
@@ -255,8 +295,8 @@ struct PlaidStore: Sendable {
         if let to = filter.to { query = query + " AND t.occurred_at < \(bind: to)" }
         if let pending = filter.pending { query = query + " AND t.pending = \(bind: pending)" }
         if let cursor {
-            let anchor: SQLQueryString = "(SELECT occurred_at FROM linked_transactions WHERE id = \(bind: cursor) AND user_id = \(bind: userID))"
-            query = query + " AND (t.occurred_at < \(anchor) OR (t.occurred_at = \(anchor) AND t.id < \(bind: cursor)))"
+            // Rows are dated at whole seconds (midnight UTC), so the time compares exactly on both databases.
+            query = query + " AND (t.occurred_at < \(bind: cursor.occurredAt) OR (t.occurred_at = \(bind: cursor.occurredAt) AND t.id < \(bind: cursor.id)))"
         }
         return try await database.sql.raw(query + " ORDER BY t.occurred_at DESC, t.id DESC LIMIT \(literal: limit)").all().map { row in
             LinkedTransaction(
@@ -321,14 +361,19 @@ struct PlaidStore: Sendable {
     /// within `window` (a replay, or Plaid's retry of one already taken).
     /// Identical bodies further apart are new deliveries (Plaid sends the same
     /// `SYNC_UPDATES_AVAILABLE` body each time there is news).
-    func recordWebhook(bodySHA256: String, itemID: String?, type: String, code: String, now: Date, window: TimeInterval) async throws -> Bool {
-        try await database.sql.raw("""
+    func recordWebhook(bodySHA256: String, itemID: String?, type: String, code: String, now: Date, window: TimeInterval, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
             INSERT INTO plaid_webhooks (id, body_sha256, plaid_item_id, webhook_type, webhook_code, received_at)
             VALUES (\(bind: UUID.random()), \(bind: bodySHA256), \(bind: itemID), \(bind: type), \(bind: code), \(bind: now))
             ON CONFLICT (body_sha256) DO UPDATE SET received_at = excluded.received_at
             WHERE plaid_webhooks.received_at < \(bind: now.addingTimeInterval(-window))
             RETURNING id
             """).first() != nil
+    }
+
+    /// Webhooks older than a day are past any replay window.
+    func pruneWebhooks(before cutoff: Date) async throws {
+        try await database.sql.raw("DELETE FROM plaid_webhooks WHERE received_at < \(bind: cutoff)").run()
     }
 
     // MARK: - Rows

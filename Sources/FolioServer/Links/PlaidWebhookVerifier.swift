@@ -8,7 +8,7 @@ import Foundation
 /// 2. the key named by `kid` comes from `/webhook_verification_key/get`,
 ///    cached, refused once Plaid gives it an `expired_at`;
 /// 3. the ES256 signature over `header.payload` verifies under that key;
-/// 4. `iat` is at most five minutes old (and not in the future);
+/// 4. `iat` is at most five minutes old (and at most a minute ahead);
 /// 5. the SHA-256 of the raw body equals `request_body_sha256`, compared in constant time.
 struct PlaidWebhookVerifier: Sendable {
     enum Failure: String, Error, Sendable {
@@ -27,8 +27,12 @@ struct PlaidWebhookVerifier: Sendable {
     let keys: PlaidKeyCache?
     let clock: AppClock
 
-    /// How old a webhook may be; also how long its body hash is remembered against replays.
+    /// How old a webhook may be.
     static let window: TimeInterval = 300
+    /// How far ahead of Folio's clock Plaid's may be.
+    static let futureSkew: TimeInterval = 60
+    /// How long a body hash is remembered against replays: as long as a token issued that far ahead stays acceptable.
+    static let replayWindow: TimeInterval = window + futureSkew
 
     /// The body's SHA-256 (hex) when the webhook verifies.
     func verify(header: String?, body: [UInt8]) async throws(Failure) -> String {
@@ -45,14 +49,14 @@ struct PlaidWebhookVerifier: Sendable {
         guard let kid = jose["kid"]?.string, !kid.isEmpty, kid.utf8.count <= 200 else { throw .malformed }
         let key: PlaidVerificationKey
         do { key = try await keys.key(kid) } catch { throw .unknownKey }
-        guard key.expiredAt == nil else { throw .expiredKey }
+        guard !key.expired else { throw .expiredKey }
         guard key.alg == "ES256", key.crv == "P-256", let publicKey = Self.publicKey(key) else { throw .unknownKey }
         guard signatureBytes.count == 64, let signature = try? P256.Signing.ECDSASignature(rawRepresentation: signatureBytes),
               publicKey.isValidSignature(signature, for: Data((parts[0] + "." + parts[1]).utf8))
         else { throw .badSignature }
         guard let iatText = claims["iat"]?.numberText, let iat = Int64(iatText) else { throw .malformed }
         let now = clock.now().timeIntervalSince1970
-        guard now - Double(iat) <= Self.window, Double(iat) - now <= Self.window else { throw .stale }
+        guard now - Double(iat) <= Self.window, Double(iat) - now <= Self.futureSkew else { throw .stale }
         guard let claimed = claims["request_body_sha256"]?.string else { throw .malformed }
         let actual = SHA256.hash(data: body).map { String(format: "%02x", $0) }.joined()
         guard Self.constantTimeEqual(Array(actual.utf8), Array(claimed.lowercased().utf8)) else { throw .bodyMismatch }
@@ -72,11 +76,14 @@ struct PlaidWebhookVerifier: Sendable {
     }
 }
 
-/// Plaid's webhook keys by `kid`. A key is fetched when first seen and again
-/// after an hour (to learn of its `expired_at`); an unknown `kid` is fetched
-/// at most once a minute, and all fetches together at most `fetchesPerMinute`,
-/// so forged headers with made-up key ids cannot make Folio hammer Plaid.
-/// When a kept key cannot be fetched again, the kept copy is used.
+/// Plaid's webhook keys by `kid`.
+/// - A key Folio holds is used for an hour, then fetched again to learn of an
+///   `expired_at`; while Plaid cannot be asked it is used for up to a day, then refused.
+/// - A `kid` Folio does not hold is fetched at most once a minute, and such
+///   fetches together at most `fetchesPerMinute`, so forged headers with
+///   made-up key ids cannot make Folio hammer Plaid. That budget is the
+///   unknown ids' alone: refreshing the keys Folio holds never waits on it.
+/// - Two webhooks naming one new `kid` at once share one fetch.
 actor PlaidKeyCache {
     typealias Fetch = @Sendable (String) async throws -> PlaidVerificationKey
 
@@ -84,9 +91,13 @@ actor PlaidKeyCache {
     private let clock: AppClock
     private var keys: [String: (key: PlaidVerificationKey, fetchedAt: Date)] = [:]
     private var lastAttempt: [String: Date] = [:]
-    private var recentFetches: [Date] = []
+    private var unknownFetches: [Date] = []
+    private var inFlight: [String: Task<PlaidVerificationKey, any Error>] = [:]
     let fetchesPerMinute: Int
-    static let keepFor: TimeInterval = 3600
+    static let refreshAfter: TimeInterval = 3600
+    static let longestWithoutRefresh: TimeInterval = 86_400
+    /// Keys held at most (Plaid has a handful); beyond it the oldest go.
+    static let capacity = 64
 
     struct Refused: Error {}
 
@@ -98,27 +109,38 @@ actor PlaidKeyCache {
 
     func key(_ kid: String) async throws -> PlaidVerificationKey {
         let now = clock.now()
-        if let kept = keys[kid], kept.key.expiredAt != nil || now.timeIntervalSince(kept.fetchedAt) < Self.keepFor { return kept.key }
-        if let last = lastAttempt[kid], now.timeIntervalSince(last) < 60 {
-            if let kept = keys[kid] { return kept.key }
-            throw Refused()
+        if let kept = keys[kid] {
+            // A retired key stays retired; a fresh one is used as it is.
+            if kept.key.expired || now.timeIntervalSince(kept.fetchedAt) < Self.refreshAfter { return kept.key }
+            if let last = lastAttempt[kid], now.timeIntervalSince(last) < 60 { return try usable(kept, now: now) }
+            do { return try await fetched(kid, now: now) } catch { return try usable(kept, now: now) }
         }
-        recentFetches.removeAll { now.timeIntervalSince($0) >= 60 }
-        guard recentFetches.count < fetchesPerMinute else {
-            if let kept = keys[kid] { return kept.key }
-            throw Refused()
-        }
-        recentFetches.append(now)
+        // An id never seen: once a minute per id, and within the unknown ids' budget.
+        if let task = inFlight[kid] { return try await task.value }
+        if let last = lastAttempt[kid], now.timeIntervalSince(last) < 60 { throw Refused() }
+        unknownFetches.removeAll { now.timeIntervalSince($0) >= 60 }
+        guard unknownFetches.count < fetchesPerMinute else { throw Refused() }
+        unknownFetches.append(now)
+        return try await fetched(kid, now: now)
+    }
+
+    private func usable(_ kept: (key: PlaidVerificationKey, fetchedAt: Date), now: Date) throws -> PlaidVerificationKey {
+        guard now.timeIntervalSince(kept.fetchedAt) < Self.longestWithoutRefresh else { throw Refused() }
+        return kept.key
+    }
+
+    private func fetched(_ kid: String, now: Date) async throws -> PlaidVerificationKey {
         lastAttempt[kid] = now
-        do {
-            let key = try await fetch(kid)
-            guard key.kid == kid else { throw Refused() }
-            keys[kid] = (key, now)
-            if lastAttempt.count > 1000 { lastAttempt = lastAttempt.filter { now.timeIntervalSince($0.value) < 60 } }
-            return key
-        } catch {
-            if let kept = keys[kid] { return kept.key }
-            throw error
-        }
+        // Attempts are remembered a minute; a flood of made-up ids is forgotten as fast as it comes.
+        if lastAttempt.count > 1000 { lastAttempt = lastAttempt.filter { now.timeIntervalSince($0.value) < 60 } }
+        let fetch = self.fetch
+        let task = Task { try await fetch(kid) }
+        inFlight[kid] = task
+        defer { inFlight[kid] = nil }
+        let key = try await task.value
+        guard key.kid == kid else { throw Refused() }
+        keys[kid] = (key, now)
+        if keys.count > Self.capacity, let oldest = keys.min(by: { $0.value.fetchedAt < $1.value.fetchedAt })?.key { keys[oldest] = nil }
+        return key
     }
 }

@@ -43,9 +43,13 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
     ) throws -> NetWorthResponse {
         var assets = Cash.zero, liabilities = Cash.zero, folioTotal = Cash.zero, linkedTotal = Cash.zero
         var accounts: [Account] = []
+        // By sign, whatever the account's kind: a card paid beyond its balance is an asset, an overdrawn checking account a debt.
+        func add(_ value: Cash) throws {
+            if value.isNegative { liabilities = try liabilities - value } else { assets = try assets + value }
+        }
         for (account, valuation) in folio {
             folioTotal = try folioTotal + valuation.totalValue
-            if valuation.totalValue.isNegative { liabilities = try liabilities - valuation.totalValue } else { assets = try assets + valuation.totalValue }
+            try add(valuation.totalValue)
             accounts.append(Account(
                 source: "folio", id: account.id.uuid, name: account.name, type: account.kind, currency: account.currency, value: valuation.totalValue,
                 included: true, stale: valuation.positions.contains { $0.quote?.isStale ?? true }))
@@ -58,7 +62,7 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
             let included = value != nil && (account.currency ?? "USD") == "USD"
             if included, let value {
                 linkedTotal = try linkedTotal + value
-                if debt { liabilities = try liabilities - value } else { assets = try assets + value }
+                try add(value)
             }
             accounts.append(Account(
                 source: "plaid", id: linkedAccount.id, itemID: linkedAccount.itemID, institution: item?.institutionName, name: account.name,

@@ -30,8 +30,10 @@ struct CreatePlaidTables: AsyncMigration {
             .field("sync_cursor", .string)
             .field("last_synced_at", .datetime)
             .field("holdings_refreshed_at", .datetime)
-            // One sync or refresh of an item at a time: a lease, like a job's.
+            // One sync or refresh of an item at a time: a lease, like a job's, free once it runs out
+            // or once the instance holding it stops heartbeating (it was killed).
             .field("locked_by", .string)
+            .field("locked_instance", .string)
             .field("locked_until", .datetime)
             .field("created_at", .datetime, .required)
             .field("updated_at", .datetime, .required)
