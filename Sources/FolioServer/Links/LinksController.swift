@@ -29,8 +29,8 @@ struct LinksController: Sendable {
     // MARK: - Answers
 
     struct AccountResponse: ResponseEncodable, Encodable, Sendable {
-        var id: UUID
-        var itemID: UUID
+        var id: String
+        var itemID: String
         var name: String
         var officialName: String?
         var mask: String?
@@ -42,8 +42,8 @@ struct LinksController: Sendable {
         var currency: String?
 
         init(_ linked: LinkedAccount) {
-            id = linked.id
-            itemID = linked.itemID
+            id = linked.id.lowercasedString
+            itemID = linked.itemID.lowercasedString
             name = linked.account.name
             officialName = linked.account.officialName
             mask = linked.account.mask
@@ -57,7 +57,7 @@ struct LinksController: Sendable {
     }
 
     struct ItemResponse: ResponseEncodable, Encodable, Sendable {
-        var id: UUID
+        var id: String
         var institutionID: String?
         var institutionName: String?
         var status: String
@@ -69,7 +69,7 @@ struct LinksController: Sendable {
         var accounts: [AccountResponse]
 
         init(_ item: PlaidItem, accounts: [LinkedAccount]) {
-            id = item.id
+            id = item.id.lowercasedString
             institutionID = item.institutionID
             institutionName = item.institutionName
             status = item.status.rawValue
@@ -163,9 +163,9 @@ struct LinksController: Sendable {
     // MARK: - Transactions
 
     struct TransactionResponse: ResponseEncodable, Encodable, Sendable {
-        var id: UUID
-        var itemID: UUID
-        var accountID: UUID?
+        var id: String
+        var itemID: String
+        var accountID: String?
         var transactionID: String
         /// Positive: money into the account; negative: money out (Plaid's sign turned around).
         var amount: Cash
@@ -178,9 +178,9 @@ struct LinksController: Sendable {
         var pending: Bool
 
         init(_ linked: LinkedTransaction) {
-            id = linked.id
-            itemID = linked.itemID
-            accountID = linked.accountID
+            id = linked.id.lowercasedString
+            itemID = linked.itemID.lowercasedString
+            accountID = linked.accountID?.lowercasedString
             transactionID = linked.transaction.transactionID
             amount = linked.transaction.amount
             currency = linked.transaction.currency
@@ -273,8 +273,8 @@ struct LinksController: Sendable {
     // MARK: - Holdings
 
     struct HoldingResponse: ResponseEncodable, Encodable, Sendable {
-        var itemID: UUID
-        var accountID: UUID?
+        var itemID: String
+        var accountID: String?
         var securityID: String
         var ticker: String?
         var name: String?
@@ -288,8 +288,8 @@ struct LinksController: Sendable {
 
         init(_ linked: LinkedHolding) {
             let holding = linked.holding
-            itemID = linked.itemID
-            accountID = linked.accountID
+            itemID = linked.itemID.lowercasedString
+            accountID = linked.accountID?.lowercasedString
             securityID = holding.securityID
             ticker = holding.ticker
             name = holding.securityName

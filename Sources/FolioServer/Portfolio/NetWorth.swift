@@ -12,8 +12,8 @@ import Hummingbird
 struct NetWorthResponse: ResponseEncodable, Sendable {
     struct Account: Encodable, Sendable {
         var source: String
-        var id: UUID
-        var itemID: UUID?
+        var id: String
+        var itemID: String?
         var institution: String?
         var name: String
         var type: String
@@ -51,7 +51,7 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
             folioTotal = try folioTotal + valuation.totalValue
             try add(valuation.totalValue)
             accounts.append(Account(
-                source: "folio", id: account.id.uuid, name: account.name, type: account.kind, currency: account.currency, value: valuation.totalValue,
+                source: "folio", id: account.id.description, name: account.name, type: account.kind, currency: account.currency, value: valuation.totalValue,
                 included: true, stale: valuation.positions.contains { $0.quote?.isStale ?? true }))
         }
         let itemsByID = Dictionary(uniqueKeysWithValues: items.map { ($0.id, $0) })
@@ -65,7 +65,7 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
                 try add(value)
             }
             accounts.append(Account(
-                source: "plaid", id: linkedAccount.id, itemID: linkedAccount.itemID, institution: item?.institutionName, name: account.name,
+                source: "plaid", id: linkedAccount.id.lowercasedString, itemID: linkedAccount.itemID.lowercasedString, institution: item?.institutionName, name: account.name,
                 type: account.type, subtype: account.subtype, currency: account.currency, value: value, included: included,
                 stale: item.map { $0.status != .active || $0.errorCode != nil } ?? true))
         }
