@@ -265,7 +265,8 @@ public struct FolioServices: Sendable {
             routes.add(middleware: RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
         }
 
-        HealthController(database: database, version: FolioVersion.current, startedAt: .now, opsToken: configuration.opsToken, marketData: marketDataGate)
+        HealthController(database: database, version: FolioVersion.current, startedAt: .now, opsToken: configuration.opsToken, marketData: marketDataGate,
+                      webhookRejections: webhookRejections)
             .addRoutes(to: routes)
         AuthController(services: identity).addRoutes(to: routes)
         TwoFactorController(services: identity).addRoutes(to: routes)

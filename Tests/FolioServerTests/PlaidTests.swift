@@ -42,7 +42,7 @@ struct PlaidTests {
         _ body: @escaping @Sendable (any TestClientProtocol, TestEnvironment, FakePlaid) async throws -> Void
     ) async throws {
         try await withFakePlaid { fake in
-            try await withTestApp(kind, clock: clock, configure: { $0.plaid = fake.settings }) { client, env in
+            try await withTestApp(kind, clock: clock, configure: { $0.plaid = fake.settings; $0.opsToken = String(repeating: "o", count: 40) }) { client, env in
                 try await body(client, env, fake)
             }
         }
@@ -329,6 +329,11 @@ struct PlaidTests {
             #expect(garbage.status == .unauthorized)
             #expect(env.services.webhookRejections.all == ["plaid:missing_header": 1, "plaid:malformed": 1])
             #expect(env.logs.lines.contains { $0.contains("webhook_verification_failed") && $0.contains("missing_header") })
+            // Operators read the counts on /health/detailed.
+            let report = try json(try await client.execute(
+                uri: "/health/detailed", method: .get, headers: [.authorization: "Bearer " + String(repeating: "o", count: 40)]))
+            let webhooks = (report["components"] as? [String: [String: Any]])?["webhooks"]
+            #expect(webhooks?["rejected"] as? [String: Int] == ["plaid:missing_header": 1, "plaid:malformed": 1])
             // Cookies, CSRF and bearer tokens play no part: a stale bearer token is not a 401 of its own.
             var headers: HTTPFields = [.contentType: "application/json", .authorization: "Bearer nonsense", .origin: "https://evil.example"]
             headers[HTTPField.Name("Plaid-Verification")!] = fake.sign(body, iat: env.clock.now)

@@ -10,6 +10,8 @@ struct HealthController {
     let opsToken: String?
     /// The market-data vendor's gate, when a vendor is configured.
     var marketData: VendorGate?
+    /// Webhooks refused since start, by vendor and reason (the seed's alert on verification failures).
+    var webhookRejections: WebhookRejections?
 
     struct Status: ResponseEncodable {
         var status: String
@@ -35,9 +37,10 @@ struct HealthController {
         var state: String?
         var retryAt: Date?
         var consecutiveFailures: Int?
+        var rejected: [String: Int]?
 
         enum CodingKeys: String, CodingKey {
-            case status, applied, pending, version, kind, error, state
+            case status, applied, pending, version, kind, error, state, rejected
             case retryAt = "retry_at"
             case consecutiveFailures = "consecutive_failures"
             case latencyMS = "latency_ms"
@@ -88,6 +91,9 @@ struct HealthController {
         if !isOperator(request, context: context) {
             // Strangers learn whether each part works, nothing about versions or internals.
             components = components.mapValues { Component(status: $0.status) }
+        } else if let rejections = webhookRejections {
+            // Operators see the webhooks refused since start; refusals are attacks or misconfiguration, not ill health.
+            components["webhooks"] = Component(status: "ok", rejected: rejections.all)
         }
         let healthy = components.values.allSatisfy { $0.status == "ok" || $0.status == "degraded" }
         let degraded = components.values.contains { $0.status == "degraded" }
