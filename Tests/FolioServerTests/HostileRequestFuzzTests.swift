@@ -20,7 +20,8 @@ struct HostileRequestFuzzTests {
     @Test("2,000 generated hostile requests: no 5xx, every error problem+json with a request id", arguments: TestDatabaseKind.all)
     func hostileRequests(kind: TestDatabaseKind) async throws {
         let seed = ProcessInfo.processInfo.environment["FOLIO_FUZZ_SEED"].flatMap(UInt64.init) ?? 20_261_129
-        try await withTestApp(kind, overSocket: true) { client, env in
+        // Plaid configured (a fake on loopback), so its routes are exercised, not just refused with 503 plaid_not_configured.
+        try await withFakePlaid { plaid in try await withTestApp(kind, configure: { $0.plaid = plaid.settings }, overSocket: true) { client, env in
             let port = try #require(client.port)
             let tokens = try await signUp(client, env, email: "fuzz@example.com")
             let token = try #require(tokens["access_token"] as? String)
@@ -49,7 +50,7 @@ struct HostileRequestFuzzTests {
             let found = failures.withLockedValue { $0 }
             #expect(found.isEmpty, "\(found.count) of \(requests.count) failed; the first: \(found.prefix(5).joined(separator: "\n"))")
             #expect(!env.logs.lines.contains { $0.contains("unhandled error") })
-        }
+        } }
     }
 
     /// Sends one request; returns what was wrong with its answer, or nil.
