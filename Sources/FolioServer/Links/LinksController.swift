@@ -193,7 +193,7 @@ struct LinksController: Sendable {
         }
     }
 
-    /// `account_id` (a linked account's id), `from`, `to` and `pending`, each malformed one named.
+    /// `account_id` (a linked account's id), `type` (`inflow` or `outflow`), `from`, `to` and `pending`, each malformed one named.
     func filter(_ request: Request, userID: UserID) async throws -> PlaidStore.TransactionFilter {
         let query = request.query
         var filter = PlaidStore.TransactionFilter()
@@ -208,6 +208,13 @@ struct LinksController: Sendable {
                 if let date = AccountsController.date(String(raw)) { filter[keyPath: keyPath] = date } else {
                     issues.append(.init(field: key, code: "invalid", message: "\(key) must be a date (2026-01-31) or an RFC 3339 time."))
                 }
+            }
+        }
+        if let raw = query["type"] {
+            switch raw {
+            case "inflow": filter.inflow = true
+            case "outflow": filter.inflow = false
+            default: issues.append(.init(field: "type", code: "invalid", message: "type must be inflow (money in) or outflow (money out)."))
             }
         }
         if let raw = query["pending"] {

@@ -255,6 +255,8 @@ struct PlaidStore: Sendable {
         var from: Date?
         var to: Date?
         var pending: Bool?
+        /// Money into the account (`true`) or out of it (`false`).
+        var inflow: Bool?
     }
 
     static let transactionColumns = """
@@ -294,6 +296,11 @@ struct PlaidStore: Sendable {
         if let from = filter.from { query = query + " AND t.occurred_at >= \(bind: from)" }
         if let to = filter.to { query = query + " AND t.occurred_at < \(bind: to)" }
         if let pending = filter.pending { query = query + " AND t.pending = \(bind: pending)" }
+        if let inflow = filter.inflow {
+            // The sign alone: SQLite's TEXT amounts compare as numbers through REAL, which keeps every sign exact.
+            let amount = database.kind == .postgres ? "t.amount" : "CAST(t.amount AS REAL)"
+            query = query + " AND \(unsafeRaw: amount) \(unsafeRaw: inflow ? ">" : "<") 0"
+        }
         if let cursor {
             // Rows are dated at whole seconds (midnight UTC), so the time compares exactly on both databases.
             query = query + " AND (t.occurred_at < \(bind: cursor.occurredAt) OR (t.occurred_at = \(bind: cursor.occurredAt) AND t.id < \(bind: cursor.id)))"
