@@ -319,6 +319,39 @@ struct PlaidTests {
         }
     }
 
+    @Test("an expiring consent stays on the item through passing errors; the same item exchanged again is 409 and stays linked at Plaid")
+    func expiringConsentAndRelinkedItem() async throws {
+        try await withPlaidApp(.sqlite) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "expiring@example.com")
+            let (_, plaidItemID) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            let body = FakePlaid.webhookBody(type: "ITEM", code: "PENDING_EXPIRATION", itemID: plaidItemID, extra: #""consent_expiration_time":"2026-12-07T00:00:00Z""#)
+            #expect(try json(try await webhook(client, body, header: fake.sign(body, iat: env.clock.now)))["action"] as? String == "needs_login")
+            // The item still syncs meanwhile; a passing failure does not replace the warning, nor does a good sync clear it.
+            fake.failSync(onCall: 1)
+            #expect(try await post(client, "/api/links/\(try #require(try await env.database.sql.raw("SELECT id FROM plaid_items").first()?.decode(column: "id", as: UUID.self)).lowercasedString)/sync", [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            env.clock.advance(by: 600)
+            await env.worker.drain()
+            let tokensAgain = try json(try await post(client, "/api/auth/login", ["email": "expiring@example.com", "password": strongPassword]))
+            let listed = try #require((try json(try await get(client, "/api/links", tokensAgain))["data"] as? [[String: Any]])?.first)
+            #expect(listed["status"] as? String == "pending_expiration")
+            #expect(listed["error_code"] as? String == "PENDING_EXPIRATION")
+            #expect((listed["error_message"] as? String)?.contains("expires soon") == true)
+            let mails = try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "plaid_login_required").all()
+            #expect(mails.count == 1)
+            #expect(mails.first?.body.contains("expires soon") == true, "the mail says what the status says, not the last passing error")
+
+            // Link's update mode gives a public token for the same item: Folio already holds it, and Plaid keeps it.
+            let again = try #require(fake.issuePublicToken(forExisting: plaidItemID))
+            let exchanged = try await post(client, "/api/links/plaid/exchange", ["public_token": again], headers: bearer(tokensAgain))
+            #expect(exchanged.status == .conflict)
+            #expect(try problem(exchanged).code == "already_linked")
+            #expect(fake.removeCalls == 0, "the item stays at Plaid")
+            #expect(try await count(env, "plaid_items") == 1)
+        }
+    }
+
     // MARK: - Webhook verification
 
     @Test("the seed's check: a webhook without a valid Plaid-Verification header is 401, counted and recorded")
@@ -471,6 +504,8 @@ struct PlaidTests {
         #expect(throws: PlaidError.self) { try PlaidClient.transaction(tooPrecise) }
         let price = try JSONValue.parse(Array(#"{"institution_price":240.123456789}"#.utf8))
         #expect(throws: PlaidError.self, "a price with more places than Folio keeps is refused, not rounded") { try PlaidClient.price(price["institution_price"]) }
+        let badDate = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.00", "Nov 2", "Odd date").utf8))
+        #expect(throws: PlaidError.self, "a date that is not YYYY-MM-DD is refused") { try PlaidClient.transaction(badDate) }
         let exponent = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.5E2", "2026-11-02", "Exp").utf8))
         #expect(try PlaidClient.transaction(exponent).amount.description == "-150.00")
     }

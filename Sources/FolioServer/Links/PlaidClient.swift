@@ -206,6 +206,7 @@ struct PlaidClient: Sendable {
         guard let id = value["transaction_id"]?.string, let account = value["account_id"]?.string, let date = value["date"]?.string else {
             throw PlaidError.unreadable("a transaction without transaction_id, account_id or date")
         }
+        guard date.utf8.count == 10, PlaidStore.midnight(date) != nil else { throw PlaidError.unreadable("transaction \(id) has date \(date), not YYYY-MM-DD") }
         guard let plaidAmount = try cash(value["amount"], field: "amount") else { throw PlaidError.unreadable("transaction \(id) has no amount") }
         // Plaid: positive is money out of the account. Folio: positive is money in.
         let amount = -plaidAmount

@@ -81,12 +81,14 @@ struct PlaidLinks: Sendable {
                 try await jobs.enqueue(.syncPlaidItem(linked.id), on: db)
                 try await jobs.enqueue(.refreshPlaidHoldings(linked.id), on: db)
             }
+        } catch where DatabaseConstraint(error)?.kind == .unique {
+            // Folio holds this item already (Link's update mode gives back the same one): the stored item stays, and stays at Plaid.
+            throw LinkError.alreadyLinked
         } catch {
             // Not kept here: Plaid is told to forget the item too, so nothing is left syncing (and billed) that no one can see.
             do { try await client.removeItem(accessToken: exchanged.accessToken) } catch {
                 logger.warning("an item Folio could not store was not removed at Plaid", metadata: ["error": "\(error)"])
             }
-            if DatabaseConstraint(error)?.kind == .unique { throw LinkError.alreadyLinked }
             throw error
         }
         try await audit.record(
@@ -187,14 +189,12 @@ struct PlaidLinks: Sendable {
                     cursor = start
                     continue
                 }
-                let saved = try await store.database.transaction { db -> Bool in
+                try await store.database.transaction { db in
                     try await store.apply(page, item: item, now: clock.now(), on: db)
                     guard try await store.advanceCursor(
                         item.id, to: page.nextCursor, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db)
                     else { throw LeaseLost() }
-                    return true
                 }
-                precondition(saved)
                 await pauses.reach(.afterPlaidPage)
                 pages += 1
                 cursor = page.nextCursor
@@ -208,7 +208,7 @@ struct PlaidLinks: Sendable {
     /// Imports the item's investment holdings again, replacing the last import.
     func refreshHoldings(_ itemID: UUID) async throws -> WorkOutcome {
         let client = try configuredClient()
-        return try await withItem(itemID) { item, token, _ in
+        return try await withItem(itemID) { item, token, holder in
             let answer: (accounts: [PlaidAccount], holdings: [PlaidHolding])
             do {
                 answer = try await client.holdings(accessToken: token)
@@ -218,6 +218,8 @@ struct PlaidLinks: Sendable {
             }
             let store = self.store
             try await store.database.transaction { db in
+                // Only while this run still holds the item: an older answer never replaces a newer run's.
+                guard try await store.renewLease(item.id, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db) else { throw LeaseLost() }
                 try await store.saveAccounts(answer.accounts, item: item, now: clock.now(), on: db)
                 try await store.replaceHoldings(answer.holdings, item: item, now: clock.now(), on: db)
             }
@@ -271,9 +273,7 @@ struct PlaidLinks: Sendable {
         case let error as PlaidError where error.isTransient:
             try await store.recordError(item.id, code: error.code, message: error.displayMessage ?? "Plaid or the institution is not answering; Folio tries again.", now: now)
         case let error as PlaidError:
-            try await store.setStatus(
-                item.id, .error, errorCode: error.code ?? "unreadable",
-                errorMessage: error.displayMessage ?? Self.userMessage(error), now: now)
+            try await store.markError(item.id, code: error.code ?? "unreadable", message: error.displayMessage ?? Self.userMessage(error), now: now)
         case is LeaseLost:
             break
         default:
@@ -296,19 +296,25 @@ struct PlaidLinks: Sendable {
     func markNeedsLogin(_ itemID: UUID, reason: String, message: String? = nil, on db: any SQLDatabase) async throws {
         guard let item = try await store.item(itemID, owner: nil, on: db) else { return }
         let status: PlaidItem.Status = reason == "PENDING_EXPIRATION" || reason == "PENDING_DISCONNECT" ? .pendingExpiration : .loginRequired
-        let institution = item.institutionName ?? "your bank"
-        let text = message ?? (status == .pendingExpiration
+        let text = message ?? Self.needsLoginText(status, institution: item.institutionName)
+        // The status changes (and one mail is queued) only for the run that changes it; a broken login outranks an expiring one.
+        if try await store.markNeedsLogin(item.id, status, errorCode: reason, errorMessage: text, now: clock.now(), on: db) {
+            try await jobs.enqueue(.plaidItemNeedsLogin(item.id, reason: reason), on: db)
+        }
+    }
+
+    static func needsLoginText(_ status: PlaidItem.Status, institution: String?) -> String {
+        let institution = institution ?? "your bank"
+        return status == .pendingExpiration
             ? "Your connection to \(institution) expires soon. Sign in again through Folio's linked accounts to keep it."
-            : "Your connection to \(institution) needs you to sign in again before Folio can update it.")
-        try await store.setStatus(item.id, status, errorCode: reason, errorMessage: text, now: clock.now(), on: db)
-        if item.status != status { try await jobs.enqueue(.plaidItemNeedsLogin(item.id, reason: reason), on: db) }
+            : "Your connection to \(institution) needs you to sign in again before Folio can update it."
     }
 
     /// Mails the item's user that it needs them, if it still does.
     func mailNeedsLogin(_ itemID: UUID) async throws {
         let store = self.store, identity = self.identity, logger = self.logger
         try await store.database.db.transaction { db in
-            guard let item = try await store.item(itemID, owner: nil, on: db as? any SQLDatabase),
+            guard let sql = db as? any SQLDatabase, let item = try await store.item(itemID, owner: nil, on: sql),
                   item.status == .loginRequired || item.status == .pendingExpiration,
                   let user = try await identity.store.user(id: item.userID.uuid, on: db)
             else { return }
@@ -316,7 +322,7 @@ struct PlaidLinks: Sendable {
             try await identity.mailer.send(
                 MailMessage(
                     userID: user.id, recipient: user.email, subject: "Folio: \(institution) needs you to sign in again",
-                    body: "\(item.errorMessage ?? "Your connection to \(institution) needs you to sign in again.")\n\nOpen Folio, go to linked accounts, and choose \"Sign in again\" for \(institution).\n",
+                    body: "\(Self.needsLoginText(item.status, institution: item.institutionName))\n\nOpen Folio, go to linked accounts, and choose \"Sign in again\" for \(institution).\n",
                     kind: "plaid_login_required"),
                 on: db, logger: logger)
         }

@@ -110,12 +110,36 @@ struct PlaidStore: Sendable {
             """).run()
     }
 
+    /// Statuses that wait for the user: no other failure's message replaces theirs.
+    static let waitingForUser = "('login_required', 'pending_expiration')"
+
     /// A failure that leaves the status as it is (Plaid busy, the institution down): shown until a good sync clears it.
     func recordError(_ id: UUID, code: String?, message: String, now: Date) async throws {
         try await database.sql.raw("""
             UPDATE plaid_items SET error_code = \(bind: code), error_message = \(bind: String(message.prefix(500))), updated_at = \(bind: now)
-            WHERE id = \(bind: id)
+            WHERE id = \(bind: id) AND status NOT IN \(unsafeRaw: Self.waitingForUser)
             """).run()
+    }
+
+    /// A failure signing in again does not fix: `error`, unless the item already waits for its user.
+    func markError(_ id: UUID, code: String, message: String, now: Date) async throws {
+        try await database.sql.raw("""
+            UPDATE plaid_items SET status = 'error', error_code = \(bind: code), error_message = \(bind: String(message.prefix(500))), updated_at = \(bind: now)
+            WHERE id = \(bind: id) AND status NOT IN \(unsafeRaw: Self.waitingForUser)
+            """).run()
+    }
+
+    /// Sets `login_required` or `pending_expiration`; true only when this
+    /// changed the status (so one mail goes per break). An item whose login is
+    /// broken is not downgraded to merely expiring.
+    func markNeedsLogin(_ id: UUID, _ status: PlaidItem.Status, errorCode: String, errorMessage: String, now: Date, on db: any SQLDatabase) async throws -> Bool {
+        let outranked: SQLQueryString = status == .pendingExpiration ? " AND status <> 'login_required'" : ""
+        return try await db.raw("""
+            UPDATE plaid_items SET status = \(bind: status.rawValue), error_code = \(bind: errorCode), error_message = \(bind: errorMessage),
+                updated_at = \(bind: now)
+            WHERE id = \(bind: id) AND status <> \(bind: status.rawValue)\(outranked)
+            RETURNING id
+            """).first() != nil
     }
 
     func setInstitution(_ id: UUID, institutionID: String?, name: String?, on db: any SQLDatabase) async throws {
@@ -165,6 +189,13 @@ struct PlaidStore: Sendable {
 
     /// A good sync clears a passing error and turns `error` back into `active`;
     /// `login_required` and `pending_expiration` stay until the user signs in again.
+    /// Renews the run's hold on the item; false (the caller rolls back) when it was lost.
+    func renewLease(_ id: UUID, holder: String, until: Date, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            UPDATE plaid_items SET locked_until = \(bind: until) WHERE id = \(bind: id) AND locked_by = \(bind: holder) RETURNING id
+            """).first() != nil
+    }
+
     func markSynced(_ id: UUID, now: Date) async throws {
         try await database.sql.raw("""
             UPDATE plaid_items SET last_synced_at = \(bind: now), updated_at = \(bind: now),
@@ -231,7 +262,7 @@ struct PlaidStore: Sendable {
                                                  authorized_date, occurred_at, name, merchant_name, category, pending, updated_at)
                 VALUES (\(bind: UUID.random()), \(bind: item.id), \(bind: item.userID), \(bind: transaction.transactionID),
                         \(bind: transaction.plaidAccountID), \(bind: transaction.amount), \(bind: transaction.currency), \(bind: transaction.date),
-                        \(bind: transaction.authorizedDate), \(bind: Self.midnight(transaction.date) ?? now), \(bind: transaction.name),
+                        \(bind: transaction.authorizedDate), \(bind: Self.midnight(transaction.date)!), \(bind: transaction.name),
                         \(bind: transaction.merchantName), \(bind: transaction.category), \(bind: transaction.pending), \(bind: now))
                 ON CONFLICT (item_id, plaid_transaction_id) DO UPDATE SET
                     plaid_account_id = excluded.plaid_account_id, amount = excluded.amount, currency = excluded.currency, date = excluded.date,
@@ -246,6 +277,7 @@ struct PlaidStore: Sendable {
         }
     }
 
+    /// A `YYYY-MM-DD` date at midnight UTC: whole seconds, so it pages exactly (`PlaidClient` refuses any other date).
     static func midnight(_ date: String) -> Date? {
         try? Date(date + "T00:00:00Z", strategy: .iso8601)
     }

@@ -116,7 +116,11 @@ actor PlaidKeyCache {
             do { return try await fetched(kid, now: now) } catch { return try usable(kept, now: now) }
         }
         // An id never seen: once a minute per id, and within the unknown ids' budget.
-        if let task = inFlight[kid] { return try await task.value }
+        if let task = inFlight[kid] {
+            let key = try await task.value
+            guard key.kid == kid else { throw Refused() }
+            return key
+        }
         if let last = lastAttempt[kid], now.timeIntervalSince(last) < 60 { throw Refused() }
         unknownFetches.removeAll { now.timeIntervalSince($0) >= 60 }
         guard unknownFetches.count < fetchesPerMinute else { throw Refused() }
@@ -136,7 +140,7 @@ actor PlaidKeyCache {
         let fetch = self.fetch
         let task = Task { try await fetch(kid) }
         inFlight[kid] = task
-        defer { inFlight[kid] = nil }
+        defer { if inFlight[kid] == task { inFlight[kid] = nil } }
         let key = try await task.value
         guard key.kid == kid else { throw Refused() }
         keys[kid] = (key, now)

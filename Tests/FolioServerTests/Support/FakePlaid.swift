@@ -106,6 +106,16 @@ final class FakePlaid: Sendable {
         }
     }
 
+    /// A public token for an item already linked, as Link's update mode gives one.
+    func issuePublicToken(forExisting itemID: String) -> String? {
+        state.withLockedValue { state in
+            guard let item = state.items.values.first(where: { $0.itemID == itemID }) else { return nil }
+            let token = "public-sandbox-\(UUID().uuidString.lowercased())"
+            state.publicTokens[token] = item
+            return token
+        }
+    }
+
     func update(item itemID: String, _ change: @Sendable (inout Item) -> Void) {
         state.withLockedValue { state in
             for (token, item) in state.items where item.itemID == itemID { change(&state.items[token]!) }
