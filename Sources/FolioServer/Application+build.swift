@@ -67,7 +67,9 @@ public struct FolioServices: Sendable {
     /// Open HTTP connections, under the connection limit.
     let connections: ConnectionRegistry
     /// Database constraint violations that reached a response.
-    let constraintViolations = ConstraintViolations()
+    let constraintViolations: ConstraintViolations
+    /// The Prometheus series `GET /metrics` serves.
+    let metrics: FolioMetrics
     /// Submits orders, rechecks resting ones, runs schedules; a service of `serve` and `folio worker`.
     let worker: JobWorker
     /// Alpaca's trade streams, one per linked account; they run beside the worker.
@@ -91,6 +93,9 @@ public struct FolioServices: Sendable {
         ConfiguredSecrets.register(configuration.secretValues)
         let pauses = PausePoints(configuration.testPause)
         self.pauses = pauses
+        let metrics = FolioMetrics()
+        self.metrics = metrics
+        self.constraintViolations = ConstraintViolations(metrics: metrics)
         let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
         self.anchor = anchor
         let store = TradingStore(database: database)
@@ -99,7 +104,8 @@ public struct FolioServices: Sendable {
         self.ledger = ledger
         self.accounts = AccountService(store: store, ledger: ledger, clock: clock, ids: ids)
         self.identity = await IdentityServices.make(
-            configuration: configuration, database: database, clock: clock, ids: ids, anchor: anchor, ledger: ledger, mailer: dependencies.mailer)
+            configuration: configuration, database: database, clock: clock, ids: ids, anchor: anchor, ledger: ledger, mailer: dependencies.mailer,
+            metrics: metrics)
         self.rateLimiter = RateLimiter(clock: clock)
         let (marketData, gate) = dependencies.marketData.map { ($0, nil) }
             ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
@@ -125,7 +131,7 @@ public struct FolioServices: Sendable {
         self.brokerage = brokerage
         let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
         self.jobs = jobs
-        let plaidClient = configuration.plaid.map { PlaidClient(settings: $0, logger: logger) }
+        let plaidClient = configuration.plaid.map { PlaidClient(settings: $0, logger: logger, metrics: metrics) }
         let plaid = PlaidLinks(
             store: PlaidStore(database: database), client: plaidClient, jobs: jobs, secretBox: identity.secretBox, identity: identity, clock: clock,
             logger: logger, instance: dependencies.instance, pauses: pauses)
@@ -248,6 +254,7 @@ public struct FolioServices: Sendable {
         let router = Router(context: FolioRequestContext.self)
         let routes = RecordingRouter(router: router, table: table)
         // Outermost first; each sees what the ones inside it answer.
+        routes.add(middleware: MetricsMiddleware(metrics: metrics))
         routes.add(middleware: SecurityHeadersMiddleware(production: configuration.isProduction))
         routes.add(middleware: RequestLoggingMiddleware(trustedProxies: Set(configuration.trustedProxies)))
         routes.add(middleware: CORSMiddleware(configuration: configuration, security: identity.security))
@@ -274,7 +281,10 @@ public struct FolioServices: Sendable {
         AccountsController(accounts: accounts, store: store, idempotency: idempotency).addRoutes(to: routes)
         BrokerageController(links: brokerage).addRoutes(to: routes)
         LinksController(links: plaid).addRoutes(to: routes)
-        PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections).addRoutes(to: routes)
+        PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections, metrics: metrics)
+            .addRoutes(to: routes)
+        MetricsController(metrics: metrics, database: database, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction)
+            .addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
         PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store).addRoutes(to: routes)
         PerformanceController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)

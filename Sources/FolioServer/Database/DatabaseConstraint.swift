@@ -11,10 +11,13 @@ struct DatabaseConstraint: Error, Sendable {
     }
 
     var kind: Kind
+    /// The table, when the database names it (PostgreSQL does; SQLite only in its message text, which is not read).
+    var table: String?
 
     /// The constraint an error names, or nil when it is no constraint error.
     init?(_ error: any Error) {
         if let error = error as? PSQLError, let state = error.serverInfo?[.sqlState], state.hasPrefix("23") {
+            table = error.serverInfo?[.tableName]
             switch state {
             case "23505": kind = .unique
             case "23514": kind = .check

@@ -30,7 +30,7 @@ struct ProblemMiddleware: RouterMiddleware {
                     headers: [.allow: allow]),
                 request: request, context: context)
         } catch {
-            if DatabaseConstraint(error) != nil { violations.record() }
+            if let constraint = DatabaseConstraint(error) { violations.record(constraint) }
             return Self.response(for: error, request: request, context: context)
         }
     }
@@ -149,9 +149,16 @@ struct ProblemMiddleware: RouterMiddleware {
 /// server started (the seed guide wants an alert on them).
 final class ConstraintViolations: Sendable {
     private let counter = NIOLockedValueBox(0)
+    /// Each is counted by table and kind (`folio_constraint_violations_total`): the seed alerts on any.
+    let metrics: FolioMetrics?
 
-    func record() {
+    init(metrics: FolioMetrics? = nil) {
+        self.metrics = metrics
+    }
+
+    func record(_ constraint: DatabaseConstraint? = nil) {
         counter.withLockedValue { $0 += 1 }
+        metrics?.constraintViolation(table: constraint?.table, kind: constraint.map { "\($0.kind)" } ?? "other")
     }
 
     var count: Int { counter.withLockedValue { $0 } }

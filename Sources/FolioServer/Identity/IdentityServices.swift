@@ -27,7 +27,7 @@ struct IdentityServices: Sendable {
 
     static func make(
         configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, ids: IDSource, anchor: AuditAnchor, ledger: Ledger,
-        mailer: (any Mailer)? = nil
+        mailer: (any Mailer)? = nil, metrics: FolioMetrics? = nil
     ) async -> IdentityServices {
         let audit = AuditLog(clock: clock, anchor: anchor, ids: ids)
         let store = IdentityStore()
@@ -45,7 +45,7 @@ struct IdentityServices: Sendable {
             secretBox: SecretBox(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys),
             mailer: mailer ?? OutboxMailer(clock: clock),
             audit: audit,
-            security: SecurityEvents(audit: audit, database: database, clock: clock),
+            security: SecurityEvents(audit: audit, database: database, clock: clock, metrics: metrics),
             loginThrottle: LoginThrottle(clock: clock, store: store, secretKey: configuration.secretKey),
             store: store,
             outbox: OutboxStore(),

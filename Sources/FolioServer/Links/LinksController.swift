@@ -329,6 +329,7 @@ struct PlaidWebhookController: Sendable {
     let verifier: PlaidWebhookVerifier
     let security: SecurityEvents
     let rejections: WebhookRejections
+    let metrics: FolioMetrics
 
     static let path = "/webhooks/plaid"
     static let bodyLimit = 64 << 10
@@ -349,6 +350,7 @@ struct PlaidWebhookController: Sendable {
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: Self.bodyLimit) } catch {
             rejections.count(vendor: "plaid", reason: "too_large")
+            metrics.webhookVerification(vendor: "plaid", result: "too_large")
             await security.record("webhook_verification_failed", details: ["vendor": "plaid", "reason": "too_large"], origin: context.origin)
             throw ProblemMiddleware.payloadTooLarge()
         }
@@ -358,11 +360,13 @@ struct PlaidWebhookController: Sendable {
             bodyHash = try await verifier.verify(header: request.headers[Self.verificationHeader], body: body)
         } catch {
             rejections.count(vendor: "plaid", reason: error.rawValue)
+            metrics.webhookVerification(vendor: "plaid", result: error.rawValue)
             await security.record("webhook_verification_failed", details: ["vendor": "plaid", "reason": error.rawValue], origin: context.origin)
             throw AppError(
                 .unauthorized, code: "webhook_unverified",
                 detail: "The webhook's Plaid-Verification header did not verify; nothing was processed.")
         }
+        metrics.webhookVerification(vendor: "plaid", result: "verified")
         guard let json = try? JSONValue.parse(body), let type = json["webhook_type"]?.string, let code = json["webhook_code"]?.string else {
             throw AppError(.badRequest, code: "malformed_webhook", detail: "The webhook body has no webhook_type or webhook_code.")
         }

@@ -116,6 +116,7 @@ struct PlaidClient: Sendable {
     let settings: AppConfiguration.PlaidSettings
     var httpClient: HTTPClient = AlpacaBroker.httpClient
     let logger: Logger
+    var metrics: FolioMetrics? = nil
     var timeout: TimeAmount = .seconds(30)
 
     static let apiVersion = "2020-09-14"
@@ -295,6 +296,7 @@ struct PlaidClient: Sendable {
         request.body = .bytes(ByteBuffer(string: JSONValue.object(body).text))
         let status: Int
         let bytes: ByteBuffer
+        let start = ContinuousClock.now
         do {
             let response = try await httpClient.execute(request, timeout: timeout)
             status = Int(response.status.code)
@@ -302,8 +304,10 @@ struct PlaidClient: Sendable {
         } catch {
             // The error's type only: no URL, header or body reaches the log.
             logger.warning("Plaid call failed", metadata: ["route": "\(path)", "error": "\(type(of: error))"])
+            metrics?.vendorCall(vendor: "plaid", endpoint: path, result: "unreachable", duration: ContinuousClock.now - start)
             throw PlaidError.unreachable("\(path): \(type(of: error))")
         }
+        metrics?.vendorCall(vendor: "plaid", endpoint: path, result: status == 200 ? "ok" : "error", duration: ContinuousClock.now - start)
         let json = (try? bytes.withUnsafeReadableBytes { try JSONValue.parse($0) }) ?? .null
         guard status == 200 else {
             let error = PlaidError.api(

@@ -14,8 +14,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
         var context = context
         // Vendors' webhooks prove themselves by signature: credentials there are neither read nor refused.
         if request.uri.path.hasPrefix("/webhooks/") { return try await next(request, context) }
-        // Health checks answer everyone; credentials there only unlock detail, never refuse.
-        let lenient = request.uri.path.hasPrefix("/health")
+        // Health checks answer everyone; credentials there only unlock detail, never refuse. Metrics take the operators' token, which is no access token.
+        let lenient = request.uri.path.hasPrefix("/health") || request.uri.path == "/metrics"
         if let authorization = request.headers[.authorization] {
             let identity = try await bearerIdentity(authorization)
             guard let identity else {

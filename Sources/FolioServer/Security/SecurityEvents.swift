@@ -11,12 +11,15 @@ final class SecurityEvents: Sendable {
     let audit: AuditLog
     let database: FolioDatabase
     let clock: AppClock
+    /// Each event is counted by name (`folio_security_events_total`).
+    let metrics: FolioMetrics?
     private let failedLoginTimes = NIOLockedValueBox<[Date]>([])
 
-    init(audit: AuditLog, database: FolioDatabase, clock: AppClock) {
+    init(audit: AuditLog, database: FolioDatabase, clock: AppClock, metrics: FolioMetrics? = nil) {
         self.audit = audit
         self.database = database
         self.clock = clock
+        self.metrics = metrics
     }
 
     func record(_ event: String, userID: UUID? = nil, details: [String: String] = [:], origin: RequestOrigin, audited: Bool = false) async {
@@ -24,6 +27,7 @@ final class SecurityEvents: Sendable {
         if let userID { metadata["user_id"] = .string(userID.lowercasedString) }
         for (key, value) in details { metadata[key] = .string(value) }
         origin.logger.warning("security event", metadata: metadata)
+        metrics?.securityEvent(event)
         if event == "login_failed" { countFailedLogin() }
         guard audited else { return }
         do {

@@ -1,0 +1,146 @@
+import Foundation
+import Prometheus
+import SQLKit
+import Synchronization
+
+/// Folio's Prometheus series, in one registry per process (each test's
+/// services get their own). Names follow Prometheus' conventions (`folio_`
+/// prefix, `_total` counters, `_seconds` durations), and every label takes
+/// values from a bounded set: route patterns (never raw paths), methods,
+/// status codes, event names, vendors and results; never a user id.
+/// `GET /metrics` serves them (see `MetricsController`).
+final class FolioMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+
+    /// Request durations from 1 ms to 10 s.
+    static let durationBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+    ]
+
+    private struct RequestKey: Hashable {
+        var route: String
+        var method: String
+        var status: Int
+    }
+
+    /// Series made once and kept: a request's counting is one dictionary lookup under a lock.
+    private let requests = Mutex<[RequestKey: (Counter, DurationHistogram)]>([:])
+
+    static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    func recordRequest(route: String?, method: String, status: Int, duration: Duration) {
+        let key = RequestKey(route: route ?? "unmatched", method: Self.methods.contains(method) ? method : "OTHER", status: status)
+        let (counter, histogram) = requests.withLock { series in
+            if let made = series[key] { return made }
+            let labels = [("route", key.route), ("method", key.method), ("status", String(key.status))]
+            let made = (
+                registry.makeCounter(descriptor: Self.requestsTotal, labels: labels),
+                registry.makeDurationHistogram(
+                    descriptor: Self.requestDuration, labels: [("route", key.route), ("method", key.method)], buckets: Self.durationBuckets)
+            )
+            series[key] = made
+            return made
+        }
+        counter.increment()
+        histogram.record(duration)
+    }
+
+    /// A security event by name: login_failed, account_locked, rate_limited, csrf_failed, cors_refused, token_rejected, webhook_verification_failed…
+    func securityEvent(_ event: String) {
+        registry.makeCounter(descriptor: Self.securityEvents, labels: [("event", event)]).increment()
+    }
+
+    /// A webhook's verification: `verified`, or the reason it was refused.
+    func webhookVerification(vendor: String, result: String) {
+        registry.makeCounter(descriptor: Self.webhookVerifications, labels: [("vendor", vendor), ("result", result)]).increment()
+    }
+
+    /// A write a database constraint refused, by table (when the database names it) and kind.
+    func constraintViolation(table: String?, kind: String) {
+        registry.makeCounter(descriptor: Self.constraintViolations, labels: [("table", table ?? "unknown"), ("kind", kind)]).increment()
+    }
+
+    /// A call to a vendor's API: by vendor, endpoint (a fixed route name) and result (`ok`, `error`, `unreachable`).
+    func vendorCall(vendor: String, endpoint: String, result: String, duration: Duration) {
+        registry.makeCounter(descriptor: Self.vendorCalls, labels: [("vendor", vendor), ("endpoint", endpoint), ("result", result)]).increment()
+        registry.makeDurationHistogram(
+            descriptor: Self.vendorCallDuration, labels: [("vendor", vendor), ("endpoint", endpoint)], buckets: Self.durationBuckets
+        ).record(duration)
+    }
+
+    /// The job queue as the database holds it, read when scraped: jobs by kind and status, and the oldest due job's wait.
+    func refreshJobs(database: FolioDatabase, now: Date) async throws {
+        let rows = try await database.sql.raw("""
+            SELECT kind, status, COUNT(*) AS n, MIN(run_at) AS oldest FROM jobs WHERE status IN ('queued', 'running', 'dead') GROUP BY kind, status
+            """).all()
+        var seen: Set<[String]> = []
+        for row in rows {
+            let kind = try row.decode(column: "kind", as: String.self), status = try row.decode(column: "status", as: String.self)
+            seen.insert([kind, status])
+            registry.makeGauge(descriptor: Self.jobs, labels: [("kind", kind), ("status", status)]).set(to: Double(try row.decode(column: "n", as: Int.self)))
+            if status == "queued", let oldest = try row.decode(column: "oldest", as: Date?.self) {
+                registry.makeGauge(descriptor: Self.jobAge, labels: [("kind", kind)]).set(to: max(0, now.timeIntervalSince(oldest)))
+            }
+        }
+        // Kinds with nothing waiting read zero, not their last value.
+        for kind in JobPayload.Kind.allCases {
+            for status in ["queued", "running", "dead"] where !seen.contains([kind.rawValue, status]) {
+                registry.makeGauge(descriptor: Self.jobs, labels: [("kind", kind.rawValue), ("status", status)]).set(to: 0)
+            }
+            if !seen.contains([kind.rawValue, "queued"]) { registry.makeGauge(descriptor: Self.jobAge, labels: [("kind", kind.rawValue)]).set(to: 0) }
+        }
+    }
+
+    func exposition() -> String {
+        registry.emitToString()
+    }
+
+    // MARK: - Names
+
+    static var requestsTotal: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "http_requests", unitName: "total", helpText: "HTTP requests by route pattern, method and status.")
+    }
+
+    static var requestDuration: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "http_request_duration", unitName: "seconds", helpText: "HTTP request durations by route pattern and method.")
+    }
+
+    static var securityEvents: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "security_events", unitName: "total",
+            helpText: "Security events: failed logins, lockouts, rate limits, CSRF and CORS refusals, rejected tokens and webhooks.")
+    }
+
+    static var webhookVerifications: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "webhook_verifications", unitName: "total", helpText: "Webhook verifications by vendor and result.")
+    }
+
+    static var constraintViolations: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "constraint_violations", unitName: "total", helpText: "Writes refused by a database constraint.")
+    }
+
+    static var vendorCalls: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "vendor_calls", unitName: "total", helpText: "Calls to vendors' APIs by vendor, endpoint and result.")
+    }
+
+    static var vendorCallDuration: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "vendor_call_duration", unitName: "seconds", helpText: "Vendor call durations.")
+    }
+
+    static var jobs: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "jobs", unitName: "", helpText: "Jobs in the queue by kind and status.")
+    }
+
+    static var jobAge: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "job_oldest_queued_age", unitName: "seconds", helpText: "How long the oldest queued job of a kind has been waiting.")
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+import Hummingbird
+import Logging
+
+/// `GET /metrics`: the Prometheus text format. With `OPS_TOKEN` set it needs
+/// that token as a bearer token; without one it answers only loopback clients,
+/// and in production not at all (404): it is never public.
+struct MetricsController: Sendable {
+    let metrics: FolioMetrics
+    let database: FolioDatabase
+    let clock: AppClock
+    let opsToken: String?
+    let production: Bool
+
+    func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
+        router.get("/metrics", use: scrape)
+    }
+
+    @Sendable func scrape(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        if let opsToken {
+            guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+                  ConstantTime.equals(String(header.dropFirst("Bearer ".count)), opsToken)
+            else {
+                throw AppError(.unauthorized, code: "unauthorized", detail: "Metrics need the operators' OPS_TOKEN as a bearer token.", headers: [.wwwAuthenticate: "Bearer"])
+            }
+        } else if production || !Self.isLoopback(context.clientIP) {
+            throw AppError.notFound("page")
+        }
+        do {
+            try await metrics.refreshJobs(database: database, now: clock.now())
+        } catch {
+            // The request series still answer; the queue's are as last read.
+            context.logger.warning("reading the job queue for metrics failed", metadata: ["error": .string(String(reflecting: error))])
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: metrics.exposition())))
+    }
+
+    static func isLoopback(_ address: String?) -> Bool {
+        guard let address else { return false }
+        return address == "::1" || address.hasPrefix("127.") || address == "localhost"
+    }
+}

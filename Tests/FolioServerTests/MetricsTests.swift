@@ -1,0 +1,68 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+/// `GET /metrics` in Prometheus' text format after a scripted session: request
+/// counts by route pattern, security events, webhook verifications, vendor
+/// calls and the job queue; never public.
+@Suite("Metrics")
+struct MetricsTests {
+    static let opsToken = String(repeating: "m", count: 40)
+
+    func scrape(_ client: some TestClientProtocol, token: String? = opsToken) async throws -> TestResponse {
+        var headers: HTTPFields = [:]
+        if let token { headers[.authorization] = "Bearer \(token)" }
+        return try await client.execute(uri: "/metrics", method: .get, headers: headers)
+    }
+
+    @Test("a session shows in each series family, with route patterns for labels", arguments: TestDatabaseKind.all)
+    func seriesAfterASession(kind: TestDatabaseKind) async throws {
+        try await withFakePlaid { fake in
+            try await withTestApp(kind, configure: { $0.opsToken = Self.opsToken; $0.plaid = fake.settings }) { client, env in
+                let tokens = try await signUp(client, env, email: "metrics@example.com")
+                let accounts = try json(try await client.execute(uri: "/api/accounts", method: .get, headers: bearer(tokens)))
+                let accountID = try #require((accounts["data"] as? [[String: Any]])?.first?["id"] as? String)
+                _ = try await client.execute(uri: "/api/accounts/\(accountID)", method: .get, headers: bearer(tokens))
+                _ = try await post(client, "/api/auth/login", ["email": "metrics@example.com", "password": "wrong password entirely"])
+                _ = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                _ = try await client.execute(uri: "/webhooks/plaid", method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: "{}"))
+                _ = try await post(client, "/api/links/plaid/link-token", [:], headers: bearer(tokens))
+
+                let answer = try await scrape(client)
+                #expect(answer.status == .ok)
+                #expect(answer.headers[.contentType]?.hasPrefix("text/plain; version=0.0.4") == true)
+                let text = String(buffer: answer.body)
+                #expect(text.contains(#"folio_http_requests_total{route="/api/accounts/{id}",method="GET",status="200"} 1"#))
+                #expect(!text.contains(accountID), "no raw path or id in a label")
+                #expect(text.contains(#"folio_http_request_duration_seconds_bucket{route="/api/accounts",method="GET",le="#))
+                #expect(text.contains(#"folio_security_events_total{event="login_failed"} 1"#))
+                #expect(text.contains(#"folio_webhook_verifications_total{vendor="plaid",result="missing_header"} 1"#))
+                #expect(text.contains(#"folio_vendor_calls_total{vendor="plaid",endpoint="/link/token/create",result="ok"} 1"#))
+                #expect(text.contains(#"folio_jobs{kind="submit_order",status="queued"} 1"#))
+                #expect(text.contains(#"folio_job_oldest_queued_age_seconds{kind="submit_order"}"#))
+                #expect(text.contains("# HELP folio_http_requests_total"))
+            }
+        }
+    }
+
+    @Test("without the operators' token: 401; without OPS_TOKEN in production: not there at all")
+    func neverPublic() async throws {
+        try await withTestApp(.sqlite, configure: { $0.opsToken = Self.opsToken }) { client, _ in
+            let anonymous = try await scrape(client, token: nil)
+            let wrong = try await scrape(client, token: "wrong-token-wrong-token-wrong-token-0000")
+            let withToken = try await scrape(client)
+            #expect(anonymous.status == .unauthorized)
+            #expect(wrong.status == .unauthorized)
+            #expect(withToken.status == .ok)
+        }
+        try await withTestApp(.sqlite, configure: { $0.opsToken = nil; $0.environment = .production }) { client, _ in
+            let anonymous = try await scrape(client, token: nil)
+            #expect(anonymous.status == .notFound)
+        }
+    }
+}
