@@ -65,4 +65,31 @@ struct MetricsTests {
             #expect(anonymous.status == .notFound)
         }
     }
+
+    static let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    @Test("the alert rules pass promtool check and their unit tests, and name only series Folio serves", .enabled(if: promtool != nil, "needs promtool (Debian's prometheus package; .ci/run installs it)"))
+    func alertRules() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/prometheus").standardized
+        for arguments in [["check", "rules", "folio-alerts.yml"], ["test", "rules", "folio-alerts.test.yml"]] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try #require(Self.promtool))
+            process.arguments = arguments
+            process.currentDirectoryURL = folder
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "promtool \(arguments.joined(separator: " ")): \(text)")
+        }
+        let rules = try String(contentsOf: folder.appendingPathComponent("folio-alerts.yml"), encoding: .utf8)
+        let served: Set<String> = [
+            FolioMetrics.requestsTotal.name, FolioMetrics.securityEvents.name, FolioMetrics.webhookVerifications.name,
+            FolioMetrics.constraintViolations.name, FolioMetrics.vendorCalls.name, FolioMetrics.jobs.name, FolioMetrics.jobAge.name,
+        ]
+        let named = Set(rules.matches(of: /folio_[a-z_]+/).map { String($0.output) })
+        #expect(named.subtracting(served).isEmpty, "rules name series Folio does not serve: \(named.subtracting(served))")
+    }
 }
