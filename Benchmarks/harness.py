@@ -288,6 +288,17 @@ class Harness:
             self.row(kind, "GET /health during the login storm (1 every 10 ms)", 1, health_during)
             self.results[(kind, "login")] = login
             self.results[(kind, "health during login")] = health_during
+            # 6. Request metrics on, then off (METRICS_ENABLED=false, a second server on the same data), back to back.
+            for metrics, target in (("on", server), ("off", None)):
+                if target is None:
+                    server.stop()
+                    target = server = Server([os.path.join(self.bin, "folio"), "serve"], dict(env, METRICS_ENABLED="false"), f"folio-{kind}-metrics-off")
+                health = wrk(target.url + "/health", 64, self.duration)
+                self.row(kind, f"GET /health (metrics {metrics})", 64, health, memory=target.peak_memory_mib())
+                read = wrk(target.url + "/api/portfolio", 64, self.duration, "authed-get.lua", {"BENCH_TOKENS": seed["portfolio"]})
+                self.row(kind, f"GET /api/portfolio (metrics {metrics})", 64, read, memory=target.peak_memory_mib())
+                self.results[(kind, f"health metrics {metrics}")] = health
+                self.results[(kind, f"portfolio metrics {metrics}")] = read
             return seed
         finally:
             server.stop()
@@ -416,6 +427,10 @@ class Harness:
             if get("login") and self.bcrypt_rate:
                 lines.append(f"logins/s ÷ bcrypt alone ({self.bcrypt_rate:.1f}/s on {cores} cores): {get('login') / self.bcrypt_rate:.0%} (≥ 90 %); "
                              f"GET /health p99 during the storm {number(get('health during login', 'p99'), 2)} ms (< 10 ms)")
+            for key, label in (("health", "GET /health"), ("portfolio", "portfolio read")):
+                on, off = get(f"{key} metrics on"), get(f"{key} metrics off")
+                if on and off:
+                    lines.append(f"{label} with request metrics ÷ without: {on / off:.0%} (≥ 95 %)")
             peaks = [row["memory"] for row in self.rows if row["database"] == kind and row["memory"] is not None]
             if peaks:
                 lines.append(f"peak resident memory, highest scenario: {max(peaks):.0f} MiB (< 100 MiB)")

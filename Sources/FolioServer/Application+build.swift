@@ -254,7 +254,7 @@ public struct FolioServices: Sendable {
         let router = Router(context: FolioRequestContext.self)
         let routes = RecordingRouter(router: router, table: table)
         // Outermost first; each sees what the ones inside it answer.
-        routes.add(middleware: MetricsMiddleware(metrics: metrics))
+        if configuration.requestMetrics { routes.add(middleware: MetricsMiddleware(metrics: metrics)) }
         routes.add(middleware: SecurityHeadersMiddleware(production: configuration.isProduction))
         routes.add(middleware: RequestLoggingMiddleware(trustedProxies: Set(configuration.trustedProxies)))
         routes.add(middleware: CORSMiddleware(configuration: configuration, security: identity.security))

@@ -104,6 +104,9 @@ public struct AppConfiguration: Sendable {
     /// banks and brokerages for balances, transactions and holdings. Without
     /// it, linking answers 503 `plaid_not_configured` and every webhook is refused.
     public var plaid: PlaidSettings?
+    /// Count each request by route, method and status (`METRICS_ENABLED`, on by default); off, the
+    /// request series stay empty and the middleware frame is gone (the benchmark compares the two).
+    public var requestMetrics: Bool
 
     public struct PlaidSettings: Sendable, Equatable, CustomStringConvertible {
         public enum Environment: String, Sendable, Equatable {
@@ -273,6 +276,7 @@ public struct AppConfiguration: Sendable {
         self.alphaVantage = nil
         self.alpaca = nil
         self.plaid = nil
+        self.requestMetrics = true
         self.alpacaURLs = AlpacaURLs()
         self.alpacaPollSeconds = environment == .testing ? 0 : 15
         self.alpacaStream = true

@@ -255,6 +255,7 @@ public enum ConfigurationLoader {
             configuration.alpaca = .init(
                 keyID: keyID ?? "", secretKey: secretKey ?? "", baseURL: alpacaURL("ALPACA_BASE_URL", default: configuration.alpacaURLs.paper))
         }
+        configuration.requestMetrics = value("METRICS_ENABLED") == nil ? true : flag("METRICS_ENABLED")
         configuration.plaid = plaidSettings(value: value, production: production, problems: &problems)
         configuration.alpacaStream = value("ALPACA_STREAM") == nil ? true : flag("ALPACA_STREAM")
         configuration.alpacaPollSeconds = integer("ALPACA_POLL_SECONDS", default: configuration.testing ? 0 : 15, range: 0...3600)
