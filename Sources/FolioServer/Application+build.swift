@@ -283,7 +283,9 @@ public struct FolioServices: Sendable {
         LinksController(links: plaid).addRoutes(to: routes)
         PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections, metrics: metrics)
             .addRoutes(to: routes)
-        MetricsController(metrics: metrics, database: database, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction)
+        MetricsController(
+            metrics: metrics, database: database, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction,
+            marketData: marketDataGate)
             .addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
         PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store).addRoutes(to: routes)

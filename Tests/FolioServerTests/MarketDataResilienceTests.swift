@@ -99,6 +99,10 @@ struct MarketDataResilienceTests {
                 let vendor = try #require((health["components"] as? [String: Any])?["market_data"] as? [String: Any])
                 #expect(vendor["state"] as? String == "open")
                 #expect(vendor["retry_at"] != nil)
+                // And in the metrics.
+                let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer ops-token-for-tests-0123"]).body)
+                #expect(metrics.contains(#"folio_vendor_gate_state{vendor="alpha_vantage",state="open"} 1"#), "\(metrics.prefix(400))")
+                #expect(metrics.contains(#"folio_vendor_gate_state{vendor="alpha_vantage",state="closed"} 0"#))
 
                 // The vendor recovers: after the cool-down one probe closes the circuit and quotes are fresh again.
                 fake.mode = .normal

@@ -92,6 +92,15 @@ final class FolioMetrics: Sendable {
         }
     }
 
+    /// The market-data vendor's gate, read when scraped: 1 for its current state, 0 for the others, and its run of failures.
+    func refreshGate(_ gate: VendorGate) {
+        let report = gate.report
+        for state in ["closed", "held_off", "open", "half_open"] {
+            registry.makeGauge(descriptor: Self.vendorGate, labels: [("vendor", gate.vendor), ("state", state)]).set(to: report.state == state ? 1 : 0)
+        }
+        registry.makeGauge(descriptor: Self.vendorGateFailures, labels: [("vendor", gate.vendor)]).set(to: Double(report.consecutiveFailures))
+    }
+
     func exposition() -> String {
         registry.emitToString()
     }
@@ -132,6 +141,17 @@ final class FolioMetrics: Sendable {
     static var vendorCallDuration: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "folio", metricName: "vendor_call_duration", unitName: "seconds", helpText: "Vendor call durations.")
+    }
+
+    static var vendorGate: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "vendor_gate_state", unitName: "",
+            helpText: "A vendor's back-off and circuit: 1 for its current state (closed, held_off, open, half_open).")
+    }
+
+    static var vendorGateFailures: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "vendor_gate_consecutive_failures", unitName: "", helpText: "A vendor's failures in a row.")
     }
 
     static var jobs: MetricNameDescriptor {

@@ -11,6 +11,8 @@ struct MetricsController: Sendable {
     let clock: AppClock
     let opsToken: String?
     let production: Bool
+    /// The market-data vendor's gate, when a vendor is configured.
+    var marketData: VendorGate?
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         router.get("/metrics", use: scrape)
@@ -26,6 +28,7 @@ struct MetricsController: Sendable {
         } else if production || !Self.isLoopback(context.clientIP) {
             throw AppError.notFound("page")
         }
+        if let marketData { metrics.refreshGate(marketData) }
         do {
             try await metrics.refreshJobs(database: database, now: clock.now())
         } catch {
