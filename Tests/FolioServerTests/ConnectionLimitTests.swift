@@ -27,7 +27,11 @@ struct ConnectionLimitTests {
             try fresh.send(Self.health)
             let answer = try #require(RawResponse(await fresh.receiveAll(within: .seconds(10))), "a fresh client is answered while 60 connections hold half a request")
             #expect(answer.status == 200)
-            let closed = await holders.asyncCount { await $0.isClosedByServer(within: .milliseconds(50)) }
+            // Looked at again a few times: under load a close can land just after a 50 ms look (a closed socket stays closed).
+            var closed = 0
+            for _ in 0..<5 where closed < 20 {
+                closed = await holders.asyncCount { await $0.isClosedByServer(within: .milliseconds(50)) }
+            }
             #expect(closed >= 20, "at most 40 connections stay open: the oldest holders were closed to make room (\(closed) closed)")
             #expect(env.logs.lines.contains { $0.contains("connections waiting for a request closed to make room") })
             holders.removeAll()  // the holders give up
