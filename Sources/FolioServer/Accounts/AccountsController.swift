@@ -160,28 +160,39 @@ struct AccountsController: Sendable {
         let filter = try Self.filter(request)
         let userID = context.identity.userID
         let store = self.store
-        let body = ResponseBody { writer in
-            try await writer.write(ByteBuffer(string: "id,occurred_at,account_id,type,symbol,quantity,price,amount,order_id,description\n"))
-            var cursor: UUID?
-            while true {
-                let entries = try await store.entries(of: userID, filter: filter, after: cursor, limit: 500)
-                if entries.isEmpty { break }
-                var chunk = ""
-                for entry in entries { chunk += CSV.row(EntryResponse(entry)) }
-                try await writer.write(ByteBuffer(string: chunk))
-                cursor = entries.last!.line.id.uuid
-                if entries.count < 500 { break }
-            }
-            try await writer.finish(nil)
-        }
-        return Response(
-            status: .ok,
-            headers: [.contentType: "text/csv; charset=utf-8", .contentDisposition: "attachment; filename=\"transactions.csv\""],
-            body: body)
+        return CSV.download(
+            filename: "transactions.csv", header: "id,occurred_at,account_id,type,symbol,quantity,price,amount,order_id,description",
+            page: { (after: UUID?) in try await store.entries(of: userID, filter: filter, after: after, limit: CSV.pageSize) },
+            cursor: { $0.line.id.uuid }, row: { CSV.row(EntryResponse($0)) })
     }
 }
 
 enum CSV {
+    static let pageSize = 500
+
+    /// A CSV download streamed page by page (`page` gives the rows after a
+    /// cursor, `cursor` names a row), so a long history never sits in memory.
+    static func download<Row: Sendable, Cursor: Sendable>(
+        filename: String, header: String,
+        page: @escaping @Sendable (Cursor?) async throws -> [Row], cursor: @escaping @Sendable (Row) -> Cursor,
+        row: @escaping @Sendable (Row) -> String
+    ) -> Response {
+        let body = ResponseBody { writer in
+            try await writer.write(ByteBuffer(string: header + "\n"))
+            var after: Cursor?
+            while true {
+                let rows = try await page(after)
+                if rows.isEmpty { break }
+                try await writer.write(ByteBuffer(string: rows.map(row).joined()))
+                after = cursor(rows.last!)
+                if rows.count < pageSize { break }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "text/csv; charset=utf-8", .contentDisposition: "attachment; filename=\"\(filename)\""], body: body)
+    }
+
     static func row(_ entry: AccountsController.EntryResponse) -> String {
         let time = entry.occurredAt.formatted(.iso8601)
         return [

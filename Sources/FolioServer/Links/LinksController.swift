@@ -251,30 +251,17 @@ struct LinksController: Sendable {
         let userID = context.identity.userID
         let filter = try await filter(request, userID: userID)
         let store = links.store
-        let body = ResponseBody { writer in
-            try await writer.write(ByteBuffer(string: "id,date,account_id,amount,currency,name,merchant_name,category,pending,transaction_id\n"))
-            var cursor: PlaidStore.TransactionCursor?
-            while true {
-                let rows = try await store.transactions(of: userID, filter: filter, after: cursor, limit: 500)
-                if rows.isEmpty { break }
-                var chunk = ""
-                for row in rows {
-                    let t = row.transaction
-                    chunk += [
-                        row.id.lowercasedString, t.date, row.accountID?.lowercasedString ?? "", t.amount.description, t.currency ?? "", t.name,
-                        t.merchantName ?? "", t.category ?? "", t.pending ? "true" : "false", t.transactionID,
-                    ].map(CSV.field).joined(separator: ",") + "\n"
-                }
-                try await writer.write(ByteBuffer(string: chunk))
-                cursor = PlaidStore.TransactionCursor(occurredAt: rows.last!.occurredAt, id: rows.last!.id)
-                if rows.count < 500 { break }
-            }
-            try await writer.finish(nil)
-        }
-        return Response(
-            status: .ok,
-            headers: [.contentType: "text/csv; charset=utf-8", .contentDisposition: "attachment; filename=\"linked-transactions.csv\""],
-            body: body)
+        return CSV.download(
+            filename: "linked-transactions.csv", header: "id,date,account_id,amount,currency,name,merchant_name,category,pending,transaction_id",
+            page: { (after: PlaidStore.TransactionCursor?) in try await store.transactions(of: userID, filter: filter, after: after, limit: CSV.pageSize) },
+            cursor: { PlaidStore.TransactionCursor(occurredAt: $0.occurredAt, id: $0.id) },
+            row: { row in
+                let t = row.transaction
+                return [
+                    row.id.lowercasedString, t.date, row.accountID?.lowercasedString ?? "", t.amount.description, t.currency ?? "", t.name,
+                    t.merchantName ?? "", t.category ?? "", t.pending ? "true" : "false", t.transactionID,
+                ].map(CSV.field).joined(separator: ",") + "\n"
+            })
     }
 
     // MARK: - Holdings
