@@ -284,7 +284,7 @@ public struct FolioServices: Sendable {
         PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections, metrics: metrics)
             .addRoutes(to: routes)
         MetricsController(
-            metrics: metrics, database: database, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction,
+            metrics: metrics, jobs: jobs, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction,
             marketData: marketDataGate)
             .addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)

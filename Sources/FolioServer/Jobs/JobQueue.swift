@@ -162,6 +162,16 @@ struct JobQueue: Sendable {
         var runAt: Date
     }
 
+    /// Jobs waiting, running or dead, by kind and status, with the oldest `run_at` of each (the metrics read it).
+    func statusCounts() async throws -> [(kind: String, status: String, count: Int, oldest: Date?)] {
+        try await database.sql.raw("""
+            SELECT kind, status, COUNT(*) AS n, MIN(run_at) AS oldest FROM jobs WHERE status IN ('queued', 'running', 'dead') GROUP BY kind, status
+            """).all().map { row in
+            (try row.decode(column: "kind", as: String.self), try row.decode(column: "status", as: String.self),
+             try row.decode(column: "n", as: Int.self), try row.decode(column: "oldest", as: Date?.self))
+        }
+    }
+
     /// Every job, oldest first (tests and operators).
     func all() async throws -> [Row] {
         try await database.sql.raw("SELECT id, kind, status, attempts, locked_by, order_id, last_error, run_at FROM jobs ORDER BY created_at, id").all().map { row in

@@ -1,6 +1,5 @@
 import Foundation
 import Prometheus
-import SQLKit
 import Synchronization
 
 /// Folio's Prometheus series, in one registry per process (each test's
@@ -70,16 +69,12 @@ final class FolioMetrics: Sendable {
     }
 
     /// The job queue as the database holds it, read when scraped: jobs by kind and status, and the oldest due job's wait.
-    func refreshJobs(database: FolioDatabase, now: Date) async throws {
-        let rows = try await database.sql.raw("""
-            SELECT kind, status, COUNT(*) AS n, MIN(run_at) AS oldest FROM jobs WHERE status IN ('queued', 'running', 'dead') GROUP BY kind, status
-            """).all()
+    func refreshJobs(_ queue: JobQueue, now: Date) async throws {
         var seen: Set<[String]> = []
-        for row in rows {
-            let kind = try row.decode(column: "kind", as: String.self), status = try row.decode(column: "status", as: String.self)
+        for (kind, status, count, oldest) in try await queue.statusCounts() {
             seen.insert([kind, status])
-            registry.makeGauge(descriptor: Self.jobs, labels: [("kind", kind), ("status", status)]).set(to: Double(try row.decode(column: "n", as: Int.self)))
-            if status == "queued", let oldest = try row.decode(column: "oldest", as: Date?.self) {
+            registry.makeGauge(descriptor: Self.jobs, labels: [("kind", kind), ("status", status)]).set(to: Double(count))
+            if status == "queued", let oldest {
                 registry.makeGauge(descriptor: Self.jobAge, labels: [("kind", kind)]).set(to: max(0, now.timeIntervalSince(oldest)))
             }
         }

@@ -7,7 +7,7 @@ import Logging
 /// and in production not at all (404): it is never public.
 struct MetricsController: Sendable {
     let metrics: FolioMetrics
-    let database: FolioDatabase
+    let jobs: JobQueue
     let clock: AppClock
     let opsToken: String?
     let production: Bool
@@ -30,7 +30,7 @@ struct MetricsController: Sendable {
         }
         if let marketData { metrics.refreshGate(marketData) }
         do {
-            try await metrics.refreshJobs(database: database, now: clock.now())
+            try await metrics.refreshJobs(jobs, now: clock.now())
         } catch {
             // The request series still answer; the queue's are as last read.
             context.logger.warning("reading the job queue for metrics failed", metadata: ["error": .string(String(reflecting: error))])
