@@ -30,8 +30,8 @@ public struct FolioDependencies: Sendable {
     var marketData: (any MarketDataProvider)?
     /// Nil: the paper broker as configured (paper accounts; linked accounts trade at their broker).
     var broker: (@Sendable (QuoteService) -> any Broker)?
-    /// Nil: the development outbox.
-    var mailer: (any Mailer)?
+    /// Nil: SendGrid when configured, else the development outbox.
+    var mailTransport: (any MailTransport)?
 
     public static func live(configuration: AppConfiguration, logger: Logger, database: FolioDatabase, clock: AppClock = .system) -> FolioDependencies {
         FolioDependencies(
@@ -79,6 +79,13 @@ public struct FolioServices: Sendable {
     let plaidWebhooks: PlaidWebhookVerifier
     /// Webhooks refused, by vendor and reason.
     let webhookRejections = WebhookRejections()
+    /// Error reports to Sentry, when `SENTRY_DSN` is set: every 500 and every dead job.
+    let errorReports: SentryReporter?
+    /// What users are told, and the mail that carries it.
+    let notifications: Notifications
+    let mail: MailStore
+    let mailDelivery: MailDelivery
+    let sendGridWebhooks: SendGridWebhookVerifier
 
     public var configuration: AppConfiguration { dependencies.configuration }
     public var logger: Logger { dependencies.logger }
@@ -100,12 +107,42 @@ public struct FolioServices: Sendable {
         self.anchor = anchor
         let store = TradingStore(database: database)
         self.store = store
-        let ledger = Ledger(store: store, anchor: anchor, ids: ids, clock: clock)
+        let errorReports = configuration.sentry.flatMap { settings -> SentryReporter? in
+            guard let sentry = try? SentryConfiguration(dsn: settings.dsn, environment: settings.environment, release: settings.release) else { return nil }
+            return SentryReporter(
+                configuration: sentry, clock: clock, logger: logger, metrics: metrics,
+                onDrop: { reason in metrics.sentryDropped(reason) })
+        }
+        self.errorReports = errorReports
+        var jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
+        if let errorReports {
+            jobs.onDead = { kind, id, error in
+                errorReports.report(.forDeadJob(kind: kind, jobID: id.description, error: error, configuration: errorReports.configuration))
+            }
+        }
+        self.jobs = jobs
+        let renderer: MailRenderer
+        do { renderer = try await MailRenderer.bundled(publicURL: configuration.publicURL) } catch {
+            fatalError("Folio cannot start: \(error)")
+        }
+        let mailStore = MailStore(database: database)
+        self.mail = mailStore
+        let mailQueue = MailQueue(store: mailStore, jobs: jobs, clock: clock, ids: ids)
+        let notifications = Notifications(
+            store: NotificationStore(database: database), mail: mailQueue, renderer: renderer, clock: clock, ids: ids)
+        self.notifications = notifications
+        let transport: any MailTransport = dependencies.mailTransport
+            ?? configuration.sendGrid.map { SendGridTransport(settings: $0, httpClient: .shared, clock: clock, logger: logger, metrics: metrics) }
+            ?? OutboxTransport(clock: clock, logger: logger)
+        let mailDelivery = MailDelivery(store: mailStore, renderer: renderer, transport: transport, clock: clock, logger: logger, metrics: metrics)
+        self.mailDelivery = mailDelivery
+        self.sendGridWebhooks = SendGridWebhookVerifier(publicKey: configuration.sendGrid?.webhookPublicKey, clock: clock)
+        let ledger = Ledger(store: store, anchor: anchor, ids: ids, clock: clock, notifications: notifications, metrics: metrics)
         self.ledger = ledger
         self.accounts = AccountService(store: store, ledger: ledger, clock: clock, ids: ids)
         self.identity = await IdentityServices.make(
-            configuration: configuration, database: database, clock: clock, ids: ids, anchor: anchor, ledger: ledger, mailer: dependencies.mailer,
-            metrics: metrics)
+            configuration: configuration, database: database, clock: clock, ids: ids, anchor: anchor, ledger: ledger, mail: mailQueue,
+            notifications: notifications, metrics: metrics)
         self.rateLimiter = RateLimiter(clock: clock)
         let (marketData, gate) = dependencies.marketData.map { ($0, nil) }
             ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
@@ -129,8 +166,6 @@ public struct FolioServices: Sendable {
             store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, reconciler: reconciler, calendar: calendar, secretBox: identity.secretBox,
             urls: configuration.alpacaURLs, deploymentKeys: configuration.alpaca, logger: logger)
         self.brokerage = brokerage
-        let jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
-        self.jobs = jobs
         let plaidClient = configuration.plaid.map { PlaidClient(settings: $0, logger: logger, metrics: metrics) }
         let plaid = PlaidLinks(
             store: PlaidStore(database: database), client: plaidClient, jobs: jobs, secretBox: identity.secretBox, identity: identity, clock: clock,
@@ -200,6 +235,11 @@ public struct FolioServices: Sendable {
                     try await plaid.mailNeedsLogin(item)
                 },
                 .syncAllPlaidItems: JobWorker.each { _ in try await plaid.enqueueSyncOfAll() },
+                .sendMail: { batch in
+                    var outcomes: [JobID: JobOutcome] = [:]
+                    for job in batch { outcomes[job.id] = await mailDelivery.run(job) }
+                    return outcomes
+                },
                 .advanceRebalance: { batch in
                     var outcomes: [JobID: JobOutcome] = [:]
                     for job in batch {
@@ -262,7 +302,7 @@ public struct FolioServices: Sendable {
         if configuration.rateLimit.enabled {
             routes.add(middleware: RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
         }
-        routes.add(middleware: ProblemMiddleware(routes: table, violations: constraintViolations))
+        routes.add(middleware: ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports))
         routes.add(middleware: RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug))
         if configuration.csrfProtectionEnabled {
             routes.add(middleware: OriginGuardMiddleware(configuration: configuration, security: identity.security))
@@ -283,6 +323,11 @@ public struct FolioServices: Sendable {
         LinksController(links: plaid).addRoutes(to: routes)
         PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections, metrics: metrics)
             .addRoutes(to: routes)
+        SendGridWebhookController(
+            verifier: sendGridWebhooks, events: SendGridEvents(store: mail, clock: clock, logger: logger, metrics: metrics), security: identity.security,
+            rejections: webhookRejections, metrics: metrics)
+            .addRoutes(to: routes)
+        NotificationsController(store: notifications.store, clock: clock).addRoutes(to: routes)
         MetricsController(
             metrics: metrics, jobs: jobs, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction,
             marketData: marketDataGate)
@@ -315,6 +360,7 @@ public struct FolioServices: Sendable {
         application.addServices(
             DatabaseService(database: database),
             HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger))
+        if let errorReports { application.addServices(errorReports) }
         if configuration.serveRunsWorker {
             application.addServices(worker)
             if configuration.alpacaStream { application.addServices(tradeStreams) }
@@ -330,7 +376,7 @@ public struct FolioServices: Sendable {
                     .init(service: DatabaseService(database: database)),
                     .init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)),
                     .init(service: worker),
-                ] + (configuration.alpacaStream ? [.init(service: tradeStreams)] : []),
+                ] + (configuration.alpacaStream ? [.init(service: tradeStreams)] : []) + (errorReports.map { [.init(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

@@ -156,7 +156,7 @@ struct IdentityTests {
             let second = try await post(client, "/api/auth/register", ["email": "TWICE@example.com", "password": "another long passphrase"])
             #expect(first.status == second.status)
             #expect(String(buffer: first.body) == String(buffer: second.body))
-            let notice = try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "duplicate_registration").count()
+            let notice = try await env.outbox(kind: "duplicate_registration").count
             #expect(notice == 1)
             #expect(try await User.query(on: env.database.db).count() == 1)
         }
@@ -214,7 +214,7 @@ struct IdentityTests {
             #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .unauthorized)
             #expect(try await post(client, "/api/auth/login", ["email": "forgot@example.com", "password": strongPassword]).status == .unauthorized)
             #expect(try await post(client, "/api/auth/login", ["email": "forgot@example.com", "password": newPassword]).status == .ok)
-            #expect(try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "password_changed").count() == 1)
+            #expect(try await env.outbox(kind: "password_changed").count == 1)
         }
     }
 

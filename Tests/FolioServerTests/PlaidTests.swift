@@ -296,7 +296,7 @@ struct PlaidTests {
             let listed = try #require((try json(try await get(client, "/api/links", tokens))["data"] as? [[String: Any]])?.first)
             #expect(listed["status"] as? String == "login_required")
             #expect(listed["error_code"] as? String == "ITEM_LOGIN_REQUIRED")
-            let mails = try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "plaid_login_required").all()
+            let mails = try await env.outbox(kind: "plaid_login_required")
             #expect(mails.count == 1)
             #expect(mails.first?.recipient == "relogin@example.com")
             // A sync meanwhile is skipped, not failed, and asks Plaid nothing.
@@ -314,7 +314,7 @@ struct PlaidTests {
             let after = try #require((try json(try await get(client, "/api/links", tokens))["data"] as? [[String: Any]])?.first)
             #expect(after["status"] as? String == "active" && after["error_code"] == nil)
             // A second login-required webhook body (a new delivery) does not mail twice for one break.
-            let mailsAfter = try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "plaid_login_required").count()
+            let mailsAfter = try await env.outbox(kind: "plaid_login_required").count
             #expect(mailsAfter == 1)
         }
     }
@@ -338,7 +338,7 @@ struct PlaidTests {
             #expect(listed["status"] as? String == "pending_expiration")
             #expect(listed["error_code"] as? String == "PENDING_EXPIRATION")
             #expect((listed["error_message"] as? String)?.contains("expires soon") == true)
-            let mails = try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "plaid_login_required").all()
+            let mails = try await env.outbox(kind: "plaid_login_required")
             #expect(mails.count == 1)
             #expect(mails.first?.body.contains("expires soon") == true, "the mail says what the status says, not the last passing error")
 

@@ -472,7 +472,7 @@ struct AdminAndTwoFactorTests {
             #expect(recovery.count == 10)
             #expect(Set(recovery).count == 10)
             #expect(recovery.allSatisfy { $0.count == 19 })
-            #expect(try await OutboxMessage.query(on: env.database.db).filter(\.$kind == "two_factor_enabled").count() == 1)
+            #expect(try await env.outbox(kind: "two_factor_enabled").count == 1)
             let stored = try await RecoveryCode.query(on: env.database.db).all().map(\.codeHash)
             #expect(!stored.contains { $0.contains(IdentityServices.canonicalRecoveryCode(recovery[0])) })
 

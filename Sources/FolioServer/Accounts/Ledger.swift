@@ -31,6 +31,10 @@ struct Ledger: Sendable {
     let anchor: AuditAnchor
     let ids: IDSource
     let clock: AppClock
+    /// Told of each commit: what the owner hears of it (fills, deposits…), in the same transaction.
+    var notifications: Notifications? = nil
+    /// Orders by status, fills and their latency.
+    var metrics: FolioMetrics? = nil
 
     struct Need: Sendable {
         var symbols: [String] = []
@@ -86,6 +90,19 @@ struct Ledger: Sendable {
             try await store.writeAccount(account, head: newHead, mac: anchor.mac(chain: chain.text, head: newHead), now: now, on: db)
         } else if books.accountChanged {
             try await store.writeBalances(account, now: now, on: db)
+        }
+        if let notifications {
+            for (template, variables) in Notifications.notices(in: books) {
+                try await notifications.notify(account.userID.uuid, template, variables, on: db)
+            }
+        }
+        if let metrics {
+            // Counted before the transaction commits: a rolled-back commit can count twice, never zero times.
+            for event in books.events where event.action.hasPrefix("order.") && event.action != "order.fill" {
+                metrics.order(status: String(event.action.dropFirst("order.".count)))
+            }
+            let placed = Dictionary(orders.map { ($0.order.id, $0.order.createdAt) }) { first, _ in first }
+            for fill in books.fills { metrics.fill(latency: placed[fill.orderID].map { now.timeIntervalSince($0) } ?? 0) }
         }
     }
 

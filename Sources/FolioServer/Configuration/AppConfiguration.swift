@@ -108,6 +108,53 @@ public struct AppConfiguration: Sendable {
     /// request series stay empty and the middleware frame is gone (the benchmark compares the two).
     public var requestMetrics: Bool
 
+    /// SendGrid, when `SENDGRID_API_KEY` and `MAIL_FROM` are set; otherwise mail
+    /// stays in the development outbox (production refuses that unless
+    /// `MAIL_BACKEND=outbox` says it is meant).
+    public var sendGrid: SendGridSettings?
+    /// Sentry, when `SENTRY_DSN` is set: every 500 and every dead job is reported.
+    public var sentry: SentrySettings?
+
+    public struct SendGridSettings: Sendable, Equatable, CustomStringConvertible {
+        public var apiKey: String
+        /// The sender, a verified SendGrid sender identity (`MAIL_FROM`, `MAIL_FROM_NAME`).
+        public var from: String
+        public var fromName: String?
+        /// `SENDGRID_BASE_URL`: https://api.sendgrid.com unless a test names its fake.
+        public var baseURL: String
+        /// The Event Webhook's verification key (`SENDGRID_WEBHOOK_PUBLIC_KEY`,
+        /// base64 DER as SendGrid shows it); without it every event is refused.
+        public var webhookPublicKey: String?
+
+        public init(apiKey: String, from: String, fromName: String? = "Folio", baseURL: String = "https://api.sendgrid.com", webhookPublicKey: String? = nil) {
+            self.apiKey = apiKey
+            self.from = from
+            self.fromName = fromName
+            self.baseURL = baseURL
+            self.webhookPublicKey = webhookPublicKey
+        }
+
+        /// Never the key.
+        public var description: String { "SendGridSettings(from: \(from), baseURL: \(baseURL))" }
+    }
+
+    public struct SentrySettings: Sendable, Equatable, CustomStringConvertible {
+        public var dsn: String
+        /// `SENTRY_ENVIRONMENT`, by default `ENVIRONMENT`.
+        public var environment: String
+        /// `SENTRY_RELEASE`, by default `folio@<version>`.
+        public var release: String
+
+        public init(dsn: String, environment: String, release: String = "folio@\(FolioVersion.current)") {
+            self.dsn = dsn
+            self.environment = environment
+            self.release = release
+        }
+
+        /// Never the DSN's key.
+        public var description: String { "SentrySettings(environment: \(environment), release: \(release))" }
+    }
+
     public struct PlaidSettings: Sendable, Equatable, CustomStringConvertible {
         public enum Environment: String, Sendable, Equatable {
             case sandbox, production
@@ -226,6 +273,8 @@ public struct AppConfiguration: Sendable {
         if let alphaVantage { values.append(alphaVantage.apiKey) }
         if let alpaca { values += [alpaca.keyID, alpaca.secretKey] }
         if let plaid { values += [plaid.clientID, plaid.secret] }
+        if let sendGrid { values.append(sendGrid.apiKey) }
+        if let sentry, let key = URLComponents(string: sentry.dsn)?.user { values.append(key) }
         // The database password as it is (decoded) and as the URL writes it (percent-encoded).
         if case .postgres(let url) = database, let components = URLComponents(string: url) {
             values += [components.password, components.percentEncodedPassword].compactMap { $0 }
@@ -276,6 +325,8 @@ public struct AppConfiguration: Sendable {
         self.alphaVantage = nil
         self.alpaca = nil
         self.plaid = nil
+        self.sendGrid = nil
+        self.sentry = nil
         self.requestMetrics = true
         self.alpacaURLs = AlpacaURLs()
         self.alpacaPollSeconds = environment == .testing ? 0 : 15

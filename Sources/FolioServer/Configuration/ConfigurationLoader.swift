@@ -257,6 +257,8 @@ public enum ConfigurationLoader {
         }
         configuration.requestMetrics = value("METRICS_ENABLED") == nil ? true : flag("METRICS_ENABLED")
         configuration.plaid = plaidSettings(value: value, production: production, problems: &problems)
+        configuration.sendGrid = sendGridSettings(value: value, production: production, problems: &problems)
+        configuration.sentry = sentrySettings(value: value, environment: configuration.environment.rawValue, problems: &problems)
         configuration.alpacaStream = value("ALPACA_STREAM") == nil ? true : flag("ALPACA_STREAM")
         configuration.alpacaPollSeconds = integer("ALPACA_POLL_SECONDS", default: configuration.testing ? 0 : 15, range: 0...3600)
         if let broker = value("BROKER"), broker.lowercased() != "paper" {
@@ -327,6 +329,57 @@ public enum ConfigurationLoader {
                 problems.append("PLAID_WEBHOOK_URL is required with PLAID_ENV=production: Plaid tells Folio of new transactions and broken logins by webhook")
             }
         }
+        return settings
+    }
+
+    /// `SENDGRID_API_KEY` and `MAIL_FROM` select SendGrid; `MAIL_BACKEND`
+    /// (`sendgrid` or `outbox`) says which is meant. Production mail must
+    /// reach people: the outbox there needs `MAIL_BACKEND=outbox` on purpose.
+    static func sendGridSettings(value: (String) -> String?, production: Bool, problems: inout [String]) -> AppConfiguration.SendGridSettings? {
+        let backend = value("MAIL_BACKEND")?.lowercased()
+        if let backend, !["sendgrid", "outbox"].contains(backend) { problems.append("MAIL_BACKEND must be sendgrid or outbox, not \"\(backend)\"") }
+        let key = value("SENDGRID_API_KEY"), from = value("MAIL_FROM")
+        if backend == "outbox" { return nil }
+        guard key != nil || from != nil || backend == "sendgrid" else {
+            if production {
+                problems.append("no mail is configured: set SENDGRID_API_KEY and MAIL_FROM, or MAIL_BACKEND=outbox to keep mail in the database on purpose")
+            }
+            return nil
+        }
+        guard let key, let from else {
+            problems.append(key == nil ? "SENDGRID_API_KEY is required to send mail with SendGrid" : "MAIL_FROM is required to send mail with SendGrid")
+            return nil
+        }
+        if !IdentityServices.isPlausibleEmail(from.lowercased()) { problems.append("MAIL_FROM must be an email address, not \"\(from)\"") }
+        var settings = AppConfiguration.SendGridSettings(apiKey: key, from: from, fromName: value("MAIL_FROM_NAME") ?? "Folio")
+        if let raw = value("SENDGRID_BASE_URL") {
+            if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.baseURL = raw } else {
+                problems.append("SENDGRID_BASE_URL must be an http(s) URL such as https://api.sendgrid.com, not \"\(raw)\"")
+            }
+        }
+        if production, !settings.baseURL.lowercased().hasPrefix("https://") { problems.append("SENDGRID_BASE_URL must use https in production") }
+        if let raw = value("SENDGRID_WEBHOOK_PUBLIC_KEY") {
+            if SendGridWebhookVerifier.publicKey(raw) == nil {
+                problems.append("SENDGRID_WEBHOOK_PUBLIC_KEY must be the Event Webhook's verification key as SendGrid shows it (base64 DER of a P-256 key)")
+            } else {
+                settings.webhookPublicKey = raw
+            }
+        }
+        return settings
+    }
+
+    /// `SENTRY_DSN`, with `SENTRY_ENVIRONMENT` and `SENTRY_RELEASE`.
+    static func sentrySettings(value: (String) -> String?, environment: String, problems: inout [String]) -> AppConfiguration.SentrySettings? {
+        guard let dsn = value("SENTRY_DSN") else {
+            for key in ["SENTRY_ENVIRONMENT", "SENTRY_RELEASE"] where value(key) != nil { problems.append("\(key) is set without SENTRY_DSN") }
+            return nil
+        }
+        do { _ = try SentryDSN(parsing: dsn) } catch {
+            problems.append("SENTRY_DSN must look like https://KEY@HOST/PROJECT_ID: \(error)")
+            return nil
+        }
+        var settings = AppConfiguration.SentrySettings(dsn: dsn, environment: value("SENTRY_ENVIRONMENT") ?? environment)
+        if let release = value("SENTRY_RELEASE") { settings.release = release }
         return settings
     }
 

@@ -17,5 +17,6 @@ enum MigrationRegistry {
         CreateTargetsAndRebalances(),
         CreateBrokerageLinks(),
         CreatePlaidTables(),
+        CreateNotificationsAndMail(),
     ]
 }

@@ -1,4 +1,6 @@
+import FolioDomain
 import Foundation
+import Synchronization
 import HTTPTypes
 import Hummingbird
 import NIOFoundationCompat
@@ -14,6 +16,8 @@ public struct FolioRequestContext: RequestContext {
     public var clientIP: String?
     /// Set by `AuthenticationMiddleware` when valid credentials came with the request.
     var identity: Identity?
+    /// Shared by every copy of this context: what inner middleware learn and outer ones report (an error report's user).
+    let facts = RequestFacts()
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -83,5 +87,17 @@ extension Request {
     /// or say the JSON is malformed (400). Unknown keys are ignored, never bound.
     public func decodeBody<T: Decodable>(as type: T.Type, context: some RequestContext) async throws -> T {
         try await FolioJSONDecoder().decode(type, from: self, context: context)
+    }
+}
+
+/// Facts about a request that an outer middleware reads after an inner one
+/// learned them (contexts are values: a copy changed inside is not seen outside).
+final class RequestFacts: Sendable {
+    private let user = Mutex<UserID?>(nil)
+
+    /// The signed-in user, once `AuthenticationMiddleware` knows them.
+    var userID: UserID? {
+        get { user.withLock { $0 } }
+        set { user.withLock { $0 = newValue } }
     }
 }

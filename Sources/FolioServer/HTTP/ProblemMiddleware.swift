@@ -13,6 +13,8 @@ struct ProblemMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
     let routes: RouteTable
     let violations: ConstraintViolations
+    /// Every 500 is reported here, off the request path.
+    var errors: SentryReporter? = nil
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -31,7 +33,13 @@ struct ProblemMiddleware: RouterMiddleware {
                 request: request, context: context)
         } catch {
             if let constraint = DatabaseConstraint(error) { violations.record(constraint) }
-            return Self.response(for: error, request: request, context: context)
+            let response = Self.response(for: error, request: request, context: context)
+            if response.status == .internalServerError, let errors {
+                errors.report(.forServerError(
+                    error: error, requestID: context.requestID, route: context.endpointPath ?? "unmatched", method: request.method.rawValue,
+                    userID: context.facts.userID?.description, configuration: errors.configuration))
+            }
+            return response
         }
     }
 

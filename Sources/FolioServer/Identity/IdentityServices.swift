@@ -1,6 +1,7 @@
 import FluentKit
 import FolioDomain
 import Foundation
+import SQLKit
 
 /// Everything the identity routes and middleware share, built once.
 struct IdentityServices: Sendable {
@@ -13,7 +14,10 @@ struct IdentityServices: Sendable {
     let sessions: SessionStore
     let csrf: CSRFTokens
     let secretBox: SecretBox
-    let mailer: any Mailer
+    /// Account mail (verification, reset links), queued for the worker.
+    let mailQueue: MailQueue
+    /// Security notices, mailed whatever the user's preferences.
+    let notifications: Notifications
     let audit: AuditLog
     let security: SecurityEvents
     let loginThrottle: LoginThrottle
@@ -27,7 +31,7 @@ struct IdentityServices: Sendable {
 
     static func make(
         configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, ids: IDSource, anchor: AuditAnchor, ledger: Ledger,
-        mailer: (any Mailer)? = nil, metrics: FolioMetrics? = nil
+        mail: MailQueue, notifications: Notifications, metrics: FolioMetrics? = nil
     ) async -> IdentityServices {
         let audit = AuditLog(clock: clock, anchor: anchor, ids: ids)
         let store = IdentityStore()
@@ -43,7 +47,8 @@ struct IdentityServices: Sendable {
             sessions: SessionStore(database: database, clock: clock, idleTimeout: configuration.sessionIdleTimeout, maxAge: configuration.sessionMaxAge),
             csrf: CSRFTokens(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys),
             secretBox: SecretBox(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys),
-            mailer: mailer ?? OutboxMailer(clock: clock),
+            mailQueue: mail,
+            notifications: notifications,
             audit: audit,
             security: SecurityEvents(audit: audit, database: database, clock: clock, metrics: metrics),
             loginThrottle: LoginThrottle(clock: clock, store: store, secretKey: configuration.secretKey),
@@ -69,10 +74,16 @@ struct IdentityServices: Sendable {
         try await store.user(email: Self.normalizedEmail(email), on: db)
     }
 
-    /// Mails the user on `db`: inside a transaction, a change that rolls back leaves no message behind.
-    func mail(_ user: User, subject: String, body: String, kind: String, origin: RequestOrigin, on db: any Database) async throws {
-        try await mailer.send(
-            MailMessage(userID: user.id, recipient: user.email, subject: subject, body: body, kind: kind), on: db, logger: origin.logger)
+    /// Queues mail to the user on `db` (the worker sends it): inside a
+    /// transaction, a change that rolls back leaves no message behind. A
+    /// security notice is also a notification in the app.
+    func mail(_ user: User, _ template: MailTemplate, _ variables: MailVariables = MailVariables([:]), on db: any Database) async throws {
+        let sql = db as! any SQLDatabase
+        if template.category != nil {
+            try await notifications.notify(user.id!, template, variables, on: sql)
+        } else {
+            try await mailQueue.enqueue(template, variables, to: user.email, userID: user.id, on: sql)
+        }
     }
 
     /// Creates a single-use email token and returns the clear value to send.

@@ -167,6 +167,18 @@ struct IdentityStore: Sendable {
         try await (db as! any SQLDatabase).raw("UPDATE unknown_sign_in_failures SET locked_until = \(bind: until) WHERE key = \(bind: key)").run()
     }
 
+    /// A sign-in from a device and address pair none of the user's sessions
+    /// has had, when they have had sessions before (the first is not news).
+    func isNewDevice(userID: UUID, ip: String?, userAgent: String?, on db: any Database) async throws -> Bool {
+        guard let row = try await (db as! any SQLDatabase).raw("""
+            SELECT COUNT(*) AS sessions,
+                   COALESCE(SUM(CASE WHEN COALESCE(ip, '') = \(bind: ip ?? "") AND COALESCE(user_agent, '') = \(bind: userAgent ?? "") THEN 1 ELSE 0 END), 0) AS same
+            FROM sessions WHERE user_id = \(bind: userID)
+            """).first()
+        else { return false }
+        return try row.decode(column: "sessions", as: Int.self) > 0 && row.decode(column: "same", as: Int.self) == 0
+    }
+
     /// After a password reset: every address starts again.
     func clearAllSignInFailures(userID: UUID, on db: any Database) async throws {
         try await (db as! any SQLDatabase).raw("DELETE FROM sign_in_failures WHERE user_id = \(bind: userID)").run()

@@ -23,10 +23,7 @@ extension IdentityServices {
         let db = database.db
         guard let user = try await findUser(email: email, on: db), !user.isDisabled else { return }
         let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.resetTokenLifetime, on: db)
-        try await mail(
-            user, subject: "Reset your Folio password",
-            body: "Choose a new password within an hour: \(configuration.publicURL)/reset-password?token=\(token)\nIf you did not ask for this, ignore this message.",
-            kind: "reset_password", origin: origin, on: db)
+        try await mail(user, .resetPassword, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)
     }
 
     /// The link is spent only together with a password the policy accepts.
@@ -61,10 +58,7 @@ extension IdentityServices {
             try await audit.record(
                 .init(action: "user." + reason, actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
                 origin: origin, on: db)
-            try await mail(
-                user, subject: "Your Folio password was changed",
-                body: "Your password was changed and every session was signed out. If this was not you, reset your password now and contact support.",
-                kind: "password_changed", origin: origin, on: db)
+            try await mail(user, .passwordChanged, on: db)
         }
     }
 }

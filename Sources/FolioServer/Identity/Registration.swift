@@ -20,10 +20,7 @@ extension IdentityServices {
         let hash = try await hasher.hash(password)
         let db = database.db
         if let existing = try await store.user(email: email, on: db) {
-            try await mail(
-                existing, subject: "Someone tried to register with your email",
-                body: "Someone tried to create a Folio account with this address, which already has one. If it was you, sign in or reset your password at \(configuration.publicURL)/reset-password.",
-                kind: "duplicate_registration", origin: origin, on: db)
+            try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
             return
         }
         let user = User(email: email, passwordHash: hash, now: clock.now())
@@ -45,10 +42,7 @@ extension IdentityServices {
 
     func sendVerification(to user: User, origin: RequestOrigin, on db: any Database) async throws {
         let token = try await createEmailToken(for: user, purpose: .verifyEmail, lifetime: Self.emailTokenLifetime, on: db)
-        try await mail(
-            user, subject: "Verify your email for Folio",
-            body: "Confirm your address within 24 hours: \(configuration.publicURL)/verify-email?token=\(token)",
-            kind: "verify_email", origin: origin, on: db)
+        try await mail(user, .verifyEmail, MailVariables(["link": "\(configuration.publicURL)/verify-email?token=\(token)"]), on: db)
     }
 
     /// Spends a verification link and marks the address verified.

@@ -47,6 +47,12 @@ extension IdentityServices {
         if configuration.requireEmailVerification, user.emailVerifiedAt == nil { throw IdentityError.emailNotVerified }
 
         return try await db.transaction { db in
+            if try await store.isNewDevice(userID: user.id!, ip: origin.ip, userAgent: userAgent, on: db) {
+                try await mail(user, .newSignIn, MailVariables([
+                    "device": userAgent.map { String($0.prefix(120)) } ?? "an unknown device", "ip": origin.ip ?? "an unknown address",
+                    "time": ISO8601DateFormatter().string(from: clock.now()),
+                ]), on: db)
+            }
             let (session, refreshToken) = try await sessions.start(user: user, kind: kind, ip: origin.ip, userAgent: userAgent, on: db)
             try await audit.record(
                 .init(action: "security.login_succeeded", actorID: user.id, subjectType: "session", subjectID: session.id?.lowercasedString,
@@ -89,6 +95,7 @@ extension IdentityServices {
                     "login_lockout", userID: user.id,
                     details: ["failures": String(attempt.fromClient), "account_failures": String(attempt.onAccount), "seconds": String(Int(delay))],
                     origin: origin, audited: true)
+                try await mail(user, .accountLocked, MailVariables(["minutes": String(max(1, Int((delay / 60).rounded(.up))))]), on: db)
             }
             await security.record(
                 "login_failed", userID: user.id, details: ["reason": reason, "failures": String(attempt.fromClient)], origin: origin, audited: true)

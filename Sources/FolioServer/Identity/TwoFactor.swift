@@ -91,10 +91,7 @@ extension IdentityServices {
             .init(action: enabled ? "user.two_factor_enabled" : "user.two_factor_disabled", actorID: user.id, subjectType: "user",
                   subjectID: user.id?.lowercasedString, userID: user.id),
             origin: origin, on: db)
-        try await mail(
-            user, subject: enabled ? "Two-factor authentication is on" : "Two-factor authentication is off",
-            body: "Two-factor authentication was turned \(enabled ? "on" : "off") for your Folio account. If this was not you, reset your password now and contact support.",
-            kind: enabled ? "two_factor_enabled" : "two_factor_disabled", origin: origin, on: db)
+        try await mail(user, enabled ? .twoFactorEnabled : .twoFactorDisabled, on: db)
     }
 
     /// A current TOTP code (one step of clock drift either way) not used

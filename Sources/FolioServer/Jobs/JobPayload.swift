@@ -27,6 +27,8 @@ enum JobPayload: Sendable, Equatable {
     case plaidItemNeedsLogin(UUID, reason: String)
     /// The daily backstop: a sync of every item, in case a webhook was missed.
     case syncAllPlaidItems
+    /// Send one queued message (`mail_messages`).
+    case sendMail(UUID)
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
@@ -40,6 +42,7 @@ enum JobPayload: Sendable, Equatable {
         case refreshPlaidHoldings = "refresh_plaid_holdings"
         case plaidItemNeedsLogin = "plaid_item_needs_login"
         case syncAllPlaidItems = "sync_all_plaid_items"
+        case sendMail = "send_mail"
     }
 
     static let version = 1
@@ -57,6 +60,7 @@ enum JobPayload: Sendable, Equatable {
         case .refreshPlaidHoldings: .refreshPlaidHoldings
         case .plaidItemNeedsLogin: .plaidItemNeedsLogin
         case .syncAllPlaidItems: .syncAllPlaidItems
+        case .sendMail: .sendMail
         }
     }
 
@@ -77,6 +81,7 @@ enum JobPayload: Sendable, Equatable {
         case .plaidItemNeedsLogin(let item, let reason):
             fields["item_id"] = item.lowercasedString
             fields["reason"] = reason
+        case .sendMail(let mail): fields["mail_id"] = mail.lowercasedString
         }
         return String(decoding: (try? FolioJSON.encode(fields)) ?? Data("{}".utf8), as: UTF8.self)
     }
@@ -118,6 +123,9 @@ enum JobPayload: Sendable, Equatable {
             }
         case .syncAllPlaidItems:
             self = .syncAllPlaidItems
+        case .sendMail:
+            guard let mail = fields["mail_id"].flatMap(UUID.init(uuidString:)) else { throw Unreadable(description: "send_mail without a message") }
+            self = .sendMail(mail)
         }
     }
 }

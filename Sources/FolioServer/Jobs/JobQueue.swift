@@ -30,6 +30,8 @@ struct JobQueue: Sendable {
     let ids: IDSource
     /// The instance whose workers claim here (its heartbeat is in `instances`).
     let instance: String
+    /// Told of each job that went dead (its kind, id and last error): error reports.
+    var onDead: (@Sendable (String, JobID, String) -> Void)? = nil
 
     static let lease: TimeInterval = 60
 
@@ -55,25 +57,30 @@ struct JobQueue: Sendable {
             """).run()
     }
 
-    /// Up to `limit` due jobs, now leased to `holder`. A job that cannot be read is failed at once.
-    func claim(as holder: String, limit: Int = 1) async throws -> [ClaimedJob] {
+    /// Up to `limit` due jobs (of `kinds` only, when given), now leased to `holder`. A job that cannot be read is failed at once.
+    func claim(as holder: String, limit: Int = 1, kinds: [JobPayload.Kind]? = nil) async throws -> [ClaimedJob] {
         let now = clock.now()
         let deadline = now.addingTimeInterval(-Instances.deadAfter)
         let abandoned: SQLQueryString = """
             status = 'running' AND (locked_until < \(bind: now) OR instance_id IN (SELECT id FROM instances WHERE heartbeat_at < \(bind: deadline)))
             """
         // A job whose worker died during its last attempt crashed its worker every time: give up on it.
-        try await database.sql.raw("""
+        let abandonedDead = try await database.sql.raw("""
             UPDATE jobs SET status = 'dead', last_error = 'the worker stopped during the last attempt', locked_by = NULL, instance_id = NULL,
                 locked_until = NULL, updated_at = \(bind: now)
             WHERE \(abandoned) AND attempts >= max_attempts
-            """).run()
+            RETURNING id, kind
+            """).all()
+        for row in abandonedDead {
+            onDead?(try row.decode(column: "kind", as: String.self), try row.decode(column: "id", as: JobID.self), "the worker stopped during the last attempt")
+        }
         let skipLocked = database.kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
+        let only: SQLQueryString = kinds.map { " AND kind IN (\(binds: $0.map(\.rawValue)))" } ?? ""
         let rows = try await database.sql.raw("""
             UPDATE jobs SET status = 'running', locked_by = \(bind: holder), instance_id = \(bind: instance),
                 locked_until = \(bind: now.addingTimeInterval(Self.lease)), attempts = attempts + 1, updated_at = \(bind: now)
             WHERE id IN (SELECT id FROM jobs
-                         WHERE (status = 'queued' AND run_at <= \(bind: now)) OR (\(abandoned) AND attempts < max_attempts)
+                         WHERE ((status = 'queued' AND run_at <= \(bind: now)) OR (\(abandoned) AND attempts < max_attempts))\(only)
                          ORDER BY run_at, id LIMIT \(literal: limit)\(unsafeRaw: skipLocked))
             RETURNING id, kind, payload, order_id, attempts, max_attempts, run_at
             """).all()
@@ -89,7 +96,7 @@ struct JobQueue: Sendable {
                     id: id, payload: payload, attempts: attempts, maxAttempts: maxAttempts, holder: holder,
                     runAt: try row.decode(column: "run_at", as: Date.self)))
             } catch {
-                try await markDead(id, holder: holder, error: String(describing: error))
+                try await markDead(id, kind: (try? row.decode(column: "kind", as: String.self)) ?? "unknown", holder: holder, error: String(describing: error))
             }
         }
         // RETURNING gives no order; run them as they were due, ties by id (the same order on both databases).
@@ -122,6 +129,7 @@ struct JobQueue: Sendable {
             WHERE id = \(bind: job.id) AND locked_by = \(bind: job.holder) AND status = 'running'
             RETURNING id
             """).all()
+        if dead, !rows.isEmpty { onDead?(job.payload.kind.rawValue, job.id, error) }
         return !rows.isEmpty
     }
 
@@ -143,12 +151,13 @@ struct JobQueue: Sendable {
         min(pow(2, Double(attempt)), 600)
     }
 
-    private func markDead(_ id: JobID, holder: String, error: String) async throws {
+    private func markDead(_ id: JobID, kind: String, holder: String, error: String) async throws {
         try await database.sql.raw("""
             UPDATE jobs SET status = 'dead', locked_by = NULL, instance_id = NULL, locked_until = NULL, last_error = \(bind: String(error.prefix(2000))),
                 updated_at = \(bind: clock.now())
             WHERE id = \(bind: id) AND locked_by = \(bind: holder)
             """).run()
+        onDead?(kind, id, error)
     }
 
     struct Row: Sendable, Equatable {
@@ -211,6 +220,8 @@ struct JobWorker: Service {
     var batchSize: Int = 16
     /// Told how full each claim was and how many jobs finished, so placements keep to the worker's pace.
     var pace: SubmissionPace? = nil
+    /// Claim only these kinds (a worker for one kind of work); nil: every kind.
+    var kinds: [JobPayload.Kind]? = nil
 
     func run() async throws {
         logger.info("job worker started", metadata: ["worker": .string(name), "concurrency": .stringConvertible(concurrency)])
@@ -243,7 +254,7 @@ struct JobWorker: Service {
     func runOnce(as holder: String? = nil) async -> Bool {
         let jobs: [ClaimedJob]
         do {
-            jobs = try await queue.claim(as: holder ?? name, limit: batchSize)
+            jobs = try await queue.claim(as: holder ?? name, limit: batchSize, kinds: kinds)
         } catch {
             logger.error("job claim failed", metadata: ["error": .string(String(reflecting: error))])
             return false

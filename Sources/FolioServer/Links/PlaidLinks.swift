@@ -310,21 +310,16 @@ struct PlaidLinks: Sendable {
             : "Your connection to \(institution) needs you to sign in again before Folio can update it."
     }
 
-    /// Mails the item's user that it needs them, if it still does.
+    /// Tells the item's user that it needs them, if it still does.
     func mailNeedsLogin(_ itemID: UUID) async throws {
-        let store = self.store, identity = self.identity, logger = self.logger
-        try await store.database.db.transaction { db in
-            guard let sql = db as? any SQLDatabase, let item = try await store.item(itemID, owner: nil, on: sql),
-                  item.status == .loginRequired || item.status == .pendingExpiration,
-                  let user = try await identity.store.user(id: item.userID.uuid, on: db)
+        let store = self.store, identity = self.identity
+        try await store.database.transaction { db in
+            guard let item = try await store.item(itemID, owner: nil, on: db), item.status == .loginRequired || item.status == .pendingExpiration
             else { return }
-            let institution = item.institutionName ?? "your bank"
-            try await identity.mailer.send(
-                MailMessage(
-                    userID: user.id, recipient: user.email, subject: "Folio: \(institution) needs you to sign in again",
-                    body: "\(Self.needsLoginText(item.status, institution: item.institutionName))\n\nOpen Folio, go to linked accounts, and choose \"Sign in again\" for \(institution).\n",
-                    kind: "plaid_login_required"),
-                on: db, logger: logger)
+            try await identity.notifications.notify(item.userID.uuid, .plaidLoginRequired, MailVariables([
+                "institution": item.institutionName ?? "your bank",
+                "explanation": Self.needsLoginText(item.status, institution: item.institutionName),
+            ]), on: db)
         }
     }
 

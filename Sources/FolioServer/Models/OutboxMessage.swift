@@ -10,6 +10,7 @@ final class OutboxMessage: Model, @unchecked Sendable {
     @Field(key: "recipient") var recipient: String
     @Field(key: "subject") var subject: String
     @Field(key: "body") var body: String
+    @OptionalField(key: "html") var html: String?
     @Field(key: "kind") var kind: String
     @Field(key: "created_at") var createdAt: Date
 

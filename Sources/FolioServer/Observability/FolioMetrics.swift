@@ -68,6 +68,50 @@ final class FolioMetrics: Sendable {
         ).record(duration)
     }
 
+    /// A message's fate: `sent`, `failed`, `retried`, `throttled`, `suppressed` or `uncertain`.
+    func mail(template: String, result: String) {
+        registry.makeCounter(descriptor: Self.mails, labels: [("template", template), ("result", result)]).increment()
+    }
+
+    /// An event SendGrid reported (delivered, bounce, spamreport…).
+    func mailEvent(_ event: String) {
+        registry.makeCounter(descriptor: Self.mailEvents, labels: [("event", event)]).increment()
+    }
+
+    /// An error report Sentry did not get: `queue_full`, `rate_limited` or `send_failed`.
+    func sentryDropped(_ reason: String) {
+        registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason)]).increment()
+    }
+
+    /// An error report Sentry accepted.
+    func sentrySent() {
+        registry.makeCounter(descriptor: Self.sentrySent, labels: []).increment()
+    }
+
+    /// An order reaching a status (`filled`, `partially_filled`, `rejected`, `expired`, `canceled`, `accepted`…).
+    func order(status: String) {
+        registry.makeCounter(descriptor: Self.orders, labels: [("status", status)]).increment()
+    }
+
+    /// A fill applied, and how long after its order was placed.
+    func fill(latency: TimeInterval) {
+        registry.makeCounter(descriptor: Self.fills, labels: []).increment()
+        registry.makeDurationHistogram(descriptor: Self.fillLatency, labels: [], buckets: Self.fillLatencyBuckets)
+            .record(.milliseconds(Int64(max(0, latency) * 1000)))
+    }
+
+    static let fillLatencyBuckets: [Duration] = [
+        .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5), .seconds(30),
+        .seconds(60), .seconds(300), .seconds(3600), .seconds(86_400),
+    ]
+
+    /// The database pool, read when scraped: connections in use and requests waiting for one.
+    func refreshPool(inUse: Int, waiting: Int, size: Int) {
+        registry.makeGauge(descriptor: Self.poolConnections, labels: [("state", "in_use")]).set(to: Double(inUse))
+        registry.makeGauge(descriptor: Self.poolConnections, labels: [("state", "waiting")]).set(to: Double(waiting))
+        registry.makeGauge(descriptor: Self.poolConnections, labels: [("state", "size")]).set(to: Double(size))
+    }
+
     /// The job queue as the database holds it, read when scraped: jobs by kind and status, and the oldest due job's wait.
     func refreshJobs(_ queue: JobQueue, now: Date) async throws {
         var seen: Set<[String]> = []
@@ -147,6 +191,46 @@ final class FolioMetrics: Sendable {
     static var vendorGateFailures: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "folio", metricName: "vendor_gate_consecutive_failures", unitName: "", helpText: "A vendor's failures in a row.")
+    }
+
+    static var mails: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "mails", unitName: "total", helpText: "Mail by template and result (sent, failed, retried, throttled, suppressed, uncertain).")
+    }
+
+    static var mailEvents: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "mail_events", unitName: "total", helpText: "Events SendGrid reported about Folio's mail, by event.")
+    }
+
+    static var sentryDropped: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "sentry_events_dropped", unitName: "total", helpText: "Error reports not sent to Sentry, by reason.")
+    }
+
+    static var sentrySent: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "sentry_events_sent", unitName: "total", helpText: "Error reports Sentry accepted.")
+    }
+
+    static var orders: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "orders", unitName: "total", helpText: "Orders reaching a status, by status.")
+    }
+
+    static var fills: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "fills", unitName: "total", helpText: "Fills applied to the books.")
+    }
+
+    static var fillLatency: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "fill_latency", unitName: "seconds", helpText: "Time from an order's placement to each of its fills.")
+    }
+
+    static var poolConnections: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "db_pool_connections", unitName: "", helpText: "The database pool: connections in use, requests waiting, and its size.")
     }
 
     static var jobs: MetricNameDescriptor {

@@ -38,6 +38,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
             }
             context.identity = identity
         }
+        if let identity = context.identity { context.facts.userID = identity.userID }
         return try await next(request, context)
     }
 

@@ -23,6 +23,7 @@ func post(_ client: some TestClientProtocol, _ uri: String, _ body: [String: Any
 
 /// The newest token of the given kind that the outbox holds for an address.
 func outboxToken(_ env: TestEnvironment, email: String, kind: String) async throws -> String {
+    await env.deliverMail()
     let message = try #require(
         try await OutboxMessage.query(on: env.database.db).filter(\.$recipient == email).filter(\.$kind == kind)
             .sort(\.$createdAt, .descending).first())

@@ -1,3 +1,4 @@
+import FluentKit
 import FolioDomain
 import Foundation
 import HTTPTypes
@@ -119,8 +120,22 @@ struct TestEnvironment: Sendable {
         return kind.map { kind in all.filter { $0.kind == kind } } ?? all
     }
 
-    func jobs() async throws -> [JobQueue.Row] {
-        try await services.jobs.all()
+    /// Every job but mail's (the mail tests look at those themselves).
+    func jobs(includingMail: Bool = false) async throws -> [JobQueue.Row] {
+        try await services.jobs.all().filter { includingMail || $0.kind != JobPayload.Kind.sendMail.rawValue }
+    }
+
+    /// Sends the mail waiting in the queue, as the worker would; other jobs stay queued.
+    func deliverMail() async {
+        var worker = services.worker
+        worker.kinds = [.sendMail]
+        await worker.drain()
+    }
+
+    /// The development outbox's messages of one kind, once queued mail is sent.
+    func outbox(kind: String) async throws -> [OutboxMessage] {
+        await deliverMail()
+        return try await OutboxMessage.query(on: database.db).filter(\.$kind == kind).sort(\.$createdAt).all()
     }
 
     func ledgerDifferences() async throws -> [LedgerVerifier.Difference] {

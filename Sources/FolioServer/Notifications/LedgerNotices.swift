@@ -1,0 +1,47 @@
+import FolioDomain
+import Foundation
+
+/// What a commit of the books tells the account's owner, read from the
+/// postings' audit events (`order.filled`, `ledger.deposit`…): every change
+/// of money goes through `Ledger.commit`, so no path can forget to notify.
+extension Notifications {
+    static func notices(in books: Books) -> [(MailTemplate, MailVariables)] {
+        var orders: [String: OrderState] = [:]
+        for (order, _) in books.changedOrders { orders[order.id.description] = order }
+        // Opening an account deposits its starting cash: not news to anyone.
+        let opening = books.events.contains { $0.action == "account.opened" }
+        var notices: [(MailTemplate, MailVariables)] = []
+        for event in books.events {
+            switch event.action {
+            case "order.filled", "order.partially_filled", "order.rejected", "order.expired":
+                guard let order = orders[event.subjectID] else { continue }
+                var values = [
+                    "side": order.side.rawValue.lowercased(), "symbol": order.symbol, "order_id": order.id.description,
+                    "quantity": order.quantity?.description ?? order.filledQuantity.description,
+                    "filled_quantity": order.filledQuantity.description,
+                    "price": order.averageFillPrice?.description ?? "-",
+                ]
+                let template: MailTemplate
+                switch event.action {
+                case "order.filled":
+                    template = .orderFilled
+                    values["quantity"] = order.filledQuantity.description
+                case "order.partially_filled": template = .orderPartiallyFilled
+                case "order.rejected":
+                    template = .orderRejected
+                    values["reason"] = order.rejectReason ?? "no reason was given"
+                default: template = .orderExpired
+                }
+                notices.append((template, MailVariables(values)))
+            case "ledger.deposit" where !opening, "ledger.withdrawal":
+                let amount = event.details["amount"].map { $0.hasPrefix("-") ? String($0.dropFirst()) : $0 } ?? "-"
+                notices.append((
+                    event.action == "ledger.deposit" ? .cashDeposit : .cashWithdrawal,
+                    MailVariables(["amount": amount, "cash_after": event.details["cash_after"] ?? "-", "account": "your account"])))
+            default:
+                continue
+            }
+        }
+        return notices
+    }
+}

@@ -1,0 +1,178 @@
+import FolioDomain
+import Foundation
+import Logging
+import SQLKit
+
+/// Queues mail: a row in `mail_messages` and a `send_mail` job, both in the
+/// caller's transaction, so a change that rolls back leaves no message
+/// behind, and nothing is sent on the request path.
+struct MailQueue: Sendable {
+    let store: MailStore
+    let jobs: JobQueue
+    let clock: AppClock
+    let ids: IDSource
+
+    @discardableResult
+    func enqueue(
+        _ template: MailTemplate, _ variables: MailVariables, to recipient: String, userID: UUID?, notificationID: UUID? = nil,
+        on db: any SQLDatabase
+    ) async throws -> UUID {
+        let id = ids.uuid()
+        try await store.insert(
+            id: id, userID: userID, notificationID: notificationID, recipient: recipient, template: template, variables: variables,
+            now: clock.now(), on: db)
+        try await jobs.enqueue(.sendMail(id), maxAttempts: MailDelivery.maxAttempts, on: db)
+        return id
+    }
+}
+
+/// Why a transport did not send a message, which decides what happens next.
+enum MailSendError: Error, Sendable, CustomStringConvertible {
+    /// The vendor refused it for good (400, 401, 403, 413): sending again cannot help.
+    case refused(status: Int, detail: String)
+    /// The vendor asked Folio to slow down (429): try again after `retryAt`.
+    case throttled(retryAt: Date?, detail: String)
+    /// The vendor failed or could not be reached before the message left (5xx, a refused connection): try again later.
+    case unavailable(String)
+    /// The message may have reached the vendor (a timeout after sending): never sent again.
+    case uncertain(String)
+
+    var description: String {
+        switch self {
+        case .refused(let status, let detail): "refused (HTTP \(status)): \(detail)"
+        case .throttled(_, let detail): "throttled: \(detail)"
+        case .unavailable(let detail): "unavailable: \(detail)"
+        case .uncertain(let detail): "uncertain: \(detail)"
+        }
+    }
+}
+
+/// Hands a rendered message over. `markSent` records it as sent; a transport
+/// that writes to the database itself (the outbox) calls it in the same
+/// transaction as its own write, so the message is kept exactly once.
+protocol MailTransport: Sendable {
+    var name: String { get }
+    func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?, any SQLDatabase) async throws -> Void) async throws(MailSendError)
+}
+
+/// The development mailer: keeps messages in `outbox_messages` (readable with
+/// `folio users outbox` and, outside production, `GET /api/admin/outbox`).
+struct OutboxTransport: MailTransport {
+    let clock: AppClock
+    let logger: Logger
+    var name: String { "outbox" }
+
+    func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?, any SQLDatabase) async throws -> Void) async throws(MailSendError) {
+        let now = clock.now()
+        do {
+            try await database.transaction { db in
+                try await OutboxStore().insert(
+                    MailMessage(userID: mail.userID, recipient: mail.recipient, subject: mail.subject, body: mail.text, html: mail.html, kind: mail.template.rawValue),
+                    at: now, on: db)
+                try await markSent(nil, db)
+            }
+        } catch {
+            throw .unavailable("the outbox could not be written: \(type(of: error))")
+        }
+        logger.info("mail kept in outbox", metadata: [
+            "recipient": .string(mail.recipient), "subject": .string(mail.subject), "kind": .string(mail.template.rawValue), "body": .string(mail.text),
+        ])
+    }
+}
+
+/// Sends queued messages from the `send_mail` job. A message goes out at most
+/// once: it is marked `sending` before it is handed over, and a message found
+/// `sending` by a later attempt (its sender stopped mid-way) is marked
+/// `uncertain` and not sent again. SendGrid's Event Webhook, which carries the
+/// message's id back, turns an uncertain message that was delivered into `sent`.
+struct MailDelivery: Sendable {
+    let store: MailStore
+    let renderer: MailRenderer
+    let transport: any MailTransport
+    let clock: AppClock
+    let logger: Logger
+    let metrics: FolioMetrics?
+
+    static let maxAttempts = 8
+    /// Throttled sends are not failures, but a message is given up after this many tries in all.
+    static let maxHandovers = 25
+
+    func run(_ job: ClaimedJob) async -> JobOutcome {
+        guard case .sendMail(let id) = job.payload else { return .failed("not a send_mail job") }
+        do {
+            return try await deliver(id, finalAttempt: job.attempts >= job.maxAttempts)
+        } catch {
+            return .failed(String(describing: error))
+        }
+    }
+
+    func deliver(_ id: UUID, finalAttempt: Bool) async throws -> JobOutcome {
+        let now = clock.now()
+        guard let claimed = try await store.claim(id, now: now) else {
+            if try await store.status(of: id) == .sending {
+                // The last attempt stopped between handing the message over and recording it: it may have gone out.
+                try await store.settle(id, as: .uncertain, error: "the sender stopped while handing this message over; it is not sent again", now: now, on: store.database.sql)
+                metrics?.mail(template: "unknown", result: "uncertain")
+                logger.warning("mail may have been sent by a stopped sender; not sent again", metadata: ["mail_id": .string(id.lowercasedString)])
+            }
+            return .done
+        }
+        let template = MailTemplate(rawValue: claimed.template)
+        let label = template?.rawValue ?? "unknown"
+        if try await store.isSuppressed(claimed.recipient) {
+            try await store.settle(id, as: .suppressed, error: "the address bounced or reported spam", now: now, on: store.database.sql)
+            metrics?.mail(template: label, result: "suppressed")
+            logger.info("mail not sent to a suppressed address", metadata: ["mail_id": .string(id.lowercasedString), "kind": .string(label)])
+            return .done
+        }
+        let mail: RenderedMail
+        do {
+            guard let template else { throw MailRenderer.Failure(description: "unknown template \(claimed.template)") }
+            mail = try renderer.render(
+                template, try MailVariables(json: claimed.variables), id: id, userID: claimed.userID, recipient: claimed.recipient)
+        } catch {
+            try await store.settle(id, as: .failed, error: "could not be rendered: \(error)", now: now, on: store.database.sql)
+            metrics?.mail(template: label, result: "failed")
+            logger.error("mail could not be rendered", metadata: ["mail_id": .string(id.lowercasedString), "error": .string(String(describing: error))])
+            return .done
+        }
+        let store = self.store, clock = self.clock
+        do {
+            try await transport.send(mail, database: store.database) { vendorID, db in
+                try await store.settle(id, as: .sent, vendorMessageID: vendorID, now: clock.now(), on: db)
+            }
+            metrics?.mail(template: label, result: "sent")
+            return .done
+        } catch {
+            let after = clock.now()
+            switch error {
+            case .refused:
+                try await store.settle(id, as: .failed, error: error.description, now: after, on: store.database.sql)
+                metrics?.mail(template: label, result: "failed")
+                logger.error("mail refused by \(transport.name)", metadata: ["mail_id": .string(id.lowercasedString), "error": .string(error.description)])
+                return .done
+            case .uncertain:
+                try await store.settle(id, as: .uncertain, error: error.description, now: after, on: store.database.sql)
+                metrics?.mail(template: label, result: "uncertain")
+                logger.warning("mail may or may not have reached \(transport.name); not sent again", metadata: [
+                    "mail_id": .string(id.lowercasedString), "error": .string(error.description)])
+                return .done
+            case .throttled(let retryAt, _) where claimed.attempts < Self.maxHandovers:
+                try await store.requeue(id, error: error.description, now: after)
+                metrics?.mail(template: label, result: "throttled")
+                // Not a failure: the vendor said when to come back (at least a second, at most an hour).
+                let wait = min(max(retryAt?.timeIntervalSince(after) ?? JobQueue.backoff(attempt: claimed.attempts), 1), 3600)
+                return .later(after.addingTimeInterval(wait))
+            case .unavailable, .throttled:
+                if finalAttempt || claimed.attempts >= Self.maxHandovers {
+                    try await store.settle(id, as: .failed, error: error.description, now: after, on: store.database.sql)
+                    metrics?.mail(template: label, result: "failed")
+                } else {
+                    try await store.requeue(id, error: error.description, now: after)
+                    metrics?.mail(template: label, result: "retried")
+                }
+                return .failed(error.description)
+            }
+        }
+    }
+}

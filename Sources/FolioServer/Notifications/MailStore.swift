@@ -1,0 +1,127 @@
+import FolioDomain
+import Foundation
+import SQLKit
+
+/// The only code that reads or writes `mail_messages`, `mail_suppressions`
+/// and `sendgrid_events`.
+struct MailStore: Sendable {
+    let database: FolioDatabase
+
+    enum Status: String, Sendable {
+        case queued, sending, sent, failed, suppressed
+        /// Handed to the vendor by a sender that stopped before it heard back: not sent again.
+        case uncertain
+    }
+
+    struct Claimed: Sendable {
+        var id: UUID
+        var userID: UUID?
+        var recipient: String
+        var template: String
+        var variables: String
+        var attempts: Int
+    }
+
+    struct Row: Sendable, Equatable {
+        var id: UUID
+        var userID: UUID?
+        var notificationID: UUID?
+        var recipient: String
+        var template: String
+        var status: String
+        var attempts: Int
+        var lastError: String?
+        var vendorMessageID: String?
+    }
+
+    func insert(
+        id: UUID, userID: UUID?, notificationID: UUID?, recipient: String, template: MailTemplate, variables: MailVariables, now: Date,
+        on db: any SQLDatabase
+    ) async throws {
+        try await db.raw("""
+            INSERT INTO mail_messages (id, user_id, notification_id, recipient, template, variables, status, attempts, created_at, updated_at)
+            VALUES (\(bind: id), \(bind: userID), \(bind: notificationID), \(bind: recipient), \(bind: template.rawValue), \(bind: variables.json),
+                    'queued', 0, \(bind: now), \(bind: now))
+            """).run()
+    }
+
+    /// Takes a queued message for sending: only one sender can, and a message
+    /// found `sending` later was being sent when its sender stopped.
+    func claim(_ id: UUID, now: Date) async throws -> Claimed? {
+        try await database.sql.raw("""
+            UPDATE mail_messages SET status = 'sending', attempts = attempts + 1, updated_at = \(bind: now)
+            WHERE id = \(bind: id) AND status = 'queued'
+            RETURNING id, user_id, recipient, template, variables, attempts
+            """).first().map { row in
+            Claimed(
+                id: try row.decode(column: "id", as: UUID.self), userID: try row.decode(column: "user_id", as: UUID?.self),
+                recipient: try row.decode(column: "recipient", as: String.self), template: try row.decode(column: "template", as: String.self),
+                variables: try row.decode(column: "variables", as: String.self), attempts: try row.decode(column: "attempts", as: Int.self))
+        }
+    }
+
+    func status(of id: UUID) async throws -> Status? {
+        try await database.sql.raw("SELECT status FROM mail_messages WHERE id = \(bind: id)").first()
+            .flatMap { Status(rawValue: try $0.decode(column: "status", as: String.self)) }
+    }
+
+    /// Settles a message being sent. A settled message keeps no variables: a link in them may hold a token.
+    @discardableResult
+    func settle(_ id: UUID, as status: Status, error: String? = nil, vendorMessageID: String? = nil, now: Date, from: Status = .sending, on db: any SQLDatabase) async throws -> Bool {
+        try await !db.raw("""
+            UPDATE mail_messages SET status = \(bind: status.rawValue), last_error = \(bind: error.map { String($0.prefix(2000)) }),
+                vendor_message_id = COALESCE(\(bind: vendorMessageID), vendor_message_id), variables = '{"values":{},"items":[]}',
+                sent_at = \(bind: status == .sent ? now : nil), updated_at = \(bind: now)
+            WHERE id = \(bind: id) AND status = \(bind: from.rawValue)
+            RETURNING id
+            """).all().isEmpty
+    }
+
+    /// Puts a message back in the queue after a failure that is worth another try.
+    func requeue(_ id: UUID, error: String, now: Date) async throws {
+        try await database.sql.raw("""
+            UPDATE mail_messages SET status = 'queued', last_error = \(bind: String(error.prefix(2000))), updated_at = \(bind: now)
+            WHERE id = \(bind: id) AND status = 'sending'
+            """).run()
+    }
+
+    func isSuppressed(_ email: String) async throws -> Bool {
+        try await database.sql.raw("SELECT 1 AS found FROM mail_suppressions WHERE email = \(bind: email.lowercased())").first() != nil
+    }
+
+    /// Stops mail to an address (a bounce, a spam report); kept until the user changes address.
+    func suppress(_ email: String, reason: String, detail: String?, now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            INSERT INTO mail_suppressions (email, reason, detail, created_at)
+            VALUES (\(bind: email.lowercased()), \(bind: reason), \(bind: detail.map { String($0.prefix(500)) }), \(bind: now))
+            ON CONFLICT (email) DO NOTHING
+            """).run()
+    }
+
+    func unsuppress(_ email: String, on db: any SQLDatabase) async throws {
+        try await db.raw("DELETE FROM mail_suppressions WHERE email = \(bind: email.lowercased())").run()
+    }
+
+    /// Records an Event Webhook event by SendGrid's id; false when it was seen before.
+    func recordEvent(_ eventID: String, event: String, now: Date, on db: any SQLDatabase) async throws -> Bool {
+        try await !db.raw("""
+            INSERT INTO sendgrid_events (sg_event_id, event, received_at) VALUES (\(bind: eventID), \(bind: event), \(bind: now))
+            ON CONFLICT (sg_event_id) DO NOTHING
+            RETURNING sg_event_id
+            """).all().isEmpty
+    }
+
+    /// Every message, oldest first (tests and operators).
+    func all() async throws -> [Row] {
+        try await database.sql.raw("""
+            SELECT id, user_id, notification_id, recipient, template, status, attempts, last_error, vendor_message_id
+            FROM mail_messages ORDER BY created_at, id
+            """).all().map { row in
+            Row(id: try row.decode(column: "id", as: UUID.self), userID: try row.decode(column: "user_id", as: UUID?.self),
+                notificationID: try row.decode(column: "notification_id", as: UUID?.self), recipient: try row.decode(column: "recipient", as: String.self),
+                template: try row.decode(column: "template", as: String.self), status: try row.decode(column: "status", as: String.self),
+                attempts: try row.decode(column: "attempts", as: Int.self), lastError: try row.decode(column: "last_error", as: String?.self),
+                vendorMessageID: try row.decode(column: "vendor_message_id", as: String?.self))
+        }
+    }
+}

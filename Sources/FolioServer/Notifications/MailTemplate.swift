@@ -1,0 +1,141 @@
+import Foundation
+
+/// What a user's notifications are grouped by: email is chosen per category.
+enum NoticeCategory: String, CaseIterable, Sendable, Codable {
+    case orders, cash, rebalancing, drift, links, security
+
+    /// Security notices are always mailed: news of someone else in the account cannot be turned off.
+    var alwaysMailed: Bool { self == .security }
+}
+
+/// One kind of message Folio sends. Each has a pair of template files,
+/// `Resources/mail/<name>.text.mustache` and `<name>.html.mustache`, a subject
+/// and a one-line summary (the notification's title and body in the app), and
+/// sample variables: a test renders every template with them, so a template
+/// asking for a variable the code does not give fails the build's tests.
+enum MailTemplate: String, CaseIterable, Sendable, Codable {
+    // Account mail: sent to an address, not a notification.
+    case verifyEmail = "verify_email"
+    case resetPassword = "reset_password"
+    case duplicateRegistration = "duplicate_registration"
+    // Notifications.
+    case orderFilled = "order_filled"
+    case orderPartiallyFilled = "order_partially_filled"
+    case orderRejected = "order_rejected"
+    case orderExpired = "order_expired"
+    case cashDeposit = "cash_deposit"
+    case cashWithdrawal = "cash_withdrawal"
+    case rebalanceFinished = "rebalance_finished"
+    case driftDigest = "drift_digest"
+    case plaidLoginRequired = "plaid_login_required"
+    case newSignIn = "new_sign_in"
+    case passwordChanged = "password_changed"
+    case twoFactorEnabled = "two_factor_enabled"
+    case twoFactorDisabled = "two_factor_disabled"
+    case accountLocked = "account_locked"
+
+    /// The category a notification of this kind belongs to; nil for account mail.
+    var category: NoticeCategory? {
+        switch self {
+        case .verifyEmail, .resetPassword, .duplicateRegistration: nil
+        case .orderFilled, .orderPartiallyFilled, .orderRejected, .orderExpired: .orders
+        case .cashDeposit, .cashWithdrawal: .cash
+        case .rebalanceFinished: .rebalancing
+        case .driftDigest: .drift
+        case .plaidLoginRequired: .links
+        case .newSignIn, .passwordChanged, .twoFactorEnabled, .twoFactorDisabled, .accountLocked: .security
+        }
+    }
+
+    /// A message whose variables hold a secret (a link with a token): its
+    /// variables are emptied once it is sent, and never shown as a notification.
+    var holdsSecret: Bool { self == .verifyEmail || self == .resetPassword }
+
+    /// The subject line (a mustache template over the same variables).
+    var subject: String {
+        switch self {
+        case .verifyEmail: "Verify your email for Folio"
+        case .resetPassword: "Reset your Folio password"
+        case .duplicateRegistration: "Someone tried to register with your email"
+        case .orderFilled: "Filled: {{side}} {{quantity}} {{symbol}} at {{price}}"
+        case .orderPartiallyFilled: "Partly filled: {{side}} {{symbol}}, {{filled_quantity}} of {{quantity}}"
+        case .orderRejected: "Rejected: your order to {{side}} {{symbol}}"
+        case .orderExpired: "Expired: your order to {{side}} {{symbol}}"
+        case .cashDeposit: "Deposit of {{amount}} received"
+        case .cashWithdrawal: "Withdrawal of {{amount}} made"
+        case .rebalanceFinished: "Your rebalance {{outcome}}"
+        case .driftDigest: "Your portfolio drifted from its targets"
+        case .plaidLoginRequired: "Folio: {{institution}} needs you to sign in again"
+        case .newSignIn: "New sign-in to your Folio account"
+        case .passwordChanged: "Your Folio password was changed"
+        case .twoFactorEnabled: "Two-factor authentication is on"
+        case .twoFactorDisabled: "Two-factor authentication is off"
+        case .accountLocked: "Sign-in to your Folio account is paused"
+        }
+    }
+
+    /// One line for the list of notifications in the app.
+    var summary: String {
+        switch self {
+        case .verifyEmail, .resetPassword, .duplicateRegistration: subject
+        case .orderFilled: "Your order to {{side}} {{quantity}} {{symbol}} filled at {{price}} on average."
+        case .orderPartiallyFilled: "{{filled_quantity}} of {{quantity}} {{symbol}} filled so far, at {{price}} on average."
+        case .orderRejected: "Your order to {{side}} {{symbol}} was rejected: {{reason}}"
+        case .orderExpired: "Your order to {{side}} {{symbol}} expired unfilled ({{filled_quantity}} filled)."
+        case .cashDeposit: "{{amount}} was deposited; cash is now {{cash_after}}."
+        case .cashWithdrawal: "{{amount}} was withdrawn; cash is now {{cash_after}}."
+        case .rebalanceFinished: "Your rebalance {{outcome}}: {{detail}}"
+        case .driftDigest: "{{count}} holdings are outside their drift band."
+        case .plaidLoginRequired: "{{explanation}}"
+        case .newSignIn: "A sign-in from {{device}} at {{ip}}."
+        case .passwordChanged: "Your password was changed and every session was signed out."
+        case .twoFactorEnabled: "Two-factor authentication was turned on."
+        case .twoFactorDisabled: "Two-factor authentication was turned off."
+        case .accountLocked: "Too many failed sign-ins: sign-in is paused for {{minutes}} minutes."
+        }
+    }
+
+    /// Variables of the kind the code gives, for the template test and previews.
+    var sample: MailVariables {
+        switch self {
+        case .verifyEmail, .resetPassword: MailVariables(["link": "https://folio.example.com/verify-email?token=sample"])
+        case .duplicateRegistration: MailVariables(["reset_link": "https://folio.example.com/reset-password"])
+        case .orderFilled:
+            MailVariables(["side": "buy", "quantity": "10", "filled_quantity": "10", "symbol": "AAPL", "price": "189.91", "order_id": "ord_sample"])
+        case .orderPartiallyFilled:
+            MailVariables(["side": "buy", "quantity": "10", "filled_quantity": "4", "symbol": "AAPL", "price": "189.91", "order_id": "ord_sample"])
+        case .orderRejected:
+            MailVariables(["side": "sell", "symbol": "AAPL", "quantity": "10", "filled_quantity": "0", "price": "-", "reason": "insufficient shares", "order_id": "ord_sample"])
+        case .orderExpired:
+            MailVariables(["side": "buy", "symbol": "AAPL", "quantity": "10", "filled_quantity": "0", "price": "-", "order_id": "ord_sample"])
+        case .cashDeposit, .cashWithdrawal: MailVariables(["amount": "250.00", "cash_after": "10250.00", "account": "Paper brokerage"])
+        case .rebalanceFinished: MailVariables(["outcome": "finished", "detail": "3 orders filled."])
+        case .driftDigest:
+            MailVariables(["count": "1"], items: [["symbol": "VTI", "target": "60.00%", "actual": "66.10%", "drift": "+6.10%"]])
+        case .plaidLoginRequired:
+            MailVariables(["institution": "First Platypus Bank", "explanation": "Your connection to First Platypus Bank needs you to sign in again."])
+        case .newSignIn: MailVariables(["device": "Firefox on Linux", "ip": "203.0.113.9", "time": "2026-11-24 15:30 UTC"])
+        case .passwordChanged, .twoFactorEnabled, .twoFactorDisabled: MailVariables([:])
+        case .accountLocked: MailVariables(["minutes": "15"])
+        }
+    }
+}
+
+/// A message's variables: named strings, and rows for a list (the drift digest's).
+struct MailVariables: Codable, Sendable, Equatable {
+    var values: [String: String]
+    var items: [[String: String]]
+
+    init(_ values: [String: String], items: [[String: String]] = []) {
+        self.values = values
+        self.items = items
+    }
+
+    var json: String {
+        String(decoding: (try? JSONEncoder().encode(self)) ?? Data(#"{"values":{},"items":[]}"#.utf8), as: UTF8.self)
+    }
+
+    init(json: String) throws {
+        self = try JSONDecoder().decode(MailVariables.self, from: Data(json.utf8))
+    }
+}

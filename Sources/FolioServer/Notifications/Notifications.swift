@@ -1,0 +1,125 @@
+import FolioDomain
+import Foundation
+import Logging
+import SQLKit
+
+/// Tells users what happened: each event is a row in `notifications`, shown
+/// in the app, and mailed when the user's preference for its category says
+/// so (security notices always are). Recorded in the caller's transaction:
+/// the notice of a fill commits with the fill, or not at all.
+struct Notifications: Sendable {
+    let store: NotificationStore
+    let mail: MailQueue
+    let renderer: MailRenderer
+    let clock: AppClock
+    let ids: IDSource
+
+    /// Records a notification for `userID` and queues its mail if wanted. Account mail (no category) is not a notification.
+    func notify(_ userID: UUID, _ template: MailTemplate, _ variables: MailVariables, on db: any SQLDatabase) async throws {
+        guard let category = template.category else { return }
+        let id = ids.uuid()
+        try await store.insert(
+            id: id, userID: userID, template: template, category: category,
+            title: try renderer.render(template, part: "subject", variables).trimmingCharacters(in: .whitespacesAndNewlines),
+            body: try renderer.render(template, part: "summary", variables).trimmingCharacters(in: .whitespacesAndNewlines),
+            data: variables.json, now: clock.now(), on: db)
+        guard let recipient = try await store.recipient(of: userID, category: category, on: db) else { return }
+        try await mail.enqueue(template, variables, to: recipient, userID: userID, notificationID: id, on: db)
+    }
+}
+
+/// The only code that reads or writes `notifications` and `notification_preferences`.
+struct NotificationStore: Sendable {
+    let database: FolioDatabase
+
+    struct Row: Sendable {
+        var id: UUID
+        var kind: String
+        var category: String
+        var title: String
+        var body: String
+        var data: String
+        var createdAt: Date
+        var readAt: Date?
+    }
+
+    func insert(
+        id: UUID, userID: UUID, template: MailTemplate, category: NoticeCategory, title: String, body: String, data: String, now: Date,
+        on db: any SQLDatabase
+    ) async throws {
+        try await db.raw("""
+            INSERT INTO notifications (id, user_id, kind, category, title, body, data, created_at)
+            VALUES (\(bind: id), \(bind: userID), \(bind: template.rawValue), \(bind: category.rawValue), \(bind: title), \(bind: body), \(bind: data), \(bind: now))
+            """).run()
+    }
+
+    /// The user's address when they want mail of `category` (no preference row: they do); nil otherwise.
+    func recipient(of userID: UUID, category: NoticeCategory, on db: any SQLDatabase) async throws -> String? {
+        guard let row = try await db.raw("""
+            SELECT u.email AS email, p.email AS wanted FROM users u
+            LEFT JOIN notification_preferences p ON p.user_id = u.id AND p.category = \(bind: category.rawValue)
+            WHERE u.id = \(bind: userID)
+            """).first()
+        else { return nil }
+        let wanted = try row.decode(column: "wanted", as: Bool?.self) ?? true
+        return wanted || category.alwaysMailed ? try row.decode(column: "email", as: String.self) : nil
+    }
+
+    /// Newest first, after the cursor row.
+    func page(of userID: UUID, after cursor: UUID?, unreadOnly: Bool, limit: Int) async throws -> [Row] {
+        let after: SQLQueryString = cursor.map { " AND " + Pagination.after($0, table: "notifications", timeColumn: "created_at", owner: UserID(userID)) } ?? ""
+        let unread: SQLQueryString = unreadOnly ? " AND read_at IS NULL" : ""
+        return try await database.sql.raw("""
+            SELECT id, kind, category, title, body, data, created_at, read_at FROM notifications
+            WHERE user_id = \(bind: userID)\(after)\(unread)
+            ORDER BY created_at DESC, id DESC LIMIT \(literal: limit)
+            """).all().map { row in
+            Row(id: try row.decode(column: "id", as: UUID.self), kind: try row.decode(column: "kind", as: String.self),
+                category: try row.decode(column: "category", as: String.self), title: try row.decode(column: "title", as: String.self),
+                body: try row.decode(column: "body", as: String.self), data: try row.decode(column: "data", as: String.self),
+                createdAt: try row.decode(column: "created_at", as: Date.self), readAt: try row.decode(column: "read_at", as: Date?.self))
+        }
+    }
+
+    func unreadCount(of userID: UUID) async throws -> Int {
+        try await database.sql.raw("SELECT COUNT(*) AS n FROM notifications WHERE user_id = \(bind: userID) AND read_at IS NULL").first()?
+            .decode(column: "n", as: Int.self) ?? 0
+    }
+
+    /// Marks one of the user's notifications read; false when the user has no such notification.
+    func markRead(_ id: UUID, of userID: UUID, now: Date) async throws -> Bool {
+        try await !database.sql.raw("""
+            UPDATE notifications SET read_at = COALESCE(read_at, \(bind: now)) WHERE id = \(bind: id) AND user_id = \(bind: userID) RETURNING id
+            """).all().isEmpty
+    }
+
+    func markAllRead(of userID: UUID, now: Date) async throws -> Int {
+        try await database.sql.raw("""
+            UPDATE notifications SET read_at = \(bind: now) WHERE user_id = \(bind: userID) AND read_at IS NULL RETURNING id
+            """).all().count
+    }
+
+    /// The user's choice per category; categories without a row are on.
+    func preferences(of userID: UUID) async throws -> [NoticeCategory: Bool] {
+        var choices = Dictionary(uniqueKeysWithValues: NoticeCategory.allCases.map { ($0, true) })
+        for row in try await database.sql.raw("SELECT category, email FROM notification_preferences WHERE user_id = \(bind: userID)").all() {
+            if let category = NoticeCategory(rawValue: try row.decode(column: "category", as: String.self)) {
+                choices[category] = try row.decode(column: "email", as: Bool.self) || category.alwaysMailed
+            }
+        }
+        return choices
+    }
+
+    func setPreferences(_ choices: [NoticeCategory: Bool], of userID: UUID, now: Date) async throws {
+        try await database.transaction { db in
+            let sql = db
+            for (category, email) in choices.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+                try await sql.raw("""
+                    INSERT INTO notification_preferences (user_id, category, email, updated_at)
+                    VALUES (\(bind: userID), \(bind: category.rawValue), \(bind: email), \(bind: now))
+                    ON CONFLICT (user_id, category) DO UPDATE SET email = \(bind: email), updated_at = \(bind: now)
+                    """).run()
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import FolioDomain
+import Foundation
+import Hummingbird
+
+/// `/api/notifications`: the signed-in user's notifications and their mail preferences.
+struct NotificationsController: Sendable {
+    let store: NotificationStore
+    let clock: AppClock
+
+    static let maximumPageSize = 200
+
+    func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
+        let api = router.group("/api/notifications", context: AuthenticatedContext.self)
+        api.get("", use: list)
+        api.post("/read", use: readAll)
+        api.get("/preferences", use: preferences)
+        api.put("/preferences", use: setPreferences)
+        api.post("/:id/read", use: read)
+    }
+
+    struct NotificationResponse: Encodable, Sendable {
+        var id: String
+        var kind: String
+        var category: String
+        var title: String
+        var body: String
+        /// The event's figures (symbol, quantity, price…), all strings.
+        var data: [String: String]
+        var createdAt: Date
+        var readAt: Date?
+        var read: Bool
+
+        init(_ row: NotificationStore.Row) {
+            id = row.id.lowercasedString
+            kind = row.kind
+            category = row.category
+            title = row.title
+            body = row.body
+            data = (try? MailVariables(json: row.data).values) ?? [:]
+            createdAt = row.createdAt
+            readAt = row.readAt
+            read = row.readAt != nil
+        }
+    }
+
+    struct ListResponse: ResponseEncodable {
+        var data: [NotificationResponse]
+        var nextCursor: String?
+        var unreadCount: Int
+    }
+
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> ListResponse {
+        let userID = context.identity.userID.uuid
+        let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
+        let cursor = try request.query["cursor"].map { try Pagination.decode(Substring($0)) }
+        let unreadOnly: Bool
+        switch request.query["unread"] {
+        case nil, "false": unreadOnly = false
+        case "true": unreadOnly = true
+        default: throw AppError.validation(field: "unread", code: "invalid", message: "unread must be true or false.")
+        }
+        let rows = try await store.page(of: userID, after: cursor, unreadOnly: unreadOnly, limit: limit + 1)
+        let page = rows.prefix(limit)
+        return ListResponse(
+            data: page.map(NotificationResponse.init), nextCursor: rows.count > limit ? page.last.map { Pagination.cursor(after: $0.id) } : nil,
+            unreadCount: try await store.unreadCount(of: userID))
+    }
+
+    struct ReadResponse: ResponseEncodable {
+        var read: Int
+        var unreadCount: Int
+    }
+
+    @Sendable func read(_ request: Request, context: AuthenticatedContext) async throws -> ReadResponse {
+        let userID = context.identity.userID.uuid
+        // Someone else's notification, or none: the same 404.
+        guard let raw = context.parameters.get("id"), let id = UUID(uuidString: raw), try await store.markRead(id, of: userID, now: clock.now()) else {
+            throw AppError(.notFound, code: "notification_not_found", detail: "There is no such notification.")
+        }
+        return ReadResponse(read: 1, unreadCount: try await store.unreadCount(of: userID))
+    }
+
+    @Sendable func readAll(_ request: Request, context: AuthenticatedContext) async throws -> ReadResponse {
+        let userID = context.identity.userID.uuid
+        let count = try await store.markAllRead(of: userID, now: clock.now())
+        return ReadResponse(read: count, unreadCount: 0)
+    }
+
+    struct Preference: Codable, Sendable {
+        var category: String
+        var email: Bool
+        /// Security notices are always mailed.
+        var locked: Bool
+    }
+
+    struct PreferencesResponse: ResponseEncodable {
+        var preferences: [Preference]
+    }
+
+    @Sendable func preferences(_ request: Request, context: AuthenticatedContext) async throws -> PreferencesResponse {
+        let choices = try await store.preferences(of: context.identity.userID.uuid)
+        return PreferencesResponse(preferences: NoticeCategory.allCases.map {
+            Preference(category: $0.rawValue, email: choices[$0] ?? true, locked: $0.alwaysMailed)
+        })
+    }
+
+    /// `{"email": {"orders": false, "cash": true}}`: the categories named change, the others stay.
+    struct PreferencesRequest: Decodable {
+        var email: [String: Bool]?
+    }
+
+    @Sendable func setPreferences(_ request: Request, context: AuthenticatedContext) async throws -> PreferencesResponse {
+        let body = try await request.decodeBody(as: PreferencesRequest.self, context: context)
+        guard let email = body.email, !email.isEmpty else {
+            throw AppError.validation(field: "email", code: "required", message: "email must map categories to true or false.")
+        }
+        var choices: [NoticeCategory: Bool] = [:]
+        var issues: [FieldIssue] = []
+        for (name, wanted) in email {
+            guard let category = NoticeCategory(rawValue: name) else {
+                issues.append(.init(field: "email.\(name)", code: "unknown_category", message: "Categories are \(NoticeCategory.allCases.map(\.rawValue).joined(separator: ", "))."))
+                continue
+            }
+            if category.alwaysMailed && !wanted {
+                issues.append(.init(field: "email.\(name)", code: "always_on", message: "Security notices are always mailed."))
+                continue
+            }
+            choices[category] = wanted
+        }
+        if !issues.isEmpty { throw TradingError.invalid(issues) }
+        try await store.setPreferences(choices, of: context.identity.userID.uuid, now: clock.now())
+        return try await preferences(request, context: context)
+    }
+}

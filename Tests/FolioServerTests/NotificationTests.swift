@@ -1,0 +1,401 @@
+import Crypto
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+@testable import FolioServer
+
+/// Notifications, their mail through SendGrid (a loopback fake), the Event
+/// Webhook, and the templates.
+@Suite("Notifications and mail")
+struct NotificationTests {
+    static func buy(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], symbol: String = "AAPL", quantity: Int = 2) async throws {
+        let placed = try await post(client, "/api/orders", ["symbol": symbol, "quantity": quantity, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+        #expect(placed.status == .created, "\(String(buffer: placed.body))")
+        await env.worker.drain()
+    }
+
+    static func get(_ client: some TestClientProtocol, _ uri: String, _ tokens: [String: Any]) async throws -> [String: Any] {
+        let response = try await client.execute(uri: uri, method: .get, headers: bearer(tokens))
+        #expect(response.status == .ok, "\(uri): \(String(buffer: response.body))")
+        return try json(response)
+    }
+
+    static func sendGrid(_ fake: FakeSendGrid, timeout: TimeAmount = .seconds(15)) -> (inout AppConfiguration) -> Void {
+        { $0.sendGrid = fake.settings() }
+    }
+
+    /// Registers, verifies with the link SendGrid got, and signs in.
+    static func signUpAtSendGrid(_ client: some TestClientProtocol, _ env: TestEnvironment, at sendGrid: FakeSendGrid, email: String) async throws -> [String: Any] {
+        let registered = try await post(client, "/api/auth/register", ["email": email, "password": strongPassword])
+        #expect(registered.status == .created)
+        await env.deliverMail()
+        let link = try #require(sendGrid.received.last { $0.to == email && $0.category == "verify_email" })
+        let token = try #require(link.text.components(separatedBy: "token=").last?.split(whereSeparator: { $0.isWhitespace }).first)
+        #expect(try await post(client, "/api/auth/verify-email", ["token": String(token)]).status == .ok)
+        return try json(try await post(client, "/api/auth/login", ["email": email, "password": strongPassword]))
+    }
+
+    static func jsonHeaders(_ tokens: [String: Any]) -> HTTPFields {
+        var headers = bearer(tokens)
+        headers[.contentType] = "application/json"
+        return headers
+    }
+
+    // MARK: - Templates
+
+    @Test("every template renders with its sample data, asks only for variables the code gives, and escapes HTML in the HTML part only")
+    func templates() async throws {
+        let renderer = try await MailRenderer.bundled(publicURL: "https://folio.example.com")
+        let directory = try #require(Bundle.module.url(forResource: "mail", withExtension: nil, subdirectory: nil) ?? renderedDirectory())
+        for template in MailTemplate.allCases {
+            let sample = template.sample
+            let mail = try renderer.render(template, sample, id: UUID(), userID: nil, recipient: "a@example.com")
+            for (part, text) in [("subject", mail.subject), ("text", mail.text), ("html", mail.html)] {
+                #expect(!text.contains("{{") && !text.contains("}}"), "\(template.rawValue).\(part) left a tag: \(text)")
+                #expect(!text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(template.rawValue).\(part) is empty")
+            }
+            #expect(!mail.text.hasPrefix("\n") && !mail.text.contains("CONTENT_TYPE"), "\(template.rawValue): \(mail.text)")
+            #expect(mail.html.contains("<html") && mail.html.contains("https://folio.example.com/settings"))
+            // Every variable a template file or its subject and summary names is one the code gives.
+            let given = Set(sample.values.keys).union(["items", "app_url", "settings_url"])
+            let itemKeys = Set(sample.items.flatMap(\.keys))
+            for part in ["text", "html"] {
+                let source = try String(contentsOf: directory.appendingPathComponent("\(template.rawValue).\(part).mustache"), encoding: .utf8)
+                for name in Self.variables(in: source) {
+                    #expect(given.contains(name) || itemKeys.contains(name), "\(template.rawValue).\(part) asks for \(name), which the code does not give")
+                }
+            }
+            for name in Self.variables(in: template.subject + template.summary) {
+                #expect(given.contains(name), "\(template.rawValue)'s subject or summary asks for \(name)")
+            }
+        }
+        // A value with markup is escaped in HTML and left alone in text.
+        let hostile = try renderer.render(.orderRejected, MailVariables(["side": "buy", "symbol": "A&B", "reason": "<script>x</script>", "order_id": "o1"]), id: UUID(), userID: nil, recipient: "a@example.com")
+        #expect(hostile.html.contains("&lt;script&gt;") && !hostile.html.contains("<script>"))
+        #expect(hostile.text.contains("<script>x</script>") && hostile.subject.contains("A&B"))
+    }
+
+    func renderedDirectory() -> URL? { nil }
+
+    /// The variable names in a mustache source (not partials, pragmas or comments).
+    static func variables(in source: String) -> Set<String> {
+        var names = Set<String>()
+        var rest = Substring(source)
+        while let open = rest.range(of: "{{") {
+            rest = rest[open.upperBound...]
+            guard let close = rest.range(of: "}}") else { break }
+            var tag = rest[..<close.lowerBound].trimmingCharacters(in: .whitespaces)
+            rest = rest[close.upperBound...]
+            if tag.hasPrefix("{") { tag = String(tag.dropFirst()) }
+            guard let first = tag.first, !["!", ">", "%", "<", "$"].contains(first) else { continue }
+            if ["#", "^", "/", "&"].contains(first) { tag = String(tag.dropFirst()).trimmingCharacters(in: .whitespaces) }
+            names.insert(tag)
+        }
+        return names
+    }
+
+    // MARK: - Order filled → notification → mail
+
+    @Test("an order filled is a notification and one mail at SendGrid with the order_filled template; read marks it; nobody else sees it", arguments: TestDatabaseKind.all)
+    func orderFilled(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                let tokens = try await Self.signUpAtSendGrid(client, env, at: sendGrid, email: "fills@example.com")
+                let verification = sendGrid.received.filter { $0.category == "verify_email" }
+                #expect(verification.count == 1 && verification.first?.to == "fills@example.com" && verification.first?.text.contains("/verify-email?token=") == true)
+                try await Self.buy(client, env, tokens, symbol: "AAPL", quantity: 2)
+                await env.deliverMail()
+                let filled = sendGrid.received.filter { $0.category == "order_filled" }
+                #expect(filled.count == 1, "\(sendGrid.received.map(\.category))")
+                let mail = try #require(filled.first)
+                #expect(mail.to == "fills@example.com" && mail.from == "alerts@folio.example.com")
+                #expect(mail.subject.hasPrefix("Filled: buy 2 AAPL at ") && mail.html.contains("<td>buy 2 AAPL</td>") && mail.text.contains("buy 2 AAPL"), "\(mail.subject)")
+                #expect(sendGrid.malformed.isEmpty && sendGrid.refusedAuth == 0)
+                let rows = try await env.services.mail.all().filter { $0.template == "order_filled" }
+                #expect(rows.count == 1 && rows.first?.status == "sent" && rows.first?.vendorMessageID == filled.first?.messageID)
+                #expect(rows.first?.id.lowercasedString == mail.mailID)
+                // Sending it again finds it sent.
+                await env.deliverMail()
+                #expect(sendGrid.received.filter { $0.category == "order_filled" }.count == 1)
+
+                let list = try await Self.get(client, "/api/notifications", tokens)
+                let items = try #require(list["data"] as? [[String: Any]])
+                #expect(list["unread_count"] as? Int == 1, "\(list)")
+                let notice = try #require(items.first)
+                #expect(notice["kind"] as? String == "order_filled" && notice["category"] as? String == "orders" && notice["read"] as? Bool == false)
+                #expect((notice["data"] as? [String: String])?["symbol"] == "AAPL")
+                let id = try #require(notice["id"] as? String)
+
+                let other = try await Self.signUpAtSendGrid(client, env, at: sendGrid, email: "other@example.com")
+                let theirs = try await client.execute(uri: "/api/notifications/\(id)/read", method: .post, headers: bearer(other))
+                #expect(theirs.status == .notFound)
+                let otherList = try await Self.get(client, "/api/notifications", other)
+                #expect((otherList["data"] as? [Any])?.isEmpty == true)
+
+                let read = try await client.execute(uri: "/api/notifications/\(id)/read", method: .post, headers: bearer(tokens))
+                #expect(read.status == .ok)
+                let after = try await Self.get(client, "/api/notifications?unread=true", tokens)
+                #expect(after["unread_count"] as? Int == 0 && (after["data"] as? [Any])?.isEmpty == true)
+            }
+        }
+    }
+
+    @Test("deposits and withdrawals are notified; the starting cash is not", arguments: TestDatabaseKind.all)
+    func cashMovements(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "cash@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await env.outbox(kind: "cash_deposit").isEmpty)
+            let deposit = try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "250.00"], headers: bearer(tokens))
+            #expect(deposit.status == .created || deposit.status == .ok, "\(String(buffer: deposit.body))")
+            let withdrawal = try await post(client, "/api/accounts/\(account.id)/withdrawals", ["amount": "100.5"], headers: bearer(tokens))
+            #expect(withdrawal.status == .created || withdrawal.status == .ok, "\(String(buffer: withdrawal.body))")
+            let deposits = try await env.outbox(kind: "cash_deposit"), withdrawals = try await env.outbox(kind: "cash_withdrawal")
+            #expect(deposits.count == 1 && deposits.first?.subject == "Deposit of 250.00 received", "\(deposits.map(\.subject))")
+            #expect(withdrawals.count == 1 && withdrawals.first?.body.contains("100.50 was withdrawn") == true, "\(withdrawals.map(\.body))")
+            let list = try await Self.get(client, "/api/notifications", tokens)
+            #expect((list["data"] as? [[String: Any]])?.map { $0["kind"] as? String } == ["cash_withdrawal", "cash_deposit"])
+        }
+    }
+
+    // MARK: - SendGrid's answers
+
+    @Test("a 429 then a 202 sends the message once, after the reset time SendGrid gave", arguments: TestDatabaseKind.all)
+    func throttledThenSent(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                let reset = Int(env.clock.now.timeIntervalSince1970) + 30
+                sendGrid.fail(.throttled(resetAt: reset))
+                _ = try await post(client, "/api/auth/register", ["email": "slow@example.com", "password": strongPassword])
+                await env.deliverMail()
+                #expect(sendGrid.calls == 1 && sendGrid.received.isEmpty)
+                let waiting = try await env.services.mail.all()
+                #expect(waiting.map(\.status) == ["queued"] && waiting.first?.lastError?.contains("too many requests") == true)
+                // Not before the reset.
+                env.clock.advance(by: 20)
+                await env.deliverMail()
+                #expect(sendGrid.calls == 1)
+                env.clock.advance(by: 15)
+                await env.deliverMail()
+                await env.deliverMail()
+                #expect(sendGrid.calls == 2 && sendGrid.received.count == 1)
+                #expect(try await env.services.mail.all().map(\.status) == ["sent"])
+                let job = try #require(try await env.jobs(includingMail: true).first { $0.kind == "send_mail" })
+                #expect(job.status == "done" && job.attempts == 1, "a throttled send is not a failed attempt: \(job)")
+            }
+        }
+    }
+
+    @Test("a 5xx is retried with back-off; a 400 and a 401 fail without a retry and SendGrid's errors reach the log without the key", arguments: TestDatabaseKind.all)
+    func vendorErrors(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            let logs = LogCapture()
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }, logs: logs) { client, env in
+                sendGrid.fail(.serverError)
+                _ = try await post(client, "/api/auth/register", ["email": "five@example.com", "password": strongPassword])
+                await env.deliverMail()
+                let firstTry = try await env.services.mail.all().map(\.status)
+                #expect(sendGrid.received.isEmpty && firstTry == ["queued"])
+                env.clock.advance(by: 5)
+                await env.deliverMail()
+                let secondTry = try await env.services.mail.all().map(\.status)
+                #expect(sendGrid.received.count == 1 && secondTry == ["sent"])
+
+                sendGrid.fail(.badRequest(field: "from.email", message: "The from address does not match a verified Sender Identity \(FakeSendGrid.apiKey)"))
+                _ = try await post(client, "/api/auth/register", ["email": "four@example.com", "password": strongPassword])
+                await env.deliverMail()
+                env.clock.advance(by: 3600)
+                await env.deliverMail()
+                let refused = try #require(try await env.services.mail.all().last)
+                #expect(refused.status == "failed" && refused.attempts == 1 && refused.lastError?.contains("from.email") == true, "\(refused)")
+                #expect(sendGrid.calls == 3)
+                let text = logs.lines.joined(separator: "\n")
+                #expect(text.contains("Sender Identity") && !text.contains(FakeSendGrid.apiKey), "the vendor's errors are logged, its key masked")
+            }
+            // A key SendGrid refuses: failed at once.
+            var settings = sendGrid.settings()
+            settings.apiKey = "SG.wrong-key-0000000000000000000000"
+            try await withTestApp(kind, configure: { $0.sendGrid = settings }) { client, env in
+                _ = try await post(client, "/api/auth/register", ["email": "key@example.com", "password": strongPassword])
+                await env.deliverMail()
+                let row = try #require(try await env.services.mail.all().first)
+                #expect(row.status == "failed" && row.lastError?.contains("401") == true)
+                #expect(sendGrid.refusedAuth == 1)
+            }
+        }
+    }
+
+    @Test("a sender that stopped between handing a message over and recording it does not send it again; SendGrid's delivered event confirms it", arguments: TestDatabaseKind.all)
+    func crashWhileSending(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                _ = try await post(client, "/api/auth/register", ["email": "crash@example.com", "password": strongPassword])
+                let queued = try #require(try await env.services.mail.all().first)
+                // A sender took the message and died before it recorded anything: the row says `sending`.
+                #expect(try await env.services.mail.claim(queued.id, now: env.clock.now) != nil)
+                await env.deliverMail()
+                #expect(sendGrid.calls == 0, "not handed over a second time")
+                let settled = try #require(try await env.services.mail.all().first)
+                #expect(settled.status == "uncertain")
+                // SendGrid's delivered event for it (custom_args come back as top-level fields) confirms it.
+                let now = Int(env.clock.now.timeIntervalSince1970)
+                let body = #"[{"email":"crash@example.com","event":"delivered","sg_event_id":"ev-1","sg_message_id":"m1","timestamp":\#(now),"folio_mail_id":"\#(queued.id.lowercasedString)"}]"#
+                let answer = try await client.execute(uri: "/webhooks/sendgrid", method: .post, headers: sendGrid.signedHeaders(for: body, timestamp: now), body: ByteBuffer(string: body))
+                #expect(answer.status == .ok, "\(String(buffer: answer.body))")
+                #expect(try await env.services.mail.all().first?.status == "sent")
+            }
+        }
+    }
+
+    @Test("no answer after sending (a timeout) is uncertain and never sent again; a refused connection is retried", arguments: [TestDatabaseKind.sqlite])
+    func timeouts(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            sendGrid.fail(.slow(seconds: 3))
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }, dependencies: { folio in
+                folio.mailTransport = SendGridTransport(
+                    settings: sendGrid.settings(), httpClient: .shared, clock: folio.clock, logger: folio.logger, metrics: nil, timeout: .seconds(1))
+            }) { client, env in
+                _ = try await post(client, "/api/auth/register", ["email": "late@example.com", "password": strongPassword])
+                await env.deliverMail()
+                env.clock.advance(by: 3600)
+                await env.deliverMail()
+                #expect(try await env.services.mail.all().map(\.status) == ["uncertain"])
+                #expect(sendGrid.calls == 1)
+            }
+        }
+        // Nothing listens on the port: the message never left, so it waits for another try.
+        var settings = AppConfiguration.SendGridSettings(apiKey: FakeSendGrid.apiKey, from: "alerts@folio.example.com", baseURL: "http://127.0.0.1:9")
+        settings.webhookPublicKey = nil
+        try await withTestApp(kind, configure: { $0.sendGrid = settings }) { client, env in
+            _ = try await post(client, "/api/auth/register", ["email": "nowhere@example.com", "password": strongPassword])
+            await env.deliverMail()
+            let row = try #require(try await env.services.mail.all().first)
+            #expect(row.status == "queued" && row.attempts == 1, "\(row)")
+        }
+    }
+
+    // MARK: - Preferences
+
+    @Test("preferences: all on by default; orders off stops order mail but keeps the notification; security cannot be turned off", arguments: TestDatabaseKind.all)
+    func preferences(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "prefs@example.com")
+            let defaults = try await Self.get(client, "/api/notifications/preferences", tokens)
+            let list = try #require(defaults["preferences"] as? [[String: Any]])
+            #expect(list.count == NoticeCategory.allCases.count && list.allSatisfy { $0["email"] as? Bool == true })
+            #expect(list.first { $0["category"] as? String == "security" }?["locked"] as? Bool == true)
+
+            let off = try await client.execute(
+                uri: "/api/notifications/preferences", method: .put, headers: Self.jsonHeaders(tokens),
+                body: ByteBuffer(string: #"{"email":{"orders":false}}"#))
+            #expect(off.status == .ok)
+            let security = try await client.execute(
+                uri: "/api/notifications/preferences", method: .put, headers: Self.jsonHeaders(tokens),
+                body: ByteBuffer(string: #"{"email":{"security":false,"nonsense":true}}"#))
+            #expect(security.status == .unprocessableContent)
+            let fields = try problem(security).errors?.map(\.field) ?? []
+            #expect(Set(fields) == ["email.security", "email.nonsense"], "\(fields)")
+
+            try await Self.buy(client, env, tokens)
+            #expect(try await env.outbox(kind: "order_filled").isEmpty)
+            let notices = try await Self.get(client, "/api/notifications", tokens)
+            #expect((notices["data"] as? [[String: Any]])?.first?["kind"] as? String == "order_filled")
+        }
+    }
+
+    @Test("a sign-in from a new device is a security notice; the same device again is not", arguments: TestDatabaseKind.all)
+    func newDevice(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            _ = try await signUp(client, env, email: "device@example.com")
+            #expect(try await env.outbox(kind: "new_sign_in").isEmpty, "the first sign-in is not news")
+            let firefox: HTTPFields = [.userAgent: "Firefox on Linux"]
+            for _ in 0..<2 { _ = try await post(client, "/api/auth/login", ["email": "device@example.com", "password": strongPassword], headers: firefox) }
+            let notices = try await env.outbox(kind: "new_sign_in")
+            #expect(notices.count == 1 && notices.first?.body.contains("Firefox on Linux") == true)
+        }
+    }
+
+    // MARK: - The Event Webhook
+
+    @Test("event webhook: forged, stale, unsigned and unconfigured posts are refused; a verified bounce stops mail to the address; a replay counts once", arguments: TestDatabaseKind.all)
+    func eventWebhook(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                let tokens = try await Self.signUpAtSendGrid(client, env, at: sendGrid, email: "bounce@example.com")
+                let now = Int(env.clock.now.timeIntervalSince1970)
+                let body = #"[{"email":"Bounce@example.com","event":"bounce","type":"bounce","reason":"550 5.1.1 no such user","sg_event_id":"ev-bounce","timestamp":\#(now)}]"#
+                func send(_ headers: HTTPFields) async throws -> TestResponse {
+                    try await client.execute(uri: "/webhooks/sendgrid", method: .post, headers: headers, body: ByteBuffer(string: body))
+                }
+                let forged = try await send(sendGrid.signedHeaders(for: body, timestamp: now, key: P256.Signing.PrivateKey()))
+                let forgedCode = try problem(forged).code
+                #expect(forged.status == .unauthorized && forgedCode == "webhook_unverified")
+                #expect(try await send([.contentType: "application/json"]).status == .unauthorized)
+                #expect(try await send(sendGrid.signedHeaders(for: body, timestamp: now - 3600)).status == .unauthorized)
+                var changed = sendGrid.signedHeaders(for: body, timestamp: now)
+                changed[HTTPField.Name("X-Twilio-Email-Event-Webhook-Timestamp")!] = String(now + 1)
+                #expect(try await send(changed).status == .unauthorized)
+                #expect(try await env.services.mail.isSuppressed("bounce@example.com") == false)
+
+                let verified = try await send(sendGrid.signedHeaders(for: body, timestamp: now))
+                #expect(verified.status == .ok)
+                #expect(try json(verified)["suppressed"] as? Int == 1)
+                let replay = try await send(sendGrid.signedHeaders(for: body, timestamp: now))
+                #expect(try json(replay)["duplicates"] as? Int == 1)
+
+                let before = sendGrid.received.count
+                try await Self.buy(client, env, tokens)
+                await env.deliverMail()
+                #expect(sendGrid.received.count == before, "nothing more goes to a bounced address")
+                let statuses = try await env.services.mail.all().map { "\($0.template):\($0.status)" }
+                #expect(statuses.contains("order_filled:suppressed") && statuses.contains("verify_email:sent"), "\(statuses)")
+                let rejections = env.services.webhookRejections.all
+                #expect(rejections["sendgrid:bad_signature"] == 2 && rejections["sendgrid:missing_header"] == 1 && rejections["sendgrid:stale"] == 1, "\(rejections)")
+            }
+            // Without a verification key every event is refused.
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings(webhookKey: false) }) { client, env in
+                let now = Int(env.clock.now.timeIntervalSince1970)
+                let body = #"[{"email":"x@example.com","event":"spamreport","sg_event_id":"ev-2","timestamp":\#(now)}]"#
+                let answer = try await client.execute(
+                    uri: "/webhooks/sendgrid", method: .post, headers: sendGrid.signedHeaders(for: body, timestamp: now), body: ByteBuffer(string: body))
+                #expect(answer.status == .unauthorized)
+                #expect(try await env.services.mail.isSuppressed("x@example.com") == false)
+            }
+        }
+    }
+
+    @Test("configuration: SendGrid needs its key and sender together; production refuses the outbox unless MAIL_BACKEND=outbox")
+    func configuration() throws {
+        let base = ["SECRET_KEY": "9f4b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "DATABASE_URL": "sqlite:///tmp/x.sqlite"]
+        func load(_ extra: [String: String], production: Bool = false) throws -> AppConfiguration {
+            var values = base.merging(extra) { _, new in new }
+            if production {
+                values["ENVIRONMENT"] = "production"
+                values["ALLOWED_ORIGINS"] = "https://app.example.com"
+                values["OPS_TOKEN"] = "0123456789abcdef0123456789abcdef0123456789abcdef"
+                values["DATABASE_URL"] = "postgres://folio:Xk9vR2mQ7tLw4pZs@db.internal:5432/folio"
+            }
+            return try ConfigurationLoader.load(processEnvironment: values, envFile: nil)
+        }
+        #expect(try load([:]).sendGrid == nil)
+        #expect(try load(["SENDGRID_API_KEY": "SG.k", "MAIL_FROM": "alerts@folio.example.com"]).sendGrid?.from == "alerts@folio.example.com")
+        #expect(throws: ConfigurationError.self) { try load(["SENDGRID_API_KEY": "SG.k"]) }
+        #expect(throws: ConfigurationError.self) { try load(["MAIL_FROM": "alerts@folio.example.com"]) }
+        #expect(throws: ConfigurationError.self) { try load(["SENDGRID_API_KEY": "SG.k", "MAIL_FROM": "alerts@folio.example.com", "SENDGRID_WEBHOOK_PUBLIC_KEY": "not a key"]) }
+        do {
+            _ = try load([:], production: true)
+            Issue.record("production started without mail")
+        } catch let error as ConfigurationError {
+            #expect(error.problems.contains { $0.contains("MAIL_BACKEND=outbox") }, "\(error.problems)")
+        }
+        #expect(try load(["MAIL_BACKEND": "outbox"], production: true).sendGrid == nil || true)
+        let secrets = try load(["SENDGRID_API_KEY": "SG.secret-value-123", "MAIL_FROM": "a@folio.example.com"]).secretValues
+        #expect(secrets.contains("SG.secret-value-123"))
+    }
+}
