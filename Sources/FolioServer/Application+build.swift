@@ -192,7 +192,7 @@ public struct FolioServices: Sendable {
         self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)
         let scheduler = JobScheduler(
             database: database, queue: jobs,
-            schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule, ExchangeCalendar.schedule]
+            schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule, ExchangeCalendar.schedule, RebalanceService.digestSchedule]
                 + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule])
                 + (configuration.plaid == nil ? [] : [PlaidLinks.dailySync]))
         let workerName = "\(dependencies.instance)-worker"
@@ -235,6 +235,10 @@ public struct FolioServices: Sendable {
                     try await plaid.mailNeedsLogin(item)
                 },
                 .syncAllPlaidItems: JobWorker.each { _ in try await plaid.enqueueSyncOfAll() },
+                .driftDigest: JobWorker.each { job in
+                    guard case .driftDigest(let due) = job.payload else { return }
+                    try await rebalancing.sendDriftDigests(day: TradingDay(Date(timeIntervalSince1970: TimeInterval(due))), notifications: notifications)
+                },
                 .sendMail: { batch in
                     var outcomes: [JobID: JobOutcome] = [:]
                     for job in batch { outcomes[job.id] = await mailDelivery.run(job) }

@@ -154,6 +154,7 @@ struct NotificationTests {
             #expect(try await env.outbox(kind: "cash_deposit").isEmpty)
             let deposit = try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "250.00"], headers: bearer(tokens))
             #expect(deposit.status == .created || deposit.status == .ok, "\(String(buffer: deposit.body))")
+            env.clock.advance(by: 1)
             let withdrawal = try await post(client, "/api/accounts/\(account.id)/withdrawals", ["amount": "100.5"], headers: bearer(tokens))
             #expect(withdrawal.status == .created || withdrawal.status == .ok, "\(String(buffer: withdrawal.body))")
             let deposits = try await env.outbox(kind: "cash_deposit"), withdrawals = try await env.outbox(kind: "cash_withdrawal")
@@ -161,6 +162,38 @@ struct NotificationTests {
             #expect(withdrawals.count == 1 && withdrawals.first?.body.contains("100.50 was withdrawn") == true, "\(withdrawals.map(\.body))")
             let list = try await Self.get(client, "/api/notifications", tokens)
             #expect((list["data"] as? [[String: Any]])?.map { $0["kind"] as? String } == ["cash_withdrawal", "cash_deposit"])
+        }
+    }
+
+    @Test("a finished rebalance is notified; the daily drift digest tells a user once a day which holdings are outside their band", arguments: TestDatabaseKind.all)
+    func rebalanceAndDrift(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "drift@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, symbol: "AAPL", quantity: 100)
+            let set = try await RebalanceTests.put(
+                client, "/api/accounts/\(account.id)/targets", ["targets": [["symbol": "VTI", "percent": "90"]], "cash_percent": "10"], headers: bearer(tokens))
+            #expect(set.status == .ok || set.status == .created, "\(String(buffer: set.body))")
+
+            // The digest: AAPL (no target) and VTI (under) are outside the band.
+            let today = TradingDay(env.clock.now)
+            try await env.services.rebalancing.sendDriftDigests(day: today, notifications: env.services.notifications)
+            try await env.services.rebalancing.sendDriftDigests(day: today, notifications: env.services.notifications)
+            let digests = try await env.outbox(kind: "drift_digest")
+            #expect(digests.count == 1, "once a day")
+            let digest = try #require(digests.first)
+            #expect(digest.body.contains("AAPL: target 0") && digest.body.contains("VTI: target 90"), "\(digest.body)")
+            #expect(digest.html?.contains("<td>VTI</td>") == true)
+
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "rebalance-notice"
+            let started = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed)
+            #expect(started.status == .accepted, "\(String(buffer: started.body))")
+            let run = try await RebalanceTests.finish(client, env, tokens, run: try #require(try json(started)["id"] as? String))
+            #expect(run["status"] as? String == "done", "\(run)")
+            let finished = try await env.outbox(kind: "rebalance_finished")
+            #expect(finished.count == 1 && finished.first?.subject == "Your rebalance finished", "\(finished.map(\.subject))")
+            #expect(finished.first?.body.contains("orders filled.") == true)
         }
     }
 

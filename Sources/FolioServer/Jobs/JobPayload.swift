@@ -29,6 +29,8 @@ enum JobPayload: Sendable, Equatable {
     case syncAllPlaidItems
     /// Send one queued message (`mail_messages`).
     case sendMail(UUID)
+    /// Tell users whose holdings drifted outside their bands on the day of `due` (Unix seconds).
+    case driftDigest(due: Int64)
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
@@ -43,6 +45,7 @@ enum JobPayload: Sendable, Equatable {
         case plaidItemNeedsLogin = "plaid_item_needs_login"
         case syncAllPlaidItems = "sync_all_plaid_items"
         case sendMail = "send_mail"
+        case driftDigest = "drift_digest"
     }
 
     static let version = 1
@@ -61,6 +64,7 @@ enum JobPayload: Sendable, Equatable {
         case .plaidItemNeedsLogin: .plaidItemNeedsLogin
         case .syncAllPlaidItems: .syncAllPlaidItems
         case .sendMail: .sendMail
+        case .driftDigest: .driftDigest
         }
     }
 
@@ -74,7 +78,7 @@ enum JobPayload: Sendable, Equatable {
         var fields: [String: String] = ["v": String(Self.version)]
         switch self {
         case .submitOrder(let id): fields["order_id"] = id.description
-        case .snapshotPortfolios(let due): fields["due"] = String(due)
+        case .snapshotPortfolios(let due), .driftDigest(let due): fields["due"] = String(due)
         case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar, .syncAllPlaidItems: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
         case .syncPlaidItem(let item), .refreshPlaidHoldings(let item): fields["item_id"] = item.lowercasedString
@@ -123,6 +127,9 @@ enum JobPayload: Sendable, Equatable {
             }
         case .syncAllPlaidItems:
             self = .syncAllPlaidItems
+        case .driftDigest:
+            guard let due = fields["due"].flatMap(Int64.init) else { throw Unreadable(description: "drift_digest without a due time") }
+            self = .driftDigest(due: due)
         case .sendMail:
             guard let mail = fields["mail_id"].flatMap(UUID.init(uuidString:)) else { throw Unreadable(description: "send_mail without a message") }
             self = .sendMail(mail)

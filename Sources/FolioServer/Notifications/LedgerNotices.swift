@@ -38,6 +38,14 @@ extension Notifications {
                 notices.append((
                     event.action == "ledger.deposit" ? .cashDeposit : .cashWithdrawal,
                     MailVariables(["amount": amount, "cash_after": event.details["cash_after"] ?? "-", "account": "your account"])))
+            case "rebalance.finished":
+                let outcome = switch event.details["status"] {
+                case "done": "finished"
+                case "partially_done": "finished in part"
+                default: "stopped"
+                }
+                let filled = event.details["filled"] ?? "0", orders = event.details["orders"] ?? "0"
+                notices.append((.rebalanceFinished, MailVariables(["outcome": outcome, "detail": "\(filled) of \(orders) orders filled."])))
             default:
                 continue
             }

@@ -65,6 +65,13 @@ struct NotificationStore: Sendable {
         return wanted || category.alwaysMailed ? try row.decode(column: "email", as: String.self) : nil
     }
 
+    /// Whether the user was told of `kind` since `time` (a daily digest is sent once a day).
+    func exists(kind: MailTemplate, of userID: UUID, since time: Date, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            SELECT 1 AS found FROM notifications WHERE user_id = \(bind: userID) AND kind = \(bind: kind.rawValue) AND created_at >= \(bind: time)
+            """).first() != nil
+    }
+
     /// Newest first, after the cursor row.
     func page(of userID: UUID, after cursor: UUID?, unreadOnly: Bool, limit: Int) async throws -> [Row] {
         let after: SQLQueryString = cursor.map { " AND " + Pagination.after($0, table: "notifications", timeColumn: "created_at", owner: UserID(userID)) } ?? ""

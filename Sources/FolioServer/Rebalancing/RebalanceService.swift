@@ -100,6 +100,38 @@ struct RebalanceService: Sendable {
         return (report, targets)
     }
 
+    /// The daily drift digest: one notification per user whose accounts have
+    /// lines outside their drift band, with those lines. A user already told
+    /// on `day` is not told again (the job may run twice).
+    static let digestSchedule = RecurringJob(
+        name: "drift_digest", kind: .driftDigest, cadence: .weekdaysAt(hour: 16, minute: 20), payload: { .driftDigest(due: $0) })
+
+    func sendDriftDigests(day: TradingDay, notifications: Notifications) async throws {
+        let owners = Dictionary(grouping: try await rebalances.accountsWithTargets(), by: \.owner)
+        for (owner, accounts) in owners.sorted(by: { $0.key.description < $1.key.description }) {
+            var items: [[String: String]] = []
+            for (account, _) in accounts {
+                do {
+                    let (report, _) = try await drift(of: account, owner: owner)
+                    for line in report.lines + [report.cash] where line.outsideBand {
+                        items.append([
+                            "symbol": line.symbol ?? line.assetClass?.rawValue ?? "cash", "target": "\(line.targetPercent ?? .zero)%",
+                            "actual": "\(line.currentPercent)%", "drift": "\(line.driftPoints.isPositive ? "+" : "")\(line.driftPoints) points",
+                        ])
+                    }
+                } catch {
+                    logger.warning("drift for the digest failed", metadata: ["account_id": .string(account.description), "error": .string("\(error)")])
+                }
+            }
+            guard !items.isEmpty else { continue }
+            let dayStart = day.at(hour: 0, minute: 0), lines = items
+            try await database.transaction { db in
+                guard try await !notifications.store.exists(kind: .driftDigest, of: owner.uuid, since: dayStart, on: db) else { return }
+                try await notifications.notify(owner.uuid, .driftDigest, MailVariables(["count": String(lines.count)], items: lines), on: db)
+            }
+        }
+    }
+
     struct PlanRequest: Sendable {
         var accountID: AccountID?
         var options: RebalanceOptions

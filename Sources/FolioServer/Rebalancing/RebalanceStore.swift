@@ -114,6 +114,13 @@ struct RebalanceStore: Sendable {
             createdBy: try row.decode(column: "created_by", as: UserID?.self), createdAt: try row.decode(column: "created_at", as: Date.self))
     }
 
+    /// Every account that has targets, with its owner.
+    func accountsWithTargets() async throws -> [(account: AccountID, owner: UserID)] {
+        try await database.sql.raw("SELECT DISTINCT account_id, user_id FROM target_allocations ORDER BY user_id, account_id").all().map { row in
+            (try row.decode(column: "account_id", as: AccountID.self), try row.decode(column: "user_id", as: UserID.self))
+        }
+    }
+
     struct VersionSummary: Sendable {
         var version: Int
         var createdBy: UserID?
