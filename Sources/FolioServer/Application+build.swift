@@ -365,11 +365,26 @@ public struct FolioServices: Sendable {
             DatabaseService(database: database),
             HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger))
         if let errorReports { application.addServices(errorReports) }
+        if let metricsPort = configuration.metricsPort { application.addServices(metricsListener(port: metricsPort)) }
         if configuration.serveRunsWorker {
             application.addServices(worker)
             if configuration.alpacaStream { application.addServices(tradeStreams) }
         }
         return application
+    }
+
+    /// `/metrics` alone on 127.0.0.1:`METRICS_PORT`: a scraper on this machine
+    /// needs no token, and nothing else can connect.
+    func metricsListener(port: Int) -> some Service {
+        let router = Router(context: FolioRequestContext.self)
+        MetricsController(metrics: metrics, jobs: jobs, clock: clock, opsToken: nil, production: false, marketData: marketDataGate).addRoutes(to: router)
+        let logger = self.logger
+        return Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
+            onServerRunning: { channel in
+                logger.info("metrics listening", metadata: ["address": "127.0.0.1", "port": .stringConvertible(channel.localAddress?.port ?? port)])
+            },
+            logger: logger)
     }
 
     /// Runs only the job worker (for `folio worker`), until SIGTERM or SIGINT.

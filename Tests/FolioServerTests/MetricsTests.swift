@@ -32,6 +32,7 @@ struct MetricsTests {
                 _ = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
                 _ = try await client.execute(uri: "/webhooks/plaid", method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: "{}"))
                 _ = try await post(client, "/api/links/plaid/link-token", [:], headers: bearer(tokens))
+                _ = try await client.execute(uri: "/webhooks/sendgrid", method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: "[]"))
 
                 let answer = try await scrape(client)
                 #expect(answer.status == .ok)
@@ -46,6 +47,21 @@ struct MetricsTests {
                 #expect(text.contains(#"folio_jobs{kind="submit_order",status="queued"} 1"#))
                 #expect(text.contains(#"folio_job_oldest_queued_age_seconds{kind="submit_order"}"#))
                 #expect(text.contains("# HELP folio_http_requests_total"))
+                #expect(text.contains(#"folio_webhook_verifications_total{vendor="sendgrid",result="not_configured"} 1"#))
+                #expect(text.contains(#"folio_sentry_events_dropped_total{reason="queue_full"} 0"#))
+                #expect(text.contains("folio_db_pool_size "))
+                if kind == .postgres { #expect(text.contains(#"folio_db_connections{state="active"}"#)) }
+
+                // The worker fills the order and sends the mail: orders, fills, their latency and mail.
+                env.clock.advance(by: 2)
+                await env.worker.drain()
+                let after = String(buffer: try await scrape(client).body)
+                #expect(after.contains(#"folio_orders_total{status="filled"} 1"#), "\(after)")
+                #expect(after.contains(#"folio_orders_total{status="placed"} 1"#))
+                #expect(after.contains("folio_fills_total 1"))
+                #expect(after.contains(#"folio_fill_latency_seconds_bucket{le="5.0"} 1"#) || after.contains(#"folio_fill_latency_seconds_bucket{le="5"} 1"#), "\(after)")
+                #expect(after.contains(#"folio_mails_total{template="order_filled",result="sent"} 1"#))
+                #expect(after.contains(#"folio_mails_total{template="verify_email",result="sent"} 1"#))
             }
         }
     }
@@ -63,6 +79,27 @@ struct MetricsTests {
         try await withTestApp(.sqlite, configure: { $0.opsToken = nil; $0.environment = .production }) { client, _ in
             let anonymous = try await scrape(client, token: nil)
             #expect(anonymous.status == .notFound)
+        }
+    }
+
+    @Test("METRICS_PORT: /metrics alone on a loopback listener, no token needed there; the main port still refuses without one")
+    func separatePort() async throws {
+        try await withTestDatabase(.sqlite) { _, location in
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let port = Int.random(in: 20_000...40_000)
+            let server = try await RunningFolio.serve(folio, environment: [
+                "ENVIRONMENT": "testing", "DATABASE_URL": location.databaseURL, "SECRET_KEY": ProcessCrashTests.secretKey, "METRICS_PORT": String(port),
+                "OPS_TOKEN": Self.opsToken,
+            ])
+            defer { server.kill() }
+            try await server.waitForLine(containing: "metrics listening")
+            let local = try await HTTPCalls(baseURL: "http://127.0.0.1:\(port)").get("/metrics")
+            #expect(local.status == 200 && local.text.contains("folio_db_pool_size"))
+            let main = try await HTTPCalls(baseURL: server.baseURL).get("/metrics")
+            #expect(main.status == 401)
+            let other = try await HTTPCalls(baseURL: "http://127.0.0.1:\(port)").get("/api/accounts")
+            #expect(other.status == 404, "only /metrics is on the metrics port")
         }
     }
 

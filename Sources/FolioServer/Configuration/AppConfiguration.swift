@@ -107,6 +107,9 @@ public struct AppConfiguration: Sendable {
     /// Count each request by route, method and status (`METRICS_ENABLED`, on by default); off, the
     /// request series stay empty and the middleware frame is gone (the benchmark compares the two).
     public var requestMetrics: Bool
+    /// `METRICS_PORT`: `/metrics` also on its own listener bound to 127.0.0.1
+    /// (no token there: only this machine can reach it, a local Prometheus or agent).
+    public var metricsPort: Int?
 
     /// SendGrid, when `SENDGRID_API_KEY` and `MAIL_FROM` are set; otherwise mail
     /// stays in the development outbox (production refuses that unless
@@ -328,6 +331,7 @@ public struct AppConfiguration: Sendable {
         self.sendGrid = nil
         self.sentry = nil
         self.requestMetrics = true
+        self.metricsPort = nil
         self.alpacaURLs = AlpacaURLs()
         self.alpacaPollSeconds = environment == .testing ? 0 : 15
         self.alpacaStream = true

@@ -256,6 +256,11 @@ public enum ConfigurationLoader {
                 keyID: keyID ?? "", secretKey: secretKey ?? "", baseURL: alpacaURL("ALPACA_BASE_URL", default: configuration.alpacaURLs.paper))
         }
         configuration.requestMetrics = value("METRICS_ENABLED") == nil ? true : flag("METRICS_ENABLED")
+        if let raw = value("METRICS_PORT") {
+            if let port = Int(raw), (1...65_535).contains(port), port != configuration.port { configuration.metricsPort = port } else {
+                problems.append("METRICS_PORT must be a port from 1 to 65535 other than PORT, not \"\(raw)\"")
+            }
+        }
         configuration.plaid = plaidSettings(value: value, production: production, problems: &problems)
         configuration.sendGrid = sendGridSettings(value: value, production: production, problems: &problems)
         configuration.sentry = sentrySettings(value: value, environment: configuration.environment.rawValue, problems: &problems)

@@ -25,6 +25,8 @@ public final class FolioDatabase: Sendable {
     /// SQLite has a single writer anyway, and a second connection would turn
     /// concurrent read-then-write transactions into SQLITE_BUSY errors.
     let sqliteLoop: (any EventLoop)?
+    /// The connections this process may open: one for SQLite, the pool over every event loop for PostgreSQL.
+    public let poolSize: Int
 
     public init(
         location: AppConfiguration.DatabaseLocation,
@@ -43,6 +45,7 @@ public final class FolioDatabase: Sendable {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
             self.kind = .sqlite
+            self.poolSize = 1
             // SQL is logged at trace: statements carry bound values only as placeholders, but stay quiet by default.
             // One connection serves every query in turn; under a burst (or a busy machine) the queue for it
             // can pass the driver's default 10 s wait, which turned a slow moment into errors. Wait longer.
@@ -52,6 +55,7 @@ public final class FolioDatabase: Sendable {
             // The pool is spread over the event loops; round up so the total is at least the configured size.
             let loops = max(1, Array(eventLoopGroup.makeIterator()).count)
             let perLoop = max(1, (poolSize + loops - 1) / loops)
+            self.poolSize = perLoop * loops
             databases.use(
                 try .postgres(url: url, maxConnectionsPerEventLoop: perLoop, sqlLogLevel: .trace),
                 as: .psql)
@@ -59,6 +63,21 @@ public final class FolioDatabase: Sendable {
         self.sqliteLoop = kind == .sqlite ? eventLoopGroup.next() : nil
         self.migrations = Migrations()
         migrations.add(MigrationRegistry.all)
+    }
+
+    /// PostgreSQL's client connections to this database by state (`active`,
+    /// `idle`, `idle in transaction`…), every instance's together, as the
+    /// server sees them; empty on SQLite (one connection, always this process's).
+    public func connectionStates() async throws -> [String: Int] {
+        guard kind == .postgres else { return [:] }
+        var states: [String: Int] = [:]
+        for row in try await sql.raw("""
+            SELECT COALESCE(state, 'unknown') AS state, COUNT(*) AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND backend_type = 'client backend' GROUP BY state
+            """).all() {
+            states[try row.decode(column: "state", as: String.self)] = try row.decode(column: "n", as: Int.self)
+        }
+        return states
     }
 
     /// A database handle for one unit of work.

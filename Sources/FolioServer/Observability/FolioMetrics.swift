@@ -11,6 +11,13 @@ import Synchronization
 final class FolioMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
 
+    init() {
+        // Series an alert reads exist from the start, at zero, so `rate()` and `increase()` see their first rise.
+        for reason in ["queue_full", "rate_limited", "send_failed"] {
+            registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason)]).increment(by: Int64(0))
+        }
+    }
+
     /// Request durations from 1 ms to 10 s.
     static let durationBuckets: [Duration] = [
         .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
@@ -105,11 +112,15 @@ final class FolioMetrics: Sendable {
         .seconds(60), .seconds(300), .seconds(3600), .seconds(86_400),
     ]
 
-    /// The database pool, read when scraped: connections in use and requests waiting for one.
-    func refreshPool(inUse: Int, waiting: Int, size: Int) {
-        registry.makeGauge(descriptor: Self.poolConnections, labels: [("state", "in_use")]).set(to: Double(inUse))
-        registry.makeGauge(descriptor: Self.poolConnections, labels: [("state", "waiting")]).set(to: Double(waiting))
-        registry.makeGauge(descriptor: Self.poolConnections, labels: [("state", "size")]).set(to: Double(size))
+    /// The database's connections, read when scraped: this process's pool size, and on PostgreSQL
+    /// the server's client connections by state (`active` ones are in use; every instance counts).
+    func refreshDatabase(_ database: FolioDatabase) async throws {
+        registry.makeGauge(descriptor: Self.poolSize, labels: []).set(to: Double(database.poolSize))
+        let states = try await database.connectionStates()
+        for state in Set(["active", "idle", "idle in transaction"]).union(states.keys) {
+            registry.makeGauge(descriptor: Self.poolConnections, labels: [("state", state.replacingOccurrences(of: " ", with: "_"))])
+                .set(to: Double(states[state] ?? 0))
+        }
     }
 
     /// The job queue as the database holds it, read when scraped: jobs by kind and status, and the oldest due job's wait.
@@ -230,7 +241,12 @@ final class FolioMetrics: Sendable {
 
     static var poolConnections: MetricNameDescriptor {
         MetricNameDescriptor(
-            namespace: "folio", metricName: "db_pool_connections", unitName: "", helpText: "The database pool: connections in use, requests waiting, and its size.")
+            namespace: "folio", metricName: "db_connections", unitName: "",
+            helpText: "PostgreSQL's client connections to Folio's database by state (active: in use), all instances together.")
+    }
+
+    static var poolSize: MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "folio", metricName: "db_pool_size", unitName: "", helpText: "The connections this process's pool may open.")
     }
 
     static var jobs: MetricNameDescriptor {

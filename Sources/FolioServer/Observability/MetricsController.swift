@@ -31,6 +31,7 @@ struct MetricsController: Sendable {
         if let marketData { metrics.refreshGate(marketData) }
         do {
             try await metrics.refreshJobs(jobs, now: clock.now())
+            try await metrics.refreshDatabase(jobs.database)
         } catch {
             // The request series still answer; the queue's are as last read.
             context.logger.warning("reading the job queue for metrics failed", metadata: ["error": .string(String(reflecting: error))])
