@@ -145,7 +145,7 @@ public struct FolioServices: Sendable {
             notifications: notifications, metrics: metrics)
         self.rateLimiter = RateLimiter(clock: clock)
         let (marketData, gate) = dependencies.marketData.map { ($0, nil) }
-            ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger)
+            ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger, metrics: metrics)
         self.marketDataGate = gate
         let quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
         self.quotes = quotes
@@ -157,7 +157,8 @@ public struct FolioServices: Sendable {
                 marketHours: configuration.paperMarketHours, calendar: { calendar.current })
         let brokerageStore = BrokerageStore(database: database)
         let brokers = Brokers(
-            paper: paper, store: brokerageStore, secretBox: identity.secretBox, logger: logger, pollInterval: .seconds(configuration.alpacaPollSeconds))
+            paper: paper, store: brokerageStore, secretBox: identity.secretBox, logger: logger, pollInterval: .seconds(configuration.alpacaPollSeconds),
+            metrics: metrics)
         self.brokers = brokers
         let reconciler = Reconciler(
             store: brokerageStore, trading: store, ledger: ledger, brokers: brokers, security: identity.security, ids: ids, logger: logger)
@@ -268,13 +269,14 @@ public struct FolioServices: Sendable {
 
     /// Alpha Vantage behind its gate when a key is configured, the simulated market otherwise.
     static func marketDataProvider(
-        configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, logger: Logger
+        configuration: AppConfiguration, database: FolioDatabase, clock: AppClock, logger: Logger, metrics: FolioMetrics? = nil
     ) -> (any MarketDataProvider, VendorGate?) {
         guard let settings = configuration.alphaVantage else { return (SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock), nil) }
-        let vendor = AlphaVantageProvider(
+        var vendor = AlphaVantageProvider(
             apiKey: settings.apiKey, baseURL: settings.baseURL,
             budget: CallBudget(database: database, provider: AlphaVantageProvider.name, perMinute: settings.callsPerMinute, perDay: settings.callsPerDay, clock: clock),
             clock: clock, httpClient: .shared, logger: logger)
+        vendor.metrics = metrics
         let gate = VendorGate(vendor: AlphaVantageProvider.name, clock: clock, logger: logger)
         return (GatedMarketDataProvider(base: vendor, gate: gate), gate)
     }

@@ -103,6 +103,7 @@ struct MarketDataResilienceTests {
                 let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer ops-token-for-tests-0123"]).body)
                 #expect(metrics.contains(#"folio_vendor_gate_state{vendor="alpha_vantage",state="open"} 1"#), "\(metrics.prefix(400))")
                 #expect(metrics.contains(#"folio_vendor_gate_state{vendor="alpha_vantage",state="closed"} 0"#))
+                #expect(metrics.contains(#"folio_vendor_calls_total{vendor="alpha_vantage",endpoint="GLOBAL_QUOTE",result="#), "each call counted by function")
 
                 // The vendor recovers: after the cool-down one probe closes the circuit and quotes are fresh again.
                 fake.mode = .normal

@@ -103,6 +103,15 @@ struct MetricsTests {
         }
     }
 
+    @Test("Alpaca paths become bounded endpoint labels: ids and symbols folded, no query")
+    func alpacaEndpoints() {
+        #expect(AlpacaBroker.endpoint("/v2/orders/61e69015-8549-4bfd-b9c3-01e75843f47d") == "/v2/orders/{id}")
+        #expect(AlpacaBroker.endpoint("/v2/orders:by_client_order_id?client_order_id=abc") == "/v2/orders:by_client_order_id")
+        #expect(AlpacaBroker.endpoint("/v2/positions/AAPL") == "/v2/positions/{symbol}")
+        #expect(AlpacaBroker.endpoint("/v2/orders?status=open&limit=500") == "/v2/orders")
+        #expect(AlpacaBroker.endpoint("/v2/account") == "/v2/account")
+    }
+
     static let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     @Test("the alert rules pass promtool check and their unit tests, and name only series Folio serves", .enabled(if: promtool != nil, "needs promtool (Debian's prometheus package; .ci/run installs it)"))

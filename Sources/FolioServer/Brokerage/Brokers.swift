@@ -28,9 +28,12 @@ final class Brokers: Sendable {
     private let clients = Mutex<[UUID: AlpacaBroker]>([:])
     /// How often an account's orders at Alpaca are polled, and when each last was.
     let pollInterval: Duration
+    /// Given to each Alpaca client it makes.
+    let metrics: FolioMetrics?
     private let lastPolls = Mutex<[AccountID: ContinuousClock.Instant]>([:])
 
-    init(paper: any Broker, store: BrokerageStore, secretBox: SecretBox, logger: Logger, pollInterval: Duration = .seconds(15)) {
+    init(paper: any Broker, store: BrokerageStore, secretBox: SecretBox, logger: Logger, pollInterval: Duration = .seconds(15), metrics: FolioMetrics? = nil) {
+        self.metrics = metrics
         self.paper = paper
         self.store = store
         self.secretBox = secretBox
@@ -102,7 +105,8 @@ final class Brokers: Sendable {
             throw BrokerError.unavailable("the link's credentials cannot be opened with SECRET_KEY or PREVIOUS_SECRET_KEYS")
         }
         ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
-        let client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: link.baseURL), logger: logger)
+        var client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: link.baseURL), logger: logger)
+        client.metrics = metrics
         clients.withLock { $0[link.id] = client }
         return client
     }

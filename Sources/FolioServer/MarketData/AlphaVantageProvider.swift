@@ -39,6 +39,8 @@ struct AlphaVantageProvider: MarketDataProvider {
     let httpClient: HTTPClient
     let logger: Logger
     var timeout: TimeAmount = .seconds(10)
+    /// Each call by function, result and latency.
+    var metrics: FolioMetrics? = nil
 
     func quote(for symbol: String) async throws -> PriceQuote? {
         let body = try await call(["function": "GLOBAL_QUOTE", "symbol": symbol])
@@ -92,15 +94,21 @@ struct AlphaVantageProvider: MarketDataProvider {
         request.headers.add(name: "Accept", value: "application/json")
         request.headers.add(name: "User-Agent", value: "Folio/\(FolioVersion.current)")
         let body: ByteBuffer
+        let start = ContinuousClock.now
+        func record(_ result: String) {
+            metrics?.vendorCall(vendor: "alpha_vantage", endpoint: function, result: result, duration: ContinuousClock.now - start)
+        }
         do {
             let response = try await httpClient.execute(request, timeout: timeout)
             body = try await response.body.collect(upTo: 8 << 20)
+            record(response.status == .ok ? "ok" : "error")
             guard response.status == .ok else {
                 throw MarketDataError.badResponse("\(function) answered HTTP \(response.status.code)")
             }
         } catch let error as MarketDataError {
             throw logged(error, function: function)
         } catch {
+            record("unreachable")
             // The error's description never includes the URL, so the key stays out of logs.
             throw logged(.unreachable("\(function): \(type(of: error))"), function: function)
         }

@@ -30,6 +30,8 @@ struct AlpacaBroker: Broker {
     var httpClient: HTTPClient = AlpacaBroker.httpClient
     let logger: Logger
     var timeout: TimeAmount = .seconds(10)
+    /// Each call by endpoint (ids folded into `{id}`), result and latency.
+    var metrics: FolioMetrics? = nil
 
     var holdsOrders: Bool { true }
 
@@ -447,12 +449,15 @@ struct AlpacaBroker: Broker {
         let status: Int
         let bytes: ByteBuffer
         let retryAfter: Int?
+        let endpoint = "\(method.rawValue) \(Self.endpoint(path))", start = ContinuousClock.now
         do {
             let response = try await httpClient.execute(request, timeout: timeout)
             status = Int(response.status.code)
             retryAfter = response.headers.first(name: "Retry-After").flatMap { Int($0) }
             bytes = try await response.body.collect(upTo: 8 << 20)
+            metrics?.vendorCall(vendor: "alpaca", endpoint: endpoint, result: status < 400 ? "ok" : "error", duration: ContinuousClock.now - start)
         } catch {
+            metrics?.vendorCall(vendor: "alpaca", endpoint: endpoint, result: "unreachable", duration: ContinuousClock.now - start)
             // The error names its type only: a URL or header never reaches the log.
             logger.warning("broker call failed", metadata: ["broker": "alpaca", "method": "\(method.rawValue)", "error": "\(type(of: error))"])
             throw RetryableFailure(reason: "\(route): \(type(of: error))", answered: false)
@@ -463,6 +468,25 @@ struct AlpacaBroker: Broker {
         }
         let json = bytes.readableBytes == 0 ? JSONValue.null : ((try? bytes.withUnsafeReadableBytes { try JSONValue.parse($0) }) ?? .null)
         return Answer(status: status, json: json)
+    }
+
+    /// A path as a metric label: no query, and ids and symbols folded, so the label set stays small.
+    static func endpoint(_ path: String) -> String {
+        let segments = path.prefix { $0 != "?" }.split(separator: "/", omittingEmptySubsequences: false)
+        var folded: [String] = []
+        for (index, segment) in segments.enumerated() {
+            let previous = index > 0 ? segments[index - 1] : ""
+            if previous == "positions" || previous == "assets" {
+                folded.append("{symbol}")
+            } else if previous == "orders" && !segment.contains(":") {
+                folded.append("{id}")
+            } else if segment.contains(":") {
+                folded.append(String(segment.prefix { $0 != ":" }) + ":" + String(segment.split(separator: ":").last ?? ""))
+            } else {
+                folded.append(String(segment))
+            }
+        }
+        return folded.joined(separator: "/")
     }
 
     static func encode(_ text: String) -> String {
