@@ -72,6 +72,8 @@ public struct FolioServices: Sendable {
     let metrics: FolioMetrics
     /// Submits orders, rechecks resting ones, runs schedules; a service of `serve` and `folio worker`.
     let worker: JobWorker
+    /// Sends mail (`send_mail` jobs), one message per claim, apart from `worker`.
+    let mailWorker: JobWorker
     /// Alpaca's trade streams, one per linked account; they run beside the worker.
     let tradeStreams: TradeStreams
     /// Banks and brokerages linked through Plaid, and the verifier of Plaid's webhooks.
@@ -240,11 +242,6 @@ public struct FolioServices: Sendable {
                     guard case .driftDigest(let due) = job.payload else { return }
                     try await rebalancing.sendDriftDigests(day: TradingDay(Date(timeIntervalSince1970: TimeInterval(due))), notifications: notifications)
                 },
-                .sendMail: { batch in
-                    var outcomes: [JobID: JobOutcome] = [:]
-                    for job in batch { outcomes[job.id] = await mailDelivery.run(job) }
-                    return outcomes
-                },
                 .advanceRebalance: { batch in
                     var outcomes: [JobID: JobOutcome] = [:]
                     for job in batch {
@@ -264,7 +261,31 @@ public struct FolioServices: Sendable {
                 do { try await scheduler.enqueueDue() } catch { logger.error("job schedules failed", metadata: ["error": "\(error)"]) }
                 do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
             },
-            pace: pace)
+            pace: pace, filter: .except([.sendMail]))
+        let lastSweep = Mutex(ContinuousClock.now - .seconds(60))
+        // One message per claim, each send within SendGrid's 15 s timeout: far inside a job's 60 s lease.
+        self.mailWorker = JobWorker(
+            queue: jobs,
+            handlers: [
+                .sendMail: { batch in
+                    var outcomes: [JobID: JobOutcome] = [:]
+                    for job in batch { outcomes[job.id] = await mailDelivery.run(job) }
+                    return outcomes
+                }
+            ],
+            name: "\(dependencies.instance)-mail", pollInterval: .milliseconds(500), logger: logger,
+            onIdle: {
+                let due = lastSweep.withLock { last in
+                    guard ContinuousClock.now - last >= .seconds(60) else { return false }
+                    last = ContinuousClock.now
+                    return true
+                }
+                if due { await mailDelivery.sweep() }
+            },
+            concurrency: 2, batchSize: 1, filter: .only([.sendMail]))
+        if configuration.isProduction, let sendGrid = configuration.sendGrid, sendGrid.webhookPublicKey == nil {
+            logger.warning("SENDGRID_WEBHOOK_PUBLIC_KEY is not set: bounces and spam reports are refused, so Folio keeps mailing addresses that bounce")
+        }
     }
 
     /// Alpha Vantage behind its gate when a key is configured, the simulated market otherwise.
@@ -369,7 +390,7 @@ public struct FolioServices: Sendable {
         if let errorReports { application.addServices(errorReports) }
         if let metricsPort = configuration.metricsPort { application.addServices(metricsListener(port: metricsPort)) }
         if configuration.serveRunsWorker {
-            application.addServices(worker)
+            application.addServices(worker, mailWorker)
             if configuration.alpacaStream { application.addServices(tradeStreams) }
         }
         return application
@@ -397,7 +418,10 @@ public struct FolioServices: Sendable {
                     .init(service: DatabaseService(database: database)),
                     .init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)),
                     .init(service: worker),
-                ] + (configuration.alpacaStream ? [.init(service: tradeStreams)] : []) + (errorReports.map { [.init(service: $0)] } ?? []),
+                    .init(service: mailWorker),
+                ] + (configuration.alpacaStream ? [.init(service: tradeStreams)] : []) + (errorReports.map { [.init(service: $0)] } ?? [])
+                    // Each process counts its own series: a separate worker serves them on its own METRICS_PORT.
+                    + (configuration.metricsPort.map { [.init(service: metricsListener(port: $0))] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

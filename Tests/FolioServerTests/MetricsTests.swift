@@ -42,6 +42,7 @@ struct MetricsTests {
                 #expect(!text.contains(accountID), "no raw path or id in a label")
                 #expect(text.contains(#"folio_http_request_duration_seconds_bucket{route="/api/accounts",method="GET",le="#))
                 #expect(text.contains(#"folio_security_events_total{event="login_failed"} 1"#))
+                #expect(text.contains(#"folio_authentication_failures_total{reason="wrong_password"} 1"#))
                 #expect(text.contains(#"folio_webhook_verifications_total{vendor="plaid",result="missing_header"} 1"#))
                 #expect(text.contains(#"folio_vendor_calls_total{vendor="plaid",endpoint="/link/token/create",result="ok"} 1"#))
                 #expect(text.contains(#"folio_jobs{kind="submit_order",status="queued"} 1"#))
@@ -55,6 +56,7 @@ struct MetricsTests {
                 // The worker fills the order and sends the mail: orders, fills, their latency and mail.
                 env.clock.advance(by: 2)
                 await env.worker.drain()
+                await env.deliverMail()
                 let after = String(buffer: try await scrape(client).body)
                 #expect(after.contains(#"folio_orders_total{status="filled"} 1"#), "\(after)")
                 #expect(after.contains(#"folio_orders_total{status="placed"} 1"#))
@@ -134,6 +136,7 @@ struct MetricsTests {
         let served: Set<String> = [
             FolioMetrics.requestsTotal.name, FolioMetrics.securityEvents.name, FolioMetrics.webhookVerifications.name,
             FolioMetrics.constraintViolations.name, FolioMetrics.vendorCalls.name, FolioMetrics.jobs.name, FolioMetrics.jobAge.name,
+            FolioMetrics.mails.name, FolioMetrics.sentryDropped.name,
         ]
         let named = Set(rules.matches(of: /folio_[a-z_]+/).map { String($0.output) })
         #expect(named.subtracting(served).isEmpty, "rules name series Folio does not serve: \(named.subtracting(served))")

@@ -235,7 +235,7 @@ struct NotificationTests {
                 await env.deliverMail()
                 let firstTry = try await env.services.mail.all().map(\.status)
                 #expect(sendGrid.received.isEmpty && firstTry == ["queued"])
-                env.clock.advance(by: 5)
+                env.clock.advance(by: 31)
                 await env.deliverMail()
                 let secondTry = try await env.services.mail.all().map(\.status)
                 #expect(sendGrid.received.count == 1 && secondTry == ["sent"])
@@ -310,6 +310,42 @@ struct NotificationTests {
             await env.deliverMail()
             let row = try #require(try await env.services.mail.all().first)
             #expect(row.status == "queued" && row.attempts == 1, "\(row)")
+        }
+    }
+
+    @Test("a 5xx SendGrid answered after taking the message: its processed event arrives before the retry, and the message is not sent twice", arguments: TestDatabaseKind.all)
+    func serverErrorThenProcessed(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                sendGrid.fail(.serverError)
+                _ = try await post(client, "/api/auth/register", ["email": "twice@example.com", "password": strongPassword])
+                await env.deliverMail()
+                let row = try #require(try await env.services.mail.all().first)
+                #expect(row.status == "queued")
+                let now = Int(env.clock.now.timeIntervalSince1970)
+                let body = #"[{"email":"twice@example.com","event":"processed","sg_event_id":"ev-p","sg_message_id":"abc.filter0001","timestamp":\#(now),"folio_mail_id":"\#(row.id.lowercasedString)"}]"#
+                let answer = try await client.execute(uri: "/webhooks/sendgrid", method: .post, headers: sendGrid.signedHeaders(for: body, timestamp: now), body: ByteBuffer(string: body))
+                #expect(answer.status == .ok)
+                env.clock.advance(by: 3600)
+                await env.deliverMail()
+                #expect(sendGrid.calls == 1, "not handed over again")
+                let settled = try #require(try await env.services.mail.all().first)
+                #expect(settled.status == "sent" && settled.vendorMessageID == "abc")
+            }
+        }
+    }
+
+    @Test("a lockout is a security notice at most once a day, however often strangers cause one", arguments: TestDatabaseKind.all)
+    func lockoutNoticeOncePerDay(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in
+            try await signUp(client, env, email: "owner@example.com")
+            for round in 0..<3 {
+                for _ in 0..<5 { _ = try await CredentialThrottleTests.login(client, from: "203.0.113.\(round + 1)", password: "guess guess guess") }
+                env.clock.advance(by: 3600)
+            }
+            let notices = try await env.outbox(kind: "account_locked")
+            #expect(notices.count == 1, "\(notices.count) lockout mails")
+            #expect(env.logs.lines.filter { $0.contains("login_lockout") }.count >= 3, "three lockouts happened")
         }
     }
 
@@ -388,6 +424,10 @@ struct NotificationTests {
                 #expect(sendGrid.received.count == before, "nothing more goes to a bounced address")
                 let statuses = try await env.services.mail.all().map { "\($0.template):\($0.status)" }
                 #expect(statuses.contains("order_filled:suppressed") && statuses.contains("verify_email:sent"), "\(statuses)")
+                // A reset link the person asked for is their way back in: it is not held back.
+                _ = try await post(client, "/api/auth/password-reset/request", ["email": "bounce@example.com"])
+                await env.deliverMail()
+                #expect(sendGrid.received.contains { $0.category == "reset_password" && $0.to == "bounce@example.com" })
                 let rejections = env.services.webhookRejections.all
                 #expect(rejections["sendgrid:bad_signature"] == 2 && rejections["sendgrid:missing_header"] == 1 && rejections["sendgrid:stale"] == 1, "\(rejections)")
             }

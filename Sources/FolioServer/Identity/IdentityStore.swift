@@ -167,16 +167,22 @@ struct IdentityStore: Sendable {
         try await (db as! any SQLDatabase).raw("UPDATE unknown_sign_in_failures SET locked_until = \(bind: until) WHERE key = \(bind: key)").run()
     }
 
-    /// A sign-in from a device and address pair none of the user's sessions
-    /// has had, when they have had sessions before (the first is not news).
+    /// A sign-in from a device and address none of the user's recent sessions
+    /// had, when they have had sessions before (the first is not news). The
+    /// user agent is compared as sessions keep it (256 characters), and the
+    /// address as the sign-in throttle groups it (an IPv6 /64), so a phone
+    /// whose privacy address changes is not a new device.
     func isNewDevice(userID: UUID, ip: String?, userAgent: String?, on db: any Database) async throws -> Bool {
-        guard let row = try await (db as! any SQLDatabase).raw("""
-            SELECT COUNT(*) AS sessions,
-                   COALESCE(SUM(CASE WHEN COALESCE(ip, '') = \(bind: ip ?? "") AND COALESCE(user_agent, '') = \(bind: userAgent ?? "") THEN 1 ELSE 0 END), 0) AS same
-            FROM sessions WHERE user_id = \(bind: userID)
-            """).first()
-        else { return false }
-        return try row.decode(column: "sessions", as: Int.self) > 0 && row.decode(column: "same", as: Int.self) == 0
+        let seen = try await (db as! any SQLDatabase).raw("""
+            SELECT ip, user_agent FROM sessions WHERE user_id = \(bind: userID) ORDER BY created_at DESC LIMIT 200
+            """).all()
+        guard !seen.isEmpty else { return false }
+        let agent = userAgent.map { String($0.prefix(256)) } ?? "", client = LoginThrottle.clientKey(ip)
+        for row in seen {
+            let storedAgent = try row.decode(column: "user_agent", as: String?.self) ?? ""
+            if storedAgent == agent, LoginThrottle.clientKey(try row.decode(column: "ip", as: String?.self)) == client { return false }
+        }
+        return true
     }
 
     /// After a password reset: every address starts again.

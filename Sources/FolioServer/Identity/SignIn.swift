@@ -95,7 +95,7 @@ extension IdentityServices {
                     "login_lockout", userID: user.id,
                     details: ["failures": String(attempt.fromClient), "account_failures": String(attempt.onAccount), "seconds": String(Int(delay))],
                     origin: origin, audited: true)
-                try await mail(user, .accountLocked, MailVariables(["minutes": String(max(1, Int((delay / 60).rounded(.up))))]), on: db)
+                try await noticeLockout(user, minutes: max(1, Int((delay / 60).rounded(.up))))
             }
             await security.record(
                 "login_failed", userID: user.id, details: ["reason": reason, "failures": String(attempt.fromClient)], origin: origin, audited: true)
@@ -135,5 +135,15 @@ extension IdentityServices {
 
     func signOutEverywhere(_ identity: Identity) async throws {
         try await sessions.revokeAll(userID: identity.userID.uuid, reason: "logout_all", on: database.db)
+    }
+
+    /// Tells the user their sign-in is paused, at most once a day: anyone who
+    /// knows an address can cause lockouts, and must not flood it with mail.
+    private func noticeLockout(_ user: User, minutes: Int) async throws {
+        let since = clock.now().addingTimeInterval(-86_400), notifications = self.notifications
+        try await database.transaction { db in
+            guard try await !notifications.store.exists(kind: .accountLocked, of: user.id!, since: since, on: db) else { return }
+            try await notifications.notify(user.id!, .accountLocked, MailVariables(["minutes": String(minutes)]), on: db)
+        }
     }
 }

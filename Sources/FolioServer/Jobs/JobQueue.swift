@@ -57,8 +57,15 @@ struct JobQueue: Sendable {
             """).run()
     }
 
-    /// Up to `limit` due jobs (of `kinds` only, when given), now leased to `holder`. A job that cannot be read is failed at once.
-    func claim(as holder: String, limit: Int = 1, kinds: [JobPayload.Kind]? = nil) async throws -> [ClaimedJob] {
+    /// Which kinds a worker claims.
+    enum Filter: Sendable {
+        case all
+        case only([JobPayload.Kind])
+        case except([JobPayload.Kind])
+    }
+
+    /// Up to `limit` due jobs (of the kinds `filter` lets through), now leased to `holder`. A job that cannot be read is failed at once.
+    func claim(as holder: String, limit: Int = 1, filter: Filter = .all) async throws -> [ClaimedJob] {
         let now = clock.now()
         let deadline = now.addingTimeInterval(-Instances.deadAfter)
         let abandoned: SQLQueryString = """
@@ -75,7 +82,11 @@ struct JobQueue: Sendable {
             onDead?(try row.decode(column: "kind", as: String.self), try row.decode(column: "id", as: JobID.self), "the worker stopped during the last attempt")
         }
         let skipLocked = database.kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
-        let only: SQLQueryString = kinds.map { " AND kind IN (\(binds: $0.map(\.rawValue)))" } ?? ""
+        let only: SQLQueryString = switch filter {
+        case .all: ""
+        case .only(let kinds): " AND kind IN (\(binds: kinds.map(\.rawValue)))"
+        case .except(let kinds): " AND kind NOT IN (\(binds: kinds.map(\.rawValue)))"
+        }
         let rows = try await database.sql.raw("""
             UPDATE jobs SET status = 'running', locked_by = \(bind: holder), instance_id = \(bind: instance),
                 locked_until = \(bind: now.addingTimeInterval(Self.lease)), attempts = attempts + 1, updated_at = \(bind: now)
@@ -152,12 +163,13 @@ struct JobQueue: Sendable {
     }
 
     private func markDead(_ id: JobID, kind: String, holder: String, error: String) async throws {
-        try await database.sql.raw("""
+        let rows = try await database.sql.raw("""
             UPDATE jobs SET status = 'dead', locked_by = NULL, instance_id = NULL, locked_until = NULL, last_error = \(bind: String(error.prefix(2000))),
                 updated_at = \(bind: clock.now())
             WHERE id = \(bind: id) AND locked_by = \(bind: holder)
-            """).run()
-        onDead?(kind, id, error)
+            RETURNING id
+            """).all()
+        if !rows.isEmpty { onDead?(kind, id, error) }
     }
 
     struct Row: Sendable, Equatable {
@@ -220,8 +232,9 @@ struct JobWorker: Service {
     var batchSize: Int = 16
     /// Told how full each claim was and how many jobs finished, so placements keep to the worker's pace.
     var pace: SubmissionPace? = nil
-    /// Claim only these kinds (a worker for one kind of work); nil: every kind.
-    var kinds: [JobPayload.Kind]? = nil
+    /// The kinds this worker claims: mail has a worker of its own, so a slow
+    /// mail vendor never holds up orders.
+    var filter: JobQueue.Filter = .all
 
     func run() async throws {
         logger.info("job worker started", metadata: ["worker": .string(name), "concurrency": .stringConvertible(concurrency)])
@@ -254,7 +267,7 @@ struct JobWorker: Service {
     func runOnce(as holder: String? = nil) async -> Bool {
         let jobs: [ClaimedJob]
         do {
-            jobs = try await queue.claim(as: holder ?? name, limit: batchSize, kinds: kinds)
+            jobs = try await queue.claim(as: holder ?? name, limit: batchSize, filter: filter)
         } catch {
             logger.error("job claim failed", metadata: ["error": .string(String(reflecting: error))])
             return false

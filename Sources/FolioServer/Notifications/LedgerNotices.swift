@@ -10,11 +10,15 @@ extension Notifications {
         for (order, _) in books.changedOrders { orders[order.id.description] = order }
         // Opening an account deposits its starting cash: not news to anyone.
         let opening = books.events.contains { $0.action == "account.opened" }
+        // One notice per order per commit, from where the order ended: several fills applied together are one "filled".
+        let orderActions: Set<String> = ["order.filled", "order.partially_filled", "order.rejected", "order.expired"]
+        var lastOrderEvent: [String: Int] = [:]
+        for (index, event) in books.events.enumerated() where orderActions.contains(event.action) { lastOrderEvent[event.subjectID] = index }
         var notices: [(MailTemplate, MailVariables)] = []
-        for event in books.events {
+        for (index, event) in books.events.enumerated() {
             switch event.action {
             case "order.filled", "order.partially_filled", "order.rejected", "order.expired":
-                guard let order = orders[event.subjectID] else { continue }
+                guard lastOrderEvent[event.subjectID] == index, let order = orders[event.subjectID] else { continue }
                 var values = [
                     "side": order.side.rawValue.lowercased(), "symbol": order.symbol, "order_id": order.id.description,
                     "quantity": order.quantity?.description ?? order.filledQuantity.description,

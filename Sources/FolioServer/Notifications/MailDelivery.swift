@@ -117,9 +117,27 @@ struct MailDelivery: Sendable {
             }
             return .done
         }
+        do {
+            return try await send(claimed)
+        } catch {
+            // Folio's own failure (the database), before anything left: back in the queue, not uncertain (failed after the job's last attempt).
+            let reason = "Folio could not send it: \(type(of: error))"
+            if finalAttempt {
+                _ = try? await store.settle(id, as: .failed, error: reason, now: clock.now(), on: store.database.sql)
+            } else {
+                try? await store.requeue(id, error: reason, now: clock.now())
+            }
+            return .failed(String(describing: error))
+        }
+    }
+
+    /// Sends a claimed message and records what became of it.
+    private func send(_ claimed: MailStore.Claimed) async throws -> JobOutcome {
+        let id = claimed.id, now = clock.now()
         let template = MailTemplate(rawValue: claimed.template)
         let label = template?.rawValue ?? "unknown"
-        if try await store.isSuppressed(claimed.recipient) {
+        // Account mail (a verification or reset link the person asked for) is their way back in: it is not held back.
+        if template?.category != nil, try await store.isSuppressed(claimed.recipient) {
             try await store.settle(id, as: .suppressed, error: "the address bounced or reported spam", now: now, on: store.database.sql)
             metrics?.mail(template: label, result: "suppressed")
             logger.info("mail not sent to a suppressed address", metadata: ["mail_id": .string(id.lowercasedString), "kind": .string(label)])
@@ -157,22 +175,40 @@ struct MailDelivery: Sendable {
                 logger.warning("mail may or may not have reached \(transport.name); not sent again", metadata: [
                     "mail_id": .string(id.lowercasedString), "error": .string(error.description)])
                 return .done
-            case .throttled(let retryAt, _) where claimed.attempts < Self.maxHandovers:
-                try await store.requeue(id, error: error.description, now: after)
-                metrics?.mail(template: label, result: "throttled")
-                // Not a failure: the vendor said when to come back (at least a second, at most an hour).
-                let wait = min(max(retryAt?.timeIntervalSince(after) ?? JobQueue.backoff(attempt: claimed.attempts), 1), 3600)
-                return .later(after.addingTimeInterval(wait))
-            case .unavailable, .throttled:
-                if finalAttempt || claimed.attempts >= Self.maxHandovers {
+            case .throttled, .unavailable:
+                guard claimed.attempts < Self.maxHandovers else {
                     try await store.settle(id, as: .failed, error: error.description, now: after, on: store.database.sql)
                     metrics?.mail(template: label, result: "failed")
-                } else {
-                    try await store.requeue(id, error: error.description, now: after)
-                    metrics?.mail(template: label, result: "retried")
+                    logger.error("mail given up after \(claimed.attempts) tries", metadata: ["mail_id": .string(id.lowercasedString), "error": .string(error.description)])
+                    return .done
                 }
-                return .failed(error.description)
+                try await store.requeue(id, error: error.description, now: after)
+                // Not counted against the job's attempts: a vendor that asked Folio to wait, or is down, is not this message's fault.
+                // A 429 waits as long as SendGrid said; a 5xx or no connection at least 30 s, so the Event Webhook's
+                // `processed` for a message SendGrid took despite its 5xx can arrive (and mark it sent) first.
+                let wait: TimeInterval
+                if case .throttled(let retryAt, _) = error {
+                    metrics?.mail(template: label, result: "throttled")
+                    wait = retryAt?.timeIntervalSince(after) ?? JobQueue.backoff(attempt: claimed.attempts)
+                } else {
+                    metrics?.mail(template: label, result: "retried")
+                    wait = max(30, JobQueue.backoff(attempt: claimed.attempts))
+                }
+                return .later(after.addingTimeInterval(min(max(wait, 1), 3600)))
             }
+        }
+    }
+
+    /// Housekeeping, about once a minute: messages stuck in `sending` (their
+    /// job died with its worker) become `uncertain`; old Event Webhook ids go.
+    func sweep() async {
+        let now = clock.now()
+        do {
+            let abandoned = try await store.settleAbandoned(before: now.addingTimeInterval(-2 * JobQueue.lease), now: now)
+            if abandoned > 0 { logger.warning("mail left mid-send by a stopped sender marked uncertain", metadata: ["messages": .stringConvertible(abandoned)]) }
+            try await store.pruneEvents(before: now.addingTimeInterval(-3 * 86_400))
+        } catch {
+            logger.warning("mail housekeeping failed", metadata: ["error": .string(String(reflecting: error))])
         }
     }
 }

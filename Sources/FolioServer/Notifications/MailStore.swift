@@ -77,6 +77,34 @@ struct MailStore: Sendable {
             """).all().isEmpty
     }
 
+    /// SendGrid says it has the message (`processed`, `delivered`): it is sent,
+    /// whatever Folio recorded (a 5xx it answered after taking the message, a
+    /// sender that stopped). A message waiting for a retry is then not sent again.
+    func confirm(_ id: UUID, vendorMessageID: String?, now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE mail_messages SET status = 'sent', vendor_message_id = COALESCE(vendor_message_id, \(bind: vendorMessageID)),
+                variables = '{"values":{},"items":[]}', sent_at = COALESCE(sent_at, \(bind: now)), updated_at = \(bind: now)
+            WHERE id = \(bind: id) AND status IN ('queued', 'sending', 'uncertain', 'failed')
+            """).run()
+    }
+
+    /// Messages left `sending` longer than any send takes (their job died with
+    /// its worker): `uncertain`, their variables emptied. Returns how many.
+    @discardableResult
+    func settleAbandoned(before cutoff: Date, now: Date) async throws -> Int {
+        try await database.sql.raw("""
+            UPDATE mail_messages SET status = 'uncertain', last_error = 'the sender stopped while handing this message over; it is not sent again',
+                variables = '{"values":{},"items":[]}', updated_at = \(bind: now)
+            WHERE status = 'sending' AND updated_at < \(bind: cutoff)
+            RETURNING id
+            """).all().count
+    }
+
+    /// Forgets Event Webhook ids older than `cutoff` (SendGrid retries for at most a day).
+    func pruneEvents(before cutoff: Date) async throws {
+        try await database.sql.raw("DELETE FROM sendgrid_events WHERE received_at < \(bind: cutoff)").run()
+    }
+
     /// Puts a message back in the queue after a failure that is worth another try.
     func requeue(_ id: UUID, error: String, now: Date) async throws {
         try await database.sql.raw("""

@@ -64,12 +64,11 @@ struct SendGridTransport: MailTransport {
         let start = ContinuousClock.now
         let status: Int
         let headers: HTTPHeaders
-        let bytes: ByteBuffer
+        let response: HTTPClientResponse
         do {
-            let response = try await httpClient.execute(request, timeout: timeout)
+            response = try await httpClient.execute(request, timeout: timeout)
             status = Int(response.status.code)
             headers = response.headers
-            bytes = try await response.body.collect(upTo: 1 << 20)
         } catch {
             metrics?.vendorCall(vendor: "sendgrid", endpoint: Self.endpoint, result: "unreachable", duration: ContinuousClock.now - start)
             // Only a connection that was never made proves the message did not leave.
@@ -77,6 +76,8 @@ struct SendGridTransport: MailTransport {
             throw .uncertain("no answer from SendGrid after sending: \(type(of: error))")
         }
         metrics?.vendorCall(vendor: "sendgrid", endpoint: Self.endpoint, result: status == 202 ? "ok" : "error", duration: ContinuousClock.now - start)
+        // The status decides; a body that fails to arrive after a 202 does not make the message uncertain.
+        let bytes = (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer()
         if status == 202 || status == 200 {
             let vendorID = headers.first(name: "X-Message-Id")
             do { try await database.transaction { db in try await markSent(vendorID, db) } } catch {

@@ -92,7 +92,8 @@ struct SendGridEvents: Sendable {
                     logger.info("mail to an address stopped", metadata: ["reason": .string(name)])
                 case "delivered", "processed":
                     if let id = event["folio_mail_id"]?.string.flatMap(UUID.init(uuidString:)) {
-                        try await store.settle(id, as: .sent, now: now, from: .uncertain, on: sql)
+                        let vendorID = event["sg_message_id"]?.string.map { String($0.prefix { $0 != "." }.prefix(100)) }
+                        try await store.confirm(id, vendorMessageID: vendorID, now: now, on: sql)
                     }
                 default:
                     break

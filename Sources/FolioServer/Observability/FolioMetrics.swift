@@ -57,6 +57,12 @@ final class FolioMetrics: Sendable {
         registry.makeCounter(descriptor: Self.securityEvents, labels: [("event", event)]).increment()
     }
 
+    /// A failed sign-in or re-authentication by reason (`unknown_email`, `wrong_password`, `wrong_second_factor`).
+    func authenticationFailure(reason: String) {
+        let bounded = ["unknown_email", "wrong_password", "wrong_second_factor"].contains(reason) ? reason : "other"
+        registry.makeCounter(descriptor: Self.authenticationFailures, labels: [("reason", bounded)]).increment()
+    }
+
     /// A webhook's verification: `verified`, or the reason it was refused.
     func webhookVerification(vendor: String, result: String) {
         registry.makeCounter(descriptor: Self.webhookVerifications, labels: [("vendor", vendor), ("result", result)]).increment()
@@ -202,6 +208,11 @@ final class FolioMetrics: Sendable {
     static var vendorGateFailures: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "folio", metricName: "vendor_gate_consecutive_failures", unitName: "", helpText: "A vendor's failures in a row.")
+    }
+
+    static var authenticationFailures: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "authentication_failures", unitName: "total", helpText: "Failed sign-ins and re-authentications by reason.")
     }
 
     static var mails: MetricNameDescriptor {

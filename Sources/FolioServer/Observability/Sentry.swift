@@ -413,6 +413,7 @@ final class SentryReporter: Service, Sendable {
         }
         let ok = (200..<300).contains(status)
         metrics?.vendorCall(vendor: "sentry", endpoint: Self.endpoint, result: ok ? "ok" : "error", duration: ContinuousClock.now - start)
+        if ok { metrics?.sentrySent() }
 
         // X-Sentry-Rate-Limits counts on every answer, 200 included.
         let answeredAt = clock.now()

@@ -28,7 +28,10 @@ final class SecurityEvents: Sendable {
         for (key, value) in details { metadata[key] = .string(value) }
         origin.logger.warning("security event", metadata: metadata)
         metrics?.securityEvent(event)
-        if event == "login_failed" { countFailedLogin() }
+        if event == "login_failed" {
+            countFailedLogin()
+            metrics?.authenticationFailure(reason: details["reason"] ?? "unknown")
+        }
         guard audited else { return }
         do {
             try await audit.record(

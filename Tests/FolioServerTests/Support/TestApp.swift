@@ -127,9 +127,7 @@ struct TestEnvironment: Sendable {
 
     /// Sends the mail waiting in the queue, as the worker would; other jobs stay queued.
     func deliverMail() async {
-        var worker = services.worker
-        worker.kinds = [.sendMail]
-        await worker.drain()
+        await services.mailWorker.drain()
     }
 
     /// The development outbox's messages of one kind, once queued mail is sent.
