@@ -280,7 +280,7 @@ struct OrdersTests {
             // Each market buy reserves the quote plus 5 %, up to the cent.
             let perOrder = try Cash.product(Quantity(1), Fixed<WideScale>.product(price, try Ratio(parsing: "1.05"), rounding: .up), places: 2, rounding: .up)
             let affordable = Int(try Quantity.quotient(Cash(10_000), perOrder, places: 0, rounding: .down).units / Int128(Quantity.one))
-            #expect(statuses.filter { $0 == .created }.count == affordable)
+            #expect(statuses.filter { $0 == .created }.count == affordable, "\(statuses.map(\.code))")
             await env.worker.drain()
             let account = try #require(try await accounts(client, tokens).first)
             #expect(!(try Cash(parsing: account["cash"] as! String)).isNegative)

@@ -56,8 +56,9 @@ public final class FolioDatabase: Sendable {
             let loops = max(1, Array(eventLoopGroup.makeIterator()).count)
             let perLoop = max(1, (poolSize + loops - 1) / loops)
             self.poolSize = perLoop * loops
+            // As on SQLite: a burst that queues for a connection longer than the driver's 10 s default waits, not fails.
             databases.use(
-                try .postgres(url: url, maxConnectionsPerEventLoop: perLoop, sqlLogLevel: .trace),
+                try .postgres(url: url, maxConnectionsPerEventLoop: perLoop, connectionPoolTimeout: .seconds(60), sqlLogLevel: .trace),
                 as: .psql)
         }
         self.sqliteLoop = kind == .sqlite ? eventLoopGroup.next() : nil

@@ -155,19 +155,7 @@ final class FakeAlphaVantage: Sendable {
 
 /// Runs a fake Alpha Vantage on a free loopback port for the length of `body`.
 func withFakeAlphaVantage<T: Sendable>(_ body: @escaping @Sendable (FakeAlphaVantage) async throws -> T) async throws -> T {
-    let fake = NIOLockedValueBox<FakeAlphaVantage?>(nil)
-    let router = Router()
-    router.get("/query") { request, _ in try await fake.withLockedValue { $0! }.answer(request) }
-    // Quiet: pooled client connections still open at shutdown are expected.
-    var logger = Logger(label: "fake-alpha-vantage")
-    logger.logLevel = .critical
-    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
-    let result = NIOLockedValueBox<T?>(nil)
-    try await app.test(.live) { client in
-        let server = FakeAlphaVantage(baseURL: "http://127.0.0.1:\(client.port!)")
-        fake.withLockedValue { $0 = server }
-        let value = try await body(server)
-        result.withLockedValue { $0 = value }
-    }
-    return result.withLockedValue { $0! }
+    try await withLoopbackFake(
+        "fake-alpha-vantage", method: .get, path: "/query", make: { FakeAlphaVantage(baseURL: "http://127.0.0.1:\($0)") },
+        answer: { fake, request in try await fake.answer(request) }, body)
 }

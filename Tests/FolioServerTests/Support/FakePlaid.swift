@@ -276,18 +276,7 @@ final class FakePlaid: Sendable {
 
 /// Runs a fake Plaid on a free loopback port for the length of `body`.
 func withFakePlaid<T: Sendable>(_ body: @escaping @Sendable (FakePlaid) async throws -> T) async throws -> T {
-    let fake = NIOLockedValueBox<FakePlaid?>(nil)
-    let router = Router()
-    router.post("**") { request, _ in try await fake.withLockedValue { $0! }.answer(request, path: request.uri.path) }
-    var logger = Logger(label: "fake-plaid")
-    logger.logLevel = .critical
-    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
-    let result = NIOLockedValueBox<T?>(nil)
-    try await app.test(.live) { client in
-        let server = FakePlaid(baseURL: "http://127.0.0.1:\(client.port!)")
-        fake.withLockedValue { $0 = server }
-        let value = try await body(server)
-        result.withLockedValue { $0 = value }
-    }
-    return result.withLockedValue { $0! }
+    try await withLoopbackFake(
+        "fake-plaid", make: { FakePlaid(baseURL: "http://127.0.0.1:\($0)") }, answer: { fake, request in try await fake.answer(request, path: request.uri.path) },
+        body)
 }

@@ -139,18 +139,6 @@ final class FakeSendGrid: Sendable {
 
 /// Runs a fake SendGrid on a free loopback port for the length of `body`.
 func withFakeSendGrid<T: Sendable>(_ body: @escaping @Sendable (FakeSendGrid) async throws -> T) async throws -> T {
-    let fake = NIOLockedValueBox<FakeSendGrid?>(nil)
-    let router = Router()
-    router.post("**") { request, _ in try await fake.withLockedValue { $0! }.answer(request) }
-    var logger = Logger(label: "fake-sendgrid")
-    logger.logLevel = .critical
-    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
-    let result = NIOLockedValueBox<T?>(nil)
-    try await app.test(.live) { client in
-        let server = FakeSendGrid(baseURL: "http://127.0.0.1:\(client.port!)")
-        fake.withLockedValue { $0 = server }
-        let value = try await body(server)
-        result.withLockedValue { $0 = value }
-    }
-    return result.withLockedValue { $0! }
+    try await withLoopbackFake(
+        "fake-sendgrid", make: { FakeSendGrid(baseURL: "http://127.0.0.1:\($0)") }, answer: { fake, request in try await fake.answer(request) }, body)
 }

@@ -187,18 +187,5 @@ final class FakeSentry: Sendable {
 
 /// Runs a fake Sentry on a free loopback port for the length of `body`.
 func withFakeSentry<T: Sendable>(_ body: @escaping @Sendable (FakeSentry) async throws -> T) async throws -> T {
-    let fake = NIOLockedValueBox<FakeSentry?>(nil)
-    let router = Router()
-    router.post("**") { request, _ in try await fake.withLockedValue { $0! }.answer(request) }
-    var logger = Logger(label: "fake-sentry")
-    logger.logLevel = .critical
-    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
-    let result = NIOLockedValueBox<T?>(nil)
-    try await app.test(.live) { client in
-        let server = FakeSentry(port: client.port!)
-        fake.withLockedValue { $0 = server }
-        let value = try await body(server)
-        result.withLockedValue { $0 = value }
-    }
-    return result.withLockedValue { $0! }
+    try await withLoopbackFake("fake-sentry", make: { FakeSentry(port: $0) }, answer: { fake, request in try await fake.answer(request) }, body)
 }
