@@ -336,9 +336,7 @@ struct PlaidWebhookController: Sendable {
         var request = request
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: Self.bodyLimit) } catch {
-            rejections.count(vendor: "plaid", reason: "too_large")
-            metrics.webhookVerification(vendor: "plaid", result: "too_large")
-            await security.record("webhook_verification_failed", details: ["vendor": "plaid", "reason": "too_large"], origin: context.origin)
+            await rejections.refuse(vendor: "plaid", reason: "too_large", metrics: metrics, security: security, origin: context.origin)
             throw ProblemMiddleware.payloadTooLarge()
         }
         let body = Array(buffer: buffer)
@@ -346,9 +344,7 @@ struct PlaidWebhookController: Sendable {
         do {
             bodyHash = try await verifier.verify(header: request.headers[Self.verificationHeader], body: body)
         } catch {
-            rejections.count(vendor: "plaid", reason: error.rawValue)
-            metrics.webhookVerification(vendor: "plaid", result: error.rawValue)
-            await security.record("webhook_verification_failed", details: ["vendor": "plaid", "reason": error.rawValue], origin: context.origin)
+            await rejections.refuse(vendor: "plaid", reason: error.rawValue, metrics: metrics, security: security, origin: context.origin)
             throw AppError(
                 .unauthorized, code: "webhook_unverified",
                 detail: "The webhook's Plaid-Verification header did not verify; nothing was processed.")
@@ -380,4 +376,11 @@ final class WebhookRejections: Sendable {
     }
 
     var all: [String: Int] { counts.withLock { $0 } }
+
+    /// A refused webhook: counted here (for /health/detailed) and in the metrics, and logged as a security event.
+    func refuse(vendor: String, reason: String, metrics: FolioMetrics, security: SecurityEvents, origin: RequestOrigin) async {
+        count(vendor: vendor, reason: reason)
+        metrics.webhookVerification(vendor: vendor, result: reason)
+        await security.record("webhook_verification_failed", details: ["vendor": vendor, "reason": reason], origin: origin)
+    }
 }

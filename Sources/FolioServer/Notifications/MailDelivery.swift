@@ -111,7 +111,7 @@ struct MailDelivery: Sendable {
         guard let claimed = try await store.claim(id, now: now) else {
             if try await store.status(of: id) == .sending {
                 // The last attempt stopped between handing the message over and recording it: it may have gone out.
-                try await store.settle(id, as: .uncertain, error: "the sender stopped while handing this message over; it is not sent again", now: now, on: store.database.sql)
+                try await store.settle(id, as: .uncertain, error: MailStore.abandonedMidSend, now: now, on: store.database.sql)
                 metrics?.mail(template: "unknown", result: "uncertain")
                 logger.warning("mail may have been sent by a stopped sender; not sent again", metadata: ["mail_id": .string(id.lowercasedString)])
             }

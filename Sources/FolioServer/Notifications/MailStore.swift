@@ -7,6 +7,9 @@ import SQLKit
 struct MailStore: Sendable {
     let database: FolioDatabase
 
+    /// Why a message a stopped sender left mid-send is `uncertain`.
+    static let abandonedMidSend = "the sender stopped while handing this message over; it is not sent again"
+
     enum Status: String, Sendable {
         case queued, sending, sent, failed, suppressed
         /// Handed to the vendor by a sender that stopped before it heard back: not sent again.
@@ -93,7 +96,7 @@ struct MailStore: Sendable {
     @discardableResult
     func settleAbandoned(before cutoff: Date, now: Date) async throws -> Int {
         try await database.sql.raw("""
-            UPDATE mail_messages SET status = 'uncertain', last_error = 'the sender stopped while handing this message over; it is not sent again',
+            UPDATE mail_messages SET status = 'uncertain', last_error = \(bind: Self.abandonedMidSend),
                 variables = '{"values":{},"items":[]}', updated_at = \(bind: now)
             WHERE status = 'sending' AND updated_at < \(bind: cutoff)
             RETURNING id

@@ -132,17 +132,11 @@ struct SendGridWebhookController: Sendable {
         var suppressed: Int
     }
 
-    private func refuse(_ reason: String, context: FolioRequestContext) async {
-        rejections.count(vendor: "sendgrid", reason: reason)
-        metrics.webhookVerification(vendor: "sendgrid", result: reason)
-        await security.record("webhook_verification_failed", details: ["vendor": "sendgrid", "reason": reason], origin: context.origin)
-    }
-
     @Sendable func receive(_ request: Request, context: FolioRequestContext) async throws -> Received {
         var request = request
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: Self.bodyLimit) } catch {
-            await refuse("too_large", context: context)
+            await rejections.refuse(vendor: "sendgrid", reason: "too_large", metrics: metrics, security: security, origin: context.origin)
             throw ProblemMiddleware.payloadTooLarge()
         }
         let body = Array(buffer: buffer)
@@ -151,7 +145,7 @@ struct SendGridWebhookController: Sendable {
                 signature: request.headers[SendGridWebhookVerifier.signatureHeader], timestamp: request.headers[SendGridWebhookVerifier.timestampHeader],
                 body: body)
         } catch let error as SendGridWebhookVerifier.Failure {
-            await refuse(error.rawValue, context: context)
+            await rejections.refuse(vendor: "sendgrid", reason: error.rawValue, metrics: metrics, security: security, origin: context.origin)
             throw AppError(.unauthorized, code: "webhook_unverified", detail: "The event webhook's signature did not verify; nothing was processed.")
         }
         metrics.webhookVerification(vendor: "sendgrid", result: "verified")
