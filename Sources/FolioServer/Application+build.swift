@@ -88,6 +88,11 @@ public struct FolioServices: Sendable {
     let mail: MailStore
     let mailDelivery: MailDelivery
     let sendGridWebhooks: SendGridWebhookVerifier
+    /// Removes what the retention policies no longer keep; daily, and `folio retention run`.
+    public let retention: Retention
+    /// GDPR: what Folio holds about a user, and their erasure.
+    let personalData: PersonalDataExport
+    let erasure: PersonalDataErasure
 
     public var configuration: AppConfiguration { dependencies.configuration }
     public var logger: Logger { dependencies.logger }
@@ -174,6 +179,8 @@ public struct FolioServices: Sendable {
             store: PlaidStore(database: database), client: plaidClient, jobs: jobs, secretBox: identity.secretBox, identity: identity, clock: clock,
             logger: logger, instance: dependencies.instance, pauses: pauses)
         self.plaid = plaid
+        self.personalData = PersonalDataExport(database: database, clock: clock)
+        self.erasure = PersonalDataErasure(identity: identity, plaid: plaid, clock: clock)
         self.plaidWebhooks = PlaidWebhookVerifier(
             keys: plaidClient.map { client in PlaidKeyCache(clock: clock, fetch: { kid in try await client.verificationKey(kid: kid) }) }, clock: clock)
         let pace = SubmissionPace()
@@ -193,9 +200,14 @@ public struct FolioServices: Sendable {
             limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
         let started = Mutex(false)
         self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)
+        let retention = Retention(database: database, clock: clock, metrics: metrics)
+        self.retention = retention
         let scheduler = JobScheduler(
             database: database, queue: jobs,
-            schedules: [PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule, ExchangeCalendar.schedule, RebalanceService.digestSchedule]
+            schedules: [
+                PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule, ExchangeCalendar.schedule, RebalanceService.digestSchedule,
+                Retention.schedule,
+            ]
                 + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule])
                 + (configuration.plaid == nil ? [] : [PlaidLinks.dailySync]))
         let workerName = "\(dependencies.instance)-worker"
@@ -238,6 +250,10 @@ public struct FolioServices: Sendable {
                     try await plaid.mailNeedsLogin(item)
                 },
                 .syncAllPlaidItems: JobWorker.each { _ in try await plaid.enqueueSyncOfAll() },
+                .runRetention: JobWorker.each { _ in
+                    let outcomes = try await retention.run(dryRun: false)
+                    logger.info("retention ran", metadata: Logger.Metadata(uniqueKeysWithValues: outcomes.map { ($0.policy, .stringConvertible($0.rows)) }))
+                },
                 .driftDigest: JobWorker.each { job in
                     guard case .driftDigest(let due) = job.payload else { return }
                     try await rebalancing.sendDriftDigests(day: TradingDay(Date(timeIntervalSince1970: TimeInterval(due))), notifications: notifications)
@@ -355,6 +371,7 @@ public struct FolioServices: Sendable {
             rejections: webhookRejections, metrics: metrics)
             .addRoutes(to: routes)
         NotificationsController(store: notifications.store, clock: clock).addRoutes(to: routes)
+        PrivacyController(export: personalData, erasure: erasure).addRoutes(to: routes)
         MetricsController(
             metrics: metrics, jobs: jobs, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction,
             marketData: marketDataGate)

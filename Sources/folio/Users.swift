@@ -59,7 +59,7 @@ enum CommandError {
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage users: create an administrator, list, change a role, disable.",
-        subcommands: [CreateAdmin.self, List.self, SetRole.self, Disable.self])
+        subcommands: [CreateAdmin.self, List.self, SetRole.self, Disable.self, Erase.self])
 
     struct CreateAdmin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -133,6 +133,28 @@ struct Users: AsyncParsableCommand {
                 try await UserAdministration(services: services).disable(email: email)
             }
             print("disabled \(email.lowercased())")
+        }
+    }
+}
+
+extension Users {
+    struct Erase: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Erase a person (GDPR): their address and personal data go; their ledger and audit trail stay, unlinked from them.")
+        @OptionGroup var options: EnvironmentOptions
+        @Argument(help: "Email address of the user.") var email: String
+        @Flag(help: "Do not ask for confirmation.") var yes = false
+
+        func run() async throws {
+            if !yes {
+                guard isatty(STDIN_FILENO) == 1 else { throw ValidationError("erasure cannot be undone: confirm with --yes") }
+                print("Erase \(email.lowercased())? This cannot be undone. Type the address again to confirm: ", terminator: "")
+                guard readLine(strippingNewline: true)?.lowercased() == email.lowercased() else { throw ValidationError("not confirmed; nothing was erased") }
+            }
+            let outcome = try await withServices(options) { services in
+                try await UserAdministration(services: services).erase(email: email)
+            }
+            print("erased \(outcome.userID.lowercasedString): \(outcome.removedRows) personal row(s) removed, \(outcome.linkedItemsRemoved) linked item(s) removed at Plaid")
         }
     }
 }

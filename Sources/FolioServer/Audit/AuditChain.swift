@@ -52,7 +52,13 @@ enum AuditChain {
         var userID: UUID?
         /// JSON with sorted keys.
         var details: String
+        /// The client's address, personal data: the chain hashes `ipCommitment`
+        /// (a salted SHA-256 of it) instead, so clearing `ip` and `ipSalt` on
+        /// erasure or after a year leaves the chain intact. Rows written before
+        /// commitments (no `ipCommitment`) hash the address itself.
         var ip: String?
+        var ipSalt: String?
+        var ipCommitment: String?
         var requestID: String?
 
         init(
@@ -68,12 +74,17 @@ enum AuditChain {
             self.userID = userID
             self.details = (try? String(decoding: FolioJSON.encode(details), as: UTF8.self)) ?? "{}"
             self.ip = ip
+            if let ip {
+                let salt = AuditChain.hex(SymmetricKey(size: .bits128).withUnsafeBytes { Data($0) })
+                self.ipSalt = salt
+                self.ipCommitment = AuditChain.commitment(toAddress: ip, salt: salt)
+            }
             self.requestID = requestID
         }
 
         init(
             id: UUID, occurredAt: Date, actorID: UUID?, action: String, subjectType: String, subjectID: String?, userID: UUID?,
-            rawDetails: String, ip: String?, requestID: String?
+            rawDetails: String, ip: String?, ipSalt: String? = nil, ipCommitment: String? = nil, requestID: String?
         ) {
             self.id = id
             self.occurredAt = occurredAt
@@ -84,6 +95,8 @@ enum AuditChain {
             self.userID = userID
             self.details = rawDetails
             self.ip = ip
+            self.ipSalt = ipSalt
+            self.ipCommitment = ipCommitment
             self.requestID = requestID
         }
     }
@@ -97,7 +110,7 @@ enum AuditChain {
             ("chain_sequence", String(sequence)),
             ("details", record.details),
             ("id", record.id.lowercasedString),
-            ("ip", record.ip ?? ""),
+            ("ip", record.ipCommitment.map { "commitment:" + $0 } ?? record.ip ?? ""),
             ("occurred_at_ms", String(milliseconds(record.occurredAt))),
             ("request_id", record.requestID ?? ""),
             ("subject_id", record.subjectID ?? ""),
@@ -105,6 +118,11 @@ enum AuditChain {
             ("user_id", record.userID?.lowercasedString ?? ""),
         ]
         return fields.map { "\($0.0)=\(JSONText.quote($0.1))" }.joined(separator: "\n")
+    }
+
+    /// A salted hash of an address: without the salt it cannot be guessed back, even from the small space of IPv4 addresses.
+    static func commitment(toAddress ip: String, salt: String) -> String {
+        hex(SHA256.hash(data: Data("folio-ip-commitment-v1\n\(salt)\n\(ip)".utf8)))
     }
 
     static func hash(of record: Record, chain: String, sequence: Int64, previousHash: String) -> String {
@@ -134,7 +152,7 @@ enum AuditChain {
             let hash = hash(of: record, chain: chainText, sequence: sequence, previousHash: previous)
             var row: SQLQueryString = """
                 (\(bind: record.id), \(bind: record.occurredAt), \(bind: record.actorID), \(bind: record.action), \(bind: record.subjectType),
-                 \(bind: record.subjectID), \(bind: record.userID), \(bind: record.details), \(bind: record.ip), \(bind: record.requestID),
+                 \(bind: record.subjectID), \(bind: record.userID), \(bind: record.details), \(bind: record.ip), \(bind: record.ipSalt), \(bind: record.ipCommitment), \(bind: record.requestID),
                  \(bind: previous), \(bind: hash), \(bind: chainText), \(bind: sequence)
                 """
             if dialect == .sqlite {
@@ -146,7 +164,7 @@ enum AuditChain {
         }
         let sequenceColumn = dialect == .sqlite ? ", sequence" : ""
         try await db.raw("""
-            INSERT INTO audit_events (id, occurred_at, actor_id, action, subject_type, subject_id, user_id, details, ip, request_id,
+            INSERT INTO audit_events (id, occurred_at, actor_id, action, subject_type, subject_id, user_id, details, ip, ip_salt, ip_commitment, request_id,
                 previous_hash, hash, chain_id, chain_sequence\(unsafeRaw: sequenceColumn))
             VALUES \(values.joined(separator: ", "))
             """).run()

@@ -39,7 +39,7 @@ public struct AuditVerifier: Sendable {
         }
     }
 
-    static let columns = "id, occurred_at, actor_id, action, subject_type, subject_id, user_id, details, ip, request_id, sequence, previous_hash, hash, chain_id, chain_sequence"
+    static let columns = "id, occurred_at, actor_id, action, subject_type, subject_id, user_id, details, ip, ip_salt, ip_commitment, request_id, sequence, previous_hash, hash, chain_id, chain_sequence"
 
     struct Row {
         var record: AuditChain.Record
@@ -55,7 +55,8 @@ public struct AuditVerifier: Sendable {
                 actorID: try row.decode(column: "actor_id", as: UUID?.self), action: try row.decode(column: "action", as: String.self),
                 subjectType: try row.decode(column: "subject_type", as: String.self), subjectID: try row.decode(column: "subject_id", as: String?.self),
                 userID: try row.decode(column: "user_id", as: UUID?.self), rawDetails: try row.decode(column: "details", as: String.self),
-                ip: try row.decode(column: "ip", as: String?.self), requestID: try row.decode(column: "request_id", as: String?.self))
+                ip: try row.decode(column: "ip", as: String?.self), ipSalt: try row.decode(column: "ip_salt", as: String?.self),
+                ipCommitment: try row.decode(column: "ip_commitment", as: String?.self), requestID: try row.decode(column: "request_id", as: String?.self))
             sequence = try row.decode(column: "sequence", as: Int64?.self)
             previousHash = try row.decode(column: "previous_hash", as: String?.self)
             hash = try row.decode(column: "hash", as: String?.self)
@@ -189,6 +190,11 @@ public struct AuditVerifier: Sendable {
                 if row.previousHash != previous { return "\(name): does not link to the row before it" }
                 if AuditChain.hash(of: row.record, chain: chain, sequence: sequence, previousHash: previous) != stored {
                     return "\(name): its content does not match its hash: it was changed"
+                }
+                // The address is outside the hash, behind its commitment: it must still open it (or be erased).
+                if let commitment = row.record.ipCommitment, let ip = row.record.ip,
+                   row.record.ipSalt.map({ AuditChain.commitment(toAddress: ip, salt: $0) }) != commitment {
+                    return "\(name): its address does not match the chain's commitment: it was changed"
                 }
                 if sequence == 1 { chainStarts[chain] = row.record.occurredAt }
                 if chain.hasPrefix("account:"), row.record.details.contains("entry_digest"),

@@ -18,5 +18,6 @@ enum MigrationRegistry {
         CreateBrokerageLinks(),
         CreatePlaidTables(),
         CreateNotificationsAndMail(),
+        AddPrivacyColumns(),
     ]
 }

@@ -20,6 +20,7 @@ enum ProblemMapping {
             return brokerage(.brokerUnavailable)
         case let error as MarketDataUnavailable: return marketData(error)
         case let error as IdentityError: return identity(error)
+        case let refusal as PersonalDataErasure.Refusal: return erasure(refusal)
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)
         case let error as JSONValue.SyntaxError:
             return AppError(.badRequest, code: "malformed_json", detail: "The request body is not valid JSON: \(error.description).")
@@ -75,6 +76,17 @@ enum ProblemMapping {
         case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")
+        }
+    }
+
+    static func erasure(_ refusal: PersonalDataErasure.Refusal) -> AppError {
+        switch refusal {
+        case .openOrders(let count):
+            return AppError(.conflict, code: "open_orders", detail: "You have \(count) open order(s); cancel them or let them finish, then erase your account.")
+        case .lastAdministrator:
+            return AppError(.conflict, code: "last_administrator", detail: "You are the only administrator; make someone else an administrator first.")
+        case .alreadyErased:
+            return AppError(.conflict, code: "already_erased", detail: "This account was already erased.")
         }
     }
 

@@ -172,6 +172,11 @@ struct IdentityStore: Sendable {
     /// user agent is compared as sessions keep it (256 characters), and the
     /// address as the sign-in throttle groups it (an IPv6 /64), so a phone
     /// whose privacy address changes is not a new device.
+    /// The access review's "last sign-in": sessions are removed 30 days after they end, the user row keeps this.
+    func recordSignIn(userID: UUID, at now: Date, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw("UPDATE users SET last_sign_in_at = \(bind: now) WHERE id = \(bind: userID)").run()
+    }
+
     func isNewDevice(userID: UUID, ip: String?, userAgent: String?, on db: any Database) async throws -> Bool {
         let seen = try await (db as! any SQLDatabase).raw("""
             SELECT ip, user_agent FROM sessions WHERE user_id = \(bind: userID) ORDER BY created_at DESC LIMIT 200

@@ -54,6 +54,7 @@ extension IdentityServices {
                 ]), on: db)
             }
             let (session, refreshToken) = try await sessions.start(user: user, kind: kind, ip: origin.ip, userAgent: userAgent, on: db)
+            try await store.recordSignIn(userID: user.id!, at: clock.now(), on: db)
             try await audit.record(
                 .init(action: "security.login_succeeded", actorID: user.id, subjectType: "session", subjectID: session.id?.lowercasedString,
                       userID: user.id, details: ["session": kind.rawValue]),

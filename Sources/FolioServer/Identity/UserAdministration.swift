@@ -14,6 +14,7 @@ public struct UserAdministration: Sendable {
     let ledger: Ledger
     let startingCash: Cash
     let origin: RequestOrigin
+    let erasure: PersonalDataErasure
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -40,6 +41,7 @@ public struct UserAdministration: Sendable {
         self.ledger = services.ledger
         self.startingCash = services.configuration.startingCash
         self.origin = .commandLine(logger: services.logger)
+        self.erasure = services.erasure
     }
 
     /// Creates an administrator whose address counts as verified.
@@ -80,6 +82,24 @@ public struct UserAdministration: Sendable {
 
     public func disable(email: String) async throws {
         _ = try await identity.setDisabled(true, user: try await find(email), actor: nil, origin: origin)
+    }
+
+    /// Erases a person at an operator's request (`folio users erase`): the same as `DELETE /api/me`, without the password.
+    /// Returns the user's id and how many rows were removed.
+    public func erase(email: String) async throws -> (userID: UUID, removedRows: Int, linkedItemsRemoved: Int) {
+        let user = try await find(email)
+        do {
+            let outcome = try await erasure.erase(UserID(user.id!), actor: nil, origin: origin)
+            return (user.id!, outcome.removedRows, outcome.linkedItemsRemoved)
+        } catch let refusal as PersonalDataErasure.Refusal {
+            switch refusal {
+            case .openOrders(let count): throw Failure(description: "\(email) has \(count) open order(s); cancel them first (or let them finish)")
+            case .lastAdministrator: throw Failure(description: "\(email) is the only administrator; make someone else an administrator first")
+            case .alreadyErased: throw Failure(description: "\(email) was already erased")
+            }
+        } catch let error as LinkError {
+            throw Failure(description: "a linked bank could not be removed at Plaid (\(error)); nothing was erased; try again")
+        }
     }
 
     public func outbox(limit: Int) async throws -> [OutboxEntry] {

@@ -31,6 +31,10 @@ enum JobPayload: Sendable, Equatable {
     case sendMail(UUID)
     /// Tell users whose holdings drifted outside their bands on the day of `due` (Unix seconds).
     case driftDigest(due: Int64)
+    /// Remove what the retention policies say is no longer kept.
+    case runRetention
+    /// Take the daily backup (and, on the first of the month, verify the newest).
+    case backup
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
@@ -46,6 +50,8 @@ enum JobPayload: Sendable, Equatable {
         case syncAllPlaidItems = "sync_all_plaid_items"
         case sendMail = "send_mail"
         case driftDigest = "drift_digest"
+        case runRetention = "run_retention"
+        case backup = "backup"
     }
 
     static let version = 1
@@ -65,6 +71,8 @@ enum JobPayload: Sendable, Equatable {
         case .syncAllPlaidItems: .syncAllPlaidItems
         case .sendMail: .sendMail
         case .driftDigest: .driftDigest
+        case .runRetention: .runRetention
+        case .backup: .backup
         }
     }
 
@@ -79,7 +87,7 @@ enum JobPayload: Sendable, Equatable {
         switch self {
         case .submitOrder(let id): fields["order_id"] = id.description
         case .snapshotPortfolios(let due), .driftDigest(let due): fields["due"] = String(due)
-        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar, .syncAllPlaidItems: break
+        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar, .syncAllPlaidItems, .runRetention, .backup: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
         case .syncPlaidItem(let item), .refreshPlaidHoldings(let item): fields["item_id"] = item.lowercasedString
         case .plaidItemNeedsLogin(let item, let reason):
@@ -130,6 +138,10 @@ enum JobPayload: Sendable, Equatable {
         case .driftDigest:
             guard let due = fields["due"].flatMap(Int64.init) else { throw Unreadable(description: "drift_digest without a due time") }
             self = .driftDigest(due: due)
+        case .runRetention:
+            self = .runRetention
+        case .backup:
+            self = .backup
         case .sendMail:
             guard let mail = fields["mail_id"].flatMap(UUID.init(uuidString:)) else { throw Unreadable(description: "send_mail without a message") }
             self = .sendMail(mail)

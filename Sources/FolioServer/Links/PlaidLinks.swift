@@ -336,7 +336,6 @@ struct PlaidLinks: Sendable {
 
     /// The daily backstop for missed webhooks: a sync of every item that can sync.
     func enqueueSyncOfAll() async throws {
-        try await store.pruneWebhooks(before: clock.now().addingTimeInterval(-86_400))
         let store = self.store, jobs = self.jobs
         let items = try await store.allItems().filter { $0.status != .loginRequired }
         try await store.database.transaction { db in

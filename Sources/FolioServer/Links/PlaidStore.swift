@@ -410,11 +410,6 @@ struct PlaidStore: Sendable {
             """).first() != nil
     }
 
-    /// Webhooks older than a day are past any replay window.
-    func pruneWebhooks(before cutoff: Date) async throws {
-        try await database.sql.raw("DELETE FROM plaid_webhooks WHERE received_at < \(bind: cutoff)").run()
-    }
-
     // MARK: - Rows
 
     static func item(_ row: any SQLRow) throws -> PlaidItem {

@@ -200,13 +200,12 @@ struct MailDelivery: Sendable {
     }
 
     /// Housekeeping, about once a minute: messages stuck in `sending` (their
-    /// job died with its worker) become `uncertain`; old Event Webhook ids go.
+    /// job died with its worker) become `uncertain`. (Old Event Webhook ids go with retention.)
     func sweep() async {
         let now = clock.now()
         do {
             let abandoned = try await store.settleAbandoned(before: now.addingTimeInterval(-2 * JobQueue.lease), now: now)
             if abandoned > 0 { logger.warning("mail left mid-send by a stopped sender marked uncertain", metadata: ["messages": .stringConvertible(abandoned)]) }
-            try await store.pruneEvents(before: now.addingTimeInterval(-3 * 86_400))
         } catch {
             logger.warning("mail housekeeping failed", metadata: ["error": .string(String(reflecting: error))])
         }

@@ -103,10 +103,6 @@ struct MailStore: Sendable {
             """).all().count
     }
 
-    /// Forgets Event Webhook ids older than `cutoff` (SendGrid retries for at most a day).
-    func pruneEvents(before cutoff: Date) async throws {
-        try await database.sql.raw("DELETE FROM sendgrid_events WHERE received_at < \(bind: cutoff)").run()
-    }
 
     /// Puts a message back in the queue after a failure that is worth another try.
     func requeue(_ id: UUID, error: String, now: Date) async throws {

@@ -96,6 +96,19 @@ final class FolioMetrics: Sendable {
         registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason)]).increment()
     }
 
+    /// Rows a retention policy removed (or cleared).
+    func retentionRemoved(policy: String, rows: Int) {
+        registry.makeCounter(descriptor: Self.retentionRemoved, labels: [("policy", policy)]).increment(by: Int64(rows))
+    }
+
+    /// A backup taken or verified: its outcome, and when the last good one finished.
+    func backup(_ operation: String, succeeded: Bool, at time: Date, bytes: Int64 = 0) {
+        registry.makeCounter(descriptor: Self.backups, labels: [("operation", operation), ("outcome", succeeded ? "ok" : "failed")]).increment()
+        guard succeeded else { return }
+        registry.makeGauge(descriptor: Self.backupLastSuccess, labels: [("operation", operation)]).set(to: time.timeIntervalSince1970)
+        if operation == "backup" { registry.makeGauge(descriptor: Self.backupBytes, labels: []).set(to: Double(bytes)) }
+    }
+
     /// An error report Sentry accepted.
     func sentrySent() {
         registry.makeCounter(descriptor: Self.sentrySent, labels: []).increment()
@@ -228,6 +241,25 @@ final class FolioMetrics: Sendable {
     static var sentryDropped: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "folio", metricName: "sentry_events_dropped", unitName: "total", helpText: "Error reports not sent to Sentry, by reason.")
+    }
+
+    static var retentionRemoved: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "retention_removed_rows", unitName: "total", helpText: "Rows removed or cleared by each retention policy.")
+    }
+
+    static var backups: MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "folio", metricName: "backups", unitName: "total", helpText: "Backups taken and verified, by outcome.")
+    }
+
+    static var backupLastSuccess: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "backup_last_success", unitName: "timestamp_seconds",
+            helpText: "When the last backup (or verification) succeeded, Unix seconds.")
+    }
+
+    static var backupBytes: MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "folio", metricName: "backup_size", unitName: "bytes", helpText: "The size of the newest backup.")
     }
 
     static var sentrySent: MetricNameDescriptor {

@@ -49,6 +49,30 @@ struct JSONWriter {
         bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
     }
 
+    /// Forgets what was written (sent on already), keeping the place in the document.
+    mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+    }
+
+    /// A key known only at run time (the export's column names).
+    mutating func key(named name: String) {
+        separate()
+        bytes.append(contentsOf: JSONText.quote(name).utf8)
+        bytes.append(UInt8(ascii: ":"))
+    }
+
+    mutating func null() {
+        separate()
+        bytes.append(contentsOf: "null".utf8)
+        afterValue = true
+    }
+
+    mutating func integer(_ value: Int64) {
+        separate()
+        bytes.append(contentsOf: String(value).utf8)
+        afterValue = true
+    }
+
     mutating func string(_ value: String) {
         separate()
         bytes.append(contentsOf: JSONText.quote(value).utf8)

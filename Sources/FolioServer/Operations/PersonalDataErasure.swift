@@ -1,0 +1,128 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import SQLKit
+
+/// Erases a person (GDPR article 17) while keeping the books the law asks
+/// for: the ledger, orders, fills, the portfolio history and the audit trail
+/// stay, unlinked from the person. The user row stays too (they all point at
+/// its id) but holds nothing personal: the address becomes
+/// `erased-<id>@erased.invalid`, the password and second factor are gone and
+/// the account is disabled for good.
+///
+/// Removed: sessions and refresh tokens, email tokens, recovery codes,
+/// sign-in counters, idempotency keys (their stored responses), notifications
+/// and preferences, mail (addresses and contents), outbox copies, the
+/// address's suppression entry, every Plaid item (removed at Plaid first) and
+/// the brokerage keys. The audit trail's addresses are cleared: its chain
+/// hashes a commitment to each, so it still verifies.
+struct PersonalDataErasure: Sendable {
+    let identity: IdentityServices
+    let plaid: PlaidLinks
+    let clock: AppClock
+
+    enum Refusal: Error, Equatable {
+        /// Orders still working would go on moving money for someone Folio no longer knows.
+        case openOrders(Int)
+        /// The deployment would be left without an administrator.
+        case lastAdministrator
+        case alreadyErased
+    }
+
+    struct Outcome: Sendable, Equatable {
+        var userID: UserID
+        var removedRows: Int
+        var linkedItemsRemoved: Int
+    }
+
+    static func pseudonym(of userID: UserID) -> String {
+        "erased-\(userID.uuid.lowercasedString)@erased.invalid"
+    }
+
+    /// Checks the password (and the second factor when enrolled) before a user erases themselves.
+    func confirm(_ caller: Identity, password: String, totpCode: String?, recoveryCode: String?, origin: RequestOrigin) async throws {
+        guard let user = try await identity.store.user(id: caller.userID.uuid, on: identity.database.db) else { throw IdentityError.userNotFound }
+        let identity = self.identity
+        try await identity.checkCredentials(of: user, origin: origin) {
+            guard PasswordPolicy.isHashable(password), try await identity.hasher.verify(password, hash: user.passwordHash) else {
+                return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
+            }
+            if user.hasTwoFactor {
+                guard totpCode != nil || recoveryCode != nil else {
+                    return .failed(reason: "missing_second_factor", FieldIssue(field: "totp_code", code: "required", message: "Enter a code from your authenticator app."))
+                }
+                guard try await identity.acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: identity.database.db) else {
+                    return .failed(reason: "wrong_second_factor", FieldIssue(field: "totp_code", code: "invalid_code", message: "The code is wrong."))
+                }
+            }
+            return .passed
+        }
+    }
+
+    /// Erases `userID`. `actor` is the user themselves, or nil for an operator's command.
+    func erase(_ userID: UserID, actor: UserID?, origin: RequestOrigin) async throws -> Outcome {
+        let database = identity.database
+        let sql = database.sql
+        guard let user = try await identity.store.user(id: userID.uuid, on: database.db) else { throw IdentityError.userNotFound }
+        let erasedAt = try await sql.raw("SELECT erased_at FROM users WHERE id = \(bind: userID.uuid)").first()?.decode(column: "erased_at", as: Date?.self)
+        guard erasedAt == nil else { throw Refusal.alreadyErased }
+        try await checkNothingBlocks(user, on: sql)
+
+        // Plaid first, outside the transaction: if Plaid cannot be told, nothing is erased and the user can try again.
+        var itemsRemoved = 0
+        for item in try await plaid.store.items(of: userID) {
+            try await plaid.remove(item.id, userID: userID, origin: origin)
+            itemsRemoved += 1
+        }
+
+        let email = user.email, now = clock.now(), linkedItemsRemoved = itemsRemoved
+        let removed = try await database.transaction { db -> Int in
+            // Checked again under the transaction: an order placed meanwhile stops the erasure.
+            try await checkNothingBlocks(user, on: db)
+            var removed = 0
+            let owned = ["sessions", "email_tokens", "recovery_codes", "sign_in_failures", "idempotency_keys", "notifications", "notification_preferences"]
+            for table in owned {
+                removed += try await db.raw("DELETE FROM \(ident: table) WHERE user_id = \(bind: userID.uuid) RETURNING 1 AS one").all().count
+            }
+            for table in ["mail_messages", "outbox_messages"] {
+                removed += try await db.raw("""
+                    DELETE FROM \(ident: table) WHERE user_id = \(bind: userID.uuid) OR recipient = \(bind: email) RETURNING 1 AS one
+                    """).all().count
+            }
+            removed += try await db.raw("DELETE FROM mail_suppressions WHERE email = \(bind: email) RETURNING 1 AS one").all().count
+            try await db.raw("""
+                UPDATE brokerage_links SET status = 'removed', sealed_credentials = '', key_hint = '', removed_at = COALESCE(removed_at, \(bind: now))
+                WHERE user_id = \(bind: userID.uuid)
+                """).run()
+            try await db.raw("""
+                UPDATE audit_events SET ip = NULL, ip_salt = NULL WHERE user_id = \(bind: userID.uuid) AND ip_commitment IS NOT NULL
+                """).run()
+            try await db.raw("""
+                UPDATE users SET email = \(bind: Self.pseudonym(of: userID)), password_hash = '!erased', totp_secret_sealed = NULL, totp_enabled_at = NULL,
+                    email_verified_at = NULL, locked_until = NULL, disabled_at = COALESCE(disabled_at, \(bind: now)), erased_at = \(bind: now),
+                    updated_at = \(bind: now)
+                WHERE id = \(bind: userID.uuid)
+                """).run()
+            // The event itself carries no address: there is no one left to tie it to.
+            try await identity.audit.record(
+                .init(action: "user.erased", actorID: actor?.uuid, subjectType: "user", subjectID: userID.uuid.lowercasedString, userID: userID.uuid,
+                      details: ["by": actor == nil ? "operator" : "user", "rows_removed": String(removed), "linked_items_removed": String(linkedItemsRemoved)]),
+                ip: nil, requestID: origin.requestID, on: db as! any Database)
+            return removed
+        }
+        return Outcome(userID: userID, removedRows: removed, linkedItemsRemoved: itemsRemoved)
+    }
+
+    private func checkNothingBlocks(_ user: User, on db: any SQLDatabase) async throws {
+        let open = try await db.raw("""
+            SELECT COUNT(*) AS n FROM orders WHERE user_id = \(bind: user.id!) AND status IN ('new', 'accepted', 'partially_filled')
+            """).first()?.decode(column: "n", as: Int.self) ?? 0
+        if open > 0 { throw Refusal.openOrders(open) }
+        if user.role == User.Role.admin.rawValue {
+            let others = try await db.raw("""
+                SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND disabled_at IS NULL AND id <> \(bind: user.id!)
+                """).first()?.decode(column: "n", as: Int.self) ?? 0
+            if others == 0 { throw Refusal.lastAdministrator }
+        }
+    }
+}

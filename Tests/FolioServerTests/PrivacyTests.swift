@@ -1,0 +1,232 @@
+import FluentKit
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// Data lifecycle: retention, the GDPR export and erasure.
+@Suite("Privacy: retention, export and erasure")
+struct PrivacyTests {
+    static func buy(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], symbol: String = "AAPL", quantity: Int = 2) async throws -> String {
+        let placed = try await post(client, "/api/orders", ["symbol": symbol, "quantity": quantity, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+        #expect(placed.status == .created, "\(String(buffer: placed.body))")
+        await env.worker.drain()
+        return try json(placed)["id"] as? String ?? ""
+    }
+
+    static func count(_ table: String, _ env: TestEnvironment, where condition: String = "1 = 1") async throws -> Int {
+        try await env.database.sql.raw("SELECT COUNT(*) AS n FROM \(unsafeRaw: table) WHERE \(unsafeRaw: condition)").first()?.decode(column: "n", as: Int.self) ?? 0
+    }
+
+    /// The tables (with a count of rows) holding `text` in any column, on either database.
+    static func tablesHolding(_ text: String, _ env: TestEnvironment) async throws -> [String] {
+        let sql = env.database.sql
+        var columnsByTable: [String: [String]] = [:]
+        if env.database.kind == .sqlite {
+            for table in try await sql.raw("SELECT name FROM sqlite_master WHERE type = 'table'").all().map({ try $0.decode(column: "name", as: String.self) }) {
+                columnsByTable[table] = try await sql.raw("SELECT name FROM pragma_table_info(\(bind: table))").all().map { try $0.decode(column: "name", as: String.self) }
+            }
+        } else {
+            for row in try await sql.raw("""
+                SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()
+                """).all() {
+                columnsByTable[try row.decode(column: "table_name", as: String.self), default: []].append(try row.decode(column: "column_name", as: String.self))
+            }
+        }
+        var found: [String] = []
+        for (table, columns) in columnsByTable.sorted(by: { $0.key < $1.key }) {
+            let condition = columns.map { "CAST(\"\($0)\" AS TEXT) LIKE '%\(text)%'" }.joined(separator: " OR ")
+            let rows = try await sql.raw("SELECT COUNT(*) AS n FROM \"\(unsafeRaw: table)\" WHERE \(unsafeRaw: condition)").first()?.decode(column: "n", as: Int.self) ?? 0
+            if rows > 0 { found.append("\(table) (\(rows))") }
+        }
+        return found
+    }
+
+    // MARK: - Retention
+
+    @Test("retention: the dry run and the run agree, old data goes in batches, and the ledger, orders, fills and audit trail stay", arguments: TestDatabaseKind.all)
+    func retention(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, overSocket: true) { client, env in
+            let tokens = try await signUp(client, env, email: "keep@example.com")
+            _ = try await Self.buy(client, env, tokens)
+            let other = try await signUp(client, env, email: "other@example.com")
+            _ = try await Self.buy(client, env, other, symbol: "MSFT", quantity: 1)
+            #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: bearer(other)).status == .noContent)
+            let addressed = try await Self.count("audit_events", env, where: "ip IS NOT NULL AND ip_commitment IS NOT NULL")
+            #expect(addressed > 0, "events recorded over a socket carry the client's address, behind a commitment")
+
+            // Nothing is old yet.
+            var retention = env.services.retention
+            let now = try await retention.run(dryRun: true)
+            #expect(now.filter { $0.rows > 0 && $0.policy != "idempotency_keys" }.isEmpty, "\(now)")
+
+            let books = ["transactions", "orders", "fills", "audit_events", "accounts", "holdings"]
+            var before: [String: Int] = [:]
+            for table in books { before[table] = try await Self.count(table, env) }
+
+            env.clock.advance(by: 400 * 86_400)
+            retention.batchSize = 2  // several batches for the larger tables
+            let dryRun = try await retention.run(dryRun: true)
+            let removed = try await retention.run(dryRun: false)
+            #expect(dryRun == removed, "the dry run said \(dryRun), the run did \(removed)")
+            let byPolicy = Dictionary(uniqueKeysWithValues: removed.map { ($0.policy, $0.rows) })
+            #expect(byPolicy["sessions"] == 2)
+            #expect(byPolicy["email_tokens"] == 2)
+            #expect(byPolicy["outbox_messages", default: 0] >= 2)
+            #expect(byPolicy["finished_jobs", default: 0] >= 2)
+            #expect(byPolicy["audit_addresses"] == addressed)
+            #expect(try await Self.count("sessions", env) == 0)
+            #expect(try await Self.count("refresh_tokens", env) == 0)
+            #expect(try await Self.count("audit_events", env, where: "ip IS NOT NULL AND ip_commitment IS NOT NULL") == 0)
+            #expect(try await Self.count("quotes", env, where: "symbol IN ('AAPL', 'MSFT')") == 2, "a held symbol keeps its last price")
+
+            for table in books { #expect(try await Self.count(table, env) == before[table], "\(table) is never removed") }
+            try await env.expectConsistent("after retention")
+            let again = try await retention.run(dryRun: true)
+            #expect(again.allSatisfy { $0.rows == 0 }, "\(again)")
+        }
+    }
+
+    @Test("the audit trail still refuses every change but clearing a committed address, and a changed address breaks its link", arguments: TestDatabaseKind.all)
+    func auditAddresses(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, overSocket: true) { client, env in
+            try await signUp(client, env, email: "addressed@example.com")
+            let sql = env.database.sql
+            let row = try #require(try await sql.raw("SELECT id FROM audit_events WHERE ip_commitment IS NOT NULL LIMIT 1").first())
+            let id = try row.decode(column: "id", as: UUID.self)
+            for change in ["details = '{}'", "ip = '10.0.0.1'", "ip_commitment = NULL, ip = NULL, ip_salt = NULL", "ip = NULL"] {
+                await #expect(throws: (any Error).self, "\(change)") {
+                    try await sql.raw("UPDATE audit_events SET \(unsafeRaw: change) WHERE id = \(bind: id)").run()
+                }
+            }
+            await #expect(throws: (any Error).self) { try await sql.raw("DELETE FROM audit_events WHERE id = \(bind: id)").run() }
+            try await sql.raw("UPDATE audit_events SET ip = NULL, ip_salt = NULL WHERE id = \(bind: id)").run()
+            try await env.expectConsistent("a cleared address")
+
+            // Behind a dropped guard, a different address no longer opens the commitment.
+            if kind == .sqlite {
+                try await sql.raw("DROP TRIGGER audit_events_no_update").run()
+            } else {
+                try await sql.raw("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only").run()
+            }
+            let other = try #require(try await sql.raw("SELECT id, ip_salt FROM audit_events WHERE ip IS NOT NULL AND ip_commitment IS NOT NULL LIMIT 1").first())
+            try await sql.raw("UPDATE audit_events SET ip = '203.0.113.9' WHERE id = \(bind: try other.decode(column: "id", as: UUID.self))").run()
+            let broken = try await env.auditBreak()
+            #expect(broken?.contains("its address does not match the chain's commitment") == true, "\(broken ?? "intact")")
+        }
+    }
+
+    // MARK: - Export
+
+    @Test("the export holds the user's profile, orders, ledger and audit events, and nothing of another user or any secret", arguments: TestDatabaseKind.all)
+    func export(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "exporter@example.com")
+            let order = try await Self.buy(client, env, tokens)
+            let stranger = try await signUp(client, env, email: "stranger@example.com")
+            let strangerOrder = try await Self.buy(client, env, stranger, symbol: "MSFT", quantity: 3)
+            let strangerID = try #require((try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(stranger))))["id"] as? String)
+
+            let response = try await client.execute(uri: "/api/me/export", method: .get, headers: bearer(tokens))
+            #expect(response.status == .ok)
+            #expect(response.headers[.contentDisposition]?.hasPrefix("attachment; filename=\"folio-export-") == true)
+            let text = String(buffer: response.body)
+            let export = try json(response)
+            #expect(export["format"] as? String == "folio-export-v1")
+            let profile = try #require(export["profile"] as? [String: Any])
+            #expect(profile["email"] as? String == "exporter@example.com")
+            let sections = try #require(export["sections"] as? [String: Any])
+            func rows(_ name: String) -> [[String: Any]] { ((sections[name] as? [String: Any])?["rows"] as? [[String: Any]]) ?? [] }
+            #expect(rows("orders").map { $0["id"] as? String } == [order])
+            #expect(rows("orders").first?["quantity"] as? String == "2")
+            let ledger = rows("ledger")
+            #expect(ledger.contains { $0["type"] as? String == "buy" && $0["order_id"] as? String == order })
+            #expect(ledger.contains { $0["type"] as? String == "deposit" })
+            #expect(rows("fills").count == 1)
+            #expect(rows("accounts").count == 1)
+            #expect(rows("sessions").count == 1)
+            #expect(rows("audit_events").contains { $0["action"] as? String == "security.login_succeeded" })
+            #expect(!rows("notifications").isEmpty)
+            for section in PersonalDataExport.sections { #expect(sections[section.name] != nil, "section \(section.name)") }
+
+            for foreign in ["stranger@example.com", strangerOrder, strangerID, "MSFT"] {
+                #expect(!text.contains(foreign), "the export leaks \(foreign)")
+            }
+            for secret in ["password_hash", "$2b$", "totp_secret", "token_hash", "sealed"] {
+                #expect(!text.contains(secret), "the export holds \(secret)")
+            }
+            let anonymous = try await client.execute(uri: "/api/me/export", method: .get)
+            #expect(anonymous.status == .unauthorized)
+        }
+    }
+
+    // MARK: - Erasure
+
+    @Test("erasure: the password is checked, the email is gone from every table, the books and the audit chain still verify, and sign-in fails", arguments: TestDatabaseKind.all)
+    func erasure(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, overSocket: true) { client, env in
+            let email = "leaving@example.com"
+            let tokens = try await signUp(client, env, email: email)
+            _ = try await Self.buy(client, env, tokens)
+            let stays = try await signUp(client, env, email: "stays@example.com")
+            _ = try await Self.buy(client, env, stays, symbol: "MSFT", quantity: 1)
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = try #require(me["id"] as? String)
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+
+            // A resting order blocks erasure: it would go on moving money for no one.
+            let limit = try await post(
+                client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00"], headers: bearer(tokens))
+            #expect(limit.status == .created)
+            await env.worker.drain()
+            let blocked = try await client.execute(
+                uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#))
+            #expect(blocked.status == .conflict)
+            let blockedProblem = try problem(blocked)
+            #expect(blockedProblem.code == "open_orders")
+            let limitID = try #require(try json(limit)["id"] as? String)
+            let canceled = try await client.execute(uri: "/api/orders/\(limitID)", method: .delete, headers: bearer(tokens))
+            #expect(canceled.status.code < 300, "\(String(buffer: canceled.body))")
+            await env.worker.drain()
+            let after = try await client.execute(uri: "/api/orders/\(limitID)", method: .get, headers: bearer(tokens))
+            #expect(try json(after)["status"] as? String == "canceled", "\(String(buffer: after.body))")
+
+            let wrong = try await client.execute(uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password": "not it at all"}"#))
+            #expect(wrong.status == .unprocessableContent)
+            let wrongProblem = try problem(wrong)
+            #expect(wrongProblem.errors?.first?.field == "password")
+            #expect(try await Self.tablesHolding(email, env) != [])
+
+            let erased = try await client.execute(
+                uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent, "\(String(buffer: erased.body))")
+            guard erased.status == .noContent else { return }
+
+            let holding = try await Self.tablesHolding(email, env)
+            #expect(holding.isEmpty, "the address is still in \(holding)")
+            #expect(try await Self.count("audit_events", env, where: "user_id IS NOT NULL AND ip IS NOT NULL AND ip_commitment IS NOT NULL AND CAST(user_id AS TEXT) = '\(userID)'") == 0)
+            #expect(try await Self.count("transactions", env) > 0)
+            try await env.expectConsistent("after erasure")
+            let events = try await env.database.sql.raw("SELECT action FROM audit_events WHERE action = 'user.erased'").all()
+            #expect(events.count == 1)
+
+            let login = try await post(client, "/api/auth/login", ["email": email, "password": strongPassword])
+            #expect(login.status == .unauthorized)
+            let old = try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens))
+            #expect(old.status == .unauthorized)
+            // The other user is untouched.
+            let theirs = try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(stays))
+            #expect(theirs.status == .ok)
+            // The address is free again: the person may come back as someone new.
+            let again = try await post(client, "/api/auth/register", ["email": email, "password": strongPassword])
+            #expect(again.status == .created)
+        }
+    }
+}
