@@ -90,6 +90,8 @@ public struct FolioServices: Sendable {
     let sendGridWebhooks: SendGridWebhookVerifier
     /// Removes what the retention policies no longer keep; daily, and `folio retention run`.
     public let retention: Retention
+    /// `folio backup`, its verification, and the daily job.
+    public let backups: Backups
     /// GDPR: what Folio holds about a user, and their erasure.
     let personalData: PersonalDataExport
     let erasure: PersonalDataErasure
@@ -202,12 +204,15 @@ public struct FolioServices: Sendable {
         self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)
         let retention = Retention(database: database, clock: clock, metrics: metrics)
         self.retention = retention
+        let backups = Backups(configuration: configuration, database: database, clock: clock, logger: logger, metrics: metrics)
+        self.backups = backups
         let scheduler = JobScheduler(
             database: database, queue: jobs,
             schedules: [
                 PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule, ExchangeCalendar.schedule, RebalanceService.digestSchedule,
                 Retention.schedule,
             ]
+                + (configuration.backup.scheduled ? [Backups.schedule] : [])
                 + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule])
                 + (configuration.plaid == nil ? [] : [PlaidLinks.dailySync]))
         let workerName = "\(dependencies.instance)-worker"
@@ -250,6 +255,7 @@ public struct FolioServices: Sendable {
                     try await plaid.mailNeedsLogin(item)
                 },
                 .syncAllPlaidItems: JobWorker.each { _ in try await plaid.enqueueSyncOfAll() },
+                .backup: JobWorker.each { _ in try await backups.runScheduled() },
                 .runRetention: JobWorker.each { _ in
                     let outcomes = try await retention.run(dryRun: false)
                     logger.info("retention ran", metadata: Logger.Metadata(uniqueKeysWithValues: outcomes.map { ($0.policy, .stringConvertible($0.rows)) }))

@@ -42,6 +42,8 @@ enum CommandError {
         switch error {
         case let failure as UserAdministration.Failure:
             return failure.description
+        case let failure as Backups.Failure:
+            return failure.description
         case let error as TradingError:
             switch error {
             case .invalid(let issues): return issues.map(\.message).joined(separator: "; ")

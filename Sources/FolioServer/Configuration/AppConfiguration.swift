@@ -117,6 +117,40 @@ public struct AppConfiguration: Sendable {
     public var sendGrid: SendGridSettings?
     /// Sentry, when `SENTRY_DSN` is set: every 500 and every dead job is reported.
     public var sentry: SentrySettings?
+    /// Backups: where, how many are kept, the encryption key, and the PostgreSQL tools.
+    public var backup: BackupSettings
+
+    public struct BackupSettings: Sendable, Equatable, CustomStringConvertible {
+        /// `BACKUP_DIR`: where `folio backup` and the daily job write (default `DATA_DIR/backups`).
+        public var directory: String
+        /// `BACKUP_ENCRYPTION_KEY`: when set, every backup file is sealed with AES-GCM under a key derived from it.
+        public var encryptionKey: String?
+        /// `PREVIOUS_BACKUP_ENCRYPTION_KEYS`: older keys, so backups taken before a rotation still open.
+        public var previousEncryptionKeys: [String]
+        /// `BACKUP_SCHEDULE`: the daily job (`daily`, the default) or none (`off`).
+        public var scheduled: Bool
+        /// `BACKUP_KEEP_DAILY` newest backups, plus the newest of each of `BACKUP_KEEP_MONTHLY` months.
+        public var keepDaily: Int
+        public var keepMonthly: Int
+        /// `PG_DUMP` and `PG_RESTORE`: the client tools, when not on the PATH or in /usr/lib/postgresql/*/bin.
+        public var pgDump: String?
+        public var pgRestore: String?
+
+        public init(directory: String) {
+            self.directory = directory
+            self.encryptionKey = nil
+            self.previousEncryptionKeys = []
+            self.scheduled = true
+            self.keepDaily = 7
+            self.keepMonthly = 12
+            self.pgDump = nil
+            self.pgRestore = nil
+        }
+
+        public var description: String {
+            "BackupSettings(directory: \(directory), encrypted: \(encryptionKey != nil), keep: \(keepDaily) daily, \(keepMonthly) monthly)"
+        }
+    }
 
     public struct SendGridSettings: Sendable, Equatable, CustomStringConvertible {
         public var apiKey: String
@@ -277,6 +311,7 @@ public struct AppConfiguration: Sendable {
         if let alpaca { values += [alpaca.keyID, alpaca.secretKey] }
         if let plaid { values += [plaid.clientID, plaid.secret] }
         if let sendGrid { values.append(sendGrid.apiKey) }
+        values += [backup.encryptionKey].compactMap { $0 } + backup.previousEncryptionKeys
         if let sentry, let key = URLComponents(string: sentry.dsn)?.user { values.append(key) }
         // The database password as it is (decoded) and as the URL writes it (percent-encoded).
         if case .postgres(let url) = database, let components = URLComponents(string: url) {
@@ -330,6 +365,7 @@ public struct AppConfiguration: Sendable {
         self.plaid = nil
         self.sendGrid = nil
         self.sentry = nil
+        self.backup = BackupSettings(directory: "var/backups")
         self.requestMetrics = true
         self.metricsPort = nil
         self.alpacaURLs = AlpacaURLs()

@@ -264,6 +264,23 @@ public enum ConfigurationLoader {
         configuration.plaid = plaidSettings(value: value, production: production, problems: &problems)
         configuration.sendGrid = sendGridSettings(value: value, production: production, problems: &problems)
         configuration.sentry = sentrySettings(value: value, environment: configuration.environment.rawValue, problems: &problems)
+        var backup = AppConfiguration.BackupSettings(directory: value("BACKUP_DIR") ?? configuration.dataDirectory + "/backups")
+        backup.encryptionKey = value("BACKUP_ENCRYPTION_KEY")
+        backup.previousEncryptionKeys = (value("PREVIOUS_BACKUP_ENCRYPTION_KEYS") ?? "").split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for key in [backup.encryptionKey].compactMap({ $0 }) + backup.previousEncryptionKeys where key.utf8.count < minimumSecretKeyBytes {
+            problems.append("BACKUP_ENCRYPTION_KEY and PREVIOUS_BACKUP_ENCRYPTION_KEYS entries must be at least \(minimumSecretKeyBytes) bytes (one is \(key.utf8.count)); make one with `openssl rand -base64 48`")
+        }
+        switch value("BACKUP_SCHEDULE")?.lowercased() {
+        case nil, "daily": backup.scheduled = true
+        case "off": backup.scheduled = false
+        case let other?: problems.append("BACKUP_SCHEDULE must be daily or off, not \"\(other)\"")
+        }
+        backup.keepDaily = integer("BACKUP_KEEP_DAILY", default: 7, range: 1...365)
+        backup.keepMonthly = integer("BACKUP_KEEP_MONTHLY", default: 12, range: 0...120)
+        backup.pgDump = value("PG_DUMP")
+        backup.pgRestore = value("PG_RESTORE")
+        configuration.backup = backup
         configuration.alpacaStream = value("ALPACA_STREAM") == nil ? true : flag("ALPACA_STREAM")
         configuration.alpacaPollSeconds = integer("ALPACA_POLL_SECONDS", default: configuration.testing ? 0 : 15, range: 0...3600)
         if let broker = value("BROKER"), broker.lowercased() != "paper" {
@@ -403,7 +420,7 @@ public enum ConfigurationLoader {
         return problems
     }
 
-    static func databaseLocation(from url: String) -> AppConfiguration.DatabaseLocation? {
+    public static func databaseLocation(from url: String) -> AppConfiguration.DatabaseLocation? {
         let lowered = url.lowercased()
         if lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") {
             return .postgres(url: url)

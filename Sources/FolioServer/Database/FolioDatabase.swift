@@ -154,6 +154,14 @@ public final class FolioDatabase: Sendable {
     }
 
     /// Applied migrations with their batch numbers, oldest first.
+    /// No table at all (SQLite's own aside): what a restore may write into.
+    public func isEmpty() async throws -> Bool {
+        let query: SQLQueryString = kind == .sqlite
+            ? "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            : "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema()"
+        return try await sql.raw(query).first()?.decode(column: "n", as: Int.self) == 0
+    }
+
     public func appliedMigrations() async throws -> [(name: String, batch: Int)] {
         try await migrator.setupIfNeeded().get()
         return try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all()

@@ -1,0 +1,404 @@
+import Crypto
+import FolioDomain
+import Foundation
+import Logging
+import NIOPosix
+import SQLKit
+
+/// `folio backup`, `folio backup verify`, `folio restore` and the daily job.
+///
+/// A backup is a directory `folio-<UTC time>` holding the database
+/// (`pg_dump` custom format, or SQLite's `VACUUM INTO` copy), sealed with
+/// AES-GCM when `BACKUP_ENCRYPTION_KEY` is set, and `manifest.json`: the
+/// SHA-256 of each file and the figures (row counts, balances, audit heads)
+/// read in the same snapshot as the dump. A backup is written under a
+/// `.partial` name and renamed when whole, so a crash never leaves one that looks finished.
+public struct Backups: Sendable {
+    let configuration: AppConfiguration
+    let database: FolioDatabase
+    let clock: AppClock
+    let logger: Logger
+    let metrics: FolioMetrics?
+    /// Each step of long work, for the command to print.
+    public var progress: @Sendable (String) -> Void = { _ in }
+
+    var settings: AppConfiguration.BackupSettings { configuration.backup }
+    var cipher: BackupCipher { BackupCipher(key: settings.encryptionKey, previousKeys: settings.previousEncryptionKeys) }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    static let prefix = "folio-"
+
+    // MARK: - Taking a backup
+
+    /// Takes a backup into `parent` (the configured directory by default) and returns its directory.
+    public func create(into parent: URL? = nil) async throws -> URL {
+        let parent = parent ?? URL(fileURLWithPath: settings.directory)
+        try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let name = Self.prefix + Self.stamp(clock.now())
+        let partial = parent.appendingPathComponent(name + ".partial")
+        let final = parent.appendingPathComponent(name)
+        guard !FileManager.default.fileExists(atPath: final.path) else { throw Failure(description: "\(final.path) already exists") }
+        try? FileManager.default.removeItem(at: partial)
+        try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        do {
+            let (dataFile, figures) = database.kind == .sqlite ? try await copySQLite(into: partial) : try await dumpPostgres(into: partial)
+            let stored = cipher.encrypts ? dataFile.appendingPathExtension("enc") : dataFile
+            if let key = cipher.current {
+                progress("sealing \(dataFile.lastPathComponent) with AES-GCM (key \(key.id))")
+                let cipher = self.cipher
+                try await Self.blocking { try cipher.seal(dataFile, into: stored) }
+                try FileManager.default.removeItem(at: dataFile)
+            }
+            progress("hashing \(stored.lastPathComponent)")
+            let (hash, bytes) = try await Self.blocking { try BackupFiles.sha256(of: stored) }
+            let manifest = BackupManifest(
+                format: BackupManifest.currentFormat, createdAt: clock.now(), folioVersion: FolioVersion.current, database: database.kind.rawValue,
+                encrypted: cipher.encrypts, keyID: cipher.current?.id, files: [.init(name: stored.lastPathComponent, bytes: bytes, sha256: hash)],
+                figures: figures)
+            try manifest.write(to: partial)
+            try FileManager.default.moveItem(at: partial, to: final)
+            metrics?.backup("backup", succeeded: true, at: clock.now(), bytes: bytes)
+            logger.info("backup taken", metadata: [
+                "backup": .string(final.path), "bytes": .stringConvertible(bytes), "encrypted": .stringConvertible(cipher.encrypts),
+                "tables": .stringConvertible(figures.rowCounts.count), "accounts": .stringConvertible(figures.accounts.count),
+            ])
+            return final
+        } catch {
+            try? FileManager.default.removeItem(at: partial)
+            metrics?.backup("backup", succeeded: false, at: clock.now())
+            logger.error("backup failed", metadata: ["error": .string(String(describing: error))])
+            throw error
+        }
+    }
+
+    /// SQLite: `VACUUM INTO` writes a consistent, compacted copy while the server runs; the figures are read from the copy.
+    private func copySQLite(into directory: URL) async throws -> (URL, BackupFigures) {
+        let file = directory.appendingPathComponent("database.sqlite")
+        progress("copying the database (VACUUM INTO)")
+        try await database.sql.raw("VACUUM INTO \(bind: file.path)").run()
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+        progress("reading the copy's figures")
+        let figures = try await Self.withDatabase(.sqlite(path: file.path), logger: logger) { copy in
+            try await BackupFigures.read(on: copy.sql, kind: .sqlite)
+        }
+        return (file, figures)
+    }
+
+    /// PostgreSQL: the figures are read in a repeatable-read transaction whose
+    /// snapshot `pg_dump --snapshot` dumps, so both see the same moment however busy the server is.
+    private func dumpPostgres(into directory: URL) async throws -> (URL, BackupFigures) {
+        guard case .postgres(let url) = configuration.database else { throw Failure(description: "not a PostgreSQL database") }
+        let file = directory.appendingPathComponent("database.dump")
+        let pgDump = try PostgresTools.find("pg_dump", configured: settings.pgDump)
+        let progress = self.progress
+        let figures = try await database.transaction { db in
+            try await db.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").run()
+            let snapshot = try await db.raw("SELECT pg_export_snapshot() AS snapshot").first()?.decode(column: "snapshot", as: String.self) ?? ""
+            progress("reading figures in snapshot \(snapshot)")
+            let figures = try await BackupFigures.read(on: db, kind: .postgres)
+            progress("dumping with \(pgDump) (custom format)")
+            try await PostgresTools.run(
+                pgDump, ["--format=custom", "--no-owner", "--no-privileges", "--snapshot=\(snapshot)", "--file=\(file.path)"], url: url)
+            return figures
+        }
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+        return (file, figures)
+    }
+
+    // MARK: - Verifying a backup
+
+    /// The restore drill: checks each file's SHA-256, restores into a scratch
+    /// database, runs the ledger and audit checks there, and compares every
+    /// figure of the manifest. Returns every problem found; none means the backup is good.
+    public func verify(_ backup: URL) async throws -> [String] {
+        do {
+            let problems = try await verifyOnce(backup)
+            metrics?.backup("verify", succeeded: problems.isEmpty, at: clock.now())
+            return problems
+        } catch {
+            metrics?.backup("verify", succeeded: false, at: clock.now())
+            throw error
+        }
+    }
+
+    private func verifyOnce(_ backup: URL) async throws -> [String] {
+        progress("reading \(backup.lastPathComponent)/\(BackupManifest.fileName)")
+        let manifest: BackupManifest
+        do { manifest = try BackupManifest.read(from: backup) } catch {
+            return ["the manifest is missing or unreadable: \(error)"]
+        }
+        var problems = try await Self.checkFiles(of: manifest, in: backup, progress: progress)
+        guard problems.isEmpty else { return problems }
+        let scratch = try await ScratchDatabase.make(for: manifest, configuration: configuration, logger: logger)
+        do {
+            progress("restoring into a scratch database")
+            try await Self.load(manifest, from: backup, into: scratch.location, configuration: configuration, progress: progress)
+            try await Self.withDatabase(scratch.location, logger: logger) { copy in
+                progress("ledger verify")
+                let ledger = try await LedgerVerifier(store: TradingStore(database: copy)).verify()
+                problems += ledger.differences.map { "ledger verify: \($0)" }
+                progress("audit verify")
+                let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
+                if let broken = try await AuditVerifier(database: copy, anchor: anchor).verify().firstBreak { problems.append("audit verify: \(broken)") }
+                progress("comparing the manifest's figures")
+                let restored = try await copy.transaction { db in try await BackupFigures.read(on: db, kind: copy.kind) }
+                problems += manifest.figures.differences(from: restored)
+            }
+        } catch {
+            await scratch.drop()
+            throw error
+        }
+        await scratch.drop()
+        return problems
+    }
+
+    /// Each file's size and SHA-256 against the manifest: one changed byte is found here, before anything is restored.
+    static func checkFiles(of manifest: BackupManifest, in backup: URL, progress: @Sendable (String) -> Void) async throws -> [String] {
+        guard manifest.format == BackupManifest.currentFormat else { return ["the manifest's format is \(manifest.format), not \(BackupManifest.currentFormat)"] }
+        guard !manifest.files.isEmpty else { return ["the manifest lists no files"] }
+        var problems: [String] = []
+        for file in manifest.files {
+            let url = backup.appendingPathComponent(file.name)
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                problems.append("file \(file.name): missing")
+                continue
+            }
+            progress("checking the SHA-256 of \(file.name)")
+            let (hash, bytes) = try await blocking { try BackupFiles.sha256(of: url) }
+            if bytes != file.bytes || hash != file.sha256 {
+                problems.append("file \(file.name): its SHA-256 is \(hash) (\(bytes) bytes), the manifest says \(file.sha256) (\(file.bytes) bytes): it was changed")
+            }
+        }
+        return problems
+    }
+
+    // MARK: - Restoring
+
+    /// `folio restore`: into an empty database only. Refused if the target has
+    /// any table, or if a file does not match the manifest.
+    public static func restore(
+        _ backup: URL, into target: AppConfiguration.DatabaseLocation, configuration: AppConfiguration, logger: Logger,
+        progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws {
+        let manifest = try BackupManifest.read(from: backup)
+        let problems = try await checkFiles(of: manifest, in: backup, progress: progress)
+        guard problems.isEmpty else { throw Failure(description: problems.joined(separator: "; ")) }
+        guard (manifest.database == "postgres") == target.isPostgres else {
+            throw Failure(description: "this is a \(manifest.database) backup; restore it into a \(manifest.database) database")
+        }
+        let empty = try await withDatabase(target, logger: logger) { try await $0.isEmpty() }
+        guard empty else { throw Failure(description: "the target database is not empty: restore only into an empty database (nothing was changed)") }
+        try await load(manifest, from: backup, into: target, configuration: configuration, progress: progress)
+    }
+
+    /// Puts a backup's database into `target` (checked empty by the caller).
+    static func load(
+        _ manifest: BackupManifest, from backup: URL, into target: AppConfiguration.DatabaseLocation, configuration: AppConfiguration,
+        progress: @escaping @Sendable (String) -> Void
+    ) async throws {
+        guard let file = manifest.files.first else { throw Failure(description: "the manifest lists no files") }
+        var source = backup.appendingPathComponent(file.name)
+        let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("folio-restore-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(at: temporary) }
+        if manifest.encrypted {
+            progress("opening \(file.name)")
+            let cipher = BackupCipher(key: configuration.backup.encryptionKey, previousKeys: configuration.backup.previousEncryptionKeys)
+            let opened = temporary.appendingPathComponent(String(file.name.dropLast(".enc".count)))
+            let sealed = source
+            try await blocking { try cipher.open(sealed, into: opened) }
+            source = opened
+        }
+        switch target {
+        case .sqlite(let path):
+            progress("copying into \(path)")
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+            try? FileManager.default.removeItem(atPath: path)
+            try FileManager.default.copyItem(at: source, to: URL(fileURLWithPath: path))
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+        case .postgres(let url):
+            let pgRestore = try PostgresTools.find("pg_restore", configured: configuration.backup.pgRestore)
+            progress("restoring with \(pgRestore)")
+            try await PostgresTools.run(pgRestore, ["--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction", source.path], url: url, database: true)
+        }
+    }
+
+    // MARK: - The daily job
+
+    /// Takes today's backup, verifies the newest each month (on the 1st), and prunes to the configured counts.
+    func runScheduled() async throws {
+        let taken = try await create()
+        let day = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: clock.now()).day
+        if day == 1 {
+            let problems = try await verify(taken)
+            if problems.isEmpty {
+                logger.info("monthly restore test passed", metadata: ["backup": .string(taken.path)])
+            } else {
+                logger.error("monthly restore test FAILED", metadata: ["backup": .string(taken.path), "problems": .array(problems.map { .string($0) })])
+                throw Failure(description: "the monthly restore test of \(taken.lastPathComponent) failed: \(problems.joined(separator: "; "))")
+            }
+        }
+        for removed in try prune() { logger.info("old backup removed", metadata: ["backup": .string(removed.path)]) }
+    }
+
+    /// Keeps the newest `keepDaily` backups and the newest of each of the last `keepMonthly` months; removes the rest.
+    func prune() throws -> [URL] {
+        let parent = URL(fileURLWithPath: settings.directory)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+        // The stamp sorts as the time does.
+        let backups = names.filter { $0.hasPrefix(Self.prefix) && !$0.hasSuffix(".partial") }.sorted(by: >)
+        var kept = Set(backups.prefix(settings.keepDaily))
+        var months: [String] = []
+        for name in backups {
+            let month = String(name.dropFirst(Self.prefix.count).prefix(6))
+            guard !months.contains(month) else { continue }
+            months.append(month)
+            if months.count <= settings.keepMonthly { kept.insert(name) }
+        }
+        var removed: [URL] = []
+        for name in backups where !kept.contains(name) {
+            let url = parent.appendingPathComponent(name)
+            try FileManager.default.removeItem(at: url)
+            removed.append(url)
+        }
+        return removed
+    }
+
+    static let schedule = RecurringJob(name: "backup", kind: .backup, cadence: .every(86_400), payload: { _ in .backup })
+
+    // MARK: - Helpers
+
+    /// `20261130T081500Z`: sortable, and safe in a file name.
+    static func stamp(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        return formatter.string(from: date)
+    }
+
+    /// File work off the concurrency pool: reads and writes of large files block.
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive(body)
+    }
+
+    static func withDatabase<T: Sendable>(
+        _ location: AppConfiguration.DatabaseLocation, logger: Logger, _ body: (FolioDatabase) async throws -> T
+    ) async throws -> T {
+        var quiet = logger
+        quiet.logLevel = .warning
+        let database = try FolioDatabase(location: location, poolSize: 1, logger: quiet)
+        do {
+            let result = try await body(database)
+            await database.shutdown()
+            return result
+        } catch {
+            await database.shutdown()
+            throw error
+        }
+    }
+}
+
+/// A database a verification restores into and drops afterwards: a
+/// temporary SQLite file, or a new database on the configured PostgreSQL server.
+struct ScratchDatabase: Sendable {
+    let location: AppConfiguration.DatabaseLocation
+    let drop: @Sendable () async -> Void
+
+    static func make(for manifest: BackupManifest, configuration: AppConfiguration, logger: Logger) async throws -> ScratchDatabase {
+        if manifest.database == "sqlite" {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("folio-verify-\(UUID().uuidString).sqlite").path
+            return ScratchDatabase(location: .sqlite(path: path), drop: {
+                for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            })
+        }
+        guard case .postgres(let url) = configuration.database, var components = URLComponents(string: url) else {
+            throw Backups.Failure(description: "a PostgreSQL backup is verified on a PostgreSQL server: set DATABASE_URL to one (a scratch database is made there and dropped)")
+        }
+        var quiet = logger
+        quiet.logLevel = .warning
+        let admin = try FolioDatabase(location: .postgres(url: url), poolSize: 1, logger: quiet)
+        let name = "folio_verify_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
+        do {
+            try await admin.sql.raw("CREATE DATABASE \(unsafeRaw: name)").run()
+        } catch {
+            await admin.shutdown()
+            throw Backups.Failure(description: "could not make a scratch database for the restore test (the database user needs CREATEDB): \(String(reflecting: error))")
+        }
+        components.path = "/" + name
+        return ScratchDatabase(location: .postgres(url: components.string!), drop: {
+            try? await admin.sql.raw("DROP DATABASE IF EXISTS \(unsafeRaw: name) WITH (FORCE)").run()
+            await admin.shutdown()
+        })
+    }
+}
+
+/// `pg_dump` and `pg_restore`: found by `PG_DUMP`/`PG_RESTORE`, on the PATH,
+/// or in Debian's /usr/lib/postgresql/<version>/bin (the newest), and run with
+/// the connection in libpq's environment variables, never on the command line
+/// where `ps` would show the password.
+enum PostgresTools {
+    static func find(_ tool: String, configured: String?) throws -> String {
+        if let configured {
+            guard FileManager.default.isExecutableFile(atPath: configured) else {
+                throw Backups.Failure(description: "\(configured) (from \(tool == "pg_dump" ? "PG_DUMP" : "PG_RESTORE")) is not an executable")
+            }
+            return configured
+        }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for directory in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(directory)/\(tool)") {
+            return "\(directory)/\(tool)"
+        }
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(Int.init).sorted(by: >)
+        for version in versions where FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/\(version)/bin/\(tool)") {
+            return "/usr/lib/postgresql/\(version)/bin/\(tool)"
+        }
+        throw Backups.Failure(description: "\(tool) was not found: install PostgreSQL's client tools (Debian: postgresql-client) or set \(tool == "pg_dump" ? "PG_DUMP" : "PG_RESTORE")")
+    }
+
+    /// libpq's variables for a `postgres://user:password@host:port/database?sslmode=…` URL.
+    static func environment(for url: String) throws -> [String: String] {
+        guard let components = URLComponents(string: url) else { throw Backups.Failure(description: "DATABASE_URL is not a URL") }
+        var environment = ProcessInfo.processInfo.environment
+        environment["PGHOST"] = components.host ?? "localhost"
+        if let port = components.port { environment["PGPORT"] = String(port) }
+        if let user = components.user { environment["PGUSER"] = user }
+        if let password = components.password { environment["PGPASSWORD"] = password }
+        let name = String(components.path.drop(while: { $0 == "/" }))
+        if !name.isEmpty { environment["PGDATABASE"] = name }
+        for item in components.queryItems ?? [] where item.name == "sslmode" { environment["PGSSLMODE"] = item.value }
+        return environment
+    }
+
+    /// Runs a tool to its end; a non-zero exit is an error carrying its last lines of output.
+    static func run(_ tool: String, _ arguments: [String], url: String, database: Bool = false) async throws {
+        var arguments = arguments
+        let environment = try environment(for: url)
+        // pg_restore needs the target named; pg_dump reads PGDATABASE.
+        if database, let name = environment["PGDATABASE"] { arguments.insert("--dbname=\(name)", at: 0) }
+        let command = arguments
+        // Off the concurrency pool: the tool runs for as long as the database takes to dump.
+        let (status, output) = try await Backups.blocking { () throws -> (Int32, String) in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: tool)
+            process.arguments = command
+            process.environment = environment
+            let errors = Pipe()
+            process.standardError = errors
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            // Read what it says as it runs (a full pipe would stall it), then wait for its end.
+            let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, output)
+        }
+        guard status == 0 else {
+            let tail = output.split(separator: "\n").suffix(5).joined(separator: " | ")
+            throw Backups.Failure(description: "\((tool as NSString).lastPathComponent) exited with status \(status): \(tail)")
+        }
+    }
+}

@@ -1,0 +1,228 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// Backups: taken under load, verified by restoring, refused when tampered
+/// with, restored only into an empty database; sealed with AES-GCM when a key is set.
+@Suite("Backups and restore drills")
+struct BackupTests {
+    static let key = "backup-key-0123456789-0123456789-0123456789"
+
+    static func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("folio-backup-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// Places market orders while `during` runs, and returns how many were placed.
+    static func underLoad(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], during: () async throws -> Void) async throws -> Int {
+        let headers = bearer(tokens)
+        let load = Task {
+            var placed = 0
+            for index in 0..<12 {
+                let body = try JSONSerialization.data(withJSONObject: ["symbol": index % 2 == 0 ? "AAPL" : "MSFT", "quantity": 1, "side": "BUY", "order_type": "MARKET"])
+                var all = headers
+                all[.contentType] = "application/json"
+                let response = try await client.execute(uri: "/api/orders", method: .post, headers: all, body: ByteBuffer(bytes: body))
+                if response.status == .created { placed += 1 }
+                if index % 3 == 0 { await env.worker.drain() }
+            }
+            return placed
+        }
+        try await during()
+        let placed = try await load.value
+        await env.worker.drain()
+        return placed
+    }
+
+    /// A fresh, empty database of the same kind to restore into; dropped after `body`.
+    static func withEmptyTarget(_ kind: TestDatabaseKind, _ body: (AppConfiguration.DatabaseLocation) async throws -> Void) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, location in
+            await database.shutdown()
+            try await body(location)
+        }
+    }
+
+    @Test("a backup taken under order load restores into an empty database, and verify passes on it", arguments: TestDatabaseKind.all)
+    func backupUnderLoad(kind: TestDatabaseKind) async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(kind, configure: { $0.backup.directory = directory.path }) { client, env in
+            let tokens = try await signUp(client, env, email: "backup@example.com")
+            let backups = env.services.backups
+            let backup = UncheckedBox<URL?>(nil)
+            let placed = try await Self.underLoad(client, env, tokens) {
+                backup.value = try await backups.create()
+            }
+            #expect(placed == 12)
+            let taken = try #require(backup.value)
+            let manifest = try BackupManifest.read(from: taken)
+            #expect(manifest.database == (kind == .sqlite ? "sqlite" : "postgres"))
+            #expect(manifest.files.map(\.name) == [kind == .sqlite ? "database.sqlite" : "database.dump"])
+            #expect(manifest.figures.schemaVersion == "015_add_privacy_columns")
+            #expect(manifest.figures.rowCounts["accounts"] == 1)
+            #expect(manifest.figures.auditHeads.count >= 2)
+
+            let problems = try await backups.verify(taken)
+            #expect(problems.isEmpty, "\(problems)")
+
+            // Restore: into the live database (not empty) is refused; into an empty one works, and the copy balances.
+            await #expect(throws: Backups.Failure.self) {
+                try await Backups.restore(taken, into: env.configuration.database, configuration: env.configuration, logger: Logger(label: "test"))
+            }
+            try await Self.withEmptyTarget(kind) { target in
+                try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                let restored = try await Backups.withDatabase(target, logger: Logger(label: "test")) { copy in
+                    let figures = try await copy.transaction { db in try await BackupFigures.read(on: db, kind: copy.kind) }
+                    let differences = try await LedgerVerifier(store: TradingStore(database: copy)).verify().differences
+                    #expect(differences.isEmpty, "\(differences)")
+                    return figures
+                }
+                #expect(restored == manifest.figures)
+                // A second restore into the now-full copy is refused.
+                await #expect(throws: Backups.Failure.self) {
+                    try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                }
+            }
+        }
+    }
+
+    @Test("verify catches one changed byte and a manifest that does not match the data", arguments: TestDatabaseKind.all)
+    func tampering(kind: TestDatabaseKind) async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(kind, configure: { $0.backup.directory = directory.path }) { client, env in
+            let tokens = try await signUp(client, env, email: "tamper@example.com")
+            _ = try await Self.underLoad(client, env, tokens) {}
+            let backups = env.services.backups
+
+            // One byte of the dump changed.
+            let changed = try await backups.create()
+            let manifest = try BackupManifest.read(from: changed)
+            let file = changed.appendingPathComponent(manifest.files[0].name)
+            var bytes = try Data(contentsOf: file)
+            bytes[bytes.count / 2] ^= 0x01
+            try bytes.write(to: file)
+            let problems = try await backups.verify(changed)
+            #expect(problems.count == 1 && problems[0].contains("SHA-256") && problems[0].contains("it was changed"), "\(problems)")
+            await #expect(throws: Backups.Failure.self) {
+                try await Self.withEmptyTarget(kind) { target in
+                    try await Backups.restore(changed, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                }
+            }
+
+            // The manifest's figures edited: the data restores but no longer matches.
+            env.clock.advance(by: 1)
+            let edited = try await backups.create()
+            var lying = try BackupManifest.read(from: edited)
+            lying.figures.rowCounts["orders"] = (lying.figures.rowCounts["orders"] ?? 0) + 1
+            let account = try #require(lying.figures.accounts.keys.first)
+            lying.figures.accounts[account]?.cash = "1000000.00"
+            try FileManager.default.removeItem(at: edited.appendingPathComponent(BackupManifest.fileName))
+            try lying.write(to: edited)
+            let mismatches = try await backups.verify(edited)
+            #expect(mismatches.contains { $0.hasPrefix("table orders:") }, "\(mismatches)")
+            #expect(mismatches.contains { $0.hasPrefix("account \(account):") }, "\(mismatches)")
+        }
+    }
+
+    @Test("with BACKUP_ENCRYPTION_KEY the dump is sealed with AES-GCM, opens under the key (or a previous one), and a forged chunk is refused", arguments: TestDatabaseKind.all)
+    func encrypted(kind: TestDatabaseKind) async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(kind, configure: { $0.backup.directory = directory.path; $0.backup.encryptionKey = Self.key }) { client, env in
+            let tokens = try await signUp(client, env, email: "sealed@example.com")
+            _ = try await Self.underLoad(client, env, tokens) {}
+            let backups = env.services.backups
+            let taken = try await backups.create()
+            let manifest = try BackupManifest.read(from: taken)
+            #expect(manifest.encrypted)
+            let file = taken.appendingPathComponent(manifest.files[0].name)
+            #expect(file.pathExtension == "enc")
+            #expect(BackupCipher.isSealed(file))
+            let sealed = try Data(contentsOf: file)
+            #expect(sealed.range(of: Data("sealed@example.com".utf8)) == nil, "the address is readable in the sealed file")
+            #expect(try await backups.verify(taken).isEmpty)
+
+            // After a rotation the old key still opens it; with no matching key it does not.
+            var rotated = env.configuration
+            rotated.backup.encryptionKey = "a-new-backup-key-0123456789-0123456789-0123"
+            rotated.backup.previousEncryptionKeys = [Self.key]
+            try await Self.withEmptyTarget(kind) { target in
+                try await Backups.restore(taken, into: target, configuration: rotated, logger: Logger(label: "test"))
+            }
+            rotated.backup.previousEncryptionKeys = []
+            await #expect(throws: BackupCipher.Failure.self) {
+                try await Self.withEmptyTarget(kind) { target in
+                    try await Backups.restore(taken, into: target, configuration: rotated, logger: Logger(label: "test"))
+                }
+            }
+
+            // A changed byte with a manifest forged to match: the chunk's tag refuses it.
+            var forged = sealed
+            forged[forged.count - 20] ^= 0x01
+            try forged.write(to: file)
+            var lying = manifest
+            let (hash, bytes) = try BackupFiles.sha256(of: file)
+            lying.files[0].sha256 = hash
+            lying.files[0].bytes = bytes
+            try FileManager.default.removeItem(at: taken.appendingPathComponent(BackupManifest.fileName))
+            try lying.write(to: taken)
+            await #expect(throws: BackupCipher.Failure.self) { _ = try await backups.verify(taken) }
+        }
+    }
+
+    @Test("the cipher round-trips files of every size around its chunk, and refuses a file cut short")
+    func cipherRoundTrip() throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let cipher = BackupCipher(key: Self.key)
+        for size in [0, 1, BackupCipher.chunkSize - 1, BackupCipher.chunkSize, BackupCipher.chunkSize + 1, 2 * BackupCipher.chunkSize + 7] {
+            let plain = directory.appendingPathComponent("plain-\(size)")
+            let data = Data((0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+            try data.write(to: plain)
+            let sealed = directory.appendingPathComponent("sealed-\(size)")
+            try cipher.seal(plain, into: sealed)
+            let opened = directory.appendingPathComponent("opened-\(size)")
+            try cipher.open(sealed, into: opened)
+            #expect(try Data(contentsOf: opened) == data, "size \(size)")
+            if size > BackupCipher.chunkSize {
+                // Drop the last chunk: what remains must not pass for a whole file.
+                let whole = try Data(contentsOf: sealed)
+                let headerLength = BackupCipher.magic.utf8.count + 18
+                let firstChunk = 4 + Int(whole[headerLength..<headerLength + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+                try whole.prefix(headerLength + firstChunk).write(to: sealed)
+                #expect(throws: BackupCipher.Failure.self) { try cipher.open(sealed, into: opened) }
+            }
+        }
+    }
+
+    @Test("pruning keeps the newest daily backups and the newest of each month")
+    func pruning() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let names = [
+            "folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20260210T010000Z", "folio-20260228T010000Z", "folio-20260301T010000Z",
+            "folio-20260302T010000Z", "folio-20260303T010000Z", "folio-20260304T010000Z", "folio-20260305T010000Z.partial",
+        ]
+        for name in names { try FileManager.default.createDirectory(at: directory.appendingPathComponent(name), withIntermediateDirectories: true) }
+        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path; $0.backup.keepDaily = 2; $0.backup.keepMonthly = 2 }) { _, env in
+            let removed = try env.services.backups.prune().map(\.lastPathComponent).sorted()
+            #expect(removed == ["folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20260210T010000Z", "folio-20260301T010000Z", "folio-20260302T010000Z"])
+        }
+        let left = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
+        #expect(left == ["folio-20260228T010000Z", "folio-20260303T010000Z", "folio-20260304T010000Z", "folio-20260305T010000Z.partial"])
+    }
+}
+
+final class UncheckedBox<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
+}
