@@ -90,6 +90,8 @@ public struct FolioServices: Sendable {
     let sendGridWebhooks: SendGridWebhookVerifier
     /// Removes what the retention policies no longer keep; daily, and `folio retention run`.
     public let retention: Retention
+    /// `folio access-review`, and its monthly mail to the administrators.
+    public let accessReview: AccessReview
     /// `folio backup`, its verification, and the daily job.
     public let backups: Backups
     /// GDPR: what Folio holds about a user, and their erasure.
@@ -206,12 +208,15 @@ public struct FolioServices: Sendable {
         self.retention = retention
         let backups = Backups(configuration: configuration, database: database, clock: clock, logger: logger, metrics: metrics)
         self.backups = backups
+        let accessReview = AccessReview(database: database, clock: clock)
+        self.accessReview = accessReview
         let scheduler = JobScheduler(
             database: database, queue: jobs,
             schedules: [
                 PortfolioSnapshots.schedule, AuditHeads.schedule, Reconciler.schedule, ExchangeCalendar.schedule, RebalanceService.digestSchedule,
                 Retention.schedule,
             ]
+                + [AccessReview.schedule]
                 + (configuration.backup.scheduled ? [Backups.schedule] : [])
                 + (configuration.alpaca == nil ? [] : [BrokerageLinks.defaultLinkSchedule])
                 + (configuration.plaid == nil ? [] : [PlaidLinks.dailySync]))
@@ -256,6 +261,10 @@ public struct FolioServices: Sendable {
                 },
                 .syncAllPlaidItems: JobWorker.each { _ in try await plaid.enqueueSyncOfAll() },
                 .backup: JobWorker.each { _ in try await backups.runScheduled() },
+                .accessReview: JobWorker.each { _ in
+                    let mailed = try await accessReview.mailAdministrators(notifications: notifications)
+                    logger.info("access review mailed", metadata: ["administrators": .stringConvertible(mailed)])
+                },
                 .runRetention: JobWorker.each { _ in
                     let outcomes = try await retention.run(dryRun: false)
                     logger.info("retention ran", metadata: Logger.Metadata(uniqueKeysWithValues: outcomes.map { ($0.policy, .stringConvertible($0.rows)) }))

@@ -35,6 +35,8 @@ enum JobPayload: Sendable, Equatable {
     case runRetention
     /// Take the daily backup (and, on the first of the month, verify the newest).
     case backup
+    /// Mail the monthly access review to the administrators.
+    case accessReview
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
@@ -52,6 +54,7 @@ enum JobPayload: Sendable, Equatable {
         case driftDigest = "drift_digest"
         case runRetention = "run_retention"
         case backup = "backup"
+        case accessReview = "access_review"
     }
 
     static let version = 1
@@ -73,6 +76,7 @@ enum JobPayload: Sendable, Equatable {
         case .driftDigest: .driftDigest
         case .runRetention: .runRetention
         case .backup: .backup
+        case .accessReview: .accessReview
         }
     }
 
@@ -87,7 +91,7 @@ enum JobPayload: Sendable, Equatable {
         switch self {
         case .submitOrder(let id): fields["order_id"] = id.description
         case .snapshotPortfolios(let due), .driftDigest(let due): fields["due"] = String(due)
-        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar, .syncAllPlaidItems, .runRetention, .backup: break
+        case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar, .syncAllPlaidItems, .runRetention, .backup, .accessReview: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
         case .syncPlaidItem(let item), .refreshPlaidHoldings(let item): fields["item_id"] = item.lowercasedString
         case .plaidItemNeedsLogin(let item, let reason):
@@ -142,6 +146,8 @@ enum JobPayload: Sendable, Equatable {
             self = .runRetention
         case .backup:
             self = .backup
+        case .accessReview:
+            self = .accessReview
         case .sendMail:
             guard let mail = fields["mail_id"].flatMap(UUID.init(uuidString:)) else { throw Unreadable(description: "send_mail without a message") }
             self = .sendMail(mail)

@@ -9,6 +9,8 @@ struct RecurringJob: Sendable {
         case every(TimeInterval)
         /// Monday to Friday at this New York time.
         case weekdaysAt(hour: Int, minute: Int)
+        /// On this day of each month, at this hour UTC.
+        case monthly(day: Int, hour: Int)
     }
 
     var name: String
@@ -28,6 +30,11 @@ struct RecurringJob: Sendable {
                 day = day.adding(days: 1)
             }
             return day.at(hour: hour, minute: minute)
+        case .monthly(let day, let hour):
+            var calendar = Calendar(identifier: .gregorian)
+            calendar.timeZone = TimeZone(identifier: "UTC")!
+            return calendar.nextDate(
+                after: date, matching: DateComponents(day: day, hour: hour, minute: 0, second: 0), matchingPolicy: .nextTime) ?? date.addingTimeInterval(30 * 86_400)
         }
     }
 }

@@ -33,6 +33,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     case twoFactorEnabled = "two_factor_enabled"
     case twoFactorDisabled = "two_factor_disabled"
     case accountLocked = "account_locked"
+    // To administrators.
+    case accessReview = "access_review"
 
     /// The category a notification of this kind belongs to; nil for account mail.
     var category: NoticeCategory? {
@@ -43,7 +45,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .rebalanceFinished: .rebalancing
         case .driftDigest: .drift
         case .plaidLoginRequired: .links
-        case .newSignIn, .passwordChanged, .twoFactorEnabled, .twoFactorDisabled, .accountLocked: .security
+        case .newSignIn, .passwordChanged, .twoFactorEnabled, .twoFactorDisabled, .accountLocked, .accessReview: .security
         }
     }
 
@@ -71,6 +73,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .twoFactorEnabled: "Two-factor authentication is on"
         case .twoFactorDisabled: "Two-factor authentication is off"
         case .accountLocked: "Sign-in to your Folio account is paused"
+        case .accessReview: "Folio's monthly access review: {{findings}} to look at"
         }
     }
 
@@ -92,6 +95,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .twoFactorEnabled: "Two-factor authentication was turned on."
         case .twoFactorDisabled: "Two-factor authentication was turned off."
         case .accountLocked: "Too many failed sign-ins: sign-in is paused for {{minutes}} minutes."
+        case .accessReview:
+            "Access review: {{administrators}} administrators, {{users}} users, {{dormant}} dormant, {{disabled}} disabled, {{admin_actions}} admin actions this month."
         }
     }
 
@@ -117,6 +122,13 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .newSignIn: MailVariables(["device": "Firefox on Linux", "ip": "203.0.113.9", "time": "2026-11-24 15:30 UTC"])
         case .passwordChanged, .twoFactorEnabled, .twoFactorDisabled: MailVariables([:])
         case .accountLocked: MailVariables(["minutes": "15"])
+        case .accessReview:
+            MailVariables(
+                ["administrators": "2", "users": "14", "dormant": "1", "disabled": "1", "admin_actions": "3", "findings": "2"],
+                items: [
+                    ["finding": "Administrator without two-factor authentication", "who": "ops@example.com"],
+                    ["finding": "Dormant: no sign-in for 90 days", "who": "old@example.com"],
+                ])
         }
     }
 }

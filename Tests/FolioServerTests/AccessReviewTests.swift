@@ -1,0 +1,58 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+@Suite("Access review")
+struct AccessReviewTests {
+    @Test("the review lists administrators and their 2FA, last sign-ins, dormant and disabled accounts, role changes and admin actions, and is mailed to the administrators", arguments: TestDatabaseKind.all)
+    func review(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let administration = UserAdministration(services: env.services)
+            try await administration.createAdmin(email: "root@example.com", password: strongPassword)
+            try await signUp(client, env, email: "sleepy@example.com")
+            try await signUp(client, env, email: "gone@example.com")
+            try await administration.disable(email: "gone@example.com")
+            env.clock.advance(by: 100 * 86_400)
+            try await signUp(client, env, email: "active@example.com")
+            try await administration.setRole(email: "active@example.com", role: "admin")
+
+            let report = try await env.services.accessReview.report()
+            #expect(report.administrators.map(\.email) == ["active@example.com", "root@example.com"])
+            #expect(report.administrators.allSatisfy { !$0.twoFactor })
+            #expect(report.users.count == 4)
+            #expect(report.users.first { $0.email == "active@example.com" }?.lastSignInAt == env.clock.now)
+            #expect(report.users.first { $0.email == "root@example.com" }?.lastSignInAt == nil)
+            #expect(report.dormant.map(\.email) == ["root@example.com", "sleepy@example.com"])
+            #expect(report.disabled.map(\.email) == ["gone@example.com"])
+            #expect(report.roleChanges.map(\.subject) == ["active@example.com"])
+            #expect(report.roleChanges.first?.actor == "operator")
+            let older = try await env.services.accessReview.report(periodDays: 365)
+            #expect(older.adminActions.map(\.action).contains("admin.user_disabled"))
+            #expect(older.adminActions.map(\.action).contains("admin.user_created"))
+
+            let text = AccessReview.text(report)
+            #expect(text.contains("Administrators (2):"))
+            #expect(text.contains("root@example.com  2FA OFF  last sign-in never"))
+            #expect(text.contains("! 2 administrator(s) without two-factor authentication"))
+
+            let mailed = try await env.services.accessReview.mailAdministrators(notifications: env.services.notifications)
+            #expect(mailed == 2)
+            let mail = try await env.outbox(kind: "access_review")
+            #expect(Set(mail.map(\.recipient)) == ["root@example.com", "active@example.com"])
+            #expect(mail.first?.body.contains("Dormant: no sign-in for 90 days: sleepy@example.com") == true)
+        }
+    }
+
+    @Test("the monthly schedule falls on the first of the month at 08:00 UTC")
+    func monthly() {
+        let job = AccessReview.schedule
+        let next = job.nextRun(after: TestClock.tuesdayMorning)
+        #expect(next == Date(timeIntervalSince1970: 1_796_112_000))  // 2026-12-01T08:00:00Z
+        #expect(job.nextRun(after: next) == Date(timeIntervalSince1970: 1_798_790_400))  // 2027-01-01T08:00:00Z
+    }
+}
