@@ -90,6 +90,8 @@ public struct FolioServices: Sendable {
     let sendGridWebhooks: SendGridWebhookVerifier
     /// Removes what the retention policies no longer keep; daily, and `folio retention run`.
     public let retention: Retention
+    /// `GET /openapi.json` and the `/docs` page made from it.
+    let apiDocumentation: APIDocumentation
     /// `folio access-review`, and its monthly mail to the administrators.
     public let accessReview: AccessReview
     /// `folio backup`, its verification, and the daily job.
@@ -133,7 +135,10 @@ public struct FolioServices: Sendable {
         }
         self.jobs = jobs
         let renderer: MailRenderer
-        do { renderer = try await MailRenderer.bundled(publicURL: configuration.publicURL) } catch {
+        do {
+            renderer = try await MailRenderer.bundled(publicURL: configuration.publicURL)
+            self.apiDocumentation = try APIDocumentation.bundled()
+        } catch {
             fatalError("Folio cannot start: \(error)")
         }
         let mailStore = MailStore(database: database)
@@ -387,6 +392,7 @@ public struct FolioServices: Sendable {
             .addRoutes(to: routes)
         NotificationsController(store: notifications.store, clock: clock).addRoutes(to: routes)
         PrivacyController(export: personalData, erasure: erasure).addRoutes(to: routes)
+        apiDocumentation.addRoutes(to: routes)
         MetricsController(
             metrics: metrics, jobs: jobs, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction,
             marketData: marketDataGate)
