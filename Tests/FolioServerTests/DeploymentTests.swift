@@ -1,0 +1,44 @@
+import Foundation
+import Testing
+
+/// The deployment files under ops/ are checked by the tools that will read them.
+@Suite("Deployment files")
+struct DeploymentTests {
+    static let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let ops = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops").standardized
+
+    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    @Test("nginx -t accepts ops/nginx/folio.conf (TLS, the two upstreams, /metrics closed)", .enabled(if: nginx != nil, "needs nginx (Debian's nginx-light; .ci/run installs it)"))
+    func nginxConfiguration() throws {
+        let (status, output) = try Self.run("/bin/bash", [Self.ops.appendingPathComponent("nginx/check").path])
+        #expect(status == 0, "\(output)")
+        let conf = try String(contentsOf: Self.ops.appendingPathComponent("nginx/folio.conf"), encoding: .utf8)
+        #expect(conf.contains("ssl_protocols TLSv1.2 TLSv1.3"))
+        #expect(conf.contains("location ^~ /metrics"))
+    }
+
+    @Test("the systemd units run folio as its own user, hardened, and migrate before serving")
+    func systemdUnits() throws {
+        let serve = try String(contentsOf: Self.ops.appendingPathComponent("systemd/folio.service"), encoding: .utf8)
+        let worker = try String(contentsOf: Self.ops.appendingPathComponent("systemd/folio-worker.service"), encoding: .utf8)
+        for unit in [serve, worker] {
+            for line in ["User=folio", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "Restart=on-failure"] {
+                #expect(unit.contains(line), "\(line)")
+            }
+        }
+        #expect(serve.contains("migrate"))
+        #expect(!worker.contains("ExecStartPre"))
+    }
+}
