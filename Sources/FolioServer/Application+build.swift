@@ -90,6 +90,8 @@ public struct FolioServices: Sendable {
     let sendGridWebhooks: SendGridWebhookVerifier
     /// Removes what the retention policies no longer keep; daily, and `folio retention run`.
     public let retention: Retention
+    /// Reporting reads: the read replica (`READ_DATABASE_URL`) while it is current, the primary otherwise.
+    public let reads: ReadRouting
     /// `GET /openapi.json` and the `/docs` page made from it.
     let apiDocumentation: APIDocumentation
     /// `folio access-review`, and its monthly mail to the administrators.
@@ -209,6 +211,9 @@ public struct FolioServices: Sendable {
             limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
         let started = Mutex(false)
         self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)
+        self.reads = ReadRouting(
+            primary: database, replicaURL: configuration.readDatabaseURL, maxLag: configuration.readReplicaMaxLag,
+            poolSize: configuration.databasePoolSize, logger: logger, metrics: metrics)
         let retention = Retention(database: database, clock: clock, metrics: metrics)
         self.retention = retention
         let backups = Backups(configuration: configuration, database: database, clock: clock, logger: logger, metrics: metrics)
@@ -381,7 +386,7 @@ public struct FolioServices: Sendable {
         AuthController(services: identity).addRoutes(to: routes)
         TwoFactorController(services: identity).addRoutes(to: routes)
         AdminController(services: identity).addRoutes(to: routes)
-        AccountsController(accounts: accounts, store: store, idempotency: idempotency).addRoutes(to: routes)
+        AccountsController(accounts: accounts, store: store, idempotency: idempotency, reads: reads).addRoutes(to: routes)
         BrokerageController(links: brokerage).addRoutes(to: routes)
         LinksController(links: plaid).addRoutes(to: routes)
         PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections, metrics: metrics)
@@ -398,8 +403,8 @@ public struct FolioServices: Sendable {
             marketData: marketDataGate)
             .addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
-        PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store).addRoutes(to: routes)
-        PerformanceController(store: store, quotes: quotes, snapshots: snapshots).addRoutes(to: routes)
+        PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store, reads: reads).addRoutes(to: routes)
+        PerformanceController(store: store, quotes: quotes, snapshots: snapshots, reads: reads).addRoutes(to: routes)
         OrdersController(orders: orders, store: store, idempotency: idempotency).addRoutes(to: routes)
         RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency).addRoutes(to: routes)
         extraRoutes(routes)

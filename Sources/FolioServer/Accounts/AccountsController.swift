@@ -10,6 +10,8 @@ struct AccountsController: Sendable {
     let accounts: AccountService
     let store: TradingStore
     let idempotency: Idempotency
+    /// The ledger list and its CSV are reporting reads: the read replica when one is configured and current.
+    let reads: ReadRouting
 
     static let maximumPageSize = 200
 
@@ -149,7 +151,7 @@ struct AccountsController: Sendable {
         let filter = try Self.filter(request)
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let cursor = try request.query["cursor"].map(Pagination.decode)
-        let entries = try await store.entries(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
+        let entries = try await reads.store().entries(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
         let page = entries.prefix(limit)
         let next = entries.count > limit ? page.last.map { Pagination.cursor(after: $0.line.id.uuid) } : nil
         return Page(data: page.map(EntryResponse.init), nextCursor: next)
@@ -159,7 +161,7 @@ struct AccountsController: Sendable {
     @Sendable func transactionsCSV(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let filter = try Self.filter(request)
         let userID = context.identity.userID
-        let store = self.store
+        let store = await reads.store()
         return CSV.download(
             filename: "transactions.csv", header: "id,occurred_at,account_id,type,symbol,quantity,price,amount,order_id,description",
             page: { (after: UUID?) in try await store.entries(of: userID, filter: filter, after: after, limit: CSV.pageSize) },

@@ -21,6 +21,11 @@ public struct AppConfiguration: Sendable {
             if case .postgres = self { return true }
             return false
         }
+
+        public var postgresURL: String? {
+            if case .postgres(let url) = self { return url }
+            return nil
+        }
     }
 
     public enum SecretKeySource: Sendable, Equatable {
@@ -119,6 +124,10 @@ public struct AppConfiguration: Sendable {
     public var sentry: SentrySettings?
     /// Backups: where, how many are kept, the encryption key, and the PostgreSQL tools.
     public var backup: BackupSettings
+    /// `READ_DATABASE_URL`: a streaming standby that reporting reads go to (PostgreSQL only).
+    public var readDatabaseURL: String?
+    /// `READ_REPLICA_MAX_LAG`: seconds behind the primary beyond which reads go back to the primary.
+    public var readReplicaMaxLag: TimeInterval
 
     public struct BackupSettings: Sendable, Equatable, CustomStringConvertible {
         /// `BACKUP_DIR`: where `folio backup` and the daily job write (default `DATA_DIR/backups`).
@@ -314,7 +323,8 @@ public struct AppConfiguration: Sendable {
         values += [backup.encryptionKey].compactMap { $0 } + backup.previousEncryptionKeys
         if let sentry, let key = URLComponents(string: sentry.dsn)?.user { values.append(key) }
         // The database password as it is (decoded) and as the URL writes it (percent-encoded).
-        if case .postgres(let url) = database, let components = URLComponents(string: url) {
+        for url in [database.postgresURL, readDatabaseURL].compactMap({ $0 }) {
+            guard let components = URLComponents(string: url) else { continue }
             values += [components.password, components.percentEncodedPassword].compactMap { $0 }
         }
         return values.filter { !$0.isEmpty }
@@ -366,6 +376,8 @@ public struct AppConfiguration: Sendable {
         self.sendGrid = nil
         self.sentry = nil
         self.backup = BackupSettings(directory: "var/backups")
+        self.readDatabaseURL = nil
+        self.readReplicaMaxLag = 10
         self.requestMetrics = true
         self.metricsPort = nil
         self.alpacaURLs = AlpacaURLs()

@@ -139,6 +139,16 @@ public enum ConfigurationLoader {
         } else {
             configuration.database = .sqlite(path: configuration.dataDirectory + "/folio.sqlite")
         }
+        if let url = value("READ_DATABASE_URL") {
+            if !url.lowercased().hasPrefix("postgres://") && !url.lowercased().hasPrefix("postgresql://") {
+                problems.append("READ_DATABASE_URL must be a postgres:// URL of a streaming standby")
+            } else if !configuration.database.isPostgres {
+                problems.append("READ_DATABASE_URL needs DATABASE_URL to be PostgreSQL too (a replica of it)")
+            } else {
+                configuration.readDatabaseURL = url
+            }
+        }
+        configuration.readReplicaMaxLag = TimeInterval(integer("READ_REPLICA_MAX_LAG", default: 10, range: 0...3600))
         if production, !configuration.database.isPostgres {
             problems.append("DATABASE_URL does not name PostgreSQL: production needs postgres://user:password@host:5432/folio (SQLite is for development)")
         }

@@ -96,6 +96,16 @@ final class FolioMetrics: Sendable {
         registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason)]).increment()
     }
 
+    /// A reporting read, by the database it went to.
+    func replicaRead(target: String) {
+        registry.makeCounter(descriptor: Self.replicaReads, labels: [("target", target)]).increment()
+    }
+
+    /// A reporting read sent to the primary because the replica could not take it: `lagging`, `unavailable`, `not_a_standby`.
+    func replicaFallback(reason: String) {
+        registry.makeCounter(descriptor: Self.replicaFallbacks, labels: [("reason", reason)]).increment()
+    }
+
     /// Rows a retention policy removed (or cleared).
     func retentionRemoved(policy: String, rows: Int) {
         registry.makeCounter(descriptor: Self.retentionRemoved, labels: [("policy", policy)]).increment(by: Int64(rows))
@@ -241,6 +251,16 @@ final class FolioMetrics: Sendable {
     static var sentryDropped: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "folio", metricName: "sentry_events_dropped", unitName: "total", helpText: "Error reports not sent to Sentry, by reason.")
+    }
+
+    static var replicaReads: MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "folio", metricName: "read_replica_reads", unitName: "total", helpText: "Reporting reads, by the database that served them.")
+    }
+
+    static var replicaFallbacks: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "read_replica_fallbacks", unitName: "total",
+            helpText: "Reporting reads sent to the primary because the read replica lagged or did not answer, by reason.")
     }
 
     static var retentionRemoved: MetricNameDescriptor {

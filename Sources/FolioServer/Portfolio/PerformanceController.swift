@@ -10,6 +10,8 @@ struct PerformanceController: Sendable {
     let store: TradingStore
     let quotes: QuoteService
     let snapshots: PortfolioSnapshots
+    /// Reporting reads (the ledger, snapshots) go to the read replica when one is configured and current.
+    let reads: ReadRouting
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let api = router.group("/api", context: AuthenticatedContext.self)
@@ -79,14 +81,17 @@ struct PerformanceController: Sendable {
         let now = quotes.clock.now()
         let today = TradingDay(now)
         var complete = true
+        var wrote = false
         do {
-            try await snapshots.backfill(account, through: today.adding(days: -1))
+            wrote = try await snapshots.backfill(account, through: today.adding(days: -1))
         } catch {
             complete = false
             context.parent.logger.warning("performance backfill failed", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
         }
+        // What this request just wrote is on the primary; otherwise the replica will do.
+        let reader = wrote ? store : await reads.store()
         let base = range.baseDay(today: today)
-        var stored = try await snapshots.snapshots(of: account, from: base?.adding(days: -10))
+        var stored = try await snapshots.snapshots(of: account, from: base?.adding(days: -10), on: reader.database)
         // The base is the last close on or before the range's first day (or the account's first close).
         if let base, let index = stored.lastIndex(where: { $0.value.day <= base }) { stored.removeFirst(index) }
         var values = stored.map { Returns.ValuePoint(at: $0.asOf, value: $0.value.totalValue) }
@@ -100,7 +105,7 @@ struct PerformanceController: Sendable {
         // The range runs from when the first value was taken to when the last was; a flow belongs to the first value after it.
         let start = values.first?.at
         let end = values.last?.at ?? now
-        let entries = try await store.entries(of: account.id, through: end).map(\.line)
+        let entries = try await reader.entries(of: account.id, through: end).map(\.line)
         let inRange = entries.filter { entry in (start.map { entry.occurredAt > $0 } ?? true) && entry.occurredAt <= end }
         var response = PerformanceResponse(
             accountID: account.id, range: range.rawValue, from: days.first?.description, to: days.last?.description,
@@ -172,7 +177,7 @@ struct PerformanceController: Sendable {
     /// Open tax lots, first in first out, each valued at its quote.
     @Sendable func lots(_ request: Request, context: AuthenticatedContext) async throws -> LotList {
         let account = try await account(request, context)
-        let book = try TaxLotBook(entries: try await store.entries(of: account.id).map(\.line))
+        let book = try TaxLotBook(entries: try await reads.store().entries(of: account.id).map(\.line))
         let open = book.openLots
         let prices = await quotes.quotes(for: Set(open.map(\.symbol)))
         let now = quotes.clock.now()
@@ -237,8 +242,9 @@ struct PerformanceController: Sendable {
         }
         let accounts = request.query["account_id"] != nil ? [try await account(request, context)] : try await store.accounts(of: context.identity.userID)
         var report = RealizedReport(year: year, method: "fifo", shortTerm: Totals(), longTerm: Totals(), total: Totals(), data: [])
+        let reader = await reads.store()
         for account in accounts {
-            let book = try TaxLotBook(entries: try await store.entries(of: account.id).map(\.line))
+            let book = try TaxLotBook(entries: try await reader.entries(of: account.id).map(\.line))
             for sale in book.realized where TradingDay(sale.soldAt).year == year {
                 let row = RealizedResponse(
                     accountID: account.id, symbol: sale.symbol, quantity: sale.quantity, acquiredAt: sale.acquiredAt, soldAt: sale.soldAt,

@@ -12,6 +12,8 @@ struct PortfolioController: Sendable {
     let snapshots: PortfolioSnapshots
     /// Linked accounts, for the net-worth view.
     let linked: PlaidStore
+    /// The value history is a reporting read: the read replica when one is configured and current.
+    let reads: ReadRouting
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let api = router.group("/api", context: AuthenticatedContext.self)
@@ -229,13 +231,17 @@ struct PortfolioController: Sendable {
         guard let account = try await store.account(accountID, of: context.identity.userID) else { throw TradingError.accountNotFound }
         let today = TradingDay(quotes.clock.now())
         var complete = true
+        var wrote = false
         do {
-            try await snapshots.backfill(account, through: today.adding(days: -1))
+            wrote = try await snapshots.backfill(account, through: today.adding(days: -1))
         } catch {
             complete = false
             context.parent.logger.warning("portfolio history backfill failed", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
         }
-        var points = try await snapshots.snapshots(of: account, from: range.firstDay(today: today)).map { HistoryPoint($0.value, provisional: false) }
+        // What this request just wrote is on the primary; otherwise the replica will do.
+        let source = wrote ? store.database : await reads.reporting()
+        var points = try await snapshots.snapshots(of: account, from: range.firstDay(today: today), on: source)
+            .map { HistoryPoint($0.value, provisional: false) }
         if today.isWeekday, points.last?.date != today.description {
             let valuation = try await valuation(of: account.id, owner: account.userID)
             points.append(HistoryPoint(DailyValue(day: today, cash: valuation.cash, marketValue: valuation.marketValue), provisional: true))

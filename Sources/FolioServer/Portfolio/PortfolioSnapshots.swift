@@ -71,14 +71,16 @@ struct PortfolioSnapshots: Sendable {
     }
 
     /// Fills the weekdays from the account's first day through `last` that have
-    /// no snapshot. Throws when a day's prices cannot be had (nothing is written then).
-    func backfill(_ account: AccountRecord, through last: TradingDay) async throws {
+    /// no snapshot. Throws when a day's prices cannot be had (nothing is written
+    /// then). True when it wrote: the caller then reads on the primary, which has them.
+    @discardableResult
+    func backfill(_ account: AccountRecord, through last: TradingDay) async throws -> Bool {
         let first = TradingDay(account.createdAt)
-        guard first <= last else { return }
+        guard first <= last else { return false }
         let taken = Set(try await database.sql.select().column("day").from("portfolio_snapshots")
             .where("account_id", .equal, account.id).all(decodingColumn: "day", as: String.self))
         let missing = TradingDay.weekdays(from: first, through: last).filter { !taken.contains($0.description) }
-        guard let earliest = missing.first else { return }
+        guard let earliest = missing.first else { return false }
 
         let entries = try await store.entries(of: account.id, through: last.close)
         let movements = entries.map(\.line).map {
@@ -95,6 +97,7 @@ struct PortfolioSnapshots: Sendable {
         try await database.transaction { db in
             for value in values { try await save(value, account: account, source: "backfill", now: now, on: db) }
         }
+        return !values.isEmpty
     }
 
     /// The account valued now: one query for its cash and holdings, one batch of quotes.
@@ -105,9 +108,9 @@ struct PortfolioSnapshots: Sendable {
             cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)
     }
 
-    /// Snapshots of the account from `first` on, oldest first.
-    func snapshots(of account: AccountRecord, from first: TradingDay?) async throws -> [Snapshot] {
-        var query = database.sql.select().columns("day", "cash", "market_value", "source", "created_at").from("portfolio_snapshots")
+    /// Snapshots of the account from `first` on, oldest first, read on `source` (a read replica) or the primary.
+    func snapshots(of account: AccountRecord, from first: TradingDay?, on source: FolioDatabase? = nil) async throws -> [Snapshot] {
+        var query = (source ?? database).sql.select().columns("day", "cash", "market_value", "source", "created_at").from("portfolio_snapshots")
             .where("account_id", .equal, account.id)
         if let first { query = query.where("day", .greaterThanOrEqual, first.description) }
         return try await query.orderBy("day").all().map { row in

@@ -1,0 +1,110 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+/// Reporting reads on a real streaming standby (`pg_basebackup -R`, started by
+/// `.ci/run` and named by `FOLIO_TEST_REPLICA_URL`), back on the primary while
+/// it lags or is gone.
+@Suite("Read replica")
+struct ReadReplicaTests {
+    static let standby = ProcessInfo.processInfo.environment["FOLIO_TEST_REPLICA_URL"]
+    static let inCI = ProcessInfo.processInfo.environment["CI"] != nil
+
+    /// A series' value in the exposition, 0 when absent.
+    static func counter(_ env: TestEnvironment, _ series: String) -> Double {
+        let line = env.services.metrics.exposition().split(separator: "\n").first { $0.hasPrefix(series + " ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+    }
+
+    static func transactions(_ client: some TestClientProtocol, _ tokens: [String: Any]) async throws -> [[String: Any]] {
+        let response = try await client.execute(uri: "/api/transactions?limit=200", method: .get, headers: bearer(tokens))
+        #expect(response.status == .ok)
+        return try json(response)["data"] as? [[String: Any]] ?? []
+    }
+
+    /// Polls until `condition` holds, for up to `seconds`.
+    static func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return try await condition()
+    }
+
+    @Test("reporting reads go to the standby; while its replay is paused and it falls behind they go to the primary, counted; then back", .enabled(if: standby != nil || inCI))
+    func standbyRouting() async throws {
+        let standbyAdmin = try #require(Self.standby, "CI starts a standby and sets FOLIO_TEST_REPLICA_URL")
+        try await withTestApp(.postgres, configure: { configuration in
+            var replica = URLComponents(string: standbyAdmin)!
+            replica.path = URLComponents(string: configuration.database.postgresURL!)!.path
+            configuration.readDatabaseURL = replica.string
+            configuration.readReplicaMaxLag = 1
+        }) { client, env in
+            let reads = env.services.reads
+            let replica = try #require(reads.replica)
+            let tokens = try await signUp(client, env, email: "replica@example.com")
+            let accountID = try await env.firstAccount().id.description
+
+            // The standby has the new database and its rows once it has replayed them.
+            #expect(try await Self.eventually { await reads.state(of: replica) == .usable })
+            #expect(try await Self.eventually { try await Self.transactions(client, tokens).count == 1 })
+            let onReplica = Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#)
+            #expect(onReplica > 0, "the ledger list was read on the standby")
+            let rows = try await replica.sql.raw("SELECT COUNT(*) AS n FROM transactions").first()?.decode(column: "n", as: Int.self)
+            #expect(rows == 1, "the standby holds the row itself")
+
+            // Replay paused: the standby receives but does not apply, and falls behind.
+            let admin = try FolioDatabase(location: .postgres(url: standbyAdmin), poolSize: 1, logger: env.services.logger)
+            try await admin.sql.raw("SELECT pg_wal_replay_pause()").run()
+            do {
+                let deposit = try await post(client, "/api/accounts/\(accountID)/deposits", ["amount": "5.00"], headers: bearer(tokens))
+                #expect(deposit.status == .created)
+                #expect(try await Self.eventually {
+                    if case .lagging = await reads.state(of: replica) { return true }
+                    return false
+                })
+                let fallbacks = Self.counter(env, #"folio_read_replica_fallbacks_total{reason="lagging"}"#)
+                let listed = try await Self.transactions(client, tokens)
+                #expect(listed.count == 2, "the new deposit is read on the primary")
+                #expect(Self.counter(env, #"folio_read_replica_fallbacks_total{reason="lagging"}"#) > fallbacks)
+                let history = try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens))
+                #expect(history.status == .ok)
+            } catch {
+                try? await admin.sql.raw("SELECT pg_wal_replay_resume()").run()
+                await admin.shutdown()
+                throw error
+            }
+            try await admin.sql.raw("SELECT pg_wal_replay_resume()").run()
+            await admin.shutdown()
+
+            #expect(try await Self.eventually { await reads.state(of: replica) == .usable })
+            let before = Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#)
+            #expect(try await Self.transactions(client, tokens).count == 2)
+            #expect(Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#) > before)
+            await reads.shutdown()
+        }
+    }
+
+    @Test("a replica that does not answer: reporting reads are served by the primary and counted")
+    func unavailableReplica() async throws {
+        guard TestDatabaseKind.all.contains(.postgres) else { return }
+        try await withTestApp(.postgres, configure: { configuration in
+            configuration.readDatabaseURL = "postgres://postgres@127.0.0.1:1/folio?sslmode=disable"
+        }) { client, env in
+            let tokens = try await signUp(client, env, email: "noreplica@example.com")
+            #expect(try await Self.transactions(client, tokens).count == 1)
+            #expect(Self.counter(env, #"folio_read_replica_fallbacks_total{reason="unavailable"}"#) >= 1)
+            let csv = try await client.execute(uri: "/api/transactions.csv", method: .get, headers: bearer(tokens))
+            #expect(csv.status == .ok)
+            let lots = try await client.execute(uri: "/api/portfolio/lots", method: .get, headers: bearer(tokens))
+            #expect(lots.status == .ok)
+            await env.services.reads.shutdown()
+        }
+    }
+}
