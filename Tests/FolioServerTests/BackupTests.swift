@@ -66,9 +66,10 @@ struct BackupTests {
             let manifest = try BackupManifest.read(from: taken)
             #expect(manifest.database == (kind == .sqlite ? "sqlite" : "postgres"))
             #expect(manifest.files.map(\.name) == [kind == .sqlite ? "database.sqlite" : "database.dump"])
-            #expect(manifest.figures.schemaVersion == "015_add_privacy_columns")
-            #expect(manifest.figures.rowCounts["accounts"] == 1)
-            #expect(manifest.figures.auditHeads.count >= 2)
+            let figures = try #require(manifest.figures)
+            #expect(figures.schemaVersion == "015_add_privacy_columns")
+            #expect(figures.rowCounts["accounts"] == 1)
+            #expect(figures.auditHeads.count >= 2)
 
             let problems = try await backups.verify(taken)
             #expect(problems.isEmpty, "\(problems)")
@@ -78,7 +79,8 @@ struct BackupTests {
                 try await Backups.restore(taken, into: env.configuration.database, configuration: env.configuration, logger: Logger(label: "test"))
             }
             try await Self.withEmptyTarget(kind) { target in
-                try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                let problems = try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                #expect(problems.isEmpty, "\(problems)")
                 let restored = try await Backups.withDatabase(target, logger: Logger(label: "test")) { copy in
                     let figures = try await copy.transaction { db in try await BackupFigures.read(on: db, kind: copy.kind) }
                     let differences = try await LedgerVerifier(store: TradingStore(database: copy)).verify().differences
@@ -122,9 +124,9 @@ struct BackupTests {
             env.clock.advance(by: 1)
             let edited = try await backups.create()
             var lying = try BackupManifest.read(from: edited)
-            lying.figures.rowCounts["orders"] = (lying.figures.rowCounts["orders"] ?? 0) + 1
-            let account = try #require(lying.figures.accounts.keys.first)
-            lying.figures.accounts[account]?.cash = "1000000.00"
+            lying.figures!.rowCounts["orders"] = (lying.figures!.rowCounts["orders"] ?? 0) + 1
+            let account = try #require(lying.figures!.accounts.keys.first)
+            lying.figures!.accounts[account]?.cash = "1000000.00"
             try FileManager.default.removeItem(at: edited.appendingPathComponent(BackupManifest.fileName))
             try lying.write(to: edited)
             let mismatches = try await backups.verify(edited)
@@ -144,6 +146,9 @@ struct BackupTests {
             let taken = try await backups.create()
             let manifest = try BackupManifest.read(from: taken)
             #expect(manifest.encrypted)
+            #expect(manifest.figures == nil && manifest.sealedFigures != nil, "balances are sealed, not beside the dump")
+            let manifestText = try String(contentsOf: taken.appendingPathComponent(BackupManifest.fileName), encoding: .utf8)
+            #expect(!manifestText.contains("reservedCash") && !manifestText.contains("auditHeads"))
             let file = taken.appendingPathComponent(manifest.files[0].name)
             #expect(file.pathExtension == "enc")
             #expect(BackupCipher.isSealed(file))
@@ -156,7 +161,8 @@ struct BackupTests {
             rotated.backup.encryptionKey = "a-new-backup-key-0123456789-0123456789-0123"
             rotated.backup.previousEncryptionKeys = [Self.key]
             try await Self.withEmptyTarget(kind) { target in
-                try await Backups.restore(taken, into: target, configuration: rotated, logger: Logger(label: "test"))
+                let problems = try await Backups.restore(taken, into: target, configuration: rotated, logger: Logger(label: "test"))
+                #expect(problems.isEmpty, "\(problems)")
             }
             rotated.backup.previousEncryptionKeys = []
             await #expect(throws: BackupCipher.Failure.self) {
@@ -165,7 +171,7 @@ struct BackupTests {
                 }
             }
 
-            // A changed byte with a manifest forged to match: the chunk's tag refuses it.
+            // A changed byte with the manifest's hash forged to match: the manifest's MAC refuses it.
             var forged = sealed
             forged[forged.count - 20] ^= 0x01
             try forged.write(to: file)
@@ -175,8 +181,34 @@ struct BackupTests {
             lying.files[0].bytes = bytes
             try FileManager.default.removeItem(at: taken.appendingPathComponent(BackupManifest.fileName))
             try lying.write(to: taken)
-            await #expect(throws: BackupCipher.Failure.self) { _ = try await backups.verify(taken) }
+            let forgedProblems = try await backups.verify(taken)
+            #expect(forgedProblems.contains { $0.contains("MAC does not match") }, "\(forgedProblems)")
+
+            // A plaintext dump swapped in, the manifest rewritten to say "not encrypted": refused while a key is configured.
+            env.clock.advance(by: 1)
+            let plain = try await Self.withBackup(kind, directory: directory) { try await $0.create() }
+            var swapped = try BackupManifest.read(from: plain)
+            try FileManager.default.removeItem(at: taken.appendingPathComponent(BackupManifest.fileName))
+            try FileManager.default.removeItem(at: file)
+            try FileManager.default.copyItem(at: plain.appendingPathComponent(swapped.files[0].name), to: taken.appendingPathComponent(swapped.files[0].name))
+            swapped.createdAt = manifest.createdAt
+            try swapped.write(to: taken)
+            await #expect(throws: Backups.Failure.self) {
+                try await Self.withEmptyTarget(kind) { target in
+                    try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                }
+            }
         }
+    }
+
+    /// A backup of a fresh, unencrypted deployment, for swapping into an encrypted one.
+    static func withBackup<T: Sendable>(_ kind: TestDatabaseKind, directory: URL, _ body: @escaping @Sendable (Backups) async throws -> T) async throws -> T {
+        let box = UncheckedBox<T?>(nil)
+        try await withTestApp(kind, configure: { $0.backup.directory = directory.appendingPathComponent("plain").path }) { client, env in
+            try await signUp(client, env, email: "plain@example.com")
+            box.value = try await body(env.services.backups)
+        }
+        return try #require(box.value)
     }
 
     @Test("the cipher round-trips files of every size around its chunk, and refuses a file cut short")
@@ -196,7 +228,7 @@ struct BackupTests {
             if size > BackupCipher.chunkSize {
                 // Drop the last chunk: what remains must not pass for a whole file.
                 let whole = try Data(contentsOf: sealed)
-                let headerLength = BackupCipher.magic.utf8.count + 18
+                let headerLength = BackupCipher.headerLength
                 let firstChunk = 4 + Int(whole[headerLength..<headerLength + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
                 try whole.prefix(headerLength + firstChunk).write(to: sealed)
                 #expect(throws: BackupCipher.Failure.self) { try cipher.open(sealed, into: opened) }
@@ -204,21 +236,40 @@ struct BackupTests {
         }
     }
 
-    @Test("pruning keeps the newest daily backups and the newest of each month")
+    @Test("pruning keeps the newest daily backups and the newest of each month, removes stale partials, and leaves anything else alone")
     func pruning() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let names = [
+        let backups = [
             "folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20260210T010000Z", "folio-20260228T010000Z", "folio-20260301T010000Z",
-            "folio-20260302T010000Z", "folio-20260303T010000Z", "folio-20260304T010000Z", "folio-20260305T010000Z.partial",
+            "folio-20260302T010000Z", "folio-20260303T010000Z", "folio-20260304T010000Z",
         ]
-        for name in names { try FileManager.default.createDirectory(at: directory.appendingPathComponent(name), withIntermediateDirectories: true) }
+        for name in backups {
+            let url = directory.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: url.appendingPathComponent(BackupManifest.fileName))
+        }
+        // Not Folio's, or not whole: never counted as backups.
+        for name in ["folio-manual-before-upgrade", "folio-20260101T010000Z.bak", "folio-20260102T010000Z", "folio-20260305T010000Z.partial-0123abcd"] {
+            try FileManager.default.createDirectory(at: directory.appendingPathComponent(name), withIntermediateDirectories: true)
+        }
+        let stale = directory.appendingPathComponent("folio-20260301T010000Z.partial-deadbeef")
+        try FileManager.default.createDirectory(at: stale, withIntermediateDirectories: true)
+        try FileManager.default.setAttributes([.modificationDate: TestClock.tuesdayMorning.addingTimeInterval(-2 * 86_400)], ofItemAtPath: stale.path)
+        try FileManager.default.setAttributes(
+            [.modificationDate: TestClock.tuesdayMorning], ofItemAtPath: directory.appendingPathComponent("folio-20260305T010000Z.partial-0123abcd").path)
         try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path; $0.backup.keepDaily = 2; $0.backup.keepMonthly = 2 }) { _, env in
             let removed = try env.services.backups.prune().map(\.lastPathComponent).sorted()
-            #expect(removed == ["folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20260210T010000Z", "folio-20260301T010000Z", "folio-20260302T010000Z"])
+            #expect(removed == [
+                "folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20260210T010000Z", "folio-20260301T010000Z",
+                "folio-20260301T010000Z.partial-deadbeef", "folio-20260302T010000Z",
+            ])
         }
         let left = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
-        #expect(left == ["folio-20260228T010000Z", "folio-20260303T010000Z", "folio-20260304T010000Z", "folio-20260305T010000Z.partial"])
+        #expect(left == [
+            "folio-20260101T010000Z.bak", "folio-20260102T010000Z", "folio-20260228T010000Z", "folio-20260303T010000Z", "folio-20260304T010000Z",
+            "folio-20260305T010000Z.partial-0123abcd", "folio-manual-before-upgrade",
+        ])
     }
 }
 

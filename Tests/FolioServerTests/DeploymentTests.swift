@@ -1,28 +1,30 @@
 import Foundation
 import Testing
 
+/// Runs a tool to its end: its exit status and everything it printed.
+func runTool(_ executable: String, _ arguments: [String], in directory: URL? = nil) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = directory }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, text)
+}
+
 /// The deployment files under ops/ are checked by the tools that will read them.
 @Suite("Deployment files")
 struct DeploymentTests {
     static let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].first { FileManager.default.isExecutableFile(atPath: $0) }
     static let ops = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops").standardized
 
-    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
-    }
-
     @Test("nginx -t accepts ops/nginx/folio.conf (TLS, the two upstreams, /metrics closed)", .enabled(if: nginx != nil, "needs nginx (Debian's nginx-light; .ci/run installs it)"))
     func nginxConfiguration() throws {
-        let (status, output) = try Self.run("/bin/bash", [Self.ops.appendingPathComponent("nginx/check").path])
+        let (status, output) = try runTool("/bin/bash", [Self.ops.appendingPathComponent("nginx/check").path])
         #expect(status == 0, "\(output)")
         let conf = try String(contentsOf: Self.ops.appendingPathComponent("nginx/folio.conf"), encoding: .utf8)
         #expect(conf.contains("ssl_protocols TLSv1.2 TLSv1.3"))

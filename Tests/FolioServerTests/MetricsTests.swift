@@ -120,23 +120,14 @@ struct MetricsTests {
     func alertRules() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/prometheus").standardized
         for arguments in [["check", "rules", "folio-alerts.yml"], ["test", "rules", "folio-alerts.test.yml"]] {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: try #require(Self.promtool))
-            process.arguments = arguments
-            process.currentDirectoryURL = folder
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0, "promtool \(arguments.joined(separator: " ")): \(text)")
+            let (status, text) = try runTool(try #require(Self.promtool), arguments, in: folder)
+            #expect(status == 0, "promtool \(arguments.joined(separator: " ")): \(text)")
         }
         let rules = try String(contentsOf: folder.appendingPathComponent("folio-alerts.yml"), encoding: .utf8)
         let served: Set<String> = [
             FolioMetrics.requestsTotal.name, FolioMetrics.securityEvents.name, FolioMetrics.webhookVerifications.name,
             FolioMetrics.constraintViolations.name, FolioMetrics.vendorCalls.name, FolioMetrics.jobs.name, FolioMetrics.jobAge.name,
-            FolioMetrics.mails.name, FolioMetrics.sentryDropped.name,
+            FolioMetrics.mails.name, FolioMetrics.sentryDropped.name, FolioMetrics.backups.name, FolioMetrics.backupLastSuccess.name,
         ]
         let named = Set(rules.matches(of: /folio_[a-z_]+/).map { String($0.output) })
         #expect(named.subtracting(served).isEmpty, "rules name series Folio does not serve: \(named.subtracting(served))")

@@ -127,6 +127,16 @@ struct JobQueue: Sendable {
         return Set(try rows.map { try $0.decode(column: "id", as: JobID.self) })
     }
 
+    /// Extends the lease of jobs still running under their holder: a backup or
+    /// a retention run outlasts one lease, and must not be claimed again meanwhile.
+    func renew(_ jobs: [ClaimedJob]) async throws {
+        guard let holder = jobs.first?.holder else { return }
+        try await database.sql.raw("""
+            UPDATE jobs SET locked_until = \(bind: clock.now().addingTimeInterval(Self.lease))
+            WHERE id IN (\(binds: jobs.map(\.id))) AND locked_by = \(bind: holder) AND status = 'running'
+            """).run()
+    }
+
     /// Schedules another attempt, or marks the job dead after its last. False
     /// when the lease was lost meanwhile (another worker owns the job now).
     @discardableResult
@@ -281,7 +291,7 @@ struct JobWorker: Service {
             if batches.last?.kind == job.payload.kind { batches[batches.count - 1].jobs.append(job) } else { batches.append((job.payload.kind, [job])) }
         }
         for (kind, batch) in batches {
-            let outcomes = await handlers[kind]?(batch) ?? [:]
+            let outcomes = await runKeepingLeases(kind, batch)
             var done: [ClaimedJob] = []
             for job in batch {
                 switch outcomes[job.id] ?? .failed(handlers[kind] == nil ? "no handler for \(kind.rawValue)" : "the handler gave no outcome") {
@@ -315,6 +325,39 @@ struct JobWorker: Service {
             }
         }
         return true
+    }
+
+    /// Kinds bounded well inside one lease (a broker call, one message), run without a lease keeper.
+    static let shortKinds: Set<JobPayload.Kind> = [.submitOrder, .sendMail]
+
+    /// Runs a batch's handler while a side task renews the batch's leases every
+    /// third of a lease, so a long job (a backup, a retention run) is not
+    /// claimed by another worker halfway and run twice.
+    private func runKeepingLeases(_ kind: JobPayload.Kind, _ batch: [ClaimedJob]) async -> [JobID: JobOutcome] {
+        guard let handler = handlers[kind] else { return [:] }
+        if Self.shortKinds.contains(kind) { return await handler(batch) }
+        let queue = self.queue, logger = self.logger
+        return await withTaskGroup(of: [JobID: JobOutcome]?.self) { group in
+            group.addTask { await handler(batch) }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(JobQueue.lease / 3))
+                    if Task.isCancelled { break }
+                    do { try await queue.renew(batch) } catch {
+                        logger.warning("could not renew a job's lease", metadata: ["kind": .string(kind.rawValue), "error": .string(String(reflecting: error))])
+                    }
+                }
+                return nil
+            }
+            var outcomes: [JobID: JobOutcome] = [:]
+            while let next = await group.next() {
+                if let next {
+                    outcomes = next
+                    group.cancelAll()
+                }
+            }
+            return outcomes
+        }
     }
 
     /// Runs jobs until none is due (tests, and `folio worker --drain`).

@@ -6,23 +6,61 @@ import Foundation
 /// `BACKUP_ENCRYPTION_KEY`; the header names the key by a short id, so a
 /// backup taken before a rotation opens under `PREVIOUS_BACKUP_ENCRYPTION_KEYS`.
 ///
-/// Layout: the header line `FOLIO-BACKUP-AESGCM-1 <key id>\n`, then chunks of
-/// a 4-byte big-endian length and a sealed box (nonce, ciphertext, tag). Each
-/// chunk's additional data is the header, its index and whether it is the
-/// last, so chunks cannot be reordered, dropped or the file cut short unseen.
+/// Layout: the header line `FOLIO-BACKUP-AESGCM-2 <key id> <file id>\n` (the
+/// file id is random), then chunks of a 4-byte big-endian length and a sealed
+/// box (nonce, ciphertext, tag). Each chunk's additional data is the header,
+/// its index and whether it is the last, so chunks cannot be reordered,
+/// dropped, moved from another backup, or the file cut short unseen.
+///
+/// The same key authenticates the manifest (`manifestMAC`) and seals its
+/// figures (balances are not left readable beside a sealed dump).
 struct BackupCipher: Sendable {
-    static let magic = "FOLIO-BACKUP-AESGCM-1"
+    static let magic = "FOLIO-BACKUP-AESGCM-2"
+    /// magic, space, 16-character key id, space, 32-character file id, newline.
+    static let headerLength = magic.utf8.count + 1 + 16 + 1 + 32 + 1
     static let chunkSize = 1 << 20
 
     struct Key: Sendable {
         let key: SymmetricKey
+        /// Authenticates manifests, apart from the key that seals.
+        let manifestKey: SymmetricKey
         let id: String
 
         init(_ secret: String) {
+            let material = SymmetricKey(data: Data(secret.utf8))
             key = HKDF<SHA256>.deriveKey(
-                inputKeyMaterial: SymmetricKey(data: Data(secret.utf8)), salt: Data("folio-backup".utf8),
-                info: Data("backup-encryption-v1".utf8), outputByteCount: 32)
+                inputKeyMaterial: material, salt: Data("folio-backup".utf8), info: Data("backup-encryption-v1".utf8), outputByteCount: 32)
+            manifestKey = HKDF<SHA256>.deriveKey(
+                inputKeyMaterial: material, salt: Data("folio-backup".utf8), info: Data("backup-manifest-v1".utf8), outputByteCount: 32)
             id = String(AuditChain.hex(SHA256.hash(data: key.withUnsafeBytes { Data("folio-backup-key-id".utf8) + Data($0) })).prefix(16))
+        }
+    }
+
+    func key(id: String) -> Key? {
+        ([current].compactMap { $0 } + previous).first { $0.id == id }
+    }
+
+    /// HMAC-SHA256 of a manifest's canonical bytes.
+    static func manifestMAC(_ bytes: Data, key: Key) -> String {
+        AuditChain.hex(HMAC<SHA256>.authenticationCode(for: bytes, using: key.manifestKey))
+    }
+
+    static func isValidMAC(_ mac: String, _ bytes: Data, key: Key) -> Bool {
+        let expected = manifestMAC(bytes, key: key)
+        return expected.utf8.count == mac.utf8.count && zip(expected.utf8, mac.utf8).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    /// Seals a small value (the manifest's figures) whole, bound to its file id.
+    static func sealValue(_ data: Data, key: Key, fileID: String) throws -> String {
+        try AES.GCM.seal(data, using: key.key, authenticating: Data("folio-backup-figures \(fileID)".utf8)).combined!.base64EncodedString()
+    }
+
+    static func openValue(_ text: String, key: Key, fileID: String) throws -> Data {
+        guard let combined = Data(base64Encoded: text) else { throw Failure.damaged("the sealed figures are not base64") }
+        do {
+            return try AES.GCM.open(AES.GCM.SealedBox(combined: combined), using: key.key, authenticating: Data("folio-backup-figures \(fileID)".utf8))
+        } catch {
+            throw Failure.damaged("the sealed figures fail their authentication tag")
         }
     }
 
@@ -51,14 +89,21 @@ struct BackupCipher: Sendable {
 
     var encrypts: Bool { current != nil }
 
-    /// Seals `source` into `destination` (created with owner-only permissions).
-    func seal(_ source: URL, into destination: URL) throws {
-        guard let key = current else { throw Failure.unknownKey("none configured") }
+    /// Seals `source` into `destination` (created with owner-only permissions); returns the file's id.
+    @discardableResult
+    func seal(_ source: URL, into destination: URL) throws -> String {
         let input = try FileHandle(forReadingFrom: source)
         defer { try? input.close() }
+        return try seal(reading: input, into: destination)
+    }
+
+    /// Seals what `input` gives until its end (a file, or `pg_dump`'s output as it is written).
+    func seal(reading input: FileHandle, into destination: URL) throws -> String {
+        guard let key = current else { throw Failure.unknownKey("none configured") }
         let output = try BackupFiles.create(destination)
         defer { try? output.close() }
-        let header = Data("\(Self.magic) \(key.id)\n".utf8)
+        let fileID = AuditChain.hex(SymmetricKey(size: .bits128).withUnsafeBytes { Data($0) })
+        let header = Data("\(Self.magic) \(key.id) \(fileID)\n".utf8)
         try output.write(contentsOf: header)
         var index: UInt64 = 0
         var chunk = try input.read(upToCount: Self.chunkSize) ?? Data()
@@ -69,10 +114,22 @@ struct BackupCipher: Sendable {
             var length = UInt32(sealed.count).bigEndian
             try output.write(contentsOf: Data(bytes: &length, count: 4))
             try output.write(contentsOf: sealed)
-            if last { break }
+            if last { return fileID }
             chunk = next
             index += 1
         }
+    }
+
+    /// A sealed file's key id and file id, read from its header.
+    static func header(of url: URL) throws -> (keyID: String, fileID: String) {
+        let input = try FileHandle(forReadingFrom: url)
+        defer { try? input.close() }
+        guard let header = try input.read(upToCount: headerLength), header.count == headerLength,
+              String(decoding: header.prefix(magic.utf8.count), as: UTF8.self) == magic
+        else { throw Failure.notEncrypted }
+        let fields = String(decoding: header.dropLast(), as: UTF8.self).split(separator: " ")
+        guard fields.count == 3, fields[1].utf8.count == 16, fields[2].utf8.count == 32 else { throw Failure.notEncrypted }
+        return (String(fields[1]), String(fields[2]))
     }
 
     /// Whether a file starts as a sealed backup does.
@@ -87,13 +144,12 @@ struct BackupCipher: Sendable {
         let input = try FileHandle(forReadingFrom: source)
         defer { try? input.close() }
         let size = try FileManager.default.attributesOfItem(atPath: source.path)[.size] as? UInt64 ?? 0
-        // The header line: magic, a space, a 16-character key id, a newline.
-        let headerLength = Self.magic.utf8.count + 1 + 16 + 1
+        let headerLength = Self.headerLength
         guard let header = try input.read(upToCount: headerLength), header.count == headerLength,
               String(decoding: header.prefix(Self.magic.utf8.count), as: UTF8.self) == Self.magic
         else { throw Failure.notEncrypted }
         let id = String(decoding: header.dropFirst(Self.magic.utf8.count + 1).prefix(16), as: UTF8.self)
-        guard let key = ([current].compactMap { $0 } + previous).first(where: { $0.id == id }) else { throw Failure.unknownKey(id) }
+        guard let key = key(id: id) else { throw Failure.unknownKey(id) }
         let output = try BackupFiles.create(destination)
         defer { try? output.close() }
         var offset = UInt64(headerLength)
@@ -125,6 +181,13 @@ struct BackupCipher: Sendable {
 
 /// Files with owner-only permissions, and their SHA-256 read in chunks.
 enum BackupFiles {
+    /// A new directory only this user can enter, for plaintext that must not sit in the backup directory.
+    static func privateDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("folio-backup-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        return url
+    }
+
     static func create(_ url: URL) throws -> FileHandle {
         guard FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
             throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: url.path])

@@ -78,19 +78,29 @@ public struct BackupFigures: Codable, Sendable, Equatable {
 
 /// `manifest.json` in every backup directory. Keys are written as the
 /// properties name them: a key strategy would also rewrite dictionary keys (symbols, table names).
+///
+/// An encrypted backup's manifest is authenticated (`mac`, an HMAC under a key
+/// derived from `BACKUP_ENCRYPTION_KEY`) and its figures, which show every
+/// account's balances, are sealed (`sealedFigures`): someone who can write to
+/// the backup store can neither swap in a plaintext dump nor edit the figures.
 public struct BackupManifest: Codable, Sendable, Equatable {
     public static let fileName = "manifest.json"
-    public static let currentFormat = "folio-backup-v1"
+    public static let currentFormat = "folio-backup-v2"
 
     public var format: String
     public var createdAt: Date
     public var folioVersion: String
     public var database: String
     public var encrypted: Bool
-    /// The key id that sealed the files, when encrypted.
+    /// The key id that sealed the files, and the sealed file's random id, when encrypted.
     public var keyID: String?
+    public var fileID: String?
     public var files: [File]
-    public var figures: BackupFigures
+    /// In the clear when the backup is not encrypted.
+    public var figures: BackupFigures?
+    /// Sealed with the backup's key when it is.
+    public var sealedFigures: String?
+    public var mac: String?
 
     public struct File: Codable, Sendable, Equatable {
         public var name: String
@@ -113,5 +123,48 @@ public struct BackupManifest: Codable, Sendable, Equatable {
         let handle = try BackupFiles.create(url)
         defer { try? handle.close() }
         try handle.write(contentsOf: try encoder.encode(self) + Data("\n".utf8))
+    }
+
+    /// The bytes the MAC covers: the manifest without its MAC, keys sorted, no spaces.
+    var authenticatedBytes: Data {
+        get throws {
+            var unsigned = self
+            unsigned.mac = nil
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .iso8601
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            return try encoder.encode(unsigned)
+        }
+    }
+
+    /// Seals the figures and signs the manifest, for an encrypted backup.
+    mutating func seal(with key: BackupCipher.Key, fileID: String) throws {
+        guard let figures else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        self.fileID = fileID
+        self.sealedFigures = try BackupCipher.sealValue(try encoder.encode(figures), key: key, fileID: fileID)
+        self.figures = nil
+        self.mac = BackupCipher.manifestMAC(try authenticatedBytes, key: key)
+    }
+
+    /// Checks the manifest against the configured keys and returns its figures.
+    /// Refused: an encrypted manifest whose MAC does not match (it was edited),
+    /// and a plaintext one while a key is configured, unless `allowUnencrypted`
+    /// (a backup made before encryption was set up).
+    func opened(with cipher: BackupCipher, allowUnencrypted: Bool) throws -> BackupFigures {
+        guard encrypted else {
+            if cipher.encrypts && !allowUnencrypted {
+                throw Backups.Failure(description: "this backup is not encrypted although BACKUP_ENCRYPTION_KEY is set; if it was taken before encryption was set up, pass --allow-unencrypted")
+            }
+            guard let figures else { throw Backups.Failure(description: "the manifest holds no figures") }
+            return figures
+        }
+        guard let keyID, let key = cipher.key(id: keyID) else { throw BackupCipher.Failure.unknownKey(keyID ?? "none") }
+        guard let mac, BackupCipher.isValidMAC(mac, try authenticatedBytes, key: key) else {
+            throw Backups.Failure(description: "the manifest's MAC does not match: it was changed after the backup was taken")
+        }
+        guard let sealedFigures, let fileID else { throw Backups.Failure(description: "the manifest holds no sealed figures") }
+        return try JSONDecoder().decode(BackupFigures.self, from: try BackupCipher.openValue(sealedFigures, key: key, fileID: fileID))
     }
 }

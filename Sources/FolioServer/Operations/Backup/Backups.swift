@@ -38,26 +38,20 @@ public struct Backups: Sendable {
         let parent = parent ?? URL(fileURLWithPath: settings.directory)
         try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let name = Self.prefix + Self.stamp(clock.now())
-        let partial = parent.appendingPathComponent(name + ".partial")
+        // A name of its own, so a backup taken in the same second (the command and the job) never touches this one.
+        let partial = parent.appendingPathComponent("\(name).partial-\(UUID().uuidString.prefix(8).lowercased())")
         let final = parent.appendingPathComponent(name)
         guard !FileManager.default.fileExists(atPath: final.path) else { throw Failure(description: "\(final.path) already exists") }
-        try? FileManager.default.removeItem(at: partial)
         try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         do {
-            let (dataFile, figures) = database.kind == .sqlite ? try await copySQLite(into: partial) : try await dumpPostgres(into: partial)
-            let stored = cipher.encrypts ? dataFile.appendingPathExtension("enc") : dataFile
-            if let key = cipher.current {
-                progress("sealing \(dataFile.lastPathComponent) with AES-GCM (key \(key.id))")
-                let cipher = self.cipher
-                try await Self.blocking { try cipher.seal(dataFile, into: stored) }
-                try FileManager.default.removeItem(at: dataFile)
-            }
+            let (stored, fileID, figures) = database.kind == .sqlite ? try await copySQLite(into: partial) : try await dumpPostgres(into: partial)
             progress("hashing \(stored.lastPathComponent)")
             let (hash, bytes) = try await Self.blocking { try BackupFiles.sha256(of: stored) }
-            let manifest = BackupManifest(
+            var manifest = BackupManifest(
                 format: BackupManifest.currentFormat, createdAt: clock.now(), folioVersion: FolioVersion.current, database: database.kind.rawValue,
-                encrypted: cipher.encrypts, keyID: cipher.current?.id, files: [.init(name: stored.lastPathComponent, bytes: bytes, sha256: hash)],
-                figures: figures)
+                encrypted: cipher.encrypts, keyID: cipher.current?.id, fileID: nil, files: [.init(name: stored.lastPathComponent, bytes: bytes, sha256: hash)],
+                figures: figures, sealedFigures: nil, mac: nil)
+            if let key = cipher.current, let fileID { try manifest.seal(with: key, fileID: fileID) }
             try manifest.write(to: partial)
             try FileManager.default.moveItem(at: partial, to: final)
             metrics?.backup("backup", succeeded: true, at: clock.now(), bytes: bytes)
@@ -74,9 +68,13 @@ public struct Backups: Sendable {
         }
     }
 
-    /// SQLite: `VACUUM INTO` writes a consistent, compacted copy while the server runs; the figures are read from the copy.
-    private func copySQLite(into directory: URL) async throws -> (URL, BackupFigures) {
-        let file = directory.appendingPathComponent("database.sqlite")
+    /// SQLite: `VACUUM INTO` writes a consistent, compacted copy while the
+    /// server runs; the figures are read from the copy. When sealing, the copy
+    /// is made in a private temporary directory, never in the backup directory.
+    private func copySQLite(into directory: URL) async throws -> (URL, String?, BackupFigures) {
+        let scratch = try BackupFiles.privateDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let file = (cipher.encrypts ? scratch : directory).appendingPathComponent("database.sqlite")
         progress("copying the database (VACUUM INTO)")
         try await database.sql.raw("VACUUM INTO \(bind: file.path)").run()
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
@@ -84,28 +82,41 @@ public struct Backups: Sendable {
         let figures = try await Self.withDatabase(.sqlite(path: file.path), logger: logger) { copy in
             try await BackupFigures.read(on: copy.sql, kind: .sqlite)
         }
-        return (file, figures)
+        guard let key = cipher.current else { return (file, nil, figures) }
+        progress("sealing the copy with AES-GCM (key \(key.id))")
+        let sealed = directory.appendingPathComponent("database.sqlite.enc")
+        let cipher = self.cipher
+        let fileID = try await Self.blocking { try cipher.seal(file, into: sealed) }
+        return (sealed, fileID, figures)
     }
 
     /// PostgreSQL: the figures are read in a repeatable-read transaction whose
-    /// snapshot `pg_dump --snapshot` dumps, so both see the same moment however busy the server is.
-    private func dumpPostgres(into directory: URL) async throws -> (URL, BackupFigures) {
+    /// snapshot `pg_dump --snapshot` dumps, so both see the same moment however
+    /// busy the server is. When sealing, `pg_dump` writes to a pipe that is
+    /// sealed as it comes: the plaintext dump never reaches the disk.
+    private func dumpPostgres(into directory: URL) async throws -> (URL, String?, BackupFigures) {
         guard case .postgres(let url) = configuration.database else { throw Failure(description: "not a PostgreSQL database") }
-        let file = directory.appendingPathComponent("database.dump")
         let pgDump = try PostgresTools.find("pg_dump", configured: settings.pgDump)
-        let progress = self.progress
-        let figures = try await database.transaction { db in
+        let progress = self.progress, cipher = self.cipher
+        let file = directory.appendingPathComponent(cipher.encrypts ? "database.dump.enc" : "database.dump")
+        let (figures, fileID) = try await database.transaction { db -> (BackupFigures, String?) in
             try await db.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").run()
             let snapshot = try await db.raw("SELECT pg_export_snapshot() AS snapshot").first()?.decode(column: "snapshot", as: String.self) ?? ""
             progress("reading figures in snapshot \(snapshot)")
             let figures = try await BackupFigures.read(on: db, kind: .postgres)
-            progress("dumping with \(pgDump) (custom format)")
-            try await PostgresTools.run(
-                pgDump, ["--format=custom", "--no-owner", "--no-privileges", "--snapshot=\(snapshot)", "--file=\(file.path)"], url: url)
-            return figures
+            let arguments = ["--format=custom", "--no-owner", "--no-privileges", "--snapshot=\(snapshot)"]
+            guard cipher.encrypts else {
+                progress("dumping with \(pgDump) (custom format)")
+                try await PostgresTools.run(pgDump, arguments + ["--file=\(file.path)"], url: url)
+                return (figures, nil)
+            }
+            progress("dumping with \(pgDump) (custom format), sealed with AES-GCM as it is written")
+            let fileID = FileIDBox()
+            try await PostgresTools.run(pgDump, arguments, url: url) { output in fileID.value = try cipher.seal(reading: output, into: file) }
+            return (figures, fileID.value)
         }
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
-        return (file, figures)
+        return (file, fileID, figures)
     }
 
     // MARK: - Verifying a backup
@@ -130,6 +141,10 @@ public struct Backups: Sendable {
         do { manifest = try BackupManifest.read(from: backup) } catch {
             return ["the manifest is missing or unreadable: \(error)"]
         }
+        let figures: BackupFigures
+        do { figures = try manifest.opened(with: cipher, allowUnencrypted: true) } catch {
+            return ["\(error)"]
+        }
         var problems = try await Self.checkFiles(of: manifest, in: backup, progress: progress)
         guard problems.isEmpty else { return problems }
         let scratch = try await ScratchDatabase.make(for: manifest, configuration: configuration, logger: logger)
@@ -145,13 +160,13 @@ public struct Backups: Sendable {
                 if let broken = try await AuditVerifier(database: copy, anchor: anchor).verify().firstBreak { problems.append("audit verify: \(broken)") }
                 progress("comparing the manifest's figures")
                 let restored = try await copy.transaction { db in try await BackupFigures.read(on: db, kind: copy.kind) }
-                problems += manifest.figures.differences(from: restored)
+                problems += figures.differences(from: restored)
             }
         } catch {
-            await scratch.drop()
+            await scratch.drop(logger)
             throw error
         }
-        await scratch.drop()
+        await scratch.drop(logger)
         return problems
     }
 
@@ -170,6 +185,12 @@ public struct Backups: Sendable {
             let (hash, bytes) = try await blocking { try BackupFiles.sha256(of: url) }
             if bytes != file.bytes || hash != file.sha256 {
                 problems.append("file \(file.name): its SHA-256 is \(hash) (\(bytes) bytes), the manifest says \(file.sha256) (\(file.bytes) bytes): it was changed")
+            } else if manifest.encrypted {
+                // The sealed file must be the one this manifest was signed for, not another backup's.
+                let header = try? BackupCipher.header(of: url)
+                if header?.keyID != manifest.keyID || header?.fileID != manifest.fileID {
+                    problems.append("file \(file.name): it is not the sealed file this manifest was signed for")
+                }
             }
         }
         return problems
@@ -179,11 +200,15 @@ public struct Backups: Sendable {
 
     /// `folio restore`: into an empty database only. Refused if the target has
     /// any table, or if a file does not match the manifest.
+    /// Returns the problems `ledger verify` and `audit verify` find in the restored copy (none: it is sound).
+    @discardableResult
     public static func restore(
         _ backup: URL, into target: AppConfiguration.DatabaseLocation, configuration: AppConfiguration, logger: Logger,
-        progress: @escaping @Sendable (String) -> Void = { _ in }
-    ) async throws {
+        allowUnencrypted: Bool = false, progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> [String] {
         let manifest = try BackupManifest.read(from: backup)
+        let cipher = BackupCipher(key: configuration.backup.encryptionKey, previousKeys: configuration.backup.previousEncryptionKeys)
+        _ = try manifest.opened(with: cipher, allowUnencrypted: allowUnencrypted)
         let problems = try await checkFiles(of: manifest, in: backup, progress: progress)
         guard problems.isEmpty else { throw Failure(description: problems.joined(separator: "; ")) }
         guard (manifest.database == "postgres") == target.isPostgres else {
@@ -192,6 +217,14 @@ public struct Backups: Sendable {
         let empty = try await withDatabase(target, logger: logger) { try await $0.isEmpty() }
         guard empty else { throw Failure(description: "the target database is not empty: restore only into an empty database (nothing was changed)") }
         try await load(manifest, from: backup, into: target, configuration: configuration, progress: progress)
+        return try await withDatabase(target, logger: logger) { copy in
+            progress("ledger verify")
+            var found = try await LedgerVerifier(store: TradingStore(database: copy)).verify().differences.map { "ledger verify: \($0)" }
+            progress("audit verify")
+            let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
+            if let broken = try await AuditVerifier(database: copy, anchor: anchor).verify().firstBreak { found.append("audit verify: \(broken)") }
+            return found
+        }
     }
 
     /// Puts a backup's database into `target` (checked empty by the caller).
@@ -201,8 +234,7 @@ public struct Backups: Sendable {
     ) async throws {
         guard let file = manifest.files.first else { throw Failure(description: "the manifest lists no files") }
         var source = backup.appendingPathComponent(file.name)
-        let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("folio-restore-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let temporary = try BackupFiles.privateDirectory()
         defer { try? FileManager.default.removeItem(at: temporary) }
         if manifest.encrypted {
             progress("opening \(file.name)")
@@ -249,8 +281,11 @@ public struct Backups: Sendable {
     func prune() throws -> [URL] {
         let parent = URL(fileURLWithPath: settings.directory)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
-        // The stamp sorts as the time does.
-        let backups = names.filter { $0.hasPrefix(Self.prefix) && !$0.hasSuffix(".partial") }.sorted(by: >)
+        // Only Folio's own, whole backups: `folio-<stamp>` holding a manifest; the stamp sorts as the time does.
+        let backups = names.filter { name in
+            name.wholeMatch(of: /folio-\d{8}T\d{6}Z/) != nil
+                && FileManager.default.fileExists(atPath: parent.appendingPathComponent(name).appendingPathComponent(BackupManifest.fileName).path)
+        }.sorted(by: >)
         var kept = Set(backups.prefix(settings.keepDaily))
         var months: [String] = []
         for name in backups {
@@ -260,6 +295,15 @@ public struct Backups: Sendable {
             if months.count <= settings.keepMonthly { kept.insert(name) }
         }
         var removed: [URL] = []
+        // A backup left half-written by a crash (it may hold a plaintext copy) goes after a day.
+        for name in names where name.wholeMatch(of: /folio-\d{8}T\d{6}Z\.partial-[0-9a-f]{8}/) != nil {
+            let url = parent.appendingPathComponent(name)
+            let modified = (try? FileManager.default.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? .distantFuture
+            if clock.now().timeIntervalSince(modified) > 86_400 {
+                try FileManager.default.removeItem(at: url)
+                removed.append(url)
+            }
+        }
         for name in backups where !kept.contains(name) {
             let url = parent.appendingPathComponent(name)
             try FileManager.default.removeItem(at: url)
@@ -307,13 +351,22 @@ public struct Backups: Sendable {
 /// temporary SQLite file, or a new database on the configured PostgreSQL server.
 struct ScratchDatabase: Sendable {
     let location: AppConfiguration.DatabaseLocation
-    let drop: @Sendable () async -> Void
+    let dropping: @Sendable () async throws -> Void
+
+    /// Drops the scratch copy; a failure is logged (a full copy of the data would be left behind).
+    func drop(_ logger: Logger) async {
+        do { try await dropping() } catch {
+            logger.error("the restore test's scratch database could not be dropped; drop it by hand", metadata: ["error": .string(String(reflecting: error))])
+        }
+    }
 
     static func make(for manifest: BackupManifest, configuration: AppConfiguration, logger: Logger) async throws -> ScratchDatabase {
         if manifest.database == "sqlite" {
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("folio-verify-\(UUID().uuidString).sqlite").path
-            return ScratchDatabase(location: .sqlite(path: path), drop: {
-                for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            return ScratchDatabase(location: .sqlite(path: path), dropping: {
+                for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+                    try FileManager.default.removeItem(atPath: path + suffix)
+                }
             })
         }
         guard case .postgres(let url) = configuration.database, var components = URLComponents(string: url) else {
@@ -330,9 +383,9 @@ struct ScratchDatabase: Sendable {
             throw Backups.Failure(description: "could not make a scratch database for the restore test (the database user needs CREATEDB): \(String(reflecting: error))")
         }
         components.path = "/" + name
-        return ScratchDatabase(location: .postgres(url: components.string!), drop: {
-            try? await admin.sql.raw("DROP DATABASE IF EXISTS \(unsafeRaw: name) WITH (FORCE)").run()
-            await admin.shutdown()
+        return ScratchDatabase(location: .postgres(url: components.string!), dropping: {
+            defer { Task { await admin.shutdown() } }
+            try await admin.sql.raw("DROP DATABASE IF EXISTS \(unsafeRaw: name) WITH (FORCE)").run()
         })
     }
 }
@@ -361,44 +414,74 @@ enum PostgresTools {
     }
 
     /// libpq's variables for a `postgres://user:password@host:port/database?sslmode=…` URL.
+    /// Inherited `PG*` variables are dropped (a stray `PGHOSTADDR` or `PGSERVICE` would
+    /// point the tool elsewhere), except the client certificate paths an operator sets.
+    /// Folio's driver verifies the server's certificate for `require` as for
+    /// `verify-full`, and so does libpq here: `require` becomes `verify-full`.
     static func environment(for url: String) throws -> [String: String] {
         guard let components = URLComponents(string: url) else { throw Backups.Failure(description: "DATABASE_URL is not a URL") }
-        var environment = ProcessInfo.processInfo.environment
+        let kept: Set<String> = ["PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL"]
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") || kept.contains($0.key) }
         environment["PGHOST"] = components.host ?? "localhost"
         if let port = components.port { environment["PGPORT"] = String(port) }
         if let user = components.user { environment["PGUSER"] = user }
         if let password = components.password { environment["PGPASSWORD"] = password }
         let name = String(components.path.drop(while: { $0 == "/" }))
         if !name.isEmpty { environment["PGDATABASE"] = name }
-        for item in components.queryItems ?? [] where item.name == "sslmode" { environment["PGSSLMODE"] = item.value }
+        let mode = (components.queryItems ?? []).first { ["sslmode", "tlsmode", "tls", "ssl"].contains($0.name.lowercased()) }?.value?.lowercased()
+        switch mode {
+        case nil, "disable", "false": environment["PGSSLMODE"] = "disable"
+        case "prefer", "allow": environment["PGSSLMODE"] = "prefer"
+        default: environment["PGSSLMODE"] = "verify-full"  // require, verify-ca, verify-full, true
+        }
         return environment
     }
 
-    /// Runs a tool to its end; a non-zero exit is an error carrying its last lines of output.
-    static func run(_ tool: String, _ arguments: [String], url: String, database: Bool = false) async throws {
+    /// Runs a tool to its end; a non-zero exit is an error carrying its last
+    /// lines of output. With `output`, the tool's standard output is handed to
+    /// it as it is written (`pg_dump` into the sealer). The tool's messages go to
+    /// a private file, so neither pipe can fill and stall it.
+    static func run(
+        _ tool: String, _ arguments: [String], url: String, database: Bool = false, output: (@Sendable (FileHandle) throws -> Void)? = nil
+    ) async throws {
         var arguments = arguments
         let environment = try environment(for: url)
         // pg_restore needs the target named; pg_dump reads PGDATABASE.
         if database, let name = environment["PGDATABASE"] { arguments.insert("--dbname=\(name)", at: 0) }
         let command = arguments
         // Off the concurrency pool: the tool runs for as long as the database takes to dump.
-        let (status, output) = try await Backups.blocking { () throws -> (Int32, String) in
+        let (status, messages) = try await Backups.blocking { () throws -> (Int32, String) in
+            let scratch = try BackupFiles.privateDirectory()
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            let messagesURL = scratch.appendingPathComponent("messages")
+            let messages = try BackupFiles.create(messagesURL)
+            defer { try? messages.close() }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: tool)
             process.arguments = command
             process.environment = environment
-            let errors = Pipe()
-            process.standardError = errors
-            process.standardOutput = FileHandle.nullDevice
+            process.standardError = messages
+            let pipe = output.map { _ in Pipe() }
+            process.standardOutput = pipe ?? FileHandle.nullDevice
             try process.run()
-            // Read what it says as it runs (a full pipe would stall it), then wait for its end.
-            let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            var consumed: (any Error)?
+            if let pipe, let output {
+                do { try output(pipe.fileHandleForReading) } catch { consumed = error }
+                // Read to the end even after a failure, so the tool can finish.
+                if consumed != nil { _ = pipe.fileHandleForReading.readDataToEndOfFile() }
+            }
             process.waitUntilExit()
-            return (process.terminationStatus, output)
+            if let consumed { throw consumed }
+            return (process.terminationStatus, (try? String(contentsOf: messagesURL, encoding: .utf8)) ?? "")
         }
         guard status == 0 else {
-            let tail = output.split(separator: "\n").suffix(5).joined(separator: " | ")
+            let tail = messages.split(separator: "\n").suffix(5).joined(separator: " | ")
             throw Backups.Failure(description: "\((tool as NSString).lastPathComponent) exited with status \(status): \(tail)")
         }
     }
+}
+
+/// The file id `seal` returns from inside the dump's blocking closure.
+final class FileIDBox: @unchecked Sendable {
+    var value: String?
 }
