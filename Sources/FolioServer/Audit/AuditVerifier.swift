@@ -9,15 +9,19 @@ import SQLKit
 public struct AuditVerifier: Sendable {
     let database: FolioDatabase
     let anchor: AuditAnchor
+    /// What "a year ago" is measured from, for addresses retention cleared.
+    let clock: AppClock
 
     public init(services: FolioServices) {
         self.database = services.database
         self.anchor = services.anchor
+        self.clock = services.clock
     }
 
-    init(database: FolioDatabase, anchor: AuditAnchor) {
+    init(database: FolioDatabase, anchor: AuditAnchor, clock: AppClock = .system) {
         self.database = database
         self.anchor = anchor
+        self.clock = clock
     }
 
     /// The number of events read, and a description of the first broken link (nil when intact).
@@ -38,6 +42,9 @@ public struct AuditVerifier: Sendable {
             return (count, nil)
         }
     }
+
+    /// Retention clears addresses a year on (`RetentionPolicy` `audit_addresses`), a day early at most by clock skew.
+    static let addressRetention: TimeInterval = 364 * 86_400
 
     static let columns = "id, occurred_at, actor_id, action, subject_type, subject_id, user_id, details, ip, ip_salt, ip_commitment, request_id, sequence, previous_hash, hash, chain_id, chain_sequence"
 
@@ -162,6 +169,8 @@ public struct AuditVerifier: Sendable {
             return nil
         }
 
+        let verifiedAt = clock.now()
+        let erased = Set<UUID?>(try await db.raw("SELECT id FROM users WHERE erased_at IS NOT NULL").all().map { try $0.decode(column: "id", as: UUID.self) })
         var afterChain = ""
         var afterSequence: Int64 = 0
         var last: AuditChain.Head?
@@ -191,10 +200,19 @@ public struct AuditVerifier: Sendable {
                 if AuditChain.hash(of: row.record, chain: chain, sequence: sequence, previousHash: previous) != stored {
                     return "\(name): its content does not match its hash: it was changed"
                 }
-                // The address is outside the hash, behind its commitment: it must still open it (or be erased).
-                if let commitment = row.record.ipCommitment, let ip = row.record.ip,
-                   row.record.ipSalt.map({ AuditChain.commitment(toAddress: ip, salt: $0) }) != commitment {
-                    return "\(name): its address does not match the chain's commitment: it was changed"
+                // The address is outside the hash, behind its commitment: it must still open it, or have
+                // been cleared by retention (a year on) or erasure (of the person it is about, or who acted).
+                if let commitment = row.record.ipCommitment {
+                    if let ip = row.record.ip {
+                        if row.record.ipSalt.map({ AuditChain.commitment(toAddress: ip, salt: $0) }) != commitment {
+                            return "\(name): its address does not match the chain's commitment: it was changed"
+                        }
+                    } else if row.record.occurredAt > verifiedAt.addingTimeInterval(-Self.addressRetention),
+                              !erased.contains(row.record.userID), !erased.contains(row.record.actorID) {
+                        return "\(name): its address was cleared before its time and not by an erasure: it was changed"
+                    }
+                } else if row.record.ip?.hasPrefix("commitment:") == true {
+                    return "\(name): its address reads as a commitment: it was changed"
                 }
                 if sequence == 1 { chainStarts[chain] = row.record.occurredAt }
                 if chain.hasPrefix("account:"), row.record.details.contains("entry_digest"),

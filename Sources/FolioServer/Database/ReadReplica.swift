@@ -103,13 +103,21 @@ public final class ReadRouting: Sendable {
             Task {
                 do {
                     // Caught up (everything received is replayed): no lag, however long ago the last write was.
+                    // A standby cut off from its primary is "caught up" with what it received: it must be
+                    // streaming, and have heard from the primary (data or keep-alive) lately.
                     guard let row = try await replica.sql.raw("""
                         SELECT pg_is_in_recovery() AS standby,
                                COALESCE(pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), false) AS caught_up,
-                               COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)::float8 AS behind
+                               COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)::float8 AS behind,
+                               COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false) AS streaming,
+                               COALESCE((SELECT EXTRACT(EPOCH FROM now() - last_msg_receipt_time) FROM pg_stat_wal_receiver), 1e9)::float8 AS silent
                         """).first()
                     else { return answer(.unavailable) }
                     guard try row.decode(column: "standby", as: Bool.self) else { return answer(.notStandby) }
+                    let silent = try row.decode(column: "silent", as: Double.self)
+                    guard try row.decode(column: "streaming", as: Bool.self), silent <= max(maxLag, Self.keepAliveAllowance) else {
+                        return answer(.lagging(seconds: silent))
+                    }
                     if try row.decode(column: "caught_up", as: Bool.self) { return answer(.usable) }
                     let behind = try row.decode(column: "behind", as: Double.self)
                     answer(behind > maxLag ? .lagging(seconds: behind) : .usable)
@@ -123,6 +131,9 @@ public final class ReadRouting: Sendable {
             }
         }
     }
+
+    /// An idle primary still sends keep-alives (every `wal_sender_timeout` / 2, 30 s by default): silence longer than this is a cut link.
+    static let keepAliveAllowance: TimeInterval = 90
 
     func shutdown() async {
         await replica?.shutdown()

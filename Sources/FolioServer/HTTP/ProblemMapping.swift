@@ -87,6 +87,8 @@ enum ProblemMapping {
             return AppError(.conflict, code: "last_administrator", detail: "You are the only administrator; make someone else an administrator first.")
         case .alreadyErased:
             return AppError(.conflict, code: "already_erased", detail: "This account was already erased.")
+        case .rebalanceRunning:
+            return AppError(.conflict, code: "rebalance_running", detail: "A rebalance is still running; let it finish, then erase your account.")
         }
     }
 

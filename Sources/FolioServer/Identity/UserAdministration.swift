@@ -96,6 +96,7 @@ public struct UserAdministration: Sendable {
             case .openOrders(let count): throw Failure(description: "\(email) has \(count) open order(s); cancel them first (or let them finish)")
             case .lastAdministrator: throw Failure(description: "\(email) is the only administrator; make someone else an administrator first")
             case .alreadyErased: throw Failure(description: "\(email) was already erased")
+            case .rebalanceRunning: throw Failure(description: "\(email) has a rebalance running; let it finish first")
             }
         } catch let error as LinkError {
             throw Failure(description: "a linked bank could not be removed at Plaid (\(error)); nothing was erased; try again")

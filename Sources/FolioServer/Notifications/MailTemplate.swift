@@ -126,8 +126,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
             MailVariables(
                 ["administrators": "2", "users": "14", "dormant": "1", "disabled": "1", "admin_actions": "3", "findings": "2"],
                 items: [
-                    ["finding": "Administrator without two-factor authentication", "who": "ops@example.com"],
-                    ["finding": "Dormant: no sign-in for 90 days", "who": "old@example.com"],
+                    ["finding": "Administrators without two-factor authentication", "who": "1"],
+                    ["finding": "Dormant accounts (no sign-in for 90 days)", "who": "1"],
                 ])
         }
     }

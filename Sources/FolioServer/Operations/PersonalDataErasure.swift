@@ -26,6 +26,8 @@ struct PersonalDataErasure: Sendable {
         case openOrders(Int)
         /// The deployment would be left without an administrator.
         case lastAdministrator
+        /// A rebalance run is between its sells and its buys: it would place orders for no one.
+        case rebalanceRunning
         case alreadyErased
     }
 
@@ -71,13 +73,24 @@ struct PersonalDataErasure: Sendable {
         // Plaid first, outside the transaction: if Plaid cannot be told, nothing is erased and the user can try again.
         var itemsRemoved = 0
         for item in try await plaid.store.items(of: userID) {
-            try await plaid.remove(item.id, userID: userID, origin: origin)
+            do {
+                try await plaid.remove(item.id, userID: userID, origin: origin)
+            } catch LinkError.notConfigured {
+                // Plaid is no longer configured: it cannot be told, but the person's wish to be forgotten stands.
+                plaid.logger.warning("a Plaid item removed locally only: Plaid is not configured", metadata: ["item_id": "\(item.id)"])
+                let store = plaid.store
+                try await store.database.transaction { db in try await store.delete(item.id, on: db) }
+            }
             itemsRemoved += 1
         }
 
         let email = user.email, now = clock.now(), linkedItemsRemoved = itemsRemoved
+        let lock = database.kind == .postgres ? "FOR UPDATE" : ""
         let removed = try await database.transaction { db -> Int in
-            // Checked again under the transaction: an order placed meanwhile stops the erasure.
+            // Checked again under the locks order placement takes (the accounts' rows, then the user's and
+            // the administrators'), so an order or a demotion committed meanwhile stops the erasure.
+            try await db.raw("SELECT id FROM accounts WHERE user_id = \(bind: userID.uuid) ORDER BY id \(unsafeRaw: lock)").run()
+            try await db.raw("SELECT id FROM users WHERE id = \(bind: userID.uuid) OR role = 'admin' ORDER BY id \(unsafeRaw: lock)").run()
             try await checkNothingBlocks(user, on: db)
             var removed = 0
             let owned = ["sessions", "email_tokens", "recovery_codes", "sign_in_failures", "idempotency_keys", "notifications", "notification_preferences"]
@@ -94,8 +107,10 @@ struct PersonalDataErasure: Sendable {
                 UPDATE brokerage_links SET status = 'removed', sealed_credentials = '', key_hint = '', removed_at = COALESCE(removed_at, \(bind: now))
                 WHERE user_id = \(bind: userID.uuid)
                 """).run()
+            // Events about the person, and those where they acted (an administrator's actions on others).
             try await db.raw("""
-                UPDATE audit_events SET ip = NULL, ip_salt = NULL WHERE user_id = \(bind: userID.uuid) AND ip_commitment IS NOT NULL
+                UPDATE audit_events SET ip = NULL, ip_salt = NULL
+                WHERE (user_id = \(bind: userID.uuid) OR actor_id = \(bind: userID.uuid)) AND ip_commitment IS NOT NULL AND ip IS NOT NULL
                 """).run()
             try await db.raw("""
                 UPDATE users SET email = \(bind: Self.pseudonym(of: userID)), password_hash = '!erased', totp_secret_sealed = NULL, totp_enabled_at = NULL,
@@ -118,6 +133,10 @@ struct PersonalDataErasure: Sendable {
             SELECT COUNT(*) AS n FROM orders WHERE user_id = \(bind: user.id!) AND status IN ('new', 'accepted', 'partially_filled')
             """).first()?.decode(column: "n", as: Int.self) ?? 0
         if open > 0 { throw Refusal.openOrders(open) }
+        let running = try await db.raw("""
+            SELECT COUNT(*) AS n FROM rebalance_runs WHERE user_id = \(bind: user.id!) AND status IN ('selling', 'buying')
+            """).first()?.decode(column: "n", as: Int.self) ?? 0
+        if running > 0 { throw Refusal.rebalanceRunning }
         if user.role == User.Role.admin.rawValue {
             let others = try await db.raw("""
                 SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND disabled_at IS NULL AND id <> \(bind: user.id!)

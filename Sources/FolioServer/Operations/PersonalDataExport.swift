@@ -33,6 +33,8 @@ struct PersonalDataExport: Sendable {
         var owned: @Sendable (UUID) -> SQLQueryString = { "t.user_id = \(bind: $0)" }
         /// Read page by page by `id`; false reads the section at once (small tables without an id).
         var paged = true
+        /// Columns computed rather than read as they are.
+        var select: [String: String] = [:]
     }
 
     /// `"name:kind"` with `text` the default: the lists below read like the tables.
@@ -133,17 +135,26 @@ struct PersonalDataExport: Sendable {
             columns: columns("id:uuid, template, recipient, status, attempts:int, created_at:date, sent_at:date")),
         Section(
             name: "audit_events", about: "The audit trail's events about you and your accounts.", table: "audit_events",
-            columns: columns("id:uuid, occurred_at:date, action, subject_type, subject_id, details, ip, request_id")),
+            // The address only where the user acted themselves (or no one did): an administrator's address is theirs, not this user's.
+            columns: columns("id:uuid, occurred_at:date, action, subject_type, subject_id, details, ip, request_id"),
+            select: ["ip": "CASE WHEN t.actor_id IS NULL OR t.actor_id = t.user_id THEN t.ip END"]),
     ]
 
-    /// The export, written to `write` in pieces as it is read.
-    func write(userID: UserID, to write: (ArraySlice<UInt8>) async throws -> Void) async throws {
-        let sql = database.sql
-        guard let user = try await sql.raw("""
+    /// The user's profile row: read before the answer starts, so a missing user or a
+    /// database that does not answer is a proper error, not a 200 cut short.
+    func profile(of userID: UserID) async throws -> any SQLRow {
+        guard let user = try await database.sql.raw("""
             SELECT id, email, role, email_verified_at, disabled_at, totp_enabled_at, password_changed_at, last_sign_in_at, created_at, updated_at
             FROM users WHERE id = \(bind: userID.uuid)
             """).first()
         else { throw IdentityError.userNotFound }
+        return user
+    }
+
+    /// The export, written to `write` in pieces as it is read. It ends with
+    /// `"complete": true`: a file without it was cut short.
+    func write(userID: UserID, profile user: any SQLRow, to write: (ArraySlice<UInt8>) async throws -> Void) async throws {
+        let sql = database.sql
         var json = JSONWriter()
         json.beginObject()
         json.key("format")
@@ -177,12 +188,15 @@ struct PersonalDataExport: Sendable {
             json.endObject()
         }
         json.endObject()
+        json.key("complete")
+        json.bool(true)
         json.endObject()
         try await write(json.bytes[...])
     }
 
     private func page(_ section: Section, userID: UserID, after: UUID?, on sql: any SQLDatabase) async throws -> [any SQLRow] {
-        let list = section.columns.map { "t.\($0.name)" }.joined(separator: ", ")
+        let list = section.columns.map { column in section.select[column.name].map { "\($0) AS \(column.name)" } ?? "t.\(column.name)" }
+            .joined(separator: ", ")
         guard section.paged else {
             return try await sql.raw("SELECT \(unsafeRaw: list) FROM \(ident: section.table) t WHERE \(section.owned(userID.uuid))").all()
         }

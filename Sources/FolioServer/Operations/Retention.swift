@@ -53,8 +53,14 @@ public struct RetentionPolicy: Sendable {
             name: "finished_jobs", table: "jobs",
             reason: "Done jobs are kept 14 days to answer what ran; dead jobs stay until an operator has looked at them (90 days).",
             keep: 14 * day, key: "id",
+            // A dead submit job is how a stuck order is found again: it stays while its order is open.
             condition: { cutoff, _ in
-                "(status = 'done' AND updated_at < \(bind: cutoff)) OR (status = 'dead' AND updated_at < \(bind: cutoff.addingTimeInterval(-76 * day)))"
+                """
+                (status = 'done' AND updated_at < \(bind: cutoff))
+                OR (status = 'dead' AND updated_at < \(bind: cutoff.addingTimeInterval(-76 * day))
+                    AND (order_id IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM orders o WHERE o.id = jobs.order_id AND o.status IN ('new', 'accepted', 'partially_filled'))))
+                """
             }),
         .init(
             name: "outbox_messages", table: "outbox_messages",

@@ -97,7 +97,8 @@ struct PerformanceController: Sendable {
         var values = stored.map { Returns.ValuePoint(at: $0.asOf, value: $0.value.totalValue) }
         var days = stored.map(\.value.day)
         if today.isWeekday, days.last != today {
-            let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID)
+            // Valued on the same database the flows are read from, so a deposit counts on both sides or neither.
+            let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID, using: reader)
             values.append(.init(at: now, value: valuation.totalValue))
             days.append(today)
         }

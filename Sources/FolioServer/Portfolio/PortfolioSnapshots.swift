@@ -101,8 +101,8 @@ struct PortfolioSnapshots: Sendable {
     }
 
     /// The account valued now: one query for its cash and holdings, one batch of quotes.
-    func currentValuation(of accountID: AccountID, owner: UserID) async throws -> PortfolioValuation {
-        guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
+    func currentValuation(of accountID: AccountID, owner: UserID, using source: TradingStore? = nil) async throws -> PortfolioValuation {
+        guard let (account, holdings) = try await (source ?? store).portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
         let prices = await quotes.quotes(for: holdings.map(\.symbol))
         return try PortfolioValuation(
             cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)

@@ -157,7 +157,7 @@ public struct Backups: Sendable {
                 problems += ledger.differences.map { "ledger verify: \($0)" }
                 progress("audit verify")
                 let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
-                if let broken = try await AuditVerifier(database: copy, anchor: anchor).verify().firstBreak { problems.append("audit verify: \(broken)") }
+                if let broken = try await AuditVerifier(database: copy, anchor: anchor, clock: clock).verify().firstBreak { problems.append("audit verify: \(broken)") }
                 progress("comparing the manifest's figures")
                 let restored = try await copy.transaction { db in try await BackupFigures.read(on: db, kind: copy.kind) }
                 problems += figures.differences(from: restored)

@@ -11,6 +11,13 @@ import SQLKit
 /// - The append-only trigger on `audit_events` now lets one change through:
 ///   clearing `ip` and `ip_salt` on a row whose chain holds a commitment to
 ///   them, with every other column unchanged. Anything else is still refused.
+struct AuditCommitmentsInUse: Error, CustomStringConvertible {
+    var events: Int
+    var description: String {
+        "migration 015 cannot be reverted: \(events) audit event(s) hash an address commitment and would no longer verify; restore a backup taken before it instead"
+    }
+}
+
 struct AddPrivacyColumns: AsyncMigration {
     var name: String { "015_add_privacy_columns" }
 
@@ -55,6 +62,11 @@ struct AddPrivacyColumns: AsyncMigration {
 
     func revert(on database: any Database) async throws {
         let sql = database as! any SQLDatabase
+        // Events written since hash their address's commitment: without the column they could never verify again.
+        let committed = try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE ip_commitment IS NOT NULL").first()?.decode(column: "n", as: Int.self) ?? 0
+        guard committed == 0 else {
+            throw AuditCommitmentsInUse(events: committed)
+        }
         if sql.dialect.name == "postgresql" {
             try await sql.raw("""
                 CREATE OR REPLACE FUNCTION audit_events_refuse_change() RETURNS trigger AS $$
