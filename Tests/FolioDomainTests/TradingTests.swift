@@ -69,7 +69,7 @@ struct OrderDraftTests {
         #expect(OrderDraft.normalizedSymbol(input) == normalized)
     }
 
-    @Test("malformed symbols are refused", arguments: ["", "1ABC", "TOOLONGSYMBOL", "A B", "AAPL;", "ÄPFEL"])
+    @Test("malformed symbols are refused", arguments: ["", "1ABC", "TOOLONGSYMBOL", "A B", "AAPL;", "ÄPFEL", "ſpy", "spı"])
     func badSymbols(input: String) {
         #expect(OrderDraft.normalizedSymbol(input) == nil)
     }

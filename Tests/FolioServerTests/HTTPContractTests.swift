@@ -40,6 +40,10 @@ struct HTTPContractTests {
             let delete = try await client.execute(uri: "/api/test/echo", method: .delete)
             #expect(delete.status == .methodNotAllowed)
             #expect(delete.headers[.allow] == "POST")
+            // A literal route beside a captured one: Allow names what the literal route answers, as the router dispatches.
+            let holdings = try await client.execute(uri: "/api/links/holdings", method: .delete)
+            #expect(holdings.status == .methodNotAllowed)
+            #expect(holdings.headers[.allow] == "GET, HEAD")
         }
     }
 

@@ -34,7 +34,10 @@ public struct OrderDraft: Equatable, Sendable {
 
     /// Upper-cased ticker: 1 to 10 letters, digits, dots or dashes, starting with a letter.
     public static func normalizedSymbol(_ symbol: String) -> String? {
-        let upper = symbol.trimmingCharacters(in: .whitespaces).uppercased()
+        let trimmed = symbol.trimmingCharacters(in: .whitespaces)
+        // ASCII before upper-casing: Unicode maps "ſ" to "S" and "ı" to "I", so "ſpy" would pass as SPY.
+        guard trimmed.allSatisfy(\.isASCII) else { return nil }
+        let upper = trimmed.uppercased()
         guard (1...10).contains(upper.count), upper.first!.isLetter,
               upper.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "." || $0 == "-" })
         else { return nil }

@@ -27,14 +27,29 @@ public final class RouteTable: Sendable {
     }
 
     /// Methods registered for a concrete request path, sorted; empty when no route matches.
+    /// Only the most specific patterns count, as the router dispatches: `/api/links/holdings`
+    /// answers GET, not the DELETE of `/api/links/:id` that also matches it.
     public func allowedMethods(for path: String) -> [HTTPRequest.Method] {
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
         let methods = entries.withLockedValue { routes in
-            routes.filter { Self.matches($0.path, segments) }.reduce(into: Set<HTTPRequest.Method>()) { $0.formUnion($1.methods) }
+            let matching = routes.filter { Self.matches($0.path, segments) }
+            guard let best = matching.map({ Self.specificity($0.path) }).max(by: { $0.lexicographicallyPrecedes($1) }) else { return Set<HTTPRequest.Method>() }
+            return matching.filter { Self.specificity($0.path) == best }.reduce(into: Set<HTTPRequest.Method>()) { $0.formUnion($1.methods) }
         }
         var allowed = methods
         if allowed.contains(.get) { allowed.insert(.head) }
         return allowed.sorted { $0.rawValue < $1.rawValue }
+    }
+
+    /// Per segment: a literal beats a partial capture (`{id}.json`), which beats a capture, which beats a wildcard.
+    private static func specificity(_ pattern: RouterPath) -> [Int] {
+        pattern.components.map { element in
+            let text = element.description
+            if text == "**" || text == "*" { return 0 }
+            if text.hasPrefix(":") || (text.hasPrefix("{") && text.hasSuffix("}")) { return 1 }
+            if text.contains("*") || text.contains("{") || text.contains(":") { return 2 }
+            return 3
+        }
     }
 
     private static func matches(_ pattern: RouterPath, _ segments: [Substring]) -> Bool {

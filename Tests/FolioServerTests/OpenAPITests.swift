@@ -1,0 +1,66 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+@Suite("OpenAPI document")
+struct OpenAPITests {
+    static func spec() throws -> [String: Any] {
+        let url = try #require(Bundle.module.url(forResource: "openapi", withExtension: "json") ?? bundledSpec())
+        return try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+    }
+
+    /// The server's bundle, when the test bundle does not carry the file itself.
+    static func bundledSpec() -> URL? {
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return source.appendingPathComponent("Sources/FolioServer/Resources/openapi.json")
+    }
+
+    @Test("the spec's paths and methods are exactly the router's")
+    func specEqualsRouter() async throws {
+        try await withTestApp(.sqlite) { _, env in
+            let table = RouteTable()
+            _ = env.services.buildRouter(table: table)
+            var routed: Set<String> = []
+            for route in table.routes where !route.path.hasPrefix("/api/test") {
+                let path = route.path.split(separator: "/", omittingEmptySubsequences: false)
+                    .map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(separator: "/")
+                for method in route.methods where method != .head { routed.insert("\(method.rawValue) \(path)") }
+            }
+            var documented: Set<String> = []
+            for (path, item) in try Self.spec()["paths"] as? [String: Any] ?? [:] {
+                for method in ["get", "put", "post", "patch", "delete"] where (item as? [String: Any])?[method] != nil {
+                    documented.insert("\(method.uppercased()) \(path)")
+                }
+            }
+            #expect(routed.subtracting(documented).sorted() == [], "routes the spec does not describe")
+            #expect(documented.subtracting(routed).sorted() == [], "operations the router does not have")
+            #expect(routed.count > 70)
+        }
+    }
+
+    @Test("GET /openapi.json serves the spec and /docs renders every operation from it, with no script or style")
+    func served() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let specResponse = try await client.execute(uri: "/openapi.json", method: .get)
+            #expect(specResponse.status == .ok)
+            #expect(specResponse.headers[.contentType] == "application/json")
+            let served = try #require(try JSONSerialization.jsonObject(with: Data(buffer: specResponse.body)) as? [String: Any])
+            #expect(served["openapi"] as? String == (try Self.spec())["openapi"] as? String)
+
+            let page = try await client.execute(uri: "/docs", method: .get)
+            #expect(page.status == .ok)
+            #expect(page.headers[.contentType] == "text/html; charset=utf-8")
+            #expect(page.headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true)
+            let html = String(buffer: page.body)
+            for path in (served["paths"] as? [String: Any] ?? [:]).keys {
+                #expect(html.contains(path.replacingOccurrences(of: "&", with: "&amp;")), "\(path) is not on the page")
+            }
+            #expect(!html.contains("<script") && !html.contains("<style") && !html.contains("style=") && !html.contains("http://") && !html.contains("https://cdn"))
+            #expect(html.contains("id=\"schema-Problem\""))
+        }
+    }
+}
