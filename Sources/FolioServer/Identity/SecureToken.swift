@@ -38,7 +38,7 @@ enum SecureToken {
     }
 }
 
-/// Seals small secrets at rest (the TOTP secret) with AES-GCM under a key
+/// Seals small secrets at rest (TOTP secrets, brokerage keys, Plaid access tokens) with AES-GCM under a key
 /// derived from SECRET_KEY; opens with the current or a previous key.
 struct SecretBox: Sendable {
     let sealingKey: SymmetricKey
