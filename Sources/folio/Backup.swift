@@ -54,6 +54,8 @@ struct Restore: AsyncParsableCommand {
     @OptionGroup var options: EnvironmentOptions
     @Argument(help: "The backup's directory.") var backup: String
     @Option(help: "The database to restore into: postgres://… or sqlite:PATH. It must be empty.") var into: String
+    @Flag(help: "Accept a backup that is not encrypted although BACKUP_ENCRYPTION_KEY is set (one taken before encryption was set up).")
+    var allowUnencrypted = false
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
@@ -62,12 +64,21 @@ struct Restore: AsyncParsableCommand {
         }
         var logger = Logger.folio(configuration: configuration)
         logger.logLevel = .warning
+        let problems: [String]
         do {
-            try await Backups.restore(URL(fileURLWithPath: backup), into: target, configuration: configuration, logger: logger) { step in print("… \(step)") }
-        } catch let failure as Backups.Failure {
-            FileHandle.standardError.write(Data("restore refused: \(failure.description)\n".utf8))
+            problems = try await Backups.restore(
+                URL(fileURLWithPath: backup), into: target, configuration: configuration, logger: logger, allowUnencrypted: allowUnencrypted
+            ) { step in print("… \(step)") }
+        } catch {
+            // A refusal (not empty, changed, unknown key) or the tool's own error, in one line.
+            FileHandle.standardError.write(Data("restore refused: \(error)\n".utf8))
             throw ExitCode.failure
         }
-        print("restored \(backup); run `folio migrate` if this build is newer, then `folio ledger verify` and `folio audit verify`")
+        for problem in problems { print("PROBLEM \(problem)") }
+        guard problems.isEmpty else {
+            print("restored \(backup), but the copy does NOT verify (\(problems.count) problem(s)): do not put it in service")
+            throw ExitCode.failure
+        }
+        print("restored \(backup); its ledger and audit trail verify. Run `folio migrate` if this build is newer.")
     }
 }

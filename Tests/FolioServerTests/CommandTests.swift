@@ -112,6 +112,34 @@ struct CommandTests {
         }
     }
 
+    @Test("backup, backup verify and restore as an operator runs them: sealed, verified, into an empty database only", arguments: TestDatabaseKind.all)
+    func backupCommands(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind) { _, location in
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let environment = ["DATABASE_URL": location.databaseURL, "BACKUP_ENCRYPTION_KEY": String(repeating: "k7", count: 24)]
+            let taken = try folio.run(["backup", "--output", folio.directory.appendingPathComponent("backups").path], environment: environment)
+            #expect(taken.status == 0, "\(taken.stderr)")
+            let path = try #require(taken.stdout.split(separator: "\n").last { $0.hasPrefix("backup written to ") }?
+                .dropFirst("backup written to ".count).split(separator: " ").first.map(String.init))
+            #expect(FileManager.default.fileExists(atPath: path + "/" + (kind == .sqlite ? "database.sqlite.enc" : "database.dump.enc")))
+
+            let verified = try folio.run(["backup", "verify", path], environment: environment)
+            #expect(verified.status == 0, "\(verified.stdout) \(verified.stderr)")
+            #expect(verified.stdout.contains("every manifest figure matches"))
+
+            let refused = try folio.run(["restore", path, "--into", location.databaseURL], environment: environment)
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("not empty"))
+            try await withTestDatabase(kind, migrated: false) { target, empty in
+                await target.shutdown()
+                let restored = try folio.run(["restore", path, "--into", empty.databaseURL], environment: environment)
+                #expect(restored.status == 0, "\(restored.stdout) \(restored.stderr)")
+                #expect(restored.stdout.contains("its ledger and audit trail verify"))
+            }
+        }
+    }
+
     @Test("users create-admin reads the password from standard input; ledger verify exits 1 on a difference", arguments: TestDatabaseKind.all)
     func usersAndLedgerCommands(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, location in

@@ -101,13 +101,19 @@ public final class FolioDatabase: Sendable {
     /// made busy (a `folio worker` or command beside the server) rolled back
     /// whole and is run again, after a short, growing pause.
     public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
-        var attempt = 0
+        try await retryingBusy { try await db.transaction { try await body($0 as! any SQLDatabase) } }
+    }
+
+    /// Runs `attempt` (one whole transaction) again while SQLite says another
+    /// process's writer made it busy, after a short, growing pause.
+    func retryingBusy<T>(_ attempt: () async throws -> T) async throws -> T {
+        var tries = 0
         while true {
             do {
-                return try await db.transaction { try await body($0 as! any SQLDatabase) }
-            } catch where kind == .sqlite && Self.isBusy(error) && attempt < Self.busyRetries {
-                attempt += 1
-                try await Task.sleep(for: .milliseconds(Int.random(in: 5...20) << min(attempt, 6)))
+                return try await attempt()
+            } catch where kind == .sqlite && Self.isBusy(error) && tries < Self.busyRetries {
+                tries += 1
+                try await Task.sleep(for: .milliseconds(Int.random(in: 5...20) << min(tries, 6)))
             }
         }
     }

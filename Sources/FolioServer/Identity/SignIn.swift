@@ -46,7 +46,8 @@ extension IdentityServices {
         }
         if configuration.requireEmailVerification, user.emailVerifiedAt == nil { throw IdentityError.emailNotVerified }
 
-        return try await db.transaction { db in
+        // A worker beside the server on SQLite can make this transaction busy (it reads, then writes): run it again.
+        return try await database.retryingBusy { try await db.transaction { db in
             if try await store.isNewDevice(userID: user.id!, ip: origin.ip, userAgent: userAgent, on: db) {
                 try await mail(user, .newSignIn, MailVariables([
                     "device": userAgent.map { String($0.prefix(120)) } ?? "an unknown device", "ip": origin.ip ?? "an unknown address",
@@ -60,7 +61,7 @@ extension IdentityServices {
                       userID: user.id, details: ["session": kind.rawValue]),
                 origin: origin, on: db)
             return SignedIn(user: user, session: session, refreshToken: refreshToken)
-        }
+        } }
     }
 
     /// What a credential check found.
