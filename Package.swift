@@ -65,7 +65,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Mustache", package: "swift-mustache"),
             ],
-            resources: [.copy("Resources/common-passwords.txt"), .copy("Resources/mail"), .copy("Resources/openapi.json")]
+            resources: [.copy("Resources/common-passwords.txt"), .copy("Resources/mail"), .copy("Resources/openapi.json"), .copy("Resources/web")]
         ),
         .executableTarget(
             name: "folio",

@@ -94,6 +94,8 @@ public struct FolioServices: Sendable {
     public let reads: ReadRouting
     /// `GET /openapi.json` and the `/docs` page made from it.
     let apiDocumentation: APIDocumentation
+    /// The web app's templates and hashed assets.
+    let pages: PageRenderer
     /// `folio access-review`, and its monthly mail to the administrators.
     public let accessReview: AccessReview
     /// `folio backup`, its verification, and the daily job.
@@ -140,6 +142,7 @@ public struct FolioServices: Sendable {
         do {
             renderer = try await MailRenderer.bundled(publicURL: configuration.publicURL)
             self.apiDocumentation = try APIDocumentation.bundled()
+            self.pages = try await PageRenderer.bundled()
         } catch {
             fatalError("Folio cannot start: \(error)")
         }
@@ -388,8 +391,10 @@ public struct FolioServices: Sendable {
             .addRoutes(to: routes)
         AuthController(services: identity).addRoutes(to: routes)
         TwoFactorController(services: identity).addRoutes(to: routes)
-        AdminController(services: identity).addRoutes(to: routes)
-        AccountsController(accounts: accounts, store: store, idempotency: idempotency, reads: reads).addRoutes(to: routes)
+        let adminController = AdminController(services: identity)
+        adminController.addRoutes(to: routes)
+        let accountsController = AccountsController(accounts: accounts, store: store, idempotency: idempotency, reads: reads)
+        accountsController.addRoutes(to: routes)
         BrokerageController(links: brokerage).addRoutes(to: routes)
         LinksController(links: plaid).addRoutes(to: routes)
         PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections, metrics: metrics)
@@ -398,7 +403,8 @@ public struct FolioServices: Sendable {
             verifier: sendGridWebhooks, events: SendGridEvents(store: mail, clock: clock, logger: logger, metrics: metrics), security: identity.security,
             rejections: webhookRejections, metrics: metrics)
             .addRoutes(to: routes)
-        NotificationsController(store: notifications.store, clock: clock).addRoutes(to: routes)
+        let notificationsController = NotificationsController(store: notifications.store, clock: clock)
+        notificationsController.addRoutes(to: routes)
         PrivacyController(export: personalData, erasure: erasure).addRoutes(to: routes)
         apiDocumentation.addRoutes(to: routes)
         MetricsController(
@@ -406,10 +412,16 @@ public struct FolioServices: Sendable {
             marketData: marketDataGate)
             .addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
-        PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store, reads: reads).addRoutes(to: routes)
+        let portfolioController = PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store, reads: reads)
+        portfolioController.addRoutes(to: routes)
         PerformanceController(store: store, quotes: quotes, snapshots: snapshots, reads: reads).addRoutes(to: routes)
-        OrdersController(orders: orders, store: store, idempotency: idempotency).addRoutes(to: routes)
+        let ordersController = OrdersController(orders: orders, store: store, idempotency: idempotency)
+        ordersController.addRoutes(to: routes)
         RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency).addRoutes(to: routes)
+        WebController(
+            renderer: pages, identity: identity, portfolio: portfolioController, orders: ordersController, accounts: accountsController,
+            admin: adminController, notifications: notificationsController, accessReview: accessReview, quotes: quotes)
+            .addRoutes(to: routes)
         extraRoutes(routes)
         return router
     }

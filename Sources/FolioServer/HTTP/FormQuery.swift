@@ -19,6 +19,9 @@ struct FormQuery: Sendable {
 
     subscript(name: String) -> Substring? { values[name] }
 
+    /// Every name and its value, sorted by name.
+    var all: [(key: String, value: Substring)] { values.sorted { $0.key < $1.key } }
+
     /// `+` as a space, then percent-decoding; nil when the escapes are not UTF-8.
     static func decode(_ text: Substring) -> String? {
         String(text.replacing("+", with: " ")).removingPercentEncoding

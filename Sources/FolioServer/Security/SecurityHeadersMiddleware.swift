@@ -22,7 +22,8 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
     }
 
     static func apply(to headers: inout HTTPFields, path: String, production: Bool) {
-        headers[.contentSecurityPolicy] = "default-src 'none'; frame-ancestors 'none'"
+        // The web app's pages set their own (PageRenderer); everything else is locked down.
+        if headers[.contentSecurityPolicy] == nil { headers[.contentSecurityPolicy] = "default-src 'none'; frame-ancestors 'none'" }
         headers[contentTypeOptions] = "nosniff"
         headers[referrerPolicy] = "no-referrer"
         headers[frameOptions] = "DENY"

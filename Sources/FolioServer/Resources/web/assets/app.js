@@ -1,0 +1,137 @@
+// Folio's pages. A form with data-api sends its fields to that API route as
+// JSON, with the session's CSRF token; the API's problem document is shown
+// beside the field it names (errors[].field), else on the form's own line.
+// data-next="/path" follows success with a visit; data-done="#id" shows that
+// element instead. Amounts stay strings from input to request.
+
+const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? '';
+
+/** A JSON request to Folio's API; resolves to { ok, status, body }. */
+async function api(path, { method = 'GET', body, headers = {} } = {}) {
+  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json', ...headers } };
+  if (method !== 'GET' && method !== 'HEAD') init.headers['X-CSRF-Token'] = csrfToken();
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let parsed = null;
+  try { parsed = text ? JSON.parse(text) : null; } catch { parsed = null; }
+  return { ok: response.ok, status: response.status, body: parsed };
+}
+
+/** The form's fields as the API's JSON: names with dots nest, checkboxes are booleans, empty text is left out. */
+function fieldsOf(form) {
+  const body = {};
+  for (const element of form.elements) {
+    if (!element.name || element.disabled || element.dataset.skip !== undefined || element.closest('[hidden]')) continue;
+    if (element.type === 'radio' && !element.checked) continue;
+    let value = element.type === 'checkbox' ? element.checked : element.value.trim();
+    if (value === '') continue;
+    const path = element.name.split('.');
+    let target = body;
+    for (const key of path.slice(0, -1)) target = target[key] ??= {};
+    target[path.at(-1)] = value;
+  }
+  return body;
+}
+
+function clearErrors(form) {
+  for (const line of form.querySelectorAll('[data-error-for]')) line.textContent = '';
+  for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
+}
+
+function mark(form, line, text, field) {
+  line.textContent = text;
+  const input = field ? form.elements[field] : null;
+  if (input instanceof Element) {
+    input.setAttribute('aria-invalid', 'true');
+    if (line.id && !(input.getAttribute('aria-describedby') ?? '').includes(line.id)) {
+      input.setAttribute('aria-describedby', `${input.getAttribute('aria-describedby') ?? ''} ${line.id}`.trim());
+    }
+  }
+}
+
+function showProblem(form, problem) {
+  const code = problem?.code ?? '';
+  const detail = problem?.detail ?? 'Something went wrong; nothing was changed.';
+  // Steps that wait for this answer, such as the sign-in's second factor.
+  for (const step of form.querySelectorAll('[data-show-on]')) {
+    if (step.dataset.showOn.split(' ').includes(code)) step.hidden = false;
+  }
+  let shown = false;
+  for (const issue of problem?.errors ?? []) {
+    const line = form.querySelector(`[data-error-for="${CSS.escape(issue.field)}"]`);
+    if (line && !line.closest('[hidden]')) { mark(form, line, issue.message, issue.field); shown = true; }
+  }
+  if (!shown) {
+    const line = [...form.querySelectorAll('[data-codes]')]
+      .find((candidate) => candidate.dataset.codes.split(' ').includes(code) && !candidate.closest('[hidden]'));
+    if (line) { mark(form, line, detail, line.dataset.errorFor); shown = true; }
+  }
+  if (!shown || (problem?.errors ?? []).length === 0) {
+    const line = form.querySelector('[data-error-for=""]');
+    if (line && !shown) line.textContent = detail;
+  }
+  (form.querySelector('[aria-invalid="true"]') ?? form.querySelector('[data-show-on]:not([hidden]) input'))?.focus();
+}
+
+async function submit(event) {
+  const form = event.currentTarget;
+  event.preventDefault();
+  clearErrors(form);
+  const button = form.querySelector('button[type="submit"]');
+  if (button) button.disabled = true;
+  try {
+    const method = form.dataset.method ?? 'POST';
+    const headers = {};
+    // One key per attempt; kept only when the last attempt never got an answer, so a retry cannot place twice.
+    if (form.dataset.idempotent !== undefined) headers['Idempotency-Key'] = form.dataset.pendingKey ??= crypto.randomUUID();
+    const result = await api(form.dataset.api, { method, headers, body: method === 'DELETE' ? undefined : fieldsOf(form) });
+    delete form.dataset.pendingKey;
+    if (!result.ok) { showProblem(form, result.body ?? { detail: `Folio answered ${result.status}.` }); return; }
+    form.dispatchEvent(new CustomEvent('folio:done', { detail: result.body }));
+    if (form.dataset.next) { window.location.assign(form.dataset.next); return; }
+    const done = form.dataset.done && document.querySelector(form.dataset.done);
+    if (done) {
+      form.hidden = true;
+      done.hidden = false;
+      done.setAttribute('tabindex', '-1');
+      done.focus();
+    }
+  } catch {
+    showProblem(form, { detail: 'Folio could not be reached; check the connection and try again.' });
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/** The password rules, ticked off as the user types (the server checks them again, and the common-password list). */
+function watchPolicy(list) {
+  const form = list.closest('form');
+  const input = form?.elements[list.dataset.policyFor];
+  if (!(input instanceof HTMLInputElement)) return;
+  const minimum = Number(list.dataset.minimum), maximum = Number(list.dataset.maximum);
+  const update = () => {
+    const value = input.value, length = [...value].length;
+    const email = (list.dataset.email || form.elements.email?.value || '').toLowerCase();
+    const local = email.split('@')[0] ?? '';
+    const rules = {
+      minimum: length >= minimum,
+      maximum: length <= maximum,
+      email: !(local.length >= 3 && value.toLowerCase().includes(local)),
+    };
+    for (const item of list.querySelectorAll('[data-rule]')) {
+      item.classList.toggle('met', value !== '' && rules[item.dataset.rule]);
+      item.classList.toggle('unmet', value !== '' && !rules[item.dataset.rule]);
+    }
+  };
+  input.addEventListener('input', update);
+  form.elements.email?.addEventListener?.('input', update);
+}
+
+for (const form of document.querySelectorAll('form[data-api]')) form.addEventListener('submit', submit);
+for (const list of document.querySelectorAll('.policy[data-policy-for]')) watchPolicy(list);
+
+globalThis.folio = { api };

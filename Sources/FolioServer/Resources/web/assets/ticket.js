@@ -1,0 +1,73 @@
+// The order ticket: a live quote for the symbol, and the estimated cost or
+// proceeds computed exactly (decimal strings in BigInt cents, rounded up for
+// buys and down for sells, as Folio fills), against the buying power.
+const form = document.getElementById('ticket');
+const quoteLine = document.getElementById('quote');
+const estimate = document.getElementById('estimate');
+let quote = null;
+let pending = 0;
+
+function decimal(text) {
+  const match = /^\s*(\d+)(?:\.(\d+))?\s*$/.exec(text ?? '');
+  if (!match) return null;
+  const fraction = match[2] ?? '';
+  return { units: BigInt(match[1] + fraction), scale: fraction.length };
+}
+
+function cents(a, b, roundUp) {
+  const units = a.units * b.units, scale = a.scale + b.scale;
+  if (scale <= 2) return units * 10n ** BigInt(2 - scale);
+  const divisor = 10n ** BigInt(scale - 2);
+  const whole = units / divisor;
+  return roundUp && units % divisor > 0n ? whole + 1n : whole;
+}
+
+function dollars(value) {
+  const text = value.toString().padStart(3, '0');
+  return `$${text.slice(0, -2).replace(/\B(?=(\d{3})+(?!\d))/g, ',')}.${text.slice(-2)}`;
+}
+
+function showTypeFields() {
+  const type = form.elements.order_type.value;
+  for (const group of form.querySelectorAll('[data-for-types]')) group.hidden = !group.dataset.forTypes.split(' ').includes(type);
+}
+
+function update() {
+  const buying = form.elements.side.value !== 'SELL';
+  document.getElementById('estimate-kind').textContent = buying ? 'cost' : 'proceeds';
+  const type = form.elements.order_type.value;
+  const price = decimal(type === 'LIMIT' || type === 'STOP_LIMIT' ? form.elements.limit_price.value : type === 'STOP' ? form.elements.stop_price.value : quote?.price);
+  const quantity = decimal(form.elements.quantity.value);
+  if (!price || !quantity) { estimate.textContent = '—'; return; }
+  const total = cents(quantity, price, buying);
+  const power = decimal(document.getElementById('buying-power').dataset.amount);
+  const over = buying && power && total > cents(power, { units: 1n, scale: 0 }, false);
+  estimate.textContent = dollars(total) + (over ? ' (more than your buying power)' : '');
+}
+
+async function fetchQuote() {
+  const symbol = form.elements.symbol.value.trim().toUpperCase();
+  quote = null;
+  update();
+  if (!symbol) { quoteLine.textContent = 'Enter a symbol for a live quote.'; return; }
+  const ticket = ++pending;
+  quoteLine.textContent = `Looking up ${symbol}…`;
+  const result = await globalThis.folio.api(`/api/market/quotes?symbols=${encodeURIComponent(symbol)}`);
+  if (ticket !== pending) return;
+  const found = result.body?.data?.find((item) => item.symbol === symbol);
+  if (result.ok && found) {
+    quote = found;
+    quoteLine.textContent = `${symbol} $${found.price} · ${found.stale ? 'stale price' : 'live'}`;
+  } else {
+    const error = result.body?.errors?.find((item) => item.symbol === symbol);
+    quoteLine.textContent = error?.detail ?? result.body?.detail ?? `No quote for ${symbol}.`;
+  }
+  update();
+}
+
+let timer;
+form.elements.symbol.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(fetchQuote, 350); });
+form.elements.order_type.addEventListener('change', () => { showTypeFields(); update(); });
+for (const name of ['quantity', 'limit_price', 'stop_price']) form.elements[name].addEventListener('input', update);
+for (const radio of form.querySelectorAll('input[name="side"]')) radio.addEventListener('change', update);
+showTypeFields();

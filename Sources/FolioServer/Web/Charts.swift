@@ -1,0 +1,89 @@
+import Foundation
+
+/// Charts drawn on the server as SVG: no script, no inline style (colours come
+/// from the stylesheet's `c0`…`c7` classes, so dark mode restyles them). Each
+/// has a `<title>` and sits beside a table of the same figures. Coordinates
+/// are pixels computed in `Double`; the figures shown come from exact values.
+enum Charts {
+    struct Slice {
+        var label: String
+        /// The slice's share of the whole, 0...1, for drawing only.
+        var share: Double
+    }
+
+    /// A donut of `slices` (largest first); shares below 0.5% still get a sliver.
+    static func donut(id: String, title: String, slices: [Slice]) -> String {
+        let size = 160.0, radius = 70.0, inner = 44.0, centre = size / 2
+        var svg = "<svg class=\"donut\" viewBox=\"0 0 \(Int(size)) \(Int(size))\" role=\"img\" aria-labelledby=\"\(id)-title\">"
+        svg += "<title id=\"\(id)-title\">\(escape(title))</title>"
+        let total = slices.reduce(0) { $0 + max($1.share, 0) }
+        if total <= 0 {
+            svg += "<circle class=\"empty\" cx=\"\(centre)\" cy=\"\(centre)\" r=\"\(radius)\"/>"
+        } else if slices.count == 1 {
+            svg += "<circle class=\"c0\" cx=\"\(centre)\" cy=\"\(centre)\" r=\"\(radius)\"/>"
+        } else {
+            var angle = -Double.pi / 2
+            for (index, slice) in slices.enumerated() {
+                let sweep = max(slice.share, 0) / total * 2 * Double.pi
+                let end = angle + sweep
+                let large = sweep > Double.pi ? 1 : 0
+                let (x1, y1) = point(centre, radius, angle), (x2, y2) = point(centre, radius, end)
+                svg += "<path class=\"c\(index % 8)\" d=\"M\(centre),\(centre) L\(f(x1)),\(f(y1)) A\(radius),\(radius) 0 \(large) 1 \(f(x2)),\(f(y2)) Z\">"
+                svg += "<title>\(escape(slice.label))</title></path>"
+                angle = end
+            }
+        }
+        svg += "<circle class=\"hole\" cx=\"\(centre)\" cy=\"\(centre)\" r=\"\(inner)\"/></svg>"
+        return svg
+    }
+
+    struct Point {
+        var label: String
+        var value: Double
+    }
+
+    /// A line of values over time with its lowest and highest value marked.
+    static func line(id: String, title: String, points: [Point], lowLabel: String, highLabel: String) -> String {
+        let width = 640.0, height = 200.0, pad = 8.0
+        var svg = "<svg class=\"line-chart\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-labelledby=\"\(id)-title\" preserveAspectRatio=\"none\">"
+        svg += "<title id=\"\(id)-title\">\(escape(title))</title>"
+        guard let low = points.map(\.value).min(), let high = points.map(\.value).max() else {
+            return svg + "<text x=\"20\" y=\"100\" class=\"muted\">No history yet</text></svg>"
+        }
+        let span = high - low > 0 ? high - low : max(abs(high), 1)
+        let step = points.count > 1 ? (width - 2 * pad) / Double(points.count - 1) : 0
+        let coordinates = points.enumerated().map { index, point in
+            (pad + Double(index) * step, height - pad - (point.value - (high - low > 0 ? low : low - span / 2)) / span * (height - 2 * pad))
+        }
+        let path = coordinates.enumerated().map { index, xy in "\(index == 0 ? "M" : "L")\(f(xy.0)),\(f(xy.1))" }.joined(separator: " ")
+        svg += "<path class=\"area\" d=\"\(path) L\(f(coordinates.last!.0)),\(height - pad) L\(f(coordinates[0].0)),\(height - pad) Z\"/>"
+        svg += "<path class=\"stroke\" d=\"\(path)\"/>"
+        if let last = coordinates.last { svg += "<circle class=\"dot\" cx=\"\(f(last.0))\" cy=\"\(f(last.1))\" r=\"4\"/>" }
+        svg += "<desc>From \(escape(points.first!.label)) to \(escape(points.last!.label)); low \(escape(lowLabel)), high \(escape(highLabel)).</desc>"
+        return svg + "</svg>"
+    }
+
+    static func point(_ centre: Double, _ radius: Double, _ angle: Double) -> (Double, Double) {
+        (centre + radius * cos(angle), centre + radius * sin(angle))
+    }
+
+    static func f(_ value: Double) -> String {
+        String(format: "%.2f", value)
+    }
+
+    static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.count)
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,59 @@
+import FolioDomain
+import Foundation
+
+/// How the web pages show values. Amounts are shown from their exact text:
+/// cash rounded half-even to the cent for display only (the API keeps every
+/// digit), prices with at least two decimals, quantities as they are.
+enum Display {
+    static func money(_ cash: Cash) -> String {
+        let cents = (try? cash.rounded(places: 2, .halfEven)) ?? cash
+        return signed(cents.formatted(minimumFractionDigits: 2), prefix: "$")
+    }
+
+    /// A change: "+$12.30", "−$4.00", "$0.00".
+    static func change(_ cash: Cash) -> String {
+        let text = money(cash)
+        return cash.isPositive && text != "$0.00" ? "+" + text : text
+    }
+
+    static func price(_ price: Price) -> String {
+        signed(price.formatted(minimumFractionDigits: 2), prefix: "$")
+    }
+
+    static func quantity(_ quantity: Quantity) -> String {
+        signed(quantity.description, prefix: "")
+    }
+
+    /// A ratio (0.1234) as a percentage with two decimals ("12.34%").
+    static func percent(_ ratio: Ratio) -> String {
+        let hundred = (try? Ratio(100)) ?? .zero
+        let value = (try? Ratio.product(ratio, hundred, places: 2, rounding: .halfEven)) ?? .zero
+        return signed(value.formatted(minimumFractionDigits: 2), prefix: "") + "%"
+    }
+
+    /// "2026-11-30 10:50 UTC".
+    /// A value that is already a percentage (5.1234) with two decimals ("5.12%").
+    static func percentage(_ value: Ratio) -> String {
+        let rounded = (try? value.rounded(places: 2, .halfEven)) ?? value
+        return signed(rounded.formatted(minimumFractionDigits: 2), prefix: "") + "%"
+    }
+
+    static func date(_ date: Date) -> String {
+        let text = date.formatted(Date.ISO8601FormatStyle(timeZone: .gmt))
+        return text.prefix(10) + " " + text.dropFirst(11).prefix(5) + " UTC"
+    }
+
+    /// Thousands separators on the whole part, and a real minus sign before the prefix.
+    static func signed(_ text: String, prefix: String) -> String {
+        let negative = text.hasPrefix("-")
+        let digits = negative ? text.dropFirst() : Substring(text)
+        let point = digits.firstIndex(of: ".") ?? digits.endIndex
+        let whole = Array(digits[..<point])
+        var grouped = ""
+        for (index, character) in whole.enumerated() {
+            if index > 0, (whole.count - index) % 3 == 0 { grouped.append(",") }
+            grouped.append(character)
+        }
+        return (negative ? "−" : "") + prefix + grouped + digits[point...]
+    }
+}

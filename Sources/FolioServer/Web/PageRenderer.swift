@@ -1,0 +1,79 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Mustache
+
+/// Renders the web app's pages: a page template (`Resources/web/templates`)
+/// inside `layout.mustache`, with the hashed asset paths, the signed-in user
+/// and the session's CSRF token. Templates are loaded and checked at start-up.
+struct PageRenderer: Sendable {
+    let library: MustacheLibrary
+    let assets: WebAssets
+
+    /// Scripts from Folio's origin only, no inline script or style, nothing
+    /// framed, forms posting only to Folio.
+    static let contentSecurityPolicy =
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        + "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static let pages = [
+        "layout", "signin", "signup", "verify-email", "reset-password", "dashboard", "orders", "transactions", "settings", "admin", "error",
+    ]
+
+    static func bundled() async throws -> PageRenderer {
+        guard let web = Bundle.module.url(forResource: "web", withExtension: nil) else {
+            throw Failure(description: "the web templates are missing from the FolioServer bundle")
+        }
+        let library = try await MustacheLibrary(directory: web.appendingPathComponent("templates").path)
+        for page in pages where library.getTemplate(named: page) == nil {
+            throw Failure(description: "the page template \(page).mustache is missing")
+        }
+        return PageRenderer(library: library, assets: try WebAssets.load(directory: web.appendingPathComponent("assets")))
+    }
+
+    /// Who the page is for: nil on the signed-out pages.
+    struct Viewer {
+        var identity: Identity
+        var csrfToken: String
+    }
+
+    /// One page: `template` rendered with `values`, inside the layout.
+    func page(
+        _ template: String, title: String, viewer: Viewer?, section: String? = nil, scripts: [String] = [], values: [String: Any] = [:],
+        status: HTTPResponse.Status = .ok
+    ) -> Response {
+        var values = values
+        values["assets"] = ["css": assets.path("app.css"), "icon": assets.path("icon.svg")]
+        let content = library.render(values, withTemplate: template) ?? ""
+        var layout: [String: Any] = [
+            "title": title, "content": content, "css": assets.path("app.css"), "icon": assets.path("icon.svg"),
+            "scripts": (["app.js"] + scripts).map { ["src": assets.path($0)] },
+        ]
+        if let viewer {
+            layout["viewer"] = [
+                "email": viewer.identity.email, "admin": viewer.identity.role == .admin, "csrf": viewer.csrfToken,
+                "verified": viewer.identity.emailVerified,
+            ]
+            layout["nav"] = Self.navigation(admin: viewer.identity.role == .admin).map { item in
+                ["href": item.href, "label": item.label, "current": item.section == section]
+            }
+        }
+        let html = library.render(layout, withTemplate: "layout") ?? content
+        return Response(
+            status: status,
+            headers: [
+                .contentType: "text/html; charset=utf-8", .cacheControl: "no-store", .contentSecurityPolicy: Self.contentSecurityPolicy,
+            ],
+            body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static func navigation(admin: Bool) -> [(href: String, label: String, section: String)] {
+        [("/", "Dashboard", "dashboard"), ("/orders", "Orders", "orders"), ("/transactions", "Transactions", "transactions"),
+         ("/settings", "Settings", "settings")]
+            + (admin ? [("/admin", "Admin", "admin")] : [])
+    }
+}

@@ -1,0 +1,273 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// The web app: server-rendered pages on the API's origin. A page reads what
+/// it shows through the same controller functions the API serves (the page's
+/// query string is theirs: `/transactions?type=buy&cursor=…`), so filters,
+/// paging and errors behave alike. Forms send JSON to the API with the
+/// session's CSRF token (`app.js`); the API's problem documents are shown
+/// beside the fields they name.
+struct WebController: Sendable {
+    let renderer: PageRenderer
+    let identity: IdentityServices
+    let portfolio: PortfolioController
+    let orders: OrdersController
+    let accounts: AccountsController
+    let admin: AdminController
+    let notifications: NotificationsController
+    let accessReview: AccessReview
+    let quotes: QuoteService
+
+    func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
+        router.get("/assets/:file", use: asset)
+        router.get("/signin", use: signIn)
+        router.get("/signup", use: signUp)
+        router.get("/verify-email", use: verifyEmail)
+        router.get("/reset-password", use: resetPassword)
+        router.get("/", use: dashboard)
+        router.get("/orders", use: ordersPage)
+        router.get("/transactions", use: transactionsPage)
+        router.get("/settings", use: settingsPage)
+        router.get("/admin", use: adminPage)
+    }
+
+    @Sendable func asset(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        guard let file = context.parameters.get("file"), let response = renderer.assets.response(hashedName: file) else {
+            throw AppError.notFound("file")
+        }
+        return response
+    }
+
+    // MARK: - Signed out
+
+    /// The page to go to after signing in: a path on this site only, never another origin.
+    static func nextPath(_ request: Request) -> String {
+        guard let raw = request.query["next"], raw.hasPrefix("/"), !raw.hasPrefix("//"), !raw.contains("\\"), raw.count <= 200 else { return "/" }
+        return String(raw)
+    }
+
+    @Sendable func signIn(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        if context.identity != nil { return Self.redirect(Self.nextPath(request)) }
+        return renderer.page("signin", title: "Sign in", viewer: nil, values: [
+            "next": Self.nextPath(request), "verified": request.query["verified"] != nil, "reset": request.query["reset"] != nil,
+            "changed": request.query["changed"] != nil,
+        ])
+    }
+
+    @Sendable func signUp(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        if context.identity != nil { return Self.redirect("/") }
+        return renderer.page("signup", title: "Create your account", viewer: nil, values: Self.passwordPolicy(field: "password"))
+    }
+
+    @Sendable func verifyEmail(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        renderer.page("verify-email", title: "Verify your email", viewer: nil, values: ["token": request.query["token"] ?? ""])
+    }
+
+    @Sendable func resetPassword(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        var values = Self.passwordPolicy(field: "new_password")
+        if let token = request.query["token"], !token.isEmpty { values["token"] = token }
+        return renderer.page("reset-password", title: "Reset your password", viewer: nil, values: values)
+    }
+
+    /// What the password fields say as the user types (PasswordPolicy, checked again by the server).
+    static func passwordPolicy(field: String, email: String = "") -> [String: Any] {
+        ["minimum": PasswordPolicy.minimumCharacters, "maximum": PasswordPolicy.maximumCharacters, "policy_field": field, "policy_email": email]
+    }
+
+    // MARK: - Signed in
+
+    /// Runs a signed-in page: no session sends the browser to sign in, and an
+    /// error the page's reads throw is shown as a page with its detail.
+    func signedIn(
+        _ request: Request, context: FolioRequestContext, admin: Bool = false,
+        _ body: (AuthenticatedContext, PageRenderer.Viewer) async throws -> Response
+    ) async throws -> Response {
+        guard context.identity != nil else {
+            let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+            return Self.redirect("/signin?next=" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "/"))
+        }
+        let authenticated = try AuthenticatedContext(context: context)
+        let viewer = PageRenderer.Viewer(
+            identity: authenticated.identity, csrfToken: identity.csrf.token(for: authenticated.identity.sessionID.uuid))
+        do {
+            if admin { _ = try AdminContext(context: authenticated) }
+            return try await body(authenticated, viewer)
+        } catch {
+            let problem = ProblemMapping.appError(for: error) ?? (error as? AppError)
+            guard let problem else { throw error }
+            return renderer.page(
+                "error", title: problem.status.reasonPhrase, viewer: viewer,
+                values: ["detail": problem.detail, "code": problem.code, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": $0.message] }],
+                status: problem.status)
+        }
+    }
+
+    @Sendable func dashboard(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        try await signedIn(request, context: context) { context, viewer in
+            let valuation = try await portfolio.account(request, context: context)
+            let history = try await portfolio.history(request, context: context)
+            let view = try await DashboardView.build(valuation: valuation, history: history, quotes: quotes)
+            return renderer.page("dashboard", title: "Dashboard", viewer: viewer, section: "dashboard", values: view)
+        }
+    }
+
+    @Sendable func ordersPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        try await signedIn(request, context: context) { context, viewer in
+            let page = try await orders.list(request, context: context)
+            let valuation = try await portfolio.account(request, context: context)
+            let rows = page.data.map(OrderRow.init)
+            return renderer.page(
+                "orders", title: "Orders", viewer: viewer, section: "orders", scripts: ["ticket.js"],
+                values: [
+                    "open": rows.filter(\.open), "history": rows.filter { !$0.open }, "available": Display.money(valuation.availableCash),
+                    "available_raw": valuation.availableCash.description,
+                    "holdings": valuation.positions.map { ["symbol": $0.symbol, "quantity": Display.quantity($0.quantity)] },
+                    "next": page.nextCursor.map { "/orders?cursor=\($0)" } as Any,
+                ])
+        }
+    }
+
+    @Sendable func transactionsPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        // The filter form sends its empty fields too; the API reads an empty `from` as a bad date.
+        let parameters = request.query.all
+        if parameters.contains(where: { $0.value.isEmpty }) {
+            let kept = parameters.filter { !$0.value.isEmpty }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
+            return Self.redirect("/transactions" + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&")))
+        }
+        return try await signedIn(request, context: context) { context, viewer in
+            let page = try await accounts.transactions(request, context: context)
+            var query = parameters.filter { $0.key != "cursor" }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
+            let csv = "/api/transactions.csv" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+            let next = page.nextCursor.map { cursor -> String in
+                query.append("cursor=\(cursor)")
+                return "/transactions?" + query.joined(separator: "&")
+            }
+            let type = request.query["type"] ?? ""
+            return renderer.page(
+                "transactions", title: "Transactions", viewer: viewer, section: "transactions",
+                values: [
+                    "rows": page.data.map(TransactionRow.init), "csv": csv, "next": next as Any, "empty": page.data.isEmpty,
+                    "symbol": request.query["symbol"] ?? "", "from": request.query["from"] ?? "", "to": request.query["to"] ?? "",
+                    "types": ["", "deposit", "withdrawal", "buy", "sell", "fee", "dividend"].map {
+                        ["value": $0, "label": $0.isEmpty ? "All types" : $0.capitalized, "selected": $0 == type]
+                    },
+                    "filtered": parameters.contains { $0.key != "cursor" },
+                ])
+        }
+    }
+
+    @Sendable func settingsPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        try await signedIn(request, context: context) { context, viewer in
+            let sessions = try await identity.activeSessions(of: context.identity)
+            let preferences = try await notifications.preferences(request, context: context)
+            return renderer.page(
+                "settings", title: "Settings", viewer: viewer, section: "settings", scripts: ["settings.js"],
+                values: [
+                    "two_factor": context.identity.twoFactorEnabled, "email": context.identity.email,
+                    "sessions": sessions.map { session in
+                        [
+                            "id": session.id!.uuidString.lowercased(), "kind": session.kind, "created": Display.date(session.createdAt),
+                            "last_used": Display.date(session.lastUsedAt), "ip": session.ip ?? "unknown", "agent": session.userAgent ?? "unknown",
+                            "current": session.id == context.identity.sessionID.uuid,
+                        ] as [String: Any]
+                    },
+                    "preferences": preferences.preferences.map { preference in
+                        ["category": preference.category, "label": preference.category.replacingOccurrences(of: "_", with: " ").capitalized,
+                         "email": preference.email, "locked": preference.locked] as [String: Any]
+                    },
+                ].merging(Self.passwordPolicy(field: "new_password", email: context.identity.email)) { first, _ in first })
+        }
+    }
+
+    @Sendable func adminPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        try await signedIn(request, context: context, admin: true) { context, viewer in
+            let adminContext = try AdminContext(context: context)
+            let users = try await admin.listUsers(request, context: adminContext)
+            let events = try await admin.auditEvents(request, context: adminContext)
+            let review = try await accessReview.report()
+            return renderer.page(
+                "admin", title: "Administration", viewer: viewer, section: "admin",
+                values: [
+                    "users": users.data.map { user in
+                        ["email": user.email, "role": user.role, "verified": user.emailVerified, "two_factor": user.twoFactorEnabled,
+                         "disabled": user.disabled, "created": Display.date(user.createdAt)] as [String: Any]
+                    },
+                    "events": events.data.map { event in
+                        ["when": Display.date(event.occurredAt), "action": event.action, "subject": event.subjectType, "ip": event.ip ?? ""] as [String: Any]
+                    },
+                    "review": [
+                        "administrators": review.administrators.count, "without_two_factor": review.administrators.filter { !$0.twoFactor }.count,
+                        "users": review.users.count, "dormant": review.dormant.count, "disabled": review.disabled.count,
+                        "admin_actions": review.adminActions.count, "role_changes": review.roleChanges.count, "days": review.periodDays,
+                    ],
+                ])
+        }
+    }
+
+    static func queryEncoded(_ value: String) -> String {
+        value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~:"))) ?? ""
+    }
+
+    static func redirect(_ location: String) -> Response {
+        Response(status: .seeOther, headers: [.location: location, .cacheControl: "no-store"])
+    }
+}
+
+/// One order as the orders page lists it.
+struct OrderRow {
+    var id: String
+    var symbol: String
+    var side: String
+    var type: String
+    var quantity: String
+    var limit: String
+    var status: String
+    var filled: String
+    var average: String
+    var created: String
+    var reason: String
+    var open: Bool
+    var cancelable: Bool
+
+    init(_ order: OrdersController.OrderResponse) {
+        id = order.id.description
+        symbol = order.symbol
+        side = order.side.rawValue.lowercased()
+        type = order.orderType.rawValue.lowercased().replacingOccurrences(of: "_", with: " ")
+        quantity = order.quantity.map(Display.quantity) ?? order.notional.map { Display.money($0) + " notional" } ?? ""
+        limit = order.limitPrice.map(Display.price) ?? order.stopPrice.map { "stop " + Display.price($0) } ?? "market"
+        status = order.status.replacingOccurrences(of: "_", with: " ")
+        filled = Display.quantity(order.filledQuantity)
+        average = order.averageFillPrice.map(Display.price) ?? "—"
+        created = Display.date(order.createdAt)
+        reason = order.rejectReason ?? ""
+        let state = OrderStatus(rawValue: order.status)
+        open = state.map(\.isOpen) ?? (order.status == "pending_cancel")
+        cancelable = state.map(\.isOpen) ?? false
+    }
+}
+
+/// One ledger line as the transactions page lists it.
+struct TransactionRow {
+    var when: String
+    var type: String
+    var symbol: String
+    var quantity: String
+    var price: String
+    var amount: String
+    var negative: Bool
+    var description: String
+
+    init(_ entry: AccountsController.EntryResponse) {
+        when = Display.date(entry.occurredAt)
+        type = entry.type
+        symbol = entry.symbol ?? ""
+        quantity = entry.quantity.map(Display.quantity) ?? ""
+        price = entry.price.map(Display.price) ?? ""
+        amount = Display.money(entry.amount)
+        negative = entry.amount.isNegative
+        description = entry.description ?? ""
+    }
+}

@@ -1,0 +1,386 @@
+"""Folio's web app in headless Chromium, as a user would use it.
+
+Run by ops/browser-tests, which starts a throwaway server and passes:
+  FOLIO_URL          the server's origin (http://127.0.0.1:PORT)
+  FOLIO_BINARY       the folio binary (to read the development outbox)
+  FOLIO_DATA_DIR     the server's data directory
+  FOLIO_ADMIN_EMAIL / FOLIO_ADMIN_PASSWORD   an administrator made beforehand
+  FOLIO_SCREENSHOTS  where to write the screenshots (optional)
+Each check raises AssertionError with what was expected; the script exits 1 on the first failure.
+"""
+import base64, csv, glob, hashlib, hmac, http.server, io, json, os, re, secrets, struct, subprocess, sys, threading, time, urllib.parse
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+BASE = os.environ["FOLIO_URL"].rstrip("/")
+BINARY = os.environ["FOLIO_BINARY"]
+DATA_DIR = os.environ["FOLIO_DATA_DIR"]
+SHOTS = os.environ.get("FOLIO_SCREENSHOTS")
+DOWNLOADS = os.environ.get("FOLIO_DOWNLOADS", "/tmp/folio-browser-downloads")
+PAGE_BUDGET = 150 * 1024
+
+passed = []
+
+
+def check(name):
+    def wrap(function):
+        def run(*args):
+            started = time.time()
+            function(*args)
+            passed.append(name)
+            print(f"ok   {name} ({time.time() - started:.1f}s)", flush=True)
+        return run
+    return wrap
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900",
+                     "--host-resolver-rules=MAP evil.test 127.0.0.1", "--lang=en-US"]:
+        options.add_argument(argument)
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    os.makedirs(DOWNLOADS, exist_ok=True)
+    options.add_experimental_option("prefs", {"download.default_directory": DOWNLOADS, "download.prompt_for_download": False})
+    service = webdriver.ChromeService(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": DOWNLOADS})
+    return driver
+
+
+def wait(driver, condition, seconds=15, message=""):
+    return WebDriverWait(driver, seconds).until(condition, message)
+
+
+def visible(driver, css, seconds=15):
+    return wait(driver, EC.visibility_of_element_located((By.CSS_SELECTOR, css)), seconds, f"{css} never became visible on {driver.current_url}")
+
+
+def fill(driver, css, text):
+    field = visible(driver, css)
+    field.clear()
+    field.send_keys(text)
+    return field
+
+
+def no_csp_violations(driver):
+    """The page ran no blocked script or style: a CSP report in the console fails the test."""
+    for entry in driver.get_log("browser"):
+        assert "Content Security Policy" not in entry["message"], f"CSP violation on {driver.current_url}: {entry['message']}"
+
+
+def outbox_link(email, path):
+    """The newest link to `path` mailed to `email`, from the development outbox (`folio outbox`)."""
+    for _ in range(40):
+        text = subprocess.run([BINARY, "outbox", "--env", "development"], env=dict(os.environ, DATA_DIR=DATA_DIR),
+                              capture_output=True, text=True, check=True).stdout
+        for block in text.split("--- ")[1:]:
+            if f"to: {email}" in block:
+                found = re.search(r"(https?://\S+" + re.escape(path) + r"\?token=[\w-]+)", block)
+                if found:
+                    return found.group(1)
+        time.sleep(0.5)
+    raise AssertionError(f"no mail to {email} with a {path} link in the outbox")
+
+
+def totp(secret, at=None, digits=6, period=30):
+    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    counter = int((at or time.time()) // period)
+    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    return str((struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 10 ** digits).zfill(digits)
+
+
+def page_weight(driver):
+    """Bytes the page and everything it loaded came as (encoded bodies; a fresh profile caches nothing)."""
+    return driver.execute_script("""
+        const entries = [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')];
+        return entries.reduce((sum, entry) => sum + (entry.encodedBodySize || 0) + 300, 0);""")
+
+
+def unlabeled_controls(driver):
+    """Visible controls without an accessible name: inputs need a label, buttons and links text or aria-label."""
+    return driver.execute_script("""
+        const missing = [];
+        for (const element of document.querySelectorAll('input:not([type=hidden]), select, textarea, button, a[href]')) {
+          if (!element.getClientRects().length) continue;
+          const labelled = element.labels?.length || element.getAttribute('aria-label') || element.getAttribute('aria-labelledby')
+            || ((element.tagName === 'BUTTON' || element.tagName === 'A') && (element.textContent.trim() || element.querySelector('img[alt]:not([alt=""])')));
+          if (!labelled) missing.push(element.outerHTML.slice(0, 120));
+        }
+        return missing;""")
+
+
+def screenshot(driver, name):
+    if not SHOTS:
+        return
+    os.makedirs(SHOTS, exist_ok=True)
+    for label, width, height in (("desktop", 1280, 900), ("phone", 390, 844)):
+        driver.set_window_size(width, height)
+        time.sleep(0.2)
+        full = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 2600)")
+        driver.set_window_size(width, max(height, full))
+        time.sleep(0.2)
+        driver.save_screenshot(os.path.join(SHOTS, f"{name}-{label}.png"))
+    driver.set_window_size(1280, 900)
+
+
+def open_page(driver, path, name=None):
+    """Visits a page, and checks what every page owes: its budget, its labels, its CSP."""
+    driver.get(BASE + path)
+    wait(driver, lambda d: d.execute_script("return document.readyState") == "complete")
+    weight = page_weight(driver)
+    assert weight < PAGE_BUDGET, f"{path} transferred {weight} bytes, over the {PAGE_BUDGET}-byte budget"
+    missing = unlabeled_controls(driver)
+    assert not missing, f"controls without a label on {path}: {missing}"
+    no_csp_violations(driver)
+    if name:
+        screenshot(driver, name)
+
+
+# ---------------------------------------------------------------- the flows
+
+EMAIL = f"web-{secrets.token_hex(4)}@example.com"
+PASSWORD = "Folio-" + secrets.token_urlsafe(12)
+
+
+@check("sign up, open the verification link from the outbox, sign in")
+def sign_up_verify_sign_in(driver):
+    open_page(driver, "/signup", "signup")
+    fill(driver, "#email", EMAIL)
+    fill(driver, "#password", "short")
+    unmet = driver.find_elements(By.CSS_SELECTOR, ".policy li.unmet")
+    assert any("characters" in item.text for item in unmet), "the policy did not flag a short password as the user typed"
+    fill(driver, "#password", PASSWORD)
+    assert not driver.find_elements(By.CSS_SELECTOR, ".policy li.unmet"), "the policy still flags a good password"
+    driver.find_element(By.CSS_SELECTOR, "form[data-api] button[type=submit]").click()
+    visible(driver, "#signup-done")
+
+    link = outbox_link(EMAIL, "/verify-email")
+    driver.get(link)
+    visible(driver, "form[data-api='/api/auth/verify-email'] button").click()
+    wait(driver, EC.url_contains("/signin?verified=1"))
+    assert "verified" in visible(driver, ".notice.ok").text
+
+    # A wrong password is refused with the API's detail on the form.
+    fill(driver, "#email", EMAIL)
+    fill(driver, "#password", PASSWORD + "x")
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    error = visible(driver, "[data-error-for='']")
+    assert error.text, "a failed sign-in showed no error"
+    fill(driver, "#password", PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(driver, EC.url_to_be(BASE + "/"))
+    assert visible(driver, "#total-value").text == "$100,000.00", "a new paper account should hold $100,000.00"
+
+
+@check("the order ticket: labels and tab order, a live quote, the estimate, an error beside its field")
+def order_ticket(driver):
+    open_page(driver, "/orders")
+    symbol = visible(driver, "#symbol")
+    symbol.click()
+    order = []
+    for _ in range(12):
+        element = driver.switch_to.active_element
+        order.append(element.get_attribute("id") or element.get_attribute("name") or element.tag_name)
+        label = driver.execute_script("const e = arguments[0]; return e.labels?.[0]?.textContent || e.textContent || e.getAttribute('aria-label') || ''", element)
+        assert label.strip(), f"the focused control {order[-1]} has no label"
+        if element.tag_name == "button":
+            break
+        element.send_keys(Keys.TAB)
+    expected = ["symbol", "side-buy", "order_type", "quantity", "time_in_force"]
+    positions = [order.index(name) for name in expected if name in order]
+    assert len(positions) == len(expected) and positions == sorted(positions), f"tab order {order} does not reach {expected} in order"
+    assert driver.switch_to.active_element.text == "Place order", f"the tab order ends at {order[-1]}, not the submit button"
+
+    fill(driver, "#symbol", "AAPL")
+    wait(driver, lambda d: "$" in d.find_element(By.ID, "quote").text, message="no live quote for AAPL")
+    fill(driver, "#quantity", "abc")
+    driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
+    error = visible(driver, "#quantity-error")
+    assert error.text, "an invalid quantity showed no error beside the field"
+    assert driver.find_element(By.ID, "quantity").get_attribute("aria-invalid") == "true"
+    fill(driver, "#quantity", "2")
+    wait(driver, lambda d: d.find_element(By.ID, "estimate").text.startswith("$"), message="no estimated cost")
+    screenshot(driver, "orders")
+    driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
+    wait(driver, EC.url_to_be(BASE + "/orders"))
+    for _ in range(30):
+        driver.get(BASE + "/orders")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#order-history tbody tr")
+        if any("AAPL" in row.text and "filled" in row.text for row in rows):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the order was not filled")
+
+
+@check("the position shows on the dashboard, in the table and the charts")
+def dashboard_shows_position(driver):
+    open_page(driver, "/", "dashboard")
+    row = visible(driver, "#positions tbody tr")
+    assert row.text.startswith("AAPL") and " 2 " in f" {row.text} ", f"the positions table shows {row.text!r}"
+    titles = [element.get_attribute("textContent") for element in driver.find_elements(By.CSS_SELECTOR, "svg title")]
+    assert "Allocation by symbol" in titles and "Allocation by asset class" in titles, f"chart titles: {titles}"
+    assert any(title.startswith("AAPL") for title in titles), "the symbol donut has no AAPL slice"
+    assert driver.find_elements(By.CSS_SELECTOR, "#history-chart svg path.stroke"), "the value chart has no line"
+    driver.find_element(By.LINK_TEXT, "3M").click()
+    wait(driver, EC.url_contains("range=3M"))
+    assert "three months" in driver.find_element(By.CSS_SELECTOR, "#history-chart svg title").get_attribute("textContent")
+
+
+@check("the transactions page filters, and its CSV downloads")
+def transactions_csv(driver):
+    for stale in glob.glob(os.path.join(DOWNLOADS, "*")):
+        os.remove(stale)
+    open_page(driver, "/transactions", "transactions")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#transactions tbody tr")
+    assert any("buy" in row.text for row in rows), "the buy is not listed"
+    driver.find_element(By.CSS_SELECTOR, "#type option[value=buy]").click()
+    driver.find_element(By.CSS_SELECTOR, ".filters button").click()
+    wait(driver, EC.url_contains("type=buy"))
+    driver.find_element(By.ID, "csv").click()
+    for _ in range(40):
+        files = [name for name in glob.glob(os.path.join(DOWNLOADS, "*.csv"))]
+        if files:
+            break
+        time.sleep(0.25)
+    else:
+        raise AssertionError("no CSV was downloaded")
+    with open(files[0]) as handle:
+        lines = list(csv.DictReader(handle))
+    assert lines and all(line["type"] == "buy" for line in lines), f"the CSV holds {lines}"
+    assert lines[0]["symbol"] == "AAPL" and lines[0]["quantity"].startswith("2")
+
+
+@check("another origin cannot act with the user's session (CSRF)")
+def cross_site_request_refused(driver, evil_port):
+    before = count_orders(driver)
+    driver.get(f"http://evil.test:{evil_port}/attack.html?target={urllib.parse.quote(BASE)}")
+    wait(driver, lambda d: d.execute_script("return window.attackDone === true"), 20, "the attack page never finished")
+    outcome = driver.execute_script("return window.attackOutcome")
+    assert outcome != "placed", f"the cross-origin fetch placed an order: {outcome}"
+    time.sleep(1)
+    # The attack page framed Folio's answer: frame-ancestors 'none' refused that, as it should; those reports are not the app's.
+    driver.get_log("browser")
+    assert count_orders(driver) == before, "a cross-site request placed an order"
+
+
+def count_orders(driver):
+    driver.get(BASE + "/orders")
+    return len([row for row in driver.find_elements(By.CSS_SELECTOR, "#order-history tbody tr, #open-orders tbody tr") if "AAPL" in row.text])
+
+
+@check("two-factor enrolment, then signing in with a code")
+def two_factor(driver):
+    open_page(driver, "/settings", "settings")
+    driver.find_element(By.CSS_SELECTOR, "#enrol button").click()
+    secret = visible(driver, "#totp-secret").text
+    uri = driver.find_element(By.ID, "totp-uri").get_attribute("href")
+    assert uri.startswith("otpauth://totp/") and f"secret={secret}" in uri, f"otpauth URI {uri}"
+    fill(driver, "#confirm-password", PASSWORD)
+    fill(driver, "#confirm-code", totp(secret))
+    driver.find_element(By.CSS_SELECTOR, "#confirm-enrolment button").click()
+    codes = visible(driver, "#recovery").find_elements(By.CSS_SELECTOR, "#recovery-codes li")
+    assert len(codes) >= 8, f"{len(codes)} recovery codes shown"
+    sign_out(driver)
+    # A code is accepted once: wait for the next period before signing in with one.
+    time.sleep(30 - time.time() % 30 + 1)
+    open_page(driver, "/signin", "signin")
+    fill(driver, "#email", EMAIL)
+    fill(driver, "#password", PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    code = visible(driver, "#totp_code")
+    assert visible(driver, "#totp_code-error").text, "the second step did not say why it is asked for"
+    code.send_keys(totp(secret))
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(driver, EC.url_to_be(BASE + "/"))
+    visible(driver, "#total-value")
+
+
+def sign_out(driver):
+    driver.get(BASE + "/")
+    driver.find_element(By.CSS_SELECTOR, ".signout button").click()
+    wait(driver, EC.url_contains("/signin"))
+
+
+@check("sign out ends the session")
+def sign_out_check(driver):
+    sign_out(driver)
+    driver.get(BASE + "/orders")
+    wait(driver, EC.url_contains("/signin?next="))
+    status = driver.execute_script("return fetch('/api/portfolio').then(r => r.status)")
+    assert status == 401, f"the API answered {status} after signing out"
+
+
+@check("the administrator's page, and each page's screenshots")
+def admin_pages(driver):
+    driver.get(BASE + "/signin")
+    fill(driver, "#email", os.environ["FOLIO_ADMIN_EMAIL"])
+    fill(driver, "#password", os.environ["FOLIO_ADMIN_PASSWORD"])
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(driver, EC.url_to_be(BASE + "/"))
+    open_page(driver, "/admin", "admin")
+    assert EMAIL in driver.find_element(By.ID, "users").text
+    assert driver.find_elements(By.CSS_SELECTOR, "#audit-events tbody tr"), "no audit events listed"
+    sign_out(driver)
+    open_page(driver, "/reset-password", "reset-password")
+    open_page(driver, "/verify-email", "verify-email")
+
+
+class AttackPage(http.server.BaseHTTPRequestHandler):
+    """A page on another origin that tries to place an order with the visitor's Folio session."""
+    def do_GET(self):
+        target = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("target", [""])[0]
+        body = f"""<!doctype html><title>Win a prize</title>
+<form id="f" method="post" action="{target}/api/orders" enctype="text/plain" target="sink">
+<input name='{{"symbol":"AAPL","quantity":"1","side":"BUY","order_type":"MARKET","x":"' value='"}}'></form>
+<iframe name="sink"></iframe>
+<script>
+document.getElementById('f').submit();
+fetch('{target}/api/orders', {{method: 'POST', credentials: 'include', headers: {{'Content-Type': 'application/json'}},
+  body: JSON.stringify({{symbol: 'AAPL', quantity: '1', side: 'BUY', order_type: 'MARKET'}})}})
+  .then(r => {{ window.attackOutcome = r.status === 201 ? 'placed' : 'status ' + r.status; }})
+  .catch(e => {{ window.attackOutcome = 'blocked: ' + e; }})
+  .finally(() => setTimeout(() => {{ window.attackDone = true; }}, 1500));
+</script>""".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AttackPage)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    driver = browser()
+    try:
+        sign_up_verify_sign_in(driver)
+        order_ticket(driver)
+        dashboard_shows_position(driver)
+        transactions_csv(driver)
+        cross_site_request_refused(driver, evil.server_address[1])
+        two_factor(driver)
+        sign_out_check(driver)
+        admin_pages(driver)
+    except Exception:
+        path = "/tmp/folio-browser-failure.png"
+        driver.save_screenshot(path)
+        print(f"FAIL at {driver.current_url}; screenshot {path}", flush=True)
+        raise
+    finally:
+        driver.quit()
+        evil.shutdown()
+    print(f"browser tests: {len(passed)} passed")
+
+
+if __name__ == "__main__":
+    main()
