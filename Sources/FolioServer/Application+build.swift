@@ -414,12 +414,13 @@ public struct FolioServices: Sendable {
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
         let portfolioController = PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store, reads: reads)
         portfolioController.addRoutes(to: routes)
-        PerformanceController(store: store, quotes: quotes, snapshots: snapshots, reads: reads).addRoutes(to: routes)
+        let performanceController = PerformanceController(store: store, quotes: quotes, snapshots: snapshots, reads: reads)
+        performanceController.addRoutes(to: routes)
         let ordersController = OrdersController(orders: orders, store: store, idempotency: idempotency)
         ordersController.addRoutes(to: routes)
         RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency).addRoutes(to: routes)
         WebController(
-            renderer: pages, identity: identity, portfolio: portfolioController, orders: ordersController, accounts: accountsController,
+            renderer: pages, identity: identity, portfolio: portfolioController, performance: performanceController, orders: ordersController, accounts: accountsController,
             admin: adminController, notifications: notificationsController, accessReview: accessReview, quotes: quotes)
             .addRoutes(to: routes)
         extraRoutes(routes)

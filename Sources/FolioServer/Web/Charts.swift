@@ -45,7 +45,7 @@ enum Charts {
     /// A line of values over time with its lowest and highest value marked.
     static func line(id: String, title: String, points: [Point], lowLabel: String, highLabel: String) -> String {
         let width = 640.0, height = 200.0, pad = 8.0
-        var svg = "<svg class=\"line-chart\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-labelledby=\"\(id)-title\" preserveAspectRatio=\"none\">"
+        var svg = "<svg class=\"line-chart\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-labelledby=\"\(id)-title\">"
         svg += "<title id=\"\(id)-title\">\(escape(title))</title>"
         guard let low = points.map(\.value).min(), let high = points.map(\.value).max() else {
             return svg + "<text x=\"20\" y=\"100\" class=\"muted\">No history yet</text></svg>"

@@ -5,7 +5,8 @@ import Foundation
 /// history and the positions, all from the API's own portfolio answers.
 enum DashboardView {
     static func build(
-        valuation: PortfolioController.PortfolioResponse, history: PortfolioController.HistoryResponse, quotes: QuoteService
+        valuation: PortfolioController.PortfolioResponse, history: PortfolioController.HistoryResponse,
+        returns: PerformanceController.PerformanceResponse, quotes: QuoteService
     ) async throws -> [String: Any] {
         let total = valuation.totalValue
         // Allocation by symbol: each position and the cash, as shares of the total value.
@@ -56,6 +57,10 @@ enum DashboardView {
                 ["label": range.rawValue, "href": "/?range=\(range.rawValue)", "current": range.rawValue == history.range] as [String: Any]
             },
             "valued_at": Display.date(valuation.valuedAt),
+            "twr": returns.timeWeightedReturnPercent.map(Display.percentage) ?? "—",
+            "twr_negative": returns.timeWeightedReturnPercent?.isNegative ?? false,
+            "twr_note": returns.note ?? "",
+            "range": history.range,
         ]
     }
 

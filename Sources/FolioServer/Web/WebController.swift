@@ -13,6 +13,7 @@ struct WebController: Sendable {
     let renderer: PageRenderer
     let identity: IdentityServices
     let portfolio: PortfolioController
+    let performance: PerformanceController
     let orders: OrdersController
     let accounts: AccountsController
     let admin: AdminController
@@ -108,7 +109,9 @@ struct WebController: Sendable {
         try await signedIn(request, context: context) { context, viewer in
             let valuation = try await portfolio.account(request, context: context)
             let history = try await portfolio.history(request, context: context)
-            let view = try await DashboardView.build(valuation: valuation, history: history, quotes: quotes)
+            // The return over the range the chart shows (performance alone defaults to a year).
+            let returns = try await performance.performance(Self.request(request, query: "range=\(history.range)"), context: context)
+            let view = try await DashboardView.build(valuation: valuation, history: history, returns: returns, quotes: quotes)
             return renderer.page("dashboard", title: "Dashboard", viewer: viewer, section: "dashboard", values: view)
         }
     }
@@ -204,6 +207,13 @@ struct WebController: Sendable {
                     ],
                 ])
         }
+    }
+
+    /// The same request with another query string, for a controller function that reads its own parameters.
+    static func request(_ request: Request, query: String) -> Request {
+        var head = request.head
+        head.path = request.uri.path + "?" + query
+        return Request(head: head, body: request.body)
     }
 
     static func queryEncoded(_ value: String) -> String {

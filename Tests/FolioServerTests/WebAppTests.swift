@@ -1,0 +1,124 @@
+import FolioDomain
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+/// The web app's pages as a browser receives them: the page CSP, hashed
+/// assets, redirects for signed-out visitors, and the figures the API holds.
+/// The flows themselves run in Chromium (ops/browser-tests).
+@Suite("Web app")
+struct WebAppTests {
+    static func text(_ response: TestResponse) -> String {
+        String(buffer: response.body)
+    }
+
+    /// Signs in with a cookie session as a browser does; the Cookie header to send.
+    static func cookieSession(_ client: some TestClientProtocol, _ env: TestEnvironment, email: String) async throws -> HTTPFields {
+        try await signUp(client, env, email: email)
+        let login = try await post(client, "/api/auth/login", ["email": email, "password": strongPassword, "session": "cookie"])
+        let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
+        return [.cookie: cookie]
+    }
+
+    @Test("a page has the strict CSP, no-store, and links assets whose hashed names are cached for a year")
+    func pageHeadersAndAssets() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let page = try await client.execute(uri: "/signin", method: .get)
+            #expect(page.status == .ok)
+            #expect(page.headers[.contentType] == "text/html; charset=utf-8")
+            #expect(page.headers[.cacheControl] == "no-store")
+            let policy = try #require(page.headers[.contentSecurityPolicy])
+            #expect(policy.contains("script-src 'self'") && policy.contains("style-src 'self'") && policy.contains("frame-ancestors 'none'"))
+            #expect(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"))
+            let html = Self.text(page)
+            #expect(!html.contains("<script>") && !html.contains("style="), "no inline script or style")
+            let assets = html.matches(of: /\/assets\/[a-z-]+\.[0-9a-f]{12}\.(css|js|svg)/).map { String($0.output.0) }
+            #expect(Set(assets).count >= 3, "\(assets)")
+            for path in Set(assets) {
+                let asset = try await client.execute(uri: path, method: .get)
+                #expect(asset.status == .ok, "\(path)")
+                #expect(asset.headers[.cacheControl] == "public, max-age=31536000, immutable")
+            }
+            #expect(try await client.execute(uri: "/assets/app.000000000000.css", method: .get).status == .notFound)
+            // The API keeps its own locked-down policy.
+            let api = try await client.execute(uri: "/api/market/clock", method: .get)
+            #expect(api.headers[.contentSecurityPolicy] == "default-src 'none'; frame-ancestors 'none'")
+        }
+    }
+
+    @Test("signed out, a page sends the browser to sign in and back; next never leaves the site")
+    func signedOutRedirects() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            for path in ["/", "/orders", "/transactions?type=buy", "/settings", "/admin"] {
+                let response = try await client.execute(uri: path, method: .get)
+                #expect(response.status == .seeOther, "\(path)")
+                #expect(response.headers[.location]?.hasPrefix("/signin?next=%2F") == true, "\(path)")
+            }
+            // A hostile `next` is escaped where it is written, and never followed off the site.
+            let hostile = try await client.execute(uri: "/signin?next=%2F%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E", method: .get)
+            #expect(!Self.text(hostile).contains("<script>alert"))
+        }
+        for (raw, expected) in [("//evil.example", "/"), ("https://evil.example", "/"), ("/\\evil.example", "/"), ("/orders", "/orders")] {
+            let request = Request(head: .init(method: .get, scheme: nil, authority: nil, path: "/signin?next=\(raw)"), body: .init(buffer: ByteBuffer()))
+            #expect(WebController.nextPath(request) == expected, "\(raw)")
+        }
+    }
+
+    @Test("the dashboard, orders and transactions pages show what the API holds, with the session's CSRF token", arguments: TestDatabaseKind.all)
+    func signedInPages(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let session = try await Self.cookieSession(client, env, email: "pages@example.com")
+            let tokens = try json(try await post(client, "/api/auth/login", ["email": "pages@example.com", "password": strongPassword]))
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "3", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(placed.status == .created)
+            await env.worker.drain()
+
+            let dashboard = try await client.execute(uri: "/", method: .get, headers: session)
+            #expect(dashboard.status == .ok)
+            let html = Self.text(dashboard)
+            let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
+            let cashText = try #require(portfolio["cash"] as? String)
+            let cash = try #require(Cash(cashText))
+            #expect(html.contains(Display.money(cash)), "the dashboard shows the API's cash")
+            #expect(html.contains("<th scope=\"row\">AAPL</th>"))
+            #expect(html.contains("<title id=\"by-symbol-title\">Allocation by symbol</title>"))
+            #expect(html.contains("<title id=\"history-title\">Total value over one month</title>"))
+            let csrfAnswer = try json(try await client.execute(uri: "/api/auth/csrf", method: .get, headers: session))
+            let csrf = try #require(csrfAnswer["csrf_token"] as? String)
+            #expect(html.contains("<meta name=\"csrf-token\" content=\"\(csrf)\">"))
+
+            let orders = Self.text(try await client.execute(uri: "/orders", method: .get, headers: session))
+            #expect(orders.contains("buy 3 AAPL") && orders.contains("filled"))
+
+            let transactions = try await client.execute(uri: "/transactions?type=buy", method: .get, headers: session)
+            #expect(Self.text(transactions).contains("AAPL"))
+            #expect(Self.text(transactions).contains("href=\"/api/transactions.csv?type=buy\""))
+            // The filter form's empty fields are dropped before the API reads them.
+            let empty = try await client.execute(uri: "/transactions?type=buy&symbol=&from=&to=", method: .get, headers: session)
+            #expect(empty.status == .seeOther)
+            #expect(empty.headers[.location] == "/transactions?type=buy")
+            // A filter the API refuses is shown as a page with its detail and field.
+            let refused = try await client.execute(uri: "/transactions?type=teleport", method: .get, headers: session)
+            #expect(refused.status == .unprocessableContent)
+            #expect(refused.headers[.contentType] == "text/html; charset=utf-8")
+            #expect(Self.text(refused).contains("<code>type</code>"))
+        }
+    }
+
+    @Test("settings lists the sessions; the admin page is for administrators only")
+    func settingsAndAdmin() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            let session = try await Self.cookieSession(client, env, email: "plain@example.com")
+            let settings = Self.text(try await client.execute(uri: "/settings", method: .get, headers: session))
+            #expect(settings.contains("This session"))
+            #expect(settings.contains("data-api=\"/api/auth/2fa/enroll\""))
+            let admin = try await client.execute(uri: "/admin", method: .get, headers: session)
+            #expect(admin.status == .forbidden)
+            #expect(!Self.text(admin).contains("plain@example.com</th>"))
+        }
+    }
+}
