@@ -418,10 +418,11 @@ public struct FolioServices: Sendable {
         performanceController.addRoutes(to: routes)
         let ordersController = OrdersController(orders: orders, store: store, idempotency: idempotency)
         ordersController.addRoutes(to: routes)
-        RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency).addRoutes(to: routes)
+        let rebalanceController = RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency)
+        rebalanceController.addRoutes(to: routes)
         WebController(
             renderer: pages, identity: identity, portfolio: portfolioController, performance: performanceController, orders: ordersController, accounts: accountsController,
-            admin: adminController, notifications: notificationsController, accessReview: accessReview, quotes: quotes)
+            admin: adminController, rebalance: rebalanceController, notifications: notificationsController, accessReview: accessReview, quotes: quotes)
             .addRoutes(to: routes)
         extraRoutes(routes)
         return router

@@ -247,6 +247,39 @@ def dashboard_shows_position(driver):
     assert "three months" in driver.find_element(By.CSS_SELECTOR, "#history-chart svg title").get_attribute("textContent")
 
 
+@check("targets: the running sum, drift against the bands, a plan preview, and a run followed to its end")
+def targets_and_rebalance(driver):
+    open_page(driver, "/targets")
+    fill(driver, "#symbol-0", "AAPL")
+    fill(driver, "#percent-0", "30")
+    fill(driver, "#symbol-1", "MSFT")
+    fill(driver, "#percent-1", "30")
+    fill(driver, "#cash_percent", "30")
+    assert "under" in driver.find_element(By.ID, "weight-sum-note").text, "the running sum did not flag 90%"
+    driver.find_element(By.CSS_SELECTOR, "#targets button[type=submit]").click()
+    error = visible(driver, "#targets [data-error-for]:not(:empty)")
+    assert "100" in error.text, f"weights that do not add up showed {error.text!r}"
+    fill(driver, "#cash_percent", "40")
+    assert driver.find_element(By.ID, "weight-sum").text == "100%", driver.find_element(By.ID, "weight-sum").text
+    driver.find_element(By.CSS_SELECTOR, "#targets button[type=submit]").click()
+    rows = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#drift tbody tr"), message="no drift table after saving targets")
+    assert any("outside" in row.text for row in rows), "holdings far from their targets are not marked outside the band"
+    assert driver.find_elements(By.CSS_SELECTOR, "#drift svg.drift rect.band"), "no drift bars"
+    driver.find_element(By.CSS_SELECTOR, "#plan-form button[type=submit]").click()
+    trades = visible(driver, "#plan-trades")
+    assert "buy" in trades.text and "AAPL" in trades.text, f"the plan shows {trades.text!r}"
+    screenshot(driver, "targets")
+    driver.find_element(By.CSS_SELECTOR, "#execute-form button[type=submit]").click()
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#runs .run-status"), message="the run is not listed after executing")
+    for _ in range(60):
+        status = driver.find_element(By.CSS_SELECTOR, "#runs .run-status").text
+        if status.startswith("done") or status.startswith("partially done") or status.startswith("failed"):
+            break
+        time.sleep(0.5)
+    assert status.startswith("done"), f"the run ended {status!r}"
+    no_csp_violations(driver)
+
+
 @check("the transactions page filters, and its CSV downloads")
 def transactions_csv(driver):
     for stale in glob.glob(os.path.join(DOWNLOADS, "*")):
@@ -380,6 +413,7 @@ def main():
         sign_up_verify_sign_in(driver)
         order_ticket(driver)
         dashboard_shows_position(driver)
+        targets_and_rebalance(driver)
         transactions_csv(driver)
         cross_site_request_refused(driver, evil.server_address[1])
         two_factor(driver)

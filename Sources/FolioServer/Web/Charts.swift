@@ -63,6 +63,19 @@ enum Charts {
         return svg + "</svg>"
     }
 
+    /// One holding's drift: the band around its target shaded, the target a
+    /// mark, and a bar from the target to where the holding is now.
+    static func driftBar(label: String, current: Double, target: Double, band: Double, outside: Bool, scale: Double) -> String {
+        let width = 320.0, height = 22.0
+        func x(_ percent: Double) -> Double { min(width, max(0, percent / max(scale, 1) * width)) }
+        var svg = "<svg class=\"drift\(outside ? " outside" : "")\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"\(escape(label))\">"
+        svg += "<rect class=\"band\" x=\"\(f(x(target - band)))\" y=\"2\" width=\"\(f(x(target + band) - x(target - band)))\" height=\"18\" rx=\"3\"/>"
+        let (from, to) = (min(x(current), x(target)), max(x(current), x(target)))
+        svg += "<rect class=\"bar\" x=\"\(f(from))\" y=\"7\" width=\"\(f(max(to - from, 1.5)))\" height=\"8\" rx=\"2\"/>"
+        svg += "<line class=\"target\" x1=\"\(f(x(target)))\" x2=\"\(f(x(target)))\" y1=\"0\" y2=\"\(Int(height))\"/>"
+        return svg + "</svg>"
+    }
+
     static func point(_ centre: Double, _ radius: Double, _ angle: Double) -> (Double, Double) {
         (centre + radius * cos(angle), centre + radius * sin(angle))
     }

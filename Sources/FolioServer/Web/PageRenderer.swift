@@ -21,7 +21,7 @@ struct PageRenderer: Sendable {
     }
 
     static let pages = [
-        "layout", "signin", "signup", "verify-email", "reset-password", "dashboard", "orders", "transactions", "settings", "admin", "error",
+        "layout", "signin", "signup", "verify-email", "reset-password", "dashboard", "orders", "transactions", "targets", "settings", "admin", "error",
     ]
 
     static func bundled() async throws -> PageRenderer {
@@ -73,7 +73,7 @@ struct PageRenderer: Sendable {
 
     static func navigation(admin: Bool) -> [(href: String, label: String, section: String)] {
         [("/", "Dashboard", "dashboard"), ("/orders", "Orders", "orders"), ("/transactions", "Transactions", "transactions"),
-         ("/settings", "Settings", "settings")]
+         ("/targets", "Targets", "targets"), ("/settings", "Settings", "settings")]
             + (admin ? [("/admin", "Admin", "admin")] : [])
     }
 }

@@ -17,6 +17,7 @@ struct WebController: Sendable {
     let orders: OrdersController
     let accounts: AccountsController
     let admin: AdminController
+    let rebalance: RebalanceController
     let notifications: NotificationsController
     let accessReview: AccessReview
     let quotes: QuoteService
@@ -30,6 +31,7 @@ struct WebController: Sendable {
         router.get("/", use: dashboard)
         router.get("/orders", use: ordersPage)
         router.get("/transactions", use: transactionsPage)
+        router.get("/targets", use: targetsPage)
         router.get("/settings", use: settingsPage)
         router.get("/admin", use: adminPage)
     }
@@ -158,6 +160,19 @@ struct WebController: Sendable {
                     },
                     "filtered": parameters.contains { $0.key != "cursor" },
                 ])
+        }
+    }
+
+    @Sendable func targetsPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        try await signedIn(request, context: context) { context, viewer in
+            let accountID = try PortfolioController.accountID(request, identity: context.identity)
+            let stored = try await rebalance.rebalancing.targets(of: accountID, owner: context.identity.userID, version: nil)
+            let targets = RebalanceController.TargetsResponse(accountID: accountID, stored)
+            let drift = targets.version > 0 ? try await rebalance.drift(request, context: context) : nil
+            let runs = try await rebalance.runs(Self.request(request, query: "limit=5"), context: context)
+            return renderer.page(
+                "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"],
+                values: TargetsView.build(targets: targets, drift: drift, runs: runs.data))
         }
     }
 

@@ -2,7 +2,8 @@
 // JSON, with the session's CSRF token; the API's problem document is shown
 // beside the field it names (errors[].field), else on the form's own line.
 // data-next="/path" follows success with a visit; data-done="#id" shows that
-// element instead. Amounts stay strings from input to request.
+// element instead. Amounts stay strings from input to request; names with dots
+// nest (`targets.0.symbol` is targets[0].symbol).
 
 const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? '';
 
@@ -29,12 +30,22 @@ function fieldsOf(form) {
     if (element.type === 'radio' && !element.checked) continue;
     let value = element.type === 'checkbox' ? element.checked : element.value.trim();
     if (value === '') continue;
+    if (element.dataset.boolean !== undefined) value = value === 'true';
     const path = element.name.split('.');
     let target = body;
     for (const key of path.slice(0, -1)) target = target[key] ??= {};
     target[path.at(-1)] = value;
   }
-  return body;
+  return arrays(body);
+}
+
+/** Objects whose keys are all indexes (`targets.0.symbol`) become arrays, in index order, without gaps. */
+function arrays(value) {
+  if (value === null || typeof value !== 'object') return value;
+  const keys = Object.keys(value);
+  if (keys.length && keys.every((key) => /^\d+$/.test(key))) return keys.sort((a, b) => a - b).map((key) => arrays(value[key]));
+  for (const key of keys) value[key] = arrays(value[key]);
+  return value;
 }
 
 function clearErrors(form) {

@@ -1,0 +1,88 @@
+// Targets: the running sum of the weights (exact, in BigInt millionths),
+// spare rows on demand, the plan preview, and following a run as it goes.
+const form = document.getElementById('targets');
+const sum = document.getElementById('weight-sum');
+const note = document.getElementById('weight-sum-note');
+
+function millionths(text) {
+  const match = /^\s*(\d+)(?:\.(\d{1,6}))?\s*$/.exec(text);
+  if (!match) return null;
+  return BigInt(match[1]) * 1000000n + BigInt((match[2] ?? '').padEnd(6, '0'));
+}
+
+function percentText(value) {
+  const whole = value / 1000000n, fraction = (value % 1000000n).toString().padStart(6, '0').replace(/0+$/, '');
+  return `${whole}${fraction ? '.' + fraction : ''}%`;
+}
+
+function updateSum() {
+  let total = 0n, unreadable = false;
+  for (const input of form.querySelectorAll('[data-weight]')) {
+    if (!input.value.trim()) continue;
+    const value = millionths(input.value);
+    if (value === null) unreadable = true; else total += value;
+  }
+  sum.textContent = percentText(total);
+  note.textContent = unreadable ? 'a weight is not a number' : total === 100000000n ? 'adds up' : `must add up to 100% (${total > 100000000n ? 'over' : 'under'})`;
+  sum.classList.toggle('down', unreadable || total !== 100000000n);
+}
+
+form?.addEventListener('input', updateSum);
+if (form) updateSum();
+
+document.getElementById('add-row')?.addEventListener('click', () => {
+  const rows = document.getElementById('weight-rows');
+  const index = rows.children.length;
+  const row = rows.lastElementChild.cloneNode(true);
+  for (const element of row.querySelectorAll('[id], [for], [name], [data-error-for]')) {
+    for (const attribute of ['id', 'for', 'name', 'data-error-for']) {
+      const value = element.getAttribute(attribute);
+      if (value) element.setAttribute(attribute, value.replace(/\d+/, String(index)));
+    }
+    if (element.tagName === 'INPUT') element.value = '';
+    if (element.tagName === 'LABEL') element.textContent = element.textContent.replace(/\d+/, String(index + 1));
+  }
+  rows.append(row);
+  row.querySelector('input').focus();
+});
+
+const money = (text) => `$${text}`;
+
+document.getElementById('plan-form')?.addEventListener('folio:done', (event) => {
+  const plan = event.detail;
+  const trades = document.getElementById('plan-trades');
+  trades.replaceChildren();
+  for (const trade of plan.trades) {
+    const row = trades.insertRow();
+    row.insertCell().textContent = `${trade.side.toLowerCase()} ${trade.quantity} ${trade.symbol}`;
+    row.insertCell().textContent = money(trade.price);
+    row.insertCell().textContent = money(trade.estimated_amount);
+    for (const cell of [...row.cells].slice(1)) cell.className = 'num';
+  }
+  const summary = plan.trades.length
+    ? `${plan.order_count} orders: about ${money(plan.estimated_cost)} to buy and ${money(plan.estimated_proceeds)} from sales; cash after ${money(plan.cash_after)}.`
+    : plan.reason?.message ?? 'Nothing to trade: the holdings are where the targets put them.';
+  document.getElementById('plan-summary').textContent = summary;
+  const fields = new FormData(document.getElementById('plan-form'));
+  document.getElementById('execute-mode').value = fields.get('mode') ?? '';
+  document.getElementById('execute-cash-reserve').value = fields.get('cash_reserve') ?? '';
+  document.getElementById('execute-min-trade').value = fields.get('min_trade_amount') ?? '';
+  document.getElementById('execute-form').hidden = plan.trades.length === 0;
+  const section = document.getElementById('plan');
+  section.hidden = false;
+  section.setAttribute('tabindex', '-1');
+  section.focus();
+});
+
+// A run in progress: its status and orders, every two seconds, until it finishes.
+const following = document.querySelector('[data-follow]');
+async function follow() {
+  const result = await globalThis.folio.api(following.dataset.follow);
+  if (!result.ok) return;
+  const run = result.body;
+  const row = following.querySelector(`[data-run="${CSS.escape(run.id)}"]`);
+  if (row) row.querySelector('.run-status').textContent = run.status.replace('_', ' ');
+  if (['done', 'partially_done', 'failed'].includes(run.status)) window.location.reload();
+  else setTimeout(follow, 2000);
+}
+if (following) setTimeout(follow, 2000);

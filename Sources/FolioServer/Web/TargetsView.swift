@@ -1,0 +1,67 @@
+import FolioDomain
+import Foundation
+
+/// The targets page: the weights to edit (with spare rows, so the form works
+/// as it is), each holding's drift against its band, and the recent runs.
+enum TargetsView {
+    static let spareRows = 3
+
+    static func build(
+        targets: RebalanceController.TargetsResponse, drift: RebalanceController.DriftResponse?, runs: [RebalanceController.RunResponse]
+    ) -> [String: Any] {
+        let weights = targets.targets.map { (symbol: $0.symbol, percent: $0.percent.description) }
+            + Array(repeating: (symbol: "", percent: ""), count: spareRows)
+        var values: [String: Any] = [
+            "account_id": targets.accountID.description,
+            "version": targets.version, "has_targets": targets.version > 0,
+            "rows": weights.enumerated().map { index, weight in
+                ["index": index, "number": index + 1, "symbol": weight.symbol, "percent": weight.percent] as [String: Any]
+            },
+            "cash_percent": targets.cashPercent.description,
+            "band_points": targets.driftBand.absolutePoints.description, "band_relative": targets.driftBand.relativePercent.description,
+            "runs": runs.map(run),
+            "has_runs": !runs.isEmpty,
+        ]
+        if let following = runs.first(where: { !$0.status.isFinished }) {
+            values["follow"] = "/api/portfolio/rebalances/\(following.id)"
+        }
+        if let drift {
+            let lines = drift.data + [drift.cash]
+            let scale = lines.map { max(number($0.currentPercent), number($0.targetPercent)) }.max().map { min(100, $0 * 1.25 + 5) } ?? 100
+            values["drift"] = [
+                "outside": drift.outsideBand, "stale": drift.stale, "total": Display.money(drift.totalValue),
+                "lines": lines.map { line in
+                    let label = line.symbol ?? "Cash"
+                    let target = number(line.targetPercent)
+                    let band = min(number(drift.driftBand.absolutePoints), target * number(drift.driftBand.relativePercent) / 100)
+                    return [
+                        "label": label, "current": Display.percentage(line.currentPercent), "target": Display.percentage(line.targetPercent),
+                        "drift": (line.driftPoints.isPositive ? "+" : "") + Display.percentage(line.driftPoints).dropLast() + " points",
+                        "outside": line.outsideBand, "value": Display.money(line.value),
+                        "bar": Charts.driftBar(
+                            label: "\(label): \(Display.percentage(line.currentPercent)) held against a target of \(Display.percentage(line.targetPercent))",
+                            current: number(line.currentPercent), target: target, band: band, outside: line.outsideBand, scale: scale),
+                    ] as [String: Any]
+                },
+            ] as [String: Any]
+        }
+        return values
+    }
+
+    static func run(_ run: RebalanceController.RunResponse) -> [String: Any] {
+        [
+            "id": run.id.description, "status": run.status.rawValue.replacingOccurrences(of: "_", with: " "), "finished": run.status.isFinished,
+            "mode": run.mode.rawValue, "created": Display.date(run.createdAt), "planned": run.plannedTrades.count,
+            "orders": run.orders.map { order in
+                ["side": order.side.rawValue.lowercased(), "symbol": order.symbol, "quantity": order.quantity.map(Display.quantity) ?? "",
+                 "status": order.status.rawValue.replacingOccurrences(of: "_", with: " ")] as [String: Any]
+            },
+            "notes": run.reasons + run.notes,
+        ]
+    }
+
+    /// A percentage for drawing only.
+    static func number(_ ratio: Ratio) -> Double {
+        Double(ratio.description) ?? 0
+    }
+}
