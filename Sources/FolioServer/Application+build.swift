@@ -396,7 +396,8 @@ public struct FolioServices: Sendable {
         let accountsController = AccountsController(accounts: accounts, store: store, idempotency: idempotency, reads: reads)
         accountsController.addRoutes(to: routes)
         BrokerageController(links: brokerage).addRoutes(to: routes)
-        LinksController(links: plaid).addRoutes(to: routes)
+        let linksController = LinksController(links: plaid)
+        linksController.addRoutes(to: routes)
         PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections, metrics: metrics)
             .addRoutes(to: routes)
         SendGridWebhookController(
@@ -422,7 +423,8 @@ public struct FolioServices: Sendable {
         rebalanceController.addRoutes(to: routes)
         WebController(
             renderer: pages, identity: identity, portfolio: portfolioController, performance: performanceController, orders: ordersController, accounts: accountsController,
-            admin: adminController, rebalance: rebalanceController, notifications: notificationsController, accessReview: accessReview, quotes: quotes)
+            admin: adminController, rebalance: rebalanceController, links: linksController,
+            plaidConfigured: configuration.plaid != nil, notifications: notificationsController, accessReview: accessReview, quotes: quotes)
             .addRoutes(to: routes)
         extraRoutes(routes)
         return router

@@ -280,6 +280,14 @@ def targets_and_rebalance(driver):
     no_csp_violations(driver)
 
 
+@check("the linked-accounts page shows net worth, and says when Plaid is not configured")
+def linked_accounts(driver):
+    open_page(driver, "/linked", "linked")
+    assert visible(driver, "#net-worth").text.startswith("$"), "no net worth"
+    assert "Folio" in driver.find_element(By.ID, "net-worth-accounts").text
+    assert "does not have configured" in driver.find_element(By.CSS_SELECTOR, ".notice.warn").text
+
+
 @check("the transactions page filters, and its CSV downloads")
 def transactions_csv(driver):
     for stale in glob.glob(os.path.join(DOWNLOADS, "*")):
@@ -414,6 +422,7 @@ def main():
         order_ticket(driver)
         dashboard_shows_position(driver)
         targets_and_rebalance(driver)
+        linked_accounts(driver)
         transactions_csv(driver)
         cross_site_request_refused(driver, evil.server_address[1])
         two_factor(driver)

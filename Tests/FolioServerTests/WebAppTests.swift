@@ -121,4 +121,32 @@ struct WebAppTests {
             #expect(!Self.text(admin).contains("plain@example.com</th>"))
         }
     }
+
+    @Test("the linked-accounts page: Plaid Link's script and CSP only there and only when Plaid is configured; items and net worth listed")
+    func linkedAccounts() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            let session = try await Self.cookieSession(client, env, email: "unlinked@example.com")
+            let page = try await client.execute(uri: "/linked", method: .get, headers: session)
+            #expect(page.headers[.contentSecurityPolicy] == PageRenderer.contentSecurityPolicy)
+            #expect(!Self.text(page).contains("cdn.plaid.com"))
+            #expect(Self.text(page).contains("does not have configured"))
+        }
+        try await withFakePlaid { fake in
+            try await withTestApp(.sqlite, configure: { $0.plaid = fake.settings }) { client, env in
+                let session = try await Self.cookieSession(client, env, email: "linked@example.com")
+                let tokens = try json(try await post(client, "/api/auth/login", ["email": "linked@example.com", "password": strongPassword]))
+                let issued = fake.issuePublicToken(accounts: PlaidTests.accounts, changes: [], holdings: [])
+                #expect(try await post(client, "/api/links/plaid/exchange", ["public_token": issued.publicToken], headers: bearer(tokens)).status == .created)
+                let page = try await client.execute(uri: "/linked", method: .get, headers: session)
+                let html = Self.text(page)
+                #expect(page.headers[.contentSecurityPolicy] == PageRenderer.plaidLinkPolicy)
+                #expect(html.contains("<script src=\"\(WebController.plaidLinkScript)\" defer></script>"))
+                #expect(html.contains("data-plaid-link"))
+                #expect(html.contains(PlaidTests.checking.name))
+                // Every other page keeps the strict policy.
+                let dashboard = try await client.execute(uri: "/", method: .get, headers: session)
+                #expect(dashboard.headers[.contentSecurityPolicy] == PageRenderer.contentSecurityPolicy)
+            }
+        }
+    }
 }

@@ -16,12 +16,19 @@ struct PageRenderer: Sendable {
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         + "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
+    /// The linking page's one exception: Plaid Link's script from Plaid's CDN,
+    /// the frame it opens, and the calls that frame makes (Plaid's documented CSP).
+    static let plaidLinkPolicy =
+        "default-src 'none'; script-src 'self' https://cdn.plaid.com/link/v2/stable/link-initialize.js; style-src 'self'; img-src 'self' data:; "
+        + "connect-src 'self' https://production.plaid.com https://sandbox.plaid.com; frame-src https://cdn.plaid.com; "
+        + "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+
     struct Failure: Error, CustomStringConvertible {
         var description: String
     }
 
     static let pages = [
-        "layout", "signin", "signup", "verify-email", "reset-password", "dashboard", "orders", "transactions", "targets", "settings", "admin", "error",
+        "layout", "signin", "signup", "verify-email", "reset-password", "dashboard", "orders", "transactions", "targets", "linked", "settings", "admin", "error",
     ]
 
     static func bundled() async throws -> PageRenderer {
@@ -44,7 +51,7 @@ struct PageRenderer: Sendable {
     /// One page: `template` rendered with `values`, inside the layout.
     func page(
         _ template: String, title: String, viewer: Viewer?, section: String? = nil, scripts: [String] = [], values: [String: Any] = [:],
-        status: HTTPResponse.Status = .ok
+        status: HTTPResponse.Status = .ok, externalScripts: [String] = [], contentSecurityPolicy: String = PageRenderer.contentSecurityPolicy
     ) -> Response {
         var values = values
         values["assets"] = ["css": assets.path("app.css"), "icon": assets.path("icon.svg")]
@@ -52,6 +59,8 @@ struct PageRenderer: Sendable {
         var layout: [String: Any] = [
             "title": title, "content": content, "css": assets.path("app.css"), "icon": assets.path("icon.svg"),
             "scripts": (["app.js"] + scripts).map { ["src": assets.path($0)] },
+            // A vendor's classic script (Plaid Link), before Folio's modules run.
+            "external_scripts": externalScripts.map { ["src": $0] },
         ]
         if let viewer {
             layout["viewer"] = [
@@ -66,14 +75,14 @@ struct PageRenderer: Sendable {
         return Response(
             status: status,
             headers: [
-                .contentType: "text/html; charset=utf-8", .cacheControl: "no-store", .contentSecurityPolicy: Self.contentSecurityPolicy,
+                .contentType: "text/html; charset=utf-8", .cacheControl: "no-store", .contentSecurityPolicy: contentSecurityPolicy,
             ],
             body: .init(byteBuffer: ByteBuffer(string: html)))
     }
 
     static func navigation(admin: Bool) -> [(href: String, label: String, section: String)] {
         [("/", "Dashboard", "dashboard"), ("/orders", "Orders", "orders"), ("/transactions", "Transactions", "transactions"),
-         ("/targets", "Targets", "targets"), ("/settings", "Settings", "settings")]
+         ("/targets", "Targets", "targets"), ("/linked", "Linked", "linked"), ("/settings", "Settings", "settings")]
             + (admin ? [("/admin", "Admin", "admin")] : [])
     }
 }

@@ -18,6 +18,9 @@ struct WebController: Sendable {
     let accounts: AccountsController
     let admin: AdminController
     let rebalance: RebalanceController
+    let links: LinksController
+    /// Plaid is configured: the linking page loads Plaid Link.
+    let plaidConfigured: Bool
     let notifications: NotificationsController
     let accessReview: AccessReview
     let quotes: QuoteService
@@ -32,6 +35,7 @@ struct WebController: Sendable {
         router.get("/orders", use: ordersPage)
         router.get("/transactions", use: transactionsPage)
         router.get("/targets", use: targetsPage)
+        router.get("/linked", use: linkedPage)
         router.get("/settings", use: settingsPage)
         router.get("/admin", use: adminPage)
     }
@@ -173,6 +177,20 @@ struct WebController: Sendable {
             return renderer.page(
                 "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"],
                 values: TargetsView.build(targets: targets, drift: drift, runs: runs.data))
+        }
+    }
+
+    static let plaidLinkScript = "https://cdn.plaid.com/link/v2/stable/link-initialize.js"
+
+    @Sendable func linkedPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        try await signedIn(request, context: context) { context, viewer in
+            let worth = try await portfolio.netWorth(context: context)
+            let items = try await links.list(request, context: context)
+            return renderer.page(
+                "linked", title: "Linked accounts", viewer: viewer, section: "linked", scripts: plaidConfigured ? ["link.js"] : [],
+                values: LinkedView.build(worth: worth, items: items.data, plaidConfigured: plaidConfigured),
+                externalScripts: plaidConfigured ? [Self.plaidLinkScript] : [],
+                contentSecurityPolicy: plaidConfigured ? PageRenderer.plaidLinkPolicy : PageRenderer.contentSecurityPolicy)
         }
     }
 

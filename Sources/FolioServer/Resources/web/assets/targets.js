@@ -46,7 +46,10 @@ document.getElementById('add-row')?.addEventListener('click', () => {
   row.querySelector('input').focus();
 });
 
-const money = (text) => `$${text}`;
+const money = (text) => {
+  const [whole, fraction] = String(text).split('.');
+  return `$${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}${fraction === undefined ? '' : '.' + fraction}`;
+};
 
 document.getElementById('plan-form')?.addEventListener('folio:done', (event) => {
   const plan = event.detail;

@@ -1,0 +1,43 @@
+import FolioDomain
+import Foundation
+
+/// The linked-accounts page: net worth across Folio and the linked
+/// institutions, and each Plaid item with its sync state and what to do next.
+enum LinkedView {
+    static func build(worth: NetWorthResponse, items: [LinksController.ItemResponse], plaidConfigured: Bool) -> [String: Any] {
+        [
+            "configured": plaidConfigured,
+            "total": Display.money(worth.total), "assets": Display.money(worth.assets), "liabilities": Display.money(worth.liabilities),
+            "folio_total": Display.money(worth.folioTotal), "linked_total": Display.money(worth.linkedTotal),
+            "accounts": worth.accounts.map { account in
+                [
+                    "source": account.source == "folio" ? "Folio" : account.institution ?? "Linked",
+                    "name": account.name, "type": [account.type, account.subtype].compactMap { $0 }.joined(separator: " · "),
+                    "value": account.value.map(Display.money) ?? "not reported", "negative": account.value?.isNegative ?? false,
+                    "included": account.included, "stale": account.stale,
+                ] as [String: Any]
+            },
+            "items": items.map(item),
+            "has_items": !items.isEmpty,
+        ]
+    }
+
+    static func item(_ item: LinksController.ItemResponse) -> [String: Any] {
+        let status: String
+        switch item.status {
+        case "active": status = "Syncing"
+        case "login_required": status = "Sign in again to keep syncing"
+        case "pending_expiration": status = "Access ends soon: renew it"
+        default: status = item.errorMessage ?? "Plaid cannot sync this institution"
+        }
+        return [
+            "id": item.id, "institution": item.institutionName ?? "Institution", "status": status,
+            "needs_login": item.status == "login_required" || item.status == "pending_expiration", "failing": item.status == "error",
+            "synced": item.lastSyncedAt.map(Display.date) ?? "not yet",
+            "accounts": item.accounts.map { account in
+                ["name": account.name, "mask": account.mask ?? "", "type": account.subtype ?? account.type,
+                 "balance": account.currentBalance.map(Display.money) ?? "—"] as [String: Any]
+            },
+        ]
+    }
+}
