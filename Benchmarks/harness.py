@@ -258,6 +258,10 @@ class Harness:
             portfolio = wrk(server.url + "/api/portfolio", 64, self.duration, "authed-get.lua", {"BENCH_TOKENS": seed["portfolio"]})
             self.row(kind, "GET /api/portfolio (20 positions)", 64, portfolio, memory=server.peak_memory_mib())
             self.results[(kind, "portfolio")] = portfolio
+            # 2b. The web app's dashboard for the same 20 positions, one request at a time: its server time.
+            dashboard = wrk(server.url + "/", 1, self.duration, "authed-get.lua", {"BENCH_TOKENS": seed["portfolio"]}, threads=1)
+            self.row(kind, "GET / dashboard page (20 positions), one at a time", 1, dashboard, "server time", memory=server.peak_memory_mib())
+            self.results[(kind, "dashboard")] = dashboard
             # 3 and 4. Orders from one account, then from 64.
             for label, tokens, connections in (("one account", [seed["trader"]], 32), (f"{len(seed['traders'])} accounts", seed["traders"], 64)):
                 filled_before = database.filled()
@@ -422,6 +426,8 @@ class Harness:
                     lines.append(f"portfolio read ÷ raw SQL minimum: {get('portfolio') / raw_portfolio:.0%} (≥ 30 %); p99 {number(get('portfolio', 'p99'), 2)} ms (< 25 ms)")
                 if get("orders one account", "fills_per_second") and raw_fill:
                     lines.append(f"one-account fills/s ÷ raw SQL minimum fill: {get('orders one account', 'fills_per_second') / raw_fill:.0%} (≥ 80 %)")
+            if get("dashboard", "p50") is not None:
+                lines.append(f"dashboard page, 20 positions, one at a time: p50 {number(get('dashboard', 'p50'), 2)} ms (< 20 ms)")
             for key, label in (("orders one account", "one account"), ("orders many accounts", "many accounts")):
                 if get(key, "accepted_per_second") and get(key, "fills_per_second"):
                     lines.append(f"{label}: accepted {get(key, 'accepted_per_second'):.0f}/s, filled {get(key, 'fills_per_second'):.0f}/s, "

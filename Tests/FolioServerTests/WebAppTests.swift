@@ -50,6 +50,17 @@ struct WebAppTests {
         }
     }
 
+    @Test("WebController.routes, which the OpenAPI check leaves out, names exactly the web app's routes")
+    func routeList() async throws {
+        try await withTestApp(.sqlite) { _, env in
+            let table = RouteTable()
+            _ = env.services.buildRouter(table: table)
+            let pages = Set(table.routes.map(\.path).filter { !$0.hasPrefix("/api") && !$0.hasPrefix("/health") && !$0.hasPrefix("/webhooks") })
+                .subtracting(["/metrics", "/openapi.json", "/docs"])
+            #expect(pages == WebController.routes)
+        }
+    }
+
     @Test("signed out, a page sends the browser to sign in and back; next never leaves the site")
     func signedOutRedirects() async throws {
         try await withTestApp(.sqlite) { client, _ in
@@ -62,9 +73,25 @@ struct WebAppTests {
             let hostile = try await client.execute(uri: "/signin?next=%2F%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E", method: .get)
             #expect(!Self.text(hostile).contains("<script>alert"))
         }
-        for (raw, expected) in [("//evil.example", "/"), ("https://evil.example", "/"), ("/\\evil.example", "/"), ("/orders", "/orders")] {
+        for (raw, expected) in [
+            ("//evil.example", "/"), ("https://evil.example", "/"), ("/\\evil.example", "/"), ("/%09/evil.example", "/"), ("/%0A/evil.example", "/"),
+            ("/%E2%80%8B/evil.example", "/"), ("/orders", "/orders"), ("/transactions?type=buy", "/transactions?type=buy"),
+        ] {
             let request = Request(head: .init(method: .get, scheme: nil, authority: nil, path: "/signin?next=\(raw)"), body: .init(buffer: ByteBuffer()))
             #expect(WebController.nextPath(request) == expected, "\(raw)")
+        }
+    }
+
+    @Test("escaping is by Unicode scalar: a quote or bracket joined to a combining mark or a prepend character is still escaped")
+    func graphemeEscaping() async throws {
+        #expect(ScalarHTMLEscaping.escape("\"\u{301}") == "&quot;\u{301}")
+        #expect(ScalarHTMLEscaping.escape("\u{600}<") == "\u{600}&lt;")
+        try await withTestApp(.sqlite) { client, _ in
+            // The verification page echoes its token into an attribute: the attack closes it with a quote carrying a combining mark.
+            let attack = "%22%CC%81%D8%80%3E%D8%80%3Cmeta%20http-equiv%3Drefresh%20content%3D0%3Burl%3Dhttps%3A%2F%2Fevil.example%2F%D8%80%3E"
+            let html = Self.text(try await client.execute(uri: "/verify-email?token=\(attack)", method: .get))
+            #expect(!html.contains("<meta http-equiv"), "the token broke out of its attribute")
+            #expect(html.contains("&quot;\u{301}"))
         }
     }
 

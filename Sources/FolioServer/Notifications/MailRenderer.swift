@@ -33,6 +33,7 @@ struct MailRenderer: Sendable {
     }
 
     static func load(directory: String, publicURL: String) async throws -> MailRenderer {
+        ScalarHTMLEscaping.register()
         var library = try await MustacheLibrary(directory: directory)
         for template in MailTemplate.allCases {
             for part in ["text", "html"] where library.getTemplate(named: "\(template.rawValue).\(part)") == nil {

@@ -11,19 +11,21 @@ enum Charts {
         var share: Double
     }
 
-    /// A donut of `slices` (largest first); shares below 0.5% still get a sliver.
+    /// A donut of `slices` (largest first); a slice keeps its colour index, so the legend matches.
     static func donut(id: String, title: String, slices: [Slice]) -> String {
         let size = 160.0, radius = 70.0, inner = 44.0, centre = size / 2
         var svg = "<svg class=\"donut\" viewBox=\"0 0 \(Int(size)) \(Int(size))\" role=\"img\" aria-labelledby=\"\(id)-title\">"
         svg += "<title id=\"\(id)-title\">\(escape(title))</title>"
         let total = slices.reduce(0) { $0 + max($1.share, 0) }
+        let drawn = slices.enumerated().filter { $0.element.share > 0 }
         if total <= 0 {
             svg += "<circle class=\"empty\" cx=\"\(centre)\" cy=\"\(centre)\" r=\"\(radius)\"/>"
-        } else if slices.count == 1 {
-            svg += "<circle class=\"c0\" cx=\"\(centre)\" cy=\"\(centre)\" r=\"\(radius)\"/>"
+        } else if drawn.count == 1, let only = drawn.first {
+            // A whole circle: an arc from a point back to itself draws nothing.
+            svg += "<circle class=\"c\(only.offset % 8)\" cx=\"\(centre)\" cy=\"\(centre)\" r=\"\(radius)\"><title>\(escape(only.element.label))</title></circle>"
         } else {
             var angle = -Double.pi / 2
-            for (index, slice) in slices.enumerated() {
+            for (index, slice) in slices.enumerated() where slice.share > 0 {
                 let sweep = max(slice.share, 0) / total * 2 * Double.pi
                 let end = angle + sweep
                 let large = sweep > Double.pi ? 1 : 0
@@ -85,18 +87,6 @@ enum Charts {
     }
 
     static func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.count)
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(character)
-            }
-        }
-        return out
+        ScalarHTMLEscaping.escape(text)
     }
 }

@@ -39,7 +39,7 @@ enum DashboardView {
             "day_change_negative": valuation.dayChange.isNegative,
             "unrealized": Display.change(valuation.unrealizedPnL), "unrealized_negative": valuation.unrealizedPnL.isNegative,
             "has_positions": !valuation.positions.isEmpty,
-            "stale_count": valuation.positions.filter(\.stale).count,
+            "has_stale": valuation.positions.contains(where: \.stale),
             "positions": valuation.positions.map(position),
             "symbol_donut": Charts.donut(
                 id: "by-symbol", title: "Allocation by symbol",
@@ -59,7 +59,7 @@ enum DashboardView {
             "valued_at": Display.date(valuation.valuedAt),
             "twr": returns.timeWeightedReturnPercent.map(Display.percentage) ?? "—",
             "twr_negative": returns.timeWeightedReturnPercent?.isNegative ?? false,
-            "twr_note": returns.note ?? "",
+            "twr_note": returns.note as Any,
             "range": history.range,
         ]
     }

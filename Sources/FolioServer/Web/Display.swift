@@ -38,6 +38,7 @@ enum Display {
         return signed(rounded.formatted(minimumFractionDigits: 2), prefix: "") + "%"
     }
 
+    /// "2026-11-30 10:50 UTC".
     static func date(_ date: Date) -> String {
         let text = date.formatted(Date.ISO8601FormatStyle(timeZone: .gmt))
         return text.prefix(10) + " " + text.dropFirst(11).prefix(5) + " UTC"

@@ -35,7 +35,7 @@ enum LinkedView {
             "needs_login": item.status == "login_required" || item.status == "pending_expiration", "failing": item.status == "error",
             "synced": item.lastSyncedAt.map(Display.date) ?? "not yet",
             "accounts": item.accounts.map { account in
-                ["name": account.name, "mask": account.mask ?? "", "type": account.subtype ?? account.type,
+                ["name": account.name, "mask": account.mask as Any, "type": account.subtype ?? account.type,
                  "balance": account.currentBalance.map(Display.money) ?? "—"] as [String: Any]
             },
         ]

@@ -35,6 +35,7 @@ struct PageRenderer: Sendable {
         guard let web = Bundle.module.url(forResource: "web", withExtension: nil) else {
             throw Failure(description: "the web templates are missing from the FolioServer bundle")
         }
+        ScalarHTMLEscaping.register()
         let library = try await MustacheLibrary(directory: web.appendingPathComponent("templates").path)
         for page in pages where library.getTemplate(named: page) == nil {
             throw Failure(description: "the page template \(page).mustache is missing")

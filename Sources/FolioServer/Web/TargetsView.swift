@@ -7,7 +7,8 @@ enum TargetsView {
     static let spareRows = 3
 
     static func build(
-        targets: RebalanceController.TargetsResponse, drift: RebalanceController.DriftResponse?, runs: [RebalanceController.RunResponse]
+        targets: RebalanceController.TargetsResponse, drift: RebalanceController.DriftResponse?, runs: [RebalanceController.RunResponse],
+        namedAccount: String?
     ) -> [String: Any] {
         let weights = targets.targets.map { (symbol: $0.symbol, percent: $0.percent.description) }
             + Array(repeating: (symbol: "", percent: ""), count: spareRows)
@@ -22,6 +23,8 @@ enum TargetsView {
             "runs": runs.map(run),
             "has_runs": !runs.isEmpty,
         ]
+        // Only when the page names an account: plans and runs then act on it, not the default one.
+        if let namedAccount { values["named_account"] = namedAccount }
         if let following = runs.first(where: { !$0.status.isFinished }) {
             values["follow"] = "/api/portfolio/rebalances/\(following.id)"
         }

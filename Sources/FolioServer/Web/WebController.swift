@@ -25,6 +25,12 @@ struct WebController: Sendable {
     let accessReview: AccessReview
     let quotes: QuoteService
 
+    /// The web app's own routes as the route table writes them: pages, not API (docs/openapi.yaml describes the API only).
+    static let routes: Set<String> = [
+        "/assets/{file}", "/signin", "/signup", "/verify-email", "/reset-password", "/", "/orders", "/transactions", "/targets", "/linked", "/settings",
+        "/admin",
+    ]
+
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         router.get("/assets/:file", use: asset)
         router.get("/signin", use: signIn)
@@ -51,7 +57,10 @@ struct WebController: Sendable {
 
     /// The page to go to after signing in: a path on this site only, never another origin.
     static func nextPath(_ request: Request) -> String {
-        guard let raw = request.query["next"], raw.hasPrefix("/"), !raw.hasPrefix("//"), !raw.contains("\\"), raw.count <= 200 else { return "/" }
+        // Printable ASCII only: browsers drop tabs and newlines from URLs, so "/\t/evil.example" would become "//evil.example".
+        guard let raw = request.query["next"], raw.count <= 200, raw.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }),
+              raw.hasPrefix("/"), !raw.contains("\\"), raw.dropFirst().first != "/"
+        else { return "/" }
         return String(raw)
     }
 
@@ -59,7 +68,7 @@ struct WebController: Sendable {
         if context.identity != nil { return Self.redirect(Self.nextPath(request)) }
         return renderer.page("signin", title: "Sign in", viewer: nil, values: [
             "next": Self.nextPath(request), "verified": request.query["verified"] != nil, "reset": request.query["reset"] != nil,
-            "changed": request.query["changed"] != nil,
+            "changed": request.query["changed"] != nil, "erased": request.query["erased"] != nil,
         ])
     }
 
@@ -69,7 +78,7 @@ struct WebController: Sendable {
     }
 
     @Sendable func verifyEmail(_ request: Request, context: FolioRequestContext) async throws -> Response {
-        renderer.page("verify-email", title: "Verify your email", viewer: nil, values: ["token": request.query["token"] ?? ""])
+        renderer.page("verify-email", title: "Verify your email", viewer: nil, values: request.query["token"].flatMap { $0.isEmpty ? nil : ["token": String($0)] } ?? [:])
     }
 
     @Sendable func resetPassword(_ request: Request, context: FolioRequestContext) async throws -> Response {
@@ -127,14 +136,17 @@ struct WebController: Sendable {
             let page = try await orders.list(request, context: context)
             let valuation = try await portfolio.account(request, context: context)
             let rows = page.data.map(OrderRow.init)
+            // Mustache treats an empty string as true: a value is set only when the page names an account.
+            let named: [String: Any] = request.query["account_id"].map { ["account_id": String($0)] } ?? [:]
             return renderer.page(
                 "orders", title: "Orders", viewer: viewer, section: "orders", scripts: ["ticket.js"],
                 values: [
                     "open": rows.filter(\.open), "history": rows.filter { !$0.open }, "available": Display.money(valuation.availableCash),
+                    "reserved": Display.money((try? valuation.cash - valuation.availableCash) ?? .zero),
                     "available_raw": valuation.availableCash.description,
                     "holdings": valuation.positions.map { ["symbol": $0.symbol, "quantity": Display.quantity($0.quantity)] },
                     "next": page.nextCursor.map { "/orders?cursor=\($0)" } as Any,
-                ])
+                ].merging(named) { first, _ in first })
         }
     }
 
@@ -176,7 +188,8 @@ struct WebController: Sendable {
             let runs = try await rebalance.runs(Self.request(request, query: "limit=5"), context: context)
             return renderer.page(
                 "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"],
-                values: TargetsView.build(targets: targets, drift: drift, runs: runs.data))
+                values: TargetsView.build(
+                    targets: targets, drift: drift, runs: runs.data, namedAccount: request.query["account_id"].map(String.init)))
         }
     }
 
@@ -245,7 +258,9 @@ struct WebController: Sendable {
     /// The same request with another query string, for a controller function that reads its own parameters.
     static func request(_ request: Request, query: String) -> Request {
         var head = request.head
-        head.path = request.uri.path + "?" + query
+        // The account the page is about stays the account the controller reads.
+        let account = request.query["account_id"].map { "&account_id=" + queryEncoded(String($0)) } ?? ""
+        head.path = request.uri.path + "?" + query + account
         return Request(head: head, body: request.body)
     }
 
@@ -270,7 +285,9 @@ struct OrderRow {
     var filled: String
     var average: String
     var created: String
-    var reason: String
+    var reason: String?
+    /// Mustache renders a section for any string, "0" included: the flags are Bool.
+    var partlyFilled: Bool
     var open: Bool
     var cancelable: Bool
 
@@ -285,7 +302,8 @@ struct OrderRow {
         filled = Display.quantity(order.filledQuantity)
         average = order.averageFillPrice.map(Display.price) ?? "—"
         created = Display.date(order.createdAt)
-        reason = order.rejectReason ?? ""
+        reason = order.rejectReason
+        partlyFilled = order.filledQuantity.isPositive
         let state = OrderStatus(rawValue: order.status)
         open = state.map(\.isOpen) ?? (order.status == "pending_cancel")
         cancelable = state.map(\.isOpen) ?? false

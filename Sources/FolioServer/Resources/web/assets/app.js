@@ -36,16 +36,33 @@ function fieldsOf(form) {
     for (const key of path.slice(0, -1)) target = target[key] ??= {};
     target[path.at(-1)] = value;
   }
-  return arrays(body);
+  form.indexMaps = {};
+  return arrays(body, '', form.indexMaps);
 }
 
-/** Objects whose keys are all indexes (`targets.0.symbol`) become arrays, in index order, without gaps. */
-function arrays(value) {
+/**
+ * Objects whose keys are all indexes (`targets.0.symbol`) become arrays, in
+ * index order, without the rows left empty; `maps` remembers each array's
+ * original row numbers, so an error about `targets[1]` lands on the row the user sees.
+ */
+function arrays(value, path, maps) {
   if (value === null || typeof value !== 'object') return value;
   const keys = Object.keys(value);
-  if (keys.length && keys.every((key) => /^\d+$/.test(key))) return keys.sort((a, b) => a - b).map((key) => arrays(value[key]));
-  for (const key of keys) value[key] = arrays(value[key]);
+  if (keys.length && keys.every((key) => /^\d+$/.test(key))) {
+    const sorted = keys.sort((a, b) => a - b);
+    maps[path] = sorted;
+    return sorted.map((key) => arrays(value[key], `${path}[${key}]`, maps));
+  }
+  for (const key of keys) value[key] = arrays(value[key], path ? `${path}.${key}` : key, maps);
   return value;
+}
+
+/** The field an error names, with array positions turned back into the form's row numbers. */
+function formField(form, field) {
+  return field.replace(/^([\w.]+)\[(\d+)\]/, (whole, path, index) => {
+    const rows = form.indexMaps?.[path];
+    return rows && rows[Number(index)] !== undefined ? `${path}[${rows[Number(index)]}]` : whole;
+  });
 }
 
 function clearErrors(form) {
@@ -73,8 +90,9 @@ function showProblem(form, problem) {
   }
   let shown = false;
   for (const issue of problem?.errors ?? []) {
-    const line = form.querySelector(`[data-error-for="${CSS.escape(issue.field)}"]`);
-    if (line && !line.closest('[hidden]')) { mark(form, line, issue.message, issue.field); shown = true; }
+    const field = formField(form, issue.field);
+    const line = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
+    if (line && !line.closest('[hidden]')) { mark(form, line, issue.message, field); shown = true; }
   }
   if (!shown) {
     const line = [...form.querySelectorAll('[data-codes]')]
@@ -99,8 +117,13 @@ async function submit(event) {
     const headers = {};
     // One key per attempt; kept only when the last attempt never got an answer, so a retry cannot place twice.
     if (form.dataset.idempotent !== undefined) headers['Idempotency-Key'] = form.dataset.pendingKey ??= crypto.randomUUID();
-    const result = await api(form.dataset.api, { method, headers, body: method === 'DELETE' ? undefined : fieldsOf(form) });
-    delete form.dataset.pendingKey;
+    const fields = fieldsOf(form);
+    // A DELETE carries a body only when its form has fields (erasure asks for the password).
+    const body = method === 'DELETE' && Object.keys(fields).length === 0 ? undefined : fields;
+    const result = await api(form.dataset.api, { method, headers, body });
+    // The key is spent once the answer is final: a success, or a refusal that a retry would get again.
+    // A 408, 409 (the same key still in progress), 425, 429 or 5xx may hide a request that went through: keep it.
+    if (result.ok || (result.status >= 400 && result.status < 500 && ![408, 409, 425, 429].includes(result.status))) delete form.dataset.pendingKey;
     if (!result.ok) { showProblem(form, result.body ?? { detail: `Folio answered ${result.status}.` }); return; }
     form.dispatchEvent(new CustomEvent('folio:done', { detail: result.body }));
     if (form.dataset.next) { window.location.assign(form.dataset.next); return; }
@@ -142,7 +165,11 @@ function watchPolicy(list) {
   form.elements.email?.addEventListener?.('input', update);
 }
 
-for (const form of document.querySelectorAll('form[data-api]')) form.addEventListener('submit', submit);
+for (const form of document.querySelectorAll('form[data-api]')) {
+  form.addEventListener('submit', submit);
+  // Changed fields are a new request: they get a new idempotency key.
+  form.addEventListener('input', () => { delete form.dataset.pendingKey; });
+}
 for (const list of document.querySelectorAll('.policy[data-policy-for]')) watchPolicy(list);
 
 globalThis.folio = { api };

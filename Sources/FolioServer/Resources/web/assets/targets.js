@@ -5,7 +5,7 @@ const sum = document.getElementById('weight-sum');
 const note = document.getElementById('weight-sum-note');
 
 function millionths(text) {
-  const match = /^\s*(\d+)(?:\.(\d{1,6}))?\s*$/.exec(text);
+  const match = /^\s*(\d+)(?:\.(\d{1,4}))?\s*$/.exec(text);
   if (!match) return null;
   return BigInt(match[1]) * 1000000n + BigInt((match[2] ?? '').padEnd(6, '0'));
 }
@@ -39,7 +39,8 @@ document.getElementById('add-row')?.addEventListener('click', () => {
       const value = element.getAttribute(attribute);
       if (value) element.setAttribute(attribute, value.replace(/\d+/, String(index)));
     }
-    if (element.tagName === 'INPUT') element.value = '';
+    if (element.tagName === 'INPUT') { element.value = ''; element.removeAttribute('aria-invalid'); element.removeAttribute('aria-describedby'); }
+    if (element.classList.contains('field-error')) element.textContent = '';
     if (element.tagName === 'LABEL') element.textContent = element.textContent.replace(/\d+/, String(index + 1));
   }
   rows.append(row);
@@ -80,8 +81,9 @@ document.getElementById('plan-form')?.addEventListener('folio:done', (event) => 
 // A run in progress: its status and orders, every two seconds, until it finishes.
 const following = document.querySelector('[data-follow]');
 async function follow() {
-  const result = await globalThis.folio.api(following.dataset.follow);
-  if (!result.ok) return;
+  let result;
+  try { result = await globalThis.folio.api(following.dataset.follow); } catch { result = { ok: false }; }
+  if (!result.ok) { setTimeout(follow, 5000); return; }
   const run = result.body;
   const row = following.querySelector(`[data-run="${CSS.escape(run.id)}"]`);
   if (row) row.querySelector('.run-status').textContent = run.status.replace('_', ' ');

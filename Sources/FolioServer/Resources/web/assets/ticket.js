@@ -8,10 +8,11 @@ let quote = null;
 let pending = 0;
 
 function decimal(text) {
-  const match = /^\s*(\d+)(?:\.(\d+))?\s*$/.exec(text ?? '');
+  const match = /^\s*(-?)(\d+)(?:\.(\d+))?\s*$/.exec(text ?? '');
   if (!match) return null;
-  const fraction = match[2] ?? '';
-  return { units: BigInt(match[1] + fraction), scale: fraction.length };
+  const fraction = match[3] ?? '';
+  const units = BigInt(match[2] + fraction);
+  return { units: match[1] ? -units : units, scale: fraction.length };
 }
 
 function cents(a, b, roundUp) {
