@@ -139,6 +139,7 @@ def open_page(driver, path, name=None):
     wait(driver, lambda d: d.execute_script("return document.readyState") == "complete")
     weight = page_weight(driver)
     assert weight < PAGE_BUDGET, f"{path} transferred {weight} bytes, over the {PAGE_BUDGET}-byte budget"
+    print(f"     {path}: {weight:,} bytes", flush=True)
     missing = unlabeled_controls(driver)
     assert not missing, f"controls without a label on {path}: {missing}"
     no_csp_violations(driver)

@@ -129,10 +129,16 @@ struct WebAppTests {
             #expect(empty.status == .seeOther)
             #expect(empty.headers[.location] == "/transactions?type=buy")
             // A filter the API refuses is shown as a page with its detail and field.
-            let refused = try await client.execute(uri: "/transactions?type=teleport", method: .get, headers: session)
+            var browser = session
+            browser[.accept] = "text/html,application/xhtml+xml"
+            let refused = try await client.execute(uri: "/transactions?type=teleport", method: .get, headers: browser)
             #expect(refused.status == .unprocessableContent)
             #expect(refused.headers[.contentType] == "text/html; charset=utf-8")
             #expect(Self.text(refused).contains("<code>type</code>"))
+            // Any other client gets the problem document, as from every route.
+            let asProblem = try await client.execute(uri: "/transactions?type=teleport", method: .get, headers: session)
+            #expect(asProblem.status == .unprocessableContent)
+            #expect(try problem(asProblem).code == "validation_failed")
         }
     }
 
@@ -143,8 +149,11 @@ struct WebAppTests {
             let settings = Self.text(try await client.execute(uri: "/settings", method: .get, headers: session))
             #expect(settings.contains("This session"))
             #expect(settings.contains("data-api=\"/api/auth/2fa/enroll\""))
-            let admin = try await client.execute(uri: "/admin", method: .get, headers: session)
+            var browser = session
+            browser[.accept] = "text/html"
+            let admin = try await client.execute(uri: "/admin", method: .get, headers: browser)
             #expect(admin.status == .forbidden)
+            #expect(Self.text(admin).contains("This route is for administrators."))
             #expect(!Self.text(admin).contains("plain@example.com</th>"))
         }
     }

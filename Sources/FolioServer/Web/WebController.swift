@@ -111,8 +111,9 @@ struct WebController: Sendable {
             if admin { _ = try AdminContext(context: authenticated) }
             return try await body(authenticated, viewer)
         } catch {
+            // A browser asking for a page gets the problem as a page; any other client gets problem+json, as everywhere.
             let problem = ProblemMapping.appError(for: error) ?? (error as? AppError)
-            guard let problem else { throw error }
+            guard let problem, request.headers[.accept]?.contains("text/html") == true else { throw error }
             return renderer.page(
                 "error", title: problem.status.reasonPhrase, viewer: viewer,
                 values: ["detail": problem.detail, "code": problem.code, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": $0.message] }],
