@@ -367,6 +367,7 @@ public struct FolioServices: Sendable {
     public func buildRouter(table: RouteTable = RouteTable(), extraRoutes: (RecordingRouter<FolioRequestContext>) -> Void = { _ in }) -> Router<FolioRequestContext> {
         let router = Router(context: FolioRequestContext.self)
         let routes = RecordingRouter(router: router, table: table)
+        let formSlot = FormBridge.Slot()
         // Outermost first; each sees what the ones inside it answer.
         if configuration.requestMetrics { routes.add(middleware: MetricsMiddleware(metrics: metrics)) }
         routes.add(middleware: SecurityHeadersMiddleware(production: configuration.isProduction))
@@ -424,9 +425,10 @@ public struct FolioServices: Sendable {
         WebController(
             renderer: pages, identity: identity, portfolio: portfolioController, performance: performanceController, orders: ordersController, accounts: accountsController,
             admin: adminController, rebalance: rebalanceController, links: linksController,
-            plaidConfigured: configuration.plaid != nil, notifications: notificationsController, accessReview: accessReview, quotes: quotes)
+            plaidConfigured: configuration.plaid != nil, forms: FormBridge(slot: formSlot, renderer: pages), notifications: notificationsController, accessReview: accessReview, quotes: quotes)
             .addRoutes(to: routes)
         extraRoutes(routes)
+        formSlot.responder.withLock { $0 = router.buildResponder() }
         return router
     }
 

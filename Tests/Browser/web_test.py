@@ -11,6 +11,7 @@ Each check raises AssertionError with what was expected; the script exits 1 on t
 import base64, csv, glob, hashlib, hmac, http.server, io, json, os, re, secrets, struct, subprocess, sys, threading, time, urllib.parse
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -37,7 +38,7 @@ def check(name):
     return wrap
 
 
-def browser():
+def browser(javascript=True):
     options = webdriver.ChromeOptions()
     for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900",
                      "--host-resolver-rules=MAP evil.test 127.0.0.1", "--lang=en-US"]:
@@ -45,7 +46,10 @@ def browser():
     options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     os.makedirs(DOWNLOADS, exist_ok=True)
-    options.add_experimental_option("prefs", {"download.default_directory": DOWNLOADS, "download.prompt_for_download": False})
+    prefs = {"download.default_directory": DOWNLOADS, "download.prompt_for_download": False}
+    if not javascript:
+        prefs["profile.managed_default_content_settings.javascript"] = 2
+    options.add_experimental_option("prefs", prefs)
     service = webdriver.ChromeService(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
     driver = webdriver.Chrome(options=options, service=service)
     driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": DOWNLOADS})
@@ -71,6 +75,16 @@ def no_csp_violations(driver):
     """The page ran no blocked script or style: a CSP report in the console fails the test."""
     for entry in driver.get_log("browser"):
         assert "Content Security Policy" not in entry["message"], f"CSP violation on {driver.current_url}: {entry['message']}"
+
+
+def text_of(driver, css):
+    """An element's text on a page that may be reloading under us (a run being followed)."""
+    for _ in range(20):
+        try:
+            return driver.find_element(By.CSS_SELECTOR, css).text
+        except (NoSuchElementException, StaleElementReferenceException):
+            time.sleep(0.25)
+    raise AssertionError(f"{css} never settled on {driver.current_url}")
 
 
 def outbox_link(email, path):
@@ -162,12 +176,12 @@ def sign_up_verify_sign_in(driver):
     assert any("characters" in item.text for item in unmet), "the policy did not flag a short password as the user typed"
     fill(driver, "#password", PASSWORD)
     assert not driver.find_elements(By.CSS_SELECTOR, ".policy li.unmet"), "the policy still flags a good password"
-    driver.find_element(By.CSS_SELECTOR, "form[data-api] button[type=submit]").click()
+    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
     visible(driver, "#signup-done")
 
     link = outbox_link(EMAIL, "/verify-email")
     driver.get(link)
-    visible(driver, "form[data-api='/api/auth/verify-email'] button").click()
+    visible(driver, "main form button[type=submit]").click()
     wait(driver, EC.url_contains("/signin?verified=1"))
     assert "verified" in visible(driver, ".notice.ok").text
 
@@ -273,7 +287,7 @@ def targets_and_rebalance(driver):
     driver.find_element(By.CSS_SELECTOR, "#execute-form button[type=submit]").click()
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#runs .run-status"), message="the run is not listed after executing")
     for _ in range(60):
-        status = driver.find_element(By.CSS_SELECTOR, "#runs .run-status").text
+        status = text_of(driver, "#runs .run-status")
         if status.startswith("done") or status.startswith("partially done") or status.startswith("failed"):
             break
         time.sleep(0.5)
@@ -388,6 +402,49 @@ def admin_pages(driver):
     open_page(driver, "/verify-email", "verify-email")
 
 
+@check("without JavaScript: sign in, a refused order shown with its field, an order placed and canceled, sign out")
+def without_javascript():
+    driver = browser(javascript=False)
+    try:
+        driver.get(BASE + "/signin")
+        fill(driver, "#email", os.environ["FOLIO_ADMIN_EMAIL"])
+        fill(driver, "#password", os.environ["FOLIO_ADMIN_PASSWORD"])
+        driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+        wait(driver, EC.url_to_be(BASE + "/"))
+        assert visible(driver, "#total-value").text.startswith("$")
+        driver.get(BASE + "/orders")
+        fill(driver, "#symbol", "KO")
+        fill(driver, "#quantity", "many")
+        driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
+        error = visible(driver, ".field-errors")
+        assert "quantity" in error.text, f"the refusal page shows {error.text!r}"
+        # Back to the ticket: the page is not cached (no-store), so the form starts empty again.
+        driver.get(BASE + "/orders")
+        fill(driver, "#symbol", "KO")
+        fill(driver, "#quantity", "1")
+        fill(driver, "#limit_price", "1.00")
+        driver.find_element(By.CSS_SELECTOR, "#order_type option[value=LIMIT]").click()
+        driver.find_element(By.CSS_SELECTOR, "#time_in_force option[value=GTC]").click()
+        driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
+        wait(driver, EC.url_to_be(BASE + "/orders"))
+        row = visible(driver, "#open-orders tbody tr")
+        assert "KO" in row.text, f"the open order row reads {row.text!r}"
+        row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(driver, EC.url_to_be(BASE + "/orders"))
+        history = driver.find_element(By.ID, "order-history").text
+        assert "KO" in history and "canceled" in history, f"the canceled order is not in the history: {history!r}"
+        driver.find_element(By.CSS_SELECTOR, ".signout button").click()
+        wait(driver, EC.url_contains("/signin"))
+        driver.get(BASE + "/orders")
+        wait(driver, EC.url_contains("/signin?next="))
+    except Exception:
+        driver.save_screenshot("/tmp/folio-browser-nojs-failure.png")
+        print(f"FAIL without JavaScript at {driver.current_url}; screenshot /tmp/folio-browser-nojs-failure.png", flush=True)
+        raise
+    finally:
+        driver.quit()
+
+
 class AttackPage(http.server.BaseHTTPRequestHandler):
     """A page on another origin that tries to place an order with the visitor's Folio session."""
     def do_GET(self):
@@ -429,6 +486,7 @@ def main():
         two_factor(driver)
         sign_out_check(driver)
         admin_pages(driver)
+        without_javascript()
     except Exception:
         path = "/tmp/folio-browser-failure.png"
         driver.save_screenshot(path)

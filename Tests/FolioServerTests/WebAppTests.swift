@@ -148,7 +148,7 @@ struct WebAppTests {
             let session = try await Self.cookieSession(client, env, email: "plain@example.com")
             let settings = Self.text(try await client.execute(uri: "/settings", method: .get, headers: session))
             #expect(settings.contains("This session"))
-            #expect(settings.contains("data-api=\"/api/auth/2fa/enroll\""))
+            #expect(settings.contains("<input type=\"hidden\" name=\"_api\" value=\"/api/auth/2fa/enroll\">"))
             var browser = session
             browser[.accept] = "text/html"
             let admin = try await client.execute(uri: "/admin", method: .get, headers: browser)
@@ -183,6 +183,80 @@ struct WebAppTests {
                 let dashboard = try await client.execute(uri: "/", method: .get, headers: session)
                 #expect(dashboard.headers[.contentSecurityPolicy] == PageRenderer.contentSecurityPolicy)
             }
+        }
+    }
+
+    static func form(_ fields: [(String, String)]) -> ByteBuffer {
+        let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
+        return ByteBuffer(string: fields.map { "\($0.0.addingPercentEncoding(withAllowedCharacters: allowed)!)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed)!)" }
+            .joined(separator: "&"))
+    }
+
+    @Test("the form bridge writes the JSON app.js would: nesting, arrays in index order, the last of a repeated name, booleans by name")
+    func bridgeJSON() throws {
+        let data = try FormBridge.json([
+            ("targets.1.symbol", "MSFT"), ("targets.0.symbol", "AAPL"), ("targets.0.percent", "60"), ("targets.1.percent", "40"),
+            ("cash_percent", "0"), ("execute", "true"), ("note", "a"), ("note", "b"),
+        ])
+        #expect(String(decoding: data, as: UTF8.self)
+            == #"{"cash_percent":"0","execute":true,"note":"b","targets":[{"percent":"60","symbol":"AAPL"},{"percent":"40","symbol":"MSFT"}]}"#)
+    }
+
+    @Test("without JavaScript: a form signs in through the bridge, places an order with the session's token, and is refused without it", arguments: TestDatabaseKind.all)
+    func formsWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            try await signUp(client, env, email: "nojs@example.com")
+            let formHeaders: HTTPFields = [.contentType: "application/x-www-form-urlencoded", .accept: "text/html"]
+            let signIn = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/auth/login"), ("_next", "/orders"), ("session", "cookie"), ("email", "nojs@example.com"), ("password", strongPassword)]))
+            #expect(signIn.status == .seeOther)
+            #expect(signIn.headers[.location] == "/orders")
+            let cookie = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
+            #expect(cookie.hasPrefix("__Host-folio_session="))
+
+            var session = formHeaders
+            session[.cookie] = cookie
+            let page = Self.text(try await client.execute(uri: "/orders", method: .get, headers: [.cookie: cookie]))
+            let token = try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1)
+            let key = try #require(page.firstMatch(of: /name="_key" value="([^"]+)"/)?.output.1)
+            let order: [(String, String)] = [
+                ("_api", "/api/orders"), ("_next", "/orders"), ("_key", String(key)), ("symbol", "AAPL"), ("side", "BUY"), ("order_type", "MARKET"),
+                ("quantity", "2"), ("time_in_force", "DAY"), ("limit_price", ""),
+            ]
+            // Without the token the API's CSRF check refuses it, and nothing is placed.
+            let forged = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form(order))
+            #expect(forged.status == .forbidden)
+            #expect(try await env.orders().isEmpty)
+            let placed = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form(order + [("_csrf", String(token))]))
+            #expect(placed.status == .seeOther)
+            #expect(placed.headers[.location] == "/orders")
+            // The same form sent again (a reload, a double click) is the same order.
+            let again = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form(order + [("_csrf", String(token))]))
+            #expect(again.status == .seeOther)
+            #expect(try await env.orders().count == 1)
+
+            // A refusal is a page for a browser, with the field's message, and the API's problem for anyone else.
+            let bad = order.map { $0.0 == "quantity" ? ("quantity", "many") : $0.0 == "_key" ? ("_key", UUID().uuidString) : $0 } + [("_csrf", String(token))]
+            let refused = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form(bad))
+            #expect(refused.status == .unprocessableContent)
+            #expect(refused.headers[.contentType] == "text/html; charset=utf-8")
+            #expect(Self.text(refused).contains("<code>quantity</code>"))
+            var plain = session
+            plain[.accept] = "application/json"
+            let asProblem = try await client.execute(uri: "/form", method: .post, headers: plain, body: Self.form(bad))
+            #expect(try problem(asProblem).code == "validation_failed")
+
+            // Only API routes, never a page or another site.
+            for api in ["/admin", "https://evil.example/api/orders", "/api/../admin"] {
+                let odd = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([("_api", api), ("_csrf", String(token))]))
+                #expect(odd.status == .unprocessableContent, "\(api)")
+            }
+            // After success, _next is followed only on this site.
+            let away = try await client.execute(
+                uri: "/form", method: .post, headers: session,
+                body: Self.form([("_api", "/api/notifications/read"), ("_next", "//evil.example"), ("_csrf", String(token))]))
+            #expect(away.headers[.location] == "/")
         }
     }
 }

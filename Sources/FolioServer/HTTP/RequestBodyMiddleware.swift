@@ -2,8 +2,8 @@ import HTTPTypes
 import Hummingbird
 import Logging
 
-/// Enforces the body size limit (413) and JSON bodies (415) before any handler
-/// runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
+/// Enforces the body size limit (413) and JSON bodies (415, except a form
+/// posted to the form bridge) before any handler runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
 struct RequestBodyMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
     let maxBodySize: Int
@@ -18,6 +18,10 @@ struct RequestBodyMiddleware: RouterMiddleware {
         }
         var request = request
         let body = try await request.collectBody(upTo: maxBodySize)
+        // The form bridge alone takes a browser's form, and turns it into JSON for the route it names.
+        if body.readableBytes > 0, request.uri.path == FormBridge.path, Self.isForm(request.headers[.contentType]) {
+            return try await next(request, context)
+        }
         if body.readableBytes > 0 {
             guard Self.isJSON(request.headers[.contentType]) else {
                 throw AppError(
@@ -30,6 +34,11 @@ struct RequestBodyMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    static func isForm(_ contentType: String?) -> Bool {
+        guard let contentType, let mediaType = MediaType(from: contentType) else { return false }
+        return mediaType.type == .application && mediaType.subType == "x-www-form-urlencoded"
     }
 
     static func isJSON(_ contentType: String?) -> Bool {

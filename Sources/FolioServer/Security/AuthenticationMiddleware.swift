@@ -48,6 +48,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
     static let cookieFreeRoutes: Set<String> = [
         "/api/auth/login", "/api/auth/register", "/api/auth/verify-email", "/api/auth/resend-verification",
         "/api/auth/password-reset/request", "/api/auth/password-reset/confirm",
+        // The form bridge only forwards: the request it makes carries the cookie and the form's token, and is checked here.
+        FormBridge.path,
     ]
 
     static func ignoresCookie(_ route: String?) -> Bool {

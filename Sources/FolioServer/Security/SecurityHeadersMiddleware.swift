@@ -25,7 +25,8 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
         // The web app's pages set their own (PageRenderer); everything else is locked down.
         if headers[.contentSecurityPolicy] == nil { headers[.contentSecurityPolicy] = "default-src 'none'; frame-ancestors 'none'" }
         headers[contentTypeOptions] = "nosniff"
-        headers[referrerPolicy] = "no-referrer"
+        // Pages send their own (same-origin): a form they post must carry its Origin, which no-referrer turns into "null".
+        if headers[referrerPolicy] == nil { headers[referrerPolicy] = "no-referrer" }
         headers[frameOptions] = "DENY"
         headers[permissionsPolicy] = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), microphone=(), payment=(), usb=()"
         if path.hasPrefix("/api") || path.hasPrefix("/health/detailed") {

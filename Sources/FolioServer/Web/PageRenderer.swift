@@ -56,6 +56,11 @@ struct PageRenderer: Sendable {
     ) -> Response {
         var values = values
         values["assets"] = ["css": assets.path("app.css"), "icon": assets.path("icon.svg")]
+        if let viewer {
+            // Every signed-in form carries the token (FormBridge), and an order form a fresh idempotency key.
+            values["csrf"] = viewer.csrfToken
+            values["idempotency_key"] = UUID.random().lowercasedString
+        }
         let content = library.render(values, withTemplate: template) ?? ""
         var layout: [String: Any] = [
             "title": title, "content": content, "css": assets.path("app.css"), "icon": assets.path("icon.svg"),
@@ -77,6 +82,8 @@ struct PageRenderer: Sendable {
             status: status,
             headers: [
                 .contentType: "text/html; charset=utf-8", .cacheControl: "no-store", .contentSecurityPolicy: contentSecurityPolicy,
+                // Nothing to other sites; Folio itself sees where a form came from (with no-referrer a form's Origin is "null").
+                SecurityHeadersMiddleware.referrerPolicy: "same-origin",
             ],
             body: .init(byteBuffer: ByteBuffer(string: html)))
     }

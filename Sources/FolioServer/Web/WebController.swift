@@ -21,18 +21,21 @@ struct WebController: Sendable {
     let links: LinksController
     /// Plaid is configured: the linking page loads Plaid Link.
     let plaidConfigured: Bool
+    /// Forms posted without JavaScript.
+    let forms: FormBridge
     let notifications: NotificationsController
     let accessReview: AccessReview
     let quotes: QuoteService
 
     /// The web app's own routes as the route table writes them: pages, not API (docs/openapi.yaml describes the API only).
     static let routes: Set<String> = [
-        "/assets/{file}", "/signin", "/signup", "/verify-email", "/reset-password", "/", "/orders", "/transactions", "/targets", "/linked", "/settings",
+        "/assets/{file}", "/form", "/signin", "/signup", "/verify-email", "/reset-password", "/", "/orders", "/transactions", "/targets", "/linked", "/settings",
         "/admin",
     ]
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         router.get("/assets/:file", use: asset)
+        router.post(RouterPath(FormBridge.path)) { request, context in try await forms.handle(request, context: context) }
         router.get("/signin", use: signIn)
         router.get("/signup", use: signUp)
         router.get("/verify-email", use: verifyEmail)
@@ -57,8 +60,13 @@ struct WebController: Sendable {
 
     /// The page to go to after signing in: a path on this site only, never another origin.
     static func nextPath(_ request: Request) -> String {
-        // Printable ASCII only: browsers drop tabs and newlines from URLs, so "/\t/evil.example" would become "//evil.example".
-        guard let raw = request.query["next"], raw.count <= 200, raw.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }),
+        sitePath(request.query["next"])
+    }
+
+    /// `raw` when it is a path on this site, "/" otherwise. Printable ASCII only:
+    /// browsers drop tabs and newlines from URLs, so "/\t/evil.example" would become "//evil.example".
+    static func sitePath(_ raw: Substring?) -> String {
+        guard let raw, raw.count <= 200, raw.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }),
               raw.hasPrefix("/"), !raw.contains("\\"), raw.dropFirst().first != "/"
         else { return "/" }
         return String(raw)
@@ -69,6 +77,7 @@ struct WebController: Sendable {
         return renderer.page("signin", title: "Sign in", viewer: nil, values: [
             "next": Self.nextPath(request), "verified": request.query["verified"] != nil, "reset": request.query["reset"] != nil,
             "changed": request.query["changed"] != nil, "erased": request.query["erased"] != nil,
+            "registered": request.query["registered"] != nil, "requested": request.query["requested"] != nil, "resent": request.query["resent"] != nil,
         ])
     }
 

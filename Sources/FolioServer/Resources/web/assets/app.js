@@ -1,9 +1,12 @@
-// Folio's pages. A form with data-api sends its fields to that API route as
-// JSON, with the session's CSRF token; the API's problem document is shown
-// beside the field it names (errors[].field), else on the form's own line.
-// data-next="/path" follows success with a visit; data-done="#id" shows that
-// element instead. Amounts stay strings from input to request; names with dots
-// nest (`targets.0.symbol` is targets[0].symbol).
+// Folio's pages. Every form posts to /form with hidden fields naming its API
+// route (_api), method (_method), where to go next (_next), the session's CSRF
+// token (_csrf) and, for orders, an idempotency key (_key): that works without
+// JavaScript (FormBridge on the server). With JavaScript this module sends the
+// same fields to the API as JSON itself and shows the API's problem document
+// beside the field it names (errors[].field), else on the form's own line;
+// data-done="#id" shows that element instead of visiting _next. Amounts stay
+// strings from input to request; names with dots nest (`targets.0.symbol` is
+// targets[0].symbol).
 
 const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? '';
 
@@ -26,7 +29,7 @@ async function api(path, { method = 'GET', body, headers = {} } = {}) {
 function fieldsOf(form) {
   const body = {};
   for (const element of form.elements) {
-    if (!element.name || element.disabled || element.dataset.skip !== undefined || element.closest('[hidden]')) continue;
+    if (!element.name || element.name.startsWith('_') || element.disabled || element.dataset.skip !== undefined || element.closest('[hidden]')) continue;
     if (element.type === 'radio' && !element.checked) continue;
     let value = element.type === 'checkbox' ? element.checked : element.value.trim();
     if (value === '') continue;
@@ -113,26 +116,27 @@ async function submit(event) {
   const button = form.querySelector('button[type="submit"]');
   if (button) button.disabled = true;
   try {
-    const method = form.dataset.method ?? 'POST';
+    const method = form.elements._method?.value ?? 'POST';
     const headers = {};
     // One key per attempt; kept only when the last attempt never got an answer, so a retry cannot place twice.
-    if (form.dataset.idempotent !== undefined) headers['Idempotency-Key'] = form.dataset.pendingKey ??= crypto.randomUUID();
+    if (form.elements._key) headers['Idempotency-Key'] = form.dataset.pendingKey ??= crypto.randomUUID();
     const fields = fieldsOf(form);
     // A DELETE carries a body only when its form has fields (erasure asks for the password).
     const body = method === 'DELETE' && Object.keys(fields).length === 0 ? undefined : fields;
-    const result = await api(form.dataset.api, { method, headers, body });
+    const result = await api(form.elements._api.value, { method, headers, body });
     // The key is spent once the answer is final: a success, or a refusal that a retry would get again.
     // A 408, 409 (the same key still in progress), 425, 429 or 5xx may hide a request that went through: keep it.
     if (result.ok || (result.status >= 400 && result.status < 500 && ![408, 409, 425, 429].includes(result.status))) delete form.dataset.pendingKey;
     if (!result.ok) { showProblem(form, result.body ?? { detail: `Folio answered ${result.status}.` }); return; }
     form.dispatchEvent(new CustomEvent('folio:done', { detail: result.body }));
-    if (form.dataset.next) { window.location.assign(form.dataset.next); return; }
     const done = form.dataset.done && document.querySelector(form.dataset.done);
     if (done) {
       form.hidden = true;
       done.hidden = false;
       done.setAttribute('tabindex', '-1');
       done.focus();
+    } else if (form.elements._next) {
+      window.location.assign(form.elements._next.value);
     }
   } catch {
     showProblem(form, { detail: 'Folio could not be reached; check the connection and try again.' });
@@ -165,7 +169,10 @@ function watchPolicy(list) {
   form.elements.email?.addEventListener?.('input', update);
 }
 
-for (const form of document.querySelectorAll('form[data-api]')) {
+document.documentElement.classList.add('js');
+// Steps that wait for an answer (the second factor) are shown at once without JavaScript, on demand with it.
+for (const step of document.querySelectorAll('[data-show-on]')) step.hidden = true;
+for (const form of document.querySelectorAll('form[action="/form"]')) {
   form.addEventListener('submit', submit);
   // Changed fields are a new request: they get a new idempotency key.
   form.addEventListener('input', () => { delete form.dataset.pendingKey; });

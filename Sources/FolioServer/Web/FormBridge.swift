@@ -1,0 +1,160 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Synchronization
+
+/// Forms without JavaScript. A page's form posts, as browsers do, to
+/// `POST /form` with its fields and four hidden ones: `_api` (the API route),
+/// `_method`, `_next` (where to go after success) and `_csrf` (the session's
+/// CSRF token). The bridge turns the fields into the JSON `app.js` would send
+/// (dotted names nest, index segments make arrays, amounts stay strings) and
+/// hands the request to the router itself, with the browser's cookie and the
+/// token as `X-CSRF-Token`: every middleware, the CSRF check included, runs on
+/// it exactly as on a request from the script. Success is a 303 to `_next`
+/// (with any cookie the API set); a problem comes back, to a browser, as a
+/// page with its detail and each field's message (the browser's Back button
+/// returns to the filled-in form), and to any other client as the API's answer.
+struct FormBridge: Sendable {
+    /// The router, set once it is built (the bridge is one of its routes).
+    final class Slot: Sendable {
+        let responder = Mutex<RouterResponder<FolioRequestContext>?>(nil)
+    }
+
+    static let path = "/form"
+    static let methods: [String: HTTPRequest.Method] = ["POST": .post, "PUT": .put, "PATCH": .patch, "DELETE": .delete]
+    /// Names the bridge reads itself; they never reach the API.
+    static let controlFields: Set<String> = ["_api", "_method", "_next", "_csrf", "_key"]
+    /// Fields whose "true"/"false" text is a JSON boolean (`execute`).
+    static let booleanFields: Set<String> = ["execute"]
+
+    let slot: Slot
+    let renderer: PageRenderer
+
+    struct Refused: Error {}
+
+    func handle(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        guard request.headers[.contentType]?.lowercased().hasPrefix("application/x-www-form-urlencoded") == true else {
+            throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "POST /form takes a form (application/x-www-form-urlencoded).")
+        }
+        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        let pairs = Self.pairs(String(buffer: body))
+        let control = Dictionary(pairs.filter { Self.controlFields.contains($0.0) }, uniquingKeysWith: { _, last in last })
+        guard let api = control["_api"], api.hasPrefix("/api/"), !api.contains(".."), api.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }),
+              let method = Self.methods[(control["_method"] ?? "POST").uppercased()]
+        else {
+            throw AppError.validation(field: "_api", code: "invalid", message: "_api must name an API route, and _method POST, PUT, PATCH or DELETE.")
+        }
+        let fields = pairs.filter { !Self.controlFields.contains($0.0) && !$0.1.isEmpty }
+        let json = try Self.json(fields)
+        var headers: HTTPFields = [.contentType: "application/json", .accept: "application/json"]
+        if let cookie = request.headers[.cookie] { headers[.cookie] = cookie }
+        if let token = control["_csrf"] { headers[AuthController.csrfHeader] = token }
+        if let key = control["_key"] { headers[Idempotency.header] = key }
+        if let userAgent = request.headers[.userAgent] { headers[.userAgent] = userAgent }
+        // The client's address as the proxy forwarded it, so the inner request is logged and limited as the outer one.
+        for raw in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
+            if let name = HTTPField.Name(raw), let value = request.headers[name] { headers[name] = value }
+        }
+        let inner = Request(
+            head: HTTPRequest(method: method, scheme: request.head.scheme, authority: request.head.authority, path: api, headerFields: headers),
+            body: .init(buffer: ByteBuffer(bytes: json)))
+        guard let responder = slot.responder.withLock({ $0 }) else { throw Refused() }
+        var innerContext = context
+        innerContext.identity = nil
+        let answer = try await responder.respond(to: inner, context: innerContext)
+        if (200..<300).contains(answer.status.code) {
+            var redirect = WebController.redirect(WebController.sitePath(control["_next"].map { Substring($0) }))
+            for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
+            return redirect
+        }
+        // A browser gets the problem as a page; any other client the API's own answer.
+        guard request.headers[.accept]?.contains("text/html") == true else { return answer }
+        let collector = BodyCollector()
+        try await answer.body.write(collector)
+        let problem = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any]
+        let issues = problem?["errors"] as? [[String: Any]] ?? []
+        let errors: [[String: String]] = issues.map { issue in
+            ["field": issue["field"] as? String ?? "", "message": issue["message"] as? String ?? ""]
+        }
+        var page = renderer.page(
+            "error", title: answer.status.reasonPhrase, viewer: nil,
+            values: [
+                "detail": problem?["detail"] as? String ?? "Folio answered \(answer.status.code).", "code": problem?["code"] as? String ?? "error",
+                "has_errors": !errors.isEmpty, "errors": errors,
+            ],
+            status: answer.status)
+        for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
+        return page
+    }
+
+    /// Reads a problem document the router answered (a few hundred bytes).
+    struct BodyCollector: ResponseBodyWriter {
+        final class Box: @unchecked Sendable {
+            var buffer = ByteBuffer()
+        }
+        let box = Box()
+
+        mutating func write(_ buffer: ByteBuffer) async throws {
+            var buffer = buffer
+            box.buffer.writeBuffer(&buffer)
+        }
+
+        consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
+    }
+
+    /// The form's pairs in order, decoded as browsers encode them (`+` a space).
+    static func pairs(_ text: String) -> [(String, String)] {
+        text.split(separator: "&", omittingEmptySubsequences: true).compactMap { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = FormQuery.decode(parts[0]) else { return nil }
+            return (name, parts.count > 1 ? FormQuery.decode(parts[1]) ?? "" : "")
+        }
+    }
+
+    /// The JSON `app.js` would send for the same fields. A repeated name keeps its last value
+    /// (a hidden "false" before a checkbox's "true").
+    static func json(_ fields: [(String, String)]) throws -> Data {
+        let root = Node.object([:])
+        for (name, value) in fields {
+            let path = name.split(separator: ".").map(String.init)
+            guard !path.isEmpty, path.allSatisfy({ !$0.isEmpty }) else { continue }
+            let leaf: Any = booleanFields.contains(name) ? (value == "true") : value
+            root.set(path, leaf)
+        }
+        return try JSONSerialization.data(withJSONObject: root.value(), options: [.sortedKeys])
+    }
+
+    /// A tree of nested fields; an object whose keys are all indexes becomes an array in index order.
+    final class Node {
+        var children: [String: Node] = [:]
+        var leaf: Any?
+
+        static func object(_ children: [String: Node]) -> Node {
+            let node = Node()
+            node.children = children
+            return node
+        }
+
+        func set(_ path: [String], _ value: Any) {
+            guard let first = path.first else { return }
+            if path.count == 1 {
+                let node = Node()
+                node.leaf = value
+                children[first] = node
+                return
+            }
+            let child = children[first] ?? Node()
+            child.leaf = nil
+            children[first] = child
+            child.set(Array(path.dropFirst()), value)
+        }
+
+        func value() -> Any {
+            if let leaf { return leaf }
+            if !children.isEmpty, children.keys.allSatisfy({ Int($0) != nil }) {
+                return children.sorted { Int($0.key)! < Int($1.key)! }.map { $0.value.value() }
+            }
+            return children.mapValues { $0.value() }
+        }
+    }
+}
