@@ -120,10 +120,14 @@ struct WebAppTests {
 
             let orders = Self.text(try await client.execute(uri: "/orders", method: .get, headers: session))
             #expect(orders.contains("buy 3 AAPL") && orders.contains("filled"))
+            // An absent value is no section: one order has no older page, a filled order no refusal.
+            #expect(!orders.contains("Older orders"))
+            #expect(!orders.contains("<br><span class=\"muted\"></span>"))
 
             let transactions = try await client.execute(uri: "/transactions?type=buy", method: .get, headers: session)
             #expect(Self.text(transactions).contains("AAPL"))
             #expect(Self.text(transactions).contains("href=\"/api/transactions.csv?type=buy\""))
+            #expect(!Self.text(transactions).contains("Next page"))
             // The filter form's empty fields are dropped before the API reads them.
             let empty = try await client.execute(uri: "/transactions?type=buy&symbol=&from=&to=", method: .get, headers: session)
             #expect(empty.status == .seeOther)

@@ -54,7 +54,7 @@ struct PageRenderer: Sendable {
         _ template: String, title: String, viewer: Viewer?, section: String? = nil, scripts: [String] = [], values: [String: Any] = [:],
         status: HTTPResponse.Status = .ok, externalScripts: [String] = [], contentSecurityPolicy: String = PageRenderer.contentSecurityPolicy
     ) -> Response {
-        var values = values
+        var values = Self.withoutNils(values)
         values["assets"] = ["css": assets.path("app.css"), "icon": assets.path("icon.svg")]
         if let viewer {
             // Every signed-in form carries the token (FormBridge), and an order form a fresh idempotency key.
@@ -86,6 +86,26 @@ struct PageRenderer: Sendable {
                 SecurityHeadersMiddleware.referrerPolicy: "same-origin",
             ],
             body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// The values without their empty optionals. Mustache renders a section for
+    /// any value that is there, and an optional put in `Any` is there even when
+    /// it is nil: "Older orders" would show with no older orders.
+    static func withoutNils(_ values: [String: Any]) -> [String: Any] {
+        values.compactMapValues(present)
+    }
+
+    static func present(_ value: Any) -> Any? {
+        let mirror = Mirror(reflecting: value)
+        if mirror.displayStyle == .optional {
+            guard let wrapped = mirror.children.first?.value else { return nil }
+            return present(wrapped)
+        }
+        switch value {
+        case let dictionary as [String: Any]: return withoutNils(dictionary)
+        case let array as [[String: Any]]: return array.map(withoutNils)
+        default: return value
+        }
     }
 
     static func navigation(admin: Bool) -> [(href: String, label: String, section: String)] {

@@ -295,7 +295,8 @@ struct OrderRow {
     var filled: String
     var average: String
     var created: String
-    var reason: String?
+    var reason: String
+    var rejected: Bool
     /// Mustache renders a section for any string, "0" included: the flags are Bool.
     var partlyFilled: Bool
     var open: Bool
@@ -312,7 +313,8 @@ struct OrderRow {
         filled = Display.quantity(order.filledQuantity)
         average = order.averageFillPrice.map(Display.price) ?? "—"
         created = Display.date(order.createdAt)
-        reason = order.rejectReason
+        reason = order.rejectReason ?? ""
+        rejected = order.rejectReason != nil
         partlyFilled = order.filledQuantity.isPositive
         let state = OrderStatus(rawValue: order.status)
         open = state.map(\.isOpen) ?? (order.status == "pending_cancel")
