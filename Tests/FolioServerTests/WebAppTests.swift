@@ -210,7 +210,29 @@ struct WebAppTests {
     func formsWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
             try await signUp(client, env, email: "nojs@example.com")
-            let formHeaders: HTTPFields = [.contentType: "application/x-www-form-urlencoded", .accept: "text/html"]
+            // As a browser posts a form from a Folio page.
+            let formHeaders: HTTPFields = [
+                .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
+            ]
+            // A form from nowhere (no Sec-Fetch-Site, no Origin) cannot even sign in: that would be login CSRF.
+            let unplaced = try await client.execute(
+                uri: "/form", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                body: Self.form([("_api", "/api/auth/login"), ("session", "cookie"), ("email", "nojs@example.com"), ("password", strongPassword)]))
+            #expect(unplaced.status == .forbidden)
+            #expect(unplaced.headers[.setCookie] == nil)
+            // Another site's form is refused by the origin guard.
+            var crossSite = formHeaders
+            crossSite[HTTPField.Name("Sec-Fetch-Site")!] = "cross-site"
+            crossSite[.origin] = "https://evil.example"
+            let foreign = try await client.execute(
+                uri: "/form", method: .post, headers: crossSite,
+                body: Self.form([("_api", "/api/auth/login"), ("session", "cookie"), ("email", "nojs@example.com"), ("password", strongPassword)]))
+            #expect(foreign.status == .forbidden)
+            // A form built to exhaust the server (a name of thousands of parts) is refused before anything is built.
+            let deep = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/auth/login"), (Array(repeating: "a", count: 5_000).joined(separator: "."), "1")]))
+            #expect(deep.status == .unprocessableContent)
             let signIn = try await client.execute(
                 uri: "/form", method: .post, headers: formHeaders,
                 body: Self.form([("_api", "/api/auth/login"), ("_next", "/orders"), ("session", "cookie"), ("email", "nojs@example.com"), ("password", strongPassword)]))

@@ -27,8 +27,14 @@ struct FormBridge: Sendable {
     /// Fields whose "true"/"false" text is a JSON boolean (`execute`).
     static let booleanFields: Set<String> = ["execute"]
 
+    /// Limits on what a form may hold, checked before anything is built from it.
+    static let maximumFields = 400
+    static let maximumDepth = 6
+
     let slot: Slot
     let renderer: PageRenderer
+    /// CSRF protection is on: a form must show it comes from a Folio page.
+    let requireSameOrigin: Bool
 
     struct Refused: Error {}
 
@@ -36,8 +42,18 @@ struct FormBridge: Sendable {
         guard request.headers[.contentType]?.lowercased().hasPrefix("application/x-www-form-urlencoded") == true else {
             throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "POST /form takes a form (application/x-www-form-urlencoded).")
         }
+        // The sign-in, sign-up and reset routes need no session, so no token protects them: a form another
+        // site posts could sign the visitor into the attacker's account. A browser says where a form
+        // comes from (Sec-Fetch-Site, or an Origin the origin guard has already checked); neither is a refusal.
+        if requireSameOrigin, request.headers[OriginGuardMiddleware.fetchSite]?.lowercased() != "same-origin", request.headers[.origin] == nil {
+            throw AppError(.forbidden, code: "csrf_failed", detail: "A form must come from a Folio page.")
+        }
         let body = try await request.body.collect(upTo: context.maxUploadSize)
         let pairs = Self.pairs(String(buffer: body))
+        guard pairs.count <= Self.maximumFields, pairs.allSatisfy({ $0.0.utf8.count <= 200 && $0.0.split(separator: ".").count <= Self.maximumDepth }) else {
+            throw AppError.validation(
+                field: "form", code: "too_large", message: "A form has at most \(Self.maximumFields) fields, each named in at most \(Self.maximumDepth) parts.")
+        }
         let control = Dictionary(pairs.filter { Self.controlFields.contains($0.0) }, uniquingKeysWith: { _, last in last })
         guard let api = control["_api"], api.hasPrefix("/api/"), !api.contains(".."), api.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }),
               let method = Self.methods[(control["_method"] ?? "POST").uppercased()]
@@ -48,8 +64,10 @@ struct FormBridge: Sendable {
         let json = try Self.json(fields)
         var headers: HTTPFields = [.contentType: "application/json", .accept: "application/json"]
         if let cookie = request.headers[.cookie] { headers[.cookie] = cookie }
-        if let token = control["_csrf"] { headers[AuthController.csrfHeader] = token }
-        if let key = control["_key"] { headers[Idempotency.header] = key }
+        if let token = control["_csrf"], !token.isEmpty { headers[AuthController.csrfHeader] = token }
+        if let key = control["_key"], !key.isEmpty { headers[Idempotency.header] = key }
+        // The same request id in the access log, the audit trail and the page.
+        if !context.requestID.isEmpty, let name = HTTPField.Name("X-Request-ID") { headers[name] = context.requestID }
         if let userAgent = request.headers[.userAgent] { headers[.userAgent] = userAgent }
         // The client's address as the proxy forwarded it, so the inner request is logged and limited as the outer one.
         for raw in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
