@@ -236,8 +236,7 @@ struct AuditAnchor: Sendable {
     }
 
     private func signs(_ mac: String, chain: String, head: AuditChain.Head, keyIndex: Int) -> Bool {
-        let expected = AuditChain.hex(HMAC<SHA256>.authenticationCode(for: Self.message(chain: chain, head: head), using: keys[keyIndex]))
-        return expected.utf8.count == mac.utf8.count && zip(expected.utf8, mac.utf8).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+        ConstantTime.equals(AuditChain.hex(HMAC<SHA256>.authenticationCode(for: Self.message(chain: chain, head: head), using: keys[keyIndex])), mac)
     }
 }
 

@@ -135,15 +135,3 @@ struct HealthController {
         }
     }
 }
-
-enum ConstantTime {
-    /// Compares without an early exit, so timing does not reveal a matching prefix.
-    static func equals(_ lhs: String, _ rhs: String) -> Bool {
-        let a = Array(lhs.utf8), b = Array(rhs.utf8)
-        var difference: UInt8 = 0
-        for index in 0..<max(a.count, b.count) {
-            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
-        }
-        return difference == 0 && a.count == b.count
-    }
-}

@@ -59,20 +59,13 @@ struct PlaidWebhookVerifier: Sendable {
         guard now - Double(iat) <= Self.window, Double(iat) - now <= Self.futureSkew else { throw .stale }
         guard let claimed = claims["request_body_sha256"]?.string else { throw .malformed }
         let actual = SHA256.hash(data: body).map { String(format: "%02x", $0) }.joined()
-        guard Self.constantTimeEqual(Array(actual.utf8), Array(claimed.lowercased().utf8)) else { throw .bodyMismatch }
+        guard ConstantTime.equals(actual, claimed.lowercased()) else { throw .bodyMismatch }
         return actual
     }
 
     static func publicKey(_ key: PlaidVerificationKey) -> P256.Signing.PublicKey? {
         guard let x = SecureToken.decodeBase64URL(key.x), let y = SecureToken.decodeBase64URL(key.y), x.count == 32, y.count == 32 else { return nil }
         return try? P256.Signing.PublicKey(x963Representation: [0x04] + Array(x) + Array(y))
-    }
-
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for index in a.indices { difference |= a[index] ^ b[index] }
-        return difference == 0
     }
 }
 

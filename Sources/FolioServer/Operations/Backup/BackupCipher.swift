@@ -46,8 +46,7 @@ struct BackupCipher: Sendable {
     }
 
     static func isValidMAC(_ mac: String, _ bytes: Data, key: Key) -> Bool {
-        let expected = manifestMAC(bytes, key: key)
-        return expected.utf8.count == mac.utf8.count && zip(expected.utf8, mac.utf8).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+        ConstantTime.equals(manifestMAC(bytes, key: key), mac)
     }
 
     /// Seals a small value (the manifest's figures) whole, bound to its file id.
