@@ -9,12 +9,19 @@ struct FormQuery: Sendable {
 
     init(_ raw: String?) {
         var values: [String: Substring] = [:]
-        for pair in (raw ?? "").split(separator: "&", omittingEmptySubsequences: true) {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = Self.decode(parts[0]), values[name] == nil else { continue }
-            values[name] = Substring(parts.count > 1 ? Self.decode(parts[1]) ?? "" : "")
+        for (name, value) in Self.pairs(raw ?? "") where values[name] == nil {
+            values[name] = Substring(value)
         }
         self.values = values
+    }
+
+    /// Every name and value in order, repeats included (a form body reads the same way).
+    static func pairs(_ text: String) -> [(String, String)] {
+        text.split(separator: "&", omittingEmptySubsequences: true).compactMap { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = decode(parts[0]) else { return nil }
+            return (name, parts.count > 1 ? decode(parts[1]) ?? "" : "")
+        }
     }
 
     subscript(name: String) -> Substring? { values[name] }

@@ -49,7 +49,7 @@ struct FormBridge: Sendable {
             throw AppError(.forbidden, code: "csrf_failed", detail: "A form must come from a Folio page.")
         }
         let body = try await request.body.collect(upTo: context.maxUploadSize)
-        let pairs = Self.pairs(String(buffer: body))
+        let pairs = FormQuery.pairs(String(buffer: body))
         guard pairs.count <= Self.maximumFields, pairs.allSatisfy({ $0.0.utf8.count <= 200 && $0.0.split(separator: ".").count <= Self.maximumDepth }) else {
             throw AppError.validation(
                 field: "form", code: "too_large", message: "A form has at most \(Self.maximumFields) fields, each named in at most \(Self.maximumDepth) parts.")
@@ -118,15 +118,6 @@ struct FormBridge: Sendable {
         }
 
         consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
-    }
-
-    /// The form's pairs in order, decoded as browsers encode them (`+` a space).
-    static func pairs(_ text: String) -> [(String, String)] {
-        text.split(separator: "&", omittingEmptySubsequences: true).compactMap { pair in
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = FormQuery.decode(parts[0]) else { return nil }
-            return (name, parts.count > 1 ? FormQuery.decode(parts[1]) ?? "" : "")
-        }
     }
 
     /// The JSON `app.js` would send for the same fields. A repeated name keeps its last value
