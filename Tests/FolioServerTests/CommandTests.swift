@@ -27,7 +27,16 @@ struct FolioProcess {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     }
 
-    func cleanUp() { try? FileManager.default.removeItem(at: directory) }
+    func cleanUp() {
+        // A development run generates its signing key here: it is a configured secret too.
+        let files = FileManager.default.enumerator(atPath: directory.path)?.compactMap { $0 as? String } ?? []
+        for file in files where file.hasSuffix("secret_key") {
+            if let key = try? String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8) {
+                TestLogArchive.recordSecrets([key.trimmingCharacters(in: .whitespacesAndNewlines)])
+            }
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
 
     func makeProcess(_ arguments: [String], environment: [String: String]) -> (Process, Pipe, Pipe) {
         let process = Process()
@@ -36,6 +45,7 @@ struct FolioProcess {
         process.currentDirectoryURL = directory
         // Only what the test names: nothing leaks in from the developer's shell.
         process.environment = ["PATH": "/usr/bin:/bin", "HOME": directory.path].merging(environment) { _, new in new }
+        TestLogArchive.recordSecrets(inEnvironment: environment)
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -48,7 +58,9 @@ struct FolioProcess {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+        let result = Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+        for line in (result.stdout + result.stderr).split(separator: "\n") { TestLogArchive.record(line: String(line)) }
+        return result
     }
 }
 

@@ -15,7 +15,10 @@ final class LogCapture: Sendable {
         configuration.logLevel = level
         configuration.logFormat = format
         let box = self.box
-        return Logger.folio(configuration: configuration) { line in box.withLockedValue { $0.append(line) } }
+        return Logger.folio(configuration: configuration) { line in
+            box.withLockedValue { $0.append(line) }
+            TestLogArchive.record(line: line)
+        }
     }
 
     /// Lines parsed as JSON objects.

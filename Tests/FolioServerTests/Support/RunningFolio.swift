@@ -35,7 +35,9 @@ final class OutputLines: Sendable {
             state.withLockedValue { state in
                 state.pending.append(data)
                 while let newline = state.pending.firstIndex(of: 0x0A) {
-                    state.lines.append(String(decoding: state.pending[state.pending.startIndex..<newline], as: UTF8.self))
+                    let line = String(decoding: state.pending[state.pending.startIndex..<newline], as: UTF8.self)
+                    state.lines.append(line)
+                    TestLogArchive.record(line: line)
                     state.pending.removeSubrange(state.pending.startIndex...newline)
                 }
             }

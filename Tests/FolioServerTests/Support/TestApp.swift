@@ -39,6 +39,7 @@ func withTestApp(
         configuration.rateLimit = .init(enabled: true, requestsPerMinute: 100_000, authRequestsPerMinute: 100_000)
         configuration.allowedOrigins = ["https://app.example.com"]
         configure(&configuration)
+        TestLogArchive.recordSecrets(configuration.secretValues)
         let logger = logs.logger(level: configuration.logLevel)
         var folio = FolioDependencies.live(configuration: configuration, logger: logger, database: database, clock: clock.clock)
         folio.instance = "test-\(UUID().uuidString.prefix(8).lowercased())"
