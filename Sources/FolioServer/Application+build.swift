@@ -369,9 +369,9 @@ public struct FolioServices: Sendable {
         let routes = RecordingRouter(router: router, table: table)
         let formSlot = FormBridge.Slot()
         // Outermost first; each sees what the ones inside it answer.
-        if configuration.requestMetrics { routes.add(middleware: MetricsMiddleware(metrics: metrics)) }
-        routes.add(middleware: SecurityHeadersMiddleware(production: configuration.isProduction))
-        routes.add(middleware: RequestLoggingMiddleware(trustedProxies: Set(configuration.trustedProxies)))
+        routes.add(middleware: EdgeMiddleware(
+            trustedProxies: Set(configuration.trustedProxies), production: configuration.isProduction,
+            metrics: configuration.requestMetrics ? metrics : nil))
         routes.add(middleware: CORSMiddleware(configuration: configuration, security: identity.security))
         // Rate limits off (development, benchmarks): no middleware frame at all.
         if configuration.rateLimit.enabled {

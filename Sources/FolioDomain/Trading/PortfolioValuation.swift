@@ -51,17 +51,15 @@ public struct PortfolioValuation: Equatable, Sendable {
         // First pass: each position's value, so the positions can be built
         // once, already in order (largest first) and with their weights.
         // Plain values only, so that sorting moves no reference counts.
-        var valued: [(value: Cash, holding: Int, quote: Int)] = []
-        var found: [PriceQuote?] = []
+        // A quote is found by its index in `quotes`, so no quote is copied until its position is built.
+        var valued: [(value: Cash, holding: Int, quote: Dictionary<String, PriceQuote>.Index?)] = []
         valued.reserveCapacity(holdings.count)
-        found.reserveCapacity(holdings.count)
         var marketValue = Cash.zero
         for index in holdings.indices where holdings[index].position.quantity.isPositive {
             let position = holdings[index].position
-            let quote = quotes[holdings[index].symbol]
-            let value = try quote.map { quote throws(MoneyError) in try Money.value(quantity: position.quantity, price: quote.price) } ?? position.costBasis
-            valued.append((value, index, found.count))
-            found.append(quote)
+            let found = quotes.index(forKey: holdings[index].symbol)
+            let value = try found.map { found throws(MoneyError) in try Money.value(quantity: position.quantity, price: quotes.values[found].price) } ?? position.costBasis
+            valued.append((value, index, found))
             marketValue = try marketValue + value
         }
         valued.sort { a, b in
@@ -72,9 +70,9 @@ public struct PortfolioValuation: Equatable, Sendable {
         var positions: [ValuedPosition] = []
         positions.reserveCapacity(valued.count)
         var costBasis = Cash.zero, dayChange = Cash.zero
-        for (value, index, slot) in valued {
+        for (value, index, found) in valued {
             let (symbol, position) = holdings[index]
-            let quote = found[slot]
+            let quote = found.map { quotes.values[$0] }
             var change: Cash?
             if let quote, let previous = quote.previousClose {
                 change = try Money.value(quantity: position.quantity, price: try quote.price - previous)

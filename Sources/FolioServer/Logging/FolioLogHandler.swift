@@ -83,9 +83,13 @@ public struct FolioLogHandler: LogHandler {
     }
 
     func redacted(_ value: Logger.Metadata.Value, key: String) -> Logger.Metadata.Value {
+        // Folio's own plain values (every field of an access line) need no key check and no
+        // redaction; comparing the type is far cheaper than casting the existential.
+        if case .stringConvertible(let convertible) = value, type(of: convertible) == PlainLogValue.self {
+            return .string(convertible.description)
+        }
         if redactor.isSensitiveKey(key) { return .string(LogRedactor.mask) }
         switch value {
-        case .stringConvertible(let plain as PlainLogValue): return .string(plain.description)
         case .string(let text): return .string(redactor.redact(text))
         case .stringConvertible(let convertible): return .string(redactor.redact(convertible.description))
         case .dictionary(let dictionary):
@@ -150,10 +154,12 @@ struct PlainLogValue: CustomStringConvertible, Sendable {
         let fraction = String(micros % 1000)
         return PlainLogValue("\(micros / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction)
     }
-    /// Only ids that passed `RequestLoggingMiddleware.acceptable` (or that it made).
+    /// Only ids that pass `EdgeMiddleware.acceptable`.
     static func requestID(_ id: String) -> PlainLogValue? {
-        RequestLoggingMiddleware.acceptable(id).map(PlainLogValue.init)
+        EdgeMiddleware.acceptable(id).map(PlainLogValue.init)
     }
+    /// An id `EdgeMiddleware` made itself (a lower-case UUID): no check needed.
+    static func generatedRequestID(_ id: String) -> PlainLogValue { PlainLogValue(id) }
 }
 
 enum JSONText {
@@ -212,29 +218,31 @@ enum LogTimestamp {
         let day = Int(dayOfYear - (153 * monthIndex + 2) / 5 + 1)
         let month = Int(monthIndex < 10 ? monthIndex + 3 : monthIndex - 9)
         let year = Int(yearOfEra + era * 400 + (month <= 2 ? 1 : 0))
-        var bytes = [UInt8](repeating: 0, count: 24)
-        func put(_ value: Int, at offset: Int, width: Int) {
-            var value = value
-            for index in stride(from: offset + width - 1, through: offset, by: -1) {
-                bytes[index] = UInt8(48 + value % 10)
-                value /= 10
+        // Written straight into the string's storage: no array to allocate per line.
+        return String(unsafeUninitializedCapacity: 24) { bytes in
+            func put(_ value: Int, at offset: Int, width: Int) {
+                var value = value
+                for index in stride(from: offset + width - 1, through: offset, by: -1) {
+                    bytes[index] = UInt8(48 + value % 10)
+                    value /= 10
+                }
             }
+            put(year, at: 0, width: 4)
+            bytes[4] = 45
+            put(month, at: 5, width: 2)
+            bytes[7] = 45
+            put(day, at: 8, width: 2)
+            bytes[10] = 84
+            put(secondOfDay / 3600, at: 11, width: 2)
+            bytes[13] = 58
+            put(secondOfDay / 60 % 60, at: 14, width: 2)
+            bytes[16] = 58
+            put(secondOfDay % 60, at: 17, width: 2)
+            bytes[19] = 46
+            put(millis, at: 20, width: 3)
+            bytes[23] = 90
+            return 24
         }
-        put(year, at: 0, width: 4)
-        bytes[4] = 45
-        put(month, at: 5, width: 2)
-        bytes[7] = 45
-        put(day, at: 8, width: 2)
-        bytes[10] = 84
-        put(secondOfDay / 3600, at: 11, width: 2)
-        bytes[13] = 58
-        put(secondOfDay / 60 % 60, at: 14, width: 2)
-        bytes[16] = 58
-        put(secondOfDay % 60, at: 17, width: 2)
-        bytes[19] = 46
-        put(millis, at: 20, width: 3)
-        bytes[23] = 90
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

@@ -83,7 +83,7 @@ struct PageRenderer: Sendable {
             headers: [
                 .contentType: "text/html; charset=utf-8", .cacheControl: "no-store", .contentSecurityPolicy: contentSecurityPolicy,
                 // Nothing to other sites; Folio itself sees where a form came from (with no-referrer a form's Origin is "null").
-                SecurityHeadersMiddleware.referrerPolicy: "same-origin",
+                SecurityHeaders.referrerPolicy: "same-origin",
             ],
             body: .init(byteBuffer: ByteBuffer(string: html)))
     }

@@ -109,9 +109,9 @@ final class MalformedRequestProblems: ChannelDuplexHandler, RemovableChannelHand
         let body = ByteBuffer(bytes: (try? FolioJSON.encode(problem)) ?? Data(#"{"status":400,"code":"malformed_request"}"#.utf8))
         var headers: HTTPFields = [
             .contentType: ProblemDetails.mediaType, .contentLength: String(body.readableBytes), .connection: "close",
-            RequestLoggingMiddleware.header: requestID,
+            EdgeMiddleware.header: requestID,
         ]
-        SecurityHeadersMiddleware.apply(to: &headers, path: "/api", production: production)
+        SecurityHeaders.apply(to: &headers, path: "/api", production: production)
         return (HTTPResponse(status: status, headerFields: headers), body)
     }
 
