@@ -10,7 +10,14 @@ struct APIDocumentation: Sendable {
     let page: ByteBuffer
 
     /// The bundled spec; start-up stops if it is missing or unreadable, as it does for a missing mail template.
+    /// Built once per process: every `FolioServices` (each test app, each CLI command) shares it.
     static func bundled() throws -> APIDocumentation {
+        try built.get()
+    }
+
+    private static let built = Result { try build() }
+
+    private static func build() throws -> APIDocumentation {
         guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json") else {
             throw APIDocumentationError(description: "the bundled openapi.json is missing (run ops/openapi-json)")
         }

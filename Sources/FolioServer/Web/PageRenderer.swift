@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import HTTPTypes
 import Hummingbird
 import Mustache
@@ -31,7 +32,17 @@ struct PageRenderer: Sendable {
         "layout", "signin", "signup", "verify-email", "reset-password", "dashboard", "orders", "transactions", "targets", "linked", "settings", "admin", "error",
     ]
 
+    /// Loaded once per process: every `FolioServices` (each test app, each CLI command) shares it.
     static func bundled() async throws -> PageRenderer {
+        if let loaded = loaded.withLock({ $0 }) { return loaded }
+        let renderer = try await load()
+        loaded.withLock { $0 = renderer }
+        return renderer
+    }
+
+    private static let loaded = Mutex<PageRenderer?>(nil)
+
+    private static func load() async throws -> PageRenderer {
         guard let web = Bundle.module.url(forResource: "web", withExtension: nil) else {
             throw Failure(description: "the web templates are missing from the FolioServer bundle")
         }
