@@ -126,6 +126,12 @@ struct AccountsTests {
             #expect((deposits["data"] as? [[String: Any]])?.isEmpty == true)
             let bad = try await client.execute(uri: "/api/transactions?type=loan&from=yesterday", method: .get, headers: bearer(tokens))
             #expect(Set(try problem(bad).errors?.map(\.field) ?? []) == ["type", "from"])
+            // Days a month lacks and hour 24 are refused, not rolled into the next day.
+            let rolled = try await client.execute(uri: "/api/transactions?from=2026-02-30&to=2026-01-31T24:00:00Z", method: .get, headers: bearer(tokens))
+            #expect(rolled.status == .unprocessableContent)
+            #expect(Set(try problem(rolled).errors?.map(\.field) ?? []) == ["from", "to"])
+            let leap = try await client.execute(uri: "/api/transactions?from=2024-02-29&to=2099-12-31T23:59:59Z", method: .get, headers: bearer(tokens))
+            #expect(leap.status == .ok)
 
             let csv = try await client.execute(uri: "/api/transactions.csv?type=deposit", method: .get, headers: bearer(tokens))
             #expect(csv.status == .ok)

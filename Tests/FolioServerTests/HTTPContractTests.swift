@@ -203,3 +203,19 @@ struct ConstraintViolationTests {
         }
     }
 }
+
+@Suite("Strict dates")
+struct StrictDateTests {
+    @Test("days and RFC 3339 times parse; impossible days, hour 24 and loose shapes are refused")
+    func strictness() throws {
+        #expect(StrictDate.dayOrTime("2026-01-31") == (try Date("2026-01-31T00:00:00Z", strategy: .iso8601)))
+        #expect(StrictDate.dayOrTime("2024-02-29") != nil)
+        #expect(StrictDate.dayOrTime("2026-11-30T14:30:00+02:00") == (try Date("2026-11-30T12:30:00Z", strategy: .iso8601)))
+        for refused in ["2026-02-29", "2026-02-30", "2026-04-31", "2026-13-01", "2026-00-10", "2026-01-00",
+                        "2026-01-31T24:00:00Z", "2026-01-31T23:60:00Z", "2026-01-31T23:59:61Z", "2026-1-31", "yesterday", "", "2026-01-31T"] {
+            #expect(StrictDate.dayOrTime(refused) == nil, "\(refused)")
+        }
+        #expect(StrictDate.time("2026-01-31") == nil)
+        #expect(StrictDate.time("2026-01-31T10:00:00Z") != nil)
+    }
+}

@@ -134,17 +134,12 @@ struct AccountsController: Sendable {
         }
         for (key, keyPath) in [("from", \TradingStore.EntryFilter.from), ("to", \TradingStore.EntryFilter.to)] {
             if let raw = query[key] {
-                if let date = Self.date(String(raw)) { filter[keyPath: keyPath] = date } else {
-                    issues.append(.init(field: String(key), code: "invalid", message: "\(key) must be a date (2026-01-31) or an RFC 3339 time.")) }
+                if let date = StrictDate.dayOrTime(String(raw)) { filter[keyPath: keyPath] = date } else {
+                    issues.append(.init(field: String(key), code: "invalid", message: "\(key) must be a real day (2026-01-31) or an RFC 3339 time (2026-01-31T14:30:00Z).")) }
             }
         }
         if !issues.isEmpty { throw TradingError.invalid(issues) }
         return filter
-    }
-
-    static func date(_ text: String) -> Date? {
-        if let time = try? Date(text, strategy: .iso8601) { return time }
-        return try? Date(text + "T00:00:00Z", strategy: .iso8601)
     }
 
     @Sendable func transactions(_ request: Request, context: AuthenticatedContext) async throws -> Page<EntryResponse> {

@@ -205,8 +205,8 @@ struct LinksController: Sendable {
         }
         for (key, keyPath) in [("from", \PlaidStore.TransactionFilter.from), ("to", \PlaidStore.TransactionFilter.to)] {
             if let raw = query[key] {
-                if let date = AccountsController.date(String(raw)) { filter[keyPath: keyPath] = date } else {
-                    issues.append(.init(field: key, code: "invalid", message: "\(key) must be a date (2026-01-31) or an RFC 3339 time."))
+                if let date = StrictDate.dayOrTime(String(raw)) { filter[keyPath: keyPath] = date } else {
+                    issues.append(.init(field: key, code: "invalid", message: "\(key) must be a real day (2026-01-31) or an RFC 3339 time (2026-01-31T14:30:00Z)."))
                 }
             }
         }

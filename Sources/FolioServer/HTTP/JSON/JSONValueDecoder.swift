@@ -220,7 +220,7 @@ private struct SingleValueContainer: SingleValueDecodingContainer {
             guard case .number(let text) = value else { throw mismatch(type, "a number") }
             return JSONNumberText(text) as! T
         case is Date.Type:
-            guard case .string(let text) = value, let date = try? Date(text, strategy: .iso8601) else { throw mismatch(type, "an RFC 3339 time") }
+            guard case .string(let text) = value, let date = StrictDate.time(text) else { throw mismatch(type, "an RFC 3339 time") }
             return date as! T
         case is UUID.Type:
             guard case .string(let text) = value, let uuid = UUID(uuidString: text) else { throw mismatch(type, "a UUID") }

@@ -1,0 +1,45 @@
+import Foundation
+
+/// Dates and times as clients send them: a day (`2026-01-31`, midnight UTC)
+/// or an RFC 3339 time (`2026-01-31T14:30:00Z`). Strict: a day the month does
+/// not have (`2026-02-30`) or an hour of 24 (`T24:00:00`) is refused,
+/// where Foundation's parser quietly rolls it into the next day.
+enum StrictDate {
+    /// An RFC 3339 time only (request bodies).
+    static func time(_ text: String) -> Date? {
+        text.utf8.count >= 19 ? dayOrTime(text) : nil
+    }
+
+    /// A day or an RFC 3339 time (the `from` and `to` of list queries).
+    static func dayOrTime(_ text: String) -> Date? {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 10, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"),
+              let year = number(bytes, at: 0, digits: 4), let month = number(bytes, at: 5, digits: 2), let day = number(bytes, at: 8, digits: 2),
+              (1...12).contains(month), day >= 1, day <= days(inMonth: month, year: year)
+        else { return nil }
+        if bytes.count == 10 { return try? Date(text + "T00:00:00Z", strategy: .iso8601) }
+        guard bytes.count >= 19, bytes[10] == UInt8(ascii: "T") || bytes[10] == UInt8(ascii: "t"),
+              bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"),
+              let hour = number(bytes, at: 11, digits: 2), let minute = number(bytes, at: 14, digits: 2), let second = number(bytes, at: 17, digits: 2),
+              hour <= 23, minute <= 59, second <= 60  // 60: a leap second, as RFC 3339 allows
+        else { return nil }
+        return try? Date(text, strategy: .iso8601)
+    }
+
+    private static func number(_ bytes: [UInt8], at start: Int, digits: Int) -> Int? {
+        var value = 0
+        for byte in bytes[start..<(start + digits)] {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(byte - UInt8(ascii: "0"))
+        }
+        return value
+    }
+
+    private static func days(inMonth month: Int, year: Int) -> Int {
+        switch month {
+        case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+}
