@@ -113,9 +113,16 @@ struct WebSecurityTests {
             let signature = Data(mac).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
             #expect(try await status(input + "." + signature) == .ok)
 
-            // The real token expires after 15 minutes.
+            // The real token expires after 15 minutes, and is counted as expired, not as an attack
+            // (FolioFailedAuthenticationBurst counts token_rejected only); a forged expired token is still rejected.
             clock.advance(by: 901)
             #expect(try await status(tokens["access_token"] as! String) == .unauthorized)
+            func lastSecurityEvent() -> String? {
+                env.logs.objects.last { $0["message"] as? String == "security event" }?["event"] as? String
+            }
+            #expect(lastSecurityEvent() == "token_expired")
+            #expect(try await status(try await forge(secret: strangerKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, expiresIn: -1)) == .unauthorized)
+            #expect(lastSecurityEvent() == "token_rejected")
         }
     }
 

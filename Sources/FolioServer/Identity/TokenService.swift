@@ -82,19 +82,36 @@ final class TokenService: Sendable {
         return try await keys.sign(claims, kid: signingKeyID, header: header)
     }
 
+    /// What a presented token turned out to be.
+    enum Check: Equatable {
+        case valid(userID: UUID, sessionID: UUID)
+        /// Ours, genuine and unaltered, but past its lifetime: an ordinary client
+        /// that has not refreshed yet, told apart so it does not look like an attack.
+        case expired
+        /// Forged, altered, from the future, signed with another algorithm or an
+        /// unknown key, meant for someone else, or not a token at all.
+        case invalid
+    }
+
     /// The verified claims, or nil for any token that is forged, expired, signed
     /// with another algorithm or an unknown key, or meant for someone else.
     func verify(_ token: String) async -> (userID: UUID, sessionID: UUID)? {
+        guard case .valid(let userID, let sessionID) = await check(token) else { return nil }
+        return (userID, sessionID)
+    }
+
+    func check(_ token: String) async -> Check {
         // jwt-kit neither checks the header's `alg` against the key nor refuses
         // an unknown `kid` (it falls back to a default key), so pin both here.
         guard let header = Self.header(of: token), header.alg == "HS256", let kid = header.kid, knownKeyIDs.contains(kid),
               let claims = try? await keys.verify(token, as: AccessTokenClaims.self),
               let userID = UUID(uuidString: claims.sub.value), let sessionID = UUID(uuidString: claims.sid)
-        else { return nil }
+        else { return .invalid }
         let now = clock.now()
         // No leeway beyond a second of clock skew; a token from the future is refused too.
-        guard claims.exp.value > now, claims.iat.value <= now.addingTimeInterval(1) else { return nil }
-        return (userID, sessionID)
+        guard claims.iat.value <= now.addingTimeInterval(1) else { return .invalid }
+        guard claims.exp.value > now else { return .expired }
+        return .valid(userID: userID, sessionID: sessionID)
     }
 }
 

@@ -52,7 +52,7 @@ final class FolioMetrics: Sendable {
         histogram.record(duration)
     }
 
-    /// A security event by name: login_failed, account_locked, rate_limited, csrf_failed, cors_refused, token_rejected, webhook_verification_failed…
+    /// A security event by name: login_failed, account_locked, rate_limited, csrf_failed, cors_refused, token_rejected, token_expired, webhook_verification_failed…
     func securityEvent(_ event: String) {
         registry.makeCounter(descriptor: Self.securityEvents, labels: [("event", event)]).increment()
     }

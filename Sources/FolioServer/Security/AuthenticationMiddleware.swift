@@ -17,10 +17,13 @@ struct AuthenticationMiddleware: RouterMiddleware {
         // Health checks answer everyone; credentials there only unlock detail, never refuse. Metrics take the operators' token, which is no access token.
         let lenient = request.uri.path.hasPrefix("/health") || request.uri.path == "/metrics"
         if let authorization = request.headers[.authorization] {
-            let identity = try await bearerIdentity(authorization)
+            let (identity, expired) = try await bearerIdentity(authorization)
             guard let identity else {
                 if lenient { return try await next(request, context) }
-                await services.security.record("token_rejected", details: ["route": context.endpointPath ?? "unmatched"], origin: context.origin)
+                // A genuine token past its 15 minutes is every client's routine, not an attack: it is
+                // counted apart, so that FolioFailedAuthenticationBurst counts only tokens that never were valid.
+                await services.security.record(
+                    expired ? "token_expired" : "token_rejected", details: ["route": context.endpointPath ?? "unmatched"], origin: context.origin)
                 throw AppError(
                     .unauthorized, code: "invalid_token", detail: "The access token is invalid, expired or revoked.",
                     headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
@@ -58,11 +61,15 @@ struct AuthenticationMiddleware: RouterMiddleware {
 
     /// The identity behind a bearer token; nil when the token does not verify.
     /// A database failure is thrown (a 500), not mistaken for a bad token.
-    func bearerIdentity(_ authorization: String) async throws -> Identity? {
-        guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer ",
-              let claims = await services.tokens.verify(String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces))
-        else { return nil }
-        return try await services.sessions.identity(userID: claims.userID, sessionID: claims.sessionID, credential: .bearer)
+    /// `expired` tells a genuine token past its lifetime from any other refusal.
+    func bearerIdentity(_ authorization: String) async throws -> (identity: Identity?, expired: Bool) {
+        guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else { return (nil, false) }
+        switch await services.tokens.check(String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)) {
+        case .valid(let userID, let sessionID):
+            return (try await services.sessions.identity(userID: userID, sessionID: sessionID, credential: .bearer), false)
+        case .expired: return (nil, true)
+        case .invalid: return (nil, false)
+        }
     }
 }
 extension HTTPRequest.Method {
