@@ -425,13 +425,18 @@ def without_javascript():
         fill(driver, "#limit_price", "1.00")
         driver.find_element(By.CSS_SELECTOR, "#order_type option[value=LIMIT]").click()
         driver.find_element(By.CSS_SELECTOR, "#time_in_force option[value=GTC]").click()
+        # The form comes back to the same URL: wait for the old page to go, not for the URL.
+        before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
+        wait(driver, EC.staleness_of(before))
         wait(driver, EC.url_to_be(BASE + "/orders"))
         row = visible(driver, "#open-orders tbody tr")
         assert "KO" in row.text, f"the open order row reads {row.text!r}"
+        before = driver.find_element(By.TAG_NAME, "html")
         row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(driver, EC.staleness_of(before))
         wait(driver, EC.url_to_be(BASE + "/orders"))
-        history = driver.find_element(By.ID, "order-history").text
+        history = wait(driver, EC.presence_of_element_located((By.ID, "order-history"))).text
         assert "KO" in history and "canceled" in history, f"the canceled order is not in the history: {history!r}"
         driver.find_element(By.CSS_SELECTOR, ".signout button").click()
         wait(driver, EC.url_contains("/signin"))

@@ -201,10 +201,18 @@ struct WebSecurityTests {
 
     @Test("CORS: a foreign origin and its preflight get no CORS headers; an allowed origin gets exactly its own origin and Vary", arguments: TestDatabaseKind.all)
     func cors(kind: TestDatabaseKind) async throws {
-        try await withTestApp(kind) { client, _ in
+        try await withTestApp(kind) { client, env in
+            func refusals() -> Int { env.logs.lines.filter { $0.contains("\"cors_refused\"") }.count }
+            // Folio's own pages send Origin on their POSTs: same-origin, no CORS headers, and no refusal recorded.
+            let own = try #require(OriginGuardMiddleware.ownOrigin(env.configuration))
+            let sameOrigin = try await client.execute(uri: "/api/health", method: .get, headers: [.origin: own])
+            #expect(sameOrigin.status == .ok)
+            #expect(sameOrigin.headers[.accessControlAllowOrigin] == nil)
+            #expect(refusals() == 0)
             let foreign = try await client.execute(uri: "/api/health", method: .get, headers: [.origin: "https://malicious-site.com"])
             #expect(foreign.status == .ok)
             #expect(foreign.headers[.accessControlAllowOrigin] == nil)
+            #expect(refusals() == 1)
             let nullOrigin = try await client.execute(uri: "/api/health", method: .get, headers: [.origin: "null"])
             #expect(nullOrigin.headers[.accessControlAllowOrigin] == nil)
             let preflight = try await client.execute(uri: "/api/auth/login", method: .options, headers: [.origin: "https://malicious-site.com", .accessControlRequestMethod: "POST"])

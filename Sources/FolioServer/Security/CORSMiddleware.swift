@@ -8,6 +8,8 @@ import Hummingbird
 struct CORSMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
     let allowedOrigins: Set<String>
+    /// Folio's own origin: its pages send `Origin` on every POST, and a same-origin request is no CORS request.
+    let ownOrigin: String?
     let security: SecurityEvents
 
     static let allowMethods = "GET, POST, PUT, PATCH, DELETE"
@@ -16,12 +18,16 @@ struct CORSMiddleware: RouterMiddleware {
 
     init(configuration: AppConfiguration, security: SecurityEvents) {
         self.allowedOrigins = Set(configuration.allowedOrigins.map(OriginGuardMiddleware.normalized))
+        self.ownOrigin = OriginGuardMiddleware.ownOrigin(configuration)
         self.security = security
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let origin = request.headers[.origin] else { return try await next(request, context) }
-        let allowed = allowedOrigins.contains(OriginGuardMiddleware.normalized(origin))
+        let normalized = OriginGuardMiddleware.normalized(origin)
+        // The web app's own requests (its forms and fetches send Origin): nothing to allow, nothing refused.
+        if normalized == ownOrigin, !allowedOrigins.contains(normalized) { return try await next(request, context) }
+        let allowed = allowedOrigins.contains(normalized)
 
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
             guard allowed else {

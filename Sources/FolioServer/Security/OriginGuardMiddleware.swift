@@ -14,9 +14,7 @@ struct OriginGuardMiddleware: RouterMiddleware {
 
     init(configuration: AppConfiguration, security: SecurityEvents) {
         var origins = Set(configuration.allowedOrigins.map(Self.normalized))
-        if let own = URLComponents(string: configuration.publicURL), let scheme = own.scheme, let host = own.host {
-            origins.insert(Self.normalized("\(scheme)://\(host)\(own.port.map { ":\($0)" } ?? "")"))
-        }
+        if let own = Self.ownOrigin(configuration) { origins.insert(own) }
         self.allowedOrigins = origins
         self.security = security
     }
@@ -33,6 +31,12 @@ struct OriginGuardMiddleware: RouterMiddleware {
             throw AppError(.forbidden, code: "csrf_failed", detail: "Requests from this origin may not change anything.")
         }
         return try await next(request, context)
+    }
+
+    /// Folio's own origin (from `PUBLIC_URL`), normalized: its pages' requests are same-origin.
+    static func ownOrigin(_ configuration: AppConfiguration) -> String? {
+        guard let own = URLComponents(string: configuration.publicURL), let scheme = own.scheme, let host = own.host else { return nil }
+        return normalized("\(scheme)://\(host)\(own.port.map { ":\($0)" } ?? "")")
     }
 
     /// Lower-cased, without a trailing slash or the scheme's default port (browsers never send those).
