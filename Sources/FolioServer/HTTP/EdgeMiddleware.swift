@@ -47,11 +47,7 @@ struct EdgeMiddleware: RouterMiddleware {
         }
         SecurityHeaders.apply(to: &response.headers, path: request.uri.path, production: production)
         // A form's inner request (FormBridge) has set it already: replace, never repeat.
-        if response.headers[Self.header] == nil {
-            response.headers.append(HTTPField(name: Self.header, value: requestID))
-        } else {
-            response.headers[Self.header] = requestID
-        }
+        response.headers.set(HTTPField(name: Self.header, value: requestID))
         let elapsed = ContinuousClock.now - start
         metrics?.recordRequest(route: context.endpointPath, method: request.method.rawValue, status: Int(response.status.code), duration: elapsed)
         context.logger.info(

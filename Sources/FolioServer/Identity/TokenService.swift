@@ -93,13 +93,9 @@ final class TokenService: Sendable {
         case invalid
     }
 
-    /// The verified claims, or nil for any token that is forged, expired, signed
-    /// with another algorithm or an unknown key, or meant for someone else.
-    func verify(_ token: String) async -> (userID: UUID, sessionID: UUID)? {
-        guard case .valid(let userID, let sessionID) = await check(token) else { return nil }
-        return (userID, sessionID)
-    }
-
+    /// The verified claims, or why there are none: expired for a genuine token
+    /// past its lifetime, invalid for anything forged, signed with another
+    /// algorithm or an unknown key, or meant for someone else.
     func check(_ token: String) async -> Check {
         // jwt-kit neither checks the header's `alg` against the key nor refuses
         // an unknown `kid` (it falls back to a default key), so pin both here.

@@ -26,13 +26,19 @@ enum SecurityHeaders {
         if headers[.contentSecurityPolicy] == nil { headers.append(lockedDownCSP) }
         // Pages send their own (same-origin): a form they post must carry its Origin, which no-referrer turns into "null".
         if headers[referrerPolicy] == nil { headers.append(noReferrer) }
-        for field in always {
-            if headers[field.name] == nil { headers.append(field) } else { headers[field.name] = field.value }
-        }
+        for field in always { headers.set(field) }
         if path.hasPrefix("/api") || path.hasPrefix("/health/detailed") {
             headers[fields: .cacheControl] = [noStore]
         }
         if production { headers[fields: strictTransportSecurity] = [hsts] }
         if headers[.server] != nil { headers[.server] = nil }
+    }
+}
+
+extension HTTPFields {
+    /// `field` as the only one of its name. Appends when there is none (the
+    /// usual case), which skips the search-and-remove of the subscript's setter.
+    mutating func set(_ field: HTTPField) {
+        if self[field.name] == nil { append(field) } else { self[field.name] = field.value }
     }
 }
