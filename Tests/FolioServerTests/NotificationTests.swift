@@ -378,6 +378,39 @@ struct NotificationTests {
         }
     }
 
+    @Test("fills of one account applied together: one notification and one mail each, in one batch; with order mail off, notifications only", arguments: TestDatabaseKind.all)
+    func batchedNotices(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "batch@example.com")
+            func place(_ symbols: [String]) async throws {
+                for symbol in symbols {
+                    let placed = try await post(client, "/api/orders", ["symbol": symbol, "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                    #expect(placed.status == .created, "\(String(buffer: placed.body))")
+                }
+                // One drain: the worker claims the account's submit jobs together and applies them in one transaction.
+                await env.worker.drain()
+                await env.deliverMail()
+            }
+            try await place(["AAPL", "MSFT", "KO"])
+            let mailed = try await env.outbox(kind: "order_filled")
+            #expect(mailed.count == 3, "\(mailed)")
+            #expect(Set(mailed.map(\.recipient)) == ["batch@example.com"])
+            let first = try #require(try await Self.get(client, "/api/notifications", tokens)["data"] as? [[String: Any]])
+            #expect(first.count == 3 && first.allSatisfy { $0["kind"] as? String == "order_filled" })
+            #expect(Set(first.compactMap { ($0["data"] as? [String: String])?["symbol"] }) == ["AAPL", "MSFT", "KO"])
+
+            let off = try await client.execute(
+                uri: "/api/notifications/preferences", method: .put, headers: Self.jsonHeaders(tokens), body: ByteBuffer(string: #"{"email":{"orders":false}}"#))
+            #expect(off.status == .ok)
+            try await place(["T", "SPY"])
+            #expect(try await env.outbox(kind: "order_filled").count == 3, "order mail is off: no more messages")
+            let second = try #require(try await Self.get(client, "/api/notifications", tokens)["data"] as? [[String: Any]])
+            #expect(second.count == 5)
+            let queued = try await env.services.mail.all().filter { $0.template == "order_filled" }
+            #expect(queued.count == 3, "no message row is written for a notice nobody mails")
+        }
+    }
+
     @Test("a sign-in from a new device is a security notice; the same device again is not", arguments: TestDatabaseKind.all)
     func newDevice(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

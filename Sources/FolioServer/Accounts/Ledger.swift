@@ -92,9 +92,7 @@ struct Ledger: Sendable {
             try await store.writeBalances(account, now: now, on: db)
         }
         if let notifications {
-            for (template, variables) in Notifications.notices(in: books) {
-                try await notifications.notify(account.userID.uuid, template, variables, on: db)
-            }
+            try await notifications.notify(account.userID.uuid, Notifications.notices(in: books), on: db)
         }
         if let metrics {
             // Counted before the transaction commits: a rolled-back commit can count twice, never zero times.

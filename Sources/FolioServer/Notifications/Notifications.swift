@@ -16,15 +16,32 @@ struct Notifications: Sendable {
 
     /// Records a notification for `userID` and queues its mail if wanted. Account mail (no category) is not a notification.
     func notify(_ userID: UUID, _ template: MailTemplate, _ variables: MailVariables, on db: any SQLDatabase) async throws {
-        guard let category = template.category else { return }
-        let id = ids.uuid()
-        try await store.insert(
-            id: id, userID: userID, template: template, category: category,
-            title: try renderer.render(template, part: "subject", variables).trimmingCharacters(in: .whitespacesAndNewlines),
-            body: try renderer.render(template, part: "summary", variables).trimmingCharacters(in: .whitespacesAndNewlines),
-            data: variables.json, now: clock.now(), on: db)
-        guard let recipient = try await store.recipient(of: userID, category: category, on: db) else { return }
-        try await mail.enqueue(template, variables, to: recipient, userID: userID, notificationID: id, on: db)
+        try await notify(userID, [(template, variables)], on: db)
+    }
+
+    /// Records several notifications for `userID` (the fills of a batch, say) and queues
+    /// the mail they want, in a handful of statements however many there are: they are
+    /// written while the caller holds the account's lock.
+    func notify(_ userID: UUID, _ notices: [(MailTemplate, MailVariables)], on db: any SQLDatabase) async throws {
+        let now = clock.now()
+        var rows: [NotificationStore.NewRow] = []
+        for (template, variables) in notices {
+            guard let category = template.category else { continue }
+            rows.append(NotificationStore.NewRow(
+                id: ids.uuid(), template: template, category: category,
+                title: try renderer.render(template, part: "subject", variables).trimmingCharacters(in: .whitespacesAndNewlines),
+                body: try renderer.render(template, part: "summary", variables).trimmingCharacters(in: .whitespacesAndNewlines),
+                variables: variables))
+        }
+        guard !rows.isEmpty else { return }
+        try await store.insert(rows, userID: userID, now: now, on: db)
+        for category in NoticeCategory.allCases {
+            let mailed = rows.filter { $0.category == category }
+            guard !mailed.isEmpty else { continue }
+            try await mail.enqueue(
+                mailed.map { MailQueue.Message(template: $0.template, variables: $0.variables, notificationID: $0.id) },
+                toWhoeverOf: store.recipient(of: userID, category: category), userID: userID, on: db)
+        }
     }
 }
 
@@ -43,26 +60,38 @@ struct NotificationStore: Sendable {
         var readAt: Date?
     }
 
-    func insert(
-        id: UUID, userID: UUID, template: MailTemplate, category: NoticeCategory, title: String, body: String, data: String, now: Date,
-        on db: any SQLDatabase
-    ) async throws {
+    /// A notification to be written.
+    struct NewRow: Sendable {
+        var id: UUID
+        var template: MailTemplate
+        var category: NoticeCategory
+        var title: String
+        var body: String
+        var variables: MailVariables
+    }
+
+    func insert(_ rows: [NewRow], userID: UUID, now: Date, on db: any SQLDatabase) async throws {
+        guard !rows.isEmpty else { return }
+        let values: [SQLQueryString] = rows.map { row in
+            """
+            (\(bind: row.id), \(bind: userID), \(bind: row.template.rawValue), \(bind: row.category.rawValue), \(bind: row.title), \(bind: row.body), \
+            \(bind: row.variables.json), \(bind: now))
+            """
+        }
         try await db.raw("""
-            INSERT INTO notifications (id, user_id, kind, category, title, body, data, created_at)
-            VALUES (\(bind: id), \(bind: userID), \(bind: template.rawValue), \(bind: category.rawValue), \(bind: title), \(bind: body), \(bind: data), \(bind: now))
+            INSERT INTO notifications (id, user_id, kind, category, title, body, data, created_at) VALUES \(values.joined(separator: ", "))
             """).run()
     }
 
-    /// The user's address when they want mail of `category` (no preference row: they do); nil otherwise.
-    func recipient(of userID: UUID, category: NoticeCategory, on db: any SQLDatabase) async throws -> String? {
-        guard let row = try await db.raw("""
-            SELECT u.email AS email, p.email AS wanted FROM users u
-            LEFT JOIN notification_preferences p ON p.user_id = u.id AND p.category = \(bind: category.rawValue)
-            WHERE u.id = \(bind: userID)
-            """).first()
-        else { return nil }
-        let wanted = try row.decode(column: "wanted", as: Bool?.self) ?? true
-        return wanted || category.alwaysMailed ? try row.decode(column: "email", as: String.self) : nil
+    /// A query of the user's address (as `email`) when they want mail of
+    /// `category` (no preference row: they do), and of no row otherwise; the
+    /// mail queue inserts from it, sparing a round trip inside the caller's transaction.
+    func recipient(of userID: UUID, category: NoticeCategory) -> SQLQueryString {
+        """
+        SELECT u.email AS email FROM users u
+        LEFT JOIN notification_preferences p ON p.user_id = u.id AND p.category = \(bind: category.rawValue)
+        WHERE u.id = \(bind: userID) AND (COALESCE(p.email, TRUE) OR \(bind: category.alwaysMailed))
+        """
     }
 
     /// Whether the user was told of `kind` since `time` (a daily digest is sent once a day).
