@@ -51,6 +51,7 @@ struct Serve: AsyncParsableCommand {
     var port: Int?
 
     func run() async throws {
+        EventLoopExecutor.install()
         var overrides: [String: String] = [:]
         if let host { overrides["HOST"] = host }
         if let port { overrides["PORT"] = String(port) }
@@ -143,6 +144,7 @@ struct Worker: AsyncParsableCommand {
     @OptionGroup var options: EnvironmentOptions
 
     func run() async throws {
+        EventLoopExecutor.install()
         let configuration = try options.loadConfiguration()
         let logger = Logger.folio(configuration: configuration)
         let database = try FolioDatabase(location: configuration.database, poolSize: configuration.databasePoolSize, logger: logger)
