@@ -51,11 +51,11 @@ struct Serve: AsyncParsableCommand {
     var port: Int?
 
     func run() async throws {
-        EventLoopExecutor.install()
         var overrides: [String: String] = [:]
         if let host { overrides["HOST"] = host }
         if let port { overrides["PORT"] = String(port) }
         let configuration = try options.loadConfiguration(overrides: overrides)
+        EventLoopExecutor.install(for: configuration.database)
         let logger = Logger.folio(configuration: configuration)
         if case .generated(let path) = configuration.secretKeySource {
             logger.warning("SECRET_KEY is not set: using a generated development key kept in \(path). Set SECRET_KEY outside development.")
@@ -144,8 +144,8 @@ struct Worker: AsyncParsableCommand {
     @OptionGroup var options: EnvironmentOptions
 
     func run() async throws {
-        EventLoopExecutor.install()
         let configuration = try options.loadConfiguration()
+        EventLoopExecutor.install(for: configuration.database)
         let logger = Logger.folio(configuration: configuration)
         let database = try FolioDatabase(location: configuration.database, poolSize: configuration.databasePoolSize, logger: logger)
         try await database.prepareConnectionSettings()

@@ -25,11 +25,12 @@ struct MailQueue: Sendable {
         return id
     }
 
-    /// A message of a batch.
+    /// A notification's message, queued with others of one commit.
     struct Message: Sendable {
         var template: MailTemplate
         var variables: MailVariables
-        var notificationID: UUID?
+        /// Never nil: PostgreSQL could not tell the type of a VALUES column of nulls alone.
+        var notificationID: UUID
     }
 
     /// Queues the messages to the address `recipient` selects (as `email`), if it selects one.
