@@ -46,6 +46,42 @@ struct OrdersTests {
         }
     }
 
+    @Test("orders written together in one statement keep each one's values, nulls and whole columns of nulls among them", arguments: TestDatabaseKind.all)
+    func ordersWrittenTogether(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "together@example.com")
+            for symbol in ["AAPL", "MSFT", "KO"] {
+                let placed = try await order(client, tokens, ["symbol": symbol, "quantity": 3, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"])
+                #expect(placed.status == .created)
+            }
+            let placed = try await env.orders()
+            #expect(placed.count == 3)
+            guard placed.count == 3 else { return }
+            let later = Date(timeIntervalSince1970: 1_800_000_000)
+            // The first row has nulls where the others have values, and no row has a cancel time.
+            var changed = placed
+            changed[0].status = .accepted
+            changed[0].updatedAt = later
+            changed[1].status = .rejected
+            changed[1].rejectReason = "a reason"
+            changed[1].reservedCash = .zero
+            changed[1].updatedAt = later
+            changed[2].status = .partiallyFilled
+            changed[2].filledQuantity = try Quantity(parsing: "1.000000001")
+            changed[2].averageFillPrice = try Price(parsing: "0.99999999")
+            changed[2].reservedCash = try Cash(parsing: "1.9999")
+            changed[2].updatedAt = later.addingTimeInterval(1)
+            try await env.store.updateOrders(changed, on: env.database.sql)
+            let written = try await env.orders()
+            #expect(written == changed)
+            // One order alone is written by the statement for one.
+            var single = written[0]
+            single.cancelRequestedAt = later
+            try await env.store.updateOrders([single], on: env.database.sql)
+            #expect(try await env.order(single.id) == single)
+        }
+    }
+
     @Test("18 significant digits round-trip exactly through JSON, the database and JSON again, sent as a JSON number or a string", arguments: TestDatabaseKind.all)
     func eighteenDigits(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

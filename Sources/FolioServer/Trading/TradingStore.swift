@@ -308,16 +308,40 @@ struct TradingStore: Sendable {
         }
     }
 
+    /// Writes the orders' changing columns: one statement for one order, and
+    /// one for several (a worker's batch fills many orders of an account under its lock).
     func updateOrders(_ orders: [OrderState], on db: any SQLDatabase) async throws {
-        for order in orders {
-            try await db.raw("""
-                UPDATE orders SET status = \(bind: order.status.rawValue), filled_quantity = \(bind: order.filledQuantity),
-                    average_fill_price = \(bind: order.averageFillPrice), reserved_cash = \(bind: order.reservedCash),
-                    reserved_quantity = \(bind: order.reservedQuantity), reject_reason = \(bind: order.rejectReason),
-                    cancel_requested_at = \(bind: order.cancelRequestedAt), updated_at = \(bind: order.updatedAt)
-                WHERE id = \(bind: order.id)
-                """).run()
+        guard orders.count > 1 else {
+            for order in orders {
+                try await db.raw("""
+                    UPDATE orders SET status = \(bind: order.status.rawValue), filled_quantity = \(bind: order.filledQuantity),
+                        average_fill_price = \(bind: order.averageFillPrice), reserved_cash = \(bind: order.reservedCash),
+                        reserved_quantity = \(bind: order.reservedQuantity), reject_reason = \(bind: order.rejectReason),
+                        cancel_requested_at = \(bind: order.cancelRequestedAt), updated_at = \(bind: order.updatedAt)
+                    WHERE id = \(bind: order.id)
+                    """).run()
+            }
+            return
         }
+        // PostgreSQL types a VALUES column from its values, and a column of nulls alone (no order
+        // rejected, say) would be text: the first row names each column's type there.
+        let postgres = database.kind == .postgres
+        let rows: [SQLQueryString] = orders.enumerated().map { index, order in
+            func typed(_ type: String) -> SQLQueryString { index == 0 && postgres ? "::\(unsafeRaw: type)" : "" }
+            return """
+                (\(bind: order.id)\(typed("uuid")), \(bind: order.status.rawValue)\(typed("text")), \(bind: order.filledQuantity)\(typed("numeric")), \
+                \(bind: order.averageFillPrice)\(typed("numeric")), \(bind: order.reservedCash)\(typed("numeric")), \
+                \(bind: order.reservedQuantity)\(typed("numeric")), \(bind: order.rejectReason)\(typed("text")), \
+                \(bind: order.cancelRequestedAt)\(typed("timestamptz")), \(bind: order.updatedAt)\(typed("timestamptz")))
+                """
+        }
+        // VALUES names its columns column1, column2… on both databases.
+        try await db.raw("""
+            UPDATE orders SET status = v.column2, filled_quantity = v.column3, average_fill_price = v.column4, reserved_cash = v.column5,
+                reserved_quantity = v.column6, reject_reason = v.column7, cancel_requested_at = v.column8, updated_at = v.column9
+            FROM (VALUES \(rows.joined(separator: ", "))) AS v
+            WHERE orders.id = v.column1
+            """).run()
     }
 
     // MARK: - Fills
