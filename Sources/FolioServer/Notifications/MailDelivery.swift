@@ -89,8 +89,8 @@ struct OutboxTransport: MailTransport {
             throw .unavailable("the outbox could not be written: \(type(of: error))")
         }
         var metadata: Logger.Metadata = ["recipient": .string(mail.recipient), "subject": .string(mail.subject), "kind": .string(mail.template.rawValue)]
-        // Account mail's body holds the link a developer follows from the console; a notice's body
-        // (one per fill) is in the outbox and the app, and redacting it for the log costs a millisecond.
+        // Account mail is rare and its body (the token masked) shows what the person was asked to do;
+        // a notice's body (one per fill) is in the outbox and the app, and redacting it costs a millisecond.
         if mail.template.category == nil { metadata["body"] = .string(mail.text) }
         logger.info("mail kept in outbox", metadata: metadata)
     }
