@@ -9,10 +9,10 @@ import NIOPosix
 /// has its thread).
 public enum EventLoopExecutor {
     /// Call once, first thing in a long-running command, before it starts any task.
-    /// PostgreSQL only: measured under `Benchmarks/run`, it took PostgreSQL's
-    /// order path from 134 to 211 fills a second, but on SQLite, whose one
-    /// connection answers on one event loop, the portfolio read's p99 went from
-    /// about 60 ms to seconds while that loop ran everyone's tasks.
+    /// PostgreSQL only. There it gives orders on many accounts about a third
+    /// more fills a second (for about 10 % of `/health`; docs/PERFORMANCE.md);
+    /// on SQLite, whose one connection answers on one event loop, the portfolio
+    /// read's p99 went from about 60 ms to seconds while that loop ran everyone's tasks.
     public static func install(for database: AppConfiguration.DatabaseLocation) {
         guard database.isPostgres else { return }
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
