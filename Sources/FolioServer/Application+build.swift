@@ -306,7 +306,7 @@ public struct FolioServices: Sendable {
                 do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
             },
             pace: pace, filter: .except([.sendMail]))
-        let lastSweep = Mutex(ContinuousClock.now - .seconds(60))
+        let mailSweep = Throttle(every: 60)
         // One message per claim, each send within SendGrid's 15 s timeout: far inside a job's 60 s lease.
         self.mailWorker = JobWorker(
             queue: jobs,
@@ -319,12 +319,7 @@ public struct FolioServices: Sendable {
             ],
             name: "\(dependencies.instance)-mail", pollInterval: .milliseconds(500), logger: logger,
             onIdle: {
-                let due = lastSweep.withLock { last in
-                    guard ContinuousClock.now - last >= .seconds(60) else { return false }
-                    last = ContinuousClock.now
-                    return true
-                }
-                if due { await mailDelivery.sweep() }
+                if mailSweep.isDue(at: clock.now()) { await mailDelivery.sweep() }
             },
             concurrency: 2, batchSize: 1, filter: .only([.sendMail]))
         if configuration.isProduction, configuration.backup.scheduled, configuration.backup.encryptionKey == nil {

@@ -74,7 +74,7 @@ struct OrdersTests {
             try await env.store.updateOrders(changed, on: env.database.sql)
             let written = try await env.orders()
             #expect(written == changed)
-            // One order alone is written by the statement for one.
+            // One order alone, its cancel time the only one in its column.
             var single = written[0]
             single.cancelRequestedAt = later
             try await env.store.updateOrders([single], on: env.database.sql)

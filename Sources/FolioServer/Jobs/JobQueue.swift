@@ -3,7 +3,6 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SQLKit
-import Synchronization
 
 /// A job as a worker holds it.
 struct ClaimedJob: Sendable {
@@ -35,28 +34,23 @@ struct JobQueue: Sendable {
     var onDead: (@Sendable (String, JobID, String) -> Void)? = nil
 
     static let lease: TimeInterval = 60
-    /// When claims last looked for jobs abandoned on their last attempt. Every
-    /// lane of both workers claims here, many times a second under load; once
-    /// a second is soon enough for a job that has no attempt left.
-    let lastDeadSweep = SharedTime()
+    /// Claims looking for jobs abandoned on their last attempt. Every lane of
+    /// both workers claims here, many times a second under load; once a second
+    /// is soon enough for a job that has no attempt left.
+    let deadSweep = Throttle(every: 1)
 
     func enqueue(_ payload: JobPayload, runAt: Date? = nil, maxAttempts: Int = 8, on db: any SQLDatabase) async throws {
-        let now = clock.now()
-        try await db.raw("""
-            INSERT INTO jobs (id, kind, payload, order_id, status, attempts, max_attempts, run_at, created_at, updated_at)
-            VALUES (\(bind: ids.next(JobID.self)), \(bind: payload.kind.rawValue), \(bind: payload.json), \(bind: payload.orderID), 'queued', 0,
-                    \(bind: maxAttempts), \(bind: runAt ?? now), \(bind: now), \(bind: now))
-            """).run()
+        try await enqueue([payload], runAt: runAt, maxAttempts: maxAttempts, on: db)
     }
 
     /// Enqueues several jobs in one statement.
-    func enqueue(_ payloads: [JobPayload], maxAttempts: Int = 8, on db: any SQLDatabase) async throws {
+    func enqueue(_ payloads: [JobPayload], runAt: Date? = nil, maxAttempts: Int = 8, on db: any SQLDatabase) async throws {
         guard !payloads.isEmpty else { return }
         let now = clock.now()
         let values: [SQLQueryString] = payloads.map { payload in
             """
             (\(bind: ids.next(JobID.self)), \(bind: payload.kind.rawValue), \(bind: payload.json), \(bind: payload.orderID), 'queued', 0, \
-            \(bind: maxAttempts), \(bind: now), \(bind: now), \(bind: now))
+            \(bind: maxAttempts), \(bind: runAt ?? now), \(bind: now), \(bind: now))
             """
         }
         try await db.raw("""
@@ -93,12 +87,7 @@ struct JobQueue: Sendable {
             status = 'running' AND (locked_until < \(bind: now) OR instance_id IN (SELECT id FROM instances WHERE heartbeat_at < \(bind: deadline)))
             """
         // A job whose worker died during its last attempt crashed its worker every time: give up on it.
-        let sweepDue = lastDeadSweep.time.withLock { last in
-            guard abs(now.timeIntervalSince(last)) >= 1 else { return false }
-            last = now
-            return true
-        }
-        let abandonedDead = !sweepDue ? [] : try await database.sql.raw("""
+        let abandonedDead = !deadSweep.isDue(at: now) ? [] : try await database.sql.raw("""
             UPDATE jobs SET status = 'dead', last_error = 'the worker stopped during the last attempt', locked_by = NULL, instance_id = NULL,
                 locked_until = NULL, updated_at = \(bind: now)
             WHERE \(abandoned) AND attempts >= max_attempts
@@ -406,9 +395,4 @@ struct JobWorker: Service {
             return outcomes
         }
     }
-}
-
-/// A time shared by every copy of the value that holds it.
-final class SharedTime: Sendable {
-    let time = Mutex<Date>(.distantPast)
 }

@@ -308,21 +308,10 @@ struct TradingStore: Sendable {
         }
     }
 
-    /// Writes the orders' changing columns: one statement for one order, and
-    /// one for several (a worker's batch fills many orders of an account under its lock).
+    /// Writes the orders' changing columns in one statement, however many
+    /// (a worker's batch fills many orders of an account under its lock).
     func updateOrders(_ orders: [OrderState], on db: any SQLDatabase) async throws {
-        guard orders.count > 1 else {
-            for order in orders {
-                try await db.raw("""
-                    UPDATE orders SET status = \(bind: order.status.rawValue), filled_quantity = \(bind: order.filledQuantity),
-                        average_fill_price = \(bind: order.averageFillPrice), reserved_cash = \(bind: order.reservedCash),
-                        reserved_quantity = \(bind: order.reservedQuantity), reject_reason = \(bind: order.rejectReason),
-                        cancel_requested_at = \(bind: order.cancelRequestedAt), updated_at = \(bind: order.updatedAt)
-                    WHERE id = \(bind: order.id)
-                    """).run()
-            }
-            return
-        }
+        guard !orders.isEmpty else { return }
         // PostgreSQL types a VALUES column from its values, and a column of nulls alone (no order
         // rejected, say) would be text: the first row names each column's type there.
         let postgres = database.kind == .postgres
