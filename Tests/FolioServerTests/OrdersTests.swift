@@ -71,13 +71,17 @@ struct OrdersTests {
             changed[2].averageFillPrice = try Price(parsing: "0.99999999")
             changed[2].reservedCash = try Cash(parsing: "1.9999")
             changed[2].updatedAt = later.addingTimeInterval(1)
-            try await env.store.updateOrders(changed, on: env.database.sql)
+            var writes = WriteBatch(for: env.database.kind)
+            env.store.updateOrders(changed, into: &writes)
+            try await writes.run(on: env.database.sql)
             let written = try await env.orders()
             #expect(written == changed)
             // One order alone, its cancel time the only one in its column.
             var single = written[0]
             single.cancelRequestedAt = later
-            try await env.store.updateOrders([single], on: env.database.sql)
+            writes = WriteBatch(for: env.database.kind)
+            env.store.updateOrders([single], into: &writes)
+            try await writes.run(on: env.database.sql)
             #expect(try await env.order(single.id) == single)
         }
     }

@@ -52,9 +52,11 @@ struct PortfolioTests {
 
             // A holding as a fill would leave it (orders arrive with the trading work).
             let account = try await env.firstAccount()
-            try await env.store.upsertHoldings(
+            var writes = WriteBatch(for: env.database.kind)
+            env.store.upsertHoldings(
                 [HoldingState(symbol: "AAPL", quantity: try Quantity(parsing: "1.5"), reservedQuantity: 0, costBasis: try Cash(parsing: "280.00"))],
-                account: account.state, ids: .random, now: env.clock.now, on: env.database.sql)
+                account: account.state, ids: .random, now: env.clock.now, into: &writes)
+            try await writes.run(on: env.database.sql)
 
             let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
             let position = try #require((portfolio["positions"] as? [[String: Any]])?.first)

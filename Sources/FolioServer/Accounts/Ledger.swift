@@ -52,27 +52,27 @@ struct Ledger: Sendable {
         return OpenBooks(books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied), kind: locked.kind, head: locked.chainHead)
     }
 
-    func commit(_ open: OpenBooks, context: AuditContext, on db: any SQLDatabase) async throws {
-        try await commit(open.books, head: open.head, context: context, on: db)
-    }
-
     /// The time postings record: whole milliseconds, so a row reads back the
     /// same from either database and its digest in the audit trail holds.
     func now() -> Date {
         AuditChain.recordedTime(clock.now())
     }
 
-    /// Writes what the postings changed.
-    func commit(_ books: Books, head: AuditChain.Head?, context: AuditContext, on db: any SQLDatabase) async throws {
-        guard !books.isEmpty else { return }
+    /// Writes what the postings changed, after the caller's own `writes` (a
+    /// placement's submit job): on PostgreSQL in one statement (see
+    /// `WriteBatch`), so the account's lock is held for as few round trips as it can be.
+    func commit(_ open: OpenBooks, context: AuditContext, adding writes: WriteBatch? = nil, on db: any SQLDatabase) async throws {
+        let books = open.books, head = open.head
+        var writes = writes ?? WriteBatch(for: store.database.kind)
+        guard !books.isEmpty else { return try await writes.run(on: db) }
         let now = self.now()
         let account = books.account
-        try await store.upsertHoldings(books.changedHoldings, account: account, ids: ids, now: now, on: db)
+        store.upsertHoldings(books.changedHoldings, account: account, ids: ids, now: now, into: &writes)
         let orders = books.changedOrders
-        try await store.insertOrders(orders.filter(\.created).map(\.order), on: db)
-        try await store.updateOrders(orders.filter { !$0.created }.map(\.order), on: db)
-        try await store.insertFills(books.fills, userID: account.userID, on: db)
-        try await store.insertEntries(books.entries, account: account, now: now, on: db)
+        store.insertOrders(orders.filter(\.created).map(\.order), into: &writes)
+        store.updateOrders(orders.filter { !$0.created }.map(\.order), into: &writes)
+        store.insertFills(books.fills, userID: account.userID, into: &writes)
+        store.insertEntries(books.entries, account: account, now: now, into: &writes)
         // Each ledger row is committed to by the event that names it, with a digest of the row: a row
         // changed, added or removed behind Folio's back no longer matches its account's chain.
         var digests: [String: String] = [:]
@@ -86,14 +86,15 @@ struct Ledger: Sendable {
         }
         // The account row takes its balances and its chain's new head in one write.
         let chain = AuditChain.ID.account(account.id)
-        if let newHead = try await AuditChain.appendRows(records, to: chain, after: head, dialect: store.database.kind, on: db) {
-            try await store.writeAccount(account, head: newHead, mac: anchor.mac(chain: chain.text, head: newHead), now: now, on: db)
+        if let newHead = try await AuditChain.appendRows(records, to: chain, after: head, on: db, into: &writes) {
+            store.writeAccount(account, head: newHead, mac: anchor.mac(chain: chain.text, head: newHead), now: now, into: &writes)
         } else if books.accountChanged {
-            try await store.writeBalances(account, now: now, on: db)
+            store.writeBalances(account, now: now, into: &writes)
         }
         if let notifications {
-            try await notifications.notify(account.userID.uuid, Notifications.notices(in: books), on: db)
+            try notifications.notify(account.userID.uuid, Notifications.notices(in: books), into: &writes)
         }
+        try await writes.run(on: db)
         if let metrics {
             // Counted before the transaction commits: a rolled-back commit can count twice, never zero times.
             for event in books.events where event.action.hasPrefix("order.") && event.action != "order.fill" {

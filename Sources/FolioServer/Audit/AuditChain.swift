@@ -130,13 +130,15 @@ enum AuditChain {
         return hex(SHA256.hash(data: Data(input.utf8)))
     }
 
-    /// Appends `records` to a chain whose head the caller holds a lock on
-    /// and returns the new head, for the caller to store: an account's with
-    /// its balances. Nil when there was nothing to append.
+    /// Adds the rows that append `records` to a chain whose head the caller
+    /// holds a lock on to `writes`, and returns the new head, for the caller
+    /// to store: an account's with its balances. Nil when there was nothing
+    /// to append. `db` is the caller's transaction.
     static func appendRows(
-        _ records: [Record], to chain: ID, after head: Head?, dialect: FolioDatabase.Kind, on db: any SQLDatabase
+        _ records: [Record], to chain: ID, after head: Head?, on db: any SQLDatabase, into writes: inout WriteBatch
     ) async throws -> Head? {
         guard !records.isEmpty else { return nil }
+        let dialect = writes.kind
         let chainText = chain.text
         var previous = head?.hash ?? genesis
         var sequence = head?.sequence ?? 0
@@ -163,11 +165,11 @@ enum AuditChain {
             previous = hash
         }
         let sequenceColumn = dialect == .sqlite ? ", sequence" : ""
-        try await db.raw("""
+        writes.add("""
             INSERT INTO audit_events (id, occurred_at, actor_id, action, subject_type, subject_id, user_id, details, ip, ip_salt, ip_commitment, request_id,
                 previous_hash, hash, chain_id, chain_sequence\(unsafeRaw: sequenceColumn))
             VALUES \(values.joined(separator: ", "))
-            """).run()
+            """)
         return Head(sequence: sequence, hash: previous)
     }
 
@@ -181,12 +183,14 @@ enum AuditChain {
         }
         let row = try await db.raw("SELECT sequence, hash FROM audit_chains WHERE chain_id = \(bind: chainText)").first()
         let head = try row.map { Head(sequence: try $0.decode(column: "sequence", as: Int64.self), hash: try $0.decode(column: "hash", as: String.self)) }
-        guard let newHead = try await appendRows(records, to: chain, after: head, dialect: dialect, on: db) else { return }
-        try await db.raw("""
+        var writes = WriteBatch(for: dialect)
+        guard let newHead = try await appendRows(records, to: chain, after: head, on: db, into: &writes) else { return }
+        writes.add("""
             INSERT INTO audit_chains (chain_id, sequence, hash, mac) VALUES (\(bind: chainText), \(bind: newHead.sequence), \(bind: newHead.hash),
                 \(bind: anchor.mac(chain: chainText, head: newHead)))
             ON CONFLICT (chain_id) DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash, mac = excluded.mac
-            """).run()
+            """)
+        try await writes.run(on: db)
     }
 
     /// Every chain's anchored head: other chains' from `audit_chains`, accounts' from their rows.
@@ -290,8 +294,10 @@ extension AuditChain {
                     subjectID: account.description, userID: user.uuid, details: ["reason": "account opened before per-account audit chains"],
                     ip: nil, requestID: nil)
                 let chain = ID.account(account)
-                guard let head = try await appendRows([record], to: chain, after: nil, dialect: database.kind, on: db) else { return }
-                try await store.writeAccount(locked.state, head: head, mac: anchor.mac(chain: chain.text, head: head), now: clock.now(), on: db)
+                var writes = WriteBatch(for: database.kind)
+                guard let head = try await appendRows([record], to: chain, after: nil, on: db, into: &writes) else { return }
+                store.writeAccount(locked.state, head: head, mac: anchor.mac(chain: chain.text, head: head), now: clock.now(), into: &writes)
+                try await writes.run(on: db)
             }
         }
         return legacy.count

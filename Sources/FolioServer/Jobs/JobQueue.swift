@@ -45,18 +45,33 @@ struct JobQueue: Sendable {
 
     /// Enqueues several jobs in one statement.
     func enqueue(_ payloads: [JobPayload], runAt: Date? = nil, maxAttempts: Int = 8, on db: any SQLDatabase) async throws {
+        var writes = WriteBatch(for: database.kind)
+        enqueue(payloads, runAt: runAt, maxAttempts: maxAttempts, into: &writes)
+        try await writes.run(on: db)
+    }
+
+    /// Adds the statement that enqueues several jobs to `writes`; with
+    /// `onlyIf`, the jobs are written only when that query finds a row.
+    func enqueue(_ payloads: [JobPayload], runAt: Date? = nil, maxAttempts: Int = 8, onlyIf condition: SQLQueryString? = nil, into writes: inout WriteBatch) {
         guard !payloads.isEmpty else { return }
         let now = clock.now()
-        let values: [SQLQueryString] = payloads.map { payload in
-            """
-            (\(bind: ids.next(JobID.self)), \(bind: payload.kind.rawValue), \(bind: payload.json), \(bind: payload.orderID), 'queued', 0, \
-            \(bind: maxAttempts), \(bind: runAt ?? now), \(bind: now), \(bind: now))
-            """
+        // PostgreSQL types a VALUES column from its values, and a column of nulls alone (no job about
+        // an order) would be text: the first row names the types there.
+        let postgres = writes.kind == .postgres
+        let rows: [SQLQueryString] = payloads.enumerated().map { index, payload in
+            func typed(_ type: String) -> SQLQueryString { index == 0 && postgres ? "::\(unsafeRaw: type)" : "" }
+            return """
+                (\(bind: ids.next(JobID.self))\(typed("uuid")), \(bind: payload.kind.rawValue)\(typed("text")), \(bind: payload.json)\(typed("text")), \
+                \(bind: payload.orderID)\(typed("uuid")))
+                """
         }
-        try await db.raw("""
+        let guarded: SQLQueryString = condition.map { " WHERE EXISTS (\($0))" } ?? ""
+        // VALUES names its columns column1, column2… on both databases.
+        writes.add("""
             INSERT INTO jobs (id, kind, payload, order_id, status, attempts, max_attempts, run_at, created_at, updated_at)
-            VALUES \(values.joined(separator: ", "))
-            """).run()
+            SELECT v.column1, v.column2, v.column3, v.column4, 'queued', 0, \(bind: maxAttempts), \(bind: runAt ?? now), \(bind: now), \(bind: now)
+            FROM (VALUES \(rows.joined(separator: ", "))) AS v\(guarded)
+            """)
     }
 
     /// Enqueues the job unless the same job is already waiting to run: ten

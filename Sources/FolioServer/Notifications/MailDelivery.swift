@@ -33,10 +33,12 @@ struct MailQueue: Sendable {
         var notificationID: UUID
     }
 
-    /// Queues the messages to the address `recipient` selects (as `email`), if it selects one.
-    func enqueue(_ messages: [Message], toWhoeverOf recipient: SQLQueryString, userID: UUID?, on db: any SQLDatabase) async throws {
-        let queued = try await store.insert(messages.map { (ids.uuid(), $0) }, userID: userID, recipientFrom: recipient, now: clock.now(), on: db)
-        try await jobs.enqueue(queued.map { .sendMail($0) }, maxAttempts: MailDelivery.maxAttempts, on: db)
+    /// Adds to `writes` the messages to the address `recipient` selects (as
+    /// `email`) and their jobs, both written only if it selects one.
+    func enqueue(_ messages: [Message], toWhoeverOf recipient: SQLQueryString, userID: UUID?, into writes: inout WriteBatch) {
+        let queued = messages.map { (id: ids.uuid(), message: $0) }
+        store.insert(queued, userID: userID, recipientFrom: recipient, now: clock.now(), into: &writes)
+        jobs.enqueue(queued.map { .sendMail($0.id) }, maxAttempts: MailDelivery.maxAttempts, onlyIf: recipient, into: &writes)
     }
 }
 

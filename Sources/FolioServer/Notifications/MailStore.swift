@@ -48,23 +48,22 @@ struct MailStore: Sendable {
             """).run()
     }
 
-    /// Inserts the messages when `recipientFrom` selects an address (as
-    /// `email`); returns the ids inserted (none when it selects no address).
+    /// Adds the insert of the messages to `writes`: written when `recipientFrom`
+    /// selects an address (as `email`), none when it selects no address.
     func insert(
         _ messages: [(id: UUID, message: MailQueue.Message)], userID: UUID?, recipientFrom recipient: SQLQueryString, now: Date,
-        on db: any SQLDatabase
-    ) async throws -> [UUID] {
-        guard !messages.isEmpty else { return [] }
+        into writes: inout WriteBatch
+    ) {
+        guard !messages.isEmpty else { return }
         let values: [SQLQueryString] = messages.map { id, message in
             "(\(bind: id), \(bind: message.notificationID), \(bind: message.template.rawValue), \(bind: message.variables.json))"
         }
         // VALUES names its columns column1, column2… on both databases.
-        return try await db.raw("""
+        writes.add("""
             INSERT INTO mail_messages (id, user_id, notification_id, recipient, template, variables, status, attempts, created_at, updated_at)
             SELECT v.column1, \(bind: userID), v.column2, r.email, v.column3, v.column4, 'queued', 0, \(bind: now), \(bind: now)
             FROM (VALUES \(values.joined(separator: ", "))) AS v CROSS JOIN (\(recipient)) AS r
-            RETURNING id
-            """).all().map { try $0.decode(column: "id", as: UUID.self) }
+            """)
     }
 
     /// Takes a queued message for sending: only one sender can, and a message

@@ -19,10 +19,17 @@ struct Notifications: Sendable {
         try await notify(userID, [(template, variables)], on: db)
     }
 
-    /// Records several notifications for `userID` (the fills of a batch, say) and queues
-    /// the mail they want, in a handful of statements however many there are: they are
-    /// written while the caller holds the account's lock.
+    /// Records several notifications for `userID` and queues the mail they want.
     func notify(_ userID: UUID, _ notices: [(MailTemplate, MailVariables)], on db: any SQLDatabase) async throws {
+        var writes = WriteBatch(for: store.database.kind)
+        try notify(userID, notices, into: &writes)
+        try await writes.run(on: db)
+    }
+
+    /// Adds to `writes` the notifications for `userID` (the fills of a batch,
+    /// say) and the mail they want, in a handful of statements however many
+    /// there are: they are written while the caller holds the account's lock.
+    func notify(_ userID: UUID, _ notices: [(MailTemplate, MailVariables)], into writes: inout WriteBatch) throws {
         let now = clock.now()
         var rows: [NotificationStore.NewRow] = []
         for (template, variables) in notices {
@@ -34,13 +41,13 @@ struct Notifications: Sendable {
                 variables: variables))
         }
         guard !rows.isEmpty else { return }
-        try await store.insert(rows, userID: userID, now: now, on: db)
+        store.insert(rows, userID: userID, now: now, into: &writes)
         for category in NoticeCategory.allCases {
             let mailed = rows.filter { $0.category == category }
             guard !mailed.isEmpty else { continue }
-            try await mail.enqueue(
+            mail.enqueue(
                 mailed.map { MailQueue.Message(template: $0.template, variables: $0.variables, notificationID: $0.id) },
-                toWhoeverOf: store.recipient(of: userID, category: category), userID: userID, on: db)
+                toWhoeverOf: store.recipient(of: userID, category: category), userID: userID, into: &writes)
         }
     }
 }
@@ -70,7 +77,7 @@ struct NotificationStore: Sendable {
         var variables: MailVariables
     }
 
-    func insert(_ rows: [NewRow], userID: UUID, now: Date, on db: any SQLDatabase) async throws {
+    func insert(_ rows: [NewRow], userID: UUID, now: Date, into writes: inout WriteBatch) {
         guard !rows.isEmpty else { return }
         let values: [SQLQueryString] = rows.map { row in
             """
@@ -78,9 +85,9 @@ struct NotificationStore: Sendable {
             \(bind: row.variables.json), \(bind: now))
             """
         }
-        try await db.raw("""
+        writes.add("""
             INSERT INTO notifications (id, user_id, kind, category, title, body, data, created_at) VALUES \(values.joined(separator: ", "))
-            """).run()
+            """)
     }
 
     /// A query of the user's address (as `email`) when they want mail of

@@ -78,10 +78,10 @@ struct OrderService: Sendable {
             throw TradingError.duplicateClientOrderID
         }
         let draft = priced.draft
-        // The submit job first: what does not need the account's lock is written before it is taken,
-        // so that placements and fills of one account wait on each other as briefly as they can.
+        // The submit job goes with the order, in the commit's one statement (transactional outbox).
         let orderID = ids.next(OrderID.self)
-        try await jobs.enqueue(.submitOrder(orderID), on: db)
+        var writes = WriteBatch(for: database.kind)
+        jobs.enqueue([.submitOrder(orderID)], into: &writes)
         // A buy changes no holding; a sell reserves shares of one.
         let symbols = draft.side == .sell ? [draft.symbol] : []
         guard var open = try await ledger.open(account: accountID, owner: userID, need: .init(symbols: symbols), on: db) else {
@@ -94,7 +94,7 @@ struct OrderService: Sendable {
         open.books.record(posting)
         let order = posting.order!
         do {
-            try await ledger.commit(open, context: context, on: db)
+            try await ledger.commit(open, context: context, adding: writes, on: db)
         } catch where placement.clientOrderID != nil && DatabaseConstraint(error)?.kind == .unique {
             // Another account's placement with the same client order id won the race.
             throw TradingError.duplicateClientOrderID

@@ -118,19 +118,19 @@ struct TradingStore: Sendable {
     }
 
     /// Writes a locked account's balances and the new head of its audit chain, with the head's signature.
-    func writeAccount(_ account: AccountState, head: AuditChain.Head, mac: String, now: Date, on db: any SQLDatabase) async throws {
-        try await db.raw("""
+    func writeAccount(_ account: AccountState, head: AuditChain.Head, mac: String, now: Date, into writes: inout WriteBatch) {
+        writes.add("""
             UPDATE accounts SET cash = \(bind: account.cash), reserved_cash = \(bind: account.reservedCash), updated_at = \(bind: now),
                 audit_sequence = \(bind: head.sequence), audit_hash = \(bind: head.hash), audit_mac = \(bind: mac)
             WHERE id = \(bind: account.id)
-            """).run()
+            """)
     }
 
-    func writeBalances(_ account: AccountState, now: Date, on db: any SQLDatabase) async throws {
-        try await db.raw("""
+    func writeBalances(_ account: AccountState, now: Date, into writes: inout WriteBatch) {
+        writes.add("""
             UPDATE accounts SET cash = \(bind: account.cash), reserved_cash = \(bind: account.reservedCash), updated_at = \(bind: now)
             WHERE id = \(bind: account.id)
-            """).run()
+            """)
     }
 
     // MARK: - Holdings
@@ -183,7 +183,7 @@ struct TradingStore: Sendable {
     }
 
     /// Inserts or updates holdings in one statement.
-    func upsertHoldings(_ holdings: [HoldingState], account: AccountState, ids: IDSource, now: Date, on db: any SQLDatabase) async throws {
+    func upsertHoldings(_ holdings: [HoldingState], account: AccountState, ids: IDSource, now: Date, into writes: inout WriteBatch) {
         guard !holdings.isEmpty else { return }
         var values: [SQLQueryString] = []
         for holding in holdings {
@@ -193,12 +193,12 @@ struct TradingStore: Sendable {
                  \(bind: holding.reservedQuantity), \(bind: holding.costBasis), \(bind: now), \(bind: now))
                 """)
         }
-        try await db.raw("""
+        writes.add("""
             INSERT INTO holdings (id, account_id, user_id, symbol, quantity, reserved_quantity, cost_basis, created_at, updated_at)
             VALUES \(values.joined(separator: ", "))
             ON CONFLICT (account_id, symbol) DO UPDATE SET quantity = excluded.quantity, reserved_quantity = excluded.reserved_quantity,
                 cost_basis = excluded.cost_basis, updated_at = excluded.updated_at
-            """).run()
+            """)
     }
 
     // MARK: - Orders
@@ -295,22 +295,22 @@ struct TradingStore: Sendable {
             """).first() != nil
     }
 
-    func insertOrders(_ orders: [OrderState], on db: any SQLDatabase) async throws {
+    func insertOrders(_ orders: [OrderState], into writes: inout WriteBatch) {
         for order in orders {
-            try await db.raw("""
+            writes.add("""
                 INSERT INTO orders (\(unsafeRaw: Self.orderColumns)) VALUES (
                     \(bind: order.id), \(bind: order.accountID), \(bind: order.userID), \(bind: order.clientOrderID), \(bind: order.symbol),
                     \(bind: order.side.rawValue), \(bind: order.type.rawValue), \(bind: order.timeInForce.rawValue), \(bind: order.quantity),
                     \(bind: order.notional), \(bind: order.limitPrice), \(bind: order.stopPrice), \(bind: order.status.rawValue),
                     \(bind: order.filledQuantity), \(bind: order.averageFillPrice), \(bind: order.reservedCash), \(bind: order.reservedQuantity),
                     \(bind: order.rejectReason), \(bind: order.cancelRequestedAt), \(bind: order.createdAt), \(bind: order.updatedAt))
-                """).run()
+                """)
         }
     }
 
     /// Writes the orders' changing columns in one statement, however many
     /// (a worker's batch fills many orders of an account under its lock).
-    func updateOrders(_ orders: [OrderState], on db: any SQLDatabase) async throws {
+    func updateOrders(_ orders: [OrderState], into writes: inout WriteBatch) {
         guard !orders.isEmpty else { return }
         // PostgreSQL types a VALUES column from its values, and a column of nulls alone (no order
         // rejected, say) would be text: the first row names each column's type there.
@@ -325,12 +325,12 @@ struct TradingStore: Sendable {
                 """
         }
         // VALUES names its columns column1, column2… on both databases.
-        try await db.raw("""
+        writes.add("""
             UPDATE orders SET status = v.column2, filled_quantity = v.column3, average_fill_price = v.column4, reserved_cash = v.column5,
                 reserved_quantity = v.column6, reject_reason = v.column7, cancel_requested_at = v.column8, updated_at = v.column9
             FROM (VALUES \(rows.joined(separator: ", "))) AS v
             WHERE orders.id = v.column1
-            """).run()
+            """)
     }
 
     // MARK: - Fills
@@ -342,14 +342,14 @@ struct TradingStore: Sendable {
             .map { try $0.decode(column: "broker_fill_id", as: String.self) })
     }
 
-    func insertFills(_ fills: [FillLine], userID: UserID, on db: any SQLDatabase) async throws {
+    func insertFills(_ fills: [FillLine], userID: UserID, into writes: inout WriteBatch) {
         guard !fills.isEmpty else { return }
         let values: [SQLQueryString] = fills.map { fill in
             "(\(bind: fill.id), \(bind: fill.orderID), \(bind: userID), \(bind: fill.brokerFillID), \(bind: fill.quantity), \(bind: fill.price), \(bind: fill.occurredAt))"
         }
-        try await db.raw("""
+        writes.add("""
             INSERT INTO fills (id, order_id, user_id, broker_fill_id, quantity, price, occurred_at) VALUES \(values.joined(separator: ", "))
-            """).run()
+            """)
     }
 
     func fills(of orderID: OrderID) async throws -> [FillLine] {
@@ -365,7 +365,7 @@ struct TradingStore: Sendable {
 
     // MARK: - Ledger rows
 
-    func insertEntries(_ entries: [LedgerLine], account: AccountState, now: Date, on db: any SQLDatabase) async throws {
+    func insertEntries(_ entries: [LedgerLine], account: AccountState, now: Date, into writes: inout WriteBatch) {
         guard !entries.isEmpty else { return }
         let values: [SQLQueryString] = entries.map { entry in
             """
@@ -373,10 +373,10 @@ struct TradingStore: Sendable {
              \(bind: entry.price), \(bind: entry.amount), \(bind: entry.orderID), \(bind: entry.description), \(bind: entry.occurredAt), \(bind: now))
             """
         }
-        try await db.raw("""
+        writes.add("""
             INSERT INTO transactions (id, account_id, user_id, type, symbol, quantity, price, amount, order_id, description, occurred_at, created_at)
             VALUES \(values.joined(separator: ", "))
-            """).run()
+            """)
     }
 
     static let entryColumns = "id, account_id, type, symbol, quantity, price, amount, order_id, description, occurred_at"

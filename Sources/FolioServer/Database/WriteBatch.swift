@@ -1,0 +1,76 @@
+import SQLKit
+
+/// Writes that read nothing back from one another, sent to the database
+/// together: what a commit changed (orders, holdings, fills, ledger rows,
+/// audit events, the account row, notices), written while the account's
+/// lock is held, so it should cost as few round trips as it can.
+///
+/// On PostgreSQL the writes travel as one statement, each a data-modifying
+/// `WITH` clause: PostgreSQL runs every one of them to completion on one
+/// snapshot and checks foreign keys when the statement ends, so one round
+/// trip does the work of many. On SQLite, where a statement costs no round
+/// trip, they run one after another.
+///
+/// So two writes of one batch must never touch the same row, nor one read
+/// what another writes.
+struct WriteBatch: Sendable {
+    let kind: FolioDatabase.Kind
+    private(set) var statements: [SQLQueryString] = []
+
+    /// PostgreSQL's limit on the parameters of one statement (the protocol counts them in 16 bits).
+    static let maxBinds = 65_535
+
+    init(for kind: FolioDatabase.Kind) {
+        self.kind = kind
+    }
+
+    var isEmpty: Bool { statements.isEmpty }
+
+    mutating func add(_ statement: SQLQueryString) {
+        statements.append(statement)
+    }
+
+    /// Runs the writes in the caller's transaction `db`, in the order they were added.
+    func run(on db: any SQLDatabase) async throws {
+        guard kind == .postgres, statements.count > 1 else {
+            for statement in statements { try await db.execute(sql: statement) { _ in } }
+            return
+        }
+        var serializer = SQLSerializer(database: db)
+        Together(statements: statements).serialize(to: &serializer)
+        guard serializer.binds.count <= Self.maxBinds else {
+            // A very large batch (an import of thousands of rows): one statement each.
+            for statement in statements { try await db.execute(sql: statement) { _ in } }
+            return
+        }
+        try await db.execute(sql: Serialized(sql: serializer.sql, binds: serializer.binds)) { _ in }
+    }
+
+    /// `WITH w0 AS (…), w1 AS (…) SELECT 1`: PostgreSQL runs a data-modifying
+    /// `WITH` clause whether or not the query reads it.
+    private struct Together: SQLExpression {
+        let statements: [SQLQueryString]
+
+        func serialize(to serializer: inout SQLSerializer) {
+            serializer.write("WITH ")
+            for (index, statement) in statements.enumerated() {
+                if index > 0 { serializer.write(", ") }
+                serializer.write("w\(index) AS (")
+                statement.serialize(to: &serializer)
+                serializer.write(")")
+            }
+            serializer.write(" SELECT 1")
+        }
+    }
+
+    /// A statement serialized already (to count its parameters), handed on as it is.
+    private struct Serialized: SQLExpression {
+        let sql: String
+        let binds: [any Encodable & Sendable]
+
+        func serialize(to serializer: inout SQLSerializer) {
+            serializer.write(sql)
+            serializer.binds.append(contentsOf: binds)
+        }
+    }
+}
