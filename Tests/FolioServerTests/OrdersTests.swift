@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import SQLKit
 import Testing
 
 @testable import FolioServer
@@ -83,6 +84,55 @@ struct OrdersTests {
             env.store.updateOrders([single], into: &writes)
             try await writes.run(on: env.database.sql)
             #expect(try await env.order(single.id) == single)
+        }
+    }
+
+    @Test("a batch of writes commits whole or not at all, and its rows may refer to one another", arguments: TestDatabaseKind.all)
+    func writeBatch(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            _ = try await signUp(client, env, email: "batch@example.com")
+            let user = try await env.firstAccount().userID
+            func notification(_ id: UUID) -> SQLQueryString {
+                """
+                INSERT INTO notifications (id, user_id, kind, category, title, body, data, created_at)
+                VALUES (\(bind: id), \(bind: user), 'order_filled', 'orders', 'title', 'body', '{}', \(bind: env.clock.now))
+                """
+            }
+            func message(_ id: UUID, about notification: UUID) -> SQLQueryString {
+                """
+                INSERT INTO mail_messages (id, user_id, notification_id, recipient, template, variables, status, attempts, created_at, updated_at)
+                VALUES (\(bind: id), \(bind: user), \(bind: notification), 'batch@example.com', 'order_filled', '{}', 'queued', 0,
+                        \(bind: env.clock.now), \(bind: env.clock.now))
+                """
+            }
+            func count(_ table: String) async throws -> Int {
+                try await env.database.sql.raw("SELECT COUNT(*) AS n FROM \(ident: table)").first()?.decode(column: "n", as: Int.self) ?? -1
+            }
+            let before = (try await count("notifications"), try await count("mail_messages"))
+
+            // A message naming a notification written earlier in the same batch.
+            let first = UUID()
+            var writes = WriteBatch(for: env.database.kind)
+            writes.add(notification(first))
+            writes.add(message(UUID(), about: first))
+            try await writes.run(in: env.database)
+            let written = (try await count("notifications"), try await count("mail_messages"))
+            #expect(written == (before.0 + 1, before.1 + 1))
+
+            // The second notification repeats an id: nothing of the batch is kept, alone or in a transaction.
+            let second = UUID()
+            var failing = WriteBatch(for: env.database.kind)
+            failing.add(notification(second))
+            failing.add(message(UUID(), about: second))
+            failing.add(notification(first))
+            let batch = failing
+            let alone = await #expect(throws: (any Error).self) { try await batch.run(in: env.database) }
+            #expect(alone.flatMap(DatabaseConstraint.init)?.kind == .unique)
+            await #expect(throws: (any Error).self) {
+                try await env.database.transaction { db in try await batch.run(on: db) }
+            }
+            let after = (try await count("notifications"), try await count("mail_messages"))
+            #expect(after == written)
         }
     }
 

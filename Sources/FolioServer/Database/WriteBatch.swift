@@ -32,18 +32,34 @@ struct WriteBatch: Sendable {
 
     /// Runs the writes in the caller's transaction `db`, in the order they were added.
     func run(on db: any SQLDatabase) async throws {
-        guard kind == .postgres, statements.count > 1 else {
+        if let together = together(on: db) {
+            try await db.execute(sql: together) { _ in }
+        } else {
             for statement in statements { try await db.execute(sql: statement) { _ in } }
-            return
         }
+    }
+
+    /// Runs the writes whole or not at all: as the one statement they make on
+    /// PostgreSQL, which needs no transaction around it, or in a transaction.
+    func run(in database: FolioDatabase) async throws {
+        if let together = together(on: database.sql) {
+            try await database.sql.execute(sql: together) { _ in }
+        } else if statements.count == 1 {
+            try await database.sql.execute(sql: statements[0]) { _ in }
+        } else if !statements.isEmpty {
+            try await database.transaction { db in try await run(on: db) }
+        }
+    }
+
+    /// The writes as one statement, when they make more than one on PostgreSQL
+    /// and fit in one (a very large batch, an import of thousands of rows,
+    /// runs as a statement each).
+    private func together(on db: any SQLDatabase) -> Serialized? {
+        guard kind == .postgres, statements.count > 1 else { return nil }
         var serializer = SQLSerializer(database: db)
         Together(statements: statements).serialize(to: &serializer)
-        guard serializer.binds.count <= Self.maxBinds else {
-            // A very large batch (an import of thousands of rows): one statement each.
-            for statement in statements { try await db.execute(sql: statement) { _ in } }
-            return
-        }
-        try await db.execute(sql: Serialized(sql: serializer.sql, binds: serializer.binds)) { _ in }
+        guard serializer.binds.count <= Self.maxBinds else { return nil }
+        return Serialized(sql: serializer.sql, binds: serializer.binds)
     }
 
     /// `WITH w0 AS (…), w1 AS (…) SELECT 1`: PostgreSQL runs a data-modifying

@@ -63,12 +63,13 @@ enum MailSendError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// Hands a rendered message over. `markSent` records it as sent; a transport
-/// that writes to the database itself (the outbox) calls it in the same
-/// transaction as its own write, so the message is kept exactly once.
+/// Hands a rendered message over. `markSent` is the statement that records
+/// it as sent (given the vendor's id for it); a transport that writes to the
+/// database itself (the outbox) writes it with its own row, in one go, so the
+/// message is kept exactly once.
 protocol MailTransport: Sendable {
     var name: String { get }
-    func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?, any SQLDatabase) async throws -> Void) async throws(MailSendError)
+    func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?) -> SQLQueryString) async throws(MailSendError)
 }
 
 /// The development mailer: keeps messages in `outbox_messages` (readable with
@@ -78,15 +79,14 @@ struct OutboxTransport: MailTransport {
     let logger: Logger
     var name: String { "outbox" }
 
-    func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?, any SQLDatabase) async throws -> Void) async throws(MailSendError) {
-        let now = clock.now()
+    func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?) -> SQLQueryString) async throws(MailSendError) {
+        var writes = WriteBatch(for: database.kind)
+        OutboxStore().insert(
+            MailMessage(userID: mail.userID, recipient: mail.recipient, subject: mail.subject, body: mail.text, html: mail.html, kind: mail.template.rawValue),
+            at: clock.now(), into: &writes)
+        writes.add(markSent(nil))
         do {
-            try await database.transaction { db in
-                try await OutboxStore().insert(
-                    MailMessage(userID: mail.userID, recipient: mail.recipient, subject: mail.subject, body: mail.text, html: mail.html, kind: mail.template.rawValue),
-                    at: now, on: db)
-                try await markSent(nil, db)
-            }
+            try await writes.run(in: database)
         } catch {
             throw .unavailable("the outbox could not be written: \(type(of: error))")
         }
@@ -155,7 +155,7 @@ struct MailDelivery: Sendable {
         let template = MailTemplate(rawValue: claimed.template)
         let label = template?.rawValue ?? "unknown"
         // Account mail (a verification or reset link the person asked for) is their way back in: it is not held back.
-        if template?.category != nil, try await store.isSuppressed(claimed.recipient) {
+        if template?.category != nil, try await claimed.suppressed(store) {
             try await store.settle(id, as: .suppressed, error: "the address bounced or reported spam", now: now, on: store.database.sql)
             metrics?.mail(template: label, result: "suppressed")
             logger.info("mail not sent to a suppressed address", metadata: ["mail_id": .string(id.lowercasedString), "kind": .string(label)])
@@ -174,8 +174,8 @@ struct MailDelivery: Sendable {
         }
         let store = self.store, clock = self.clock
         do {
-            try await transport.send(mail, database: store.database) { vendorID, db in
-                try await store.settle(id, as: .sent, vendorMessageID: vendorID, now: clock.now(), on: db)
+            try await transport.send(mail, database: store.database) { vendorID in
+                store.settling(id, as: .sent, vendorMessageID: vendorID, now: clock.now())
             }
             metrics?.mail(template: label, result: "sent")
             return .done

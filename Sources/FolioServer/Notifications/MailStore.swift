@@ -23,6 +23,16 @@ struct MailStore: Sendable {
         var template: String
         var variables: String
         var attempts: Int
+        /// Whether the recipient, exactly as written, is a suppressed address (read with the claim).
+        var suppressedAsWritten: Bool
+
+        /// Whether mail to the recipient is stopped. Suppressed addresses are
+        /// kept lower-cased by Swift's rules; when the recipient is written
+        /// that way already the claim's own answer holds (SQL's `lower()` is
+        /// ASCII-only on SQLite, so it is not asked to lower-case).
+        func suppressed(_ store: MailStore) async throws -> Bool {
+            recipient == recipient.lowercased() ? suppressedAsWritten : try await store.isSuppressed(recipient)
+        }
     }
 
     struct Row: Sendable, Equatable {
@@ -72,12 +82,14 @@ struct MailStore: Sendable {
         try await database.sql.raw("""
             UPDATE mail_messages SET status = 'sending', attempts = attempts + 1, updated_at = \(bind: now)
             WHERE id = \(bind: id) AND status = 'queued'
-            RETURNING id, user_id, recipient, template, variables, attempts
+            RETURNING id, user_id, recipient, template, variables, attempts,
+                CASE WHEN EXISTS (SELECT 1 FROM mail_suppressions s WHERE s.email = mail_messages.recipient) THEN 1 ELSE 0 END AS suppressed
             """).first().map { row in
             Claimed(
                 id: try row.decode(column: "id", as: UUID.self), userID: try row.decode(column: "user_id", as: UUID?.self),
                 recipient: try row.decode(column: "recipient", as: String.self), template: try row.decode(column: "template", as: String.self),
-                variables: try row.decode(column: "variables", as: String.self), attempts: try row.decode(column: "attempts", as: Int.self))
+                variables: try row.decode(column: "variables", as: String.self), attempts: try row.decode(column: "attempts", as: Int.self),
+                suppressedAsWritten: try row.decode(column: "suppressed", as: Int.self) != 0)
         }
     }
 
@@ -89,13 +101,17 @@ struct MailStore: Sendable {
     /// Settles a message being sent. A settled message keeps no variables: a link in them may hold a token.
     @discardableResult
     func settle(_ id: UUID, as status: Status, error: String? = nil, vendorMessageID: String? = nil, now: Date, from: Status = .sending, on db: any SQLDatabase) async throws -> Bool {
-        try await !db.raw("""
-            UPDATE mail_messages SET status = \(bind: status.rawValue), last_error = \(bind: error.map { String($0.prefix(2000)) }),
-                vendor_message_id = COALESCE(\(bind: vendorMessageID), vendor_message_id), variables = '{"values":{},"items":[]}',
-                sent_at = \(bind: status == .sent ? now : nil), updated_at = \(bind: now)
-            WHERE id = \(bind: id) AND status = \(bind: from.rawValue)
-            RETURNING id
-            """).all().isEmpty
+        try await !db.raw(settling(id, as: status, error: error, vendorMessageID: vendorMessageID, now: now, from: from) + " RETURNING id").all().isEmpty
+    }
+
+    /// The statement that settles a message (a transport writes it with its own record of the message).
+    func settling(_ id: UUID, as status: Status, error: String? = nil, vendorMessageID: String? = nil, now: Date, from: Status = .sending) -> SQLQueryString {
+        """
+        UPDATE mail_messages SET status = \(bind: status.rawValue), last_error = \(bind: error.map { String($0.prefix(2000)) }),
+            vendor_message_id = COALESCE(\(bind: vendorMessageID), vendor_message_id), variables = '{"values":{},"items":[]}',
+            sent_at = \(bind: status == .sent ? now : nil), updated_at = \(bind: now)
+        WHERE id = \(bind: id) AND status = \(bind: from.rawValue)
+        """
     }
 
     /// SendGrid says it has the message (`processed`, `delivered`): it is sent,

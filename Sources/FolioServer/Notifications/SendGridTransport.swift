@@ -50,7 +50,7 @@ struct SendGridTransport: MailTransport {
             categories: [mail.template.rawValue], custom_args: ["folio_mail_id": mail.id.lowercasedString])
     }
 
-    func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?, any SQLDatabase) async throws -> Void) async throws(MailSendError) {
+    func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?) -> SQLQueryString) async throws(MailSendError) {
         var request = HTTPClientRequest(url: settings.baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + Self.endpoint)
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(settings.apiKey)")
@@ -80,7 +80,7 @@ struct SendGridTransport: MailTransport {
         let bytes = (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer()
         if status == 202 || status == 200 {
             let vendorID = headers.first(name: "X-Message-Id")
-            do { try await database.transaction { db in try await markSent(vendorID, db) } } catch {
+            do { try await database.sql.execute(sql: markSent(vendorID)) { _ in } } catch {
                 // SendGrid has it; only the record failed. Another attempt will find it `sending` and not send it again.
                 throw .uncertain("sent, but could not be recorded: \(type(of: error))")
             }
