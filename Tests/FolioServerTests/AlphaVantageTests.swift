@@ -231,6 +231,8 @@ struct AlphaVantageTests {
                 #expect(try problem(unavailable).code == "market_data_unavailable")
 
                 // The Note was a per-minute limit: Folio holds the vendor off until the next minute, calling nothing.
+                // The stale answer started a refresh in the background (which met the Note): it lands first.
+                try await eventually("the background refresh lands") { env.services.quotes.refreshesInFlight == 0 }
                 fake.mode = .normal
                 let heldOff = fake.hits.count
                 let stillStale = try json(try await client.execute(uri: "/api/market/quotes?symbols=IBM", method: .get, headers: bearer(tokens)))
