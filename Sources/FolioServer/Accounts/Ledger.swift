@@ -52,6 +52,22 @@ struct Ledger: Sendable {
         return OpenBooks(books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied), kind: locked.kind, head: locked.chainHead)
     }
 
+    /// Locks several accounts (in the order of their ids) and loads each
+    /// one's books, in the same four statements however many accounts: the
+    /// fills of a worker's batch. Accounts that do not exist are left out.
+    func open(accounts ids: [AccountID], need: Need, on db: any SQLDatabase) async throws -> [OpenBooks] {
+        let locked = try await store.lockAccounts(ids, on: db)
+        let orders = try await store.orders(need.orders, on: db)
+        let holdings = try await store.holdings(ofAccounts: locked.map(\.state.id), symbols: need.symbols + orders.map(\.symbol), on: db)
+        let applied = try await store.appliedFills(need.brokerFills, on: db)
+        return locked.map { account in
+            let id = account.state.id
+            return OpenBooks(
+                books: Books(account: account.state, holdings: holdings[id] ?? [], orders: orders.filter { $0.accountID == id }, appliedFills: applied),
+                kind: account.kind, head: account.chainHead)
+        }
+    }
+
     /// The time postings record: whole milliseconds, so a row reads back the
     /// same from either database and its digest in the audit trail holds.
     func now() -> Date {
@@ -62,9 +78,28 @@ struct Ledger: Sendable {
     /// placement's submit job): on PostgreSQL in one statement (see
     /// `WriteBatch`), so the account's lock is held for as few round trips as it can be.
     func commit(_ open: OpenBooks, context: AuditContext, adding writes: WriteBatch? = nil, on db: any SQLDatabase) async throws {
-        let books = open.books, head = open.head
         var writes = writes ?? WriteBatch(for: store.database.kind)
-        guard !books.isEmpty else { return try await writes.run(on: db) }
+        try await record(open, context: context, on: db, into: &writes)
+        try await writes.run(on: db)
+    }
+
+    /// Commits several accounts' books: on PostgreSQL all in one statement.
+    /// (On SQLite each account's writes run before the next is recorded: an
+    /// audit row's global sequence there is read from the rows already written.)
+    func commit(_ opens: [OpenBooks], context: AuditContext, on db: any SQLDatabase) async throws {
+        guard store.database.kind == .postgres else {
+            for open in opens { try await commit(open, context: context, on: db) }
+            return
+        }
+        var writes = WriteBatch(for: .postgres)
+        for open in opens { try await record(open, context: context, on: db, into: &writes) }
+        try await writes.run(on: db)
+    }
+
+    /// Adds the writes of what the postings changed to `writes`.
+    private func record(_ open: OpenBooks, context: AuditContext, on db: any SQLDatabase, into writes: inout WriteBatch) async throws {
+        let books = open.books, head = open.head
+        guard !books.isEmpty else { return }
         let now = self.now()
         let account = books.account
         store.upsertHoldings(books.changedHoldings, account: account, ids: ids, now: now, into: &writes)
@@ -94,7 +129,6 @@ struct Ledger: Sendable {
         if let notifications {
             try notifications.notify(account.userID.uuid, Notifications.notices(in: books), into: &writes)
         }
-        try await writes.run(on: db)
         if let metrics {
             // Counted before the transaction commits: a rolled-back commit can count twice, never zero times.
             for event in books.events where event.action.hasPrefix("order.") && event.action != "order.fill" {

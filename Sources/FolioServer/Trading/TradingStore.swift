@@ -102,14 +102,29 @@ struct TradingStore: Sendable {
     func lockAccount(_ id: AccountID, owner: UserID?, on db: any SQLDatabase) async throws -> LockedAccount? {
         let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0)" } ?? ""
         let lock = database.kind == .postgres ? " FOR UPDATE" : ""
-        guard let row = try await db.raw("""
-            SELECT user_id, kind, cash, reserved_cash, audit_sequence, audit_hash FROM accounts
+        return try await db.raw("""
+            SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts
             WHERE id = \(bind: id)\(ownerCondition)\(unsafeRaw: lock)
-            """).first()
-        else { return nil }
+            """).first().map(Self.locked)
+    }
+
+    /// Locks several accounts in one statement, in the order of their ids
+    /// (PostgreSQL locks the rows in the order it returns them), so two
+    /// batches that share accounts never wait on each other in a cycle.
+    func lockAccounts(_ ids: [AccountID], on db: any SQLDatabase) async throws -> [LockedAccount] {
+        guard !ids.isEmpty else { return [] }
+        let lock = database.kind == .postgres ? " FOR UPDATE" : ""
+        return try await db.raw("""
+            SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts WHERE id IN (\(binds: ids)) ORDER BY id\(unsafeRaw: lock)
+            """).all().map(Self.locked)
+    }
+
+    static let lockedColumns = "id, user_id, kind, cash, reserved_cash, audit_sequence, audit_hash"
+
+    static func locked(_ row: any SQLRow) throws -> LockedAccount {
         let state = AccountState(
-            id: id, userID: try row.decode(column: "user_id", as: UserID.self), cash: try row.decode(column: "cash", as: Cash.self),
-            reservedCash: try row.decode(column: "reserved_cash", as: Cash.self))
+            id: try row.decode(column: "id", as: AccountID.self), userID: try row.decode(column: "user_id", as: UserID.self),
+            cash: try row.decode(column: "cash", as: Cash.self), reservedCash: try row.decode(column: "reserved_cash", as: Cash.self))
         var head: AuditChain.Head?
         if let sequence = try row.decode(column: "audit_sequence", as: Int64?.self) {
             head = AuditChain.Head(sequence: sequence, hash: try row.decode(column: "audit_hash", as: String.self))
@@ -163,13 +178,14 @@ struct TradingStore: Sendable {
         return try await (db ?? database.sql).raw(query + " ORDER BY symbol").all().map(Self.holding)
     }
 
-    /// The holdings of several accounts in one query.
-    func holdings(ofAccounts ids: [AccountID]) async throws -> [AccountID: [HoldingState]] {
+    /// The holdings of several accounts in one query, or only those of `symbols`.
+    func holdings(ofAccounts ids: [AccountID], symbols: [String]? = nil, on db: (any SQLDatabase)? = nil) async throws -> [AccountID: [HoldingState]] {
         guard !ids.isEmpty else { return [:] }
+        if let symbols, symbols.isEmpty { return [:] }
+        var query: SQLQueryString = "SELECT account_id, symbol, quantity, reserved_quantity, cost_basis FROM holdings WHERE account_id IN (\(binds: ids))"
+        if let symbols { query = query + " AND symbol IN (\(binds: Array(Set(symbols))))" }
         var result: [AccountID: [HoldingState]] = [:]
-        for row in try await database.sql.raw("""
-            SELECT account_id, symbol, quantity, reserved_quantity, cost_basis FROM holdings WHERE account_id IN (\(binds: ids)) ORDER BY symbol
-            """).all() {
+        for row in try await (db ?? database.sql).raw(query + " ORDER BY symbol").all() {
             result[try row.decode(column: "account_id", as: AccountID.self), default: []].append(try Self.holding(row))
         }
         return result
