@@ -30,6 +30,14 @@ struct WriteBatch: Sendable {
         statements.append(statement)
     }
 
+    /// The cast a value of a `VALUES` list's first row carries. PostgreSQL
+    /// types a `VALUES` column from its values, and a column of nulls alone
+    /// (no order rejected, no job about an order) would be text: the first
+    /// row names each column's type there; SQLite needs none.
+    func cast(_ type: String, row: Int) -> SQLQueryString {
+        row == 0 && kind == .postgres ? "::\(unsafeRaw: type)" : ""
+    }
+
     /// Runs the writes in the caller's transaction `db`, in the order they were added.
     func run(on db: any SQLDatabase) async throws {
         if let together = together(on: db) {

@@ -55,11 +55,8 @@ struct JobQueue: Sendable {
     func enqueue(_ payloads: [JobPayload], runAt: Date? = nil, maxAttempts: Int = 8, onlyIf condition: SQLQueryString? = nil, into writes: inout WriteBatch) {
         guard !payloads.isEmpty else { return }
         let now = clock.now()
-        // PostgreSQL types a VALUES column from its values, and a column of nulls alone (no job about
-        // an order) would be text: the first row names the types there.
-        let postgres = writes.kind == .postgres
-        let rows: [SQLQueryString] = payloads.enumerated().map { index, payload in
-            func typed(_ type: String) -> SQLQueryString { index == 0 && postgres ? "::\(unsafeRaw: type)" : "" }
+        let rows: [SQLQueryString] = payloads.enumerated().map { [writes] index, payload in
+            func typed(_ type: String) -> SQLQueryString { writes.cast(type, row: index) }
             return """
                 (\(bind: ids.next(JobID.self))\(typed("uuid")), \(bind: payload.kind.rawValue)\(typed("text")), \(bind: payload.json)\(typed("text")), \
                 \(bind: payload.orderID)\(typed("uuid")))

@@ -172,10 +172,7 @@ struct TradingStore: Sendable {
 
     /// The account's holdings, or only those of `symbols`.
     func holdings(of accountID: AccountID, symbols: [String]? = nil, on db: (any SQLDatabase)? = nil) async throws -> [HoldingState] {
-        if let symbols, symbols.isEmpty { return [] }
-        var query: SQLQueryString = "SELECT symbol, quantity, reserved_quantity, cost_basis FROM holdings WHERE account_id = \(bind: accountID)"
-        if let symbols { query = query + " AND symbol IN (\(binds: Array(Set(symbols))))" }
-        return try await (db ?? database.sql).raw(query + " ORDER BY symbol").all().map(Self.holding)
+        try await holdings(ofAccounts: [accountID], symbols: symbols, on: db)[accountID] ?? []
     }
 
     /// The holdings of several accounts in one query, or only those of `symbols`.
@@ -328,11 +325,8 @@ struct TradingStore: Sendable {
     /// (a worker's batch fills many orders of an account under its lock).
     func updateOrders(_ orders: [OrderState], into writes: inout WriteBatch) {
         guard !orders.isEmpty else { return }
-        // PostgreSQL types a VALUES column from its values, and a column of nulls alone (no order
-        // rejected, say) would be text: the first row names each column's type there.
-        let postgres = database.kind == .postgres
-        let rows: [SQLQueryString] = orders.enumerated().map { index, order in
-            func typed(_ type: String) -> SQLQueryString { index == 0 && postgres ? "::\(unsafeRaw: type)" : "" }
+        let rows: [SQLQueryString] = orders.enumerated().map { [writes] index, order in
+            func typed(_ type: String) -> SQLQueryString { writes.cast(type, row: index) }
             return """
                 (\(bind: order.id)\(typed("uuid")), \(bind: order.status.rawValue)\(typed("text")), \(bind: order.filledQuantity)\(typed("numeric")), \
                 \(bind: order.averageFillPrice)\(typed("numeric")), \(bind: order.reservedCash)\(typed("numeric")), \
