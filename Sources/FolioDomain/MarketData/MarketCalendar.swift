@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The New York Stock Exchange's regular sessions, by its published rules:
 /// weekdays 9:30–16:00 New York time, except its ten holidays (observed on
@@ -39,10 +40,27 @@ public struct MarketCalendar: Sendable {
     /// The day's session; nil on a weekend or holiday.
     public func session(on day: TradingDay) -> Session? {
         if let publishedRange, publishedRange.contains(day) { return published[day] }
-        guard day.isWeekday, !isHoliday(day) else { return nil }
-        let early = isEarlyClose(day)
-        return Session(day: day, open: day.at(hour: 9, minute: 30), close: early ? day.at(hour: 13, minute: 0) : day.close, isEarlyClose: early)
+        return Self.ruleSession(on: day)
     }
+
+    /// The rules' session of `day`, worked out once per day: every DAY order
+    /// asks when its day ends, and the rules cost several calendar computations.
+    static func ruleSession(on day: TradingDay) -> Session? {
+        if let known = sessionsByDay.withLock({ $0[day] }) { return known }
+        var session: Session?
+        if day.isWeekday, !nyse.isHoliday(day) {
+            let early = nyse.isEarlyClose(day)
+            session = Session(day: day, open: day.at(hour: 9, minute: 30), close: early ? day.at(hour: 13, minute: 0) : day.close, isEarlyClose: early)
+        }
+        sessionsByDay.withLock { known in
+            // Bounded: a long-running server asks about a few days a year, a backfill about many.
+            if known.count >= 4096 { known.removeAll() }
+            known[day] = .some(session)
+        }
+        return session
+    }
+
+    private static let sessionsByDay = Mutex<[TradingDay: Session?]>([:])
 
     /// True during a regular session.
     public func isOpen(at date: Date) -> Bool {
@@ -74,8 +92,17 @@ public struct MarketCalendar: Sendable {
         holidays(in: day.year).contains(day)
     }
 
-    /// The exchange's full-day closures in `year`.
+    /// The exchange's full-day closures in `year`, worked out once per year.
     public func holidays(in year: Int) -> Set<TradingDay> {
+        if let known = Self.holidaysByYear.withLock({ $0[year] }) { return known }
+        let days = Self.computeHolidays(in: year)
+        Self.holidaysByYear.withLock { $0[year] = days }
+        return days
+    }
+
+    private static let holidaysByYear = Mutex<[Int: Set<TradingDay>]>([:])
+
+    private static func computeHolidays(in year: Int) -> Set<TradingDay> {
         var days: Set<TradingDay> = []
         // New Year's Day: a Sunday is observed on Monday; a Saturday is not moved to the Friday before.
         let newYear = TradingDay(year: year, month: 1, day: 1)
