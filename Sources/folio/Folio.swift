@@ -64,7 +64,9 @@ struct Serve: AsyncParsableCommand {
             for weakness in ConfigurationLoader.weaknesses(ofSecretKey: configuration.secretKey) { logger.warning("\(weakness)") }
         }
 
-        let database = try FolioDatabase(location: configuration.database, poolSize: configuration.databasePoolSize, logger: logger)
+        let database = try FolioDatabase(
+            location: configuration.database, poolSize: configuration.databasePoolSize,
+            preparedStatements: configuration.databasePreparedStatements, logger: logger)
         do {
             try await database.prepareConnectionSettings()
             let pending = try await database.pendingMigrations()
@@ -147,7 +149,9 @@ struct Worker: AsyncParsableCommand {
         let configuration = try options.loadConfiguration()
         EventLoopExecutor.install(for: configuration.database)
         let logger = Logger.folio(configuration: configuration)
-        let database = try FolioDatabase(location: configuration.database, poolSize: configuration.databasePoolSize, logger: logger)
+        let database = try FolioDatabase(
+            location: configuration.database, poolSize: configuration.databasePoolSize,
+            preparedStatements: configuration.databasePreparedStatements, logger: logger)
         try await database.prepareConnectionSettings()
         let pending = try await database.pendingMigrations()
         guard pending.isEmpty else {

@@ -77,6 +77,9 @@ struct ConfigurationTests {
         #expect(configuration.allowedOrigins == ["https://app.example.com", "https://admin.example.com:8443"])
         #expect(configuration.database == .postgres(url: "postgres://folio:pw@db.internal:5432/folio?sslmode=verify-full"))
         #expect(configuration.databasePoolSize == 20)
+        #expect(configuration.databasePreparedStatements)
+        let unprepared = try ConfigurationLoader.make(from: ["SECRET_KEY": strongKey, "DATABASE_PREPARED_STATEMENTS": "false"])
+        #expect(!unprepared.databasePreparedStatements)
         #expect(configuration.port == 9000)
         #expect(configuration.secretKeySource == .environment)
     }
@@ -105,6 +108,7 @@ struct ConfigurationTests {
     @Test("malformed values are named in any environment", arguments: [
         ("PORT", "eighty"), ("DATABASE_POOL_SIZE", "0"), ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"),
         ("ALLOWED_ORIGINS", "app.example.com"), ("DATABASE_URL", "mysql://x"), ("DEBUG", "maybe"), ("ENVIRONMENT", "staging"),
+        ("DATABASE_PREPARED_STATEMENTS", "sometimes"),
     ])
     func malformed(key: String, value: String) {
         let found = problems([key: value, "SECRET_KEY": strongKey])

@@ -28,19 +28,23 @@ struct AuditLog: Sendable {
     }
 
     func record(_ entry: Entry, ip: String?, requestID: String?, on database: any Database) async throws {
+        if database.inTransaction {
+            try await record(entry, ip: ip, requestID: requestID, inTransaction: database as! any SQLDatabase)
+        } else {
+            try await database.transaction { db in
+                try await record(entry, ip: ip, requestID: requestID, inTransaction: db as! any SQLDatabase)
+            }
+        }
+    }
+
+    /// Records inside the caller's transaction `sql`.
+    func record(_ entry: Entry, ip: String?, requestID: String?, inTransaction sql: any SQLDatabase) async throws {
         let record = AuditChain.Record(
             id: ids.uuid(), occurredAt: clock.now(), actorID: entry.actorID, action: entry.action, subjectType: entry.subjectType,
             subjectID: entry.subjectID, userID: entry.userID, details: entry.details, ip: ip, requestID: requestID)
         let chain: AuditChain.ID = entry.userID.map { .user(UserID($0)) } ?? .system
-        let dialect: FolioDatabase.Kind = (database as? any SQLDatabase)?.dialect.name == "postgresql" ? .postgres : .sqlite
-        let anchor = self.anchor
-        if database.inTransaction {
-            try await AuditChain.appendLocking([record], to: chain, anchor: anchor, dialect: dialect, on: database as! any SQLDatabase)
-        } else {
-            try await database.transaction { db in
-                try await AuditChain.appendLocking([record], to: chain, anchor: anchor, dialect: dialect, on: db as! any SQLDatabase)
-            }
-        }
+        let dialect: FolioDatabase.Kind = sql.dialect.name == "postgresql" ? .postgres : .sqlite
+        try await AuditChain.appendLocking([record], to: chain, anchor: anchor, dialect: dialect, on: sql)
     }
 
     /// The newest events first, of one action if given: what administrators read.

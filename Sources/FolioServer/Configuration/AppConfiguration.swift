@@ -46,6 +46,8 @@ public struct AppConfiguration: Sendable {
     public var allowedOrigins: [String]
     public var database: DatabaseLocation
     public var databasePoolSize: Int
+    /// PostgreSQL: send frequent statements as named prepared statements (off behind a pooler that cannot keep them).
+    public var databasePreparedStatements: Bool
     public var host: String
     public var port: Int
     public var logLevel: Logger.Level
@@ -344,6 +346,7 @@ public struct AppConfiguration: Sendable {
         self.allowedOrigins = []
         self.database = database
         self.databasePoolSize = 10
+        self.databasePreparedStatements = true
         self.host = "127.0.0.1"
         self.port = 8080
         self.logLevel = .info

@@ -89,6 +89,7 @@ public enum ConfigurationLoader {
         configuration.host = value("HOST") ?? "127.0.0.1"
         configuration.port = integer("PORT", default: 8080, range: 0...65535)
         configuration.databasePoolSize = integer("DATABASE_POOL_SIZE", default: 10, range: 1...200)
+        configuration.databasePreparedStatements = value("DATABASE_PREPARED_STATEMENTS") == nil || flag("DATABASE_PREPARED_STATEMENTS")
         configuration.maxBodySize = integer("MAX_BODY_SIZE", default: 1_048_576, range: 1024...104_857_600)
         configuration.connections = .init(
             maxConnections: integer("MAX_CONNECTIONS", default: 1_000, range: 1...100_000),

@@ -27,10 +27,13 @@ public final class FolioDatabase: Sendable {
     let sqliteLoop: (any EventLoop)?
     /// The connections this process may open: one for SQLite, the pool over every event loop for PostgreSQL.
     public let poolSize: Int
+    /// On PostgreSQL, the statements hand-written SQL sends prepared (nil: every statement unnamed).
+    let preparedStatements: PreparedStatements?
 
     public init(
         location: AppConfiguration.DatabaseLocation,
         poolSize: Int,
+        preparedStatements: Bool = true,
         logger: Logger,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {
@@ -61,6 +64,7 @@ public final class FolioDatabase: Sendable {
                 try .postgres(url: url, maxConnectionsPerEventLoop: perLoop, connectionPoolTimeout: .seconds(60), sqlLogLevel: .trace),
                 as: .psql)
         }
+        self.preparedStatements = kind == .postgres && preparedStatements ? PreparedStatements() : nil
         self.sqliteLoop = kind == .sqlite ? eventLoopGroup.next() : nil
         self.migrations = Migrations()
         migrations.add(MigrationRegistry.all)
@@ -88,12 +92,15 @@ public final class FolioDatabase: Sendable {
 
     /// A handle (a transaction's, say) for hand-written SQL.
     func sqlDatabase(_ db: any Database) -> any SQLDatabase {
-        db as! any SQLDatabase
+        if let preparedStatements, let postgres = db as? any SQLDatabase & PostgresDatabase {
+            return PreparingSQLDatabase(base: postgres, statements: preparedStatements)
+        }
+        return db as! any SQLDatabase
     }
 
     /// The same handle for hand-written SQL.
     public var sql: any SQLDatabase {
-        db as! any SQLDatabase
+        sqlDatabase(db)
     }
 
     /// Runs `body` in one transaction and commits it, or rolls it back when
@@ -101,7 +108,7 @@ public final class FolioDatabase: Sendable {
     /// made busy (a `folio worker` or command beside the server) rolled back
     /// whole and is run again, after a short, growing pause.
     public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
-        try await retryingBusy { try await db.transaction { try await body($0 as! any SQLDatabase) } }
+        try await retryingBusy { try await db.transaction { try await body(self.sqlDatabase($0)) } }
     }
 
     /// Runs `attempt` (one whole transaction) again while SQLite says another

@@ -40,7 +40,8 @@ public final class ReadRouting: Sendable {
         self.metrics = metrics
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .warning)
-        self.replica = replicaURL.flatMap { try? FolioDatabase(location: .postgres(url: $0), poolSize: poolSize, logger: quiet) }
+        self.replica = replicaURL.flatMap { try? FolioDatabase(
+            location: .postgres(url: $0), poolSize: poolSize, preparedStatements: primary.preparedStatements != nil, logger: quiet) }
     }
 
     /// The database a reporting read should use now.

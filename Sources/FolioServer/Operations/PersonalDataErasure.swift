@@ -122,7 +122,7 @@ struct PersonalDataErasure: Sendable {
             try await identity.audit.record(
                 .init(action: "user.erased", actorID: actor?.uuid, subjectType: "user", subjectID: userID.uuid.lowercasedString, userID: userID.uuid,
                       details: ["by": actor == nil ? "operator" : "user", "rows_removed": String(removed), "linked_items_removed": String(linkedItemsRemoved)]),
-                ip: nil, requestID: origin.requestID, on: db as! any Database)
+                ip: nil, requestID: origin.requestID, inTransaction: db)
             return removed
         }
         return Outcome(userID: userID, removedRows: removed, linkedItemsRemoved: itemsRemoved)

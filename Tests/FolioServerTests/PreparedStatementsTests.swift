@@ -1,0 +1,86 @@
+import FolioDomain
+import Foundation
+import PostgresNIO
+import SQLKit
+import Testing
+
+@testable import FolioServer
+
+@Suite("Prepared statements on PostgreSQL")
+struct PreparedStatementsTests {
+    static let postgres = TestDatabaseKind.all.filter { $0 == .postgres }
+
+    @Test("only plain queries and writes are prepared, never utility statements")
+    func plannable() {
+        for sql in ["SELECT 1", "  select id FROM t", "(SELECT 1) UNION (SELECT 2)", "WITH w AS (SELECT 1) SELECT * FROM w",
+                    "INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t", "\nSELECT 1"] {
+            #expect(PreparedStatements.isPlannable(sql), "\(sql)")
+        }
+        for sql in ["CREATE TABLE t (a INT)", "VACUUM", "SET lock_timeout = 1", "LOCK TABLE t", "BEGIN", "COMMIT", "", "SELECTED"] {
+            #expect(!PreparedStatements.isPlannable(sql), "\(sql)")
+        }
+    }
+
+    @Test("a statement seen twice is prepared once per connection, and answers as an unnamed one would", arguments: postgres)
+    func prepared(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            let statements = try #require(database.preparedStatements)
+            try await database.sql.raw("CREATE TABLE prepared_probe (id INT PRIMARY KEY, label TEXT, amount NUMERIC(20,4))").run()
+            let names = try await database.transaction { sql in
+                for (id, label, amount) in [(1, "one", "1.2345"), (2, nil, "-2"), (3, "three", "9999999999999999.9999"), (4, nil, "0")] {
+                    try await sql.raw("INSERT INTO prepared_probe (id, label, amount) VALUES (\(bind: id), \(bind: label), \(bind: try Cash(parsing: amount)))")
+                        .run()
+                }
+                var read: [String] = []
+                for id in 1...4 {
+                    let row = try #require(try await sql.raw("SELECT label, amount FROM prepared_probe WHERE id = \(bind: id)").first())
+                    read.append("\(try row.decode(column: "label", as: String?.self) ?? "-") \(try row.decode(column: "amount", as: Cash.self))")
+                }
+                #expect(read == ["one 1.2345", "- -2.00", "three 9999999999999999.9999", "- 0.00"])
+                return try await sql.raw("SELECT name FROM pg_prepared_statements WHERE NOT from_sql ORDER BY name").all()
+                    .map { try $0.decode(column: "name", as: String.self) }
+            }
+            // The INSERT with a label and the one without (NULL has no type) are two statements; so is the SELECT.
+            #expect(names.count >= 3)
+            #expect(names.allSatisfy { $0.hasPrefix("folio_") })
+            #expect(statements.counts.prepared >= 3)
+            #expect(statements.counts.unnamed == 0)
+        }
+    }
+
+    @Test("a failed preparation sends its statement unnamed from then on; a constraint violation does not", arguments: postgres)
+    func failures(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            let statements = try #require(database.preparedStatements)
+            try await database.sql.raw("CREATE TABLE prepared_probe (id INT PRIMARY KEY, label TEXT)").run()
+            @Sendable func insert(_ id: Int, on sql: any SQLDatabase) async throws {
+                try await sql.raw("INSERT INTO prepared_probe (id, label) VALUES (\(bind: id), \(bind: "x"))").run()
+            }
+            @Sendable func label(_ id: Int, on sql: any SQLDatabase) async throws -> String? {
+                try await sql.raw("SELECT label AS probed FROM prepared_probe WHERE id = \(bind: id)").first()?.decode(column: "probed", as: String.self)
+            }
+            try await insert(1, on: database.sql)
+            try await insert(2, on: database.sql)  // now prepared
+            let prepared = statements.counts.prepared
+            // A duplicate key is the data's fault, not the statement's: it stays prepared.
+            await expectConstraintViolation(.unique) { try await insert(1, on: database.sql) }
+            try await insert(3, on: database.sql)
+            #expect(statements.counts == (prepared, 0))
+
+            // Seen once; its second use, the one that prepares it, comes in a transaction already aborted.
+            #expect(try await label(1, on: database.sql) == "x")
+            await #expect(throws: (any Error).self) {
+                try await database.transaction { sql in
+                    await expectConstraintViolation(.unique) { try await insert(2, on: sql) }
+                    _ = try await label(1, on: sql)
+                }
+            }
+            #expect(statements.counts.unnamed == 1)
+            // Every connection answers it again, the one that saw the failure too.
+            try await withThrowingTaskGroup(of: String?.self) { group in
+                for _ in 0..<16 { group.addTask { try await label(2, on: database.sql) } }
+                for try await answer in group { #expect(answer == "x") }
+            }
+        }
+    }
+}
