@@ -117,7 +117,8 @@ struct Migrate: AsyncParsableCommand {
         let configuration = try options.loadConfiguration()
         var logger = Logger.folio(configuration: configuration)
         logger.logLevel = .warning
-        let database = try FolioDatabase(location: configuration.database, poolSize: 1, logger: logger)
+        let database = try FolioDatabase(
+            location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)
         do {
             if list {
                 for (name, batch) in try await database.appliedMigrations() { print("applied  \(name)  (batch \(batch))") }

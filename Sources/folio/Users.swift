@@ -15,7 +15,8 @@ func withServices<T>(_ options: EnvironmentOptions, _ body: (FolioServices) asyn
     let configuration = try options.loadConfiguration()
     var logger = Logger.folio(configuration: configuration)
     logger.logLevel = .warning
-    let database = try FolioDatabase(location: configuration.database, poolSize: 1, logger: logger)
+    let database = try FolioDatabase(
+        location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)
     do {
         try await database.prepareConnectionSettings()
         let pending = try await database.pendingMigrations()

@@ -42,7 +42,12 @@ struct PreparedStatementsTests {
             }
             // The INSERT with a label and the one without (NULL has no type) are two statements; so is the SELECT.
             #expect(names.count >= 3)
-            #expect(names.allSatisfy { $0.hasPrefix("folio_") })
+            // Named by a hash of text and types: the same in every process, never one name for two statements.
+            #expect(names.allSatisfy { $0.hasPrefix("folio_") && $0.count == 30 })
+            let key = PreparedStatements.Key(sql: "SELECT 1", types: [.int8])
+            #expect(key.name == PreparedStatements.Key(sql: "SELECT 1", types: [.int8]).name)
+            #expect(key.name != PreparedStatements.Key(sql: "SELECT 1", types: [.text]).name)
+            #expect(key.name != PreparedStatements.Key(sql: "SELECT 2", types: [.int8]).name)
             #expect(statements.counts.prepared >= 3)
             #expect(statements.counts.unnamed == 0)
         }
@@ -59,19 +64,26 @@ struct PreparedStatementsTests {
             @Sendable func label(_ id: Int, on sql: any SQLDatabase) async throws -> String? {
                 try await sql.raw("SELECT label AS probed FROM prepared_probe WHERE id = \(bind: id)").first()?.decode(column: "probed", as: String.self)
             }
+            // A duplicate key where the statement has run is the data's fault, not the statement's: it stays prepared.
+            struct Rollback: Error {}
+            await #expect(throws: Rollback.self) {
+                try await database.transaction { sql in
+                    try await insert(1, on: sql)
+                    try await insert(2, on: sql)  // prepared, and ran on this connection
+                    await expectConstraintViolation(.unique) { try await insert(1, on: sql) }
+                    throw Rollback()
+                }
+            }
+            #expect(statements.counts == (1, 0))
             try await insert(1, on: database.sql)
-            try await insert(2, on: database.sql)  // now prepared
-            let prepared = statements.counts.prepared
-            // A duplicate key is the data's fault, not the statement's: it stays prepared.
-            await expectConstraintViolation(.unique) { try await insert(1, on: database.sql) }
-            try await insert(3, on: database.sql)
-            #expect(statements.counts == (prepared, 0))
+            try await insert(2, on: database.sql)
 
             // Seen once; its second use, the one that prepares it, comes in a transaction already aborted.
             #expect(try await label(1, on: database.sql) == "x")
             await #expect(throws: (any Error).self) {
                 try await database.transaction { sql in
-                    await expectConstraintViolation(.unique) { try await insert(2, on: sql) }
+                    let division = try? await sql.raw("SELECT 1 / 0 AS boom").run()
+                    #expect(division == nil)
                     _ = try await label(1, on: sql)
                 }
             }
@@ -81,6 +93,21 @@ struct PreparedStatementsTests {
                 for _ in 0..<16 { group.addTask { try await label(2, on: database.sql) } }
                 for try await answer in group { #expect(answer == "x") }
             }
+
+            // A statement that ran on a connection, whose plan a change of column type then invalidates there.
+            @Sendable func typed(on sql: any SQLDatabase) async throws -> String? {
+                try await sql.raw("SELECT label AS typed FROM prepared_probe WHERE id = \(bind: 1)").first()?.decode(column: "typed", as: String.self)
+            }
+            await #expect(throws: (any Error).self) {
+                try await database.transaction { sql in
+                    _ = try await typed(on: sql)
+                    _ = try await typed(on: sql)  // prepared, and ran here
+                    try await sql.raw("ALTER TABLE prepared_probe ALTER COLUMN label TYPE VARCHAR(20)").run()
+                    _ = try await typed(on: sql)  // "cached plan must not change result type"
+                }
+            }
+            #expect(statements.counts.unnamed == 2)
+            #expect(try await typed(on: database.sql) == "x")
         }
     }
 }

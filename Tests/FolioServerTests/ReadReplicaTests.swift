@@ -60,7 +60,7 @@ struct ReadReplicaTests {
             #expect(rows == 1, "the standby holds the row itself")
 
             // Replay paused: the standby receives but does not apply, and falls behind.
-            let admin = try FolioDatabase(location: .postgres(url: standbyAdmin), poolSize: 1, logger: env.services.logger)
+            let admin = try FolioDatabase(location: .postgres(url: standbyAdmin), poolSize: 1, preparedStatements: false, logger: env.services.logger)
             try await admin.sql.raw("SELECT pg_wal_replay_pause()").run()
             do {
                 let deposit = try await post(client, "/api/accounts/\(accountID)/deposits", ["amount": "5.00"], headers: bearer(tokens))

@@ -33,7 +33,7 @@ public final class FolioDatabase: Sendable {
     public init(
         location: AppConfiguration.DatabaseLocation,
         poolSize: Int,
-        preparedStatements: Bool = true,
+        preparedStatements: Bool,
         logger: Logger,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {

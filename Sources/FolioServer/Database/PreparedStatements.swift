@@ -1,4 +1,6 @@
+import Crypto
 import FluentPostgresDriver
+import Foundation
 import Logging
 import NIOCore
 import SQLKit
@@ -8,12 +10,15 @@ import Synchronization
 ///
 /// PostgresKit sends every statement unnamed, so PostgreSQL parses, analyses
 /// and plans it on every call: about a third of its CPU on the order path. A
-/// statement the stores send often is instead prepared once per connection,
-/// under a name this registry gives it, and then only bound and executed
-/// (PostgreSQL switches to a generic plan when it costs no more).
+/// statement the stores send often is instead prepared once per connection
+/// and then only bound and executed (PostgreSQL switches to a generic plan
+/// when it costs no more).
 ///
 /// A statement is prepared for its exact text and parameter types, the same
 /// types an unnamed statement is parsed with, so its meaning cannot differ.
+/// Its name is a hash of both: every process (instances, the worker,
+/// commands) gives one statement the same name and never one name to two
+/// statements, even on a server connection a pooler shares between them.
 /// Only plain `SELECT`, `INSERT`, `UPDATE`, `DELETE` and `WITH` statements,
 /// seen `usesBeforePreparing` times, short enough, and while fewer than
 /// `capacity` are prepared: each costs memory in every connection's backend,
@@ -21,15 +26,24 @@ import Synchronization
 /// unnamed, as before.
 ///
 /// The driver remembers a statement whose preparation failed, per
-/// connection, and fails it from then on. Errors that only executing a
-/// statement raises (bad data, a constraint, a serialization failure or
-/// deadlock) leave it prepared; any other server error, such as a
-/// transaction already aborted or a plan invalidated by a schema change,
-/// sends that statement unnamed for the rest of the process.
+/// connection, and fails it there from then on. So a statement that fails on
+/// a connection where it had not yet run is sent unnamed for the rest of the
+/// process, whatever the error (its preparation may be what failed). Where it
+/// had run, only an error about the statement itself (a plan a schema change
+/// invalidated, a statement the server no longer has) does the same; a
+/// constraint, a deadlock or a timeout is the data's or the moment's.
 final class PreparedStatements: Sendable {
     struct Key: Hashable, Sendable {
         var sql: String
         var types: [PostgresDataType]
+
+        /// `folio_` and 96 bits of the SHA-256 of the text and the parameter types.
+        var name: String {
+            var digest = SHA256()
+            digest.update(data: Array(sql.utf8))
+            digest.update(data: Array(types.map { "\0\($0.rawValue)" }.joined().utf8))
+            return "folio_" + digest.finalize().prefix(12).map { String(format: "%02x", $0) }.joined()
+        }
     }
 
     private enum Entry {
@@ -38,9 +52,16 @@ final class PreparedStatements: Sendable {
         case unnamed
     }
 
+    /// A statement that has run on a connection, and so is prepared there.
+    private struct Established: Hashable {
+        var connection: PostgresConnection.ID
+        var name: String
+    }
+
     private struct State {
         var entries: [Key: Entry] = [:]
         var prepared = 0
+        var established: Set<Established> = []
     }
 
     private let state = Mutex(State())
@@ -49,6 +70,8 @@ final class PreparedStatements: Sendable {
     static let longestSQL = 4096
     /// Keys tracked at most, prepared or not, so that odd shapes cannot grow the registry without end.
     static let trackedKeys = 4096
+    /// Statements known to run on connections, at most; forgetting them only makes a failure count as a first one.
+    static let trackedEstablished = 65_536
 
     init(capacity: Int = 128, usesBeforePreparing: Int = 2) {
         self.capacity = capacity
@@ -59,37 +82,49 @@ final class PreparedStatements: Sendable {
     func name(for key: Key) -> String? {
         guard key.sql.utf8.count <= Self.longestSQL, Self.isPlannable(key.sql) else { return nil }
         return state.withLock { state in
+            let uses: Int
             switch state.entries[key] {
             case .prepared(let name): return name
             case .unnamed: return nil
-            case .seen(let uses) where uses + 1 >= usesBeforePreparing && state.prepared < capacity:
-                state.prepared += 1
-                let name = "folio_\(state.prepared)"
-                state.entries[key] = .prepared(name: name)
-                return name
-            case .seen(let uses):
-                state.entries[key] = .seen(uses + 1)
-                return nil
+            case .seen(let before): uses = before + 1
             case nil:
                 guard state.entries.count < Self.trackedKeys else { return nil }
-                if usesBeforePreparing <= 1, state.prepared < capacity {
-                    state.prepared += 1
-                    let name = "folio_\(state.prepared)"
-                    state.entries[key] = .prepared(name: name)
-                    return name
-                }
-                state.entries[key] = .seen(1)
+                uses = 1
+            }
+            guard uses >= usesBeforePreparing, state.prepared < capacity else {
+                state.entries[key] = .seen(uses)
                 return nil
             }
+            // Hashed once per statement, the first time it is prepared.
+            let name = key.name
+            state.prepared += 1
+            state.entries[key] = .prepared(name: name)
+            return name
         }
     }
 
-    /// A prepared statement failed with `error`: keep it, or send it unnamed from now on.
-    func failed(_ key: Key, error: any Error) {
-        guard let sqlState = (error as? PSQLError)?.serverInfo?[.sqlState] else { return }
-        // 22 data exception, 23 integrity constraint, 40 serialization failure or deadlock: raised by executing.
-        guard !["22", "23", "40"].contains(String(sqlState.prefix(2))) else { return }
-        state.withLock { $0.entries[key] = .unnamed }
+    /// The statement `name` ran on `connection`: it is prepared there.
+    func ran(_ name: String, on connection: PostgresConnection.ID) {
+        state.withLock { state in
+            if state.established.count >= Self.trackedEstablished { state.established.removeAll() }
+            state.established.insert(Established(connection: connection, name: name))
+        }
+    }
+
+    /// The statement `name` failed on `connection` with `error`. True when it
+    /// is sent unnamed from now on.
+    @discardableResult
+    func failed(_ key: Key, name: String, on connection: PostgresConnection.ID, error: any Error) -> Bool {
+        // No server error: the connection is closing, and what it prepared goes with it.
+        guard let sqlState = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
+        // 0A feature not supported ("cached plan must not change result type"), 26 invalid statement name, 42 the statement itself.
+        let aboutTheStatement = ["0A", "26", "42"].contains(String(sqlState.prefix(2)))
+        return state.withLock { state in
+            let ranHere = state.established.contains(Established(connection: connection, name: name))
+            guard !ranHere || aboutTheStatement else { return false }
+            state.entries[key] = .unnamed
+            return true
+        }
     }
 
     /// Statements PostgreSQL plans; utility statements (DDL, `SET`, `VACUUM`…) are never prepared.
@@ -154,16 +189,22 @@ struct PreparingSQLDatabase: SQLDatabase {
             logger.log(level: level, "Executing prepared query", metadata: ["sql": .string(sql), "statement": .string(name)])
         }
         let statement = NamedStatement(name: name, sql: sql, types: types, bindings: bindings)
-        do {
-            _ = try await base.withConnection { connection in
-                connection.eventLoop.makeFutureWithTask {
+        let (statements, logger) = (self.statements, self.logger)
+        _ = try await base.withConnection { connection in
+            connection.eventLoop.makeFutureWithTask {
+                do {
                     try await statement.run(on: connection) { onRow($0.sql(decodingContext: .default)) }
+                    statements.ran(name, on: connection.id)
+                } catch {
+                    if statements.failed(key, name: name, on: connection.id, error: error) {
+                        logger.notice(
+                            "a prepared statement failed; it is sent unnamed from now on",
+                            metadata: ["statement": .string(name), "sqlstate": .string((error as? PSQLError)?.serverInfo?[.sqlState] ?? "")])
+                    }
+                    throw error
                 }
-            }.get()
-        } catch {
-            statements.failed(key, error: error)
-            throw error
-        }
+            }
+        }.get()
     }
 
     func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {

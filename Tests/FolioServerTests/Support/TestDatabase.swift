@@ -82,7 +82,7 @@ func withTestDatabase<T>(
         guard let adminURL = TestDatabaseKind.adminURL else {
             throw TestDatabaseError(description: "CI requires PostgreSQL but FOLIO_TEST_DATABASE_URL is not set (run .ci/run)")
         }
-        let admin = try FolioDatabase(location: .postgres(url: adminURL), poolSize: 1, logger: logger)
+        let admin = try FolioDatabase(location: .postgres(url: adminURL), poolSize: 1, preparedStatements: false, logger: logger)
         do {
             try await admin.sql.raw("CREATE DATABASE \(unsafeRaw: name)").run()
         } catch {
@@ -97,7 +97,7 @@ func withTestDatabase<T>(
             await admin.shutdown()
         }
     }
-    let database = try FolioDatabase(location: location, poolSize: 4, logger: logger)
+    let database = try FolioDatabase(location: location, poolSize: 4, preparedStatements: true, logger: logger)
     do {
         try await database.prepareConnectionSettings()
         if migrated { try await database.migrate() }

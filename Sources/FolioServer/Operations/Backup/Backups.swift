@@ -335,7 +335,8 @@ public struct Backups: Sendable {
     ) async throws -> T {
         var quiet = logger
         quiet.logLevel = .warning
-        let database = try FolioDatabase(location: location, poolSize: 1, logger: quiet)
+        // One short-lived connection: nothing to gain from preparing.
+        let database = try FolioDatabase(location: location, poolSize: 1, preparedStatements: false, logger: quiet)
         do {
             let result = try await body(database)
             await database.shutdown()
@@ -374,7 +375,7 @@ struct ScratchDatabase: Sendable {
         }
         var quiet = logger
         quiet.logLevel = .warning
-        let admin = try FolioDatabase(location: .postgres(url: url), poolSize: 1, logger: quiet)
+        let admin = try FolioDatabase(location: .postgres(url: url), poolSize: 1, preparedStatements: false, logger: quiet)
         let name = "folio_verify_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
         do {
             try await admin.sql.raw("CREATE DATABASE \(unsafeRaw: name)").run()
