@@ -82,7 +82,7 @@ struct PreparedStatementsTests {
             #expect(try await label(1, on: database.sql) == "x")
             await #expect(throws: (any Error).self) {
                 try await database.transaction { sql in
-                    let division = try? await sql.raw("SELECT 1 / 0 AS boom").run()
+                    let division: Void? = try? await sql.raw("SELECT 1 / 0 AS boom").run()
                     #expect(division == nil)
                     _ = try await label(1, on: sql)
                 }
