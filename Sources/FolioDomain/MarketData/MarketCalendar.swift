@@ -92,17 +92,8 @@ public struct MarketCalendar: Sendable {
         holidays(in: day.year).contains(day)
     }
 
-    /// The exchange's full-day closures in `year`, worked out once per year.
+    /// The exchange's full-day closures in `year`.
     public func holidays(in year: Int) -> Set<TradingDay> {
-        if let known = Self.holidaysByYear.withLock({ $0[year] }) { return known }
-        let days = Self.computeHolidays(in: year)
-        Self.holidaysByYear.withLock { $0[year] = days }
-        return days
-    }
-
-    private static let holidaysByYear = Mutex<[Int: Set<TradingDay>]>([:])
-
-    private static func computeHolidays(in year: Int) -> Set<TradingDay> {
         var days: Set<TradingDay> = []
         // New Year's Day: a Sunday is observed on Monday; a Saturday is not moved to the Friday before.
         let newYear = TradingDay(year: year, month: 1, day: 1)

@@ -78,10 +78,14 @@ final class PreparedStatements: Sendable {
         self.usesBeforePreparing = usesBeforePreparing
     }
 
-    /// The name to execute `key` under, or nil to send it unnamed.
+    /// Whether `sql` may ever be prepared: short enough, and planned by PostgreSQL.
+    static func isCandidate(_ sql: String) -> Bool {
+        sql.utf8.count <= longestSQL && isPlannable(sql)
+    }
+
+    /// The name to execute `key` (a candidate) under, or nil to send it unnamed.
     func name(for key: Key) -> String? {
-        guard key.sql.utf8.count <= Self.longestSQL, Self.isPlannable(key.sql) else { return nil }
-        return state.withLock { state in
+        state.withLock { state in
             let uses: Int
             switch state.entries[key] {
             case .prepared(let name): return name
@@ -168,6 +172,9 @@ struct PreparingSQLDatabase: SQLDatabase {
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
         let (sql, binds) = serialize(query)
+        // Sent unnamed as serialized here, never serialized a second time by the driver.
+        let serialized = SerializedSQL(sql: sql, binds: binds)
+        guard PreparedStatements.isCandidate(sql) else { return try await base.execute(sql: serialized, onRow) }
         var bindings = PostgresBindings(capacity: binds.count)
         var types: [PostgresDataType] = []
         types.reserveCapacity(binds.count)
@@ -180,11 +187,11 @@ struct PreparingSQLDatabase: SQLDatabase {
                 try bindings.append(value, context: .default)
                 types.append(value.psqlType)
             } else {
-                return try await base.execute(sql: query, onRow)
+                return try await base.execute(sql: serialized, onRow)
             }
         }
         let key = PreparedStatements.Key(sql: sql, types: types)
-        guard let name = statements.name(for: key) else { return try await base.execute(sql: query, onRow) }
+        guard let name = statements.name(for: key) else { return try await base.execute(sql: serialized, onRow) }
         if let level = queryLogLevel {
             logger.log(level: level, "Executing prepared query", metadata: ["sql": .string(sql), "statement": .string(name)])
         }

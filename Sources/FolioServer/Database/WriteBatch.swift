@@ -62,12 +62,12 @@ struct WriteBatch: Sendable {
     /// The writes as one statement, when they make more than one on PostgreSQL
     /// and fit in one (a very large batch, an import of thousands of rows,
     /// runs as a statement each).
-    private func together(on db: any SQLDatabase) -> Serialized? {
+    private func together(on db: any SQLDatabase) -> SerializedSQL? {
         guard kind == .postgres, statements.count > 1 else { return nil }
         var serializer = SQLSerializer(database: db)
         Together(statements: statements).serialize(to: &serializer)
         guard serializer.binds.count <= Self.maxBinds else { return nil }
-        return Serialized(sql: serializer.sql, binds: serializer.binds)
+        return SerializedSQL(sql: serializer.sql, binds: serializer.binds)
     }
 
     /// `WITH w0 AS (…), w1 AS (…) SELECT 1`: PostgreSQL runs a data-modifying
@@ -86,15 +86,16 @@ struct WriteBatch: Sendable {
             serializer.write(" SELECT 1")
         }
     }
+}
 
-    /// A statement serialized already (to count its parameters), handed on as it is.
-    private struct Serialized: SQLExpression {
-        let sql: String
-        let binds: [any Encodable & Sendable]
+/// A statement serialized already (to count its parameters, say), its
+/// placeholders numbered from `$1`, handed on as it is.
+struct SerializedSQL: SQLExpression {
+    let sql: String
+    let binds: [any Encodable & Sendable]
 
-        func serialize(to serializer: inout SQLSerializer) {
-            serializer.write(sql)
-            serializer.binds.append(contentsOf: binds)
-        }
+    func serialize(to serializer: inout SQLSerializer) {
+        serializer.write(sql)
+        serializer.binds.append(contentsOf: binds)
     }
 }
