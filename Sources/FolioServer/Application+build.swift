@@ -57,6 +57,8 @@ public struct FolioServices: Sendable {
     let reconciler: Reconciler
     let jobs: JobQueue
     let orders: OrderService
+    /// One per process: placements on one account made at the same time share a transaction.
+    let placements: PlacementQueue
     let snapshots: PortfolioSnapshots
     let rebalancing: RebalanceService
     let idempotency: Idempotency
@@ -202,6 +204,7 @@ public struct FolioServices: Sendable {
             store: store, ledger: ledger, jobs: jobs, brokers: brokers, calendar: calendar, quotes: quotes, clock: clock, ids: ids,
             marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses, pace: pace)
         self.orders = orders
+        self.placements = PlacementQueue(orders: orders)
         let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)
         self.snapshots = snapshots
         let rebalancing = RebalanceService(
@@ -413,7 +416,7 @@ public struct FolioServices: Sendable {
         portfolioController.addRoutes(to: routes)
         let performanceController = PerformanceController(store: store, quotes: quotes, snapshots: snapshots, reads: reads)
         performanceController.addRoutes(to: routes)
-        let ordersController = OrdersController(orders: orders, store: store, idempotency: idempotency)
+        let ordersController = OrdersController(orders: orders, placements: placements, store: store, idempotency: idempotency)
         ordersController.addRoutes(to: routes)
         let rebalanceController = RebalanceController(rebalancing: rebalancing, store: store, idempotency: idempotency)
         rebalanceController.addRoutes(to: routes)

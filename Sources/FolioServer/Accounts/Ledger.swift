@@ -79,7 +79,16 @@ struct Ledger: Sendable {
     /// `WriteBatch`), so the account's lock is held for as few round trips as it can be.
     func commit(_ open: OpenBooks, context: AuditContext, adding writes: WriteBatch? = nil, on db: any SQLDatabase) async throws {
         var writes = writes ?? WriteBatch(for: store.database.kind)
-        try await record(open, context: context, on: db, into: &writes)
+        try await record(open, context: { _ in context }, on: db, into: &writes)
+        try await writes.run(on: db)
+    }
+
+    /// The same, for postings asked for by different requests (placements
+    /// that share a commit): `contexts` names who asked for each posting, in order.
+    func commit(_ open: OpenBooks, contexts: [AuditContext], adding writes: WriteBatch, on db: any SQLDatabase) async throws {
+        precondition(contexts.count == open.books.postings.count, "one audit context per posting")
+        var writes = writes
+        try await record(open, context: { contexts[$0] }, on: db, into: &writes)
         try await writes.run(on: db)
     }
 
@@ -92,12 +101,15 @@ struct Ledger: Sendable {
             return
         }
         var writes = WriteBatch(for: .postgres)
-        for open in opens { try await record(open, context: context, on: db, into: &writes) }
+        for open in opens { try await record(open, context: { _ in context }, on: db, into: &writes) }
         try await writes.run(on: db)
     }
 
     /// Adds the writes of what the postings changed to `writes`.
-    private func record(_ open: OpenBooks, context: AuditContext, on db: any SQLDatabase, into writes: inout WriteBatch) async throws {
+    /// `context` names who asked for the posting at each index.
+    private func record(
+        _ open: OpenBooks, context: (Int) -> AuditContext, on db: any SQLDatabase, into writes: inout WriteBatch
+    ) async throws {
         let books = open.books, head = open.head
         guard !books.isEmpty else { return }
         let now = self.now()
@@ -112,12 +124,15 @@ struct Ledger: Sendable {
         // changed, added or removed behind Folio's back no longer matches its account's chain.
         var digests: [String: String] = [:]
         for entry in books.entries { digests[entry.id.description] = LedgerDigest.of(entry, account: account.id) }
-        let records = books.events.map { note in
-            var details = note.details
-            if let entry = details["transaction_id"], let digest = digests[entry] { details["entry_digest"] = digest }
-            return AuditChain.Record(
-                id: ids.uuid(), occurredAt: now, actorID: note.actorID?.uuid, action: note.action, subjectType: note.subjectType,
-                subjectID: note.subjectID, userID: account.userID.uuid, details: details, ip: context.ip, requestID: context.requestID)
+        let records = books.postings.enumerated().flatMap { index, posting in
+            let context = context(index)
+            return posting.events.map { note in
+                var details = note.details
+                if let entry = details["transaction_id"], let digest = digests[entry] { details["entry_digest"] = digest }
+                return AuditChain.Record(
+                    id: ids.uuid(), occurredAt: now, actorID: note.actorID?.uuid, action: note.action, subjectType: note.subjectType,
+                    subjectID: note.subjectID, userID: account.userID.uuid, details: details, ip: context.ip, requestID: context.requestID)
+            }
         }
         // The account row takes its balances and its chain's new head in one write.
         let chain = AuditChain.ID.account(account.id)

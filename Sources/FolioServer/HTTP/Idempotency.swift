@@ -37,10 +37,29 @@ struct Idempotency: Sendable {
         prepare: @Sendable () async throws -> Prepared,
         perform: @escaping @Sendable (Prepared, any SQLDatabase) async throws -> Value
     ) async throws -> Response {
+        let database = self.database
+        return try await run(request, userID: userID, status: status, prepare: prepare) { prepared, claim in
+            try await database.transaction { db in
+                if let claim { try await claim.hold(on: db) }
+                let value = try await perform(prepared, db)
+                let stored = StoredResponse(body: try FolioJSON.encode(value), location: location(value))
+                if let claim { try await db.execute(sql: claim.completion(stored)) { _ in } }
+                return stored
+            }
+        }
+    }
+
+    /// The same, for work that opens its own transaction (placements that
+    /// share one): `perform` gets the claim (nil without a key), must hold it
+    /// and write its completion in that transaction, and returns what it stored.
+    func run<Prepared: Sendable>(
+        _ request: Request, userID: UserID, status: HTTPResponse.Status,
+        prepare: @Sendable () async throws -> Prepared,
+        claimed perform: @Sendable (Prepared, IdempotencyClaim?) async throws -> StoredResponse
+    ) async throws -> Response {
         guard let key = request.headers[Self.header] else {
-            let prepared = try await prepare()
-            let value = try await database.transaction { try await perform(prepared, $0) }
-            return Self.response(status: status, location: location(value), body: try FolioJSON.encode(value))
+            let stored = try await perform(try await prepare(), nil)
+            return Self.response(status: status, location: stored.location, body: stored.body)
         }
         guard (1...255).contains(key.count), key.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
             throw FieldIssue(field: "Idempotency-Key", code: "invalid", message: "Idempotency-Key must be 1 to 255 visible ASCII characters.")
@@ -57,25 +76,8 @@ struct Idempotency: Sendable {
         }
         await pauses.reach(.afterIdempotencyClaim)
         do {
-            let prepared = try await prepare()
-            let (encoded, stored) = try await database.transaction { db in
-                // Hold the claim's row for the whole transaction: a takeover's DELETE waits for this
-                // commit and then finds the key completed. A claim already taken over commits nothing.
-                let held = try await db.raw("""
-                    UPDATE idempotency_keys SET status = 'in_flight' WHERE id = \(bind: claimed) AND status = 'in_flight' RETURNING id
-                    """).all()
-                guard !held.isEmpty else { throw Self.inProgress }
-                let value = try await perform(prepared, db)
-                let encoded = try FolioJSON.encode(value)
-                let stored = location(value)
-                try await db.raw("""
-                    UPDATE idempotency_keys SET status = 'completed', response_status = \(bind: status.code), response_location = \(bind: stored),
-                        response_body = \(bind: String(decoding: encoded, as: UTF8.self)), instance_id = NULL
-                    WHERE id = \(bind: claimed)
-                    """).run()
-                return (encoded, stored)
-            }
-            return Self.response(status: status, location: stored, body: encoded)
+            let stored = try await perform(try await prepare(), IdempotencyClaim(id: claimed, status: status))
+            return Self.response(status: status, location: stored.location, body: stored.body)
         } catch {
             // Forget the key only if nothing committed (a lost COMMIT acknowledgement leaves it completed).
             try? await database.sql.raw("DELETE FROM idempotency_keys WHERE id = \(bind: claimed) AND status = 'in_flight'").run()
@@ -147,5 +149,42 @@ struct Idempotency: Sendable {
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .contentLength: String(body.count)]
         if let location { headers[.location] = location }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// A response as an idempotency record stores it and the client gets it: the same bytes.
+struct StoredResponse: Sendable {
+    var body: Data
+    var location: String?
+}
+
+/// A claimed key, held and completed inside the transaction that does the work.
+struct IdempotencyClaim: Sendable {
+    let id: UUID
+    let status: HTTPResponse.Status
+
+    /// Holds the claim's row for the whole transaction: a takeover's DELETE
+    /// waits for this commit and then finds the key completed. A claim
+    /// already taken over commits nothing: 409.
+    func hold(on db: any SQLDatabase) async throws {
+        guard try await Self.hold([self], on: db).contains(id) else { throw Idempotency.inProgress }
+    }
+
+    /// Holds several claims in one statement; the ids still held (a claim taken over is not).
+    static func hold(_ claims: [IdempotencyClaim], on db: any SQLDatabase) async throws -> Set<UUID> {
+        guard !claims.isEmpty else { return [] }
+        let rows = try await db.raw("""
+            UPDATE idempotency_keys SET status = 'in_flight' WHERE id IN (\(binds: claims.map(\.id))) AND status = 'in_flight' RETURNING id
+            """).all()
+        return Set(try rows.map { try $0.decode(column: "id", as: UUID.self) })
+    }
+
+    /// The write that completes the claim with the response it stores.
+    func completion(_ stored: StoredResponse) -> SQLQueryString {
+        """
+        UPDATE idempotency_keys SET status = 'completed', response_status = \(bind: Int(status.code)), response_location = \(bind: stored.location),
+            response_body = \(bind: String(decoding: stored.body, as: UTF8.self)), instance_id = NULL
+        WHERE id = \(bind: id)
+        """
     }
 }

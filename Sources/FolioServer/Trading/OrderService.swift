@@ -66,40 +66,81 @@ struct OrderService: Sendable {
     func place(
         _ priced: PricedPlacement, userID: UserID, defaultAccount: AccountID? = nil, context: AuditContext, on db: any SQLDatabase
     ) async throws -> OrderState {
-        let placement = priced.placement
-        let accountID: AccountID
-        if let id = placement.accountID ?? defaultAccount {
-            accountID = id
-        } else {
-            guard let id = try await store.defaultAccountID(of: userID, on: db) else { throw TradingError.accountNotFound }
-            accountID = id
+        let accountID = try await account(of: priced.placement, userID: userID, defaultAccount: defaultAccount, on: db)
+        let placed = try await place([Placing(priced: priced, context: context)], account: accountID, userID: userID, on: db)
+        return try placed[0].get()
+    }
+
+    /// The account a placement goes to: the one it names, or the user's default.
+    func account(of placement: Placement, userID: UserID, defaultAccount: AccountID?, on db: any SQLDatabase) async throws -> AccountID {
+        if let id = placement.accountID ?? defaultAccount { return id }
+        guard let id = try await store.defaultAccountID(of: userID, on: db) else { throw TradingError.accountNotFound }
+        return id
+    }
+
+    /// One order to place with others on the same account.
+    struct Placing: Sendable {
+        var priced: PricedPlacement
+        /// Who asked, for the audit trail.
+        var context: AuditContext
+        /// What else the placement writes in its commit once its order is
+        /// known (its request's idempotency record).
+        var alsoWrite: (@Sendable (OrderState, inout WriteBatch) throws -> Void)? = nil
+    }
+
+    /// Places orders on one account of `userID` inside the caller's
+    /// transaction `db`: the account is locked once, each order is checked
+    /// against the books as the ones before it left them, and all are written
+    /// in one commit, each with its submit job (transactional outbox). Each
+    /// placement's order, or the error that refused it alone (no such
+    /// account, too little cash, a client order id taken); the others go on.
+    /// Throws when the writing fails, for all of them.
+    func place(_ placings: [Placing], account accountID: AccountID, userID: UserID, on db: any SQLDatabase) async throws -> [Result<OrderState, any Error>] {
+        var answers = [Result<OrderState, any Error>?](repeating: nil, count: placings.count)
+        var clientOrderIDs: Set<String> = []
+        for (index, placing) in placings.enumerated() {
+            guard let client = placing.priced.placement.clientOrderID else { continue }
+            let taken = try await store.clientOrderIDExists(client, userID: userID, on: db)
+            if taken || !clientOrderIDs.insert(client).inserted { answers[index] = .failure(TradingError.duplicateClientOrderID) }
         }
-        if let client = placement.clientOrderID, try await store.clientOrderIDExists(client, userID: userID, on: db) {
-            throw TradingError.duplicateClientOrderID
-        }
-        let draft = priced.draft
-        // The submit job goes with the order, in the commit's one statement (transactional outbox).
-        let orderID = ids.next(OrderID.self)
-        var writes = WriteBatch(for: database.kind)
-        jobs.enqueue([.submitOrder(orderID)], into: &writes)
         // A buy changes no holding; a sell reserves shares of one.
-        let symbols = draft.side == .sell ? [draft.symbol] : []
-        guard var open = try await ledger.open(account: accountID, owner: userID, need: .init(symbols: symbols), on: db) else {
-            throw placement.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount
+        let symbols = Set(placings.filter { $0.priced.draft.side == .sell }.map(\.priced.draft.symbol))
+        guard var open = try await ledger.open(account: accountID, owner: userID, need: .init(symbols: Array(symbols)), on: db) else {
+            return zip(placings, answers).map { placing, answer in
+                answer ?? .failure(placing.priced.placement.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount)
+            }
         }
-        if case .unlinked = try await brokers.route(for: accountID, on: db) { throw BrokerageError.unlinked }
-        let posting = try TradingRules.place(
-            draft, orderID: orderID, clientOrderID: placement.clientOrderID, account: open.books.account,
-            holding: open.books.holding(draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin, now: ledger.now())
-        open.books.record(posting)
-        let order = posting.order!
-        do {
-            try await ledger.commit(open, context: context, adding: writes, on: db)
-        } catch where placement.clientOrderID != nil && DatabaseConstraint(error)?.kind == .unique {
-            // Another account's placement with the same client order id won the race.
-            throw TradingError.duplicateClientOrderID
+        if case .unlinked = try await brokers.route(for: accountID, on: db) { return answers.map { $0 ?? .failure(BrokerageError.unlinked) } }
+        var placed: [(index: Int, order: OrderState, context: AuditContext)] = []
+        let now = ledger.now()
+        for (index, placing) in placings.enumerated() where answers[index] == nil {
+            let priced = placing.priced
+            do {
+                let posting = try TradingRules.place(
+                    priced.draft, orderID: ids.next(OrderID.self), clientOrderID: priced.placement.clientOrderID, account: open.books.account,
+                    holding: open.books.holding(priced.draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin, now: now)
+                open.books.record(posting)
+                placed.append((index, posting.order!, placing.context))
+            } catch {
+                answers[index] = .failure(error)
+            }
         }
-        return order
+        if !placed.isEmpty {
+            // The submit jobs go with the orders, in the commit's one statement (transactional outbox).
+            var writes = WriteBatch(for: database.kind)
+            jobs.enqueue(placed.map { .submitOrder($0.order.id) }, into: &writes)
+            for (index, order, _) in placed {
+                try placings[index].alsoWrite?(order, &writes)
+                answers[index] = .success(order)
+            }
+            do {
+                try await ledger.commit(open, contexts: placed.map(\.context), adding: writes, on: db)
+            } catch where placings.count == 1 && placings[0].priced.placement.clientOrderID != nil && DatabaseConstraint(error)?.kind == .unique {
+                // Another account's placement with the same client order id won the race.
+                throw TradingError.duplicateClientOrderID
+            }
+        }
+        return answers.map { $0! }
     }
 
     // MARK: - Executing

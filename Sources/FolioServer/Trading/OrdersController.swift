@@ -5,6 +5,8 @@ import Hummingbird
 /// `/api/orders`: place, list, show and cancel orders. Another user's order is 404.
 struct OrdersController: Sendable {
     let orders: OrderService
+    /// Placements of one account made at the same time share a transaction.
+    let placements: PlacementQueue
     let store: TradingStore
     let idempotency: Idempotency
 
@@ -102,13 +104,16 @@ struct OrdersController: Sendable {
 
     @Sendable func place(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let body = try await request.decodeBody(as: PlaceRequest.self, context: context)
-        let userID = context.identity.userID, audit = context.auditContext, orders = self.orders
+        let userID = context.identity.userID, audit = context.auditContext, orders = self.orders, placements = self.placements
         let defaultAccount = context.identity.defaultAccountID
         return try await idempotency.run(
-            request, userID: userID, status: .created, location: { (order: OrderResponse) in "/api/orders/\(order.id)" },
-            prepare: { try await orders.price(try body.placement()) },
-            perform: { priced, db in
-                OrderResponse(try await orders.place(priced, userID: userID, defaultAccount: defaultAccount, context: audit, on: db))
+            request, userID: userID, status: .created, prepare: { try await orders.price(try body.placement()) },
+            claimed: { priced, claim in
+                let account = try await orders.account(of: priced.placement, userID: userID, defaultAccount: defaultAccount, on: orders.database.sql)
+                let member = PlacementQueue.Member(placing: .init(priced: priced, context: audit), claim: claim) { order in
+                    StoredResponse(body: try FolioJSON.encode(OrderResponse(order)), location: "/api/orders/\(order.id)")
+                }
+                return try await placements.place(member, account: account, owner: userID)
             })
     }
 
