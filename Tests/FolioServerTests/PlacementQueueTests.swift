@@ -115,13 +115,49 @@ struct PlacementQueueTests {
                 #expect(try row?.decode(column: "request_id", as: String?.self) == answer.requestID)
             }
             #expect(try await env.orders().count == 3)
+            // Two transactions wrote them: the first alone, the other two (and the refusals) together.
+            let writers = try await env.database.sql.raw("SELECT COUNT(DISTINCT xmin::text) AS n FROM orders").first()?.decode(column: "n", as: Int.self)
+            #expect(writers == 2)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("in one batch, a refused placement leaves its client_order_id to a later one; a placed one takes it (PostgreSQL only: it holds the row lock)", needsPostgres)
+    func clientOrderIDsWithinABatch() async throws {
+        try await withTestApp(.postgres, configure: { $0.startingCash = 1_000 }) { client, env in
+            let tokens = try await signUp(client, env, email: "ids@example.com")
+            let account = try await env.firstAccount()
+            let lock = try await AccountLock(account.id, env: env)
+            // The first is written alone; then, together: 800.00 refused (700.00 left), 300.00 placed, 100.00 a duplicate of it.
+            let orders: [(limit: String, clientOrderID: String?)] = [("300.00", nil), ("800.00", "x"), ("300.00", "x"), ("100.00", "x")]
+            let answers = Task {
+                try await withThrowingTaskGroup(of: (Int, HTTPResponse.Status, String?).self) { group in
+                    for (index, order) in orders.enumerated() {
+                        let headers = bearer(tokens)
+                        group.addTask {
+                            let response = try await post(client, "/api/orders", Self.limitBuy("KO", limit: order.limit, clientOrderID: order.clientOrderID), headers: headers)
+                            return (index, response.status, try json(response)["code"] as? String)
+                        }
+                        try await Self.waitForLine(env, account: account, count: index + 1)
+                    }
+                    return try await group.reduce(into: [Int: (HTTPResponse.Status, String?)]()) { $0[$1.0] = ($1.1, $1.2) }
+                }
+            }
+            try await Self.waitForLine(env, account: account, count: 4)
+            try await lock.release()
+            let results = try await answers.value
+            #expect(results[0]?.0 == .created)
+            #expect(results[1]?.0 == .unprocessableContent && results[1]?.1 == "insufficient_buying_power")
+            #expect(results[2]?.0 == .created)
+            #expect(results[3]?.0 == .conflict && results[3]?.1 == "duplicate_client_order_id")
+            #expect(try await env.orders().compactMap(\.clientOrderID) == ["x"])
             try await env.expectConsistent()
         }
     }
 
     struct RefusedResponse: Error, Equatable {}
 
-    @Test("when the shared transaction fails, each placement is written alone and only the faulty one fails (PostgreSQL only: it holds the row lock)", needsPostgres)
+    @Test("when the shared transaction fails through one placement, each is written alone and only that one fails (PostgreSQL only: it holds the row lock)", needsPostgres)
     func failedBatchFallsBackToOneByOne() async throws {
         try await withTestApp(.postgres) { client, env in
             _ = try await signUp(client, env, email: "fallback@example.com")
@@ -137,6 +173,7 @@ struct PlacementQueueTests {
                     return StoredResponse(body: Data(order.symbol.utf8), location: nil)
                 }
             }
+            // AAPL is written alone first; the other three together, which fails through KO's response.
             let members = [try await member("AAPL"), try await member("MSFT"), try await member("KO", failing: true), try await member("T")]
             let lock = try await AccountLock(account.id, env: env)
             let answers = Task {
@@ -191,13 +228,22 @@ struct PlacementQueueTests {
             #expect(shared.filter { $0.1 == .conflict }.count == 4)
             #expect(results.filter { $0.0 >= 5 }.allSatisfy { $0.1 == .created })
             #expect(try await env.orders().count == 36)
-            // A created order's key replays its body; a refused one's was forgotten and places nothing new (its id is still taken).
+            // A created order's key replays its body.
             for (index, status, body) in results where status == .created {
                 var headers = bearer(tokens)
                 headers[Idempotency.header] = "key-\(index)"
                 let again = try await post(client, "/api/orders", Self.limitBuy("MSFT", limit: "1.00", clientOrderID: index < 5 ? "shared" : "own-\(index)"), headers: headers)
                 #expect(again.status == .created)
                 #expect(String(buffer: again.body) == body)
+            }
+            #expect(try await env.orders().count == 36)
+            // A refused one's key was forgotten: sent again, it is refused again and places nothing.
+            for (index, status, _) in results where status != .created {
+                var headers = bearer(tokens)
+                headers[Idempotency.header] = "key-\(index)"
+                let again = try await post(client, "/api/orders", Self.limitBuy("MSFT", limit: "1.00", clientOrderID: "shared"), headers: headers)
+                #expect(again.status == .conflict)
+                #expect(try problem(again).code == "duplicate_client_order_id")
             }
             #expect(try await env.orders().count == 36)
             let account = try await env.firstAccount()

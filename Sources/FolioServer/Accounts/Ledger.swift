@@ -86,11 +86,14 @@ struct Ledger: Sendable {
     /// The same, for postings asked for by different requests (placements
     /// that share a commit): `contexts` names who asked for each posting, in order.
     func commit(_ open: OpenBooks, contexts: [AuditContext], adding writes: WriteBatch, on db: any SQLDatabase) async throws {
-        precondition(contexts.count == open.books.postings.count, "one audit context per posting")
+        guard contexts.count == open.books.postings.count else { throw ContextsMismatch() }
         var writes = writes
         try await record(open, context: { contexts[$0] }, on: db, into: &writes)
         try await writes.run(on: db)
     }
+
+    /// A caller's mistake: not one audit context per posting. Nothing is written.
+    struct ContextsMismatch: Error {}
 
     /// Commits several accounts' books: on PostgreSQL all in one statement.
     /// (On SQLite each account's writes run before the next is recorded: an

@@ -97,11 +97,9 @@ struct OrderService: Sendable {
     /// Throws when the writing fails, for all of them.
     func place(_ placings: [Placing], account accountID: AccountID, userID: UserID, on db: any SQLDatabase) async throws -> [Result<OrderState, any Error>] {
         var answers = [Result<OrderState, any Error>?](repeating: nil, count: placings.count)
-        var clientOrderIDs: Set<String> = []
         for (index, placing) in placings.enumerated() {
             guard let client = placing.priced.placement.clientOrderID else { continue }
-            let taken = try await store.clientOrderIDExists(client, userID: userID, on: db)
-            if taken || !clientOrderIDs.insert(client).inserted { answers[index] = .failure(TradingError.duplicateClientOrderID) }
+            if try await store.clientOrderIDExists(client, userID: userID, on: db) { answers[index] = .failure(TradingError.duplicateClientOrderID) }
         }
         // A buy changes no holding; a sell reserves shares of one.
         let symbols = Set(placings.filter { $0.priced.draft.side == .sell }.map(\.priced.draft.symbol))
@@ -112,15 +110,22 @@ struct OrderService: Sendable {
         }
         if case .unlinked = try await brokers.route(for: accountID, on: db) { return answers.map { $0 ?? .failure(BrokerageError.unlinked) } }
         var placed: [(index: Int, order: OrderState, context: AuditContext)] = []
+        // Client order ids this batch has placed: a later placement with one is a duplicate, as it would be one commit later.
+        var placedClientOrderIDs: Set<String> = []
         let now = ledger.now()
         for (index, placing) in placings.enumerated() where answers[index] == nil {
             let priced = placing.priced
+            if let client = priced.placement.clientOrderID, placedClientOrderIDs.contains(client) {
+                answers[index] = .failure(TradingError.duplicateClientOrderID)
+                continue
+            }
             do {
                 let posting = try TradingRules.place(
                     priced.draft, orderID: ids.next(OrderID.self), clientOrderID: priced.placement.clientOrderID, account: open.books.account,
                     holding: open.books.holding(priced.draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin, now: now)
                 open.books.record(posting)
                 placed.append((index, posting.order!, placing.context))
+                if let client = priced.placement.clientOrderID { placedClientOrderIDs.insert(client) }
             } catch {
                 answers[index] = .failure(error)
             }

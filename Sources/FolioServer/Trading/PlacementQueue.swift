@@ -101,51 +101,85 @@ final class PlacementQueue: Sendable {
         lines.withLockedValue { $0[Line(account: account, owner: owner)].map { $0.count + 1 } ?? 0 }
     }
 
-    /// Writes the batch together; when that fails, each placement alone.
+    /// Writes the batch together. When that fails through one placement's
+    /// fault (its response could not be made; its client order id was taken
+    /// meanwhile by a placement on another account), before the commit,
+    /// nothing was written: each placement is then written alone, so only
+    /// that one fails. Any other failure (the database unreachable) is every
+    /// placement's answer, as it would be one's alone; and a failure at the
+    /// commit itself (a connection lost as it went out) leaves unknown
+    /// whether it committed, so trying again could place the orders twice.
     private func write(_ members: [Member], line: Line) async -> [Answer] {
+        let committing = NIOLockedValueBox(false)
         do {
-            return try await writeTogether(members, line: line)
-        } catch where members.count > 1 {
+            return try await writeTogether(members, line: line, committing: committing)
+        } catch where members.count > 1 && !committing.withLockedValue({ $0 }) && Self.isOneMembersFault(error) {
             var answers: [Answer] = []
             for member in members {
                 do {
-                    answers.append(try await writeTogether([member], line: line)[0])
+                    answers.append(try await writeTogether([member], line: line, committing: NIOLockedValueBox(false))[0])
                 } catch {
-                    answers.append(.failure(error))
+                    answers.append(.failure(MemberFailure.unwrapped(error)))
                 }
             }
             return answers
         } catch {
-            return [.failure(error)]
+            return members.map { _ in .failure(MemberFailure.unwrapped(error)) }
         }
     }
 
-    private func writeTogether(_ members: [Member], line: Line) async throws -> [Answer] {
+    static func isOneMembersFault(_ error: any Error) -> Bool {
+        error is MemberFailure || DatabaseConstraint(error) != nil
+    }
+
+    /// An error of one placement's own response.
+    private struct MemberFailure: Error {
+        let error: any Error
+
+        static func unwrapped(_ error: any Error) -> any Error {
+            (error as? MemberFailure)?.error ?? error
+        }
+    }
+
+    /// Rolls back a transaction in which every placement was refused: it has nothing to commit.
+    private struct NothingPlaced: Error {
+        let answers: [Answer]
+    }
+
+    /// `committing` turns true once every statement has run and only the commit is left.
+    private func writeTogether(_ members: [Member], line: Line, committing: NIOLockedValueBox<Bool>) async throws -> [Answer] {
         let orders = self.orders
-        return try await orders.database.transaction { db in
-            let held = try await IdempotencyClaim.hold(members.compactMap(\.claim), on: db)
-            // Each response is made inside its commit: what the record stores is what the client gets.
-            let responses = NIOLockedValueBox<[Int: StoredResponse]>([:])
-            var placings: [(member: Int, placing: OrderService.Placing)] = []
-            for (index, member) in members.enumerated() {
-                // A claim taken over meanwhile belongs to another request now: 409, nothing written.
-                if let claim = member.claim, !held.contains(claim.id) { continue }
-                var placing = member.placing
-                placing.alsoWrite = { order, writes in
-                    let stored = try member.respond(order)
-                    responses.withLockedValue { $0[index] = stored }
-                    if let claim = member.claim { writes.add(claim.completion(stored)) }
+        do {
+            return try await orders.database.transaction { db in
+                committing.withLockedValue { $0 = false }  // SQLite retries a busy transaction from the start
+                let held = try await IdempotencyClaim.hold(members.compactMap(\.claim), on: db)
+                // Each response is made inside its commit: what the record stores is what the client gets.
+                let responses = NIOLockedValueBox<[Int: StoredResponse]>([:])
+                var placings: [(member: Int, placing: OrderService.Placing)] = []
+                for (index, member) in members.enumerated() {
+                    // A claim taken over meanwhile belongs to another request now: 409, nothing written.
+                    if let claim = member.claim, !held.contains(claim.id) { continue }
+                    var placing = member.placing
+                    placing.alsoWrite = { order, writes in
+                        let stored: StoredResponse
+                        do { stored = try member.respond(order) } catch { throw MemberFailure(error: error) }
+                        responses.withLockedValue { $0[index] = stored }
+                        if let claim = member.claim { writes.add(claim.completion(stored)) }
+                    }
+                    placings.append((index, placing))
                 }
-                placings.append((index, placing))
+                var answers = members.map { _ in Answer.failure(Idempotency.inProgress) }
+                let placed = placings.isEmpty ? [] : try await orders.place(placings.map(\.placing), account: line.account, userID: line.owner, on: db)
+                let made = responses.withLockedValue { $0 }
+                for (placing, result) in zip(placings, placed) {
+                    answers[placing.member] = result.map { _ in made[placing.member]! }
+                }
+                guard placed.contains(where: { (try? $0.get()) != nil }) else { throw NothingPlaced(answers: answers) }
+                committing.withLockedValue { $0 = true }
+                return answers
             }
-            var answers = members.map { _ in Answer.failure(Idempotency.inProgress) }
-            guard !placings.isEmpty else { return answers }
-            let placed = try await orders.place(placings.map(\.placing), account: line.account, userID: line.owner, on: db)
-            let made = responses.withLockedValue { $0 }
-            for (placing, result) in zip(placings, placed) {
-                answers[placing.member] = result.map { _ in made[placing.member]! }
-            }
-            return answers
+        } catch let nothing as NothingPlaced {
+            return nothing.answers
         }
     }
 }
