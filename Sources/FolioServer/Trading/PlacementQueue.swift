@@ -13,8 +13,8 @@ import SQLKit
 /// commit for one account, in the process. Each placement still gets its own
 /// answer: one the rules refuse (too little cash, a client order id taken)
 /// fails alone, checked against the books as the placements before it left
-/// them. When the shared transaction itself fails, each placement is tried
-/// again in a transaction of its own, so only a faulty one fails.
+/// them. When the shared transaction fails through one placement, each is
+/// tried again in a transaction of its own, so only that one fails (see `write`).
 ///
 /// Nothing waits on a timer: the first placement on an idle account is
 /// written at once; only those that arrive meanwhile wait for the next turn.
