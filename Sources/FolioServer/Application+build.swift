@@ -366,23 +366,29 @@ public struct FolioServices: Sendable {
         let router = Router(context: FolioRequestContext.self)
         let routes = RecordingRouter(router: router, table: table)
         let formSlot = FormBridge.Slot()
-        // Outermost first; each sees what the ones inside it answer.
-        routes.add(middleware: EdgeMiddleware(
-            trustedProxies: Set(configuration.trustedProxies), production: configuration.isProduction,
-            metrics: configuration.requestMetrics ? metrics : nil))
-        routes.add(middleware: CORSMiddleware(configuration: configuration, security: identity.security))
-        // Rate limits off (development, benchmarks): no middleware frame at all.
-        if configuration.rateLimit.enabled {
-            routes.add(middleware: RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
-        }
-        routes.add(middleware: ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports))
-        routes.add(middleware: RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug))
-        if configuration.csrfProtectionEnabled {
-            routes.add(middleware: OriginGuardMiddleware(configuration: configuration, security: identity.security))
-        }
-        routes.add(middleware: AuthenticationMiddleware(services: identity))
-        if configuration.rateLimit.enabled {
-            routes.add(middleware: RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: rateLimiter, security: identity.security))
+        // Outermost first; each sees what the ones inside it answer. One stack of
+        // fixed type (Hummingbird's middleware builder), so each calls the next
+        // directly rather than through an existential per middleware. A middleware
+        // that is off (rate limits in development and benchmarks, the origin
+        // guard without CSRF protection) costs one check.
+        let limits = configuration.rateLimit.enabled ? rateLimiter : nil
+        routes.addMiddleware {
+            EdgeMiddleware(
+                trustedProxies: Set(configuration.trustedProxies), production: configuration.isProduction,
+                metrics: configuration.requestMetrics ? metrics : nil)
+            CORSMiddleware(configuration: configuration, security: identity.security)
+            if let limits {
+                RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: limits, security: identity.security)
+            }
+            ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports)
+            RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug)
+            if configuration.csrfProtectionEnabled {
+                OriginGuardMiddleware(configuration: configuration, security: identity.security)
+            }
+            AuthenticationMiddleware(services: identity)
+            if let limits {
+                RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: limits, security: identity.security)
+            }
         }
 
         HealthController(database: database, version: FolioVersion.current, startedAt: .now, opsToken: configuration.opsToken, marketData: marketDataGate,

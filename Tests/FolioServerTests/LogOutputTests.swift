@@ -54,3 +54,65 @@ struct LogTimestampTests {
         }
     }
 }
+
+@Suite("log lines")
+struct LogLineTests {
+    /// The line without its timestamp, which differs between two writes.
+    private func withoutTimestamp(_ line: String) -> String {
+        line.replacing(/"timestamp":"[^"]*"/, with: "").replacing(#/^\S+Z /#, with: "")
+    }
+
+    @Test("an access line written directly is the line `info` writes with the same fields, in JSON and in text")
+    func accessLineMatchesInfo() throws {
+        for format in [AppConfiguration.LogFormat.json, .text] {
+            let capture = LogCapture()
+            var logger = capture.logger(format: format)
+            logger[metadataKey: "request_id"] = .stringConvertible(PlainLogValue.generatedRequestID("13a98df0-9610-4aaa-a41d-872b1df864ba"))
+            // Logger metadata under an access key gives way to the request's own value, as in `info`.
+            logger[metadataKey: "status"] = "stale"
+            logger[metadataKey: "api_token"] = "abc123"
+            let fields = (method: PlainLogValue.method(.post), route: PlainLogValue.route("/api/orders/:id"),
+                          status: PlainLogValue.status(201), duration: PlainLogValue.milliseconds(.microseconds(2_316)))
+            EdgeMiddleware.logAccess(to: logger, method: fields.method, route: fields.route, status: fields.status, duration: fields.duration)
+            logger.info(
+                "request",
+                metadata: [
+                    "method": .stringConvertible(fields.method), "route": .stringConvertible(fields.route),
+                    "status": .stringConvertible(fields.status), "duration_ms": .stringConvertible(fields.duration),
+                ])
+            let lines = capture.lines
+            try #require(lines.count == 2)
+            #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
+            #expect(lines[0].contains("/api/orders/:id") && lines[0].contains("2.316") && lines[0].contains("201"))
+            #expect(!lines[0].contains("stale") && !lines[0].contains("abc123"), "the request's status wins; a token key is masked")
+        }
+        // Below info, nothing.
+        let quiet = LogCapture()
+        EdgeMiddleware.logAccess(
+            to: quiet.logger(level: .warning), method: .method(.get), route: .route("/health"), status: .status(200), duration: .milliseconds(.zero))
+        #expect(quiet.lines.isEmpty)
+    }
+
+    @Test("JSON lines escape quotes, backslashes and control characters, keep other text as it is, and keep the fixed fields")
+    func escaping() throws {
+        let capture = LogCapture()
+        let text = "say \"hi\" \\ to\n\tthe\u{01}café € 😀"
+        capture.logger().warning("\(text)", metadata: ["message": .string(text), "nested": ["list": [.string("a\"b")]]])
+        let line = try #require(capture.lines.first)
+        #expect(line.contains(#"say \"hi\" \\ to\n\tthe\u0001café € 😀"#))
+        let object = try #require(capture.objects.first)
+        #expect(object["message"] as? String == text)
+        #expect(object["meta_message"] as? String == text, "metadata cannot overwrite a fixed field")
+        #expect((object["nested"] as? [String: [String]])?["list"] == ["a\"b"])
+        #expect(JSONText.quote("\u{1F}\u{7F}") == #""\u001f\#u{7F}""#)
+    }
+
+    @Test("durations are milliseconds with three places")
+    func milliseconds() {
+        #expect(PlainLogValue.milliseconds(.zero).description == "0.000")
+        #expect(PlainLogValue.milliseconds(.microseconds(316)).description == "0.316")
+        #expect(PlainLogValue.milliseconds(.nanoseconds(999)).description == "0.000")
+        #expect(PlainLogValue.milliseconds(.microseconds(20_050)).description == "20.050")
+        #expect(PlainLogValue.milliseconds(.seconds(12) + .microseconds(4_500)).description == "12004.500")
+    }
+}

@@ -50,14 +50,9 @@ struct EdgeMiddleware: RouterMiddleware {
         response.headers.set(HTTPField(name: Self.header, value: requestID))
         let elapsed = ContinuousClock.now - start
         metrics?.recordRequest(route: context.endpointPath, method: request.method.rawValue, status: Int(response.status.code), duration: elapsed)
-        context.logger.info(
-            "request",
-            metadata: [
-                "method": .stringConvertible(PlainLogValue.method(request.method)),
-                "route": .stringConvertible(PlainLogValue.route(Self.routePattern(context.endpointPath))),
-                "status": .stringConvertible(PlainLogValue.status(response.status.code)),
-                "duration_ms": .stringConvertible(PlainLogValue.milliseconds(elapsed)),
-            ])
+        Self.logAccess(
+            to: context.logger, method: .method(request.method), route: .route(Self.routePattern(context.endpointPath)),
+            status: .status(response.status.code), duration: .milliseconds(elapsed))
         return response
     }
 
@@ -72,6 +67,21 @@ struct EdgeMiddleware: RouterMiddleware {
         if (16...64).contains(bytes.count), bytes.allSatisfy(isHex) { return id }
         if bytes.count == 36, UUID(uuidString: id) != nil { return id }
         return nil
+    }
+
+    /// Folio's own handler writes the line directly (`FolioLogHandler.logAccess`);
+    /// any other handler gets the same fields through `info`.
+    static func logAccess(to logger: Logger, method: PlainLogValue, route: PlainLogValue, status: PlainLogValue, duration: PlainLogValue) {
+        if let folio = logger.handler as? FolioLogHandler {
+            folio.logAccess(method: method, route: route, status: status, duration: duration)
+            return
+        }
+        logger.info(
+            "request",
+            metadata: [
+                "method": .stringConvertible(method), "route": .stringConvertible(route),
+                "status": .stringConvertible(status), "duration_ms": .stringConvertible(duration),
+            ])
     }
 
     static func routePattern(_ endpointPath: String?) -> String {

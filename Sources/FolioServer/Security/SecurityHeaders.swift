@@ -22,6 +22,8 @@ enum SecurityHeaders {
     static let hsts = HTTPField(name: strictTransportSecurity, value: "max-age=63072000; includeSubDomains")
 
     static func apply(to headers: inout HTTPFields, path: String, production: Bool) {
+        // Room for every field added here and the request id: one allocation, not a growing array's several.
+        headers.reserveCapacity(headers.count + always.count + 5)
         // The web app's pages set their own (PageRenderer); everything else is locked down.
         if headers[.contentSecurityPolicy] == nil { headers.append(lockedDownCSP) }
         // Pages send their own (same-origin): a form they post must carry its Origin, which no-referrer turns into "null".

@@ -57,7 +57,7 @@ struct JSONWriter {
     /// A key known only at run time (the export's column names).
     mutating func key(named name: String) {
         separate()
-        bytes.append(contentsOf: JSONText.quote(name).utf8)
+        JSONText.append(name, to: &bytes)
         bytes.append(UInt8(ascii: ":"))
     }
 
@@ -75,7 +75,7 @@ struct JSONWriter {
 
     mutating func string(_ value: String) {
         separate()
-        bytes.append(contentsOf: JSONText.quote(value).utf8)
+        JSONText.append(value, to: &bytes)
         afterValue = true
     }
 
