@@ -124,13 +124,25 @@ class Database:
     def filled(self):
         return self.count("status = 'filled'")
 
-    def count(self, where):
-        query = f"SELECT count(*) FROM orders WHERE {where}"
+    def pending_work(self):
+        """Order submissions and mails still queued or running: every fill queues a mail."""
+        return self.count("kind IN ('submit_order', 'send_mail') AND status IN ('queued', 'running')", table="jobs")
+
+    def count(self, where, table="orders"):
+        query = f"SELECT count(*) FROM {table} WHERE {where}"
         if self.kind == "sqlite":
             with sqlite3.connect(self.location) as connection:
                 return connection.execute(query).fetchone()[0]
         out = subprocess.run(["psql", self.location, "-Atc", query], capture_output=True, text=True, check=True)
         return int(out.stdout.strip())
+
+
+def wait_until_idle(database, timeout):
+    """Waits for the job queue's order and mail work to drain; returns the seconds waited."""
+    started = time.time()
+    while time.time() - started < timeout and database.pending_work() > 0:
+        time.sleep(0.5)
+    return time.time() - started
 
 
 def wait_for_fills(database, timeout):
@@ -282,13 +294,20 @@ class Harness:
                     result, fills_per_second=fills / elapsed, accepted_per_second=accepted / self.duration, backlog=backlog)
             # 5. Login storm at bcrypt cost 12, and /health meanwhile: a gentle
             # probe (one request every 10 ms), so that it measures the event
-            # loops' responsiveness without taking CPU from bcrypt.
+            # loops' responsiveness without taking CPU from bcrypt. The orders
+            # above queued a mail per fill, which the worker sends for a minute
+            # or more: the storm waits for that to drain, and bcrypt alone is
+            # measured right before it, since the machine's speed drifts over a run.
+            mail_wait = wait_until_idle(database, timeout=300)
+            self.bcrypt_rates[kind] = self.bcrypt_alone()
             health_during = {}
             prober = threading.Thread(target=lambda: health_during.update(probe(server.port, self.duration)))
             prober.start()
             login = wrk(server.url + "/api/auth/login", 16, self.duration, "login.lua", {"BENCH_LOGIN_USERS": str(len(seed["logins"]))})
             prober.join()
-            self.row(kind, "POST /api/auth/login (bcrypt 12)", 16, login, memory=server.peak_memory_mib())
+            self.row(kind, "POST /api/auth/login (bcrypt 12)", 16, login,
+                     f"after {mail_wait:.0f} s waiting for the fills' mail; bcrypt alone just before: {self.bcrypt_rates[kind]:.2f}/s",
+                     memory=server.peak_memory_mib())
             self.row(kind, "GET /health during the login storm (1 every 10 ms)", 1, health_during)
             self.results[(kind, "login")] = login
             self.results[(kind, "health during login")] = health_during
@@ -384,11 +403,15 @@ class Harness:
     def domain(self):
         out = subprocess.run([os.path.join(self.bin, "folio-bench"), "domain"] + (["--quick"] if self.quick else []), capture_output=True, text=True, check=True)
         self.domain_table = out.stdout
+
+    def bcrypt_alone(self):
+        """bcrypt cost 12 hashes per second on every core, with nothing else running."""
         bcrypt = subprocess.run([os.path.join(self.bin, "folio-bench"), "bcrypt", "3" if self.quick else "10"], capture_output=True, text=True, check=True)
-        self.bcrypt_rate = float(bcrypt.stdout.strip())
+        return float(bcrypt.stdout.strip())
 
     def run(self, databases):
         self.results = {}
+        self.bcrypt_rates = {}
         self.domain()
         self.bare_router()
         for kind in databases:
@@ -435,8 +458,8 @@ class Harness:
             one, many = get("orders one account", "fills_per_second"), get("orders many accounts", "fills_per_second")
             if one and many:
                 lines.append(f"fills/s, many accounts ÷ one account: {many / one:.2f}× (≥ 2×)")
-            if get("login") and self.bcrypt_rate:
-                lines.append(f"logins/s ÷ bcrypt alone ({self.bcrypt_rate:.1f}/s on {cores} cores): {get('login') / self.bcrypt_rate:.0%} (≥ 90 %); "
+            if get("login") and self.bcrypt_rates.get(kind):
+                lines.append(f"logins/s ÷ bcrypt alone just before ({self.bcrypt_rates[kind]:.1f}/s on {cores} cores): {get('login') / self.bcrypt_rates[kind]:.0%} (≥ 90 %); "
                              f"GET /health p99 during the storm {number(get('health during login', 'p99'), 2)} ms (< 10 ms)")
             for key, label in (("health", "GET /health"), ("portfolio", "portfolio read")):
                 on, off = get(f"{key} metrics on", "runs"), get(f"{key} metrics off", "runs")
