@@ -46,6 +46,24 @@ struct JSONWriterTests {
         #expect(String(decoding: json.bytes, as: UTF8.self) == String(decoding: try FolioJSON.encode(empty), as: UTF8.self))
     }
 
+    @Test("strings are escaped exactly as the encoder escapes them: every control character, quotes, backslashes, slashes, DEL, U+2028, non-ASCII")
+    func escapingMatchesEncoder() throws {
+        struct Text: Encodable, JSONWritable {
+            var value: String
+            func write(to json: inout JSONWriter) {
+                json.beginObject()
+                json.field("value", value)
+                json.endObject()
+            }
+        }
+        let controls = String(decoding: (0..<0x20).map { UInt8($0) }, as: UTF8.self)
+        for value in [controls, "quote \" backslash \\ slash / del \u{7F}", "line\u{2028}separator café € 😀", ""] {
+            var json = JSONWriter()
+            Text(value: value).write(to: &json)
+            #expect(String(decoding: json.bytes, as: UTF8.self) == String(decoding: try FolioJSON.encode(Text(value: value)), as: UTF8.self))
+        }
+    }
+
     @Test("strings are escaped as JSON needs; objects and arrays get their commas")
     func escapingAndCommas() {
         var json = JSONWriter()

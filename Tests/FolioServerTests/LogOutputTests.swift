@@ -71,6 +71,12 @@ struct LogLineTests {
             // Logger metadata under an access key gives way to the request's own value, as in `info`.
             logger[metadataKey: "status"] = "stale"
             logger[metadataKey: "api_token"] = "abc123"
+            // A fixed field's name is renamed, a given label kept, and a secret by shape redacted, as in `info`.
+            logger[metadataKey: "message"] = "shadow"
+            logger[metadataKey: "label"] = "edge"
+            logger[metadataKey: "note"] = "Bearer abcdefghijklmnop123456"
+            // A provider's value gives way to the request's own; its others are kept.
+            logger.handler.metadataProvider = Logger.MetadataProvider { ["route": "provided", "trace": "t-1"] }
             let fields = (method: PlainLogValue.method(.post), route: PlainLogValue.route("/api/orders/:id"),
                           status: PlainLogValue.status(201), duration: PlainLogValue.milliseconds(.microseconds(2_316)))
             EdgeMiddleware.logAccess(to: logger, method: fields.method, route: fields.route, status: fields.status, duration: fields.duration)
@@ -85,6 +91,12 @@ struct LogLineTests {
             #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
             #expect(lines[0].contains("/api/orders/:id") && lines[0].contains("2.316") && lines[0].contains("201"))
             #expect(!lines[0].contains("stale") && !lines[0].contains("abc123"), "the request's status wins; a token key is masked")
+            #expect(!lines[0].contains("provided") && lines[0].contains("t-1") && lines[0].contains("edge"))
+            #expect(!lines[0].contains("abcdefghijklmnop123456") && lines[0].contains("shadow"))
+            if format == .json {
+                let object = try #require(capture.objects.first)
+                #expect(object["meta_message"] as? String == "shadow" && object["message"] as? String == "request")
+            }
         }
         // Below info, nothing.
         let quiet = LogCapture()
@@ -105,6 +117,18 @@ struct LogLineTests {
         #expect(object["meta_message"] as? String == text, "metadata cannot overwrite a fixed field")
         #expect((object["nested"] as? [String: [String]])?["list"] == ["a\"b"])
         #expect(JSONText.quote("\u{1F}\u{7F}") == #""\u001f\#u{7F}""#)
+    }
+
+    @Test("a text-format line cannot be split or forged by a message or value with a line break")
+    func textLinesStayWhole() {
+        let capture = LogCapture()
+        let logger = capture.logger(format: .text)
+        logger.warning("first\n2026-01-01T00:00:00.000Z INFO forged", metadata: ["value": "a\rb", "plain": "fine", "spaced": "two words"])
+        let line = capture.lines.first ?? ""
+        #expect(capture.lines.count == 1)
+        #expect(!line.contains("\n") && !line.contains("\r"))
+        #expect(line.contains(#""first\n2026-01-01T00:00:00.000Z INFO forged""#))
+        #expect(line.contains(#"value="a\rb""#) && line.contains("plain=fine") && line.contains(#"spaced="two words""#))
     }
 
     @Test("durations are milliseconds with three places")

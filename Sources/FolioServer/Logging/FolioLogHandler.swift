@@ -61,7 +61,9 @@ public struct FolioLogHandler: LogHandler {
             sink(jsonLine(timestamp: timestamp, level: level, message: message, fields: fields))
         case .text:
             let pairs = fields.map { "\($0.key)=\(textValue(redacted($0.value, key: $0.key)))" }.joined(separator: " ")
-            sink("\(timestamp) \(level.rawValue.uppercased()) \(message)\(pairs.isEmpty ? "" : " " + pairs)")
+            // A message with a line break or another control character is quoted, so it cannot forge a line.
+            let shown = Self.needsQuoting(message, space: false) ? JSONText.quote(message) : message
+            sink("\(timestamp) \(level.rawValue.uppercased()) \(shown)\(pairs.isEmpty ? "" : " " + pairs)")
         }
     }
 
@@ -152,9 +154,16 @@ public struct FolioLogHandler: LogHandler {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Whether text-format output must quote `text`: a control character (a
+    /// line break would start a forged line) or a quote, and in a value also
+    /// a space (which would end it).
+    static func needsQuoting(_ text: String, space: Bool) -> Bool {
+        text.utf8.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x7F || (space && $0 == 0x20) }
+    }
+
     func textValue(_ value: Logger.Metadata.Value) -> String {
         switch value {
-        case .string(let text): return text.contains(" ") ? JSONText.quote(text) : text
+        case .string(let text): return Self.needsQuoting(text, space: true) ? JSONText.quote(text) : text
         default: return jsonValue(value)
         }
     }
@@ -201,14 +210,17 @@ enum JSONText {
         result += quote(text)
     }
 
-    /// Appends `text` as a JSON string, as UTF-8.
-    static func append(_ text: String, to bytes: inout [UInt8]) {
+    /// Appends `text` as a JSON string, as UTF-8. `shortEscapes` writes
+    /// backspace and form feed as `\b` and `\f`, as `JSONEncoder` does
+    /// (responses); without it they are `\u0008` and `\u000c`, as log lines
+    /// and the audit chain's hashed text have always written them.
+    static func append(_ text: String, to bytes: inout [UInt8], shortEscapes: Bool = false) {
         var text = text
         // A native string's bytes in place: iterating `utf8` index by index showed in profiles.
-        text.withUTF8 { append(utf8: $0, to: &bytes) }
+        text.withUTF8 { append(utf8: $0, to: &bytes, shortEscapes: shortEscapes) }
     }
 
-    static func append(utf8 text: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
+    static func append(utf8 text: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8], shortEscapes: Bool = false) {
         bytes.append(UInt8(ascii: "\""))
         // Most values need no escaping: copy them whole.
         var clean = true
@@ -226,6 +238,8 @@ enum JSONText {
                 case 0x0A: bytes.append(contentsOf: #"\n"#.utf8)
                 case 0x0D: bytes.append(contentsOf: #"\r"#.utf8)
                 case 0x09: bytes.append(contentsOf: #"\t"#.utf8)
+                case 0x08 where shortEscapes: bytes.append(contentsOf: #"\b"#.utf8)
+                case 0x0C where shortEscapes: bytes.append(contentsOf: #"\f"#.utf8)
                 case ..<0x20:
                     bytes.append(contentsOf: #"\u00"#.utf8)
                     bytes.append(hexDigits[Int(byte >> 4)])

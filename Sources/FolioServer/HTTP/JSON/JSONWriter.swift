@@ -57,7 +57,7 @@ struct JSONWriter {
     /// A key known only at run time (the export's column names).
     mutating func key(named name: String) {
         separate()
-        JSONText.append(name, to: &bytes)
+        JSONText.append(name, to: &bytes, shortEscapes: true)
         bytes.append(UInt8(ascii: ":"))
     }
 
@@ -75,7 +75,7 @@ struct JSONWriter {
 
     mutating func string(_ value: String) {
         separate()
-        JSONText.append(value, to: &bytes)
+        JSONText.append(value, to: &bytes, shortEscapes: true)
         afterValue = true
     }
 
