@@ -29,7 +29,7 @@ public struct FolioLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        let fields = Self.fields(logger: metadata, provided: metadataProvider?.get(), event: event.metadata)
+        let fields = Self.fields(logger: metadata, provided: metadataProvider?.get(), event: event.metadata.map(Array.init) ?? [])
         write(level: event.level, message: redactor.redact(event.message.description), fields: fields)
     }
 
@@ -39,20 +39,12 @@ public struct FolioLogHandler: LogHandler {
     /// for every request, and the general path was a tenth of `/health`'s cost.
     func logAccess(method: PlainLogValue, route: PlainLogValue, status: PlainLogValue, duration: PlainLogValue) {
         guard logLevel <= .info else { return }
-        var fields: [(key: String, value: Logger.Metadata.Value)] = []
-        let provided = metadataProvider?.get() ?? [:]
-        fields.reserveCapacity(metadata.count + provided.count + 4)
-        for (key, value) in metadata where provided[key] == nil && !Self.accessKeys.contains(key) { fields.append((key, value)) }
-        for (key, value) in provided where !Self.accessKeys.contains(key) { fields.append((key, value)) }
-        fields.append(("duration_ms", .stringConvertible(duration)))
-        fields.append(("method", .stringConvertible(method)))
-        fields.append(("route", .stringConvertible(route)))
-        fields.append(("status", .stringConvertible(status)))
-        fields.sort { $0.key < $1.key }
-        write(level: .info, message: "request", fields: fields)
+        let event: [(key: String, value: Logger.Metadata.Value)] = [
+            ("duration_ms", .stringConvertible(duration)), ("method", .stringConvertible(method)),
+            ("route", .stringConvertible(route)), ("status", .stringConvertible(status)),
+        ]
+        write(level: .info, message: "request", fields: Self.fields(logger: metadata, provided: metadataProvider?.get(), event: event))
     }
-
-    static let accessKeys: Set<String> = ["duration_ms", "method", "route", "status"]
 
     private func write(level: Logger.Level, message: String, fields: [(key: String, value: Logger.Metadata.Value)]) {
         let timestamp = LogTimestamp.now()
@@ -70,13 +62,17 @@ public struct FolioLogHandler: LogHandler {
     /// The line's metadata sorted by key: the event's own values win over the
     /// provider's, which win over the logger's. Built as one small array, not
     /// merged dictionaries: this runs for every line, access lines included.
-    static func fields(logger: Logger.Metadata, provided: Logger.Metadata?, event: Logger.Metadata?) -> [(key: String, value: Logger.Metadata.Value)] {
-        let provided = provided ?? [:], event = event ?? [:]
+    static func fields(
+        logger: Logger.Metadata, provided: Logger.Metadata?, event: [(key: String, value: Logger.Metadata.Value)]
+    ) -> [(key: String, value: Logger.Metadata.Value)] {
+        let provided = provided ?? [:]
+        // An event has a handful of keys: a scan is cheaper than a dictionary.
+        func inEvent(_ key: String) -> Bool { event.contains { $0.key == key } }
         var fields: [(key: String, value: Logger.Metadata.Value)] = []
         fields.reserveCapacity(logger.count + provided.count + event.count)
-        for (key, value) in logger where provided[key] == nil && event[key] == nil { fields.append((key, value)) }
-        for (key, value) in provided where event[key] == nil { fields.append((key, value)) }
-        for (key, value) in event { fields.append((key, value)) }
+        for (key, value) in logger where provided[key] == nil && !inEvent(key) { fields.append((key, value)) }
+        for (key, value) in provided where !inEvent(key) { fields.append((key, value)) }
+        fields.append(contentsOf: event)
         fields.sort { $0.key < $1.key }
         return fields
     }
@@ -203,11 +199,6 @@ enum JSONText {
         bytes.reserveCapacity(text.utf8.count + 2)
         append(text, to: &bytes)
         return String(decoding: bytes, as: UTF8.self)
-    }
-
-    /// Appends `text` as a JSON string.
-    static func append(_ text: String, to result: inout String) {
-        result += quote(text)
     }
 
     /// Appends `text` as a JSON string, as UTF-8. `shortEscapes` writes

@@ -43,7 +43,7 @@ extension JSONValue {
         case .null: result += "null"
         case .bool(let value): result += value ? "true" : "false"
         case .number(let text): result += text
-        case .string(let text): JSONText.append(text, to: &result)
+        case .string(let text): result += JSONText.quote(text)
         case .array(let values):
             result += "["
             for (index, value) in values.enumerated() {
@@ -55,7 +55,7 @@ extension JSONValue {
             result += "{"
             for (index, key) in members.keys.sorted().enumerated() {
                 if index > 0 { result += "," }
-                JSONText.append(key, to: &result)
+                result += JSONText.quote(key)
                 result += ":"
                 members[key]!.write(to: &result)
             }
