@@ -411,6 +411,44 @@ struct NotificationTests {
         }
     }
 
+    @Test("an order the broker cancels is notified with its reason and what filled, once; an order the user cancels is not", arguments: TestDatabaseKind.all)
+    func systemCancel(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.paperPartialFills = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "cancels@example.com")
+            func place(_ body: [String: Any]) async throws -> String {
+                let placed = try await post(client, "/api/orders", body, headers: bearer(tokens))
+                #expect(placed.status == .created, "\(String(buffer: placed.body))")
+                await env.worker.drain()
+                return try #require(try json(placed)["id"] as? String)
+            }
+            func notices() async throws -> [[String: Any]] {
+                try #require(try await Self.get(client, "/api/notifications", tokens)["data"] as? [[String: Any]]).filter { $0["kind"] as? String == "order_canceled" }
+            }
+            // Not marketable at once: canceled by the broker, nothing filled.
+            let unmarketable = try await place(["symbol": "AAPL", "quantity": 3, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "IOC"])
+            // Half fills (partial fills on), the rest is canceled in the same report: one notice, not "partly filled" and "canceled".
+            let half = try await place(["symbol": "MSFT", "quantity": 4, "side": "BUY", "order_type": "MARKET", "time_in_force": "IOC"])
+            let canceled = try await notices()
+            #expect(canceled.count == 2, "\(canceled)")
+            let byOrder = Dictionary(uniqueKeysWithValues: canceled.compactMap { notice in (notice["data"] as? [String: String]).map { ($0["order_id"] ?? "", $0) } })
+            #expect(byOrder[unmarketable]?["reason"] == "not marketable at once" && byOrder[unmarketable]?["filled_quantity"] == "0")
+            #expect(byOrder[half]?["reason"] == "the rest was not marketable at once" && byOrder[half]?["filled_quantity"] == "2" && byOrder[half]?["quantity"] == "4")
+            let all = try #require(try await Self.get(client, "/api/notifications", tokens)["data"] as? [[String: Any]])
+            #expect(!all.contains { ($0["data"] as? [String: String])?["order_id"] == half && $0["kind"] as? String != "order_canceled" }, "\(all)")
+            let mailed = try await env.outbox(kind: "order_canceled")
+            #expect(mailed.count == 2 && mailed.allSatisfy { $0.recipient == "cancels@example.com" })
+            #expect(mailed.contains { $0.subject == "Canceled: your order to buy MSFT" && $0.body.contains("(2 of 4 filled)") && $0.body.contains("Reason: the rest was not marketable at once") })
+
+            // The user's own cancel, of a resting order: no notice.
+            let resting = try await place(["symbol": "KO", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"])
+            let deleted = try await client.execute(uri: "/api/orders/\(resting)", method: .delete, headers: bearer(tokens))
+            #expect(deleted.status == .ok, "\(String(buffer: deleted.body))")
+            await env.worker.drain()
+            #expect(try await notices().count == 2)
+            #expect(try await env.outbox(kind: "order_canceled").count == 2)
+        }
+    }
+
     @Test("a sign-in from a new device is a security notice; the same device again is not", arguments: TestDatabaseKind.all)
     func newDevice(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
@@ -483,6 +521,7 @@ struct NotificationTests {
             var values = base.merging(extra) { _, new in new }
             if production {
                 values["ENVIRONMENT"] = "production"
+                values["PUBLIC_URL"] = "https://folio.example.com"
                 values["ALLOWED_ORIGINS"] = "https://app.example.com"
                 values["OPS_TOKEN"] = "0123456789abcdef0123456789abcdef0123456789abcdef"
                 values["DATABASE_URL"] = "postgres://folio:Xk9vR2mQ7tLw4pZs@db.internal:5432/folio"

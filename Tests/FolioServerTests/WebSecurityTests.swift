@@ -70,6 +70,9 @@ struct WebSecurityTests {
             }
             #expect(try await status(try await forge(secret: Self.previousKey, kid: TokenService.keyID(for: Self.previousKey).string, sub: sub, sid: sid, now: clock.now)) == .ok)
             #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now)) == .ok)
+            // Ids in the token are lower case, as in every response; a token from before that (upper case) still works.
+            #expect(sub == sub.lowercased() && sid == sid.lowercased())
+            #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub.uppercased(), sid: sid.uppercased(), now: clock.now)) == .ok)
 
             let strangerKey = String(repeating: "f0", count: 32)
             #expect(try await status(try await forge(secret: strangerKey, kid: currentKid, sub: sub, sid: sid, now: clock.now)) == .unauthorized)

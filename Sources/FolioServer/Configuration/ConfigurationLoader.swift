@@ -210,7 +210,20 @@ public enum ConfigurationLoader {
             problems.append("TLS file \(path) cannot be read")
         }
         let scheme = configuration.tlsCertificatePath == nil ? "http" : "https"
-        configuration.publicURL = value("PUBLIC_URL") ?? "\(scheme)://\(configuration.host):\(configuration.port)"
+        configuration.publicURL = "\(scheme)://\(configuration.host):\(configuration.port)"
+        // Mail links are built on PUBLIC_URL: a wrong one sends every user a link that leads nowhere.
+        if let raw = value("PUBLIC_URL") {
+            if let url = publicURL(raw) {
+                configuration.publicURL = url
+                if production, url.lowercased().hasPrefix("http://"), !isLoopbackOrigin(url) {
+                    problems.append("PUBLIC_URL \"\(raw)\" is not HTTPS: production mails links with tokens in them, which must not travel in the clear")
+                }
+            } else {
+                problems.append("PUBLIC_URL must be the address users reach Folio at, such as https://folio.example.com (no query, fragment or user name), not \"\(raw)\"")
+            }
+        } else if production {
+            problems.append("PUBLIC_URL is not set: links in mail would point at \(configuration.publicURL); set the address users reach Folio at, e.g. https://folio.example.com")
+        }
         if let raw = value("STARTING_CASH") {
             if let amount = try? Cash(parsing: raw), !amount.isNegative, amount.places <= Cash.centPlaces, amount <= TradingRules.maximumMovement {
                 configuration.startingCash = amount
@@ -448,6 +461,18 @@ public enum ConfigurationLoader {
     static func isLoopbackOrigin(_ text: String) -> Bool {
         guard let host = URLComponents(string: text)?.host?.lowercased() else { return false }
         return host == "localhost" || host == "::1" || host == "[::1]" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4)
+    }
+
+    /// `PUBLIC_URL` without a trailing slash, or nil unless it is an http(s)
+    /// URL with a host and at most a path (Folio behind a path prefix).
+    static func publicURL(_ text: String) -> String? {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+              scheme == "https" || scheme == "http", let host = components.host, !host.isEmpty,
+              components.query == nil, components.fragment == nil, components.user == nil, components.password == nil
+        else { return nil }
+        var url = text
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
     }
 
     static func isOrigin(_ text: String) -> Bool {

@@ -74,9 +74,9 @@ final class TokenService: Sendable {
         // NumericDate in whole seconds, as most JWT libraries expect.
         let now = Date(timeIntervalSince1970: clock.now().timeIntervalSince1970.rounded(.down))
         let claims = AccessTokenClaims(
-            iss: .init(value: Self.issuer), aud: .init(value: [Self.audience]), sub: .init(value: userID.uuidString),
+            iss: .init(value: Self.issuer), aud: .init(value: [Self.audience]), sub: .init(value: userID.lowercasedString),
             iat: .init(value: now), exp: .init(value: now.addingTimeInterval(lifetime)),
-            jti: .init(value: UUID.random().uuidString), sid: sessionID.uuidString)
+            jti: .init(value: UUID.random().lowercasedString), sid: sessionID.lowercasedString)
         var header = JWTHeader()
         header.typ = "JWT"
         return try await keys.sign(claims, kid: signingKeyID, header: header)

@@ -23,6 +23,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     case orderPartiallyFilled = "order_partially_filled"
     case orderRejected = "order_rejected"
     case orderExpired = "order_expired"
+    case orderCanceled = "order_canceled"
     case cashDeposit = "cash_deposit"
     case cashWithdrawal = "cash_withdrawal"
     case rebalanceFinished = "rebalance_finished"
@@ -40,7 +41,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     var category: NoticeCategory? {
         switch self {
         case .verifyEmail, .resetPassword, .duplicateRegistration: nil
-        case .orderFilled, .orderPartiallyFilled, .orderRejected, .orderExpired: .orders
+        case .orderFilled, .orderPartiallyFilled, .orderRejected, .orderExpired, .orderCanceled: .orders
         case .cashDeposit, .cashWithdrawal: .cash
         case .rebalanceFinished: .rebalancing
         case .driftDigest: .drift
@@ -63,6 +64,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .orderPartiallyFilled: "Partly filled: {{side}} {{symbol}}, {{filled_quantity}} of {{quantity}}"
         case .orderRejected: "Rejected: your order to {{side}} {{symbol}}"
         case .orderExpired: "Expired: your order to {{side}} {{symbol}}"
+        case .orderCanceled: "Canceled: your order to {{side}} {{symbol}}"
         case .cashDeposit: "Deposit of {{amount}} received"
         case .cashWithdrawal: "Withdrawal of {{amount}} made"
         case .rebalanceFinished: "Your rebalance {{outcome}}"
@@ -85,6 +87,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .orderPartiallyFilled: "{{filled_quantity}} of {{quantity}} {{symbol}} filled so far, at {{price}} on average."
         case .orderRejected: "Your order to {{side}} {{symbol}} was rejected: {{reason}}"
         case .orderExpired: "Your order to {{side}} {{symbol}} expired unfilled ({{filled_quantity}} filled)."
+        case .orderCanceled: "Your order to {{side}} {{symbol}} was canceled ({{filled_quantity}} of {{quantity}} filled): {{reason}}"
         case .cashDeposit: "{{amount}} was deposited; cash is now {{cash_after}}."
         case .cashWithdrawal: "{{amount}} was withdrawn; cash is now {{cash_after}}."
         case .rebalanceFinished: "Your rebalance {{outcome}}: {{detail}}"
@@ -113,6 +116,10 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
             MailVariables(["side": "sell", "symbol": "AAPL", "quantity": "10", "filled_quantity": "0", "price": "-", "reason": "insufficient shares", "order_id": "ord_sample"])
         case .orderExpired:
             MailVariables(["side": "buy", "symbol": "AAPL", "quantity": "10", "filled_quantity": "0", "price": "-", "order_id": "ord_sample"])
+        case .orderCanceled:
+            MailVariables([
+                "side": "buy", "symbol": "AAPL", "quantity": "10", "filled_quantity": "4", "price": "189.91", "reason": "not marketable at once", "order_id": "ord_sample",
+            ])
         case .cashDeposit, .cashWithdrawal: MailVariables(["amount": "250.00", "cash_after": "10250.00", "account": "Paper brokerage"])
         case .rebalanceFinished: MailVariables(["outcome": "finished", "detail": "3 orders filled."])
         case .driftDigest:
