@@ -4,6 +4,7 @@ import HTTPTypes
 import SQLKit
 import Logging
 import NIOConcurrencyHelpers
+import ServiceLifecycle
 import Testing
 
 @testable import FolioServer
@@ -395,6 +396,27 @@ struct SentryTests {
             service.cancel()
             _ = try? await service.value
             #expect(fake.accepted.compactMap(\.message) == ["before the start", "while running"])
+        }
+    }
+
+    @Test("a graceful shutdown sends for at most its budget: with Sentry slow, what is still queued then is dropped as shutdown, not waited for")
+    func shutdownBudget() async throws {
+        try await withFakeSentry { fake in
+            let drops = DropLog()
+            fake.mode = .slow(.seconds(3))
+            let reporter = SentryReporter(
+                configuration: fake.configuration, clock: TestClock().clock, logger: Self.logger, timeout: .seconds(10), shutdownBudget: .milliseconds(500),
+                onDrop: { drops.record($0) })
+            let group = ServiceGroup(configuration: .init(services: [reporter], logger: Self.logger))
+            let running = Task { try await group.run() }
+            for index in 1...10 { reporter.report(Self.failure("event \(index)", fake)) }
+            try await eventually("the first send started") { fake.received.count == 1 }
+            await group.triggerGracefulShutdown()
+            try await running.value
+            // The send in flight finished; the budget was spent by then, so no other was started.
+            #expect(fake.received.count == 1 && fake.accepted.count == 1)
+            #expect(drops.reasons == Array(repeating: "shutdown", count: 9))
+            #expect(reporter.dropped(.shutdown) == 9 && reporter.queuedCount == 0)
         }
     }
 

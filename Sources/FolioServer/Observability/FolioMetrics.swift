@@ -13,8 +13,8 @@ final class FolioMetrics: Sendable {
 
     init() {
         // Series an alert reads exist from the start, at zero, so `rate()` and `increase()` see their first rise.
-        for reason in ["queue_full", "rate_limited", "send_failed"] {
-            registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason)]).increment(by: Int64(0))
+        for reason in SentryDropReason.allCases {
+            registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason.rawValue)]).increment(by: Int64(0))
         }
     }
 
@@ -91,7 +91,7 @@ final class FolioMetrics: Sendable {
         registry.makeCounter(descriptor: Self.mailEvents, labels: [("event", event)]).increment()
     }
 
-    /// An error report Sentry did not get: `queue_full`, `rate_limited` or `send_failed`.
+    /// An error report Sentry did not get: `queue_full`, `rate_limited`, `send_failed` or `shutdown`.
     func sentryDropped(_ reason: String) {
         registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason)]).increment()
     }

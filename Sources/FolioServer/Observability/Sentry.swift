@@ -218,6 +218,8 @@ enum SentryDropReason: String, Sendable, CaseIterable {
     case rateLimited = "rate_limited"
     /// Sentry answered an error other than 429, or could not be reached. Not retried.
     case sendFailed = "send_failed"
+    /// Still waiting when the time a graceful shutdown gives for sending ran out.
+    case shutdown = "shutdown"
 }
 
 /// Sends error events to Sentry without ever slowing a request down:
@@ -235,7 +237,10 @@ final class SentryReporter: Service, Sendable {
     let logger: Logger
     let metrics: FolioMetrics?
     let capacity: Int
-    let timeout: TimeAmount
+    let timeout: Duration
+    /// How long a graceful shutdown waits for the queue to be sent: a Sentry
+    /// that is down must not hold the process past its stop timeout.
+    let shutdownBudget: Duration
     /// Told the reason of every dropped event (for `folio_sentry_events_dropped_total{reason}`).
     let onDrop: (@Sendable (String) -> Void)?
 
@@ -251,6 +256,8 @@ final class SentryReporter: Service, Sendable {
         var waiters: [CheckedContinuation<Bool, Never>] = []
         /// Wakes `run` when an event is queued.
         var wake: AsyncStream<Void>.Continuation?
+        /// Set at graceful shutdown: what is not sent by then is dropped (`shutdown`).
+        var sendBy: ContinuousClock.Instant?
     }
 
     private enum Step: Sendable {
@@ -265,9 +272,10 @@ final class SentryReporter: Service, Sendable {
     ///   - httpClient: by default the client that refuses redirects, so the auth header never follows one to another host.
     ///   - capacity: events waiting to be sent; past it new events are dropped (`queue_full`).
     ///   - timeout: one send's limit; past it the event is dropped (`send_failed`).
+    ///   - shutdownBudget: how long a graceful shutdown goes on sending; what is left then is dropped (`shutdown`).
     init(
         configuration: SentryConfiguration, redactor: LogRedactor = .standard, clock: AppClock = .system, httpClient: HTTPClient = AlpacaBroker.httpClient,
-        logger: Logger, metrics: FolioMetrics? = nil, capacity: Int = 100, timeout: Duration = .seconds(5),
+        logger: Logger, metrics: FolioMetrics? = nil, capacity: Int = 100, timeout: Duration = .seconds(5), shutdownBudget: Duration = .seconds(5),
         onDrop: (@Sendable (String) -> Void)? = nil
     ) {
         self.configuration = configuration
@@ -277,8 +285,8 @@ final class SentryReporter: Service, Sendable {
         self.logger = logger
         self.metrics = metrics
         self.capacity = max(1, capacity)
-        let (seconds, attoseconds) = timeout.components
-        self.timeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        self.timeout = timeout
+        self.shutdownBudget = shutdownBudget
         self.onDrop = onDrop
     }
 
@@ -323,7 +331,8 @@ final class SentryReporter: Service, Sendable {
     // MARK: Sending
 
     /// Sends the queue in the background until graceful shutdown, then sends
-    /// what is still queued once (skipped when the task is cancelled outright).
+    /// what is still queued once (skipped when the task is cancelled outright),
+    /// for at most `shutdownBudget` from the moment the shutdown began.
     func run() async throws {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         state.withLock { $0.wake = continuation }
@@ -333,7 +342,8 @@ final class SentryReporter: Service, Sendable {
             for await _ in stream {
                 await flush()
             }
-        } onGracefulShutdown: {
+        } onGracefulShutdown: { [shutdownBudget] in
+            self.state.withLock { $0.sendBy = ContinuousClock.now + shutdownBudget }
             continuation.finish()
         }
         state.withLock { $0.wake = nil }
@@ -360,18 +370,28 @@ final class SentryReporter: Service, Sendable {
         while true {
             // Taking the next event, or finding none and handing over, is one step under the lock,
             // so an event queued meanwhile is either sent by this loop or wakes the next one.
-            let step = state.withLock { state -> Step in
+            let (step, sendBy) = state.withLock { state -> (Step, ContinuousClock.Instant?) in
                 if state.queue.isEmpty {
                     state.draining = false
                     let waiters = state.waiters
                     state.waiters = []
-                    return .done(waiters)
+                    return (.done(waiters), state.sendBy)
                 }
-                return .send(state.queue.removeFirst())
+                return (.send(state.queue.removeFirst()), state.sendBy)
             }
             switch step {
             case .send(let event):
-                await deliver(event)
+                // Shutting down: a send may take only what is left of the budget, and none is started after it.
+                var timeout = self.timeout
+                if let sendBy {
+                    let left = sendBy - ContinuousClock.now
+                    guard left > .zero else {
+                        drop(.shutdown)
+                        continue
+                    }
+                    timeout = min(timeout, left)
+                }
+                await deliver(event, timeout: timeout)
             case .done(let waiters):
                 for waiter in waiters { waiter.resume(returning: false) }
                 return
@@ -380,7 +400,7 @@ final class SentryReporter: Service, Sendable {
     }
 
     /// One event, one request; its answer decides the rate limits.
-    private func deliver(_ event: SentryEvent) async {
+    private func deliver(_ event: SentryEvent, timeout: Duration) async {
         let now = clock.now()
         // The limit may have begun after the event was queued.
         if state.withLock({ $0.limits.isLimited(at: now) }) {
@@ -399,7 +419,8 @@ final class SentryReporter: Service, Sendable {
         let status: Int
         let headers: HTTPHeaders
         do {
-            let response = try await httpClient.execute(request, timeout: timeout)
+            let (seconds, attoseconds) = timeout.components
+            let response = try await httpClient.execute(request, timeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
             status = Int(response.status.code)
             headers = response.headers
             // Sentry answers {"id": …}; read it so the connection can be reused.
