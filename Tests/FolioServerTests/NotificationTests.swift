@@ -463,7 +463,7 @@ struct NotificationTests {
 
     // MARK: - The Event Webhook
 
-    @Test("event webhook: forged, stale, unsigned and unconfigured posts are refused; a verified bounce stops mail to the address; a replay counts once", arguments: TestDatabaseKind.all)
+    @Test("event webhook: forged, stale, unsigned and unconfigured posts are refused; a verified bounce stops mail to the address; a replay counts once; a batch past MAX_BODY_SIZE is taken", arguments: TestDatabaseKind.all)
     func eventWebhook(kind: TestDatabaseKind) async throws {
         try await withFakeSendGrid { sendGrid in
             try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
@@ -501,6 +501,20 @@ struct NotificationTests {
                 #expect(sendGrid.received.contains { $0.category == "reset_password" && $0.to == "bounce@example.com" })
                 let rejections = env.services.webhookRejections.all
                 #expect(rejections["sendgrid:bad_signature"] == 2 && rejections["sendgrid:missing_header"] == 1 && rejections["sendgrid:stale"] == 1, "\(rejections)")
+            }
+            // A MAX_BODY_SIZE under SendGrid's batches does not refuse them; the API keeps it.
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings(); $0.maxBodySize = 4096 }) { client, env in
+                let now = Int(env.clock.now.timeIntervalSince1970)
+                let events = (1...2000).map { #"{"email":"reader\#($0)@example.com","event":"open","sg_event_id":"ev-open-\#($0)","timestamp":\#(now)}"# }
+                let body = "[" + events.joined(separator: ",") + "]"
+                #expect(body.utf8.count > 100_000)
+                let batch = try await client.execute(
+                    uri: "/webhooks/sendgrid", method: .post, headers: sendGrid.signedHeaders(for: body, timestamp: now), body: ByteBuffer(string: body))
+                #expect(batch.status == .ok, "\(String(buffer: batch.body))")
+                let api = try await client.execute(
+                    uri: "/api/auth/login", method: .post, headers: [.contentType: "application/json"],
+                    body: ByteBuffer(string: #"{"email":"a@example.com","password":""# + String(repeating: "x", count: 5000) + #""}"#))
+                #expect(api.status == .contentTooLarge)
             }
             // Without a verification key every event is refused.
             try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings(webhookKey: false) }) { client, env in
