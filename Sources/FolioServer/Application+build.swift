@@ -325,9 +325,6 @@ public struct FolioServices: Sendable {
                 if mailSweep.isDue(at: clock.now()) { await mailDelivery.sweep() }
             },
             concurrency: 2, batchSize: 1, filter: .only([.sendMail]))
-        if configuration.isProduction, configuration.backup.scheduled, configuration.backup.encryptionKey == nil {
-            logger.warning("BACKUP_ENCRYPTION_KEY is not set: the daily backups hold every user's data in the clear; set it (openssl rand -base64 48), or BACKUP_SCHEDULE=off")
-        }
         if configuration.isProduction, let sendGrid = configuration.sendGrid, sendGrid.webhookPublicKey == nil {
             logger.warning("SENDGRID_WEBHOOK_PUBLIC_KEY is not set: bounces and spam reports are refused, so Folio keeps mailing addresses that bounce")
         }

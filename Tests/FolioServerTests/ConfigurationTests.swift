@@ -19,20 +19,21 @@ struct ConfigurationTests {
         }
     }
 
-    @Test("production with nothing set names the secret key, the origins, the database, the public URL and the mail at once")
+    @Test("production with nothing set names the secret key, the origins, the database, the public URL, the backup key and the mail at once")
     func productionWithNothing() {
         let found = problems(["ENVIRONMENT": "production"])
         #expect(found.contains { $0.hasPrefix("SECRET_KEY is not set") })
         #expect(found.contains { $0.hasPrefix("ALLOWED_ORIGINS is empty") })
         #expect(found.contains { $0.hasPrefix("DATABASE_URL does not name PostgreSQL") })
         #expect(found.contains("PUBLIC_URL is not set: links in mail would point at http://127.0.0.1:8080; set the address users reach Folio at, e.g. https://folio.example.com"))
-        #expect(found.count == 5)
+        #expect(found.contains { $0.hasPrefix("BACKUP_ENCRYPTION_KEY is not set: the daily backups would hold every user's data in the clear") })
+        #expect(found.count == 6)
         #expect(found.contains { $0.contains("MAIL_BACKEND=outbox") })
     }
 
     @Test("a 16-byte production key is refused with its length")
     func shortKey() {
-        let found = problems(["ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": "0123456789abcdef", "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
+        let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": "0123456789abcdef", "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
         #expect(found == ["SECRET_KEY is 16 bytes; it must be at least 32 bytes (generate one with `openssl rand -hex 32`)"])
     }
 
@@ -40,14 +41,14 @@ struct ConfigurationTests {
         "replace-with-output-of-openssl-rand-hex-32", "your-secret-key-here", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     ])
     func weakKeys(key: String) {
-        let found = problems(["ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": key, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
+        let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": key, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
         #expect(found.contains { $0.hasPrefix("SECRET_KEY") })
     }
 
     @Test("DEBUG, TESTING and a wildcard origin are refused in production, all reported together")
     func productionFlags() {
         let found = problems([
-            "ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "DEBUG": "true", "TESTING": "1",
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "DEBUG": "true", "TESTING": "1",
             "ALLOWED_ORIGINS": "https://app.example.com,*", "DATABASE_URL": "postgresql://u:p@db/folio?sslmode=require",
         ])
         #expect(found.count == 3)
@@ -58,7 +59,7 @@ struct ConfigurationTests {
 
     @Test("production refuses an http:// origin unless it is loopback")
     func plainHTTPOrigins() {
-        let base = ["ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "DATABASE_URL": "postgres://u:p@db/folio"]
+        let base = ["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "DATABASE_URL": "postgres://u:p@db/folio"]
         let found = problems(base.merging(["ALLOWED_ORIGINS": "https://app.example.com, http://app.example.com, http://evil.test:8080"]) { $1 })
         #expect(found == [
             "ALLOWED_ORIGINS entry \"http://app.example.com\" is not HTTPS: production allows only https:// origins (or loopback)",
@@ -71,7 +72,7 @@ struct ConfigurationTests {
     @Test("a sound production configuration loads")
     func soundProduction() throws {
         let configuration = try ConfigurationLoader.make(from: [
-            "ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com, https://admin.example.com:8443",
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com, https://admin.example.com:8443",
             "DATABASE_URL": "postgres://folio:pw@db.internal:5432/folio?sslmode=verify-full", "DATABASE_POOL_SIZE": "20", "PORT": "9000",
         ])
         #expect(configuration.isProduction)
@@ -88,7 +89,7 @@ struct ConfigurationTests {
     @Test("PUBLIC_URL: the base of mail links, checked in any environment; production needs it, over https unless loopback")
     func publicURL() throws {
         let production = [
-            "ENVIRONMENT": "production", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
         ]
         #expect(try ConfigurationLoader.make(from: production.merging(["PUBLIC_URL": "https://folio.example.com/"]) { $1 }).publicURL == "https://folio.example.com")
         #expect(try ConfigurationLoader.make(from: production.merging(["PUBLIC_URL": "https://example.com/folio"]) { $1 }).publicURL == "https://example.com/folio")
@@ -104,10 +105,26 @@ struct ConfigurationTests {
         #expect(try ConfigurationLoader.make(from: ["SECRET_KEY": strongKey, "PORT": "9000"]).publicURL == "http://127.0.0.1:9000")
     }
 
+    @Test("production's daily backups need BACKUP_ENCRYPTION_KEY; with BACKUP_SCHEDULE=off they do not, and development never does")
+    func backupKeyInProduction() throws {
+        let production = [
+            "ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey,
+            "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+        ]
+        let found = problems(production)
+        #expect(found.count == 1 && found.first?.hasPrefix("BACKUP_ENCRYPTION_KEY is not set") == true, "\(found)")
+        #expect(problems(production.merging(["BACKUP_SCHEDULE": "daily"]) { $1 }) == found)
+        let off = try ConfigurationLoader.make(from: production.merging(["BACKUP_SCHEDULE": "off"]) { $1 })
+        #expect(!off.backup.scheduled && off.backup.encryptionKey == nil)
+        let sealed = try ConfigurationLoader.make(from: production.merging(["BACKUP_ENCRYPTION_KEY": String(repeating: "k7", count: 24)]) { $1 })
+        #expect(sealed.backup.scheduled && sealed.backup.encryptionKey != nil)
+        #expect(problems(["SECRET_KEY": strongKey]).isEmpty)
+    }
+
     @Test("Alpaca: the seed's key names link the first admin; production refuses a plain-http Alpaca URL; a half-set pair and the retired BROKER switch are named")
     func alpaca() throws {
         let production = [
-            "ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
         ]
         let loaded = try ConfigurationLoader.make(from: production.merging([
             "ALPACA_API_KEY": "AKLIVEKEY123", "ALPACA_SECRET_KEY": "live-secret-0123456789", "ALPACA_BASE_URL": "https://api.alpaca.markets",

@@ -536,6 +536,7 @@ struct NotificationTests {
             if production {
                 values["ENVIRONMENT"] = "production"
                 values["PUBLIC_URL"] = "https://folio.example.com"
+                values["BACKUP_SCHEDULE"] = "off"
                 values["ALLOWED_ORIGINS"] = "https://app.example.com"
                 values["OPS_TOKEN"] = "0123456789abcdef0123456789abcdef0123456789abcdef"
                 values["DATABASE_URL"] = "postgres://folio:Xk9vR2mQ7tLw4pZs@db.internal:5432/folio"

@@ -300,6 +300,9 @@ public enum ConfigurationLoader {
         case "off": backup.scheduled = false
         case let other?: problems.append("BACKUP_SCHEDULE must be daily or off, not \"\(other)\"")
         }
+        if production, backup.scheduled, backup.encryptionKey == nil {
+            problems.append("BACKUP_ENCRYPTION_KEY is not set: the daily backups would hold every user's data in the clear; set it (openssl rand -base64 48) and keep it apart from the backups, or BACKUP_SCHEDULE=off if you back up another way")
+        }
         backup.keepDaily = integer("BACKUP_KEEP_DAILY", default: 7, range: 1...365)
         backup.keepMonthly = integer("BACKUP_KEEP_MONTHLY", default: 12, range: 0...120)
         backup.pgDump = value("PG_DUMP")
