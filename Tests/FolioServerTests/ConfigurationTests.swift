@@ -121,7 +121,7 @@ struct ConfigurationTests {
         #expect(problems(["SECRET_KEY": strongKey]).isEmpty)
     }
 
-    @Test("Alpaca: the seed's key names link the first admin; production refuses a plain-http Alpaca URL; a half-set pair and the retired BROKER switch are named")
+    @Test("Alpaca: the seed's key names link the first admin; production refuses a plain-http Alpaca URL; a half-set pair, ALPACA_BASE_URL without keys and the retired BROKER switch are named")
     func alpaca() throws {
         let production = [
             "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
@@ -137,6 +137,7 @@ struct ConfigurationTests {
             #expect(found == ["\(key) must use https in production"])
         }
         #expect(problems(["SECRET_KEY": strongKey, "ALPACA_API_KEY": "AKLIVEKEY123"]) == ["ALPACA_API_KEY is set without ALPACA_SECRET_KEY"])
+        #expect(problems(["SECRET_KEY": strongKey, "ALPACA_BASE_URL": "https://api.alpaca.markets"]).first?.hasPrefix("ALPACA_BASE_URL is set without ALPACA_API_KEY and ALPACA_SECRET_KEY") == true)
         #expect(problems(["SECRET_KEY": strongKey, "BROKER": "alpaca"]).first?.hasPrefix("BROKER is no longer read") == true)
         // Development may point Alpaca at a local fake over http.
         #expect(problems(["SECRET_KEY": strongKey, "ALPACA_PAPER_URL": "http://127.0.0.1:9999"]).isEmpty)

@@ -278,6 +278,9 @@ public enum ConfigurationLoader {
             if secretKey == nil { problems.append("ALPACA_API_KEY is set without ALPACA_SECRET_KEY") }
             configuration.alpaca = .init(
                 keyID: keyID ?? "", secretKey: secretKey ?? "", baseURL: alpacaURL("ALPACA_BASE_URL", default: configuration.alpacaURLs.paper))
+        } else if value("ALPACA_BASE_URL") != nil {
+            // Read only with the deployment's keys: alone it would change nothing, silently.
+            problems.append("ALPACA_BASE_URL is set without ALPACA_API_KEY and ALPACA_SECRET_KEY: it names where those keys trade; the Alpaca accounts users link use ALPACA_PAPER_URL and ALPACA_LIVE_URL")
         }
         configuration.requestMetrics = value("METRICS_ENABLED") == nil ? true : flag("METRICS_ENABLED")
         if let raw = value("METRICS_PORT") {
