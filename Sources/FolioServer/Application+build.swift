@@ -196,7 +196,7 @@ public struct FolioServices: Sendable {
             logger: logger, instance: dependencies.instance, pauses: pauses)
         self.plaid = plaid
         self.personalData = PersonalDataExport(database: database, clock: clock)
-        self.erasure = PersonalDataErasure(identity: identity, plaid: plaid, clock: clock)
+        self.erasure = PersonalDataErasure(identity: identity, plaid: plaid, trading: store, clock: clock)
         self.plaidWebhooks = PlaidWebhookVerifier(
             keys: plaidClient.map { client in PlaidKeyCache(clock: clock, fetch: { kid in try await client.verificationKey(kid: kid) }) }, clock: clock)
         let pace = SubmissionPace()

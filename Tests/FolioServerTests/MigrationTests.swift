@@ -40,6 +40,36 @@ struct MigrationTests {
         }
     }
 
+    @Test("016 closes the accounts of people erased before it, and only theirs; its revert drops the column", arguments: TestDatabaseKind.all)
+    func accountClosedAt(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            let before = MigrationRegistry.all.firstIndex { $0.name == "016_add_account_closed_at" }
+            let index = try #require(before)
+            try await database.migrate(first: index)
+            let sql = database.sql, now = Date()
+            func person(_ email: String, erasedAt: Date?) async throws -> UUID {
+                let user = UUID(), account = UUID()
+                try await sql.raw("""
+                    INSERT INTO users (id, email, password_hash, role, password_changed_at, created_at, updated_at, erased_at)
+                    VALUES (\(bind: user), \(bind: email), '$2b$12$hash', 'user', \(bind: now), \(bind: now), \(bind: now), \(bind: erasedAt))
+                    """).run()
+                try await sql.raw("""
+                    INSERT INTO accounts (id, user_id, name, kind, currency, cash, reserved_cash, created_at, updated_at)
+                    VALUES (\(bind: account), \(bind: user), 'Paper', 'paper', 'USD', 0, 0, \(bind: now), \(bind: now))
+                    """).run()
+                return account
+            }
+            let gone = try await person("erased-1@erased.invalid", erasedAt: now)
+            let here = try await person("here@example.com", erasedAt: nil)
+            #expect(try await database.migrate() == ["016_add_account_closed_at"])
+            let closed = try await sql.raw("SELECT id FROM accounts WHERE closed_at IS NOT NULL").all().map { try $0.decode(column: "id", as: UUID.self) }
+            #expect(closed == [gone])
+            #expect(!closed.contains(here))
+            #expect(try await database.revertLastBatch() == ["016_add_account_closed_at"])
+            await #expect(throws: (any Error).self) { try await sql.raw("SELECT closed_at FROM accounts").run() }
+        }
+    }
+
     @Test("the database itself refuses an email that differs only in case", arguments: TestDatabaseKind.all)
     func emailUniqueIgnoringCase(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in

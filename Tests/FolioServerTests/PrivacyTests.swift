@@ -233,4 +233,60 @@ struct PrivacyTests {
             #expect(again.status == .created)
         }
     }
+
+    @Test("erasure closes the person's accounts in its commit: their own moves find no account, an operator's posting still reaches the books", arguments: TestDatabaseKind.all)
+    func erasureClosesAccounts(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "closing@example.com")
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = try #require((me["id"] as? String).flatMap(UserID.init))
+            let accountID = try #require(try await env.services.store.defaultAccountID(of: userID, on: env.database.sql))
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent, "\(String(buffer: erased.body))")
+            #expect(try await Self.count("accounts", env, where: "closed_at IS NOT NULL") == 1)
+
+            // What a request of theirs that authenticated just before the erasure would do next.
+            let accounts = env.services.accounts
+            await #expect(throws: TradingError.accountNotFound) {
+                try await env.database.transaction { db in
+                    _ = try await accounts.move(.deposit, amount: 10, description: nil, account: accountID, owner: userID, actor: userID, context: .none, on: db)
+                }
+            }
+            // An operator's posting (a dividend on shares still held) is not the person's move: the books take it.
+            _ = try await env.database.transaction { db in
+                try await accounts.move(.dividend, amount: 10, description: "dividend", symbol: "AAPL", account: accountID, owner: nil, actor: nil, context: .none, on: db)
+            }
+            try await env.expectConsistent("after a posting to a closed account")
+        }
+    }
+
+    @Test(
+        "PostgreSQL: an order waiting for the account's lock while an erasure holds it is refused when the erasure commits, and none is written",
+        .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func placementWaitingThroughErasure() async throws {
+        try await withTestApp(.postgres) { client, env in
+            let tokens = try await signUp(client, env, email: "racing@example.com")
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = try #require((me["id"] as? String).flatMap(UserID.init))
+            let store = env.services.store, clock = env.clock, sql = env.database.sql
+            let accountID = try #require(try await store.defaultAccountID(of: userID, on: sql))
+            let headers = bearer(tokens)
+            // The erasure's transaction, as it runs: the account's row locked first, closed before the commit.
+            let placing = try await env.database.transaction { db -> Task<TestResponse, any Error> in
+                _ = try await store.lockAccount(accountID, owner: nil, on: db)
+                let placing = Task { try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: headers) }
+                try await eventually("the order waits for the account's lock") {
+                    try await sql.raw("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM accounts%'").first()?
+                        .decode(column: "n", as: Int.self) ?? 0 > 0
+                }
+                try await store.closeAccounts(of: userID, now: clock.now, on: db)
+                return placing
+            }
+            let answer = try await placing.value
+            #expect(answer.status == .notFound, "\(String(buffer: answer.body))")
+            #expect(try await Self.count("orders", env) == 0)
+        }
+    }
 }

@@ -19,5 +19,6 @@ enum MigrationRegistry {
         CreatePlaidTables(),
         CreateNotificationsAndMail(),
         AddPrivacyColumns(),
+        AddAccountClosedAt(),
     ]
 }

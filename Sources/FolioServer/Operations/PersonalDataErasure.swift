@@ -8,7 +8,9 @@ import SQLKit
 /// stay, unlinked from the person. The user row stays too (they all point at
 /// its id) but holds nothing personal: the address becomes
 /// `erased-<id>@erased.invalid`, the password and second factor are gone and
-/// the account is disabled for good.
+/// the account is disabled for good. Its accounts are closed in the same
+/// commit, so a request of theirs that authenticated just before and waited
+/// for an account's lock finds no account.
 ///
 /// Removed: sessions and refresh tokens, email tokens, recovery codes,
 /// sign-in counters, idempotency keys (their stored responses), notifications
@@ -19,6 +21,7 @@ import SQLKit
 struct PersonalDataErasure: Sendable {
     let identity: IdentityServices
     let plaid: PlaidLinks
+    let trading: TradingStore
     let clock: AppClock
 
     enum Refusal: Error, Equatable {
@@ -112,6 +115,7 @@ struct PersonalDataErasure: Sendable {
                 UPDATE audit_events SET ip = NULL, ip_salt = NULL
                 WHERE (user_id = \(bind: userID.uuid) OR actor_id = \(bind: userID.uuid)) AND ip_commitment IS NOT NULL AND ip IS NOT NULL
                 """).run()
+            try await trading.closeAccounts(of: userID, now: now, on: db)
             try await db.raw("""
                 UPDATE users SET email = \(bind: Self.pseudonym(of: userID)), password_hash = '!erased', totp_secret_sealed = NULL, totp_enabled_at = NULL,
                     email_verified_at = NULL, locked_until = NULL, disabled_at = COALESCE(disabled_at, \(bind: now)), erased_at = \(bind: now),

@@ -98,14 +98,24 @@ struct TradingStore: Sendable {
     /// with the head of its audit chain, which lives on the same row: one
     /// statement, `SELECT … FOR UPDATE` on PostgreSQL (whose re-check after
     /// waiting reads the row as the previous holder left it); SQLite's single
-    /// writer already serializes. With `owner`, nil unless it is that user's.
+    /// writer already serializes. With `owner`, nil unless it is that user's
+    /// and open: an erasure closes the accounts in the same commit, so a
+    /// request that waited for the lock meanwhile finds no account.
     func lockAccount(_ id: AccountID, owner: UserID?, on db: any SQLDatabase) async throws -> LockedAccount? {
-        let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0)" } ?? ""
+        let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0) AND closed_at IS NULL" } ?? ""
         let lock = database.kind == .postgres ? " FOR UPDATE" : ""
         return try await db.raw("""
             SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts
             WHERE id = \(bind: id)\(ownerCondition)\(unsafeRaw: lock)
             """).first().map(Self.locked)
+    }
+
+    /// Closes every account of `userID` (its owner is being erased): their
+    /// books stay, but the owner's requests no longer lock them.
+    func closeAccounts(of userID: UserID, now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE accounts SET closed_at = COALESCE(closed_at, \(bind: now)), updated_at = \(bind: now) WHERE user_id = \(bind: userID)
+            """).run()
     }
 
     /// Locks several accounts in one statement, in the order of their ids
