@@ -345,9 +345,15 @@ def count_orders(driver):
     return len([row for row in driver.find_elements(By.CSS_SELECTOR, "#order-history tbody tr, #open-orders tbody tr") if "AAPL" in row.text])
 
 
-@check("two-factor enrolment, then signing in with a code")
+@check("email preferences saved in place; two-factor enrolment, then signing in with a code")
 def two_factor(driver):
     open_page(driver, "/settings", "settings")
+    # Email preferences with the script: saved in place, and kept on the next visit.
+    driver.find_element(By.ID, "pref-drift").click()
+    driver.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
+    visible(driver, "#saved")
+    open_page(driver, "/settings", "settings")
+    assert not driver.find_element(By.ID, "pref-drift").is_selected(), "the unticked drift box came back ticked"
     driver.find_element(By.CSS_SELECTOR, "#enrol button").click()
     secret = visible(driver, "#totp-secret").text
     uri = driver.find_element(By.ID, "totp-uri").get_attribute("href")
@@ -402,7 +408,7 @@ def admin_pages(driver):
     open_page(driver, "/verify-email", "verify-email")
 
 
-@check("without JavaScript: sign in, a refused order shown with its field, an order placed and canceled, sign out")
+@check("without JavaScript: sign in, a refused order shown with its field, an order placed and canceled, email preferences saved, sign out")
 def without_javascript():
     driver = browser(javascript=False)
     try:
@@ -438,6 +444,21 @@ def without_javascript():
         wait(driver, EC.url_to_be(BASE + "/orders"))
         history = wait(driver, EC.presence_of_element_located((By.ID, "order-history"))).text
         assert "KO" in history and "canceled" in history, f"the canceled order is not in the history: {history!r}"
+        # Email preferences: untick one box and save; the page comes back with it unticked, the others as they were.
+        driver.get(BASE + "/settings")
+        assert driver.find_element(By.ID, "pref-cash").is_selected()
+        driver.find_element(By.ID, "pref-cash").click()
+        before = driver.find_element(By.TAG_NAME, "html")
+        driver.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
+        wait(driver, EC.staleness_of(before))
+        wait(driver, EC.url_to_be(BASE + "/settings"))
+        assert not driver.find_element(By.ID, "pref-cash").is_selected(), "the unticked box came back ticked"
+        assert driver.find_element(By.ID, "pref-orders").is_selected() and driver.find_element(By.ID, "pref-security").is_selected()
+        driver.find_element(By.ID, "pref-cash").click()
+        before = driver.find_element(By.TAG_NAME, "html")
+        driver.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
+        wait(driver, EC.staleness_of(before))
+        assert driver.find_element(By.ID, "pref-cash").is_selected(), "the ticked box came back unticked"
         driver.find_element(By.CSS_SELECTOR, ".signout button").click()
         wait(driver, EC.url_contains("/signin"))
         driver.get(BASE + "/orders")

@@ -201,9 +201,48 @@ struct WebAppTests {
         let data = try FormBridge.json([
             ("targets.1.symbol", "MSFT"), ("targets.0.symbol", "AAPL"), ("targets.0.percent", "60"), ("targets.1.percent", "40"),
             ("cash_percent", "0"), ("execute", "true"), ("note", "a"), ("note", "b"),
+            ("email.orders", "false"), ("email.cash", "false"), ("email.cash", "true"),
         ])
         #expect(String(decoding: data, as: UTF8.self)
-            == #"{"cash_percent":"0","execute":true,"note":"b","targets":[{"percent":"60","symbol":"AAPL"},{"percent":"40","symbol":"MSFT"}]}"#)
+            == #"{"cash_percent":"0","email":{"cash":true,"orders":false},"execute":true,"note":"b","targets":[{"percent":"60","symbol":"AAPL"},{"percent":"40","symbol":"MSFT"}]}"#)
+    }
+
+    @Test("without JavaScript: the email preferences form saves each box, ticked or not, and security stays on", arguments: TestDatabaseKind.all)
+    func preferencesWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "prefs@example.com")
+            let formHeaders: HTTPFields = [
+                .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
+            ]
+            let signIn = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/auth/login"), ("_next", "/settings"), ("session", "cookie"), ("email", "prefs@example.com"), ("password", strongPassword)]))
+            let cookie = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
+            let page = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
+            #expect(!page.contains("Changing these needs JavaScript"))
+            let token = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            // What the browser sends: every box's hidden "false", then "true" for the ticked ones; the disabled security box sends nothing.
+            let form = try #require(page.firstMatch(of: /<form[^>]*>(?:(?!<\/form>).)*notifications\/preferences(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines()))
+            let hidden = String(form.output).matches(of: /<input type="hidden" name="(email\.[a-z]+)" value="false"/).map { String($0.output.1) }
+            #expect(hidden == ["email.orders", "email.cash", "email.rebalancing", "email.drift", "email.links"], "\(hidden)")
+            var fields: [(String, String)] = [("_api", "/api/notifications/preferences"), ("_method", "PUT"), ("_next", "/settings"), ("_csrf", token)]
+            for name in hidden {
+                fields.append((name, "false"))
+                if name == "email.cash" { fields.append((name, "true")) }
+            }
+            var session = formHeaders
+            session[.cookie] = cookie
+            let saved = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form(fields))
+            #expect(saved.status == .seeOther, "\(Self.text(saved))")
+            #expect(saved.headers[.location] == "/settings")
+            let preferences = try json(try await client.execute(uri: "/api/notifications/preferences", method: .get, headers: bearer(tokens)))
+            let email = Dictionary(uniqueKeysWithValues: try #require(preferences["preferences"] as? [[String: Any]]).compactMap { row in
+                (row["category"] as? String).map { ($0, row["email"] as? Bool) }
+            })
+            #expect(email == ["orders": false, "cash": true, "rebalancing": false, "drift": false, "links": false, "security": true], "\(preferences)")
+            let after = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
+            #expect(after.contains(#"id="pref-cash" name="email.cash" value="true" checked"#) && after.contains(#"id="pref-orders" name="email.orders" value="true">"#))
+        }
     }
 
     @Test("without JavaScript: a form signs in through the bridge, places an order with the session's token, and is refused without it", arguments: TestDatabaseKind.all)

@@ -24,8 +24,9 @@ struct FormBridge: Sendable {
     static let methods: [String: HTTPRequest.Method] = ["POST": .post, "PUT": .put, "PATCH": .patch, "DELETE": .delete]
     /// Names the bridge reads itself; they never reach the API.
     static let controlFields: Set<String> = ["_api", "_method", "_next", "_csrf", "_key"]
-    /// Fields whose "true"/"false" text is a JSON boolean (`execute`).
-    static let booleanFields: Set<String> = ["execute"]
+    /// Fields whose "true"/"false" text is a JSON boolean: `execute`, and each
+    /// notification category's email choice (a checkbox after a hidden "false").
+    static let booleanFields: Set<String> = Set(["execute"] + NoticeCategory.allCases.map { "email.\($0.rawValue)" })
 
     /// Limits on what a form may hold, checked before anything is built from it.
     static let maximumFields = 400

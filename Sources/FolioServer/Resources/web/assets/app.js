@@ -131,7 +131,8 @@ async function submit(event) {
     form.dispatchEvent(new CustomEvent('folio:done', { detail: result.body }));
     const done = form.dataset.done && document.querySelector(form.dataset.done);
     if (done) {
-      form.hidden = true;
+      // A note inside the form (preferences' "Saved.") keeps the form on screen; a next step replaces it.
+      if (!form.contains(done)) form.hidden = true;
       done.hidden = false;
       done.setAttribute('tabindex', '-1');
       done.focus();
