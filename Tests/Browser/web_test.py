@@ -408,7 +408,7 @@ def admin_pages(driver):
     open_page(driver, "/verify-email", "verify-email")
 
 
-@check("without JavaScript: sign in, a refused order shown with its field, an order placed and canceled, email preferences saved, sign out")
+@check("without JavaScript: sign in, a refused order shown with its field, an order placed and canceled, email preferences saved, two-factor enrolment, sign out")
 def without_javascript():
     driver = browser(javascript=False)
     try:
@@ -459,6 +459,21 @@ def without_javascript():
         driver.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
         wait(driver, EC.staleness_of(before))
         assert driver.find_element(By.ID, "pref-cash").is_selected(), "the ticked box came back unticked"
+        # Two-factor enrolment: the settings page shows the secret, and confirming shows the recovery codes once.
+        before = driver.find_element(By.TAG_NAME, "html")
+        driver.find_element(By.CSS_SELECTOR, "#enrol button").click()
+        wait(driver, EC.staleness_of(before))
+        secret = visible(driver, "#totp-secret").text
+        uri = driver.find_element(By.ID, "totp-uri").get_attribute("href")
+        assert uri.startswith("otpauth://totp/") and f"secret={secret}" in uri, f"otpauth URI {uri}"
+        fill(driver, "#confirm-password", os.environ["FOLIO_ADMIN_PASSWORD"])
+        fill(driver, "#confirm-code", totp(secret))
+        driver.find_element(By.CSS_SELECTOR, "#confirm-enrolment button").click()
+        codes = visible(driver, "#recovery").find_elements(By.CSS_SELECTOR, "#recovery-codes li")
+        assert len(codes) >= 8, f"{len(codes)} recovery codes shown"
+        driver.find_element(By.LINK_TEXT, "Done").click()
+        wait(driver, EC.url_to_be(BASE + "/settings"))
+        assert "Turn off two-factor authentication" in driver.page_source
         driver.find_element(By.CSS_SELECTOR, ".signout button").click()
         wait(driver, EC.url_contains("/signin"))
         driver.get(BASE + "/orders")

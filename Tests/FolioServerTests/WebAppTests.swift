@@ -1,7 +1,9 @@
+import FluentKit
 import FolioDomain
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdOTP
 import HummingbirdTesting
 import Testing
 
@@ -242,6 +244,51 @@ struct WebAppTests {
             #expect(email == ["orders": false, "cash": true, "rebalancing": false, "drift": false, "links": false, "security": true], "\(preferences)")
             let after = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
             #expect(after.contains(#"id="pref-cash" name="email.cash" value="true" checked"#) && after.contains(#"id="pref-orders" name="email.orders" value="true">"#))
+        }
+    }
+
+    @Test("without JavaScript: two-factor enrolment shows the secret on the settings page, and confirming shows the recovery codes once", arguments: TestDatabaseKind.all)
+    func twoFactorWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            try await signUp(client, env, email: "nojs2fa@example.com")
+            var formHeaders: HTTPFields = [
+                .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
+            ]
+            let signIn = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/auth/login"), ("_next", "/settings"), ("session", "cookie"), ("email", "nojs2fa@example.com"), ("password", strongPassword)]))
+            let cookie = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
+            formHeaders[.cookie] = cookie
+            let page = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
+            #expect(!page.contains("needs JavaScript, to show the secret"))
+            #expect(page.contains(#"<div id="enrolment" hidden>"#))
+            let token = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+
+            let enrolled = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders, body: Self.form([("_api", "/api/auth/2fa/enroll"), ("_next", "/settings#twofactor-heading"), ("_csrf", token)]))
+            #expect(enrolled.status == .seeOther && enrolled.headers[.location] == "/settings#twofactor-heading")
+            // The settings page now shows the secret and its link, and the confirm form; the set-up button is gone.
+            let pending = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
+            let shown = String(try #require(pending.firstMatch(of: /<code id="totp-secret">([A-Z2-7]+)<\/code>/)?.output.1))
+            #expect(pending.contains(#"<div id="enrolment">"#) && pending.contains(##"id="enrol" data-done="#enrolment" hidden"##))
+            #expect(pending.contains("otpauth://totp/Folio:nojs2fa@example.com?secret=\(shown)"))
+            let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "nojs2fa@example.com").first())
+            let sealed = try #require(user.totpSecretSealed)
+            let secret = try #require(env.services.identity.secretBox.open(sealed))
+            let code = String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now))
+
+            let confirmed = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/auth/2fa/confirm"), ("_show", "recovery-codes"), ("_csrf", token), ("password", strongPassword), ("totp_code", code)]))
+            #expect(confirmed.status == .ok)
+            #expect(confirmed.headers[.cacheControl] == "no-store")
+            let codes = Self.text(confirmed).matches(of: /<li>([^<]+)<\/li>/).map { String($0.output.1) }
+            #expect(codes.count == IdentityServices.recoveryCodeCount && Set(codes).count == codes.count, "\(Self.text(confirmed))")
+            let on = try await User.query(on: env.database.db).filter(\.$email == "nojs2fa@example.com").first()
+            #expect(on?.totpEnabledAt != nil)
+            // Once on, the page shows neither the secret nor the codes again.
+            let after = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
+            #expect(!after.contains(shown) && !after.contains(codes[0]))
         }
     }
 
