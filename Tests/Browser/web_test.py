@@ -408,7 +408,7 @@ def admin_pages(driver):
     open_page(driver, "/verify-email", "verify-email")
 
 
-@check("without JavaScript: sign in, a refused order shown with its field, an order placed and canceled, email preferences saved, two-factor enrolment, sign out")
+@check("without JavaScript: sign in, a refused order shown with its field, an order placed and canceled, email preferences saved, a rebalance previewed and placed, two-factor enrolment, sign out")
 def without_javascript():
     driver = browser(javascript=False)
     try:
@@ -459,7 +459,27 @@ def without_javascript():
         driver.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
         wait(driver, EC.staleness_of(before))
         assert driver.find_element(By.ID, "pref-cash").is_selected(), "the ticked box came back unticked"
+        # Targets and a rebalance: save the weights, preview the plan on its own page, place it, and see the run.
+        driver.get(BASE + "/targets")
+        fill(driver, "#symbol-0", "KO")
+        fill(driver, "#percent-0", "10")
+        fill(driver, "#cash_percent", "90")
+        before = driver.find_element(By.TAG_NAME, "html")
+        driver.find_element(By.CSS_SELECTOR, "#targets button[type=submit]").click()
+        wait(driver, EC.staleness_of(before))
+        wait(driver, EC.url_to_be(BASE + "/targets"))
+        before = driver.find_element(By.TAG_NAME, "html")
+        driver.find_element(By.CSS_SELECTOR, "#plan-form button[type=submit]").click()
+        wait(driver, EC.staleness_of(before))
+        trades = visible(driver, "#plan-trades")
+        assert "buy" in trades.text and "KO" in trades.text, f"the plan page shows {trades.text!r}"
+        before = driver.find_element(By.TAG_NAME, "html")
+        driver.find_element(By.CSS_SELECTOR, "#execute-form button[type=submit]").click()
+        wait(driver, EC.staleness_of(before))
+        wait(driver, EC.url_to_be(BASE + "/targets"))
+        assert driver.find_elements(By.CSS_SELECTOR, "#runs .run-status"), "the run is not listed after placing the plan"
         # Two-factor enrolment: the settings page shows the secret, and confirming shows the recovery codes once.
+        driver.get(BASE + "/settings")
         before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.CSS_SELECTOR, "#enrol button").click()
         wait(driver, EC.staleness_of(before))

@@ -292,6 +292,49 @@ struct WebAppTests {
         }
     }
 
+    @Test("without JavaScript: a rebalance preview is a page with the trades and a form that places them once", arguments: TestDatabaseKind.all)
+    func rebalanceWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "nojsplan@example.com")
+            try await RebalanceTests.buy(client, env, tokens, "AAPL", 300)
+            let account = try await env.firstAccount()
+            #expect(try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", RebalanceTests.targets, headers: bearer(tokens)).status == .ok)
+            var formHeaders: HTTPFields = [
+                .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
+            ]
+            let signIn = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/auth/login"), ("_next", "/targets"), ("session", "cookie"), ("email", "nojsplan@example.com"), ("password", strongPassword)]))
+            let cookie = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
+            formHeaders[.cookie] = cookie
+            let page = Self.text(try await client.execute(uri: "/targets", method: .get, headers: [.cookie: cookie]))
+            #expect(!page.contains("needs JavaScript"))
+            let form = String(try #require(page.firstMatch(of: /<form[^>]*id="plan-form"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
+            #expect(form.contains(#"name="_show" value="rebalance-plan""#))
+            let token = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+
+            let preview = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/portfolio/rebalance"), ("_show", "rebalance-plan"), ("_csrf", token), ("mode", "full"), ("cash_reserve", ""), ("min_trade_amount", "")]))
+            #expect(preview.status == .ok)
+            let plan = Self.text(preview)
+            #expect(plan.contains("<td>sell ") && plan.contains(" AAPL</td>") && plan.contains(" MSFT</td>"), "\(plan)")
+            #expect(try await env.orders().count == 1, "a preview places nothing")
+            // The page's form, as the browser sends it.
+            let execute = String(try #require(plan.firstMatch(of: /<form[^>]*id="execute-form"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
+            let fields = execute.matches(of: /<input type="hidden" name="([^"]+)" value="([^"]*)">/).map { (String($0.output.1), String($0.output.2)) }
+            #expect(fields.contains { $0 == ("execute", "true") } && fields.contains { $0 == ("mode", "full") } && fields.contains { $0.0 == "_key" })
+            let placed = try await client.execute(uri: "/form", method: .post, headers: formHeaders, body: Self.form(fields))
+            #expect(placed.status == .seeOther && placed.headers[.location] == "/targets", "\(Self.text(placed))")
+            let again = try await client.execute(uri: "/form", method: .post, headers: formHeaders, body: Self.form(fields))
+            #expect(again.status == .seeOther)
+            await env.worker.drain()
+            let runs = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM rebalance_runs").first()?.decode(column: "n", as: Int.self)
+            #expect(runs == 1, "the same page's form sent twice is one run")
+            #expect(try await env.orders().count > 1)
+        }
+    }
+
     @Test("without JavaScript: a form signs in through the bridge, places an order with the session's token, and is refused without it", arguments: TestDatabaseKind.all)
     func formsWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

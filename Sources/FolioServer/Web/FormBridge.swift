@@ -23,12 +23,8 @@ struct FormBridge: Sendable {
     static let path = "/form"
     static let methods: [String: HTTPRequest.Method] = ["POST": .post, "PUT": .put, "PATCH": .patch, "DELETE": .delete]
     /// Names the bridge reads itself; they never reach the API.
+    /// `_show` names an `AnswerPage`: on success the API's answer is shown as that page, not followed by a redirect.
     static let controlFields: Set<String> = ["_api", "_method", "_next", "_csrf", "_key", "_show"]
-    /// Answers shown once, as a page, instead of a redirect (`_show`): what the
-    /// API answers cannot be fetched again (recovery codes are kept hashed).
-    static let shownAnswers: [String: (template: String, title: String)] = [
-        "recovery-codes": ("recovery-codes", "Two-factor authentication is on"),
-    ]
     /// Fields whose "true"/"false" text is a JSON boolean: `execute`, and each
     /// notification category's email choice (a checkbox after a hidden "false").
     static let booleanFields: Set<String> = Set(["execute"] + NoticeCategory.allCases.map { "email.\($0.rawValue)" })
@@ -87,11 +83,11 @@ struct FormBridge: Sendable {
         innerContext.identity = nil
         let answer = try await responder.respond(to: inner, context: innerContext)
         if (200..<300).contains(answer.status.code) {
-            if let shown = control["_show"].flatMap({ Self.shownAnswers[$0] }) {
+            if let shown = control["_show"].flatMap(AnswerPage.init(rawValue:)) {
                 let collector = BodyCollector()
                 try await answer.body.write(collector)
-                let values = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
-                return renderer.page(shown.template, title: shown.title, viewer: nil, values: values)
+                let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
+                return renderer.page(shown.template, title: shown.title, viewer: nil, values: shown.values(answer: json, fields: fields, control: control))
             }
             var redirect = WebController.redirect(WebController.sitePath(control["_next"].map { Substring($0) }))
             for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }

@@ -1,0 +1,54 @@
+import FolioDomain
+import Foundation
+
+/// API answers a form without JavaScript shows as a page of their own
+/// (`_show` on a form, see `FormBridge`): what cannot be fetched again, or
+/// what the next step needs on screen.
+enum AnswerPage: String {
+    /// The recovery codes two-factor confirmation hands out, shown this once.
+    case recoveryCodes = "recovery-codes"
+    /// A rebalance preview: the trades, and the form that places them.
+    case rebalancePlan = "rebalance-plan"
+
+    var template: String { rawValue }
+
+    var title: String {
+        switch self {
+        case .recoveryCodes: "Two-factor authentication is on"
+        case .rebalancePlan: "The rebalance plan"
+        }
+    }
+
+    /// The page's values from the API's answer, the form's own fields and its control fields.
+    func values(answer: [String: Any], fields: [(String, String)], control: [String: String]) -> [String: Any] {
+        switch self {
+        case .recoveryCodes:
+            return ["recovery_codes": answer["recovery_codes"] as? [String] ?? []]
+        case .rebalancePlan:
+            return Self.plan(answer, fields: Dictionary(fields, uniquingKeysWith: { _, last in last }), csrf: control["_csrf"] ?? "")
+        }
+    }
+
+    static func plan(_ plan: [String: Any], fields: [String: String], csrf: String) -> [String: Any] {
+        func money(_ key: String, in object: [String: Any] = plan) -> String {
+            (object[key] as? String).flatMap { try? Cash(parsing: $0) }.map(Display.money) ?? "–"
+        }
+        let trades = (plan["trades"] as? [[String: Any]] ?? []).map { trade -> [String: String] in
+            let side = (trade["side"] as? String ?? "").lowercased(), symbol = trade["symbol"] as? String ?? ""
+            let price = (trade["price"] as? String).flatMap { try? Price(parsing: $0) }.map(Display.price) ?? "–"
+            return ["trade": "\(side) \(trade["quantity"] as? String ?? "") \(symbol)", "price": price, "amount": money("estimated_amount", in: trade)]
+        }
+        let summary = trades.isEmpty
+            ? (plan["reason"] as? [String: Any])?["message"] as? String ?? "Nothing to trade: the holdings are where the targets put them."
+            : "\(plan["order_count"] as? Int ?? trades.count) orders: about \(money("estimated_cost")) to buy and \(money("estimated_proceeds")) from sales; cash after \(money("cash_after"))."
+        let account = fields["account_id"].flatMap(AccountID.init)?.description
+        return [
+            "summary": summary, "trades": trades, "has_trades": !trades.isEmpty, "csrf": csrf,
+            // A fresh key for the run: sending the page's form twice places the orders once.
+            "idempotency_key": UUID.random().lowercasedString,
+            "mode": fields["mode"] ?? "", "cash_reserve": fields["cash_reserve"] ?? "", "min_trade_amount": fields["min_trade_amount"] ?? "",
+            "account_id": account as Any,
+            "back": "/targets" + (account.map { "?account_id=\($0)" } ?? ""),
+        ]
+    }
+}
