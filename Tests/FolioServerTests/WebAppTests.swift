@@ -209,17 +209,28 @@ struct WebAppTests {
             == #"{"cash_percent":"0","email":{"cash":true,"orders":false},"execute":true,"note":"b","targets":[{"percent":"60","symbol":"AAPL"},{"percent":"40","symbol":"MSFT"}]}"#)
     }
 
+    /// Headers a browser sends with a form posted from a Folio page.
+    static let browserForm: HTTPFields = [
+        .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
+    ]
+
+    /// Signs in through the sign-in form, as a browser without JavaScript does; the form headers with the session's cookie.
+    static func signInWithoutJavaScript(_ client: some TestClientProtocol, email: String) async throws -> HTTPFields {
+        let signIn = try await client.execute(
+            uri: "/form", method: .post, headers: browserForm,
+            body: form([("_api", "/api/auth/login"), ("_next", "/"), ("session", "cookie"), ("email", email), ("password", strongPassword)]))
+        #expect(signIn.status == .seeOther)
+        var headers = browserForm
+        headers[.cookie] = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
+        return headers
+    }
+
     @Test("without JavaScript: the email preferences form saves each box, ticked or not, and security stays on", arguments: TestDatabaseKind.all)
     func preferencesWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
             let tokens = try await signUp(client, env, email: "prefs@example.com")
-            let formHeaders: HTTPFields = [
-                .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
-            ]
-            let signIn = try await client.execute(
-                uri: "/form", method: .post, headers: formHeaders,
-                body: Self.form([("_api", "/api/auth/login"), ("_next", "/settings"), ("session", "cookie"), ("email", "prefs@example.com"), ("password", strongPassword)]))
-            let cookie = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
+            let session = try await Self.signInWithoutJavaScript(client, email: "prefs@example.com")
+            let cookie = try #require(session[.cookie])
             let page = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
             #expect(!page.contains("Changing these needs JavaScript"))
             let token = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
@@ -232,8 +243,6 @@ struct WebAppTests {
                 fields.append((name, "false"))
                 if name == "email.cash" { fields.append((name, "true")) }
             }
-            var session = formHeaders
-            session[.cookie] = cookie
             let saved = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form(fields))
             #expect(saved.status == .seeOther, "\(Self.text(saved))")
             #expect(saved.headers[.location] == "/settings")
@@ -251,14 +260,8 @@ struct WebAppTests {
     func twoFactorWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
             try await signUp(client, env, email: "nojs2fa@example.com")
-            var formHeaders: HTTPFields = [
-                .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
-            ]
-            let signIn = try await client.execute(
-                uri: "/form", method: .post, headers: formHeaders,
-                body: Self.form([("_api", "/api/auth/login"), ("_next", "/settings"), ("session", "cookie"), ("email", "nojs2fa@example.com"), ("password", strongPassword)]))
-            let cookie = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
-            formHeaders[.cookie] = cookie
+            let formHeaders = try await Self.signInWithoutJavaScript(client, email: "nojs2fa@example.com")
+            let cookie = try #require(formHeaders[.cookie])
             let page = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
             #expect(!page.contains("needs JavaScript, to show the secret"))
             #expect(page.contains(#"<div id="enrolment" hidden>"#))
@@ -299,14 +302,8 @@ struct WebAppTests {
             try await RebalanceTests.buy(client, env, tokens, "AAPL", 300)
             let account = try await env.firstAccount()
             #expect(try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", RebalanceTests.targets, headers: bearer(tokens)).status == .ok)
-            var formHeaders: HTTPFields = [
-                .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
-            ]
-            let signIn = try await client.execute(
-                uri: "/form", method: .post, headers: formHeaders,
-                body: Self.form([("_api", "/api/auth/login"), ("_next", "/targets"), ("session", "cookie"), ("email", "nojsplan@example.com"), ("password", strongPassword)]))
-            let cookie = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
-            formHeaders[.cookie] = cookie
+            let formHeaders = try await Self.signInWithoutJavaScript(client, email: "nojsplan@example.com")
+            let cookie = try #require(formHeaders[.cookie])
             let page = Self.text(try await client.execute(uri: "/targets", method: .get, headers: [.cookie: cookie]))
             #expect(!page.contains("needs JavaScript"))
             let form = String(try #require(page.firstMatch(of: /<form[^>]*id="plan-form"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
