@@ -101,4 +101,28 @@ struct AlpacaStreamTests {
             try await env.expectConsistent()
         }
     }
+
+    @Test("a user's own cancel is no news to them, even when the stream's report of it lands first; a cancel made at Alpaca is", arguments: TestDatabaseKind.all)
+    func cancelNotices(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            func canceledNotices() async throws -> Int {
+                let list = try json(try await client.execute(uri: "/api/notifications", method: .get, headers: bearer(tokens)))
+                return (list["data"] as? [[String: Any]] ?? []).filter { $0["kind"] as? String == "order_canceled" }.count
+            }
+            // The fake publishes the cancel on the stream as it answers the DELETE.
+            for _ in 0..<3 {
+                let id = try await restingOrder(client, env, tokens, account, quantity: "1")
+                let canceled = try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens))
+                #expect(canceled.status == .ok, "\(String(buffer: canceled.body))")
+                try await eventually("the cancel applied") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            }
+            #expect(try await canceledNotices() == 0)
+            // Canceled at Alpaca (its own dashboard), not through Folio: the stream's report is news.
+            let elsewhere = try await restingOrder(client, env, tokens, account, quantity: "1")
+            fake.setStatus(clientOrderID: elsewhere, "canceled")
+            try await eventually("the broker's cancel applied") { try await status(client, tokens, elsewhere)["status"] as? String == "canceled" }
+            #expect(try await canceledNotices() == 1)
+            try await env.expectConsistent()
+        }
+    }
 }

@@ -449,6 +449,41 @@ struct NotificationTests {
         }
     }
 
+    @Test("one commit's notices: fills before a cancel the user asked for are told, the cancel is not; the broker's own cancel is told with what filled")
+    func cancelNotices() throws {
+        let now = Date(timeIntervalSince1970: 1_795_534_200)
+        let account = AccountState(id: AccountID(), userID: UserID(), cash: 100_000, reservedCash: 0)
+        let draft = OrderDraft(
+            symbol: "TINY", side: .buy, type: .limit, timeInForce: .goodTillCanceled, quantity: try Quantity(parsing: "4"), limitPrice: try Price(parsing: "10"))
+        var placing = Books(account: account, holdings: [], orders: [])
+        let placed = try TradingRules.place(
+            draft, orderID: OrderID(), clientOrderID: nil, account: account, holding: nil, price: try Price(parsing: "10"), marketBuyMargin: 0, now: now)
+        placing.record(placed)
+        placing.record(try #require(TradingRules.accept(placed.order!, now: now)))
+        let accepted = try #require(placing.orders.values.first)
+        let fill = BrokerFill(id: "b:1", quantity: try Quantity(parsing: "2"), price: try Price(parsing: "10"))
+
+        func notices(_ order: OrderState) throws -> [(MailTemplate, MailVariables)] {
+            var books = Books(account: placing.account, holdings: [], orders: [order])
+            try books.apply(.filledThenCanceled([fill], reason: "the rest was canceled"), to: order.id, ids: .random, now: now)
+            return Notifications.notices(in: books)
+        }
+        // The user asked earlier (a commit of its own); the broker's report brings two shares and the end.
+        var asked = accepted
+        asked.cancelRequestedAt = now
+        let told = try notices(asked)
+        #expect(told.map(\.0) == [.orderPartiallyFilled], "\(told)")
+        #expect(told.first?.1.values["filled_quantity"] == "2")
+        // Nobody asked: the broker canceled the rest, and says so with what filled.
+        let broker = try notices(accepted)
+        #expect(broker.map(\.0) == [.orderCanceled])
+        #expect(broker.first?.1.values["filled_quantity"] == "2" && broker.first?.1.values["reason"] == "the rest was canceled")
+        // A cancel the user makes here, in one commit, is no news.
+        var own = Books(account: placing.account, holdings: [], orders: [accepted])
+        own.record(try TradingRules.cancel(accepted, actor: account.userID, account: own.account, holding: nil, now: now))
+        #expect(Notifications.notices(in: own).isEmpty)
+    }
+
     @Test("a sign-in from a new device is a security notice; the same device again is not", arguments: TestDatabaseKind.all)
     func newDevice(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -290,7 +290,10 @@ public enum TradingRules {
         guard order.status.isCancelable, var posting = end(order, as: .canceled, reason: "canceled by user", account: account, holding: holding, now: now) else {
             throw .orderNotCancelable(order.status)
         }
-        posting.events.append(AuditNote(action: "order.cancel_requested", actorID: actor, subjectType: "order", subjectID: order.id.description))
+        // A request recorded before the broker was asked (`requestCancel`) is not recorded twice.
+        if order.cancelRequestedAt == nil {
+            posting.events.append(AuditNote(action: "order.cancel_requested", actorID: actor, subjectType: "order", subjectID: order.id.description))
+        }
         return posting
     }
 

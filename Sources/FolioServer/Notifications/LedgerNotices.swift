@@ -11,17 +11,23 @@ extension Notifications {
         // Opening an account deposits its starting cash: not news to anyone.
         let opening = books.events.contains { $0.action == "account.opened" }
         // One notice per order per commit, from where the order ended: several fills applied together are one "filled".
-        let orderActions: Set<String> = ["order.filled", "order.partially_filled", "order.rejected", "order.expired", "order.canceled"]
-        var lastOrderEvent: [String: Int] = [:]
-        for (index, event) in books.events.enumerated() where orderActions.contains(event.action) { lastOrderEvent[event.subjectID] = index }
         // A cancel the user asked for is not news to them; one the broker or Folio made is.
         let askedToCancel = Set(books.events.filter { $0.action == "order.cancel_requested" }.map(\.subjectID))
+        func told(_ event: AuditNote) -> Bool {
+            switch event.action {
+            case "order.filled", "order.partially_filled", "order.rejected", "order.expired": true
+            case "order.canceled": orders[event.subjectID]?.cancelRequestedAt == nil && !askedToCancel.contains(event.subjectID)
+            default: false
+            }
+        }
+        // The last told event of each order: fills before a cancel the user asked for are still news.
+        var lastOrderEvent: [String: Int] = [:]
+        for (index, event) in books.events.enumerated() where told(event) { lastOrderEvent[event.subjectID] = index }
         var notices: [(MailTemplate, MailVariables)] = []
         for (index, event) in books.events.enumerated() {
             switch event.action {
             case "order.filled", "order.partially_filled", "order.rejected", "order.expired", "order.canceled":
                 guard lastOrderEvent[event.subjectID] == index, let order = orders[event.subjectID] else { continue }
-                if event.action == "order.canceled", order.cancelRequestedAt != nil || askedToCancel.contains(event.subjectID) { continue }
                 var values = [
                     "side": order.side.rawValue.lowercased(), "symbol": order.symbol, "order_id": order.id.description,
                     "quantity": order.quantity?.description ?? order.filledQuantity.description,

@@ -381,6 +381,11 @@ struct OrderService: Sendable {
                 continue  // it moved on meanwhile: cancel it as it is now
             }
             if seen.status == .accepted || seen.status == .partiallyFilled {
+                // At a broker that holds orders the request is recorded before the broker is asked: its
+                // own report of the cancel (the trade stream can beat this answer) is then known as the user's.
+                if seen.cancelRequestedAt == nil, try await brokers.broker(for: seen.accountID).holdsOrders {
+                    guard try await requestCancel(seen, userID: userID, context: context) != nil else { continue }
+                }
                 guard try await cancelAtBroker(seen) else {
                     if let requested = try await requestCancel(seen, userID: userID, context: context) { return requested }
                     continue
@@ -393,6 +398,8 @@ struct OrderService: Sendable {
                 else { throw TradingError.orderNotFound }
                 // A `new` order a submit job took to the broker meanwhile must be canceled there first.
                 if seen.status == .new && order.status != .new && order.status.isCancelable { return nil }
+                // The broker's report of this very cancel got here first: it is done as asked.
+                if order.status == .canceled, order.cancelRequestedAt != nil { return order }
                 open.books.record(try TradingRules.cancel(order, actor: userID, account: open.books.account, holding: open.books.holding(order.symbol), now: now))
                 try await ledger.commit(open, context: context, on: db)
                 return open.books.orders[orderID]!
