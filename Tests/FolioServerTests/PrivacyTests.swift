@@ -289,4 +289,57 @@ struct PrivacyTests {
             #expect(try await Self.count("orders", env) == 0)
         }
     }
+
+    @Test("nothing new is made for an erased person: an account opened for them (a brokerage link's) is refused", arguments: TestDatabaseKind.all)
+    func nothingNewAfterErasure(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "gone@example.com")
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = try #require((me["id"] as? String).flatMap(UserID.init))
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent)
+            let ledger = env.services.ledger
+            await #expect(throws: IdentityError.userNotFound) {
+                try await env.database.transaction { db in
+                    try await ledger.openAccount(
+                        for: userID, kind: "brokerage", name: "Alpaca paper ····1234", startingCash: 10, cashDescription: "Cash at Alpaca when linked",
+                        details: [:], context: .none, on: db)
+                }
+            }
+            let open = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM accounts WHERE user_id = \(bind: userID) AND closed_at IS NULL").first()?
+                .decode(column: "n", as: Int.self)
+            #expect(open == 0)
+        }
+    }
+
+    @Test(
+        "PostgreSQL: an Alpaca link waiting on the person's row while an erasure holds it is refused when the erasure commits, and nothing is kept",
+        .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func linkWaitingThroughErasure() async throws {
+        try await withFakeAlpaca { fake in
+            try await withTestApp(.postgres, configure: { $0.alpacaURLs = fake.urls }) { client, env in
+                let tokens = try await signUp(client, env, email: "linking@example.com")
+                let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+                let userID = try #require((me["id"] as? String).flatMap(UserID.init))
+                let headers = bearer(tokens), sql = env.database.sql, now = env.clock.now
+                // The erasure's transaction, as it runs: the person's row taken first, erased before the commit.
+                let linking = try await env.database.transaction { db -> Task<TestResponse, any Error> in
+                    try await db.raw("SELECT id FROM users WHERE id = \(bind: userID) FOR UPDATE").run()
+                    let linking = Task { try await post(client, "/api/brokerage/alpaca", FakeAlpaca.linkBody, headers: headers) }
+                    try await eventually("the link waits for the person's row") {
+                        try await sql.raw("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM users%'").first()?
+                            .decode(column: "n", as: Int.self) ?? 0 > 0
+                    }
+                    try await db.raw("UPDATE users SET erased_at = \(bind: now), disabled_at = \(bind: now) WHERE id = \(bind: userID)").run()
+                    return linking
+                }
+                let answer = try await linking.value
+                #expect(answer.status == .notFound, "\(String(buffer: answer.body))")
+                #expect(try await Self.count("brokerage_links", env) == 0)
+                #expect(try await Self.count("accounts", env, where: "kind = 'brokerage'") == 0)
+            }
+        }
+    }
 }

@@ -174,6 +174,8 @@ struct Ledger: Sendable {
         for userID: UserID, kind: String, name: String, startingCash: Cash, cashDescription: String, details: [String: String],
         context: AuditContext, on db: any SQLDatabase
     ) async throws -> AccountID {
+        // Not for someone erased or disabled while this request was on its way.
+        guard try await IdentityStore.holdLiveUser(userID, postgres: store.database.kind == .postgres, on: db) else { throw IdentityError.userNotFound }
         let now = self.now()
         let id = ids.next(AccountID.self)
         try await store.createAccount(

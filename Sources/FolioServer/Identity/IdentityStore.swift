@@ -1,4 +1,5 @@
 import FluentKit
+import FolioDomain
 import Foundation
 import SQLKit
 
@@ -16,6 +17,18 @@ struct IdentityStore: Sendable {
     /// `email` is compared as given: callers pass the normalized address.
     func user(email: String, on db: any Database) async throws -> User? {
         try await User.query(on: db).filter(\.$email == email).first()
+    }
+
+    /// Holds the user's row (shared) for the rest of the transaction `db`
+    /// and says whether the user is still there: not erased, not disabled.
+    /// An erasure takes the row for update, so something made for the user
+    /// (an account, a linked item) in a transaction that waited on it sees
+    /// the erasure once it commits (PostgreSQL re-reads the updated row;
+    /// SQLite's single writer runs the two one after the other).
+    static func holdLiveUser(_ userID: UserID, postgres: Bool, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            SELECT id FROM users WHERE id = \(bind: userID) AND erased_at IS NULL AND disabled_at IS NULL\(unsafeRaw: postgres ? " FOR SHARE" : "")
+            """).first() != nil
     }
 
     func insert(_ user: User, on db: any Database) async throws {

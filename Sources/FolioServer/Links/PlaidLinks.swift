@@ -76,6 +76,8 @@ struct PlaidLinks: Sendable {
         let store = self.store, jobs = self.jobs, audit = identity.audit, linked = item, found = accounts
         do {
             try await store.database.transaction { db in
+                // Not for someone erased or disabled meanwhile: the item is then removed at Plaid below.
+                guard try await IdentityStore.holdLiveUser(userID, postgres: store.database.kind == .postgres, on: db) else { throw IdentityError.userNotFound }
                 try await store.insert(linked, on: db)
                 try await store.saveAccounts(found, item: linked, now: now, on: db)
                 try await jobs.enqueue(.syncPlaidItem(linked.id), on: db)

@@ -114,9 +114,12 @@ struct RebalanceStore: Sendable {
             createdBy: try row.decode(column: "created_by", as: UserID?.self), createdAt: try row.decode(column: "created_at", as: Date.self))
     }
 
-    /// Every account that has targets, with its owner.
+    /// Every open account that has targets, with its owner (an erased person's are closed: no digest for no one).
     func accountsWithTargets() async throws -> [(account: AccountID, owner: UserID)] {
-        try await database.sql.raw("SELECT DISTINCT account_id, user_id FROM target_allocations ORDER BY user_id, account_id").all().map { row in
+        try await database.sql.raw("""
+            SELECT DISTINCT t.account_id, t.user_id FROM target_allocations t JOIN accounts a ON a.id = t.account_id
+            WHERE a.closed_at IS NULL ORDER BY t.user_id, t.account_id
+            """).all().map { row in
             (try row.decode(column: "account_id", as: AccountID.self), try row.decode(column: "user_id", as: UserID.self))
         }
     }
