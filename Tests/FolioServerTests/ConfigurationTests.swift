@@ -92,14 +92,17 @@ struct ConfigurationTests {
             "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
         ]
         #expect(try ConfigurationLoader.make(from: production.merging(["PUBLIC_URL": "https://folio.example.com/"]) { $1 }).publicURL == "https://folio.example.com")
-        #expect(try ConfigurationLoader.make(from: production.merging(["PUBLIC_URL": "https://example.com/folio"]) { $1 }).publicURL == "https://example.com/folio")
+        #expect(problems(production.merging(["PUBLIC_URL": "http://127.attacker.example.com"]) { $1 }).count == 1, "only a numeric 127.x.y.z is loopback")
         #expect(try ConfigurationLoader.make(from: production.merging(["PUBLIC_URL": "http://127.0.0.1:8080"]) { $1 }).publicURL == "http://127.0.0.1:8080")
         #expect(problems(production.merging(["PUBLIC_URL": "http://folio.example.com"]) { $1 }) == [
             "PUBLIC_URL \"http://folio.example.com\" is not HTTPS: production mails links with tokens in them, which must not travel in the clear",
         ])
-        for bad in ["folio.example.com", "ftp://folio.example.com", "https://folio.example.com/?a=1", "https://folio.example.com/#x", "https://me@folio.example.com", "https://"] {
+        for bad in [
+            "folio.example.com", "ftp://folio.example.com", "https://folio.example.com/?a=1", "https://folio.example.com/#x", "https://me@folio.example.com", "https://",
+            "https://example.com/folio",
+        ] {
             let found = problems(["SECRET_KEY": strongKey, "PUBLIC_URL": bad])
-            #expect(found == ["PUBLIC_URL must be the address users reach Folio at, such as https://folio.example.com (no query, fragment or user name), not \"\(bad)\""])
+            #expect(found == ["PUBLIC_URL must be the address users reach Folio at, such as https://folio.example.com (no path, query, fragment or user name), not \"\(bad)\""])
         }
         // Outside production the address the server listens on is the default.
         #expect(try ConfigurationLoader.make(from: ["SECRET_KEY": strongKey, "PORT": "9000"]).publicURL == "http://127.0.0.1:9000")

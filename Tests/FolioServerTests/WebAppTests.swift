@@ -267,14 +267,18 @@ struct WebAppTests {
             #expect(page.contains(#"<div id="enrolment" hidden>"#))
             let token = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
 
+            // The set-up form's answer is a page: the secret, its link and the form that confirms it.
+            #expect(page.contains(#"name="_show" value="two-factor-enrolment""#))
             let enrolled = try await client.execute(
-                uri: "/form", method: .post, headers: formHeaders, body: Self.form([("_api", "/api/auth/2fa/enroll"), ("_next", "/settings#twofactor-heading"), ("_csrf", token)]))
-            #expect(enrolled.status == .seeOther && enrolled.headers[.location] == "/settings#twofactor-heading")
-            // The settings page now shows the secret and its link, and the confirm form; the set-up button is gone.
-            let pending = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
-            let shown = String(try #require(pending.firstMatch(of: /<code id="totp-secret">([A-Z2-7]+)<\/code>/)?.output.1))
-            #expect(pending.contains(#"<div id="enrolment">"#) && pending.contains(##"id="enrol" data-done="#enrolment" hidden"##))
-            #expect(pending.contains("otpauth://totp/Folio:nojs2fa@example.com?secret=\(shown)"))
+                uri: "/form", method: .post, headers: formHeaders, body: Self.form([("_api", "/api/auth/2fa/enroll"), ("_show", "two-factor-enrolment"), ("_csrf", token)]))
+            #expect(enrolled.status == .ok && enrolled.headers[.cacheControl] == "no-store")
+            let enrolment = Self.text(enrolled)
+            let shown = String(try #require(enrolment.firstMatch(of: /<code id="totp-secret">([A-Z2-7]+)<\/code>/)?.output.1))
+            #expect(enrolment.contains("otpauth://totp/Folio:nojs2fa@example.com?secret=\(shown)"))
+            #expect(enrolment.contains(#"id="confirm-enrolment" data-native"#) && enrolment.contains(#"name="_show" value="recovery-codes""#))
+            // The settings page never shows a secret: one begun and left is replaced by the next start, not offered again.
+            let settings = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
+            #expect(!settings.contains(shown))
             let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "nojs2fa@example.com").first())
             let sealed = try #require(user.totpSecretSealed)
             let secret = try #require(env.services.identity.secretBox.open(sealed))

@@ -219,7 +219,7 @@ public enum ConfigurationLoader {
                     problems.append("PUBLIC_URL \"\(raw)\" is not HTTPS: production mails links with tokens in them, which must not travel in the clear")
                 }
             } else {
-                problems.append("PUBLIC_URL must be the address users reach Folio at, such as https://folio.example.com (no query, fragment or user name), not \"\(raw)\"")
+                problems.append("PUBLIC_URL must be the address users reach Folio at, such as https://folio.example.com (no path, query, fragment or user name), not \"\(raw)\"")
             }
         } else if production {
             problems.append("PUBLIC_URL is not set: links in mail would point at \(configuration.publicURL); set the address users reach Folio at, e.g. https://folio.example.com")
@@ -466,14 +466,16 @@ public enum ConfigurationLoader {
     /// http://localhost, http://127.0.0.1 (any of 127/8) or http://[::1], with any port.
     static func isLoopbackOrigin(_ text: String) -> Bool {
         guard let host = URLComponents(string: text)?.host?.lowercased() else { return false }
-        return host == "localhost" || host == "::1" || host == "[::1]" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4)
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        let ipv4Loopback = parts.count == 4 && parts[0] == "127" && parts.allSatisfy { part in UInt8(part) != nil }
+        return host == "localhost" || host == "::1" || host == "[::1]" || ipv4Loopback
     }
 
     /// `PUBLIC_URL` without a trailing slash, or nil unless it is an http(s)
-    /// URL with a host and at most a path (Folio behind a path prefix).
+    /// origin: Folio's pages and the links in its mail are served from the root.
     static func publicURL(_ text: String) -> String? {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
-              scheme == "https" || scheme == "http", let host = components.host, !host.isEmpty,
+              scheme == "https" || scheme == "http", let host = components.host, !host.isEmpty, components.path.allSatisfy({ $0 == "/" }),
               components.query == nil, components.fragment == nil, components.user == nil, components.password == nil
         else { return nil }
         var url = text

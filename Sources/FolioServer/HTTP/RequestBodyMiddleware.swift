@@ -10,10 +10,10 @@ struct RequestBodyMiddleware: RouterMiddleware {
     let logBodies: Bool
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        // A vendor's webhook posts what it posts (SendGrid batches events up to
-        // 768 KB) and its handler holds it to its own limit: a smaller
-        // MAX_BODY_SIZE would refuse every large batch, and the vendor would give up on it.
-        let maxBodySize = request.uri.path.hasPrefix("/webhooks/") ? max(self.maxBodySize, SendGridWebhookController.bodyLimit) : self.maxBodySize
+        // SendGrid posts what it posts (event batches up to 768 KB) and its
+        // handler holds it to its own limit: a smaller MAX_BODY_SIZE would
+        // refuse every large batch, and SendGrid would give up on it.
+        let maxBodySize = request.uri.path == SendGridWebhookController.path ? max(self.maxBodySize, SendGridWebhookController.bodyLimit) : self.maxBodySize
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
             throw ProblemMiddleware.payloadTooLarge()
         }

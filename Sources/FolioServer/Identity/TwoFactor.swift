@@ -24,14 +24,6 @@ extension IdentityServices {
         return Self.authenticatorEntry(secret: secret, email: user.email)
     }
 
-    /// An enrolment begun and not yet confirmed (the settings page shows it
-    /// again, so it can be finished without JavaScript); nil otherwise.
-    func pendingTwoFactor(_ identity: Identity) async throws -> (secret: String, uri: String)? {
-        let user = try await currentUser(identity)
-        guard !user.hasTwoFactor, let sealed = user.totpSecretSealed, let secret = secretBox.open(sealed) else { return nil }
-        return Self.authenticatorEntry(secret: secret, email: user.email)
-    }
-
     /// What an authenticator app takes: the secret in base32, and the otpauth URI with it.
     static func authenticatorEntry(secret: String, email: String) -> (secret: String, uri: String) {
         let uri = TOTP(secret: secret).createAuthenticatorURL(label: "\(totpIssuer):\(email)", issuer: totpIssuer)

@@ -385,7 +385,7 @@ final class SentryReporter: Service, Sendable {
                 var timeout = self.timeout
                 if let sendBy {
                     let left = sendBy - ContinuousClock.now
-                    guard left > .zero else {
+                    guard left > .milliseconds(1) else {
                         drop(.shutdown)
                         continue
                     }

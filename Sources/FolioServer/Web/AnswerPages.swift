@@ -5,6 +5,8 @@ import Foundation
 /// (`_show` on a form, see `FormBridge`): what cannot be fetched again, or
 /// what the next step needs on screen.
 enum AnswerPage: String {
+    /// A new two-factor secret and its otpauth link, with the form that confirms it.
+    case twoFactorEnrolment = "two-factor-enrolment"
     /// The recovery codes two-factor confirmation hands out, shown this once.
     case recoveryCodes = "recovery-codes"
     /// A rebalance preview: the trades, and the form that places them.
@@ -14,6 +16,7 @@ enum AnswerPage: String {
 
     var title: String {
         switch self {
+        case .twoFactorEnrolment: "Set up two-factor authentication"
         case .recoveryCodes: "Two-factor authentication is on"
         case .rebalancePlan: "The rebalance plan"
         }
@@ -22,6 +25,8 @@ enum AnswerPage: String {
     /// The page's values from the API's answer, the form's own fields and its control fields.
     func values(answer: [String: Any], fields: [(String, String)], control: [String: String]) -> [String: Any] {
         switch self {
+        case .twoFactorEnrolment:
+            return ["secret": answer["secret"] as? String ?? "", "uri": answer["otpauth_uri"] as? String ?? "", "csrf": control["_csrf"] ?? ""]
         case .recoveryCodes:
             return ["recovery_codes": answer["recovery_codes"] as? [String] ?? []]
         case .rebalancePlan:

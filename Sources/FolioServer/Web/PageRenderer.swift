@@ -29,7 +29,7 @@ struct PageRenderer: Sendable {
     }
 
     static let pages = [
-        "layout", "signin", "signup", "verify-email", "reset-password", "dashboard", "orders", "transactions", "targets", "linked", "settings", "recovery-codes", "rebalance-plan", "admin", "error",
+        "layout", "signin", "signup", "verify-email", "reset-password", "dashboard", "orders", "transactions", "targets", "linked", "settings", "two-factor-enrolment", "recovery-codes", "rebalance-plan", "admin", "error",
     ]
 
     /// Loaded once per process: every `FolioServices` (each test app, each CLI command) shares it.

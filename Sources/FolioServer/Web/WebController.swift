@@ -221,12 +221,10 @@ struct WebController: Sendable {
         try await signedIn(request, context: context) { context, viewer in
             let sessions = try await identity.activeSessions(of: context.identity)
             let preferences = try await notifications.preferences(request, context: context)
-            let pending = context.identity.twoFactorEnabled ? nil : try await identity.pendingTwoFactor(context.identity)
             return renderer.page(
                 "settings", title: "Settings", viewer: viewer, section: "settings", scripts: ["settings.js"],
                 values: [
                     "two_factor": context.identity.twoFactorEnabled, "email": context.identity.email,
-                    "pending": pending.map { ["secret": $0.secret, "uri": $0.uri] } as Any,
                     "sessions": sessions.map { session in
                         [
                             "id": session.id!.uuidString.lowercased(), "kind": session.kind, "created": Display.date(session.createdAt),

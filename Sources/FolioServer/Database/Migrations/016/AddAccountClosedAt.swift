@@ -14,7 +14,10 @@ struct AddAccountClosedAt: AsyncMigration {
         try await database.schema("accounts").field("closed_at", .datetime).update()
         // Accounts of people erased before this migration are closed too.
         let sql = database as! any SQLDatabase
-        try await sql.raw("UPDATE accounts SET closed_at = (SELECT erased_at FROM users WHERE users.id = accounts.user_id) WHERE closed_at IS NULL").run()
+        try await sql.raw("""
+            UPDATE accounts SET closed_at = (SELECT erased_at FROM users WHERE users.id = accounts.user_id)
+            WHERE user_id IN (SELECT id FROM users WHERE erased_at IS NOT NULL)
+            """).run()
     }
 
     func revert(on database: any Database) async throws {

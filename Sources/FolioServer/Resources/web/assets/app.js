@@ -173,7 +173,8 @@ function watchPolicy(list) {
 document.documentElement.classList.add('js');
 // Steps that wait for an answer (the second factor) are shown at once without JavaScript, on demand with it.
 for (const step of document.querySelectorAll('[data-show-on]')) step.hidden = true;
-for (const form of document.querySelectorAll('form[action="/form"]')) {
+// A page made from an API answer (FormBridge's `_show`) posts its forms as they are: data-native.
+for (const form of document.querySelectorAll('form[action="/form"]:not([data-native])')) {
   form.addEventListener('submit', submit);
   // Changed fields are a new request: they get a new idempotency key.
   form.addEventListener('input', () => { delete form.dataset.pendingKey; });
