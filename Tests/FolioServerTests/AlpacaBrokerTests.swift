@@ -89,6 +89,31 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("a cancel Alpaca cannot be asked about just now is recorded and answered 202 pending_cancel; the next look cancels it there, with no notice", arguments: TestDatabaseKind.all)
+    func cancelWhileAlpacaIsDown(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "down@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC", "account_id": account], headers: bearer(tokens))
+            let id = try #require(try json(placed)["id"] as? String)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "accepted")
+            fake.failNext([500, 500, 500])
+            let asked = try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens))
+            #expect(asked.status == .accepted, "\(String(buffer: asked.body))")
+            #expect(try json(asked)["status"] as? String == "pending_cancel")
+            #expect(fake.orders[id]?.status == "accepted", "Alpaca was not reached")
+            try await OrderService.recheckFor(env)
+            #expect(fake.orders[id]?.status == "canceled")
+            let ended = try await show(client, tokens, id)
+            #expect(ended["status"] as? String == "canceled" && ended["reject_reason"] as? String == "canceled by user", "\(ended)")
+            #expect(try await alpacaAccount(env).reservedCash == 0)
+            let notices = try json(try await client.execute(uri: "/api/notifications", method: .get, headers: bearer(tokens)))
+            #expect((notices["data"] as? [[String: Any]] ?? []).allSatisfy { $0["kind"] as? String != "order_canceled" })
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a cancel that a fill beat at Alpaca: the fill is applied and the cancel is refused", arguments: TestDatabaseKind.all)
     func cancelRacingAFill(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

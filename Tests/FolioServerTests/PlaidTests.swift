@@ -70,6 +70,32 @@ struct PlaidTests {
         try await env.database.sql.raw("SELECT COUNT(*) AS n FROM \(ident: table)").first()?.decode(column: "n", as: Int.self) ?? -1
     }
 
+    @Test("a bank linked while an erasure removes the others at Plaid stops it (409, nothing erased); erasing again removes that one too", arguments: TestDatabaseKind.all)
+    func linkedWhileErasing(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "leaving@example.com")
+            _ = try await link(client, tokens, fake)
+            let second = fake.issuePublicToken(accounts: [Self.checking]).publicToken
+            let headers = bearer(tokens)
+            // Another tab links a second bank while the erasure waits for Plaid's answer on the first.
+            fake.duringNextRemove {
+                let exchanged = try await post(client, "/api/links/plaid/exchange", ["public_token": second], headers: headers)
+                #expect(exchanged.status == .created, "\(String(buffer: exchanged.body))")
+            }
+            var erase = bearer(tokens)
+            erase[.contentType] = "application/json"
+            let body = ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#)
+            let refused = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: body)
+            #expect(refused.status == .conflict)
+            #expect(try problem(refused).code == "linked_while_erasing")
+            #expect(try await count(env, "plaid_items") == 1, "the bank linked meanwhile is still there, and so is the person")
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: body)
+            #expect(erased.status == .noContent, "\(String(buffer: erased.body))")
+            #expect(try await count(env, "plaid_items") == 0)
+            #expect(fake.removeCalls == 2)
+        }
+    }
+
     // MARK: - Not configured
 
     @Test("without Plaid settings linking answers 503 plaid_not_configured and every webhook is refused")

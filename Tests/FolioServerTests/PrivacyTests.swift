@@ -238,6 +238,17 @@ struct PrivacyTests {
     func erasureClosesAccounts(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
             let tokens = try await signUp(client, env, email: "closing@example.com")
+            let stays = try await signUp(client, env, email: "still-here@example.com")
+            // Both hold shares far from their targets: the daily drift digest has news for each, while both are here.
+            for person in [tokens, stays] {
+                _ = try await Self.buy(client, env, person, symbol: "AAPL", quantity: 100)
+                let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(person)))
+                let id = try #require((me["id"] as? String).flatMap(UserID.init))
+                let account = try #require(try await env.services.store.defaultAccountID(of: id, on: env.database.sql))
+                let set = try await RebalanceTests.put(
+                    client, "/api/accounts/\(account)/targets", ["targets": [["symbol": "VTI", "percent": "90"]], "cash_percent": "10"], headers: bearer(person))
+                #expect(set.status == .ok, "\(String(buffer: set.body))")
+            }
             let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
             let userID = try #require((me["id"] as? String).flatMap(UserID.init))
             let accountID = try #require(try await env.services.store.defaultAccountID(of: userID, on: env.database.sql))
@@ -259,6 +270,11 @@ struct PrivacyTests {
                 try await accounts.move(.dividend, amount: 10, description: "dividend", symbol: "AAPL", account: accountID, owner: nil, actor: nil, context: .none, on: db)
             }
             try await env.expectConsistent("after a posting to a closed account")
+            // The digest goes to the person still here, and to no one for the closed account.
+            try await env.services.rebalancing.sendDriftDigests(day: TradingDay(env.clock.now), notifications: env.services.notifications)
+            let digests = try await env.outbox(kind: "drift_digest")
+            #expect(digests.map(\.recipient) == ["still-here@example.com"])
+            #expect(try await Self.count("notifications", env, where: "kind = 'drift_digest'") == 1)
         }
     }
 
@@ -277,10 +293,7 @@ struct PrivacyTests {
             let placing = try await env.database.transaction { db -> Task<TestResponse, any Error> in
                 _ = try await store.lockAccount(accountID, owner: nil, on: db)
                 let placing = Task { try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: headers) }
-                try await eventually("the order waits for the account's lock") {
-                    try await sql.raw("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM accounts%'").first()?
-                        .decode(column: "n", as: Int.self) ?? 0 > 0
-                }
+                try await env.eventuallyWaitingForLock("the order waits for the account's lock", statementHolding: "FROM accounts")
                 try await store.closeAccounts(of: userID, now: clock.now, on: db)
                 return placing
             }
@@ -323,15 +336,12 @@ struct PrivacyTests {
                 let tokens = try await signUp(client, env, email: "linking@example.com")
                 let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
                 let userID = try #require((me["id"] as? String).flatMap(UserID.init))
-                let headers = bearer(tokens), sql = env.database.sql, now = env.clock.now
+                let headers = bearer(tokens), now = env.clock.now
                 // The erasure's transaction, as it runs: the person's row taken first, erased before the commit.
                 let linking = try await env.database.transaction { db -> Task<TestResponse, any Error> in
                     try await db.raw("SELECT id FROM users WHERE id = \(bind: userID) FOR UPDATE").run()
                     let linking = Task { try await post(client, "/api/brokerage/alpaca", FakeAlpaca.linkBody, headers: headers) }
-                    try await eventually("the link waits for the person's row") {
-                        try await sql.raw("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM users%'").first()?
-                            .decode(column: "n", as: Int.self) ?? 0 > 0
-                    }
+                    try await env.eventuallyWaitingForLock("the link waits for the person's row", statementHolding: "FROM users")
                     try await db.raw("UPDATE users SET erased_at = \(bind: now), disabled_at = \(bind: now) WHERE id = \(bind: userID)").run()
                     return linking
                 }

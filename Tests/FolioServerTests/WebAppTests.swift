@@ -284,9 +284,16 @@ struct WebAppTests {
             let secret = try #require(env.services.identity.secretBox.open(sealed))
             let code = String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now))
 
+            // The page's own form, as the browser sends it; a wrong code brings the same secret back with the reason.
+            let confirmForm = String(try #require(enrolment.firstMatch(of: /<form[^>]*id="confirm-enrolment"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
+            let hidden = confirmForm.matches(of: /<input type="hidden" name="([^"]+)" value="([^"]*)">/).map { (String($0.output.1), String($0.output.2)) }
+            #expect(hidden.contains { $0 == ("_again", "two-factor-enrolment") } && hidden.contains { $0 == ("_secret", shown) })
+            let wrong = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders, body: Self.form(hidden + [("password", strongPassword), ("totp_code", code == "000000" ? "111111" : "000000")]))
+            let again = Self.text(wrong)
+            #expect(wrong.status.code >= 400 && again.contains(#"<code id="totp-secret">\#(shown)</code>"#) && again.contains("totp_code"), "\(again)")
             let confirmed = try await client.execute(
-                uri: "/form", method: .post, headers: formHeaders,
-                body: Self.form([("_api", "/api/auth/2fa/confirm"), ("_show", "recovery-codes"), ("_csrf", token), ("password", strongPassword), ("totp_code", code)]))
+                uri: "/form", method: .post, headers: formHeaders, body: Self.form(hidden + [("password", strongPassword), ("totp_code", code)]))
             #expect(confirmed.status == .ok)
             #expect(confirmed.headers[.cacheControl] == "no-store")
             let codes = Self.text(confirmed).matches(of: /<li>([^<]+)<\/li>/).map { String($0.output.1) }

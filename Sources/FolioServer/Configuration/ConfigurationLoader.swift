@@ -467,7 +467,8 @@ public enum ConfigurationLoader {
     static func isLoopbackOrigin(_ text: String) -> Bool {
         guard let host = URLComponents(string: text)?.host?.lowercased() else { return false }
         let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        let ipv4Loopback = parts.count == 4 && parts[0] == "127" && parts.allSatisfy { part in UInt8(part) != nil }
+        let ipv4Loopback = parts.count == 4 && parts[0] == "127"
+            && parts.allSatisfy { part in !part.isEmpty && part.count <= 3 && part.allSatisfy { ("0"..."9").contains($0) } && Int(part)! <= 255 }
         return host == "localhost" || host == "::1" || host == "[::1]" || ipv4Loopback
     }
 

@@ -89,6 +89,8 @@ enum ProblemMapping {
             return AppError(.conflict, code: "already_erased", detail: "This account was already erased.")
         case .rebalanceRunning:
             return AppError(.conflict, code: "rebalance_running", detail: "A rebalance is still running; let it finish, then erase your account.")
+        case .linkedWhileErasing:
+            return AppError(.conflict, code: "linked_while_erasing", detail: "A bank was linked while your account was being erased; nothing was erased. Send the request again.")
         }
     }
 

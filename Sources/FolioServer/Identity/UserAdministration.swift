@@ -97,6 +97,7 @@ public struct UserAdministration: Sendable {
             case .lastAdministrator: throw Failure(description: "\(email) is the only administrator; make someone else an administrator first")
             case .alreadyErased: throw Failure(description: "\(email) was already erased")
             case .rebalanceRunning: throw Failure(description: "\(email) has a rebalance running; let it finish first")
+            case .linkedWhileErasing: throw Failure(description: "a bank was linked for \(email) meanwhile; nothing was erased; run the command again")
             }
         } catch let error as LinkError {
             throw Failure(description: "a linked bank could not be removed at Plaid (\(error)); nothing was erased; try again")

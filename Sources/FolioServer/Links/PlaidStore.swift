@@ -83,8 +83,8 @@ struct PlaidStore: Sendable {
             .first().map(Self.item)
     }
 
-    func items(of userID: UserID) async throws -> [PlaidItem] {
-        try await database.sql.raw("""
+    func items(of userID: UserID, on db: (any SQLDatabase)? = nil) async throws -> [PlaidItem] {
+        try await (db ?? database.sql).raw("""
             SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items WHERE user_id = \(bind: userID) ORDER BY created_at, id
             """).all().map(Self.item)
     }

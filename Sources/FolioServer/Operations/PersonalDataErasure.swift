@@ -32,6 +32,8 @@ struct PersonalDataErasure: Sendable {
         /// A rebalance run is between its sells and its buys: it would place orders for no one.
         case rebalanceRunning
         case alreadyErased
+        /// A bank was linked while the erasure removed the others at Plaid: erasing again removes it too.
+        case linkedWhileErasing
     }
 
     struct Outcome: Sendable, Equatable {
@@ -95,6 +97,8 @@ struct PersonalDataErasure: Sendable {
             try await db.raw("SELECT id FROM accounts WHERE user_id = \(bind: userID.uuid) ORDER BY id \(unsafeRaw: lock)").run()
             try await db.raw("SELECT id FROM users WHERE id = \(bind: userID.uuid) OR role = 'admin' ORDER BY id \(unsafeRaw: lock)").run()
             try await checkNothingBlocks(user, on: db)
+            // Plaid items were removed before this transaction; one linked since (its exchange holds the user's row, taken above) stays at Plaid.
+            if try await plaid.store.items(of: userID, on: db).isEmpty == false { throw Refusal.linkedWhileErasing }
             var removed = 0
             let owned = ["sessions", "email_tokens", "recovery_codes", "sign_in_failures", "idempotency_keys", "notifications", "notification_preferences"]
             for table in owned {

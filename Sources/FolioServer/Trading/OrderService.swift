@@ -383,10 +383,21 @@ struct OrderService: Sendable {
             if seen.status == .accepted || seen.status == .partiallyFilled {
                 // At a broker that holds orders the request is recorded before the broker is asked: its
                 // own report of the cancel (the trade stream can beat this answer) is then known as the user's.
-                if seen.cancelRequestedAt == nil, try await brokers.broker(for: seen.accountID).holdsOrders {
-                    guard try await requestCancel(seen, userID: userID, context: context) != nil else { continue }
+                var requested: OrderState? = seen.cancelRequestedAt == nil ? nil : seen
+                if requested == nil, try await brokers.broker(for: seen.accountID).holdsOrders {
+                    guard let recorded = try await requestCancel(seen, userID: userID, context: context) else { continue }
+                    requested = recorded
                 }
-                guard try await cancelAtBroker(seen) else {
+                let ended: Bool
+                do {
+                    ended = try await cancelAtBroker(seen)
+                } catch let error as BrokerError {
+                    // Once recorded, the cancel is under way whatever this answer: the next look at the broker finishes it.
+                    guard let requested else { throw error }
+                    logger.warning("the broker could not be asked to cancel; the next look does", metadata: ["order_id": "\(orderID)", "error": "\(error)"])
+                    return requested
+                }
+                guard ended else {
                     if let requested = try await requestCancel(seen, userID: userID, context: context) { return requested }
                     continue
                 }

@@ -34,6 +34,22 @@ enum AnswerPage: String {
         }
     }
 
+    /// The page again after its form was refused, from what the page itself
+    /// sent (nil when that does not hold together): the secret the person has
+    /// just added to their app stays the one on screen. Only a same-origin
+    /// form with the session's token gets this far, so nothing here is another site's.
+    func again(control: [String: String]) -> [String: Any]? {
+        switch self {
+        case .twoFactorEnrolment:
+            guard let secret = control["_secret"], (16...64).contains(secret.count), secret.allSatisfy({ ("A"..."Z").contains($0) || ("2"..."7").contains($0) }),
+                  let uri = control["_uri"], uri.hasPrefix("otpauth://totp/"), uri.contains("secret=\(secret)")
+            else { return nil }
+            return ["secret": secret, "uri": uri, "csrf": control["_csrf"] ?? ""]
+        case .recoveryCodes, .rebalancePlan:
+            return nil
+        }
+    }
+
     static func plan(_ plan: [String: Any], fields: [String: String], csrf: String) -> [String: Any] {
         func money(_ key: String, in object: [String: Any] = plan) -> String {
             (object[key] as? String).flatMap { try? Cash(parsing: $0) }.map(Display.money) ?? "–"

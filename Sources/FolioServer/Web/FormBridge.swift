@@ -24,7 +24,8 @@ struct FormBridge: Sendable {
     static let methods: [String: HTTPRequest.Method] = ["POST": .post, "PUT": .put, "PATCH": .patch, "DELETE": .delete]
     /// Names the bridge reads itself; they never reach the API.
     /// `_show` names an `AnswerPage`: on success the API's answer is shown as that page, not followed by a redirect.
-    static let controlFields: Set<String> = ["_api", "_method", "_next", "_csrf", "_key", "_show"]
+    /// `_again` names the `AnswerPage` a refusal shows again, with the problem, from the page's own fields (`_secret`, `_uri`).
+    static let controlFields: Set<String> = ["_api", "_method", "_next", "_csrf", "_key", "_show", "_again", "_secret", "_uri"]
     /// Fields whose "true"/"false" text is a JSON boolean: `execute`, and each
     /// notification category's email choice (a checkbox after a hidden "false").
     static let booleanFields: Set<String> = Set(["execute"] + NoticeCategory.allCases.map { "email.\($0.rawValue)" })
@@ -102,10 +103,18 @@ struct FormBridge: Sendable {
         let errors: [[String: String]] = issues.map { issue in
             ["field": issue["field"] as? String ?? "", "message": issue["message"] as? String ?? ""]
         }
+        let detail = problem?["detail"] as? String ?? "Folio answered \(answer.status.code)."
+        // A page made from an earlier answer (the two-factor secret) comes back with the refusal on it: going Back would ask for a new one.
+        if let again = control["_again"].flatMap(AnswerPage.init(rawValue:)), var values = again.again(control: control) {
+            values["detail"] = detail
+            values["errors"] = errors
+            values["has_errors"] = !errors.isEmpty
+            return renderer.page(again.template, title: again.title, viewer: nil, values: values, status: answer.status)
+        }
         var page = renderer.page(
             "error", title: answer.status.reasonPhrase, viewer: nil,
             values: [
-                "detail": problem?["detail"] as? String ?? "Folio answered \(answer.status.code).", "code": problem?["code"] as? String ?? "error",
+                "detail": detail, "code": problem?["code"] as? String ?? "error",
                 "has_errors": !errors.isEmpty, "errors": errors,
             ],
             status: answer.status)

@@ -78,6 +78,12 @@ final class FakePlaid: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
+    /// Runs while the next `/item/remove` is being answered (something that happens meanwhile).
+    private let duringRemove = NIOLockedValueBox<(@Sendable () async throws -> Void)?>(nil)
+
+    func duringNextRemove(_ hook: @escaping @Sendable () async throws -> Void) {
+        duringRemove.withLockedValue { $0 = hook }
+    }
     let baseURL: String
     let kid = "fake-kid-2026"
 
@@ -224,6 +230,7 @@ final class FakePlaid: Sendable {
             let investment = item.accounts.filter { $0.type == "investment" }.map(Self.account)
             return json(#"{"accounts":[\#(investment.joined(separator: ","))],"holdings":[\#(holdings.joined(separator: ","))],"securities":[\#(securities.joined(separator: ","))],"item":{"item_id":"\#(item.itemID)"},"request_id":"req6"}"#)
         case "/item/remove":
+            if let hook = duringRemove.withLockedValue({ hook in defer { hook = nil }; return hook }) { try await hook() }
             state.withLockedValue { $0.items[token]?.removed = true; $0.removeCalls += 1 }
             return json(#"{"request_id":"req7"}"#)
         default:

@@ -76,6 +76,26 @@ struct TestEnvironment: Sendable {
 
     var database: FolioDatabase { services.database }
     var configuration: AppConfiguration { services.configuration }
+
+    /// Waits until a statement whose text holds `fragment` waits for a lock
+    /// (PostgreSQL), polled on a connection of its own: the app's pool may be
+    /// held by the very transactions being watched.
+    func eventuallyWaitingForLock(_ what: String, statementHolding fragment: String) async throws {
+        guard case .postgres(let url) = configuration.database else { return }
+        let watcher = try FolioDatabase(location: .postgres(url: url), poolSize: 1, preparedStatements: false, logger: Logger(label: "lock-watcher"))
+        do {
+            try await eventually(what) {
+                let waiting = try await watcher.sql.raw("""
+                    SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE \(bind: "%" + fragment + "%")
+                    """).first()?.decode(column: "n", as: Int.self)
+                return (waiting ?? 0) > 0
+            }
+        } catch {
+            await watcher.shutdown()
+            throw error
+        }
+        await watcher.shutdown()
+    }
     /// The job worker; tests drain it to let submitted orders reach the broker.
     var worker: JobWorker { services.worker }
     var orders: OrderService { services.orders }
