@@ -200,9 +200,12 @@ public struct FolioServices: Sendable {
         self.plaidWebhooks = PlaidWebhookVerifier(
             keys: plaidClient.map { client in PlaidKeyCache(clock: clock, fetch: { kid in try await client.verificationKey(kid: kid) }) }, clock: clock)
         let pace = SubmissionPace()
+        let queue = jobs
+        let backlog = configuration.orderBacklogLimit > 0
+            ? OrderBacklog(limit: configuration.orderBacklogLimit, count: { try await queue.waiting(.submitOrder) }) : nil
         let orders = OrderService(
             store: store, ledger: ledger, jobs: jobs, brokers: brokers, calendar: calendar, quotes: quotes, clock: clock, ids: ids,
-            marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses, pace: pace)
+            marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses, pace: pace, backlog: backlog)
         self.orders = orders
         self.placements = PlacementQueue(orders: orders)
         let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)

@@ -157,6 +157,38 @@ struct OrdersTests {
         }
     }
 
+    @Test("past ORDER_BACKLOG_LIMIT orders waiting for a worker, a placement is refused with 503 and Retry-After, nothing written and its key free for the retry", arguments: TestDatabaseKind.all)
+    func backlogLimit(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.orderBacklogLimit = 3 }) { client, env in
+            let tokens = try await signUp(client, env, email: "backlog@example.com")
+            let order: [String: Any] = ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"]
+            // No worker runs until the test drains it: three submit jobs wait.
+            for _ in 0..<3 {
+                let placed = try await post(client, "/api/orders", order, headers: bearer(tokens))
+                #expect(placed.status == .created, "\(String(buffer: placed.body))")
+            }
+            // The count is read again a moment later (placed meanwhile, if any, are more waiting orders).
+            try await eventually("the count of waiting orders read again") {
+                try await post(client, "/api/orders", order, headers: bearer(tokens)).status == .serviceUnavailable
+            }
+            let placed = try await env.orders().count
+            #expect(placed >= 3)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "backlog-1"
+            let refused = try await post(client, "/api/orders", order, headers: keyed)
+            #expect(refused.status == .serviceUnavailable && refused.headers[.retryAfter] == "2")
+            #expect(try problem(refused).code == "orders_backlogged")
+            #expect(try await env.orders().count == placed, "a refused placement writes nothing")
+            // The worker catches up: the same key is taken again, once.
+            await env.worker.drain()
+            try await eventually("placements taken again") {
+                try await post(client, "/api/orders", order, headers: keyed).status == .created
+            }
+            #expect(try await post(client, "/api/orders", order, headers: keyed).status == .created)
+            #expect(try await env.orders().count == placed + 1)
+        }
+    }
+
     @Test("buy then sell: holdings, cash and the ledger agree", arguments: TestDatabaseKind.all)
     func buyThenSell(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

@@ -89,6 +89,9 @@ public struct AppConfiguration: Sendable {
     /// Whether `folio serve` runs the job worker itself (`SERVE_WORKER`, default
     /// true); false when separate `folio worker` processes do the work.
     public var serveRunsWorker: Bool
+    /// Submit jobs that may wait for a worker before placements are refused
+    /// (`ORDER_BACKLOG_LIMIT`, default 2000; 0 turns the cap off). See `OrderBacklog`.
+    public var orderBacklogLimit: Int
     /// Extra cash a market buy reserves above the current price (0.05 is 5 %).
     public var marketBuyMargin: Ratio
     /// Alpha Vantage, when `ALPHA_VANTAGE_API_KEY` is set; the simulated market otherwise.
@@ -372,6 +375,7 @@ public struct AppConfiguration: Sendable {
         self.paperPartialFills = false
         self.paperMarketHours = environment != .testing
         self.serveRunsWorker = true
+        self.orderBacklogLimit = 2000
         self.marketBuyMargin = Ratio(uncheckedUnits: 50_000)  // 0.05
         self.alphaVantage = nil
         self.alpaca = nil

@@ -19,6 +19,11 @@ enum ProblemMapping {
             // The broker (or a link's sealed keys) could not be used: nothing was changed.
             return brokerage(.brokerUnavailable)
         case let error as MarketDataUnavailable: return marketData(error)
+        case is OrderBacklog.Full:
+            return AppError(
+                .serviceUnavailable, code: "orders_backlogged",
+                detail: "Orders are arriving faster than they can be sent to the broker; nothing was placed. Try again in a few seconds.",
+                headers: [.retryAfter: "2"])
         case let error as IdentityError: return identity(error)
         case let refusal as PersonalDataErasure.Refusal: return erasure(refusal)
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)

@@ -39,6 +39,12 @@ struct JobQueue: Sendable {
     /// is soon enough for a job that has no attempt left.
     let deadSweep = Throttle(every: 1)
 
+    /// Jobs of `kind` waiting to be claimed (retries whose time has not come included).
+    func waiting(_ kind: JobPayload.Kind) async throws -> Int {
+        try await database.sql.raw("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued' AND kind = \(bind: kind.rawValue)").first()?
+            .decode(column: "n", as: Int.self) ?? 0
+    }
+
     func enqueue(_ payload: JobPayload, runAt: Date? = nil, maxAttempts: Int = 8, on db: any SQLDatabase) async throws {
         try await enqueue([payload], runAt: runAt, maxAttempts: maxAttempts, on: db)
     }

@@ -23,6 +23,8 @@ struct OrderService: Sendable {
     var pauses: PausePoints = .none
     /// Paces placements to the fills of this process's worker.
     var pace: SubmissionPace? = nil
+    /// Refuses placements while too many orders wait for any worker.
+    var backlog: OrderBacklog? = nil
 
     var database: FolioDatabase { store.database }
 
@@ -47,6 +49,7 @@ struct OrderService: Sendable {
     /// wait inside a transaction (on SQLite it would wait for itself).
     func price(_ placement: Placement) async throws -> PricedPlacement {
         await pace?.turn()
+        try await backlog?.check()
         var draft = placement.draft
         guard let symbol = OrderDraft.normalizedSymbol(draft.symbol) else {
             throw TradingError.invalid(field: "symbol", code: "invalid", message: "symbol must be a ticker such as AAPL.")
