@@ -62,15 +62,21 @@ struct AlpacaBrokerTests {
         }
     }
 
+    /// A GTC limit buy of MSFT at 50 that rests at Alpaca (the fake in `.rest`): its id, once the worker took it there.
+    func restingBuy(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], account: String, quantity: String) async throws -> String {
+        let body = ["symbol": "MSFT", "quantity": quantity, "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC", "account_id": account]
+        let id = try #require(try json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String)
+        await env.worker.drain()
+        #expect(try await show(client, tokens, id)["status"] as? String == "accepted")
+        return id
+    }
+
     @Test("a resting order fills in parts as Alpaca reports them; a cancel keeps what filled and frees the rest", arguments: TestDatabaseKind.all)
     func restingParts(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in
             fake.mode = .rest
             let (tokens, account) = try await linkedUser(client, env, email: "parts@example.com")
-            let placed = try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": "3", "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC", "account_id": account], headers: bearer(tokens))
-            let id = try #require(try json(placed)["id"] as? String)
-            await env.worker.drain()
-            #expect(try await show(client, tokens, id)["status"] as? String == "accepted")
+            let id = try await restingBuy(client, env, tokens, account: account, quantity: "3")
             fake.fill(clientOrderID: id, quantity: 1, at: 49)
             try await OrderService.recheckFor(env)
             let part = try await show(client, tokens, id)
@@ -94,10 +100,7 @@ struct AlpacaBrokerTests {
         try await withAlpacaApp(kind) { client, env, fake in
             fake.mode = .rest
             let (tokens, account) = try await linkedUser(client, env, email: "down@example.com")
-            let placed = try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC", "account_id": account], headers: bearer(tokens))
-            let id = try #require(try json(placed)["id"] as? String)
-            await env.worker.drain()
-            #expect(try await show(client, tokens, id)["status"] as? String == "accepted")
+            let id = try await restingBuy(client, env, tokens, account: account, quantity: "2")
             fake.failNext([500, 500, 500])
             let asked = try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens))
             #expect(asked.status == .accepted, "\(String(buffer: asked.body))")
