@@ -11,7 +11,7 @@ Each check raises AssertionError with what was expected; the script exits 1 on t
 import base64, csv, glob, hashlib, hmac, http.server, io, json, os, re, secrets, struct, subprocess, sys, threading, time, urllib.parse
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -58,6 +58,23 @@ def browser(javascript=True):
 
 def wait(driver, condition, seconds=15, message=""):
     return WebDriverWait(driver, seconds).until(condition, message)
+
+
+def replaced(element):
+    """A wait condition: the page that held `element` is gone. Chromium, asked about a node
+    while the next page replaces it, may answer "does not belong to the document"
+    instead of a stale reference: that is gone too."""
+    def check(driver):
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+    return check
 
 
 def visible(driver, css, seconds=15):
@@ -434,13 +451,13 @@ def without_javascript():
         # The form comes back to the same URL: wait for the old page to go, not for the URL.
         before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
-        wait(driver, EC.staleness_of(before))
+        wait(driver, replaced(before))
         wait(driver, EC.url_to_be(BASE + "/orders"))
         row = visible(driver, "#open-orders tbody tr")
         assert "KO" in row.text, f"the open order row reads {row.text!r}"
         before = driver.find_element(By.TAG_NAME, "html")
         row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait(driver, EC.staleness_of(before))
+        wait(driver, replaced(before))
         wait(driver, EC.url_to_be(BASE + "/orders"))
         history = wait(driver, EC.presence_of_element_located((By.ID, "order-history"))).text
         assert "KO" in history and "canceled" in history, f"the canceled order is not in the history: {history!r}"
@@ -450,14 +467,14 @@ def without_javascript():
         driver.find_element(By.ID, "pref-cash").click()
         before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
-        wait(driver, EC.staleness_of(before))
+        wait(driver, replaced(before))
         wait(driver, EC.url_to_be(BASE + "/settings"))
         assert not driver.find_element(By.ID, "pref-cash").is_selected(), "the unticked box came back ticked"
         assert driver.find_element(By.ID, "pref-orders").is_selected() and driver.find_element(By.ID, "pref-security").is_selected()
         driver.find_element(By.ID, "pref-cash").click()
         before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
-        wait(driver, EC.staleness_of(before))
+        wait(driver, replaced(before))
         assert driver.find_element(By.ID, "pref-cash").is_selected(), "the ticked box came back unticked"
         # Targets and a rebalance: save the weights, preview the plan on its own page, place it, and see the run.
         driver.get(BASE + "/targets")
@@ -466,23 +483,23 @@ def without_javascript():
         fill(driver, "#cash_percent", "90")
         before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.CSS_SELECTOR, "#targets button[type=submit]").click()
-        wait(driver, EC.staleness_of(before))
+        wait(driver, replaced(before))
         wait(driver, EC.url_to_be(BASE + "/targets"))
         before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.CSS_SELECTOR, "#plan-form button[type=submit]").click()
-        wait(driver, EC.staleness_of(before))
+        wait(driver, replaced(before))
         trades = visible(driver, "#plan-trades")
         assert "buy" in trades.text and "KO" in trades.text, f"the plan page shows {trades.text!r}"
         before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.CSS_SELECTOR, "#execute-form button[type=submit]").click()
-        wait(driver, EC.staleness_of(before))
+        wait(driver, replaced(before))
         wait(driver, EC.url_to_be(BASE + "/targets"))
         assert driver.find_elements(By.CSS_SELECTOR, "#runs .run-status"), "the run is not listed after placing the plan"
         # Two-factor enrolment: the settings page shows the secret, and confirming shows the recovery codes once.
         driver.get(BASE + "/settings")
         before = driver.find_element(By.TAG_NAME, "html")
         driver.find_element(By.CSS_SELECTOR, "#enrol button").click()
-        wait(driver, EC.staleness_of(before))
+        wait(driver, replaced(before))
         secret = visible(driver, "#totp-secret").text
         uri = driver.find_element(By.ID, "totp-uri").get_attribute("href")
         assert uri.startswith("otpauth://totp/") and f"secret={secret}" in uri, f"otpauth URI {uri}"
