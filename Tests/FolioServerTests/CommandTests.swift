@@ -38,28 +38,28 @@ struct FolioProcess {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    func makeProcess(_ arguments: [String], environment: [String: String]) -> (Process, Pipe, Pipe) {
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
+    /// Starts `folio` with `arguments` in this directory, its output in pipes
+    /// and, with `input`, a pipe for its standard input too.
+    func start(_ arguments: [String], environment: [String: String], input: Bool = false) throws -> ChildProcess {
         // Only what the test names: nothing leaks in from the developer's shell.
-        process.environment = ["PATH": "/usr/bin:/bin", "HOME": directory.path].merging(environment) { _, new in new }
+        let environment = ["PATH": "/usr/bin:/bin", "HOME": directory.path].merging(environment) { _, new in new }
         TestLogArchive.recordSecrets(inEnvironment: environment)
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        return (process, out, err)
+        return try ChildProcess(
+            Self.executable.path, arguments, environment: environment, directory: directory.path,
+            input: input ? .pipe : .null, output: .pipe, error: .pipe)
     }
 
     func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        let (process, out, err) = makeProcess(arguments, environment: environment)
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let result = Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-        for line in (result.stdout + result.stderr).split(separator: "\n") { TestLogArchive.record(line: String(line)) }
+        try finish(start(arguments, environment: environment))
+    }
+
+    /// Reads both of the process's outputs to their ends and waits for its exit.
+    func finish(_ process: ChildProcess) -> Result {
+        let stdout = OutputLines(), stderr = OutputLines()
+        stdout.attach(process.standardOutput!)
+        stderr.attach(process.standardError!)
+        let status = process.waitUntilExit().status
+        let result = Result(status: status, stdout: stdout.untilEnd(), stderr: stderr.untilEnd())
         return result
     }
 }
@@ -159,15 +159,12 @@ struct CommandTests {
             defer { folio.cleanUp() }
             let url = location.databaseURL
             let environment = ["DATABASE_URL": url, "BCRYPT_COST": "10"]
-            let (process, out, _) = folio.makeProcess(["users", "create-admin", "Root@Example.com"], environment: environment)
-            let input = Pipe()
-            process.standardInput = input
-            try process.run()
-            input.fileHandleForWriting.write(Data("correct horse battery staple\n".utf8))
-            try input.fileHandleForWriting.close()
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0)
-            #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).hasPrefix("created administrator root@example.com"))
+            let process = try folio.start(["users", "create-admin", "Root@Example.com"], environment: environment, input: true)
+            process.standardInput!.write(Data("correct horse battery staple\n".utf8))
+            try process.standardInput!.close()
+            let created = folio.finish(process)
+            #expect(created.status == 0)
+            #expect(created.stdout.hasPrefix("created administrator root@example.com"))
             #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
 
             let balanced = try folio.run(["ledger", "verify"], environment: environment)
@@ -258,14 +255,8 @@ struct CommandTests {
         defer { folio.cleanUp() }
         let certificate = folio.directory.appendingPathComponent("cert.pem").path
         let key = folio.directory.appendingPathComponent("key.pem").path
-        let openssl = Process()
-        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        openssl.arguments = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
-        openssl.standardOutput = FileHandle.nullDevice
-        openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
-        openssl.waitUntilExit()
-        #expect(openssl.terminationStatus == 0)
+        let openssl = try runTool("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        #expect(openssl.status == 0, "\(openssl.output)")
 
         let server = try await RunningFolio.serve(folio, environment: ["TLS_CERT_PATH": certificate, "TLS_KEY_PATH": key])
         defer { server.kill() }
@@ -280,15 +271,9 @@ struct CommandTests {
     }
 
     func curl(_ arguments: [String]) throws -> (output: String, status: Int32) {
-        let check = Process()
-        check.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        check.arguments = ["--max-time", "10"] + arguments
-        let pipe = Pipe()
-        check.standardOutput = pipe
-        check.standardError = FileHandle.nullDevice
-        try check.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        check.waitUntilExit()
-        return (String(decoding: data, as: UTF8.self), check.terminationStatus)
+        let check = try ChildProcess("/usr/bin/curl", ["--max-time", "10"] + arguments, output: .pipe)
+        let data = check.standardOutput!.readDataToEndOfFile()
+        let status = check.waitUntilExit().status
+        return (String(decoding: data, as: UTF8.self), status)
     }
 }

@@ -1,19 +1,13 @@
 import Foundation
 import Testing
 
+@testable import FolioServer
+
 /// Runs a tool to its end: its exit status and everything it printed.
 func runTool(_ executable: String, _ arguments: [String], in directory: URL? = nil) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = directory }
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationStatus, text)
+    let process = try ChildProcess(executable, arguments, directory: directory?.path, output: .pipe, error: .standardOutput)
+    let text = String(decoding: process.standardOutput!.readDataToEndOfFile(), as: UTF8.self)
+    return (process.waitUntilExit().status, text)
 }
 
 /// The deployment files under ops/ are checked by the tools that will read them.

@@ -2,6 +2,8 @@ import Foundation
 import NIOConcurrencyHelpers
 import Testing
 
+@testable import FolioServer
+
 /// Waits until `condition` holds, polling with a growing pause, for at most
 /// `limit`; fails with `what` when it never does. A deadline, not a count
 /// of sleeps, so a slow machine waits longer instead of failing.
@@ -25,24 +27,40 @@ struct WaitedTooLong: Error, CustomStringConvertible {
     var description: String { "waited too long for \(what)" }
 }
 
-/// Collects what a child process writes, line by line, as it writes it.
+/// Collects what a child process writes, line by line, as it writes it, on
+/// a thread of its own that reads until the stream ends.
 final class OutputLines: Sendable {
     private let state = NIOLockedValueBox((pending: Data(), lines: [String]()))
+    private let ended = ConditionLock(value: false)
 
-    func attach(_ pipe: Pipe) {
-        pipe.fileHandleForReading.readabilityHandler = { [self] handle in
-            let data = handle.availableData
-            state.withLockedValue { state in
-                state.pending.append(data)
-                while let newline = state.pending.firstIndex(of: 0x0A) {
-                    let line = String(decoding: state.pending[state.pending.startIndex..<newline], as: UTF8.self)
-                    state.lines.append(line)
-                    TestLogArchive.record(line: line)
-                    state.pending.removeSubrange(state.pending.startIndex...newline)
+    func attach(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                if count <= 0 { break }
+                state.withLockedValue { state in
+                    state.pending.append(contentsOf: buffer[0..<count])
+                    while let newline = state.pending.firstIndex(of: 0x0A) {
+                        append(String(decoding: state.pending[state.pending.startIndex..<newline], as: UTF8.self), to: &state.lines)
+                        state.pending.removeSubrange(state.pending.startIndex...newline)
+                    }
                 }
             }
-            if data.isEmpty { handle.readabilityHandler = nil }
+            // A last line without its newline is a line too.
+            state.withLockedValue { state in
+                if !state.pending.isEmpty { append(String(decoding: state.pending, as: UTF8.self), to: &state.lines) }
+                state.pending = Data()
+            }
+            ended.lock()
+            ended.unlock(withValue: true)
         }
+    }
+
+    private func append(_ line: String, to lines: inout [String]) {
+        lines.append(line)
+        TestLogArchive.record(line: line)
     }
 
     var lines: [String] { state.withLockedValue { $0.lines } }
@@ -50,22 +68,27 @@ final class OutputLines: Sendable {
     var objects: [[String: Any]] {
         lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
+
+    /// Everything written, once the stream has ended (blocks until then).
+    func untilEnd() -> String {
+        ended.lock(whenValue: true)
+        ended.unlock()
+        return lines.map { $0 + "\n" }.joined()
+    }
 }
 
 /// `folio serve` or `folio worker` running as a child process, as in production.
 final class RunningFolio: @unchecked Sendable {
-    let process: Process
+    let process: ChildProcess
     let stdout = OutputLines()
     let stderr = OutputLines()
     /// The port `serve` bound (it is started with PORT 0: the kernel picks a free one).
     private(set) var port = 0
 
     init(_ folio: FolioProcess, _ arguments: [String], environment: [String: String]) throws {
-        let (process, out, err) = folio.makeProcess(arguments, environment: environment)
-        self.process = process
-        stdout.attach(out)
-        stderr.attach(err)
-        try process.run()
+        process = try folio.start(arguments, environment: environment)
+        stdout.attach(process.standardOutput!)
+        stderr.attach(process.standardError!)
     }
 
     /// Starts `folio serve` on a free port and waits until it listens.
@@ -92,15 +115,14 @@ final class RunningFolio: @unchecked Sendable {
 
     /// SIGKILL: no graceful shutdown, no flushing, exactly like a crash.
     func kill() {
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.signal(SIGKILL)
         process.waitUntilExit()
     }
 
     /// SIGTERM and the exit that follows.
-    func terminate() -> (status: Int32, reason: Process.TerminationReason) {
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-        return (process.terminationStatus, process.terminationReason)
+    func terminate() -> ChildProcess.Termination {
+        process.signal(SIGTERM)
+        return process.waitUntilExit()
     }
 
     struct ExitedEarly: Error, CustomStringConvertible {

@@ -457,23 +457,17 @@ enum PostgresTools {
             let messagesURL = scratch.appendingPathComponent("messages")
             let messages = try BackupFiles.create(messagesURL)
             defer { try? messages.close() }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: tool)
-            process.arguments = command
-            process.environment = environment
-            process.standardError = messages
-            let pipe = output.map { _ in Pipe() }
-            process.standardOutput = pipe ?? FileHandle.nullDevice
-            try process.run()
+            let process = try ChildProcess(
+                tool, command, environment: environment, output: output == nil ? .null : .pipe, error: .descriptor(messages.fileDescriptor))
             var consumed: (any Error)?
-            if let pipe, let output {
-                do { try output(pipe.fileHandleForReading) } catch { consumed = error }
+            if let pipe = process.standardOutput, let output {
+                do { try output(pipe) } catch { consumed = error }
                 // Read to the end even after a failure, so the tool can finish.
-                if consumed != nil { _ = pipe.fileHandleForReading.readDataToEndOfFile() }
+                if consumed != nil { _ = pipe.readDataToEndOfFile() }
             }
-            process.waitUntilExit()
+            let ended = process.waitUntilExit()
             if let consumed { throw consumed }
-            return (process.terminationStatus, (try? String(contentsOf: messagesURL, encoding: .utf8)) ?? "")
+            return (ended.reason == .exit ? ended.status : 128 + ended.status, (try? String(contentsOf: messagesURL, encoding: .utf8)) ?? "")
         }
         guard status == 0 else {
             let tail = messages.split(separator: "\n").suffix(5).joined(separator: " | ")
