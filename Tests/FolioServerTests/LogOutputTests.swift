@@ -9,6 +9,8 @@ struct LogOutputTests {
     @Test("the buffered writer keeps lines whole and in order, and flush returns only once every appended byte is written")
     func flushWritesEverything() throws {
         let pipe = Pipe()
+        // A child another test spawns meanwhile must not hold the write end open.
+        for end in [pipe.fileHandleForReading, pipe.fileHandleForWriting] { _ = fcntl(end.fileDescriptor, F_SETFD, FD_CLOEXEC) }
         let output = BufferedOutput(fileDescriptor: pipe.fileHandleForWriting.fileDescriptor)
         let lines = 20_000
         DispatchQueue.concurrentPerform(iterations: 4) { lane in
