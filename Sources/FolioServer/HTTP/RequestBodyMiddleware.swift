@@ -13,7 +13,7 @@ struct RequestBodyMiddleware: RouterMiddleware {
         // SendGrid posts what it posts (event batches up to 768 KB) and its
         // handler holds it to its own limit: a smaller MAX_BODY_SIZE would
         // refuse every large batch, and SendGrid would give up on it.
-        let maxBodySize = request.uri.path == SendGridWebhookController.path ? max(self.maxBodySize, SendGridWebhookController.bodyLimit) : self.maxBodySize
+        let maxBodySize = SendGridWebhookController.isPath(request.uri.path) ? max(self.maxBodySize, SendGridWebhookController.bodyLimit) : self.maxBodySize
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
             throw ProblemMiddleware.payloadTooLarge()
         }

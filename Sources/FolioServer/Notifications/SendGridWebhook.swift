@@ -122,6 +122,12 @@ struct SendGridWebhookController: Sendable {
     /// SendGrid batches up to a few hundred events in one post.
     static let bodyLimit = 1 << 20
 
+    /// Whether a request's path is this route's: the router takes it with
+    /// trailing slashes too, so its body allowance must.
+    static func isPath(_ path: String) -> Bool {
+        path.hasPrefix(Self.path) && path.utf8.dropFirst(Self.path.utf8.count).allSatisfy { $0 == UInt8(ascii: "/") }
+    }
+
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         router.post(RouterPath(Self.path), use: receive)
     }
