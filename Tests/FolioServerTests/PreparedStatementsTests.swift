@@ -110,4 +110,45 @@ struct PreparedStatementsTests {
             #expect(try await typed(on: database.sql) == "x")
         }
     }
+
+    @Test("a prepared statement the server no longer has (a pooler swapped the connection) stops all preparing in the process, with one error line naming the setting", arguments: postgres)
+    func poolerDetected(kind: TestDatabaseKind) async throws {
+        let logs = LogCapture()
+        try await withTestDatabase(kind, migrated: false, logger: logs.logger(level: .info)) { database, _ in
+            let statements = try #require(database.preparedStatements)
+            try await database.sql.raw("CREATE TABLE prepared_probe (id INT PRIMARY KEY, label TEXT)").run()
+            try await database.sql.raw("INSERT INTO prepared_probe (id, label) VALUES (1, 'x')").run()
+            @Sendable func label(on sql: any SQLDatabase) async throws -> String? {
+                try await sql.raw("SELECT label AS probed FROM prepared_probe WHERE id = \(bind: 1)").first()?.decode(column: "probed", as: String.self)
+            }
+            // What a pooler in transaction mode does: the next use lands on a server connection without the statement.
+            await #expect(throws: (any Error).self) {
+                try await database.transaction { sql in
+                    _ = try await label(on: sql)
+                    _ = try await label(on: sql)  // prepared, and ran here
+                    let name = try #require(try await sql.raw("SELECT name FROM pg_prepared_statements WHERE NOT from_sql").first()?.decode(column: "name", as: String.self))
+                    try await sql.raw("DEALLOCATE \(unsafeRaw: name)").run()
+                    _ = try await label(on: sql)  // 26000: prepared statement does not exist
+                }
+            }
+            #expect(statements.poolerDetected)
+            let warnings = logs.lines.filter { $0.contains("DATABASE_PREPARED_STATEMENTS=false") }
+            #expect(warnings.count == 1, "\(logs.lines.suffix(5))")
+            // Nothing new is prepared, on any connection, and every statement answers.
+            let prepared = statements.counts.prepared
+            @Sendable func other(on sql: any SQLDatabase) async throws -> Int? {
+                try await sql.raw("SELECT id AS other FROM prepared_probe WHERE label = \(bind: "x")").first()?.decode(column: "other", as: Int.self)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<16 {
+                    group.addTask {
+                        let (first, second) = (try await label(on: database.sql), try await other(on: database.sql))
+                        #expect(first == "x" && second == 1)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(statements.counts.prepared == prepared)
+        }
+    }
 }

@@ -32,6 +32,14 @@ import Synchronization
 /// had run, only an error about the statement itself (a plan a schema change
 /// invalidated, a statement the server no longer has) does the same; a
 /// constraint, a deadlock or a timeout is the data's or the moment's.
+///
+/// A pooler that hands one client connection's statements to several server
+/// connections (PgBouncer before 1.21 in transaction mode) shows itself by
+/// answering that a statement the driver prepared does not exist (26000), or
+/// that one it is preparing already does (42P05): neither can happen on a
+/// connection of Folio's own. The first such answer stops all preparing in
+/// the process (`poolerDetected`), rather than costing each statement a
+/// failed request of its own.
 final class PreparedStatements: Sendable {
     struct Key: Hashable, Sendable {
         var sql: String
@@ -62,6 +70,7 @@ final class PreparedStatements: Sendable {
         var entries: [Key: Entry] = [:]
         var prepared = 0
         var established: Set<Established> = []
+        var poolerDetected = false
     }
 
     private let state = Mutex(State())
@@ -86,6 +95,7 @@ final class PreparedStatements: Sendable {
     /// The name to execute `key` (a candidate) under, or nil to send it unnamed.
     func name(for key: Key) -> String? {
         state.withLock { state in
+            if state.poolerDetected { return nil }
             let uses: Int
             switch state.entries[key] {
             case .prepared(let name): return name
@@ -115,21 +125,42 @@ final class PreparedStatements: Sendable {
         }
     }
 
-    /// The statement `name` failed on `connection` with `error`. True when it
-    /// is sent unnamed from now on.
+    /// What a failure of a prepared statement changed.
+    enum Failure: Equatable {
+        /// Nothing: the error is the data's or the moment's.
+        case kept
+        /// This statement is sent unnamed from now on.
+        case unnamed
+        /// The server's answer shows a pooler between: nothing is prepared any more.
+        case poolerDetected
+    }
+
+    /// SQLSTATEs a connection of Folio's own never answers: a statement the
+    /// driver prepared is missing, or one it is preparing is there already.
+    static let poolerSigns: Set<String> = ["26000", "42P05"]
+
+    /// The statement `name` failed on `connection` with `error`.
     @discardableResult
-    func failed(_ key: Key, name: String, on connection: PostgresConnection.ID, error: any Error) -> Bool {
+    func failed(_ key: Key, name: String, on connection: PostgresConnection.ID, error: any Error) -> Failure {
         // No server error: the connection is closing, and what it prepared goes with it.
-        guard let sqlState = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
+        guard let sqlState = (error as? PSQLError)?.serverInfo?[.sqlState] else { return .kept }
         // 0A feature not supported ("cached plan must not change result type"), 26 invalid statement name, 42 the statement itself.
         let aboutTheStatement = ["0A", "26", "42"].contains(String(sqlState.prefix(2)))
         return state.withLock { state in
+            if Self.poolerSigns.contains(sqlState) {
+                // Once detected, nothing is prepared any more: the failures still in flight change nothing.
+                defer { state.poolerDetected = true }
+                return state.poolerDetected ? .kept : .poolerDetected
+            }
             let ranHere = state.established.contains(Established(connection: connection, name: name))
-            guard !ranHere || aboutTheStatement else { return false }
+            guard !ranHere || aboutTheStatement else { return .kept }
             state.entries[key] = .unnamed
-            return true
+            return .unnamed
         }
     }
+
+    /// Whether a pooler's answer has stopped all preparing (tests, metrics of the moment).
+    var poolerDetected: Bool { state.withLock { $0.poolerDetected } }
 
     /// Statements PostgreSQL plans; utility statements (DDL, `SET`, `VACUUM`…) are never prepared.
     static func isPlannable(_ sql: String) -> Bool {
@@ -203,10 +234,22 @@ struct PreparingSQLDatabase: SQLDatabase {
                     try await statement.run(on: connection) { onRow($0.sql(decodingContext: .default)) }
                     statements.ran(name, on: connection.id)
                 } catch {
-                    if statements.failed(key, name: name, on: connection.id, error: error) {
+                    let sqlState = (error as? PSQLError)?.serverInfo?[.sqlState] ?? ""
+                    switch statements.failed(key, name: name, on: connection.id, error: error) {
+                    case .kept:
+                        break
+                    case .unnamed:
                         logger.notice(
                             "a prepared statement failed; it is sent unnamed from now on",
-                            metadata: ["statement": .string(name), "sqlstate": .string((error as? PSQLError)?.serverInfo?[.sqlState] ?? "")])
+                            metadata: ["statement": .string(name), "sqlstate": .string(sqlState)])
+                    case .poolerDetected:
+                        logger.error(
+                            """
+                            PostgreSQL's connections are shared by a pooler that cannot keep prepared statements: \
+                            this process prepares none from now on. Set DATABASE_PREPARED_STATEMENTS=false, \
+                            or run PgBouncer 1.21 or later with max_prepared_statements above 0.
+                            """,
+                            metadata: ["statement": .string(name), "sqlstate": .string(sqlState)])
                     }
                     throw error
                 }
