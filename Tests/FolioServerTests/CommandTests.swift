@@ -96,7 +96,7 @@ struct CommandTests {
             defer { folio.cleanUp() }
             let result = try folio.run(["serve", "--port", "0"], environment: [
                 "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "SECRET_KEY": "3f9c2b7e8a1d4c6f0b5e9a2d7c4f1e8b6a3d0c9f5e2b8a7d4c1f6e3b0a9d5c2e",
-                "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": url, "MAIL_BACKEND": "outbox",
+                "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": url, "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated",
             ])
             #expect(result.status == 78)
             let names = MigrationRegistry.all.map(\.name)

@@ -27,13 +27,40 @@ struct ConfigurationTests {
         #expect(found.contains { $0.hasPrefix("DATABASE_URL does not name PostgreSQL") })
         #expect(found.contains("PUBLIC_URL is not set: links in mail would point at http://127.0.0.1:8080; set the address users reach Folio at, e.g. https://folio.example.com"))
         #expect(found.contains { $0.hasPrefix("BACKUP_ENCRYPTION_KEY is not set: the daily backups would hold every user's data in the clear") })
-        #expect(found.count == 6)
+        #expect(found.count == 7)
         #expect(found.contains { $0.contains("MAIL_BACKEND=outbox") })
+        #expect(found.contains { $0.hasPrefix("no market data is configured") && $0.contains("MARKET_DATA=simulated") })
+    }
+
+    @Test("market data: production needs Alpha Vantage's key or MARKET_DATA=simulated on purpose; the two together, or another value, are refused")
+    func marketData() throws {
+        let production = [
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com",
+            "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+        ]
+        func with(_ extra: [String: String], base: [String: String]) -> [String: String] { base.merging(extra) { _, new in new } }
+        let missing = problems(production)
+        #expect(missing == [
+            "no market data is configured: set ALPHA_VANTAGE_API_KEY for real prices, or MARKET_DATA=simulated to price orders with the built-in simulated market on purpose",
+        ])
+        #expect(problems(with(["MARKET_DATA": "simulated"], base: production)).isEmpty)
+        #expect(problems(with(["ALPHA_VANTAGE_API_KEY": "AVKEY123"], base: production)).isEmpty)
+        #expect(problems(with(["ALPHA_VANTAGE_API_KEY": "AVKEY123", "MARKET_DATA": "Alpha_Vantage"], base: production)).isEmpty)
+        #expect(problems(with(["ALPHA_VANTAGE_API_KEY": "AVKEY123", "MARKET_DATA": "simulated"], base: production))
+            == ["MARKET_DATA=simulated and ALPHA_VANTAGE_API_KEY are both set: choose one"])
+        #expect(problems(with(["MARKET_DATA": "yahoo"], base: production)) == ["MARKET_DATA must be alpha_vantage or simulated, not \"yahoo\""])
+        // Outside production the simulated market is the default; asking for Alpha Vantage without its key is still refused.
+        let development = ["SECRET_KEY": strongKey]
+        let simulated = try ConfigurationLoader.make(from: development)
+        #expect(simulated.alphaVantage == nil)
+        #expect(problems(with(["MARKET_DATA": "alpha_vantage"], base: development)).first?.hasPrefix("no market data is configured") == true)
+        let vendor = try ConfigurationLoader.make(from: with(["ALPHA_VANTAGE_API_KEY": "AVKEY123"], base: development))
+        #expect(vendor.alphaVantage?.apiKey == "AVKEY123")
     }
 
     @Test("a 16-byte production key is refused with its length")
     func shortKey() {
-        let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": "0123456789abcdef", "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
+        let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": "0123456789abcdef", "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
         #expect(found == ["SECRET_KEY is 16 bytes; it must be at least 32 bytes (generate one with `openssl rand -hex 32`)"])
     }
 
@@ -41,14 +68,14 @@ struct ConfigurationTests {
         "replace-with-output-of-openssl-rand-hex-32", "your-secret-key-here", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     ])
     func weakKeys(key: String) {
-        let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": key, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
+        let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": key, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
         #expect(found.contains { $0.hasPrefix("SECRET_KEY") })
     }
 
     @Test("DEBUG, TESTING and a wildcard origin are refused in production, all reported together")
     func productionFlags() {
         let found = problems([
-            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "DEBUG": "true", "TESTING": "1",
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "DEBUG": "true", "TESTING": "1",
             "ALLOWED_ORIGINS": "https://app.example.com,*", "DATABASE_URL": "postgresql://u:p@db/folio?sslmode=require",
         ])
         #expect(found.count == 3)
@@ -59,7 +86,7 @@ struct ConfigurationTests {
 
     @Test("production refuses an http:// origin unless it is loopback")
     func plainHTTPOrigins() {
-        let base = ["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "DATABASE_URL": "postgres://u:p@db/folio"]
+        let base = ["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "DATABASE_URL": "postgres://u:p@db/folio"]
         let found = problems(base.merging(["ALLOWED_ORIGINS": "https://app.example.com, http://app.example.com, http://evil.test:8080"]) { $1 })
         #expect(found == [
             "ALLOWED_ORIGINS entry \"http://app.example.com\" is not HTTPS: production allows only https:// origins (or loopback)",
@@ -72,7 +99,7 @@ struct ConfigurationTests {
     @Test("a sound production configuration loads")
     func soundProduction() throws {
         let configuration = try ConfigurationLoader.make(from: [
-            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com, https://admin.example.com:8443",
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com, https://admin.example.com:8443",
             "DATABASE_URL": "postgres://folio:pw@db.internal:5432/folio?sslmode=verify-full", "DATABASE_POOL_SIZE": "20", "PORT": "9000",
         ])
         #expect(configuration.isProduction)
@@ -89,7 +116,7 @@ struct ConfigurationTests {
     @Test("PUBLIC_URL: the base of mail links, checked in any environment; production needs it, over https unless loopback")
     func publicURL() throws {
         let production = [
-            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
         ]
         #expect(try ConfigurationLoader.make(from: production.merging(["PUBLIC_URL": "https://folio.example.com/"]) { $1 }).publicURL == "https://folio.example.com")
         #expect(problems(production.merging(["PUBLIC_URL": "http://127.attacker.example.com"]) { $1 }).count == 1, "only a numeric 127.x.y.z is loopback")
@@ -111,7 +138,7 @@ struct ConfigurationTests {
     @Test("production's daily backups need BACKUP_ENCRYPTION_KEY; with BACKUP_SCHEDULE=off they do not, and development never does")
     func backupKeyInProduction() throws {
         let production = [
-            "ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey,
+            "ENVIRONMENT": "production", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey,
             "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
         ]
         let found = problems(production)
@@ -127,7 +154,7 @@ struct ConfigurationTests {
     @Test("Alpaca: the seed's key names link the first admin; production refuses a plain-http Alpaca URL; a half-set pair, ALPACA_BASE_URL without keys and the retired BROKER switch are named")
     func alpaca() throws {
         let production = [
-            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
         ]
         let loaded = try ConfigurationLoader.make(from: production.merging([
             "ALPACA_API_KEY": "AKLIVEKEY123", "ALPACA_SECRET_KEY": "live-secret-0123456789", "ALPACA_BASE_URL": "https://api.alpaca.markets",

@@ -61,6 +61,8 @@ struct HealthTests {
             #expect(components["migrations"]?["pending"] as? Int == 0)
             #expect(components["application"]?["version"] as? String == FolioVersion.current)
             #expect(components["application"]?["uptime_seconds"] != nil)
+            #expect(components["market_data"]?["source"] as? String == "simulated", "no vendor configured: the built-in market, said so")
+            #expect(components["market_data"]?["status"] as? String == "ok")
         }
     }
 }

@@ -98,6 +98,7 @@ struct MarketDataResilienceTests {
                 #expect(health["status"] as? String == "degraded")
                 let vendor = try #require((health["components"] as? [String: Any])?["market_data"] as? [String: Any])
                 #expect(vendor["state"] as? String == "open")
+                #expect(vendor["source"] as? String == "alpha_vantage")
                 #expect(vendor["retry_at"] != nil)
                 // And in the metrics.
                 let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer ops-token-for-tests-0123"]).body)

@@ -259,6 +259,20 @@ public enum ConfigurationLoader {
             settings.callsPerDay = integer("ALPHA_VANTAGE_CALLS_PER_DAY", default: 25, range: 1...10_000_000)
             configuration.alphaVantage = settings
         }
+        // Orders are priced, reserved and rebalanced at these prices: in production the simulated market must be chosen on purpose.
+        let marketData = value("MARKET_DATA")?.lowercased()
+        switch marketData {
+        case "simulated":
+            if configuration.alphaVantage != nil { problems.append("MARKET_DATA=simulated and ALPHA_VANTAGE_API_KEY are both set: choose one") }
+            configuration.alphaVantage = nil
+        case "alpha_vantage", nil:
+            if configuration.alphaVantage == nil, marketData != nil || production {
+                problems.append(
+                    "no market data is configured: set ALPHA_VANTAGE_API_KEY for real prices, or MARKET_DATA=simulated to price orders with the built-in simulated market on purpose")
+            }
+        case let other?:
+            problems.append("MARKET_DATA must be alpha_vantage or simulated, not \"\(other)\"")
+        }
         // Alpaca's two Trading APIs (overridable for tests and proxies), and the deployment's own keys.
         func alpacaURL(_ key: String, default fallback: String) -> String {
             guard let raw = value(key) else { return fallback }

@@ -38,9 +38,11 @@ struct HealthController {
         var retryAt: Date?
         var consecutiveFailures: Int?
         var rejected: [String: Int]?
+        /// Where prices come from: `alpha_vantage`, or `simulated` (the built-in market).
+        var source: String?
 
         enum CodingKeys: String, CodingKey {
-            case status, applied, pending, version, kind, error, state, rejected
+            case status, applied, pending, version, kind, error, state, rejected, source
             case retryAt = "retry_at"
             case consecutiveFailures = "consecutive_failures"
             case latencyMS = "latency_ms"
@@ -86,14 +88,18 @@ struct HealthController {
             let vendor = gate.report
             components["market_data"] = Component(
                 status: vendor.state == "closed" ? "ok" : "degraded", error: vendor.reason, state: vendor.state, retryAt: vendor.retryAt,
-                consecutiveFailures: vendor.consecutiveFailures)
+                consecutiveFailures: vendor.consecutiveFailures, source: AlphaVantageProvider.name)
         }
         if !isOperator(request, context: context) {
             // Strangers learn whether each part works, nothing about versions or internals.
             components = components.mapValues { Component(status: $0.status) }
-        } else if let rejections = webhookRejections {
-            // Operators see the webhooks refused since start; refusals are attacks or misconfiguration, not ill health.
-            components["webhooks"] = Component(status: "ok", rejected: rejections.all)
+        } else {
+            // Operators see where prices come from: simulated ones are no vendor's, and never degrade.
+            if marketData == nil { components["market_data"] = Component(status: "ok", source: "simulated") }
+            if let rejections = webhookRejections {
+                // Operators see the webhooks refused since start; refusals are attacks or misconfiguration, not ill health.
+                components["webhooks"] = Component(status: "ok", rejected: rejections.all)
+            }
         }
         let healthy = components.values.allSatisfy { $0.status == "ok" || $0.status == "degraded" }
         let degraded = components.values.contains { $0.status == "degraded" }
