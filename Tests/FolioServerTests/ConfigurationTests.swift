@@ -58,6 +58,13 @@ struct ConfigurationTests {
         #expect(vendor.alphaVantage?.apiKey == "AVKEY123")
     }
 
+    @Test("PLAID_WEBHOOK_SECRET, the earlier system's shared secret, is refused with what verifies Plaid's webhooks instead")
+    func plaidWebhookSecret() {
+        let found = problems(["SECRET_KEY": strongKey, "PLAID_WEBHOOK_SECRET": "whsec_123"])
+        #expect(found.count == 1)
+        #expect(found.first?.hasPrefix("PLAID_WEBHOOK_SECRET is not read: Plaid signs every webhook") == true)
+    }
+
     @Test("a 16-byte production key is refused with its length")
     func shortKey() {
         let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": "0123456789abcdef", "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])

@@ -331,6 +331,11 @@ public enum ConfigurationLoader {
         if let broker = value("BROKER"), broker.lowercased() != "paper" {
             problems.append("BROKER is no longer read: every user has a paper account, and Alpaca accounts are linked (ALPACA_API_KEY and ALPACA_SECRET_KEY link the first admin's)")
         }
+        // The earlier system's shared webhook secret: an operator who sets it must learn it protects nothing here.
+        if value("PLAID_WEBHOOK_SECRET") != nil {
+            problems.append(
+                "PLAID_WEBHOOK_SECRET is not read: Plaid signs every webhook (the Plaid-Verification header) and Folio checks that signature with Plaid's keys, fetched with PLAID_CLIENT_ID and PLAID_SECRET; remove the variable")
+        }
         // A vendor's quote is kept longer by default: a free key has 25 calls a day.
         configuration.quoteTimeToLive = TimeInterval(integer("QUOTE_TTL_SECONDS", default: configuration.alphaVantage == nil ? 15 : 900, range: 1...86_400))
 
