@@ -30,16 +30,17 @@ import Synchronization
 /// a connection where it had not yet run is sent unnamed for the rest of the
 /// process, whatever the error (its preparation may be what failed). Where it
 /// had run, only an error about the statement itself (a plan a schema change
-/// invalidated, a statement the server no longer has) does the same; a
+/// invalidated, a statement a column change broke) does the same; a
 /// constraint, a deadlock or a timeout is the data's or the moment's.
 ///
 /// A pooler that hands one client connection's statements to several server
 /// connections (PgBouncer before 1.21 in transaction mode) shows itself by
 /// answering that a statement the driver prepared does not exist (26000), or
 /// that one it is preparing already does (42P05): neither can happen on a
-/// connection of Folio's own. The first such answer stops all preparing in
-/// the process (`poolerDetected`), rather than costing each statement a
-/// failed request of its own.
+/// connection of Folio's own (nothing in Folio deallocates a statement). The
+/// first such answer stops all preparing on this database's connections
+/// (`poolerDetected`; a read replica's has its own), rather than costing each
+/// statement a failed request of its own.
 final class PreparedStatements: Sendable {
     struct Key: Hashable, Sendable {
         var sql: String
@@ -144,8 +145,8 @@ final class PreparedStatements: Sendable {
     func failed(_ key: Key, name: String, on connection: PostgresConnection.ID, error: any Error) -> Failure {
         // No server error: the connection is closing, and what it prepared goes with it.
         guard let sqlState = (error as? PSQLError)?.serverInfo?[.sqlState] else { return .kept }
-        // 0A feature not supported ("cached plan must not change result type"), 26 invalid statement name, 42 the statement itself.
-        let aboutTheStatement = ["0A", "26", "42"].contains(String(sqlState.prefix(2)))
+        // 0A feature not supported ("cached plan must not change result type"), 42 the statement itself.
+        let aboutTheStatement = ["0A", "42"].contains(String(sqlState.prefix(2)))
         return state.withLock { state in
             if Self.poolerSigns.contains(sqlState) {
                 // Once detected, nothing is prepared any more: the failures still in flight change nothing.
@@ -245,8 +246,8 @@ struct PreparingSQLDatabase: SQLDatabase {
                     case .poolerDetected:
                         logger.error(
                             """
-                            PostgreSQL's connections are shared by a pooler that cannot keep prepared statements: \
-                            this process prepares none from now on. Set DATABASE_PREPARED_STATEMENTS=false, \
+                            PostgreSQL answered as if a pooler that cannot keep prepared statements shared its connections: \
+                            this process prepares none on this database from now on. Set DATABASE_PREPARED_STATEMENTS=false, \
                             or run PgBouncer 1.21 or later with max_prepared_statements above 0.
                             """,
                             metadata: ["statement": .string(name), "sqlstate": .string(sqlState)])

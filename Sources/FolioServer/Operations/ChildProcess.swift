@@ -47,17 +47,19 @@ final class ChildProcess: Sendable {
     private static let spawning = NIOLock()
 
     /// Starts `executable` (an absolute path) with exactly `environment`, or
-    /// this process's environment when it is nil. `directory` is the child's
-    /// working directory (through `env -C`: glibc's chdir file action is not
-    /// visible to Swift). Signals start with their default dispositions and
-    /// none blocked, whatever this process set up for itself.
+    /// this process's environment when it is nil, in `directory` when given.
+    /// The child gets its three standard streams and no other descriptor of
+    /// this process (a backup file, another child's pipe), as with
+    /// Foundation's `Process`. Signals start with their default dispositions
+    /// and none blocked, whatever this process set up for itself.
     init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, directory: String? = nil,
         input: Stream = .null, output: Stream = .null, error: Stream = .null
     ) throws {
         var program = executable
         var arguments = arguments
-        if let directory {
+        if let directory, GlibcSpawn.addChdir == nil {
+            // Without glibc's chdir action (before 2.29): through env, where a missing program is exit status 127.
             arguments = ["-C", directory, "--", executable] + arguments
             program = "/usr/bin/env"
         }
@@ -99,6 +101,14 @@ final class ChildProcess: Sendable {
             }
         }
 
+        if let directory, let addChdir = GlibcSpawn.addChdir { _ = directory.withCString { addChdir(&actions, $0) } }
+        // Every other descriptor closed in the child, after the standard streams took their copies.
+        if let closeFrom = GlibcSpawn.addCloseFrom {
+            _ = closeFrom(&actions, 3)
+        } else {
+            for descriptor in Self.openDescriptors() where descriptor > 2 { posix_spawn_file_actions_addclose(&actions, descriptor) }
+        }
+
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -132,12 +142,20 @@ final class ChildProcess: Sendable {
 
         let (termination, reaped) = (self.termination, self.reaped)
         Thread.detachNewThread {
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-            // Low seven bits: the signal that killed it, or 0 for an exit whose status is the next byte.
-            let signal = status & 0x7f
-            termination.withLockedValue {
-                $0 = signal == 0 ? Termination(status: (status >> 8) & 0xff, reason: .exit) : Termination(status: signal, reason: .uncaughtSignal)
+            // Waited for without reaping, then reaped under the lock `signal` takes: a signal is
+            // never sent to a process id the system may already have given to another process.
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) == -1 && errno == EINTR {}
+            termination.withLockedValue { termination in
+                var status: Int32 = 0
+                var reapedID: pid_t
+                repeat { reapedID = waitpid(pid, &status, 0) } while reapedID == -1 && errno == EINTR
+                // Low seven bits: the signal that killed it, or 0 for an exit whose status is the next byte.
+                let signal = status & 0x7f
+                termination =
+                    if reapedID != pid { Termination(status: -1, reason: .exit) }  // not ours to know: never a success
+                    else if signal == 0 { Termination(status: (status >> 8) & 0xff, reason: .exit) }
+                    else { Termination(status: signal, reason: .uncaughtSignal) }
             }
             reaped.lock()
             reaped.unlock(withValue: true)
@@ -156,6 +174,29 @@ final class ChildProcess: Sendable {
 
     /// Sends `signal` while the child runs (SIGTERM by default).
     func signal(_ signal: Int32 = SIGTERM) {
-        if isRunning { kill(pid, signal) }
+        termination.withLockedValue { if $0 == nil { _ = kill(pid, signal) } }
+    }
+
+    /// This process's open descriptors (`/proc/self/fd`), read when glibc cannot close them all in one action.
+    private static func openDescriptors() -> [Int32] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return names.compactMap(Int32.init)
+    }
+}
+
+/// glibc's spawn actions that its headers declare only under `_GNU_SOURCE`,
+/// which Swift's Glibc module does not set: looked up by name instead.
+private enum GlibcSpawn {
+    typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
+    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+
+    /// `posix_spawn_file_actions_addchdir_np` (glibc 2.29).
+    static let addChdir: AddChdir? = symbol("posix_spawn_file_actions_addchdir_np")
+    /// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34).
+    static let addCloseFrom: AddCloseFrom? = symbol("posix_spawn_file_actions_addclosefrom_np")
+
+    private static func symbol<Function>(_ name: String) -> Function? {
+        guard let address = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
+        return unsafeBitCast(address, to: Function.self)
     }
 }

@@ -30,7 +30,7 @@ struct WaitedTooLong: Error, CustomStringConvertible {
 /// Collects what a child process writes, line by line, as it writes it, on
 /// a thread of its own that reads until the stream ends.
 final class OutputLines: Sendable {
-    private let state = NIOLockedValueBox((pending: Data(), lines: [String]()))
+    private let state = NIOLockedValueBox((pending: Data(), lines: [String](), raw: Data()))
     private let ended = ConditionLock(value: false)
 
     func attach(_ handle: FileHandle) {
@@ -41,6 +41,7 @@ final class OutputLines: Sendable {
                 if count < 0 && errno == EINTR { continue }
                 if count <= 0 { break }
                 state.withLockedValue { state in
+                    state.raw.append(contentsOf: buffer[0..<count])
                     state.pending.append(contentsOf: buffer[0..<count])
                     while let newline = state.pending.firstIndex(of: 0x0A) {
                         append(String(decoding: state.pending[state.pending.startIndex..<newline], as: UTF8.self), to: &state.lines)
@@ -69,11 +70,15 @@ final class OutputLines: Sendable {
         lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 
-    /// Everything written, once the stream has ended (blocks until then).
+    /// Everything written, byte for byte, once the stream has ended (blocks until then).
     func untilEnd() -> String {
-        ended.lock(whenValue: true)
-        ended.unlock()
-        return lines.map { $0 + "\n" }.joined()
+        waitForEnd()
+        return state.withLockedValue { String(decoding: $0.raw, as: UTF8.self) }
+    }
+
+    /// Blocks until the stream has ended (the writer exited), for at most `limit` seconds.
+    func waitForEnd(within limit: Double = 60) {
+        if ended.lock(whenValue: true, timeoutSeconds: limit) { ended.unlock() }
     }
 }
 
@@ -95,7 +100,10 @@ final class RunningFolio: @unchecked Sendable {
     static func serve(_ folio: FolioProcess, environment: [String: String], arguments: [String] = []) async throws -> RunningFolio {
         let running = try RunningFolio(folio, ["serve", "--port", "0"] + arguments, environment: environment)
         try await eventually("folio serve listening") {
-            guard running.process.isRunning else { throw ExitedEarly(output: running.stderr.lines + running.stdout.lines) }
+            guard running.process.isRunning else {
+                running.readToEnd()
+                throw ExitedEarly(output: running.stderr.lines + running.stdout.lines)
+            }
             return running.stdout.objects.contains { $0["message"] as? String == "listening" }
         }
         let listening = running.stdout.objects.first { $0["message"] as? String == "listening" }
@@ -108,7 +116,10 @@ final class RunningFolio: @unchecked Sendable {
     /// Waits for a line of output containing `text` (a pause point's announcement, say).
     func waitForLine(containing text: String, within limit: Duration = .seconds(60)) async throws {
         try await eventually("a line with \"\(text)\"", within: limit) {
-            guard process.isRunning else { throw ExitedEarly(output: stderr.lines + stdout.lines) }
+            guard process.isRunning else {
+                readToEnd()
+                throw ExitedEarly(output: stderr.lines + stdout.lines)
+            }
             return stdout.lines.contains { $0.contains(text) }
         }
     }
@@ -117,12 +128,20 @@ final class RunningFolio: @unchecked Sendable {
     func kill() {
         process.signal(SIGKILL)
         process.waitUntilExit()
+        readToEnd()
     }
 
     /// SIGTERM and the exit that follows.
     func terminate() -> ChildProcess.Termination {
         process.signal(SIGTERM)
+        defer { readToEnd() }
         return process.waitUntilExit()
+    }
+
+    /// What the process wrote as it stopped is in `stdout` and `stderr` once this returns.
+    func readToEnd() {
+        stdout.waitForEnd(within: 10)
+        stderr.waitForEnd(within: 10)
     }
 
     struct ExitedEarly: Error, CustomStringConvertible {
