@@ -253,7 +253,7 @@ public struct FolioServices: Sendable {
                     do {
                         outcomes[job.id] = try await body(item) == .busy ? .later(clock.now().addingTimeInterval(5)) : .done
                     } catch {
-                        outcomes[job.id] = .failed(String(describing: error))
+                        outcomes[job.id] = .failed(error)
                     }
                 }
                 return outcomes
@@ -295,7 +295,7 @@ public struct FolioServices: Sendable {
                 .advanceRebalance: { batch in
                     var outcomes: [JobID: JobOutcome] = [:]
                     for job in batch {
-                        do { outcomes[job.id] = try await rebalancing.advance(job) } catch { outcomes[job.id] = .failed(String(describing: error)) }
+                        do { outcomes[job.id] = try await rebalancing.advance(job) } catch { outcomes[job.id] = .failed(error) }
                     }
                     return outcomes
                 },
@@ -311,7 +311,7 @@ public struct FolioServices: Sendable {
                 do { try await scheduler.enqueueDue() } catch { logger.error("job schedules failed", metadata: ["error": "\(error)"]) }
                 do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
             },
-            pace: pace, filter: .except([.sendMail]))
+            pace: pace, filter: .except([.sendMail]), violations: constraintViolations)
         let mailSweep = Throttle(every: 60)
         // One message per claim, each send within SendGrid's 15 s timeout: far inside a job's 60 s lease.
         self.mailWorker = JobWorker(
@@ -327,7 +327,7 @@ public struct FolioServices: Sendable {
             onIdle: {
                 if mailSweep.isDue(at: clock.now()) { await mailDelivery.sweep() }
             },
-            concurrency: 2, batchSize: 1, filter: .only([.sendMail]))
+            concurrency: 2, batchSize: 1, filter: .only([.sendMail]), violations: constraintViolations)
         if configuration.isProduction, let sendGrid = configuration.sendGrid, sendGrid.webhookPublicKey == nil {
             logger.warning("SENDGRID_WEBHOOK_PUBLIC_KEY is not set: bounces and spam reports are refused, so Folio keeps mailing addresses that bounce")
         }

@@ -123,6 +123,29 @@ struct JobQueueTests {
         }
     }
 
+    @Test("a job a database constraint refuses is counted as a refused request is (the constraint-violation alert), and retried", arguments: TestDatabaseKind.all)
+    func constraintViolationInAJob(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { _, env in
+            let sql = env.database.sql
+            try await sql.raw("CREATE TABLE probe_unique (id INT PRIMARY KEY)").run()
+            let insertSameUser: JobWorker.Handler = JobWorker.each { _ in
+                for _ in 0..<2 { try await sql.raw("INSERT INTO probe_unique (id) VALUES (\(bind: 1))").run() }
+            }
+            let worker = JobWorker(
+                queue: env.services.jobs, handlers: [.logAuditHeads: insertSameUser], name: "constraint", pollInterval: .milliseconds(10),
+                logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() }), onIdle: nil, violations: env.services.constraintViolations)
+            try await env.services.jobs.enqueue(.logAuditHeads, on: sql)
+            #expect(await worker.runOnce())
+            #expect(env.services.constraintViolations.count == 1)
+            let exposition = env.services.metrics.exposition()
+            let series = kind == .postgres ? #"folio_constraint_violations_total{table="probe_unique",kind="unique"} 1"# : #"kind="unique"} 1"#
+            #expect(exposition.split(separator: "\n").contains { $0.hasPrefix("folio_constraint_violations_total") && $0.hasSuffix(series) }, "\(exposition.split(separator: "\n").filter { $0.contains("constraint") })")
+            let job = try #require(try await env.jobs().first)
+            #expect(job.status == "queued", "retried like any failure")
+            #expect(job.lastError?.isEmpty == false)
+        }
+    }
+
     @Test("when the worker falls behind, a placement waits for it and is written only once the worker has caught up", arguments: TestDatabaseKind.all)
     func placementsKeepPace(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

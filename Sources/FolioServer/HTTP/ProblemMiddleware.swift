@@ -153,8 +153,8 @@ struct ProblemMiddleware: RouterMiddleware {
     }
 }
 
-/// How many database constraint violations reached a response since this
-/// server started (the seed guide wants an alert on them).
+/// How many database constraint violations reached a response, or failed a
+/// job, since this process started (the seed guide wants an alert on them).
 final class ConstraintViolations: Sendable {
     private let counter = NIOLockedValueBox(0)
     /// Each is counted by table and kind (`folio_constraint_violations_total`): the seed alerts on any.

@@ -250,9 +250,16 @@ struct JobQueue: Sendable {
 /// What a batch handler says of each job it was given.
 enum JobOutcome: Sendable {
     case done
-    case failed(String)
+    /// Why, and the database constraint that refused it, if one did: counted
+    /// like one refused on a request (`folio_constraint_violations_total`).
+    case failed(String, constraint: DatabaseConstraint? = nil)
     /// Not done, and not failing: run it again at this time.
     case later(Date)
+
+    /// The outcome of a job that threw `error`.
+    static func failed(_ error: any Error) -> JobOutcome {
+        .failed(String(describing: error), constraint: DatabaseConstraint(error))
+    }
 }
 
 /// Runs jobs inside `folio serve` (or alone as `folio worker`) until shutdown;
@@ -278,6 +285,8 @@ struct JobWorker: Service {
     /// The kinds this worker claims: mail has a worker of its own, so a slow
     /// mail vendor never holds up orders.
     var filter: JobQueue.Filter = .all
+    /// Where a job refused by a database constraint is counted, as a request's would be.
+    var violations: ConstraintViolations? = nil
 
     func run() async throws {
         logger.info("job worker started", metadata: ["worker": .string(name), "concurrency": .stringConvertible(concurrency)])
@@ -336,7 +345,8 @@ struct JobWorker: Service {
                     } catch {
                         logger.error("could not postpone a job", metadata: ["job_id": .string(job.id.description), "error": .string(String(reflecting: error))])
                     }
-                case .failed(let error):
+                case .failed(let error, let constraint):
+                    if let constraint { violations?.record(constraint) }
                     logger.warning("job failed", metadata: [
                         "job_id": .string(job.id.description), "kind": .string(kind.rawValue), "attempt": .stringConvertible(job.attempts),
                         "error": .string(error)])
@@ -407,7 +417,7 @@ struct JobWorker: Service {
                     try await body(job)
                     outcomes[job.id] = .done
                 } catch {
-                    outcomes[job.id] = .failed(String(describing: error))
+                    outcomes[job.id] = .failed(error)
                 }
             }
             return outcomes

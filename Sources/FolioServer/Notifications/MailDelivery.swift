@@ -120,7 +120,7 @@ struct MailDelivery: Sendable {
         do {
             return try await deliver(id, finalAttempt: job.attempts >= job.maxAttempts)
         } catch {
-            return .failed(String(describing: error))
+            return .failed(error)
         }
     }
 
@@ -145,7 +145,7 @@ struct MailDelivery: Sendable {
             } else {
                 try? await store.requeue(id, error: reason, now: clock.now())
             }
-            return .failed(String(describing: error))
+            return .failed(error)
         }
     }
 

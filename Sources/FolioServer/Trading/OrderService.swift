@@ -165,7 +165,7 @@ struct OrderService: Sendable {
         do {
             orders = Dictionary(try await store.orders(orderIDs, on: database.sql).map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         } catch {
-            for job in batch { outcomes[job.id] = .failed(String(describing: error)) }
+            for job in batch { outcomes[job.id] = .failed(error) }
             return outcomes
         }
         var reports: [Report] = []
@@ -207,7 +207,7 @@ struct OrderService: Sendable {
             } catch let error as MarketDataError {
                 outcomes[job.id] = .failed(Self.marketDataFailure + ": \(error)")
             } catch {
-                outcomes[job.id] = .failed(String(describing: error))
+                outcomes[job.id] = .failed(error)
             }
         }
         if !reports.isEmpty { await pauses.reach(.afterBrokerSubmit) }
@@ -260,11 +260,11 @@ struct OrderService: Sendable {
                         try await apply([report], account: account)
                         outcomes.append((report.job, .done))
                     } catch {
-                        outcomes.append((report.job, .failed(String(describing: error))))
+                        outcomes.append((report.job, .failed(error)))
                     }
                 }
             } catch {
-                outcomes += group.map { ($0.job, .failed(String(describing: error))) }
+                outcomes += group.map { ($0.job, .failed(error)) }
             }
         }
         return outcomes
@@ -362,7 +362,7 @@ struct OrderService: Sendable {
             }
         }
         for (_, outcome) in await apply(reports) {
-            if case .failed(let error) = outcome { logger.warning("applying a broker report failed", metadata: ["error": .string(error)]) }
+            if case .failed(let error, _) = outcome { logger.warning("applying a broker report failed", metadata: ["error": .string(error)]) }
         }
     }
 
