@@ -58,6 +58,12 @@ struct ConfigurationTests {
         #expect(vendor.alphaVantage?.apiKey == "AVKEY123")
     }
 
+    @Test("a wildcard origin is refused in development too, not dropped in silence")
+    func wildcardOutsideProduction() {
+        #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "*"]) == ["ALLOWED_ORIGINS contains \"*\": list each allowed origin explicitly"])
+        #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "http://localhost:3000"]).isEmpty)
+    }
+
     @Test("PLAID_WEBHOOK_SECRET, the earlier system's shared secret, is refused with what verifies Plaid's webhooks instead")
     func plaidWebhookSecret() {
         let found = problems(["SECRET_KEY": strongKey, "PLAID_WEBHOOK_SECRET": "whsec_123"])

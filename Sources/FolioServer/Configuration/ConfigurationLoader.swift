@@ -117,12 +117,13 @@ public enum ConfigurationLoader {
             problems.append("ALLOWED_ORIGINS entry \"\(origin)\" is not an origin like https://app.example.com")
         }
         configuration.allowedOrigins = origins.filter { $0 != "*" }
+        // In every environment: a wildcard dropped in silence would leave a developer puzzling over refused requests.
+        if origins.contains("*") {
+            problems.append("ALLOWED_ORIGINS contains \"*\": list each allowed origin explicitly")
+        }
         if production {
             if origins.isEmpty {
                 problems.append("ALLOWED_ORIGINS is empty: list the origins of your web clients, e.g. https://app.example.com")
-            }
-            if origins.contains("*") {
-                problems.append("ALLOWED_ORIGINS contains \"*\": list each allowed origin explicitly")
             }
             // A page served over plain HTTP can be changed on the way; only a browser on this machine is exempt.
             for origin in origins where isOrigin(origin) && origin.lowercased().hasPrefix("http://") && !isLoopbackOrigin(origin) {
