@@ -85,6 +85,12 @@ struct BackupTests {
                     let figures = try await copy.transaction { db in try await BackupFigures.read(on: db, kind: copy.kind) }
                     let differences = try await LedgerVerifier(store: TradingStore(database: copy)).verify().differences
                     #expect(differences.isEmpty, "\(differences)")
+                    if kind == .postgres {
+                        let unanalyzed = try await copy.sql.raw("""
+                            SELECT COUNT(*) AS n FROM pg_stat_user_tables WHERE last_analyze IS NULL AND relname IN ('accounts', 'holdings', 'orders', 'transactions', 'audit_events')
+                            """).first()?.decode(column: "n", as: Int.self)
+                        #expect(unanalyzed == 0, "the restore leaves the planner its statistics")
+                    }
                     return figures
                 }
                 #expect(restored == manifest.figures)

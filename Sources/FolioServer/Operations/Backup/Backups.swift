@@ -218,6 +218,11 @@ public struct Backups: Sendable {
         guard empty else { throw Failure(description: "the target database is not empty: restore only into an empty database (nothing was changed)") }
         try await load(manifest, from: backup, into: target, configuration: configuration, progress: progress)
         return try await withDatabase(target, logger: logger) { copy in
+            if copy.kind == .postgres {
+                // pg_restore brings no planner statistics: without them the first queries are planned blind.
+                progress("analyze")
+                try await copy.sql.raw("ANALYZE").run()
+            }
             progress("ledger verify")
             var found = try await LedgerVerifier(store: TradingStore(database: copy)).verify().differences.map { "ledger verify: \($0)" }
             progress("audit verify")
