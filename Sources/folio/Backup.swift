@@ -82,3 +82,36 @@ struct Restore: AsyncParsableCommand {
         print("restored \(backup); its ledger and audit trail verify. Run `folio migrate` if this build is newer.")
     }
 }
+
+struct CopyDatabase: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "copy-database",
+        abstract: "Copy the SQLite database DATABASE_URL names into an empty PostgreSQL database, for production. Stop the servers and workers first.")
+    @OptionGroup var options: EnvironmentOptions
+    @Option(help: "The PostgreSQL database to copy into: postgres://… It must be empty.") var into: String
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        guard let target = ConfigurationLoader.databaseLocation(from: into) else {
+            throw ValidationError("--into must start with postgres:// or postgresql://")
+        }
+        var logger = Logger.folio(configuration: configuration)
+        logger.logLevel = .warning
+        let copied: DatabaseCopy.Copied, problems: [String]
+        do {
+            (copied, problems) = try await DatabaseCopy.copy(from: configuration.database, into: target, configuration: configuration, logger: logger) { step in
+                print("… \(step)")
+            }
+        } catch {
+            FileHandle.standardError.write(Data("copy refused: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        for problem in problems { print("PROBLEM \(problem)") }
+        guard problems.isEmpty else {
+            print("copied, but the copy does NOT verify (\(problems.count) problem(s)): do not put it in service")
+            throw ExitCode.failure
+        }
+        let rows = copied.reduce(0) { $0 + $1.rows }
+        print("copied \(rows) row(s) in \(copied.count) tables; the copy's ledger and audit trail verify. Point DATABASE_URL at it, keeping SECRET_KEY.")
+    }
+}

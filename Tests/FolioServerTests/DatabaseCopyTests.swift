@@ -1,0 +1,71 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import FolioServer
+
+@Suite("Copying a SQLite database into PostgreSQL", .serialized)
+struct DatabaseCopyTests {
+    @Test("copy-database: a used SQLite database lands whole in an empty PostgreSQL one, verified; a server on the copy signs its people in to the same portfolio and goes on trading", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func copy() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            let tokens = try await signUp(client, env, email: "mover@example.com", password: strongPassword)
+            for (symbol, side, quantity) in [("AAPL", "BUY", "3"), ("MSFT", "BUY", "2.5"), ("AAPL", "SELL", "1")] {
+                let placed = try await post(client, "/api/orders", ["symbol": symbol, "quantity": quantity, "side": side, "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(placed.status == .created, "\(String(buffer: placed.body))")
+                await env.worker.drain()
+            }
+            let account = try await env.firstAccount().id.description
+            let deposit = try await post(client, "/api/accounts/\(account)/deposits", ["amount": "1234.56"], headers: bearer(tokens))
+            #expect(deposit.status == .created, "\(String(buffer: deposit.body))")
+            let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
+            let orders = try await env.orders().count
+
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let source = ["DATABASE_URL": env.configuration.database.databaseURL, "SECRET_KEY": env.configuration.secretKey]
+            try await BackupTests.withEmptyTarget(.postgres) { target in
+                let copied = try folio.run(["copy-database", "--into", target.databaseURL], environment: source)
+                #expect(copied.status == 0, "\(copied.stdout)\(copied.stderr)")
+                #expect(copied.stdout.contains("the copy's ledger and audit trail verify"), "\(copied.stdout)")
+                let again = try folio.run(["copy-database", "--into", target.databaseURL], environment: source)
+                #expect(again.status == 1)
+                #expect(again.stderr.contains("the target database is not empty"), "\(again.stderr)")
+
+                // As production would run it: the same SECRET_KEY, the copy as its database.
+                let environment = ProcessCrashTests().environment(target, ["SECRET_KEY": env.configuration.secretKey])
+                let server = try await RunningFolio.serve(folio, environment: environment)
+                defer { server.kill() }
+                let http = HTTPCalls(baseURL: server.baseURL)
+                let login = try await http.post("/api/auth/login", ["email": "mover@example.com", "password": strongPassword])
+                #expect(login.status == 200, "\(login.text)")
+                let bearer = ["Authorization": "Bearer \(login.json["access_token"] as? String ?? "")"]
+                let copy = try await http.get("/api/portfolio", headers: bearer).json
+                #expect(copy["cash"] as? String == portfolio["cash"] as? String)
+                let holdings = { (value: [String: Any]) in
+                    ((value["positions"] ?? value["holdings"]) as? [[String: Any]] ?? []).map { "\($0["symbol"] ?? "") \($0["quantity"] ?? "")" }.sorted()
+                }
+                #expect(holdings(copy) == holdings(portfolio) && !holdings(portfolio).isEmpty, "\(copy)")
+                let listed = try await http.get("/api/orders?limit=200", headers: bearer).json["data"] as? [[String: Any]] ?? []
+                #expect(listed.count == orders)
+                // New money and new audit events carry on from the copied ones.
+                #expect(try await http.post("/api/orders", ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer).status == 201)
+                try await eventually("the new order filled") {
+                    let all = try await http.get("/api/orders?limit=200", headers: bearer).json["data"] as? [[String: Any]] ?? []
+                    return all.count == orders + 1 && all.allSatisfy { $0["status"] as? String == "filled" }
+                }
+                #expect(server.terminate().status == 0)
+                try ProcessCrashTests().verifyBooks(folio, environment)
+            }
+        }
+    }
+
+    @Test("the tables are copied parents first; a cycle is refused")
+    func order() throws {
+        let ordered = try DatabaseCopy.parentsFirst(["fills", "orders", "accounts", "users"], parents: ["fills": ["orders"], "orders": ["accounts", "users"], "accounts": ["users"]])
+        #expect(ordered == ["users", "accounts", "orders", "fills"])
+        #expect(throws: DatabaseCopy.Failure.self) { try DatabaseCopy.parentsFirst(["a", "b"], parents: ["a": ["b"], "b": ["a"]]) }
+    }
+}
