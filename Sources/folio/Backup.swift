@@ -97,18 +97,17 @@ struct CopyDatabase: AsyncParsableCommand {
         }
         var logger = Logger.folio(configuration: configuration)
         logger.logLevel = .warning
-        let copied: DatabaseCopy.Copied, problems: [String]
+        let copied: DatabaseCopy.Copied
         do {
-            (copied, problems) = try await DatabaseCopy.copy(from: configuration.database, into: target, configuration: configuration, logger: logger) { step in
+            copied = try await DatabaseCopy.copy(from: configuration.database, into: target, configuration: configuration, logger: logger) { step in
                 print("… \(step)")
             }
-        } catch {
-            FileHandle.standardError.write(Data("copy refused: \(error)\n".utf8))
+        } catch let failure as DatabaseCopy.Failure {
+            FileHandle.standardError.write(Data("copy-database: \(failure)\n".utf8))
             throw ExitCode.failure
-        }
-        for problem in problems { print("PROBLEM \(problem)") }
-        guard problems.isEmpty else {
-            print("copied, but the copy does NOT verify (\(problems.count) problem(s)): do not put it in service")
+        } catch {
+            // The database's own words (the driver's plain description hides them): this is the operator's terminal.
+            FileHandle.standardError.write(Data("copy-database failed, nothing was kept: \(String(reflecting: error))\n".utf8))
             throw ExitCode.failure
         }
         let rows = copied.reduce(0) { $0 + $1.rows }

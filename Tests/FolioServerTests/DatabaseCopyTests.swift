@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import HummingbirdTesting
 import Testing
 
@@ -27,6 +28,22 @@ struct DatabaseCopyTests {
             defer { folio.cleanUp() }
             let source = ["DATABASE_URL": env.configuration.database.databaseURL, "SECRET_KEY": env.configuration.secretKey]
             try await BackupTests.withEmptyTarget(.postgres) { target in
+                // Refused before anything changes: another key than the one that signed the audit heads, a process still running.
+                var wrongKey = source
+                wrongKey["SECRET_KEY"] = String(repeating: "7f3a", count: 16)
+                let refused = try folio.run(["copy-database", "--into", target.databaseURL], environment: wrongKey)
+                #expect(refused.status == 1)
+                #expect(refused.stderr.contains("does not verify, so it is not copied"), "\(refused.stderr)")
+                try await env.database.sql.raw("""
+                    INSERT INTO instances (id, kind, started_at, heartbeat_at) VALUES ('still-here', 'worker', \(bind: Date()), \(bind: Date()))
+                    """).run()
+                let running = try folio.run(["copy-database", "--into", target.databaseURL], environment: source)
+                #expect(running.status == 1)
+                #expect(running.stderr.contains("a folio worker still runs"), "\(running.stderr)")
+                try await env.database.sql.raw("DELETE FROM instances WHERE id = 'still-here'").run()
+                let untouched = try await Backups.withDatabase(target, logger: Logger(label: "test")) { try await $0.isEmpty() }
+                #expect(untouched, "the refusals changed nothing")
+
                 let copied = try folio.run(["copy-database", "--into", target.databaseURL], environment: source)
                 #expect(copied.status == 0, "\(copied.stdout)\(copied.stderr)")
                 #expect(copied.stdout.contains("the copy's ledger and audit trail verify"), "\(copied.stdout)")
@@ -67,5 +84,14 @@ struct DatabaseCopyTests {
         let ordered = try DatabaseCopy.parentsFirst(["fills", "orders", "accounts", "users"], parents: ["fills": ["orders"], "orders": ["accounts", "users"], "accounts": ["users"]])
         #expect(ordered == ["users", "accounts", "orders", "fills"])
         #expect(throws: DatabaseCopy.Failure.self) { try DatabaseCopy.parentsFirst(["a", "b"], parents: ["a": ["b"], "b": ["a"]]) }
+    }
+
+    @Test("money with more places than its PostgreSQL column keeps is refused, never rounded")
+    func scale() {
+        #expect(DatabaseCopy.fits("1234.5600", scale: 4))
+        #expect(DatabaseCopy.fits("-2", scale: 2))
+        #expect(DatabaseCopy.fits("0.1000000000", scale: 4))
+        #expect(!DatabaseCopy.fits("0.00001", scale: 4))
+        #expect(!DatabaseCopy.fits("10.123456789", scale: 8))
     }
 }

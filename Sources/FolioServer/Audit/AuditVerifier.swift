@@ -30,17 +30,22 @@ public struct AuditVerifier: Sendable {
             if database.kind == .postgres {
                 try await db.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").run()
             }
-            var count = 0
-            let heads = try await anchoredHeads(on: db)
-            if let broken = try await verifyLegacy(on: db, heads: heads, count: &count) { return (count, broken) }
-            if let broken = try await verifyChains(on: db, heads: heads, count: &count) { return (count, broken) }
-            // Every row was walked: a row that belongs to no chain (no place in one) was not written by Folio.
-            let total = try await db.raw("SELECT COUNT(*) AS n FROM audit_events").first()?.decode(column: "n", as: Int.self) ?? 0
-            if total != count {
-                return (count, "\(total - count) audit row(s) belong to no chain: rows were added outside Folio")
-            }
-            return (count, nil)
+            return try await verify(on: db)
         }
+    }
+
+    /// The same walk on `db`, a transaction the caller holds (a copy checked before it commits).
+    func verify(on db: any SQLDatabase) async throws -> (events: Int, firstBreak: String?) {
+        var count = 0
+        let heads = try await anchoredHeads(on: db)
+        if let broken = try await verifyLegacy(on: db, heads: heads, count: &count) { return (count, broken) }
+        if let broken = try await verifyChains(on: db, heads: heads, count: &count) { return (count, broken) }
+        // Every row was walked: a row that belongs to no chain (no place in one) was not written by Folio.
+        let total = try await db.raw("SELECT COUNT(*) AS n FROM audit_events").first()?.decode(column: "n", as: Int.self) ?? 0
+        if total != count {
+            return (count, "\(total - count) audit row(s) belong to no chain: rows were added outside Folio")
+        }
+        return (count, nil)
     }
 
     /// Retention clears addresses a year on (`RetentionPolicy` `audit_addresses`), a day early at most by clock skew.
