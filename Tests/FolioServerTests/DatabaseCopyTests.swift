@@ -2,6 +2,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import SQLKit
+import FolioDomain
 import HummingbirdTesting
 import Testing
 
@@ -75,6 +77,57 @@ struct DatabaseCopyTests {
                 }
                 #expect(server.terminate().status == 0)
                 try ProcessCrashTests().verifyBooks(folio, environment)
+            }
+        }
+    }
+
+    @Test("copied in pages of three rows, every value arrives as it was: money to the last place, flags, ids, times to the millisecond", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func values() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            let tokens = try await signUp(client, env, email: "values@example.com", password: strongPassword)
+            for quantity in ["1", "0.333333333", "2.5"] {
+                let placed = try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": quantity, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(placed.status == .created, "\(String(buffer: placed.body))")
+                await env.worker.drain()
+            }
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let preferences = try await client.execute(
+                uri: "/api/notifications/preferences", method: .put, headers: headers,
+                body: ByteBuffer(string: #"{"email": {"orders": false, "cash": true}}"#))
+            #expect(preferences.status == .ok, "\(String(buffer: preferences.body))")
+            // What each side holds, as text both databases print alike.
+            let queries = [
+                "SELECT CAST(cash AS TEXT) AS a, CAST(id AS TEXT) AS b FROM accounts",
+                "SELECT CAST(quantity AS TEXT) AS a, CAST(cost_basis AS TEXT) AS b FROM holdings",
+                "SELECT CAST(amount AS TEXT) AS a, type AS b FROM transactions",
+                "SELECT CAST(quantity AS TEXT) AS a, CAST(price AS TEXT) AS b FROM fills",
+                "SELECT category AS a, CASE WHEN email THEN 'yes' ELSE 'no' END AS b FROM notification_preferences",
+            ]
+            func rows(_ sql: any SQLDatabase, _ query: String) async throws -> [String] {
+                try await sql.raw(SQLQueryString(query)).all().map { "\(try $0.decode(column: "a", as: String.self)) \(try $0.decode(column: "b", as: String.self))" }.sorted()
+            }
+            func normalized(_ text: String) -> String {
+                // NUMERIC prints its scale's zeros and uuid its lower case; SQLite prints what was written.
+                text.split(separator: " ").map { word in (try? Quantity(parsing: String(word)))?.description ?? word.lowercased() }.joined(separator: " ")
+            }
+            var before: [[String]] = []
+            for query in queries { before.append(try await rows(env.database.sql, query).map(normalized)) }
+            let times = try await env.database.sql.raw("SELECT occurred_at FROM audit_events").all().map { try $0.decode(column: "occurred_at", as: Date.self) }
+
+            try await BackupTests.withEmptyTarget(.postgres) { target in
+                let copied = try await DatabaseCopy.copy(
+                    from: env.configuration.database, into: target, configuration: env.configuration, logger: Logger(label: "test"), pageSize: 3)
+                #expect((copied.first { $0.table == "audit_events" }?.rows ?? 0) > 3, "more rows than one page")
+                try await Backups.withDatabase(target, logger: Logger(label: "test")) { copy in
+                    for (index, query) in queries.enumerated() {
+                        let after = try await rows(copy.sql, query).map(normalized)
+                        #expect(after == before[index] && !after.isEmpty, "\(query): \(before[index]) became \(after)")
+                    }
+                    let copiedTimes = try await copy.sql.raw("SELECT occurred_at FROM audit_events").all().map { try $0.decode(column: "occurred_at", as: Date.self) }
+                    let milliseconds = { (dates: [Date]) in dates.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }.sorted() }
+                    #expect(milliseconds(copiedTimes) == milliseconds(times))
+                }
             }
         }
     }

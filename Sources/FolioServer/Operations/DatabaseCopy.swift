@@ -28,14 +28,15 @@ public enum DatabaseCopy {
     /// The tables copied and their rows, parents first.
     public typealias Copied = [(table: String, rows: Int)]
 
-    static let pageSize = 500
+    /// Rows read and inserted at a time.
+    public static let defaultPageSize = 500
     /// A heartbeat this recent means a Folio process still runs on the source.
     static let liveHeartbeat: TimeInterval = 30
 
     /// Copies `source` (SQLite) into `target` (an empty PostgreSQL database); throws `Failure` with the reasons when it cannot.
     public static func copy(
         from source: AppConfiguration.DatabaseLocation, into target: AppConfiguration.DatabaseLocation, configuration: AppConfiguration, logger: Logger,
-        progress: @escaping @Sendable (String) -> Void = { _ in }
+        pageSize: Int = defaultPageSize, progress: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> Copied {
         guard case .sqlite(let path) = source else { throw Failure(description: "DATABASE_URL names PostgreSQL: the copy reads a SQLite database") }
         guard target.isPostgres else { throw Failure(description: "--into must name a PostgreSQL database (postgres://…)") }
@@ -65,7 +66,7 @@ public enum DatabaseCopy {
                 try await into.migrate()
                 let copied = try await from.transaction { source in
                     try await into.transaction { target in
-                        let copied = try await copyRows(from: source, into: target, progress: progress)
+                        let copied = try await copyRows(from: source, into: target, pageSize: pageSize, progress: progress)
                         progress("checking the copy")
                         var problems: [String] = []
                         for (table, rows) in copied {
@@ -113,7 +114,9 @@ public enum DatabaseCopy {
         var isTime: Bool { type.hasPrefix("timestamp") }
     }
 
-    private static func copyRows(from source: any SQLDatabase, into target: any SQLDatabase, progress: @Sendable (String) -> Void) async throws -> Copied {
+    private static func copyRows(
+        from source: any SQLDatabase, into target: any SQLDatabase, pageSize: Int, progress: @Sendable (String) -> Void
+    ) async throws -> Copied {
         var columns: [String: [Column]] = [:]
         for row in try await target.raw("""
             SELECT table_name, column_name, data_type, numeric_scale FROM information_schema.columns
