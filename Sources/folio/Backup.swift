@@ -62,8 +62,7 @@ struct Restore: AsyncParsableCommand {
         guard let target = ConfigurationLoader.databaseLocation(from: into) else {
             throw ValidationError("--into must start with postgres://, postgresql:// or sqlite:")
         }
-        var logger = Logger.folio(configuration: configuration)
-        logger.logLevel = .warning
+        let logger = Logger.command(configuration: configuration)
         let problems: [String]
         do {
             problems = try await Backups.restore(
@@ -95,8 +94,7 @@ struct CopyDatabase: AsyncParsableCommand {
         guard let target = ConfigurationLoader.databaseLocation(from: into) else {
             throw ValidationError("--into must start with postgres:// or postgresql://")
         }
-        var logger = Logger.folio(configuration: configuration)
-        logger.logLevel = .warning
+        let logger = Logger.command(configuration: configuration)
         let copied: DatabaseCopy.Copied
         do {
             copied = try await DatabaseCopy.copy(from: configuration.database, into: target, configuration: configuration, logger: logger) { step in

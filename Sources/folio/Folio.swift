@@ -115,8 +115,7 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
-        var logger = Logger.folio(configuration: configuration)
-        logger.logLevel = .warning
+        let logger = Logger.command(configuration: configuration)
         let database = try FolioDatabase(
             location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)
         do {
@@ -163,5 +162,14 @@ struct Worker: AsyncParsableCommand {
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await services.prepare()
         try await services.runWorker()
+    }
+}
+
+extension Logger {
+    /// Folio's logger for a one-off command: warnings and worse, so its own output stays readable.
+    static func command(configuration: AppConfiguration) -> Logger {
+        var logger = Logger.folio(configuration: configuration)
+        logger.logLevel = .warning
+        return logger
     }
 }

@@ -13,8 +13,7 @@ import Glibc
 /// `body`, and closes the database. Domain errors become one line of text.
 func withServices<T>(_ options: EnvironmentOptions, _ body: (FolioServices) async throws -> T) async throws -> T {
     let configuration = try options.loadConfiguration()
-    var logger = Logger.folio(configuration: configuration)
-    logger.logLevel = .warning
+    let logger = Logger.command(configuration: configuration)
     let database = try FolioDatabase(
         location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)
     do {

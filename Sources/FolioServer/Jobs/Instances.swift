@@ -38,6 +38,13 @@ struct Instances: Sendable {
         try await database.sql.raw("DELETE FROM instances WHERE heartbeat_at < \(bind: clock.now().addingTimeInterval(-3600))").run()
     }
 
+    /// The kind (`serve`, `worker`) of an instance whose heartbeat is younger than `window`, if any runs.
+    func anyAlive(within window: TimeInterval = deadAfter) async throws -> String? {
+        try await database.sql.raw("""
+            SELECT kind FROM instances WHERE heartbeat_at >= \(bind: clock.now().addingTimeInterval(-window)) LIMIT 1
+            """).first()?.decode(column: "kind", as: String.self)
+    }
+
     /// Whether `id` has a fresh heartbeat; false for an unknown instance.
     func isAlive(_ id: String) async throws -> Bool {
         try await database.sql.raw("""

@@ -48,9 +48,7 @@ public enum DatabaseCopy {
             guard applied == MigrationRegistry.all.map(\.name) else {
                 throw Failure(description: "the SQLite database is not at this build's migrations: run this build's `folio migrate` on it first (nothing was changed)")
             }
-            let recent = Date().addingTimeInterval(-liveHeartbeat)
-            if let live = try await from.sql.raw("SELECT kind FROM instances WHERE heartbeat_at >= \(bind: recent) LIMIT 1").first() {
-                let kind = (try? live.decode(column: "kind", as: String.self)) ?? "process"
+            if let kind = try await Instances(database: from, clock: .system).anyAlive(within: liveHeartbeat) {
                 throw Failure(description: "a folio \(kind) still runs on the SQLite database: stop the servers and workers first (nothing was changed)")
             }
             progress("verifying the SQLite database")
