@@ -45,6 +45,7 @@ public struct FolioServices: Sendable {
     public let dependencies: FolioDependencies
     let identity: IdentityServices
     let rateLimiter: RateLimiter
+    let sharedRateLimiter: SharedRateLimiter
     let anchor: AuditAnchor
     let store: TradingStore
     let ledger: Ledger
@@ -167,6 +168,7 @@ public struct FolioServices: Sendable {
             configuration: configuration, database: database, clock: clock, ids: ids, anchor: anchor, ledger: ledger, mail: mailQueue,
             notifications: notifications, metrics: metrics)
         self.rateLimiter = RateLimiter(clock: clock)
+        self.sharedRateLimiter = SharedRateLimiter(database: database, clock: clock)
         let (marketData, gate) = dependencies.marketData.map { ($0, nil) }
             ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger, metrics: metrics)
         self.marketDataGate = gate
@@ -378,7 +380,7 @@ public struct FolioServices: Sendable {
                 metrics: configuration.requestMetrics ? metrics : nil)
             CORSMiddleware(configuration: configuration, security: identity.security)
             if let limits {
-                RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: limits, security: identity.security)
+                RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: limits, shared: sharedRateLimiter, security: identity.security)
             }
             ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports)
             RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug)
@@ -387,7 +389,7 @@ public struct FolioServices: Sendable {
             }
             AuthenticationMiddleware(services: identity)
             if let limits {
-                RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: limits, security: identity.security)
+                RateLimitMiddleware(scope: .user, settings: configuration.rateLimit, limiter: limits, shared: sharedRateLimiter, security: identity.security)
             }
         }
 

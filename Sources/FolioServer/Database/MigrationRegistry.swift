@@ -20,5 +20,6 @@ enum MigrationRegistry {
         CreateNotificationsAndMail(),
         AddPrivacyColumns(),
         AddAccountClosedAt(),
+        CreateRateLimitBuckets(),
     ]
 }

@@ -98,6 +98,11 @@ public struct RetentionPolicy: Sendable {
             keep: 30 * day, key: "key",
             condition: { cutoff, now in "updated_at < \(bind: cutoff) AND (locked_until IS NULL OR locked_until < \(bind: now))" }),
         .init(
+            name: "rate_limit_buckets", table: "rate_limit_buckets",
+            reason: "A sign-in rate-limit bucket (keyed by client address) matters for a minute; one that has been full for a day is removed.",
+            keep: day, key: "key",
+            condition: { cutoff, _ in "full_at < \(bind: SharedRateLimiter.microseconds(cutoff))" }),
+        .init(
             name: "audit_addresses", table: "audit_events",
             reason: "Audit events (security events among them) are kept for good, but the IP address on each is cleared after a year; the chain keeps a commitment to it, so it still verifies.",
             keep: 365 * day, key: "id", action: .clear(set: "ip = NULL, ip_salt = NULL", unlessNull: "ip"),

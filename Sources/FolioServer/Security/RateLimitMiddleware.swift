@@ -10,6 +10,11 @@ import Hummingbird
 /// The client scope sits outside the problem middleware and answers for
 /// itself, so its headers reach every response, errors included; the user
 /// scope sits after authentication.
+///
+/// The auth bucket is kept in the database (`SharedRateLimiter`), shared by
+/// every instance, since it guards sign-in, registration and the mail they
+/// send; the others are throttles kept in each instance's memory. When the
+/// shared bucket cannot be read, the request is refused, not let through.
 struct RateLimitMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
 
@@ -20,6 +25,7 @@ struct RateLimitMiddleware: RouterMiddleware {
     let scope: Scope
     let settings: AppConfiguration.RateLimitSettings
     let limiter: RateLimiter
+    let shared: SharedRateLimiter
     let security: SecurityEvents
 
     static let policyHeader = HTTPField.Name("RateLimit-Policy")!
@@ -27,30 +33,41 @@ struct RateLimitMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard settings.enabled else { return try await next(request, context) }
-        var checks: [(policy: String, key: String, perMinute: Int)] = []
+        var checks: [(policy: String, key: String, perMinute: Int, shared: Bool)] = []
         switch scope {
         case .client:
             let client = context.clientIP ?? "unknown"
             if request.uri.path.hasPrefix("/webhooks/") {
                 // Webhooks keep a bucket of their own: a vendor's burst does not starve the API, nor a flood of forgeries the vendor.
-                checks.append(("webhook", "webhook:" + client, settings.webhookRequestsPerMinute))
+                checks.append(("webhook", "webhook:" + client, settings.webhookRequestsPerMinute, false))
                 break
             }
-            checks.append(("ip", "ip:" + client, settings.requestsPerMinute))
+            checks.append(("ip", "ip:" + client, settings.requestsPerMinute, false))
             // The route pattern, not the raw path: `/api//auth/login` reaches the same route.
             let route = context.endpointPath ?? request.uri.path
             if route.hasPrefix("/api/auth/") || request.uri.path.contains("/auth/") {
-                checks.append(("auth", "auth:" + client, settings.authRequestsPerMinute))
+                checks.append(("auth", "auth:" + client, settings.authRequestsPerMinute, true))
             }
         case .user:
             guard let userID = context.identity?.userID else { return try await next(request, context) }
-            checks.append(("user", "user:" + userID.description, settings.requestsPerMinute))
+            checks.append(("user", "user:" + userID.description, settings.requestsPerMinute, false))
         }
 
         // The tightest bucket speaks for the request.
         var tightest: (policy: String, decision: RateLimiter.Decision)?
         for check in checks {
-            let decision = limiter.take(check.key, perMinute: check.perMinute)
+            let decision: RateLimiter.Decision
+            if check.shared {
+                do {
+                    decision = try await shared.take(check.key, perMinute: check.perMinute)
+                } catch {
+                    // A limit that cannot be checked denies (503 when the database is busy or away).
+                    context.logger.error("shared rate limit unavailable", metadata: ["error": .string(String(reflecting: error))])
+                    return ProblemMiddleware.response(for: Self.unavailable(error), request: request, context: context)
+                }
+            } else {
+                decision = limiter.take(check.key, perMinute: check.perMinute)
+            }
             if !decision.allowed {
                 await security.record("rate_limited", userID: context.identity?.userID.uuid, details: ["policy": check.policy], origin: context.origin)
                 var headers = Self.headers(policy: check.policy, decision: decision)
@@ -68,6 +85,15 @@ struct RateLimitMiddleware: RouterMiddleware {
             for field in Self.headers(policy: tightest.policy, decision: tightest.decision) { response.headers[field.name] = field.value }
         }
         return response
+    }
+
+    /// The answer when the shared bucket cannot be read: the database's own
+    /// answer when it has one (busy), otherwise 503 rather than a bare 500.
+    static func unavailable(_ error: any Error) -> any Error {
+        if FolioDatabase.isBusy(error) { return error }
+        return AppError(
+            .serviceUnavailable, code: "rate_limit_unavailable",
+            detail: "The request could not be checked against its rate limit; try again in a moment.", headers: [.retryAfter: "1"])
     }
 
     static func headers(policy: String, decision: RateLimiter.Decision) -> HTTPFields {

@@ -4,8 +4,9 @@ import NIOConcurrencyHelpers
 /// Token buckets kept in memory, one per key (client address, user, …).
 ///
 /// Per instance: N instances allow N times the rate. That is acceptable for
-/// request throttling (docs/ARCHITECTURE.md); failed-login counting, which must
-/// hold across instances, lives in the database instead.
+/// request throttling (docs/ARCHITECTURE.md); the `/api/auth/*` bucket and
+/// failed-login counting, which must hold across instances, live in the
+/// database instead (`SharedRateLimiter`, `LoginThrottle`).
 final class RateLimiter: Sendable {
     struct Decision: Sendable {
         var allowed: Bool
