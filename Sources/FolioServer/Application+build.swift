@@ -204,7 +204,7 @@ public struct FolioServices: Sendable {
         let pace = SubmissionPace()
         let queue = jobs
         let backlog = configuration.orderBacklogLimit > 0
-            ? OrderBacklog(limit: configuration.orderBacklogLimit, count: { try await queue.waiting(.submitOrder) }) : nil
+            ? OrderBacklog(limit: configuration.orderBacklogLimit, metrics: metrics, count: { try await queue.waiting(.submitOrder) }) : nil
         let orders = OrderService(
             store: store, ledger: ledger, jobs: jobs, brokers: brokers, calendar: calendar, quotes: quotes, clock: clock, ids: ids,
             marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses, pace: pace, backlog: backlog)

@@ -128,6 +128,7 @@ struct MetricsTests {
             FolioMetrics.requestsTotal.name, FolioMetrics.securityEvents.name, FolioMetrics.webhookVerifications.name,
             FolioMetrics.constraintViolations.name, FolioMetrics.vendorCalls.name, FolioMetrics.jobs.name, FolioMetrics.jobAge.name,
             FolioMetrics.mails.name, FolioMetrics.sentryDropped.name, FolioMetrics.backups.name, FolioMetrics.backupLastSuccess.name,
+            FolioMetrics.ordersRefused.name,
         ]
         let named = Set(rules.matches(of: /folio_[a-z_]+/).map { String($0.output) })
         #expect(named.subtracting(served).isEmpty, "rules name series Folio does not serve: \(named.subtracting(served))")

@@ -179,6 +179,11 @@ struct OrdersTests {
             #expect(refused.status == .serviceUnavailable && refused.headers[.retryAfter] == "2")
             #expect(try problem(refused).code == "orders_backlogged")
             #expect(try await env.orders().count == placed, "a refused placement writes nothing")
+            // Each refusal is counted for operators (the FolioOrdersBacklogged alert).
+            let exposition = env.services.metrics.exposition()
+            let refusals = exposition.split(separator: "\n").first { $0.hasPrefix("folio_orders_refused_total{reason=\"backlog\"}") }
+            let counted = try #require(refusals.flatMap { $0.split(separator: " ").last }.flatMap { Int($0) })
+            #expect(counted >= 2)
             // The worker catches up: the same key is taken again, once.
             await env.worker.drain()
             try await eventually("placements taken again") {

@@ -19,6 +19,8 @@ final class OrderBacklog: Sendable {
 
     let limit: Int
     let refresh: Duration
+    /// Counts each refusal (`folio_orders_refused_total{reason="backlog"}`).
+    let metrics: FolioMetrics?
     private let count: @Sendable () async throws -> Int
 
     private struct State {
@@ -29,9 +31,10 @@ final class OrderBacklog: Sendable {
 
     private let state = Mutex(State())
 
-    init(limit: Int, refresh: Duration = .milliseconds(250), count: @escaping @Sendable () async throws -> Int) {
+    init(limit: Int, refresh: Duration = .milliseconds(250), metrics: FolioMetrics? = nil, count: @escaping @Sendable () async throws -> Int) {
         self.limit = limit
         self.refresh = refresh
+        self.metrics = metrics
         self.count = count
     }
 
@@ -54,6 +57,9 @@ final class OrderBacklog: Sendable {
                 state.reading = false
             }
         }
-        if waiting >= limit { throw Full(waiting: waiting, limit: limit) }
+        if waiting >= limit {
+            metrics?.orderRefused(reason: "backlog")
+            throw Full(waiting: waiting, limit: limit)
+        }
     }
 }

@@ -16,6 +16,7 @@ final class FolioMetrics: Sendable {
         for reason in SentryDropReason.allCases {
             registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason.rawValue)]).increment(by: Int64(0))
         }
+        registry.makeCounter(descriptor: Self.ordersRefused, labels: [("reason", "backlog")]).increment(by: Int64(0))
     }
 
     /// Request durations from 1 ms to 10 s.
@@ -130,6 +131,11 @@ final class FolioMetrics: Sendable {
     }
 
     /// A fill applied, and how long after its order was placed.
+    /// A placement refused before anything was written, by why (`backlog`: too many orders wait for a worker).
+    func orderRefused(reason: String) {
+        registry.makeCounter(descriptor: Self.ordersRefused, labels: [("reason", reason)]).increment()
+    }
+
     func fill(latency: TimeInterval) {
         registry.makeCounter(descriptor: Self.fills, labels: []).increment()
         registry.makeDurationHistogram(descriptor: Self.fillLatency, labels: [], buckets: Self.fillLatencyBuckets)
@@ -290,6 +296,12 @@ final class FolioMetrics: Sendable {
     static var orders: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "folio", metricName: "orders", unitName: "total", helpText: "Orders reaching a status, by status.")
+    }
+
+    static var ordersRefused: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "orders_refused", unitName: "total",
+            helpText: "Placements refused before anything was written, by reason (backlog: too many orders wait for a worker).")
     }
 
     static var fills: MetricNameDescriptor {
