@@ -240,6 +240,12 @@ def order_ticket(driver):
     error = visible(driver, "#quantity-error")
     assert error.text, "an invalid quantity showed no error beside the field"
     assert driver.find_element(By.ID, "quantity").get_attribute("aria-invalid") == "true"
+    # A quantity Folio refuses has no estimate (it once showed "$0.-5").
+    for refused in ["-1", "0", "-0.5"]:
+        fill(driver, "#quantity", "1")
+        wait(driver, lambda d: d.find_element(By.ID, "estimate").text.startswith("$"), message="no estimated cost for 1")
+        fill(driver, "#quantity", refused)
+        wait(driver, lambda d: d.find_element(By.ID, "estimate").text == "—", message=f"an estimate for quantity {refused}")
     fill(driver, "#quantity", "2")
     wait(driver, lambda d: d.find_element(By.ID, "estimate").text.startswith("$"), message="no estimated cost")
     screenshot(driver, "orders")

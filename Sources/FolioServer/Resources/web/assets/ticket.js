@@ -24,8 +24,9 @@ function cents(a, b, roundUp) {
 }
 
 function dollars(value) {
-  const text = value.toString().padStart(3, '0');
-  return `$${text.slice(0, -2).replace(/\B(?=(\d{3})+(?!\d))/g, ',')}.${text.slice(-2)}`;
+  const sign = value < 0n ? '-' : '';
+  const text = (value < 0n ? -value : value).toString().padStart(3, '0');
+  return `${sign}$${text.slice(0, -2).replace(/\B(?=(\d{3})+(?!\d))/g, ',')}.${text.slice(-2)}`;
 }
 
 function showTypeFields() {
@@ -39,7 +40,8 @@ function update() {
   const type = form.elements.order_type.value;
   const price = decimal(type === 'LIMIT' || type === 'STOP_LIMIT' ? form.elements.limit_price.value : type === 'STOP' ? form.elements.stop_price.value : quote?.price);
   const quantity = decimal(form.elements.quantity.value);
-  if (!price || !quantity) { estimate.textContent = '—'; return; }
+  // Folio refuses a quantity or price of zero or less: nothing to estimate.
+  if (!price || !quantity || price.units <= 0n || quantity.units <= 0n) { estimate.textContent = '—'; return; }
   const total = cents(quantity, price, buying);
   const power = decimal(document.getElementById('buying-power').dataset.amount);
   const over = buying && power && total > cents(power, { units: 1n, scale: 0 }, false);
