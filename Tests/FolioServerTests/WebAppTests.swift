@@ -276,6 +276,7 @@ struct WebAppTests {
             let shown = String(try #require(enrolment.firstMatch(of: /<code id="totp-secret">([A-Z2-7]+)<\/code>/)?.output.1))
             #expect(enrolment.contains("otpauth://totp/Folio:nojs2fa@example.com?secret=\(shown)"))
             #expect(enrolment.contains(#"id="confirm-enrolment" data-native"#) && enrolment.contains(#"name="_show" value="recovery-codes""#))
+            #expect(enrolment.contains(#"<nav aria-label="Main">"#), "an answer page keeps the signed-in layout")
             // The settings page never shows a secret: one begun and left is replaced by the next start, not offered again.
             let settings = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
             #expect(!settings.contains(shown))
@@ -292,6 +293,7 @@ struct WebAppTests {
                 uri: "/form", method: .post, headers: formHeaders, body: Self.form(hidden + [("password", strongPassword), ("totp_code", code == "000000" ? "111111" : "000000")]))
             let again = Self.text(wrong)
             #expect(wrong.status.code >= 400 && again.contains(#"<code id="totp-secret">\#(shown)</code>"#) && again.contains("totp_code"), "\(again)")
+            #expect(again.contains(#"<nav aria-label="Main">"#))
             let confirmed = try await client.execute(
                 uri: "/form", method: .post, headers: formHeaders, body: Self.form(hidden + [("password", strongPassword), ("totp_code", code)]))
             #expect(confirmed.status == .ok)
@@ -405,6 +407,13 @@ struct WebAppTests {
             #expect(refused.status == .unprocessableContent)
             #expect(refused.headers[.contentType] == "text/html; charset=utf-8")
             #expect(Self.text(refused).contains("<code>quantity</code>"))
+            // In the signed-in layout, with the navigation and sign-out, as the page the form came from.
+            #expect(Self.text(refused).contains(#"<nav aria-label="Main">"#) && Self.text(refused).contains(#"value="/api/auth/logout""#))
+            // Someone signed out who is refused gets the signed-out layout.
+            let wrongSignIn = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/auth/login"), ("_next", "/"), ("session", "cookie"), ("email", "nobody@example.com"), ("password", strongPassword)]))
+            #expect(wrongSignIn.status == .unauthorized && !Self.text(wrongSignIn).contains(#"<nav aria-label="Main">"#))
             var plain = session
             plain[.accept] = "application/json"
             let asProblem = try await client.execute(uri: "/form", method: .post, headers: plain, body: Self.form(bad))

@@ -36,6 +36,8 @@ struct FormBridge: Sendable {
 
     let slot: Slot
     let renderer: PageRenderer
+    /// Finds who a page the bridge answers with is for, so it keeps their layout (navigation, sign-out).
+    let identity: IdentityServices
     /// CSRF protection is on: a form must show it comes from a Folio page.
     let requireSameOrigin: Bool
 
@@ -88,7 +90,7 @@ struct FormBridge: Sendable {
                 let collector = BodyCollector()
                 try await answer.body.write(collector)
                 let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
-                return renderer.page(shown.template, title: shown.title, viewer: nil, values: shown.values(answer: json, fields: fields, control: control))
+                return renderer.page(shown.template, title: shown.title, viewer: await viewer(of: request), values: shown.values(answer: json, fields: fields, control: control))
             }
             var redirect = WebController.redirect(WebController.sitePath(control["_next"].map { Substring($0) }))
             for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
@@ -104,15 +106,16 @@ struct FormBridge: Sendable {
             ["field": issue["field"] as? String ?? "", "message": issue["message"] as? String ?? ""]
         }
         let detail = problem?["detail"] as? String ?? "Folio answered \(answer.status.code)."
+        let viewer = await viewer(of: request)
         // A page made from an earlier answer (the two-factor secret) comes back with the refusal on it: going Back would ask for a new one.
         if let again = control["_again"].flatMap(AnswerPage.init(rawValue:)), var values = again.again(control: control) {
             values["detail"] = detail
             values["errors"] = errors
             values["has_errors"] = !errors.isEmpty
-            return renderer.page(again.template, title: again.title, viewer: nil, values: values, status: answer.status)
+            return renderer.page(again.template, title: again.title, viewer: viewer, values: values, status: answer.status)
         }
         var page = renderer.page(
-            "error", title: answer.status.reasonPhrase, viewer: nil,
+            "error", title: answer.status.reasonPhrase, viewer: viewer,
             values: [
                 "detail": detail, "code": problem?["code"] as? String ?? "error",
                 "has_errors": !errors.isEmpty, "errors": errors,
@@ -120,6 +123,16 @@ struct FormBridge: Sendable {
             status: answer.status)
         for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
         return page
+    }
+
+    /// Who a page is for: the session the browser's cookie names now, if any.
+    /// The bridge's own route ignores the cookie (the request it forwards is
+    /// the one checked), so it is read here, only to draw the page.
+    private func viewer(of request: Request) async -> PageRenderer.Viewer? {
+        guard let cookie = request.cookies[AuthController.cookieName]?.value, !cookie.isEmpty,
+              let signedIn = try? await identity.sessions.identity(cookieToken: cookie)
+        else { return nil }
+        return PageRenderer.Viewer(signedIn, csrf: identity.csrf)
     }
 
     /// Reads a problem document the router answered (a few hundred bytes).

@@ -58,6 +58,13 @@ struct PageRenderer: Sendable {
     struct Viewer {
         var identity: Identity
         var csrfToken: String
+
+        /// The signed-in person a page is for, with their session's CSRF token; nil when signed out.
+        init?(_ identity: Identity?, csrf: CSRFTokens) {
+            guard let identity else { return nil }
+            self.identity = identity
+            self.csrfToken = csrf.token(for: identity.sessionID.uuid)
+        }
     }
 
     /// One page: `template` rendered with `values`, inside the layout.
