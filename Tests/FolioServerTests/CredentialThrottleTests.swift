@@ -112,12 +112,12 @@ struct CredentialThrottleTests {
 
     @Test("client keys: IPv4 whole, IPv6 by /64, IPv4-mapped IPv6 as IPv4")
     func clientKeys() {
-        #expect(LoginThrottle.clientKey("203.0.113.9") == "203.0.113.9")
-        #expect(LoginThrottle.clientKey("2001:db8:1:2::1") == LoginThrottle.clientKey("2001:0db8:0001:0002:ffff:ffff:ffff:ffff"))
-        #expect(LoginThrottle.clientKey("2001:db8:1:2::1") == "2001:db8:1:2::/64")
-        #expect(LoginThrottle.clientKey("2001:db8:1:2::1") != LoginThrottle.clientKey("2001:db8:1:3::1"))
-        #expect(LoginThrottle.clientKey("::ffff:192.0.2.7") == "192.0.2.7")
-        #expect(LoginThrottle.clientKey(nil) == "unknown")
+        #expect(ClientAddress.key("203.0.113.9") == "203.0.113.9")
+        #expect(ClientAddress.key("2001:db8:1:2::1") == ClientAddress.key("2001:0db8:0001:0002:ffff:ffff:ffff:ffff"))
+        #expect(ClientAddress.key("2001:db8:1:2::1") == "2001:db8:1:2::/64")
+        #expect(ClientAddress.key("2001:db8:1:2::1") != ClientAddress.key("2001:db8:1:3::1"))
+        #expect(ClientAddress.key("::ffff:192.0.2.7") == "192.0.2.7")
+        #expect(ClientAddress.key(nil) == "unknown")
     }
 
     @Test("a stolen access token cannot brute-force the password: changing it counts wrong guesses like a login, and the sixth is refused even when right", arguments: TestDatabaseKind.all)

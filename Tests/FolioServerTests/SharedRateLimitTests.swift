@@ -45,13 +45,25 @@ struct SharedRateLimitTests {
             let full = try await a.take("auth:203.0.113.7", perMinute: 5)
             #expect(full.allowed && full.remaining == 4)
 
-            // Retention removes buckets that have been full for a day, and only those.
-            clock.advance(by: 86_400 + 61)
+            // Retention removes the buckets that are full again (the same as none), and only those.
+            clock.advance(by: 13)
             _ = try await a.take("auth:203.0.113.9", perMinute: 5)
             let outcomes = try await Retention(database: database, clock: clock.clock).run(dryRun: false)
             #expect(outcomes.first { $0.policy == "rate_limit_buckets" }?.rows == 2)
             let keys = try await database.sql.raw("SELECT key FROM rate_limit_buckets").all().map { try $0.decode(column: "key", as: String.self) }
             #expect(keys == ["auth:203.0.113.9"])
+        }
+    }
+
+    @Test("a limit that does not divide a minute holds exactly that many; one beyond a token a microsecond is held to that", arguments: TestDatabaseKind.all)
+    func uneven(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind) { database, _ in
+            let limiter = SharedRateLimiter(database: database, clock: TestClock().clock)
+            var taken = 0
+            for _ in 0..<9 where try await limiter.take("auth:seven", perMinute: 7).allowed { taken += 1 }
+            #expect(taken == 7)
+            let huge = try await limiter.take("auth:huge", perMinute: 70_000_000)
+            #expect(huge.allowed && huge.remaining == 59_999_999 && huge.limit == 70_000_000)
         }
     }
 
@@ -100,6 +112,36 @@ struct SharedRateLimitTests {
                 let health = try await secondClient.execute(uri: "/api/health", method: .get)
                 #expect(health.status == .ok)
             }
+        }
+    }
+
+    @Test("the addresses of one IPv6 /64 share a bucket, and a refusal this instance can make itself writes nothing", arguments: TestDatabaseKind.all)
+    func ipv6AndLocalGate(kind: TestDatabaseKind) async throws {
+        try await withTestApp(
+            kind, configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 3); $0.trustedProxies = ["127.0.0.1"] },
+            overSocket: true
+        ) { client, env in
+            var statuses: [HTTPResponse.Status] = []
+            for host in 1...5 {
+                let response = try await post(
+                    client, "/api/auth/login", ["email": "x@example.com", "password": "whatever at all"],
+                    headers: [HTTPField.Name("X-Forwarded-For")!: "2001:db8:7:8::\(host)"])
+                statuses.append(response.status)
+            }
+            #expect(statuses == [.unauthorized, .unauthorized, .unauthorized, .tooManyRequests, .tooManyRequests])
+            let rows = try await env.database.sql.raw("SELECT key FROM rate_limit_buckets").all().map { try $0.decode(column: "key", as: String.self) }
+            #expect(rows == ["auth:2001:db8:7:8::/64"])
+            // This instance has seen the limit spent: it refuses without asking the database, so even with the table gone it answers 429.
+            try await env.database.sql.raw("DROP TABLE rate_limit_buckets").run()
+            let refused = try await post(
+                client, "/api/auth/login", ["email": "x@example.com", "password": "whatever at all"],
+                headers: [HTTPField.Name("X-Forwarded-For")!: "2001:db8:7:8::99"])
+            #expect(refused.status == .tooManyRequests)
+            // Another /64 is another client.
+            let other = try await post(
+                client, "/api/auth/login", ["email": "x@example.com", "password": "whatever at all"],
+                headers: [HTTPField.Name("X-Forwarded-For")!: "2001:db8:7:9::1"])
+            #expect(other.status == .serviceUnavailable, "a new client's bucket is in the (dropped) table")
         }
     }
 

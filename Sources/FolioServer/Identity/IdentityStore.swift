@@ -195,10 +195,10 @@ struct IdentityStore: Sendable {
             SELECT ip, user_agent FROM sessions WHERE user_id = \(bind: userID) ORDER BY created_at DESC LIMIT 200
             """).all()
         guard !seen.isEmpty else { return false }
-        let agent = userAgent.map { String($0.prefix(256)) } ?? "", client = LoginThrottle.clientKey(ip)
+        let agent = userAgent.map { String($0.prefix(256)) } ?? "", client = ClientAddress.key(ip)
         for row in seen {
             let storedAgent = try row.decode(column: "user_agent", as: String?.self) ?? ""
-            if storedAgent == agent, LoginThrottle.clientKey(try row.decode(column: "ip", as: String?.self)) == client { return false }
+            if storedAgent == agent, ClientAddress.key(try row.decode(column: "ip", as: String?.self)) == client { return false }
         }
         return true
     }

@@ -64,19 +64,6 @@ struct LoginThrottle: Sendable {
     /// How long an address the owner signed in from stays known.
     static let knownClientLifetime: TimeInterval = 30 * 86_400
 
-    /// The key a client address is counted under: an IPv4 address whole, an
-    /// IPv6 address by its /64 (one host usually has a whole /64 to pick
-    /// from); requests with no address (commands, tests in process) share one.
-    static func clientKey(_ ip: String?) -> String {
-        guard let ip else { return "unknown" }
-        var bytes = [UInt8](repeating: 0, count: 16)
-        guard ip.contains(":"), inet_pton(AF_INET6, ip, &bytes) == 1 else { return ip }
-        // IPv4 written as IPv6 (::ffff:192.0.2.7) is the IPv4 address.
-        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF { return bytes[12...].map(String.init).joined(separator: ".") }
-        let hextets = stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
-        return hextets.joined(separator: ":") + "::/64"
-    }
-
     /// Counts this attempt as a failure until it proves otherwise; refuses
     /// while the address or the account waits. An address the owner signed in
     /// from within 30 days is spared the account-wide ceiling (its own limit

@@ -19,7 +19,7 @@ extension IdentityServices {
         // bcrypt reads a C string of at most 72 bytes: never let a NUL or an overlong tail count.
         let passwordUsable = PasswordPolicy.isHashable(password)
 
-        let client = LoginThrottle.clientKey(origin.ip)
+        let client = ClientAddress.key(origin.ip)
         guard let user = try await findUser(email: email, on: db) else {
             if case .locked(let wait) = try await loginThrottle.claimUnknown(email: Self.normalizedEmail(email), client: client, on: db) {
                 throw IdentityError.tooManyAttempts(retryAfter: wait)
@@ -79,7 +79,7 @@ extension IdentityServices {
     /// An error `check` throws itself leaves the attempt counted.
     func checkCredentials(of user: User, origin: RequestOrigin, locked event: String = "reauthentication_locked", _ check: () async throws -> CredentialCheck) async throws {
         let db = database.db
-        let client = LoginThrottle.clientKey(origin.ip)
+        let client = ClientAddress.key(origin.ip)
         let attempt: LoginThrottle.Attempt
         switch try await loginThrottle.claim(userID: user.id!, client: client, on: db) {
         case .locked(let wait):

@@ -99,8 +99,8 @@ public struct RetentionPolicy: Sendable {
             condition: { cutoff, now in "updated_at < \(bind: cutoff) AND (locked_until IS NULL OR locked_until < \(bind: now))" }),
         .init(
             name: "rate_limit_buckets", table: "rate_limit_buckets",
-            reason: "A sign-in rate-limit bucket (keyed by client address) matters for a minute; one that has been full for a day is removed.",
-            keep: day, key: "key",
+            reason: "A sign-in rate-limit bucket (keyed by client address) that is full again means the same as none, and is removed.",
+            keep: 0, key: "key",
             condition: { cutoff, _ in "full_at < \(bind: SharedRateLimiter.microseconds(cutoff))" }),
         .init(
             name: "audit_addresses", table: "audit_events",

@@ -15,6 +15,7 @@ import Hummingbird
 /// every instance, since it guards sign-in, registration and the mail they
 /// send; the others are throttles kept in each instance's memory. When the
 /// shared bucket cannot be read, the request is refused, not let through.
+/// Every bucket counts a client by `ClientAddress.key` (an IPv6 /64 as one).
 struct RateLimitMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
 
@@ -36,7 +37,8 @@ struct RateLimitMiddleware: RouterMiddleware {
         var checks: [(policy: String, key: String, perMinute: Int, shared: Bool)] = []
         switch scope {
         case .client:
-            let client = context.clientIP ?? "unknown"
+            // An IPv6 client is one /64: a host that can pick any address in it gets no more buckets.
+            let client = ClientAddress.key(context.clientIP)
             if request.uri.path.hasPrefix("/webhooks/") {
                 // Webhooks keep a bucket of their own: a vendor's burst does not starve the API, nor a flood of forgeries the vendor.
                 checks.append(("webhook", "webhook:" + client, settings.webhookRequestsPerMinute, false))
@@ -58,8 +60,11 @@ struct RateLimitMiddleware: RouterMiddleware {
         for check in checks {
             let decision: RateLimiter.Decision
             if check.shared {
+                // This instance's own count goes first: what it refuses the shared bucket would refuse
+                // too (it counts every instance's requests), and a flood is turned away without a write.
+                let local = limiter.take(check.key, perMinute: check.perMinute)
                 do {
-                    decision = try await shared.take(check.key, perMinute: check.perMinute)
+                    decision = local.allowed ? try await shared.take(check.key, perMinute: check.perMinute) : local
                 } catch {
                     // A limit that cannot be checked denies (503 when the database is busy or away).
                     context.logger.error("shared rate limit unavailable", metadata: ["error": .string(String(reflecting: error))])

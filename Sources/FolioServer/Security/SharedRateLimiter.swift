@@ -10,7 +10,8 @@ import SQLKit
 /// limit) later, starting from now when it lies in the past, and a request
 /// that would move it more than a minute ahead is refused without moving it.
 /// One statement decides and takes, atomically on both databases, with no
-/// lock held between requests.
+/// lock held between requests. The time is each instance's own clock, so the
+/// machines' clocks must agree (NTP), as the heartbeats need too.
 struct SharedRateLimiter: Sendable {
     let database: FolioDatabase
     let clock: AppClock
@@ -20,8 +21,10 @@ struct SharedRateLimiter: Sendable {
     /// Takes one token from `key`'s bucket of `perMinute` tokens.
     func take(_ key: String, perMinute: Int) async throws -> RateLimiter.Decision {
         let now = Self.microseconds(clock.now())
-        let interval = Self.window / Int64(max(1, perMinute))
-        let capacity = Self.window - Self.window % interval
+        // At most one token a microsecond; the bucket holds exactly `rate` of them.
+        let rate = Int64(min(max(1, perMinute), Int(Self.window)))
+        let interval = Self.window / rate
+        let capacity = rate * interval
         // The later of the stored time and now, as both databases write it.
         let start: SQLQueryString = "CASE WHEN rate_limit_buckets.full_at > \(bind: now) THEN rate_limit_buckets.full_at ELSE \(bind: now) END"
         let taken = try await database.sql.raw("""

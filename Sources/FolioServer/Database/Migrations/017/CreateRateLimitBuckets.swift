@@ -14,6 +14,8 @@ struct CreateRateLimitBuckets: AsyncMigration {
             // Microseconds since 1970: when the bucket is full again.
             .field("full_at", .int64, .required)
             .create()
+        // Retention removes the buckets that are full again, by this column.
+        try await (database as! any SQLDatabase).raw("CREATE INDEX rate_limit_buckets_full_at ON rate_limit_buckets (full_at)").run()
     }
 
     func revert(on database: any Database) async throws {
