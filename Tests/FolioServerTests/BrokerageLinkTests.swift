@@ -1,3 +1,4 @@
+import FluentKit
 import FolioDomain
 import Foundation
 import HTTPTypes
@@ -196,6 +197,76 @@ struct BrokerageLinkTests {
             // Linked again: a new account, the old one's history untouched.
             #expect(try await link(client, tokens).status == .created)
             #expect(try await env.accounts().filter { $0.kind == "brokerage" }.count == 2)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("new keys made at Alpaca replace a link's keys in place: checked first, only for the same account, open orders carry on, the stream signs in again, audited and mailed", arguments: TestDatabaseKind.all)
+    func replacingKeys(kind: TestDatabaseKind) async throws {
+        try await withLinkApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let tokens = try await signUp(client, env, email: "rotate@example.com")
+            let id = try #require((try json(try await link(client, tokens))["account"] as? [String: Any])?["id"] as? String)
+            let accountID = try #require(AccountID(id))
+            let streams = env.services.tradeStreams
+            await streams.refreshStreams()
+            defer { streams.stopAll() }
+            try await eventually("the stream listening", within: .seconds(20)) { fake.listeners == 1 }
+            let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": id]
+            let placed = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            #expect(fake.orders[placed]?.status == "accepted")
+
+            // The user makes new keys at Alpaca: the old ones stop working, and the open order keeps the account from being unlinked.
+            let newKeys = ["key_id": "PKFAKEKEYID0002", "secret_key": "fake-secret-key-rotated-9876543210zyx"]
+            fake.regenerateKeys(id: newKeys["key_id"]!, secret: newKeys["secret_key"]!)
+            let path = "/api/brokerage/alpaca/\(id)/keys"
+            func replace(_ body: [String: Any], _ who: [String: Any]) async throws -> TestResponse {
+                var headers = bearer(who)
+                headers[.contentType] = "application/json"
+                return try await client.execute(uri: path, method: .put, headers: headers, body: ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
+            }
+            let hint = { () async throws -> String? in try await env.services.brokerage.store.link(of: accountID)?.keyHint }
+
+            // Keys Alpaca refuses, keys of another Alpaca account, and another user: refused, nothing changed.
+            let stale = try await replace(["key_id": FakeAlpaca.keyID, "secret_key": FakeAlpaca.secretKey], tokens)
+            let staleCode = try problem(stale).code
+            #expect(stale.status == .unprocessableContent && staleCode == "broker_keys_refused")
+            fake.accountNumber = "PA3OTHER0001"
+            let another = try await replace(newKeys, tokens)
+            let anotherCode = try problem(another).code
+            #expect(another.status == .unprocessableContent && anotherCode == "broker_keys_for_another_account")
+            #expect(try problem(another).errors?.map(\.field) == ["key_id"])
+            fake.accountNumber = FakeAlpaca.accountNumber
+            let stranger = try await signUp(client, env, email: "stranger@example.com")
+            #expect(try await replace(newKeys, stranger).status == .notFound)
+            let malformed = try await replace(["key_id": "short"], tokens)
+            let malformedFields = Set(try problem(malformed).errors?.map(\.field) ?? [])
+            #expect(malformed.status == .unprocessableContent && malformedFields == ["key_id", "secret_key"])
+            #expect(try await hint() == "…0001")
+
+            let replaced = try await replace(newKeys, tokens)
+            #expect(replaced.status == .ok)
+            let shown = try json(replaced)
+            #expect(shown["key_hint"] as? String == "…0002" && shown["account_id"] as? String == id && shown["status"] as? String == "active")
+            #expect(!String(buffer: replaced.body).contains(newKeys["secret_key"]!))
+            #expect(try await hint() == "…0002")
+            let sealed = try #require(try await env.services.brokerage.store.link(of: accountID)?.sealedCredentials)
+            #expect(AlpacaCredentials.open(sealed, with: env.services.identity.secretBox)?.secretKey == newKeys["secret_key"])
+            #expect(!ConfiguredSecrets.mask(in: "x \(newKeys["secret_key"]!) y").contains(newKeys["secret_key"]!), "taught to the redactor")
+            let audited = try await AuditEvent.query(on: env.database.db).filter(\.$action == "brokerage.keys_replaced").all()
+            #expect(audited.count == 1 && audited.first?.subjectID == id)
+            let mailed = try await env.database.sql.raw("SELECT template FROM mail_messages").all().map { try $0.decode(column: "template", as: String.self) }
+            #expect(mailed.contains("brokerage_keys_replaced"))
+
+            // The open order is canceled at Alpaca with the new keys (the old client is gone), and the stream signs in again with them.
+            let canceled = try await client.execute(uri: "/api/orders/\(placed)", method: .delete, headers: bearer(tokens))
+            #expect(canceled.status == .ok, "\(String(buffer: canceled.body))")
+            #expect(fake.orders[placed]?.status == "canceled")
+            await streams.refreshStreams()
+            // The fake counts a connection once the keys it signs in with open the account: only the new keys do now.
+            try await eventually("the stream signed in again with the new keys", within: .seconds(20)) { fake.streamConnections == 2 }
+            #expect(!env.logs.lines.joined().contains(newKeys["secret_key"]!))
             try await env.expectConsistent()
         }
     }

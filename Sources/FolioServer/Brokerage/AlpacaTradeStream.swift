@@ -46,7 +46,8 @@ final class TradeStreams: Service, Sendable {
     let refresh: Duration
     /// The first wait before reconnecting; it doubles up to a minute.
     let firstBackOff: Duration
-    private let running = Mutex<[UUID: Task<Void, Never>]>([:])
+    /// Each link's stream, with the sealed keys it signed in with.
+    private let running = Mutex<[UUID: (sealed: String, task: Task<Void, Never>)]>([:])
 
     init(
         store: BrokerageStore, trading: TradingStore, brokers: Brokers, orders: OrderService, pauses: PausePoints, logger: Logger,
@@ -73,28 +74,29 @@ final class TradeStreams: Service, Sendable {
         stopAll()
     }
 
-    /// Starts a stream for each active link without one, and stops those of removed links.
+    /// Starts a stream for each active link without one, stops those of
+    /// removed links, and starts again those whose keys were replaced.
     func refreshStreams() async {
         let links: [BrokerageLink]
         do { links = try await store.activeLinks(on: store.database.sql) } catch {
             logger.warning("reading brokerage links for their streams failed", metadata: ["error": "\(error)"])
             return
         }
-        let wanted = Set(links.map(\.id))
+        let wanted = Dictionary(links.map { ($0.id, $0.sealedCredentials) }, uniquingKeysWith: { first, _ in first })
         running.withLock { running in
-            for (id, task) in running where !wanted.contains(id) {
-                task.cancel()
+            for (id, stream) in running where wanted[id] != stream.sealed {
+                stream.task.cancel()
                 running[id] = nil
             }
             for link in links where running[link.id] == nil {
-                running[link.id] = Task { await self.keepStreaming(link) }
+                running[link.id] = (link.sealedCredentials, Task { await self.keepStreaming(link) })
             }
         }
     }
 
     func stopAll() {
         running.withLock { running in
-            for task in running.values { task.cancel() }
+            for stream in running.values { stream.task.cancel() }
             running.removeAll()
         }
     }

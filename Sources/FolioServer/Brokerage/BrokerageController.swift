@@ -3,7 +3,8 @@ import Foundation
 import Hummingbird
 
 /// Linking accounts at Alpaca: `GET /api/brokerage/links`,
-/// `POST /api/brokerage/alpaca`, `DELETE /api/brokerage/alpaca/{account_id}`.
+/// `POST /api/brokerage/alpaca`, `PUT /api/brokerage/alpaca/{account_id}/keys`
+/// (new keys for the same Alpaca account), `DELETE /api/brokerage/alpaca/{account_id}`.
 /// A secret goes in once and never comes back out: responses show the key
 /// id's last four characters only.
 struct BrokerageController: Sendable {
@@ -13,6 +14,7 @@ struct BrokerageController: Sendable {
         let api = router.group("/api/brokerage", context: AuthenticatedContext.self)
         api.get("/links", use: list)
         api.post("/alpaca", use: linkAlpaca)
+        api.put("/alpaca/:account_id/keys", use: replaceKeys)
         api.delete("/alpaca/:account_id", use: unlink)
     }
 
@@ -86,6 +88,15 @@ struct BrokerageController: Sendable {
         return EditedResponse(
             status: .created, headers: [.location: "/api/accounts/\(linked.account.id)"],
             response: Linked(account: .init(linked.account), link: .init(linked.link)))
+    }
+
+    @Sendable func replaceKeys(_ request: Request, context: AuthenticatedContext) async throws -> LinkResponse {
+        guard let id = context.parameters.get("account_id").flatMap(AccountID.init) else { throw BrokerageError.linkNotFound }
+        var body = try await request.decodeBody(as: LinkRequest.self, context: context)
+        // The environment is the link's own: new keys cannot move it between paper and live.
+        body.environment = nil
+        let (credentials, _) = try body.credentials()
+        return LinkResponse(try await links.replaceKeys(account: id, userID: context.identity.userID, credentials: credentials, context: context.auditContext))
     }
 
     @Sendable func unlink(_ request: Request, context: AuthenticatedContext) async throws -> Response {

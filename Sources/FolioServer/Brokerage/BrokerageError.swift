@@ -17,4 +17,6 @@ enum BrokerageError: Error, Equatable, Sendable {
     case cashMovesAtBroker
     /// The account's link was removed: it takes no more orders.
     case unlinked
+    /// New keys open another account at the broker than the one the link mirrors.
+    case keysForAnotherAccount
 }

@@ -117,6 +117,58 @@ struct BrokerageLinks: Sendable {
         return linked
     }
 
+    /// Replaces the keys of an active link, in place: after the user made
+    /// new ones at Alpaca (the old ones leaked, or were revoked), the link,
+    /// its account, its open orders and its history go on with the new keys.
+    /// The keys must open the very account the link mirrors; Alpaca is asked
+    /// before anything is stored. Audited, and the user is told by mail.
+    func replaceKeys(account accountID: AccountID, userID: UserID, credentials: AlpacaCredentials, context: AuditContext) async throws -> BrokerageLink {
+        guard let before = try await store.link(of: accountID), before.userID == userID, before.status == .active else { throw BrokerageError.linkNotFound }
+        let client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: before.baseURL), logger: logger)
+        let answer: AlpacaBroker.AccountAnswer
+        do {
+            answer = try await client.account()
+        } catch {
+            logger.warning("replacing an Alpaca link's keys failed: the broker could not be asked", metadata: ["error": "\(error)"])
+            throw BrokerageError.brokerUnavailable
+        }
+        switch answer {
+        case .refused: throw BrokerageError.keysRefused
+        case .unreadable(let reason): throw BrokerageError.unsupportedAccount(reason)
+        case .account(let remote): guard remote.accountNumber == before.remoteAccount else { throw BrokerageError.keysForAnotherAccount }
+        }
+        ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
+        let sealed = try credentials.sealed(with: secretBox)
+        let store = self.store, ledger = self.ledger
+        let replaced = try await store.database.transaction { db -> BrokerageLink in
+            // The account's lock, as an unlink takes it: the two go one after the other.
+            guard var open = try await ledger.open(account: accountID, owner: userID, on: db),
+                  var link = try await store.link(of: accountID, on: db), link.id == before.id, link.status == .active
+            else { throw BrokerageError.linkNotFound }
+            try await store.replaceCredentials(link.id, sealed: sealed, keyHint: credentials.hint, on: db)
+            var note = Posting()
+            note.events = [AuditNote(
+                action: "brokerage.keys_replaced", actorID: userID, subjectType: "account", subjectID: accountID.description,
+                details: [
+                    "broker": link.broker, "environment": link.environment.rawValue, "remote_account": link.remoteAccount,
+                    "key_hint_before": link.keyHint, "key_hint": credentials.hint,
+                ])]
+            open.books.record(note)
+            try await ledger.commit(open, context: context, on: db)
+            try await ledger.notifications?.notify(
+                userID.uuid, .brokerageKeysReplaced,
+                MailVariables(["account": link.remoteAccount.suffix(4).description, "key_hint": credentials.hint, "environment": link.environment.rawValue]),
+                on: db)
+            link.sealedCredentials = sealed
+            link.keyHint = credentials.hint
+            return link
+        }
+        // This process's client goes at once; the others see the new sealed keys when they next read the link.
+        brokers.forget(replaced.id)
+        brokers.pollSoon(accountID)
+        return replaced
+    }
+
     /// Unlinks an account: its credentials are forgotten, its ledger and
     /// history stay, and it takes no more orders (every instance reads the
     /// link again before routing an order). Refused while orders are still

@@ -90,6 +90,13 @@ struct BrokerageStore: Sendable {
             """).run()
     }
 
+    /// New keys for an active link: sealed, with their hint.
+    func replaceCredentials(_ id: UUID, sealed: String, keyHint: String, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE brokerage_links SET sealed_credentials = \(bind: sealed), key_hint = \(bind: keyHint) WHERE id = \(bind: id) AND status = 'active'
+            """).run()
+    }
+
     func updateSealedCredentials(_ id: UUID, sealed: String, on db: any SQLDatabase) async throws {
         try await db.raw("UPDATE brokerage_links SET sealed_credentials = \(bind: sealed) WHERE id = \(bind: id) AND status = 'active'").run()
     }

@@ -24,8 +24,9 @@ final class Brokers: Sendable {
     let logger: Logger
     /// Accounts known to have no link: paper accounts.
     private let paperAccounts = Mutex<Set<AccountID>>([])
-    /// Opened Alpaca clients, by link.
-    private let clients = Mutex<[UUID: AlpacaBroker]>([:])
+    /// Opened Alpaca clients, by link, with the sealed keys each was opened from:
+    /// keys replaced by any process show as other sealed text, and open a new client.
+    private let clients = Mutex<[UUID: (sealed: String, client: AlpacaBroker)]>([:])
     /// How often an account's orders at Alpaca are polled, and when each last was.
     let pollInterval: Duration
     /// Given to each Alpaca client it makes.
@@ -100,15 +101,20 @@ final class Brokers: Sendable {
 
     /// The Alpaca client for a link, its credentials opened and taught to the log redactor.
     func alpaca(_ link: BrokerageLink) throws -> AlpacaBroker {
-        if let known = clients.withLock({ $0[link.id] }) { return known }
+        if let known = clients.withLock({ $0[link.id] }), known.sealed == link.sealedCredentials { return known.client }
         guard let credentials = AlpacaCredentials.open(link.sealedCredentials, with: secretBox) else {
             throw BrokerError.unavailable("the link's credentials cannot be opened with SECRET_KEY or PREVIOUS_SECRET_KEYS")
         }
         ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
         var client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: link.baseURL), logger: logger)
         client.metrics = metrics
-        clients.withLock { $0[link.id] = client }
+        clients.withLock { $0[link.id] = (link.sealedCredentials, client) }
         return client
+    }
+
+    /// Drops the opened client of a link (its keys were replaced).
+    func forget(_ link: UUID) {
+        clients.withLock { _ = $0.removeValue(forKey: link) }
     }
 }
 

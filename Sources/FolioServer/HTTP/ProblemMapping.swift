@@ -125,6 +125,11 @@ enum ProblemMapping {
                 .conflict, code: "cash_moves_at_broker",
                 detail: "Money moves in and out of this account at the broker; Folio mirrors what arrives there. Deposit or withdraw with the broker.",
                 errors: [.init(field: "amount", code: "cash_moves_at_broker", message: "Not for a brokerage account.")])
+        case .keysForAnotherAccount:
+            return AppError(
+                .unprocessableContent, code: "broker_keys_for_another_account",
+                detail: "These keys open another Alpaca account than the one this Folio account mirrors; nothing was changed. Link that account on its own instead.",
+                errors: [.init(field: "key_id", code: "another_account", message: "The keys are for another Alpaca account.")])
         case .unlinked:
             return AppError(
                 .conflict, code: "brokerage_unlinked", detail: "This account's brokerage link was removed; link the broker account again to trade.",

@@ -29,6 +29,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     case rebalanceFinished = "rebalance_finished"
     case driftDigest = "drift_digest"
     case plaidLoginRequired = "plaid_login_required"
+    case brokerageKeysReplaced = "brokerage_keys_replaced"
     case newSignIn = "new_sign_in"
     case passwordChanged = "password_changed"
     case twoFactorEnabled = "two_factor_enabled"
@@ -46,7 +47,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .rebalanceFinished: .rebalancing
         case .driftDigest: .drift
         case .plaidLoginRequired: .links
-        case .newSignIn, .passwordChanged, .twoFactorEnabled, .twoFactorDisabled, .accountLocked, .accessReview: .security
+        case .newSignIn, .passwordChanged, .twoFactorEnabled, .twoFactorDisabled, .accountLocked, .accessReview, .brokerageKeysReplaced: .security
         }
     }
 
@@ -70,6 +71,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .rebalanceFinished: "Your rebalance {{outcome}}"
         case .driftDigest: "Your portfolio drifted from its targets"
         case .plaidLoginRequired: "Folio: {{institution}} needs you to sign in again"
+        case .brokerageKeysReplaced: "New Alpaca keys for your account ····{{account}}"
         case .newSignIn: "New sign-in to your Folio account"
         case .passwordChanged: "Your Folio password was changed"
         case .twoFactorEnabled: "Two-factor authentication is on"
@@ -93,6 +95,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .rebalanceFinished: "Your rebalance {{outcome}}: {{detail}}"
         case .driftDigest: "{{count}} holdings are outside their drift band."
         case .plaidLoginRequired: "{{explanation}}"
+        case .brokerageKeysReplaced: "The keys Folio uses for your Alpaca {{environment}} account ····{{account}} were replaced (key id ending {{key_hint}})."
         case .newSignIn: "A sign-in from {{device}} at {{ip}}."
         case .passwordChanged: "Your password was changed and every session was signed out."
         case .twoFactorEnabled: "Two-factor authentication was turned on."
@@ -128,6 +131,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
             MailVariables(["institution": "First Platypus Bank", "explanation": "Your connection to First Platypus Bank needs you to sign in again."])
         case .newSignIn: MailVariables(["device": "Firefox on Linux", "ip": "203.0.113.9", "time": "2026-11-24 15:30 UTC"])
         case .passwordChanged, .twoFactorEnabled, .twoFactorDisabled: MailVariables([:])
+        case .brokerageKeysReplaced: MailVariables(["account": "7781", "key_hint": "…0002", "environment": "paper"])
         case .accountLocked: MailVariables(["minutes": "15"])
         case .accessReview:
             MailVariables(

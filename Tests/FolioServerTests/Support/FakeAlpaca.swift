@@ -88,6 +88,9 @@ final class FakeAlpaca: Sendable {
         /// Closes Alpaca publishes beyond the rules (an unscheduled early close), New York time.
         var publishedCloses: [TradingDay: String] = [:]
         var paperCalls = 0
+        /// The keys that open the account now (new ones made at Alpaca replace them), and the account they open.
+        var keys = (id: FakeAlpaca.keyID, secret: FakeAlpaca.secretKey)
+        var accountNumber = FakeAlpaca.accountNumber
     }
 
     static let accountNumber = "PA3FAKE7781"
@@ -256,7 +259,8 @@ final class FakeAlpaca: Sendable {
         guard let auth = try await nextJSON() else { return }
         let nested = auth["data"] as? [String: Any]
         let key = auth["key"] as? String ?? nested?["key_id"] as? String, secret = auth["secret"] as? String ?? nested?["secret_key"] as? String
-        guard key == Self.keyID, secret == Self.secretKey, !revokeKeys else {
+        let keys = state.withLockedValue { $0.keys }
+        guard key == keys.id, secret == keys.secret, !revokeKeys else {
             try await send(#"{"stream":"authorization","data":{"action":"authenticate","status":"unauthorized"}}"#)
             return
         }
@@ -271,6 +275,17 @@ final class FakeAlpaca: Sendable {
         defer { _ = state.withLockedValue { $0.subscribers.removeValue(forKey: id) } }
         try await send(#"{"stream":"listening","data":{"streams":["trade_updates"]}}"#)
         for await event in events { try await send(event) }
+    }
+
+    /// New keys made at Alpaca: from now on only these open the account, and the old ones get 401.
+    func regenerateKeys(id: String, secret: String) {
+        state.withLockedValue { $0.keys = (id, secret) }
+    }
+
+    /// The account the keys open (another one, to test keys of another account).
+    var accountNumber: String {
+        get { state.withLockedValue { $0.accountNumber } }
+        set { state.withLockedValue { $0.accountNumber = newValue } }
     }
 
     /// The keys stop opening the account (revoked at Alpaca): every call is 401.
@@ -346,14 +361,15 @@ final class FakeAlpaca: Sendable {
         if let failure {
             return Self.json(#"{"code":\#(failure)00000,"message":"try again later"}"#, status: .init(code: failure))
         }
-        guard request.headers[HTTPField.Name("APCA-API-KEY-ID")!] == Self.keyID,
-              request.headers[HTTPField.Name("APCA-API-SECRET-KEY")!] == Self.secretKey, !revokeKeys
+        let keys = state.withLockedValue { $0.keys }
+        guard request.headers[HTTPField.Name("APCA-API-KEY-ID")!] == keys.id,
+              request.headers[HTTPField.Name("APCA-API-SECRET-KEY")!] == keys.secret, !revokeKeys
         else { return Self.json(#"{"code":40110000,"message":"request is not authorized"}"#, status: .unauthorized) }
         switch (request.method, path) {
         case (.get, "/v2/account"):
             return state.withLockedValue { state in
                 Self.json("""
-                    {"id":"e6fe16f3-64a4-4921-8928-cadf02f92f98","account_number":"\(Self.accountNumber)","status":"ACTIVE","currency":"\(state.currency)",\
+                    {"id":"e6fe16f3-64a4-4921-8928-cadf02f92f98","account_number":"\(state.accountNumber)","status":"ACTIVE","currency":"\(state.currency)",\
                     "cash":"\(state.cashText ?? state.cash.description)","buying_power":"\(state.cash)","trading_blocked":\(state.tradingBlocked),"account_blocked":false,"trade_suspended_by_user":false,\
                     "pattern_day_trader":false,"created_at":"2026-01-05T14:00:00Z"}
                     """)
