@@ -99,6 +99,34 @@ struct NumericLimitsTests {
         }
     }
 
+    @Test("a portfolio worth more than cash can hold answers 422 amount_out_of_range, never 500, and everyone else's close snapshots are still taken", arguments: TestDatabaseKind.all)
+    func valueOverflow(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let rich = try await signUp(client, env, email: "overflow@example.com")
+            let bought = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "10", "side": "BUY", "order_type": "MARKET"], headers: bearer(rich))
+            #expect(bought.status == .created)
+            await env.worker.drain()
+            // Cash at its very limit (deposits can take it there), with shares on top: the total is past what cash holds.
+            try await setCash(env, to: try Cash(parsing: "9999999999999999.00"))
+            let ordinary = try await signUp(client, env, email: "ordinary@example.com")
+            for uri in ["/api/portfolio", "/api/portfolio/history?range=1M", "/api/portfolio/performance?range=1M"] {
+                let read = try await client.execute(uri: uri, method: .get, headers: bearer(rich))
+                #expect(read.status == .unprocessableContent, "\(uri)")
+                #expect(read.headers[.contentType] == "application/problem+json")
+                #expect(try problem(read).code == "amount_out_of_range", "\(uri)")
+            }
+            #expect(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(ordinary)).status == .ok)
+
+            // The close snapshot job skips the account it cannot value, and takes the others'.
+            try await env.services.snapshots.snapshotAll(day: TradingDay(env.clock.now))
+            let accounts = try await env.accounts()
+            let snapshotted = try await env.database.sql.raw("SELECT account_id FROM portfolio_snapshots").all().map { try $0.decode(column: "account_id", as: UUID.self) }
+            let richAccount = try #require(accounts.first { $0.cash == (try? Cash(parsing: "9999999999999999.00")) })
+            #expect(snapshotted.count == 1 && !snapshotted.contains(richAccount.id.uuid))
+            #expect(env.logs.lines.contains { $0.contains("its snapshot is skipped") })
+        }
+    }
+
     @Test("a sale whose proceeds would take cash past its column rejects the order with a reason; its job ends done, not dead", arguments: TestDatabaseKind.all)
     func saleOverflow(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -24,6 +24,12 @@ enum ProblemMapping {
                 .serviceUnavailable, code: "orders_backlogged",
                 detail: "Orders are arriving faster than they can be sent to the broker; nothing was placed. Try again in a few seconds.",
                 headers: [.retryAfter: "2"])
+        case MoneyError.overflow:
+            // A value computed from the books (a portfolio worth more than cash can hold, say), not one the request
+            // sent (those are refused as fields): said plainly, never a 500.
+            return AppError(
+                .unprocessableContent, code: "amount_out_of_range",
+                detail: "A value this needs is beyond what Folio can hold (16 digits before the decimal point); nothing was changed.")
         case let error as IdentityError: return identity(error)
         case let refusal as PersonalDataErasure.Refusal: return erasure(refusal)
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)

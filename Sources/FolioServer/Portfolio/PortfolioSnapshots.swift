@@ -45,7 +45,12 @@ struct PortfolioSnapshots: Sendable {
             if day == today {
                 try await snapshotAtCurrentPrices(accounts, day: day)
             } else {
-                for account in accounts { try await backfill(account, through: day) }
+                for account in accounts {
+                    do { try await backfill(account, through: day) } catch let error as MoneyError {
+                        // One account worth more than cash can hold must not stop everyone's history.
+                        logger.warning("an account's value is beyond what cash holds; its snapshots are skipped", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
+                    }
+                }
             }
             after = last.id
         }
@@ -59,9 +64,16 @@ struct PortfolioSnapshots: Sendable {
         let now = clock.now()
         var values: [(AccountRecord, DailyValue)] = []
         for account in accounts {
-            let valuation = try PortfolioValuation(
-                cash: account.cash, availableCash: account.state.availableCash,
-                holdings: (byAccount[account.id] ?? []).map { ($0.symbol, $0.position) }, quotes: prices)
+            let valuation: PortfolioValuation
+            do {
+                valuation = try PortfolioValuation(
+                    cash: account.cash, availableCash: account.state.availableCash,
+                    holdings: (byAccount[account.id] ?? []).map { ($0.symbol, $0.position) }, quotes: prices)
+            } catch {
+                // One account worth more than cash can hold must not stop the batch's other snapshots.
+                logger.warning("an account's value is beyond what cash holds; its snapshot is skipped", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
+                continue
+            }
             values.append((account, DailyValue(day: day, cash: valuation.cash, marketValue: valuation.marketValue)))
         }
         let saved = values
