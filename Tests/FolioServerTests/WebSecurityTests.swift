@@ -369,6 +369,30 @@ struct WebSecurityTests {
         }
     }
 
+    @Test("a NUL character is refused in every text field, naming it: no lookalike email, no client_order_id cut short, no 500 from PostgreSQL", arguments: TestDatabaseKind.all)
+    func nulInText(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "ann@example.com")
+            let lookalike = try await post(client, "/api/auth/register", ["email": "ann@example.com\u{0}x", "password": strongPassword])
+            #expect(lookalike.status == .unprocessableContent)
+            #expect(try problem(lookalike).errors?.map(\.field) == ["email"])
+            #expect(try problem(lookalike).errors?.first?.code == "invalid_characters")
+            let users = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM users").first(decodingColumn: "n", as: Int.self)
+            #expect(users == 1)
+            let order = try await post(
+                client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET", "client_order_id": "a\u{0}b"], headers: bearer(tokens))
+            #expect(order.status == .unprocessableContent)
+            #expect(try problem(order).errors?.map(\.field) == ["client_order_id"])
+            #expect(try await env.orders().isEmpty)
+            // Nested fields are named by their path.
+            let account = try await env.firstAccount()
+            let targets = try await RebalanceTests.put(
+                client, "/api/accounts/\(account.id)/targets", ["targets": [["symbol": "AA\u{0}PL", "percent": "100"]], "cash_percent": "0"], headers: bearer(tokens))
+            #expect(targets.status == .unprocessableContent)
+            #expect(try problem(targets).errors?.first?.field == "targets[0].symbol")
+        }
+    }
+
     @Test("the outbox is not readable over HTTP in production", arguments: TestDatabaseKind.all)
     func noOutboxInProduction(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.environment = .production }) { client, env in

@@ -192,6 +192,12 @@ private struct SingleValueContainer: SingleValueDecodingContainer {
 
     func decode(_ type: String.Type) throws -> String {
         guard case .string(let string) = value else { throw mismatch(type, "a string") }
+        // JSON may carry U+0000, but no text Folio stores can: PostgreSQL refuses it and SQLite cuts the text
+        // there (so "a@example.com\u0000x" would read back as another person's address). Refused for every field.
+        guard !string.utf8.contains(0) else {
+            let field = FieldIssue.path(codingPath)
+            throw FieldIssue(field: field, code: "invalid_characters", message: "\(field) must not contain a NUL character (\\u0000).")
+        }
         return string
     }
 
