@@ -390,6 +390,12 @@ struct WebSecurityTests {
                 client, "/api/accounts/\(account.id)/targets", ["targets": [["symbol": "AA\u{0}PL", "percent": "100"]], "cash_percent": "0"], headers: bearer(tokens))
             #expect(targets.status == .unprocessableContent)
             #expect(try problem(targets).errors?.first?.field == "targets[0].symbol")
+            // And in a URL, where a query parameter would reach a lookup.
+            for uri in ["/api/orders?symbol=AA%00PL", "/api/admin/audit-events?action=a%00b"] {
+                let refused = try await client.execute(uri: uri, method: .get, headers: bearer(tokens))
+                #expect(refused.status == .badRequest, "\(uri)")
+                #expect(refused.headers[.contentType] == "application/problem+json")
+            }
         }
     }
 

@@ -2,14 +2,19 @@ import HTTPTypes
 import Hummingbird
 import Logging
 
-/// Enforces the body size limit (413) and JSON bodies (415, except a form
-/// posted to the form bridge) before any handler runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
+/// Enforces the body size limit (413), JSON bodies (415, except a form
+/// posted to the form bridge) and URLs without a NUL (400) before any handler runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
 struct RequestBodyMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
     let maxBodySize: Int
     let logBodies: Bool
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // No text Folio stores or looks up can hold U+0000 (PostgreSQL refuses it, SQLite cuts text there): a URL
+        // that carries one, in the path or a query parameter, is refused whole, as a JSON body's is field by field.
+        if request.uri.string.contains("%00") {
+            throw AppError(.badRequest, code: "bad_request", detail: "The URL carries a NUL character (%00), which no value can hold.")
+        }
         // SendGrid posts what it posts (event batches up to 768 KB) and its
         // handler holds it to its own limit: a smaller MAX_BODY_SIZE would
         // refuse every large batch, and SendGrid would give up on it.
