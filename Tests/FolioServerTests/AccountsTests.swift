@@ -71,6 +71,20 @@ struct AccountsTests {
         }
     }
 
+    @Test("a deposit or withdrawal with too many places names the cent limit, however many places it has", arguments: ["1.001", "1.2345", "1.23456", "1e-5"])
+    func centLimitSaid(amount: String) async throws {
+        try await withTestAppOnEachDatabase { client, env in
+            let tokens = try await signUp(client, env, email: "cents@example.com")
+            let id = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            for movement in ["deposits", "withdrawals"] {
+                let response = try await post(client, "/api/accounts/\(id)/\(movement)", ["amount": amount], headers: bearer(tokens))
+                let issue = try #require(try problem(response).errors?.first)
+                #expect(issue.code == "too_precise" && issue.field == "amount")
+                #expect(issue.message.contains("at most 2 decimal places"), "\(movement) \(amount): \(issue.message)")
+            }
+        }
+    }
+
     @Test("another user's account is 404 for reading and for moving money", arguments: TestDatabaseKind.all)
     func isolation(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

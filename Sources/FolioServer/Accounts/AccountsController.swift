@@ -69,6 +69,21 @@ struct AccountsController: Sendable {
     struct MovementRequest: Decodable {
         var amount: Cash
         var description: String?
+
+        enum CodingKeys: String, CodingKey {
+            case amount, description
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            do {
+                amount = try container.decode(Cash.self, forKey: .amount)
+            } catch let issue as FieldIssue where issue.code == "too_precise" {
+                // Deposits and withdrawals are in cents: the limit said is theirs, however many places were sent.
+                throw FieldIssue(field: issue.field, code: issue.code, message: "\(issue.field) may have at most \(Cash.centPlaces) decimal places.")
+            }
+            description = try container.decodeIfPresent(String.self, forKey: .description)
+        }
     }
 
     struct EntryResponse: ResponseEncodable, Encodable, Sendable {
