@@ -92,6 +92,12 @@ struct RebalanceTests {
             let other = try await signUp(client, env, email: "other@example.com")
             #expect(try await client.execute(uri: uri, method: .get, headers: bearer(other)).status == .notFound)
             #expect(try await Self.put(client, uri, Self.targets, headers: bearer(other)).status == .notFound)
+            // Another's account is not found for its rebalances either (not an empty list); the owner's has none yet.
+            let accountID = account.id
+            let othersRuns = try await client.execute(uri: "/api/portfolio/rebalances?account_id=\(accountID)", method: .get, headers: bearer(other))
+            #expect(othersRuns.status == .notFound)
+            let ownRuns = try await client.execute(uri: "/api/portfolio/rebalances?account_id=\(accountID)", method: .get, headers: bearer(tokens))
+            #expect(ownRuns.status == .ok)
             try await env.expectConsistent()
         }
     }

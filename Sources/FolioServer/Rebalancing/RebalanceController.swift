@@ -446,8 +446,11 @@ struct RebalanceController: Sendable {
     @Sendable func runs(_ request: Request, context: AuthenticatedContext) async throws -> RunList {
         let accountID = try PortfolioController.accountID(request, identity: context.identity)
         let limit = try Pagination.pageSize(request, maximum: 100)
+        let runs = try await rebalancing.rebalances.runs(of: accountID, owner: context.identity.userID, limit: limit)
+        // No runs may mean no such account of the user's: 404, as every account's route answers.
+        if runs.isEmpty, try await store.account(accountID, of: context.identity.userID) == nil { throw TradingError.accountNotFound }
         var data: [RunResponse] = []
-        for run in try await rebalancing.rebalances.runs(of: accountID, owner: context.identity.userID, limit: limit) { data.append(try await runResponse(run)) }
+        for run in runs { data.append(try await runResponse(run)) }
         return RunList(data: data)
     }
 }
