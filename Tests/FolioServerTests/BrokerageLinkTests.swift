@@ -244,6 +244,7 @@ struct BrokerageLinkTests {
             let malformedFields = Set(try problem(malformed).errors?.map(\.field) ?? [])
             #expect(malformed.status == .unprocessableContent && malformedFields == ["key_id", "secret_key"])
             #expect(try await hint() == "…0001")
+            let sealedBefore = try #require(try await env.services.brokerage.store.link(of: accountID))
 
             let replaced = try await replace(newKeys, tokens)
             #expect(replaced.status == .ok)
@@ -253,6 +254,11 @@ struct BrokerageLinkTests {
             #expect(try await hint() == "…0002")
             let sealed = try #require(try await env.services.brokerage.store.link(of: accountID)?.sealedCredentials)
             #expect(AlpacaCredentials.open(sealed, with: env.services.identity.secretBox)?.secretKey == newKeys["secret_key"])
+            // A key rotation that read the link before the replacement cannot seal the old keys back over the new ones.
+            let rotatedLate = try await env.services.brokerage.store.resealCredentials(
+                sealedBefore.id, old: sealedBefore.sealedCredentials, new: sealedBefore.sealedCredentials + "-resealed", on: env.database.sql)
+            #expect(!rotatedLate)
+            #expect(try await env.services.brokerage.store.link(of: accountID)?.sealedCredentials == sealed)
             #expect(!ConfiguredSecrets.mask(in: "x \(newKeys["secret_key"]!) y").contains(newKeys["secret_key"]!), "taught to the redactor")
             let audited = try await AuditEvent.query(on: env.database.db).filter(\.$action == "brokerage.keys_replaced").all()
             #expect(audited.count == 1 && audited.first?.subjectID == id)

@@ -116,6 +116,7 @@ struct NumericLimitsTests {
                 #expect(try problem(read).code == "amount_out_of_range", "\(uri)")
             }
             #expect(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(ordinary)).status == .ok)
+            #expect(env.logs.lines.contains { $0.contains("a computed amount is out of range") }, "logged for operators")
 
             // The close snapshot job skips the account it cannot value, and takes the others'.
             try await env.services.snapshots.snapshotAll(day: TradingDay(env.clock.now))

@@ -266,8 +266,8 @@ struct BrokerageLinks: Sendable {
         for link in try await store.activeLinks(on: db) {
             guard let opened = secretBox.openReportingKey(link.sealedCredentials) else { unreadable += 1; continue }
             guard opened.sealedWithOldKey else { continue }
-            try await store.updateSealedCredentials(link.id, sealed: try secretBox.seal(opened.text), on: db)
-            resealed += 1
+            // Only if unchanged since read: keys replaced meanwhile must not be overwritten by the old ones sealed again.
+            if try await store.resealCredentials(link.id, old: link.sealedCredentials, new: try secretBox.seal(opened.text), on: db) { resealed += 1 }
         }
         return (resealed, unreadable)
     }

@@ -97,8 +97,12 @@ struct BrokerageStore: Sendable {
             """).run()
     }
 
-    func updateSealedCredentials(_ id: UUID, sealed: String, on db: any SQLDatabase) async throws {
-        try await db.raw("UPDATE brokerage_links SET sealed_credentials = \(bind: sealed) WHERE id = \(bind: id) AND status = 'active'").run()
+    /// The same keys sealed anew, only if the stored value is still `old`; false when it changed meanwhile.
+    func resealCredentials(_ id: UUID, old: String, new: String, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            UPDATE brokerage_links SET sealed_credentials = \(bind: new)
+            WHERE id = \(bind: id) AND status = 'active' AND sealed_credentials = \(bind: old) RETURNING id
+            """).first() != nil
     }
 
     static func link(_ row: any SQLRow) throws -> BrokerageLink {

@@ -60,6 +60,10 @@ struct ProblemMiddleware: RouterMiddleware {
     }
 
     static func appError(for error: any Error, context: Context) -> AppError {
+        if case MoneyError.overflow = error {
+            // Answered as a 422, but an arithmetic bug would look the same: logged for operators either way.
+            context.logger.error("a computed amount is out of range", metadata: ["route": .string(context.endpointPath ?? "unmatched")])
+        }
         if let mapped = ProblemMapping.appError(for: error) { return mapped }
         switch error {
         case let error as AppError:

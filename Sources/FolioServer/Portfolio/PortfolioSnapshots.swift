@@ -39,16 +39,22 @@ struct PortfolioSnapshots: Sendable {
     func snapshotAll(day: TradingDay) async throws {
         let today = TradingDay(clock.now())
         var after: AccountID?
+        // One account that cannot be valued (worth more than cash holds, a symbol without closes) must not
+        // stop everyone's history: the others go on, and a run with a failure is tried again (days written stay).
+        var failure: (any Error)?
         while true {
             let accounts = try await store.accounts(after: after, limit: Self.batchSize)
-            guard let last = accounts.last else { return }
+            guard let last = accounts.last else {
+                if let failure { throw failure }
+                return
+            }
             if day == today {
                 try await snapshotAtCurrentPrices(accounts, day: day)
             } else {
                 for account in accounts {
-                    do { try await backfill(account, through: day) } catch let error as MoneyError {
-                        // One account worth more than cash can hold must not stop everyone's history.
-                        logger.warning("an account's value is beyond what cash holds; its snapshots are skipped", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
+                    do { try await backfill(account, through: day) } catch {
+                        logger.warning("an account's snapshots could not be backfilled", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
+                        if !(error is MoneyError) { failure = failure ?? error }
                     }
                 }
             }
