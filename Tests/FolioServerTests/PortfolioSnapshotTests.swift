@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import FolioServer
@@ -86,6 +87,45 @@ struct PortfolioSnapshotTests {
         }
     }
 
+    @Test("a late close run goes on past an account whose closes cannot be had, backfills the others, and fails so it is tried again", arguments: TestDatabaseKind.all)
+    func lateRunPastAFailure(kind: TestDatabaseKind) async throws {
+        let clock = TestClock(start: Self.monday)
+        let market = ClosesFailing(clock: clock.clock)
+        try await withTestApp(kind, clock: clock, configure: Self.longSessions, dependencies: { $0.marketData = market }) { client, env in
+            // Two people: the first (by account id, the order the job goes in) holds the symbol whose closes fail.
+            let first = try await signUp(client, env, email: "first@example.com")
+            let second = try await signUp(client, env, email: "second@example.com")
+            let accounts = try await env.accounts().sorted { $0.id.uuid.uuidString < $1.id.uuid.uuidString }
+            let owners = try await env.database.sql.raw("SELECT id, email FROM users").all().reduce(into: [UUID: String]()) {
+                $0[try $1.decode(column: "id", as: UUID.self)] = try $1.decode(column: "email", as: String.self)
+            }
+            let failing = accounts[0], healthy = accounts[1]
+            let tokens = owners[failing.userID.uuid] == "first@example.com" ? (first, second) : (second, first)
+            for (who, symbol) in [(tokens.0, "MSFT"), (tokens.1, "AAPL")] {
+                let placed = try await post(client, "/api/orders", ["symbol": symbol, "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(who))
+                #expect(placed.status == .created)
+            }
+            await env.worker.drain()
+
+            // Wednesday: Tuesday's run was missed, so Tuesday is backfilled from daily closes; MSFT's cannot be had.
+            clock.advance(by: 2 * 86_400)
+            market.failing.withLockedValue { $0 = ["MSFT"] }
+            let tuesday = try #require(TradingDay("2026-11-24"))
+            await #expect(throws: (any Error).self) { try await env.services.snapshots.snapshotAll(day: tuesday) }
+            func days(_ account: AccountRecord) async throws -> [String] {
+                try await env.database.sql.raw("SELECT day FROM portfolio_snapshots WHERE account_id = \(bind: account.id) ORDER BY day").all()
+                    .map { try $0.decode(column: "day", as: String.self) }
+            }
+            #expect(try await days(healthy) == ["2026-11-23", "2026-11-24"], "the account after the failing one is backfilled")
+            #expect(try await days(failing).isEmpty)
+            #expect(env.logs.lines.contains { $0.contains("could not be backfilled") })
+            // Tried again once the closes can be had: the failing account catches up.
+            market.failing.withLockedValue { $0 = [] }
+            try await env.services.snapshots.snapshotAll(day: tuesday)
+            #expect(try await days(failing) == ["2026-11-23", "2026-11-24"])
+        }
+    }
+
     @Test("many workers asking at once enqueue a due schedule exactly once", arguments: TestDatabaseKind.all)
     func scheduleOnce(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in
@@ -114,5 +154,25 @@ struct PortfolioSnapshotTests {
         #expect(schedule.nextRun(after: friday) == (try Date("2026-11-30T21:10:00Z", strategy: .iso8601)))
         let beforeSummer = try Date("2026-03-06T22:00:00Z", strategy: .iso8601)  // Friday 17:00 EST
         #expect(schedule.nextRun(after: beforeSummer) == (try Date("2026-03-09T20:10:00Z", strategy: .iso8601)), "Monday 16:10 EDT")
+    }
+}
+
+/// The simulated market, except that the daily closes of the symbols in `failing` cannot be had.
+final class ClosesFailing: MarketDataProvider {
+    let base: SimulatedMarketDataProvider
+    let failing = NIOLockedValueBox<Set<String>>([])
+    var name: String { "simulated" }
+
+    struct Unavailable: Error {}
+
+    init(clock: AppClock) {
+        base = SimulatedMarketDataProvider(market: SimulatedMarket(), clock: clock)
+    }
+
+    func quote(for symbol: String) async throws -> PriceQuote? { try await base.quote(for: symbol) }
+    func search(_ query: String) async throws -> [SymbolMatch] { try await base.search(query) }
+    func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] {
+        if failing.withLockedValue({ $0.contains(symbol) }) { throw Unavailable() }
+        return try await base.dailyHistory(for: symbol, days: days)
     }
 }
