@@ -49,21 +49,7 @@ struct BrokerageLinks: Sendable {
         userID: UserID, credentials: AlpacaCredentials, environment: BrokerageLink.Environment, baseURL: String,
         origin: BrokerageLink.Origin, context: AuditContext
     ) async throws -> Linked {
-        let client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: baseURL), logger: logger)
-        let answer: AlpacaBroker.AccountAnswer
-        do {
-            answer = try await client.account()
-        } catch {
-            // The error names a route and a status or an error type, never the keys (they are in headers only).
-            logger.warning("linking an Alpaca account failed: the broker could not be asked", metadata: ["error": "\(error)"])
-            throw BrokerageError.brokerUnavailable
-        }
-        let remote: AlpacaBroker.RemoteAccount
-        switch answer {
-        case .refused: throw BrokerageError.keysRefused
-        case .unreadable(let reason): throw BrokerageError.unsupportedAccount(reason)
-        case .account(let account): remote = account
-        }
+        let (client, remote) = try await account(openedBy: credentials, at: baseURL)
         // Keys Alpaca accepted are kept out of every log line from here on (only these: a refused guess teaches the redactor nothing).
         ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
         guard remote.currency == "USD" else { throw BrokerageError.unsupportedAccount("its currency is \(remote.currency); Folio keeps USD accounts") }
@@ -117,6 +103,25 @@ struct BrokerageLinks: Sendable {
         return linked
     }
 
+    /// Asks Alpaca which account the keys open, with the client that asked;
+    /// Alpaca's refusals come back as `BrokerageError`s, and nothing is stored.
+    private func account(openedBy credentials: AlpacaCredentials, at baseURL: String) async throws -> (AlpacaBroker, AlpacaBroker.RemoteAccount) {
+        let client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: baseURL), logger: logger)
+        let answer: AlpacaBroker.AccountAnswer
+        do {
+            answer = try await client.account()
+        } catch {
+            // The error names a route and a status or an error type, never the keys (they are in headers only).
+            logger.warning("asking Alpaca which account the keys open failed: the broker could not be asked", metadata: ["error": "\(error)"])
+            throw BrokerageError.brokerUnavailable
+        }
+        switch answer {
+        case .refused: throw BrokerageError.keysRefused
+        case .unreadable(let reason): throw BrokerageError.unsupportedAccount(reason)
+        case .account(let account): return (client, account)
+        }
+    }
+
     /// Replaces the keys of an active link, in place: after the user made
     /// new ones at Alpaca (the old ones leaked, or were revoked), the link,
     /// its account, its open orders and its history go on with the new keys.
@@ -124,19 +129,8 @@ struct BrokerageLinks: Sendable {
     /// before anything is stored. Audited, and the user is told by mail.
     func replaceKeys(account accountID: AccountID, userID: UserID, credentials: AlpacaCredentials, context: AuditContext) async throws -> BrokerageLink {
         guard let before = try await store.link(of: accountID), before.userID == userID, before.status == .active else { throw BrokerageError.linkNotFound }
-        let client = AlpacaBroker(settings: .init(keyID: credentials.keyID, secretKey: credentials.secretKey, baseURL: before.baseURL), logger: logger)
-        let answer: AlpacaBroker.AccountAnswer
-        do {
-            answer = try await client.account()
-        } catch {
-            logger.warning("replacing an Alpaca link's keys failed: the broker could not be asked", metadata: ["error": "\(error)"])
-            throw BrokerageError.brokerUnavailable
-        }
-        switch answer {
-        case .refused: throw BrokerageError.keysRefused
-        case .unreadable(let reason): throw BrokerageError.unsupportedAccount(reason)
-        case .account(let remote): guard remote.accountNumber == before.remoteAccount else { throw BrokerageError.keysForAnotherAccount }
-        }
+        let (_, remote) = try await account(openedBy: credentials, at: before.baseURL)
+        guard remote.accountNumber == before.remoteAccount else { throw BrokerageError.keysForAnotherAccount }
         ConfiguredSecrets.register([credentials.keyID, credentials.secretKey])
         let sealed = try credentials.sealed(with: secretBox)
         let store = self.store, ledger = self.ledger
