@@ -59,9 +59,8 @@ struct PageRenderer: Sendable {
         var identity: Identity
         var csrfToken: String
 
-        /// The signed-in person a page is for, with their session's CSRF token; nil when signed out.
-        init?(_ identity: Identity?, csrf: CSRFTokens) {
-            guard let identity else { return nil }
+        /// The signed-in person a page is for, with their session's CSRF token.
+        init(_ identity: Identity, csrf: CSRFTokens) {
             self.identity = identity
             self.csrfToken = csrf.token(for: identity.sessionID.uuid)
         }

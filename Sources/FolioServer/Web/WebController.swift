@@ -114,7 +114,7 @@ struct WebController: Sendable {
             return Self.redirect("/signin?next=" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "/"))
         }
         let authenticated = try AuthenticatedContext(context: context)
-        let viewer = PageRenderer.Viewer(authenticated.identity, csrf: identity.csrf)!
+        let viewer = PageRenderer.Viewer(authenticated.identity, csrf: identity.csrf)
         do {
             if admin { _ = try AdminContext(context: authenticated) }
             return try await body(authenticated, viewer)
