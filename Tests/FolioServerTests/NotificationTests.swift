@@ -498,6 +498,23 @@ struct NotificationTests {
 
     // MARK: - The Event Webhook
 
+    @Test("event webhook: a NUL in an event's text is dropped, so the batch is applied on both databases rather than failing at every retry", arguments: TestDatabaseKind.all)
+    func eventWebhookNUL(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                let now = Int(env.clock.now.timeIntervalSince1970)
+                let body = #"[{"email":"nul@example.com","event":"bounce","type":"bounce","reason":"550 no\u0000such user","sg_event_id":"ev-\u0000nul","timestamp":\#(now)}]"#
+                let answer = try await client.execute(
+                    uri: "/webhooks/sendgrid", method: .post, headers: sendGrid.signedHeaders(for: body, timestamp: now), body: ByteBuffer(string: body))
+                #expect(answer.status == .ok)
+                #expect(try json(answer)["suppressed"] as? Int == 1)
+                #expect(try await env.services.mail.isSuppressed("nul@example.com"))
+                let detail = try await env.database.sql.raw("SELECT detail FROM mail_suppressions").first()?.decode(column: "detail", as: String?.self)
+                #expect(detail == "550 nosuch user")
+            }
+        }
+    }
+
     @Test("event webhook: forged, stale, unsigned and unconfigured posts are refused; a verified bounce stops mail to the address; a replay counts once; a batch past MAX_BODY_SIZE is taken", arguments: TestDatabaseKind.all)
     func eventWebhook(kind: TestDatabaseKind) async throws {
         try await withFakeSendGrid { sendGrid in

@@ -7,9 +7,12 @@ extension JSONValue {
         return nil
     }
 
+    /// A string's text. U+0000 is dropped: no text Folio stores can hold it
+    /// (PostgreSQL refuses it), and a vendor's stray NUL must not fail the
+    /// write its answer leads to, again at every retry.
     var string: String? {
-        if case .string(let text) = self { return text }
-        return nil
+        guard case .string(let text) = self else { return nil }
+        return text.utf8.contains(0) ? text.replacingOccurrences(of: "\u{0}", with: "") : text
     }
 
     /// A JSON number's text as written (never through `Double`).
