@@ -72,6 +72,10 @@ struct RebalanceTests {
             #expect(try problem(badSum).errors?.map(\.code) == ["sum_not_100"])
             let unknown = try await Self.put(client, uri, ["targets": [["symbol": "NOPE", "percent": 100]]], headers: bearer(tokens))
             #expect(try unknown.status == .unprocessableContent && problem(unknown).errors?.first?.code == "unknown_symbol")
+            // Each unknown symbol is named by its place in the request (the allocation itself is kept in symbol order).
+            let unknownLater = try await Self.put(
+                client, uri, ["targets": [["symbol": "VTI", "percent": 50], ["symbol": "zzzq", "percent": 30], ["symbol": "AAAQ", "percent": 20]]], headers: bearer(tokens))
+            #expect(try problem(unknownLater).errors?.map(\.field) == ["targets[1].symbol", "targets[2].symbol"])
             let tooFine = try await Self.put(client, uri, ["targets": [["symbol": "AAPL", "percent": "99.99999"], ["symbol": "VTI", "percent": "0.00001"]]], headers: bearer(tokens))
             #expect(try problem(tooFine).errors?.map(\.field) == ["targets[0].percent", "targets[1].percent"])
 

@@ -139,7 +139,8 @@ struct RebalanceController: Sendable {
     @Sendable func setTargets(_ request: Request, context: AuthenticatedContext) async throws -> TargetsResponse {
         let accountID = try pathAccount(context)
         let body = try await request.decodeBody(as: TargetsRequest.self, context: context)
-        let stored = try await rebalancing.setTargets(try body.allocation(), account: accountID, owner: context.identity.userID, context: context.auditContext)
+        let stored = try await rebalancing.setTargets(
+            try body.allocation(), account: accountID, owner: context.identity.userID, given: (body.targets ?? []).map(\.symbol), context: context.auditContext)
         return TargetsResponse(accountID: accountID, stored)
     }
 

@@ -46,7 +46,12 @@ struct RebalanceService: Sendable {
 
     /// Adds a version of the account's targets, audited on the account's chain
     /// with a digest of the weights (the version's rows keep the weights themselves).
-    func setTargets(_ allocation: TargetAllocation, account accountID: AccountID, owner: UserID, context: AuditContext) async throws -> StoredTargets {
+    /// `given` is the symbols as the request listed them, so that an unknown
+    /// one is named by its place (`targets[2].symbol`); the allocation itself
+    /// keeps them in symbol order.
+    func setTargets(
+        _ allocation: TargetAllocation, account accountID: AccountID, owner: UserID, given: [String] = [], context: AuditContext
+    ) async throws -> StoredTargets {
         guard try await store.account(accountID, of: owner) != nil else { throw TradingError.accountNotFound }
         // Every symbol must be one the market knows; when that cannot be checked, nothing is saved.
         var unknown: [String] = []
@@ -58,6 +63,11 @@ struct RebalanceService: Sendable {
             }
         }
         if !unknown.isEmpty {
+            let named = given.enumerated().compactMap { index, raw -> FieldIssue? in
+                guard let symbol = OrderDraft.normalizedSymbol(raw), unknown.contains(symbol) else { return nil }
+                return FieldIssue(field: "targets[\(index)].symbol", code: "unknown_symbol", message: "No market quotes \(symbol).")
+            }
+            guard named.isEmpty else { throw TradingError.invalid(named) }
             throw TradingError.invalid(field: "targets", code: "unknown_symbol", message: "No market quotes \(unknown.sorted().joined(separator: ", ")).")
         }
         let now = ledger.now(), id = ids.uuid(), ledger = self.ledger, rebalances = self.rebalances
