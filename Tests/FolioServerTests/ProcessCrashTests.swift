@@ -1,6 +1,7 @@
 import FolioDomain
 import Foundation
 import SQLKit
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import FolioServer
@@ -179,12 +180,16 @@ struct ProcessCrashTests {
             let headers = try await http.signIn("keys@example.com")
             let body: [String: Any] = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"]
             let keys = (0..<10).map { "order-key-\($0)" }
+            // Answers as the client receives them, so the kill waits for the client, not for the server's access lines.
+            let received = NIOLockedValueBox(0)
             let firstAnswers = Task {
                 await withTaskGroup(of: (String, HTTPCalls.Answer?).self) { group in
                     for key in keys {
                         group.addTask {
                             let order: [String: Any] = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"]
-                            return (key, try? await http.post("/api/orders", order, headers: headers.merging(["Idempotency-Key": key]) { _, new in new }))
+                            let answer = try? await http.post("/api/orders", order, headers: headers.merging(["Idempotency-Key": key]) { _, new in new })
+                            if answer != nil { received.withLockedValue { $0 += 1 } }
+                            return (key, answer)
                         }
                     }
                     return await group.reduce(into: [String: HTTPCalls.Answer]()) { answers, pair in if let answer = pair.1 { answers[pair.0] = answer } }
@@ -194,9 +199,10 @@ struct ProcessCrashTests {
                 let placed = try await database.sql.raw("SELECT COUNT(*) AS n FROM orders").first()?.decode(column: "n", as: Int.self)
                 return placed == 5 && server.stdout.lines.filter { $0 == "paused at after_idempotency_claim" }.count == 5
             }
-            // Let the five answers reach the client before the kill.
+            // Let the five answers reach the client before the kill (the server logs an answer before its last byte leaves).
             try await eventually("five answers received") {
                 server.stdout.objects.filter { $0["route"] as? String == "/api/orders" && $0["status"] as? String == "201" }.count == 5
+                    && received.withLockedValue { $0 } == 5
             }
             server.kill()
             let answered = await firstAnswers.value
