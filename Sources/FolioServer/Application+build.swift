@@ -402,7 +402,8 @@ public struct FolioServices: Sendable {
         adminController.addRoutes(to: routes)
         let accountsController = AccountsController(accounts: accounts, store: store, idempotency: idempotency, reads: reads)
         accountsController.addRoutes(to: routes)
-        BrokerageController(links: brokerage).addRoutes(to: routes)
+        let brokerageController = BrokerageController(links: brokerage)
+        brokerageController.addRoutes(to: routes)
         let linksController = LinksController(links: plaid)
         linksController.addRoutes(to: routes)
         PlaidWebhookController(links: plaid, verifier: plaidWebhooks, security: identity.security, rejections: webhookRejections, metrics: metrics)
@@ -430,7 +431,7 @@ public struct FolioServices: Sendable {
         rebalanceController.addRoutes(to: routes)
         WebController(
             renderer: pages, identity: identity, portfolio: portfolioController, performance: performanceController, orders: ordersController, accounts: accountsController,
-            admin: adminController, rebalance: rebalanceController, links: linksController,
+            admin: adminController, rebalance: rebalanceController, links: linksController, brokerage: brokerageController,
             plaidConfigured: configuration.plaid != nil, forms: FormBridge(slot: formSlot, renderer: pages, identity: identity, requireSameOrigin: configuration.csrfProtectionEnabled), notifications: notificationsController, accessReview: accessReview, quotes: quotes)
             .addRoutes(to: routes)
         extraRoutes(routes)

@@ -308,6 +308,87 @@ struct WebAppTests {
         }
     }
 
+    @Test("without JavaScript: an Alpaca account is linked from the linked page, picked above the account pages, given new keys and unlinked", arguments: TestDatabaseKind.all)
+    func alpacaWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withFakeAlpaca { fake in
+            try await withTestApp(kind, configure: { $0.alpacaURLs = fake.urls; $0.csrfProtectionEnabled = true }) { client, env in
+                let tokens = try await signUp(client, env, email: "alpaca-web@example.com")
+                let session = try await Self.signInWithoutJavaScript(client, email: "alpaca-web@example.com")
+                let cookie: HTTPFields = [.cookie: try #require(session[.cookie]), .accept: "text/html"]
+                func page(_ path: String) async throws -> String { Self.text(try await client.execute(uri: path, method: .get, headers: cookie)) }
+                func submit(_ fields: [(String, String)]) async throws -> TestResponse {
+                    let token = String(try #require(try await page("/linked").firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+                    return try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form(fields + [("_next", "/linked"), ("_csrf", token)]))
+                }
+
+                // One account: no picker anywhere, and the linking form open.
+                let before = try await page("/linked")
+                #expect(before.contains("<details open><summary>Link an Alpaca account</summary>"))
+                #expect(!(try await page("/")).contains("account-picker"))
+
+                let refused = try await submit([("_api", "/api/brokerage/alpaca"), ("key_id", FakeAlpaca.keyID), ("secret_key", "not-the-secret-0000000"), ("environment", "paper")])
+                #expect(refused.status == .unprocessableContent)
+                #expect(Self.text(refused).contains("secret_key"))
+                env.clock.advance(by: 60)  // the paper account stays the first opened, so the default
+                let linked = try await submit([("_api", "/api/brokerage/alpaca"), ("key_id", FakeAlpaca.keyID), ("secret_key", FakeAlpaca.secretKey), ("environment", "paper")])
+                #expect(linked.status == .seeOther, "\(Self.text(linked))")
+                #expect(linked.headers[.location] == "/linked")
+                let accounts = try await env.accounts()
+                let alpaca = try #require(accounts.first { $0.kind == "brokerage" }), paper = try #require(accounts.first { $0.kind == "paper" })
+                let name = "Alpaca paper ····" + String(FakeAlpaca.accountNumber.suffix(4))
+
+                let listed = try await page("/linked")
+                #expect(listed.contains(#"<h3 id="alpaca-\#(alpaca.id)">\#(name)</h3>"#))
+                #expect(listed.contains("Alpaca account \(FakeAlpaca.accountNumber) · key …" + String(FakeAlpaca.keyID.suffix(4))))
+                #expect(listed.contains("<details><summary>Link an Alpaca account</summary>"), "closed once an account is linked")
+                #expect(!listed.contains(FakeAlpaca.secretKey))
+
+                // The picker: the default account shown and chosen, links plain; the Alpaca account named, and the account pages' links stay on it.
+                let dashboard = try await page("/")
+                #expect(dashboard.contains(#"<option value="\#(paper.id)" selected>Paper brokerage</option>"#))
+                #expect(dashboard.contains(#"<option value="\#(alpaca.id)">\#(name)</option>"#))
+                #expect(dashboard.contains(#"<a href="/orders">Orders</a>"#))
+                let onAlpaca = try await page("/?account_id=\(alpaca.id)")
+                #expect(onAlpaca.contains(#"<option value="\#(alpaca.id)" selected>"#))
+                for path in ["/orders", "/transactions", "/targets"] {
+                    #expect(onAlpaca.contains(#"<a href="\#(path)?account_id=\#(alpaca.id)">"#), "\(path)")
+                }
+                #expect(onAlpaca.contains(#"<a href="/linked">Linked</a>"#))
+                #expect(onAlpaca.contains(#"href="/?account_id=\#(alpaca.id)&amp;range=1M""#) || onAlpaca.contains(#"href="/?account_id=\#(alpaca.id)&range=1M""#))
+
+                // The orders page lists the shown account's orders, and its forms come back to it.
+                let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(placed.status == .created || placed.status == .accepted, "\(Self.text(placed))")
+                let order = try #require(try json(placed)["id"] as? String)
+                #expect(try await page("/orders").contains(order))
+                let alpacaOrders = try await page("/orders?account_id=\(alpaca.id)")
+                #expect(!alpacaOrders.contains(order))
+                #expect(alpacaOrders.contains(#"name="_next" value="/orders?account_id=\#(alpaca.id)""#))
+                let filtered = try json(try await client.execute(uri: "/api/orders?account_id=\(alpaca.id)", method: .get, headers: bearer(tokens)))
+                #expect((filtered["data"] as? [Any])?.isEmpty == true)
+                let transactions = try await page("/transactions?account_id=\(alpaca.id)")
+                #expect(transactions.contains(#"<option value="\#(alpaca.id)" selected>\#(name)</option>"#))
+                #expect(!transactions.contains("account-picker"), "the filter chooses the account there")
+                #expect(!transactions.contains(#"<th scope="col">Account</th>"#))
+                let everyAccount = try await page("/transactions")
+                #expect(everyAccount.contains(#"<th scope="col">Account</th>"#) && everyAccount.contains("<td>\(name)</td>") && everyAccount.contains("<td>Paper brokerage</td>"))
+
+                // New keys, made at Alpaca; then the account is unlinked and its history stays among the accounts.
+                fake.regenerateKeys(id: "PKFAKEKEYID0002", secret: "fake-secret-key-rotated-9876543210zyx")
+                let replaced = try await submit([
+                    ("_api", "/api/brokerage/alpaca/\(alpaca.id)/keys"), ("_method", "PUT"), ("key_id", "PKFAKEKEYID0002"), ("secret_key", "fake-secret-key-rotated-9876543210zyx"),
+                ])
+                #expect(replaced.status == .seeOther, "\(Self.text(replaced))")
+                #expect(try await page("/linked").contains("· key …0002 ·"))
+                let unlinked = try await submit([("_api", "/api/brokerage/alpaca/\(alpaca.id)"), ("_method", "DELETE")])
+                #expect(unlinked.status == .seeOther, "\(Self.text(unlinked))")
+                let after = try await page("/linked")
+                #expect(!after.contains(#"id="alpaca-\#(alpaca.id)""#))
+                #expect(try await page("/").contains(#"<option value="\#(alpaca.id)">\#(name)</option>"#))
+            }
+        }
+    }
+
     @Test("without JavaScript: a rebalance preview is a page with the trades and a form that places them once", arguments: TestDatabaseKind.all)
     func rebalanceWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -130,6 +130,11 @@ struct OrdersController: Sendable {
             guard let symbol = OrderDraft.normalizedSymbol(String(raw)) else { throw TradingError.invalid(field: "symbol", code: "invalid", message: "symbol must be a ticker.") }
             filter.symbol = symbol
         }
+        if let raw = request.query["account_id"] {
+            // Another person's account (or none) matches no order: an empty page, as any filter that matches nothing.
+            guard let id = AccountID(raw) else { throw TradingError.invalid(field: "account_id", code: "invalid", message: "account_id must be a UUID.") }
+            filter.accountID = id
+        }
         let cursor = try request.query["cursor"].map(Pagination.decode)
         let found = try await store.orders(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
         let page = found.prefix(limit)

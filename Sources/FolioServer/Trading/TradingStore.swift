@@ -301,6 +301,7 @@ struct TradingStore: Sendable {
     struct OrderFilter: Sendable {
         var status: OrderStatus?
         var symbol: String?
+        var accountID: AccountID?
     }
 
     /// One page of the user's orders, newest first, after the cursor's order.
@@ -308,6 +309,7 @@ struct TradingStore: Sendable {
         var query: SQLQueryString = "SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE user_id = \(bind: userID)"
         if let status = filter.status { query = query + " AND status = \(bind: status.rawValue)" }
         if let symbol = filter.symbol { query = query + " AND symbol = \(bind: symbol)" }
+        if let accountID = filter.accountID { query = query + " AND account_id = \(bind: accountID)" }
         if let cursor { query = query + " AND " + Pagination.after(cursor, table: "orders", timeColumn: "created_at", owner: userID) }
         return try await database.sql.raw(query + " ORDER BY created_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.order)
     }

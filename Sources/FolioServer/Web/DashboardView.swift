@@ -6,7 +6,7 @@ import Foundation
 enum DashboardView {
     static func build(
         valuation: PortfolioController.PortfolioResponse, history: PortfolioController.HistoryResponse,
-        returns: PerformanceController.PerformanceResponse, quotes: QuoteService
+        returns: PerformanceController.PerformanceResponse, quotes: QuoteService, choice: PageRenderer.AccountChoice
     ) async throws -> [String: Any] {
         let total = valuation.totalValue
         // Allocation by symbol: each position and the cash, as shares of the total value.
@@ -54,7 +54,8 @@ enum DashboardView {
             "history_low": low.map(Display.money) ?? "—", "history_high": high.map(Display.money) ?? "—",
             "history_incomplete": !history.complete,
             "ranges": PortfolioController.HistoryRange.allCases.map { range in
-                ["label": range.rawValue, "href": "/?range=\(range.rawValue)", "current": range.rawValue == history.range] as [String: Any]
+                ["label": range.rawValue, "href": choice.next("/") + (choice.named ? "&" : "?") + "range=\(range.rawValue)",
+                 "current": range.rawValue == history.range] as [String: Any]
             },
             "valued_at": Display.date(valuation.valuedAt),
             "twr": returns.timeWeightedReturnPercent.map(Display.percentage) ?? "—",

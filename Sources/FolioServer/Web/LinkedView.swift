@@ -4,8 +4,20 @@ import Foundation
 /// The linked-accounts page: net worth across Folio and the linked
 /// institutions, and each Plaid item with its sync state and what to do next.
 enum LinkedView {
-    static func build(worth: NetWorthResponse, items: [LinksController.ItemResponse], plaidConfigured: Bool) -> [String: Any] {
-        [
+    static func build(
+        worth: NetWorthResponse, items: [LinksController.ItemResponse], plaidConfigured: Bool, alpaca: [BrokerageController.LinkResponse]
+    ) -> [String: Any] {
+        let active = alpaca.filter { $0.status == BrokerageLink.Status.active.rawValue }
+        let names = Dictionary(worth.accounts.filter { $0.source == "folio" }.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+        return [
+            "alpaca_links": active.map { link in
+                [
+                    "account_id": link.accountID.description, "name": names[link.accountID.description] ?? "Alpaca \(link.environment) account",
+                    "live": link.environment == BrokerageLink.Environment.live.rawValue, "remote_account": link.remoteAccount,
+                    "key_hint": link.keyHint, "linked": Display.date(link.createdAt),
+                ] as [String: Any]
+            },
+            "has_alpaca_links": !active.isEmpty,
             "configured": plaidConfigured,
             "total": Display.money(worth.total), "assets": Display.money(worth.assets), "liabilities": Display.money(worth.liabilities),
             "folio_total": Display.money(worth.folioTotal), "linked_total": Display.money(worth.linkedTotal),

@@ -1,3 +1,4 @@
+import FolioDomain
 import Foundation
 import Synchronization
 import HTTPTypes
@@ -66,10 +67,33 @@ struct PageRenderer: Sendable {
         }
     }
 
+    /// The person's accounts, on a page about one of them (the dashboard,
+    /// orders, targets): with more than one, the page shows a picker, and
+    /// the navigation's account pages stay on a named account.
+    struct AccountChoice {
+        var accounts: [(id: AccountID, name: String)]
+        var current: AccountID
+        /// The page's query named the account; the default one is not named, so links stay plain.
+        var named: Bool
+        /// The page the picker reloads, with the account chosen.
+        var path: String
+        /// The picker above the page; off where the page chooses the account itself (the transactions' filter).
+        var picker = true
+
+        /// Where a form on the page goes next: the same page, on the same account.
+        func next(_ path: String) -> String {
+            named ? path + "?account_id=\(current)" : path
+        }
+    }
+
+    /// The sections whose pages are about one account: their links carry a named account.
+    static let accountSections: Set<String> = ["dashboard", "orders", "transactions", "targets"]
+
     /// One page: `template` rendered with `values`, inside the layout.
     func page(
-        _ template: String, title: String, viewer: Viewer?, section: String? = nil, scripts: [String] = [], values: [String: Any] = [:],
-        status: HTTPResponse.Status = .ok, externalScripts: [String] = [], contentSecurityPolicy: String = PageRenderer.contentSecurityPolicy
+        _ template: String, title: String, viewer: Viewer?, section: String? = nil, scripts: [String] = [], accounts: AccountChoice? = nil,
+        values: [String: Any] = [:], status: HTTPResponse.Status = .ok, externalScripts: [String] = [],
+        contentSecurityPolicy: String = PageRenderer.contentSecurityPolicy
     ) -> Response {
         var values = Self.withoutNils(values)
         values["assets"] = ["css": assets.path("app.css"), "icon": assets.path("icon.svg")]
@@ -90,8 +114,16 @@ struct PageRenderer: Sendable {
                 "email": viewer.identity.email, "admin": viewer.identity.role == .admin, "csrf": viewer.csrfToken,
                 "verified": viewer.identity.emailVerified,
             ]
+            let named = accounts.flatMap { $0.named ? $0.current : nil }
             layout["nav"] = Self.navigation(admin: viewer.identity.role == .admin).map { item in
-                ["href": item.href, "label": item.label, "current": item.section == section]
+                let href = named.map { Self.accountSections.contains(item.section) ? item.href + "?account_id=\($0)" : item.href } ?? item.href
+                return ["href": href, "label": item.label, "current": item.section == section]
+            }
+            if let accounts, accounts.picker, accounts.accounts.count > 1 {
+                layout["account_picker"] = [
+                    "path": accounts.path,
+                    "options": accounts.accounts.map { ["id": $0.id.description, "name": $0.name, "selected": $0.id == accounts.current] },
+                ]
             }
         }
         let html = library.render(layout, withTemplate: "layout") ?? content

@@ -19,6 +19,8 @@ struct WebController: Sendable {
     let admin: AdminController
     let rebalance: RebalanceController
     let links: LinksController
+    /// Alpaca accounts linked with their keys.
+    let brokerage: BrokerageController
     /// Plaid is configured: the linking page loads Plaid Link.
     let plaidConfigured: Bool
     /// Forms posted without JavaScript.
@@ -135,26 +137,31 @@ struct WebController: Sendable {
             let history = try await portfolio.history(request, context: context)
             // The return over the range the chart shows (performance alone defaults to a year).
             let returns = try await performance.performance(Self.request(request, query: "range=\(history.range)"), context: context)
-            let view = try await DashboardView.build(valuation: valuation, history: history, returns: returns, quotes: quotes)
-            return renderer.page("dashboard", title: "Dashboard", viewer: viewer, section: "dashboard", values: view)
+            let choice = try await accountChoice(request, context: context, current: valuation.accountID)
+            let view = try await DashboardView.build(valuation: valuation, history: history, returns: returns, quotes: quotes, choice: choice)
+            return renderer.page("dashboard", title: "Dashboard", viewer: viewer, section: "dashboard", accounts: choice, values: view)
         }
     }
 
     @Sendable func ordersPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
         try await signedIn(request, context: context) { context, viewer in
-            let page = try await orders.list(request, context: context)
             let valuation = try await portfolio.account(request, context: context)
+            let choice = try await accountChoice(request, context: context, current: valuation.accountID)
+            // With several accounts the list is the shown account's orders; with one, it is every order.
+            let listed = choice.accounts.count > 1 ? Self.naming(valuation.accountID, in: request) : request
+            let page = try await orders.list(listed, context: context)
             let rows = page.data.map(OrderRow.init)
             // Mustache treats an empty string as true: a value is set only when the page names an account.
             let named: [String: Any] = request.query["account_id"].map { ["account_id": String($0)] } ?? [:]
             return renderer.page(
-                "orders", title: "Orders", viewer: viewer, section: "orders", scripts: ["ticket.js"],
+                "orders", title: "Orders", viewer: viewer, section: "orders", scripts: ["ticket.js"], accounts: choice,
                 values: [
+                    "next_page": choice.next("/orders"),
                     "open": rows.filter(\.open), "history": rows.filter { !$0.open }, "available": Display.money(valuation.availableCash),
                     "reserved": Display.money((try? valuation.cash - valuation.availableCash) ?? .zero),
                     "available_raw": valuation.availableCash.description,
                     "holdings": valuation.positions.map { ["symbol": $0.symbol, "quantity": Display.quantity($0.quantity)] },
-                    "next": page.nextCursor.map { "/orders?cursor=\($0)" } as Any,
+                    "next": page.nextCursor.map { choice.next("/orders") + (choice.named ? "&" : "?") + "cursor=\($0)" } as Any,
                 ].merging(named) { first, _ in first })
         }
     }
@@ -168,6 +175,8 @@ struct WebController: Sendable {
         }
         return try await signedIn(request, context: context) { context, viewer in
             let page = try await accounts.transactions(request, context: context)
+            // With several accounts the filter chooses one of them, or all.
+            let all = try await accounts.list(request, context: context).data
             var query = parameters.filter { $0.key != "cursor" }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
             let csv = "/api/transactions.csv" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
             let next = page.nextCursor.map { cursor -> String in
@@ -175,10 +184,20 @@ struct WebController: Sendable {
                 return "/transactions?" + query.joined(separator: "&")
             }
             let type = request.query["type"] ?? ""
+            let named = request.query["account_id"].flatMap(AccountID.init)
+            // Rows of several accounts say whose they are.
+            let names = all.count > 1 && named == nil ? Dictionary(all.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first }) : nil
+            let choice = named.map {
+                PageRenderer.AccountChoice(
+                    accounts: all.map { ($0.id, $0.name) }, current: $0, named: $0 != context.identity.defaultAccountID, path: "/transactions", picker: false)
+            }
             return renderer.page(
-                "transactions", title: "Transactions", viewer: viewer, section: "transactions",
+                "transactions", title: "Transactions", viewer: viewer, section: "transactions", accounts: choice,
                 values: [
-                    "rows": page.data.map(TransactionRow.init), "csv": csv, "next": next as Any, "empty": page.data.isEmpty,
+                    "has_accounts": all.count > 1,
+                    "accounts": [["value": "", "label": "All accounts", "selected": named == nil]]
+                        + all.map { ["value": $0.id.description, "label": $0.name, "selected": $0.id == named] },
+                    "rows": page.data.map { TransactionRow($0, accounts: names) }, "by_account": names != nil, "csv": csv, "next": next as Any, "empty": page.data.isEmpty,
                     "symbol": request.query["symbol"] ?? "", "from": request.query["from"] ?? "", "to": request.query["to"] ?? "",
                     "types": ["", "deposit", "withdrawal", "buy", "sell", "fee", "dividend"].map {
                         ["value": $0, "label": $0.isEmpty ? "All types" : $0.capitalized, "selected": $0 == type]
@@ -195,8 +214,9 @@ struct WebController: Sendable {
             let targets = RebalanceController.TargetsResponse(accountID: accountID, stored)
             let drift = targets.version > 0 ? try await rebalance.drift(request, context: context) : nil
             let runs = try await rebalance.runs(Self.request(request, query: "limit=5"), context: context)
+            let choice = try await accountChoice(request, context: context, current: accountID)
             return renderer.page(
-                "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"],
+                "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"], accounts: choice,
                 values: TargetsView.build(
                     targets: targets, drift: drift, runs: runs.data, namedAccount: request.query["account_id"].map(String.init)))
         }
@@ -208,9 +228,10 @@ struct WebController: Sendable {
         try await signedIn(request, context: context) { context, viewer in
             let worth = try await portfolio.netWorth(context: context)
             let items = try await links.list(request, context: context)
+            let alpaca = try await brokerage.list(request, context: context)
             return renderer.page(
                 "linked", title: "Linked accounts", viewer: viewer, section: "linked", scripts: plaidConfigured ? ["link.js"] : [],
-                values: LinkedView.build(worth: worth, items: items.data, plaidConfigured: plaidConfigured),
+                values: LinkedView.build(worth: worth, items: items.data, plaidConfigured: plaidConfigured, alpaca: alpaca.data),
                 externalScripts: plaidConfigured ? [Self.plaidLinkScript] : [],
                 contentSecurityPolicy: plaidConfigured ? PageRenderer.plaidLinkPolicy : PageRenderer.contentSecurityPolicy)
         }
@@ -262,6 +283,23 @@ struct WebController: Sendable {
                     ],
                 ])
         }
+    }
+
+    /// The person's accounts, for a page about `current`: the picker, and the
+    /// account the navigation and the page's forms stay on.
+    func accountChoice(_ request: Request, context: AuthenticatedContext, current: AccountID) async throws -> PageRenderer.AccountChoice {
+        let all = try await accounts.list(request, context: context).data
+        return PageRenderer.AccountChoice(
+            accounts: all.map { ($0.id, $0.name) }, current: current,
+            named: request.query["account_id"] != nil && current != context.identity.defaultAccountID, path: request.uri.path)
+    }
+
+    /// The same request, naming the account unless it names one already.
+    static func naming(_ account: AccountID, in request: Request) -> Request {
+        guard request.query["account_id"] == nil else { return request }
+        var head = request.head
+        head.path = request.uri.path + "?" + (request.uri.query.map { $0 + "&" } ?? "") + "account_id=\(account)"
+        return Request(head: head, body: request.body)
     }
 
     /// The same request with another query string, for a controller function that reads its own parameters.
@@ -331,8 +369,11 @@ struct TransactionRow {
     var amount: String
     var negative: Bool
     var description: String
+    /// The account's name, when the page lists several accounts' rows.
+    var account: String?
 
-    init(_ entry: AccountsController.EntryResponse) {
+    init(_ entry: AccountsController.EntryResponse, accounts: [AccountID: String]? = nil) {
+        account = accounts.map { $0[entry.accountID] ?? "" }
         when = Display.date(entry.occurredAt)
         type = entry.type
         symbol = entry.symbol ?? ""
