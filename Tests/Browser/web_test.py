@@ -6,6 +6,7 @@ Run by ops/browser-tests, which starts a throwaway server and passes:
   FOLIO_DATA_DIR     the server's data directory
   FOLIO_ADMIN_EMAIL / FOLIO_ADMIN_PASSWORD   an administrator made beforehand
   FOLIO_SCREENSHOTS  where to write the screenshots (optional)
+  FOLIO_FAKE_ALPACA_PORT   the port the server's ALPACA_PAPER_URL names; the fake Alpaca is started there
 Each check raises AssertionError with what was expected; the script exits 1 on the first failure.
 """
 import base64, csv, glob, hashlib, hmac, http.server, io, json, os, re, secrets, struct, subprocess, sys, threading, time, urllib.parse
@@ -15,7 +16,9 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+import fake_alpaca
 
 BASE = os.environ["FOLIO_URL"].rstrip("/")
 BINARY = os.environ["FOLIO_BINARY"]
@@ -363,6 +366,38 @@ def cross_site_request_refused(driver, evil_port):
     assert count_orders(driver) == before, "a cross-site request placed an order"
 
 
+@check("an Alpaca account linked on the linked page, then chosen above the dashboard, its pages staying on it")
+def alpaca_account(driver):
+    open_page(driver, "/linked")
+    fill(driver, "#alpaca-key-id", fake_alpaca.KEY_ID)
+    fill(driver, "#alpaca-secret", fake_alpaca.SECRET_KEY)
+    driver.find_element(By.CSS_SELECTOR, "#alpaca-link button[type=submit]").click()
+    article = visible(driver, "article[aria-labelledby^='alpaca-']")
+    assert fake_alpaca.ACCOUNT_NUMBER in article.text and "…0001" in article.text, article.text
+    assert fake_alpaca.SECRET_KEY not in driver.page_source
+    name = article.find_element(By.TAG_NAME, "h3").text
+    assert name.startswith("Alpaca paper"), name
+    open_page(driver, "/linked", "linked-alpaca")
+
+    open_page(driver, "/")
+    picker = Select(visible(driver, "#account-pick"))
+    assert [option.text for option in picker.options] == ["Paper brokerage", name], [option.text for option in picker.options]
+    assert picker.first_selected_option.text == "Paper brokerage"
+    picker.select_by_visible_text(name)  # JavaScript shows it at once
+    wait(driver, EC.url_contains("account_id="), message="choosing an account did not show it")
+    wait(driver, lambda d: d.execute_script("return document.readyState") == "complete")
+    assert Select(driver.find_element(By.ID, "account-pick")).first_selected_option.text == name
+    cash = driver.find_element(By.XPATH, "//div[@class='figure'][h2='Cash']/p[@class='big']").text
+    assert cash == "$25,000.00", f"the Alpaca account's cash shows as {cash!r}"
+    assert "MSFT" in driver.find_element(By.TAG_NAME, "main").text, "the shares held at Alpaca are not shown"
+    screenshot(driver, "dashboard-alpaca")
+    driver.find_element(By.CSS_SELECTOR, "nav[aria-label=Main] a[href^='/orders']").click()
+    wait(driver, EC.url_contains("/orders?account_id="), message="the navigation left the chosen account")
+    assert Select(visible(driver, "#account-pick")).first_selected_option.text == name
+    assert "AAPL" not in driver.find_element(By.TAG_NAME, "main").text, "the paper account's orders are listed on the Alpaca account's page"
+    no_csp_violations(driver)
+
+
 def count_orders(driver):
     driver.get(BASE + "/orders")
     return len([row for row in driver.find_elements(By.CSS_SELECTOR, "#order-history tbody tr, #open-orders tbody tr") if "AAPL" in row.text])
@@ -556,6 +591,7 @@ fetch('{target}/api/orders', {{method: 'POST', credentials: 'include', headers: 
 
 
 def main():
+    alpaca = fake_alpaca.start(int(os.environ["FOLIO_FAKE_ALPACA_PORT"]))
     evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AttackPage)
     threading.Thread(target=evil.serve_forever, daemon=True).start()
     driver = browser()
@@ -567,6 +603,7 @@ def main():
         linked_accounts(driver)
         transactions_csv(driver)
         cross_site_request_refused(driver, evil.server_address[1])
+        alpaca_account(driver)
         two_factor(driver)
         sign_out_check(driver)
         admin_pages(driver)
@@ -579,6 +616,7 @@ def main():
     finally:
         driver.quit()
         evil.shutdown()
+        alpaca.shutdown()
     print(f"browser tests: {len(passed)} passed")
 
 

@@ -172,6 +172,7 @@ struct WebAppTests {
             #expect(page.headers[.contentSecurityPolicy] == PageRenderer.contentSecurityPolicy)
             #expect(!Self.text(page).contains("cdn.plaid.com"))
             #expect(Self.text(page).contains("does not have configured"))
+            #expect(Self.text(page).contains("<p class=\"muted\">Assets $100,000.00 · debts $0.00</p>"), "the page's own values, not the layout's asset paths")
         }
         try await withFakePlaid { fake in
             try await withTestApp(.sqlite, configure: { $0.plaid = fake.settings }) { client, env in
@@ -354,6 +355,7 @@ struct WebAppTests {
                     #expect(onAlpaca.contains(#"<a href="\#(path)?account_id=\#(alpaca.id)">"#), "\(path)")
                 }
                 #expect(onAlpaca.contains(#"<a href="/linked">Linked</a>"#))
+                #expect(onAlpaca.contains(#"<a class="button" href="/orders?account_id=\#(alpaca.id)">New order</a>"#))
                 #expect(onAlpaca.contains(#"href="/?account_id=\#(alpaca.id)&amp;range=1M""#) || onAlpaca.contains(#"href="/?account_id=\#(alpaca.id)&range=1M""#))
 
                 // The orders page lists the shown account's orders, and its forms come back to it.

@@ -58,6 +58,7 @@ enum DashboardView {
                  "current": range.rawValue == history.range] as [String: Any]
             },
             "valued_at": Display.date(valuation.valuedAt),
+            "orders_href": choice.next("/orders"),
             "twr": returns.timeWeightedReturnPercent.map(Display.percentage) ?? "—",
             "twr_negative": returns.timeWeightedReturnPercent?.isNegative ?? false,
             "twr_note": returns.note as Any,

@@ -96,7 +96,6 @@ struct PageRenderer: Sendable {
         contentSecurityPolicy: String = PageRenderer.contentSecurityPolicy
     ) -> Response {
         var values = Self.withoutNils(values)
-        values["assets"] = ["css": assets.path("app.css"), "icon": assets.path("icon.svg")]
         if let viewer {
             // Every signed-in form carries the token (FormBridge), and an order form a fresh idempotency key.
             values["csrf"] = viewer.csrfToken
