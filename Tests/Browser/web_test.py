@@ -398,6 +398,29 @@ def alpaca_account(driver):
     no_csp_violations(driver)
 
 
+@check("paper cash added and taken out on the dashboard; a withdrawal beyond the cash refused beside the amount")
+def paper_cash(driver):
+    open_page(driver, "/")
+    cash = lambda: driver.find_element(By.XPATH, "//div[@class='figure'][h2='Cash']/p[@class='big']").text
+    before = cash()
+    fill(driver, "#deposit-amount", "250.00")
+    driver.find_element(By.CSS_SELECTOR, "#paper-deposit button[type=submit]").click()
+    wait(driver, lambda d: text_of(d, "#total-value") and cash() != before, message="the deposit did not show")
+    cents = lambda text: int(re.sub(r"[^0-9]", "", text))
+    assert cents(cash()) - cents(before) == 25000, f"cash went from {before} to {cash()}"
+    fill(driver, "#withdrawal-amount", "999999999.00")
+    driver.find_element(By.CSS_SELECTOR, "#paper-withdrawal button[type=submit]").click()
+    error = visible(driver, "#paper-withdrawal [data-error-for=amount]")
+    wait(driver, lambda d: "exceeds the available cash" in error.text, message="the refusal is not shown beside the amount")
+    assert driver.find_element(By.ID, "withdrawal-amount").get_attribute("aria-invalid") == "true"
+    added = cash()
+    fill(driver, "#withdrawal-amount", "50.00")
+    driver.find_element(By.CSS_SELECTOR, "#paper-withdrawal button[type=submit]").click()
+    wait(driver, lambda d: text_of(d, "#total-value") and cash() != added, message="the withdrawal did not show")
+    assert cents(added) - cents(cash()) == 5000, f"cash went from {added} to {cash()}"
+    no_csp_violations(driver)
+
+
 def count_orders(driver):
     driver.get(BASE + "/orders")
     return len([row for row in driver.find_elements(By.CSS_SELECTOR, "#order-history tbody tr, #open-orders tbody tr") if "AAPL" in row.text])
@@ -604,6 +627,7 @@ def main():
         transactions_csv(driver)
         cross_site_request_refused(driver, evil.server_address[1])
         alpaca_account(driver)
+        paper_cash(driver)
         two_factor(driver)
         sign_out_check(driver)
         admin_pages(driver)

@@ -356,6 +356,8 @@ struct WebAppTests {
                 }
                 #expect(onAlpaca.contains(#"<a href="/linked">Linked</a>"#))
                 #expect(onAlpaca.contains(#"<a class="button" href="/orders?account_id=\#(alpaca.id)">New order</a>"#))
+                #expect(!onAlpaca.contains("paper-cash-heading"), "a brokerage account's cash moves at its broker")
+                #expect(dashboard.contains("paper-cash-heading"))
                 #expect(onAlpaca.contains(#"href="/?account_id=\#(alpaca.id)&amp;range=1M""#) || onAlpaca.contains(#"href="/?account_id=\#(alpaca.id)&range=1M""#))
 
                 // The orders page lists the shown account's orders, and its forms come back to it.
@@ -388,6 +390,38 @@ struct WebAppTests {
                 #expect(!after.contains(#"id="alpaca-\#(alpaca.id)""#))
                 #expect(try await page("/").contains(#"<option value="\#(alpaca.id)">\#(name)</option>"#))
             }
+        }
+    }
+
+    @Test("without JavaScript: paper cash is added and taken out from the dashboard, once per form, and a brokerage account has no such form", arguments: TestDatabaseKind.all)
+    func paperCashWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            _ = try await signUp(client, env, email: "paper-cash@example.com")
+            let session = try await Self.signInWithoutJavaScript(client, email: "paper-cash@example.com")
+            let cookie: HTTPFields = [.cookie: try #require(session[.cookie]), .accept: "text/html"]
+            let account = try await env.firstAccount()
+            let dashboard = Self.text(try await client.execute(uri: "/", method: .get, headers: cookie))
+            #expect(dashboard.contains(#"<h2 id="paper-cash-heading">Paper cash</h2>"#))
+            let token = String(try #require(dashboard.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            let keys = dashboard.matches(of: /name="_key" value="([0-9a-f-]{36})"/).map { String($0.output.1) }
+            #expect(Set(keys).count == 2, "each form its own idempotency key: \(keys)")
+            func send(_ path: String, _ amount: String, key: String) async throws -> TestResponse {
+                try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([
+                    ("_api", "/api/accounts/\(account.id)/\(path)"), ("_next", "/"), ("_csrf", token), ("_key", key),
+                    ("description", "Paper cash added"), ("amount", amount),
+                ]))
+            }
+            let added = try await send("deposits", "1234.56", key: keys[0])
+            #expect(added.status == .seeOther, "\(Self.text(added))")
+            // The browser's Back and the same form sent again: the key answers with the first deposit, no second one.
+            #expect(try await send("deposits", "1234.56", key: keys[0]).status == .seeOther)
+            #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")))
+            let tooMuch = try await send("withdrawals", "1000000.00", key: keys[1])
+            #expect(tooMuch.status == .unprocessableContent)
+            #expect(Self.text(tooMuch).contains("<code>insufficient_funds</code>") && Self.text(tooMuch).contains("<code>amount</code>: amount exceeds the available cash"))
+            #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")), "nothing taken")
+            let after = Self.text(try await client.execute(uri: "/", method: .get, headers: cookie))
+            #expect(after.contains(Display.money(try account.cash + Cash(parsing: "1234.56"))))
         }
     }
 

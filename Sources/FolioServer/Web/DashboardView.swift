@@ -59,6 +59,9 @@ enum DashboardView {
             },
             "valued_at": Display.date(valuation.valuedAt),
             "orders_href": choice.next("/orders"),
+            // A paper account's cash is moved here; a brokerage account's moves at its broker.
+            "paper": choice.currentKind == "paper", "account_id": valuation.accountID.description, "self_href": choice.next("/"),
+            "deposit_key": UUID.random().lowercasedString, "withdrawal_key": UUID.random().lowercasedString,
             "twr": returns.timeWeightedReturnPercent.map(Display.percentage) ?? "—",
             "twr_negative": returns.timeWeightedReturnPercent?.isNegative ?? false,
             "twr_note": returns.note as Any,

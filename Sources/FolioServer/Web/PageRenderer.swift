@@ -79,6 +79,8 @@ struct PageRenderer: Sendable {
         var path: String
         /// The picker above the page; off where the page chooses the account itself (the transactions' filter).
         var picker = true
+        /// The shown account's kind (`paper`, `brokerage`), when it is one of the person's.
+        var currentKind: String?
 
         /// Where a form on the page goes next: the same page, on the same account.
         func next(_ path: String) -> String {

@@ -291,7 +291,8 @@ struct WebController: Sendable {
         let all = try await accounts.list(request, context: context).data
         return PageRenderer.AccountChoice(
             accounts: all.map { ($0.id, $0.name) }, current: current,
-            named: request.query["account_id"] != nil && current != context.identity.defaultAccountID, path: request.uri.path)
+            named: request.query["account_id"] != nil && current != context.identity.defaultAccountID, path: request.uri.path,
+            currentKind: all.first { $0.id == current }?.kind)
     }
 
     /// The same request, naming the account unless it names one already.
