@@ -383,7 +383,8 @@ def alpaca_account(driver):
     picker = Select(visible(driver, "#account-pick"))
     assert [option.text for option in picker.options] == ["Paper brokerage", name], [option.text for option in picker.options]
     assert picker.first_selected_option.text == "Paper brokerage"
-    picker.select_by_visible_text(name)  # JavaScript shows it at once
+    picker.select_by_visible_text(name)
+    driver.find_element(By.CSS_SELECTOR, "form.account-picker button[type=submit]").click()
     wait(driver, EC.url_contains("account_id="), message="choosing an account did not show it")
     wait(driver, lambda d: d.execute_script("return document.readyState") == "complete")
     assert Select(driver.find_element(By.ID, "account-pick")).first_selected_option.text == name
@@ -418,6 +419,20 @@ def paper_cash(driver):
     driver.find_element(By.CSS_SELECTOR, "#paper-withdrawal button[type=submit]").click()
     wait(driver, lambda d: text_of(d, "#total-value") and cash() != added, message="the withdrawal did not show")
     assert cents(added) - cents(cash()) == 5000, f"cash went from {added} to {cash()}"
+    no_csp_violations(driver)
+
+
+@check("notifications: the navigation's unread badge, the list, and mark all as read")
+def notifications(driver):
+    open_page(driver, "/notifications", "notifications")
+    badge = driver.find_element(By.CSS_SELECTOR, "nav[aria-label=Main] a[href='/notifications'] .badge").text
+    assert re.fullmatch(r"\d+ unread", badge.replace("\n", " ")) or re.fullmatch(r"\d+", badge), f"the badge reads {badge!r}"
+    items = driver.find_elements(By.CSS_SELECTOR, "article.item")
+    assert any("AAPL" in item.text for item in items), "the filled order is not among the notifications"
+    driver.find_element(By.CSS_SELECTOR, "#read-all button[type=submit]").click()
+    wait(driver, lambda d: "Nothing unread" in text_of(d, "#unread-summary"), message="mark all as read did not show")
+    assert not driver.find_elements(By.CSS_SELECTOR, "nav[aria-label=Main] a[href='/notifications'] .badge"), "the badge stayed"
+    assert not driver.find_elements(By.CSS_SELECTOR, "article.item.unread")
     no_csp_violations(driver)
 
 
@@ -628,6 +643,7 @@ def main():
         cross_site_request_refused(driver, evil.server_address[1])
         alpaca_account(driver)
         paper_cash(driver)
+        notifications(driver)
         two_factor(driver)
         sign_out_check(driver)
         admin_pages(driver)

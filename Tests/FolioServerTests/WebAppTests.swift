@@ -343,12 +343,16 @@ struct WebAppTests {
                 #expect(listed.contains("Alpaca account \(FakeAlpaca.accountNumber) · key …" + String(FakeAlpaca.keyID.suffix(4))))
                 #expect(listed.contains("<details><summary>Link an Alpaca account</summary>"), "closed once an account is linked")
                 #expect(!listed.contains(FakeAlpaca.secretKey))
+                // A password manager must not fill the person's Folio password into the secret, nor keep the secret as a password.
+                #expect(listed.contains(#"name="secret_key" type="password" autocomplete="new-password""#) && !listed.contains(#"name="secret_key" type="password" autocomplete="off""#))
+                #expect(listed.contains(#"<form method="get" action="/" class="account-picker">"#) == false, "no picker on the linked page")
 
                 // The picker: the default account shown and chosen, links plain; the Alpaca account named, and the account pages' links stay on it.
                 let dashboard = try await page("/")
                 #expect(dashboard.contains(#"<option value="\#(paper.id)" selected>Paper brokerage</option>"#))
                 #expect(dashboard.contains(#"<option value="\#(alpaca.id)">\#(name)</option>"#))
                 #expect(dashboard.contains(#"<a href="/orders">Orders</a>"#))
+                #expect(dashboard.contains(#"<form method="get" action="/" class="account-picker">"#))
                 let onAlpaca = try await page("/?account_id=\(alpaca.id)")
                 #expect(onAlpaca.contains(#"<option value="\#(alpaca.id)" selected>"#))
                 for path in ["/orders", "/transactions", "/targets"] {
@@ -388,7 +392,10 @@ struct WebAppTests {
                 #expect(unlinked.status == .seeOther, "\(Self.text(unlinked))")
                 let after = try await page("/linked")
                 #expect(!after.contains(#"id="alpaca-\#(alpaca.id)""#))
-                #expect(try await page("/").contains(#"<option value="\#(alpaca.id)">\#(name)</option>"#))
+                #expect(try await page("/").contains(#"<option value="\#(alpaca.id)">\#(name) (unlinked)</option>"#))
+                // Another person's account (or none) on the transactions page: not found, as on every page.
+                let foreign = try await client.execute(uri: "/transactions?account_id=\(UUID().uuidString.lowercased())", method: .get, headers: cookie)
+                #expect(foreign.status == .notFound)
             }
         }
     }
@@ -422,6 +429,53 @@ struct WebAppTests {
             #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")), "nothing taken")
             let after = Self.text(try await client.execute(uri: "/", method: .get, headers: cookie))
             #expect(after.contains(Display.money(try account.cash + Cash(parsing: "1234.56"))))
+        }
+    }
+
+    @Test("notifications: the navigation counts the unread, the page lists them, and they are marked read one by one or all at once without JavaScript", arguments: TestDatabaseKind.all)
+    func notificationsWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "notices@example.com")
+            let session = try await Self.signInWithoutJavaScript(client, email: "notices@example.com")
+            let cookie: HTTPFields = [.cookie: try #require(session[.cookie]), .accept: "text/html"]
+            func page(_ path: String) async throws -> String { Self.text(try await client.execute(uri: path, method: .get, headers: cookie)) }
+            func unread() async throws -> Int {
+                try #require(try json(try await client.execute(uri: "/api/notifications", method: .get, headers: bearer(tokens)))["unread_count"] as? Int)
+            }
+            for _ in 0..<2 {
+                let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(placed.status == .created)
+            }
+            await env.worker.drain()
+            let count = try await unread()
+            #expect(count >= 2, "an order filled is a notice")
+            let listed = try json(try await client.execute(uri: "/api/notifications", method: .get, headers: bearer(tokens)))
+            let first = try #require((listed["data"] as? [[String: Any]])?.first)
+            let id = try #require(first["id"] as? String)
+
+            let dashboard = try await page("/")
+            #expect(dashboard.contains(#"Notifications <span class="badge">\#(count)<span class="visually-hidden"> unread</span></span></a>"#))
+            let notices = try await page("/notifications")
+            #expect(notices.contains(#"<h2 id="notice-\#(id)"><span class="badge">new</span> "#))
+            #expect(notices.contains("\(count) unread"))
+            let token = String(try #require(notices.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            func send(_ api: String) async throws -> TestResponse {
+                try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([("_api", api), ("_next", "/notifications"), ("_csrf", token)]))
+            }
+            let one = try await send("/api/notifications/\(id)/read")
+            #expect(one.status == .seeOther && one.headers[.location] == "/notifications")
+            #expect(try await unread() == count - 1)
+            #expect(!(try await page("/notifications")).contains(#"<h2 id="notice-\#(id)"><span class="badge">new</span>"#))
+            #expect(try await page("/notifications?unread=true").contains("\(count - 1) unread"))
+            #expect(try await send("/api/notifications/read").status == .seeOther)
+            #expect(try await unread() == 0)
+            let after = try await page("/notifications?unread=true")
+            #expect(after.contains("Nothing unread") && after.contains("No unread notifications."))
+            #expect(!after.contains(#"<span class="visually-hidden"> unread</span>"#), "no badge once all are read")
+            #expect(try await page("/notifications").contains(#"<h2 id="notice-\#(id)">"#), "read ones stay listed")
+            // Someone else's notification: the API's 404, as a page.
+            let other = try await send("/api/notifications/\(UUID().uuidString.lowercased())/read")
+            #expect(other.status == .notFound)
         }
     }
 

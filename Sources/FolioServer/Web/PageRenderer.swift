@@ -59,6 +59,8 @@ struct PageRenderer: Sendable {
     struct Viewer {
         var identity: Identity
         var csrfToken: String
+        /// Notifications not yet read, for the navigation's badge; nil when not counted.
+        var unread: Int?
 
         /// The signed-in person a page is for, with their session's CSRF token.
         init(_ identity: Identity, csrf: CSRFTokens) {
@@ -118,7 +120,9 @@ struct PageRenderer: Sendable {
             let named = accounts.flatMap { $0.named ? $0.current : nil }
             layout["nav"] = Self.navigation(admin: viewer.identity.role == .admin).map { item in
                 let href = named.map { Self.accountSections.contains(item.section) ? item.href + "?account_id=\($0)" : item.href } ?? item.href
-                return ["href": href, "label": item.label, "current": item.section == section]
+                var entry: [String: Any] = ["href": href, "label": item.label, "current": item.section == section]
+                if item.section == "notifications", let unread = viewer.unread, unread > 0 { entry["badge"] = unread }
+                return entry
             }
             if let accounts, accounts.picker, accounts.accounts.count > 1 {
                 layout["account_picker"] = [
@@ -160,7 +164,8 @@ struct PageRenderer: Sendable {
 
     static func navigation(admin: Bool) -> [(href: String, label: String, section: String)] {
         [("/", "Dashboard", "dashboard"), ("/orders", "Orders", "orders"), ("/transactions", "Transactions", "transactions"),
-         ("/targets", "Targets", "targets"), ("/linked", "Linked", "linked"), ("/settings", "Settings", "settings")]
+         ("/targets", "Targets", "targets"), ("/linked", "Linked", "linked"), ("/notifications", "Notifications", "notifications"),
+         ("/settings", "Settings", "settings")]
             + (admin ? [("/admin", "Admin", "admin")] : [])
     }
 }

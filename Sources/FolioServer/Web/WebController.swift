@@ -32,7 +32,7 @@ struct WebController: Sendable {
     /// The web app's own routes as the route table writes them: pages, not API (docs/openapi.yaml describes the API only).
     static let routes: Set<String> = [
         "/assets/{file}", "/form", "/signin", "/signup", "/verify-email", "/reset-password", "/", "/orders", "/transactions", "/targets", "/linked", "/settings",
-        "/admin",
+        "/admin", "/notifications",
     ]
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
@@ -49,6 +49,7 @@ struct WebController: Sendable {
         router.get("/linked", use: linkedPage)
         router.get("/settings", use: settingsPage)
         router.get("/admin", use: adminPage)
+        router.get("/notifications", use: notificationsPage)
     }
 
     @Sendable func asset(_ request: Request, context: FolioRequestContext) async throws -> Response {
@@ -116,7 +117,9 @@ struct WebController: Sendable {
             return Self.redirect("/signin?next=" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "/"))
         }
         let authenticated = try AuthenticatedContext(context: context)
-        let viewer = PageRenderer.Viewer(authenticated.identity, csrf: identity.csrf)
+        var viewer = PageRenderer.Viewer(authenticated.identity, csrf: identity.csrf)
+        // The navigation's badge; a count that cannot be read leaves the badge off, never the page.
+        viewer.unread = try? await notifications.store.unreadCount(of: authenticated.identity.userID.uuid)
         do {
             if admin { _ = try AdminContext(context: authenticated) }
             return try await body(authenticated, viewer)
@@ -137,7 +140,7 @@ struct WebController: Sendable {
             let history = try await portfolio.history(request, context: context)
             // The return over the range the chart shows (performance alone defaults to a year).
             let returns = try await performance.performance(Self.request(request, query: "range=\(history.range)"), context: context)
-            let choice = try await accountChoice(request, context: context, current: valuation.accountID)
+            let choice = try await accountChoice(request, context: context, current: valuation.accountID, page: "/")
             let view = try await DashboardView.build(valuation: valuation, history: history, returns: returns, quotes: quotes, choice: choice)
             return renderer.page("dashboard", title: "Dashboard", viewer: viewer, section: "dashboard", accounts: choice, values: view)
         }
@@ -146,7 +149,7 @@ struct WebController: Sendable {
     @Sendable func ordersPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
         try await signedIn(request, context: context) { context, viewer in
             let valuation = try await portfolio.account(request, context: context)
-            let choice = try await accountChoice(request, context: context, current: valuation.accountID)
+            let choice = try await accountChoice(request, context: context, current: valuation.accountID, page: "/orders")
             // With several accounts the list is the shown account's orders; with one, it is every order.
             let listed = choice.accounts.count > 1 ? Self.naming(valuation.accountID, in: request) : request
             let page = try await orders.list(listed, context: context)
@@ -175,8 +178,8 @@ struct WebController: Sendable {
         }
         return try await signedIn(request, context: context) { context, viewer in
             let page = try await accounts.transactions(request, context: context)
-            // With several accounts the filter chooses one of them, or all.
-            let all = try await accounts.list(request, context: context).data
+            // With several accounts the filter chooses one of them, or all; another person's account is not found, as on every page.
+            let all = try await accountNames(request, context: context)
             var query = parameters.filter { $0.key != "cursor" }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
             let csv = "/api/transactions.csv" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
             let next = page.nextCursor.map { cursor -> String in
@@ -185,6 +188,7 @@ struct WebController: Sendable {
             }
             let type = request.query["type"] ?? ""
             let named = request.query["account_id"].flatMap(AccountID.init)
+            if let named, !all.contains(where: { $0.id == named }) { throw TradingError.accountNotFound }
             // Rows of several accounts say whose they are.
             let names = all.count > 1 && named == nil ? Dictionary(all.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first }) : nil
             let choice = named.map {
@@ -214,7 +218,7 @@ struct WebController: Sendable {
             let targets = RebalanceController.TargetsResponse(accountID: accountID, stored)
             let drift = targets.version > 0 ? try await rebalance.drift(request, context: context) : nil
             let runs = try await rebalance.runs(Self.request(request, query: "limit=5"), context: context)
-            let choice = try await accountChoice(request, context: context, current: accountID)
+            let choice = try await accountChoice(request, context: context, current: accountID, page: "/targets")
             return renderer.page(
                 "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"], accounts: choice,
                 values: TargetsView.build(
@@ -234,6 +238,24 @@ struct WebController: Sendable {
                 values: LinkedView.build(worth: worth, items: items.data, plaidConfigured: plaidConfigured, alpaca: alpaca.data),
                 externalScripts: plaidConfigured ? [Self.plaidLinkScript] : [],
                 contentSecurityPolicy: plaidConfigured ? PageRenderer.plaidLinkPolicy : PageRenderer.contentSecurityPolicy)
+        }
+    }
+
+    @Sendable func notificationsPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        try await signedIn(request, context: context) { context, viewer in
+            let page = try await notifications.list(request, context: context)
+            let unreadOnly = request.query["unread"] == "true"
+            let back = "/notifications" + (unreadOnly ? "?unread=true" : "")
+            return renderer.page(
+                "notifications", title: "Notifications", viewer: viewer, section: "notifications",
+                values: [
+                    "items": page.data.map { notice in
+                        ["id": notice.id, "title": notice.title, "body": notice.body, "category": notice.category.capitalized,
+                         "when": Display.date(notice.createdAt), "read": notice.read] as [String: Any]
+                    },
+                    "empty": page.data.isEmpty, "has_unread": page.unreadCount > 0, "unread": page.unreadCount, "unread_only": unreadOnly, "back": back,
+                    "next": page.nextCursor.map { back + (unreadOnly ? "&" : "?") + "cursor=\($0)" } as Any,
+                ])
         }
     }
 
@@ -287,12 +309,23 @@ struct WebController: Sendable {
 
     /// The person's accounts, for a page about `current`: the picker, and the
     /// account the navigation and the page's forms stay on.
-    func accountChoice(_ request: Request, context: AuthenticatedContext, current: AccountID) async throws -> PageRenderer.AccountChoice {
-        let all = try await accounts.list(request, context: context).data
+    func accountChoice(_ request: Request, context: AuthenticatedContext, current: AccountID, page: String) async throws -> PageRenderer.AccountChoice {
+        let all = try await accountNames(request, context: context)
         return PageRenderer.AccountChoice(
             accounts: all.map { ($0.id, $0.name) }, current: current,
-            named: request.query["account_id"] != nil && current != context.identity.defaultAccountID, path: request.uri.path,
+            named: request.query["account_id"] != nil && current != context.identity.defaultAccountID, path: page,
             currentKind: all.first { $0.id == current }?.kind)
+    }
+
+    /// The person's accounts as the picker names them: an Alpaca account whose link was removed says so
+    /// (it takes no more orders, and linking the same Alpaca account again opens another of the same name).
+    func accountNames(_ request: Request, context: AuthenticatedContext) async throws -> [(id: AccountID, name: String, kind: String)] {
+        let all = try await accounts.list(request, context: context).data
+        guard all.count > 1, all.contains(where: { $0.kind == "brokerage" }) else { return all.map { ($0.id, $0.name, $0.kind) } }
+        let links = try await brokerage.list(request, context: context).data
+        let active = Set(links.filter { $0.status == BrokerageLink.Status.active.rawValue }.map(\.accountID))
+        let unlinked = Set(links.map(\.accountID)).subtracting(active)
+        return all.map { ($0.id, unlinked.contains($0.id) ? $0.name + " (unlinked)" : $0.name, $0.kind) }
     }
 
     /// The same request, naming the account unless it names one already.

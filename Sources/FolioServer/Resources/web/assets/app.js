@@ -180,10 +180,5 @@ for (const form of document.querySelectorAll('form[action="/form"]:not([data-nat
   form.addEventListener('input', () => { delete form.dataset.pendingKey; });
 }
 for (const list of document.querySelectorAll('.policy[data-policy-for]')) watchPolicy(list);
-// Choosing another account shows it at once; without JavaScript the picker's Show button does.
-for (const picker of document.querySelectorAll('form.account-picker')) {
-  picker.elements.account_id.addEventListener('change', () => picker.requestSubmit());
-  picker.querySelector('button')?.classList.add('visually-hidden');
-}
 
 globalThis.folio = { api };
