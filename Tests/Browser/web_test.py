@@ -402,11 +402,18 @@ def alpaca_account(driver):
 @check("paper cash added and taken out on the dashboard; a withdrawal beyond the cash refused beside the amount")
 def paper_cash(driver):
     open_page(driver, "/")
-    cash = lambda: driver.find_element(By.XPATH, "//div[@class='figure'][h2='Cash']/p[@class='big']").text
+    def cash():
+        # The page reloads under us once a form is done: read again until it settles.
+        for _ in range(40):
+            try:
+                return driver.find_element(By.XPATH, "//div[@class='figure'][h2='Cash']/p[@class='big']").text
+            except (NoSuchElementException, StaleElementReferenceException):
+                time.sleep(0.25)
+        raise AssertionError(f"the cash figure never settled on {driver.current_url}")
     before = cash()
     fill(driver, "#deposit-amount", "250.00")
     driver.find_element(By.CSS_SELECTOR, "#paper-deposit button[type=submit]").click()
-    wait(driver, lambda d: text_of(d, "#total-value") and cash() != before, message="the deposit did not show")
+    wait(driver, lambda d: cash() != before, message="the deposit did not show")
     cents = lambda text: int(re.sub(r"[^0-9]", "", text))
     assert cents(cash()) - cents(before) == 25000, f"cash went from {before} to {cash()}"
     fill(driver, "#withdrawal-amount", "999999999.00")
@@ -417,7 +424,7 @@ def paper_cash(driver):
     added = cash()
     fill(driver, "#withdrawal-amount", "50.00")
     driver.find_element(By.CSS_SELECTOR, "#paper-withdrawal button[type=submit]").click()
-    wait(driver, lambda d: text_of(d, "#total-value") and cash() != added, message="the withdrawal did not show")
+    wait(driver, lambda d: cash() != added, message="the withdrawal did not show")
     assert cents(added) - cents(cash()) == 5000, f"cash went from {added} to {cash()}"
     no_csp_violations(driver)
 
