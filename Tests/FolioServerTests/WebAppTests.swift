@@ -479,6 +479,38 @@ struct WebAppTests {
         }
     }
 
+    @Test("without JavaScript: an administrator disables and enables a user from the admin page, never themselves", arguments: TestDatabaseKind.all)
+    func adminDisablesWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            try await UserAdministration(services: env.services).createAdmin(email: "root@example.com", password: strongPassword)
+            let member = try await signUp(client, env, email: "member@example.com")
+            let memberID = try #require(try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(member)))["id"] as? String)
+            let rootID = try #require(try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(
+                try json(try await post(client, "/api/auth/login", ["email": "root@example.com", "password": strongPassword])))))["id"] as? String)
+            let session = try await Self.signInWithoutJavaScript(client, email: "root@example.com")
+            let cookie: HTTPFields = [.cookie: try #require(session[.cookie]), .accept: "text/html"]
+            func page() async throws -> String { Self.text(try await client.execute(uri: "/admin", method: .get, headers: cookie)) }
+            let before = try await page()
+            #expect(before.contains("/api/admin/users/\(memberID)/disable"))
+            #expect(!before.contains("/api/admin/users/\(rootID)/disable"), "no form to disable oneself")
+            let token = String(try #require(before.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            func send(_ api: String) async throws -> TestResponse {
+                try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([("_api", api), ("_next", "/admin"), ("_csrf", token)]))
+            }
+            let disabled = try await send("/api/admin/users/\(memberID)/disable")
+            #expect(disabled.status == .seeOther && disabled.headers[.location] == "/admin")
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(member)).status == .unauthorized, "signed out everywhere")
+            let after = try await page()
+            #expect(after.contains("/api/admin/users/\(memberID)/enable") && !after.contains("/api/admin/users/\(memberID)/disable"))
+            // Oneself, through a hand-made form: the API's refusal, as a page.
+            let own = try await send("/api/admin/users/\(rootID)/disable")
+            #expect(own.status.code >= 400 && own.status.code < 500)
+            #expect(try await send("/api/admin/users/\(memberID)/enable").status == .seeOther)
+            #expect(try await page().contains("/api/admin/users/\(memberID)/disable"))
+            #expect(try await post(client, "/api/auth/login", ["email": "member@example.com", "password": strongPassword]).status == .ok, "enabled again")
+        }
+    }
+
     @Test("without JavaScript: a rebalance preview is a page with the trades and a form that places them once", arguments: TestDatabaseKind.all)
     func rebalanceWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -292,9 +292,12 @@ struct WebController: Sendable {
                 "admin", title: "Administration", viewer: viewer, section: "admin",
                 values: [
                     "users": users.data.map { user in
-                        ["email": user.email, "role": user.role, "verified": user.emailVerified, "two_factor": user.twoFactorEnabled,
-                         "disabled": user.disabled, "created": Display.date(user.createdAt)] as [String: Any]
+                        ["id": user.id.description, "email": user.email, "role": user.role, "verified": user.emailVerified, "two_factor": user.twoFactorEnabled,
+                         "disabled": user.disabled, "created": Display.date(user.createdAt), "you": user.id == context.identity.userID] as [String: Any]
                     },
+                    // A form sends the administrator back to the page of users it was on.
+                    "back": request.query["cursor"].map { "/admin?cursor=" + Self.queryEncoded(String($0)) } ?? "/admin",
+                    "next_users": users.nextCursor.map { "/admin?cursor=\($0)" } as Any,
                     "events": events.data.map { event in
                         ["when": Display.date(event.occurredAt), "action": event.action, "subject": event.subjectType, "ip": event.ip ?? ""] as [String: Any]
                     },
