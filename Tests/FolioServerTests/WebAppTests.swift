@@ -178,10 +178,17 @@ struct WebAppTests {
             try await withTestApp(.sqlite, configure: { $0.plaid = fake.settings }) { client, env in
                 let session = try await Self.cookieSession(client, env, email: "linked@example.com")
                 let tokens = try json(try await post(client, "/api/auth/login", ["email": "linked@example.com", "password": strongPassword]))
-                let issued = fake.issuePublicToken(accounts: PlaidTests.accounts, changes: [], holdings: [])
+                let issued = fake.issuePublicToken(accounts: PlaidTests.accounts, changes: PlaidTests.changes, holdings: PlaidTests.holdings)
                 #expect(try await post(client, "/api/links/plaid/exchange", ["public_token": issued.publicToken], headers: bearer(tokens)).status == .created)
+                await env.worker.drain()
                 let page = try await client.execute(uri: "/linked", method: .get, headers: session)
                 let html = Self.text(page)
+                // The institutions' transactions, newest first, money out negative; and their holdings, exact.
+                let rows = html.matches(of: /<tr><td>(2026-11-\d\d)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td>/).map { "\($0.output.1) \($0.output.2) \($0.output.3)" }
+                #expect(rows == ["2026-11-22 Card ···0000 Books", "2026-11-21 Checking ···0000 Payroll", "2026-11-20 Checking ···0000 Coffee House"], "\(rows)")
+                #expect(html.contains(#"<td class="num down">−$12.35</td>"#) && html.contains(#"<td class="num ">$2,500.00</td>"#))
+                #expect(!html.contains("Parking"), "a removed transaction is gone")
+                #expect(html.contains("<th scope=\"row\">VTI · VTI Corp</th><td class=\"num\">3.123456789</td><td class=\"num\">$240.12345678</td><td class=\"num\">$749.93</td><td class=\"num\">$700.00</td>"))
                 #expect(page.headers[.contentSecurityPolicy] == PageRenderer.plaidLinkPolicy)
                 #expect(html.contains("<script src=\"\(WebController.plaidLinkScript)\" defer></script>"))
                 #expect(html.contains("data-plaid-link"))

@@ -233,9 +233,15 @@ struct WebController: Sendable {
             let worth = try await portfolio.netWorth(context: context)
             let items = try await links.list(request, context: context)
             let alpaca = try await brokerage.list(request, context: context)
+            // The newest 25 of the institutions' transactions (the page's cursor pages on), and their holdings.
+            let cursor = request.query["cursor"].map { "&cursor=" + Self.queryEncoded(String($0)) } ?? ""
+            let transactions = items.data.isEmpty
+                ? Page(data: [], nextCursor: nil) : try await links.transactions(Self.request(request, query: "limit=25" + cursor), context: context)
+            let holdings = items.data.isEmpty ? [] : try await links.holdings(request, context: context).data
             return renderer.page(
                 "linked", title: "Linked accounts", viewer: viewer, section: "linked", scripts: plaidConfigured ? ["link.js"] : [],
-                values: LinkedView.build(worth: worth, items: items.data, plaidConfigured: plaidConfigured, alpaca: alpaca.data),
+                values: LinkedView.build(
+                    worth: worth, items: items.data, plaidConfigured: plaidConfigured, alpaca: alpaca.data, transactions: transactions, holdings: holdings),
                 externalScripts: plaidConfigured ? [Self.plaidLinkScript] : [],
                 contentSecurityPolicy: plaidConfigured ? PageRenderer.plaidLinkPolicy : PageRenderer.contentSecurityPolicy)
         }
