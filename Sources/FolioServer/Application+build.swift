@@ -421,7 +421,7 @@ public struct FolioServices: Sendable {
             marketData: marketDataGate)
             .addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
-        let portfolioController = PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store, reads: reads)
+        let portfolioController = PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store, brokerage: brokerage.store, reads: reads)
         portfolioController.addRoutes(to: routes)
         let performanceController = PerformanceController(store: store, quotes: quotes, snapshots: snapshots, reads: reads)
         performanceController.addRoutes(to: routes)

@@ -379,15 +379,23 @@ struct WebAppTests {
                 let alpacaOrders = try await page("/orders?account_id=\(alpaca.id)")
                 #expect(!alpacaOrders.contains(order))
                 #expect(alpacaOrders.contains(#"name="_next" value="/orders?account_id=\#(alpaca.id)""#))
+                // The ticket names the account it was drawn for, whatever the picker says by the time it is sent.
+                #expect(alpacaOrders.contains(#"<input type="hidden" name="account_id" value="\#(alpaca.id)">"#))
+                #expect(alpacaOrders.contains(#"<p class="muted" id="ticket-account">In <strong>\#(name)</strong></p>"#))
+                #expect(try await page("/orders").contains(#"<input type="hidden" name="account_id" value="\#(paper.id)">"#))
+                #expect(alpacaOrders.contains(#"<select id="account-pick" name="account_id" autocomplete="off">"#), "Back does not bring back a stale choice")
                 let filtered = try json(try await client.execute(uri: "/api/orders?account_id=\(alpaca.id)", method: .get, headers: bearer(tokens)))
                 #expect((filtered["data"] as? [Any])?.isEmpty == true)
                 let transactions = try await page("/transactions?account_id=\(alpaca.id)")
                 #expect(transactions.contains(#"<option value="\#(alpaca.id)" selected>\#(name)</option>"#))
                 #expect(!transactions.contains("account-picker"), "the filter chooses the account there")
+                #expect(transactions.contains(#"<option value="correction">Correction</option>"#))
                 #expect(!transactions.contains(#"<th scope="col">Account</th>"#))
                 let everyAccount = try await page("/transactions")
                 #expect(everyAccount.contains(#"<th scope="col">Account</th>"#) && everyAccount.contains("<td>\(name)</td>") && everyAccount.contains("<td>Paper brokerage</td>"))
 
+                let linkedWorth = try json(try await client.execute(uri: "/api/portfolio?view=net_worth", method: .get, headers: bearer(tokens)))
+                #expect((linkedWorth["accounts"] as? [[String: Any]])?.allSatisfy { $0["included"] as? Bool == true && $0["unlinked"] as? Bool == false } == true)
                 // New keys, made at Alpaca; then the account is unlinked and its history stays among the accounts.
                 fake.regenerateKeys(id: "PKFAKEKEYID0002", secret: "fake-secret-key-rotated-9876543210zyx")
                 let replaced = try await submit([
@@ -400,6 +408,17 @@ struct WebAppTests {
                 let after = try await page("/linked")
                 #expect(!after.contains(#"id="alpaca-\#(alpaca.id)""#))
                 #expect(try await page("/").contains(#"<option value="\#(alpaca.id)">\#(name) (unlinked)</option>"#))
+                // The unlinked account says so, takes no orders from its page, and is no longer counted in net worth.
+                #expect(try await page("/?account_id=\(alpaca.id)").contains(#"id="account-unlinked""#))
+                let unlinkedOrders = try await page("/orders?account_id=\(alpaca.id)")
+                #expect(unlinkedOrders.contains("This account takes no orders") && !unlinkedOrders.contains(#"id="ticket""#))
+                let worth = try json(try await client.execute(uri: "/api/portfolio?view=net_worth", method: .get, headers: bearer(tokens)))
+                let listedAccounts = try #require(worth["accounts"] as? [[String: Any]])
+                let mirror = try #require(listedAccounts.first { $0["id"] as? String == alpaca.id.description })
+                #expect(mirror["included"] as? Bool == false && mirror["unlinked"] as? Bool == true)
+                let paperValue = try #require(listedAccounts.first { $0["id"] as? String == paper.id.description }?["value"] as? String)
+                #expect(worth["folio_total"] as? String == paperValue, "only the paper account counts")
+                #expect(try await page("/linked").contains(#"<span class="badge warn">unlinked</span>"#))
                 // Another person's account (or none) on the transactions page: not found, as on every page.
                 let foreign = try await client.execute(uri: "/transactions?account_id=\(UUID().uuidString.lowercased())", method: .get, headers: cookie)
                 #expect(foreign.status == .notFound)
@@ -465,6 +484,7 @@ struct WebAppTests {
             let notices = try await page("/notifications")
             #expect(notices.contains(#"<h2 id="notice-\#(id)"><span class="badge">new</span> "#))
             #expect(notices.contains("\(count) unread"))
+            #expect(notices.contains(#"<input type="hidden" name="through" value="\#(id)">"#), "mark all is bounded by the newest the page shows")
             let token = String(try #require(notices.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
             func send(_ api: String) async throws -> TestResponse {
                 try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([("_api", api), ("_next", "/notifications"), ("_csrf", token)]))
@@ -474,6 +494,12 @@ struct WebAppTests {
             #expect(try await unread() == count - 1)
             #expect(!(try await page("/notifications")).contains(#"<h2 id="notice-\#(id)"><span class="badge">new</span>"#))
             #expect(try await page("/notifications?unread=true").contains("\(count - 1) unread"))
+            // "Mark all" bounded by the newest the page showed: a notice that arrived since stays unread.
+            let oldest = try #require((listed["data"] as? [[String: Any]])?.last?["id"] as? String)
+            let bounded = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([
+                ("_api", "/api/notifications/read"), ("_next", "/notifications"), ("_csrf", token), ("through", oldest)]))
+            #expect(bounded.status == .seeOther)
+            #expect(try await unread() == count - 2, "only the oldest was marked (the first one was read already)")
             #expect(try await send("/api/notifications/read").status == .seeOther)
             #expect(try await unread() == 0)
             let after = try await page("/notifications?unread=true")

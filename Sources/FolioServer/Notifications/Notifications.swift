@@ -136,9 +136,21 @@ struct NotificationStore: Sendable {
             """).all().isEmpty
     }
 
-    func markAllRead(of userID: UUID, now: Date) async throws -> Int {
-        try await database.sql.raw("""
-            UPDATE notifications SET read_at = \(bind: now) WHERE user_id = \(bind: userID) AND read_at IS NULL RETURNING id
+    /// Marks the user's unread notifications read: all of them, or (`through`) those no newer than that one,
+    /// so a notice that arrived after the page was drawn stays unread. Nil when `through` is not the user's.
+    func markAllRead(of userID: UUID, through: UUID? = nil, now: Date) async throws -> Int? {
+        var bound: SQLQueryString = ""
+        if let through {
+            guard let row = try await database.sql.raw("""
+                SELECT created_at FROM notifications WHERE id = \(bind: through) AND user_id = \(bind: userID)
+                """).first()
+            else { return nil }
+            // In the list's order (created_at, then id), so notices of one instant are told apart too.
+            let at = try row.decode(column: "created_at", as: Date.self)
+            bound = " AND (created_at < \(bind: at) OR (created_at = \(bind: at) AND id <= \(bind: through)))"
+        }
+        return try await database.sql.raw("""
+            UPDATE notifications SET read_at = \(bind: now) WHERE user_id = \(bind: userID) AND read_at IS NULL\(bound) RETURNING id
             """).all().count
     }
 

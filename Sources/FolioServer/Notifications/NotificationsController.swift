@@ -80,10 +80,22 @@ struct NotificationsController: Sendable {
         return ReadResponse(read: 1, unreadCount: try await store.unreadCount(of: userID))
     }
 
+    /// `{"through": id}`, optional: only the notifications no newer than that one (what a page showed).
+    struct ReadAllRequest: Decodable {
+        var through: String?
+    }
+
     @Sendable func readAll(_ request: Request, context: AuthenticatedContext) async throws -> ReadResponse {
         let userID = context.identity.userID.uuid
-        let count = try await store.markAllRead(of: userID, now: clock.now())
-        return ReadResponse(read: count, unreadCount: 0)
+        var through: UUID?
+        if let raw = try await LinksController.optionalBody(request, as: ReadAllRequest.self, context: context)?.through {
+            guard let id = UUID(uuidString: raw) else { throw AppError.validation(field: "through", code: "invalid", message: "through must be a notification's id.") }
+            through = id
+        }
+        guard let count = try await store.markAllRead(of: userID, through: through, now: clock.now()) else {
+            throw AppError(.notFound, code: "notification_not_found", detail: "There is no such notification.")
+        }
+        return ReadResponse(read: count, unreadCount: try await store.unreadCount(of: userID))
     }
 
     struct Preference: Codable, Sendable {

@@ -21,8 +21,10 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
         var currency: String?
         /// What the account adds to (or, for debts, takes from) the total.
         var value: Cash?
-        /// In the total: false for another currency, or a balance the institution has not reported.
+        /// In the total: false for another currency, a balance the institution has not reported, or an unlinked Alpaca account.
         var included: Bool
+        /// A Folio account mirroring an Alpaca account whose link was removed: its figures are as they were then.
+        var unlinked = false
         /// A Folio account with a price older than it should be, or a linked item that is not syncing.
         var stale: Bool
     }
@@ -39,7 +41,7 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
     static let liabilityTypes: Set<String> = ["credit", "loan"]
 
     static func build(
-        folio: [(AccountRecord, PortfolioValuation)], items: [PlaidItem], linked: [LinkedAccount], now: Date
+        folio: [(AccountRecord, PortfolioValuation)], unlinked: Set<AccountID> = [], items: [PlaidItem], linked: [LinkedAccount], now: Date
     ) throws -> NetWorthResponse {
         var assets = Cash.zero, liabilities = Cash.zero, folioTotal = Cash.zero, linkedTotal = Cash.zero
         var accounts: [Account] = []
@@ -48,11 +50,16 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
             if value.isNegative { liabilities = try liabilities - value } else { assets = try assets + value }
         }
         for (account, valuation) in folio {
-            folioTotal = try folioTotal + valuation.totalValue
-            try add(valuation.totalValue)
+            // An unlinked Alpaca account is listed but not counted: Folio no longer sees that money, and the
+            // same Alpaca account linked again is another Folio account, which would count it twice.
+            let followed = !unlinked.contains(account.id)
+            if followed {
+                folioTotal = try folioTotal + valuation.totalValue
+                try add(valuation.totalValue)
+            }
             accounts.append(Account(
                 source: "folio", id: account.id.description, name: account.name, type: account.kind, currency: account.currency, value: valuation.totalValue,
-                included: true, stale: valuation.positions.contains { $0.quote?.isStale ?? true }))
+                included: followed, unlinked: !followed, stale: !followed || valuation.positions.contains { $0.quote?.isStale ?? true }))
         }
         let itemsByID = Dictionary(uniqueKeysWithValues: items.map { ($0.id, $0) })
         for linkedAccount in linked {

@@ -12,6 +12,8 @@ struct PortfolioController: Sendable {
     let snapshots: PortfolioSnapshots
     /// Linked accounts, for the net-worth view.
     let linked: PlaidStore
+    /// Alpaca links: an account whose link was removed is no longer followed, so it is left out of net worth.
+    let brokerage: BrokerageStore
     /// The value history is a reporting read: the read replica when one is configured and current.
     let reads: ReadRouting
 
@@ -156,7 +158,9 @@ struct PortfolioController: Sendable {
         }
         let items = try await linked.items(of: userID)
         let accounts = items.isEmpty ? [] : try await linked.accounts(of: userID)
-        return try NetWorthResponse.build(folio: folio, items: items, linked: accounts, now: quotes.clock.now())
+        let links = folio.contains { $0.0.kind == "brokerage" } ? try await brokerage.links(of: userID) : []
+        let unlinked = Set(links.map(\.accountID)).subtracting(links.filter { $0.status == .active }.map(\.accountID))
+        return try NetWorthResponse.build(folio: folio, unlinked: unlinked, items: items, linked: accounts, now: quotes.clock.now())
     }
 
     func account(_ request: Request, context: AuthenticatedContext) async throws -> PortfolioResponse {

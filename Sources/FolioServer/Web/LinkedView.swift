@@ -53,7 +53,7 @@ enum LinkedView {
                     "source": account.source == "folio" ? "Folio" : account.institution ?? "Linked",
                     "name": account.name, "type": [account.type, account.subtype].compactMap { $0 }.joined(separator: " · "),
                     "value": account.value.map(Display.money) ?? "not reported", "negative": account.value?.isNegative ?? false,
-                    "included": account.included, "stale": account.stale,
+                    "included": account.included, "stale": account.stale && !account.unlinked, "unlinked": account.unlinked,
                 ] as [String: Any]
             },
             "items": items.map(item),

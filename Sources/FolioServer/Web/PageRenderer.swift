@@ -83,6 +83,11 @@ struct PageRenderer: Sendable {
         var picker = true
         /// The shown account's kind (`paper`, `brokerage`), when it is one of the person's.
         var currentKind: String?
+        /// The shown account is an Alpaca account whose link was removed: it takes no orders.
+        var currentUnlinked = false
+
+        /// The shown account's name.
+        var currentName: String? { accounts.first { $0.id == current }?.name }
 
         /// Where a form on the page goes next: the same page, on the same account.
         func next(_ path: String) -> String {
@@ -121,9 +126,10 @@ struct PageRenderer: Sendable {
             layout["nav"] = Self.navigation(admin: viewer.identity.role == .admin).map { item in
                 let href = named.map { Self.accountSections.contains(item.section) ? item.href + "?account_id=\($0)" : item.href } ?? item.href
                 var entry: [String: Any] = ["href": href, "label": item.label, "current": item.section == section]
-                if item.section == "notifications", let unread = viewer.unread, unread > 0 { entry["badge"] = unread }
+                if item.section == "notifications", let unread = viewer.unread, unread > 0 { entry["badge"] = unread > 99 ? "99+" : String(unread) }
                 return entry
             }
+            if accounts?.currentUnlinked == true { layout["account_unlinked"] = true }
             if let accounts, accounts.picker, accounts.accounts.count > 1 {
                 layout["account_picker"] = [
                     "path": accounts.path,

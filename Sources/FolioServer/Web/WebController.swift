@@ -160,6 +160,9 @@ struct WebController: Sendable {
                 "orders", title: "Orders", viewer: viewer, section: "orders", scripts: ["ticket.js"], accounts: choice,
                 values: [
                     "next_page": choice.next("/orders"),
+                    // The ticket always names the account it was drawn for, whatever a picker says by then.
+                    "ticket_account_id": valuation.accountID.description, "account_name": choice.currentName ?? "",
+                    "several_accounts": choice.accounts.count > 1, "unlinked": choice.currentUnlinked,
                     "open": rows.filter(\.open), "history": rows.filter { !$0.open }, "available": Display.money(valuation.availableCash),
                     "reserved": Display.money((try? valuation.cash - valuation.availableCash) ?? .zero),
                     "available_raw": valuation.availableCash.description,
@@ -203,7 +206,8 @@ struct WebController: Sendable {
                         + all.map { ["value": $0.id.description, "label": $0.name, "selected": $0.id == named] },
                     "rows": page.data.map { TransactionRow($0, accounts: names) }, "by_account": names != nil, "csv": csv, "next": next as Any, "empty": page.data.isEmpty,
                     "symbol": request.query["symbol"] ?? "", "from": request.query["from"] ?? "", "to": request.query["to"] ?? "",
-                    "types": ["", "deposit", "withdrawal", "buy", "sell", "fee", "dividend"].map {
+                    // Every kind the ledger has (a correction from a reconciliation with Alpaca, say), as the API filters them.
+                    "types": ([""] + LedgerKind.allCases.map(\.rawValue)).map {
                         ["value": $0, "label": $0.isEmpty ? "All types" : $0.capitalized, "selected": $0 == type]
                     },
                     "filtered": parameters.contains { $0.key != "cursor" },
@@ -251,7 +255,12 @@ struct WebController: Sendable {
         try await signedIn(request, context: context) { context, viewer in
             let page = try await notifications.list(request, context: context)
             let unreadOnly = request.query["unread"] == "true"
-            let back = "/notifications" + (unreadOnly ? "?unread=true" : "")
+            let first = "/notifications" + (unreadOnly ? "?unread=true" : "")
+            // A mark sends the browser back to the page it was on.
+            let back = first + (request.query["cursor"].map { (unreadOnly ? "&" : "?") + "cursor=" + Self.queryEncoded(String($0)) } ?? "")
+            // "Mark all as read" marks what existed when the page was drawn: up to the newest notification then.
+            let newest = request.query["cursor"] == nil && !unreadOnly
+                ? page.data.first : try await notifications.list(Self.request(request, query: "limit=1"), context: context).data.first
             return renderer.page(
                 "notifications", title: "Notifications", viewer: viewer, section: "notifications",
                 values: [
@@ -260,7 +269,8 @@ struct WebController: Sendable {
                          "when": Display.date(notice.createdAt), "read": notice.read] as [String: Any]
                     },
                     "empty": page.data.isEmpty, "has_unread": page.unreadCount > 0, "unread": page.unreadCount, "unread_only": unreadOnly, "back": back,
-                    "next": page.nextCursor.map { back + (unreadOnly ? "&" : "?") + "cursor=\($0)" } as Any,
+                    "through": newest?.id as Any, "newer": request.query["cursor"] == nil ? nil : first as Any?,
+                    "next": page.nextCursor.map { first + (unreadOnly ? "&" : "?") + "cursor=\($0)" } as Any,
                 ])
         }
     }
@@ -320,21 +330,22 @@ struct WebController: Sendable {
     /// account the navigation and the page's forms stay on.
     func accountChoice(_ request: Request, context: AuthenticatedContext, current: AccountID, page: String) async throws -> PageRenderer.AccountChoice {
         let all = try await accountNames(request, context: context)
+        let shown = all.first { $0.id == current }
         return PageRenderer.AccountChoice(
             accounts: all.map { ($0.id, $0.name) }, current: current,
             named: request.query["account_id"] != nil && current != context.identity.defaultAccountID, path: page,
-            currentKind: all.first { $0.id == current }?.kind)
+            currentKind: shown?.kind, currentUnlinked: shown?.unlinked ?? false)
     }
 
     /// The person's accounts as the picker names them: an Alpaca account whose link was removed says so
     /// (it takes no more orders, and linking the same Alpaca account again opens another of the same name).
-    func accountNames(_ request: Request, context: AuthenticatedContext) async throws -> [(id: AccountID, name: String, kind: String)] {
+    func accountNames(_ request: Request, context: AuthenticatedContext) async throws -> [(id: AccountID, name: String, kind: String, unlinked: Bool)] {
         let all = try await accounts.list(request, context: context).data
-        guard all.count > 1, all.contains(where: { $0.kind == "brokerage" }) else { return all.map { ($0.id, $0.name, $0.kind) } }
+        guard all.contains(where: { $0.kind == "brokerage" }) else { return all.map { ($0.id, $0.name, $0.kind, false) } }
         let links = try await brokerage.list(request, context: context).data
         let active = Set(links.filter { $0.status == BrokerageLink.Status.active.rawValue }.map(\.accountID))
         let unlinked = Set(links.map(\.accountID)).subtracting(active)
-        return all.map { ($0.id, unlinked.contains($0.id) ? $0.name + " (unlinked)" : $0.name, $0.kind) }
+        return all.map { ($0.id, unlinked.contains($0.id) ? $0.name + " (unlinked)" : $0.name, $0.kind, unlinked.contains($0.id)) }
     }
 
     /// The same request, naming the account unless it names one already.
@@ -370,7 +381,8 @@ struct OrderRow {
     var side: String
     var type: String
     var quantity: String
-    var limit: String
+    /// Type or prices, and time in force.
+    var terms: String
     var status: String
     var filled: String
     var average: String
@@ -382,13 +394,18 @@ struct OrderRow {
     var open: Bool
     var cancelable: Bool
 
+    static let timeInForce: [TimeInForce: String] = [.day: "day", .goodTillCanceled: "good till canceled", .immediateOrCancel: "immediate or cancel", .fillOrKill: "fill or kill"]
+
     init(_ order: OrdersController.OrderResponse) {
         id = order.id.description
         symbol = order.symbol
         side = order.side.rawValue.lowercased()
         type = order.orderType.rawValue.lowercased().replacingOccurrences(of: "_", with: " ")
         quantity = order.quantity.map(Display.quantity) ?? order.notional.map { Display.money($0) + " notional" } ?? ""
-        limit = order.limitPrice.map(Display.price) ?? order.stopPrice.map { "stop " + Display.price($0) } ?? "market"
+        // "market · day", "limit $190.00 · good till canceled", "stop $180.00, limit $179.50 · day".
+        let prices = [order.stopPrice.map { "stop " + Display.price($0) }, order.limitPrice.map { "limit " + Display.price($0) }].compactMap { $0 }
+        terms = ([prices.isEmpty ? type : prices.joined(separator: ", "), Self.timeInForce[order.timeInForce] ?? order.timeInForce.rawValue.lowercased()])
+            .joined(separator: " · ")
         status = order.status.replacingOccurrences(of: "_", with: " ")
         filled = Display.quantity(order.filledQuantity)
         average = order.averageFillPrice.map(Display.price) ?? "—"

@@ -69,8 +69,11 @@ async function fetchQuote() {
 }
 
 let timer;
-form.elements.symbol.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(fetchQuote, 350); });
-form.elements.order_type.addEventListener('change', () => { showTypeFields(); update(); });
-for (const name of ['quantity', 'limit_price', 'stop_price']) form.elements[name].addEventListener('input', update);
-for (const radio of form.querySelectorAll('input[name="side"]')) radio.addEventListener('change', update);
-showTypeFields();
+// An account that takes no orders (an unlinked Alpaca account) has no ticket.
+if (form) {
+  form.elements.symbol.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(fetchQuote, 350); });
+  form.elements.order_type.addEventListener('change', () => { showTypeFields(); update(); });
+  for (const name of ['quantity', 'limit_price', 'stop_price']) form.elements[name].addEventListener('input', update);
+  for (const radio of form.querySelectorAll('input[name="side"]')) radio.addEventListener('change', update);
+  showTypeFields();
+}
