@@ -407,7 +407,7 @@ def paper_cash(driver):
         for _ in range(40):
             try:
                 return driver.find_element(By.XPATH, "//div[@class='figure'][h2='Cash']/p[@class='big']").text
-            except (NoSuchElementException, StaleElementReferenceException):
+            except WebDriverException:  # stale, gone, or a node of the page being replaced
                 time.sleep(0.25)
         raise AssertionError(f"the cash figure never settled on {driver.current_url}")
     before = cash()
