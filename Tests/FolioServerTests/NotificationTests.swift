@@ -75,6 +75,10 @@ struct NotificationTests {
                 #expect(given.contains(name), "\(template.rawValue)'s subject or summary asks for \(name)")
             }
         }
+        // Money reads as money; mail queued before the *_text variables existed still renders, with the bare figures.
+        #expect(try renderer.render(.cashDeposit, MailTemplate.cashDeposit.sample, id: UUID(), userID: nil, recipient: "a@example.com").subject == "Deposit of $250.00 received")
+        let queuedEarlier = try renderer.render(.cashDeposit, MailVariables(["amount": "250.00", "cash_after": "10250.00", "account": "x"]), id: UUID(), userID: nil, recipient: "a@example.com")
+        #expect(queuedEarlier.subject == "Deposit of 250.00 received" && queuedEarlier.text.contains("Cash is now 10250.00."))
         // A value with markup is escaped in HTML and left alone in text.
         let hostile = try renderer.render(.orderRejected, MailVariables(["side": "buy", "symbol": "A&B", "reason": "<script>x</script>", "order_id": "o1"]), id: UUID(), userID: nil, recipient: "a@example.com")
         #expect(hostile.html.contains("&lt;script&gt;") && !hostile.html.contains("<script>"))
@@ -158,7 +162,7 @@ struct NotificationTests {
             let withdrawal = try await post(client, "/api/accounts/\(account.id)/withdrawals", ["amount": "100.5"], headers: bearer(tokens))
             #expect(withdrawal.status == .created || withdrawal.status == .ok, "\(String(buffer: withdrawal.body))")
             let deposits = try await env.outbox(kind: "cash_deposit"), withdrawals = try await env.outbox(kind: "cash_withdrawal")
-            #expect(deposits.count == 1 && deposits.first?.subject == "Deposit of 250.00 received", "\(deposits.map(\.subject))")
+            #expect(deposits.count == 1 && deposits.first?.subject == "Deposit of $250.00 received", "\(deposits.map(\.subject))")
             #expect(withdrawals.count == 1 && withdrawals.first?.body.contains("100.50 was withdrawn") == true, "\(withdrawals.map(\.body))")
             let list = try await Self.get(client, "/api/notifications", tokens)
             #expect((list["data"] as? [[String: Any]])?.map { $0["kind"] as? String } == ["cash_withdrawal", "cash_deposit"])

@@ -33,6 +33,8 @@ extension Notifications {
                     "quantity": order.quantity?.description ?? order.filledQuantity.description,
                     "filled_quantity": order.filledQuantity.description,
                     "price": order.averageFillPrice?.description ?? "-",
+                    // As people read money (the exact figures above stay in the notification's data).
+                    "price_text": order.averageFillPrice.map(Display.price) ?? "-",
                 ]
                 let template: MailTemplate
                 switch event.action {
@@ -51,9 +53,14 @@ extension Notifications {
                 notices.append((template, MailVariables(values)))
             case "ledger.deposit" where !opening, "ledger.withdrawal":
                 let amount = event.details["amount"].map { $0.hasPrefix("-") ? String($0.dropFirst()) : $0 } ?? "-"
+                let cashAfter = event.details["cash_after"] ?? "-"
+                func text(_ figure: String) -> String { (try? Cash(parsing: figure)).map(Display.money) ?? figure }
                 notices.append((
                     event.action == "ledger.deposit" ? .cashDeposit : .cashWithdrawal,
-                    MailVariables(["amount": amount, "cash_after": event.details["cash_after"] ?? "-", "account": "your account"])))
+                    MailVariables([
+                        "amount": amount, "cash_after": cashAfter, "amount_text": text(amount), "cash_after_text": text(cashAfter),
+                        "account": "your account",
+                    ])))
             case "rebalance.finished":
                 let outcome = switch event.details["status"] {
                 case "done": "finished"

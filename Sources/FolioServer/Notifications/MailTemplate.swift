@@ -61,13 +61,13 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .verifyEmail: "Verify your email for Folio"
         case .resetPassword: "Reset your Folio password"
         case .duplicateRegistration: "Someone tried to register with your email"
-        case .orderFilled: "Filled: {{side}} {{quantity}} {{symbol}} at {{price}}"
+        case .orderFilled: "Filled: {{side}} {{quantity}} {{symbol}} at {{price_text}}{{^price_text}}{{price}}{{/price_text}}"
         case .orderPartiallyFilled: "Partly filled: {{side}} {{symbol}}, {{filled_quantity}} of {{quantity}}"
         case .orderRejected: "Rejected: your order to {{side}} {{symbol}}"
         case .orderExpired: "Expired: your order to {{side}} {{symbol}}"
         case .orderCanceled: "Canceled: your order to {{side}} {{symbol}}"
-        case .cashDeposit: "Deposit of {{amount}} received"
-        case .cashWithdrawal: "Withdrawal of {{amount}} made"
+        case .cashDeposit: "Deposit of {{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} received"
+        case .cashWithdrawal: "Withdrawal of {{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} made"
         case .rebalanceFinished: "Your rebalance {{outcome}}"
         case .driftDigest: "Your portfolio drifted from its targets"
         case .plaidLoginRequired: "Folio: {{institution}} needs you to sign in again"
@@ -85,13 +85,13 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     var summary: String {
         switch self {
         case .verifyEmail, .resetPassword, .duplicateRegistration: subject
-        case .orderFilled: "Your order to {{side}} {{quantity}} {{symbol}} filled at {{price}} on average."
-        case .orderPartiallyFilled: "{{filled_quantity}} of {{quantity}} {{symbol}} filled so far, at {{price}} on average."
+        case .orderFilled: "Your order to {{side}} {{quantity}} {{symbol}} filled at {{price_text}}{{^price_text}}{{price}}{{/price_text}} on average."
+        case .orderPartiallyFilled: "{{filled_quantity}} of {{quantity}} {{symbol}} filled so far, at {{price_text}}{{^price_text}}{{price}}{{/price_text}} on average."
         case .orderRejected: "Your order to {{side}} {{symbol}} was rejected: {{reason}}"
         case .orderExpired: "Your order to {{side}} {{symbol}} expired unfilled ({{filled_quantity}} filled)."
         case .orderCanceled: "Your order to {{side}} {{symbol}} was canceled ({{filled_quantity}} of {{quantity}} filled): {{reason}}"
-        case .cashDeposit: "{{amount}} was deposited; cash is now {{cash_after}}."
-        case .cashWithdrawal: "{{amount}} was withdrawn; cash is now {{cash_after}}."
+        case .cashDeposit: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was deposited; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
+        case .cashWithdrawal: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was withdrawn; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
         case .rebalanceFinished: "Your rebalance {{outcome}}: {{detail}}"
         case .driftDigest: "{{count}} holdings are outside their drift band."
         case .plaidLoginRequired: "{{explanation}}"
@@ -112,9 +112,9 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .verifyEmail, .resetPassword: MailVariables(["link": "https://folio.example.com/verify-email?token=sample"])
         case .duplicateRegistration: MailVariables(["reset_link": "https://folio.example.com/reset-password"])
         case .orderFilled:
-            MailVariables(["side": "buy", "quantity": "10", "filled_quantity": "10", "symbol": "AAPL", "price": "189.91", "order_id": "ord_sample"])
+            MailVariables(["side": "buy", "quantity": "10", "filled_quantity": "10", "symbol": "AAPL", "price": "189.91", "price_text": "$189.91", "order_id": "ord_sample"])
         case .orderPartiallyFilled:
-            MailVariables(["side": "buy", "quantity": "10", "filled_quantity": "4", "symbol": "AAPL", "price": "189.91", "order_id": "ord_sample"])
+            MailVariables(["side": "buy", "quantity": "10", "filled_quantity": "4", "symbol": "AAPL", "price": "189.91", "price_text": "$189.91", "order_id": "ord_sample"])
         case .orderRejected:
             MailVariables(["side": "sell", "symbol": "AAPL", "quantity": "10", "filled_quantity": "0", "price": "-", "reason": "insufficient shares", "order_id": "ord_sample"])
         case .orderExpired:
@@ -123,7 +123,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
             MailVariables([
                 "side": "buy", "symbol": "AAPL", "quantity": "10", "filled_quantity": "4", "price": "189.91", "reason": "not marketable at once", "order_id": "ord_sample",
             ])
-        case .cashDeposit, .cashWithdrawal: MailVariables(["amount": "250.00", "cash_after": "10250.00", "account": "Paper brokerage"])
+        case .cashDeposit, .cashWithdrawal:
+            MailVariables(["amount": "250.00", "cash_after": "10250.00", "amount_text": "$250.00", "cash_after_text": "$10,250.00", "account": "Paper brokerage"])
         case .rebalanceFinished: MailVariables(["outcome": "finished", "detail": "3 orders filled."])
         case .driftDigest:
             MailVariables(["count": "1"], items: [["symbol": "VTI", "target": "60.00%", "actual": "66.10%", "drift": "+6.10%"]])
