@@ -468,6 +468,8 @@ struct WebAppTests {
             func unread() async throws -> Int {
                 try #require(try json(try await client.execute(uri: "/api/notifications", method: .get, headers: bearer(tokens)))["unread_count"] as? Int)
             }
+            // A time with digits below the microsecond, as a real clock gives: SQLite keeps it as a REAL that a Date read back can miss.
+            env.clock.advance(by: 0.123_456_789)
             for _ in 0..<2 {
                 let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
                 #expect(placed.status == .created)
@@ -540,7 +542,19 @@ struct WebAppTests {
             #expect(own.status.code >= 400 && own.status.code < 500)
             #expect(try await send("/api/admin/users/\(memberID)/enable").status == .seeOther)
             #expect(try await page().contains("/api/admin/users/\(memberID)/disable"))
-            #expect(try await post(client, "/api/auth/login", ["email": "member@example.com", "password": strongPassword]).status == .ok, "enabled again")
+            let again = try await post(client, "/api/auth/login", ["email": "member@example.com", "password": strongPassword])
+            #expect(again.status == .ok, "enabled again")
+
+            // Someone erased at their request stays disabled for good: no form, and the API refuses to enable them.
+            var erase = bearer(try json(again))
+            erase[.contentType] = "application/json"
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent || erased.status == .ok, "\(Self.text(erased))")
+            let listed = try await page()
+            #expect(listed.contains(#"<span class="badge">erased</span>"#))
+            #expect(!listed.contains("/api/admin/users/\(memberID)/enable") && !listed.contains("/api/admin/users/\(memberID)/disable"))
+            let revived = try await send("/api/admin/users/\(memberID)/enable")
+            #expect(revived.status == .conflict && Self.text(revived).contains("user_erased"))
         }
     }
 

@@ -221,6 +221,8 @@ enum ProblemMapping {
             return AppError(.conflict, code: "cannot_disable_self", detail: "Administrators cannot disable their own account.")
         case .userNotFound:
             return .notFound("user")
+        case .userErased:
+            return AppError(.conflict, code: "user_erased", detail: "This person's account was erased; it stays disabled.")
         case .sessionNotFound:
             return .notFound("session")
         }

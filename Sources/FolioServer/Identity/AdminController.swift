@@ -26,7 +26,12 @@ struct AdminController: Sendable {
         let page = users.prefix(limit)
         let next = users.count > limit ? page.last.map { Pagination.cursor(after: $0.id!) } : nil
         try await services.recordAdminRead("admin.users_listed", actor: context.identity.userID.uuid, origin: context.origin)
-        return Page(data: page.map(UserResponse.init), nextCursor: next)
+        let erased = try await services.erased(among: Array(page))
+        return Page(data: page.map { user in
+            var response = UserResponse(user)
+            response.erased = erased.contains(user.id!)
+            return response
+        }, nextCursor: next)
     }
 
     @Sendable func disableUser(_ request: Request, context: AdminContext) async throws -> UserResponse {

@@ -10,10 +10,17 @@ extension IdentityServices {
         try await store.users(after: cursor, limit: limit + 1, on: database.db)
     }
 
+    /// Which of these users were erased.
+    func erased(among users: [User]) async throws -> Set<UUID> {
+        try await store.erased(users.compactMap(\.id), on: database.db)
+    }
+
     /// Disables (ending every session) or enables a user. `actor` is the
     /// administrator, nil for the command line; an administrator cannot disable themselves.
     func setDisabled(_ disabled: Bool, user: User, actor: UUID?, origin: RequestOrigin) async throws -> User {
         if disabled, let actor, user.id == actor { throw IdentityError.cannotDisableSelf }
+        // Enabling an erased person would count a pseudonymised administrator as one (the last-administrator check).
+        if !disabled, let id = user.id, try await !store.erased([id], on: database.db).isEmpty { throw IdentityError.userErased }
         try await database.db.transaction { db in
             user.disabledAt = disabled ? (user.disabledAt ?? clock.now()) : nil
             user.updatedAt = clock.now()

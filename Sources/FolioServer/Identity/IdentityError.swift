@@ -21,6 +21,8 @@ enum IdentityError: Error, Equatable, Sendable {
     case twoFactorNotEnabled
     case cannotDisableSelf
     case userNotFound
+    /// An erased person's row: it stays disabled for good.
+    case userErased
     case sessionNotFound
 }
 

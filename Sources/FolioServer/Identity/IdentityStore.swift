@@ -31,6 +31,14 @@ struct IdentityStore: Sendable {
             """).first() != nil
     }
 
+    /// Which of these users were erased (their rows stay, pseudonymised and disabled for good).
+    func erased(_ ids: [UUID], on db: any Database) async throws -> Set<UUID> {
+        guard !ids.isEmpty, let sql = db as? any SQLDatabase else { return [] }
+        let list = SQLList(ids.map { SQLBind($0) })
+        return Set(try await sql.raw("SELECT id FROM users WHERE erased_at IS NOT NULL AND id IN (\(list))").all()
+            .map { try $0.decode(column: "id", as: UUID.self) })
+    }
+
     func insert(_ user: User, on db: any Database) async throws {
         try await user.create(on: db)
     }

@@ -51,6 +51,8 @@ struct UserResponse: Codable, Sendable, ResponseEncodable {
     var emailVerified: Bool
     var twoFactorEnabled: Bool
     var disabled: Bool
+    /// Erased at the person's request: the row stays, pseudonymised, disabled for good.
+    var erased = false
     var createdAt: Date
 
     init(_ identity: Identity) {

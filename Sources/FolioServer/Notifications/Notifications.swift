@@ -141,13 +141,15 @@ struct NotificationStore: Sendable {
     func markAllRead(of userID: UUID, through: UUID? = nil, now: Date) async throws -> Int? {
         var bound: SQLQueryString = ""
         if let through {
-            guard let row = try await database.sql.raw("""
-                SELECT created_at FROM notifications WHERE id = \(bind: through) AND user_id = \(bind: userID)
-                """).first()
+            guard try await database.sql.raw("""
+                SELECT id FROM notifications WHERE id = \(bind: through) AND user_id = \(bind: userID)
+                """).first() != nil
             else { return nil }
-            // In the list's order (created_at, then id), so notices of one instant are told apart too.
-            let at = try row.decode(column: "created_at", as: Date.self)
-            bound = " AND (created_at < \(bind: at) OR (created_at = \(bind: at) AND id <= \(bind: through)))"
+            // In the list's order (created_at, then id), so notices of one instant are told apart too. The time is
+            // compared with the stored value itself, as `Pagination.after` does: a Date read and bound back can
+            // differ from SQLite's REAL in its last digits.
+            let anchor: SQLQueryString = "(SELECT created_at FROM notifications WHERE id = \(bind: through) AND user_id = \(bind: userID))"
+            bound = " AND (created_at < " + anchor + " OR (created_at = " + anchor + " AND id <= \(bind: through)))"
         }
         return try await database.sql.raw("""
             UPDATE notifications SET read_at = \(bind: now) WHERE user_id = \(bind: userID) AND read_at IS NULL\(bound) RETURNING id

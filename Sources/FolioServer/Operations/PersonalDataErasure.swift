@@ -147,7 +147,7 @@ struct PersonalDataErasure: Sendable {
         if running > 0 { throw Refusal.rebalanceRunning }
         if user.role == User.Role.admin.rawValue {
             let others = try await db.raw("""
-                SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND disabled_at IS NULL AND id <> \(bind: user.id!)
+                SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND disabled_at IS NULL AND erased_at IS NULL AND id <> \(bind: user.id!)
                 """).first()?.decode(column: "n", as: Int.self) ?? 0
             if others == 0 { throw Refusal.lastAdministrator }
         }

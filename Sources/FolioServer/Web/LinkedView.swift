@@ -64,7 +64,8 @@ enum LinkedView {
     /// Dollars as everywhere; another currency as its figure and code, never with a dollar sign.
     static func amount(_ cash: Cash, currency: String?) -> String {
         guard let currency, currency != "USD" else { return Display.money(cash) }
-        return cash.description + " " + currency
+        let cents = (try? cash.rounded(places: 2, .halfEven)) ?? cash
+        return Display.signed(cents.formatted(minimumFractionDigits: 2), prefix: "") + " " + currency
     }
 
     static func item(_ item: LinksController.ItemResponse) -> [String: Any] {

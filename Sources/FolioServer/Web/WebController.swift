@@ -309,7 +309,8 @@ struct WebController: Sendable {
                 values: [
                     "users": users.data.map { user in
                         ["id": user.id.description, "email": user.email, "role": user.role, "verified": user.emailVerified, "two_factor": user.twoFactorEnabled,
-                         "disabled": user.disabled, "created": Display.date(user.createdAt), "you": user.id == context.identity.userID] as [String: Any]
+                         "disabled": user.disabled, "erased": user.erased, "created": Display.date(user.createdAt),
+                         "you": user.id == context.identity.userID] as [String: Any]
                     },
                     // A form sends the administrator back to the page of users it was on.
                     "back": request.query["cursor"].map { "/admin?cursor=" + Self.queryEncoded(String($0)) } ?? "/admin",
