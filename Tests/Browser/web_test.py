@@ -12,7 +12,7 @@ Each check raises AssertionError with what was expected; the script exits 1 on t
 import base64, csv, glob, hashlib, hmac, http.server, io, json, os, re, secrets, struct, subprocess, sys, threading, time, urllib.parse
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -102,7 +102,7 @@ def text_of(driver, css):
     for _ in range(20):
         try:
             return driver.find_element(By.CSS_SELECTOR, css).text
-        except (NoSuchElementException, StaleElementReferenceException):
+        except WebDriverException:  # not there yet, stale, or (Chromium's words) a node of the replaced document
             time.sleep(0.25)
     raise AssertionError(f"{css} never settled on {driver.current_url}")
 

@@ -23,7 +23,8 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
         var value: Cash?
         /// In the total: false for another currency, a balance the institution has not reported, or an unlinked Alpaca account.
         var included: Bool
-        /// A Folio account mirroring an Alpaca account whose link was removed: its figures are as they were then.
+        /// A Folio account mirroring an Alpaca account whose link was removed: its cash and holdings are as they
+        /// were when unlinked (valued at current quotes); listed, not counted.
         var unlinked = false
         /// A Folio account with a price older than it should be, or a linked item that is not syncing.
         var stale: Bool
