@@ -27,6 +27,19 @@ struct ReadReplicaTests {
         return try json(response)["data"] as? [[String: Any]] ?? []
     }
 
+    /// Polls the standby's state until it is usable, for up to `seconds`; the last state seen.
+    /// Generous: while the whole suite runs, the standby replays every test's
+    /// CREATE DATABASE and writes, and can stay seconds behind for a while.
+    static func usable(_ reads: ReadRouting, _ replica: FolioDatabase, within seconds: Double = 120) async throws -> ReadRouting.State {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        var state = await reads.state(of: replica)
+        while state != .usable, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+            state = await reads.state(of: replica)
+        }
+        return state
+    }
+
     /// Polls until `condition` holds, for up to `seconds`.
     static func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async throws -> Bool {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
@@ -44,7 +57,7 @@ struct ReadReplicaTests {
             var replica = URLComponents(string: standbyAdmin)!
             replica.path = URLComponents(string: configuration.database.postgresURL!)!.path
             configuration.readDatabaseURL = replica.string
-            configuration.readReplicaMaxLag = 1
+            configuration.readReplicaMaxLag = 3
         }) { client, env in
             let reads = env.services.reads
             let replica = try #require(reads.replica)
@@ -52,10 +65,13 @@ struct ReadReplicaTests {
             let accountID = try await env.firstAccount().id.description
 
             // The standby has the new database and its rows once it has replayed them.
-            #expect(try await Self.eventually { await reads.state(of: replica) == .usable })
-            #expect(try await Self.eventually { try await Self.transactions(client, tokens).count == 1 })
-            let onReplica = Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#)
-            #expect(onReplica > 0, "the ledger list was read on the standby")
+            let caughtUp = try await Self.usable(reads, replica)
+            try #require(caughtUp == .usable, "the standby never caught up; last state \(caughtUp)")
+            // Read on the standby (it may fall behind again for a moment while other tests write).
+            #expect(try await Self.eventually(60) {
+                try await Self.transactions(client, tokens).count == 1
+                    && Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#) > 0
+            }, "the ledger list was read on the standby")
             let rows = try await replica.sql.raw("SELECT COUNT(*) AS n FROM transactions").first()?.decode(column: "n", as: Int.self)
             #expect(rows == 1, "the standby holds the row itself")
 
@@ -65,7 +81,7 @@ struct ReadReplicaTests {
             do {
                 let deposit = try await post(client, "/api/accounts/\(accountID)/deposits", ["amount": "5.00"], headers: bearer(tokens))
                 #expect(deposit.status == .created)
-                #expect(try await Self.eventually {
+                #expect(try await Self.eventually(30) {
                     if case .lagging = await reads.state(of: replica) { return true }
                     return false
                 })
@@ -83,10 +99,13 @@ struct ReadReplicaTests {
             try await admin.sql.raw("SELECT pg_wal_replay_resume()").run()
             await admin.shutdown()
 
-            #expect(try await Self.eventually { await reads.state(of: replica) == .usable })
-            let before = Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#)
-            #expect(try await Self.transactions(client, tokens).count == 2)
-            #expect(Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#) > before)
+            let resumed = try await Self.usable(reads, replica)
+            try #require(resumed == .usable, "the standby never caught up after its replay resumed; last state \(resumed)")
+            #expect(try await Self.eventually(60) {
+                let before = Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#)
+                return try await Self.transactions(client, tokens).count == 2
+                    && Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#) > before
+            }, "both rows were read on the standby")
             await reads.shutdown()
         }
     }
