@@ -215,6 +215,11 @@ struct WebAppTests {
         ])
         #expect(String(decoding: data, as: UTF8.self)
             == #"{"cash_percent":"0","email":{"cash":true,"orders":false},"execute":true,"note":"b","targets":[{"percent":"60","symbol":"AAPL"},{"percent":"40","symbol":"MSFT"}]}"#)
+        // Where it goes next: a known confirmation is asked for, after any query the page has; anything else is not.
+        #expect(FormBridge.next(["_next": "/orders?account_id=a", "_done": "order_placed"]) == "/orders?account_id=a&done=order_placed")
+        #expect(FormBridge.next(["_next": "/targets", "_done": "targets_saved"]) == "/targets?done=targets_saved")
+        #expect(FormBridge.next(["_next": "/targets", "_done": "You won"]) == "/targets")
+        #expect(FormBridge.next(["_next": "//evil.example", "_done": "deposited"]) == "/?done=deposited")
     }
 
     /// Headers a browser sends with a form posted from a Folio page.
@@ -365,7 +370,14 @@ struct WebAppTests {
                 for path in ["/orders", "/transactions", "/targets"] {
                     #expect(onAlpaca.contains(#"<a href="\#(path)?account_id=\#(alpaca.id)">"#), "\(path)")
                 }
-                #expect(onAlpaca.contains(#"<a href="/linked">Linked</a>"#))
+                // Pages about no account carry the choice on, so coming back to the dashboard keeps it.
+                #expect(onAlpaca.contains(#"<a href="/linked?account_id=\#(alpaca.id)">Linked</a>"#))
+                let linkedOnAlpaca = try await page("/linked?account_id=\(alpaca.id)")
+                #expect(linkedOnAlpaca.contains(#"<a href="/?account_id=\#(alpaca.id)">"#))
+                #expect(linkedOnAlpaca.contains(#"<a href="/orders?account_id=\#(alpaca.id)">Orders</a>"#))
+                let linkedOnDefault = try await page("/linked?account_id=\(paper.id)"), linkedOnNonsense = try await page("/linked?account_id=nonsense")
+                #expect(linkedOnDefault.contains(#"<a href="/orders">Orders</a>"#), "the default account is not named")
+                #expect(linkedOnNonsense.contains(#"<a href="/orders">Orders</a>"#))
                 #expect(onAlpaca.contains(#"<a class="button" href="/orders?account_id=\#(alpaca.id)">New order</a>"#))
                 #expect(!onAlpaca.contains("paper-cash-heading"), "a brokerage account's cash moves at its broker")
                 #expect(dashboard.contains("paper-cash-heading"))
@@ -412,6 +424,13 @@ struct WebAppTests {
                 #expect(try await page("/?account_id=\(alpaca.id)").contains(#"id="account-unlinked""#))
                 let unlinkedOrders = try await page("/orders?account_id=\(alpaca.id)")
                 #expect(unlinkedOrders.contains("This account takes no orders") && !unlinkedOrders.contains(#"id="ticket""#))
+                // Its targets can still be kept, but the targets page offers no rebalance to place.
+                let weights: [String: Any] = ["targets": [["symbol": "VTI", "percent": "90"]], "cash_percent": "10"]
+                let kept = try await RebalanceTests.put(client, "/api/accounts/\(alpaca.id)/targets", weights, headers: bearer(tokens))
+                #expect(kept.status == .ok || kept.status == .created, "\(Self.text(kept))")
+                let unlinkedTargets = try await page("/targets?account_id=\(alpaca.id)")
+                #expect(unlinkedTargets.contains(#"id="drift""#) && unlinkedTargets.contains("This account takes no orders"))
+                #expect(!unlinkedTargets.contains(#"id="plan-form""#) && !unlinkedTargets.contains(#"id="execute-form""#))
                 let worth = try json(try await client.execute(uri: "/api/portfolio?view=net_worth", method: .get, headers: bearer(tokens)))
                 let listedAccounts = try #require(worth["accounts"] as? [[String: Any]])
                 let mirror = try #require(listedAccounts.first { $0["id"] as? String == alpaca.id.description })
@@ -440,12 +459,20 @@ struct WebAppTests {
             #expect(Set(keys).count == 2, "each form its own idempotency key: \(keys)")
             func send(_ path: String, _ amount: String, key: String) async throws -> TestResponse {
                 try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([
-                    ("_api", "/api/accounts/\(account.id)/\(path)"), ("_next", "/"), ("_csrf", token), ("_key", key),
+                    ("_api", "/api/accounts/\(account.id)/\(path)"), ("_next", "/"), ("_done", path == "deposits" ? "deposited" : "withdrawn"), ("_csrf", token), ("_key", key),
                     ("description", "Paper cash added"), ("amount", amount),
                 ]))
             }
-            let added = try await send("deposits", "1234.56", key: keys[0])
+            // Spaces around a figure are trimmed, as app.js trims them: the same request as without them.
+            let added = try await send("deposits", " 1234.56\t", key: keys[0])
             #expect(added.status == .seeOther, "\(Self.text(added))")
+            // The page it leads to says what was done, in Folio's words only.
+            #expect(dashboard.contains(#"<input type="hidden" name="_done" value="deposited">"#))
+            #expect(added.headers[.location] == "/?done=deposited")
+            let confirmed = Self.text(try await client.execute(uri: "/?done=deposited", method: .get, headers: cookie))
+            #expect(confirmed.contains(#"<p class="notice ok" role="status" id="confirmation">Deposit received: the cash is in the account.</p>"#))
+            let unknown = Self.text(try await client.execute(uri: "/?done=Call%20us", method: .get, headers: cookie))
+            #expect(!unknown.contains(#"id="confirmation""#) && !unknown.contains("Call us"))
             // The browser's Back and the same form sent again: the key answers with the first deposit, no second one.
             #expect(try await send("deposits", "1234.56", key: keys[0]).status == .seeOther)
             #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")))
@@ -585,7 +612,7 @@ struct WebAppTests {
             let fields = execute.matches(of: /<input type="hidden" name="([^"]+)" value="([^"]*)">/).map { (String($0.output.1), String($0.output.2)) }
             #expect(fields.contains { $0 == ("execute", "true") } && fields.contains { $0 == ("mode", "full") } && fields.contains { $0.0 == "_key" })
             let placed = try await client.execute(uri: "/form", method: .post, headers: formHeaders, body: Self.form(fields))
-            #expect(placed.status == .seeOther && placed.headers[.location] == "/targets", "\(Self.text(placed))")
+            #expect(placed.status == .seeOther && placed.headers[.location] == "/targets?done=rebalance_started", "\(Self.text(placed))")
             let again = try await client.execute(uri: "/form", method: .post, headers: formHeaders, body: Self.form(fields))
             #expect(again.status == .seeOther)
             await env.worker.drain()

@@ -8,8 +8,8 @@ enum BrokerageError: Error, Equatable, Sendable {
     case brokerUnavailable
     /// The account at the broker is one Folio cannot mirror (another currency, cash borrowed on margin, blocked).
     case unsupportedAccount(String)
-    /// The Alpaca account is already linked: to this Folio account of the user's, or (nil) to someone else's.
-    case alreadyLinked(AccountID?)
+    /// The Alpaca account is already linked: to this Folio account of the user's (by its id and name), or (nil) to someone else's.
+    case alreadyLinked(AccountID?, name: String)
     case linkNotFound
     /// Unlinking would strand orders still open at the broker.
     case openOrders(Int)

@@ -66,7 +66,7 @@ struct BrokerageLinks: Sendable {
         do {
             linked = try await store.database.transaction { db in
                 if let existing = try await store.activeLink(broker: Self.broker, environment: environment, remoteAccount: number, on: db) {
-                    throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil)
+                    throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil, name: name)
                 }
                 let details = ["broker": Self.broker, "environment": environment.rawValue, "remote_account": number, "origin": origin.rawValue]
                 let accountID = try await ledger.openAccount(
@@ -87,7 +87,7 @@ struct BrokerageLinks: Sendable {
                 try await store.activeLink(broker: Self.broker, environment: environment, remoteAccount: number, on: db)
             }
             guard let existing else { throw error }
-            throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil)
+            throw BrokerageError.alreadyLinked(existing.userID == userID ? existing.accountID : nil, name: name)
         }
         // Alpaca's calendar from now on (a failure leaves the rules, and the daily job tries again).
         do { try await calendar.refresh(from: client, now: ledger.clock.now()) } catch {
@@ -188,6 +188,10 @@ struct BrokerageLinks: Sendable {
 
     func links(of userID: UserID) async throws -> [BrokerageLink] {
         try await store.links(of: userID)
+    }
+
+    func unlinkedAccounts(of userID: UserID) async throws -> Set<AccountID> {
+        try await store.unlinkedAccounts(of: userID)
     }
 
     // MARK: - The deployment's own keys

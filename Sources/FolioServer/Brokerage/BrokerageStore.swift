@@ -63,6 +63,15 @@ struct BrokerageStore: Sendable {
             """).all().map(Self.link)
     }
 
+    /// The person's accounts whose Alpaca link was removed: they keep their history but take no
+    /// orders, and net worth leaves them out (linking the same Alpaca account again opens another).
+    func unlinkedAccounts(of userID: UserID) async throws -> Set<AccountID> {
+        let rows = try await database.sql.raw("""
+            SELECT account_id FROM brokerage_links WHERE user_id = \(bind: userID) AND status = 'removed'
+            """).all()
+        return Set(try rows.map { try $0.decode(column: "account_id", as: AccountID.self) })
+    }
+
     /// Every link that still holds credentials, for re-sealing under a new key.
     func activeLinks(on db: any SQLDatabase) async throws -> [BrokerageLink] {
         try await db.raw("""

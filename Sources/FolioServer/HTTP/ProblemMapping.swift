@@ -117,9 +117,9 @@ enum ProblemMapping {
             return AppError(
                 .unprocessableContent, code: "broker_account_unsupported", detail: "Folio cannot mirror this account: \(reason).",
                 errors: [.init(field: "key_id", code: "unsupported", message: reason)])
-        case .alreadyLinked(let account?):
-            return AppError(.conflict, code: "already_linked", detail: "This broker account is already linked as your Folio account \(account).")
-        case .alreadyLinked(nil):
+        case .alreadyLinked(let account?, let name):
+            return AppError(.conflict, code: "already_linked", detail: "This broker account is already linked as your Folio account “\(name)” (\(account)).")
+        case .alreadyLinked(nil, _):
             // Another user's: which one is not said.
             return AppError(.conflict, code: "already_linked", detail: "This broker account is already linked to a Folio account; an account is mirrored by one Folio account at a time.")
         case .linkNotFound:

@@ -158,8 +158,7 @@ struct PortfolioController: Sendable {
         }
         let items = try await linked.items(of: userID)
         let accounts = items.isEmpty ? [] : try await linked.accounts(of: userID)
-        let links = folio.contains { $0.0.kind == "brokerage" } ? try await brokerage.links(of: userID) : []
-        let unlinked = Set(links.map(\.accountID)).subtracting(links.filter { $0.status == .active }.map(\.accountID))
+        let unlinked = folio.contains { $0.0.kind == "brokerage" } ? try await brokerage.unlinkedAccounts(of: userID) : []
         return try NetWorthResponse.build(folio: folio, unlinked: unlinked, items: items, linked: accounts, now: quotes.clock.now())
     }
 

@@ -25,7 +25,7 @@ struct FormBridge: Sendable {
     /// Names the bridge reads itself; they never reach the API.
     /// `_show` names an `AnswerPage`: on success the API's answer is shown as that page, not followed by a redirect.
     /// `_again` names the `AnswerPage` a refusal shows again, with the problem, from the page's own fields (`_secret`, `_uri`).
-    static let controlFields: Set<String> = ["_api", "_method", "_next", "_csrf", "_key", "_show", "_again", "_secret", "_uri"]
+    static let controlFields: Set<String> = ["_api", "_method", "_next", "_done", "_csrf", "_key", "_show", "_again", "_secret", "_uri"]
     /// Fields whose "true"/"false" text is a JSON boolean: `execute`, and each
     /// notification category's email choice (a checkbox after a hidden "false").
     static let booleanFields: Set<String> = Set(["execute"] + NoticeCategory.allCases.map { "email.\($0.rawValue)" })
@@ -65,7 +65,9 @@ struct FormBridge: Sendable {
         else {
             throw AppError.validation(field: "_api", code: "invalid", message: "_api must name an API route, and _method POST, PUT, PATCH or DELETE.")
         }
-        let fields = pairs.filter { !Self.controlFields.contains($0.0) && !$0.1.isEmpty }
+        // As app.js sends them: each value trimmed, and an empty one left out.
+        let fields = pairs.filter { !Self.controlFields.contains($0.0) }
+            .map { ($0.0, $0.1.trimmingCharacters(in: .whitespacesAndNewlines)) }.filter { !$0.1.isEmpty }
         let json = try Self.json(fields)
         var headers: HTTPFields = [.contentType: "application/json", .accept: "application/json"]
         if let cookie = request.headers[.cookie] { headers[.cookie] = cookie }
@@ -92,7 +94,7 @@ struct FormBridge: Sendable {
                 let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
                 return renderer.page(shown.template, title: shown.title, viewer: await viewer(of: request), values: shown.values(answer: json, fields: fields, control: control))
             }
-            var redirect = WebController.redirect(WebController.sitePath(control["_next"].map { Substring($0) }))
+            var redirect = WebController.redirect(Self.next(control))
             for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
             return redirect
         }
@@ -148,6 +150,14 @@ struct FormBridge: Sendable {
         }
 
         consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
+    }
+
+    /// Where a form goes once it succeeded: `_next` on this site, asking its page to confirm `_done`
+    /// when that is a known confirmation (app.js does the same).
+    static func next(_ control: [String: String]) -> String {
+        let next = WebController.sitePath(control["_next"].map { Substring($0) })
+        guard let done = control["_done"], PageRenderer.confirmations[done] != nil else { return next }
+        return next + (next.contains("?") ? "&" : "?") + "done=" + done
     }
 
     /// The JSON `app.js` would send for the same fields. A repeated name keeps its last value

@@ -61,6 +61,11 @@ struct PageRenderer: Sendable {
         var csrfToken: String
         /// Notifications not yet read, for the navigation's badge; nil when not counted.
         var unread: Int?
+        /// An account other than the default that the page's query names: a page about no account
+        /// (linked, notifications, settings) carries it on in its navigation, so the reader's choice holds.
+        var carriedAccount: AccountID?
+        /// What a form just did, said at the top of the page it led to (`?done=`, one of `confirmations`).
+        var confirmation: String?
 
         /// The signed-in person a page is for, with their session's CSRF token.
         init(_ identity: Identity, csrf: CSRFTokens) {
@@ -72,6 +77,24 @@ struct PageRenderer: Sendable {
     /// The person's accounts, on a page about one of them (the dashboard,
     /// orders, targets): with more than one, the page shows a picker, and
     /// the navigation's account pages stay on a named account.
+    /// The confirmations a form can ask for (`_done`), by code: fixed texts, so a link
+    /// cannot make a Folio page say something Folio did not write.
+    static let confirmations: [String: String] = [
+        "deposited": "Deposit received: the cash is in the account.",
+        "withdrawn": "Withdrawal made: the cash has left the account.",
+        "order_placed": "Order placed: it is listed below.",
+        "cancel_asked": "Cancellation asked for: the order shows canceled once the broker confirms.",
+        "targets_saved": "Target weights saved.",
+        "rebalance_started": "Rebalance started: its orders are listed under Recent runs.",
+        "alpaca_linked": "Alpaca account linked: choose it in the account picker.",
+        "keys_replaced": "New keys saved: Folio uses them from now on.",
+        "alpaca_unlinked": "Alpaca account unlinked: its history stays in Folio.",
+        "sync_asked": "Sync asked for: new transactions appear here once the institution sends them.",
+        "institution_removed": "Institution removed.",
+        "user_disabled": "User disabled: their sessions are ended.",
+        "user_enabled": "User enabled.",
+    ]
+
     struct AccountChoice {
         var accounts: [(id: AccountID, name: String)]
         var current: AccountID
@@ -94,9 +117,6 @@ struct PageRenderer: Sendable {
             named ? path + "?account_id=\(current)" : path
         }
     }
-
-    /// The sections whose pages are about one account: their links carry a named account.
-    static let accountSections: Set<String> = ["dashboard", "orders", "transactions", "targets"]
 
     /// One page: `template` rendered with `values`, inside the layout.
     func page(
@@ -122,14 +142,16 @@ struct PageRenderer: Sendable {
                 "email": viewer.identity.email, "admin": viewer.identity.role == .admin, "csrf": viewer.csrfToken,
                 "verified": viewer.identity.emailVerified,
             ]
-            let named = accounts.flatMap { $0.named ? $0.current : nil }
+            // Every link carries a named account, even to pages about no account, so coming back keeps it.
+            let named = accounts.map { $0.named ? $0.current : nil } ?? viewer.carriedAccount
             layout["nav"] = Self.navigation(admin: viewer.identity.role == .admin).map { item in
-                let href = named.map { Self.accountSections.contains(item.section) ? item.href + "?account_id=\($0)" : item.href } ?? item.href
+                let href = named.map { item.href + "?account_id=\($0)" } ?? item.href
                 var entry: [String: Any] = ["href": href, "label": item.label, "current": item.section == section]
                 if item.section == "notifications", let unread = viewer.unread, unread > 0 { entry["badge"] = unread > 99 ? "99+" : String(unread) }
                 return entry
             }
             if accounts?.currentUnlinked == true { layout["account_unlinked"] = true }
+            if let confirmation = viewer.confirmation { layout["confirmation"] = confirmation }
             if let accounts, accounts.picker, accounts.accounts.count > 1 {
                 layout["account_picker"] = [
                     "path": accounts.path,

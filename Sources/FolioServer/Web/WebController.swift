@@ -109,7 +109,7 @@ struct WebController: Sendable {
     /// Runs a signed-in page: no session sends the browser to sign in, and an
     /// error the page's reads throw is shown as a page with its detail.
     func signedIn(
-        _ request: Request, context: FolioRequestContext, admin: Bool = false,
+        _ request: Request, context: FolioRequestContext, admin: Bool = false, countsUnread: Bool = true,
         _ body: (AuthenticatedContext, PageRenderer.Viewer) async throws -> Response
     ) async throws -> Response {
         guard context.identity != nil else {
@@ -118,8 +118,11 @@ struct WebController: Sendable {
         }
         let authenticated = try AuthenticatedContext(context: context)
         var viewer = PageRenderer.Viewer(authenticated.identity, csrf: identity.csrf)
+        viewer.confirmation = request.query["done"].flatMap { PageRenderer.confirmations[String($0)] }
+        viewer.carriedAccount = request.query["account_id"].flatMap { AccountID($0) }.flatMap { $0 == authenticated.identity.defaultAccountID ? nil : $0 }
         // The navigation's badge; a count that cannot be read leaves the badge off, never the page.
-        viewer.unread = try? await notifications.store.unreadCount(of: authenticated.identity.userID.uuid)
+        // The notifications page counts them itself, with its list.
+        if countsUnread { viewer.unread = try? await notifications.store.unreadCount(of: authenticated.identity.userID.uuid) }
         do {
             if admin { _ = try AdminContext(context: authenticated) }
             return try await body(authenticated, viewer)
@@ -223,10 +226,12 @@ struct WebController: Sendable {
             let drift = targets.version > 0 ? try await rebalance.drift(request, context: context) : nil
             let runs = try await rebalance.runs(Self.request(request, query: "limit=5"), context: context)
             let choice = try await accountChoice(request, context: context, current: accountID, page: "/targets")
+            var values = TargetsView.build(
+                targets: targets, drift: drift, runs: runs.data, namedAccount: request.query["account_id"].map(String.init))
+            // An unlinked Alpaca account takes no orders: no plan to place.
+            values["unlinked"] = choice.currentUnlinked
             return renderer.page(
-                "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"], accounts: choice,
-                values: TargetsView.build(
-                    targets: targets, drift: drift, runs: runs.data, namedAccount: request.query["account_id"].map(String.init)))
+                "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"], accounts: choice, values: values)
         }
     }
 
@@ -252,8 +257,10 @@ struct WebController: Sendable {
     }
 
     @Sendable func notificationsPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
-        try await signedIn(request, context: context) { context, viewer in
+        try await signedIn(request, context: context, countsUnread: false) { context, viewer in
             let page = try await notifications.list(request, context: context)
+            var viewer = viewer
+            viewer.unread = page.unreadCount
             let unreadOnly = request.query["unread"] == "true"
             let first = "/notifications" + (unreadOnly ? "?unread=true" : "")
             // A mark sends the browser back to the page it was on.
@@ -343,9 +350,7 @@ struct WebController: Sendable {
     func accountNames(_ request: Request, context: AuthenticatedContext) async throws -> [(id: AccountID, name: String, kind: String, unlinked: Bool)] {
         let all = try await accounts.list(request, context: context).data
         guard all.contains(where: { $0.kind == "brokerage" }) else { return all.map { ($0.id, $0.name, $0.kind, false) } }
-        let links = try await brokerage.list(request, context: context).data
-        let active = Set(links.filter { $0.status == BrokerageLink.Status.active.rawValue }.map(\.accountID))
-        let unlinked = Set(links.map(\.accountID)).subtracting(active)
+        let unlinked = try await brokerage.links.unlinkedAccounts(of: context.identity.userID)
         return all.map { ($0.id, unlinked.contains($0.id) ? $0.name + " (unlinked)" : $0.name, $0.kind, unlinked.contains($0.id)) }
     }
 

@@ -137,13 +137,21 @@ async function submit(event) {
       done.setAttribute('tabindex', '-1');
       done.focus();
     } else if (form.elements._next) {
-      window.location.assign(form.elements._next.value);
+      window.location.assign(withDone(form.elements._next.value, form.elements._done?.value));
     }
   } catch {
     showProblem(form, { detail: 'Folio could not be reached; check the connection and try again.' });
   } finally {
     if (button) button.disabled = false;
   }
+}
+
+/** `next`, asking its page to confirm what the form did (`_done`), as FormBridge does without JavaScript. */
+function withDone(next, done) {
+  if (!done) return next;
+  const url = new URL(next, window.location.origin);
+  url.searchParams.set('done', done);
+  return url.pathname + url.search;
 }
 
 /** The password rules, ticked off as the user types (the server checks them again, and the common-password list). */
@@ -171,6 +179,13 @@ function watchPolicy(list) {
 }
 
 document.documentElement.classList.add('js');
+
+// A confirmation (?done=) is said once: reloading or bookmarking the page does not say it again.
+const shownURL = new URL(window.location.href);
+if (shownURL.searchParams.has('done')) {
+  shownURL.searchParams.delete('done');
+  history.replaceState(history.state, '', shownURL.pathname + shownURL.search + shownURL.hash);
+}
 // Steps that wait for an answer (the second factor) are shown at once without JavaScript, on demand with it.
 for (const step of document.querySelectorAll('[data-show-on]')) step.hidden = true;
 // A page made from an API answer (FormBridge's `_show`) posts its forms as they are: data-native.
