@@ -382,6 +382,9 @@ struct WebAppTests {
                 #expect(!onAlpaca.contains("paper-cash-heading"), "a brokerage account's cash moves at its broker")
                 #expect(dashboard.contains("paper-cash-heading"))
                 #expect(onAlpaca.contains(#"href="/?account_id=\#(alpaca.id)&amp;range=1M""#) || onAlpaca.contains(#"href="/?account_id=\#(alpaca.id)&range=1M""#))
+                // Showing another account keeps the chart's range.
+                let threeMonths = try await page("/?account_id=\(alpaca.id)&range=3M")
+                #expect(threeMonths.contains(#"<form method="get" action="/" class="account-picker"><input type="hidden" name="range" value="3M">"#))
 
                 // The orders page lists the shown account's orders, and its forms come back to it.
                 let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))

@@ -108,6 +108,8 @@ struct PageRenderer: Sendable {
         var currentKind: String?
         /// The shown account is an Alpaca account whose link was removed: it takes no orders.
         var currentUnlinked = false
+        /// The page's own choices the picker keeps when it shows another account (the dashboard's chart range).
+        var kept: [(name: String, value: String)] = []
 
         /// The shown account's name.
         var currentName: String? { accounts.first { $0.id == current }?.name }
@@ -154,7 +156,7 @@ struct PageRenderer: Sendable {
             if let confirmation = viewer.confirmation { layout["confirmation"] = confirmation }
             if let accounts, accounts.picker, accounts.accounts.count > 1 {
                 layout["account_picker"] = [
-                    "path": accounts.path,
+                    "path": accounts.path, "kept": accounts.kept.map { ["name": $0.name, "value": $0.value] },
                     "options": accounts.accounts.map { ["id": $0.id.description, "name": $0.name, "selected": $0.id == accounts.current] },
                 ]
             }

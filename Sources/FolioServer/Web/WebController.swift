@@ -342,8 +342,12 @@ struct WebController: Sendable {
         return PageRenderer.AccountChoice(
             accounts: all.map { ($0.id, $0.name) }, current: current,
             named: request.query["account_id"] != nil && current != context.identity.defaultAccountID, path: page,
-            currentKind: shown?.kind, currentUnlinked: shown?.unlinked ?? false)
+            currentKind: shown?.kind, currentUnlinked: shown?.unlinked ?? false,
+            kept: Self.keptByPicker.compactMap { name in request.query[name].map { (name, String($0)) } })
     }
+
+    /// The query a page keeps when its picker shows another account.
+    static let keptByPicker = ["range"]
 
     /// The person's accounts as the picker names them: an Alpaca account whose link was removed says so
     /// (it takes no more orders, and linking the same Alpaca account again opens another of the same name).
