@@ -69,9 +69,10 @@ struct ReadReplicaTests {
             try #require(caughtUp == .usable, "the standby never caught up; last state \(caughtUp)")
             // Read on the standby (it may fall behind again for a moment while other tests write).
             #expect(try await Self.eventually(60) {
-                try await Self.transactions(client, tokens).count == 1
-                    && Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#) > 0
-            }, "the ledger list was read on the standby")
+                let before = Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#)
+                return try await Self.transactions(client, tokens).count == 1
+                    && Self.counter(env, #"folio_read_replica_reads_total{target="replica"}"#) > before
+            }, "the ledger list was read on the standby, with its row")
             let rows = try await replica.sql.raw("SELECT COUNT(*) AS n FROM transactions").first()?.decode(column: "n", as: Int.self)
             #expect(rows == 1, "the standby holds the row itself")
 

@@ -4,14 +4,16 @@ import Hummingbird
 import Synchronization
 
 /// Forms without JavaScript. A page's form posts, as browsers do, to
-/// `POST /form` with its fields and four hidden ones: `_api` (the API route),
-/// `_method`, `_next` (where to go after success) and `_csrf` (the session's
-/// CSRF token). The bridge turns the fields into the JSON `app.js` would send
-/// (dotted names nest, index segments make arrays, amounts stay strings) and
+/// `POST /form` with its fields and hidden ones: `_api` (the API route),
+/// `_method`, `_next` (where to go after success), `_done` (what that page
+/// confirms), `_csrf` (the session's CSRF token) and, where a request must
+/// happen once, `_key` (its idempotency key). The bridge turns the fields into
+/// the JSON `app.js` would send (values trimmed but passwords, dotted names
+/// nest, index segments make arrays, amounts stay strings) and
 /// hands the request to the router itself, with the browser's cookie and the
 /// token as `X-CSRF-Token`: every middleware, the CSRF check included, runs on
 /// it exactly as on a request from the script. Success is a 303 to `_next`
-/// (with any cookie the API set); a problem comes back, to a browser, as a
+/// (with any cookie the API set, and the confirmation's); a problem comes back, to a browser, as a
 /// page with its detail and each field's message (the browser's Back button
 /// returns to the filled-in form), and to any other client as the API's answer.
 struct FormBridge: Sendable {
@@ -65,9 +67,9 @@ struct FormBridge: Sendable {
         else {
             throw AppError.validation(field: "_api", code: "invalid", message: "_api must name an API route, and _method POST, PUT, PATCH or DELETE.")
         }
-        // As app.js sends them: each value trimmed, and an empty one left out.
+        // As app.js sends them: each value trimmed (a password as typed), and an empty one left out.
         let fields = pairs.filter { !Self.controlFields.contains($0.0) }
-            .map { ($0.0, $0.1.trimmingCharacters(in: .whitespacesAndNewlines)) }.filter { !$0.1.isEmpty }
+            .map { ($0.0, Self.isPassword($0.0) ? $0.1 : $0.1.trimmingCharacters(in: .whitespacesAndNewlines)) }.filter { !$0.1.isEmpty }
         let json = try Self.json(fields)
         var headers: HTTPFields = [.contentType: "application/json", .accept: "application/json"]
         if let cookie = request.headers[.cookie] { headers[.cookie] = cookie }
@@ -94,7 +96,10 @@ struct FormBridge: Sendable {
                 let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
                 return renderer.page(shown.template, title: shown.title, viewer: await viewer(of: request), values: shown.values(answer: json, fields: fields, control: control))
             }
-            var redirect = WebController.redirect(Self.next(control))
+            var redirect = WebController.redirect(WebController.sitePath(control["_next"].map { Substring($0) }))
+            if let done = Self.confirmation(control) {
+                redirect.headers.append(HTTPField(name: .setCookie, value: PageRenderer.confirmationCookie + "=\(done); Path=/; Max-Age=60; SameSite=Strict"))
+            }
             for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
             return redirect
         }
@@ -152,12 +157,14 @@ struct FormBridge: Sendable {
         consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
     }
 
-    /// Where a form goes once it succeeded: `_next` on this site, asking its page to confirm `_done`
-    /// when that is a known confirmation (app.js does the same).
-    static func next(_ control: [String: String]) -> String {
-        let next = WebController.sitePath(control["_next"].map { Substring($0) })
-        guard let done = control["_done"], PageRenderer.confirmations[done] != nil else { return next }
-        return next + (next.contains("?") ? "&" : "?") + "done=" + done
+    /// A password field (`password`, `new_password`, …) is sent as typed: a space is part of a password.
+    static func isPassword(_ name: String) -> Bool {
+        name == "password" || name.hasSuffix("_password")
+    }
+
+    /// What the next page should confirm: `_done` when it is a known confirmation (app.js sets the same cookie).
+    static func confirmation(_ control: [String: String]) -> String? {
+        control["_done"].flatMap { PageRenderer.confirmations[$0] == nil ? nil : $0 }
     }
 
     /// The JSON `app.js` would send for the same fields. A repeated name keeps its last value

@@ -64,7 +64,7 @@ struct PageRenderer: Sendable {
         /// An account other than the default that the page's query names: a page about no account
         /// (linked, notifications, settings) carries it on in its navigation, so the reader's choice holds.
         var carriedAccount: AccountID?
-        /// What a form just did, said at the top of the page it led to (`?done=`, one of `confirmations`).
+        /// What a form just did, said at the top of the page it led to (the `confirmationCookie`, one of `confirmations`).
         var confirmation: String?
 
         /// The signed-in person a page is for, with their session's CSRF token.
@@ -74,11 +74,10 @@ struct PageRenderer: Sendable {
         }
     }
 
-    /// The person's accounts, on a page about one of them (the dashboard,
-    /// orders, targets): with more than one, the page shows a picker, and
-    /// the navigation's account pages stay on a named account.
-    /// The confirmations a form can ask for (`_done`), by code: fixed texts, so a link
-    /// cannot make a Folio page say something Folio did not write.
+    /// The confirmations a form can ask for (`_done`), by code. The form's answer (FormBridge's
+    /// redirect, or app.js) sets `confirmationCookie` to the code, SameSite=Strict, for a minute;
+    /// the next signed-in page says the text and clears it. Neither another site nor a link can
+    /// make a Folio page confirm what did not happen, and a reload does not confirm it again.
     static let confirmations: [String: String] = [
         "deposited": "Deposit received: the cash is in the account.",
         "withdrawn": "Withdrawal made: the cash has left the account.",
@@ -94,7 +93,11 @@ struct PageRenderer: Sendable {
         "user_disabled": "User disabled: their sessions are ended.",
         "user_enabled": "User enabled.",
     ]
+    static let confirmationCookie = "folio_done"
 
+    /// The person's accounts, on a page about one of them (the dashboard,
+    /// orders, targets): with more than one, the page shows a picker, and
+    /// the navigation's account pages stay on a named account.
     struct AccountChoice {
         var accounts: [(id: AccountID, name: String)]
         var current: AccountID

@@ -118,18 +118,24 @@ struct WebController: Sendable {
         }
         let authenticated = try AuthenticatedContext(context: context)
         var viewer = PageRenderer.Viewer(authenticated.identity, csrf: identity.csrf)
-        viewer.confirmation = request.query["done"].flatMap { PageRenderer.confirmations[String($0)] }
+        // What the form before this page did, said once: the cookie is cleared with this page.
+        let done = request.cookies[PageRenderer.confirmationCookie]?.value
+        viewer.confirmation = done.flatMap { PageRenderer.confirmations[$0] }
         viewer.carriedAccount = request.query["account_id"].flatMap { AccountID($0) }.flatMap { $0 == authenticated.identity.defaultAccountID ? nil : $0 }
         // The navigation's badge; a count that cannot be read leaves the badge off, never the page.
         // The notifications page counts them itself, with its list.
         if countsUnread { viewer.unread = try? await notifications.store.unreadCount(of: authenticated.identity.userID.uuid) }
         do {
             if admin { _ = try AdminContext(context: authenticated) }
-            return try await body(authenticated, viewer)
+            var response = try await body(authenticated, viewer)
+            if done != nil { response.headers.append(HTTPField(name: .setCookie, value: PageRenderer.confirmationCookie + "=; Path=/; Max-Age=0; SameSite=Strict")) }
+            return response
         } catch {
             // A browser asking for a page gets the problem as a page; any other client gets problem+json, as everywhere.
             let problem = ProblemMapping.appError(for: error) ?? (error as? AppError)
             guard let problem, request.headers[.accept]?.contains("text/html") == true else { throw error }
+            // The confirmation waits for a page that is drawn.
+            viewer.confirmation = nil
             return renderer.page(
                 "error", title: problem.status.reasonPhrase, viewer: viewer,
                 values: ["detail": problem.detail, "code": problem.code, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": $0.message] }],
@@ -243,9 +249,10 @@ struct WebController: Sendable {
             let items = try await links.list(request, context: context)
             let alpaca = try await brokerage.list(request, context: context)
             // The newest 25 of the institutions' transactions (the page's cursor pages on), and their holdings.
+            // The page's account_id is the Folio account the navigation carries, not one of the institutions' accounts.
             let cursor = request.query["cursor"].map { "&cursor=" + Self.queryEncoded(String($0)) } ?? ""
-            let transactions = items.data.isEmpty
-                ? Page(data: [], nextCursor: nil) : try await links.transactions(Self.request(request, query: "limit=25" + cursor), context: context)
+            let transactions = items.data.isEmpty ? Page(data: [], nextCursor: nil)
+                : try await links.transactions(Self.request(request, query: "limit=25" + cursor, keepingAccount: false), context: context)
             let holdings = items.data.isEmpty ? [] : try await links.holdings(request, context: context).data
             return renderer.page(
                 "linked", title: "Linked accounts", viewer: viewer, section: "linked", scripts: plaidConfigured ? ["link.js"] : [],
@@ -367,10 +374,10 @@ struct WebController: Sendable {
     }
 
     /// The same request with another query string, for a controller function that reads its own parameters.
-    static func request(_ request: Request, query: String) -> Request {
+    static func request(_ request: Request, query: String, keepingAccount: Bool = true) -> Request {
         var head = request.head
         // The account the page is about stays the account the controller reads.
-        let account = request.query["account_id"].map { "&account_id=" + queryEncoded(String($0)) } ?? ""
+        let account = keepingAccount ? request.query["account_id"].map { "&account_id=" + queryEncoded(String($0)) } ?? "" : ""
         head.path = request.uri.path + "?" + query + account
         return Request(head: head, body: request.body)
     }

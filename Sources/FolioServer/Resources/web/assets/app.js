@@ -1,5 +1,6 @@
 // Folio's pages. Every form posts to /form with hidden fields naming its API
-// route (_api), method (_method), where to go next (_next), the session's CSRF
+// route (_api), method (_method), where to go next (_next) and what that page
+// confirms (_done, PageRenderer.confirmations), the session's CSRF
 // token (_csrf) and, for orders, an idempotency key (_key): that works without
 // JavaScript (FormBridge on the server). With JavaScript this module sends the
 // same fields to the API as JSON itself and shows the API's problem document
@@ -31,7 +32,8 @@ function fieldsOf(form) {
   for (const element of form.elements) {
     if (!element.name || element.name.startsWith('_') || element.disabled || element.dataset.skip !== undefined || element.closest('[hidden]')) continue;
     if (element.type === 'radio' && !element.checked) continue;
-    let value = element.type === 'checkbox' ? element.checked : element.value.trim();
+    // Trimmed, as FormBridge does; a password is sent as typed (a space is part of it).
+    let value = element.type === 'checkbox' ? element.checked : /(^|_)password$/.test(element.name) ? element.value : element.value.trim();
     if (value === '') continue;
     if (element.dataset.boolean !== undefined) value = value === 'true';
     const path = element.name.split('.');
@@ -137,21 +139,15 @@ async function submit(event) {
       done.setAttribute('tabindex', '-1');
       done.focus();
     } else if (form.elements._next) {
-      window.location.assign(withDone(form.elements._next.value, form.elements._done?.value));
+      // The next page says what was done (PageRenderer.confirmations), once, as after FormBridge's redirect.
+      if (form.elements._done) document.cookie = `folio_done=${encodeURIComponent(form.elements._done.value)}; Path=/; Max-Age=60; SameSite=Strict`;
+      window.location.assign(form.elements._next.value);
     }
   } catch {
     showProblem(form, { detail: 'Folio could not be reached; check the connection and try again.' });
   } finally {
     if (button) button.disabled = false;
   }
-}
-
-/** `next`, asking its page to confirm what the form did (`_done`), as FormBridge does without JavaScript. */
-function withDone(next, done) {
-  if (!done) return next;
-  const url = new URL(next, window.location.origin);
-  url.searchParams.set('done', done);
-  return url.pathname + url.search;
 }
 
 /** The password rules, ticked off as the user types (the server checks them again, and the common-password list). */
@@ -179,13 +175,6 @@ function watchPolicy(list) {
 }
 
 document.documentElement.classList.add('js');
-
-// A confirmation (?done=) is said once: reloading or bookmarking the page does not say it again.
-const shownURL = new URL(window.location.href);
-if (shownURL.searchParams.has('done')) {
-  shownURL.searchParams.delete('done');
-  history.replaceState(history.state, '', shownURL.pathname + shownURL.search + shownURL.hash);
-}
 // Steps that wait for an answer (the second factor) are shown at once without JavaScript, on demand with it.
 for (const step of document.querySelectorAll('[data-show-on]')) step.hidden = true;
 // A page made from an API answer (FormBridge's `_show`) posts its forms as they are: data-native.
