@@ -380,6 +380,11 @@ struct WebAppTests {
                 let linkedOnAlpaca = try await page("/linked?account_id=\(alpaca.id)")
                 #expect(linkedOnAlpaca.contains(#"<a href="/?account_id=\#(alpaca.id)">"#))
                 #expect(linkedOnAlpaca.contains(#"<a href="/orders?account_id=\#(alpaca.id)">Orders</a>"#))
+                // And so do that page's own forms, and the brand's link home.
+                #expect(linkedOnAlpaca.contains(#"name="_next" value="/linked?account_id=\#(alpaca.id)""#))
+                #expect(linkedOnAlpaca.contains(#"<a class="brand" href="/?account_id=\#(alpaca.id)">"#))
+                let noticesOnAlpaca = try await page("/notifications?account_id=\(alpaca.id)")
+                #expect(noticesOnAlpaca.contains(#"<a href="/notifications?unread=true&amp;account_id=\#(alpaca.id)">Unread only</a>"#))
                 let linkedOnDefault = try await page("/linked?account_id=\(paper.id)"), linkedOnNonsense = try await page("/linked?account_id=nonsense")
                 #expect(linkedOnDefault.contains(#"<a href="/orders">Orders</a>"#), "the default account is not named")
                 #expect(linkedOnNonsense.contains(#"<a href="/orders">Orders</a>"#))
@@ -429,7 +434,8 @@ struct WebAppTests {
                 #expect(!after.contains(#"id="alpaca-\#(alpaca.id)""#))
                 #expect(try await page("/").contains(#"<option value="\#(alpaca.id)">\#(name) (unlinked)</option>"#))
                 // The unlinked account says so, takes no orders from its page, and is no longer counted in net worth.
-                #expect(try await page("/?account_id=\(alpaca.id)").contains(#"id="account-unlinked""#))
+                let unlinkedDashboard = try await page("/?account_id=\(alpaca.id)")
+                #expect(unlinkedDashboard.contains(#"id="account-unlinked""#) && !unlinkedDashboard.contains(">New order</a>"))
                 let unlinkedOrders = try await page("/orders?account_id=\(alpaca.id)")
                 #expect(unlinkedOrders.contains("This account takes no orders") && !unlinkedOrders.contains(#"id="ticket""#))
                 // Its targets can still be kept, but the targets page offers no rebalance to place.
@@ -527,6 +533,11 @@ struct WebAppTests {
             #expect(notices.contains(#"<h2 id="notice-\#(id)"><span class="badge">new</span> "#))
             #expect(notices.contains("\(count) unread"))
             #expect(notices.contains(#"<input type="hidden" name="through" value="\#(id)">"#), "mark all is bounded by the newest the page shows")
+            // An account the navigation carries comes back with each mark.
+            let carried = UUID().uuidString.lowercased()
+            let carriedNotices = try await page("/notifications?unread=true&account_id=\(carried)")
+            #expect(carriedNotices.contains(#"name="_next" value="/notifications?unread=true&amp;account_id=\#(carried)""#))
+            #expect(carriedNotices.contains(#"<input type="hidden" name="through" value="\#(id)">"#), "the newest of all, not of the unread page")
             let token = String(try #require(notices.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
             func send(_ api: String) async throws -> TestResponse {
                 try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([("_api", api), ("_next", "/notifications"), ("_csrf", token)]))

@@ -85,7 +85,7 @@ struct PageRenderer: Sendable {
         "cancel_asked": "Cancellation asked for: the order shows canceled once the broker confirms.",
         "targets_saved": "Target weights saved.",
         "rebalance_started": "Rebalance started: its orders are listed under Recent runs.",
-        "alpaca_linked": "Alpaca account linked: choose it in the account picker.",
+        "alpaca_linked": "Alpaca account linked: choose it in the account picker above the dashboard.",
         "keys_replaced": "New keys saved: Folio uses them from now on.",
         "alpaca_unlinked": "Alpaca account unlinked: its history stays in Folio.",
         "sync_asked": "Sync asked for: new transactions appear here once the institution sends them.",
@@ -134,6 +134,13 @@ struct PageRenderer: Sendable {
             // Every signed-in form carries the token (FormBridge), and an order form a fresh idempotency key.
             values["csrf"] = viewer.csrfToken
             values["idempotency_key"] = UUID.random().lowercasedString
+            // A page about no account keeps the account the navigation carries: its forms and links come back with it.
+            if accounts == nil, let carried = viewer.carriedAccount {
+                values["carried_query"] = "?account_id=\(carried)"
+                values["carried_param"] = "&account_id=\(carried)"
+            }
+            // An Alpaca account whose link was removed takes no orders: its pages offer none.
+            if accounts?.currentUnlinked == true { values["account_unlinked"] = true }
         }
         let content = library.render(values, withTemplate: template) ?? ""
         var layout: [String: Any] = [
@@ -149,6 +156,7 @@ struct PageRenderer: Sendable {
             ]
             // Every link carries a named account, even to pages about no account, so coming back keeps it.
             let named = accounts.map { $0.named ? $0.current : nil } ?? viewer.carriedAccount
+            layout["home"] = named.map { "/?account_id=\($0)" } ?? "/"
             layout["nav"] = Self.navigation(admin: viewer.identity.role == .admin).map { item in
                 let href = named.map { item.href + "?account_id=\($0)" } ?? item.href
                 var entry: [String: Any] = ["href": href, "label": item.label, "current": item.section == section]

@@ -171,7 +171,7 @@ struct WebController: Sendable {
                     "next_page": choice.next("/orders"),
                     // The ticket always names the account it was drawn for, whatever a picker says by then.
                     "ticket_account_id": valuation.accountID.description, "account_name": choice.currentName ?? "",
-                    "several_accounts": choice.accounts.count > 1, "unlinked": choice.currentUnlinked,
+                    "several_accounts": choice.accounts.count > 1,
                     "open": rows.filter(\.open), "history": rows.filter { !$0.open }, "available": Display.money(valuation.availableCash),
                     "reserved": Display.money((try? valuation.cash - valuation.availableCash) ?? .zero),
                     "available_raw": valuation.availableCash.description,
@@ -232,12 +232,10 @@ struct WebController: Sendable {
             let drift = targets.version > 0 ? try await rebalance.drift(request, context: context) : nil
             let runs = try await rebalance.runs(Self.request(request, query: "limit=5"), context: context)
             let choice = try await accountChoice(request, context: context, current: accountID, page: "/targets")
-            var values = TargetsView.build(
-                targets: targets, drift: drift, runs: runs.data, namedAccount: request.query["account_id"].map(String.init))
-            // An unlinked Alpaca account takes no orders: no plan to place.
-            values["unlinked"] = choice.currentUnlinked
             return renderer.page(
-                "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"], accounts: choice, values: values)
+                "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"], accounts: choice,
+                values: TargetsView.build(
+                    targets: targets, drift: drift, runs: runs.data, namedAccount: request.query["account_id"].map(String.init)))
         }
     }
 
@@ -269,12 +267,16 @@ struct WebController: Sendable {
             var viewer = viewer
             viewer.unread = page.unreadCount
             let unreadOnly = request.query["unread"] == "true"
-            let first = "/notifications" + (unreadOnly ? "?unread=true" : "")
+            let carried = viewer.carriedAccount?.description
+            func link(cursor: String?) -> String {
+                Self.link("/notifications", ["unread": unreadOnly ? "true" : nil, "cursor": cursor, "account_id": carried])
+            }
+            let first = link(cursor: nil)
             // A mark sends the browser back to the page it was on.
-            let back = first + (request.query["cursor"].map { (unreadOnly ? "&" : "?") + "cursor=" + Self.queryEncoded(String($0)) } ?? "")
+            let back = link(cursor: request.query["cursor"].map(String.init))
             // "Mark all as read" marks what existed when the page was drawn: up to the newest notification then.
             let newest = request.query["cursor"] == nil && !unreadOnly
-                ? page.data.first : try await notifications.list(Self.request(request, query: "limit=1"), context: context).data.first
+                ? page.data.first?.id : try await notifications.store.page(of: context.identity.userID.uuid, after: nil, unreadOnly: false, limit: 1).first?.id.lowercasedString
             return renderer.page(
                 "notifications", title: "Notifications", viewer: viewer, section: "notifications",
                 values: [
@@ -283,8 +285,8 @@ struct WebController: Sendable {
                          "when": Display.date(notice.createdAt), "read": notice.read] as [String: Any]
                     },
                     "empty": page.data.isEmpty, "has_unread": page.unreadCount > 0, "unread": page.unreadCount, "unread_only": unreadOnly, "back": back,
-                    "through": newest?.id as Any, "newer": request.query["cursor"] == nil ? nil : first as Any?,
-                    "next": page.nextCursor.map { first + (unreadOnly ? "&" : "?") + "cursor=\($0)" } as Any,
+                    "through": newest as Any, "newer": request.query["cursor"] == nil ? nil : first as Any?,
+                    "next": page.nextCursor.map { link(cursor: $0) } as Any,
                 ])
         }
     }
@@ -380,6 +382,12 @@ struct WebController: Sendable {
         let account = keepingAccount ? request.query["account_id"].map { "&account_id=" + queryEncoded(String($0)) } ?? "" : ""
         head.path = request.uri.path + "?" + query + account
         return Request(head: head, body: request.body)
+    }
+
+    /// `path` with the query's present values, in order, each encoded.
+    static func link(_ path: String, _ query: KeyValuePairs<String, String?>) -> String {
+        let parts = query.compactMap { name, value in value.map { name + "=" + queryEncoded($0) } }
+        return parts.isEmpty ? path : path + "?" + parts.joined(separator: "&")
     }
 
     static func queryEncoded(_ value: String) -> String {

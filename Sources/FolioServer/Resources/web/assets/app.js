@@ -115,6 +115,8 @@ async function submit(event) {
   const form = event.currentTarget;
   event.preventDefault();
   clearErrors(form);
+  // What the last form did is old news once another is sent.
+  document.getElementById('confirmation')?.remove();
   const button = form.querySelector('button[type="submit"]');
   if (button) button.disabled = true;
   try {
