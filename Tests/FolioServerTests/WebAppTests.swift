@@ -225,6 +225,9 @@ struct WebAppTests {
         #expect(FormBridge.confirmation(["_done": "You won"]) == nil && FormBridge.confirmation([:]) == nil)
         #expect(["password", "new_password", "current_password"].allSatisfy(FormBridge.isPassword))
         #expect(!FormBridge.isPassword("amount") && !FormBridge.isPassword("secret_key") && !FormBridge.isPassword("passwords"))
+        // Trimmed exactly as String.prototype.trim trims: U+FEFF and U+3000 go, U+0085 and U+200B stay.
+        #expect("\u{FEFF}\u{3000} 5\u{2028}\t".trimmingCharacters(in: FormBridge.scriptWhitespace) == "5")
+        #expect("\u{200B}5\u{85}".trimmingCharacters(in: FormBridge.scriptWhitespace) == "\u{200B}5\u{85}")
     }
 
     /// Headers a browser sends with a form posted from a Folio page.

@@ -69,7 +69,7 @@ struct FormBridge: Sendable {
         }
         // As app.js sends them: each value trimmed (a password as typed), and an empty one left out.
         let fields = pairs.filter { !Self.controlFields.contains($0.0) }
-            .map { ($0.0, Self.isPassword($0.0) ? $0.1 : $0.1.trimmingCharacters(in: .whitespacesAndNewlines)) }.filter { !$0.1.isEmpty }
+            .map { ($0.0, Self.isPassword($0.0) ? $0.1 : $0.1.trimmingCharacters(in: Self.scriptWhitespace)) }.filter { !$0.1.isEmpty }
         let json = try Self.json(fields)
         var headers: HTTPFields = [.contentType: "application/json", .accept: "application/json"]
         if let cookie = request.headers[.cookie] { headers[.cookie] = cookie }
@@ -156,6 +156,17 @@ struct FormBridge: Sendable {
 
         consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
     }
+
+    /// What JavaScript's `String.prototype.trim` removes: its WhiteSpace (tab, vertical tab,
+    /// form feed, space, no-break space, U+FEFF and every Zs space) and LineTerminator
+    /// (LF, CR, U+2028, U+2029). Foundation's `.whitespacesAndNewlines` differs (U+0085, U+200B).
+    static let scriptWhitespace: CharacterSet = {
+        var set = CharacterSet(charactersIn: "\u{9}\u{B}\u{C}\u{20}\u{A0}\u{FEFF}\u{A}\u{D}\u{2028}\u{2029}")
+        for scalar in (0...0x3000).compactMap(Unicode.Scalar.init) where scalar.properties.generalCategory == .spaceSeparator {
+            set.insert(scalar)
+        }
+        return set
+    }()
 
     /// A password field (`password`, `new_password`, …) is sent as typed: a space is part of a password.
     static func isPassword(_ name: String) -> Bool {
