@@ -49,6 +49,23 @@ struct OrderDraftTests {
         #expect(issues.map(\.field) == fields)
     }
 
+    @Test("limit and stop prices of a dollar or more are in whole cents; below a dollar finer prices stay")
+    func subPenny() throws {
+        func codes(limit: String? = nil, stop: String? = nil, type: OrderType) throws -> [String] {
+            try OrderDraft(
+                symbol: "AAPL", side: .buy, type: type, quantity: 1,
+                limitPrice: limit.map { try Price(parsing: $0) }, stopPrice: stop.map { try Price(parsing: $0) }
+            ).validate().map(\.code)
+        }
+        #expect(try codes(limit: "250.123", type: .limit) == ["sub_penny"])
+        #expect(try codes(limit: "1.00001", type: .limit) == ["sub_penny"])
+        #expect(try codes(limit: "250.12", type: .limit).isEmpty)
+        #expect(try codes(limit: "250.120", type: .limit).isEmpty, "trailing zeros are whole cents")
+        #expect(try codes(limit: "0.99999999", type: .limit).isEmpty)
+        #expect(try codes(limit: "10.00", stop: "9.995", type: .stopLimit) == ["sub_penny"])
+        #expect(try codes(stop: "12.3456", type: .stop) == ["sub_penny"])
+    }
+
     @Test("quantity or notional, positive, not too precise; notional only on market orders")
     func amounts() {
         #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market).validate().map(\.code) == ["required"])

@@ -67,7 +67,7 @@ public struct OrderDraft: Equatable, Sendable {
         }
         if type.needsLimitPrice {
             if let limitPrice {
-                issues += AmountCheck.positive(limitPrice, field: "limit_price", maximum: Self.maximumPrice)
+                issues += AmountCheck.positive(limitPrice, field: "limit_price", maximum: Self.maximumPrice) + Self.tickIssues(limitPrice, field: "limit_price")
             } else {
                 issues.append(.init(field: "limit_price", code: "required", message: "A \(type.rawValue) order needs limit_price."))
             }
@@ -76,7 +76,7 @@ public struct OrderDraft: Equatable, Sendable {
         }
         if type.needsStopPrice {
             if let stopPrice {
-                issues += AmountCheck.positive(stopPrice, field: "stop_price", maximum: Self.maximumPrice)
+                issues += AmountCheck.positive(stopPrice, field: "stop_price", maximum: Self.maximumPrice) + Self.tickIssues(stopPrice, field: "stop_price")
             } else {
                 issues.append(.init(field: "stop_price", code: "required", message: "A \(type.rawValue) order needs stop_price."))
             }
@@ -84,6 +84,14 @@ public struct OrderDraft: Equatable, Sendable {
             issues.append(.init(field: "stop_price", code: "not_allowed", message: "A \(type.rawValue) order takes no stop_price."))
         }
         return issues
+    }
+
+    /// A limit or stop price of a dollar or more is in whole cents: US stocks are not quoted in
+    /// sub-pennies above a dollar (SEC Rule 612), and brokers refuse such an order (Alpaca:
+    /// "sub-penny increment does not fulfill minimum pricing criteria"). Below a dollar finer prices stay.
+    static func tickIssues(_ price: Price, field: String) -> [FieldIssue] {
+        guard price >= 1, price.places > 2 else { return [] }
+        return [.init(field: field, code: "sub_penny", message: "\(field) of $1.00 or more must be in whole cents.")]
     }
 }
 
