@@ -474,6 +474,10 @@ struct WebAppTests {
             let token = String(try #require(dashboard.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
             let keys = dashboard.matches(of: /name="_key" value="([0-9a-f-]{36})"/).map { String($0.output.1) }
             #expect(Set(keys).count == 2, "each form its own idempotency key: \(keys)")
+            // A form comes back to the chart range it was sent from.
+            let onThreeMonths = Self.text(try await client.execute(uri: "/?range=3M", method: .get, headers: cookie))
+            #expect(onThreeMonths.contains(#"<input type="hidden" name="_next" value="/?range=3M">"#))
+            #expect(dashboard.contains(#"<input type="hidden" name="_next" value="/">"#))
             func send(_ path: String, _ amount: String, key: String) async throws -> TestResponse {
                 try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([
                     ("_api", "/api/accounts/\(account.id)/\(path)"), ("_next", "/"), ("_done", path == "deposits" ? "deposited" : "withdrawn"), ("_csrf", token), ("_key", key),

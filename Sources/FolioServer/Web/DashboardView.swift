@@ -32,6 +32,7 @@ enum DashboardView {
             id: "history", title: "Total value over \(rangeLabel)",
             points: points.map { Charts.Point(label: $0.0, value: drawable($0.1)) },
             lowLabel: low.map(Display.money) ?? "", highLabel: high.map(Display.money) ?? "")
+        func onRange(_ range: String) -> String { choice.next("/") + (choice.named ? "&" : "?") + "range=\(range)" }
 
         return [
             "total": Display.money(total), "cash": Display.money(valuation.cash), "available": Display.money(valuation.availableCash),
@@ -54,13 +55,15 @@ enum DashboardView {
             "history_low": low.map(Display.money) ?? "—", "history_high": high.map(Display.money) ?? "—",
             "history_incomplete": !history.complete,
             "ranges": PortfolioController.HistoryRange.allCases.map { range in
-                ["label": range.rawValue, "href": choice.next("/") + (choice.named ? "&" : "?") + "range=\(range.rawValue)",
+                ["label": range.rawValue, "href": onRange(range.rawValue),
                  "current": range.rawValue == history.range] as [String: Any]
             },
             "valued_at": Display.date(valuation.valuedAt),
             "orders_href": choice.next("/orders"),
             // A paper account's cash is moved here; a brokerage account's moves at its broker.
-            "paper": choice.currentKind == "paper", "account_id": valuation.accountID.description, "self_href": choice.next("/"),
+            "paper": choice.currentKind == "paper", "account_id": valuation.accountID.description,
+            // A form comes back to the page as it was: the same account and chart range.
+            "self_href": history.range == PortfolioController.HistoryRange.oneMonth.rawValue ? choice.next("/") : onRange(history.range),
             "deposit_key": UUID.random().lowercasedString, "withdrawal_key": UUID.random().lowercasedString,
             "twr": returns.timeWeightedReturnPercent.map(Display.percentage) ?? "—",
             "twr_negative": returns.timeWeightedReturnPercent?.isNegative ?? false,
