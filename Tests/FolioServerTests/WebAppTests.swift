@@ -505,6 +505,7 @@ struct WebAppTests {
             let tooMuch = try await send("withdrawals", "1000000.00", key: keys[1])
             #expect(tooMuch.status == .unprocessableContent)
             #expect(Self.text(tooMuch).contains("<code>insufficient_funds</code>") && Self.text(tooMuch).contains("<code>amount</code>: amount exceeds the available cash"))
+            #expect(Self.text(tooMuch).contains("available cash of " + Display.money(try account.cash + Cash(parsing: "1234.56"))), "read as money, as the page shows it")
             #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")), "nothing taken")
             let after = Self.text(try await client.execute(uri: "/", method: .get, headers: cookie))
             #expect(after.contains(Display.money(try account.cash + Cash(parsing: "1234.56"))))
