@@ -175,6 +175,17 @@ struct BrokerageLinkTests {
             fake.mode = .rest
             let tokens = try await signUp(client, env, email: "unlink@example.com")
             let id = try #require((try json(try await link(client, tokens))["account"] as? [String: Any])?["id"] as? String)
+            // Alpaca takes a price below a dollar in steps of $0.0001 only (the paper broker keeps finer ones).
+            var fine = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "0.12345", "time_in_force": "GTC", "account_id": id]
+            let tooFine = try await post(client, "/api/orders", fine, headers: bearer(tokens))
+            let tooFineCode = try problem(tooFine).errors?.first?.code
+            #expect(tooFine.status == .unprocessableContent && tooFineCode == "sub_penny", "\(String(buffer: tooFine.body))")
+            fine["limit_price"] = "0.1234"
+            let atTheTick = try await post(client, "/api/orders", fine, headers: bearer(tokens))
+            #expect(atTheTick.status == .created || atTheTick.status == .accepted, "\(String(buffer: atTheTick.body))")
+            let placedFine = try #require(try json(atTheTick)["id"] as? String)
+            await env.worker.drain()
+            #expect(try await client.execute(uri: "/api/orders/\(placedFine)", method: .delete, headers: bearer(tokens)).status == .ok)
             let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": id]
             let placed = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
             await env.worker.drain()

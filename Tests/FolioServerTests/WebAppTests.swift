@@ -222,6 +222,9 @@ struct WebAppTests {
             == #"{"cash_percent":"0","email":{"cash":true,"orders":false},"execute":true,"note":"b","targets":[{"percent":"60","symbol":"AAPL"},{"percent":"40","symbol":"MSFT"}]}"#)
         // Only a known confirmation is asked for; passwords are the only names sent untrimmed.
         #expect(FormBridge.confirmation(["_done": "targets_saved"]) == "targets_saved")
+        // A refusal's figures: what is available rounded down, what is needed up.
+        let available = Cash(uncheckedUnits: 1_000_060)
+        #expect(Display.money(available, .down) == "$100.00" && Display.money(available, .up) == "$100.01" && Display.money(available) == "$100.01")
         #expect(FormBridge.confirmation(["_done": "You won"]) == nil && FormBridge.confirmation([:]) == nil)
         #expect(["password", "new_password", "current_password"].allSatisfy(FormBridge.isPassword))
         #expect(!FormBridge.isPassword("amount") && !FormBridge.isPassword("secret_key") && !FormBridge.isPassword("passwords"))
@@ -490,13 +493,13 @@ struct WebAppTests {
             // The page it leads to says what was done, once, in Folio's words only; a link cannot make it say so.
             #expect(dashboard.contains(#"<input type="hidden" name="_done" value="deposited">"#))
             #expect(added.headers[.location] == "/")
-            #expect(added.headers[values: .setCookie].contains("folio_done=deposited; Path=/; Max-Age=60; SameSite=Strict"))
+            #expect(added.headers[values: .setCookie].contains("__Host-folio_done=deposited; Path=/; Max-Age=60; Secure; SameSite=Strict"))
             var withDone = cookie
-            withDone[.cookie] = (cookie[.cookie] ?? "") + "; folio_done=deposited"
+            withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=deposited"
             let confirmedPage = try await client.execute(uri: "/", method: .get, headers: withDone)
             #expect(Self.text(confirmedPage).contains(#"<p class="notice ok" role="status" id="confirmation">Deposit received: the cash is in the account.</p>"#))
-            #expect(confirmedPage.headers[values: .setCookie].contains("folio_done=; Path=/; Max-Age=0; SameSite=Strict"), "said once")
-            withDone[.cookie] = (cookie[.cookie] ?? "") + "; folio_done=Call%20us"
+            #expect(confirmedPage.headers[values: .setCookie].contains("__Host-folio_done=; Path=/; Max-Age=0; Secure; SameSite=Strict"), "said once")
+            withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=Call%20us"
             let unknown = Self.text(try await client.execute(uri: "/?done=deposited", method: .get, headers: withDone))
             #expect(!unknown.contains(#"id="confirmation""#) && !unknown.contains("Call us"))
             // The browser's Back and the same form sent again: the key answers with the first deposit, no second one.
@@ -587,6 +590,12 @@ struct WebAppTests {
             let before = try await page()
             #expect(before.contains("/api/admin/users/\(memberID)/disable"))
             #expect(!before.contains("/api/admin/users/\(rootID)/disable"), "no form to disable oneself")
+            let carried = UUID().uuidString.lowercased()
+            let carriedAdmin = Self.text(try await client.execute(uri: "/admin?account_id=\(carried)", method: .get, headers: cookie))
+            #expect(carriedAdmin.contains(#"name="_next" value="/admin?account_id=\#(carried)""#), "a form comes back with the account the navigation carries")
+            // A page that could not show its account does not carry it on: its links lead out, not to the same 404.
+            let foreignOrders = Self.text(try await client.execute(uri: "/orders?account_id=\(carried)", method: .get, headers: cookie))
+            #expect(foreignOrders.contains(#"<a href="/orders">Orders</a>"#) && foreignOrders.contains(#"<a class="brand" href="/">"#), "\(foreignOrders.prefix(200))")
             let token = String(try #require(before.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
             func send(_ api: String) async throws -> TestResponse {
                 try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form([("_api", api), ("_next", "/admin"), ("_csrf", token)]))

@@ -93,6 +93,15 @@ public struct OrderDraft: Equatable, Sendable {
         guard price >= 1, price.places > 2 else { return [] }
         return [.init(field: field, code: "sub_penny", message: "\(field) of $1.00 or more must be in whole cents.")]
     }
+
+    /// What a real broker asks beyond `validate`: below a dollar, prices in steps of a hundredth
+    /// of a cent (four places), the market's tick there. The paper broker keeps finer prices.
+    public func brokerTickIssues() -> [FieldIssue] {
+        [(limitPrice, "limit_price"), (stopPrice, "stop_price")].compactMap { price, field in
+            guard let price, price < 1, price.places > 4 else { return nil }
+            return FieldIssue(field: field, code: "sub_penny", message: "\(field) below $1.00 must be in steps of $0.0001 at a broker.")
+        }
+    }
 }
 
 /// The check every entered amount passes: positive, not too large, not too precise.

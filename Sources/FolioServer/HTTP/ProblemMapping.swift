@@ -49,13 +49,13 @@ enum ProblemMapping {
             return .validation(issues, detail: issues.count == 1 ? issues[0].message : nil)
         case .insufficientFunds(let available):
             return AppError(
-                .unprocessableContent, code: "insufficient_funds", detail: "Only \(Display.money(available)) is available to withdraw.",
-                errors: [.init(field: "amount", code: "insufficient_funds", message: "amount exceeds the available cash of \(Display.money(available)).")])
+                .unprocessableContent, code: "insufficient_funds", detail: "Only \(Display.money(available, .down)) is available to withdraw.",
+                errors: [.init(field: "amount", code: "insufficient_funds", message: "amount exceeds the available cash of \(Display.money(available, .down)).")])
         case .insufficientBuyingPower(let needed, let available):
             return AppError(
                 .unprocessableContent, code: "insufficient_buying_power",
                 detail: needed == .max ? "This order needs more buying power than an account can hold."
-                    : "This order needs \(Display.money(needed)) of buying power; \(Display.money(available)) is available.",
+                    : "This order needs \(Display.money(needed, .up)) of buying power; \(Display.money(available, .down)) is available.",
                 errors: [.init(field: "quantity", code: "insufficient_buying_power", message: "Not enough buying power for this order.")])
         case .insufficientShares(let symbol, let available):
             return AppError(

@@ -111,7 +111,9 @@ struct OrderService: Sendable {
                 answer ?? .failure(placing.priced.placement.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount)
             }
         }
-        if case .unlinked = try await brokers.route(for: accountID, on: db) { return answers.map { $0 ?? .failure(BrokerageError.unlinked) } }
+        let route = try await brokers.route(for: accountID, on: db)
+        if case .unlinked = route { return answers.map { $0 ?? .failure(BrokerageError.unlinked) } }
+        let atABroker = if case .alpaca = route { true } else { false }
         var placed: [(index: Int, order: OrderState, context: AuditContext)] = []
         // Client order ids this batch has placed: a later placement with one is a duplicate, as it would be one commit later.
         var placedClientOrderIDs: Set<String> = []
@@ -120,6 +122,10 @@ struct OrderService: Sendable {
             let priced = placing.priced
             if let client = priced.placement.clientOrderID, placedClientOrderIDs.contains(client) {
                 answers[index] = .failure(TradingError.duplicateClientOrderID)
+                continue
+            }
+            if atABroker, case let issues = priced.draft.brokerTickIssues(), !issues.isEmpty {
+                answers[index] = .failure(TradingError.invalid(issues))
                 continue
             }
             do {

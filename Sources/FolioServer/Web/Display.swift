@@ -6,7 +6,13 @@ import Foundation
 /// digit), prices with at least two decimals, quantities as they are.
 enum Display {
     static func money(_ cash: Cash) -> String {
-        let cents = (try? cash.rounded(places: 2, .halfEven)) ?? cash
+        money(cash, .halfEven)
+    }
+
+    /// Cash to the cent by `rule`: a refusal names what is available rounded down and what is
+    /// needed rounded up, so "only $100.01 is available" never stands beside a refused $100.01.
+    static func money(_ cash: Cash, _ rule: RoundingRule) -> String {
+        let cents = (try? cash.rounded(places: 2, rule)) ?? cash
         return signed(cents.formatted(minimumFractionDigits: 2), prefix: "$")
     }
 

@@ -75,7 +75,7 @@ struct PageRenderer: Sendable {
     }
 
     /// The confirmations a form can ask for (`_done`), by code. The form's answer (FormBridge's
-    /// redirect, or app.js) sets `confirmationCookie` to the code, SameSite=Strict, for a minute;
+    /// redirect, or app.js) sets `confirmationCookie` to the code, Secure and SameSite=Strict, for a minute;
     /// the next signed-in page says the text and clears it. Neither another site nor a link can
     /// make a Folio page confirm what did not happen, and a reload does not confirm it again.
     static let confirmations: [String: String] = [
@@ -93,7 +93,8 @@ struct PageRenderer: Sendable {
         "user_disabled": "User disabled: their sessions are ended.",
         "user_enabled": "User enabled.",
     ]
-    static let confirmationCookie = "folio_done"
+    /// `__Host-` and Secure, as the session cookie: no sibling subdomain nor plain-HTTP answer can plant it.
+    static let confirmationCookie = "__Host-folio_done"
 
     /// The person's accounts, on a page about one of them (the dashboard,
     /// orders, targets): with more than one, the page shows a picker, and

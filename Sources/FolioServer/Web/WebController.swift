@@ -128,14 +128,15 @@ struct WebController: Sendable {
         do {
             if admin { _ = try AdminContext(context: authenticated) }
             var response = try await body(authenticated, viewer)
-            if done != nil { response.headers.append(HTTPField(name: .setCookie, value: PageRenderer.confirmationCookie + "=; Path=/; Max-Age=0; SameSite=Strict")) }
+            if done != nil { response.headers.append(HTTPField(name: .setCookie, value: PageRenderer.confirmationCookie + "=; Path=/; Max-Age=0; Secure; SameSite=Strict")) }
             return response
         } catch {
             // A browser asking for a page gets the problem as a page; any other client gets problem+json, as everywhere.
             let problem = ProblemMapping.appError(for: error) ?? (error as? AppError)
             guard let problem, request.headers[.accept]?.contains("text/html") == true else { throw error }
-            // The confirmation waits for a page that is drawn.
+            // The confirmation waits for a page that is drawn; an account the page could not show is not carried on.
             viewer.confirmation = nil
+            viewer.carriedAccount = nil
             return renderer.page(
                 "error", title: problem.status.reasonPhrase, viewer: viewer,
                 values: ["detail": problem.detail, "code": problem.code, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": $0.message] }],
@@ -329,8 +330,8 @@ struct WebController: Sendable {
                          "you": user.id == context.identity.userID] as [String: Any]
                     },
                     // A form sends the administrator back to the page of users it was on.
-                    "back": request.query["cursor"].map { "/admin?cursor=" + Self.queryEncoded(String($0)) } ?? "/admin",
-                    "next_users": users.nextCursor.map { "/admin?cursor=\($0)" } as Any,
+                    "back": Self.link("/admin", ["cursor": request.query["cursor"].map(String.init), "account_id": viewer.carriedAccount?.description]),
+                    "next_users": users.nextCursor.map { Self.link("/admin", ["cursor": $0, "account_id": viewer.carriedAccount?.description]) } as Any,
                     "events": events.data.map { event in
                         ["when": Display.date(event.occurredAt), "action": event.action, "subject": event.subjectType, "ip": event.ip ?? ""] as [String: Any]
                     },

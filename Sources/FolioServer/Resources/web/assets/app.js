@@ -142,7 +142,7 @@ async function submit(event) {
       done.focus();
     } else if (form.elements._next) {
       // The next page says what was done (PageRenderer.confirmations), once, as after FormBridge's redirect.
-      if (form.elements._done) document.cookie = `folio_done=${encodeURIComponent(form.elements._done.value)}; Path=/; Max-Age=60; SameSite=Strict`;
+      if (form.elements._done) document.cookie = `__Host-folio_done=${encodeURIComponent(form.elements._done.value)}; Path=/; Max-Age=60; Secure; SameSite=Strict`;
       window.location.assign(form.elements._next.value);
     }
   } catch {
