@@ -67,7 +67,7 @@ public struct OrderDraft: Equatable, Sendable {
         }
         if type.needsLimitPrice {
             if let limitPrice {
-                issues += AmountCheck.positive(limitPrice, field: "limit_price", maximum: Self.maximumPrice) + Self.tickIssues(limitPrice, field: "limit_price")
+                issues += AmountCheck.positive(limitPrice, field: "limit_price", maximum: Self.maximumPrice)
             } else {
                 issues.append(.init(field: "limit_price", code: "required", message: "A \(type.rawValue) order needs limit_price."))
             }
@@ -76,29 +76,29 @@ public struct OrderDraft: Equatable, Sendable {
         }
         if type.needsStopPrice {
             if let stopPrice {
-                issues += AmountCheck.positive(stopPrice, field: "stop_price", maximum: Self.maximumPrice) + Self.tickIssues(stopPrice, field: "stop_price")
+                issues += AmountCheck.positive(stopPrice, field: "stop_price", maximum: Self.maximumPrice)
             } else {
                 issues.append(.init(field: "stop_price", code: "required", message: "A \(type.rawValue) order needs stop_price."))
             }
         } else if stopPrice != nil {
             issues.append(.init(field: "stop_price", code: "not_allowed", message: "A \(type.rawValue) order takes no stop_price."))
         }
-        return issues
+        return issues + tickIssues(placesBelowADollar: nil)
     }
 
-    /// A limit or stop price of a dollar or more is in whole cents: US stocks are not quoted in
-    /// sub-pennies above a dollar (SEC Rule 612), and brokers refuse such an order (Alpaca:
-    /// "sub-penny increment does not fulfill minimum pricing criteria"). Below a dollar finer prices stay.
-    static func tickIssues(_ price: Price, field: String) -> [FieldIssue] {
-        guard price >= 1, price.places > 2 else { return [] }
-        return [.init(field: field, code: "sub_penny", message: "\(field) of $1.00 or more must be in whole cents.")]
-    }
-
-    /// What a real broker asks beyond `validate`: below a dollar, prices in steps of a hundredth
-    /// of a cent (four places), the market's tick there. The paper broker keeps finer prices.
-    public func brokerTickIssues() -> [FieldIssue] {
-        [(limitPrice, "limit_price"), (stopPrice, "stop_price")].compactMap { price, field in
-            guard let price, price < 1, price.places > 4 else { return nil }
+    /// Limit and stop prices off the market's tick. From a dollar up, whole cents: US stocks are
+    /// not quoted in sub-pennies above a dollar (SEC Rule 612), and brokers refuse such an order
+    /// (Alpaca: "sub-penny increment does not fulfill minimum pricing criteria"). Below a dollar,
+    /// `placesBelowADollar` when a real broker asks it (four: a hundredth of a cent); the paper
+    /// broker keeps finer prices (nil).
+    public func tickIssues(placesBelowADollar: Int?) -> [FieldIssue] {
+        [(type.needsLimitPrice ? limitPrice : nil, "limit_price"), (type.needsStopPrice ? stopPrice : nil, "stop_price")].compactMap { price, field in
+            guard let price, price.isPositive else { return nil }
+            if price >= 1 {
+                guard price.places > 2 else { return nil }
+                return FieldIssue(field: field, code: "sub_penny", message: "\(field) of $1.00 or more must be in whole cents.")
+            }
+            guard let places = placesBelowADollar, price.places > places else { return nil }
             return FieldIssue(field: field, code: "sub_penny", message: "\(field) below $1.00 must be in steps of $0.0001 at a broker.")
         }
     }

@@ -124,7 +124,8 @@ struct OrderService: Sendable {
                 answers[index] = .failure(TradingError.duplicateClientOrderID)
                 continue
             }
-            if atABroker, case let issues = priced.draft.brokerTickIssues(), !issues.isEmpty {
+            // validate() checked the tick from a dollar up; a broker also asks four places below it.
+            if atABroker, case let issues = priced.draft.tickIssues(placesBelowADollar: 4), !issues.isEmpty {
                 answers[index] = .failure(TradingError.invalid(issues))
                 continue
             }

@@ -98,7 +98,7 @@ struct FormBridge: Sendable {
             }
             var redirect = WebController.redirect(WebController.sitePath(control["_next"].map { Substring($0) }))
             if let done = Self.confirmation(control) {
-                redirect.headers.append(HTTPField(name: .setCookie, value: PageRenderer.confirmationCookie + "=\(done); Path=/; Max-Age=60; Secure; SameSite=Strict"))
+                redirect.headers.append(PageRenderer.confirmationHeader(done))
             }
             for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
             return redirect

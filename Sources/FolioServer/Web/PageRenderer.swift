@@ -96,6 +96,11 @@ struct PageRenderer: Sendable {
     /// `__Host-` and Secure, as the session cookie: no sibling subdomain nor plain-HTTP answer can plant it.
     static let confirmationCookie = "__Host-folio_done"
 
+    /// The header that sets the confirmation for the next page, or (nil) clears it once said.
+    static func confirmationHeader(_ code: String?) -> HTTPField {
+        HTTPField(name: .setCookie, value: confirmationCookie + "=\(code ?? ""); Path=/; Max-Age=\(code == nil ? 0 : 60); Secure; SameSite=Strict")
+    }
+
     /// The person's accounts, on a page about one of them (the dashboard,
     /// orders, targets): with more than one, the page shows a picker, and
     /// the navigation's account pages stay on a named account.

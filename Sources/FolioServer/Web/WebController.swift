@@ -128,7 +128,7 @@ struct WebController: Sendable {
         do {
             if admin { _ = try AdminContext(context: authenticated) }
             var response = try await body(authenticated, viewer)
-            if done != nil { response.headers.append(HTTPField(name: .setCookie, value: PageRenderer.confirmationCookie + "=; Path=/; Max-Age=0; Secure; SameSite=Strict")) }
+            if done != nil { response.headers.append(PageRenderer.confirmationHeader(nil)) }
             return response
         } catch {
             // A browser asking for a page gets the problem as a page; any other client gets problem+json, as everywhere.
