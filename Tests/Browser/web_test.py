@@ -251,6 +251,12 @@ def order_ticket(driver):
         wait(driver, lambda d: d.find_element(By.ID, "estimate").text == "—", message=f"an estimate for quantity {refused}")
     fill(driver, "#quantity", "2")
     wait(driver, lambda d: d.find_element(By.ID, "estimate").text.startswith("$"), message="no estimated cost")
+    # Folio takes an exponent ("0.2e1" is 2); the estimate reads it the same way.
+    two = driver.find_element(By.ID, "estimate").text
+    fill(driver, "#quantity", "0.2e1")
+    wait(driver, lambda d: d.find_element(By.ID, "estimate").text == two, message=f"the estimate for 0.2e1 is not {two}")
+    fill(driver, "#quantity", "2")
+    wait(driver, lambda d: d.find_element(By.ID, "estimate").text == two, message="no estimated cost")
     screenshot(driver, "orders")
     driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
     wait_for_fill(driver, "AAPL")

@@ -7,12 +7,19 @@ const estimate = document.getElementById('estimate');
 let quote = null;
 let pending = 0;
 
+// The grammar Folio parses amounts with: digits, an optional fraction and an
+// optional exponent ("2.5e3"). An exponent past what any amount can hold
+// estimates nothing; Folio refuses such a value.
 function decimal(text) {
-  const match = /^\s*(-?)(\d+)(?:\.(\d+))?\s*$/.exec(text ?? '');
+  const match = /^\s*(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?\s*$/.exec(text ?? '');
   if (!match) return null;
   const fraction = match[3] ?? '';
-  const units = BigInt(match[2] + fraction);
-  return { units: match[1] ? -units : units, scale: fraction.length };
+  const exponent = Number(match[4] ?? '0');
+  if (Math.abs(exponent) > 64) return null;
+  let units = BigInt(match[2] + fraction);
+  let scale = fraction.length - exponent;
+  if (scale < 0) { units *= 10n ** BigInt(-scale); scale = 0; }
+  return { units: match[1] ? -units : units, scale };
 }
 
 function cents(a, b, roundUp) {
