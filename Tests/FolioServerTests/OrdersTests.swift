@@ -454,11 +454,11 @@ struct IdempotencyTests {
             var headers = bearer(tokens)
             headers[Idempotency.header] = "order-7f3a"
             let sent = headers
-            let responses = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String).self) { group in
+            let responses = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String, Bool).self) { group in
                 for _ in 0..<50 {
                     group.addTask {
                         let response = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: sent)
-                        return (response.status, String(buffer: response.body))
+                        return (response.status, String(buffer: response.body), response.headers[Idempotency.replayedHeader] == "true")
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -468,11 +468,13 @@ struct IdempotencyTests {
             #expect(!created.isEmpty)
             #expect(Set(created.map(\.1)).count == 1)
             #expect(responses.allSatisfy { $0.0 == .created || $0.0 == .conflict })
+            #expect(created.filter { !$0.2 }.count == 1, "one answer made the order; every other 201 is marked Idempotent-Replayed")
 
             let replay = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: sent)
             #expect(replay.status == .created)
             #expect(String(buffer: replay.body) == created[0].1)
             #expect(replay.headers[.location]?.hasPrefix("/api/orders/") == true)
+            #expect(replay.headers[Idempotency.replayedHeader] == "true")
 
             let different = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 2, "side": "BUY", "order_type": "MARKET"], headers: sent)
             #expect(different.status == .unprocessableContent)

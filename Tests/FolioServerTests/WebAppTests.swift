@@ -239,14 +239,29 @@ struct WebAppTests {
     ]
 
     /// Signs in through the sign-in form, as a browser without JavaScript does; the form headers with the session's cookie.
-    static func signInWithoutJavaScript(_ client: some TestClientProtocol, email: String) async throws -> HTTPFields {
+    static func signInWithoutJavaScript(_ client: some TestClientProtocol, email: String, password: String = strongPassword) async throws -> HTTPFields {
         let signIn = try await client.execute(
             uri: "/form", method: .post, headers: browserForm,
-            body: form([("_api", "/api/auth/login"), ("_next", "/"), ("session", "cookie"), ("email", email), ("password", strongPassword)]))
+            body: form([("_api", "/api/auth/login"), ("_next", "/"), ("session", "cookie"), ("email", email), ("password", password)]))
         #expect(signIn.status == .seeOther)
         var headers = browserForm
         headers[.cookie] = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
         return headers
+    }
+
+    @Test("without JavaScript: a password with spaces at its ends signs in as typed, and not trimmed", arguments: TestDatabaseKind.all)
+    func spacedPasswordWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let spaced = "  \(strongPassword) "
+            _ = try await signUp(client, env, email: "spaces@example.com", password: spaced)
+            let session = try await Self.signInWithoutJavaScript(client, email: " spaces@example.com ", password: spaced)
+            let dashboard = try await client.execute(uri: "/", method: .get, headers: [.cookie: try #require(session[.cookie])])
+            #expect(dashboard.status == .ok)
+            let trimmed = try await client.execute(
+                uri: "/form", method: .post, headers: Self.browserForm,
+                body: Self.form([("_api", "/api/auth/login"), ("_next", "/"), ("session", "cookie"), ("email", "spaces@example.com"), ("password", strongPassword)]))
+            #expect(trimmed.status == .unauthorized, "the password without its spaces is another password")
+        }
     }
 
     @Test("without JavaScript: the email preferences form saves each box, ticked or not, and security stays on", arguments: TestDatabaseKind.all)
@@ -502,9 +517,15 @@ struct WebAppTests {
             withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=Call%20us"
             let unknown = Self.text(try await client.execute(uri: "/?done=deposited", method: .get, headers: withDone))
             #expect(!unknown.contains(#"id="confirmation""#) && !unknown.contains("Call us"))
-            // The browser's Back and the same form sent again: the key answers with the first deposit, no second one.
-            #expect(try await send("deposits", "1234.56", key: keys[0]).status == .seeOther)
+            // The browser's Back and the same form sent again: the key answers with the first deposit, no second one,
+            // and the page says so rather than "Deposit received" again.
+            let again = try await send("deposits", "1234.56", key: keys[0])
+            #expect(again.status == .seeOther)
+            #expect(again.headers[values: .setCookie].contains("__Host-folio_done=already_done; Path=/; Max-Age=60; Secure; SameSite=Strict"))
             #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")))
+            withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=already_done"
+            let repeated = Self.text(try await client.execute(uri: "/", method: .get, headers: withDone))
+            #expect(repeated.contains(#"id="confirmation">This form had been sent already: what it asked was done then, once, and not again.</p>"#))
             let tooMuch = try await send("withdrawals", "1000000.00", key: keys[1])
             #expect(tooMuch.status == .unprocessableContent)
             #expect(Self.text(tooMuch).contains("<code>insufficient_funds</code>") && Self.text(tooMuch).contains("<code>amount</code>: amount exceeds the available cash"))

@@ -6,7 +6,9 @@ import Hummingbird
 import SQLKit
 
 /// Unsafe requests that move money accept `Idempotency-Key`: the first
-/// response for a key is stored and replayed byte for byte; the same key with a
+/// response for a key is stored and replayed byte for byte, marked
+/// `Idempotent-Replayed: true` (so a client, or the form bridge, can tell a
+/// repeat from a new effect); the same key with a
 /// different request is 422; while the first is still running, 409. Keys
 /// expire after 24 hours. A request that fails is forgotten, so it may be retried.
 ///
@@ -26,6 +28,8 @@ struct Idempotency: Sendable {
     var pauses: PausePoints = .none
 
     static let header = HTTPField.Name("Idempotency-Key")!
+    /// On a response that repeats a stored one: nothing was done again.
+    static let replayedHeader = HTTPField.Name("Idempotent-Replayed")!
     static let lifetime: TimeInterval = 24 * 3600
     static let abandonAfter: TimeInterval = 300
 
@@ -120,7 +124,7 @@ struct Idempotency: Sendable {
                       let body = try existing.decode(column: "response_body", as: String?.self)
                 else { throw Self.inProgress }
                 let location = try existing.decode(column: "response_location", as: String?.self)
-                return .replay(Self.response(status: HTTPResponse.Status(code: status), location: location, body: Data(body.utf8)))
+                return .replay(Self.response(status: HTTPResponse.Status(code: status), location: location, body: Data(body.utf8), replayed: true))
             }
         }
         throw Self.inProgress
@@ -145,9 +149,10 @@ struct Idempotency: Sendable {
     static let inProgress = AppError(
         .conflict, code: "idempotency_request_in_progress", detail: "A request with this Idempotency-Key is still being processed.")
 
-    static func response(status: HTTPResponse.Status, location: String?, body: Data) -> Response {
+    static func response(status: HTTPResponse.Status, location: String?, body: Data, replayed: Bool = false) -> Response {
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .contentLength: String(body.count)]
         if let location { headers[.location] = location }
+        if replayed { headers[Self.replayedHeader] = "true" }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

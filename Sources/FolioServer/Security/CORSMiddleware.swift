@@ -14,7 +14,7 @@ struct CORSMiddleware: RouterMiddleware {
 
     static let allowMethods = "GET, POST, PUT, PATCH, DELETE"
     static let allowHeaders = "Authorization, Content-Type, Idempotency-Key, X-CSRF-Token, X-Request-ID"
-    static let exposeHeaders = "X-Request-ID, Retry-After, RateLimit, RateLimit-Policy, Location"
+    static let exposeHeaders = "X-Request-ID, Retry-After, RateLimit, RateLimit-Policy, Location, Idempotent-Replayed"
 
     init(configuration: AppConfiguration, security: SecurityEvents) {
         self.allowedOrigins = Set(configuration.allowedOrigins.map(OriginGuardMiddleware.normalized))

@@ -98,7 +98,9 @@ struct FormBridge: Sendable {
             }
             var redirect = WebController.redirect(WebController.sitePath(control["_next"].map { Substring($0) }))
             if let done = Self.confirmation(control) {
-                redirect.headers.append(PageRenderer.confirmationHeader(done))
+                // The same form sent again (Back, then send): its key answered with the first result, nothing was done twice.
+                let replayed = answer.headers[Idempotency.replayedHeader] == "true"
+                redirect.headers.append(PageRenderer.confirmationHeader(replayed ? PageRenderer.alreadyDone : done))
             }
             for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
             return redirect

@@ -92,7 +92,10 @@ struct PageRenderer: Sendable {
         "institution_removed": "Institution removed.",
         "user_disabled": "User disabled: their sessions are ended.",
         "user_enabled": "User enabled.",
+        alreadyDone: "This form had been sent already: what it asked was done then, once, and not again.",
     ]
+    /// Said instead of the form's own confirmation when its idempotency key answered with an earlier result.
+    static let alreadyDone = "already_done"
     /// `__Host-` and Secure, as the session cookie: no sibling subdomain nor plain-HTTP answer can plant it.
     static let confirmationCookie = "__Host-folio_done"
 
