@@ -226,6 +226,15 @@ struct WebAppTests {
         let available = Cash(uncheckedUnits: 1_000_060)
         #expect(Display.money(available, .down) == "$100.00" && Display.money(available, .up) == "$100.01" && Display.money(available) == "$100.01")
         #expect(FormBridge.confirmation(["_done": "You won"]) == nil && FormBridge.confirmation([:]) == nil)
+        // The confirmation names the page it is for: its path only, and "/" for one a cookie cannot carry.
+        #expect(PageRenderer.confirmationPath("/targets?account_id=7") == "/targets" && PageRenderer.confirmationPath("/?range=3M") == "/")
+        #expect(PageRenderer.confirmationPath("/caf\u{E9}") == "/" && PageRenderer.confirmationPath("/a;b") == "/")
+        let onDashboard = PageRenderer.confirmation(cookie: "deposited:/", onPage: "/")
+        #expect(onDashboard.text == PageRenderer.confirmations["deposited"] && onDashboard.clear)
+        let onOrders = PageRenderer.confirmation(cookie: "deposited:/", onPage: "/orders")
+        #expect(onOrders.text == nil && !onOrders.clear, "kept for its own page")
+        let unknown = PageRenderer.confirmation(cookie: "deposited", onPage: "/"), forged = PageRenderer.confirmation(cookie: "You won:/", onPage: "/")
+        #expect(unknown.text == nil && unknown.clear && forged.text == nil && forged.clear)
         #expect(["password", "new_password", "current_password"].allSatisfy(FormBridge.isPassword))
         #expect(!FormBridge.isPassword("amount") && !FormBridge.isPassword("secret_key") && !FormBridge.isPassword("passwords"))
         // Trimmed exactly as String.prototype.trim trims: U+FEFF and U+3000 go, U+0085 and U+200B stay.
@@ -508,9 +517,12 @@ struct WebAppTests {
             // The page it leads to says what was done, once, in Folio's words only; a link cannot make it say so.
             #expect(dashboard.contains(#"<input type="hidden" name="_done" value="deposited">"#))
             #expect(added.headers[.location] == "/")
-            #expect(added.headers[values: .setCookie].contains("__Host-folio_done=deposited; Path=/; Max-Age=60; Secure; SameSite=Strict"))
+            #expect(added.headers[values: .setCookie].contains("__Host-folio_done=deposited:/; Path=/; Max-Age=60; Secure; SameSite=Strict"))
             var withDone = cookie
-            withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=deposited"
+            withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=deposited:/"
+            // Another page drawn meanwhile (another tab) neither says it nor clears it.
+            let elsewhere = try await client.execute(uri: "/orders", method: .get, headers: withDone)
+            #expect(!Self.text(elsewhere).contains(#"id="confirmation""#) && elsewhere.headers[values: .setCookie].isEmpty)
             let confirmedPage = try await client.execute(uri: "/", method: .get, headers: withDone)
             #expect(Self.text(confirmedPage).contains(#"<p class="notice ok" role="status" id="confirmation">Deposit received: the cash is in the account.</p>"#))
             #expect(confirmedPage.headers[values: .setCookie].contains("__Host-folio_done=; Path=/; Max-Age=0; Secure; SameSite=Strict"), "said once")
@@ -521,9 +533,9 @@ struct WebAppTests {
             // and the page says so rather than "Deposit received" again.
             let again = try await send("deposits", "1234.56", key: keys[0])
             #expect(again.status == .seeOther)
-            #expect(again.headers[values: .setCookie].contains("__Host-folio_done=already_done; Path=/; Max-Age=60; Secure; SameSite=Strict"))
+            #expect(again.headers[values: .setCookie].contains("__Host-folio_done=already_done:/; Path=/; Max-Age=60; Secure; SameSite=Strict"))
             #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")))
-            withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=already_done"
+            withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=already_done:/"
             let repeated = Self.text(try await client.execute(uri: "/", method: .get, headers: withDone))
             #expect(repeated.contains(#"id="confirmation">This form had been sent already: what it asked was done then, once, and not again.</p>"#))
             let tooMuch = try await send("withdrawals", "1000000.00", key: keys[1])

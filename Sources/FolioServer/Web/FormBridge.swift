@@ -96,11 +96,12 @@ struct FormBridge: Sendable {
                 let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
                 return renderer.page(shown.template, title: shown.title, viewer: await viewer(of: request), values: shown.values(answer: json, fields: fields, control: control))
             }
-            var redirect = WebController.redirect(WebController.sitePath(control["_next"].map { Substring($0) }))
+            let next = WebController.sitePath(control["_next"].map { Substring($0) })
+            var redirect = WebController.redirect(next)
             if let done = Self.confirmation(control) {
                 // The same form sent again (Back, then send): its key answered with the first result, nothing was done twice.
                 let replayed = answer.headers[Idempotency.replayedHeader] == "true"
-                redirect.headers.append(PageRenderer.confirmationHeader(replayed ? PageRenderer.alreadyDone : done))
+                redirect.headers.append(PageRenderer.confirmationHeader(replayed ? PageRenderer.alreadyDone : done, for: next))
             }
             for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
             return redirect

@@ -75,9 +75,10 @@ struct PageRenderer: Sendable {
     }
 
     /// The confirmations a form can ask for (`_done`), by code. The form's answer (FormBridge's
-    /// redirect, or app.js) sets `confirmationCookie` to the code, Secure and SameSite=Strict, for a minute;
-    /// the next signed-in page says the text and clears it. Neither another site nor a link can
-    /// make a Folio page confirm what did not happen, and a reload does not confirm it again.
+    /// redirect, or app.js) sets `confirmationCookie` to the code and the path of the page it leads
+    /// to ("deposited:/"), Secure and SameSite=Strict, for a minute; that page says the text and
+    /// clears it, and a page at another path (another tab) leaves it alone. Neither another site nor
+    /// a link can make a Folio page confirm what did not happen, and a reload does not confirm it again.
     static let confirmations: [String: String] = [
         "deposited": "Deposit received: the cash is in the account.",
         "withdrawn": "Withdrawal made: the cash has left the account.",
@@ -99,9 +100,27 @@ struct PageRenderer: Sendable {
     /// `__Host-` and Secure, as the session cookie: no sibling subdomain nor plain-HTTP answer can plant it.
     static let confirmationCookie = "__Host-folio_done"
 
-    /// The header that sets the confirmation for the next page, or (nil) clears it once said.
-    static func confirmationHeader(_ code: String?) -> HTTPField {
-        HTTPField(name: .setCookie, value: confirmationCookie + "=\(code ?? ""); Path=/; Max-Age=\(code == nil ? 0 : 60); Secure; SameSite=Strict")
+    /// The header that sets the confirmation for the page at `next` (its path; the query is
+    /// left out), or (nil) clears it once said.
+    static func confirmationHeader(_ code: String?, for next: String = "/") -> HTTPField {
+        let value = code.map { "\($0):\(confirmationPath(next))" } ?? ""
+        return HTTPField(name: .setCookie, value: confirmationCookie + "=\(value); Path=/; Max-Age=\(code == nil ? 0 : 60); Secure; SameSite=Strict")
+    }
+
+    /// The path part of a site path, when it holds only characters a cookie value may (Folio's pages do); "/" otherwise.
+    static func confirmationPath(_ next: String) -> String {
+        let path = next.prefix { $0 != "?" && $0 != "#" }
+        return !path.isEmpty && path.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/_.-".unicodeScalars.contains($0)) })
+            ? String(path) : "/"
+    }
+
+    /// What the confirmation cookie means for the page at `path`: the text to say (nil for none),
+    /// and whether to clear it (said here, or not a confirmation at all; one for another page is kept).
+    static func confirmation(cookie value: String?, onPage path: String) -> (text: String?, clear: Bool) {
+        guard let value else { return (nil, false) }
+        let parts = value.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, let text = confirmations[String(parts[0])] else { return (nil, true) }
+        return parts[1] == path ? (text, true) : (nil, false)
     }
 
     /// The person's accounts, on a page about one of them (the dashboard,

@@ -118,9 +118,9 @@ struct WebController: Sendable {
         }
         let authenticated = try AuthenticatedContext(context: context)
         var viewer = PageRenderer.Viewer(authenticated.identity, csrf: identity.csrf)
-        // What the form before this page did, said once: the cookie is cleared with this page.
-        let done = request.cookies[PageRenderer.confirmationCookie]?.value
-        viewer.confirmation = done.flatMap { PageRenderer.confirmations[$0] }
+        // What the form before this page did, said once, on the page it led to: the cookie is cleared with that page.
+        let done = PageRenderer.confirmation(cookie: request.cookies[PageRenderer.confirmationCookie]?.value, onPage: request.uri.path)
+        viewer.confirmation = done.text
         viewer.carriedAccount = request.query["account_id"].flatMap { AccountID($0) }.flatMap { $0 == authenticated.identity.defaultAccountID ? nil : $0 }
         // The navigation's badge; a count that cannot be read leaves the badge off, never the page.
         // The notifications page counts them itself, with its list.
@@ -128,7 +128,7 @@ struct WebController: Sendable {
         do {
             if admin { _ = try AdminContext(context: authenticated) }
             var response = try await body(authenticated, viewer)
-            if done != nil { response.headers.append(PageRenderer.confirmationHeader(nil)) }
+            if done.clear { response.headers.append(PageRenderer.confirmationHeader(nil)) }
             return response
         } catch {
             // A browser asking for a page gets the problem as a page; any other client gets problem+json, as everywhere.

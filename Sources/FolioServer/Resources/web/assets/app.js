@@ -141,8 +141,13 @@ async function submit(event) {
       done.setAttribute('tabindex', '-1');
       done.focus();
     } else if (form.elements._next) {
-      // The next page says what was done (PageRenderer.confirmations), once, as after FormBridge's redirect.
-      if (form.elements._done) document.cookie = `__Host-folio_done=${encodeURIComponent(form.elements._done.value)}; Path=/; Max-Age=60; Secure; SameSite=Strict`;
+      // The next page says what was done (PageRenderer.confirmations), once, as after FormBridge's redirect:
+      // the cookie names that page's path (PageRenderer.confirmationPath), so another tab's page does not.
+      if (form.elements._done) {
+        const path = form.elements._next.value.split(/[?#]/)[0];
+        const page = /^\/[A-Za-z0-9\/_.-]*$/.test(path) ? path : '/';
+        document.cookie = `__Host-folio_done=${encodeURIComponent(form.elements._done.value)}:${page}; Path=/; Max-Age=60; Secure; SameSite=Strict`;
+      }
       window.location.assign(form.elements._next.value);
     }
   } catch {
