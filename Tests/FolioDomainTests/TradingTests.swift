@@ -66,6 +66,15 @@ struct OrderDraftTests {
         #expect(try codes(stop: "12.3456", type: .stop) == ["sub_penny"])
     }
 
+    @Test("a refused limit reads with its digits grouped")
+    func limitsGrouped() {
+        let tooMany = OrderDraft(symbol: "AAPL", side: .buy, type: .market, quantity: 2_000_000_000).validate()
+        #expect(tooMany.map(\.message) == ["quantity must be at most 1,000,000,000."])
+        #expect(AmountCheck.grouped(1_000_000_000_000 as Cash) == "1,000,000,000,000.00")
+        #expect(AmountCheck.grouped(-1234 as Cash) == "-1,234.00" && AmountCheck.grouped(999 as Quantity) == "999")
+        #expect(AmountCheck.grouped(Price(uncheckedUnits: 123_456_789)) == "1.23456789")
+    }
+
     @Test("quantity or notional, positive, not too precise; notional only on market orders")
     func amounts() {
         #expect(OrderDraft(symbol: "AAPL", side: .buy, type: .market).validate().map(\.code) == ["required"])

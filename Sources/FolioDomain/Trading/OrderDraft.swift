@@ -111,11 +111,27 @@ public enum AmountCheck {
             return [.init(field: field, code: "not_positive", message: "\(field) must be greater than zero.")]
         }
         if value > maximum {
-            return [.init(field: field, code: "too_large", message: "\(field) must be at most \(maximum).")]
+            return [.init(field: field, code: "too_large", message: "\(field) must be at most \(grouped(maximum)).")]
         }
         if value.places > places {
             return [.init(field: field, code: "too_precise", message: "\(field) may have at most \(places) decimal places.")]
         }
         return []
+    }
+
+    /// A limit as people read it: the whole digits grouped in threes ("1,000,000,000.00").
+    static func grouped<S>(_ value: Fixed<S>) -> String {
+        let text = value.description
+        let sign = text.hasPrefix("-") ? "-" : ""
+        let unsigned = text.dropFirst(sign.count)
+        let whole = unsigned.prefix { $0 != "." }
+        var groups: [Substring] = []
+        var end = whole.endIndex
+        while end > whole.startIndex {
+            let start = whole.index(end, offsetBy: -3, limitedBy: whole.startIndex) ?? whole.startIndex
+            groups.insert(whole[start..<end], at: 0)
+            end = start
+        }
+        return sign + groups.joined(separator: ",") + unsigned.dropFirst(whole.count)
     }
 }
