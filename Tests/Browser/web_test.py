@@ -202,8 +202,8 @@ def sign_up_verify_sign_in(driver):
     link = outbox_link(EMAIL, "/verify-email")
     driver.get(link)
     visible(driver, "main form button[type=submit]").click()
-    wait(driver, EC.url_contains("/signin?verified=1"))
-    assert "verified" in visible(driver, ".notice.ok").text
+    wait(driver, EC.url_to_be(BASE + "/signin"))
+    assert "verified" in visible(driver, "#confirmation").text
 
     # A wrong password is refused with the API's detail on the form.
     fill(driver, "#email", EMAIL)

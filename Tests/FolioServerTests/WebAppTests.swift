@@ -258,6 +258,25 @@ struct WebAppTests {
         return headers
     }
 
+    @Test("the sign-in page says what the form before it did (signed up, verified, reset…), once, from the confirmation cookie only", arguments: TestDatabaseKind.all)
+    func signInConfirmations(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
+            let signUpPage = Self.text(try await client.execute(uri: "/signup", method: .get))
+            #expect(signUpPage.contains(#"<input type="hidden" name="_next" value="/signin"><input type="hidden" name="_done" value="signed_up">"#))
+            let registered = try await client.execute(
+                uri: "/form", method: .post, headers: Self.browserForm,
+                body: Self.form([("_api", "/api/auth/register"), ("_next", "/signin"), ("_done", "signed_up"), ("email", "confirm@example.com"), ("password", strongPassword)]))
+            #expect(registered.status == .seeOther && registered.headers[.location] == "/signin")
+            #expect(registered.headers[values: .setCookie].contains("__Host-folio_done=signed_up:/signin; Path=/; Max-Age=60; Secure; SameSite=Strict"))
+            let page = try await client.execute(uri: "/signin", method: .get, headers: [.cookie: "__Host-folio_done=signed_up:/signin"])
+            #expect(Self.text(page).contains(#"id="confirmation">Check your email: Folio sent a link to verify your address. Open it, then sign in.</p>"#))
+            #expect(page.headers[values: .setCookie].contains("__Host-folio_done=; Path=/; Max-Age=0; Secure; SameSite=Strict"), "said once")
+            // The old flags in the address say nothing: a link cannot make the page claim an address is verified.
+            let flagged = Self.text(try await client.execute(uri: "/signin?verified=1", method: .get))
+            #expect(!flagged.contains(#"id="confirmation""#) && !flagged.contains("verified"))
+        }
+    }
+
     @Test("without JavaScript: a password with spaces at its ends signs in as typed, and not trimmed", arguments: TestDatabaseKind.all)
     func spacedPasswordWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -93,6 +93,14 @@ struct PageRenderer: Sendable {
         "institution_removed": "Institution removed.",
         "user_disabled": "User disabled: their sessions are ended.",
         "user_enabled": "User enabled.",
+        // Said on the sign-in page, after a form of a signed-out page or one that ends the session.
+        "email_verified": "Your email is verified. Sign in to continue.",
+        "password_reset": "Your password is changed. Sign in with the new one.",
+        "signed_up": "Check your email: Folio sent a link to verify your address. Open it, then sign in.",
+        "reset_requested": "If an account uses that address, a reset link is on its way.",
+        "verification_resent": "If the address needs verifying, a new link is on its way.",
+        "account_erased": "Your account is deleted.",
+        "password_changed": "Your password is changed and your other sessions are ended. Sign in again.",
         alreadyDone: "This form had been sent already: what it asked was done then, once, and not again.",
     ]
     /// Said instead of the form's own confirmation when its idempotency key answered with an earlier result.

@@ -77,11 +77,13 @@ struct WebController: Sendable {
 
     @Sendable func signIn(_ request: Request, context: FolioRequestContext) async throws -> Response {
         if context.identity != nil { return Self.redirect(Self.nextPath(request)) }
-        return renderer.page("signin", title: "Sign in", viewer: nil, values: [
-            "next": Self.nextPath(request), "verified": request.query["verified"] != nil, "reset": request.query["reset"] != nil,
-            "changed": request.query["changed"] != nil, "erased": request.query["erased"] != nil,
-            "registered": request.query["registered"] != nil, "requested": request.query["requested"] != nil, "resent": request.query["resent"] != nil,
-        ])
+        // What the form before did (verified, reset, signed up…), said once, as on signed-in pages.
+        let done = PageRenderer.confirmation(cookie: request.cookies[PageRenderer.confirmationCookie]?.value, onPage: request.uri.path)
+        var values: [String: Any] = ["next": Self.nextPath(request)]
+        if let text = done.text { values["confirmation"] = text }
+        var page = renderer.page("signin", title: "Sign in", viewer: nil, values: values)
+        if done.clear { page.headers.append(PageRenderer.confirmationHeader(nil)) }
+        return page
     }
 
     @Sendable func signUp(_ request: Request, context: FolioRequestContext) async throws -> Response {
