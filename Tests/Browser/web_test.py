@@ -243,6 +243,13 @@ def order_ticket(driver):
     error = visible(driver, "#quantity-error")
     assert error.text, "an invalid quantity showed no error beside the field"
     assert driver.find_element(By.ID, "quantity").get_attribute("aria-invalid") == "true"
+    # A refusal names its figures beside the field, as the page without JavaScript does.
+    driver.find_element(By.ID, "side-sell").click()
+    fill(driver, "#quantity", "5")
+    driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
+    wait(driver, lambda d: "You can sell at most" in d.find_element(By.ID, "quantity-error").text, message="the refusal's figures are not beside the quantity")
+    assert "More shares than you hold" in driver.find_element(By.ID, "quantity-error").text
+    driver.find_element(By.ID, "side-buy").click()
     # A quantity Folio refuses has no estimate (it once showed "$0.-5").
     for refused in ["-1", "0", "-0.5"]:
         fill(driver, "#quantity", "1")

@@ -225,6 +225,8 @@ struct WebAppTests {
         // A refusal's figures: what is available rounded down, what is needed up.
         let available = Cash(uncheckedUnits: 1_000_060)
         #expect(Display.money(available, .down) == "$100.00" && Display.money(available, .up) == "$100.01" && Display.money(available) == "$100.01")
+        // A position's average cost reads to four places; the exact figure stays in the API.
+        #expect(Display.averagePrice(Price(uncheckedUnits: 18_935_214_689)) == "$189.3521" && Display.averagePrice(250 as Price) == "$250.00")
         #expect(FormBridge.confirmation(["_done": "You won"]) == nil && FormBridge.confirmation([:]) == nil)
         // The confirmation names the page it is for: its path only, and "/" for one a cookie cannot carry.
         #expect(PageRenderer.confirmationPath("/targets?account_id=7") == "/targets" && PageRenderer.confirmationPath("/?range=3M") == "/")

@@ -26,6 +26,12 @@ enum Display {
         signed(price.formatted(minimumFractionDigits: 2), prefix: "$")
     }
 
+    /// An average of prices (a position's cost per share) to four places, as brokers show it:
+    /// "$189.3521" for 189.35214689. The exact figure stays in the API and the cell's title.
+    static func averagePrice(_ price: Price) -> String {
+        Display.price((try? price.rounded(places: 4, .halfEven)) ?? price)
+    }
+
     static func quantity(_ quantity: Quantity) -> String {
         signed(quantity.description, prefix: "")
     }

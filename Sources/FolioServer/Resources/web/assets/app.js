@@ -94,10 +94,14 @@ function showProblem(form, problem) {
     if (step.dataset.showOn.split(' ').includes(code)) step.hidden = false;
   }
   let shown = false;
-  for (const issue of problem?.errors ?? []) {
+  const issues = problem?.errors ?? [];
+  // A refusal's detail names its figures ("You can sell at most 45 SPY."): said beside the one field it is
+  // about, as the page without JavaScript shows both. A validation summary would only repeat the field's message.
+  const figures = issues.length === 1 && code !== 'validation_failed' && detail !== issues[0].message ? ` ${detail}` : '';
+  for (const issue of issues) {
     const field = formField(form, issue.field);
     const line = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
-    if (line && !line.closest('[hidden]')) { mark(form, line, issue.message, field); shown = true; }
+    if (line && !line.closest('[hidden]')) { mark(form, line, issue.message + figures, field); shown = true; }
   }
   if (!shown) {
     const line = [...form.querySelectorAll('[data-codes]')]

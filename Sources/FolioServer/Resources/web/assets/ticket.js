@@ -19,8 +19,13 @@ function decimal(text) {
   let units = BigInt(match[2] + fraction);
   let scale = fraction.length - exponent;
   if (scale < 0) { units *= 10n ** BigInt(-scale); scale = 0; }
+  // Trailing zeros are no places: "1.50" has two, as Folio counts them.
+  while (scale > 0 && units % 10n === 0n) { units /= 10n; scale -= 1; }
   return { units: match[1] ? -units : units, scale };
 }
+
+// Folio keeps a quantity to 9 places and a price to 8; a finer one is refused, so nothing is estimated.
+const places = { quantity: 9, price: 8 };
 
 function cents(a, b, roundUp) {
   const units = a.units * b.units, scale = a.scale + b.scale;
@@ -47,8 +52,11 @@ function update() {
   const type = form.elements.order_type.value;
   const price = decimal(type === 'LIMIT' || type === 'STOP_LIMIT' ? form.elements.limit_price.value : type === 'STOP' ? form.elements.stop_price.value : quote?.price);
   const quantity = decimal(form.elements.quantity.value);
-  // Folio refuses a quantity or price of zero or less: nothing to estimate.
-  if (!price || !quantity || price.units <= 0n || quantity.units <= 0n) { estimate.textContent = '—'; return; }
+  // Folio refuses a quantity or price of zero or less, or finer than it keeps: nothing to estimate.
+  if (!price || !quantity || price.units <= 0n || quantity.units <= 0n || price.scale > places.price || quantity.scale > places.quantity) {
+    estimate.textContent = '—';
+    return;
+  }
   const total = cents(quantity, price, buying);
   const power = decimal(document.getElementById('buying-power').dataset.amount);
   const over = buying && power && total > cents(power, { units: 1n, scale: 0 }, false);
