@@ -146,6 +146,13 @@ struct AccountsTests {
             #expect(Set(try problem(rolled).errors?.map(\.field) ?? []) == ["from", "to"])
             let leap = try await client.execute(uri: "/api/transactions?from=2024-02-29&to=2099-12-31T23:59:59Z", method: .get, headers: bearer(tokens))
             #expect(leap.status == .ok)
+            // A day as `to` takes the whole day, as "to November 24" reads; a time ends there.
+            let day = try json(try await client.execute(uri: "/api/transactions?from=2026-11-24&to=2026-11-24", method: .get, headers: bearer(tokens)))
+            #expect((day["data"] as? [[String: Any]])?.count == 6)
+            let dayBefore = try json(try await client.execute(uri: "/api/transactions?to=2026-11-23", method: .get, headers: bearer(tokens)))
+            #expect((dayBefore["data"] as? [[String: Any]])?.isEmpty == true)
+            let morning = try json(try await client.execute(uri: "/api/transactions?to=2026-11-24T00:00:00Z", method: .get, headers: bearer(tokens)))
+            #expect((morning["data"] as? [[String: Any]])?.isEmpty == true)
 
             let csv = try await client.execute(uri: "/api/transactions.csv?type=deposit", method: .get, headers: bearer(tokens))
             #expect(csv.status == .ok)

@@ -10,6 +10,13 @@ enum StrictDate {
         text.utf8.count >= 19 ? dayOrTime(text) : nil
     }
 
+    /// Where a list's `to` ends, exclusive: after the whole of a day (`to=2026-01-31` takes
+    /// every row of the 31st, as a statement "to January 31" does), or at a time.
+    static func end(_ text: String) -> Date? {
+        guard let date = dayOrTime(text) else { return nil }
+        return text.utf8.count == 10 ? date.addingTimeInterval(24 * 3600) : date
+    }
+
     /// A day or an RFC 3339 time (the `from` and `to` of list queries).
     static func dayOrTime(_ text: String) -> Date? {
         let bytes = Array(text.utf8)

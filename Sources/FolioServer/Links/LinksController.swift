@@ -205,7 +205,7 @@ struct LinksController: Sendable {
         }
         for (key, keyPath) in [("from", \PlaidStore.TransactionFilter.from), ("to", \PlaidStore.TransactionFilter.to)] {
             if let raw = query[key] {
-                if let date = StrictDate.dayOrTime(String(raw)) { filter[keyPath: keyPath] = date } else {
+                if let date = key == "to" ? StrictDate.end(String(raw)) : StrictDate.dayOrTime(String(raw)) { filter[keyPath: keyPath] = date } else {
                     issues.append(.init(field: key, code: "invalid", message: "\(key) must be a real day (2026-01-31) or an RFC 3339 time (2026-01-31T14:30:00Z)."))
                 }
             }
