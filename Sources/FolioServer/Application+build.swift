@@ -382,7 +382,7 @@ public struct FolioServices: Sendable {
             if let limits {
                 RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: limits, shared: sharedRateLimiter, security: identity.security)
             }
-            ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports)
+            ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports, missingPage: { [pages] in pages.missingPage() })
             RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug)
             if configuration.csrfProtectionEnabled {
                 OriginGuardMiddleware(configuration: configuration, security: identity.security)

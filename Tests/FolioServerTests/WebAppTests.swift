@@ -63,6 +63,24 @@ struct WebAppTests {
         }
     }
 
+    @Test("an address that is no page: a browser gets a page to go on from, any other client and the API problem+json")
+    func missingPage() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let html: HTTPFields = [.accept: "text/html,application/xhtml+xml"]
+            let page = try await client.execute(uri: "/orders/does-not-exist", method: .get, headers: html)
+            #expect(page.status == .notFound && page.headers[.contentType]?.hasPrefix("text/html") == true)
+            #expect(Self.text(page).contains("There is no page at this address.") && Self.text(page).contains("Check the address, or start again from the dashboard."))
+            for (path, headers) in [("/nowhere", HTTPFields()), ("/api/nowhere", html)] {
+                let response = try await client.execute(uri: path, method: .get, headers: headers)
+                #expect(response.status == .notFound && response.headers[.contentType] == ProblemDetails.mediaType, "\(path)")
+                #expect(try problem(response).code == "not_found")
+            }
+            // A known page with the wrong method is still the API's 405.
+            let post = try await client.execute(uri: "/orders", method: .post, headers: html)
+            #expect(post.status == .methodNotAllowed)
+        }
+    }
+
     @Test("signed out, a page sends the browser to sign in and back; next never leaves the site")
     func signedOutRedirects() async throws {
         try await withTestApp(.sqlite) { client, _ in
@@ -559,6 +577,11 @@ struct WebAppTests {
             withDone[.cookie] = (cookie[.cookie] ?? "") + "; __Host-folio_done=already_done:/"
             let repeated = Self.text(try await client.execute(uri: "/", method: .get, headers: withDone))
             #expect(repeated.contains(#"id="confirmation">This form had been sent already: what it asked was done then, once, and not again.</p>"#))
+            // Sent again with other values under its old key: said in a web user's words, with what to do.
+            let changed = try await send("deposits", "99.00", key: keys[0])
+            #expect(changed.status == .unprocessableContent)
+            #expect(Self.text(changed).contains("This form was sent before, with other values, and that is done.") && Self.text(changed).contains("Reload the page"))
+            #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")))
             let tooMuch = try await send("withdrawals", "1000000.00", key: keys[1])
             #expect(tooMuch.status == .unprocessableContent)
             #expect(Self.text(tooMuch).contains("<code>insufficient_funds</code>") && Self.text(tooMuch).contains("<code>amount</code>: amount exceeds the available cash"))

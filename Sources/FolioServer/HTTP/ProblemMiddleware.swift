@@ -15,6 +15,8 @@ struct ProblemMiddleware: RouterMiddleware {
     let violations: ConstraintViolations
     /// Every 500 is reported here, off the request path.
     var errors: SentryReporter? = nil
+    /// The web app's page for an address that is no page, for a browser's GET outside `/api/`.
+    var missingPage: (@Sendable () -> Response)? = nil
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -22,6 +24,11 @@ struct ProblemMiddleware: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound && context.endpointPath == "NotFound" {
             let allowed = routes.allowedMethods(for: request.uri.path)
             guard !allowed.isEmpty else {
+                // A browser that follows a stale link or a typo gets a page to go on from, not JSON.
+                if let missingPage, request.method == .get, !request.uri.path.hasPrefix("/api/"),
+                   request.headers[.accept]?.contains("text/html") == true {
+                    return missingPage()
+                }
                 return response(for: AppError(.notFound, code: "not_found", detail: "No route matches \(request.method.rawValue) \(Self.safePath(request))."), request: request, context: context)
             }
             let allow = allowed.map(\.rawValue).joined(separator: ", ")

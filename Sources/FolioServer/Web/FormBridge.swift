@@ -115,7 +115,11 @@ struct FormBridge: Sendable {
         let errors: [[String: String]] = issues.map { issue in
             ["field": issue["field"] as? String ?? "", "message": issue["message"] as? String ?? ""]
         }
-        let detail = problem?["detail"] as? String ?? "Folio answered \(answer.status.code)."
+        let code = problem?["code"] as? String ?? "error"
+        // A form's own key reused with other values: a page kept from before (Back) was changed and sent again.
+        let detail = code == "idempotency_key_reused"
+            ? "This form was sent before, with other values, and that is done. Reload the page for a fresh form to send new ones."
+            : problem?["detail"] as? String ?? "Folio answered \(answer.status.code)."
         let viewer = await viewer(of: request)
         // A page made from an earlier answer (the two-factor secret) comes back with the refusal on it: going Back would ask for a new one.
         if let again = control["_again"].flatMap(AnswerPage.init(rawValue:)), var values = again.again(control: control) {
@@ -127,12 +131,18 @@ struct FormBridge: Sendable {
         var page = renderer.page(
             "error", title: answer.status.reasonPhrase, viewer: viewer,
             values: [
-                "detail": detail, "code": problem?["code"] as? String ?? "error",
-                "has_errors": !errors.isEmpty, "errors": errors,
+                "detail": detail, "code": code, "has_errors": !errors.isEmpty, "errors": errors, "advice": Self.advice(status: answer.status, code: code),
             ],
             status: answer.status)
         for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
         return page
+    }
+
+    /// What to do next, under a refusal: correct the form, or (a conflict with what the page showed) reload it.
+    static func advice(status: HTTPResponse.Status, code: String) -> String {
+        if status == .conflict || code == "idempotency_key_reused" { return "Reload the page: what it showed may have changed since it was drawn." }
+        if status.code >= 500 || status == .tooManyRequests { return "Nothing was changed; try again in a moment." }
+        return "Go back to the form and send it again, corrected."
     }
 
     /// Who a page is for: the session the browser's cookie names now, if any.

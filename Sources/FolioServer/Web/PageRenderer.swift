@@ -108,6 +108,13 @@ struct PageRenderer: Sendable {
     /// `__Host-` and Secure, as the session cookie: no sibling subdomain nor plain-HTTP answer can plant it.
     static let confirmationCookie = "__Host-folio_done"
 
+    /// The page for an address that is no page (a stale link, a typo), as a browser asked for it.
+    func missingPage() -> Response {
+        page("error", title: "Not Found", viewer: nil, values: [
+            "detail": "There is no page at this address.", "code": "not_found", "advice": "Check the address, or start again from the dashboard.",
+        ], status: .notFound)
+    }
+
     /// The header that sets the confirmation for the page at `next` (its path; the query is
     /// left out), or (nil) clears it once said.
     static func confirmationHeader(_ code: String?, for next: String = "/") -> HTTPField {
