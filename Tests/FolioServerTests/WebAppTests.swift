@@ -70,7 +70,7 @@ struct WebAppTests {
             let page = try await client.execute(uri: "/orders/does-not-exist", method: .get, headers: html)
             #expect(page.status == .notFound && page.headers[.contentType]?.hasPrefix("text/html") == true)
             #expect(Self.text(page).contains("There is no page at this address.") && Self.text(page).contains("Check the address, or start again from the dashboard."))
-            for (path, headers) in [("/nowhere", HTTPFields()), ("/api/nowhere", html)] {
+            for (path, headers) in [("/nowhere", HTTPFields()), ("/api/nowhere", html), ("/api", html)] {
                 let response = try await client.execute(uri: path, method: .get, headers: headers)
                 #expect(response.status == .notFound && response.headers[.contentType] == ProblemDetails.mediaType, "\(path)")
                 #expect(try problem(response).code == "not_found")
@@ -243,6 +243,11 @@ struct WebAppTests {
         // A refusal's figures: what is available rounded down, what is needed up.
         let available = Cash(uncheckedUnits: 1_000_060)
         #expect(Display.money(available, .down) == "$100.00" && Display.money(available, .up) == "$100.01" && Display.money(available) == "$100.01")
+        // Under a refusal, what to do; a 5xx or a send still running may have been done, and never says otherwise.
+        #expect(FormBridge.advice(status: .internalServerError, code: "internal_error").hasPrefix("It may have been done"))
+        #expect(FormBridge.advice(status: .conflict, code: "idempotency_request_in_progress").contains("still being done"))
+        #expect(FormBridge.advice(status: .tooManyRequests, code: "rate_limited") == "Nothing was changed; try again in a moment.")
+        #expect(FormBridge.advice(status: .unprocessableContent, code: "validation_failed") == "Go back to the form and send it again, corrected.")
         // A position's average cost reads to four places; the exact figure stays in the API.
         #expect(Display.averagePrice(Price(uncheckedUnits: 18_935_214_689)) == "$189.3521" && Display.averagePrice(250 as Price) == "$250.00")
         #expect(FormBridge.confirmation(["_done": "You won"]) == nil && FormBridge.confirmation([:]) == nil)
@@ -580,7 +585,7 @@ struct WebAppTests {
             // Sent again with other values under its old key: said in a web user's words, with what to do.
             let changed = try await send("deposits", "99.00", key: keys[0])
             #expect(changed.status == .unprocessableContent)
-            #expect(Self.text(changed).contains("This form was sent before, with other values, and that is done.") && Self.text(changed).contains("Reload the page"))
+            #expect(Self.text(changed).contains("This form was sent before, with other values; it cannot send new ones.") && Self.text(changed).contains("Go back and reload the page for a fresh form."))
             #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")))
             let tooMuch = try await send("withdrawals", "1000000.00", key: keys[1])
             #expect(tooMuch.status == .unprocessableContent)

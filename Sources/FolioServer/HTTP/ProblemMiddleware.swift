@@ -25,7 +25,8 @@ struct ProblemMiddleware: RouterMiddleware {
             let allowed = routes.allowedMethods(for: request.uri.path)
             guard !allowed.isEmpty else {
                 // A browser that follows a stale link or a typo gets a page to go on from, not JSON.
-                if let missingPage, request.method == .get, !request.uri.path.hasPrefix("/api/"),
+                if let missingPage, request.method == .get,
+                   request.uri.path != "/api", !request.uri.path.hasPrefix("/api/"),
                    request.headers[.accept]?.contains("text/html") == true {
                     return missingPage()
                 }

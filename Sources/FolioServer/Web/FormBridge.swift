@@ -118,7 +118,7 @@ struct FormBridge: Sendable {
         let code = problem?["code"] as? String ?? "error"
         // A form's own key reused with other values: a page kept from before (Back) was changed and sent again.
         let detail = code == "idempotency_key_reused"
-            ? "This form was sent before, with other values, and that is done. Reload the page for a fresh form to send new ones."
+            ? "This form was sent before, with other values; it cannot send new ones."
             : problem?["detail"] as? String ?? "Folio answered \(answer.status.code)."
         let viewer = await viewer(of: request)
         // A page made from an earlier answer (the two-factor secret) comes back with the refusal on it: going Back would ask for a new one.
@@ -138,11 +138,18 @@ struct FormBridge: Sendable {
         return page
     }
 
-    /// What to do next, under a refusal: correct the form, or (a conflict with what the page showed) reload it.
+    /// What to do next, under a refusal. A 5xx or a send still running may hide a request that went
+    /// through (its key is kept, as app.js keeps it): never "nothing was changed" there.
     static func advice(status: HTTPResponse.Status, code: String) -> String {
-        if status == .conflict || code == "idempotency_key_reused" { return "Reload the page: what it showed may have changed since it was drawn." }
-        if status.code >= 500 || status == .tooManyRequests { return "Nothing was changed; try again in a moment." }
-        return "Go back to the form and send it again, corrected."
+        switch (status, code) {
+        case (_, "idempotency_request_in_progress"):
+            "The first send of this form is still being done: wait a moment, then look at the page before sending anything again."
+        case (_, "idempotency_key_reused"): "Go back and reload the page for a fresh form."
+        case (.conflict, _): "Go back and reload the page: what it showed may have changed since it was drawn."
+        case (.tooManyRequests, _): "Nothing was changed; try again in a moment."
+        case _ where status.code >= 500: "It may have been done all the same: look at the page before sending it again."
+        default: "Go back to the form and send it again, corrected."
+        }
     }
 
     /// Who a page is for: the session the browser's cookie names now, if any.

@@ -10,8 +10,9 @@ function millionths(text) {
   const match = /^\s*(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?\s*$/.exec(text);
   if (!match) return null;
   const fraction = match[2] ?? '', exponent = Number(match[3] ?? '0');
-  if (Math.abs(exponent) > 64) return null;
   const digits = BigInt(match[1] + fraction), shift = 6 + exponent - fraction.length;
+  if (digits === 0n) return 0n;
+  if (Math.abs(exponent) > 64) return null;
   let value = digits;
   if (shift >= 0) value = digits * 10n ** BigInt(shift);
   else {

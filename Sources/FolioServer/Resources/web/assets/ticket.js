@@ -8,15 +8,16 @@ let quote = null;
 let pending = 0;
 
 // The grammar Folio parses amounts with: digits, an optional fraction and an
-// optional exponent ("2.5e3"). An exponent past what any amount can hold
-// estimates nothing; Folio refuses such a value.
+// optional exponent ("2.5e3"). An exponent past what any amount can hold reads
+// as nothing (zero aside, which any exponent leaves zero).
 function decimal(text) {
   const match = /^\s*(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?\s*$/.exec(text ?? '');
   if (!match) return null;
   const fraction = match[3] ?? '';
   const exponent = Number(match[4] ?? '0');
-  if (Math.abs(exponent) > 64) return null;
   let units = BigInt(match[2] + fraction);
+  if (units === 0n) return { units, scale: 0 };
+  if (Math.abs(exponent) > 64) return null;
   let scale = fraction.length - exponent;
   if (scale < 0) { units *= 10n ** BigInt(-scale); scale = 0; }
   // Trailing zeros are no places: "1.50" has two, as Folio counts them.
@@ -24,8 +25,14 @@ function decimal(text) {
   return { units: match[1] ? -units : units, scale };
 }
 
-// Folio keeps a quantity to 9 places and a price to 8; a finer one is refused, so nothing is estimated.
-const places = { quantity: 9, price: 8 };
+// What Folio refuses estimates nothing: a quantity finer than 9 places, a price finer than a cent from
+// $1.00 up (sub-penny) or than 8 places below, and either above its limit of 1,000,000,000.
+function refused(value, kind) {
+  const one = 10n ** BigInt(value.scale);
+  if (value.units > 1000000000n * one) return true;
+  if (kind === 'quantity') return value.scale > 9;
+  return value.scale > (value.units >= one ? 2 : 8);
+}
 
 function cents(a, b, roundUp) {
   const units = a.units * b.units, scale = a.scale + b.scale;
@@ -50,10 +57,12 @@ function update() {
   const buying = form.elements.side.value !== 'SELL';
   document.getElementById('estimate-kind').textContent = buying ? 'cost' : 'proceeds';
   const type = form.elements.order_type.value;
-  const price = decimal(type === 'LIMIT' || type === 'STOP_LIMIT' ? form.elements.limit_price.value : type === 'STOP' ? form.elements.stop_price.value : quote?.price);
+  // A typed limit or stop price is checked as Folio checks it; a market order is estimated at the quote as it comes.
+  const typed = type === 'LIMIT' || type === 'STOP_LIMIT' ? form.elements.limit_price.value : type === 'STOP' ? form.elements.stop_price.value : null;
+  const price = decimal(typed ?? quote?.price);
   const quantity = decimal(form.elements.quantity.value);
   // Folio refuses a quantity or price of zero or less, or finer than it keeps: nothing to estimate.
-  if (!price || !quantity || price.units <= 0n || quantity.units <= 0n || price.scale > places.price || quantity.scale > places.quantity) {
+  if (!price || !quantity || price.units <= 0n || quantity.units <= 0n || (typed !== null && refused(price, 'price')) || refused(quantity, 'quantity')) {
     estimate.textContent = '—';
     return;
   }
