@@ -195,6 +195,18 @@ extension Fixed: CustomStringConvertible, LosslessStringConvertible {
 }
 
 public enum FixedText {
+    /// Unsigned decimal text with its whole digits grouped in threes: "1234567.50" is "1,234,567.50".
+    public static func grouped(_ unsigned: Substring) -> String {
+        let point = unsigned.firstIndex(of: ".") ?? unsigned.endIndex
+        let whole = Array(unsigned[..<point])
+        var grouped = ""
+        for (index, character) in whole.enumerated() {
+            if index > 0, (whole.count - index) % 3 == 0 { grouped.append(",") }
+            grouped.append(character)
+        }
+        return grouped + unsigned[point...]
+    }
+
     @inlinable
     static func isDigit(_ byte: UInt8) -> Bool { byte >= 48 && byte <= 57 }
 }

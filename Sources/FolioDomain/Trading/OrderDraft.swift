@@ -122,16 +122,6 @@ public enum AmountCheck {
     /// A limit as people read it: the whole digits grouped in threes ("1,000,000,000.00").
     static func grouped<S>(_ value: Fixed<S>) -> String {
         let text = value.description
-        let sign = text.hasPrefix("-") ? "-" : ""
-        let unsigned = text.dropFirst(sign.count)
-        let whole = unsigned.prefix { $0 != "." }
-        var groups: [Substring] = []
-        var end = whole.endIndex
-        while end > whole.startIndex {
-            let start = whole.index(end, offsetBy: -3, limitedBy: whole.startIndex) ?? whole.startIndex
-            groups.insert(whole[start..<end], at: 0)
-            end = start
-        }
-        return sign + groups.joined(separator: ",") + unsigned.dropFirst(whole.count)
+        return text.hasPrefix("-") ? "-" + FixedText.grouped(text.dropFirst()) : FixedText.grouped(Substring(text))
     }
 }

@@ -59,14 +59,6 @@ enum Display {
     /// Thousands separators on the whole part, and a real minus sign before the prefix.
     static func signed(_ text: String, prefix: String) -> String {
         let negative = text.hasPrefix("-")
-        let digits = negative ? text.dropFirst() : Substring(text)
-        let point = digits.firstIndex(of: ".") ?? digits.endIndex
-        let whole = Array(digits[..<point])
-        var grouped = ""
-        for (index, character) in whole.enumerated() {
-            if index > 0, (whole.count - index) % 3 == 0 { grouped.append(",") }
-            grouped.append(character)
-        }
-        return (negative ? "−" : "") + prefix + grouped + digits[point...]
+        return (negative ? "−" : "") + prefix + FixedText.grouped(negative ? text.dropFirst() : Substring(text))
     }
 }

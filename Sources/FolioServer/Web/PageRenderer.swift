@@ -131,6 +131,10 @@ struct PageRenderer: Sendable {
 
     /// What the confirmation cookie means for the page at `path`: the text to say (nil for none),
     /// and whether to clear it (said here, or not a confirmation at all; one for another page is kept).
+    static func confirmation(of request: Request) -> (text: String?, clear: Bool) {
+        confirmation(cookie: request.cookies[confirmationCookie]?.value, onPage: request.uri.path)
+    }
+
     static func confirmation(cookie value: String?, onPage path: String) -> (text: String?, clear: Bool) {
         guard let value else { return (nil, false) }
         let parts = value.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)

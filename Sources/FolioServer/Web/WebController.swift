@@ -78,7 +78,7 @@ struct WebController: Sendable {
     @Sendable func signIn(_ request: Request, context: FolioRequestContext) async throws -> Response {
         if context.identity != nil { return Self.redirect(Self.nextPath(request)) }
         // What the form before did (verified, reset, signed up…), said once, as on signed-in pages.
-        let done = PageRenderer.confirmation(cookie: request.cookies[PageRenderer.confirmationCookie]?.value, onPage: request.uri.path)
+        let done = PageRenderer.confirmation(of: request)
         var values: [String: Any] = ["next": Self.nextPath(request)]
         if let text = done.text { values["confirmation"] = text }
         var page = renderer.page("signin", title: "Sign in", viewer: nil, values: values)
@@ -121,7 +121,7 @@ struct WebController: Sendable {
         let authenticated = try AuthenticatedContext(context: context)
         var viewer = PageRenderer.Viewer(authenticated.identity, csrf: identity.csrf)
         // What the form before this page did, said once, on the page it led to: the cookie is cleared with that page.
-        let done = PageRenderer.confirmation(cookie: request.cookies[PageRenderer.confirmationCookie]?.value, onPage: request.uri.path)
+        let done = PageRenderer.confirmation(of: request)
         viewer.confirmation = done.text
         viewer.carriedAccount = request.query["account_id"].flatMap { AccountID($0) }.flatMap { $0 == authenticated.identity.defaultAccountID ? nil : $0 }
         // The navigation's badge; a count that cannot be read leaves the badge off, never the page.

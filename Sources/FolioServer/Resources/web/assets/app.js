@@ -196,4 +196,22 @@ for (const form of document.querySelectorAll('form[action="/form"]:not([data-nat
 }
 for (const list of document.querySelectorAll('.policy[data-policy-for]')) watchPolicy(list);
 
-globalThis.folio = { api };
+// The grammar Folio parses amounts with: digits, an optional fraction and an
+// optional exponent ("2.5e3"). An exponent past what any amount can hold reads
+// as nothing (zero aside, which any exponent leaves zero).
+function decimal(text) {
+  const match = /^\s*(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?\s*$/.exec(text ?? '');
+  if (!match) return null;
+  const fraction = match[3] ?? '';
+  const exponent = Number(match[4] ?? '0');
+  let units = BigInt(match[2] + fraction);
+  if (units === 0n) return { units, scale: 0 };
+  if (Math.abs(exponent) > 64) return null;
+  let scale = fraction.length - exponent;
+  if (scale < 0) { units *= 10n ** BigInt(-scale); scale = 0; }
+  // Trailing zeros are no places: "1.50" has two, as Folio counts them.
+  while (scale > 0 && units % 10n === 0n) { units /= 10n; scale -= 1; }
+  return { units: match[1] ? -units : units, scale };
+}
+
+globalThis.folio = { api, decimal };

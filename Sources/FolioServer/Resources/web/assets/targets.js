@@ -4,23 +4,12 @@ const form = document.getElementById('targets');
 const sum = document.getElementById('weight-sum');
 const note = document.getElementById('weight-sum-note');
 
-// A weight in millionths of a percent, read with Folio's grammar for amounts (digits, an optional
-// fraction and exponent: "2.5e1" is 25); null for text Folio refuses, finer than four places included.
+// A weight in millionths of a percent, read as Folio reads amounts ("2.5e1" is 25, app.js's decimal);
+// null for text Folio refuses: negative, or finer than four places.
 function millionths(text) {
-  const match = /^\s*(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?\s*$/.exec(text);
-  if (!match) return null;
-  const fraction = match[2] ?? '', exponent = Number(match[3] ?? '0');
-  const digits = BigInt(match[1] + fraction), shift = 6 + exponent - fraction.length;
-  if (digits === 0n) return 0n;
-  if (Math.abs(exponent) > 64) return null;
-  let value = digits;
-  if (shift >= 0) value = digits * 10n ** BigInt(shift);
-  else {
-    const divisor = 10n ** BigInt(-shift);
-    if (digits % divisor !== 0n) return null;
-    value = digits / divisor;
-  }
-  return value % 100n === 0n ? value : null;
+  const value = globalThis.folio.decimal(text);
+  if (!value || value.units < 0n || value.scale > 4) return null;
+  return value.units * 10n ** BigInt(6 - value.scale);
 }
 
 function percentText(value) {
