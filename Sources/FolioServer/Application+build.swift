@@ -382,7 +382,7 @@ public struct FolioServices: Sendable {
             if let limits {
                 RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: limits, shared: sharedRateLimiter, security: identity.security)
             }
-            ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports, missingPage: { [pages] in pages.missingPage() })
+            ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports, missingPage: { [pages, identity] request in await pages.missingPage(for: request, sessions: identity) })
             RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug)
             if configuration.csrfProtectionEnabled {
                 OriginGuardMiddleware(configuration: configuration, security: identity.security)

@@ -65,11 +65,19 @@ struct WebAppTests {
 
     @Test("an address that is no page: a browser gets a page to go on from, any other client and the API problem+json")
     func missingPage() async throws {
-        try await withTestApp(.sqlite) { client, _ in
+        try await withTestApp(.sqlite) { client, env in
             let html: HTTPFields = [.accept: "text/html,application/xhtml+xml"]
             let page = try await client.execute(uri: "/orders/does-not-exist", method: .get, headers: html)
             #expect(page.status == .notFound && page.headers[.contentType]?.hasPrefix("text/html") == true)
             #expect(Self.text(page).contains("There is no page at this address.") && Self.text(page).contains("Check the address, or start again from the dashboard."))
+            #expect(!Self.text(page).contains(#"<a href="/orders">Orders</a>"#), "signed out: no signed-in navigation")
+            // Signed in, the page keeps the signed-in layout, so the way back is one click.
+            _ = try await signUp(client, env, email: "lost@example.com")
+            let session = try await Self.signInWithoutJavaScript(client, email: "lost@example.com")
+            let signedIn = try await client.execute(
+                uri: "/orders/does-not-exist", method: .get, headers: [.cookie: try #require(session[.cookie]), .accept: "text/html"])
+            #expect(signedIn.status == .notFound && Self.text(signedIn).contains("There is no page at this address."))
+            #expect(Self.text(signedIn).contains(#"<a href="/orders">Orders</a>"#) && Self.text(signedIn).contains("lost@example.com"), "\(Self.text(signedIn).prefix(400))")
             for (path, headers) in [("/nowhere", HTTPFields()), ("/api/nowhere", html), ("/api", html)] {
                 let response = try await client.execute(uri: path, method: .get, headers: headers)
                 #expect(response.status == .notFound && response.headers[.contentType] == ProblemDetails.mediaType, "\(path)")
