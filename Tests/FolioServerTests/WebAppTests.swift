@@ -293,7 +293,7 @@ struct WebAppTests {
 
     @Test("the sign-in page says what the form before it did (signed up, verified, reset…), once, from the confirmation cookie only", arguments: TestDatabaseKind.all)
     func signInConfirmations(kind: TestDatabaseKind) async throws {
-        try await withTestApp(kind) { client, _ in
+        try await withTestApp(kind) { client, env in
             let signUpPage = Self.text(try await client.execute(uri: "/signup", method: .get))
             #expect(signUpPage.contains(#"<input type="hidden" name="_next" value="/signin"><input type="hidden" name="_done" value="signed_up">"#))
             let registered = try await client.execute(
@@ -307,6 +307,15 @@ struct WebAppTests {
             // The old flags in the address say nothing: a link cannot make the page claim an address is verified.
             let flagged = Self.text(try await client.execute(uri: "/signin?verified=1", method: .get))
             #expect(!flagged.contains(#"id="confirmation""#) && !flagged.contains("verified"))
+
+            // Signed in already (the verification link opened in the browser that is signed in): the notice goes on to the next page.
+            _ = try await signUp(client, env, email: "signed-in@example.com")
+            let session = try #require(try await Self.signInWithoutJavaScript(client, email: "signed-in@example.com")[.cookie])
+            let sent = try await client.execute(uri: "/signin", method: .get, headers: [.cookie: session + "; __Host-folio_done=email_verified:/signin"])
+            #expect(sent.status == .seeOther && sent.headers[.location] == "/")
+            #expect(sent.headers[values: .setCookie].contains("__Host-folio_done=email_verified_signed_in:/; Path=/; Max-Age=60; Secure; SameSite=Strict"))
+            let dashboard = Self.text(try await client.execute(uri: "/", method: .get, headers: [.cookie: session + "; __Host-folio_done=email_verified_signed_in:/"]))
+            #expect(dashboard.contains(#"id="confirmation">Your email is verified.</p>"#), "\(dashboard.prefix(600))")
         }
     }
 

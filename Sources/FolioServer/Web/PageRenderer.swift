@@ -101,6 +101,8 @@ struct PageRenderer: Sendable {
         "verification_resent": "If the address needs verifying, a new link is on its way.",
         "account_erased": "Your account is deleted.",
         "password_changed": "Your password is changed and your other sessions are ended. Sign in again.",
+        // `email_verified` as said to a visitor signed in already.
+        "email_verified_signed_in": "Your email is verified.",
         alreadyDone: "This form had been sent already: what it asked was done then, once, and not again.",
     ]
     /// Said instead of the form's own confirmation when its idempotency key answered with an earlier result.
@@ -108,9 +110,8 @@ struct PageRenderer: Sendable {
     /// `__Host-` and Secure, as the session cookie: no sibling subdomain nor plain-HTTP answer can plant it.
     static let confirmationCookie = "__Host-folio_done"
 
-    /// The page for an address that is no page (a stale link, a typo), as a browser asked for it.
-    /// The page for an address that is no page: in the signed-in layout for whoever's session
-    /// cookie it carries (no route ran to read it), the signed-out one otherwise.
+    /// The page for an address that is no page (a stale link, a typo), as a browser asked for it: in the
+    /// signed-in layout for whoever's session cookie it carries (no route ran to read it), the signed-out one otherwise.
     func missingPage(for request: Request, sessions: IdentityServices) async -> Response {
         let cookie = request.cookies[AuthController.cookieName]?.value ?? ""
         let signedIn = cookie.isEmpty ? nil : try? await sessions.sessions.identity(cookieToken: cookie)
@@ -137,6 +138,12 @@ struct PageRenderer: Sendable {
     /// and whether to clear it (said here, or not a confirmation at all; one for another page is kept).
     static func confirmation(of request: Request) -> (text: String?, clear: Bool) {
         confirmation(cookie: request.cookies[confirmationCookie]?.value, onPage: request.uri.path)
+    }
+
+    /// The code of a confirmation meant for the page at the request's path, if there is one.
+    static func confirmationCode(of request: Request) -> String? {
+        guard let value = request.cookies[confirmationCookie]?.value, confirmation(cookie: value, onPage: request.uri.path).text != nil else { return nil }
+        return String(value.prefix { $0 != ":" })
     }
 
     static func confirmation(cookie value: String?, onPage path: String) -> (text: String?, clear: Bool) {

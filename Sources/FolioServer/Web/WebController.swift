@@ -76,7 +76,16 @@ struct WebController: Sendable {
     }
 
     @Sendable func signIn(_ request: Request, context: FolioRequestContext) async throws -> Response {
-        if context.identity != nil { return Self.redirect(Self.nextPath(request)) }
+        if context.identity != nil {
+            // Signed in already (an email verified in the browser that is signed in, say): what this page
+            // would have said is said on the page the visitor is sent to instead.
+            let next = Self.nextPath(request)
+            var response = Self.redirect(next)
+            if let code = PageRenderer.confirmationCode(of: request) {
+                response.headers.append(PageRenderer.confirmationHeader(code == "email_verified" ? "email_verified_signed_in" : code, for: next))
+            }
+            return response
+        }
         // What the form before did (verified, reset, signed up…), said once, as on signed-in pages.
         let done = PageRenderer.confirmation(of: request)
         var values: [String: Any] = ["next": Self.nextPath(request)]
