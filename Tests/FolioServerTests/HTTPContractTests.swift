@@ -108,6 +108,29 @@ struct HTTPContractTests {
         }
     }
 
+    @Test("an API GET refuses a query parameter its route does not take, naming it; the documented ones pass", arguments: TestDatabaseKind.all)
+    func unknownQueryParameters(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "queries@example.com")
+            let misspelt = try await client.execute(uri: "/api/orders?stauts=filled&limit=5&stauts=new", method: .get, headers: bearer(tokens))
+            #expect(misspelt.status == .unprocessableContent)
+            let refusal = try problem(misspelt)
+            #expect(refusal.code == "validation_failed" && refusal.errors?.map(\.field) == ["stauts"] && refusal.errors?.map(\.code) == ["unknown"], "named once")
+            #expect(refusal.detail.contains("it takes account_id, cursor, limit, status, symbol"), "\(refusal.detail)")
+            let head = try await client.execute(uri: "/api/orders?stauts=filled", method: .head, headers: bearer(tokens))
+            #expect(head.status == .unprocessableContent)
+            // A route without parameters takes none; one with a captured id reads its own.
+            #expect(try await client.execute(uri: "/api/accounts?page=2", method: .get, headers: bearer(tokens)).status == .unprocessableContent)
+            let account = try await env.firstAccount()
+            #expect(try await client.execute(uri: "/api/accounts/\(account.id)/targets?version=1&x=1", method: .get, headers: bearer(tokens)).status == .unprocessableContent)
+            for uri in ["/api/orders?status=filled&limit=5", "/api/transactions?type=deposit&from=2026-01-01", "/api/accounts", "/api/market/quotes?symbols=AAPL"] {
+                #expect(try await client.execute(uri: uri, method: .get, headers: bearer(tokens)).status == .ok, "\(uri)")
+            }
+            // Pages and health checks are not the API: they are not held to its document.
+            #expect(try await client.execute(uri: "/health?probe=1", method: .get).status == .ok)
+        }
+    }
+
     @Test("an internal error is a generic 500; its text is only in the log, under the same request id", arguments: TestDatabaseKind.all)
     func internalError(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -8,6 +8,8 @@ import Hummingbird
 struct APIDocumentation: Sendable {
     let spec: ByteBuffer
     let page: ByteBuffer
+    /// The query parameters each documented GET route takes: the API refuses others (`RequestBodyMiddleware`).
+    let queries: QueryParameters
 
     /// The bundled spec; start-up stops if it is missing or unreadable, as it does for a missing mail template.
     /// Built once per process: every `FolioServices` (each test app, each CLI command) shares it.
@@ -25,7 +27,7 @@ struct APIDocumentation: Sendable {
         guard let document = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw APIDocumentationError(description: "the bundled openapi.json is not a JSON object")
         }
-        return APIDocumentation(spec: ByteBuffer(bytes: data), page: ByteBuffer(string: APIPage(document).html))
+        return APIDocumentation(spec: ByteBuffer(bytes: data), page: ByteBuffer(string: APIPage(document).html), queries: QueryParameters(document))
     }
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {

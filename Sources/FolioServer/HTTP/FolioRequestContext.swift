@@ -93,11 +93,13 @@ extension Request {
 /// Facts about a request that an outer middleware reads after an inner one
 /// learned them (contexts are values: a copy changed inside is not seen outside).
 final class RequestFacts: Sendable {
-    private let user = Mutex<UserID?>(nil)
+    private let signedIn = Mutex<Identity?>(nil)
 
-    /// The signed-in user, once `AuthenticationMiddleware` knows them.
-    var userID: UserID? {
-        get { user.withLock { $0 } }
-        set { user.withLock { $0 = newValue } }
+    /// Who is signed in, once `AuthenticationMiddleware` knows them.
+    var identity: Identity? {
+        get { signedIn.withLock { $0 } }
+        set { signedIn.withLock { $0 = newValue } }
     }
+
+    var userID: UserID? { identity?.userID }
 }

@@ -16,7 +16,7 @@ struct ProblemMiddleware: RouterMiddleware {
     /// Every 500 is reported here, off the request path.
     var errors: SentryReporter? = nil
     /// The web app's page for an address that is no page, for a browser's GET outside `/api/`.
-    var missingPage: (@Sendable (Request) async -> Response)? = nil
+    var missingPage: (@Sendable (Identity?) -> Response)? = nil
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -28,7 +28,7 @@ struct ProblemMiddleware: RouterMiddleware {
                 if let missingPage, request.method == .get,
                    request.uri.path != "/api", !request.uri.path.hasPrefix("/api/"),
                    request.headers[.accept]?.contains("text/html") == true {
-                    return await missingPage(request)
+                    return missingPage(context.facts.identity)
                 }
                 return response(for: AppError(.notFound, code: "not_found", detail: "No route matches \(request.method.rawValue) \(Self.safePath(request))."), request: request, context: context)
             }

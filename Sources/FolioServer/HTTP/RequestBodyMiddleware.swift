@@ -3,11 +3,14 @@ import Hummingbird
 import Logging
 
 /// Enforces the body size limit (413), JSON bodies (415, except a form
-/// posted to the form bridge) and URLs without a NUL (400) before any handler runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
+/// posted to the form bridge), URLs without a NUL (400) and, on the API's
+/// GET routes, only the query parameters the route takes (422) before any
+/// handler runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
 struct RequestBodyMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
     let maxBodySize: Int
     let logBodies: Bool
+    let queries: QueryParameters
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         // No text Folio stores or looks up can hold U+0000 (PostgreSQL refuses it, SQLite cuts text there): a URL
@@ -23,6 +26,10 @@ struct RequestBodyMiddleware: RouterMiddleware {
             throw ProblemMiddleware.payloadTooLarge()
         }
         guard request.method == .post || request.method == .put || request.method == .patch else {
+            if request.method == .get || request.method == .head {
+                let unknown = queries.unknown(in: request, route: context.endpointPath)
+                if !unknown.isEmpty { throw Self.unknownParameters(unknown, takes: queries.allowed(route: context.endpointPath ?? "")) }
+            }
             return try await next(request, context)
         }
         var request = request
@@ -43,6 +50,13 @@ struct RequestBodyMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    static func unknownParameters(_ names: [String], takes allowed: [String]) -> AppError {
+        let takes = allowed.isEmpty ? "it takes none" : "it takes " + allowed.joined(separator: ", ")
+        return AppError.validation(
+            names.map { .init(field: $0, code: "unknown", message: "\($0) is not a query parameter of this route; \(takes).") },
+            detail: "The query names a parameter this route does not take; \(takes).")
     }
 
     static func isForm(_ contentType: String?) -> Bool {

@@ -41,7 +41,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
             }
             context.identity = identity
         }
-        if let identity = context.identity { context.facts.userID = identity.userID }
+        if let identity = context.identity { context.facts.identity = identity }
         return try await next(request, context)
     }
 

@@ -111,11 +111,9 @@ struct PageRenderer: Sendable {
     static let confirmationCookie = "__Host-folio_done"
 
     /// The page for an address that is no page (a stale link, a typo), as a browser asked for it: in the
-    /// signed-in layout for whoever's session cookie it carries (no route ran to read it), the signed-out one otherwise.
-    func missingPage(for request: Request, sessions: IdentityServices) async -> Response {
-        let cookie = request.cookies[AuthController.cookieName]?.value ?? ""
-        let signedIn = cookie.isEmpty ? nil : try? await sessions.sessions.identity(cookieToken: cookie)
-        return page("error", title: "Not Found", viewer: signedIn.map { PageRenderer.Viewer($0, csrf: sessions.csrf) }, values: [
+    /// signed-in layout for whoever `AuthenticationMiddleware` found signed in, the signed-out one otherwise.
+    func missingPage(for signedIn: Identity?, csrf: CSRFTokens) -> Response {
+        page("error", title: "Not Found", viewer: signedIn.map { PageRenderer.Viewer($0, csrf: csrf) }, values: [
             "detail": "There is no page at this address.", "code": "not_found", "advice": "Check the address, or start again from the dashboard.",
         ], status: .notFound)
     }

@@ -205,7 +205,9 @@ struct WebController: Sendable {
             // With several accounts the filter chooses one of them, or all; another person's account is not found, as on every page.
             let all = try await accountNames(request, context: context)
             var query = parameters.filter { $0.key != "cursor" }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
-            let csv = "/api/transactions.csv" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+            // The download takes the filters, and nothing else the address may carry (the API refuses what a route does not take).
+            let filters = parameters.filter { ["account_id", "symbol", "type", "from", "to"].contains($0.key) }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
+            let csv = "/api/transactions.csv" + (filters.isEmpty ? "" : "?" + filters.joined(separator: "&"))
             let next = page.nextCursor.map { cursor -> String in
                 query.append("cursor=\(cursor)")
                 return "/transactions?" + query.joined(separator: "&")
