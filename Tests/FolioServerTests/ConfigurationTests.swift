@@ -79,10 +79,42 @@ struct ConfigurationTests {
 
     @Test("known defaults, the .env.example value and low-variety keys are refused in production", arguments: [
         "replace-with-output-of-openssl-rand-hex-32", "your-secret-key-here", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        // Made-up keys of full length: a placeholder word anywhere, a repeated piece, a run of characters in order.
+        "changeme-changeme-changeme-changeme", "password1234password1234password1234", "0123456789abcdef0123456789abcdef",
+        "your-secret-key-here-change-this-in-production-please", "replace-with-output-of-openssl-rand-hex-32-xxxxxxx",
+        "abcdefghijklmnopqrstuvwxyz0123456789", "Kz9#Qw2!Kz9#Qw2!Kz9#Qw2!Kz9#Qw2!Kz9#",
     ])
     func weakKeys(key: String) {
         let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": key, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])
         #expect(found.contains { $0.hasPrefix("SECRET_KEY") })
+    }
+
+    @Test("keys drawn at random pass the guessability rules: hex and base64 of 32 to 64 characters, ten thousand of each")
+    func randomKeysPass() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabets = [Array("0123456789abcdef"), Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")]
+        for alphabet in alphabets {
+            for length in [32, 43, 64] {
+                for _ in 0..<10_000 {
+                    let key = String((0..<length).map { _ in alphabet.randomElement(using: &generator)! })
+                    #expect(ConfigurationLoader.guessable(key) == nil, "\(key)")
+                }
+            }
+        }
+        #expect(ConfigurationLoader.weaknesses(ofSecretKey: strongKey).isEmpty)
+    }
+
+    @Test("in production a guessable previous key is refused too: it would still verify tokens")
+    func weakPreviousKey() {
+        let settings = [
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com",
+            "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+        ]
+        let weak = problems(settings.merging(["PREVIOUS_SECRET_KEYS": "9c41e0b7d2f85a36c1e9047bd38f2a65e0c7b914d6a2f3853e1b0c7d9a4f6e21, aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]) { $1 })
+        #expect(weak.count == 1 && weak.first?.hasPrefix("PREVIOUS_SECRET_KEYS entry 2 repeats too few distinct characters") == true, "\(weak)")
+        #expect(problems(settings.merging(["PREVIOUS_SECRET_KEYS": "9c41e0b7d2f85a36c1e9047bd38f2a65e0c7b914d6a2f3853e1b0c7d9a4f6e21"]) { $1 }).isEmpty)
+        // Outside production the previous keys are held to their length only, as the current one is.
+        #expect(problems(["SECRET_KEY": strongKey, "PREVIOUS_SECRET_KEYS": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]).isEmpty)
     }
 
     @Test("DEBUG, TESTING and a wildcard origin are refused in production, all reported together")

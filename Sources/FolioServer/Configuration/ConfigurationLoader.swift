@@ -180,8 +180,15 @@ public enum ConfigurationLoader {
 
         // Identity and web security.
         let previousKeys = (value("PREVIOUS_SECRET_KEYS") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        for (index, key) in previousKeys.enumerated() where key.utf8.count < minimumSecretKeyBytes {
-            problems.append("PREVIOUS_SECRET_KEYS entry \(index + 1) is \(key.utf8.count) bytes; each key must be at least \(minimumSecretKeyBytes) bytes")
+        for (index, key) in previousKeys.enumerated() {
+            if key.utf8.count < minimumSecretKeyBytes {
+                problems.append("PREVIOUS_SECRET_KEYS entry \(index + 1) is \(key.utf8.count) bytes; each key must be at least \(minimumSecretKeyBytes) bytes")
+            } else if production, let reason = guessable(key) {
+                // A previous key still verifies tokens and CSRF tokens: a guessable one would let anyone sign what Folio accepts.
+                problems.append(
+                    "PREVIOUS_SECRET_KEYS entry \(index + 1) \(reason): it would still verify sign-in tokens. Seal what it protects again with "
+                        + "`folio secrets rotate --env development` (same DATABASE_URL and keys), then remove it")
+            }
         }
         configuration.previousSecretKeys = previousKeys
         configuration.accessTokenLifetime = TimeInterval(integer("ACCESS_TOKEN_TTL", default: 900, range: 60...86_400))
@@ -461,14 +468,38 @@ public enum ConfigurationLoader {
         let bytes = secret.utf8.count
         if bytes < minimumSecretKeyBytes {
             problems.append("SECRET_KEY is \(bytes) bytes; it must be at least \(minimumSecretKeyBytes) bytes (generate one with `openssl rand -hex 32`)")
-        }
-        let lowered = secret.lowercased()
-        if knownWeakSecrets.contains(lowered) || knownWeakSecrets.contains(where: { lowered.hasPrefix($0) && bytes < 48 && $0.count > 8 }) {
-            problems.append("SECRET_KEY is a known default or example value: generate one with `openssl rand -hex 32`")
-        } else if Set(secret).count < 8 {
-            problems.append("SECRET_KEY repeats too few distinct characters to be random: generate one with `openssl rand -hex 32`")
+        } else if let reason = guessable(secret) {
+            problems.append("SECRET_KEY \(reason): generate one with `openssl rand -hex 32`")
         }
         return problems
+    }
+
+    /// Words of placeholders and made-up keys: a key that contains one was typed by a person, not drawn at
+    /// random (a random key of hex or base64 holds a six-letter word with a chance of about one in a million).
+    static let placeholderWords = [
+        "changeme", "change-me", "change_me", "changethis", "password", "passw0rd", "secret", "example", "replace", "placeholder",
+        "insecure", "default", "qwerty", "letmein", "your-", "your_", "xxxxxx",
+    ]
+
+    /// Why a key could be guessed (said after its name), or nil when nothing shows it was not drawn at random.
+    /// Each rule is far from what a random key of 32 or more characters does: see ConfigurationTests.
+    static func guessable(_ secret: String) -> String? {
+        let lowered = secret.lowercased()
+        if knownWeakSecrets.contains(lowered) || placeholderWords.contains(where: { lowered.contains($0) }) {
+            return "is a known default or example value"
+        }
+        let scalars = Array(secret.unicodeScalars)
+        if Set(scalars).count < 8 { return "repeats too few distinct characters to be random" }
+        // One piece said again and again ("password1234password1234…", "0123456789abcdef0123456789abcdef").
+        if scalars.count >= 2, let period = (1...scalars.count / 2).first(where: { period in
+            (period..<scalars.count).allSatisfy { scalars[$0] == scalars[$0 - period] }
+        }) {
+            return "repeats the same \(period) characters over and over"
+        }
+        // Runs such as "abcdefgh…" or "9876…": a random key steps by one between neighbours about one time in eight (hex).
+        let steps = zip(scalars, scalars.dropFirst()).filter { abs(Int($0.value) - Int($1.value)) == 1 }.count
+        if steps * 2 >= scalars.count { return "runs through characters in order (abcd…, 0123…) too often to be random" }
+        return nil
     }
 
     public static func databaseLocation(from url: String) -> AppConfiguration.DatabaseLocation? {
