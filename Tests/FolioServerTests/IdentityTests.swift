@@ -162,6 +162,29 @@ struct IdentityTests {
         }
     }
 
+    @Test("an address signed up for again before it is verified: neither password stands, the first link dies, and the address's owner chooses the password", arguments: TestDatabaseKind.all)
+    func preRegistrationTakeover(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let attacker = "attacker chosen passphrase 1", owner = "the owner's own passphrase"
+            #expect(try await post(client, "/api/auth/register", ["email": "kate@example.com", "password": attacker]).status == .created)
+            let attackersLink = try await outboxToken(env, email: "kate@example.com", kind: "verify_email")
+            // Kate signs up herself; the answer is the same as for a new address.
+            #expect(try await post(client, "/api/auth/register", ["email": "kate@example.com", "password": owner]).status == .created)
+            // The verification link of the first sign-up, still in Kate's inbox, no longer verifies anything.
+            #expect(try await post(client, "/api/auth/verify-email", ["token": attackersLink]).status == .unprocessableContent)
+            for password in [attacker, owner] {
+                #expect(try await post(client, "/api/auth/login", ["email": "kate@example.com", "password": password]).status != .ok, "no sign-up's password stands")
+            }
+            let mailed = try await env.outbox(kind: "duplicate_registration")
+            #expect(mailed.count == 1 && mailed.first?.body.contains("choose your password") == true)
+            let link = try await outboxToken(env, email: "kate@example.com", kind: "duplicate_registration")
+            #expect(try await post(client, "/api/auth/password-reset/confirm", ["token": link, "new_password": owner]).status == .noContent)
+            #expect(try await post(client, "/api/auth/login", ["email": "kate@example.com", "password": owner]).status == .ok, "the address is verified by the link")
+            #expect(try await post(client, "/api/auth/login", ["email": "kate@example.com", "password": attacker]).status == .unauthorized)
+            #expect(try await post(client, "/api/auth/password-reset/confirm", ["token": link, "new_password": attacker]).status == .unprocessableContent, "spent")
+        }
+    }
+
     @Test("role and id in a registration body have no effect", arguments: TestDatabaseKind.all)
     func massAssignment(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

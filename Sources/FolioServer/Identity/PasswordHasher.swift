@@ -37,14 +37,14 @@ struct PasswordHasher: Sendable {
     /// Spends the same time as a real check when there is no user to check
     /// against, so the answer's timing does not tell whether an email exists.
     func verifyAgainstDummy(_ password: String) async throws {
-        let existing = dummy.withLockedValue { $0 }
-        let hash: String
-        if let existing {
-            hash = existing
-        } else {
-            hash = try await self.hash(SecureToken.generate())
-            dummy.withLockedValue { $0 = hash }
-        }
-        _ = try await verify(password, hash: hash)
+        _ = try await verify(password, hash: try await unusableHash())
+    }
+
+    /// The hash of a random secret no one holds (made once per process): a password no one can sign in with.
+    func unusableHash() async throws -> String {
+        if let existing = dummy.withLockedValue({ $0 }) { return existing }
+        let hash = try await self.hash(SecureToken.generate())
+        dummy.withLockedValue { $0 = hash }
+        return hash
     }
 }

@@ -20,7 +20,11 @@ extension IdentityServices {
         let hash = try await hasher.hash(password)
         let db = database.db
         if let existing = try await store.user(email: email, on: db) {
-            try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
+            if existing.emailVerifiedAt == nil, !existing.isDisabled {
+                try await restartUnverified(existing, origin: origin)
+            } else {
+                try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
+            }
             return
         }
         let user = User(email: email, passwordHash: hash, now: clock.now())
@@ -37,6 +41,29 @@ extension IdentityServices {
         } catch where DatabaseConstraint(error)?.kind == .unique {
             // A concurrent registration of the same address won; answer the same way.
             origin.logger.info("registration raced on a duplicate email")
+        }
+    }
+
+    /// An address signed up for again before it was verified. Either sign-up may be someone else's, made to
+    /// hold the address with a password they know (a "pre-registration" takeover, should its owner then follow
+    /// the first verification link): neither password stands, the earlier links die, and the owner of the
+    /// address chooses the password by a link that also proves the address.
+    func restartUnverified(_ user: User, origin: RequestOrigin) async throws {
+        let unusable = try await hasher.unusableHash()
+        let now = clock.now()
+        try await database.db.transaction { db in
+            try await store.retireEmailTokens(userID: user.id!, purpose: .verifyEmail, at: now, on: db)
+            try await store.retireEmailTokens(userID: user.id!, purpose: .resetPassword, at: now, on: db)
+            user.passwordHash = unusable
+            user.passwordChangedAt = now
+            user.updatedAt = now
+            try await store.save(user, on: db)
+            try await sessions.revokeAll(userID: user.id!, reason: "registration_repeated", on: db)
+            try await audit.record(
+                .init(action: "user.registration_repeated", actorID: nil, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
+                origin: origin, on: db)
+            let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.emailTokenLifetime, on: db)
+            try await mail(user, .duplicateRegistration, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)
         }
     }
 

@@ -53,7 +53,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
 
     /// A message whose variables hold a secret (a link with a token): its
     /// variables are emptied once it is sent, and never shown as a notification.
-    var holdsSecret: Bool { self == .verifyEmail || self == .resetPassword }
+    /// (`duplicate_registration` carries a link to choose the password when the address was not yet verified.)
+    var holdsSecret: Bool { self == .verifyEmail || self == .resetPassword || self == .duplicateRegistration }
 
     /// The subject line (a mustache template over the same variables).
     var subject: String {
@@ -110,7 +111,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     var sample: MailVariables {
         switch self {
         case .verifyEmail, .resetPassword: MailVariables(["link": "https://folio.example.com/verify-email?token=sample"])
-        case .duplicateRegistration: MailVariables(["reset_link": "https://folio.example.com/reset-password"])
+        // `reset_link` to an address in use; `link` (choose the password) to one signed up for again before it was verified.
+        case .duplicateRegistration: MailVariables(["reset_link": "https://folio.example.com/reset-password", "link": "https://folio.example.com/reset-password?token=sample"])
         case .orderFilled:
             MailVariables(["side": "buy", "quantity": "10", "filled_quantity": "10", "symbol": "AAPL", "price": "189.91", "price_text": "$189.91", "order_id": "ord_sample"])
         case .orderPartiallyFilled:
