@@ -136,6 +136,11 @@ struct PrivacyTests {
             let stranger = try await signUp(client, env, email: "stranger@example.com")
             let strangerOrder = try await Self.buy(client, env, stranger, symbol: "MSFT", quantity: 3)
             let strangerID = try #require((try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(stranger))))["id"] as? String)
+            // Someone (anyone) fails to sign in as the exporter: an event about them, not by them.
+            #expect(try await post(client, "/api/auth/login", ["email": "exporter@example.com", "password": "not the password at all"]).status == .unauthorized)
+            let failed = try await env.database.sql.raw("SELECT actor_id, user_id FROM audit_events WHERE action = 'security.login_failed'").all()
+            #expect(failed.count == 1)
+            #expect(try failed.first?.decodeNil(column: "actor_id") == true && failed.first?.decodeNil(column: "user_id") == false, "no actor: the attempt may be anyone's")
 
             let response = try await client.execute(uri: "/api/me/export", method: .get, headers: bearer(tokens))
             #expect(response.status == .ok)
@@ -156,6 +161,7 @@ struct PrivacyTests {
             #expect(rows("accounts").count == 1)
             #expect(rows("sessions").count == 1)
             #expect(rows("audit_events").contains { $0["action"] as? String == "security.login_succeeded" })
+            #expect(rows("audit_events").contains { $0["action"] as? String == "security.login_failed" && ($0["ip"] == nil || $0["ip"] is NSNull) })
             #expect(!rows("notifications").isEmpty)
             for section in PersonalDataExport.sections { #expect(sections[section.name] != nil, "section \(section.name)") }
 

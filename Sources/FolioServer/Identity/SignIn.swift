@@ -28,7 +28,7 @@ extension IdentityServices {
             await security.record("login_failed", details: ["reason": "unknown_email"], origin: origin, audited: true)
             throw IdentityError.invalidCredentials
         }
-        try await checkCredentials(of: user, origin: origin, locked: "login_locked") {
+        try await checkCredentials(of: user, origin: origin, locked: "login_locked", signedIn: false) {
             let passwordMatches = try await hasher.verify(password, hash: user.passwordHash)
             guard passwordUsable, passwordMatches else { return .failed(reason: "wrong_password", IdentityError.invalidCredentials) }
             if user.isDisabled {
@@ -77,13 +77,16 @@ extension IdentityServices {
     /// and every re-authentication (password change, two-factor on or off)
     /// come through here, so a stolen session cannot guess faster than a login.
     /// An error `check` throws itself leaves the attempt counted.
-    func checkCredentials(of user: User, origin: RequestOrigin, locked event: String = "reauthentication_locked", _ check: () async throws -> CredentialCheck) async throws {
+    /// `signedIn`: a re-authentication, so the user (their session) is the actor of what is recorded; a sign-in may be anyone.
+    func checkCredentials(
+        of user: User, origin: RequestOrigin, locked event: String = "reauthentication_locked", signedIn: Bool = true, _ check: () async throws -> CredentialCheck
+    ) async throws {
         let db = database.db
         let client = ClientAddress.key(origin.ip)
         let attempt: LoginThrottle.Attempt
         switch try await loginThrottle.claim(userID: user.id!, client: client, on: db) {
         case .locked(let wait):
-            await security.record(event, userID: user.id, origin: origin, audited: true)
+            await security.record(event, userID: user.id, byUser: signedIn, origin: origin, audited: true)
             throw IdentityError.tooManyAttempts(retryAfter: wait)
         case .allowed(let claimed):
             attempt = claimed
@@ -94,13 +97,13 @@ extension IdentityServices {
         case .failed(let reason, let error):
             if let delay = try await loginThrottle.failed(userID: user.id!, client: client, attempt: attempt, on: db) {
                 await security.record(
-                    "login_lockout", userID: user.id,
+                    "login_lockout", userID: user.id, byUser: signedIn,
                     details: ["failures": String(attempt.fromClient), "account_failures": String(attempt.onAccount), "seconds": String(Int(delay))],
                     origin: origin, audited: true)
                 try await noticeLockout(user, minutes: max(1, Int((delay / 60).rounded(.up))))
             }
             await security.record(
-                "login_failed", userID: user.id, details: ["reason": reason, "failures": String(attempt.fromClient)], origin: origin, audited: true)
+                "login_failed", userID: user.id, byUser: signedIn, details: ["reason": reason, "failures": String(attempt.fromClient)], origin: origin, audited: true)
             throw error
         }
     }

@@ -74,7 +74,7 @@ struct RateLimitMiddleware: RouterMiddleware {
                 decision = limiter.take(check.key, perMinute: check.perMinute)
             }
             if !decision.allowed {
-                await security.record("rate_limited", userID: context.identity?.userID.uuid, details: ["policy": check.policy], origin: context.origin)
+                await security.record("rate_limited", userID: context.identity?.userID.uuid, byUser: true, details: ["policy": check.policy], origin: context.origin)
                 var headers = Self.headers(policy: check.policy, decision: decision)
                 headers[.retryAfter] = String(max(1, decision.retryAfter))
                 let error = AppError(

@@ -22,7 +22,9 @@ final class SecurityEvents: Sendable {
         self.metrics = metrics
     }
 
-    func record(_ event: String, userID: UUID? = nil, details: [String: String] = [:], origin: RequestOrigin, audited: Bool = false) async {
+    /// `userID` is whom the event is about; `byUser` says the user acted themselves (signed in), which makes them the audit event's
+    /// actor. A failed sign-in, a lockout or a reused refresh token is about a user but may be anyone's doing: no actor.
+    func record(_ event: String, userID: UUID? = nil, byUser: Bool = false, details: [String: String] = [:], origin: RequestOrigin, audited: Bool = false) async {
         var metadata: Logger.Metadata = ["event": .string(event), "client_ip": .string(origin.ip ?? "unknown")]
         if let userID { metadata["user_id"] = .string(userID.lowercasedString) }
         for (key, value) in details { metadata[key] = .string(value) }
@@ -35,7 +37,7 @@ final class SecurityEvents: Sendable {
         guard audited else { return }
         do {
             try await audit.record(
-                .init(action: "security." + event, actorID: userID, subjectType: "user", subjectID: userID?.lowercasedString, userID: userID, details: details),
+                .init(action: "security." + event, actorID: byUser ? userID : nil, subjectType: "user", subjectID: userID?.lowercasedString, userID: userID, details: details),
                 origin: origin, on: database.db)
         } catch {
             origin.logger.error("could not record security event", metadata: ["error": .string(String(reflecting: error))])
