@@ -185,6 +185,36 @@ struct IdentityTests {
         }
     }
 
+    @Test("mail a stranger can make Folio send to an address goes out three times an hour per kind, then waits; the answers stay the same", arguments: TestDatabaseKind.all)
+    func strangerMailLimit(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            _ = try await signUp(client, env, email: "inbox@example.com")
+            #expect(try await post(client, "/api/auth/register", ["email": "unverified@example.com", "password": strongPassword]).status == .created)
+            for _ in 0..<10 {
+                env.clock.advance(by: 1)  // each message its own time in the outbox, so the newest is known
+                #expect(try await post(client, "/api/auth/password-reset/request", ["email": "inbox@example.com"]).status == .accepted)
+                await env.deliverMail()
+                #expect(try await post(client, "/api/auth/register", ["email": "inbox@example.com", "password": strongPassword]).status == .created)
+                #expect(try await post(client, "/api/auth/resend-verification", ["email": "unverified@example.com"]).status == .accepted)
+            }
+            func count(_ template: String, _ email: String) async throws -> Int {
+                try await env.database.sql.raw("SELECT COUNT(*) AS n FROM mail_messages WHERE template = \(bind: template) AND recipient = \(bind: email)")
+                    .first(decodingColumn: "n", as: Int.self) ?? 0
+            }
+            #expect(try await count("reset_password", "inbox@example.com") == IdentityServices.strangerMailPerHour)
+            #expect(try await count("duplicate_registration", "inbox@example.com") == IdentityServices.strangerMailPerHour)
+            #expect(try await count("verify_email", "unverified@example.com") == IdentityServices.strangerMailPerHour, "the sign-up's own link counts")
+            // The last link mailed still works: a held-back request made no new token.
+            let token = try await outboxToken(env, email: "inbox@example.com", kind: "reset_password")
+            let confirmed = try await post(client, "/api/auth/password-reset/confirm", ["token": token, "new_password": "a fresh long passphrase"])
+            #expect(confirmed.status == .noContent, "\(String(buffer: confirmed.body))")
+            // An hour on, the address can be mailed again.
+            env.clock.advance(by: 3601)
+            #expect(try await post(client, "/api/auth/password-reset/request", ["email": "inbox@example.com"]).status == .accepted)
+            #expect(try await count("reset_password", "inbox@example.com") == IdentityServices.strangerMailPerHour + 1)
+        }
+    }
+
     @Test("role and id in a registration body have no effect", arguments: TestDatabaseKind.all)
     func massAssignment(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -86,6 +86,19 @@ struct IdentityServices: Sendable {
         }
     }
 
+    /// Mail anyone can make Folio send to an address by naming it (a reset link, a verification link sent
+    /// again, the notice of a sign-up with it) goes out at most this many times an hour per kind, so no one
+    /// can fill an inbox with Folio's mail or spend its sender's reputation. The answer to the request is the same.
+    static let strangerMailPerHour = 3
+
+    /// Whether another message of `template` may go to the user now; logs when one is held back.
+    func mayMail(_ user: User, _ template: MailTemplate, origin: RequestOrigin) async throws -> Bool {
+        let sent = try await mailQueue.store.count(of: template, userID: user.id!, since: clock.now().addingTimeInterval(-3600))
+        if sent < Self.strangerMailPerHour { return true }
+        origin.logger.info("mail held back: the address had enough of this kind this hour", metadata: ["template": .string(template.rawValue)])
+        return false
+    }
+
     /// Creates a single-use email token and returns the clear value to send.
     func createEmailToken(for user: User, purpose: EmailToken.Purpose, lifetime: TimeInterval, on db: any Database) async throws -> String {
         // A new token replaces any unused one of the same purpose.

@@ -20,6 +20,7 @@ extension IdentityServices {
         let hash = try await hasher.hash(password)
         let db = database.db
         if let existing = try await store.user(email: email, on: db) {
+            guard try await mayMail(existing, .duplicateRegistration, origin: origin) else { return }
             if existing.emailVerifiedAt == nil, !existing.isDisabled {
                 try await restartUnverified(existing, origin: origin)
             } else {
@@ -92,7 +93,8 @@ extension IdentityServices {
     /// A new link for an unverified, enabled user; nothing, silently, otherwise.
     func resendVerification(email: String, origin: RequestOrigin) async throws {
         let db = database.db
-        if let user = try await findUser(email: email, on: db), user.emailVerifiedAt == nil, !user.isDisabled {
+        if let user = try await findUser(email: email, on: db), user.emailVerifiedAt == nil, !user.isDisabled,
+           try await mayMail(user, .verifyEmail, origin: origin) {
             try await sendVerification(to: user, origin: origin, on: db)
         }
     }

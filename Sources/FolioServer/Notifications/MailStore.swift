@@ -76,6 +76,13 @@ struct MailStore: Sendable {
             """)
     }
 
+    /// How many messages of `template` were queued for the user since `since`.
+    func count(of template: MailTemplate, userID: UUID, since: Date) async throws -> Int {
+        try await database.sql.raw("""
+            SELECT COUNT(*) AS n FROM mail_messages WHERE user_id = \(bind: userID) AND template = \(bind: template.rawValue) AND created_at >= \(bind: since)
+            """).first(decodingColumn: "n", as: Int.self) ?? 0
+    }
+
     /// Takes a queued message for sending: only one sender can, and a message
     /// found `sending` later was being sent when its sender stopped.
     func claim(_ id: UUID, now: Date) async throws -> Claimed? {
