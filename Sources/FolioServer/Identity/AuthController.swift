@@ -120,6 +120,8 @@ struct AuthController: Sendable {
             response = try TokenResponse(accessToken: accessToken, expiresIn: expiresIn, csrfToken: services.csrf.token(for: session.id!))
                 .response(from: request, context: context)
             response.setCookie(Self.sessionCookie(refreshToken, maxAge: Int(session.expiresAt.timeIntervalSince(services.clock.now()))))
+            // A confirmation left unsaid belongs to whoever was here before.
+            response.headers.append(PageRenderer.confirmationHeader(nil))
         }
         return response
     }
@@ -166,6 +168,7 @@ struct AuthController: Sendable {
         try await services.signOut(context.identity)
         var response = Response(status: .noContent)
         response.setCookie(Self.sessionCookie("", maxAge: 0))
+        response.headers.append(PageRenderer.confirmationHeader(nil))
         return response
     }
 
@@ -173,6 +176,7 @@ struct AuthController: Sendable {
         try await services.signOutEverywhere(context.identity)
         var response = Response(status: .noContent)
         response.setCookie(Self.sessionCookie("", maxAge: 0))
+        response.headers.append(PageRenderer.confirmationHeader(nil))
         return response
     }
 

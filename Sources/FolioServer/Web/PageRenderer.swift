@@ -101,10 +101,12 @@ struct PageRenderer: Sendable {
         "verification_resent": "If the address needs verifying, a new link is on its way.",
         "account_erased": "Your account is deleted.",
         "password_changed": "Your password is changed and your other sessions are ended. Sign in again.",
-        // `email_verified` as said to a visitor signed in already.
-        "email_verified_signed_in": "Your email is verified.",
+        // `email_verified` as said to a visitor signed in already (the address may be another account's).
+        "email_verified_signed_in": "The address is verified.",
         alreadyDone: "This form had been sent already: what it asked was done then, once, and not again.",
     ]
+    /// The sign-in page's notices that still hold for a visitor who is signed in already, as said to them.
+    static let signedInWording = ["email_verified": "email_verified_signed_in", "reset_requested": "reset_requested", "verification_resent": "verification_resent"]
     /// Said instead of the form's own confirmation when its idempotency key answered with an earlier result.
     static let alreadyDone = "already_done"
     /// `__Host-` and Secure, as the session cookie: no sibling subdomain nor plain-HTTP answer can plant it.

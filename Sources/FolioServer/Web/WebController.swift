@@ -77,12 +77,14 @@ struct WebController: Sendable {
 
     @Sendable func signIn(_ request: Request, context: FolioRequestContext) async throws -> Response {
         if context.identity != nil {
-            // Signed in already (an email verified in the browser that is signed in, say): what this page
-            // would have said is said on the page the visitor is sent to instead.
+            // Signed in already (an address verified in the browser that is signed in, say): a notice that
+            // holds for someone signed in is said on the page the visitor is sent to; one that says to sign
+            // in (or that a password changed: perhaps another person's) is dropped.
             let next = Self.nextPath(request)
             var response = Self.redirect(next)
             if let code = PageRenderer.confirmationCode(of: request) {
-                response.headers.append(PageRenderer.confirmationHeader(code == "email_verified" ? "email_verified_signed_in" : code, for: next))
+                let carried = PageRenderer.signedInWording[code]
+                response.headers.append(PageRenderer.confirmationHeader(carried, for: next))
             }
             return response
         }
