@@ -327,6 +327,7 @@ struct IdentityTests {
 
             let attempt = try await client.execute(uri: "/api/auth/sessions/\(bobSession)", method: .delete, headers: bearer(alice))
             #expect(attempt.status == .notFound)
+            #expect(try await client.execute(uri: "/api/auth/sessions/xyz", method: .delete, headers: bearer(alice)).status == .notFound, "a malformed id names no session")
             #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(bob)).status == .ok)
 
             let admin = try await client.execute(uri: "/api/admin/users", method: .get, headers: bearer(alice))

@@ -255,6 +255,9 @@ struct WebAppTests {
         #expect(FormBridge.advice(status: .internalServerError, code: "internal_error").hasPrefix("It may have been done"))
         #expect(FormBridge.advice(status: .conflict, code: "idempotency_request_in_progress").contains("still being done"))
         #expect(FormBridge.advice(status: .tooManyRequests, code: "rate_limited") == "Nothing was changed; try again in a moment.")
+        #expect(FormBridge.advice(status: .unauthorized, code: "invalid_credentials") == "Go back to the form and send it again, corrected.")
+        #expect(FormBridge.advice(status: .unauthorized, code: "invalid_token").contains("Sign in again"), "a session that ended is not the form's fault")
+        #expect(FormBridge.advice(status: .forbidden, code: "csrf_failed").contains("reload the page"))
         #expect(FormBridge.advice(status: .unprocessableContent, code: "validation_failed") == "Go back to the form and send it again, corrected.")
         // A position's average cost reads to four places; the exact figure stays in the API.
         #expect(Display.averagePrice(Price(uncheckedUnits: 18_935_214_689)) == "$189.3521" && Display.averagePrice(250 as Price) == "$250.00")

@@ -543,7 +543,18 @@ struct AdminAndTwoFactorTests {
 
             #expect(try await post(client, "/api/auth/2fa/disable", ["password": "wrong password!!", "totp_code": code()], headers: bearer(tokens)).status == .unprocessableContent)
             #expect(try await post(client, "/api/auth/2fa/disable", ["password": strongPassword, "recovery_code": recovery[1].uppercased()], headers: bearer(tokens)).status == .noContent)
-            #expect(try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword]).status == .ok)
+            let signedIn = try await post(client, "/api/auth/login", ["email": "twofa@example.com", "password": strongPassword])
+            #expect(signedIn.status == .ok)
+
+            // Enrolling again at once, in the time step last spent: that step was the old secret's, so the new secret's code counts.
+            #expect(try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(try json(signedIn))).status == .ok)
+            let reloaded = try #require(try await User.query(on: env.database.db).filter(\.$email == "twofa@example.com").first())
+            let resealed = try #require(reloaded.totpSecretSealed)
+            let newSecret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(resealed))
+            #expect(newSecret != secret)
+            let newCode = String(format: "%06d", TOTP(secret: newSecret).compute(date: env.clock.now))
+            let reconfirmed = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": newCode], headers: bearer(try json(signedIn)))
+            #expect(reconfirmed.status == .ok, "\(String(buffer: reconfirmed.body))")
         }
     }
 }

@@ -43,7 +43,8 @@ struct AdminController: Sendable {
     }
 
     func setDisabled(_ disabled: Bool, context: AdminContext) async throws -> UserResponse {
-        let id = try context.parameters.require("id", as: UUID.self)
+        // A malformed id names no user: 404, as every route with an id answers.
+        guard let id = context.parameters.get("id").flatMap(UUID.init(uuidString:)) else { throw IdentityError.userNotFound }
         return UserResponse(try await services.setDisabled(disabled, userID: id, actor: context.identity.userID.uuid, origin: context.origin))
     }
 

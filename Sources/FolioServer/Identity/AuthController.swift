@@ -206,7 +206,7 @@ struct AuthController: Sendable {
 
     /// Ends one of the user's own sessions; another user's session is 404.
     @Sendable func revokeSession(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        let id = try context.parameters.require("id", as: UUID.self)
+        guard let id = context.parameters.get("id").flatMap(UUID.init(uuidString:)) else { throw IdentityError.sessionNotFound }
         try await services.revokeSession(id, of: context.identity)
         return Response(status: .noContent)
     }

@@ -226,6 +226,11 @@ struct IdentityStore: Sendable {
         return !rows.isEmpty
     }
 
+    /// A new TOTP secret starts with no time step spent: the last one belonged to the old secret.
+    func forgetTOTPSteps(userID: UUID, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw("UPDATE users SET totp_last_step = NULL WHERE id = \(bind: userID)").run()
+    }
+
     // MARK: Email tokens
 
     func insert(_ token: EmailToken, on db: any Database) async throws {

@@ -20,7 +20,10 @@ extension IdentityServices {
         let secret = String((0..<32).map { _ in alphabet.randomElement(using: &generator)! })
         user.totpSecretSealed = try secretBox.seal(secret)
         user.updatedAt = clock.now()
-        try await store.save(user, on: database.db)
+        try await database.db.transaction { db in
+            try await store.save(user, on: db)
+            try await store.forgetTOTPSteps(userID: user.id!, on: db)
+        }
         return Self.authenticatorEntry(secret: secret, email: user.email)
     }
 

@@ -147,6 +147,10 @@ struct FormBridge: Sendable {
         case (_, "idempotency_key_reused"): "Go back and reload the page for a fresh form."
         case (.conflict, _): "Go back and reload the page: what it showed may have changed since it was drawn."
         case (.tooManyRequests, _): "Nothing was changed; try again in a moment."
+        case (.unauthorized, "invalid_credentials"), (.unauthorized, "two_factor_required"), (.unauthorized, "invalid_two_factor_code"):
+            "Go back to the form and send it again, corrected."
+        case (.unauthorized, _): "Nothing was changed: your session has ended. Sign in again, then send the form again."
+        case (.forbidden, "csrf_failed"): "Nothing was changed: the form is older than your session. Go back and reload the page, then send it again."
         case _ where status.code >= 500: "It may have been done all the same: look at the page before sending it again."
         default: "Go back to the form and send it again, corrected."
         }
