@@ -161,6 +161,15 @@ struct AccountsTests {
             #expect(lines.count == 7)
             #expect(lines[0] == "id,occurred_at,account_id,type,symbol,quantity,price,amount,order_id,description")
             #expect(lines[1].contains(",deposit,,,,5.00,,\"'=cmd|' /C calc'!A0, \"\"quoted\"\"\""))
+
+            // A row stored at a fraction of a second shows its time to the second; that time as both bounds finds it.
+            clock.advance(by: 1.75)
+            #expect(try await post(client, "/api/accounts/\(id)/deposits", ["amount": "7.00", "description": ""], headers: bearer(tokens)).status == .created)
+            let newest = try #require((try json(try await client.execute(uri: "/api/transactions?limit=1", method: .get, headers: bearer(tokens)))["data"] as? [[String: Any]])?.first)
+            #expect(newest["description"] == nil, "an empty description is none, and left out")
+            let shown = try #require(newest["occurred_at"] as? String)
+            let copied = try json(try await client.execute(uri: "/api/transactions?from=\(shown)&to=\(shown)", method: .get, headers: bearer(tokens)))
+            #expect((copied["data"] as? [[String: Any]])?.map { $0["amount"] as? String } == ["7.00"], "\(shown)")
         }
     }
 

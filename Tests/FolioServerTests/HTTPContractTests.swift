@@ -240,5 +240,10 @@ struct StrictDateTests {
         }
         #expect(StrictDate.time("2026-01-31") == nil)
         #expect(StrictDate.time("2026-01-31T10:00:00Z") != nil)
+        // `to` takes the whole of what it names: a day, a whole second; a time with fractions ends exactly there.
+        #expect(StrictDate.end("2026-01-31") == (try Date("2026-02-01T00:00:00Z", strategy: .iso8601)))
+        #expect(StrictDate.end("2026-01-31T10:00:00Z") == (try Date("2026-01-31T10:00:01Z", strategy: .iso8601)))
+        #expect(StrictDate.end("2026-01-31T12:00:00+02:00") == (try Date("2026-01-31T10:00:01Z", strategy: .iso8601)))
+        #expect(StrictDate.end("2026-01-31T10:00:00.250Z") == (try Date("2026-01-31T10:00:00Z", strategy: .iso8601)).addingTimeInterval(0.25))
     }
 }

@@ -139,6 +139,7 @@ struct OrderTypesTests {
             let tooMuch = try await post(client, "/api/orders", ["symbol": "XYZ", "notional": "5000000.00", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
             #expect(tooMuch.status == .unprocessableContent)
             #expect(try problem(tooMuch).code == "insufficient_buying_power")
+            #expect(try problem(tooMuch).errors?.map(\.field) == ["notional"], "the field the order asked by")
             let fine = try await post(client, "/api/orders", ["symbol": "XYZ", "notional": "10.001", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
             #expect(fine.status == .unprocessableContent)
             #expect(try problem(fine).errors?.first?.field == "notional")

@@ -430,6 +430,10 @@ struct OrdersTests {
             #expect(try await order(client, bob, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "client_order_id": "mine-1"]).status == .created)
             let list = try json(try await client.execute(uri: "/api/orders", method: .get, headers: bearer(alice)))
             #expect((list["data"] as? [[String: Any]])?.count == 1)
+            // A control character in a client's id is refused, as in a description.
+            let control = try await order(client, alice, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "client_order_id": "bad id\u{1}"])
+            let codes = try problem(control).errors?.map(\.code)
+            #expect(control.status == .unprocessableContent && codes == ["invalid_characters"])
         }
     }
 }

@@ -5,7 +5,8 @@ public enum TradingError: Error, Equatable, Sendable {
     case invalid([FieldIssue])
     /// A withdrawal or fee beyond the cash not reserved by open orders.
     case insufficientFunds(available: Cash)
-    case insufficientBuyingPower(needed: Cash, available: Cash)
+    /// `field`: what the order asked for, `quantity` or (a market buy by amount) `notional`.
+    case insufficientBuyingPower(needed: Cash, available: Cash, field: String = "quantity")
     case insufficientShares(symbol: String, available: Quantity)
     /// The result would exceed what a balance column holds (`field` is the request's field).
     case balanceLimitExceeded(field: String)

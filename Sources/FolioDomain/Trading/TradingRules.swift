@@ -55,6 +55,8 @@ public enum TradingRules {
         if let issue = AmountCheck.positive(amount, field: "amount", places: places, maximum: maximumMovement).first {
             throw .invalid([issue])
         }
+        // An empty description is none: a field with no value is left out of the answer.
+        let description = description?.isEmpty == true ? nil : description
         if let description, description.count > 200 {
             throw .invalid(field: "description", code: "too_long", message: "description may have at most 200 characters.")
         }
@@ -97,7 +99,7 @@ public enum TradingRules {
         case .buy:
             guard let reserve = try? buyReservation(draft, price: price, margin: marketBuyMargin), reserve <= account.availableCash else {
                 let needed = (try? buyReservation(draft, price: price, margin: marketBuyMargin)) ?? .max
-                throw .insufficientBuyingPower(needed: needed, available: account.availableCash)
+                throw .insufficientBuyingPower(needed: needed, available: account.availableCash, field: draft.notional == nil ? "quantity" : "notional")
             }
             var after = account
             after.reservedCash = Cash(uncheckedUnits: account.reservedCash.units + reserve.units)

@@ -29,7 +29,7 @@ enum ProblemMapping {
             // sent (those are refused as fields): said plainly, never a 500.
             return AppError(
                 .unprocessableContent, code: "amount_out_of_range",
-                detail: "A value this needs is beyond what Folio can hold (16 digits before the decimal point); nothing was changed.")
+                detail: "A value this request needs is beyond what Folio can hold (16 digits before the decimal point), so it could not be worked out. No data was changed.")
         case let error as IdentityError: return identity(error)
         case let refusal as PersonalDataErasure.Refusal: return erasure(refusal)
         case let issue as FieldIssue: return .validation([issue], detail: issue.message)
@@ -51,12 +51,12 @@ enum ProblemMapping {
             return AppError(
                 .unprocessableContent, code: "insufficient_funds", detail: "Only \(Display.money(available, .down)) is available to withdraw.",
                 errors: [.init(field: "amount", code: "insufficient_funds", message: "amount exceeds the available cash of \(Display.money(available, .down)).")])
-        case .insufficientBuyingPower(let needed, let available):
+        case .insufficientBuyingPower(let needed, let available, let field):
             return AppError(
                 .unprocessableContent, code: "insufficient_buying_power",
                 detail: needed == .max ? "This order needs more buying power than an account can hold."
                     : "This order needs \(Display.money(needed, .up)) of buying power; \(Display.money(available, .down)) is available.",
-                errors: [.init(field: "quantity", code: "insufficient_buying_power", message: "Not enough buying power for this order.")])
+                errors: [.init(field: field, code: "insufficient_buying_power", message: "Not enough buying power for this order.")])
         case .insufficientShares(let symbol, let available):
             return AppError(
                 .unprocessableContent, code: "insufficient_shares", detail: "You can sell at most \(available) \(symbol).",

@@ -10,11 +10,14 @@ enum StrictDate {
         text.utf8.count >= 19 ? dayOrTime(text) : nil
     }
 
-    /// Where a list's `to` ends, exclusive: after the whole of a day (`to=2026-01-31` takes
-    /// every row of the 31st, as a statement "to January 31" does), or at a time.
+    /// Where a list's `to` ends, exclusive: after all of what it names, at the precision it is
+    /// written in. A day takes every row of the day (`to=2026-01-31`, as a statement "to January 31"
+    /// reads); a time in whole seconds takes that whole second, since rows show their times to the
+    /// second (a bound copied from a row takes the row); a time with fractions ends exactly there.
     static func end(_ text: String) -> Date? {
         guard let date = dayOrTime(text) else { return nil }
-        return text.utf8.count == 10 ? date.addingTimeInterval(24 * 3600) : date
+        if text.utf8.count == 10 { return date.addingTimeInterval(24 * 3600) }
+        return text.utf8.contains(UInt8(ascii: ".")) ? date : date.addingTimeInterval(1)
     }
 
     /// A day or an RFC 3339 time (the `from` and `to` of list queries).

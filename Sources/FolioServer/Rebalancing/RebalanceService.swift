@@ -456,7 +456,7 @@ struct RebalanceService: Sendable {
 
     static func describe(_ error: any Error) -> String {
         switch error {
-        case TradingError.insufficientBuyingPower(let needed, let available): "they need \(Display.money(needed, .up)) of buying power; \(Display.money(available, .down)) is available."
+        case TradingError.insufficientBuyingPower(let needed, let available, _): "they need \(Display.money(needed, .up)) of buying power; \(Display.money(available, .down)) is available."
         case TradingError.insufficientShares(let symbol, let available): "only \(available) \(symbol) can be sold."
         case TradingError.unknownSymbol(let symbol), RebalanceError.noPrice(let symbol): "no market quotes \(symbol)."
         case let error as MarketDataUnavailable: "market data is unavailable (\(error.reason))."
