@@ -16,6 +16,25 @@ struct PerformanceAPITests {
         await env.worker.drain()
     }
 
+    @Test("performance on an account's first day counts from nothing at its opening: its deposits show, and returns are worked out", arguments: TestDatabaseKind.all)
+    func firstDay(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "day-one@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "2500.00"], headers: bearer(tokens)).status == .created)
+            try await Self.order(client, env, tokens, "BUY", 10)
+            let today = try json(try await client.execute(uri: "/api/portfolio/performance?range=ALL", method: .get, headers: bearer(tokens)))
+            let opening = try env.configuration.startingCash + #require(Cash("2500.00"))
+            #expect(today["deposits"] as? String == opening.description, "\(today)")
+            #expect(today["start_value"] as? String == "0.00" && today["days"] as? Int == 2 && today["note"] == nil, "\(today)")
+            let end = try Cash(parsing: try #require(today["end_value"] as? String))
+            // No flow but the deposits: the return is what the value is against them.
+            let simple = try Returns.percent(try Growth.quotient(end, opening, rounding: .halfEven))
+            #expect(today["time_weighted_return_percent"] as? String == simple.description, "\(today)")
+            #expect(today["from"] as? String == today["to"] as? String)
+        }
+    }
+
     @Test("performance: with no flows the time-weighted return is the simple return; a deposit is a flow, not a gain; lots add up to the holding; realized gains reconcile in JSON and CSV", arguments: TestDatabaseKind.all)
     func performance(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

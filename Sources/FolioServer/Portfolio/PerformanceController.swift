@@ -96,7 +96,13 @@ struct PerformanceController: Sendable {
         if let base, let index = stored.lastIndex(where: { $0.value.day <= base }) { stored.removeFirst(index) }
         var values = stored.map { Returns.ValuePoint(at: $0.asOf, value: $0.value.totalValue) }
         var days = stored.map(\.value.day)
-        if today.isWeekday, days.last != today {
+        // An account with no close yet (opened today) starts from nothing at its opening, so the day's
+        // deposits, dividends and sales count; from its first close on, ranges start at a close.
+        if stored.isEmpty {
+            values.append(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero))
+            days.append(TradingDay(account.createdAt))
+        }
+        if today.isWeekday, stored.last?.value.day != today {
             // Valued on the same database the flows are read from, so a deposit counts on both sides or neither.
             let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID, using: reader)
             values.append(.init(at: now, value: valuation.totalValue))
