@@ -28,7 +28,7 @@ struct LedgerCommand: AsyncParsableCommand {
         @OptionGroup var options: EnvironmentOptions
         @Argument(help: "The account's id.") var accountID: String
         @Option(help: "dividend or fee.") var type: String
-        @Option(help: "A positive amount such as 12.34.") var amount: String
+        @Option(parsing: .unconditional, help: "A positive amount such as 12.34.") var amount: String
         @Option(help: "The ticker a dividend was paid on.") var symbol: String?
         @Option(help: "What the customer sees on the statement.") var description: String?
 

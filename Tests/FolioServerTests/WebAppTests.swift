@@ -265,6 +265,11 @@ struct WebAppTests {
         // The confirmation names the page it is for: its path only, and "/" for one a cookie cannot carry.
         #expect(PageRenderer.confirmationPath("/targets?account_id=7") == "/targets" && PageRenderer.confirmationPath("/?range=3M") == "/")
         #expect(PageRenderer.confirmationPath("/caf\u{E9}") == "/" && PageRenderer.confirmationPath("/a;b") == "/")
+        // One account's page is not another's: a confirmation names the account its page shows.
+        let account = "0b7e4a1c-5d2f-4e3a-9c8b-7a6f5e4d3c2b"
+        #expect(PageRenderer.confirmationPath("/?account_id=\(account.uppercased())&range=1M") == "/?account_id=\(account)")
+        #expect(PageRenderer.confirmation(cookie: "deposited:/?account_id=\(account)", onPage: "/").text == nil)
+        #expect(PageRenderer.confirmation(cookie: "deposited:/?account_id=\(account)", onPage: "/?account_id=\(account)").text != nil)
         let onDashboard = PageRenderer.confirmation(cookie: "deposited:/", onPage: "/")
         #expect(onDashboard.text == PageRenderer.confirmations["deposited"] && onDashboard.clear)
         let onOrders = PageRenderer.confirmation(cookie: "deposited:/", onPage: "/orders")

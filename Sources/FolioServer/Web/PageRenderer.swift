@@ -120,29 +120,39 @@ struct PageRenderer: Sendable {
         ], status: .notFound)
     }
 
-    /// The header that sets the confirmation for the page at `next` (its path; the query is
-    /// left out), or (nil) clears it once said.
+    /// The header that sets the confirmation for the page at `next` (its path, and the account it
+    /// names; the rest of the query is left out), or (nil) clears it once said.
     static func confirmationHeader(_ code: String?, for next: String = "/") -> HTTPField {
         let value = code.map { "\($0):\(confirmationPath(next))" } ?? ""
         return HTTPField(name: .setCookie, value: confirmationCookie + "=\(value); Path=/; Max-Age=\(code == nil ? 0 : 60); Secure; SameSite=Strict")
     }
 
-    /// The path part of a site path, when it holds only characters a cookie value may (Folio's pages do); "/" otherwise.
+    /// The page a site path leads to, as the cookie names it: its path, when it holds only characters a
+    /// cookie value may (Folio's pages do; "/" otherwise), and the account its `account_id` names, if any
+    /// ("/?account_id=…"): the dashboard of one account is not the dashboard of another.
     static func confirmationPath(_ next: String) -> String {
         let path = next.prefix { $0 != "?" && $0 != "#" }
-        return !path.isEmpty && path.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/_.-".unicodeScalars.contains($0)) })
+        let page = !path.isEmpty && path.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/_.-".unicodeScalars.contains($0)) })
             ? String(path) : "/"
+        let query = next.dropFirst(path.count).first == "?" ? next.dropFirst(path.count + 1).prefix { $0 != "#" } : ""
+        let account = query.split(separator: "&").first { $0.hasPrefix("account_id=") }.flatMap { AccountID(String($0.dropFirst("account_id=".count))) }
+        return page + (account.map { "?account_id=\($0)" } ?? "")
     }
 
-    /// What the confirmation cookie means for the page at `path`: the text to say (nil for none),
+    /// The request's page as `confirmationPath` names it.
+    static func confirmationPage(of request: Request) -> String {
+        request.uri.path + (request.query["account_id"].flatMap { AccountID($0) }.map { "?account_id=\($0)" } ?? "")
+    }
+
+    /// What the confirmation cookie means for the request's page: the text to say (nil for none),
     /// and whether to clear it (said here, or not a confirmation at all; one for another page is kept).
     static func confirmation(of request: Request) -> (text: String?, clear: Bool) {
-        confirmation(cookie: request.cookies[confirmationCookie]?.value, onPage: request.uri.path)
+        confirmation(cookie: request.cookies[confirmationCookie]?.value, onPage: confirmationPage(of: request))
     }
 
-    /// The code of a confirmation meant for the page at the request's path, if there is one.
+    /// The code of a confirmation meant for the request's page, if there is one.
     static func confirmationCode(of request: Request) -> String? {
-        guard let value = request.cookies[confirmationCookie]?.value, confirmation(cookie: value, onPage: request.uri.path).text != nil else { return nil }
+        guard let value = request.cookies[confirmationCookie]?.value, confirmation(of: request).text != nil else { return nil }
         return String(value.prefix { $0 != ":" })
     }
 

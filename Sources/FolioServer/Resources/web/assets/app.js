@@ -146,10 +146,12 @@ async function submit(event) {
       done.focus();
     } else if (form.elements._next) {
       // The next page says what was done (PageRenderer.confirmations), once, as after FormBridge's redirect:
-      // the cookie names that page's path (PageRenderer.confirmationPath), so another tab's page does not.
+      // the cookie names that page (PageRenderer.confirmationPath: its path and account), so another tab's page does not.
       if (form.elements._done) {
-        const path = form.elements._next.value.split(/[?#]/)[0];
-        const page = /^\/[A-Za-z0-9\/_.-]*$/.test(path) ? path : '/';
+        const next = new URL(form.elements._next.value, window.location.origin);
+        const account = next.searchParams.get('account_id');
+        const page = (/^\/[A-Za-z0-9\/_.-]*$/.test(next.pathname) ? next.pathname : '/')
+          + (account && /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(account) ? `?account_id=${account.toLowerCase()}` : '');
         document.cookie = `__Host-folio_done=${encodeURIComponent(form.elements._done.value)}:${page}; Path=/; Max-Age=60; Secure; SameSite=Strict`;
       }
       window.location.assign(form.elements._next.value);
