@@ -45,8 +45,11 @@ function update() {
   const typed = type === 'LIMIT' || type === 'STOP_LIMIT' ? form.elements.limit_price.value : type === 'STOP' ? form.elements.stop_price.value : null;
   const price = decimal(typed ?? quote?.price);
   const quantity = decimal(form.elements.quantity.value);
+  // A stop-limit's stop price is checked too, though the estimate is at its limit.
+  const stop = type === 'STOP_LIMIT' ? decimal(form.elements.stop_price.value) : null;
+  const stopRefused = type === 'STOP_LIMIT' && (!stop || stop.units <= 0n || refused(stop, 'price'));
   // Folio refuses a quantity or price of zero or less, or finer than it keeps: nothing to estimate.
-  if (!price || !quantity || price.units <= 0n || quantity.units <= 0n || (typed !== null && refused(price, 'price')) || refused(quantity, 'quantity')) {
+  if (!price || !quantity || price.units <= 0n || quantity.units <= 0n || (typed !== null && refused(price, 'price')) || refused(quantity, 'quantity') || stopRefused) {
     estimate.textContent = '—';
     return;
   }
