@@ -82,7 +82,8 @@ struct ConfigurationTests {
         // Made-up keys of full length: a placeholder word anywhere, a repeated piece, a run of characters in order.
         "changeme-changeme-changeme-changeme", "password1234password1234password1234", "0123456789abcdef0123456789abcdef",
         "your-secret-key-here-change-this-in-production-please", "replace-with-output-of-openssl-rand-hex-32-xxxxxxx",
-        "abcdefghijklmnopqrstuvwxyz0123456789", "Kz9#Qw2!Kz9#Qw2!Kz9#Qw2!Kz9#Qw2!Kz9#",
+        "abcdefghijklmnopqrstuvwxyz0123456789", "Kz9#Qw2!Kz9#Qw2!Kz9#Qw2!Kz9#Qw2!Kz9#", "Kz9#Qw2!Kz9#Qw2!Kz9#Qw2!Kz9#Qw2!X",
+        "myfolio2024myfolio2024myfolio2024!", "development-key-for-folio-local-use-1", "this-is-a-test-key-for-local-development-only",
     ])
     func weakKeys(key: String) {
         let found = problems(["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": key, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio"])

@@ -123,11 +123,16 @@ struct HTTPContractTests {
             #expect(try await client.execute(uri: "/api/accounts?page=2", method: .get, headers: bearer(tokens)).status == .unprocessableContent)
             let account = try await env.firstAccount()
             #expect(try await client.execute(uri: "/api/accounts/\(account.id)/targets?version=1&x=1", method: .get, headers: bearer(tokens)).status == .unprocessableContent)
-            for uri in ["/api/orders?status=filled&limit=5", "/api/transactions?type=deposit&from=2026-01-01", "/api/accounts", "/api/market/quotes?symbols=AAPL"] {
+            for uri in [
+                "/api/orders?status=filled&limit=5", "/api/transactions?type=deposit&from=2026-01-01", "/api/accounts", "/api/market/quotes?symbols=AAPL",
+                // Names are read decoded, and an empty one names nothing.
+                "/api/orders?&limit=5&&status=new", "/api/transactions?account%5Fid=\(account.id)",
+            ] {
                 #expect(try await client.execute(uri: uri, method: .get, headers: bearer(tokens)).status == .ok, "\(uri)")
             }
             // Pages and health checks are not the API: they are not held to its document.
             #expect(try await client.execute(uri: "/health?probe=1", method: .get).status == .ok)
+            #expect(try await client.execute(uri: "/api/health?t=123", method: .get).status == .ok, "a monitor's cache-buster")
         }
     }
 

@@ -185,6 +185,19 @@ struct IdentityTests {
         }
     }
 
+    @Test("where sign-in does not wait for verification, a second sign-up of an unverified address leaves the working account alone and tells its owner", arguments: TestDatabaseKind.all)
+    func unverifiedButWorking(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.requireEmailVerification = false }) { client, env in
+            #expect(try await post(client, "/api/auth/register", ["email": "lee@example.com", "password": strongPassword]).status == .created)
+            let tokens = try json(try await post(client, "/api/auth/login", ["email": "lee@example.com", "password": strongPassword]))
+            #expect(try await post(client, "/api/auth/register", ["email": "lee@example.com", "password": "somebody else's passphrase"]).status == .created)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .ok, "not signed out by a stranger")
+            #expect(try await post(client, "/api/auth/login", ["email": "lee@example.com", "password": strongPassword]).status == .ok)
+            let notice = try #require(try await env.outbox(kind: "duplicate_registration").first)
+            #expect(notice.body.contains("which already has one"))
+        }
+    }
+
     @Test("mail a stranger can make Folio send to an address goes out three times an hour per kind, then waits; the answers stay the same", arguments: TestDatabaseKind.all)
     func strangerMailLimit(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -478,7 +478,7 @@ public enum ConfigurationLoader {
     /// random (a random key of hex or base64 holds a six-letter word with a chance of about one in a million).
     static let placeholderWords = [
         "changeme", "change-me", "change_me", "changethis", "password", "passw0rd", "secret", "example", "replace", "placeholder",
-        "insecure", "default", "qwerty", "letmein", "your-", "your_", "xxxxxx",
+        "insecure", "default", "qwerty", "letmein", "your-", "your_", "xxxxxx", "development", "testing",
     ]
 
     /// Why a key could be guessed (said after its name), or nil when nothing shows it was not drawn at random.
@@ -490,11 +490,14 @@ public enum ConfigurationLoader {
         }
         let scalars = Array(secret.unicodeScalars)
         if Set(scalars).count < 8 { return "repeats too few distinct characters to be random" }
-        // One piece said again and again ("password1234password1234…", "0123456789abcdef0123456789abcdef").
-        if scalars.count >= 2, let period = (1...scalars.count / 2).first(where: { period in
-            (period..<scalars.count).allSatisfy { scalars[$0] == scalars[$0 - period] }
+        // One piece said again and again ("password1234password1234…", "0123456789abcdef0123456789abcdef"):
+        // six characters in a row that come back three times (in a random key, about never).
+        var pieces: [ArraySlice<Unicode.Scalar>: Int] = [:]
+        if scalars.count >= 6, (0...(scalars.count - 6)).contains(where: { start in
+            pieces[scalars[start..<(start + 6)], default: 0] += 1
+            return pieces[scalars[start..<(start + 6)]]! >= 3
         }) {
-            return "repeats the same \(period) characters over and over"
+            return "repeats the same characters over and over"
         }
         // Runs such as "abcdefgh…" or "9876…": a random key steps by one between neighbours about one time in eight (hex).
         let steps = zip(scalars, scalars.dropFirst()).filter { abs(Int($0.value) - Int($1.value)) == 1 }.count

@@ -21,5 +21,6 @@ enum MigrationRegistry {
         AddPrivacyColumns(),
         AddAccountClosedAt(),
         CreateRateLimitBuckets(),
+        IndexMailByRecipient(),
     ]
 }

@@ -13,7 +13,8 @@ struct QueryParameters: Sendable {
     init(_ document: [String: Any]) {
         var byRoute: [String: Set<String>] = [:]
         let components = (document["components"] as? [String: Any])?["parameters"] as? [String: Any] ?? [:]
-        for (path, item) in document["paths"] as? [String: Any] ?? [:] where path.hasPrefix("/api/") {
+        // The liveness check answers whatever it is asked with (a monitor's cache-buster, say), as `/health` does.
+        for (path, item) in document["paths"] as? [String: Any] ?? [:] where path.hasPrefix("/api/") && path != "/api/health" {
             guard let item = item as? [String: Any], let get = item["get"] as? [String: Any] else { continue }
             let declared = (item["parameters"] as? [Any] ?? []) + (get["parameters"] as? [Any] ?? [])
             var names = Set<String>()
@@ -33,7 +34,8 @@ struct QueryParameters: Sendable {
     func unknown(in request: Request, route: String?) -> [String] {
         guard let query = request.uri.query, !query.isEmpty, let route, let allowed = byRoute[Self.blanked(route)] else { return [] }
         var seen = Set<String>()
-        return request.uri.queryParameters.map { String($0.key) }.filter { !allowed.contains($0) && seen.insert($0).inserted }
+        // Names decoded as the handlers read them (`FormQuery`): `account%5Fid` is `account_id`; `?&limit=5` names nothing more.
+        return FormQuery.pairs(query).map(\.0).filter { !$0.isEmpty && !allowed.contains($0) && seen.insert($0).inserted }
     }
 
     /// What the route takes, for the refusal's message.
@@ -41,7 +43,15 @@ struct QueryParameters: Sendable {
         (byRoute[Self.blanked(route)] ?? []).sorted()
     }
 
+    /// The pattern with each capture's name left out, so the document's and the router's names need not agree.
     static func blanked(_ pattern: String) -> String {
-        pattern.replacing(/\{[^}]*\}/, with: "{}")
+        guard pattern.contains("{") else { return pattern }
+        var blanked = "", inCapture = false
+        for character in pattern {
+            if character == "{" { inCapture = true; blanked.append("{") }
+            else if character == "}" { inCapture = false; blanked.append("}") }
+            else if !inCapture { blanked.append(character) }
+        }
+        return blanked
     }
 }

@@ -21,7 +21,8 @@ extension IdentityServices {
         let db = database.db
         if let existing = try await store.user(email: email, on: db) {
             guard try await mayMail(existing, .duplicateRegistration, origin: origin) else { return }
-            if existing.emailVerifiedAt == nil, !existing.isDisabled {
+            // Where sign-in does not wait for verification, an unverified account is a working one: not wiped.
+            if existing.emailVerifiedAt == nil, !existing.isDisabled, configuration.requireEmailVerification {
                 try await restartUnverified(existing, origin: origin)
             } else {
                 try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
@@ -40,8 +41,12 @@ extension IdentityServices {
                 try await sendVerification(to: user, origin: origin, on: db)
             }
         } catch where DatabaseConstraint(error)?.kind == .unique {
-            // A concurrent registration of the same address won; answer the same way.
+            // A concurrent registration of the same address won: this one is a second sign-up of it, answered the same way.
             origin.logger.info("registration raced on a duplicate email")
+            if let winner = try await store.user(email: email, on: db), winner.emailVerifiedAt == nil, !winner.isDisabled,
+               configuration.requireEmailVerification, try await mayMail(winner, .duplicateRegistration, origin: origin) {
+                try await restartUnverified(winner, origin: origin)
+            }
         }
     }
 

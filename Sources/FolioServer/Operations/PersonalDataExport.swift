@@ -135,9 +135,10 @@ struct PersonalDataExport: Sendable {
             columns: columns("id:uuid, template, recipient, status, attempts:int, created_at:date, sent_at:date")),
         Section(
             name: "audit_events", about: "The audit trail's events about you and your accounts.", table: "audit_events",
-            // The address only where the user acted themselves: an administrator's address is theirs, and a failed sign-in's may be an attacker's.
+            // The address only where the user acted themselves: an administrator's address is theirs, and a failed sign-in's may be
+            // an attacker's (events recorded before sign-in attempts had no actor named the user: left out by their action).
             columns: columns("id:uuid, occurred_at:date, action, subject_type, subject_id, details, ip, request_id"),
-            select: ["ip": "CASE WHEN t.actor_id = t.user_id THEN t.ip END"]),
+            select: ["ip": "CASE WHEN t.actor_id = t.user_id AND t.action NOT IN ('security.login_failed', 'security.login_lockout', 'security.login_locked', 'security.login_refused', 'security.refresh_token_reuse') THEN t.ip END"]),
     ]
 
     /// The user's profile row: read before the answer starts, so a missing user or a

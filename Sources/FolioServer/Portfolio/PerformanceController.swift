@@ -96,23 +96,25 @@ struct PerformanceController: Sendable {
         if let base, let index = stored.lastIndex(where: { $0.value.day <= base }) { stored.removeFirst(index) }
         var values = stored.map { Returns.ValuePoint(at: $0.asOf, value: $0.value.totalValue) }
         var days = stored.map(\.value.day)
-        // An account with no close yet (opened today) starts from nothing at its opening, so the day's
-        // deposits, dividends and sales count; from its first close on, ranges start at a close.
-        if stored.isEmpty {
-            values.append(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero))
-            days.append(TradingDay(account.createdAt))
-        }
-        if today.isWeekday, stored.last?.value.day != today {
+        if today.isWeekday, days.last != today {
             // Valued on the same database the flows are read from, so a deposit counts on both sides or neither.
             let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID, using: reader)
             values.append(.init(at: now, value: valuation.totalValue))
             days.append(today)
         }
+        let end = values.last?.at ?? now
+        let entries = try await reader.entries(of: account.id, through: end).map(\.line)
+        // An account opened today has no close yet: it starts from nothing at its opening, so the day's deposits,
+        // dividends and sales count (from its first close on, ranges start at a close). Not an account that came
+        // with shares (a linked brokerage account's holdings arrive as corrections, which are not flows).
+        if stored.isEmpty, values.count == 1, TradingDay(account.createdAt) == today,
+           !entries.contains(where: { $0.kind == .correction && $0.quantity != nil }) {
+            values.insert(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero), at: 0)
+            days.insert(today, at: 0)
+        }
 
         // The range runs from when the first value was taken to when the last was; a flow belongs to the first value after it.
         let start = values.first?.at
-        let end = values.last?.at ?? now
-        let entries = try await reader.entries(of: account.id, through: end).map(\.line)
         let inRange = entries.filter { entry in (start.map { entry.occurredAt > $0 } ?? true) && entry.occurredAt <= end }
         var response = PerformanceResponse(
             accountID: account.id, range: range.rawValue, from: days.first?.description, to: days.last?.description,
