@@ -177,6 +177,7 @@ struct IdentityTests {
             }
             let mailed = try await env.outbox(kind: "duplicate_registration")
             #expect(mailed.count == 1 && mailed.first?.body.contains("choose your password") == true)
+            #expect(mailed.first?.subject == "Choose a password to finish your Folio account")
             let link = try await outboxToken(env, email: "kate@example.com", kind: "duplicate_registration")
             #expect(try await post(client, "/api/auth/password-reset/confirm", ["token": link, "new_password": owner]).status == .noContent)
             #expect(try await post(client, "/api/auth/login", ["email": "kate@example.com", "password": owner]).status == .ok, "the address is verified by the link")
@@ -194,7 +195,7 @@ struct IdentityTests {
             #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .ok, "not signed out by a stranger")
             #expect(try await post(client, "/api/auth/login", ["email": "lee@example.com", "password": strongPassword]).status == .ok)
             let notice = try #require(try await env.outbox(kind: "duplicate_registration").first)
-            #expect(notice.body.contains("which already has one"))
+            #expect(notice.body.contains("which already has one") && notice.subject == "Someone tried to register with your email")
         }
     }
 

@@ -61,7 +61,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         switch self {
         case .verifyEmail: "Verify your email for Folio"
         case .resetPassword: "Reset your Folio password"
-        case .duplicateRegistration: "Someone tried to register with your email"
+        case .duplicateRegistration: "{{#link}}Choose a password to finish your Folio account{{/link}}{{^link}}Someone tried to register with your email{{/link}}"
         case .orderFilled: "Filled: {{side}} {{quantity}} {{symbol}} at {{price_text}}{{^price_text}}{{price}}{{/price_text}}"
         case .orderPartiallyFilled: "Partly filled: {{side}} {{symbol}}, {{filled_quantity}} of {{quantity}}"
         case .orderRejected: "Rejected: your order to {{side}} {{symbol}}"
