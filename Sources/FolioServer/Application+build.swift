@@ -360,6 +360,9 @@ public struct FolioServices: Sendable {
         if opened > 0 { logger.info("opened audit chains for accounts from before per-account chains", metadata: ["accounts": .stringConvertible(opened)]) }
         let resigned = try await AuditChain.resignHeads(anchor: anchor, database: database)
         if resigned > 0 { logger.info("signed audit chain heads again under the current key", metadata: ["heads": .stringConvertible(resigned)]) }
+        // The hash no password matches is made now, not on the first sign-in with an unknown address or the first
+        // second sign-up: that one bcrypt would make one answer slower, a hint that the address has an account.
+        _ = try await identity.hasher.unusableHash()
     }
 
     /// The router with every route and middleware. `extraRoutes` lets tests add

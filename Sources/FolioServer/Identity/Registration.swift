@@ -58,18 +58,20 @@ extension IdentityServices {
         let unusable = try await hasher.unusableHash()
         let now = clock.now()
         try await database.db.transaction { db in
+            // Verified meanwhile (its owner followed a link just now): the address is proven, the account stays.
+            guard let current = try await store.user(id: user.id!, on: db), current.emailVerifiedAt == nil else { return }
             try await store.retireEmailTokens(userID: user.id!, purpose: .verifyEmail, at: now, on: db)
             try await store.retireEmailTokens(userID: user.id!, purpose: .resetPassword, at: now, on: db)
-            user.passwordHash = unusable
-            user.passwordChangedAt = now
-            user.updatedAt = now
-            try await store.save(user, on: db)
+            current.passwordHash = unusable
+            current.passwordChangedAt = now
+            current.updatedAt = now
+            try await store.save(current, on: db)
             try await sessions.revokeAll(userID: user.id!, reason: "registration_repeated", on: db)
             try await audit.record(
                 .init(action: "user.registration_repeated", actorID: nil, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
                 origin: origin, on: db)
-            let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.emailTokenLifetime, on: db)
-            try await mail(user, .duplicateRegistration, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)
+            let token = try await createEmailToken(for: current, purpose: .resetPassword, lifetime: Self.emailTokenLifetime, on: db)
+            try await mail(current, .duplicateRegistration, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)
         }
     }
 
