@@ -21,8 +21,7 @@ extension IdentityServices {
         let db = database.db
         if let existing = try await store.user(email: email, on: db) {
             guard try await mayMail(existing, .duplicateRegistration, origin: origin) else { return }
-            // Where sign-in does not wait for verification, an unverified account is a working one: not wiped.
-            if existing.emailVerifiedAt == nil, !existing.isDisabled, configuration.requireEmailVerification {
+            if signUpAgainRestarts(existing) {
                 try await restartUnverified(existing, origin: origin)
             } else {
                 try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
@@ -43,11 +42,18 @@ extension IdentityServices {
         } catch where DatabaseConstraint(error)?.kind == .unique {
             // A concurrent registration of the same address won: this one is a second sign-up of it, answered the same way.
             origin.logger.info("registration raced on a duplicate email")
-            if let winner = try await store.user(email: email, on: db), winner.emailVerifiedAt == nil, !winner.isDisabled,
-               configuration.requireEmailVerification, try await mayMail(winner, .duplicateRegistration, origin: origin) {
+            if let winner = try await store.user(email: email, on: db), signUpAgainRestarts(winner),
+               try await mayMail(winner, .duplicateRegistration, origin: origin) {
                 try await restartUnverified(winner, origin: origin)
             }
         }
+    }
+
+    /// Whether a second sign-up of the user's address restarts the account (`restartUnverified`): it is unproven
+    /// and enabled, and sign-in waits for verification. Where sign-in does not wait, an unverified account is
+    /// a working one, and it is not wiped.
+    private func signUpAgainRestarts(_ user: User) -> Bool {
+        user.emailVerifiedAt == nil && !user.isDisabled && configuration.requireEmailVerification
     }
 
     /// An address signed up for again before it was verified. Either sign-up may be someone else's, made to

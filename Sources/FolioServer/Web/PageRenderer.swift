@@ -134,14 +134,18 @@ struct PageRenderer: Sendable {
         let path = next.prefix { $0 != "?" && $0 != "#" }
         let page = !path.isEmpty && path.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/_.-".unicodeScalars.contains($0)) })
             ? String(path) : "/"
-        let query = next.dropFirst(path.count).first == "?" ? next.dropFirst(path.count + 1).prefix { $0 != "#" } : ""
-        let account = query.split(separator: "&").first { $0.hasPrefix("account_id=") }.flatMap { AccountID(String($0.dropFirst("account_id=".count))) }
-        return page + (account.map { "?account_id=\($0)" } ?? "")
+        let query = next.dropFirst(path.count).first == "?" ? String(next.dropFirst(path.count + 1).prefix { $0 != "#" }) : nil
+        return confirmationPage(path: page, query: FormQuery(query))
     }
 
     /// The request's page as `confirmationPath` names it.
     static func confirmationPage(of request: Request) -> String {
-        request.uri.path + (request.query["account_id"].flatMap { AccountID($0) }.map { "?account_id=\($0)" } ?? "")
+        confirmationPage(path: request.uri.path, query: request.query)
+    }
+
+    /// A page's path and the account it shows, the only part of its query a confirmation keeps.
+    private static func confirmationPage(path: String, query: FormQuery) -> String {
+        path + (query["account_id"].flatMap { AccountID($0) }.map { "?account_id=\($0)" } ?? "")
     }
 
     /// What the confirmation cookie means for the request's page: the text to say (nil for none),
