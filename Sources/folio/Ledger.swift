@@ -29,7 +29,7 @@ struct LedgerCommand: AsyncParsableCommand {
         @Argument(help: "The account's id.") var accountID: String
         @Option(help: "dividend or fee.") var type: String
         @Option(parsing: .unconditional, help: "A positive amount such as 12.34.") var amount: String
-        @Option(help: "The ticker a dividend was paid on.") var symbol: String?
+        @Option(help: "The ticker a dividend was paid on (required for a dividend; one the account holds or held).") var symbol: String?
         @Option(help: "What the customer sees on the statement.") var description: String?
 
         func run() async throws {

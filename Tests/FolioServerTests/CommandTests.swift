@@ -173,6 +173,17 @@ struct CommandTests {
             // Dividends and fees posted by an operator keep the books balanced.
             let store = TradingStore(database: database)
             let accountID = try #require(try await store.allAccounts(on: database.sql).first?.id.description)
+            // A dividend names a symbol the account holds or held (its holding row stays when sold out).
+            let unnamed = try folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34"], environment: environment)
+            #expect(unnamed.status == 1)
+            #expect(unnamed.stderr.contains("a dividend needs the symbol"))
+            let neverHeld = try folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34", "--symbol", "aapl"], environment: environment)
+            #expect(neverHeld.status == 1)
+            #expect(neverHeld.stderr.contains("the account never held AAPL"))
+            try await database.sql.raw("""
+                INSERT INTO holdings (id, account_id, user_id, symbol, quantity, reserved_quantity, cost_basis, created_at, updated_at)
+                SELECT \(bind: UUID()), id, user_id, 'AAPL', 0, 0, 0, created_at, created_at FROM accounts
+                """).run()
             let dividend = try folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34", "--symbol", "aapl"], environment: environment)
             #expect(dividend.status == 0)
             #expect(dividend.stdout.contains("posted dividend 12.34"))

@@ -12,8 +12,8 @@ public enum OperatorPosting {
         var movement: TradingRules.CashMovement { self == .dividend ? .dividend : .fee }
     }
 
-    /// Posts one movement; returns the ledger row's id and the cash after it.
-    /// Throws `TradingError` for what the rules refuse.
+    /// Posts one movement; returns the ledger row's id and the cash after it. A dividend names a symbol
+    /// the account holds or held. Throws `TradingError` for what the rules refuse.
     public static func post(
         _ kind: Kind, accountID: AccountID, amount: Cash, symbol: String?, description: String, services: FolioServices
     ) async throws -> (entryID: EntryID, cashAfter: Cash) {
@@ -23,8 +23,16 @@ public enum OperatorPosting {
             }
             return ticker
         }
+        if kind == .dividend, ticker == nil {
+            throw TradingError.invalid(field: "symbol", code: "required", message: "a dividend needs the symbol it was paid on")
+        }
         let accounts = services.accounts, store = services.store
         return try await services.database.transaction { db in
+            // A holding's row stays when it is sold out, so a row means the account holds or held the symbol:
+            // a dividend on one it never held is a typo, not income.
+            if kind == .dividend, let ticker, try await store.holdings(of: accountID, symbols: [ticker], on: db).isEmpty {
+                throw TradingError.invalid(field: "symbol", code: "never_held", message: "the account never held \(ticker)")
+            }
             let entry = try await accounts.move(
                 kind.movement, amount: amount, description: description, symbol: ticker, account: accountID, owner: nil, actor: nil,
                 context: AuditContext(ip: "cli"), on: db)
