@@ -100,6 +100,19 @@ struct TradingRulesTests {
         #expect(books.fills.map(\.brokerFillID) == ["f1", "f2"])
     }
 
+    @Test("a fill a broker that holds the order made, which the books cannot take, is refused whole: the order stays open, nothing changes")
+    func unpayableAtBroker() throws {
+        var books = try placedBuy(quantity: "1", limit: "10", cash: "10.00")
+        let before = books
+        let order = try #require(books.orders.values.first)
+        #expect(throws: TradingError.brokerFillNotRecorded(orderID: order.id, reason: "insufficient cash at the fill price")) {
+            try books.apply(.filled([BrokerFill(id: "f1", quantity: qty("1"), price: px("11"))]), to: order.id, heldAtBroker: true, ids: ids, now: now)
+        }
+        #expect(books.orders == before.orders)
+        #expect(books.account == before.account)
+        #expect(books.fills.isEmpty)
+    }
+
     @Test("an order that has not filled is rejected when its first fill cannot be paid")
     func unpayableFirst() throws {
         var books = try placedBuy(quantity: "1", limit: "10", cash: "10.00")

@@ -88,6 +88,47 @@ struct AlpacaStreamTests {
         }
     }
 
+    @Test("an order partly filled whose rest Alpaca then expires ends by the stream's event alone, what filled standing", arguments: TestDatabaseKind.all)
+    func restEndedByStream(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            let id = try await restingOrder(client, env, tokens, account)
+            fake.fill(clientOrderID: id, quantity: 1, at: 59)
+            try await eventually("the partial fill applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
+            let listsBefore = fake.listCalls
+            fake.setStatus(clientOrderID: id, "expired")
+            try await eventually("the rest ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            #expect(fake.listCalls == listsBefore, "no poll was needed")
+            let shown = try await status(client, tokens, id)
+            #expect(shown["filled_quantity"] as? String == "1")
+            #expect(try await env.store.fills(of: try #require(OrderID(id))).count == 1)
+            #expect(try await env.accounts().first { $0.id == account }?.reservedCash == 0)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a fill Alpaca made that the books cannot take leaves the order open and the fill unrecorded, and says so at error level; it is never called rejected", arguments: TestDatabaseKind.all)
+    func fillBeyondTheBooks(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            // 3 KO reserved at the 60.00 limit (180.00); Alpaca reports them filled at 10,000.00 each, beyond the 25,000.00 cash.
+            let id = try await restingOrder(client, env, tokens, account)
+            fake.fill(clientOrderID: id, at: 10_000)
+            try await eventually("the stream's attempt said at error level") {
+                env.logs.lines.contains { $0.contains("the broker filled an order beyond what the books can take") && $0.contains(id) }
+            }
+            // And the poll that looks again finds the same, and changes nothing either.
+            try await OrderService.recheckFor(env)
+            let shown = try await status(client, tokens, id)
+            #expect(shown["status"] as? String == "accepted", "\(shown)")
+            #expect(shown["filled_quantity"] as? String == "0")
+            #expect(shown["reject_reason"] == nil || shown["reject_reason"] is NSNull)
+            #expect(try await env.store.fills(of: try #require(OrderID(id))).isEmpty)
+            let books = try #require(try await env.accounts().first { $0.id == account })
+            #expect(books.cash == 25_000)
+            #expect(books.reservedCash == 180)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a cancel confirmed by the stream ends a pending_cancel order", arguments: TestDatabaseKind.all)
     func cancelByStream(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in

@@ -35,7 +35,8 @@ extension Books {
     /// Applies a broker's report on one of this account's orders through the
     /// trading rules. A fill already applied (the same broker fill id, from
     /// the database or earlier in this batch) changes nothing.
-    public mutating func apply(_ report: BrokerReport, to orderID: OrderID, ids: IDSource, now: Date) throws(TradingError) {
+    /// `heldAtBroker`: the broker holds the order, so its fills already happened (see `TradingRules.fill`).
+    public mutating func apply(_ report: BrokerReport, to orderID: OrderID, heldAtBroker: Bool = false, ids: IDSource, now: Date) throws(TradingError) {
         guard orders[orderID] != nil else { return }
         func current() -> OrderState { orders[orderID]! }
         func end(_ status: OrderStatus, _ reason: String?) {
@@ -49,11 +50,11 @@ extension Books {
         case .accepted:
             if let posting = TradingRules.accept(current(), now: now) { record(posting) }
         case .filled(let fills):
-            try applyFills(fills, to: orderID, done: true, ids: ids, now: now)
+            try applyFills(fills, to: orderID, done: true, heldAtBroker: heldAtBroker, ids: ids, now: now)
         case .partiallyFilled(let fills):
-            try applyFills(fills, to: orderID, done: false, ids: ids, now: now)
+            try applyFills(fills, to: orderID, done: false, heldAtBroker: heldAtBroker, ids: ids, now: now)
         case .filledThenCanceled(let fills, let reason):
-            try applyFills(fills, to: orderID, done: false, ids: ids, now: now)
+            try applyFills(fills, to: orderID, done: false, heldAtBroker: heldAtBroker, ids: ids, now: now)
             end(.canceled, reason)
         case .canceled(let reason):
             end(.canceled, reason)
@@ -65,7 +66,7 @@ extension Books {
     }
 
     /// `done`: the broker says these fills finish the order (what ends a notional order).
-    mutating func applyFills(_ fills: [BrokerFill], to orderID: OrderID, done: Bool, ids: IDSource, now: Date) throws(TradingError) {
+    mutating func applyFills(_ fills: [BrokerFill], to orderID: OrderID, done: Bool, heldAtBroker: Bool, ids: IDSource, now: Date) throws(TradingError) {
         let fresh = fills.filter { !appliedFills.contains($0.id) }
         // A notional order the broker says is done, whose last fill was applied before (as a partial fill): it ends now.
         if done, fresh.isEmpty, let order = orders[orderID], order.quantity == nil, order.status == .partiallyFilled,
@@ -78,7 +79,7 @@ extension Books {
             let order = orders[orderID]!
             if let posting = try TradingRules.fill(
                 fill, order: order, account: account, holding: holding(order.symbol), finishesOrder: done && index == fresh.count - 1,
-                fillID: ids.next(), entryID: ids.next(), now: now) {
+                heldAtBroker: heldAtBroker, fillID: ids.next(), entryID: ids.next(), now: now) {
                 record(posting)
             }
         }

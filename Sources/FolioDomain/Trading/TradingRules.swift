@@ -158,9 +158,12 @@ public enum TradingRules {
     /// error: it is never silently dropped.
     /// `finishesOrder`: the broker says this is the order's last fill; it
     /// decides when a notional order (which has no quantity) is filled.
+    /// `heldAtBroker`: the broker holds the order and the fill already
+    /// happened there, so a fill the books cannot take does not end the
+    /// order (that would say it never filled): `brokerFillNotRecorded`.
     public static func fill(
         _ fill: BrokerFill, order: OrderState, account: AccountState, holding: HoldingState?, finishesOrder: Bool = true,
-        fillID: FillID, entryID: EntryID, now: Date
+        heldAtBroker: Bool = false, fillID: FillID, entryID: EntryID, now: Date
     ) throws(TradingError) -> Posting? {
         guard order.status.isOpen else { return nil }
         guard fill.quantity.isPositive, fill.price.isPositive else { throw .unusableFill(orderID: order.id, fill: fill.id) }
@@ -173,8 +176,9 @@ public enum TradingRules {
         var account = account
         let held = holding ?? .empty(order.symbol)
         // An open order can always be canceled; one that has not filled yet is rejected instead.
-        func stop(_ reason: String) -> Posting? {
-            end(order, as: order.status == .partiallyFilled ? .canceled : .rejected, reason: reason, account: account, holding: holding, now: now)
+        func stop(_ reason: String) throws(TradingError) -> Posting? {
+            if heldAtBroker { throw .brokerFillNotRecorded(orderID: order.id, reason: reason) }
+            return end(order, as: order.status == .partiallyFilled ? .canceled : .rejected, reason: reason, account: account, holding: holding, now: now)
         }
         let line: LedgerLine
         switch order.side {
@@ -185,14 +189,14 @@ public enum TradingRules {
             guard let cost = try? Money.cost(quantity: fill.quantity, price: fill.price),
                   let share = order.quantity == nil ? cost
                       : try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
-            else { return stop("the fill's cost is beyond what an account can hold") }
+            else { return try stop("the fill's cost is beyond what an account can hold") }
             let release = completes ? order.reservedCash : Cash.min(order.reservedCash, Cash.max(share, cost))
             let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
             guard let cashAfter = try? account.cash - cost, cashAfter >= reservedAfter else {
-                return stop("insufficient cash at the fill price")
+                return try stop("insufficient cash at the fill price")
             }
             guard let position = try? held.position.buying(fill.quantity, for: cost) else {
-                return stop("the holding would exceed what an account can hold")
+                return try stop("the holding would exceed what an account can hold")
             }
             account.cash = cashAfter
             account.reservedCash = reservedAfter
@@ -206,10 +210,10 @@ public enum TradingRules {
                 description: "buy \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: now)
         case .sell:
             guard let sold = held.position.selling(fill.quantity) else {
-                return stop("shares no longer held")
+                return try stop("shares no longer held")
             }
             guard let proceeds = try? Money.proceeds(quantity: fill.quantity, price: fill.price), let cashAfter = try? account.cash + proceeds else {
-                return stop("the proceeds would exceed what an account can hold")
+                return try stop("the proceeds would exceed what an account can hold")
             }
             let release = completes ? order.reservedQuantity : Quantity.min(order.reservedQuantity, fill.quantity)
             account.cash = cashAfter

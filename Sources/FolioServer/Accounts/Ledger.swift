@@ -17,6 +17,9 @@ struct OpenBooks: Sendable {
     /// `paper`, or `brokerage` for an account held at an outside broker.
     var kind: String = "paper"
     let head: AuditChain.Head?
+
+    /// A brokerage account's orders are held, and filled, at its broker.
+    var ordersHeldAtBroker: Bool { kind != "paper" }
 }
 
 /// The one code that applies postings. `open` locks one account (one

@@ -190,7 +190,8 @@ final class TradeStreams: Service, Sendable {
             let fill = BrokerFill(id: AlpacaBroker.fillID(order: update.order.id, cumulative: filled), quantity: quantity, price: price)
             report = update.order.status == "filled" ? .filled([fill]) : .partiallyFilled([fill])
         } else if filled == order.filledQuantity {
-            report = AlpacaBroker.report(update.order, fills: [])
+            // Nothing new filled: the event is about the status (a cancel or expiry of the rest, say).
+            report = AlpacaBroker.report(update.order, fills: [], applied: order.filledQuantity)
         } else {
             report = try await alpaca.report(update.order)
         }

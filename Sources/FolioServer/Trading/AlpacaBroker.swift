@@ -240,25 +240,31 @@ struct AlpacaBroker: Broker {
 
     static let endedStatuses: Set<String> = ["filled", "canceled", "replaced", "expired", "rejected"]
 
-    static func report(_ order: RemoteOrder, fills: [BrokerFill], canceledBy reason: String = "canceled at the broker") -> BrokerReport {
+    /// `applied`: what Folio has already recorded of the order's fills (the
+    /// trade stream's event about an order whose fills are all in, when `fills` is empty).
+    static func report(
+        _ order: RemoteOrder, fills: [BrokerFill], applied: Quantity = .zero, canceledBy reason: String = "canceled at the broker"
+    ) -> BrokerReport {
         // Alpaca's record of the fills lags its order status, or was cut short: the order stays open until
         // every share it says filled has a fill to apply (ending it now would lose the rest for good).
-        let recorded = fills.reduce(Int128(0)) { $0 + $1.quantity.units }
+        let recorded = fills.reduce(applied.units) { $0 + $1.quantity.units }
         if recorded < order.filledQuantity.units {
             return fills.isEmpty ? .accepted : .partiallyFilled(fills)
         }
+        // Part of it filled (now, or before): what ends it ends the rest, and what filled stands.
+        let none = fills.isEmpty && applied.isZero
         switch order.status {
         case "filled":
             return .filled(fills)
         case "canceled":
-            return fills.isEmpty ? .canceled(reason: reason) : .filledThenCanceled(fills, reason: reason)
+            return none ? .canceled(reason: reason) : .filledThenCanceled(fills, reason: reason)
         case "replaced":
             // Replaced at Alpaca by another order Folio did not place: this one ends here.
-            return fills.isEmpty ? .canceled(reason: "replaced at the broker") : .filledThenCanceled(fills, reason: "replaced at the broker")
+            return none ? .canceled(reason: "replaced at the broker") : .filledThenCanceled(fills, reason: "replaced at the broker")
         case "expired":
-            return fills.isEmpty ? .expired : .filledThenCanceled(fills, reason: "expired at the broker")
+            return none ? .expired : .filledThenCanceled(fills, reason: "expired at the broker")
         case "rejected":
-            return fills.isEmpty ? .rejected(reason: "the broker rejected the order") : .filledThenCanceled(fills, reason: "the broker rejected the rest")
+            return none ? .rejected(reason: "the broker rejected the order") : .filledThenCanceled(fills, reason: "the broker rejected the rest")
         default:
             return fills.isEmpty ? .accepted : .partiallyFilled(fills)
         }

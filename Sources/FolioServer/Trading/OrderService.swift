@@ -277,8 +277,23 @@ struct OrderService: Sendable {
         return outcomes
     }
 
+    /// A fill the broker made that the books cannot take is an operator's
+    /// matter, not a retry's: said at error level (Sentry), every time it is met.
+    private func raiseAlarm(_ error: any Error) {
+        guard case .brokerFillNotRecorded(let orderID, let reason)? = error as? TradingError else { return }
+        logger.error(
+            "the broker filled an order beyond what the books can take: the order stays open and the fill unrecorded until an operator looks (docs/OPERATIONS.md)",
+            metadata: ["order_id": "\(orderID)", "reason": .string(reason)])
+    }
+
     func apply(_ reports: [Report], account: AccountID) async throws {
-        try await applyTogether([account: reports])
+        do {
+            try await applyTogether([account: reports])
+        } catch {
+            // Of one report only: a batch that fails is tried again report by report, and said once there.
+            if reports.count == 1 { raiseAlarm(error) }
+            throw error
+        }
     }
 
     /// All the reports in one transaction: the accounts locked together in
@@ -293,7 +308,8 @@ struct OrderService: Sendable {
             var opened = try await ledger.open(accounts: Array(groups.keys), need: need, on: db)
             for index in opened.indices {
                 for report in groups[opened[index].books.account.id] ?? [] {
-                    try opened[index].books.apply(report.report, to: report.order.id, ids: ids, now: now)
+                    try opened[index].books.apply(
+                        report.report, to: report.order.id, heldAtBroker: opened[index].ordersHeldAtBroker, ids: ids, now: now)
                 }
             }
             try await ledger.commit(opened, context: .none, on: db)
