@@ -19,8 +19,8 @@ struct EnvironmentOptions: ParsableArguments {
     @Option(name: .customLong("env"), help: "Environment: development, testing or production (overrides ENVIRONMENT).")
     var environment: String?
 
-    @Option(name: .customLong("env-file"), help: "Path of the .env file to read; the process environment wins over it.")
-    var envFile: String = ".env"
+    @Option(name: .customLong("env-file"), help: "Path of the .env file to read (it must exist); the process environment wins over it. Default: ./.env, if there is one.")
+    var envFile: String?
 
     func loadConfiguration(overrides: [String: String] = [:]) throws -> AppConfiguration {
         var override: AppConfiguration.Environment?
@@ -31,7 +31,9 @@ struct EnvironmentOptions: ParsableArguments {
             override = parsed
         }
         do {
-            return try ConfigurationLoader.load(envFile: envFile, environmentOverride: override, overrides: overrides)
+            // A file named on the command line must be there: a typo must not start another configuration.
+            return try ConfigurationLoader.load(
+                envFile: envFile ?? ".env", envFileRequired: envFile != nil, environmentOverride: override, overrides: overrides)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(78)  // EX_CONFIG

@@ -20,7 +20,8 @@ func withServices<T>(_ options: EnvironmentOptions, _ body: (FolioServices) asyn
         try await database.prepareConnectionSettings()
         let pending = try await database.pendingMigrations()
         if !pending.isEmpty {
-            throw ValidationError("\(pending.count) migration(s) pending; run `folio migrate` first")
+            FileHandle.standardError.write(Data("\(pending.count) migration(s) pending; run `folio migrate` first.\n".utf8))
+            throw ExitCode(78)  // EX_CONFIG, as `serve` and `worker` say it
         }
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         let result = try await body(services)
@@ -60,8 +61,8 @@ enum CommandError {
 
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage users: create an administrator, list, change a role, disable.",
-        subcommands: [CreateAdmin.self, List.self, SetRole.self, Disable.self, Erase.self])
+        abstract: "Manage users: create an administrator, list, change a role, disable, enable, erase.",
+        subcommands: [CreateAdmin.self, List.self, SetRole.self, Disable.self, Enable.self, Erase.self])
 
     struct CreateAdmin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -131,10 +132,23 @@ struct Users: AsyncParsableCommand {
         @Argument(help: "Email address of the user.") var email: String
 
         func run() async throws {
-            try await withServices(options) { services in
+            let changed = try await withServices(options) { services in
                 try await UserAdministration(services: services).disable(email: email)
             }
-            print("disabled \(email.lowercased())")
+            print(changed ? "disabled \(email.lowercased())" : "\(email.lowercased()) was disabled already")
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled user again.")
+        @OptionGroup var options: EnvironmentOptions
+        @Argument(help: "Email address of the user.") var email: String
+
+        func run() async throws {
+            let changed = try await withServices(options) { services in
+                try await UserAdministration(services: services).enable(email: email)
+            }
+            print(changed ? "enabled \(email.lowercased())" : "\(email.lowercased()) was enabled already")
         }
     }
 }

@@ -141,6 +141,34 @@ struct BackupTests {
         }
     }
 
+    @Test("a SQLite copy that cannot be read, though its manifest was made to match it, is refused and leaves no file behind; a good one then restores there")
+    func unreadableCopy() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path }) { client, env in
+            _ = try await signUp(client, env, email: "cut@example.com")
+            let good = try await env.services.backups.create()
+            env.clock.advance(by: 1)
+            let cut = try await env.services.backups.create()
+            // Cut short, and the plaintext manifest's size and hash changed to match (only a sealed manifest has a MAC).
+            var manifest = try BackupManifest.read(from: cut)
+            let file = cut.appendingPathComponent(manifest.files[0].name)
+            try Data(try Data(contentsOf: file).prefix(8192)).write(to: file)
+            let (hash, bytes) = try BackupFiles.sha256(of: file)
+            manifest.files[0].sha256 = hash
+            manifest.files[0].bytes = bytes
+            try FileManager.default.removeItem(at: cut.appendingPathComponent(BackupManifest.fileName))
+            try manifest.write(to: cut)
+            let target = directory.appendingPathComponent("restored/folio.sqlite").path
+            await #expect(throws: (any Error).self) {
+                try await Backups.restore(cut, into: .sqlite(path: target), configuration: env.configuration, logger: Logger(label: "test"))
+            }
+            #expect(!FileManager.default.fileExists(atPath: target), "the unreadable copy is not left in the target")
+            let problems = try await Backups.restore(good, into: .sqlite(path: target), configuration: env.configuration, logger: Logger(label: "test"))
+            #expect(problems.isEmpty, "\(problems)")
+        }
+    }
+
     @Test("with BACKUP_ENCRYPTION_KEY the dump is sealed with AES-GCM, opens under the key (or a previous one), and a forged chunk is refused", arguments: TestDatabaseKind.all)
     func encrypted(kind: TestDatabaseKind) async throws {
         let directory = try Self.temporaryDirectory()
@@ -242,13 +270,15 @@ struct BackupTests {
         }
     }
 
-    @Test("pruning keeps the newest daily backups and the newest of each month, removes stale partials, and leaves anything else alone")
+    @Test("pruning keeps the newest daily backups and the newest of each of the last calendar months, removes stale partials, and leaves anything else alone")
     func pruning() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
+        // The clock says 24 November 2026: the last three months are September to November, and September has no backup.
+        // The backups of January and of 2024 are older than that, however few months since have one.
         let backups = [
-            "folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20260210T010000Z", "folio-20260228T010000Z", "folio-20260301T010000Z",
-            "folio-20260302T010000Z", "folio-20260303T010000Z", "folio-20260304T010000Z",
+            "folio-20240615T010000Z", "folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20261010T010000Z", "folio-20261028T010000Z",
+            "folio-20261101T010000Z", "folio-20261102T010000Z", "folio-20261123T010000Z", "folio-20261124T010000Z",
         ]
         for name in backups {
             let url = directory.appendingPathComponent(name)
@@ -264,18 +294,20 @@ struct BackupTests {
         try FileManager.default.setAttributes([.modificationDate: TestClock.tuesdayMorning.addingTimeInterval(-2 * 86_400)], ofItemAtPath: stale.path)
         try FileManager.default.setAttributes(
             [.modificationDate: TestClock.tuesdayMorning], ofItemAtPath: directory.appendingPathComponent("folio-20260305T010000Z.partial-0123abcd").path)
-        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path; $0.backup.keepDaily = 2; $0.backup.keepMonthly = 2 }) { _, env in
+        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path; $0.backup.keepDaily = 2; $0.backup.keepMonthly = 3 }) { _, env in
             let removed = try env.services.backups.prune().map(\.lastPathComponent).sorted()
             #expect(removed == [
-                "folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20260210T010000Z", "folio-20260301T010000Z",
-                "folio-20260301T010000Z.partial-deadbeef", "folio-20260302T010000Z",
+                "folio-20240615T010000Z", "folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20260301T010000Z.partial-deadbeef",
+                "folio-20261010T010000Z", "folio-20261101T010000Z", "folio-20261102T010000Z",
             ])
         }
         let left = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
         #expect(left == [
-            "folio-20260101T010000Z.bak", "folio-20260102T010000Z", "folio-20260228T010000Z", "folio-20260303T010000Z", "folio-20260304T010000Z",
-            "folio-20260305T010000Z.partial-0123abcd", "folio-manual-before-upgrade",
+            "folio-20260101T010000Z.bak", "folio-20260102T010000Z", "folio-20260305T010000Z.partial-0123abcd", "folio-20261028T010000Z",
+            "folio-20261123T010000Z", "folio-20261124T010000Z", "folio-manual-before-upgrade",
         ])
+        #expect(Backups.lastMonths(3, before: TestClock.tuesdayMorning) == ["202611", "202610", "202609"])
+        #expect(Backups.lastMonths(2, before: Date(timeIntervalSince1970: 1_767_225_600)) == ["202601", "202512"], "across a new year")
     }
 }
 

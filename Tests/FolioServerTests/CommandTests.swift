@@ -203,12 +203,44 @@ struct CommandTests {
             #expect(broken.status == 1)
             #expect(broken.stdout.contains("DIFFERENCE account"))
 
+            // A second administrator, so the first may be demoted.
+            let second = try folio.start(["users", "create-admin", "second@example.com"], environment: environment, input: true)
+            second.standardInput!.write(Data("correct horse battery staple\n".utf8))
+            try second.standardInput!.close()
+            #expect(folio.finish(second).status == 0)
+
             // set-role: the new role shows, and the user's sessions end so it applies at once.
             #expect(try folio.run(["users", "set-role", "root@example.com", "superuser"], environment: environment).status != 0)
             let demoted = try folio.run(["users", "set-role", "Root@Example.com", "user"], environment: environment)
             #expect(demoted.status == 0, "\(demoted.stderr)")
             #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("user   verified,active"))
             #expect(try folio.run(["users", "set-role", "nobody@example.com", "admin"], environment: environment).stderr.contains("no user with email"))
+
+            // The last enabled administrator can be neither demoted nor disabled; `users enable` is the way back from a disable.
+            let lastDemoted = try folio.run(["users", "set-role", "second@example.com", "user"], environment: environment)
+            #expect(lastDemoted.status == 1)
+            #expect(lastDemoted.stderr.contains("the only enabled administrator"))
+            #expect(try folio.run(["users", "disable", "second@example.com"], environment: environment).stderr.contains("the only enabled administrator"))
+            #expect(try folio.run(["users", "set-role", "root@example.com", "admin"], environment: environment).status == 0)
+            #expect(try folio.run(["users", "disable", "root@example.com"], environment: environment).stdout == "disabled root@example.com\n")
+            #expect(try folio.run(["users", "disable", "root@example.com"], environment: environment).stdout == "root@example.com was disabled already\n")
+            #expect(try folio.run(["users", "enable", "root@example.com"], environment: environment).stdout == "enabled root@example.com\n")
+            #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
+            let disables = try await database.sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'admin.user_disabled'").first()
+            #expect(try disables?.decode(column: "n", as: Int.self) == 1, "a disable that changed nothing is not audited")
+
+            // An erased person's row changes no more.
+            #expect(try folio.run(["users", "erase", "second@example.com", "--yes"], environment: environment).status == 0)
+            let erased = try #require(try await database.sql.raw("SELECT email FROM users WHERE erased_at IS NOT NULL").first()?.decode(column: "email", as: String.self))
+            for command in [["set-role", erased, "admin"], ["disable", erased], ["enable", erased]] {
+                let refused = try folio.run(["users"] + command, environment: environment)
+                #expect(refused.status == 1 && refused.stderr.contains("was erased"), "\(command): \(refused.stderr)")
+            }
+
+            // A settings file named on the command line must exist: a typo does not start another configuration.
+            let typo = try folio.run(["users", "list", "--env-file", "/nonexistent/folio.env"], environment: environment)
+            #expect(typo.status == 78)
+            #expect(typo.stderr.contains("/nonexistent/folio.env: no such file"), "\(typo.stderr)")
 
             // An audit row changed behind the append-only guard: audit verify names the link and exits 1.
             if kind == .postgres {

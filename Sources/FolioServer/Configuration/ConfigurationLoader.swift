@@ -18,11 +18,16 @@ public enum ConfigurationLoader {
     public static func load(
         processEnvironment: [String: String] = ProcessInfo.processInfo.environment,
         envFile: String? = ".env",
+        envFileRequired: Bool = false,
         environmentOverride: AppConfiguration.Environment? = nil,
         overrides: [String: String] = [:]
     ) throws -> AppConfiguration {
         var values: [String: String] = [:]
         if let envFile {
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: envFile, isDirectory: &isDirectory)
+            if exists, isDirectory.boolValue { throw ConfigurationError(problems: ["\(envFile): is a directory, not a settings file"]) }
+            if !exists, envFileRequired { throw ConfigurationError(problems: ["\(envFile): no such file"]) }
             do {
                 values = try DotEnv.load(path: envFile)
             } catch {

@@ -77,11 +77,40 @@ public struct UserAdministration: Sendable {
         guard let role = User.Role(rawValue: role) else {
             throw Failure(description: "role must be one of \(User.Role.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        try await identity.setRole(role, user: try await find(email), origin: origin)
+        let user = try await findLiving(email)
+        if role != .admin { try await refuseLastAdministrator(user, "demote") }
+        try await identity.setRole(role, user: user, origin: origin)
     }
 
-    public func disable(email: String) async throws {
-        _ = try await identity.setDisabled(true, user: try await find(email), actor: nil, origin: origin)
+    /// Disables a user and ends their sessions. False when they were disabled already (nothing changes).
+    @discardableResult
+    public func disable(email: String) async throws -> Bool {
+        let user = try await findLiving(email)
+        guard !user.isDisabled else { return false }
+        try await refuseLastAdministrator(user, "disable")
+        _ = try await identity.setDisabled(true, user: user, actor: nil, origin: origin)
+        return true
+    }
+
+    /// Enables a disabled user (`folio users enable`: the way back for an administrator disabled by mistake).
+    /// False when they were enabled already.
+    @discardableResult
+    public func enable(email: String) async throws -> Bool {
+        let user = try await findLiving(email)
+        guard user.isDisabled else { return false }
+        _ = try await identity.setDisabled(false, user: user, actor: nil, origin: origin)
+        return true
+    }
+
+    /// Demoting or disabling the last enabled administrator would leave no one to administer Folio.
+    private func refuseLastAdministrator(_ user: User, _ verb: String) async throws {
+        guard user.role == User.Role.admin.rawValue, !user.isDisabled else { return }
+        let others = try await identity.store.allUsers(on: identity.database.db).filter {
+            $0.id != user.id && $0.role == User.Role.admin.rawValue && !$0.isDisabled
+        }
+        if others.isEmpty {
+            throw Failure(description: "\(user.email) is the only enabled administrator; make someone else an administrator before you \(verb) them")
+        }
     }
 
     /// Erases a person at an operator's request (`folio users erase`): the same as `DELETE /api/me`, without the password.
@@ -113,6 +142,15 @@ public struct UserAdministration: Sendable {
     private func find(_ email: String) async throws -> User {
         guard let user = try await identity.findUser(email: email, on: identity.database.db) else {
             throw Failure(description: "no user with email \(email)")
+        }
+        return user
+    }
+
+    /// A user who was not erased: an erased person's row stays only to keep the books, and changes no more.
+    private func findLiving(_ email: String) async throws -> User {
+        let user = try await find(email)
+        if try await !identity.store.erased([user.id!], on: identity.database.db).isEmpty {
+            throw Failure(description: "\(email) was erased; an erased person's row changes no more")
         }
         return user
     }

@@ -216,8 +216,23 @@ public struct Backups: Sendable {
         }
         let empty = try await withDatabase(target, logger: logger) { try await $0.isEmpty() }
         guard empty else { throw Failure(description: "the target database is not empty: restore only into an empty database (nothing was changed)") }
-        try await load(manifest, from: backup, into: target, configuration: configuration, progress: progress)
-        return try await withDatabase(target, logger: logger) { copy in
+        do {
+            try await load(manifest, from: backup, into: target, configuration: configuration, progress: progress)
+            return try await verifyRestored(target, configuration: configuration, logger: logger, progress: progress)
+        } catch {
+            // The target was empty: a copy that cannot be opened or read goes, so a second attempt starts clean.
+            if case .sqlite(let path) = target {
+                for file in [path, path + "-wal", path + "-shm"] { try? FileManager.default.removeItem(atPath: file) }
+            }
+            throw error
+        }
+    }
+
+    /// `ledger verify` and `audit verify` on a restored copy: the problems they find.
+    static func verifyRestored(
+        _ target: AppConfiguration.DatabaseLocation, configuration: AppConfiguration, logger: Logger, progress: @escaping @Sendable (String) -> Void
+    ) async throws -> [String] {
+        try await withDatabase(target, logger: logger) { copy in
             if copy.kind == .postgres {
                 // pg_restore brings no planner statistics: without them the first queries are planned blind.
                 progress("analyze")
@@ -282,7 +297,10 @@ public struct Backups: Sendable {
         for removed in try prune() { logger.info("old backup removed", metadata: ["backup": .string(removed.path)]) }
     }
 
-    /// Keeps the newest `keepDaily` backups and the newest of each of the last `keepMonthly` months; removes the rest.
+    /// Keeps the newest `keepDaily` backups and the newest of each of the last `keepMonthly` calendar months
+    /// (this one included, UTC); removes the rest. Months are counted on the calendar, not among the months
+    /// that have a backup: after a gap in backups an old one is not kept for years (an erasure reaches
+    /// backups as they expire, docs/PRIVACY.md).
     func prune() throws -> [URL] {
         let parent = URL(fileURLWithPath: settings.directory)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
@@ -292,12 +310,11 @@ public struct Backups: Sendable {
                 && FileManager.default.fileExists(atPath: parent.appendingPathComponent(name).appendingPathComponent(BackupManifest.fileName).path)
         }.sorted(by: >)
         var kept = Set(backups.prefix(settings.keepDaily))
-        var months: [String] = []
+        let window = Set(Self.lastMonths(settings.keepMonthly, before: clock.now()))
+        var months = Set<String>()
         for name in backups {
             let month = String(name.dropFirst(Self.prefix.count).prefix(6))
-            guard !months.contains(month) else { continue }
-            months.append(month)
-            if months.count <= settings.keepMonthly { kept.insert(name) }
+            if window.contains(month), months.insert(month).inserted { kept.insert(name) }
         }
         var removed: [URL] = []
         // A backup left half-written by a crash (it may hold a plaintext copy) goes after a day.
@@ -320,6 +337,18 @@ public struct Backups: Sendable {
     static let schedule = RecurringJob(name: "backup", kind: .backup, cadence: .every(86_400), payload: { _ in .backup })
 
     // MARK: - Helpers
+
+    /// The last `count` calendar months up to the one holding `date` (UTC), as `yyyyMM` as backup names begin.
+    static func lastMonths(_ count: Int, before date: Date) -> [String] {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let now = calendar.dateComponents([.year, .month], from: date)
+        let index = now.year! * 12 + now.month! - 1
+        return (0..<max(count, 0)).map { back in
+            let month = index - back
+            return String(format: "%04d%02d", month / 12, month % 12 + 1)
+        }
+    }
 
     /// `20261130T081500Z`: sortable, and safe in a file name.
     static func stamp(_ date: Date) -> String {
