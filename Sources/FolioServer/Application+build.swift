@@ -288,7 +288,8 @@ public struct FolioServices: Sendable {
                 },
                 .runRetention: JobWorker.each { _ in
                     let outcomes = try await retention.run(dryRun: false)
-                    logger.info("retention ran", metadata: Logger.Metadata(uniqueKeysWithValues: outcomes.map { ($0.policy, .stringConvertible($0.rows)) }))
+                    // "policy rows" strings, not keys: a policy named for its table (`email_tokens`) is not a secret's key.
+                    logger.info("retention ran", metadata: ["removed": .array(outcomes.map { .string("\($0.policy) \($0.rows)") })])
                 },
                 .driftDigest: JobWorker.each { job in
                     guard case .driftDigest(let due) = job.payload else { return }

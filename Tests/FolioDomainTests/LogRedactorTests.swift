@@ -84,6 +84,10 @@ struct LogRedactorTests {
     func ordinaryTextSurvives() {
         let text = "order 5f0c7a52-8d4e-4b7e-9a3c-2b1d0e9f8a7c for AAPL qty=1.5 price 189.25 at 2026-11-29T04:37:50Z status=filled route=/api/orders/:id"
         #expect(redactor.redact(text) == text)
+        // A backup's name (a compact UTC time), and an audit head's short hash, say which one to an operator.
+        let backup = "backup taken backup=/var/lib/folio/backups/folio-20261124T010000Z heads: account:5f0c7a52 126 9f86d081884c7d65"
+        #expect(redactor.redact(backup) == backup)
+        #expect(redactor.redact("key PKQ7B2W9XK3N4M8R5T1YZ used") == "key [REDACTED] used", "a key of that length that is not a time still goes")
     }
 
     @Test("identifiers whose digits pass Luhn by chance are kept whole: a UUID is not a card")

@@ -47,6 +47,30 @@ struct AuditTrailTests {
         }
     }
 
+    @Test("the heads' log line names each moved chain with its sequence and short hash, legible past the log redactor, and only the moved ones")
+    func headsLine() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            _ = try await signUp(client, env, email: "heads@example.com")
+            let logs = LogCapture()
+            let heads = AuditHeads(database: env.database, logger: logs.logger())
+            try await heads.log()
+            let line = try #require(logs.lines.last)
+            #expect(!line.contains(LogRedactor.mask), "\(line)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let digest = try #require(object["digest"] as? String)
+            #expect(digest.count == 16 && digest.allSatisfy(\.isHexDigit))
+            let moved = try #require(object["moved"] as? [String])
+            let account = try await env.firstAccount()
+            let head = try #require(moved.first { $0.hasPrefix(AuditChain.ID.account(account.id).text + " ") })
+            let stored = try #require(try await env.database.sql.raw("""
+                SELECT hash FROM audit_events WHERE chain_id = \(bind: AuditChain.ID.account(account.id).text) ORDER BY chain_sequence DESC LIMIT 1
+                """).first()?.decode(column: "hash", as: String.self))
+            #expect(head.hasSuffix(" " + String(stored.prefix(16))), "\(head)")
+            try await heads.log()
+            #expect(try #require(JSONSerialization.jsonObject(with: Data(logs.lines.last!.utf8)) as? [String: Any])["moved"] as? [String] == [])
+        }
+    }
+
     @Test("concurrent appends never fork a chain, and different accounts' chains grow side by side", arguments: TestDatabaseKind.all)
     func concurrentAppends(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

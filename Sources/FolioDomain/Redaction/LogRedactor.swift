@@ -104,8 +104,9 @@ public struct LogRedactor: Sendable {
             triggers: ["_live_", "_test_", "SG.", "AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "-sandbox-", "-development-", "-production-"],
             caseInsensitive: false),
         // Random-looking keys: mixed-case base62 of 24+, upper-case alphanumerics of 16+, hex of 32+.
+        // A compact UTC time (20261124T010000Z, as backups are named) is not one.
         Rule(
-            #"(?<![A-Za-z0-9])(?:(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{24,}|(?=[A-Z0-9]*[A-Z][A-Z0-9]*[0-9])(?=[A-Z0-9]*[0-9][A-Z0-9]*[A-Z])[A-Z0-9]{16,}|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{32,})(?![A-Za-z0-9])"#,
+            #"(?<![A-Za-z0-9])(?![0-9]{8}T[0-9]{6}Z(?![A-Za-z0-9]))(?:(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{24,}|(?=[A-Z0-9]*[A-Z][A-Z0-9]*[0-9])(?=[A-Z0-9]*[0-9][A-Z0-9]*[A-Z])[A-Z0-9]{16,}|(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{32,})(?![A-Za-z0-9])"#,
             template: mask, caseInsensitive: false, precheck: { Scan.longestRun(in: $0, of: Scan.isAlphanumeric) >= 16 }),
         CardNumberRule.rule,
         Rule(#"(?<![0-9])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9])"#, template: "[REDACTED_SSN]", trigger: "-", precheck: Scan.hasSocialSecurityShape),
