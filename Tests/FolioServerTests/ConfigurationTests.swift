@@ -217,6 +217,12 @@ struct ConfigurationTests {
         #expect(problems(["SECRET_KEY": strongKey, "BROKER": "alpaca"]).first?.hasPrefix("BROKER is no longer read") == true)
         // Development may point Alpaca at a local fake over http.
         #expect(problems(["SECRET_KEY": strongKey, "ALPACA_PAPER_URL": "http://127.0.0.1:9999"]).isEmpty)
+        // Error reports travel encrypted in production too, except to a relay on this machine.
+        #expect(problems(production.merging(["SENTRY_DSN": "http://0123456789abcdef@sentry.example.com/42"]) { $1 }) == [
+            "SENTRY_DSN must use https in production (http only to a loopback relay)",
+        ])
+        #expect(problems(production.merging(["SENTRY_DSN": "http://0123456789abcdef@127.0.0.1:9000/42"]) { $1 }).isEmpty)
+        #expect(problems(production.merging(["SENTRY_DSN": "https://0123456789abcdef@sentry.example.com/42"]) { $1 }).isEmpty)
     }
 
     @Test("malformed values are named in any environment", arguments: [

@@ -63,6 +63,21 @@ struct JobQueueTests {
         }
     }
 
+    @Test("a job's last error is kept redacted: a vendor's message quoting its key does not put the key in the database")
+    func errorRedacted() async throws {
+        try await withTestApp(.sqlite) { _, env in
+            let queue = env.services.jobs
+            try await queue.enqueue(.logAuditHeads, on: env.database.sql)
+            let job = try #require(try await queue.claim(as: "worker").first)
+            let key = "Q7PL2MN9VB4CR8TY"
+            let message = "Thank you for using Alpha Vantage! Our standard API rate limit is 25 requests per day (apikey=\(key)). secret_key=hunter2hunter2"
+            #expect(try await queue.fail(job, error: message))
+            let stored = try #require(try await env.database.sql.raw("SELECT last_error FROM jobs WHERE id = \(bind: job.id)").first()?.decode(column: "last_error", as: String.self))
+            #expect(stored.hasPrefix("Thank you for using Alpha Vantage!"))
+            #expect(!stored.contains(key) && !stored.contains("hunter2"), "\(stored)")
+        }
+    }
+
     @Test("a worker whose lease ran out can neither complete nor fail the job it held; the worker that took it over can", arguments: TestDatabaseKind.all)
     func expiredLease(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { _, env in

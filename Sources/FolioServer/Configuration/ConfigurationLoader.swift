@@ -318,7 +318,7 @@ public enum ConfigurationLoader {
         }
         configuration.plaid = plaidSettings(value: value, production: production, problems: &problems)
         configuration.sendGrid = sendGridSettings(value: value, production: production, problems: &problems)
-        configuration.sentry = sentrySettings(value: value, environment: configuration.environment.rawValue, problems: &problems)
+        configuration.sentry = sentrySettings(value: value, environment: configuration.environment.rawValue, production: production, problems: &problems)
         var backup = AppConfiguration.BackupSettings(directory: value("BACKUP_DIR") ?? configuration.dataDirectory + "/backups")
         backup.encryptionKey = value("BACKUP_ENCRYPTION_KEY")
         backup.previousEncryptionKeys = (value("PREVIOUS_BACKUP_ENCRYPTION_KEYS") ?? "").split(separator: ",")
@@ -454,7 +454,9 @@ public enum ConfigurationLoader {
     }
 
     /// `SENTRY_DSN`, with `SENTRY_ENVIRONMENT` and `SENTRY_RELEASE`.
-    static func sentrySettings(value: (String) -> String?, environment: String, problems: inout [String]) -> AppConfiguration.SentrySettings? {
+    static func sentrySettings(
+        value: (String) -> String?, environment: String, production: Bool = false, problems: inout [String]
+    ) -> AppConfiguration.SentrySettings? {
         guard let dsn = value("SENTRY_DSN") else {
             for key in ["SENTRY_ENVIRONMENT", "SENTRY_RELEASE"] where value(key) != nil { problems.append("\(key) is set without SENTRY_DSN") }
             return nil
@@ -462,6 +464,10 @@ public enum ConfigurationLoader {
         do { _ = try SentryDSN(parsing: dsn) } catch {
             problems.append("SENTRY_DSN must look like https://KEY@HOST/PROJECT_ID: \(error)")
             return nil
+        }
+        // Error reports carry stack traces and request facts: in production they travel encrypted, as every vendor call does.
+        if production, dsn.lowercased().hasPrefix("http://"), !isLoopbackOrigin(dsn) {
+            problems.append("SENTRY_DSN must use https in production (http only to a loopback relay)")
         }
         var settings = AppConfiguration.SentrySettings(dsn: dsn, environment: value("SENTRY_ENVIRONMENT") ?? environment)
         if let release = value("SENTRY_RELEASE") { settings.release = release }

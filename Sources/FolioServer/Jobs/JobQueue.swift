@@ -179,7 +179,7 @@ struct JobQueue: Sendable {
         let delay = Self.backoff(attempt: job.attempts) * Double.random(in: 0.5...1.5)
         let rows = try await database.sql.raw("""
             UPDATE jobs SET status = \(bind: dead ? "dead" : "queued"), run_at = \(bind: now.addingTimeInterval(dead ? 0 : delay)),
-                locked_by = NULL, instance_id = NULL, locked_until = NULL, last_error = \(bind: String(error.prefix(2000))), updated_at = \(bind: now)
+                locked_by = NULL, instance_id = NULL, locked_until = NULL, last_error = \(bind: Self.storable(error)), updated_at = \(bind: now)
             WHERE id = \(bind: job.id) AND locked_by = \(bind: job.holder) AND status = 'running'
             RETURNING id
             """).all()
@@ -200,6 +200,12 @@ struct JobQueue: Sendable {
         return !rows.isEmpty
     }
 
+    /// An error as a job keeps it: a vendor's message may quote its key (Alpha Vantage's does), and the
+    /// database and its backups are not where a secret goes, so it is redacted as a log line is.
+    static func storable(_ error: String) -> String {
+        String(LogRedactor.standard.redact(ConfiguredSecrets.mask(in: error)).prefix(2000))
+    }
+
     /// Seconds before attempt `attempt + 1`: 2^attempt, at most ten minutes (jitter is added on top).
     static func backoff(attempt: Int) -> TimeInterval {
         min(pow(2, Double(attempt)), 600)
@@ -207,7 +213,7 @@ struct JobQueue: Sendable {
 
     private func markDead(_ id: JobID, kind: String, holder: String, error: String) async throws {
         let rows = try await database.sql.raw("""
-            UPDATE jobs SET status = 'dead', locked_by = NULL, instance_id = NULL, locked_until = NULL, last_error = \(bind: String(error.prefix(2000))),
+            UPDATE jobs SET status = 'dead', locked_by = NULL, instance_id = NULL, locked_until = NULL, last_error = \(bind: Self.storable(error)),
                 updated_at = \(bind: clock.now())
             WHERE id = \(bind: id) AND locked_by = \(bind: holder)
             RETURNING id

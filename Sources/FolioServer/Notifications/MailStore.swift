@@ -114,7 +114,7 @@ struct MailStore: Sendable {
     /// The statement that settles a message (a transport writes it with its own record of the message).
     func settling(_ id: UUID, as status: Status, error: String? = nil, vendorMessageID: String? = nil, now: Date, from: Status = .sending) -> SQLQueryString {
         """
-        UPDATE mail_messages SET status = \(bind: status.rawValue), last_error = \(bind: error.map { String($0.prefix(2000)) }),
+        UPDATE mail_messages SET status = \(bind: status.rawValue), last_error = \(bind: error.map(JobQueue.storable)),
             vendor_message_id = COALESCE(\(bind: vendorMessageID), vendor_message_id), variables = '{"values":{},"items":[]}',
             sent_at = \(bind: status == .sent ? now : nil), updated_at = \(bind: now)
         WHERE id = \(bind: id) AND status = \(bind: from.rawValue)
@@ -148,7 +148,7 @@ struct MailStore: Sendable {
     /// Puts a message back in the queue after a failure that is worth another try.
     func requeue(_ id: UUID, error: String, now: Date) async throws {
         try await database.sql.raw("""
-            UPDATE mail_messages SET status = 'queued', last_error = \(bind: String(error.prefix(2000))), updated_at = \(bind: now)
+            UPDATE mail_messages SET status = 'queued', last_error = \(bind: JobQueue.storable(error)), updated_at = \(bind: now)
             WHERE id = \(bind: id) AND status = 'sending'
             """).run()
     }
