@@ -436,7 +436,8 @@ public struct FolioServices: Sendable {
         WebController(
             renderer: pages, identity: identity, portfolio: portfolioController, performance: performanceController, orders: ordersController, accounts: accountsController,
             admin: adminController, rebalance: rebalanceController, links: linksController, brokerage: brokerageController,
-            plaidConfigured: configuration.plaid != nil, forms: FormBridge(slot: formSlot, renderer: pages, identity: identity, requireSameOrigin: configuration.csrfProtectionEnabled), notifications: notificationsController, accessReview: accessReview, quotes: quotes)
+            plaidConfigured: configuration.plaid != nil, forms: FormBridge(slot: formSlot, renderer: pages, identity: identity, requireSameOrigin: configuration.csrfProtectionEnabled), notifications: notificationsController, accessReview: accessReview, quotes: quotes,
+            marketBuyMargin: configuration.marketBuyMargin)
             .addRoutes(to: routes)
         extraRoutes(routes)
         formSlot.responder.withLock { $0 = router.buildResponder() }

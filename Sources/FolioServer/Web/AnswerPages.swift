@@ -59,9 +59,12 @@ enum AnswerPage: String {
             let price = (trade["price"] as? String).flatMap { try? Price(parsing: $0) }.map(Display.price) ?? "–"
             return ["trade": "\(side) \(trade["quantity"] as? String ?? "") \(symbol)", "price": price, "amount": money("estimated_amount", in: trade)]
         }
+        let count = plan["order_count"] as? Int ?? trades.count
+        let buys = (plan["trades"] as? [[String: Any]] ?? []).contains { $0["side"] as? String == "BUY" }
         let summary = trades.isEmpty
             ? (plan["reason"] as? [String: Any])?["message"] as? String ?? "Nothing to trade: the holdings are where the targets put them."
-            : "\(plan["order_count"] as? Int ?? trades.count) orders: about \(money("estimated_cost")) to buy and \(money("estimated_proceeds")) from sales; cash after \(money("cash_after"))."
+            : "\(count) \(count == 1 ? "order" : "orders"): about \(money("estimated_cost")) to buy and \(money("estimated_proceeds")) from sales; cash after \(money("cash_after"))."
+                + (buys ? " What the market-buy margin leaves unspent is bought in up to two more rounds, so less cash may be left." : "")
         let account = fields["account_id"].flatMap(AccountID.init)?.description
         return [
             "summary": summary, "trades": trades, "has_trades": !trades.isEmpty, "csrf": csrf,

@@ -28,6 +28,8 @@ struct WebController: Sendable {
     let notifications: NotificationsController
     let accessReview: AccessReview
     let quotes: QuoteService
+    /// What a market or stop buy reserves above its price (`MARKET_BUY_MARGIN`): the ticket warns by the same figure.
+    let marketBuyMargin: Ratio
 
     /// The web app's own routes as the route table writes them: pages, not API (docs/openapi.yaml describes the API only).
     static let routes: Set<String> = [
@@ -188,7 +190,7 @@ struct WebController: Sendable {
                     "several_accounts": choice.accounts.count > 1,
                     "open": rows.filter(\.open), "history": rows.filter { !$0.open }, "available": Display.money(valuation.availableCash),
                     "reserved": Display.money((try? valuation.cash - valuation.availableCash) ?? .zero),
-                    "available_raw": valuation.availableCash.description,
+                    "available_raw": valuation.availableCash.description, "market_buy_margin": marketBuyMargin.description,
                     "holdings": valuation.positions.map { ["symbol": $0.symbol, "quantity": Display.quantity($0.quantity)] },
                     "next": page.nextCursor.map { choice.next("/orders") + (choice.named ? "&" : "?") + "cursor=\($0)" } as Any,
                 ].merging(named) { first, _ in first })

@@ -77,7 +77,10 @@ function clearErrors(form) {
 
 function mark(form, line, text, field) {
   line.textContent = text;
-  const input = field ? form.elements[field] : null;
+  // The API names a row as `targets[2].percent`; the form's input is `targets.2.percent`.
+  const input = field ? form.elements[field] ?? form.elements[field.replace(/\[(\d+)\]/g, '.$1')] : null;
+  // A message read out with its field needs an id to be named by the field's aria-describedby.
+  if (!line.id && field) line.id = `${form.id || 'form'}-${field.replace(/[^\w-]/g, '-')}-error`;
   if (input instanceof Element) {
     input.setAttribute('aria-invalid', 'true');
     if (line.id && !(input.getAttribute('aria-describedby') ?? '').includes(line.id)) {
@@ -104,8 +107,11 @@ function showProblem(form, problem) {
     if (line && !line.closest('[hidden]')) { mark(form, line, issue.message + figures, field); shown = true; }
   }
   if (!shown) {
-    const line = [...form.querySelectorAll('[data-codes]')]
-      .find((candidate) => candidate.dataset.codes.split(' ').includes(code) && !candidate.closest('[hidden]'));
+    // Of the lines that take the code, the one whose field was filled in (a wrong recovery code is not the app's code).
+    const lines = [...form.querySelectorAll('[data-codes]')]
+      .filter((candidate) => candidate.dataset.codes.split(' ').includes(code) && !candidate.closest('[hidden]'));
+    const filled = (candidate) => { const input = form.elements[candidate.dataset.errorFor]; return input instanceof HTMLInputElement && input.value.trim() !== ''; };
+    const line = lines.find(filled) ?? lines[0];
     if (line) { mark(form, line, detail, line.dataset.errorFor); shown = true; }
   }
   if (!shown || (problem?.errors ?? []).length === 0) {
@@ -113,6 +119,32 @@ function showProblem(form, problem) {
     if (line && !shown) line.textContent = detail;
   }
   (form.querySelector('[aria-invalid="true"]') ?? form.querySelector('[data-show-on]:not([hidden]) input'))?.focus();
+}
+
+/** A session that ended, or a page older than the session, said as what to do (FormBridge.advice says the same without JavaScript). */
+function advised(problem) {
+  const advice = {
+    unauthorized: 'Nothing was changed: your session has ended. Sign in again (in another tab, to keep what you typed here), then send the form again.',
+    csrf_failed: 'Nothing was changed: this page is older than your session. Reload the page, then send the form again.',
+  }[problem?.code];
+  return advice ? { ...problem, detail: advice } : problem;
+}
+
+/**
+ * Sign-out from a tab whose page is older than the browser's session (signed out and in again in another
+ * tab): the session the cookie names now is ended all the same, with its own token read afresh. Ending a
+ * session is safe to repeat, unlike any other form. True when the browser is signed out.
+ */
+async function signOutAnyway(result) {
+  if (result.status === 401) { window.location.assign('/signin'); return true; }
+  if (result.body?.code !== 'csrf_failed') return false;
+  const page = await fetch('/settings', { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+  const token = new DOMParser().parseFromString(await page.text(), 'text/html').querySelector('meta[name="csrf-token"]')?.content;
+  if (!page.ok || !token) { window.location.assign('/signin'); return true; }
+  const again = await fetch('/api/auth/logout', { method: 'POST', credentials: 'same-origin', headers: { Accept: 'application/json', 'X-CSRF-Token': token } });
+  if (!again.ok && again.status !== 401) return false;
+  window.location.assign('/signin');
+  return true;
 }
 
 async function submit(event) {
@@ -135,7 +167,8 @@ async function submit(event) {
     // The key is spent once the answer is final: a success, or a refusal that a retry would get again.
     // A 408, 409 (the same key still in progress), 425, 429 or 5xx may hide a request that went through: keep it.
     if (result.ok || (result.status >= 400 && result.status < 500 && ![408, 409, 425, 429].includes(result.status))) delete form.dataset.pendingKey;
-    if (!result.ok) { showProblem(form, result.body ?? { detail: `Folio answered ${result.status}.` }); return; }
+    if (!result.ok && form.elements._api.value === '/api/auth/logout' && await signOutAnyway(result)) return;
+    if (!result.ok) { showProblem(form, advised(result.body ?? { detail: `Folio answered ${result.status}.` })); return; }
     form.dispatchEvent(new CustomEvent('folio:done', { detail: result.body }));
     const done = form.dataset.done && document.querySelector(form.dataset.done);
     if (done) {

@@ -26,6 +26,24 @@ function cents(a, b, roundUp) {
   return roundUp && units % divisor > 0n ? whole + 1n : whole;
 }
 
+/**
+ * What a buy sets aside, in cents, as Folio works it out (TradingRules.buyReservation): a market or stop buy
+ * reserves quantity × max(quote, stop) × (1 + margin), the price and factor rounded up at 14 places, then the
+ * whole up to the cent; a limit buy its quantity at the limit.
+ */
+function reservation(type, quantity, price, stop, margin) {
+  if (type !== 'MARKET' && type !== 'STOP') return cents(quantity, price, true);
+  const base = stop && stop.units * 10n ** BigInt(Math.max(price.scale - stop.scale, 0)) > price.units * 10n ** BigInt(Math.max(stop.scale - price.scale, 0)) ? stop : price;
+  const factor = { units: 10n ** BigInt(margin.scale) + margin.units, scale: margin.scale };
+  let units = base.units * factor.units, scale = base.scale + factor.scale;
+  if (scale > 14) {
+    const divisor = 10n ** BigInt(scale - 14);
+    units = units / divisor + (units % divisor > 0n ? 1n : 0n);
+    scale = 14;
+  }
+  return cents(quantity, { units, scale }, true);
+}
+
 function dollars(value) {
   const sign = value < 0n ? '-' : '';
   const text = (value < 0n ? -value : value).toString().padStart(3, '0');
@@ -54,9 +72,14 @@ function update() {
     return;
   }
   const total = cents(quantity, price, buying);
-  const power = decimal(document.getElementById('buying-power').dataset.amount);
-  const over = buying && power && total > cents(power, { units: 1n, scale: 0 }, false);
-  estimate.textContent = dollars(total) + (over ? ' (more than your buying power)' : '');
+  const shown = document.getElementById('buying-power');
+  const power = decimal(shown.dataset.amount), margin = decimal(shown.dataset.margin) ?? { units: 0n, scale: 0 };
+  // The warning weighs what the order would set aside, which for a market or stop buy is above its cost.
+  const quoted = decimal(quote?.price);
+  const reserve = buying ? reservation(type, quantity, type === 'STOP' ? (quoted ?? price) : price, type === 'STOP' ? price : null, margin) : 0n;
+  const over = buying && power && reserve > cents(power, { units: 1n, scale: 0 }, false);
+  const held = over && reserve !== total ? `; it sets aside ${dollars(reserve)}, more than your buying power` : ' (more than your buying power)';
+  estimate.textContent = dollars(total) + (over ? held : '');
 }
 
 async function fetchQuote() {
