@@ -95,6 +95,9 @@ struct AlphaVantageTests {
                 #expect(note.contains("5 calls per minute"))
                 guard case .rateLimited(let information) = await failure(.information) else { Issue.record("Information"); return }
                 #expect(information.contains("25 requests per day"))
+                // A call the plan does not include is refused, not a limit to hold every call back for.
+                guard case .rejected(let premium) = await failure(.premium) else { Issue.record("premium Information"); return }
+                #expect(premium.contains("premium feature"))
                 guard case .badResponse = await failure(.serverError) else { Issue.record("HTTP 500"); return }
                 guard case .badResponse = await failure(.garbage) else { Issue.record("garbage"); return }
 

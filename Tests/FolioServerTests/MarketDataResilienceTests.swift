@@ -149,6 +149,8 @@ struct MarketDataResilienceTests {
         let information = "We have detected your API key as X and our standard API rate limit is 25 requests per day."
         #expect(VendorGate.nextWindow(after: now, message: note) == (try Date("2026-11-27T15:01:00Z", strategy: .iso8601)))
         #expect(VendorGate.nextWindow(after: now, message: information) == (try Date("2026-11-28T00:00:00Z", strategy: .iso8601)))
+        // A function's name is not a daily limit.
+        #expect(VendorGate.nextWindow(after: now, message: "Burst of TIME_SERIES_DAILY calls") == (try Date("2026-11-27T15:01:00Z", strategy: .iso8601)))
     }
 
     @Test("the circuit: three failures open it for 30 s, late failures of calls already under way do not lengthen it, one probe at a time, a success closes it")

@@ -114,8 +114,19 @@ struct AlphaVantageProvider: MarketDataProvider {
         }
         let envelope = (try? JSONDecoder().decode(ErrorEnvelope.self, from: body)) ?? ErrorEnvelope()
         if let message = envelope.errorMessage { throw logged(.rejected(message), function: function) }
-        if let message = envelope.note ?? envelope.information { throw logged(.rateLimited(message), function: function) }
+        if let message = envelope.note ?? envelope.information {
+            // `Information` also says a call needs a premium plan (`outputsize=full`, say): a refusal of that
+            // call, not a limit to hold every call back for. Only a message about the rate is a limit.
+            throw logged(Self.isRateLimit(message) ? .rateLimited(message) : .rejected(message), function: function)
+        }
         return body
+    }
+
+    /// Alpha Vantage's words for a spent limit: "Our standard API rate limit is 25 requests per day",
+    /// "5 calls per minute", "call frequency".
+    static func isRateLimit(_ message: String) -> Bool {
+        let lowered = message.lowercased()
+        return ["rate limit", "requests per", "calls per", "call frequency"].contains { lowered.contains($0) }
     }
 
     private func logged(_ error: MarketDataError, function: String) -> MarketDataError {

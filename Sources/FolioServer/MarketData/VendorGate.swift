@@ -135,7 +135,8 @@ final class VendorGate: Sendable {
     static func nextWindow(after now: Date, message: String) -> Date {
         let lowered = message.lowercased()
         let seconds = Int64(now.timeIntervalSince1970.rounded(.down))
-        let daily = !lowered.contains("per minute") && (lowered.contains("per day") || lowered.contains("daily"))
+        // "per day" only: "daily" is also in function names (TIME_SERIES_DAILY).
+        let daily = !lowered.contains("per minute") && lowered.contains("per day")
         let length: Int64 = daily ? 86_400 : 60
         return Date(timeIntervalSince1970: TimeInterval(seconds - seconds % length + length))
     }

@@ -11,7 +11,7 @@ import NIOConcurrencyHelpers
 final class FakeAlphaVantage: Sendable {
     enum Mode: Sendable {
         case normal
-        case errorMessage, note, information
+        case errorMessage, note, information, premium
         case serverError
         case garbage
         /// Answers normally, but only after this long.
@@ -68,6 +68,8 @@ final class FakeAlphaVantage: Sendable {
             return Self.json(#"{"Note": "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and 500 calls per day. Please visit https://www.alphavantage.co/premium/ if you would like to target a higher API call frequency."}"#)
         case .information:
             return Self.json(#"{"Information": "We have detected your API key as \#(Self.apiKey) and our standard API rate limit is 25 requests per day. Please subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly remove all daily rate limits."}"#)
+        case .premium:
+            return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
         case .normal, .slow: break
         }
         guard query["apikey"].map(String.init) == Self.apiKey else {
