@@ -276,6 +276,28 @@ struct PlaidTests {
         }
     }
 
+    @Test("a pending charge that posts under a new id while a run pages is not kept twice: the restarted run's list is the truth", arguments: TestDatabaseKind.all)
+    func mutationReplacesPending(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "posted@example.com")
+            fake.pageSize = 1
+            let payroll = FakePlaid.Change.added(id: "tx-2", account: "acc-checking", amount: "-2500.00", date: "2026-11-21", name: "Payroll")
+            // The first page saves the pending charge; it posts (a new id) before the second page, so the log
+            // from the first cursor no longer holds it, and Plaid never names it as removed.
+            fake.mutateDuringPagination(onCall: 2) { item in
+                item.changes = [.added(id: "tx-1-posted", account: "acc-checking", amount: "12.34", date: "2026-11-20", name: "Coffee"), payroll]
+            }
+            _ = try await link(client, tokens, fake, changes: [
+                .added(id: "tx-1-pending", account: "acc-checking", amount: "12.34", date: "2026-11-20", name: "Coffee"), payroll,
+            ])
+            await env.worker.drain()
+            #expect(fake.syncCursors == [nil, "cursor-1", nil, "cursor-1"])
+            let data = try #require(try json(try await get(client, "/api/links/transactions", tokens))["data"] as? [[String: Any]])
+            #expect(data.compactMap { $0["transaction_id"] as? String }.sorted() == ["tx-1-posted", "tx-2"])
+            #expect(try await count(env, "linked_transactions") == 2)
+        }
+    }
+
     @Test("a sync cut short resumes after the last saved page, with nothing missed and nothing twice", arguments: TestDatabaseKind.all)
     func interruptedSyncResumes(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

@@ -181,20 +181,32 @@ struct PlaidLinks: Sendable {
             }
             let start = item.syncCursor
             var cursor = start, restarts = 0, pages = 0
+            // Transactions a run cut short by a mutation added, and those the run under way has added or changed.
+            var addedByCutRuns = Set<String>(), seen = Set<String>()
             while true {
-                let page: PlaidSyncPage
+                var page: PlaidSyncPage
                 do {
                     page = try await client.syncTransactions(accessToken: token, cursor: cursor)
                 } catch let error as PlaidError where error.code == "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION" && restarts < Self.paginationRestarts {
                     // Plaid's rule: the whole run again from the cursor it began with (pages already saved apply again harmlessly).
                     restarts += 1
                     cursor = start
+                    addedByCutRuns.formUnion(seen)
+                    seen = []
                     continue
                 }
+                seen.formUnion((page.added + page.modified).map(\.transactionID))
+                if !page.hasMore, restarts > 0 {
+                    // The run from `start` lists every transaction added since, as it is now. One a cut-short run
+                    // saved that it no longer lists changed under it (a pending charge posted under a new id):
+                    // Plaid never names it as removed, since the first cursor never saw it. It goes here.
+                    page.removed += addedByCutRuns.subtracting(seen).sorted()
+                }
+                let saving = page
                 try await store.database.transaction { db in
-                    try await store.apply(page, item: item, now: clock.now(), on: db)
+                    try await store.apply(saving, item: item, now: clock.now(), on: db)
                     guard try await store.advanceCursor(
-                        item.id, to: page.nextCursor, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db)
+                        item.id, to: saving.nextCursor, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db)
                     else { throw LeaseLost() }
                 }
                 await pauses.reach(.afterPlaidPage)

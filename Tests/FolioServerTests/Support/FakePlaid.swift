@@ -67,6 +67,7 @@ final class FakePlaid: Sendable {
         var pageSize = 2
         /// The sync call (1-based, counted from now) that answers TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION.
         var mutationOnSyncCall: Int?
+        var mutation: (@Sendable (inout Item) -> Void)?
         /// The sync call that answers HTTP 500, once.
         var failSyncCall: Int?
         var syncCalls = 0
@@ -143,9 +144,13 @@ final class FakePlaid: Sendable {
         set { state.withLockedValue { $0.pageSize = newValue } }
     }
 
-    /// The `n`th sync call from now (1 is the next) reports a mutation during pagination.
-    func mutateDuringPagination(onCall n: Int) {
-        state.withLockedValue { $0.mutationOnSyncCall = $0.syncCalls + n }
+    /// The `n`th sync call from now (1 is the next) reports a mutation during pagination; `change`, if
+    /// given, is the mutation: it rewrites the item's log then, as Plaid's data changed under the pages.
+    func mutateDuringPagination(onCall n: Int, change: (@Sendable (inout Item) -> Void)? = nil) {
+        state.withLockedValue {
+            $0.mutationOnSyncCall = $0.syncCalls + n
+            $0.mutation = change
+        }
     }
 
     /// The `n`th sync call from now answers HTTP 500.
@@ -246,6 +251,10 @@ final class FakePlaid: Sendable {
         }
         if call == failure { return error(500, type: "API_ERROR", code: "INTERNAL_SERVER_ERROR", message: "an unexpected error occurred") }
         if call == mutation {
+            state.withLockedValue { state in
+                if let change = state.mutation, state.items[item.accessToken] != nil { change(&state.items[item.accessToken]!) }
+                state.mutation = nil
+            }
             return error(400, type: "TRANSACTIONS_ERROR", code: "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION",
                          message: "Underlying transaction data changed since last page was fetched. Please restart pagination from last update.")
         }
