@@ -542,7 +542,7 @@ struct PlaidTests {
 
     // MARK: - Exact amounts
 
-    @Test("Plaid's JSON numbers are read from their text: a value Double cannot hold stays exact; one Folio cannot keep exactly is refused")
+    @Test("Plaid's JSON numbers are read from their text: a value Double cannot hold stays exact; a transaction amount Folio cannot keep exactly is refused; a holding's figure, worked out in floating point at Plaid, is kept to its places and counted")
     func exactAmounts() throws {
         let json = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "9007199254740993.01", "2026-11-02", "Big").utf8))
         let transaction = try PlaidClient.transaction(json)
@@ -550,8 +550,15 @@ struct PlaidTests {
         #expect(Double("9007199254740993.01")! == 9007199254740994, "the same text through Double loses the cents and moves a unit")
         let tooPrecise = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.00001", "2026-11-02", "Odd").utf8))
         #expect(throws: PlaidError.self) { try PlaidClient.transaction(tooPrecise) }
-        let price = try JSONValue.parse(Array(#"{"institution_price":240.123456789}"#.utf8))
-        #expect(throws: PlaidError.self, "a price with more places than Folio keeps is refused, not rounded") { try PlaidClient.price(price["institution_price"]) }
+        let figures = try JSONValue.parse(Array(#"{"institution_price":240.123456789,"institution_value":4357.459999999999,"quantity":0.000000001234567891,"exact":12.5,"huge":1e30}"#.utf8))
+        var rounded = 0
+        #expect(try PlaidClient.price(figures["institution_price"], rounded: &rounded)?.description == "240.12345679")
+        #expect(try PlaidClient.cash(figures["institution_value"], field: "institution_value", rounded: &rounded)?.description == "4357.46")
+        #expect(try PlaidClient.quantity(figures["quantity"], rounded: &rounded)?.description == "0.000000001")
+        #expect(rounded == 3, "each rounding is counted, and said in the log")
+        #expect(try PlaidClient.cash(figures["exact"], field: "exact", rounded: &rounded)?.description == "12.50")
+        #expect(rounded == 3, "an exact figure is not counted")
+        #expect(throws: PlaidError.self, "a figure too large to keep is refused") { try PlaidClient.cash(figures["huge"], field: "huge", rounded: &rounded) }
         let badDate = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.00", "Nov 2", "Odd date").utf8))
         #expect(throws: PlaidError.self, "a date that is not YYYY-MM-DD is refused") { try PlaidClient.transaction(badDate) }
         let exponent = try JSONValue.parse(Array(FakePlaid.transaction("t", "a", "1.5E2", "2026-11-02", "Exp").utf8))

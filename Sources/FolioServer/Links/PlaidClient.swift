@@ -228,20 +228,25 @@ struct PlaidClient: Sendable {
         for security in answer["securities"]?.elements ?? [] {
             if let id = security["security_id"]?.string { securities[id] = security }
         }
+        // Plaid works a holding's figures out in floating point (institution_value 4357.459999999999, a coin's
+        // 18-place quantity). They are shown, never booked: each is kept to its column's places, half to even,
+        // and the import says how many it rounded, rather than refuse the whole import for one figure.
+        var rounded = 0
         let holdings = try (answer["holdings"]?.elements ?? []).map { holding in
             guard let account = holding["account_id"]?.string, let securityID = holding["security_id"]?.string else {
                 throw PlaidError.unreadable("a holding without account_id or security_id")
             }
-            guard let quantity = try Self.quantity(holding["quantity"]), let price = try Self.price(holding["institution_price"]),
-                  let value = try Self.cash(holding["institution_value"], field: "institution_value")
+            guard let quantity = try Self.quantity(holding["quantity"], rounded: &rounded), let price = try Self.price(holding["institution_price"], rounded: &rounded),
+                  let value = try Self.cash(holding["institution_value"], field: "institution_value", rounded: &rounded)
             else { throw PlaidError.unreadable("holding of \(securityID) without quantity, institution_price or institution_value") }
             let security = securities[securityID]
             return PlaidHolding(
                 plaidAccountID: account, securityID: securityID, ticker: security?["ticker_symbol"]?.string, securityName: security?["name"]?.string,
-                securityType: security?["type"]?.string, quantity: quantity, costBasis: try Self.cash(holding["cost_basis"], field: "cost_basis"),
+                securityType: security?["type"]?.string, quantity: quantity, costBasis: try Self.cash(holding["cost_basis"], field: "cost_basis", rounded: &rounded),
                 institutionPrice: price, institutionPriceAsOf: holding["institution_price_as_of"]?.string, institutionValue: value,
                 currency: holding["iso_currency_code"]?.string ?? holding["unofficial_currency_code"]?.string)
         }
+        if rounded > 0 { logger.notice("Plaid holdings figures rounded to Folio's places", metadata: ["figures": "\(rounded)"]) }
         return (try answer["accounts"].map(Self.accounts) ?? [], holdings)
     }
 
@@ -258,6 +263,31 @@ struct PlaidClient: Sendable {
     }
 
     // MARK: - Amounts
+
+    /// A holding's figure: exact when it fits its type's places, else rounded half to even (counted in `rounded`);
+    /// one too large to keep is refused.
+    static func rounding<Scale>(_ value: JSONValue?, as type: Fixed<Scale>.Type, field: String, rounded: inout Int) throws -> Fixed<Scale>? {
+        guard let value, !value.isNull else { return nil }
+        guard let text = value.numberText ?? value.string else { throw PlaidError.unreadable("\(field) is not a number") }
+        if let exact = try? Fixed<Scale>(parsing: text) { return exact }
+        guard let near = try? Fixed<Scale>(parsing: text, rounding: .halfEven) else {
+            throw PlaidError.unreadable("\(field) \(text) is too large to keep")
+        }
+        rounded += 1
+        return near
+    }
+
+    static func cash(_ value: JSONValue?, field: String, rounded: inout Int) throws -> Cash? {
+        try rounding(value, as: Cash.self, field: field, rounded: &rounded)
+    }
+
+    static func quantity(_ value: JSONValue?, rounded: inout Int) throws -> Quantity? {
+        try rounding(value, as: Quantity.self, field: "quantity", rounded: &rounded)
+    }
+
+    static func price(_ value: JSONValue?, rounded: inout Int) throws -> Price? {
+        try rounding(value, as: Price.self, field: "institution_price", rounded: &rounded)
+    }
 
     /// A money amount, exactly as written, or an error naming the field: Folio never rounds what Plaid sent.
     static func cash(_ value: JSONValue?, field: String) throws -> Cash? {
