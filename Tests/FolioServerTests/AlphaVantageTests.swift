@@ -162,6 +162,24 @@ struct AlphaVantageTests {
         }
     }
 
+    @Test("a person's lookups spend all but a fifth of each period's calls; the rest is kept for pricing orders and jobs", arguments: TestDatabaseKind.all)
+    func budgetKeptForTrading(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(kind) { database, _ in
+                let clock = TestClock(start: Self.friday)
+                let vendor = provider(fake, database: database, clock: clock, perMinute: 5, perDay: 25)
+                try await CallBudget.$purpose.withValue(.lookingUp) {
+                    for _ in 0..<4 { _ = try await vendor.quote(for: "IBM") }
+                    await #expect(throws: MarketDataError.self, "a fifth lookup in the minute") { try await vendor.quote(for: "IBM") }
+                }
+                #expect(fake.hits.count == 4)
+                #expect(try await vendor.quote(for: "IBM") != nil, "an order's price still has its call")
+                #expect(fake.hits.count == 5)
+                #expect(CallBudget.limit(25, for: .lookingUp) == 20 && CallBudget.limit(4, for: .lookingUp) == 4, "below five a period, nothing is kept")
+            }
+        }
+    }
+
     @Test("twenty concurrent callers on two instances share the budget: exactly 5 calls reach the vendor, the rest are refused uncounted", arguments: TestDatabaseKind.all)
     func callBudgetUnderConcurrency(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

@@ -17,17 +17,29 @@ struct CallBudget: Sendable {
         var retryAt: Date
     }
 
+    /// Who a call is for. What a person looks up (a quote of any ticker, a search, a chart's history) may
+    /// spend all but a fifth of each period's calls: the rest is kept for pricing orders and for jobs, so
+    /// one user typing tickers cannot leave everyone's orders without a price.
+    enum Purpose: Sendable { case lookingUp, trading }
+    @TaskLocal static var purpose: Purpose = .trading
+
+    /// A period's limit for the current purpose.
+    static func limit(_ limit: Int, for purpose: Purpose) -> Int {
+        purpose == .lookingUp ? limit - limit / 5 : limit
+    }
+
     /// Counts one call, or throws `Exhausted` without counting anything.
     func claim() async throws {
         let now = clock.now()
         let minute = Self.periodStart(of: now, length: 60)
         let day = Self.periodStart(of: now, length: 86_400)
+        let purpose = Self.purpose
         try await database.db.transaction { db in
             let sql = database.sqlDatabase(db)
-            guard try await increment(period: "minute", start: minute, limit: perMinute, on: sql) else {
+            guard try await increment(period: "minute", start: minute, limit: Self.limit(perMinute, for: purpose), on: sql) else {
                 throw Exhausted(retryAt: Date(timeIntervalSince1970: TimeInterval(minute + 60)))
             }
-            guard try await increment(period: "day", start: day, limit: perDay, on: sql) else {
+            guard try await increment(period: "day", start: day, limit: Self.limit(perDay, for: purpose), on: sql) else {
                 throw Exhausted(retryAt: Date(timeIntervalSince1970: TimeInterval(day + 86_400)))
             }
             // Old periods are of no further use.

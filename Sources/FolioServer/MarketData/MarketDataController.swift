@@ -11,10 +11,17 @@ struct MarketDataController: Sendable {
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let market = router.group("/api/market", context: AuthenticatedContext.self)
-        market.get("/quotes", use: quotesRoute)
-        market.get("/symbols", use: search)
-        market.get("/history/:symbol", use: history)
+        market.get("/quotes", use: Self.lookingUp(quotesRoute))
+        market.get("/symbols", use: Self.lookingUp(search))
+        market.get("/history/:symbol", use: Self.lookingUp(history))
         market.get("/clock", use: marketClock)
+    }
+
+    /// A route whose vendor calls are a person's lookups: they spend the part of the call budget not kept for trading.
+    static func lookingUp<Output: ResponseGenerator>(
+        _ handler: @escaping @Sendable (Request, AuthenticatedContext) async throws -> Output
+    ) -> @Sendable (Request, AuthenticatedContext) async throws -> Output {
+        { request, context in try await CallBudget.$purpose.withValue(.lookingUp) { try await handler(request, context) } }
     }
 
     struct ClockResponse: ResponseEncodable {
