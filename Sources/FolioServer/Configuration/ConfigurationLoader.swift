@@ -326,6 +326,12 @@ public enum ConfigurationLoader {
         for key in [backup.encryptionKey].compactMap({ $0 }) + backup.previousEncryptionKeys where key.utf8.count < minimumSecretKeyBytes {
             problems.append("BACKUP_ENCRYPTION_KEY and PREVIOUS_BACKUP_ENCRYPTION_KEYS entries must be at least \(minimumSecretKeyBytes) bytes (one is \(key.utf8.count)); make one with `openssl rand -base64 48`")
         }
+        // The backups hold every user's data: in production their key is drawn at random, as SECRET_KEY is.
+        for key in [backup.encryptionKey].compactMap({ $0 }) + backup.previousEncryptionKeys where production && key.utf8.count >= minimumSecretKeyBytes {
+            if let why = guessable(key) {
+                problems.append("a BACKUP_ENCRYPTION_KEY or PREVIOUS_BACKUP_ENCRYPTION_KEYS entry \(why); make one with `openssl rand -base64 48`")
+            }
+        }
         switch value("BACKUP_SCHEDULE")?.lowercased() {
         case nil, "daily": backup.scheduled = true
         case "off": backup.scheduled = false
@@ -502,11 +508,16 @@ public enum ConfigurationLoader {
         let scalars = Array(secret.unicodeScalars)
         if Set(scalars).count < 8 { return "repeats too few distinct characters to be random" }
         // One piece said again and again ("password1234password1234…", "0123456789abcdef0123456789abcdef"):
-        // six characters in a row that come back three times (in a random key, about never).
-        var pieces: [ArraySlice<Unicode.Scalar>: Int] = [:]
+        // six characters in a row that come back three times, apart (in a random key, about never; counted
+        // overlapping, a run of eight like characters would be three, and one random hex key in some
+        // hundred thousand has one).
+        var pieces: [ArraySlice<Unicode.Scalar>: (count: Int, end: Int)] = [:]
         if scalars.count >= 6, (0...(scalars.count - 6)).contains(where: { start in
-            pieces[scalars[start..<(start + 6)], default: 0] += 1
-            return pieces[scalars[start..<(start + 6)]]! >= 3
+            let piece = scalars[start..<(start + 6)]
+            let seen = pieces[piece] ?? (0, 0)
+            guard seen.count == 0 || start >= seen.end else { return false }
+            pieces[piece] = (seen.count + 1, start + 6)
+            return seen.count + 1 >= 3
         }) {
             return "repeats the same characters over and over"
         }
