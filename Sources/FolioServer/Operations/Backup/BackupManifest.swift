@@ -108,11 +108,18 @@ public struct BackupManifest: Codable, Sendable, Equatable {
         public var sha256: String
     }
 
+    /// The backup's manifest; a missing or unreadable one is a `Backups.Failure` that says so in a line.
     static func read(from directory: URL) throws -> BackupManifest {
-        let data = try Data(contentsOf: directory.appendingPathComponent(fileName))
+        guard let data = try? Data(contentsOf: directory.appendingPathComponent(fileName)) else {
+            throw Backups.Failure(description: "\(directory.path) holds no readable \(fileName): it is not a Folio backup")
+        }
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
-        return try decoder.decode(BackupManifest.self, from: data)
+        do {
+            return try decoder.decode(BackupManifest.self, from: data)
+        } catch {
+            throw Backups.Failure(description: "\(directory.appendingPathComponent(fileName).path) is not a manifest Folio can read (it was changed, or cut short)")
+        }
     }
 
     func write(to directory: URL) throws {
