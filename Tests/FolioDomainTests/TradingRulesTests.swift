@@ -100,17 +100,18 @@ struct TradingRulesTests {
         #expect(books.fills.map(\.brokerFillID) == ["f1", "f2"])
     }
 
-    @Test("a fill a broker that holds the order made, which the books cannot take, is refused whole: the order stays open, nothing changes")
+    @Test("a fill a broker that holds the order made, which the books cannot take, ends the order with a reason naming the broker's fill, and an event for the operator; no fill is recorded")
     func unpayableAtBroker() throws {
         var books = try placedBuy(quantity: "1", limit: "10", cash: "10.00")
-        let before = books
         let order = try #require(books.orders.values.first)
-        #expect(throws: TradingError.brokerFillNotRecorded(orderID: order.id, reason: "insufficient cash at the fill price")) {
-            try books.apply(.filled([BrokerFill(id: "f1", quantity: qty("1"), price: px("11"))]), to: order.id, heldAtBroker: true, ids: ids, now: now)
-        }
-        #expect(books.orders == before.orders)
-        #expect(books.account == before.account)
+        try books.apply(.filled([BrokerFill(id: "f1", quantity: qty("1"), price: px("11"))]), to: order.id, heldAtBroker: true, ids: ids, now: now)
+        let ended = try #require(books.orders[order.id])
+        #expect(ended.status == .rejected)
+        #expect(ended.rejectReason == "filled at the broker, beyond what the books can take (insufficient cash at the fill price): reconciliation records it")
         #expect(books.fills.isEmpty)
+        #expect(books.account.reservedCash == 0 && books.account.cash == cash_("10.00"))
+        let note = try #require(books.postings.last?.events.first { $0.action == "order.broker_fill_not_recorded" })
+        #expect(note.details == ["reason": "insufficient cash at the fill price", "quantity": "1", "price": "11.00", "broker_fill_id": "f1"])
     }
 
     @Test("an order that has not filled is rejected when its first fill cannot be paid")

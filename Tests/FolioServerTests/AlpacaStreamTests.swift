@@ -106,25 +106,31 @@ struct AlpacaStreamTests {
         }
     }
 
-    @Test("a fill Alpaca made that the books cannot take leaves the order open and the fill unrecorded, and says so at error level; it is never called rejected", arguments: TestDatabaseKind.all)
+    @Test("a fill Alpaca made that the books cannot take ends the order with a reason naming it, says so at error level once, and reconciliation then brings the account to Alpaca's", arguments: TestDatabaseKind.all)
     func fillBeyondTheBooks(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in
-            // 3 KO reserved at the 60.00 limit (180.00); Alpaca reports them filled at 10,000.00 each, beyond the 25,000.00 cash.
+            // 3 KO reserved at the 60.00 limit (180.00), and 400 more reserving 24,000.00 of the 25,000.00.
             let id = try await restingOrder(client, env, tokens, account)
-            fake.fill(clientOrderID: id, at: 10_000)
-            try await eventually("the stream's attempt said at error level") {
-                env.logs.lines.contains { $0.contains("the broker filled an order beyond what the books can take") && $0.contains(id) }
-            }
-            // And the poll that looks again finds the same, and changes nothing either.
-            try await OrderService.recheckFor(env)
+            let large = try await restingOrder(client, env, tokens, account, quantity: "400")
+            // Alpaca fills the first at 400.00 each: 1,200.00, which the cash the other order leaves cannot take.
+            fake.fill(clientOrderID: id, at: 400)
+            try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "rejected" }
             let shown = try await status(client, tokens, id)
-            #expect(shown["status"] as? String == "accepted", "\(shown)")
-            #expect(shown["filled_quantity"] as? String == "0")
-            #expect(shown["reject_reason"] == nil || shown["reject_reason"] is NSNull)
+            #expect((shown["reject_reason"] as? String)?.hasPrefix("filled at the broker, beyond what the books can take") == true, "\(shown)")
             #expect(try await env.store.fills(of: try #require(OrderID(id))).isEmpty)
+            let alarms = env.logs.lines.filter { $0.contains("the broker filled an order beyond what the books can take") }
+            #expect(alarms.count == 1 && alarms[0].contains(#""level":"error""#) && alarms[0].contains(id), "\(alarms)")
+            try await OrderService.recheckFor(env)
+            #expect(env.logs.lines.filter { $0.contains("the broker filled an order beyond what the books can take") }.count == 1, "said once, not at every poll")
+            try await env.expectConsistent()
+
+            // Once no order is open, reconciliation brings the cash and the shares to Alpaca's.
+            #expect(try await client.execute(uri: "/api/orders/\(large)", method: .delete, headers: bearer(tokens)).status == .ok)
+            let run = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(run.first?.applied == true, "\(run)")
             let books = try #require(try await env.accounts().first { $0.id == account })
-            #expect(books.cash == 25_000)
-            #expect(books.reservedCash == 180)
+            #expect(books.cash == (try Cash(parsing: "23800.00")))
+            #expect(try await env.store.holdings(of: account).first { $0.symbol == "KO" }?.quantity == 3)
             try await env.expectConsistent()
         }
     }

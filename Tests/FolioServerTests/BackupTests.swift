@@ -164,6 +164,14 @@ struct BackupTests {
                 try await Backups.restore(cut, into: .sqlite(path: target), configuration: env.configuration, logger: Logger(label: "test"))
             }
             #expect(!FileManager.default.fileExists(atPath: target), "the unreadable copy is not left in the target")
+            // An empty file the operator made for it stays, empty again.
+            let made = directory.appendingPathComponent("made.sqlite").path
+            #expect(FileManager.default.createFile(atPath: made, contents: nil, attributes: [.posixPermissions: 0o640]))
+            await #expect(throws: (any Error).self) {
+                try await Backups.restore(cut, into: .sqlite(path: made), configuration: env.configuration, logger: Logger(label: "test"))
+            }
+            let attributes = try FileManager.default.attributesOfItem(atPath: made)
+            #expect((attributes[.size] as? NSNumber)?.intValue == 0)
             let problems = try await Backups.restore(good, into: .sqlite(path: target), configuration: env.configuration, logger: Logger(label: "test"))
             #expect(problems.isEmpty, "\(problems)")
         }

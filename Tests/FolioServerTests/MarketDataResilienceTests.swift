@@ -149,7 +149,12 @@ struct MarketDataResilienceTests {
         let information = "We have detected your API key as X and our standard API rate limit is 25 requests per day."
         #expect(VendorGate.nextWindow(after: now, message: note) == (try Date("2026-11-27T15:01:00Z", strategy: .iso8601)))
         #expect(VendorGate.nextWindow(after: now, message: information) == (try Date("2026-11-28T00:00:00Z", strategy: .iso8601)))
-        // A function's name is not a daily limit.
+        // A burst waits a minute, though it names the day's limit; a function's name is not a daily limit.
+        let burst = "Thank you for using Alpha Vantage! Please consider spreading out your free API requests more sparingly (1 request per second). You may subscribe to any of the premium plans to lift the free key rate limit (25 requests per day)."
+        #expect(VendorGate.nextWindow(after: now, message: burst) == (try Date("2026-11-27T15:01:00Z", strategy: .iso8601)))
+        #expect(AlphaVantageProvider.isRateLimit(burst))
+        #expect(!AlphaVantageProvider.isRateLimit("This is a premium endpoint. You may subscribe to any of the premium plans"))
+        #expect(AlphaVantageProvider.isRateLimit("Something Alpha Vantage has not said before"), "an unknown notice holds back, as before")
         #expect(VendorGate.nextWindow(after: now, message: "Burst of TIME_SERIES_DAILY calls") == (try Date("2026-11-27T15:01:00Z", strategy: .iso8601)))
     }
 

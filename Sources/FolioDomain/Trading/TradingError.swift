@@ -22,10 +22,6 @@ public enum TradingError: Error, Equatable, Sendable {
     case impossibleTransition(from: OrderStatus, to: OrderStatus)
     /// A broker reported a fill of nothing or at no price: it cannot be applied, and is not dropped silently.
     case unusableFill(orderID: OrderID, fill: String)
-    /// A broker that holds the order filled it, and the books cannot take the fill (its cost beyond the
-    /// cash, say, or a sale of shares not held here): the fill happened, so the order is not ended as if
-    /// it had not; it stays open, the fill unrecorded, until the books can take it or an operator looks.
-    case brokerFillNotRecorded(orderID: OrderID, reason: String)
 
     public static func invalid(field: String, code: String, message: String) -> TradingError {
         .invalid([FieldIssue(field: field, code: code, message: message)])

@@ -159,8 +159,11 @@ public enum TradingRules {
     /// `finishesOrder`: the broker says this is the order's last fill; it
     /// decides when a notional order (which has no quantity) is filled.
     /// `heldAtBroker`: the broker holds the order and the fill already
-    /// happened there, so a fill the books cannot take does not end the
-    /// order (that would say it never filled): `brokerFillNotRecorded`.
+    /// happened there. One the books cannot take still ends the order here
+    /// (kept open, it would hold its reservation and keep reconciliation
+    /// off the account for good), with a reason that says it filled at the
+    /// broker and an `order.broker_fill_not_recorded` event: reconciliation
+    /// then brings the account's cash and shares to the broker's.
     public static func fill(
         _ fill: BrokerFill, order: OrderState, account: AccountState, holding: HoldingState?, finishesOrder: Bool = true,
         heldAtBroker: Bool = false, fillID: FillID, entryID: EntryID, now: Date
@@ -177,7 +180,15 @@ public enum TradingRules {
         let held = holding ?? .empty(order.symbol)
         // An open order can always be canceled; one that has not filled yet is rejected instead.
         func stop(_ reason: String) throws(TradingError) -> Posting? {
-            if heldAtBroker { throw .brokerFillNotRecorded(orderID: order.id, reason: reason) }
+            if heldAtBroker {
+                let why = "filled at the broker, beyond what the books can take (\(reason)): reconciliation records it"
+                guard var ended = end(order, as: order.status == .partiallyFilled ? .canceled : .rejected, reason: why, account: account, holding: holding, now: now)
+                else { return nil }
+                ended.events.append(AuditNote(
+                    action: "order.broker_fill_not_recorded", subjectType: "order", subjectID: order.id.description,
+                    details: ["reason": reason, "quantity": fill.quantity.description, "price": fill.price.description, "broker_fill_id": fill.id]))
+                return ended
+            }
             return end(order, as: order.status == .partiallyFilled ? .canceled : .rejected, reason: reason, account: account, holding: holding, now: now)
         }
         let line: LedgerLine

@@ -327,10 +327,9 @@ public enum ConfigurationLoader {
             problems.append("BACKUP_ENCRYPTION_KEY and PREVIOUS_BACKUP_ENCRYPTION_KEYS entries must be at least \(minimumSecretKeyBytes) bytes (one is \(key.utf8.count)); make one with `openssl rand -base64 48`")
         }
         // The backups hold every user's data: in production their key is drawn at random, as SECRET_KEY is.
-        for key in [backup.encryptionKey].compactMap({ $0 }) + backup.previousEncryptionKeys where production && key.utf8.count >= minimumSecretKeyBytes {
-            if let why = guessable(key) {
-                problems.append("a BACKUP_ENCRYPTION_KEY or PREVIOUS_BACKUP_ENCRYPTION_KEYS entry \(why); make one with `openssl rand -base64 48`")
-            }
+        // A previous key only opens backups it sealed, and moving off a weak one needs it listed: not judged.
+        if production, let key = backup.encryptionKey, key.utf8.count >= minimumSecretKeyBytes, let why = guessable(key) {
+            problems.append("BACKUP_ENCRYPTION_KEY \(why); make one with `openssl rand -base64 48`")
         }
         switch value("BACKUP_SCHEDULE")?.lowercased() {
         case nil, "daily": backup.scheduled = true

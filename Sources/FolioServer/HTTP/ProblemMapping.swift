@@ -84,11 +84,6 @@ enum ProblemMapping {
                 errors: [.init(field: "client_order_id", code: "duplicate", message: "client_order_id must be unique.")])
         case .orderNotCancelable(let status):
             return AppError(.conflict, code: "order_not_cancelable", detail: "A \(status.rawValue) order cannot be canceled.")
-        case .brokerFillNotRecorded:
-            // A cancel whose broker answered with a fill the books cannot take.
-            return AppError(
-                .conflict, code: "broker_fill_not_recorded",
-                detail: "The broker filled this order, and the fill cannot be recorded yet: the order stays open until an operator looks.")
         case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")

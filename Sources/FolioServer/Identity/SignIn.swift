@@ -148,7 +148,7 @@ extension IdentityServices {
         let since = clock.now().addingTimeInterval(-86_400), notifications = self.notifications
         try await database.transaction { db in
             guard try await !notifications.store.exists(kind: .accountLocked, of: user.id!, since: since, on: db) else { return }
-            try await notifications.notify(user.id!, .accountLocked, MailVariables(["duration": minutes == 1 ? "1 minute" : "\(minutes) minutes"]), on: db)
+            try await notifications.notify(user.id!, .accountLocked, MailVariables(["duration": minutes == 1 ? "1 minute" : "\(minutes) minutes", "minutes": String(minutes)]), on: db)
         }
     }
 }

@@ -203,7 +203,7 @@ struct JobQueue: Sendable {
     /// An error as a job keeps it: a vendor's message may quote its key (Alpha Vantage's does), and the
     /// database and its backups are not where a secret goes, so it is redacted as a log line is.
     static func storable(_ error: String) -> String {
-        String(LogRedactor.standard.redact(ConfiguredSecrets.mask(in: error)).prefix(2000))
+        String(LogRedactor.standard.redact(ConfiguredSecrets.mask(in: String(error.prefix(8000)))).prefix(2000))
     }
 
     /// Seconds before attempt `attempt + 1`: 2^attempt, at most ten minutes (jitter is added on top).

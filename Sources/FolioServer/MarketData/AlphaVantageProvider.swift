@@ -123,10 +123,13 @@ struct AlphaVantageProvider: MarketDataProvider {
     }
 
     /// Alpha Vantage's words for a spent limit: "Our standard API rate limit is 25 requests per day",
-    /// "5 calls per minute", "call frequency".
+    /// "5 calls per minute", "call frequency", "spreading out your free API requests more sparingly
+    /// (1 request per second)". A message without them that speaks of a premium plan refuses the call;
+    /// any other is taken as a limit, as before.
     static func isRateLimit(_ message: String) -> Bool {
         let lowered = message.lowercased()
-        return ["rate limit", "requests per", "calls per", "call frequency"].contains { lowered.contains($0) }
+        if ["rate limit", "requests per", "calls per", "request per", "call frequency", "sparingly"].contains(where: { lowered.contains($0) }) { return true }
+        return !lowered.contains("premium")
     }
 
     private func logged(_ error: MarketDataError, function: String) -> MarketDataError {

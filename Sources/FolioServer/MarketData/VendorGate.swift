@@ -135,8 +135,10 @@ final class VendorGate: Sendable {
     static func nextWindow(after now: Date, message: String) -> Date {
         let lowered = message.lowercased()
         let seconds = Int64(now.timeIntervalSince1970.rounded(.down))
-        // "per day" only: "daily" is also in function names (TIME_SERIES_DAILY).
-        let daily = !lowered.contains("per minute") && lowered.contains("per day")
+        // "per day" only: "daily" is also in function names (TIME_SERIES_DAILY). A burst ("more sparingly
+        // (1 request per second)") waits a minute, though its text may name the daily limit too.
+        let burst = lowered.contains("per second") || lowered.contains("sparingly")
+        let daily = !burst && !lowered.contains("per minute") && lowered.contains("per day")
         let length: Int64 = daily ? 86_400 : 60
         return Date(timeIntervalSince1970: TimeInterval(seconds - seconds % length + length))
     }

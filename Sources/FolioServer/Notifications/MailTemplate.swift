@@ -101,7 +101,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .passwordChanged: "Your password was changed and every session was signed out."
         case .twoFactorEnabled: "Two-factor authentication was turned on."
         case .twoFactorDisabled: "Two-factor authentication was turned off."
-        case .accountLocked: "Too many failed sign-ins: sign-in is paused for {{duration}}."
+        case .accountLocked: "Too many failed sign-ins: sign-in is paused for {{#duration}}{{duration}}{{/duration}}{{^duration}}{{minutes}} minutes{{/duration}}."
         case .accessReview:
             "Access review: {{administrators}} administrators, {{users}} users, {{dormant}} dormant, {{disabled}} disabled, {{admin_actions}} admin actions this month."
         }
@@ -135,7 +135,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .newSignIn: MailVariables(["device": "Firefox on Linux", "ip": "203.0.113.9", "time": "2026-11-24 15:30 UTC"])
         case .passwordChanged, .twoFactorEnabled, .twoFactorDisabled: MailVariables([:])
         case .brokerageKeysReplaced: MailVariables(["account": "7781", "key_hint": "…0002", "environment": "paper"])
-        case .accountLocked: MailVariables(["duration": "15 minutes"])
+        case .accountLocked: MailVariables(["duration": "15 minutes", "minutes": "15"])
         case .accessReview:
             MailVariables(
                 ["administrators": "2", "users": "14", "dormant": "1", "disabled": "1", "admin_actions": "3", "findings": "2"],

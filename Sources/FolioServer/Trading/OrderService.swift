@@ -277,23 +277,8 @@ struct OrderService: Sendable {
         return outcomes
     }
 
-    /// A fill the broker made that the books cannot take is an operator's
-    /// matter, not a retry's: said at error level (Sentry), every time it is met.
-    private func raiseAlarm(_ error: any Error) {
-        guard case .brokerFillNotRecorded(let orderID, let reason)? = error as? TradingError else { return }
-        logger.error(
-            "the broker filled an order beyond what the books can take: the order stays open and the fill unrecorded until an operator looks (docs/OPERATIONS.md)",
-            metadata: ["order_id": "\(orderID)", "reason": .string(reason)])
-    }
-
     func apply(_ reports: [Report], account: AccountID) async throws {
-        do {
-            try await applyTogether([account: reports])
-        } catch {
-            // Of one report only: a batch that fails is tried again report by report, and said once there.
-            if reports.count == 1 { raiseAlarm(error) }
-            throw error
-        }
+        try await applyTogether([account: reports])
     }
 
     /// All the reports in one transaction: the accounts locked together in
@@ -304,7 +289,7 @@ struct OrderService: Sendable {
         let now = ledger.now(), ids = self.ids, ledger = self.ledger
         let reports = groups.values.flatMap { $0 }
         let need = Ledger.Need(orders: reports.map(\.order.id), brokerFills: reports.flatMap(\.report.fills).map(\.id))
-        try await database.transaction { db in
+        let committed = try await database.transaction { db in
             var opened = try await ledger.open(accounts: Array(groups.keys), need: need, on: db)
             for index in opened.indices {
                 for report in groups[opened[index].books.account.id] ?? [] {
@@ -313,6 +298,13 @@ struct OrderService: Sendable {
                 }
             }
             try await ledger.commit(opened, context: .none, on: db)
+            return opened
+        }
+        // A fill the broker made that the books could not take: the order ended here, and an operator should know.
+        for note in committed.flatMap({ $0.books.postings.flatMap(\.events) }) where note.action == "order.broker_fill_not_recorded" {
+            logger.error(
+                "the broker filled an order beyond what the books can take: the order was ended here and the fill left to reconciliation (docs/OPERATIONS.md)",
+                metadata: ["order_id": .string(note.subjectID), "reason": .string(note.details["reason"] ?? "")])
         }
     }
 

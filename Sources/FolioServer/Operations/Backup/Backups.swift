@@ -214,15 +214,19 @@ public struct Backups: Sendable {
         guard (manifest.database == "postgres") == target.isPostgres else {
             throw Failure(description: "this is a \(manifest.database) backup; restore it into a \(manifest.database) database")
         }
+        // An empty SQLite file the operator made for the restore stays (emptied) if the restore fails.
+        let existed: Bool = if case .sqlite(let path) = target { FileManager.default.fileExists(atPath: path) } else { true }
         let empty = try await withDatabase(target, logger: logger) { try await $0.isEmpty() }
         guard empty else { throw Failure(description: "the target database is not empty: restore only into an empty database (nothing was changed)") }
         do {
             try await load(manifest, from: backup, into: target, configuration: configuration, progress: progress)
             return try await verifyRestored(target, configuration: configuration, logger: logger, progress: progress)
         } catch {
-            // The target was empty: a copy that cannot be opened or read goes, so a second attempt starts clean.
+            // The target was empty: a copy that cannot be opened or read goes, so a second attempt starts clean
+            // (one the restore made, removed; one the operator made, emptied).
             if case .sqlite(let path) = target {
-                for file in [path, path + "-wal", path + "-shm"] { try? FileManager.default.removeItem(atPath: file) }
+                for file in [path + "-wal", path + "-shm"] { try? FileManager.default.removeItem(atPath: file) }
+                if existed { try? FileHandle(forWritingTo: URL(fileURLWithPath: path)).truncate(atOffset: 0) } else { try? FileManager.default.removeItem(atPath: path) }
             }
             throw error
         }

@@ -127,7 +127,10 @@ function advised(problem) {
     unauthorized: 'Nothing was changed: your session has ended. Sign in again (in another tab, to keep what you typed here), then send the form again.',
     csrf_failed: 'Nothing was changed: this page is older than your session. Reload the page, then send the form again.',
   }[problem?.code];
-  return advice ? { ...problem, detail: advice } : problem;
+  if (advice) return { ...problem, detail: advice };
+  // The order moved on since the page was drawn (filled or canceled in another tab, say).
+  if (problem?.code === 'order_not_cancelable') return { ...problem, detail: `${problem.detail} Reload the page to see it as it is now.` };
+  return problem;
 }
 
 /**
@@ -138,9 +141,9 @@ function advised(problem) {
 async function signOutAnyway(result) {
   if (result.status === 401) { window.location.assign('/signin'); return true; }
   if (result.body?.code !== 'csrf_failed') return false;
-  const page = await fetch('/settings', { credentials: 'same-origin', headers: { Accept: 'text/html' } });
-  const token = new DOMParser().parseFromString(await page.text(), 'text/html').querySelector('meta[name="csrf-token"]')?.content;
-  if (!page.ok || !token) { window.location.assign('/signin'); return true; }
+  const fresh = await api('/api/auth/csrf');
+  const token = fresh.body?.csrf_token;
+  if (!fresh.ok || !token) { window.location.assign('/signin'); return true; }
   const again = await fetch('/api/auth/logout', { method: 'POST', credentials: 'same-origin', headers: { Accept: 'application/json', 'X-CSRF-Token': token } });
   if (!again.ok && again.status !== 401) return false;
   window.location.assign('/signin');

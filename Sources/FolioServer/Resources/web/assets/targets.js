@@ -83,8 +83,11 @@ document.getElementById('plan-form')?.addEventListener('folio:done', (event) => 
   section.focus();
 });
 
-// A run in progress: its status and orders, every two seconds, until it finishes.
+// A run in progress: its status and orders, every two seconds, until it finishes; then the page is drawn
+// again for the drift it left, unless something was typed meanwhile (a reload would lose it: it says so instead).
 const following = document.querySelector('[data-follow]');
+let typed = false;
+for (const form of document.querySelectorAll('form')) form.addEventListener('input', () => { typed = true; });
 async function follow() {
   let result;
   try { result = await globalThis.folio.api(following.dataset.follow); } catch { result = { ok: false }; }
@@ -92,7 +95,12 @@ async function follow() {
   const run = result.body;
   const row = following.querySelector(`[data-run="${CSS.escape(run.id)}"]`);
   if (row) row.querySelector('.run-status').textContent = run.status.replace('_', ' ');
-  if (['done', 'partially_done', 'failed'].includes(run.status)) window.location.reload();
-  else setTimeout(follow, 2000);
+  if (!['done', 'partially_done', 'failed'].includes(run.status)) { setTimeout(follow, 2000); return; }
+  if (!typed) { window.location.reload(); return; }
+  const note = document.createElement('p');
+  note.className = 'muted';
+  note.setAttribute('role', 'status');
+  note.textContent = 'The run finished: reload the page to see where it left the holdings (what you typed here is not saved yet).';
+  following.append(note);
 }
 if (following) setTimeout(follow, 2000);
