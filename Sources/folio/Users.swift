@@ -159,7 +159,7 @@ extension Users {
             abstract: "Erase a person (GDPR): their address and personal data go; their ledger and audit trail stay, unlinked from them.")
         @OptionGroup var options: EnvironmentOptions
         @Argument(help: "Email address of the user.") var email: String
-        @Flag(help: "Do not ask for confirmation.") var yes = false
+        @Flag(help: "Do not ask for confirmation (needed when standard input is not a terminal).") var yes = false
 
         func run() async throws {
             if !yes {
@@ -179,6 +179,10 @@ struct Outbox: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the newest messages kept by the development mailer.")
     @OptionGroup var options: EnvironmentOptions
     @Option(help: "How many messages to show.") var limit = 10
+
+    func validate() throws {
+        guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
+    }
 
     func run() async throws {
         let messages = try await withServices(options) { services in

@@ -176,6 +176,21 @@ struct AlphaVantageTests {
                 #expect(try await vendor.quote(for: "IBM") != nil, "an order's price still has its call")
                 #expect(fake.hits.count == 5)
                 #expect(CallBudget.limit(25, for: .lookingUp) == 20 && CallBudget.limit(4, for: .lookingUp) == 4, "below five a period, nothing is kept")
+
+                // Through the quote service: a lookup refused for want of its share does not pause the symbol's
+                // refresh for trading (a portfolio read revalidating its stale quote still calls the vendor).
+                clock.advance(by: 60)
+                let quotes = QuoteService(provider: provider(fake, database: database, clock: clock, perMinute: 5, perDay: 25), store: nil, clock: clock.clock)
+                guard case .found = await quotes.lookup("IBM") else { Issue.record("no first quote"); return }
+                clock.advance(by: 20)  // past the quote's 15 s
+                let before = fake.hits.count
+                await CallBudget.$purpose.withValue(.lookingUp) {
+                    for symbol in ["AAPL", "MSFT", "ORDB"] { _ = await quotes.lookup(symbol) }
+                    _ = await quotes.lookup("IBM")  // refused: the lookups' four of five are spent; the stale quote is answered
+                }
+                #expect(fake.hits.count == before + 3)
+                _ = await quotes.lookups(for: ["IBM"], staleWhileRevalidate: true)
+                try await eventually("trading's refresh of IBM called the vendor") { fake.hits.count == before + 4 }
             }
         }
     }

@@ -179,7 +179,7 @@ public enum TradingRules {
         var account = account
         let held = holding ?? .empty(order.symbol)
         // An open order can always be canceled; one that has not filled yet is rejected instead.
-        func stop(_ reason: String) throws(TradingError) -> Posting? {
+        func stop(_ reason: String) -> Posting? {
             if heldAtBroker {
                 let why = "filled at the broker, beyond what the books can take (\(reason)): reconciliation records it"
                 guard var ended = end(order, as: order.status == .partiallyFilled ? .canceled : .rejected, reason: why, account: account, holding: holding, now: now)
@@ -200,14 +200,14 @@ public enum TradingRules {
             guard let cost = try? Money.cost(quantity: fill.quantity, price: fill.price),
                   let share = order.quantity == nil ? cost
                       : try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
-            else { return try stop("the fill's cost is beyond what an account can hold") }
+            else { return stop("the fill's cost is beyond what an account can hold") }
             let release = completes ? order.reservedCash : Cash.min(order.reservedCash, Cash.max(share, cost))
             let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
             guard let cashAfter = try? account.cash - cost, cashAfter >= reservedAfter else {
-                return try stop("insufficient cash at the fill price")
+                return stop("insufficient cash at the fill price")
             }
             guard let position = try? held.position.buying(fill.quantity, for: cost) else {
-                return try stop("the holding would exceed what an account can hold")
+                return stop("the holding would exceed what an account can hold")
             }
             account.cash = cashAfter
             account.reservedCash = reservedAfter
@@ -221,10 +221,10 @@ public enum TradingRules {
                 description: "buy \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: now)
         case .sell:
             guard let sold = held.position.selling(fill.quantity) else {
-                return try stop("shares no longer held")
+                return stop("shares no longer held")
             }
             guard let proceeds = try? Money.proceeds(quantity: fill.quantity, price: fill.price), let cashAfter = try? account.cash + proceeds else {
-                return try stop("the proceeds would exceed what an account can hold")
+                return stop("the proceeds would exceed what an account can hold")
             }
             let release = completes ? order.reservedQuantity : Quantity.min(order.reservedQuantity, fill.quantity)
             account.cash = cashAfter

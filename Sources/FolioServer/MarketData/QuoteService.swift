@@ -168,7 +168,10 @@ final class QuoteService: Sendable {
             case .heldOff(let until, _), .budgetExhausted(let until): until
             default: now.addingTimeInterval(Self.retryPause)
             }
-            state.withLockedValue { $0.retryAt[symbol] = retryAt }
+            // Lookups that spent their share of the budget leave the rest to trading: no pause for the symbol.
+            if case .budgetExhausted = reason, CallBudget.purpose == .lookingUp {} else {
+                state.withLockedValue { $0.retryAt[symbol] = retryAt }
+            }
             let candidates = [remembered, stored?.quote].compactMap { $0 }
             guard var newest = candidates.max(by: { $0.asOf < $1.asOf }) else { return .unavailable(reason) }
             newest.isStale = true
