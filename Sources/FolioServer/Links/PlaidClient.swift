@@ -289,27 +289,12 @@ struct PlaidClient: Sendable {
         try rounding(value, as: Price.self, field: "institution_price", rounded: &rounded)
     }
 
-    /// A money amount, exactly as written, or an error naming the field: Folio never rounds what Plaid sent.
+    /// A balance or transaction amount, exactly as written, or an error naming the field: these are never rounded.
     static func cash(_ value: JSONValue?, field: String) throws -> Cash? {
         guard let value, !value.isNull else { return nil }
         guard let text = value.numberText ?? value.string else { throw PlaidError.unreadable("\(field) is not a number") }
         do { return try Cash(parsing: text) } catch {
             throw PlaidError.unreadable("\(field) \(text) has more than 4 decimal places or is too large to keep exactly")
-        }
-    }
-
-    static func quantity(_ value: JSONValue?) throws -> Quantity? {
-        guard let text = value?.numberText ?? value?.string else { return nil }
-        do { return try Quantity(parsing: text) } catch {
-            throw PlaidError.unreadable("quantity \(text) has more than 9 decimal places or is too large to keep exactly")
-        }
-    }
-
-    /// A price, exactly: one with more than Folio's 8 places is refused like any amount, never rounded.
-    static func price(_ value: JSONValue?) throws -> Price? {
-        guard let text = value?.numberText ?? value?.string else { return nil }
-        do { return try Price(parsing: text) } catch {
-            throw PlaidError.unreadable("price \(text) has more than 8 decimal places or is too large to keep exactly")
         }
     }
 
