@@ -454,6 +454,37 @@ struct AdminAndTwoFactorTests {
         }
     }
 
+    @Test("two administrators disabling or demoting each other at once leave one enabled administrator", arguments: TestDatabaseKind.all)
+    func lastAdministratorUnderRace(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { _, env in
+            let administration = UserAdministration(services: env.services), identity = env.services.identity
+            let origin = RequestOrigin.commandLine(logger: Logger(label: "test"))
+            for round in 0..<4 {
+                let first = try await administration.createAdmin(email: "a\(round)@example.com", password: strongPassword)
+                let second = try await administration.createAdmin(email: "b\(round)@example.com", password: strongPassword)
+                // Only these two are enabled administrators this round: the earlier rounds' one is demoted first.
+                for user in try await User.query(on: env.database.db).filter(\.$role == "admin").all() where ![first, second].contains(user.id!) {
+                    try await identity.setRole(.user, user: user, origin: origin)
+                }
+                let users = try await User.query(on: env.database.db).filter(\.$id ~~ [first, second]).all()
+                let a = try #require(users.first { $0.id == first }), b = try #require(users.first { $0.id == second })
+                let one = Task {
+                    if round.isMultiple(of: 2) { _ = try await identity.setDisabled(true, userID: second, actor: first, origin: origin) }
+                    else { try await identity.setRole(.user, user: b, origin: origin) }
+                }
+                let other = Task {
+                    if round.isMultiple(of: 2) { _ = try await identity.setDisabled(true, userID: first, actor: second, origin: origin) }
+                    else { try await identity.setRole(.user, user: a, origin: origin) }
+                }
+                let outcomes = [await one.result, await other.result]
+                #expect(outcomes.filter { if case .success = $0 { true } else { false } }.count == 1, "round \(round)")
+                #expect(outcomes.contains { if case .failure(IdentityError.lastAdministrator) = $0 { true } else { false } }, "round \(round)")
+                let enabled = try await User.query(on: env.database.db).filter(\.$role == "admin").filter(\.$disabledAt == nil).count()
+                #expect(enabled == 1, "round \(round)")
+            }
+        }
+    }
+
     @Test("through a key rotation, CSRF tokens and TOTP secrets made under the previous key still work, and the TOTP secret is sealed again under the new key", arguments: TestDatabaseKind.all)
     func rotationKeepsCSRFAndTOTP(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.secretKey = WebSecurityTests.previousKey; $0.csrfProtectionEnabled = true }) { client, env in

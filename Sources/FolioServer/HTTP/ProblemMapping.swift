@@ -219,6 +219,8 @@ enum ProblemMapping {
             return AppError(.conflict, code: "two_factor_not_enabled", detail: "Two-factor authentication is not on.")
         case .cannotDisableSelf:
             return AppError(.conflict, code: "cannot_disable_self", detail: "Administrators cannot disable their own account.")
+        case .lastAdministrator:
+            return AppError(.conflict, code: "last_administrator", detail: "This is the only enabled administrator; make someone else an administrator first.")
         case .userNotFound:
             return .notFound("user")
         case .userErased:

@@ -22,6 +22,7 @@ extension IdentityServices {
         // Enabling an erased person would count a pseudonymised administrator as one (the last-administrator check).
         if !disabled, let id = user.id, try await !store.erased([id], on: database.db).isEmpty { throw IdentityError.userErased }
         try await database.db.transaction { db in
+            if disabled, !user.isDisabled { try await refuseLastAdministrator(user, on: db) }
             user.disabledAt = disabled ? (user.disabledAt ?? clock.now()) : nil
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
@@ -42,6 +43,7 @@ extension IdentityServices {
     /// Sets a user's role; their sessions end, so the new role applies at once.
     func setRole(_ role: User.Role, user: User, origin: RequestOrigin) async throws {
         try await database.db.transaction { db in
+            if role != .admin, !user.isDisabled { try await refuseLastAdministrator(user, on: db) }
             user.role = role.rawValue
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
@@ -50,6 +52,16 @@ extension IdentityServices {
                 .init(action: "admin.role_changed", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id,
                       details: ["role": role.rawValue]),
                 origin: origin, on: db)
+        }
+    }
+
+    /// Demoting or disabling the last enabled administrator would leave no one to administer Folio:
+    /// checked in the change's own transaction, under the administrators' rows.
+    private func refuseLastAdministrator(_ user: User, on db: any Database) async throws {
+        guard user.role == User.Role.admin.rawValue, let id = user.id else { return }
+        let postgres = database.kind == .postgres
+        if try await !IdentityStore.anotherEnabledAdministrator(besides: id, postgres: postgres, on: database.sqlDatabase(db)) {
+            throw IdentityError.lastAdministrator
         }
     }
 

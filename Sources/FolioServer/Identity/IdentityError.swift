@@ -20,6 +20,8 @@ enum IdentityError: Error, Equatable, Sendable {
     case twoFactorNotEnrolling
     case twoFactorNotEnabled
     case cannotDisableSelf
+    /// Demoting or disabling the last enabled administrator.
+    case lastAdministrator
     case userNotFound
     /// An erased person's row: it stays disabled for good.
     case userErased

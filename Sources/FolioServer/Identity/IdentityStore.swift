@@ -31,6 +31,16 @@ struct IdentityStore: Sendable {
             """).first() != nil
     }
 
+    /// Takes every enabled administrator's row for update (PostgreSQL; SQLite's single writer runs such
+    /// transactions one after the other) and says whether one besides `userID` stays. Two administrators
+    /// demoting or disabling each other at once: the second waits, and PostgreSQL's re-check after the
+    /// wait no longer counts the one the first took away.
+    static func anotherEnabledAdministrator(besides userID: UUID, postgres: Bool, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            SELECT id FROM users WHERE role = 'admin' AND disabled_at IS NULL AND erased_at IS NULL ORDER BY id\(unsafeRaw: postgres ? " FOR UPDATE" : "")
+            """).all().contains { try $0.decode(column: "id", as: UUID.self) != userID }
+    }
+
     /// Which of these users were erased (their rows stay, pseudonymised and disabled for good).
     func erased(_ ids: [UUID], on db: any Database) async throws -> Set<UUID> {
         guard !ids.isEmpty, let sql = db as? any SQLDatabase else { return [] }

@@ -6,9 +6,6 @@ import Foundation
 /// What the `folio users` and `folio outbox` commands do, kept here so it is
 /// tested like the rest of the server. Every change is audited with no
 /// request id and `cli` as the address.
-/// What the `folio users` and `folio outbox` commands do, kept here so it is
-/// tested like the rest of the server. Every change is audited with no
-/// request id and `cli` as the address.
 public struct UserAdministration: Sendable {
     let identity: IdentityServices
     let ledger: Ledger
@@ -78,8 +75,7 @@ public struct UserAdministration: Sendable {
             throw Failure(description: "role must be one of \(User.Role.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let user = try await findLiving(email)
-        if role != .admin { try await refuseLastAdministrator(user, "demote") }
-        try await identity.setRole(role, user: user, origin: origin)
+        try await refusingLastAdministrator(user, "demote") { try await identity.setRole(role, user: user, origin: origin) }
     }
 
     /// Disables a user and ends their sessions. False when they were disabled already (nothing changes).
@@ -87,8 +83,7 @@ public struct UserAdministration: Sendable {
     public func disable(email: String) async throws -> Bool {
         let user = try await findLiving(email)
         guard !user.isDisabled else { return false }
-        try await refuseLastAdministrator(user, "disable")
-        _ = try await identity.setDisabled(true, user: user, actor: nil, origin: origin)
+        try await refusingLastAdministrator(user, "disable") { _ = try await identity.setDisabled(true, user: user, actor: nil, origin: origin) }
         return true
     }
 
@@ -102,13 +97,11 @@ public struct UserAdministration: Sendable {
         return true
     }
 
-    /// Demoting or disabling the last enabled administrator would leave no one to administer Folio.
-    private func refuseLastAdministrator(_ user: User, _ verb: String) async throws {
-        guard user.role == User.Role.admin.rawValue, !user.isDisabled else { return }
-        let others = try await identity.store.allUsers(on: identity.database.db).filter {
-            $0.id != user.id && $0.role == User.Role.admin.rawValue && !$0.isDisabled
-        }
-        if others.isEmpty {
+    /// The change, or the command's words when it would leave no enabled administrator.
+    private func refusingLastAdministrator(_ user: User, _ verb: String, _ change: () async throws -> Void) async throws {
+        do {
+            try await change()
+        } catch IdentityError.lastAdministrator {
             throw Failure(description: "\(user.email) is the only enabled administrator; make someone else an administrator before you \(verb) them")
         }
     }
