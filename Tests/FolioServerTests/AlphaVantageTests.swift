@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import FolioServer
@@ -195,6 +196,21 @@ struct AlphaVantageTests {
         }
     }
 
+    @Test("an order's price waiting on a refresh a lookup started, which lookups' share of the budget refused, asks the vendor on its own")
+    func tradingDoesNotStopAtLookupsShare() async throws {
+        let vendor = GatedLookups()
+        let quotes = QuoteService(provider: vendor, store: nil, clock: TestClock(start: Self.friday).clock)
+        let lookup = Task { await CallBudget.$purpose.withValue(.lookingUp) { await quotes.lookup("IBM") } }
+        try await eventually("the lookup's refresh reached the vendor") { vendor.calls.withLockedValue { $0.lookingUp } == 1 }
+        let order = Task { await quotes.lookup("IBM") }  // joins the lookup's refresh, which is still at the vendor
+        try await Task.sleep(for: .milliseconds(200))
+        vendor.gate.finish()
+        guard case .unavailable(.budgetExhausted) = await lookup.value else { Issue.record("the lookup was not refused"); return }
+        guard case .found(let quote) = await order.value else { Issue.record("the order got no price"); return }
+        #expect(!quote.isStale)
+        #expect(vendor.calls.withLockedValue { $0.trading } == 1)
+    }
+
     @Test("twenty concurrent callers on two instances share the budget: exactly 5 calls reach the vendor, the rest are refused uncounted", arguments: TestDatabaseKind.all)
     func callBudgetUnderConcurrency(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in
@@ -291,4 +307,24 @@ struct AlphaVantageTests {
             }
         }
     }
+}
+
+/// A vendor whose lookups wait at a gate and are then refused for want of their share; trading's calls are answered.
+final class GatedLookups: MarketDataProvider {
+    let calls = NIOLockedValueBox((lookingUp: 0, trading: 0))
+    let (gateStream, gate) = AsyncStream<Void>.makeStream()
+    var name: String { "gated" }
+
+    func quote(for symbol: String) async throws -> PriceQuote? {
+        if CallBudget.purpose == .lookingUp {
+            calls.withLockedValue { $0.lookingUp += 1 }
+            for await _ in gateStream {}
+            throw MarketDataError.budgetExhausted(retryAt: .distantFuture)
+        }
+        calls.withLockedValue { $0.trading += 1 }
+        return PriceQuote(symbol: symbol, price: try Price(parsing: "100"), previousClose: nil, asOf: Date())
+    }
+
+    func search(_ query: String) async throws -> [SymbolMatch] { [] }
+    func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] { [] }
 }

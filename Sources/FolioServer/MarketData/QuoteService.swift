@@ -32,7 +32,7 @@ final class QuoteService: Sendable {
     private struct State {
         /// A nil quote remembers that the source does not know the symbol.
         var cache: [String: Fetched] = [:]
-        var refreshing: [String: Task<Lookup, Never>] = [:]
+        var refreshing: [String: Task<Refreshed, Never>] = [:]
         /// After a failed refresh, reads start no background refresh of the symbol before then.
         var retryAt: [String: Date] = [:]
         /// Daily closes and search answers change slowly and cost vendor calls: kept an hour.
@@ -49,6 +49,13 @@ final class QuoteService: Sendable {
     struct Fetched: Sendable {
         var quote: PriceQuote?
         var fetchedAt: Date
+    }
+
+    /// A refresh's answer, and whether the call budget refused it for want of lookups' share (a refresh a
+    /// person's lookup started runs on that share: an order's price waiting on it asks again on its own).
+    private struct Refreshed: Sendable {
+        var lookup: Lookup
+        var lookupShareSpent = false
     }
 
     enum Lookup: Sendable {
@@ -126,32 +133,45 @@ final class QuoteService: Sendable {
     }
 
     func lookup(_ symbol: String) async -> Lookup {
-        enum Step { case answer(Lookup), wait(Task<Lookup, Never>) }
-        let now = clock.now()
-        let step: Step = state.withLockedValue { state in
-            if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
-                return .answer(cached.quote.map(Lookup.found) ?? .unknown)
+        enum Step { case answer(Lookup), wait(Task<Refreshed, Never>) }
+        let trading = CallBudget.purpose == .trading
+        var round = 1
+        while true {
+            let now = clock.now()
+            let step: Step = state.withLockedValue { state in
+                if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
+                    return .answer(cached.quote.map(Lookup.found) ?? .unknown)
+                }
+                if let running = state.refreshing[symbol] { return .wait(running) }
+                let remembered = state.cache[symbol]?.quote
+                let task = Task { await self.refresh(symbol, remembered: remembered) }  // on the caller's purpose
+                state.refreshing[symbol] = task
+                return .wait(task)
             }
-            if let running = state.refreshing[symbol] { return .wait(running) }
-            let remembered = state.cache[symbol]?.quote
-            let task = Task { await self.refresh(symbol, remembered: remembered) }
-            state.refreshing[symbol] = task
-            return .wait(task)
-        }
-        switch step {
-        case .answer(let lookup): return lookup
-        case .wait(let task): return await task.value
+            switch step {
+            case .answer(let lookup):
+                return lookup
+            case .wait(let task):
+                let refreshed = await task.value
+                // A lookup's refresh ended for want of lookups' share (and is off the books now): trading asks on its own.
+                // (Three rounds at most: lookups starting refresh after refresh cannot hold an order's price back for long.)
+                if trading && refreshed.lookupShareSpent && round < 3 {
+                    round += 1
+                    continue
+                }
+                return refreshed.lookup
+            }
         }
     }
 
     /// Shared cache first, then the source; on failure the newest quote known, marked stale.
-    private func refresh(_ symbol: String, remembered: PriceQuote?) async -> Lookup {
+    private func refresh(_ symbol: String, remembered: PriceQuote?) async -> Refreshed {
         defer { state.withLockedValue { _ = $0.refreshing.removeValue(forKey: symbol) } }
         let now = clock.now()
         let stored = try? await store?.load(symbol, source: provider.name)
         if let stored, now.timeIntervalSince(stored.fetchedAt) < timeToLive {
             state.withLockedValue { $0.cache[symbol] = stored }
-            return .found(stored.quote!)
+            return Refreshed(lookup: .found(stored.quote!))
         }
         do {
             let quote = try await provider.quote(for: symbol)
@@ -160,7 +180,7 @@ final class QuoteService: Sendable {
                 state.retryAt[symbol] = nil
             }
             if let quote { try? await store?.save(quote, fetchedAt: now, source: provider.name) }
-            return quote.map(Lookup.found) ?? .unknown
+            return Refreshed(lookup: quote.map(Lookup.found) ?? .unknown)
         } catch {
             let reason = Self.reason(error)
             // No background retry before the vendor may be called again (or a few seconds).
@@ -169,13 +189,16 @@ final class QuoteService: Sendable {
             default: now.addingTimeInterval(Self.retryPause)
             }
             // Lookups that spent their share of the budget leave the rest to trading: no pause for the symbol.
-            if case .budgetExhausted = reason, CallBudget.purpose == .lookingUp {} else {
+            var lookupShareSpent = false
+            if case .budgetExhausted = reason, CallBudget.purpose == .lookingUp { lookupShareSpent = true } else {
                 state.withLockedValue { $0.retryAt[symbol] = retryAt }
             }
             let candidates = [remembered, stored?.quote].compactMap { $0 }
-            guard var newest = candidates.max(by: { $0.asOf < $1.asOf }) else { return .unavailable(reason) }
+            guard var newest = candidates.max(by: { $0.asOf < $1.asOf }) else {
+                return Refreshed(lookup: .unavailable(reason), lookupShareSpent: lookupShareSpent)
+            }
             newest.isStale = true
-            return .found(newest)
+            return Refreshed(lookup: .found(newest), lookupShareSpent: lookupShareSpent)
         }
     }
 
