@@ -63,6 +63,20 @@ struct NumericLimitsTests {
             #expect(other.status == .unprocessableContent)
             #expect(try problem(other).code == "idempotency_key_reused")
             #expect(try await env.entries(.deposit).count == 2)
+
+            // An amount means the same as a string or a number: a client that writes it again another way gets the replay.
+            let written = try await raw(client, uri, #"{"amount":"1000.00"}"#, tokens: tokens, key: "spelled")
+            #expect(written.status == .created)
+            for spelling in [#"{"amount":1000}"#, #"{"amount":"1000"}"#, #"{"amount":1e3}"#, #"{"amount":"1000.0"}"#] {
+                let again = try await raw(client, uri, spelling, tokens: tokens, key: "spelled")
+                #expect(again.status == .created, "\(spelling)")
+                #expect(String(buffer: again.body) == String(buffer: written.body), "\(spelling)")
+            }
+            #expect(try await raw(client, uri, #"{"amount":"1000.01"}"#, tokens: tokens, key: "spelled").status == .unprocessableContent)
+            #expect(try await raw(client, uri, #"{"amount":" 1000"}"#, tokens: tokens, key: "spelled").status == .unprocessableContent, "not a number as it stands")
+            #expect(try await env.entries(.deposit).count == 3)
+            // Other strings stay as written: a description of "1.50" is not one of "1.5".
+            #expect(CanonicalJSON.text(of: Array(#"{"description":"1.50"}"#.utf8)) != CanonicalJSON.text(of: Array(#"{"description":"1.5"}"#.utf8)))
         }
     }
 

@@ -4,8 +4,12 @@ import Foundation
 /// space dropped, numbers written from their exact value (`1.50`, `1.5` and
 /// `15e-1` are all `15e-1`, however many digits they have). Two bodies that
 /// mean the same have the same canonical form, whatever order a client's
-/// serializer put the keys in.
+/// serializer put the keys in. An amount is read the same from a string or
+/// a number, so `"amount": "1000.00"` and `"amount": 1000` are one spelling too.
 enum CanonicalJSON {
+    /// The members that hold an amount (a string there is its number's text); other strings stay as they are.
+    static let amountMembers: Set<String> = ["amount", "quantity", "notional", "limit_price", "stop_price"]
+
     /// The canonical text of `bytes`, or nil when it is not JSON.
     static func text(of bytes: some Collection<UInt8>) -> String? {
         (try? JSONValue.parse(bytes)).map(text)
@@ -19,8 +23,19 @@ enum CanonicalJSON {
         case .string(let value): return JSONText.quote(value)
         case .array(let values): return "[" + values.map(text).joined(separator: ",") + "]"
         case .object(let members):
-            return "{" + members.keys.sorted().map { JSONText.quote($0) + ":" + text(members[$0]!) }.joined(separator: ",") + "}"
+            return "{" + members.keys.sorted().map { JSONText.quote($0) + ":" + member($0, members[$0]!) }.joined(separator: ",") + "}"
         }
+    }
+
+    private static let numberBytes = Set("0123456789.-+eE".utf8)
+
+    private static func member(_ name: String, _ value: JSONValue) -> String {
+        // Only a string that is a JSON number as it stands (no white space around it, which the parser would skip).
+        if amountMembers.contains(name), case .string(let written) = value, written.utf8.allSatisfy({ Self.numberBytes.contains($0) }),
+           case .number(let exact)? = try? JSONValue.parse(written.utf8) {
+            return number(exact)
+        }
+        return text(value)
     }
 
     /// A JSON number's exact value as `[-]digits e exponent` with no leading
