@@ -161,6 +161,7 @@ struct AccountsController: Sendable {
         let filter = try Self.filter(request)
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         let cursor = try request.query["cursor"].map(Pagination.decode)
+        try await store.requireOwned(filter.accountID, by: context.identity.userID)
         let entries = try await reads.store().entries(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
         let page = entries.prefix(limit)
         let next = entries.count > limit ? page.last.map { Pagination.cursor(after: $0.line.id.uuid) } : nil
@@ -171,6 +172,7 @@ struct AccountsController: Sendable {
     @Sendable func transactionsCSV(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let filter = try Self.filter(request)
         let userID = context.identity.userID
+        try await self.store.requireOwned(filter.accountID, by: userID)
         let store = await reads.store()
         return CSV.download(
             filename: "transactions.csv", header: "id,occurred_at,account_id,type,symbol,quantity,price,amount,order_id,description",
@@ -221,5 +223,13 @@ enum CSV {
             return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
         }
         return value
+    }
+}
+
+extension TradingStore {
+    /// An `account_id` filter names one of the user's accounts: another's (or none) is 404, as on every
+    /// route that takes an account id, rather than a list that looks like an empty ledger.
+    func requireOwned(_ id: AccountID?, by userID: UserID) async throws {
+        if let id, try await account(id, of: userID) == nil { throw TradingError.accountNotFound }
     }
 }

@@ -133,11 +133,11 @@ struct OrdersController: Sendable {
             filter.symbol = symbol
         }
         if let raw = request.query["account_id"] {
-            // Another person's account (or none) matches no order: an empty page, as any filter that matches nothing.
             guard let id = AccountID(raw) else { throw TradingError.invalid(field: "account_id", code: "invalid", message: "account_id must be a UUID.") }
             filter.accountID = id
         }
         let cursor = try request.query["cursor"].map(Pagination.decode)
+        try await store.requireOwned(filter.accountID, by: context.identity.userID)
         let found = try await store.orders(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
         let page = found.prefix(limit)
         return Page(data: page.map(OrderResponse.init), nextCursor: found.count > limit ? page.last.map { Pagination.cursor(after: $0.id.uuid) } : nil)
