@@ -86,6 +86,23 @@ struct WebSecurityTests {
             #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, issuedAgo: -60)) == .unauthorized)
             #expect(try await status(try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, issuedAgo: -0.5)) == .ok)
 
+            // A token has one spelling (RFC 7515's base64url): padding, a stray character, or other spare bits in a
+            // part's last character leave the bytes as they were, and are refused all the same.
+            let genuine = tokens["access_token"] as! String
+            #expect(try await status(genuine) == .ok)
+            let genuineSignature = String(genuine.split(separator: ".")[2])
+            let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+            let lastValue = alphabet.firstIndex(of: genuineSignature.last!)!
+            // 32 bytes are 43 characters: the last carries 2 spare bits, zero in the genuine token.
+            let spareBitsSet = String(genuineSignature.dropLast()) + String(alphabet[lastValue | 1])
+            let head = genuine.split(separator: ".").prefix(2).joined(separator: ".")
+            for respelled in [genuine + "=", head + "." + spareBitsSet, head + "." + genuineSignature + "%", head.replacingOccurrences(of: "-", with: "+") + "." + genuineSignature] where respelled != genuine {
+                #expect(try await status(respelled) == .unauthorized, "\(respelled)")
+            }
+            #expect(TokenService.isCanonicalBase64URL("AA") && !TokenService.isCanonicalBase64URL("AB") && !TokenService.isCanonicalBase64URL("A")
+                    && !TokenService.isCanonicalBase64URL("") && !TokenService.isCanonicalBase64URL("AA==") && TokenService.isCanonicalBase64URL("AAA")
+                    && !TokenService.isCanonicalBase64URL("AAB") && TokenService.isCanonicalBase64URL("AAAA"))
+
             // alg none: no signature at all.
             let payload = try JSONSerialization.data(withJSONObject: [
                 "iss": "folio", "aud": ["folio-api"], "sub": sub, "sid": sid, "iat": Int(clock.now.timeIntervalSince1970), "exp": Int(clock.now.timeIntervalSince1970) + 600, "jti": "x",

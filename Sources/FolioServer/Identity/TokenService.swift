@@ -61,8 +61,32 @@ final class TokenService: Sendable {
 
     static func header(of token: String) -> Header? {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let data = SecureToken.decodeBase64URL(parts[0]) else { return nil }
+        guard parts.count == 3, parts.allSatisfy(isCanonicalBase64URL), let data = SecureToken.decodeBase64URL(parts[0]) else { return nil }
         return try? JSONDecoder().decode(Header.self, from: data)
+    }
+
+    /// Base64url as RFC 7515 writes it: no padding, nothing but the alphabet, no stray bits in the last
+    /// character. A token has one spelling, so a list or cache keyed on its text cannot be dodged
+    /// (jwt-kit's decoder would take `sig=` or a last character with other spare bits as the same signature).
+    static func isCanonicalBase64URL(_ part: Substring) -> Bool {
+        var last: UInt8 = 0
+        for byte in part.utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): last = byte - UInt8(ascii: "A")
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): last = byte - UInt8(ascii: "a") + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): last = byte - UInt8(ascii: "0") + 52
+            case UInt8(ascii: "-"): last = 62
+            case UInt8(ascii: "_"): last = 63
+            default: return false
+            }
+        }
+        // The last character of 2 (or 3) left over carries 4 (or 2) spare bits, which must be zero.
+        switch part.utf8.count % 4 {
+        case 0: return !part.isEmpty
+        case 2: return last & 0x0F == 0
+        case 3: return last & 0x03 == 0
+        default: return false
+        }
     }
 
     /// A public, stable name for a key: the first 8 bytes of its SHA-256.
