@@ -135,6 +135,9 @@ struct CommandTests {
             let path = try #require(taken.stdout.split(separator: "\n").last { $0.hasPrefix("backup written to ") }?
                 .dropFirst("backup written to ".count).split(separator: " ").first.map(String.init))
             #expect(FileManager.default.fileExists(atPath: path + "/" + (kind == .sqlite ? "database.sqlite.enc" : "database.dump.enc")))
+            // An --output that is a file is said so in one line, not in Foundation's words.
+            let intoFile = try folio.run(["backup", "--output", path + "/manifest.json"], environment: environment)
+            #expect(intoFile.status == 1 && intoFile.stderr == "error: \(path)/manifest.json is a file; backups are written into a directory\n", "\(intoFile.stderr)")
 
             let verified = try folio.run(["backup", "verify", path], environment: environment)
             #expect(verified.status == 0, "\(verified.stdout) \(verified.stderr)")

@@ -31,12 +31,29 @@ public struct Backups: Sendable {
 
     static let prefix = "folio-"
 
+    /// A file-system error in a few words ("Permission denied"), not Foundation's dump of its user info.
+    static func reason(_ error: any Error) -> String {
+        let error = error as NSError
+        if let posix = error.userInfo[NSUnderlyingErrorKey] as? NSError, posix.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(posix.code)))
+        }
+        return error.localizedDescription
+    }
+
     // MARK: - Taking a backup
 
     /// Takes a backup into `parent` (the configured directory by default) and returns its directory.
     public func create(into parent: URL? = nil) async throws -> URL {
         let parent = parent ?? URL(fileURLWithPath: settings.directory)
-        try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: parent.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw Failure(description: "\(parent.path) is a file; backups are written into a directory")
+        }
+        do {
+            try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw Failure(description: "the backup directory \(parent.path) cannot be made (\(Self.reason(error)))")
+        }
         let name = Self.prefix + Self.stamp(clock.now())
         // A name of its own, so a backup taken in the same second (the command and the job) never touches this one.
         let partial = parent.appendingPathComponent("\(name).partial-\(UUID().uuidString.prefix(8).lowercased())")
