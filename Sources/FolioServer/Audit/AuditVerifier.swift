@@ -118,7 +118,7 @@ public struct AuditVerifier: Sendable {
             }
             guard let anchored else { return "the legacy audit chain has no anchored head: run folio migrate, or start folio serve or folio worker once, to anchor it" }
             guard anchor.isValid(anchored.mac, chain: AuditChain.legacyChain, head: anchored.head) else {
-                return "the legacy audit chain's anchored head does not carry Folio's signature: the head was forged or altered"
+                return "the legacy audit chain's anchored head does not carry Folio's signature: the head was forged or altered, or SECRET_KEY is not the key that signed it (a key rotated out belongs in PREVIOUS_SECRET_KEYS)"
             }
             if last.sequence < anchored.head.sequence {
                 return "the legacy audit chain ends at event \(last.sequence) but its anchored head is event \(anchored.head.sequence): rows were removed"
@@ -162,7 +162,7 @@ public struct AuditVerifier: Sendable {
         func finish(_ chain: String, last: AuditChain.Head?) -> String? {
             guard let anchored = heads[chain] else { return "audit chain \(chain): has no anchored head: rows were added outside Folio" }
             guard anchor.isValid(anchored.mac, chain: chain, head: anchored.head) else {
-                return "audit chain \(chain): its anchored head does not carry Folio's signature: the head was forged or altered"
+                return "audit chain \(chain): its anchored head does not carry Folio's signature: the head was forged or altered, or SECRET_KEY is not the key that signed it (a key rotated out belongs in PREVIOUS_SECRET_KEYS)"
             }
             let reached = last?.sequence ?? 0
             if reached < anchored.head.sequence {

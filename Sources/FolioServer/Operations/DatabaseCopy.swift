@@ -55,7 +55,7 @@ public enum DatabaseCopy {
             let ledger = try await LedgerVerifier(store: TradingStore(database: from)).verify().differences
             let audit = try await AuditVerifier(database: from, anchor: anchor).verify().firstBreak
             guard ledger.isEmpty, audit == nil else {
-                let found = ledger.map { "ledger: \($0)" } + (audit.map { ["audit: \($0) (is SECRET_KEY the one that wrote it?)"] } ?? [])
+                let found = ledger.map { "ledger: \($0)" } + (audit.map { ["audit: \($0)"] } ?? [])
                 throw Failure(description: "the SQLite database does not verify, so it is not copied: \(found.joined(separator: "; "))")
             }
             return try await Backups.withDatabase(target, logger: logger) { into in
