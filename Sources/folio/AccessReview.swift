@@ -21,6 +21,7 @@ struct AccessReviewCommand: AsyncParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             encoder.dateEncodingStrategy = .iso8601
+            encoder.keyEncodingStrategy = .convertToSnakeCase  // as the API writes its keys
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
             print(AccessReview.text(report), terminator: "")

@@ -231,6 +231,10 @@ struct CommandTests {
             #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
             let disables = try await database.sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'admin.user_disabled'").first()
             #expect(try disables?.decode(column: "n", as: Int.self) == 1, "a disable that changed nothing is not audited")
+            // The access review as JSON writes its keys as the API does (snake_case).
+            let review = try folio.run(["access-review", "--format", "json"], environment: environment)
+            let reviewed = try JSONSerialization.jsonObject(with: Data(review.stdout.utf8)) as? [String: Any]
+            #expect(reviewed?["period_days"] as? Int == 30 && (reviewed?["role_changes"] as? [Any])?.isEmpty == false, "\(review.stdout)")
 
             // An erased person's row changes no more.
             #expect(try folio.run(["users", "erase", "second@example.com", "--yes"], environment: environment).status == 0)
