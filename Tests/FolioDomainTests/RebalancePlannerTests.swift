@@ -185,6 +185,22 @@ struct RebalancePlannerTests {
         #expect(balanced.trades.isEmpty && balanced.reason?.code == "on_target")
     }
 
+    @Test("whole shares: a holding far below its target gets the share that did not fit when shares taken back elsewhere make room and the largest drift shrinks (worked by hand)")
+    func roomForTheNeediest() throws {
+        // 1,000 in cash; targets AAPL 50 (500), MSFT 30 (300), KO 15 (150), cash 5 (50); a 5 % market-buy margin.
+        // Water-filling at 904.76 buys 2 AAPL and 2 KO (MSFT's 0.64 of a share rounds to none), leaving 420.00;
+        // one MSFT share needs 464.73, so the top-up alone bought a third AAPL and a third KO: MSFT 300 short
+        // beside AAPL 83 over. Taking back the third AAPL and two KO frees enough for one MSFT: the largest
+        // drift falls from 300.00 to 142.60 (MSFT over).
+        let plan = try RebalancePlanner.plan(
+            holdings: [], quotes: Self.quotes(["AAPL": "194.30", "MSFT": "442.60", "KO": "58.10"]), cash: 1_000, availableCash: 1_000,
+            allocation: try Self.allocation([("AAPL", 50), ("MSFT", 30), ("KO", 15)], cash: 5), options: .init(mode: .buyOnly, marketBuyMargin: try Ratio(parsing: "0.05")))
+        #expect(plan.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" } == ["BUY 2 AAPL", "BUY 1 KO", "BUY 1 MSFT"])
+        #expect(plan.buyReservation <= 950)
+        let gaps = try plan.lines.map { try Percent.share(of: plan.totalValue, $0.targetPercent ?? .zero) - $0.valueAfter }
+        #expect(gaps == (try ["111.40", "91.90", "-142.60"].map { try Cash(parsing: $0) }))
+    }
+
     @Test("unplanned holdings are sold whole in full and sell_only modes; reserved shares are never sold; no price is an error")
     func unplannedAndReserved() throws {
         let targets = try Self.allocation([("VTI", 100)])

@@ -116,7 +116,9 @@ public struct RebalancePlan: Equatable, Sendable {
 ///   When it is not enough for every shortfall, the largest shortfalls are
 ///   filled first until all are equal ("water-filling"), which makes the
 ///   largest drift as small as the cash allows; whole shares are then topped
-///   up where one more share brings a holding nearer its target and fits.
+///   up where one more share brings a holding nearer its target and fits, and
+///   a holding far below its target whose share does not fit gets it when
+///   shares taken back from other buys make room and the largest drift shrinks.
 /// - Trades below the minimum are dropped; ties are broken by symbol.
 public enum RebalancePlanner {
     struct Item {
@@ -245,8 +247,30 @@ public enum RebalancePlanner {
             left = try left - reservation(quantity, item.price, options)
         }
 
-        // What the rounding left: one more whole share where it brings a holding nearer its
-        // target and the cash allows it; in fractional shares, the rest of the gap that fits.
+        try topUp(&items, short: short, left: &left, options: options, onePlusMargin: onePlusMargin)
+        // Whole shares: a holding far below its target whose share did not fit may get it by taking shares back elsewhere.
+        if !options.allowFractional {
+            var rounds = 0
+            while rounds < short.count, try makeRoom(&items, short: short, left: &left, options: options) {
+                rounds += 1
+                try topUp(&items, short: short, left: &left, options: options, onePlusMargin: onePlusMargin)
+            }
+        }
+
+        var dropped = false
+        for entry in short where items[entry.index].buy.isPositive {
+            if try Money.cost(quantity: items[entry.index].buy, price: items[entry.index].price) < options.minimumTrade {
+                items[entry.index].buy = .zero
+                dropped = true
+            }
+        }
+        return dropped
+    }
+
+    /// What the rounding left: one more whole share where it brings a holding nearer its target and the
+    /// cash allows it; in fractional shares, the rest of the gap that fits.
+    static func topUp(_ items: inout [Item], short: [(index: Int, amount: Cash)], left: inout Cash, options: RebalanceOptions, onePlusMargin: Ratio) throws {
+        let places = options.allowFractional ? QuantityScale.fractionDigits : 0
         var added = true, passes = 0
         while added, passes < 100, left.isPositive {
             added = false
@@ -280,15 +304,54 @@ public enum RebalancePlanner {
                 added = !options.allowFractional
             }
         }
+    }
 
-        var dropped = false
-        for entry in short where items[entry.index].buy.isPositive {
-            if try Money.cost(quantity: items[entry.index].buy, price: items[entry.index].price) < options.minimumTrade {
-                items[entry.index].buy = .zero
-                dropped = true
-            }
+    /// Whole shares: the holding furthest below its target, when one more share of it would help but does not fit
+    /// what is left, gets it if taking shares back from other buys (each time from the one left nearest its target
+    /// without it) frees enough, and the largest drift among the holdings bought then gets smaller. The top-up alone
+    /// can leave one holding 30 points short beside another 8 points over (a $442 share, $420 left). True when it did.
+    static func makeRoom(_ items: inout [Item], short: [(index: Int, amount: Cash)], left: inout Cash, options: RebalanceOptions) throws -> Bool {
+        func gap(_ item: Item) throws -> Cash {
+            try item.targetValue - Money.value(quantity: try item.quantity + item.buy, price: item.price)
         }
-        return dropped
+        func largestDrift(_ items: [Item]) throws -> Cash {
+            var largest = Cash.zero
+            for entry in short { largest = Cash.max(largest, try gap(items[entry.index]).magnitude) }
+            return largest
+        }
+        var neediest: (index: Int, gap: Cash)?
+        for entry in short {
+            let item = items[entry.index], itemGap = try gap(item)
+            // A share helps when the gap is more than half a share (cash has 4 places, prices 8).
+            guard itemGap.units * 2 * 10_000 > item.price.units else { continue }
+            if neediest == nil || itemGap > neediest!.gap { neediest = (entry.index, itemGap) }
+        }
+        guard let neediest else { return false }
+        let one = try reservation(try items[neediest.index].buy + Quantity(1), items[neediest.index].price, options)
+            - reservation(items[neediest.index].buy, items[neediest.index].price, options)
+        guard one > left else { return false }  // it fits: the top-up buys it
+
+        var trial = items, trialLeft = left
+        while one > trialLeft {
+            var giver: (index: Int, gapAfter: Cash)?
+            for entry in short where entry.index != neediest.index && trial[entry.index].buy.isPositive {
+                let item = trial[entry.index]
+                let gapAfter = try gap(item) + Money.value(quantity: Quantity(1), price: item.price)
+                if giver == nil || gapAfter.magnitude < giver!.gapAfter.magnitude { giver = (entry.index, gapAfter) }
+            }
+            // Nothing to take back without leaving that holding as far off as the one it would serve.
+            guard let giver, giver.gapAfter.magnitude < neediest.gap else { return false }
+            let item = trial[giver.index]
+            let fewer = try item.buy - Quantity(1)
+            trialLeft = try trialLeft + reservation(item.buy, item.price, options) - reservation(fewer, item.price, options)
+            trial[giver.index].buy = fewer
+        }
+        trial[neediest.index].buy = try trial[neediest.index].buy + Quantity(1)
+        trialLeft = try trialLeft - one
+        guard try largestDrift(trial) < largestDrift(items) else { return false }
+        items = trial
+        left = trialLeft
+        return true
     }
 
     static let cent = Cash(uncheckedUnits: 100)
