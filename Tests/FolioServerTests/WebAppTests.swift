@@ -166,7 +166,7 @@ struct WebAppTests {
             let refused = try await client.execute(uri: "/transactions?type=teleport", method: .get, headers: browser)
             #expect(refused.status == .unprocessableContent)
             #expect(refused.headers[.contentType] == "text/html; charset=utf-8")
-            #expect(Self.text(refused).contains("<code>type</code>"))
+            #expect(Self.text(refused).contains("<li>Type must be one of "), "the field's message in a person's words")
             // Any other client gets the problem document, as from every route.
             let asProblem = try await client.execute(uri: "/transactions?type=teleport", method: .get, headers: session)
             #expect(asProblem.status == .unprocessableContent)
@@ -251,6 +251,10 @@ struct WebAppTests {
         // A refusal's figures: what is available rounded down, what is needed up.
         let available = Cash(uncheckedUnits: 1_000_060)
         #expect(Display.money(available, .down) == "$100.00" && Display.money(available, .up) == "$100.01" && Display.money(available) == "$100.01")
+        // A field's message in a person's words, not the API's field names.
+        #expect(Display.issue(field: "limit_price", message: "limit_price must be greater than zero.") == "Limit price must be greater than zero.")
+        #expect(Display.issue(field: "targets[1].percent", message: "targets[1].percent must be from 0 to 100.") == "Row 2: percent must be from 0 to 100.")
+        #expect(Display.issue(field: "targets", message: "The percentages must add up to 100.") == "The percentages must add up to 100.")
         // Under a refusal, what to do; a 5xx or a send still running may have been done, and never says otherwise.
         #expect(FormBridge.advice(status: .internalServerError, code: "internal_error").hasPrefix("It may have been done"))
         #expect(FormBridge.advice(status: .conflict, code: "idempotency_request_in_progress").contains("still being done"))
@@ -455,7 +459,7 @@ struct WebAppTests {
 
                 let refused = try await submit([("_api", "/api/brokerage/alpaca"), ("key_id", FakeAlpaca.keyID), ("secret_key", "not-the-secret-0000000"), ("environment", "paper")])
                 #expect(refused.status == .unprocessableContent)
-                #expect(Self.text(refused).contains("secret_key"))
+                #expect(Self.text(refused).contains("<li>The broker refused these keys.</li>"))
                 env.clock.advance(by: 60)  // the paper account stays the first opened, so the default
                 let linked = try await submit([("_api", "/api/brokerage/alpaca"), ("key_id", FakeAlpaca.keyID), ("secret_key", FakeAlpaca.secretKey), ("environment", "paper")])
                 #expect(linked.status == .seeOther, "\(Self.text(linked))")
@@ -624,7 +628,7 @@ struct WebAppTests {
             #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")))
             let tooMuch = try await send("withdrawals", "1000000.00", key: keys[1])
             #expect(tooMuch.status == .unprocessableContent)
-            #expect(Self.text(tooMuch).contains("<code>insufficient_funds</code>") && Self.text(tooMuch).contains("<code>amount</code>: amount exceeds the available cash"))
+            #expect(Self.text(tooMuch).contains("<code>insufficient_funds</code>") && Self.text(tooMuch).contains("<li>Amount exceeds the available cash"))
             #expect(Self.text(tooMuch).contains("available cash of " + Display.money(try account.cash + Cash(parsing: "1234.56"))), "read as money, as the page shows it")
             #expect(try await env.firstAccount().cash == (try account.cash + Cash(parsing: "1234.56")), "nothing taken")
             let after = Self.text(try await client.execute(uri: "/", method: .get, headers: cookie))
@@ -841,7 +845,7 @@ struct WebAppTests {
             let refused = try await client.execute(uri: "/form", method: .post, headers: session, body: Self.form(bad))
             #expect(refused.status == .unprocessableContent)
             #expect(refused.headers[.contentType] == "text/html; charset=utf-8")
-            #expect(Self.text(refused).contains("<code>quantity</code>"))
+            #expect(Self.text(refused).contains("<li>Quantity must be "))
             // In the signed-in layout, with the navigation and sign-out, as the page the form came from.
             #expect(Self.text(refused).contains(#"<nav aria-label="Main">"#) && Self.text(refused).contains(#"value="/api/auth/logout""#))
             // Someone signed out who is refused gets the signed-out layout.

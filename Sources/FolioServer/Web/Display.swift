@@ -5,6 +5,21 @@ import Foundation
 /// cash rounded half-even to the cent for display only (the API keeps every
 /// digit), prices with at least two decimals, quantities as they are.
 enum Display {
+    /// A field's message in a person's words: the API's `limit_price must be …` as `Limit price must be …`, and
+    /// `targets[1].percent must be …` as `Row 2: percent must be …` (the form's second row). A message that does
+    /// not start with its field is left as it is.
+    static func issue(field: String, message: String) -> String {
+        guard !field.isEmpty, message.hasPrefix(field) else { return message }
+        let rest = message.dropFirst(field.count)
+        let name = (field.split(separator: ".").last.map(String.init) ?? field)
+            .replacingOccurrences(of: #"\[\d+\]"#, with: "", options: .regularExpression)
+            .replacingOccurrences(of: "_", with: " ")
+        if let index = field.firstMatch(of: /\[(\d+)\]/).flatMap({ Int($0.1) }) {
+            return "Row \(index + 1): \(name)\(rest)"
+        }
+        return name.prefix(1).uppercased() + name.dropFirst() + rest
+    }
+
     static func money(_ cash: Cash) -> String {
         money(cash, .halfEven)
     }

@@ -113,7 +113,8 @@ struct FormBridge: Sendable {
         let problem = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any]
         let issues = problem?["errors"] as? [[String: Any]] ?? []
         let errors: [[String: String]] = issues.map { issue in
-            ["field": issue["field"] as? String ?? "", "message": issue["message"] as? String ?? ""]
+            let field = issue["field"] as? String ?? ""
+            return ["field": field, "message": Display.issue(field: field, message: issue["message"] as? String ?? "")]
         }
         let code = problem?["code"] as? String ?? "error"
         // A form's own key reused with other values: a page kept from before (Back) was changed and sent again.

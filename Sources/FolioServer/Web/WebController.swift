@@ -154,7 +154,7 @@ struct WebController: Sendable {
             viewer.carriedAccount = nil
             return renderer.page(
                 "error", title: problem.status.reasonPhrase, viewer: viewer,
-                values: ["detail": problem.detail, "code": problem.code, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": $0.message] }],
+                values: ["detail": problem.detail, "code": problem.code, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }],
                 status: problem.status)
         }
     }

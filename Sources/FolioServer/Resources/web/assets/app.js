@@ -89,6 +89,16 @@ function mark(form, line, text, field) {
   }
 }
 
+// A field's message in a person's words, as the pages without JavaScript say it (Display.issue):
+// `limit_price must be …` is `Limit price must be …`, `targets[1].percent …` is `Row 2: percent …`.
+function readableIssue(field, message) {
+  if (!field || !message.startsWith(field)) return message;
+  const rest = message.slice(field.length);
+  const name = field.split('.').pop().replace(/\[\d+\]/g, '').replaceAll('_', ' ');
+  const row = field.match(/\[(\d+)\]/);
+  return row ? `Row ${Number(row[1]) + 1}: ${name}${rest}` : name.charAt(0).toUpperCase() + name.slice(1) + rest;
+}
+
 function showProblem(form, problem) {
   const code = problem?.code ?? '';
   const detail = problem?.detail ?? 'Something went wrong; nothing was changed.';
@@ -104,7 +114,7 @@ function showProblem(form, problem) {
   for (const issue of issues) {
     const field = formField(form, issue.field);
     const line = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
-    if (line && !line.closest('[hidden]')) { mark(form, line, issue.message + figures, field); shown = true; }
+    if (line && !line.closest('[hidden]')) { mark(form, line, readableIssue(issue.field, issue.message) + figures, field); shown = true; }
   }
   if (!shown) {
     // Of the lines that take the code, the one whose field was filled in (a wrong recovery code is not the app's code).
