@@ -278,7 +278,7 @@ struct BackupTests {
         }
     }
 
-    @Test("pruning keeps the newest daily backups and the newest of each of the last calendar months, removes stale partials, and leaves anything else alone")
+    @Test("pruning keeps every backup of the newest days that have one and the newest of each of the last calendar months, removes stale partials, and leaves anything else alone")
     func pruning() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -287,6 +287,8 @@ struct BackupTests {
         let backups = [
             "folio-20240615T010000Z", "folio-20260115T010000Z", "folio-20260120T010000Z", "folio-20261010T010000Z", "folio-20261028T010000Z",
             "folio-20261101T010000Z", "folio-20261102T010000Z", "folio-20261123T010000Z", "folio-20261124T010000Z",
+            // Taken by hand on the newest day: they push out no older day's backup.
+            "folio-20261124T150000Z", "folio-20261124T160000Z",
         ]
         for name in backups {
             let url = directory.appendingPathComponent(name)
@@ -312,7 +314,7 @@ struct BackupTests {
         let left = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
         #expect(left == [
             "folio-20260101T010000Z.bak", "folio-20260102T010000Z", "folio-20260305T010000Z.partial-0123abcd", "folio-20261028T010000Z",
-            "folio-20261123T010000Z", "folio-20261124T010000Z", "folio-manual-before-upgrade",
+            "folio-20261123T010000Z", "folio-20261124T010000Z", "folio-20261124T150000Z", "folio-20261124T160000Z", "folio-manual-before-upgrade",
         ])
         #expect(Backups.lastMonths(3, before: TestClock.tuesdayMorning) == ["202611", "202610", "202609"])
         #expect(Backups.lastMonths(2, before: Date(timeIntervalSince1970: 1_767_225_600)) == ["202601", "202512"], "across a new year")

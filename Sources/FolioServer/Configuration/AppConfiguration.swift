@@ -143,7 +143,7 @@ public struct AppConfiguration: Sendable {
         public var previousEncryptionKeys: [String]
         /// `BACKUP_SCHEDULE`: the daily job (`daily`, the default) or none (`off`).
         public var scheduled: Bool
-        /// `BACKUP_KEEP_DAILY` newest backups, plus the newest of each of `BACKUP_KEEP_MONTHLY` months.
+        /// Every backup of the `BACKUP_KEEP_DAILY` newest days with one, plus the newest of each of `BACKUP_KEEP_MONTHLY` months.
         public var keepDaily: Int
         public var keepMonthly: Int
         /// `PG_DUMP` and `PG_RESTORE`: the client tools, when not on the PATH or in /usr/lib/postgresql/*/bin.

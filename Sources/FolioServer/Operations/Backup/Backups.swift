@@ -318,7 +318,7 @@ public struct Backups: Sendable {
         for removed in try prune() { logger.info("old backup removed", metadata: ["backup": .string(removed.path)]) }
     }
 
-    /// Keeps the newest `keepDaily` backups and the newest of each of the last `keepMonthly` calendar months
+    /// Keeps every backup of the newest `keepDaily` days that have one and the newest of each of the last `keepMonthly` calendar months
     /// (this one included, UTC); removes the rest. Months are counted on the calendar, not among the months
     /// that have a backup: after a gap in backups an old one is not kept for years (an erasure reaches
     /// backups as they expire, docs/PRIVACY.md).
@@ -330,7 +330,12 @@ public struct Backups: Sendable {
             name.wholeMatch(of: /folio-\d{8}T\d{6}Z/) != nil
                 && FileManager.default.fileExists(atPath: parent.appendingPathComponent(name).appendingPathComponent(BackupManifest.fileName).path)
         }.sorted(by: >)
-        var kept = Set(backups.prefix(settings.keepDaily))
+        // Every backup of the newest `keepDaily` days that have one (UTC): backups taken by hand on a day (before a
+        // migration, say) push out no older day's.
+        var days: [Substring] = []
+        for name in backups where days.last != Self.day(of: name) { days.append(Self.day(of: name)) }
+        let keptDays = Set(days.prefix(settings.keepDaily))
+        var kept = Set(backups.filter { keptDays.contains(Self.day(of: $0)) })
         let window = Set(Self.lastMonths(settings.keepMonthly, before: clock.now()))
         var months = Set<String>()
         for name in backups {
@@ -358,6 +363,11 @@ public struct Backups: Sendable {
     static let schedule = RecurringJob(name: "backup", kind: .backup, cadence: .every(86_400), payload: { _ in .backup })
 
     // MARK: - Helpers
+
+    /// A backup's UTC day, `yyyyMMdd`, from its name.
+    static func day(of name: String) -> Substring {
+        name.dropFirst(prefix.count).prefix(8)
+    }
 
     /// The last `count` calendar months up to the one holding `date` (UTC), as `yyyyMM` as backup names begin.
     static func lastMonths(_ count: Int, before date: Date) -> [String] {
