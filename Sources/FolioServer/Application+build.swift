@@ -422,7 +422,7 @@ public struct FolioServices: Sendable {
         apiDocumentation.addRoutes(to: routes)
         MetricsController(
             metrics: metrics, jobs: jobs, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction,
-            marketData: marketDataGate)
+            marketData: marketDataGate, backups: backups)
             .addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
         let portfolioController = PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store, brokerage: brokerage.store, reads: reads)
@@ -476,7 +476,8 @@ public struct FolioServices: Sendable {
     /// needs no token, and nothing else can connect.
     func metricsListener(port: Int) -> some Service {
         let router = Router(context: FolioRequestContext.self)
-        MetricsController(metrics: metrics, jobs: jobs, clock: clock, opsToken: nil, production: false, marketData: marketDataGate).addRoutes(to: router)
+        MetricsController(metrics: metrics, jobs: jobs, clock: clock, opsToken: nil, production: false, marketData: marketDataGate, backups: backups)
+            .addRoutes(to: router)
         let logger = self.logger
         return Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),

@@ -84,6 +84,31 @@ struct MetricsTests {
         }
     }
 
+    @Test("the last backup's time is the newest whole backup on disk, taken by the job or by hand, and only moves forward")
+    func backupOnDisk() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("folio-metrics-backups-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(.sqlite, configure: { $0.opsToken = Self.opsToken; $0.backup.directory = directory.path }) { client, _ in
+            func lastSuccess() async throws -> String? {
+                String(buffer: try await scrape(client).body).split(separator: "\n")
+                    .first { $0.hasPrefix(#"folio_backup_last_success_timestamp_seconds{operation="backup"}"#) }
+                    .map { String($0.split(separator: " ").last!) }
+            }
+            #expect(try await lastSuccess() == nil, "no backup yet: no series")
+            // One taken by hand (another process): a whole backup holds its manifest; a partial one does not count.
+            for name in ["folio-20261123T010000Z", "folio-20261124T020304Z", "folio-20261125T000000Z.partial-0123abcd"] {
+                try FileManager.default.createDirectory(at: directory.appendingPathComponent(name), withIntermediateDirectories: true)
+                if !name.contains("partial") { try Data("{}".utf8).write(to: directory.appendingPathComponent(name).appendingPathComponent(BackupManifest.fileName)) }
+            }
+            let expected = try #require(Backups.date(ofStamp: "20261124T020304Z")).timeIntervalSince1970
+            let seen = try #require(try await lastSuccess())
+            #expect(Double(seen) == expected, "\(seen)")
+            // Pruned or moved away: the gauge stays where it was.
+            try FileManager.default.removeItem(at: directory.appendingPathComponent("folio-20261124T020304Z"))
+            #expect(try await lastSuccess().flatMap(Double.init) == expected)
+        }
+    }
+
     @Test("METRICS_PORT: /metrics alone on a loopback listener, no token needed there; the main port still refuses without one")
     func separatePort() async throws {
         try await withTestDatabase(.sqlite) { _, location in

@@ -33,6 +33,8 @@ final class FolioMetrics: Sendable {
 
     /// Series made once and kept: a request's counting is one dictionary lookup under a lock.
     private let requests = Mutex<[RequestKey: (Counter, DurationHistogram)]>([:])
+    /// The last backup's time as the gauge says it, so that a backup read on disk never moves it back.
+    private let lastBackup = Mutex<Date?>(nil)
 
     static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -116,8 +118,23 @@ final class FolioMetrics: Sendable {
     func backup(_ operation: String, succeeded: Bool, at time: Date, bytes: Int64 = 0) {
         registry.makeCounter(descriptor: Self.backups, labels: [("operation", operation), ("outcome", succeeded ? "ok" : "failed")]).increment()
         guard succeeded else { return }
-        registry.makeGauge(descriptor: Self.backupLastSuccess, labels: [("operation", operation)]).set(to: time.timeIntervalSince1970)
-        if operation == "backup" { registry.makeGauge(descriptor: Self.backupBytes, labels: []).set(to: Double(bytes)) }
+        if operation == "backup" {
+            backupOnDisk(at: time)
+            registry.makeGauge(descriptor: Self.backupBytes, labels: []).set(to: Double(bytes))
+        } else {
+            registry.makeGauge(descriptor: Self.backupLastSuccess, labels: [("operation", operation)]).set(to: time.timeIntervalSince1970)
+        }
+    }
+
+    /// A backup that succeeded at `time`: this process's, or the newest in the backup directory when scraped
+    /// (one taken by hand, or before a restart). The gauge only moves forward.
+    func backupOnDisk(at time: Date) {
+        let gauge = registry.makeGauge(descriptor: Self.backupLastSuccess, labels: [("operation", "backup")])
+        lastBackup.withLock { seen in
+            guard time > (seen ?? .distantPast) else { return }
+            seen = time
+            gauge.set(to: time.timeIntervalSince1970)
+        }
     }
 
     /// An error report Sentry accepted.

@@ -13,6 +13,8 @@ struct MetricsController: Sendable {
     let production: Bool
     /// The market-data vendor's gate, when a vendor is configured.
     var marketData: VendorGate?
+    /// The backups, whose newest on disk is the last success (taken by the worker's job or by hand).
+    var backups: Backups?
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         router.get("/metrics", use: scrape)
@@ -29,6 +31,7 @@ struct MetricsController: Sendable {
             throw AppError.notFound("page")
         }
         if let marketData { metrics.refreshGate(marketData) }
+        if let newest = backups?.newestOnDisk() { metrics.backupOnDisk(at: newest) }
         do {
             try await metrics.refreshJobs(jobs, now: clock.now())
             try await metrics.refreshDatabase(jobs.database)

@@ -325,11 +325,7 @@ public struct Backups: Sendable {
     func prune() throws -> [URL] {
         let parent = URL(fileURLWithPath: settings.directory)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
-        // Only Folio's own, whole backups: `folio-<stamp>` holding a manifest; the stamp sorts as the time does.
-        let backups = names.filter { name in
-            name.wholeMatch(of: /folio-\d{8}T\d{6}Z/) != nil
-                && FileManager.default.fileExists(atPath: parent.appendingPathComponent(name).appendingPathComponent(BackupManifest.fileName).path)
-        }.sorted(by: >)
+        let backups = Self.wholeBackups(among: names, in: parent)
         // Every backup of the newest `keepDaily` days that have one (UTC): backups taken by hand on a day (before a
         // migration, say) push out no older day's.
         var days: [Substring] = []
@@ -363,6 +359,33 @@ public struct Backups: Sendable {
     static let schedule = RecurringJob(name: "backup", kind: .backup, cadence: .every(86_400), payload: { _ in .backup })
 
     // MARK: - Helpers
+
+    /// Only Folio's own, whole backups: `folio-<stamp>` holding a manifest, newest first (the stamp sorts as the time does).
+    static func wholeBackups(among names: [String], in parent: URL) -> [String] {
+        names.filter { name in
+            name.wholeMatch(of: /folio-\d{8}T\d{6}Z/) != nil
+                && FileManager.default.fileExists(atPath: parent.appendingPathComponent(name).appendingPathComponent(BackupManifest.fileName).path)
+        }.sorted(by: >)
+    }
+
+    /// When the newest whole backup in the backup directory was taken, by whichever process (the worker's job,
+    /// `folio backup` by hand): what the metrics say as the last success, so a backup taken by hand counts and
+    /// a restarted worker does not forget the last one. Nil when there is none (or the directory cannot be read).
+    func newestOnDisk() -> Date? {
+        let parent = URL(fileURLWithPath: settings.directory)
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: parent.path),
+              let newest = Self.wholeBackups(among: names, in: parent).first
+        else { return nil }
+        return Self.date(ofStamp: String(newest.dropFirst(Self.prefix.count)))
+    }
+
+    static func date(ofStamp stamp: String) -> Date? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        return formatter.date(from: stamp)
+    }
 
     /// A backup's UTC day, `yyyyMMdd`, from its name.
     static func day(of name: String) -> Substring {
