@@ -40,6 +40,35 @@ struct MigrationTests {
         }
     }
 
+    @Test("a revert that would lose data is refused before anything is reverted: the whole schema once someone signed up, 015 once events hash a commitment", arguments: TestDatabaseKind.all)
+    func revertRefusedWhole(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            let all = MigrationRegistry.all.map(\.name)
+            let at015 = try #require(all.firstIndex(of: "015_add_privacy_columns"))
+            try await database.migrate(first: at015)
+            try await insertUser(database.sql, email: "someone@example.com")
+            // The first batch is the whole schema: refused, nothing reverted.
+            await #expect(throws: RevertRefused.self) { try await database.revertLastBatch() }
+            #expect(try await database.appliedMigrations().map(\.name) == Array(all.prefix(at015)))
+
+            // A second batch from 015 on, with an event that hashes a commitment: 018, 017 and 016 stay too.
+            let later = try await database.migrate()
+            #expect(later == Array(all[at015...]))
+            try await database.sql.raw("""
+                INSERT INTO audit_events (id, occurred_at, action, subject_type, details, ip_commitment)
+                VALUES (\(bind: UUID()), \(bind: Date()), 'user.signed_in', 'user', '{}', 'commitment:00')
+                """).run()
+            do {
+                _ = try await database.revertLastBatch()
+                Issue.record("the revert went through")
+            } catch let refused as RevertRefused {
+                #expect(refused.description.hasPrefix("migration 015 cannot be reverted: 1 audit event(s)"))
+            }
+            #expect(try await database.appliedMigrations().map(\.name) == all, "nothing was reverted")
+            #expect(try await database.pendingMigrations().isEmpty)
+        }
+    }
+
     @Test("016 closes the accounts of people erased before it, and only theirs; its revert drops the column", arguments: TestDatabaseKind.all)
     func accountClosedAt(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind, migrated: false) { database, _ in

@@ -206,8 +206,22 @@ public final class FolioDatabase: Sendable {
     @discardableResult
     public func revertLastBatch() async throws -> [String] {
         try await migrator.setupIfNeeded().get()
-        let reverting = try await migrator.previewRevertLastBatch().get().map { $0.0.name }
-        if !reverting.isEmpty { try await migrator.revertLastBatch().get() }
-        return reverting
+        let batch = try await migrator.previewRevertLastBatch().get().map(\.0)
+        // Each migration reverts on its own: one that would refuse must do so before any other is undone.
+        for migration in batch {
+            if let refusal = try await (migration as? any RevertCheck)?.revertRefusal(on: sql) { throw RevertRefused(description: refusal) }
+        }
+        if !batch.isEmpty { try await migrator.revertLastBatch().get() }
+        return batch.map(\.name)
     }
+}
+
+/// A migration whose revert can be refused (it would lose data), checked for the whole batch before anything is reverted.
+protocol RevertCheck {
+    /// Why the revert cannot be done now, or nil.
+    func revertRefusal(on database: any SQLDatabase) async throws -> String?
+}
+
+public struct RevertRefused: Error, CustomStringConvertible {
+    public var description: String
 }

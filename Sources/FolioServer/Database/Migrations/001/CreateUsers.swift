@@ -2,8 +2,16 @@ import FluentKit
 import SQLKit
 
 /// 001: accounts of people who use Folio.
-struct CreateUsers: AsyncMigration {
+struct CreateUsers: AsyncMigration, RevertCheck {
     var name: String { "001_create_users" }
+
+    /// A batch that holds this one is the whole schema (a fresh install's first `migrate`): reverting it would
+    /// drop every table, so it is done only while no one has signed up.
+    func revertRefusal(on sql: any SQLDatabase) async throws -> String? {
+        let users = try await sql.raw("SELECT COUNT(*) AS n FROM users").first()?.decode(column: "n", as: Int.self) ?? 0
+        guard users > 0 else { return nil }
+        return "the last batch is the whole schema (the first `folio migrate`): reverting it would drop every table and the data of \(users) user(s); nothing was reverted; restore a backup instead"
+    }
 
     func prepare(on database: any Database) async throws {
         try await database.schema("users")

@@ -11,14 +11,7 @@ import SQLKit
 /// - The append-only trigger on `audit_events` now lets one change through:
 ///   clearing `ip` and `ip_salt` on a row whose chain holds a commitment to
 ///   them, with every other column unchanged. Anything else is still refused.
-struct AuditCommitmentsInUse: Error, CustomStringConvertible {
-    var events: Int
-    var description: String {
-        "migration 015 cannot be reverted: \(events) audit event(s) hash an address commitment and would no longer verify; restore a backup taken before it instead"
-    }
-}
-
-struct AddPrivacyColumns: AsyncMigration {
+struct AddPrivacyColumns: AsyncMigration, RevertCheck {
     var name: String { "015_add_privacy_columns" }
 
     func prepare(on database: any Database) async throws {
@@ -60,13 +53,16 @@ struct AddPrivacyColumns: AsyncMigration {
         "hash", "chain_id", "chain_sequence", "ip_commitment",
     ]
 
+    /// Events written since hash their address's commitment: without the column they could never verify again.
+    func revertRefusal(on sql: any SQLDatabase) async throws -> String? {
+        let committed = try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE ip_commitment IS NOT NULL").first()?.decode(column: "n", as: Int.self) ?? 0
+        guard committed > 0 else { return nil }
+        return "migration 015 cannot be reverted: \(committed) audit event(s) hash an address commitment and would no longer verify; restore a backup taken before it instead"
+    }
+
     func revert(on database: any Database) async throws {
         let sql = database as! any SQLDatabase
-        // Events written since hash their address's commitment: without the column they could never verify again.
-        let committed = try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE ip_commitment IS NOT NULL").first()?.decode(column: "n", as: Int.self) ?? 0
-        guard committed == 0 else {
-            throw AuditCommitmentsInUse(events: committed)
-        }
+        if let refusal = try await revertRefusal(on: sql) { throw RevertRefused(description: refusal) }
         if sql.dialect.name == "postgresql" {
             try await sql.raw("""
                 CREATE OR REPLACE FUNCTION audit_events_refuse_change() RETURNS trigger AS $$
