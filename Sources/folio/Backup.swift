@@ -70,7 +70,7 @@ struct Restore: AsyncParsableCommand {
             ) { step in print("… \(step)") }
         } catch {
             // A refusal (not empty, changed, unknown key) or the tool's own error, in one line.
-            FileHandle.standardError.write(Data("restore refused: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("restore refused: \(DatabaseErrorText.describe(error))\n".utf8))
             throw ExitCode.failure
         }
         for problem in problems { print("PROBLEM \(problem)") }
@@ -105,7 +105,7 @@ struct CopyDatabase: AsyncParsableCommand {
             throw ExitCode.failure
         } catch {
             // The database's own words (the driver's plain description hides them): this is the operator's terminal.
-            FileHandle.standardError.write(Data("copy-database failed, nothing was kept: \(String(reflecting: error))\n".utf8))
+            FileHandle.standardError.write(Data("copy-database failed, nothing was kept: \(DatabaseErrorText.describe(error))\n".utf8))
             throw ExitCode.failure
         }
         let rows = copied.reduce(0) { $0 + $1.rows }

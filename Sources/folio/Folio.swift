@@ -85,7 +85,7 @@ struct Serve: AsyncParsableCommand {
             throw error
         } catch {
             await database.shutdown()
-            FileHandle.standardError.write(Data("Folio will not start: the database is not usable: \(String(reflecting: error))\n".utf8))
+            FileHandle.standardError.write(Data("Folio will not start: the database is not usable: \(DatabaseErrorText.describe(error))\n".utf8))
             throw ExitCode.failure
         }
 
@@ -135,7 +135,7 @@ struct Migrate: AsyncParsableCommand {
             }
         } catch {
             await database.shutdown()
-            FileHandle.standardError.write(Data("migrate failed: \(String(reflecting: error))\n".utf8))
+            FileHandle.standardError.write(Data("migrate failed: \(DatabaseErrorText.describe(error))\n".utf8))
             throw ExitCode.failure
         }
         await database.shutdown()

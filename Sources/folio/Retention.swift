@@ -25,8 +25,12 @@ struct RetentionCommand: AsyncParsableCommand {
 
     struct Policies: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the retention policies and the reason for each.")
+        /// The policies take no setting; the options are taken (and the settings checked) as every command's are,
+        /// so a wrapper that adds `--env-file` to each command works here too.
+        @OptionGroup var options: EnvironmentOptions
 
         func run() async throws {
+            _ = try options.loadConfiguration()
             for policy in RetentionPolicy.all {
                 print("\(policy.name) (\(policy.table)), kept \(Int(policy.keep / 86_400)) day(s): \(policy.reason)")
             }

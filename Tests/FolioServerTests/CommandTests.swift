@@ -121,6 +121,13 @@ struct CommandTests {
             #expect(try folio.run(["migrate"], environment: environment).stdout == "No pending migrations.\n")
             #expect(try folio.run(["migrate", "--revert"], environment: environment).stdout == lines("reverted ", names.reversed()))
             #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
+            // A database that is not there: what PostgreSQL said, in a line, not PostgresNIO's generic text.
+            if kind == .postgres, let slash = url.range(of: "/", options: .backwards) {
+                let base = url[..<slash.lowerBound]
+                let missing = try folio.run(["migrate"], environment: ["DATABASE_URL": base + "/folio_not_there?sslmode=disable"])
+                #expect(missing.status == 1)
+                #expect(missing.stderr.contains(#"migrate failed: PostgreSQL says: database "folio_not_there" does not exist [SQLSTATE 3D000]"#), "\(missing.stderr)")
+            }
         }
     }
 

@@ -1,0 +1,26 @@
+import PostgresNIO
+
+/// A database error for an operator's terminal, in one line: what PostgreSQL said (its message, hint and
+/// SQLSTATE), or what kept Folio from reaching it. PostgresNIO's own description hides all of that on
+/// purpose (it is meant for responses, which never show it); these lines go to the command's operator only.
+public enum DatabaseErrorText {
+    public static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return String(reflecting: error) }
+        if let info = error.serverInfo, let message = info[.message] {
+            var text = "PostgreSQL says: \(message)"
+            if let detail = info[.detail] { text += " (\(detail))" }
+            if let hint = info[.hint] { text += "; hint: \(hint)" }
+            return text + (info[.sqlState].map { " [SQLSTATE \($0)]" } ?? "")
+        }
+        switch error.code {
+        case .sslUnsupported:
+            return "the PostgreSQL server does not offer TLS, and the URL's sslmode asks for it (enable ssl on the server, or use sslmode=disable on a trusted network only)"
+        case .connectionError:
+            return "cannot connect to PostgreSQL" + (error.underlying.map { ": \(String(describing: $0))" } ?? "")
+        case .serverClosedConnection, .clientClosedConnection:
+            return "the connection to PostgreSQL was closed" + (error.underlying.map { ": \(String(describing: $0))" } ?? "")
+        default:
+            return String(reflecting: error)
+        }
+    }
+}
