@@ -115,7 +115,7 @@ struct Users: AsyncParsableCommand {
     struct SetRole: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "set-role", abstract: "Set a user's role (user or admin); ends their sessions.")
         @OptionGroup var options: EnvironmentOptions
-        @Argument(help: "Email address of the user.") var email: String
+        @Argument(help: "Email address or id of the user.") var email: String
         @Argument(help: "user or admin.") var role: String
 
         func run() async throws {
@@ -129,7 +129,7 @@ struct Users: AsyncParsableCommand {
     struct Disable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Disable a user and end every session of theirs.")
         @OptionGroup var options: EnvironmentOptions
-        @Argument(help: "Email address of the user.") var email: String
+        @Argument(help: "Email address or id of the user.") var email: String
 
         func run() async throws {
             let changed = try await withServices(options) { services in
@@ -142,7 +142,7 @@ struct Users: AsyncParsableCommand {
     struct Enable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Enable a disabled user again.")
         @OptionGroup var options: EnvironmentOptions
-        @Argument(help: "Email address of the user.") var email: String
+        @Argument(help: "Email address or id of the user.") var email: String
 
         func run() async throws {
             let changed = try await withServices(options) { services in
@@ -158,13 +158,13 @@ extension Users {
         static let configuration = CommandConfiguration(
             abstract: "Erase a person (GDPR): their address and personal data go; their ledger and audit trail stay, unlinked from them.")
         @OptionGroup var options: EnvironmentOptions
-        @Argument(help: "Email address of the user.") var email: String
+        @Argument(help: "Email address or id of the user.") var email: String
         @Flag(help: "Do not ask for confirmation (needed when standard input is not a terminal).") var yes = false
 
         func run() async throws {
             if !yes {
                 guard isatty(STDIN_FILENO) == 1 else { throw ValidationError("erasure cannot be undone: confirm with --yes") }
-                print("Erase \(email.lowercased())? This cannot be undone. Type the address again to confirm: ", terminator: "")
+                print("Erase \(email.lowercased())? This cannot be undone. Type it again to confirm: ", terminator: "")
                 guard readLine(strippingNewline: true)?.lowercased() == email.lowercased() else { throw ValidationError("not confirmed; nothing was erased") }
             }
             let outcome = try await withServices(options) { services in

@@ -243,8 +243,13 @@ struct CommandTests {
             let reviewed = try JSONSerialization.jsonObject(with: Data(review.stdout.utf8)) as? [String: Any]
             #expect(reviewed?["period_days"] as? Int == 30 && (reviewed?["role_changes"] as? [Any])?.isEmpty == false, "\(review.stdout)")
 
-            // An erased person's row changes no more.
-            #expect(try folio.run(["users", "erase", "second@example.com", "--yes"], environment: environment).status == 0)
+            // An erased person's row changes no more. Erased by id, as the `user.erased` audit events name people
+            // to erase again after a restore.
+            let secondID = try #require(try await database.sql.raw("SELECT id FROM users WHERE email = 'second@example.com'").first()?.decode(column: "id", as: UUID.self))
+            let erasedByID = try folio.run(["users", "erase", secondID.lowercasedString, "--yes"], environment: environment)
+            #expect(erasedByID.status == 0 && erasedByID.stdout.hasPrefix("erased \(secondID.lowercasedString): "), "\(erasedByID.stdout) \(erasedByID.stderr)")
+            #expect(try folio.run(["users", "erase", secondID.lowercasedString, "--yes"], environment: environment).stderr.contains("was already erased"))
+            #expect(try folio.run(["users", "erase", UUID().lowercasedString, "--yes"], environment: environment).stderr.contains("no user with id"))
             let erased = try #require(try await database.sql.raw("SELECT email FROM users WHERE erased_at IS NOT NULL").first()?.decode(column: "email", as: String.self))
             for command in [["set-role", erased, "admin"], ["disable", erased], ["enable", erased]] {
                 let refused = try folio.run(["users"] + command, environment: environment)

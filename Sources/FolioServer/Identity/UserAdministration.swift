@@ -132,9 +132,15 @@ public struct UserAdministration: Sendable {
         }
     }
 
-    private func find(_ email: String) async throws -> User {
-        guard let user = try await identity.findUser(email: email, on: identity.database.db) else {
-            throw Failure(description: "no user with email \(email)")
+    /// The user by email address, or by id: after a restore, the `user.erased` audit events name by id the
+    /// people erased since the backup, whose rows the restored copy still holds.
+    private func find(_ emailOrID: String) async throws -> User {
+        if let id = UUID(uuidString: emailOrID) {
+            guard let user = try await identity.store.user(id: id, on: identity.database.db) else { throw Failure(description: "no user with id \(emailOrID)") }
+            return user
+        }
+        guard let user = try await identity.findUser(email: emailOrID, on: identity.database.db) else {
+            throw Failure(description: "no user with email \(emailOrID)")
         }
         return user
     }
