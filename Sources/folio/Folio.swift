@@ -97,6 +97,7 @@ struct Serve: AsyncParsableCommand {
         try await services.prepare()
         let application = try services.buildApplication()
         try await application.runService()
+        logger.info("Folio stopped")
     }
 }
 
@@ -164,6 +165,7 @@ struct Worker: AsyncParsableCommand {
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await services.prepare()
         try await services.runWorker()
+        logger.info("Folio stopped")
     }
 }
 

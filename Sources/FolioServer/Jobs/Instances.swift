@@ -71,6 +71,8 @@ struct HeartbeatService: Service {
                 logger.warning("instance heartbeat failed", metadata: ["error": .string(String(reflecting: error))])
             }
         }
+        // The journal shows a graceful stop for what it is; the process's last line says when it is done.
+        if Task.isShuttingDownGracefully { logger.info("shutting down gracefully: finishing what is in flight", metadata: ["kind": .string(kind)]) }
         try? await instances.retire(id)
     }
 }
