@@ -44,6 +44,17 @@ struct AlphaVantageTests {
                 #expect(closes.first?.close == Price("265.61"))
                 #expect(closes.map(\.date) == closes.map(\.date).sorted())
                 #expect(fake.hits.last == "TIME_SERIES_DAILY")
+                #expect(try await vendor.dailyHistory(for: "IBM", days: 365).count == 365, "a premium key gets a year")
+
+                // A free key: `outputsize=full` is premium. The 100 days there are, and from then on no refused call first.
+                fake.mode = .freeKey
+                let before = fake.hits.count
+                let year = try await vendor.dailyHistory(for: "IBM", days: 365)
+                #expect(year.count == 100 && year.last?.close == Price("265.65"))
+                #expect(fake.hits.count == before + 2, "the refused full call, then the compact one")
+                #expect(try await vendor.dailyHistory(for: "AAPL", days: 200).count == 100)
+                #expect(fake.hits.count == before + 3, "known to be free: compact at once")
+                fake.mode = .normal
 
                 let matches = try await vendor.search("ibm")
                 #expect(matches == [SymbolMatch(symbol: "IBM", name: "International Business Machines Corp", assetClass: .equity)], "only US listings")

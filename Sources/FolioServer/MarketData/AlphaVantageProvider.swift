@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import FolioDomain
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOFoundationCompat
 
@@ -41,6 +42,9 @@ struct AlphaVantageProvider: MarketDataProvider {
     var timeout: TimeAmount = .seconds(10)
     /// Each call by function, result and latency.
     var metrics: FolioMetrics? = nil
+    /// Set once Alpha Vantage answered that `outputsize=full` needs a premium plan: this key is a free
+    /// one, and longer histories are asked for as the 100 days it serves, without a refused call first.
+    private let freeKey = NIOLockedValueBox(false)
 
     func quote(for symbol: String) async throws -> PriceQuote? {
         let body = try await call(["function": "GLOBAL_QUOTE", "symbol": symbol])
@@ -65,8 +69,17 @@ struct AlphaVantageProvider: MarketDataProvider {
     }
 
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] {
-        // The free tier serves the last 100 days ("compact"); more needs "full".
-        let body = try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": days <= 100 ? "compact" : "full"])
+        // The free tier serves the last 100 days ("compact"); more needs "full", a premium feature: on a free key,
+        // the 100 days there are (a chart of a year then starts 100 trading days back).
+        let full = days > 100 && !freeKey.withLockedValue { $0 }
+        let body: ByteBuffer
+        do {
+            body = try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": full ? "full" : "compact"])
+        } catch MarketDataError.rejected(let message) where full && message.lowercased().contains("premium") {
+            freeKey.withLockedValue { $0 = true }
+            logger.notice("the Alpha Vantage key is a free one: daily history is its last 100 days", metadata: ["provider": "\(Self.name)"])
+            body = try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": "compact"])
+        }
         guard let series = try decode(DailySeriesBody.self, from: body).series else {
             throw MarketDataError.badResponse("TIME_SERIES_DAILY without a time series")
         }

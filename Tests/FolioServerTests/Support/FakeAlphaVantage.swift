@@ -12,6 +12,8 @@ final class FakeAlphaVantage: Sendable {
     enum Mode: Sendable {
         case normal
         case errorMessage, note, information, premium
+        /// A free key: `outputsize=full` is refused as a premium feature; everything else is answered.
+        case freeKey
         case serverError
         case garbage
         /// Answers normally, but only after this long.
@@ -70,7 +72,9 @@ final class FakeAlphaVantage: Sendable {
             return Self.json(#"{"Information": "We have detected your API key as \#(Self.apiKey) and our standard API rate limit is 25 requests per day. Please subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly remove all daily rate limits."}"#)
         case .premium:
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
-        case .normal, .slow: break
+        case .freeKey where query["outputsize"] == "full":
+            return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
+        case .normal, .slow, .freeKey: break
         }
         guard query["apikey"].map(String.init) == Self.apiKey else {
             return Self.json(#"{"Error Message": "the parameter apikey is invalid or missing. Please claim your free API key on (https://www.alphavantage.co/support/#api-key). It should take less than 20 seconds."}"#)
