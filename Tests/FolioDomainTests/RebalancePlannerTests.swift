@@ -199,6 +199,14 @@ struct RebalancePlannerTests {
         #expect(plan.buyReservation <= 950)
         let gaps = try plan.lines.map { try Percent.share(of: plan.totalValue, $0.targetPercent ?? .zero) - $0.valueAfter }
         #expect(gaps == (try ["111.40", "91.90", "-142.60"].map { try Cash(parsing: $0) }))
+
+        // With a 500 minimum trade, the swap would leave three buys each below it, all dropped: it is not made,
+        // and the three AAPL (582.90) stay the plan.
+        let minimum = try RebalancePlanner.plan(
+            holdings: [], quotes: Self.quotes(["AAPL": "194.30", "MSFT": "442.60", "KO": "58.10"]), cash: 1_000, availableCash: 1_000,
+            allocation: try Self.allocation([("AAPL", 50), ("MSFT", 30), ("KO", 15)], cash: 5),
+            options: .init(mode: .buyOnly, minimumTrade: 500, marketBuyMargin: try Ratio(parsing: "0.05")))
+        #expect(minimum.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" } == ["BUY 3 AAPL"])
     }
 
     @Test("unplanned holdings are sold whole in full and sell_only modes; reserved shares are never sold; no price is an error")

@@ -314,9 +314,14 @@ public enum RebalancePlanner {
         func gap(_ item: Item) throws -> Cash {
             try item.targetValue - Money.value(quantity: try item.quantity + item.buy, price: item.price)
         }
+        // As the plan will be: a buy below the minimum trade is dropped afterwards, so it is counted as none.
         func largestDrift(_ items: [Item]) throws -> Cash {
             var largest = Cash.zero
-            for entry in short { largest = Cash.max(largest, try gap(items[entry.index]).magnitude) }
+            for entry in short {
+                var item = items[entry.index]
+                if item.buy.isPositive, try Money.cost(quantity: item.buy, price: item.price) < options.minimumTrade { item.buy = .zero }
+                largest = Cash.max(largest, try gap(item).magnitude)
+            }
             return largest
         }
         var neediest: (index: Int, gap: Cash)?
