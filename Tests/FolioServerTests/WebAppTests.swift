@@ -253,7 +253,10 @@ struct WebAppTests {
         #expect(Display.money(available, .down) == "$100.00" && Display.money(available, .up) == "$100.01" && Display.money(available) == "$100.01")
         // A field's message in a person's words, not the API's field names.
         #expect(Display.issue(field: "limit_price", message: "limit_price must be greater than zero.") == "Limit price must be greater than zero.")
-        #expect(Display.issue(field: "targets[1].percent", message: "targets[1].percent must be from 0 to 100.") == "Row 2: percent must be from 0 to 100.")
+        // A row is named by its symbol in what was sent: the API counts only the rows sent, not the form's.
+        let sent: [String: Any] = ["targets": [["symbol": "VTI", "percent": "60"], ["symbol": "BND", "percent": "140"]]]
+        #expect(Display.issue(field: "targets[1].percent", message: "targets[1].percent must be from 0 to 100.", request: sent) == "BND: percent must be from 0 to 100.")
+        #expect(Display.issue(field: "targets[1].percent", message: "targets[1].percent must be from 0 to 100.") == "Percent must be from 0 to 100.")
         #expect(Display.issue(field: "targets", message: "The percentages must add up to 100.") == "The percentages must add up to 100.")
         // Under a refusal, what to do; a 5xx or a send still running may have been done, and never says otherwise.
         #expect(FormBridge.advice(status: .internalServerError, code: "internal_error").hasPrefix("It may have been done"))

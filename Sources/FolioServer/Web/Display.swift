@@ -5,17 +5,19 @@ import Foundation
 /// cash rounded half-even to the cent for display only (the API keeps every
 /// digit), prices with at least two decimals, quantities as they are.
 enum Display {
-    /// A field's message in a person's words: the API's `limit_price must be …` as `Limit price must be …`, and
-    /// `targets[1].percent must be …` as `Row 2: percent must be …` (the form's second row). A message that does
-    /// not start with its field is left as it is.
-    static func issue(field: String, message: String) -> String {
+    /// A field's message in a person's words: the API's `limit_price must be …` as `Limit price must be …`.
+    /// A row's field (`targets[1].percent must be …`) is named by the row's symbol in the request that was sent
+    /// (`AAPL: percent must be …`): the API counts only the rows sent, so a row number could name another row.
+    /// A message that does not start with its field is left as it is.
+    static func issue(field: String, message: String, request: [String: Any]? = nil) -> String {
         guard !field.isEmpty, message.hasPrefix(field) else { return message }
         let rest = message.dropFirst(field.count)
         let name = (field.split(separator: ".").last.map(String.init) ?? field)
             .replacingOccurrences(of: #"\[\d+\]"#, with: "", options: .regularExpression)
             .replacingOccurrences(of: "_", with: " ")
-        if let index = field.firstMatch(of: /\[(\d+)\]/).flatMap({ Int($0.1) }) {
-            return "Row \(index + 1): \(name)\(rest)"
+        if let row = field.firstMatch(of: /^(\w+)\[(\d+)\]/), let index = Int(row.2),
+           let rows = request?[String(row.1)] as? [[String: Any]], rows.indices.contains(index), let symbol = rows[index]["symbol"] as? String {
+            return "\(symbol): \(name)\(rest)"
         }
         return name.prefix(1).uppercased() + name.dropFirst() + rest
     }

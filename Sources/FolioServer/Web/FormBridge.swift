@@ -112,9 +112,10 @@ struct FormBridge: Sendable {
         try await answer.body.write(collector)
         let problem = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any]
         let issues = problem?["errors"] as? [[String: Any]] ?? []
+        let sent = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any]
         let errors: [[String: String]] = issues.map { issue in
             let field = issue["field"] as? String ?? ""
-            return ["field": field, "message": Display.issue(field: field, message: issue["message"] as? String ?? "")]
+            return ["field": field, "message": Display.issue(field: field, message: issue["message"] as? String ?? "", request: sent)]
         }
         let code = problem?["code"] as? String ?? "error"
         // A form's own key reused with other values: a page kept from before (Back) was changed and sent again.

@@ -90,13 +90,11 @@ function mark(form, line, text, field) {
 }
 
 // A field's message in a person's words, as the pages without JavaScript say it (Display.issue):
-// `limit_price must be …` is `Limit price must be …`, `targets[1].percent …` is `Row 2: percent …`.
+// `limit_price must be …` is `Limit price must be …`; `targets[1].percent …` is `Percent …`, said beside its row.
 function readableIssue(field, message) {
   if (!field || !message.startsWith(field)) return message;
-  const rest = message.slice(field.length);
   const name = field.split('.').pop().replace(/\[\d+\]/g, '').replaceAll('_', ' ');
-  const row = field.match(/\[(\d+)\]/);
-  return row ? `Row ${Number(row[1]) + 1}: ${name}${rest}` : name.charAt(0).toUpperCase() + name.slice(1) + rest;
+  return name.charAt(0).toUpperCase() + name.slice(1) + message.slice(field.length);
 }
 
 function showProblem(form, problem) {
