@@ -32,7 +32,9 @@ final class QuoteService: Sendable {
     private struct State {
         /// A nil quote remembers that the source does not know the symbol.
         var cache: [String: Fetched] = [:]
-        var refreshing: [String: Task<Refreshed, Never>] = [:]
+        /// Refreshes running, one per symbol and purpose. A person's lookup runs on lookups' share of the call
+        /// budget, which may be spent: an order's price never waits on such a refresh (a lookup may join trading's).
+        var refreshing: [InFlight: Task<Lookup, Never>] = [:]
         /// After a failed refresh, reads start no background refresh of the symbol before then.
         var retryAt: [String: Date] = [:]
         /// Daily closes and search answers change slowly and cost vendor calls: kept an hour.
@@ -46,16 +48,14 @@ final class QuoteService: Sendable {
 
     private let state = NIOLockedValueBox(State())
 
+    struct InFlight: Hashable {
+        var symbol: String
+        var lookingUp: Bool
+    }
+
     struct Fetched: Sendable {
         var quote: PriceQuote?
         var fetchedAt: Date
-    }
-
-    /// A refresh's answer, and whether the call budget refused it for want of lookups' share (a refresh a
-    /// person's lookup started runs on that share: an order's price waiting on it asks again on its own).
-    private struct Refreshed: Sendable {
-        var lookup: Lookup
-        var lookupShareSpent = false
     }
 
     enum Lookup: Sendable {
@@ -113,9 +113,8 @@ final class QuoteService: Sendable {
                 } else if staleWhileRevalidate, let cached = state.cache[symbol], var known = cached.quote {
                     known.isStale = true
                     result[symbol] = .found(known)
-                    if state.refreshing[symbol] == nil, now >= state.retryAt[symbol] ?? .distantPast {
-                        let remembered = cached.quote
-                        state.refreshing[symbol] = Task { await self.refresh(symbol, remembered: remembered) }
+                    if Self.running(symbol, in: state) == nil, now >= state.retryAt[symbol] ?? .distantPast {
+                        _ = Self.start(symbol, remembered: cached.quote, in: &state, service: self)
                     }
                 } else if seen.insert(symbol).inserted {
                     missing.append(symbol)
@@ -133,45 +132,44 @@ final class QuoteService: Sendable {
     }
 
     func lookup(_ symbol: String) async -> Lookup {
-        enum Step { case answer(Lookup), wait(Task<Refreshed, Never>) }
-        let trading = CallBudget.purpose == .trading
-        var round = 1
-        while true {
-            let now = clock.now()
-            let step: Step = state.withLockedValue { state in
-                if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
-                    return .answer(cached.quote.map(Lookup.found) ?? .unknown)
-                }
-                if let running = state.refreshing[symbol] { return .wait(running) }
-                let remembered = state.cache[symbol]?.quote
-                let task = Task { await self.refresh(symbol, remembered: remembered) }  // on the caller's purpose
-                state.refreshing[symbol] = task
-                return .wait(task)
+        enum Step { case answer(Lookup), wait(Task<Lookup, Never>) }
+        let now = clock.now()
+        let step: Step = state.withLockedValue { state in
+            if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
+                return .answer(cached.quote.map(Lookup.found) ?? .unknown)
             }
-            switch step {
-            case .answer(let lookup):
-                return lookup
-            case .wait(let task):
-                let refreshed = await task.value
-                // A lookup's refresh ended for want of lookups' share (and is off the books now): trading asks on its own.
-                // (Three rounds at most: lookups starting refresh after refresh cannot hold an order's price back for long.)
-                if trading && refreshed.lookupShareSpent && round < 3 {
-                    round += 1
-                    continue
-                }
-                return refreshed.lookup
-            }
+            if let running = Self.running(symbol, in: state) { return .wait(running) }
+            return .wait(Self.start(symbol, remembered: state.cache[symbol]?.quote, in: &state, service: self))
+        }
+        switch step {
+        case .answer(let lookup): return lookup
+        case .wait(let task): return await task.value
         }
     }
 
+    /// The refresh of `symbol` the current task may wait on: trading's, or for a lookup, either.
+    private static func running(_ symbol: String, in state: State) -> Task<Lookup, Never>? {
+        let lookingUp = CallBudget.purpose == .lookingUp
+        return state.refreshing[InFlight(symbol: symbol, lookingUp: false)] ?? (lookingUp ? state.refreshing[InFlight(symbol: symbol, lookingUp: true)] : nil)
+    }
+
+    /// Starts a refresh on the current task's purpose (the new task inherits it, as task-local values are).
+    private static func start(_ symbol: String, remembered: PriceQuote?, in state: inout State, service: QuoteService) -> Task<Lookup, Never> {
+        let key = InFlight(symbol: symbol, lookingUp: CallBudget.purpose == .lookingUp)
+        let task = Task { await service.refresh(key, remembered: remembered) }
+        state.refreshing[key] = task
+        return task
+    }
+
     /// Shared cache first, then the source; on failure the newest quote known, marked stale.
-    private func refresh(_ symbol: String, remembered: PriceQuote?) async -> Refreshed {
-        defer { state.withLockedValue { _ = $0.refreshing.removeValue(forKey: symbol) } }
+    private func refresh(_ key: InFlight, remembered: PriceQuote?) async -> Lookup {
+        let symbol = key.symbol
+        defer { state.withLockedValue { _ = $0.refreshing.removeValue(forKey: key) } }
         let now = clock.now()
         let stored = try? await store?.load(symbol, source: provider.name)
         if let stored, now.timeIntervalSince(stored.fetchedAt) < timeToLive {
             state.withLockedValue { $0.cache[symbol] = stored }
-            return Refreshed(lookup: .found(stored.quote!))
+            return .found(stored.quote!)
         }
         do {
             let quote = try await provider.quote(for: symbol)
@@ -180,7 +178,7 @@ final class QuoteService: Sendable {
                 state.retryAt[symbol] = nil
             }
             if let quote { try? await store?.save(quote, fetchedAt: now, source: provider.name) }
-            return Refreshed(lookup: quote.map(Lookup.found) ?? .unknown)
+            return quote.map(Lookup.found) ?? .unknown
         } catch {
             let reason = Self.reason(error)
             // No background retry before the vendor may be called again (or a few seconds).
@@ -189,16 +187,13 @@ final class QuoteService: Sendable {
             default: now.addingTimeInterval(Self.retryPause)
             }
             // Lookups that spent their share of the budget leave the rest to trading: no pause for the symbol.
-            var lookupShareSpent = false
-            if case .budgetExhausted = reason, CallBudget.purpose == .lookingUp { lookupShareSpent = true } else {
+            if case .budgetExhausted = reason, CallBudget.purpose == .lookingUp {} else {
                 state.withLockedValue { $0.retryAt[symbol] = retryAt }
             }
             let candidates = [remembered, stored?.quote].compactMap { $0 }
-            guard var newest = candidates.max(by: { $0.asOf < $1.asOf }) else {
-                return Refreshed(lookup: .unavailable(reason), lookupShareSpent: lookupShareSpent)
-            }
+            guard var newest = candidates.max(by: { $0.asOf < $1.asOf }) else { return .unavailable(reason) }
             newest.isStale = true
-            return Refreshed(lookup: .found(newest), lookupShareSpent: lookupShareSpent)
+            return .found(newest)
         }
     }
 
