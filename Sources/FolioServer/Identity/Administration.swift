@@ -22,7 +22,7 @@ extension IdentityServices {
         // Enabling an erased person would count a pseudonymised administrator as one (the last-administrator check).
         if !disabled, let id = user.id, try await !store.erased([id], on: database.db).isEmpty { throw IdentityError.userErased }
         try await database.db.transaction { db in
-            if disabled, !user.isDisabled { try await refuseLastAdministrator(user, on: db) }
+            if disabled { try await refuseLastAdministrator(user, on: db) }
             user.disabledAt = disabled ? (user.disabledAt ?? clock.now()) : nil
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
@@ -43,7 +43,7 @@ extension IdentityServices {
     /// Sets a user's role; their sessions end, so the new role applies at once.
     func setRole(_ role: User.Role, user: User, origin: RequestOrigin) async throws {
         try await database.db.transaction { db in
-            if role != .admin, !user.isDisabled { try await refuseLastAdministrator(user, on: db) }
+            if role != .admin { try await refuseLastAdministrator(user, on: db) }
             user.role = role.rawValue
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
@@ -57,12 +57,11 @@ extension IdentityServices {
 
     /// Demoting or disabling the last enabled administrator would leave no one to administer Folio:
     /// checked in the change's own transaction, under the administrators' rows.
+    /// The user's role and state as they are under the lock, not as read before (they may have changed since).
     private func refuseLastAdministrator(_ user: User, on db: any Database) async throws {
-        guard user.role == User.Role.admin.rawValue, let id = user.id else { return }
-        let postgres = database.kind == .postgres
-        if try await !IdentityStore.anotherEnabledAdministrator(besides: id, postgres: postgres, on: database.sqlDatabase(db)) {
-            throw IdentityError.lastAdministrator
-        }
+        guard let id = user.id else { return }
+        let enabled = try await IdentityStore.lockEnabledAdministrators(postgres: database.kind == .postgres, on: database.sqlDatabase(db))
+        if enabled == [id] { throw IdentityError.lastAdministrator }
     }
 
     /// The development outbox, newest first.

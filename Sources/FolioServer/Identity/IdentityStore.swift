@@ -32,13 +32,13 @@ struct IdentityStore: Sendable {
     }
 
     /// Takes every enabled administrator's row for update (PostgreSQL; SQLite's single writer runs such
-    /// transactions one after the other) and says whether one besides `userID` stays. Two administrators
+    /// transactions one after the other) and returns their ids, as they are now. Two administrators
     /// demoting or disabling each other at once: the second waits, and PostgreSQL's re-check after the
     /// wait no longer counts the one the first took away.
-    static func anotherEnabledAdministrator(besides userID: UUID, postgres: Bool, on db: any SQLDatabase) async throws -> Bool {
-        try await db.raw("""
+    static func lockEnabledAdministrators(postgres: Bool, on db: any SQLDatabase) async throws -> Set<UUID> {
+        Set(try await db.raw("""
             SELECT id FROM users WHERE role = 'admin' AND disabled_at IS NULL AND erased_at IS NULL ORDER BY id\(unsafeRaw: postgres ? " FOR UPDATE" : "")
-            """).all().contains { try $0.decode(column: "id", as: UUID.self) != userID }
+            """).all().map { try $0.decode(column: "id", as: UUID.self) })
     }
 
     /// Which of these users were erased (their rows stay, pseudonymised and disabled for good).
