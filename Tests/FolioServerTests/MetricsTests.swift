@@ -96,7 +96,8 @@ struct MetricsTests {
             }
             #expect(try await lastSuccess() == nil, "no backup yet: no series")
             // One taken by hand (another process): a whole backup holds its manifest; a partial one does not count.
-            for name in ["folio-20261123T010000Z", "folio-20261124T020304Z", "folio-20261125T000000Z.partial-0123abcd"] {
+            // (The test clock is in November 2026; one stamped years ahead is not believed.)
+            for name in ["folio-20261123T010000Z", "folio-20261124T020304Z", "folio-20261125T000000Z.partial-0123abcd", "folio-20300101T000000Z"] {
                 try FileManager.default.createDirectory(at: directory.appendingPathComponent(name), withIntermediateDirectories: true)
                 if !name.contains("partial") { try Data("{}".utf8).write(to: directory.appendingPathComponent(name).appendingPathComponent(BackupManifest.fileName)) }
             }

@@ -75,6 +75,7 @@ struct NumericLimitsTests {
             #expect(try await raw(client, uri, #"{"amount":"1000.01"}"#, tokens: tokens, key: "spelled").status == .unprocessableContent)
             #expect(try await raw(client, uri, #"{"amount":" 1000"}"#, tokens: tokens, key: "spelled").status == .unprocessableContent, "not a number as it stands")
             #expect(try await env.entries(.deposit).count == 3)
+            #expect(CanonicalJSON.text(of: Array(#"{"cash_reserve":"100","execute":true}"#.utf8)) == CanonicalJSON.text(of: Array(#"{"execute":true,"cash_reserve":100.00}"#.utf8)))
             // Other strings stay as written: a description of "1.50" is not one of "1.5".
             #expect(CanonicalJSON.text(of: Array(#"{"description":"1.50"}"#.utf8)) != CanonicalJSON.text(of: Array(#"{"description":"1.5"}"#.utf8)))
         }

@@ -7,8 +7,11 @@ import Foundation
 /// serializer put the keys in. An amount is read the same from a string or
 /// a number, so `"amount": "1000.00"` and `"amount": 1000` are one spelling too.
 enum CanonicalJSON {
-    /// The members that hold an amount (a string there is its number's text); other strings stay as they are.
-    static let amountMembers: Set<String> = ["amount", "quantity", "notional", "limit_price", "stop_price"]
+    /// The members of the routes that take an `Idempotency-Key` that hold an amount (a string there is its number's
+    /// text): deposits and withdrawals, orders, rebalance runs. Other strings stay as they are.
+    static let amountMembers: Set<String> = [
+        "amount", "quantity", "notional", "limit_price", "stop_price", "cash_reserve", "min_trade_amount", "price_tolerance_percent",
+    ]
 
     /// The canonical text of `bytes`, or nil when it is not JSON.
     static func text(of bytes: some Collection<UInt8>) -> String? {

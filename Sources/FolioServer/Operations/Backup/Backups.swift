@@ -373,10 +373,11 @@ public struct Backups: Sendable {
     /// a restarted worker does not forget the last one. Nil when there is none (or the directory cannot be read).
     func newestOnDisk() -> Date? {
         let parent = URL(fileURLWithPath: settings.directory)
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: parent.path),
-              let newest = Self.wholeBackups(among: names, in: parent).first
-        else { return nil }
-        return Self.date(ofStamp: String(newest.dropFirst(Self.prefix.count)))
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: parent.path) else { return nil }
+        // A name stamped in the future (a clock set wrong, a copy) would hold the alert off for good: not counted.
+        let latest = clock.now().addingTimeInterval(3600)
+        return Self.wholeBackups(among: names, in: parent).lazy
+            .compactMap { Self.date(ofStamp: String($0.dropFirst(Self.prefix.count))) }.first { $0 <= latest }
     }
 
     static func date(ofStamp stamp: String) -> Date? {
