@@ -544,6 +544,35 @@ struct AdminAndTwoFactorTests {
         }
     }
 
+    @Test("being asked for the second factor is no failed attempt: after a lockout for wrong codes, the owner signs in with the password, then the code", arguments: TestDatabaseKind.all)
+    func twoFactorAfterLockout(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "locked2fa@example.com")
+            _ = try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens))
+            let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "locked2fa@example.com").first())
+            let sealed = try #require(user.totpSecretSealed)
+            let secret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(sealed))
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now)) }
+            #expect(try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens)).status == .ok)
+            env.clock.advance(by: 60)  // the next step's code, not the one just spent
+
+            func signIn(_ body: [String: String]) async throws -> TestResponse {
+                try await post(client, "/api/auth/login", ["email": "locked2fa@example.com", "password": strongPassword].merging(body) { _, new in new })
+            }
+            // As the web page does it: the password, then (asked for it) the code. Asked ten times: never a lock.
+            for _ in 0..<10 { #expect(try problem(try await signIn([:])).code == "two_factor_required") }
+            // Five wrong codes lock the address for 30 s; the right code is refused meanwhile.
+            let wrong = code() == "123456" ? "654321" : "123456"
+            for _ in 0..<5 { #expect(try await signIn(["totp_code": wrong]).status == .unauthorized) }
+            #expect(try await signIn(["totp_code": code()]).status == .tooManyRequests)
+            env.clock.advance(by: 31)
+            // After the wait: the password step is no attempt, so the code that follows gets in.
+            #expect(try problem(try await signIn([:])).code == "two_factor_required")
+            let signedIn = try await signIn(["totp_code": code()])
+            #expect(signedIn.status == .ok, "\(String(buffer: signedIn.body))")
+        }
+    }
+
     @Test("TOTP: enrol, confirm, login needs the code, recovery codes work once, disable needs password and code", arguments: TestDatabaseKind.all)
     func totp(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

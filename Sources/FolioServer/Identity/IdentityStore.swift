@@ -130,6 +130,23 @@ struct IdentityStore: Sendable {
         return try rows.first?.decode(column: "failed_login_count", as: Int.self)
     }
 
+    /// Takes back one claimed attempt: its count from the address (and the account, when it was counted there),
+    /// and a wait only if it is still the provisional one the claim set.
+    func releaseSignInAttempt(userID: UUID, client: String, clientLock: Date, accountLock: Date?, on db: any Database) async throws {
+        let sql = db as! any SQLDatabase
+        try await sql.raw("""
+            UPDATE sign_in_failures SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END,
+                locked_until = CASE WHEN locked_until = \(bind: clientLock) THEN NULL ELSE locked_until END
+            WHERE user_id = \(bind: userID) AND client = \(bind: client)
+            """).run()
+        guard let accountLock else { return }
+        try await sql.raw("""
+            UPDATE users SET failed_login_count = CASE WHEN failed_login_count > 0 THEN failed_login_count - 1 ELSE 0 END,
+                locked_until = CASE WHEN locked_until = \(bind: accountLock) THEN NULL ELSE locked_until END
+            WHERE id = \(bind: userID)
+            """).run()
+    }
+
     /// Whether a sign-in from `client` succeeded since `since`.
     func isKnownClient(userID: UUID, client: String, since: Date, on db: any Database) async throws -> Bool {
         let rows = try await (db as! any SQLDatabase).raw(

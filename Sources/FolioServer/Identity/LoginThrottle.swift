@@ -55,6 +55,9 @@ struct LoginThrottle: Sendable {
     struct Attempt {
         var fromClient: Int
         var onAccount: Int
+        /// The waits the claim set provisionally (from the threshold on), for `release` to take back.
+        var clientLock: Date
+        var accountLock: Date?
     }
 
     static func delay(afterFailures failures: Int) -> TimeInterval {
@@ -70,23 +73,31 @@ struct LoginThrottle: Sendable {
     /// still holds), so guessing from elsewhere cannot lock the owner out.
     func claim(userID: UUID, client: String, on db: any Database) async throws -> Claim {
         let now = clock.now()
+        let clientLock = now.addingTimeInterval(Self.baseDelay), accountLock = now.addingTimeInterval(Self.accountDelay)
         let known = try await store.isKnownClient(userID: userID, client: client, since: now.addingTimeInterval(-Self.knownClientLifetime), on: db)
         // The account's wait first, so a refused attempt is not counted against the address.
         if !known, let until = try await store.lockedUntil(userID: userID, on: db), until > now {
             return .locked(retryAfter: Self.seconds(until: until, from: now))
         }
         guard let fromClient = try await store.claimSignInAttempt(
-            userID: userID, client: client, now: now, threshold: Self.threshold, provisionalLock: now.addingTimeInterval(Self.baseDelay), on: db)
+            userID: userID, client: client, now: now, threshold: Self.threshold, provisionalLock: clientLock, on: db)
         else {
             return .locked(retryAfter: Self.seconds(until: try await store.clientLockedUntil(userID: userID, client: client, on: db), from: now))
         }
-        if known { return .allowed(Attempt(fromClient: fromClient, onAccount: 0)) }
+        if known { return .allowed(Attempt(fromClient: fromClient, onAccount: 0, clientLock: clientLock, accountLock: nil)) }
         guard let onAccount = try await store.claimAccountSignInAttempt(
-            userID: userID, now: now, threshold: Self.accountThreshold, provisionalLock: now.addingTimeInterval(Self.accountDelay), on: db)
+            userID: userID, now: now, threshold: Self.accountThreshold, provisionalLock: accountLock, on: db)
         else {
             return .locked(retryAfter: Self.seconds(until: try await store.lockedUntil(userID: userID, on: db), from: now))
         }
-        return .allowed(Attempt(fromClient: fromClient, onAccount: onAccount))
+        return .allowed(Attempt(fromClient: fromClient, onAccount: onAccount, clientLock: clientLock, accountLock: accountLock))
+    }
+
+    /// The attempt was none: the password was right and the second factor is yet to be asked for. Its count
+    /// and the provisional wait it set are taken back (not cleared, as a success would: the code guesses before
+    /// it still count), so being asked for the code never locks the owner out.
+    func release(userID: UUID, client: String, attempt: Attempt, on db: any Database) async throws {
+        try await store.releaseSignInAttempt(userID: userID, client: client, clientLock: attempt.clientLock, accountLock: attempt.accountLock, on: db)
     }
 
     /// The attempt failed: past a threshold, the address or the account waits.
@@ -143,6 +154,6 @@ struct LoginThrottle: Sendable {
         if onAccount >= Self.accountThreshold {
             try await store.lockUnknown(key: accountKey, until: now.addingTimeInterval(Self.accountDelay), on: db)
         }
-        return .allowed(Attempt(fromClient: fromClient, onAccount: onAccount))
+        return .allowed(Attempt(fromClient: fromClient, onAccount: onAccount, clientLock: now, accountLock: nil))
     }
 }

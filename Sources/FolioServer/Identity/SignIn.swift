@@ -36,8 +36,8 @@ extension IdentityServices {
                 throw IdentityError.accountDisabled
             }
             if user.hasTwoFactor {
-                // The attempt stays counted: otherwise asking without a code would reset the count between code guesses.
-                if totpCode == nil && recoveryCode == nil { throw IdentityError.twoFactorRequired }
+                // Not an attempt yet: taken back, not cleared (a success would reset the count between code guesses).
+                if totpCode == nil && recoveryCode == nil { return .incomplete(IdentityError.twoFactorRequired) }
                 guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
                     return .failed(reason: "wrong_second_factor", IdentityError.wrongSecondFactor)
                 }
@@ -69,6 +69,8 @@ extension IdentityServices {
         case passed
         /// Wrong: counted as a failure, then `error` is thrown.
         case failed(reason: String, any Error)
+        /// Right so far, but a step is missing (the second factor): the attempt is taken back, then `error` is thrown.
+        case incomplete(any Error)
     }
 
     /// Runs `check` (a password, a second factor, or both) under the sign-in
@@ -94,6 +96,9 @@ extension IdentityServices {
         switch try await check() {
         case .passed:
             try await loginThrottle.succeeded(userID: user.id!, client: client, on: db)
+        case .incomplete(let error):
+            try await loginThrottle.release(userID: user.id!, client: client, attempt: attempt, on: db)
+            throw error
         case .failed(let reason, let error):
             if let delay = try await loginThrottle.failed(userID: user.id!, client: client, attempt: attempt, on: db) {
                 await security.record(
