@@ -293,6 +293,11 @@ struct IdentityTests {
             let wrong = try await post(client, "/api/auth/password", ["current_password": "not the password", "new_password": "another fine passphrase"], headers: bearer(first))
             #expect(wrong.status == .unprocessableContent)
             #expect(try problem(wrong).errors?.first?.field == "current_password")
+            // The current password again changes nothing: refused, and no session ends for it.
+            let same = try await post(client, "/api/auth/password", ["current_password": strongPassword, "new_password": strongPassword], headers: bearer(first))
+            #expect(same.status == .unprocessableContent)
+            #expect(try problem(same).errors?.first?.code == "unchanged")
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(first)).status == .ok)
             let changed = try await post(client, "/api/auth/password", ["current_password": strongPassword, "new_password": "another fine passphrase"], headers: bearer(first))
             #expect(changed.status == .noContent)
             #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(first)).status == .unauthorized)

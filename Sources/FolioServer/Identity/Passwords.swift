@@ -15,6 +15,10 @@ extension IdentityServices {
             }
             return .passed
         }
+        // A change that changes nothing would end every session and mail the owner for nothing.
+        if new == current {
+            throw IdentityError.invalid([FieldIssue(field: "new_password", code: "unchanged", message: "The new password is the current one; choose another.")])
+        }
         try await setPassword(user: user, to: new, field: "new_password", reason: "password_changed", origin: origin)
     }
 
