@@ -559,7 +559,7 @@ def without_javascript():
         fill(driver, "#quantity", "many")
         driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
         error = visible(driver, ".field-errors")
-        assert "quantity" in error.text, f"the refusal page shows {error.text!r}"
+        assert "Quantity must be" in error.text, f"the refusal page shows {error.text!r}"
         # Back to the ticket: the page is not cached (no-store), so the form starts empty again.
         driver.get(BASE + "/orders")
         fill(driver, "#symbol", "KO")

@@ -127,7 +127,7 @@ public struct TargetAllocation: Equatable, Sendable {
         }
         if issues.isEmpty, sum != Int128(Ratio.one) * 100 {
             let total = Ratio(uncheckedUnits: sum).formatted(minimumFractionDigits: 0)
-            issues.append(.init(field: "targets", code: "sum_not_100", message: "The weights and cash_percent sum to \(total) %; they must sum to exactly 100 %."))
+            issues.append(.init(field: "targets", code: "sum_not_100", message: "The weights, cash included, add up to \(total) %; they must add up to exactly 100 %."))
         }
         if !issues.isEmpty { throw .invalid(issues) }
         normalized.sort { $0.symbol < $1.symbol }

@@ -69,19 +69,19 @@ public struct OrderDraft: Equatable, Sendable {
             if let limitPrice {
                 issues += AmountCheck.positive(limitPrice, field: "limit_price", maximum: Self.maximumPrice)
             } else {
-                issues.append(.init(field: "limit_price", code: "required", message: "A \(type.rawValue) order needs limit_price."))
+                issues.append(.init(field: "limit_price", code: "required", message: "A \(type.words) order needs a limit price."))
             }
         } else if limitPrice != nil {
-            issues.append(.init(field: "limit_price", code: "not_allowed", message: "A \(type.rawValue) order takes no limit_price."))
+            issues.append(.init(field: "limit_price", code: "not_allowed", message: "A \(type.words) order takes no limit price."))
         }
         if type.needsStopPrice {
             if let stopPrice {
                 issues += AmountCheck.positive(stopPrice, field: "stop_price", maximum: Self.maximumPrice)
             } else {
-                issues.append(.init(field: "stop_price", code: "required", message: "A \(type.rawValue) order needs stop_price."))
+                issues.append(.init(field: "stop_price", code: "required", message: "A \(type.words) order needs a stop price."))
             }
         } else if stopPrice != nil {
-            issues.append(.init(field: "stop_price", code: "not_allowed", message: "A \(type.rawValue) order takes no stop_price."))
+            issues.append(.init(field: "stop_price", code: "not_allowed", message: "A \(type.words) order takes no stop price."))
         }
         return issues + tickIssues(placesBelowADollar: nil)
     }

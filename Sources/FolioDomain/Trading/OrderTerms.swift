@@ -27,6 +27,9 @@ public enum OrderType: String, Codable, Sendable, CaseIterable {
 
     public var needsLimitPrice: Bool { self == .limit || self == .stopLimit }
     public var needsStopPrice: Bool { self == .stop || self == .stopLimit }
+
+    /// As a sentence says it: "stop limit".
+    public var words: String { rawValue.lowercased().replacingOccurrences(of: "_", with: " ") }
 }
 
 public enum TimeInForce: String, Codable, Sendable, CaseIterable {

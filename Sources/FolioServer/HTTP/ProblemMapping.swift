@@ -76,8 +76,9 @@ enum ProblemMapping {
             return .notFound("order")
         case .unknownSymbol(let symbol):
             return AppError(
-                .unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol \(symbol).",
-                errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes \(symbol).")])
+                // One sentence for both: beside the field, a page does not say it twice.
+                .unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol \(symbol): no market quotes it.",
+                errors: [.init(field: "symbol", code: "unknown_symbol", message: "Unknown symbol \(symbol): no market quotes it.")])
         case .duplicateClientOrderID:
             return AppError(
                 .conflict, code: "duplicate_client_order_id", detail: "An order with this client_order_id exists.",

@@ -1,5 +1,6 @@
 import FolioDomain
 import Foundation
+import HTTPTypes
 
 /// How the web pages show values. Amounts are shown from their exact text:
 /// cash rounded half-even to the cent for display only (the API keeps every
@@ -20,6 +21,14 @@ enum Display {
             return "\(symbol): \(name)\(rest)"
         }
         return name.prefix(1).uppercased() + name.dropFirst() + rest
+    }
+
+    /// An error page's lead line when the fields' own messages follow: the API's detail would repeat the first of them.
+    static let checkWhatYouEntered = "Some of what was entered needs a change:"
+
+    /// An error page's title: a person's words for a refused form, the status's own name otherwise.
+    static func errorTitle(_ status: HTTPResponse.Status) -> String {
+        status == .unprocessableContent ? "Check what you entered" : status.reasonPhrase
     }
 
     static func money(_ cash: Cash) -> String {

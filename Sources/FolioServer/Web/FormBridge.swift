@@ -121,6 +121,7 @@ struct FormBridge: Sendable {
         // A form's own key reused with other values: a page kept from before (Back) was changed and sent again.
         let detail = code == "idempotency_key_reused"
             ? "This form was sent before, with other values; it cannot send new ones."
+            : code == "validation_failed" && !errors.isEmpty ? Display.checkWhatYouEntered
             : problem?["detail"] as? String ?? "Folio answered \(answer.status.code)."
         let viewer = await viewer(of: request)
         // A page made from an earlier answer (the two-factor secret) comes back with the refusal on it: going Back would ask for a new one.
@@ -131,7 +132,7 @@ struct FormBridge: Sendable {
             return renderer.page(again.template, title: again.title, viewer: viewer, values: values, status: answer.status)
         }
         var page = renderer.page(
-            "error", title: answer.status.reasonPhrase, viewer: viewer,
+            "error", title: Display.errorTitle(answer.status), viewer: viewer,
             values: [
                 "detail": detail, "code": code, "has_errors": !errors.isEmpty, "errors": errors, "advice": Self.advice(status: answer.status, code: code),
             ],

@@ -153,8 +153,8 @@ struct WebController: Sendable {
             viewer.confirmation = nil
             viewer.carriedAccount = nil
             return renderer.page(
-                "error", title: problem.status.reasonPhrase, viewer: viewer,
-                values: ["detail": problem.detail, "code": problem.code, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }],
+                "error", title: Display.errorTitle(problem.status), viewer: viewer,
+                values: ["detail": problem.code == "validation_failed" && !problem.errors.isEmpty ? Display.checkWhatYouEntered : problem.detail, "code": problem.code, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }],
                 status: problem.status)
         }
     }

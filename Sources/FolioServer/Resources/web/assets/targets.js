@@ -4,12 +4,14 @@ const form = document.getElementById('targets');
 const sum = document.getElementById('weight-sum');
 const note = document.getElementById('weight-sum-note');
 
-// A weight in millionths of a percent, read as Folio reads amounts ("2.5e1" is 25, app.js's decimal);
-// null for text Folio refuses: negative, or finer than four places.
+// A weight in millionths of a percent, read as Folio reads amounts ("2.5e1" is 25, app.js's decimal), or
+// why Folio would refuse it, in the words its own answer uses.
 function millionths(text) {
   const value = globalThis.folio.decimal(text);
-  if (!value || value.units < 0n || value.scale > 4) return null;
-  return value.units * 10n ** BigInt(6 - value.scale);
+  if (!value) return { refused: 'a weight is not a number' };
+  if (value.units < 0n) return { refused: 'a weight is below 0' };
+  if (value.scale > 4) return { refused: 'a weight has more than 4 decimal places' };
+  return { value: value.units * 10n ** BigInt(6 - value.scale) };
 }
 
 function percentText(value) {
@@ -18,15 +20,15 @@ function percentText(value) {
 }
 
 function updateSum() {
-  let total = 0n, unreadable = false;
+  let total = 0n, refused = null;
   for (const input of form.querySelectorAll('[data-weight]')) {
     if (!input.value.trim()) continue;
-    const value = millionths(input.value);
-    if (value === null) unreadable = true; else total += value;
+    const weight = millionths(input.value);
+    if (weight.refused) refused ??= weight.refused; else total += weight.value;
   }
   sum.textContent = percentText(total);
-  note.textContent = unreadable ? 'a weight is not a number' : total === 100000000n ? 'adds up' : `must add up to 100% (${total > 100000000n ? 'over' : 'under'})`;
-  sum.classList.toggle('down', unreadable || total !== 100000000n);
+  note.textContent = refused ?? (total === 100000000n ? 'adds up' : `must add up to 100% (${total > 100000000n ? 'over' : 'under'})`);
+  sum.classList.toggle('down', refused !== null || total !== 100000000n);
 }
 
 form?.addEventListener('input', updateSum);
@@ -81,6 +83,13 @@ document.getElementById('plan-form')?.addEventListener('folio:done', (event) => 
   section.hidden = false;
   section.setAttribute('tabindex', '-1');
   section.focus();
+});
+
+// A plan on screen describes the form as it was previewed: once the form changes (or its new preview is
+// refused), the plan and its "Place these orders" go, so no one places orders the form no longer asks for.
+document.getElementById('plan-form')?.addEventListener('input', () => {
+  const section = document.getElementById('plan');
+  if (section) section.hidden = true;
 });
 
 // A run in progress: its status and orders, every two seconds, until it finishes; then the page is drawn
