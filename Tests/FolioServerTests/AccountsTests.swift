@@ -150,6 +150,10 @@ struct AccountsTests {
             #expect(Set(try problem(rolled).errors?.map(\.field) ?? []) == ["from", "to"])
             let leap = try await client.execute(uri: "/api/transactions?from=2024-02-29&to=2099-12-31T23:59:59Z", method: .get, headers: bearer(tokens))
             #expect(leap.status == .ok)
+            // A range that ends before it starts is said so, not answered with an empty page.
+            let inverted = try await client.execute(uri: "/api/transactions?from=2026-11-24&to=2026-11-01", method: .get, headers: bearer(tokens))
+            #expect(inverted.status == .unprocessableContent)
+            #expect(try problem(inverted).errors?.map(\.code) == ["before_from"])
             // A day as `to` takes the whole day, as "to November 24" reads; a time ends there.
             let day = try json(try await client.execute(uri: "/api/transactions?from=2026-11-24&to=2026-11-24", method: .get, headers: bearer(tokens)))
             #expect((day["data"] as? [[String: Any]])?.count == 6)

@@ -153,6 +153,10 @@ struct AccountsController: Sendable {
                     issues.append(.init(field: String(key), code: "invalid", message: "\(key) must be a real day (2026-01-31) or an RFC 3339 time (2026-01-31T14:30:00Z).")) }
             }
         }
+        // A range that ends before it starts matches nothing for a reason a person should hear.
+        if let from = filter.from, let to = filter.to, to < from {
+            issues.append(.init(field: "to", code: "before_from", message: "to must not be before from."))
+        }
         if !issues.isEmpty { throw TradingError.invalid(issues) }
         return filter
     }

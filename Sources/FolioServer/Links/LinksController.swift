@@ -224,6 +224,9 @@ struct LinksController: Sendable {
             default: issues.append(.init(field: "pending", code: "invalid", message: "pending must be true or false."))
             }
         }
+        if let from = filter.from, let to = filter.to, to < from {
+            issues.append(.init(field: "to", code: "before_from", message: "to must not be before from."))
+        }
         if !issues.isEmpty { throw TradingError.invalid(issues) }
         if let id = filter.accountID, try await links.store.account(id, owner: userID) == nil { throw LinkError.accountNotFound }
         return filter
