@@ -132,6 +132,16 @@ public enum RebalancePlanner {
         var targetValue: Cash
         var sell: Quantity = .zero
         var buy: Quantity = .zero
+
+        /// How far below its target the holding is with the buy so far (negative above it).
+        func gapAfterBuy() throws -> Cash {
+            try targetValue - Money.value(quantity: try quantity + buy, price: price)
+        }
+
+        /// A whole share helps when the gap is more than half a share (cash has 4 places, prices 8).
+        func oneShareHelps(_ gap: Cash) -> Bool {
+            gap.units * 2 * 10_000 > price.units
+        }
     }
 
     public static func plan(
@@ -278,9 +288,8 @@ public enum RebalancePlanner {
             var remaining: [(index: Int, gap: Cash)] = []
             for entry in short {
                 let item = items[entry.index]
-                let gap = try item.targetValue - Money.value(quantity: try item.quantity + item.buy, price: item.price)
-                // A whole share helps when the gap is more than half a share (cash has 4 places, prices 8).
-                let helps = options.allowFractional ? gap > cent : gap.units * 2 * 10_000 > item.price.units
+                let gap = try item.gapAfterBuy()
+                let helps = options.allowFractional ? gap > cent : item.oneShareHelps(gap)
                 if helps { remaining.append((entry.index, gap)) }
             }
             remaining.sort { a, b in a.gap == b.gap ? items[a.index].symbol < items[b.index].symbol : a.gap > b.gap }
@@ -311,24 +320,20 @@ public enum RebalancePlanner {
     /// without it) frees enough, and the largest drift among the holdings bought then gets smaller. The top-up alone
     /// can leave one holding 30 points short beside another 8 points over (a $442 share, $420 left). True when it did.
     static func makeRoom(_ items: inout [Item], short: [(index: Int, amount: Cash)], left: inout Cash, options: RebalanceOptions) throws -> Bool {
-        func gap(_ item: Item) throws -> Cash {
-            try item.targetValue - Money.value(quantity: try item.quantity + item.buy, price: item.price)
-        }
         // As the plan will be: a buy below the minimum trade is dropped afterwards, so it is counted as none.
         func largestDrift(_ items: [Item]) throws -> Cash {
             var largest = Cash.zero
             for entry in short {
                 var item = items[entry.index]
                 if item.buy.isPositive, try Money.cost(quantity: item.buy, price: item.price) < options.minimumTrade { item.buy = .zero }
-                largest = Cash.max(largest, try gap(item).magnitude)
+                largest = Cash.max(largest, try item.gapAfterBuy().magnitude)
             }
             return largest
         }
         var neediest: (index: Int, gap: Cash)?
         for entry in short {
-            let item = items[entry.index], itemGap = try gap(item)
-            // A share helps when the gap is more than half a share (cash has 4 places, prices 8).
-            guard itemGap.units * 2 * 10_000 > item.price.units else { continue }
+            let item = items[entry.index], itemGap = try item.gapAfterBuy()
+            guard item.oneShareHelps(itemGap) else { continue }
             if neediest == nil || itemGap > neediest!.gap { neediest = (entry.index, itemGap) }
         }
         guard let neediest else { return false }
@@ -341,7 +346,7 @@ public enum RebalancePlanner {
             var giver: (index: Int, gapAfter: Cash)?
             for entry in short where entry.index != neediest.index && trial[entry.index].buy.isPositive {
                 let item = trial[entry.index]
-                let gapAfter = try gap(item) + Money.value(quantity: Quantity(1), price: item.price)
+                let gapAfter = try item.gapAfterBuy() + Money.value(quantity: Quantity(1), price: item.price)
                 if giver == nil || gapAfter.magnitude < giver!.gapAfter.magnitude { giver = (entry.index, gapAfter) }
             }
             // Nothing to take back without leaving that holding as far off as the one it would serve.

@@ -381,11 +381,7 @@ public struct Backups: Sendable {
     }
 
     static func date(ofStamp stamp: String) -> Date? {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        return formatter.date(from: stamp)
+        stampFormatter().date(from: stamp)
     }
 
     /// A backup's UTC day, `yyyyMMdd`, from its name.
@@ -407,11 +403,16 @@ public struct Backups: Sendable {
 
     /// `20261130T081500Z`: sortable, and safe in a file name.
     static func stamp(_ date: Date) -> String {
+        stampFormatter().string(from: date)
+    }
+
+    /// A backup's name's time, `20261130T081500Z` (UTC); made per use, as a DateFormatter is not Sendable.
+    private static func stampFormatter() -> DateFormatter {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
         formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        return formatter.string(from: date)
+        return formatter
     }
 
     /// File work off the concurrency pool: reads and writes of large files block.
