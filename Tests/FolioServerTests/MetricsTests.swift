@@ -95,6 +95,8 @@ struct MetricsTests {
                     .map { String($0.split(separator: " ").last!) }
             }
             #expect(try await lastSuccess() == nil, "no backup yet: no series")
+            let scheduled = String(buffer: try await scrape(client).body)
+            #expect(scheduled.contains("\nfolio_backup_scheduled 1"), "FolioBackupNeverTaken reads that the daily backup is wanted")
             // One taken by hand (another process): a whole backup holds its manifest; a partial one does not count.
             // (The test clock is in November 2026; one stamped years ahead is not believed.)
             for name in ["folio-20261123T010000Z", "folio-20261124T020304Z", "folio-20261125T000000Z.partial-0123abcd", "folio-20300101T000000Z"] {
@@ -154,9 +156,14 @@ struct MetricsTests {
             FolioMetrics.requestsTotal.name, FolioMetrics.securityEvents.name, FolioMetrics.webhookVerifications.name,
             FolioMetrics.constraintViolations.name, FolioMetrics.vendorCalls.name, FolioMetrics.jobs.name, FolioMetrics.jobAge.name,
             FolioMetrics.mails.name, FolioMetrics.sentryDropped.name, FolioMetrics.backups.name, FolioMetrics.backupLastSuccess.name,
-            FolioMetrics.ordersRefused.name,
+            FolioMetrics.ordersRefused.name, FolioMetrics.backupScheduled.name,
         ]
         let named = Set(rules.matches(of: /folio_[a-z_]+/).map { String($0.output) })
         #expect(named.subtracting(served).isEmpty, "rules name series Folio does not serve: \(named.subtracting(served))")
+        // Every alert has its runbook entry, for the operator it wakes.
+        let runbook = try String(contentsOf: folder.appendingPathComponent("../../docs/OPERATIONS.md").standardized, encoding: .utf8)
+        let alerts = rules.matches(of: /- alert: (\w+)/).map { String($0.output.1) }
+        #expect(alerts.count > 10)
+        for alert in alerts { #expect(runbook.contains("### \(alert)\n"), "docs/OPERATIONS.md has no section for \(alert)") }
     }
 }

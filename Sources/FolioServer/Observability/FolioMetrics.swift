@@ -137,6 +137,12 @@ final class FolioMetrics: Sendable {
         }
     }
 
+    /// Whether this process's configuration schedules the daily backup: with no backup on disk at all there is no
+    /// last success to age, and the alerts read this to tell "none yet" from "not wanted" (`BACKUP_SCHEDULE=off`).
+    func backupScheduled(_ scheduled: Bool) {
+        registry.makeGauge(descriptor: Self.backupScheduled, labels: []).set(to: scheduled ? 1 : 0)
+    }
+
     /// An error report Sentry accepted.
     func sentrySent() {
         registry.makeCounter(descriptor: Self.sentrySent, labels: []).increment()
@@ -299,6 +305,12 @@ final class FolioMetrics: Sendable {
         MetricNameDescriptor(
             namespace: "folio", metricName: "backup_last_success", unitName: "timestamp_seconds",
             helpText: "When the last backup (or verification) succeeded, Unix seconds.")
+    }
+
+    static var backupScheduled: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "backup_scheduled", unitName: "",
+            helpText: "1 when BACKUP_SCHEDULE runs the daily backup, 0 when it is off.")
     }
 
     static var backupBytes: MetricNameDescriptor {

@@ -31,7 +31,10 @@ struct MetricsController: Sendable {
             throw AppError.notFound("page")
         }
         if let marketData { metrics.refreshGate(marketData) }
-        if let newest = backups?.newestOnDisk() { metrics.backupOnDisk(at: newest) }
+        if let backups {
+            metrics.backupScheduled(backups.settings.scheduled)
+            if let newest = backups.newestOnDisk() { metrics.backupOnDisk(at: newest) }
+        }
         do {
             try await metrics.refreshJobs(jobs, now: clock.now())
             try await metrics.refreshDatabase(jobs.database)
