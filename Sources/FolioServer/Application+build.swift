@@ -461,7 +461,7 @@ public struct FolioServices: Sendable {
             },
             logger: logger)
         application.addServices(
-            DatabaseService(database: database),
+            DatabaseService(database: database, quotes: quotes),
             HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger))
         if let errorReports { application.addServices(errorReports) }
         if let metricsPort = configuration.metricsPort { application.addServices(metricsListener(port: metricsPort)) }
@@ -492,7 +492,7 @@ public struct FolioServices: Sendable {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: DatabaseService(database: database)),
+                    .init(service: DatabaseService(database: database, quotes: quotes)),
                     .init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)),
                     .init(service: worker),
                     .init(service: mailWorker),
@@ -531,12 +531,15 @@ public struct FolioServices: Sendable {
     }
 }
 
-/// Closes the database pools when the service group shuts down.
+/// Closes the database pools when the service group shuts down, once the
+/// quote refreshes in flight (which save what they fetch) have ended.
 struct DatabaseService: Service {
     let database: FolioDatabase
+    let quotes: QuoteService
 
     func run() async throws {
         try? await gracefulShutdown()
+        await quotes.settle()
         await database.shutdown()
     }
 }

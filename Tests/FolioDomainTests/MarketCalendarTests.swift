@@ -41,6 +41,20 @@ struct MarketCalendarTests {
         #expect(calendar.currentOrNextSession(at: Self.day("2026-11-25").close).day == friday)
     }
 
+    @Test("a quote's day's change runs from the close before its session: the session under way, or the last one before the open")
+    func previousClose() {
+        let calendar = MarketCalendar.nyse
+        func at(_ day: String, _ hour: Int, _ minute: Int = 0) -> Date { Self.day(day).at(hour: hour, minute: minute) }
+        // Tuesday 2026-12-01 during the session, and after its close: Monday's close.
+        #expect(calendar.previousClose(before: at("2026-12-01", 11)) == at("2026-11-30", 16))
+        #expect(calendar.previousClose(before: at("2026-12-01", 20)) == at("2026-11-30", 16))
+        // Before Monday's open the quote is Friday's (an early close the day after Thanksgiving), measured from Wednesday (Thursday a holiday).
+        #expect(calendar.previousClose(before: at("2026-11-30", 8)) == at("2026-11-25", 16))
+        #expect(calendar.previousClose(before: at("2026-11-28", 12)) == at("2026-11-25", 16))
+        // At the open a new session begins.
+        #expect(calendar.previousClose(before: at("2026-11-30", 9, 30)) == at("2026-11-27", 13))
+    }
+
     @Test("a published calendar wins within its range: an unscheduled closure and early close are kept, days outside the range follow the rules")
     func publishedCalendar() {
         let closed = Self.day("2026-12-02"), early = Self.day("2026-12-01")

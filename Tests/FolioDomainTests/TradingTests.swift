@@ -150,4 +150,39 @@ struct PositionTests {
         #expect(valuation.unrealizedPnL == cash("-200.00"))
         #expect(valuation.dayChange == cash("20.00"))
     }
+
+    @Test("the day's change counts shares bought today from their cost and shares sold today to their proceeds")
+    func dayChangeWithTrades() throws {
+        let now = Date(timeIntervalSince1970: 1_795_534_200)
+        let quote = PriceQuote(symbol: "AAPL", price: px("200.00"), previousClose: px("190.00"), asOf: now)
+        // 2 held at the close, 3 bought today at 198: 2 × 10 + 3 × 2.
+        var valuation = try PortfolioValuation(
+            cash: cash("0"), availableCash: cash("0"), holdings: [("AAPL", Position(quantity: 5, costBasis: cash("894.00")))],
+            quotes: ["AAPL": quote], dayTrades: ["AAPL": DayTrades(quantity: 3, cash: cash("-594.00"))])
+        #expect(valuation.positions[0].dayChange == cash("26.00"))
+        #expect(valuation.dayChange == cash("26.00"))
+        // 5 held at the close, 2 sold today at 195: 3 × 10 now, plus 2 × 5 taken.
+        valuation = try PortfolioValuation(
+            cash: cash("390.00"), availableCash: cash("390.00"), holdings: [("AAPL", Position(quantity: 3, costBasis: cash("450.00")))],
+            quotes: ["AAPL": quote], dayTrades: ["AAPL": DayTrades(quantity: -2, cash: cash("390.00"))])
+        #expect(valuation.positions[0].dayChange == cash("40.00"))
+        // Sold out today (4 at 185, held at 190 at the close): no position, but the day lost 20.
+        let msft = PriceQuote(symbol: "MSFT", price: px("180.00"), previousClose: px("190.00"), asOf: now)
+        valuation = try PortfolioValuation(
+            cash: cash("740.00"), availableCash: cash("740.00"), holdings: [("AAPL", Position(quantity: 1, costBasis: cash("150.00"))), ("MSFT", .empty)],
+            quotes: ["AAPL": quote, "MSFT": msft], dayTrades: ["MSFT": DayTrades(quantity: -4, cash: cash("740.00"))])
+        #expect(valuation.positions.map(\.symbol) == ["AAPL"])
+        #expect(valuation.dayChange == cash("-10.00"), "AAPL +10, MSFT's sale -20")
+        // Bought and sold within the day: only the round trip's gain or loss.
+        valuation = try PortfolioValuation(
+            cash: cash("0"), availableCash: cash("0"), holdings: [("AAPL", Position(quantity: 1, costBasis: cash("150.00")))],
+            quotes: ["AAPL": quote], dayTrades: ["AAPL": DayTrades(quantity: 0, cash: cash("3.50"))])
+        #expect(valuation.positions[0].dayChange == cash("13.50"))
+        // More shares came in today than trades say (a transfer, a correction): no figure rather than a wrong one.
+        valuation = try PortfolioValuation(
+            cash: cash("0"), availableCash: cash("0"), holdings: [("AAPL", Position(quantity: 1, costBasis: cash("150.00")))],
+            quotes: ["AAPL": quote], dayTrades: ["AAPL": DayTrades(quantity: 2, cash: cash("-396.00"))])
+        #expect(valuation.positions[0].dayChange == nil)
+        #expect(valuation.dayChange == cash("0"))
+    }
 }

@@ -70,4 +70,50 @@ struct PortfolioTests {
             #expect(position["stale"] as? Bool == false)
         }
     }
+
+    @Test("the day's change counts shares bought today from their cost, and a round trip sold out today, until the next close", arguments: TestDatabaseKind.all)
+    func dayChangeOfTodaysTrades(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock) { client, env in
+            var tokens = try await signUp(client, env, email: "daytrader@example.com")
+            func place(_ symbol: String, _ side: String) async throws {
+                let placed = try await post(client, "/api/orders", ["symbol": symbol, "quantity": "2", "side": side, "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(placed.status == .created)
+                await env.worker.drain()
+                clock.advance(by: 120)  // the next price
+            }
+            func portfolio() async throws -> (total: String?, positions: [String: String]) {
+                // Quotes of this moment (the clock stands still between reads), not ones a background refresh is still fetching.
+                await env.services.quotes.settle()
+                for symbol in ["MSFT", "KO"] { _ = try await env.services.quotes.quote(for: symbol) }
+                let body = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
+                let positions = (body["positions"] as? [[String: Any]] ?? []).map { ($0["symbol"] as? String ?? "", $0["day_change"] as? String ?? "none") }
+                return (body["day_change"] as? String, Dictionary(positions) { first, _ in first })
+            }
+            let market = SimulatedMarket()
+            try await place("MSFT", "BUY")
+            try await place("KO", "BUY")
+            try await place("KO", "SELL")
+            let msftCost = try #require(try await env.entries(.buy).first { $0.symbol == "MSFT" }).amount
+            var koRoundTrip = Cash.zero
+            for line in try await env.entries() where line.symbol == "KO" { koRoundTrip = try koRoundTrip + line.amount }
+            #expect(!koRoundTrip.isZero, "KO was sold at another price than it was bought")
+            let price = try #require(market.price(of: "MSFT", at: clock.now))
+            let previous = try #require(market.previousClose(of: "MSFT", at: clock.now))
+            let msft = try Money.value(quantity: 2, price: price) + msftCost
+            #expect(msft != (try Money.value(quantity: 2, price: price - previous)), "the quote moved since the close: the old figure differs")
+            var seen = try await portfolio()
+            #expect(seen.positions == ["MSFT": msft.description], "2 × (price − fill), not 2 × (price − previous close)")
+            #expect(seen.total == (try msft + koRoundTrip).description, "KO sold out today: its round trip is in the day")
+
+            // The next day, the shares count from the close like any others, and KO's sale is yesterday's.
+            clock.advance(by: 86_400)
+            tokens = try json(try await post(client, "/api/auth/login", ["email": "daytrader@example.com", "password": strongPassword]))
+            let tomorrow = try Money.value(
+                quantity: 2, price: try #require(market.price(of: "MSFT", at: clock.now)) - #require(market.previousClose(of: "MSFT", at: clock.now)))
+            seen = try await portfolio()
+            #expect(seen.positions == ["MSFT": tomorrow.description])
+            #expect(seen.total == tomorrow.description)
+        }
+    }
 }

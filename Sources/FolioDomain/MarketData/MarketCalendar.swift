@@ -80,6 +80,22 @@ public struct MarketCalendar: Sendable {
         return MarketCalendar.nyse.currentOrNextSession(at: date)
     }
 
+    /// The close a quote at `date` takes its day's change from: the close of the session before the latest one
+    /// opened by `date`. (Before Monday's open a quote is Friday's, measured from Thursday's close.)
+    public func previousClose(before date: Date) -> Date {
+        var day = TradingDay(date)
+        var quoteSessionFound = false
+        for _ in 0..<30 {
+            if let session = session(on: day), session.open <= date {
+                if quoteSessionFound { return session.close }
+                quoteSessionFound = true
+            }
+            day = day.adding(days: -1)
+        }
+        // A published calendar with no sessions for weeks is not believed: the rules answer instead.
+        return publishedRange == nil ? TradingDay(date).adding(days: -1).close : MarketCalendar.nyse.previousClose(before: date)
+    }
+
     /// When a DAY order placed at `date` ends: the close of the session in
     /// progress, or of the next session when placed while the market is closed.
     public func dayEnd(for date: Date) -> Date {

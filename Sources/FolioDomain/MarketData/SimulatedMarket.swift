@@ -60,6 +60,12 @@ public struct SimulatedMarket: Sendable {
         return price(of: symbol, at: Self.epoch.addingTimeInterval(Double(day * Self.minutesPerDay - 1) * 60))
     }
 
+    /// When the simulated day holding `date` began (its days are UTC days, trading all day): the moment of the
+    /// previous close its quotes measure the day's change from.
+    public func dayStart(of date: Date) -> Date {
+        Self.epoch.addingTimeInterval(Double(Self.position(of: date).day * 86_400))
+    }
+
     /// Daily closes for the `days` days before `date`, oldest first.
     public func dailyCloses(of symbol: String, days: Int, before date: Date) -> [(date: Date, close: Price)] {
         guard let listing = listings[symbol] else { return [] }

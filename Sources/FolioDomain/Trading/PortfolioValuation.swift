@@ -17,6 +17,29 @@ public struct PriceQuote: Equatable, Sendable {
     }
 }
 
+/// A symbol's buys and sells since its quote's previous close, netted: the day's change counts shares bought
+/// today from what they cost and shares sold today to what they fetched, not from the previous close.
+public struct DayTrades: Equatable, Sendable {
+    /// Shares bought less shares sold.
+    public var quantity: Quantity
+    /// Cash the sales brought in less cash the buys paid out.
+    public var cash: Cash
+
+    public init(quantity: Quantity, cash: Cash) {
+        self.quantity = quantity
+        self.cash = cash
+    }
+
+    /// The day's change of a holding of `quantity` shares now at `price`, `previousClose` at the last close:
+    /// what it is worth now, less what the shares held at the close were worth then, plus the day's net cash.
+    /// Nil when the trades account for more shares than are held (shares that came in another way).
+    public func dayChange(quantity: Quantity, price: Price, previousClose: Price) throws(MoneyError) -> Cash? {
+        let heldAtClose = try quantity - self.quantity
+        guard !heldAtClose.isNegative else { return nil }
+        return try Money.value(quantity: quantity, price: price) - Money.value(quantity: heldAtClose, price: previousClose) + cash
+    }
+}
+
 /// One position valued at its quote.
 public struct ValuedPosition: Equatable, Sendable {
     public var symbol: String
@@ -29,6 +52,8 @@ public struct ValuedPosition: Equatable, Sendable {
     public var unrealizedPnL: Cash
     /// Percent of cost basis, 4 places; nil for a zero basis.
     public var unrealizedPnLPercent: Ratio?
+    /// Since the previous close: quantity × (price − previous close) for shares held then, price − cost for shares
+    /// bought since, and a sale's proceeds less the previous close. Nil without a previous close.
     public var dayChange: Cash?
     /// Share of the portfolio's total value, 6 places (0.25 is a quarter).
     public var weight: Ratio
@@ -44,10 +69,15 @@ public struct PortfolioValuation: Equatable, Sendable {
     public var marketValue: Cash
     public var costBasis: Cash
     public var unrealizedPnL: Cash
+    /// The positions' day's change, and that of positions sold out since the previous close.
     public var dayChange: Cash
     public var totalValue: Cash
 
-    public init(cash: Cash, availableCash: Cash, holdings: [(symbol: String, position: Position)], quotes: [String: PriceQuote]) throws(MoneyError) {
+    /// `dayTrades`: each symbol's buys and sells since its quote's previous close (none: every share counts from the close).
+    public init(
+        cash: Cash, availableCash: Cash, holdings: [(symbol: String, position: Position)], quotes: [String: PriceQuote],
+        dayTrades: [String: DayTrades] = [:]
+    ) throws(MoneyError) {
         // First pass: each position's value, so the positions can be built
         // once, already in order (largest first) and with their weights.
         // Plain values only, so that sorting moves no reference counts.
@@ -75,7 +105,11 @@ public struct PortfolioValuation: Equatable, Sendable {
             let quote = found.map { quotes.values[$0] }
             var change: Cash?
             if let quote, let previous = quote.previousClose {
-                change = try Money.value(quantity: position.quantity, price: try quote.price - previous)
+                if let traded = dayTrades[symbol] {
+                    change = try traded.dayChange(quantity: position.quantity, price: quote.price, previousClose: previous)
+                } else {
+                    change = try Money.value(quantity: position.quantity, price: try quote.price - previous)
+                }
             }
             let pnl = try value - position.costBasis
             var percent: Ratio?
@@ -90,6 +124,14 @@ public struct PortfolioValuation: Equatable, Sendable {
                 quote: quote, marketValue: value, unrealizedPnL: pnl, unrealizedPnLPercent: percent, dayChange: change, weight: weight))
             costBasis = try costBasis + position.costBasis
             if let change { dayChange = try dayChange + change }
+        }
+        // Sold out since the close: no position to show, but the day's change holds the sale.
+        let held = Set(valued.map { holdings[$0.holding].symbol })
+        for (symbol, traded) in dayTrades where !held.contains(symbol) {
+            guard let previous = quotes[symbol]?.previousClose, let price = quotes[symbol]?.price,
+                  let change = try traded.dayChange(quantity: .zero, price: price, previousClose: previous)
+            else { continue }
+            dayChange = try dayChange + change
         }
         self.cash = cash
         self.availableCash = availableCash

@@ -12,6 +12,16 @@ protocol MarketDataProvider: Sendable {
     func search(_ query: String) async throws -> [SymbolMatch]
     /// Daily closes, oldest first.
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose]
+    /// When the close was struck that a quote taken at `date` measures its day's change from:
+    /// trades after it are the day's.
+    func previousCloseTime(at date: Date) -> Date
+}
+
+extension MarketDataProvider {
+    /// A vendor's quotes follow the exchange's sessions.
+    func previousCloseTime(at date: Date) -> Date {
+        MarketCalendar.nyse.previousClose(before: date)
+    }
 }
 
 struct SymbolMatch: Codable, Sendable, Equatable {
@@ -49,5 +59,9 @@ struct SimulatedMarketDataProvider: MarketDataProvider {
 
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] {
         market.dailyCloses(of: symbol, days: days, before: clock.now()).map { DailyClose(date: $0.date, close: $0.close) }
+    }
+
+    func previousCloseTime(at date: Date) -> Date {
+        market.dayStart(of: date)
     }
 }

@@ -197,6 +197,20 @@ final class QuoteService: Sendable {
         }
     }
 
+    /// Waits for the refreshes in flight, background ones included: before the database closes under them.
+    func settle() async {
+        while true {
+            let running = state.withLockedValue { Array($0.refreshing.values) }
+            guard !running.isEmpty else { return }
+            for task in running { _ = await task.value }
+        }
+    }
+
+    /// Since when trades count in the day's change of quotes taken now.
+    func previousCloseTime() -> Date {
+        provider.previousCloseTime(at: clock.now())
+    }
+
     /// Daily closes, oldest first, at most `days` (1 to 365) of them.
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] {
         // Fetched in two sizes only, so that different `days` share one vendor call.

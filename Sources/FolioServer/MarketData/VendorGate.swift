@@ -162,6 +162,10 @@ struct GatedMarketDataProvider: MarketDataProvider {
         try await through { try await base.dailyHistory(for: symbol, days: days) }
     }
 
+    func previousCloseTime(at date: Date) -> Date {
+        base.previousCloseTime(at: date)
+    }
+
     private func through<T>(_ call: () async throws -> T) async throws -> T {
         let admission = try gate.admit()
         do {

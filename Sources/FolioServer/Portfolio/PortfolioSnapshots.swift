@@ -118,12 +118,16 @@ struct PortfolioSnapshots: Sendable {
         return !values.isEmpty
     }
 
-    /// The account valued now: one query for its cash and holdings, one batch of quotes.
+    /// The account valued now: one query for its cash, holdings and the trades since the previous close, one batch of quotes.
     func currentValuation(of accountID: AccountID, owner: UserID, using source: TradingStore? = nil) async throws -> PortfolioValuation {
-        guard let (account, holdings) = try await (source ?? store).portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
-        let prices = await quotes.quotes(for: holdings.map(\.symbol))
+        guard let (account, holdings, dayTrades) = try await (source ?? store).portfolio(of: accountID, owner: owner, tradesSince: quotes.previousCloseTime())
+        else { throw TradingError.accountNotFound }
+        var symbols = holdings.map(\.symbol)
+        symbols += dayTrades.keys.filter { !symbols.contains($0) }
+        let prices = await quotes.quotes(for: symbols)
         return try PortfolioValuation(
-            cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)
+            cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices,
+            dayTrades: dayTrades)
     }
 
     /// Snapshots of the account from `first` on, oldest first, read on `source` (a read replica) or the primary.

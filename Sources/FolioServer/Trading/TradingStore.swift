@@ -169,15 +169,47 @@ struct TradingStore: Sendable {
             WHERE a.id = \(bind: accountID) AND a.user_id = \(bind: owner)
             """).all()
         guard let first = rows.first else { return nil }
-        let account = AccountState(
-            id: accountID, userID: owner, cash: try first.decode(column: "cash", as: Cash.self),
-            reservedCash: try first.decode(column: "reserved_cash", as: Cash.self))
+        return (try Self.account(first, id: accountID, owner: owner), try rows.filter { try !$0.decodeNil(column: "symbol") }.map(Self.holding))
+    }
+
+    /// The same, with each symbol's buys and sells from `since` on netted (the day's change), still in one query:
+    /// the ledger's rows come after the account's in the same answer.
+    func portfolio(
+        of accountID: AccountID, owner: UserID, tradesSince since: Date
+    ) async throws -> (account: AccountState, holdings: [HoldingState], dayTrades: [String: DayTrades])? {
+        let rows = try await database.sql.raw("""
+            SELECT 0 AS part, a.cash, a.reserved_cash, h.symbol, h.quantity, h.reserved_quantity, h.cost_basis
+            FROM accounts a LEFT JOIN holdings h ON h.account_id = a.id
+            WHERE a.id = \(bind: accountID) AND a.user_id = \(bind: owner)
+            UNION ALL
+            SELECT 1, NULL, NULL, t.symbol, t.quantity, NULL, t.amount
+            FROM transactions t
+            WHERE t.account_id = \(bind: accountID) AND t.user_id = \(bind: owner) AND t.occurred_at >= \(bind: since) AND t.type IN ('buy', 'sell')
+            """).all()
+        var account: AccountState?
         var holdings: [HoldingState] = []
         holdings.reserveCapacity(rows.count)
-        for row in rows where try !row.decodeNil(column: "symbol") {
-            holdings.append(try Self.holding(row))
+        var dayTrades: [String: DayTrades] = [:]
+        for row in rows {
+            if try row.decode(column: "part", as: Int.self) == 0 {
+                if account == nil { account = try Self.account(row, id: accountID, owner: owner) }
+                if try !row.decodeNil(column: "symbol") { holdings.append(try Self.holding(row)) }
+            } else {
+                // A trade: shares in (+) or out (-), and its cash (in the cost basis column).
+                let symbol = try row.decode(column: "symbol", as: String.self)
+                let quantity = try row.decode(column: "quantity", as: Quantity.self), cash = try row.decode(column: "cost_basis", as: Cash.self)
+                let sum = dayTrades[symbol] ?? DayTrades(quantity: .zero, cash: .zero)
+                dayTrades[symbol] = DayTrades(quantity: try sum.quantity + quantity, cash: try sum.cash + cash)
+            }
         }
-        return (account, holdings)
+        guard let account else { return nil }
+        return (account, holdings, dayTrades)
+    }
+
+    private static func account(_ row: any SQLRow, id: AccountID, owner: UserID) throws -> AccountState {
+        AccountState(
+            id: id, userID: owner, cash: try row.decode(column: "cash", as: Cash.self),
+            reservedCash: try row.decode(column: "reserved_cash", as: Cash.self))
     }
 
     /// The account's holdings, or only those of `symbols`.

@@ -60,12 +60,24 @@ func withTestApp(
             let app = Application(
                 router: router, server: try services.serverBuilder(),
                 configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
-            try await app.test(.live) { client in try await body(client, environment) }
+            try await app.test(.live) { client in try await settled(services) { try await body(client, environment) } }
         } else {
             let app = Application(router: router, logger: logger)
-            try await app.test(.router) { client in try await body(client, environment) }
+            try await app.test(.router) { client in try await settled(services) { try await body(client, environment) } }
         }
     }
+}
+
+/// Runs `body`, then waits for the quote refreshes it left running in the background (as `serve` does at
+/// shutdown), so none reaches the database after the test closed it.
+private func settled(_ services: FolioServices, _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        await services.quotes.settle()
+        throw error
+    }
+    await services.quotes.settle()
 }
 
 /// What a test can reach besides the HTTP client.
