@@ -490,6 +490,8 @@ def two_factor(driver):
     secret = visible(driver, "#totp-secret").text
     uri = driver.find_element(By.ID, "totp-uri").get_attribute("href")
     assert uri.startswith("otpauth://totp/") and f"secret={secret}" in uri, f"otpauth URI {uri}"
+    qr = driver.find_element(By.CSS_SELECTOR, "#totp-qr svg")
+    assert qr.size["width"] >= 150 and len(qr.find_element(By.TAG_NAME, "path").get_attribute("d")) > 500, "no QR code to scan"
     fill(driver, "#confirm-password", PASSWORD)
     fill(driver, "#confirm-code", totp(secret))
     driver.find_element(By.CSS_SELECTOR, "#confirm-enrolment button").click()
@@ -624,6 +626,8 @@ def without_javascript():
         secret = visible(driver, "#totp-secret").text
         uri = driver.find_element(By.ID, "totp-uri").get_attribute("href")
         assert uri.startswith("otpauth://totp/") and f"secret={secret}" in uri, f"otpauth URI {uri}"
+        qr = driver.find_element(By.CSS_SELECTOR, ".qr svg")
+        assert qr.size["width"] >= 150, "no QR code to scan"
         fill(driver, "#confirm-password", os.environ["FOLIO_ADMIN_PASSWORD"])
         fill(driver, "#confirm-code", totp(secret))
         driver.find_element(By.CSS_SELECTOR, "#confirm-enrolment button").click()

@@ -409,6 +409,7 @@ struct WebAppTests {
             let enrolment = Self.text(enrolled)
             let shown = String(try #require(enrolment.firstMatch(of: /<code id="totp-secret">([A-Z2-7]+)<\/code>/)?.output.1))
             #expect(enrolment.contains("otpauth://totp/Folio:nojs2fa@example.com?secret=\(shown)"))
+            #expect(enrolment.contains(#"<div class="qr"><svg xmlns="http://www.w3.org/2000/svg""#), "the QR code to scan, drawn in the page")
             #expect(enrolment.contains(#"id="confirm-enrolment" data-native"#) && enrolment.contains(#"name="_show" value="recovery-codes""#))
             #expect(enrolment.contains(#"<nav aria-label="Main">"#), "an answer page keeps the signed-in layout")
             // The settings page never shows a secret: one begun and left is replaced by the next start, not offered again.
@@ -427,6 +428,7 @@ struct WebAppTests {
                 uri: "/form", method: .post, headers: formHeaders, body: Self.form(hidden + [("password", strongPassword), ("totp_code", code == "000000" ? "111111" : "000000")]))
             let again = Self.text(wrong)
             #expect(wrong.status.code >= 400 && again.contains(#"<code id="totp-secret">\#(shown)</code>"#) && again.contains("totp_code"), "\(again)")
+            #expect(again.contains(#"<div class="qr"><svg "#), "the code stays on screen with the secret")
             #expect(again.contains(#"<nav aria-label="Main">"#))
             let confirmed = try await client.execute(
                 uri: "/form", method: .post, headers: formHeaders, body: Self.form(hidden + [("password", strongPassword), ("totp_code", code)]))

@@ -580,6 +580,8 @@ struct AdminAndTwoFactorTests {
             let enrolled = try json(try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens)))
             let uri = try #require(enrolled["otpauth_uri"] as? String)
             #expect(uri.hasPrefix("otpauth://totp/Folio:twofa@example.com?secret="))
+            let drawn = try #require(enrolled["qr_code_svg"] as? String)
+            #expect(drawn.hasPrefix("<svg ") && drawn == QRCode.authenticatorSVG(uri: uri), "the code an app scans holds the same URI")
             let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "twofa@example.com").first())
             let sealed = try #require(user.totpSecretSealed)
             let secret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(sealed))

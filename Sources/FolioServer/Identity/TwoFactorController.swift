@@ -16,11 +16,13 @@ struct TwoFactorController: Sendable {
     struct EnrollResponse: ResponseEncodable {
         var secret: String
         var otpauthURI: String
+        /// The URI as a QR code (an SVG image), for the app to scan.
+        var qrCodeSVG: String?
     }
 
     @Sendable func enroll(_ request: Request, context: AuthenticatedContext) async throws -> EnrollResponse {
         let enrolment = try await services.enrollTwoFactor(context.identity)
-        return EnrollResponse(secret: enrolment.secret, otpauthURI: enrolment.uri)
+        return EnrollResponse(secret: enrolment.secret, otpauthURI: enrolment.uri, qrCodeSVG: QRCode.authenticatorSVG(uri: enrolment.uri))
     }
 
     struct ConfirmRequest: Decodable {

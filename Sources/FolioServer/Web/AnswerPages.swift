@@ -26,7 +26,8 @@ enum AnswerPage: String {
     func values(answer: [String: Any], fields: [(String, String)], control: [String: String]) -> [String: Any] {
         switch self {
         case .twoFactorEnrolment:
-            return ["secret": answer["secret"] as? String ?? "", "uri": answer["otpauth_uri"] as? String ?? "", "csrf": control["_csrf"] ?? ""]
+            let uri = answer["otpauth_uri"] as? String ?? ""
+            return ["secret": answer["secret"] as? String ?? "", "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) ?? "", "csrf": control["_csrf"] ?? ""]
         case .recoveryCodes:
             return ["recovery_codes": answer["recovery_codes"] as? [String] ?? []]
         case .rebalancePlan:
@@ -44,7 +45,7 @@ enum AnswerPage: String {
             guard let secret = control["_secret"], (16...64).contains(secret.count), secret.allSatisfy({ ("A"..."Z").contains($0) || ("2"..."7").contains($0) }),
                   let uri = control["_uri"], uri.hasPrefix("otpauth://totp/"), uri.contains("secret=\(secret)")
             else { return nil }
-            return ["secret": secret, "uri": uri, "csrf": control["_csrf"] ?? ""]
+            return ["secret": secret, "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) ?? "", "csrf": control["_csrf"] ?? ""]
         case .recoveryCodes, .rebalancePlan:
             return nil
         }
