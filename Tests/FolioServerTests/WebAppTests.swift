@@ -251,6 +251,14 @@ struct WebAppTests {
         // A refusal's figures: what is available rounded down, what is needed up.
         let available = Cash(uncheckedUnits: 1_000_060)
         #expect(Display.money(available, .down) == "$100.00" && Display.money(available, .up) == "$100.01" && Display.money(available) == "$100.01")
+        // Sessions are told apart by browser and system, not by a raw User-Agent.
+        #expect(Display.device("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0") == "Edge on Windows")
+        #expect(Display.device("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15") == "Safari on macOS")
+        #expect(Display.device("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0 Mobile/15E148 Safari/604.1") == "Chrome on iPhone")
+        #expect(Display.device("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0") == "Firefox on Linux")
+        #expect(Display.device("Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36") == "Chrome on Android")
+        #expect(Display.device("curl/8.5.0") == "curl")
+        #expect(Display.device(nil) == "Unknown device" && Display.device("  ") == "Unknown device")
         // A field's message in a person's words, not the API's field names.
         #expect(Display.issue(field: "limit_price", message: "limit_price must be greater than zero.") == "Limit price must be greater than zero.")
         // A row is named by its symbol in what was sent: the API counts only the rows sent, not the form's.

@@ -206,8 +206,8 @@ enum ProblemMapping {
             return AppError(.forbidden, code: "account_disabled", detail: "This account is disabled.")
         case .twoFactorRequired:
             return AppError(.unauthorized, code: "two_factor_required", detail: "Enter the code from your authenticator app or a recovery code.")
-        case .wrongSecondFactor:
-            return AppError(.unauthorized, code: "invalid_two_factor_code", detail: "The authentication code is wrong.")
+        case .wrongSecondFactor(let refusal):
+            return AppError(.unauthorized, code: "invalid_two_factor_code", detail: refusal.message)
         case .emailNotVerified:
             return AppError(.forbidden, code: "email_not_verified", detail: "Verify your email address first; a new link can be requested.")
         case .invalidRefreshToken:

@@ -13,7 +13,7 @@ enum IdentityError: Error, Equatable, Sendable {
     case tooManyAttempts(retryAfter: Int)
     case accountDisabled
     case twoFactorRequired
-    case wrongSecondFactor
+    case wrongSecondFactor(SecondFactorRefusal)
     case emailNotVerified
     case invalidRefreshToken
     case twoFactorAlreadyEnabled
@@ -26,6 +26,28 @@ enum IdentityError: Error, Equatable, Sendable {
     /// An erased person's row: it stays disabled for good.
     case userErased
     case sessionNotFound
+}
+
+/// Why a second factor was refused, in words that tell a person what to do: a code typed twice (signing in on
+/// two devices in one half-minute) is not a wrong one. Telling them apart gives nothing away: only someone
+/// holding a valid code learns that it was spent.
+enum SecondFactorRefusal: Equatable, Sendable {
+    case wrongCode
+    case codeAlreadyUsed
+    case wrongRecoveryCode
+
+    var message: String {
+        switch self {
+        case .wrongCode: "The code from the authenticator app is wrong."
+        case .codeAlreadyUsed: "That code was already used; enter the next one the authenticator app shows."
+        case .wrongRecoveryCode: "The recovery code is wrong or was already used."
+        }
+    }
+
+    /// As a refused field of a form that asks for the password and a code.
+    var issue: FieldIssue {
+        FieldIssue(field: self == .wrongRecoveryCode ? "recovery_code" : "totp_code", code: "invalid_code", message: message)
+    }
 }
 
 /// Who is asking and from where, as the audit trail and the logs need it:

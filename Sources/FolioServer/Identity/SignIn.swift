@@ -38,8 +38,8 @@ extension IdentityServices {
             if user.hasTwoFactor {
                 // Not an attempt yet: taken back, not cleared (a success would reset the count between code guesses).
                 if totpCode == nil && recoveryCode == nil { return .incomplete(IdentityError.twoFactorRequired) }
-                guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
-                    return .failed(reason: "wrong_second_factor", IdentityError.wrongSecondFactor)
+                if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) {
+                    return .failed(reason: "wrong_second_factor", IdentityError.wrongSecondFactor(refused))
                 }
             }
             return .passed

@@ -76,8 +76,8 @@ extension IdentityServices {
             guard PasswordPolicy.isHashable(password), try await hasher.verify(password, hash: user.passwordHash) else {
                 return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
             }
-            guard try await acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) else {
-                return .failed(reason: "wrong_second_factor", FieldIssue(field: "totp_code", code: "invalid_code", message: "The code is wrong."))
+            if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) {
+                return .failed(reason: "wrong_second_factor", refused.issue)
             }
             return .passed
         }
@@ -105,19 +105,22 @@ extension IdentityServices {
     /// A current TOTP code (one step of clock drift either way) not used
     /// before, or an unused recovery code; either is spent. A code accepted
     /// once is refused for the rest of its window (RFC 6238 section 5.2).
-    func acceptsSecondFactor(user: User, totpCode: String?, recoveryCode: String?, on db: any Database) async throws -> Bool {
+    /// Nil when accepted; otherwise why not.
+    func checkSecondFactor(user: User, totpCode: String?, recoveryCode: String?, on db: any Database) async throws -> SecondFactorRefusal? {
         if let totpCode, let sealed = user.totpSecretSealed, let (secret, old) = secretBox.openReportingKey(sealed),
            let step = Self.totpStep(code: totpCode, secret: secret, at: clock.now()) {
-            guard try await store.spendTOTPStep(userID: user.id!, step: step, on: db) else { return false }
+            guard try await store.spendTOTPStep(userID: user.id!, step: step, on: db) else { return .codeAlreadyUsed }
             // Sealed under a key that is being rotated out: seal it under the current one.
             if old { try await store.replaceTOTPSecret(userID: user.id!, sealed: try secretBox.seal(secret), on: db) }
-            return true
+            return nil
         }
-        guard let recoveryCode else { return false }
+        guard let recoveryCode else { return .wrongCode }
         let canonical = Self.canonicalRecoveryCode(recoveryCode)
         let unused = try await store.unusedRecoveryCodes(userID: user.id!, on: db)
-        guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }) else { return false }
-        return try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db)
+        guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }),
+              try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db)
+        else { return .wrongRecoveryCode }
+        return nil
     }
 
     /// The 30-second time step whose code `code` is, within one step of clock

@@ -58,8 +58,8 @@ struct PersonalDataErasure: Sendable {
                 guard totpCode != nil || recoveryCode != nil else {
                     return .failed(reason: "missing_second_factor", FieldIssue(field: "totp_code", code: "required", message: "Enter a code from your authenticator app."))
                 }
-                guard try await identity.acceptsSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: identity.database.db) else {
-                    return .failed(reason: "wrong_second_factor", FieldIssue(field: "totp_code", code: "invalid_code", message: "The code is wrong."))
+                if let refused = try await identity.checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: identity.database.db) {
+                    return .failed(reason: "wrong_second_factor", refused.issue)
                 }
             }
             return .passed

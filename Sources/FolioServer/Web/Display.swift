@@ -82,6 +82,23 @@ enum Display {
         return text.prefix(10) + " " + text.dropFirst(11).prefix(5) + " UTC"
     }
 
+    /// A browser and its system in a few words ("Firefox on Windows") from a User-Agent header, for a person
+    /// telling their sessions apart; a client that is no browser by its first product ("curl").
+    static func device(_ userAgent: String?) -> String {
+        guard let agent = userAgent?.trimmingCharacters(in: .whitespaces), !agent.isEmpty else { return "Unknown device" }
+        // The order matters: Edge and Opera also say Chrome, Chrome also says Safari.
+        let browsers = [("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("FxiOS/", "Firefox"), ("HeadlessChrome/", "Headless Chrome"),
+                        ("CriOS/", "Chrome"), ("Chrome/", "Chrome"), ("Safari/", "Safari")]
+        let systems = [("iPhone", "iPhone"), ("iPad", "iPad"), ("Android", "Android"), ("Windows", "Windows"), ("CrOS", "ChromeOS"),
+                       ("Mac OS X", "macOS"), ("Macintosh", "macOS"), ("Linux", "Linux")]
+        guard let browser = browsers.first(where: { agent.contains($0.0) })?.1 else {
+            let product = agent.prefix { $0 != "/" && $0 != " " }
+            return String(product.prefix(40))
+        }
+        guard let system = systems.first(where: { agent.contains($0.0) })?.1 else { return browser }
+        return "\(browser) on \(system)"
+    }
+
     /// Thousands separators on the whole part, and a real minus sign before the prefix.
     static func signed(_ text: String, prefix: String) -> String {
         let negative = text.hasPrefix("-")

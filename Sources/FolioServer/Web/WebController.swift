@@ -320,7 +320,7 @@ struct WebController: Sendable {
                     "sessions": sessions.map { session in
                         [
                             "id": session.id!.uuidString.lowercased(), "kind": session.kind, "created": Display.date(session.createdAt),
-                            "last_used": Display.date(session.lastUsedAt), "ip": session.ip ?? "unknown", "agent": session.userAgent ?? "unknown",
+                            "last_used": Display.date(session.lastUsedAt), "ip": session.ip ?? "unknown", "device": Display.device(session.userAgent), "agent": session.userAgent ?? "",
                             "current": session.id == context.identity.sessionID.uuid,
                         ] as [String: Any]
                     },
