@@ -525,6 +525,7 @@ def sign_out_check(driver):
     driver.execute_script("document.querySelector('meta[name=\"csrf-token\"]').content = 'a-token-of-an-older-session'")
     driver.find_element(By.CSS_SELECTOR, ".signout button").click()
     wait(driver, EC.url_contains("/signin"))
+    assert "You are signed out." in visible(driver, "#confirmation").text
     driver.get(BASE + "/orders")
     wait(driver, EC.url_contains("/signin?next="))
     status = driver.execute_script("return fetch('/api/portfolio').then(r => r.status)")
@@ -598,6 +599,7 @@ def without_javascript():
         driver.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
         wait(driver, replaced(before))
         assert driver.find_element(By.ID, "pref-cash").is_selected(), "the ticked box came back unticked"
+        assert "preferences saved" in visible(driver, "#confirmation").text, "no word that the preferences were saved"
         # Targets and a rebalance: save the weights, preview the plan on its own page, place it, and see the run.
         driver.get(BASE + "/targets")
         fill(driver, "#symbol-0", "KO")
@@ -638,6 +640,7 @@ def without_javascript():
         assert "Turn off two-factor authentication" in driver.page_source
         driver.find_element(By.CSS_SELECTOR, ".signout button").click()
         wait(driver, EC.url_contains("/signin"))
+        assert "You are signed out." in visible(driver, "#confirmation").text
         driver.get(BASE + "/orders")
         wait(driver, EC.url_contains("/signin?next="))
     except Exception:

@@ -93,6 +93,8 @@ struct PageRenderer: Sendable {
         "institution_removed": "Institution removed.",
         "user_disabled": "User disabled: their sessions are ended.",
         "user_enabled": "User enabled.",
+        "session_revoked": "Session ended: that device is signed out.",
+        "preferences_saved": "Email preferences saved.",
         // Said on the sign-in page, after a form of a signed-out page or one that ends the session.
         "email_verified": "Your email is verified. Sign in to continue.",
         "password_reset": "Your password is changed. Sign in with the new one.",
@@ -101,6 +103,8 @@ struct PageRenderer: Sendable {
         "verification_resent": "If the address needs verifying, a new link is on its way.",
         "account_erased": "Your account is deleted.",
         "password_changed": "Your password is changed and your other sessions are ended. Sign in again.",
+        "signed_out": "You are signed out.",
+        "signed_out_everywhere": "You are signed out on every device.",
         // `email_verified` as said to a visitor signed in already (the address may be another account's).
         "email_verified_signed_in": "The address is verified.",
         alreadyDone: "This form had been sent already: what it asked was done then, once, and not again.",

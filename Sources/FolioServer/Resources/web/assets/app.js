@@ -146,16 +146,29 @@ function advised(problem) {
  * tab): the session the cookie names now is ended all the same, with its own token read afresh. Ending a
  * session is safe to repeat, unlike any other form. True when the browser is signed out.
  */
-async function signOutAnyway(result) {
-  if (result.status === 401) { window.location.assign('/signin'); return true; }
+async function signOutAnyway(form, result) {
+  if (result.status === 401) { goNext(form); return true; }
   if (result.body?.code !== 'csrf_failed') return false;
   const fresh = await api('/api/auth/csrf');
   const token = fresh.body?.csrf_token;
-  if (!fresh.ok || !token) { window.location.assign('/signin'); return true; }
+  if (!fresh.ok || !token) { goNext(form); return true; }
   const again = await fetch('/api/auth/logout', { method: 'POST', credentials: 'same-origin', headers: { Accept: 'application/json', 'X-CSRF-Token': token } });
   if (!again.ok && again.status !== 401) return false;
-  window.location.assign('/signin');
+  goNext(form);
   return true;
+}
+
+/** Visits the form's _next page, which says what was done (PageRenderer.confirmations), once, as after FormBridge's
+ * redirect: the cookie names that page (PageRenderer.confirmationPath: its path and account), so another tab's page does not. */
+function goNext(form) {
+  if (form.elements._done) {
+    const next = new URL(form.elements._next.value, window.location.origin);
+    const account = next.searchParams.get('account_id');
+    const page = (/^\/[A-Za-z0-9\/_.-]*$/.test(next.pathname) ? next.pathname : '/')
+      + (account && /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(account) ? `?account_id=${account.toLowerCase()}` : '');
+    document.cookie = `__Host-folio_done=${encodeURIComponent(form.elements._done.value)}:${page}; Path=/; Max-Age=60; Secure; SameSite=Strict`;
+  }
+  window.location.assign(form.elements._next.value);
 }
 
 async function submit(event) {
@@ -178,7 +191,7 @@ async function submit(event) {
     // The key is spent once the answer is final: a success, or a refusal that a retry would get again.
     // A 408, 409 (the same key still in progress), 425, 429 or 5xx may hide a request that went through: keep it.
     if (result.ok || (result.status >= 400 && result.status < 500 && ![408, 409, 425, 429].includes(result.status))) delete form.dataset.pendingKey;
-    if (!result.ok && form.elements._api.value === '/api/auth/logout' && await signOutAnyway(result)) return;
+    if (!result.ok && form.elements._api.value === '/api/auth/logout' && await signOutAnyway(form, result)) return;
     if (!result.ok) { showProblem(form, advised(result.body ?? { detail: `Folio answered ${result.status}.` })); return; }
     form.dispatchEvent(new CustomEvent('folio:done', { detail: result.body }));
     const done = form.dataset.done && document.querySelector(form.dataset.done);
@@ -189,16 +202,7 @@ async function submit(event) {
       done.setAttribute('tabindex', '-1');
       done.focus();
     } else if (form.elements._next) {
-      // The next page says what was done (PageRenderer.confirmations), once, as after FormBridge's redirect:
-      // the cookie names that page (PageRenderer.confirmationPath: its path and account), so another tab's page does not.
-      if (form.elements._done) {
-        const next = new URL(form.elements._next.value, window.location.origin);
-        const account = next.searchParams.get('account_id');
-        const page = (/^\/[A-Za-z0-9\/_.-]*$/.test(next.pathname) ? next.pathname : '/')
-          + (account && /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(account) ? `?account_id=${account.toLowerCase()}` : '');
-        document.cookie = `__Host-folio_done=${encodeURIComponent(form.elements._done.value)}:${page}; Path=/; Max-Age=60; Secure; SameSite=Strict`;
-      }
-      window.location.assign(form.elements._next.value);
+      goNext(form);
     }
   } catch {
     showProblem(form, { detail: 'Folio could not be reached; check the connection and try again.' });
