@@ -172,10 +172,12 @@ public struct FolioServices: Sendable {
         let (marketData, gate) = dependencies.marketData.map { ($0, nil) }
             ?? Self.marketDataProvider(configuration: configuration, database: database, clock: clock, logger: logger, metrics: metrics)
         self.marketDataGate = gate
-        let quotes = QuoteService(provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive)
-        self.quotes = quotes
         let calendar = ExchangeCalendar(logger: logger)
         self.calendar = calendar
+        let quotes = QuoteService(
+            provider: marketData, store: QuoteStore(database: database), clock: clock, timeToLive: configuration.quoteTimeToLive,
+            calendar: { calendar.current })
+        self.quotes = quotes
         let paper: any Broker = dependencies.broker?(quotes)
             ?? PaperBroker(
                 quotes: quotes, clock: clock, slippageBasisPoints: configuration.paperSlippageBasisPoints, partialFills: configuration.paperPartialFills,
@@ -539,7 +541,7 @@ struct DatabaseService: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
-        await quotes.settle()
+        await quotes.settle()  // at most 15 seconds: a vendor that does not answer does not hold shutdown
         await database.shutdown()
     }
 }

@@ -72,5 +72,9 @@ struct MarketCalendarTests {
         // Outside the range, the rules: Christmas is closed, the 24th closes at 13:00.
         #expect(calendar.session(on: Self.day("2026-12-25")) == nil)
         #expect(calendar.session(on: Self.day("2026-12-24"))?.isEarlyClose == true)
+        // An unscheduled closure: on Wednesday the quote is still Tuesday's, from Monday's close; on Thursday a quote's
+        // day runs from Tuesday's early close, not from Wednesday's (there was none).
+        #expect(calendar.previousClose(before: closed.at(hour: 11, minute: 0)) == Self.day("2026-11-30").close)
+        #expect(calendar.previousClose(before: Self.day("2026-12-03").at(hour: 11, minute: 0)) == early.at(hour: 13, minute: 0))
     }
 }

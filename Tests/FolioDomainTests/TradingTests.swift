@@ -178,11 +178,32 @@ struct PositionTests {
             cash: cash("0"), availableCash: cash("0"), holdings: [("AAPL", Position(quantity: 1, costBasis: cash("150.00")))],
             quotes: ["AAPL": quote], dayTrades: ["AAPL": DayTrades(quantity: 0, cash: cash("3.50"))])
         #expect(valuation.positions[0].dayChange == cash("13.50"))
-        // More shares came in today than trades say (a transfer, a correction): no figure rather than a wrong one.
+        // The trades took out more than is held now plus what they bought (shares left another way): no figure rather than a wrong one.
         valuation = try PortfolioValuation(
             cash: cash("0"), availableCash: cash("0"), holdings: [("AAPL", Position(quantity: 1, costBasis: cash("150.00")))],
             quotes: ["AAPL": quote], dayTrades: ["AAPL": DayTrades(quantity: 2, cash: cash("-396.00"))])
         #expect(valuation.positions[0].dayChange == nil)
         #expect(valuation.dayChange == cash("0"))
+        // Shares corrected without a trade today (a reconciliation): what was held at the close is not known.
+        valuation = try PortfolioValuation(
+            cash: cash("0"), availableCash: cash("0"), holdings: [("AAPL", Position(quantity: 12, costBasis: cash("1800.00")))],
+            quotes: ["AAPL": quote], dayTrades: ["AAPL": DayTrades(quantity: 2, cash: cash("-396.00"), corrected: true)])
+        #expect(valuation.positions[0].dayChange == nil)
+        // A quote of an earlier session (served stale) measures another day than the trades were read for: no figure.
+        let closeBefore = Date(timeIntervalSince1970: 1_795_467_600)
+        var earlier = quote
+        earlier.previousCloseAt = closeBefore.addingTimeInterval(-86_400)
+        valuation = try PortfolioValuation(
+            cash: cash("0"), availableCash: cash("0"), holdings: [("AAPL", Position(quantity: 5, costBasis: cash("894.00"))), ("MSFT", .empty)],
+            quotes: ["AAPL": earlier, "MSFT": msft], dayTrades: ["AAPL": DayTrades(quantity: 3, cash: cash("-594.00"))], tradesSince: closeBefore)
+        #expect(valuation.positions[0].dayChange == nil)
+        #expect(valuation.dayChange == cash("0"))
+        // The quote's day is the trades' day: counted as above.
+        var current = quote
+        current.previousCloseAt = closeBefore
+        valuation = try PortfolioValuation(
+            cash: cash("0"), availableCash: cash("0"), holdings: [("AAPL", Position(quantity: 5, costBasis: cash("894.00")))],
+            quotes: ["AAPL": current], dayTrades: ["AAPL": DayTrades(quantity: 3, cash: cash("-594.00"))], tradesSince: closeBefore)
+        #expect(valuation.positions[0].dayChange == cash("26.00"))
     }
 }

@@ -341,4 +341,5 @@ final class GatedLookups: MarketDataProvider {
 
     func search(_ query: String) async throws -> [SymbolMatch] { [] }
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] { [] }
+    func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date { calendar.previousClose(before: date) }
 }

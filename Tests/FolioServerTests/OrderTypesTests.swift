@@ -31,6 +31,7 @@ final class PriceBoard: MarketDataProvider, Sendable {
 
     func search(_ query: String) async throws -> [SymbolMatch] { [] }
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] { [] }
+    func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date { calendar.previousClose(before: date) }
 }
 
 @Suite("Order types at the paper broker: stops, notional orders, slippage, the reserved margin")

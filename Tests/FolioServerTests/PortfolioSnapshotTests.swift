@@ -175,4 +175,6 @@ final class ClosesFailing: MarketDataProvider {
         if failing.withLockedValue({ $0.contains(symbol) }) { throw Unavailable() }
         return try await base.dailyHistory(for: symbol, days: days)
     }
+
+    func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date { base.previousCloseTime(at: date, calendar: calendar) }
 }

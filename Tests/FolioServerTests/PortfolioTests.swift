@@ -105,6 +105,20 @@ struct PortfolioTests {
             var seen = try await portfolio()
             #expect(seen.positions == ["MSFT": msft.description], "2 × (price − fill), not 2 × (price − previous close)")
             #expect(seen.total == (try msft + koRoundTrip).description, "KO sold out today: its round trip is in the day")
+            let dated = try #require(try await env.services.quotes.quote(for: "MSFT"))
+            #expect(dated.previousCloseAt == market.dayStart(of: clock.now), "a quote knows when its day began")
+
+            // Shares corrected without a trade (as reconciliation writes them): MSFT's figure is withheld, not made up.
+            let account = try await env.firstAccount()
+            try await env.database.sql.raw("""
+                INSERT INTO transactions (id, account_id, user_id, type, symbol, quantity, amount, description, occurred_at, created_at)
+                VALUES (\(bind: UUID()), \(bind: account.id), \(bind: account.userID), 'correction', 'MSFT', \(bind: Quantity(1)), \(bind: Cash.zero),
+                        'reconciliation', \(bind: clock.now), \(bind: clock.now))
+                """).run()
+            let corrected = try await portfolio()
+            #expect(corrected.positions == ["MSFT": "none"])
+            #expect(corrected.total == koRoundTrip.description)
+            try await env.database.sql.raw("DELETE FROM transactions WHERE type = 'correction'").run()
 
             // The next day, the shares count from the close like any others, and KO's sale is yesterday's.
             clock.advance(by: 86_400)

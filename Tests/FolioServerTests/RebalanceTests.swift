@@ -345,4 +345,5 @@ final class SwitchableMarket: MarketDataProvider {
 
     func search(_ query: String) async throws -> [SymbolMatch] { try await base.search(query) }
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose] { try await base.dailyHistory(for: symbol, days: days) }
+    func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date { base.previousCloseTime(at: date, calendar: calendar) }
 }

@@ -7,13 +7,16 @@ public struct PriceQuote: Equatable, Sendable {
     public var previousClose: Price?
     public var asOf: Date
     public var isStale: Bool
+    /// When the previous close was struck: the start of the day this quote's change covers (nil: not known).
+    public var previousCloseAt: Date?
 
-    public init(symbol: String, price: Price, previousClose: Price?, asOf: Date, isStale: Bool = false) {
+    public init(symbol: String, price: Price, previousClose: Price?, asOf: Date, isStale: Bool = false, previousCloseAt: Date? = nil) {
         self.symbol = symbol
         self.price = price
         self.previousClose = previousClose
         self.asOf = asOf
         self.isStale = isStale
+        self.previousCloseAt = previousCloseAt
     }
 }
 
@@ -24,16 +27,21 @@ public struct DayTrades: Equatable, Sendable {
     public var quantity: Quantity
     /// Cash the sales brought in less cash the buys paid out.
     public var cash: Cash
+    /// Shares also came in or went out without a trade (a reconciliation's correction, a split): what was
+    /// held at the close is not known from the trades.
+    public var corrected: Bool
 
-    public init(quantity: Quantity, cash: Cash) {
+    public init(quantity: Quantity, cash: Cash, corrected: Bool = false) {
         self.quantity = quantity
         self.cash = cash
+        self.corrected = corrected
     }
 
     /// The day's change of a holding of `quantity` shares now at `price`, `previousClose` at the last close:
     /// what it is worth now, less what the shares held at the close were worth then, plus the day's net cash.
-    /// Nil when the trades account for more shares than are held (shares that came in another way).
+    /// Nil when shares moved without a trade, or the trades took out more than was held.
     public func dayChange(quantity: Quantity, price: Price, previousClose: Price) throws(MoneyError) -> Cash? {
+        guard !corrected else { return nil }
         let heldAtClose = try quantity - self.quantity
         guard !heldAtClose.isNegative else { return nil }
         return try Money.value(quantity: quantity, price: price) - Money.value(quantity: heldAtClose, price: previousClose) + cash
@@ -53,7 +61,8 @@ public struct ValuedPosition: Equatable, Sendable {
     /// Percent of cost basis, 4 places; nil for a zero basis.
     public var unrealizedPnLPercent: Ratio?
     /// Since the previous close: quantity × (price − previous close) for shares held then, price − cost for shares
-    /// bought since, and a sale's proceeds less the previous close. Nil without a previous close.
+    /// bought since, and a sale's proceeds less the previous close. Nil without a previous close, for a quote of
+    /// an earlier session, or when shares moved without a trade since the close.
     public var dayChange: Cash?
     /// Share of the portfolio's total value, 6 places (0.25 is a quarter).
     public var weight: Ratio
@@ -61,7 +70,8 @@ public struct ValuedPosition: Equatable, Sendable {
 
 /// A portfolio valued in one pass over its positions and one batch of quotes.
 /// Values shown are rounded half to even to the cent; the sums are exact sums
-/// of what is shown. A value beyond what cash can hold is `MoneyError.overflow`.
+/// of what is shown (the day's change also holds positions sold out since the
+/// close, which are not shown). A value beyond what cash can hold is `MoneyError.overflow`.
 public struct PortfolioValuation: Equatable, Sendable {
     public var cash: Cash
     public var availableCash: Cash
@@ -73,11 +83,17 @@ public struct PortfolioValuation: Equatable, Sendable {
     public var dayChange: Cash
     public var totalValue: Cash
 
-    /// `dayTrades`: each symbol's buys and sells since its quote's previous close (none: every share counts from the close).
+    /// `dayTrades`: each symbol's buys and sells since `tradesSince`, the previous close of quotes taken now (none:
+    /// every share counts from the close). A quote whose previous close is another has no day's change here.
     public init(
         cash: Cash, availableCash: Cash, holdings: [(symbol: String, position: Position)], quotes: [String: PriceQuote],
-        dayTrades: [String: DayTrades] = [:]
+        dayTrades: [String: DayTrades] = [:], tradesSince: Date? = nil
     ) throws(MoneyError) {
+        /// The quote's day is the one the trades were read for.
+        func sameDay(_ quote: PriceQuote) -> Bool {
+            guard let tradesSince, let since = quote.previousCloseAt else { return true }
+            return since == tradesSince
+        }
         // First pass: each position's value, so the positions can be built
         // once, already in order (largest first) and with their weights.
         // Plain values only, so that sorting moves no reference counts.
@@ -104,7 +120,7 @@ public struct PortfolioValuation: Equatable, Sendable {
             let (symbol, position) = holdings[index]
             let quote = found.map { quotes.values[$0] }
             var change: Cash?
-            if let quote, let previous = quote.previousClose {
+            if let quote, let previous = quote.previousClose, sameDay(quote) {
                 if let traded = dayTrades[symbol] {
                     change = try traded.dayChange(quantity: position.quantity, price: quote.price, previousClose: previous)
                 } else {
@@ -128,8 +144,8 @@ public struct PortfolioValuation: Equatable, Sendable {
         // Sold out since the close: no position to show, but the day's change holds the sale.
         let held = Set(valued.map { holdings[$0.holding].symbol })
         for (symbol, traded) in dayTrades where !held.contains(symbol) {
-            guard let previous = quotes[symbol]?.previousClose, let price = quotes[symbol]?.price,
-                  let change = try traded.dayChange(quantity: .zero, price: price, previousClose: previous)
+            guard let quote = quotes[symbol], let previous = quote.previousClose, sameDay(quote),
+                  let change = try traded.dayChange(quantity: .zero, price: quote.price, previousClose: previous)
             else { continue }
             dayChange = try dayChange + change
         }

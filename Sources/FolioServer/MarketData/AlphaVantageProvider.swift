@@ -172,6 +172,10 @@ struct AlphaVantageProvider: MarketDataProvider {
         return min(now, day.close)
     }
 
+    func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date {
+        calendar.previousClose(before: date)
+    }
+
     static func encode(_ text: String) -> String {
         var unreserved = CharacterSet.alphanumerics
         unreserved.insert(charactersIn: "-._~")

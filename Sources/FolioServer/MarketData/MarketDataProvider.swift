@@ -12,16 +12,10 @@ protocol MarketDataProvider: Sendable {
     func search(_ query: String) async throws -> [SymbolMatch]
     /// Daily closes, oldest first.
     func dailyHistory(for symbol: String, days: Int) async throws -> [DailyClose]
-    /// When the close was struck that a quote taken at `date` measures its day's change from:
-    /// trades after it are the day's.
-    func previousCloseTime(at date: Date) -> Date
-}
-
-extension MarketDataProvider {
-    /// A vendor's quotes follow the exchange's sessions.
-    func previousCloseTime(at date: Date) -> Date {
-        MarketCalendar.nyse.previousClose(before: date)
-    }
+    /// When the close was struck that a quote of `date` (its `asOf`) measures its day's change from: trades
+    /// after it are the day's. A vendor's quotes follow the exchange's sessions, as `calendar` (Alpaca's, once
+    /// published) has them.
+    func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date
 }
 
 struct SymbolMatch: Codable, Sendable, Equatable {
@@ -61,7 +55,8 @@ struct SimulatedMarketDataProvider: MarketDataProvider {
         market.dailyCloses(of: symbol, days: days, before: clock.now()).map { DailyClose(date: $0.date, close: $0.close) }
     }
 
-    func previousCloseTime(at date: Date) -> Date {
+    /// The simulation trades all day, every day: its days are UTC days.
+    func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date {
         market.dayStart(of: date)
     }
 }

@@ -68,11 +68,18 @@ final class QuoteService: Sendable {
     /// Refreshes running now (for tests and health).
     var refreshesInFlight: Int { state.withLockedValue { $0.refreshing.count } }
 
-    init(provider: any MarketDataProvider, store: QuoteStore?, clock: AppClock, timeToLive: TimeInterval = 15) {
+    /// The exchange's sessions, for the start of a quote's day.
+    let calendar: @Sendable () -> MarketCalendar
+
+    init(
+        provider: any MarketDataProvider, store: QuoteStore?, clock: AppClock, timeToLive: TimeInterval = 15,
+        calendar: @escaping @Sendable () -> MarketCalendar = { .nyse }
+    ) {
         self.provider = provider
         self.store = store
         self.clock = clock
         self.timeToLive = timeToLive
+        self.calendar = calendar
     }
 
     /// The quote, nil for a symbol the source does not know; `MarketDataUnavailable`
@@ -166,13 +173,14 @@ final class QuoteService: Sendable {
         let symbol = key.symbol
         defer { state.withLockedValue { _ = $0.refreshing.removeValue(forKey: key) } }
         let now = clock.now()
-        let stored = try? await store?.load(symbol, source: provider.name)
+        var stored = try? await store?.load(symbol, source: provider.name)
+        if let quote = stored?.quote { stored?.quote = dated(quote) }
         if let stored, now.timeIntervalSince(stored.fetchedAt) < timeToLive {
             state.withLockedValue { $0.cache[symbol] = stored }
             return .found(stored.quote!)
         }
         do {
-            let quote = try await provider.quote(for: symbol)
+            let quote = dated(try await provider.quote(for: symbol))
             state.withLockedValue { state in
                 state.cache[symbol] = Fetched(quote: quote, fetchedAt: now)
                 state.retryAt[symbol] = nil
@@ -197,18 +205,28 @@ final class QuoteService: Sendable {
         }
     }
 
-    /// Waits for the refreshes in flight, background ones included: before the database closes under them.
-    func settle() async {
-        while true {
-            let running = state.withLockedValue { Array($0.refreshing.values) }
-            guard !running.isEmpty else { return }
-            for task in running { _ = await task.value }
+    /// Waits for the refreshes in flight, background ones included, so the database does not close under them;
+    /// false when some were still running at `limit` (a vendor that does not answer: shutdown goes on).
+    @discardableResult
+    func settle(within limit: Duration = .seconds(15)) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while refreshesInFlight > 0 {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(20))
         }
+        return true
     }
 
     /// Since when trades count in the day's change of quotes taken now.
     func previousCloseTime() -> Date {
-        provider.previousCloseTime(at: clock.now())
+        provider.previousCloseTime(at: clock.now(), calendar: calendar())
+    }
+
+    /// The quote with the start of its day: worked out once, when it is fetched or loaded.
+    private func dated(_ quote: PriceQuote?) -> PriceQuote? {
+        guard var quote else { return nil }
+        quote.previousCloseAt = provider.previousCloseTime(at: quote.asOf, calendar: calendar())
+        return quote
     }
 
     /// Daily closes, oldest first, at most `days` (1 to 365) of them.

@@ -162,8 +162,8 @@ struct GatedMarketDataProvider: MarketDataProvider {
         try await through { try await base.dailyHistory(for: symbol, days: days) }
     }
 
-    func previousCloseTime(at date: Date) -> Date {
-        base.previousCloseTime(at: date)
+    func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date {
+        base.previousCloseTime(at: date, calendar: calendar)
     }
 
     private func through<T>(_ call: () async throws -> T) async throws -> T {

@@ -98,7 +98,7 @@ struct PerformanceController: Sendable {
         var days = stored.map(\.value.day)
         if today.isWeekday, days.last != today {
             // Valued on the same database the flows are read from, so a deposit counts on both sides or neither.
-            let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID, using: reader)
+            let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID, using: reader, withDayChange: false)
             values.append(.init(at: now, value: valuation.totalValue))
             days.append(today)
         }

@@ -137,8 +137,8 @@ struct PortfolioController: Sendable {
         return id
     }
 
-    func valuation(of accountID: AccountID, owner: UserID) async throws -> PortfolioValuation {
-        try await snapshots.currentValuation(of: accountID, owner: owner)
+    func valuation(of accountID: AccountID, owner: UserID, withDayChange: Bool = true) async throws -> PortfolioValuation {
+        try await snapshots.currentValuation(of: accountID, owner: owner, withDayChange: withDayChange)
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
@@ -246,7 +246,7 @@ struct PortfolioController: Sendable {
         var points = try await snapshots.snapshots(of: account, from: range.firstDay(today: today), on: source)
             .map { HistoryPoint($0.value, provisional: false) }
         if today.isWeekday, points.last?.date != today.description {
-            let valuation = try await valuation(of: account.id, owner: account.userID)
+            let valuation = try await valuation(of: account.id, owner: account.userID, withDayChange: false)
             points.append(HistoryPoint(DailyValue(day: today, cash: valuation.cash, marketValue: valuation.marketValue), provisional: true))
         }
         return HistoryResponse(accountID: account.id, range: range.rawValue, complete: complete, data: points)

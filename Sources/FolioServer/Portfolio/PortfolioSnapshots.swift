@@ -118,16 +118,27 @@ struct PortfolioSnapshots: Sendable {
         return !values.isEmpty
     }
 
-    /// The account valued now: one query for its cash, holdings and the trades since the previous close, one batch of quotes.
-    func currentValuation(of accountID: AccountID, owner: UserID, using source: TradingStore? = nil) async throws -> PortfolioValuation {
-        guard let (account, holdings, dayTrades) = try await (source ?? store).portfolio(of: accountID, owner: owner, tradesSince: quotes.previousCloseTime())
+    /// The account valued now: one query for its cash, holdings and (`withDayChange`) the trades since the
+    /// previous close, one batch of quotes. A value alone (history, returns) needs no trades.
+    func currentValuation(
+        of accountID: AccountID, owner: UserID, using source: TradingStore? = nil, withDayChange: Bool = true
+    ) async throws -> PortfolioValuation {
+        let store = source ?? self.store
+        guard withDayChange else {
+            guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
+            let prices = await quotes.quotes(for: holdings.map(\.symbol))
+            return try PortfolioValuation(
+                cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)
+        }
+        let since = quotes.previousCloseTime()
+        guard let (account, holdings, dayTrades) = try await store.portfolio(of: accountID, owner: owner, tradesSince: since)
         else { throw TradingError.accountNotFound }
         var symbols = holdings.map(\.symbol)
         symbols += dayTrades.keys.filter { !symbols.contains($0) }
         let prices = await quotes.quotes(for: symbols)
         return try PortfolioValuation(
             cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices,
-            dayTrades: dayTrades)
+            dayTrades: dayTrades, tradesSince: since)
     }
 
     /// Snapshots of the account from `first` on, oldest first, read on `source` (a read replica) or the primary.

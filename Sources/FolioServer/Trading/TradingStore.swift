@@ -173,7 +173,7 @@ struct TradingStore: Sendable {
     }
 
     /// The same, with each symbol's buys and sells from `since` on netted (the day's change), still in one query:
-    /// the ledger's rows come after the account's in the same answer.
+    /// the ledger's rows ride along with the account's (`part` 1 a trade, 2 shares corrected without one).
     func portfolio(
         of accountID: AccountID, owner: UserID, tradesSince since: Date
     ) async throws -> (account: AccountState, holdings: [HoldingState], dayTrades: [String: DayTrades])? {
@@ -182,24 +182,31 @@ struct TradingStore: Sendable {
             FROM accounts a LEFT JOIN holdings h ON h.account_id = a.id
             WHERE a.id = \(bind: accountID) AND a.user_id = \(bind: owner)
             UNION ALL
-            SELECT 1, NULL, NULL, t.symbol, t.quantity, NULL, t.amount
+            SELECT CASE WHEN t.type = 'correction' THEN 2 ELSE 1 END, NULL, NULL, t.symbol, t.quantity, NULL, t.amount
             FROM transactions t
-            WHERE t.account_id = \(bind: accountID) AND t.user_id = \(bind: owner) AND t.occurred_at >= \(bind: since) AND t.type IN ('buy', 'sell')
+            WHERE t.account_id = \(bind: accountID) AND t.user_id = \(bind: owner) AND t.occurred_at >= \(bind: since)
+                AND t.type IN ('buy', 'sell', 'correction') AND t.symbol IS NOT NULL AND t.quantity IS NOT NULL
             """).all()
         var account: AccountState?
         var holdings: [HoldingState] = []
         holdings.reserveCapacity(rows.count)
         var dayTrades: [String: DayTrades] = [:]
         for row in rows {
-            if try row.decode(column: "part", as: Int.self) == 0 {
+            let part = try row.decode(column: "part", as: Int.self)
+            if part == 0 {
                 if account == nil { account = try Self.account(row, id: accountID, owner: owner) }
                 if try !row.decodeNil(column: "symbol") { holdings.append(try Self.holding(row)) }
             } else {
-                // A trade: shares in (+) or out (-), and its cash (in the cost basis column).
+                // A trade: shares in (+) or out (-), and its cash (in the cost basis column); or a correction of shares.
                 let symbol = try row.decode(column: "symbol", as: String.self)
-                let quantity = try row.decode(column: "quantity", as: Quantity.self), cash = try row.decode(column: "cost_basis", as: Cash.self)
-                let sum = dayTrades[symbol] ?? DayTrades(quantity: .zero, cash: .zero)
-                dayTrades[symbol] = DayTrades(quantity: try sum.quantity + quantity, cash: try sum.cash + cash)
+                var sum = dayTrades[symbol] ?? DayTrades(quantity: .zero, cash: .zero)
+                if part == 2 {
+                    sum.corrected = true
+                } else {
+                    sum.quantity = try sum.quantity + row.decode(column: "quantity", as: Quantity.self)
+                    sum.cash = try sum.cash + row.decode(column: "cost_basis", as: Cash.self)
+                }
+                dayTrades[symbol] = sum
             }
         }
         guard let account else { return nil }
