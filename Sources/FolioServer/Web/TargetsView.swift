@@ -54,7 +54,7 @@ enum TargetsView {
     static func run(_ run: RebalanceController.RunResponse) -> [String: Any] {
         [
             "id": run.id.description, "status": run.status.rawValue.replacingOccurrences(of: "_", with: " "), "finished": run.status.isFinished,
-            "mode": run.mode.rawValue, "created": Display.date(run.createdAt), "planned": run.plannedTrades.count,
+            "mode": run.mode == .buyOnly ? "Invest cash only" : "Buy and sell", "created": Display.date(run.createdAt), "planned": run.plannedTrades.count,
             "orders": run.orders.map { order in
                 ["side": order.side.rawValue.lowercased(), "symbol": order.symbol, "quantity": order.quantity.map(Display.quantity) ?? "",
                  "status": order.status.rawValue.replacingOccurrences(of: "_", with: " ")] as [String: Any]
