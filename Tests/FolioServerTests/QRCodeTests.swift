@@ -140,7 +140,7 @@ struct QRCodeTests {
     func svgEscapesLabelAndHasSize() throws {
         let code = try QRCode(encoding: "x", correction: .medium)
         let svg = code.svg(label: "a<b>&\"c'")
-        #expect(svg.contains("aria-label=\"a&lt;b&gt;&amp;&quot;c&apos;\""))
+        #expect(svg.contains("aria-label=\"a&lt;b&gt;&amp;&quot;c&#39;\""))
         #expect(!svg.contains("a<b>"))
         #expect(svg.hasPrefix("<svg "))
         #expect(svg.hasSuffix("</svg>"))

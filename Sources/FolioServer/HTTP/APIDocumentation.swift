@@ -212,19 +212,8 @@ struct APIPage {
         escape(text).replacingOccurrences(of: "\n\n", with: "</p><p>")
     }
 
+    /// By Unicode scalar, as every page is (see `ScalarHTMLEscaping`).
     func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(character)
-            }
-        }
-        return out
+        ScalarHTMLEscaping.escape(text)
     }
 }

@@ -135,25 +135,9 @@ extension QRCode {
             }
         }
         return "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(side) \(side)\" width=\"\(pixels)\" height=\"\(pixels)\""
-            + " role=\"img\" aria-label=\"\(Self.xmlEscaped(label))\" shape-rendering=\"crispEdges\">"
+            + " role=\"img\" aria-label=\"\(ScalarHTMLEscaping.escape(label))\" shape-rendering=\"crispEdges\">"
             + "<rect width=\"\(side)\" height=\"\(side)\" fill=\"#fff\"/>"
             + "<path fill=\"#000\" d=\"\(path)\"/></svg>"
-    }
-
-    static func xmlEscaped(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&apos;"
-            default: out.append(character)
-            }
-        }
-        return out
     }
 }
 
