@@ -111,6 +111,12 @@ public final class FolioDatabase: Sendable {
         try await retryingBusy { try await db.transaction { try await body(self.sqlDatabase($0)) } }
     }
 
+    /// The same with Fluent's handle, for models. A try that rolled back may leave a model it inserted
+    /// believing it is saved: `body` only saves models that existed before it (or makes them itself).
+    func modelTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        try await retryingBusy { try await db.transaction(body) }
+    }
+
     /// Runs `attempt` (one whole transaction) again while SQLite says another
     /// process's writer made it busy, after a short, growing pause.
     func retryingBusy<T>(_ attempt: () async throws -> T) async throws -> T {

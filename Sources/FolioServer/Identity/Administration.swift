@@ -21,7 +21,7 @@ extension IdentityServices {
         if disabled, let actor, user.id == actor { throw IdentityError.cannotDisableSelf }
         // Enabling an erased person would count a pseudonymised administrator as one (the last-administrator check).
         if !disabled, let id = user.id, try await !store.erased([id], on: database.db).isEmpty { throw IdentityError.userErased }
-        try await database.db.transaction { db in
+        try await database.modelTransaction { db in
             if disabled { try await refuseLastAdministrator(user, on: db) }
             user.disabledAt = disabled ? (user.disabledAt ?? clock.now()) : nil
             user.updatedAt = clock.now()
@@ -42,7 +42,7 @@ extension IdentityServices {
 
     /// Sets a user's role; their sessions end, so the new role applies at once.
     func setRole(_ role: User.Role, user: User, origin: RequestOrigin) async throws {
-        try await database.db.transaction { db in
+        try await database.modelTransaction { db in
             if role != .admin { try await refuseLastAdministrator(user, on: db) }
             user.role = role.rawValue
             user.updatedAt = clock.now()

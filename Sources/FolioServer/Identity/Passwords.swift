@@ -45,7 +45,7 @@ extension IdentityServices {
         if !problems.isEmpty { throw IdentityError.invalid(problems) }
         let hash = try await hasher.hash(password)
         let now = clock.now()
-        try await database.db.transaction { db in
+        try await database.modelTransaction { db in
             if let resetToken, !(try await spend(resetToken, on: db)) { throw Self.invalidResetLink }
             // Any other reset link dies with the old password.
             try await store.retireEmailTokens(userID: user.id!, purpose: .resetPassword, at: now, on: db)

@@ -63,7 +63,7 @@ extension IdentityServices {
     func restartUnverified(_ user: User, origin: RequestOrigin) async throws {
         let unusable = try await hasher.unusableHash()
         let now = clock.now()
-        try await database.db.transaction { db in
+        try await database.modelTransaction { db in
             // Verified meanwhile (its owner followed a link just now): the address is proven, the account stays.
             guard let current = try await store.user(id: user.id!, on: db), current.emailVerifiedAt == nil else { return }
             try await store.retireEmailTokens(userID: user.id!, purpose: .verifyEmail, at: now, on: db)
@@ -88,7 +88,7 @@ extension IdentityServices {
 
     /// Spends a verification link and marks the address verified.
     func verifyEmail(token: String, origin: RequestOrigin) async throws {
-        try await database.db.transaction { db in
+        try await database.modelTransaction { db in
             guard let user = try await consumeEmailToken(token, purpose: .verifyEmail, on: db) else {
                 throw FieldIssue(field: "token", code: "invalid_token", message: "This verification link is invalid, used or expired.")
             }

@@ -39,7 +39,7 @@ struct SessionStore: Sendable {
 
     func refresh(token: String) async throws -> RefreshOutcome {
         let now = clock.now()
-        return try await database.db.transaction { db in
+        return try await database.modelTransaction { db in
             guard let stored = try await RefreshToken.query(on: db).filter(\.$tokenHash == SecureToken.hash(token)).first() else {
                 return .invalid
             }

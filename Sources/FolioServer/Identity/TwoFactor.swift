@@ -20,7 +20,7 @@ extension IdentityServices {
         let secret = String((0..<32).map { _ in alphabet.randomElement(using: &generator)! })
         user.totpSecretSealed = try secretBox.seal(secret)
         user.updatedAt = clock.now()
-        try await database.db.transaction { db in
+        try await database.modelTransaction { db in
             try await store.save(user, on: db)
             try await store.forgetTOTPSteps(userID: user.id!, on: db)
         }
@@ -56,7 +56,7 @@ extension IdentityServices {
         }
         let now = clock.now()
         let codes = (0..<Self.recoveryCodeCount).map { _ in Self.newRecoveryCode() }
-        try await database.db.transaction { db in
+        try await database.modelTransaction { db in
             user.totpEnabledAt = now
             user.updatedAt = now
             try await store.save(user, on: db)
@@ -81,7 +81,7 @@ extension IdentityServices {
             }
             return .passed
         }
-        try await db.transaction { db in
+        try await database.modelTransaction { db in
             user.totpEnabledAt = nil
             user.totpSecretSealed = nil
             user.updatedAt = clock.now()

@@ -34,7 +34,7 @@ struct CallBudget: Sendable {
         let minute = Self.periodStart(of: now, length: 60)
         let day = Self.periodStart(of: now, length: 86_400)
         let purpose = Self.purpose
-        try await database.db.transaction { db in
+        try await database.modelTransaction { db in
             let sql = database.sqlDatabase(db)
             guard try await increment(period: "minute", start: minute, limit: Self.limit(perMinute, for: purpose), on: sql) else {
                 throw Exhausted(retryAt: Date(timeIntervalSince1970: TimeInterval(minute + 60)))
