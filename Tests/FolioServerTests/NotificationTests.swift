@@ -349,6 +349,12 @@ struct NotificationTests {
             }
             let notices = try await env.outbox(kind: "account_locked")
             #expect(notices.count == 1, "\(notices.count) lockout mails")
+            let lockout = try #require(env.logs.lines.first { $0.contains("login_lockout") })
+            let seconds = try #require(lockout.firstMatch(of: /"seconds":"(\d+)"/).flatMap { Int($0.output.1) })
+            #expect(notices.first?.body.contains("sign-in is paused for \(LockoutAdvice.duration(seconds: seconds))") == true, "the pause the mail names is the one applied")
+            #expect(notices.first?.body.contains("guessing your password") == true)
+            #expect(LockoutAdvice.duration(seconds: 30) == "30 seconds" && LockoutAdvice.duration(seconds: 60) == "1 minute" && LockoutAdvice.duration(seconds: 61) == "2 minutes")
+            #expect(LockoutAdvice.advice(secondFactorFailed: true, hasTwoFactor: true).contains("change it now"))
             #expect(env.logs.lines.filter { $0.contains("login_lockout") }.count >= 3, "three lockouts happened")
         }
     }
@@ -493,10 +499,10 @@ struct NotificationTests {
         try await withTestApp(kind) { client, env in
             _ = try await signUp(client, env, email: "device@example.com")
             #expect(try await env.outbox(kind: "new_sign_in").isEmpty, "the first sign-in is not news")
-            let firefox: HTTPFields = [.userAgent: "Firefox on Linux"]
+            let firefox: HTTPFields = [.userAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"]
             for _ in 0..<2 { _ = try await post(client, "/api/auth/login", ["email": "device@example.com", "password": strongPassword], headers: firefox) }
             let notices = try await env.outbox(kind: "new_sign_in")
-            #expect(notices.count == 1 && notices.first?.body.contains("Firefox on Linux") == true)
+            #expect(notices.count == 1 && notices.first?.body.contains("Firefox on Linux") == true, "the device in words, as Settings names it")
         }
     }
 

@@ -349,6 +349,16 @@ struct WebAppTests {
             let signOut = try await client.execute(
                 uri: "/form", method: .post, headers: signOutHeaders, body: Self.form([("_api", "/api/auth/logout"), ("_next", "/signin"), ("_csrf", csrf)]))
             #expect(signOut.headers[values: .setCookie].contains("__Host-folio_done=; Path=/; Max-Age=0; Secure; SameSite=Strict"), "\(signOut.headers)")
+            // The sign-out form's own confirmation comes after that clearing, so it is the one the browser keeps.
+            let again = try #require(try await Self.signInWithoutJavaScript(client, email: "signed-in@example.com")[.cookie])
+            let home = Self.text(try await client.execute(uri: "/", method: .get, headers: [.cookie: again]))
+            signOutHeaders[.cookie] = again
+            let signedOut = try await client.execute(
+                uri: "/form", method: .post, headers: signOutHeaders,
+                body: Self.form([("_api", "/api/auth/logout"), ("_next", "/signin"), ("_done", "signed_out"),
+                                 ("_csrf", String(try #require(home.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1)))]))
+            let doneCookies = signedOut.headers[values: .setCookie].filter { $0.hasPrefix("__Host-folio_done=") }
+            #expect(doneCookies.last == "__Host-folio_done=signed_out:/signin; Path=/; Max-Age=60; Secure; SameSite=Strict", "\(doneCookies)")
         }
     }
 

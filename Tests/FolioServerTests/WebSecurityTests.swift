@@ -580,6 +580,11 @@ struct AdminAndTwoFactorTests {
             let enrolled = try json(try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens)))
             let uri = try #require(enrolled["otpauth_uri"] as? String)
             #expect(uri.hasPrefix("otpauth://totp/Folio:twofa@example.com?secret="))
+            // An address with "+" keeps it (some apps read a bare "+" as a space); a code may be typed as apps show it.
+            #expect(IdentityServices.authenticatorEntry(secret: "12345678901234567890", email: "a+b@example.com").uri.hasPrefix("otpauth://totp/Folio:a%2Bb@example.com?secret="))
+            let now = env.clock.now, someCode = String(format: "%06d", TOTP(secret: "12345678901234567890").compute(date: now))
+            #expect(IdentityServices.totpStep(code: someCode.prefix(3) + " " + someCode.dropFirst(3), secret: "12345678901234567890", at: now) != nil)
+            #expect(IdentityServices.totpStep(code: someCode.prefix(3) + "-" + someCode.dropFirst(3), secret: "12345678901234567890", at: now) != nil)
             let drawn = try #require(enrolled["qr_code_svg"] as? String)
             #expect(drawn.hasPrefix("<svg ") && drawn == QRCode.authenticatorSVG(uri: uri), "the code an app scans holds the same URI")
             let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "twofa@example.com").first())

@@ -50,7 +50,7 @@ extension IdentityServices {
         return try await database.retryingBusy { try await db.transaction { db in
             if try await store.isNewDevice(userID: user.id!, ip: origin.ip, userAgent: userAgent, on: db) {
                 try await mail(user, .newSignIn, MailVariables([
-                    "device": userAgent.map { String($0.prefix(120)) } ?? "an unknown device", "ip": origin.ip ?? "an unknown address",
+                    "device": userAgent.map(Display.device) ?? "an unknown device", "ip": origin.ip ?? "an unknown address",
                     "time": ISO8601DateFormatter().string(from: clock.now()),
                 ]), on: db)
             }
@@ -105,7 +105,7 @@ extension IdentityServices {
                     "login_lockout", userID: user.id, byUser: signedIn,
                     details: ["failures": String(attempt.fromClient), "account_failures": String(attempt.onAccount), "seconds": String(Int(delay))],
                     origin: origin, audited: true)
-                try await noticeLockout(user, minutes: max(1, Int((delay / 60).rounded(.up))))
+                try await noticeLockout(user, seconds: Int(delay.rounded(.up)), secondFactorFailed: reason == "wrong_second_factor")
             }
             await security.record(
                 "login_failed", userID: user.id, byUser: signedIn, details: ["reason": reason, "failures": String(attempt.fromClient)], origin: origin, audited: true)
@@ -149,11 +149,35 @@ extension IdentityServices {
 
     /// Tells the user their sign-in is paused, at most once a day: anyone who
     /// knows an address can cause lockouts, and must not flood it with mail.
-    private func noticeLockout(_ user: User, minutes: Int) async throws {
+    private func noticeLockout(_ user: User, seconds: Int, secondFactorFailed: Bool) async throws {
         let since = clock.now().addingTimeInterval(-86_400), notifications = self.notifications
+        let minutes = max(1, (seconds + 59) / 60)
+        let variables = MailVariables([
+            "duration": LockoutAdvice.duration(seconds: seconds), "minutes": String(minutes),
+            "advice": LockoutAdvice.advice(secondFactorFailed: secondFactorFailed, hasTwoFactor: user.hasTwoFactor),
+        ])
         try await database.transaction { db in
             guard try await !notifications.store.exists(kind: .accountLocked, of: user.id!, since: since, on: db) else { return }
-            try await notifications.notify(user.id!, .accountLocked, MailVariables(["duration": minutes == 1 ? "1 minute" : "\(minutes) minutes", "minutes": String(minutes)]), on: db)
+            try await notifications.notify(user.id!, .accountLocked, variables, on: db)
         }
+    }
+}
+
+/// What the lockout mail says: how long, and what to do, by what failed.
+enum LockoutAdvice {
+    static func duration(seconds: Int) -> String {
+        if seconds < 60 { return seconds == 1 ? "1 second" : "\(seconds) seconds" }
+        let minutes = (seconds + 59) / 60
+        return minutes == 1 ? "1 minute" : "\(minutes) minutes"
+    }
+
+    static func advice(secondFactorFailed: Bool, hasTwoFactor: Bool) -> String {
+        if secondFactorFailed {
+            return "The password was right but the two-factor codes were not. If this was not you, someone knows your password: change it now. Your two-factor authentication kept them out."
+        }
+        if hasTwoFactor {
+            return "If this was not you, someone may be guessing your password; two-factor authentication still stands in their way. Change your password if it is used anywhere else."
+        }
+        return "If this was not you, someone may be guessing your password: choose a strong one and turn on two-factor authentication."
     }
 }

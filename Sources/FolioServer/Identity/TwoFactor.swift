@@ -29,7 +29,9 @@ extension IdentityServices {
 
     /// What an authenticator app takes: the secret in base32, and the otpauth URI with it.
     static func authenticatorEntry(secret: String, email: String) -> (secret: String, uri: String) {
-        let uri = TOTP(secret: secret).createAuthenticatorURL(label: "\(totpIssuer):\(email)", issuer: totpIssuer)
+        var uri = TOTP(secret: secret).createAuthenticatorURL(label: "\(totpIssuer):\(email)", issuer: totpIssuer)
+        // Some apps read a "+" in the label as a space: an address with one (a+b@example.com) is written %2B.
+        if let query = uri.firstIndex(of: "?") { uri = uri[..<query].replacingOccurrences(of: "+", with: "%2B") + uri[query...] }
         let base32 = uri.components(separatedBy: "secret=").last?.components(separatedBy: "&").first ?? ""
         return (base32, uri)
     }
@@ -126,7 +128,7 @@ extension IdentityServices {
     /// The 30-second time step whose code `code` is, within one step of clock
     /// drift either way; nil when it matches none.
     static func totpStep(code: String, secret: String, at date: Date) -> Int64? {
-        let digits = code.filter { !$0.isWhitespace }
+        let digits = code.filter { !$0.isWhitespace && $0 != "-" }  // "123 456" and "123-456" as apps show them
         guard digits.count == 6, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
         let totp = TOTP(secret: secret)
         for offset in [-30.0, 0, 30] {

@@ -135,7 +135,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .newSignIn: MailVariables(["device": "Firefox on Linux", "ip": "203.0.113.9", "time": "2026-11-24 15:30 UTC"])
         case .passwordChanged, .twoFactorEnabled, .twoFactorDisabled: MailVariables([:])
         case .brokerageKeysReplaced: MailVariables(["account": "7781", "key_hint": "…0002", "environment": "paper"])
-        case .accountLocked: MailVariables(["duration": "15 minutes", "minutes": "15"])
+        case .accountLocked:
+            MailVariables(["duration": "15 minutes", "minutes": "15", "advice": LockoutAdvice.advice(secondFactorFailed: false, hasTwoFactor: false)])
         case .accessReview:
             MailVariables(
                 ["administrators": "2", "users": "14", "dormant": "1", "disabled": "1", "admin_actions": "3", "findings": "2"],

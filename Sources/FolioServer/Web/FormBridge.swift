@@ -98,12 +98,13 @@ struct FormBridge: Sendable {
             }
             let next = WebController.sitePath(control["_next"].map { Substring($0) })
             var redirect = WebController.redirect(next)
+            for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
+            // After the API's cookies: signing out clears any confirmation, and this one, set last, is the one kept.
             if let done = Self.confirmation(control) {
                 // The same form sent again (Back, then send): its key answered with the first result, nothing was done twice.
                 let replayed = answer.headers[Idempotency.replayedHeader] == "true"
                 redirect.headers.append(PageRenderer.confirmationHeader(replayed ? PageRenderer.alreadyDone : done, for: next))
             }
-            for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
             return redirect
         }
         // A browser gets the problem as a page; any other client the API's own answer.

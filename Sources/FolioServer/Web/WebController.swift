@@ -319,7 +319,7 @@ struct WebController: Sendable {
                     "two_factor": context.identity.twoFactorEnabled, "email": context.identity.email,
                     "sessions": sessions.map { session in
                         [
-                            "id": session.id!.uuidString.lowercased(), "kind": session.kind, "created": Display.date(session.createdAt),
+                            "id": session.id!.uuidString.lowercased(), "kind": session.kind == Session.Kind.cookie.rawValue ? "Web browser" : "App or API token", "created": Display.date(session.createdAt),
                             "last_used": Display.date(session.lastUsedAt), "ip": session.ip ?? "unknown", "device": Display.device(session.userAgent), "agent": session.userAgent ?? "",
                             "current": session.id == context.identity.sessionID.uuid,
                         ] as [String: Any]
