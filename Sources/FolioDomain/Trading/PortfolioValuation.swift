@@ -142,7 +142,7 @@ public struct PortfolioValuation: Equatable, Sendable {
             if let change { dayChange = try dayChange + change }
         }
         // Sold out since the close: no position to show, but the day's change holds the sale.
-        let held = Set(valued.map { holdings[$0.holding].symbol })
+        let held = dayTrades.isEmpty ? [] : Set(valued.map { holdings[$0.holding].symbol })
         for (symbol, traded) in dayTrades where !held.contains(symbol) {
             guard let quote = quotes[symbol], let previous = quote.previousClose, sameDay(quote),
                   let change = try traded.dayChange(quantity: .zero, price: quote.price, previousClose: previous)
