@@ -185,7 +185,7 @@ struct WebAppTests {
             browser[.accept] = "text/html"
             let admin = try await client.execute(uri: "/admin", method: .get, headers: browser)
             #expect(admin.status == .forbidden)
-            #expect(Self.text(admin).contains("This route is for administrators."))
+            #expect(Self.text(admin).contains("This is for administrators only."))
             #expect(!Self.text(admin).contains("plain@example.com</th>"))
         }
     }

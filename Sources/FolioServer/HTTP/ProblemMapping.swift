@@ -49,7 +49,7 @@ enum ProblemMapping {
             return .validation(issues, detail: issues.count == 1 ? issues[0].message : nil)
         case .insufficientFunds(let available):
             return AppError(
-                .unprocessableContent, code: "insufficient_funds", detail: "Only \(Display.money(available, .down)) is available to withdraw.",
+                .unprocessableContent, code: "insufficient_funds", detail: "The withdrawal is more than the cash available; nothing was taken.",
                 errors: [.init(field: "amount", code: "insufficient_funds", message: "amount exceeds the available cash of \(Display.money(available, .down)).")])
         case .insufficientBuyingPower(let needed, let available, let field):
             return AppError(

@@ -61,7 +61,7 @@ struct AdminContext: ChildRequestContext {
 
     init(context: AuthenticatedContext) throws {
         guard context.identity.role == .admin else {
-            throw AppError(.forbidden, code: "forbidden", detail: "This route is for administrators.")
+            throw AppError(.forbidden, code: "forbidden", detail: "This is for administrators only.")
         }
         self.coreContext = context.coreContext
         self.parent = context

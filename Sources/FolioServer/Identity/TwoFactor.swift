@@ -52,7 +52,7 @@ extension IdentityServices {
             else {
                 return .failed(
                     reason: "wrong_second_factor",
-                    FieldIssue(field: "totp_code", code: "invalid_code", message: "The code does not match; check your device's clock."))
+                    FieldIssue(field: "totp_code", code: "invalid_code", message: "The code does not match. Check that the app holds the secret shown on this page (a new set-up replaces the one added before) and that the phone's clock is right."))
             }
             return .passed
         }

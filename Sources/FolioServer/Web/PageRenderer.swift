@@ -102,7 +102,7 @@ struct PageRenderer: Sendable {
         "reset_requested": "If an account uses that address, a reset link is on its way.",
         "verification_resent": "If the address needs verifying, a new link is on its way.",
         "account_erased": "Your account is deleted.",
-        "password_changed": "Your password is changed and your other sessions are ended. Sign in again.",
+        "password_changed": "Your password is changed and every session, this one too, is ended. Sign in with the new password.",
         "signed_out": "You are signed out.",
         "signed_out_everywhere": "You are signed out on every device.",
         // `email_verified` as said to a visitor signed in already (the address may be another account's).
