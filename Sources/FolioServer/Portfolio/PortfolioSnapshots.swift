@@ -124,15 +124,13 @@ struct PortfolioSnapshots: Sendable {
         of accountID: AccountID, owner: UserID, using source: TradingStore? = nil, withDayChange: Bool = true
     ) async throws -> PortfolioValuation {
         let store = source ?? self.store
-        guard withDayChange else {
-            guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
-            let prices = await quotes.quotes(for: holdings.map(\.symbol))
-            return try PortfolioValuation(
-                cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)
+        let since = withDayChange ? quotes.previousCloseTime() : nil
+        let read = if let since {
+            try await store.portfolio(of: accountID, owner: owner, tradesSince: since)
+        } else {
+            try await store.portfolio(of: accountID, owner: owner).map { ($0.account, $0.holdings, [String: DayTrades]()) }
         }
-        let since = quotes.previousCloseTime()
-        guard let (account, holdings, dayTrades) = try await store.portfolio(of: accountID, owner: owner, tradesSince: since)
-        else { throw TradingError.accountNotFound }
+        guard let (account, holdings, dayTrades) = read else { throw TradingError.accountNotFound }
         var symbols = holdings.map(\.symbol)
         symbols += dayTrades.keys.filter { !symbols.contains($0) }
         let prices = await quotes.quotes(for: symbols)
