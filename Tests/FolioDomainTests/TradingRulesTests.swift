@@ -50,6 +50,25 @@ struct TradingRulesTests {
         #expect(books.account.cash == 905)
     }
 
+    @Test("a broker's fill is dated when it executed: not before its order was placed, not after it is applied")
+    func fillDatedWhenExecuted() throws {
+        let applied = now.addingTimeInterval(3600)
+        for (executed, dated) in [
+            (now.addingTimeInterval(1800.25), now.addingTimeInterval(1800.25)),  // as the broker says
+            (now.addingTimeInterval(-5), now),  // the broker's clock a little behind ours: the order's placing
+            (applied.addingTimeInterval(2), applied),  // ahead of ours: when it is applied
+            (nil, applied),  // no time given (the paper broker): when it is applied
+        ] as [(Date?, Date)] {
+            var books = try placedBuy(quantity: "2", limit: "10", cash: "100.00")
+            let order = try #require(books.orders.values.first)
+            try books.apply(.partiallyFilled([BrokerFill(id: "f1", quantity: qty("1"), price: px("9.5"), executedAt: executed)]), to: order.id, ids: ids, now: applied)
+            let posting = try #require(books.postings.last)
+            #expect(posting.entries.map(\.occurredAt) == [dated])
+            #expect(posting.fill?.occurredAt == dated)
+            #expect(posting.order?.updatedAt == applied, "the order itself changed when the fill was applied")
+        }
+    }
+
     @Test("a deposit adds cash; a withdrawal may not touch reserved cash; a movement past the column is refused")
     func movements() throws {
         let start = account(cash: "100.00", reserved: "60.00")

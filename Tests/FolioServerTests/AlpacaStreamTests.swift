@@ -68,6 +68,30 @@ struct AlpacaStreamTests {
         }
     }
 
+    @Test("a fill is dated when Alpaca executed it, by the stream and by the poll alike: one made a second before the close and applied after it belongs to that day", arguments: TestDatabaseKind.all)
+    func fillsDatedWhenExecuted(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            let id = try await restingOrder(client, env, tokens, account)
+            let orderID = try #require(OrderID(id))
+            // Applied after the close (16:00 in New York, 21:00 UTC), executed just before it.
+            env.clock.advance(by: 5.5 * 3600 + 30)
+            fake.executionTime = "2026-11-24T20:59:59.25Z"
+            fake.fill(clientOrderID: id, quantity: 1, at: 59)
+            try await eventually("the stream's fill applied") { try await env.store.fills(of: orderID).count == 1 }
+            // The rest by the poll (Alpaca's FILL activities and their transaction_time).
+            fake.dropStream()
+            fake.executionTime = "2026-11-24T21:00:10-00:00"
+            fake.fill(clientOrderID: id, at: 58)
+            try await OrderService.recheckFor(env)
+            let executed = [Date(timeIntervalSince1970: 1_795_553_999.25), Date(timeIntervalSince1970: 1_795_554_010)]
+            #expect(try await env.store.fills(of: orderID).map(\.occurredAt) == executed)
+            let buys = try await env.store.entries(of: account).filter { $0.line.kind == .buy }
+            #expect(buys.map(\.line.occurredAt) == executed)
+            #expect(try await env.store.order(orderID)?.status == .filled)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("events lost while the stream was down are recovered by the poll that follows the reconnection", arguments: TestDatabaseKind.all)
     func streamLoss(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in

@@ -108,11 +108,16 @@ public struct BrokerFill: Sendable, Equatable {
     public var id: String
     public var quantity: Quantity
     public var price: Price
+    /// When the broker executed it, if the broker says; nil when it executes
+    /// as it is applied (the paper broker). A fill seconds before the close
+    /// applied after it belongs to that day, not the next.
+    public var executedAt: Date?
 
-    public init(id: String, quantity: Quantity, price: Price) {
+    public init(id: String, quantity: Quantity, price: Price, executedAt: Date? = nil) {
         self.id = id
         self.quantity = quantity
         self.price = price
+        self.executedAt = executedAt
     }
 }
 

@@ -174,6 +174,9 @@ public enum TradingRules {
         let remaining = order.remainingQuantity ?? fill.quantity
         guard fill.quantity <= remaining else { throw .overfill(orderID: order.id, remaining: remaining, fill: fill.quantity) }
         let completes = order.quantity == nil ? finishesOrder : fill.quantity == remaining
+        // The books date a fill when it executed: never before its order was placed
+        // (a broker's clock a little ahead of ours) and never after it is applied.
+        let executedAt = fill.executedAt.map { min(now, max(order.createdAt, $0)) } ?? now
         var posting = Posting()
         var after = order
         var account = account
@@ -218,7 +221,7 @@ public enum TradingRules {
             posting.holding = holdingAfter
             line = LedgerLine(
                 id: entryID, kind: .buy, amount: -cost, symbol: order.symbol, quantity: fill.quantity, price: fill.price, orderID: order.id,
-                description: "buy \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: now)
+                description: "buy \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: executedAt)
         case .sell:
             guard let sold = held.position.selling(fill.quantity) else {
                 return stop("shares no longer held")
@@ -236,11 +239,11 @@ public enum TradingRules {
             posting.holding = holdingAfter
             line = LedgerLine(
                 id: entryID, kind: .sell, amount: proceeds, symbol: order.symbol, quantity: -fill.quantity, price: fill.price, orderID: order.id,
-                description: "sell \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: now)
+                description: "sell \(fill.quantity) \(order.symbol) @ \(fill.price)", occurredAt: executedAt)
         }
         posting.account = account
         posting.entries = [line]
-        posting.fill = FillLine(id: fillID, orderID: order.id, brokerFillID: fill.id, quantity: fill.quantity, price: fill.price, occurredAt: now)
+        posting.fill = FillLine(id: fillID, orderID: order.id, brokerFillID: fill.id, quantity: fill.quantity, price: fill.price, occurredAt: executedAt)
         let filledAfter = Quantity(uncheckedUnits: order.filledQuantity.units + fill.quantity.units)
         after.filledQuantity = filledAfter
         after.averageFillPrice = averagePrice(before: order.averageFillPrice ?? .zero, filledBefore: order.filledQuantity, fill: fill, filledAfter: filledAfter)

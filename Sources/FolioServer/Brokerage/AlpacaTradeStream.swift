@@ -14,6 +14,8 @@ struct TradeUpdate: Sendable {
     var order: AlpacaBroker.RemoteOrder
     var quantity: Quantity?
     var price: Price?
+    /// For a fill, when the shares filled.
+    var timestamp: Date?
 
     init(_ data: JSONValue) throws {
         guard case .object(let fields) = data, case .string(let event)? = fields["event"], let order = fields["order"] else {
@@ -23,6 +25,7 @@ struct TradeUpdate: Sendable {
         self.order = try AlpacaBroker.RemoteOrder(order)
         quantity = AlpacaBroker.quantity(fields["qty"])
         price = AlpacaBroker.price(fields["price"])
+        timestamp = AlpacaBroker.date(fields["timestamp"])
     }
 }
 
@@ -187,7 +190,8 @@ final class TradeStreams: Service, Sendable {
         if update.event == "fill" || update.event == "partial_fill", let quantity = update.quantity, let price = update.price,
            (try? order.filledQuantity + quantity) == filled
         {
-            let fill = BrokerFill(id: AlpacaBroker.fillID(order: update.order.id, cumulative: filled), quantity: quantity, price: price)
+            let fill = BrokerFill(
+                id: AlpacaBroker.fillID(order: update.order.id, cumulative: filled), quantity: quantity, price: price, executedAt: update.timestamp)
             report = update.order.status == "filled" ? .filled([fill]) : .partiallyFilled([fill])
         } else if filled == order.filledQuantity {
             // Nothing new filled: the event is about the status (a cancel or expiry of the rest, say).

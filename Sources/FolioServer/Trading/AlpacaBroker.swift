@@ -305,7 +305,8 @@ struct AlpacaBroker: Broker {
                     logger.warning("a FILL activity without cum_qty was skipped", metadata: ["activity_id": "\(id)"])
                     continue
                 }
-                fills[orderID, default: []].append(BrokerFill(id: Self.fillID(order: orderID, cumulative: total), quantity: quantity, price: executed))
+                fills[orderID, default: []].append(BrokerFill(
+                    id: Self.fillID(order: orderID, cumulative: total), quantity: quantity, price: executed, executedAt: Self.date(fields["transaction_time"])))
             }
             if activities.count < 100 { break }
         }
@@ -347,6 +348,12 @@ struct AlpacaBroker: Broker {
             looks[order.id] = Look(status: found.status, filledQuantity: found.filledQuantity, report: Self.report(found, fills: fills[found.id] ?? []))
         }
         return looks
+    }
+
+    /// An RFC 3339 time Alpaca sends (`2026-11-24T15:59:59.123456Z`); nil when absent or not one.
+    static func date(_ value: JSONValue?) -> Date? {
+        guard case .string(let text)? = value else { return nil }
+        return StrictDate.time(text)
     }
 
     static func timestamp(_ date: Date) -> String {

@@ -48,6 +48,8 @@ final class FakeAlpaca: Sendable {
         var symbol: String
         var cumulative: Quantity
         var leaves: Quantity
+        /// `transaction_time`: when it executed.
+        var executedAt: String
     }
 
     private struct State {
@@ -85,6 +87,11 @@ final class FakeAlpaca: Sendable {
         var loseAnswers = 0
         /// While closed, market orders are accepted and wait for the open.
         var marketOpen = true
+        /// When the next fills execute, as Alpaca writes it (RFC 3339); nil: as they happen, by this machine's clock.
+        var executionTime: String?
+        var executedNow: String {
+            executionTime ?? Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(Date())
+        }
         /// Closes Alpaca publishes beyond the rules (an unscheduled early close), New York time.
         var publishedCloses: [TradingDay: String] = [:]
         var paperCalls = 0
@@ -211,6 +218,12 @@ final class FakeAlpaca: Sendable {
 
     // MARK: - The trade_updates stream
 
+    /// When the fills from now on execute, as Alpaca stamps them (`transaction_time`, and the stream's `timestamp`).
+    var executionTime: String? {
+        get { state.withLockedValue { $0.executionTime } }
+        set { state.withLockedValue { $0.executionTime = newValue } }
+    }
+
     var duplicateEvents: Bool {
         get { state.withLockedValue { $0.duplicateEvents } }
         set { state.withLockedValue { $0.duplicateEvents = newValue } }
@@ -231,7 +244,7 @@ final class FakeAlpaca: Sendable {
 
     private static func publish(_ state: inout State, event: String, orderID: String, quantity: Quantity? = nil, price: Price? = nil) {
         guard let order = state.orders[orderID] else { return }
-        var data = #""event":"\#(event)","order":\#(text(order, state)),"timestamp":"2026-11-24T15:30:00Z""#
+        var data = #""event":"\#(event)","order":\#(text(order, state)),"timestamp":"\#(state.executedNow)""#
         if let quantity, let price {
             data += #","execution_id":"\#(UUID().uuidString.lowercased())","qty":"\#(quantity)","price":"\#(price)","position_qty":"\#(state.positions[order.symbol] ?? .zero)""#
         }
@@ -344,7 +357,8 @@ final class FakeAlpaca: Sendable {
         state.sequence += 1
         state.activities.append(Activity(
             id: String(format: "20261124%09d::%@", state.sequence, UUID().uuidString.lowercased()), orderID: id, quantity: part, price: price,
-            side: order.side, symbol: order.symbol, cumulative: order.filled, leaves: (try? total - order.filled) ?? .zero))
+            side: order.side, symbol: order.symbol, cumulative: order.filled, leaves: (try? total - order.filled) ?? .zero,
+            executedAt: state.executedNow))
         publish(&state, event: order.status == "filled" ? "fill" : "partial_fill", orderID: id, quantity: part, price: price)
     }
 
@@ -445,7 +459,7 @@ final class FakeAlpaca: Sendable {
                 var list = state.withholdActivities ? [] : state.activities
                 if let after, let index = list.firstIndex(where: { $0.id == after }) { list = Array(list[(index + 1)...]) }
                 let page = list.prefix(100).map { activity in
-                    #"{"activity_type":"FILL","id":"\#(activity.id)","order_id":"\#(activity.orderID)","qty":"\#(activity.quantity)","price":"\#(activity.price)","side":"\#(activity.side)","symbol":"\#(activity.symbol)","cum_qty":"\#(activity.cumulative)","leaves_qty":"\#(activity.leaves)","type":"\#(activity.leaves.isPositive ? "partial_fill" : "fill")","transaction_time":"2026-11-24T15:30:00Z"}"#
+                    #"{"activity_type":"FILL","id":"\#(activity.id)","order_id":"\#(activity.orderID)","qty":"\#(activity.quantity)","price":"\#(activity.price)","side":"\#(activity.side)","symbol":"\#(activity.symbol)","cum_qty":"\#(activity.cumulative)","leaves_qty":"\#(activity.leaves)","type":"\#(activity.leaves.isPositive ? "partial_fill" : "fill")","transaction_time":"\#(activity.executedAt)"}"#
                 }
                 return Self.json("[" + page.joined(separator: ",") + "]")
             }
