@@ -408,6 +408,44 @@ struct WebAppTests {
         }
     }
 
+    @Test("without JavaScript: a refused sign-in shows the form again with the reason and the address typed, never the password; asked for the code, the person signs in with it", arguments: TestDatabaseKind.all)
+    func signInRefusedWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "nojs-signin@example.com")
+            func signIn(_ fields: [(String, String)]) async throws -> TestResponse {
+                let page = Self.text(try await client.execute(uri: "/signin?next=%2Forders", method: .get))
+                let form = String(try #require(page.firstMatch(of: /<form(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
+                let hidden = form.matches(of: /<input type="hidden" name="([^"]+)" value="([^"]*)">/).map { (String($0.output.1), String($0.output.2)) }
+                return try await client.execute(uri: "/form", method: .post, headers: Self.browserForm, body: Self.form(hidden + fields))
+            }
+            let wrong = try await signIn([("email", "nojs-signin@example.com"), ("password", "not the password at all")])
+            let wrongPage = Self.text(wrong)
+            #expect(wrong.status == .unauthorized)
+            #expect(wrongPage.contains(#"<p class="form-error" role="alert" data-error-for="">The email or password is wrong.</p>"#), "\(wrongPage)")
+            #expect(wrongPage.contains(#"value="nojs-signin@example.com" required>"#) && !wrongPage.contains("not the password at all"))
+            #expect(wrongPage.contains(#"<input type="hidden" name="_next" value="/orders">"#), "still leads where it was to")
+            #expect(wrongPage.contains(#"autocomplete="current-password" required autofocus>"#))
+            #expect(!wrongPage.contains("Code: <code>") && !wrongPage.contains("Go back to the form"), "the form itself, not an error page to go Back from")
+
+            // Two-factor on: the password alone is asked for the code, on the same form.
+            _ = try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens))
+            let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "nojs-signin@example.com").first())
+            let sealed = try #require(user.totpSecretSealed)
+            let secret = try #require(env.services.identity.secretBox.open(sealed))
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now)) }
+            #expect(try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens)).status == .ok)
+            env.clock.advance(by: 60)
+            let asked = try await signIn([("email", "nojs-signin@example.com"), ("password", strongPassword)])
+            let askedPage = Self.text(asked)
+            #expect(asked.status == .unauthorized)
+            #expect(askedPage.contains("Enter the code from your authenticator app or a recovery code.</p>"))
+            #expect(askedPage.contains(#"id="password-again""#) && !askedPage.contains(strongPassword))
+            let signedIn = try await signIn([("email", "nojs-signin@example.com"), ("password", strongPassword), ("totp_code", code())])
+            #expect(signedIn.status == .seeOther && signedIn.headers[.location] == "/orders")
+            #expect(signedIn.headers[values: .setCookie].contains { $0.hasPrefix("__Host-folio_session=") })
+        }
+    }
+
     @Test("without JavaScript: two-factor enrolment shows the secret on the settings page, and confirming shows the recovery codes once", arguments: TestDatabaseKind.all)
     func twoFactorWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -11,6 +11,8 @@ enum AnswerPage: String {
     case recoveryCodes = "recovery-codes"
     /// A rebalance preview: the trades, and the form that places them.
     case rebalancePlan = "rebalance-plan"
+    /// The sign-in form, shown again after a refusal (never after a success, which goes on to `_next`).
+    case signIn = "signin"
 
     var template: String { rawValue }
 
@@ -19,6 +21,7 @@ enum AnswerPage: String {
         case .twoFactorEnrolment: "Set up two-factor authentication"
         case .recoveryCodes: "Two-factor authentication is on"
         case .rebalancePlan: "The rebalance plan"
+        case .signIn: "Sign in"
         }
     }
 
@@ -32,20 +35,27 @@ enum AnswerPage: String {
             return ["recovery_codes": answer["recovery_codes"] as? [String] ?? []]
         case .rebalancePlan:
             return Self.plan(answer, fields: Dictionary(fields, uniquingKeysWith: { _, last in last }), csrf: control["_csrf"] ?? "")
+        case .signIn:
+            return [:]
         }
     }
 
     /// The page again after its form was refused, from what the page itself
     /// sent (nil when that does not hold together): the secret the person has
-    /// just added to their app stays the one on screen. Only a same-origin
-    /// form with the session's token gets this far, so nothing here is another site's.
-    func again(control: [String: String]) -> [String: Any]? {
+    /// just added to their app stays the one on screen; the sign-in form keeps
+    /// the address typed (never the password) and where it was to lead. Only a
+    /// same-origin form gets this far (the enrolment's with the session's token),
+    /// so nothing here is another site's.
+    func again(control: [String: String], fields: [(String, String)]) -> [String: Any]? {
         switch self {
         case .twoFactorEnrolment:
             guard let secret = control["_secret"], (16...64).contains(secret.count), secret.allSatisfy({ ("A"..."Z").contains($0) || ("2"..."7").contains($0) }),
                   let uri = control["_uri"], uri.hasPrefix("otpauth://totp/"), uri.contains("secret=\(secret)")
             else { return nil }
             return ["secret": secret, "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) ?? "", "csrf": control["_csrf"] ?? ""]
+        case .signIn:
+            let email = fields.last { $0.0 == "email" }?.1 ?? ""
+            return ["next": WebController.sitePath(control["_next"].map { Substring($0) }), "email": String(email.prefix(320))]
         case .recoveryCodes, .rebalancePlan:
             return nil
         }

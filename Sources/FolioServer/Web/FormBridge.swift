@@ -126,10 +126,13 @@ struct FormBridge: Sendable {
             : problem?["detail"] as? String ?? "Folio answered \(answer.status.code)."
         let viewer = await viewer(of: request)
         // A page made from an earlier answer (the two-factor secret) comes back with the refusal on it: going Back would ask for a new one.
-        if let again = control["_again"].flatMap(AnswerPage.init(rawValue:)), var values = again.again(control: control) {
+        // So is a refused sign-in: the form again, the address kept and the code's field in reach, rather than a page to go Back from.
+        if let again = control["_again"].flatMap(AnswerPage.init(rawValue:)), var values = again.again(control: control, fields: fields) {
             values["detail"] = detail
+            values["code"] = code
             values["errors"] = errors
             values["has_errors"] = !errors.isEmpty
+            values["second_factor"] = ["two_factor_required", "invalid_two_factor_code"].contains(code)
             return renderer.page(again.template, title: again.title, viewer: viewer, values: values, status: answer.status)
         }
         var page = renderer.page(
