@@ -446,6 +446,77 @@ struct WebAppTests {
         }
     }
 
+    @Test("a recovery code spent is audited and mailed with how many are left; new codes replace the old with the password and a code, by the API and without JavaScript; settings counts them", arguments: TestDatabaseKind.all)
+    func recoveryCodes(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "codes@example.com")
+            _ = try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens))
+            let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "codes@example.com").first())
+            let sealed = try #require(user.totpSecretSealed)
+            let secret = try #require(env.services.identity.secretBox.open(sealed))
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now)) }
+            let confirmed = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens))
+            let first = try #require(try json(confirmed)["recovery_codes"] as? [String])
+            func left(_ tokens: [String: Any]) async throws -> Int? {
+                try json(try await client.execute(uri: "/api/auth/2fa", method: .get, headers: bearer(tokens)))["recovery_codes_left"] as? Int
+            }
+            #expect(try await left(tokens) == 10)
+            func signIn(_ second: [String: String]) async throws -> TestResponse {
+                try await post(client, "/api/auth/login", ["email": "codes@example.com", "password": strongPassword].merging(second) { _, new in new })
+            }
+
+            // Spent to sign in: audited, and the owner told, with what is left.
+            let byCode = try await signIn(["recovery_code": first[0]])
+            #expect(byCode.status == .ok)
+            let used = try await env.outbox(kind: "recovery_code_used")
+            #expect(used.count == 1)
+            #expect(used.first?.body.contains("9 recovery codes are left.") == true, "\(used.first?.body ?? "")")
+            let audited = try await env.database.sql.raw("SELECT details FROM audit_events WHERE action = 'user.recovery_code_used'").all()
+            #expect(audited.count == 1)
+            #expect(try await left(tokens) == 9)
+
+            // New codes: the password and a code (a wrong one refused, and nothing replaced).
+            let wrong = try await post(client, "/api/auth/2fa/recovery-codes", ["password": strongPassword, "totp_code": code() == "000000" ? "111111" : "000000"], headers: bearer(tokens))
+            #expect(wrong.status == .unprocessableContent)
+            #expect(try problem(wrong).errors?.first?.field == "totp_code")
+            let noPassword = try await post(client, "/api/auth/2fa/recovery-codes", ["password": "not the password", "totp_code": code()], headers: bearer(tokens))
+            #expect(try problem(noPassword).errors?.first?.field == "password")
+            #expect(try await left(tokens) == 9)
+            env.clock.advance(by: 30)
+            let replaced = try await post(client, "/api/auth/2fa/recovery-codes", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens))
+            #expect(replaced.status == .ok)
+            let second = try #require(try json(replaced)["recovery_codes"] as? [String])
+            #expect(second.count == 10 && Set(second).isDisjoint(with: first))
+            #expect(try await left(tokens) == 10)
+            #expect(try await env.outbox(kind: "recovery_codes_replaced").count == 1)
+            #expect(try problem(try await signIn(["recovery_code": first[1]])).code == "invalid_two_factor_code", "the old codes no longer work")
+            #expect(try await signIn(["recovery_code": second[0]]).status == .ok)
+
+            // Without JavaScript, from the settings page: the count, then the new codes as a page of their own.
+            env.clock.advance(by: 30)
+            let signedIn = try await client.execute(
+                uri: "/form", method: .post, headers: Self.browserForm,
+                body: Self.form([("_api", "/api/auth/login"), ("_next", "/"), ("session", "cookie"), ("email", "codes@example.com"), ("password", strongPassword), ("totp_code", code())]))
+            let cookie = String(try #require(signedIn.headers[.setCookie]).split(separator: ";")[0])
+            let settings = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
+            #expect(settings.contains(#"<p id="recovery-left">9 recovery codes are left.</p>"#), "\(settings)")
+            let form = String(try #require(settings.firstMatch(of: /<form[^>]*id="replace-recovery"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
+            let hidden = form.matches(of: /<input type="hidden" name="([^"]+)" value="([^"]*)">/).map { (String($0.output.1), String($0.output.2)) }
+            var headers = Self.browserForm
+            headers[.cookie] = cookie
+            let page = try await client.execute(uri: "/form", method: .post, headers: headers, body: Self.form(hidden + [("password", strongPassword), ("recovery_code", second[1])]))
+            let shown = Self.text(page)
+            #expect(page.status == .ok && page.headers[.cacheControl] == "no-store")
+            #expect(shown.contains(#"<h1 id="recovery-heading">Your new recovery codes</h1>"#) && shown.contains("The old codes no longer work."))
+            let third = shown.matches(of: /<li>([a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4})<\/li>/).map { String($0.output.1) }
+            #expect(third.count == 10 && Set(third).isDisjoint(with: second))
+            #expect(try await env.outbox(kind: "recovery_code_used").count == 2, "spent to make new codes: that news is the mail of new codes")
+            #expect(try await env.outbox(kind: "recovery_codes_replaced").count == 2)
+            let after = Self.text(try await client.execute(uri: "/settings", method: .get, headers: [.cookie: cookie]))
+            #expect(after.contains(#"<p id="recovery-left">10 recovery codes are left.</p>"#))
+        }
+    }
+
     @Test("without JavaScript: two-factor enrolment shows the secret on the settings page, and confirming shows the recovery codes once", arguments: TestDatabaseKind.all)
     func twoFactorWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -297,6 +297,10 @@ struct IdentityStore: Sendable {
         try await RecoveryCode.query(on: db).filter(\.$userID == userID).filter(\.$usedAt == nil).all()
     }
 
+    func unusedRecoveryCodeCount(userID: UUID, on db: any Database) async throws -> Int {
+        try await RecoveryCode.query(on: db).filter(\.$userID == userID).filter(\.$usedAt == nil).count()
+    }
+
     /// Marks the code used; false when another request spent it first.
     func spendRecoveryCode(id: UUID, at now: Date, on db: any Database) async throws -> Bool {
         let spent = try await (db as! any SQLDatabase).raw(

@@ -38,7 +38,7 @@ extension IdentityServices {
             if user.hasTwoFactor {
                 // Not an attempt yet: taken back, not cleared (a success would reset the count between code guesses).
                 if totpCode == nil && recoveryCode == nil { return .incomplete(IdentityError.twoFactorRequired) }
-                if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) {
+                if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, on: db) {
                     return .failed(reason: "wrong_second_factor", IdentityError.wrongSecondFactor(refused))
                 }
             }

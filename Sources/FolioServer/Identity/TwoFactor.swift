@@ -5,7 +5,8 @@ import HummingbirdOTP
 
 /// Optional TOTP two-factor authentication (RFC 6238): enrol, confirm with a
 /// code (which turns it on and hands out ten single-use recovery codes),
-/// disable with password and code.
+/// new recovery codes in place of the old, disable with password and code.
+/// A recovery code spent is audited and mailed, with how many are left.
 extension IdentityServices {
     static let recoveryCodeCount = 10
     static let totpIssuer = "Folio"
@@ -78,7 +79,8 @@ extension IdentityServices {
             guard PasswordPolicy.isHashable(password), try await hasher.verify(password, hash: user.passwordHash) else {
                 return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
             }
-            if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: db) {
+            // Its own mail says two-factor is off.
+            if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, mailSpent: false, on: db) {
                 return .failed(reason: "wrong_second_factor", refused.issue)
             }
             return .passed
@@ -91,6 +93,41 @@ extension IdentityServices {
             try await store.deleteRecoveryCodes(userID: user.id!, on: db)
             try await twoFactorChanged(user, enabled: false, identity: identity, origin: origin, on: db)
         }
+    }
+
+    /// Ten new recovery codes in place of the old ones (used or not), with the
+    /// password and a current code (or one of the old recovery codes, the last
+    /// way in for someone who lost the phone): shown this once.
+    func replaceRecoveryCodes(_ identity: Identity, password: String, totpCode: String?, recoveryCode: String?, origin: RequestOrigin) async throws -> [String] {
+        let user = try await currentUser(identity)
+        guard user.hasTwoFactor else { throw IdentityError.twoFactorNotEnabled }
+        let db = database.db
+        try await checkCredentials(of: user, origin: origin) {
+            guard PasswordPolicy.isHashable(password), try await hasher.verify(password, hash: user.passwordHash) else {
+                return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
+            }
+            if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, mailSpent: false, on: db) {
+                return .failed(reason: "wrong_second_factor", refused.issue)
+            }
+            return .passed
+        }
+        let now = clock.now()
+        let codes = (0..<Self.recoveryCodeCount).map { _ in Self.newRecoveryCode() }
+        try await database.modelTransaction { db in
+            let stored = codes.map { RecoveryCode(userID: user.id!, codeHash: SecretBox.saltedHash(Self.canonicalRecoveryCode($0)), now: now) }
+            try await store.replaceRecoveryCodes(userID: user.id!, with: stored, on: db)
+            try await audit.record(
+                .init(action: "user.recovery_codes_replaced", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
+                origin: origin, on: db)
+            try await mail(user, .recoveryCodesReplaced, MailVariables(["ip": origin.ip ?? "an unknown address"]), on: db)
+        }
+        return codes
+    }
+
+    /// How many recovery codes are left unused; nil while two-factor is off.
+    func recoveryCodesLeft(_ identity: Identity) async throws -> Int? {
+        guard identity.twoFactorEnabled else { return nil }
+        return try await store.unusedRecoveryCodeCount(userID: identity.userID.uuid, on: database.db)
     }
 
     /// A change of second factor is a change of who can get in: every other
@@ -107,8 +144,12 @@ extension IdentityServices {
     /// A current TOTP code (one step of clock drift either way) not used
     /// before, or an unused recovery code; either is spent. A code accepted
     /// once is refused for the rest of its window (RFC 6238 section 5.2).
-    /// Nil when accepted; otherwise why not.
-    func checkSecondFactor(user: User, totpCode: String?, recoveryCode: String?, on db: any Database) async throws -> SecondFactorRefusal? {
+    /// A recovery code spent is audited and, unless `mailSpent` is false (the
+    /// flow mails its own news), mailed with how many are left: the owner
+    /// learns of a code someone else found. Nil when accepted; otherwise why not.
+    func checkSecondFactor(
+        user: User, totpCode: String?, recoveryCode: String?, origin: RequestOrigin, mailSpent: Bool = true, on db: any Database
+    ) async throws -> SecondFactorRefusal? {
         if let totpCode, let sealed = user.totpSecretSealed, let (secret, old) = secretBox.openReportingKey(sealed),
            let step = Self.totpStep(code: totpCode, secret: secret, at: clock.now()) {
             guard try await store.spendTOTPStep(userID: user.id!, step: step, on: db) else { return .codeAlreadyUsed }
@@ -122,7 +163,27 @@ extension IdentityServices {
         guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }),
               try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db)
         else { return .wrongRecoveryCode }
+        let left = try await store.unusedRecoveryCodeCount(userID: user.id!, on: db)
+        try await audit.record(
+            .init(action: "user.recovery_code_used", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id,
+                  details: ["left": String(left)]),
+            origin: origin, on: db)
+        if mailSpent {
+            try await mail(user, .recoveryCodeUsed, MailVariables([
+                "ip": origin.ip ?? "an unknown address", "time": ISO8601DateFormatter().string(from: clock.now()), "left": String(left),
+                "left_text": Self.recoveryCodesLeftText(left),
+            ]), on: db)
+        }
         return nil
+    }
+
+    /// "9 recovery codes are left.", "1 recovery code is left.", "No recovery code is left."
+    static func recoveryCodesLeftText(_ left: Int) -> String {
+        switch left {
+        case 0: "No recovery code is left."
+        case 1: "1 recovery code is left."
+        default: "\(left) recovery codes are left."
+        }
     }
 
     /// The 30-second time step whose code `code` is, within one step of clock

@@ -8,9 +8,21 @@ struct TwoFactorController: Sendable {
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let group = router.group("/api/auth/2fa", context: AuthenticatedContext.self)
+        group.get(use: status)
         group.post("/enroll", use: enroll)
+        group.post("/recovery-codes", use: replaceRecoveryCodes)
         group.post("/confirm", use: confirm)
         group.post("/disable", use: disable)
+    }
+
+    struct StatusResponse: ResponseEncodable {
+        var enabled: Bool
+        /// Unused recovery codes; absent while two-factor is off.
+        var recoveryCodesLeft: Int?
+    }
+
+    @Sendable func status(_ request: Request, context: AuthenticatedContext) async throws -> StatusResponse {
+        StatusResponse(enabled: context.identity.twoFactorEnabled, recoveryCodesLeft: try await services.recoveryCodesLeft(context.identity))
     }
 
     struct EnrollResponse: ResponseEncodable {
@@ -40,14 +52,22 @@ struct TwoFactorController: Sendable {
         return RecoveryCodesResponse(recoveryCodes: codes)
     }
 
-    struct DisableRequest: Decodable {
+    /// The password and a current code, or one of the old recovery codes.
+    struct ReauthenticationRequest: Decodable {
         var password: String
         var totpCode: String?
         var recoveryCode: String?
     }
 
+    @Sendable func replaceRecoveryCodes(_ request: Request, context: AuthenticatedContext) async throws -> RecoveryCodesResponse {
+        let body = try await request.decodeBody(as: ReauthenticationRequest.self, context: context)
+        let codes = try await services.replaceRecoveryCodes(
+            context.identity, password: body.password, totpCode: body.totpCode, recoveryCode: body.recoveryCode, origin: context.origin)
+        return RecoveryCodesResponse(recoveryCodes: codes)
+    }
+
     @Sendable func disable(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        let body = try await request.decodeBody(as: DisableRequest.self, context: context)
+        let body = try await request.decodeBody(as: ReauthenticationRequest.self, context: context)
         try await services.disableTwoFactor(
             context.identity, password: body.password, totpCode: body.totpCode, recoveryCode: body.recoveryCode, origin: context.origin)
         return Response(status: .noContent)

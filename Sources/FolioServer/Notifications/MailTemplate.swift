@@ -34,6 +34,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     case passwordChanged = "password_changed"
     case twoFactorEnabled = "two_factor_enabled"
     case twoFactorDisabled = "two_factor_disabled"
+    case recoveryCodeUsed = "recovery_code_used"
+    case recoveryCodesReplaced = "recovery_codes_replaced"
     case accountLocked = "account_locked"
     // To administrators.
     case accessReview = "access_review"
@@ -47,7 +49,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .rebalanceFinished: .rebalancing
         case .driftDigest: .drift
         case .plaidLoginRequired: .links
-        case .newSignIn, .passwordChanged, .twoFactorEnabled, .twoFactorDisabled, .accountLocked, .accessReview, .brokerageKeysReplaced: .security
+        case .newSignIn, .passwordChanged, .twoFactorEnabled, .twoFactorDisabled, .recoveryCodeUsed, .recoveryCodesReplaced, .accountLocked, .accessReview,
+             .brokerageKeysReplaced: .security
         }
     }
 
@@ -77,6 +80,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .passwordChanged: "Your Folio password was changed"
         case .twoFactorEnabled: "Two-factor authentication is on"
         case .twoFactorDisabled: "Two-factor authentication is off"
+        case .recoveryCodeUsed: "A recovery code was used for your Folio account"
+        case .recoveryCodesReplaced: "New recovery codes for your Folio account"
         case .accountLocked: "Sign-in to your Folio account is paused"
         case .accessReview: "Folio's monthly access review: {{findings}} to look at"
         }
@@ -101,6 +106,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .passwordChanged: "Your password was changed and every session was signed out."
         case .twoFactorEnabled: "Two-factor authentication was turned on."
         case .twoFactorDisabled: "Two-factor authentication was turned off."
+        case .recoveryCodeUsed: "A recovery code was used from {{ip}}. {{left_text}}"
+        case .recoveryCodesReplaced: "New recovery codes were made from {{ip}}; the old ones no longer work."
         case .accountLocked: "Too many failed sign-ins: sign-in is paused for {{#duration}}{{duration}}{{/duration}}{{^duration}}{{minutes}} minutes{{/duration}}."
         case .accessReview:
             "Access review: {{administrators}} administrators, {{users}} users, {{dormant}} dormant, {{disabled}} disabled, {{admin_actions}} admin actions this month."
@@ -134,6 +141,9 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
             MailVariables(["institution": "First Platypus Bank", "explanation": "Your connection to First Platypus Bank needs you to sign in again."])
         case .newSignIn: MailVariables(["device": "Firefox on Linux", "ip": "203.0.113.9", "time": "2026-11-24 15:30 UTC"])
         case .passwordChanged, .twoFactorEnabled, .twoFactorDisabled: MailVariables([:])
+        case .recoveryCodeUsed:
+            MailVariables(["ip": "203.0.113.9", "time": "2026-11-24T15:30:00Z", "left": "9", "left_text": IdentityServices.recoveryCodesLeftText(9)])
+        case .recoveryCodesReplaced: MailVariables(["ip": "203.0.113.9"])
         case .brokerageKeysReplaced: MailVariables(["account": "7781", "key_hint": "…0002", "environment": "paper"])
         case .accountLocked:
             MailVariables(["duration": "15 minutes", "minutes": "15", "advice": LockoutAdvice.advice(secondFactorFailed: false, hasTwoFactor: false)])

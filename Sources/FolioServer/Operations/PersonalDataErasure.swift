@@ -58,7 +58,8 @@ struct PersonalDataErasure: Sendable {
                 guard totpCode != nil || recoveryCode != nil else {
                     return .failed(reason: "missing_second_factor", FieldIssue(field: "totp_code", code: "required", message: "Enter a code from your authenticator app."))
                 }
-                if let refused = try await identity.checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, on: identity.database.db) {
+                if let refused = try await identity.checkSecondFactor(
+                    user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, mailSpent: false, on: identity.database.db) {
                     return .failed(reason: "wrong_second_factor", refused.issue)
                 }
             }

@@ -9,17 +9,20 @@ enum AnswerPage: String {
     case twoFactorEnrolment = "two-factor-enrolment"
     /// The recovery codes two-factor confirmation hands out, shown this once.
     case recoveryCodes = "recovery-codes"
+    /// New recovery codes in place of the old ones, shown this once (the same page, said otherwise).
+    case newRecoveryCodes = "new-recovery-codes"
     /// A rebalance preview: the trades, and the form that places them.
     case rebalancePlan = "rebalance-plan"
     /// The sign-in form, shown again after a refusal (never after a success, which goes on to `_next`).
     case signIn = "signin"
 
-    var template: String { rawValue }
+    var template: String { self == .newRecoveryCodes ? AnswerPage.recoveryCodes.rawValue : rawValue }
 
     var title: String {
         switch self {
         case .twoFactorEnrolment: "Set up two-factor authentication"
         case .recoveryCodes: "Two-factor authentication is on"
+        case .newRecoveryCodes: "Your new recovery codes"
         case .rebalancePlan: "The rebalance plan"
         case .signIn: "Sign in"
         }
@@ -31,8 +34,8 @@ enum AnswerPage: String {
         case .twoFactorEnrolment:
             let uri = answer["otpauth_uri"] as? String ?? ""
             return ["secret": answer["secret"] as? String ?? "", "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) ?? "", "csrf": control["_csrf"] ?? ""]
-        case .recoveryCodes:
-            return ["recovery_codes": answer["recovery_codes"] as? [String] ?? []]
+        case .recoveryCodes, .newRecoveryCodes:
+            return ["recovery_codes": answer["recovery_codes"] as? [String] ?? [], "heading": title, "replaced": self == .newRecoveryCodes]
         case .rebalancePlan:
             return Self.plan(answer, fields: Dictionary(fields, uniquingKeysWith: { _, last in last }), csrf: control["_csrf"] ?? "")
         case .signIn:
@@ -56,7 +59,7 @@ enum AnswerPage: String {
         case .signIn:
             let email = fields.last { $0.0 == "email" }?.1 ?? ""
             return ["next": WebController.sitePath(control["_next"].map { Substring($0) }), "email": String(email.prefix(320))]
-        case .recoveryCodes, .rebalancePlan:
+        case .recoveryCodes, .newRecoveryCodes, .rebalancePlan:
             return nil
         }
     }

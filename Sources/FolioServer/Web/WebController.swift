@@ -313,10 +313,12 @@ struct WebController: Sendable {
         try await signedIn(request, context: context) { context, viewer in
             let sessions = try await identity.activeSessions(of: context.identity)
             let preferences = try await notifications.preferences(request, context: context)
+            let recoveryLeft = try await identity.recoveryCodesLeft(context.identity)
             return renderer.page(
                 "settings", title: "Settings", viewer: viewer, section: "settings", scripts: ["settings.js"],
                 values: [
                     "two_factor": context.identity.twoFactorEnabled, "email": context.identity.email,
+                    "recovery_left_text": recoveryLeft.map(IdentityServices.recoveryCodesLeftText) ?? "", "recovery_low": (recoveryLeft ?? 10) <= 3,
                     "sessions": sessions.map { session in
                         [
                             "id": session.id!.uuidString.lowercased(), "kind": session.kind == Session.Kind.cookie.rawValue ? "Web browser" : "App or API token", "created": Display.date(session.createdAt),

@@ -1,4 +1,5 @@
-// Settings: two-factor enrolment shows the QR code, the secret and the otpauth link, then the recovery codes.
+// Settings: two-factor enrolment shows the QR code, the secret and the otpauth link, then the recovery codes;
+// new recovery codes are shown where their form was.
 const enrol = document.getElementById('enrol');
 enrol?.addEventListener('folio:done', (event) => {
   // The server draws the code as an SVG image; parsed as XML, so nothing in it runs.
@@ -9,12 +10,20 @@ enrol?.addEventListener('folio:done', (event) => {
   link.href = event.detail.otpauth_uri;
   link.textContent = event.detail.otpauth_uri;
 });
-document.getElementById('confirm-enrolment')?.addEventListener('folio:done', (event) => {
-  document.getElementById('enrolment').hidden = true;
-  const list = document.getElementById('recovery-codes');
-  for (const code of event.detail.recovery_codes) {
+function listCodes(list, codes) {
+  list.replaceChildren(...codes.map((code) => {
     const item = document.createElement('li');
     item.textContent = code;
-    list.append(item);
-  }
+    return item;
+  }));
+}
+document.getElementById('confirm-enrolment')?.addEventListener('folio:done', (event) => {
+  document.getElementById('enrolment').hidden = true;
+  listCodes(document.getElementById('recovery-codes'), event.detail.recovery_codes);
+});
+// New recovery codes: shown in place of the form, which is spent (the old count and codes no longer hold).
+document.getElementById('replace-recovery')?.addEventListener('folio:done', (event) => {
+  event.target.closest('details').hidden = true;
+  document.getElementById('recovery-left').hidden = true;
+  listCodes(document.getElementById('new-recovery-codes'), event.detail.recovery_codes);
 });
