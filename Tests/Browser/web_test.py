@@ -477,7 +477,7 @@ def count_orders(driver):
     return len([row for row in driver.find_elements(By.CSS_SELECTOR, "#order-history tbody tr, #open-orders tbody tr") if "AAPL" in row.text])
 
 
-@check("email preferences saved in place; two-factor enrolment, then signing in with a code")
+@check("email preferences saved in place; two-factor enrolment, then signing in with a code; new recovery codes")
 def two_factor(driver):
     open_page(driver, "/settings", "settings")
     # Email preferences with the script: saved in place, and kept on the next visit.
@@ -497,6 +497,7 @@ def two_factor(driver):
     driver.find_element(By.CSS_SELECTOR, "#confirm-enrolment button").click()
     codes = visible(driver, "#recovery").find_elements(By.CSS_SELECTOR, "#recovery-codes li")
     assert len(codes) >= 8, f"{len(codes)} recovery codes shown"
+    recovery = [item.text for item in codes]
     sign_out(driver)
     # A code is accepted once: wait for the next period before signing in with one.
     time.sleep(30 - time.time() % 30 + 1)
@@ -510,6 +511,17 @@ def two_factor(driver):
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     wait(driver, EC.url_to_be(BASE + "/"))
     visible(driver, "#total-value")
+    # New recovery codes, made with one of the old ones: shown where the form was, the count gone with the old codes.
+    open_page(driver, "/settings", "settings")
+    assert visible(driver, "#recovery-left").text == "10 recovery codes are left."
+    driver.find_element(By.XPATH, "//summary[normalize-space()='Make new recovery codes']").click()
+    fill(driver, "#codes-password", PASSWORD)
+    driver.find_element(By.XPATH, "//form[@id='replace-recovery']//summary").click()
+    fill(driver, "#codes-recovery", recovery[0])
+    driver.find_element(By.CSS_SELECTOR, "#replace-recovery button[type=submit]").click()
+    fresh = [item.text for item in visible(driver, "#new-recovery").find_elements(By.CSS_SELECTOR, "#new-recovery-codes li")]
+    assert len(fresh) == 10 and not set(fresh) & set(recovery), f"new codes {fresh}"
+    assert not driver.find_element(By.ID, "recovery-left").is_displayed(), "the old count stayed on screen"
 
 
 def sign_out(driver):
@@ -547,12 +559,18 @@ def admin_pages(driver):
     open_page(driver, "/verify-email", "verify-email")
 
 
-@check("without JavaScript: sign in, a refused order shown with its field, an order placed and canceled, email preferences saved, a rebalance previewed and placed, two-factor enrolment, sign out")
+@check("without JavaScript: a refused sign-in shown on its form, sign in, a refused order shown with its field, an order placed and canceled, email preferences saved, a rebalance previewed and placed, two-factor enrolment, sign out")
 def without_javascript():
     driver = browser(javascript=False)
     try:
+        # A wrong password: the sign-in form again, with the reason and the address kept.
         driver.get(BASE + "/signin")
         fill(driver, "#email", os.environ["FOLIO_ADMIN_EMAIL"])
+        fill(driver, "#password", "not the password, surely")
+        driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+        assert visible(driver, ".form-error").text == "The email or password is wrong."
+        assert driver.find_element(By.ID, "email").get_attribute("value") == os.environ["FOLIO_ADMIN_EMAIL"]
+        assert driver.find_element(By.ID, "password").get_attribute("value") == ""
         fill(driver, "#password", os.environ["FOLIO_ADMIN_PASSWORD"])
         driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
         wait(driver, EC.url_to_be(BASE + "/"))
