@@ -498,6 +498,8 @@ def two_factor(driver):
     codes = visible(driver, "#recovery").find_elements(By.CSS_SELECTOR, "#recovery-codes li")
     assert len(codes) >= 8, f"{len(codes)} recovery codes shown"
     recovery = [item.text for item in codes]
+    assert driver.find_element(By.ID, "two-factor-state").text.startswith("On"), "the page still says two-factor is off"
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")) == 1, "sessions just ended still listed"
     sign_out(driver)
     # A code is accepted once: wait for the next period before signing in with one.
     time.sleep(30 - time.time() % 30 + 1)

@@ -20,6 +20,12 @@ function listCodes(list, codes) {
 document.getElementById('confirm-enrolment')?.addEventListener('folio:done', (event) => {
   document.getElementById('enrolment').hidden = true;
   listCodes(document.getElementById('recovery-codes'), event.detail.recovery_codes);
+  // The page above the codes says what is now true: on, and every other session ended.
+  const badge = document.createElement('span');
+  badge.className = 'badge ok';
+  badge.textContent = 'On';
+  document.getElementById('two-factor-state').replaceChildren(badge, ' Signing in needs a code from your authenticator app.');
+  for (const row of document.querySelectorAll('#sessions tbody tr:not([data-current])')) row.remove();
 });
 // New recovery codes: shown in place of the form, which is spent (the old count and codes no longer hold).
 document.getElementById('replace-recovery')?.addEventListener('folio:done', (event) => {
