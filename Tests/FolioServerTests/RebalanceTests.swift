@@ -316,7 +316,7 @@ struct RebalanceTests {
             env.clock.advance(by: 60)  // past the quotes' time to live
             let stopped = try await Self.finish(client, env, tokens, run: id)
             #expect(stopped["status"] as? String == "partially_done", "\(stopped)")
-            #expect((stopped["reasons"] as? [String])?.contains { $0.contains("no market quotes VTI") } == true, "\(stopped)")
+            #expect((stopped["reasons"] as? [String])?.contains { $0.contains("the market data does not know VTI") } == true, "\(stopped)")
             // The account is free for another run.
             market.unknown.withLockedValue { $0.removeAll() }
             env.clock.advance(by: 60)

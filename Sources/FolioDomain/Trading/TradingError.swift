@@ -27,3 +27,12 @@ public enum TradingError: Error, Equatable, Sendable {
         .invalid([FieldIssue(field: field, code: code, message: message)])
     }
 }
+
+extension TradingError {
+    /// What a refusal says of symbols the market data does not know: "No quotes for XYZZ: the market data does not know this symbol."
+    public static func unknownSymbolsMessage(_ symbols: [String]) -> String {
+        symbols.count == 1
+            ? "No quotes for \(symbols[0]): the market data does not know this symbol."
+            : "No quotes for \(symbols.joined(separator: ", ")): the market data does not know these symbols."
+    }
+}

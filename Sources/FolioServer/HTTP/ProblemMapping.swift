@@ -77,8 +77,8 @@ enum ProblemMapping {
         case .unknownSymbol(let symbol):
             return AppError(
                 // One sentence for both: beside the field, a page does not say it twice.
-                .unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol \(symbol): no market quotes it.",
-                errors: [.init(field: "symbol", code: "unknown_symbol", message: "Unknown symbol \(symbol): no market quotes it.")])
+                .unprocessableContent, code: "unknown_symbol", detail: TradingError.unknownSymbolsMessage([symbol]),
+                errors: [.init(field: "symbol", code: "unknown_symbol", message: TradingError.unknownSymbolsMessage([symbol]))])
         case .duplicateClientOrderID:
             return AppError(
                 .conflict, code: "duplicate_client_order_id", detail: "An order with this client_order_id exists.",
@@ -174,8 +174,8 @@ enum ProblemMapping {
             return AppError(.conflict, code: "targets_not_set", detail: "This account has no target allocation; set one with PUT /api/accounts/{id}/targets.")
         case .noPrice(let symbol):
             return AppError(
-                .unprocessableContent, code: "unknown_symbol", detail: "No market quotes \(symbol), which the targets or holdings name.",
-                errors: [.init(field: "targets", code: "unknown_symbol", message: "No market quotes \(symbol).")])
+                .unprocessableContent, code: "unknown_symbol", detail: TradingError.unknownSymbolsMessage([symbol]) + " The targets or holdings name it.",
+                errors: [.init(field: "targets", code: "unknown_symbol", message: TradingError.unknownSymbolsMessage([symbol]))])
         case .nothingHeldInClass(let assetClass):
             return AppError(
                 .unprocessableContent, code: "nothing_held_in_class",

@@ -130,7 +130,7 @@ struct MarketDataController: Sendable {
         if !unknown.isEmpty {
             throw AppError(
                 .unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol: \(unknown.joined(separator: ", ")).",
-                errors: [.init(field: "symbols", code: "unknown_symbol", message: "No market quotes \(unknown.joined(separator: ", ")).")])
+                errors: [.init(field: "symbols", code: "unknown_symbol", message: TradingError.unknownSymbolsMessage(unknown))])
         }
         var seen = Set<String>()
         return symbols.filter { seen.insert($0).inserted }.compactMap { quotes[$0] }
@@ -158,7 +158,7 @@ struct MarketDataController: Sendable {
     }
 
     @Sendable func history(_ request: Request, context: AuthenticatedContext) async throws -> HistoryResponse {
-        let unknown = AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol.", errors: [.init(field: "symbol", code: "unknown_symbol", message: "No market quotes this symbol.")])
+        let unknown = AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol.", errors: [.init(field: "symbol", code: "unknown_symbol", message: "The market data does not know this symbol.")])
         guard let symbol = context.parameters.get("symbol").flatMap(OrderDraft.normalizedSymbol) else { throw unknown }
         switch await quotes.lookup(symbol) {
         case .found: break

@@ -65,10 +65,10 @@ struct RebalanceService: Sendable {
         if !unknown.isEmpty {
             let named = given.enumerated().compactMap { index, raw -> FieldIssue? in
                 guard let symbol = OrderDraft.normalizedSymbol(raw), unknown.contains(symbol) else { return nil }
-                return FieldIssue(field: "targets[\(index)].symbol", code: "unknown_symbol", message: "No market quotes \(symbol).")
+                return FieldIssue(field: "targets[\(index)].symbol", code: "unknown_symbol", message: TradingError.unknownSymbolsMessage([symbol]))
             }
             guard named.isEmpty else { throw TradingError.invalid(named) }
-            throw TradingError.invalid(field: "targets", code: "unknown_symbol", message: "No market quotes \(unknown.sorted().joined(separator: ", ")).")
+            throw TradingError.invalid(field: "targets", code: "unknown_symbol", message: TradingError.unknownSymbolsMessage(unknown.sorted()))
         }
         let now = ledger.now(), id = ids.uuid(), ledger = self.ledger, rebalances = self.rebalances
         return try await database.transaction { db in
@@ -458,7 +458,7 @@ struct RebalanceService: Sendable {
         switch error {
         case TradingError.insufficientBuyingPower(let needed, let available, _): "they need \(Display.money(needed, .up)) of buying power; \(Display.money(available, .down)) is available."
         case TradingError.insufficientShares(let symbol, let available): "only \(available) \(symbol) can be sold."
-        case TradingError.unknownSymbol(let symbol), RebalanceError.noPrice(let symbol): "no market quotes \(symbol)."
+        case TradingError.unknownSymbol(let symbol), RebalanceError.noPrice(let symbol): "the market data does not know \(symbol)."
         case let error as MarketDataUnavailable: "market data is unavailable (\(error.reason))."
         default: "\(error)"
         }
