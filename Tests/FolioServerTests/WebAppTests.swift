@@ -70,6 +70,7 @@ struct WebAppTests {
             let page = try await client.execute(uri: "/orders/does-not-exist", method: .get, headers: html)
             #expect(page.status == .notFound && page.headers[.contentType]?.hasPrefix("text/html") == true)
             #expect(Self.text(page).contains("There is no page at this address.") && Self.text(page).contains("Check the address, or start again from the dashboard."))
+            #expect(Self.text(page).contains("<h1>Something is not right</h1>") && Self.text(page).contains("Code: <code>not_found</code>"))
             #expect(!Self.text(page).contains(#"<a href="/orders">Orders</a>"#), "signed out: no signed-in navigation")
             // Signed in, the page keeps the signed-in layout, so the way back is one click.
             _ = try await signUp(client, env, email: "lost@example.com")
@@ -592,6 +593,7 @@ struct WebAppTests {
                 let refused = try await submit([("_api", "/api/brokerage/alpaca"), ("key_id", FakeAlpaca.keyID), ("secret_key", "not-the-secret-0000000"), ("environment", "paper")])
                 #expect(refused.status == .unprocessableContent)
                 #expect(Self.text(refused).contains("<li>The broker refused these keys.</li>"))
+                #expect(Self.text(refused).contains("<h1>Check what you entered</h1>") && !Self.text(refused).contains("validation_failed"), "fields say what is wrong, not a code")
                 env.clock.advance(by: 60)  // the paper account stays the first opened, so the default
                 let linked = try await submit([("_api", "/api/brokerage/alpaca"), ("key_id", FakeAlpaca.keyID), ("secret_key", FakeAlpaca.secretKey), ("environment", "paper")])
                 #expect(linked.status == .seeOther, "\(Self.text(linked))")

@@ -31,6 +31,13 @@ enum Display {
         status == .unprocessableContent ? "Check what you entered" : status.reasonPhrase
     }
 
+    /// The error page's heading, its problem code (for a report to support) and what the page says
+    /// beside them. A refused form's fields say what is wrong, so its code (`validation_failed`) is not shown.
+    static func errorValues(status: HTTPResponse.Status, code: String) -> [String: Any] {
+        ["heading": status == .unprocessableContent ? "Check what you entered" : "Something is not right",
+         "code": (code == "validation_failed" ? nil : code) as String? as Any]
+    }
+
     static func money(_ cash: Cash) -> String {
         money(cash, .halfEven)
     }

@@ -138,8 +138,8 @@ struct FormBridge: Sendable {
         var page = renderer.page(
             "error", title: Display.errorTitle(answer.status), viewer: viewer,
             values: [
-                "detail": detail, "code": code, "has_errors": !errors.isEmpty, "errors": errors, "advice": Self.advice(status: answer.status, code: code),
-            ],
+                "detail": detail, "has_errors": !errors.isEmpty, "errors": errors, "advice": Self.advice(status: answer.status, code: code),
+            ].merging(Display.errorValues(status: answer.status, code: code)) { _, new in new },
             status: answer.status)
         for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
         return page

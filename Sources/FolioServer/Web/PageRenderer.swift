@@ -120,8 +120,8 @@ struct PageRenderer: Sendable {
     /// signed-in layout for whoever `AuthenticationMiddleware` found signed in, the signed-out one otherwise.
     func missingPage(for signedIn: Identity?, csrf: CSRFTokens) -> Response {
         page("error", title: "Not Found", viewer: signedIn.map { PageRenderer.Viewer($0, csrf: csrf) }, values: [
-            "detail": "There is no page at this address.", "code": "not_found", "advice": "Check the address, or start again from the dashboard.",
-        ], status: .notFound)
+            "detail": "There is no page at this address.", "advice": "Check the address, or start again from the dashboard.",
+        ].merging(Display.errorValues(status: .notFound, code: "not_found")) { _, new in new }, status: .notFound)
     }
 
     /// The header that sets the confirmation for the page at `next` (its path, and the account it
