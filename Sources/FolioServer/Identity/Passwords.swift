@@ -4,7 +4,7 @@ import Foundation
 
 /// Changing a password, and resetting a forgotten one by an emailed link.
 extension IdentityServices {
-    static let invalidResetLink = FieldIssue(field: "token", code: "invalid_token", message: "This reset link is invalid, used or expired.")
+    static let invalidResetLink = FieldIssue(field: "token", code: "invalid_token", message: "This reset link is invalid, used or expired: ask for a new one.")
 
     /// Needs the current password; every session ends, this one included.
     func changePassword(of identity: Identity, current: String, new: String, origin: RequestOrigin) async throws {

@@ -90,7 +90,7 @@ extension IdentityServices {
     func verifyEmail(token: String, origin: RequestOrigin) async throws {
         try await database.modelTransaction { db in
             guard let user = try await consumeEmailToken(token, purpose: .verifyEmail, on: db) else {
-                throw FieldIssue(field: "token", code: "invalid_token", message: "This verification link is invalid, used or expired.")
+                throw FieldIssue(field: "token", code: "invalid_token", message: "This verification link is invalid, used or expired. If your address is verified already, sign in; if not, ask for a new link.")
             }
             if user.emailVerifiedAt == nil {
                 user.emailVerifiedAt = clock.now()
