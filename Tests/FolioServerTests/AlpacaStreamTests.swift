@@ -75,7 +75,8 @@ struct AlpacaStreamTests {
             let orderID = try #require(OrderID(id))
             // Applied after the close (16:00 in New York, 21:00 UTC), executed just before it.
             env.clock.advance(by: 5.5 * 3600 + 30)
-            fake.executionTime = "2026-11-24T20:59:59.25Z"
+            // Microseconds, as Alpaca stamps them: the books keep whole milliseconds, as every time they record.
+            fake.executionTime = "2026-11-24T20:59:59.123456Z"
             fake.fill(clientOrderID: id, quantity: 1, at: 59)
             try await eventually("the stream's fill applied") { try await env.store.fills(of: orderID).count == 1 }
             // The rest by the poll (Alpaca's FILL activities and their transaction_time).
@@ -83,10 +84,14 @@ struct AlpacaStreamTests {
             fake.executionTime = "2026-11-24T21:00:10-00:00"
             fake.fill(clientOrderID: id, at: 58)
             try await OrderService.recheckFor(env)
-            let executed = [Date(timeIntervalSince1970: 1_795_553_999.25), Date(timeIntervalSince1970: 1_795_554_010)]
-            #expect(try await env.store.fills(of: orderID).map(\.occurredAt) == executed)
+            // Alpaca's microseconds come in as whole milliseconds, as the books record every time.
+            let stamped = try #require(AlpacaBroker.date(.string("2026-11-24T20:59:59.123456Z")))
+            #expect(stamped == AuditChain.recordedTime(stamped))
+            // In milliseconds since 1970, as the books and the audit digests read them.
+            let executed: [Int64] = [1_795_553_999_123, 1_795_554_010_000]
+            #expect(try await env.store.fills(of: orderID).map { AuditChain.milliseconds($0.occurredAt) } == executed)
             let buys = try await env.store.entries(of: account).filter { $0.line.kind == .buy }
-            #expect(buys.map(\.line.occurredAt) == executed)
+            #expect(buys.map { AuditChain.milliseconds($0.line.occurredAt) } == executed)
             #expect(try await env.store.order(orderID)?.status == .filled)
             try await env.expectConsistent()
         }

@@ -350,10 +350,12 @@ struct AlpacaBroker: Broker {
         return looks
     }
 
-    /// An RFC 3339 time Alpaca sends (`2026-11-24T15:59:59.123456Z`); nil when absent or not one.
+    /// An RFC 3339 time Alpaca sends (`2026-11-24T15:59:59.123456Z`), to whole milliseconds as the
+    /// books record every time (a row must read back from either database as its audit digest has it);
+    /// nil when absent or not one.
     static func date(_ value: JSONValue?) -> Date? {
         guard case .string(let text)? = value else { return nil }
-        return StrictDate.time(text)
+        return StrictDate.time(text).map(AuditChain.recordedTime)
     }
 
     static func timestamp(_ date: Date) -> String {
