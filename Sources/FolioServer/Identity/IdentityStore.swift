@@ -297,6 +297,17 @@ struct IdentityStore: Sendable {
         try await RecoveryCode.query(on: db).filter(\.$userID == userID).filter(\.$usedAt == nil).all()
     }
 
+    /// Takes the user's row for update for the rest of the transaction `db` (PostgreSQL; SQLite's
+    /// single writer runs such transactions one after the other) and says whether two-factor is on
+    /// now: spending a recovery code and replacing the codes run one at a time for a user, each
+    /// seeing what the one before did (the count it mails, the codes it deleted).
+    func lockSecondFactor(userID: UUID, on db: any Database) async throws -> Bool {
+        let sql = db as! any SQLDatabase
+        let postgres = sql.dialect.name == "postgresql"
+        let row = try await sql.raw("SELECT totp_enabled_at FROM users WHERE id = \(bind: userID)\(unsafeRaw: postgres ? " FOR UPDATE" : "")").first()
+        return try row?.decode(column: "totp_enabled_at", as: Date?.self) != nil
+    }
+
     func unusedRecoveryCodeCount(userID: UUID, on db: any Database) async throws -> Int {
         try await RecoveryCode.query(on: db).filter(\.$userID == userID).filter(\.$usedAt == nil).count()
     }

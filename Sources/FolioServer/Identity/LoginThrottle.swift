@@ -26,8 +26,8 @@ import Glibc
 /// account exists. A password reset
 /// clears every count: nobody can lock an owner out for good.
 ///
-/// Sign-in, changing the password, and turning two-factor on or off all check
-/// credentials through this one throttle.
+/// Sign-in, changing the password, turning two-factor on or off, making new
+/// recovery codes and confirming an erasure all check credentials through this one throttle.
 struct LoginThrottle: Sendable {
     static let threshold = 5
     static let baseDelay: TimeInterval = 30

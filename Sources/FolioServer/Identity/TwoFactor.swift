@@ -114,6 +114,8 @@ extension IdentityServices {
         let now = clock.now()
         let codes = (0..<Self.recoveryCodeCount).map { _ in Self.newRecoveryCode() }
         try await database.modelTransaction { db in
+            // Turned off meanwhile: no codes for a second factor that is gone.
+            guard try await store.lockSecondFactor(userID: user.id!, on: db) else { throw IdentityError.twoFactorNotEnabled }
             let stored = codes.map { RecoveryCode(userID: user.id!, codeHash: SecretBox.saltedHash(Self.canonicalRecoveryCode($0)), now: now) }
             try await store.replaceRecoveryCodes(userID: user.id!, with: stored, on: db)
             try await audit.record(
@@ -160,21 +162,26 @@ extension IdentityServices {
         guard let recoveryCode else { return .wrongCode }
         let canonical = Self.canonicalRecoveryCode(recoveryCode)
         let unused = try await store.unusedRecoveryCodes(userID: user.id!, on: db)
-        guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }),
-              try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db)
-        else { return .wrongRecoveryCode }
-        let left = try await store.unusedRecoveryCodeCount(userID: user.id!, on: db)
-        try await audit.record(
-            .init(action: "user.recovery_code_used", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id,
-                  details: ["left": String(left)]),
-            origin: origin, on: db)
-        if mailSpent {
-            try await mail(user, .recoveryCodeUsed, MailVariables([
-                "ip": origin.ip ?? "an unknown address", "time": ISO8601DateFormatter().string(from: clock.now()), "left": String(left),
-                "left_text": Self.recoveryCodesLeftText(left),
-            ]), on: db)
+        guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }) else { return .wrongRecoveryCode }
+        // Spent, counted, audited and mailed together or not at all: a code is never gone without its notice.
+        let spent = try await database.modelTransaction { db -> Bool in
+            guard try await store.lockSecondFactor(userID: user.id!, on: db),
+                  try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db)
+            else { return false }
+            let left = try await store.unusedRecoveryCodeCount(userID: user.id!, on: db)
+            try await audit.record(
+                .init(action: "user.recovery_code_used", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id,
+                      details: ["left": String(left)]),
+                origin: origin, on: db)
+            if mailSpent {
+                try await mail(user, .recoveryCodeUsed, MailVariables([
+                    "ip": origin.ip ?? "an unknown address", "time": ISO8601DateFormatter().string(from: clock.now()), "left": String(left),
+                    "left_text": Self.recoveryCodesLeftText(left),
+                ]), on: db)
+            }
+            return true
         }
-        return nil
+        return spent ? nil : .wrongRecoveryCode
     }
 
     /// "9 recovery codes are left.", "1 recovery code is left.", "No recovery code is left."

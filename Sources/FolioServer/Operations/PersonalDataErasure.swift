@@ -59,7 +59,7 @@ struct PersonalDataErasure: Sendable {
                     return .failed(reason: "missing_second_factor", FieldIssue(field: "totp_code", code: "required", message: "Enter a code from your authenticator app."))
                 }
                 if let refused = try await identity.checkSecondFactor(
-                    user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, mailSpent: false, on: identity.database.db) {
+                    user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, on: identity.database.db) {
                     return .failed(reason: "wrong_second_factor", refused.issue)
                 }
             }

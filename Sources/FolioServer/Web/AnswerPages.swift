@@ -16,6 +16,9 @@ enum AnswerPage: String {
     /// The sign-in form, shown again after a refusal (never after a success, which goes on to `_next`).
     case signIn = "signin"
 
+    /// A page that shows a successful answer (`_show`); the sign-in form is only ever shown again after a refusal (`_again`).
+    var showsAnswer: Bool { self != .signIn }
+
     var template: String { self == .newRecoveryCodes ? AnswerPage.recoveryCodes.rawValue : rawValue }
 
     var title: String {

@@ -90,7 +90,7 @@ struct FormBridge: Sendable {
         innerContext.identity = nil
         let answer = try await responder.respond(to: inner, context: innerContext)
         if (200..<300).contains(answer.status.code) {
-            if let shown = control["_show"].flatMap(AnswerPage.init(rawValue:)) {
+            if let shown = control["_show"].flatMap(AnswerPage.init(rawValue:)), shown.showsAnswer {
                 let collector = BodyCollector()
                 try await answer.body.write(collector)
                 let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
