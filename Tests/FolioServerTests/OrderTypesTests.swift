@@ -68,6 +68,30 @@ struct OrderTypesTests {
 
     func price(_ value: Any?) -> Price? { (value as? String).flatMap { Price($0) } }
 
+    @Test("a stop on the wrong side of the last price is refused, not filled at once: a buy stop must be above it, a sell stop below; nothing is reserved", arguments: TestDatabaseKind.all)
+    func stopOnTheWrongSide(kind: TestDatabaseKind) async throws {
+        try await withBoard(kind, ["XYZ": "100.00"]) { client, env, board, tokens in
+            _ = try await place(client, tokens, ["symbol": "XYZ", "quantity": "20", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            let cashBefore = try await env.accounts().first?.reservedCash
+            for (side, type, stop) in [("BUY", "STOP", "100"), ("BUY", "STOP", "10"), ("BUY", "STOP_LIMIT", "99.99"), ("SELL", "STOP", "100"), ("SELL", "STOP", "1000"), ("SELL", "STOP_LIMIT", "100.01")] {
+                var body = ["symbol": "XYZ", "quantity": "1", "side": side, "order_type": type, "stop_price": stop]
+                if type == "STOP_LIMIT" { body["limit_price"] = stop }
+                let refused = try await post(client, "/api/orders", body, headers: bearer(tokens))
+                #expect(refused.status == .unprocessableContent, "\(side) \(type) \(stop)")
+                let issue = try problem(refused).errors?.first
+                #expect(issue?.field == "stop_price" && issue?.code == "wrong_side", "\(side) \(type) \(stop)")
+                #expect(issue?.message.contains("the last price, 100") == true, "\(issue?.message ?? "")")
+            }
+            let orders = try json(try await client.execute(uri: "/api/orders", method: .get, headers: bearer(tokens)))["data"] as? [[String: Any]]
+            #expect(orders?.count == 1, "only the first market order")
+            let account = try #require(try await env.accounts().first)
+            #expect(account.reservedCash == cashBefore)
+            let held = try await env.store.holdings(of: account.id)
+            #expect(held.first?.reservedQuantity == .zero)
+        }
+    }
+
     @Test("stop orders rest until the price crosses the stop, then fill at the market; a stop-limit fills only within its limit", arguments: TestDatabaseKind.all)
     func stops(kind: TestDatabaseKind) async throws {
         try await withBoard(kind, ["XYZ": "100.00"]) { client, env, board, tokens in

@@ -82,6 +82,25 @@ public enum TradingRules {
     /// Places a validated draft (symbol normalized) priced at `price`: sets
     /// aside buying power for a buy, shares for a sell, and creates the order
     /// as `new`.
+    /// A stop waits for the price to cross it: a buy stop above the last price, a sell stop below.
+    /// One on the other side would trigger at once and trade at the market, which is not what a
+    /// stop is for (someone who meant a limit would sell now): refused, as brokers refuse it.
+    static func checkStopSide(_ draft: OrderDraft, price: Price) throws(TradingError) {
+        guard draft.type.needsStopPrice, let stop = draft.stopPrice else { return }
+        switch draft.side {
+        case .buy where stop <= price:
+            throw .invalid(
+                field: "stop_price", code: "wrong_side",
+                message: "stop_price must be above the last price, \(price): a buy stop waits for the price to rise to it; at or below it, it would buy at once. To cap the price, use a limit order.")
+        case .sell where stop >= price:
+            throw .invalid(
+                field: "stop_price", code: "wrong_side",
+                message: "stop_price must be below the last price, \(price): a sell stop waits for the price to fall to it; at or above it, it would sell at once. To sell no lower than a price, use a limit order.")
+        default:
+            return
+        }
+    }
+
     public static func place(
         _ draft: OrderDraft, orderID: OrderID, clientOrderID: String?, account: AccountState, holding: HoldingState?,
         price: Price, marketBuyMargin: Ratio, now: Date
@@ -89,6 +108,7 @@ public enum TradingRules {
         if draft.notional != nil, draft.side == .sell {
             throw .invalid(field: "notional", code: "buy_only", message: "notional is allowed on buy orders only; sell a quantity.")
         }
+        try checkStopSide(draft, price: price)
         var order = OrderState(
             id: orderID, accountID: account.id, userID: account.userID, clientOrderID: clientOrderID, symbol: draft.symbol,
             side: draft.side, type: draft.type, timeInForce: draft.timeInForce, quantity: draft.quantity, notional: draft.notional,
