@@ -881,6 +881,43 @@ struct WebAppTests {
         }
     }
 
+    @Test("without JavaScript: targets set by asset class are shown and saved by class, and the drift names each class", arguments: TestDatabaseKind.all)
+    func targetsByClassWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "classes@example.com")
+            try await RebalanceTests.buy(client, env, tokens, "AAPL", 50)
+            try await RebalanceTests.buy(client, env, tokens, "VTI", 40)
+            let account = try await env.firstAccount()
+            let byClass: [String: Any] = ["asset_classes": [["asset_class": "etf", "percent": "50"], ["asset_class": "equity", "percent": "45"]], "cash_percent": "5"]
+            #expect(try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", byClass, headers: bearer(tokens)).status == .ok)
+            let formHeaders = try await Self.signInWithoutJavaScript(client, email: "classes@example.com")
+            let cookie = try #require(formHeaders[.cookie])
+            let page = Self.text(try await client.execute(uri: "/targets", method: .get, headers: [.cookie: cookie]))
+            #expect(page.contains(#"<option value="equity" selected>Stocks</option>"#) && page.contains(#"<option value="etf" selected>ETFs</option>"#), "\(page)")
+            #expect(page.contains(#"name="asset_classes.0.percent" value="45""#) || page.contains(#"name="asset_classes.1.percent" value="45""#))
+            #expect(!page.contains(#"name="targets.0.symbol""#), "no symbol rows to fill in that would replace the classes")
+            let labels = page.matches(of: /<th scope="row">([^<]+)<\/th>/).map { String($0.output.1) }
+            #expect(Set(labels) == ["Stocks", "ETFs", "Cash"], "\(labels)")
+
+            // The page's form as the browser sends it: every row, the unused ones empty.
+            let form = String(try #require(page.firstMatch(of: /<form[^>]*id="targets"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
+            let hidden = form.matches(of: /<input type="hidden" name="([^"]+)" value="([^"]*)">/).map { (String($0.output.1), String($0.output.2)) }
+            var rows: [(String, String)] = [("asset_classes.0.asset_class", "equity"), ("asset_classes.0.percent", "60"), ("asset_classes.1.asset_class", "bond"), ("asset_classes.1.percent", "35")]
+            for index in 2..<7 { rows += [("asset_classes.\(index).asset_class", ""), ("asset_classes.\(index).percent", "")] }
+            let saved = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form(hidden + rows + [("cash_percent", "5"), ("drift_band.absolute_points", "5"), ("drift_band.relative_percent", "25")]))
+            #expect(saved.status == .seeOther, "\(Self.text(saved))")
+            let stored = try json(try await client.execute(uri: "/api/accounts/\(account.id)/targets", method: .get, headers: bearer(tokens)))
+            let classes = (stored["asset_classes"] as? [[String: Any]] ?? []).map { "\($0["asset_class"] ?? "") \($0["percent"] ?? "")" }
+            #expect(Set(classes) == ["equity 60", "bond 35"], "\(stored)")
+
+            // And by symbol, when asked: the classes are replaced only when symbol weights are saved.
+            let bySymbol = Self.text(try await client.execute(uri: "/targets?by=symbol", method: .get, headers: [.cookie: cookie]))
+            #expect(bySymbol.contains(#"name="targets.0.symbol""#) && bySymbol.contains("Set weights by asset class instead"))
+        }
+    }
+
     @Test("without JavaScript: a rebalance preview is a page with the trades and a form that places them once", arguments: TestDatabaseKind.all)
     func rebalanceWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -26,6 +26,20 @@ enum Display {
     /// An error page's lead line when the fields' own messages follow: the API's detail would repeat the first of them.
     static let checkWhatYouEntered = "Some of what was entered needs a change:"
 
+    /// An asset class as a person reads it.
+    static func assetClass(_ assetClass: AssetClass) -> String {
+        switch assetClass {
+        case .equity: "Stocks"
+        case .etf: "ETFs"
+        case .fund: "Funds"
+        case .bond: "Bonds"
+        case .cash: "Cash equivalents"
+        case .commodity: "Commodities"
+        case .crypto: "Crypto"
+        case .other: "Other"
+        }
+    }
+
     /// An error page's title: a person's words for a refused form, the status's own name otherwise.
     static func errorTitle(_ status: HTTPResponse.Status) -> String {
         status == .unprocessableContent ? "Check what you entered" : status.reasonPhrase

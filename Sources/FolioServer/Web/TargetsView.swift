@@ -1,22 +1,36 @@
 import FolioDomain
 import Foundation
 
-/// The targets page: the weights to edit (with spare rows, so the form works
-/// as it is), each holding's drift against its band, and the recent runs.
+/// The targets page: the weights to edit, by symbol or by asset class (with
+/// spare rows, so the form works as it is), each holding's drift against its
+/// band, and the recent runs.
 enum TargetsView {
     static let spareRows = 3
 
+    /// `byClass`: the form sets weights by asset class; nil: as the stored targets are set.
     static func build(
         targets: RebalanceController.TargetsResponse, drift: RebalanceController.DriftResponse?, runs: [RebalanceController.RunResponse],
-        namedAccount: String?
+        namedAccount: String?, byClass asked: Bool? = nil
     ) -> [String: Any] {
+        let byClass = asked ?? !targets.assetClasses.isEmpty
         let weights = targets.targets.map { (symbol: $0.symbol, percent: $0.percent.description) }
             + Array(repeating: (symbol: "", percent: ""), count: spareRows)
+        // A row for every class a weight can name (cash has its own), the stored ones first.
+        let classes = AssetClass.allCases.filter { $0 != .cash }
+        let classWeights = targets.assetClasses.map { (assetClass: $0.assetClass.rawValue, percent: $0.percent.description) }
+            + Array(repeating: (assetClass: "", percent: ""), count: max(0, classes.count - targets.assetClasses.count))
         var values: [String: Any] = [
             "account_id": targets.accountID.description,
             "version": targets.version, "has_targets": targets.version > 0,
+            "by_class": byClass,
             "rows": weights.enumerated().map { index, weight in
                 ["index": index, "number": index + 1, "symbol": weight.symbol, "percent": weight.percent] as [String: Any]
+            },
+            "class_rows": classWeights.enumerated().map { index, weight in
+                [
+                    "index": index, "number": index + 1, "percent": weight.percent,
+                    "options": classes.map { ["value": $0.rawValue, "label": Display.assetClass($0), "selected": $0.rawValue == weight.assetClass] as [String: Any] },
+                ] as [String: Any]
             },
             "cash_percent": targets.cashPercent.description,
             "band_points": targets.driftBand.absolutePoints.description, "band_relative": targets.driftBand.relativePercent.description,
@@ -34,7 +48,7 @@ enum TargetsView {
             values["drift"] = [
                 "outside": drift.outsideBand, "stale": drift.stale, "total": Display.money(drift.totalValue),
                 "lines": lines.map { line in
-                    let label = line.symbol ?? "Cash"
+                    let label = line.symbol ?? line.assetClass.map(Display.assetClass) ?? "Cash"
                     let target = number(line.targetPercent)
                     let band = min(number(drift.driftBand.absolutePoints), target * number(drift.driftBand.relativePercent) / 100)
                     return [

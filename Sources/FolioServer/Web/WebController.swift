@@ -254,7 +254,8 @@ struct WebController: Sendable {
             return renderer.page(
                 "targets", title: "Targets", viewer: viewer, section: "targets", scripts: ["targets.js"], accounts: choice,
                 values: TargetsView.build(
-                    targets: targets, drift: drift, runs: runs.data, namedAccount: request.query["account_id"].map(String.init)))
+                    targets: targets, drift: drift, runs: runs.data, namedAccount: request.query["account_id"].map(String.init),
+                    byClass: request.query["by"].flatMap { $0 == "class" ? true : $0 == "symbol" ? false : nil }))
         }
     }
 
