@@ -150,6 +150,13 @@ struct RebalanceTests {
             keyed[Idempotency.header] = "rebalance-2"
             let second = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed)
             #expect(try second.status == .conflict && problem(second).code == "rebalance_in_progress")
+            // Refused for the run, not for what the run's reservations leave (here nothing to buy with): that is the reason.
+            keyed[Idempotency.header] = "rebalance-3"
+            let starved = try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "buy_only", "cash_reserve": "900000000"], headers: keyed)
+            #expect(try starved.status == .conflict && problem(starved).code == "rebalance_in_progress", "\(String(buffer: starved.body))")
+            // A preview meanwhile says so.
+            let preview = try json(try await post(client, "/api/portfolio/rebalance", [:], headers: bearer(tokens)))
+            #expect(preview["active_run_id"] as? String == id)
 
             let finished = try await Self.finish(client, env, tokens, run: id)
             #expect(finished["status"] as? String == "done", "\(finished)")

@@ -315,6 +315,8 @@ struct RebalanceController: Sendable {
         var orderCount: Int
         var stale: Bool
         var reason: ReasonResponse?
+        /// A run of this account still going (its orders hold cash and shares): executing is refused until it ends.
+        var activeRunID: RebalanceRunID?
         var trades: [TradeResponse]
         var lines: [PlanLineResponse]
 
@@ -336,6 +338,7 @@ struct RebalanceController: Sendable {
             orderCount = plan.trades.count
             stale = plan.stale
             reason = plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
+            activeRunID = planned.activeRun
             trades = plan.trades.map(TradeResponse.init)
             lines = plan.lines.map { line in
                 PlanLineResponse(

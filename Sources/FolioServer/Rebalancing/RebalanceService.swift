@@ -155,6 +155,8 @@ struct RebalanceService: Sendable {
         var resolved: TargetAllocation
         var plan: RebalancePlan
         var request: PlanRequest
+        /// A run of this account still going: this plan cannot start until it ends.
+        var activeRun: RebalanceRunID?
     }
 
     func plan(_ request: PlanRequest, owner: UserID, defaultAccount: AccountID?) async throws -> Planned {
@@ -171,7 +173,8 @@ struct RebalanceService: Sendable {
         let plan = try RebalancePlanner.plan(
             holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
             allocation: resolved, options: options)
-        return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request)
+        let activeRun = try await rebalances.activeRun(of: accountID, on: store.database.sql)
+        return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request, activeRun: activeRun)
     }
 
     /// Targets by asset class shared out over the symbols held in each class,
@@ -209,6 +212,8 @@ struct RebalanceService: Sendable {
     /// The first phase's orders, priced outside any transaction: the sells, or the buys when there are none.
     func placements(for planned: Planned) async throws -> [OrderService.PricedPlacement] {
         let plan = planned.plan
+        // First: a run holding the cash makes this plan look as if there were nothing to buy with.
+        if planned.activeRun != nil { throw RebalanceError.runInProgress }
         guard plan.reason == nil else { throw RebalanceError.noTrades(code: plan.reason!.code, message: plan.reason!.message) }
         let first = plan.sells.isEmpty ? plan.buys : plan.sells
         var priced: [OrderService.PricedPlacement] = []

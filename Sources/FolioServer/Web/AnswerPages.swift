@@ -67,6 +67,9 @@ enum AnswerPage: String {
         }
     }
 
+    /// A plan previewed while a run is going (its orders hold the cash): said instead of trades that cannot be placed yet.
+    static let runningNote = "A rebalance of this account is still running: its orders hold the cash and shares it needs. Preview again once it has finished."
+
     static func plan(_ plan: [String: Any], fields: [String: String], csrf: String) -> [String: Any] {
         func money(_ key: String, in object: [String: Any] = plan) -> String {
             (object[key] as? String).flatMap { try? Cash(parsing: $0) }.map(Display.money) ?? "–"
@@ -78,13 +81,15 @@ enum AnswerPage: String {
         }
         let count = plan["order_count"] as? Int ?? trades.count
         let buys = (plan["trades"] as? [[String: Any]] ?? []).contains { $0["side"] as? String == "BUY" }
-        let summary = trades.isEmpty
+        let running = plan["active_run_id"] is String
+        let summary = running ? Self.runningNote
+            : trades.isEmpty
             ? (plan["reason"] as? [String: Any])?["message"] as? String ?? "Nothing to trade: the holdings are where the targets put them."
             : "\(count) \(count == 1 ? "order" : "orders"): about \(money("estimated_cost")) to buy and \(money("estimated_proceeds")) from sales; cash after \(money("cash_after"))."
                 + (buys ? " What the market-buy margin leaves unspent is bought in up to two more rounds, so less cash may be left." : "")
         let account = fields["account_id"].flatMap(AccountID.init)?.description
         return [
-            "summary": summary, "trades": trades, "has_trades": !trades.isEmpty, "csrf": csrf,
+            "summary": summary, "trades": running ? [] : trades, "has_trades": !running && !trades.isEmpty, "csrf": csrf,
             // A fresh key for the run: sending the page's form twice places the orders once.
             "idempotency_key": UUID.random().lowercasedString,
             "mode": fields["mode"] ?? "", "cash_reserve": fields["cash_reserve"] ?? "", "min_trade_amount": fields["min_trade_amount"] ?? "",

@@ -58,6 +58,8 @@ const money = (text) => {
 
 document.getElementById('plan-form')?.addEventListener('folio:done', (event) => {
   const plan = event.detail;
+  // A run still going holds the cash: its plan is said, not offered (as AnswerPages.runningNote).
+  if (plan.active_run_id) plan.trades = [];
   const trades = document.getElementById('plan-trades');
   trades.replaceChildren();
   for (const trade of plan.trades) {
@@ -69,7 +71,9 @@ document.getElementById('plan-form')?.addEventListener('folio:done', (event) => 
   }
   // Said as AnswerPages.rebalancePlan says it without JavaScript.
   const buys = plan.trades.some((trade) => trade.side === 'BUY');
-  const summary = plan.trades.length
+  const summary = plan.active_run_id
+    ? 'A rebalance of this account is still running: its orders hold the cash and shares it needs. Preview again once it has finished.'
+    : plan.trades.length
     ? `${plan.order_count} ${plan.order_count === 1 ? 'order' : 'orders'}: about ${money(plan.estimated_cost)} to buy and ${money(plan.estimated_proceeds)} from sales; cash after ${money(plan.cash_after)}.`
       + (buys ? ' What the market-buy margin leaves unspent is bought in up to two more rounds, so less cash may be left.' : '')
     : plan.reason?.message ?? 'Nothing to trade: the holdings are where the targets put them.';
