@@ -232,7 +232,7 @@ struct OrderTypesTests {
         }
     }
 
-    @Test("with market hours on, paper orders placed while the market is closed wait for the open, IOC is canceled, and a DAY order expires at an early close", arguments: TestDatabaseKind.all)
+    @Test("with market hours on, paper orders placed while the market is closed wait for the open, IOC and FOK are refused as they are placed, and a DAY order expires at an early close", arguments: TestDatabaseKind.all)
     func marketHours(kind: TestDatabaseKind) async throws {
         // Saturday 28 November 2026, noon in New York.
         let clock = TestClock(start: TradingDay(year: 2026, month: 11, day: 28).at(hour: 12, minute: 0))
@@ -242,12 +242,21 @@ struct OrderTypesTests {
             #expect(clockAnswer["is_open"] as? Bool == false && clockAnswer["session_day"] as? String == "2026-11-30", "\(clockAnswer)")
 
             let placed = try json(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 2, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)))
-            let ioc = try json(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "time_in_force": "IOC"], headers: bearer(tokens)))
+            // IOC and FOK cannot wait: refused at once, with the reason, rather than canceled after "placed".
+            for timeInForce in ["IOC", "FOK"] {
+                let refused = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "time_in_force": timeInForce], headers: bearer(tokens))
+                #expect(refused.status == .unprocessableContent)
+                #expect(try problem(refused).errors?.first?.field == "time_in_force" && problem(refused).errors?.first?.code == "market_closed")
+            }
+            #expect(try await env.orders().count == 1)
+            // The order page says so before anyone places one.
+            let session = try await WebAppTests.signInWithoutJavaScript(client, email: "hours@example.com")
+            let page = WebAppTests.text(try await client.execute(uri: "/orders", method: .get, headers: [.cookie: try #require(session[.cookie])]))
+            #expect(page.contains("Orders placed now wait for it to open, Monday 30 November, 09:30 New York time (14:30 UTC)"), "\(page)")
             await env.worker.drain()
             try await env.orders.recheckRestingOrders()
             let waiting = try json(try await client.execute(uri: "/api/orders/\(placed["id"] as! String)", method: .get, headers: bearer(tokens)))
             #expect(waiting["status"] as? String == "accepted")
-            #expect(try json(try await client.execute(uri: "/api/orders/\(ioc["id"] as! String)", method: .get, headers: bearer(tokens)))["status"] as? String == "canceled")
 
             // Monday 9:31: it fills at the open's price.
             clock.advance(by: MarketCalendar.nyse.currentOrNextSession(at: clock.now).open.timeIntervalSince(clock.now) + 60)
@@ -256,6 +265,9 @@ struct OrderTypesTests {
             try await env.orders.recheckRestingOrders()
             let filled = try json(try await client.execute(uri: "/api/orders/\(placed["id"] as! String)", method: .get, headers: bearer(fresh)))
             #expect(filled["status"] as? String == "filled", "\(filled)")
+            let openSession = try await WebAppTests.signInWithoutJavaScript(client, email: "hours@example.com")
+            let openPage = WebAppTests.text(try await client.execute(uri: "/orders", method: .get, headers: [.cookie: try #require(openSession[.cookie])]))
+            #expect(!openPage.contains("id=\"market-closed\""), "open: no note")
             try await env.expectConsistent()
         }
     }

@@ -74,6 +74,21 @@ struct OrderService: Sendable {
         return try placed[0].get()
     }
 
+    /// When orders placed now on the account wait for the market: the next open while the exchange is
+    /// closed and the account's broker keeps its hours (Alpaca always does; the paper broker when told
+    /// to); nil when they are worked at once.
+    func waitsUntil(account accountID: AccountID) async throws -> Date? {
+        let now = clock.now()
+        let exchange = calendar.current
+        switch try await brokers.route(for: accountID) {
+        case .paper where !brokers.paper.waitsForOpen(), .unlinked: return nil
+        case .paper, .alpaca:
+            guard !exchange.isOpen(at: now) else { return nil }
+            let session = exchange.currentOrNextSession(at: now)
+            return session.open > now ? session.open : exchange.currentOrNextSession(at: session.close.addingTimeInterval(1)).open
+        }
+    }
+
     /// The account a placement goes to: the one it names, or the user's default.
     func account(of placement: Placement, userID: UserID, defaultAccount: AccountID?, on db: any SQLDatabase) async throws -> AccountID {
         if let id = placement.accountID ?? defaultAccount { return id }
@@ -114,6 +129,7 @@ struct OrderService: Sendable {
         let route = try await brokers.route(for: accountID, on: db)
         if case .unlinked = route { return answers.map { $0 ?? .failure(BrokerageError.unlinked) } }
         let atABroker = if case .alpaca = route { true } else { false }
+        let waitsForOpen = !atABroker && brokers.paper.waitsForOpen()
         var placed: [(index: Int, order: OrderState, context: AuditContext)] = []
         // Client order ids this batch has placed: a later placement with one is a duplicate, as it would be one commit later.
         var placedClientOrderIDs: Set<String> = []
@@ -122,6 +138,13 @@ struct OrderService: Sendable {
             let priced = placing.priced
             if let client = priced.placement.clientOrderID, placedClientOrderIDs.contains(client) {
                 answers[index] = .failure(TradingError.duplicateClientOrderID)
+                continue
+            }
+            // Closed: the order would be canceled at its submission, after the person was told it was placed.
+            if waitsForOpen, priced.draft.timeInForce == .immediateOrCancel || priced.draft.timeInForce == .fillOrKill {
+                answers[index] = .failure(TradingError.invalid(
+                    field: "time_in_force", code: "market_closed",
+                    message: "The market is closed: an IOC or FOK order cannot wait for the open. Choose DAY or GTC to have it wait."))
                 continue
             }
             // validate() checked the tick from a dollar up; a broker also asks four places below it.

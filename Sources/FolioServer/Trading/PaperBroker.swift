@@ -52,6 +52,12 @@ protocol Broker: Sendable {
     /// Asks the broker to cancel a resting order. It answers `.canceled` when
     /// it did, or what happened instead (a fill that beat the cancel).
     func cancel(_ order: BrokerOrder) async throws -> BrokerReport
+    /// Whether an order placed now waits for the market to open: the exchange is closed and the broker keeps its hours.
+    func waitsForOpen() -> Bool
+}
+
+extension Broker {
+    func waitsForOpen() -> Bool { false }
 }
 
 /// Fills at the market's price: market orders at once (plus slippage), limit
@@ -73,6 +79,10 @@ struct PaperBroker: Broker {
     /// The exchange's calendar as Folio knows it now (rules, or Alpaca's published calendar).
     var calendar: @Sendable () -> MarketCalendar = { .nyse }
     var holdsOrders: Bool { false }
+
+    func waitsForOpen() -> Bool {
+        marketHours && !calendar().isOpen(at: clock.now())
+    }
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
         // Closed: an order waits for the open (as Alpaca accepts a DAY order after hours); IOC and FOK cannot wait.

@@ -103,6 +103,20 @@ enum Display {
         return text.prefix(10) + " " + text.dropFirst(11).prefix(5) + " UTC"
     }
 
+    /// A moment as the exchange reads it, for when the market opens: "Monday 30 November, 09:30 New York time (14:30 UTC)".
+    static func marketTime(_ date: Date) -> String {
+        var newYork = Calendar(identifier: .gregorian)
+        newYork.timeZone = TradingDay.newYork
+        var utc = newYork
+        utc.timeZone = .gmt
+        let parts = newYork.dateComponents([.weekday, .day, .month, .hour, .minute], from: date)
+        let weekdays = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+        let months = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+        func clock(_ hour: Int?, _ minute: Int?) -> String { String(format: "%02d:%02d", hour ?? 0, minute ?? 0) }
+        let inUTC = utc.dateComponents([.hour, .minute], from: date)
+        return "\(weekdays[(parts.weekday ?? 1) - 1]) \(parts.day ?? 0) \(months[(parts.month ?? 1) - 1]), \(clock(parts.hour, parts.minute)) New York time (\(clock(inUTC.hour, inUTC.minute)) UTC)"
+    }
+
     /// A browser and its system in a few words ("Firefox on Windows") from a User-Agent header, for a person
     /// telling their sessions apart; a client that is no browser by its first product ("curl").
     static func device(_ userAgent: String?) -> String {

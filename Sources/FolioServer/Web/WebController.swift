@@ -182,6 +182,7 @@ struct WebController: Sendable {
             let rows = page.data.map(OrderRow.init)
             // Mustache treats an empty string as true: a value is set only when the page names an account.
             let named: [String: Any] = request.query["account_id"].map { ["account_id": String($0)] } ?? [:]
+            let opens = try await orders.orders.waitsUntil(account: valuation.accountID)
             return renderer.page(
                 "orders", title: "Orders", viewer: viewer, section: "orders", scripts: ["ticket.js"], accounts: choice,
                 values: [
@@ -194,6 +195,7 @@ struct WebController: Sendable {
                     "available_raw": valuation.availableCash.description, "market_buy_margin": marketBuyMargin.description,
                     "holdings": valuation.positions.map { ["symbol": $0.symbol, "quantity": Display.quantity($0.quantity)] },
                     "next": page.nextCursor.map { choice.next("/orders") + (choice.named ? "&" : "?") + "cursor=\($0)" } as Any,
+                    "market_opens": opens.map(Display.marketTime) as Any,
                 ].merging(named) { first, _ in first })
         }
     }
