@@ -84,6 +84,10 @@ struct WebAppTests {
                 #expect(response.status == .notFound && response.headers[.contentType] == ProblemDetails.mediaType, "\(path)")
                 #expect(try problem(response).code == "not_found")
             }
+            // The names other sites use lead to Folio's pages.
+            let login = try await client.execute(uri: "/login?next=%2Forders", method: .get, headers: html)
+            #expect(login.status == .seeOther && login.headers[.location] == "/signin?next=%2Forders")
+            #expect(try await client.execute(uri: "/register", method: .get, headers: html).headers[.location] == "/signup")
             // A known page with the wrong method is still the API's 405.
             let post = try await client.execute(uri: "/orders", method: .post, headers: html)
             #expect(post.status == .methodNotAllowed)

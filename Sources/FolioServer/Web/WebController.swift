@@ -34,7 +34,7 @@ struct WebController: Sendable {
     /// The web app's own routes as the route table writes them: pages, not API (docs/openapi.yaml describes the API only).
     static let routes: Set<String> = [
         "/assets/{file}", "/form", "/signin", "/signup", "/verify-email", "/reset-password", "/", "/orders", "/transactions", "/targets", "/linked", "/settings",
-        "/admin", "/notifications",
+        "/admin", "/notifications", "/login", "/register",
     ]
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
@@ -42,6 +42,9 @@ struct WebController: Sendable {
         router.post(RouterPath(FormBridge.path)) { request, context in try await forms.handle(request, context: context) }
         router.get("/signin", use: signIn)
         router.get("/signup", use: signUp)
+        // The names other sites use for these pages: a typed or remembered address still arrives.
+        router.get("/login") { request, _ in Self.redirect("/signin" + Self.query(of: request)) }
+        router.get("/register") { _, _ in Self.redirect("/signup") }
         router.get("/verify-email", use: verifyEmail)
         router.get("/reset-password", use: resetPassword)
         router.get("/", use: dashboard)
@@ -64,6 +67,11 @@ struct WebController: Sendable {
     // MARK: - Signed out
 
     /// The page to go to after signing in: a path on this site only, never another origin.
+    /// `?…` of the request as it came, or nothing.
+    static func query(of request: Request) -> String {
+        request.uri.query.map { "?" + $0 } ?? ""
+    }
+
     static func nextPath(_ request: Request) -> String {
         sitePath(request.query["next"])
     }
