@@ -142,6 +142,10 @@ struct AccountsTests {
 
             let deposits = try json(try await client.execute(uri: "/api/transactions?type=withdrawal", method: .get, headers: bearer(tokens)))
             #expect((deposits["data"] as? [[String: Any]])?.isEmpty == true)
+            // In capitals as order sides are written: the same filter.
+            let upper = try json(try await client.execute(uri: "/api/transactions?type=DEPOSIT", method: .get, headers: bearer(tokens)))
+            let lower = try json(try await client.execute(uri: "/api/transactions?type=deposit", method: .get, headers: bearer(tokens)))
+            #expect((upper["data"] as? [[String: Any]])?.count == (lower["data"] as? [[String: Any]])?.count && (lower["data"] as? [[String: Any]])?.isEmpty == false)
             let bad = try await client.execute(uri: "/api/transactions?type=loan&from=yesterday", method: .get, headers: bearer(tokens))
             #expect(Set(try problem(bad).errors?.map(\.field) ?? []) == ["type", "from"])
             // Days a month lacks and hour 24 are refused, not rolled into the next day.

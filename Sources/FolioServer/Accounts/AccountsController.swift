@@ -144,7 +144,7 @@ struct AccountsController: Sendable {
             if let symbol = OrderDraft.normalizedSymbol(String(raw)) { filter.symbol = symbol } else { issues.append(.init(field: "symbol", code: "invalid", message: "symbol must be a ticker.")) }
         }
         if let raw = query["type"] {
-            if let kind = LedgerKind(rawValue: String(raw)) { filter.kind = kind } else {
+            if let kind = LedgerKind(rawValue: raw.lowercased()) { filter.kind = kind } else {
                 issues.append(.init(field: "type", code: "invalid", message: "type must be one of \(LedgerKind.allCases.map(\.rawValue).joined(separator: ", ")).")) }
         }
         for (key, keyPath) in [("from", \TradingStore.EntryFilter.from), ("to", \TradingStore.EntryFilter.to)] {
