@@ -62,7 +62,7 @@ enum CommandError {
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage users: create an administrator, list, change a role, disable, enable, erase.",
-        subcommands: [CreateAdmin.self, List.self, SetRole.self, Disable.self, Enable.self, Erase.self])
+        subcommands: [CreateAdmin.self, List.self, SetRole.self, Disable.self, Enable.self, Export.self, Erase.self])
 
     struct CreateAdmin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -154,6 +154,41 @@ struct Users: AsyncParsableCommand {
 }
 
 extension Users {
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Export a person's data (GDPR access request), as they get it from the settings page: JSON, to a file or standard output.")
+        @OptionGroup var options: EnvironmentOptions
+        @Argument(help: "Email address or id of the user.") var email: String
+        @Option(name: .shortAndLong, help: "Write to this file (created, readable by its owner only) instead of standard output.") var output: String?
+
+        func run() async throws {
+            if let output {
+                // Personal data: a new file only its owner reads, never one that exists already.
+                let descriptor = open(output, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+                guard descriptor >= 0 else {
+                    FileHandle.standardError.write(Data("error: cannot create \(output): \(String(cString: strerror(errno)))\n".utf8))
+                    throw ExitCode(73)  // EX_CANTCREAT
+                }
+                let file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+                do {
+                    let id = try await withServices(options) { services in
+                        try await UserAdministration(services: services).export(email: email) { bytes in try file.write(contentsOf: Data(bytes)) }
+                    }
+                    try file.close()
+                    FileHandle.standardError.write(Data("exported \(id.uuidString.lowercased()) to \(output)\n".utf8))
+                } catch {
+                    try? file.close()
+                    unlink(output)
+                    throw error
+                }
+            } else {
+                _ = try await withServices(options) { services in
+                    try await UserAdministration(services: services).export(email: email) { bytes in FileHandle.standardOutput.write(Data(bytes)) }
+                }
+            }
+        }
+    }
+
     struct Erase: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Erase a person (GDPR): their address and personal data go; their ledger and audit trail stay, unlinked from them.")

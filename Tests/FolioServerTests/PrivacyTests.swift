@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import NIOConcurrencyHelpers
 import NIOCore
 import SQLKit
 import Testing
@@ -173,6 +174,19 @@ struct PrivacyTests {
             }
             let anonymous = try await client.execute(uri: "/api/me/export", method: .get)
             #expect(anonymous.status == .unauthorized)
+
+            // An operator's export (`folio users export`) for someone who cannot sign in: the same data, audited as the operator's.
+            let collected = NIOLockedValueBox<[UInt8]>([])
+            _ = try await UserAdministration(services: env.services).export(email: "EXPORTER@example.com") { bytes in collected.withLockedValue { $0 += bytes } }
+            let byOperator = try #require(try JSONSerialization.jsonObject(with: Data(collected.withLockedValue { $0 })) as? [String: Any])
+            #expect(byOperator["complete"] as? Bool == true)
+            #expect((byOperator["profile"] as? [String: Any])?["email"] as? String == "exporter@example.com")
+            let operatorRows = ((byOperator["sections"] as? [String: Any])?["orders"] as? [String: Any])?["rows"] as? [[String: Any]]
+            #expect(operatorRows?.map { $0["id"] as? String } == [order])
+            let audited = try await env.database.sql.raw("SELECT actor_id FROM audit_events WHERE action = 'admin.personal_data_exported'").all()
+            #expect(audited.count == 1)
+            let noActor = try audited.first?.decodeNil(column: "actor_id")
+            #expect(noActor == true, "no user acted: the command line did")
         }
     }
 

@@ -12,6 +12,7 @@ public struct UserAdministration: Sendable {
     let startingCash: Cash
     let origin: RequestOrigin
     let erasure: PersonalDataErasure
+    let personalData: PersonalDataExport
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -39,6 +40,20 @@ public struct UserAdministration: Sendable {
         self.startingCash = services.configuration.startingCash
         self.origin = .commandLine(logger: services.logger)
         self.erasure = services.erasure
+        self.personalData = services.personalData
+    }
+
+    /// A person's data as `GET /api/me/export` gives it to them, for an access request made some other
+    /// way (someone who cannot sign in): written to `write` in pieces, audited as the operator's.
+    public func export(email: String, to write: (ArraySlice<UInt8>) async throws -> Void) async throws -> UUID {
+        let user = try await find(email)
+        let userID = UserID(user.id!)
+        let profile = try await personalData.profile(of: userID)
+        try await identity.audit.record(
+            .init(action: "admin.personal_data_exported", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
+            origin: origin, on: identity.database.db)
+        try await personalData.write(userID: userID, profile: profile, to: write)
+        return user.id!
     }
 
     /// Creates an administrator whose address counts as verified.
