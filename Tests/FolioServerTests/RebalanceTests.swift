@@ -129,6 +129,7 @@ struct RebalanceTests {
             #expect(trades.first?["side"] as? String == "SELL" && trades.first?["symbol"] as? String == "AAPL")
             #expect(trades.contains { $0["symbol"] as? String == "MSFT" && $0["side"] as? String == "BUY" })
             #expect(plan["order_count"] as? Int == trades.count && plan["reason"] == nil)
+            #expect((plan["notes"] as? [String])?.first?.contains("bought in up to 2 more rounds") == true, "buys are topped up: the plan says so")
             // A plan changes nothing.
             #expect(try await env.store.orders(of: account.userID, filter: .init(), after: nil, limit: 10).count == 2)
 

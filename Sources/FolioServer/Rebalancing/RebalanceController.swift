@@ -317,8 +317,13 @@ struct RebalanceController: Sendable {
         var reason: ReasonResponse?
         /// A run of this account still going (its orders hold cash and shares): executing is refused until it ends.
         var activeRunID: RebalanceRunID?
+        /// What a run of this plan would do that its trades do not show.
+        var notes: [String]
         var trades: [TradeResponse]
         var lines: [PlanLineResponse]
+
+        /// Market buys reserve a margin above the price; a run buys again with what the margin left.
+        static let moreRoundsNote = "What the market-buy margin leaves unspent is bought in up to \(RebalanceService.maximumBuyRounds - 1) more rounds, so less cash may be left than planned."
 
         init(_ planned: RebalanceService.Planned) {
             let plan = planned.plan
@@ -339,6 +344,7 @@ struct RebalanceController: Sendable {
             stale = plan.stale
             reason = plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
             activeRunID = planned.activeRun
+            notes = plan.buys.isEmpty ? [] : [Self.moreRoundsNote]
             trades = plan.trades.map(TradeResponse.init)
             lines = plan.lines.map { line in
                 PlanLineResponse(

@@ -80,13 +80,12 @@ enum AnswerPage: String {
             return ["trade": "\(side) \(trade["quantity"] as? String ?? "") \(symbol)", "price": price, "amount": money("estimated_amount", in: trade)]
         }
         let count = plan["order_count"] as? Int ?? trades.count
-        let buys = (plan["trades"] as? [[String: Any]] ?? []).contains { $0["side"] as? String == "BUY" }
         let running = plan["active_run_id"] is String
         let summary = running ? Self.runningNote
             : trades.isEmpty
             ? (plan["reason"] as? [String: Any])?["message"] as? String ?? "Nothing to trade: the holdings are where the targets put them."
             : "\(count) \(count == 1 ? "order" : "orders"): about \(money("estimated_cost")) to buy and \(money("estimated_proceeds")) from sales; cash after \(money("cash_after"))."
-                + (buys ? " What the market-buy margin leaves unspent is bought in up to two more rounds, so less cash may be left." : "")
+                + ((plan["notes"] as? [String]).map { $0.isEmpty ? "" : " " + $0.joined(separator: " ") } ?? "")
         let account = fields["account_id"].flatMap(AccountID.init)?.description
         return [
             "summary": summary, "trades": running ? [] : trades, "has_trades": !running && !trades.isEmpty, "csrf": csrf,

@@ -70,12 +70,11 @@ document.getElementById('plan-form')?.addEventListener('folio:done', (event) => 
     for (const cell of [...row.cells].slice(1)) cell.className = 'num';
   }
   // Said as AnswerPages.rebalancePlan says it without JavaScript.
-  const buys = plan.trades.some((trade) => trade.side === 'BUY');
   const summary = plan.active_run_id
     ? 'A rebalance of this account is still running: its orders hold the cash and shares it needs. Preview again once it has finished.'
     : plan.trades.length
     ? `${plan.order_count} ${plan.order_count === 1 ? 'order' : 'orders'}: about ${money(plan.estimated_cost)} to buy and ${money(plan.estimated_proceeds)} from sales; cash after ${money(plan.cash_after)}.`
-      + (buys ? ' What the market-buy margin leaves unspent is bought in up to two more rounds, so less cash may be left.' : '')
+      + (plan.notes?.length ? ' ' + plan.notes.join(' ') : '')
     : plan.reason?.message ?? 'Nothing to trade: the holdings are where the targets put them.';
   document.getElementById('plan-summary').textContent = summary;
   const fields = new FormData(document.getElementById('plan-form'));
