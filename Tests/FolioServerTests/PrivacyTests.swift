@@ -148,7 +148,7 @@ struct PrivacyTests {
             #expect(response.headers[.contentDisposition]?.hasPrefix("attachment; filename=\"folio-export-") == true)
             let text = String(buffer: response.body)
             let export = try json(response)
-            #expect(export["format"] as? String == "folio-export-v1")
+            #expect(export["format"] as? String == "folio-export-v2")
             let profile = try #require(export["profile"] as? [String: Any])
             #expect(profile["email"] as? String == "exporter@example.com")
             let sections = try #require(export["sections"] as? [String: Any])
@@ -164,6 +164,9 @@ struct PrivacyTests {
             #expect(rows("audit_events").contains { $0["action"] as? String == "security.login_succeeded" })
             #expect(rows("audit_events").contains { $0["action"] as? String == "security.login_failed" && ($0["ip"] == nil || $0["ip"] is NSNull) })
             #expect(!rows("notifications").isEmpty)
+            // What Folio stored as JSON is JSON in the file, not a string of it.
+            #expect(rows("audit_events").contains { $0["details"] is [String: Any] }, "\(rows("audit_events").map { $0["details"] ?? "" })")
+            #expect(rows("audit_events").allSatisfy { !($0["details"] is String) })
             for section in PersonalDataExport.sections { #expect(sections[section.name] != nil, "section \(section.name)") }
 
             for foreign in ["stranger@example.com", strangerOrder, strangerID, "MSFT"] {

@@ -11,11 +11,13 @@ struct PersonalDataExport: Sendable {
     let database: FolioDatabase
     let clock: AppClock
 
-    static let format = "folio-export-v1"
+    static let format = "folio-export-v2"  // v2: stored JSON (plans, event details) as JSON, not as strings of it
     static let pageSize = 500
 
     enum Kind: Sendable {
         case text, uuid, date, integer, boolean, cash, quantity, price
+        /// JSON Folio stored as text (a plan, an event's details): written as JSON, not as a string of it.
+        case json
     }
 
     struct Column: Sendable {
@@ -49,6 +51,7 @@ struct PersonalDataExport: Sendable {
             case "cash": .cash
             case "quantity": .quantity
             case "price": .price
+            case "json": .json
             default: .text
             }
             return Column(name: parts[0], kind: kind)
@@ -97,7 +100,7 @@ struct PersonalDataExport: Sendable {
             owned: { "t.allocation_id IN (SELECT id FROM target_allocations WHERE user_id = \(bind: $0))" }, paged: false),
         Section(
             name: "rebalances", about: "Rebalance runs: the plan, the orders' rounds and how each run ended.", table: "rebalance_runs",
-            columns: columns("id:uuid, account_id:uuid, mode, status, options, plan, reasons, notes, buy_rounds:int, created_at:date, finished_at:date")),
+            columns: columns("id:uuid, account_id:uuid, mode, status, options:json, plan:json, reasons:json, notes:json, buy_rounds:int, created_at:date, finished_at:date")),
         Section(
             name: "brokerage_links", about: "Brokerage accounts you linked (the keys themselves are never exported).", table: "brokerage_links",
             columns: columns("id:uuid, account_id:uuid, broker, environment, remote_account, key_hint, status, origin, created_at:date, removed_at:date")),
@@ -126,7 +129,7 @@ struct PersonalDataExport: Sendable {
                 """)),
         Section(
             name: "notifications", about: "What Folio told you in the app.", table: "notifications",
-            columns: columns("id:uuid, kind, category, title, body, data, created_at:date, read_at:date")),
+            columns: columns("id:uuid, kind, category, title, body, data:json, created_at:date, read_at:date")),
         Section(
             name: "notification_preferences", about: "Which notices you asked to get by email.", table: "notification_preferences",
             columns: columns("category, email:bool, updated_at:date"), paged: false),
@@ -137,7 +140,7 @@ struct PersonalDataExport: Sendable {
             name: "audit_events", about: "The audit trail's events about you and your accounts.", table: "audit_events",
             // The address only where the user acted themselves: an administrator's address is theirs, and a failed sign-in's may be
             // an attacker's (events recorded before sign-in attempts had no actor named the user: left out by their action).
-            columns: columns("id:uuid, occurred_at:date, action, subject_type, subject_id, details, ip, request_id"),
+            columns: columns("id:uuid, occurred_at:date, action, subject_type, subject_id, details:json, ip, request_id"),
             select: ["ip": "CASE WHEN t.actor_id = t.user_id AND t.action NOT IN ('security.login_failed', 'security.login_lockout', 'security.login_locked', 'security.login_refused', 'security.refresh_token_reuse') THEN t.ip END"]),
     ]
 
@@ -214,6 +217,13 @@ struct PersonalDataExport: Sendable {
             json.key(named: column.name)
             switch column.kind {
             case .text: try row.decode(column: column.name, as: String?.self).map { json.string($0) } ?? json.null()
+            case .json:
+                // Text that is not JSON (never written so, but a file must not break on it) stays text.
+                if let text = try row.decode(column: column.name, as: String?.self) {
+                    if let parsed = try? JSONValue.parse(Array(text.utf8)) { json.value(parsed) } else { json.string(text) }
+                } else {
+                    json.null()
+                }
             case .uuid: try row.decode(column: column.name, as: UUID?.self).map { json.string($0.lowercasedString) } ?? json.null()
             case .date: try row.decode(column: column.name, as: Date?.self).map { json.date($0) } ?? json.null()
             case .integer: try row.decode(column: column.name, as: Int64?.self).map { json.integer($0) } ?? json.null()
