@@ -74,17 +74,7 @@ extension IdentityServices {
     func disableTwoFactor(_ identity: Identity, password: String, totpCode: String?, recoveryCode: String?, origin: RequestOrigin) async throws {
         let user = try await currentUser(identity)
         guard user.hasTwoFactor else { throw IdentityError.twoFactorNotEnabled }
-        let db = database.db
-        try await checkCredentials(of: user, origin: origin) {
-            guard PasswordPolicy.isHashable(password), try await hasher.verify(password, hash: user.passwordHash) else {
-                return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
-            }
-            // Its own mail says two-factor is off.
-            if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, mailSpent: false, on: db) {
-                return .failed(reason: "wrong_second_factor", refused.issue)
-            }
-            return .passed
-        }
+        try await checkPasswordAndSecondFactor(of: user, password: password, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin)
         try await database.modelTransaction { db in
             user.totpEnabledAt = nil
             user.totpSecretSealed = nil
@@ -101,16 +91,7 @@ extension IdentityServices {
     func replaceRecoveryCodes(_ identity: Identity, password: String, totpCode: String?, recoveryCode: String?, origin: RequestOrigin) async throws -> [String] {
         let user = try await currentUser(identity)
         guard user.hasTwoFactor else { throw IdentityError.twoFactorNotEnabled }
-        let db = database.db
-        try await checkCredentials(of: user, origin: origin) {
-            guard PasswordPolicy.isHashable(password), try await hasher.verify(password, hash: user.passwordHash) else {
-                return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
-            }
-            if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, mailSpent: false, on: db) {
-                return .failed(reason: "wrong_second_factor", refused.issue)
-            }
-            return .passed
-        }
+        try await checkPasswordAndSecondFactor(of: user, password: password, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin)
         let now = clock.now()
         let codes = (0..<Self.recoveryCodeCount).map { _ in Self.newRecoveryCode() }
         try await database.modelTransaction { db in
@@ -124,6 +105,22 @@ extension IdentityServices {
             try await mail(user, .recoveryCodesReplaced, MailVariables(["ip": origin.ip ?? "an unknown address"]), on: db)
         }
         return codes
+    }
+
+    /// The password and a second factor of someone changing their second factor, under the sign-in
+    /// throttle. A recovery code spent here is not mailed on its own: the change it made is (two-factor
+    /// off, new codes).
+    private func checkPasswordAndSecondFactor(of user: User, password: String, totpCode: String?, recoveryCode: String?, origin: RequestOrigin) async throws {
+        let db = database.db
+        try await checkCredentials(of: user, origin: origin) {
+            guard PasswordPolicy.isHashable(password), try await hasher.verify(password, hash: user.passwordHash) else {
+                return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
+            }
+            if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, mailSpent: false, on: db) {
+                return .failed(reason: "wrong_second_factor", refused.issue)
+            }
+            return .passed
+        }
     }
 
     /// How many recovery codes are left unused; nil while two-factor is off.
