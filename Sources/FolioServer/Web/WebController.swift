@@ -66,12 +66,12 @@ struct WebController: Sendable {
 
     // MARK: - Signed out
 
-    /// The page to go to after signing in: a path on this site only, never another origin.
     /// `?…` of the request as it came, or nothing.
     static func query(of request: Request) -> String {
         request.uri.query.map { "?" + $0 } ?? ""
     }
 
+    /// The page to go to after signing in: a path on this site only, never another origin.
     static func nextPath(_ request: Request) -> String {
         sitePath(request.query["next"])
     }
