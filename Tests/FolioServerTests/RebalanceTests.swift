@@ -158,6 +158,7 @@ struct RebalanceTests {
             // A preview meanwhile says so.
             let preview = try json(try await post(client, "/api/portfolio/rebalance", [:], headers: bearer(tokens)))
             #expect(preview["active_run_id"] as? String == id)
+            #expect((preview["notes"] as? [String])?.first?.hasPrefix("A rebalance of this account is still running") == true)
 
             let finished = try await Self.finish(client, env, tokens, run: id)
             #expect(finished["status"] as? String == "done", "\(finished)")

@@ -322,6 +322,8 @@ struct RebalanceController: Sendable {
         var trades: [TradeResponse]
         var lines: [PlanLineResponse]
 
+        /// A plan previewed while a run is going (its orders hold the cash): its trades cannot be placed yet.
+        static let runningNote = "A rebalance of this account is still running: its orders hold the cash and shares it needs. Preview again once it has finished."
         /// Market buys reserve a margin above the price; a run buys again with what the margin left.
         static let moreRoundsNote = "What the market-buy margin leaves unspent is bought in up to \(RebalanceService.maximumBuyRounds - 1) more rounds, so less cash may be left than planned."
 
@@ -344,7 +346,7 @@ struct RebalanceController: Sendable {
             stale = plan.stale
             reason = plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
             activeRunID = planned.activeRun
-            notes = plan.buys.isEmpty ? [] : [Self.moreRoundsNote]
+            notes = planned.activeRun != nil ? [Self.runningNote] : plan.buys.isEmpty ? [] : [Self.moreRoundsNote]
             trades = plan.trades.map(TradeResponse.init)
             lines = plan.lines.map { line in
                 PlanLineResponse(

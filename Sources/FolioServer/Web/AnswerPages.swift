@@ -67,9 +67,6 @@ enum AnswerPage: String {
         }
     }
 
-    /// A plan previewed while a run is going (its orders hold the cash): said instead of trades that cannot be placed yet.
-    static let runningNote = "A rebalance of this account is still running: its orders hold the cash and shares it needs. Preview again once it has finished."
-
     static func plan(_ plan: [String: Any], fields: [String: String], csrf: String) -> [String: Any] {
         func money(_ key: String, in object: [String: Any] = plan) -> String {
             (object[key] as? String).flatMap { try? Cash(parsing: $0) }.map(Display.money) ?? "–"
@@ -80,12 +77,14 @@ enum AnswerPage: String {
             return ["trade": "\(side) \(trade["quantity"] as? String ?? "") \(symbol)", "price": price, "amount": money("estimated_amount", in: trade)]
         }
         let count = plan["order_count"] as? Int ?? trades.count
+        // A run still going: its note is the whole summary, and no trades are offered.
         let running = plan["active_run_id"] is String
-        let summary = running ? Self.runningNote
+        let notes = (plan["notes"] as? [String] ?? []).joined(separator: " ")
+        let summary = running ? notes
             : trades.isEmpty
             ? (plan["reason"] as? [String: Any])?["message"] as? String ?? "Nothing to trade: the holdings are where the targets put them."
             : "\(count) \(count == 1 ? "order" : "orders"): about \(money("estimated_cost")) to buy and \(money("estimated_proceeds")) from sales; cash after \(money("cash_after"))."
-                + ((plan["notes"] as? [String]).map { $0.isEmpty ? "" : " " + $0.joined(separator: " ") } ?? "")
+                + (notes.isEmpty ? "" : " " + notes)
         let account = fields["account_id"].flatMap(AccountID.init)?.description
         return [
             "summary": summary, "trades": running ? [] : trades, "has_trades": !running && !trades.isEmpty, "csrf": csrf,

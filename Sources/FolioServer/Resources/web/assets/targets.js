@@ -58,7 +58,7 @@ const money = (text) => {
 
 document.getElementById('plan-form')?.addEventListener('folio:done', (event) => {
   const plan = event.detail;
-  // A run still going holds the cash: its plan is said, not offered (as AnswerPages.runningNote).
+  // A run still going holds the cash: its note is said and no trades are offered (as AnswerPages.plan).
   if (plan.active_run_id) plan.trades = [];
   const trades = document.getElementById('plan-trades');
   trades.replaceChildren();
@@ -71,7 +71,7 @@ document.getElementById('plan-form')?.addEventListener('folio:done', (event) => 
   }
   // Said as AnswerPages.rebalancePlan says it without JavaScript.
   const summary = plan.active_run_id
-    ? 'A rebalance of this account is still running: its orders hold the cash and shares it needs. Preview again once it has finished.'
+    ? plan.notes.join(' ')
     : plan.trades.length
     ? `${plan.order_count} ${plan.order_count === 1 ? 'order' : 'orders'}: about ${money(plan.estimated_cost)} to buy and ${money(plan.estimated_proceeds)} from sales; cash after ${money(plan.cash_after)}.`
       + (plan.notes?.length ? ' ' + plan.notes.join(' ') : '')
