@@ -70,7 +70,7 @@ struct WebAppTests {
             let page = try await client.execute(uri: "/orders/does-not-exist", method: .get, headers: html)
             #expect(page.status == .notFound && page.headers[.contentType]?.hasPrefix("text/html") == true)
             #expect(Self.text(page).contains("There is no page at this address.") && Self.text(page).contains("Check the address, or start again from the dashboard."))
-            #expect(Self.text(page).contains("<h1>Something is not right</h1>") && Self.text(page).contains("Code: <code>not_found</code>"))
+            #expect(Self.text(page).contains("<h1>Not found</h1>") && Self.text(page).contains("Code: <code>not_found</code>"))
             #expect(!Self.text(page).contains(#"<a href="/orders">Orders</a>"#), "signed out: no signed-in navigation")
             // Signed in, the page keeps the signed-in layout, so the way back is one click.
             _ = try await signUp(client, env, email: "lost@example.com")
@@ -496,6 +496,19 @@ struct WebAppTests {
             #expect(try await env.outbox(kind: "recovery_codes_replaced").count == 1)
             #expect(try problem(try await signIn(["recovery_code": first[1]])).code == "invalid_two_factor_code", "the old codes no longer work")
             #expect(try await signIn(["recovery_code": second[0]]).status == .ok)
+            // The password alone: a code is asked for (not called wrong).
+            let noCode = try await post(client, "/api/auth/2fa/recovery-codes", ["password": strongPassword], headers: bearer(tokens))
+            #expect(try problem(noCode).errors?.first?.field == "totp_code" && problem(noCode).errors?.first?.code == "required")
+            // An erasure that would be refused (an open order) spends no recovery code.
+            let resting = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"], headers: bearer(tokens))
+            #expect(resting.status == .created)
+            var jsonHeaders = bearer(tokens)
+            jsonHeaders[.contentType] = "application/json"
+            let refusedErasure = try await client.execute(
+                uri: "/api/me", method: .delete, headers: jsonHeaders,
+                body: ByteBuffer(string: #"{"password": "\#(strongPassword)", "recovery_code": "\#(second[1])"}"#))
+            #expect(try refusedErasure.status == .conflict && problem(refusedErasure).code == "open_orders")
+            #expect(try await left(tokens) == 9, "the code was not spent")
 
             // Without JavaScript, from the settings page: the count, then the new codes as a page of their own.
             env.clock.advance(by: 30)

@@ -35,9 +35,12 @@ enum SecondFactorRefusal: Equatable, Sendable {
     case wrongCode
     case codeAlreadyUsed
     case wrongRecoveryCode
+    /// Neither a code nor a recovery code was given.
+    case missing
 
     var message: String {
         switch self {
+        case .missing: "Enter a code from your authenticator app, or a recovery code."
         case .wrongCode: "The code from the authenticator app is wrong."
         case .codeAlreadyUsed: "That code was already used; enter the next one the authenticator app shows."
         case .wrongRecoveryCode: "The recovery code is wrong or was already used."
@@ -46,7 +49,7 @@ enum SecondFactorRefusal: Equatable, Sendable {
 
     /// As a refused field of a form that asks for the password and a code.
     var issue: FieldIssue {
-        FieldIssue(field: self == .wrongRecoveryCode ? "recovery_code" : "totp_code", code: "invalid_code", message: message)
+        FieldIssue(field: self == .wrongRecoveryCode ? "recovery_code" : "totp_code", code: self == .missing ? "required" : "invalid_code", message: message)
     }
 }
 

@@ -117,7 +117,8 @@ extension IdentityServices {
                 return .failed(reason: "wrong_password", FieldIssue(field: "password", code: "incorrect", message: "The password is wrong."))
             }
             if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, mailSpent: false, on: db) {
-                return .failed(reason: "wrong_second_factor", refused.issue)
+                // No code at all is a step missing, not a guess: the attempt is not counted.
+                return refused == .missing ? .incomplete(refused.issue) : .failed(reason: "wrong_second_factor", refused.issue)
             }
             return .passed
         }
@@ -149,6 +150,7 @@ extension IdentityServices {
     func checkSecondFactor(
         user: User, totpCode: String?, recoveryCode: String?, origin: RequestOrigin, mailSpent: Bool = true, on db: any Database
     ) async throws -> SecondFactorRefusal? {
+        if totpCode == nil && recoveryCode == nil { return .missing }
         if let totpCode, let sealed = user.totpSecretSealed, let (secret, old) = secretBox.openReportingKey(sealed),
            let step = Self.totpStep(code: totpCode, secret: secret, at: clock.now()) {
             guard try await store.spendTOTPStep(userID: user.id!, step: step, on: db) else { return .codeAlreadyUsed }

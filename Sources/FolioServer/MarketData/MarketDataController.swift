@@ -129,7 +129,7 @@ struct MarketDataController: Sendable {
         }
         if !unknown.isEmpty {
             throw AppError(
-                .unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol: \(unknown.joined(separator: ", ")).",
+                .unprocessableContent, code: "unknown_symbol", detail: TradingError.unknownSymbolsMessage(unknown),
                 errors: [.init(field: "symbols", code: "unknown_symbol", message: TradingError.unknownSymbolsMessage(unknown))])
         }
         var seen = Set<String>()
@@ -158,11 +158,15 @@ struct MarketDataController: Sendable {
     }
 
     @Sendable func history(_ request: Request, context: AuthenticatedContext) async throws -> HistoryResponse {
-        let unknown = AppError(.unprocessableContent, code: "unknown_symbol", detail: "Unknown symbol.", errors: [.init(field: "symbol", code: "unknown_symbol", message: "The market data does not know this symbol.")])
-        guard let symbol = context.parameters.get("symbol").flatMap(OrderDraft.normalizedSymbol) else { throw unknown }
+        func unknown(_ message: String) -> AppError {
+            AppError(.unprocessableContent, code: "unknown_symbol", detail: message, errors: [.init(field: "symbol", code: "unknown_symbol", message: message)])
+        }
+        guard let symbol = context.parameters.get("symbol").flatMap(OrderDraft.normalizedSymbol) else {
+            throw unknown("symbol must be a ticker such as AAPL.")
+        }
         switch await quotes.lookup(symbol) {
         case .found: break
-        case .unknown: throw unknown
+        case .unknown: throw unknown(TradingError.unknownSymbolsMessage([symbol]))
         // No quote to check the symbol against: it is history that cannot be had right now.
         case .unavailable(let reason): throw quotes.unavailable(reason, .history)
         }

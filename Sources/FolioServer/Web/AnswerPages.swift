@@ -61,7 +61,9 @@ enum AnswerPage: String {
             return ["secret": secret, "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) ?? "", "csrf": control["_csrf"] ?? ""]
         case .signIn:
             let email = fields.last { $0.0 == "email" }?.1 ?? ""
-            return ["next": WebController.sitePath(control["_next"].map { Substring($0) }), "email": String(email.prefix(320))]
+            // A recovery code was tried: its field stays open.
+            let recovery = fields.contains { $0.0 == "recovery_code" }
+            return ["next": WebController.sitePath(control["_next"].map { Substring($0) }), "email": String(email.prefix(320)), "recovery_tried": recovery]
         case .recoveryCodes, .newRecoveryCodes, .rebalancePlan:
             return nil
         }

@@ -48,7 +48,7 @@ enum Display {
     /// The error page's heading, its problem code (for a report to support) and what the page says
     /// beside them. A refused form's fields say what is wrong, so its code (`validation_failed`) is not shown.
     static func errorValues(status: HTTPResponse.Status, code: String) -> [String: Any] {
-        ["heading": status == .unprocessableContent ? "Check what you entered" : "Something is not right",
+        ["heading": status == .unprocessableContent ? "Check what you entered" : status == .notFound ? "Not found" : "Something is not right",
          "code": (code == "validation_failed" ? nil : code) as String? as Any]
     }
 

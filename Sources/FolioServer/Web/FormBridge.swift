@@ -114,11 +114,13 @@ struct FormBridge: Sendable {
         let problem = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any]
         let issues = problem?["errors"] as? [[String: Any]] ?? []
         let sent = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any]
-        let errors: [[String: String]] = issues.map { issue in
+        let fieldErrors: [[String: String]] = issues.map { issue in
             let field = issue["field"] as? String ?? ""
             return ["field": field, "message": Display.issue(field: field, message: issue["message"] as? String ?? "", request: sent)]
         }
         let code = problem?["code"] as? String ?? "error"
+        // A problem of its own (an unknown symbol) whose one field says the detail's sentence again: said once.
+        let errors = code != "validation_failed" && fieldErrors.count == 1 && fieldErrors[0]["message"] == problem?["detail"] as? String ? [] : fieldErrors
         // A form's own key reused with other values: a page kept from before (Back) was changed and sent again.
         let detail = code == "idempotency_key_reused"
             ? "This form was sent before, with other values; it cannot send new ones."

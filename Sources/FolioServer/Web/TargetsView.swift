@@ -23,6 +23,8 @@ enum TargetsView {
             "account_id": targets.accountID.description,
             "version": targets.version, "has_targets": targets.version > 0,
             "by_class": byClass,
+            // The drift is by class when the stored targets are.
+            "class_targets": !targets.assetClasses.isEmpty,
             "rows": weights.enumerated().map { index, weight in
                 ["index": index, "number": index + 1, "symbol": weight.symbol, "percent": weight.percent] as [String: Any]
             },

@@ -227,7 +227,7 @@ struct WebController: Sendable {
                 query.append("cursor=\(cursor)")
                 return "/transactions?" + query.joined(separator: "&")
             }
-            let type = request.query["type"] ?? ""
+            let type = (request.query["type"] ?? "").lowercased()  // the filter takes any case
             let named = request.query["account_id"].flatMap(AccountID.init)
             if let named, !all.contains(where: { $0.id == named }) { throw TradingError.accountNotFound }
             // Rows of several accounts say whose they are.

@@ -26,6 +26,8 @@ document.getElementById('confirm-enrolment')?.addEventListener('folio:done', (ev
   badge.textContent = 'On';
   document.getElementById('two-factor-state').replaceChildren(badge, ' Signing in needs a code from your authenticator app.');
   for (const row of document.querySelectorAll('#sessions tbody tr:not([data-current])')) row.remove();
+  // Erasing the account now asks for a code too.
+  document.getElementById('erase-second-factor').hidden = false;
 });
 // New recovery codes: shown in place of the form, which is spent (the old count and codes no longer hold).
 document.getElementById('replace-recovery')?.addEventListener('folio:done', (event) => {

@@ -82,6 +82,7 @@ document.getElementById('plan-form')?.addEventListener('folio:done', (event) => 
   document.getElementById('execute-cash-reserve').value = fields.get('cash_reserve') ?? '';
   document.getElementById('execute-min-trade').value = fields.get('min_trade_amount') ?? '';
   document.getElementById('execute-form').hidden = plan.trades.length === 0;
+  document.getElementById('plan-table').hidden = plan.trades.length === 0;
   const section = document.getElementById('plan');
   section.hidden = false;
   section.setAttribute('tabindex', '-1');
