@@ -200,7 +200,7 @@ enum ProblemMapping {
             return AppError(.unauthorized, code: "invalid_credentials", detail: "The email or password is wrong.")
         case .tooManyAttempts(let wait):
             return AppError(
-                .tooManyRequests, code: "too_many_attempts", detail: "Too many failed sign-ins. Try again in \(wait) seconds, or reset your password.",
+                .tooManyRequests, code: "too_many_attempts", detail: "Too many wrong passwords or codes. Try again in \(wait) seconds, or reset your password.",
                 headers: [.retryAfter: String(wait)])
         case .accountDisabled:
             return AppError(.forbidden, code: "account_disabled", detail: "This account is disabled.")
