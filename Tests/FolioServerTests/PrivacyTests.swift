@@ -264,6 +264,10 @@ struct PrivacyTests {
             // The address is free again: the person may come back as someone new.
             let again = try await post(client, "/api/auth/register", ["email": email, "password": strongPassword])
             #expect(again.status == .created)
+            // An operator's export of the erased person (by the id the audit trail names) has nothing to give.
+            await #expect(throws: UserAdministration.Failure.self) {
+                try await UserAdministration(services: env.services).export(email: userID) { _ in }
+            }
         }
     }
 

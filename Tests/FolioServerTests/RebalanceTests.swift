@@ -159,6 +159,7 @@ struct RebalanceTests {
             let preview = try json(try await post(client, "/api/portfolio/rebalance", [:], headers: bearer(tokens)))
             #expect(preview["active_run_id"] as? String == id)
             #expect((preview["notes"] as? [String])?.first?.hasPrefix("A rebalance of this account is still running") == true)
+            #expect(preview["reason"] == nil, "the run is the reason")
 
             let finished = try await Self.finish(client, env, tokens, run: id)
             #expect(finished["status"] as? String == "done", "\(finished)")

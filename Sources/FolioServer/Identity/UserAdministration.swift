@@ -48,6 +48,10 @@ public struct UserAdministration: Sendable {
     public func export(email: String, to write: (ArraySlice<UInt8>) async throws -> Void) async throws -> UUID {
         let user = try await find(email)
         let userID = UserID(user.id!)
+        // An erased person's row is a placeholder now: there is nothing of theirs to give.
+        if try await identity.store.erased([user.id!], on: identity.database.db).contains(user.id!) {
+            throw Failure(description: "\(email) was erased: Folio holds no personal data of theirs any more")
+        }
         let profile = try await personalData.profile(of: userID)
         try await identity.audit.record(
             .init(action: "admin.personal_data_exported", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),

@@ -344,7 +344,8 @@ struct RebalanceController: Sendable {
             buyReservation = plan.buyReservation
             orderCount = plan.trades.count
             stale = plan.stale
-            reason = plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
+            // While a run goes, its note is why nothing can be traded: the plan's own reason (computed without the run's orders) would mislead.
+            reason = planned.activeRun != nil ? nil : plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
             activeRunID = planned.activeRun
             notes = planned.activeRun != nil ? [Self.runningNote] : plan.buys.isEmpty ? [] : [Self.moreRoundsNote]
             trades = plan.trades.map(TradeResponse.init)
