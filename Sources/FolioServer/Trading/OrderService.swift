@@ -83,9 +83,8 @@ struct OrderService: Sendable {
         switch try await brokers.route(for: accountID) {
         case .paper where !brokers.paper.waitsForOpen(), .unlinked: return nil
         case .paper, .alpaca:
-            guard !exchange.isOpen(at: now) else { return nil }
-            let session = exchange.currentOrNextSession(at: now)
-            return session.open > now ? session.open : exchange.currentOrNextSession(at: session.close.addingTimeInterval(1)).open
+            // Closed, the session in progress or next is the next one: its open is ahead.
+            return exchange.isOpen(at: now) ? nil : exchange.currentOrNextSession(at: now).open
         }
     }
 

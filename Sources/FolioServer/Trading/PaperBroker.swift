@@ -86,7 +86,7 @@ struct PaperBroker: Broker {
 
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
         // Closed: an order waits for the open (as Alpaca accepts a DAY order after hours); IOC and FOK cannot wait.
-        if marketHours, !calendar().isOpen(at: clock.now()) {
+        if waitsForOpen() {
             if order.timeInForce == .immediateOrCancel || order.timeInForce == .fillOrKill { return .canceled(reason: "the market is closed") }
             return .accepted
         }
