@@ -35,7 +35,8 @@ struct LedgerCommand: AsyncParsableCommand {
         func run() async throws {
             guard let kind = OperatorPosting.Kind(rawValue: type.lowercased()) else { throw ValidationError("--type must be dividend or fee") }
             guard let id = AccountID(accountID) else { throw ValidationError("the account id must be a UUID") }
-            guard let value = try? Cash(parsing: amount) else { throw ValidationError("--amount must be a number such as 12.34") }
+            let value: Cash
+            do { value = try Cash(parsing: amount) } catch { throw ValidationError(FieldIssue.amount(error, field: "--amount", scale: Cash.centPlaces).message) }
             let text = description ?? (kind == .dividend ? "Dividend\(symbol.map { " \($0.uppercased())" } ?? "")" : "Fee")
             let (entry, cash) = try await withServices(options) { services in
                 try await OperatorPosting.post(kind, accountID: id, amount: value, symbol: symbol, description: text, services: services)
