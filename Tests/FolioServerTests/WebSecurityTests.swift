@@ -544,6 +544,40 @@ struct AdminAndTwoFactorTests {
         }
     }
 
+    @Test("a set-up started in another session while a confirmation is checked turns nothing on; a set-up never replaces the secret of a second factor that is on", arguments: TestDatabaseKind.all)
+    func setUpRaces(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let first = try await signUp(client, env, email: "raced@example.com")
+            let second = try json(try await post(client, "/api/auth/login", ["email": "raced@example.com", "password": strongPassword]))
+            func stored() async throws -> User { try #require(try await User.query(on: env.database.db).filter(\.$email == "raced@example.com").first()) }
+            #expect(try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(first)).status == .ok)
+            let checked = try #require(try await stored().totpSecretSealed)
+            let userID = try #require(try await stored().id)
+            let store = env.services.identity.store
+            // The confirmation read `checked` and is checking its code when the other session starts a set-up.
+            #expect(try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(second)).status == .ok)
+            let replaced = try #require(try await stored().totpSecretSealed)
+            #expect(replaced != checked)
+            let turnedOn = try await env.database.modelTransaction { db in
+                try await store.enableSecondFactor(userID: userID, sealed: checked, now: env.clock.now, on: db)
+            }
+            #expect(!turnedOn, "the secret the code came from is no longer the one on file")
+            #expect(try await stored().totpEnabledAt == nil)
+
+            // Confirmed with the secret on file, as the app shows it: on.
+            let secret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(replaced))
+            let code = String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now))
+            #expect(try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": code], headers: bearer(first)).status == .ok)
+            // A set-up that read the user before that confirmation writes nothing now.
+            let late = try await env.database.modelTransaction { db in
+                try await store.startSecondFactorSetUp(userID: userID, sealed: checked, now: env.clock.now, on: db)
+            }
+            #expect(!late)
+            #expect(try await stored().totpSecretSealed == replaced)
+            #expect(try await stored().totpEnabledAt != nil)
+        }
+    }
+
     @Test("being asked for the second factor is no failed attempt: after a lockout for wrong codes, the owner signs in with the password, then the code", arguments: TestDatabaseKind.all)
     func twoFactorAfterLockout(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -216,6 +216,10 @@ enum ProblemMapping {
             return AppError(.conflict, code: "two_factor_already_enabled", detail: "Two-factor authentication is already on; disable it first to enrol again.")
         case .twoFactorNotEnrolling:
             return AppError(.conflict, code: "two_factor_not_enrolling", detail: "Start enrolment first.")
+        case .twoFactorSetUpReplaced:
+            return AppError(
+                .conflict, code: "two_factor_setup_replaced",
+                detail: "A new set-up was started meanwhile (in another window or session), so the secret this code came from no longer counts. Nothing was turned on: set up again and add the new secret to your app.")
         case .twoFactorNotEnabled:
             return AppError(.conflict, code: "two_factor_not_enabled", detail: "Two-factor authentication is not on.")
         case .cannotDisableSelf:

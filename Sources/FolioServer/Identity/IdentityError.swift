@@ -18,6 +18,8 @@ enum IdentityError: Error, Equatable, Sendable {
     case invalidRefreshToken
     case twoFactorAlreadyEnabled
     case twoFactorNotEnrolling
+    /// Another set-up replaced the secret a confirmation's code was checked against.
+    case twoFactorSetUpReplaced
     case twoFactorNotEnabled
     case cannotDisableSelf
     /// Demoting or disabling the last enabled administrator.

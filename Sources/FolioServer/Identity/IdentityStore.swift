@@ -84,9 +84,29 @@ struct IdentityStore: Sendable {
         try await User.query(on: db).sort(\.$createdAt).sort(\.$id).all()
     }
 
-    /// Seals a TOTP secret again (under the current key), leaving the rest of the user alone.
-    func replaceTOTPSecret(userID: UUID, sealed: String, on db: any Database) async throws {
-        try await User.query(on: db).filter(\.$id == userID).set(\.$totpSecretSealed, to: sealed).update()
+    /// Seals a TOTP secret again (under the current key), leaving the rest of the user alone; only
+    /// while the secret is still the one read (a set-up or turning off meanwhile wins).
+    func replaceTOTPSecret(userID: UUID, old: String, sealed: String, on db: any Database) async throws {
+        try await User.query(on: db).filter(\.$id == userID).filter(\.$totpSecretSealed == old).set(\.$totpSecretSealed, to: sealed).update()
+    }
+
+    /// Keeps a new TOTP secret for a set-up, unless two-factor was turned on meanwhile; false then.
+    /// Compare-and-set in one statement: a set-up's write must never replace the secret of a
+    /// second factor that is on, nor one a confirmation is checking (`enableSecondFactor`).
+    func startSecondFactorSetUp(userID: UUID, sealed: String, now: Date, on db: any Database) async throws -> Bool {
+        try await (db as! any SQLDatabase).raw("""
+            UPDATE users SET totp_secret_sealed = \(bind: sealed), updated_at = \(bind: now)
+            WHERE id = \(bind: userID) AND totp_enabled_at IS NULL RETURNING id
+            """).all().count == 1
+    }
+
+    /// Turns two-factor on with the secret a code was checked against; false when another set-up
+    /// replaced that secret meanwhile (or it is on already): then nothing changes.
+    func enableSecondFactor(userID: UUID, sealed: String, now: Date, on db: any Database) async throws -> Bool {
+        try await (db as! any SQLDatabase).raw("""
+            UPDATE users SET totp_enabled_at = \(bind: now), updated_at = \(bind: now)
+            WHERE id = \(bind: userID) AND totp_enabled_at IS NULL AND totp_secret_sealed = \(bind: sealed) RETURNING id
+            """).all().count == 1
     }
 
     // MARK: Sign-in counters

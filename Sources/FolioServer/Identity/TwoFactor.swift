@@ -19,10 +19,10 @@ extension IdentityServices {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
         var generator = SystemRandomNumberGenerator()
         let secret = String((0..<32).map { _ in alphabet.randomElement(using: &generator)! })
-        user.totpSecretSealed = try secretBox.seal(secret)
-        user.updatedAt = clock.now()
+        let sealed = try secretBox.seal(secret), now = clock.now()
         try await database.modelTransaction { db in
-            try await store.save(user, on: db)
+            // Turned on meanwhile (another window confirmed a set-up): its secret stays.
+            guard try await store.startSecondFactorSetUp(userID: user.id!, sealed: sealed, now: now, on: db) else { throw IdentityError.twoFactorAlreadyEnabled }
             try await store.forgetTOTPSteps(userID: user.id!, on: db)
         }
         return Self.authenticatorEntry(secret: secret, email: user.email)
@@ -60,9 +60,13 @@ extension IdentityServices {
         let now = clock.now()
         let codes = (0..<Self.recoveryCodeCount).map { _ in Self.newRecoveryCode() }
         try await database.modelTransaction { db in
+            // Only with the secret the code was checked against: a set-up started meanwhile (another window or
+            // session) replaced it, and turning on would leave the user's app holding a secret that no longer counts.
+            guard try await store.enableSecondFactor(userID: user.id!, sealed: sealed, now: now, on: db) else {
+                throw try await store.lockSecondFactor(userID: user.id!, on: db) ? IdentityError.twoFactorAlreadyEnabled : IdentityError.twoFactorSetUpReplaced
+            }
             user.totpEnabledAt = now
             user.updatedAt = now
-            try await store.save(user, on: db)
             let stored = codes.map { RecoveryCode(userID: user.id!, codeHash: SecretBox.saltedHash(Self.canonicalRecoveryCode($0)), now: now) }
             try await store.replaceRecoveryCodes(userID: user.id!, with: stored, on: db)
             try await twoFactorChanged(user, enabled: true, identity: identity, origin: origin, on: db)
@@ -155,7 +159,7 @@ extension IdentityServices {
            let step = Self.totpStep(code: totpCode, secret: secret, at: clock.now()) {
             guard try await store.spendTOTPStep(userID: user.id!, step: step, on: db) else { return .codeAlreadyUsed }
             // Sealed under a key that is being rotated out: seal it under the current one.
-            if old { try await store.replaceTOTPSecret(userID: user.id!, sealed: try secretBox.seal(secret), on: db) }
+            if old { try await store.replaceTOTPSecret(userID: user.id!, old: sealed, sealed: try secretBox.seal(secret), on: db) }
             return nil
         }
         guard let recoveryCode else { return .wrongCode }
