@@ -272,6 +272,54 @@ struct OrdersTests {
         }
     }
 
+    @Test("cancel every open order: of one symbol, then all; reservations come back, filled orders and another user's stay", arguments: TestDatabaseKind.all)
+    func cancelEveryOpenOrder(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let alice = try await signUp(client, env, email: "alice@example.com")
+            let bob = try await signUp(client, env, email: "bob@example.com")
+            _ = try await order(client, alice, ["symbol": "AAPL", "quantity": 2, "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            let restingBuy = try json(try await order(client, alice, ["symbol": "AAPL", "quantity": 3, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"]))["id"] as! String
+            let restingSell = try json(try await order(client, alice, ["symbol": "AAPL", "quantity": 2, "side": "SELL", "order_type": "LIMIT", "limit_price": "100000.00", "time_in_force": "GTC"]))["id"] as! String
+            let otherSymbol = try json(try await order(client, alice, ["symbol": "MSFT", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "2.50", "time_in_force": "GTC"]))["id"] as! String
+            let bobs = try json(try await order(client, bob, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"]))["id"] as! String
+            await env.worker.drain()
+            #expect(try await accounts(client, alice).first?["reserved_cash"] as? String == "5.50")
+
+            // Only MSFT.
+            let one = try await client.execute(uri: "/api/orders?symbol=msft", method: .delete, headers: bearer(alice))
+            #expect(one.status == .ok)
+            let oneData = try #require(try json(one)["data"] as? [[String: Any]])
+            #expect(oneData.map { $0["id"] as? String } == [otherSymbol])
+            #expect(oneData.first?["status"] as? String == "canceled")
+            #expect(try await accounts(client, alice).first?["reserved_cash"] as? String == "3.00")
+
+            // Another user cannot name this account; nothing of alice's changes.
+            let aliceAccount = try #require(try await accounts(client, alice).first?["id"] as? String)
+            #expect(try await client.execute(uri: "/api/orders?account_id=\(aliceAccount)", method: .delete, headers: bearer(bob)).status == .notFound)
+            #expect(try await show(client, alice, restingBuy)["status"] as? String == "accepted")
+
+            // Everything else of alice's (the test clock is frozen, so placed at one instant).
+            let all = try await client.execute(uri: "/api/orders?account_id=\(aliceAccount)", method: .delete, headers: bearer(alice))
+            #expect(all.status == .ok)
+            let allData = try #require(try json(all)["data"] as? [[String: Any]])
+            #expect(Set(allData.compactMap { $0["id"] as? String }) == [restingBuy, restingSell])
+            #expect(allData.allSatisfy { $0["status"] as? String == "canceled" })
+            let account = try #require(try await accounts(client, alice).first)
+            #expect(account["reserved_cash"] as? String == "0.00")
+            let positions = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(alice)))["positions"] as? [[String: Any]]
+            #expect(positions?.first?["quantity"] as? String == "2")
+            #expect(try await show(client, bob, bobs)["status"] as? String == "accepted")
+
+            // Nothing left: an empty list, not an error.
+            let none = try await client.execute(uri: "/api/orders", method: .delete, headers: bearer(alice))
+            #expect(none.status == .ok)
+            #expect((try json(none)["data"] as? [Any])?.isEmpty == true)
+            #expect(try await client.execute(uri: "/api/orders?symbol=not%20a%20ticker", method: .delete, headers: bearer(alice)).status == .unprocessableContent)
+            #expect(try await client.execute(uri: "/api/orders", method: .delete).status == .unauthorized)
+        }
+    }
+
     @Test("an IOC order that cannot fill at once is canceled and gives its reservation back", arguments: TestDatabaseKind.all)
     func immediateOrCancel(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -367,6 +367,36 @@ struct WebAppTests {
         }
     }
 
+    @Test("without JavaScript: the orders page cancels every open order of the shown account with one form", arguments: TestDatabaseKind.all)
+    func cancelAllWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "tidy@example.com")
+            for price in ["1.00", "2.00"] {
+                let placed = try await post(
+                    client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": price, "time_in_force": "GTC"],
+                    headers: bearer(tokens))
+                #expect(placed.status == .created)
+            }
+            await env.worker.drain()
+            var headers = try await Self.signInWithoutJavaScript(client, email: "tidy@example.com")
+            let page = Self.text(try await client.execute(uri: "/orders", method: .get, headers: headers))
+            let csrf = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            let api = String(try #require(page.firstMatch(of: /id="cancel-all"><input type="hidden" name="_api" value="([^"]+)"/)?.output.1))
+            #expect(page.contains("Cancel all open orders"))
+            let account = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            #expect(api == "/api/orders?account_id=\(account)")
+            let canceled = try await client.execute(
+                uri: "/form", method: .post, headers: headers,
+                body: Self.form([("_api", api), ("_method", "DELETE"), ("_next", "/orders"), ("_done", "cancel_all_asked"), ("_csrf", csrf)]))
+            #expect(canceled.status == .seeOther && canceled.headers[.location] == "/orders")
+            #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")
+            headers[.cookie] = try #require(headers[.cookie]) + "; __Host-folio_done=cancel_all_asked:/orders"
+            let after = Self.text(try await client.execute(uri: "/orders", method: .get, headers: headers))
+            #expect(after.contains("Cancellation asked for every open order"))
+            #expect(after.contains("No open orders.") && !after.contains("Cancel all open orders"))
+        }
+    }
+
     @Test("without JavaScript: a password with spaces at its ends signs in as typed, and not trimmed", arguments: TestDatabaseKind.all)
     func spacedPasswordWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -460,6 +460,28 @@ struct OrderService: Sendable {
         throw TradingError.orderNotFound
     }
 
+    /// Cancels every open order of the user (of one account, or one symbol,
+    /// when named), one order at a time as `cancel` does, oldest first. Each
+    /// answer is the order as it is after its cancel (ended, or still open
+    /// with the cancel requested while the broker confirms), or why it could
+    /// not be asked; one that ended meanwhile is reported as it ended.
+    func cancelAll(userID: UserID, accountID: AccountID?, symbol: String?, context: AuditContext) async throws -> [(id: OrderID, outcome: Result<OrderState, any Error>)] {
+        var outcomes: [(id: OrderID, outcome: Result<OrderState, any Error>)] = []
+        for order in try await store.openOrders(of: userID, accountID: accountID, symbol: symbol) {
+            do {
+                outcomes.append((order.id, .success(try await cancel(orderID: order.id, userID: userID, context: context))))
+            } catch {
+                // It filled or ended another way between the list and its cancel: nothing is left to cancel.
+                if let now = try? await store.order(order.id, owner: userID), !now.status.isOpen {
+                    outcomes.append((order.id, .success(now)))
+                } else {
+                    outcomes.append((order.id, .failure(error)))
+                }
+            }
+        }
+        return outcomes
+    }
+
     /// Records a requested cancel on an order still as it was seen; nil when it has moved on (or was asked already).
     private func requestCancel(_ seen: OrderState, userID: UserID, context: AuditContext) async throws -> OrderState? {
         let now = ledger.now(), ledger = self.ledger

@@ -18,6 +18,7 @@ struct OrdersController: Sendable {
         api.get(use: list)
         api.get("/:id", use: show)
         api.delete("/:id", use: cancel)
+        api.delete(use: cancelAll)
     }
 
     /// The seed's body `{"symbol":"AAPL","quantity":1,"side":"BUY","order_type":"MARKET"}` and the full form.
@@ -128,19 +129,26 @@ struct OrdersController: Sendable {
             }
             filter.status = status
         }
-        if let raw = request.query["symbol"] {
-            guard let symbol = OrderDraft.normalizedSymbol(String(raw)) else { throw TradingError.invalid(field: "symbol", code: "invalid", message: "symbol must be a ticker.") }
-            filter.symbol = symbol
-        }
-        if let raw = request.query["account_id"] {
-            guard let id = AccountID(raw) else { throw TradingError.invalid(field: "account_id", code: "invalid", message: "account_id must be a UUID.") }
-            filter.accountID = id
-        }
+        (filter.accountID, filter.symbol) = try Self.accountAndSymbol(request)
         let cursor = try request.query["cursor"].map(Pagination.decode)
         try await store.requireOwned(filter.accountID, by: context.identity.userID)
         let found = try await store.orders(of: context.identity.userID, filter: filter, after: cursor, limit: limit + 1)
         let page = found.prefix(limit)
         return Page(data: page.map(OrderResponse.init), nextCursor: found.count > limit ? page.last.map { Pagination.cursor(after: $0.id.uuid) } : nil)
+    }
+
+    /// The `account_id` and `symbol` a list or a cancel of every order is narrowed to.
+    static func accountAndSymbol(_ request: Request) throws -> (AccountID?, String?) {
+        var account: AccountID?, symbol: String?
+        if let raw = request.query["symbol"] {
+            guard let ticker = OrderDraft.normalizedSymbol(String(raw)) else { throw TradingError.invalid(field: "symbol", code: "invalid", message: "symbol must be a ticker.") }
+            symbol = ticker
+        }
+        if let raw = request.query["account_id"] {
+            guard let id = AccountID(raw) else { throw TradingError.invalid(field: "account_id", code: "invalid", message: "account_id must be a UUID.") }
+            account = id
+        }
+        return (account, symbol)
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> OrderResponse {
@@ -157,5 +165,42 @@ struct OrdersController: Sendable {
         let order = try await orders.cancel(orderID: id, userID: context.identity.userID, context: context.auditContext)
         // 202 while the broker has yet to confirm (`pending_cancel`); 200 once the order has ended.
         return EditedResponse(status: order.status.isOpen ? .accepted : .ok, response: OrderResponse(order))
+    }
+
+    struct CanceledOrders: ResponseEncodable {
+        var data: [OrderResponse]
+    }
+
+    /// Cancels every open order (of `account_id`, of `symbol`): 200 with each
+    /// order as it is now, ended or `pending_cancel` while its broker
+    /// confirms. When some could not be asked (their broker could not be
+    /// reached), the ones that could are canceled and the answer is the
+    /// problem `cancel_incomplete` naming the others, to be asked again.
+    @Sendable func cancelAll(_ request: Request, context: AuthenticatedContext) async throws -> CanceledOrders {
+        let (accountID, symbol) = try Self.accountAndSymbol(request)
+        try await store.requireOwned(accountID, by: context.identity.userID)
+        let outcomes = try await orders.cancelAll(userID: context.identity.userID, accountID: accountID, symbol: symbol, context: context.auditContext)
+        var answered: [OrderResponse] = [], refused: [ProblemDetails.FieldError] = [], serverSide = false
+        for (id, outcome) in outcomes {
+            switch outcome {
+            case .success(let order): answered.append(OrderResponse(order))
+            case .failure(let error):
+                let problem = ProblemMapping.appError(for: error)
+                    ?? AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side.")
+                if problem.status.code >= 500 {
+                    serverSide = true
+                    context.logger.error("canceling one of every open order failed", metadata: ["order_id": "\(id)", "error": "\(error)"])
+                }
+                refused.append(.init(field: "orders", code: problem.code, message: "Order \(id) was not canceled: \(problem.detail)"))
+            }
+        }
+        if !refused.isEmpty {
+            // The ones asked stay asked; the rest are named, to be asked again.
+            throw AppError(
+                serverSide ? .serviceUnavailable : .conflict, code: "cancel_incomplete",
+                detail: "\(answered.count) of \(outcomes.count) open orders were canceled or asked to cancel; \(refused.count) could not be. Try again to cancel the rest.",
+                errors: refused, headers: serverSide ? [.retryAfter: "2"] : [:])
+        }
+        return CanceledOrders(data: answered)
     }
 }

@@ -313,6 +313,14 @@ struct TradingStore: Sendable {
             """).all().map(Self.order)
     }
 
+    /// The user's open orders (of one account, or one symbol, when named), oldest first.
+    func openOrders(of userID: UserID, accountID: AccountID?, symbol: String?) async throws -> [OrderState] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE user_id = \(bind: userID) AND status IN ('new', 'accepted', 'partially_filled')"
+        if let accountID { query = query + " AND account_id = \(bind: accountID)" }
+        if let symbol { query = query + " AND symbol = \(bind: symbol)" }
+        return try await database.sql.raw(query + " ORDER BY created_at, id").all().map(Self.order)
+    }
+
     /// Orders resting at the broker, oldest first.
     func restingOrders(limit: Int = 1000) async throws -> [OrderState] {
         try await database.sql.raw("""

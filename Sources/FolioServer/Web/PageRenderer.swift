@@ -84,6 +84,7 @@ struct PageRenderer: Sendable {
         "withdrawn": "Withdrawal made: the cash has left the account.",
         "order_placed": "Order placed: it is listed below.",
         "cancel_asked": "Cancellation asked for: the order shows canceled once the broker confirms.",
+        "cancel_all_asked": "Cancellation asked for every open order: each shows canceled once its broker confirms.",
         "targets_saved": "Target weights saved.",
         "rebalance_started": "Rebalance started: its orders are listed under Recent runs.",
         "alpaca_linked": "Alpaca account linked: choose it in the account picker above the dashboard.",

@@ -198,7 +198,8 @@ struct WebController: Sendable {
                     // The ticket always names the account it was drawn for, whatever a picker says by then.
                     "ticket_account_id": valuation.accountID.description, "account_name": choice.currentName ?? "",
                     "several_accounts": choice.accounts.count > 1,
-                    "open": rows.filter(\.open), "history": rows.filter { !$0.open }, "available": Display.money(valuation.availableCash),
+                    "open": rows.filter(\.open), "history": rows.filter { !$0.open },
+                    "several_cancelable": rows.filter(\.cancelable).count > 1, "available": Display.money(valuation.availableCash),
                     "reserved": Display.money((try? valuation.cash - valuation.availableCash) ?? .zero),
                     "available_raw": valuation.availableCash.description, "market_buy_margin": marketBuyMargin.description,
                     "holdings": valuation.positions.map { ["symbol": $0.symbol, "quantity": Display.quantity($0.quantity)] },
