@@ -84,6 +84,12 @@ struct TradingRulesTests {
         #expect(throws: TradingError.self, "control characters cannot reach a text column") {
             try TradingRules.move(.deposit, amount: 1, account: start, description: "a\u{0}b", actor: nil, entryID: EntryID(), now: now)
         }
+        #expect(throws: TradingError.self, "a right-to-left override would show the description reversed") {
+            try TradingRules.move(.deposit, amount: 1, account: start, description: "Refund \u{202E}exe.fdp", actor: nil, entryID: EntryID(), now: now)
+        }
+        // An emoji sequence's zero-width joiner is no trick: kept.
+        let emoji = try TradingRules.move(.deposit, amount: 1, account: start, description: "Rent 👨‍👩‍👧", actor: nil, entryID: EntryID(), now: now)
+        #expect(emoji.entries.first?.description == "Rent 👨‍👩‍👧")
     }
 
     @Test("each partial fill releases at least what it costs, so rounding each fill up never rejects an order that kept to its limit")

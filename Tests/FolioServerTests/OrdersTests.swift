@@ -482,6 +482,9 @@ struct OrdersTests {
             let control = try await order(client, alice, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "client_order_id": "bad id\u{1}"])
             let codes = try problem(control).errors?.map(\.code)
             #expect(control.status == .unprocessableContent && codes == ["invalid_characters"])
+            let reversed = try await order(client, alice, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "client_order_id": "mine-\u{202E}2"])
+            #expect(reversed.status == .unprocessableContent)
+            #expect(try problem(reversed).errors?.map(\.code) == ["invalid_characters"])
         }
     }
 }

@@ -60,8 +60,8 @@ public enum TradingRules {
         if let description, description.count > 200 {
             throw .invalid(field: "description", code: "too_long", message: "description may have at most 200 characters.")
         }
-        if let description, description.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-            throw .invalid(field: "description", code: "invalid_characters", message: "description may not contain control characters.")
+        if let description, UserText.hasHiddenCharacters(description) {
+            throw .invalid(field: "description", code: "invalid_characters", message: "description may not contain control or text-direction characters.")
         }
         let signed = movement.addsCash ? amount : -amount
         guard let cash = try? account.cash + signed else { throw .balanceLimitExceeded(field: "amount") }

@@ -45,8 +45,8 @@ struct OrdersController: Sendable {
             if timeInForce == nil { issues.append(.init(field: "time_in_force", code: "invalid", message: "time_in_force must be DAY, GTC, IOC or FOK.")) }
             if let clientOrderID, !(1...64).contains(clientOrderID.count) {
                 issues.append(.init(field: "client_order_id", code: "invalid", message: "client_order_id must have 1 to 64 characters."))
-            } else if let clientOrderID, clientOrderID.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-                issues.append(.init(field: "client_order_id", code: "invalid_characters", message: "client_order_id may not contain control characters."))
+            } else if let clientOrderID, UserText.hasHiddenCharacters(clientOrderID) {
+                issues.append(.init(field: "client_order_id", code: "invalid_characters", message: "client_order_id may not contain control or text-direction characters."))
             }
             guard let side, let type, let timeInForce else { throw TradingError.invalid(issues) }
             let draft = OrderDraft(
