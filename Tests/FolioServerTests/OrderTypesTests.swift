@@ -253,6 +253,7 @@ struct OrderTypesTests {
             let session = try await WebAppTests.signInWithoutJavaScript(client, email: "hours@example.com")
             let page = WebAppTests.text(try await client.execute(uri: "/orders", method: .get, headers: [.cookie: try #require(session[.cookie])]))
             #expect(page.contains("Orders placed now wait for it to open, Monday 30 November, 09:30 New York time (14:30 UTC)"), "\(page)")
+            #expect(page.contains(#"<option value="IOC" disabled>Immediate or cancel (market closed)</option>"#), "closed: IOC cannot be picked")
             await env.worker.drain()
             try await env.orders.recheckRestingOrders()
             let waiting = try json(try await client.execute(uri: "/api/orders/\(placed["id"] as! String)", method: .get, headers: bearer(tokens)))
@@ -268,6 +269,7 @@ struct OrderTypesTests {
             let openSession = try await WebAppTests.signInWithoutJavaScript(client, email: "hours@example.com")
             let openPage = WebAppTests.text(try await client.execute(uri: "/orders", method: .get, headers: [.cookie: try #require(openSession[.cookie])]))
             #expect(!openPage.contains("id=\"market-closed\""), "open: no note")
+            #expect(openPage.contains(#"<option value="IOC">Immediate or cancel</option>"#), "open: IOC can be picked")
             try await env.expectConsistent()
         }
     }
