@@ -397,6 +397,43 @@ struct WebAppTests {
         }
     }
 
+    @Test("the gains page shows the year's sales matched to their lots, the totals by term, the open lots and the CSV of the same year", arguments: TestDatabaseKind.all)
+    func gainsPage(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "taxes@example.com")
+            for (side, quantity) in [("BUY", "3"), ("SELL", "1")] {
+                #expect(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": quantity, "side": side, "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+                await env.worker.drain()
+            }
+            let report = try json(try await client.execute(uri: "/api/reports/realized-gains", method: .get, headers: bearer(tokens)))
+            let sale = try #require((report["data"] as? [[String: Any]])?.first)
+            let gain = try Cash(parsing: try #require(sale["gain"] as? String))
+            let lots = try #require(try json(try await client.execute(uri: "/api/portfolio/lots", method: .get, headers: bearer(tokens)))["data"] as? [[String: Any]])
+            #expect(lots.count == 1 && lots.first?["quantity"] as? String == "2")
+
+            let session = try await Self.signInWithoutJavaScript(client, email: "taxes@example.com")
+            let page = try await client.execute(uri: "/gains", method: .get, headers: session)
+            #expect(page.status == .ok)
+            let text = Self.text(page)
+            #expect(text.contains("<h2 id=\"realized-heading\">Realized gains in 2026</h2>"))
+            #expect(text.contains("<option value=\"2026\" selected>2026</option>"))
+            #expect(text.contains("<th scope=\"row\">Total</th>"))
+            #expect(text.contains(Display.change(gain)), "the sale's gain, as the API says it")
+            #expect(text.contains("<td>2026-11-24</td><th scope=\"row\">AAPL</th><td class=\"num\">1</td><td>2026-11-24</td>"), "sold, symbol, quantity, acquired")
+            #expect(text.contains("<th scope=\"row\">AAPL</th><td>2026-11-24</td><td class=\"num\">2</td>"), "the open lot")
+            #expect(text.contains("href=\"/api/reports/realized-gains.csv?year=2026&amp;account_id="))
+            #expect(text.contains("aria-current=\"page\">Gains</a>"))
+            // Another year: no sales, the same lots.
+            let earlier = Self.text(try await client.execute(uri: "/gains?year=2024", method: .get, headers: session))
+            #expect(earlier.contains("No sales in 2024.") && earlier.contains("<option value=\"2024\" selected>2024</option>"))
+            #expect(try await client.execute(uri: "/gains?year=3000", method: .get, headers: session).status == .unprocessableContent)
+            // Another person's account is not found, as on every page.
+            let other = try await signUp(client, env, email: "other@example.com")
+            let theirs = try #require(try await accounts(client, other).first?["id"] as? String)
+            #expect(try await client.execute(uri: "/gains?account_id=\(theirs)", method: .get, headers: session).status == .notFound)
+        }
+    }
+
     @Test("without JavaScript: a password with spaces at its ends signs in as typed, and not trimmed", arguments: TestDatabaseKind.all)
     func spacedPasswordWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -90,7 +90,6 @@ enum Display {
         return signed(value.formatted(minimumFractionDigits: 2), prefix: "") + "%"
     }
 
-    /// "2026-11-30 10:50 UTC".
     /// A value that is already a percentage (5.1234) with two decimals ("5.12%").
     static func percentage(_ value: Ratio) -> String {
         let rounded = (try? value.rounded(places: 2, .halfEven)) ?? value

@@ -281,7 +281,7 @@ struct PageRenderer: Sendable {
     }
 
     static func navigation(admin: Bool) -> [(href: String, label: String, section: String)] {
-        [("/", "Dashboard", "dashboard"), ("/orders", "Orders", "orders"), ("/transactions", "Transactions", "transactions"),
+        [("/", "Dashboard", "dashboard"), ("/orders", "Orders", "orders"), ("/transactions", "Transactions", "transactions"), ("/gains", "Gains", "gains"),
          ("/targets", "Targets", "targets"), ("/linked", "Linked", "linked"), ("/notifications", "Notifications", "notifications"),
          ("/settings", "Settings", "settings")]
             + (admin ? [("/admin", "Admin", "admin")] : [])

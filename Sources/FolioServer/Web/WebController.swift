@@ -33,7 +33,7 @@ struct WebController: Sendable {
 
     /// The web app's own routes as the route table writes them: pages, not API (docs/openapi.yaml describes the API only).
     static let routes: Set<String> = [
-        "/assets/{file}", "/form", "/signin", "/signup", "/verify-email", "/reset-password", "/", "/orders", "/transactions", "/targets", "/linked", "/settings",
+        "/assets/{file}", "/form", "/signin", "/signup", "/verify-email", "/reset-password", "/", "/orders", "/transactions", "/gains", "/targets", "/linked", "/settings",
         "/admin", "/notifications", "/login", "/register",
     ]
 
@@ -50,6 +50,7 @@ struct WebController: Sendable {
         router.get("/", use: dashboard)
         router.get("/orders", use: ordersPage)
         router.get("/transactions", use: transactionsPage)
+        router.get("/gains", use: gainsPage)
         router.get("/targets", use: targetsPage)
         router.get("/linked", use: linkedPage)
         router.get("/settings", use: settingsPage)
@@ -254,6 +255,20 @@ struct WebController: Sendable {
         }
     }
 
+    @Sendable func gainsPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        try await signedIn(request, context: context) { context, viewer in
+            let accountID = try PortfolioController.accountID(request, identity: context.identity)
+            let named = Self.naming(accountID, in: request)
+            let report = try await performance.realized(named, context)
+            let lots = try await performance.lots(named, context: context)
+            let choice = try await accountChoice(request, context: context, current: accountID, page: "/gains")
+            var values = GainsView.build(
+                report: report, lots: lots, thisYear: TradingDay(quotes.clock.now()).year, accountID: accountID, severalAccounts: choice.accounts.count > 1)
+            if choice.named { values["account_id"] = accountID.description }
+            return renderer.page("gains", title: "Gains", viewer: viewer, section: "gains", accounts: choice, values: values)
+        }
+    }
+
     @Sendable func targetsPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
         try await signedIn(request, context: context) { context, viewer in
             let accountID = try PortfolioController.accountID(request, identity: context.identity)
@@ -389,7 +404,7 @@ struct WebController: Sendable {
     }
 
     /// The query a page keeps when its picker shows another account.
-    static let keptByPicker = ["range"]
+    static let keptByPicker = ["range", "year"]
 
     /// The person's accounts as the picker names them: an Alpaca account whose link was removed says so
     /// (it takes no more orders, and linking the same Alpaca account again opens another of the same name).
