@@ -377,6 +377,27 @@ def transactions_csv(driver):
     assert any(line["symbol"] == "AAPL" and line["quantity"].startswith("2") for line in lines), f"no AAPL buy of 2 in {lines}"
 
 
+@check("the gains page lists the open lots, and its CSV downloads")
+def gains_csv(driver):
+    for stale in glob.glob(os.path.join(DOWNLOADS, "*")):
+        os.remove(stale)
+    open_page(driver, "/gains", "gains")
+    lots = driver.find_element(By.ID, "lots").text
+    assert "AAPL" in lots, f"no AAPL lot in {lots}"
+    assert "Total" in driver.find_element(By.ID, "realized-totals").text
+    driver.find_element(By.ID, "csv").click()
+    for _ in range(40):
+        files = [name for name in glob.glob(os.path.join(DOWNLOADS, "realized-gains-*.csv"))]
+        if files:
+            break
+        time.sleep(0.25)
+    else:
+        raise AssertionError("no CSV was downloaded")
+    with open(files[0]) as handle:
+        header = handle.readline().strip()
+    assert header == "account_id,symbol,quantity,acquired_at,sold_at,proceeds,cost,gain,term", header
+
+
 @check("another origin cannot act with the user's session (CSRF)")
 def cross_site_request_refused(driver, evil_port):
     before = count_orders(driver)
@@ -709,6 +730,7 @@ def main():
         targets_and_rebalance(driver)
         linked_accounts(driver)
         transactions_csv(driver)
+        gains_csv(driver)
         cross_site_request_refused(driver, evil.server_address[1])
         alpaca_account(driver)
         paper_cash(driver)

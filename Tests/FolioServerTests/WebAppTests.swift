@@ -419,8 +419,8 @@ struct WebAppTests {
             #expect(text.contains("<option value=\"2026\" selected>2026</option>"))
             #expect(text.contains("<th scope=\"row\">Total</th>"))
             #expect(text.contains(Display.change(gain)), "the sale's gain, as the API says it")
-            #expect(text.contains("<td>2026-11-24</td><th scope=\"row\">AAPL</th><td class=\"num\">1</td><td>2026-11-24</td>"), "sold, symbol, quantity, acquired")
-            #expect(text.contains("<th scope=\"row\">AAPL</th><td>2026-11-24</td><td class=\"num\">2</td>"), "the open lot")
+            #expect(text.contains("<td class=\"day\">2026-11-24</td><th scope=\"row\">AAPL</th><td class=\"num\">1</td><td class=\"day\">2026-11-24</td>"), "sold, symbol, quantity, acquired")
+            #expect(text.contains("<th scope=\"row\">AAPL</th><td class=\"day\">2026-11-24</td><td class=\"num\">2</td>"), "the open lot")
             #expect(text.contains("href=\"/api/reports/realized-gains.csv?year=2026&amp;account_id="))
             #expect(text.contains("aria-current=\"page\">Gains</a>"))
             // Another year: no sales, the same lots.

@@ -14,8 +14,8 @@ enum GainsView {
             "year": report.year,
             "years": years.map { ["value": $0, "selected": $0 == report.year] },
             "totals": [
-                totals("Short term (held a year or less)", report.shortTerm),
-                totals("Long term (held more than a year)", report.longTerm),
+                totals("Short term", report.shortTerm),
+                totals("Long term", report.longTerm),
                 totals("Total", report.total),
             ],
             "sales": report.data.map { sale -> [String: Any] in
