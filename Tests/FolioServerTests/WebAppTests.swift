@@ -270,6 +270,10 @@ struct WebAppTests {
         let sent: [String: Any] = ["targets": [["symbol": "VTI", "percent": "60"], ["symbol": "BND", "percent": "140"]]]
         #expect(Display.issue(field: "targets[1].percent", message: "targets[1].percent must be from 0 to 100.", request: sent) == "BND: percent must be from 0 to 100.")
         #expect(Display.issue(field: "targets[1].percent", message: "targets[1].percent must be from 0 to 100.") == "Percent must be from 0 to 100.")
+        // An asset class's row by its class; a row with neither by its place.
+        let classes: [String: Any] = ["asset_classes": [["asset_class": "equity"]], "targets": [["symbol": "", "percent": "5"]]]
+        #expect(Display.issue(field: "asset_classes[0].percent", message: "asset_classes[0].percent is required.", request: classes) == "Stocks: percent is required.")
+        #expect(Display.issue(field: "targets[0].symbol", message: "targets[0].symbol is required.", request: classes) == "Row 1: symbol is required.")
         #expect(Display.issue(field: "targets", message: "The percentages must add up to 100.") == "The percentages must add up to 100.")
         // Under a refusal, what to do; a 5xx or a send still running may have been done, and never says otherwise.
         #expect(FormBridge.advice(status: .internalServerError, code: "internal_error").hasPrefix("It may have been done"))

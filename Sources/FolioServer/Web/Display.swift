@@ -17,8 +17,12 @@ enum Display {
             .replacingOccurrences(of: #"\[\d+\]"#, with: "", options: .regularExpression)
             .replacingOccurrences(of: "_", with: " ")
         if let row = field.firstMatch(of: /^(\w+)\[(\d+)\]/), let index = Int(row.2),
-           let rows = request?[String(row.1)] as? [[String: Any]], rows.indices.contains(index), let symbol = rows[index]["symbol"] as? String {
-            return "\(symbol): \(name)\(rest)"
+           let rows = request?[String(row.1)] as? [[String: Any]], rows.indices.contains(index) {
+            // A symbol's row, an asset class's row (`asset_classes[0]`), or else its place among the rows sent.
+            let label = (rows[index]["symbol"] as? String).flatMap { $0.isEmpty ? nil : $0 }
+                ?? (rows[index]["asset_class"] as? String).flatMap { AssetClass(rawValue: $0) }.map(assetClass)
+                ?? "Row \(index + 1)"
+            return "\(label): \(name)\(rest)"
         }
         return name.prefix(1).uppercased() + name.dropFirst() + rest
     }
