@@ -353,6 +353,17 @@ def linked_accounts(driver):
     assert "does not have configured" in driver.find_element(By.CSS_SELECTOR, ".notice.warn").text
 
 
+def download_csv(driver, pattern):
+    """Clicks the page's CSV link (#csv) and waits for the file: its path."""
+    driver.find_element(By.ID, "csv").click()
+    for _ in range(40):
+        files = glob.glob(os.path.join(DOWNLOADS, pattern))
+        if files:
+            return files[0]
+        time.sleep(0.25)
+    raise AssertionError("no CSV was downloaded")
+
+
 @check("the transactions page filters, and its CSV downloads")
 def transactions_csv(driver):
     for stale in glob.glob(os.path.join(DOWNLOADS, "*")):
@@ -363,15 +374,7 @@ def transactions_csv(driver):
     driver.find_element(By.CSS_SELECTOR, "#type option[value=buy]").click()
     driver.find_element(By.CSS_SELECTOR, ".filters button").click()
     wait(driver, EC.url_contains("type=buy"))
-    driver.find_element(By.ID, "csv").click()
-    for _ in range(40):
-        files = [name for name in glob.glob(os.path.join(DOWNLOADS, "*.csv"))]
-        if files:
-            break
-        time.sleep(0.25)
-    else:
-        raise AssertionError("no CSV was downloaded")
-    with open(files[0]) as handle:
+    with open(download_csv(driver, "*.csv")) as handle:
         lines = list(csv.DictReader(handle))
     assert lines and all(line["type"] == "buy" for line in lines), f"the CSV holds {lines}"
     assert any(line["symbol"] == "AAPL" and line["quantity"].startswith("2") for line in lines), f"no AAPL buy of 2 in {lines}"
@@ -385,15 +388,7 @@ def gains_csv(driver):
     lots = driver.find_element(By.ID, "lots").text
     assert "AAPL" in lots, f"no AAPL lot in {lots}"
     assert "Total" in driver.find_element(By.ID, "realized-totals").text
-    driver.find_element(By.ID, "csv").click()
-    for _ in range(40):
-        files = [name for name in glob.glob(os.path.join(DOWNLOADS, "realized-gains-*.csv"))]
-        if files:
-            break
-        time.sleep(0.25)
-    else:
-        raise AssertionError("no CSV was downloaded")
-    with open(files[0]) as handle:
+    with open(download_csv(driver, "realized-gains-*.csv")) as handle:
         header = handle.readline().strip()
     assert header == "account_id,symbol,quantity,acquired_at,sold_at,proceeds,cost,gain,term", header
 
