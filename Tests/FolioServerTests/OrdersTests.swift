@@ -237,6 +237,29 @@ struct OrdersTests {
         }
     }
 
+    @Test("a misspelt field is refused, naming the field meant, not dropped for its default; a field of no meaning here is still ignored", arguments: TestDatabaseKind.all)
+    func misspeltFields(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "typo@example.com")
+            // time_in_forse would have placed a DAY order that expires at the close.
+            let typo = try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_forse": "GTC"])
+            #expect(typo.status == .unprocessableContent)
+            let issue = try #require(try problem(typo).errors?.first)
+            #expect(issue.field == "time_in_forse" && issue.code == "unknown_field")
+            #expect(issue.message == "time_in_forse is not a field of this request; did you mean time_in_force?")
+            for (key, meant) in [("acount_id", "account_id"), ("timeInForce", "time_in_force"), ("limit-price", "limit_price")] {
+                let sent = try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", key: "x"])
+                #expect(try problem(sent).errors?.map(\.message) == ["\(key) is not a field of this request; did you mean \(meant)?"])
+            }
+            let deposit = try await post(client, "/api/accounts/\(try await accounts(client, tokens)[0]["id"] as! String)/deposits", ["amount": "5.00", "descripton": "rent"], headers: bearer(tokens))
+            #expect(try problem(deposit).errors?.map(\.field) == ["descripton"])
+            #expect(try await client.execute(uri: "/api/orders", method: .get, headers: bearer(tokens)).status == .ok)
+            #expect(try await env.entries(.deposit).count == 1, "only the sign-up's opening deposit: nothing was written")
+            // A key that names nothing this route reads is no misspelling: ignored, as before.
+            #expect(try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "note": "for the kids"]).status == .created)
+        }
+    }
+
     @Test("a buy beyond the buying power is 422 and reserves nothing", arguments: TestDatabaseKind.all)
     func buyingPower(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

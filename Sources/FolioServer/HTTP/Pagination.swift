@@ -14,7 +14,10 @@ enum Pagination {
 
     static func pageSize(_ request: Request, maximum: Int) throws -> Int {
         guard let raw = request.query["limit"] else { return min(defaultPageSize, maximum) }
-        guard let limit = Int(raw), (1...maximum).contains(limit) else {
+        guard let limit = Int(raw) else {
+            throw AppError.validation(field: "limit", code: "invalid", message: "limit must be a whole number from 1 to \(maximum).")
+        }
+        guard (1...maximum).contains(limit) else {
             throw AppError.validation(field: "limit", code: "out_of_range", message: "limit must be from 1 to \(maximum).")
         }
         return limit

@@ -124,7 +124,7 @@ struct OrdersController: Sendable {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         var filter = TradingStore.OrderFilter()
         if let raw = request.query["status"] {
-            guard let status = OrderStatus(rawValue: String(raw)) else {
+            guard let status = OrderStatus(rawValue: raw.lowercased()) else {
                 throw TradingError.invalid(field: "status", code: "invalid", message: "status must be one of \(OrderStatus.allCases.map(\.rawValue).joined(separator: ", ")).")
             }
             filter.status = status

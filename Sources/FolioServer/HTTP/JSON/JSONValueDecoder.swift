@@ -9,10 +9,44 @@ import Foundation
 /// - Numbers reach `JSONNumberText` (and so the money types) as the exact
 ///   text written. Integers are read exactly; `Double` and `Float` are
 ///   refused: nothing in a request is a float.
-/// - Dates are RFC 3339 strings; unknown keys are ignored, never bound.
+/// - Dates are RFC 3339 strings.
+/// - A key the type never reads is ignored, never bound (a `role` in a
+///   sign-up is no role), unless it looks like a misspelling of one it reads
+///   (`time_in_forse`, `acount_id`, `timeInForce`): that is refused (422
+///   `unknown_field`, naming the key meant), since the field it was meant to
+///   be would silently take its default (a DAY order instead of GTC, the
+///   default account instead of the one named).
 struct JSONValueDecoder {
     func decode<T: Decodable>(_ type: T.Type, from value: JSONValue) throws -> T {
-        try JSONValueDecoding(value: value, codingPath: []).decodeValue(T.self)
+        let reads = KeyReads()
+        let decoded = try JSONValueDecoding(value: value, codingPath: [], reads: reads).decodeValue(T.self)
+        let misspelt = reads.misspellings()
+        guard misspelt.isEmpty else {
+            let issues = misspelt.map {
+                FieldIssue(field: $0.field, code: "unknown_field", message: "\($0.field) is not a field of this request; did you mean \($0.meant)?")
+            }
+            throw AppError.validation(issues, detail: issues.count == 1 ? issues[0].message : "The request has misspelt fields.")
+        }
+        return decoded
+    }
+
+    /// `key` is within two edits of `known`, or the same letters in another spelling
+    /// (`timeInForce`, `time-in-force`): a misspelling rather than a field of its own.
+    static func looksLike(_ key: String, _ known: String) -> Bool {
+        func plain(_ text: String) -> [Character] { Array(text.lowercased().filter { $0 != "_" && $0 != "-" }) }
+        let a = plain(key), b = plain(known)
+        if a == b { return true }
+        guard min(a.count, b.count) >= 4, abs(a.count - b.count) <= 2 else { return false }
+        // Levenshtein distance, two rows.
+        var previous = Array(0...b.count), current = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            current[0] = i
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            swap(&previous, &current)
+        }
+        return previous[b.count] <= 2
     }
 
     /// `limitPrice` → `limit_price`, `clientOrderID` → `client_order_id`.
@@ -29,6 +63,35 @@ struct JSONValueDecoder {
             result.append(contentsOf: character.lowercased())
         }
         return result
+    }
+}
+
+/// The keys of every object a decode looked at, and which of them the
+/// decoded type read (asked for, present or not, or listed through
+/// `allKeys`); one decode runs on one task, so no lock.
+private final class KeyReads {
+    private var objects: [String: (members: Set<String>, read: Set<String>)] = [:]
+
+    func saw(_ members: [String: JSONValue], at path: String) {
+        objects[path, default: (Set(members.keys), [])].members.formUnion(members.keys)
+    }
+
+    func read(_ name: String, at path: String) {
+        objects[path]?.read.insert(name)
+    }
+
+    func readAll(at path: String) {
+        if let members = objects[path]?.members { objects[path]?.read.formUnion(members) }
+    }
+
+    /// Every member no decode read that looks like a key it did read, as field paths
+    /// (`legs[0].quantiy`) with the key meant, sorted.
+    func misspellings() -> [(field: String, meant: String)] {
+        objects.flatMap { path, object -> [(field: String, meant: String)] in
+            object.members.subtracting(object.read).compactMap { key in
+                object.read.sorted().first { JSONValueDecoder.looksLike(key, $0) }.map { (path.isEmpty ? key : path + "." + key, $0) }
+            }
+        }.sorted { $0.field < $1.field }
     }
 }
 
@@ -50,20 +113,23 @@ struct JSONKey: CodingKey {
 private struct JSONValueDecoding: Decoder {
     let value: JSONValue
     let codingPath: [any CodingKey]
+    let reads: KeyReads
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard case .object(let members) = value else { throw mismatch([String: JSONValue].self, "an object") }
-        return KeyedDecodingContainer(KeyedContainer<Key>(members: members, codingPath: codingPath))
+        let path = FieldIssue.path(codingPath)
+        reads.saw(members, at: path)
+        return KeyedDecodingContainer(KeyedContainer<Key>(members: members, codingPath: codingPath, path: path, reads: reads))
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
         guard case .array(let elements) = value else { throw mismatch([JSONValue].self, "an array") }
-        return UnkeyedContainer(elements: elements, codingPath: codingPath)
+        return UnkeyedContainer(elements: elements, codingPath: codingPath, reads: reads)
     }
 
     func singleValueContainer() throws -> any SingleValueDecodingContainer {
-        SingleValueContainer(value: value, codingPath: codingPath)
+        SingleValueContainer(value: value, codingPath: codingPath, reads: reads)
     }
 
     func mismatch(_ type: Any.Type, _ expected: String) -> DecodingError {
@@ -71,17 +137,28 @@ private struct JSONValueDecoding: Decoder {
     }
 
     func decodeValue<T: Decodable>(_ type: T.Type) throws -> T {
-        try SingleValueContainer(value: value, codingPath: codingPath).decode(T.self)
+        try SingleValueContainer(value: value, codingPath: codingPath, reads: reads).decode(T.self)
     }
 }
 
 private struct KeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     let members: [String: JSONValue]
     let codingPath: [any CodingKey]
+    /// `codingPath` as a field name, where `reads` files this object.
+    let path: String
+    let reads: KeyReads
 
-    var allKeys: [Key] { members.keys.compactMap { Key(stringValue: $0) } }
+    var allKeys: [Key] {
+        reads.readAll(at: path)
+        return members.keys.compactMap { Key(stringValue: $0) }
+    }
 
-    func jsonName(_ key: Key) -> String { JSONValueDecoder.snakeCase(key.stringValue) }
+    /// The JSON name of `key`, counted as read: asking for a key, there or not, is knowing it.
+    func jsonName(_ key: Key) -> String {
+        let name = JSONValueDecoder.snakeCase(key.stringValue)
+        reads.read(name, at: path)
+        return name
+    }
 
     func contains(_ key: Key) -> Bool { members[jsonName(key)] != nil }
 
@@ -101,37 +178,39 @@ private struct KeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
 
     func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
         let (value, path) = try member(key)
-        return try SingleValueContainer(value: value, codingPath: path).decode(T.self)
+        return try SingleValueContainer(value: value, codingPath: path, reads: reads).decode(T.self)
     }
 
     func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
         let (value, path) = try member(key)
-        return try JSONValueDecoding(value: value, codingPath: path).container(keyedBy: type)
+        return try JSONValueDecoding(value: value, codingPath: path, reads: reads).container(keyedBy: type)
     }
 
     func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
         let (value, path) = try member(key)
-        return try JSONValueDecoding(value: value, codingPath: path).unkeyedContainer()
+        return try JSONValueDecoding(value: value, codingPath: path, reads: reads).unkeyedContainer()
     }
 
     func superDecoder() throws -> any Decoder {
-        JSONValueDecoding(value: .object(members), codingPath: codingPath)
+        JSONValueDecoding(value: .object(members), codingPath: codingPath, reads: reads)
     }
 
     func superDecoder(forKey key: Key) throws -> any Decoder {
         let (value, path) = try member(key)
-        return JSONValueDecoding(value: value, codingPath: path)
+        return JSONValueDecoding(value: value, codingPath: path, reads: reads)
     }
 }
 
 private struct UnkeyedContainer: UnkeyedDecodingContainer {
     let elements: [JSONValue]
     let codingPath: [any CodingKey]
+    let reads: KeyReads
     var currentIndex = 0
 
-    init(elements: [JSONValue], codingPath: [any CodingKey]) {
+    init(elements: [JSONValue], codingPath: [any CodingKey], reads: KeyReads) {
         self.elements = elements
         self.codingPath = codingPath
+        self.reads = reads
     }
 
     var count: Int? { elements.count }
@@ -153,28 +232,29 @@ private struct UnkeyedContainer: UnkeyedDecodingContainer {
 
     mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
         let (value, path) = try next()
-        return try SingleValueContainer(value: value, codingPath: path).decode(T.self)
+        return try SingleValueContainer(value: value, codingPath: path, reads: reads).decode(T.self)
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
         let (value, path) = try next()
-        return try JSONValueDecoding(value: value, codingPath: path).container(keyedBy: type)
+        return try JSONValueDecoding(value: value, codingPath: path, reads: reads).container(keyedBy: type)
     }
 
     mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer {
         let (value, path) = try next()
-        return try JSONValueDecoding(value: value, codingPath: path).unkeyedContainer()
+        return try JSONValueDecoding(value: value, codingPath: path, reads: reads).unkeyedContainer()
     }
 
     mutating func superDecoder() throws -> any Decoder {
         let (value, path) = try next()
-        return JSONValueDecoding(value: value, codingPath: path)
+        return JSONValueDecoding(value: value, codingPath: path, reads: reads)
     }
 }
 
 private struct SingleValueContainer: SingleValueDecodingContainer {
     let value: JSONValue
     let codingPath: [any CodingKey]
+    let reads: KeyReads
 
     func mismatch(_ type: Any.Type, _ expected: String) -> DecodingError {
         if value == .null {
@@ -234,7 +314,7 @@ private struct SingleValueContainer: SingleValueDecodingContainer {
         case is Decimal.Type:
             throw mismatch(type, "no Decimal: amounts are Folio's exact types")
         default:
-            return try T(from: JSONValueDecoding(value: value, codingPath: codingPath))
+            return try T(from: JSONValueDecoding(value: value, codingPath: codingPath, reads: reads))
         }
     }
 }
