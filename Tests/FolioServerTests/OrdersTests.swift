@@ -255,6 +255,10 @@ struct OrdersTests {
             #expect(try problem(deposit).errors?.map(\.field) == ["descripton"])
             #expect(try await client.execute(uri: "/api/orders", method: .get, headers: bearer(tokens)).status == .ok)
             #expect(try await env.entries(.deposit).count == 1, "only the sign-up's opening deposit: nothing was written")
+            // Many near misses are named up to twenty: the answer never outgrows the request.
+            var many: [String: Any] = ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"]
+            for letter in "abcdefghijklmnopqrstuvwxz" { many["s\(letter)mbol"] = "x" }
+            #expect(try problem(try await order(client, tokens, many)).errors?.count == 20)
             // A key that names nothing this route reads is no misspelling: ignored, as before.
             #expect(try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "note": "for the kids"]).status == .created)
         }

@@ -85,13 +85,15 @@ private final class KeyReads {
     }
 
     /// Every member no decode read that looks like a key it did read, as field paths
-    /// (`legs[0].quantiy`) with the key meant, sorted.
-    func misspellings() -> [(field: String, meant: String)] {
+    /// (`legs[0].quantiy`) with the key meant, sorted; at most `limit`, so a body of
+    /// thousands of near-miss keys is not answered with a longer list of them.
+    func misspellings(limit: Int = 20) -> [(field: String, meant: String)] {
         objects.flatMap { path, object -> [(field: String, meant: String)] in
-            object.members.subtracting(object.read).compactMap { key in
-                object.read.sorted().first { JSONValueDecoder.looksLike(key, $0) }.map { (path.isEmpty ? key : path + "." + key, $0) }
+            let known = object.read.sorted()
+            return object.members.subtracting(object.read).compactMap { key in
+                known.first { JSONValueDecoder.looksLike(key, $0) }.map { (path.isEmpty ? key : path + "." + key, $0) }
             }
-        }.sorted { $0.field < $1.field }
+        }.sorted { $0.field < $1.field }.prefix(limit).map { $0 }
     }
 }
 
