@@ -186,7 +186,16 @@ struct PerformanceController: Sendable {
     /// Open tax lots, first in first out, each valued at its quote.
     @Sendable func lots(_ request: Request, context: AuthenticatedContext) async throws -> LotList {
         let account = try await account(request, context)
-        let book = try TaxLotBook(entries: try await reads.store().entries(of: account.id).map(\.line))
+        return try await lots(of: account.id, book: try await book(of: account.id))
+    }
+
+    /// The account's lots, first in first out, from its ledger.
+    func book(of accountID: AccountID) async throws -> TaxLotBook {
+        try TaxLotBook(entries: try await reads.store().entries(of: accountID).map(\.line))
+    }
+
+    /// The open lots of `book`, each valued at its quote.
+    func lots(of accountID: AccountID, book: TaxLotBook) async throws -> LotList {
         let open = book.openLots
         let prices = await quotes.quotes(for: Set(open.map(\.symbol)))
         let now = quotes.clock.now()
@@ -199,7 +208,7 @@ struct PerformanceController: Sendable {
                 price: price?.formatted(minimumFractionDigits: 2), marketValue: value, unrealizedGain: try value.map { value throws(MoneyError) in try value - lot.cost },
                 term: TaxLotBook.term(acquired: lot.acquiredAt, sold: now)))
         }
-        return LotList(accountID: account.id, method: "fifo", data: data)
+        return LotList(accountID: accountID, method: "fifo", data: data)
     }
 
     // MARK: - Realized gains
@@ -241,22 +250,30 @@ struct PerformanceController: Sendable {
     /// Every sale of the year (New York dates) matched to its lots, in the
     /// user's accounts (or `account_id`'s), oldest first.
     func realized(_ request: Request, _ context: AuthenticatedContext) async throws -> RealizedReport {
-        let thisYear = TradingDay(quotes.clock.now()).year
-        var year = thisYear
-        if let raw = request.query["year"] {
-            guard let number = Int(raw), (1900...thisYear).contains(number) else {
-                throw TradingError.invalid(field: "year", code: "invalid", message: "year must be a year from 1900 to \(thisYear).")
-            }
-            year = number
-        }
+        let year = try reportYear(request)
         let accounts = request.query["account_id"] != nil ? [try await account(request, context)] : try await store.accounts(of: context.identity.userID)
+        var books: [(AccountID, TaxLotBook)] = []
+        for account in accounts { books.append((account.id, try await book(of: account.id))) }
+        return try realized(year: year, books: books)
+    }
+
+    /// The `year` a report asks for: this year (New York) unless named, from 1900 to this year.
+    func reportYear(_ request: Request) throws -> Int {
+        let thisYear = TradingDay(quotes.clock.now()).year
+        guard let raw = request.query["year"] else { return thisYear }
+        guard let number = Int(raw), (1900...thisYear).contains(number) else {
+            throw TradingError.invalid(field: "year", code: "invalid", message: "year must be a year from 1900 to \(thisYear).")
+        }
+        return number
+    }
+
+    /// The year's sales of each account's book, matched to their lots, oldest first.
+    func realized(year: Int, books: [(AccountID, TaxLotBook)]) throws -> RealizedReport {
         var report = RealizedReport(year: year, method: "fifo", shortTerm: Totals(), longTerm: Totals(), total: Totals(), data: [])
-        let reader = await reads.store()
-        for account in accounts {
-            let book = try TaxLotBook(entries: try await reader.entries(of: account.id).map(\.line))
+        for (accountID, book) in books {
             for sale in book.realized where TradingDay(sale.soldAt).year == year {
                 let row = RealizedResponse(
-                    accountID: account.id, symbol: sale.symbol, quantity: sale.quantity, acquiredAt: sale.acquiredAt, soldAt: sale.soldAt,
+                    accountID: accountID, symbol: sale.symbol, quantity: sale.quantity, acquiredAt: sale.acquiredAt, soldAt: sale.soldAt,
                     proceeds: sale.proceeds, cost: sale.cost, gain: sale.gain, term: sale.term)
                 report.data.append(row)
                 try report.total.add(row)

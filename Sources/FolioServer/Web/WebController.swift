@@ -258,9 +258,11 @@ struct WebController: Sendable {
     @Sendable func gainsPage(_ request: Request, context: FolioRequestContext) async throws -> Response {
         try await signedIn(request, context: context) { context, viewer in
             let accountID = try PortfolioController.accountID(request, identity: context.identity)
-            let named = Self.naming(accountID, in: request)
-            let report = try await performance.realized(named, context)
-            let lots = try await performance.lots(named, context: context)
+            // One read of the account's ledger for both tables (the API's two routes read it once each).
+            let year = try performance.reportYear(request)
+            let book = try await performance.book(of: try await performance.account(request, context).id)
+            let report = try performance.realized(year: year, books: [(accountID, book)])
+            let lots = try await performance.lots(of: accountID, book: book)
             let choice = try await accountChoice(request, context: context, current: accountID, page: "/gains")
             var values = GainsView.build(
                 report: report, lots: lots, thisYear: TradingDay(quotes.clock.now()).year, accountID: accountID, severalAccounts: choice.accounts.count > 1)

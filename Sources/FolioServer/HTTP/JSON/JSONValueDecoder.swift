@@ -70,18 +70,24 @@ struct JSONValueDecoder {
 /// decoded type read (asked for, present or not, or listed through
 /// `allKeys`); one decode runs on one task, so no lock.
 private final class KeyReads {
-    private var objects: [String: (members: Set<String>, read: Set<String>)] = [:]
+    /// One object's keys, and those read: shared by every container opened on the object.
+    final class Object {
+        let members: Set<String>
+        var read: Set<String> = []
 
-    func saw(_ members: [String: JSONValue], at path: String) {
-        objects[path, default: (Set(members.keys), [])].members.formUnion(members.keys)
+        init(members: Set<String>) {
+            self.members = members
+        }
     }
 
-    func read(_ name: String, at path: String) {
-        objects[path]?.read.insert(name)
-    }
+    private var objects: [String: Object] = [:]
 
-    func readAll(at path: String) {
-        if let members = objects[path]?.members { objects[path]?.read.formUnion(members) }
+    /// The record of the object at `path` (an object read twice, as a type may, has one).
+    func saw(_ members: [String: JSONValue], at path: String) -> Object {
+        if let known = objects[path] { return known }
+        let object = Object(members: Set(members.keys))
+        objects[path] = object
+        return object
     }
 
     /// Every member no decode read that looks like a key it did read, as field paths
@@ -120,9 +126,8 @@ private struct JSONValueDecoding: Decoder {
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard case .object(let members) = value else { throw mismatch([String: JSONValue].self, "an object") }
-        let path = FieldIssue.path(codingPath)
-        reads.saw(members, at: path)
-        return KeyedDecodingContainer(KeyedContainer<Key>(members: members, codingPath: codingPath, path: path, reads: reads))
+        let object = reads.saw(members, at: FieldIssue.path(codingPath))
+        return KeyedDecodingContainer(KeyedContainer<Key>(members: members, codingPath: codingPath, object: object, reads: reads))
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
@@ -146,19 +151,19 @@ private struct JSONValueDecoding: Decoder {
 private struct KeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     let members: [String: JSONValue]
     let codingPath: [any CodingKey]
-    /// `codingPath` as a field name, where `reads` files this object.
-    let path: String
+    /// What `reads` knows of this object: the keys read from it.
+    let object: KeyReads.Object
     let reads: KeyReads
 
     var allKeys: [Key] {
-        reads.readAll(at: path)
+        object.read.formUnion(object.members)
         return members.keys.compactMap { Key(stringValue: $0) }
     }
 
     /// The JSON name of `key`, counted as read: asking for a key, there or not, is knowing it.
     func jsonName(_ key: Key) -> String {
         let name = JSONValueDecoder.snakeCase(key.stringValue)
-        reads.read(name, at: path)
+        object.read.insert(name)
         return name
     }
 
