@@ -206,6 +206,38 @@ struct WebSecurityTests {
         }
     }
 
+    @Test("a refresh token is spent only the way its session was started: a cookie's not from a body, a bearer's not from a cookie", arguments: TestDatabaseKind.all)
+    func refreshKeepsItsKind(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "kinds@example.com")
+            let login = try await post(client, "/api/auth/login", ["email": "kinds@example.com", "password": strongPassword, "session": "cookie"])
+            let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
+            let cookieToken = String(try #require(cookie.split(separator: "=", maxSplits: 1).last))
+
+            // The cookie's token sent as JSON would come back as a bearer token a script can read.
+            let asBody = try await post(client, "/api/auth/refresh", ["refresh_token": cookieToken])
+            #expect(asBody.status == .unauthorized)
+            #expect(try problem(asBody).code == "invalid_refresh_token")
+            #expect(asBody.headers[.setCookie] == nil)
+            // Not spent: the cookie session goes on and refreshes the way it was started.
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: [.cookie: cookie]).status == .ok)
+            let refreshed = try await client.execute(uri: "/api/auth/refresh", method: .post, headers: [.cookie: cookie])
+            #expect(refreshed.status == .ok)
+            #expect(try json(refreshed)["refresh_token"] == nil)
+
+            // A bearer session's token offered as the cookie is refused too, and stays good in a body.
+            let bearerToken = try #require(tokens["refresh_token"] as? String)
+            let foreignCookie: HTTPFields = [.cookie: "\(AuthController.cookieName)=\(bearerToken)"]
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: foreignCookie).status == .unauthorized)
+            let asCookie = try await client.execute(uri: "/api/auth/refresh", method: .post, headers: foreignCookie)
+            #expect(asCookie.status == .unauthorized)
+            #expect(try problem(asCookie).code == "invalid_refresh_token")
+            let inBody = try await post(client, "/api/auth/refresh", ["refresh_token": bearerToken])
+            #expect(inBody.status == .ok)
+            #expect(try json(inBody)["refresh_token"] is String)
+        }
+    }
+
     @Test("bearer-authenticated unsafe requests need no CSRF token; unauthenticated ones are refused", arguments: TestDatabaseKind.all)
     func bearerNeedsNoCSRF(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

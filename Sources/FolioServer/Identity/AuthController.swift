@@ -146,7 +146,7 @@ struct AuthController: Sendable {
             throw FieldIssue(field: "refresh_token", code: "required", message: "refresh_token is required.")
         }
         let kind: Session.Kind = fromBody == nil ? .cookie : .bearer
-        let signedIn = try await services.refresh(token: token, origin: context.origin)
+        let signedIn = try await services.refresh(token: token, kind: kind, origin: context.origin)
         return try await tokenResponse(signedIn, kind: kind, request: request, context: context)
     }
 

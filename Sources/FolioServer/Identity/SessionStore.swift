@@ -37,10 +37,15 @@ struct SessionStore: Sendable {
         case reused(userID: UUID)
     }
 
-    func refresh(token: String) async throws -> RefreshOutcome {
+    /// `kind` is how the token came: a session's tokens are spent only the way
+    /// it was started, so a cookie session's token sent in a JSON body is not
+    /// turned into a bearer token readable by scripts (nor the reverse).
+    func refresh(token: String, kind: Session.Kind) async throws -> RefreshOutcome {
         let now = clock.now()
         return try await database.modelTransaction { db in
-            guard let stored = try await RefreshToken.query(on: db).filter(\.$tokenHash == SecureToken.hash(token)).first() else {
+            guard let stored = try await RefreshToken.query(on: db).filter(\.$tokenHash == SecureToken.hash(token)).first(),
+                  let session = try await Session.find(stored.sessionID, on: db), session.kind == kind.rawValue
+            else {
                 return .invalid
             }
             // Spend the token; the condition makes two concurrent refreshes with it race safely.
@@ -55,7 +60,7 @@ struct SessionStore: Sendable {
                 }
                 return .invalid
             }
-            guard let session = try await Session.find(stored.sessionID, on: db), session.isActive(at: now, idleTimeout: idleTimeout),
+            guard session.isActive(at: now, idleTimeout: idleTimeout),
                   let user = try await User.find(stored.userID, on: db), !user.isDisabled
             else { return .invalid }
             session.lastUsedAt = now
@@ -69,10 +74,13 @@ struct SessionStore: Sendable {
         try await identity(where: "s.id = \(bind: sessionID) AND s.user_id = \(bind: userID)", credential: credential)
     }
 
-    /// The identity behind a session cookie (an unspent refresh token).
+    /// The identity behind a session cookie (an unspent refresh token of a cookie session).
     func identity(cookieToken: String) async throws -> Identity? {
         try await identity(
-            where: "s.id = (SELECT t.session_id FROM refresh_tokens t WHERE t.token_hash = \(bind: SecureToken.hash(cookieToken)) AND t.used_at IS NULL)",
+            where: """
+                s.id = (SELECT t.session_id FROM refresh_tokens t WHERE t.token_hash = \(bind: SecureToken.hash(cookieToken)) AND t.used_at IS NULL) \
+                AND s.kind = \(bind: Session.Kind.cookie.rawValue)
+                """,
             credential: .cookie)
     }
 

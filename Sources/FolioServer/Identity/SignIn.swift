@@ -115,8 +115,8 @@ extension IdentityServices {
 
     /// Spends a refresh token for the next one. A spent token presented again
     /// revokes its session (someone else has used it).
-    func refresh(token: String, origin: RequestOrigin) async throws -> SignedIn {
-        switch try await sessions.refresh(token: token) {
+    func refresh(token: String, kind: Session.Kind, origin: RequestOrigin) async throws -> SignedIn {
+        switch try await sessions.refresh(token: token, kind: kind) {
         case .rotated(let user, let session, let next):
             return SignedIn(user: user, session: session, refreshToken: next)
         case .reused(let userID):
