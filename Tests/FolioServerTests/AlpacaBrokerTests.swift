@@ -245,6 +245,44 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("the order list's status filter matches the status shown: pending_cancel is its own, accepted leaves it out, open and closed group them", arguments: TestDatabaseKind.all)
+    func statusFilter(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            fake.slowCancels = true
+            let (tokens, account) = try await linkedUser(client, env, email: "filters@example.com")
+            var ids: [String] = []
+            for _ in 0..<3 {
+                let body = ["symbol": "KO", "quantity": "4", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+                ids.append(try #require(try json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String))
+            }
+            await env.worker.drain()
+            let (resting, canceling, filling) = (ids[0], ids[1], ids[2])
+            #expect(try await client.execute(uri: "/api/orders/\(canceling)", method: .delete, headers: bearer(tokens)).status == .accepted)
+            fake.fill(clientOrderID: filling, quantity: 4, at: 59)
+            try await OrderService.recheckFor(env)
+
+            func listed(_ status: String) async throws -> [String: String] {
+                let response = try await client.execute(uri: "/api/orders?status=\(status)", method: .get, headers: bearer(tokens))
+                #expect(response.status == .ok, "\(status)")
+                let data = try #require(try json(response)["data"] as? [[String: Any]])
+                return Dictionary(uniqueKeysWithValues: data.map { ($0["id"] as! String, $0["status"] as! String) })
+            }
+            #expect(try await listed("pending_cancel") == [canceling: "pending_cancel"])
+            #expect(try await listed("ACCEPTED") == [resting: "accepted"])
+            #expect(try await listed("filled") == [filling: "filled"])
+            #expect(try await listed("open") == [resting: "accepted", canceling: "pending_cancel"])
+            #expect(try await listed("closed") == [filling: "filled"])
+            #expect(try await listed("canceled").isEmpty)
+
+            let refused = try await client.execute(uri: "/api/orders?status=working", method: .get, headers: bearer(tokens))
+            #expect(refused.status == .unprocessableContent)
+            let issue = try problem(refused)
+            #expect(issue.errors?.first?.field == "status")
+            #expect(issue.errors?.first?.message.contains("pending_cancel, open, closed") == true)
+        }
+    }
+
     @Test("every Alpaca status maps onto Folio's machine: done_for_day, stopped and suspended stay open; replaced, expired and rejected end the order with its fills", arguments: TestDatabaseKind.all)
     func statuses(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

@@ -124,8 +124,8 @@ struct OrdersController: Sendable {
         let limit = try Pagination.pageSize(request, maximum: Self.maximumPageSize)
         var filter = TradingStore.OrderFilter()
         if let raw = request.query["status"] {
-            guard let status = OrderStatus(rawValue: raw.lowercased()) else {
-                throw TradingError.invalid(field: "status", code: "invalid", message: "status must be one of \(OrderStatus.allCases.map(\.rawValue).joined(separator: ", ")).")
+            guard let status = TradingStore.ListedStatus(raw.lowercased()) else {
+                throw TradingError.invalid(field: "status", code: "invalid", message: "status must be one of \(TradingStore.ListedStatus.names.joined(separator: ", ")).")
             }
             filter.status = status
         }

@@ -346,15 +346,52 @@ struct TradingStore: Sendable {
     }
 
     struct OrderFilter: Sendable {
-        var status: OrderStatus?
+        var status: ListedStatus?
         var symbol: String?
         var accountID: AccountID?
+    }
+
+    /// What `status=` on the order list matches: a status as the user sees it
+    /// (`accepted` leaves out the accepted orders shown as `pending_cancel`),
+    /// or every order still `open` or already `closed`.
+    enum ListedStatus: Sendable {
+        case shown(OrderStatus)
+        case pendingCancel
+        case open
+        case closed
+
+        static let names = OrderStatus.allCases.map(\.rawValue) + ["pending_cancel", "open", "closed"]
+
+        init?(_ name: String) {
+            switch name {
+            case "pending_cancel": self = .pendingCancel
+            case "open": self = .open
+            case "closed": self = .closed
+            default:
+                guard let status = OrderStatus(rawValue: name) else { return nil }
+                self = .shown(status)
+            }
+        }
+
+        var condition: SQLQueryString {
+            func among(_ statuses: [OrderStatus]) -> SQLQueryString {
+                "status IN (\(binds: statuses.map(\.rawValue)))"
+            }
+            let open = OrderStatus.allCases.filter(\.isOpen), closed = OrderStatus.allCases.filter(\.isTerminal)
+            switch self {
+            case .shown(let status) where status.isOpen: return "status = \(bind: status.rawValue) AND cancel_requested_at IS NULL"
+            case .shown(let status): return "status = \(bind: status.rawValue)"
+            case .pendingCancel: return among(open) + " AND cancel_requested_at IS NOT NULL"
+            case .open: return among(open)
+            case .closed: return among(closed)
+            }
+        }
     }
 
     /// One page of the user's orders, newest first, after the cursor's order.
     func orders(of userID: UserID, filter: OrderFilter, after cursor: UUID?, limit: Int) async throws -> [OrderState] {
         var query: SQLQueryString = "SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE user_id = \(bind: userID)"
-        if let status = filter.status { query = query + " AND status = \(bind: status.rawValue)" }
+        if let status = filter.status { query = query + " AND " + status.condition }
         if let symbol = filter.symbol { query = query + " AND symbol = \(bind: symbol)" }
         if let accountID = filter.accountID { query = query + " AND account_id = \(bind: accountID)" }
         if let cursor { query = query + " AND " + Pagination.after(cursor, table: "orders", timeColumn: "created_at", owner: userID) }
