@@ -7,6 +7,23 @@ public enum UserText {
     /// "exe.jpg" on screen). Other format characters, such as the zero-width
     /// joiner in emoji sequences, are fine.
     public static func hasHiddenCharacters(_ text: some StringProtocol) -> Bool {
-        text.unicodeScalars.contains { $0.properties.generalCategory == .control || $0.properties.isBidiControl }
+        text.unicodeScalars.contains(where: isHidden)
+    }
+
+    /// Text from elsewhere (a bank's name for a payment) as Folio keeps it:
+    /// each control character a space, bidirectional controls gone. It is
+    /// not ours to refuse, and it must not forge a line or reverse a name.
+    public static func shown(_ text: String) -> String {
+        guard hasHiddenCharacters(text) else { return text }
+        var kept = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            if scalar.properties.isBidiControl { continue }
+            kept.append(scalar.properties.generalCategory == .control ? " " : scalar)
+        }
+        return String(kept)
+    }
+
+    static func isHidden(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.properties.generalCategory == .control || scalar.properties.isBidiControl
     }
 }

@@ -23,6 +23,46 @@ struct HardeningTests {
         #expect(CSV.field("-5000.00") == "-5000.00")
     }
 
+    /// Cells read back as a spreadsheet reads a CSV: by code point, never by Swift `Character`.
+    static func csvCells(_ csv: String) -> [[String]] {
+        var rows: [[String]] = [], row: [String] = [], cell = String.UnicodeScalarView()
+        var quoted = false, scalars = Array(csv.unicodeScalars)[...]
+        while let scalar = scalars.popFirst() {
+            if quoted {
+                if scalar == "\"" {
+                    if scalars.first == "\"" { cell.append(scalars.removeFirst()) } else { quoted = false }
+                } else {
+                    cell.append(scalar)
+                }
+            } else if scalar == "\"" {
+                quoted = true
+            } else if scalar == "," {
+                row.append(String(cell)); cell = .init()
+            } else if scalar == "\n" || scalar == "\r" {
+                if scalar == "\r", scalars.first == "\n" { scalars.removeFirst() }
+                row.append(String(cell)); cell = .init()
+                rows.append(row); row = []
+            } else {
+                cell.append(scalar)
+            }
+        }
+        if !cell.isEmpty || !row.isEmpty { row.append(String(cell)); rows.append(row) }
+        return rows
+    }
+
+    @Test("a cell holding a line break, or a comma, a quote or an = joined to a mark after it, is read back whole and as text", arguments: [
+        "PAYMENT\r\n=cmd|' /C calc'!A0", "q,\"\u{301},=2+3,x", "=\u{301}1+1", "=\u{200D}cmd", "\"\u{301}", ",\u{301}", "@\u{308}SUM(A1)", "a\r\nb",
+    ])
+    func csvScalars(text: String) {
+        let line = [CSV.field(text), CSV.field("next")].joined(separator: ",") + "\n"
+        let rows = Self.csvCells(line)
+        #expect(rows.count == 1, "\(line.debugDescription) → \(rows)")
+        #expect(rows.first?.count == 2, "\(line.debugDescription) → \(rows)")
+        let cell = rows.first?.first ?? ""
+        #expect(cell == text || cell == "'" + text, "\(text.debugDescription) came back as \(cell.debugDescription)")
+        #expect(cell.unicodeScalars.first.map { !CSV.formulaStarts.contains($0) } == true, "\(cell.debugDescription)")
+    }
+
     @Test("formula-looking descriptions come out of /api/transactions.csv as text", arguments: TestDatabaseKind.all)
     func csvExport(kind: TestDatabaseKind) async throws {
         let descriptions = ["+HYPERLINK(\"https://evil.test\")", "-2+3+cmd|' /C calc'!A0", "@SUM(A1:A9)", "=1+1"]

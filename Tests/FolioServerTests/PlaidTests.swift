@@ -118,6 +118,27 @@ struct PlaidTests {
 
     // MARK: - End to end
 
+    @Test("a bank's text with line breaks or bidirectional controls is kept as shown: one CSV row each, no formula, no reversed name", arguments: TestDatabaseKind.all)
+    func bankText(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "banktext@example.com")
+            // As Plaid's JSON carries them: escaped control characters.
+            let changes: [FakePlaid.Change] = [
+                .added(id: "tx-forged", account: "acc-checking", amount: "1.00", date: "2026-11-20", name: #"PAYMENT\r\n=cmd|' /C calc'!A0"#),
+                .added(id: "tx-bidi", account: "acc-checking", amount: "2.00", date: "2026-11-21", name: #"Refund \u202Egpj.exe"#),
+            ]
+            _ = try await link(client, tokens, fake, accounts: [Self.checking], changes: changes)
+            await env.worker.drain()
+            let listed = try #require(try json(try await get(client, "/api/links/transactions", tokens))["data"] as? [[String: Any]])
+            let names = Dictionary(uniqueKeysWithValues: listed.map { ($0["transaction_id"] as! String, $0["name"] as! String) })
+            #expect(names == ["tx-forged": "PAYMENT  =cmd|' /C calc'!A0", "tx-bidi": "Refund gpj.exe"])
+            let rows = HardeningTests.csvCells(String(buffer: try await get(client, "/api/links/transactions.csv", tokens).body))
+            #expect(rows.count == 3, "a header and one row per transaction: \(rows)")
+            #expect(rows.dropFirst().allSatisfy { $0.count == rows.first?.count })
+            for cell in rows.joined() { #expect(!UserText.hasHiddenCharacters(cell), "\(cell.debugDescription)") }
+        }
+    }
+
     @Test("link, exchange, accounts, paged sync with added, modified and removed, holdings, net worth, webhook, removal", arguments: TestDatabaseKind.all)
     func endToEnd(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in

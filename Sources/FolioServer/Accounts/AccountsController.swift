@@ -220,14 +220,23 @@ enum CSV {
     }
 
     /// RFC 4180 quoting, and a leading quote on text a spreadsheet would run as a formula.
+    /// Decided on Unicode scalars, as a spreadsheet reads them: a Swift `Character` joins
+    /// `\r\n` into one, or a comma, a quote or an `=` with a combining mark after it.
     static func field(_ text: String) -> String {
         var value = text
-        if let first = value.first, "=+-@\t\r".contains(first), (try? Fixed<WideScale>(parsing: value)) == nil { value = "'" + value }
-        if value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) {
-            return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        if let first = value.unicodeScalars.first, formulaStarts.contains(first), (try? Fixed<WideScale>(parsing: value)) == nil { value = "'" + value }
+        guard value.unicodeScalars.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return value }
+        var quoted = String.UnicodeScalarView()
+        quoted.append("\"")
+        for scalar in value.unicodeScalars {
+            quoted.append(scalar)
+            if scalar == "\"" { quoted.append("\"") }
         }
-        return value
+        quoted.append("\"")
+        return String(quoted)
     }
+
+    static let formulaStarts: Set<Unicode.Scalar> = ["=", "+", "-", "@", "\t", "\r"]
 }
 
 extension TradingStore {

@@ -164,7 +164,7 @@ struct PlaidClient: Sendable {
     func institutionName(_ institutionID: String) async throws -> String? {
         let answer = try await call(
             "/institutions/get_by_id", ["institution_id": .string(institutionID), "country_codes": .array([.string("US")])])
-        return answer["institution"]?["name"]?.string
+        return Self.text(answer["institution"]?["name"])
     }
 
     static func accounts(_ list: JSONValue) throws -> [PlaidAccount] {
@@ -174,8 +174,8 @@ struct PlaidClient: Sendable {
             }
             let balances = account["balances"]
             return PlaidAccount(
-                plaidAccountID: id, name: account["name"]?.string ?? account["official_name"]?.string ?? "Account",
-                officialName: account["official_name"]?.string, mask: account["mask"]?.string, type: type, subtype: account["subtype"]?.string,
+                plaidAccountID: id, name: Self.text(account["name"]) ?? Self.text(account["official_name"]) ?? "Account",
+                officialName: Self.text(account["official_name"]), mask: account["mask"]?.string, type: type, subtype: account["subtype"]?.string,
                 current: try cash(balances?["current"], field: "balances.current"),
                 available: try cash(balances?["available"], field: "balances.available"),
                 limit: try cash(balances?["limit"], field: "balances.limit"),
@@ -211,13 +211,13 @@ struct PlaidClient: Sendable {
         guard let plaidAmount = try cash(value["amount"], field: "amount") else { throw PlaidError.unreadable("transaction \(id) has no amount") }
         // Plaid: positive is money out of the account. Folio: positive is money in.
         let amount = -plaidAmount
-        let category = value["personal_finance_category"]?["primary"]?.string
-            ?? value["category"]?.elements.compactMap(\.string).joined(separator: " > ").nilIfEmpty
+        let category = Self.text(value["personal_finance_category"]?["primary"])
+            ?? value["category"]?.elements.compactMap(Self.text).joined(separator: " > ").nilIfEmpty
         return PlaidTransaction(
             transactionID: id, plaidAccountID: account, amount: amount,
             currency: value["iso_currency_code"]?.string ?? value["unofficial_currency_code"]?.string,
-            date: date, authorizedDate: value["authorized_date"]?.string, name: value["name"]?.string ?? value["merchant_name"]?.string ?? "",
-            merchantName: value["merchant_name"]?.string, category: category, pending: value["pending"]?.bool ?? false)
+            date: date, authorizedDate: value["authorized_date"]?.string, name: Self.text(value["name"]) ?? Self.text(value["merchant_name"]) ?? "",
+            merchantName: Self.text(value["merchant_name"]), category: category, pending: value["pending"]?.bool ?? false)
     }
 
     // MARK: - Investments
@@ -241,13 +241,18 @@ struct PlaidClient: Sendable {
             else { throw PlaidError.unreadable("holding of \(securityID) without quantity, institution_price or institution_value") }
             let security = securities[securityID]
             return PlaidHolding(
-                plaidAccountID: account, securityID: securityID, ticker: security?["ticker_symbol"]?.string, securityName: security?["name"]?.string,
+                plaidAccountID: account, securityID: securityID, ticker: security?["ticker_symbol"]?.string, securityName: Self.text(security?["name"]),
                 securityType: security?["type"]?.string, quantity: quantity, costBasis: try Self.cash(holding["cost_basis"], field: "cost_basis", rounded: &rounded),
                 institutionPrice: price, institutionPriceAsOf: holding["institution_price_as_of"]?.string, institutionValue: value,
                 currency: holding["iso_currency_code"]?.string ?? holding["unofficial_currency_code"]?.string)
         }
         if rounded > 0 { logger.notice("Plaid holdings figures rounded to Folio's places", metadata: ["figures": "\(rounded)"]) }
         return (try answer["accounts"].map(Self.accounts) ?? [], holdings)
+    }
+
+    /// A bank's text as Folio keeps and shows it: no control character forges a line in an export or a log.
+    static func text(_ value: JSONValue?) -> String? {
+        value?.string.map(UserText.shown)
     }
 
     // MARK: - Webhook keys
