@@ -223,6 +223,7 @@ public struct FolioServices: Sendable {
         self.connections = ConnectionRegistry(
             limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
         let started = Mutex(false)
+        let orphanSweep = Throttle(every: 60)
         self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)
         self.reads = ReadRouting(
             primary: database, replicaURL: configuration.readDatabaseURL, maxLag: configuration.readReplicaMaxLag,
@@ -315,6 +316,9 @@ public struct FolioServices: Sendable {
                 do { try await brokerage.refreshClock() } catch { logger.debug("reading Alpaca's clock failed", metadata: ["error": "\(error)"]) }
                 do { try await scheduler.enqueueDue() } catch { logger.error("job schedules failed", metadata: ["error": "\(error)"]) }
                 do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
+                if orphanSweep.isDue(at: clock.now()) {
+                    do { try await rebalancing.settleOrphanedRuns() } catch { logger.warning("ending rebalance runs whose job died failed", metadata: ["error": "\(error)"]) }
+                }
             },
             pace: pace, filter: .except([.sendMail]), violations: constraintViolations)
         let mailSweep = Throttle(every: 60)

@@ -353,5 +353,56 @@ struct RebalancePlannerTests {
             return plan
         }
     }
-}
 
+    // MARK: - Open buys
+
+    static func openBuy(_ symbol: String, quantity: String, filled: String = "0", reserved: String, type: OrderType = .limit) -> OrderState {
+        OrderState(
+            id: OrderID(), accountID: AccountID(), userID: UserID(), clientOrderID: nil, symbol: symbol, side: .buy, type: type, timeInForce: .goodTillCanceled,
+            quantity: try! Quantity(parsing: quantity), notional: nil, limitPrice: nil, stopPrice: nil, status: filled == "0" ? .accepted : .partiallyFilled,
+            filledQuantity: try! Quantity(parsing: filled), averageFillPrice: nil, reservedCash: try! Cash(parsing: reserved), reservedQuantity: .zero,
+            rejectReason: nil, createdAt: now, updatedAt: now)
+    }
+
+    @Test("open buys count as the shares their reserved cash buys today, no more than they still ask for; the total stays the account's")
+    func pendingBuys() throws {
+        let prices = Self.quotes(["AAPL": "200", "MSFT": "400"])
+        let holdings = [Self.holding("AAPL", 10)]
+        let cash = try Cash(parsing: "10000")
+        let buys = [
+            // A market buy with its margin: all 5 shares.
+            Self.openBuy("MSFT", quantity: "5", reserved: "2100", type: .market),
+            // A limit far below the market: 1,000 shares for $10 are 0.05 of a share today.
+            Self.openBuy("AAPL", quantity: "1000", reserved: "10"),
+            // Partly filled: 2 of 3 left, and its reservation would buy more.
+            Self.openBuy("AAPL", quantity: "3", filled: "1", reserved: "500"),
+        ]
+        let counted = try PendingBuys.counted(buys, holdings: holdings, cash: cash, prices: prices)
+        #expect(counted.holdings.first { $0.symbol == "AAPL" }?.quantity == (try Quantity(parsing: "12.05")))
+        #expect(counted.holdings.first { $0.symbol == "AAPL" }?.availableQuantity == 10)
+        #expect(counted.holdings.first { $0.symbol == "MSFT" }?.quantity == 5)
+        #expect(counted.holdings.first { $0.symbol == "MSFT" }?.availableQuantity == .zero)
+        // 10000 − 5 × 400 − 2.05 × 200
+        #expect(counted.cash == (try Cash(parsing: "7590")))
+        // A symbol without a price counts as the cash it holds.
+        let unpriced = try PendingBuys.counted([Self.openBuy("VTI", quantity: "1", reserved: "300")], holdings: holdings, cash: cash, prices: prices)
+        #expect(unpriced.holdings == holdings)
+        #expect(unpriced.cash == cash)
+    }
+
+    @Test("a plan does not take a limit buy far below the market for shares held")
+    func farLimitBuyIsNotHeld() throws {
+        let prices = Self.quotes(["AAPL": "200", "MSFT": "400"])
+        let holdings = [Self.holding("AAPL", 100), Self.holding("MSFT", 50)]
+        let cash = try Cash(parsing: "10")
+        let buys = [Self.openBuy("AAPL", quantity: "1000", reserved: "10")]
+        let counted = try PendingBuys.counted(buys, holdings: holdings, cash: cash, prices: prices)
+        let plan = try RebalancePlanner.plan(
+            holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: .zero,
+            allocation: try Self.allocation([("AAPL", 80), ("MSFT", 20)]), options: RebalanceOptions())
+        // $40,010 in all: AAPL's 80 % is $32,008 and it holds $20,010 (the $10 limit counts as 0.05 of a share), so it buys.
+        #expect(plan.sells.map(\.symbol) == ["MSFT"])
+        #expect(plan.buys.map(\.symbol) == ["AAPL"])
+        #expect(plan.buys.first.map { $0.quantity >= 55 } == true, "\(plan.buys)")
+    }
+}

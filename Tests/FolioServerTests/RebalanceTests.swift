@@ -293,6 +293,75 @@ struct RebalanceTests {
         }
     }
 
+    @Test("a resting limit buy far below the market is not shares held: the preview and the run both buy, and the limit keeps its reservation", arguments: TestDatabaseKind.all)
+    func farLimitBuy(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "patient-limit@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 150)
+            try await Self.buy(client, env, tokens, "MSFT", 100)
+            let limit = try await post(client, "/api/orders", [
+                "symbol": "AAPL", "quantity": "1000", "side": "BUY", "order_type": "LIMIT", "limit_price": "0.01", "time_in_force": "GTC",
+            ], headers: bearer(tokens))
+            let limitID = try #require(try json(limit)["id"] as? String)
+            await env.worker.drain()
+            let targets: [String: Any] = ["targets": [["symbol": "AAPL", "percent": "80"], ["symbol": "MSFT", "percent": "20"]], "cash_percent": "0"]
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", targets, headers: bearer(tokens)).status == .ok)
+
+            let plan = try json(try await post(client, "/api/portfolio/rebalance", [:], headers: bearer(tokens)))
+            let trades = try #require(plan["trades"] as? [[String: Any]])
+            #expect(trades.contains { $0["symbol"] as? String == "AAPL" && $0["side"] as? String == "BUY" }, "\(trades)")
+
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "far-limit-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            let finished = try await Self.finish(client, env, tokens, run: try #require(started["id"] as? String))
+            #expect(finished["status"] as? String == "done", "\(finished)")
+            let buys = (finished["orders"] as? [[String: Any]] ?? []).filter { $0["side"] as? String == "BUY" }
+            #expect(buys.contains { $0["symbol"] as? String == "AAPL" && $0["status"] as? String == "filled" }, "\(finished)")
+            #expect((finished["notes"] as? [String] ?? []).allSatisfy { !$0.hasPrefix("None of the planned buys") }, "\(finished)")
+            // On target now, with the limit still resting on its $10.
+            let drift = try await Self.get(client, "/api/portfolio/drift", tokens)
+            #expect(drift["outside_band"] as? Bool == false, "\(drift)")
+            let resting = try json(try await client.execute(uri: "/api/orders/\(limitID)", method: .get, headers: bearer(tokens)))
+            #expect(resting["status"] as? String == "accepted")
+            #expect(resting["reserved_cash"] as? String == "10.00")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a run whose job gave up is ended by the worker's sweep, saying why, and frees its account", arguments: TestDatabaseKind.all)
+    func orphanedRun(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "orphan@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "orphan-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            let id = try #require(started["id"] as? String)
+            // The run's job dies as a worker killed during its last attempt leaves it.
+            try await env.database.sql.raw("""
+                UPDATE jobs SET status = 'dead', last_error = 'the worker stopped during the last attempt' WHERE kind = 'advance_rebalance'
+                """).run()
+            await env.worker.drain()
+            // A run whose job is alive is left alone; this one is not.
+            try await env.services.rebalancing.settleOrphanedRuns()
+            let ended = try await Self.get(client, "/api/portfolio/rebalances/\(id)", tokens)
+            #expect(ended["status"] as? String == "partially_done", "the sells filled: \(ended)")
+            #expect((ended["reasons"] as? [String])?.contains("The run stopped: its job gave up (the worker stopped during the last attempt).") == true, "\(ended)")
+            keyed[Idempotency.header] = "orphan-2"
+            let next = try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed)
+            #expect(next.status == .accepted, "\(String(buffer: next.body))")
+            let nextID = try #require(try json(next)["id"] as? String)
+            try await env.services.rebalancing.settleOrphanedRuns()
+            let going = try await Self.get(client, "/api/portfolio/rebalances/\(nextID)", tokens)["status"] as? String
+            #expect(going == "selling" || going == "buying", "its job is alive: \(going ?? "-")")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a run never buys what the account bought meanwhile, and a symbol the market stops quoting ends the run instead of blocking the account", arguments: TestDatabaseKind.all)
     func changesUnderTheRun(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

@@ -90,6 +90,23 @@ struct JobQueue: Sendable {
             """).run()
     }
 
+    /// Whether a job with this payload is waiting or running, and the last
+    /// error of one that gave up: for a sweep of work whose job died.
+    func state(of payload: JobPayload) async throws -> (live: Bool, deadError: String?) {
+        let rows = try await database.sql.raw("""
+            SELECT status, last_error FROM jobs WHERE kind = \(bind: payload.kind.rawValue) AND payload = \(bind: payload.json) ORDER BY updated_at DESC
+            """).all()
+        var live = false, deadError: String?
+        for row in rows {
+            switch try row.decode(column: "status", as: String.self) {
+            case "queued", "running": live = true
+            case "dead" where deadError == nil: deadError = try row.decode(column: "last_error", as: String?.self) ?? "no error was recorded"
+            default: break
+            }
+        }
+        return (live, deadError)
+    }
+
     /// Which kinds a worker claims.
     enum Filter: Sendable {
         case all

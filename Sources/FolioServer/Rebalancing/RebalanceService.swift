@@ -166,12 +166,15 @@ struct RebalanceService: Sendable {
             throw request.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount
         }
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
-        let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)))
+        let openBuys = try await store.openBuys(of: accountID)
+        let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)).union(openBuys.map(\.symbol)))
         var options = request.options
         options.marketBuyMargin = marketBuyMargin
         let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
+        // The owner's open buys count as the buy phase counts them, so the preview plans what the run will do.
+        let counted = try PendingBuys.counted(openBuys, holdings: holdings.map(PricedHolding.init), cash: account.cash, prices: prices)
         let plan = try RebalancePlanner.plan(
-            holdings: holdings.map(PricedHolding.init), quotes: prices, cash: account.cash, availableCash: account.availableCash,
+            holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
             allocation: resolved, options: options)
         let activeRun = try await rebalances.activeRun(of: accountID, on: store.database.sql)
         return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request, activeRun: activeRun)
@@ -285,7 +288,8 @@ struct RebalanceService: Sendable {
     /// The `advance_rebalance` job: waits while the current phase's orders are
     /// open, then places the buys (or the next round of them), or ends the run.
     /// A run never stays active without a job: when market data is missing it
-    /// waits (for a day at most), and on the job's last attempt it ends as failed.
+    /// waits (for a day at most), and on the job's last attempt it ends as failed
+    /// (or, when that attempt dies too, the worker's sweep ends it: `settleOrphanedRuns`).
     func advance(_ job: ClaimedJob) async throws -> JobOutcome {
         guard case .advanceRebalance(let runID) = job.payload, let run = try await rebalances.run(runID), !run.status.isFinished else { return .done }
         do {
@@ -297,6 +301,20 @@ struct RebalanceService: Sendable {
             var failed = run
             failed.reasons.append("The run stopped: \(Self.describe(error))")
             return try await finish(failed, from: run, orders: try await orders(of: run))
+        }
+    }
+
+    /// Ends, as failed, each run whose job gave up without finishing it (the
+    /// worker died during its last attempt, or the last attempt's own ending
+    /// failed): nothing else would, and the run would hold its account
+    /// against every later rebalance and against erasure.
+    func settleOrphanedRuns() async throws {
+        for run in try await rebalances.activeRuns() {
+            let job = try await jobs.state(of: .advanceRebalance(run.id))
+            guard !job.live, let error = job.deadError else { continue }
+            var failed = run
+            failed.reasons.append("The run stopped: its job gave up (\(error)).")
+            _ = try await finish(failed, from: run, orders: try await orders(of: run))
         }
     }
 
@@ -381,24 +399,13 @@ struct RebalanceService: Sendable {
                     weights: stored.map { TargetWeight(symbol: $0.symbol, percent: $0.percent) }, cashPercent: targets.allocation.cashPercent,
                     band: targets.allocation.band)
             } ?? targets.allocation
-            // Shares already on their way (the owner's own open buys) count as held, and the cash set aside
-            // for them as spent, so the run does not buy them a second time.
-            var pending: [String: Quantity] = [:]
-            for order in try await store.openBuys(of: run.accountID) {
-                guard let quantity = order.quantity else { continue }
-                pending[order.symbol] = try (pending[order.symbol] ?? .zero) + (quantity - order.filledQuantity)
-            }
-            var held = holdings.map(PricedHolding.init)
-            for (symbol, quantity) in pending {
-                if let index = held.firstIndex(where: { $0.symbol == symbol }) {
-                    held[index].quantity = try held[index].quantity + quantity
-                } else {
-                    held.append(PricedHolding(symbol: symbol, quantity: quantity, availableQuantity: .zero, costBasis: .zero))
-                }
-            }
-            let prices = try await prices(for: Set(held.map(\.symbol)).union(allocation.weights.map(\.symbol)))
+            // Shares on their way (the owner's own open buys) count as far as their reserved cash buys them,
+            // so the run neither buys them a second time nor takes a limit far below the market for shares held.
+            let openBuys = try await store.openBuys(of: run.accountID)
+            let prices = try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol)).union(openBuys.map(\.symbol)))
+            let counted = try PendingBuys.counted(openBuys, holdings: holdings.map(PricedHolding.init), cash: account.cash, prices: prices)
             let fresh = try RebalancePlanner.plan(
-                holdings: held, quotes: prices, cash: pending.isEmpty ? account.cash : account.availableCash, availableCash: account.availableCash,
+                holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
                 allocation: allocation, options: options)
             let short = Dictionary(fresh.buys.map { ($0.symbol, $0.quantity) }, uniquingKeysWith: { a, _ in a })
             var buys = fresh.buys.filter { !sold.contains($0.symbol) }.map { ($0.symbol, $0.quantity) }
@@ -415,7 +422,14 @@ struct RebalanceService: Sendable {
                         "The buys were planned again from the cash the sales left and the current quotes (a quote moved more than \(instructions.priceTolerancePercent) % or the cash differs from the plan).")
                 }
             }
-            guard !buys.isEmpty else { return try await finish(next, from: run, orders: placedOrders) }
+            guard !buys.isEmpty else {
+                // The plan promised buys and none is placed: the run says so rather than end as if all went to plan.
+                if round == 1, run.plannedTrades.contains(where: { $0.side == .buy }) {
+                    next.notes.append(
+                        "None of the planned buys was placed: planned again from the account as it is now, it needs none\(fresh.reason.map { " (\($0.message))" } ?? "").")
+                }
+                return try await finish(next, from: run, orders: placedOrders)
+            }
 
             var priced: [OrderService.PricedPlacement] = []
             for (symbol, quantity) in buys { priced.append(try await orders.price(try placement(symbol, .buy, quantity, account: run.accountID))) }

@@ -191,6 +191,13 @@ struct RebalanceStore: Sendable {
             """).all().map(Self.run)
     }
 
+    /// Runs that have not finished, oldest first.
+    func activeRuns(limit: Int = 1000) async throws -> [RebalanceRun] {
+        try await database.sql.raw("""
+            SELECT \(unsafeRaw: Self.runColumns) FROM rebalance_runs WHERE status IN ('selling', 'buying') ORDER BY created_at, id LIMIT \(literal: limit)
+            """).all().map(Self.run)
+    }
+
     /// A run of the account that has not finished, if any.
     func activeRun(of accountID: AccountID, on db: any SQLDatabase) async throws -> RebalanceRunID? {
         try await db.raw("""

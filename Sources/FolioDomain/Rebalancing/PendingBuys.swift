@@ -1,0 +1,29 @@
+/// Open buy orders as a rebalance plan counts them, so that it neither buys
+/// twice what is already on its way nor counts as bought what may never be.
+public enum PendingBuys {
+    /// Each open buy counts as the shares its reserved cash buys at today's
+    /// price, no more than it still asks for (a market buy: all of them; a limit
+    /// far below the market: next to none), and that value is taken out of
+    /// `cash`, so the account's total stays what it is. A buy of a symbol
+    /// without a price counts as the cash it holds.
+    public static func counted(
+        _ buys: [OrderState], holdings: [PricedHolding], cash: Cash, prices: [String: PriceQuote]
+    ) throws -> (holdings: [PricedHolding], cash: Cash) {
+        var held = holdings
+        var cash = cash
+        for order in buys where order.side == .buy && order.status.isOpen && order.reservedCash.isPositive {
+            guard let price = prices[order.symbol]?.price, price.isPositive else { continue }
+            let affordable = try Quantity.quotient(order.reservedCash, price, rounding: .down)
+            let wanted = try order.quantity.map { try $0 - order.filledQuantity } ?? affordable
+            let shares = Quantity.min(affordable, wanted)
+            guard shares.isPositive else { continue }
+            cash = try cash - Cash.product(shares, price, rounding: .down)
+            if let index = held.firstIndex(where: { $0.symbol == order.symbol }) {
+                held[index].quantity = try held[index].quantity + shares
+            } else {
+                held.append(PricedHolding(symbol: order.symbol, quantity: shares, availableQuantity: .zero, costBasis: .zero))
+            }
+        }
+        return (held, cash)
+    }
+}
