@@ -136,6 +136,35 @@ struct HTTPContractTests {
         }
     }
 
+    @Test("a change refuses a query parameter its route does not take before it does anything: a misspelt cancel-all filter cancels nothing", arguments: TestDatabaseKind.all)
+    func unknownQueryParametersOnChanges(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "cancel-typo@example.com")
+            var ids: [String] = []
+            for symbol in ["AAPL", "MSFT"] {
+                let body: [String: Any] = ["symbol": symbol, "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"]
+                ids.append(try #require(try FolioServerTests.json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String))
+            }
+            await env.worker.drain()
+            let misspelt = try await client.execute(uri: "/api/orders?symbl=AAPL", method: .delete, headers: bearer(tokens))
+            #expect(misspelt.status == .unprocessableContent)
+            let refusal = try problem(misspelt)
+            #expect(refusal.errors?.map(\.field) == ["symbl"], "\(refusal)")
+            #expect(refusal.detail.contains("it takes account_id, symbol"), "\(refusal.detail)")
+            for id in ids {
+                #expect(try FolioServerTests.json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))["status"] as? String == "accepted")
+            }
+            // A route that takes none refuses any, and places nothing.
+            let placed = try await post(client, "/api/orders?dry_run=true", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(placed.status == .unprocessableContent)
+            #expect(try await env.store.orders(of: try await env.firstAccount().userID, filter: .init(), after: nil, limit: 10).count == 2)
+            // The documented filter still works.
+            let canceled = try await client.execute(uri: "/api/orders?symbol=AAPL", method: .delete, headers: bearer(tokens))
+            #expect(canceled.status == .ok)
+            #expect((try FolioServerTests.json(canceled)["data"] as? [[String: Any]])?.map { $0["id"] as? String } == [ids[0]])
+        }
+    }
+
     @Test("an internal error is a generic 500; its text is only in the log, under the same request id", arguments: TestDatabaseKind.all)
     func internalError(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

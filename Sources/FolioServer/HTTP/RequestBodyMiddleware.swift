@@ -4,7 +4,7 @@ import Logging
 
 /// Enforces the body size limit (413), JSON bodies (415, except a form
 /// posted to the form bridge), URLs without a NUL (400) and, on the API's
-/// GET routes, only the query parameters the route takes (422) before any
+/// routes, only the query parameters the route takes (422) before any
 /// handler runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
 struct RequestBodyMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
@@ -25,11 +25,9 @@ struct RequestBodyMiddleware: RouterMiddleware {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
             throw ProblemMiddleware.payloadTooLarge()
         }
+        let unknown = queries.unknown(in: request, route: context.endpointPath)
+        if !unknown.isEmpty { throw Self.unknownParameters(unknown, takes: queries.allowed(in: request, route: context.endpointPath ?? "")) }
         guard request.method == .post || request.method == .put || request.method == .patch else {
-            if request.method == .get || request.method == .head {
-                let unknown = queries.unknown(in: request, route: context.endpointPath)
-                if !unknown.isEmpty { throw Self.unknownParameters(unknown, takes: queries.allowed(route: context.endpointPath ?? "")) }
-            }
             return try await next(request, context)
         }
         var request = request
