@@ -393,11 +393,37 @@ struct WebAppTests {
                 uri: "/form", method: .post, headers: headers,
                 body: Self.form([("_api", api), ("_method", "DELETE"), ("_next", "/orders"), ("_done", "cancel_all_asked"), ("_csrf", csrf)]))
             #expect(canceled.status == .seeOther && canceled.headers[.location] == "/orders")
+            // The paper broker canceled both at once: the page is told they are canceled, not that it was asked.
+            #expect(canceled.headers[values: .setCookie].contains { $0.hasPrefix("__Host-folio_done=canceled_all:/orders;") }, "\(canceled.headers)")
             #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "0.00")
             headers[.cookie] = try #require(headers[.cookie]) + "; __Host-folio_done=cancel_all_asked:/orders"
             let after = Self.text(try await client.execute(uri: "/orders", method: .get, headers: headers))
             #expect(after.contains("Cancellation asked for every open order"))
             #expect(after.contains("No open orders.") && !after.contains("Cancel all open orders"))
+        }
+    }
+
+    @Test("without JavaScript: a cancel the broker makes at once is confirmed as done", arguments: TestDatabaseKind.all)
+    func cancelConfirmedWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "one-cancel@example.com")
+            let placed = try await post(
+                client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"],
+                headers: bearer(tokens))
+            let id = try #require(try json(placed)["id"] as? String)
+            await env.worker.drain()
+            var headers = try await Self.signInWithoutJavaScript(client, email: "one-cancel@example.com")
+            let page = Self.text(try await client.execute(uri: "/orders", method: .get, headers: headers))
+            let csrf = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            let canceled = try await client.execute(
+                uri: "/form", method: .post, headers: headers,
+                body: Self.form([("_api", "/api/orders/\(id)"), ("_method", "DELETE"), ("_next", "/orders"), ("_done", "cancel_asked"), ("_csrf", csrf)]))
+            #expect(canceled.status == .seeOther)
+            let done = try #require(canceled.headers[values: .setCookie].first { $0.hasPrefix("__Host-folio_done=") })
+            #expect(done.hasPrefix("__Host-folio_done=canceled:/orders;"), "\(done)")
+            headers[.cookie] = try #require(headers[.cookie]) + "; " + String(done.split(separator: ";")[0])
+            let after = Self.text(try await client.execute(uri: "/orders", method: .get, headers: headers))
+            #expect(after.contains("Order canceled: what it had not filled is no longer reserved."))
         }
     }
 

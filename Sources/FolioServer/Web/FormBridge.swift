@@ -100,9 +100,15 @@ struct FormBridge: Sendable {
             var redirect = WebController.redirect(next)
             for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
             // After the API's cookies: signing out clears any confirmation, and this one, set last, is the one kept.
-            if let done = Self.confirmation(control) {
+            if var done = Self.confirmation(control) {
                 // The same form sent again (Back, then send): its key answered with the first result, nothing was done twice.
                 let replayed = answer.headers[Idempotency.replayedHeader] == "true"
+                if !replayed, PageRenderer.settlesByAnswer.contains(done) {
+                    let collector = BodyCollector()
+                    try await answer.body.write(collector)
+                    let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
+                    done = PageRenderer.settled(done, status: answer.status, answer: json)
+                }
                 redirect.headers.append(PageRenderer.confirmationHeader(replayed ? PageRenderer.alreadyDone : done, for: next))
             }
             return redirect

@@ -85,6 +85,9 @@ struct PageRenderer: Sendable {
         "order_placed": "Order placed: it is listed below.",
         "cancel_asked": "Cancellation asked for: the order shows canceled once the broker confirms.",
         "cancel_all_asked": "Cancellation asked for every open order: each shows canceled once its broker confirms.",
+        // What the two above become when the answer says it is done already (`settled`).
+        "canceled": "Order canceled: what it had not filled is no longer reserved.",
+        "canceled_all": "Every open order is canceled: what they had not filled is no longer reserved.",
         "targets_saved": "Target weights saved.",
         "rebalance_started": "Rebalance started: its orders are listed under Recent runs.",
         "alpaca_linked": "Alpaca account linked: choose it in the account picker above the dashboard.",
@@ -110,6 +113,19 @@ struct PageRenderer: Sendable {
         "email_verified_signed_in": "The address is verified.",
         alreadyDone: "This form had been sent already: what it asked was done then, once, and not again.",
     ]
+    /// The confirmation a form's answer earns: a cancel the API answered as done (200, not 202 `pending_cancel`)
+    /// says so rather than that it was asked for. app.js's `settled` says the same of the same answers.
+    static let settlesByAnswer: Set<String> = ["cancel_asked", "cancel_all_asked"]
+
+    static func settled(_ code: String, status: HTTPResponse.Status, answer: [String: Any]) -> String {
+        switch code {
+        case "cancel_asked" where status == .ok && answer["status"] as? String != "pending_cancel": "canceled"
+        case "cancel_all_asked" where (answer["data"] as? [[String: Any]])?.allSatisfy({ $0["status"] as? String != "pending_cancel" }) == true:
+            "canceled_all"
+        default: code
+        }
+    }
+
     /// The sign-in page's notices that still hold for a visitor who is signed in already, as said to them.
     static let signedInWording = ["email_verified": "email_verified_signed_in", "reset_requested": "reset_requested", "verification_resent": "verification_resent"]
     /// Said instead of the form's own confirmation when its idempotency key answered with an earlier result.

@@ -158,15 +158,24 @@ async function signOutAnyway(form, result) {
   return true;
 }
 
+/** The confirmation an answer earns, as PageRenderer.settled says it: a cancel done at once (200, not 202
+ * pending_cancel) is said to be done, not asked for. */
+function settled(code, result) {
+  if (code === 'cancel_asked' && result.status === 200 && result.body?.status !== 'pending_cancel') return 'canceled';
+  if (code === 'cancel_all_asked' && Array.isArray(result.body?.data) && result.body.data.every((order) => order.status !== 'pending_cancel')) return 'canceled_all';
+  return code;
+}
+
 /** Visits the form's _next page, which says what was done (PageRenderer.confirmations), once, as after FormBridge's
  * redirect: the cookie names that page (PageRenderer.confirmationPath: its path and account), so another tab's page does not. */
-function goNext(form) {
+function goNext(form, result) {
   if (form.elements._done) {
     const next = new URL(form.elements._next.value, window.location.origin);
     const account = next.searchParams.get('account_id');
     const page = (/^\/[A-Za-z0-9\/_.-]*$/.test(next.pathname) ? next.pathname : '/')
       + (account && /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(account) ? `?account_id=${account.toLowerCase()}` : '');
-    document.cookie = `__Host-folio_done=${encodeURIComponent(form.elements._done.value)}:${page}; Path=/; Max-Age=60; Secure; SameSite=Strict`;
+    const code = result ? settled(form.elements._done.value, result) : form.elements._done.value;
+    document.cookie = `__Host-folio_done=${encodeURIComponent(code)}:${page}; Path=/; Max-Age=60; Secure; SameSite=Strict`;
   }
   window.location.assign(form.elements._next.value);
 }
@@ -202,7 +211,7 @@ async function submit(event) {
       done.setAttribute('tabindex', '-1');
       done.focus();
     } else if (form.elements._next) {
-      goNext(form);
+      goNext(form, result);
     }
   } catch {
     showProblem(form, { detail: 'Folio could not be reached; check the connection and try again.' });
