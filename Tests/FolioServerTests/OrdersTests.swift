@@ -194,6 +194,26 @@ struct OrdersTests {
         }
     }
 
+    @Test("a sale refused for shares an open sell holds says how many it holds", arguments: TestDatabaseKind.all)
+    func sharesHeldForOpenSells(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "held-shares@example.com")
+            _ = try await order(client, tokens, ["symbol": "AAPL", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            let resting = try await order(client, tokens, ["symbol": "AAPL", "quantity": "6", "side": "SELL", "order_type": "LIMIT", "limit_price": "100000", "time_in_force": "GTC"])
+            #expect(resting.status == .created)
+            await env.worker.drain()
+            let refused = try await order(client, tokens, ["symbol": "AAPL", "quantity": "5", "side": "SELL", "order_type": "MARKET"])
+            #expect(refused.status == .unprocessableContent)
+            let issue = try problem(refused)
+            #expect(issue.code == "insufficient_shares")
+            #expect(issue.detail == "You can sell at most 4 AAPL (6 more are held for your open sell orders).")
+            // Nothing held: the plain sentence.
+            let none = try problem(try await order(client, tokens, ["symbol": "MSFT", "quantity": "1", "side": "SELL", "order_type": "MARKET"]))
+            #expect(none.detail == "You can sell at most 0 MSFT.")
+        }
+    }
+
     @Test("buy then sell: holdings, cash and the ledger agree", arguments: TestDatabaseKind.all)
     func buyThenSell(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

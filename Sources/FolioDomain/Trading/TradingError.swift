@@ -7,7 +7,8 @@ public enum TradingError: Error, Equatable, Sendable {
     case insufficientFunds(available: Cash)
     /// `field`: what the order asked for, `quantity` or (a market buy by amount) `notional`.
     case insufficientBuyingPower(needed: Cash, available: Cash, field: String = "quantity")
-    case insufficientShares(symbol: String, available: Quantity)
+    /// `reserved`: the shares held for the owner's open sells, which are not free to sell again.
+    case insufficientShares(symbol: String, available: Quantity, reserved: Quantity = .zero)
     /// The result would exceed what a balance column holds (`field` is the request's field).
     case balanceLimitExceeded(field: String)
     case accountNotFound

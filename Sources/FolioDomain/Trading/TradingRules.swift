@@ -128,7 +128,7 @@ public enum TradingRules {
         case .sell:
             let quantity = draft.quantity!
             guard var held = holding, quantity <= held.availableQuantity else {
-                throw .insufficientShares(symbol: draft.symbol, available: holding?.availableQuantity ?? .zero)
+                throw .insufficientShares(symbol: draft.symbol, available: holding?.availableQuantity ?? .zero, reserved: holding?.reservedQuantity ?? .zero)
             }
             held.reservedQuantity = Quantity(uncheckedUnits: held.reservedQuantity.units + quantity.units)
             order.reservedQuantity = quantity

@@ -57,9 +57,11 @@ enum ProblemMapping {
                 detail: needed == .max ? "This order needs more buying power than an account can hold."
                     : "This order needs \(Display.money(needed, .up)) of buying power; \(Display.money(available, .down)) is available.",
                 errors: [.init(field: field, code: "insufficient_buying_power", message: "Not enough buying power for this order.")])
-        case .insufficientShares(let symbol, let available):
+        case .insufficientShares(let symbol, let available, let reserved):
+            // Shares an open sell holds are still in the position: say where the rest went.
+            let held = reserved.isPositive ? " (\(reserved) more are held for your open sell orders)" : ""
             return AppError(
-                .unprocessableContent, code: "insufficient_shares", detail: "You can sell at most \(available) \(symbol).",
+                .unprocessableContent, code: "insufficient_shares", detail: "You can sell at most \(available) \(symbol)\(held).",
                 errors: [.init(field: "quantity", code: "insufficient_shares", message: "More shares than you hold unreserved.")])
         case .balanceLimitExceeded(let field):
             return AppError(

@@ -476,7 +476,7 @@ struct RebalanceService: Sendable {
     static func describe(_ error: any Error) -> String {
         switch error {
         case TradingError.insufficientBuyingPower(let needed, let available, _): "they need \(Display.money(needed, .up)) of buying power; \(Display.money(available, .down)) is available."
-        case TradingError.insufficientShares(let symbol, let available): "only \(available) \(symbol) can be sold."
+        case TradingError.insufficientShares(let symbol, let available, _): "only \(available) \(symbol) can be sold."
         case TradingError.unknownSymbol(let symbol), RebalanceError.noPrice(let symbol): "the market data does not know \(symbol)."
         case let error as MarketDataUnavailable: "market data is unavailable (\(error.reason))."
         default: "\(error)"
