@@ -224,6 +224,10 @@ struct WebSecurityTests {
             let refreshed = try await client.execute(uri: "/api/auth/refresh", method: .post, headers: [.cookie: cookie])
             #expect(refreshed.status == .ok)
             #expect(try json(refreshed)["refresh_token"] == nil)
+            // Another tab refreshing with the same cookie a moment later is refused, and its answer leaves the new cookie be.
+            let raced = try await client.execute(uri: "/api/auth/refresh", method: .post, headers: [.cookie: cookie])
+            #expect(raced.status == .unauthorized)
+            #expect(raced.headers[.setCookie] == nil)
 
             // A bearer session's token offered as the cookie is refused too, and stays good in a body.
             let bearerToken = try #require(tokens["refresh_token"] as? String)
@@ -232,6 +236,9 @@ struct WebSecurityTests {
             let asCookie = try await client.execute(uri: "/api/auth/refresh", method: .post, headers: foreignCookie)
             #expect(asCookie.status == .unauthorized)
             #expect(try problem(asCookie).code == "invalid_refresh_token")
+            // A cookie that names no live session is dropped, not sent again on every request.
+            #expect(asCookie.headers[.setCookie]?.hasPrefix("\(AuthController.cookieName)=;") == true, "\(asCookie.headers)")
+            #expect(asCookie.headers[.setCookie]?.contains("Max-Age=0") == true)
             let inBody = try await post(client, "/api/auth/refresh", ["refresh_token": bearerToken])
             #expect(inBody.status == .ok)
             #expect(try json(inBody)["refresh_token"] is String)

@@ -212,7 +212,7 @@ enum ProblemMapping {
             return AppError(.unauthorized, code: "invalid_two_factor_code", detail: refusal.message)
         case .emailNotVerified:
             return AppError(.forbidden, code: "email_not_verified", detail: "Verify your email address first; a new link can be requested.")
-        case .invalidRefreshToken:
+        case .invalidRefreshToken, .refreshRaced:
             return AppError(.unauthorized, code: "invalid_refresh_token", detail: "The refresh token is invalid; sign in again.")
         case .twoFactorAlreadyEnabled:
             return AppError(.conflict, code: "two_factor_already_enabled", detail: "Two-factor authentication is already on; disable it first to enrol again.")

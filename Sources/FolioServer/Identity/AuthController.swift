@@ -146,7 +146,16 @@ struct AuthController: Sendable {
             throw FieldIssue(field: "refresh_token", code: "required", message: "refresh_token is required.")
         }
         let kind: Session.Kind = fromBody == nil ? .cookie : .bearer
-        let signedIn = try await services.refresh(token: token, kind: kind, origin: context.origin)
+        let signedIn: IdentityServices.SignedIn
+        do {
+            signedIn = try await services.refresh(token: token, kind: kind, origin: context.origin)
+        } catch IdentityError.invalidRefreshToken where kind == .cookie {
+            // The cookie names no live session: the browser is told to drop it rather than send it on every request.
+            // (Not for a race between tabs, `refreshRaced`: the browser's cookie is already the next one.)
+            guard var problem = ProblemMapping.appError(for: IdentityError.invalidRefreshToken) else { throw IdentityError.invalidRefreshToken }
+            problem.headers.append(HTTPField(name: .setCookie, value: Self.sessionCookie("", maxAge: 0).description))
+            throw problem
+        }
         return try await tokenResponse(signedIn, kind: kind, request: request, context: context)
     }
 

@@ -16,6 +16,9 @@ enum IdentityError: Error, Equatable, Sendable {
     case wrongSecondFactor(SecondFactorRefusal)
     case emailNotVerified
     case invalidRefreshToken
+    /// The token was spent a moment ago by another request (two tabs refreshing at once): refused as
+    /// `invalidRefreshToken` is, but its cookie is not cleared, since the browser holds the next one.
+    case refreshRaced
     case twoFactorAlreadyEnabled
     case twoFactorNotEnrolling
     /// Another set-up replaced the secret a confirmation's code was checked against.

@@ -33,6 +33,8 @@ struct SessionStore: Sendable {
     enum RefreshOutcome {
         case rotated(user: User, session: Session, refreshToken: String)
         case invalid
+        /// Spent a moment ago by another request of the same holder (two tabs): refused, the session lives.
+        case raced
         /// A spent token came back: the session has been revoked.
         case reused(userID: UUID)
     }
@@ -58,7 +60,7 @@ struct SessionStore: Sendable {
                     try await revoke(sessionID: stored.sessionID, reason: "refresh_token_reuse", on: db)
                     return .reused(userID: stored.userID)
                 }
-                return .invalid
+                return .raced
             }
             guard session.isActive(at: now, idleTimeout: idleTimeout),
                   let user = try await User.find(stored.userID, on: db), !user.isDisabled

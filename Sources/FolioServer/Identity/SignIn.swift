@@ -125,6 +125,9 @@ extension IdentityServices {
         case .invalid:
             await security.record("refresh_token_rejected", origin: origin)
             throw IdentityError.invalidRefreshToken
+        case .raced:
+            await security.record("refresh_token_rejected", origin: origin)
+            throw IdentityError.refreshRaced
         }
     }
 
