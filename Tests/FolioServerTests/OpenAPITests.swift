@@ -61,6 +61,17 @@ struct OpenAPITests {
             }
             #expect(!html.contains("<script") && !html.contains("<style") && !html.contains("style=") && !html.contains("http://") && !html.contains("https://cdn"))
             #expect(html.contains("id=\"schema-Problem\""))
+            // Written for the API's users: no notes on how the file is made, and its lists as lists.
+            #expect(!html.contains("FolioServices.buildRouter") && !html.contains("ops/openapi-json"))
+            #expect(html.contains("<ul><li>JSON over HTTP with snake_case keys."), "the conventions are a list")
         }
+    }
+
+    @Test("the reference page's descriptions: paragraphs, lists with their run-on lines, code in backticks, everything escaped")
+    func descriptionMarkdown() {
+        let page = APIPage([:])
+        #expect(page.paragraphs("Intro `x`.\n\n- one `a`\n  more\n- two <b>") == "<p>Intro <code>x</code>.</p><ul><li>one <code>a</code> more</li><li>two &lt;b&gt;</li></ul>")
+        #expect(page.paragraphs("A lone ` stays.") == "<p>A lone ` stays.</p>")
+        #expect(page.paragraphs("Lead:\n- item") == "<p>Lead:</p><ul><li>item</li></ul>")
     }
 }

@@ -66,7 +66,7 @@ struct APIPage {
             <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
             <title>\(escape(title)) reference</title></head><body>
             <header><h1>\(escape(title)) \(escape(info["version"] as? String ?? ""))</h1>
-            <p>\(paragraphs(info["description"] as? String ?? ""))</p>
+            \(paragraphs(info["description"] as? String ?? ""))
             <p>The machine-readable spec: <a href="/openapi.json">/openapi.json</a> (OpenAPI \(escape(document["openapi"] as? String ?? ""))).</p></header>
 
             """
@@ -107,7 +107,7 @@ struct APIPage {
     func operation(_ method: String, _ path: String, _ operation: [String: Any]) -> String {
         var out = "<article><h3 id=\"\(anchor(method, path))\"><code>\(method.uppercased()) \(escape(path))</code></h3>\n"
         if let summary = operation["summary"] as? String { out += "<p><strong>\(escape(summary))</strong></p>\n" }
-        if let description = operation["description"] as? String { out += "<p>\(paragraphs(description))</p>\n" }
+        if let description = operation["description"] as? String { out += "\(paragraphs(description))\n" }
         if let security = operation["security"] as? [[String: Any]] {
             let schemes = security.flatMap(\.keys)
             out += "<p>Authentication: \(schemes.isEmpty ? "none" : schemes.map { "<code>\(escape($0))</code>" }.joined(separator: " or "))</p>\n"
@@ -144,7 +144,7 @@ struct APIPage {
     /// A schema's fields as a nested list (objects), or its type (everything else).
     func describe(_ schema: [String: Any], depth: Int) -> String {
         var out = ""
-        if let description = schema["description"] as? String { out += "<p>\(paragraphs(description))</p>" }
+        if let description = schema["description"] as? String { out += paragraphs(description) }
         if let properties = schema["properties"] as? [String: Any] {
             let required = Set(schema["required"] as? [String] ?? [])
             out += "<ul>"
@@ -207,9 +207,43 @@ struct APIPage {
         return String(String(decoding: data, as: UTF8.self).dropFirst().dropLast())
     }
 
-    /// Blank lines become paragraph breaks; everything is escaped.
+    /// The descriptions' small Markdown: blocks between blank lines are
+    /// paragraphs, a block of `- ` lines a list (an indented line goes on the
+    /// item before it), and `code` in backticks code. Everything is escaped first.
     func paragraphs(_ text: String) -> String {
-        escape(text).replacingOccurrences(of: "\n\n", with: "</p><p>")
+        var out = ""
+        for block in escape(text).components(separatedBy: "\n\n") where !block.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            var lead: [String] = [], items: [String] = []
+            for line in block.split(separator: "\n", omittingEmptySubsequences: true) {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                if trimmed.hasPrefix("- ") {
+                    items.append(String(trimmed.dropFirst(2)))
+                } else if !items.isEmpty {
+                    items[items.count - 1] += " " + trimmed
+                } else {
+                    lead.append(trimmed)
+                }
+            }
+            if !lead.isEmpty { out += "<p>\(Self.code(lead.joined(separator: " ")))</p>" }
+            if !items.isEmpty { out += "<ul>" + items.map { "<li>\(Self.code($0))</li>" }.joined() + "</ul>" }
+        }
+        return out
+    }
+
+    /// `a` in backticks as `<code>a</code>`; an unpaired backtick stays as it is.
+    static func code(_ text: String) -> String {
+        let parts = text.split(separator: "`", omittingEmptySubsequences: false)
+        var out = ""
+        for (index, part) in parts.enumerated() {
+            if index % 2 == 0 {
+                out += part
+            } else if index < parts.count - 1 {
+                out += "<code>\(part)</code>"
+            } else {
+                out += "`" + part
+            }
+        }
+        return out
     }
 
     /// By Unicode scalar, as every page is (see `ScalarHTMLEscaping`).
