@@ -65,7 +65,7 @@ struct Reconciler: Sendable {
             }
             let orders = try await trading.openOrders(of: link.accountID, on: db)
             guard orders.isEmpty else {
-                return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "\(orders.count) open order(s): fills may be on their way")
+                return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "\(ProblemMapping.openOrders(orders.count)): fills may be on their way")
             }
             let result: (postings: [Posting], differences: [ReconciliationDifference])
             do {

@@ -93,10 +93,20 @@ enum ProblemMapping {
         }
     }
 
+    static func openOrders(_ count: Int) -> String {
+        count == 1 ? "1 open order" : "\(count) open orders"
+    }
+
+    /// One being canceled already (`pending_cancel`) waits on its broker's confirmation: the user can only wait for it.
+    static func cancelOrWait(_ count: Int) -> String {
+        let them = count == 1 ? "it" : "them"
+        return "cancel \(them) or let \(them) finish (an order already being canceled ends once its broker confirms)"
+    }
+
     static func erasure(_ refusal: PersonalDataErasure.Refusal) -> AppError {
         switch refusal {
         case .openOrders(let count):
-            return AppError(.conflict, code: "open_orders", detail: "You have \(count) open order(s); cancel them or let them finish, then erase your account.")
+            return AppError(.conflict, code: "open_orders", detail: "You have \(Self.openOrders(count)); \(Self.cancelOrWait(count)), then erase your account.")
         case .lastAdministrator:
             return AppError(.conflict, code: "last_administrator", detail: "You are the only administrator; make someone else an administrator first.")
         case .alreadyErased:
@@ -128,7 +138,7 @@ enum ProblemMapping {
         case .linkNotFound:
             return .notFound("brokerage link")
         case .openOrders(let count):
-            return AppError(.conflict, code: "open_orders", detail: "The account has \(count) open order(s) at the broker; cancel them or let them finish before unlinking.")
+            return AppError(.conflict, code: "open_orders", detail: "The account has \(Self.openOrders(count)) at the broker; \(Self.cancelOrWait(count)) before unlinking.")
         case .cashMovesAtBroker:
             return AppError(
                 .conflict, code: "cash_moves_at_broker",

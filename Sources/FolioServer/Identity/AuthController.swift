@@ -48,7 +48,11 @@ struct AuthController: Sendable {
         try await services.register(email: body.email, password: body.password, origin: context.origin)
         return EditedResponse(
             status: .created,
-            response: Accepted(status: "verification_sent", message: "Check your email to verify your address, then sign in."))
+            response: Accepted(
+                status: "verification_sent",
+                message: services.configuration.requireEmailVerification
+                    ? "Check your email to verify your address, then sign in."
+                    : "You can sign in now; Folio also sent a link to verify your address."))
     }
 
     struct TokenRequest: Decodable {

@@ -134,7 +134,7 @@ public struct UserAdministration: Sendable {
             return (user.id!, outcome.removedRows, outcome.linkedItemsRemoved)
         } catch let refusal as PersonalDataErasure.Refusal {
             switch refusal {
-            case .openOrders(let count): throw Failure(description: "\(email) has \(count) open order(s); cancel them first (or let them finish)")
+            case .openOrders(let count): throw Failure(description: "\(email) has \(ProblemMapping.openOrders(count)); \(ProblemMapping.cancelOrWait(count))")
             case .lastAdministrator: throw Failure(description: "\(email) is the only administrator; make someone else an administrator first")
             case .alreadyErased: throw Failure(description: "\(email) was already erased")
             case .rebalanceRunning: throw Failure(description: "\(email) has a rebalance running; let it finish first")
