@@ -87,7 +87,7 @@ struct PageRenderer: Sendable {
         "cancel_all_asked": "Cancellation asked for every open order: each shows canceled once its broker confirms.",
         // What the two above become when the answer says it is done already (`settled`).
         "canceled": "Order canceled: what it had not filled is no longer reserved.",
-        "canceled_all": "Every open order is canceled: what they had not filled is no longer reserved.",
+        "canceled_all": "Every open order is canceled (any that filled first stay filled): what they had not filled is no longer reserved.",
         "targets_saved": "Target weights saved.",
         "rebalance_started": "Rebalance started: its orders are listed under Recent runs.",
         "alpaca_linked": "Alpaca account linked: choose it in the account picker above the dashboard.",
