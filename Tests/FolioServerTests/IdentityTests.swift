@@ -143,6 +143,16 @@ struct IdentityTests {
         }
     }
 
+    @Test("registration names every field's problem at once: a bad address and a short password together")
+    func everyRegistrationProblem() async throws {
+        try await withTestAppOnEachDatabase { client, _ in
+            let response = try await post(client, "/api/auth/register", ["email": "not an address", "password": "short"])
+            #expect(response.status == .unprocessableContent)
+            let body = try problem(response)
+            #expect(body.errors?.map(\.field) == ["email", "password"], "\(body)")
+        }
+    }
+
     @Test("the common-password list ships with at least 10,000 entries")
     func commonPasswordList() {
         #expect(PasswordPolicy.standard.commonPasswords.count >= 10_000)

@@ -11,10 +11,10 @@ extension IdentityServices {
     /// the address is told by email instead (docs/SECURITY.md).
     func register(email rawEmail: String, password: String, origin: RequestOrigin) async throws {
         let email = Self.normalizedEmail(rawEmail)
-        guard Self.isPlausibleEmail(email) else {
-            throw FieldIssue(field: "email", code: "invalid", message: "Enter a valid email address.")
-        }
-        let problems = passwordPolicy.problems(password: password, email: email)
+        // Every field's problem at once, so the form is corrected in one go.
+        var problems: [FieldIssue] = []
+        if !Self.isPlausibleEmail(email) { problems.append(FieldIssue(field: "email", code: "invalid", message: "Enter a valid email address.")) }
+        problems += passwordPolicy.problems(password: password, email: email)
         if !problems.isEmpty { throw IdentityError.invalid(problems) }
 
         let hash = try await hasher.hash(password)
