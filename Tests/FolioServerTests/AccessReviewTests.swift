@@ -49,6 +49,21 @@ struct AccessReviewTests {
         }
     }
 
+    @Test("a person who erases their own account is counted among erasures, not listed as an administrator's action", arguments: TestDatabaseKind.all)
+    func selfErasure(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "leaving@example.com")
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let erased = try await client.execute(
+                uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password":"\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent, "\(String(buffer: erased.body))")
+            let report = try await env.services.accessReview.report()
+            #expect(report.erasedCount == 1)
+            #expect(report.adminActions.isEmpty, "\(report.adminActions)")
+        }
+    }
+
     @Test("the monthly schedule falls on the first of the month at 08:00 UTC")
     func monthly() {
         let job = AccessReview.schedule

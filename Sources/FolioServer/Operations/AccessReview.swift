@@ -71,10 +71,13 @@ public struct AccessReview: Sendable {
             ORDER BY occurred_at, sequence
             """).all() {
             let actor = try row.decode(column: "actor_id", as: UUID?.self)
+            let subjectID = try row.decode(column: "subject_id", as: String?.self)
+            // A person who erased their own account is no administrator's doing: counted under erasures, not listed here.
+            if try row.decode(column: "action", as: String.self) == "user.erased", let actor, subjectID?.lowercased() == actor.lowercasedString { continue }
             actions.append(Action(
                 occurredAt: try row.decode(column: "occurred_at", as: Date.self), action: try row.decode(column: "action", as: String.self),
                 actor: actor.map { people[$0]?.email ?? $0.lowercasedString } ?? "operator",
-                subject: try row.decode(column: "subject_id", as: String?.self).map { id in
+                subject: subjectID.map { id in
                     UUID(uuidString: id).flatMap { people[$0]?.email } ?? id
                 },
                 details: try row.decode(column: "details", as: String.self)))
