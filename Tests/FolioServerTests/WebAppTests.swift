@@ -403,6 +403,13 @@ struct WebAppTests {
         }
     }
 
+    @Test("a value history of one day is a level line across the chart ending at its value, not a dot at the left edge")
+    func oneDayChart() {
+        let svg = Charts.line(id: "h", title: "Value", points: [.init(label: "2026-11-24", value: 100_000)], lowLabel: "$100,000.00", highLabel: "$100,000.00")
+        #expect(svg.contains(#"<path class="stroke" d="M8.00,100.00 L632.00,100.00"/>"#), "\(svg)")
+        #expect(svg.contains(#"<circle class="dot" cx="632.00" cy="100.00" r="4"/>"#), "\(svg)")
+    }
+
     @Test("without JavaScript: a cancel the broker makes at once is confirmed as done", arguments: TestDatabaseKind.all)
     func cancelConfirmedWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

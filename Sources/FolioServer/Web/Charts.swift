@@ -54,9 +54,11 @@ enum Charts {
         }
         let span = high - low > 0 ? high - low : max(abs(high), 1)
         let step = points.count > 1 ? (width - 2 * pad) / Double(points.count - 1) : 0
-        let coordinates = points.enumerated().map { index, point in
+        var coordinates = points.enumerated().map { index, point in
             (pad + Double(index) * step, height - pad - (point.value - (high - low > 0 ? low : low - span / 2)) / span * (height - 2 * pad))
         }
+        // One value (an account's first day): a level line to it, rather than a lone dot at the chart's left edge.
+        if coordinates.count == 1 { coordinates = [coordinates[0], (width - pad, coordinates[0].1)] }
         let path = coordinates.enumerated().map { index, xy in "\(index == 0 ? "M" : "L")\(f(xy.0)),\(f(xy.1))" }.joined(separator: " ")
         svg += "<path class=\"area\" d=\"\(path) L\(f(coordinates.last!.0)),\(height - pad) L\(f(coordinates[0].0)),\(height - pad) Z\"/>"
         svg += "<path class=\"stroke\" d=\"\(path)\"/>"
