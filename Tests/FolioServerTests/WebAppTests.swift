@@ -403,6 +403,27 @@ struct WebAppTests {
         }
     }
 
+    @Test("the dashboard says how much of the day's change comes from holdings sold out today, which no row shows", arguments: TestDatabaseKind.all)
+    func soldOutDayChange(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock) { client, env in
+            let tokens = try await signUp(client, env, email: "roundtrip-page@example.com")
+            for side in ["BUY", "SELL"] {
+                #expect(try await post(client, "/api/orders", ["symbol": "KO", "quantity": "2", "side": side, "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+                await env.worker.drain()
+                clock.advance(by: 120)  // the next price
+            }
+            await env.services.quotes.settle()
+            _ = try await env.services.quotes.quote(for: "KO")
+            var roundTrip = Cash.zero
+            for line in try await env.entries() where line.symbol == "KO" { roundTrip = try roundTrip + line.amount }
+            #expect(!roundTrip.isZero)
+            let headers = try await Self.signInWithoutJavaScript(client, email: "roundtrip-page@example.com")
+            let page = Self.text(try await client.execute(uri: "/", method: .get, headers: headers))
+            #expect(page.contains("Includes \(Display.change(roundTrip)) from holdings sold out today"), "\(roundTrip)")
+        }
+    }
+
     @Test("a value history of one day is a level line across the chart ending at its value, not a dot at the left edge")
     func oneDayChart() {
         let svg = Charts.line(id: "h", title: "Value", points: [.init(label: "2026-11-24", value: 100_000)], lowLabel: "$100,000.00", highLabel: "$100,000.00")

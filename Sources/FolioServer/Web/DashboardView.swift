@@ -33,11 +33,16 @@ enum DashboardView {
             points: points.map { Charts.Point(label: $0.0, value: drawable($0.1)) },
             lowLabel: low.map(Display.money) ?? "", highLabel: high.map(Display.money) ?? "")
         func onRange(_ range: String) -> String { choice.next("/") + (choice.named ? "&" : "?") + "range=\(range)" }
+        // The day's change holds what holdings sold out since the close did, which no row shows: say how much, so the rows add up.
+        var rows = Cash.zero
+        for change in valuation.positions.compactMap(\.dayChange) { rows = (try? rows + change) ?? rows }
+        let soldOut = (try? valuation.dayChange - rows) ?? .zero
 
         return [
             "total": Display.money(total), "cash": Display.money(valuation.cash), "available": Display.money(valuation.availableCash),
             "market_value": Display.money(valuation.marketValue), "day_change": Display.change(valuation.dayChange),
             "day_change_negative": valuation.dayChange.isNegative,
+            "sold_out_change": soldOut.isZero ? "" : Display.change(soldOut),
             "unrealized": Display.change(valuation.unrealizedPnL), "unrealized_negative": valuation.unrealizedPnL.isNegative,
             "has_positions": !valuation.positions.isEmpty,
             "has_stale": valuation.positions.contains(where: \.stale),
