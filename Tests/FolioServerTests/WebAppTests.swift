@@ -1040,6 +1040,8 @@ struct WebAppTests {
             #expect(!page.contains(#"name="targets.0.symbol""#), "no symbol rows to fill in that would replace the classes")
             let labels = page.matches(of: /<th scope="row">([^<]+)<\/th>/).map { String($0.output.1) }
             #expect(Set(labels) == ["Stocks", "ETFs", "Cash"], "\(labels)")
+            // Every mode the API takes is offered: full, buy only and sell only.
+            #expect(page.contains(#"<option value="full">"#) && page.contains(#"<option value="buy_only">"#) && page.contains(#"<option value="sell_only">"#))
 
             // The page's form as the browser sends it: every row, the unused ones empty.
             let form = String(try #require(page.firstMatch(of: /<form[^>]*id="targets"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
