@@ -207,7 +207,7 @@ enum ProblemMapping {
     static func identity(_ error: IdentityError) -> AppError {
         switch error {
         case .invalid(let issues):
-            return .validation(issues, detail: issues.first?.message)
+            return .validation(issues, detail: issues.count == 1 ? issues[0].message : nil)
         case .invalidCredentials:
             return AppError(.unauthorized, code: "invalid_credentials", detail: "The email or password is wrong.")
         case .tooManyAttempts(let wait):
