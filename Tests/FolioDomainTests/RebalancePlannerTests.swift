@@ -384,6 +384,16 @@ struct RebalancePlannerTests {
         #expect(counted.holdings.first { $0.symbol == "MSFT" }?.availableQuantity == .zero)
         // 10000 − 5 × 400 − 2.05 × 200
         #expect(counted.cash == (try Cash(parsing: "7590")))
+        // A stop buy above today's price buys only if the price rises to it: the cash it holds, no shares.
+        var stop = Self.openBuy("MSFT", quantity: "3", reserved: "3150", type: .stop)
+        stop = OrderState(
+            id: stop.id, accountID: stop.accountID, userID: stop.userID, clientOrderID: nil, symbol: "MSFT", side: .buy, type: .stop,
+            timeInForce: .goodTillCanceled, quantity: 3, notional: nil, limitPrice: nil, stopPrice: try Price(parsing: "1000"), status: .accepted,
+            filledQuantity: .zero, averageFillPrice: nil, reservedCash: stop.reservedCash, reservedQuantity: .zero, rejectReason: nil, createdAt: Self.now,
+            updatedAt: Self.now)
+        let waiting = try PendingBuys.counted([stop], holdings: holdings, cash: cash, prices: prices)
+        #expect(waiting.holdings == holdings)
+        #expect(waiting.cash == cash)
         // A symbol without a price counts as the cash it holds.
         let unpriced = try PendingBuys.counted([Self.openBuy("VTI", quantity: "1", reserved: "300")], holdings: holdings, cash: cash, prices: prices)
         #expect(unpriced.holdings == holdings)

@@ -330,6 +330,30 @@ struct RebalanceTests {
         }
     }
 
+    @Test("an open buy of a symbol without a quote now counts as the cash it holds; it does not stop the plan", arguments: TestDatabaseKind.all)
+    func openBuyWithoutQuote(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        let market = SwitchableMarket(clock: clock.clock)
+        try await withTestApp(kind, clock: clock, dependencies: { $0.marketData = market }) { client, env in
+            let tokens = try await signUp(client, env, email: "unquoted-buy@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 100)
+            let resting = try await post(client, "/api/orders", [
+                "symbol": "VTI", "quantity": "10", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC",
+            ], headers: bearer(tokens))
+            #expect(resting.status == .created)
+            await env.worker.drain()
+            let targets: [String: Any] = ["targets": [["symbol": "AAPL", "percent": "50"], ["symbol": "MSFT", "percent": "50"]], "cash_percent": "0"]
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", targets, headers: bearer(tokens)).status == .ok)
+            market.unknown.withLockedValue { $0.insert("VTI") }
+            clock.advance(by: 60)  // past the quotes' time to live
+            let plan = try await post(client, "/api/portfolio/rebalance", [:], headers: bearer(tokens))
+            #expect(plan.status == .ok, "\(String(buffer: plan.body))")
+            let trades = try #require(try json(plan)["trades"] as? [[String: Any]])
+            #expect(trades.contains { $0["symbol"] as? String == "MSFT" && $0["side"] as? String == "BUY" }, "\(trades)")
+        }
+    }
+
     @Test("a run whose job gave up is ended by the worker's sweep, saying why, and frees its account", arguments: TestDatabaseKind.all)
     func orphanedRun(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

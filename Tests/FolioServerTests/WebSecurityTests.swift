@@ -228,6 +228,7 @@ struct WebSecurityTests {
             let raced = try await client.execute(uri: "/api/auth/refresh", method: .post, headers: [.cookie: cookie])
             #expect(raced.status == .unauthorized)
             #expect(raced.headers[.setCookie] == nil)
+            #expect(try problem(raced).code == "refresh_token_just_used", "a client can tell a race from a dead session")
 
             // A bearer session's token offered as the cookie is refused too, and stays good in a body.
             let bearerToken = try #require(tokens["refresh_token"] as? String)

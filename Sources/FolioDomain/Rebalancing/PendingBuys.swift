@@ -4,8 +4,9 @@ public enum PendingBuys {
     /// Each open buy counts as the shares its reserved cash buys at today's
     /// price, no more than it still asks for (a market buy: all of them; a limit
     /// far below the market: next to none), and that value is taken out of
-    /// `cash`, so the account's total stays what it is. A buy of a symbol
-    /// without a price counts as the cash it holds.
+    /// `cash`, so the account's total stays what it is. A stop buy whose stop
+    /// is above today's price buys only if the price rises to it, and a buy of
+    /// a symbol without a price cannot be valued: both count as the cash they hold.
     public static func counted(
         _ buys: [OrderState], holdings: [PricedHolding], cash: Cash, prices: [String: PriceQuote]
     ) throws -> (holdings: [PricedHolding], cash: Cash) {
@@ -13,6 +14,7 @@ public enum PendingBuys {
         var cash = cash
         for order in buys where order.side == .buy && order.status.isOpen && order.reservedCash.isPositive {
             guard let price = prices[order.symbol]?.price, price.isPositive else { continue }
+            if let stop = order.stopPrice, stop > price { continue }
             let affordable = try Quantity.quotient(order.reservedCash, price, rounding: .down)
             let wanted = try order.quantity.map { try $0 - order.filledQuantity } ?? affordable
             let shares = Quantity.min(affordable, wanted)

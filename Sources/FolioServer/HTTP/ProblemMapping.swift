@@ -222,8 +222,12 @@ enum ProblemMapping {
             return AppError(.unauthorized, code: "invalid_two_factor_code", detail: refusal.message)
         case .emailNotVerified:
             return AppError(.forbidden, code: "email_not_verified", detail: "Verify your email address first; a new link can be requested.")
-        case .invalidRefreshToken, .refreshRaced:
+        case .invalidRefreshToken:
             return AppError(.unauthorized, code: "invalid_refresh_token", detail: "The refresh token is invalid; sign in again.")
+        case .refreshRaced:
+            return AppError(
+                .unauthorized, code: "refresh_token_just_used",
+                detail: "This refresh token was used a moment ago by another request; go on with the tokens (or the cookie) that request received.")
         case .twoFactorAlreadyEnabled:
             return AppError(.conflict, code: "two_factor_already_enabled", detail: "Two-factor authentication is already on; disable it first to enrol again.")
         case .twoFactorNotEnrolling:

@@ -126,7 +126,8 @@ extension IdentityServices {
             await security.record("refresh_token_rejected", origin: origin)
             throw IdentityError.invalidRefreshToken
         case .raced:
-            await security.record("refresh_token_rejected", origin: origin)
+            // Not a failed authentication: the holder's other request has the next token.
+            await security.record("refresh_token_raced", origin: origin)
             throw IdentityError.refreshRaced
         }
     }

@@ -167,7 +167,7 @@ struct RebalanceService: Sendable {
         }
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
         let openBuys = try await store.openBuys(of: accountID)
-        let prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)).union(openBuys.map(\.symbol)))
+        let prices = await withOpenBuys(openBuys, try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))))
         var options = request.options
         options.marketBuyMargin = marketBuyMargin
         let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
@@ -208,6 +208,18 @@ struct RebalanceService: Sendable {
             }
         }
         return found
+    }
+
+    /// `prices` with quotes for the open buys' other symbols, where they can be had: an open buy of a
+    /// symbol without a quote now counts as the cash it holds (`PendingBuys`) rather than stop the plan.
+    func withOpenBuys(_ buys: [OrderState], _ prices: [String: PriceQuote]) async -> [String: PriceQuote] {
+        let missing = Set(buys.map(\.symbol)).subtracting(prices.keys)
+        guard !missing.isEmpty else { return prices }
+        var all = prices
+        for (symbol, lookup) in await quotes.lookups(for: missing) {
+            if case .found(let quote) = lookup { all[symbol] = quote }
+        }
+        return all
     }
 
     // MARK: - Starting a run
@@ -402,7 +414,7 @@ struct RebalanceService: Sendable {
             // Shares on their way (the owner's own open buys) count as far as their reserved cash buys them,
             // so the run neither buys them a second time nor takes a limit far below the market for shares held.
             let openBuys = try await store.openBuys(of: run.accountID)
-            let prices = try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol)).union(openBuys.map(\.symbol)))
+            let prices = await withOpenBuys(openBuys, try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
             let counted = try PendingBuys.counted(openBuys, holdings: holdings.map(PricedHolding.init), cash: account.cash, prices: prices)
             let fresh = try RebalancePlanner.plan(
                 holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
