@@ -92,19 +92,22 @@ struct JobQueue: Sendable {
 
     /// Whether a job with this payload is waiting or running, and the last
     /// error of one that gave up: for a sweep of work whose job died.
-    func state(of payload: JobPayload) async throws -> (live: Bool, deadError: String?) {
+    func state(of payload: JobPayload) async throws -> (live: Bool, deadError: String?, deadSince: Date?) {
         let rows = try await database.sql.raw("""
-            SELECT status, last_error FROM jobs WHERE kind = \(bind: payload.kind.rawValue) AND payload = \(bind: payload.json) ORDER BY updated_at DESC
+            SELECT status, last_error, updated_at FROM jobs WHERE kind = \(bind: payload.kind.rawValue) AND payload = \(bind: payload.json)
+            ORDER BY updated_at DESC
             """).all()
-        var live = false, deadError: String?
+        var live = false, deadError: String?, deadSince: Date?
         for row in rows {
             switch try row.decode(column: "status", as: String.self) {
             case "queued", "running": live = true
-            case "dead" where deadError == nil: deadError = try row.decode(column: "last_error", as: String?.self) ?? "no error was recorded"
+            case "dead" where deadError == nil:
+                deadError = try row.decode(column: "last_error", as: String?.self) ?? "no error was recorded"
+                deadSince = try row.decode(column: "updated_at", as: Date.self)
             default: break
             }
         }
-        return (live, deadError)
+        return (live, deadError, deadSince)
     }
 
     /// Which kinds a worker claims.

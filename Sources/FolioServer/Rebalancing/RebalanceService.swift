@@ -294,6 +294,9 @@ struct RebalanceService: Sendable {
 
     // MARK: - Moving a run on
 
+    /// How long after its job died a run is taken for orphaned (a slow last attempt may still be running).
+    static let orphanGrace: TimeInterval = 300
+
     /// How long a run may wait for market data before it gives up.
     static let patienceForQuotes: TimeInterval = 24 * 3600
 
@@ -323,7 +326,8 @@ struct RebalanceService: Sendable {
     func settleOrphanedRuns() async throws {
         for run in try await rebalances.activeRuns() {
             let job = try await jobs.state(of: .advanceRebalance(run.id))
-            guard !job.live, let error = job.deadError else { continue }
+            // A job declared dead when its lease ran out may still have a worker finishing its last attempt: give it time.
+            guard !job.live, let error = job.deadError, let since = job.deadSince, clock.now().timeIntervalSince(since) > Self.orphanGrace else { continue }
             var failed = run
             failed.reasons.append("The run stopped: its job gave up (\(error)).")
             _ = try await finish(failed, from: run, orders: try await orders(of: run))
