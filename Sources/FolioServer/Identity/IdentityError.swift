@@ -16,8 +16,8 @@ enum IdentityError: Error, Equatable, Sendable {
     case wrongSecondFactor(SecondFactorRefusal)
     case emailNotVerified
     case invalidRefreshToken
-    /// The token was spent a moment ago by another request (two tabs refreshing at once): refused as
-    /// `invalidRefreshToken` is, but its cookie is not cleared, since the browser holds the next one.
+    /// The token was spent a moment ago by another request (two tabs refreshing at once): refused with a
+    /// code of its own (`refresh_token_just_used`), and its cookie is not cleared, since the browser holds the next one.
     case refreshRaced
     case twoFactorAlreadyEnabled
     case twoFactorNotEnrolling
