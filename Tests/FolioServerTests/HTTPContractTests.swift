@@ -136,6 +136,31 @@ struct HTTPContractTests {
         }
     }
 
+    @Test("a query parameter given twice is refused, naming it, rather than read as its first value; the refusal comes before anything is done", arguments: TestDatabaseKind.all)
+    func repeatedQueryParameters(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "repeats@example.com")
+            let twice = try await client.execute(uri: "/api/orders?status=filled&limit=5&status=canceled&limit=6&status=new", method: .get, headers: bearer(tokens))
+            #expect(twice.status == .unprocessableContent)
+            let refusal = try problem(twice)
+            #expect(refusal.code == "validation_failed" && refusal.errors?.map(\.field) == ["status", "limit"] && refusal.errors?.map(\.code) == ["duplicate", "duplicate"], "each named once, in order")
+            // Names are compared decoded; an unknown name is refused as unknown first.
+            #expect(try problem(try await client.execute(uri: "/api/transactions?type=buy&typ%65=sell", method: .get, headers: bearer(tokens))).errors?.map(\.code) == ["duplicate"])
+            #expect(try problem(try await client.execute(uri: "/api/orders?x=1&x=2&status=new&status=new", method: .get, headers: bearer(tokens))).errors?.map(\.code) == ["unknown"])
+            let quotes = try problem(try await client.execute(uri: "/api/market/quotes?symbols=AAPL&symbols=MSFT", method: .get, headers: bearer(tokens)))
+            #expect(quotes.errors?.first?.message.contains("separated by commas") == true, "\(quotes)")
+            // A repeated cancel-all filter cancels nothing.
+            let body: [String: Any] = ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"]
+            let id = try #require(try FolioServerTests.json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            #expect(try await client.execute(uri: "/api/orders?symbol=MSFT&symbol=AAPL", method: .delete, headers: bearer(tokens)).status == .unprocessableContent)
+            #expect(try FolioServerTests.json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))["status"] as? String == "accepted")
+            // Once each is fine, and a route outside the API is not held to it.
+            #expect(try await client.execute(uri: "/api/orders?status=filled&limit=5", method: .get, headers: bearer(tokens)).status == .ok)
+            #expect(try await client.execute(uri: "/api/health?t=1&t=2", method: .get).status == .ok)
+        }
+    }
+
     @Test("a change refuses a query parameter its route does not take before it does anything: a misspelt cancel-all filter cancels nothing", arguments: TestDatabaseKind.all)
     func unknownQueryParametersOnChanges(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -7,6 +7,9 @@ import Hummingbird
 /// ignored: a misspelt filter (`?stauts=filled`) would otherwise answer every
 /// row, as if the list held only what was asked for, and a misspelt filter of
 /// `DELETE /api/orders` (`?symbl=AAPL`) would cancel every open order.
+/// A parameter given twice is refused too (422 `duplicate`): each takes one
+/// value, and `?status=filled&status=canceled` would otherwise answer the
+/// filled orders alone, as if none had been canceled.
 struct QueryParameters: Sendable {
     /// By method and route pattern with its captures blanked (`GET /api/accounts/{}/targets`).
     private let byRoute: [String: Set<String>]
@@ -42,6 +45,13 @@ struct QueryParameters: Sendable {
         var seen = Set<String>()
         // Names decoded as the handlers read them (`FormQuery`): `account%5Fid` is `account_id`; `?&limit=5` names nothing more.
         return FormQuery.pairs(query).map(\.0).filter { !$0.isEmpty && !allowed.contains($0) && seen.insert($0).inserted }
+    }
+
+    /// The names the route takes that the query gives more than once, each once, in the order given.
+    func repeated(in request: Request, route: String?) -> [String] {
+        guard let query = request.uri.query, query.contains("&"), let route, let allowed = byRoute[Self.key(Self.method(request), route)] else { return [] }
+        var seen = Set<String>(), named = Set<String>()
+        return FormQuery.pairs(query).map(\.0).filter { allowed.contains($0) && !seen.insert($0).inserted && named.insert($0).inserted }
     }
 
     /// What the route takes, for the refusal's message.

@@ -27,6 +27,8 @@ struct RequestBodyMiddleware: RouterMiddleware {
         }
         let unknown = queries.unknown(in: request, route: context.endpointPath)
         if !unknown.isEmpty { throw Self.unknownParameters(unknown, takes: queries.allowed(in: request, route: context.endpointPath ?? "")) }
+        let repeated = queries.repeated(in: request, route: context.endpointPath)
+        if !repeated.isEmpty { throw Self.repeatedParameters(repeated) }
         guard request.method == .post || request.method == .put || request.method == .patch else {
             return try await next(request, context)
         }
@@ -55,6 +57,12 @@ struct RequestBodyMiddleware: RouterMiddleware {
         return AppError.validation(
             names.map { .init(field: $0, code: "unknown", message: "\($0) is not a query parameter of this route; \(takes).") },
             detail: "The query names a parameter this route does not take; \(takes).")
+    }
+
+    static func repeatedParameters(_ names: [String]) -> AppError {
+        AppError.validation(
+            names.map { .init(field: $0, code: "duplicate", message: "\($0) is given more than once; give it once\($0 == "symbols" ? ", with the symbols separated by commas" : "").") },
+            detail: names.count == 1 ? "\(names[0]) is given more than once; give it once." : "The query gives parameters more than once; give each once.")
     }
 
     static func isForm(_ contentType: String?) -> Bool {
