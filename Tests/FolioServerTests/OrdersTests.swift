@@ -214,6 +214,33 @@ struct OrdersTests {
         }
     }
 
+    @Test("a position shows the shares open sells hold apart from those free to sell, in the API and on the dashboard; a cancel frees them", arguments: TestDatabaseKind.all)
+    func availableQuantityOfPositions(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "available-shares@example.com")
+            let login = try await post(client, "/api/auth/login", ["email": "available-shares@example.com", "password": strongPassword, "session": "cookie"])
+            let cookie: HTTPFields = [.cookie: String(try #require(login.headers[.setCookie]).split(separator: ";")[0])]
+            func position() async throws -> [String: Any]? {
+                (try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))["positions"] as? [[String: Any]])?.first
+            }
+            func dashboard() async throws -> String { String(buffer: try await client.execute(uri: "/", method: .get, headers: cookie).body) }
+            _ = try await order(client, tokens, ["symbol": "AAPL", "quantity": "10", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            #expect(try await position()?["available_quantity"] as? String == "10")
+            #expect(try await !dashboard().contains("held for open sells"))
+            #expect(try await !dashboard().contains("sold out today"), "no sale today, no line for one")
+            let resting = try await order(client, tokens, ["symbol": "AAPL", "quantity": "6.5", "side": "SELL", "order_type": "LIMIT", "limit_price": "100000", "time_in_force": "GTC"])
+            await env.worker.drain()
+            let held = try await position()
+            #expect(held?["quantity"] as? String == "10" && held?["available_quantity"] as? String == "3.5", "\(held ?? [:])")
+            #expect(try await dashboard().contains(#"data-label="Quantity">10<br><span class="muted">6.5 held for open sells</span></td>"#))
+            let id = try #require(try json(resting)["id"] as? String)
+            #expect(try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens)).status.code < 300)
+            await env.worker.drain()
+            #expect(try await position()?["available_quantity"] as? String == "10")
+        }
+    }
+
     @Test("buy then sell: holdings, cash and the ledger agree", arguments: TestDatabaseKind.all)
     func buyThenSell(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

@@ -87,6 +87,33 @@ struct PortfolioSnapshotTests {
         }
     }
 
+    @Test("the year-to-date history starts at the last close of the year before, as the year-to-date return does; the dashboard offers it", arguments: TestDatabaseKind.all)
+    func yearToDateHistory(kind: TestDatabaseKind) async throws {
+        // Monday 29 December 2025, 10:00 in New York.
+        let clock = TestClock(start: try Date("2025-12-29T15:00:00Z", strategy: .iso8601))
+        try await withTestApp(kind, clock: clock, configure: Self.longSessions) { client, env in
+            let tokens = try await signUp(client, env, email: "ytd@example.com")
+            #expect(try await post(client, "/api/orders", ["symbol": "MSFT", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+            await env.worker.drain()
+            // Tuesday 6 January 2026.
+            clock.advance(by: 8 * 86_400)
+            func dates(_ range: String) async throws -> [String] {
+                let body = try json(try await client.execute(uri: "/api/portfolio/history?range=\(range)", method: .get, headers: bearer(tokens)))
+                #expect(body["range"] as? String == range.uppercased())
+                return try #require(body["data"] as? [[String: Any]]).compactMap { $0["date"] as? String }
+            }
+            #expect(try await dates("ytd") == ["2025-12-31", "2026-01-01", "2026-01-02", "2026-01-05", "2026-01-06"])
+            #expect(try await dates("1M").first == "2025-12-29")
+            let performance = try json(try await client.execute(uri: "/api/portfolio/performance?range=YTD", method: .get, headers: bearer(tokens)))
+            #expect(performance["from"] as? String == "2025-12-31", "the chart and the return start at the same close")
+            let session = try await post(client, "/api/auth/login", ["email": "ytd@example.com", "password": strongPassword, "session": "cookie"])
+            let cookie: HTTPFields = [.cookie: String(try #require(session.headers[.setCookie]).split(separator: ";")[0])]
+            let page = String(buffer: try await client.execute(uri: "/?range=YTD", method: .get, headers: cookie).body)
+            #expect(page.contains(#"<a href="/?range=YTD" aria-current="true">YTD</a>"#), "\(page.prefix(0))")
+            #expect(page.contains("Total value over the year to date"))
+        }
+    }
+
     @Test("a late close run goes on past an account whose closes cannot be had, backfills the others, and fails so it is tried again", arguments: TestDatabaseKind.all)
     func lateRunPastAFailure(kind: TestDatabaseKind) async throws {
         let clock = TestClock(start: Self.monday)

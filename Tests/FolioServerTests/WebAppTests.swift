@@ -403,6 +403,30 @@ struct WebAppTests {
         }
     }
 
+    @Test("a later page of orders or transactions leads back to the newest, keeping the filters; the first page has no such link", arguments: TestDatabaseKind.all)
+    func pagesLeadBack(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let session = try await Self.cookieSession(client, env, email: "paging@example.com")
+            let tokens = try json(try await post(client, "/api/auth/login", ["email": "paging@example.com", "password": strongPassword]))
+            for symbol in ["AAPL", "MSFT"] {
+                #expect(try await post(client, "/api/orders", ["symbol": symbol, "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+                await env.worker.drain()
+            }
+            func page(_ path: String) async throws -> String { Self.text(try await client.execute(uri: path, method: .get, headers: session)) }
+            let firstOrders = try await page("/orders?limit=1")
+            #expect(!firstOrders.contains("Newest orders"))
+            let older = try #require(firstOrders.firstMatch(of: /<a href="([^"]+)">Older orders<\/a>/)).output.1
+            let secondOrders = try await page(String(older).replacingOccurrences(of: "&amp;", with: "&") + "&limit=1")
+            #expect(secondOrders.contains(#"<a href="/orders">Newest orders</a>"#), "\(older)")
+
+            let firstTransactions = try await page("/transactions?type=buy&limit=1")
+            #expect(!firstTransactions.contains("Newest transactions"))
+            let next = try #require(firstTransactions.firstMatch(of: /<a href="([^"]+)" rel="next">Next page<\/a>/)).output.1
+            let secondTransactions = try await page(String(next).replacingOccurrences(of: "&amp;", with: "&"))
+            #expect(secondTransactions.contains(#"<a href="/transactions?limit=1&amp;type=buy">Newest transactions</a>"#), "\(next)")
+        }
+    }
+
     @Test("the dashboard says how much of the day's change comes from holdings sold out today, which no row shows", arguments: TestDatabaseKind.all)
     func soldOutDayChange(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

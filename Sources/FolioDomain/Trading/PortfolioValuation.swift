@@ -66,6 +66,11 @@ public struct ValuedPosition: Equatable, Sendable {
     public var dayChange: Cash?
     /// Share of the portfolio's total value, 6 places (0.25 is a quarter).
     public var weight: Ratio
+    /// Shares set aside by open sells: they are still held (and valued), but not free to sell again.
+    public var reservedQuantity: Quantity = .zero
+
+    /// What a new sell may take.
+    public var availableQuantity: Quantity { Quantity(uncheckedUnits: quantity.units - reservedQuantity.units) }
 }
 
 /// A portfolio valued in one pass over its positions and one batch of quotes.
@@ -85,9 +90,10 @@ public struct PortfolioValuation: Equatable, Sendable {
 
     /// `dayTrades`: each symbol's buys and sells since `tradesSince`, the previous close of quotes taken now (none:
     /// every share counts from the close). A quote whose previous close is another has no day's change here.
+    /// `reserved`: the shares open sells set aside, by symbol (none: all are free).
     public init(
         cash: Cash, availableCash: Cash, holdings: [(symbol: String, position: Position)], quotes: [String: PriceQuote],
-        dayTrades: [String: DayTrades] = [:], tradesSince: Date? = nil
+        dayTrades: [String: DayTrades] = [:], tradesSince: Date? = nil, reserved: [String: Quantity] = [:]
     ) throws(MoneyError) {
         /// The quote's day is the one the trades were read for.
         func sameDay(_ quote: PriceQuote) -> Bool {
@@ -137,7 +143,8 @@ public struct PortfolioValuation: Equatable, Sendable {
             let weight = total.isZero ? Ratio.zero : try Ratio.quotient(value, total, rounding: .halfEven)
             positions.append(ValuedPosition(
                 symbol: symbol, quantity: position.quantity, averageCost: position.averageCost, costBasis: position.costBasis,
-                quote: quote, marketValue: value, unrealizedPnL: pnl, unrealizedPnLPercent: percent, dayChange: change, weight: weight))
+                quote: quote, marketValue: value, unrealizedPnL: pnl, unrealizedPnLPercent: percent, dayChange: change, weight: weight,
+                reservedQuantity: reserved.isEmpty ? .zero : reserved[symbol] ?? .zero))
             costBasis = try costBasis + position.costBasis
             if let change { dayChange = try dayChange + change }
         }

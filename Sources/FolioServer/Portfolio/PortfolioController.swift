@@ -26,6 +26,8 @@ struct PortfolioController: Sendable {
     struct PositionResponse: Encodable, JSONWritable, Sendable {
         var symbol: String
         var quantity: Quantity
+        /// Not set aside by open sells: what a new sell may take.
+        var availableQuantity: Quantity
         var averageCost: Price
         var costBasis: Cash
         var price: String?
@@ -39,6 +41,7 @@ struct PortfolioController: Sendable {
 
         enum CodingKeys: String, CodingKey {
             case symbol, quantity, price, stale, weight
+            case availableQuantity = "available_quantity"
             case averageCost = "average_cost"
             case costBasis = "cost_basis"
             case priceTime = "price_time"
@@ -51,6 +54,7 @@ struct PortfolioController: Sendable {
         init(_ position: ValuedPosition) {
             symbol = position.symbol
             quantity = position.quantity
+            availableQuantity = position.availableQuantity
             averageCost = position.averageCost
             costBasis = position.costBasis
             price = position.quote.map { $0.price.formatted(minimumFractionDigits: 2) }
@@ -66,6 +70,7 @@ struct PortfolioController: Sendable {
 
         func write(to json: inout JSONWriter) {
             json.beginObject()
+            json.field("available_quantity", availableQuantity)
             json.field("average_cost", averageCost)
             json.field("cost_basis", costBasis)
             json.field("day_change", dayChange)
@@ -175,12 +180,14 @@ struct PortfolioController: Sendable {
     // MARK: - History
 
     enum HistoryRange: String, CaseIterable {
-        case oneMonth = "1M", threeMonths = "3M", oneYear = "1Y", all = "ALL"
+        case oneMonth = "1M", threeMonths = "3M", yearToDate = "YTD", oneYear = "1Y", all = "ALL"
 
+        /// The first day shown; the year to date starts at the last close of the year before, as its return does.
         func firstDay(today: TradingDay) -> TradingDay? {
             switch self {
             case .oneMonth: return today.adding(days: -31)
             case .threeMonths: return today.adding(days: -92)
+            case .yearToDate: return TradingDay(year: today.year - 1, month: 12, day: 31)
             case .oneYear: return today.adding(days: -366)
             case .all: return nil
             }

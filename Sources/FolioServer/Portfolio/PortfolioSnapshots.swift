@@ -134,9 +134,11 @@ struct PortfolioSnapshots: Sendable {
         var symbols = holdings.map(\.symbol)
         symbols += dayTrades.keys.filter { !symbols.contains($0) }
         let prices = await quotes.quotes(for: symbols)
+        var reserved: [String: Quantity] = [:]
+        for holding in holdings where !holding.reservedQuantity.isZero { reserved[holding.symbol] = holding.reservedQuantity }
         return try PortfolioValuation(
             cash: account.cash, availableCash: account.availableCash, holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices,
-            dayTrades: dayTrades, tradesSince: since)
+            dayTrades: dayTrades, tradesSince: since, reserved: reserved)
     }
 
     /// Snapshots of the account from `first` on, oldest first, read on `source` (a read replica) or the primary.

@@ -36,7 +36,7 @@ enum AnswerPage: String {
         switch self {
         case .twoFactorEnrolment:
             let uri = answer["otpauth_uri"] as? String ?? ""
-            return ["secret": answer["secret"] as? String ?? "", "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) ?? "", "csrf": control["_csrf"] ?? ""]
+            return ["secret": answer["secret"] as? String ?? "", "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) as Any, "csrf": control["_csrf"] ?? ""]
         case .recoveryCodes, .newRecoveryCodes:
             return ["recovery_codes": answer["recovery_codes"] as? [String] ?? [], "heading": title, "replaced": self == .newRecoveryCodes]
         case .rebalancePlan:
@@ -58,7 +58,7 @@ enum AnswerPage: String {
             guard let secret = control["_secret"], (16...64).contains(secret.count), secret.allSatisfy({ ("A"..."Z").contains($0) || ("2"..."7").contains($0) }),
                   let uri = control["_uri"], uri.hasPrefix("otpauth://totp/"), uri.contains("secret=\(secret)")
             else { return nil }
-            return ["secret": secret, "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) ?? "", "csrf": control["_csrf"] ?? ""]
+            return ["secret": secret, "uri": uri, "qr": QRCode.authenticatorSVG(uri: uri) as Any, "csrf": control["_csrf"] ?? ""]
         case .signIn:
             let email = fields.last { $0.0 == "email" }?.1 ?? ""
             // A recovery code was tried: its field stays open.

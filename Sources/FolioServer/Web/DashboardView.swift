@@ -27,7 +27,7 @@ enum DashboardView {
             return (point.date, value)
         }
         let low = points.map(\.1).min(), high = points.map(\.1).max()
-        let rangeLabel = ["1M": "one month", "3M": "three months", "1Y": "one year", "ALL": "all time"][history.range] ?? history.range
+        let rangeLabel = ["1M": "one month", "3M": "three months", "YTD": "the year to date", "1Y": "one year", "ALL": "all time"][history.range] ?? history.range
         let chart = Charts.line(
             id: "history", title: "Total value over \(rangeLabel)",
             points: points.map { Charts.Point(label: $0.0, value: drawable($0.1)) },
@@ -42,7 +42,8 @@ enum DashboardView {
             "total": Display.money(total), "cash": Display.money(valuation.cash), "available": Display.money(valuation.availableCash),
             "market_value": Display.money(valuation.marketValue), "day_change": Display.change(valuation.dayChange),
             "day_change_negative": valuation.dayChange.isNegative,
-            "sold_out_change": soldOut.isZero ? "" : Display.change(soldOut),
+            // An empty string would still open a Mustache section: nothing is no value.
+            "sold_out_change": (soldOut.isZero ? nil : Display.change(soldOut)) as Any,
             "unrealized": Display.change(valuation.unrealizedPnL), "unrealized_negative": valuation.unrealizedPnL.isNegative,
             "has_positions": !valuation.positions.isEmpty,
             "has_stale": valuation.positions.contains(where: \.stale),
@@ -80,6 +81,8 @@ enum DashboardView {
     static func position(_ position: PortfolioController.PositionResponse) -> [String: Any] {
         [
             "symbol": position.symbol, "quantity": Display.quantity(position.quantity),
+            // Shares open sells hold are still the user's, but a new sell cannot take them.
+            "held": (try? position.quantity - position.availableQuantity).flatMap { $0.isZero ? nil : Display.quantity($0) } as Any,
             "price": position.price.flatMap(Price.init).map(Display.price) ?? "—", "stale": position.stale,
             "price_time": position.priceTime.map(Display.date) ?? "no quote",
             "market_value": Display.money(position.marketValue), "average_cost": Display.averagePrice(position.averageCost),

@@ -197,7 +197,7 @@ struct WebController: Sendable {
                 values: [
                     "next_page": choice.next("/orders"),
                     // The ticket always names the account it was drawn for, whatever a picker says by then.
-                    "ticket_account_id": valuation.accountID.description, "account_name": choice.currentName ?? "",
+                    "ticket_account_id": valuation.accountID.description, "account_name": choice.currentName as Any,
                     "several_accounts": choice.accounts.count > 1,
                     "open": rows.filter(\.open), "history": rows.filter { !$0.open },
                     "several_cancelable": rows.filter(\.cancelable).count > 1, "available": Display.money(valuation.availableCash),
@@ -205,6 +205,8 @@ struct WebController: Sendable {
                     "available_raw": valuation.availableCash.description, "market_buy_margin": marketBuyMargin.description,
                     "holdings": valuation.positions.map { ["symbol": $0.symbol, "quantity": Display.quantity($0.quantity)] },
                     "next": page.nextCursor.map { choice.next("/orders") + (choice.named ? "&" : "?") + "cursor=\($0)" } as Any,
+                    // A later page leads back to the first as well as on.
+                    "newer": (request.query["cursor"] == nil ? nil : choice.next("/orders")) as Any,
                     "market_opens": opens.map(Display.marketTime) as Any,
                 ].merging(named) { first, _ in first })
         }
@@ -225,6 +227,8 @@ struct WebController: Sendable {
             // The download takes the filters, and nothing else the address may carry (the API refuses what a route does not take).
             let filters = parameters.filter { ["account_id", "symbol", "type", "from", "to"].contains($0.key) }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
             let csv = "/api/transactions.csv" + (filters.isEmpty ? "" : "?" + filters.joined(separator: "&"))
+            // A later page leads back to the first, with the same filters, as well as on.
+            let newer: String? = request.query["cursor"] == nil ? nil : "/transactions" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
             let next = page.nextCursor.map { cursor -> String in
                 query.append("cursor=\(cursor)")
                 return "/transactions?" + query.joined(separator: "&")
@@ -244,7 +248,7 @@ struct WebController: Sendable {
                     "has_accounts": all.count > 1,
                     "accounts": [["value": "", "label": "All accounts", "selected": named == nil]]
                         + all.map { ["value": $0.id.description, "label": $0.name, "selected": $0.id == named] },
-                    "rows": page.data.map { TransactionRow($0, accounts: names) }, "by_account": names != nil, "csv": csv, "next": next as Any, "empty": page.data.isEmpty,
+                    "rows": page.data.map { TransactionRow($0, accounts: names) }, "by_account": names != nil, "csv": csv, "next": next as Any, "newer": newer as Any, "empty": page.data.isEmpty,
                     "symbol": request.query["symbol"] ?? "", "from": request.query["from"] ?? "", "to": request.query["to"] ?? "",
                     // Every kind the ledger has (a correction from a reconciliation with Alpaca, say), as the API filters them.
                     "types": ([""] + LedgerKind.allCases.map(\.rawValue)).map {
