@@ -311,6 +311,40 @@ struct OrdersTests {
         }
     }
 
+    @Test("another API's short form of a field is refused, naming the field meant, rather than dropped for its default: tif, type, qty, account", arguments: TestDatabaseKind.all)
+    func shortFormsOfFields(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "short-forms@example.com")
+            // Alpaca's own names: a GTC limit order must not become a DAY order, or a limit a market one.
+            let alpaca = try await order(client, tokens, ["symbol": "AAPL", "qty": "1", "side": "BUY", "type": "limit", "limit_price": "1.00", "tif": "gtc"])
+            #expect(alpaca.status == .unprocessableContent)
+            // The required order_type is missing for want of `type`: the refusal says which key was meant.
+            let named = try problem(alpaca).errors?.map { "\($0.field) \($0.code) \($0.message)" } ?? []
+            #expect(named.contains("type unknown_field type is not a field of this request; did you mean order_type?"), "\(named)")
+            let shortened = try await order(client, tokens, ["symbol": "AAPL", "qty": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "tif": "gtc"])
+            #expect(try problem(shortened).errors?.map { "\($0.field) \($0.message)" } == [
+                "qty qty is not a field of this request; did you mean quantity?", "tif tif is not a field of this request; did you mean time_in_force?",
+            ])
+            let otherAccount = try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "account": UUID().uuidString])
+            #expect(try problem(otherAccount).errors?.map(\.message) == ["account is not a field of this request; did you mean account_id?"])
+            #expect(try await env.store.orders(of: try await env.firstAccount().userID, filter: .init(), after: nil, limit: 10).isEmpty, "nothing was placed")
+            // Keys of no such likeness are still ignored.
+            for key in ["note", "id", "tag", "source"] {
+                #expect(try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", key: "x"]).status == .created, "\(key)")
+            }
+        }
+    }
+
+    @Test("short forms: initials of several words, a whole word of four letters or more, an abbreviation in order that begins the name")
+    func shortFormRules() {
+        func short(_ key: String, _ known: String) -> Bool { JSONValueDecoder.isShortForm(Array(key), of: known) }
+        #expect(short("tif", "time_in_force") && short("lp", "limit_price") && short("type", "order_type") && short("qty", "quantity") && short("pwd", "password"))
+        #expect(!short("id", "account_id"), "too short to be sure")
+        #expect(!short("in", "time_in_force") && !short("t", "time_in_force"))
+        #expect(!short("note", "notional") && !short("side", "symbol") && !short("qu", "quantity") && !short("quantit", "quantity"), "an abbreviation leaves two letters out")
+        #expect(!short("ytq", "quantity"), "in order, from its first letter")
+    }
+
     @Test("a buy beyond the buying power is 422 and reserves nothing", arguments: TestDatabaseKind.all)
     func buyingPower(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -19,23 +19,38 @@ import Foundation
 struct JSONValueDecoder {
     func decode<T: Decodable>(_ type: T.Type, from value: JSONValue) throws -> T {
         let reads = KeyReads()
-        let decoded = try JSONValueDecoding(value: value, codingPath: [], reads: reads).decodeValue(T.self)
-        let misspelt = reads.misspellings()
-        guard misspelt.isEmpty else {
-            let issues = misspelt.map {
-                FieldIssue(field: $0.field, code: "unknown_field", message: "\($0.field) is not a field of this request; did you mean \($0.meant)?")
-            }
-            throw AppError.validation(issues, detail: issues.count == 1 ? issues[0].message : "The request has misspelt fields.")
+        let decoded: T
+        do {
+            decoded = try JSONValueDecoding(value: value, codingPath: [], reads: reads).decodeValue(T.self)
+        } catch {
+            // A field missing or wrong for want of its misspelt key (`type` sent for the required `order_type`):
+            // the misspelling is what to fix, and says so. Only the keys read before the failure are known.
+            try Self.refuseMisspellings(reads)
+            throw error
         }
+        try Self.refuseMisspellings(reads)
         return decoded
     }
 
-    /// `key` is within two edits of `known`, or the same letters in another spelling
-    /// (`timeInForce`, `time-in-force`): a misspelling rather than a field of its own.
+    private static func refuseMisspellings(_ reads: KeyReads) throws {
+        let misspelt = reads.misspellings()
+        guard !misspelt.isEmpty else { return }
+        let issues = misspelt.map {
+            FieldIssue(field: $0.field, code: "unknown_field", message: "\($0.field) is not a field of this request; did you mean \($0.meant)?")
+        }
+        throw AppError.validation(issues, detail: issues.count == 1 ? issues[0].message : "The request has misspelt fields.")
+    }
+
+    /// `key` is within two edits of `known`, the same letters in another spelling
+    /// (`timeInForce`, `time-in-force`), or a short form of it as other trading APIs
+    /// write them: its initials (`tif`), one of its words (`type` for `order_type`,
+    /// `account` for `account_id`), or its letters abbreviated (`qty`). A misspelling
+    /// rather than a field of its own.
     static func looksLike(_ key: String, _ known: String) -> Bool {
         func plain(_ text: String) -> [Character] { Array(text.lowercased().filter { $0 != "_" && $0 != "-" }) }
         let a = plain(key), b = plain(known)
         if a == b { return true }
+        if isShortForm(a, of: known) { return true }
         guard min(a.count, b.count) >= 4, abs(a.count - b.count) <= 2 else { return false }
         // Levenshtein distance, two rows.
         var previous = Array(0...b.count), current = [Int](repeating: 0, count: b.count + 1)
@@ -47,6 +62,26 @@ struct JSONValueDecoder {
             swap(&previous, &current)
         }
         return previous[b.count] <= 2
+    }
+
+    /// `key` (letters only, lower case) is the initials of a name of several words, one
+    /// of its words of four letters or more, or three letters or more that begin it and
+    /// come in its order (an abbreviation) while leaving at least two of it out.
+    static func isShortForm(_ key: [Character], of known: String) -> Bool {
+        let words = known.split(separator: "_").map { Array($0) }
+        guard key.count >= 2 else { return false }
+        if words.count >= 2 {
+            if key == words.compactMap(\.first) { return true }
+            if key.count >= 4, words.contains(where: { $0 == key }) { return true }
+        }
+        let letters = words.joined().map { $0 }
+        guard key.count >= 3, key.count + 2 <= letters.count, key.first == letters.first else { return false }
+        var remaining = letters[...]
+        for character in key {
+            guard let found = remaining.firstIndex(of: character) else { return false }
+            remaining = remaining[(found + 1)...]
+        }
+        return true
     }
 
     /// `limitPrice` → `limit_price`, `clientOrderID` → `client_order_id`.
