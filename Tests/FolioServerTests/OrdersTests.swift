@@ -233,7 +233,7 @@ struct OrdersTests {
             await env.worker.drain()
             let held = try await position()
             #expect(held?["quantity"] as? String == "10" && held?["available_quantity"] as? String == "3.5", "\(held ?? [:])")
-            #expect(try await dashboard().contains(#"data-label="Quantity">10<br><span class="muted">6.5 held for open sells</span></td>"#))
+            #expect(try await dashboard().contains(#"data-label="Quantity">10<br><span class="muted">(6.5 held for open sells)</span></td>"#))
             let id = try #require(try json(resting)["id"] as? String)
             #expect(try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens)).status.code < 300)
             await env.worker.drain()
