@@ -229,6 +229,9 @@ struct OrdersTests {
             #expect(try await position()?["available_quantity"] as? String == "10")
             #expect(try await !dashboard().contains("held for open sells"))
             #expect(try await !dashboard().contains("sold out today"), "no sale today, no line for one")
+            // The day's change is green only when it shows a gain.
+            let change = try #require(try await dashboard().firstMatch(of: /<h2>Day change<\/h2><p class="big ?(\w*)">([^<]+)<\/p>/))
+            #expect((change.output.1 == "up") == change.output.2.hasPrefix("+"), "\(change.output.0)")
             let resting = try await order(client, tokens, ["symbol": "AAPL", "quantity": "6.5", "side": "SELL", "order_type": "LIMIT", "limit_price": "100000", "time_in_force": "GTC"])
             await env.worker.drain()
             let held = try await position()

@@ -42,6 +42,8 @@ enum DashboardView {
             "total": Display.money(total), "cash": Display.money(valuation.cash), "available": Display.money(valuation.availableCash),
             "market_value": Display.money(valuation.marketValue), "day_change": Display.change(valuation.dayChange),
             "day_change_negative": valuation.dayChange.isNegative,
+            // No change (or less than a cent) is neither up nor down: not green.
+            "day_change_up": Display.change(valuation.dayChange).hasPrefix("+"),
             // An empty string would still open a Mustache section: nothing is no value.
             "sold_out_change": (soldOut.isZero ? nil : Display.change(soldOut)) as Any,
             "unrealized": Display.change(valuation.unrealizedPnL), "unrealized_negative": valuation.unrealizedPnL.isNegative,
