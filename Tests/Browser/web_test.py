@@ -380,6 +380,26 @@ def transactions_csv(driver):
     assert any(line["symbol"] == "AAPL" and line["quantity"].startswith("2") for line in lines), f"no AAPL buy of 2 in {lines}"
 
 
+@check("times are shown in the reader's time zone, the UTC time kept as each one's title")
+def local_times(driver):
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "America/New_York"})
+    try:
+        open_page(driver, "/transactions")
+        times = driver.find_elements(By.CSS_SELECTOR, "#transactions tbody time")
+        assert times, "no time in the transactions table was shown in local time"
+        for element in times:
+            written = element.get_attribute("title")
+            utc = datetime.strptime(written, "%Y-%m-%d %H:%M UTC").replace(tzinfo=timezone.utc)
+            expected = utc.astimezone(ZoneInfo("America/New_York")).strftime("%Y-%m-%d %H:%M %Z")
+            assert element.text == expected, f"{written!r} shown as {element.text!r}, not {expected!r}"
+            assert element.get_attribute("datetime") == utc.strftime("%Y-%m-%dT%H:%MZ")
+        assert "UTC" not in driver.find_element(By.ID, "transactions").text, "a UTC time was left in the table"
+    finally:
+        driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+
+
 @check("the gains page lists the open lots, and its CSV downloads")
 def gains_csv(driver):
     for stale in glob.glob(os.path.join(DOWNLOADS, "*")):
@@ -725,6 +745,7 @@ def main():
         targets_and_rebalance(driver)
         linked_accounts(driver)
         transactions_csv(driver)
+        local_times(driver)
         gains_csv(driver)
         cross_site_request_refused(driver, evil.server_address[1])
         alpaca_account(driver)

@@ -254,6 +254,49 @@ for (const form of document.querySelectorAll('form[action="/form"]:not([data-nat
   form.addEventListener('input', () => { delete form.dataset.pendingKey; });
 }
 for (const list of document.querySelectorAll('.policy[data-policy-for]')) watchPolicy(list);
+localTimes(document.querySelector('main') ?? document.body);
+
+// The server writes moments in UTC ("2026-12-03 21:05 UTC"), so a page reads
+// the same without JavaScript; here each is shown in the reader's own time
+// zone, in the same shape, as a <time> whose title keeps the UTC original.
+function localTimes(root) {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (!root || !zone || zone === 'UTC' || zone === 'Etc/UTC') return;
+  const shape = new Intl.DateTimeFormat('en-US', {
+    timeZone: zone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',
+    hourCycle: 'h23', timeZoneName: 'short',
+  });
+  const local = (date) => {
+    const part = Object.fromEntries(shape.formatToParts(date).map(({ type, value }) => [type, value]));
+    return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute} ${part.timeZoneName}`;
+  };
+  const moment = /(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}) UTC\b/g;
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const found = [];
+  while (walker.nextNode()) {
+    if (walker.currentNode.parentElement?.closest('time, textarea, script, style')) continue;
+    moment.lastIndex = 0;
+    if (moment.test(walker.currentNode.nodeValue)) found.push(walker.currentNode);
+  }
+  for (const node of found) {
+    const text = node.nodeValue;
+    const pieces = document.createDocumentFragment();
+    let from = 0;
+    for (const match of text.matchAll(moment)) {
+      const [written, year, month, day, hour, minute] = match;
+      const date = new Date(Date.UTC(+year, +month - 1, +day, +hour, +minute));
+      pieces.append(text.slice(from, match.index));
+      const time = document.createElement('time');
+      time.dateTime = date.toISOString().replace(':00.000Z', 'Z');
+      time.title = written;
+      time.textContent = local(date);
+      pieces.append(time);
+      from = match.index + written.length;
+    }
+    pieces.append(text.slice(from));
+    node.replaceWith(pieces);
+  }
+}
 
 // The grammar Folio parses amounts with: digits, an optional fraction and an
 // optional exponent ("2.5e3"). An exponent past what any amount can hold reads
