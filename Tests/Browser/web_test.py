@@ -494,6 +494,38 @@ def paper_cash(driver):
     no_csp_violations(driver)
 
 
+@check("a market buy of a dollar amount: the amount field only on market buys, its estimate, the order filled for a fraction of a share")
+def notional_buy(driver):
+    open_page(driver, "/orders")
+    fill(driver, "#symbol", "KO")
+    wait(driver, lambda d: "$" in d.find_element(By.ID, "quote").text, message="no live quote for KO")
+    amount = visible(driver, "#notional")
+    driver.find_element(By.ID, "side-sell").click()
+    wait(driver, lambda d: not amount.is_displayed(), message="a sell offers an amount in dollars")
+    driver.find_element(By.ID, "side-buy").click()
+    Select(driver.find_element(By.ID, "order_type")).select_by_value("LIMIT")
+    wait(driver, lambda d: not amount.is_displayed(), message="a limit order offers an amount in dollars")
+    Select(driver.find_element(By.ID, "order_type")).select_by_value("MARKET")
+    fill(driver, "#notional", "50")
+    price = Decimal(re.search(r"\$([0-9.]+)", driver.find_element(By.ID, "quote").text).group(1))
+    shares = (Decimal(50) / price).quantize(Decimal("0.0001"), rounding="ROUND_DOWN")
+    wait(driver, lambda d: d.find_element(By.ID, "estimate").text == f"$50.00 for about {shares} shares",
+         message=f"the estimate for $50 of KO at {price} reads {driver.find_element(By.ID, 'estimate').text!r}")
+    quantity = fill(driver, "#quantity", "1")
+    wait(driver, lambda d: "not both" in d.find_element(By.ID, "estimate").text, message="a quantity and an amount together are not flagged")
+    quantity.send_keys(Keys.CONTROL, "a")
+    quantity.send_keys(Keys.DELETE)
+    wait(driver, lambda d: d.find_element(By.ID, "estimate").text.startswith("$50.00"), message="the estimate did not come back")
+    driver.find_element(By.CSS_SELECTOR, "#ticket button[type=submit]").click()
+    wait_for_fill(driver, "KO")
+    row = next(row.text for row in driver.find_elements(By.CSS_SELECTOR, "#order-history tbody tr") if "KO" in row.text)
+    assert "buy $50.00 of ko" in row.lower().replace("\n", " "), f"the order history shows {row!r}"
+    open_page(driver, "/")
+    position = next((row.text for row in driver.find_elements(By.CSS_SELECTOR, "#positions tbody tr") if row.text.startswith("KO ")), None)
+    assert position and re.match(r"KO 0\.\d+ ", position), f"the dashboard shows the KO position as {position!r}"
+    no_csp_violations(driver)
+
+
 @check("notifications: the navigation's unread badge, the list, and mark all as read")
 def notifications(driver):
     open_page(driver, "/notifications", "notifications")
@@ -750,6 +782,7 @@ def main():
         cross_site_request_refused(driver, evil.server_address[1])
         alpaca_account(driver)
         paper_cash(driver)
+        notional_buy(driver)
         notifications(driver)
         two_factor(driver)
         sign_out_check(driver)

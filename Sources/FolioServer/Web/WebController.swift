@@ -480,7 +480,7 @@ struct OrderRow {
         symbol = order.symbol
         side = order.side.rawValue.lowercased()
         type = order.orderType.rawValue.lowercased().replacingOccurrences(of: "_", with: " ")
-        quantity = order.quantity.map(Display.quantity) ?? order.notional.map { Display.money($0) + " notional" } ?? ""
+        quantity = order.quantity.map(Display.quantity) ?? order.notional.map { Display.money($0) + " of" } ?? ""
         // "market · day", "limit $190.00 · good till canceled", "stop $180.00, limit $179.50 · day".
         let prices = [order.stopPrice.map { "stop " + Display.price($0) }, order.limitPrice.map { "limit " + Display.price($0) }].compactMap { $0 }
         terms = ([prices.isEmpty ? type : prices.joined(separator: ", "), Self.timeInForce[order.timeInForce] ?? order.timeInForce.rawValue.lowercased()])

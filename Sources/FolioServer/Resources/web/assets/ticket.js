@@ -50,15 +50,43 @@ function dollars(value) {
   return `${sign}$${text.slice(0, -2).replace(/\B(?=(\d{3})+(?!\d))/g, ',')}.${text.slice(-2)}`;
 }
 
+// Fields that only some orders take (a limit price, a stop price, a market buy's amount) are shown for those;
+// app.js leaves hidden fields out of the request.
 function showTypeFields() {
-  const type = form.elements.order_type.value;
-  for (const group of form.querySelectorAll('[data-for-types]')) group.hidden = !group.dataset.forTypes.split(' ').includes(type);
+  const type = form.elements.order_type.value, side = form.elements.side.value;
+  for (const group of form.querySelectorAll('[data-for-types]')) {
+    group.hidden = !group.dataset.forTypes.split(' ').includes(type) || (group.dataset.forSides !== undefined && !group.dataset.forSides.split(' ').includes(side));
+  }
+}
+
+// A market buy of an amount: it costs that amount, and buys about amount ÷ price shares (shown to 4 places, down).
+function notionalEstimate(text) {
+  const amount = decimal(text);
+  if (form.elements.quantity.value.trim() !== '') return 'Give a quantity or an amount, not both.';
+  if (!amount || amount.units <= 0n || amount.scale > 2 || amount.units > 1000000000n * 10n ** BigInt(amount.scale)) return '—';
+  const cost = cents(amount, { units: 1n, scale: 0 }, false);
+  const price = decimal(quote?.price);
+  let shares = '';
+  if (price && price.units > 0n) {
+    // amount ÷ price to 4 places: (amount units × 10^(4 + price scale)) ÷ (price units × 10^amount scale).
+    const tenThousandths = (amount.units * 10n ** BigInt(4 + price.scale)) / (price.units * 10n ** BigInt(amount.scale));
+    const whole = tenThousandths / 10000n, fraction = (tenThousandths % 10000n).toString().padStart(4, '0');
+    shares = ` for about ${whole}.${fraction} shares`;
+  }
+  const power = decimal(document.getElementById('buying-power').dataset.amount);
+  const over = power && cost > cents(power, { units: 1n, scale: 0 }, false);
+  return dollars(cost) + shares + (over ? ' (more than your buying power)' : '');
 }
 
 function update() {
   const buying = form.elements.side.value !== 'SELL';
   document.getElementById('estimate-kind').textContent = buying ? 'cost' : 'proceeds';
   const type = form.elements.order_type.value;
+  const amount = form.elements.notional;
+  if (buying && type === 'MARKET' && amount.value.trim() !== '') {
+    estimate.textContent = notionalEstimate(amount.value);
+    return;
+  }
   // A typed limit or stop price is checked as Folio checks it; a market order is estimated at the quote as it comes.
   const typed = type === 'LIMIT' || type === 'STOP_LIMIT' ? form.elements.limit_price.value : type === 'STOP' ? form.elements.stop_price.value : null;
   const price = decimal(typed ?? quote?.price);
@@ -107,7 +135,7 @@ let timer;
 if (form) {
   form.elements.symbol.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(fetchQuote, 350); });
   form.elements.order_type.addEventListener('change', () => { showTypeFields(); update(); });
-  for (const name of ['quantity', 'limit_price', 'stop_price']) form.elements[name].addEventListener('input', update);
-  for (const radio of form.querySelectorAll('input[name="side"]')) radio.addEventListener('change', update);
+  for (const name of ['quantity', 'notional', 'limit_price', 'stop_price']) form.elements[name].addEventListener('input', update);
+  for (const radio of form.querySelectorAll('input[name="side"]')) radio.addEventListener('change', () => { showTypeFields(); update(); });
   showTypeFields();
 }
