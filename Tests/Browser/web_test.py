@@ -251,6 +251,10 @@ def order_ticket(driver):
     wait(driver, lambda d: "You can sell at most" in d.find_element(By.ID, "quantity-error").text, message="the refusal's figures are not beside the quantity")
     assert "More shares than you hold" in driver.find_element(By.ID, "quantity-error").text
     driver.find_element(By.ID, "side-buy").click()
+    # Once the quantity is changed, the refusal no longer stands beside it.
+    fill(driver, "#quantity", "1")
+    wait(driver, lambda d: d.find_element(By.ID, "quantity-error").text == "", message="the refusal stayed beside the quantity after it was changed")
+    assert driver.find_element(By.ID, "quantity").get_attribute("aria-invalid") is None
     # A quantity Folio refuses has no estimate (it once showed "$0.-5").
     for refused in ["-1", "0", "-0.5"]:
         fill(driver, "#quantity", "1")

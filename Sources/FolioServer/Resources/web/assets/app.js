@@ -75,6 +75,17 @@ function clearErrors(form) {
   for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
 }
 
+/** A field edited after a refusal no longer shows the refusal's message, which may not hold for what it says now. */
+function forgetError(form, input) {
+  if (!(input instanceof Element) || !input.name || input.getAttribute('aria-invalid') !== 'true') return;
+  input.removeAttribute('aria-invalid');
+  // A row's input is `targets.2.percent`; its message line is for `targets[2].percent`, as the API names it.
+  for (const name of new Set([input.name, input.name.replace(/\.(\d+)(?=\.|$)/g, '[$1]')])) {
+    const line = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+    if (line) line.textContent = '';
+  }
+}
+
 function mark(form, line, text, field) {
   line.textContent = text;
   // The API names a row as `targets[2].percent`; the form's input is `targets.2.percent`.
@@ -251,7 +262,10 @@ for (const step of document.querySelectorAll('[data-show-on]')) step.hidden = tr
 for (const form of document.querySelectorAll('form[action="/form"]:not([data-native])')) {
   form.addEventListener('submit', submit);
   // Changed fields are a new request: they get a new idempotency key.
-  form.addEventListener('input', () => { delete form.dataset.pendingKey; });
+  form.addEventListener('input', (event) => {
+    delete form.dataset.pendingKey;
+    forgetError(form, event.target);
+  });
 }
 for (const list of document.querySelectorAll('.policy[data-policy-for]')) watchPolicy(list);
 localTimes(document.querySelector('main') ?? document.body);
