@@ -249,6 +249,39 @@ struct RebalanceTests {
         }
     }
 
+    @Test("a class weight with nothing of that class held is saved with a warning, shown on the targets page, until a symbol of it is bought", arguments: TestDatabaseKind.all)
+    func unheldClassWarning(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "unheld-class@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 20)
+            let uri = "/api/accounts/\(account.id)/targets"
+            let byClass: [String: Any] = ["asset_classes": [["asset_class": "equity", "percent": "60"], ["asset_class": "etf", "percent": "35"]], "cash_percent": "5"]
+            let saved = try await Self.put(client, uri, byClass, headers: bearer(tokens))
+            #expect(saved.status == .ok, "\(String(buffer: saved.body))")
+            let warnings = try #require(try json(saved)["warnings"] as? [[String: Any]])
+            #expect(warnings.count == 1 && warnings.first?["field"] as? String == "asset_classes[1].asset_class" && warnings.first?["code"] as? String == "nothing_held", "\(warnings)")
+            #expect((warnings.first?["message"] as? String)?.contains("Nothing of class etf is held") == true)
+            // Reading the targets says the same, and the page shows it above the weights.
+            let shown = try await Self.get(client, uri, tokens)
+            #expect((shown["warnings"] as? [[String: Any]])?.count == 1)
+            let login = try await post(client, "/api/auth/login", ["email": "unheld-class@example.com", "password": strongPassword, "session": "cookie"])
+            let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
+            let page = try await client.execute(uri: "/targets", method: .get, headers: [.cookie: cookie])
+            #expect(String(buffer: page.body).contains("Nothing of class etf is held"), "\(String(buffer: page.body).prefix(300))")
+            // As the preview would refuse it.
+            let preview = try await post(client, "/api/portfolio/rebalance", ["execute": false], headers: bearer(tokens))
+            #expect(try preview.status == .unprocessableContent && problem(preview).code == "nothing_held_in_class")
+
+            try await Self.buy(client, env, tokens, "VTI", 5)
+            let after = try await Self.get(client, uri, tokens)
+            #expect((after["warnings"] as? [[String: Any]])?.isEmpty == true, "\(after)")
+            // Targets by symbol never warn.
+            let bySymbol = try await Self.put(client, uri, Self.targets, headers: bearer(tokens))
+            #expect((try json(bySymbol)["warnings"] as? [[String: Any]])?.isEmpty == true)
+        }
+    }
+
     static func worstDrift(_ drift: [String: Any]) throws -> Ratio {
         try (drift["data"] as? [[String: Any]] ?? []).map { try Ratio(parsing: $0["drift_points"] as! String).magnitude }.max() ?? .zero
     }

@@ -94,6 +94,13 @@ struct RebalanceController: Sendable {
         }
     }
 
+    /// Something about the targets the user should know, though nothing was refused.
+    struct Warning: Encodable, Sendable {
+        var field: String
+        var code: String
+        var message: String
+    }
+
     struct TargetsResponse: ResponseEncodable {
         var accountID: AccountID
         /// 0 while the account has no targets.
@@ -104,8 +111,10 @@ struct RebalanceController: Sendable {
         var driftBand: BandResponse
         var createdBy: UserID?
         var createdAt: Date?
+        /// Class weights a rebalance cannot share out yet (`nothing_held`): the account holds nothing of that class.
+        var warnings: [Warning]
 
-        init(accountID: AccountID, _ stored: StoredTargets?) {
+        init(accountID: AccountID, _ stored: StoredTargets?, unheldClasses: [AssetClass] = []) {
             self.accountID = accountID
             version = stored?.version ?? 0
             targets = stored?.allocation.weights.map { WeightResponse(symbol: $0.symbol, percent: $0.percent) } ?? []
@@ -114,7 +123,22 @@ struct RebalanceController: Sendable {
             driftBand = BandResponse(stored?.allocation.band ?? .standard)
             createdBy = stored?.createdBy
             createdAt = stored?.createdAt
+            let classes = assetClasses
+            warnings = unheldClasses.compactMap { unheld in
+                classes.firstIndex { $0.assetClass == unheld }.map { index in
+                    Warning(
+                        field: "asset_classes[\(index)].asset_class", code: "nothing_held",
+                        message: "Nothing of class \(unheld.rawValue) is held, so a rebalance cannot share its weight out yet: buy a symbol of it first, or set targets by symbol.")
+                }
+            }
         }
+    }
+
+    /// The response for stored targets, with the warnings they need today.
+    func targetsResponse(_ accountID: AccountID, _ stored: StoredTargets?, owner: UserID) async throws -> TargetsResponse {
+        var unheld: [AssetClass] = []
+        if let stored { unheld = try await rebalancing.unheldClasses(of: stored.allocation, account: accountID, owner: owner) }
+        return TargetsResponse(accountID: accountID, stored, unheldClasses: unheld)
     }
 
     func pathAccount(_ context: AuthenticatedContext) throws -> AccountID {
@@ -132,7 +156,7 @@ struct RebalanceController: Sendable {
         }
         let stored = try await rebalancing.targets(of: accountID, owner: context.identity.userID, version: version)
         if version != nil, stored == nil { throw AppError.notFound("targets version") }
-        return TargetsResponse(accountID: accountID, stored)
+        return try await targetsResponse(accountID, stored, owner: context.identity.userID)
     }
 
     /// Replaces the targets with a new version; the old ones are kept.
@@ -141,7 +165,7 @@ struct RebalanceController: Sendable {
         let body = try await request.decodeBody(as: TargetsRequest.self, context: context)
         let stored = try await rebalancing.setTargets(
             try body.allocation(), account: accountID, owner: context.identity.userID, given: (body.targets ?? []).map(\.symbol), context: context.auditContext)
-        return TargetsResponse(accountID: accountID, stored)
+        return try await targetsResponse(accountID, stored, owner: context.identity.userID)
     }
 
     struct VersionResponse: Encodable, Sendable {

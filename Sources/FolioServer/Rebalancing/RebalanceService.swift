@@ -39,6 +39,19 @@ struct RebalanceService: Sendable {
         return try await rebalances.targets(of: accountID, version: version)
     }
 
+    /// The asset classes the targets give a weight but the account holds
+    /// nothing of: a rebalance cannot share such a weight out (it refuses with
+    /// `nothing_held_in_class`), so the targets say so when they are set and shown.
+    /// A symbol that cannot be classified right now counts as `other`, as in the drift.
+    func unheldClasses(of allocation: TargetAllocation, account accountID: AccountID, owner: UserID) async throws -> [AssetClass] {
+        let weighted = allocation.classWeights.filter { $0.percent.isPositive }.map(\.assetClass)
+        guard !weighted.isEmpty, let (_, holdings) = try await store.portfolio(of: accountID, owner: owner) else { return [] }
+        let held = holdings.filter { $0.quantity.isPositive }.map(\.symbol)
+        let classes = await quotes.assetClasses(for: held)
+        let heldClasses = Set(held.map { classes[$0] ?? .other })
+        return weighted.filter { !heldClasses.contains($0) }
+    }
+
     func targetVersions(of accountID: AccountID, owner: UserID) async throws -> [RebalanceStore.VersionSummary] {
         guard try await store.account(accountID, of: owner) != nil else { throw TradingError.accountNotFound }
         return try await rebalances.targetVersions(of: accountID)

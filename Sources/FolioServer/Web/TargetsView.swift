@@ -34,6 +34,8 @@ enum TargetsView {
                     "options": classes.map { ["value": $0.rawValue, "label": Display.assetClass($0), "selected": $0.rawValue == weight.assetClass] as [String: Any] },
                 ] as [String: Any]
             },
+            // The stored class weights a rebalance cannot share out yet.
+            "unheld": (targets.warnings.isEmpty ? nil : targets.warnings.map { ["message": $0.message] }) as Any,
             "cash_percent": targets.cashPercent.description,
             "band_points": targets.driftBand.absolutePoints.description, "band_relative": targets.driftBand.relativePercent.description,
             "runs": runs.map(run),

@@ -279,7 +279,7 @@ struct WebController: Sendable {
         try await signedIn(request, context: context) { context, viewer in
             let accountID = try PortfolioController.accountID(request, identity: context.identity)
             let stored = try await rebalance.rebalancing.targets(of: accountID, owner: context.identity.userID, version: nil)
-            let targets = RebalanceController.TargetsResponse(accountID: accountID, stored)
+            let targets = try await rebalance.targetsResponse(accountID, stored, owner: context.identity.userID)
             let drift = targets.version > 0 ? try await rebalance.drift(request, context: context) : nil
             let runs = try await rebalance.runs(Self.request(request, query: "limit=5"), context: context)
             let choice = try await accountChoice(request, context: context, current: accountID, page: "/targets")
