@@ -234,4 +234,32 @@ struct FixedPropertyTests {
             }
         }
     }
+
+    @Test("an order filled in parts is charged, and paid, what one fill of it would be: the running total rounded, against Decimal", arguments: seeds)
+    func fillsInParts(seed: UInt64) throws {
+        var random = SeededRandom(seed: seed)
+        for _ in 0..<500 {
+            var value = FillValue.zero, exact = Decimal(0), charged = Decimal(0), paid = Decimal(0)
+            // Up to 8 parts of at most 10^6 shares (9 places) at most $10^5 (8 places): totals Decimal holds exactly.
+            for _ in 0..<(1 + random.next() % 8) {
+                let quantity = Quantity(uncheckedUnits: Int128(1 + random.next() % 1_000_000_000_000_000))
+                let price = Price(uncheckedUnits: Int128(1 + random.next() % 10_000_000_000_000))
+                let cost = try Money.cost(quantity: quantity, price: price, after: value)
+                let proceeds = try Money.proceeds(quantity: quantity, price: price, after: value)
+                // No part is charged more, or paid less, than its own rounding would.
+                let alone = (cost: try Money.cost(quantity: quantity, price: price), proceeds: try Money.proceeds(quantity: quantity, price: price))
+                #expect(cost <= alone.cost && proceeds >= alone.proceeds)
+                #expect(!cost.isNegative && !proceeds.isNegative)
+                charged += decimal(cost)
+                paid += decimal(proceeds)
+                exact += decimal(quantity) * decimal(price)
+                value = try value.adding(quantity, price)
+                #expect(charged == rounded(exact, places: 2, .up), "charged \(charged) for \(exact)")
+                #expect(paid == rounded(exact, places: 2, .down), "paid \(paid) for \(exact)")
+            }
+        }
+        // The largest fill there can be adds up without wrapping.
+        let most = try FillValue.zero.adding(Quantity.max, Price.max)
+        #expect(throws: MoneyError.overflow) { try most.cents(rounding: .up) }
+    }
 }

@@ -92,7 +92,7 @@ struct TradingRulesTests {
         #expect(emoji.entries.first?.description == "Rent 👨‍👩‍👧")
     }
 
-    @Test("each partial fill releases at least what it costs, so rounding each fill up never rejects an order that kept to its limit")
+    @Test("each partial fill releases at least what it costs; an order filled in parts costs what it would in one (0.999 → 1.00, not 0.67 + 0.34)")
     func partialReleaseCoversCost() throws {
         // 3 at 0.333 reserves 1.00. Two cost 0.67 (0.666 up to the cent), more than their third-by-two share, 0.66.
         var books = try placedBuy(quantity: "3", limit: "0.333", cash: "2.00")
@@ -102,26 +102,59 @@ struct TradingRulesTests {
         #expect(books.account.cash == cash_("1.33"))
         #expect(order.reservedCash == cash_("0.33"))
         #expect(books.account.reservedCash == cash_("0.33"))
+        // The last share costs 1.00 − 0.67: the whole order's 0.999 up to the cent, as one fill of 3 would.
+        // (Each part rounded on its own charged 0.34, 1.01 in all.)
         try fill(&books, "1", at: "0.333", id: "f2")
         #expect(books.orders.values.first?.status == .filled)
-        #expect(books.account.cash == cash_("0.99"))
+        #expect(books.account.cash == cash_("1.00"))
         #expect(books.account.reservedCash == 0)
+    }
+
+    @Test("an order that holds exactly its cost fills in parts: the parts never cost more than the reservation (1 @ 0.3333 three times is 1.00)")
+    func partsFitTheReservation() throws {
+        var books = try placedBuy(quantity: "3", limit: "0.3333", cash: "1.00")
+        #expect(books.account.availableCash == 0)
+        try fill(&books, "2", at: "0.3333", id: "f1")
+        try fill(&books, "1", at: "0.3333", id: "f2")
+        let order = try #require(books.orders.values.first)
+        #expect(order.status == .filled && order.filledQuantity == 3)
+        #expect(books.account.cash == 0 && books.account.reservedCash == 0)
+        #expect(books.entries.map(\.amount) == [cash_("-0.67"), cash_("-0.33")])
+        #expect(books.holding("TINY")?.costBasis == cash_("1.00"))
+    }
+
+    @Test("a sale filled in parts is paid what one fill would pay: 5 @ 0.0033 in parts of 3, 1 and 1 pays 0.01, not nothing")
+    func salePartsPaidInFull() throws {
+        let account = account(cash: "0")
+        let holding = HoldingState(symbol: "PENNY", quantity: 5, reservedQuantity: 0, costBasis: cash_("0.02"))
+        let draft = OrderDraft(symbol: "PENNY", side: .sell, type: .market, quantity: 5)
+        var books = Books(account: account, holdings: [holding], orders: [])
+        let placed = try TradingRules.place(draft, orderID: OrderID(), clientOrderID: nil, account: account, holding: holding, price: px("0.0033"), marketBuyMargin: 0, now: now)
+        books.record(placed)
+        for (index, part) in ["3", "1", "1"].enumerated() {
+            try books.apply(.partiallyFilled([BrokerFill(id: "p\(index)", quantity: qty(part), price: px("0.0033"))]), to: placed.order!.id, ids: ids, now: now)
+        }
+        #expect(books.orders[placed.order!.id]?.status == .filled)
+        #expect(books.account.cash == cash_("0.01"))
+        // 0.0099 → 0.00; 0.0132 → 0.01; 0.0165 → 0.01.
+        #expect(books.entries.map(\.amount) == [0, cash_("0.01"), 0])
     }
 
     @Test("a part that cannot be paid cancels the rest of a partly filled order, with its reason; nothing is dropped silently")
     func unpayablePart() throws {
-        // 4 at 0.022 reserves 0.09; the parts cost 0.05, 0.03 and 0.03: 0.11, more than the 0.10 held.
+        // 4 at 0.022 reserves 0.09 of the 0.10 held. The parts at the limit cost 0.05 and 0.02 (0.066 up, less 0.05);
+        // the last comes above the limit, 0.04 (0.106 up, less 0.07), more than the 0.03 left.
         var books = try placedBuy(quantity: "4", limit: "0.022", cash: "0.10")
         try fill(&books, "2", at: "0.022", id: "f1")
         try fill(&books, "1", at: "0.022", id: "f2")
         #expect(books.orders.values.first?.status == .partiallyFilled)
-        try fill(&books, "1", at: "0.022", id: "f3")
+        try fill(&books, "1", at: "0.04", id: "f3")
         let order = try #require(books.orders.values.first)
         #expect(order.status == .canceled)
         #expect(order.filledQuantity == 3)
         #expect(order.rejectReason == "insufficient cash at the fill price")
         #expect(books.account.reservedCash == 0)
-        #expect(books.account.cash == cash_("0.02"))
+        #expect(books.account.cash == cash_("0.03"))
         #expect(books.fills.map(\.brokerFillID) == ["f1", "f2"])
     }
 

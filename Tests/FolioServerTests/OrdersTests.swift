@@ -551,6 +551,29 @@ struct OrdersTests {
         }
     }
 
+    @Test("an order filled in parts, in separate batches, costs what one fill would: the earlier parts' exact value is read back from the fills", arguments: TestDatabaseKind.all)
+    func partsCostTheWhole(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "thirds@example.com")
+            // 3 at 0.3333 reserves 0.9999 up to the cent: 1.00. It rests, far below the market.
+            let placed = try json(try await order(client, tokens, ["symbol": "AAPL", "quantity": 3, "side": "BUY", "order_type": "LIMIT", "limit_price": "0.3333", "time_in_force": "GTC"]))
+            let idText = try #require(placed["id"] as? String)
+            let id = try #require(OrderID(idText))
+            #expect(placed["reserved_cash"] as? String == "1.00")
+            await env.worker.drain()
+            try await env.orders.apply(.partiallyFilled([BrokerFill(id: "third-1", quantity: 1, price: try Price(parsing: "0.3333"))]), to: id)
+            try await env.orders.apply(.partiallyFilled([BrokerFill(id: "third-2", quantity: 1, price: try Price(parsing: "0.3333"))]), to: id)
+            try await env.orders.apply(.filled([BrokerFill(id: "third-3", quantity: 1, price: try Price(parsing: "0.3333"))]), to: id)
+            let filled = try await show(client, tokens, id.description)
+            #expect(filled["status"] as? String == "filled" && filled["filled_quantity"] as? String == "3", "\(filled)")
+            // 0.3333 → 0.34; 0.6666 → 0.67, less 0.34; 0.9999 → 1.00, less 0.67. Rounded one by one it was 1.02.
+            #expect(try await accounts(client, tokens).first?["cash"] as? String == "99999.00")
+            let rows = try json(try await client.execute(uri: "/api/transactions?type=buy", method: .get, headers: bearer(tokens)))["data"] as? [[String: Any]]
+            #expect(Set(rows?.compactMap { $0["amount"] as? String } ?? []) == ["-0.34", "-0.33"], "\(rows ?? [])")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("fifty concurrent buys from one user never overspend", arguments: TestDatabaseKind.all)
     func concurrentBuys(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.startingCash = 10_000 }) { client, env in

@@ -217,12 +217,19 @@ public struct Books: Sendable {
     public private(set) var postings: [Posting] = []
     /// Broker fill ids already applied, from the database and from this batch.
     public private(set) var appliedFills: Set<String>
+    /// The exact value of each partly filled order's fills, from the database
+    /// and from this batch: a fill's cash is the change of its rounded total.
+    /// An order not listed has no earlier fills (or is priced as if it had none).
+    public private(set) var filledValues: [OrderID: FillValue]
 
-    public init(account: AccountState, holdings: [HoldingState], orders: [OrderState], appliedFills: Set<String> = []) {
+    public init(
+        account: AccountState, holdings: [HoldingState], orders: [OrderState], appliedFills: Set<String> = [], filledValues: [OrderID: FillValue] = [:]
+    ) {
         self.account = account
         self.holdings = Dictionary(holdings.map { ($0.symbol, $0) }, uniquingKeysWith: { first, _ in first })
         self.orders = Dictionary(orders.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         self.appliedFills = appliedFills
+        self.filledValues = filledValues
     }
 
     public func holding(_ symbol: String) -> HoldingState? {
@@ -233,7 +240,11 @@ public struct Books: Sendable {
         if let account = posting.account { self.account = account }
         if let holding = posting.holding { holdings[holding.symbol] = holding }
         if let order = posting.order { orders[order.id] = order }
-        if let fill = posting.fill { appliedFills.insert(fill.brokerFillID) }
+        if let fill = posting.fill {
+            appliedFills.insert(fill.brokerFillID)
+            // A fill the rules took has a value that fits: its cash was worked out from it.
+            filledValues[fill.orderID] = try? (filledValues[fill.orderID] ?? .zero).adding(fill.quantity, fill.price)
+        }
         postings.append(posting)
     }
 

@@ -79,7 +79,7 @@ extension Books {
             let order = orders[orderID]!
             if let posting = try TradingRules.fill(
                 fill, order: order, account: account, holding: holding(order.symbol), finishesOrder: done && index == fresh.count - 1,
-                heldAtBroker: heldAtBroker, fillID: ids.next(), entryID: ids.next(), now: now) {
+                heldAtBroker: heldAtBroker, filledValue: filledValues[orderID] ?? .zero, fillID: ids.next(), entryID: ids.next(), now: now) {
                 record(posting)
             }
         }

@@ -57,4 +57,50 @@ public enum Money {
     public static func proceeds(quantity: Quantity, price: Price) throws(MoneyError) -> Cash {
         try Cash.product(quantity, price, places: Cash.centPlaces, rounding: .down)
     }
+
+    /// What one fill of an order costs when `before` is the exact value of
+    /// its earlier fills: the order's running total rounded up to the cent,
+    /// less the earlier total rounded up. An order filled in parts then costs
+    /// what it would in one fill (three fills of 1 @ 0.3333 cost 1.00 in all,
+    /// not 0.34 each), so its reservation covers it.
+    public static func cost(quantity: Quantity, price: Price, after before: FillValue) throws(MoneyError) -> Cash {
+        let after = try before.adding(quantity, price)
+        return try after.cents(rounding: .up) - before.cents(rounding: .up)
+    }
+
+    /// What one fill of a sale pays after fills worth `before`: the running
+    /// total rounded down to the cent, less the earlier total rounded down. A
+    /// sale filled in parts pays what it would in one (5 @ 0.0033 in parts of
+    /// 3, 1 and 1 pays 0.01 in all, not nothing).
+    public static func proceeds(quantity: Quantity, price: Price, after before: FillValue) throws(MoneyError) -> Cash {
+        let after = try before.adding(quantity, price)
+        return try after.cents(rounding: .down) - before.cents(rounding: .down)
+    }
+}
+
+/// The exact value of an order's fills so far, Σ quantity × price at 17
+/// places (quantity's 9 and price's 8) in 256 bits: what the running totals
+/// of `Money.cost` and `Money.proceeds` are rounded from.
+public struct FillValue: Equatable, Sendable {
+    var high: UInt128
+    var low: UInt128
+
+    public static let zero = FillValue(high: 0, low: 0)
+
+    public func adding(_ quantity: Quantity, _ price: Price) throws(MoneyError) -> FillValue {
+        guard !quantity.isNegative, !price.isNegative else { throw .overflow }
+        let product = FixedMath.multiply(quantity.units.magnitude, price.units.magnitude)
+        let (low, carry) = low.addingReportingOverflow(product.low)
+        let (partial, overflowHigh) = high.addingReportingOverflow(product.high)
+        let (high, overflowCarry) = partial.addingReportingOverflow(carry ? 1 : 0)
+        guard !overflowHigh, !overflowCarry else { throw .overflow }
+        return FillValue(high: high, low: low)
+    }
+
+    /// The value in cents, rounded by `rule`, as cash.
+    public func cents(rounding rule: RoundingRule) throws(MoneyError) -> Cash {
+        let places = QuantityScale.fractionDigits + PriceScale.fractionDigits - Cash.centPlaces
+        let cents = try FixedMath.divide(high: high, low: low, by: FixedMath.powerOfTen(places), negative: false, rule: rule)
+        return try Cash(magnitude: cents, places: Cash.centPlaces, negative: false)
+    }
 }

@@ -184,9 +184,11 @@ public enum TradingRules {
     /// off the account for good), with a reason that says it filled at the
     /// broker and an `order.broker_fill_not_recorded` event: reconciliation
     /// then brings the account's cash and shares to the broker's.
+    /// `filledValue`: the exact value of the order's earlier fills, from which
+    /// the fill's cash is the change of the rounded running total (see `Money.cost`).
     public static func fill(
         _ fill: BrokerFill, order: OrderState, account: AccountState, holding: HoldingState?, finishesOrder: Bool = true,
-        heldAtBroker: Bool = false, fillID: FillID, entryID: EntryID, now: Date
+        heldAtBroker: Bool = false, filledValue: FillValue = .zero, fillID: FillID, entryID: EntryID, now: Date
     ) throws(TradingError) -> Posting? {
         guard order.status.isOpen else { return nil }
         guard fill.quantity.isPositive, fill.price.isPositive else { throw .unusableFill(orderID: order.id, fill: fill.id) }
@@ -218,9 +220,9 @@ public enum TradingRules {
         switch order.side {
         case .buy:
             // This fill's share of the reservation in whole cents, but never less
-            // than it costs (each fill's cost rounds up on its own); all that is
-            // left on the last fill. A notional order's share is what the part cost.
-            guard let cost = try? Money.cost(quantity: fill.quantity, price: fill.price),
+            // than it costs; all that is left on the last fill. A notional order's
+            // share is what the part cost.
+            guard let cost = try? Money.cost(quantity: fill.quantity, price: fill.price, after: filledValue),
                   let share = order.quantity == nil ? cost
                       : try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
             else { return stop("the fill's cost is beyond what an account can hold") }
@@ -246,7 +248,9 @@ public enum TradingRules {
             guard let sold = held.position.selling(fill.quantity) else {
                 return stop("shares no longer held")
             }
-            guard let proceeds = try? Money.proceeds(quantity: fill.quantity, price: fill.price), let cashAfter = try? account.cash + proceeds else {
+            guard let proceeds = try? Money.proceeds(quantity: fill.quantity, price: fill.price, after: filledValue),
+                  let cashAfter = try? account.cash + proceeds
+            else {
                 return stop("the proceeds would exceed what an account can hold")
             }
             let release = completes ? order.reservedQuantity : Quantity.min(order.reservedQuantity, fill.quantity)

@@ -52,7 +52,10 @@ struct Ledger: Sendable {
         let symbols = need.symbols + orders.map(\.symbol)
         let holdings = try await store.holdings(of: id, symbols: symbols, on: db)
         let applied = try await store.appliedFills(need.brokerFills, on: db)
-        return OpenBooks(books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied), kind: locked.kind, head: locked.chainHead)
+        let values = need.brokerFills.isEmpty ? [:] : try await store.filledValues(of: orders, on: db)
+        return OpenBooks(
+            books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied, filledValues: values),
+            kind: locked.kind, head: locked.chainHead)
     }
 
     /// Locks several accounts (in the order of their ids) and loads each
@@ -63,10 +66,13 @@ struct Ledger: Sendable {
         let orders = try await store.orders(need.orders, on: db)
         let holdings = try await store.holdings(ofAccounts: locked.map(\.state.id), symbols: need.symbols + orders.map(\.symbol), on: db)
         let applied = try await store.appliedFills(need.brokerFills, on: db)
+        let values = need.brokerFills.isEmpty ? [:] : try await store.filledValues(of: orders, on: db)
         return locked.map { account in
             let id = account.state.id
             return OpenBooks(
-                books: Books(account: account.state, holdings: holdings[id] ?? [], orders: orders.filter { $0.accountID == id }, appliedFills: applied),
+                books: Books(
+                    account: account.state, holdings: holdings[id] ?? [], orders: orders.filter { $0.accountID == id }, appliedFills: applied,
+                    filledValues: values),
                 kind: account.kind, head: account.chainHead)
         }
     }

@@ -448,6 +448,20 @@ struct TradingStore: Sendable {
             .map { try $0.decode(column: "broker_fill_id", as: String.self) })
     }
 
+    /// The exact value of each of these orders' fills (Σ quantity × price,
+    /// summed here: neither database's arithmetic is trusted with it).
+    /// Only orders already partly filled need it, so most fills skip the query.
+    func filledValues(of orders: [OrderState], on db: any SQLDatabase) async throws -> [OrderID: FillValue] {
+        let partly = orders.filter { $0.filledQuantity.isPositive }.map(\.id)
+        guard !partly.isEmpty else { return [:] }
+        var values: [OrderID: FillValue] = [:]
+        for row in try await db.raw("SELECT order_id, quantity, price FROM fills WHERE order_id IN (\(binds: partly))").all() {
+            let id = try row.decode(column: "order_id", as: OrderID.self)
+            values[id] = try (values[id] ?? .zero).adding(try row.decode(column: "quantity", as: Quantity.self), try row.decode(column: "price", as: Price.self))
+        }
+        return values
+    }
+
     func insertFills(_ fills: [FillLine], userID: UserID, into writes: inout WriteBatch) {
         guard !fills.isEmpty else { return }
         let values: [SQLQueryString] = fills.map { fill in
