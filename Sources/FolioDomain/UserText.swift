@@ -23,6 +23,13 @@ public enum UserText {
         return String(kept)
     }
 
+    /// Its length as limits count it: in code points. Swift's `count` counts a
+    /// letter with any number of combining marks as one character, so a
+    /// "200-character" description could hold 170,000 accents.
+    public static func length(_ text: some StringProtocol) -> Int {
+        text.unicodeScalars.count
+    }
+
     static func isHidden(_ scalar: Unicode.Scalar) -> Bool {
         scalar.properties.generalCategory == .control || scalar.properties.isBidiControl
     }

@@ -92,6 +92,22 @@ struct TradingRulesTests {
         #expect(emoji.entries.first?.description == "Rent 👨‍👩‍👧")
     }
 
+    @Test("a description's 200 characters are counted in code points: one letter with thousands of accents is not one character")
+    func descriptionLength() throws {
+        let start = account(cash: "100.00")
+        let accents = "e" + String(repeating: "\u{301}", count: 1_000)
+        #expect(accents.count == 1)
+        #expect(throws: TradingError.invalid(field: "description", code: "too_long", message: "description may have at most 200 characters.")) {
+            try TradingRules.move(.deposit, amount: 1, account: start, description: accents, actor: nil, entryID: EntryID(), now: now)
+        }
+        // 200 accented letters written apart (400 code points) are too long too; 100 are fine.
+        let written = String(repeating: "e\u{301}", count: 100)
+        #expect(try TradingRules.move(.deposit, amount: 1, account: start, description: written, actor: nil, entryID: EntryID(), now: now).entries.first?.description == written)
+        #expect(throws: TradingError.self) {
+            try TradingRules.move(.deposit, amount: 1, account: start, description: written + "e", actor: nil, entryID: EntryID(), now: now)
+        }
+    }
+
     @Test("each partial fill releases at least what it costs; an order filled in parts costs what it would in one (0.999 → 1.00, not 0.67 + 0.34)")
     func partialReleaseCoversCost() throws {
         // 3 at 0.333 reserves 1.00. Two cost 0.67 (0.666 up to the cent), more than their third-by-two share, 0.66.

@@ -57,7 +57,7 @@ public enum TradingRules {
         }
         // An empty description is none: a field with no value is left out of the answer.
         let description = description?.isEmpty == true ? nil : description
-        if let description, description.count > 200 {
+        if let description, UserText.length(description) > 200 {
             throw .invalid(field: "description", code: "too_long", message: "description may have at most 200 characters.")
         }
         if let description, UserText.hasHiddenCharacters(description) {

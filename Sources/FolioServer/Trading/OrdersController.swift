@@ -43,7 +43,7 @@ struct OrdersController: Sendable {
             if type == nil { issues.append(.init(field: "order_type", code: "invalid", message: "order_type must be MARKET, LIMIT, STOP or STOP_LIMIT.")) }
             let timeInForce = TimeInForce(rawValue: (self.timeInForce ?? "DAY").uppercased())
             if timeInForce == nil { issues.append(.init(field: "time_in_force", code: "invalid", message: "time_in_force must be DAY, GTC, IOC or FOK.")) }
-            if let clientOrderID, !(1...64).contains(clientOrderID.count) {
+            if let clientOrderID, !(1...64).contains(UserText.length(clientOrderID)) {
                 issues.append(.init(field: "client_order_id", code: "invalid", message: "client_order_id must have 1 to 64 characters."))
             } else if let clientOrderID, UserText.hasHiddenCharacters(clientOrderID) {
                 issues.append(.init(field: "client_order_id", code: "invalid_characters", message: "client_order_id may not contain control or text-direction characters."))
