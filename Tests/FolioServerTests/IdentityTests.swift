@@ -64,6 +64,22 @@ struct IdentityTests {
         }
     }
 
+    @Test("a refresh token of a session that ended is refused as invalid every time, never spent, so its retries raise no theft alert", arguments: TestDatabaseKind.all)
+    func refreshAfterSignOut(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock) { client, env in
+            let tokens = try await signUp(client, env, email: "ended@example.com")
+            let refresh = tokens["refresh_token"] as! String
+            #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: bearer(tokens)).status == .noContent)
+            for wait in [0.0, 0, 11] {
+                clock.advance(by: wait)
+                let again = try await post(client, "/api/auth/refresh", ["refresh_token": refresh])
+                #expect(try again.status == .unauthorized && problem(again).code == "invalid_refresh_token", "\(String(buffer: again.body))")
+            }
+            #expect(!env.logs.lines.contains { $0.contains("refresh_token_reuse") || $0.contains("refresh_token_raced") })
+        }
+    }
+
     @Test("eight refreshes racing with one token: exactly one gets the next token, the others are refused, and the session lives on", arguments: TestDatabaseKind.all)
     func refreshesRacing(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

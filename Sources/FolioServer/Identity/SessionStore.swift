@@ -50,6 +50,11 @@ struct SessionStore: Sendable {
             else {
                 return .invalid
             }
+            // A token of a session that has ended (signed out, password changed, idle, disabled user) is refused
+            // as it is, not spent: spent, a retry of it would count as reuse and raise a theft alert.
+            guard session.isActive(at: now, idleTimeout: idleTimeout),
+                  let user = try await User.find(stored.userID, on: db), !user.isDisabled
+            else { return .invalid }
             // Spend the token; the condition makes two concurrent refreshes with it race safely.
             let spent = try await (db as! any SQLDatabase).raw("""
                 UPDATE refresh_tokens SET used_at = \(bind: now) WHERE id = \(bind: stored.id!) AND used_at IS NULL RETURNING id
@@ -62,9 +67,6 @@ struct SessionStore: Sendable {
                 }
                 return .raced
             }
-            guard session.isActive(at: now, idleTimeout: idleTimeout),
-                  let user = try await User.find(stored.userID, on: db), !user.isDisabled
-            else { return .invalid }
             session.lastUsedAt = now
             try await session.save(on: db)
             return .rotated(user: user, session: session, refreshToken: try await issueRefreshToken(session: session, on: db))
