@@ -169,6 +169,30 @@ struct NotificationTests {
         }
     }
 
+    @Test("mark all as read takes only `through`: {\"id\": …} meant for one notification is refused and marks nothing", arguments: TestDatabaseKind.all)
+    func markAllTakesOnlyThrough(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "mark-all@example.com")
+            let account = try await env.firstAccount()
+            for amount in ["10.00", "20.00"] {
+                _ = try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": amount], headers: bearer(tokens))
+                env.clock.advance(by: 1)
+            }
+            let list = try await Self.get(client, "/api/notifications", tokens)
+            let oldest = try #require((list["data"] as? [[String: Any]])?.last?["id"] as? String)
+            #expect(list["unread_count"] as? Int == 2)
+            for body: [String: Any] in [["id": oldest], ["ids": [oldest]], ["through": oldest, "until": oldest]] {
+                let refused = try await post(client, "/api/notifications/read", body, headers: bearer(tokens))
+                #expect(try refused.status == .unprocessableContent && problem(refused).errors?.first?.code == "unknown_field", "\(String(buffer: refused.body))")
+            }
+            #expect(try await Self.get(client, "/api/notifications", tokens)["unread_count"] as? Int == 2)
+            let through = try json(try await post(client, "/api/notifications/read", ["through": oldest], headers: bearer(tokens)))
+            #expect(through["read"] as? Int == 1 && through["unread_count"] as? Int == 1)
+            let all = try json(try await post(client, "/api/notifications/read", [:], headers: bearer(tokens)))
+            #expect(all["read"] as? Int == 1 && all["unread_count"] as? Int == 0)
+        }
+    }
+
     @Test("a finished rebalance is notified; the daily drift digest tells a user once a day which holdings are outside their band", arguments: TestDatabaseKind.all)
     func rebalanceAndDrift(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -81,8 +81,31 @@ struct NotificationsController: Sendable {
     }
 
     /// `{"through": id}`, optional: only the notifications no newer than that one (what a page showed).
+    /// Any other key is refused: without `through` every notification is marked read, so `{"id": …}` meant
+    /// for one must not quietly mark them all.
     struct ReadAllRequest: Decodable {
         var through: String?
+
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: Key.self)
+            let others = container.allKeys.map(\.stringValue).filter { $0 != "through" }.sorted()
+            guard others.isEmpty else {
+                throw AppError.validation(
+                    others.map {
+                        ProblemDetails.FieldError(
+                            field: $0, code: "unknown_field",
+                            message: "\($0) is not a field of this request: it takes only through (the newest notification to mark); to mark one, POST /api/notifications/{id}/read.")
+                    }, detail: nil)
+            }
+            through = try container.decodeIfPresent(String.self, forKey: Key(stringValue: "through"))
+        }
     }
 
     @Sendable func readAll(_ request: Request, context: AuthenticatedContext) async throws -> ReadResponse {
