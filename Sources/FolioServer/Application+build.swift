@@ -209,7 +209,8 @@ public struct FolioServices: Sendable {
             ? OrderBacklog(limit: configuration.orderBacklogLimit, metrics: metrics, count: { try await queue.waiting(.submitOrder) }) : nil
         let orders = OrderService(
             store: store, ledger: ledger, jobs: jobs, brokers: brokers, calendar: calendar, quotes: quotes, clock: clock, ids: ids,
-            marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses, pace: pace, backlog: backlog)
+            marketBuyMargin: configuration.marketBuyMargin, maximumOpenOrders: configuration.maximumOpenOrders, logger: logger, pauses: pauses, pace: pace,
+            backlog: backlog)
         self.orders = orders
         self.placements = PlacementQueue(orders: orders)
         let snapshots = PortfolioSnapshots(store: store, quotes: quotes, clock: clock, logger: logger)

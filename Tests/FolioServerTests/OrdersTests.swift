@@ -574,6 +574,53 @@ struct OrdersTests {
         }
     }
 
+    @Test("an account has at most MAX_OPEN_ORDERS open orders: one more is 409 too_many_open_orders, and a cancel makes room", arguments: TestDatabaseKind.all)
+    func openOrderLimit(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.maximumOpenOrders = 3 }) { client, env in
+            let tokens = try await signUp(client, env, email: "many-open@example.com")
+            let resting: [String: Any] = ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "10", "time_in_force": "GTC"]
+            var ids: [String] = []
+            for _ in 0..<3 {
+                let placed = try await order(client, tokens, resting)
+                #expect(placed.status == .created, "\(String(buffer: placed.body))")
+                ids.append(try #require(try json(placed)["id"] as? String))
+            }
+            await env.worker.drain()
+            let refused = try await order(client, tokens, resting)
+            #expect(try refused.status == .conflict && problem(refused).code == "too_many_open_orders", "\(String(buffer: refused.body))")
+            // Nothing was reserved for it.
+            #expect(try await accounts(client, tokens).first?["reserved_cash"] as? String == "30.00")
+            let canceled = try await client.execute(uri: "/api/orders/\(ids[0])", method: .delete, headers: bearer(tokens))
+            #expect(canceled.status == .ok, "\(String(buffer: canceled.body))")
+            #expect(try await order(client, tokens, resting).status == .created)
+            // Another user's open orders are theirs: they count only against their own account.
+            let other = try await signUp(client, env, email: "few-open@example.com")
+            #expect(try await order(client, other, resting).status == .created)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("every resting order is read for the worker's look, page after page, oldest first: none skipped past the first page (it stopped at 1,000), none read twice", arguments: TestDatabaseKind.all)
+    func restingOrdersPaged(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            var placed: [String] = []
+            for user in 0..<3 {
+                let tokens = try await signUp(client, env, email: "resting-\(user)@example.com")
+                for _ in 0..<2 {
+                    let response = try await order(client, tokens, ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "10", "time_in_force": "GTC"])
+                    placed.append(try #require(try json(response)["id"] as? String))
+                    env.clock.advance(by: 1)
+                }
+            }
+            await env.worker.drain()
+            // Pages of two read all six, oldest first, none twice.
+            let read = try await env.orders.store.restingOrders(pageSize: 2).map(\.id.description)
+            #expect(read == placed, "\(read) against \(placed)")
+            #expect(try await env.orders.store.restingOrders(pageSize: 4).map(\.id.description) == placed)
+            #expect(try await env.orders.store.restingOrders(pageSize: 6).map(\.id.description) == placed)
+        }
+    }
+
     @Test("fifty concurrent buys from one user never overspend", arguments: TestDatabaseKind.all)
     func concurrentBuys(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.startingCash = 10_000 }) { client, env in

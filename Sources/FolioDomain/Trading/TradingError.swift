@@ -18,6 +18,8 @@ public enum TradingError: Error, Equatable, Sendable {
     case unknownSymbol(String)
     case duplicateClientOrderID
     case orderNotCancelable(OrderStatus)
+    /// The account has as many open orders as one may (`TradingRules.maximumOpenOrders`).
+    case tooManyOpenOrders(limit: Int)
     /// A broker reported more than the order has left; refused whole.
     case overfill(orderID: OrderID, remaining: Quantity, fill: Quantity)
     case impossibleTransition(from: OrderStatus, to: OrderStatus)

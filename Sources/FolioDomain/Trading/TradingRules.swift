@@ -79,6 +79,12 @@ public enum TradingRules {
 
     // MARK: - Placing
 
+    /// Open orders one account may have at a time, unless the operator says
+    /// otherwise (`MAX_OPEN_ORDERS`): every resting order is looked at on each
+    /// pass of the worker, so one account must not fill that pass for everyone
+    /// (a thousand one-cent limit buys tie up only $10).
+    public static let maximumOpenOrders = 1_000
+
     /// Places a validated draft (symbol normalized) priced at `price`: sets
     /// aside buying power for a buy, shares for a sell, and creates the order
     /// as `new`.

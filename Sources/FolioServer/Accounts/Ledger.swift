@@ -17,6 +17,8 @@ struct OpenBooks: Sendable {
     /// `paper`, or `brokerage` for an account held at an outside broker.
     var kind: String = "paper"
     let head: AuditChain.Head?
+    /// The account's open orders when they were opened, if the need asked (a placement).
+    var openOrders: Int? = nil
 
     /// A brokerage account's orders are held, and filled, at its broker.
     var ordersHeldAtBroker: Bool { kind != "paper" }
@@ -43,11 +45,13 @@ struct Ledger: Sendable {
         var symbols: [String] = []
         var orders: [OrderID] = []
         var brokerFills: [String] = []
+        /// Count the account's open orders with the lock (a placement checks their limit).
+        var openOrders = false
     }
 
     /// Locks the account (of `owner`, when given) and loads its books; nil when there is no such account.
     func open(account id: AccountID, owner: UserID?, need: Need = Need(), on db: any SQLDatabase) async throws -> OpenBooks? {
-        guard let locked = try await store.lockAccount(id, owner: owner, on: db) else { return nil }
+        guard let locked = try await store.lockAccount(id, owner: owner, countingOpenOrders: need.openOrders, on: db) else { return nil }
         let orders = try await store.orders(need.orders, on: db).filter { $0.accountID == id }
         let symbols = need.symbols + orders.map(\.symbol)
         let holdings = try await store.holdings(of: id, symbols: symbols, on: db)
@@ -55,7 +59,7 @@ struct Ledger: Sendable {
         let values = need.brokerFills.isEmpty ? [:] : try await store.filledValues(of: orders, on: db)
         return OpenBooks(
             books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied, filledValues: values),
-            kind: locked.kind, head: locked.chainHead)
+            kind: locked.kind, head: locked.chainHead, openOrders: locked.openOrders)
     }
 
     /// Locks several accounts (in the order of their ids) and loads each

@@ -92,6 +92,8 @@ public struct AppConfiguration: Sendable {
     /// Submit jobs that may wait for a worker before placements are refused
     /// (`ORDER_BACKLOG_LIMIT`, default 2000; 0 turns the cap off). See `OrderBacklog`.
     public var orderBacklogLimit: Int
+    /// Open orders one account may have (`MAX_OPEN_ORDERS`, default 1000); past it a placement is 409 `too_many_open_orders`.
+    public var maximumOpenOrders: Int
     /// Extra cash a market buy reserves above the current price (0.05 is 5 %).
     public var marketBuyMargin: Ratio
     /// Alpha Vantage, when `ALPHA_VANTAGE_API_KEY` is set; the simulated market otherwise.
@@ -376,6 +378,7 @@ public struct AppConfiguration: Sendable {
         self.paperMarketHours = environment != .testing
         self.serveRunsWorker = true
         self.orderBacklogLimit = 2000
+        self.maximumOpenOrders = TradingRules.maximumOpenOrders
         self.marketBuyMargin = Ratio(uncheckedUnits: 50_000)  // 0.05
         self.alphaVantage = nil
         self.alpaca = nil

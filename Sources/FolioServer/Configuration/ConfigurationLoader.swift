@@ -255,6 +255,7 @@ public enum ConfigurationLoader {
         configuration.paperMarketHours = value("PAPER_MARKET_HOURS") == nil ? !configuration.testing : flag("PAPER_MARKET_HOURS")
         configuration.serveRunsWorker = value("SERVE_WORKER") == nil || flag("SERVE_WORKER")
         configuration.orderBacklogLimit = integer("ORDER_BACKLOG_LIMIT", default: 2000, range: 0...10_000_000)
+        configuration.maximumOpenOrders = integer("MAX_OPEN_ORDERS", default: TradingRules.maximumOpenOrders, range: 1...100_000)
         if let raw = value("MARKET_BUY_MARGIN") {
             if let margin = try? Ratio(parsing: raw), !margin.isNegative, margin <= 1 { configuration.marketBuyMargin = margin } else {
                 problems.append("MARKET_BUY_MARGIN must be a fraction from 0 to 1 (0.05 is 5 %), not \"\(raw)\"")

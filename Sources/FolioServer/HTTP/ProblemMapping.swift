@@ -87,6 +87,10 @@ enum ProblemMapping {
                 errors: [.init(field: "client_order_id", code: "duplicate", message: "client_order_id must be unique.")])
         case .orderNotCancelable(let status):
             return AppError(.conflict, code: "order_not_cancelable", detail: "A \(status.rawValue) order cannot be canceled.")
+        case .tooManyOpenOrders(let limit):
+            return AppError(
+                .conflict, code: "too_many_open_orders",
+                detail: "This account has \(limit) open orders, as many as one may; cancel some, or let them fill, before placing another.")
         case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")

@@ -19,6 +19,8 @@ struct OrderService: Sendable {
     let ids: IDSource
     /// Extra cash a market buy reserves above the current price.
     let marketBuyMargin: Ratio
+    /// Open orders one account may have (`MAX_OPEN_ORDERS`).
+    var maximumOpenOrders = TradingRules.maximumOpenOrders
     let logger: Logger
     var pauses: PausePoints = .none
     /// Paces placements to the fills of this process's worker.
@@ -120,7 +122,7 @@ struct OrderService: Sendable {
         }
         // A buy changes no holding; a sell reserves shares of one.
         let symbols = Set(placings.filter { $0.priced.draft.side == .sell }.map(\.priced.draft.symbol))
-        guard var open = try await ledger.open(account: accountID, owner: userID, need: .init(symbols: Array(symbols)), on: db) else {
+        guard var open = try await ledger.open(account: accountID, owner: userID, need: .init(symbols: Array(symbols), openOrders: true), on: db) else {
             return zip(placings, answers).map { placing, answer in
                 answer ?? .failure(placing.priced.placement.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount)
             }
@@ -144,6 +146,10 @@ struct OrderService: Sendable {
                 answers[index] = .failure(TradingError.invalid(
                     field: "time_in_force", code: "market_closed",
                     message: "The market is closed: an IOC or FOK order cannot wait for the open. Choose DAY or GTC to have it wait."))
+                continue
+            }
+            if let count = open.openOrders, count + placed.count >= maximumOpenOrders {
+                answers[index] = .failure(TradingError.tooManyOpenOrders(limit: maximumOpenOrders))
                 continue
             }
             // validate() checked the tick from a dollar up; a broker also asks four places below it.

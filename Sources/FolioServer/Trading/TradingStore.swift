@@ -28,6 +28,8 @@ struct LockedAccount: Sendable {
     /// `paper`, or `brokerage` for an account held at an outside broker.
     var kind: String
     var chainHead: AuditChain.Head?
+    /// How many of its orders are open, when the lock was asked to count them (a placement).
+    var openOrders: Int? = nil
 }
 
 /// The only code that reads or writes accounts, holdings, orders, fills and
@@ -101,13 +103,20 @@ struct TradingStore: Sendable {
     /// writer already serializes. With `owner`, nil unless it is that user's
     /// and open: an erasure closes the accounts in the same commit, so a
     /// request that waited for the lock meanwhile finds no account.
-    func lockAccount(_ id: AccountID, owner: UserID?, on db: any SQLDatabase) async throws -> LockedAccount? {
+    /// `countingOpenOrders`: the same statement also counts the account's open orders (a placement's limit).
+    func lockAccount(_ id: AccountID, owner: UserID?, countingOpenOrders: Bool = false, on db: any SQLDatabase) async throws -> LockedAccount? {
         let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0) AND closed_at IS NULL" } ?? ""
         let lock = database.kind == .postgres ? " FOR UPDATE" : ""
-        return try await db.raw("""
-            SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts
+        let count = countingOpenOrders
+            ? ", (SELECT COUNT(*) FROM orders o WHERE o.account_id = accounts.id AND o.status IN ('new', 'accepted', 'partially_filled')) AS open_orders" : ""
+        guard let row = try await db.raw("""
+            SELECT \(unsafeRaw: Self.lockedColumns)\(unsafeRaw: count) FROM accounts
             WHERE id = \(bind: id)\(ownerCondition)\(unsafeRaw: lock)
-            """).first().map(Self.locked)
+            """).first()
+        else { return nil }
+        var locked = try Self.locked(row)
+        if countingOpenOrders { locked.openOrders = try row.decode(column: "open_orders", as: Int.self) }
+        return locked
     }
 
     /// Closes every account of `userID` (its owner is being erased): their
@@ -321,11 +330,22 @@ struct TradingStore: Sendable {
         return try await database.sql.raw(query + " ORDER BY created_at, id").all().map(Self.order)
     }
 
-    /// Orders resting at the broker, oldest first.
-    func restingOrders(limit: Int = 1000) async throws -> [OrderState] {
-        try await database.sql.raw("""
-            SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE status IN ('accepted', 'partially_filled') ORDER BY created_at, id LIMIT \(literal: limit)
-            """).all().map(Self.order)
+    /// Every order resting at the broker, oldest first, read a page at a time
+    /// (each page after the last row of the one before, so none is read twice or skipped).
+    func restingOrders(pageSize: Int = 1000) async throws -> [OrderState] {
+        var all: [OrderState] = []
+        while true {
+            let after: SQLQueryString = all.last.map { last in
+                let anchor: SQLQueryString = "(SELECT created_at FROM orders WHERE id = \(bind: last.id))"
+                return " AND (created_at > " + anchor + " OR (created_at = " + anchor + " AND id > \(bind: last.id)))"
+            } ?? ""
+            let page = try await database.sql.raw("""
+                SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE status IN ('accepted', 'partially_filled')\(after)
+                ORDER BY created_at, id LIMIT \(literal: pageSize)
+                """).all().map(Self.order)
+            all += page
+            if page.count < pageSize { return all }
+        }
     }
 
     /// The account's buy orders still open, for plans that must count what is already on its way.
