@@ -139,6 +139,16 @@ struct TradingRulesTests {
         #expect(books.holding("TINY")?.costBasis == cash_("1.00"))
     }
 
+    @Test("the average fill price is worked from the exact value of every part, not from the last rounded average")
+    func averageFromExactValue() throws {
+        var books = try placedBuy(quantity: "3", limit: "2", cash: "10.00")
+        for (index, price) in ["1.00000001", "1.00000000", "1.00000001"].enumerated() {
+            try fill(&books, "1", at: price, id: "a\(index)")
+        }
+        // 3.00000002 ÷ 3 = 1.000000006…, half to even at 8 places: 1.00000001 (rebuilt part by part it was 1.00000000).
+        #expect(books.orders.values.first?.averageFillPrice == px("1.00000001"))
+    }
+
     @Test("a sale filled in parts is paid what one fill would pay: 5 @ 0.0033 in parts of 3, 1 and 1 pays 0.01, not nothing")
     func salePartsPaidInFull() throws {
         let account = account(cash: "0")

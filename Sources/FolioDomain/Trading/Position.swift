@@ -97,6 +97,13 @@ public struct FillValue: Equatable, Sendable {
         return FillValue(high: high, low: low)
     }
 
+    /// The price these fills averaged over `quantity` (all of them), 8 places, half to even.
+    public func average(over quantity: Quantity) -> Price {
+        // 17 places over a quantity's 9 leave a price's 8.
+        let units = (try? FixedMath.divide(high: high, low: low, by: quantity.units.magnitude, negative: false, rule: .halfEven)) ?? 0
+        return Price(uncheckedUnits: Int128(units))
+    }
+
     /// The value in cents, rounded by `rule`, as cash.
     public func cents(rounding rule: RoundingRule) throws(MoneyError) -> Cash {
         let places = QuantityScale.fractionDigits + PriceScale.fractionDigits - Cash.centPlaces

@@ -276,7 +276,13 @@ public enum TradingRules {
         posting.fill = FillLine(id: fillID, orderID: order.id, brokerFillID: fill.id, quantity: fill.quantity, price: fill.price, occurredAt: executedAt)
         let filledAfter = Quantity(uncheckedUnits: order.filledQuantity.units + fill.quantity.units)
         after.filledQuantity = filledAfter
-        after.averageFillPrice = averagePrice(before: order.averageFillPrice ?? .zero, filledBefore: order.filledQuantity, fill: fill, filledAfter: filledAfter)
+        // From the exact value of every fill when the earlier ones' is known (a first fill, or books that
+        // loaded it): an average rebuilt from the last rounded one drifts by a unit with each part.
+        if !order.filledQuantity.isPositive || filledValue != .zero, let value = try? filledValue.adding(fill.quantity, fill.price) {
+            after.averageFillPrice = value.average(over: filledAfter)
+        } else {
+            after.averageFillPrice = averagePrice(before: order.averageFillPrice ?? .zero, filledBefore: order.filledQuantity, fill: fill, filledAfter: filledAfter)
+        }
         after.updatedAt = now
         var events: [AuditNote] = []
         if after.status == .new, let accepted = try? transition(after, to: .accepted, now: now) {
@@ -296,7 +302,8 @@ public enum TradingRules {
         return posting
     }
 
-    /// The volume-weighted average of all fills so far, 8 places, half to even.
+    /// The volume-weighted average of all fills so far, 8 places, half to even,
+    /// from the last average (when the exact value of the earlier fills is not known).
     static func averagePrice(before: Price, filledBefore: Quantity, fill: BrokerFill, filledAfter: Quantity) -> Price {
         let old = FixedMath.multiply(before.units.magnitude, filledBefore.units.magnitude)
         let new = FixedMath.multiply(fill.price.units.magnitude, fill.quantity.units.magnitude)
