@@ -647,6 +647,41 @@ struct AdminAndTwoFactorTests {
         }
     }
 
+    @Test("ten wrong authenticator codes with the right password stop codes being taken, whatever waits pass; the owner is told; a recovery code still signs in and takes codes again", arguments: TestDatabaseKind.all)
+    func secondFactorGuessingBlocked(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "guessed2fa@example.com")
+            _ = try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens))
+            let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "guessed2fa@example.com").first())
+            let sealed = try #require(user.totpSecretSealed)
+            let secret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(sealed))
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now)) }
+            let confirmed = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens))
+            let recovery = try #require(try json(confirmed)["recovery_codes"] as? [String])
+            func signIn(_ body: [String: String]) async throws -> TestResponse {
+                try await post(client, "/api/auth/login", ["email": "guessed2fa@example.com", "password": strongPassword].merging(body) { _, new in new })
+            }
+            // Someone with the password guesses, waiting out every pause of the throttle between guesses.
+            for guess in 0..<IdentityServices.secondFactorFailureLimit {
+                env.clock.advance(by: 3_600)
+                let wrong = code() == "123456" ? "654321" : "123456"
+                let refused = try await signIn(["totp_code": wrong])
+                #expect(try refused.status == .unauthorized && problem(refused).code == "invalid_two_factor_code", "guess \(guess + 1)")
+            }
+            env.clock.advance(by: 3_600)
+            let blocked = try await signIn(["totp_code": code()])
+            #expect(try blocked.status == .forbidden && problem(blocked).code == "two_factor_blocked", "\(String(buffer: blocked.body))")
+            #expect(try await env.outbox(kind: "account_locked").contains { $0.body.contains("paused until you reset your password") })
+            #expect(env.logs.lines.contains { $0.contains("second_factor_blocked") })
+            // The owner, with a recovery code, gets in (once this address's pause is over); codes are taken again.
+            env.clock.advance(by: 3_600)
+            let recovered = try await signIn(["recovery_code": recovery[0]])
+            #expect(recovered.status == .ok, "\(String(buffer: recovered.body))")
+            env.clock.advance(by: 60)
+            #expect(try await signIn(["totp_code": code()]).status == .ok)
+        }
+    }
+
     @Test("TOTP: enrol, confirm, login needs the code, recovery codes work once, disable needs password and code", arguments: TestDatabaseKind.all)
     func totp(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

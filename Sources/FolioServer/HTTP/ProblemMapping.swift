@@ -224,6 +224,10 @@ enum ProblemMapping {
             return AppError(.unauthorized, code: "two_factor_required", detail: "Enter the code from your authenticator app or a recovery code.")
         case .wrongSecondFactor(let refusal):
             return AppError(.unauthorized, code: "invalid_two_factor_code", detail: refusal.message)
+        case .secondFactorBlocked:
+            return AppError(
+                .forbidden, code: "two_factor_blocked",
+                detail: "Too many wrong authenticator codes were sent with this password, so codes are no longer taken: reset your password, or sign in with a recovery code.")
         case .emailNotVerified:
             return AppError(.forbidden, code: "email_not_verified", detail: "Verify your email address first; a new link can be requested.")
         case .invalidRefreshToken:

@@ -14,6 +14,9 @@ enum IdentityError: Error, Equatable, Sendable {
     case accountDisabled
     case twoFactorRequired
     case wrongSecondFactor(SecondFactorRefusal)
+    /// Too many wrong authenticator codes came with the right password (`IdentityServices.secondFactorFailureLimit`):
+    /// sign-in by code is off until the password is reset; a recovery code still works.
+    case secondFactorBlocked
     case emailNotVerified
     case invalidRefreshToken
     /// The token was spent a moment ago by another request (two tabs refreshing at once): refused with a

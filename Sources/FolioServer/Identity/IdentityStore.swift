@@ -263,6 +263,33 @@ struct IdentityStore: Sendable {
         try await (db as! any SQLDatabase).raw("DELETE FROM sign_in_failures WHERE user_id = \(bind: userID)").run()
     }
 
+    /// Wrong authenticator codes sent with the right password, counted under a
+    /// client key no address has: no wait resets it, only a code that works, a
+    /// recovery code, or a new password.
+    static let secondFactorClient = "second-factor"
+
+    func secondFactorFailures(userID: UUID, on db: any Database) async throws -> Int {
+        try await (db as! any SQLDatabase).raw("""
+            SELECT failures FROM sign_in_failures WHERE user_id = \(bind: userID) AND client = \(bind: Self.secondFactorClient)
+            """).first()?.decode(column: "failures", as: Int.self) ?? 0
+    }
+
+    /// Counts one more wrong code; the count now.
+    func countSecondFactorFailure(userID: UUID, now: Date, on db: any Database) async throws -> Int {
+        try await (db as! any SQLDatabase).raw("""
+            INSERT INTO sign_in_failures (user_id, client, failures, locked_until, succeeded_at, updated_at)
+            VALUES (\(bind: userID), \(bind: Self.secondFactorClient), 1, NULL, NULL, \(bind: now))
+            ON CONFLICT (user_id, client) DO UPDATE SET failures = sign_in_failures.failures + 1, updated_at = \(bind: now)
+            RETURNING failures
+            """).first()?.decode(column: "failures", as: Int.self) ?? 1
+    }
+
+    func clearSecondFactorFailures(userID: UUID, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw("""
+            DELETE FROM sign_in_failures WHERE user_id = \(bind: userID) AND client = \(bind: Self.secondFactorClient)
+            """).run()
+    }
+
     /// Spends a TOTP time step: false when this step (or a later one) was already used, so a code works once.
     func spendTOTPStep(userID: UUID, step: Int64, on db: any Database) async throws -> Bool {
         let rows = try await (db as! any SQLDatabase).raw("""

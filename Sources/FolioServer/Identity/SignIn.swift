@@ -38,9 +38,23 @@ extension IdentityServices {
             if user.hasTwoFactor {
                 // Not an attempt yet: taken back, not cleared (a success would reset the count between code guesses).
                 if totpCode == nil && recoveryCode == nil { return .incomplete(IdentityError.twoFactorRequired) }
-                if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, on: db) {
+                // Whoever sends codes here knows the password. The throttle's waits pass; this count does not, so
+                // six digits cannot be guessed at leisure from many addresses. A recovery code is too long to guess.
+                let blocked = try await store.secondFactorFailures(userID: user.id!, on: db) >= Self.secondFactorFailureLimit
+                if blocked, recoveryCode == nil { return .failed(reason: "second_factor_blocked", IdentityError.secondFactorBlocked) }
+                if let refused = try await checkSecondFactor(
+                    user: user, totpCode: blocked ? nil : totpCode, recoveryCode: recoveryCode, origin: origin, on: db)
+                {
+                    // A code sent again is the owner's own (a double submit), not a guess.
+                    if refused != .codeAlreadyUsed,
+                       try await store.countSecondFactorFailure(userID: user.id!, now: clock.now(), on: db) == Self.secondFactorFailureLimit
+                    {
+                        await security.record("second_factor_blocked", userID: user.id, origin: origin, audited: true)
+                        try await noticeLockout(user, seconds: 0, secondFactorFailed: true, paused: Self.secondFactorPause)
+                    }
                     return .failed(reason: "wrong_second_factor", IdentityError.wrongSecondFactor(refused))
                 }
+                try await store.clearSecondFactorFailures(userID: user.id!, on: db)
             }
             return .passed
         }
@@ -151,17 +165,26 @@ extension IdentityServices {
         try await sessions.revokeAll(userID: identity.userID.uuid, reason: "logout_all", on: database.db)
     }
 
+    /// Wrong authenticator codes with the right password before codes are no
+    /// longer taken: ten guesses of six digits stay a one-in-100,000 chance.
+    static let secondFactorFailureLimit = 10
+    static let secondFactorPause = "until you reset your password (a recovery code still signs you in)"
+
     /// Tells the user their sign-in is paused, at most once a day: anyone who
     /// knows an address can cause lockouts, and must not flood it with mail.
-    private func noticeLockout(_ user: User, seconds: Int, secondFactorFailed: Bool) async throws {
+    /// `paused`: for how long, when it is not a number of seconds (codes blocked
+    /// until a reset: always told, since only someone with the password can cause it).
+    private func noticeLockout(_ user: User, seconds: Int, secondFactorFailed: Bool, paused: String? = nil) async throws {
         let since = clock.now().addingTimeInterval(-86_400), notifications = self.notifications
         let minutes = max(1, (seconds + 59) / 60)
-        let variables = MailVariables([
+        var values = [
             "duration": LockoutAdvice.duration(seconds: seconds), "minutes": String(minutes),
             "advice": LockoutAdvice.advice(secondFactorFailed: secondFactorFailed, hasTwoFactor: user.hasTwoFactor),
-        ])
+        ]
+        if let paused { values["paused"] = paused }
+        let variables = MailVariables(values)
         try await database.transaction { db in
-            guard try await !notifications.store.exists(kind: .accountLocked, of: user.id!, since: since, on: db) else { return }
+            if paused == nil, try await notifications.store.exists(kind: .accountLocked, of: user.id!, since: since, on: db) { return }
             try await notifications.notify(user.id!, .accountLocked, variables, on: db)
         }
     }

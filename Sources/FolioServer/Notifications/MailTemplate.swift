@@ -108,7 +108,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .twoFactorDisabled: "Two-factor authentication was turned off."
         case .recoveryCodeUsed: "A recovery code was used from {{ip}}. {{left_text}}"
         case .recoveryCodesReplaced: "New recovery codes were made from {{ip}}; the old ones no longer work."
-        case .accountLocked: "Too many failed sign-ins: sign-in is paused for {{#duration}}{{duration}}{{/duration}}{{^duration}}{{minutes}} minutes{{/duration}}."
+        case .accountLocked: "Too many failed sign-ins: sign-in is paused {{#paused}}{{paused}}{{/paused}}{{^paused}}for {{#duration}}{{duration}}{{/duration}}{{^duration}}{{minutes}} minutes{{/duration}}{{/paused}}."
         case .accessReview:
             "Access review: {{administrators}} administrators, {{users}} users, {{dormant}} dormant, {{disabled}} disabled, {{admin_actions}} admin actions this month."
         }
