@@ -135,6 +135,24 @@ struct AlpacaStreamTests {
         }
     }
 
+    @Test("a part Alpaca filled that the books cannot take ends the order here, and the rest is canceled at Alpaca, so it buys no more with cash shown as free", arguments: TestDatabaseKind.all)
+    func restCanceledAtBroker(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            // As above: 3 KO at the 60.00 limit, and 400 more holding most of the cash.
+            let id = try await restingOrder(client, env, tokens, account)
+            _ = try await restingOrder(client, env, tokens, account, quantity: "400")
+            // One share fills at 59.00; the next at 1,000.00, more than the books can pay. One is left at Alpaca.
+            fake.fill(clientOrderID: id, quantity: 1, at: 59)
+            try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
+            fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
+            try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            try await eventually("the rest canceled at Alpaca") { fake.status(clientOrderID: id) == "canceled" }
+            let shown = try await status(client, tokens, id)
+            #expect((shown["reject_reason"] as? String)?.hasPrefix("filled at the broker, beyond what the books can take") == true, "\(shown)")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a fill Alpaca made that the books cannot take ends the order with a reason naming it, says so at error level once, and reconciliation then brings the account to Alpaca's", arguments: TestDatabaseKind.all)
     func fillBeyondTheBooks(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in

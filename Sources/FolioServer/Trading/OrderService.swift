@@ -329,10 +329,22 @@ struct OrderService: Sendable {
             return opened
         }
         // A fill the broker made that the books could not take: the order ended here, and an operator should know.
-        for note in committed.flatMap({ $0.books.postings.flatMap(\.events) }) where note.action == "order.broker_fill_not_recorded" {
-            logger.error(
-                "the broker filled an order beyond what the books can take: the order was ended here and the fill left to reconciliation (docs/OPERATIONS.md)",
-                metadata: ["order_id": .string(note.subjectID), "reason": .string(note.details["reason"] ?? "")])
+        // What is left of it at the broker is canceled there too: left open, it would go on buying with cash
+        // the books now show as free, and its later fills would be ignored here.
+        for opened in committed {
+            for note in opened.books.postings.flatMap(\.events) where note.action == "order.broker_fill_not_recorded" {
+                logger.error(
+                    "the broker filled an order beyond what the books can take: the order was ended here and the fill left to reconciliation (docs/OPERATIONS.md)",
+                    metadata: ["order_id": .string(note.subjectID), "reason": .string(note.details["reason"] ?? "")])
+                guard let id = OrderID(note.subjectID), let order = opened.books.orders[id] else { continue }
+                do {
+                    _ = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
+                } catch {
+                    logger.warning(
+                        "the rest of an order ended here could not be canceled at its broker; reconciliation will show what it does",
+                        metadata: ["order_id": .string(note.subjectID), "error": "\(error)"])
+                }
+            }
         }
     }
 

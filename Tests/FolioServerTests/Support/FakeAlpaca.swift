@@ -185,6 +185,11 @@ final class FakeAlpaca: Sendable {
         }
     }
 
+    /// The status Alpaca holds for the order Folio placed under `clientOrderID`.
+    func status(clientOrderID: String) -> String? {
+        state.withLockedValue { state in state.orders.values.first { $0.clientOrderID == clientOrderID }?.status }
+    }
+
     /// Sets an order's status as Alpaca would (done_for_day, replaced, expired…), and streams the event.
     func setStatus(clientOrderID: String, _ status: String) {
         state.withLockedValue { state in
