@@ -661,6 +661,8 @@ struct AdminAndTwoFactorTests {
             func signIn(_ body: [String: String]) async throws -> TestResponse {
                 try await post(client, "/api/auth/login", ["email": "guessed2fa@example.com", "password": strongPassword].merging(body) { _, new in new })
             }
+            // An empty code field is no guess: asked for the code, nothing counted.
+            for _ in 0..<12 { #expect(try problem(try await signIn(["totp_code": "", "recovery_code": " "])).code == "two_factor_required") }
             // Someone with the password guesses, waiting out every pause of the throttle between guesses.
             for guess in 0..<IdentityServices.secondFactorFailureLimit {
                 env.clock.advance(by: 3_600)

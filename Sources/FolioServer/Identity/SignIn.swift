@@ -15,6 +15,9 @@ extension IdentityServices {
     func signIn(
         email: String, password: String, totpCode: String?, recoveryCode: String?, kind: Session.Kind, userAgent: String?, origin: RequestOrigin
     ) async throws -> SignedIn {
+        // An empty code field is no code: asked for one, not a wrong guess counted against the owner.
+        let totpCode = totpCode.flatMap { $0.allSatisfy(\.isWhitespace) ? nil : $0 }
+        let recoveryCode = recoveryCode.flatMap { $0.allSatisfy(\.isWhitespace) ? nil : $0 }
         let db = database.db
         // bcrypt reads a C string of at most 72 bytes: never let a NUL or an overlong tail count.
         let passwordUsable = PasswordPolicy.isHashable(password)

@@ -146,7 +146,11 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .recoveryCodesReplaced: MailVariables(["ip": "203.0.113.9"])
         case .brokerageKeysReplaced: MailVariables(["account": "7781", "key_hint": "…0002", "environment": "paper"])
         case .accountLocked:
-            MailVariables(["duration": "15 minutes", "minutes": "15", "advice": LockoutAdvice.advice(secondFactorFailed: false, hasTwoFactor: false)])
+            // `paused`, when given, says how long instead of `duration`: codes blocked until a new password.
+            MailVariables([
+                "duration": "15 minutes", "minutes": "15", "paused": IdentityServices.secondFactorPause,
+                "advice": LockoutAdvice.advice(secondFactorFailed: true, hasTwoFactor: true),
+            ])
         case .accessReview:
             MailVariables(
                 ["administrators": "2", "users": "14", "dormant": "1", "disabled": "1", "admin_actions": "3", "findings": "2"],
