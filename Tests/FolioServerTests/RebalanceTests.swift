@@ -268,7 +268,8 @@ struct RebalanceTests {
             let login = try await post(client, "/api/auth/login", ["email": "unheld-class@example.com", "password": strongPassword, "session": "cookie"])
             let cookie = String(try #require(login.headers[.setCookie]).split(separator: ";")[0])
             let page = try await client.execute(uri: "/targets", method: .get, headers: [.cookie: cookie])
-            #expect(String(buffer: page.body).contains("Nothing of class etf is held"), "\(String(buffer: page.body).prefix(300))")
+            let etf = Display.assetClass(.etf)
+            #expect(String(buffer: page.body).contains("You hold nothing in \(etf), so a rebalance cannot share out its 35 % yet"), "\(String(buffer: page.body).prefix(300))")
             // As the preview would refuse it.
             let preview = try await post(client, "/api/portfolio/rebalance", ["execute": false], headers: bearer(tokens))
             #expect(try preview.status == .unprocessableContent && problem(preview).code == "nothing_held_in_class")

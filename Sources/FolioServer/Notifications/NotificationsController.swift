@@ -97,12 +97,12 @@ struct NotificationsController: Sendable {
             let container = try decoder.container(keyedBy: Key.self)
             let others = container.allKeys.map(\.stringValue).filter { $0 != "through" }.sorted()
             guard others.isEmpty else {
-                throw AppError.validation(
-                    others.map {
-                        ProblemDetails.FieldError(
-                            field: $0, code: "unknown_field",
-                            message: "\($0) is not a field of this request: it takes only through (the newest notification to mark); to mark one, POST /api/notifications/{id}/read.")
-                    }, detail: nil)
+                let issues = others.map {
+                    ProblemDetails.FieldError(
+                        field: $0, code: "unknown_field",
+                        message: "\($0) is not a field of this request: it takes only through (the newest notification to mark); to mark one, POST /api/notifications/{id}/read.")
+                }
+                throw AppError.validation(issues, detail: issues.count == 1 ? issues[0].message : nil)
             }
             through = try container.decodeIfPresent(String.self, forKey: Key(stringValue: "through"))
         }

@@ -8,6 +8,14 @@ enum TargetsView {
     static let spareRows = 3
 
     /// `byClass`: the form sets weights by asset class; nil: as the stored targets are set.
+    static func unheldNotices(_ targets: RebalanceController.TargetsResponse) -> [[String: String]] {
+        targets.assetClasses.enumerated().compactMap { index, weight in
+            guard targets.warnings.contains(where: { $0.field == "asset_classes[\(index)].asset_class" }) else { return nil }
+            let name = Display.assetClass(weight.assetClass)
+            return ["message": "You hold nothing in \(name), so a rebalance cannot share out its \(weight.percent) % yet: buy a symbol of that class first, or set targets by symbol."]
+        }
+    }
+
     static func build(
         targets: RebalanceController.TargetsResponse, drift: RebalanceController.DriftResponse?, runs: [RebalanceController.RunResponse],
         namedAccount: String?, byClass asked: Bool? = nil
@@ -34,8 +42,8 @@ enum TargetsView {
                     "options": classes.map { ["value": $0.rawValue, "label": Display.assetClass($0), "selected": $0.rawValue == weight.assetClass] as [String: Any] },
                 ] as [String: Any]
             },
-            // The stored class weights a rebalance cannot share out yet.
-            "unheld": (targets.warnings.isEmpty ? nil : targets.warnings.map { ["message": $0.message] }) as Any,
+            // The stored class weights a rebalance cannot share out yet, named as the page names the classes.
+            "unheld": (targets.warnings.isEmpty ? nil : unheldNotices(targets)) as Any,
             "cash_percent": targets.cashPercent.description,
             "band_points": targets.driftBand.absolutePoints.description, "band_relative": targets.driftBand.relativePercent.description,
             "runs": runs.map(run),
