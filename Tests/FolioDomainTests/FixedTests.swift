@@ -239,7 +239,7 @@ struct FixedPropertyTests {
     func fillsInParts(seed: UInt64) throws {
         var random = SeededRandom(seed: seed)
         for _ in 0..<500 {
-            var value = FillValue.zero, exact = Decimal(0), charged = Decimal(0), paid = Decimal(0)
+            var value = FillValue.zero, exact = Decimal(0), charged = Decimal(0), paid = Decimal(0), bumped = Decimal(0)
             // Up to 8 parts of at most 10^6 shares (9 places) at most $10^5 (8 places): totals Decimal holds exactly.
             for _ in 0..<(1 + random.next() % 8) {
                 let quantity = Quantity(uncheckedUnits: Int128(1 + random.next() % 1_000_000_000_000_000))
@@ -249,12 +249,15 @@ struct FixedPropertyTests {
                 // No part is charged more, or paid less, than its own rounding would.
                 let alone = (cost: try Money.cost(quantity: quantity, price: price), proceeds: try Money.proceeds(quantity: quantity, price: price))
                 #expect(cost <= alone.cost && proceeds >= alone.proceeds)
-                #expect(!cost.isNegative && !proceeds.isNegative)
+                #expect(cost >= (try Cash(parsing: "0.01")) && !proceeds.isNegative)
+                let before = rounded(exact, places: 2, .up)
                 charged += decimal(cost)
                 paid += decimal(proceeds)
                 exact += decimal(quantity) * decimal(price)
                 value = try value.adding(quantity, price)
-                #expect(charged == rounded(exact, places: 2, .up), "charged \(charged) for \(exact)")
+                // A part whose change of the total rounds to nothing is charged a cent (a buy is a debit).
+                if rounded(exact, places: 2, .up) == before { bumped += Decimal(string: "0.01")! }
+                #expect(charged == rounded(exact, places: 2, .up) + bumped, "charged \(charged) for \(exact)")
                 #expect(paid == rounded(exact, places: 2, .down), "paid \(paid) for \(exact)")
             }
         }

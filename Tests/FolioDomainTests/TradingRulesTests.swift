@@ -149,6 +149,28 @@ struct TradingRulesTests {
         #expect(books.orders.values.first?.averageFillPrice == px("1.00000001"))
     }
 
+    @Test("a limit buy's parts below the limit free no cent that the last part at the limit needs")
+    func partsBelowTheLimitKeepEnough() throws {
+        // 3.327 at 16.90 reserves 56.23, all the cash there is.
+        var books = try placedBuy(quantity: "3.327", limit: "16.90", cash: "56.23")
+        try fill(&books, "2.877", at: "16.90", id: "l1")
+        try fill(&books, "0.199", at: "16.87", id: "l2")
+        // What the rest (0.251) can still cost at the limit stays reserved: 56.23 − ceil(51.98… + 4.2419) … = 4.25.
+        let order = try #require(books.orders.values.first)
+        #expect(order.reservedCash == cash_("4.25"), "\(order.reservedCash)")
+        try fill(&books, "0.251", at: "16.90", id: "l3")
+        #expect(books.orders.values.first?.status == .filled)
+        #expect(books.account.reservedCash == 0 && !books.account.cash.isNegative)
+    }
+
+    @Test("a buy part worth less than its share of a cent still costs a cent: a buy's ledger row is a debit")
+    func tinyBuyPartsCostACent() throws {
+        var books = try placedBuy(quantity: "3", limit: "0.0033", cash: "1.00")
+        for index in 0..<3 { try fill(&books, "1", at: "0.0033", id: "t\(index)") }
+        #expect(books.orders.values.first?.status == .filled)
+        #expect(books.entries.map(\.amount) == [cash_("-0.01"), cash_("-0.01"), cash_("-0.01")])
+    }
+
     @Test("a sale filled in parts is paid what one fill would pay: 5 @ 0.0033 in parts of 3, 1 and 1 pays 0.01, not nothing")
     func salePartsPaidInFull() throws {
         let account = account(cash: "0")

@@ -62,11 +62,15 @@ public enum Money {
     /// its earlier fills: the order's running total rounded up to the cent,
     /// less the earlier total rounded up. An order filled in parts then costs
     /// what it would in one fill (three fills of 1 @ 0.3333 cost 1.00 in all,
-    /// not 0.34 each), so its reservation covers it.
+    /// not 0.34 each), so its reservation covers it. Never less than a cent: a
+    /// buy is a debit (no share is free), so a part whose change of the total
+    /// rounds to nothing costs a cent, as it did rounded on its own.
     public static func cost(quantity: Quantity, price: Price, after before: FillValue) throws(MoneyError) -> Cash {
         let after = try before.adding(quantity, price)
-        return try after.cents(rounding: .up) - before.cents(rounding: .up)
+        return Cash.max(try after.cents(rounding: .up) - before.cents(rounding: .up), oneCent)
     }
+
+    static let oneCent = Cash(uncheckedUnits: Int128(Cash.one) / 100)
 
     /// What one fill of a sale pays after fills worth `before`: the running
     /// total rounded down to the cent, less the earlier total rounded down. A

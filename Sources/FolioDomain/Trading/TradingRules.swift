@@ -232,7 +232,16 @@ public enum TradingRules {
                   let share = order.quantity == nil ? cost
                       : try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
             else { return stop("the fill's cost is beyond what an account can hold") }
-            let release = completes ? order.reservedCash : Cash.min(order.reservedCash, Cash.max(share, cost))
+            var release = completes ? order.reservedCash : Cash.min(order.reservedCash, Cash.max(share, cost))
+            // A limit buy keeps back what the rest can still cost at its limit, and frees the remainder: a part below
+            // the limit must not free a cent the last part at the limit then needs.
+            if !completes, order.type == .limit || order.type == .stopLimit, let limit = order.limitPrice, let quantity = order.quantity,
+               let value = try? filledValue.adding(fill.quantity, fill.price),
+               let rest = try? Money.cost(quantity: Quantity(uncheckedUnits: quantity.units - order.filledQuantity.units - fill.quantity.units), price: limit, after: value),
+               let kept = try? order.reservedCash - rest
+            {
+                release = Cash.min(order.reservedCash, Cash.max(cost, kept))
+            }
             let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
             guard let cashAfter = try? account.cash - cost, cashAfter >= reservedAfter else {
                 return stop("insufficient cash at the fill price")
