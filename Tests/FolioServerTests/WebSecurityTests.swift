@@ -649,7 +649,8 @@ struct AdminAndTwoFactorTests {
 
     @Test("ten wrong authenticator codes with the right password stop codes being taken, whatever waits pass; the owner is told; a recovery code still signs in and takes codes again", arguments: TestDatabaseKind.all)
     func secondFactorGuessingBlocked(kind: TestDatabaseKind) async throws {
-        try await withTestApp(kind) { client, env in
+        let week: TimeInterval = 7 * 86_400
+        try await withTestApp(kind, configure: { $0.sessionIdleTimeout = week; $0.sessionMaxAge = week; $0.accessTokenLifetime = week }) { client, env in
             let tokens = try await signUp(client, env, email: "guessed2fa@example.com")
             _ = try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens))
             let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "guessed2fa@example.com").first())
@@ -675,6 +676,10 @@ struct AdminAndTwoFactorTests {
             #expect(try blocked.status == .forbidden && problem(blocked).code == "two_factor_blocked", "\(String(buffer: blocked.body))")
             #expect(try await env.outbox(kind: "account_locked").contains { $0.body.contains("paused until you reset your password") })
             #expect(env.logs.lines.contains { $0.contains("second_factor_blocked") })
+            // A session and the password cannot guess on through the routes that change the second factor.
+            env.clock.advance(by: 3_600)
+            let disable = try await post(client, "/api/auth/2fa/disable", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens))
+            #expect(try disable.status == .unprocessableContent && problem(disable).errors?.first?.code == "blocked", "\(String(buffer: disable.body))")
             // The owner, with a recovery code, gets in (once this address's pause is over); codes are taken again.
             env.clock.advance(by: 3_600)
             let recovered = try await signIn(["recovery_code": recovery[0]])

@@ -45,10 +45,13 @@ enum SecondFactorRefusal: Equatable, Sendable {
     case wrongRecoveryCode
     /// Neither a code nor a recovery code was given.
     case missing
+    /// Too many wrong authenticator codes came with the right password: codes are not taken (a recovery code is).
+    case blocked
 
     var message: String {
         switch self {
         case .missing: "Enter a code from your authenticator app, or a recovery code."
+        case .blocked: "Too many wrong authenticator codes were sent with this password, so codes are no longer taken: reset your password, or use a recovery code."
         case .wrongCode: "The code from the authenticator app is wrong."
         case .codeAlreadyUsed: "That code was already used; enter the next one the authenticator app shows."
         case .wrongRecoveryCode: "The recovery code is wrong or was already used."
@@ -57,7 +60,9 @@ enum SecondFactorRefusal: Equatable, Sendable {
 
     /// As a refused field of a form that asks for the password and a code.
     var issue: FieldIssue {
-        FieldIssue(field: self == .wrongRecoveryCode ? "recovery_code" : "totp_code", code: self == .missing ? "required" : "invalid_code", message: message)
+        FieldIssue(
+            field: self == .wrongRecoveryCode ? "recovery_code" : "totp_code",
+            code: self == .missing ? "required" : self == .blocked ? "blocked" : "invalid_code", message: message)
     }
 }
 

@@ -263,18 +263,13 @@ struct IdentityStore: Sendable {
         try await (db as! any SQLDatabase).raw("DELETE FROM sign_in_failures WHERE user_id = \(bind: userID)").run()
     }
 
-    /// Wrong authenticator codes sent with the right password, counted under a
-    /// client key no address has: no wait resets it, only a code that works, a
-    /// recovery code, or a new password.
+    /// Authenticator codes sent with the right password, counted before each is
+    /// checked, under a client key no address has: no wait resets it, only a
+    /// code that works, a recovery code, or a new password (or 30 days with no
+    /// code sent at all: each one, even refused, renews the row for retention).
     static let secondFactorClient = "second-factor"
 
-    func secondFactorFailures(userID: UUID, on db: any Database) async throws -> Int {
-        try await (db as! any SQLDatabase).raw("""
-            SELECT failures FROM sign_in_failures WHERE user_id = \(bind: userID) AND client = \(bind: Self.secondFactorClient)
-            """).first()?.decode(column: "failures", as: Int.self) ?? 0
-    }
-
-    /// Counts one more wrong code; the count now.
+    /// Counts one more code sent (before it is checked); the count now.
     func countSecondFactorFailure(userID: UUID, now: Date, on db: any Database) async throws -> Int {
         try await (db as! any SQLDatabase).raw("""
             INSERT INTO sign_in_failures (user_id, client, failures, locked_until, succeeded_at, updated_at)
@@ -282,6 +277,14 @@ struct IdentityStore: Sendable {
             ON CONFLICT (user_id, client) DO UPDATE SET failures = sign_in_failures.failures + 1, updated_at = \(bind: now)
             RETURNING failures
             """).first()?.decode(column: "failures", as: Int.self) ?? 1
+    }
+
+    /// Takes back one counted code (it turned out to be no guess).
+    func takeBackSecondFactorFailure(userID: UUID, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw("""
+            UPDATE sign_in_failures SET failures = failures - 1
+            WHERE user_id = \(bind: userID) AND client = \(bind: Self.secondFactorClient) AND failures > 0
+            """).run()
     }
 
     func clearSecondFactorFailures(userID: UUID, on db: any Database) async throws {

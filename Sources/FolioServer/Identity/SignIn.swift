@@ -41,23 +41,10 @@ extension IdentityServices {
             if user.hasTwoFactor {
                 // Not an attempt yet: taken back, not cleared (a success would reset the count between code guesses).
                 if totpCode == nil && recoveryCode == nil { return .incomplete(IdentityError.twoFactorRequired) }
-                // Whoever sends codes here knows the password. The throttle's waits pass; this count does not, so
-                // six digits cannot be guessed at leisure from many addresses. A recovery code is too long to guess.
-                let blocked = try await store.secondFactorFailures(userID: user.id!, on: db) >= Self.secondFactorFailureLimit
-                if blocked, recoveryCode == nil { return .failed(reason: "second_factor_blocked", IdentityError.secondFactorBlocked) }
-                if let refused = try await checkSecondFactor(
-                    user: user, totpCode: blocked ? nil : totpCode, recoveryCode: recoveryCode, origin: origin, on: db)
-                {
-                    // A code sent again is the owner's own (a double submit), not a guess.
-                    if refused != .codeAlreadyUsed,
-                       try await store.countSecondFactorFailure(userID: user.id!, now: clock.now(), on: db) == Self.secondFactorFailureLimit
-                    {
-                        await security.record("second_factor_blocked", userID: user.id, origin: origin, audited: true)
-                        try await noticeLockout(user, seconds: 0, secondFactorFailed: true, paused: Self.secondFactorPause)
-                    }
+                if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, on: db) {
+                    if refused == .blocked { return .failed(reason: "second_factor_blocked", IdentityError.secondFactorBlocked) }
                     return .failed(reason: "wrong_second_factor", IdentityError.wrongSecondFactor(refused))
                 }
-                try await store.clearSecondFactorFailures(userID: user.id!, on: db)
             }
             return .passed
         }
@@ -177,7 +164,7 @@ extension IdentityServices {
     /// knows an address can cause lockouts, and must not flood it with mail.
     /// `paused`: for how long, when it is not a number of seconds (codes blocked
     /// until a reset: always told, since only someone with the password can cause it).
-    private func noticeLockout(_ user: User, seconds: Int, secondFactorFailed: Bool, paused: String? = nil) async throws {
+    func noticeLockout(_ user: User, seconds: Int, secondFactorFailed: Bool, paused: String? = nil) async throws {
         let since = clock.now().addingTimeInterval(-86_400), notifications = self.notifications
         let minutes = max(1, (seconds + 59) / 60)
         var values = [

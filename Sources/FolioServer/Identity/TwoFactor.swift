@@ -155,12 +155,34 @@ extension IdentityServices {
         user: User, totpCode: String?, recoveryCode: String?, origin: RequestOrigin, mailSpent: Bool = true, on db: any Database
     ) async throws -> SecondFactorRefusal? {
         if totpCode == nil && recoveryCode == nil { return .missing }
+        var totpCode = totpCode
+        // Whoever sends a code here knows the password. Each code is counted before it is checked (so parallel
+        // guesses cannot all slip under the limit) and the count outlives the throttle's pauses: past
+        // `secondFactorFailureLimit` wrong codes, codes are not taken until a working one, a recovery code or a
+        // new password clears it. A recovery code is too long to guess: it is still taken.
+        var counted = 0
+        if totpCode != nil {
+            counted = try await store.countSecondFactorFailure(userID: user.id!, now: clock.now(), on: db)
+            if counted > Self.secondFactorFailureLimit {
+                guard recoveryCode != nil else { return .blocked }
+                totpCode = nil
+            }
+        }
         if let totpCode, let sealed = user.totpSecretSealed, let (secret, old) = secretBox.openReportingKey(sealed),
            let step = Self.totpStep(code: totpCode, secret: secret, at: clock.now()) {
-            guard try await store.spendTOTPStep(userID: user.id!, step: step, on: db) else { return .codeAlreadyUsed }
+            guard try await store.spendTOTPStep(userID: user.id!, step: step, on: db) else {
+                // A code sent again within its step is the owner's double submit, not a guess.
+                try await store.takeBackSecondFactorFailure(userID: user.id!, on: db)
+                return .codeAlreadyUsed
+            }
+            try await store.clearSecondFactorFailures(userID: user.id!, on: db)
             // Sealed under a key that is being rotated out: seal it under the current one.
             if old { try await store.replaceTOTPSecret(userID: user.id!, old: sealed, sealed: try secretBox.seal(secret), on: db) }
             return nil
+        }
+        if counted == Self.secondFactorFailureLimit {
+            await security.record("second_factor_blocked", userID: user.id, origin: origin, audited: true)
+            try await noticeLockout(user, seconds: 0, secondFactorFailed: true, paused: Self.secondFactorPause)
         }
         guard let recoveryCode else { return .wrongCode }
         let canonical = Self.canonicalRecoveryCode(recoveryCode)
@@ -184,6 +206,7 @@ extension IdentityServices {
             }
             return true
         }
+        if spent { try await store.clearSecondFactorFailures(userID: user.id!, on: db) }
         return spent ? nil : .wrongRecoveryCode
     }
 
