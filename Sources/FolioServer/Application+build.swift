@@ -486,12 +486,12 @@ public struct FolioServices: Sendable {
         MetricsController(metrics: metrics, jobs: jobs, clock: clock, opsToken: nil, production: false, marketData: marketDataGate, backups: backups)
             .addRoutes(to: router)
         let logger = self.logger
-        return Application(
+        return Listener(setting: "METRICS_PORT", address: "127.0.0.1:\(port)", server: Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
             onServerRunning: { channel in
                 logger.info("metrics listening", metadata: ["address": "127.0.0.1", "port": .stringConvertible(channel.localAddress?.port ?? port)])
             },
-            logger: logger)
+            logger: logger))
     }
 
     /// Runs only the job worker (for `folio worker`), until SIGTERM or SIGINT.
@@ -545,7 +545,10 @@ struct DatabaseService: Service {
     let quotes: QuoteService
 
     func run() async throws {
-        try? await gracefulShutdown()
+        // Cancelled, not shut down (another service failed, a listener's port was taken): the other services
+        // stop at the same moment and may still use the database, so it is left to its owner to shut it
+        // down after the whole group has stopped (`serve` and `worker` do).
+        guard (try? await gracefulShutdown()) != nil else { return }
         await quotes.settle()  // at most 15 seconds: a vendor that does not answer does not hold shutdown
         await database.shutdown()
     }

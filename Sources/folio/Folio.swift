@@ -96,7 +96,13 @@ struct Serve: AsyncParsableCommand {
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await services.prepare()
         let application = try services.buildApplication()
-        try await application.runService()
+        do {
+            try await application.runService()
+        } catch {
+            await database.shutdown()
+            throw stopped(by: error, port: "\(configuration.host):\(configuration.port)")
+        }
+        await database.shutdown()
         logger.info("Folio stopped")
     }
 }
@@ -164,9 +170,22 @@ struct Worker: AsyncParsableCommand {
         }
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await services.prepare()
-        try await services.runWorker()
+        do {
+            try await services.runWorker()
+        } catch {
+            await database.shutdown()
+            throw stopped(by: error, port: nil)
+        }
+        await database.shutdown()
         logger.info("Folio stopped")
     }
+}
+
+/// Says on standard error why a running `serve` or `worker` stopped (a port
+/// taken, say: the server's own listener is PORT's), and exits with failure.
+func stopped(by error: any Error, port: String?) -> ExitCode {
+    FileHandle.standardError.write(Data("Folio stopped: \(ListenerFailure.reason(stopping: error, port: port))\n".utf8))
+    return ExitCode.failure
 }
 
 extension Logger {

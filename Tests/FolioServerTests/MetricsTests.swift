@@ -117,7 +117,7 @@ struct MetricsTests {
         try await withTestDatabase(.sqlite) { _, location in
             let folio = try FolioProcess()
             defer { folio.cleanUp() }
-            let port = Int.random(in: 20_000...40_000)
+            let port = try LoopbackPort.free()
             let server = try await RunningFolio.serve(folio, environment: [
                 "ENVIRONMENT": "testing", "DATABASE_URL": location.databaseURL, "SECRET_KEY": ProcessCrashTests.secretKey, "METRICS_PORT": String(port),
                 "OPS_TOKEN": Self.opsToken,
@@ -130,6 +130,31 @@ struct MetricsTests {
             #expect(main.status == 401)
             let other = try await HTTPCalls(baseURL: "http://127.0.0.1:\(port)").get("/api/accounts")
             #expect(other.status == 404, "only /metrics is on the metrics port")
+        }
+    }
+
+    @Test("METRICS_PORT or PORT taken by another process: serve and worker stop at once with a sentence naming the setting, and do not crash")
+    func portTaken() async throws {
+        try await withTestDatabase(.sqlite) { _, location in
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let taken = try LoopbackPort()
+            defer { taken.release() }
+            let environment = ["ENVIRONMENT": "testing", "DATABASE_URL": location.databaseURL, "SECRET_KEY": ProcessCrashTests.secretKey]
+            let runs: [(arguments: [String], environment: [String: String], setting: String)] = [
+                (["serve", "--port", "0"], ["METRICS_PORT": String(taken.number)], "METRICS_PORT"),
+                (["serve", "--port", String(taken.number)], [:], "PORT"),
+                (["worker"], ["METRICS_PORT": String(taken.number)], "METRICS_PORT"),
+            ]
+            for run in runs {
+                let folioRun = try RunningFolio(folio, run.arguments, environment: environment.merging(run.environment) { $1 })
+                let termination = folioRun.process.waitUntilExit()
+                folioRun.readToEnd()
+                #expect(termination == .init(status: 1, reason: .exit), "\(run.arguments): \(folioRun.stderr.lines.suffix(20))")
+                #expect(folioRun.stderr.lines.contains("Folio stopped: \(run.setting): 127.0.0.1:\(taken.number) is in use by another process; stop it or choose another port"),
+                        "\(run.arguments): \(folioRun.stderr.lines.suffix(20))")
+                #expect(!folioRun.stderr.lines.contains { $0.contains("Fatal error") || $0.contains("crashed") })
+            }
         }
     }
 
