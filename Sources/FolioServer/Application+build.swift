@@ -270,6 +270,10 @@ public struct FolioServices: Sendable {
             queue: jobs,
             handlers: [
                 .submitOrder: { batch in await orders.submit(batch) },
+                .cancelAtBroker: JobWorker.each { job in
+                    guard case .cancelAtBroker(let id) = job.payload else { return }
+                    try await orders.cancelRestAtBroker(id)
+                },
                 .snapshotPortfolios: JobWorker.each { job in
                     guard case .snapshotPortfolios(let due) = job.payload else { return }
                     try await snapshots.snapshotAll(day: TradingDay(Date(timeIntervalSince1970: TimeInterval(due))))

@@ -146,9 +146,40 @@ struct AlpacaStreamTests {
             try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
             fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
             try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            await env.worker.drain()  // the cancel at Alpaca is a job, committed with the order's end
             try await eventually("the rest canceled at Alpaca") { fake.status(clientOrderID: id) == "canceled" }
             let shown = try await status(client, tokens, id)
             #expect((shown["reject_reason"] as? String)?.hasPrefix("filled at the broker, beyond what the books can take") == true, "\(shown)")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("the cancel at Alpaca of what is left of an order the books ended outlasts an Alpaca that is down: its job is tried again until Alpaca says the order ended", arguments: TestDatabaseKind.all)
+    func restCanceledAtBrokerLater(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            let id = try await restingOrder(client, env, tokens, account)
+            _ = try await restingOrder(client, env, tokens, account, quantity: "400")
+            fake.fill(clientOrderID: id, quantity: 1, at: 59)
+            try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
+            fake.refuseCancels = true
+            fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
+            try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            func job() async throws -> (status: String, attempts: Int)? {
+                try await env.database.sql.raw("SELECT status, attempts FROM jobs WHERE kind = 'cancel_at_broker' AND order_id = \(bind: try #require(OrderID(id)))")
+                    .all().map { (try $0.decode(column: "status", as: String.self), try $0.decode(column: "attempts", as: Int.self)) }.first
+            }
+            // Alpaca is down: the job fails, stays queued for a later try, and the rest is still open there.
+            await env.worker.drain()
+            let failed = try await job()
+            #expect(failed?.status == "queued" && failed?.attempts == 1, "\(String(describing: failed))")
+            #expect(fake.status(clientOrderID: id) == "partially_filled")
+            // Back up: once the back-off has passed, the next try cancels it, and the job is done.
+            fake.refuseCancels = false
+            env.clock.advance(by: 60)
+            await env.worker.drain()
+            #expect(fake.status(clientOrderID: id) == "canceled")
+            #expect(try await job()?.status == "done")
+            #expect(env.logs.lines.contains { $0.contains("the rest of an order ended here is canceled at its broker") && $0.contains(id) })
             try await env.expectConsistent()
         }
     }

@@ -7,6 +7,9 @@ import Foundation
 enum JobPayload: Sendable, Equatable {
     /// Send a `new` order to the broker and apply the broker's answer.
     case submitOrder(OrderID)
+    /// Cancel at its broker what is left of an order the books ended (a part the broker filled that they could
+    /// not take); asked again, with back-off, until the broker says the order has ended there.
+    case cancelAtBroker(OrderID)
     /// Take the close snapshot of every account for the day of `due` (Unix seconds).
     case snapshotPortfolios(due: Int64)
     /// Write every audit chain's head to the log (a copy outside the database).
@@ -40,6 +43,7 @@ enum JobPayload: Sendable, Equatable {
 
     enum Kind: String, Sendable, CaseIterable {
         case submitOrder = "submit_order"
+        case cancelAtBroker = "cancel_at_broker"
         case snapshotPortfolios = "snapshot_portfolios"
         case logAuditHeads = "log_audit_heads"
         case advanceRebalance = "advance_rebalance"
@@ -62,6 +66,7 @@ enum JobPayload: Sendable, Equatable {
     var kind: Kind {
         switch self {
         case .submitOrder: .submitOrder
+        case .cancelAtBroker: .cancelAtBroker
         case .snapshotPortfolios: .snapshotPortfolios
         case .logAuditHeads: .logAuditHeads
         case .advanceRebalance: .advanceRebalance
@@ -81,15 +86,17 @@ enum JobPayload: Sendable, Equatable {
     }
 
     var orderID: OrderID? {
-        if case .submitOrder(let id) = self { return id }
-        return nil
+        switch self {
+        case .submitOrder(let id), .cancelAtBroker(let id): id
+        default: nil
+        }
     }
 
     /// The payload column's JSON.
     var json: String {
         var fields: [String: String] = ["v": String(Self.version)]
         switch self {
-        case .submitOrder(let id): fields["order_id"] = id.description
+        case .submitOrder(let id), .cancelAtBroker(let id): fields["order_id"] = id.description
         case .snapshotPortfolios(let due), .driftDigest(let due): fields["due"] = String(due)
         case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar, .syncAllPlaidItems, .runRetention, .backup, .accessReview: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
@@ -113,9 +120,9 @@ enum JobPayload: Sendable, Equatable {
         let version = fields["v"].flatMap(Int.init) ?? 1
         guard version == Self.version else { throw Unreadable(description: "\(kind.rawValue) payload version \(version) is newer than this build") }
         switch kind {
-        case .submitOrder:
-            guard let id = orderID ?? fields["order_id"].flatMap({ OrderID($0) }) else { throw Unreadable(description: "submit_order without an order") }
-            self = .submitOrder(id)
+        case .submitOrder, .cancelAtBroker:
+            guard let id = orderID ?? fields["order_id"].flatMap({ OrderID($0) }) else { throw Unreadable(description: "\(kind.rawValue) without an order") }
+            self = kind == .submitOrder ? .submitOrder(id) : .cancelAtBroker(id)
         case .snapshotPortfolios:
             guard let due = fields["due"].flatMap(Int64.init) else { throw Unreadable(description: "snapshot_portfolios without a due time") }
             self = .snapshotPortfolios(due: due)

@@ -314,7 +314,7 @@ struct OrderService: Sendable {
     /// one statement, so a batch costs the same handful of round trips
     /// however many accounts it touches, and holds their locks that briefly.
     private func applyTogether(_ groups: [AccountID: [Report]]) async throws {
-        let now = ledger.now(), ids = self.ids, ledger = self.ledger
+        let now = ledger.now(), ids = self.ids, ledger = self.ledger, jobs = self.jobs
         let reports = groups.values.flatMap { $0 }
         let need = Ledger.Need(orders: reports.map(\.order.id), brokerFills: reports.flatMap(\.report.fills).map(\.id))
         let committed = try await database.transaction { db in
@@ -325,27 +325,46 @@ struct OrderService: Sendable {
                         report.report, to: report.order.id, heldAtBroker: opened[index].ordersHeldAtBroker, ids: ids, now: now)
                 }
             }
+            // What is left at the broker of an order the books ended is canceled there by a job committed with
+            // the end: left open, it would go on buying with cash the books now show as free, and its later
+            // fills would be ignored here. A job, so a broker or network that fails now does not leave it open.
+            let beyond = opened.flatMap { Self.endedBeyondTheBooks($0.books) }
+            // Thirty tries, the later ones ten minutes apart: an Alpaca outage of some three and a half hours.
+            if !beyond.isEmpty { try await jobs.enqueue(beyond.map { .cancelAtBroker($0.order) }, maxAttempts: 30, on: db) }
             try await ledger.commit(opened, context: .none, on: db)
             return opened
         }
         // A fill the broker made that the books could not take: the order ended here, and an operator should know.
-        // What is left of it at the broker is canceled there too: left open, it would go on buying with cash
-        // the books now show as free, and its later fills would be ignored here.
         for opened in committed {
-            for note in opened.books.postings.flatMap(\.events) where note.action == "order.broker_fill_not_recorded" {
+            for ended in Self.endedBeyondTheBooks(opened.books) {
                 logger.error(
-                    "the broker filled an order beyond what the books can take: the order was ended here and the fill left to reconciliation (docs/OPERATIONS.md)",
-                    metadata: ["order_id": .string(note.subjectID), "reason": .string(note.details["reason"] ?? "")])
-                guard let id = OrderID(note.subjectID), let order = opened.books.orders[id] else { continue }
-                do {
-                    _ = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
-                } catch {
-                    logger.warning(
-                        "the rest of an order ended here could not be canceled at its broker; reconciliation will show what it does",
-                        metadata: ["order_id": .string(note.subjectID), "error": "\(error)"])
-                }
+                    "the broker filled an order beyond what the books can take: the order was ended here, the rest is canceled at the broker and the fill left to reconciliation (docs/OPERATIONS.md)",
+                    metadata: ["order_id": "\(ended.order)", "reason": .string(ended.reason)])
             }
         }
+    }
+
+    struct StillOpenAtBroker: Error, CustomStringConvertible {
+        var description: String { "the order is still open at its broker (a cancel it has yet to confirm): asked again" }
+    }
+
+    /// The orders these postings ended for a fill the broker made that the books could not take.
+    private static func endedBeyondTheBooks(_ books: Books) -> [(order: OrderID, reason: String)] {
+        books.postings.flatMap(\.events).compactMap { note in
+            guard note.action == "order.broker_fill_not_recorded", let id = OrderID(note.subjectID) else { return nil }
+            return (id, note.details["reason"] ?? "")
+        }
+    }
+
+    /// The `cancel_at_broker` job: asks the order's broker to cancel what is left of it. Done once the broker
+    /// says the order has ended there; while it is still open there (a cancel Alpaca has yet to confirm), or the
+    /// broker cannot be reached, the job fails and is tried again with back-off. What it filled meanwhile is
+    /// not applied (the order ended here): reconciliation brings the account to the broker's.
+    func cancelRestAtBroker(_ id: OrderID) async throws {
+        guard let order = try await store.orders([id], on: database.sql).first else { return }
+        let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
+        guard answer.isEnd else { throw StillOpenAtBroker() }
+        logger.info("the rest of an order ended here is canceled at its broker", metadata: ["order_id": "\(id)"])
     }
 
     /// Applies one report about one order (tests, and the cancel path).

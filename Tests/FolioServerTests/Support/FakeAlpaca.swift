@@ -69,6 +69,8 @@ final class FakeAlpaca: Sendable {
         var refuseBuyingPower = false
         /// A DELETE leaves the order `pending_cancel` until `confirmCancels`.
         var slowCancels = false
+        /// A DELETE is answered 503, as by an Alpaca that is down, until this is set back.
+        var refuseCancels = false
         /// Positions held, by symbol.
         var positions: [String: Quantity] = [:]
         /// `cash` as written in the account, when a test wants text a `Cash` cannot hold.
@@ -183,6 +185,12 @@ final class FakeAlpaca: Sendable {
                 Self.publish(&state, event: "canceled", orderID: id)
             }
         }
+    }
+
+    /// While set, every cancel (DELETE of an order) is answered 503.
+    var refuseCancels: Bool {
+        get { state.withLockedValue { $0.refuseCancels } }
+        set { state.withLockedValue { $0.refuseCancels = newValue } }
     }
 
     /// The status Alpaca holds for the order Folio placed under `clientOrderID`.
@@ -449,6 +457,7 @@ final class FakeAlpaca: Sendable {
         case (.delete, _) where path.hasPrefix("/v2/orders/"):
             let id = String(path.dropFirst("/v2/orders/".count))
             return state.withLockedValue { state in
+                if state.refuseCancels { return Self.json(#"{"code":50300000,"message":"service unavailable"}"#, status: .serviceUnavailable) }
                 guard var order = state.orders[id] else { return Self.json(#"{"code":40410000,"message":"order not found"}"#, status: .notFound) }
                 guard ["accepted", "new", "partially_filled", "done_for_day"].contains(order.status) else {
                     return Self.json(#"{"code":42210000,"message":"order is not cancelable"}"#, status: .unprocessableContent)
