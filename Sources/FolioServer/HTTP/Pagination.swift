@@ -34,24 +34,22 @@ enum Pagination {
         return id
     }
 
-    /// Rows after the cursor row in `ORDER BY time DESC, id DESC`, as a
-    /// condition for hand-written SQL. With `owner`, the cursor row must
-    /// belong to that user, so a cursor made from someone else's id reveals nothing.
-    static func after(_ id: UUID, table: String, timeColumn: String, owner: UserID) -> SQLQueryString {
-        let anchor: SQLQueryString = "(SELECT \(ident: timeColumn) FROM \(ident: table) WHERE id = \(bind: id) AND user_id = \(bind: owner))"
-        return "(\(ident: timeColumn) < \(anchor) OR (\(ident: timeColumn) = \(anchor) AND id < \(bind: id)))"
-    }
-
-    /// Rows after the cursor row in `ORDER BY time, id` (ascending) or its reverse.
+    /// Rows after the cursor row in `ORDER BY time DESC, id DESC` (or, not
+    /// `descending`, `ORDER BY time, id`), as a condition for hand-written
+    /// SQL. The cursor row's time is read from the table, not bound back from
+    /// a `Date`, which can differ from the stored value in its last digits.
     /// With `owner`, the cursor row must belong to that user, so a cursor made
     /// from someone else's id reveals nothing.
-    static func after(_ id: UUID, table: String, timeColumn: String, descending: Bool, owner: UUID? = nil) -> DatabaseQuery.Filter {
+    static func after(_ id: UUID, table: String, timeColumn: String, descending: Bool = true, owner: UUID? = nil) -> SQLQueryString {
         let comparison = descending ? "<" : ">"
         let ownerCondition: SQLQueryString = owner.map { " AND \(ident: "user_id") = \(bind: $0)" } ?? ""
         let anchor: SQLQueryString = "(SELECT \(ident: timeColumn) FROM \(ident: table) WHERE \(ident: "id") = \(bind: id)\(ownerCondition))"
-        return .sql(embed: """
-            (\(ident: timeColumn) \(unsafeRaw: comparison) \(anchor) OR (\(ident: timeColumn) = \(anchor) AND \(ident: "id") \(unsafeRaw: comparison) \(bind: id)))
-            """)
+        return "(\(ident: timeColumn) \(unsafeRaw: comparison) \(anchor) OR (\(ident: timeColumn) = \(anchor) AND \(ident: "id") \(unsafeRaw: comparison) \(bind: id)))"
+    }
+
+    /// The same, as a Fluent filter.
+    static func after(_ id: UUID, table: String, timeColumn: String, descending: Bool, owner: UUID? = nil) -> DatabaseQuery.Filter {
+        .sql(embed: after(id, table: table, timeColumn: timeColumn, descending: descending, owner: owner))
     }
 }
 

@@ -110,7 +110,7 @@ struct NotificationStore: Sendable {
 
     /// Newest first, after the cursor row.
     func page(of userID: UUID, after cursor: UUID?, unreadOnly: Bool, limit: Int) async throws -> [Row] {
-        let after: SQLQueryString = cursor.map { " AND " + Pagination.after($0, table: "notifications", timeColumn: "created_at", owner: UserID(userID)) } ?? ""
+        let after: SQLQueryString = cursor.map { " AND " + Pagination.after($0, table: "notifications", timeColumn: "created_at", owner: userID) } ?? ""
         let unread: SQLQueryString = unreadOnly ? " AND read_at IS NULL" : ""
         return try await database.sql.raw("""
             SELECT id, kind, category, title, body, data, created_at, read_at FROM notifications

@@ -335,9 +335,8 @@ struct TradingStore: Sendable {
     func restingOrders(pageSize: Int = 1000) async throws -> [OrderState] {
         var all: [OrderState] = []
         while true {
-            let after: SQLQueryString = all.last.map { last in
-                let anchor: SQLQueryString = "(SELECT created_at FROM orders WHERE id = \(bind: last.id))"
-                return " AND (created_at > " + anchor + " OR (created_at = " + anchor + " AND id > \(bind: last.id)))"
+            let after: SQLQueryString = all.last.map {
+                " AND " + Pagination.after($0.id.uuid, table: "orders", timeColumn: "created_at", descending: false)
             } ?? ""
             let page = try await database.sql.raw("""
                 SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE status IN ('accepted', 'partially_filled')\(after)
@@ -414,7 +413,7 @@ struct TradingStore: Sendable {
         if let status = filter.status { query = query + " AND " + status.condition }
         if let symbol = filter.symbol { query = query + " AND symbol = \(bind: symbol)" }
         if let accountID = filter.accountID { query = query + " AND account_id = \(bind: accountID)" }
-        if let cursor { query = query + " AND " + Pagination.after(cursor, table: "orders", timeColumn: "created_at", owner: userID) }
+        if let cursor { query = query + " AND " + Pagination.after(cursor, table: "orders", timeColumn: "created_at", owner: userID.uuid) }
         return try await database.sql.raw(query + " ORDER BY created_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.order)
     }
 
@@ -549,7 +548,7 @@ struct TradingStore: Sendable {
         if let kind = filter.kind { query = query + " AND type = \(bind: kind.rawValue)" }
         if let from = filter.from { query = query + " AND occurred_at >= \(bind: from)" }
         if let to = filter.to { query = query + " AND occurred_at < \(bind: to)" }
-        if let cursor { query = query + " AND " + Pagination.after(cursor, table: "transactions", timeColumn: "occurred_at", owner: userID) }
+        if let cursor { query = query + " AND " + Pagination.after(cursor, table: "transactions", timeColumn: "occurred_at", owner: userID.uuid) }
         return try await database.sql.raw(query + " ORDER BY occurred_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.entry)
     }
 
