@@ -169,6 +169,23 @@ struct IdentityTests {
         }
     }
 
+    @Test("an address is a dot-atom at a host name: tags, other scripts and long domains pass; address literals, quoted parts, controls and bare IPs do not")
+    func plausibleAddresses() async throws {
+        for good in ["jane@example.com", "a+b@example.com", "o'brien@mail.example.co.uk", "x_y-z@sub-domain.example.io", "josé@exämple.de", "用户@例子.中国", "1@2.xn--p1ai"] {
+            #expect(IdentityServices.isPlausibleEmail(good), "\(good)")
+        }
+        for bad in ["x@[127.0.0.1]", "x@127.0.0.1", "\"a b\"@example.com", "a..b@example.com", ".a@example.com", "a.@example.com", "a@-example.com",
+                    "a@example-.com", "a@example..com", "a@example", "a(comment)@example.com", "a@b@example.com", "ann@example.com\u{0}x",
+                    "a\u{202E}b@example.com", "<a@example.com>", "a b@example.com", String(repeating: "a", count: 65) + "@example.com"] {
+            #expect(!IdentityServices.isPlausibleEmail(bad), "\(bad.debugDescription)")
+        }
+        try await withTestApp(.sqlite) { client, _ in
+            let literal = try await post(client, "/api/auth/register", ["email": "x@[127.0.0.1]", "password": "a long enough passphrase 7"])
+            #expect(literal.status == .unprocessableContent)
+            #expect(try problem(literal).errors?.first?.field == "email")
+        }
+    }
+
     @Test("the common-password list ships with at least 10,000 entries")
     func commonPasswordList() {
         #expect(PasswordPolicy.standard.commonPasswords.count >= 10_000)

@@ -62,12 +62,37 @@ struct IdentityServices: Sendable {
         email.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
     }
 
+    /// An address mail can be delivered to as written: a dot-atom before the
+    /// `@` (letters, digits and ``!#$%&'*+-/=?^_`{|}~``, dots between them) and
+    /// a host name after it (labels of letters, digits and inner hyphens, the
+    /// last not all digits). Quoted local parts, comments and address literals
+    /// such as `x@[127.0.0.1]` or `x@127.0.0.1` are refused: no mailbox people
+    /// use needs them, and each is a way round a check made on the domain.
     static func isPlausibleEmail(_ email: String) -> Bool {
+        guard (3...254).contains(email.utf8.count) else { return false }
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
-        guard parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."), !parts[1].hasSuffix("."),
-              (3...254).contains(email.utf8.count)
+        guard parts.count == 2, parts[0].utf8.count <= 64 else { return false }
+        let local = parts[0].split(separator: ".", omittingEmptySubsequences: false)
+        let labels = parts[1].split(separator: ".", omittingEmptySubsequences: false)
+        guard local.allSatisfy({ !$0.isEmpty && $0.unicodeScalars.allSatisfy(isAtomScalar) }),
+              labels.count >= 2, labels.allSatisfy(isHostLabel), !labels.last!.allSatisfy(\.isNumber)
         else { return false }
-        return !email.contains(where: { $0.isWhitespace || $0.isNewline })
+        return true
+    }
+
+    private static func isAtomScalar(_ scalar: Unicode.Scalar) -> Bool {
+        isLetterOrDigit(scalar) || "!#$%&'*+-/=?^_`{|}~".unicodeScalars.contains(scalar)
+    }
+
+    private static func isHostLabel(_ label: Substring) -> Bool {
+        (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+            && label.unicodeScalars.allSatisfy { isLetterOrDigit($0) || $0 == "-" }
+    }
+
+    /// ASCII letters and digits, and the letters and digits of other scripts (internationalized addresses).
+    private static func isLetterOrDigit(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.isASCII ? (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar))
+            : scalar.properties.isAlphabetic || scalar.properties.numericType == .decimal
     }
 
     func findUser(email: String, on db: any Database) async throws -> User? {
