@@ -49,28 +49,28 @@ struct FolioProcess {
             input: input ? .pipe : .null, output: .pipe, error: .pipe)
     }
 
-    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        try finish(start(arguments, environment: environment))
+    func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> Result {
+        try await finish(start(arguments, environment: environment))
     }
 
-    /// Reads both of the process's outputs to their ends and waits for its exit.
-    func finish(_ process: ChildProcess) -> Result {
+    /// Reads both of the process's outputs to their ends and waits for its exit,
+    /// without holding a thread (the fakes it talks to run on the same few).
+    func finish(_ process: ChildProcess) async -> Result {
         let stdout = OutputLines(), stderr = OutputLines()
         stdout.attach(process.standardOutput!)
         stderr.attach(process.standardError!)
-        let status = process.waitUntilExit().status
-        let result = Result(status: status, stdout: stdout.untilEnd(), stderr: stderr.untilEnd())
-        return result
+        let status = await process.exited().status
+        return Result(status: status, stdout: await stdout.text(), stderr: await stderr.text())
     }
 }
 
 @Suite("folio commands", .serialized)
 struct CommandTests {
     @Test("production with no settings exits non-zero naming SECRET_KEY, ALLOWED_ORIGINS and the database")
-    func productionRefuses() throws {
+    func productionRefuses() async throws {
         let folio = try FolioProcess()
         defer { folio.cleanUp() }
-        let result = try folio.run(["serve"], environment: ["ENVIRONMENT": "production"])
+        let result = try await folio.run(["serve"], environment: ["ENVIRONMENT": "production"])
         #expect(result.status == 78)
         #expect(result.stderr.contains("SECRET_KEY is not set"))
         #expect(result.stderr.contains("ALLOWED_ORIGINS is empty"))
@@ -80,10 +80,10 @@ struct CommandTests {
     }
 
     @Test("a 16-byte production key is named with its length")
-    func productionShortKey() throws {
+    func productionShortKey() async throws {
         let folio = try FolioProcess()
         defer { folio.cleanUp() }
-        let result = try folio.run(["serve", "--env", "production"], environment: ["SECRET_KEY": "0123456789abcdef"])
+        let result = try await folio.run(["serve", "--env", "production"], environment: ["SECRET_KEY": "0123456789abcdef"])
         #expect(result.status == 78)
         #expect(result.stderr.contains("SECRET_KEY is 16 bytes; it must be at least 32 bytes"))
     }
@@ -94,7 +94,7 @@ struct CommandTests {
             guard case .postgres(let url) = location else { return }
             let folio = try FolioProcess()
             defer { folio.cleanUp() }
-            let result = try folio.run(["serve", "--port", "0"], environment: [
+            let result = try await folio.run(["serve", "--port", "0"], environment: [
                 "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "SECRET_KEY": "3f9c2b7e8a1d4c6f0b5e9a2d7c4f1e8b6a3d0c9f5e2b8a7d4c1f6e3b0a9d5c2e",
                 "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": url, "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated",
             ])
@@ -115,16 +115,16 @@ struct CommandTests {
             func lines(_ prefix: String, _ names: [String], suffix: String = "") -> String {
                 names.map { "\(prefix)\($0)\(suffix)\n" }.joined()
             }
-            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
-            #expect(try folio.run(["migrate"], environment: environment).stdout == lines("applied  ", names))
-            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == lines("applied  ", names, suffix: "  (batch 1)"))
-            #expect(try folio.run(["migrate"], environment: environment).stdout == "No pending migrations.\n")
-            #expect(try folio.run(["migrate", "--revert"], environment: environment).stdout == lines("reverted ", names.reversed()))
-            #expect(try folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
+            #expect(try await folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
+            #expect(try await folio.run(["migrate"], environment: environment).stdout == lines("applied  ", names))
+            #expect(try await folio.run(["migrate", "--list"], environment: environment).stdout == lines("applied  ", names, suffix: "  (batch 1)"))
+            #expect(try await folio.run(["migrate"], environment: environment).stdout == "No pending migrations.\n")
+            #expect(try await folio.run(["migrate", "--revert"], environment: environment).stdout == lines("reverted ", names.reversed()))
+            #expect(try await folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
             // A database that is not there: what PostgreSQL said, in a line, not PostgresNIO's generic text.
             if kind == .postgres, let slash = url.range(of: "/", options: .backwards) {
                 let base = url[..<slash.lowerBound]
-                let missing = try folio.run(["migrate"], environment: ["DATABASE_URL": base + "/folio_not_there?sslmode=disable"])
+                let missing = try await folio.run(["migrate"], environment: ["DATABASE_URL": base + "/folio_not_there?sslmode=disable"])
                 #expect(missing.status == 1)
                 #expect(missing.stderr.contains(#"migrate failed: PostgreSQL says: database "folio_not_there" does not exist [SQLSTATE 3D000]"#), "\(missing.stderr)")
             }
@@ -137,25 +137,25 @@ struct CommandTests {
             let folio = try FolioProcess()
             defer { folio.cleanUp() }
             let environment = ["DATABASE_URL": location.databaseURL, "BACKUP_ENCRYPTION_KEY": String(repeating: "k7", count: 24)]
-            let taken = try folio.run(["backup", "--output", folio.directory.appendingPathComponent("backups").path], environment: environment)
+            let taken = try await folio.run(["backup", "--output", folio.directory.appendingPathComponent("backups").path], environment: environment)
             #expect(taken.status == 0, "\(taken.stderr)")
             let path = try #require(taken.stdout.split(separator: "\n").last { $0.hasPrefix("backup written to ") }?
                 .dropFirst("backup written to ".count).split(separator: " ").first.map(String.init))
             #expect(FileManager.default.fileExists(atPath: path + "/" + (kind == .sqlite ? "database.sqlite.enc" : "database.dump.enc")))
             // An --output that is a file is said so in one line, not in Foundation's words.
-            let intoFile = try folio.run(["backup", "--output", path + "/manifest.json"], environment: environment)
+            let intoFile = try await folio.run(["backup", "--output", path + "/manifest.json"], environment: environment)
             #expect(intoFile.status == 1 && intoFile.stderr == "error: \(path)/manifest.json is a file; backups are written into a directory\n", "\(intoFile.stderr)")
 
-            let verified = try folio.run(["backup", "verify", path], environment: environment)
+            let verified = try await folio.run(["backup", "verify", path], environment: environment)
             #expect(verified.status == 0, "\(verified.stdout) \(verified.stderr)")
             #expect(verified.stdout.contains("every manifest figure matches"))
 
-            let refused = try folio.run(["restore", path, "--into", location.databaseURL], environment: environment)
+            let refused = try await folio.run(["restore", path, "--into", location.databaseURL], environment: environment)
             #expect(refused.status == 1)
             #expect(refused.stderr.contains("not empty"))
             try await withTestDatabase(kind, migrated: false) { target, empty in
                 await target.shutdown()
-                let restored = try folio.run(["restore", path, "--into", empty.databaseURL], environment: environment)
+                let restored = try await folio.run(["restore", path, "--into", empty.databaseURL], environment: environment)
                 #expect(restored.status == 0, "\(restored.stdout) \(restored.stderr)")
                 #expect(restored.stdout.contains("its ledger and audit trail verify"))
             }
@@ -172,44 +172,44 @@ struct CommandTests {
             let process = try folio.start(["users", "create-admin", "Root@Example.com"], environment: environment, input: true)
             process.standardInput!.write(Data("correct horse battery staple\n".utf8))
             try process.standardInput!.close()
-            let created = folio.finish(process)
+            let created = await folio.finish(process)
             #expect(created.status == 0)
             #expect(created.stdout.hasPrefix("created administrator root@example.com"))
-            #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
+            #expect(try await folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
 
-            let balanced = try folio.run(["ledger", "verify"], environment: environment)
+            let balanced = try await folio.run(["ledger", "verify"], environment: environment)
             #expect(balanced.status == 0)
             #expect(balanced.stdout == "checked 1 account(s): the ledger balances\n")
             // Dividends and fees posted by an operator keep the books balanced.
             let store = TradingStore(database: database)
             let accountID = try #require(try await store.allAccounts(on: database.sql).first?.id.description)
             // A dividend names a symbol the account holds or held (its holding row stays when sold out).
-            let unnamed = try folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34"], environment: environment)
+            let unnamed = try await folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34"], environment: environment)
             #expect(unnamed.status == 1)
             #expect(unnamed.stderr.contains("a dividend needs the symbol"))
-            let neverHeld = try folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34", "--symbol", "aapl"], environment: environment)
+            let neverHeld = try await folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34", "--symbol", "aapl"], environment: environment)
             #expect(neverHeld.status == 1)
             #expect(neverHeld.stderr.contains("the account never held AAPL"))
             try await database.sql.raw("""
                 INSERT INTO holdings (id, account_id, user_id, symbol, quantity, reserved_quantity, cost_basis, created_at, updated_at)
                 SELECT \(bind: UUID()), id, user_id, 'AAPL', 0, 0, 0, created_at, created_at FROM accounts
                 """).run()
-            let dividend = try folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34", "--symbol", "aapl"], environment: environment)
+            let dividend = try await folio.run(["ledger", "post", accountID, "--type", "dividend", "--amount", "12.34", "--symbol", "aapl"], environment: environment)
             #expect(dividend.status == 0)
             #expect(dividend.stdout.contains("posted dividend 12.34"))
-            let fee = try folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "2.30"], environment: environment)
+            let fee = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "2.30"], environment: environment)
             #expect(fee.stdout.hasSuffix("cash now \(try #require(try await store.allAccounts(on: database.sql).first).cash)\n"))
-            let tooMuch = try folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "999999999"], environment: environment)
+            let tooMuch = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "999999999"], environment: environment)
             #expect(tooMuch.status == 1)
             #expect(tooMuch.stderr.contains("exceeds the account's available cash"))
             let rows = try await store.entries(of: try #require(AccountID(accountID)), on: database.sql).map(\.line).filter { $0.kind == .dividend || $0.kind == .fee }
             #expect(rows.map(\.amount.description).sorted() == ["-2.30", "12.34"])
             #expect(rows.first { $0.kind == .dividend }?.symbol == "AAPL")
-            #expect(try folio.run(["ledger", "verify"], environment: environment).status == 0)
-            #expect(try folio.run(["audit", "verify"], environment: environment).status == 0)
+            #expect(try await folio.run(["ledger", "verify"], environment: environment).status == 0)
+            #expect(try await folio.run(["audit", "verify"], environment: environment).status == 0)
 
             try await database.sql.raw("UPDATE accounts SET cash = '5'").run()
-            let broken = try folio.run(["ledger", "verify"], environment: environment)
+            let broken = try await folio.run(["ledger", "verify"], environment: environment)
             #expect(broken.status == 1)
             #expect(broken.stdout.contains("DIFFERENCE account"))
 
@@ -217,47 +217,47 @@ struct CommandTests {
             let second = try folio.start(["users", "create-admin", "second@example.com"], environment: environment, input: true)
             second.standardInput!.write(Data("correct horse battery staple\n".utf8))
             try second.standardInput!.close()
-            #expect(folio.finish(second).status == 0)
+            #expect(await folio.finish(second).status == 0)
 
             // set-role: the new role shows, and the user's sessions end so it applies at once.
-            #expect(try folio.run(["users", "set-role", "root@example.com", "superuser"], environment: environment).status != 0)
-            let demoted = try folio.run(["users", "set-role", "Root@Example.com", "user"], environment: environment)
+            #expect(try await folio.run(["users", "set-role", "root@example.com", "superuser"], environment: environment).status != 0)
+            let demoted = try await folio.run(["users", "set-role", "Root@Example.com", "user"], environment: environment)
             #expect(demoted.status == 0, "\(demoted.stderr)")
-            #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("user   verified,active"))
-            #expect(try folio.run(["users", "set-role", "nobody@example.com", "admin"], environment: environment).stderr.contains("no user with email"))
+            #expect(try await folio.run(["users", "list"], environment: environment).stdout.contains("user   verified,active"))
+            #expect(try await folio.run(["users", "set-role", "nobody@example.com", "admin"], environment: environment).stderr.contains("no user with email"))
 
             // The last enabled administrator can be neither demoted nor disabled; `users enable` is the way back from a disable.
-            let lastDemoted = try folio.run(["users", "set-role", "second@example.com", "user"], environment: environment)
+            let lastDemoted = try await folio.run(["users", "set-role", "second@example.com", "user"], environment: environment)
             #expect(lastDemoted.status == 1)
             #expect(lastDemoted.stderr.contains("the only enabled administrator"))
-            #expect(try folio.run(["users", "disable", "second@example.com"], environment: environment).stderr.contains("the only enabled administrator"))
-            #expect(try folio.run(["users", "set-role", "root@example.com", "admin"], environment: environment).status == 0)
-            #expect(try folio.run(["users", "disable", "root@example.com"], environment: environment).stdout == "disabled root@example.com\n")
-            #expect(try folio.run(["users", "disable", "root@example.com"], environment: environment).stdout == "root@example.com was disabled already\n")
-            #expect(try folio.run(["users", "enable", "root@example.com"], environment: environment).stdout == "enabled root@example.com\n")
-            #expect(try folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
+            #expect(try await folio.run(["users", "disable", "second@example.com"], environment: environment).stderr.contains("the only enabled administrator"))
+            #expect(try await folio.run(["users", "set-role", "root@example.com", "admin"], environment: environment).status == 0)
+            #expect(try await folio.run(["users", "disable", "root@example.com"], environment: environment).stdout == "disabled root@example.com\n")
+            #expect(try await folio.run(["users", "disable", "root@example.com"], environment: environment).stdout == "root@example.com was disabled already\n")
+            #expect(try await folio.run(["users", "enable", "root@example.com"], environment: environment).stdout == "enabled root@example.com\n")
+            #expect(try await folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
             let disables = try await database.sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'admin.user_disabled'").first()
             #expect(try disables?.decode(column: "n", as: Int.self) == 1, "a disable that changed nothing is not audited")
             // The access review as JSON writes its keys as the API does (snake_case).
-            let review = try folio.run(["access-review", "--format", "json"], environment: environment)
+            let review = try await folio.run(["access-review", "--format", "json"], environment: environment)
             let reviewed = try JSONSerialization.jsonObject(with: Data(review.stdout.utf8)) as? [String: Any]
             #expect(reviewed?["period_days"] as? Int == 30 && (reviewed?["role_changes"] as? [Any])?.isEmpty == false, "\(review.stdout)")
 
             // An erased person's row changes no more. Erased by id, as the `user.erased` audit events name people
             // to erase again after a restore.
             let secondID = try #require(try await database.sql.raw("SELECT id FROM users WHERE email = 'second@example.com'").first()?.decode(column: "id", as: UUID.self))
-            let erasedByID = try folio.run(["users", "erase", secondID.lowercasedString, "--yes"], environment: environment)
+            let erasedByID = try await folio.run(["users", "erase", secondID.lowercasedString, "--yes"], environment: environment)
             #expect(erasedByID.status == 0 && erasedByID.stdout.hasPrefix("erased \(secondID.lowercasedString): "), "\(erasedByID.stdout) \(erasedByID.stderr)")
-            #expect(try folio.run(["users", "erase", secondID.lowercasedString, "--yes"], environment: environment).stderr.contains("was already erased"))
-            #expect(try folio.run(["users", "erase", UUID().lowercasedString, "--yes"], environment: environment).stderr.contains("no user with id"))
+            #expect(try await folio.run(["users", "erase", secondID.lowercasedString, "--yes"], environment: environment).stderr.contains("was already erased"))
+            #expect(try await folio.run(["users", "erase", UUID().lowercasedString, "--yes"], environment: environment).stderr.contains("no user with id"))
             let erased = try #require(try await database.sql.raw("SELECT email FROM users WHERE erased_at IS NOT NULL").first()?.decode(column: "email", as: String.self))
             for command in [["set-role", erased, "admin"], ["disable", erased], ["enable", erased]] {
-                let refused = try folio.run(["users"] + command, environment: environment)
+                let refused = try await folio.run(["users"] + command, environment: environment)
                 #expect(refused.status == 1 && refused.stderr.contains("was erased"), "\(command): \(refused.stderr)")
             }
 
             // A settings file named on the command line must exist: a typo does not start another configuration.
-            let typo = try folio.run(["users", "list", "--env-file", "/nonexistent/folio.env"], environment: environment)
+            let typo = try await folio.run(["users", "list", "--env-file", "/nonexistent/folio.env"], environment: environment)
             #expect(typo.status == 78)
             #expect(typo.stderr.contains("/nonexistent/folio.env: no such file"), "\(typo.stderr)")
 
@@ -268,7 +268,7 @@ struct CommandTests {
                 try await database.sql.raw("DROP TRIGGER audit_events_no_update").run()
             }
             try await database.sql.raw("UPDATE audit_events SET details = '{\"amount\":\"1000000.00\"}' WHERE action = 'ledger.dividend'").run()
-            let tampered = try folio.run(["audit", "verify"], environment: environment)
+            let tampered = try await folio.run(["audit", "verify"], environment: environment)
             #expect(tampered.status == 1)
             #expect(tampered.stdout.hasPrefix("BROKEN "), "\(tampered.stdout)")
             #expect(tampered.stdout.contains("the chain is broken"))
@@ -281,10 +281,10 @@ struct CommandTests {
         defer { folio.cleanUp() }
         let server = try await RunningFolio.serve(folio, environment: [:])
         defer { server.kill() }
-        #expect(try curl(["-s", "\(server.baseURL)/health"]).output == #"{"status":"ok"}"#)
+        #expect(try await curl(["-s", "\(server.baseURL)/health"]).output == #"{"status":"ok"}"#)
         #expect(FileManager.default.fileExists(atPath: folio.directory.appendingPathComponent("var/folio.sqlite").path))
         #expect(FileManager.default.fileExists(atPath: folio.directory.appendingPathComponent("var/secret_key").path))
-        let stopped = server.terminate()
+        let stopped = await server.terminate()
         #expect(stopped.reason == .exit, "a graceful stop, not a signal death")
         #expect(stopped.status == 0)
         let logged = server.stdout.lines.joined(separator: "\n")
@@ -300,9 +300,9 @@ struct CommandTests {
         defer { server.kill() }
         let requests = 300
         let urls = Array(repeating: "\(server.baseURL)/health", count: requests)
-        let burst = try curl(["-s", "-o", "/dev/null", "--parallel", "--parallel-max", "8"] + urls)
+        let burst = try await curl(["-s", "-o", "/dev/null", "--parallel", "--parallel-max", "8"] + urls)
         #expect(burst.status == 0)
-        let stopped = server.terminate()
+        let stopped = await server.terminate()
         #expect(stopped.status == 0)
         let accessLines = { server.stdout.objects.filter { $0["message"] as? String == "request" && $0["route"] as? String == "/health" }.count }
         // The pipe may still be draining into this process after the exit.
@@ -317,25 +317,26 @@ struct CommandTests {
         defer { folio.cleanUp() }
         let certificate = folio.directory.appendingPathComponent("cert.pem").path
         let key = folio.directory.appendingPathComponent("key.pem").path
-        let openssl = try runTool("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        let openssl = try await runTool("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         #expect(openssl.status == 0, "\(openssl.output)")
 
         let server = try await RunningFolio.serve(folio, environment: ["TLS_CERT_PATH": certificate, "TLS_KEY_PATH": key])
         defer { server.kill() }
-        let secure = try curl(["-s", "--cacert", certificate, "https://127.0.0.1:\(server.port)/health"])
+        let secure = try await curl(["-s", "--cacert", certificate, "https://127.0.0.1:\(server.port)/health"])
         #expect(secure.output == #"{"status":"ok"}"#)
         #expect(secure.status == 0)
         // Plain HTTP to the TLS port: the handshake fails and no HTTP answer comes back.
-        let plain = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(server.port)/health"])
+        let plain = try await curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(server.port)/health"])
         #expect(plain.output == "000", "no HTTP status at all")
         #expect([52, 56].contains(plain.status), "curl: empty reply or connection reset, not \(plain.status)")
-        #expect(server.terminate().status == 0)
+        #expect(await server.terminate().status == 0)
     }
 
-    func curl(_ arguments: [String]) throws -> (output: String, status: Int32) {
+    func curl(_ arguments: [String]) async throws -> (output: String, status: Int32) {
         let check = try ChildProcess("/usr/bin/curl", ["--max-time", "10"] + arguments, output: .pipe)
-        let data = check.standardOutput!.readDataToEndOfFile()
-        let status = check.waitUntilExit().status
-        return (String(decoding: data, as: UTF8.self), status)
+        let output = OutputLines()
+        output.attach(check.standardOutput!)
+        let status = await check.exited().status
+        return (await output.text(), status)
     }
 }

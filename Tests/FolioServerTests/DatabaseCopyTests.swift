@@ -33,23 +33,23 @@ struct DatabaseCopyTests {
                 // Refused before anything changes: another key than the one that signed the audit heads, a process still running.
                 var wrongKey = source
                 wrongKey["SECRET_KEY"] = String(repeating: "7f3a", count: 16)
-                let refused = try folio.run(["copy-database", "--into", target.databaseURL], environment: wrongKey)
+                let refused = try await folio.run(["copy-database", "--into", target.databaseURL], environment: wrongKey)
                 #expect(refused.status == 1)
                 #expect(refused.stderr.contains("does not verify, so it is not copied"), "\(refused.stderr)")
                 try await env.database.sql.raw("""
                     INSERT INTO instances (id, kind, started_at, heartbeat_at) VALUES ('still-here', 'worker', \(bind: Date()), \(bind: Date()))
                     """).run()
-                let running = try folio.run(["copy-database", "--into", target.databaseURL], environment: source)
+                let running = try await folio.run(["copy-database", "--into", target.databaseURL], environment: source)
                 #expect(running.status == 1)
                 #expect(running.stderr.contains("a folio worker still runs"), "\(running.stderr)")
                 try await env.database.sql.raw("DELETE FROM instances WHERE id = 'still-here'").run()
                 let untouched = try await Backups.withDatabase(target, logger: Logger(label: "test")) { try await $0.isEmpty() }
                 #expect(untouched, "the refusals changed nothing")
 
-                let copied = try folio.run(["copy-database", "--into", target.databaseURL], environment: source)
+                let copied = try await folio.run(["copy-database", "--into", target.databaseURL], environment: source)
                 #expect(copied.status == 0, "\(copied.stdout)\(copied.stderr)")
                 #expect(copied.stdout.contains("the copy's ledger and audit trail verify"), "\(copied.stdout)")
-                let again = try folio.run(["copy-database", "--into", target.databaseURL], environment: source)
+                let again = try await folio.run(["copy-database", "--into", target.databaseURL], environment: source)
                 #expect(again.status == 1)
                 #expect(again.stderr.contains("the target database is not empty"), "\(again.stderr)")
 
@@ -75,8 +75,8 @@ struct DatabaseCopyTests {
                     let all = try await http.get("/api/orders?limit=200", headers: bearer).json["data"] as? [[String: Any]] ?? []
                     return all.count == orders + 1 && all.allSatisfy { $0["status"] as? String == "filled" }
                 }
-                #expect(server.terminate().status == 0)
-                try ProcessCrashTests().verifyBooks(folio, environment)
+                #expect(await server.terminate().status == 0)
+                try await ProcessCrashTests().verifyBooks(folio, environment)
             }
         }
     }

@@ -4,10 +4,13 @@ import Testing
 @testable import FolioServer
 
 /// Runs a tool to its end: its exit status and everything it printed.
-func runTool(_ executable: String, _ arguments: [String], in directory: URL? = nil) throws -> (status: Int32, output: String) {
+/// Awaited, not blocked on: a thread held here is one the tests' servers and fakes cannot use.
+func runTool(_ executable: String, _ arguments: [String], in directory: URL? = nil) async throws -> (status: Int32, output: String) {
     let process = try ChildProcess(executable, arguments, directory: directory?.path, output: .pipe, error: .standardOutput)
-    let text = String(decoding: process.standardOutput!.readDataToEndOfFile(), as: UTF8.self)
-    return (process.waitUntilExit().status, text)
+    let output = OutputLines()
+    output.attach(process.standardOutput!)
+    let status = await process.exited().status
+    return (status, await output.text())
 }
 
 /// The deployment files under ops/ are checked by the tools that will read them.
@@ -17,8 +20,8 @@ struct DeploymentTests {
     static let ops = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops").standardized
 
     @Test("nginx -t accepts ops/nginx/folio.conf (TLS, the two upstreams, /metrics closed)", .enabled(if: nginx != nil, "needs nginx (Debian's nginx-light; .ci/run installs it)"))
-    func nginxConfiguration() throws {
-        let (status, output) = try runTool("/bin/bash", [Self.ops.appendingPathComponent("nginx/check").path])
+    func nginxConfiguration() async throws {
+        let (status, output) = try await runTool("/bin/bash", [Self.ops.appendingPathComponent("nginx/check").path])
         #expect(status == 0, "\(output)")
         let conf = try String(contentsOf: Self.ops.appendingPathComponent("nginx/folio.conf"), encoding: .utf8)
         #expect(conf.contains("ssl_protocols TLSv1.2 TLSv1.3"))

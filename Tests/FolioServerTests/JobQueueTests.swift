@@ -118,9 +118,11 @@ struct JobQueueTests {
                 queue: queue, handlers: [.logAuditHeads: slow], name: "lanes", pollInterval: .milliseconds(10),
                 logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() }), onIdle: nil, concurrency: 4, batchSize: 1)
             let group = ServiceGroup(configuration: .init(services: [worker], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })))
+            // All eight waiting before the worker starts: enqueued one by one beside it, a loaded machine could
+            // take longer between two enqueues than a job takes, and no two would ever overlap.
+            try await queue.enqueue(Array(repeating: .logAuditHeads, count: 8), on: env.database.sql)
             let running = Task { try await group.run() }
 
-            for _ in 0..<8 { try await queue.enqueue(.logAuditHeads, on: env.database.sql) }
             try await eventually("eight jobs done") { progress.withLockedValue { $0.finished } == 8 }
             #expect(progress.withLockedValue { $0.most } >= 2, "lanes ran jobs at the same time")
 

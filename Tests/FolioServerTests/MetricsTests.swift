@@ -148,8 +148,7 @@ struct MetricsTests {
             ]
             for run in runs {
                 let folioRun = try RunningFolio(folio, run.arguments, environment: environment.merging(run.environment) { $1 })
-                let termination = folioRun.process.waitUntilExit()
-                folioRun.readToEnd()
+                let termination = await folioRun.exited()
                 #expect(termination == .init(status: 1, reason: .exit), "\(run.arguments): \(folioRun.stderr.lines.suffix(20))")
                 #expect(folioRun.stderr.lines.contains("Folio stopped: \(run.setting): 127.0.0.1:\(taken.number) is in use by another process; stop it or choose another port"),
                         "\(run.arguments): \(folioRun.stderr.lines.suffix(20))")
@@ -170,10 +169,10 @@ struct MetricsTests {
     static let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     @Test("the alert rules pass promtool check and their unit tests, and name only series Folio serves", .enabled(if: promtool != nil, "needs promtool (Debian's prometheus package; .ci/run installs it)"))
-    func alertRules() throws {
+    func alertRules() async throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/prometheus").standardized
         for arguments in [["check", "rules", "folio-alerts.yml"], ["test", "rules", "folio-alerts.test.yml"]] {
-            let (status, text) = try runTool(try #require(Self.promtool), arguments, in: folder)
+            let (status, text) = try await runTool(try #require(Self.promtool), arguments, in: folder)
             #expect(status == 0, "promtool \(arguments.joined(separator: " ")): \(text)")
         }
         let rules = try String(contentsOf: folder.appendingPathComponent("folio-alerts.yml"), encoding: .utf8)

@@ -48,11 +48,9 @@ struct PlacementQueueTests {
 
     /// Waits until the account's line is `count` long: one placement being written, the others waiting.
     static func waitForLine(_ env: TestEnvironment, account: AccountRecord, count: Int) async throws {
-        for _ in 0..<1000 {
-            if env.services.placements.lineLength(account: account.id, owner: account.userID) >= count { return }
-            try await Task.sleep(for: .milliseconds(10))
+        try await eventually("the line grew to \(count)") {
+            env.services.placements.lineLength(account: account.id, owner: account.userID) >= count
         }
-        Issue.record("the line never grew to \(count)")
     }
 
     struct Answer: Sendable {

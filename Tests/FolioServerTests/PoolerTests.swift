@@ -61,8 +61,8 @@ struct PoolerTests {
             let statuses = await Self.trade(http, people, orders: 10)
             #expect(statuses.allSatisfy { $0 == 201 || $0 == 200 }, "\(statuses.sorted())")
             try await Self.everyOrderFilled(http, people, count: 10)
-            #expect(server.terminate().status == 0)
-            try ProcessCrashTests().verifyBooks(folio, environment)
+            #expect(await server.terminate().status == 0)
+            try await ProcessCrashTests().verifyBooks(folio, environment)
             let errors = server.stdout.lines.filter { $0.contains("\"level\":\"error\"") }
             #expect(errors.isEmpty, "\(errors.prefix(3))")
         }
@@ -96,10 +96,10 @@ struct PoolerTests {
                 // At least those answered 201 (one answered 500 after its commit would be there too).
                 return orders.count >= placed + 40 && orders.allSatisfy { $0["status"] as? String == "filled" }
             }
-            #expect(server.terminate().status == 0)
+            #expect(await server.terminate().status == 0)
             #expect(server.stdout.lines.count(where: { $0.contains(warning) }) == 1)
             // Verified on a direct connection: a command behind this pooler needs the setting too.
-            try ProcessCrashTests().verifyBooks(folio, environment.merging(["DATABASE_URL": location.databaseURL]) { _, new in new })
+            try await ProcessCrashTests().verifyBooks(folio, environment.merging(["DATABASE_URL": location.databaseURL]) { _, new in new })
         }
     }
 }

@@ -366,8 +366,8 @@ struct SentryTests {
         try await withFakeSentry { fake in
             let drops = DropLog()
             // Generous against a loaded machine: the next event must not miss its window too.
-            let reporter = Self.reporter(fake.configuration, clock: TestClock(), timeout: .seconds(1), drops: drops)
-            fake.mode = .slow(.seconds(4))
+            let reporter = Self.reporter(fake.configuration, clock: TestClock(), timeout: .seconds(4), drops: drops)
+            fake.mode = .slow(.seconds(12))
             reporter.report(Self.failure("too slow", fake))
             await reporter.flush()
             #expect(drops.reasons == ["send_failed"])
@@ -403,7 +403,9 @@ struct SentryTests {
     func shutdownBudget() async throws {
         try await withFakeSentry { fake in
             let drops = DropLog()
-            fake.mode = .slow(.seconds(3))
+            // Slow enough that the budget has long run out when the send in flight ends, however loaded the
+            // machine, and within the send's 10 s timeout, so that send succeeds.
+            fake.mode = .slow(.seconds(6))
             let reporter = SentryReporter(
                 configuration: fake.configuration, clock: TestClock().clock, logger: Self.logger, timeout: .seconds(10), shutdownBudget: .milliseconds(500),
                 onDrop: { drops.record($0) })

@@ -24,16 +24,16 @@ struct UpgradeTests {
             defer { folio.cleanUp() }
             let url = location.databaseURL
             let environment = ["DATABASE_URL": url]
-            let migrated = try folio.run(["migrate"], environment: environment)
+            let migrated = try await folio.run(["migrate"], environment: environment)
             #expect(migrated.status == 0, "\(migrated.stderr)")
             // Every migration from 009 on, in order.
             #expect(migrated.stdout == MigrationRegistry.all.dropFirst(8).map { "applied  \($0.name)\n" }.joined())
             #expect(migrated.stdout.hasPrefix("applied  009_chains_per_account_and_instances\n"))
 
-            let ledger = try folio.run(["ledger", "verify"], environment: environment)
+            let ledger = try await folio.run(["ledger", "verify"], environment: environment)
             #expect(ledger.status == 0, "\(ledger.stdout)")
             #expect(ledger.stdout == "checked 1 account(s): the ledger balances\n")
-            let audit = try folio.run(["audit", "verify"], environment: environment)
+            let audit = try await folio.run(["audit", "verify"], environment: environment)
             #expect(audit.status == 0, "\(audit.stdout)")
             #expect(audit.stdout.hasSuffix("the chain is intact\n"))
 
@@ -45,7 +45,7 @@ struct UpgradeTests {
             #expect(try job.decode(column: "order_id", as: UUID?.self) == history.restingOrderID)
 
             // New money movements go on the account's own chain, and the books still balance.
-            let dividend = try folio.run(["ledger", "post", history.accountID.uuidString.lowercased(), "--type", "dividend", "--amount", "1.25", "--symbol", "AAPL"], environment: environment)
+            let dividend = try await folio.run(["ledger", "post", history.accountID.uuidString.lowercased(), "--type", "dividend", "--amount", "1.25", "--symbol", "AAPL"], environment: environment)
             #expect(dividend.status == 0, "\(dividend.stderr)")
             #expect(dividend.stdout.contains("cash now 98501.25"))
 
@@ -55,12 +55,12 @@ struct UpgradeTests {
             try await eventually("the old submit job to finish") {
                 try await database.sql.raw("SELECT status FROM jobs WHERE kind = 'submit_order'").first()?.decode(column: "status", as: String.self) == "done"
             }
-            #expect(worker.terminate().status == 0)
+            #expect(await worker.terminate().status == 0)
             let order = try #require(try await database.sql.raw("SELECT status FROM orders WHERE id = \(bind: history.restingOrderID)").first())
             #expect(try ["accepted", "filled"].contains(order.decode(column: "status", as: String.self)))
 
-            #expect(try folio.run(["ledger", "verify"], environment: environment).status == 0)
-            let after = try folio.run(["audit", "verify"], environment: environment)
+            #expect(try await folio.run(["ledger", "verify"], environment: environment).status == 0)
+            let after = try await folio.run(["audit", "verify"], environment: environment)
             #expect(after.status == 0, "\(after.stdout)")
         }
     }

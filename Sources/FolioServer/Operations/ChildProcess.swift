@@ -43,6 +43,8 @@ final class ChildProcess: Sendable {
     let standardError: FileHandle?
     private let termination = NIOLockedValueBox<Termination?>(nil)
     private let reaped = ConditionLock(value: false)
+    /// Tasks awaiting the exit (`exited()`), resumed by the reaper thread.
+    private let waiters = NIOLockedValueBox<[CheckedContinuation<Termination, Never>]>([])
     /// Held from making a child's pipes until it is spawned (see `.pipe`).
     private static let spawning = NIOLock()
 
@@ -140,7 +142,7 @@ final class ChildProcess: Sendable {
         standardOutput = parentEnds[1].map { FileHandle(fileDescriptor: $0, closeOnDealloc: true) }
         standardError = parentEnds[2].map { FileHandle(fileDescriptor: $0, closeOnDealloc: true) }
 
-        let (termination, reaped) = (self.termination, self.reaped)
+        let (termination, reaped, waiters) = (self.termination, self.reaped, self.waiters)
         Thread.detachNewThread {
             // Waited for without reaping, then reaped under the lock `signal` takes: a signal is
             // never sent to a process id the system may already have given to another process.
@@ -159,6 +161,8 @@ final class ChildProcess: Sendable {
             }
             reaped.lock()
             reaped.unlock(withValue: true)
+            let ended = termination.withLockedValue { $0! }
+            for waiter in waiters.withLockedValue({ waiters in defer { waiters = [] }; return waiters }) { waiter.resume(returning: ended) }
         }
     }
 
@@ -170,6 +174,19 @@ final class ChildProcess: Sendable {
         reaped.lock(whenValue: true)
         reaped.unlock()
         return termination.withLockedValue { $0! }
+    }
+
+    /// Waits for the child's exit without holding a thread: a task that blocks
+    /// in `waitUntilExit` takes one of the few threads every task shares.
+    func exited() async -> Termination {
+        await withCheckedContinuation { continuation in
+            // Under the termination's lock: the reaper either has set it (answered here) or will find this waiter.
+            let ended: Termination? = termination.withLockedValue { ended in
+                if ended == nil { waiters.withLockedValue { $0.append(continuation) } }
+                return ended
+            }
+            if let ended { continuation.resume(returning: ended) }
+        }
     }
 
     /// Sends `signal` while the child runs (SIGTERM by default).

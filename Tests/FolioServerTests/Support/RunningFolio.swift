@@ -30,7 +30,7 @@ struct WaitedTooLong: Error, CustomStringConvertible {
 /// Collects what a child process writes, line by line, as it writes it, on
 /// a thread of its own that reads until the stream ends.
 final class OutputLines: Sendable {
-    private let state = NIOLockedValueBox((pending: Data(), lines: [String](), raw: Data()))
+    private let state = NIOLockedValueBox((pending: Data(), lines: [String](), raw: Data(), ended: false, waiters: [CheckedContinuation<Void, Never>]()))
     private let ended = ConditionLock(value: false)
 
     func attach(_ handle: FileHandle) {
@@ -56,7 +56,30 @@ final class OutputLines: Sendable {
             }
             ended.lock()
             ended.unlock(withValue: true)
+            let waiters = state.withLockedValue { state in
+                state.ended = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
         }
+    }
+
+    /// Waits, without holding a thread, until the stream has ended (the writer exited).
+    func end() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLockedValue { state in
+                if !state.ended { state.waiters.append(continuation) }
+                return state.ended
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Everything written, byte for byte, once the stream has ended.
+    func text() async -> String {
+        await end()
+        return state.withLockedValue { String(decoding: $0.raw, as: UTF8.self) }
     }
 
     private func append(_ line: String, to lines: inout [String]) {
@@ -131,11 +154,18 @@ final class RunningFolio: @unchecked Sendable {
         readToEnd()
     }
 
-    /// SIGTERM and the exit that follows.
-    func terminate() -> ChildProcess.Termination {
+    /// SIGTERM and the exit that follows; what it wrote as it stopped is in `stdout` and `stderr` after.
+    func terminate() async -> ChildProcess.Termination {
         process.signal(SIGTERM)
-        defer { readToEnd() }
-        return process.waitUntilExit()
+        return await exited()
+    }
+
+    /// The exit, and the output to its end.
+    func exited() async -> ChildProcess.Termination {
+        let termination = await process.exited()
+        await stdout.end()
+        await stderr.end()
+        return termination
     }
 
     /// What the process wrote as it stopped is in `stdout` and `stderr` once this returns.

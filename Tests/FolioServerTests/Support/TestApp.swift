@@ -91,14 +91,16 @@ struct TestEnvironment: Sendable {
 
     /// Waits until a statement whose text holds `fragment` waits for a lock
     /// (PostgreSQL), polled on a connection of its own: the app's pool may be
-    /// held by the very transactions being watched.
+    /// held by the very transactions being watched. Only this test's database
+    /// counts: the tests running beside it wait for locks of their own.
     func eventuallyWaitingForLock(_ what: String, statementHolding fragment: String) async throws {
         guard case .postgres(let url) = configuration.database else { return }
         let watcher = try FolioDatabase(location: .postgres(url: url), poolSize: 1, preparedStatements: false, logger: Logger(label: "lock-watcher"))
         do {
             try await eventually(what) {
                 let waiting = try await watcher.sql.raw("""
-                    SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE \(bind: "%" + fragment + "%")
+                    SELECT COUNT(*) AS n FROM pg_stat_activity
+                    WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query LIKE \(bind: "%" + fragment + "%")
                     """).first()?.decode(column: "n", as: Int.self)
                 return (waiting ?? 0) > 0
             }
