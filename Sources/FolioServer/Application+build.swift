@@ -549,12 +549,15 @@ struct DatabaseService: Service {
     let quotes: QuoteService
 
     func run() async throws {
+        let graceful = (try? await gracefulShutdown()) != nil
+        // Quote refreshes left running in the background save what they fetch: at most 15 seconds, so a vendor
+        // that does not answer does not hold shutdown. In a task of its own, which a cancelled group's
+        // cancellation does not reach (a cancelled task's sleeps end at once).
+        await Task { await quotes.settle() }.value
         // Cancelled, not shut down (another service failed, a listener's port was taken): the other services
         // stop at the same moment and may still use the database, so it is left to its owner to shut it
         // down after the whole group has stopped (`serve` and `worker` do).
-        guard (try? await gracefulShutdown()) != nil else { return }
-        await quotes.settle()  // at most 15 seconds: a vendor that does not answer does not hold shutdown
-        await database.shutdown()
+        if graceful { await database.shutdown() }
     }
 }
 

@@ -184,6 +184,28 @@ struct AlpacaStreamTests {
         }
     }
 
+    @Test("the cancel at Alpaca of an order the books ended does not count as done once the account's link is gone: it fails, for an operator to see, and never claims a cancel it did not make", arguments: [TestDatabaseKind.sqlite])
+    func restCancelAfterUnlink(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            let id = try await restingOrder(client, env, tokens, account)
+            _ = try await restingOrder(client, env, tokens, account, quantity: "400")
+            fake.fill(clientOrderID: id, quantity: 1, at: 59)
+            try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
+            fake.refuseCancels = true
+            fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
+            try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            // The link removed meanwhile (as the settings page does once no order is open here).
+            try await env.database.sql.raw("UPDATE brokerage_links SET status = 'removed' WHERE account_id = \(bind: account)").run()
+            fake.refuseCancels = false
+            await env.worker.drain()
+            let row = try #require(try await env.database.sql.raw("SELECT status, last_error FROM jobs WHERE kind = 'cancel_at_broker'").first())
+            #expect(try row.decode(column: "status", as: String.self) == "queued")
+            #expect(try row.decode(column: "last_error", as: String?.self)?.contains("cancel the order at Alpaca by hand") == true)
+            #expect(fake.status(clientOrderID: id) == "partially_filled", "nothing was asked of Alpaca")
+            #expect(!env.logs.lines.contains { $0.contains("the rest of an order ended here is canceled at its broker") })
+        }
+    }
+
     @Test("a fill Alpaca made that the books cannot take ends the order with a reason naming it, says so at error level once, and reconciliation then brings the account to Alpaca's", arguments: TestDatabaseKind.all)
     func fillBeyondTheBooks(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in

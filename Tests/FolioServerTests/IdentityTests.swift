@@ -171,7 +171,7 @@ struct IdentityTests {
 
     @Test("an address is a dot-atom at a host name: tags, other scripts and long domains pass; address literals, quoted parts, controls and bare IPs do not")
     func plausibleAddresses() async throws {
-        for good in ["jane@example.com", "a+b@example.com", "o'brien@mail.example.co.uk", "x_y-z@sub-domain.example.io", "josé@exämple.de", "用户@例子.中国", "1@2.xn--p1ai"] {
+        for good in ["jane@example.com", "a+b@example.com", "o'brien@mail.example.co.uk", "x_y-z@sub-domain.example.io", "josé@exämple.de", "用户@例子.中国", "1@2.xn--p1ai", "हिन्दी@example.com", "ร้าน@example.com", "e\u{301}@example.com", "می\u{200C}خواهم@example.ir"] {
             #expect(IdentityServices.isPlausibleEmail(good), "\(good)")
         }
         for bad in ["x@[127.0.0.1]", "x@127.0.0.1", "\"a b\"@example.com", "a..b@example.com", ".a@example.com", "a.@example.com", "a@-example.com",

@@ -74,7 +74,9 @@ final class TradeStreams: Service, Sendable {
                 try await Task.sleep(for: self.refresh)
             }
         }
-        stopAll()
+        // Each stream's task ends before this service does: one still applying an event would otherwise
+        // reach the database after the process closed it.
+        for task in stopAll() { await task.value }
     }
 
     /// Starts a stream for each active link without one, stops those of
@@ -97,10 +99,14 @@ final class TradeStreams: Service, Sendable {
         }
     }
 
-    func stopAll() {
+    /// Cancels every stream; their tasks are returned, to be awaited.
+    @discardableResult
+    func stopAll() -> [Task<Void, Never>] {
         running.withLock { running in
-            for stream in running.values { stream.task.cancel() }
+            let tasks = running.values.map(\.task)
+            for task in tasks { task.cancel() }
             running.removeAll()
+            return tasks
         }
     }
 

@@ -26,9 +26,11 @@ public struct ListenerFailure: Error, CustomStringConvertible {
     public let address: String
     let error: IOError
 
-    /// Why a service group stopped: an error of the server's own listener (the only one not wrapped) is PORT's.
+    /// Why a service group stopped: a failed bind that no wrapper named is the server's own listener's, PORT's.
     public static func reason(stopping error: any Error, port: String?) -> String {
-        if let error = error as? IOError, let port { return ListenerFailure(setting: "PORT", address: port, error: error).description }
+        if let error = error as? IOError, error.description.hasPrefix("bind("), let port {
+            return ListenerFailure(setting: "PORT", address: port, error: error).description
+        }
         return String(describing: error)
     }
 

@@ -89,10 +89,17 @@ struct IdentityServices: Sendable {
             && label.unicodeScalars.allSatisfy { isLetterOrDigit($0) || $0 == "-" }
     }
 
-    /// ASCII letters and digits, and the letters and digits of other scripts (internationalized addresses).
+    /// ASCII letters and digits, and the letters, marks and digits of other scripts (internationalized
+    /// addresses: हिन्दी's virama, Thai tone marks, an accent typed apart from its letter, Persian's ZWNJ).
     private static func isLetterOrDigit(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.isASCII ? (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar))
-            : scalar.properties.isAlphabetic || scalar.properties.numericType == .decimal
+        if scalar.isASCII { return scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) }
+        switch scalar.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
+             .nonspacingMark, .spacingMark, .enclosingMark, .decimalNumber:
+            return true
+        default:
+            return scalar == "\u{200C}" || scalar == "\u{200D}"
+        }
     }
 
     func findUser(email: String, on db: any Database) async throws -> User? {

@@ -344,6 +344,10 @@ struct OrderService: Sendable {
         }
     }
 
+    struct NoBrokerToAsk: Error, CustomStringConvertible {
+        var description: String { "the account's brokerage link is removed: cancel the order at Alpaca by hand" }
+    }
+
     struct StillOpenAtBroker: Error, CustomStringConvertible {
         var description: String { "the order is still open at its broker (a cancel it has yet to confirm): asked again" }
     }
@@ -360,9 +364,12 @@ struct OrderService: Sendable {
     /// says the order has ended there; while it is still open there (a cancel Alpaca has yet to confirm), or the
     /// broker cannot be reached, the job fails and is tried again with back-off. What it filled meanwhile is
     /// not applied (the order ended here): reconciliation brings the account to the broker's.
+    /// Only Alpaca is asked: once the account's link is removed no broker answers for it here (an unlinked
+    /// account's broker "cancels" everything at once), so the job fails, and dies for an operator to see.
     func cancelRestAtBroker(_ id: OrderID) async throws {
-        guard let order = try await store.orders([id], on: database.sql).first else { return }
-        let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
+        guard let order = try await store.orders([id], on: database.sql).first else { throw TradingError.orderNotFound }
+        guard case .alpaca(let alpaca) = try await brokers.route(for: order.accountID) else { throw NoBrokerToAsk() }
+        let answer = try await alpaca.cancel(BrokerOrder(order))
         guard answer.isEnd else { throw StillOpenAtBroker() }
         logger.info("the rest of an order ended here is canceled at its broker", metadata: ["order_id": "\(id)"])
     }

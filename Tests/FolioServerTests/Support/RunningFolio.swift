@@ -30,7 +30,7 @@ struct WaitedTooLong: Error, CustomStringConvertible {
 /// Collects what a child process writes, line by line, as it writes it, on
 /// a thread of its own that reads until the stream ends.
 final class OutputLines: Sendable {
-    private let state = NIOLockedValueBox((pending: Data(), lines: [String](), raw: Data(), ended: false, waiters: [CheckedContinuation<Void, Never>]()))
+    private let state = NIOLockedValueBox((pending: Data(), lines: [String](), raw: Data(), ended: false, waiters: [UUID: CheckedContinuation<Void, Never>]()))
     private let ended = ConditionLock(value: false)
 
     func attach(_ handle: FileHandle) {
@@ -58,21 +58,27 @@ final class OutputLines: Sendable {
             ended.unlock(withValue: true)
             let waiters = state.withLockedValue { state in
                 state.ended = true
-                defer { state.waiters = [] }
-                return state.waiters
+                defer { state.waiters = [:] }
+                return state.waiters.values
             }
             for waiter in waiters { waiter.resume() }
         }
     }
 
-    /// Waits, without holding a thread, until the stream has ended (the writer exited).
-    func end() async {
+    /// Waits, without holding a thread, until the stream has ended (the writer exited), for at most
+    /// `limit`: a descendant that kept the pipe open must fail the test, not hang it.
+    func end(within limit: Duration = .seconds(60)) async {
+        let id = UUID()
         await withCheckedContinuation { continuation in
             let done = state.withLockedValue { state in
-                if !state.ended { state.waiters.append(continuation) }
+                if !state.ended { state.waiters[id] = continuation }
                 return state.ended
             }
-            if done { continuation.resume() }
+            if done { return continuation.resume() }
+            Task {
+                try? await Task.sleep(for: limit)
+                state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
+            }
         }
     }
 
