@@ -484,6 +484,46 @@ struct NotificationTests {
         }
     }
 
+    @Test("an order filled in parts tells its first part and its end, not every part between; a cancel asked for after parts still tells what filled")
+    func partsBetween() throws {
+        let now = Date(timeIntervalSince1970: 1_795_534_200)
+        let account = AccountState(id: AccountID(), userID: UserID(), cash: 100_000, reservedCash: 0)
+        let draft = OrderDraft(
+            symbol: "TINY", side: .buy, type: .limit, timeInForce: .goodTillCanceled, quantity: try Quantity(parsing: "4"), limitPrice: try Price(parsing: "10"))
+        var books = Books(account: account, holdings: [], orders: [])
+        let placed = try TradingRules.place(
+            draft, orderID: OrderID(), clientOrderID: nil, account: account, holding: nil, price: try Price(parsing: "10"), marketBuyMargin: 0, now: now)
+        books.record(placed)
+        books.record(try #require(TradingRules.accept(placed.order!, now: now)))
+        let id = placed.order!.id
+        // Each part a commit of its own, as the stream brings them.
+        func part(_ number: Int, _ quantity: String, finishing: Bool = false) throws -> [MailTemplate] {
+            var commit = Books(account: books.account, holdings: Array(books.holdings.values), orders: Array(books.orders.values))
+            let fill = BrokerFill(id: "b:\(number)", quantity: try Quantity(parsing: quantity), price: try Price(parsing: "10"))
+            try commit.apply(finishing ? .filled([fill]) : .partiallyFilled([fill]), to: id, ids: .random, now: now)
+            books = Books(account: commit.account, holdings: Array(commit.holdings.values), orders: Array(commit.orders.values))
+            return Notifications.notices(in: commit).map(\.0)
+        }
+        #expect(try part(1, "1") == [.orderPartiallyFilled], "the first part: the order began to fill")
+        #expect(try part(2, "1") == [], "a part between: no news")
+        #expect(try part(3, "1") == [], "nor this one")
+        #expect(try part(4, "1", finishing: true) == [.orderFilled], "the end says it all")
+
+        // Two parts in, the user asks for the cancel; the broker's report brings one more part and the end: told.
+        var second = Books(account: books.account, holdings: Array(books.holdings.values), orders: [])
+        let again = try TradingRules.place(
+            draft, orderID: OrderID(), clientOrderID: nil, account: second.account, holding: nil, price: try Price(parsing: "10"), marketBuyMargin: 0, now: now)
+        second.record(again)
+        second.record(try #require(TradingRules.accept(again.order!, now: now)))
+        try second.apply(.partiallyFilled([BrokerFill(id: "c:1", quantity: 2, price: 10)]), to: again.order!.id, ids: .random, now: now)
+        var asked = try #require(second.orders[again.order!.id])
+        asked.cancelRequestedAt = now
+        var last = Books(account: second.account, holdings: Array(second.holdings.values), orders: [asked])
+        try last.apply(.filledThenCanceled([BrokerFill(id: "c:2", quantity: 1, price: 10)], reason: "canceled by user"), to: asked.id, ids: .random, now: now)
+        let told = Notifications.notices(in: last)
+        #expect(told.map(\.0) == [.orderPartiallyFilled] && told.first?.1.values["filled_quantity"] == "3", "\(told)")
+    }
+
     @Test("one commit's notices: fills before a cancel the user asked for are told, the cancel is not; the broker's own cancel is told with what filled")
     func cancelNotices() throws {
         let now = Date(timeIntervalSince1970: 1_795_534_200)

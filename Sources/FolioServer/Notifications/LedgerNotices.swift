@@ -20,9 +20,18 @@ extension Notifications {
             default: false
             }
         }
+        // A part filled now of an order that had parts filled before and is still open is no news: the first part
+        // said the order began to fill, and its end (filled, canceled, expired) will say how it finished. An order
+        // filled in fifty parts sends two messages, not fifty-one.
+        var filledNow: [String: Quantity] = [:]
+        for fill in books.fills { filledNow[fill.orderID.description] = (try? (filledNow[fill.orderID.description] ?? .zero) + fill.quantity) ?? fill.quantity }
+        func laterPart(_ event: AuditNote) -> Bool {
+            guard event.action == "order.partially_filled", let order = orders[event.subjectID], order.status.isOpen else { return false }
+            return order.filledQuantity > (filledNow[event.subjectID] ?? .zero)
+        }
         // The last told event of each order: fills before a cancel the user asked for are still news.
         var lastOrderEvent: [String: Int] = [:]
-        for (index, event) in books.events.enumerated() where told(event) { lastOrderEvent[event.subjectID] = index }
+        for (index, event) in books.events.enumerated() where told(event) && !laterPart(event) { lastOrderEvent[event.subjectID] = index }
         var notices: [(MailTemplate, MailVariables)] = []
         for (index, event) in books.events.enumerated() {
             switch event.action {
