@@ -184,6 +184,33 @@ struct AlpacaStreamTests {
         }
     }
 
+    @Test("the cancel at Alpaca of an order the books ended is done only once Alpaca confirms it: pending_cancel is asked about again, not sent another DELETE", arguments: [TestDatabaseKind.sqlite])
+    func restCancelConfirmed(kind: TestDatabaseKind) async throws {
+        try await withStreaming(kind) { client, env, fake, tokens, account in
+            let id = try await restingOrder(client, env, tokens, account)
+            _ = try await restingOrder(client, env, tokens, account, quantity: "400")
+            fake.fill(clientOrderID: id, quantity: 1, at: 59)
+            try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
+            fake.slowCancels = true
+            fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
+            try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            func job() async throws -> String? {
+                try await env.database.sql.raw("SELECT status FROM jobs WHERE kind = 'cancel_at_broker'").first()?.decode(column: "status", as: String.self)
+            }
+            await env.worker.drain()
+            #expect(fake.status(clientOrderID: id) == "pending_cancel")
+            #expect(try await job() == "queued", "asked, not yet confirmed")
+            env.clock.advance(by: 60)
+            await env.worker.drain()
+            #expect(try await job() == "queued", "still pending at Alpaca")
+            fake.confirmCancels()
+            env.clock.advance(by: 60)
+            await env.worker.drain()
+            #expect(fake.status(clientOrderID: id) == "canceled")
+            #expect(try await job() == "done")
+        }
+    }
+
     @Test("the cancel at Alpaca of an order the books ended does not count as done once the account's link is gone: it fails, for an operator to see, and never claims a cancel it did not make", arguments: [TestDatabaseKind.sqlite])
     func restCancelAfterUnlink(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in

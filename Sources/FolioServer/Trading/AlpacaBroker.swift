@@ -196,6 +196,23 @@ struct AlpacaBroker: Broker {
         return try await report(existing, canceledBy: "canceled by user")
     }
 
+    /// Cancels what is left of an order whose fills the books no longer follow (it ended here), and says
+    /// whether it has ended at Alpaca: its status alone decides, so no fills are read. Only a status Alpaca
+    /// documents as final counts as ended; any other (one added later too) is sent a DELETE, unless a cancel
+    /// is already pending.
+    func cancelRest(_ order: BrokerOrder) async throws -> Bool {
+        guard let existing = try await find(order.id) else { return true }  // it never reached Alpaca
+        guard !Self.endedStatuses.contains(existing.status) else { return true }
+        if existing.status != "pending_cancel" {
+            let answer = try await call(.DELETE, "/v2/orders/\(existing.id)")
+            switch answer.status {
+            case 200, 204, 404, 422: break
+            default: throw BrokerError.unavailable("DELETE /v2/orders answered HTTP \(answer.status)")
+            }
+        }
+        return Self.endedStatuses.contains(try await remoteOrder(existing.id).status)
+    }
+
     // MARK: - Reading orders and fills
 
     func find(_ id: OrderID) async throws -> RemoteOrder? {

@@ -369,8 +369,7 @@ struct OrderService: Sendable {
     func cancelRestAtBroker(_ id: OrderID) async throws {
         guard let order = try await store.orders([id], on: database.sql).first else { throw TradingError.orderNotFound }
         guard case .alpaca(let alpaca) = try await brokers.route(for: order.accountID) else { throw NoBrokerToAsk() }
-        let answer = try await alpaca.cancel(BrokerOrder(order))
-        guard answer.isEnd else { throw StillOpenAtBroker() }
+        guard try await alpaca.cancelRest(BrokerOrder(order)) else { throw StillOpenAtBroker() }
         logger.info("the rest of an order ended here is canceled at its broker", metadata: ["order_id": "\(id)"])
     }
 
