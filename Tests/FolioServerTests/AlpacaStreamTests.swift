@@ -154,16 +154,27 @@ struct AlpacaStreamTests {
         }
     }
 
+    /// As above: 3 KO at the 60.00 limit beside 400 more that hold most of the cash. One share fills at 59.00;
+    /// then `meanwhile` runs (Alpaca goes down, say); then one fills at 1,000.00, more than the books can pay.
+    /// The order ends here, canceled, with one share still open at Alpaca.
+    func orderEndedBeyondTheBooks(
+        _ client: some TestClientProtocol, _ env: TestEnvironment, _ fake: FakeAlpaca, _ tokens: [String: Any], _ account: AccountID,
+        meanwhile: () -> Void
+    ) async throws -> String {
+        let id = try await restingOrder(client, env, tokens, account)
+        _ = try await restingOrder(client, env, tokens, account, quantity: "400")
+        fake.fill(clientOrderID: id, quantity: 1, at: 59)
+        try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
+        meanwhile()
+        fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
+        try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+        return id
+    }
+
     @Test("the cancel at Alpaca of what is left of an order the books ended outlasts an Alpaca that is down: its job is tried again until Alpaca says the order ended", arguments: TestDatabaseKind.all)
     func restCanceledAtBrokerLater(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in
-            let id = try await restingOrder(client, env, tokens, account)
-            _ = try await restingOrder(client, env, tokens, account, quantity: "400")
-            fake.fill(clientOrderID: id, quantity: 1, at: 59)
-            try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
-            fake.refuseCancels = true
-            fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
-            try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            let id = try await orderEndedBeyondTheBooks(client, env, fake, tokens, account) { fake.refuseCancels = true }
             func job() async throws -> (status: String, attempts: Int)? {
                 try await env.database.sql.raw("SELECT status, attempts FROM jobs WHERE kind = 'cancel_at_broker' AND order_id = \(bind: try #require(OrderID(id)))")
                     .all().map { (try $0.decode(column: "status", as: String.self), try $0.decode(column: "attempts", as: Int.self)) }.first
@@ -187,13 +198,7 @@ struct AlpacaStreamTests {
     @Test("the cancel at Alpaca of an order the books ended is done only once Alpaca confirms it: pending_cancel is asked about again, not sent another DELETE", arguments: [TestDatabaseKind.sqlite])
     func restCancelConfirmed(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in
-            let id = try await restingOrder(client, env, tokens, account)
-            _ = try await restingOrder(client, env, tokens, account, quantity: "400")
-            fake.fill(clientOrderID: id, quantity: 1, at: 59)
-            try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
-            fake.slowCancels = true
-            fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
-            try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            let id = try await orderEndedBeyondTheBooks(client, env, fake, tokens, account) { fake.slowCancels = true }
             func job() async throws -> String? {
                 try await env.database.sql.raw("SELECT status FROM jobs WHERE kind = 'cancel_at_broker'").first()?.decode(column: "status", as: String.self)
             }
@@ -214,13 +219,7 @@ struct AlpacaStreamTests {
     @Test("the cancel at Alpaca of an order the books ended does not count as done once the account's link is gone: it fails, for an operator to see, and never claims a cancel it did not make", arguments: [TestDatabaseKind.sqlite])
     func restCancelAfterUnlink(kind: TestDatabaseKind) async throws {
         try await withStreaming(kind) { client, env, fake, tokens, account in
-            let id = try await restingOrder(client, env, tokens, account)
-            _ = try await restingOrder(client, env, tokens, account, quantity: "400")
-            fake.fill(clientOrderID: id, quantity: 1, at: 59)
-            try await eventually("the first part applied") { try await status(client, tokens, id)["filled_quantity"] as? String == "1" }
-            fake.refuseCancels = true
-            fake.fill(clientOrderID: id, quantity: 1, at: 1_000)
-            try await eventually("the order ended") { try await status(client, tokens, id)["status"] as? String == "canceled" }
+            let id = try await orderEndedBeyondTheBooks(client, env, fake, tokens, account) { fake.refuseCancels = true }
             // The link removed meanwhile (as the settings page does once no order is open here).
             try await env.database.sql.raw("UPDATE brokerage_links SET status = 'removed' WHERE account_id = \(bind: account)").run()
             fake.refuseCancels = false
