@@ -96,13 +96,7 @@ struct Serve: AsyncParsableCommand {
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await services.prepare()
         let application = try services.buildApplication()
-        do {
-            try await application.runService()
-        } catch {
-            await database.shutdown()
-            throw stopped(by: error, port: "\(configuration.host):\(configuration.port)")
-        }
-        await database.shutdown()
+        try await runThenClose(database, port: "\(configuration.host):\(configuration.port)") { try await application.runService() }
         logger.info("Folio stopped")
     }
 }
@@ -170,22 +164,24 @@ struct Worker: AsyncParsableCommand {
         }
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await services.prepare()
-        do {
-            try await services.runWorker()
-        } catch {
-            await database.shutdown()
-            throw stopped(by: error, port: nil)
-        }
-        await database.shutdown()
+        try await runThenClose(database, port: nil) { try await services.runWorker() }
         logger.info("Folio stopped")
     }
 }
 
-/// Says on standard error why a running `serve` or `worker` stopped (a port
-/// taken, say: the server's own listener is PORT's), and exits with failure.
-func stopped(by error: any Error, port: String?) -> ExitCode {
-    FileHandle.standardError.write(Data("Folio stopped: \(ListenerFailure.reason(stopping: error, port: port))\n".utf8))
-    return ExitCode.failure
+/// Runs `serve`'s or `worker`'s services, then closes the database: only
+/// once every service has stopped, however they stopped. A failure is said on
+/// standard error (a port taken, say: the server's own listener is PORT's),
+/// and the command exits with failure.
+func runThenClose(_ database: FolioDatabase, port: String?, _ services: () async throws -> Void) async throws {
+    do {
+        try await services()
+    } catch {
+        await database.shutdown()
+        FileHandle.standardError.write(Data("Folio stopped: \(ListenerFailure.reason(stopping: error, port: port))\n".utf8))
+        throw ExitCode.failure
+    }
+    await database.shutdown()
 }
 
 extension Logger {

@@ -185,12 +185,7 @@ struct AlpacaBroker: Broker {
     func cancel(_ order: BrokerOrder) async throws -> BrokerReport {
         guard let existing = try await find(order.id) else { return .canceled(reason: Self.neverReached) }
         if Self.openStatuses.contains(existing.status) && existing.status != "pending_cancel" {
-            let answer = try await call(.DELETE, "/v2/orders/\(existing.id)")
-            switch answer.status {
-            // 422: no longer cancelable (it filled first). Either way, what the order is now says what happened.
-            case 200, 204, 404, 422: break
-            default: throw BrokerError.unavailable("DELETE /v2/orders answered HTTP \(answer.status)")
-            }
+            try await delete(existing)
             return try await report(try await remoteOrder(existing.id), canceledBy: "canceled by user")
         }
         return try await report(existing, canceledBy: "canceled by user")
@@ -203,14 +198,18 @@ struct AlpacaBroker: Broker {
     func cancelRest(_ order: BrokerOrder) async throws -> Bool {
         guard let existing = try await find(order.id) else { return true }  // it never reached Alpaca
         guard !Self.endedStatuses.contains(existing.status) else { return true }
-        if existing.status != "pending_cancel" {
-            let answer = try await call(.DELETE, "/v2/orders/\(existing.id)")
-            switch answer.status {
-            case 200, 204, 404, 422: break
-            default: throw BrokerError.unavailable("DELETE /v2/orders answered HTTP \(answer.status)")
-            }
-        }
+        if existing.status != "pending_cancel" { try await delete(existing) }
         return Self.endedStatuses.contains(try await remoteOrder(existing.id).status)
+    }
+
+    /// Asks Alpaca to cancel the order. 422 (no longer cancelable: it filled first) and 404 are answers too:
+    /// what the order is now says what happened.
+    private func delete(_ existing: RemoteOrder) async throws {
+        let answer = try await call(.DELETE, "/v2/orders/\(existing.id)")
+        switch answer.status {
+        case 200, 204, 404, 422: break
+        default: throw BrokerError.unavailable("DELETE /v2/orders answered HTTP \(answer.status)")
+        }
     }
 
     // MARK: - Reading orders and fills

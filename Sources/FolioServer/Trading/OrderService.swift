@@ -317,7 +317,7 @@ struct OrderService: Sendable {
         let now = ledger.now(), ids = self.ids, ledger = self.ledger, jobs = self.jobs
         let reports = groups.values.flatMap { $0 }
         let need = Ledger.Need(orders: reports.map(\.order.id), brokerFills: reports.flatMap(\.report.fills).map(\.id))
-        let committed = try await database.transaction { db in
+        let endedBeyond = try await database.transaction { db in
             var opened = try await ledger.open(accounts: Array(groups.keys), need: need, on: db)
             for index in opened.indices {
                 for report in groups[opened[index].books.account.id] ?? [] {
@@ -332,15 +332,13 @@ struct OrderService: Sendable {
             // Thirty tries, the later ones ten minutes apart: an Alpaca outage of some three and a half hours.
             if !beyond.isEmpty { try await jobs.enqueue(beyond.map { .cancelAtBroker($0.order) }, maxAttempts: 30, on: db) }
             try await ledger.commit(opened, context: .none, on: db)
-            return opened
+            return beyond
         }
         // A fill the broker made that the books could not take: the order ended here, and an operator should know.
-        for opened in committed {
-            for ended in Self.endedBeyondTheBooks(opened.books) {
-                logger.error(
-                    "the broker filled an order beyond what the books can take: the order was ended here, the rest is canceled at the broker and the fill left to reconciliation (docs/OPERATIONS.md)",
-                    metadata: ["order_id": "\(ended.order)", "reason": .string(ended.reason)])
-            }
+        for ended in endedBeyond {
+            logger.error(
+                "the broker filled an order beyond what the books can take: the order was ended here, the rest is canceled at the broker and the fill left to reconciliation (docs/OPERATIONS.md)",
+                metadata: ["order_id": "\(ended.order)", "reason": .string(ended.reason)])
         }
     }
 
