@@ -78,6 +78,24 @@ struct JobQueueTests {
         }
     }
 
+    @Test("a job of a kind this build does not know (a newer build queued it) is left queued for that build, untouched; known jobs around it run", arguments: TestDatabaseKind.all)
+    func unknownKindWaits(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { _, env in
+            let queue = env.services.jobs, now = env.clock.now
+            try await queue.enqueue(.logAuditHeads, on: env.database.sql)
+            try await env.database.sql.raw("""
+                INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at)
+                VALUES (\(bind: UUID()), 'from_a_newer_build', '{"v":"1"}', 'queued', 0, 8, \(bind: now.addingTimeInterval(-60)), \(bind: now), \(bind: now))
+                """).run()
+            let claimed = try await queue.claim(as: "this-build", limit: 10)
+            #expect(claimed.map(\.payload.kind) == [.logAuditHeads])
+            #expect(try await queue.claim(as: "mail-only", limit: 10, filter: .only([.sendMail])).isEmpty)
+            #expect(try await queue.claim(as: "all-but-mail", limit: 10, filter: .except([.sendMail])).isEmpty)
+            let newer = try #require(try await env.jobs().first { $0.kind == "from_a_newer_build" })
+            #expect(newer.status == "queued" && newer.attempts == 0 && newer.lastError == nil && newer.lockedBy == nil)
+        }
+    }
+
     @Test("a worker whose lease ran out can neither complete nor fail the job it held; the worker that took it over can", arguments: TestDatabaseKind.all)
     func expiredLease(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { _, env in

@@ -600,6 +600,32 @@ struct OrdersTests {
         }
     }
 
+    @Test(
+        "PostgreSQL: a placement that waited for the account's lock counts the orders placed while it waited: MAX_OPEN_ORDERS holds across processes",
+        .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func openOrderLimitAfterLockWait() async throws {
+        try await withTestApp(.postgres, configure: { $0.maximumOpenOrders = 1 }) { client, env in
+            let tokens = try await signUp(client, env, email: "two-processes@example.com")
+            let account = try await env.firstAccount()
+            let draft = OrderDraft(symbol: "AAPL", side: .buy, type: .limit, timeInForce: .goodTillCanceled, quantity: 1, limitPrice: 10)
+            let priced = try await env.orders.price(.init(draft: draft, accountID: nil, clientOrderID: nil))
+            let orders = env.orders, headers = bearer(tokens)
+            // Another process's placement, as it runs: the account locked and its order written, not yet committed.
+            let waiting = try await env.database.transaction { db -> Task<TestResponse, any Error> in
+                _ = try await orders.place(priced, userID: account.userID, context: .none, on: db)
+                let waiting = Task {
+                    try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "10", "time_in_force": "GTC"], headers: headers)
+                }
+                try await env.eventuallyWaitingForLock("the second placement waits for the account's lock", statementHolding: "FROM accounts")
+                return waiting
+            }
+            let answer = try await waiting.value
+            #expect(try answer.status == .conflict && problem(answer).code == "too_many_open_orders", "\(String(buffer: answer.body))")
+            #expect(try await env.orders().count == 1)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("every resting order is read for the worker's look, page after page, oldest first: none skipped past the first page (it stopped at 1,000), none read twice", arguments: TestDatabaseKind.all)
     func restingOrdersPaged(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

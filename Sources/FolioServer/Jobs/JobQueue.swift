@@ -135,11 +135,14 @@ struct JobQueue: Sendable {
             onDead?(try row.decode(column: "kind", as: String.self), try row.decode(column: "id", as: JobID.self), "the worker stopped during the last attempt")
         }
         let skipLocked = database.kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
-        let only: SQLQueryString = switch filter {
-        case .all: ""
-        case .only(let kinds): " AND kind IN (\(binds: kinds.map(\.rawValue)))"
-        case .except(let kinds): " AND kind NOT IN (\(binds: kinds.map(\.rawValue)))"
+        // Only kinds this build knows: during a rolling upgrade, or after a rollback, a job a newer
+        // build queued waits for a worker of that build instead of dying here as unreadable.
+        let kinds: [JobPayload.Kind] = switch filter {
+        case .all: JobPayload.Kind.allCases
+        case .only(let kinds): kinds
+        case .except(let kinds): JobPayload.Kind.allCases.filter { !kinds.contains($0) }
         }
+        let only: SQLQueryString = " AND kind IN (\(binds: kinds.map(\.rawValue)))"
         let rows = try await database.sql.raw("""
             UPDATE jobs SET status = 'running', locked_by = \(bind: holder), instance_id = \(bind: instance),
                 locked_until = \(bind: now.addingTimeInterval(Self.lease)), attempts = attempts + 1, updated_at = \(bind: now)

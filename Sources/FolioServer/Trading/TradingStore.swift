@@ -106,16 +106,27 @@ struct TradingStore: Sendable {
     /// `countingOpenOrders`: the same statement also counts the account's open orders (a placement's limit).
     func lockAccount(_ id: AccountID, owner: UserID?, countingOpenOrders: Bool = false, on db: any SQLDatabase) async throws -> LockedAccount? {
         let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0) AND closed_at IS NULL" } ?? ""
-        let lock = database.kind == .postgres ? " FOR UPDATE" : ""
-        let count = countingOpenOrders
-            ? ", (SELECT COUNT(*) FROM orders o WHERE o.account_id = accounts.id AND o.status IN ('new', 'accepted', 'partially_filled')) AS open_orders" : ""
+        let postgres = database.kind == .postgres
+        let lock = postgres ? " FOR UPDATE" : ""
+        let openStatuses = "o.status IN ('new', 'accepted', 'partially_filled')"
+        var count = countingOpenOrders ? ", (SELECT COUNT(*) FROM orders o WHERE o.account_id = accounts.id AND \(openStatuses)) AS open_orders" : ""
+        // PostgreSQL counts in the snapshot the statement took before it waited for the lock: a placement
+        // another process committed meanwhile is not in it. Every change to an account's orders writes the
+        // account's row, so a row newer than that snapshot's (another xmin) means: count again, after the lock.
+        if countingOpenOrders, postgres { count += ", (SELECT a.xmin FROM accounts a WHERE a.id = accounts.id) <> accounts.xmin AS changed_while_waiting" }
         guard let row = try await db.raw("""
             SELECT \(unsafeRaw: Self.lockedColumns)\(unsafeRaw: count) FROM accounts
             WHERE id = \(bind: id)\(ownerCondition)\(unsafeRaw: lock)
             """).first()
         else { return nil }
         var locked = try Self.locked(row)
-        if countingOpenOrders { locked.openOrders = try row.decode(column: "open_orders", as: Int.self) }
+        guard countingOpenOrders else { return locked }
+        locked.openOrders = try row.decode(column: "open_orders", as: Int.self)
+        if postgres, try row.decode(column: "changed_while_waiting", as: Bool.self) {
+            locked.openOrders = try await db.raw("""
+                SELECT COUNT(*) AS open_orders FROM orders o WHERE o.account_id = \(bind: id) AND \(unsafeRaw: openStatuses)
+                """).first()?.decode(column: "open_orders", as: Int.self)
+        }
         return locked
     }
 
