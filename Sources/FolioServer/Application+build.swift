@@ -342,9 +342,6 @@ public struct FolioServices: Sendable {
                 if mailSweep.isDue(at: clock.now()) { await mailDelivery.sweep() }
             },
             concurrency: 2, batchSize: 1, filter: .only([.sendMail]), violations: constraintViolations)
-        if configuration.isProduction, let sendGrid = configuration.sendGrid, sendGrid.webhookPublicKey == nil {
-            logger.warning("SENDGRID_WEBHOOK_PUBLIC_KEY is not set: bounces and spam reports are refused, so Folio keeps mailing addresses that bounce")
-        }
     }
 
     /// Alpha Vantage behind its gate when a key is configured, the simulated market otherwise.

@@ -55,6 +55,22 @@ struct FixedTests {
         #expect(try Cash(parsing: "100.00000000000000000000000000000000000000") == cash("100"), "zeros past the scale hold nothing")
     }
 
+    @Test("38-digit types refuse a longer number as too large, never trap: a CSV cell such as -9999…(40 digits) once stopped the server")
+    func thirtyEightDigits() throws {
+        let nines = String(repeating: "9", count: 38)
+        #expect(try Fixed<WideScale>(parsing: nines + "e-18") == Fixed<WideScale>.max)
+        #expect(try Fixed<WideScale>(parsing: "-" + nines + "e-18") == -Fixed<WideScale>.max)
+        for digits in 39...45 {
+            let long = String(repeating: "9", count: digits)
+            #expect(throws: MoneyParseError.tooLarge) { try Fixed<WideScale>(parsing: "-" + long) }
+            #expect(throws: MoneyParseError.tooLarge) { try Fixed<WideScale>(parsing: long + "e-18") }
+            #expect(throws: MoneyParseError.tooLarge) { try Fixed<GrowthScale>(parsing: long) }
+            #expect(throws: MoneyParseError.tooLarge) { try Fixed<WideScale>(parsing: long + "e-18", rounding: .halfEven) }
+        }
+        // Leading zeros count for nothing.
+        #expect(try Fixed<WideScale>(parsing: String(repeating: "0", count: 60) + "1") == Fixed<WideScale>(parsing: "1"))
+    }
+
     @Test("exponent notation is read exactly")
     func exponent() throws {
         #expect(px("1e-7") == px("0.0000001"))

@@ -220,6 +220,27 @@ struct TradingRulesTests {
         #expect(note.details == ["reason": "insufficient cash at the fill price", "quantity": "1", "price": "11.00", "broker_fill_id": "f1"])
     }
 
+    @Test("a broker that holds the order and reports more than is left, or a fill at no price, ends the order for reconciliation instead of failing every poll for good")
+    func overfillAtBroker() throws {
+        var books = try placedBuy(quantity: "2", limit: "10", cash: "100.00")
+        let order = try #require(books.orders.values.first)
+        try books.apply(.filled([BrokerFill(id: "over", quantity: qty("3"), price: px("9"))]), to: order.id, heldAtBroker: true, ids: ids, now: now)
+        let ended = try #require(books.orders[order.id])
+        #expect(ended.status == .rejected)
+        #expect(ended.rejectReason == "filled at the broker, beyond what the books can take (a fill of 3 with 2 left): reconciliation records it")
+        #expect(books.fills.isEmpty && books.account.reservedCash == 0 && books.account.cash == cash_("100.00"))
+        #expect(books.postings.last?.events.contains { $0.action == "order.broker_fill_not_recorded" } == true)
+
+        var priceless = try placedBuy(quantity: "2", limit: "10", cash: "100.00")
+        let second = try #require(priceless.orders.values.first)
+        try priceless.apply(.filled([BrokerFill(id: "part", quantity: qty("1"), price: px("9"))]), to: second.id, heldAtBroker: true, ids: ids, now: now)
+        try priceless.apply(.filled([BrokerFill(id: "free", quantity: qty("1"), price: 0)]), to: second.id, heldAtBroker: true, ids: ids, now: now)
+        let canceled = try #require(priceless.orders[second.id])
+        #expect(canceled.status == .canceled && canceled.filledQuantity == 1)
+        #expect(canceled.rejectReason == "filled at the broker, beyond what the books can take (a fill at no price): reconciliation records it")
+        #expect(priceless.account.reservedCash == 0 && priceless.account.cash == cash_("91.00"))
+    }
+
     @Test("an order that has not filled is rejected when its first fill cannot be paid")
     func unpayableFirst() throws {
         var books = try placedBuy(quantity: "1", limit: "10", cash: "10.00")

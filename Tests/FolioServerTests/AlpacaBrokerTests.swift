@@ -36,6 +36,19 @@ struct AlpacaBrokerTests {
         try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
     }
 
+    @Test("an Alpaca order without a readable filled_qty is an answer to ask again about, never read as nothing filled")
+    func unreadableFilledQuantity() throws {
+        func order(_ filled: String?) throws -> AlpacaBroker.RemoteOrder {
+            let field = filled.map { #","filled_qty":\#($0)"# } ?? ""
+            return try AlpacaBroker.RemoteOrder(try JSONValue.parse(Array(#"{"id":"a1","client_order_id":"c1","status":"canceled"\#(field)}"#.utf8)))
+        }
+        #expect(try order(#""0""#).filledQuantity == 0)
+        #expect(try order(#""2.5""#).filledQuantity == Quantity(parsing: "2.5"))
+        for unreadable in [nil, "null", #""""#, #""1.0000000001""#, #""two""#] {
+            #expect(throws: BrokerError.self, "\(unreadable ?? "missing")") { try order(unreadable) }
+        }
+    }
+
     @Test("a market order goes to Alpaca under Folio's id and fills there once, at Alpaca's price", arguments: TestDatabaseKind.all)
     func marketOrder(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

@@ -86,6 +86,24 @@ struct AlphaVantageTests {
         }
     }
 
+    @Test("a body without a Global Quote is a bad answer, not an unknown symbol (which is an empty Global Quote)", arguments: TestDatabaseKind.all)
+    func emptyBody(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(kind) { database, _ in
+                let vendor = provider(fake, database: database, clock: TestClock(start: Self.friday), logs: LogCapture())
+                fake.mode = .emptyObject
+                do {
+                    let quote = try await vendor.quote(for: "IBM")
+                    Issue.record("{} was taken as an answer: \(String(describing: quote))")
+                } catch let error as MarketDataError {
+                    guard case .badResponse = error else { Issue.record("expected badResponse, got \(error)"); return }
+                }
+                fake.mode = .normal
+                #expect(try await vendor.quote(for: "NOPE") == nil)
+            }
+        }
+    }
+
     @Test("the three HTTP-200 error shapes, a server error and an unreadable body are told apart", arguments: TestDatabaseKind.all)
     func errorShapes(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

@@ -121,6 +121,31 @@ struct ConfigurationTests {
         #expect(problems(["SECRET_KEY": strongKey, "PREVIOUS_SECRET_KEYS": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]).isEmpty)
     }
 
+    @Test("production refuses a made-up OPS_TOKEN or one equal to SECRET_KEY, SendGrid without its webhook key, and Plaid without PLAID_ENV")
+    func productionVendorSecrets() {
+        let base = [
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com",
+            "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+        ]
+        func with(_ extra: [String: String]) -> [String: String] { base.merging(extra) { _, new in new } }
+        #expect(problems(with(["OPS_TOKEN": "8d2f6a1c9e4b7053f1a8c6e2d9b4f7a0c3e6b1d8"])).isEmpty)
+        #expect(problems(with(["OPS_TOKEN": String(repeating: "o", count: 40)])) == ["OPS_TOKEN repeats too few distinct characters to be random: draw it at random, e.g. `openssl rand -hex 32`"])
+        #expect(problems(with(["OPS_TOKEN": "ops-token-changeme-0000000000000000000000"])).first?.hasPrefix("OPS_TOKEN is a known default or example value") == true)
+        #expect(problems(with(["OPS_TOKEN": strongKey])) == ["OPS_TOKEN is the same as SECRET_KEY: give each its own random value"])
+        #expect(problems(["SECRET_KEY": strongKey, "OPS_TOKEN": String(repeating: "o", count: 40)]).isEmpty, "development keeps the length rule only")
+
+        var sendGrid = base
+        sendGrid["MAIL_BACKEND"] = nil
+        sendGrid["SENDGRID_API_KEY"] = "SG.live-key"
+        sendGrid["MAIL_FROM"] = "alerts@folio.example.com"
+        #expect(problems(sendGrid) == ["SENDGRID_WEBHOOK_PUBLIC_KEY is required in production: turn on SendGrid's signed Event Webhook and set its verification key"])
+
+        let plaid = with(["PLAID_CLIENT_ID": "client-abc", "PLAID_SECRET": "secret-0123456789"])
+        #expect(problems(plaid) == ["PLAID_ENV is required in production: production to link real accounts, or sandbox on purpose"])
+        #expect(problems(plaid.merging(["PLAID_ENV": "sandbox"]) { $1 }).isEmpty)
+        #expect(problems(["SECRET_KEY": strongKey, "PLAID_CLIENT_ID": "client-abc", "PLAID_SECRET": "secret-0123456789"]).isEmpty, "development defaults to the sandbox")
+    }
+
     @Test("DEBUG, TESTING and a wildcard origin are refused in production, all reported together")
     func productionFlags() {
         let found = problems([

@@ -63,6 +63,15 @@ struct HardeningTests {
         #expect(cell.unicodeScalars.first.map { !CSV.formulaStarts.contains($0) } == true, "\(cell.debugDescription)")
     }
 
+    @Test("a cell of a minus and forty digits (a description anyone can write) is text with its quote, and the export does not stop the server")
+    func csvLongNumber() {
+        // Twenty digits are a number a spreadsheet shows as one; more are not a number Folio writes, so they are quoted.
+        for digits in [20, 21, 38, 39, 40, 80] {
+            let text = "-" + String(repeating: "9", count: digits)
+            #expect(CSV.field(text) == (digits == 20 ? text : "'" + text), "\(digits) digits")
+        }
+    }
+
     @Test("formula-looking descriptions come out of /api/transactions.csv as text", arguments: TestDatabaseKind.all)
     func csvExport(kind: TestDatabaseKind) async throws {
         let descriptions = ["+HYPERLINK(\"https://evil.test\")", "-2+3+cmd|' /C calc'!A0", "@SUM(A1:A9)", "=1+1"]

@@ -669,7 +669,7 @@ struct NotificationTests {
                 values["PUBLIC_URL"] = "https://folio.example.com"
                 values["BACKUP_SCHEDULE"] = "off"
                 values["ALLOWED_ORIGINS"] = "https://app.example.com"
-                values["OPS_TOKEN"] = "0123456789abcdef0123456789abcdef0123456789abcdef"
+                values["OPS_TOKEN"] = "5c0e9a7f3b1d8e2a6f4c0b9d7e3a1f5c8b2d6e0a4f9c"
                 values["DATABASE_URL"] = "postgres://folio:Xk9vR2mQ7tLw4pZs@db.internal:5432/folio"
             }
             return try ConfigurationLoader.load(processEnvironment: values, envFile: nil)

@@ -191,6 +191,21 @@ struct OrderTypesTests {
         }
     }
 
+    @Test("slippage never moves a sale's price below a tick: a stock at 0.0001 sells at 0.0001, instead of at nothing (which never fills)", arguments: TestDatabaseKind.all)
+    func slippageFloor(kind: TestDatabaseKind) async throws {
+        try await withBoard(kind, ["TINY": "0.0001"], configure: { $0.paperSlippageBasisPoints = Ratio(uncheckedUnits: 25_000_000) }) { client, env, board, tokens in
+            let buy = try await place(client, tokens, ["symbol": "TINY", "quantity": "1000", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            #expect(price(try await show(client, tokens, buy)["average_fill_price"]) == Price("0.0002"), "0.00010025 rounds up to the tick")
+            let sell = try await place(client, tokens, ["symbol": "TINY", "quantity": "1000", "side": "SELL", "order_type": "MARKET"])
+            await env.worker.drain()
+            let sold = try await show(client, tokens, sell)
+            #expect(sold["status"] as? String == "filled", "\(sold)")
+            #expect(price(sold["average_fill_price"]) == Price("0.0001"))
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a market buy whose price runs past its reserved margin pays the excess from available cash, never from another order's reservation, and is rejected when there is none", arguments: TestDatabaseKind.all)
     func pastTheMargin(kind: TestDatabaseKind) async throws {
         try await withBoard(kind, ["XYZ": "100.00"]) { client, env, board, tokens in

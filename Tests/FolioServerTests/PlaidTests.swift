@@ -586,6 +586,21 @@ struct PlaidTests {
         #expect(try PlaidClient.transaction(exponent).amount.description == "-150.00")
     }
 
+    @Test("an account's balance worked out in floating point at Plaid is kept to cash's places and counted, not taken as a reason to stop the item's every sync")
+    func floatingBalances() throws {
+        let list = try JSONValue.parse(Array(#"""
+            [{"account_id":"acc1","type":"investment","name":"Brokerage","balances":{"current":4357.459999999999,"available":null,"limit":12.5,"iso_currency_code":"USD"}}]
+            """#.utf8))
+        var rounded = 0
+        let accounts = try PlaidClient.accounts(list, rounded: &rounded)
+        #expect(accounts.first?.current?.description == "4357.46")
+        #expect(accounts.first?.available == nil)
+        #expect(accounts.first?.limit?.description == "12.50")
+        #expect(rounded == 1)
+        let huge = try JSONValue.parse(Array(#"[{"account_id":"acc1","type":"depository","balances":{"current":1e30}}]"#.utf8))
+        #expect(throws: PlaidError.self, "a balance too large to keep is still refused") { try PlaidClient.accounts(huge, rounded: &rounded) }
+    }
+
     // MARK: - Configuration
 
     @Test("Plaid settings are all or nothing; production needs https and a webhook URL")

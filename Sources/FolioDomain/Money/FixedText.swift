@@ -81,9 +81,9 @@ extension Fixed {
             while cursor != range.upperBound {
                 let digit = UInt128(bytes[cursor] &- 48)
                 if position < kept {
+                    // Checked before the multiply: at 38 digits, ten times the limit is past UInt128 and would trap.
                     if !tooLarge {
-                        magnitude = magnitude * 10 + digit
-                        if magnitude > limit { tooLarge = true }
+                        if magnitude > (limit - digit) / 10 { tooLarge = true } else { magnitude = magnitude * 10 + digit }
                     }
                 } else if digit != 0 {
                     guard rule != nil else { throw .tooPrecise }

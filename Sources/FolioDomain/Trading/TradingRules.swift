@@ -197,10 +197,9 @@ public enum TradingRules {
         heldAtBroker: Bool = false, filledValue: FillValue = .zero, fillID: FillID, entryID: EntryID, now: Date
     ) throws(TradingError) -> Posting? {
         guard order.status.isOpen else { return nil }
-        guard fill.quantity.isPositive, fill.price.isPositive else { throw .unusableFill(orderID: order.id, fill: fill.id) }
+        guard fill.quantity.isPositive else { throw .unusableFill(orderID: order.id, fill: fill.id) }
         // An order of a quantity fills up to it; a notional order until the broker says it is done.
         let remaining = order.remainingQuantity ?? fill.quantity
-        guard fill.quantity <= remaining else { throw .overfill(orderID: order.id, remaining: remaining, fill: fill.quantity) }
         let completes = order.quantity == nil ? finishesOrder : fill.quantity == remaining
         // The books date a fill when it executed: never before its order was placed
         // (a broker's clock a little ahead of ours) and never after it is applied.
@@ -221,6 +220,17 @@ public enum TradingRules {
                 return ended
             }
             return end(order, as: order.status == .partiallyFilled ? .canceled : .rejected, reason: reason, account: account, holding: holding, now: now)
+        }
+        // A broker that reports more than the order has left, or a price of nothing, is wrong or ahead of the
+        // books: an error to ask again about, unless the fill already happened at the broker, where asking
+        // again gives the same answer for good.
+        guard fill.price.isPositive else {
+            if heldAtBroker { return stop("a fill at no price") }
+            throw .unusableFill(orderID: order.id, fill: fill.id)
+        }
+        guard fill.quantity <= remaining else {
+            if heldAtBroker { return stop("a fill of \(fill.quantity) with \(remaining) left") }
+            throw .overfill(orderID: order.id, remaining: remaining, fill: fill.quantity)
         }
         let line: LedgerLine
         switch order.side {

@@ -179,7 +179,11 @@ public enum ConfigurationLoader {
         if let raw = value("OPS_TOKEN") {
             if raw.utf8.count < minimumSecretKeyBytes {
                 problems.append("OPS_TOKEN is \(raw.utf8.count) bytes; it must be at least \(minimumSecretKeyBytes) bytes")
+            } else if production, let why = guessable(raw) {
+                problems.append("OPS_TOKEN \(why): draw it at random, e.g. `openssl rand -hex 32`")
             }
+            // The token is handed to monitoring; the key signs every session. One leaking must not give the other.
+            if production, raw == secret { problems.append("OPS_TOKEN is the same as SECRET_KEY: give each its own random value") }
             configuration.opsToken = raw
         }
 
@@ -397,6 +401,9 @@ public enum ConfigurationLoader {
             if let named = AppConfiguration.PlaidSettings.Environment(rawValue: raw.lowercased()) { environment = named } else {
                 problems.append("PLAID_ENV must be sandbox or production, not \"\(raw)\"")
             }
+        } else if production {
+            // A production server linking people's banks to Plaid's sandbox by default would link nothing real, quietly.
+            problems.append("PLAID_ENV is required in production: production to link real accounts, or sandbox on purpose")
         }
         var settings = AppConfiguration.PlaidSettings(clientID: clientID, secret: secret, environment: environment)
         if let raw = value("PLAID_BASE_URL") {
@@ -455,6 +462,9 @@ public enum ConfigurationLoader {
             } else {
                 settings.webhookPublicKey = raw
             }
+        } else if production {
+            // Without it every bounce and spam report is refused, and Folio goes on mailing addresses that bounce.
+            problems.append("SENDGRID_WEBHOOK_PUBLIC_KEY is required in production: turn on SendGrid's signed Event Webhook and set its verification key")
         }
         return settings
     }

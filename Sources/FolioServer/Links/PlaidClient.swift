@@ -158,7 +158,10 @@ struct PlaidClient: Sendable {
 
     func accounts(accessToken: String) async throws -> (accounts: [PlaidAccount], institutionID: String?) {
         let answer = try await call("/accounts/get", ["access_token": .string(accessToken)])
-        return (try answer["accounts"].map(Self.accounts) ?? [], answer["item"]?["institution_id"]?.string)
+        var rounded = 0
+        let accounts = try answer["accounts"].map { try Self.accounts($0, rounded: &rounded) } ?? []
+        if rounded > 0 { logger.notice("Plaid balances rounded to Folio's places", metadata: ["figures": "\(rounded)"]) }
+        return (accounts, answer["item"]?["institution_id"]?.string)
     }
 
     func institutionName(_ institutionID: String) async throws -> String? {
@@ -167,7 +170,10 @@ struct PlaidClient: Sendable {
         return Self.text(answer["institution"]?["name"])
     }
 
-    static func accounts(_ list: JSONValue) throws -> [PlaidAccount] {
+    /// Balances are shown, never booked, and an investment account's are sums Plaid works out in floating
+    /// point (4357.459999999999): kept to cash's places, half to even, and counted in `rounded`, as a
+    /// holding's figures are, rather than refuse the item's every sync for one figure.
+    static func accounts(_ list: JSONValue, rounded: inout Int) throws -> [PlaidAccount] {
         try list.elements.map { account in
             guard let id = account["account_id"]?.string, let type = account["type"]?.string else {
                 throw PlaidError.unreadable("an account without account_id or type")
@@ -176,9 +182,9 @@ struct PlaidClient: Sendable {
             return PlaidAccount(
                 plaidAccountID: id, name: Self.text(account["name"]) ?? Self.text(account["official_name"]) ?? "Account",
                 officialName: Self.text(account["official_name"]), mask: account["mask"]?.string, type: type, subtype: account["subtype"]?.string,
-                current: try cash(balances?["current"], field: "balances.current"),
-                available: try cash(balances?["available"], field: "balances.available"),
-                limit: try cash(balances?["limit"], field: "balances.limit"),
+                current: try cash(balances?["current"], field: "balances.current", rounded: &rounded),
+                available: try cash(balances?["available"], field: "balances.available", rounded: &rounded),
+                limit: try cash(balances?["limit"], field: "balances.limit", rounded: &rounded),
                 currency: balances?["iso_currency_code"]?.string ?? balances?["unofficial_currency_code"]?.string)
         }
     }
@@ -246,8 +252,9 @@ struct PlaidClient: Sendable {
                 institutionPrice: price, institutionPriceAsOf: holding["institution_price_as_of"]?.string, institutionValue: value,
                 currency: holding["iso_currency_code"]?.string ?? holding["unofficial_currency_code"]?.string)
         }
+        let accounts = try answer["accounts"].map { try Self.accounts($0, rounded: &rounded) } ?? []
         if rounded > 0 { logger.notice("Plaid holdings figures rounded to Folio's places", metadata: ["figures": "\(rounded)"]) }
-        return (try answer["accounts"].map(Self.accounts) ?? [], holdings)
+        return (accounts, holdings)
     }
 
     /// A bank's text as Folio keeps and shows it: no control character forges a line in an export or a log.
@@ -294,7 +301,7 @@ struct PlaidClient: Sendable {
         try rounding(value, as: Price.self, field: "institution_price", rounded: &rounded)
     }
 
-    /// A balance or transaction amount, exactly as written, or an error naming the field: these are never rounded.
+    /// A transaction amount, exactly as written, or an error naming the field: it is never rounded.
     static func cash(_ value: JSONValue?, field: String) throws -> Cash? {
         guard let value, !value.isNull else { return nil }
         guard let text = value.numberText ?? value.string else { throw PlaidError.unreadable("\(field) is not a number") }

@@ -49,8 +49,10 @@ struct AlphaVantageProvider: MarketDataProvider {
     func quote(for symbol: String) async throws -> PriceQuote? {
         let body = try await call(["function": "GLOBAL_QUOTE", "symbol": symbol])
         let fields = try decode(GlobalQuoteBody.self, from: body).quote
-        // An unknown symbol is answered with an empty object.
-        guard let fields, !fields.isEmpty else { return nil }
+        // An unknown symbol is answered with an empty "Global Quote"; no "Global Quote" at all is not an answer
+        // (cached as unknown, it would refuse the symbol's orders for a while).
+        guard let fields else { throw MarketDataError.badResponse("GLOBAL_QUOTE without a Global Quote") }
+        guard !fields.isEmpty else { return nil }
         guard let price = fields["05. price"].flatMap(Self.price), price.isPositive else {
             throw MarketDataError.badResponse("GLOBAL_QUOTE without a positive price")
         }

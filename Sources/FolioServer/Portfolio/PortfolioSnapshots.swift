@@ -62,19 +62,22 @@ struct PortfolioSnapshots: Sendable {
         }
     }
 
-    /// One query for the batch's holdings and one batch of quotes.
+    /// One query for the batch's cash and holdings together, as they stood at one moment (the snapshot's
+    /// time), and one batch of quotes.
     private func snapshotAtCurrentPrices(_ accounts: [AccountRecord], day: TradingDay) async throws {
-        let byAccount = try await store.holdings(ofAccounts: accounts.map(\.id))
-        // A day's closing value waits for fresh prices where the source can give them.
-        let prices = await quotes.quotes(for: Set(byAccount.values.joined().map(\.symbol)), staleWhileRevalidate: false)
         let now = clock.now()
+        let books = try await store.books(ofAccounts: accounts)
+        // A day's closing value waits for fresh prices where the source can give them.
+        let prices = await quotes.quotes(for: Set(books.values.flatMap(\.holdings).map(\.symbol)), staleWhileRevalidate: false)
         var values: [(AccountRecord, DailyValue)] = []
         for account in accounts {
+            // Gone between the two reads (erased): nothing to value.
+            guard let (state, holdings) = books[account.id] else { continue }
             let valuation: PortfolioValuation
             do {
                 valuation = try PortfolioValuation(
-                    cash: account.cash, availableCash: account.state.availableCash,
-                    holdings: (byAccount[account.id] ?? []).map { ($0.symbol, $0.position) }, quotes: prices)
+                    cash: state.cash, availableCash: state.availableCash,
+                    holdings: holdings.map { ($0.symbol, $0.position) }, quotes: prices)
             } catch {
                 // One account worth more than cash can hold must not stop the batch's other snapshots.
                 logger.warning("an account's value is beyond what cash holds; its snapshot is skipped", metadata: ["account_id": "\(account.id)", "error": "\(error)"])

@@ -56,7 +56,9 @@ struct AlpacaBroker: Broker {
             self.id = id
             self.status = status
             if case .string(let client)? = fields["client_order_id"] { clientOrderID = client } else { clientOrderID = "" }
-            filledQuantity = AlpacaBroker.quantity(fields["filled_qty"]) ?? .zero
+            // Read as nothing filled, a canceled order's fills would never be booked and its reservation freed: ask again instead.
+            guard let filled = AlpacaBroker.quantity(fields["filled_qty"]) else { throw BrokerError.unavailable("an order without a readable filled_qty") }
+            filledQuantity = filled
             if case .string(let created)? = fields["created_at"] { createdAt = created }
         }
     }

@@ -167,6 +167,9 @@ struct PaperBroker: Broker {
         let fraction = Fixed<WideScale>(uncheckedUnits: wide.units / 10_000)
         guard let factor = try? (buying ? Fixed<WideScale>(1) + fraction : Fixed<WideScale>(1) - fraction) else { return nil }
         let places = price < 1 ? 4 : 2
-        return try? Price.product(price, factor, places: places, rounding: buying ? .up : .down)
+        guard let moved = try? Price.product(price, factor, places: places, rounding: buying ? .up : .down) else { return nil }
+        // A sale of a stock under a tick rounds to nothing: a fill at no price is no fill, and the order would
+        // never fill. The slippage cannot move the price below a tick; the market's price stands.
+        return moved.isPositive ? moved : price
     }
 }

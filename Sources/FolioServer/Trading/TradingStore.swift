@@ -257,6 +257,26 @@ struct TradingStore: Sendable {
         return result
     }
 
+    /// Several accounts' cash and holdings in one statement: a snapshot of them all as they stood at one
+    /// moment (two reads could take the cash before a fill and the shares after it).
+    func books(ofAccounts accounts: [AccountRecord]) async throws -> [AccountID: (account: AccountState, holdings: [HoldingState])] {
+        guard !accounts.isEmpty else { return [:] }
+        let owners = Dictionary(accounts.map { ($0.id, $0.userID) }) { first, _ in first }
+        let rows = try await database.sql.raw("""
+            SELECT a.id, a.cash, a.reserved_cash, h.symbol, h.quantity, h.reserved_quantity, h.cost_basis
+            FROM accounts a LEFT JOIN holdings h ON h.account_id = a.id
+            WHERE a.id IN (\(binds: accounts.map(\.id))) ORDER BY a.id, h.symbol
+            """).all()
+        var result: [AccountID: (account: AccountState, holdings: [HoldingState])] = [:]
+        for row in rows {
+            let id = try row.decode(column: "id", as: AccountID.self)
+            guard let owner = owners[id] else { continue }
+            if result[id] == nil { result[id] = (try Self.account(row, id: id, owner: owner), []) }
+            if try !row.decodeNil(column: "symbol") { result[id]!.holdings.append(try Self.holding(row)) }
+        }
+        return result
+    }
+
     static func holding(_ row: any SQLRow) throws -> HoldingState {
         HoldingState(
             symbol: try row.decode(column: "symbol", as: String.self), quantity: try row.decode(column: "quantity", as: Quantity.self),

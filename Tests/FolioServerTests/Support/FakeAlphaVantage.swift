@@ -16,6 +16,8 @@ final class FakeAlphaVantage: Sendable {
         case freeKey
         case serverError
         case garbage
+        /// `{}`: valid JSON with none of the answer's keys.
+        case emptyObject
         /// Answers normally, but only after this long.
         case slow(Duration)
     }
@@ -64,6 +66,7 @@ final class FakeAlphaVantage: Sendable {
         switch mode {
         case .serverError: return Self.json(#"{"detail": "upstream down"}"#, status: .internalServerError)
         case .garbage: return Self.json("<html>maintenance</html>")
+        case .emptyObject: return Self.json("{}")
         case .errorMessage:
             return Self.json(#"{"Error Message": "Invalid API call. Please retry or visit the documentation (https://www.alphavantage.co/documentation/) for \#(function)."}"#)
         case .note:
