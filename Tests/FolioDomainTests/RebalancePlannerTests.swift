@@ -400,6 +400,29 @@ struct RebalancePlannerTests {
         #expect(unpriced.cash == cash)
     }
 
+    @Test("shares an open sell holds count as the cash their sale brings: the plan does not sell them a second time")
+    func openSellsAreOnTheirWayOut() throws {
+        let prices = Self.quotes(["X": "10", "Y": "10"])
+        // 100 X, 50 of them held by an open sell; $1,000 in cash, all of it free.
+        let holdings = [Self.holding("X", 100, reserved: 50)]
+        let cash = try Cash(parsing: "1000")
+        let selling = try PendingSells.counted(holdings: holdings, cash: cash, prices: prices)
+        #expect(selling.holdings.first?.quantity == 50)
+        #expect(selling.holdings.first?.availableQuantity == 50)
+        #expect(selling.cash == (try Cash(parsing: "1500")), "the total stays $2,000")
+        let plan = try RebalancePlanner.plan(
+            holdings: selling.holdings, quotes: prices, cash: selling.cash, availableCash: cash,
+            allocation: try Self.allocation([("X", 25), ("Y", 75)]), options: RebalanceOptions())
+        // X's 25 % of $2,000 is the $500 that stays once the open sell fills: nothing more to sell.
+        #expect(plan.sells.isEmpty, "\(plan.sells)")
+        #expect(plan.buys.map(\.symbol) == ["Y"])
+        #expect(plan.buys.first.map { $0.quantity <= 100 } == true, "only the free $1,000 is spent: \(plan.buys)")
+        // A holding without a price keeps its shares.
+        let unpriced = try PendingSells.counted(holdings: [Self.holding("Z", 10, reserved: 4)], cash: cash, prices: prices)
+        #expect(unpriced.holdings == [Self.holding("Z", 10, reserved: 4)])
+        #expect(unpriced.cash == cash)
+    }
+
     @Test("a plan does not take a limit buy far below the market for shares held")
     func farLimitBuyIsNotHeld() throws {
         let prices = Self.quotes(["AAPL": "200", "MSFT": "400"])

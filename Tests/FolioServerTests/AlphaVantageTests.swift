@@ -62,6 +62,39 @@ struct AlphaVantageTests {
         }
     }
 
+    @Test("a quote that missed a whole session (a halted stock) is stale and prices no paper fill; a free key's end-of-day quote of the last session is not", arguments: TestDatabaseKind.all)
+    func quoteMissingASessionIsStale(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(kind) { database, _ in
+                // Friday after Thanksgiving: the session before is Wednesday's.
+                let clock = TestClock(start: Self.friday)
+                let vendor = provider(fake, database: database, clock: clock)
+                let quotes = QuoteService(provider: vendor, store: QuoteStore(database: database), clock: clock.clock)
+                fake.tradingDay = "2026-11-25"
+                let endOfDay = try #require(try await quotes.quote(for: "IBM"))
+                #expect(!endOfDay.isStale, "the last session's close is what a free key gives during the next one")
+
+                fake.tradingDay = "2026-11-24"
+                let halted = try #require(try await quotes.quote(for: "MSFT"))
+                #expect(halted.isStale)
+                #expect(halted.price == Price("415.1234"), "still shown, with its age")
+                let broker = PaperBroker(quotes: quotes, clock: clock.clock, slippageBasisPoints: .zero)
+                let order = BrokerOrder(OrderState(
+                    id: OrderID(UUID()), accountID: AccountID(UUID()), userID: UserID(UUID()), clientOrderID: nil, symbol: "MSFT", side: .buy,
+                    type: .market, timeInForce: .day, quantity: 1, notional: nil, limitPrice: nil, stopPrice: nil, status: .new,
+                    filledQuantity: .zero, averageFillPrice: nil, reservedCash: 500, reservedQuantity: .zero, rejectReason: nil,
+                    createdAt: Self.friday, updatedAt: Self.friday))
+                await #expect(throws: MarketDataError.self, "no fill at a price a session old") { try await broker.submit(order) }
+                #expect(try await broker.recheck(order) == nil, "a resting order waits")
+
+                // The same symbol trading again: fresh once refetched.
+                fake.tradingDay = "2026-11-27"
+                clock.advance(by: 60)
+                #expect(try await quotes.quote(for: "MSFT")?.isStale == false)
+            }
+        }
+    }
+
     @Test("a symbol's asset class is learned once from SYMBOL_SEARCH's type (other when the vendor has no typed match) and kept in the database; a failed search is not repeated at once and gives no class", arguments: TestDatabaseKind.all)
     func assetClassLearned(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

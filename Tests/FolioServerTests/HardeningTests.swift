@@ -63,6 +63,16 @@ struct HardeningTests {
         #expect(cell.unicodeScalars.first.map { !CSV.formulaStarts.contains($0) } == true, "\(cell.debugDescription)")
     }
 
+    @Test("a formula behind leading blanks, or in full-width forms, is quoted too; plain text and numbers are left alone")
+    func csvHiddenFormulas() {
+        for text in [" =1+1", "  @SUM(A1)", "\u{A0}+cmd", "\u{3000}-2+3", " \t=1", "\u{FF1D}1+1", "\u{FF0B}cmd", "\u{FF0D}2+3", "\u{FF20}SUM(A1)", "   \u{FF1D}1"] {
+            #expect(CSV.field(text) == "'" + text, "\(text.debugDescription)")
+        }
+        for text in ["Salary", " Salary", "", "   ", "-12.50", "1=1", "a+b"] {
+            #expect(CSV.field(text) == text, "\(text.debugDescription)")
+        }
+    }
+
     @Test("a cell of a minus and forty digits (a description anyone can write) is text with its quote, and the export does not stop the server")
     func csvLongNumber() {
         // Twenty digits are a number a spreadsheet shows as one; more are not a number Folio writes, so they are quoted.

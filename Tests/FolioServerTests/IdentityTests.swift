@@ -297,6 +297,32 @@ struct IdentityTests {
         }
     }
 
+    @Test("sign-up, reset and resend answer no sooner than the anonymous answer time, known address or not, and what they do still happens behind the pause", arguments: TestDatabaseKind.all)
+    func anonymousAnswersTakeEvenTime(kind: TestDatabaseKind) async throws {
+        // A lower bound only (the pause is a sleep until a deadline): how long the work itself takes is not asserted.
+        let floor: Duration = .milliseconds(300)
+        try await withTestApp(kind, configure: { $0.anonymousAnswerTime = 0.3 }) { client, env in
+            _ = try await signUp(client, env, email: "known@example.com")
+            #expect(try await post(client, "/api/auth/register", ["email": "pending@example.com", "password": strongPassword]).status == .created)
+            func timed(_ path: String, _ body: [String: Any], _ status: HTTPResponse.Status) async throws -> Duration {
+                let started = ContinuousClock.now
+                let response = try await post(client, path, body)
+                #expect(response.status == status, "\(path) \(body)")
+                return ContinuousClock.now - started
+            }
+            for email in ["known@example.com", "pending@example.com", "nobody@example.com"] {
+                #expect(try await timed("/api/auth/password-reset/request", ["email": email], .accepted) >= floor, "reset for \(email)")
+                #expect(try await timed("/api/auth/resend-verification", ["email": email], .accepted) >= floor, "resend for \(email)")
+                #expect(try await timed("/api/auth/register", ["email": email, "password": strongPassword], .created) >= floor, "sign-up of \(email)")
+            }
+            // What a stranger made Folio do still happened behind the pause.
+            #expect(try await env.outbox(kind: "reset_password").contains { $0.recipient == "known@example.com" })
+            #expect(try await env.outbox(kind: "duplicate_registration").contains { $0.recipient == "known@example.com" })
+            // A form refused for its own content is answered at once: it says nothing of the address.
+            #expect(try await post(client, "/api/auth/register", ["email": "short@example.com", "password": "short"]).status == .unprocessableContent)
+        }
+    }
+
     @Test("a password over 72 bytes is refused, never truncated", arguments: TestDatabaseKind.all)
     func bcryptLimit(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, _ in

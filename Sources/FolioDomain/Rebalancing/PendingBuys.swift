@@ -29,3 +29,25 @@ public enum PendingBuys {
         return (held, cash)
     }
 }
+
+/// Shares open sells hold, as a rebalance plan counts them: already on their
+/// way out. Each holding's reserved shares count as the cash their sale brings
+/// at today's price (rounded down), so the total stays what it is, and the plan
+/// neither sells them a second time nor finds the holding over its target for
+/// shares that are leaving. Count them before `PendingBuys`, whose shares are
+/// on their way in and reserve nothing. A holding without a price keeps its shares.
+public enum PendingSells {
+    public static func counted(
+        holdings: [PricedHolding], cash: Cash, prices: [String: PriceQuote]
+    ) throws -> (holdings: [PricedHolding], cash: Cash) {
+        var held = holdings
+        var cash = cash
+        for index in held.indices {
+            let reserved = try held[index].quantity - held[index].availableQuantity
+            guard reserved.isPositive, let price = prices[held[index].symbol]?.price, price.isPositive else { continue }
+            cash = try cash + Money.proceeds(quantity: reserved, price: price)
+            held[index].quantity = held[index].availableQuantity
+        }
+        return (held, cash)
+    }
+}

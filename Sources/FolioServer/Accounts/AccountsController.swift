@@ -224,7 +224,7 @@ enum CSV {
     /// `\r\n` into one, or a comma, a quote or an `=` with a combining mark after it.
     static func field(_ text: String) -> String {
         var value = text
-        if let first = value.unicodeScalars.first, formulaStarts.contains(first), (try? Fixed<WideScale>(parsing: value)) == nil { value = "'" + value }
+        if startsLikeFormula(value), (try? Fixed<WideScale>(parsing: value)) == nil { value = "'" + value }
         guard value.unicodeScalars.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return value }
         var quoted = String.UnicodeScalarView()
         quoted.append("\"")
@@ -237,6 +237,16 @@ enum CSV {
     }
 
     static let formulaStarts: Set<Unicode.Scalar> = ["=", "+", "-", "@", "\t", "\r"]
+    /// Full-width forms that an East Asian spreadsheet may take for the ASCII ones.
+    static let wideFormulaStarts: Set<Unicode.Scalar> = ["\u{FF1D}", "\u{FF0B}", "\u{FF0D}", "\u{FF20}"]
+    /// Blanks a spreadsheet may skip before it looks for a formula.
+    static let leadingBlanks: Set<Unicode.Scalar> = [" ", "\u{A0}", "\u{3000}"]
+
+    /// The first scalar after any leading blanks would start a formula.
+    static func startsLikeFormula(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first(where: { !leadingBlanks.contains($0) }) else { return false }
+        return formulaStarts.contains(first) || wideFormulaStarts.contains(first)
+    }
 }
 
 extension TradingStore {

@@ -68,6 +68,9 @@ public struct AppConfiguration: Sendable {
     public var sessionIdleTimeout: TimeInterval
     public var sessionMaxAge: TimeInterval
     public var bcryptCost: Int
+    /// The least time a sign-up, a reset request or a resend is answered in, known address or not, so that
+    /// how long it took tells nothing of whether the address has an account (none in tests, which set their own).
+    public var anonymousAnswerTime: TimeInterval
     public var csrfProtectionEnabled: Bool
     public var requireEmailVerification: Bool
     public var rateLimit: RateLimitSettings
@@ -365,6 +368,7 @@ public struct AppConfiguration: Sendable {
         self.sessionIdleTimeout = 1800
         self.sessionMaxAge = 43_200
         self.bcryptCost = 12
+        self.anonymousAnswerTime = environment == .testing ? 0 : 0.25
         self.csrfProtectionEnabled = environment != .testing
         self.requireEmailVerification = true
         self.rateLimit = RateLimitSettings()

@@ -57,6 +57,20 @@ struct IdentityServices: Sendable {
             ledger: ledger)
     }
 
+    /// Runs the part of an anonymous request that depends on whether the address has an account, and answers no
+    /// sooner than `anonymousAnswerTime` after it began, however it went: a known address's token, mail and
+    /// writes take longer than an unknown one's single read, and the difference would tell.
+    func answeringEvenly(_ work: () async throws -> Void) async throws {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(configuration.anonymousAnswerTime * 1000))
+        do {
+            try await work()
+        } catch {
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            throw error
+        }
+        try? await Task.sleep(until: deadline, clock: .continuous)
+    }
+
     /// Email addresses are compared and stored trimmed and lower-cased.
     static func normalizedEmail(_ email: String) -> String {
         email.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()

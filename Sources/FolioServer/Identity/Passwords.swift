@@ -25,9 +25,11 @@ extension IdentityServices {
     /// Mails a reset link to an enabled user; nothing, silently, for an unknown address.
     func requestPasswordReset(email: String, origin: RequestOrigin) async throws {
         let db = database.db
-        guard let user = try await findUser(email: email, on: db), !user.isDisabled, try await mayMail(user, .resetPassword, origin: origin) else { return }
-        let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.resetTokenLifetime, on: db)
-        try await mail(user, .resetPassword, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)
+        try await answeringEvenly {
+            guard let user = try await findUser(email: email, on: db), !user.isDisabled, try await mayMail(user, .resetPassword, origin: origin) else { return }
+            let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.resetTokenLifetime, on: db)
+            try await mail(user, .resetPassword, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)
+        }
     }
 
     /// The link is spent only together with a password the policy accepts.

@@ -19,32 +19,34 @@ extension IdentityServices {
 
         let hash = try await hasher.hash(password)
         let db = database.db
-        if let existing = try await store.user(email: email, on: db) {
-            guard try await mayMail(existing, .duplicateRegistration, origin: origin) else { return }
-            if signUpAgainRestarts(existing) {
-                try await restartUnverified(existing, origin: origin)
-            } else {
-                try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
+        try await answeringEvenly {
+            if let existing = try await store.user(email: email, on: db) {
+                guard try await mayMail(existing, .duplicateRegistration, origin: origin) else { return }
+                if signUpAgainRestarts(existing) {
+                    try await restartUnverified(existing, origin: origin)
+                } else {
+                    try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
+                }
+                return
             }
-            return
-        }
-        let user = User(email: email, passwordHash: hash, now: clock.now())
-        do {
-            try await db.transaction { db in
-                try await store.insert(user, on: db)
-                try await audit.record(
-                    .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
-                    origin: origin, on: db)
-                try await ledger.openPaperAccount(
-                    for: UserID(user.id!), startingCash: configuration.startingCash, context: origin.audit, on: db as! any SQLDatabase)
-                try await sendVerification(to: user, origin: origin, on: db)
-            }
-        } catch where DatabaseConstraint(error)?.kind == .unique {
-            // A concurrent registration of the same address won: this one is a second sign-up of it, answered the same way.
-            origin.logger.info("registration raced on a duplicate email")
-            if let winner = try await store.user(email: email, on: db), signUpAgainRestarts(winner),
-               try await mayMail(winner, .duplicateRegistration, origin: origin) {
-                try await restartUnverified(winner, origin: origin)
+            let user = User(email: email, passwordHash: hash, now: clock.now())
+            do {
+                try await db.transaction { db in
+                    try await store.insert(user, on: db)
+                    try await audit.record(
+                        .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
+                        origin: origin, on: db)
+                    try await ledger.openPaperAccount(
+                        for: UserID(user.id!), startingCash: configuration.startingCash, context: origin.audit, on: db as! any SQLDatabase)
+                    try await sendVerification(to: user, origin: origin, on: db)
+                }
+            } catch where DatabaseConstraint(error)?.kind == .unique {
+                // A concurrent registration of the same address won: this one is a second sign-up of it, answered the same way.
+                origin.logger.info("registration raced on a duplicate email")
+                if let winner = try await store.user(email: email, on: db), signUpAgainRestarts(winner),
+                   try await mayMail(winner, .duplicateRegistration, origin: origin) {
+                    try await restartUnverified(winner, origin: origin)
+                }
             }
         }
     }
@@ -106,9 +108,11 @@ extension IdentityServices {
     /// A new link for an unverified, enabled user; nothing, silently, otherwise.
     func resendVerification(email: String, origin: RequestOrigin) async throws {
         let db = database.db
-        if let user = try await findUser(email: email, on: db), user.emailVerifiedAt == nil, !user.isDisabled,
-           try await mayMail(user, .verifyEmail, origin: origin) {
-            try await sendVerification(to: user, origin: origin, on: db)
+        try await answeringEvenly {
+            if let user = try await findUser(email: email, on: db), user.emailVerifiedAt == nil, !user.isDisabled,
+               try await mayMail(user, .verifyEmail, origin: origin) {
+                try await sendVerification(to: user, origin: origin, on: db)
+            }
         }
     }
 }

@@ -222,10 +222,15 @@ final class QuoteService: Sendable {
         provider.previousCloseTime(at: clock.now(), calendar: calendar())
     }
 
-    /// The quote with the start of its day: worked out once, when it is fetched or loaded.
+    /// The quote with the start of its day: worked out once, when it is fetched or loaded. A quote from before
+    /// the close the day's change is measured from missed a whole session (a halted stock, a symbol the vendor
+    /// stopped updating): stale, so it prices no fill. A free key's end-of-day quote (yesterday's, during
+    /// today's session) is that close itself, and stays fresh.
     private func dated(_ quote: PriceQuote?) -> PriceQuote? {
         guard var quote else { return nil }
-        quote.previousCloseAt = provider.previousCloseTime(at: quote.asOf, calendar: calendar())
+        let calendar = calendar()
+        quote.previousCloseAt = provider.previousCloseTime(at: quote.asOf, calendar: calendar)
+        if quote.asOf < provider.previousCloseTime(at: clock.now(), calendar: calendar) { quote.isStale = true }
         return quote
     }
 

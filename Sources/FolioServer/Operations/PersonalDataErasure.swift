@@ -141,7 +141,7 @@ struct PersonalDataErasure: Sendable {
 
     private func checkNothingBlocks(_ user: User, on db: any SQLDatabase) async throws {
         let open = try await db.raw("""
-            SELECT COUNT(*) AS n FROM orders WHERE user_id = \(bind: user.id!) AND status IN ('new', 'accepted', 'partially_filled')
+            SELECT COUNT(*) AS n FROM orders WHERE user_id = \(bind: user.id!) AND status IN \(unsafeRaw: TradingStore.openStatuses)
             """).first()?.decode(column: "n", as: Int.self) ?? 0
         if open > 0 { throw Refusal.openOrders(open) }
         let running = try await db.raw("""

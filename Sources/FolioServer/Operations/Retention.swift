@@ -59,7 +59,7 @@ public struct RetentionPolicy: Sendable {
                 (status = 'done' AND updated_at < \(bind: cutoff))
                 OR (status = 'dead' AND updated_at < \(bind: cutoff.addingTimeInterval(-76 * day))
                     AND (order_id IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM orders o WHERE o.id = jobs.order_id AND o.status IN ('new', 'accepted', 'partially_filled'))))
+                        SELECT 1 FROM orders o WHERE o.id = jobs.order_id AND o.status IN \(unsafeRaw: TradingStore.openStatuses))))
                 """
             }),
         .init(

@@ -184,13 +184,22 @@ struct RebalanceService: Sendable {
         var options = request.options
         options.marketBuyMargin = marketBuyMargin
         let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
-        // The owner's open buys count as the buy phase counts them, so the preview plans what the run will do.
-        let counted = try PendingBuys.counted(openBuys, holdings: holdings.map(PricedHolding.init), cash: account.cash, prices: prices)
+        // The owner's open orders count as the buy phase counts them, so the preview plans what the run will do.
+        let counted = try Self.countingOpenOrders(openBuys, holdings: holdings, cash: account.cash, prices: prices)
         let plan = try RebalancePlanner.plan(
             holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
             allocation: resolved, options: options)
         let activeRun = try await rebalances.activeRun(of: accountID, on: store.database.sql)
         return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request, activeRun: activeRun)
+    }
+
+    /// Holdings and cash as a plan counts them: shares open sells hold as the cash they bring,
+    /// then shares open buys will bring as held (`PendingSells`, `PendingBuys`).
+    static func countingOpenOrders(
+        _ openBuys: [OrderState], holdings: [HoldingState], cash: Cash, prices: [String: PriceQuote]
+    ) throws -> (holdings: [PricedHolding], cash: Cash) {
+        let selling = try PendingSells.counted(holdings: holdings.map(PricedHolding.init), cash: cash, prices: prices)
+        return try PendingBuys.counted(openBuys, holdings: selling.holdings, cash: selling.cash, prices: prices)
     }
 
     /// Targets by asset class shared out over the symbols held in each class,
@@ -432,7 +441,7 @@ struct RebalanceService: Sendable {
             // so the run neither buys them a second time nor takes a limit far below the market for shares held.
             let openBuys = try await store.openBuys(of: run.accountID)
             let prices = await withOpenBuys(openBuys, try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
-            let counted = try PendingBuys.counted(openBuys, holdings: holdings.map(PricedHolding.init), cash: account.cash, prices: prices)
+            let counted = try Self.countingOpenOrders(openBuys, holdings: holdings, cash: account.cash, prices: prices)
             let fresh = try RebalancePlanner.plan(
                 holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
                 allocation: allocation, options: options)

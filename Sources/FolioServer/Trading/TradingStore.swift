@@ -108,8 +108,7 @@ struct TradingStore: Sendable {
         let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0) AND closed_at IS NULL" } ?? ""
         let postgres = database.kind == .postgres
         let lock = postgres ? " FOR UPDATE" : ""
-        let openStatuses = "o.status IN ('new', 'accepted', 'partially_filled')"
-        var count = countingOpenOrders ? ", (SELECT COUNT(*) FROM orders o WHERE o.account_id = accounts.id AND \(openStatuses)) AS open_orders" : ""
+        var count = countingOpenOrders ? ", (SELECT COUNT(*) FROM orders o WHERE o.account_id = accounts.id AND o.status IN \(Self.openStatuses)) AS open_orders" : ""
         // PostgreSQL counts in the snapshot the statement took before it waited for the lock: a placement
         // another process committed meanwhile is not in it. Every change to an account's orders writes the
         // account's row, so a row newer than that snapshot's (another xmin) means: count again, after the lock.
@@ -124,7 +123,7 @@ struct TradingStore: Sendable {
         locked.openOrders = try row.decode(column: "open_orders", as: Int.self)
         if postgres, try row.decode(column: "changed_while_waiting", as: Bool.self) {
             locked.openOrders = try await db.raw("""
-                SELECT COUNT(*) AS open_orders FROM orders o WHERE o.account_id = \(bind: id) AND \(unsafeRaw: openStatuses)
+                SELECT COUNT(*) AS open_orders FROM orders o WHERE o.account_id = \(bind: id) AND o.status IN \(unsafeRaw: Self.openStatuses)
                 """).first()?.decode(column: "open_orders", as: Int.self)
         }
         return locked
@@ -305,6 +304,9 @@ struct TradingStore: Sendable {
 
     // MARK: - Orders
 
+    /// The statuses of an order that still reserves cash or shares, as an SQL list: `('new', 'accepted', 'partially_filled')`.
+    static let openStatuses = "(" + OrderStatus.allCases.filter(\.isOpen).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+
     static let orderColumns = """
         id, account_id, user_id, client_order_id, symbol, side, type, time_in_force, quantity, notional, limit_price, stop_price, \
         status, filled_quantity, average_fill_price, reserved_cash, reserved_quantity, reject_reason, cancel_requested_at, created_at, updated_at
@@ -348,14 +350,14 @@ struct TradingStore: Sendable {
     /// Open orders of one account (for the reservation check).
     func openOrders(of accountID: AccountID, on db: any SQLDatabase) async throws -> [OrderState] {
         try await db.raw("""
-            SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE account_id = \(bind: accountID) AND status IN ('new', 'accepted', 'partially_filled')
+            SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE account_id = \(bind: accountID) AND status IN \(unsafeRaw: Self.openStatuses)
             ORDER BY created_at, id
             """).all().map(Self.order)
     }
 
     /// The user's open orders (of one account, or one symbol, when named), oldest first.
     func openOrders(of userID: UserID, accountID: AccountID?, symbol: String?) async throws -> [OrderState] {
-        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE user_id = \(bind: userID) AND status IN ('new', 'accepted', 'partially_filled')"
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.orderColumns) FROM orders WHERE user_id = \(bind: userID) AND status IN \(unsafeRaw: Self.openStatuses)"
         if let accountID { query = query + " AND account_id = \(bind: accountID)" }
         if let symbol { query = query + " AND symbol = \(bind: symbol)" }
         return try await database.sql.raw(query + " ORDER BY created_at, id").all().map(Self.order)
@@ -382,7 +384,7 @@ struct TradingStore: Sendable {
     func openBuys(of accountID: AccountID) async throws -> [OrderState] {
         try await database.sql.raw("""
             SELECT \(unsafeRaw: Self.orderColumns) FROM orders
-            WHERE account_id = \(bind: accountID) AND side = 'BUY' AND status IN ('new', 'accepted', 'partially_filled')
+            WHERE account_id = \(bind: accountID) AND side = 'BUY' AND status IN \(unsafeRaw: Self.openStatuses)
             """).all().map(Self.order)
     }
 
