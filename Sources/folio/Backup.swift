@@ -31,12 +31,14 @@ struct BackupCommand: AsyncParsableCommand {
             abstract: "The restore test: check the files' SHA-256, restore into a scratch database, run ledger and audit verify, compare the manifest; exit 1 on any difference.")
         @OptionGroup var options: EnvironmentOptions
         @Argument(help: "The backup's directory.") var backup: String
+        @Flag(help: "Accept a backup that is not encrypted although BACKUP_ENCRYPTION_KEY is set (one taken before encryption was set up).")
+        var allowUnencrypted = false
 
         func run() async throws {
             let problems = try await withServices(options) { services in
                 var backups = services.backups
                 backups.progress = { step in print("… \(step)") }
-                return try await backups.verify(URL(fileURLWithPath: backup))
+                return try await backups.verify(URL(fileURLWithPath: backup), allowUnencrypted: allowUnencrypted)
             }
             for problem in problems { print("PROBLEM \(problem)") }
             guard problems.isEmpty else {

@@ -235,6 +235,11 @@ struct BackupTests {
             try FileManager.default.copyItem(at: plain.appendingPathComponent(swapped.files[0].name), to: taken.appendingPathComponent(swapped.files[0].name))
             swapped.createdAt = manifest.createdAt
             try swapped.write(to: taken)
+            // The restore drill says so too, rather than pass what restore would refuse.
+            let swappedProblems = try await backups.verify(taken)
+            #expect(swappedProblems.contains { $0.contains("not encrypted although BACKUP_ENCRYPTION_KEY is set") }, "\(swappedProblems)")
+            let accepted = try await backups.verify(taken, allowUnencrypted: true)
+            #expect(!accepted.contains { $0.contains("not encrypted") }, "\(accepted)")
             await #expect(throws: Backups.Failure.self) {
                 try await Self.withEmptyTarget(kind) { target in
                     try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))

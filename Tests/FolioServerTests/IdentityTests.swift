@@ -323,6 +323,42 @@ struct IdentityTests {
         }
     }
 
+    @Test("sign-ins with the old password racing a reset leave no session the reset did not end; a disabled account's reset link is dead", arguments: TestDatabaseKind.all)
+    func signInRacingAReset(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            _ = try await signUp(client, env, email: "raced@example.com")
+            #expect(try await post(client, "/api/auth/password-reset/request", ["email": "raced@example.com"]).status == .accepted)
+            let token = try await outboxToken(env, email: "raced@example.com", kind: "reset_password")
+            // Old-password sign-ins before, during and after the reset (each checks its password against the row
+            // it read before bcrypt ran; the session must be checked again where it is written).
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for index in 0..<24 {
+                    group.addTask {
+                        if index == 12 {
+                            return try await post(client, "/api/auth/password-reset/confirm", ["token": token, "new_password": "a brand new passphrase 42"]).status
+                        }
+                        return try await post(client, "/api/auth/login", ["email": "raced@example.com", "password": strongPassword]).status
+                    }
+                }
+                return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
+            }
+            #expect(statuses.contains(.noContent), "the reset went through: \(statuses)")
+            let user = try #require(try await env.database.sql.raw("SELECT id FROM users WHERE email = 'raced@example.com'").first(decodingColumn: "id", as: UUID.self))
+            let open = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM sessions WHERE user_id = \(bind: user) AND revoked_at IS NULL")
+                .first(decodingColumn: "n", as: Int.self)
+            #expect(open == 0, "every session the old password started is over")
+            #expect(try await post(client, "/api/auth/login", ["email": "raced@example.com", "password": strongPassword]).status == .unauthorized)
+
+            // A link asked for, then the account disabled: the link no longer sets a password.
+            #expect(try await post(client, "/api/auth/password-reset/request", ["email": "raced@example.com"]).status == .accepted)
+            let second = try await outboxToken(env, email: "raced@example.com", kind: "reset_password")
+            try await env.database.sql.raw("UPDATE users SET disabled_at = \(bind: env.clock.now) WHERE id = \(bind: user)").run()
+            let refused = try await post(client, "/api/auth/password-reset/confirm", ["token": second, "new_password": "someone else's passphrase"])
+            #expect(refused.status == .unprocessableContent, "\(String(buffer: refused.body))")
+            #expect(try problem(refused).errors?.first?.code == "invalid_token")
+        }
+    }
+
     @Test("a password over 72 bytes is refused, never truncated", arguments: TestDatabaseKind.all)
     func bcryptLimit(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, _ in

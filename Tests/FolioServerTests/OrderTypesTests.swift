@@ -15,6 +15,8 @@ final class PriceBoard: MarketDataProvider, Sendable {
     let name = "board"
     let clock: TestClock
     private let prices = NIOLockedValueBox<[String: Price]>([:])
+    /// While true, every quote fails as an unreachable vendor's would.
+    let failing = NIOLockedValueBox(false)
 
     init(clock: TestClock, _ prices: [String: String]) {
         self.clock = clock
@@ -26,7 +28,8 @@ final class PriceBoard: MarketDataProvider, Sendable {
     }
 
     func quote(for symbol: String) async throws -> PriceQuote? {
-        prices.withLockedValue { $0[symbol] }.map { PriceQuote(symbol: symbol, price: $0, previousClose: nil, asOf: clock.now) }
+        if failing.withLockedValue({ $0 }) { throw MarketDataError.unreachable("the board is down") }
+        return prices.withLockedValue { $0[symbol] }.map { PriceQuote(symbol: symbol, price: $0, previousClose: nil, asOf: clock.now) }
     }
 
     func search(_ query: String) async throws -> [SymbolMatch] { [] }

@@ -153,6 +153,35 @@ struct PortfolioSnapshotTests {
         }
     }
 
+    @Test("a close run whose prices are stale writes no close for that account (it would stay for good); the day is backfilled when the history is read", arguments: TestDatabaseKind.all)
+    func staleCloseIsLeftToTheBackfill(kind: TestDatabaseKind) async throws {
+        let clock = TestClock(start: Self.monday)
+        let board = PriceBoard(clock: clock, ["AAPL": "100"])
+        try await withTestApp(kind, clock: clock, configure: { $0.quoteTimeToLive = 1; Self.longSessions(&$0) }, dependencies: { $0.marketData = board }) { client, env in
+            let tokens = try await signUp(client, env, email: "stale-close@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(placed.status == .created)
+            await env.worker.drain()
+            // After the close the vendor fails: the only price is the morning's, marked stale.
+            clock.advance(by: 8 * 3600)
+            board.set("AAPL", "120")
+            board.failing.withLockedValue { $0 = true }
+            let monday = TradingDay(clock.now)
+            try await env.services.snapshots.snapshotAll(day: monday)
+            let closes = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM portfolio_snapshots WHERE source = 'close'").first(decodingColumn: "n", as: Int.self)
+            #expect(closes == 0, "no close at a stale price")
+            // Tuesday, the vendor back: reading the history backfills Monday (no daily closes here: the last trade's price).
+            board.failing.withLockedValue { $0 = false }
+            clock.advance(by: 86_400)
+            let history = try json(try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens)))
+            let first = try #require((history["data"] as? [[String: Any]])?.first)
+            #expect(first["date"] as? String == monday.description)
+            #expect(first["provisional"] as? Bool == false)
+            let source = try await env.database.sql.raw("SELECT source FROM portfolio_snapshots WHERE day = \(bind: monday.description)").first(decodingColumn: "source", as: String.self)
+            #expect(source == "backfill")
+        }
+    }
+
     @Test("many workers asking at once enqueue a due schedule exactly once", arguments: TestDatabaseKind.all)
     func scheduleOnce(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in

@@ -358,6 +358,23 @@ struct IdentityStore: Sendable {
         return try row?.decode(column: "totp_enabled_at", as: Date?.self) != nil
     }
 
+    /// The user's password hash and whether two-factor is on and the account disabled, read with the row
+    /// taken for update (PostgreSQL; SQLite's single writer runs transactions one after the other). A
+    /// password change or reset and two-factor turned on write this row before they revoke the sessions,
+    /// so a sign-in that checks these in the transaction that starts its session either sees the change
+    /// or starts a session the change then revokes. Nil when the user is gone.
+    func lockSignInFacts(userID: UUID, on db: any Database) async throws -> (passwordHash: String, twoFactor: Bool, disabled: Bool)? {
+        let sql = db as! any SQLDatabase
+        let postgres = sql.dialect.name == "postgresql"
+        guard let row = try await sql.raw("""
+            SELECT password_hash, totp_enabled_at, disabled_at FROM users WHERE id = \(bind: userID)\(unsafeRaw: postgres ? " FOR UPDATE" : "")
+            """).first()
+        else { return nil }
+        return (try row.decode(column: "password_hash", as: String.self),
+                try row.decode(column: "totp_enabled_at", as: Date?.self) != nil,
+                try row.decode(column: "disabled_at", as: Date?.self) != nil)
+    }
+
     func unusedRecoveryCodeCount(userID: UUID, on db: any Database) async throws -> Int {
         try await RecoveryCode.query(on: db).filter(\.$userID == userID).filter(\.$usedAt == nil).count()
     }

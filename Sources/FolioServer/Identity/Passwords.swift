@@ -34,7 +34,8 @@ extension IdentityServices {
 
     /// The link is spent only together with a password the policy accepts.
     func confirmPasswordReset(token: String, newPassword: String, origin: RequestOrigin) async throws {
-        guard let (stored, user) = try await findEmailToken(token, purpose: .resetPassword, on: database.db) else { throw Self.invalidResetLink }
+        // A disabled account's link is dead: whoever holds it must not choose the password it wakes up with.
+        guard let (stored, user) = try await findEmailToken(token, purpose: .resetPassword, on: database.db), !user.isDisabled else { throw Self.invalidResetLink }
         try await setPassword(user: user, to: newPassword, field: "new_password", reason: "password_reset", spending: stored, origin: origin)
     }
 

@@ -51,7 +51,12 @@ extension IdentityServices {
         if configuration.requireEmailVerification, user.emailVerifiedAt == nil { throw IdentityError.emailNotVerified }
 
         // A worker beside the server on SQLite can make this transaction busy (it reads, then writes): run it again.
-        return try await database.retryingBusy { try await db.transaction { db in
+        let signedIn: SignedIn? = try await database.retryingBusy { try await db.transaction { db in
+            // The password (and second factor) were checked against a copy read before bcrypt ran: a reset, a
+            // change or two-factor turned on that committed meanwhile revoked the sessions there were, not this one.
+            guard let now = try await store.lockSignInFacts(userID: user.id!, on: db),
+                  now.passwordHash == user.passwordHash, now.twoFactor == user.hasTwoFactor, !now.disabled
+            else { return nil }
             if try await store.isNewDevice(userID: user.id!, ip: origin.ip, userAgent: userAgent, on: db) {
                 try await mail(user, .newSignIn, MailVariables([
                     "device": userAgent.map(Display.device) ?? "an unknown device", "ip": origin.ip ?? "an unknown address",
@@ -66,6 +71,11 @@ extension IdentityServices {
                 origin: origin, on: db)
             return SignedIn(user: user, session: session, refreshToken: refreshToken)
         } }
+        guard let signedIn else {
+            await security.record("login_refused", userID: user.id, details: ["reason": "account_changed_during_sign_in"], origin: origin, audited: true)
+            throw IdentityError.invalidCredentials
+        }
+        return signedIn
     }
 
     /// What a credential check found.

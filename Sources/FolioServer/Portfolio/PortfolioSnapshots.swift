@@ -83,6 +83,13 @@ struct PortfolioSnapshots: Sendable {
                 logger.warning("an account's value is beyond what cash holds; its snapshot is skipped", metadata: ["account_id": "\(account.id)", "error": "\(error)"])
                 continue
             }
+            // A close written at an old price (the source failing, a halted stock) or at cost (no price) would stay
+            // for good: a day with a close is never backfilled. Left out, the day is backfilled from its daily
+            // closes when the history is next read.
+            if valuation.positions.contains(where: { $0.quote?.isStale ?? true }) {
+                logger.warning("an account's close snapshot waits for the backfill: a holding has no fresh price", metadata: ["account_id": "\(account.id)"])
+                continue
+            }
             values.append((account, DailyValue(day: day, cash: valuation.cash, marketValue: valuation.marketValue)))
         }
         let saved = values

@@ -141,9 +141,11 @@ public struct Backups: Sendable {
     /// The restore drill: checks each file's SHA-256, restores into a scratch
     /// database, runs the ledger and audit checks there, and compares every
     /// figure of the manifest. Returns every problem found; none means the backup is good.
-    public func verify(_ backup: URL) async throws -> [String] {
+    /// A plaintext backup while a key is configured is a problem, as restore refuses it (it may have been
+    /// swapped in: only a sealed manifest has a MAC), unless `allowUnencrypted` (one taken before encryption).
+    public func verify(_ backup: URL, allowUnencrypted: Bool = false) async throws -> [String] {
         do {
-            let problems = try await verifyOnce(backup)
+            let problems = try await verifyOnce(backup, allowUnencrypted: allowUnencrypted)
             metrics?.backup("verify", succeeded: problems.isEmpty, at: clock.now())
             return problems
         } catch {
@@ -152,14 +154,14 @@ public struct Backups: Sendable {
         }
     }
 
-    private func verifyOnce(_ backup: URL) async throws -> [String] {
+    private func verifyOnce(_ backup: URL, allowUnencrypted: Bool) async throws -> [String] {
         progress("reading \(backup.lastPathComponent)/\(BackupManifest.fileName)")
         let manifest: BackupManifest
         do { manifest = try BackupManifest.read(from: backup) } catch {
             return ["the manifest is missing or unreadable: \(error)"]
         }
         let figures: BackupFigures
-        do { figures = try manifest.opened(with: cipher, allowUnencrypted: true) } catch {
+        do { figures = try manifest.opened(with: cipher, allowUnencrypted: allowUnencrypted) } catch {
             return ["\(error)"]
         }
         var problems = try await Self.checkFiles(of: manifest, in: backup, progress: progress)
