@@ -359,6 +359,37 @@ struct IdentityTests {
         }
     }
 
+    @Test("many reset, resend and sign-up requests for one address at once still mail it three times an hour each, and one reset link lives", arguments: TestDatabaseKind.all)
+    func strangerMailLimitUnderConcurrency(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            _ = try await signUp(client, env, email: "flooded@example.com")
+            #expect(try await post(client, "/api/auth/register", ["email": "waiting@example.com", "password": strongPassword]).status == .created)
+            let requests: [(String, [String: Any])] = Array(repeating: ("/api/auth/password-reset/request", ["email": "flooded@example.com"]), count: 12)
+                + Array(repeating: ("/api/auth/resend-verification", ["email": "waiting@example.com"]), count: 12)
+                + Array(repeating: ("/api/auth/register", ["email": "flooded@example.com", "password": strongPassword]), count: 12)
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for (path, body) in requests {
+                    nonisolated(unsafe) let body = body
+                    group.addTask { try await post(client, path, body).status }
+                }
+                return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
+            }
+            #expect(statuses.allSatisfy { $0 == .accepted || $0 == .created }, "\(statuses)")
+            func count(_ template: String, _ email: String) async throws -> Int {
+                try await env.database.sql.raw("SELECT COUNT(*) AS n FROM mail_messages WHERE template = \(bind: template) AND recipient = \(bind: email)")
+                    .first(decodingColumn: "n", as: Int.self) ?? 0
+            }
+            #expect(try await count("reset_password", "flooded@example.com") == IdentityServices.strangerMailPerHour)
+            #expect(try await count("duplicate_registration", "flooded@example.com") == IdentityServices.strangerMailPerHour)
+            #expect(try await count("verify_email", "waiting@example.com") == IdentityServices.strangerMailPerHour, "the sign-up's own link counts")
+            let user = try #require(try await env.database.sql.raw("SELECT id FROM users WHERE email = 'flooded@example.com'").first(decodingColumn: "id", as: UUID.self))
+            let live = try await env.database.sql.raw("""
+                SELECT COUNT(*) AS n FROM email_tokens WHERE user_id = \(bind: user) AND purpose = 'reset_password' AND used_at IS NULL
+                """).first(decodingColumn: "n", as: Int.self)
+            #expect(live == 1, "a new link retires the one before")
+        }
+    }
+
     @Test("a password over 72 bytes is refused, never truncated", arguments: TestDatabaseKind.all)
     func bcryptLimit(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, _ in

@@ -358,6 +358,14 @@ struct IdentityStore: Sendable {
         return try row?.decode(column: "totp_enabled_at", as: Date?.self) != nil
     }
 
+    /// Takes the user's row for update for the rest of the transaction `db` (PostgreSQL; SQLite's single
+    /// writer runs transactions one after the other): mail a stranger can trigger is counted and queued under it.
+    func lockUser(_ userID: UUID, on db: any Database) async throws {
+        let sql = db as! any SQLDatabase
+        let postgres = sql.dialect.name == "postgresql"
+        try await sql.raw("SELECT id FROM users WHERE id = \(bind: userID)\(unsafeRaw: postgres ? " FOR UPDATE" : "")").run()
+    }
+
     /// The user's password hash and whether two-factor is on and the account disabled, read with the row
     /// taken for update (PostgreSQL; SQLite's single writer runs transactions one after the other). A
     /// password change or reset and two-factor turned on write this row before they revoke the sessions,

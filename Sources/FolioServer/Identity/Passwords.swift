@@ -26,9 +26,13 @@ extension IdentityServices {
     func requestPasswordReset(email: String, origin: RequestOrigin) async throws {
         let db = database.db
         try await answeringEvenly {
-            guard let user = try await findUser(email: email, on: db), !user.isDisabled, try await mayMail(user, .resetPassword, origin: origin) else { return }
-            let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.resetTokenLifetime, on: db)
-            try await mail(user, .resetPassword, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)
+            guard let user = try await findUser(email: email, on: db), !user.isDisabled else { return }
+            try await database.modelTransaction { db in
+                try await store.lockUser(user.id!, on: db)
+                guard try await mayMail(user, .resetPassword, origin: origin, on: db) else { return }
+                let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.resetTokenLifetime, on: db)
+                try await mail(user, .resetPassword, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)
+            }
         }
     }
 

@@ -21,10 +21,14 @@ extension IdentityServices {
         let db = database.db
         try await answeringEvenly {
             if let existing = try await store.user(email: email, on: db) {
-                guard try await mayMail(existing, .duplicateRegistration, origin: origin) else { return }
                 if signUpAgainRestarts(existing) {
+                    guard try await mayMail(existing, .duplicateRegistration, origin: origin) else { return }
                     try await restartUnverified(existing, origin: origin)
-                } else {
+                    return
+                }
+                try await database.modelTransaction { db in
+                    try await store.lockUser(existing.id!, on: db)
+                    guard try await mayMail(existing, .duplicateRegistration, origin: origin, on: db) else { return }
                     try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
                 }
                 return
@@ -109,8 +113,10 @@ extension IdentityServices {
     func resendVerification(email: String, origin: RequestOrigin) async throws {
         let db = database.db
         try await answeringEvenly {
-            if let user = try await findUser(email: email, on: db), user.emailVerifiedAt == nil, !user.isDisabled,
-               try await mayMail(user, .verifyEmail, origin: origin) {
+            guard let user = try await findUser(email: email, on: db), user.emailVerifiedAt == nil, !user.isDisabled else { return }
+            try await database.modelTransaction { db in
+                try await store.lockUser(user.id!, on: db)
+                guard try await mayMail(user, .verifyEmail, origin: origin, on: db) else { return }
                 try await sendVerification(to: user, origin: origin, on: db)
             }
         }

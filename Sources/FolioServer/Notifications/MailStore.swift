@@ -77,8 +77,8 @@ struct MailStore: Sendable {
     }
 
     /// How many messages of `template` were queued for the user since `since`.
-    func count(of template: MailTemplate, userID: UUID, since: Date) async throws -> Int {
-        try await database.sql.raw("""
+    func count(of template: MailTemplate, userID: UUID, since: Date, on db: (any SQLDatabase)? = nil) async throws -> Int {
+        try await (db ?? database.sql).raw("""
             SELECT COUNT(*) AS n FROM mail_messages WHERE user_id = \(bind: userID) AND template = \(bind: template.rawValue) AND created_at >= \(bind: since)
             """).first(decodingColumn: "n", as: Int.self) ?? 0
     }
