@@ -400,27 +400,44 @@ struct RebalancePlannerTests {
         #expect(unpriced.cash == cash)
     }
 
-    @Test("shares an open sell holds count as the cash their sale brings: the plan does not sell them a second time")
+    static func openSell(_ symbol: String, quantity: Quantity, type: OrderType, limit: String? = nil, stop: String? = nil) -> OrderState {
+        OrderState(
+            id: OrderID(), accountID: AccountID(), userID: UserID(), clientOrderID: nil, symbol: symbol, side: .sell, type: type, timeInForce: .goodTillCanceled,
+            quantity: quantity, notional: nil, limitPrice: limit.map { try! Price(parsing: $0) }, stopPrice: stop.map { try! Price(parsing: $0) },
+            status: .accepted, filledQuantity: .zero, averageFillPrice: nil, reservedCash: .zero, reservedQuantity: quantity,
+            rejectReason: nil, createdAt: now, updatedAt: now)
+    }
+
+    @Test("shares a marketable open sell holds count as the cash their sale brings: the plan does not sell them a second time; a sell that waits keeps its shares")
     func openSellsAreOnTheirWayOut() throws {
         let prices = Self.quotes(["X": "10", "Y": "10"])
         // 100 X, 50 of them held by an open sell; $1,000 in cash, all of it free.
         let holdings = [Self.holding("X", 100, reserved: 50)]
         let cash = try Cash(parsing: "1000")
-        let selling = try PendingSells.counted(holdings: holdings, cash: cash, prices: prices)
-        #expect(selling.holdings.first?.quantity == 50)
-        #expect(selling.holdings.first?.availableQuantity == 50)
-        #expect(selling.cash == (try Cash(parsing: "1500")), "the total stays $2,000")
-        let plan = try RebalancePlanner.plan(
-            holdings: selling.holdings, quotes: prices, cash: selling.cash, availableCash: cash,
-            allocation: try Self.allocation([("X", 25), ("Y", 75)]), options: RebalanceOptions())
-        // X's 25 % of $2,000 is the $500 that stays once the open sell fills: nothing more to sell.
-        #expect(plan.sells.isEmpty, "\(plan.sells)")
-        #expect(plan.buys.map(\.symbol) == ["Y"])
-        #expect(plan.buys.first.map { $0.quantity <= 100 } == true, "only the free $1,000 is spent: \(plan.buys)")
-        // A holding without a price keeps its shares.
-        let unpriced = try PendingSells.counted(holdings: [Self.holding("Z", 10, reserved: 4)], cash: cash, prices: prices)
-        #expect(unpriced.holdings == [Self.holding("Z", 10, reserved: 4)])
-        #expect(unpriced.cash == cash)
+        let allocation = try Self.allocation([("X", 25), ("Y", 75)])
+        for sell in [Self.openSell("X", quantity: 50, type: .market), Self.openSell("X", quantity: 50, type: .limit, limit: "9.50"),
+                     Self.openSell("X", quantity: 50, type: .stop, stop: "10.20")] {
+            let selling = try PendingSells.counted([sell], holdings: holdings, cash: cash, prices: prices)
+            #expect(selling.holdings.first?.quantity == 50, "\(sell.type)")
+            #expect(selling.holdings.first?.availableQuantity == 50)
+            #expect(selling.cash == (try Cash(parsing: "1500")), "the total stays $2,000")
+            let plan = try RebalancePlanner.plan(
+                holdings: selling.holdings, quotes: prices, cash: selling.cash, availableCash: cash, allocation: allocation, options: RebalanceOptions())
+            // X's 25 % of $2,000 is the $500 that stays once the open sell fills: nothing more to sell.
+            #expect(plan.sells.isEmpty, "\(plan.sells)")
+            #expect(plan.buys.map(\.symbol) == ["Y"])
+            #expect(plan.buys.first.map { $0.quantity <= 100 } == true, "only the free $1,000 is spent: \(plan.buys)")
+        }
+        // A limit far above the market, or a stop below it, waits: its shares stay held (and reserved).
+        for waiting in [Self.openSell("X", quantity: 50, type: .limit, limit: "99"), Self.openSell("X", quantity: 50, type: .stop, stop: "8")] {
+            let kept = try PendingSells.counted([waiting], holdings: holdings, cash: cash, prices: prices)
+            #expect(kept.holdings == holdings && kept.cash == cash, "\(waiting.type)")
+        }
+        // A symbol without a price keeps its shares; buys are not sells.
+        let unpriced = try PendingSells.counted([Self.openSell("Z", quantity: 4, type: .market)], holdings: [Self.holding("Z", 10, reserved: 4)], cash: cash, prices: prices)
+        #expect(unpriced.holdings == [Self.holding("Z", 10, reserved: 4)] && unpriced.cash == cash)
+        let buying = try PendingSells.counted([Self.openBuy("X", quantity: "5", reserved: "60")], holdings: holdings, cash: cash, prices: prices)
+        #expect(buying.holdings == holdings && buying.cash == cash)
     }
 
     @Test("a plan does not take a limit buy far below the market for shares held")

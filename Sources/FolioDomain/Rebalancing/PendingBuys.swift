@@ -30,23 +30,29 @@ public enum PendingBuys {
     }
 }
 
-/// Shares open sells hold, as a rebalance plan counts them: already on their
-/// way out. Each holding's reserved shares count as the cash their sale brings
-/// at today's price (rounded down), so the total stays what it is, and the plan
-/// neither sells them a second time nor finds the holding over its target for
-/// shares that are leaving. Count them before `PendingBuys`, whose shares are
-/// on their way in and reserve nothing. A holding without a price keeps its shares.
+/// Open sell orders as a rebalance plan counts them: a sell the market would
+/// fill now (a market sell, a limit at or below today's price, a stop at or
+/// above it) is on its way out, so its reserved shares count as the cash their
+/// sale brings at today's price (rounded down) and the total stays what it is;
+/// the plan neither sells them a second time nor finds the holding over its
+/// target for shares that are leaving. A sell that waits (a limit above the
+/// market, a stop below it) keeps its shares, as does a symbol without a price.
+/// Count them before `PendingBuys`.
 public enum PendingSells {
     public static func counted(
-        holdings: [PricedHolding], cash: Cash, prices: [String: PriceQuote]
+        _ sells: [OrderState], holdings: [PricedHolding], cash: Cash, prices: [String: PriceQuote]
     ) throws -> (holdings: [PricedHolding], cash: Cash) {
         var held = holdings
         var cash = cash
-        for index in held.indices {
-            let reserved = try held[index].quantity - held[index].availableQuantity
-            guard reserved.isPositive, let price = prices[held[index].symbol]?.price, price.isPositive else { continue }
-            cash = try cash + Money.proceeds(quantity: reserved, price: price)
-            held[index].quantity = held[index].availableQuantity
+        for order in sells where order.side == .sell && order.status.isOpen && order.reservedQuantity.isPositive {
+            guard let price = prices[order.symbol]?.price, price.isPositive,
+                  let index = held.firstIndex(where: { $0.symbol == order.symbol }) else { continue }
+            if let limit = order.limitPrice, limit > price { continue }
+            if let stop = order.stopPrice, stop < price { continue }
+            let shares = Quantity.min(order.reservedQuantity, held[index].quantity)
+            guard shares.isPositive else { continue }
+            cash = try cash + Money.proceeds(quantity: shares, price: price)
+            held[index].quantity = try held[index].quantity - shares
         }
         return (held, cash)
     }

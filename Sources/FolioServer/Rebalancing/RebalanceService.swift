@@ -179,13 +179,13 @@ struct RebalanceService: Sendable {
             throw request.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount
         }
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
-        let openBuys = try await store.openBuys(of: accountID)
-        let prices = await withOpenBuys(openBuys, try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))))
+        let openOrders = try await store.openOrdersForPlans(of: accountID)
+        let prices = await withOpenBuys(openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))))
         var options = request.options
         options.marketBuyMargin = marketBuyMargin
         let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
         // The owner's open orders count as the buy phase counts them, so the preview plans what the run will do.
-        let counted = try Self.countingOpenOrders(openBuys, holdings: holdings, cash: account.cash, prices: prices)
+        let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
         let plan = try RebalancePlanner.plan(
             holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
             allocation: resolved, options: options)
@@ -193,13 +193,13 @@ struct RebalanceService: Sendable {
         return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request, activeRun: activeRun)
     }
 
-    /// Holdings and cash as a plan counts them: shares open sells hold as the cash they bring,
+    /// Holdings and cash as a plan counts them: shares marketable open sells hold as the cash they bring,
     /// then shares open buys will bring as held (`PendingSells`, `PendingBuys`).
     static func countingOpenOrders(
-        _ openBuys: [OrderState], holdings: [HoldingState], cash: Cash, prices: [String: PriceQuote]
+        _ openOrders: [OrderState], holdings: [HoldingState], cash: Cash, prices: [String: PriceQuote]
     ) throws -> (holdings: [PricedHolding], cash: Cash) {
-        let selling = try PendingSells.counted(holdings: holdings.map(PricedHolding.init), cash: cash, prices: prices)
-        return try PendingBuys.counted(openBuys, holdings: selling.holdings, cash: selling.cash, prices: prices)
+        let selling = try PendingSells.counted(openOrders, holdings: holdings.map(PricedHolding.init), cash: cash, prices: prices)
+        return try PendingBuys.counted(openOrders, holdings: selling.holdings, cash: selling.cash, prices: prices)
     }
 
     /// Targets by asset class shared out over the symbols held in each class,
@@ -439,9 +439,9 @@ struct RebalanceService: Sendable {
             } ?? targets.allocation
             // Shares on their way (the owner's own open buys) count as far as their reserved cash buys them,
             // so the run neither buys them a second time nor takes a limit far below the market for shares held.
-            let openBuys = try await store.openBuys(of: run.accountID)
-            let prices = await withOpenBuys(openBuys, try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
-            let counted = try Self.countingOpenOrders(openBuys, holdings: holdings, cash: account.cash, prices: prices)
+            let openOrders = try await store.openOrdersForPlans(of: run.accountID)
+            let prices = await withOpenBuys(openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
+            let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
             let fresh = try RebalancePlanner.plan(
                 holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
                 allocation: allocation, options: options)

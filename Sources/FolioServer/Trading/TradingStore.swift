@@ -380,11 +380,11 @@ struct TradingStore: Sendable {
         }
     }
 
-    /// The account's buy orders still open, for plans that must count what is already on its way.
-    func openBuys(of accountID: AccountID) async throws -> [OrderState] {
+    /// The account's open orders, for plans that must count what is already on its way in or out.
+    func openOrdersForPlans(of accountID: AccountID) async throws -> [OrderState] {
         try await database.sql.raw("""
             SELECT \(unsafeRaw: Self.orderColumns) FROM orders
-            WHERE account_id = \(bind: accountID) AND side = 'BUY' AND status IN \(unsafeRaw: Self.openStatuses)
+            WHERE account_id = \(bind: accountID) AND status IN \(unsafeRaw: Self.openStatuses)
             """).all().map(Self.order)
     }
 
