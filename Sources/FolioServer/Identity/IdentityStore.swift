@@ -352,18 +352,13 @@ struct IdentityStore: Sendable {
     /// now: spending a recovery code and replacing the codes run one at a time for a user, each
     /// seeing what the one before did (the count it mails, the codes it deleted).
     func lockSecondFactor(userID: UUID, on db: any Database) async throws -> Bool {
-        let sql = db as! any SQLDatabase
-        let postgres = sql.dialect.name == "postgresql"
-        let row = try await sql.raw("SELECT totp_enabled_at FROM users WHERE id = \(bind: userID)\(unsafeRaw: postgres ? " FOR UPDATE" : "")").first()
-        return try row?.decode(column: "totp_enabled_at", as: Date?.self) != nil
+        try await lockedUserRow(userID, columns: "totp_enabled_at", on: db)?.decode(column: "totp_enabled_at", as: Date?.self) != nil
     }
 
     /// Takes the user's row for update for the rest of the transaction `db` (PostgreSQL; SQLite's single
     /// writer runs transactions one after the other): mail a stranger can trigger is counted and queued under it.
     func lockUser(_ userID: UUID, on db: any Database) async throws {
-        let sql = db as! any SQLDatabase
-        let postgres = sql.dialect.name == "postgresql"
-        try await sql.raw("SELECT id FROM users WHERE id = \(bind: userID)\(unsafeRaw: postgres ? " FOR UPDATE" : "")").run()
+        _ = try await lockedUserRow(userID, columns: "id", on: db)
     }
 
     /// The user's password hash and whether two-factor is on and the account disabled, read with the row
@@ -372,15 +367,18 @@ struct IdentityStore: Sendable {
     /// so a sign-in that checks these in the transaction that starts its session either sees the change
     /// or starts a session the change then revokes. Nil when the user is gone.
     func lockSignInFacts(userID: UUID, on db: any Database) async throws -> (passwordHash: String, twoFactor: Bool, disabled: Bool)? {
-        let sql = db as! any SQLDatabase
-        let postgres = sql.dialect.name == "postgresql"
-        guard let row = try await sql.raw("""
-            SELECT password_hash, totp_enabled_at, disabled_at FROM users WHERE id = \(bind: userID)\(unsafeRaw: postgres ? " FOR UPDATE" : "")
-            """).first()
-        else { return nil }
+        guard let row = try await lockedUserRow(userID, columns: "password_hash, totp_enabled_at, disabled_at", on: db) else { return nil }
         return (try row.decode(column: "password_hash", as: String.self),
                 try row.decode(column: "totp_enabled_at", as: Date?.self) != nil,
                 try row.decode(column: "disabled_at", as: Date?.self) != nil)
+    }
+
+    /// `columns` of the user's row, taken for update for the rest of the transaction `db` (PostgreSQL;
+    /// SQLite's single writer runs transactions one after the other).
+    private func lockedUserRow(_ userID: UUID, columns: String, on db: any Database) async throws -> (any SQLRow)? {
+        let sql = db as! any SQLDatabase
+        let lock = sql.dialect.name == "postgresql" ? " FOR UPDATE" : ""
+        return try await sql.raw("SELECT \(unsafeRaw: columns) FROM users WHERE id = \(bind: userID)\(unsafeRaw: lock)").first()
     }
 
     func unusedRecoveryCodeCount(userID: UUID, on db: any Database) async throws -> Int {

@@ -179,8 +179,8 @@ struct RebalanceService: Sendable {
             throw request.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount
         }
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
-        let openOrders = try await store.openOrdersForPlans(of: accountID)
-        let prices = await withOpenBuys(openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))))
+        let openOrders = try await store.openOrders(of: accountID, on: store.database.sql)
+        let prices = await withOpenOrders(openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))))
         var options = request.options
         options.marketBuyMargin = marketBuyMargin
         let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
@@ -232,10 +232,10 @@ struct RebalanceService: Sendable {
         return found
     }
 
-    /// `prices` with quotes for the open buys' other symbols, where they can be had: an open buy of a
+    /// `prices` with quotes for the open orders' other symbols, where they can be had: an open buy of a
     /// symbol without a quote now counts as the cash it holds (`PendingBuys`) rather than stop the plan.
-    func withOpenBuys(_ buys: [OrderState], _ prices: [String: PriceQuote]) async -> [String: PriceQuote] {
-        let missing = Set(buys.map(\.symbol)).subtracting(prices.keys)
+    func withOpenOrders(_ orders: [OrderState], _ prices: [String: PriceQuote]) async -> [String: PriceQuote] {
+        let missing = Set(orders.map(\.symbol)).subtracting(prices.keys)
         guard !missing.isEmpty else { return prices }
         var all = prices
         for (symbol, lookup) in await quotes.lookups(for: missing) {
@@ -438,9 +438,10 @@ struct RebalanceService: Sendable {
                     band: targets.allocation.band)
             } ?? targets.allocation
             // Shares on their way (the owner's own open buys) count as far as their reserved cash buys them,
-            // so the run neither buys them a second time nor takes a limit far below the market for shares held.
-            let openOrders = try await store.openOrdersForPlans(of: run.accountID)
-            let prices = await withOpenBuys(openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
+            // so the run neither buys them a second time nor takes a limit far below the market for shares held;
+            // shares a marketable open sell holds count as the cash they bring.
+            let openOrders = try await store.openOrders(of: run.accountID, on: store.database.sql)
+            let prices = await withOpenOrders(openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
             let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
             let fresh = try RebalancePlanner.plan(
                 holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,

@@ -380,14 +380,6 @@ struct TradingStore: Sendable {
         }
     }
 
-    /// The account's open orders, for plans that must count what is already on its way in or out.
-    func openOrdersForPlans(of accountID: AccountID) async throws -> [OrderState] {
-        try await database.sql.raw("""
-            SELECT \(unsafeRaw: Self.orderColumns) FROM orders
-            WHERE account_id = \(bind: accountID) AND status IN \(unsafeRaw: Self.openStatuses)
-            """).all().map(Self.order)
-    }
-
     /// `new` orders whose submit job died: they would hold their reservation forever.
     /// Orders still `new` whose submit job died, with the job's last error.
     func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [(id: OrderID, lastError: String?)] {
