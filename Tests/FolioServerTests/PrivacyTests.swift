@@ -94,6 +94,37 @@ struct PrivacyTests {
         }
     }
 
+    @Test("retention keeps the last quote of a symbol held, named by an open order or in an account's current targets, and removes the rest", arguments: TestDatabaseKind.all)
+    func quotesKeptWhileNeeded(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "quotes@example.com")
+            _ = try await Self.buy(client, env, tokens, symbol: "AAPL", quantity: 1)
+            let waiting = try await post(client, "/api/orders", [
+                "symbol": "MSFT", "quantity": 1, "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC",
+            ], headers: bearer(tokens))
+            #expect(waiting.status == .created, "\(String(buffer: waiting.body))")
+            await env.worker.drain()
+            let account = try await env.firstAccount()
+            let uri = "/api/accounts/\(account.id)/targets"
+            for (symbol, cash) in [("GOOGL", "50"), ("AMZN", "60")] {
+                let saved = try await RebalanceTests.put(client, uri, ["targets": [["symbol": symbol, "percent": "\(100 - Int(cash)!)"]], "cash_percent": cash], headers: bearer(tokens))
+                #expect(saved.status == .ok, "\(String(buffer: saved.body))")
+            }
+            // Every symbol's last quote fetched now, then nothing for 40 days.
+            let store = QuoteStore(database: env.database)
+            for symbol in ["AAPL", "MSFT", "GOOGL", "AMZN", "NVDA"] {
+                try await store.save(PriceQuote(symbol: symbol, price: Price("100")!, previousClose: nil, asOf: env.clock.now), fetchedAt: env.clock.now, source: "test")
+            }
+            env.clock.advance(by: 40 * 86_400)
+            var retention = env.services.retention
+            retention.policies = RetentionPolicy.all.filter { $0.name == "quotes" }
+            let removed = try await retention.run(dryRun: false)
+            #expect(removed.map(\.rows) == [2])
+            let left = try await env.database.sql.raw("SELECT symbol FROM quotes ORDER BY symbol").all().map { try $0.decode(column: "symbol", as: String.self) }
+            #expect(left == ["AAPL", "AMZN", "MSFT"], "held, the current target and the open order's; not the replaced target's GOOGL nor NVDA")
+        }
+    }
+
     @Test("the audit trail still refuses every change but clearing a committed address, and a changed address breaks its link", arguments: TestDatabaseKind.all)
     func auditAddresses(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, overSocket: true) { client, env in
@@ -190,6 +221,48 @@ struct PrivacyTests {
             #expect(audited.count == 1)
             let noActor = try audited.first?.decodeNil(column: "actor_id")
             #expect(noActor == true, "no user acted: the command line did")
+        }
+    }
+
+    @Test("the export holds the outbox's mail (not its text), the sign-in counters (an address only where the user signed in from it) and the answers kept for idempotency keys", arguments: TestDatabaseKind.all)
+    func exportCountersOutboxAndKeptAnswers(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in
+            try await signUp(client, env, email: "counted@example.com")
+            let from = { (address: String) -> HTTPFields in [HTTPField.Name("X-Forwarded-For")!: address] }
+            let stranger = "203.0.113.77", owner = "198.51.100.42"
+            #expect(try await post(client, "/api/auth/login", ["email": "counted@example.com", "password": "a wrong guess here"], headers: from(stranger)).status == .unauthorized)
+            #expect(try await post(client, "/api/auth/login", ["email": "counted@example.com", "password": "another wrong guess"], headers: from(owner)).status == .unauthorized)
+            let signedIn = try await post(client, "/api/auth/login", ["email": "counted@example.com", "password": strongPassword], headers: from(owner))
+            #expect(signedIn.status == .ok)
+            let tokens = try json(signedIn)
+            var keyed = bearer(tokens)
+            keyed[HTTPField.Name("Idempotency-Key")!] = "export-key-1"
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET"], headers: keyed)
+            #expect(placed.status == .created)
+            let orderID = try #require(try json(placed)["id"] as? String)
+
+            let export = try json(try await client.execute(uri: "/api/me/export", method: .get, headers: bearer(tokens)))
+            let sections = try #require(export["sections"] as? [String: Any])
+            func rows(_ name: String) -> [[String: Any]] { ((sections[name] as? [String: Any])?["rows"] as? [[String: Any]]) ?? [] }
+
+            let outbox = rows("outbox")
+            #expect(!outbox.isEmpty, "the verification mail at least")
+            #expect(outbox.allSatisfy {
+                $0["recipient"] as? String == "counted@example.com" && ($0["subject"] as? String)?.isEmpty == false && $0["body"] == nil && $0["html"] == nil
+            }, "\(outbox)")
+
+            let failures = rows("sign_in_failures")
+            #expect(failures.filter { $0["client"] is String }.allSatisfy { $0["succeeded_at"] is String }, "an address is shown only where a sign-in succeeded: \(failures)")
+            #expect(failures.contains { $0["client"] as? String == owner && $0["succeeded_at"] is String })
+            #expect(failures.contains { ($0["client"] == nil || $0["client"] is NSNull) && $0["failures"] as? Int == 1 }, "the stranger's address stays out")
+            #expect(!String(describing: export).contains(stranger))
+
+            let kept = rows("idempotency_keys")
+            #expect(kept.count == 1)
+            #expect(kept.first?["key"] as? String == "export-key-1")
+            #expect(kept.first?["response_status"] as? Int == 201)
+            #expect((kept.first?["response_body"] as? [String: Any])?["id"] as? String == orderID, "the kept answer is JSON in the file")
+            #expect(kept.first?["request_hash"] == nil)
         }
     }
 

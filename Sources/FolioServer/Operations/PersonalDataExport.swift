@@ -137,6 +137,17 @@ struct PersonalDataExport: Sendable {
             name: "mail", about: "Mail Folio sent you, or tried to.", table: "mail_messages",
             columns: columns("id:uuid, template, recipient, status, attempts:int, created_at:date, sent_at:date")),
         Section(
+            name: "outbox", about: "Mail kept in the local outbox instead of being sent (a server without a mail provider): to whom, what and when. Not its text: it may hold sign-in links.",
+            table: "outbox_messages", columns: columns("id:uuid, kind, recipient, subject, created_at:date"),
+            owned: { "(t.user_id = \(bind: $0) OR t.recipient = (SELECT email FROM users WHERE id = \(bind: $0)))" }),
+        Section(
+            name: "sign_in_failures", about: "Failed sign-ins to your account, counted per address they came from (shown only for addresses you have signed in from: the others may be anyone's).",
+            table: "sign_in_failures", columns: columns("client, failures:int, locked_until:date, succeeded_at:date, updated_at:date"),
+            paged: false, select: ["client": "CASE WHEN t.succeeded_at IS NOT NULL THEN t.client END"]),
+        Section(
+            name: "idempotency_keys", about: "Requests sent with an Idempotency-Key, and the answer kept to repeat it to a retry (24 hours).",
+            table: "idempotency_keys", columns: columns("id:uuid, key, status, response_status:int, response_location, response_body:json, created_at:date, expires_at:date")),
+        Section(
             name: "audit_events", about: "The audit trail's events about you and your accounts.", table: "audit_events",
             // The address only where the user acted themselves: an administrator's address is theirs, and a failed sign-in's may be
             // an attacker's (events recorded before sign-in attempts had no actor named the user: left out by their action).

@@ -114,9 +114,18 @@ public struct RetentionPolicy: Sendable {
             condition: { cutoff, _ in "period_start < \(bind: Int64(cutoff.timeIntervalSince1970))" }),
         .init(
             name: "quotes", table: "quotes",
-            reason: "A quote not fetched for 30 days, for a symbol nobody holds, is no longer asked for; one still held stays as its last known price.",
+            reason: "A quote not fetched for 30 days, for a symbol no one holds, orders or targets, is no longer asked for; one still needed stays as its last known price.",
             keep: 30 * day, key: "symbol",
-            condition: { cutoff, _ in "fetched_at < \(bind: cutoff) AND symbol NOT IN (SELECT symbol FROM holdings)" }),
+            condition: { cutoff, _ in
+                // Needed: held, named by an open order (its limit is checked against it), or in an account's current targets.
+                """
+                fetched_at < \(bind: cutoff) AND symbol NOT IN (SELECT symbol FROM holdings)
+                AND symbol NOT IN (SELECT symbol FROM orders WHERE status IN \(unsafeRaw: TradingStore.openStatuses))
+                AND symbol NOT IN (
+                    SELECT w.symbol FROM target_weights w JOIN target_allocations a ON a.id = w.allocation_id
+                    WHERE a.version = (SELECT MAX(b.version) FROM target_allocations b WHERE b.account_id = a.account_id))
+                """
+            }),
     ]
 }
 

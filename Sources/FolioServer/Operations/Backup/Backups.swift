@@ -170,16 +170,8 @@ public struct Backups: Sendable {
         do {
             progress("restoring into a scratch database")
             try await Self.load(manifest, from: backup, into: scratch.location, configuration: configuration, progress: progress)
-            try await Self.withDatabase(scratch.location, logger: logger) { copy in
-                progress("ledger verify")
-                let ledger = try await LedgerVerifier(store: TradingStore(database: copy)).verify()
-                problems += ledger.differences.map { "ledger verify: \($0)" }
-                progress("audit verify")
-                let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
-                if let broken = try await AuditVerifier(database: copy, anchor: anchor, clock: clock).verify().firstBreak { problems.append("audit verify: \(broken)") }
-                progress("comparing the manifest's figures")
-                let restored = try await copy.transaction { db in try await BackupFigures.read(on: db, kind: copy.kind) }
-                problems += figures.differences(from: restored)
+            problems += try await Self.withDatabase(scratch.location, logger: logger) { copy in
+                try await Self.check(copy, against: figures, configuration: configuration, clock: clock, progress: progress)
             }
         } catch {
             await scratch.drop(logger)
@@ -227,7 +219,7 @@ public struct Backups: Sendable {
     ) async throws -> [String] {
         let manifest = try BackupManifest.read(from: backup)
         let cipher = BackupCipher(key: configuration.backup.encryptionKey, previousKeys: configuration.backup.previousEncryptionKeys)
-        _ = try manifest.opened(with: cipher, allowUnencrypted: allowUnencrypted)
+        let figures = try manifest.opened(with: cipher, allowUnencrypted: allowUnencrypted)
         let problems = try await checkFiles(of: manifest, in: backup, progress: progress)
         guard problems.isEmpty else { throw Failure(description: problems.joined(separator: "; ")) }
         guard (manifest.database == "postgres") == target.isPostgres else {
@@ -239,7 +231,9 @@ public struct Backups: Sendable {
         guard empty else { throw Failure(description: "the target database is not empty: restore only into an empty database (nothing was changed)") }
         do {
             try await load(manifest, from: backup, into: target, configuration: configuration, progress: progress)
-            return try await verifyRestored(target, configuration: configuration, logger: logger, progress: progress)
+            return try await withDatabase(target, logger: logger) { copy in
+                try await check(copy, against: figures, configuration: configuration, progress: progress)
+            }
         } catch {
             // The target was empty: a copy that cannot be opened or read goes, so a second attempt starts clean
             // (one the restore made, removed; one the operator made, emptied).
@@ -251,23 +245,35 @@ public struct Backups: Sendable {
         }
     }
 
-    /// `ledger verify` and `audit verify` on a restored copy: the problems they find.
-    static func verifyRestored(
-        _ target: AppConfiguration.DatabaseLocation, configuration: AppConfiguration, logger: Logger, progress: @escaping @Sendable (String) -> Void
+    /// What a restored copy must pass before it is trusted, for the drill and for a restore alike: the
+    /// database's own check of its pages (SQLite), `ledger verify`, `audit verify`, and every figure the
+    /// manifest recorded when the backup was taken. Returns the problems found (none: it is sound).
+    static func check(
+        _ copy: FolioDatabase, against figures: BackupFigures, configuration: AppConfiguration, clock: AppClock = .system,
+        progress: @escaping @Sendable (String) -> Void
     ) async throws -> [String] {
-        try await withDatabase(target, logger: logger) { copy in
-            if copy.kind == .postgres {
-                // pg_restore brings no planner statistics: without them the first queries are planned blind.
-                progress("analyze")
-                try await copy.sql.raw("ANALYZE").run()
-            }
-            progress("ledger verify")
-            var found = try await LedgerVerifier(store: TradingStore(database: copy)).verify().differences.map { "ledger verify: \($0)" }
-            progress("audit verify")
-            let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
-            if let broken = try await AuditVerifier(database: copy, anchor: anchor).verify().firstBreak { found.append("audit verify: \(broken)") }
-            return found
+        var found: [String] = []
+        switch copy.kind {
+        case .postgres:
+            // pg_restore brings no planner statistics: without them the first queries are planned blind.
+            progress("analyze")
+            try await copy.sql.raw("ANALYZE").run()
+        case .sqlite:
+            // A file whose pages are damaged can still answer the queries below; the database's own check reads every page.
+            progress("integrity check")
+            let rows = try await copy.sql.raw("PRAGMA integrity_check").all()
+            let messages = try rows.map { try $0.decode(column: "integrity_check", as: String.self) }
+            if messages != ["ok"] { found += messages.prefix(20).map { "integrity check: \($0)" } }
         }
+        progress("ledger verify")
+        found += try await LedgerVerifier(store: TradingStore(database: copy)).verify().differences.map { "ledger verify: \($0)" }
+        progress("audit verify")
+        let anchor = AuditAnchor(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
+        if let broken = try await AuditVerifier(database: copy, anchor: anchor, clock: clock).verify().firstBreak { found.append("audit verify: \(broken)") }
+        progress("comparing the manifest's figures")
+        let restored = try await copy.transaction { db in try await BackupFigures.read(on: db, kind: copy.kind) }
+        found += figures.differences(from: restored)
+        return found
     }
 
     /// Puts a backup's database into `target` (checked empty by the caller).
