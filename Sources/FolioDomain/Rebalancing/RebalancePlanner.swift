@@ -320,46 +320,77 @@ public enum RebalancePlanner {
     /// without it) frees enough, and the largest drift among the holdings bought then gets smaller. The top-up alone
     /// can leave one holding 30 points short beside another 8 points over (a $442 share, $420 left). True when it did.
     static func makeRoom(_ items: inout [Item], short: [(index: Int, amount: Cash)], left: inout Cash, options: RebalanceOptions) throws -> Bool {
-        // As the plan will be: a buy below the minimum trade is dropped afterwards, so it is counted as none.
-        func largestDrift(_ items: [Item]) throws -> Cash {
-            var largest = Cash.zero
-            for entry in short {
-                var item = items[entry.index]
-                if item.buy.isPositive, try Money.cost(quantity: item.buy, price: item.price) < options.minimumTrade { item.buy = .zero }
-                largest = Cash.max(largest, try item.gapAfterBuy().magnitude)
-            }
-            return largest
-        }
-        var neediest: (index: Int, gap: Cash)?
-        for entry in short {
+        // Each holding's gap with its buy so far, read once. The trial below changes a few buys, so it keeps the buys
+        // in a list of their own rather than a copy of every item (copying ten thousand items, and looking each
+        // one's gap up again for every share taken back, was most of a large plan's time).
+        var gaps: [Cash] = []
+        gaps.reserveCapacity(short.count)
+        var neediest: (position: Int, gap: Cash)?
+        for (position, entry) in short.enumerated() {
             let item = items[entry.index], itemGap = try item.gapAfterBuy()
+            gaps.append(itemGap)
             guard item.oneShareHelps(itemGap) else { continue }
-            if neediest == nil || itemGap > neediest!.gap { neediest = (entry.index, itemGap) }
+            if neediest == nil || itemGap > neediest!.gap { neediest = (position, itemGap) }
         }
         guard let neediest else { return false }
-        let one = try reservation(try items[neediest.index].buy + Quantity(1), items[neediest.index].price, options)
-            - reservation(items[neediest.index].buy, items[neediest.index].price, options)
+        let needy = items[short[neediest.position].index]
+        let one = try reservation(try needy.buy + Quantity(1), needy.price, options) - reservation(needy.buy, needy.price, options)
         guard one > left else { return false }  // it fits: the top-up buys it
 
-        var trial = items, trialLeft = left
+        // The trial's buys, and how far each holding would be from its target with one share fewer.
+        var buys = short.map { items[$0.index].buy }
+        var changed: [Int] = []  // positions in `short` whose buy the trial changed
+        func withoutOne(_ position: Int, gap: Cash) throws -> Cash {
+            try gap + Money.value(quantity: Quantity(1), price: items[short[position].index].price)
+        }
+        var offers: [Cash] = []
+        offers.reserveCapacity(short.count)
+        for position in short.indices { offers.append(try withoutOne(position, gap: gaps[position]).magnitude) }
+        var trialLeft = left
         while one > trialLeft {
-            var giver: (index: Int, gapAfter: Cash)?
-            for entry in short where entry.index != neediest.index && trial[entry.index].buy.isPositive {
-                let item = trial[entry.index]
-                let gapAfter = try item.gapAfterBuy() + Money.value(quantity: Quantity(1), price: item.price)
-                if giver == nil || gapAfter.magnitude < giver!.gapAfter.magnitude { giver = (entry.index, gapAfter) }
+            // The giver: the holding left nearest its target without one of its shares (the first such on a tie).
+            var giver: Int?
+            for position in short.indices where position != neediest.position && buys[position].isPositive {
+                if giver == nil || offers[position] < offers[giver!] { giver = position }
             }
             // Nothing to take back without leaving that holding as far off as the one it would serve.
-            guard let giver, giver.gapAfter.magnitude < neediest.gap else { return false }
-            let item = trial[giver.index]
-            let fewer = try item.buy - Quantity(1)
-            trialLeft = try trialLeft + reservation(item.buy, item.price, options) - reservation(fewer, item.price, options)
-            trial[giver.index].buy = fewer
+            guard let giver, offers[giver] < neediest.gap else { return false }
+            var item = items[short[giver].index]
+            let fewer = try buys[giver] - Quantity(1)
+            trialLeft = try trialLeft + reservation(buys[giver], item.price, options) - reservation(fewer, item.price, options)
+            if buys[giver] == item.buy { changed.append(giver) }
+            buys[giver] = fewer
+            item.buy = fewer
+            offers[giver] = try withoutOne(giver, gap: try item.gapAfterBuy()).magnitude
         }
-        trial[neediest.index].buy = try trial[neediest.index].buy + Quantity(1)
+        buys[neediest.position] = try needy.buy + Quantity(1)
+        changed.append(neediest.position)
         trialLeft = try trialLeft - one
-        guard try largestDrift(trial) < largestDrift(items) else { return false }
-        items = trial
+
+        // The largest drift among the holdings bought, as the plan will be: a buy below the minimum trade is dropped
+        // afterwards, so it is counted as none. Only the changed holdings differ between now and the trial.
+        func drift(_ position: Int, buy: Quantity, gap: Cash?) throws -> Cash {
+            var item = items[short[position].index]
+            item.buy = buy
+            if buy.isPositive, options.minimumTrade.isPositive, try Money.cost(quantity: buy, price: item.price) < options.minimumTrade {
+                item.buy = .zero
+            } else if let gap {
+                return gap.magnitude
+            }
+            return try item.gapAfterBuy().magnitude
+        }
+        var largestNow = Cash.zero, largestUnchanged = Cash.zero
+        var isChanged = [Bool](repeating: false, count: short.count)
+        for position in changed { isChanged[position] = true }
+        for position in short.indices {
+            let now = try drift(position, buy: items[short[position].index].buy, gap: gaps[position])
+            largestNow = Cash.max(largestNow, now)
+            if !isChanged[position] { largestUnchanged = Cash.max(largestUnchanged, now) }
+        }
+        var largestTrial = largestUnchanged
+        for position in changed { largestTrial = Cash.max(largestTrial, try drift(position, buy: buys[position], gap: nil)) }
+        guard largestTrial < largestNow else { return false }
+        for position in changed { items[short[position].index].buy = buys[position] }
         left = trialLeft
         return true
     }
