@@ -80,7 +80,7 @@ struct Restore: AsyncParsableCommand {
             print("restored \(backup), but the copy does NOT verify (\(problems.count) problem(s)): do not put it in service")
             throw ExitCode.failure
         }
-        print("restored \(backup); its pages, ledger, audit trail and the manifest's figures verify. Run `folio migrate` if this build is newer.")
+        print("restored \(backup); its ledger and audit trail verify and every manifest figure matches. Run `folio migrate` if this build is newer.")
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import FolioServer
@@ -176,6 +177,41 @@ struct AlpacaBrokerTests {
             #expect(try await show(client, tokens, second)["status"] as? String == "canceled")
             #expect(fake.orders[second]?.status == "canceled")
             #expect(try await alpacaAccount(env).reservedCash == 0)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a submit job taken over while its batch waited on Alpaca is not sent by the worker that lost it: the cancel its new holder carried out stands", arguments: TestDatabaseKind.all)
+    func takenOverSubmitIsNotSent(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "takenover@example.com")
+            let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+            let first = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            env.clock.advance(by: 1)
+            let second = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            // One worker claims both submit jobs; the first order's post to Alpaca is slow.
+            let stalled = try await env.services.orders.jobs.claim(as: "stalled-worker", limit: 16, filter: .only([.submitOrder]))
+            #expect(stalled.count == 2)
+            let acted = NIOLockedValueBox(false), headers = bearer(tokens)
+            fake.beforeOrderPost.withLockedValue { hook in
+                hook = { clientOrderID in
+                    guard clientOrderID == first, !acted.withLockedValue({ let was = $0; $0 = true; return was }) else { return }
+                    // Meanwhile the user cancels the second (still on its way: only the request is recorded), the
+                    // stalled worker's leases run out, and another worker takes both jobs over.
+                    let requested = try? await client.execute(uri: "/api/orders/\(second)", method: .delete, headers: headers)
+                    #expect(requested?.status == .accepted)
+                    env.clock.advance(by: JobQueue.lease + 1)
+                    await env.worker.drain()
+                }
+            }
+            _ = await env.services.orders.submit(stalled)
+            #expect(acted.withLockedValue { $0 })
+            #expect(try await show(client, tokens, second)["status"] as? String == "canceled", "canceled by the worker that took the job over")
+            #expect(fake.posts[second] == nil, "the worker that lost the job sent nothing: no live order at Alpaca for a canceled one")
+            #expect(fake.orders.values.filter { $0.clientOrderID == first }.count == 1)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, first)["status"] as? String == "accepted")
             try await env.expectConsistent()
         }
     }

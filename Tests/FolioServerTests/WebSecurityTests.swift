@@ -307,6 +307,19 @@ struct WebSecurityTests {
         }
     }
 
+    @Test("an answer is never cacheable unless its route says so, however its path is spelled (//api reaches the API too)")
+    func noStoreByDefault() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            let tokens = try await signUp(client, env, email: "spelled@example.com")
+            for path in ["//api/portfolio", "///api/auth/me", "/health"] {
+                let response = try await client.execute(uri: path, method: .get, headers: bearer(tokens))
+                #expect(response.headers[.cacheControl] == "no-store", "\(path) answered \(response.status) with \(response.headers[.cacheControl] ?? "no Cache-Control")")
+            }
+            let portfolio = try await client.execute(uri: "//api/portfolio", method: .get, headers: bearer(tokens))
+            #expect(portfolio.status == .ok, "the doubled slash reaches the API: that is why it must not be cacheable")
+        }
+    }
+
     @Test("production responses carry HSTS", arguments: TestDatabaseKind.all)
     func hsts(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.environment = .production }) { client, _ in

@@ -193,6 +193,19 @@ struct JobQueue: Sendable {
             """).run()
     }
 
+    /// Whether `job` is still this holder's, renewing its lease if so. Asked just before an action outside the
+    /// database (an order sent to a broker that holds it): a job whose lease ran out while the batch's earlier
+    /// jobs ran may have been taken over, and its new holder acts on it instead (the attempt count tells a
+    /// takeover even under the same holder name).
+    func stillHeld(_ job: ClaimedJob) async throws -> Bool {
+        let rows = try await database.sql.raw("""
+            UPDATE jobs SET locked_until = \(bind: clock.now().addingTimeInterval(Self.lease))
+            WHERE id = \(bind: job.id) AND locked_by = \(bind: job.holder) AND attempts = \(bind: job.attempts) AND status = 'running'
+            RETURNING id
+            """).all()
+        return !rows.isEmpty
+    }
+
     /// Schedules another attempt, or marks the job dead after its last. False
     /// when the lease was lost meanwhile (another worker owns the job now).
     @discardableResult
@@ -361,6 +374,18 @@ struct JobWorker: Service {
         for job in jobs {
             if batches.last?.kind == job.payload.kind { batches[batches.count - 1].jobs.append(job) } else { batches.append((job.payload.kind, [job])) }
         }
+        // A claim of several batches keeps every job's lease while it runs: a job waiting behind a long batch
+        // (a Plaid sync, a backup) is not taken over by another worker meanwhile.
+        if batches.count > 1 {
+            let all = batches
+            await keepingLeases(of: jobs, kind: "claim") { await runBatches(all) }
+        } else {
+            await runBatches(batches)
+        }
+        return true
+    }
+
+    private func runBatches(_ batches: [(kind: JobPayload.Kind, jobs: [ClaimedJob])]) async {
         for (kind, batch) in batches {
             let outcomes = await runKeepingLeases(kind, batch)
             var done: [ClaimedJob] = []
@@ -396,7 +421,6 @@ struct JobWorker: Service {
                 logger.error("could not complete jobs", metadata: ["error": .string(String(reflecting: error))])
             }
         }
-        return true
     }
 
     /// Kinds bounded well inside one lease (a broker call, one message), run without a lease keeper.
@@ -408,27 +432,32 @@ struct JobWorker: Service {
     private func runKeepingLeases(_ kind: JobPayload.Kind, _ batch: [ClaimedJob]) async -> [JobID: JobOutcome] {
         guard let handler = handlers[kind] else { return [:] }
         if Self.shortKinds.contains(kind) { return await handler(batch) }
+        return await keepingLeases(of: batch, kind: kind.rawValue) { await handler(batch) }
+    }
+
+    /// Runs `body` while a side task renews the leases of `jobs` every third of a lease.
+    private func keepingLeases<T: Sendable>(of jobs: [ClaimedJob], kind: String, _ body: @escaping @Sendable () async -> T) async -> T {
         let queue = self.queue, logger = self.logger
-        return await withTaskGroup(of: [JobID: JobOutcome]?.self) { group in
-            group.addTask { await handler(batch) }
+        return await withTaskGroup(of: T?.self) { group in
+            group.addTask { await body() }
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(JobQueue.lease / 3))
                     if Task.isCancelled { break }
-                    do { try await queue.renew(batch) } catch {
-                        logger.warning("could not renew a job's lease", metadata: ["kind": .string(kind.rawValue), "error": .string(String(reflecting: error))])
+                    do { try await queue.renew(jobs) } catch {
+                        logger.warning("could not renew a job's lease", metadata: ["kind": .string(kind), "error": .string(String(reflecting: error))])
                     }
                 }
                 return nil
             }
-            var outcomes: [JobID: JobOutcome] = [:]
+            var result: T?
             while let next = await group.next() {
                 if let next {
-                    outcomes = next
+                    result = next
                     group.cancelAll()
                 }
             }
-            return outcomes
+            return result!
         }
     }
 

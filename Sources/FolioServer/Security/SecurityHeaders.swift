@@ -31,6 +31,10 @@ enum SecurityHeaders {
         for field in always { headers.set(field) }
         if path.hasPrefix("/api") || path.hasPrefix("/health/detailed") {
             headers[fields: .cacheControl] = [noStore]
+        } else if headers[.cacheControl] == nil {
+            // Nothing is cached unless its route says so (hashed assets, the API's description): the router reads
+            // `//api/portfolio` as `/api/portfolio`, and the answer must not become cacheable by its spelling.
+            headers.append(noStore)
         }
         if production { headers[fields: strictTransportSecurity] = [hsts] }
         if headers[.server] != nil { headers[.server] = nil }

@@ -207,7 +207,7 @@ struct OrderService: Sendable {
         // Orders at a broker that holds them may have had a cancel requested while on their way.
         var held: [OrderID] = []
         for job in batch {
-            guard let id = job.payload.orderID, let order = orders[id], order.status == .new else {
+            guard let id = job.payload.orderID, var order = orders[id], order.status == .new else {
                 outcomes[job.id] = .done
                 continue
             }
@@ -216,6 +216,11 @@ struct OrderService: Sendable {
                 // An earlier attempt may have reached a broker that holds orders: it is canceled there first, never just ended here.
                 if job.attempts > 1, let broker = try? await brokers.broker(for: order.accountID), broker.holdsOrders {
                     do {
+                        guard let current = try await stillOurs(job, order) else {
+                            outcomes[job.id] = .done
+                            continue
+                        }
+                        order = current
                         // Canceled there (or never there): the day ended it. Fills that came first stand.
                         let report: BrokerReport = switch try await broker.cancel(BrokerOrder(order)) {
                         case .canceled: .expired
@@ -234,6 +239,13 @@ struct OrderService: Sendable {
             do {
                 // Canceled while on its way: cancel it where it is, at the broker or nowhere yet.
                 let broker = try await brokers.broker(for: order.accountID)
+                if broker.holdsOrders {
+                    guard let current = try await stillOurs(job, order) else {
+                        outcomes[job.id] = .done
+                        continue
+                    }
+                    order = current
+                }
                 var submission = BrokerOrder(order)
                 submission.retried = job.attempts > 1
                 let report = order.cancelRequestedAt != nil ? try await broker.cancel(submission) : try await broker.submit(submission)
@@ -250,6 +262,17 @@ struct OrderService: Sendable {
         if !held.isEmpty { await settleRequestedCancels(held) }
         if !reports.isEmpty { await pauses.reach(.afterApply) }
         return outcomes
+    }
+
+    /// The order as it is now, when the job is still this worker's and the order still waits to be sent; nil
+    /// otherwise. Asked just before a broker that holds orders is called: the batch read its orders when it began,
+    /// and while its earlier jobs waited on the broker this job's lease may have run out and another worker taken
+    /// it over (and carried out a cancel the user asked for meanwhile). Sending the order from the stale copy then
+    /// would leave it live at the broker while Folio shows it canceled, its cash free.
+    private func stillOurs(_ job: ClaimedJob, _ order: OrderState) async throws -> OrderState? {
+        guard try await jobs.stillHeld(job) else { return nil }
+        guard let current = try await store.orders([order.id], on: database.sql).first, current.status == .new else { return nil }
+        return current
     }
 
     /// How a submit that failed for want of a price starts its job's last error.

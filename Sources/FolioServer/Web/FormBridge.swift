@@ -94,7 +94,10 @@ struct FormBridge: Sendable {
                 let collector = BodyCollector()
                 try await answer.body.write(collector)
                 let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
-                return renderer.page(shown.template, title: shown.title, viewer: await viewer(of: request), values: shown.values(answer: json, fields: fields, control: control))
+                var page = renderer.page(shown.template, title: shown.title, viewer: await viewer(of: request), values: shown.values(answer: json, fields: fields, control: control))
+                // Any cookie the API set (a session it rotated or ended) reaches the browser, as on the other answers.
+                for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
+                return page
             }
             let next = WebController.sitePath(control["_next"].map { Substring($0) })
             var redirect = WebController.redirect(next)

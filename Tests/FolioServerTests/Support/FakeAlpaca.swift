@@ -106,6 +106,8 @@ final class FakeAlpaca: Sendable {
 
     private let state = NIOLockedValueBox(State())
     let baseURL: String
+    /// Awaited when an order is posted, before it is taken (given its client_order_id): a test acts while a submission is on its way.
+    let beforeOrderPost = NIOLockedValueBox<(@Sendable (String) async -> Void)?>(nil)
 
     init(baseURL: String) {
         self.baseURL = baseURL
@@ -407,6 +409,7 @@ final class FakeAlpaca: Sendable {
                   let client = fields["client_order_id"] as? String, let symbol = fields["symbol"] as? String,
                   let side = fields["side"] as? String, let type = fields["type"] as? String, let quantity = fields["qty"] as? String
             else { return Self.json(#"{"code":40010001,"message":"invalid order request"}"#, status: .unprocessableContent) }
+            if let hook = beforeOrderPost.withLockedValue({ $0 }) { await hook(client) }
             return state.withLockedValue { state in
                 state.posts[client, default: 0] += 1
                 if state.loseAnswers > 0, state.orders.values.contains(where: { $0.clientOrderID == client }) {
