@@ -20,6 +20,20 @@ struct MetricsTests {
         return try await client.execute(uri: "/metrics", method: .get, headers: headers)
     }
 
+    @Test("a form sent through the bridge is counted once under /form and once under the API route it reached")
+    func formBridgeRoutes() async throws {
+        try await withTestApp(.sqlite, configure: { $0.opsToken = Self.opsToken }) { client, env in
+            try await signUp(client, env, email: "bridge@example.com")
+            let answer = try await client.execute(
+                uri: "/form", method: .post, headers: WebAppTests.browserForm,
+                body: WebAppTests.form([("_api", "/api/auth/login"), ("email", "bridge@example.com"), ("password", "not the password at all")]))
+            #expect(answer.status == .unauthorized, "the page carries the API's status")
+            let text = String(buffer: try await scrape(client).body)
+            #expect(text.contains(#"folio_http_requests_total{route="/form",method="POST",status="401"} 1"#), "the outer request keeps its route")
+            #expect(text.contains(#"folio_http_requests_total{route="/api/auth/login",method="POST",status="401"} 1"#), "and the inner one is counted once")
+        }
+    }
+
     @Test("a session shows in each series family, with route patterns for labels", arguments: TestDatabaseKind.all)
     func seriesAfterASession(kind: TestDatabaseKind) async throws {
         try await withFakePlaid { fake in

@@ -88,6 +88,9 @@ struct FormBridge: Sendable {
         guard let responder = slot.responder.withLock({ $0 }) else { throw Refused() }
         var innerContext = context
         innerContext.identity = nil
+        // Its own route: the endpoint path is a shared box, and the inner request's match would otherwise relabel
+        // the outer one (its access line and metrics counted a failed form sign-in twice, under the API's route).
+        innerContext.coreContext.endpointPath = EndpointPath()
         let answer = try await responder.respond(to: inner, context: innerContext)
         if (200..<300).contains(answer.status.code) {
             if let shown = control["_show"].flatMap(AnswerPage.init(rawValue:)), shown.showsAnswer {
