@@ -430,6 +430,46 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("an old resting order's fills are read back only to what Folio has: thousands of fills since it was placed stop neither the poll nor its cancel, and none is booked out of order", arguments: TestDatabaseKind.all)
+    func oldRestingOrder(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "old@example.com")
+            let old = try await restingBuy(client, env, tokens, account: account, quantity: "10")
+            let missed = try await restingBuy(client, env, tokens, account: account, quantity: "4")
+            fake.fill(clientOrderID: old, quantity: 2, at: 49)
+            let firstLook = fake.activityCalls
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, old)["filled_quantity"] as? String == "2")
+            #expect(fake.activityCalls - firstLook == 1, "one page, newest first, reaches back to what Folio has")
+            try await OrderService.recheckFor(env)
+            #expect(fake.activityCalls - firstLook == 1, "nothing new filled: no activity is read")
+            // A fill of the other order that no look has seen yet, then 5,100 fills of an order placed outside Folio.
+            fake.fill(clientOrderID: missed, quantity: 1, at: 48)
+            fake.recordOutsideFills(5_100)
+            fake.fill(clientOrderID: old, quantity: 3, at: 47)
+            let pagesBefore = fake.activityCalls
+            try await OrderService.recheckFor(env)
+            let shown = try await show(client, tokens, old)
+            #expect(shown["status"] as? String == "partially_filled")
+            #expect(shown["filled_quantity"] as? String == "5")
+            // The other order's fill lies past 5,000 activities: it waits rather than being booked out of order or lost.
+            let waiting = try await show(client, tokens, missed)
+            #expect(waiting["status"] as? String == "accepted")
+            #expect(waiting["filled_quantity"] as? String == "0")
+            #expect(fake.activityCalls - pagesBefore == 50, "the walk stops at its cap, not at the first order it reached back to")
+            // Nothing new for the old order: a look at it, and its cancel, read no activity at all.
+            let beforeCancel = fake.activityCalls
+            let canceled = try await client.execute(uri: "/api/orders/\(old)", method: .delete, headers: bearer(tokens))
+            #expect(canceled.status == .ok)
+            #expect(try json(canceled)["status"] as? String == "canceled")
+            #expect(try json(canceled)["filled_quantity"] as? String == "5")
+            #expect(fake.activityCalls == beforeCancel)
+            #expect(try await env.fills().count == 2)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a DAY order whose first submission reached Alpaca but whose answer was lost, retried after the close: canceled at Alpaca, expired here", arguments: TestDatabaseKind.all)
     func retriedAfterTheClose(kind: TestDatabaseKind) async throws {
         let friday = TradingDay(year: 2026, month: 11, day: 27)

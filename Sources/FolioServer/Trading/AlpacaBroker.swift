@@ -154,20 +154,21 @@ struct AlpacaBroker: Broker {
 
     // MARK: - Broker
 
+    /// A submission is of an order Folio has booked no fill of: whatever filled at Alpaca is reported.
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
         // A retry after a crash asks first, so the order reaches Alpaca once
         // (and a second POST would be refused for its client_order_id anyway).
-        if order.retried, let existing = try await find(order.id) { return try await report(existing) }
+        if order.retried, let existing = try await find(order.id) { return try await report(existing, applied: .zero) }
         let answer = try await call(.POST, "/v2/orders", body: Self.orderBody(order))
         switch answer.status {
         case 200, 201:
-            return try await report(RemoteOrder(answer.json))
+            return try await report(RemoteOrder(answer.json), applied: .zero)
         case 403:
             // Alpaca's own checks refused it (buying power, a short sale it will not allow).
             return .rejected(reason: "Alpaca refused the order: \(answer.message)")
         case 422:
             // Sent before (the answer was lost): the order is there under our id.
-            if let existing = try await find(order.id) { return try await report(existing) }
+            if let existing = try await find(order.id) { return try await report(existing, applied: .zero) }
             return .rejected(reason: "Alpaca refused the order: \(answer.message)")
         default:
             throw BrokerError.unavailable("POST /v2/orders answered HTTP \(answer.status)")
@@ -176,7 +177,7 @@ struct AlpacaBroker: Broker {
 
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport? {
         guard let existing = try await find(order.id) else { return nil }
-        let report = try await report(existing)
+        let report = try await report(existing, applied: order.filledQuantity)
         return report == .accepted ? nil : report
     }
 
@@ -188,9 +189,9 @@ struct AlpacaBroker: Broker {
         guard let existing = try await find(order.id) else { return .canceled(reason: Self.neverReached) }
         if Self.openStatuses.contains(existing.status) && existing.status != "pending_cancel" {
             try await delete(existing)
-            return try await report(try await remoteOrder(existing.id), canceledBy: "canceled by user")
+            return try await report(try await remoteOrder(existing.id), applied: order.filledQuantity, canceledBy: "canceled by user")
         }
-        return try await report(existing, canceledBy: "canceled by user")
+        return try await report(existing, applied: order.filledQuantity, canceledBy: "canceled by user")
     }
 
     /// Cancels what is left of an order whose fills the books no longer follow (it ended here), and says
@@ -247,13 +248,16 @@ struct AlpacaBroker: Broker {
     /// statuses is mapped: the ended ones (`filled`, `canceled`, `expired`,
     /// `replaced`, `rejected`) end Folio's order with its fills; the others
     /// keep it open with what filled so far. A status Alpaca adds later is
-    /// taken as open, never as an end.
-    func report(_ order: RemoteOrder, canceledBy reason: String = "canceled at the broker") async throws -> BrokerReport {
-        let fills = order.filledQuantity.isPositive ? try await fills(of: order) : []
+    /// taken as open, never as an end. `applied`: what Folio has booked of the order's fills; only the
+    /// ones after it are read.
+    func report(_ order: RemoteOrder, applied: Quantity, canceledBy reason: String = "canceled at the broker") async throws -> BrokerReport {
+        let walk = try await unappliedFills(of: [(order, applied)], since: order.createdAt)
+        // Alpaca's record of this order could not be read back to what Folio has: refuse rather than book the later fills alone.
+        guard walk.unreached.isEmpty else { throw BrokerError.unavailable(Self.unreachedReason) }
         if !order.status.isEmpty, !Self.openStatuses.contains(order.status), !Self.endedStatuses.contains(order.status) {
             logger.warning("an Alpaca order status Folio does not know; the order is kept open", metadata: ["status": "\(order.status)"])
         }
-        return Self.report(order, fills: fills, canceledBy: reason)
+        return Self.report(order, fills: walk.fills[order.id] ?? [], applied: applied, canceledBy: reason)
     }
 
     static let endedStatuses: Set<String> = ["filled", "canceled", "replaced", "expired", "rejected"]
@@ -288,25 +292,29 @@ struct AlpacaBroker: Broker {
         }
     }
 
-    /// The order's fills, from the account's FILL activities since it was
-    /// made, oldest first. Each fill's id is the order's and the quantity
-    /// filled up to and including it (`alpaca:<order>:<cum_qty>`), which the
-    /// trade stream's events carry too: a fill is the same fill whichever
-    /// way it arrives, and is applied once.
-    func fills(of order: RemoteOrder) async throws -> [BrokerFill] {
-        try await fillsByOrder(since: order.createdAt)[order.id] ?? []
-    }
-
-    /// Every FILL activity of the account since `since` (an RFC 3339 time),
-    /// by Alpaca's order id, oldest first: one walk of the pages for any
-    /// number of orders.
-    func fillsByOrder(since: String?) async throws -> [String: [BrokerFill]] {
-        var fills: [String: [BrokerFill]] = [:]
+    /// The fills of some orders that Folio has not booked yet: for each order, the fills after `applied`
+    /// (what Folio has), oldest first. Each fill's id is the order's and the quantity filled up to and
+    /// including it (`alpaca:<order>:<cum_qty>`), which the trade stream's events carry too: a fill is the
+    /// same fill whichever way it arrives, and is applied once.
+    ///
+    /// The account's FILL activities are read newest first, since `since` (an RFC 3339 time), and only as
+    /// far back as the oldest fill still to book: the walk stops once every order's record reaches back to
+    /// what Folio has. So an old resting order costs a look at its recent fills, not at every fill of the
+    /// account since it was placed; an order with nothing new costs no call at all. `unreached`: orders
+    /// whose record the walk could not reach back to within its 5,000 activities. They get no fills, since
+    /// booking the later ones without the earlier would book them out of order.
+    func unappliedFills(of orders: [(order: RemoteOrder, applied: Quantity)], since: String?) async throws -> (
+        fills: [String: [BrokerFill]], unreached: Set<String>
+    ) {
+        var applied: [String: Quantity] = [:]
+        for (order, booked) in orders where order.filledQuantity > booked { applied[order.id] = booked }
+        guard !applied.isEmpty else { return ([:], []) }
+        var newestFirst: [String: [BrokerFill]] = [:]
+        var reachedBack: Set<String> = []
+        var exhausted = false
         var pageToken: String?
-        for page in 0...50 {
-            // Fifty pages of a hundred and more to come: refuse a partial list rather than act on it.
-            guard page < 50 else { throw BrokerError.unavailable("more than 5,000 FILL activities since \(since ?? "the start")") }
-            var path = "/v2/account/activities/FILL?direction=asc&page_size=100"
+        for _ in 0..<50 {
+            var path = "/v2/account/activities/FILL?direction=desc&page_size=100"
             if let since { path += "&after=\(Self.encode(since))" }
             if let pageToken { path += "&page_token=\(Self.encode(pageToken))" }
             let answer = try await call(.GET, path)
@@ -316,20 +324,39 @@ struct AlpacaBroker: Broker {
             for activity in activities {
                 guard case .object(let fields) = activity, case .string(let id)? = fields["id"] else { continue }
                 pageToken = id
-                guard case .string(let orderID)? = fields["order_id"], let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
+                guard case .string(let orderID)? = fields["order_id"], let booked = applied[orderID], !reachedBack.contains(orderID),
+                      let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
                 else { continue }
                 // The key is the quantity filled up to this fill, as Alpaca states it; never guessed from a window of activities.
                 guard let total = Self.quantity(fields["cum_qty"]) else {
                     logger.warning("a FILL activity without cum_qty was skipped", metadata: ["activity_id": "\(id)"])
                     continue
                 }
-                fills[orderID, default: []].append(BrokerFill(
-                    id: Self.fillID(order: orderID, cumulative: total), quantity: quantity, price: executed, executedAt: Self.date(fields["transaction_time"])))
+                if total > booked {
+                    newestFirst[orderID, default: []].append(BrokerFill(
+                        id: Self.fillID(order: orderID, cumulative: total), quantity: quantity, price: executed, executedAt: Self.date(fields["transaction_time"])))
+                }
+                // This fill began at or before what Folio has: everything older is booked already.
+                if let start = try? total - quantity, start <= booked { reachedBack.insert(orderID) }
             }
-            if activities.count < 100 { break }
+            if activities.count < 100 {
+                exhausted = true
+                break
+            }
+            if reachedBack.count == applied.count { break }
         }
-        return fills
+        var fills: [String: [BrokerFill]] = [:], unreached: Set<String> = []
+        for id in applied.keys {
+            if exhausted || reachedBack.contains(id) {
+                if let found = newestFirst[id] { fills[id] = found.reversed() }
+            } else {
+                unreached.insert(id)
+            }
+        }
+        return (fills, unreached)
     }
+
+    static let unreachedReason = "more than 5,000 FILL activities since the order's oldest fill still to book"
 
     /// What Alpaca says now about some of an account's orders: two calls for
     /// any number of them (`GET /v2/orders?status=all` since the oldest, and
@@ -357,13 +384,28 @@ struct AlpacaBroker: Broker {
             guard page.count == 500, let last = page.last?.createdAt, last != after else { break }
             after = last
         }
-        let fills = try await fillsByOrder(since: since)
-        var looks: [OrderID: Look] = [:]
+        var found: [(order: BrokerOrder, remote: RemoteOrder)] = []
         for order in orders {
-            var found = remote[order.id.description]
-            if found == nil { found = try await find(order.id) }
-            guard let found else { continue }
-            looks[order.id] = Look(status: found.status, filledQuantity: found.filledQuantity, report: Self.report(found, fills: fills[found.id] ?? []))
+            if let known = remote[order.id.description] {
+                found.append((order, known))
+            } else if let looked = try await find(order.id) {
+                found.append((order, looked))
+            }
+        }
+        // The fills are read back only as far as the oldest order with something new to book.
+        let filling = found.filter { $0.remote.filledQuantity > $0.order.filledQuantity }.map(\.order.createdAt).min()
+        let walk = try await unappliedFills(
+            of: found.map { ($0.remote, $0.order.filledQuantity) }, since: Self.timestamp((filling ?? oldest).addingTimeInterval(-120)))
+        var looks: [OrderID: Look] = [:]
+        for (order, remote) in found {
+            guard !walk.unreached.contains(remote.id) else {
+                // The others go on; this one waits for a later look.
+                logger.warning("an order's fills could not be read", metadata: ["order_id": "\(order.id)", "reason": "\(Self.unreachedReason)"])
+                continue
+            }
+            looks[order.id] = Look(
+                status: remote.status, filledQuantity: remote.filledQuantity,
+                report: Self.report(remote, fills: walk.fills[remote.id] ?? [], applied: order.filledQuantity))
         }
         return looks
     }

@@ -78,6 +78,7 @@ final class FakeAlpaca: Sendable {
         var tradingBlocked = false
         var liveCalls = 0
         var listCalls = 0
+        var activityCalls = 0
         /// Listening `trade_updates` connections, and how many connections were ever authorized.
         var subscribers: [UUID: AsyncStream<String>.Continuation] = [:]
         var streamConnections = 0
@@ -149,6 +150,8 @@ final class FakeAlpaca: Sendable {
     var paperCalls: Int { state.withLockedValue { $0.paperCalls } }
     /// `GET /v2/orders` lists served: the polling of whole accounts.
     var listCalls: Int { state.withLockedValue { $0.listCalls } }
+    /// Pages of FILL activities served.
+    var activityCalls: Int { state.withLockedValue { $0.activityCalls } }
 
     var withholdActivities: Bool {
         get { state.withLockedValue { $0.withholdActivities } }
@@ -356,6 +359,20 @@ final class FakeAlpaca: Sendable {
         }
     }
 
+    /// `count` fills of one order placed at Alpaca outside Folio (by another app on the same account): FILL activities Folio reads past.
+    func recordOutsideFills(_ count: Int) {
+        state.withLockedValue { state in
+            let order = UUID().uuidString.lowercased()
+            for index in 1...count {
+                state.sequence += 1
+                state.activities.append(Activity(
+                    id: String(format: "20261124%09d::%@", state.sequence, UUID().uuidString.lowercased()), orderID: order, quantity: 1, price: state.price,
+                    side: "buy", symbol: "SPY", cumulative: (try? Quantity(parsing: String(index))) ?? .zero, leaves: .zero,
+                    executedAt: state.executedNow))
+            }
+        }
+    }
+
     private static func fill(_ state: inout State, _ id: String, quantity: Quantity?, price: Price) {
         guard var order = state.orders[id], let total = try? Quantity(parsing: order.quantity) else { return }
         let left = (try? total - order.filled) ?? .zero
@@ -471,10 +488,16 @@ final class FakeAlpaca: Sendable {
                 return Response(status: .noContent)
             }
         case (.get, "/v2/account/activities/FILL"):
-            let after = request.uri.queryParameters["page_token"].map(String.init)
+            // Oldest first with `direction=asc`, else newest first (Alpaca's default); a page token is the last id
+            // of the page before, and the next page goes on past it in the same direction. `after` is not needed
+            // at the fake's size.
+            let token = request.uri.queryParameters["page_token"].map(String.init)
+            let ascending = request.uri.queryParameters["direction"].map(String.init) == "asc"
             return state.withLockedValue { state in
+                state.activityCalls += 1
                 var list = state.withholdActivities ? [] : state.activities
-                if let after, let index = list.firstIndex(where: { $0.id == after }) { list = Array(list[(index + 1)...]) }
+                if !ascending { list.reverse() }
+                if let token, let index = list.firstIndex(where: { $0.id == token }) { list = Array(list[(index + 1)...]) }
                 let page = list.prefix(100).map { activity in
                     #"{"activity_type":"FILL","id":"\#(activity.id)","order_id":"\#(activity.orderID)","qty":"\#(activity.quantity)","price":"\#(activity.price)","side":"\#(activity.side)","symbol":"\#(activity.symbol)","cum_qty":"\#(activity.cumulative)","leaves_qty":"\#(activity.leaves)","type":"\#(activity.leaves.isPositive ? "partial_fill" : "fill")","transaction_time":"\#(activity.executedAt)"}"#
                 }
