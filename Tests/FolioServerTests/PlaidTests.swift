@@ -388,6 +388,44 @@ struct PlaidTests {
         }
     }
 
+    @Test("Plaid's webhooks out of order: an ERROR that arrives after the LOGIN_REPAIRED which followed it is checked with Plaid, and the working item syncs on, with no mail", arguments: TestDatabaseKind.all)
+    func loginErrorAfterRepair(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "late@example.com")
+            let (_, plaidItemID) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            // The login broke and was repaired at the institution; Plaid's two webhooks come in the wrong order.
+            let repaired = FakePlaid.webhookBody(type: "ITEM", code: "LOGIN_REPAIRED", itemID: plaidItemID)
+            #expect(try json(try await webhook(client, repaired, header: fake.sign(repaired, iat: env.clock.now)))["action"] as? String == "login_repaired")
+            let late = FakePlaid.webhookBody(
+                type: "ITEM", code: "ERROR", itemID: plaidItemID,
+                extra: #""error":{"display_message":null,"error_code":"ITEM_LOGIN_REQUIRED","error_message":"the login details of this item have changed","error_type":"ITEM_ERROR","status":400}"#)
+            #expect(try json(try await webhook(client, late, header: fake.sign(late, iat: env.clock.now)))["action"] as? String == "needs_login")
+            let syncs = fake.syncCursors.count
+            await env.worker.drain()
+            #expect(fake.itemGets == 1, "checked with Plaid once")
+            let listed = try #require((try json(try await get(client, "/api/links", try await relogin(client, email: "late@example.com")))["data"] as? [[String: Any]])?.first)
+            #expect(listed["status"] as? String == "active")
+            #expect(listed["error_code"] == nil)
+            #expect(try await env.outbox(kind: "plaid_login_required").isEmpty)
+            #expect(fake.syncCursors.count > syncs, "the item syncs on")
+            // A break Plaid confirms is mailed as before.
+            fake.update(item: plaidItemID) { $0.errorCode = "ITEM_LOGIN_REQUIRED" }
+            let broken = FakePlaid.webhookBody(
+                type: "ITEM", code: "ERROR", itemID: plaidItemID,
+                extra: #""error":{"display_message":null,"error_code":"ITEM_LOGIN_REQUIRED","error_message":"the login details of this item have changed at last","error_type":"ITEM_ERROR","status":400}"#)
+            #expect(try json(try await webhook(client, broken, header: fake.sign(broken, iat: env.clock.now)))["action"] as? String == "needs_login")
+            await env.worker.drain()
+            #expect(try await env.outbox(kind: "plaid_login_required").count == 1)
+            let after = try #require((try json(try await get(client, "/api/links", try await relogin(client, email: "late@example.com")))["data"] as? [[String: Any]])?.first)
+            #expect(after["status"] as? String == "login_required")
+        }
+    }
+
+    func relogin(_ client: some TestClientProtocol, email: String) async throws -> [String: Any] {
+        try json(try await post(client, "/api/auth/login", ["email": email, "password": strongPassword]))
+    }
+
     @Test("an expiring consent stays on the item through passing errors; the same item exchanged again is 409 and stays linked at Plaid")
     func expiringConsentAndRelinkedItem() async throws {
         try await withPlaidApp(.sqlite) { client, env, fake in

@@ -154,6 +154,15 @@ struct PlaidClient: Sendable {
         _ = try await call("/item/remove", ["access_token": .string(accessToken)])
     }
 
+    /// The item's error as Plaid has it now (`/item/get`, which answers for an item in error too): its
+    /// `error_code`, or nil when the item has none.
+    func itemError(accessToken: String) async throws -> String? {
+        let answer = try await call("/item/get", ["access_token": .string(accessToken)])
+        guard let item = answer["item"] else { throw PlaidError.unreadable("item/get without an item") }
+        guard let error = item["error"], error != .null else { return nil }
+        return error["error_code"]?.string ?? "ITEM_ERROR"
+    }
+
     // MARK: - Accounts and institutions
 
     func accounts(accessToken: String) async throws -> (accounts: [PlaidAccount], institutionID: String?) {

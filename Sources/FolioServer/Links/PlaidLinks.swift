@@ -324,9 +324,29 @@ struct PlaidLinks: Sendable {
             : "Your connection to \(institution) needs you to sign in again before Folio can update it."
     }
 
-    /// Tells the item's user that it needs them, if it still does.
+    /// Tells the item's user that it needs them, if it still does. Plaid's webhooks may arrive out of
+    /// order (an `ERROR` after the `LOGIN_REPAIRED` that followed it), so a broken login is first checked
+    /// with Plaid: an item Plaid shows without an error works again, and syncs instead of mailing. When
+    /// Plaid cannot be asked, the mail goes (signing in again is harmless).
     func mailNeedsLogin(_ itemID: UUID) async throws {
-        let store = self.store, identity = self.identity
+        let store = self.store, identity = self.identity, jobs = self.jobs
+        if let item = try await store.item(itemID, owner: nil), item.status == .loginRequired {
+            let current: String??
+            do { current = .some(try await configuredClient().itemError(accessToken: try open(item))) } catch {
+                logger.warning("Plaid could not confirm the item's broken login; its user is told anyway", metadata: ["item_id": "\(itemID)", "error": "\(error)"])
+                current = .none
+            }
+            if case .some(.none) = current {
+                let now = clock.now()
+                try await store.database.transaction { db in
+                    guard try await store.clearLoginRequired(itemID, now: now, on: db) else { return }
+                    try await jobs.enqueueUnlessWaiting(.syncPlaidItem(itemID), on: db)
+                    try await jobs.enqueueUnlessWaiting(.refreshPlaidHoldings(itemID), on: db)
+                }
+                logger.info("Plaid shows the item's login working again (a late webhook); it syncs, and no mail is sent", metadata: ["item_id": "\(itemID)"])
+                return
+            }
+        }
         try await store.database.transaction { db in
             guard let item = try await store.item(itemID, owner: nil, on: db), item.status == .loginRequired || item.status == .pendingExpiration
             else { return }

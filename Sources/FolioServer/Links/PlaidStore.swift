@@ -142,6 +142,15 @@ struct PlaidStore: Sendable {
             """).first() != nil
     }
 
+    /// Back to `active` from `login_required`, if the item is still there; true when it was.
+    func clearLoginRequired(_ id: UUID, now: Date, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            UPDATE plaid_items SET status = 'active', error_code = NULL, error_message = NULL, updated_at = \(bind: now)
+            WHERE id = \(bind: id) AND status = 'login_required'
+            RETURNING id
+            """).first() != nil
+    }
+
     func setInstitution(_ id: UUID, institutionID: String?, name: String?, on db: any SQLDatabase) async throws {
         try await db.raw("""
             UPDATE plaid_items SET institution_id = COALESCE(\(bind: institutionID), institution_id),

@@ -74,6 +74,7 @@ final class FakePlaid: Sendable {
         var keyFetches: [String] = []
         var keys: [String: (key: P256.Signing.PrivateKey, expired: Bool)] = [:]
         var removeCalls = 0
+        var itemGets = 0
         var sequence = 0
         var badCredentials = 0
     }
@@ -137,6 +138,8 @@ final class FakePlaid: Sendable {
     var syncCursors: [String?] { state.withLockedValue { $0.syncCursors } }
     var keyFetches: [String] { state.withLockedValue { $0.keyFetches } }
     var removeCalls: Int { state.withLockedValue { $0.removeCalls } }
+    /// `/item/get` calls served.
+    var itemGets: Int { state.withLockedValue { $0.itemGets } }
     var badCredentials: Int { state.withLockedValue { $0.badCredentials } }
 
     var pageSize: Int {
@@ -215,6 +218,12 @@ final class FakePlaid: Sendable {
         }
         guard let token = body["access_token"]?.string, let item = state.withLockedValue({ $0.items[token] }), !item.removed else {
             return error(400, type: "INVALID_INPUT", code: "INVALID_ACCESS_TOKEN", message: "could not find matching access token")
+        }
+        if path == "/item/get" {
+            // Answered for an item in error too: the error is the item's `error`.
+            state.withLockedValue { $0.itemGets += 1 }
+            let error = item.errorCode.map { #"{"display_message":null,"error_code":"\#($0)","error_message":"the login details of this item have changed","error_type":"ITEM_ERROR","status":400}"# } ?? "null"
+            return json(#"{"item":{"item_id":"\#(item.itemID)","institution_id":"\#(item.institutionID)","webhook":"https://folio.example.com/webhooks/plaid","error":\#(error),"available_products":[],"billed_products":["transactions"]},"request_id":"req8"}"#)
         }
         if let code = item.errorCode {
             return error(400, type: "ITEM_ERROR", code: code, message: "the login details of this item have changed",
