@@ -430,7 +430,7 @@ struct AlpacaBrokerTests {
         }
     }
 
-    @Test("an old resting order's fills are read back only to what Folio has: thousands of fills since it was placed stop neither the poll nor its cancel, and none is booked out of order", arguments: TestDatabaseKind.all)
+    @Test("an old resting order's fills are read back only to what Folio has: thousands of fills since it was placed stop neither the poll nor its cancel; a fill missed long ago is found by a second walk, in order", arguments: TestDatabaseKind.all)
     func oldRestingOrder(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in
             fake.mode = .rest
@@ -453,21 +453,42 @@ struct AlpacaBrokerTests {
             let shown = try await show(client, tokens, old)
             #expect(shown["status"] as? String == "partially_filled")
             #expect(shown["filled_quantity"] as? String == "5")
-            // The other order's fill lies past 5,000 activities: it waits rather than being booked out of order or lost.
-            let waiting = try await show(client, tokens, missed)
-            #expect(waiting["status"] as? String == "accepted")
-            #expect(waiting["filled_quantity"] as? String == "0")
-            #expect(fake.activityCalls - pagesBefore == 50, "the walk stops at its cap, not at the first order it reached back to")
-            // Nothing new for the old order: a look at it, and its cancel, read no activity at all.
+            // The other order's fill lies past 5,000 activities newest first: the second walk, oldest first, finds it.
+            let found = try await show(client, tokens, missed)
+            #expect(found["status"] as? String == "partially_filled")
+            #expect(found["filled_quantity"] as? String == "1")
+            #expect(fake.activityCalls - pagesBefore == 51, "fifty pages newest first, then one oldest first")
+            #expect(try await env.fills().map(\.brokerFillID).sorted() == [
+                AlpacaBroker.fillID(order: try #require(fake.orders[old]?.id), cumulative: 2), AlpacaBroker.fillID(order: try #require(fake.orders[old]?.id), cumulative: 5),
+                AlpacaBroker.fillID(order: try #require(fake.orders[missed]?.id), cumulative: 1),
+            ].sorted())
+            // Nothing new for either: their cancels read no activity at all.
             let beforeCancel = fake.activityCalls
-            let canceled = try await client.execute(uri: "/api/orders/\(old)", method: .delete, headers: bearer(tokens))
-            #expect(canceled.status == .ok)
-            #expect(try json(canceled)["status"] as? String == "canceled")
-            #expect(try json(canceled)["filled_quantity"] as? String == "5")
+            for (id, filled) in [(old, "5"), (missed, "1")] {
+                let canceled = try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens))
+                #expect(canceled.status == .ok)
+                #expect(try json(canceled)["status"] as? String == "canceled")
+                #expect(try json(canceled)["filled_quantity"] as? String == filled)
+            }
             #expect(fake.activityCalls == beforeCancel)
-            #expect(try await env.fills().count == 2)
+            #expect(try await alpacaAccount(env).reservedCash == 0)
             try await env.expectConsistent()
         }
+    }
+
+    @Test("only an unbroken run of fills is booked: one missing from Alpaca's record (lagging, or unreadable) stops the run, and a repeat is dropped")
+    func unbrokenRun() throws {
+        func activity(_ quantity: Quantity, upTo cumulative: Quantity) -> AlpacaBroker.Activity {
+            AlpacaBroker.Activity(
+                fill: BrokerFill(id: AlpacaBroker.fillID(order: "a1", cumulative: cumulative), quantity: quantity, price: 10), cumulative: cumulative)
+        }
+        let a = activity(2, upTo: 2), b = activity(3, upTo: 5), c = activity(1, upTo: 6)
+        #expect(AlpacaBroker.unbroken([a, b, c], after: 0).map(\.cumulative) == [2, 5, 6])
+        #expect(AlpacaBroker.unbroken([a, b, c], after: 2).map(\.cumulative) == [5, 6], "what is booked is skipped")
+        #expect(AlpacaBroker.unbroken([b, c], after: 0).isEmpty, "the first fill is missing: nothing after it is booked across the gap")
+        #expect(AlpacaBroker.unbroken([a, c], after: 0).map(\.cumulative) == [2], "a gap in the middle stops the run there")
+        #expect(AlpacaBroker.unbroken([a, a, b], after: 0).map(\.cumulative) == [2, 5], "a repeat is dropped")
+        #expect(AlpacaBroker.unbroken([activity(2, upTo: 4)], after: 3).isEmpty, "a fill that overlaps what is booked does not follow it")
     }
 
     @Test("a DAY order whose first submission reached Alpaca but whose answer was lost, retried after the close: canceled at Alpaca, expired here", arguments: TestDatabaseKind.all)

@@ -203,7 +203,7 @@ final class TradeStreams: Service, Sendable {
             // Nothing new filled: the event is about the status (a cancel or expiry of the rest, say).
             report = AlpacaBroker.report(update.order, fills: [], applied: order.filledQuantity)
         } else {
-            report = try await alpaca.report(update.order, applied: order.filledQuantity)
+            report = try await alpaca.report(update.order, booked: AlpacaBroker.Booked(try await trading.brokerOrder(order)))
         }
         guard report != .accepted else { return }
         await pauses.reach(.afterStreamEvent)

@@ -158,17 +158,17 @@ struct AlpacaBroker: Broker {
     func submit(_ order: BrokerOrder) async throws -> BrokerReport {
         // A retry after a crash asks first, so the order reaches Alpaca once
         // (and a second POST would be refused for its client_order_id anyway).
-        if order.retried, let existing = try await find(order.id) { return try await report(existing, applied: .zero) }
+        if order.retried, let existing = try await find(order.id) { return try await report(existing, booked: Booked(quantity: .zero)) }
         let answer = try await call(.POST, "/v2/orders", body: Self.orderBody(order))
         switch answer.status {
         case 200, 201:
-            return try await report(RemoteOrder(answer.json), applied: .zero)
+            return try await report(RemoteOrder(answer.json), booked: Booked(quantity: .zero))
         case 403:
             // Alpaca's own checks refused it (buying power, a short sale it will not allow).
             return .rejected(reason: "Alpaca refused the order: \(answer.message)")
         case 422:
             // Sent before (the answer was lost): the order is there under our id.
-            if let existing = try await find(order.id) { return try await report(existing, applied: .zero) }
+            if let existing = try await find(order.id) { return try await report(existing, booked: Booked(quantity: .zero)) }
             return .rejected(reason: "Alpaca refused the order: \(answer.message)")
         default:
             throw BrokerError.unavailable("POST /v2/orders answered HTTP \(answer.status)")
@@ -177,7 +177,7 @@ struct AlpacaBroker: Broker {
 
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport? {
         guard let existing = try await find(order.id) else { return nil }
-        let report = try await report(existing, applied: order.filledQuantity)
+        let report = try await report(existing, booked: Booked(order))
         return report == .accepted ? nil : report
     }
 
@@ -189,9 +189,9 @@ struct AlpacaBroker: Broker {
         guard let existing = try await find(order.id) else { return .canceled(reason: Self.neverReached) }
         if Self.openStatuses.contains(existing.status) && existing.status != "pending_cancel" {
             try await delete(existing)
-            return try await report(try await remoteOrder(existing.id), applied: order.filledQuantity, canceledBy: "canceled by user")
+            return try await report(try await remoteOrder(existing.id), booked: Booked(order), canceledBy: "canceled by user")
         }
-        return try await report(existing, applied: order.filledQuantity, canceledBy: "canceled by user")
+        return try await report(existing, booked: Booked(order), canceledBy: "canceled by user")
     }
 
     /// Cancels what is left of an order whose fills the books no longer follow (it ended here), and says
@@ -248,16 +248,16 @@ struct AlpacaBroker: Broker {
     /// statuses is mapped: the ended ones (`filled`, `canceled`, `expired`,
     /// `replaced`, `rejected`) end Folio's order with its fills; the others
     /// keep it open with what filled so far. A status Alpaca adds later is
-    /// taken as open, never as an end. `applied`: what Folio has booked of the order's fills; only the
-    /// ones after it are read.
-    func report(_ order: RemoteOrder, applied: Quantity, canceledBy reason: String = "canceled at the broker") async throws -> BrokerReport {
-        let walk = try await unappliedFills(of: [(order, applied)], since: order.createdAt)
+    /// taken as open, never as an end. `booked`: what Folio has of the order's fills; only the ones
+    /// after it are read.
+    func report(_ order: RemoteOrder, booked: Booked, canceledBy reason: String = "canceled at the broker") async throws -> BrokerReport {
+        let walk = try await unappliedFills(of: [(order, booked)], since: order.createdAt)
         // Alpaca's record of this order could not be read back to what Folio has: refuse rather than book the later fills alone.
         guard walk.unreached.isEmpty else { throw BrokerError.unavailable(Self.unreachedReason) }
         if !order.status.isEmpty, !Self.openStatuses.contains(order.status), !Self.endedStatuses.contains(order.status) {
             logger.warning("an Alpaca order status Folio does not know; the order is kept open", metadata: ["status": "\(order.status)"])
         }
-        return Self.report(order, fills: walk.fills[order.id] ?? [], applied: applied, canceledBy: reason)
+        return Self.report(order, fills: walk.fills[order.id] ?? [], applied: booked.quantity, canceledBy: reason)
     }
 
     static let endedStatuses: Set<String> = ["filled", "canceled", "replaced", "expired", "rejected"]
@@ -292,71 +292,158 @@ struct AlpacaBroker: Broker {
         }
     }
 
-    /// The fills of some orders that Folio has not booked yet: for each order, the fills after `applied`
-    /// (what Folio has), oldest first. Each fill's id is the order's and the quantity filled up to and
-    /// including it (`alpaca:<order>:<cum_qty>`), which the trade stream's events carry too: a fill is the
-    /// same fill whichever way it arrives, and is applied once.
+    /// What Folio knows of an order whose fills are read: what it has booked, and when the last of that was executed.
+    struct Booked: Sendable {
+        var quantity: Quantity
+        var lastFillAt: Date?
+
+        init(_ order: BrokerOrder) {
+            quantity = order.filledQuantity
+            lastFillAt = order.lastFillAt
+        }
+
+        init(quantity: Quantity, lastFillAt: Date? = nil) {
+            self.quantity = quantity
+            self.lastFillAt = lastFillAt
+        }
+    }
+
+    /// A FILL activity of an order, with the quantity filled up to and including it.
+    struct Activity: Sendable {
+        var fill: BrokerFill
+        var cumulative: Quantity
+    }
+
+    /// The fills of some orders that Folio has not booked yet: for each order, the fills that follow what
+    /// Folio has, oldest first. Each fill's id is the order's and the quantity filled up to and including
+    /// it (`alpaca:<order>:<cum_qty>`), which the trade stream's events carry too: a fill is the same fill
+    /// whichever way it arrives, and is applied once.
     ///
-    /// The account's FILL activities are read newest first, since `since` (an RFC 3339 time), and only as
-    /// far back as the oldest fill still to book: the walk stops once every order's record reaches back to
-    /// what Folio has. So an old resting order costs a look at its recent fills, not at every fill of the
-    /// account since it was placed; an order with nothing new costs no call at all. `unreached`: orders
-    /// whose record the walk could not reach back to within its 5,000 activities. They get no fills, since
-    /// booking the later ones without the earlier would book them out of order.
-    func unappliedFills(of orders: [(order: RemoteOrder, applied: Quantity)], since: String?) async throws -> (
+    /// Only orders whose `filled_qty` is ahead of what Folio booked are read. The account's FILL activities
+    /// are read newest first (since `since`, an RFC 3339 time) and only as far back as what Folio has: the
+    /// walk stops once every order's record reaches back to it, so an old resting order costs a look at its
+    /// recent fills, not at every fill of the account since it was placed. An order the walk does not reach
+    /// within 5,000 activities (its fills were missed long ago, on a busy account) is read a second time,
+    /// oldest first from its last booked fill (or from when it was made). `unreached`: orders neither walk
+    /// reached; they get no fills.
+    ///
+    /// Only an unbroken run of fills is handed back: the first starts where Folio's booked quantity ends and
+    /// each next one where the one before ends. A fill missing from Alpaca's record (lagging, or unreadable)
+    /// stops the run there, so a later fill is never booked across the gap.
+    func unappliedFills(of orders: [(order: RemoteOrder, booked: Booked)], since: String?) async throws -> (
         fills: [String: [BrokerFill]], unreached: Set<String>
     ) {
-        var applied: [String: Quantity] = [:]
-        for (order, booked) in orders where order.filledQuantity > booked { applied[order.id] = booked }
-        guard !applied.isEmpty else { return ([:], []) }
-        var newestFirst: [String: [BrokerFill]] = [:]
+        var booked: [String: Booked] = [:]
+        for (order, known) in orders where order.filledQuantity > known.quantity { booked[order.id] = known }
+        guard !booked.isEmpty else { return ([:], []) }
+        // Newest first, back to what Folio has.
+        var found: [String: [Activity]] = [:]
         var reachedBack: Set<String> = []
         var exhausted = false
         var pageToken: String?
-        for _ in 0..<50 {
-            var path = "/v2/account/activities/FILL?direction=desc&page_size=100"
-            if let since { path += "&after=\(Self.encode(since))" }
-            if let pageToken { path += "&page_token=\(Self.encode(pageToken))" }
-            let answer = try await call(.GET, path)
-            guard answer.status == 200, case .array(let activities) = answer.json else {
-                throw BrokerError.unavailable("GET /v2/account/activities/FILL answered HTTP \(answer.status)")
-            }
-            for activity in activities {
-                guard case .object(let fields) = activity, case .string(let id)? = fields["id"] else { continue }
-                pageToken = id
-                guard case .string(let orderID)? = fields["order_id"], let booked = applied[orderID], !reachedBack.contains(orderID),
-                      let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
-                else { continue }
-                // The key is the quantity filled up to this fill, as Alpaca states it; never guessed from a window of activities.
-                guard let total = Self.quantity(fields["cum_qty"]) else {
-                    logger.warning("a FILL activity without cum_qty was skipped", metadata: ["activity_id": "\(id)"])
-                    continue
-                }
-                if total > booked {
-                    newestFirst[orderID, default: []].append(BrokerFill(
-                        id: Self.fillID(order: orderID, cumulative: total), quantity: quantity, price: executed, executedAt: Self.date(fields["transaction_time"])))
-                }
+        for _ in 0..<Self.pagesPerWalk {
+            let page = try await activities(ascending: false, after: since, pageToken: pageToken)
+            pageToken = page.lastID ?? pageToken
+            for (orderID, activity) in page.activities {
+                guard let known = booked[orderID], !reachedBack.contains(orderID) else { continue }
+                if activity.cumulative > known.quantity { found[orderID, default: []].append(activity) }
                 // This fill began at or before what Folio has: everything older is booked already.
-                if let start = try? total - quantity, start <= booked { reachedBack.insert(orderID) }
+                if let start = try? activity.cumulative - activity.fill.quantity, start <= known.quantity { reachedBack.insert(orderID) }
             }
-            if activities.count < 100 {
-                exhausted = true
-                break
-            }
-            if reachedBack.count == applied.count { break }
+            if page.isLast { exhausted = true }
+            if page.isLast || reachedBack.count == booked.count { break }
         }
-        var fills: [String: [BrokerFill]] = [:], unreached: Set<String> = []
-        for id in applied.keys {
-            if exhausted || reachedBack.contains(id) {
-                if let found = newestFirst[id] { fills[id] = found.reversed() }
-            } else {
-                unreached.insert(id)
+        var unreached = exhausted ? [] : Set(booked.keys).subtracting(reachedBack)
+        if !unreached.isEmpty {
+            // Oldest first, from the earliest of their last booked fills (or of their creation).
+            let starts = unreached.compactMap { id in
+                booked[id]?.lastFillAt ?? orders.first { $0.order.id == id }?.order.createdAt.flatMap { StrictDate.time($0) }
             }
+            let from = starts.count == unreached.count ? starts.min().map { Self.timestamp($0.addingTimeInterval(-120)) } : since
+            var oldestFirst: [String: [Activity]] = [:]
+            pageToken = nil
+            var finished = false
+            for _ in 0..<Self.pagesPerWalk {
+                let page = try await activities(ascending: true, after: from, pageToken: pageToken)
+                pageToken = page.lastID ?? pageToken
+                for (orderID, activity) in page.activities where unreached.contains(orderID) {
+                    guard let known = booked[orderID], activity.cumulative > known.quantity else { continue }
+                    oldestFirst[orderID, default: []].append(activity)
+                }
+                // Done once every order has a run that reaches what Alpaca says it filled.
+                let done = unreached.allSatisfy { id in
+                    guard let known = booked[id], let remote = orders.first(where: { $0.order.id == id })?.order else { return true }
+                    return Self.unbroken(oldestFirst[id] ?? [], after: known.quantity).last.map { $0.cumulative >= remote.filledQuantity } ?? false
+                }
+                if page.isLast || done {
+                    finished = true
+                    break
+                }
+            }
+            if finished {
+                for id in unreached { found[id] = (oldestFirst[id] ?? []).reversed() }
+                unreached = []
+            }
+        }
+        var fills: [String: [BrokerFill]] = [:]
+        for (id, known) in booked where !unreached.contains(id) {
+            let run = Self.unbroken(Array((found[id] ?? []).reversed()), after: known.quantity)
+            if !run.isEmpty { fills[id] = run.map(\.fill) }
         }
         return (fills, unreached)
     }
 
-    static let unreachedReason = "more than 5,000 FILL activities since the order's oldest fill still to book"
+    /// The fills, oldest first, that follow `booked` without a gap: the first starts at `booked`, each next one
+    /// where the one before ends; a repeated one is dropped. The run stops at the first fill that does not follow.
+    static func unbroken(_ oldestFirst: [Activity], after booked: Quantity) -> [Activity] {
+        var run: [Activity] = []
+        var end = booked
+        for activity in oldestFirst {
+            if activity.cumulative <= end { continue }  // booked already, or seen already
+            guard let start = try? activity.cumulative - activity.fill.quantity, start == end else { break }
+            run.append(activity)
+            end = activity.cumulative
+        }
+        return run
+    }
+
+    /// Fifty pages of a hundred: the most one walk reads.
+    static let pagesPerWalk = 50
+
+    static let unreachedReason = "the order's fills lie more than 5,000 FILL activities past what Folio has, either way"
+
+    /// One page of FILL activities: each with its order's id, in the order asked for.
+    struct ActivityPage {
+        var activities: [(orderID: String, activity: Activity)]
+        var lastID: String?
+        /// Fewer than a page: nothing more to read.
+        var isLast: Bool
+    }
+
+    private func activities(ascending: Bool, after: String?, pageToken: String?) async throws -> ActivityPage {
+        var path = "/v2/account/activities/FILL?direction=\(ascending ? "asc" : "desc")&page_size=100"
+        if let after { path += "&after=\(Self.encode(after))" }
+        if let pageToken { path += "&page_token=\(Self.encode(pageToken))" }
+        let answer = try await call(.GET, path)
+        guard answer.status == 200, case .array(let list) = answer.json else {
+            throw BrokerError.unavailable("GET /v2/account/activities/FILL answered HTTP \(answer.status)")
+        }
+        var page = ActivityPage(activities: [], lastID: nil, isLast: list.count < 100)
+        for activity in list {
+            guard case .object(let fields) = activity, case .string(let id)? = fields["id"] else { continue }
+            page.lastID = id
+            guard case .string(let orderID)? = fields["order_id"], let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
+            else { continue }
+            // The key is the quantity filled up to this fill, as Alpaca states it; never guessed from a window of activities.
+            guard let total = Self.quantity(fields["cum_qty"]) else {
+                logger.warning("a FILL activity without cum_qty was skipped", metadata: ["activity_id": "\(id)"])
+                continue
+            }
+            let fill = BrokerFill(id: Self.fillID(order: orderID, cumulative: total), quantity: quantity, price: executed, executedAt: Self.date(fields["transaction_time"]))
+            page.activities.append((orderID, Activity(fill: fill, cumulative: total)))
+        }
+        return page
+    }
 
     /// What Alpaca says now about some of an account's orders: two calls for
     /// any number of them (`GET /v2/orders?status=all` since the oldest, and
@@ -395,7 +482,7 @@ struct AlpacaBroker: Broker {
         // The fills are read back only as far as the oldest order with something new to book.
         let filling = found.filter { $0.remote.filledQuantity > $0.order.filledQuantity }.map(\.order.createdAt).min()
         let walk = try await unappliedFills(
-            of: found.map { ($0.remote, $0.order.filledQuantity) }, since: Self.timestamp((filling ?? oldest).addingTimeInterval(-120)))
+            of: found.map { ($0.remote, Booked($0.order)) }, since: Self.timestamp((filling ?? oldest).addingTimeInterval(-120)))
         var looks: [OrderID: Look] = [:]
         for (order, remote) in found {
             guard !walk.unreached.contains(remote.id) else {

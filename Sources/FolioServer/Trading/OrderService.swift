@@ -426,7 +426,12 @@ struct OrderService: Sendable {
         }
         for (account, held) in remote where brokers.pollDue(account) {
             do {
-                let looks = try await held.broker.look(at: held.orders.map(BrokerOrder.init))
+                let lastFills = try await store.lastFillTimes(held.orders.filter { $0.filledQuantity.isPositive }.map(\.id))
+                let looks = try await held.broker.look(at: held.orders.map { order in
+                    var brokerOrder = BrokerOrder(order)
+                    brokerOrder.lastFillAt = lastFills[order.id]
+                    return brokerOrder
+                })
                 brokers.polled(account)
                 for order in held.orders {
                     guard let look = looks[order.id] else { continue }
@@ -564,7 +569,7 @@ struct OrderService: Sendable {
     /// that beat the cancel stand. True when the order has ended there (or
     /// the broker confirms the cancel); false while the broker has yet to.
     private func cancelAtBroker(_ order: OrderState) async throws -> Bool {
-        let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
+        let answer = try await brokers.broker(for: order.accountID).cancel(try await store.brokerOrder(order))
         switch answer {
         case .canceled:
             return true
@@ -596,7 +601,7 @@ struct OrderService: Sendable {
         for order in orders where order.cancelRequestedAt != nil && order.status.isOpen && order.status != .new {
             do {
                 // Still open there (the broker has yet to confirm): fills so far are applied, and the next look asks again.
-                let answer = try await brokers.broker(for: order.accountID).cancel(BrokerOrder(order))
+                let answer = try await brokers.broker(for: order.accountID).cancel(try await store.brokerOrder(order))
                 try await apply([Report(job: nil, order: order, report: answer)], account: order.accountID)
             } catch {
                 logger.warning("a requested cancel failed; it is asked again at the next look", metadata: ["order_id": "\(order.id)", "error": "\(error)"])

@@ -16,6 +16,9 @@ struct BrokerOrder: Sendable {
     var createdAt: Date
     /// Filled so far (partial fills).
     var filledQuantity: Quantity = .zero
+    /// When the last fill booked was executed (set where a broker reads fills that follow it): a read
+    /// of the fills that follow can start there.
+    var lastFillAt: Date?
     /// A submission tried before (its job's earlier attempt may have reached
     /// the broker before the process died): a remote broker looks first.
     var retried = false

@@ -516,6 +516,23 @@ struct TradingStore: Sendable {
             """)
     }
 
+    /// When each order's last booked fill was executed (orders with no fill are left out).
+    func lastFillTimes(_ ids: [OrderID]) async throws -> [OrderID: Date] {
+        guard !ids.isEmpty else { return [:] }
+        var times: [OrderID: Date] = [:]
+        for row in try await database.sql.raw("SELECT order_id, MAX(occurred_at) AS last FROM fills WHERE order_id IN (\(binds: ids)) GROUP BY order_id").all() {
+            times[try row.decode(column: "order_id", as: OrderID.self)] = try row.decode(column: "last", as: Date.self)
+        }
+        return times
+    }
+
+    /// The order as a broker sees it, with when its last booked fill was executed when part of it filled.
+    func brokerOrder(_ order: OrderState) async throws -> BrokerOrder {
+        var brokerOrder = BrokerOrder(order)
+        if order.filledQuantity.isPositive { brokerOrder.lastFillAt = try await lastFillTimes([order.id])[order.id] }
+        return brokerOrder
+    }
+
     func fills(of orderID: OrderID) async throws -> [FillLine] {
         try await database.sql.raw("""
             SELECT id, order_id, broker_fill_id, quantity, price, occurred_at FROM fills WHERE order_id = \(bind: orderID) ORDER BY occurred_at, id
