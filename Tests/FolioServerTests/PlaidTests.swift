@@ -96,6 +96,39 @@ struct PlaidTests {
         }
     }
 
+    @Test("an order placed while an erasure removes the banks at Plaid finds no account (they are held closed), and the erasure goes through; Plaid unreachable, nothing is erased and the accounts are open again", arguments: TestDatabaseKind.all)
+    func orderWhileErasing(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "quitting@example.com")
+            _ = try await link(client, tokens, fake)
+            let headers = bearer(tokens)
+            var erase = bearer(tokens)
+            erase[.contentType] = "application/json"
+            let body = ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#)
+            // Plaid cannot be told: nothing is erased, and the person trades on.
+            fake.duringNextRemove { throw PlaidError.unreachable("down") }
+            let unavailable = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: body)
+            #expect(unavailable.status == .serviceUnavailable, "\(String(buffer: unavailable.body))")
+            #expect(try await count(env, "plaid_items") == 1)
+            #expect(try await env.database.sql.raw("SELECT COUNT(*) AS n FROM accounts WHERE closed_at IS NOT NULL").first()?.decode(column: "n", as: Int.self) == 0)
+            let resting = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "1", "time_in_force": "GTC"]
+            let placed = try await post(client, "/api/orders", resting, headers: headers)
+            #expect(placed.status == .created || placed.status == .accepted, "\(String(buffer: placed.body))")
+            let orderID = try #require(try json(placed)["id"] as? String)
+            #expect(try await client.execute(uri: "/api/orders/\(orderID)", method: .delete, headers: headers).status == .ok)
+            // Another tab places a resting order while the erasure waits for Plaid.
+            fake.duringNextRemove {
+                let late = try await post(client, "/api/orders", resting, headers: headers)
+                #expect(late.status == .notFound, "\(String(buffer: late.body))")
+            }
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: body)
+            #expect(erased.status == .noContent, "\(String(buffer: erased.body))")
+            #expect(try await count(env, "plaid_items") == 0)
+            #expect(try await count(env, "orders") == 1, "only the order canceled before")
+            try await env.expectConsistent()
+        }
+    }
+
     // MARK: - Not configured
 
     @Test("without Plaid settings linking answers 503 plaid_not_configured and every webhook is refused")

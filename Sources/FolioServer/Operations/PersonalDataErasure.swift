@@ -8,9 +8,10 @@ import SQLKit
 /// stay, unlinked from the person. The user row stays too (they all point at
 /// its id) but holds nothing personal: the address becomes
 /// `erased-<id>@erased.invalid`, the password and second factor are gone and
-/// the account is disabled for good. Its accounts are closed in the same
-/// commit, so a request of theirs that authenticated just before and waited
-/// for an account's lock finds no account.
+/// the account is disabled for good. Its accounts are closed before Plaid is
+/// told (and opened again if the erasure does not go through), so a request of
+/// theirs that authenticated just before and waited for an account's lock
+/// finds no account, and no order starts while the banks are being removed.
 ///
 /// Removed: sessions and refresh tokens, email tokens, recovery codes,
 /// sign-in counters, idempotency keys (their stored responses), notifications
@@ -78,6 +79,34 @@ struct PersonalDataErasure: Sendable {
         guard erasedAt == nil else { throw Refusal.alreadyErased }
         try await checkNothingBlocks(user, on: sql)
 
+        // The accounts are closed first, under the locks order placement takes and after the checks, so no order
+        // or rebalance starts while Plaid is told (one would refuse the erasure after the banks were gone). Opened
+        // again if the erasure does not go through.
+        let lock = database.kind == .postgres ? "FOR UPDATE" : ""
+        let heldAt = clock.now()
+        try await database.transaction { db in
+            try await Self.lockForErasure(userID, lock: lock, on: db)
+            try await checkNothingBlocks(user, on: db)
+            try await trading.closeAccounts(of: userID, now: heldAt, on: db)
+        }
+        do {
+            return try await eraseHeld(user, userID: userID, actor: actor, origin: origin, lock: lock)
+        } catch {
+            do { try await trading.reopenAccounts(of: userID, closedAt: heldAt, now: clock.now()) } catch let reopening {
+                plaid.logger.error("an erasure that did not go through left the person's accounts closed", metadata: ["user_id": "\(userID)", "error": "\(reopening)"])
+            }
+            throw error
+        }
+    }
+
+    /// The order placement takes its locks in: the accounts' rows, then the user's and the administrators'.
+    private static func lockForErasure(_ userID: UserID, lock: String, on db: any SQLDatabase) async throws {
+        try await db.raw("SELECT id FROM accounts WHERE user_id = \(bind: userID.uuid) ORDER BY id \(unsafeRaw: lock)").run()
+        try await db.raw("SELECT id FROM users WHERE id = \(bind: userID.uuid) OR role = 'admin' ORDER BY id \(unsafeRaw: lock)").run()
+    }
+
+    private func eraseHeld(_ user: User, userID: UserID, actor: UserID?, origin: RequestOrigin, lock: String) async throws -> Outcome {
+        let database = identity.database
         // Plaid first, outside the transaction: if Plaid cannot be told, nothing is erased and the user can try again.
         var itemsRemoved = 0
         for item in try await plaid.store.items(of: userID) {
@@ -93,12 +122,9 @@ struct PersonalDataErasure: Sendable {
         }
 
         let email = user.email, now = clock.now(), linkedItemsRemoved = itemsRemoved
-        let lock = database.kind == .postgres ? "FOR UPDATE" : ""
         let removed = try await database.transaction { db -> Int in
-            // Checked again under the locks order placement takes (the accounts' rows, then the user's and
-            // the administrators'), so an order or a demotion committed meanwhile stops the erasure.
-            try await db.raw("SELECT id FROM accounts WHERE user_id = \(bind: userID.uuid) ORDER BY id \(unsafeRaw: lock)").run()
-            try await db.raw("SELECT id FROM users WHERE id = \(bind: userID.uuid) OR role = 'admin' ORDER BY id \(unsafeRaw: lock)").run()
+            // Checked again under the same locks: a demotion of the other administrators committed meanwhile stops the erasure.
+            try await Self.lockForErasure(userID, lock: lock, on: db)
             try await checkNothingBlocks(user, on: db)
             // Plaid items were removed before this transaction; one linked since (its exchange holds the user's row, taken above) stays at Plaid.
             if try await plaid.store.items(of: userID, on: db).isEmpty == false { throw Refusal.linkedWhileErasing }

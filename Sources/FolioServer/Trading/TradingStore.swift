@@ -137,6 +137,14 @@ struct TradingStore: Sendable {
             """).run()
     }
 
+    /// Opens again the accounts of `userID` that `closeAccounts` closed at `closedAt` (an erasure that did not
+    /// go through); an account closed at another time stays closed.
+    func reopenAccounts(of userID: UserID, closedAt: Date, now: Date) async throws {
+        try await database.sql.raw("""
+            UPDATE accounts SET closed_at = NULL, updated_at = \(bind: now) WHERE user_id = \(bind: userID) AND closed_at = \(bind: closedAt)
+            """).run()
+    }
+
     /// Locks several accounts in one statement, in the order of their ids
     /// (PostgreSQL locks the rows in the order it returns them), so two
     /// batches that share accounts never wait on each other in a cycle.
