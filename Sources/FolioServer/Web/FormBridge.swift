@@ -98,13 +98,12 @@ struct FormBridge: Sendable {
                 try await answer.body.write(collector)
                 let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
                 var page = renderer.page(shown.template, title: shown.title, viewer: await viewer(of: request), values: shown.values(answer: json, fields: fields, control: control))
-                // Any cookie the API set (a session it rotated or ended) reaches the browser, as on the other answers.
-                for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
+                Self.passCookies(of: answer, to: &page)
                 return page
             }
             let next = WebController.sitePath(control["_next"].map { Substring($0) })
             var redirect = WebController.redirect(next)
-            for cookie in answer.headers[values: .setCookie] { redirect.headers.append(HTTPField(name: .setCookie, value: cookie)) }
+            Self.passCookies(of: answer, to: &redirect)
             // After the API's cookies: signing out clears any confirmation, and this one, set last, is the one kept.
             if var done = Self.confirmation(control) {
                 // The same form sent again (Back, then send): its key answered with the first result, nothing was done twice.
@@ -155,8 +154,13 @@ struct FormBridge: Sendable {
                 "detail": detail, "has_errors": !errors.isEmpty, "errors": errors, "advice": Self.advice(status: answer.status, code: code),
             ].merging(Display.errorValues(status: answer.status, code: code)) { _, new in new },
             status: answer.status)
-        for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
+        Self.passCookies(of: answer, to: &page)
         return page
+    }
+
+    /// Any cookie the API set (a session it rotated or ended) reaches the browser, whatever page answers.
+    static func passCookies(of answer: Response, to page: inout Response) {
+        for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
     }
 
     /// What to do next, under a refusal. A 5xx or a send still running may hide a request that went
