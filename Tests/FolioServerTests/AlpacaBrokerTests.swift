@@ -476,6 +476,30 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("fills missed on a busy account: the second walk hands back the run it found even when its cap cuts it short, in order", arguments: TestDatabaseKind.all)
+    func cutShortSecondWalk(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "busy@example.com")
+            let id = try await restingBuy(client, env, tokens, account: account, quantity: "10")
+            fake.fill(clientOrderID: id, quantity: 2, at: 49)
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, id)["filled_quantity"] as? String == "2")
+            // Two fills no look has seen, each followed by more fills of another app than one walk reads.
+            fake.fill(clientOrderID: id, quantity: 1, at: 48)
+            fake.recordOutsideFills(5_100)
+            fake.fill(clientOrderID: id, quantity: 2, at: 47)
+            fake.recordOutsideFills(5_100)
+            try await OrderService.recheckFor(env)
+            let shown = try await show(client, tokens, id)
+            #expect(shown["filled_quantity"] as? String == "3", "the fill the second walk reached is booked; the one past its cap waits")
+            #expect(shown["status"] as? String == "partially_filled")
+            let remote = try #require(fake.orders[id]?.id)
+            #expect(try await env.fills().map(\.brokerFillID).sorted() == [AlpacaBroker.fillID(order: remote, cumulative: 2), AlpacaBroker.fillID(order: remote, cumulative: 3)])
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("only an unbroken run of fills is booked: one missing from Alpaca's record (lagging, or unreadable) stops the run, and a repeat is dropped")
     func unbrokenRun() throws {
         func activity(_ quantity: Quantity, upTo cumulative: Quantity) -> AlpacaBroker.Activity {

@@ -324,8 +324,9 @@ struct AlpacaBroker: Broker {
     /// walk stops once every order's record reaches back to it, so an old resting order costs a look at its
     /// recent fills, not at every fill of the account since it was placed. An order the walk does not reach
     /// within 5,000 activities (its fills were missed long ago, on a busy account) is read a second time,
-    /// oldest first from its last booked fill (or from when it was made). `unreached`: orders neither walk
-    /// reached; they get no fills.
+    /// oldest first from its last booked fill (or from when it was made); whatever run of fills that walk
+    /// finds is handed back, and the next look goes on from it. `unreached`: orders for which neither walk
+    /// found a single fill to book within its 5,000 activities.
     ///
     /// Only an unbroken run of fills is handed back: the first starts where Folio's booked quantity ends and
     /// each next one where the one before ends. A fill missing from Alpaca's record (lagging, or unreadable)
@@ -355,14 +356,15 @@ struct AlpacaBroker: Broker {
         }
         var unreached = exhausted ? [] : Set(booked.keys).subtracting(reachedBack)
         if !unreached.isEmpty {
-            // Oldest first, from the earliest of their last booked fills (or of their creation).
+            // Oldest first, from the earliest of their last booked fills (or of their creation). The slack is wide:
+            // a booked fill's time is the broker's, but never earlier than when Folio made the order.
             let starts = unreached.compactMap { id in
                 booked[id]?.lastFillAt ?? orders.first { $0.order.id == id }?.order.createdAt.flatMap { StrictDate.time($0) }
             }
-            let from = starts.count == unreached.count ? starts.min().map { Self.timestamp($0.addingTimeInterval(-120)) } : since
+            let from = starts.count == unreached.count ? starts.min().map { Self.timestamp($0.addingTimeInterval(-Self.secondWalkSlack)) } : since
             var oldestFirst: [String: [Activity]] = [:]
             pageToken = nil
-            var finished = false
+            var ended = false
             for _ in 0..<Self.pagesPerWalk {
                 let page = try await activities(ascending: true, after: from, pageToken: pageToken)
                 pageToken = page.lastID ?? pageToken
@@ -376,13 +378,23 @@ struct AlpacaBroker: Broker {
                     return Self.unbroken(oldestFirst[id] ?? [], after: known.quantity).last.map { $0.cumulative >= remote.filledQuantity } ?? false
                 }
                 if page.isLast || done {
-                    finished = true
+                    ended = page.isLast
                     break
                 }
             }
-            if finished {
-                for id in unreached { found[id] = (oldestFirst[id] ?? []).reversed() }
-                unreached = []
+            // Each order's run stands on its own: one that starts at what Folio booked is safe to hand back even when
+            // it does not reach the end yet (the next look goes on from it). Only an order with no run at all, in a walk
+            // that stopped at its cap, is left unreached.
+            for id in unreached {
+                guard let known = booked[id] else { continue }
+                let run = Self.unbroken(oldestFirst[id] ?? [], after: known.quantity)
+                if !run.isEmpty || ended {
+                    found[id] = run.reversed()
+                    unreached.remove(id)
+                }
+                if run.isEmpty, ended {
+                    logger.warning("an order's next fill is not in Alpaca's record after its last booked one; it is looked for again", metadata: ["alpaca_order_id": "\(id)"])
+                }
             }
         }
         var fills: [String: [BrokerFill]] = [:]
@@ -406,6 +418,9 @@ struct AlpacaBroker: Broker {
         }
         return run
     }
+
+    /// How far before an order's last booked fill (or its creation) the second walk starts.
+    static let secondWalkSlack: TimeInterval = 900
 
     /// Fifty pages of a hundred: the most one walk reads.
     static let pagesPerWalk = 50
