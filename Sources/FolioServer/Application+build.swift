@@ -285,8 +285,8 @@ public struct FolioServices: Sendable {
                 .syncPlaidItem: plaidWork { item in try await plaid.sync(item) },
                 .refreshPlaidHoldings: plaidWork { item in try await plaid.refreshHoldings(item) },
                 .plaidItemNeedsLogin: JobWorker.each { job in
-                    guard case .plaidItemNeedsLogin(let item, _) = job.payload else { return }
-                    try await plaid.mailNeedsLogin(item)
+                    guard case .plaidItemNeedsLogin(let item, _, let byWebhook) = job.payload else { return }
+                    try await plaid.mailNeedsLogin(item, checkWithPlaid: byWebhook)
                 },
                 .syncAllPlaidItems: JobWorker.each { _ in try await plaid.enqueueSyncOfAll() },
                 .backup: JobWorker.each { _ in try await backups.runScheduled() },

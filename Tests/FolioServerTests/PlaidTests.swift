@@ -455,6 +455,22 @@ struct PlaidTests {
         }
     }
 
+    @Test("a broken login a sync met is mailed without asking Plaid again: the item is not cleared to fail and be marked again in a loop", arguments: TestDatabaseKind.all)
+    func loginErrorFromSync(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "syncfail@example.com")
+            let (item, _) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            fake.loginErrorOnSyncOnly = true
+            #expect(try await post(client, "/api/links/\(try #require(item["id"] as? String))/sync", [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(fake.itemGets == 0)
+            let listed = try #require((try json(try await get(client, "/api/links", try await relogin(client, email: "syncfail@example.com")))["data"] as? [[String: Any]])?.first)
+            #expect(listed["status"] as? String == "login_required")
+            #expect(try await env.outbox(kind: "plaid_login_required").count == 1)
+        }
+    }
+
     func relogin(_ client: some TestClientProtocol, email: String) async throws -> [String: Any] {
         try json(try await post(client, "/api/auth/login", ["email": email, "password": strongPassword]))
     }

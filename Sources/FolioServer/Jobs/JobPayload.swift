@@ -26,8 +26,10 @@ enum JobPayload: Sendable, Equatable {
     case syncPlaidItem(UUID)
     /// Import a Plaid item's investment holdings again.
     case refreshPlaidHoldings(UUID)
-    /// Plaid says the item needs its user: mark it and tell them (`reason` is Plaid's code).
-    case plaidItemNeedsLogin(UUID, reason: String)
+    /// Plaid says the item needs its user: mark it and tell them (`reason` is Plaid's code). `byWebhook`:
+    /// Plaid's webhook said so (webhooks may arrive out of order, so the job checks with Plaid first),
+    /// rather than a call that failed.
+    case plaidItemNeedsLogin(UUID, reason: String, byWebhook: Bool = false)
     /// The daily backstop: a sync of every item, in case a webhook was missed.
     case syncAllPlaidItems
     /// Send one queued message (`mail_messages`).
@@ -101,9 +103,10 @@ enum JobPayload: Sendable, Equatable {
         case .logAuditHeads, .linkDefaultBrokerage, .reconcileBrokerage, .refreshMarketCalendar, .syncAllPlaidItems, .runRetention, .backup, .accessReview: break
         case .advanceRebalance(let run): fields["run_id"] = run.description
         case .syncPlaidItem(let item), .refreshPlaidHoldings(let item): fields["item_id"] = item.lowercasedString
-        case .plaidItemNeedsLogin(let item, let reason):
+        case .plaidItemNeedsLogin(let item, let reason, let byWebhook):
             fields["item_id"] = item.lowercasedString
             fields["reason"] = reason
+            if byWebhook { fields["by_webhook"] = "true" }
         case .sendMail(let mail): fields["mail_id"] = mail.lowercasedString
         }
         return String(decoding: (try? FolioJSON.encode(fields)) ?? Data("{}".utf8), as: UTF8.self)
@@ -142,7 +145,7 @@ enum JobPayload: Sendable, Equatable {
             switch kind {
             case .syncPlaidItem: self = .syncPlaidItem(item)
             case .refreshPlaidHoldings: self = .refreshPlaidHoldings(item)
-            default: self = .plaidItemNeedsLogin(item, reason: fields["reason"] ?? "ITEM_LOGIN_REQUIRED")
+            default: self = .plaidItemNeedsLogin(item, reason: fields["reason"] ?? "ITEM_LOGIN_REQUIRED", byWebhook: fields["by_webhook"] == "true")
             }
         case .syncAllPlaidItems:
             self = .syncAllPlaidItems

@@ -307,13 +307,13 @@ struct PlaidLinks: Sendable {
 
     /// Marks the item as waiting for its user and, when that is news, queues
     /// the mail that tells them (in the same transaction: one mail per break).
-    func markNeedsLogin(_ itemID: UUID, reason: String, message: String? = nil, on db: any SQLDatabase) async throws {
+    func markNeedsLogin(_ itemID: UUID, reason: String, message: String? = nil, byWebhook: Bool = false, on db: any SQLDatabase) async throws {
         guard let item = try await store.item(itemID, owner: nil, on: db) else { return }
         let status: PlaidItem.Status = reason == "PENDING_EXPIRATION" || reason == "PENDING_DISCONNECT" ? .pendingExpiration : .loginRequired
         let text = message ?? Self.needsLoginText(status, institution: item.institutionName)
         // The status changes (and one mail is queued) only for the run that changes it; a broken login outranks an expiring one.
         if try await store.markNeedsLogin(item.id, status, errorCode: reason, errorMessage: text, now: clock.now(), on: db) {
-            try await jobs.enqueue(.plaidItemNeedsLogin(item.id, reason: reason), on: db)
+            try await jobs.enqueue(.plaidItemNeedsLogin(item.id, reason: reason, byWebhook: byWebhook), on: db)
         }
     }
 
@@ -325,12 +325,14 @@ struct PlaidLinks: Sendable {
     }
 
     /// Tells the item's user that it needs them, if it still does. Plaid's webhooks may arrive out of
-    /// order (an `ERROR` after the `LOGIN_REPAIRED` that followed it), so a broken login is first checked
-    /// with Plaid: an item Plaid shows without an error works again, and syncs instead of mailing. When
-    /// Plaid cannot be asked, the mail goes (signing in again is harmless).
-    func mailNeedsLogin(_ itemID: UUID) async throws {
+    /// order (an `ERROR` after the `LOGIN_REPAIRED` that followed it), so a broken login a webhook reported
+    /// (`checkWithPlaid`) is first checked with Plaid: an item Plaid shows without an error works again, and
+    /// syncs instead of mailing. One a failed call reported is not (Plaid may not keep every sign-in error on
+    /// the item, and clearing it would only have the next sync fail and mark it again). When Plaid cannot be
+    /// asked, the mail goes (signing in again is harmless).
+    func mailNeedsLogin(_ itemID: UUID, checkWithPlaid: Bool) async throws {
         let store = self.store, identity = self.identity, jobs = self.jobs
-        if let item = try await store.item(itemID, owner: nil), item.status == .loginRequired {
+        if checkWithPlaid, let item = try await store.item(itemID, owner: nil), item.status == .loginRequired {
             let current: String??
             do { current = .some(try await configuredClient().itemError(accessToken: try open(item))) } catch {
                 logger.warning("Plaid could not confirm the item's broken login; its user is told anyway", metadata: ["item_id": "\(itemID)", "error": "\(error)"])
@@ -440,7 +442,7 @@ extension PlaidLinks {
                 return .sync
             }
             // The status now, in the order the webhooks came; the mail through the queue.
-            if fresh { try await markNeedsLogin(item.id, reason: errorCode, message: body["error"]?["display_message"]?.string, on: db) }
+            if fresh { try await markNeedsLogin(item.id, reason: errorCode, message: body["error"]?["display_message"]?.string, byWebhook: true, on: db) }
             return .needsLogin
         case ("ITEM", "PENDING_EXPIRATION"), ("ITEM", "PENDING_DISCONNECT"):
             if fresh { try await markNeedsLogin(item.id, reason: "PENDING_EXPIRATION", on: db) }

@@ -75,6 +75,8 @@ final class FakePlaid: Sendable {
         var keys: [String: (key: P256.Signing.PrivateKey, expired: Bool)] = [:]
         var removeCalls = 0
         var itemGets = 0
+        /// Syncs answer ITEM_LOGIN_REQUIRED while the item itself (`/item/get`) shows no error.
+        var loginErrorOnSyncOnly = false
         var sequence = 0
         var badCredentials = 0
     }
@@ -138,6 +140,11 @@ final class FakePlaid: Sendable {
     var syncCursors: [String?] { state.withLockedValue { $0.syncCursors } }
     var keyFetches: [String] { state.withLockedValue { $0.keyFetches } }
     var removeCalls: Int { state.withLockedValue { $0.removeCalls } }
+    var loginErrorOnSyncOnly: Bool {
+        get { state.withLockedValue { $0.loginErrorOnSyncOnly } }
+        set { state.withLockedValue { $0.loginErrorOnSyncOnly = newValue } }
+    }
+
     /// `/item/get` calls served.
     var itemGets: Int { state.withLockedValue { $0.itemGets } }
     var badCredentials: Int { state.withLockedValue { $0.badCredentials } }
@@ -233,6 +240,10 @@ final class FakePlaid: Sendable {
         case "/accounts/get":
             return json(#"{"accounts":[\#(item.accounts.map(Self.account).joined(separator: ","))],"item":{"item_id":"\#(item.itemID)","institution_id":"\#(item.institutionID)","webhook":"https://folio.example.com/webhooks/plaid","error":null},"request_id":"req5"}"#)
         case "/transactions/sync":
+            if state.withLockedValue({ $0.loginErrorOnSyncOnly }) {
+                return error(400, type: "ITEM_ERROR", code: "ITEM_LOGIN_REQUIRED", message: "the login details of this item have changed",
+                             display: "The login details of this account have changed. Sign in again.")
+            }
             return sync(item, cursor: body["cursor"]?.string)
         case "/investments/holdings/get":
             let holdings = item.holdings.map { h in
