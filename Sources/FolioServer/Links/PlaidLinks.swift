@@ -143,8 +143,7 @@ struct PlaidLinks: Sendable {
         guard try await store.item(itemID, owner: userID) != nil else { throw LinkError.itemNotFound }
         let jobs = self.jobs
         try await store.database.transaction { db in
-            try await jobs.enqueueUnlessWaiting(.syncPlaidItem(itemID), on: db)
-            try await jobs.enqueueUnlessWaiting(.refreshPlaidHoldings(itemID), on: db)
+            try await jobs.enqueueRefresh(of: itemID, on: db)
         }
     }
 
@@ -342,8 +341,7 @@ struct PlaidLinks: Sendable {
                 let now = clock.now()
                 try await store.database.transaction { db in
                     guard try await store.clearLoginRequired(itemID, now: now, on: db) else { return }
-                    try await jobs.enqueueUnlessWaiting(.syncPlaidItem(itemID), on: db)
-                    try await jobs.enqueueUnlessWaiting(.refreshPlaidHoldings(itemID), on: db)
+                    try await jobs.enqueueRefresh(of: itemID, on: db)
                 }
                 logger.info("Plaid shows the item's login working again (a late webhook); it syncs, and no mail is sent", metadata: ["item_id": "\(itemID)"])
                 return
@@ -365,8 +363,7 @@ struct PlaidLinks: Sendable {
         let store = self.store, jobs = self.jobs, now = clock.now()
         try await store.database.transaction { db in
             try await store.setStatus(item.id, .active, errorCode: nil, errorMessage: nil, now: now, on: db)
-            try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
-            try await jobs.enqueueUnlessWaiting(.refreshPlaidHoldings(item.id), on: db)
+            try await jobs.enqueueRefresh(of: item.id, on: db)
         }
     }
 
@@ -465,5 +462,13 @@ extension PlaidLinks {
             logger.info("Plaid webhook of a type Folio does not act on; acknowledged", metadata: ["webhook_type": "\(type)", "webhook_code": "\(code)"])
             return .ignored
         }
+    }
+}
+
+extension JobQueue {
+    /// A sync of the Plaid item's transactions and an import of its holdings, each unless one already waits.
+    func enqueueRefresh(of item: UUID, on db: any SQLDatabase) async throws {
+        try await enqueueUnlessWaiting(.syncPlaidItem(item), on: db)
+        try await enqueueUnlessWaiting(.refreshPlaidHoldings(item), on: db)
     }
 }

@@ -334,8 +334,11 @@ struct AlpacaBroker: Broker {
     func unappliedFills(of orders: [(order: RemoteOrder, booked: Booked)], since: String?) async throws -> (
         fills: [String: [BrokerFill]], unreached: Set<String>
     ) {
-        var booked: [String: Booked] = [:]
-        for (order, known) in orders where order.filledQuantity > known.quantity { booked[order.id] = known }
+        var booked: [String: Booked] = [:], remote: [String: RemoteOrder] = [:]
+        for (order, known) in orders where order.filledQuantity > known.quantity {
+            booked[order.id] = known
+            remote[order.id] = order
+        }
         guard !booked.isEmpty else { return ([:], []) }
         // Newest first, back to what Folio has.
         var found: [String: [Activity]] = [:]
@@ -359,7 +362,7 @@ struct AlpacaBroker: Broker {
             // Oldest first, from the earliest of their last booked fills (or of their creation). The slack is wide:
             // a booked fill's time is the broker's, but never earlier than when Folio made the order.
             let starts = unreached.compactMap { id in
-                booked[id]?.lastFillAt ?? orders.first { $0.order.id == id }?.order.createdAt.flatMap { StrictDate.time($0) }
+                booked[id]?.lastFillAt ?? remote[id]?.createdAt.flatMap { StrictDate.time($0) }
             }
             let from = starts.count == unreached.count ? starts.min().map { Self.timestamp($0.addingTimeInterval(-Self.secondWalkSlack)) } : since
             var oldestFirst: [String: [Activity]] = [:]
@@ -374,8 +377,8 @@ struct AlpacaBroker: Broker {
                 }
                 // Done once every order has a run that reaches what Alpaca says it filled.
                 let done = unreached.allSatisfy { id in
-                    guard let known = booked[id], let remote = orders.first(where: { $0.order.id == id })?.order else { return true }
-                    return Self.unbroken(oldestFirst[id] ?? [], after: known.quantity).last.map { $0.cumulative >= remote.filledQuantity } ?? false
+                    guard let known = booked[id], let order = remote[id] else { return true }
+                    return Self.unbroken(oldestFirst[id] ?? [], after: known.quantity).last.map { $0.cumulative >= order.filledQuantity } ?? false
                 }
                 if page.isLast || done {
                     ended = page.isLast

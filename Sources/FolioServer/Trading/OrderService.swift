@@ -426,12 +426,7 @@ struct OrderService: Sendable {
         }
         for (account, held) in remote where brokers.pollDue(account) {
             do {
-                let lastFills = try await store.lastFillTimes(held.orders.filter { $0.filledQuantity.isPositive }.map(\.id))
-                let looks = try await held.broker.look(at: held.orders.map { order in
-                    var brokerOrder = BrokerOrder(order)
-                    brokerOrder.lastFillAt = lastFills[order.id]
-                    return brokerOrder
-                })
+                let looks = try await held.broker.look(at: try await store.brokerOrders(held.orders))
                 brokers.polled(account)
                 for order in held.orders {
                     guard let look = looks[order.id] else { continue }

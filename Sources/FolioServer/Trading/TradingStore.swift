@@ -534,11 +534,18 @@ struct TradingStore: Sendable {
         return times
     }
 
-    /// The order as a broker sees it, with when its last booked fill was executed when part of it filled.
+    /// The orders as a broker sees them, each with when its last booked fill was executed when part of it filled.
+    func brokerOrders(_ orders: [OrderState]) async throws -> [BrokerOrder] {
+        let lastFills = try await lastFillTimes(orders.filter { $0.filledQuantity.isPositive }.map(\.id))
+        return orders.map { order in
+            var brokerOrder = BrokerOrder(order)
+            brokerOrder.lastFillAt = lastFills[order.id]
+            return brokerOrder
+        }
+    }
+
     func brokerOrder(_ order: OrderState) async throws -> BrokerOrder {
-        var brokerOrder = BrokerOrder(order)
-        if order.filledQuantity.isPositive { brokerOrder.lastFillAt = try await lastFillTimes([order.id])[order.id] }
-        return brokerOrder
+        try await brokerOrders([order])[0]
     }
 
     func fills(of orderID: OrderID) async throws -> [FillLine] {
