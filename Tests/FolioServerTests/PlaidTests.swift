@@ -455,6 +455,58 @@ struct PlaidTests {
         }
     }
 
+    @Test("a late login error Plaid cannot confirm is mailed (Plaid answers 500 to /item/get); one whose consent ends within seven days goes back to pending_expiration and says so", arguments: TestDatabaseKind.all)
+    func loginErrorUnconfirmedOrExpiring(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "unsure@example.com")
+            let (_, plaidItemID) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            func lateLoginError(_ message: String) async throws {
+                let body = FakePlaid.webhookBody(
+                    type: "ITEM", code: "ERROR", itemID: plaidItemID,
+                    extra: #""error":{"display_message":null,"error_code":"ITEM_LOGIN_REQUIRED","error_message":"\#(message)","error_type":"ITEM_ERROR","status":400}"#)
+                #expect(try json(try await webhook(client, body, header: fake.sign(body, iat: env.clock.now)))["action"] as? String == "needs_login")
+                await env.worker.drain()
+            }
+            func listed() async throws -> [String: Any] {
+                try #require((try json(try await get(client, "/api/links", try await relogin(client, email: "unsure@example.com")))["data"] as? [[String: Any]])?.first)
+            }
+            // Plaid cannot be asked: the user is told anyway, and the item waits for them.
+            fake.itemGetFails = true
+            try await lateLoginError("the login details of this item have changed")
+            #expect(fake.itemGets == 1)
+            #expect(try await env.outbox(kind: "plaid_login_required").count == 1)
+            #expect(try await listed()["status"] as? String == "login_required")
+
+            // Repaired; then a late error again, while the consent ends in three days: the expiry warning comes back.
+            fake.itemGetFails = false
+            let repaired = FakePlaid.webhookBody(type: "ITEM", code: "LOGIN_REPAIRED", itemID: plaidItemID)
+            #expect(try json(try await webhook(client, repaired, header: fake.sign(repaired, iat: env.clock.now)))["action"] as? String == "login_repaired")
+            await env.worker.drain()
+            fake.update(item: plaidItemID) { $0.consentExpiration = "2026-11-27T00:00:00Z" }
+            env.clock.advance(by: 60)
+            let syncs = fake.syncCursors.count
+            try await lateLoginError("the login details of this item have changed, late")
+            #expect(fake.itemGets == 2)
+            let item = try await listed()
+            #expect(item["status"] as? String == "pending_expiration")
+            #expect(item["error_code"] as? String == "PENDING_EXPIRATION")
+            #expect((item["error_message"] as? String)?.contains("expires soon") == true)
+            let mails = try await env.outbox(kind: "plaid_login_required")
+            #expect(mails.count == 2)
+            #expect(mails.last?.body.contains("expires soon") == true)
+            #expect(fake.syncCursors.count > syncs, "the item syncs on")
+
+            // Consent that ends in a month is no news: active, no mail.
+            fake.update(item: plaidItemID) { $0.consentExpiration = "2026-12-24T00:00:00Z" }
+            try await env.database.sql.raw("UPDATE plaid_items SET status = 'active', error_code = NULL, error_message = NULL").run()
+            try await lateLoginError("the login details of this item have changed, later")
+            #expect(fake.itemGets == 3)
+            #expect(try await listed()["status"] as? String == "active")
+            #expect(try await env.outbox(kind: "plaid_login_required").count == 2)
+        }
+    }
+
     @Test("a broken login a sync met is mailed without asking Plaid again: the item is not cleared to fail and be marked again in a loop", arguments: TestDatabaseKind.all)
     func loginErrorFromSync(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in

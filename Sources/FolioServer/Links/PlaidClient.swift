@@ -154,13 +154,26 @@ struct PlaidClient: Sendable {
         _ = try await call("/item/remove", ["access_token": .string(accessToken)])
     }
 
-    /// The item's error as Plaid has it now (`/item/get`, which answers for an item in error too): its
-    /// `error_code`, or nil when the item has none.
-    func itemError(accessToken: String) async throws -> String? {
+    /// What Plaid's `/item/get` says of an item now (it answers for an item in error too).
+    struct ItemCondition: Equatable, Sendable {
+        /// The item's `error_code`, or nil when it has none.
+        var errorCode: String?
+        /// `consent_expiration_time`: when the user's consent ends, if it does.
+        var consentExpiresAt: Date?
+    }
+
+    func itemCondition(accessToken: String) async throws -> ItemCondition {
         let answer = try await call("/item/get", ["access_token": .string(accessToken)])
         guard let item = answer["item"] else { throw PlaidError.unreadable("item/get without an item") }
-        guard let error = item["error"], error != .null else { return nil }
-        return error["error_code"]?.string ?? "ITEM_ERROR"
+        var condition = ItemCondition()
+        if let error = item["error"], error != .null { condition.errorCode = error["error_code"]?.string ?? "ITEM_ERROR" }
+        if let expiry = item["consent_expiration_time"], expiry != .null {
+            guard let text = expiry.string, let date = try? Date(text, strategy: .iso8601) else {
+                throw PlaidError.unreadable("item/get with an unreadable consent_expiration_time")
+            }
+            condition.consentExpiresAt = date
+        }
+        return condition
     }
 
     // MARK: - Accounts and institutions

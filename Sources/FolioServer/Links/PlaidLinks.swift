@@ -316,6 +316,9 @@ struct PlaidLinks: Sendable {
         }
     }
 
+    /// How long before the consent ends Plaid sends `PENDING_EXPIRATION` (seven days).
+    static let expiryWarning: TimeInterval = 7 * 86_400
+
     static func needsLoginText(_ status: PlaidItem.Status, institution: String?) -> String {
         let institution = institution ?? "your bank"
         return status == .pendingExpiration
@@ -326,25 +329,33 @@ struct PlaidLinks: Sendable {
     /// Tells the item's user that it needs them, if it still does. Plaid's webhooks may arrive out of
     /// order (an `ERROR` after the `LOGIN_REPAIRED` that followed it), so a broken login a webhook reported
     /// (`checkWithPlaid`) is first checked with Plaid: an item Plaid shows without an error works again, and
-    /// syncs instead of mailing. One a failed call reported is not (Plaid may not keep every sign-in error on
-    /// the item, and clearing it would only have the next sync fail and mark it again). When Plaid cannot be
-    /// asked, the mail goes (signing in again is harmless).
+    /// syncs instead of mailing; if its consent ends within `expiryWarning`, it is back to
+    /// `pending_expiration` and that is what the mail says (the late `ERROR` had replaced the warning).
+    /// One a failed call reported is not checked (Plaid may not keep every sign-in error on the item, and
+    /// clearing it would only have the next sync fail and mark it again). When Plaid cannot be asked, the
+    /// mail goes (signing in again is harmless).
     func mailNeedsLogin(_ itemID: UUID, checkWithPlaid: Bool) async throws {
         let store = self.store, identity = self.identity, jobs = self.jobs
         if checkWithPlaid, let item = try await store.item(itemID, owner: nil), item.status == .loginRequired {
-            let current: String??
-            do { current = .some(try await configuredClient().itemError(accessToken: try open(item))) } catch {
+            let condition: PlaidClient.ItemCondition?
+            do { condition = try await configuredClient().itemCondition(accessToken: try open(item)) } catch {
                 logger.warning("Plaid could not confirm the item's broken login; its user is told anyway", metadata: ["item_id": "\(itemID)", "error": "\(error)"])
-                current = .none
+                condition = nil
             }
-            if case .some(.none) = current {
+            if let condition, condition.errorCode == nil {
                 let now = clock.now()
+                let expiring = condition.consentExpiresAt.map { $0 <= now.addingTimeInterval(Self.expiryWarning) } ?? false
+                let status: PlaidItem.Status = expiring ? .pendingExpiration : .active
                 try await store.database.transaction { db in
-                    guard try await store.clearLoginRequired(itemID, now: now, on: db) else { return }
+                    guard try await store.clearLoginRequired(
+                        itemID, to: status, errorCode: expiring ? "PENDING_EXPIRATION" : nil,
+                        errorMessage: expiring ? Self.needsLoginText(.pendingExpiration, institution: item.institutionName) : nil, now: now, on: db)
+                    else { return }
                     try await jobs.enqueueRefresh(of: itemID, on: db)
                 }
-                logger.info("Plaid shows the item's login working again (a late webhook); it syncs, and no mail is sent", metadata: ["item_id": "\(itemID)"])
-                return
+                logger.info("Plaid shows the item's login working again (a late webhook); it syncs", metadata: ["item_id": "\(itemID)", "status": "\(status.rawValue)"])
+                // An expiring consent is still news the user must act on; a working login is not.
+                guard expiring else { return }
             }
         }
         try await store.database.transaction { db in

@@ -142,10 +142,13 @@ struct PlaidStore: Sendable {
             """).first() != nil
     }
 
-    /// Back to `active` from `login_required`, if the item is still there; true when it was.
-    func clearLoginRequired(_ id: UUID, now: Date, on db: any SQLDatabase) async throws -> Bool {
+    /// From `login_required` to `status` (`active`, or `pending_expiration` with its
+    /// code and text), if the item is still there; true when it was.
+    func clearLoginRequired(_ id: UUID, to status: PlaidItem.Status = .active, errorCode: String? = nil, errorMessage: String? = nil,
+                            now: Date, on db: any SQLDatabase) async throws -> Bool {
         try await db.raw("""
-            UPDATE plaid_items SET status = 'active', error_code = NULL, error_message = NULL, updated_at = \(bind: now)
+            UPDATE plaid_items SET status = \(bind: status.rawValue), error_code = \(bind: errorCode), error_message = \(bind: errorMessage),
+                updated_at = \(bind: now)
             WHERE id = \(bind: id) AND status = 'login_required'
             RETURNING id
             """).first() != nil

@@ -56,6 +56,8 @@ final class FakePlaid: Sendable {
         var changes: [Change] = []
         var holdings: [Holding] = []
         var errorCode: String?
+        /// `consent_expiration_time` as `/item/get` gives it.
+        var consentExpiration: String?
         var removed = false
     }
 
@@ -77,6 +79,8 @@ final class FakePlaid: Sendable {
         var itemGets = 0
         /// Syncs answer ITEM_LOGIN_REQUIRED while the item itself (`/item/get`) shows no error.
         var loginErrorOnSyncOnly = false
+        /// `/item/get` answers HTTP 500.
+        var itemGetFails = false
         var sequence = 0
         var badCredentials = 0
     }
@@ -143,6 +147,11 @@ final class FakePlaid: Sendable {
     var loginErrorOnSyncOnly: Bool {
         get { state.withLockedValue { $0.loginErrorOnSyncOnly } }
         set { state.withLockedValue { $0.loginErrorOnSyncOnly = newValue } }
+    }
+
+    var itemGetFails: Bool {
+        get { state.withLockedValue { $0.itemGetFails } }
+        set { state.withLockedValue { $0.itemGetFails = newValue } }
     }
 
     /// `/item/get` calls served.
@@ -229,8 +238,12 @@ final class FakePlaid: Sendable {
         if path == "/item/get" {
             // Answered for an item in error too: the error is the item's `error`.
             state.withLockedValue { $0.itemGets += 1 }
+            if state.withLockedValue({ $0.itemGetFails }) {
+                return error(500, type: "API_ERROR", code: "INTERNAL_SERVER_ERROR", message: "an unexpected error occurred")
+            }
+            let expiry = item.consentExpiration.map { #""\#($0)""# } ?? "null"
             let error = item.errorCode.map { #"{"display_message":null,"error_code":"\#($0)","error_message":"the login details of this item have changed","error_type":"ITEM_ERROR","status":400}"# } ?? "null"
-            return json(#"{"item":{"item_id":"\#(item.itemID)","institution_id":"\#(item.institutionID)","webhook":"https://folio.example.com/webhooks/plaid","error":\#(error),"available_products":[],"billed_products":["transactions"]},"request_id":"req8"}"#)
+            return json(#"{"item":{"item_id":"\#(item.itemID)","institution_id":"\#(item.institutionID)","webhook":"https://folio.example.com/webhooks/plaid","error":\#(error),"consent_expiration_time":\#(expiry),"available_products":[],"billed_products":["transactions"]},"request_id":"req8"}"#)
         }
         if let code = item.errorCode {
             return error(400, type: "ITEM_ERROR", code: code, message: "the login details of this item have changed",
