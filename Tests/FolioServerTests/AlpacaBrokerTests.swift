@@ -500,6 +500,36 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("the second walk starts shortly before the order's last booked fill, not at its creation: thousands of older fills of another app are not read again", arguments: TestDatabaseKind.all)
+    func secondWalkFromLastFill(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (placer, account) = try await linkedUser(client, env, email: "later@example.com")
+            let id = try await restingBuy(client, env, placer, account: account, quantity: "3")
+            // Placed at 15:30; another app's 5,100 fills at 15:40; this order's first fill at 16:30, booked at 17:30.
+            env.clock.advance(by: 7_200)
+            let tokens = try json(try await post(client, "/api/auth/login", ["email": "later@example.com", "password": strongPassword]))
+            fake.executionTime = "2026-11-24T15:40:00Z"
+            fake.recordOutsideFills(5_100)
+            fake.executionTime = "2026-11-24T16:30:00Z"
+            fake.fill(clientOrderID: id, quantity: 1, at: 49)
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, id)["filled_quantity"] as? String == "1")
+            // Its next fill at 16:40 lies behind 5,100 newer fills: the first walk does not reach it.
+            fake.executionTime = "2026-11-24T16:40:00Z"
+            fake.fill(clientOrderID: id, quantity: 1, at: 48)
+            fake.executionTime = "2026-11-24T16:45:00Z"
+            fake.recordOutsideFills(5_100)
+            let before = fake.activityCalls
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, id)["filled_quantity"] as? String == "2", "found by the second walk, from 16:15")
+            #expect(fake.activityCalls - before == 51, "fifty pages newest first, then one oldest first from shortly before 16:30")
+            let remote = try #require(fake.orders[id]?.id)
+            #expect(try await env.fills().map(\.brokerFillID).sorted() == [AlpacaBroker.fillID(order: remote, cumulative: 1), AlpacaBroker.fillID(order: remote, cumulative: 2)])
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("only an unbroken run of fills is booked: one missing from Alpaca's record (lagging, or unreadable) stops the run, and a repeat is dropped")
     func unbrokenRun() throws {
         func activity(_ quantity: Quantity, upTo cumulative: Quantity) -> AlpacaBroker.Activity {

@@ -489,13 +489,17 @@ final class FakeAlpaca: Sendable {
             }
         case (.get, "/v2/account/activities/FILL"):
             // Oldest first with `direction=asc`, else newest first (Alpaca's default); a page token is the last id
-            // of the page before, and the next page goes on past it in the same direction. `after` is not needed
-            // at the fake's size.
+            // of the page before, and the next page goes on past it in the same direction. Only fills executed
+            // after `after` (an RFC 3339 time), when it is given.
             let token = request.uri.queryParameters["page_token"].map(String.init)
             let ascending = request.uri.queryParameters["direction"].map(String.init) == "asc"
+            let after = request.uri.queryParameters["after"].map(String.init)
+            let since = after.flatMap(StrictDate.time)
+            if after != nil, since == nil { return Self.json(#"{"code":40010001,"message":"invalid after"}"#, status: .unprocessableContent) }
             return state.withLockedValue { state in
                 state.activityCalls += 1
                 var list = state.withholdActivities ? [] : state.activities
+                if let since { list = list.filter { StrictDate.time($0.executedAt).map { $0 > since } ?? true } }
                 if !ascending { list.reverse() }
                 if let token, let index = list.firstIndex(where: { $0.id == token }) { list = Array(list[(index + 1)...]) }
                 let page = list.prefix(100).map { activity in
