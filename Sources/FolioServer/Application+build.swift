@@ -497,17 +497,17 @@ public struct FolioServices: Sendable {
 
     /// Runs only the job worker (for `folio worker`), until SIGTERM or SIGINT.
     public func runWorker() async throws {
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [
-                    .init(service: DatabaseService(database: database, quotes: quotes)),
-                    .init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)),
-                    .init(service: worker),
-                    .init(service: mailWorker),
-                ] + (configuration.alpacaStream ? [.init(service: tradeStreams)] : []) + (errorReports.map { [.init(service: $0)] } ?? [])
-                    // Each process counts its own series: a separate worker serves them on its own METRICS_PORT.
-                    + (configuration.metricsPort.map { [.init(service: metricsListener(port: $0))] } ?? []),
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // Services stop in reverse order: the error reporter stops after the workers, so a job that dies
+        // while they drain is still sent to Sentry.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: DatabaseService(database: database, quotes: quotes))]
+        if let errorReports { services.append(.init(service: errorReports)) }
+        services.append(.init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)))
+        services.append(.init(service: worker))
+        services.append(.init(service: mailWorker))
+        if configuration.alpacaStream { services.append(.init(service: tradeStreams)) }
+        // Each process counts its own series: a separate worker serves them on its own METRICS_PORT.
+        if let port = configuration.metricsPort { services.append(.init(service: metricsListener(port: port))) }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

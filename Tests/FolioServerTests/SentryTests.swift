@@ -88,6 +88,21 @@ struct SentryTests {
 
     // MARK: - The event and its envelope
 
+    @Test("a request id of 32 hex digits (nginx's $request_id, a W3C trace id) is kept in the event's tags as the log writes it; another shape still goes through the redactor")
+    func hexRequestIDKept() throws {
+        let configuration = try SentryConfiguration(dsn: "https://abc123@sentry.example.com/9", environment: "production", release: "folio@1.2.0")
+        func tag(_ requestID: String) throws -> String? {
+            let event = SentryEvent.forServerError(
+                error: SentryTestError(description: "failed"), requestID: requestID, route: "/api/orders", method: "POST", userID: nil,
+                configuration: configuration, id: UUID())
+            let body = SentryEnvelope.body(for: event, dsn: configuration.dsn, sentAt: TestClock.tuesdayMorning, redactor: .standard)
+            let payload = try JSONValue.parse(try #require(body.split(separator: "\n").last).utf8)
+            return payload["tags"]?["request_id"]?.string
+        }
+        #expect(try tag("4bf92f3577b34da6a3ce929d0e0e4736") == "4bf92f3577b34da6a3ce929d0e0e4736")
+        #expect(try tag("token=4bf92f3577b34da6a3ce929d0e0e4736") != "token=4bf92f3577b34da6a3ce929d0e0e4736")
+    }
+
     @Test("the envelope is three lines: event_id, sent_at and dsn; the item's type and byte length; the event with level, platform, tags and user id")
     func envelopeShape() throws {
         let configuration = try SentryConfiguration(dsn: "https://abc123@sentry.example.com/9", environment: "production", release: "folio@1.2.0")

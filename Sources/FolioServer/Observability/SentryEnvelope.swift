@@ -50,7 +50,11 @@ enum SentryEnvelope {
             "sdk": .object(["name": .string("folio"), "version": .string(FolioVersion.current)]),
         ]
         if !event.tags.isEmpty {
-            fields["tags"] = .object(event.tags.mapValues { clean($0, redactor, limit: maximumTagLength) })
+            // A request id in a shape the edge accepts is kept as the log wrote it (a 32-digit hex id, nginx's or
+            // a W3C trace id, would otherwise read as a secret), so an event can be matched with its log lines.
+            fields["tags"] = .object(Dictionary(uniqueKeysWithValues: event.tags.map { key, value in
+                (key, key == "request_id" && EdgeMiddleware.acceptable(value) != nil ? .string(value) : clean(value, redactor, limit: maximumTagLength))
+            }))
         }
         // The id and nothing else: no email, no name, no address.
         if let userID = event.userID {
