@@ -122,6 +122,17 @@ struct LogRedactorTests {
         #expect(redactor.redact("from A@mail.example.co.uk") == "from A***@mail.example.co.uk")
     }
 
+    @Test("every address sign-up accepts is masked: a local part that starts with a mark, Unicode letters in it or in the domain; the text before it stays")
+    func unusualEmails() {
+        #expect(redactor.redact("to _john.smith@example.com") == "to _***@example.com")
+        #expect(redactor.redact("to -jane@example.org") == "to -***@example.org")
+        #expect(redactor.redact("to josé@example.com") == "to j***@example.com")
+        #expect(redactor.redact("to jöhn.doe@example.com") == "to j***@example.com")
+        #expect(redactor.redact("to john@exämple.com") == "to j***@exämple.com")
+        #expect(redactor.redact("recipient=jane@example.org") == "recipient=j***@example.org")
+        #expect(redactor.redact(#"{"to":"jane@example.org"}"#) == #"{"to":"j***@example.org"}"#)
+    }
+
     @Test("sensitive keys are recognised case-insensitively, with dashes or underscores")
     func sensitiveKeys() {
         for key in ["password", "New_Password", "X-API-Key", "Authorization", "set-cookie", "refreshToken", "client_secret"] {

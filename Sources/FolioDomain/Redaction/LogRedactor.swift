@@ -110,8 +110,10 @@ public struct LogRedactor: Sendable {
             template: mask, caseInsensitive: false, precheck: { Scan.longestRun(in: $0, of: Scan.isAlphanumeric) >= 16 }),
         CardNumberRule.rule,
         Rule(#"(?<![0-9])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9])"#, template: "[REDACTED_SSN]", trigger: "-", precheck: Scan.hasSocialSecurityShape),
+        // Every address sign-up accepts: Unicode letters, and the local part's other marks (`_john`, `-jane`,
+        // `josé`, `exämple.com`), except `=`, quotes and braces, which begin an address in a log line's text.
         Rule(
-            #"(?<![A-Za-z0-9._%+\-])([A-Za-z0-9])[A-Za-z0-9._%+\-]*@([A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+)"#,
+            #"(?<![\p{L}\p{M}\p{N}._%+\-!#$&*?^`~])([\p{L}\p{N}._%+\-!#$&*?^`~])[\p{L}\p{M}\p{N}._%+\-!#$&*?^`~]*@([\p{L}\p{N}](?:[\p{L}\p{M}\p{N}\-]*[\p{L}\p{M}\p{N}])?(?:\.[\p{L}\p{N}](?:[\p{L}\p{M}\p{N}\-]*[\p{L}\p{M}\p{N}])?)+)"#,
             template: "$1***@$2", trigger: "@"),
     ]
 }
