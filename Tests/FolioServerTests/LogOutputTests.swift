@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SQLKit
 import Testing
 
 @testable import FolioServer
@@ -132,6 +133,27 @@ struct LogLineTests {
         #expect(!line.contains("\n") && !line.contains("\r"))
         #expect(line.contains(#""first\n2026-01-01T00:00:00.000Z INFO forged""#))
         #expect(line.contains(#"value="a\rb""#) && line.contains("plain=fine") && line.contains(#"spaced="two words""#))
+    }
+
+    @Test("a database error in a log line carries the message and SQLSTATE, never the query's binds or PostgreSQL's failing row", arguments: TestDatabaseKind.all)
+    func databaseErrorForLog(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            let hash = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
+            try await database.sql.raw("CREATE TABLE log_probe (secret TEXT NOT NULL, word TEXT CHECK (word <> 'bad'))").run()
+            do {
+                try await database.sql.raw("INSERT INTO log_probe (secret, word) VALUES (\(bind: hash), \(bind: "bad"))").run()
+                Issue.record("the CHECK did not refuse the row")
+            } catch {
+                let line = DatabaseErrorText.forLog(error)
+                #expect(!line.contains("R9h"), "\(line)")
+                #expect(!line.contains("Failing row"), "\(line)")
+                #expect(line.lowercased().contains("check"), "\(line)")
+                if kind == .postgres {
+                    #expect(String(reflecting: error).contains("R9h"), "the driver's own description prints the binds, which is why this exists")
+                    #expect(line.contains("SQLSTATE 23514"), "\(line)")
+                }
+            }
+        }
     }
 
     @Test("durations are milliseconds with three places")

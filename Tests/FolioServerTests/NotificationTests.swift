@@ -314,6 +314,32 @@ struct NotificationTests {
         }
     }
 
+    @Test("a message SendGrid took, whose outcome the database could not record (neither sent nor uncertain), is not queued again and sent twice", arguments: [TestDatabaseKind.sqlite])
+    func unrecordableHandover(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                _ = try await post(client, "/api/auth/register", ["email": "unrecorded@example.com", "password": strongPassword])
+                // The database refuses every record of the outcome (a failover in the moment after SendGrid's 202).
+                try await env.database.sql.raw("""
+                    CREATE TRIGGER refuse_outcome BEFORE UPDATE OF status ON mail_messages WHEN NEW.status IN ('sent', 'uncertain')
+                    BEGIN SELECT RAISE(ABORT, 'database gone'); END
+                    """).run()
+                await env.deliverMail()
+                #expect(sendGrid.calls == 1)
+                #expect(try await env.services.mail.all().map(\.status) == ["sending"], "left for the next attempt to settle, not queued again")
+                env.clock.advance(by: 3600)
+                await env.deliverMail()
+                #expect(sendGrid.calls == 1, "not handed over a second time")
+                // The database is back: the next attempt settles it as uncertain, still without sending.
+                try await env.database.sql.raw("DROP TRIGGER refuse_outcome").run()
+                env.clock.advance(by: 3600)
+                await env.deliverMail()
+                #expect(sendGrid.calls == 1)
+                #expect(try await env.services.mail.all().map(\.status) == ["uncertain"])
+            }
+        }
+    }
+
     @Test("no answer after sending (a timeout) is uncertain and never sent again; a refused connection is retried", arguments: [TestDatabaseKind.sqlite])
     func timeouts(kind: TestDatabaseKind) async throws {
         try await withFakeSendGrid { sendGrid in

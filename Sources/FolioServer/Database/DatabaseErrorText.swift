@@ -23,4 +23,18 @@ public enum DatabaseErrorText {
             return String(reflecting: error)
         }
     }
+
+    /// An error for a log line. A PostgreSQL error's own reflection prints the query with every bind value, and a
+    /// NOT NULL or CHECK failure's detail ("Failing row contains (…)") the whole row: a password hash or a token
+    /// split by punctuation into pieces no redaction rule recognises. A log line gets the message, the SQLSTATE
+    /// and any other detail (a unique key's, whose values the redactor reads), never the query or the row.
+    public static func forLog(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return String(reflecting: error) }
+        if let info = error.serverInfo, let message = info[.message] {
+            var text = "PostgreSQL says: \(message)"
+            if let detail = info[.detail], !detail.hasPrefix("Failing row contains") { text += " (\(detail))" }
+            return text + (info[.sqlState].map { " [SQLSTATE \($0)]" } ?? "")
+        }
+        return "PostgreSQL error: \(error.code)" + (error.underlying.map { " (\(String(describing: $0)))" } ?? "")
+    }
 }

@@ -82,16 +82,16 @@ struct ProblemMiddleware: RouterMiddleware {
             return payloadTooLarge()
         case _ where DatabaseConstraint(error) != nil:
             // Validation should have caught it; the database did. Counted (by the middleware) so operations can alert.
-            context.logger.error("database constraint violation", metadata: ["error": .string(String(reflecting: error))])
+            context.logger.error("database constraint violation", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return AppError(.conflict, code: "constraint_violation", detail: "The change conflicts with data already stored; nothing was written.")
         case _ where FolioDatabase.isBusy(error):
             // Another process held SQLite's write lock past every retry: a moment later it is free.
-            context.logger.warning("database busy", metadata: ["error": .string(String(reflecting: error))])
+            context.logger.warning("database busy", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return AppError(.serviceUnavailable, code: "database_busy", detail: "The database is busy; try again in a moment.", headers: [.retryAfter: "1"])
         case let error as HTTPError:
             return AppError(error.status, code: code(for: error.status), detail: error.body ?? defaultDetail(for: error.status), headers: error.headers)
         default:
-            context.logger.error("unhandled error", metadata: ["error": .string(String(reflecting: error))])
+            context.logger.error("unhandled error", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")
         }
     }

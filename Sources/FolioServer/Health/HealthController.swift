@@ -124,7 +124,7 @@ struct HealthController {
             let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
             return Component(status: "ok", latencyMS: String(format: "%.2f", milliseconds), kind: database.kind.rawValue)
         } catch {
-            context.logger.error("health: database unreachable", metadata: ["error": .string(String(reflecting: error))])
+            context.logger.error("health: database unreachable", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return Component(status: "down", kind: database.kind.rawValue, error: "unreachable")
         }
     }
@@ -136,7 +136,7 @@ struct HealthController {
             return Component(status: pending == 0 ? "ok" : "pending", applied: applied, pending: pending)
         } catch {
             // A check that cannot run denies.
-            context.logger.error("health: migrations unknown", metadata: ["error": .string(String(reflecting: error))])
+            context.logger.error("health: migrations unknown", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return Component(status: "unknown", error: "could not read migrations")
         }
     }

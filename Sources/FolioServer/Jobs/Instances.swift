@@ -68,7 +68,7 @@ struct HeartbeatService: Service {
             do {
                 try await instances.beat(id)
             } catch {
-                logger.warning("instance heartbeat failed", metadata: ["error": .string(String(reflecting: error))])
+                logger.warning("instance heartbeat failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             }
         }
         // The journal shows a graceful stop for what it is; the process's last line says when it is done.

@@ -363,7 +363,7 @@ struct JobWorker: Service {
         do {
             jobs = try await queue.claim(as: holder ?? name, limit: batchSize, filter: filter)
         } catch {
-            logger.error("job claim failed", metadata: ["error": .string(String(reflecting: error))])
+            logger.error("job claim failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return false
         }
         pace?.claimed(jobs.count, of: batchSize)
@@ -397,7 +397,7 @@ struct JobWorker: Service {
                     do {
                         if try await !queue.postpone(job, until: runAt) { logger.warning("job lease lost before it was postponed", metadata: ["job_id": .string(job.id.description)]) }
                     } catch {
-                        logger.error("could not postpone a job", metadata: ["job_id": .string(job.id.description), "error": .string(String(reflecting: error))])
+                        logger.error("could not postpone a job", metadata: ["job_id": .string(job.id.description), "error": .string(DatabaseErrorText.forLog(error))])
                     }
                 case .failed(let error, let constraint):
                     if let constraint { violations?.record(constraint) }
@@ -407,7 +407,7 @@ struct JobWorker: Service {
                     do {
                         if try await !queue.fail(job, error: error) { logger.warning("job lease lost before it failed", metadata: ["job_id": .string(job.id.description)]) }
                     } catch {
-                        logger.error("could not record a job failure", metadata: ["job_id": .string(job.id.description), "error": .string(String(reflecting: error))])
+                        logger.error("could not record a job failure", metadata: ["job_id": .string(job.id.description), "error": .string(DatabaseErrorText.forLog(error))])
                     }
                 }
             }
@@ -418,7 +418,7 @@ struct JobWorker: Service {
                     logger.warning("job lease lost before it completed", metadata: ["job_id": .string(job.id.description)])
                 }
             } catch {
-                logger.error("could not complete jobs", metadata: ["error": .string(String(reflecting: error))])
+                logger.error("could not complete jobs", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             }
         }
     }
@@ -445,7 +445,7 @@ struct JobWorker: Service {
                     try? await Task.sleep(for: .seconds(JobQueue.lease / 3))
                     if Task.isCancelled { break }
                     do { try await queue.renew(jobs) } catch {
-                        logger.warning("could not renew a job's lease", metadata: ["kind": .string(kind), "error": .string(String(reflecting: error))])
+                        logger.warning("could not renew a job's lease", metadata: ["kind": .string(kind), "error": .string(DatabaseErrorText.forLog(error))])
                     }
                 }
                 return nil

@@ -137,6 +137,12 @@ struct MailDelivery: Sendable {
         }
         do {
             return try await send(claimed)
+        } catch let error as AfterHandover {
+            // The message may have left, and not even that could be recorded: the row stays `sending`, so the next
+            // attempt (or the sweep) settles it as uncertain. Queued again, it would be sent twice.
+            logger.error("mail handed over, but its outcome could not be recorded", metadata: [
+                "mail_id": .string(id.lowercasedString), "error": .string(DatabaseErrorText.forLog(error.underlying))])
+            return .failed(error)
         } catch {
             // Folio's own failure (the database), before anything left: back in the queue, not uncertain (failed after the job's last attempt).
             let reason = "Folio could not send it: \(type(of: error))"
@@ -147,6 +153,12 @@ struct MailDelivery: Sendable {
             }
             return .failed(error)
         }
+    }
+
+    /// A failure to record what became of a message that was handed over (or may have been).
+    struct AfterHandover: Error, CustomStringConvertible {
+        var underlying: any Error
+        var description: String { "the outcome of a message handed over could not be recorded" }
     }
 
     /// Sends a claimed message and records what became of it.
@@ -188,7 +200,9 @@ struct MailDelivery: Sendable {
                 logger.error("mail refused by \(transport.name)", metadata: ["mail_id": .string(id.lowercasedString), "error": .string(error.description)])
                 return .done
             case .uncertain:
-                try await store.settle(id, as: .uncertain, error: error.description, now: after, on: store.database.sql)
+                do { try await store.settle(id, as: .uncertain, error: error.description, now: after, on: store.database.sql) } catch {
+                    throw AfterHandover(underlying: error)
+                }
                 metrics?.mail(template: label, result: "uncertain")
                 logger.warning("mail may or may not have reached \(transport.name); not sent again", metadata: [
                     "mail_id": .string(id.lowercasedString), "error": .string(error.description)])
@@ -225,7 +239,7 @@ struct MailDelivery: Sendable {
             let abandoned = try await store.settleAbandoned(before: now.addingTimeInterval(-2 * JobQueue.lease), now: now)
             if abandoned > 0 { logger.warning("mail left mid-send by a stopped sender marked uncertain", metadata: ["messages": .stringConvertible(abandoned)]) }
         } catch {
-            logger.warning("mail housekeeping failed", metadata: ["error": .string(String(reflecting: error))])
+            logger.warning("mail housekeeping failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
         }
     }
 }

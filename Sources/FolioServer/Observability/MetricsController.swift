@@ -40,7 +40,7 @@ struct MetricsController: Sendable {
             try await metrics.refreshDatabase(jobs.database)
         } catch {
             // The request series still answer; the queue's are as last read.
-            context.logger.warning("reading the job queue for metrics failed", metadata: ["error": .string(String(reflecting: error))])
+            context.logger.warning("reading the job queue for metrics failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
         }
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

@@ -67,7 +67,7 @@ struct RateLimitMiddleware: RouterMiddleware {
                     decision = local.allowed ? try await shared.take(check.key, perMinute: check.perMinute) : local
                 } catch {
                     // A limit that cannot be checked denies (503 when the database is busy or away).
-                    context.logger.error("shared rate limit unavailable", metadata: ["error": .string(String(reflecting: error))])
+                    context.logger.error("shared rate limit unavailable", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
                     return ProblemMiddleware.response(for: Self.unavailable(error), request: request, context: context)
                 }
             } else {

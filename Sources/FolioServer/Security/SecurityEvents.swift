@@ -40,7 +40,7 @@ final class SecurityEvents: Sendable {
                 .init(action: "security." + event, actorID: byUser ? userID : nil, subjectType: "user", subjectID: userID?.lowercasedString, userID: userID, details: details),
                 origin: origin, on: database.db)
         } catch {
-            origin.logger.error("could not record security event", metadata: ["error": .string(String(reflecting: error))])
+            origin.logger.error("could not record security event", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
         }
     }
 

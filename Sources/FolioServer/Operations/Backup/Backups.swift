@@ -455,7 +455,7 @@ struct ScratchDatabase: Sendable {
     /// Drops the scratch copy; a failure is logged (a full copy of the data would be left behind).
     func drop(_ logger: Logger) async {
         do { try await dropping() } catch {
-            logger.error("the restore test's scratch database could not be dropped; drop it by hand", metadata: ["error": .string(String(reflecting: error))])
+            logger.error("the restore test's scratch database could not be dropped; drop it by hand", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
         }
     }
 
@@ -479,7 +479,7 @@ struct ScratchDatabase: Sendable {
             try await admin.sql.raw("CREATE DATABASE \(unsafeRaw: name)").run()
         } catch {
             await admin.shutdown()
-            throw Backups.Failure(description: "could not make a scratch database for the restore test (the database user needs CREATEDB): \(String(reflecting: error))")
+            throw Backups.Failure(description: "could not make a scratch database for the restore test (the database user needs CREATEDB): \(DatabaseErrorText.forLog(error))")
         }
         components.path = "/" + name
         return ScratchDatabase(location: .postgres(url: components.string!), dropping: {
