@@ -87,6 +87,35 @@ struct PortfolioSnapshotTests {
         }
     }
 
+    @Test("an account opened on a weekend shows what it holds now in its history and performance, before its first close", arguments: TestDatabaseKind.all)
+    func openedOnAWeekend(kind: TestDatabaseKind) async throws {
+        // Saturday 28 November 2026, 10:00 in New York: the last close (Friday's) was before the account existed.
+        let clock = TestClock(start: try Date("2026-11-28T15:00:00Z", strategy: .iso8601))
+        try await withTestApp(kind, clock: clock, configure: Self.longSessions) { client, env in
+            let tokens = try await signUp(client, env, email: "weekend@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(placed.status == .created)
+            await env.worker.drain()
+            let account = try await env.firstAccount()
+            let marketValue = try Money.value(quantity: 2, price: try #require(SimulatedMarket().price(of: "AAPL", at: clock.now)))
+
+            let history = try json(try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens)))
+            let points = try #require(history["data"] as? [[String: Any]])
+            #expect(points.map { $0["date"] as? String } == ["2026-11-28"], "\(history)")
+            #expect(points.first?["provisional"] as? Bool == true)
+            #expect(points.first?["total_value"] as? String == (try account.cash + marketValue).description)
+
+            let performance = try json(try await client.execute(uri: "/api/portfolio/performance?range=1M", method: .get, headers: bearer(tokens)))
+            #expect(performance["from"] as? String == "2026-11-28" && performance["to"] as? String == "2026-11-28", "\(performance)")
+            #expect(performance["start_value"] as? String == "0.00" && performance["deposits"] as? String == env.configuration.startingCash.description, "\(performance)")
+
+            // Monday: no close was made for the weekend; Monday is the provisional point.
+            clock.advance(by: 2 * 86_400)
+            let monday = try json(try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens)))
+            #expect((monday["data"] as? [[String: Any]])?.map { $0["date"] as? String } == ["2026-11-30"], "\(monday)")
+        }
+    }
+
     @Test("the year-to-date history starts at the last close of the year before, as the year-to-date return does; the dashboard offers it", arguments: TestDatabaseKind.all)
     func yearToDateHistory(kind: TestDatabaseKind) async throws {
         // Monday 29 December 2025, 10:00 in New York.

@@ -96,7 +96,8 @@ struct PerformanceController: Sendable {
         if let base, let index = stored.lastIndex(where: { $0.value.day <= base }) { stored.removeFirst(index) }
         var values = stored.map { Returns.ValuePoint(at: $0.asOf, value: $0.value.totalValue) }
         var days = stored.map(\.value.day)
-        if today.isWeekday, days.last != today {
+        // On a weekend an account with no close yet (opened since Friday's) is valued now, as on its first weekday.
+        if today.isWeekday || days.isEmpty, days.last != today {
             // Valued on the same database the flows are read from, so a deposit counts on both sides or neither.
             let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID, using: reader, withDayChange: false)
             values.append(.init(at: now, value: valuation.totalValue))

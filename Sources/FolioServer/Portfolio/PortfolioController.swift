@@ -252,7 +252,8 @@ struct PortfolioController: Sendable {
         let source = wrote ? store.database : await reads.reporting()
         var points = try await snapshots.snapshots(of: account, from: range.firstDay(today: today), on: source)
             .map { HistoryPoint($0.value, provisional: false) }
-        if today.isWeekday, points.last?.date != today.description {
+        // A weekend has no close; an account opened since Friday's close still shows what it holds now.
+        if today.isWeekday || points.isEmpty, points.last?.date != today.description {
             let valuation = try await valuation(of: account.id, owner: account.userID, withDayChange: false)
             points.append(HistoryPoint(DailyValue(day: today, cash: valuation.cash, marketValue: valuation.marketValue), provisional: true))
         }
