@@ -258,6 +258,19 @@ struct ConfigurationTests {
         #expect(problems(production.merging(["SENTRY_DSN": "https://0123456789abcdef@sentry.example.com/42"]) { $1 }).isEmpty)
     }
 
+    @Test("SENTRY_DSN: a key part that a URL parser reads as a host and port is refused (events would go over http to the host after @); an old secret key is masked in logs")
+    func sentryKeyParts() throws {
+        let production = [
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "https://app.example.com", "DATABASE_URL": "postgres://u:p@db/folio",
+        ]
+        for dsn in ["http://localhost:1/@evil.example/1", "http://127.0.0.1:9/x@evil.example/1", "https://public1:@sentry.example.com/7", "https://public1:se cret@sentry.example.com/7"] {
+            let found = problems(production.merging(["SENTRY_DSN": dsn]) { $1 })
+            #expect(found.count == 1 && found.first?.hasPrefix("SENTRY_DSN must look like https://KEY@HOST/PROJECT_ID") == true, "\(dsn): \(found)")
+        }
+        let loaded = try ConfigurationLoader.make(from: production.merging(["SENTRY_DSN": " https://public1:secret1@sentry.example.com/7\n"]) { $1 })
+        #expect(loaded.secretValues.contains("public1") && loaded.secretValues.contains("secret1"))
+    }
+
     @Test("malformed values are named in any environment", arguments: [
         ("PORT", "eighty"), ("DATABASE_POOL_SIZE", "0"), ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"),
         ("ALLOWED_ORIGINS", "app.example.com"), ("DATABASE_URL", "mysql://x"), ("DEBUG", "maybe"), ("ENVIRONMENT", "staging"),

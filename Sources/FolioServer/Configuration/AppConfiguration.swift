@@ -331,7 +331,7 @@ public struct AppConfiguration: Sendable {
         if let plaid { values += [plaid.clientID, plaid.secret] }
         if let sendGrid { values.append(sendGrid.apiKey) }
         values += [backup.encryptionKey].compactMap { $0 } + backup.previousEncryptionKeys
-        if let sentry, let key = URLComponents(string: sentry.dsn)?.user { values.append(key) }
+        if let sentry, let dsn = try? SentryDSN(parsing: sentry.dsn) { values += [dsn.publicKey, dsn.legacySecretKey].compactMap { $0 } }
         // The database password as it is (decoded) and as the URL writes it (percent-encoded).
         for url in [database.postgresURL, readDatabaseURL].compactMap({ $0 }) {
             guard let components = URLComponents(string: url) else { continue }

@@ -477,12 +477,14 @@ public enum ConfigurationLoader {
             for key in ["SENTRY_ENVIRONMENT", "SENTRY_RELEASE"] where value(key) != nil { problems.append("\(key) is set without SENTRY_DSN") }
             return nil
         }
-        do { _ = try SentryDSN(parsing: dsn) } catch {
+        let parsed: SentryDSN
+        do { parsed = try SentryDSN(parsing: dsn) } catch {
             problems.append("SENTRY_DSN must look like https://KEY@HOST/PROJECT_ID: \(error)")
             return nil
         }
         // Error reports carry stack traces and request facts: in production they travel encrypted, as every vendor call does.
-        if production, dsn.lowercased().hasPrefix("http://"), !isLoopbackOrigin(dsn) {
+        // The host checked is the one events are sent to (the parsed DSN's), not a URL parser's reading of the text.
+        if production, parsed.scheme == "http", !isLoopbackOrigin(parsed.origin) {
             problems.append("SENTRY_DSN must use https in production (http only to a loopback relay)")
         }
         var settings = AppConfiguration.SentrySettings(dsn: dsn, environment: value("SENTRY_ENVIRONMENT") ?? environment)

@@ -48,6 +48,8 @@ public struct SentryDSN: Sendable, Equatable, CustomStringConvertible {
     /// `https` or `http`.
     public let scheme: String
     public let publicKey: String
+    /// An old DSN's secret key: never sent, kept only so logs can mask it.
+    public let legacySecretKey: String?
     /// A host name, an IPv4 address, or an IPv6 address in brackets.
     public let host: String
     public let port: Int?
@@ -70,10 +72,15 @@ public struct SentryDSN: Sendable, Equatable, CustomStringConvertible {
         guard !rest.contains(where: { $0 == "?" || $0 == "#" }) else { throw SentryDSNError("it must not have a query or a fragment") }
         guard let at = rest.firstIndex(of: "@") else { throw SentryDSNError("the public key before @ is missing") }
 
-        // Old DSNs carry PUBLIC_KEY:SECRET_KEY; Sentry no longer uses the secret, so it is left out.
-        let key = rest[..<at].split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        // Old DSNs carry PUBLIC_KEY:SECRET_KEY; Sentry no longer uses the secret, so it is left out. It is still
+        // checked: "http://localhost:1/@evil.example/1" is a host and port to a URL parser, and a key here.
+        let keys = rest[..<at].split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        let key = keys.first ?? ""
         guard !key.isEmpty, key.allSatisfy(Self.isASCIIAlphanumeric) else {
             throw SentryDSNError("the public key before @ must be letters and digits")
+        }
+        if keys.count == 2, keys[1].isEmpty || !keys[1].allSatisfy(Self.isASCIIAlphanumeric) {
+            throw SentryDSNError("the secret key after PUBLIC_KEY: must be letters and digits")
         }
 
         let afterAt = rest[rest.index(after: at)...]
@@ -119,6 +126,7 @@ public struct SentryDSN: Sendable, Equatable, CustomStringConvertible {
 
         self.scheme = scheme
         self.publicKey = String(key)
+        self.legacySecretKey = keys.count == 2 ? String(keys[1]) : nil
         self.host = String(hostPart)
         self.port = port
         self.projectID = String(path)
