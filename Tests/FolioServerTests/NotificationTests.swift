@@ -314,6 +314,39 @@ struct NotificationTests {
         }
     }
 
+    @Test("account mail passes SendGrid's suppression lists and notifications do not; a message SendGrid dropped is not counted sent, whether its processed event comes before or after", arguments: TestDatabaseKind.all)
+    func droppedBySendGrid(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                let tokens = try await Self.signUpAtSendGrid(client, env, at: sendGrid, email: "dropped@example.com")
+                try await Self.buy(client, env, tokens, symbol: "AAPL", quantity: 1)
+                try await Self.buy(client, env, tokens, symbol: "MSFT", quantity: 1)
+                await env.deliverMail()
+                #expect(sendGrid.received.filter { $0.category == "verify_email" }.map(\.bypassesLists) == [true])
+                let fills = sendGrid.received.filter { $0.category == "order_filled" }
+                #expect(fills.count == 2 && fills.allSatisfy { !$0.bypassesLists }, "a notification keeps to the lists")
+
+                let now = Int(env.clock.now.timeIntervalSince1970)
+                func post(_ events: [String]) async throws {
+                    let body = "[" + events.joined(separator: ",") + "]"
+                    let answer = try await client.execute(uri: "/webhooks/sendgrid", method: .post, headers: sendGrid.signedHeaders(for: body, timestamp: now), body: ByteBuffer(string: body))
+                    #expect(answer.status == .ok, "\(String(buffer: answer.body))")
+                }
+                func event(_ name: String, _ mail: FakeSendGrid.Received, _ n: Int) -> String {
+                    #"{"email":"dropped@example.com","event":"\#(name)","reason":"Unsubscribed Address","sg_event_id":"ev-\#(name)-\#(n)","sg_message_id":"\#(mail.messageID).filter","timestamp":\#(now),"folio_mail_id":"\#(mail.mailID ?? "")"}"#
+                }
+                // In SendGrid's order (processed, then dropped), and the other way round.
+                try await post([event("processed", fills[0], 1), event("dropped", fills[0], 1)])
+                try await post([event("dropped", fills[1], 2)])
+                try await post([event("processed", fills[1], 2)])
+                let rows = try await env.services.mail.all().filter { $0.template == "order_filled" }
+                #expect(rows.map(\.status) == ["suppressed", "suppressed"], "\(rows)")
+                #expect(rows.allSatisfy { $0.lastError == "SendGrid dropped it: Unsubscribed Address" }, "\(rows)")
+                #expect(try await env.services.mail.all().first { $0.template == "verify_email" }?.status == "sent")
+            }
+        }
+    }
+
     @Test("a message SendGrid took, whose outcome the database could not record (neither sent nor uncertain), is not queued again and sent twice", arguments: [TestDatabaseKind.sqlite])
     func unrecordableHandover(kind: TestDatabaseKind) async throws {
         try await withFakeSendGrid { sendGrid in

@@ -132,6 +132,17 @@ struct MailStore: Sendable {
             """).run()
     }
 
+    /// SendGrid dropped the message: `suppressed`, with its reason, whatever Folio
+    /// recorded (a `processed` may have come first). `confirm` leaves it so.
+    func markDropped(_ id: UUID, reason: String, now: Date, on db: any SQLDatabase) async throws -> Bool {
+        try await !db.raw("""
+            UPDATE mail_messages SET status = 'suppressed', last_error = \(bind: JobQueue.storable("SendGrid dropped it: \(reason)")),
+                variables = '{"values":{},"items":[]}', sent_at = NULL, updated_at = \(bind: now)
+            WHERE id = \(bind: id) AND status IN ('queued', 'sending', 'sent', 'uncertain', 'failed')
+            RETURNING id
+            """).all().isEmpty
+    }
+
     /// Messages left `sending` longer than any send takes (their job died with
     /// its worker): `uncertain`, their variables emptied. Returns how many.
     @discardableResult

@@ -41,13 +41,22 @@ struct SendGridTransport: MailTransport {
         var content: [Content]
         var categories: [String]
         var custom_args: [String: String]
+        var mail_settings: MailSettings?
+    }
+
+    struct MailSettings: Encodable {
+        struct Setting: Encodable { var enable: Bool }
+        var bypass_list_management: Setting
     }
 
     static func body(_ mail: RenderedMail, from: Address) -> Body {
         Body(
             personalizations: [.init(to: [Address(email: mail.recipient)])], from: from, subject: mail.subject,
             content: [.init(type: "text/plain", value: mail.text), .init(type: "text/html", value: mail.html)],
-            categories: [mail.template.rawValue], custom_args: ["folio_mail_id": mail.id.lowercasedString])
+            categories: [mail.template.rawValue], custom_args: ["folio_mail_id": mail.id.lowercasedString],
+            // Account mail (verify, reset) passes Folio's suppressions, as it is how the person gets back in;
+            // it passes SendGrid's lists (bounces, spam reports, unsubscribes) too, or SendGrid would drop it.
+            mail_settings: mail.template.category == nil ? MailSettings(bypass_list_management: .init(enable: true)) : nil)
     }
 
     func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?) -> SQLQueryString) async throws(MailSendError) {

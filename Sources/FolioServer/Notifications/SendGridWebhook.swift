@@ -90,6 +90,15 @@ struct SendGridEvents: Sendable {
                     try await store.suppress(email, reason: name, detail: detail, now: now, on: sql)
                     outcome.suppressed += 1
                     logger.info("mail to an address stopped", metadata: ["reason": .string(name)])
+                // SendGrid took the message and will not send it (an address on its lists, content it refused): not sent,
+                // and a `processed` for it (before or after) does not make it sent.
+                case "dropped":
+                    if let id = event["folio_mail_id"]?.string.flatMap(UUID.init(uuidString:)) {
+                        let reason = event["reason"]?.string.map { String($0.prefix(300)) } ?? "no reason given"
+                        if try await store.markDropped(id, reason: reason, now: now, on: sql) {
+                            logger.warning("SendGrid dropped a message", metadata: ["mail_id": .string(id.lowercasedString), "reason": .string(reason)])
+                        }
+                    }
                 case "delivered", "processed":
                     if let id = event["folio_mail_id"]?.string.flatMap(UUID.init(uuidString:)) {
                         let vendorID = event["sg_message_id"]?.string.map { String($0.prefix { $0 != "." }.prefix(100)) }
@@ -150,7 +159,7 @@ struct SendGridWebhookController: Sendable {
             try verifier.verify(
                 signature: request.headers[SendGridWebhookVerifier.signatureHeader], timestamp: request.headers[SendGridWebhookVerifier.timestampHeader],
                 body: body)
-        } catch let error as SendGridWebhookVerifier.Failure {
+        } catch {
             await rejections.refuse(vendor: "sendgrid", reason: error.rawValue, metrics: metrics, security: security, origin: context.origin)
             throw AppError(.unauthorized, code: "webhook_unverified", detail: "The event webhook's signature did not verify; nothing was processed.")
         }

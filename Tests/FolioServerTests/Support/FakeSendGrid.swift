@@ -29,6 +29,8 @@ final class FakeSendGrid: Sendable {
         var category: String?
         var mailID: String?
         var messageID: String
+        /// `mail_settings.bypass_list_management.enable`: SendGrid's suppression lists are passed.
+        var bypassesLists = false
     }
 
     enum Failure: Sendable {
@@ -124,7 +126,8 @@ final class FakeSendGrid: Sendable {
         state.withLockedValue {
             $0.received.append(Received(
                 to: to, from: from, subject: subject, text: text, html: html, category: json["categories"]?.elements.first?.string,
-                mailID: json["custom_args"]?["folio_mail_id"]?.string, messageID: messageID))
+                mailID: json["custom_args"]?["folio_mail_id"]?.string, messageID: messageID,
+                bypassesLists: json["mail_settings"]?["bypass_list_management"]?["enable"] == .bool(true)))
         }
         return Response(status: .accepted, headers: [HTTPField.Name("X-Message-Id")!: messageID], body: .init())
     }
