@@ -19,6 +19,19 @@ struct LogRedactorTests {
         #expect(redacted.hasPrefix("request ") && redacted.hasSuffix(" done") || line.contains("&x=1"))
     }
 
+    @Test("a quoted value after a sensitive key is masked whole, as a Swift description or a Python repr prints it; the text after it stays", arguments: [
+        #"Credentials(email: "a@example.com", password: "hunter 2 hunter")"#, #"{'password': 'hunter 2 hunter', 'x': 1}"#,
+        #"client_secret="hunter 2 hunter" next"#, #"{"error":"bad request: token: \"hunter 2 hunter\" refused"}"#,
+        #"password: "with \"hunter 2 hunter\" inside""#,
+    ])
+    func quotedValues(line: String) {
+        let redacted = redactor.redact(line)
+        #expect(!redacted.contains("hunter"), "\(redacted)")
+        #expect(redacted.contains(LogRedactor.mask))
+        #expect(line.hasSuffix("next") ? redacted.hasSuffix(" next") : true, "\(redacted)")
+        #expect(line.contains("refused") ? redacted.hasSuffix(#" refused"}"#) : true, "\(redacted)")
+    }
+
     @Test("authorization and cookie header lines are masked to the end of the line")
     func headerLines() {
         let text = "Authorization: Basic dXNlcjpwYXNz\nCookie: session=abc123; csrf=def456\nAccept: */*"

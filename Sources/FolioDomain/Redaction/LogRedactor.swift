@@ -91,9 +91,10 @@ public struct LogRedactor: Sendable {
         Rule(
             #"\b((?:proxy-)?authorization|set-cookie|cookie)(\s*:\s*)[^\r\n"]+"#,
             template: "$1$2\(mask)", trigger: ":"),
-        // key=value and key: value text, including query strings.
+        // key=value and key: value text, including query strings. A quoted value (as a Swift description or a
+        // Python repr prints it, or escaped inside a JSON string) is masked to its closing quote; a repr's key is quoted.
         Rule(
-            #"\b(\#(keyPattern))(\s*[=:]\s*)(?:(?:bearer|basic|token|digest)\s+)?[^\s&,;"'}\]\[]+"#,
+            #"\b(\#(keyPattern)'?)(\s*[=:]\s*)(?:\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\\r\n]|\\.)*"|'(?:[^'\\\r\n]|\\.)*'|(?:(?:bearer|basic|token|digest)\s+)?[^\s&,;"'}\]\[]+)"#,
             template: "$1$2\(mask)", triggers: ["=", ":"]),
         Rule(#"\bbearer\s+[A-Za-z0-9\-._~+/]+=*"#, template: "Bearer \(mask)", trigger: "earer"),
         Rule(#"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"#, template: mask, trigger: "eyJ", caseInsensitive: false),
