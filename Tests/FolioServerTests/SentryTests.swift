@@ -327,6 +327,21 @@ struct SentryTests {
         #expect(SentryRateLimits.seconds("") == nil)
     }
 
+    @Test("a 429 whose X-Sentry-Rate-Limits sets no limit on errors that Folio can read still pauses: Retry-After, or a minute")
+    func unreadableLimitsOn429() {
+        let now = TestClock.tuesdayMorning
+        var garbled = SentryRateLimits()
+        garbled.update(status: 429, retryAfter: "30", rateLimits: "soon, maybe", now: now)
+        #expect(garbled.isLimited(at: now.addingTimeInterval(29)) && !garbled.isLimited(at: now.addingTimeInterval(30)))
+        var otherCategory = SentryRateLimits()
+        otherCategory.update(status: 429, retryAfter: nil, rateLimits: "600:transaction:key", now: now)
+        #expect(otherCategory.allUntil == now.addingTimeInterval(60))
+        // A readable limit on errors is taken as it is, shorter than Retry-After or not.
+        var readable = SentryRateLimits()
+        readable.update(status: 429, retryAfter: "300", rateLimits: "5:error:key", now: now)
+        #expect(readable.until == now.addingTimeInterval(5))
+    }
+
     // MARK: - Dropping
 
     @Test("past the queue's capacity events are dropped and counted as queue_full; the queued ones are sent in order")

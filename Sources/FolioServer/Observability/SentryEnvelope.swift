@@ -109,12 +109,16 @@ struct SentryRateLimits: Sendable, Equatable {
     }
 
     /// Reads an answer's headers. `X-Sentry-Rate-Limits`, when present, is
-    /// all there is to know (it takes precedence over `Retry-After`); without
-    /// it a 429 limits everything for `Retry-After` seconds, or a minute.
+    /// all there is to know (it takes precedence over `Retry-After`); a 429
+    /// without it, or with none of its groups limiting errors, limits
+    /// everything for `Retry-After` seconds, or a minute.
     mutating func update(status: Int, retryAfter: String?, rateLimits: String?, now: Date) {
         if let rateLimits, !rateLimits.trimmingCharacters(in: .whitespaces).isEmpty {
             apply(rateLimits, now: now)
-        } else if status == 429 {
+        }
+        // A 429 refused this error event: when the header (if any) sets no limit on errors that Folio
+        // can read, the event's refusal still counts, or the next event would be sent at once.
+        if status == 429, !isLimited(at: now) {
             // Sentry sends seconds; an HTTP date or anything else gets the default.
             let seconds = retryAfter.flatMap { Self.seconds($0) } ?? Self.defaultSeconds
             allUntil = Self.later(allUntil, now.addingTimeInterval(TimeInterval(seconds)))
