@@ -40,6 +40,31 @@ struct LogOutputTests {
         }
     }
 
+    @Test("a non-blocking output that is full is waited for, not skipped: every line arrives")
+    func nonBlockingOutput() throws {
+        let pipe = Pipe()
+        for end in [pipe.fileHandleForReading, pipe.fileHandleForWriting] { _ = fcntl(end.fileDescriptor, F_SETFD, FD_CLOEXEC) }
+        let writeEnd = pipe.fileHandleForWriting.fileDescriptor
+        _ = fcntl(writeEnd, F_SETFL, fcntl(writeEnd, F_GETFL) | O_NONBLOCK)
+        let output = BufferedOutput(fileDescriptor: writeEnd)
+        let lines = 5_000
+        for index in 0..<lines { output.append("line \(index) " + String(repeating: "y", count: 60)) }
+        // The pipe holds 64 KiB of the 330 KiB: the writer finds it full until the reader starts, a moment later.
+        usleep(200_000)
+        let received = ResultBox()
+        let finished = DispatchSemaphore(value: 0)
+        Thread {
+            received.data = pipe.fileHandleForReading.readDataToEndOfFile()
+            finished.signal()
+        }.start()
+        output.flush()
+        try pipe.fileHandleForWriting.close()
+        finished.wait()
+        let written = String(decoding: received.data, as: UTF8.self).split(separator: "\n")
+        #expect(written.count == lines)
+        #expect(written.enumerated().allSatisfy { $0.element.hasPrefix("line \($0.offset) ") })
+    }
+
     private final class ResultBox: @unchecked Sendable { var data = Data() }
 }
 

@@ -383,6 +383,12 @@ final class BufferedOutput: @unchecked Sendable {
                     let written = write(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
                     if written <= 0 {
                         if written < 0, errno == EINTR { continue }
+                        // A non-blocking descriptor (a parent may hand one over) that is full: wait until it takes more.
+                        if written < 0, errno == EAGAIN || errno == EWOULDBLOCK {
+                            var ready = pollfd(fd: fileDescriptor, events: Int16(POLLOUT), revents: 0)
+                            if poll(&ready, 1, 1000) >= 0 || errno == EINTR { continue }
+                        }
+                        // The reader is gone or the disk is full: these bytes cannot be written anywhere.
                         break
                     }
                     offset += written
