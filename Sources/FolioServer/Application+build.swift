@@ -497,8 +497,13 @@ public struct FolioServices: Sendable {
 
     /// Runs only the job worker (for `folio worker`), until SIGTERM or SIGINT.
     public func runWorker() async throws {
-        // Services stop in reverse order: the error reporter stops after the workers, so a job that dies
-        // while they drain is still sent to Sentry.
+        let group = ServiceGroup(configuration: .init(services: workerServices(), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// What `folio worker` runs, in start order. Services stop in reverse order: the error reporter stops
+    /// after the workers, so a job that dies while they drain is still sent to Sentry.
+    func workerServices() -> [ServiceGroupConfiguration.ServiceConfiguration] {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: DatabaseService(database: database, quotes: quotes))]
         if let errorReports { services.append(.init(service: errorReports)) }
         services.append(.init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)))
@@ -507,8 +512,7 @@ public struct FolioServices: Sendable {
         if configuration.alpacaStream { services.append(.init(service: tradeStreams)) }
         // Each process counts its own series: a separate worker serves them on its own METRICS_PORT.
         if let port = configuration.metricsPort { services.append(.init(service: metricsListener(port: port))) }
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        return services
     }
 
     /// HTTP/1.1, over TLS when TLS_CERT_PATH and TLS_KEY_PATH are set.

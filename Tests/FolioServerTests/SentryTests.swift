@@ -342,6 +342,17 @@ struct SentryTests {
         #expect(readable.until == now.addingTimeInterval(5))
     }
 
+    @Test("folio worker starts its error reporter before the workers and the database first, so on shutdown the reporter outlives the jobs that drain", arguments: [TestDatabaseKind.sqlite])
+    func workerStopsReporterLast(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.sentry = .init(dsn: "http://key1@127.0.0.1:9/1", environment: "test") }) { _, env in
+            let order = env.services.workerServices().map { "\(type(of: $0.service))" }
+            let reporter = try #require(order.firstIndex(of: "SentryReporter"), "\(order)")
+            let firstWorker = try #require(order.firstIndex(of: "JobWorker"), "\(order)")
+            #expect(order.first == "DatabaseService" && reporter < firstWorker, "\(order)")
+            #expect(order.filter { $0 == "JobWorker" }.count == 2, "the job worker and the mail worker")
+        }
+    }
+
     // MARK: - Dropping
 
     @Test("past the queue's capacity events are dropped and counted as queue_full; the queued ones are sent in order")
