@@ -19,17 +19,7 @@ struct LogOutputTests {
         }
         // Only now start reading: the pipe holds 64 KiB, so the writer is still
         // blocked with most of the lines when flush is called.
-        let received = ResultBox()
-        let finished = DispatchSemaphore(value: 0)
-        Thread {
-            received.data = pipe.fileHandleForReading.readDataToEndOfFile()
-            finished.signal()
-        }.start()
-        output.flush()
-        // Nothing may be written after flush returned: close the pipe now and count.
-        try pipe.fileHandleForWriting.close()
-        finished.wait()
-        let text = String(decoding: received.data, as: UTF8.self)
+        let text = try Self.readFlushed(pipe, output)
         let written = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
         #expect(written.count == lines)
         #expect(text.hasSuffix("\n"))
@@ -51,6 +41,14 @@ struct LogOutputTests {
         for index in 0..<lines { output.append("line \(index) " + String(repeating: "y", count: 60)) }
         // The pipe holds 64 KiB of the 330 KiB: the writer finds it full until the reader starts, a moment later.
         usleep(200_000)
+        let written = try Self.readFlushed(pipe, output).split(separator: "\n")
+        #expect(written.count == lines)
+        #expect(written.enumerated().allSatisfy { $0.element.hasPrefix("line \($0.offset) ") })
+    }
+
+    /// Starts reading the pipe, flushes `output`, then closes the write end (nothing may be written
+    /// after flush returned) and gives back all that was read.
+    static func readFlushed(_ pipe: Pipe, _ output: BufferedOutput) throws -> String {
         let received = ResultBox()
         let finished = DispatchSemaphore(value: 0)
         Thread {
@@ -60,9 +58,7 @@ struct LogOutputTests {
         output.flush()
         try pipe.fileHandleForWriting.close()
         finished.wait()
-        let written = String(decoding: received.data, as: UTF8.self).split(separator: "\n")
-        #expect(written.count == lines)
-        #expect(written.enumerated().allSatisfy { $0.element.hasPrefix("line \($0.offset) ") })
+        return String(decoding: received.data, as: UTF8.self)
     }
 
     private final class ResultBox: @unchecked Sendable { var data = Data() }
