@@ -81,6 +81,36 @@ struct NumericLimitsTests {
         }
     }
 
+    @Test("an exponent at or past Int's limits, in any member of a keyed request, is read exactly (it stopped the server with an overflow)", arguments: TestDatabaseKind.all)
+    func extremeExponents(kind: TestDatabaseKind) async throws {
+        // The canonical form adds the digits' shift to the written exponent exactly, however long it is.
+        let cases: [(String, String)] = [
+            ("10e9223372036854775807", "1e9223372036854775808"), ("0.1e-9223372036854775808", "1e-9223372036854775809"),
+            ("-100e+99999999999999999999999999999999999999", "-1e100000000000000000000000000000000000001"),
+            ("0.001e100000000000000000000000000000000000002", "1e99999999999999999999999999999999999999"),
+            ("1.5e-000000000000000000000000000000000000003", "15e-4"), ("1500", "15e2"), ("0.0e99999999999999999999", "0"), ("7e-0", "7e0"),
+        ]
+        for (written, canonical) in cases { #expect(CanonicalJSON.number(written) == canonical, "\(written)") }
+        #expect(CanonicalJSON.number("10e9223372036854775807") == CanonicalJSON.number("1e9223372036854775808"))
+        #expect(CanonicalJSON.number("1e9223372036854775807") != CanonicalJSON.number("1e9223372036854775806"))
+
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "exponent@example.com")
+            let uri = "/api/accounts/\(try await env.firstAccount().id)/deposits"
+            let deposit = try await raw(client, uri, #"{"amount":"1.00","x":10e9223372036854775807}"#, tokens: tokens, key: "exp-1")
+            #expect(deposit.status == .created, "\(String(buffer: deposit.body))")
+            let again = try await raw(client, uri, #"{"x":1e9223372036854775808,"amount":1}"#, tokens: tokens, key: "exp-1")
+            #expect(String(buffer: again.body) == String(buffer: deposit.body), "the same value: a replay")
+            let order = try await raw(
+                client, "/api/orders", #"{"symbol":"AAPL","quantity":"1","side":"BUY","order_type":"MARKET","x":0.1e-9223372036854775808}"#, tokens: tokens, key: "exp-2")
+            #expect(order.status == .created, "\(String(buffer: order.body))")
+            let huge = try await raw(client, uri, #"{"amount":10e9223372036854775807}"#, tokens: tokens, key: "exp-3")
+            let hugeCode = try problem(huge).code
+            #expect(huge.status == .unprocessableContent && hugeCode == "validation_failed" && String(buffer: huge.body).contains(#""field":"amount""#), "\(String(buffer: huge.body)) \(hugeCode)")
+            #expect(try await env.entries(.deposit).count == 2)
+        }
+    }
+
     /// Brings the account's cash to `cash` with a correction row, so the books
     /// still balance. Written behind Folio's back, so only the ledger is checked afterwards.
     func setCash(_ env: TestEnvironment, to cash: Cash) async throws {

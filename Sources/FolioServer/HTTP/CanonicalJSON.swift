@@ -46,7 +46,6 @@ enum CanonicalJSON {
     static func number(_ text: String) -> String {
         var negative = false
         var digits: [UInt8] = []
-        var exponent = 0
         var fractionDigits = 0
         var inFraction = false
         var bytes = Substring(text).utf8[...]
@@ -63,15 +62,50 @@ enum CanonicalJSON {
             if inFraction { fractionDigits += 1 }
             digits.append(byte)
         }
-        if !bytes.isEmpty {
-            // The grammar was checked by the parser; an exponent too long for Int saturates.
-            exponent = Int(String(decoding: bytes.dropFirst(), as: UTF8.self)) ?? (bytes.contains(UInt8(ascii: "-")) ? Int.min / 2 : Int.max / 2)
-        }
         // Slice once at each end: removing one digit at a time from the front is quadratic on a long number.
         guard let first = digits.firstIndex(where: { $0 != UInt8(ascii: "0") }), let last = digits.lastIndex(where: { $0 != UInt8(ascii: "0") }) else {
             return "0"
         }
-        exponent = exponent - fractionDigits + (digits.count - 1 - last)
-        return (negative ? "-" : "") + String(decoding: digits[first...last], as: UTF8.self) + "e" + String(exponent)
+        // What the digits' position moves the written exponent by: at most the body's length either way.
+        let shift = (digits.count - 1 - last) - fractionDigits
+        return (negative ? "-" : "") + String(decoding: digits[first...last], as: UTF8.self) + "e"
+            + exponentSum(bytes.isEmpty ? bytes : bytes.dropFirst(), plus: shift)
+    }
+
+    /// `written + shift` in decimal, exactly, for an exponent of any length (the parser checked its grammar:
+    /// an optional sign and digits). A client may write an exponent near or past `Int`'s limits; it is
+    /// added digit by digit then, never with arithmetic that could overflow (and stop the server).
+    static func exponentSum(_ written: Substring.UTF8View.SubSequence, plus shift: Int) -> String {
+        var bytes = written
+        var negative = false
+        if let sign = bytes.first, sign == UInt8(ascii: "-") || sign == UInt8(ascii: "+") {
+            negative = sign == UInt8(ascii: "-")
+            bytes = bytes.dropFirst()
+        }
+        var digits = Array(bytes.drop { $0 == UInt8(ascii: "0") })
+        // Short enough for Int with room for any shift (the body is far shorter than 10^17 bytes).
+        if digits.count <= 17 {
+            let value = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+            return String((negative ? -value : value) + shift)
+        }
+        // At least 10^17: larger than any shift, so the sum keeps the written sign, and only its magnitude
+        // grows (a shift the same way) or shrinks (the other way) by |shift|.
+        var carry = Int(shift.magnitude)
+        let grows = (shift < 0) == negative
+        var index = digits.count - 1
+        while carry > 0 {
+            var digit = Int(digits[index] - UInt8(ascii: "0")) + (grows ? carry % 10 : -(carry % 10))
+            carry /= 10
+            if digit > 9 { digit -= 10; carry += 1 }
+            if digit < 0 { digit += 10; carry += 1 }
+            digits[index] = UInt8(ascii: "0") + UInt8(digit)
+            if index == 0 {
+                if carry > 0 { digits.insert(UInt8(ascii: "0") + UInt8(carry), at: 0) }  // grows only: a borrow cannot pass the top
+                break
+            }
+            index -= 1
+        }
+        let trimmed = digits.drop { $0 == UInt8(ascii: "0") }
+        return (negative ? "-" : "") + String(decoding: trimmed, as: UTF8.self)
     }
 }
