@@ -77,6 +77,28 @@ struct CredentialThrottleTests {
         }
     }
 
+    @Test("a password reset keeps the address it was confirmed from known: guessing from elsewhere after it cannot lock the owner out", arguments: TestDatabaseKind.all)
+    func resetKeepsOwnerKnown(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in
+            try await signUp(client, env, email: "owner@example.com")
+            let home = "198.51.100.7", renewed = "a renewed long passphrase"
+            #expect(try await Self.login(client, from: home, password: strongPassword).status == .ok)
+            // Guessing from many addresses; the owner resets the password from home, as the lockout mail says to.
+            for failure in 0..<20 { _ = try await Self.login(client, from: "203.0.113.\(failure / 4 + 1)", password: "guess guess guess") }
+            #expect(try await post(client, "/api/auth/password-reset/request", ["email": "owner@example.com"], headers: Self.fromAddress(home)).status == .accepted)
+            let token = try await outboxToken(env, email: "owner@example.com", kind: "reset_password")
+            let confirmed = try await post(client, "/api/auth/password-reset/confirm", ["token": token, "new_password": renewed], headers: Self.fromAddress(home))
+            #expect(confirmed.status == .noContent, "\(String(buffer: confirmed.body))")
+            // The guessing goes on, to the account-wide ceiling: the account waits for addresses it does not know.
+            for failure in 0..<LoginThrottle.accountThreshold {
+                _ = try await Self.login(client, from: "192.0.2.\(failure / 4 + 1)", password: "guess guess guess")
+            }
+            #expect(try await Self.login(client, from: "198.51.100.200", password: renewed).status == .tooManyRequests)
+            let owner = try await Self.login(client, from: home, password: renewed)
+            #expect(owner.status == .ok, "the address the reset was confirmed from is the owner's: \(String(buffer: owner.body))")
+        }
+    }
+
     @Test("IPv6 addresses count by their /64: a host cannot pick a fresh address for every guess", arguments: TestDatabaseKind.all)
     func ipv6ByPrefix(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in

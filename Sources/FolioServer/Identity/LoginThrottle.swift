@@ -88,6 +88,8 @@ struct LoginThrottle: Sendable {
         guard let onAccount = try await store.claimAccountSignInAttempt(
             userID: userID, now: now, threshold: Self.accountThreshold, provisionalLock: accountLock, on: db)
         else {
+            // The account began to wait meanwhile: this attempt is not checked, so the address's count is taken back.
+            try await store.releaseSignInAttempt(userID: userID, client: client, clientLock: clientLock, accountLock: nil, on: db)
             return .locked(retryAfter: Self.seconds(until: try await store.lockedUntil(userID: userID, on: db), from: now))
         }
         return .allowed(Attempt(fromClient: fromClient, onAccount: onAccount, clientLock: clientLock, accountLock: accountLock))

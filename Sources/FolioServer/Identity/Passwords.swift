@@ -62,6 +62,11 @@ extension IdentityServices {
             user.failedLoginCount = 0
             user.lockedUntil = nil
             try await store.clearAllSignInFailures(userID: user.id!, on: db)
+            // The reset link proves its opener is the owner: their address is known again, so guessing
+            // from elsewhere (what the lockout mail told them to reset for) cannot lock them out.
+            if reason == "password_reset", let ip = origin.ip {
+                try await store.clearSignInFailures(userID: user.id!, client: ClientAddress.key(ip), now: now, on: db)
+            }
             // Following a reset link proves the address too.
             if reason == "password_reset", user.emailVerifiedAt == nil { user.emailVerifiedAt = now }
             try await store.save(user, on: db)
