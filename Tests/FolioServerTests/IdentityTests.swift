@@ -42,6 +42,31 @@ struct IdentityTests {
         }
     }
 
+    @Test("a password hash made at another bcrypt cost is made again at the configured cost when its owner signs in; no session ends, and the change time stays", arguments: TestDatabaseKind.all)
+    func outdatedHashUpgraded(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let first = try await signUp(client, env, email: "cost@example.com")
+            func stored() async throws -> (hash: String, changed: Date?) {
+                let row = try #require(try await env.database.sql.raw("SELECT password_hash, password_changed_at FROM users WHERE email = 'cost@example.com'").first())
+                return (try row.decode(column: "password_hash", as: String.self), try row.decode(column: "password_changed_at", as: Date?.self))
+            }
+            #expect(PasswordHasher.cost(of: try await stored().hash) == env.configuration.bcryptCost)
+            // As if BCRYPT_COST had been another when the password was set.
+            let older = try await PasswordHasher(cost: 5).hash(strongPassword)
+            try await env.database.sql.raw("UPDATE users SET password_hash = \(bind: older) WHERE email = 'cost@example.com'").run()
+            let before = try await stored()
+            #expect(PasswordHasher.cost(of: before.hash) == 5)
+            #expect(try await post(client, "/api/auth/login", ["email": "cost@example.com", "password": strongPassword]).status == .ok)
+            let after = try await stored()
+            #expect(PasswordHasher.cost(of: after.hash) == env.configuration.bcryptCost && after.hash != before.hash)
+            #expect(after.changed == before.changed)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(first)).status == .ok, "the earlier session goes on")
+            #expect(try await post(client, "/api/auth/login", ["email": "cost@example.com", "password": strongPassword]).status == .ok)
+            #expect(try await post(client, "/api/auth/login", ["email": "cost@example.com", "password": "not the password at all"]).status == .unauthorized)
+            #expect(PasswordHasher.cost(of: "!erased") == nil && PasswordHasher.cost(of: "$2b$1x$abc") == nil && PasswordHasher.cost(of: "$2y$10$abc") == 10)
+        }
+    }
+
     @Test("a reused refresh token revokes its whole family", arguments: TestDatabaseKind.all)
     func refreshReuse(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

@@ -366,6 +366,13 @@ struct IdentityStore: Sendable {
     /// password change or reset and two-factor turned on write this row before they revoke the sessions,
     /// so a sign-in that checks these in the transaction that starts its session either sees the change
     /// or starts a session the change then revokes. Nil when the user is gone.
+    /// The same password's hash made at another cost, if the hash is still `old`.
+    func replacePasswordHash(userID: UUID, from old: String, to new: String, on db: any Database) async throws {
+        try await (db as! any SQLDatabase).raw("""
+            UPDATE users SET password_hash = \(bind: new) WHERE id = \(bind: userID) AND password_hash = \(bind: old)
+            """).run()
+    }
+
     func lockSignInFacts(userID: UUID, on db: any Database) async throws -> (passwordHash: String, twoFactor: Bool, disabled: Bool)? {
         guard let row = try await lockedUserRow(userID, columns: "password_hash, totp_enabled_at, disabled_at", on: db) else { return nil }
         return (try row.decode(column: "password_hash", as: String.self),

@@ -34,6 +34,21 @@ struct PasswordHasher: Sendable {
         try await Self.threadPool.runIfActive { Bcrypt.verify(password, hash: hash) }
     }
 
+    /// The cost a bcrypt hash was made with (`$2b$12$…`); nil for anything else (an unusable or erased password).
+    static func cost(of hash: String) -> Int? {
+        let parts = hash.split(separator: "$", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0].isEmpty, ["2a", "2b", "2x", "2y"].contains(parts[1]), parts[2].count == 2,
+              parts[2].allSatisfy({ $0.isASCII && $0.isNumber }), let cost = Int(parts[2])
+        else { return nil }
+        return cost
+    }
+
+    /// Whether a hash was made at another cost than `BCRYPT_COST` now asks: checking it then takes another
+    /// time than the unknown-email check does, which would tell who has an account. Sign-in makes it again.
+    func isOutdated(_ hash: String) -> Bool {
+        Self.cost(of: hash).map { $0 != cost } ?? false
+    }
+
     /// Spends the same time as a real check when there is no user to check
     /// against, so the answer's timing does not tell whether an email exists.
     func verifyAgainstDummy(_ password: String) async throws {

@@ -49,6 +49,8 @@ extension IdentityServices {
             return .passed
         }
         if configuration.requireEmailVerification, user.emailVerifiedAt == nil { throw IdentityError.emailNotVerified }
+        // A hash made before BCRYPT_COST changed is made again at the cost now set (bcrypt outside the transaction).
+        let upgraded = passwordUsable && hasher.isOutdated(user.passwordHash) ? try await hasher.hash(password) : nil
 
         // A worker beside the server on SQLite can make this transaction busy (it reads, then writes): run it again.
         let signedIn: SignedIn? = try await database.retryingBusy { try await db.transaction { db in
@@ -57,6 +59,9 @@ extension IdentityServices {
             guard let now = try await store.lockSignInFacts(userID: user.id!, on: db),
                   now.passwordHash == user.passwordHash, now.twoFactor == user.hasTwoFactor, !now.disabled
             else { return nil }
+            // Not a password change: no session ends, and the time of the last change stays. (A sign-in of the same
+            // user that was under way meanwhile finds another hash, is refused, and succeeds when tried again.)
+            if let upgraded { try await store.replacePasswordHash(userID: user.id!, from: user.passwordHash, to: upgraded, on: db) }
             if try await store.isNewDevice(userID: user.id!, ip: origin.ip, userAgent: userAgent, on: db) {
                 try await mail(user, .newSignIn, MailVariables([
                     "device": userAgent.map(Display.device) ?? "an unknown device", "ip": origin.ip ?? "an unknown address",
