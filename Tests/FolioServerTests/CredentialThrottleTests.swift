@@ -132,6 +132,20 @@ struct CredentialThrottleTests {
         }
     }
 
+    @Test("a sign-in refused while its address waits is a login_locked security event, for an unknown email as for an account (the failed-authentication alert counts it)", arguments: [TestDatabaseKind.sqlite])
+    func lockedRefusalsRecorded(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "owner@example.com")
+            for email in ["ghost@example.com", "owner@example.com"] {
+                for _ in 0..<5 { _ = try await post(client, "/api/auth/login", ["email": email, "password": "guess guess guess"]) }
+                #expect(try await post(client, "/api/auth/login", ["email": email, "password": "guess guess guess"]).status == .tooManyRequests)
+            }
+            let locked = env.logs.lines.filter { $0.contains("\"event\":\"login_locked\"") }
+            #expect(locked.count == 2, "\(locked)")
+            #expect(locked.contains { $0.contains("unknown_email") })
+        }
+    }
+
     @Test("client keys: IPv4 whole, IPv6 by /64, IPv4-mapped IPv6 as IPv4")
     func clientKeys() {
         #expect(ClientAddress.key("203.0.113.9") == "203.0.113.9")

@@ -25,6 +25,8 @@ extension IdentityServices {
         let client = ClientAddress.key(origin.ip)
         guard let user = try await findUser(email: email, on: db) else {
             if case .locked(let wait) = try await loginThrottle.claimUnknown(email: Self.normalizedEmail(email), client: client, on: db) {
+                // Recorded as a known account's is: the alert counts guessing that goes on against a lock.
+                await security.record("login_locked", details: ["reason": "unknown_email"], origin: origin, audited: true)
                 throw IdentityError.tooManyAttempts(retryAfter: wait)
             }
             try await hasher.verifyAgainstDummy(password)
