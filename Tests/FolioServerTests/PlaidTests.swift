@@ -172,6 +172,25 @@ struct PlaidTests {
         }
     }
 
+    @Test("a forged cursor with a time no row can have (seconds at Int64's ends, or past year 9999) is a 422 naming cursor, not a crash", arguments: TestDatabaseKind.all)
+    func forgedCursor(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, _ in
+            let tokens = try await signUp(client, env, email: "cursor@example.com")
+            let id = UUID().uuidString.lowercased()
+            for seconds in ["9223372036854775807", "-9223372036854775808", "253402300800", "-62135596801"] {
+                let cursor = SecureToken.base64URL(Data("\(seconds):\(id)".utf8))
+                let answer = try await get(client, "/api/links/transactions?cursor=\(cursor)", tokens)
+                #expect(answer.status == .unprocessableContent, "\(seconds)")
+                #expect(try problem(answer).errors?.first?.field == "cursor")
+            }
+            // A time within the years a row can have is a cursor like any other: an empty page here.
+            let cursor = SecureToken.base64URL(Data("1795000000:\(id)".utf8))
+            let answer = try await get(client, "/api/links/transactions?cursor=\(cursor)", tokens)
+            #expect(answer.status == .ok)
+            #expect((try json(answer)["data"] as? [Any])?.isEmpty == true)
+        }
+    }
+
     @Test("link, exchange, accounts, paged sync with added, modified and removed, holdings, net worth, webhook, removal", arguments: TestDatabaseKind.all)
     func endToEnd(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in

@@ -269,12 +269,16 @@ struct PlaidStore: Sendable {
     /// transaction id, removed are deleted; applying a page twice changes nothing.
     func apply(_ page: PlaidSyncPage, item: PlaidItem, now: Date, on db: any SQLDatabase) async throws {
         for transaction in page.added + page.modified {
+            // PlaidClient refuses any other date; this holds should a page come from elsewhere.
+            guard let occurredAt = Self.midnight(transaction.date) else {
+                throw PlaidError.unreadable("transaction \(transaction.transactionID) has date \(transaction.date), not YYYY-MM-DD")
+            }
             try await db.raw("""
                 INSERT INTO linked_transactions (id, item_id, user_id, plaid_transaction_id, plaid_account_id, amount, currency, date,
                                                  authorized_date, occurred_at, name, merchant_name, category, pending, updated_at)
                 VALUES (\(bind: UUID.random()), \(bind: item.id), \(bind: item.userID), \(bind: transaction.transactionID),
                         \(bind: transaction.plaidAccountID), \(bind: transaction.amount), \(bind: transaction.currency), \(bind: transaction.date),
-                        \(bind: transaction.authorizedDate), \(bind: Self.midnight(transaction.date)!), \(bind: transaction.name),
+                        \(bind: transaction.authorizedDate), \(bind: occurredAt), \(bind: transaction.name),
                         \(bind: transaction.merchantName), \(bind: transaction.category), \(bind: transaction.pending), \(bind: now))
                 ON CONFLICT (item_id, plaid_transaction_id) DO UPDATE SET
                     plaid_account_id = excluded.plaid_account_id, amount = excluded.amount, currency = excluded.currency, date = excluded.date,
@@ -317,6 +321,9 @@ struct PlaidStore: Sendable {
 
         var text: String { SecureToken.base64URL(Data("\(Int64(occurredAt.timeIntervalSince1970)):\(id.lowercasedString)".utf8)) }
 
+        /// 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+        static let seconds: ClosedRange<Int64> = -62_135_596_800...253_402_300_799
+
         init(occurredAt: Date, id: UUID) {
             self.occurredAt = occurredAt
             self.id = id
@@ -325,7 +332,10 @@ struct PlaidStore: Sendable {
         init?(_ text: some StringProtocol) {
             guard let data = SecureToken.decodeBase64URL(text) else { return nil }
             let parts = String(decoding: data, as: UTF8.self).split(separator: ":")
-            guard parts.count == 2, let seconds = Int64(parts[0]), let id = UUID(uuidString: String(parts[1])) else { return nil }
+            // Only a time a row can have (years 1 to 9999): a forged one past that stopped the process
+            // where the time is written as an integer (for the database, or the next cursor).
+            guard parts.count == 2, let seconds = Int64(parts[0]), Self.seconds.contains(seconds),
+                  let id = UUID(uuidString: String(parts[1])) else { return nil }
             self.init(occurredAt: Date(timeIntervalSince1970: TimeInterval(seconds)), id: id)
         }
     }
