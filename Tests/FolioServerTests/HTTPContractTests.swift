@@ -108,6 +108,27 @@ struct HTTPContractTests {
         }
     }
 
+    @Test("a JSON or form body in a charset other than UTF-8 is 415 saying so (it was read as UTF-8); UTF-8 in any spelling, and US-ASCII, pass", arguments: TestDatabaseKind.all)
+    func otherCharsets(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
+            let body = ByteBuffer(string: #"{"symbol":"A","quantity":1}"#)
+            for contentType in ["application/json; charset=utf-16", "application/json;charset=\"ISO-8859-1\"", "application/json; charset=", "application/json; x=1; charset=latin1"] {
+                let refused = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: contentType], body: body)
+                #expect(refused.status == .unsupportedMediaType, "\(contentType)")
+                let answer = try problem(refused)
+                #expect(answer.code == "unsupported_media_type" && answer.detail.contains("UTF-8"), "\(answer.detail)")
+            }
+            for contentType in ["application/json; charset=UTF-8", "application/json;charset=\"utf-8\"", "application/json; charset=utf8", "application/json; charset=us-ascii", "application/json"] {
+                let accepted = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: contentType], body: body)
+                #expect(accepted.status == .ok, "\(contentType)")
+            }
+            let form = try await client.execute(
+                uri: "/form", method: .post, headers: [.contentType: "application/x-www-form-urlencoded; charset=utf-16", HTTPField.Name("Sec-Fetch-Site")!: "same-origin"],
+                body: ByteBuffer(string: "_api=/api/auth/login&email=a%40example.com&password=x"))
+            #expect(form.status == .unsupportedMediaType)
+        }
+    }
+
     @Test("an API GET refuses a query parameter its route does not take, naming it; the documented ones pass", arguments: TestDatabaseKind.all)
     func unknownQueryParameters(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

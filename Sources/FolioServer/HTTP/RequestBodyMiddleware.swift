@@ -34,6 +34,16 @@ struct RequestBodyMiddleware: RouterMiddleware {
         }
         var request = request
         let body = try await request.collectBody(upTo: maxBodySize)
+        // JSON is UTF-8 (RFC 8259), and a form is read as UTF-8: a body said to be in another charset would be
+        // read as something its sender did not write. A vendor's webhook is verified on its bytes and read as its vendor documents.
+        if body.readableBytes > 0, !request.uri.path.hasPrefix("/webhooks/") {
+            guard Self.isUTF8(request.headers[.contentType]) else {
+                throw AppError(
+                    .unsupportedMediaType, code: "unsupported_media_type",
+                    detail: "Send the request body in UTF-8 (charset=utf-8, or no charset).",
+                    headers: [.accept: "application/json"])
+            }
+        }
         // The form bridge alone takes a browser's form, and turns it into JSON for the route it names.
         if body.readableBytes > 0, request.uri.path == FormBridge.path, Self.isForm(request.headers[.contentType]) {
             return try await next(request, context)
@@ -68,6 +78,19 @@ struct RequestBodyMiddleware: RouterMiddleware {
     static func isForm(_ contentType: String?) -> Bool {
         guard let contentType, let mediaType = MediaType(from: contentType) else { return false }
         return mediaType.type == .application && mediaType.subType == "x-www-form-urlencoded"
+    }
+
+    /// No charset parameter, or one naming UTF-8 (or US-ASCII, which is UTF-8's first half).
+    static func isUTF8(_ contentType: String?) -> Bool {
+        guard let contentType else { return true }
+        for parameter in contentType.split(separator: ";").dropFirst() {
+            let parts = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts[0].trimmingCharacters(in: .whitespaces).lowercased() == "charset" else { continue }
+            var value = parts.count == 2 ? parts[1].trimmingCharacters(in: .whitespaces) : ""
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+            guard ["utf-8", "utf8", "us-ascii"].contains(value.lowercased()) else { return false }
+        }
+        return true
     }
 
     static func isJSON(_ contentType: String?) -> Bool {
