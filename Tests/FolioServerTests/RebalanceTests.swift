@@ -466,6 +466,40 @@ struct RebalanceTests {
             try await env.expectConsistent()
         }
     }
+
+    @Test("a run's buys keep the cash reserve, checked under the account's lock: a withdrawal between the plan and the start refuses the run", arguments: TestDatabaseKind.all)
+    func reserveKeptAtStart(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.startingCash = 20_000 }) { client, env in
+            let tokens = try await signUp(client, env, email: "reserve@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            // The request's two steps, as the controller takes them: the plan (outside the lock), then the start.
+            let rebalancing = env.services.rebalancing
+            let request = RebalanceService.PlanRequest(
+                accountID: account.id, options: RebalanceOptions(mode: .buyOnly, cashReserve: 5_000, minimumTrade: .zero, allowFractional: false),
+                priceTolerancePercent: RebalanceService.defaultPriceTolerance)
+            let planned = try await rebalancing.plan(request, owner: account.userID, defaultAccount: nil)
+            #expect(planned.plan.cashKept == 5_000 && !planned.plan.buys.isEmpty)
+            let placements = try await rebalancing.placements(for: planned)
+            // Meanwhile the owner withdraws 4,000: the planned buys would leave less than the reserve.
+            #expect(try await post(client, "/api/accounts/\(account.id)/withdrawals", ["amount": "4000"], headers: bearer(tokens)).status == .created)
+            await #expect(throws: TradingError.self) {
+                try await env.database.transaction { db in
+                    try await rebalancing.start(planned, placements: placements, owner: account.userID, context: .none, on: db)
+                }
+            }
+            let portfolio = try await Self.get(client, "/api/portfolio", tokens)
+            #expect(try Cash(parsing: portfolio["available_cash"] as! String) == 16_000, "\(portfolio)")
+            // Through the API the same plan, made now, keeps the reserve.
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "reserve-1"
+            let started = try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "buy_only", "cash_reserve": "5000"], headers: keyed)
+            #expect(started.status == .accepted, "\(String(buffer: started.body))")
+            let after = try await Self.get(client, "/api/portfolio", tokens)
+            #expect(try Cash(parsing: after["available_cash"] as! String) >= 5_000, "\(after)")
+            try await env.expectConsistent()
+        }
+    }
 }
 
 /// The simulated market, with symbols that can be made unknown while a test runs.

@@ -109,7 +109,7 @@ public enum TradingRules {
 
     public static func place(
         _ draft: OrderDraft, orderID: OrderID, clientOrderID: String?, account: AccountState, holding: HoldingState?,
-        price: Price, marketBuyMargin: Ratio, now: Date
+        price: Price, marketBuyMargin: Ratio, keepingCash: Cash = .zero, now: Date
     ) throws(TradingError) -> Posting {
         if draft.notional != nil, draft.side == .sell {
             throw .invalid(field: "notional", code: "buy_only", message: "notional is allowed on buy orders only; sell a quantity.")
@@ -123,9 +123,11 @@ public enum TradingRules {
         var posting = Posting()
         switch draft.side {
         case .buy:
-            guard let reserve = try? buyReservation(draft, price: price, margin: marketBuyMargin), reserve <= account.availableCash else {
+            // What the buy may use: the available cash less what the caller keeps (a rebalance's cash reserve).
+            let usable = keepingCash.isZero ? account.availableCash : Cash(uncheckedUnits: max(0, account.availableCash.units - keepingCash.units))
+            guard let reserve = try? buyReservation(draft, price: price, margin: marketBuyMargin), reserve <= usable else {
                 let needed = (try? buyReservation(draft, price: price, margin: marketBuyMargin)) ?? .max
-                throw .insufficientBuyingPower(needed: needed, available: account.availableCash, field: draft.notional == nil ? "quantity" : "notional")
+                throw .insufficientBuyingPower(needed: needed, available: usable, field: draft.notional == nil ? "quantity" : "notional")
             }
             var after = account
             after.reservedCash = Cash(uncheckedUnits: account.reservedCash.units + reserve.units)

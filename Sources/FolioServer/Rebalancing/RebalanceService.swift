@@ -255,17 +255,19 @@ struct RebalanceService: Sendable {
         let first = plan.sells.isEmpty ? plan.buys : plan.sells
         var priced: [OrderService.PricedPlacement] = []
         for trade in first {
-            priced.append(try await orders.price(try placement(trade.symbol, trade.side, trade.quantity, account: planned.account.id)))
+            priced.append(try await orders.price(try placement(trade.symbol, trade.side, trade.quantity, account: planned.account.id, keeping: plan.cashKept)))
         }
         return priced
     }
 
-    /// A market DAY order for a trade, checked as any order is.
-    func placement(_ symbol: String, _ side: OrderSide, _ quantity: Quantity, account: AccountID) throws -> OrderService.Placement {
+    /// A market DAY order for a trade, checked as any order is. A buy must leave
+    /// `keeping` (the plan's cash kept) available, checked again under the account's
+    /// lock when it is placed: an order or withdrawal made since the plan cannot make the run eat into it.
+    func placement(_ symbol: String, _ side: OrderSide, _ quantity: Quantity, account: AccountID, keeping: Cash) throws -> OrderService.Placement {
         let draft = OrderDraft(symbol: symbol, side: side, type: .market, timeInForce: .day, quantity: quantity)
         let issues = draft.validate()
         if !issues.isEmpty { throw TradingError.invalid(issues) }
-        return OrderService.Placement(draft: draft, accountID: account, clientOrderID: nil)
+        return OrderService.Placement(draft: draft, accountID: account, clientOrderID: nil, keepingCash: side == .buy ? keeping : .zero)
     }
 
     /// Creates the run and places its first orders in the caller's transaction, with the job that moves it on.
@@ -471,7 +473,7 @@ struct RebalanceService: Sendable {
             }
 
             var priced: [OrderService.PricedPlacement] = []
-            for (symbol, quantity) in buys { priced.append(try await orders.price(try placement(symbol, .buy, quantity, account: run.accountID))) }
+            for (symbol, quantity) in buys { priced.append(try await orders.price(try placement(symbol, .buy, quantity, account: run.accountID, keeping: fresh.cashKept))) }
             var ready = next
             ready.status = .buying
             ready.buyRounds = round

@@ -34,6 +34,8 @@ struct OrderService: Sendable {
         var draft: OrderDraft
         var accountID: AccountID?
         var clientOrderID: String?
+        /// Cash a buy must leave available (a rebalance's reserve), checked under the account's lock.
+        var keepingCash: Cash = .zero
     }
 
     // MARK: - Placing
@@ -160,7 +162,8 @@ struct OrderService: Sendable {
             do {
                 let posting = try TradingRules.place(
                     priced.draft, orderID: ids.next(OrderID.self), clientOrderID: priced.placement.clientOrderID, account: open.books.account,
-                    holding: open.books.holding(priced.draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin, now: now)
+                    holding: open.books.holding(priced.draft.symbol), price: priced.quote.price, marketBuyMargin: marketBuyMargin,
+                    keepingCash: priced.placement.keepingCash, now: now)
                 open.books.record(posting)
                 placed.append((index, posting.order!, placing.context))
                 if let client = priced.placement.clientOrderID { placedClientOrderIDs.insert(client) }
