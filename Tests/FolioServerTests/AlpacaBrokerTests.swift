@@ -545,6 +545,33 @@ struct AlpacaBrokerTests {
         #expect(AlpacaBroker.unbroken([activity(2, upTo: 4)], after: 3).isEmpty, "a fill that overlaps what is booked does not follow it")
     }
 
+    @Test("a submission Alpaca took but answered 500, whose repeat is refused as a duplicate while the look-up lags: asked again later, not rejected", arguments: TestDatabaseKind.all)
+    func duplicateWhileLookupLags(kind: TestDatabaseKind) async throws {
+        try await withFakeAlpaca { fake in
+            fake.mode = .rest
+            try await withTestApp(kind, configure: { $0.alpacaURLs = fake.urls }) { client, env in
+                let (tokens, account) = try await linkedUser(client, env, email: "lagging@example.com")
+                let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+                let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+                // The first POST makes the order but answers 500; the repeat gets 422, and the look-up 404 once.
+                fake.loseAnswers = 1
+                fake.laggingLookups = 1
+                await env.worker.drain()
+                #expect(fake.orders[id]?.status == "accepted", "it reached Alpaca")
+                #expect(fake.posts[id] == 2)
+                let waiting = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+                #expect(waiting["status"] as? String != "rejected", "\(waiting)")
+                // The job's retry finds the order under its id and follows it.
+                env.clock.advance(by: 120)
+                await env.worker.drain()
+                let shown = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+                #expect(shown["status"] as? String == "accepted", "\(shown)")
+                #expect(fake.posts[id] == 2, "not sent a third time")
+                try await env.expectConsistent()
+            }
+        }
+    }
+
     @Test("a DAY order whose first submission reached Alpaca but whose answer was lost, retried after the close: canceled at Alpaca, expired here", arguments: TestDatabaseKind.all)
     func retriedAfterTheClose(kind: TestDatabaseKind) async throws {
         let friday = TradingDay(year: 2026, month: 11, day: 27)

@@ -169,6 +169,11 @@ struct AlpacaBroker: Broker {
         case 422:
             // Sent before (the answer was lost): the order is there under our id.
             if let existing = try await find(order.id) { return try await report(existing, booked: Booked(quantity: .zero)) }
+            // A repeat of a POST that failed may be refused as a duplicate of the order it made, whose
+            // look-up lags: not known to be refused, so the job asks again later rather than free the cash.
+            if answer.repeated {
+                throw BrokerError.unavailable("POST /v2/orders was sent again and refused (\(answer.message)), but the order is not found under its id yet")
+            }
             return .rejected(reason: "Alpaca refused the order: \(answer.message)")
         default:
             throw BrokerError.unavailable("POST /v2/orders answered HTTP \(answer.status)")
@@ -576,6 +581,8 @@ struct AlpacaBroker: Broker {
     struct Answer {
         var status: Int
         var json: JSONValue
+        /// The call was sent again after a 429 or 5xx (an earlier try may have done its work).
+        var repeated = false
         /// Alpaca's error `message`, when there is one.
         var message: String {
             if case .object(let fields) = json, case .string(let message)? = fields["message"] { return message }
@@ -597,7 +604,9 @@ struct AlpacaBroker: Broker {
         while true {
             attempt += 1
             do {
-                return try await callOnce(method, path, body: body)
+                var answer = try await callOnce(method, path, body: body)
+                answer.repeated = attempt > 1
+                return answer
             } catch let failure as RetryableFailure {
                 guard attempt < Self.attempts, failure.answered else { throw BrokerError.unavailable(failure.reason) }
                 var wait = Self.backOff[min(attempt - 1, Self.backOff.count - 1)]

@@ -88,6 +88,8 @@ final class FakeAlpaca: Sendable {
         var withholdActivities = false
         /// The next POSTs of orders are carried out, but answered 500 (the answer lost on its way back).
         var loseAnswers = 0
+        /// Look-ups by client order id that answer 404 though the order exists (Alpaca's look-up lagging).
+        var laggingLookups = 0
         /// While closed, market orders are accepted and wait for the open.
         var marketOpen = true
         /// When the next fills execute, as Alpaca writes it (RFC 3339); nil: as they happen, by this machine's clock.
@@ -156,6 +158,11 @@ final class FakeAlpaca: Sendable {
     var withholdActivities: Bool {
         get { state.withLockedValue { $0.withholdActivities } }
         set { state.withLockedValue { $0.withholdActivities = newValue } }
+    }
+
+    var laggingLookups: Int {
+        get { state.withLockedValue { $0.laggingLookups } }
+        set { state.withLockedValue { $0.laggingLookups = newValue } }
     }
 
     var loseAnswers: Int {
@@ -463,6 +470,10 @@ final class FakeAlpaca: Sendable {
         case (.get, "/v2/orders:by_client_order_id"):
             let client = request.uri.queryParameters["client_order_id"].map(String.init) ?? ""
             return state.withLockedValue { state in
+                if state.laggingLookups > 0 {
+                    state.laggingLookups -= 1
+                    return Self.json(#"{"code":40410000,"message":"order not found"}"#, status: .notFound)
+                }
                 guard let order = state.orders.values.first(where: { $0.clientOrderID == client }) else {
                     return Self.json(#"{"code":40410000,"message":"order not found"}"#, status: .notFound)
                 }
