@@ -1,5 +1,6 @@
 import Crypto
 import FluentKit
+import FolioDomain
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -191,6 +192,23 @@ struct IdentityTests {
             #expect(response.status == .unprocessableContent)
             let body = try problem(response)
             #expect(body.errors?.map(\.field) == ["email", "password"], "\(body)")
+        }
+    }
+
+    @Test("an address at the reserved .invalid domain is refused at registration (and wherever an address is checked): an erased person's pseudonym lives there, and one taken would block their erasure", arguments: TestDatabaseKind.all)
+    func invalidDomainRefused(kind: TestDatabaseKind) async throws {
+        #expect(!IdentityServices.isPlausibleEmail("someone@example.INVALID"))
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "target@example.com")
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = try #require((me["id"] as? String).flatMap(UserID.init))
+            let squat = try await post(client, "/api/auth/register", ["email": PersonalDataErasure.pseudonym(of: userID), "password": strongPassword])
+            #expect(squat.status == .unprocessableContent, "\(String(buffer: squat.body))")
+            #expect(try problem(squat).errors?.first?.field == "email")
+            var erase = bearer(tokens)
+            erase[.contentType] = "application/json"
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent, "\(String(buffer: erased.body))")
         }
     }
 

@@ -96,6 +96,32 @@ struct PlaidTests {
         }
     }
 
+    @Test("two erasures of one person at once (the second while the first waits for Plaid): one goes through, the other is 409 already_erased, and the accounts stay closed", arguments: TestDatabaseKind.all)
+    func erasedTwiceAtOnce(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "twice@example.com")
+            _ = try await link(client, tokens, fake)
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let erase = headers, body = ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#)
+            let second = NIOLockedValueBox<HTTPResponse.Status?>(nil)
+            // Another tab's erasure runs to its end while the first waits for Plaid's answer.
+            fake.duringNextRemove {
+                let answer = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: body)
+                second.withLockedValue { $0 = answer.status }
+            }
+            let first = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: body)
+            #expect(second.withLockedValue { $0 } == .noContent)
+            #expect(first.status == .conflict, "\(String(buffer: first.body))")
+            #expect(try problem(first).code == "already_erased")
+            let erasures = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'user.erased'").first()?.decode(column: "n", as: Int.self)
+            #expect(erasures == 1)
+            let open = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM accounts WHERE closed_at IS NULL").first()?.decode(column: "n", as: Int.self)
+            #expect(open == 0, "the refused erasure does not open the erased person's accounts again")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("an order placed while an erasure removes the banks at Plaid finds no account (they are held closed), and the erasure goes through; Plaid unreachable, nothing is erased and the accounts are open again", arguments: TestDatabaseKind.all)
     func orderWhileErasing(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in

@@ -437,6 +437,47 @@ struct PrivacyTests {
         }
     }
 
+    @Test("a sign-in that raced an erasure leaves no address of the person: no counter is written after it, its events keep no address, and retention clears any leftover at once", arguments: TestDatabaseKind.all)
+    func signInAfterErasure(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "raced@example.com")
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = try #require((me["id"] as? String).flatMap(UUID.init(uuidString:)))
+            var erase = bearer(tokens)
+            erase[.contentType] = "application/json"
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent)
+            let identity = env.services.identity, db = env.database.db
+            // What a sign-in that read the person before the erasure committed writes after it.
+            _ = try await identity.store.claimSignInAttempt(
+                userID: userID, client: "203.0.113.9", now: env.clock.now, threshold: 5, provisionalLock: env.clock.now.addingTimeInterval(30), on: db)
+            try await identity.store.clearSignInFailures(userID: userID, client: "203.0.113.9", now: env.clock.now, on: db)
+            try await identity.audit.record(
+                .init(action: "security.login_refused", actorID: nil, subjectType: "user", subjectID: userID.lowercasedString, userID: userID,
+                      details: ["reason": "account_changed_during_sign_in"]),
+                ip: "203.0.113.9", requestID: nil, on: db)
+            #expect(try await Self.count("sign_in_failures", env) == 0)
+            #expect(try await Self.count("audit_events", env, where: "ip = '203.0.113.9'") == 0)
+
+            // Left by a write that began before the erasure committed: the next retention run clears it, whatever its age.
+            try await env.database.sql.raw("""
+                INSERT INTO sign_in_failures (user_id, client, failures, updated_at) VALUES (\(bind: userID), '203.0.113.9', 1, \(bind: env.clock.now))
+                """).run()
+            try await env.database.sql.raw("UPDATE users SET erased_at = NULL WHERE id = \(bind: userID)").run()
+            try await identity.audit.record(
+                .init(action: "security.login_refused", actorID: nil, subjectType: "user", subjectID: userID.lowercasedString, userID: userID),
+                ip: "203.0.113.9", requestID: nil, on: db)
+            try await env.database.sql.raw("UPDATE users SET erased_at = \(bind: env.clock.now) WHERE id = \(bind: userID)").run()
+            #expect(try await Self.count("audit_events", env, where: "ip = '203.0.113.9'") == 1)
+            let removed = try await env.services.retention.run(dryRun: false)
+            let byPolicy = Dictionary(uniqueKeysWithValues: removed.map { ($0.policy, $0.rows) })
+            #expect(byPolicy["sign_in_failures"] == 1 && byPolicy["audit_addresses"] == 1, "\(removed)")
+            #expect(try await Self.count("sign_in_failures", env) == 0)
+            #expect(try await Self.count("audit_events", env, where: "ip IS NOT NULL AND user_id IS NOT NULL") == 0)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test(
         "PostgreSQL: an Alpaca link waiting on the person's row while an erasure holds it is refused when the erasure commits, and nothing is kept",
         .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))

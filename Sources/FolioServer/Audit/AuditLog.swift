@@ -39,6 +39,12 @@ struct AuditLog: Sendable {
 
     /// Records inside the caller's transaction `sql`.
     func record(_ entry: Entry, ip: String?, requestID: String?, inTransaction sql: any SQLDatabase) async throws {
+        var ip = ip
+        // An event about a person erased meanwhile (a sign-in that raced the erasure) keeps no address of theirs.
+        if ip != nil, let userID = entry.userID,
+           try await sql.raw("SELECT 1 AS one FROM users WHERE id = \(bind: userID) AND erased_at IS NOT NULL").first() != nil {
+            ip = nil
+        }
         let record = AuditChain.Record(
             id: ids.uuid(), occurredAt: clock.now(), actorID: entry.actorID, action: entry.action, subjectType: entry.subjectType,
             subjectID: entry.subjectID, userID: entry.userID, details: entry.details, ip: ip, requestID: requestID)

@@ -81,7 +81,8 @@ struct IdentityServices: Sendable {
     /// a host name after it (labels of letters, digits and inner hyphens, the
     /// last not all digits). Quoted local parts, comments and address literals
     /// such as `x@[127.0.0.1]` or `x@127.0.0.1` are refused: no mailbox people
-    /// use needs them, and each is a way round a check made on the domain.
+    /// use needs them, and each is a way round a check made on the domain. So is
+    /// the reserved `.invalid` top-level domain, where erased people's addresses go.
     static func isPlausibleEmail(_ email: String) -> Bool {
         guard (3...254).contains(email.utf8.count) else { return false }
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
@@ -89,7 +90,9 @@ struct IdentityServices: Sendable {
         let local = parts[0].split(separator: ".", omittingEmptySubsequences: false)
         let labels = parts[1].split(separator: ".", omittingEmptySubsequences: false)
         guard local.allSatisfy({ !$0.isEmpty && $0.unicodeScalars.allSatisfy(isAtomScalar) }),
-              labels.count >= 2, labels.allSatisfy(isHostLabel), !labels.last!.allSatisfy(\.isNumber)
+              labels.count >= 2, labels.allSatisfy(isHostLabel), !labels.last!.allSatisfy(\.isNumber),
+              // `.invalid` never receives mail (RFC 6761), and erasure's pseudonyms live there: one taken would block an erasure.
+              labels.last!.lowercased() != "invalid"
         else { return false }
         return true
     }

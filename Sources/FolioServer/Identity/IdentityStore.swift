@@ -111,6 +111,11 @@ struct IdentityStore: Sendable {
 
     // MARK: Sign-in counters
 
+    /// A sign-in that read the user before an erasure committed writes no counter (with its address) after it.
+    static func notErased(_ userID: UUID) -> SQLQueryString {
+        "NOT EXISTS (SELECT 1 FROM users WHERE id = \(bind: userID) AND erased_at IS NOT NULL)"
+    }
+
     /// Counts one more attempt unless the user is locked at `now`; from
     /// `threshold` on, the user is locked until `provisionalLock` while the
     /// attempt is checked. The new count, or nil while locked.
@@ -119,8 +124,8 @@ struct IdentityStore: Sendable {
     func claimSignInAttempt(userID: UUID, client: String, now: Date, threshold: Int, provisionalLock: Date, on db: any Database) async throws -> Int? {
         let sql = db as! any SQLDatabase
         try await sql.raw("""
-            INSERT INTO sign_in_failures (user_id, client, failures, locked_until, updated_at)
-            VALUES (\(bind: userID), \(bind: client), 0, NULL, \(bind: now))
+            INSERT INTO sign_in_failures (user_id, client, failures, updated_at)
+            SELECT \(bind: userID), \(bind: client), 0, \(bind: now) WHERE \(Self.notErased(userID))
             ON CONFLICT (user_id, client) DO NOTHING
             """).run()
         let rows = try await sql.raw("""
@@ -199,8 +204,8 @@ struct IdentityStore: Sendable {
     func clearSignInFailures(userID: UUID, client: String, now: Date, on db: any Database) async throws {
         let sql = db as! any SQLDatabase
         try await sql.raw("""
-            INSERT INTO sign_in_failures (user_id, client, failures, locked_until, succeeded_at, updated_at)
-            VALUES (\(bind: userID), \(bind: client), 0, NULL, \(bind: now), \(bind: now))
+            INSERT INTO sign_in_failures (user_id, client, failures, succeeded_at, updated_at)
+            SELECT \(bind: userID), \(bind: client), 0, \(bind: now), \(bind: now) WHERE \(Self.notErased(userID))
             ON CONFLICT (user_id, client) DO UPDATE SET failures = 0, locked_until = NULL, succeeded_at = \(bind: now), updated_at = \(bind: now)
             """).run()
         try await User.query(on: db).filter(\.$id == userID).set(\.$failedLoginCount, to: 0).set(\.$lockedUntil, to: nil).update()

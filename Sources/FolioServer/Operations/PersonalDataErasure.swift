@@ -75,8 +75,7 @@ struct PersonalDataErasure: Sendable {
         let database = identity.database
         let sql = database.sql
         guard let user = try await identity.store.user(id: userID.uuid, on: database.db) else { throw IdentityError.userNotFound }
-        let erasedAt = try await sql.raw("SELECT erased_at FROM users WHERE id = \(bind: userID.uuid)").first()?.decode(column: "erased_at", as: Date?.self)
-        guard erasedAt == nil else { throw Refusal.alreadyErased }
+        try await Self.checkNotErased(userID, on: sql)
         try await checkNothingBlocks(user, on: sql)
 
         // The accounts are closed first, under the locks order placement takes and after the checks, so no order
@@ -86,6 +85,7 @@ struct PersonalDataErasure: Sendable {
         let heldAt = clock.now()
         try await database.transaction { db in
             try await Self.lockForErasure(userID, lock: lock, on: db)
+            try await Self.checkNotErased(userID, on: db)
             try await checkNothingBlocks(user, on: db)
             try await trading.closeAccounts(of: userID, now: heldAt, on: db)
         }
@@ -97,6 +97,12 @@ struct PersonalDataErasure: Sendable {
             }
             throw error
         }
+    }
+
+    /// Under the erasure's locks: refused when another erasure of the person committed meanwhile.
+    private static func checkNotErased(_ userID: UserID, on db: any SQLDatabase) async throws {
+        let erasedAt = try await db.raw("SELECT erased_at FROM users WHERE id = \(bind: userID.uuid)").first()?.decode(column: "erased_at", as: Date?.self)
+        guard erasedAt == nil else { throw Refusal.alreadyErased }
     }
 
     /// The order placement takes its locks in: the accounts' rows, then the user's and the administrators'.
@@ -125,6 +131,8 @@ struct PersonalDataErasure: Sendable {
         let removed = try await database.transaction { db -> Int in
             // Checked again under the same locks: a demotion of the other administrators committed meanwhile stops the erasure.
             try await Self.lockForErasure(userID, lock: lock, on: db)
+            // Two erasures of one person at once both passed the first look: the one that waited here ends.
+            try await Self.checkNotErased(userID, on: db)
             try await checkNothingBlocks(user, on: db)
             // Plaid items were removed before this transaction; one linked since (its exchange holds the user's row, taken above) stays at Plaid.
             if try await plaid.store.items(of: userID, on: db).isEmpty == false { throw Refusal.linkedWhileErasing }

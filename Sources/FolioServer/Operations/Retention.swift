@@ -30,6 +30,9 @@ public struct RetentionPolicy: Sendable {
 
     static let day: TimeInterval = 86_400
 
+    /// People erased: what a request that raced their erasure wrote after it goes at the next run.
+    static let erasedUsers = "(SELECT id FROM users WHERE erased_at IS NOT NULL)"
+
     /// Every policy, in the order they run (children before what they point at).
     public static let all: [RetentionPolicy] = [
         .init(
@@ -89,9 +92,11 @@ public struct RetentionPolicy: Sendable {
             condition: { cutoff, _ in "received_at < \(bind: cutoff)" }),
         .init(
             name: "sign_in_failures", table: "sign_in_failures",
-            reason: "Failed sign-in counters (per account and address) that are no longer locking anything are removed after 30 quiet days.",
+            reason: "Failed sign-in counters (per account and address) that are no longer locking anything are removed after 30 quiet days; an erased person's at once (a sign-in that raced the erasure).",
             keep: 30 * day, key: nil,
-            condition: { cutoff, now in "updated_at < \(bind: cutoff) AND (locked_until IS NULL OR locked_until < \(bind: now))" }),
+            condition: { cutoff, now in
+                "(updated_at < \(bind: cutoff) AND (locked_until IS NULL OR locked_until < \(bind: now))) OR user_id IN \(unsafeRaw: erasedUsers)"
+            }),
         .init(
             name: "unknown_sign_in_failures", table: "unknown_sign_in_failures",
             reason: "Counters of sign-ins to unknown addresses are removed after 30 quiet days.",
@@ -104,9 +109,11 @@ public struct RetentionPolicy: Sendable {
             condition: { cutoff, _ in "full_at < \(bind: SharedRateLimiter.microseconds(cutoff))" }),
         .init(
             name: "audit_addresses", table: "audit_events",
-            reason: "Audit events (security events among them) are kept for good, but the IP address on each is cleared after a year; the chain keeps a commitment to it, so it still verifies.",
+            reason: "Audit events (security events among them) are kept for good, but the IP address on each is cleared after a year (an erased person's at once); the chain keeps a commitment to it, so it still verifies.",
             keep: 365 * day, key: "id", action: .clear(set: "ip = NULL, ip_salt = NULL", unlessNull: "ip"),
-            condition: { cutoff, _ in "occurred_at < \(bind: cutoff) AND ip_commitment IS NOT NULL" }),
+            condition: { cutoff, _ in
+                "ip_commitment IS NOT NULL AND (occurred_at < \(bind: cutoff) OR user_id IN \(unsafeRaw: erasedUsers) OR actor_id IN \(unsafeRaw: erasedUsers))"
+            }),
         .init(
             name: "market_data_calls", table: "market_data_calls",
             reason: "Vendor call counters matter for the current minute and day only; older windows are removed after 2 days.",

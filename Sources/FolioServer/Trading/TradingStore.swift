@@ -138,10 +138,11 @@ struct TradingStore: Sendable {
     }
 
     /// Opens again the accounts of `userID` that `closeAccounts` closed at `closedAt` (an erasure that did not
-    /// go through); an account closed at another time stays closed.
+    /// go through); an account closed at another time, or of a person erased meanwhile, stays closed.
     func reopenAccounts(of userID: UserID, closedAt: Date, now: Date) async throws {
         try await database.sql.raw("""
             UPDATE accounts SET closed_at = NULL, updated_at = \(bind: now) WHERE user_id = \(bind: userID) AND closed_at = \(bind: closedAt)
+                AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = accounts.user_id AND u.erased_at IS NOT NULL)
             """).run()
     }
 
