@@ -430,7 +430,7 @@ public struct FolioServices: Sendable {
         apiDocumentation.addRoutes(to: routes)
         MetricsController(
             metrics: metrics, jobs: jobs, clock: clock, opsToken: configuration.opsToken, production: configuration.isProduction,
-            marketData: marketDataGate, backups: backups)
+            marketData: marketDataGate, backups: backups, trading: store, calendar: calendar)
             .addRoutes(to: routes)
         MarketDataController(quotes: quotes, calendar: calendar).addRoutes(to: routes)
         let portfolioController = PortfolioController(store: store, quotes: quotes, snapshots: snapshots, linked: plaid.store, brokerage: brokerage.store, reads: reads)
@@ -484,7 +484,9 @@ public struct FolioServices: Sendable {
     /// needs no token, and nothing else can connect.
     func metricsListener(port: Int) -> some Service {
         let router = Router(context: FolioRequestContext.self)
-        MetricsController(metrics: metrics, jobs: jobs, clock: clock, opsToken: nil, production: false, marketData: marketDataGate, backups: backups)
+        MetricsController(
+            metrics: metrics, jobs: jobs, clock: clock, opsToken: nil, production: false, marketData: marketDataGate, backups: backups,
+            trading: store, calendar: calendar)
             .addRoutes(to: router)
         let logger = self.logger
         return Listener(setting: "METRICS_PORT", address: "127.0.0.1:\(port)", server: Application(

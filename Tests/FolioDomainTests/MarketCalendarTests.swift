@@ -55,6 +55,19 @@ struct MarketCalendarTests {
         #expect(calendar.previousClose(before: at("2026-11-30", 9, 30)) == at("2026-11-27", 13))
     }
 
+    @Test("the last close by a moment: the session's own once it has closed, the one before while it is open, past weekends, holidays and early closes")
+    func lastClose() {
+        let calendar = MarketCalendar.nyse
+        func at(_ day: String, _ hour: Int, _ minute: Int = 0) -> Date { Self.day(day).at(hour: hour, minute: minute) }
+        #expect(calendar.lastClose(atOrBefore: at("2026-11-24", 17, 31)) == at("2026-11-24", 16))
+        #expect(calendar.lastClose(atOrBefore: at("2026-11-24", 16)) == at("2026-11-24", 16), "at the close itself")
+        #expect(calendar.lastClose(atOrBefore: at("2026-11-24", 15, 59)) == at("2026-11-23", 16))
+        // Thanksgiving: Wednesday's; the day after closes at 13:00; the weekend after keeps Friday's.
+        #expect(calendar.lastClose(atOrBefore: at("2026-11-26", 18)) == at("2026-11-25", 16))
+        #expect(calendar.lastClose(atOrBefore: at("2026-11-27", 14)) == at("2026-11-27", 13))
+        #expect(calendar.lastClose(atOrBefore: at("2026-11-29", 12)) == at("2026-11-27", 13))
+    }
+
     @Test("a published calendar wins within its range: an unscheduled closure and early close are kept, days outside the range follow the rules")
     func publishedCalendar() {
         let closed = Self.day("2026-12-02"), early = Self.day("2026-12-01")

@@ -82,6 +82,31 @@ struct MetricsTests {
         }
     }
 
+    @Test("a DAY order still open an hour after its session closed is overdue (its end was not applied); one placed after the close is not, and an expired one no longer counts", arguments: TestDatabaseKind.all)
+    func overdueDayOrders(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.opsToken = Self.opsToken }) { client, env in
+            let tokens = try await signUp(client, env, email: "overdue@example.com")
+            let resting = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "DAY"]
+            let placed = try await post(client, "/api/orders", resting, headers: bearer(tokens))
+            #expect(placed.status == .created, "\(String(buffer: placed.body))")
+            let id = try #require(try json(placed)["id"] as? String)
+            await env.worker.drain()
+            #expect(String(buffer: try await scrape(client).body).contains("folio_orders_overdue 0"))
+            // Tuesday 17:31 in New York, 91 minutes after the close, and no worker has run since.
+            env.clock.advance(by: TradingDay(year: 2026, month: 11, day: 24).at(hour: 17, minute: 31).timeIntervalSince(env.clock.now))
+            #expect(String(buffer: try await scrape(client).body).contains("folio_orders_overdue 1"))
+            let again = try json(try await post(client, "/api/auth/login", ["email": "overdue@example.com", "password": strongPassword]))
+            let late = try await post(client, "/api/orders", resting, headers: bearer(again))
+            #expect(late.status == .created || late.status == .accepted, "\(String(buffer: late.body))")
+            #expect(String(buffer: try await scrape(client).body).contains("folio_orders_overdue 1"), "the order placed after the close waits for the next session")
+            // The worker's look at resting orders expires it.
+            try await env.orders.recheckRestingOrders()
+            let shown = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(again)))
+            #expect(shown["status"] as? String == "expired", "\(shown)")
+            #expect(String(buffer: try await scrape(client).body).contains("folio_orders_overdue 0"))
+        }
+    }
+
     @Test("without the operators' token: 401; without OPS_TOKEN in production: not there at all")
     func neverPublic() async throws {
         try await withTestApp(.sqlite, configure: { $0.opsToken = Self.opsToken }) { client, _ in
@@ -194,7 +219,7 @@ struct MetricsTests {
             FolioMetrics.requestsTotal.name, FolioMetrics.securityEvents.name, FolioMetrics.webhookVerifications.name,
             FolioMetrics.constraintViolations.name, FolioMetrics.vendorCalls.name, FolioMetrics.jobs.name, FolioMetrics.jobAge.name,
             FolioMetrics.mails.name, FolioMetrics.sentryDropped.name, FolioMetrics.backups.name, FolioMetrics.backupLastSuccess.name,
-            FolioMetrics.ordersRefused.name, FolioMetrics.backupScheduled.name,
+            FolioMetrics.ordersRefused.name, FolioMetrics.backupScheduled.name, FolioMetrics.ordersOverdue.name,
         ]
         let named = Set(rules.matches(of: /folio_[a-z_]+/).map { String($0.output) })
         #expect(named.subtracting(served).isEmpty, "rules name series Folio does not serve: \(named.subtracting(served))")

@@ -96,6 +96,18 @@ public struct MarketCalendar: Sendable {
         return publishedRange == nil ? TradingDay(date).adding(days: -1).close : MarketCalendar.nyse.previousClose(before: date)
     }
 
+    /// The close of the latest session that had closed by `date`: a DAY order
+    /// placed before it ended by it (one placed after ends at a later close).
+    public func lastClose(atOrBefore date: Date) -> Date {
+        var day = TradingDay(date)
+        for _ in 0..<30 {
+            if let session = session(on: day), session.close <= date { return session.close }
+            day = day.adding(days: -1)
+        }
+        // A published calendar with no sessions for weeks is not believed: the rules answer instead.
+        return publishedRange == nil ? TradingDay(date).adding(days: -30).close : MarketCalendar.nyse.lastClose(atOrBefore: date)
+    }
+
     /// When a DAY order placed at `date` ends: the close of the session in
     /// progress, or of the next session when placed while the market is closed.
     public func dayEnd(for date: Date) -> Date {

@@ -200,6 +200,15 @@ final class FolioMetrics: Sendable {
         }
     }
 
+    /// Open DAY orders whose session closed over an hour ago, read when scraped: their end at the broker
+    /// was not applied (the worker is stopped, or the broker's record of their fills cannot be read).
+    func refreshOverdueOrders(_ count: Int) {
+        registry.makeGauge(descriptor: Self.ordersOverdue, labels: []).set(to: Double(count))
+    }
+
+    /// How long after its session's close an open DAY order counts as overdue.
+    static let overdueGrace: TimeInterval = 3600
+
     /// The market-data vendor's gate, read when scraped: 1 for its current state, 0 for the others, and its run of failures.
     func refreshGate(_ gate: VendorGate) {
         let report = gate.report
@@ -356,6 +365,12 @@ final class FolioMetrics: Sendable {
     static var jobs: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "folio", metricName: "jobs", unitName: "", helpText: "Jobs in the queue by kind and status.")
+    }
+
+    static var ordersOverdue: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "orders_overdue", unitName: "",
+            helpText: "Open DAY orders whose session closed over an hour ago: their end at the broker was not applied.")
     }
 
     static var jobAge: MetricNameDescriptor {

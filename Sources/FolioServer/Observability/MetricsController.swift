@@ -15,6 +15,9 @@ struct MetricsController: Sendable {
     var marketData: VendorGate?
     /// The backups, whose newest on disk is the last success (taken by the worker's job or by hand).
     var backups: Backups?
+    /// The orders and the exchange's calendar, for the DAY orders still open past their close.
+    var trading: TradingStore?
+    var calendar: ExchangeCalendar?
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         router.get("/metrics", use: scrape)
@@ -38,6 +41,10 @@ struct MetricsController: Sendable {
         do {
             try await metrics.refreshJobs(jobs, now: clock.now())
             try await metrics.refreshDatabase(jobs.database)
+            if let trading, let calendar {
+                let close = calendar.current.lastClose(atOrBefore: clock.now().addingTimeInterval(-FolioMetrics.overdueGrace))
+                metrics.refreshOverdueOrders(try await trading.openDayOrders(placedBefore: close))
+            }
         } catch {
             // The request series still answer; the queue's are as last read.
             context.logger.warning("reading the job queue for metrics failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])

@@ -456,7 +456,11 @@ struct AlpacaBroker: Broker {
             guard case .object(let fields) = activity, case .string(let id)? = fields["id"] else { continue }
             page.lastID = id
             guard case .string(let orderID)? = fields["order_id"], let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
-            else { continue }
+            else {
+                // Its order, if Folio's, stays open until a readable record of the fill comes (FolioOrdersOverdue says so).
+                logger.warning("a FILL activity without order_id, qty or price was skipped", metadata: ["activity_id": "\(id)"])
+                continue
+            }
             // The key is the quantity filled up to this fill, as Alpaca states it; never guessed from a window of activities.
             guard let total = Self.quantity(fields["cum_qty"]) else {
                 logger.warning("a FILL activity without cum_qty was skipped", metadata: ["activity_id": "\(id)"])

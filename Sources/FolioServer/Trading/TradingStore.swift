@@ -314,6 +314,14 @@ struct TradingStore: Sendable {
     // MARK: - Orders
 
     /// The statuses of an order that still reserves cash or shares, as an SQL list: `('new', 'accepted', 'partially_filled')`.
+    /// Open DAY orders placed before `close`: each should have ended by it (expired, or its fills applied).
+    func openDayOrders(placedBefore close: Date) async throws -> Int {
+        try await database.sql.raw("""
+            SELECT COUNT(*) AS n FROM orders
+            WHERE time_in_force = \(bind: TimeInForce.day.rawValue) AND status IN \(unsafeRaw: Self.openStatuses) AND created_at < \(bind: close)
+            """).first()?.decode(column: "n", as: Int.self) ?? 0
+    }
+
     static let openStatuses = "(" + OrderStatus.allCases.filter(\.isOpen).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
 
     static let orderColumns = """
