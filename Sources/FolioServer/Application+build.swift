@@ -200,7 +200,8 @@ public struct FolioServices: Sendable {
             logger: logger, instance: dependencies.instance, pauses: pauses)
         self.plaid = plaid
         self.personalData = PersonalDataExport(database: database, clock: clock)
-        self.erasure = PersonalDataErasure(identity: identity, plaid: plaid, trading: store, clock: clock)
+        let erasure = PersonalDataErasure(identity: identity, plaid: plaid, trading: store, clock: clock)
+        self.erasure = erasure
         self.plaidWebhooks = PlaidWebhookVerifier(
             keys: plaidClient.map { client in PlaidKeyCache(clock: clock, fetch: { kid in try await client.verificationKey(kid: kid) }) }, clock: clock)
         let pace = SubmissionPace()
@@ -323,6 +324,7 @@ public struct FolioServices: Sendable {
                 do { try await orders.recheckRestingOrders() } catch { logger.warning("rechecking resting orders failed", metadata: ["error": "\(error)"]) }
                 if orphanSweep.isDue(at: clock.now()) {
                     do { try await rebalancing.settleOrphanedRuns() } catch { logger.warning("ending rebalance runs whose job died failed", metadata: ["error": "\(error)"]) }
+                    do { try await erasure.reopenAbandonedHolds() } catch { logger.warning("opening accounts an unfinished erasure held failed", metadata: ["error": "\(error)"]) }
                 }
             },
             pace: pace, filter: .except([.sendMail]), violations: constraintViolations)

@@ -437,6 +437,33 @@ struct PrivacyTests {
         }
     }
 
+    @Test("accounts an erasure closed and never finished with (its process stopped) are opened again after 30 minutes by the worker's sweep; an erased person's stay closed", arguments: TestDatabaseKind.all)
+    func abandonedErasureHold(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "stopped@example.com")
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = try #require((me["id"] as? String).flatMap(UserID.init))
+            let gone = try await signUp(client, env, email: "gone@example.com")
+            var erase = bearer(gone)
+            erase[.contentType] = "application/json"
+            #expect(try await client.execute(uri: "/api/me", method: .delete, headers: erase, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#)).status == .noContent)
+            // The erasure's first step committed, then its process stopped.
+            let trading = env.services.store
+            try await env.database.transaction { db in try await trading.closeAccounts(of: userID, now: env.clock.now, on: db) }
+            let order = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"]
+            #expect(try await post(client, "/api/orders", order, headers: bearer(tokens)).status == .notFound, "held closed")
+            env.clock.advance(by: 29 * 60)
+            #expect(try await env.services.erasure.reopenAbandonedHolds() == 0, "an erasure may still be telling Plaid")
+            env.clock.advance(by: 2 * 60)
+            #expect(try await env.services.erasure.reopenAbandonedHolds() == 1)
+            let again = try json(try await post(client, "/api/auth/login", ["email": "stopped@example.com", "password": strongPassword]))
+            #expect(try await post(client, "/api/orders", order, headers: bearer(again)).status == .created)
+            let closed = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM accounts WHERE closed_at IS NOT NULL").first()?.decode(column: "n", as: Int.self)
+            #expect(closed == 1, "the erased person's account stays closed")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a sign-in that raced an erasure leaves no address of the person: no counter is written after it, its events keep no address, and retention clears any leftover at once", arguments: TestDatabaseKind.all)
     func signInAfterErasure(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

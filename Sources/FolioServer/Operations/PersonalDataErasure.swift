@@ -99,6 +99,24 @@ struct PersonalDataErasure: Sendable {
         }
     }
 
+    /// How long an erasure may hold a person's accounts closed while it tells Plaid: far past its
+    /// calls' timeouts, so only an erasure whose process stopped during it is taken for abandoned.
+    static let abandonedHoldAge: TimeInterval = 30 * 60
+
+    /// Opens again the accounts of people not erased that an erasure closed over `abandonedHoldAge`
+    /// ago (its process stopped between closing them and finishing); the worker runs it once a minute
+    /// when idle. Were the erasure still running, its last transaction finds any order placed
+    /// meanwhile and refuses, as it does for every order.
+    @discardableResult
+    func reopenAbandonedHolds() async throws -> Int {
+        let now = clock.now()
+        let reopened = try await trading.reopenAccounts(closedBefore: now.addingTimeInterval(-Self.abandonedHoldAge), now: now)
+        if reopened > 0 {
+            plaid.logger.warning("accounts an unfinished erasure held closed are open again", metadata: ["accounts": "\(reopened)"])
+        }
+        return reopened
+    }
+
     /// Under the erasure's locks: refused when another erasure of the person committed meanwhile.
     private static func checkNotErased(_ userID: UserID, on db: any SQLDatabase) async throws {
         let erasedAt = try await db.raw("SELECT erased_at FROM users WHERE id = \(bind: userID.uuid)").first()?.decode(column: "erased_at", as: Date?.self)

@@ -146,6 +146,17 @@ struct TradingStore: Sendable {
             """).run()
     }
 
+    /// Opens again every account closed before `cutoff` whose owner is not erased (an erasure that
+    /// stopped half-way); returns how many.
+    func reopenAccounts(closedBefore cutoff: Date, now: Date) async throws -> Int {
+        try await database.sql.raw("""
+            UPDATE accounts SET closed_at = NULL, updated_at = \(bind: now)
+            WHERE closed_at IS NOT NULL AND closed_at < \(bind: cutoff)
+                AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = accounts.user_id AND u.erased_at IS NOT NULL)
+            RETURNING 1 AS one
+            """).all().count
+    }
+
     /// Locks several accounts in one statement, in the order of their ids
     /// (PostgreSQL locks the rows in the order it returns them), so two
     /// batches that share accounts never wait on each other in a cycle.
