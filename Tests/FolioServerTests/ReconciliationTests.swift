@@ -76,6 +76,22 @@ struct ReconciliationTests {
         }
     }
 
+    @Test("a fill at Alpaca between reading its cash and its positions leaves the account for the next run, which takes both from after it", arguments: TestDatabaseKind.all)
+    func fillWhileAsked(kind: TestDatabaseKind) async throws {
+        try await withLinked(kind) { _, env, fake, _, account in
+            // An order the books already ended (its rest being canceled at Alpaca) buys 1 AAPL at 100 between the two reads.
+            fake.beforeNextPositions.withLockedValue { $0 = { fake.positions = ["AAPL": 4]; fake.cash = 24_900 } }
+            let run = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(run.first?.applied == false)
+            #expect(run.first?.skipped?.contains("changed while it was asked") == true, "\(run)")
+            #expect(try await holdings(env, account)["AAPL"]?.quantity == 3, "no share without its cash")
+            let next = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(next.first?.differences == ["cash: Folio 25000.00, Alpaca 24900.00", "AAPL: Folio 3, Alpaca 4"], "\(next)")
+            #expect(try await holdings(env, account)["AAPL"]?.quantity == 4)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("an account with open orders is left for the next run: fills may be on their way", arguments: TestDatabaseKind.all)
     func openOrdersWait(kind: TestDatabaseKind) async throws {
         try await withLinked(kind) { client, env, fake, tokens, account in

@@ -54,6 +54,11 @@ struct Reconciler: Sendable {
             return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca no longer accepts the link's keys")
         }
         let positions = try await alpaca.positions()
+        // Cash and shares from one moment: a fill at Alpaca between the two reads (an order the books ended,
+        // its rest still being canceled there) would pair the cash from before it with the shares from after it.
+        guard case .account(let again) = try await alpaca.account(), again.cash == remote.cash else {
+            return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca's account changed while it was asked")
+        }
         let trading = self.trading, ledger = self.ledger, ids = self.ids, now = ledger.now()
         let outcome: Outcome = try await store.database.transaction { db in
             let held = try await trading.holdings(of: link.accountID, on: db).map(\.symbol)

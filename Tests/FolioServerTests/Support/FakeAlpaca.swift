@@ -111,6 +111,8 @@ final class FakeAlpaca: Sendable {
     let baseURL: String
     /// Awaited when an order is posted, before it is taken (given its client_order_id): a test acts while a submission is on its way.
     let beforeOrderPost = NIOLockedValueBox<(@Sendable (String) async -> Void)?>(nil)
+    /// Runs once, before the next `GET /v2/positions` is answered (something that happens at Alpaca meanwhile).
+    let beforeNextPositions = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     init(baseURL: String) {
         self.baseURL = baseURL
@@ -539,6 +541,7 @@ final class FakeAlpaca: Sendable {
             }
             return Self.json("[" + days.joined(separator: ",") + "]")
         case (.get, "/v2/positions"):
+            if let hook = beforeNextPositions.withLockedValue({ hook in defer { hook = nil }; return hook }) { hook() }
             return state.withLockedValue { state in
                 let held = state.positions.filter { $0.value != .zero }.sorted { $0.key < $1.key }.map { symbol, quantity in
                     #"{"asset_id":"904837e3-3b76-47ec-b432-046db621571b","symbol":"\#(symbol)","exchange":"NASDAQ","asset_class":"us_equity","qty":"\#(quantity)","side":"\#(quantity.isNegative ? "short" : "long")","avg_entry_price":"100","market_value":"0","cost_basis":"0"}"#
