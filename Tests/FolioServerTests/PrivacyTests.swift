@@ -506,6 +506,34 @@ struct PrivacyTests {
     }
 
     @Test(
+        "PostgreSQL: a wrong password sent while an erasure holds the person's row waits for it, then leaves no counter, no address and no lockout notice",
+        .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func guessingThroughErasure() async throws {
+        try await withTestApp(.postgres, overSocket: true) { client, env in
+            let tokens = try await signUp(client, env, email: "guessed@example.com")
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = try #require((me["id"] as? String).flatMap(UUID.init(uuidString:)))
+            try await env.database.sql.raw("DELETE FROM sign_in_failures").run()
+            let now = env.clock.now
+            // The erasure's last transaction, as it runs: the person's row taken first, erased before the commit.
+            let guessing = try await env.database.transaction { db -> Task<TestResponse, any Error> in
+                try await db.raw("SELECT id FROM users WHERE id = \(bind: userID) FOR UPDATE").run()
+                let guessing = Task { try await post(client, "/api/auth/login", ["email": "guessed@example.com", "password": "not the password at all"]) }
+                try await env.eventuallyWaitingForLock("the sign-in's counter waits for the person's row", statementHolding: "erased_at FROM users")
+                try await db.raw("""
+                    UPDATE users SET erased_at = \(bind: now), disabled_at = \(bind: now), password_hash = '!erased' WHERE id = \(bind: userID)
+                    """).run()
+                return guessing
+            }
+            let answer = try await guessing.value
+            #expect(answer.status.code >= 400 && answer.status.code < 500, "\(String(buffer: answer.body))")
+            #expect(try await Self.count("sign_in_failures", env) == 0)
+            #expect(try await Self.count("audit_events", env, where: "action IN ('security.login_failed', 'security.login_locked', 'security.login_refused', 'security.login_lockout') AND ip IS NOT NULL") == 0)
+            #expect(try await Self.count("notifications", env) == 0)
+        }
+    }
+
+    @Test(
         "PostgreSQL: an Alpaca link waiting on the person's row while an erasure holds it is refused when the erasure commits, and nothing is kept",
         .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
     func linkWaitingThroughErasure() async throws {

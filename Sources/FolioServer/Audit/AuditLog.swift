@@ -31,16 +31,20 @@ struct AuditLog: Sendable {
         if database.inTransaction {
             try await record(entry, ip: ip, requestID: requestID, inTransaction: database as! any SQLDatabase)
         } else {
+            // An event of its own about a person: one that raced an erasure waits for it (and keeps no address).
+            var kept = ip
+            if kept != nil, let userID = entry.userID, try await IdentityStore.isErasedAfterWaiting(userID, on: database as! any SQLDatabase) { kept = nil }
+            let address = kept
             try await database.transaction { db in
-                try await record(entry, ip: ip, requestID: requestID, inTransaction: db as! any SQLDatabase)
+                try await record(entry, ip: address, requestID: requestID, inTransaction: db as! any SQLDatabase)
             }
         }
     }
 
-    /// Records inside the caller's transaction `sql`.
+    /// Records inside the caller's transaction `sql`. An event about a person erased meanwhile (a sign-in
+    /// that raced the erasure) keeps no address of theirs.
     func record(_ entry: Entry, ip: String?, requestID: String?, inTransaction sql: any SQLDatabase) async throws {
         var ip = ip
-        // An event about a person erased meanwhile (a sign-in that raced the erasure) keeps no address of theirs.
         if ip != nil, let userID = entry.userID,
            try await sql.raw("SELECT 1 AS one FROM users WHERE id = \(bind: userID) AND erased_at IS NOT NULL").first() != nil {
             ip = nil

@@ -111,9 +111,20 @@ struct IdentityStore: Sendable {
 
     // MARK: Sign-in counters
 
-    /// A sign-in that read the user before an erasure committed writes no counter (with its address) after it.
+    /// A counter is written only for someone not erased (with `isErasedAfterWaiting` first, the sign-in
+    /// throttle's writes keep no address of a person erased while their password was being checked).
     static func notErased(_ userID: UUID) -> SQLQueryString {
         "NOT EXISTS (SELECT 1 FROM users WHERE id = \(bind: userID) AND erased_at IS NOT NULL)"
+    }
+
+    /// Whether the user is erased, read once any erasure of theirs in progress has committed: a statement
+    /// of its own that takes their row shared on PostgreSQL and lets go when it ends, so it waits for the
+    /// erasure's hold on the row. Never call it inside a transaction: a shared hold kept there would deadlock
+    /// with a transaction that writes the row (a password reset does).
+    static func isErasedAfterWaiting(_ userID: UUID, on sql: any SQLDatabase) async throws -> Bool {
+        let lock = sql.dialect.name == "postgresql" ? " FOR SHARE" : ""
+        return try await sql.raw("SELECT erased_at FROM users WHERE id = \(bind: userID)\(unsafeRaw: lock)").first()?
+            .decode(column: "erased_at", as: Date?.self) != nil
     }
 
     /// Counts one more attempt unless the user is locked at `now`; from

@@ -1,4 +1,5 @@
 import FluentKit
+import SQLKit
 import Foundation
 import Crypto
 #if canImport(Glibc)
@@ -72,6 +73,8 @@ struct LoginThrottle: Sendable {
     /// from within 30 days is spared the account-wide ceiling (its own limit
     /// still holds), so guessing from elsewhere cannot lock the owner out.
     func claim(userID: UUID, client: String, on db: any Database) async throws -> Claim {
+        // A sign-in that read the person just before an erasure: no count (with its address) after it.
+        if try await IdentityStore.isErasedAfterWaiting(userID, on: db as! any SQLDatabase) { throw IdentityError.invalidCredentials }
         let now = clock.now()
         let clientLock = now.addingTimeInterval(Self.baseDelay), accountLock = now.addingTimeInterval(Self.accountDelay)
         let known = try await store.isKnownClient(userID: userID, client: client, since: now.addingTimeInterval(-Self.knownClientLifetime), on: db)
@@ -119,6 +122,8 @@ struct LoginThrottle: Sendable {
     }
 
     func succeeded(userID: UUID, client: String, on db: any Database) async throws {
+        // Erased while the password was checked: nothing to remember (the sign-in itself is refused after).
+        if try await IdentityStore.isErasedAfterWaiting(userID, on: db as! any SQLDatabase) { return }
         try await store.clearSignInFailures(userID: userID, client: client, now: clock.now(), on: db)
     }
 

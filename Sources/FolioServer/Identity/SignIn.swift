@@ -1,5 +1,6 @@
 import FluentKit
 import Foundation
+import SQLKit
 
 /// Signing in, refreshing, and the user's own sessions.
 extension IdentityServices {
@@ -190,6 +191,8 @@ extension IdentityServices {
         ]
         if let paused { values["paused"] = paused }
         let variables = MailVariables(values)
+        // Nothing is made for a person erased meanwhile (the guessing raced the erasure).
+        if try await IdentityStore.isErasedAfterWaiting(user.id!, on: database.sql) { return }
         try await database.transaction { db in
             if paused == nil, try await notifications.store.exists(kind: .accountLocked, of: user.id!, since: since, on: db) { return }
             try await notifications.notify(user.id!, .accountLocked, variables, on: db)

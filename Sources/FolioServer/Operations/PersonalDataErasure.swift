@@ -50,6 +50,8 @@ struct PersonalDataErasure: Sendable {
     /// Checks the password (and the second factor when enrolled) before a user erases themselves.
     func confirm(_ caller: Identity, password: String, totpCode: String?, recoveryCode: String?, origin: RequestOrigin) async throws {
         guard let user = try await identity.store.user(id: caller.userID.uuid, on: identity.database.db) else { throw IdentityError.userNotFound }
+        // Erased by another request since this one signed in: said so, rather than "the password is wrong".
+        try await Self.checkNotErased(caller.userID, on: identity.database.sql)
         // What would refuse the erasure, first: a refused erasure must not have spent a one-time recovery code.
         try await checkNothingBlocks(user, on: identity.database.sql)
         let identity = self.identity
