@@ -494,11 +494,15 @@ struct PrivacyTests {
             try await identity.audit.record(
                 .init(action: "security.login_refused", actorID: nil, subjectType: "user", subjectID: userID.lowercasedString, userID: userID),
                 ip: "203.0.113.9", requestID: nil, on: db)
+            try await env.database.sql.raw("""
+                INSERT INTO notifications (id, user_id, kind, category, title, body, data, created_at)
+                SELECT \(bind: UUID()), \(bind: userID), 'account_locked', 'security', 'Sign-in paused', 'x', '{}', \(bind: env.clock.now)
+                """).run()
             try await env.database.sql.raw("UPDATE users SET erased_at = \(bind: env.clock.now) WHERE id = \(bind: userID)").run()
             #expect(try await Self.count("audit_events", env, where: "ip = '203.0.113.9'") == 1)
             let removed = try await env.services.retention.run(dryRun: false)
             let byPolicy = Dictionary(uniqueKeysWithValues: removed.map { ($0.policy, $0.rows) })
-            #expect(byPolicy["sign_in_failures"] == 1 && byPolicy["audit_addresses"] == 1, "\(removed)")
+            #expect(byPolicy["sign_in_failures"] == 1 && byPolicy["audit_addresses"] == 1 && byPolicy["notifications"] == 1, "\(removed)")
             #expect(try await Self.count("sign_in_failures", env) == 0)
             #expect(try await Self.count("audit_events", env, where: "ip IS NOT NULL AND user_id IS NOT NULL") == 0)
             try await env.expectConsistent()

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import PostgresNIO
 import SQLKit
 import SQLiteNIO
 
@@ -118,17 +119,24 @@ public final class FolioDatabase: Sendable {
     }
 
     /// Runs `attempt` (one whole transaction) again while SQLite says another
-    /// process's writer made it busy, after a short, growing pause.
+    /// process's writer made it busy, or PostgreSQL chose it as a deadlock's
+    /// victim (rolled back whole), after a short, growing pause.
     func retryingBusy<T>(_ attempt: () async throws -> T) async throws -> T {
         var tries = 0
         while true {
             do {
                 return try await attempt()
-            } catch where kind == .sqlite && Self.isBusy(error) && tries < Self.busyRetries {
+            } catch where (kind == .sqlite ? Self.isBusy(error) : Self.isDeadlock(error)) && tries < Self.busyRetries {
                 tries += 1
                 try await Task.sleep(for: .milliseconds(Int.random(in: 5...20) << min(tries, 6)))
             }
         }
+    }
+
+    /// PostgreSQL's `deadlock_detected` (SQLSTATE 40P01): two transactions waited on each other and this
+    /// one was rolled back so the other could go on (an erasure's cascade against a mail being sent, say).
+    static func isDeadlock(_ error: any Error) -> Bool {
+        (error as? PSQLError)?.serverInfo?[.sqlState] == "40P01"
     }
 
     static let busyRetries = 8

@@ -25,6 +25,13 @@ struct IdentityStore: Sendable {
     /// (an account, a linked item) in a transaction that waited on it sees
     /// the erasure once it commits (PostgreSQL re-reads the updated row;
     /// SQLite's single writer runs the two one after the other).
+    /// Holds the user's row (shared) for the rest of the transaction `db` and says whether they are not erased.
+    static func holdUnerasedUser(_ userID: UUID, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            SELECT id FROM users WHERE id = \(bind: userID) AND erased_at IS NULL\(unsafeRaw: db.dialect.name == "postgresql" ? " FOR SHARE" : "")
+            """).first() != nil
+    }
+
     static func holdLiveUser(_ userID: UserID, postgres: Bool, on db: any SQLDatabase) async throws -> Bool {
         try await db.raw("""
             SELECT id FROM users WHERE id = \(bind: userID) AND erased_at IS NULL AND disabled_at IS NULL\(unsafeRaw: postgres ? " FOR SHARE" : "")

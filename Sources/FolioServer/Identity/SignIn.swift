@@ -191,9 +191,10 @@ extension IdentityServices {
         ]
         if let paused { values["paused"] = paused }
         let variables = MailVariables(values)
-        // Nothing is made for a person erased meanwhile (the guessing raced the erasure).
-        if try await IdentityStore.isErasedAfterWaiting(user.id!, on: database.sql) { return }
         try await database.transaction { db in
+            // Nothing is made for a person erased meanwhile (the guessing raced the erasure): the row held
+            // shared, an erasure waits for this notice and then removes it, or this waits and sees it.
+            guard try await IdentityStore.holdUnerasedUser(user.id!, on: db as! any SQLDatabase) else { return }
             if paused == nil, try await notifications.store.exists(kind: .accountLocked, of: user.id!, since: since, on: db) { return }
             try await notifications.notify(user.id!, .accountLocked, variables, on: db)
         }

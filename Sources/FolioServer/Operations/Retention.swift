@@ -77,9 +77,9 @@ public struct RetentionPolicy: Sendable {
             condition: { cutoff, _ in "status IN ('sent', 'failed', 'uncertain', 'suppressed') AND updated_at < \(bind: cutoff)" }),
         .init(
             name: "notifications", table: "notifications",
-            reason: "In-app notices repeat what the ledger and audit trail keep; they are removed after a year.",
+            reason: "In-app notices repeat what the ledger and audit trail keep; they are removed after a year (an erased person's at once).",
             keep: 365 * day, key: "id",
-            condition: { cutoff, _ in "created_at < \(bind: cutoff)" }),
+            condition: { cutoff, _ in "created_at < \(bind: cutoff) OR user_id IN \(unsafeRaw: erasedUsers)" }),
         .init(
             name: "sendgrid_events", table: "sendgrid_events",
             reason: "Event ids are kept 3 days to drop SendGrid's retries of the same event.",
