@@ -31,23 +31,23 @@ struct AuditLog: Sendable {
         if database.inTransaction {
             try await record(entry, ip: ip, requestID: requestID, inTransaction: database as! any SQLDatabase)
         } else {
-            // An event of its own about a person: one that raced an erasure waits for it (and keeps no address).
-            var kept = ip
-            if kept != nil, let userID = entry.userID, try await IdentityStore.isErasedAfterWaiting(userID, on: database as! any SQLDatabase) { kept = nil }
-            let address = kept
             try await database.transaction { db in
-                try await record(entry, ip: address, requestID: requestID, inTransaction: db as! any SQLDatabase)
+                try await record(entry, ip: ip, requestID: requestID, inTransaction: db as! any SQLDatabase, holdingPerson: true)
             }
         }
     }
 
     /// Records inside the caller's transaction `sql`. An event about a person erased meanwhile (a sign-in
-    /// that raced the erasure) keeps no address of theirs.
-    func record(_ entry: Entry, ip: String?, requestID: String?, inTransaction sql: any SQLDatabase) async throws {
+    /// that raced the erasure) keeps no address of theirs. `holdingPerson` (a transaction of the event's own):
+    /// the person's row is held shared first, so the event and an erasure are ordered one way or the other;
+    /// a caller's transaction that needs this holds the row already (a sign-in's, for update).
+    func record(_ entry: Entry, ip: String?, requestID: String?, inTransaction sql: any SQLDatabase, holdingPerson: Bool = false) async throws {
         var ip = ip
-        if ip != nil, let userID = entry.userID,
-           try await sql.raw("SELECT 1 AS one FROM users WHERE id = \(bind: userID) AND erased_at IS NOT NULL").first() != nil {
-            ip = nil
+        if ip != nil, let userID = entry.userID {
+            let unerased = holdingPerson
+                ? try await IdentityStore.holdUnerasedUser(userID, on: sql)
+                : try await sql.raw("SELECT 1 AS one FROM users WHERE id = \(bind: userID) AND erased_at IS NOT NULL").first() == nil
+            if !unerased { ip = nil }
         }
         let record = AuditChain.Record(
             id: ids.uuid(), occurredAt: clock.now(), actorID: entry.actorID, action: entry.action, subjectType: entry.subjectType,
