@@ -523,7 +523,7 @@ struct PrivacyTests {
             let guessing = try await env.database.transaction { db -> Task<TestResponse, any Error> in
                 try await db.raw("SELECT id FROM users WHERE id = \(bind: userID) FOR UPDATE").run()
                 let guessing = Task { try await post(client, "/api/auth/login", ["email": "guessed@example.com", "password": "not the password at all"]) }
-                try await env.eventuallyWaitingForLock("the sign-in's counter waits for the person's row", statementHolding: "erased_at FROM users")
+                try await env.eventuallyWaitingForLock("the sign-in's counter waits for the person's row", statementHolding: "erased_at IS NULL FOR SHARE")
                 try await db.raw("""
                     UPDATE users SET erased_at = \(bind: now), disabled_at = \(bind: now), password_hash = '!erased' WHERE id = \(bind: userID)
                     """).run()

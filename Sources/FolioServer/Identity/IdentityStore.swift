@@ -25,16 +25,19 @@ struct IdentityStore: Sendable {
     /// (an account, a linked item) in a transaction that waited on it sees
     /// the erasure once it commits (PostgreSQL re-reads the updated row;
     /// SQLite's single writer runs the two one after the other).
-    /// Holds the user's row (shared) for the rest of the transaction `db` and says whether they are not erased.
-    static func holdUnerasedUser(_ userID: UUID, on db: any SQLDatabase) async throws -> Bool {
-        try await db.raw("""
-            SELECT id FROM users WHERE id = \(bind: userID) AND erased_at IS NULL\(unsafeRaw: db.dialect.name == "postgresql" ? " FOR SHARE" : "")
-            """).first() != nil
-    }
-
     static func holdLiveUser(_ userID: UserID, postgres: Bool, on db: any SQLDatabase) async throws -> Bool {
         try await db.raw("""
             SELECT id FROM users WHERE id = \(bind: userID) AND erased_at IS NULL AND disabled_at IS NULL\(unsafeRaw: postgres ? " FOR SHARE" : "")
+            """).first() != nil
+    }
+
+    /// The same hold, asking only that the user is not erased (a disabled user still gets notices). Outside a
+    /// transaction it is a statement of its own: it waits for an erasure's hold on the row, then lets go.
+    /// Inside one, the shared hold lasts to its end: never in a transaction that later writes the row (a
+    /// password reset's would deadlock with another).
+    static func holdUnerasedUser(_ userID: UUID, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            SELECT id FROM users WHERE id = \(bind: userID) AND erased_at IS NULL\(unsafeRaw: db.dialect.name == "postgresql" ? " FOR SHARE" : "")
             """).first() != nil
     }
 
@@ -118,20 +121,10 @@ struct IdentityStore: Sendable {
 
     // MARK: Sign-in counters
 
-    /// A counter is written only for someone not erased (with `isErasedAfterWaiting` first, the sign-in
+    /// A counter is written only for someone not erased (with `holdUnerasedUser` first, the sign-in
     /// throttle's writes keep no address of a person erased while their password was being checked).
     static func notErased(_ userID: UUID) -> SQLQueryString {
         "NOT EXISTS (SELECT 1 FROM users WHERE id = \(bind: userID) AND erased_at IS NOT NULL)"
-    }
-
-    /// Whether the user is erased, read once any erasure of theirs in progress has committed: a statement
-    /// of its own that takes their row shared on PostgreSQL and lets go when it ends, so it waits for the
-    /// erasure's hold on the row. Never call it inside a transaction: a shared hold kept there would deadlock
-    /// with a transaction that writes the row (a password reset does).
-    static func isErasedAfterWaiting(_ userID: UUID, on sql: any SQLDatabase) async throws -> Bool {
-        let lock = sql.dialect.name == "postgresql" ? " FOR SHARE" : ""
-        return try await sql.raw("SELECT erased_at FROM users WHERE id = \(bind: userID)\(unsafeRaw: lock)").first()?
-            .decode(column: "erased_at", as: Date?.self) != nil
     }
 
     /// Counts one more attempt unless the user is locked at `now`; from

@@ -74,7 +74,7 @@ struct LoginThrottle: Sendable {
     /// still holds), so guessing from elsewhere cannot lock the owner out.
     func claim(userID: UUID, client: String, on db: any Database) async throws -> Claim {
         // A sign-in that read the person just before an erasure: no count (with its address) after it.
-        if try await IdentityStore.isErasedAfterWaiting(userID, on: db as! any SQLDatabase) { throw IdentityError.invalidCredentials }
+        guard try await IdentityStore.holdUnerasedUser(userID, on: db as! any SQLDatabase) else { throw IdentityError.invalidCredentials }
         let now = clock.now()
         let clientLock = now.addingTimeInterval(Self.baseDelay), accountLock = now.addingTimeInterval(Self.accountDelay)
         let known = try await store.isKnownClient(userID: userID, client: client, since: now.addingTimeInterval(-Self.knownClientLifetime), on: db)
@@ -123,7 +123,7 @@ struct LoginThrottle: Sendable {
 
     func succeeded(userID: UUID, client: String, on db: any Database) async throws {
         // Erased while the password was checked: nothing to remember (the sign-in itself is refused after).
-        if try await IdentityStore.isErasedAfterWaiting(userID, on: db as! any SQLDatabase) { return }
+        guard try await IdentityStore.holdUnerasedUser(userID, on: db as! any SQLDatabase) else { return }
         try await store.clearSignInFailures(userID: userID, client: client, now: clock.now(), on: db)
     }
 

@@ -324,7 +324,6 @@ struct TradingStore: Sendable {
 
     // MARK: - Orders
 
-    /// The statuses of an order that still reserves cash or shares, as an SQL list: `('new', 'accepted', 'partially_filled')`.
     /// Open DAY orders placed before `close`: each should have ended by it (expired, or its fills applied).
     func openDayOrders(placedBefore close: Date) async throws -> Int {
         try await database.sql.raw("""
@@ -333,6 +332,7 @@ struct TradingStore: Sendable {
             """).first()?.decode(column: "n", as: Int.self) ?? 0
     }
 
+    /// The statuses of an order that still reserves cash or shares, as an SQL list: `('new', 'accepted', 'partially_filled')`.
     static let openStatuses = "(" + OrderStatus.allCases.filter(\.isOpen).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
 
     static let orderColumns = """
