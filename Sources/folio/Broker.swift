@@ -4,7 +4,7 @@ import Foundation
 
 struct BrokerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "broker", abstract: "Work with accounts held at Alpaca.", subcommands: [Reconcile.self])
+        commandName: "broker", abstract: "Work with accounts held at Alpaca.", subcommands: [Reconcile.self, RecordFills.self])
 
     struct Reconcile: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -25,6 +25,37 @@ struct BrokerCommand: AsyncParsableCommand {
                     for line in report.differences { print("  \(line)") }
                 }
             }
+        }
+    }
+
+    struct RecordFills: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "record-fills",
+            abstract: "Book the rest of an Alpaca order that ended there while Folio cannot read its fills (FolioOrdersOverdue); --dry-run only prints it.",
+            discussion: """
+                Only for an order Alpaca says has ended, whose filled_qty is ahead of Folio's books. Give the rest's \
+                quantity (Alpaca's filled_qty less what Folio booked; the command checks it) and its price as \
+                Alpaca shows it (the average when the rest filled at several prices). Then run `folio broker reconcile`.
+                """)
+        @OptionGroup var options: EnvironmentOptions
+        @Argument(help: "Folio's order id (Alpaca's client_order_id).") var orderID: String
+        @Option(parsing: .unconditional, help: "The shares not booked yet, such as 10.") var quantity: String
+        @Option(parsing: .unconditional, help: "Their price per share, such as 187.25.") var price: String
+        @Flag(help: "Print what would be booked; change nothing.") var dryRun = false
+
+        func run() async throws {
+            let outcome: OperatorFills.Outcome
+            do {
+                outcome = try await withServices(options) { services in
+                    try await OperatorFills.record(orderID: orderID, quantity: quantity, price: price, dryRun: dryRun, services: services)
+                }
+            } catch let refusal as OperatorFills.Refusal {
+                FileHandle.standardError.write(Data("error: \(refusal.description)\n".utf8))
+                throw ExitCode.failure
+            }
+            let alpaca = "Alpaca: \(outcome.alpacaStatus), \(outcome.alpacaFilled) filled" + (outcome.alpacaAveragePrice.map { " at an average of \($0)" } ?? "")
+            print(alpaca)
+            print("\(outcome.applied ? "booked" : "would book (dry run)") \(outcome.quantity) at \(outcome.price) after \(outcome.booked) booked; the order is \(outcome.status)")
         }
     }
 }

@@ -597,4 +597,63 @@ struct AlpacaBrokerTests {
             }
         }
     }
+
+    @Test("an order Alpaca ended whose fills Folio cannot read is booked by an operator: only the rest, only once Alpaca says it ended, and never again when the fills become readable", arguments: TestDatabaseKind.all)
+    func operatorRecordsFills(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "operator-fills@example.com")
+            let id = try await restingBuy(client, env, tokens, account: account, quantity: "10")
+            fake.fill(clientOrderID: id, quantity: 4, at: 49)
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, id)["filled_quantity"] as? String == "4")
+            func record(_ quantity: String, _ price: String, dryRun: Bool = false, order: String? = nil) async throws -> OperatorFills.Outcome {
+                try await OperatorFills.record(orderID: order ?? id, quantity: quantity, price: price, dryRun: dryRun, services: env.services)
+            }
+            func refusal(_ quantity: String, _ price: String, order: String? = nil) async -> String {
+                do {
+                    let outcome = try await record(quantity, price, order: order)
+                    return "booked: \(outcome)"
+                } catch {
+                    return "\(error)"
+                }
+            }
+            #expect(await refusal("6", "48").contains("still open there"), "Alpaca has it partially filled: its fills come as they are read")
+
+            // The rest fills at Alpaca, and Alpaca's record of those fills cannot be read.
+            fake.withholdActivities = true
+            fake.fill(clientOrderID: id, quantity: 6, at: 48)
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, id)["status"] as? String == "partially_filled", "kept open rather than guessed")
+
+            #expect(await refusal("5", "48").contains("--quantity must be the rest, 6"))
+            #expect(await refusal("6", "48.000000001").contains("--price"), "a price past its scale is refused, not rounded")
+            #expect(await refusal("6", "48", order: UUID().uuidString).contains("no order has that id"))
+            let entriesBefore = try await env.entries().count
+            let dry = try await record("6", "48", dryRun: true)
+            #expect(!dry.applied && dry.status == "filled" && dry.alpacaStatus == "filled" && dry.alpacaFilled == "10" && dry.booked == "4")
+            #expect(dry.alpacaAveragePrice == "48.40")
+            #expect(try await env.entries().count == entriesBefore, "the dry run changes nothing")
+
+            let done = try await record("6", "48")
+            #expect(done.applied && done.status == "filled")
+            let shown = try await show(client, tokens, id)
+            #expect(shown["status"] as? String == "filled" && shown["filled_quantity"] as? String == "10", "\(shown)")
+            #expect(shown["reserved_cash"] as? String == "0.00")
+            let books = try #require(try await env.accounts().first { $0.id.description == account })
+            #expect(books.cash == (try Cash(parsing: "24516")) && books.reservedCash == .zero, "25,000 less 4 at 49 and 6 at 48")
+            #expect(env.logs.lines.contains { $0.contains("broker_fills_recorded_by_operator") })
+            let actions = try await env.database.sql.raw("SELECT action FROM audit_events").all().map { try $0.decode(column: "action", as: String.self) }
+            #expect(actions.contains("security.broker_fills_recorded_by_operator"))
+
+            // Alpaca's record becomes readable: the rest is not booked a second time.
+            fake.withholdActivities = false
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, id)["filled_quantity"] as? String == "10")
+            #expect(try await env.fills().count == 2)
+            #expect(await refusal("6", "48").contains("ended already"))
+            #expect(try await BrokerReconciliation.run(services: env.services, dryRun: false).first?.differences == [], "the books agree with Alpaca")
+            try await env.expectConsistent()
+        }
+    }
 }

@@ -48,6 +48,9 @@ struct AlpacaBroker: Broker {
         var status: String
         var filledQuantity: Quantity
         var createdAt: String?
+        /// `filled_avg_price` and `filled_at`, when Alpaca gives them: shown to an operator who books fills by hand.
+        var averagePrice: Price?
+        var filledAt: Date?
 
         init(_ json: JSONValue) throws {
             guard case .object(let fields) = json, case .string(let id)? = fields["id"], case .string(let status)? = fields["status"] else {
@@ -60,6 +63,8 @@ struct AlpacaBroker: Broker {
             guard let filled = AlpacaBroker.quantity(fields["filled_qty"]) else { throw BrokerError.unavailable("an order without a readable filled_qty") }
             filledQuantity = filled
             if case .string(let created)? = fields["created_at"] { createdAt = created }
+            averagePrice = AlpacaBroker.price(fields["filled_avg_price"])
+            filledAt = AlpacaBroker.date(fields["filled_at"])
         }
     }
 

@@ -560,9 +560,10 @@ final class FakeAlpaca: Sendable {
             let value = fills.reduce(Cash.zero) { (try? $0 + Cash.product($1.quantity, $1.price, rounding: .halfEven)) ?? $0 }
             average = "\"\((try? Price.quotient(value, order.filled, rounding: .halfEven))?.description ?? "0")\""
         }
+        let filledAt = order.status == "filled" ? fills.last.map { "\"\($0.executedAt)\"" } ?? "null" : "null"
         return """
             {"id":"\(order.id)","client_order_id":"\(order.clientOrderID)","created_at":"\(order.createdAt)","symbol":"\(order.symbol)","side":"\(order.side)",\
-            "type":"\(order.type)","qty":"\(order.quantity)","filled_qty":"\(order.filled)","filled_avg_price":\(average),"status":"\(order.status)","time_in_force":"day"}
+            "type":"\(order.type)","qty":"\(order.quantity)","filled_qty":"\(order.filled)","filled_avg_price":\(average),"filled_at":\(filledAt),"status":"\(order.status)","time_in_force":"day"}
             """
     }
 

@@ -1,0 +1,104 @@
+import FolioDomain
+import Foundation
+
+/// `folio broker record-fills`: an operator books what an Alpaca order filled when Folio cannot read
+/// Alpaca's own record of its fills (a FILL activity without its quantity or price, or the order's fills
+/// more than 5,000 activities back), so the order stays open with its cash or shares reserved
+/// (FolioOrdersOverdue). Only an order Alpaca says has ended, with `filled_qty` ahead of the books, and
+/// only the whole rest at once: the operator names the rest's quantity (a check against the wrong order)
+/// and its price as Alpaca shows it. The fill goes through the same report and `Ledger` as the worker's,
+/// and carries the id Alpaca's last FILL activity of the order would give it (`alpaca:<order>:<filled_qty>`),
+/// so the worker never books it a second time; the order ends as it ended at Alpaca. A rest made of fills
+/// at several prices is booked at one price (their average): a cent of rounding is then left to
+/// `folio broker reconcile`, which posts it as an explained correction.
+public enum OperatorFills {
+    public struct Outcome: Sendable {
+        public var orderID: String
+        /// Alpaca's status, `filled_qty` and `filled_avg_price` of the order.
+        public var alpacaStatus: String
+        public var alpacaFilled: String
+        public var alpacaAveragePrice: String?
+        /// What Folio had booked of it before, and what is (or would be) booked now.
+        public var booked: String
+        public var quantity: String
+        public var price: String
+        /// The order's status in Folio after the fill (what it would be, on a dry run).
+        public var status: String
+        public var applied: Bool
+    }
+
+    /// Why nothing was booked, in words an operator acts on.
+    public struct Refusal: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static func record(
+        orderID text: String, quantity quantityText: String, price priceText: String, dryRun: Bool, services: FolioServices
+    ) async throws -> Outcome {
+        guard let orderID = OrderID(text) else { throw Refusal(description: "the order id must be a UUID") }
+        let quantity: Quantity, price: Price
+        do { quantity = try Quantity(parsing: quantityText) } catch { throw Refusal(description: "--quantity: \(error)") }
+        do { price = try Price(parsing: priceText) } catch { throw Refusal(description: "--price: \(error)") }
+        guard quantity.isPositive else { throw Refusal(description: "--quantity must be more than zero") }
+        guard price.isPositive else { throw Refusal(description: "--price must be more than zero") }
+
+        guard let order = try await services.store.order(orderID) else { throw Refusal(description: "no order has that id") }
+        guard order.status.isOpen else { throw Refusal(description: "the order has ended already (\(order.status.rawValue)): nothing to book") }
+        guard case .alpaca(let alpaca) = try await services.brokers.route(for: order.accountID) else {
+            throw Refusal(description: "the order's account is not linked to Alpaca (a paper account, or its link is removed)")
+        }
+        guard let remote = try await alpaca.find(order.id) else {
+            throw Refusal(description: "Alpaca has no order with this client_order_id: it never reached Alpaca")
+        }
+        func says() -> String { "Alpaca says \(remote.status), \(remote.filledQuantity) filled" }
+        guard AlpacaBroker.endedStatuses.contains(remote.status) else {
+            throw Refusal(description: "\(says()): the order is still open there, and its fills are booked as they come; wait until it ends")
+        }
+        let booked = order.filledQuantity
+        guard remote.filledQuantity > booked else {
+            throw Refusal(description: "\(says()) and Folio has booked \(booked): nothing is missing, and the worker's next look ends the order")
+        }
+        let rest = try remote.filledQuantity - booked
+        guard quantity == rest else {
+            throw Refusal(description: "\(says()) and Folio has booked \(booked): --quantity must be the rest, \(rest)")
+        }
+        let fill = BrokerFill(
+            id: AlpacaBroker.fillID(order: remote.id, cumulative: remote.filledQuantity), quantity: rest, price: price, executedAt: remote.filledAt)
+        let report = AlpacaBroker.report(remote, fills: [fill], applied: booked)
+        var outcome = Outcome(
+            orderID: orderID.description, alpacaStatus: remote.status, alpacaFilled: remote.filledQuantity.description,
+            alpacaAveragePrice: remote.averagePrice?.description, booked: booked.description, quantity: rest.description,
+            price: price.description, status: Self.status(after: report, of: order).rawValue, applied: false)
+        guard !dryRun else { return outcome }
+
+        // The books must still be where Alpaca's figures were compared with them: a fill the worker booked meanwhile
+        // would make this one an overfill.
+        guard let now = try await services.store.order(orderID), now.status.isOpen, now.filledQuantity == booked else {
+            throw Refusal(description: "the order's fills moved while Alpaca was asked: run the command again")
+        }
+        try await services.orders.apply(report, to: orderID)
+        let after = try await services.store.order(orderID)
+        outcome.status = after?.status.rawValue ?? outcome.status
+        outcome.applied = true
+        await services.identity.security.record(
+            "broker_fills_recorded_by_operator", userID: order.userID.uuid,
+            details: [
+                "order_id": orderID.description, "account_id": order.accountID.description, "quantity": rest.description, "price": price.description,
+                "alpaca_status": remote.status, "alpaca_filled_qty": remote.filledQuantity.description, "broker_fill_id": fill.id,
+            ],
+            origin: RequestOrigin(ip: "cli", requestID: nil, logger: services.logger), audited: true)
+        return outcome
+    }
+
+    /// Where a report leaves the order (for the dry run's answer).
+    static func status(after report: BrokerReport, of order: OrderState) -> OrderStatus {
+        switch report {
+        case .accepted: order.status
+        case .partiallyFilled: .partiallyFilled
+        case .filled: .filled
+        case .filledThenCanceled, .canceled: .canceled
+        case .rejected: .rejected
+        case .expired: .expired
+        }
+    }
+}
