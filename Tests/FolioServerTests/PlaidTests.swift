@@ -423,6 +423,72 @@ struct PlaidTests {
         }
     }
 
+    func savedTransactions(_ env: TestEnvironment) async throws -> [String] {
+        try await env.database.sql.raw("SELECT plaid_transaction_id FROM linked_transactions ORDER BY plaid_transaction_id").all()
+            .map { try $0.decode(column: "plaid_transaction_id", as: String.self) }
+    }
+
+    @Test("a run cut short after a mutation restart starts again from the run's first cursor, and still drops the pending charge that posted under a new id", arguments: TestDatabaseKind.all, [3, 4])
+    func cutAfterMutation(kind: TestDatabaseKind, failingCall: Int) async throws {
+        let clock = TestClock()
+        try await withPlaidApp(kind, clock: clock) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "cut-after-mutation@example.com")
+            fake.pageSize = 1
+            let payroll = FakePlaid.Change.added(id: "tx-2", account: "acc-checking", amount: "-2500.00", date: "2026-11-21", name: "Payroll")
+            fake.mutateDuringPagination(onCall: 2) { item in
+                item.changes = [.added(id: "tx-1-posted", account: "acc-checking", amount: "12.34", date: "2026-11-20", name: "Coffee"), payroll]
+            }
+            // The restarted run's first page (3) or second (4) fails: the job ends there and is tried again later.
+            fake.failSync(onCall: failingCall)
+            _ = try await link(client, tokens, fake, changes: [
+                .added(id: "tx-1-pending", account: "acc-checking", amount: "12.34", date: "2026-11-20", name: "Coffee"), payroll,
+            ])
+            await env.worker.drain()
+            clock.advance(by: 600)
+            await env.worker.drain()
+            if failingCall == 3 {
+                #expect(fake.syncCursors == [nil, "cursor-1", nil, nil, "cursor-1"], "the retry starts from the run's first cursor, not from the page the cut run saved")
+            } else {
+                #expect(fake.syncCursors == [nil, "cursor-1", nil, "cursor-1", "cursor-1"], "the retry goes on after the restarted run's saved page")
+            }
+            #expect(try await savedTransactions(env) == ["tx-1-posted", "tx-2"], "the posted charge, once; the pending one gone")
+            #expect(try await count(env, "plaid_sync_listed") == 0, "the finished run leaves no notes")
+            let item = try await env.database.sql.raw("SELECT sync_cursor, sync_run_start FROM plaid_items").first()
+            #expect(try item?.decode(column: "sync_cursor", as: String?.self) == "cursor-2")
+            #expect(try item?.decode(column: "sync_run_start", as: String?.self) == nil)
+        }
+    }
+
+    @Test("a run resumed after a crash and then told of a mutation starts again from the last complete sync's cursor, not from where it resumed", arguments: TestDatabaseKind.all)
+    func mutationAfterResume(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withPlaidApp(kind, clock: clock) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "resume-mutation@example.com")
+            fake.pageSize = 1
+            fake.failSync(onCall: 2)
+            fake.mutateDuringPagination(onCall: 3)
+            _ = try await link(client, tokens, fake)
+            await env.worker.drain()
+            clock.advance(by: 600)
+            await env.worker.drain()
+            #expect(fake.syncCursors == [nil, "cursor-1", "cursor-1", nil, "cursor-1", "cursor-2", "cursor-3", "cursor-4", "cursor-5"])
+            #expect(try await savedTransactions(env) == ["tx-1", "tx-2", "tx-3"])
+        }
+    }
+
+    @Test("a Plaid that answers has_more without moving the cursor is refused, not paged for ever", arguments: TestDatabaseKind.all)
+    func stuckCursor(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "stuck@example.com")
+            fake.stuckCursor = true
+            _ = try await link(client, tokens, fake)
+            await env.worker.drain()
+            #expect(fake.syncCursors == [nil, "cursor-0"], "one page moved the cursor; the next did not, and the run stopped")
+            let job = try #require(try await env.jobs().first { $0.kind == JobPayload.Kind.syncPlaidItem.rawValue })
+            #expect(job.lastError?.contains("has_more with the cursor it was sent") == true, "\(job)")
+        }
+    }
+
     func relogin(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any]) async throws -> [String: Any] {
         try json(try await post(client, "/api/auth/login", ["email": "resume@example.com", "password": strongPassword]))
     }

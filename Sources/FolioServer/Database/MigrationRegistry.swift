@@ -22,5 +22,6 @@ enum MigrationRegistry {
         AddAccountClosedAt(),
         CreateRateLimitBuckets(),
         IndexMailByRecipient(),
+        TrackPlaidSyncRuns(),
     ]
 }

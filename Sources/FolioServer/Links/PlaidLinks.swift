@@ -161,6 +161,9 @@ struct PlaidLinks: Sendable {
     /// the data changed under it, before the job gives up for now.
     static let paginationRestarts = 3
 
+    /// The most pages one job saves (500 changes each): a longer history goes on in the next job.
+    static let pagesPerJob = 500
+
     /// Brings the item's accounts and transactions up to date. Each page is
     /// saved with the cursor that follows it, in one transaction, so a sync
     /// cut short (a crash, an error) resumes after the last saved page with
@@ -178,40 +181,56 @@ struct PlaidLinks: Sendable {
             if item.institutionName == nil, let institution = accounts.institutionID, let name = try? await client.institutionName(institution) {
                 try await store.database.transaction { db in try await store.setInstitution(item.id, institutionID: nil, name: name, on: db) }
             }
-            let start = item.syncCursor
-            var cursor = start, restarts = 0, pages = 0
-            // Transactions a run cut short by a mutation added, and those the run under way has added or changed.
-            var addedByCutRuns = Set<String>(), seen = Set<String>()
+            // Where the pagination under way began: a run cut short (a crash, an error) goes on from the page it
+            // saved last, but a mutation sends it back here, to the cursor of the last complete sync (Plaid's rule).
+            let start = item.syncRunStart ?? item.syncCursor ?? ""
+            var cursor = item.syncCursor, restarts = 0, pages = 0
             while true {
                 var page: PlaidSyncPage
                 do {
                     page = try await client.syncTransactions(accessToken: token, cursor: cursor)
                 } catch let error as PlaidError where error.code == "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION" && restarts < Self.paginationRestarts {
-                    // Plaid's rule: the whole run again from the cursor it began with (pages already saved apply again harmlessly).
+                    // The whole run again from the cursor it began with (pages already saved apply again harmlessly);
+                    // what they saved waits to be listed again, durably, so a run cut short after this starts there too.
                     restarts += 1
-                    cursor = start
-                    addedByCutRuns.formUnion(seen)
-                    seen = []
+                    let restarted = try await store.database.transaction { db in try await store.restartRun(item.id, at: start, holder: holder, on: db) }
+                    guard restarted else { throw LeaseLost() }
+                    cursor = start.isEmpty ? nil : start
                     continue
                 }
-                seen.formUnion((page.added + page.modified).map(\.transactionID))
-                if !page.hasMore, restarts > 0 {
-                    // The run from `start` lists every transaction added since, as it is now. One a cut-short run
-                    // saved that it no longer lists changed under it (a pending charge posted under a new id):
-                    // Plaid never names it as removed, since the first cursor never saw it. It goes here.
-                    page.removed += addedByCutRuns.subtracting(seen).sorted()
+                // A page that says more follows must move the cursor: one that does not would page for ever.
+                if page.hasMore, page.nextCursor == cursor {
+                    throw PlaidError.unreadable("/transactions/sync answered has_more with the cursor it was sent")
                 }
                 let saving = page
                 try await store.database.transaction { db in
+                    var saving = saving
+                    let listed = (saving.added + saving.modified).map(\.transactionID)
+                    if saving.hasMore {
+                        try await store.noteListed(listed, item: item.id, on: db)
+                    } else {
+                        // The run from `start` lists every transaction added since, as it is now. One a cut-short run
+                        // saved that it no longer lists changed under it (a pending charge posted under a new id):
+                        // Plaid never names it as removed, since the first cursor never saw it. It goes here.
+                        let unlisted = Set(try await store.finishRun(item.id, on: db)).subtracting(listed)
+                        saving.removed += unlisted.sorted()
+                    }
                     try await store.apply(saving, item: item, now: clock.now(), on: db)
                     guard try await store.advanceCursor(
-                        item.id, to: saving.nextCursor, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db)
+                        item.id, to: saving.nextCursor, runStart: saving.hasMore ? start : nil, holder: holder,
+                        until: clock.now().addingTimeInterval(Self.lease), on: db)
                     else { throw LeaseLost() }
                 }
                 await pauses.reach(.afterPlaidPage)
                 pages += 1
                 cursor = page.nextCursor
                 if !page.hasMore { break }
+                if pages == Self.pagesPerJob {
+                    // A long history: the pages so far are saved; another job goes on from them, and other items get their turn.
+                    try await store.database.transaction { db in try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db) }
+                    logger.info("Plaid item sync goes on in another job", metadata: ["item_id": "\(item.id)", "pages": "\(pages)"])
+                    return
+                }
             }
             try await store.markSynced(item.id, now: clock.now())
             logger.info("Plaid item synced", metadata: ["item_id": "\(item.id)", "pages": "\(pages)", "restarts": "\(restarts)"])

@@ -26,6 +26,8 @@ struct PlaidItem: Sendable, Equatable {
     var errorCode: String?
     var errorMessage: String?
     var syncCursor: String?
+    /// The cursor the pagination under way began from ("" for the item's first sync); nil when none is under way.
+    var syncRunStart: String? = nil
     var lastSyncedAt: Date?
     var holdingsRefreshedAt: Date?
     var createdAt: Date
@@ -58,7 +60,7 @@ struct PlaidStore: Sendable {
 
     static let itemColumns = """
         id, user_id, plaid_item_id, institution_id, institution_name, sealed_access_token, status, error_code, error_message, sync_cursor,
-        last_synced_at, holdings_refreshed_at, created_at
+        sync_run_start, last_synced_at, holdings_refreshed_at, created_at
         """
 
     // MARK: - Items
@@ -189,14 +191,48 @@ struct PlaidStore: Sendable {
             """).run()
     }
 
-    /// Saves the sync cursor after a page, and renews the lease; false (and
-    /// nothing saved: the caller rolls back) when the lease was lost.
-    func advanceCursor(_ id: UUID, to cursor: String, holder: String, until: Date, on db: any SQLDatabase) async throws -> Bool {
+    /// Saves the sync cursor after a page, with where the pagination under way began (`runStart`; nil once
+    /// it is complete), and renews the lease; false (and nothing saved: the caller rolls back) when the lease was lost.
+    func advanceCursor(_ id: UUID, to cursor: String, runStart: String?, holder: String, until: Date, on db: any SQLDatabase) async throws -> Bool {
         try await db.raw("""
-            UPDATE plaid_items SET sync_cursor = \(bind: cursor), locked_until = \(bind: until)
+            UPDATE plaid_items SET sync_cursor = \(bind: cursor), sync_run_start = \(bind: runStart), locked_until = \(bind: until)
             WHERE id = \(bind: id) AND locked_by = \(bind: holder)
             RETURNING id
             """).first() != nil
+    }
+
+    /// Notes the transactions a page of an unfinished pagination saved: the run lists them (again).
+    func noteListed(_ transactionIDs: [String], item: UUID, on db: any SQLDatabase) async throws {
+        // Each id once (one statement may not touch a row twice), in slices under every database's limit of bound values.
+        let ids = Set(transactionIDs).sorted()
+        for start in stride(from: 0, to: ids.count, by: 500) {
+            let rows = ids[start..<min(start + 500, ids.count)].map { id -> SQLQueryString in "(\(bind: item), \(bind: id), \(bind: true))" }
+            try await db.raw("""
+                INSERT INTO plaid_sync_listed (item_id, plaid_transaction_id, current) VALUES \(rows.joined(separator: ", "))
+                ON CONFLICT (item_id, plaid_transaction_id) DO UPDATE SET current = excluded.current
+                """).run()
+        }
+    }
+
+    /// A mutation cut the pagination short: what it saved waits to be listed again by the new run, which
+    /// starts from `runStart` (the cursor saved goes back to it, so a run cut short later starts there too).
+    func restartRun(_ id: UUID, at runStart: String, holder: String, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("UPDATE plaid_sync_listed SET current = \(bind: false) WHERE item_id = \(bind: id)").run()
+        return try await db.raw("""
+            UPDATE plaid_items SET sync_cursor = \(bind: runStart.isEmpty ? nil : runStart), sync_run_start = \(bind: runStart)
+            WHERE id = \(bind: id) AND locked_by = \(bind: holder)
+            RETURNING id
+            """).first() != nil
+    }
+
+    /// The pagination is complete: the transactions a cut-short run saved that the new run never listed
+    /// (Plaid names them nowhere, as the run's first cursor never saw them), and the notes cleared.
+    func finishRun(_ id: UUID, on db: any SQLDatabase) async throws -> [String] {
+        let unlisted = try await db.raw("""
+            SELECT plaid_transaction_id FROM plaid_sync_listed WHERE item_id = \(bind: id) AND current = \(bind: false) ORDER BY plaid_transaction_id
+            """).all().map { try $0.decode(column: "plaid_transaction_id", as: String.self) }
+        try await db.raw("DELETE FROM plaid_sync_listed WHERE item_id = \(bind: id)").run()
+        return unlisted
     }
 
     /// A good sync clears a passing error and turns `error` back into `active`;
@@ -444,7 +480,8 @@ struct PlaidStore: Sendable {
             institutionName: try row.decode(column: "institution_name", as: String?.self),
             sealedAccessToken: try row.decode(column: "sealed_access_token", as: String.self), status: status,
             errorCode: try row.decode(column: "error_code", as: String?.self), errorMessage: try row.decode(column: "error_message", as: String?.self),
-            syncCursor: try row.decode(column: "sync_cursor", as: String?.self), lastSyncedAt: try row.decode(column: "last_synced_at", as: Date?.self),
+            syncCursor: try row.decode(column: "sync_cursor", as: String?.self),
+            syncRunStart: try row.decode(column: "sync_run_start", as: String?.self), lastSyncedAt: try row.decode(column: "last_synced_at", as: Date?.self),
             holdingsRefreshedAt: try row.decode(column: "holdings_refreshed_at", as: Date?.self),
             createdAt: try row.decode(column: "created_at", as: Date.self))
     }

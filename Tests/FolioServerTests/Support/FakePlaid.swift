@@ -72,6 +72,8 @@ final class FakePlaid: Sendable {
         var mutation: (@Sendable (inout Item) -> Void)?
         /// The sync call that answers HTTP 500, once.
         var failSyncCall: Int?
+        /// Every sync answers has_more with no changes and the cursor it was sent (a faulty or hostile Plaid).
+        var stuckCursor = false
         var syncCalls = 0
         var keyFetches: [String] = []
         var keys: [String: (key: P256.Signing.PrivateKey, expired: Bool)] = [:]
@@ -157,6 +159,11 @@ final class FakePlaid: Sendable {
     /// `/item/get` calls served.
     var itemGets: Int { state.withLockedValue { $0.itemGets } }
     var badCredentials: Int { state.withLockedValue { $0.badCredentials } }
+
+    var stuckCursor: Bool {
+        get { state.withLockedValue { $0.stuckCursor } }
+        set { state.withLockedValue { $0.stuckCursor = newValue } }
+    }
 
     var pageSize: Int {
         get { state.withLockedValue { $0.pageSize } }
@@ -290,6 +297,9 @@ final class FakePlaid: Sendable {
             }
             return error(400, type: "TRANSACTIONS_ERROR", code: "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION",
                          message: "Underlying transaction data changed since last page was fetched. Please restart pagination from last update.")
+        }
+        if state.withLockedValue({ $0.stuckCursor }) {
+            return json(#"{"added":[],"has_more":true,"modified":[],"next_cursor":"\#(cursor ?? "cursor-0")","removed":[],"request_id":"req8"}"#)
         }
         let start = cursor.flatMap { Int($0.dropFirst("cursor-".count)) } ?? 0
         let end = min(item.changes.count, start + size)
