@@ -513,6 +513,20 @@ struct IdentityTests {
         }
     }
 
+    @Test("a session in use never reads as idle, even with the shortest idle timeout: its idle clock is written often enough", arguments: TestDatabaseKind.all)
+    func shortIdleTimeout(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock, configure: { $0.sessionIdleTimeout = 60; $0.accessTokenLifetime = 86_400 }) { client, env in
+            let tokens = try await signUp(client, env, email: "short-idle@example.com")
+            for step in 1...12 {
+                clock.advance(by: 10)
+                #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .ok, "a request every 10 s, at \(step * 10) s")
+            }
+            clock.advance(by: 61)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)).status == .unauthorized, "idle past the timeout")
+        }
+    }
+
     @Test("A cannot see or end B's sessions (404), and a user cannot reach admin routes (403)", arguments: TestDatabaseKind.all)
     func isolation(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -85,6 +85,16 @@ struct NotificationTests {
         #expect(hostile.text.contains("<script>x</script>") && hostile.subject.contains("A&B"))
     }
 
+    @Test("an order that expired after part of it filled says how much of it filled, in the app and in the mail")
+    func partlyFilledExpiry() async throws {
+        let renderer = try await MailRenderer.bundled(publicURL: "https://folio.example.com")
+        let variables = MailVariables(["side": "buy", "symbol": "AMZN", "quantity": "200.25", "filled_quantity": "101", "price": "180.00", "order_id": "o1"])
+        let summary = try renderer.render(.orderExpired, part: "summary", variables)
+        #expect(summary == "Your order to buy AMZN expired (101 of 200.25 filled).", "not \"unfilled\"")
+        let mail = try renderer.render(.orderExpired, variables, id: UUID(), userID: nil, recipient: "a@example.com")
+        #expect(mail.text.contains("expired (101 of 200.25 filled)") && mail.html.contains("expired (101 of 200.25 filled)"))
+    }
+
     func renderedDirectory() -> URL? { nil }
 
     /// The variable names in a mustache source (not partials, pragmas or comments).

@@ -73,6 +73,10 @@ struct SessionStore: Sendable {
         }
     }
 
+    /// How stale a session's idle clock may grow before a request writes it: a minute, or a quarter of a
+    /// shorter idle timeout. A once-a-minute write under a 60 s timeout let a session in use read as idle.
+    var idleClockStep: TimeInterval { min(60, idleTimeout / 4) }
+
     /// The identity behind an access token's claims, if its session is still usable.
     func identity(userID: UUID, sessionID: UUID, credential: Identity.Credential) async throws -> Identity? {
         try await identity(where: "s.id = \(bind: sessionID) AND s.user_id = \(bind: userID)", credential: credential)
@@ -90,7 +94,7 @@ struct SessionStore: Sendable {
 
     /// Session, user and default account in one query: every authenticated
     /// request pays one round trip, and a revoked session or disabled user
-    /// stops at once. The idle clock is written at most once a minute.
+    /// stops at once. The idle clock is written at most once a minute (`idleClockStep`).
     private func identity(where condition: SQLQueryString, credential: Identity.Credential) async throws -> Identity? {
         let db = database.sql
         guard let row = try await db.raw("""
@@ -108,7 +112,7 @@ struct SessionStore: Sendable {
               now.timeIntervalSince(lastUsed) < idleTimeout, try row.decode(column: "disabled_at", as: Date?.self) == nil
         else { return nil }
         // Keep the idle clock honest without a write on every request.
-        if now.timeIntervalSince(lastUsed) > 60 {
+        if now.timeIntervalSince(lastUsed) > idleClockStep {
             try await db.raw("UPDATE sessions SET last_used_at = \(bind: now) WHERE id = \(bind: sessionID)").run()
         }
         return Identity(

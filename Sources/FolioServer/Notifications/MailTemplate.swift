@@ -94,7 +94,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .orderFilled: "Your order to {{side}} {{quantity}} {{symbol}} filled at {{price_text}}{{^price_text}}{{price}}{{/price_text}} on average."
         case .orderPartiallyFilled: "{{filled_quantity}} of {{quantity}} {{symbol}} filled so far, at {{price_text}}{{^price_text}}{{price}}{{/price_text}} on average."
         case .orderRejected: "Your order to {{side}} {{symbol}} was rejected: {{reason}}"
-        case .orderExpired: "Your order to {{side}} {{symbol}} expired unfilled ({{filled_quantity}} filled)."
+        case .orderExpired: "Your order to {{side}} {{symbol}} expired ({{filled_quantity}} of {{quantity}} filled)."
         case .orderCanceled: "Your order to {{side}} {{symbol}} was canceled ({{filled_quantity}} of {{quantity}} filled): {{reason}}"
         case .cashDeposit: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was deposited; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
         case .cashWithdrawal: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was withdrawn; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
