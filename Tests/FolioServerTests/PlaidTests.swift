@@ -489,6 +489,54 @@ struct PlaidTests {
         }
     }
 
+    @Test("a link whose audit event cannot be written is not kept, here or at Plaid: never a linked item without its audit event", arguments: TestDatabaseKind.all)
+    func linkWithoutAudit(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "audit-down@example.com")
+            let sql = env.database.sql
+            if kind == .postgres {
+                try await sql.raw("CREATE FUNCTION refuse_link_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$ LANGUAGE plpgsql").run()
+                try await sql.raw("""
+                    CREATE TRIGGER refuse_link_audit BEFORE INSERT ON audit_events FOR EACH ROW WHEN (NEW.action = 'plaid.item_linked') EXECUTE FUNCTION refuse_link_audit()
+                    """).run()
+            } else {
+                try await sql.raw("""
+                    CREATE TRIGGER refuse_link_audit BEFORE INSERT ON audit_events WHEN NEW.action = 'plaid.item_linked' BEGIN SELECT RAISE(ABORT, 'audit down'); END
+                    """).run()
+            }
+            let issued = fake.issuePublicToken(accounts: [Self.checking], changes: Self.changes, holdings: [])
+            let answer = try await post(client, "/api/links/plaid/exchange", ["public_token": issued.publicToken], headers: bearer(tokens))
+            // PostgreSQL's raised exception is a 500; SQLite reports a trigger's abort as a constraint (409). Either way, refused.
+            #expect(answer.status.code >= 409, "\(answer.status)")
+            #expect(answer.headers[.contentType] == "application/problem+json")
+            #expect(try await count(env, "plaid_items") == 0, "nothing kept here")
+            #expect(try await count(env, "linked_accounts") == 0)
+            #expect(try await env.jobs().isEmpty, "no sync queued for an item that is not kept")
+            #expect(fake.removeCalls == 1, "and Plaid told to forget the item")
+        }
+    }
+
+    @Test("a sync that lost its hold on the item before writing the accounts writes nothing: an older list never removes an account a newer run synced", arguments: TestDatabaseKind.all)
+    func staleAccountsList(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "stale-accounts@example.com")
+            let (item, plaidItemID) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            #expect(try await count(env, "linked_accounts") == 3)
+            let transactions = try await count(env, "linked_transactions")
+            // The card is closed at the bank; while this run waits for Plaid's answer, another run takes the item over.
+            fake.update(item: plaidItemID) { $0.accounts.removeAll { $0.id == "acc-card" } }
+            let database = env.database
+            fake.beforeNextAccountsAnswer {
+                try await database.sql.raw("UPDATE plaid_items SET locked_by = 'a-newer-run', locked_until = \(bind: Date().addingTimeInterval(3600))").run()
+            }
+            #expect(try await post(client, "/api/links/\(try #require(item["id"] as? String))/sync", [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(try await count(env, "linked_accounts") == 3, "the run that lost the item removed no account")
+            #expect(try await count(env, "linked_transactions") == transactions)
+        }
+    }
+
     func relogin(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any]) async throws -> [String: Any] {
         try json(try await post(client, "/api/auth/login", ["email": "resume@example.com", "password": strongPassword]))
     }

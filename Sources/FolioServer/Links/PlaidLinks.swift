@@ -82,6 +82,11 @@ struct PlaidLinks: Sendable {
                 try await store.saveAccounts(found, item: linked, now: now, on: db)
                 try await jobs.enqueue(.syncPlaidItem(linked.id), on: db)
                 try await jobs.enqueue(.refreshPlaidHoldings(linked.id), on: db)
+                // In the same transaction: a link is never kept without its audit event.
+                try await audit.record(
+                    .init(action: "plaid.item_linked", actorID: userID.uuid, subjectType: "plaid_item", subjectID: linked.id.lowercasedString, userID: userID.uuid,
+                          details: ["institution": linked.institutionName ?? linked.institutionID ?? "unknown", "accounts": String(found.count)]),
+                    ip: origin.ip, requestID: origin.requestID, inTransaction: db)
             }
         } catch where DatabaseConstraint(error)?.kind == .unique {
             // Folio holds this item already (Link's update mode gives back the same one): the stored item stays, and stays at Plaid.
@@ -93,10 +98,6 @@ struct PlaidLinks: Sendable {
             }
             throw error
         }
-        try await audit.record(
-            .init(action: "plaid.item_linked", actorID: userID.uuid, subjectType: "plaid_item", subjectID: item.id.lowercasedString, userID: userID.uuid,
-                  details: ["institution": item.institutionName ?? item.institutionID ?? "unknown", "accounts": String(accounts.count)]),
-            origin: origin, on: store.database.db)
         return item
     }
 
@@ -129,12 +130,14 @@ struct PlaidLinks: Sendable {
             // Sealed under a key no longer configured: Plaid cannot be told, but the user's wish to forget it stands.
             logger.warning("a Plaid item's access token opens under no configured key; removed locally only", metadata: ["item_id": "\(item.id)"])
         }
-        let store = self.store
-        try await store.database.transaction { db in try await store.delete(item.id, on: db) }
-        try await identity.audit.record(
-            .init(action: "plaid.item_removed", actorID: userID.uuid, subjectType: "plaid_item", subjectID: item.id.lowercasedString, userID: userID.uuid,
-                  details: ["institution": item.institutionName ?? item.institutionID ?? "unknown"]),
-            origin: origin, on: store.database.db)
+        let store = self.store, audit = identity.audit
+        try await store.database.transaction { db in
+            try await store.delete(item.id, on: db)
+            try await audit.record(
+                .init(action: "plaid.item_removed", actorID: userID.uuid, subjectType: "plaid_item", subjectID: item.id.lowercasedString, userID: userID.uuid,
+                      details: ["institution": item.institutionName ?? item.institutionID ?? "unknown"]),
+                ip: origin.ip, requestID: origin.requestID, inTransaction: db)
+        }
     }
 
     /// Asks for a sync now (the user pressed refresh).
@@ -174,6 +177,9 @@ struct PlaidLinks: Sendable {
             let accounts = try await client.accounts(accessToken: token)
             let store = self.store
             try await store.database.transaction { db in
+                // Only while this run still holds the item: an older list of accounts never replaces a newer run's
+                // (removing an account the newer run synced would take its transactions past the saved cursor).
+                guard try await store.renewLease(item.id, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db) else { throw LeaseLost() }
                 try await store.saveAccounts(accounts.accounts, item: item, now: clock.now(), on: db)
                 try await store.removeAccounts(notIn: accounts.accounts.map(\.plaidAccountID), item: item.id, on: db)
                 if item.institutionID == nil { try await store.setInstitution(item.id, institutionID: accounts.institutionID, name: nil, on: db) }

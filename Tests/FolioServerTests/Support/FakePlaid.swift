@@ -74,6 +74,8 @@ final class FakePlaid: Sendable {
         var failSyncCall: Int?
         /// Every sync answers has_more with no changes and the cursor it was sent (a faulty or hostile Plaid).
         var stuckCursor = false
+        /// Run once, before the next `/accounts/get` is answered (a test's moment between a sync's start and its first write).
+        var beforeAccountsAnswer: (@Sendable () async throws -> Void)?
         var syncCalls = 0
         var keyFetches: [String] = []
         var keys: [String: (key: P256.Signing.PrivateKey, expired: Bool)] = [:]
@@ -159,6 +161,10 @@ final class FakePlaid: Sendable {
     /// `/item/get` calls served.
     var itemGets: Int { state.withLockedValue { $0.itemGets } }
     var badCredentials: Int { state.withLockedValue { $0.badCredentials } }
+
+    func beforeNextAccountsAnswer(_ body: @escaping @Sendable () async throws -> Void) {
+        state.withLockedValue { $0.beforeAccountsAnswer = body }
+    }
 
     var stuckCursor: Bool {
         get { state.withLockedValue { $0.stuckCursor } }
@@ -258,6 +264,7 @@ final class FakePlaid: Sendable {
         }
         switch path {
         case "/accounts/get":
+            if let hook = state.withLockedValue({ state in defer { state.beforeAccountsAnswer = nil }; return state.beforeAccountsAnswer }) { try await hook() }
             return json(#"{"accounts":[\#(item.accounts.map(Self.account).joined(separator: ","))],"item":{"item_id":"\#(item.itemID)","institution_id":"\#(item.institutionID)","webhook":"https://folio.example.com/webhooks/plaid","error":null},"request_id":"req5"}"#)
         case "/transactions/sync":
             if state.withLockedValue({ $0.loginErrorOnSyncOnly }) {
