@@ -56,6 +56,9 @@ struct BrokerCommand: AsyncParsableCommand {
             let alpaca = "Alpaca: \(outcome.alpacaStatus), \(outcome.alpacaFilled) filled" + (outcome.alpacaAveragePrice.map { " at an average of \($0)" } ?? "")
             print(alpaca)
             print("\(outcome.applied ? "booked" : "would book (dry run)") \(outcome.quantity) at \(outcome.price) after \(outcome.booked) booked; the order is \(outcome.status)")
+            if let filled = outcome.filledAfter, filled != outcome.alpacaFilled {
+                print("warning: the books could not take the fill (\(filled) filled here): the order ended here; run `folio broker reconcile`")
+            }
         }
     }
 }

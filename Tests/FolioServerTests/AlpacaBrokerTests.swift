@@ -642,9 +642,10 @@ struct AlpacaBrokerTests {
             #expect(shown["reserved_cash"] as? String == "0.00")
             let books = try #require(try await env.accounts().first { $0.id.description == account })
             #expect(books.cash == (try Cash(parsing: "24516")) && books.reservedCash == .zero, "25,000 less 4 at 49 and 6 at 48")
-            #expect(env.logs.lines.contains { $0.contains("broker_fills_recorded_by_operator") })
+            #expect(env.logs.lines.contains { $0.contains("an operator recorded an order's fills") })
             let actions = try await env.database.sql.raw("SELECT action FROM audit_events").all().map { try $0.decode(column: "action", as: String.self) }
-            #expect(actions.contains("security.broker_fills_recorded_by_operator"))
+            #expect(actions.contains("order.fills_recorded_by_operator"), "audited with the fill, in its transaction")
+            #expect(done.filledAfter == "10")
 
             // Alpaca's record becomes readable: the rest is not booked a second time.
             fake.withholdActivities = false
@@ -653,6 +654,34 @@ struct AlpacaBrokerTests {
             #expect(try await env.fills().count == 2)
             #expect(await refusal("6", "48").contains("ended already"))
             #expect(try await BrokerReconciliation.run(services: env.services, dryRun: false).first?.differences == [], "the books agree with Alpaca")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("an operator's fills: nothing booked yet means Alpaca's average price or nothing, and the books must still be as Alpaca's figures were compared with them", arguments: TestDatabaseKind.all)
+    func operatorFillsChecks(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "operator-checks@example.com")
+            let id = try await restingBuy(client, env, tokens, account: account, quantity: "10")
+            fake.withholdActivities = true
+            fake.fill(clientOrderID: id, quantity: 10, at: 48)
+            do {
+                _ = try await OperatorFills.record(orderID: id, quantity: "10", price: "84", dryRun: false, services: env.services)
+                Issue.record("a price other than Alpaca's average was booked")
+            } catch {
+                #expect("\(error)".contains("--price must be 48.00"), "\(error)")
+            }
+            #expect(try await env.order(try #require(OrderID(id))).filledQuantity == .zero)
+
+            // The books move between the look at Alpaca and the lock: refused in the ledger's transaction, nothing applied.
+            let order = try await env.order(try #require(OrderID(id)))
+            try await env.orders.apply(.partiallyFilled([BrokerFill(id: "alpaca:elsewhere:4", quantity: 4, price: 48)]), to: order.id)
+            let note = AuditNote(action: "order.fills_recorded_by_operator", subjectType: "order", subjectID: id)
+            await #expect(throws: OrderService.BooksMoved.self) {
+                try await env.orders.apply(.filled([BrokerFill(id: "alpaca:x:10", quantity: 10, price: 48)]), to: order, expecting: .zero, note: note)
+            }
+            #expect(try await env.order(order.id).filledQuantity == 4, "the stale report changed nothing")
             try await env.expectConsistent()
         }
     }

@@ -93,6 +93,11 @@ struct NotificationTests {
         #expect(summary == "Your order to buy AMZN expired (101 of 200.25 filled).", "not \"unfilled\"")
         let mail = try renderer.render(.orderExpired, variables, id: UUID(), userID: nil, recipient: "a@example.com")
         #expect(mail.text.contains("expired (101 of 200.25 filled)") && mail.html.contains("expired (101 of 200.25 filled)"))
+        // A notional order has no quantity: what filled, not "0.5 of 0.5".
+        let notional = MailVariables(["side": "buy", "symbol": "AMZN", "filled_quantity": "0.5", "price": "180.00", "order_id": "o2"])
+        #expect(try renderer.render(.orderExpired, part: "summary", notional) == "Your order to buy AMZN expired (0.5 filled).")
+        #expect(try renderer.render(.orderCanceled, part: "summary", MailVariables(["side": "buy", "symbol": "AMZN", "filled_quantity": "0.5", "reason": "canceled by user"]))
+            == "Your order to buy AMZN was canceled (0.5 filled): canceled by user")
     }
 
     func renderedDirectory() -> URL? { nil }

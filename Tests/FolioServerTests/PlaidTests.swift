@@ -476,6 +476,32 @@ struct PlaidTests {
         }
     }
 
+    @Test("a run that lost the item and is then told of a mutation changes nothing: the notes of the run that took it over stand", arguments: TestDatabaseKind.all)
+    func restartAfterLostLease(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "lost-restart@example.com")
+            fake.pageSize = 1
+            fake.mutateDuringPagination(onCall: 2)
+            let database = env.database
+            // While the second page is asked for, a newer run takes the item over and saves a page of its own.
+            fake.beforeNextAccountsAnswer {
+                fake.beforeNextSyncAnswer {
+                    fake.beforeNextSyncAnswer {
+                        try await database.sql.raw("UPDATE plaid_items SET locked_by = 'a-newer-run', locked_until = \(bind: Date().addingTimeInterval(3600))").run()
+                        let item = try #require(try await database.sql.raw("SELECT id FROM plaid_items").first()?.decode(column: "id", as: UUID.self))
+                        try await database.sql.raw("INSERT INTO plaid_sync_listed (item_id, plaid_transaction_id, current) VALUES (\(bind: item), 'tx-newer', \(bind: true))").run()
+                    }
+                }
+            }
+            _ = try await link(client, tokens, fake)
+            await env.worker.drain()
+            let notes = try await database.sql.raw("SELECT plaid_transaction_id, current FROM plaid_sync_listed ORDER BY plaid_transaction_id").all()
+                .map { (try $0.decode(column: "plaid_transaction_id", as: String.self), try $0.decode(column: "current", as: Bool.self)) }
+            #expect(notes.map(\.0) == ["tx-1", "tx-newer"])
+            #expect(notes.filter { !$0.1 }.isEmpty, "no note of the newer run marked as left behind: \(notes)")
+        }
+    }
+
     @Test("a Plaid that answers has_more without moving the cursor is refused, not paged for ever", arguments: TestDatabaseKind.all)
     func stuckCursor(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in

@@ -25,6 +25,9 @@ public enum OperatorFills {
         /// The order's status in Folio after the fill (what it would be, on a dry run).
         public var status: String
         public var applied: Bool
+        /// What the books have filled of the order after the command (less than Alpaca's when the books could not take
+        /// the fill: the order then ends here, and reconciliation brings the account to Alpaca's).
+        public var filledAfter: String? = nil
     }
 
     /// Why nothing was booked, in words an operator acts on.
@@ -62,8 +65,13 @@ public enum OperatorFills {
         guard quantity == rest else {
             throw Refusal(description: "\(says()) and Folio has booked \(booked): --quantity must be the rest, \(rest)")
         }
+        // Nothing booked yet: the rest is the whole order, and its price is Alpaca's average (a typo is refused).
+        if booked.isZero, let average = remote.averagePrice, average != price {
+            throw Refusal(description: "\(says()) at an average of \(average), and Folio has booked none of it: --price must be \(average)")
+        }
         let fill = BrokerFill(
-            id: AlpacaBroker.fillID(order: remote.id, cumulative: remote.filledQuantity), quantity: rest, price: price, executedAt: remote.filledAt)
+            id: AlpacaBroker.fillID(order: remote.id, cumulative: remote.filledQuantity), quantity: rest, price: price,
+            executedAt: remote.filledAt ?? remote.updatedAt)
         let report = AlpacaBroker.report(remote, fills: [fill], applied: booked)
         var outcome = Outcome(
             orderID: orderID.description, alpacaStatus: remote.status, alpacaFilled: remote.filledQuantity.description,
@@ -71,22 +79,25 @@ public enum OperatorFills {
             price: price.description, status: Self.status(after: report, of: order).rawValue, applied: false)
         guard !dryRun else { return outcome }
 
-        // The books must still be where Alpaca's figures were compared with them: a fill the worker booked meanwhile
-        // would make this one an overfill.
-        guard let now = try await services.store.order(orderID), now.status.isOpen, now.filledQuantity == booked else {
+        // Applied only while the locked books still have the order where Alpaca's figures were compared with them
+        // (a fill the worker booked meanwhile would make this one an overfill), with the operator's event beside it.
+        let note = AuditNote(
+            action: "order.fills_recorded_by_operator", subjectType: "order", subjectID: orderID.description,
+            details: [
+                "quantity": rest.description, "price": price.description, "alpaca_status": remote.status,
+                "alpaca_filled_qty": remote.filledQuantity.description, "broker_fill_id": fill.id, "booked_before": booked.description,
+            ])
+        do {
+            try await services.orders.apply(report, to: order, expecting: booked, note: note)
+        } catch is OrderService.BooksMoved {
             throw Refusal(description: "the order's fills moved while Alpaca was asked: run the command again")
         }
-        try await services.orders.apply(report, to: orderID)
         let after = try await services.store.order(orderID)
         outcome.status = after?.status.rawValue ?? outcome.status
         outcome.applied = true
-        await services.identity.security.record(
-            "broker_fills_recorded_by_operator", userID: order.userID.uuid,
-            details: [
-                "order_id": orderID.description, "account_id": order.accountID.description, "quantity": rest.description, "price": price.description,
-                "alpaca_status": remote.status, "alpaca_filled_qty": remote.filledQuantity.description, "broker_fill_id": fill.id,
-            ],
-            origin: RequestOrigin(ip: "cli", requestID: nil, logger: services.logger), audited: true)
+        outcome.filledAfter = (after?.filledQuantity ?? booked).description
+        services.logger.notice(
+            "an operator recorded an order's fills", metadata: ["order_id": "\(orderID)", "quantity": "\(rest)", "status": "\(outcome.status)"])
         return outcome
     }
 

@@ -132,7 +132,10 @@ struct PlaidLinks: Sendable {
         }
         let store = self.store, audit = identity.audit
         try await store.database.transaction { db in
+            // The person's row held shared first, so this and an erasure are ordered: none of their addresses is kept
+            // after it. Erased meanwhile (a second erasure at once): the item goes, with no event about the person.
             try await store.delete(item.id, on: db)
+            guard try await IdentityStore.holdUnerasedUser(userID.uuid, on: db) else { return }
             try await audit.record(
                 .init(action: "plaid.item_removed", actorID: userID.uuid, subjectType: "plaid_item", subjectID: item.id.lowercasedString, userID: userID.uuid,
                       details: ["institution": item.institutionName ?? item.institutionID ?? "unknown"]),
@@ -195,12 +198,16 @@ struct PlaidLinks: Sendable {
                 var page: PlaidSyncPage
                 do {
                     page = try await client.syncTransactions(accessToken: token, cursor: cursor)
-                } catch let error as PlaidError where error.code == "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION" && restarts < Self.paginationRestarts {
+                } catch let error as PlaidError where error.code == "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION" {
                     // The whole run again from the cursor it began with (pages already saved apply again harmlessly);
-                    // what they saved waits to be listed again, durably, so a run cut short after this starts there too.
+                    // what they saved waits to be listed again, durably, so a run cut short after this (the restarts
+                    // spent too) starts there too.
+                    try await store.database.transaction { db in
+                        guard try await store.restartRun(item.id, at: start, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db)
+                        else { throw LeaseLost() }
+                    }
+                    guard restarts < Self.paginationRestarts else { throw error }
                     restarts += 1
-                    let restarted = try await store.database.transaction { db in try await store.restartRun(item.id, at: start, holder: holder, on: db) }
-                    guard restarted else { throw LeaseLost() }
                     cursor = start.isEmpty ? nil : start
                     continue
                 }

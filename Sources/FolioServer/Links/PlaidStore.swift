@@ -216,13 +216,17 @@ struct PlaidStore: Sendable {
 
     /// A mutation cut the pagination short: what it saved waits to be listed again by the new run, which
     /// starts from `runStart` (the cursor saved goes back to it, so a run cut short later starts there too).
-    func restartRun(_ id: UUID, at runStart: String, holder: String, on db: any SQLDatabase) async throws -> Bool {
-        try await db.raw("UPDATE plaid_sync_listed SET current = \(bind: false) WHERE item_id = \(bind: id)").run()
-        return try await db.raw("""
-            UPDATE plaid_items SET sync_cursor = \(bind: runStart.isEmpty ? nil : runStart), sync_run_start = \(bind: runStart)
+    /// Only while this run holds the item (checked first, and the hold renewed): false, and nothing changed, once it
+    /// is lost, so a run that lost the item never marks the notes of the run that took it over.
+    func restartRun(_ id: UUID, at runStart: String, holder: String, until: Date, on db: any SQLDatabase) async throws -> Bool {
+        guard try await db.raw("""
+            UPDATE plaid_items SET sync_cursor = \(bind: runStart.isEmpty ? nil : runStart), sync_run_start = \(bind: runStart), locked_until = \(bind: until)
             WHERE id = \(bind: id) AND locked_by = \(bind: holder)
             RETURNING id
             """).first() != nil
+        else { return false }
+        try await db.raw("UPDATE plaid_sync_listed SET current = \(bind: false) WHERE item_id = \(bind: id)").run()
+        return true
     }
 
     /// The pagination is complete: the transactions a cut-short run saved that the new run never listed

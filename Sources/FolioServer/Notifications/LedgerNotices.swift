@@ -39,12 +39,13 @@ extension Notifications {
                 guard lastOrderEvent[event.subjectID] == index, let order = orders[event.subjectID] else { continue }
                 var values = [
                     "side": order.side.rawValue.lowercased(), "symbol": order.symbol, "order_id": order.id.description,
-                    "quantity": order.quantity?.description ?? order.filledQuantity.description,
                     "filled_quantity": order.filledQuantity.description,
                     "price": order.averageFillPrice?.description ?? "-",
                     // As people read money (the exact figures above stay in the notification's data).
                     "price_text": order.averageFillPrice.map(Display.price) ?? "-",
                 ]
+                // A notional order has no quantity: its notices say what filled, not "of" how much.
+                if let quantity = order.quantity { values["quantity"] = quantity.description }
                 let template: MailTemplate
                 switch event.action {
                 case "order.filled":

@@ -66,7 +66,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .resetPassword: "Reset your Folio password"
         case .duplicateRegistration: "{{#link}}Choose a password to finish your Folio account{{/link}}{{^link}}Someone tried to register with your email{{/link}}"
         case .orderFilled: "Filled: {{side}} {{quantity}} {{symbol}} at {{price_text}}{{^price_text}}{{price}}{{/price_text}}"
-        case .orderPartiallyFilled: "Partly filled: {{side}} {{symbol}}, {{filled_quantity}} of {{quantity}}"
+        case .orderPartiallyFilled: "Partly filled: {{side}} {{symbol}}, {{filled_quantity}}{{#quantity}} of {{quantity}}{{/quantity}}"
         case .orderRejected: "Rejected: your order to {{side}} {{symbol}}"
         case .orderExpired: "Expired: your order to {{side}} {{symbol}}"
         case .orderCanceled: "Canceled: your order to {{side}} {{symbol}}"
@@ -92,10 +92,10 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         switch self {
         case .verifyEmail, .resetPassword, .duplicateRegistration: subject
         case .orderFilled: "Your order to {{side}} {{quantity}} {{symbol}} filled at {{price_text}}{{^price_text}}{{price}}{{/price_text}} on average."
-        case .orderPartiallyFilled: "{{filled_quantity}} of {{quantity}} {{symbol}} filled so far, at {{price_text}}{{^price_text}}{{price}}{{/price_text}} on average."
+        case .orderPartiallyFilled: "{{filled_quantity}}{{#quantity}} of {{quantity}}{{/quantity}} {{symbol}} filled so far, at {{price_text}}{{^price_text}}{{price}}{{/price_text}} on average."
         case .orderRejected: "Your order to {{side}} {{symbol}} was rejected: {{reason}}"
-        case .orderExpired: "Your order to {{side}} {{symbol}} expired ({{filled_quantity}} of {{quantity}} filled)."
-        case .orderCanceled: "Your order to {{side}} {{symbol}} was canceled ({{filled_quantity}} of {{quantity}} filled): {{reason}}"
+        case .orderExpired: "Your order to {{side}} {{symbol}} expired ({{filled_quantity}}{{#quantity}} of {{quantity}}{{/quantity}} filled)."
+        case .orderCanceled: "Your order to {{side}} {{symbol}} was canceled ({{filled_quantity}}{{#quantity}} of {{quantity}}{{/quantity}} filled): {{reason}}"
         case .cashDeposit: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was deposited; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
         case .cashWithdrawal: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was withdrawn; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
         case .rebalanceFinished: "Your rebalance {{outcome}}: {{detail}}"

@@ -51,6 +51,8 @@ struct AlpacaBroker: Broker {
         /// `filled_avg_price` and `filled_at`, when Alpaca gives them: shown to an operator who books fills by hand.
         var averagePrice: Price?
         var filledAt: Date?
+        /// `updated_at`: when a canceled or expired order that filled in part last changed (it has no `filled_at`).
+        var updatedAt: Date?
 
         init(_ json: JSONValue) throws {
             guard case .object(let fields) = json, case .string(let id)? = fields["id"], case .string(let status)? = fields["status"] else {
@@ -65,6 +67,7 @@ struct AlpacaBroker: Broker {
             if case .string(let created)? = fields["created_at"] { createdAt = created }
             averagePrice = AlpacaBroker.price(fields["filled_avg_price"])
             filledAt = AlpacaBroker.date(fields["filled_at"])
+            updatedAt = AlpacaBroker.date(fields["updated_at"])
         }
     }
 

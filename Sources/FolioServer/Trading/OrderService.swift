@@ -292,6 +292,15 @@ struct OrderService: Sendable {
         var job: JobID?
         var order: OrderState
         var report: BrokerReport
+        /// What the report was built on (an operator's, `folio broker record-fills`): applied only while the
+        /// locked books still have the order open with this much filled, and with this event beside it.
+        var expectedFilled: Quantity? = nil
+        var note: AuditNote? = nil
+    }
+
+    /// The locked books no longer have the order as the report was built on.
+    struct BooksMoved: Error, CustomStringConvertible {
+        var description: String { "the order's fills moved while the broker was asked" }
     }
 
     /// Applies reports: every account's in one transaction, the accounts
@@ -347,8 +356,16 @@ struct OrderService: Sendable {
             var opened = try await ledger.open(accounts: Array(groups.keys), need: need, on: db)
             for index in opened.indices {
                 for report in groups[opened[index].books.account.id] ?? [] {
+                    if let expected = report.expectedFilled {
+                        guard let order = opened[index].books.orders[report.order.id], order.status.isOpen, order.filledQuantity == expected else { throw BooksMoved() }
+                    }
                     try opened[index].books.apply(
                         report.report, to: report.order.id, heldAtBroker: opened[index].ordersHeldAtBroker, ids: ids, now: now)
+                    if let note = report.note {
+                        var posting = Posting()
+                        posting.events = [note]
+                        opened[index].books.record(posting)
+                    }
                 }
             }
             // What is left at the broker of an order the books ended is canceled there by a job committed with
@@ -395,6 +412,12 @@ struct OrderService: Sendable {
         guard case .alpaca(let alpaca) = try await brokers.route(for: order.accountID) else { throw NoBrokerToAsk() }
         guard try await alpaca.cancelRest(BrokerOrder(order)) else { throw StillOpenAtBroker() }
         logger.info("the rest of an order ended here is canceled at its broker", metadata: ["order_id": "\(id)"])
+    }
+
+    /// Applies an operator's report about one order only while the books still have it as the report was built on
+    /// (`expecting`: open, with that much filled), with the operator's event in the same transaction.
+    func apply(_ report: BrokerReport, to order: OrderState, expecting filled: Quantity, note: AuditNote) async throws {
+        try await apply([Report(job: nil, order: order, report: report, expectedFilled: filled, note: note)], account: order.accountID)
     }
 
     /// Applies one report about one order (tests, and the cancel path).

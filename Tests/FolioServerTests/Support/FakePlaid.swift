@@ -76,6 +76,8 @@ final class FakePlaid: Sendable {
         var stuckCursor = false
         /// Run once, before the next `/accounts/get` is answered (a test's moment between a sync's start and its first write).
         var beforeAccountsAnswer: (@Sendable () async throws -> Void)?
+        /// Run once, before the next `/transactions/sync` is answered.
+        var beforeSyncAnswer: (@Sendable () async throws -> Void)?
         var syncCalls = 0
         var keyFetches: [String] = []
         var keys: [String: (key: P256.Signing.PrivateKey, expired: Bool)] = [:]
@@ -164,6 +166,10 @@ final class FakePlaid: Sendable {
 
     func beforeNextAccountsAnswer(_ body: @escaping @Sendable () async throws -> Void) {
         state.withLockedValue { $0.beforeAccountsAnswer = body }
+    }
+
+    func beforeNextSyncAnswer(_ body: @escaping @Sendable () async throws -> Void) {
+        state.withLockedValue { $0.beforeSyncAnswer = body }
     }
 
     var stuckCursor: Bool {
@@ -271,6 +277,7 @@ final class FakePlaid: Sendable {
                 return error(400, type: "ITEM_ERROR", code: "ITEM_LOGIN_REQUIRED", message: "the login details of this item have changed",
                              display: "The login details of this account have changed. Sign in again.")
             }
+            if let hook = state.withLockedValue({ state in defer { state.beforeSyncAnswer = nil }; return state.beforeSyncAnswer }) { try await hook() }
             return sync(item, cursor: body["cursor"]?.string)
         case "/investments/holdings/get":
             let holdings = item.holdings.map { h in
