@@ -702,6 +702,33 @@ struct AdminAndTwoFactorTests {
         }
     }
 
+    @Test("a code sent again with the right password after it signed in (a client that retries) never pauses the owner's address: the next sign-in goes through", arguments: TestDatabaseKind.all)
+    func doubleSubmittedCode(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "retrying@example.com")
+            _ = try await client.execute(uri: "/api/auth/2fa/enroll", method: .post, headers: bearer(tokens))
+            let user = try #require(try await User.query(on: env.database.db).filter(\.$email == "retrying@example.com").first())
+            let sealed = try #require(user.totpSecretSealed)
+            let secret = try #require(SecretBox(secretKey: env.configuration.secretKey, previousKeys: []).open(sealed))
+            func code() -> String { String(format: "%06d", TOTP(secret: secret).compute(date: env.clock.now)) }
+            let confirmed = try await post(client, "/api/auth/2fa/confirm", ["password": strongPassword, "totp_code": code()], headers: bearer(tokens))
+            let recovery = try #require(try json(confirmed)["recovery_codes"] as? [String])
+            env.clock.advance(by: 30)
+            let body = ["email": "retrying@example.com", "password": strongPassword, "totp_code": code()]
+            #expect(try await post(client, "/api/auth/login", body).status == .ok)
+            for attempt in 1...8 {
+                let again = try await post(client, "/api/auth/login", body)
+                #expect(try again.status == .unauthorized && problem(again).detail == SecondFactorRefusal.codeAlreadyUsed.message, "send \(attempt)")
+            }
+            let recovered = try await post(client, "/api/auth/login", ["email": "retrying@example.com", "password": strongPassword, "recovery_code": recovery[0]])
+            #expect(recovered.status == .ok, "not paused: \(String(buffer: recovered.body))")
+            #expect(env.logs.lines.filter { $0.contains("code_already_used") }.count == 8, "each sent again is still recorded")
+            // A wrong password is still counted, however it is sent.
+            for _ in 0..<5 { _ = try await post(client, "/api/auth/login", ["email": "retrying@example.com", "password": "not the password at all", "totp_code": code()]) }
+            #expect(try await post(client, "/api/auth/login", body).status == .tooManyRequests)
+        }
+    }
+
     @Test("TOTP: enrol, confirm, login needs the code, recovery codes work once, disable needs password and code", arguments: TestDatabaseKind.all)
     func totp(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -46,6 +46,12 @@ extension IdentityServices {
                 if totpCode == nil && recoveryCode == nil { return .incomplete(IdentityError.twoFactorRequired) }
                 if let refused = try await checkSecondFactor(user: user, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin, on: db) {
                     if refused == .blocked { return .failed(reason: "second_factor_blocked", IdentityError.secondFactorBlocked) }
+                    // The right password with the code it just signed in with: the owner's double submit (a client that
+                    // retries), no guess. Taken back here too, so it never pauses the owner's own address.
+                    if refused == .codeAlreadyUsed {
+                        await security.record("login_refused", userID: user.id, details: ["reason": "code_already_used"], origin: origin, audited: true)
+                        return .incomplete(IdentityError.wrongSecondFactor(refused))
+                    }
                     return .failed(reason: "wrong_second_factor", IdentityError.wrongSecondFactor(refused))
                 }
             }
