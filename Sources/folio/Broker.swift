@@ -44,14 +44,8 @@ struct BrokerCommand: AsyncParsableCommand {
         @Flag(help: "Print what would be booked; change nothing.") var dryRun = false
 
         func run() async throws {
-            let outcome: OperatorFills.Outcome
-            do {
-                outcome = try await withServices(options) { services in
-                    try await OperatorFills.record(orderID: orderID, quantity: quantity, price: price, dryRun: dryRun, services: services)
-                }
-            } catch let refusal as OperatorFills.Refusal {
-                FileHandle.standardError.write(Data("error: \(refusal.description)\n".utf8))
-                throw ExitCode.failure
+            let outcome = try await withServices(options) { services in
+                try await OperatorFills.record(orderID: orderID, quantity: quantity, price: price, dryRun: dryRun, services: services)
             }
             let alpaca = "Alpaca: \(outcome.alpacaStatus), \(outcome.alpacaFilled) filled" + (outcome.alpacaAveragePrice.map { " at an average of \($0)" } ?? "")
             print(alpaca)

@@ -45,6 +45,8 @@ enum CommandError {
             return failure.description
         case let failure as Backups.Failure:
             return failure.description
+        case let refusal as OperatorFills.Refusal:
+            return refusal.description
         case let error as TradingError:
             switch error {
             case .invalid(let issues): return issues.map(\.message).joined(separator: "; ")
