@@ -515,6 +515,41 @@ struct PlaidTests {
         }
     }
 
+    @Test("a history longer than one job's 500 pages is saved by the next job, from the page the first saved last", arguments: TestDatabaseKind.all)
+    func longHistory(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "long-history@example.com")
+            fake.pageSize = 1
+            let changes = (1...501).map { FakePlaid.Change.added(id: "tx-\($0)", account: "acc-checking", amount: "1.00", date: "2026-11-20", name: "Coffee") }
+            _ = try await link(client, tokens, fake, changes: changes)
+            let database = env.database
+            let between = NIOLockedValueBox<(calls: Int, saved: Int, cursor: String?, runStart: String?, synced: Bool)?>(nil)
+            // The second job's first call: what the first job left.
+            fake.beforeNextAccountsAnswer {
+                fake.beforeNextAccountsAnswer {
+                    let item = try #require(try await database.sql.raw("SELECT sync_cursor, sync_run_start, last_synced_at FROM plaid_items").first())
+                    let saved = try await database.sql.raw("SELECT COUNT(*) AS n FROM linked_transactions").first()?.decode(column: "n", as: Int.self) ?? -1
+                    between.withLockedValue {
+                        $0 = (fake.syncCursors.count, saved, try? item.decode(column: "sync_cursor", as: String?.self),
+                              try? item.decode(column: "sync_run_start", as: String?.self), (try? item.decode(column: "last_synced_at", as: Date?.self)) != nil)
+                    }
+                }
+            }
+            await env.worker.drain()
+            let first = try #require(between.withLockedValue { $0 }, "a second job ran")
+            #expect(first.calls == 500 && first.saved == 500, "the first job saved 500 pages and stopped: \(first)")
+            #expect(first.cursor == "cursor-500" && first.runStart == "", "saved with the cursor after them, the run still under way: \(first)")
+            #expect(!first.synced, "not yet called synced")
+            #expect(fake.syncCursors.count == 501 && fake.syncCursors.last == "cursor-500", "the second job went on from the saved page")
+            #expect(try await count(env, "linked_transactions") == 501)
+            let item = try #require(try await database.sql.raw("SELECT sync_cursor, sync_run_start, last_synced_at FROM plaid_items").first())
+            #expect(try item.decode(column: "sync_cursor", as: String?.self) == "cursor-501")
+            #expect(try item.decode(column: "sync_run_start", as: String?.self) == nil)
+            #expect(try item.decode(column: "last_synced_at", as: Date?.self) != nil)
+            #expect(try await count(env, "plaid_sync_listed") == 0)
+        }
+    }
+
     @Test("a link whose audit event cannot be written is not kept, here or at Plaid: never a linked item without its audit event", arguments: TestDatabaseKind.all)
     func linkWithoutAudit(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in
