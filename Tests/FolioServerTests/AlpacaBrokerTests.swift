@@ -683,6 +683,37 @@ struct AlpacaBrokerTests {
             }
             #expect(try await env.order(order.id).filledQuantity == 4, "the stale report changed nothing")
             try await env.expectConsistent()
+
+            // Part booked (4 at 48): the rest's price must make Alpaca's average of 48 with it. A typo is refused.
+            do {
+                _ = try await OperatorFills.record(orderID: id, quantity: "6", price: "84", dryRun: false, services: env.services)
+                Issue.record("a rest price far from what makes Alpaca's average was booked")
+            } catch {
+                #expect("\(error)".contains("is about 48.00, not 84.00"), "\(error)")
+            }
+            #expect(try await env.order(order.id).filledQuantity == 4)
+            let outcome = try await OperatorFills.record(orderID: id, quantity: "6", price: "48", dryRun: false, services: env.services)
+            #expect(outcome.applied && outcome.status == "filled")
+            #expect(try await env.order(order.id).filledQuantity == 10)
+            try await env.expectConsistent()
         }
+    }
+
+    @Test("the rest's price an operator gives must make Alpaca's average with what was booked, to the rounding of the figures")
+    func restPriceMismatch() throws {
+        func check(_ price: String, rest: Quantity, booked: Quantity, at bookedAverage: String, filled: Quantity, alpaca: String) throws -> String? {
+            try OperatorFills.restPriceMismatch(
+                try Price(parsing: price), rest: rest, booked: booked, bookedAverage: try Price(parsing: bookedAverage), filled: filled,
+                alpacaAverage: try Price(parsing: alpaca))?.description
+        }
+        // 1 at 48.01 booked, 2 more at 48.00: the average of 3 is 48.0033333…
+        #expect(try check("48", rest: 2, booked: 1, at: "48.01", filled: 3, alpaca: "48.0033333") == nil, "Alpaca's average to 7 places")
+        #expect(try check("48", rest: 2, booked: 1, at: "48.01", filled: 3, alpaca: "48.00") == nil, "Alpaca's average to cents")
+        #expect(try check("48", rest: 2, booked: 1, at: "48.01", filled: 3, alpaca: "48") == nil, "an average shown without decimals is taken to cents")
+        #expect(try check("48.01", rest: 2, booked: 1, at: "48.01", filled: 3, alpaca: "48.0033333") == "48.00", "a cent off, with Alpaca's 7 places")
+        #expect(try check("84", rest: 2, booked: 1, at: "48.01", filled: 3, alpaca: "48.00") == "47.995", "a typo")
+        // A small rest of a large order: Alpaca's rounding spreads over few shares, so more is let through.
+        #expect(try check("48.40", rest: 1, booked: 99, at: "48", filled: 100, alpaca: "48.00") == nil)
+        #expect(try check("48.60", rest: 1, booked: 99, at: "48", filled: 100, alpaca: "48.00") != nil)
     }
 }

@@ -9,7 +9,8 @@ import Foundation
 /// and its price as Alpaca shows it. The fill goes through the same report and `Ledger` as the worker's,
 /// and carries the id Alpaca's last FILL activity of the order would give it (`alpaca:<order>:<filled_qty>`),
 /// so the worker never books it a second time; the order ends as it ended at Alpaca. A rest made of fills
-/// at several prices is booked at one price (their average): a cent of rounding is then left to
+/// at several prices is booked at one price (their average, which must make Alpaca's average of the whole order
+/// with what was booked, to the rounding of the figures): a cent of rounding is then left to
 /// `folio broker reconcile`, which posts it as an explained correction.
 public enum OperatorFills {
     public struct Outcome: Sendable {
@@ -69,6 +70,15 @@ public enum OperatorFills {
         if booked.isZero, let average = remote.averagePrice, average != price {
             throw Refusal(description: "\(says()) at an average of \(average), and Folio has booked none of it: --price must be \(average)")
         }
+        // Part booked: the rest's price must make Alpaca's average together with what was booked.
+        if !booked.isZero, let average = remote.averagePrice, let bookedAverage = order.averageFillPrice,
+           let implied = try restPriceMismatch(
+               price, rest: rest, booked: booked, bookedAverage: bookedAverage, filled: remote.filledQuantity, alpacaAverage: average) {
+            throw Refusal(description: """
+                \(says()) at an average of \(average), and Folio has booked \(booked) at an average of \(bookedAverage): \
+                the rest's price that makes Alpaca's average is about \(implied), not \(price)
+                """)
+        }
         let fill = BrokerFill(
             id: AlpacaBroker.fillID(order: remote.id, cumulative: remote.filledQuantity), quantity: rest, price: price,
             executedAt: remote.filledAt ?? remote.updatedAt)
@@ -99,6 +109,31 @@ public enum OperatorFills {
         services.logger.notice(
             "an operator recorded an order's fills", metadata: ["order_id": "\(orderID)", "quantity": "\(rest)", "status": "\(outcome.status)"])
         return outcome
+    }
+
+    /// Nil when `price` for the `rest` of an order, with what was booked before, makes Alpaca's average of
+    /// everything `filled`, give or take the rounding of the figures compared; otherwise the price that would.
+    /// Alpaca's average is taken as rounded to the digits it shows, and to cents at least (an average rounded to
+    /// fewer digits than a cent would be a coarser figure than the prices it averages); Folio's booked average to
+    /// its 8 places. The products are formed at 6 places. A typo (84 for 48) is refused; a sub-cent difference
+    /// from an average of several prices is not.
+    static func restPriceMismatch(
+        _ price: Price, rest: Quantity, booked: Quantity, bookedAverage: Price, filled: Quantity, alpacaAverage: Price
+    ) throws -> Price? {
+        let whole = try Ratio.product(alpacaAverage, filled, rounding: .halfEven)
+        let before = try Ratio.product(bookedAverage, booked, rounding: .halfEven)
+        let restValue = try Ratio.product(price, rest, rounding: .halfEven)
+        let expected = try whole - before
+        let gap = (try restValue - expected).magnitude
+        // Half a unit of the last digit Alpaca shows (cents at least), on every share it averages; a unit of 8 places
+        // on every share of the books' average and of the price; and the rounding of the three products and the sum.
+        let shown = max(alpacaAverage.places, 2)
+        let halfShownUnit = Price(uncheckedUnits: Swift.max(1, Int128(FixedMath.powerOfTen(PriceScale.fractionDigits - shown)) / 2))
+        let tolerance = try Ratio.product(halfShownUnit, filled, rounding: .up)
+            + Ratio.product(Price(uncheckedUnits: 1), try booked + rest, rounding: .up)
+            + Ratio(uncheckedUnits: 4)
+        guard gap > tolerance else { return nil }
+        return try Price.quotient(expected, rest, places: Swift.min(shown + 2, PriceScale.fractionDigits), rounding: .halfEven)
     }
 
     /// Where a report leaves the order (for the dry run's answer).
