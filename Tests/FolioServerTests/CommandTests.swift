@@ -251,6 +251,9 @@ struct CommandTests {
             #expect(try await folio.run(["users", "erase", secondID.lowercasedString, "--yes"], environment: environment).stderr.contains("was already erased"))
             #expect(try await folio.run(["users", "erase", UUID().lowercasedString, "--yes"], environment: environment).stderr.contains("no user with id"))
             let erased = try #require(try await database.sql.raw("SELECT email FROM users WHERE erased_at IS NOT NULL").first()?.decode(column: "email", as: String.self))
+            let erasedRole = try await database.sql.raw("SELECT role FROM users WHERE erased_at IS NOT NULL").first()?.decode(column: "role", as: String.self)
+            #expect(erasedRole == "user", "an erased administrator is no administrator, for any check that forgets erased_at")
+            #expect(try await folio.run(["users", "list"], environment: environment).stdout.split(separator: "\n").contains { $0.contains("erased.invalid") && !$0.contains("admin") })
             for command in [["set-role", erased, "admin"], ["disable", erased], ["enable", erased]] {
                 let refused = try await folio.run(["users"] + command, environment: environment)
                 #expect(refused.status == 1 && refused.stderr.contains("was erased"), "\(command): \(refused.stderr)")

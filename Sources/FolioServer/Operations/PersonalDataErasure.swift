@@ -7,8 +7,8 @@ import SQLKit
 /// for: the ledger, orders, fills, the portfolio history and the audit trail
 /// stay, unlinked from the person. The user row stays too (they all point at
 /// its id) but holds nothing personal: the address becomes
-/// `erased-<id>@erased.invalid`, the password and second factor are gone and
-/// the account is disabled for good. Its accounts are closed before Plaid is
+/// `erased-<id>@erased.invalid`, the password and second factor are gone, an
+/// administrator's role too, and the account is disabled for good. Its accounts are closed before Plaid is
 /// told (and opened again if the erasure does not go through), so a request of
 /// theirs that authenticated just before and waited for an account's lock
 /// finds no account, and no order starts while the banks are being removed.
@@ -178,7 +178,7 @@ struct PersonalDataErasure: Sendable {
                 """).run()
             try await trading.closeAccounts(of: userID, now: now, on: db)
             try await db.raw("""
-                UPDATE users SET email = \(bind: Self.pseudonym(of: userID)), password_hash = '!erased', totp_secret_sealed = NULL, totp_enabled_at = NULL,
+                UPDATE users SET email = \(bind: Self.pseudonym(of: userID)), password_hash = '!erased', role = 'user', totp_secret_sealed = NULL, totp_enabled_at = NULL,
                     email_verified_at = NULL, locked_until = NULL, disabled_at = COALESCE(disabled_at, \(bind: now)), erased_at = \(bind: now),
                     updated_at = \(bind: now)
                 WHERE id = \(bind: userID.uuid)
