@@ -327,6 +327,27 @@ struct RebalanceTests {
         }
     }
 
+    @Test("buys the account's open-order limit refuses end the run with the reason in words, and its notice says not everything went as planned", arguments: TestDatabaseKind.all)
+    func buysOverOpenOrderLimit(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.maximumOpenOrders = 1 }) { client, env in
+            let tokens = try await signUp(client, env, email: "order-limit@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "order-limit-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            let finished = try await Self.finish(client, env, tokens, run: try #require(started["id"] as? String))
+            #expect(finished["status"] as? String == "partially_done", "\(finished)")
+            let reasons = try #require(finished["reasons"] as? [String])
+            #expect(reasons.contains("The buys could not be placed: This account has an open order, as many as one may; cancel it, or let it fill, before placing another."), "\(reasons)")
+            #expect(!reasons.contains { $0.contains("tooManyOpenOrders") }, "no Swift in a person's reasons")
+            let notice = try #require(try await env.outbox(kind: "rebalance_finished").first)
+            #expect(notice.body.contains("1 of 1 orders filled. Not everything went as planned: the run in Folio says why."), "\(notice.body)")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a resting limit buy far below the market is not shares held: the preview and the run both buy, and the limit keeps its reservation", arguments: TestDatabaseKind.all)
     func farLimitBuy(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -90,7 +90,7 @@ enum ProblemMapping {
         case .tooManyOpenOrders(let limit):
             return AppError(
                 .conflict, code: "too_many_open_orders",
-                detail: "This account has \(limit) open orders, as many as one may; cancel some, or let them fill, before placing another.")
+                detail: "This account has \(limit == 1 ? "an open order" : "\(limit) open orders"), as many as one may; cancel \(limit == 1 ? "it" : "some"), or let \(limit == 1 ? "it" : "them") fill, before placing another.")
         case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")

@@ -78,7 +78,10 @@ extension Notifications {
                 default: "stopped"
                 }
                 let filled = event.details["filled"] ?? "0", orders = event.details["orders"] ?? "0"
-                notices.append((.rebalanceFinished, MailVariables(["outcome": outcome, "detail": "\(filled) of \(orders) orders filled."])))
+                // Orders the run placed and filled say nothing of those it could not place: the run's reasons do.
+                let reasons = Int(event.details["reasons"] ?? "0") ?? 0
+                let why = reasons == 0 ? "" : " Not everything went as planned: the run in Folio says why."
+                notices.append((.rebalanceFinished, MailVariables(["outcome": outcome, "detail": "\(filled) of \(orders) orders filled.\(why)"])))
             default:
                 continue
             }

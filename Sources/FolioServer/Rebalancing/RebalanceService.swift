@@ -520,7 +520,12 @@ struct RebalanceService: Sendable {
         case TradingError.insufficientShares(let symbol, let available, _): "only \(available) \(symbol) can be sold."
         case TradingError.unknownSymbol(let symbol), RebalanceError.noPrice(let symbol): "the market data does not know \(symbol)."
         case let error as MarketDataUnavailable: "market data is unavailable (\(error.reason))."
-        default: "\(error)"
+        default:
+            // What a request would be told of it (the one table), never Swift's name for the error; an error of Folio's
+            // own is said so (the log names it).
+            if let problem = ProblemMapping.appError(for: error), problem.status.code < 500 { problem.detail } else {
+                "something went wrong on Folio's side; the log has the details."
+            }
         }
     }
 
