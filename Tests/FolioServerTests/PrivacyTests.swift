@@ -266,6 +266,56 @@ struct PrivacyTests {
         }
     }
 
+    @Test("the export holds the orders of each rebalance run, the address's mail suppression, and an administrator's actions on others with their address but not the other person's details", arguments: TestDatabaseKind.all)
+    func exportRebalanceOrdersSuppressionAndAdminActions(kind: TestDatabaseKind) async throws {
+        // Over a socket, so requests come from an address.
+        try await withTestApp(kind, overSocket: true) { client, env in
+            let tokens = try await signUp(client, env, email: "rebalancer@example.com")
+            let account = try await env.firstAccount()
+            try await RebalanceTests.buy(client, env, tokens, "AAPL", 300)
+            #expect(try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", RebalanceTests.targets, headers: bearer(tokens)).status == .ok)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "export-rebalance"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            let run = try await RebalanceTests.finish(client, env, tokens, run: try #require(started["id"] as? String))
+            let runOrders = try #require(run["orders"] as? [[String: Any]])
+            try await env.database.sql.raw("""
+                INSERT INTO mail_suppressions (email, reason, detail, created_at) VALUES ('rebalancer@example.com', 'bounce', '550 mailbox unavailable', \(bind: Date()))
+                """).run()
+
+            try await UserAdministration(services: env.services).createAdmin(email: "root@example.com", password: strongPassword)
+            let admin = try json(try await post(client, "/api/auth/login", ["email": "root@example.com", "password": strongPassword]))
+            let member = try await signUp(client, env, email: "member@example.com")
+            let memberID = try #require(try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(member)))["id"] as? String)
+            #expect(try await client.execute(uri: "/api/admin/users/\(memberID)/disable", method: .post, headers: bearer(admin)).status == .ok)
+            #expect(try await client.execute(uri: "/api/admin/users/\(memberID)/enable", method: .post, headers: bearer(admin)).status == .ok)
+            // Disabling ended the member's sessions.
+            let member2 = try json(try await post(client, "/api/auth/login", ["email": "member@example.com", "password": strongPassword]))
+
+            func sections(_ tokens: [String: Any]) async throws -> [String: Any] {
+                try #require(try json(try await client.execute(uri: "/api/me/export", method: .get, headers: bearer(tokens)))["sections"] as? [String: Any])
+            }
+            func rows(_ sections: [String: Any], _ name: String) -> [[String: Any]] { ((sections[name] as? [String: Any])?["rows"] as? [[String: Any]]) ?? [] }
+            let mine = try await sections(tokens)
+            let placed = rows(mine, "rebalance_orders")
+            #expect(placed.count == runOrders.count && !placed.isEmpty, "\(placed) against \(runOrders)")
+            #expect(Set(placed.compactMap { $0["order_id"] as? String }) == Set(runOrders.compactMap { $0["order_id"] as? String }))
+            #expect(placed.allSatisfy { $0["run_id"] as? String == started["id"] as? String && ["sell", "buy"].contains($0["phase"] as? String) && $0["round"] is Int })
+            let suppression = rows(mine, "mail_suppression")
+            #expect(suppression.count == 1 && suppression.first?["reason"] as? String == "bounce" && suppression.first?["detail"] as? String == "550 mailbox unavailable")
+
+            let administrators = try await sections(admin)
+            #expect(rows(administrators, "rebalance_orders").isEmpty && rows(administrators, "mail_suppression").isEmpty, "nothing of another person's")
+            let acted = rows(administrators, "audit_events").filter { ["admin.user_disabled", "admin.user_enabled"].contains($0["action"] as? String) }
+            #expect(acted.count == 2, "what they did as an administrator: \(rows(administrators, "audit_events").map { $0["action"] ?? "" })")
+            #expect(acted.allSatisfy { $0["subject_id"] as? String == memberID && $0["ip"] is String }, "with the administrator's own address: \(acted)")
+            #expect(acted.allSatisfy { $0["details"] == nil || $0["details"] is NSNull }, "not the details of an event about someone else")
+            // The member's export has the same events as about them, without the administrator's address.
+            let members = rows(try await sections(member2), "audit_events").filter { ($0["action"] as? String)?.hasPrefix("admin.user_") == true }
+            #expect(members.count == 2 && members.allSatisfy { $0["ip"] == nil || $0["ip"] is NSNull }, "\(members)")
+        }
+    }
+
     // MARK: - Erasure
 
     @Test("erasure: the password is checked, the email is gone from every table, the books and the audit chain still verify, and sign-in fails", arguments: TestDatabaseKind.all)

@@ -35,8 +35,8 @@ struct PersonalDataExport: Sendable {
         var owned: @Sendable (UUID) -> SQLQueryString = { "t.user_id = \(bind: $0)" }
         /// Read page by page by `id`; false reads the section at once (small tables without an id).
         var paged = true
-        /// Columns computed rather than read as they are.
-        var select: [String: String] = [:]
+        /// Columns computed rather than read as they are (over `t`, given the user's id).
+        var select: [String: @Sendable (UUID) -> SQLQueryString] = [:]
     }
 
     /// `"name:kind"` with `text` the default: the lists below read like the tables.
@@ -102,6 +102,10 @@ struct PersonalDataExport: Sendable {
             name: "rebalances", about: "Rebalance runs: the plan, the orders' rounds and how each run ended.", table: "rebalance_runs",
             columns: columns("id:uuid, account_id:uuid, mode, status, options:json, plan:json, reasons:json, notes:json, buy_rounds:int, created_at:date, finished_at:date")),
         Section(
+            name: "rebalance_orders", about: "The orders each rebalance run placed: its sells, then its buys in rounds.", table: "rebalance_orders",
+            columns: columns("run_id:uuid, order_id:uuid, phase, round:int"),
+            owned: { "t.run_id IN (SELECT id FROM rebalance_runs WHERE user_id = \(bind: $0))" }, paged: false),
+        Section(
             name: "brokerage_links", about: "Brokerage accounts you linked (the keys themselves are never exported).", table: "brokerage_links",
             columns: columns("id:uuid, account_id:uuid, broker, environment, remote_account, key_hint, status, origin, created_at:date, removed_at:date")),
         Section(
@@ -141,18 +145,32 @@ struct PersonalDataExport: Sendable {
             table: "outbox_messages", columns: columns("id:uuid, kind, recipient, subject, created_at:date"),
             owned: { "(t.user_id = \(bind: $0) OR t.recipient = (SELECT email FROM users WHERE id = \(bind: $0)))" }),
         Section(
+            name: "mail_suppression", about: "Whether mail to your address is stopped, and why (it bounced, or was reported as spam).",
+            table: "mail_suppressions", columns: columns("email, reason, detail, created_at:date"),
+            owned: { "t.email = (SELECT email FROM users WHERE id = \(bind: $0))" }, paged: false),
+        Section(
             name: "sign_in_failures", about: "Failed sign-ins to your account, counted per address they came from (shown only for addresses you have signed in from: the others may be anyone's).",
             table: "sign_in_failures", columns: columns("client, failures:int, locked_until:date, succeeded_at:date, updated_at:date"),
-            paged: false, select: ["client": "CASE WHEN t.succeeded_at IS NOT NULL THEN t.client END"]),
+            paged: false, select: ["client": { _ in "CASE WHEN t.succeeded_at IS NOT NULL THEN t.client END" }]),
         Section(
             name: "idempotency_keys", about: "Requests sent with an Idempotency-Key, and the answer kept to repeat it to a retry (24 hours).",
             table: "idempotency_keys", columns: columns("id:uuid, key, status, response_status:int, response_location, response_body:json, created_at:date, expires_at:date")),
         Section(
-            name: "audit_events", about: "The audit trail's events about you and your accounts.", table: "audit_events",
-            // The address only where the user acted themselves: an administrator's address is theirs, and a failed sign-in's may be
-            // an attacker's (events recorded before sign-in attempts had no actor named the user: left out by their action).
+            name: "audit_events",
+            about: "The audit trail's events about you and your accounts, and what you did as an administrator (without the details of an event about someone else).",
+            table: "audit_events",
+            // The address only where the user acted themselves: an administrator's address on an event about someone else is
+            // the administrator's, and a failed sign-in's may be an attacker's (events recorded before sign-in attempts had no
+            // actor named the user: left out by their action). The same events as an erasure clears the address of.
             columns: columns("id:uuid, occurred_at:date, action, subject_type, subject_id, details:json, ip, request_id"),
-            select: ["ip": "CASE WHEN t.actor_id = t.user_id AND t.action NOT IN ('security.login_failed', 'security.login_lockout', 'security.login_locked', 'security.login_refused', 'security.refresh_token_reuse') THEN t.ip END"]),
+            owned: { "(t.user_id = \(bind: $0) OR t.actor_id = \(bind: $0))" },
+            select: [
+                "ip": { """
+                    CASE WHEN t.actor_id = \(bind: $0) AND t.action NOT IN ('security.login_failed', 'security.login_lockout', 'security.login_locked', \
+                    'security.login_refused', 'security.refresh_token_reuse') THEN t.ip END
+                    """ },
+                "details": { "CASE WHEN t.user_id = \(bind: $0) THEN t.details END" },
+            ]),
     ]
 
     /// The user's profile row: read before the answer starts, so a missing user or a
@@ -210,14 +228,15 @@ struct PersonalDataExport: Sendable {
     }
 
     private func page(_ section: Section, userID: UserID, after: UUID?, on sql: any SQLDatabase) async throws -> [any SQLRow] {
-        let list = section.columns.map { column in section.select[column.name].map { "\($0) AS \(column.name)" } ?? "t.\(column.name)" }
-            .joined(separator: ", ")
+        let list = section.columns.map { column -> SQLQueryString in
+            section.select[column.name].map { "\($0(userID.uuid)) AS \(ident: column.name)" } ?? "t.\(ident: column.name)"
+        }.joined(separator: ", ")
         guard section.paged else {
-            return try await sql.raw("SELECT \(unsafeRaw: list) FROM \(ident: section.table) t WHERE \(section.owned(userID.uuid))").all()
+            return try await sql.raw("SELECT \(list) FROM \(ident: section.table) t WHERE \(section.owned(userID.uuid))").all()
         }
         let cursor: SQLQueryString = after.map { " AND t.id > \(bind: $0)" } ?? ""
         return try await sql.raw("""
-            SELECT \(unsafeRaw: list), t.id AS page_key FROM \(ident: section.table) t
+            SELECT \(list), t.id AS page_key FROM \(ident: section.table) t
             WHERE \(section.owned(userID.uuid))\(cursor) ORDER BY t.id LIMIT \(literal: Self.pageSize)
             """).all()
     }
