@@ -121,10 +121,10 @@ struct Users: AsyncParsableCommand {
         @Argument(help: "user or admin.") var role: String
 
         func run() async throws {
-            try await withServices(options) { services in
+            let changed = try await withServices(options) { services in
                 try await UserAdministration(services: services).setRole(email: email, role: role)
             }
-            print("\(email.lowercased()) is now \(role)")
+            print(changed ? "\(email.lowercased()) is now \(role)" : "\(email.lowercased()) was \(role) already")
         }
     }
 

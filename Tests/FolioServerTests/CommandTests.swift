@@ -224,6 +224,12 @@ struct CommandTests {
             let demoted = try await folio.run(["users", "set-role", "Root@Example.com", "user"], environment: environment)
             #expect(demoted.status == 0, "\(demoted.stderr)")
             #expect(try await folio.run(["users", "list"], environment: environment).stdout.contains("user   verified,active"))
+            // The role they have already: nothing changes, and no role change is audited.
+            let roleChanges = { try await database.sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'admin.role_changed'").first()?.decode(column: "n", as: Int.self) }
+            let changesBefore = try await roleChanges()
+            let again = try await folio.run(["users", "set-role", "root@example.com", "user"], environment: environment)
+            #expect(again.status == 0 && again.stdout == "root@example.com was user already\n", "\(again.stdout) \(again.stderr)")
+            #expect(try await roleChanges() == changesBefore)
             #expect(try await folio.run(["users", "set-role", "nobody@example.com", "admin"], environment: environment).stderr.contains("no user with email"))
 
             // The last enabled administrator can be neither demoted nor disabled; `users enable` is the way back from a disable.

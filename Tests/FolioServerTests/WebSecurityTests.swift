@@ -521,6 +521,22 @@ struct AdminAndTwoFactorTests {
             #expect(events.first?.requestID != nil)
             let trail = try json(try await client.execute(uri: "/api/admin/audit-events?action=admin.user_disabled", method: .get, headers: bearer(admin)))
             #expect((trail["data"] as? [[String: Any]])?.count == 1)
+
+            // Disabling someone disabled already changes nothing and audits nothing.
+            let twice = try await client.execute(uri: "/api/admin/users/\(memberID)/disable", method: .post, headers: bearer(admin))
+            #expect(twice.status == .ok)
+            #expect(try json(twice)["disabled"] as? Bool == true)
+            #expect(try await AuditEvent.query(on: env.database.db).filter(\.$action == "admin.user_disabled").count() == 1)
+            // An erased person's row changes no more: neither disabled nor enabled through the API.
+            let third = try await signUp(client, env, email: "third-erased@example.com")
+            let thirdID = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(third)))["id"] as! String
+            _ = try await UserAdministration(services: env.services).erase(email: "third-erased@example.com")
+            for verb in ["disable", "enable"] {
+                let refused = try await client.execute(uri: "/api/admin/users/\(thirdID)/\(verb)", method: .post, headers: bearer(admin))
+                #expect(refused.status == .conflict, "\(verb): \(String(buffer: refused.body))")
+                #expect(try json(refused)["code"] as? String == "user_erased")
+            }
+            #expect(try await AuditEvent.query(on: env.database.db).filter(\.$subjectID == thirdID.lowercased()).filter(\.$action ~~ ["admin.user_disabled", "admin.user_enabled"]).count() == 0)
         }
     }
 

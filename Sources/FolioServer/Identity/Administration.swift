@@ -19,8 +19,10 @@ extension IdentityServices {
     /// administrator, nil for the command line; an administrator cannot disable themselves.
     func setDisabled(_ disabled: Bool, user: User, actor: UUID?, origin: RequestOrigin) async throws -> User {
         if disabled, let actor, user.id == actor { throw IdentityError.cannotDisableSelf }
-        // Enabling an erased person would count a pseudonymised administrator as one (the last-administrator check).
-        if !disabled, let id = user.id, try await !store.erased([id], on: database.db).isEmpty { throw IdentityError.userErased }
+        // An erased person's row changes no more (enabling one would also count a pseudonymised administrator as one).
+        if let id = user.id, try await !store.erased([id], on: database.db).isEmpty { throw IdentityError.userErased }
+        // Nothing to change: no write, no sessions ended, no audit event of a change that did not happen.
+        guard disabled != user.isDisabled else { return user }
         try await database.modelTransaction { db in
             if disabled { try await refuseLastAdministrator(user, on: db) }
             user.disabledAt = disabled ? (user.disabledAt ?? clock.now()) : nil
@@ -40,8 +42,11 @@ extension IdentityServices {
         return try await setDisabled(disabled, user: user, actor: actor, origin: origin)
     }
 
-    /// Sets a user's role; their sessions end, so the new role applies at once.
-    func setRole(_ role: User.Role, user: User, origin: RequestOrigin) async throws {
+    /// Sets a user's role; their sessions end, so the new role applies at once. False when they had it already
+    /// (nothing changes: no sessions end, and no role change is audited).
+    @discardableResult
+    func setRole(_ role: User.Role, user: User, origin: RequestOrigin) async throws -> Bool {
+        guard user.role != role.rawValue else { return false }
         try await database.modelTransaction { db in
             if role != .admin { try await refuseLastAdministrator(user, on: db) }
             user.role = role.rawValue
@@ -53,6 +58,7 @@ extension IdentityServices {
                       details: ["role": role.rawValue]),
                 origin: origin, on: db)
         }
+        return true
     }
 
     /// Demoting or disabling the last enabled administrator would leave no one to administer Folio:

@@ -89,12 +89,16 @@ public struct UserAdministration: Sendable {
         }
     }
 
-    public func setRole(email: String, role: String) async throws {
+    /// False when they had the role already (nothing changes).
+    @discardableResult
+    public func setRole(email: String, role: String) async throws -> Bool {
         guard let role = User.Role(rawValue: role) else {
             throw Failure(description: "role must be one of \(User.Role.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let user = try await findLiving(email)
-        try await refusingLastAdministrator(user, "demote") { try await identity.setRole(role, user: user, origin: origin) }
+        var changed = false
+        try await refusingLastAdministrator(user, "demote") { changed = try await identity.setRole(role, user: user, origin: origin) }
+        return changed
     }
 
     /// Disables a user and ends their sessions. False when they were disabled already (nothing changes).
