@@ -258,6 +258,29 @@ struct HTTPContractTests {
         }
     }
 
+    @Test("DEBUG logs request bodies at any log level, with a secret's value masked however its key is written and whatever it holds; a body that does not parse is not shown", arguments: [false, true])
+    func bodyLogParsed(debugLevel: Bool) async throws {
+        try await withTestApp(.sqlite, configure: { $0.debug = true; if debugLevel { $0.logLevel = .debug } }) { client, env in
+            let bodies = [
+                #"{"email":"gail@example.com","pass\u0077ord":"Velvet harbor 2291 sunrise"}"#,
+                #"{"current_pass\u0077ord":"Amber canyon 5512 lantern","new_password":["Cobalt meadow 8812 thistle"]}"#,
+                #"{"pass":"Juniper falls 4471 orchard","nested":{"secret":{"value":"Quartz ridge 1190 willow"}}}"#,
+                #"{"key_id":"PKSECRETKEYID123456","secret_key":12345678901234567890}"#,
+                #"{"password":"Saffron delta 3382 harbor", broken"#,
+            ]
+            for body in bodies {
+                _ = try await client.execute(uri: "/api/test/echo", method: .post, headers: json, body: ByteBuffer(string: body))
+            }
+            let lines = env.logs.lines.filter { $0.contains("request body") }
+            #expect(lines.count == bodies.count, "logged without LOG_LEVEL=debug: \(lines.count)")
+            for secret in ["Velvet harbor", "Amber canyon", "Cobalt meadow", "Juniper falls", "Quartz ridge", "PKSECRETKEYID123456", "12345678901234567890", "Saffron delta"] {
+                #expect(!env.logs.lines.contains { $0.contains(secret) }, "\(secret) reached the log")
+            }
+            #expect(lines.contains { $0.contains("do not parse as JSON: not shown") })
+            #expect(lines.contains { $0.contains("g***@example.com") }, "the rest of the body is shown, redacted as any line")
+        }
+    }
+
     @Test("the access log names the route pattern, status and duration", arguments: TestDatabaseKind.all)
     func accessLog(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -76,7 +76,7 @@ public struct LogRedactor: Sendable {
     // MARK: - Rules
 
     private static let keyPattern =
-        #"[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_\-]?key|authorization|cookie|credential|private[_\-]?key|ssn|card[_\-]?number|totp|recovery[_\-]?code|otp[_\-]?code)[A-Za-z0-9_.\-]*"#
+        #"[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_\-]?key|authorization|cookie|credential|private[_\-]?key|key[_\-]id|ssn|card[_\-]?number|totp|recovery[_\-]?code|otp[_\-]?code)[A-Za-z0-9_.\-]*"#
 
     static let rules: [Rule] = [
         // "password": "..." (also numbers and booleans) in JSON text.

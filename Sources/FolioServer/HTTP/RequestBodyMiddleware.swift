@@ -1,3 +1,4 @@
+import FolioDomain
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -5,7 +6,7 @@ import Logging
 /// Enforces the body size limit (413), JSON bodies (415, except a form
 /// posted to the form bridge), URLs without a NUL (400) and, on the API's
 /// routes, only the query parameters the route takes (422) before any
-/// handler runs. With DEBUG on, logs the body at debug level; the log handler redacts it.
+/// handler runs. With DEBUG on, logs the body with its secrets masked (`loggable`).
 struct RequestBodyMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
     let maxBodySize: Int
@@ -56,10 +57,42 @@ struct RequestBodyMiddleware: RouterMiddleware {
                     headers: [.accept: "application/json"])
             }
             if logBodies {
-                context.logger.debug("request body", metadata: ["body": .string(String(buffer: body))])
+                // At info: DEBUG is what asks for bodies, whatever LOG_LEVEL says.
+                context.logger.info("request body", metadata: ["body": .string(Self.loggable(body))])
             }
         }
         return try await next(request, context)
+    }
+
+    /// The body as a log line may show it: parsed, so a key is judged as the routes read it (`"pass\u0077ord"` is
+    /// `password`), with the whole value of a secret's key masked whatever it holds (a string, a number, a list, an
+    /// object). A body that does not parse is not shown at all: no pattern can be sure of finding its secrets, and the
+    /// request is refused anyway. The log's redactor then runs over the result as over any line (card numbers, addresses).
+    static func loggable(_ body: ByteBuffer) -> String {
+        guard let parsed = try? JSONValue.parse(body.readableBytesView) else {
+            return "(\(body.readableBytes) bytes that do not parse as JSON: not shown)"
+        }
+        var json = JSONWriter()
+        json.value(masked(parsed))
+        return String(decoding: json.bytes, as: UTF8.self)
+    }
+
+    static func masked(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .object(let fields):
+            .object(Dictionary(uniqueKeysWithValues: fields.map { key, value in
+                (key, isSecretField(key) ? .string(LogRedactor.mask) : masked(value))
+            }))
+        case .array(let items): .array(items.map(masked))
+        default: value
+        }
+    }
+
+    /// A secret's key, or a short form of a password's that the routes take as a misspelling of it (`pass`, `pwd`).
+    static func isSecretField(_ key: String) -> Bool {
+        if LogRedactor.standard.isSensitiveKey(key) { return true }
+        let folded = key.lowercased()
+        return folded.hasPrefix("pass") || folded.hasPrefix("pwd") || folded == "pw" || folded.hasSuffix("_pass") || folded.hasSuffix("_pw")
     }
 
     static func unknownParameters(_ names: [String], takes allowed: [String]) -> AppError {
