@@ -132,6 +132,21 @@ struct DatabaseCopyTests {
         }
     }
 
+    @Test("an empty PostgreSQL database has no table in any schema: another application's table in a schema of its own, or a view, makes it not empty (a restore or a copy is refused)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func emptyMeansNoSchemaHoldsATable() async throws {
+        for statements in [
+            ["CREATE SCHEMA app", "CREATE TABLE app.precious (x int)"],
+            ["CREATE VIEW answer AS SELECT 42 AS x"],
+            ["CREATE SEQUENCE numbers"],
+        ] {
+            try await withTestDatabase(.postgres, migrated: false) { database, _ in
+                #expect(try await database.isEmpty(), "a new database is empty")
+                for statement in statements { try await database.sql.raw(SQLQueryString(statement)).run() }
+                #expect(try await !database.isEmpty(), "\(statements)")
+            }
+        }
+    }
+
     @Test("the tables are copied parents first; a cycle is refused")
     func order() throws {
         let ordered = try DatabaseCopy.parentsFirst(["fills", "orders", "accounts", "users"], parents: ["fills": ["orders"], "orders": ["accounts", "users"], "accounts": ["users"]])

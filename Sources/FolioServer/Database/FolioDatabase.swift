@@ -183,15 +183,20 @@ public final class FolioDatabase: Sendable {
         return try await migrator.previewPrepareBatch().get().map { $0.0.name }
     }
 
-    /// Applied migrations with their batch numbers, oldest first.
-    /// No table at all (SQLite's own aside): what a restore may write into.
+    /// No table at all (SQLite's own aside): what a restore or a copy may write into. On PostgreSQL, in no schema
+    /// (a table of another application's in a schema of its own is somebody's data too), and no view, sequence or
+    /// foreign table either; read from the catalog, which shows what the role may not read as well.
     public func isEmpty() async throws -> Bool {
         let query: SQLQueryString = kind == .sqlite
             ? "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            : "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema()"
+            : """
+                SELECT COUNT(*) AS n FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+                """
         return try await sql.raw(query).first()?.decode(column: "n", as: Int.self) == 0
     }
 
+    /// Applied migrations with their batch numbers, oldest first.
     public func appliedMigrations() async throws -> [(name: String, batch: Int)] {
         try await migrator.setupIfNeeded().get()
         return try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all()
