@@ -62,6 +62,11 @@ struct ConfigurationTests {
     func wildcardOutsideProduction() {
         #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "*"]) == ["ALLOWED_ORIGINS contains \"*\": list each allowed origin explicitly"])
         #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "http://localhost:3000"]).isEmpty)
+        // A wildcard inside a host never matches an origin either; a port must be one.
+        for bad in ["https://*.example.com", "https://app.example.com:99999", "https://app.example.com:0"] {
+            #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": bad]) == ["ALLOWED_ORIGINS entry \"\(bad)\" is not an origin like https://app.example.com"], "\(bad)")
+        }
+        #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "http://[::1]:8080,https://app.example.com:8443"]).isEmpty)
     }
 
     @Test("PLAID_WEBHOOK_SECRET, the earlier system's shared secret, is refused with what verifies Plaid's webhooks instead")
@@ -200,7 +205,7 @@ struct ConfigurationTests {
         ])
         for bad in [
             "folio.example.com", "ftp://folio.example.com", "https://folio.example.com/?a=1", "https://folio.example.com/#x", "https://me@folio.example.com", "https://",
-            "https://example.com/folio",
+            "https://example.com/folio", "https://folio.example.com:99999", "https://folio.example.com:0", "https://*.example.com",
         ] {
             let found = problems(["SECRET_KEY": strongKey, "PUBLIC_URL": bad])
             #expect(found == ["PUBLIC_URL must be the address users reach Folio at, such as https://folio.example.com (no path, query, fragment or user name), not \"\(bad)\""])

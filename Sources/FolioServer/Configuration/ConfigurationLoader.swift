@@ -565,7 +565,7 @@ public enum ConfigurationLoader {
     /// origin: Folio's pages and the links in its mail are served from the root.
     static func publicURL(_ text: String) -> String? {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
-              scheme == "https" || scheme == "http", let host = components.host, !host.isEmpty, components.path.allSatisfy({ $0 == "/" }),
+              scheme == "https" || scheme == "http", isHostAndPort(components), components.path.allSatisfy({ $0 == "/" }),
               components.query == nil, components.fragment == nil, components.user == nil, components.password == nil
         else { return nil }
         var url = text
@@ -575,9 +575,19 @@ public enum ConfigurationLoader {
 
     static func isOrigin(_ text: String) -> Bool {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
-              scheme == "https" || scheme == "http", let host = components.host, !host.isEmpty
+              scheme == "https" || scheme == "http", isHostAndPort(components)
         else { return false }
         return components.path.isEmpty && components.query == nil && components.fragment == nil && components.user == nil
+    }
+
+    /// A host a browser can name (letters, digits, `-`, `_` and `.`, or an IPv6 address in brackets: no `*`, which
+    /// would never match an origin) and, when given, a port from 1 to 65535.
+    static func isHostAndPort(_ components: URLComponents) -> Bool {
+        guard let host = components.host, !host.isEmpty,
+              host.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-._:[]".unicodeScalars.contains($0)) })
+        else { return false }
+        if let port = components.port { return (1...65535).contains(port) }
+        return true
     }
 }
 
