@@ -111,6 +111,10 @@ struct LogRedactorTests {
         }
         #expect(redactor.redact("card 4111-1111-1111-1111, account 8ba0-4111111111111111") == "card [REDACTED_CARD], account 8ba0-4111111111111111")
         #expect(redactor.redact("card-4111111111111111 on file") == "card-[REDACTED_CARD] on file", "a word before a dash is not an identifier group")
+        // A UUID of digits only ("4444-555555555555" passes Luhn); a card in the same shape of groups but longer is still one.
+        let digitsOnly = "item 11111111-2222-3333-4444-555555555555 synced"
+        #expect(redactor.redact(digitsOnly) == digitsOnly)
+        #expect(redactor.redact("card 4111 1111 1111 1111 here") == "card [REDACTED_CARD] here")
     }
 
     @Test("US social security numbers are masked")

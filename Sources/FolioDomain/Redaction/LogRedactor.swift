@@ -248,9 +248,11 @@ enum Scan {
 /// Payment card numbers: 13 to 19 digits, optionally grouped by spaces or
 /// dashes, that pass the Luhn check.
 enum CardNumberRule {
-    /// Not inside a word or an identifier: a UUID's last groups ("…-8ba0-868299266023") can pass Luhn by chance.
+    /// Not inside a word or an identifier: a UUID's last groups ("…-8ba0-868299266023") can pass Luhn by chance,
+    /// and so can a UUID made of digits only, from its first group (8-4-4-4-12 digits is a UUID, not a card).
     static let rule = Rule(
-        #"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{4}-)[0-9](?:[ \-]?[0-9]){12,}(?![0-9A-Za-z])"#, precheck: Scan.hasCardLength) { redactCards(in: $0) }
+        #"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{4}-)(?![0-9]{8}-[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{12}(?![0-9A-Za-z]))[0-9](?:[ \-]?[0-9]){12,}(?![0-9A-Za-z])"#,
+        precheck: Scan.hasCardLength) { redactCards(in: $0) }
 
     /// A run of digit groups may hold a card next to other numbers ("1.50 4111 1111 1111 1111"):
     /// mask every stretch of whole groups that is 13 to 19 digits long and passes Luhn.
