@@ -483,13 +483,21 @@ public struct FolioServices: Sendable {
     }
 
     /// `/metrics` alone on 127.0.0.1:`METRICS_PORT`: a scraper on this machine
-    /// needs no token, and nothing else can connect.
+    /// needs no token, and nothing else can connect. Its answers carry the same
+    /// headers as the main listener's, HEAD is answered where GET is, and an
+    /// error is a problem like any other.
     func metricsListener(port: Int) -> some Service {
         let router = Router(context: FolioRequestContext.self)
+        let table = RouteTable()
+        let routes = RecordingRouter(router: router, table: table)
+        routes.addMiddleware {
+            EdgeMiddleware(trustedProxies: [], production: configuration.isProduction, metrics: nil)
+            ProblemMiddleware(routes: table, violations: constraintViolations)
+        }
         MetricsController(
             metrics: metrics, jobs: jobs, clock: clock, opsToken: nil, production: false, marketData: marketDataGate, backups: backups,
             trading: store, calendar: calendar)
-            .addRoutes(to: router)
+            .addRoutes(to: routes)
         let logger = self.logger
         return Listener(setting: "METRICS_PORT", address: "127.0.0.1:\(port)", server: Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),

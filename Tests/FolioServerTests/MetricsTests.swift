@@ -169,6 +169,12 @@ struct MetricsTests {
             #expect(main.status == 401)
             let other = try await HTTPCalls(baseURL: "http://127.0.0.1:\(port)").get("/api/accounts")
             #expect(other.status == 404, "only /metrics is on the metrics port")
+            // Its answers are the main listener's kind: the same headers, HEAD where GET is, errors as problems.
+            #expect(other.headers["content-type"] == "application/problem+json" && other.json["code"] as? String == "not_found", "\(other.headers) \(other.text)")
+            for answer in [local, other] {
+                #expect(answer.headers["x-content-type-options"] == "nosniff" && answer.headers["cache-control"] != nil && answer.headers["x-request-id"] != nil, "\(answer.headers)")
+            }
+            #expect(try await HTTPCalls(baseURL: "http://127.0.0.1:\(port)").send("HEAD", "/metrics").status == 200)
         }
     }
 

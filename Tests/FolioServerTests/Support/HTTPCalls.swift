@@ -10,6 +10,8 @@ struct HTTPCalls: Sendable {
     struct Answer: Sendable {
         var status: Int
         var body: Data
+        /// Header names in lower case.
+        var headers: [String: String] = [:]
 
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body) as? [String: Any]) ?? [:] }
         var text: String { String(decoding: body, as: UTF8.self) }
@@ -31,7 +33,10 @@ struct HTTPCalls: Sendable {
         }
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         let (data, response) = try await Self.session.data(for: request)
-        return Answer(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: data)
+        let http = response as? HTTPURLResponse
+        var headers: [String: String] = [:]
+        for (name, value) in http?.allHeaderFields ?? [:] { headers[String(describing: name).lowercased()] = String(describing: value) }
+        return Answer(status: http?.statusCode ?? 0, body: data, headers: headers)
     }
 
     func post(_ path: String, _ body: [String: Any], headers: [String: String] = [:]) async throws -> Answer {
