@@ -56,7 +56,8 @@ enum CommandError {
             default: return "\(error)"
             }
         default:
-            return nil
+            // PostgreSQL unreachable, or refusing: what it said, not PostgresNIO's generic description.
+            return DatabaseErrorText.describeIfDatabase(error)
         }
     }
 }

@@ -79,6 +79,19 @@ struct CommandTests {
         #expect(!FileManager.default.fileExists(atPath: folio.directory.appendingPathComponent("var").path))
     }
 
+    @Test("a command whose PostgreSQL cannot be reached says so in a line of its own words, not PostgresNIO's generic description")
+    func unreachableDatabase() async throws {
+        let folio = try FolioProcess()
+        defer { folio.cleanUp() }
+        let port = try LoopbackPort.free()
+        for command in [["ledger", "verify"], ["access-review"], ["backup"]] {
+            let result = try await folio.run(command, environment: ["DATABASE_URL": "postgres://folio@127.0.0.1:\(port)/folio?sslmode=disable", "SECRET_KEY": ProcessCrashTests.secretKey])
+            #expect(result.status == 1, "\(command): \(result.stderr)")
+            #expect(result.stderr.contains("cannot connect to PostgreSQL"), "\(command): \(result.stderr)")
+            #expect(!result.stderr.contains("Generic description"), "\(command): \(result.stderr)")
+        }
+    }
+
     @Test("a 16-byte production key is named with its length")
     func productionShortKey() async throws {
         let folio = try FolioProcess()

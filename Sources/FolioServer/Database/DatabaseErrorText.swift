@@ -24,6 +24,11 @@ public enum DatabaseErrorText {
         }
     }
 
+    /// The operator's line for a database error (as `describe`), or nil for any other error.
+    public static func describeIfDatabase(_ error: any Error) -> String? {
+        error is PSQLError ? describe(error) : nil
+    }
+
     /// An error for a log line. A PostgreSQL error's own reflection prints the query with every bind value, and a
     /// NOT NULL or CHECK failure's detail ("Failing row contains (…)") the whole row: a password hash or a token
     /// split by punctuation into pieces no redaction rule recognises. A log line gets the message, the SQLSTATE
