@@ -102,6 +102,30 @@ struct BackupTests {
         }
     }
 
+    @Test("two backups of the same second: the one that finishes second is dropped with a sentence, and the first stands")
+    func sameSecond() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path }) { _, env in
+            var backups = env.services.backups
+            // While this one hashes its copy, another of the same name lands.
+            backups.progress = { step in
+                guard step.hasPrefix("hashing"), let partial = try? FileManager.default.contentsOfDirectory(atPath: directory.path).first(where: { $0.contains(".partial-") })
+                else { return }
+                let name = String(partial[..<partial.range(of: ".partial-")!.lowerBound])
+                try? FileManager.default.createDirectory(at: directory.appendingPathComponent(name), withIntermediateDirectories: false)
+            }
+            do {
+                _ = try await backups.create()
+                Issue.record("a backup was moved over another")
+            } catch {
+                #expect("\(error)".contains("was written meanwhile by another backup taken in the same second"), "\(error)")
+            }
+            let left = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            #expect(left.count == 1 && !left[0].contains(".partial-"), "the other stands, and this one's partial copy is gone: \(left)")
+        }
+    }
+
     @Test("verify catches one changed byte and a manifest that does not match the data", arguments: TestDatabaseKind.all)
     func tampering(kind: TestDatabaseKind) async throws {
         let directory = try Self.temporaryDirectory()
@@ -124,6 +148,25 @@ struct BackupTests {
                 try await Self.withEmptyTarget(kind) { target in
                     try await Backups.restore(changed, into: target, configuration: env.configuration, logger: Logger(label: "test"))
                 }
+            }
+
+            // A copy that matches its manifest but is corrupt (as taken, or crafted with a plaintext manifest):
+            // the restore test fails with a finding, not an error.
+            if kind == .sqlite {
+                env.clock.advance(by: 1)
+                let corrupt = try await backups.create()
+                var manifest = try BackupManifest.read(from: corrupt)
+                let file = corrupt.appendingPathComponent(manifest.files[0].name)
+                var bytes = try Data(contentsOf: file)
+                for index in stride(from: 4096, to: bytes.count, by: 97) { bytes[index] ^= 0x5a }
+                try bytes.write(to: file)
+                let (hash, size) = try BackupFiles.sha256(of: file)
+                manifest.files[0].sha256 = hash
+                manifest.files[0].bytes = size
+                try FileManager.default.removeItem(at: corrupt.appendingPathComponent(BackupManifest.fileName))
+                try manifest.write(to: corrupt)
+                let found = try await backups.verify(corrupt)
+                #expect(found.contains { $0.hasPrefix("the backup does not restore: ") }, "\(found)")
             }
 
             // The manifest's figures edited: the data restores but no longer matches.

@@ -70,7 +70,12 @@ public struct Backups: Sendable {
                 figures: figures, sealedFigures: nil, mac: nil)
             if let key = cipher.current, let fileID { try manifest.seal(with: key, fileID: fileID) }
             try manifest.write(to: partial)
-            try FileManager.default.moveItem(at: partial, to: final)
+            do {
+                try FileManager.default.moveItem(at: partial, to: final)
+            } catch where FileManager.default.fileExists(atPath: final.path) {
+                // Another backup started in the same second (the command and the daily job) finished first.
+                throw Failure(description: "\(final.path) was written meanwhile by another backup taken in the same second; this one was dropped (run it again in a second for one of your own)")
+            }
             metrics?.backup("backup", succeeded: true, at: clock.now(), bytes: bytes)
             logger.info("backup taken", metadata: [
                 "backup": .string(final.path), "bytes": .stringConvertible(bytes), "encrypted": .stringConvertible(cipher.encrypts),
@@ -174,8 +179,10 @@ public struct Backups: Sendable {
                 try await Self.check(copy, against: figures, configuration: configuration, clock: clock, progress: progress)
             }
         } catch {
+            // Files that match their manifest but do not restore (a copy corrupt when it was taken): the test failed,
+            // said as its other findings are.
             await scratch.drop(logger)
-            throw error
+            return problems + ["the backup does not restore: \(DatabaseErrorText.describe(error))"]
         }
         await scratch.drop(logger)
         return problems
