@@ -712,6 +712,11 @@ struct PlaidTests {
             #expect(item["status"] as? String == "pending_expiration")
             #expect(item["error_code"] as? String == "PENDING_EXPIRATION")
             #expect((item["error_message"] as? String)?.contains("expires soon") == true)
+            // What the links page shows the person is in their export too.
+            let exported = try json(try await get(client, "/api/me/export", tokens))
+            let exportedItem = (((exported["sections"] as? [String: Any])?["linked_items"] as? [String: Any])?["rows"] as? [[String: Any]])?.first
+            #expect((exportedItem?["error_message"] as? String)?.contains("expires soon") == true, "\(exportedItem ?? [:])")
+            #expect(exportedItem?["plaid_item_id"] as? String == plaidItemID)
             let mails = try await env.outbox(kind: "plaid_login_required")
             #expect(mails.count == 2)
             #expect(mails.last?.body.contains("expires soon") == true)

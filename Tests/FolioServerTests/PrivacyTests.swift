@@ -182,6 +182,7 @@ struct PrivacyTests {
             #expect(export["format"] as? String == "folio-export-v2")
             let profile = try #require(export["profile"] as? [String: Any])
             #expect(profile["email"] as? String == "exporter@example.com")
+            #expect(profile["failed_login_count"] is Int && profile.keys.contains("locked_until"), "the sign-in counter and lock of the account: \(profile)")
             let sections = try #require(export["sections"] as? [String: Any])
             func rows(_ name: String) -> [[String: Any]] { ((sections[name] as? [String: Any])?["rows"] as? [[String: Any]]) ?? [] }
             #expect(rows("orders").map { $0["id"] as? String } == [order])
@@ -376,6 +377,13 @@ struct PrivacyTests {
             try await env.expectConsistent("after erasure")
             let events = try await env.database.sql.raw("SELECT action FROM audit_events WHERE action = 'user.erased'").all()
             #expect(events.count == 1)
+            // Sign-in times are kept "until erasure" (PRIVACY.md): the pseudonymous row keeps when it was made and erased only.
+            let row = try #require(try await env.database.sql.raw("""
+                SELECT last_sign_in_at, password_changed_at, erased_at, failed_login_count FROM users WHERE erased_at IS NOT NULL
+                """).first())
+            #expect(try row.decode(column: "last_sign_in_at", as: Date?.self) == nil)
+            #expect(try row.decode(column: "password_changed_at", as: Date.self) == row.decode(column: "erased_at", as: Date.self), "the password went then")
+            #expect(try row.decode(column: "failed_login_count", as: Int.self) == 0)
 
             let login = try await post(client, "/api/auth/login", ["email": email, "password": strongPassword])
             #expect(login.status == .unauthorized)

@@ -179,7 +179,8 @@ struct PersonalDataErasure: Sendable {
             try await trading.closeAccounts(of: userID, now: now, on: db)
             try await db.raw("""
                 UPDATE users SET email = \(bind: Self.pseudonym(of: userID)), password_hash = '!erased', role = 'user', totp_secret_sealed = NULL, totp_enabled_at = NULL,
-                    email_verified_at = NULL, locked_until = NULL, disabled_at = COALESCE(disabled_at, \(bind: now)), erased_at = \(bind: now),
+                    email_verified_at = NULL, locked_until = NULL, last_sign_in_at = NULL, password_changed_at = \(bind: now), failed_login_count = 0,
+                    disabled_at = COALESCE(disabled_at, \(bind: now)), erased_at = \(bind: now),
                     updated_at = \(bind: now)
                 WHERE id = \(bind: userID.uuid)
                 """).run()

@@ -111,7 +111,8 @@ struct PersonalDataExport: Sendable {
         Section(
             name: "linked_items", about: "Banks and brokerages linked through Plaid (never their access tokens).", table: "plaid_items",
             columns: columns("""
-                id:uuid, institution_id, institution_name, status, error_code, last_synced_at:date, holdings_refreshed_at:date, created_at:date
+                id:uuid, plaid_item_id, institution_id, institution_name, status, error_code, error_message, last_synced_at:date,
+                holdings_refreshed_at:date, created_at:date
                 """)),
         Section(
             name: "linked_accounts", about: "The accounts at those institutions and their balances.", table: "linked_accounts",
@@ -177,7 +178,8 @@ struct PersonalDataExport: Sendable {
     /// database that does not answer is a proper error, not a 200 cut short.
     func profile(of userID: UserID) async throws -> any SQLRow {
         guard let user = try await database.sql.raw("""
-            SELECT id, email, role, email_verified_at, disabled_at, totp_enabled_at, password_changed_at, last_sign_in_at, created_at, updated_at
+            SELECT id, email, role, email_verified_at, disabled_at, totp_enabled_at, password_changed_at, last_sign_in_at, failed_login_count,
+                locked_until, created_at, updated_at
             FROM users WHERE id = \(bind: userID.uuid)
             """).first()
         else { throw IdentityError.userNotFound }
@@ -198,7 +200,7 @@ struct PersonalDataExport: Sendable {
         try Self.writeRow(
             user, columns: Self.columns("""
                 id:uuid, email, role, email_verified_at:date, disabled_at:date, totp_enabled_at:date, password_changed_at:date,
-                last_sign_in_at:date, created_at:date, updated_at:date
+                last_sign_in_at:date, failed_login_count:int, locked_until:date, created_at:date, updated_at:date
                 """), to: &json)
         json.key("sections")
         json.beginObject()
