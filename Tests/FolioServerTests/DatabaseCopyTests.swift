@@ -132,7 +132,7 @@ struct DatabaseCopyTests {
         }
     }
 
-    @Test("an empty PostgreSQL database has no table in any schema: another application's table in a schema of its own, or a view, makes it not empty (a restore or a copy is refused)", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    @Test("an empty PostgreSQL database has no table in any schema: another application's table in a schema of its own, or a view, makes it not empty (a restore or a copy is refused); an extension's own do not", .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
     func emptyMeansNoSchemaHoldsATable() async throws {
         for statements in [
             ["CREATE SCHEMA app", "CREATE TABLE app.precious (x int)"],
@@ -144,6 +144,11 @@ struct DatabaseCopyTests {
                 for statement in statements { try await database.sql.raw(SQLQueryString(statement)).run() }
                 #expect(try await !database.isEmpty(), "\(statements)")
             }
+        }
+        // An extension's own relations (pg_buffercache's view, as a template database may hold) are no one's data.
+        try await withTestDatabase(.postgres, migrated: false) { database, _ in
+            try await database.sql.raw("CREATE EXTENSION pg_buffercache").run()
+            #expect(try await database.isEmpty())
         }
     }
 

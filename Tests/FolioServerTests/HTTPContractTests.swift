@@ -266,6 +266,7 @@ struct HTTPContractTests {
                 #"{"current_pass\u0077ord":"Amber canyon 5512 lantern","new_password":["Cobalt meadow 8812 thistle"]}"#,
                 #"{"pass":"Juniper falls 4471 orchard","nested":{"secret":{"value":"Quartz ridge 1190 willow"}}}"#,
                 #"{"key_id":"PKSECRETKEYID123456","secret_key":12345678901234567890}"#,
+                #"{"recoveryCodes":["plum-otter-3318","fig-heron-7741"],"privateKey":{"pem":"MIIEvQ-not-really"}}"#,
                 #"{"password":"Saffron delta 3382 harbor", broken"#,
             ]
             for body in bodies {
@@ -273,7 +274,7 @@ struct HTTPContractTests {
             }
             let lines = env.logs.lines.filter { $0.contains("request body") }
             #expect(lines.count == bodies.count, "logged without LOG_LEVEL=debug: \(lines.count)")
-            for secret in ["Velvet harbor", "Amber canyon", "Cobalt meadow", "Juniper falls", "Quartz ridge", "PKSECRETKEYID123456", "12345678901234567890", "Saffron delta"] {
+            for secret in ["Velvet harbor", "Amber canyon", "Cobalt meadow", "Juniper falls", "Quartz ridge", "PKSECRETKEYID123456", "12345678901234567890", "Saffron delta", "plum-otter", "fig-heron", "MIIEvQ"] {
                 #expect(!env.logs.lines.contains { $0.contains(secret) }, "\(secret) reached the log")
             }
             #expect(lines.contains { $0.contains("do not parse as JSON: not shown") })

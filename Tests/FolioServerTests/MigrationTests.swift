@@ -102,6 +102,21 @@ struct MigrationTests {
         }
     }
 
+    @Test("020 indexes the audit trail by who acted (an export, an erasure and retention read it so); its revert drops the index", arguments: TestDatabaseKind.all)
+    func auditActorIndex(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind) { database, _ in
+            func indexed() async throws -> Bool {
+                let query: SQLQueryString = kind == .sqlite
+                    ? "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = 'audit_events_actor_id_idx' AND tbl_name = 'audit_events'"
+                    : "SELECT COUNT(*) AS n FROM pg_indexes WHERE indexname = 'audit_events_actor_id_idx' AND tablename = 'audit_events' AND indexdef LIKE '%(actor_id)%'"
+                return try await database.sql.raw(query).first()?.decode(column: "n", as: Int.self) == 1
+            }
+            #expect(try await indexed())
+            try await IndexAuditEventsByActor().revert(on: database.db)
+            #expect(try await !indexed())
+        }
+    }
+
     @Test("the database itself refuses an email that differs only in case", arguments: TestDatabaseKind.all)
     func emailUniqueIgnoringCase(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in

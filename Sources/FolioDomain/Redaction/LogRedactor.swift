@@ -17,7 +17,7 @@ public struct LogRedactor: Sendable {
 
     /// Key fragments that mark a value as secret, compared case-insensitively
     /// with `-` and `_` treated alike.
-    static let sensitiveKeyFragments = [
+    public static let sensitiveKeyFragments = [
         "password", "passwd", "passphrase", "secret", "token", "api_key", "apikey",
         "authorization", "cookie", "credential", "private_key", "key_id", "ssn", "card_number", "totp", "recovery_code", "otp_code",
     ]

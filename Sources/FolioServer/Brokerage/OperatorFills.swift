@@ -72,8 +72,8 @@ public enum OperatorFills {
         }
         // Part booked: the rest's price must make Alpaca's average together with what was booked.
         if !booked.isZero, let average = remote.averagePrice, let bookedAverage = order.averageFillPrice,
-           let implied = try restPriceMismatch(
-               price, rest: rest, booked: booked, bookedAverage: bookedAverage, filled: remote.filledQuantity, alpacaAverage: average) {
+           let implied = try Self.comparing({ try restPriceMismatch(
+               price, rest: rest, booked: booked, bookedAverage: bookedAverage, filled: remote.filledQuantity, alpacaAverage: average) }) {
             throw Refusal(description: """
                 \(says()) at an average of \(average), and Folio has booked \(booked) at an average of \(bookedAverage): \
                 the rest's price that makes Alpaca's average is about \(implied), not \(price)
@@ -115,8 +115,9 @@ public enum OperatorFills {
     /// everything `filled`, give or take the rounding of the figures compared; otherwise the price that would.
     /// Alpaca's average is taken as rounded to the digits it shows, and to cents at least (an average rounded to
     /// fewer digits than a cent would be a coarser figure than the prices it averages); Folio's booked average to
-    /// its 8 places. The products are formed at 6 places. A typo (84 for 48) is refused; a sub-cent difference
-    /// from an average of several prices is not.
+    /// its 8 places. The products are formed at 6 places. A typo (84 for 48) is refused. How close the price must
+    /// be follows from the digits Alpaca shows: to cents, a rest of a few shares of a large order may be off by
+    /// more than a cent; to 7 places, the rest's own average to as many places is needed (the refusal names it).
     static func restPriceMismatch(
         _ price: Price, rest: Quantity, booked: Quantity, bookedAverage: Price, filled: Quantity, alpacaAverage: Price
     ) throws -> Price? {
@@ -134,6 +135,13 @@ public enum OperatorFills {
             + Ratio(uncheckedUnits: 4)
         guard gap > tolerance else { return nil }
         return try Price.quotient(expected, rest, places: Swift.min(shown + 2, PriceScale.fractionDigits), rounding: .halfEven)
+    }
+
+    /// Figures too large to compare are a refusal in words, not a bare arithmetic error.
+    static func comparing<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as MoneyError {
+            throw Refusal(description: "the order's figures are too large to compare with Alpaca's (\(error)); nothing was booked")
+        }
     }
 
     /// Where a report leaves the order (for the dry run's answer).

@@ -1,4 +1,5 @@
 import PostgresNIO
+import SQLiteNIO
 
 /// A database error for an operator's terminal, in one line: what PostgreSQL said (its message, hint and
 /// SQLSTATE), or what kept Folio from reaching it. PostgresNIO's own description hides all of that on
@@ -8,7 +9,9 @@ public enum DatabaseErrorText {
         guard let error = error as? PSQLError else { return String(reflecting: error) }
         if let info = error.serverInfo, let message = info[.message] {
             var text = "PostgreSQL says: \(message)"
-            if let detail = info[.detail] { text += " (\(detail))" }
+            // A NOT NULL or CHECK failure's detail is the whole row ("Failing row contains (…)"): a password hash or
+            // sealed keys, on a terminal. Left out here as in a log line.
+            if let detail = info[.detail], !detail.hasPrefix("Failing row contains") { text += " (\(detail))" }
             if let hint = info[.hint] { text += "; hint: \(hint)" }
             return text + (info[.sqlState].map { " [SQLSTATE \($0)]" } ?? "")
         }
@@ -27,6 +30,13 @@ public enum DatabaseErrorText {
     /// The operator's line for a database error (as `describe`), or nil for any other error.
     public static func describeIfDatabase(_ error: any Error) -> String? {
         error is PSQLError ? describe(error) : nil
+    }
+
+    /// Whether the database answered and refused (a SQLite error, PostgreSQL's own error), as opposed to not being
+    /// reached at all (a refused or lost connection): what the data did, not what the machine did.
+    static func isRefusalByDatabase(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError { return error.serverInfo != nil }
+        return error is SQLiteError
     }
 
     /// An error for a log line. A PostgreSQL error's own reflection prints the query with every bind value, and a

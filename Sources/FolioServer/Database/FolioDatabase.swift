@@ -185,13 +185,16 @@ public final class FolioDatabase: Sendable {
 
     /// No table at all (SQLite's own aside): what a restore or a copy may write into. On PostgreSQL, in no schema
     /// (a table of another application's in a schema of its own is somebody's data too), and no view, sequence or
-    /// foreign table either; read from the catalog, which shows what the role may not read as well.
+    /// foreign table either (an extension's own, as a template database may hold, aside); read from the catalog,
+    /// which shows what the role may not read as well.
     public func isEmpty() async throws -> Bool {
         let query: SQLQueryString = kind == .sqlite
             ? "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             : """
                 SELECT COUNT(*) AS n FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+                  AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
                 """
         return try await sql.raw(query).first()?.decode(column: "n", as: Int.self) == 0
     }

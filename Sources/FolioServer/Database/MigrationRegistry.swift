@@ -23,5 +23,6 @@ enum MigrationRegistry {
         CreateRateLimitBuckets(),
         IndexMailByRecipient(),
         TrackPlaidSyncRuns(),
+        IndexAuditEventsByActor(),
     ]
 }

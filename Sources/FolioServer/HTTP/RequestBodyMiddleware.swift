@@ -88,12 +88,17 @@ struct RequestBodyMiddleware: RouterMiddleware {
         }
     }
 
-    /// A secret's key, or a short form of a password's that the routes take as a misspelling of it (`pass`, `pwd`).
+    /// A secret's key, in any case and spelling of its separators (`recovery_codes`, `recoveryCodes`), or a short form
+    /// of a password's that the routes take as a misspelling of it (`pass`, `pwd`).
     static func isSecretField(_ key: String) -> Bool {
         if LogRedactor.standard.isSensitiveKey(key) { return true }
         let folded = key.lowercased()
+        let squashed = folded.filter { $0 != "_" && $0 != "-" }
+        if squashedFragments.contains(where: { squashed.contains($0) }) { return true }
         return folded.hasPrefix("pass") || folded.hasPrefix("pwd") || folded == "pw" || folded.hasSuffix("_pass") || folded.hasSuffix("_pw")
     }
+
+    static let squashedFragments = LogRedactor.sensitiveKeyFragments.map { $0.filter { $0 != "_" } }
 
     static func unknownParameters(_ names: [String], takes allowed: [String]) -> AppError {
         let takes = allowed.isEmpty ? "it takes none" : "it takes " + allowed.joined(separator: ", ")

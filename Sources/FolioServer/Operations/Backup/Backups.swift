@@ -29,6 +29,11 @@ public struct Backups: Sendable {
         public var description: String
     }
 
+    /// A backup that lost the race to its name to another of the same second.
+    struct SameSecond: Error, CustomStringConvertible {
+        var description: String
+    }
+
     static let prefix = "folio-"
 
     /// A file-system error in a few words ("Permission denied"), not Foundation's dump of its user info.
@@ -73,8 +78,10 @@ public struct Backups: Sendable {
             do {
                 try FileManager.default.moveItem(at: partial, to: final)
             } catch where FileManager.default.fileExists(atPath: final.path) {
-                // Another backup started in the same second (the command and the daily job) finished first.
-                throw Failure(description: "\(final.path) was written meanwhile by another backup taken in the same second; this one was dropped (run it again in a second for one of your own)")
+                // Another backup started in the same second (the command and the daily job) finished first: that one
+                // stands, so this is no failed backup for the metrics (nor an alert).
+                try? FileManager.default.removeItem(at: partial)
+                throw SameSecond(description: "\(final.path) was written meanwhile by another backup taken in the same second; this one was dropped (run it again in a second for one of your own)")
             }
             metrics?.backup("backup", succeeded: true, at: clock.now(), bytes: bytes)
             logger.info("backup taken", metadata: [
@@ -82,6 +89,9 @@ public struct Backups: Sendable {
                 "tables": .stringConvertible(figures.rowCounts.count), "accounts": .stringConvertible(figures.accounts.count),
             ])
             return final
+        } catch let error as SameSecond {
+            logger.notice("backup dropped: another of the same second stands", metadata: ["backup": .string(final.path)])
+            throw Failure(description: error.description)
         } catch {
             try? FileManager.default.removeItem(at: partial)
             metrics?.backup("backup", succeeded: false, at: clock.now())
@@ -179,9 +189,11 @@ public struct Backups: Sendable {
                 try await Self.check(copy, against: figures, configuration: configuration, clock: clock, progress: progress)
             }
         } catch {
-            // Files that match their manifest but do not restore (a copy corrupt when it was taken): the test failed,
-            // said as its other findings are.
             await scratch.drop(logger)
+            // Files that match their manifest but that the database refuses (a copy corrupt when it was taken): the
+            // test failed, said as its other findings are. A fault of this machine (a tool missing, a full disk, a
+            // lost connection, a shutdown) is an error as before, not a finding against the backup.
+            guard DatabaseErrorText.isRefusalByDatabase(error) else { throw error }
             return problems + ["the backup does not restore: \(DatabaseErrorText.describe(error))"]
         }
         await scratch.drop(logger)
