@@ -7,14 +7,7 @@ import SQLiteNIO
 public enum DatabaseErrorText {
     public static func describe(_ error: any Error) -> String {
         guard let error = error as? PSQLError else { return String(reflecting: error) }
-        if let info = error.serverInfo, let message = info[.message] {
-            var text = "PostgreSQL says: \(message)"
-            // A NOT NULL or CHECK failure's detail is the whole row ("Failing row contains (…)"): a password hash or
-            // sealed keys, on a terminal. Left out here as in a log line.
-            if let detail = info[.detail], !detail.hasPrefix("Failing row contains") { text += " (\(detail))" }
-            if let hint = info[.hint] { text += "; hint: \(hint)" }
-            return text + (info[.sqlState].map { " [SQLSTATE \($0)]" } ?? "")
-        }
+        if let said = serverSaid(error, hint: true) { return said }
         switch error.code {
         case .sslUnsupported:
             return "the PostgreSQL server does not offer TLS, and the URL's sslmode asks for it (enable ssl on the server, or use sslmode=disable on a trusted network only)"
@@ -25,6 +18,16 @@ public enum DatabaseErrorText {
         default:
             return String(reflecting: error)
         }
+    }
+
+    /// What the server said: its message, detail (never a NOT NULL or CHECK failure's, which is the whole row:
+    /// a password hash or sealed keys), hint when asked for, and SQLSTATE. Nil when it said nothing.
+    private static func serverSaid(_ error: PSQLError, hint: Bool) -> String? {
+        guard let info = error.serverInfo, let message = info[.message] else { return nil }
+        var text = "PostgreSQL says: \(message)"
+        if let detail = info[.detail], !detail.hasPrefix("Failing row contains") { text += " (\(detail))" }
+        if hint, let said = info[.hint] { text += "; hint: \(said)" }
+        return text + (info[.sqlState].map { " [SQLSTATE \($0)]" } ?? "")
     }
 
     /// The operator's line for a database error (as `describe`), or nil for any other error.
@@ -45,11 +48,7 @@ public enum DatabaseErrorText {
     /// and any other detail (a unique key's, whose values the redactor reads), never the query or the row.
     public static func forLog(_ error: any Error) -> String {
         guard let error = error as? PSQLError else { return String(reflecting: error) }
-        if let info = error.serverInfo, let message = info[.message] {
-            var text = "PostgreSQL says: \(message)"
-            if let detail = info[.detail], !detail.hasPrefix("Failing row contains") { text += " (\(detail))" }
-            return text + (info[.sqlState].map { " [SQLSTATE \($0)]" } ?? "")
-        }
+        if let said = serverSaid(error, hint: false) { return said }
         return "PostgreSQL error: \(error.code)" + (error.underlying.map { " (\(String(describing: $0)))" } ?? "")
     }
 }
