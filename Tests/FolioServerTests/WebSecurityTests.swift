@@ -540,6 +540,46 @@ struct AdminAndTwoFactorTests {
         }
     }
 
+    @Test("a disable, enable or role change decided on an old read of the user goes by the row as it is now", arguments: TestDatabaseKind.all)
+    func administrationReadsTheRowUnderItsLock(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let identity = env.services.identity
+            let origin = RequestOrigin.commandLine(logger: Logger(label: "test"))
+            try await UserAdministration(services: env.services).createAdmin(email: "root@example.com", password: strongPassword)
+            _ = try await signUp(client, env, email: "stale@example.com")
+            func read() async throws -> User { try #require(try await User.query(on: env.database.db).filter(\.$email == "stale@example.com").first()) }
+            func count(_ action: String) async throws -> Int { try await AuditEvent.query(on: env.database.db).filter(\.$action == action).count() }
+
+            // Two administrators read the same enabled user; both disable them: one change, one audit event.
+            let seenByFirst = try await read(), seenBySecond = try await read()
+            #expect(try await identity.setDisabled(true, user: seenByFirst, actor: nil, origin: origin).isDisabled)
+            #expect(try await identity.setDisabled(true, user: seenBySecond, actor: nil, origin: origin).isDisabled)
+            #expect(try await count("admin.user_disabled") == 1)
+            // One read them disabled, the user was enabled since: disabling again is a change.
+            let disabledRead = try await read()
+            _ = try await identity.setDisabled(false, user: try await read(), actor: nil, origin: origin)
+            #expect(try await identity.setDisabled(true, user: disabledRead, actor: nil, origin: origin).isDisabled)
+            #expect(try await count("admin.user_disabled") == 2)
+            #expect(try await read().isDisabled)
+
+            // The same for roles: the second promotion of an old read changes nothing.
+            let roleFirst = try await read(), roleSecond = try await read()
+            #expect(try await identity.setRole(.admin, user: roleFirst, origin: origin))
+            #expect(try await !identity.setRole(.admin, user: roleSecond, origin: origin))
+            #expect(roleSecond.role == "admin")
+            #expect(try await count("admin.role_changed") == 1)
+
+            // Erased after the read: neither enabled nor given a role.
+            let beforeErasure = try await read()
+            _ = try await UserAdministration(services: env.services).erase(email: "stale@example.com")
+            await #expect(throws: IdentityError.userErased) { try await identity.setDisabled(false, user: beforeErasure, actor: nil, origin: origin) }
+            await #expect(throws: IdentityError.userErased) { try await identity.setRole(.admin, user: beforeErasure, origin: origin) }
+            let erased = try #require(try await User.query(on: env.database.db).filter(\.$id == beforeErasure.id!).first())
+            #expect(erased.isDisabled)
+            #expect(erased.role == "user")
+        }
+    }
+
     @Test("two administrators disabling or demoting each other at once leave one enabled administrator", arguments: TestDatabaseKind.all)
     func lastAdministratorUnderRace(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { _, env in

@@ -19,19 +19,22 @@ extension IdentityServices {
     /// administrator, nil for the command line; an administrator cannot disable themselves.
     func setDisabled(_ disabled: Bool, user: User, actor: UUID?, origin: RequestOrigin) async throws -> User {
         if disabled, let actor, user.id == actor { throw IdentityError.cannotDisableSelf }
-        // An erased person's row changes no more (enabling one would also count a pseudonymised administrator as one).
-        if let id = user.id, try await !store.erased([id], on: database.db).isEmpty { throw IdentityError.userErased }
-        // Nothing to change: no write, no sessions ended, no audit event of a change that did not happen.
-        guard disabled != user.isDisabled else { return user }
+        guard let id = user.id else { throw IdentityError.userNotFound }
         try await database.modelTransaction { db in
+            // Decided on the row as it is under its lock, not as `user` was read: another administrator's
+            // change or an erasure made meanwhile is seen (PostgreSQL waits for it, SQLite's writer runs after it).
+            // An erased person's row changes no more (enabling one would also count a pseudonymised administrator as one).
+            if try await lockAndRefresh(user, id: id, on: db) { throw IdentityError.userErased }
+            // Nothing to change: no write, no sessions ended, no audit event of a change that did not happen.
+            guard disabled != user.isDisabled else { return }
             if disabled { try await refuseLastAdministrator(user, on: db) }
-            user.disabledAt = disabled ? (user.disabledAt ?? clock.now()) : nil
+            user.disabledAt = disabled ? clock.now() : nil
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
-            if disabled { try await sessions.revokeAll(userID: user.id!, reason: "disabled_by_admin", on: db) }
+            if disabled { try await sessions.revokeAll(userID: id, reason: "disabled_by_admin", on: db) }
             try await audit.record(
                 .init(action: disabled ? "admin.user_disabled" : "admin.user_enabled", actorID: actor, subjectType: "user",
-                      subjectID: user.id?.lowercasedString, userID: user.id),
+                      subjectID: id.lowercasedString, userID: id),
                 origin: origin, on: db)
         }
         return user
@@ -46,19 +49,31 @@ extension IdentityServices {
     /// (nothing changes: no sessions end, and no role change is audited).
     @discardableResult
     func setRole(_ role: User.Role, user: User, origin: RequestOrigin) async throws -> Bool {
-        guard user.role != role.rawValue else { return false }
-        try await database.modelTransaction { db in
+        guard let id = user.id else { throw IdentityError.userNotFound }
+        return try await database.modelTransaction { db in
+            // Decided on the row as it is under its lock (see `setDisabled`).
+            if try await lockAndRefresh(user, id: id, on: db) { throw IdentityError.userErased }
+            guard user.role != role.rawValue else { return false }
             if role != .admin { try await refuseLastAdministrator(user, on: db) }
             user.role = role.rawValue
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
-            try await sessions.revokeAll(userID: user.id!, reason: "role_changed", on: db)
+            try await sessions.revokeAll(userID: id, reason: "role_changed", on: db)
             try await audit.record(
-                .init(action: "admin.role_changed", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id,
+                .init(action: "admin.role_changed", subjectType: "user", subjectID: id.lowercasedString, userID: id,
                       details: ["role": role.rawValue]),
                 origin: origin, on: db)
+            return true
         }
-        return true
+    }
+
+    /// Takes the user's row for update and brings `user`'s role and disabled time up to date with it.
+    /// True when the user was erased.
+    private func lockAndRefresh(_ user: User, id: UUID, on db: any Database) async throws -> Bool {
+        guard let current = try await store.lockAdministrationFacts(userID: id, on: db) else { throw IdentityError.userNotFound }
+        if user.role != current.role { user.role = current.role }
+        if user.disabledAt != current.disabledAt { user.disabledAt = current.disabledAt }
+        return current.erased
     }
 
     /// Demoting or disabling the last enabled administrator would leave no one to administer Folio:

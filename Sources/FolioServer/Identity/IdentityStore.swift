@@ -396,6 +396,15 @@ struct IdentityStore: Sendable {
                 try row.decode(column: "disabled_at", as: Date?.self) != nil)
     }
 
+    /// The user's role, disabled time and whether they were erased, read with the row taken for update
+    /// (PostgreSQL; SQLite's single writer runs transactions one after the other). Nil when the user is gone.
+    func lockAdministrationFacts(userID: UUID, on db: any Database) async throws -> (role: String, disabledAt: Date?, erased: Bool)? {
+        guard let row = try await lockedUserRow(userID, columns: "role, disabled_at, erased_at", on: db) else { return nil }
+        return (try row.decode(column: "role", as: String.self),
+                try row.decode(column: "disabled_at", as: Date?.self),
+                try row.decode(column: "erased_at", as: Date?.self) != nil)
+    }
+
     /// `columns` of the user's row, taken for update for the rest of the transaction `db` (PostgreSQL;
     /// SQLite's single writer runs transactions one after the other).
     private func lockedUserRow(_ userID: UUID, columns: String, on db: any Database) async throws -> (any SQLRow)? {
