@@ -390,7 +390,7 @@ public struct FolioServices: Sendable {
         let limits = configuration.rateLimit.enabled ? rateLimiter : nil
         routes.addMiddleware {
             EdgeMiddleware(
-                trustedProxies: Set(configuration.trustedProxies), production: configuration.isProduction,
+                trustedProxies: TrustedProxies(configuration.trustedProxies) ?? .none, production: configuration.isProduction,
                 metrics: configuration.requestMetrics ? metrics : nil)
             CORSMiddleware(configuration: configuration, security: identity.security)
             if let limits {
@@ -491,7 +491,7 @@ public struct FolioServices: Sendable {
         let table = RouteTable()
         let routes = RecordingRouter(router: router, table: table)
         routes.addMiddleware {
-            EdgeMiddleware(trustedProxies: [], production: configuration.isProduction, metrics: nil)
+            EdgeMiddleware(trustedProxies: .none, production: configuration.isProduction, metrics: nil)
             ProblemMiddleware(routes: table, violations: constraintViolations)
         }
         MetricsController(

@@ -69,6 +69,15 @@ struct ConfigurationTests {
         #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "http://[::1]:8080,https://app.example.com:8443"]).isEmpty)
     }
 
+    @Test("TRUSTED_PROXIES takes addresses and CIDR ranges; anything else stops start-up instead of never matching")
+    func trustedProxies() throws {
+        #expect(problems(["SECRET_KEY": strongKey, "TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8,fd00::/8 ,::1"]).isEmpty)
+        for bad in ["proxy.internal", "10.0.0.0/33", "10.0.0/8", "10.0.0.0/", "::1/129", "10.0.0.1:80"] {
+            #expect(problems(["SECRET_KEY": strongKey, "TRUSTED_PROXIES": "127.0.0.1,\(bad)"])
+                == ["TRUSTED_PROXIES entry \"\(bad)\" is not an IP address or a CIDR range like 10.0.0.0/8"], "\(bad)")
+        }
+    }
+
     @Test("PLAID_WEBHOOK_SECRET, the earlier system's shared secret, is refused with what verifies Plaid's webhooks instead")
     func plaidWebhookSecret() {
         let found = problems(["SECRET_KEY": strongKey, "PLAID_WEBHOOK_SECRET": "whsec_123"])

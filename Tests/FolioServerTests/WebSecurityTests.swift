@@ -486,6 +486,28 @@ struct WebSecurityTests {
         #expect(ClientAddress.resolve(peer: "10.0.0.2", forwardedFor: "198.51.100.7, 10.0.0.3", trustedProxies: ["10.0.0.2", "10.0.0.3"]) == "198.51.100.7")
         #expect(ClientAddress.resolve(peer: nil, forwardedFor: "1.2.3.4", trustedProxies: ["10.0.0.2"]) == nil)
     }
+
+    @Test("a forwarded address is read as an address: a proxy's port or brackets are dropped, ranges of proxies are trusted, and text that is no address leaves the request the proxy's")
+    func forwardedAddressShapes() {
+        let proxies: TrustedProxies = ["10.0.0.0/8", "fd00::/8"]
+        // Each connection's port would make a new rate-limit key.
+        #expect(ClientAddress.resolve(peer: "10.1.2.3", forwardedFor: "198.51.100.7:51234", trustedProxies: proxies) == "198.51.100.7")
+        #expect(ClientAddress.resolve(peer: "10.1.2.3", forwardedFor: "[2001:DB8::7]:51234", trustedProxies: proxies) == "2001:db8::7")
+        #expect(ClientAddress.resolve(peer: "10.1.2.3", forwardedFor: "[2001:db8::7]", trustedProxies: proxies) == "2001:db8::7")
+        #expect(ClientAddress.resolve(peer: "fd12::1", forwardedFor: "2001:db8:0:0::7", trustedProxies: proxies) == "2001:db8::7")
+        // A chain of proxies within the ranges is walked past.
+        #expect(ClientAddress.resolve(peer: "10.0.0.2", forwardedFor: "6.6.6.6, 198.51.100.7, 10.9.9.9:80, fd00::5", trustedProxies: proxies) == "198.51.100.7")
+        // Outside the ranges: the socket's peer, whatever the header says.
+        #expect(ClientAddress.resolve(peer: "11.0.0.2", forwardedFor: "198.51.100.7", trustedProxies: proxies) == "11.0.0.2")
+        #expect(ClientAddress.resolve(peer: "fe00::1", forwardedFor: "198.51.100.7", trustedProxies: proxies) == "fe00::1")
+        // What the proxy wrote is no address: counted under the proxy, not under a text a client could vary.
+        for junk in ["unknown", "198.51.100.7:port", "198.51.100.7:", "[2001:db8::7]x", "<script>", "1.2.3"] {
+            #expect(ClientAddress.resolve(peer: "10.1.2.3", forwardedFor: "203.0.113.1, \(junk)", trustedProxies: proxies) == "10.1.2.3", "\(junk)")
+        }
+        // An IPv4 address written as IPv6 by a dual-stack socket is matched as IPv4.
+        #expect(ClientAddress.resolve(peer: "::ffff:10.0.0.2", forwardedFor: "198.51.100.7", trustedProxies: proxies) == "198.51.100.7")
+        #expect(ClientAddress.resolve(peer: "10.1.2.3", forwardedFor: "::ffff:198.51.100.7", trustedProxies: proxies) == "198.51.100.7")
+    }
 }
 
 @Suite("Administration and two-factor authentication")

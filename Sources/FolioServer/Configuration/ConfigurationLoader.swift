@@ -218,6 +218,9 @@ public enum ConfigurationLoader {
             problems.append("RATE_LIMIT_ENABLED=false is not allowed in production")
         }
         configuration.trustedProxies = (value("TRUSTED_PROXIES") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for entry in TrustedProxies.invalidEntries(configuration.trustedProxies) {
+            problems.append("TRUSTED_PROXIES entry \"\(entry)\" is not an IP address or a CIDR range like 10.0.0.0/8")
+        }
         configuration.tlsCertificatePath = value("TLS_CERT_PATH")
         configuration.tlsKeyPath = value("TLS_KEY_PATH")
         if (configuration.tlsCertificatePath == nil) != (configuration.tlsKeyPath == nil) {

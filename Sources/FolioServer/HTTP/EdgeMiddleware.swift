@@ -16,7 +16,7 @@ struct EdgeMiddleware: RouterMiddleware {
 
     static let header = HTTPField.Name("X-Request-ID")!
     static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
-    let trustedProxies: Set<String>
+    let trustedProxies: TrustedProxies
     let production: Bool
     /// Nil when request metrics are off (`METRICS_ENABLED=false`).
     let metrics: FolioMetrics?
