@@ -109,6 +109,9 @@ private final class KeyReads {
     final class Object {
         let members: Set<String>
         var read: Set<String> = []
+        /// Whether `allKeys` listed the object's keys: a dictionary (`[String: …]`) then asks for
+        /// each by the name it was given, the JSON's own, which is not snake-cased again.
+        var listed = false
 
         init(members: Set<String>) {
             self.members = members
@@ -192,11 +195,13 @@ private struct KeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
 
     var allKeys: [Key] {
         object.read.formUnion(object.members)
+        object.listed = true
         return members.keys.compactMap { Key(stringValue: $0) }
     }
 
     /// The JSON name of `key`, counted as read: asking for a key, there or not, is knowing it.
     func jsonName(_ key: Key) -> String {
+        if object.listed, members[key.stringValue] != nil { return key.stringValue }
         let name = JSONValueDecoder.snakeCase(key.stringValue)
         object.read.insert(name)
         return name
