@@ -362,6 +362,42 @@ struct NotificationTests {
         }
     }
 
+    @Test("the notice of a sign-up attempt (no link) keeps to the suppressions and SendGrid's lists; the link to choose a password after a second sign-up passes them", arguments: TestDatabaseKind.all)
+    func signUpAttemptNoticeKeepsToSuppressions(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings(); $0.requireEmailVerification = true }) { client, env in
+                _ = try await Self.signUpAtSendGrid(client, env, at: sendGrid, email: "known@example.com")
+                let now = Int(env.clock.now.timeIntervalSince1970)
+                func bounce(_ email: String) async throws {
+                    let body = #"[{"email":"\#(email)","event":"bounce","type":"bounce","reason":"550 no such user","sg_event_id":"ev-\#(email)","timestamp":\#(now)}]"#
+                    let answer = try await client.execute(uri: "/webhooks/sendgrid", method: .post, headers: sendGrid.signedHeaders(for: body, timestamp: now), body: ByteBuffer(string: body))
+                    #expect(answer.status == .ok)
+                }
+                func attempts(_ email: String) -> [FakeSendGrid.Received] { sendGrid.received.filter { $0.to == email && $0.category == "duplicate_registration" } }
+
+                // Not suppressed: the notice goes, within SendGrid's lists.
+                _ = try await post(client, "/api/auth/register", ["email": "known@example.com", "password": "another long passphrase"])
+                await env.deliverMail()
+                #expect(attempts("known@example.com").map(\.bypassesLists) == [false])
+                // Bounced: a stranger's sign-up with the address mails it nothing more.
+                try await bounce("known@example.com")
+                _ = try await post(client, "/api/auth/register", ["email": "known@example.com", "password": "a third long passphrase"])
+                await env.deliverMail()
+                #expect(attempts("known@example.com").count == 1)
+                let notices = try await env.services.mail.all().filter { $0.template == "duplicate_registration" }.map(\.status)
+                #expect(notices.sorted() == ["sent", "suppressed"], "\(notices)")
+
+                // An unproven address signed up for again: its owner's way to choose the password is not held back.
+                #expect(try await post(client, "/api/auth/register", ["email": "unproven@example.com", "password": strongPassword]).status == .created)
+                try await bounce("unproven@example.com")
+                _ = try await post(client, "/api/auth/register", ["email": "unproven@example.com", "password": "another long passphrase"])
+                await env.deliverMail()
+                let link = attempts("unproven@example.com")
+                #expect(link.count == 1 && link.allSatisfy { $0.bypassesLists && $0.text.contains("token=") }, "\(link.map(\.bypassesLists))")
+            }
+        }
+    }
+
     @Test("a message SendGrid took, whose outcome the database could not record (neither sent nor uncertain), is not queued again and sent twice", arguments: [TestDatabaseKind.sqlite])
     func unrecordableHandover(kind: TestDatabaseKind) async throws {
         try await withFakeSendGrid { sendGrid in
@@ -484,6 +520,24 @@ struct NotificationTests {
             #expect(try await env.outbox(kind: "order_filled").isEmpty)
             let notices = try await Self.get(client, "/api/notifications", tokens)
             #expect((notices["data"] as? [[String: Any]])?.first?["kind"] as? String == "order_filled")
+        }
+    }
+
+    @Test("a category written with capitals is an unknown category, named as it was sent, never a required field the client did not send", arguments: TestDatabaseKind.all)
+    func preferenceKeysAsWritten(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "capitals@example.com")
+            for (body, field) in [(#"{"email":{"Cash":false}}"#, "email.Cash"), (#"{"email":{"ORDERS":true,"cash":false}}"#, "email.ORDERS"),
+                                  (#"{"email":{"driftDigest":false}}"#, "email.driftDigest")] {
+                let answer = try await client.execute(
+                    uri: "/api/notifications/preferences", method: .put, headers: Self.jsonHeaders(tokens), body: ByteBuffer(string: body))
+                #expect(answer.status == .unprocessableContent, "\(body)")
+                let issues = try problem(answer).errors ?? []
+                #expect(issues.map(\.field) == [field] && issues.map(\.code) == ["unknown_category"], "\(body): \(issues)")
+            }
+            // Nothing was changed by the refused requests.
+            let list = try #require(try await Self.get(client, "/api/notifications/preferences", tokens)["preferences"] as? [[String: Any]])
+            #expect(list.allSatisfy { $0["email"] as? Bool == true })
         }
     }
 

@@ -166,8 +166,9 @@ struct MailDelivery: Sendable {
         let id = claimed.id, now = clock.now()
         let template = MailTemplate(rawValue: claimed.template)
         let label = template?.rawValue ?? "unknown"
-        // Account mail (a verification or reset link the person asked for) is their way back in: it is not held back.
-        if template?.category != nil, try await claimed.suppressed(store) {
+        // A way back into the account (a verification or reset link the person asked for) is not held back.
+        let variables = try? MailVariables(json: claimed.variables)
+        if template?.passesSuppressions(variables) != true, try await claimed.suppressed(store) {
             try await store.settle(id, as: .suppressed, error: "the address bounced or reported spam", now: now, on: store.database.sql)
             metrics?.mail(template: label, result: "suppressed")
             logger.info("mail not sent to a suppressed address", metadata: ["mail_id": .string(id.lowercasedString), "kind": .string(label)])

@@ -10,6 +10,8 @@ struct RenderedMail: Sendable, Equatable {
     var subject: String
     var text: String
     var html: String
+    /// See `MailTemplate.passesSuppressions`.
+    var passesSuppressions: Bool
 }
 
 /// Renders the mail templates (swift-mustache). The files are loaded once at
@@ -66,6 +68,7 @@ struct MailRenderer: Sendable {
         RenderedMail(
             id: id, userID: userID, recipient: recipient, template: template,
             subject: try render(template, part: "subject", variables).trimmingCharacters(in: .whitespacesAndNewlines),
-            text: try render(template, part: "text", variables), html: try render(template, part: "html", variables))
+            text: try render(template, part: "text", variables), html: try render(template, part: "html", variables),
+            passesSuppressions: template.passesSuppressions(variables))
     }
 }

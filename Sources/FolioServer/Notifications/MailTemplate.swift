@@ -54,6 +54,18 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         }
     }
 
+    /// Whether this message is a way back into the account (a verification or reset link the person asked
+    /// for, or the link to choose a password after a second sign-up of an unproven address): it passes
+    /// Folio's suppressions and SendGrid's lists. Every other message keeps to them, the notice of a sign-up
+    /// attempt without a link too (a stranger can trigger it, so it must not reach an address that bounced).
+    func passesSuppressions(_ variables: MailVariables?) -> Bool {
+        switch self {
+        case .verifyEmail, .resetPassword: true
+        case .duplicateRegistration: variables?.values["link"] != nil
+        default: false
+        }
+    }
+
     /// A message whose variables hold a secret (a link with a token): its
     /// variables are emptied once it is sent, and never shown as a notification.
     /// (`duplicate_registration` carries a link to choose the password when the address was not yet verified.)

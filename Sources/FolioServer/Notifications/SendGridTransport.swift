@@ -54,9 +54,9 @@ struct SendGridTransport: MailTransport {
             personalizations: [.init(to: [Address(email: mail.recipient)])], from: from, subject: mail.subject,
             content: [.init(type: "text/plain", value: mail.text), .init(type: "text/html", value: mail.html)],
             categories: [mail.template.rawValue], custom_args: ["folio_mail_id": mail.id.lowercasedString],
-            // Account mail (verify, reset) passes Folio's suppressions, as it is how the person gets back in;
-            // it passes SendGrid's lists (bounces, spam reports, unsubscribes) too, or SendGrid would drop it.
-            mail_settings: mail.template.category == nil ? MailSettings(bypass_list_management: .init(enable: true)) : nil)
+            // A way back into the account (verify, reset) passes Folio's suppressions, as it is how the person
+            // gets back in; it passes SendGrid's lists (bounces, spam reports, unsubscribes) too, or SendGrid would drop it.
+            mail_settings: mail.passesSuppressions ? MailSettings(bypass_list_management: .init(enable: true)) : nil)
     }
 
     func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?) -> SQLQueryString) async throws(MailSendError) {
