@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Testing
 
@@ -67,6 +68,17 @@ struct ConfigurationTests {
             #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": bad]) == ["ALLOWED_ORIGINS entry \"\(bad)\" is not an origin like https://app.example.com"], "\(bad)")
         }
         #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "http://[::1]:8080,https://app.example.com:8443"]).isEmpty)
+    }
+
+    @Test("a SendGrid webhook key without mail sent through SendGrid stops start-up instead of being ignored")
+    func sendGridWebhookKeyWithoutSendGrid() {
+        let key = P256.Signing.PrivateKey().publicKey.derRepresentation.base64EncodedString()
+        let without = "SENDGRID_WEBHOOK_PUBLIC_KEY is set but mail is not sent with SendGrid, so no event is about Folio's mail: set SENDGRID_API_KEY and MAIL_FROM, or unset it"
+        #expect(problems(["SECRET_KEY": strongKey, "SENDGRID_WEBHOOK_PUBLIC_KEY": key]) == [without])
+        #expect(problems(["SECRET_KEY": strongKey, "SENDGRID_WEBHOOK_PUBLIC_KEY": "garbage"]) == [without])
+        #expect(problems(["SECRET_KEY": strongKey, "SENDGRID_WEBHOOK_PUBLIC_KEY": key, "MAIL_BACKEND": "outbox", "SENDGRID_API_KEY": "SG.x", "MAIL_FROM": "folio@example.com"])
+            == [without + " (MAIL_BACKEND is outbox)"])
+        #expect(problems(["SECRET_KEY": strongKey, "SENDGRID_WEBHOOK_PUBLIC_KEY": key, "SENDGRID_API_KEY": "SG.x", "MAIL_FROM": "folio@example.com"]).isEmpty)
     }
 
     @Test("TRUSTED_PROXIES takes addresses and CIDR ranges; anything else stops start-up instead of never matching")

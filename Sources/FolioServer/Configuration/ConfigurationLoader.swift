@@ -440,11 +440,17 @@ public enum ConfigurationLoader {
         let backend = value("MAIL_BACKEND")?.lowercased()
         if let backend, !["sendgrid", "outbox"].contains(backend) { problems.append("MAIL_BACKEND must be sendgrid or outbox, not \"\(backend)\"") }
         let key = value("SENDGRID_API_KEY"), from = value("MAIL_FROM")
-        if backend == "outbox" { return nil }
+        // A verification key with no mail sent through SendGrid would be ignored in silence: its events are about no message of Folio's.
+        let keyWithoutSendGrid = "SENDGRID_WEBHOOK_PUBLIC_KEY is set but mail is not sent with SendGrid, so no event is about Folio's mail: set SENDGRID_API_KEY and MAIL_FROM, or unset it"
+        if backend == "outbox" {
+            if value("SENDGRID_WEBHOOK_PUBLIC_KEY") != nil { problems.append(keyWithoutSendGrid + " (MAIL_BACKEND is outbox)") }
+            return nil
+        }
         guard key != nil || from != nil || backend == "sendgrid" else {
             if production {
                 problems.append("no mail is configured: set SENDGRID_API_KEY and MAIL_FROM, or MAIL_BACKEND=outbox to keep mail in the database on purpose")
             }
+            if value("SENDGRID_WEBHOOK_PUBLIC_KEY") != nil { problems.append(keyWithoutSendGrid) }
             return nil
         }
         guard let key, let from else {
