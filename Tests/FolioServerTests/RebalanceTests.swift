@@ -106,6 +106,26 @@ struct RebalanceTests {
         }
     }
 
+    @Test("a weight with too many places is refused with the one rule, at most 4 places, however many it has; a bad symbol's message names its row", arguments: TestDatabaseKind.all)
+    func targetRulesStatedOnce(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "places@example.com")
+            let account = try await env.firstAccount()
+            let uri = "/api/accounts/\(account.id)/targets"
+            for percent in ["50.12345", "50.123456", "50.1234567", "50.123456789012"] {
+                let refused = try await Self.put(client, uri, ["targets": [["symbol": "AAPL", "percent": percent]], "cash_percent": "10"], headers: bearer(tokens))
+                #expect(refused.status == .unprocessableContent)
+                let issues = try problem(refused).errors ?? []
+                #expect(issues.map(\.message) == ["targets[0].percent may have at most 4 decimal places."], "\(percent): \(issues)")
+                #expect(issues.map(\.code) == ["too_precise"])
+            }
+            let band = try await Self.put(client, uri, ["targets": [["symbol": "AAPL", "percent": 100]], "drift_band": ["absolute_points": "1.1234567"]], headers: bearer(tokens))
+            #expect(try problem(band).errors?.map(\.message) == ["drift_band.absolute_points may have at most 4 decimal places."])
+            let symbols = try await Self.put(client, uri, ["targets": [["symbol": "<b>X", "percent": 50], ["symbol": "", "percent": 50]]], headers: bearer(tokens))
+            #expect(try problem(symbols).errors?.map(\.message) == ["targets[0].symbol must be a ticker such as VTI.", "targets[1].symbol must be a ticker such as VTI."])
+        }
+    }
+
     @Test("a drifted portfolio gets a plan, runs it (sells, then buys) and ends within its bands", arguments: TestDatabaseKind.all)
     func drifted(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -109,7 +109,7 @@ public struct TargetAllocation: Equatable, Sendable {
         for (index, weight) in weights.enumerated() {
             let field = "targets[\(index)]"
             guard let symbol = OrderDraft.normalizedSymbol(weight.symbol) else {
-                issues.append(.init(field: field + ".symbol", code: "invalid", message: "symbol must be a ticker such as VTI."))
+                issues.append(.init(field: field + ".symbol", code: "invalid", message: "\(field).symbol must be a ticker such as VTI."))
                 continue
             }
             if !seen.insert(symbol).inserted {

@@ -25,25 +25,39 @@ struct RebalanceController: Sendable {
 
     // MARK: - Targets
 
+    /// A percentage as a person enters one. Too many places is refused with the places a target may
+    /// have (`Percent.places`), not with what a `Ratio` could hold: one rule, stated once.
+    struct EnteredPercent: Decodable {
+        var value: Ratio
+
+        init(from decoder: any Decoder) throws {
+            do {
+                value = try Ratio(from: decoder)
+            } catch let issue as FieldIssue where issue.code == "too_precise" {
+                throw FieldIssue(field: issue.field, code: issue.code, message: "\(issue.field) may have at most \(Percent.places) decimal places.")
+            }
+        }
+    }
+
     struct TargetsRequest: Decodable {
         struct Weight: Decodable {
             var symbol: String
-            var percent: Ratio
+            var percent: EnteredPercent
         }
 
         struct Band: Decodable {
-            var absolutePoints: Ratio?
-            var relativePercent: Ratio?
+            var absolutePoints: EnteredPercent?
+            var relativePercent: EnteredPercent?
         }
 
         struct ClassTarget: Decodable {
             var assetClass: String
-            var percent: Ratio
+            var percent: EnteredPercent
         }
 
         var targets: [Weight]?
         var assetClasses: [ClassTarget]?
-        var cashPercent: Ratio?
+        var cashPercent: EnteredPercent?
         var driftBand: Band?
 
         /// More than a person plans by hand: each target costs a quote whenever the targets are saved, read or planned.
@@ -64,13 +78,13 @@ struct RebalanceController: Sendable {
                         field: "asset_classes[\(index)].asset_class", code: "invalid",
                         message: "asset_class must be one of \(AssetClass.allCases.filter { $0 != .cash }.map(\.rawValue).joined(separator: ", ")); cash has cash_percent.")
                 }
-                classes.append(ClassWeight(assetClass: assetClass, percent: target.percent))
+                classes.append(ClassWeight(assetClass: assetClass, percent: target.percent.value))
             }
             return try TargetAllocation(
-                weights: (targets ?? []).map { TargetWeight(symbol: $0.symbol, percent: $0.percent) }, classWeights: classes, cashPercent: cashPercent ?? .zero,
+                weights: (targets ?? []).map { TargetWeight(symbol: $0.symbol, percent: $0.percent.value) }, classWeights: classes, cashPercent: cashPercent?.value ?? .zero,
                 band: DriftBand(
-                    absolutePoints: driftBand?.absolutePoints ?? DriftBand.standard.absolutePoints,
-                    relativePercent: driftBand?.relativePercent ?? DriftBand.standard.relativePercent))
+                    absolutePoints: driftBand?.absolutePoints?.value ?? DriftBand.standard.absolutePoints,
+                    relativePercent: driftBand?.relativePercent?.value ?? DriftBand.standard.relativePercent))
         }
     }
 
