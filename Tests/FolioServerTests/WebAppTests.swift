@@ -283,6 +283,11 @@ struct WebAppTests {
         #expect(FormBridge.advice(status: .unauthorized, code: "invalid_token").contains("Sign in again"), "a session that ended is not the form's fault")
         #expect(FormBridge.advice(status: .forbidden, code: "csrf_failed").contains("reload the page"))
         #expect(FormBridge.advice(status: .unprocessableContent, code: "validation_failed") == "Go back to the form and send it again, corrected.")
+        // An outage the API answers before changing anything does not say it may have been done.
+        for code in ["broker_unavailable", "plaid_unavailable", "orders_backlogged", "market_data_unavailable"] {
+            #expect(FormBridge.advice(status: .serviceUnavailable, code: code) == "Try again in a moment.", "\(code)")
+        }
+        #expect(FormBridge.advice(status: .serviceUnavailable, code: "database_unavailable").hasPrefix("It may have been done"))
         // A position's average cost reads to four places; the exact figure stays in the API.
         #expect(Display.averagePrice(Price(uncheckedUnits: 18_935_214_689)) == "$189.3521" && Display.averagePrice(250 as Price) == "$250.00")
         #expect(FormBridge.confirmation(["_done": "You won"]) == nil && FormBridge.confirmation([:]) == nil)
@@ -1120,6 +1125,34 @@ struct WebAppTests {
             let runs = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM rebalance_runs").first()?.decode(column: "n", as: Int.self)
             #expect(runs == 1, "the same page's form sent twice is one run")
             #expect(try await env.orders().count > 1)
+        }
+    }
+
+    @Test("a form refused before it reaches the API (its type, its fields, its origin) is a page for a browser and a problem for anyone else", arguments: [TestDatabaseKind.sqlite])
+    func formRefusedBeforeTheAPI(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let browser: HTTPFields = [.contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin"]
+            let signIn = Self.form([("_api", "/api/auth/login"), ("email", "a@example.com"), ("password", strongPassword)])
+            var json = browser
+            json[.contentType] = "application/json"
+            var unplaced = browser
+            unplaced[HTTPField.Name("Sec-Fetch-Site")!] = nil
+            let cases: [(String, HTTPFields, ByteBuffer, HTTPResponse.Status, String)] = [
+                ("too many fields", browser, Self.form((0...FormBridge.maximumFields).map { ("f\($0)", "1") }), .unprocessableContent, "form"),
+                ("not a form", json, signIn, .unsupportedMediaType, "unsupported_media_type"),
+                ("from no page", unplaced, signIn, .forbidden, "csrf_failed"),
+            ]
+            for (name, headers, body, status, shown) in cases {
+                let page = try await client.execute(uri: "/form", method: .post, headers: headers, body: body)
+                #expect(page.status == status, "\(name)")
+                #expect(page.headers[.contentType]?.hasPrefix("text/html") == true, "\(name): \(page.headers[.contentType] ?? "")")
+                #expect(Self.text(page).contains(shown) && Self.text(page).contains("<a href=\"/\">Dashboard</a>"), "\(name)")
+                // A client that does not ask for HTML gets the problem document, as before.
+                var plain = headers
+                plain[.accept] = "application/json"
+                let problem = try await client.execute(uri: "/form", method: .post, headers: plain, body: body)
+                #expect(problem.status == status && problem.headers[.contentType] == ProblemDetails.mediaType, "\(name)")
+            }
         }
     }
 

@@ -46,6 +46,25 @@ struct FormBridge: Sendable {
     struct Refused: Error {}
 
     func handle(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        do {
+            return try await forward(request, context: context)
+        } catch {
+            // A form refused before it reached the API (its type, its size, where it came from): a browser
+            // gets a page all the same. A 5xx stays the problem middleware's, which logs and reports it.
+            guard !(error is Refused), request.headers[.accept]?.contains("text/html") == true else { throw error }
+            let problem = ProblemMiddleware.appError(for: error, context: context)
+            guard problem.status.code < 500 else { throw error }
+            let errors = problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }
+            return renderer.page(
+                "error", title: Display.errorTitle(problem.status), viewer: await viewer(of: request),
+                values: [
+                    "detail": problem.detail, "has_errors": !errors.isEmpty, "errors": errors, "advice": Self.advice(status: problem.status, code: problem.code),
+                ].merging(Display.errorValues(status: problem.status, code: problem.code)) { _, new in new },
+                status: problem.status)
+        }
+    }
+
+    private func forward(_ request: Request, context: FolioRequestContext) async throws -> Response {
         guard request.headers[.contentType]?.lowercased().hasPrefix("application/x-www-form-urlencoded") == true else {
             throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "POST /form takes a form (application/x-www-form-urlencoded).")
         }
@@ -163,6 +182,9 @@ struct FormBridge: Sendable {
         for cookie in answer.headers[values: .setCookie] { page.headers.append(HTTPField(name: .setCookie, value: cookie)) }
     }
 
+    /// 503s the API answers before changing anything, whose detail says so.
+    static let refusedBeforeAnyChange: Set<String> = ["broker_unavailable", "plaid_unavailable", "orders_backlogged", "market_data_unavailable"]
+
     /// What to do next, under a refusal. A 5xx or a send still running may hide a request that went
     /// through (its key is kept, as app.js keeps it): never "nothing was changed" there.
     static func advice(status: HTTPResponse.Status, code: String) -> String {
@@ -176,6 +198,9 @@ struct FormBridge: Sendable {
             "Go back to the form and send it again, corrected."
         case (.unauthorized, _): "Nothing was changed: your session has ended. Sign in again, then send the form again."
         case (.forbidden, "csrf_failed"): "Nothing was changed: the form is older than your session. Go back and reload the page, then send it again."
+        // Outages the API itself answers before changing anything ("nothing was changed" in its detail).
+        case (.serviceUnavailable, "plaid_not_configured"): "Nothing was changed."
+        case (.serviceUnavailable, let code) where Self.refusedBeforeAnyChange.contains(code): "Try again in a moment."
         case _ where status.code >= 500: "It may have been done all the same: look at the page before sending it again."
         default: "Go back to the form and send it again, corrected."
         }
