@@ -41,4 +41,40 @@ struct DatabaseRetryTests {
             #expect(touched == 4, "both committed once")
         }
     }
+
+    @Test(
+        "PostgreSQL: a request for an account another process holds and does not let go ends as 503 database_busy with nothing written, not a wait without end; the locking transaction is ended by the server if it sits idle",
+        .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
+    func stalledHolderOfAnAccount() async throws {
+        try await withTestApp(.postgres) { client, env in
+            let tokens = try await signUp(client, env, email: "stalled@example.com")
+            let account = try await env.firstAccount()
+            let cashBefore = account.cash
+            // Another process takes the account and stalls (frozen, paused, cut off) while it holds it.
+            let holding = NIOLockedValueBox(false), release = NIOLockedValueBox(false)
+            let holder = Task {
+                try await env.database.transaction { db in
+                    _ = try await TradingStore(database: env.database).lockAccount(account.id, owner: nil, on: db)
+                    // The limits hold for the rest of the locking transaction.
+                    let limits = try await db.raw("SELECT current_setting('lock_timeout') AS lock, current_setting('idle_in_transaction_session_timeout') AS idle").first()
+                    #expect(try limits?.decode(column: "lock", as: String.self) == "10s")
+                    #expect(try limits?.decode(column: "idle", as: String.self) == "1min")
+                    holding.withLockedValue { $0 = true }
+                    for _ in 0..<3_000 where !release.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+                }
+            }
+            while !holding.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+            let refused = try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "5.00"], headers: bearer(tokens))
+            #expect(refused.status == .serviceUnavailable, "\(String(buffer: refused.body))")
+            #expect(try problem(refused).code == "database_busy")
+            #expect(refused.headers[.retryAfter] != nil)
+            release.withLockedValue { $0 = true }
+            _ = try await holder.value
+            // Nothing of the refused deposit was written; the account works again once it is let go.
+            #expect(try await env.firstAccount().cash == cashBefore)
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "5.00"], headers: bearer(tokens)).status == .created)
+            // The limits were the locking transaction's only: a statement outside one waits as PostgreSQL is set to.
+            #expect(try await env.database.sql.raw("SELECT current_setting('lock_timeout') AS lock").first()?.decode(column: "lock", as: String.self) == "0")
+        }
+    }
 }

@@ -141,8 +141,11 @@ public final class FolioDatabase: Sendable {
 
     static let busyRetries = 8
 
-    /// SQLite's "database is locked": another connection holds the write lock.
+    /// SQLite's "database is locked": another connection holds the write lock; or PostgreSQL's
+    /// `lock_not_available` (SQLSTATE 55P03): a wait for a row another process holds passed
+    /// `lock_timeout` (`TradingStore.waitLimits`), and the transaction was rolled back.
     static func isBusy(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError { return error.serverInfo?[.sqlState] == "55P03" }
         guard let error = error as? SQLiteError else { return false }
         switch error.reason {
         case .busy, .busyTimeout, .busyInRecovery, .busyInSnapshot, .locked, .lockedBySharedCache: return true

@@ -107,7 +107,7 @@ struct TradingStore: Sendable {
     func lockAccount(_ id: AccountID, owner: UserID?, countingOpenOrders: Bool = false, on db: any SQLDatabase) async throws -> LockedAccount? {
         let ownerCondition: SQLQueryString = owner.map { " AND user_id = \(bind: $0) AND closed_at IS NULL" } ?? ""
         let postgres = database.kind == .postgres
-        let lock = postgres ? " FOR UPDATE" : ""
+        let lock = postgres ? Self.waitLimits + " FOR UPDATE" : ""
         var count = countingOpenOrders ? ", (SELECT COUNT(*) FROM orders o WHERE o.account_id = accounts.id AND o.status IN \(Self.openStatuses)) AS open_orders" : ""
         // PostgreSQL counts in the snapshot the statement took before it waited for the lock: a placement
         // another process committed meanwhile is not in it. Every change to an account's orders writes the
@@ -163,10 +163,23 @@ struct TradingStore: Sendable {
     func lockAccounts(_ ids: [AccountID], on db: any SQLDatabase) async throws -> [LockedAccount] {
         guard !ids.isEmpty else { return [] }
         let lock = database.kind == .postgres ? " FOR UPDATE" : ""
+        let limits = database.kind == .postgres ? Self.waitLimits : ""
         return try await db.raw("""
-            SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts WHERE id IN (\(binds: ids)) ORDER BY id\(unsafeRaw: lock)
+            SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts WHERE id IN (\(binds: ids))\(unsafeRaw: limits) ORDER BY id\(unsafeRaw: lock)
             """).all().map(Self.locked)
     }
+
+    /// PostgreSQL settings for the rest of the transaction that locks accounts, made by the lock statement
+    /// itself (its condition runs before the row is locked; no round trip of its own). Another process that
+    /// holds an account and stalls (frozen, paused, cut off) would otherwise keep every request for it waiting,
+    /// each holding a pooled connection, until no one's requests are served: a wait for an account ends after
+    /// `lockTimeout` (a 503 `database_busy`, nothing written), and the server ends a transaction that holds
+    /// accounts and sits idle past `idleTimeout`, letting them go.
+    static let lockTimeout = "10s", idleTimeout = "60s"
+    static let waitLimits = """
+         AND set_config('lock_timeout', '\(lockTimeout)', true) IS NOT NULL \
+        AND set_config('idle_in_transaction_session_timeout', '\(idleTimeout)', true) IS NOT NULL
+        """
 
     static let lockedColumns = "id, user_id, kind, cash, reserved_cash, audit_sequence, audit_hash"
 
