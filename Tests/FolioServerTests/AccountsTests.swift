@@ -56,6 +56,23 @@ struct AccountsTests {
         }
     }
 
+    @Test("an amount string with a NUL in it is refused for its characters, not as if it were no string", arguments: TestDatabaseKind.all)
+    func amountWithNUL(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "nul-amount@example.com")
+            let id = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            for (route, body) in [("deposits", #"{"amount":"1\u0000"}"#), ("withdrawals", #"{"amount":"\u00001.00"}"#)] {
+                let refused = try await client.execute(uri: "/api/accounts/\(id)/\(route)", method: .post, headers: headers, body: ByteBuffer(string: body))
+                #expect(refused.status == .unprocessableContent)
+                let errors = try #require(try problem(refused).errors)
+                #expect(errors.map(\.field) == ["amount"] && errors.map(\.code) == ["invalid_characters"], "\(route): \(errors)")
+            }
+            #expect(try await env.entries().count == 1)
+        }
+    }
+
     @Test("amounts must be positive cents", arguments: [("0", "not_positive"), ("-5", "not_positive"), ("1.001", "too_precise"), ("10000000000000", "too_large")])
     func amountValidation(amount: String, code: String) async throws {
         try await withTestAppOnEachDatabase { client, env in

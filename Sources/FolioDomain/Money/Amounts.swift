@@ -71,13 +71,17 @@ extension Fixed: Codable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         let text: String
-        if let string = try? container.decode(String.self) {
-            text = string
-        } else if let number = try? container.decode(JSONNumberText.self) {
+        do {
+            text = try container.decode(String.self)
+        } catch let issue as FieldIssue {
+            // A string the decoder refused as text (a NUL in it): that refusal, not "expected a string".
+            throw issue
+        } catch {
+            guard let number = try? container.decode(JSONNumberText.self) else {
+                throw DecodingError.typeMismatch(
+                    Fixed.self, .init(codingPath: decoder.codingPath, debugDescription: "expected a decimal number as a string or a number"))
+            }
             text = number.text
-        } else {
-            throw DecodingError.typeMismatch(
-                Fixed.self, .init(codingPath: decoder.codingPath, debugDescription: "expected a decimal number as a string or a number"))
         }
         do {
             self = try Fixed(parsing: text)
