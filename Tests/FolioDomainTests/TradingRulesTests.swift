@@ -50,6 +50,35 @@ struct TradingRulesTests {
         #expect(books.account.cash == 905)
     }
 
+    @Test("a notional buy the broker filled for its amount costs the notional, not a cent more: a quantity cut to 9 places at a price cut to 8 comes to a hair over it")
+    func notionalFillAHairOver() throws {
+        for (cash, notional, parts) in [("100.00", "100.00", ["1.006711410"]), ("1000.00", "50.00", ["0.503355705"]), ("100.00", "100.00", ["0.503355705", "0.503355705"])] {
+            let account = account(cash: cash)
+            let draft = OrderDraft(symbol: "AAPL", side: .buy, type: .market, notional: cash_(notional))
+            var books = Books(account: account, holdings: [], orders: [])
+            let placed = try TradingRules.place(draft, orderID: OrderID(), clientOrderID: nil, account: account, holding: nil, price: px("99.33333333"), marketBuyMargin: 0, now: now)
+            books.record(placed)
+            let id = placed.order!.id
+            books.record(try #require(TradingRules.accept(placed.order!, now: now)))
+            for (index, part) in parts.enumerated() {
+                let fill = BrokerFill(id: "alpaca:\(index)", quantity: qty(part), price: px("99.33333333"))
+                try books.apply(index == parts.count - 1 ? .filled([fill]) : .partiallyFilled([fill]), to: id, heldAtBroker: true, ids: ids, now: now)
+            }
+            #expect(books.orders[id]?.status == .filled, "\(notional) in \(parts.count)")
+            #expect(books.account.cash == (try cash_(cash) - cash_(notional)), "\(notional) in \(parts.count): \(books.account.cash)")
+            #expect(books.account.reservedCash == 0)
+        }
+        // More than a cent over the notional is the broker's error: not booked as if it were the notional.
+        let account = account(cash: "1000.00")
+        let draft = OrderDraft(symbol: "AAPL", side: .buy, type: .market, notional: 100)
+        var books = Books(account: account, holdings: [], orders: [])
+        let placed = try TradingRules.place(draft, orderID: OrderID(), clientOrderID: nil, account: account, holding: nil, price: px("10"), marketBuyMargin: 0, now: now)
+        books.record(placed)
+        books.record(try #require(TradingRules.accept(placed.order!, now: now)))
+        try books.apply(.filled([BrokerFill(id: "alpaca:over", quantity: qty("10.002"), price: px("10"))]), to: placed.order!.id, heldAtBroker: true, ids: ids, now: now)
+        #expect(books.account.cash == (try cash_("1000.00") - cash_("100.02")))
+    }
+
     @Test("a broker's fill is dated when it executed: not before its order was placed, not after it is applied")
     func fillDatedWhenExecuted() throws {
         let applied = now.addingTimeInterval(3600)

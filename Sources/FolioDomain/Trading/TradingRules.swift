@@ -240,10 +240,17 @@ public enum TradingRules {
             // This fill's share of the reservation in whole cents, but never less
             // than it costs; all that is left on the last fill. A notional order's
             // share is what the part cost.
-            guard let cost = try? Money.cost(quantity: fill.quantity, price: fill.price, after: filledValue),
+            guard var cost = try? Money.cost(quantity: fill.quantity, price: fill.price, after: filledValue),
                   let share = order.quantity == nil ? cost
                       : try? order.reservedCash.scaled(by: fill.quantity, over: remaining, places: Cash.centPlaces, rounding: .down)
             else { return stop("the fill's cost is beyond what an account can hold") }
+            // A notional buy costs at most what is left of its notional: the broker fills the amount asked for, but
+            // its quantity cut to 9 places at a price cut to 8 can come to a hair over it (1.006711410 @ 99.33333333
+            // is 100.0000000566), which rounding up would make a cent more than the person asked to spend. Only
+            // that cent: a fill worth more than the notional is the broker's error, and stays one.
+            if order.quantity == nil, cost > order.reservedCash, cost.units - order.reservedCash.units <= Money.oneCent.units {
+                cost = order.reservedCash
+            }
             var release = completes ? order.reservedCash : Cash.min(order.reservedCash, Cash.max(share, cost))
             // A limit buy keeps back what the rest can still cost at its limit, and frees the remainder: a part below
             // the limit must not free a cent the last part at the limit then needs.
