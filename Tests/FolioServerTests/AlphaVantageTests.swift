@@ -137,6 +137,25 @@ struct AlphaVantageTests {
         }
     }
 
+    @Test("a quote of another symbol than the one asked for is a bad answer, never that symbol's price", arguments: [TestDatabaseKind.sqlite])
+    func quoteOfAnotherSymbol(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(kind) { database, _ in
+                let vendor = provider(fake, database: database, clock: TestClock(start: Self.friday), logs: LogCapture())
+                fake.mode = .quoteOf("MSFT")
+                do {
+                    let quote = try await vendor.quote(for: "AAPL")
+                    Issue.record("MSFT's quote was taken for AAPL: \(String(describing: quote))")
+                } catch let error as MarketDataError {
+                    guard case .badResponse = error else { Issue.record("expected badResponse, got \(error)"); return }
+                }
+                // The symbol as the vendor writes it in another case is the same symbol.
+                fake.mode = .quoteOf("msft")
+                #expect(try await vendor.quote(for: "MSFT")?.price == (try Price(parsing: "415.1234")))
+            }
+        }
+    }
+
     @Test("the three HTTP-200 error shapes, a server error and an unreadable body are told apart", arguments: TestDatabaseKind.all)
     func errorShapes(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in
@@ -307,6 +326,27 @@ struct AlphaVantageTests {
                 #expect(fake.hits.count == 5, "a refused call never reaches the vendor")
                 let remaining = try await instances[0].budget.remaining()
                 #expect(remaining.minute == 0 && remaining.day == 20)
+            }
+        }
+    }
+
+    @Test("the request that meets the vendor's rate limit is told when to come back (Retry-After), as the ones held off after it are", arguments: [TestDatabaseKind.sqlite])
+    func rateLimitedAnswerSaysWhen(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestApp(kind, clock: TestClock(start: Self.friday), configure: { configuration in
+                configuration.alphaVantage = .init(apiKey: FakeAlphaVantage.apiKey, baseURL: fake.baseURL, callsPerMinute: 100, callsPerDay: 1000)
+            }) { client, env in
+                let tokens = try await signUp(client, env, email: "limited@example.com")
+                fake.mode = .note
+                var retryAfter: [String?] = []
+                for _ in 0..<2 {
+                    let refused = try await client.execute(uri: "/api/market/quotes?symbols=IBM", method: .get, headers: bearer(tokens))
+                    #expect(refused.status == .serviceUnavailable)
+                    #expect(try problem(refused).code == "market_data_unavailable")
+                    retryAfter.append(refused.headers[.retryAfter])
+                }
+                #expect(retryAfter.allSatisfy { ($0.flatMap(Int.init) ?? 0) >= 1 }, "\(retryAfter)")
+                #expect(fake.hits.count == 1, "the second was held off without a call")
             }
         }
     }

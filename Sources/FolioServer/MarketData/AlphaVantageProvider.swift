@@ -53,6 +53,10 @@ struct AlphaVantageProvider: MarketDataProvider {
         // (cached as unknown, it would refuse the symbol's orders for a while).
         guard let fields else { throw MarketDataError.badResponse("GLOBAL_QUOTE without a Global Quote") }
         guard !fields.isEmpty else { return nil }
+        // A quote of another symbol is no answer to this one (a proxy's cache, a vendor's mix-up): never priced as it.
+        guard let quoted = fields["01. symbol"], quoted.uppercased() == symbol.uppercased() else {
+            throw MarketDataError.badResponse("GLOBAL_QUOTE for another symbol than the one asked for")
+        }
         guard let price = fields["05. price"].flatMap(Self.price), price.isPositive else {
             throw MarketDataError.badResponse("GLOBAL_QUOTE without a positive price")
         }

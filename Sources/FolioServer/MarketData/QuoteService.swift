@@ -325,6 +325,10 @@ final class QuoteService: Sendable {
         switch reason {
         case .budgetExhausted(let retryAt), .heldOff(let retryAt, _):
             retryAfter = max(1, Int(retryAt.timeIntervalSince(clock.now()).rounded(.up)))
+        case .rateLimited(let message):
+            // The call that met the vendor's limit: when the gate it closes opens again, as those held off after it are told.
+            let now = clock.now()
+            retryAfter = max(1, Int(VendorGate.nextWindow(after: now, message: message).timeIntervalSince(now).rounded(.up)))
         default:
             break
         }

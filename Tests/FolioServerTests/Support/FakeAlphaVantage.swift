@@ -20,6 +20,8 @@ final class FakeAlphaVantage: Sendable {
         case emptyObject
         /// Answers normally, but only after this long.
         case slow(Duration)
+        /// Every GLOBAL_QUOTE answers with this symbol's quote, whatever was asked (a proxy's cache, a mix-up).
+        case quoteOf(String)
     }
 
     static let apiKey = "FAKEKEY1234567890"
@@ -77,15 +79,16 @@ final class FakeAlphaVantage: Sendable {
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
         case .freeKey where query["outputsize"] == "full":
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
-        case .normal, .slow, .freeKey: break
+        case .normal, .slow, .freeKey, .quoteOf: break
         }
         guard query["apikey"].map(String.init) == Self.apiKey else {
             return Self.json(#"{"Error Message": "the parameter apikey is invalid or missing. Please claim your free API key on (https://www.alphavantage.co/support/#api-key). It should take less than 20 seconds."}"#)
         }
-        let symbol = query["symbol"].map(String.init) ?? ""
+        var symbol = query["symbol"].map(String.init) ?? ""
+        if case .quoteOf(let other) = mode, function == "GLOBAL_QUOTE" { symbol = other }
         switch function {
         case "GLOBAL_QUOTE":
-            guard let (price, previous) = Self.prices[symbol] else { return Self.json(#"{"Global Quote": {}}"#) }
+            guard let (price, previous) = Self.prices[symbol.uppercased()] else { return Self.json(#"{"Global Quote": {}}"#) }
             return Self.json("""
                 {
                     "Global Quote": {
