@@ -76,6 +76,18 @@ struct ReconciliationTests {
         }
     }
 
+    @Test("an Alpaca account Folio cannot read is skipped with the reason, not blamed on the keys", arguments: [TestDatabaseKind.sqlite])
+    func unreadableAccountSkippedWithItsReason(kind: TestDatabaseKind) async throws {
+        try await withLinked(kind) { _, env, fake, _, account in
+            fake.cashText = "601.371234"
+            let run = try await BrokerReconciliation.run(services: env.services, dryRun: true)
+            #expect(run.first?.applied == false)
+            #expect(run.first?.skipped?.hasPrefix("Alpaca's account cannot be read: ") == true, "\(run)")
+            #expect(run.first?.skipped?.contains("keys") == false, "\(run)")
+            #expect(try await holdings(env, account)["AAPL"]?.quantity == 3)
+        }
+    }
+
     @Test("a fill at Alpaca between reading its cash and its positions leaves the account for the next run, which takes both from after it", arguments: TestDatabaseKind.all)
     func fillWhileAsked(kind: TestDatabaseKind) async throws {
         try await withLinked(kind) { _, env, fake, _, account in

@@ -50,7 +50,12 @@ struct Reconciler: Sendable {
         // Where the books stood before Alpaca was asked: if they move before the lock is taken (a fill applied
         // meanwhile), Alpaca's figures may already include it and the books not, or the other way round.
         let before = try await trading.auditSequence(of: link.accountID)
-        guard case .account(let remote) = try await alpaca.account() else {
+        let remote: AlpacaBroker.RemoteAccount
+        switch try await alpaca.account() {
+        case .account(let account): remote = account
+        case .unreadable(let reason):
+            return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca's account cannot be read: \(reason)")
+        case .refused:
             return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca no longer accepts the link's keys")
         }
         let positions = try await alpaca.positions()
