@@ -43,7 +43,7 @@ struct DatabaseRetryTests {
     }
 
     @Test(
-        "PostgreSQL: a request for an account another process holds and does not let go ends as 503 database_busy with nothing written, not a wait without end; the locking transaction is ended by the server if it sits idle",
+        "PostgreSQL: a request for an account another process holds and does not let go ends as 503 database_busy with nothing written, not a wait without end; the locking transaction carries the server's limit on sitting idle",
         .enabled(if: TestDatabaseKind.postgresAvailable, "needs PostgreSQL (FOLIO_TEST_DATABASE_URL)"))
     func stalledHolderOfAnAccount() async throws {
         try await withTestApp(.postgres) { client, env in

@@ -121,8 +121,10 @@ public struct TargetAllocation: Equatable, Sendable {
         }
         issues += Self.checkPercent(cashPercent, field: "cash_percent")
         for (value, field) in [(band.absolutePoints, "drift_band.absolute_points"), (band.relativePercent, "drift_band.relative_percent")] {
-            if !value.isPositive || value > Percent.hundred || value.places > Percent.places {
+            if !value.isPositive || value > Percent.hundred {
                 issues.append(.init(field: field, code: "invalid", message: "\(field) must be above 0 and at most 100, with at most 4 decimal places."))
+            } else if value.places > Percent.places {
+                issues.append(.init(field: field, code: "too_precise", message: "\(field) may have at most \(Percent.places) decimal places."))
             }
         }
         if issues.isEmpty, sum != Int128(Ratio.one) * 100 {

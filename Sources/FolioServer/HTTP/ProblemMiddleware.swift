@@ -85,7 +85,8 @@ struct ProblemMiddleware: RouterMiddleware {
             context.logger.error("database constraint violation", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return AppError(.conflict, code: "constraint_violation", detail: "The change conflicts with data already stored; nothing was written.")
         case _ where FolioDatabase.isBusy(error):
-            // Another process held SQLite's write lock past every retry: a moment later it is free.
+            // Another process held SQLite's write lock past every retry, or PostgreSQL's lock_timeout passed
+            // (`TradingStore.waitLimits`): a moment later it is likely free.
             context.logger.warning("database busy", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return AppError(.serviceUnavailable, code: "database_busy", detail: "The database is busy; try again in a moment.", headers: [.retryAfter: "1"])
         case let error as HTTPError:

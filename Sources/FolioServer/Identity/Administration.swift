@@ -23,11 +23,10 @@ extension IdentityServices {
         try await database.modelTransaction { db in
             // Decided on the row as it is under its lock, not as `user` was read: another administrator's
             // change or an erasure made meanwhile is seen (PostgreSQL waits for it, SQLite's writer runs after it).
-            // An erased person's row changes no more (enabling one would also count a pseudonymised administrator as one).
-            if try await lockAndRefresh(user, id: id, on: db) { throw IdentityError.userErased }
+            let administrators = try await lockAndRefresh(user, id: id, on: db)
             // Nothing to change: no write, no sessions ended, no audit event of a change that did not happen.
             guard disabled != user.isDisabled else { return }
-            if disabled { try await refuseLastAdministrator(user, on: db) }
+            if disabled, administrators == [id] { throw IdentityError.lastAdministrator }
             user.disabledAt = disabled ? clock.now() : nil
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
@@ -52,9 +51,9 @@ extension IdentityServices {
         guard let id = user.id else { throw IdentityError.userNotFound }
         return try await database.modelTransaction { db in
             // Decided on the row as it is under its lock (see `setDisabled`).
-            if try await lockAndRefresh(user, id: id, on: db) { throw IdentityError.userErased }
+            let administrators = try await lockAndRefresh(user, id: id, on: db)
             guard user.role != role.rawValue else { return false }
-            if role != .admin { try await refuseLastAdministrator(user, on: db) }
+            if role != .admin, administrators == [id] { throw IdentityError.lastAdministrator }
             user.role = role.rawValue
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
@@ -67,22 +66,16 @@ extension IdentityServices {
         }
     }
 
-    /// Takes the user's row for update and brings `user`'s role and disabled time up to date with it.
-    /// True when the user was erased.
-    private func lockAndRefresh(_ user: User, id: UUID, on db: any Database) async throws -> Bool {
-        guard let current = try await store.lockAdministrationFacts(userID: id, on: db) else { throw IdentityError.userNotFound }
+    /// Takes the user's row and the enabled administrators' for update (`IdentityStore.lockForAdministration`),
+    /// brings `user`'s role and disabled time up to date with the row, and returns the enabled administrators:
+    /// demoting or disabling the last one would leave no one to administer Folio. An erased person's row
+    /// changes no more (enabling one would also count a pseudonymised administrator as one).
+    private func lockAndRefresh(_ user: User, id: UUID, on db: any Database) async throws -> Set<UUID> {
+        guard let current = try await store.lockForAdministration(userID: id, on: db) else { throw IdentityError.userNotFound }
+        if current.erased { throw IdentityError.userErased }
         if user.role != current.role { user.role = current.role }
         if user.disabledAt != current.disabledAt { user.disabledAt = current.disabledAt }
-        return current.erased
-    }
-
-    /// Demoting or disabling the last enabled administrator would leave no one to administer Folio:
-    /// checked in the change's own transaction, under the administrators' rows.
-    /// The user's role and state as they are under the lock, not as read before (they may have changed since).
-    private func refuseLastAdministrator(_ user: User, on db: any Database) async throws {
-        guard let id = user.id else { return }
-        let enabled = try await IdentityStore.lockEnabledAdministrators(postgres: database.kind == .postgres, on: database.sqlDatabase(db))
-        if enabled == [id] { throw IdentityError.lastAdministrator }
+        return current.enabledAdministrators
     }
 
     /// The development outbox, newest first.

@@ -41,16 +41,6 @@ struct IdentityStore: Sendable {
             """).first() != nil
     }
 
-    /// Takes every enabled administrator's row for update (PostgreSQL; SQLite's single writer runs such
-    /// transactions one after the other) and returns their ids, as they are now. Two administrators
-    /// demoting or disabling each other at once: the second waits, and PostgreSQL's re-check after the
-    /// wait no longer counts the one the first took away.
-    static func lockEnabledAdministrators(postgres: Bool, on db: any SQLDatabase) async throws -> Set<UUID> {
-        Set(try await db.raw("""
-            SELECT id FROM users WHERE role = 'admin' AND disabled_at IS NULL AND erased_at IS NULL ORDER BY id\(unsafeRaw: postgres ? " FOR UPDATE" : "")
-            """).all().map { try $0.decode(column: "id", as: UUID.self) })
-    }
-
     /// Which of these users were erased (their rows stay, pseudonymised and disabled for good).
     func erased(_ ids: [UUID], on db: any Database) async throws -> Set<UUID> {
         guard !ids.isEmpty, let sql = db as? any SQLDatabase else { return [] }
@@ -396,13 +386,29 @@ struct IdentityStore: Sendable {
                 try row.decode(column: "disabled_at", as: Date?.self) != nil)
     }
 
-    /// The user's role, disabled time and whether they were erased, read with the row taken for update
-    /// (PostgreSQL; SQLite's single writer runs transactions one after the other). Nil when the user is gone.
-    func lockAdministrationFacts(userID: UUID, on db: any Database) async throws -> (role: String, disabledAt: Date?, erased: Bool)? {
-        guard let row = try await lockedUserRow(userID, columns: "role, disabled_at, erased_at", on: db) else { return nil }
-        return (try row.decode(column: "role", as: String.self),
-                try row.decode(column: "disabled_at", as: Date?.self),
-                try row.decode(column: "erased_at", as: Date?.self) != nil)
+    /// What an administrator's change to a user decides on, read with the rows taken for update (PostgreSQL;
+    /// SQLite's single writer runs transactions one after the other): the user's role, disabled time and
+    /// whether they were erased, and the enabled administrators. One statement, rows in the order of their
+    /// ids, as an erasure takes them: two changes at once never wait on each other in a cycle. After a wait,
+    /// PostgreSQL's re-check no longer returns an administrator another change took away. Nil when the user is gone.
+    func lockForAdministration(userID: UUID, on db: any Database) async throws
+        -> (role: String, disabledAt: Date?, erased: Bool, enabledAdministrators: Set<UUID>)?
+    {
+        let sql = db as! any SQLDatabase
+        let lock = sql.dialect.name == "postgresql" ? " FOR UPDATE" : ""
+        let rows = try await sql.raw("""
+            SELECT id, role, disabled_at, erased_at FROM users
+            WHERE id = \(bind: userID) OR (role = 'admin' AND disabled_at IS NULL AND erased_at IS NULL) ORDER BY id\(unsafeRaw: lock)
+            """).all()
+        var target: (role: String, disabledAt: Date?, erased: Bool)?
+        var administrators = Set<UUID>()
+        for row in rows {
+            let id = try row.decode(column: "id", as: UUID.self), role = try row.decode(column: "role", as: String.self)
+            let disabledAt = try row.decode(column: "disabled_at", as: Date?.self), erased = try row.decode(column: "erased_at", as: Date?.self) != nil
+            if id == userID { target = (role, disabledAt, erased) }
+            if role == "admin", disabledAt == nil, !erased { administrators.insert(id) }
+        }
+        return target.map { ($0.role, $0.disabledAt, $0.erased, administrators) }
     }
 
     /// `columns` of the user's row, taken for update for the rest of the transaction `db` (PostgreSQL;

@@ -127,7 +127,9 @@ struct PersonalDataErasure: Sendable {
 
     /// The order placement takes its locks in: the accounts' rows, then the user's and the administrators'.
     private static func lockForErasure(_ userID: UserID, lock: String, on db: any SQLDatabase) async throws {
-        try await db.raw("SELECT id FROM accounts WHERE user_id = \(bind: userID.uuid) ORDER BY id \(unsafeRaw: lock)").run()
+        // With the same limits on waiting as every other lock of accounts (`TradingStore.waitLimits`).
+        let limits = lock.isEmpty ? "" : TradingStore.waitLimits
+        try await db.raw("SELECT id FROM accounts WHERE user_id = \(bind: userID.uuid)\(unsafeRaw: limits) ORDER BY id \(unsafeRaw: lock)").run()
         try await db.raw("SELECT id FROM users WHERE id = \(bind: userID.uuid) OR role = 'admin' ORDER BY id \(unsafeRaw: lock)").run()
     }
 

@@ -109,9 +109,6 @@ private final class KeyReads {
     final class Object {
         let members: Set<String>
         var read: Set<String> = []
-        /// Whether `allKeys` listed the object's keys: a dictionary (`[String: …]`) then asks for
-        /// each by the name it was given, the JSON's own, which is not snake-cased again.
-        var listed = false
 
         init(members: Set<String>) {
             self.members = members
@@ -165,7 +162,7 @@ private struct JSONValueDecoding: Decoder {
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard case .object(let members) = value else { throw mismatch([String: JSONValue].self, "an object") }
         let object = reads.saw(members, at: FieldIssue.path(codingPath))
-        return KeyedDecodingContainer(KeyedContainer<Key>(members: members, codingPath: codingPath, object: object, reads: reads))
+        return KeyedDecodingContainer(KeyedContainer<Key>(members: members, codingPath: codingPath, object: object, reads: reads, listing: .init()))
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
@@ -192,16 +189,24 @@ private struct KeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     /// What `reads` knows of this object: the keys read from it.
     let object: KeyReads.Object
     let reads: KeyReads
+    /// Whether this container listed the object's keys (`allKeys`): a dictionary (`[String: …]`) then asks
+    /// for each by the name it was given, the JSON's own, which is not snake-cased again. This container's
+    /// alone: a struct decoded from the same object still reads its fields by their snake-case names.
+    let listing: Listing
+
+    final class Listing {
+        var listed = false
+    }
 
     var allKeys: [Key] {
         object.read.formUnion(object.members)
-        object.listed = true
+        listing.listed = true
         return members.keys.compactMap { Key(stringValue: $0) }
     }
 
     /// The JSON name of `key`, counted as read: asking for a key, there or not, is knowing it.
     func jsonName(_ key: Key) -> String {
-        if object.listed, members[key.stringValue] != nil { return key.stringValue }
+        if listing.listed, members[key.stringValue] != nil { return key.stringValue }
         let name = JSONValueDecoder.snakeCase(key.stringValue)
         object.read.insert(name)
         return name
