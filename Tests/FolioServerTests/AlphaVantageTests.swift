@@ -137,7 +137,7 @@ struct AlphaVantageTests {
         }
     }
 
-    @Test("a quote of another symbol than the one asked for is a bad answer, never that symbol's price", arguments: [TestDatabaseKind.sqlite])
+    @Test("a quote of another symbol than the one asked for, or of no known trading day, is a bad answer, never that symbol's price of today", arguments: [TestDatabaseKind.sqlite])
     func quoteOfAnotherSymbol(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in
             try await withTestDatabase(kind) { database, _ in
@@ -146,6 +146,14 @@ struct AlphaVantageTests {
                 do {
                     let quote = try await vendor.quote(for: "AAPL")
                     Issue.record("MSFT's quote was taken for AAPL: \(String(describing: quote))")
+                } catch let error as MarketDataError {
+                    guard case .badResponse = error else { Issue.record("expected badResponse, got \(error)"); return }
+                }
+                // A quote of no known day is not taken for today's.
+                fake.mode = .noTradingDay
+                do {
+                    let quote = try await vendor.quote(for: "AAPL")
+                    Issue.record("a quote without its trading day was taken: \(String(describing: quote))")
                 } catch let error as MarketDataError {
                     guard case .badResponse = error else { Issue.record("expected badResponse, got \(error)"); return }
                 }

@@ -60,8 +60,12 @@ struct AlphaVantageProvider: MarketDataProvider {
         guard let price = fields["05. price"].flatMap(Self.price), price.isPositive else {
             throw MarketDataError.badResponse("GLOBAL_QUOTE without a positive price")
         }
+        // A price of no known day is not taken for today's: it would price fills and show as fresh.
+        guard let day = fields["07. latest trading day"].flatMap({ TradingDay($0) }) else {
+            throw MarketDataError.badResponse("GLOBAL_QUOTE without a latest trading day")
+        }
         let previousClose = fields["08. previous close"].flatMap(Self.price).flatMap { $0.isPositive ? $0 : nil }
-        return PriceQuote(symbol: symbol, price: price, previousClose: previousClose, asOf: asOf(tradingDay: fields["07. latest trading day"]))
+        return PriceQuote(symbol: symbol, price: price, previousClose: previousClose, asOf: min(clock.now(), day.close))
     }
 
     func search(_ query: String) async throws -> [SymbolMatch] {
@@ -172,12 +176,6 @@ struct AlphaVantageProvider: MarketDataProvider {
     }
 
     /// The quote's time: now on its trading day, else that day's 16:00 New York close.
-    private func asOf(tradingDay text: String?) -> Date {
-        let now = clock.now()
-        guard let text, let day = TradingDay(text) else { return now }
-        return min(now, day.close)
-    }
-
     func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date {
         calendar.previousClose(before: date)
     }

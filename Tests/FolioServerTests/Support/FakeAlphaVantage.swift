@@ -22,6 +22,10 @@ final class FakeAlphaVantage: Sendable {
         case slow(Duration)
         /// Every GLOBAL_QUOTE answers with this symbol's quote, whatever was asked (a proxy's cache, a mix-up).
         case quoteOf(String)
+        /// GLOBAL_QUOTE answers without its `07. latest trading day`.
+        case noTradingDay
+
+        var omitsTradingDay: Bool { if case .noTradingDay = self { true } else { false } }
     }
 
     static let apiKey = "FAKEKEY1234567890"
@@ -79,7 +83,7 @@ final class FakeAlphaVantage: Sendable {
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
         case .freeKey where query["outputsize"] == "full":
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
-        case .normal, .slow, .freeKey, .quoteOf: break
+        case .normal, .slow, .freeKey, .quoteOf, .noTradingDay: break
         }
         guard query["apikey"].map(String.init) == Self.apiKey else {
             return Self.json(#"{"Error Message": "the parameter apikey is invalid or missing. Please claim your free API key on (https://www.alphavantage.co/support/#api-key). It should take less than 20 seconds."}"#)
@@ -98,7 +102,7 @@ final class FakeAlphaVantage: Sendable {
                         "04. low": "\(previous)",
                         "05. price": "\(price)",
                         "06. volume": "3462146",
-                        "07. latest trading day": "\(tradingDay)",
+                        \(mode.omitsTradingDay ? "" : "\"07. latest trading day\": \"\(tradingDay)\",")
                         "08. previous close": "\(previous)",
                         "09. change": "2.2500",
                         "10. change percent": "0.8541%"
