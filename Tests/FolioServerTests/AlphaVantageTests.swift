@@ -137,7 +137,7 @@ struct AlphaVantageTests {
         }
     }
 
-    @Test("a quote of another symbol than the one asked for, or of no known trading day, is a bad answer, never that symbol's price of today", arguments: [TestDatabaseKind.sqlite])
+    @Test("a quote of another symbol than the one asked for, of no known trading day, or with a price past 8 places is a bad answer, never a price made up", arguments: [TestDatabaseKind.sqlite])
     func quoteOfAnotherSymbol(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in
             try await withTestDatabase(kind) { database, _ in
@@ -157,6 +157,9 @@ struct AlphaVantageTests {
                 } catch let error as MarketDataError {
                     guard case .badResponse = error else { Issue.record("expected badResponse, got \(error)"); return }
                 }
+                // A price with more places than a price holds is no answer either: never rounded into another price.
+                #expect(AlphaVantageProvider.price("0.000000006") == nil && AlphaVantageProvider.price("123.456789012345") == nil)
+                #expect(AlphaVantageProvider.price("265.6500") == (try Price(parsing: "265.65")) && AlphaVantageProvider.price("0.00000001") != nil)
                 // The symbol as the vendor writes it in another case is the same symbol.
                 fake.mode = .quoteOf("msft")
                 #expect(try await vendor.quote(for: "MSFT")?.price == (try Price(parsing: "415.1234")))

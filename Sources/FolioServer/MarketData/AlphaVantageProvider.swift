@@ -188,8 +188,10 @@ struct AlphaVantageProvider: MarketDataProvider {
 
     /// A price as the vendor writes it (a JSON string), read from its bytes;
     /// places beyond the 8 Folio keeps are rounded half to even.
+    /// A price as the vendor wrote it (four places), exactly: one with more places than a price holds
+    /// is no answer Folio can take, never rounded into another price ("0.000000006" is not "0.00000001").
     static func price(_ text: String) -> Price? {
-        try? Price(parsing: text, rounding: .halfEven)
+        try? Price(parsing: text)
     }
 
     /// `2026-11-27` as midnight UTC, as the simulated market dates its days.
