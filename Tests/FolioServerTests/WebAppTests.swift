@@ -1156,6 +1156,31 @@ struct WebAppTests {
         }
     }
 
+    @Test("a refusal a browser meets outside the API before any page answers (a body past the limit, a NUL in a page's query) is a page; the API stays JSON", arguments: [TestDatabaseKind.sqlite])
+    func refusalsBeforeThePagesArePages(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.maxBodySize = 4096 }) { client, env in
+            let html: HTTPFields = [.accept: "text/html", .contentType: "application/x-www-form-urlencoded", HTTPField.Name("Sec-Fetch-Site")!: "same-origin"]
+            let big = Self.form([("_api", "/api/auth/login"), ("note", String(repeating: "x", count: 10_000))])
+            let cases: [(String, HTTPRequest.Method, ByteBuffer?, HTTPResponse.Status)] = [
+                ("/form", .post, big, .contentTooLarge),
+                ("/orders?cursor=%00", .get, nil, .badRequest),
+            ]
+            for (uri, method, body, status) in cases {
+                let page = try await client.execute(uri: uri, method: method, headers: html, body: body)
+                #expect(page.status == status, "\(uri)")
+                #expect(page.headers[.contentType]?.hasPrefix("text/html") == true, "\(uri): \(page.headers[.contentType] ?? "")")
+                #expect(Self.text(page).contains("<a href=\"/\">Dashboard</a>"), "\(uri)")
+                var json = html
+                json[.accept] = "application/json"
+                let problem = try await client.execute(uri: uri, method: method, headers: json, body: body)
+                #expect(problem.status == status && problem.headers[.contentType] == ProblemDetails.mediaType, "\(uri)")
+            }
+            // The API answers problems whatever the client accepts.
+            let api = try await client.execute(uri: "/api/orders?cursor=%00", method: .get, headers: [.accept: "text/html"])
+            #expect(api.headers[.contentType] == ProblemDetails.mediaType)
+        }
+    }
+
     @Test("without JavaScript: a form signs in through the bridge, places an order with the session's token, and is refused without it", arguments: TestDatabaseKind.all)
     func formsWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -17,6 +17,9 @@ struct ProblemMiddleware: RouterMiddleware {
     var errors: SentryReporter? = nil
     /// The web app's page for an address that is no page, for a browser's GET outside `/api/`.
     var missingPage: (@Sendable (Identity?) -> Response)? = nil
+    /// The web app's page for any other refusal (4xx) of a browser's request outside `/api/`
+    /// (a body past the limit, a NUL in a page's query): a page to go on from, not JSON.
+    var refusalPage: (@Sendable (AppError, Identity?) -> Response)? = nil
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -25,9 +28,7 @@ struct ProblemMiddleware: RouterMiddleware {
             let allowed = routes.allowedMethods(for: request.uri.path)
             guard !allowed.isEmpty else {
                 // A browser that follows a stale link or a typo gets a page to go on from, not JSON.
-                if let missingPage, request.method == .get,
-                   request.uri.path != "/api", !request.uri.path.hasPrefix("/api/"),
-                   request.headers[.accept]?.contains("text/html") == true {
+                if let missingPage, request.method == .get, Self.isBrowserPage(request) {
                     return missingPage(context.facts.identity)
                 }
                 return response(for: AppError(.notFound, code: "not_found", detail: "No route matches \(request.method.rawValue) \(Self.safePath(request))."), request: request, context: context)
@@ -41,7 +42,11 @@ struct ProblemMiddleware: RouterMiddleware {
                 request: request, context: context)
         } catch {
             if let constraint = DatabaseConstraint(error) { violations.record(constraint) }
-            let response = Self.response(for: error, request: request, context: context)
+            let problem = Self.appError(for: error, context: context)
+            if let refusalPage, (400..<500).contains(problem.status.code), Self.isBrowserPage(request) {
+                return refusalPage(problem, context.facts.identity)
+            }
+            let response = Self.response(for: problem, context: context)
             if response.status == .internalServerError, let errors {
                 errors.report(.forServerError(
                     error: error, requestID: context.requestID, route: context.endpointPath ?? "unmatched", method: request.method.rawValue,
@@ -56,7 +61,15 @@ struct ProblemMiddleware: RouterMiddleware {
     }
 
     static func response(for error: any Error, request: Request, context: Context) -> Response {
-        let appError = appError(for: error, context: context)
+        response(for: appError(for: error, context: context), context: context)
+    }
+
+    /// A browser's request for a page (not the API): it is answered with pages, refusals included.
+    static func isBrowserPage(_ request: Request) -> Bool {
+        request.uri.path != "/api" && !request.uri.path.hasPrefix("/api/") && request.headers[.accept]?.contains("text/html") == true
+    }
+
+    static func response(for appError: AppError, context: Context) -> Response {
         let problem = appError.problem(requestID: context.requestID.isEmpty ? nil : context.requestID)
         var headers = appError.headers
         headers[.contentType] = ProblemDetails.mediaType

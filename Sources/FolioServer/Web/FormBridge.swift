@@ -54,13 +54,8 @@ struct FormBridge: Sendable {
             guard !(error is Refused), request.headers[.accept]?.contains("text/html") == true else { throw error }
             let problem = ProblemMiddleware.appError(for: error, context: context)
             guard problem.status.code < 500 else { throw error }
-            let errors = problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }
-            return renderer.page(
-                "error", title: Display.errorTitle(problem.status), viewer: await viewer(of: request),
-                values: [
-                    "detail": problem.detail, "has_errors": !errors.isEmpty, "errors": errors, "advice": Self.advice(status: problem.status, code: problem.code),
-                ].merging(Display.errorValues(status: problem.status, code: problem.code)) { _, new in new },
-                status: problem.status)
+            // The bridge's own refusal page: the bridge's route ignores the cookie, so the viewer is read here.
+            return renderer.refusalPage(problem, viewer: await viewer(of: request))
         }
     }
 

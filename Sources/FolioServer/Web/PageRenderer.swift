@@ -133,6 +133,20 @@ struct PageRenderer: Sendable {
     /// `__Host-` and Secure, as the session cookie: no sibling subdomain nor plain-HTTP answer can plant it.
     static let confirmationCookie = "__Host-folio_done"
 
+    /// A refusal as a page, for a browser: its detail, the fields it names, what to do next, and when to
+    /// come back (`Retry-After`) if it says.
+    func refusalPage(_ problem: AppError, viewer: Viewer?) -> Response {
+        let errors = problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }
+        var page = page(
+            "error", title: Display.errorTitle(problem.status), viewer: viewer,
+            values: [
+                "detail": problem.detail, "has_errors": !errors.isEmpty, "errors": errors, "advice": FormBridge.advice(status: problem.status, code: problem.code),
+            ].merging(Display.errorValues(status: problem.status, code: problem.code)) { _, new in new },
+            status: problem.status)
+        if let retryAfter = problem.headers[.retryAfter] { page.headers[.retryAfter] = retryAfter }
+        return page
+    }
+
     /// The page for an address that is no page (a stale link, a typo), as a browser asked for it: in the
     /// signed-in layout for whoever `AuthenticationMiddleware` found signed in, the signed-out one otherwise.
     func missingPage(for signedIn: Identity?, csrf: CSRFTokens) -> Response {
