@@ -61,6 +61,7 @@ struct AlphaVantageProvider: MarketDataProvider {
             throw MarketDataError.badResponse("GLOBAL_QUOTE without a positive price")
         }
         // A price of no known day is not taken for today's: it would price fills and show as fresh.
+        // Its time: now on its trading day, else that day's 16:00 New York close.
         guard let day = fields["07. latest trading day"].flatMap({ TradingDay($0) }) else {
             throw MarketDataError.badResponse("GLOBAL_QUOTE without a latest trading day")
         }
@@ -175,7 +176,6 @@ struct AlphaVantageProvider: MarketDataProvider {
         }
     }
 
-    /// The quote's time: now on its trading day, else that day's 16:00 New York close.
     func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date {
         calendar.previousClose(before: date)
     }
@@ -186,8 +186,6 @@ struct AlphaVantageProvider: MarketDataProvider {
         return text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""
     }
 
-    /// A price as the vendor writes it (a JSON string), read from its bytes;
-    /// places beyond the 8 Folio keeps are rounded half to even.
     /// A price as the vendor wrote it (four places), exactly: one with more places than a price holds
     /// is no answer Folio can take, never rounded into another price ("0.000000006" is not "0.00000001").
     static func price(_ text: String) -> Price? {

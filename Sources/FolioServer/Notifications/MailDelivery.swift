@@ -167,8 +167,8 @@ struct MailDelivery: Sendable {
         let template = MailTemplate(rawValue: claimed.template)
         let label = template?.rawValue ?? "unknown"
         // A way back into the account (a verification or reset link the person asked for) is not held back.
-        let variables = try? MailVariables(json: claimed.variables)
-        if template?.passesSuppressions(variables) != true, try await claimed.suppressed(store) {
+        let variables = Result { try MailVariables(json: claimed.variables) }
+        if template?.passesSuppressions(try? variables.get()) != true, try await claimed.suppressed(store) {
             try await store.settle(id, as: .suppressed, error: "the address bounced or reported spam", now: now, on: store.database.sql)
             metrics?.mail(template: label, result: "suppressed")
             logger.info("mail not sent to a suppressed address", metadata: ["mail_id": .string(id.lowercasedString), "kind": .string(label)])
@@ -178,7 +178,7 @@ struct MailDelivery: Sendable {
         do {
             guard let template else { throw MailRenderer.Failure(description: "unknown template \(claimed.template)") }
             mail = try renderer.render(
-                template, try MailVariables(json: claimed.variables), id: id, userID: claimed.userID, recipient: claimed.recipient)
+                template, try variables.get(), id: id, userID: claimed.userID, recipient: claimed.recipient)
         } catch {
             try await store.settle(id, as: .failed, error: "could not be rendered: \(error)", now: now, on: store.database.sql)
             metrics?.mail(template: label, result: "failed")

@@ -13,10 +13,10 @@ enum ClientAddress {
     /// address (commands, tests in process) share one.
     static func key(_ ip: String?) -> String {
         guard let ip else { return "unknown" }
-        var bytes = [UInt8](repeating: 0, count: 16)
-        guard ip.contains(":"), inet_pton(AF_INET6, ip, &bytes) == 1 else { return ip }
+        guard ip.contains(":"), let address = IPAddress(ip) else { return ip }
         // IPv4 written as IPv6 (::ffff:192.0.2.7) is the IPv4 address.
-        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF { return bytes[12...].map(String.init).joined(separator: ".") }
+        if address.isIPv4 { return address.text }
+        let bytes = address.bytes
         let hextets = stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
         return hextets.joined(separator: ":") + "::/64"
     }

@@ -51,7 +51,7 @@ struct FormBridge: Sendable {
         } catch {
             // A form refused before it reached the API (its type, its size, where it came from): a browser
             // gets a page all the same. A 5xx stays the problem middleware's, which logs and reports it.
-            guard !(error is Refused), request.headers[.accept]?.contains("text/html") == true else { throw error }
+            guard !(error is Refused), ProblemMiddleware.isBrowserPage(request) else { throw error }
             let problem = ProblemMiddleware.appError(for: error, context: context)
             guard problem.status.code < 500 else { throw error }
             // The bridge's own refusal page: the bridge's route ignores the cookie, so the viewer is read here.
