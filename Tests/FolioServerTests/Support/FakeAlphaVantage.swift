@@ -171,7 +171,11 @@ final class FakeAlphaVantage: Sendable {
 
 /// Runs a fake Alpha Vantage on a free loopback port for the length of `body`.
 func withFakeAlphaVantage<T: Sendable>(_ body: @escaping @Sendable (FakeAlphaVantage) async throws -> T) async throws -> T {
-    try await withLoopbackFake(
+    // The fake's credentials are configured secrets of whatever talks to it, masked in every log line from
+    // now on, as the composition root registers the configuration's before it builds a client: a test that
+    // builds a client without an app must not depend on another test's app having registered them first.
+    ConfiguredSecrets.register([FakeAlphaVantage.apiKey])
+    return try await withLoopbackFake(
         "fake-alpha-vantage", method: .get, path: "/query", make: { FakeAlphaVantage(baseURL: "http://127.0.0.1:\($0)") },
         answer: { fake, request in try await fake.answer(request) }, body)
 }

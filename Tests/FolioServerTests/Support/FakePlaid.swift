@@ -349,7 +349,11 @@ final class FakePlaid: Sendable {
 
 /// Runs a fake Plaid on a free loopback port for the length of `body`.
 func withFakePlaid<T: Sendable>(_ body: @escaping @Sendable (FakePlaid) async throws -> T) async throws -> T {
-    try await withLoopbackFake(
+    // The fake's credentials are configured secrets of whatever talks to it, masked in every log line from
+    // now on, as the composition root registers the configuration's before it builds a client: a test that
+    // builds a client without an app must not depend on another test's app having registered them first.
+    ConfiguredSecrets.register([FakePlaid.clientID, FakePlaid.secret])
+    return try await withLoopbackFake(
         "fake-plaid", make: { FakePlaid(baseURL: "http://127.0.0.1:\($0)") }, answer: { fake, request in try await fake.answer(request, path: request.uri.path) },
         body)
 }

@@ -187,5 +187,9 @@ final class FakeSentry: Sendable {
 
 /// Runs a fake Sentry on a free loopback port for the length of `body`.
 func withFakeSentry<T: Sendable>(_ body: @escaping @Sendable (FakeSentry) async throws -> T) async throws -> T {
-    try await withLoopbackFake("fake-sentry", make: { FakeSentry(port: $0) }, answer: { fake, request in try await fake.answer(request) }, body)
+    // The fake's credentials are configured secrets of whatever talks to it, masked in every log line from
+    // now on, as the composition root registers the configuration's before it builds a client: a test that
+    // builds a client without an app must not depend on another test's app having registered them first.
+    ConfiguredSecrets.register([FakeSentry.publicKey])
+    return try await withLoopbackFake("fake-sentry", make: { FakeSentry(port: $0) }, answer: { fake, request in try await fake.answer(request) }, body)
 }
