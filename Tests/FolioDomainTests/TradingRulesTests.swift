@@ -270,6 +270,25 @@ struct TradingRulesTests {
         #expect(priceless.account.reservedCash == 0 && priceless.account.cash == cash_("91.00"))
     }
 
+    @Test("a part of a limit buy filled above its limit is paid from available cash; the rest stays reserved at the limit, so its fill can still be paid")
+    func partAboveTheLimit() throws {
+        // 2 at 10 reserves 20.00. The broker fills 1 at 12: the 2.00 over comes out of available cash,
+        // and the 10.00 the last share can cost at the limit stays reserved.
+        var books = try placedBuy(quantity: "2", limit: "10", cash: "100.00")
+        let id = try #require(books.orders.values.first).id
+        try books.apply(.partiallyFilled([BrokerFill(id: "above", quantity: qty("1"), price: px("12"))]), to: id, heldAtBroker: true, ids: ids, now: now)
+        #expect(books.orders[id]?.status == .partiallyFilled)
+        #expect(books.orders[id]?.reservedCash == 10)
+        #expect(books.account.cash == 88 && books.account.reservedCash == 10)
+        #expect(books.account.availableCash == 78)
+        // All that is available taken out, the last share at the limit is still paid for.
+        let withdrawal = try TradingRules.move(.withdrawal, amount: books.account.availableCash, account: books.account, description: nil, actor: nil, entryID: EntryID(), now: now)
+        books.record(withdrawal)
+        try books.apply(.filled([BrokerFill(id: "last", quantity: qty("1"), price: px("10"))]), to: id, heldAtBroker: true, ids: ids, now: now)
+        #expect(books.orders[id]?.status == .filled)
+        #expect(books.account.cash == 0 && books.account.reservedCash == 0)
+    }
+
     @Test("an order that has not filled is rejected when its first fill cannot be paid")
     func unpayableFirst() throws {
         var books = try placedBuy(quantity: "1", limit: "10", cash: "10.00")

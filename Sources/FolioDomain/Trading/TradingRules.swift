@@ -253,13 +253,14 @@ public enum TradingRules {
             }
             var release = completes ? order.reservedCash : Cash.min(order.reservedCash, Cash.max(share, cost))
             // A limit buy keeps back what the rest can still cost at its limit, and frees the remainder: a part below
-            // the limit must not free a cent the last part at the limit then needs.
+            // the limit must not free a cent the last part at the limit then needs. A part above the limit (the
+            // broker's error, but it happened) is paid over its share from available cash, never from the rest's.
             if !completes, order.type == .limit || order.type == .stopLimit, let limit = order.limitPrice, let quantity = order.quantity,
                let value = try? filledValue.adding(fill.quantity, fill.price),
                let rest = try? Money.cost(quantity: Quantity(uncheckedUnits: quantity.units - order.filledQuantity.units - fill.quantity.units), price: limit, after: value),
                let kept = try? order.reservedCash - rest
             {
-                release = Cash.min(order.reservedCash, Cash.max(cost, kept))
+                release = Cash.min(order.reservedCash, Cash.max(.zero, kept))
             }
             let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
             guard let cashAfter = try? account.cash - cost, cashAfter >= reservedAfter else {
