@@ -394,7 +394,9 @@ public struct FolioServices: Sendable {
                 metrics: configuration.requestMetrics ? metrics : nil)
             CORSMiddleware(configuration: configuration, security: identity.security)
             if let limits {
-                RateLimitMiddleware(scope: .client, settings: configuration.rateLimit, limiter: limits, shared: sharedRateLimiter, security: identity.security)
+                RateLimitMiddleware(
+                    scope: .client, settings: configuration.rateLimit, limiter: limits, shared: sharedRateLimiter, security: identity.security,
+                    refusalPage: { [pages] problem in pages.refusalPage(problem, viewer: nil) })
             }
             ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports, missingPage: { [pages, identity] viewer in pages.missingPage(for: viewer, csrf: identity.csrf) },
                 refusalPage: { [pages, identity] problem, viewer in pages.refusalPage(problem, viewer: viewer.map { PageRenderer.Viewer($0, csrf: identity.csrf) }) })

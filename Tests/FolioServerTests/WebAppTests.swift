@@ -1181,6 +1181,24 @@ struct WebAppTests {
         }
     }
 
+    @Test("a browser turned away by the rate limit gets a page that says when to come back; the API and other clients get the problem", arguments: [TestDatabaseKind.sqlite])
+    func rateLimitedPage(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 2, authRequestsPerMinute: 2) }) { client, _ in
+            let html: HTTPFields = [.accept: "text/html"]
+            for _ in 0..<2 { #expect(try await client.execute(uri: "/signin", method: .get, headers: html).status == .ok) }
+            let page = try await client.execute(uri: "/signin", method: .get, headers: html)
+            #expect(page.status == .tooManyRequests)
+            #expect(page.headers[.contentType]?.hasPrefix("text/html") == true, "\(page.headers[.contentType] ?? "")")
+            #expect(Self.text(page).contains("Nothing was changed; try again in a moment."))
+            #expect((page.headers[.retryAfter].flatMap(Int.init) ?? 0) >= 1)
+            #expect(page.headers[RateLimitMiddleware.policyHeader] != nil && page.headers[RateLimitMiddleware.stateHeader] != nil)
+            let problem = try await client.execute(uri: "/signin", method: .get, headers: [.accept: "application/json"])
+            #expect(problem.status == .tooManyRequests && problem.headers[.contentType] == ProblemDetails.mediaType)
+            let api = try await client.execute(uri: "/api/portfolio", method: .get, headers: html)
+            #expect(api.status == .tooManyRequests && api.headers[.contentType] == ProblemDetails.mediaType)
+        }
+    }
+
     @Test("without JavaScript: a form signs in through the bridge, places an order with the session's token, and is refused without it", arguments: TestDatabaseKind.all)
     func formsWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

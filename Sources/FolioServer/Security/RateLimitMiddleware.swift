@@ -28,6 +28,8 @@ struct RateLimitMiddleware: RouterMiddleware {
     let limiter: RateLimiter
     let shared: SharedRateLimiter
     let security: SecurityEvents
+    /// The web app's refusal page, for a browser's request outside `/api/` (as `ProblemMiddleware` answers those).
+    var refusalPage: (@Sendable (AppError) -> Response)? = nil
 
     static let policyHeader = HTTPField.Name("RateLimit-Policy")!
     static let stateHeader = HTTPField.Name("RateLimit")!
@@ -81,7 +83,7 @@ struct RateLimitMiddleware: RouterMiddleware {
                     .tooManyRequests, code: "rate_limited",
                     detail: "Too many requests; try again in \(max(1, decision.retryAfter)) seconds.", headers: headers)
                 if scope == .user { throw error }
-                return ProblemMiddleware.response(for: error, request: request, context: context)
+                return refuse(error, request, context)
             }
             if tightest == nil || decision.remaining < tightest!.decision.remaining { tightest = (check.policy, decision) }
         }
@@ -90,6 +92,15 @@ struct RateLimitMiddleware: RouterMiddleware {
             for field in Self.headers(policy: tightest.policy, decision: tightest.decision) { response.headers[field.name] = field.value }
         }
         return response
+    }
+
+    /// A refusal answered here (outside the problem middleware): the refusal page for a browser's
+    /// page, problem JSON otherwise; the rate-limit headers either way.
+    private func refuse(_ error: AppError, _ request: Request, _ context: Context) -> Response {
+        guard let refusalPage, ProblemMiddleware.isBrowserPage(request) else { return ProblemMiddleware.response(for: error, context: context) }
+        var page = refusalPage(error)
+        for field in error.headers where page.headers[field.name] == nil { page.headers.append(field) }
+        return page
     }
 
     /// The answer when the shared bucket cannot be read: the database's own
