@@ -397,6 +397,52 @@ struct PlaidTests {
         }
     }
 
+    @Test("a transaction held before a run, which the run changed before a mutation and the restarted run no longer names, is kept: only what a cut-short run added can go", arguments: TestDatabaseKind.all)
+    func mutationKeepsWhatWasHeld(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "held@example.com")
+            fake.pageSize = 2
+            let coffee = FakePlaid.Change.added(id: "tx-1", account: "acc-checking", amount: "5.00", date: "2026-11-20", name: "Coffee")
+            let lunch = FakePlaid.Change.added(id: "tx-2", account: "acc-checking", amount: "6.00", date: "2026-11-20", name: "Lunch")
+            let (item, plaidItemID) = try await link(client, tokens, fake, changes: [coffee, lunch])
+            await env.worker.drain()
+            #expect(try await count(env, "linked_transactions") == 2)
+            // The next run's first page changes tx-1; the data changes under it, and the log from the run's
+            // first cursor then changes tx-2 and adds tx-3, with no word of tx-1.
+            fake.pageSize = 1
+            fake.update(item: plaidItemID) { item in
+                item.changes += [
+                    .modified(id: "tx-1", account: "acc-checking", amount: "5.50", date: "2026-11-20", name: "Coffee"),
+                    .modified(id: "tx-2", account: "acc-checking", amount: "6.50", date: "2026-11-20", name: "Lunch"),
+                ]
+            }
+            fake.mutateDuringPagination(onCall: 2) { item in
+                item.changes = [coffee, lunch,
+                    .modified(id: "tx-2", account: "acc-checking", amount: "6.50", date: "2026-11-20", name: "Lunch"),
+                    .added(id: "tx-3", account: "acc-checking", amount: "8.00", date: "2026-11-21", name: "Books")]
+            }
+            #expect(try await post(client, "/api/links/\(try #require(item["id"] as? String))/sync", [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(fake.syncCursors.suffix(4) == ["cursor-2", "cursor-3", "cursor-2", "cursor-3"])
+            let data = try #require(try json(try await get(client, "/api/links/transactions", tokens))["data"] as? [[String: Any]])
+            #expect(data.compactMap { $0["transaction_id"] as? String }.sorted() == ["tx-1", "tx-2", "tx-3"])
+            #expect(data.first { $0["transaction_id"] as? String == "tx-2" }?["amount"] as? String == "-6.50")
+        }
+    }
+
+    @Test("a Plaid whose cursors go round in a circle is refused once a cursor comes back, not paged for ever", arguments: [TestDatabaseKind.sqlite])
+    func cursorsInACircle(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "circle@example.com")
+            fake.cursorCircle = ["cursor-a", "cursor-b"]
+            _ = try await link(client, tokens, fake)
+            await env.worker.drain()
+            #expect(fake.syncCursors == [nil, "cursor-a", "cursor-b"], "the cursor after cursor-b was cursor-a again, and the run stopped")
+            let job = try #require(try await env.jobs().first { $0.kind == JobPayload.Kind.syncPlaidItem.rawValue })
+            #expect(job.lastError?.contains("a cursor it had already sent") == true, "\(job)")
+        }
+    }
+
     @Test("a sync cut short resumes after the last saved page, with nothing missed and nothing twice", arguments: TestDatabaseKind.all)
     func interruptedSyncResumes(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

@@ -194,6 +194,8 @@ struct PlaidLinks: Sendable {
             // saved last, but a mutation sends it back here, to the cursor of the last complete sync (Plaid's rule).
             let start = item.syncRunStart ?? item.syncCursor ?? ""
             var cursor = item.syncCursor, restarts = 0, pages = 0
+            // The cursors this pagination sent: one that comes back would page round a circle for ever.
+            var sent: Set<String> = [cursor ?? ""]
             while true {
                 var page: PlaidSyncPage
                 do {
@@ -209,18 +211,22 @@ struct PlaidLinks: Sendable {
                     guard restarts < Self.paginationRestarts else { throw error }
                     restarts += 1
                     cursor = start.isEmpty ? nil : start
+                    sent = [start]
                     continue
                 }
                 // A page that says more follows must move the cursor: one that does not would page for ever.
                 if page.hasMore, page.nextCursor == cursor {
                     throw PlaidError.unreadable("/transactions/sync answered has_more with the cursor it was sent")
                 }
+                if page.hasMore, !sent.insert(page.nextCursor).inserted {
+                    throw PlaidError.unreadable("/transactions/sync answered has_more with a cursor it had already sent")
+                }
                 let saving = page
                 try await store.database.transaction { db in
                     var saving = saving
                     let listed = (saving.added + saving.modified).map(\.transactionID)
                     if saving.hasMore {
-                        try await store.noteListed(listed, item: item.id, on: db)
+                        try await store.noteListed(added: saving.added.map(\.transactionID), modified: saving.modified.map(\.transactionID), item: item.id, on: db)
                     } else {
                         // The run from `start` lists every transaction added since, as it is now. One a cut-short run
                         // saved that it no longer lists changed under it (a pending charge posted under a new id):

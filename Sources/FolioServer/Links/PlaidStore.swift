@@ -201,15 +201,26 @@ struct PlaidStore: Sendable {
             """).first() != nil
     }
 
-    /// Notes the transactions a page of an unfinished pagination saved: the run lists them (again).
-    func noteListed(_ transactionIDs: [String], item: UUID, on db: any SQLDatabase) async throws {
+    /// Notes what a page of an unfinished pagination listed. What it added is noted: a restarted run that
+    /// no longer lists it drops it (`finishRun`). What it modified was held before the run, unless the run
+    /// added it first: only a note already there is marked listed, so a transaction held before the run is
+    /// never dropped for going unnamed.
+    func noteListed(added: [String], modified: [String], item: UUID, on db: any SQLDatabase) async throws {
         // Each id once (one statement may not touch a row twice), in slices under every database's limit of bound values.
-        let ids = Set(transactionIDs).sorted()
-        for start in stride(from: 0, to: ids.count, by: 500) {
-            let rows = ids[start..<min(start + 500, ids.count)].map { id -> SQLQueryString in "(\(bind: item), \(bind: id), \(bind: true))" }
+        let added = Set(added).sorted()
+        for start in stride(from: 0, to: added.count, by: 500) {
+            let rows = added[start..<min(start + 500, added.count)].map { id -> SQLQueryString in "(\(bind: item), \(bind: id), \(bind: true))" }
             try await db.raw("""
                 INSERT INTO plaid_sync_listed (item_id, plaid_transaction_id, current) VALUES \(rows.joined(separator: ", "))
                 ON CONFLICT (item_id, plaid_transaction_id) DO UPDATE SET current = excluded.current
+                """).run()
+        }
+        let modified = Set(modified).subtracting(added).sorted()
+        for start in stride(from: 0, to: modified.count, by: 500) {
+            let ids = modified[start..<min(start + 500, modified.count)].map { id -> SQLQueryString in "\(bind: id)" }
+            try await db.raw("""
+                UPDATE plaid_sync_listed SET current = \(bind: true)
+                WHERE item_id = \(bind: item) AND plaid_transaction_id IN (\(ids.joined(separator: ", ")))
                 """).run()
         }
     }

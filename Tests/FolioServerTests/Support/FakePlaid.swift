@@ -74,6 +74,8 @@ final class FakePlaid: Sendable {
         var failSyncCall: Int?
         /// Every sync answers has_more with no changes and the cursor it was sent (a faulty or hostile Plaid).
         var stuckCursor = false
+        /// Syncs answer has_more with no changes, each cursor followed by the next of these, round and round.
+        var cursorCircle: [String] = []
         /// Run once, before the next `/accounts/get` is answered (a test's moment between a sync's start and its first write).
         var beforeAccountsAnswer: (@Sendable () async throws -> Void)?
         /// Run once, before the next `/transactions/sync` is answered.
@@ -175,6 +177,11 @@ final class FakePlaid: Sendable {
     var stuckCursor: Bool {
         get { state.withLockedValue { $0.stuckCursor } }
         set { state.withLockedValue { $0.stuckCursor = newValue } }
+    }
+
+    var cursorCircle: [String] {
+        get { state.withLockedValue { $0.cursorCircle } }
+        set { state.withLockedValue { $0.cursorCircle = newValue } }
     }
 
     var pageSize: Int {
@@ -314,6 +321,11 @@ final class FakePlaid: Sendable {
         }
         if state.withLockedValue({ $0.stuckCursor }) {
             return json(#"{"added":[],"has_more":true,"modified":[],"next_cursor":"\#(cursor ?? "cursor-0")","removed":[],"request_id":"req8"}"#)
+        }
+        let circle = state.withLockedValue { $0.cursorCircle }
+        if !circle.isEmpty {
+            let next = circle[((cursor.flatMap { circle.firstIndex(of: $0) } ?? -1) + 1) % circle.count]
+            return json(#"{"added":[],"has_more":true,"modified":[],"next_cursor":"\#(next)","removed":[],"request_id":"req8"}"#)
         }
         let start = cursor.flatMap { Int($0.dropFirst("cursor-".count)) } ?? 0
         let end = min(item.changes.count, start + size)
