@@ -102,6 +102,28 @@ struct BackupTests {
         }
     }
 
+    @Test("a restore into a SQLite file that holds anything (a table whose name merely starts with sqlite, a view) is refused and the file is kept")
+    func restoreKeepsAnotherSQLiteFile() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path }) { _, env in
+            let taken = try await env.services.backups.create()
+            for (index, schema) in ["CREATE TABLE sqlitedata (note TEXT); INSERT INTO sqlitedata VALUES ('irreplaceable')", "CREATE VIEW answer AS SELECT 42 AS n"].enumerated() {
+                let target = AppConfiguration.DatabaseLocation.sqlite(path: directory.appendingPathComponent("precious-\(index).sqlite").path)
+                try await Backups.withDatabase(target, logger: Logger(label: "test")) { database in
+                    for statement in schema.split(separator: ";") { try await database.sql.raw("\(unsafeRaw: String(statement))").run() }
+                }
+                await #expect(throws: Backups.Failure.self, "\(schema)") {
+                    try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                }
+                let kept = try await Backups.withDatabase(target, logger: Logger(label: "test")) { database in
+                    try await database.sql.raw("SELECT COUNT(*) AS n FROM sqlite_master WHERE name IN ('sqlitedata', 'answer')").first()?.decode(column: "n", as: Int.self)
+                }
+                #expect(kept == 1, "\(schema)")
+            }
+        }
+    }
+
     @Test("two backups of the same second: the one that finishes second is dropped with a sentence, and the first stands")
     func sameSecond() async throws {
         let directory = try Self.temporaryDirectory()

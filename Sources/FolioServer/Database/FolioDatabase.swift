@@ -186,13 +186,15 @@ public final class FolioDatabase: Sendable {
         return try await migrator.previewPrepareBatch().get().map { $0.0.name }
     }
 
-    /// No table at all (SQLite's own aside): what a restore or a copy may write into. On PostgreSQL, in no schema
+    /// No table at all (SQLite's own aside): what a restore or a copy may write into. On SQLite no view, trigger
+    /// or index either, and SQLite's own are told by their exact prefix (`LIKE 'sqlite_%'` would pass over a table
+    /// named "sqlitedata", and a restore would then delete it with the file). On PostgreSQL, in no schema
     /// (a table of another application's in a schema of its own is somebody's data too), and no view, sequence or
     /// foreign table either (an extension's own, as a template database may hold, aside); read from the catalog,
     /// which shows what the role may not read as well.
     public func isEmpty() async throws -> Bool {
         let query: SQLQueryString = kind == .sqlite
-            ? "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            ? "SELECT COUNT(*) AS n FROM sqlite_master WHERE substr(name, 1, 7) <> 'sqlite_'"
             : """
                 SELECT COUNT(*) AS n FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'

@@ -126,7 +126,7 @@ public enum DatabaseCopy {
                 scale: try row.decode(column: "numeric_scale", as: Int?.self)))
         }
         let sourceTables = Set(try await source.raw("""
-            SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> '_fluent_migrations'
+            SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, 7) <> 'sqlite_' AND name <> '_fluent_migrations'
             """).all().map { try $0.decode(column: "name", as: String.self) })
         guard sourceTables == Set(try await tables(of: target)) else {
             throw Failure(description: "the databases' tables differ (only in SQLite: \(sourceTables.subtracting(columns.keys).sorted()); only in PostgreSQL: \(Set(columns.keys).subtracting(sourceTables).sorted()))")

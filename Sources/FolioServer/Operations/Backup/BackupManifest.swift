@@ -25,7 +25,7 @@ public struct BackupFigures: Codable, Sendable, Equatable {
     static func read(on db: any SQLDatabase, kind: FolioDatabase.Kind) async throws -> BackupFigures {
         let tables: [String]
         if kind == .sqlite {
-            tables = try await db.raw("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all()
+            tables = try await db.raw("SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, 7) <> 'sqlite_' ORDER BY name").all()
                 .map { try $0.decode(column: "name", as: String.self) }
         } else {
             tables = try await db.raw("""
