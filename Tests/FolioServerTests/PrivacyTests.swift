@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import SQLKit
@@ -264,6 +265,47 @@ struct PrivacyTests {
             #expect(kept.first?["response_status"] as? Int == 201)
             #expect((kept.first?["response_body"] as? [String: Any])?["id"] as? String == orderID, "the kept answer is JSON in the file")
             #expect(kept.first?["request_hash"] == nil)
+        }
+    }
+
+    @Test("mail an erasure removed while it was being kept in the outbox is not kept; another person's copy to the same address is not in the export", arguments: TestDatabaseKind.all)
+    func outboxAfterErasure(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "again@example.com")
+            let myID = try #require(try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))["id"] as? String)
+            let me = try #require(UUID(uuidString: myID))
+            func kept() async throws -> Int {
+                try await env.database.sql.raw("SELECT COUNT(*) AS n FROM outbox_messages").first()?.decode(column: "n", as: Int.self) ?? -1
+            }
+            // Claimed for sending; an erasure then removes it before the outbox keeps its copy.
+            let mail = env.services.mail, id = UUID()
+            try await mail.insert(
+                id: id, userID: me, notificationID: nil, recipient: "again@example.com", template: .orderFilled, variables: MailVariables([:]), now: env.clock.now,
+                on: env.database.sql)
+            #expect(try await mail.claim(id, now: env.clock.now) != nil)
+            try await env.database.sql.raw("DELETE FROM mail_messages WHERE id = \(bind: id)").run()
+            let before = try await kept()
+            let rendered = RenderedMail(
+                id: id, userID: me, recipient: "again@example.com", template: .orderFilled, subject: "Order filled", text: "AAPL", html: "<p>AAPL</p>",
+                passesSuppressions: false)
+            let clock = env.clock
+            try await OutboxTransport(clock: clock.clock, logger: Logger(label: "test")).send(rendered, database: env.database) { vendorID in
+                mail.settling(id, as: .sent, vendorMessageID: vendorID, now: clock.now)
+            }
+            #expect(try await kept() == before, "nothing kept for a message no longer being sent")
+
+            // A copy kept for another person (one erased before this address was taken again) is theirs, not this person's.
+            let other = try await signUp(client, env, email: "before@example.com")
+            let otherText = try #require(try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(other)))["id"] as? String)
+            let otherID = try #require(UUID(uuidString: otherText))
+            try await env.database.sql.raw("""
+                INSERT INTO outbox_messages (id, user_id, recipient, subject, body, kind, created_at)
+                VALUES (\(bind: UUID()), \(bind: otherID), 'again@example.com', 'Deposit of $1.00 received', 'cash', 'cash_deposit', \(bind: env.clock.now))
+                """).run()
+            let export = try json(try await client.execute(uri: "/api/me/export", method: .get, headers: bearer(tokens)))
+            let outbox = (((export["sections"] as? [String: Any])?["outbox"] as? [String: Any])?["rows"] as? [[String: Any]]) ?? []
+            #expect(!outbox.isEmpty, "the verification mail at least")
+            #expect(!outbox.contains { $0["subject"] as? String == "Deposit of $1.00 received" }, "\(outbox)")
         }
     }
 

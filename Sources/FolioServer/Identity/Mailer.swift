@@ -16,12 +16,12 @@ struct MailMessage: Sendable {
 
 /// The only code that reads or writes `outbox_messages`.
 struct OutboxStore: Sendable {
-    func insert(_ message: MailMessage, at now: Date, into writes: inout WriteBatch) {
-        writes.add("""
+    func insert(_ message: MailMessage, at now: Date, on db: any SQLDatabase) async throws {
+        try await db.raw("""
             INSERT INTO outbox_messages (id, user_id, recipient, subject, body, html, kind, created_at)
             VALUES (\(bind: UUID.random()), \(bind: message.userID), \(bind: message.recipient), \(bind: message.subject), \(bind: message.body),
                     \(bind: message.html), \(bind: message.kind), \(bind: now))
-            """)
+            """).run()
     }
 
     /// The newest messages first, to one recipient if given.

@@ -80,15 +80,24 @@ struct OutboxTransport: MailTransport {
     var name: String { "outbox" }
 
     func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?) -> SQLQueryString) async throws(MailSendError) {
-        var writes = WriteBatch(for: database.kind)
-        OutboxStore().insert(
-            MailMessage(userID: mail.userID, recipient: mail.recipient, subject: mail.subject, body: mail.text, html: mail.html, kind: mail.template.rawValue),
-            at: clock.now(), into: &writes)
-        writes.add(markSent(nil))
+        let kept: Bool
         do {
-            try await writes.run(in: database)
+            kept = try await database.transaction { db in
+                // The message is marked sent first, which holds its row: an erasure that removed it meanwhile (or
+                // waits on it) leaves nothing here, or finds the copy kept and removes it too. Kept after an
+                // erasure, the copy would outlive the person, and show in the export of whoever takes the address next.
+                guard try await !db.raw(markSent(nil) + " RETURNING id").all().isEmpty else { return false }
+                try await OutboxStore().insert(
+                    MailMessage(userID: mail.userID, recipient: mail.recipient, subject: mail.subject, body: mail.text, html: mail.html, kind: mail.template.rawValue),
+                    at: clock.now(), on: db)
+                return true
+            }
         } catch {
             throw .unavailable("the outbox could not be written: \(type(of: error))")
+        }
+        guard kept else {
+            logger.info("mail no longer being sent (its row removed or settled meanwhile: an erasure); not kept", metadata: ["mail_id": .string(mail.id.lowercasedString)])
+            return
         }
         var metadata: Logger.Metadata = ["recipient": .string(mail.recipient), "subject": .string(mail.subject), "kind": .string(mail.template.rawValue)]
         // Account mail is rare and its body (the token masked) shows what the person was asked to do;

@@ -144,7 +144,8 @@ struct PersonalDataExport: Sendable {
         Section(
             name: "outbox", about: "Mail kept in the local outbox instead of being sent (a server without a mail provider): to whom, what and when. Not its text: it may hold sign-in links.",
             table: "outbox_messages", columns: columns("id:uuid, kind, recipient, subject, created_at:date"),
-            owned: { "(t.user_id = \(bind: $0) OR t.recipient = (SELECT email FROM users WHERE id = \(bind: $0)))" }),
+            // Kept without a person (a notice to an address) it is the address's; another person's copy never is.
+            owned: { "(t.user_id = \(bind: $0) OR (t.user_id IS NULL AND t.recipient = (SELECT email FROM users WHERE id = \(bind: $0))))" }),
         Section(
             name: "mail_suppression", about: "Whether mail to your address is stopped, and why (it bounced, or was reported as spam).",
             table: "mail_suppressions", columns: columns("email, reason, detail, created_at:date"),
