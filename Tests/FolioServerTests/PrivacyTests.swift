@@ -268,6 +268,25 @@ struct PrivacyTests {
         }
     }
 
+    @Test("erasure clears the client_order_id a person gave an order (free text that may name them); the books and the audit chain still verify", arguments: TestDatabaseKind.all)
+    func erasureClearsClientOrderIDs(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "named@example.com")
+            let placed = try await post(
+                client, "/api/orders", ["symbol": "AAPL", "quantity": 1, "side": "BUY", "order_type": "MARKET", "client_order_id": "pia-jansen-001"], headers: bearer(tokens))
+            #expect(placed.status == .created)
+            await env.worker.drain()
+            #expect(try await Self.count("orders", env, where: "client_order_id = 'pia-jansen-001'") == 1)
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password": "\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent)
+            #expect(try await Self.tablesHolding("pia-jansen", env).isEmpty)
+            #expect(try await Self.count("orders", env) == 1, "the order itself stays")
+            try await env.expectConsistent("after the erasure")
+        }
+    }
+
     @Test("mail an erasure removed while it was being kept in the outbox is not kept; another person's copy to the same address is not in the export", arguments: TestDatabaseKind.all)
     func outboxAfterErasure(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

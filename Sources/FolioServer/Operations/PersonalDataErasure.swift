@@ -179,6 +179,7 @@ struct PersonalDataErasure: Sendable {
                 WHERE (user_id = \(bind: userID.uuid) OR actor_id = \(bind: userID.uuid)) AND ip_commitment IS NOT NULL AND ip IS NOT NULL
                 """).run()
             try await trading.closeAccounts(of: userID, now: now, on: db)
+            try await trading.forgetClientOrderIDs(of: userID, on: db)
             try await db.raw("""
                 UPDATE users SET email = \(bind: Self.pseudonym(of: userID)), password_hash = '!erased', role = 'user', totp_secret_sealed = NULL, totp_enabled_at = NULL,
                     email_verified_at = NULL, locked_until = NULL, last_sign_in_at = NULL, password_changed_at = \(bind: now), failed_login_count = 0,

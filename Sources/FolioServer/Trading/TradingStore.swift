@@ -137,6 +137,15 @@ struct TradingStore: Sendable {
             """).run()
     }
 
+    /// Clears the `client_order_id`s the person gave their orders (free text that may name them; no
+    /// audit event or ledger digest holds it, so the books still verify). For an erasure.
+    func forgetClientOrderIDs(of userID: UserID, on db: any SQLDatabase) async throws {
+        try await db.raw("""
+            UPDATE orders SET client_order_id = NULL
+            WHERE client_order_id IS NOT NULL AND account_id IN (SELECT id FROM accounts WHERE user_id = \(bind: userID))
+            """).run()
+    }
+
     /// Opens again the accounts of `userID` that `closeAccounts` closed at `closedAt` (an erasure that did not
     /// go through); an account closed at another time, or of a person erased meanwhile, stays closed.
     func reopenAccounts(of userID: UserID, closedAt: Date, now: Date) async throws {
