@@ -181,6 +181,10 @@ enum ProblemMapping {
                 errors: field.map { [.init(field: $0, code: code.lowercased(), message: message ?? "Plaid refused this value.")] } ?? [])
         case .alreadyLinked:
             return AppError(.conflict, code: "already_linked", detail: "This login is already linked; see GET /api/links.")
+        case .loginStillRequired:
+            return AppError(
+                .conflict, code: "login_still_required",
+                detail: "Plaid still needs you to sign in to this bank again; nothing was changed. Finish signing in through Link, then try again.")
         }
     }
 

@@ -42,6 +42,8 @@ enum IdentityError: Error, Equatable, Sendable {
 enum SecondFactorRefusal: Equatable, Sendable {
     case wrongCode
     case codeAlreadyUsed
+    /// A recovery code that was spent within the last minute (or by a request running at the same moment).
+    case recoveryCodeJustUsed
     case wrongRecoveryCode
     /// Neither a code nor a recovery code was given.
     case missing
@@ -54,14 +56,15 @@ enum SecondFactorRefusal: Equatable, Sendable {
         case .blocked: "Too many wrong authenticator codes were sent with this password, so codes are no longer taken: reset your password, or use a recovery code."
         case .wrongCode: "The code from the authenticator app is wrong."
         case .codeAlreadyUsed: "That code was already used; enter the next one the authenticator app shows."
-        case .wrongRecoveryCode: "The recovery code is wrong or was already used."
+        // Said alike: the difference is only in what the sign-in throttle counts.
+        case .wrongRecoveryCode, .recoveryCodeJustUsed: "The recovery code is wrong or was already used."
         }
     }
 
     /// As a refused field of a form that asks for the password and a code.
     var issue: FieldIssue {
         FieldIssue(
-            field: self == .wrongRecoveryCode ? "recovery_code" : "totp_code",
+            field: self == .wrongRecoveryCode || self == .recoveryCodeJustUsed ? "recovery_code" : "totp_code",
             code: self == .missing ? "required" : self == .blocked ? "blocked" : "invalid_code", message: message)
     }
 }

@@ -353,6 +353,11 @@ struct IdentityStore: Sendable {
         try await RecoveryCode.query(on: db).filter(\.$userID == userID).filter(\.$usedAt == nil).all()
     }
 
+    /// The user's recovery codes spent since `since`.
+    func recoveryCodesSpent(userID: UUID, since: Date, on db: any Database) async throws -> [RecoveryCode] {
+        try await RecoveryCode.query(on: db).filter(\.$userID == userID).filter(\.$usedAt >= since).all()
+    }
+
     /// Takes the user's row for update for the rest of the transaction `db` (PostgreSQL; SQLite's
     /// single writer runs such transactions one after the other) and says whether two-factor is on
     /// now: spending a recovery code and replacing the codes run one at a time for a user, each

@@ -48,7 +48,7 @@ extension IdentityServices {
                     if refused == .blocked { return .failed(reason: "second_factor_blocked", IdentityError.secondFactorBlocked) }
                     // The right password with the code it just signed in with: the owner's double submit (a client that
                     // retries), no guess. Taken back here too, so it never pauses the owner's own address.
-                    if refused == .codeAlreadyUsed {
+                    if refused == .codeAlreadyUsed || refused == .recoveryCodeJustUsed {
                         await security.record("login_refused", userID: user.id, details: ["reason": "code_already_used"], origin: origin, audited: true)
                         return .incomplete(IdentityError.wrongSecondFactor(refused))
                     }

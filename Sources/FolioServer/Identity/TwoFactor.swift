@@ -187,12 +187,17 @@ extension IdentityServices {
         guard let recoveryCode else { return .wrongCode }
         let canonical = Self.canonicalRecoveryCode(recoveryCode)
         let unused = try await store.unusedRecoveryCodes(userID: user.id!, on: db)
-        guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }) else { return .wrongRecoveryCode }
+        guard let match = unused.first(where: { SecretBox.matches(canonical, saltedHash: $0.codeHash) }) else {
+            // The code it signed in with a moment ago, sent again (a double submit, a client that retries): the
+            // owner, not a guess. Only someone holding a valid code learns it was spent.
+            let recent = try await store.recoveryCodesSpent(userID: user.id!, since: clock.now().addingTimeInterval(-60), on: db)
+            return recent.contains { SecretBox.matches(canonical, saltedHash: $0.codeHash) } ? .recoveryCodeJustUsed : .wrongRecoveryCode
+        }
         // Spent, counted, audited and mailed together or not at all: a code is never gone without its notice.
-        let spent = try await database.modelTransaction { db -> Bool in
-            guard try await store.lockSecondFactor(userID: user.id!, on: db),
-                  try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db)
-            else { return false }
+        let refusal = try await database.modelTransaction { db -> SecondFactorRefusal? in
+            guard try await store.lockSecondFactor(userID: user.id!, on: db) else { return .wrongRecoveryCode }
+            // A request sending the same code at the same moment spent it first.
+            guard try await store.spendRecoveryCode(id: match.id!, at: clock.now(), on: db) else { return .recoveryCodeJustUsed }
             let left = try await store.unusedRecoveryCodeCount(userID: user.id!, on: db)
             try await audit.record(
                 .init(action: "user.recovery_code_used", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id,
@@ -204,10 +209,10 @@ extension IdentityServices {
                     "left_text": Self.recoveryCodesLeftText(left),
                 ]), on: db)
             }
-            return true
+            return nil
         }
-        if spent { try await store.clearSecondFactorFailures(userID: user.id!, on: db) }
-        return spent ? nil : .wrongRecoveryCode
+        if refusal == nil { try await store.clearSecondFactorFailures(userID: user.id!, on: db) }
+        return refusal
     }
 
     /// "9 recovery codes are left.", "1 recovery code is left.", "No recovery code is left."
