@@ -66,6 +66,16 @@ struct PlaidTests {
         return (try json(exchanged), issued.itemID)
     }
 
+    /// The item's login breaks at Plaid, and Plaid's ITEM_LOGIN_REQUIRED webhook says so.
+    func breakLogin(_ client: some TestClientProtocol, _ env: TestEnvironment, _ fake: FakePlaid, _ plaidItemID: String) async throws {
+        fake.update(item: plaidItemID) { $0.errorCode = "ITEM_LOGIN_REQUIRED" }
+        let body = FakePlaid.webhookBody(
+            type: "ITEM", code: "ERROR", itemID: plaidItemID,
+            extra: #""error":{"display_message":null,"error_code":"ITEM_LOGIN_REQUIRED","error_message":"the login details of this item have changed","error_type":"ITEM_ERROR","status":400}"#)
+        #expect(try json(try await webhook(client, body, header: fake.sign(body, iat: env.clock.now)))["action"] as? String == "needs_login")
+        await env.worker.drain()
+    }
+
     func count(_ env: TestEnvironment, _ table: String) async throws -> Int {
         try await env.database.sql.raw("SELECT COUNT(*) AS n FROM \(ident: table)").first()?.decode(column: "n", as: Int.self) ?? -1
     }
@@ -655,12 +665,7 @@ struct PlaidTests {
             let (item, plaidItemID) = try await link(client, tokens, fake)
             let itemID = try #require(item["id"] as? String)
             await env.worker.drain()
-            fake.update(item: plaidItemID) { $0.errorCode = "ITEM_LOGIN_REQUIRED" }
-            let body = FakePlaid.webhookBody(
-                type: "ITEM", code: "ERROR", itemID: plaidItemID,
-                extra: #""error":{"display_message":null,"error_code":"ITEM_LOGIN_REQUIRED","error_message":"the login details of this item have changed","error_type":"ITEM_ERROR","status":400}"#)
-            #expect(try json(try await webhook(client, body, header: fake.sign(body, iat: env.clock.now)))["action"] as? String == "needs_login")
-            await env.worker.drain()
+            try await breakLogin(client, env, fake, plaidItemID)
             let listed = try #require((try json(try await get(client, "/api/links", tokens))["data"] as? [[String: Any]])?.first)
             #expect(listed["status"] as? String == "login_required")
             #expect(listed["error_code"] as? String == "ITEM_LOGIN_REQUIRED")
@@ -684,6 +689,31 @@ struct PlaidTests {
             // A second login-required webhook body (a new delivery) does not mail twice for one break.
             let mailsAfter = try await env.outbox(kind: "plaid_login_required").count
             #expect(mailsAfter == 1)
+        }
+    }
+
+    @Test("an item reported signed in again while Plaid still needs its login is 409 login_still_required: nothing changes, nothing syncs, no mail again", arguments: TestDatabaseKind.all)
+    func relinkedBeforeTheLoginIsRepaired(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "notyet@example.com")
+            let (item, plaidItemID) = try await link(client, tokens, fake)
+            let itemID = try #require(item["id"] as? String)
+            await env.worker.drain()
+            try await breakLogin(client, env, fake, plaidItemID)
+            let calls = fake.syncCursors.count
+            for _ in 0..<4 {
+                let early = try await post(client, "/api/links/\(itemID)/relinked", [:], headers: bearer(tokens))
+                #expect(early.status == .conflict)
+                #expect(try problem(early).code == "login_still_required")
+                await env.worker.drain()
+            }
+            let listed = try #require((try json(try await get(client, "/api/links", tokens))["data"] as? [[String: Any]])?.first)
+            #expect(listed["status"] as? String == "login_required")
+            #expect(fake.syncCursors.count == calls)
+            #expect(try await env.outbox(kind: "plaid_login_required").count == 1)
+            // Signed in at last: the report is taken.
+            fake.update(item: plaidItemID) { $0.errorCode = nil }
+            #expect(try await post(client, "/api/links/\(itemID)/relinked", [:], headers: bearer(tokens)).status == .accepted)
         }
     }
 
@@ -969,6 +999,51 @@ struct PlaidTests {
         #expect(try await cache.key("real").kid == "real")
         clock.advance(by: 86_400)
         await #expect(throws: (any Error).self) { try await cache.key("real") }
+    }
+
+    @Test("the key cache: one client's forged key ids spend its own budget, not the one that lets Plaid's webhook signed with a newly rotated key be verified; all clients together are held to ten times one's")
+    func keyCacheBudgetPerClient() async throws {
+        let clock = TestClock()
+        let calls = NIOLockedValueBox<[String]>([])
+        let cache = PlaidKeyCache(clock: clock.clock) { kid in
+            calls.withLockedValue { $0.append(kid) }
+            guard kid == "rotated" else { throw PlaidError.unreadable("no such key") }
+            return PlaidVerificationKey(kid: "rotated", alg: "ES256", crv: "P-256", x: "x", y: "y", expired: false)
+        }
+        for n in 0..<30 { _ = try? await cache.key("forged-\(n)", client: "ip:198.51.100.9") }
+        #expect(calls.withLockedValue { $0.count } == 10, "ten a minute for the forger")
+        #expect(try await cache.key("rotated", client: "ip:52.21.26.131").kid == "rotated", "Plaid's own webhook is verified all the same")
+        // Forgers from many addresses: a hundred fetches a minute in all, then none.
+        for address in 0..<20 {
+            for n in 0..<10 { _ = try? await cache.key("spread-\(address)-\(n)", client: "ip:203.0.113.\(address)") }
+        }
+        #expect(calls.withLockedValue { $0.count } == 100)
+        clock.advance(by: 61)
+        _ = try? await cache.key("forged-later", client: "ip:198.51.100.9")
+        #expect(calls.withLockedValue { $0.last } == "forged-later", "a minute later the budget is back")
+    }
+
+    @Test("a security reported twice in one account (in lots) is one holding, its parts added up; parts in two currencies are unreadable, not a failed import for ever")
+    func holdingsInLots() throws {
+        func part(_ account: String, _ quantity: String, _ value: String, _ cost: String?, currency: String? = "USD") throws -> PlaidHolding {
+            PlaidHolding(
+                plaidAccountID: account, securityID: "sec-vti", ticker: "VTI", securityName: "VTI", securityType: "etf", quantity: try Quantity(parsing: quantity),
+                costBasis: try cost.map { try Cash(parsing: $0) }, institutionPrice: try Price(parsing: "240.5"), institutionPriceAsOf: nil,
+                institutionValue: try Cash(parsing: value), currency: currency)
+        }
+        let merged = try PlaidClient.merged([
+            try part("acc-invest", "1", "240.50", "200.00"), try part("acc-ira", "2", "481.00", nil), try part("acc-invest", "3.5", "841.75", "800.25"),
+        ])
+        let quantity = try Quantity(parsing: "4.5"), value = try Cash(parsing: "1082.25"), cost = try Cash(parsing: "1000.25")
+        #expect(merged.count == 2)
+        #expect(merged[0].plaidAccountID == "acc-invest" && merged[0].quantity == quantity)
+        #expect(merged[0].institutionValue == value && merged[0].costBasis == cost)
+        #expect(merged[1].plaidAccountID == "acc-ira" && merged[1].costBasis == nil)
+        let unknownCost = try PlaidClient.merged([try part("acc-invest", "1", "240.50", "200.00"), try part("acc-invest", "1", "240.50", nil)])
+        #expect(unknownCost.count == 1 && unknownCost[0].costBasis == nil, "a part's cost unknown, the whole's is too")
+        #expect(throws: PlaidError.self) {
+            try PlaidClient.merged([try part("acc-invest", "1", "240.50", nil), try part("acc-invest", "1", "240.50", nil, currency: "CAD")])
+        }
     }
 
     // MARK: - Exact amounts

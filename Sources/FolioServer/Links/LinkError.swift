@@ -10,4 +10,6 @@ enum LinkError: Error, Equatable, Sendable {
     case refused(code: String, message: String?, field: String?)
     /// This institution login is already linked.
     case alreadyLinked
+    /// Reported signed in again, but Plaid still says the item needs its user to sign in.
+    case loginStillRequired
 }

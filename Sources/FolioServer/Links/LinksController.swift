@@ -345,7 +345,7 @@ struct PlaidWebhookController: Sendable {
         let body = Array(buffer: buffer)
         let bodyHash: String
         do {
-            bodyHash = try await verifier.verify(header: request.headers[Self.verificationHeader], body: body)
+            bodyHash = try await verifier.verify(header: request.headers[Self.verificationHeader], body: body, client: ClientAddress.key(context.clientIP))
         } catch {
             await rejections.refuse(vendor: "plaid", reason: error.rawValue, metrics: metrics, security: security, origin: context.origin)
             throw AppError(

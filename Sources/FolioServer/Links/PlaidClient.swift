@@ -276,7 +276,36 @@ struct PlaidClient: Sendable {
         }
         let accounts = try answer["accounts"].map { try Self.accounts($0, rounded: &rounded) } ?? []
         if rounded > 0 { logger.notice("Plaid holdings figures rounded to Folio's places", metadata: ["figures": "\(rounded)"]) }
-        return (accounts, holdings)
+        return (accounts, try Self.merged(holdings))
+    }
+
+    /// One holding per security in an account, as Folio keeps them: an institution that reports a security
+    /// twice in one account (in lots) has its parts added up, quantity, value and cost basis (unknown when a
+    /// part's is), at the first part's price. Parts in different currencies cannot be added: unreadable.
+    static func merged(_ holdings: [PlaidHolding]) throws -> [PlaidHolding] {
+        var merged: [PlaidHolding] = []
+        var index: [String: Int] = [:]
+        for holding in holdings {
+            let key = holding.plaidAccountID + "\n" + holding.securityID
+            guard let at = index[key] else {
+                index[key] = merged.count
+                merged.append(holding)
+                continue
+            }
+            var whole = merged[at]
+            guard whole.currency == holding.currency else {
+                throw PlaidError.unreadable("holdings of \(holding.securityID) in one account in different currencies")
+            }
+            do {
+                whole.quantity = try whole.quantity + holding.quantity
+                whole.institutionValue = try whole.institutionValue + holding.institutionValue
+                if let one = whole.costBasis, let other = holding.costBasis { whole.costBasis = try one + other } else { whole.costBasis = nil }
+            } catch {
+                throw PlaidError.unreadable("holdings of \(holding.securityID) in one account add up to more than Folio can hold")
+            }
+            merged[at] = whole
+        }
+        return merged
     }
 
     /// A bank's text as Folio keeps and shows it: no control character forges a line in an export or a log.

@@ -409,6 +409,12 @@ struct PlaidLinks: Sendable {
     /// The user signed in again through Link in update mode: the item syncs again.
     func loginRepaired(_ itemID: UUID, userID: UserID) async throws {
         guard let item = try await store.item(itemID, owner: userID) else { throw LinkError.itemNotFound }
+        // The person says they signed in again through Link; Plaid says whether they did. Marked active on their
+        // word alone, the next sync would find the login still broken, mark it again and mail them again, each time.
+        if item.status == .loginRequired {
+            let condition = try await configuredClient().itemCondition(accessToken: try open(item))
+            if condition.errorCode == "ITEM_LOGIN_REQUIRED" { throw LinkError.loginStillRequired }
+        }
         let store = self.store, jobs = self.jobs, now = clock.now()
         try await store.database.transaction { db in
             try await store.setStatus(item.id, .active, errorCode: nil, errorMessage: nil, now: now, on: db)

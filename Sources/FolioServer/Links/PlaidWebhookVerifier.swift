@@ -35,7 +35,8 @@ struct PlaidWebhookVerifier: Sendable {
     static let replayWindow: TimeInterval = window + futureSkew
 
     /// The body's SHA-256 (hex) when the webhook verifies.
-    func verify(header: String?, body: [UInt8]) async throws(Failure) -> String {
+    /// `client`: who sent it (`ClientAddress.key`), whose budget a key id Folio does not hold is fetched on.
+    func verify(header: String?, body: [UInt8], client: String = "") async throws(Failure) -> String {
         guard let keys else { throw .notConfigured }
         guard let header, !header.isEmpty else { throw .missingHeader }
         let parts = header.split(separator: ".", omittingEmptySubsequences: false)
@@ -48,7 +49,7 @@ struct PlaidWebhookVerifier: Sendable {
         guard jose["alg"]?.string == "ES256" else { throw .wrongAlgorithm }
         guard let kid = jose["kid"]?.string, !kid.isEmpty, kid.utf8.count <= 200 else { throw .malformed }
         let key: PlaidVerificationKey
-        do { key = try await keys.key(kid) } catch { throw .unknownKey }
+        do { key = try await keys.key(kid, client: client) } catch { throw .unknownKey }
         guard !key.expired else { throw .expiredKey }
         guard key.alg == "ES256", key.crv == "P-256", let publicKey = Self.publicKey(key) else { throw .unknownKey }
         guard signatureBytes.count == 64, let signature = try? P256.Signing.ECDSASignature(rawRepresentation: signatureBytes),
@@ -73,9 +74,12 @@ struct PlaidWebhookVerifier: Sendable {
 /// - A key Folio holds is used for an hour, then fetched again to learn of an
 ///   `expired_at`; while Plaid cannot be asked it is used for up to a day, then refused.
 /// - A `kid` Folio does not hold is fetched at most once a minute, and such
-///   fetches together at most `fetchesPerMinute`, so forged headers with
-///   made-up key ids cannot make Folio hammer Plaid. That budget is the
-///   unknown ids' alone: refreshing the keys Folio holds never waits on it.
+///   fetches at most `fetchesPerMinute` for each client address (as
+///   `ClientAddress.key` counts it) and ten times that for all together, so
+///   forged headers with made-up key ids cannot make Folio hammer Plaid, nor
+///   one forger spend the budget that lets Plaid's own webhook, signed with a
+///   key Plaid has just rotated to, be verified. That budget is the unknown
+///   ids' alone: refreshing the keys Folio holds never waits on it.
 /// - Two webhooks naming one new `kid` at once share one fetch.
 actor PlaidKeyCache {
     typealias Fetch = @Sendable (String) async throws -> PlaidVerificationKey
@@ -85,6 +89,7 @@ actor PlaidKeyCache {
     private var keys: [String: (key: PlaidVerificationKey, fetchedAt: Date)] = [:]
     private var lastAttempt: [String: Date] = [:]
     private var unknownFetches: [Date] = []
+    private var unknownFetchesByClient: [String: [Date]] = [:]
     private var inFlight: [String: Task<PlaidVerificationKey, any Error>] = [:]
     let fetchesPerMinute: Int
     static let refreshAfter: TimeInterval = 3600
@@ -100,7 +105,7 @@ actor PlaidKeyCache {
         self.fetchesPerMinute = fetchesPerMinute
     }
 
-    func key(_ kid: String) async throws -> PlaidVerificationKey {
+    func key(_ kid: String, client: String = "") async throws -> PlaidVerificationKey {
         let now = clock.now()
         if let kept = keys[kid] {
             // A retired key stays retired; a fresh one is used as it is.
@@ -116,8 +121,13 @@ actor PlaidKeyCache {
         }
         if let last = lastAttempt[kid], now.timeIntervalSince(last) < 60 { throw Refused() }
         unknownFetches.removeAll { now.timeIntervalSince($0) >= 60 }
-        guard unknownFetches.count < fetchesPerMinute else { throw Refused() }
+        var clientFetches = (unknownFetchesByClient[client] ?? []).filter { now.timeIntervalSince($0) < 60 }
+        guard clientFetches.count < fetchesPerMinute, unknownFetches.count < fetchesPerMinute * 10 else { throw Refused() }
         unknownFetches.append(now)
+        clientFetches.append(now)
+        unknownFetchesByClient[client] = clientFetches
+        // Clients are remembered a minute; a flood from many addresses is forgotten as fast as it comes.
+        if unknownFetchesByClient.count > 1000 { unknownFetchesByClient = unknownFetchesByClient.filter { $0.value.contains { now.timeIntervalSince($0) < 60 } } }
         return try await fetched(kid, now: now)
     }
 
