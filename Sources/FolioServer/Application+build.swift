@@ -135,8 +135,11 @@ public struct FolioServices: Sendable {
         }
         self.errorReports = errorReports
         var jobs = JobQueue(database: database, clock: clock, ids: ids, instance: dependencies.instance)
-        if let errorReports {
-            jobs.onDead = { kind, id, error in
+        // Every job that dies says so in the log, whatever killed it (its last attempt failed, its worker stopped
+        // during it, a payload this version cannot read), with the id and kind the runbook looks for; and to Sentry.
+        jobs.onDead = { kind, id, error in
+            logger.error("job dead", metadata: ["job_id": .string(id.description), "kind": .string(kind), "error": .string(JobQueue.storable(error))])
+            if let errorReports {
                 errorReports.report(.forDeadJob(kind: kind, jobID: id.description, error: error, configuration: errorReports.configuration))
             }
         }

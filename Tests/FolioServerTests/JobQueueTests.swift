@@ -78,6 +78,30 @@ struct JobQueueTests {
         }
     }
 
+    @Test("a job that dies of a payload this build cannot read says so in the log, with its id and kind; a PostgreSQL error is kept as what PostgreSQL said, not PostgresNIO's generic text", arguments: TestDatabaseKind.all)
+    func deadJobsSaySo(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { _, env in
+            let now = env.clock.now, id = UUID()
+            try await env.database.sql.raw("""
+                INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at)
+                VALUES (\(bind: id), 'submit_order', '{"v":1}', 'queued', 0, 1, \(bind: now), \(bind: now), \(bind: now))
+                """).run()
+            await env.worker.drain()
+            #expect(try await env.jobs().first { $0.id.uuid == id }?.status == "dead")
+            let line = env.logs.lines.first { $0.contains("job dead") && $0.contains(id.lowercasedString) }
+            #expect(line?.contains("submit_order") == true, "\(env.logs.lines.filter { $0.contains("job") })")
+
+            guard kind == .postgres else { return }
+            do {
+                try await env.database.sql.raw("SELECT * FROM no_such_table_here").run()
+                Issue.record("the query should have failed")
+            } catch {
+                guard case .failed(let text, _) = JobOutcome.failed(error) else { Issue.record("not a failure"); return }
+                #expect(text.contains("no_such_table_here") && text.contains("42P01"), "\(text)")
+            }
+        }
+    }
+
     @Test("a job of a kind this build does not know (a newer build queued it) is left queued for that build, untouched; known jobs around it run", arguments: TestDatabaseKind.all)
     func unknownKindWaits(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { _, env in

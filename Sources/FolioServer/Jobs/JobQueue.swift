@@ -1,6 +1,7 @@
 import FolioDomain
 import Foundation
 import Logging
+import PostgresNIO
 import ServiceLifecycle
 import SQLKit
 
@@ -300,7 +301,9 @@ enum JobOutcome: Sendable {
 
     /// The outcome of a job that threw `error`.
     static func failed(_ error: any Error) -> JobOutcome {
-        .failed(String(describing: error), constraint: DatabaseConstraint(error))
+        // PostgresNIO's own description of its errors says nothing (it is meant for responses): an operator
+        // reading `last_error` gets what PostgreSQL said and its SQLSTATE.
+        .failed(error is PSQLError ? DatabaseErrorText.forLog(error) : String(describing: error), constraint: DatabaseConstraint(error))
     }
 }
 
