@@ -1,7 +1,6 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import Logging
 
 /// Liveness, readiness and a per-component report.
 struct HealthController {
@@ -13,8 +12,6 @@ struct HealthController {
     var marketData: VendorGate?
     /// Webhooks refused since start, by vendor and reason (the seed's alert on verification failures).
     var webhookRejections: WebhookRejections?
-    /// The database checks, one at a time for all probers, each within its deadline.
-    let probe = HealthProbe()
 
     struct Status: ResponseEncodable {
         var status: String
@@ -66,17 +63,9 @@ struct HealthController {
         router.get("/health/detailed", use: detailed)
     }
 
-    /// The database and migration checks, as `HealthProbe` runs them.
-    func checks(context: FolioRequestContext) async -> HealthProbe.Result {
-        let logger = context.logger
-        return await probe.result { [self] in
-            HealthProbe.Result(database: await checkDatabase(logger: logger), migrations: await checkMigrations(logger: logger))
-        }
-    }
-
     @Sendable func ready(_ request: Request, context: FolioRequestContext) async throws -> Status {
-        let checked = await checks(context: context)
-        let databaseCheck = checked.database, migrationCheck = checked.migrations
+        let databaseCheck = await checkDatabase(context: context)
+        let migrationCheck = await checkMigrations(context: context)
         guard databaseCheck.status == "ok", migrationCheck.status == "ok" else {
             throw AppError(
                 .serviceUnavailable, code: "not_ready", detail: "Folio is not ready to serve requests.",
@@ -86,8 +75,8 @@ struct HealthController {
     }
 
     @Sendable func detailed(_ request: Request, context: FolioRequestContext) async throws -> Response {
-        let checked = await checks(context: context)
-        let databaseCheck = checked.database, migrationCheck = checked.migrations
+        let databaseCheck = await checkDatabase(context: context)
+        let migrationCheck = await checkMigrations(context: context)
         let uptime = ContinuousClock.now - startedAt
         var components = [
             "database": databaseCheck,
@@ -127,7 +116,7 @@ struct HealthController {
         return ConstantTime.equals(String(header.dropFirst("Bearer ".count)), opsToken)
     }
 
-    func checkDatabase(logger: Logger) async -> Component {
+    func checkDatabase(context: FolioRequestContext) async -> Component {
         let start = ContinuousClock.now
         do {
             try await database.ping()
@@ -135,19 +124,19 @@ struct HealthController {
             let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
             return Component(status: "ok", latencyMS: String(format: "%.2f", milliseconds), kind: database.kind.rawValue)
         } catch {
-            logger.error("health: database unreachable", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
+            context.logger.error("health: database unreachable", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return Component(status: "down", kind: database.kind.rawValue, error: "unreachable")
         }
     }
 
-    func checkMigrations(logger: Logger) async -> Component {
+    func checkMigrations(context: FolioRequestContext) async -> Component {
         do {
             let pending = try await database.pendingMigrations().count
             let applied = try await database.appliedMigrations().count
             return Component(status: pending == 0 ? "ok" : "pending", applied: applied, pending: pending)
         } catch {
             // A check that cannot run denies.
-            logger.error("health: migrations unknown", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
+            context.logger.error("health: migrations unknown", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return Component(status: "unknown", error: "could not read migrations")
         }
     }
