@@ -287,6 +287,19 @@ struct TradingRulesTests {
         try books.apply(.filled([BrokerFill(id: "last", quantity: qty("1"), price: px("10"))]), to: id, heldAtBroker: true, ids: ids, now: now)
         #expect(books.orders[id]?.status == .filled)
         #expect(books.account.cash == 0 && books.account.reservedCash == 0)
+
+        // A tiny part above the limit moves the rest's rounded cost up a cent past what the order holds: 1.009 at
+        // 1.00 reserves 1.01; 0.005 at 1.00 leaves 1.00 held; 0.001 at 4.00 makes the rest cost 1.01. The cent is
+        // reserved from available cash, so the last part at the limit is paid after everything else was taken out.
+        var tiny = try placedBuy(quantity: "1.009", limit: "1.00", cash: "10.00")
+        let order = try #require(tiny.orders.values.first).id
+        try tiny.apply(.partiallyFilled([BrokerFill(id: "a", quantity: qty("0.005"), price: px("1.00"))]), to: order, heldAtBroker: true, ids: ids, now: now)
+        try tiny.apply(.partiallyFilled([BrokerFill(id: "b", quantity: qty("0.001"), price: px("4.00"))]), to: order, heldAtBroker: true, ids: ids, now: now)
+        #expect(tiny.orders[order]?.reservedCash == cash_("1.01"), "\(tiny.orders[order]?.reservedCash.description ?? "")")
+        tiny.record(try TradingRules.move(.withdrawal, amount: tiny.account.availableCash, account: tiny.account, description: nil, actor: nil, entryID: EntryID(), now: now))
+        try tiny.apply(.filled([BrokerFill(id: "c", quantity: qty("1.003"), price: px("1.00"))]), to: order, heldAtBroker: true, ids: ids, now: now)
+        #expect(tiny.orders[order]?.status == .filled, "\(tiny.orders[order]?.rejectReason ?? "")")
+        #expect(tiny.account.cash == 0 && tiny.account.reservedCash == 0, "\(tiny.account.cash) \(tiny.account.reservedCash)")
     }
 
     @Test("an order that has not filled is rejected when its first fill cannot be paid")

@@ -260,7 +260,14 @@ public enum TradingRules {
                let rest = try? Money.cost(quantity: Quantity(uncheckedUnits: quantity.units - order.filledQuantity.units - fill.quantity.units), price: limit, after: value),
                let kept = try? order.reservedCash - rest
             {
-                release = Cash.min(order.reservedCash, Cash.max(.zero, kept))
+                release = Cash.min(order.reservedCash, kept)
+                if release.units < 0 {
+                    // The rest needs more than the order holds (a part above the limit moved the running total's
+                    // rounding by a cent): the difference is reserved from available cash, as far as there is any,
+                    // and never a reason to refuse a fill that can be paid.
+                    let spare = account.cash.units - cost.units - account.reservedCash.units
+                    release = Cash(uncheckedUnits: Swift.max(release.units, -Swift.max(0, spare)))
+                }
             }
             let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
             guard let cashAfter = try? account.cash - cost, cashAfter >= reservedAfter else {

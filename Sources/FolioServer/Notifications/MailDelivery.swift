@@ -96,7 +96,7 @@ struct OutboxTransport: MailTransport {
             throw .unavailable("the outbox could not be written: \(type(of: error))")
         }
         guard kept else {
-            logger.info("mail no longer being sent (its row removed or settled meanwhile: an erasure); not kept", metadata: ["mail_id": .string(mail.id.lowercasedString)])
+            logger.info("mail no longer being sent (its row removed by an erasure, or settled meanwhile); not kept", metadata: ["mail_id": .string(mail.id.lowercasedString)])
             return
         }
         var metadata: Logger.Metadata = ["recipient": .string(mail.recipient), "subject": .string(mail.subject), "kind": .string(mail.template.rawValue)]
