@@ -40,6 +40,21 @@ struct MigrationTests {
         }
     }
 
+    @Test("listing the migrations of an empty database, or reverting nothing, leaves it empty: a restore or a copy may still write into it", arguments: TestDatabaseKind.all)
+    func listLeavesEmptyDatabaseEmpty(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            let emptyAtFirst = try await database.isEmpty()
+            #expect(emptyAtFirst)
+            #expect(try await database.appliedMigrations().isEmpty)
+            #expect(try await database.pendingMigrations() == MigrationRegistry.all.map(\.name))
+            #expect(try await database.revertLastBatch().isEmpty)
+            #expect(try await database.isEmpty())
+            // Applying them still works from there, and then the log shows them.
+            #expect(try await database.migrate() == MigrationRegistry.all.map(\.name))
+            #expect(try await database.appliedMigrations().count == MigrationRegistry.all.count)
+        }
+    }
+
     @Test("a revert that would lose data is refused before anything is reverted: the whole schema once someone signed up, 015 once events hash a commitment", arguments: TestDatabaseKind.all)
     func revertRefusedWhole(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind, migrated: false) { database, _ in

@@ -180,10 +180,20 @@ public final class FolioDatabase: Sendable {
         try await sql.raw("PRAGMA secure_delete=ON").run()
     }
 
-    /// Names of migrations not yet applied, in the order they would run.
+    /// Names of migrations not yet applied, in the order they would run. Reads only: the migration log is
+    /// not created here (`migrate --list` or a probe of an empty database would leave a table behind, and a
+    /// restore or a copy then refuses the database as not empty).
     public func pendingMigrations() async throws -> [String] {
-        try await migrator.setupIfNeeded().get()
+        guard try await hasMigrationLog() else { return MigrationRegistry.all.map(\.name) }
         return try await migrator.previewPrepareBatch().get().map { $0.0.name }
+    }
+
+    /// Whether Fluent's table of applied migrations exists.
+    private func hasMigrationLog() async throws -> Bool {
+        let query: SQLQueryString = kind == .sqlite
+            ? "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_fluent_migrations'"
+            : "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '_fluent_migrations'"
+        return try await sql.raw(query).first()?.decode(column: "n", as: Int.self) != 0
     }
 
     /// No table at all (SQLite's own aside): what a restore or a copy may write into. On SQLite no view, trigger
@@ -206,7 +216,7 @@ public final class FolioDatabase: Sendable {
 
     /// Applied migrations with their batch numbers, oldest first.
     public func appliedMigrations() async throws -> [(name: String, batch: Int)] {
-        try await migrator.setupIfNeeded().get()
+        guard try await hasMigrationLog() else { return [] }
         return try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all()
             .map { ($0.name, $0.batch) }
     }
@@ -215,7 +225,10 @@ public final class FolioDatabase: Sendable {
     @discardableResult
     public func migrate() async throws -> [String] {
         let pending = try await pendingMigrations()
-        if !pending.isEmpty { try await migrator.prepareBatch().get() }
+        if !pending.isEmpty {
+            try await migrator.setupIfNeeded().get()
+            try await migrator.prepareBatch().get()
+        }
         return pending
     }
 
@@ -232,7 +245,7 @@ public final class FolioDatabase: Sendable {
     /// Reverts the most recent batch; returns the names reverted.
     @discardableResult
     public func revertLastBatch() async throws -> [String] {
-        try await migrator.setupIfNeeded().get()
+        guard try await hasMigrationLog() else { return [] }
         let batch = try await migrator.previewRevertLastBatch().get().map(\.0)
         // Each migration reverts on its own: one that would refuse must do so before any other is undone.
         for migration in batch {
