@@ -717,6 +717,30 @@ struct PlaidTests {
         }
     }
 
+    @Test("removing an item while Plaid refuses the operator's keys is 503 plaid_unavailable (the operator's to fix, not the user's), and the item stays; removed once Plaid answers", arguments: TestDatabaseKind.all)
+    func removalWithTheOperatorsKeysRefused(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "keys@example.com")
+            let (item, _) = try await link(client, tokens, fake)
+            let itemID = try #require(item["id"] as? String)
+            await env.worker.drain()
+            fake.refuseRemoves("INVALID_API_KEYS")
+            let refused = try await client.execute(uri: "/api/links/\(itemID)", method: .delete, headers: bearer(tokens))
+            #expect(refused.status == .serviceUnavailable)
+            #expect(try problem(refused).code == "plaid_unavailable")
+            #expect(refused.headers[.retryAfter] != nil)
+            #expect(try await count(env, "plaid_items") == 1, "nothing removed")
+            // The same for a code that is the user's own business: still a refusal they are told about.
+            fake.refuseRemoves("INVALID_FIELD")
+            let invalid = try await client.execute(uri: "/api/links/\(itemID)", method: .delete, headers: bearer(tokens))
+            #expect(invalid.status == .unprocessableContent)
+            #expect(try problem(invalid).code == "plaid_refused")
+            fake.refuseRemoves(nil)
+            #expect(try await client.execute(uri: "/api/links/\(itemID)", method: .delete, headers: bearer(tokens)).status == .noContent)
+            #expect(try await count(env, "plaid_items") == 0)
+        }
+    }
+
     @Test("Plaid's webhooks out of order: an ERROR that arrives after the LOGIN_REPAIRED which followed it is checked with Plaid, and the working item syncs on, with no mail", arguments: TestDatabaseKind.all)
     func loginErrorAfterRepair(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in

@@ -14,7 +14,7 @@ enum ProblemMapping {
         case let error as RebalanceError: return rebalance(error)
         case let error as BrokerageError: return brokerage(error)
         case let error as LinkError: return link(error)
-        case let error as PlaidError: return link(error.isTransient ? .plaidUnavailable : .refused(code: error.code ?? "unreadable", message: nil, field: nil))
+        case let error as PlaidError: return link(PlaidLinks.linkError(error, field: nil, fallback: nil))
         case is BrokerError:
             // The broker (or a link's sealed keys) could not be used: nothing was changed.
             return brokerage(.brokerUnavailable)

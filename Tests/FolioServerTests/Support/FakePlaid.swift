@@ -84,6 +84,8 @@ final class FakePlaid: Sendable {
         var keyFetches: [String] = []
         var keys: [String: (key: P256.Signing.PrivateKey, expired: Bool)] = [:]
         var removeCalls = 0
+        /// Plaid's error code each `/item/remove` answers with (400, INVALID_INPUT), until cleared.
+        var removeRefusal: String?
         var itemGets = 0
         /// Syncs answer ITEM_LOGIN_REQUIRED while the item itself (`/item/get`) shows no error.
         var loginErrorOnSyncOnly = false
@@ -96,6 +98,11 @@ final class FakePlaid: Sendable {
     private let state = NIOLockedValueBox(State())
     /// Runs while the next `/item/remove` is being answered (something that happens meanwhile).
     private let duringRemove = NIOLockedValueBox<(@Sendable () async throws -> Void)?>(nil)
+
+    /// Every `/item/remove` refused with this Plaid error code (nil: answered again).
+    func refuseRemoves(_ code: String?) {
+        state.withLockedValue { $0.removeRefusal = code }
+    }
 
     func duringNextRemove(_ hook: @escaping @Sendable () async throws -> Void) {
         duringRemove.withLockedValue { $0 = hook }
@@ -297,6 +304,7 @@ final class FakePlaid: Sendable {
             return json(#"{"accounts":[\#(investment.joined(separator: ","))],"holdings":[\#(holdings.joined(separator: ","))],"securities":[\#(securities.joined(separator: ","))],"item":{"item_id":"\#(item.itemID)"},"request_id":"req6"}"#)
         case "/item/remove":
             if let hook = duringRemove.withLockedValue({ hook in defer { hook = nil }; return hook }) { try await hook() }
+            if let code = state.withLockedValue({ $0.removeRefusal }) { return error(400, type: "INVALID_INPUT", code: code, message: "refused by the test") }
             state.withLockedValue { $0.items[token]?.removed = true; $0.removeCalls += 1 }
             return json(#"{"request_id":"req7"}"#)
         default:
