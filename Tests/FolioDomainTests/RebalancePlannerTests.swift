@@ -102,6 +102,10 @@ struct RebalancePlannerTests {
         #expect(spread.weights.allSatisfy { !$0.percent.isNegative && $0.percent <= 1 })
         #expect(try spread.weights.reduce(Ratio.zero) { try $0 + $1.percent } == 1)
         #expect(throws: RebalanceError.nothingHeldInClass("etf")) { try byClass.bySymbol(values: ["AAPL": 1_000], classes: classes) }
+        // Held, but worth less than half a cent (a billionth of a share): the class is held, as saving the targets
+        // said; its weight goes to what is held in it, equally when nothing in it is worth a cent.
+        let dust = try byClass.bySymbol(values: ["AAPL": 1_000, "VTI": .zero, "SPY": .zero], classes: classes.merging(["SPY": .etf]) { $1 })
+        #expect(dust.weights.map { "\($0.symbol)=\($0.percent)" } == ["AAPL=60", "SPY=17.5", "VTI=17.5"])
         #expect(throws: TradingError.self) {
             try TargetAllocation(weights: [TargetWeight(symbol: "AAPL", percent: 50)], classWeights: [ClassWeight(assetClass: .etf, percent: 50)])
         }
@@ -438,6 +442,25 @@ struct RebalancePlannerTests {
         #expect(unpriced.holdings == [Self.holding("Z", 10, reserved: 4)] && unpriced.cash == cash)
         let buying = try PendingSells.counted([Self.openBuy("X", quantity: "5", reserved: "60")], holdings: holdings, cash: cash, prices: prices)
         #expect(buying.holdings == holdings && buying.cash == cash)
+    }
+
+    @Test("open buys counted as shares keep the plan's cash in whole cents and its total the account's: no fraction of a cent appears")
+    func openBuysKeepCashInCents() throws {
+        // $10 held by a limit buy far below a price of 195.21 is 0.051226883 of a share, worth 10.0000... and a little.
+        let prices = Self.quotes(["AAPL": "195.21", "MSFT": "3.33"])
+        let cash = try Cash(parsing: "100000")
+        for (buys, holdings) in [
+            ([Self.openBuy("AAPL", quantity: "10", reserved: "10")], [PricedHolding]()),
+            ([Self.openBuy("AAPL", quantity: "10", reserved: "10"), Self.openBuy("AAPL", quantity: "0.7", reserved: "140.01", type: .market),
+              Self.openBuy("MSFT", quantity: "0.333", reserved: "1.17", type: .market)], [Self.holding("MSFT", try Quantity(parsing: "0.5"))]),
+        ] {
+            let counted = try PendingBuys.counted(buys, holdings: holdings, cash: cash, prices: prices)
+            #expect(counted.cash == (try counted.cash.rounded(places: Cash.centPlaces, .down)), "\(counted.cash)")
+            func total(_ held: [PricedHolding], _ cash: Cash) throws -> Cash {
+                try held.reduce(cash) { sum, holding in try sum + Money.value(quantity: holding.quantity, price: prices[holding.symbol]!.price) }
+            }
+            #expect(try total(counted.holdings, counted.cash) == total(holdings, cash))
+        }
     }
 
     @Test("a plan does not take a limit buy far below the market for shares held")

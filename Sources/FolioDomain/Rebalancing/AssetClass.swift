@@ -34,20 +34,25 @@ extension TargetAllocation {
     /// Shares are in steps of 0.0001 %: each rounded down, then the steps left
     /// over go one each to the largest remainders (ties by symbol), so every
     /// share lies between 0 and the class weight and they sum to it exactly.
-    /// A class with nothing held cannot be shared out: `RebalanceError.nothingHeldInClass`.
+    /// A class whose holdings are all worth nothing at today's prices (dust of
+    /// less than half a cent) is shared equally among them: the class is held, as
+    /// saving the targets found. A class with nothing held cannot be shared out:
+    /// `RebalanceError.nothingHeldInClass`.
     public func bySymbol(values: [String: Cash], classes: [String: AssetClass]) throws -> TargetAllocation {
         guard !classWeights.isEmpty else { return self }
         let stepUnits = Int128(Ratio.one) / 10_000  // 0.0001 (percent) in units
         var weights: [TargetWeight] = []
         for target in classWeights where target.percent.isPositive {
-            let members = values.filter { classes[$0.key] == target.assetClass && $0.value.isPositive }.sorted { $0.key < $1.key }
+            let held = values.filter { classes[$0.key] == target.assetClass && !$0.value.isNegative }.sorted { $0.key < $1.key }
+            let valued = held.filter { $0.value.isPositive }
+            let members: [(symbol: String, weight: Int128)] = valued.isEmpty ? held.map { ($0.key, 1) } : valued.map { ($0.key, $0.value.units) }
             guard !members.isEmpty else { throw RebalanceError.nothingHeldInClass(target.assetClass.rawValue) }
             var total: Int128 = 0
-            for member in members { total += member.value.units }
+            for member in members { total += member.weight }
             let steps = target.percent.units / stepUnits
             var shares: [(symbol: String, steps: Int128, remainder: Int128)] = members.map { member in
-                let exact = steps * member.value.units
-                return (member.key, exact / total, exact % total)
+                let exact = steps * member.weight
+                return (member.symbol, exact / total, exact % total)
             }
             var left = steps - shares.reduce(0) { $0 + $1.steps }
             for index in shares.indices.sorted(by: { shares[$0].remainder == shares[$1].remainder ? shares[$0].symbol < shares[$1].symbol : shares[$0].remainder > shares[$1].remainder }) {

@@ -19,12 +19,15 @@ public enum PendingBuys {
             let wanted = try order.quantity.map { try $0 - order.filledQuantity } ?? affordable
             let shares = Quantity.min(affordable, wanted)
             guard shares.isPositive else { continue }
-            cash = try cash - Cash.product(shares, price, rounding: .down)
-            if let index = held.firstIndex(where: { $0.symbol == order.symbol }) {
-                held[index].quantity = try held[index].quantity + shares
-            } else {
-                held.append(PricedHolding(symbol: order.symbol, quantity: shares, availableQuantity: .zero, costBasis: .zero))
+            // Cash goes down by exactly what the holding's value (in cents, as the plan values it) goes up, so
+            // the total stays what it is to the cent; the shares' exact cost would leave fractions of a cent.
+            if !held.contains(where: { $0.symbol == order.symbol }) {
+                held.append(PricedHolding(symbol: order.symbol, quantity: .zero, availableQuantity: .zero, costBasis: .zero))
             }
+            let index = held.firstIndex { $0.symbol == order.symbol }!
+            let before = try Money.value(quantity: held[index].quantity, price: price)
+            held[index].quantity = try held[index].quantity + shares
+            cash = try cash - (Money.value(quantity: held[index].quantity, price: price) - before)
         }
         return (held, cash)
     }
