@@ -572,6 +572,88 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("a submission whose answers were all lost, retried while the look-up lags and refused as a duplicate: asked again later, never rejected while it lives at Alpaca", arguments: TestDatabaseKind.all)
+    func lostAttemptThenDuplicateWhileLookupLags(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "lost-attempt@example.com")
+            let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+            let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            // The first attempt's POST makes the order, but every answer to it is lost: the job fails.
+            fake.loseAnswers = 3
+            await env.worker.drain()
+            #expect(fake.orders[id]?.status == "accepted", "it reached Alpaca")
+            // The retry looks it up (not listed yet), sends it again (refused: its id is taken), looks again (still not listed).
+            fake.laggingLookups = 2
+            env.clock.advance(by: 120)
+            await env.worker.drain()
+            #expect(fake.laggingLookups == 0, "both look-ups were made")
+            let waiting = try await show(client, tokens, id)
+            #expect(waiting["status"] as? String == "new", "\(waiting)")
+            #expect(waiting["reserved_cash"] as? String == "60.00")
+            // Listed at last: followed as the order Alpaca holds.
+            env.clock.advance(by: 120)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "accepted")
+            fake.fill(clientOrderID: id, at: 60)
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, id)["status"] as? String == "filled")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("a cancel asked for after a submission whose answer was lost, while Alpaca's look-up lags: the order is not taken as never sent; canceled at Alpaca once listed, its cash kept reserved until then", arguments: TestDatabaseKind.all)
+    func cancelAfterLostAttemptWhileLookupLags(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "cancel-lost@example.com")
+            let order = ["symbol": "KO", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC", "account_id": account]
+            let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            fake.loseAnswers = 3
+            await env.worker.drain()
+            #expect(fake.orders[id]?.status == "accepted", "it reached Alpaca")
+            let requested = try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens))
+            #expect(requested.status == .accepted)
+            #expect(try json(requested)["status"] as? String == "pending_cancel")
+            // The retry, asked to cancel, does not find it listed yet.
+            fake.laggingLookups = 1
+            env.clock.advance(by: 120)
+            await env.worker.drain()
+            let waiting = try await show(client, tokens, id)
+            #expect(waiting["status"] as? String == "pending_cancel", "\(waiting)")
+            #expect(waiting["reserved_cash"] as? String == "100.00")
+            #expect(fake.orders[id]?.status == "accepted")
+            env.clock.advance(by: 120)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "canceled")
+            #expect(fake.orders[id]?.status == "canceled", "not left live at Alpaca")
+            #expect(try await alpacaAccount(env).reservedCash == 0)
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("two fills of one millisecond listed by Alpaca the other way round are both booked, and the order ends filled", arguments: TestDatabaseKind.all)
+    func fillsOfOneMillisecondOutOfOrder(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "same-ms@example.com")
+            let id = try await restingBuy(client, env, tokens, account: account, quantity: "10")
+            fake.fill(clientOrderID: id, quantity: 3, at: 49)
+            fake.fill(clientOrderID: id, quantity: 2, at: 48)
+            fake.listLastTwoFillsSwapped()
+            try await OrderService.recheckFor(env)
+            #expect(try await show(client, tokens, id)["filled_quantity"] as? String == "5")
+            fake.fill(clientOrderID: id, at: 47)
+            try await OrderService.recheckFor(env)
+            let filled = try await show(client, tokens, id)
+            #expect(filled["status"] as? String == "filled", "\(filled)")
+            #expect(filled["filled_quantity"] as? String == "10")
+            #expect(try await env.fills().count == 3)
+            #expect(try await alpacaAccount(env).reservedCash == 0)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a DAY order whose first submission reached Alpaca but whose answer was lost, retried after the close: canceled at Alpaca, expired here", arguments: TestDatabaseKind.all)
     func retriedAfterTheClose(kind: TestDatabaseKind) async throws {
         let friday = TradingDay(year: 2026, month: 11, day: 27)

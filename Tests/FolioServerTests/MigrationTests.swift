@@ -117,6 +117,46 @@ struct MigrationTests {
         }
     }
 
+    @Test("021 marks as maybe sent the orders still waiting whose submission was tried, and only those; its revert drops the column", arguments: TestDatabaseKind.all)
+    func orderSentAt(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            let index = try #require(MigrationRegistry.all.firstIndex { $0.name == "021_add_order_sent_at" })
+            try await database.migrate(first: index)
+            let sql = database.sql, now = Date(), account = UUID()
+            try await insertUser(sql, email: "sent@example.com")
+            let owner = try #require(try await sql.raw("SELECT id FROM users").first()?.decode(column: "id", as: UUID.self))
+            try await sql.raw("""
+                INSERT INTO accounts (id, user_id, name, kind, currency, cash, reserved_cash, created_at, updated_at)
+                VALUES (\(bind: account), \(bind: owner), 'Paper', 'paper', 'USD', 100, 30, \(bind: now), \(bind: now))
+                """).run()
+            func order(status: String, attempts: Int?) async throws -> UUID {
+                let id = UUID()
+                try await sql.raw("""
+                    INSERT INTO orders (id, user_id, account_id, symbol, side, type, time_in_force, quantity, limit_price, status, filled_quantity,
+                        reserved_cash, reserved_quantity, created_at, updated_at)
+                    VALUES (\(bind: id), \(bind: owner), \(bind: account), 'KO', 'BUY', 'LIMIT', 'GTC', 1, 10, \(bind: status), 0, 10, 0, \(bind: now), \(bind: now))
+                    """).run()
+                if let attempts {
+                    try await sql.raw("""
+                        INSERT INTO jobs (id, kind, payload, order_id, status, attempts, max_attempts, run_at, created_at, updated_at)
+                        VALUES (\(bind: UUID()), 'submit_order', '{}', \(bind: id), 'queued', \(bind: attempts), 8, \(bind: now), \(bind: now), \(bind: now))
+                        """).run()
+                }
+                return id
+            }
+            let tried = try await order(status: "new", attempts: 2)
+            _ = try await order(status: "new", attempts: 0)
+            _ = try await order(status: "new", attempts: nil)
+            _ = try await order(status: "accepted", attempts: 1)
+            let applied = try await database.migrate()
+            #expect(applied == MigrationRegistry.all[index...].map(\.name))
+            let marked = try await sql.raw("SELECT id FROM orders WHERE sent_at IS NOT NULL").all().map { try $0.decode(column: "id", as: UUID.self) }
+            #expect(marked == [tried])
+            #expect(try await database.revertLastBatch() == applied.reversed())
+            await #expect(throws: (any Error).self) { try await sql.raw("SELECT sent_at FROM orders").run() }
+        }
+    }
+
     @Test("020 indexes the audit trail by who acted (an export, an erasure and retention read it so); its revert drops the index", arguments: TestDatabaseKind.all)
     func auditActorIndex(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in

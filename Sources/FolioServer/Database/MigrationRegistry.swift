@@ -24,5 +24,6 @@ enum MigrationRegistry {
         IndexMailByRecipient(),
         TrackPlaidSyncRuns(),
         IndexAuditEventsByActor(),
+        AddOrderSentAt(),
     ]
 }

@@ -177,9 +177,10 @@ struct AlpacaBroker: Broker {
         case 422:
             // Sent before (the answer was lost): the order is there under our id.
             if let existing = try await find(order.id) { return try await report(existing, booked: Booked(quantity: .zero)) }
-            // A repeat of a POST that failed may be refused as a duplicate of the order it made, whose
-            // look-up lags: not known to be refused, so the job asks again later rather than free the cash.
-            if answer.repeated {
+            // A repeat of a POST that failed (in this call, or in an earlier attempt of the job) may be refused as a
+            // duplicate of the order it made, whose look-up lags: not known to be refused, so the job asks again
+            // later rather than free the cash (an order whose job dies of it is looked for once more, then rejected).
+            if answer.repeated || order.retried {
                 throw BrokerError.unavailable("POST /v2/orders was sent again and refused (\(answer.message)), but the order is not found under its id yet")
             }
             return .rejected(reason: "Alpaca refused the order: \(answer.message)")
@@ -199,7 +200,15 @@ struct AlpacaBroker: Broker {
     /// then "still open" and Folio asks again later rather than freeing its
     /// reservation early.
     func cancel(_ order: BrokerOrder) async throws -> BrokerReport {
-        guard let existing = try await find(order.id) else { return .canceled(reason: Self.neverReached) }
+        guard let existing = try await find(order.id) else {
+            // Not listed: known never to have reached Alpaca only when nothing sent it. After an attempt whose answer
+            // was lost (a timeout: the POST may still land) or once Alpaca took it, the look-up lags: asked again
+            // later, the reservation kept (the order of a submit job that dies of it is looked for once more, then ended).
+            if order.retried || order.reachedBroker {
+                throw BrokerError.unavailable("the order is not listed at Alpaca yet, though it may have been sent; looked for again")
+            }
+            return .canceled(reason: Self.neverReached)
+        }
         if Self.openStatuses.contains(existing.status) && existing.status != "pending_cancel" {
             try await delete(existing)
             return try await report(try await remoteOrder(existing.id), booked: Booked(order), canceledBy: "canceled by user")
@@ -362,7 +371,8 @@ struct AlpacaBroker: Broker {
             let page = try await activities(ascending: false, after: since, pageToken: pageToken)
             pageToken = page.lastID ?? pageToken
             for (orderID, activity) in page.activities {
-                guard let known = booked[orderID], !reachedBack.contains(orderID) else { continue }
+                // Read on past the fill that reaches back, too: fills of one millisecond come in no set order.
+                guard let known = booked[orderID] else { continue }
                 if activity.cumulative > known.quantity { found[orderID, default: []].append(activity) }
                 // This fill began at or before what Folio has: everything older is booked already.
                 if let start = try? activity.cumulative - activity.fill.quantity, start <= known.quantity { reachedBack.insert(orderID) }
@@ -415,7 +425,7 @@ struct AlpacaBroker: Broker {
         }
         var fills: [String: [BrokerFill]] = [:]
         for (id, known) in booked where !unreached.contains(id) {
-            let run = Self.unbroken(Array((found[id] ?? []).reversed()), after: known.quantity)
+            let run = Self.unbroken(found[id] ?? [], after: known.quantity)
             if !run.isEmpty { fills[id] = run.map(\.fill) }
         }
         return (fills, unreached)
@@ -423,10 +433,12 @@ struct AlpacaBroker: Broker {
 
     /// The fills, oldest first, that follow `booked` without a gap: the first starts at `booked`, each next one
     /// where the one before ends; a repeated one is dropped. The run stops at the first fill that does not follow.
-    static func unbroken(_ oldestFirst: [Activity], after booked: Quantity) -> [Activity] {
+    /// Taken in the order of the quantity filled up to each, not as listed: Alpaca's activity ids are the time to
+    /// the millisecond and then a random part, so two executions of one millisecond may be listed either way round.
+    static func unbroken(_ activities: [Activity], after booked: Quantity) -> [Activity] {
         var run: [Activity] = []
         var end = booked
-        for activity in oldestFirst {
+        for activity in activities.sorted(by: { $0.cumulative < $1.cumulative }) {
             if activity.cumulative <= end { continue }  // booked already, or seen already
             guard let start = try? activity.cumulative - activity.fill.quantity, start == end else { break }
             run.append(activity)

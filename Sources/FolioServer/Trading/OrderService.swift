@@ -217,15 +217,19 @@ struct OrderService: Sendable {
             // A DAY order whose submission was delayed past the close must not fill tomorrow.
             if order.timeInForce == .day, clock.now() >= calendar.current.dayEnd(for: order.createdAt) {
                 // An earlier attempt may have reached a broker that holds orders: it is canceled there first, never just ended here.
-                if job.attempts > 1, let broker = try? await brokers.broker(for: order.accountID), broker.holdsOrders {
+                if job.attempts > 1, let broker = try? await brokers.broker(for: order.accountID), broker.holdsOrders,
+                   (try? await store.mayHaveBeenSent(order.id)) != false {
                     do {
                         guard let current = try await stillOurs(job, order) else {
                             outcomes[job.id] = .done
                             continue
                         }
                         order = current
-                        // Canceled there (or never there): the day ended it. Fills that came first stand.
-                        let report: BrokerReport = switch try await broker.cancel(BrokerOrder(order)) {
+                        // Canceled there (or never there): the day ended it. Fills that came first stand. Not listed
+                        // there yet after the earlier send, the job fails and looks again.
+                        var sent = BrokerOrder(order)
+                        sent.retried = true
+                        let report: BrokerReport = switch try await broker.cancel(sent) {
                         case .canceled: .expired
                         case .filledThenCanceled(let fills, _): .filledThenCanceled(fills, reason: "day order past the close")
                         case let other: other
@@ -251,6 +255,11 @@ struct OrderService: Sendable {
                 }
                 var submission = BrokerOrder(order)
                 submission.retried = job.attempts > 1
+                if broker.holdsOrders {
+                    // Marked before it is first sent: not listed at the broker later means "never sent" only without the mark.
+                    submission.retried = try await store.mayHaveBeenSent(order.id)
+                    if order.cancelRequestedAt == nil, !submission.retried { try await store.markSent(order.id, at: clock.now()) }
+                }
                 let report = order.cancelRequestedAt != nil ? try await broker.cancel(submission) : try await broker.submit(submission)
                 reports.append(Report(job: job.id, order: order, report: report))
                 if broker.holdsOrders { held.append(order.id) }
@@ -479,8 +488,9 @@ struct OrderService: Sendable {
                     reports.append(Report(job: nil, order: order, report: rejected))
                     continue
                 }
+                // The job's attempts took minutes: an order still not listed at the broker never reached it.
                 let report: BrokerReport = switch try await broker.cancel(BrokerOrder(order)) {
-                case .canceled: rejected
+                case .canceled: order.cancelRequestedAt != nil ? .canceled(reason: "canceled by user") : rejected
                 case let other: other
                 }
                 reports.append(Report(job: nil, order: order, report: report))

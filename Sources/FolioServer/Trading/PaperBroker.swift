@@ -19,11 +19,16 @@ struct BrokerOrder: Sendable {
     /// When the last fill booked was executed (set where a broker reads fills that follow it): a read
     /// of the fills that follow can start there.
     var lastFillAt: Date?
-    /// A submission tried before (its job's earlier attempt may have reached
-    /// the broker before the process died): a remote broker looks first.
+    /// A submission that may have been sent before (at a broker that holds
+    /// orders, the order's `sent_at`; its answer lost, or the process died):
+    /// a remote broker looks first, and an order it does not list is not yet
+    /// known never to have arrived.
     var retried = false
+    /// The broker took the order (it is open there, or was): not finding it there now is a look-up that lags.
+    var reachedBroker: Bool
 
     init(_ order: OrderState) {
+        reachedBroker = order.status != .new
         id = order.id
         symbol = order.symbol
         side = order.side

@@ -432,6 +432,16 @@ struct TradingStore: Sendable {
 
     /// `new` orders whose submit job died: they would hold their reservation forever.
     /// Orders still `new` whose submit job died, with the job's last error.
+    /// Whether the order may have been sent to its broker (`sent_at`, migration 021).
+    func mayHaveBeenSent(_ id: OrderID) async throws -> Bool {
+        try await database.sql.raw("SELECT sent_at FROM orders WHERE id = \(bind: id)").first()?.decode(column: "sent_at", as: Date?.self) != nil
+    }
+
+    /// Records, before the order is first sent to a broker that holds orders, that it may have been.
+    func markSent(_ id: OrderID, at now: Date) async throws {
+        try await database.sql.raw("UPDATE orders SET sent_at = \(bind: now) WHERE id = \(bind: id) AND sent_at IS NULL").run()
+    }
+
     func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [(id: OrderID, lastError: String?)] {
         try await database.sql.raw("""
             SELECT o.id, j.last_error FROM orders o JOIN jobs j ON j.order_id = o.id

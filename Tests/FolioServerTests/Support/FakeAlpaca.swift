@@ -368,6 +368,20 @@ final class FakeAlpaca: Sendable {
         }
     }
 
+    /// The last two FILL activities listed the other way round (ids too): two executions of one millisecond,
+    /// whose ids (the time, then a random part) need not follow the order they filled in.
+    func listLastTwoFillsSwapped() {
+        state.withLockedValue { state in
+            let count = state.activities.count
+            guard count >= 2 else { return }
+            let (older, newer) = (state.activities[count - 2], state.activities[count - 1])
+            state.activities[count - 2] = newer
+            state.activities[count - 2].id = older.id
+            state.activities[count - 1] = older
+            state.activities[count - 1].id = newer.id
+        }
+    }
+
     /// `count` fills of one order placed at Alpaca outside Folio (by another app on the same account): FILL activities Folio reads past.
     func recordOutsideFills(_ count: Int) {
         state.withLockedValue { state in
