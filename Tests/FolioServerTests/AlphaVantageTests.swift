@@ -21,6 +21,28 @@ struct AlphaVantageTests {
             clock: clock.clock, httpClient: .shared, logger: logs.logger())
     }
 
+    @Test("a vendor that answers its head and then stalls in the middle of the body is unreachable once the call's deadline passes, not waited on for as long as it stalls")
+    func stallInTheBody() async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestDatabase(.sqlite) { database, _ in
+                var vendor = provider(fake, database: database, clock: TestClock(start: Self.friday))
+                vendor.timeout = .milliseconds(300)
+                // Waited out, the stalled body would end as a quote without a price (a bad response): the deadline's
+                // "unreachable" is what says the call stopped waiting.
+                fake.mode = .stallsMidBody(.seconds(2))
+                do {
+                    _ = try await vendor.quote(for: "IBM")
+                    Issue.record("a stalled answer gave a quote")
+                } catch MarketDataError.unreachable(let reason) {
+                    #expect(reason.contains("VendorDeadlineExceeded"), "\(reason)")
+                } catch {
+                    Issue.record("not cut off at the deadline: \(error)")
+                }
+                fake.mode = .normal
+            }
+        }
+    }
+
     @Test("GLOBAL_QUOTE, TIME_SERIES_DAILY and SYMBOL_SEARCH parse exactly from their documented shapes", arguments: TestDatabaseKind.all)
     func documentedShapes(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

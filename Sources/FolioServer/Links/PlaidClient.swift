@@ -376,9 +376,9 @@ struct PlaidClient: Sendable {
         let bytes: ByteBuffer
         let start = ContinuousClock.now
         do {
-            let response = try await httpClient.execute(request, timeout: timeout)
+            let (response, body) = try await httpClient.executeWhole(request, timeout: timeout, upTo: 32 << 20)
             status = Int(response.status.code)
-            bytes = try await response.body.collect(upTo: 32 << 20)
+            bytes = body
         } catch {
             // The error's type only: no URL, header or body reaches the log.
             logger.warning("Plaid call failed", metadata: ["route": "\(path)", "error": "\(type(of: error))"])

@@ -123,8 +123,8 @@ struct AlphaVantageProvider: MarketDataProvider {
             metrics?.vendorCall(vendor: "alpha_vantage", endpoint: function, result: result, duration: ContinuousClock.now - start)
         }
         do {
-            let response = try await httpClient.execute(request, timeout: timeout)
-            body = try await response.body.collect(upTo: 8 << 20)
+            let (response, whole) = try await httpClient.executeWhole(request, timeout: timeout, upTo: 8 << 20)
+            body = whole
             record(response.status == .ok ? "ok" : "error")
             guard response.status == .ok else {
                 throw MarketDataError.badResponse("\(function) answered HTTP \(response.status.code)")

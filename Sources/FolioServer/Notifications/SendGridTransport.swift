@@ -86,7 +86,7 @@ struct SendGridTransport: MailTransport {
         }
         metrics?.vendorCall(vendor: "sendgrid", endpoint: Self.endpoint, result: status == 202 ? "ok" : "error", duration: ContinuousClock.now - start)
         // The status decides; a body that fails to arrive after a 202 does not make the message uncertain.
-        let bytes = (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer()
+        let bytes = (try? await withinDeadline(timeout) { try await response.body.collect(upTo: 1 << 20) }) ?? ByteBuffer()
         if status == 202 || status == 200 {
             let vendorID = headers.first(name: "X-Message-Id")
             do { try await database.sql.execute(sql: markSent(vendorID)) { _ in } } catch {

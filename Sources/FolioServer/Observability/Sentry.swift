@@ -428,11 +428,12 @@ final class SentryReporter: Service, Sendable {
         let headers: HTTPHeaders
         do {
             let (seconds, attoseconds) = timeout.components
-            let response = try await httpClient.execute(request, timeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+            let deadline = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            let response = try await httpClient.execute(request, timeout: deadline)
             status = Int(response.status.code)
             headers = response.headers
-            // Sentry answers {"id": …}; read it so the connection can be reused.
-            _ = try? await response.body.collect(upTo: 64 << 10)
+            // Sentry answers {"id": …}; read it so the connection can be reused (within the deadline: the status decides).
+            _ = try? await withinDeadline(deadline) { try await response.body.collect(upTo: 64 << 10) }
         } catch {
             // The error's type only: the URL holds the project and the request the event.
             metrics?.vendorCall(vendor: "sentry", endpoint: Self.endpoint, result: "unreachable", duration: ContinuousClock.now - start)

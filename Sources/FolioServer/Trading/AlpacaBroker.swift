@@ -664,10 +664,10 @@ struct AlpacaBroker: Broker {
         let retryAfter: Int?
         let endpoint = "\(method.rawValue) \(Self.endpoint(path))", start = ContinuousClock.now
         do {
-            let response = try await httpClient.execute(request, timeout: timeout)
+            let (response, body) = try await httpClient.executeWhole(request, timeout: timeout, upTo: 8 << 20)
             status = Int(response.status.code)
             retryAfter = response.headers.first(name: "Retry-After").flatMap { Int($0) }
-            bytes = try await response.body.collect(upTo: 8 << 20)
+            bytes = body
             metrics?.vendorCall(vendor: "alpaca", endpoint: endpoint, result: status < 400 ? "ok" : "error", duration: ContinuousClock.now - start)
         } catch {
             metrics?.vendorCall(vendor: "alpaca", endpoint: endpoint, result: "unreachable", duration: ContinuousClock.now - start)

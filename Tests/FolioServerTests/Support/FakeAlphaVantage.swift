@@ -24,6 +24,8 @@ final class FakeAlphaVantage: Sendable {
         case quoteOf(String)
         /// GLOBAL_QUOTE answers without its `07. latest trading day`.
         case noTradingDay
+        /// Answers 200 and the body's first bytes at once, then nothing more for this long.
+        case stallsMidBody(Duration)
 
         var omitsTradingDay: Bool { if case .noTradingDay = self { true } else { false } }
     }
@@ -69,6 +71,15 @@ final class FakeAlphaVantage: Sendable {
             return state.mode
         }
         if case .slow(let delay) = mode { try await Task.sleep(for: delay) }
+        if case .stallsMidBody(let stall) = mode {
+            let body = ResponseBody { writer in
+                try await writer.write(ByteBuffer(string: #"{"Global Quote": {"01. symbol": "#))
+                try await Task.sleep(for: stall)
+                try await writer.write(ByteBuffer(string: #""IBM"}}"#))
+                try await writer.finish(nil)
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: body)
+        }
         switch mode {
         case .serverError: return Self.json(#"{"detail": "upstream down"}"#, status: .internalServerError)
         case .garbage: return Self.json("<html>maintenance</html>")
@@ -83,7 +94,7 @@ final class FakeAlphaVantage: Sendable {
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
         case .freeKey where query["outputsize"] == "full":
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
-        case .normal, .slow, .freeKey, .quoteOf, .noTradingDay: break
+        case .normal, .slow, .freeKey, .quoteOf, .noTradingDay, .stallsMidBody: break
         }
         guard query["apikey"].map(String.init) == Self.apiKey else {
             return Self.json(#"{"Error Message": "the parameter apikey is invalid or missing. Please claim your free API key on (https://www.alphavantage.co/support/#api-key). It should take less than 20 seconds."}"#)
