@@ -119,6 +119,58 @@ struct MarketDataResilienceTests {
         }
     }
 
+    @Test("a symbol the vendor keeps refusing is asked about again only after a pause that doubles with each failure: resting orders on it cannot spend the call budget orders need")
+    func failingSymbolPauses() async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(.sqlite, clock: clock, configure: Self.vendor(fake)) { _, env in
+                let quotes = env.services.quotes
+                fake.mode = .errorMessage
+                func hits() -> Int { fake.hits.filter { $0 == "GLOBAL_QUOTE" }.count }
+                func look() async -> QuoteService.Lookup { await quotes.lookup("IBM") }
+                guard case .unavailable = await look() else { Issue.record("a refused symbol gave a price"); return }
+                #expect(hits() == 1)
+                // Looked at every second, as a resting order's recheck does: no call until the pause is over.
+                for _ in 0..<4 {
+                    clock.advance(by: 1)
+                    guard case .unavailable(let reason) = await look() else { Issue.record("a price out of nothing"); return }
+                    guard case .heldOff = reason else { Issue.record("not held off: \(reason)"); return }
+                }
+                #expect(hits() == 1, "nothing asked for 5 seconds")
+                clock.advance(by: 1)
+                _ = await look()
+                #expect(hits() == 2, "asked again after 5 seconds")
+                // The next pause is 10 seconds, then 20.
+                clock.advance(by: 9)
+                _ = await look()
+                #expect(hits() == 2)
+                clock.advance(by: 1)
+                _ = await look()
+                #expect(hits() == 3)
+                clock.advance(by: 19)
+                _ = await look()
+                #expect(hits() == 3)
+                // An order for it meanwhile is told when to try again, and asks the vendor nothing.
+                do {
+                    _ = try await quotes.quote(for: "IBM")
+                    Issue.record("an order priced from nothing")
+                } catch let refused as MarketDataUnavailable {
+                    #expect((refused.retryAfter ?? 0) >= 1, "told when to try again")
+                }
+                #expect(hits() == 3)
+                // Answered again: the pause is forgotten.
+                fake.mode = .normal
+                clock.advance(by: 1)
+                guard case .found = await look() else { Issue.record("no price once the vendor answers"); return }
+                #expect(hits() == 4)
+                clock.advance(by: 16)
+                _ = await look()
+                #expect(hits() == 5, "a fresh quote's lifetime, not a pause")
+                #expect(QuoteService.pause(after: 1) == 5 && QuoteService.pause(after: 3) == 20 && QuoteService.pause(after: 20) == QuoteService.longestPause)
+            }
+        }
+    }
+
     @Test("a slow vendor does not hold up reads: stale quotes come at once while one refresh per symbol waits", arguments: TestDatabaseKind.all)
     func slowVendor(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

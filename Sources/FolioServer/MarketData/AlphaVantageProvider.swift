@@ -21,6 +21,17 @@ enum MarketDataError: Error, Sendable, Equatable {
     case unreachable(String)
     /// Not called: the vendor is held off after a rate limit or repeated failures (`VendorGate`).
     case heldOff(retryAt: Date, reason: String)
+
+    /// What a person may be told of it: never the vendor's own message (Alpha Vantage's daily-limit answer quotes the API key).
+    var plainWords: String {
+        switch self {
+        case .budgetExhausted: "the calls allowed to the market data vendor are used up for now"
+        case .rateLimited, .heldOff: "the market data vendor is holding calls back for now"
+        case .rejected: "the market data vendor refused the request"
+        case .badResponse: "the market data vendor's answer could not be read"
+        case .unreachable: "the market data vendor could not be reached"
+        }
+    }
 }
 
 /// Alpha Vantage (https://www.alphavantage.co/documentation/): `GLOBAL_QUOTE`,

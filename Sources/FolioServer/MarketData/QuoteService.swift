@@ -26,8 +26,16 @@ final class QuoteService: Sendable {
     let clock: AppClock
     let timeToLive: TimeInterval
     static let slowDataLifetime: TimeInterval = 3600
-    /// After a failed refresh, how long reads wait before trying again in the background.
+    /// After a failed refresh, how long before the symbol is asked about again: doubled with each failure in a
+    /// row, up to `longestPause`. Resting orders look at their symbol's price every second or so: without a
+    /// pause, one symbol the vendor keeps refusing spent the whole call budget orders need within minutes.
     static let retryPause: TimeInterval = 5
+    static let longestPause: TimeInterval = 600
+
+    /// The pause after `failures` failed refreshes of a symbol in a row.
+    static func pause(after failures: Int) -> TimeInterval {
+        min(retryPause * pow(2, Double(max(failures, 1) - 1)), longestPause)
+    }
 
     private struct State {
         /// A nil quote remembers that the source does not know the symbol.
@@ -35,8 +43,9 @@ final class QuoteService: Sendable {
         /// Refreshes running, one per symbol and purpose. A person's lookup runs on lookups' share of the call
         /// budget, which may be spent: an order's price never waits on such a refresh (a lookup may join trading's).
         var refreshing: [InFlight: Task<Lookup, Never>] = [:]
-        /// After a failed refresh, reads start no background refresh of the symbol before then.
-        var retryAt: [String: Date] = [:]
+        /// After a failed refresh, the symbol is not asked about again before then (reads are served what is
+        /// known, marked stale; a lookup without a quote is answered as held off).
+        var paused: [String: Pause] = [:]
         /// Daily closes and search answers change slowly and cost vendor calls: kept an hour.
         var histories: [String: (closes: [DailyClose], fetchedAt: Date)] = [:]
         var searches: [String: (matches: [SymbolMatch], fetchedAt: Date)] = [:]
@@ -47,6 +56,12 @@ final class QuoteService: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
+
+    struct Pause {
+        var until: Date
+        var failures: Int
+        var reason: MarketDataError
+    }
 
     struct InFlight: Hashable {
         var symbol: String
@@ -120,7 +135,7 @@ final class QuoteService: Sendable {
                 } else if staleWhileRevalidate, let cached = state.cache[symbol], var known = cached.quote {
                     known.isStale = true
                     result[symbol] = .found(known)
-                    if Self.running(symbol, in: state) == nil, now >= state.retryAt[symbol] ?? .distantPast {
+                    if Self.running(symbol, in: state) == nil, now >= state.paused[symbol]?.until ?? .distantPast {
                         _ = Self.start(symbol, remembered: cached.quote, in: &state, service: self)
                     }
                 } else if seen.insert(symbol).inserted {
@@ -146,6 +161,14 @@ final class QuoteService: Sendable {
                 return .answer(cached.quote.map(Lookup.found) ?? .unknown)
             }
             if let running = Self.running(symbol, in: state) { return .wait(running) }
+            if let pause = state.paused[symbol], now < pause.until {
+                // Its last refresh failed moments ago: answered as that one was, without asking the vendor again.
+                if var known = state.cache[symbol]?.quote {
+                    known.isStale = true
+                    return .answer(.found(known))
+                }
+                return .answer(.unavailable(.heldOff(retryAt: pause.until, reason: "the last look at \(symbol) failed: \(pause.reason)")))
+            }
             return .wait(Self.start(symbol, remembered: state.cache[symbol]?.quote, in: &state, service: self))
         }
         switch step {
@@ -183,20 +206,23 @@ final class QuoteService: Sendable {
             let quote = dated(try await provider.quote(for: symbol))
             state.withLockedValue { state in
                 state.cache[symbol] = Fetched(quote: quote, fetchedAt: now)
-                state.retryAt[symbol] = nil
+                state.paused[symbol] = nil
             }
             if let quote { try? await store?.save(quote, fetchedAt: now, source: provider.name) }
             return quote.map(Lookup.found) ?? .unknown
         } catch {
             let reason = Self.reason(error)
-            // No background retry before the vendor may be called again (or a few seconds).
-            let retryAt: Date = switch reason {
-            case .heldOff(let until, _), .budgetExhausted(let until): until
-            default: now.addingTimeInterval(Self.retryPause)
-            }
+            // Not asked again before the vendor may be called again, or before a pause that grows with each failure.
             // Lookups that spent their share of the budget leave the rest to trading: no pause for the symbol.
             if case .budgetExhausted = reason, CallBudget.purpose == .lookingUp {} else {
-                state.withLockedValue { $0.retryAt[symbol] = retryAt }
+                state.withLockedValue { state in
+                    let failures = (state.paused[symbol]?.failures ?? 0) + 1
+                    let until: Date = switch reason {
+                    case .heldOff(let until, _), .budgetExhausted(let until): until
+                    default: now.addingTimeInterval(Self.pause(after: failures))
+                    }
+                    state.paused[symbol] = Pause(until: until, failures: failures, reason: reason)
+                }
             }
             let candidates = [remembered, stored?.quote].compactMap { $0 }
             guard var newest = candidates.max(by: { $0.asOf < $1.asOf }) else { return .unavailable(reason) }

@@ -519,7 +519,7 @@ struct RebalanceService: Sendable {
         case TradingError.insufficientBuyingPower(let needed, let available, _): "they need \(Display.money(needed, .up)) of buying power; \(Display.money(available, .down)) is available."
         case TradingError.insufficientShares(let symbol, let available, _): "only \(available) \(symbol) can be sold."
         case TradingError.unknownSymbol(let symbol), RebalanceError.noPrice(let symbol): "the market data does not know \(symbol)."
-        case let error as MarketDataUnavailable: "market data is unavailable (\(error.reason))."
+        case let error as MarketDataUnavailable: "market data is unavailable (\(error.reason.plainWords))."
         default:
             // What a request would be told of it (the one table), never Swift's name for the error; an error of Folio's
             // own is said so (the log names it).
