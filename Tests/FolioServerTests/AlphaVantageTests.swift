@@ -270,6 +270,17 @@ struct AlphaVantageTests {
                     #expect(error == .budgetExhausted(retryAt: try Date("2026-11-28T00:00:00Z", strategy: .iso8601)))
                 }
                 #expect(try await first.budget.remaining() == (minute: 5, day: 0), "the refused call was not counted")
+                // The minute spent as well as the day (the calls of another instance): told to come back tomorrow, not in a minute.
+                let minute = CallBudget.periodStart(of: clock.now, length: 60)
+                try await database.sql.raw("""
+                    INSERT INTO market_data_calls (provider, period, period_start, calls) VALUES (\(bind: AlphaVantageProvider.name), 'minute', \(bind: minute), 5)
+                    """).run()
+                do {
+                    _ = try await first.quote(for: "IBM")
+                    Issue.record("a call past both limits was made")
+                } catch let error as MarketDataError {
+                    #expect(error == .budgetExhausted(retryAt: try Date("2026-11-28T00:00:00Z", strategy: .iso8601)))
+                }
                 clock.advance(by: 9 * 3600)
                 #expect(try await first.quote(for: "IBM") != nil, "a new UTC day has a new budget")
                 #expect(fake.hits.count == 26)

@@ -37,7 +37,12 @@ struct CallBudget: Sendable {
         try await database.modelTransaction { db in
             let sql = database.sqlDatabase(db)
             guard try await increment(period: "minute", start: minute, limit: Self.limit(perMinute, for: purpose), on: sql) else {
-                throw Exhausted(retryAt: Date(timeIntervalSince1970: TimeInterval(minute + 60)))
+                // The day's calls may be spent too: then the next minute would be refused as well.
+                let dayUsed = try await sql.select().column("calls").from("market_data_calls")
+                    .where("provider", .equal, provider).where("period", .equal, "day").where("period_start", .equal, day)
+                    .first(decodingColumn: "calls", as: Int.self) ?? 0
+                let end = dayUsed >= Self.limit(perDay, for: purpose) ? day + 86_400 : minute + 60
+                throw Exhausted(retryAt: Date(timeIntervalSince1970: TimeInterval(end)))
             }
             guard try await increment(period: "day", start: day, limit: Self.limit(perDay, for: purpose), on: sql) else {
                 throw Exhausted(retryAt: Date(timeIntervalSince1970: TimeInterval(day + 86_400)))
