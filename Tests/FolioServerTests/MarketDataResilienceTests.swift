@@ -171,6 +171,24 @@ struct MarketDataResilienceTests {
         }
     }
 
+    @Test("answers unusable for one symbol each (another symbol's quote, no positive price, no trading day) do not hold the vendor off for every symbol")
+    func badAnswersAboutSymbolsKeepTheCircuitClosed() async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestApp(.sqlite, clock: TestClock(start: Self.friday), configure: Self.vendor(fake)) { _, env in
+                let quotes = env.services.quotes
+                fake.mode = .quoteOf("MSFT")
+                for symbol in ["AAPL", "IBM"] {
+                    guard case .unavailable = await quotes.lookup(symbol) else { Issue.record("\(symbol) priced from MSFT's quote"); return }
+                }
+                fake.mode = .noTradingDay
+                guard case .unavailable = await quotes.lookup("ORDB") else { Issue.record("a quote of no day was taken"); return }
+                // Three in a row would open the circuit if they were the vendor's failures.
+                fake.mode = .normal
+                guard case .found = await quotes.lookup("MSFT") else { Issue.record("the vendor was held off for every symbol"); return }
+            }
+        }
+    }
+
     @Test("a slow vendor does not hold up reads: stale quotes come at once while one refresh per symbol waits", arguments: TestDatabaseKind.all)
     func slowVendor(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

@@ -15,8 +15,10 @@ enum MarketDataError: Error, Sendable, Equatable {
     case rateLimited(String)
     /// The vendor refused the call (Alpha Vantage's `Error Message`).
     case rejected(String)
-    /// Not HTTP 200, or a body that is not the documented shape.
-    case badResponse(String)
+    /// Not HTTP 200, or a body that is not the documented shape. `aboutTheSymbol`: a well-formed answer that
+    /// is unusable for this one symbol (no positive price, no trading day, another symbol's quote): the vendor
+    /// answered, so it does not count towards holding the vendor off for every symbol.
+    case badResponse(String, aboutTheSymbol: Bool = false)
     /// No answer in time, or no connection.
     case unreachable(String)
     /// Not called: the vendor is held off after a rate limit or repeated failures (`VendorGate`).
@@ -66,15 +68,15 @@ struct AlphaVantageProvider: MarketDataProvider {
         guard !fields.isEmpty else { return nil }
         // A quote of another symbol is no answer to this one (a proxy's cache, a vendor's mix-up): never priced as it.
         guard let quoted = fields["01. symbol"], quoted.uppercased() == symbol.uppercased() else {
-            throw MarketDataError.badResponse("GLOBAL_QUOTE for another symbol than the one asked for")
+            throw MarketDataError.badResponse("GLOBAL_QUOTE for another symbol than the one asked for", aboutTheSymbol: true)
         }
         guard let price = fields["05. price"].flatMap(Self.price), price.isPositive else {
-            throw MarketDataError.badResponse("GLOBAL_QUOTE without a positive price")
+            throw MarketDataError.badResponse("GLOBAL_QUOTE without a positive price", aboutTheSymbol: true)
         }
         // A price of no known day is not taken for today's: it would price fills and show as fresh.
         // Its time: now on its trading day, else that day's 16:00 New York close.
         guard let day = fields["07. latest trading day"].flatMap({ TradingDay($0) }) else {
-            throw MarketDataError.badResponse("GLOBAL_QUOTE without a latest trading day")
+            throw MarketDataError.badResponse("GLOBAL_QUOTE without a latest trading day", aboutTheSymbol: true)
         }
         let previousClose = fields["08. previous close"].flatMap(Self.price).flatMap { $0.isPositive ? $0 : nil }
         return PriceQuote(symbol: symbol, price: price, previousClose: previousClose, asOf: min(clock.now(), day.close))

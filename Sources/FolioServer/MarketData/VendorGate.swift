@@ -94,6 +94,9 @@ final class VendorGate: Sendable {
                 state.closedUntil = until
                 state.why = "rate limited by the vendor"
                 return (until, state.why)
+            case .badResponse(_, aboutTheSymbol: true):
+                // The vendor answered; only this symbol's answer is unusable (its refreshes pause on their own).
+                return nil
             case .unreachable, .badResponse:
                 state.consecutiveFailures += 1
                 // A call let through before the circuit opened, failing late, does not lengthen the cool-down.
@@ -174,8 +177,11 @@ struct GatedMarketDataProvider: MarketDataProvider {
             return value
         } catch {
             let reason = QuoteService.reason(error)
-            // A refusal (a bad symbol or call) is an answer: the vendor is up.
-            if case .rejected = reason { gate.succeeded(admission) } else { gate.failed(reason, admission) }
+            // A refusal (a bad symbol or call), or an answer unusable for one symbol, is an answer: the vendor is up.
+            switch reason {
+            case .rejected, .badResponse(_, aboutTheSymbol: true): gate.succeeded(admission)
+            default: gate.failed(reason, admission)
+            }
             throw error
         }
     }
