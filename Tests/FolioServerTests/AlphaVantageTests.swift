@@ -179,6 +179,20 @@ struct AlphaVantageTests {
                 } catch let error as MarketDataError {
                     guard case .badResponse = error else { Issue.record("expected badResponse, got \(error)"); return }
                 }
+                // Nor one dated after today, or on a weekend: it would be taken for today's, fresh.
+                fake.mode = .normal
+                for day in ["2026-11-30", "2027-06-01", "2026-11-28", "2026-11-22"] {
+                    fake.tradingDay = day
+                    do {
+                        let quote = try await vendor.quote(for: "IBM")
+                        Issue.record("a quote dated \(day) was taken: \(String(describing: quote))")
+                    } catch let error as MarketDataError {
+                        guard case .badResponse = error else { Issue.record("expected badResponse, got \(error)"); return }
+                    }
+                }
+                fake.tradingDay = "2026-11-25"
+                #expect(try await vendor.quote(for: "IBM") != nil, "an earlier session's quote is still an answer")
+                fake.tradingDay = "2026-11-27"
                 // A price with more places than a price holds is no answer either: never rounded into another price.
                 #expect(AlphaVantageProvider.price("0.000000006") == nil && AlphaVantageProvider.price("123.456789012345") == nil)
                 #expect(AlphaVantageProvider.price("265.6500") == (try Price(parsing: "265.65")) && AlphaVantageProvider.price("0.00000001") != nil)

@@ -78,6 +78,11 @@ struct AlphaVantageProvider: MarketDataProvider {
         guard let day = fields["07. latest trading day"].flatMap({ TradingDay($0) }) else {
             throw MarketDataError.badResponse("GLOBAL_QUOTE without a latest trading day", aboutTheSymbol: true)
         }
+        // A day still to come, or a weekend, is no trading day: such a quote would be taken as today's, fresh, and
+        // price fills. (A holiday is not refused here: the exchange's own calendar may know a session the rules do not.)
+        guard day <= TradingDay(clock.now()), day.isWeekday else {
+            throw MarketDataError.badResponse("GLOBAL_QUOTE dated \(day), which is no trading day up to today", aboutTheSymbol: true)
+        }
         let previousClose = fields["08. previous close"].flatMap(Self.price).flatMap { $0.isPositive ? $0 : nil }
         return PriceQuote(symbol: symbol, price: price, previousClose: previousClose, asOf: min(clock.now(), day.close))
     }
