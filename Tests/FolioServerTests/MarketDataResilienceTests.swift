@@ -189,6 +189,34 @@ struct MarketDataResilienceTests {
         }
     }
 
+    @Test("a process that has just started serves reads the quotes another instance stored, stale past their lifetime, at once, and refreshes them in the background", arguments: TestDatabaseKind.all)
+    func restartedInstanceServesStoredQuotes(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(kind, clock: clock, configure: Self.vendor(fake)) { _, env in
+                let first = env.services.quotes
+                _ = await first.quotes(for: ["IBM", "AAPL"])
+                #expect(fake.hits.count == 2)
+                // Another process on the same database, with nothing in memory; the vendor now takes 8 s.
+                let restarted = QuoteService(provider: first.provider, store: QuoteStore(database: env.database), clock: clock.clock, timeToLive: 15)
+                fake.mode = .slow(.seconds(8))
+                let fresh = await restarted.quotes(for: ["IBM", "AAPL"])
+                #expect(fresh.count == 2 && fresh.values.allSatisfy { !$0.isStale }, "fresh from the table, no call")
+                #expect(fake.hits.count == 2)
+                clock.advance(by: 16)
+                let again = QuoteService(provider: first.provider, store: QuoteStore(database: env.database), clock: clock.clock, timeToLive: 15)
+                // No wall clock is read: both come back stale, which they could not if the read had waited for the vendor.
+                let stale = await again.quotes(for: ["IBM", "AAPL"])
+                #expect(stale.count == 2 && stale.values.allSatisfy(\.isStale), "\(stale)")
+                let storedPrice = try Price(parsing: "265.65")
+                #expect(stale["IBM"]?.price == storedPrice)
+                fake.mode = .normal
+                #expect(await again.settle(), "the background refreshes land")
+                await restarted.settle()
+            }
+        }
+    }
+
     @Test("a slow vendor does not hold up reads: stale quotes come at once while one refresh per symbol waits", arguments: TestDatabaseKind.all)
     func slowVendor(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

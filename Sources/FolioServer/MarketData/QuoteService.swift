@@ -144,6 +144,26 @@ final class QuoteService: Sendable {
             }
         }
         guard !missing.isEmpty else { return result }
+        if staleWhileRevalidate, let store, let stored = try? await store.load(missing, source: provider.name), !stored.isEmpty {
+            // Not in this process's memory (it has just started, or never read them): what any instance stored is
+            // served at once as well, stale when past its lifetime, and refreshed in the background.
+            let known = stored.compactMapValues { fetched in self.dated(fetched.quote).map { Fetched(quote: $0, fetchedAt: fetched.fetchedAt) } }
+            state.withLockedValue { state in
+                for (symbol, fetched) in known {
+                    guard var quote = fetched.quote else { continue }
+                    if (state.cache[symbol]?.fetchedAt ?? .distantPast) < fetched.fetchedAt { state.cache[symbol] = fetched }
+                    if now.timeIntervalSince(fetched.fetchedAt) >= timeToLive {
+                        quote.isStale = true
+                        if Self.running(symbol, in: state) == nil, now >= state.paused[symbol]?.until ?? .distantPast {
+                            _ = Self.start(symbol, remembered: quote, in: &state, service: self)
+                        }
+                    }
+                    result[symbol] = .found(quote)
+                }
+            }
+            missing.removeAll { result[$0] != nil }
+            guard !missing.isEmpty else { return result }
+        }
         await withTaskGroup(of: (String, Lookup).self) { group in
             for symbol in missing {
                 group.addTask { (symbol, await self.lookup(symbol)) }

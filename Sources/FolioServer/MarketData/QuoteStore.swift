@@ -23,6 +23,25 @@ struct QuoteStore: Sendable {
         return .init(quote: quote, fetchedAt: try row.decode(column: "fetched_at", as: Date.self))
     }
 
+    /// The stored quotes of these symbols that came from `source`, in one query (per 500 symbols).
+    func load(_ symbols: [String], source: String) async throws -> [String: QuoteService.Fetched] {
+        var found: [String: QuoteService.Fetched] = [:]
+        for start in stride(from: 0, to: symbols.count, by: 500) {
+            let slice = Array(symbols[start..<min(start + 500, symbols.count)])
+            let rows = try await database.sql.raw("""
+                SELECT symbol, price, previous_close, as_of, fetched_at FROM quotes WHERE source = \(bind: source) AND symbol IN (\(binds: slice))
+                """).all()
+            for row in rows {
+                let symbol = try row.decode(column: "symbol", as: String.self)
+                let quote = PriceQuote(
+                    symbol: symbol, price: try row.decode(column: "price", as: Price.self),
+                    previousClose: try row.decode(column: "previous_close", as: Price?.self), asOf: try row.decode(column: "as_of", as: Date.self))
+                found[symbol] = .init(quote: quote, fetchedAt: try row.decode(column: "fetched_at", as: Date.self))
+            }
+        }
+        return found
+    }
+
     /// Keeps the quote unless a newer fetch is already stored.
     func save(_ quote: PriceQuote, fetchedAt: Date, source: String) async throws {
         try await database.sql.raw("""
