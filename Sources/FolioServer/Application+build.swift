@@ -159,7 +159,7 @@ public struct FolioServices: Sendable {
             store: NotificationStore(database: database), mail: mailQueue, renderer: renderer, clock: clock, ids: ids)
         self.notifications = notifications
         let transport: any MailTransport = dependencies.mailTransport
-            ?? configuration.sendGrid.map { SendGridTransport(settings: $0, httpClient: .shared, clock: clock, logger: logger, metrics: metrics) }
+            ?? configuration.sendGrid.map { SendGridTransport(settings: $0, httpClient: .vendors, clock: clock, logger: logger, metrics: metrics) }
             ?? OutboxTransport(clock: clock, logger: logger)
         let mailDelivery = MailDelivery(store: mailStore, renderer: renderer, transport: transport, clock: clock, logger: logger, metrics: metrics)
         self.mailDelivery = mailDelivery
@@ -357,7 +357,7 @@ public struct FolioServices: Sendable {
         var vendor = AlphaVantageProvider(
             apiKey: settings.apiKey, baseURL: settings.baseURL,
             budget: CallBudget(database: database, provider: AlphaVantageProvider.name, perMinute: settings.callsPerMinute, perDay: settings.callsPerDay, clock: clock),
-            clock: clock, httpClient: .shared, logger: logger)
+            clock: clock, httpClient: .vendors, logger: logger)
         vendor.metrics = metrics
         let gate = VendorGate(vendor: AlphaVantageProvider.name, clock: clock, logger: logger)
         return (GatedMarketDataProvider(base: vendor, gate: gate), gate)

@@ -452,6 +452,24 @@ struct NotificationTests {
         }
     }
 
+    @Test("a redirect from SendGrid's endpoint is not followed (the message and the key would go elsewhere) nor taken as sent: the message waits and is sent once the endpoint answers", arguments: [TestDatabaseKind.sqlite])
+    func redirectNotFollowed(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                sendGrid.fail(.redirect)
+                _ = try await post(client, "/api/auth/register", ["email": "redirected@example.com", "password": strongPassword])
+                await env.deliverMail()
+                #expect(sendGrid.calls == 1, "the redirect was not followed")
+                let row = try #require(try await env.services.mail.all().first)
+                #expect(row.status == "queued" && row.attempts == 1, "\(row)")
+                env.clock.advance(by: 3600)
+                await env.deliverMail()
+                #expect(try await env.services.mail.all().map(\.status) == ["sent"])
+                #expect(sendGrid.calls == 2)
+            }
+        }
+    }
+
     @Test("a 5xx SendGrid answered after taking the message: its processed event arrives before the retry, and the message is not sent twice", arguments: TestDatabaseKind.all)
     func serverErrorThenProcessed(kind: TestDatabaseKind) async throws {
         try await withFakeSendGrid { sendGrid in

@@ -21,6 +21,15 @@ func withinDeadline<T: Sendable>(_ timeout: TimeAmount, _ work: @escaping @Senda
 }
 
 extension HTTPClient {
+    /// The client every vendor is called with. Redirects are refused: a vendor's credentials travel in headers
+    /// of its own (`PLAID-SECRET`, `APCA-API-SECRET-KEY`) that AsyncHTTPClient does not strip on a redirect to
+    /// another host, and a mail or an order redirected elsewhere is not one the vendor took. A connection must be
+    /// made within 5 seconds, so that one never made fails as such (a mail that provably never left is sent
+    /// again) rather than running into the call's whole deadline.
+    static let vendors = HTTPClient(
+        eventLoopGroupProvider: .singleton,
+        configuration: HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5))))
+
     /// Sends `request` and reads its whole body, all within `timeout`. AsyncHTTPClient's own timeout ends once
     /// the response's head has arrived: a vendor that stalls in the middle of the body would otherwise hold the
     /// caller (an order being priced, a job, a request joined to it) for as long as the connection stays open.

@@ -114,7 +114,7 @@ struct PlaidVerificationKey: Sendable, Equatable {
 /// read from their text into Folio's fixed-point types, never through `Double`.
 struct PlaidClient: Sendable {
     let settings: AppConfiguration.PlaidSettings
-    var httpClient: HTTPClient = AlpacaBroker.httpClient
+    var httpClient: HTTPClient = .vendors
     let logger: Logger
     var metrics: FolioMetrics? = nil
     var timeout: TimeAmount = .seconds(30)

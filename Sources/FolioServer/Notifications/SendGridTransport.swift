@@ -3,6 +3,7 @@ import FolioDomain
 import Foundation
 import Logging
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 import NIOFoundationCompat
 import NIOPosix
@@ -105,6 +106,10 @@ struct SendGridTransport: MailTransport {
             throw .throttled(retryAt: Self.retryAt(headers, now: clock.now()), detail: detail)
         case 500...599:
             throw .unavailable("HTTP \(status): \(detail)")
+        case 300...399:
+            // Not followed (the vendors' client refuses redirects): the endpoint did not take the message. A proxy
+            // or a base URL set wrongly is the operator's to fix, and the message waits for it.
+            throw .unavailable("HTTP \(status): a redirect, not SendGrid's answer; check SENDGRID_BASE_URL")
         default:
             // 400 (the message), 401 and 403 (the key), 413 (too large): the same message would fail again.
             throw .refused(status: status, detail: detail)
@@ -132,6 +137,8 @@ struct SendGridTransport: MailTransport {
         if error is NIOConnectionError { return true }
         if let error = error as? IOError, [ECONNREFUSED, ENETUNREACH, EHOSTUNREACH].contains(error.errnoCode) { return true }
         if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        // TLS that failed to agree (a certificate refused, say): no byte of the request was written.
+        if let error = error as? NIOSSLError, case .handshakeFailed = error { return true }
         return false
     }
 }

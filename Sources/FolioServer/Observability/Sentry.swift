@@ -282,7 +282,7 @@ final class SentryReporter: Service, Sendable {
     ///   - timeout: one send's limit; past it the event is dropped (`send_failed`).
     ///   - shutdownBudget: how long a graceful shutdown goes on sending; what is left then is dropped (`shutdown`).
     init(
-        configuration: SentryConfiguration, redactor: LogRedactor = .standard, clock: AppClock = .system, httpClient: HTTPClient = AlpacaBroker.httpClient,
+        configuration: SentryConfiguration, redactor: LogRedactor = .standard, clock: AppClock = .system, httpClient: HTTPClient = .vendors,
         logger: Logger, metrics: FolioMetrics? = nil, capacity: Int = 100, timeout: Duration = .seconds(5), shutdownBudget: Duration = .seconds(5),
         onDrop: (@Sendable (String) -> Void)? = nil
     ) {

@@ -27,19 +27,13 @@ enum BrokerError: Error, Sendable, CustomStringConvertible {
 /// the `APCA-API-KEY-ID` and `APCA-API-SECRET-KEY` headers, never in a URL or a log.
 struct AlpacaBroker: Broker {
     let settings: AppConfiguration.AlpacaSettings
-    var httpClient: HTTPClient = AlpacaBroker.httpClient
+    var httpClient: HTTPClient = .vendors
     let logger: Logger
     var timeout: TimeAmount = .seconds(10)
     /// Each call by endpoint (ids folded into `{id}`), result and latency.
     var metrics: FolioMetrics? = nil
 
     var holdsOrders: Bool { true }
-
-    /// Alpaca's own client: redirects are refused, so the key headers never
-    /// follow a redirect to another host (AsyncHTTPClient strips only the
-    /// standard credential headers).
-    static let httpClient = HTTPClient(
-        eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(redirectConfiguration: .disallow))
 
     /// An order as Alpaca describes it (the fields Folio reads).
     struct RemoteOrder: Sendable {

@@ -39,6 +39,8 @@ final class FakeSendGrid: Sendable {
         case badRequest(field: String, message: String)
         /// Waits this long before answering 202 (longer than Folio's timeout: the message may have gone through).
         case slow(seconds: Int)
+        /// 307 to another path of the fake (a proxy's, a base URL set wrongly): followed, it would be posted again.
+        case redirect
     }
 
     private struct State {
@@ -104,6 +106,8 @@ final class FakeSendGrid: Sendable {
                 body: .init(byteBuffer: ByteBuffer(string: #"{"errors":[{"field":null,"message":"too many requests"}]}"#)))
         case .serverError:
             return errors(.internalServerError, field: nil, message: "internal error")
+        case .redirect:
+            return Response(status: .temporaryRedirect, headers: [.location: baseURL + "/elsewhere/v3/mail/send"])
         case .badRequest(let field, let message):
             return errors(.badRequest, field: field, message: message)
         case .slow(let seconds):
