@@ -52,6 +52,25 @@ struct WebAppTests {
         }
     }
 
+    @Test("a donut slice of nearly the whole (beside a sliver under a thousandth of a percent) is drawn, not an arc from a point back to itself; a sell-only run is named so")
+    func nearlyWholeSliceAndRunModes() throws {
+        let svg = Charts.donut(id: "d", title: "By symbol", slices: [.init(label: "Cash", share: 0.99999), .init(label: "AAPL", share: 0.00001)])
+        let paths = svg.components(separatedBy: "<path ").dropFirst().map { $0.components(separatedBy: " d=\"")[1].components(separatedBy: "\"")[0] }
+        let whole = try #require(paths.first)
+        // Every arc ends elsewhere than it starts.
+        let points = whole.split(separator: " ").compactMap { part -> String? in
+            part.first == "A" || part.first == "L" ? nil : (part.contains(",") && !part.hasPrefix("M") ? String(part) : nil)
+        }
+        let start = try #require(whole.components(separatedBy: " L").dropFirst().first?.components(separatedBy: " ").first)
+        #expect(whole.components(separatedBy: " A").count - 1 == 2, "\(whole)")
+        var previous = start
+        for point in points {
+            #expect(point != previous, "an arc from \(previous) to itself: \(whole)")
+            previous = point
+        }
+        #expect(TargetsView.modeName(.sellOnly) == "Sell only" && TargetsView.modeName(.buyOnly) == "Invest cash only" && TargetsView.modeName(.full) == "Buy and sell")
+    }
+
     @Test("WebController.routes, which the OpenAPI check leaves out, names exactly the web app's routes")
     func routeList() async throws {
         try await withTestApp(.sqlite) { _, env in

@@ -28,9 +28,18 @@ enum Charts {
             for (index, slice) in slices.enumerated() where slice.share > 0 {
                 let sweep = max(slice.share, 0) / total * 2 * Double.pi
                 let end = angle + sweep
-                let large = sweep > Double.pi ? 1 : 0
-                let (x1, y1) = point(centre, radius, angle), (x2, y2) = point(centre, radius, end)
-                svg += "<path class=\"c\(index % 8)\" d=\"M\(centre),\(centre) L\(f(x1)),\(f(y1)) A\(radius),\(radius) 0 \(large) 1 \(f(x2)),\(f(y2)) Z\">"
+                // Drawn in arcs of at most half a turn: a slice of nearly all of it (beside a sliver) would otherwise
+                // end where it starts once rounded to the drawing's 0.01, and an arc from a point to itself draws nothing.
+                var arcs = ""
+                var from = angle
+                while from < end - 1e-12 {
+                    let to = min(from + Double.pi, end)
+                    let (x, y) = point(centre, radius, to)
+                    arcs += " A\(radius),\(radius) 0 0 1 \(f(x)),\(f(y))"
+                    from = to
+                }
+                let (x1, y1) = point(centre, radius, angle)
+                svg += "<path class=\"c\(index % 8)\" d=\"M\(centre),\(centre) L\(f(x1)),\(f(y1))\(arcs) Z\">"
                 svg += "<title>\(escape(slice.label))</title></path>"
                 angle = end
             }

@@ -80,7 +80,7 @@ enum TargetsView {
     static func run(_ run: RebalanceController.RunResponse) -> [String: Any] {
         [
             "id": run.id.description, "status": run.status.rawValue.replacingOccurrences(of: "_", with: " "), "finished": run.status.isFinished,
-            "mode": run.mode == .buyOnly ? "Invest cash only" : "Buy and sell", "created": Display.date(run.createdAt), "planned": run.plannedTrades.count,
+            "mode": Self.modeName(run.mode), "created": Display.date(run.createdAt), "planned": run.plannedTrades.count,
             "orders": run.orders.map { order in
                 ["side": order.side.rawValue.lowercased(), "symbol": order.symbol, "quantity": order.quantity.map(Display.quantity) ?? "",
                  "status": order.status.rawValue.replacingOccurrences(of: "_", with: " ")] as [String: Any]
@@ -92,5 +92,14 @@ enum TargetsView {
     /// A percentage for drawing only.
     static func number(_ ratio: Ratio) -> Double {
         Double(ratio.description) ?? 0
+    }
+
+    /// A run's mode in the words of the form's choices.
+    static func modeName(_ mode: RebalanceMode) -> String {
+        switch mode {
+        case .full: "Buy and sell"
+        case .buyOnly: "Invest cash only"
+        case .sellOnly: "Sell only"
+        }
     }
 }
