@@ -35,6 +35,26 @@ struct PerformanceAPITests {
         }
     }
 
+    @Test("an account opened on a weekend starts from nothing at its opening on the weekend and on its first weekday, until its first close", arguments: TestDatabaseKind.all)
+    func openedOnAWeekend(kind: TestDatabaseKind) async throws {
+        let clock = TestClock(start: try Date("2026-11-28T15:00:00Z", strategy: .iso8601))  // a Saturday
+        try await withTestApp(kind, clock: clock) { client, env in
+            let tokens = try await signUp(client, env, email: "weekend@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "2500.00"], headers: bearer(tokens)).status == .created)
+            let opening = try env.configuration.startingCash + #require(Cash("2500.00"))
+            // Sunday, then Monday before its close: no close yet either day.
+            for later in [try Date("2026-11-29T15:00:00Z", strategy: .iso8601), try Date("2026-11-30T18:00:00Z", strategy: .iso8601)] {
+                clock.advance(by: later.timeIntervalSince(clock.now))
+                let signedIn = try json(try await post(client, "/api/auth/login", ["email": "weekend@example.com", "password": strongPassword]))
+                let shown = try json(try await client.execute(uri: "/api/portfolio/performance?range=ALL", method: .get, headers: bearer(signedIn)))
+                #expect(shown["deposits"] as? String == opening.description, "\(later): \(shown)")
+                #expect(shown["start_value"] as? String == "0.00" && shown["days"] as? Int == 2 && shown["note"] == nil, "\(later): \(shown)")
+            }
+            #expect(PerformanceController.firstWeekday(from: try Date("2026-11-28T15:00:00Z", strategy: .iso8601)) == TradingDay(year: 2026, month: 11, day: 30))
+        }
+    }
+
     @Test("performance: with no flows the time-weighted return is the simple return; a deposit is a flow, not a gain; lots add up to the holding; realized gains reconcile in JSON and CSV", arguments: TestDatabaseKind.all)
     func performance(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

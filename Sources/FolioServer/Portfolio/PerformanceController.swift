@@ -69,6 +69,13 @@ struct PerformanceController: Sendable {
         var complete: Bool
     }
 
+    /// The first weekday on or after `date` (New York): the day an account opened then has its first close.
+    static func firstWeekday(from date: Date) -> TradingDay {
+        var day = TradingDay(date)
+        while !day.isWeekday { day = day.adding(days: 1) }
+        return day
+    }
+
     /// Time- and money-weighted returns over the range, from the close
     /// snapshots (missing days backfilled first, today at current quotes), and
     /// the realized gains, dividends and fees booked in it.
@@ -105,10 +112,10 @@ struct PerformanceController: Sendable {
         }
         let end = values.last?.at ?? now
         let entries = try await reader.entries(of: account.id, through: end).map(\.line)
-        // An account opened today has no close yet: it starts from nothing at its opening, so the day's deposits,
+        // An account opened today (or on the weekend before it) has no close yet: it starts from nothing at its opening, so the day's deposits,
         // dividends and sales count (from its first close on, ranges start at a close). Not an account that came
         // with shares (a linked brokerage account's holdings arrive as corrections, which are not flows).
-        if stored.isEmpty, values.count == 1, TradingDay(account.createdAt) == today,
+        if stored.isEmpty, values.count == 1, today <= Self.firstWeekday(from: account.createdAt),
            !entries.contains(where: { $0.kind == .correction && $0.quantity != nil }) {
             values.insert(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero), at: 0)
             days.insert(today, at: 0)
