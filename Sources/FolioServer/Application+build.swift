@@ -374,6 +374,13 @@ public struct FolioServices: Sendable {
         if opened > 0 { logger.info("opened audit chains for accounts from before per-account chains", metadata: ["accounts": .stringConvertible(opened)]) }
         let resigned = try await AuditChain.resignHeads(anchor: anchor, database: database)
         if resigned > 0 { logger.info("signed audit chain heads again under the current key", metadata: ["heads": .stringConvertible(resigned)]) }
+        let unsigned = try await AuditChain.unsignedHeads(anchor: anchor, database: database)
+        if !unsigned.isEmpty {
+            // Nothing more is appended to them (every write on those accounts fails) until the signing key is configured again.
+            logger.error("audit chain heads signed under no configured key: nothing more can be recorded on those chains; put the key that signed them back in PREVIOUS_SECRET_KEYS, or see `folio audit verify`", metadata: [
+                "chains": .stringConvertible(unsigned.count), "first": .string(unsigned.prefix(5).joined(separator: ", ")),
+            ])
+        }
         // The hash no password matches is made now, not on the first sign-in with an unknown address or the first
         // second sign-up: that one bcrypt would make one answer slower, a hint that the address has an account.
         _ = try await identity.hasher.unusableHash()

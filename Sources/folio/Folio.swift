@@ -10,7 +10,7 @@ struct Folio: AsyncParsableCommand {
         commandName: "folio",
         abstract: "Folio: a self-hostable portfolio-management and trading server.",
         version: FolioVersion.current,
-        subcommands: [Serve.self, Worker.self, Migrate.self, Users.self, Outbox.self, LedgerCommand.self, AuditCommand.self, SecretsCommand.self, BrokerCommand.self, RetentionCommand.self, BackupCommand.self, Restore.self, CopyDatabase.self, AccessReviewCommand.self]
+        subcommands: [Serve.self, Worker.self, Migrate.self, Users.self, Outbox.self, MailCommand.self, LedgerCommand.self, AuditCommand.self, SecretsCommand.self, BrokerCommand.self, RetentionCommand.self, BackupCommand.self, Restore.self, CopyDatabase.self, AccessReviewCommand.self]
     )
 }
 

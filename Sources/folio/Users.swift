@@ -233,3 +233,33 @@ struct Outbox: AsyncParsableCommand {
         if messages.isEmpty { print("The outbox is empty.") }
     }
 }
+
+struct MailCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mail", abstract: "Addresses no mail goes to (SendGrid reported a bounce or a spam report), and letting mail go to one again.",
+        subcommands: [Suppressions.self, Unsuppress.self])
+
+    struct Suppressions: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the addresses no mail goes to, with SendGrid's reason and since when.")
+        @OptionGroup var options: EnvironmentOptions
+
+        func run() async throws {
+            let stopped = try await withServices(options) { services in try await UserAdministration(services: services).suppressions() }
+            let formatter = ISO8601DateFormatter()
+            for entry in stopped { print("\(entry.email)  \(entry.reason)  since \(formatter.string(from: entry.since))") }
+            if stopped.isEmpty { print("Mail goes to every address.") }
+        }
+    }
+
+    struct Unsuppress: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Let mail go to an address again (its owner repaired the mailbox, or took back a spam report). Audited.")
+        @OptionGroup var options: EnvironmentOptions
+        @Argument(help: "The address.") var email: String
+
+        func run() async throws {
+            let removed = try await withServices(options) { services in try await UserAdministration(services: services).unsuppress(email: email) }
+            print(removed ? "Mail goes to \(email) again." : "No mail was stopped for \(email); nothing changed.")
+        }
+    }
+}

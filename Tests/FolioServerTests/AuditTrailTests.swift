@@ -143,6 +143,41 @@ struct AuditTrailTests {
         }
     }
 
+    @Test("nothing is appended to a chain whose head is not signed by a configured key: the next write would sign the tampering over", arguments: TestDatabaseKind.all)
+    func noAppendAfterAnUnsignedHead(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "rewound@example.com")
+            let account = try await env.firstAccount()
+            for amount in ["1.00", "2.00"] {
+                #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": amount], headers: bearer(tokens)).status == .created)
+            }
+            let chain = AuditChain.ID.account(account.id).text
+            #expect(try await AuditChain.unsignedHeads(anchor: env.services.anchor, database: env.database).isEmpty)
+            // The newest event deleted and the head rewound to the one before it; its signature cannot be made without the key.
+            try await dropGuard(env)
+            let sql = env.database.sql
+            let last = try #require(try await sql.raw("SELECT MAX(chain_sequence) AS n FROM audit_events WHERE chain_id = \(bind: chain)").first()?.decode(column: "n", as: Int64.self))
+            let earlier = try #require(try await sql.raw("""
+                SELECT hash FROM audit_events WHERE chain_id = \(bind: chain) AND chain_sequence = \(bind: last - 1)
+                """).first()?.decode(column: "hash", as: String.self))
+            try await sql.raw("DELETE FROM audit_events WHERE chain_id = \(bind: chain) AND chain_sequence = \(bind: last)").run()
+            try await sql.raw("UPDATE accounts SET audit_sequence = \(bind: last - 1), audit_hash = \(bind: earlier) WHERE id = \(bind: account.id)").run()
+            #expect(try await env.auditBreak()?.contains("does not carry Folio's signature") == true)
+            #expect(try await AuditChain.unsignedHeads(anchor: env.services.anchor, database: env.database) == [chain])
+            let cash = try await env.firstAccount().cash
+            let refused = try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "3.00"], headers: bearer(tokens))
+            #expect(refused.status == .internalServerError)
+            #expect(try await env.firstAccount().cash == cash, "nothing written")
+            #expect(try await env.auditBreak()?.contains("does not carry Folio's signature") == true, "still found")
+
+            // A chain of the audit_chains table (a person's): the same.
+            let user = try #require(try await sql.raw("SELECT id FROM users WHERE email = 'rewound@example.com'").first()?.decode(column: "id", as: UUID.self))
+            let userChain = AuditChain.ID.user(UserID(user)).text
+            try await sql.raw("UPDATE audit_chains SET mac = 'forged' WHERE chain_id = \(bind: userChain)").run()
+            await #expect(throws: AuditChain.UnsignedHead.self) { try await UserAdministration(services: env.services).disable(email: "rewound@example.com") }
+        }
+    }
+
     @Test("restoring an older copy of the events table is found", arguments: TestDatabaseKind.all)
     func olderCopy(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -217,6 +217,28 @@ struct MarketDataResilienceTests {
         }
     }
 
+    @Test("saving targets checks their symbols on lookups' share of the call budget: the call kept for pricing orders is still there", arguments: [TestDatabaseKind.sqlite])
+    func targetsSpendLookupsShare(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestApp(kind, clock: TestClock(start: Self.friday), configure: Self.vendor(fake, perMinute: 5)) { client, env in
+                let tokens = try await signUp(client, env, email: "targets-budget@example.com")
+                let account = try await env.firstAccount()
+                let four = ["IBM", "AAPL", "MSFT", "ORDB"].map { ["symbol": $0, "percent": "25"] }
+                let saved = try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", ["targets": four], headers: bearer(tokens))
+                #expect(saved.status == .ok, "\(String(buffer: saved.body))")
+                #expect(fake.hits.count == 4)
+                // Lookups' four calls of the minute are spent: a fifth symbol to check waits.
+                let fifth = four.dropLast() + [["symbol": "KO", "percent": "25"]]
+                let refused = try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", ["targets": Array(fifth)], headers: bearer(tokens))
+                #expect(refused.status == .serviceUnavailable, "\(String(buffer: refused.body))")
+                // The minute's fifth call is still there for an order's price.
+                let order = try await post(client, "/api/orders", ["symbol": "NOPE", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(order.status == .unprocessableContent, "priced (unknown to the vendor), not refused for want of a call: \(String(buffer: order.body))")
+                #expect(fake.hits.count == 5)
+            }
+        }
+    }
+
     @Test("a slow vendor does not hold up reads: stale quotes come at once while one refresh per symbol waits", arguments: TestDatabaseKind.all)
     func slowVendor(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

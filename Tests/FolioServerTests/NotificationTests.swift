@@ -240,6 +240,25 @@ struct NotificationTests {
         }
     }
 
+    @Test("an operator lists the addresses no mail goes to and lets mail go to one again, audited; an address not stopped changes nothing", arguments: TestDatabaseKind.all)
+    func unsuppressByOperator(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            _ = try await signUp(client, env, email: "bounced@example.com")
+            try await env.services.mail.suppress("Bounced@Example.com", reason: "bounce", detail: "550 mailbox full", now: env.clock.now, on: env.database.sql)
+            let administration = UserAdministration(services: env.services)
+            #expect(try await administration.suppressions().map(\.email) == ["bounced@example.com"])
+            #expect(try await administration.suppressions().first?.reason == "bounce")
+            #expect(try await administration.unsuppress(email: "bounced@example.com"))
+            #expect(try await !env.services.mail.isSuppressed("bounced@example.com"))
+            #expect(try await administration.suppressions().isEmpty)
+            #expect(try await !administration.unsuppress(email: "bounced@example.com"), "nothing stopped: nothing changes")
+            let audited = try await env.database.sql.raw("SELECT subject_id FROM audit_events WHERE action = 'admin.mail_unsuppressed'").all()
+            #expect(audited.count == 1)
+            let user = try #require(try await env.database.sql.raw("SELECT id FROM users WHERE email = 'bounced@example.com'").first()?.decode(column: "id", as: UUID.self))
+            #expect(try audited.first?.decode(column: "subject_id", as: String?.self) == user.lowercasedString)
+        }
+    }
+
     // MARK: - SendGrid's answers
 
     @Test("a 429 then a 202 sends the message once, after the reset time SendGrid gave", arguments: TestDatabaseKind.all)
@@ -264,6 +283,29 @@ struct NotificationTests {
                 #expect(try await env.services.mail.all().map(\.status) == ["sent"])
                 let job = try #require(try await env.jobs(includingMail: true).first { $0.kind == "send_mail" })
                 #expect(job.status == "done" && job.attempts == 1, "a throttled send is not a failed attempt: \(job)")
+            }
+        }
+    }
+
+    @Test("429s whose reset time is already past wait at least the back-off of their tries: they do not spend every handover in seconds", arguments: [TestDatabaseKind.sqlite])
+    func throttledWithoutAWait(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                let past = Int(env.clock.now.timeIntervalSince1970) - 10
+                for _ in 0..<3 { sendGrid.fail(.throttled(resetAt: past)) }
+                _ = try await post(client, "/api/auth/register", ["email": "no-wait@example.com", "password": strongPassword])
+                await env.deliverMail()
+                for _ in 0..<5 {
+                    env.clock.advance(by: 1.5)
+                    await env.deliverMail()
+                }
+                // 2 s after the first, then 4 s: a third try by now, not a fourth.
+                #expect(sendGrid.calls == 3, "\(sendGrid.calls)")
+                env.clock.advance(by: 120)
+                await env.deliverMail()
+                await env.deliverMail()
+                #expect(try await env.services.mail.all().map(\.status) == ["sent"])
+                #expect(sendGrid.received.count == 1)
             }
         }
     }

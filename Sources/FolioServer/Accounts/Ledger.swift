@@ -17,6 +17,8 @@ struct OpenBooks: Sendable {
     /// `paper`, or `brokerage` for an account held at an outside broker.
     var kind: String = "paper"
     let head: AuditChain.Head?
+    /// The head's signature, as the account row holds it.
+    var headMAC: String? = nil
     /// The account's open orders when they were opened, if the need asked (a placement).
     var openOrders: Int? = nil
 
@@ -59,7 +61,7 @@ struct Ledger: Sendable {
         let values = need.brokerFills.isEmpty ? [:] : try await store.filledValues(of: orders, on: db)
         return OpenBooks(
             books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied, filledValues: values),
-            kind: locked.kind, head: locked.chainHead, openOrders: locked.openOrders)
+            kind: locked.kind, head: locked.chainHead, headMAC: locked.chainMAC, openOrders: locked.openOrders)
     }
 
     /// Locks several accounts (in the order of their ids) and loads each
@@ -77,7 +79,7 @@ struct Ledger: Sendable {
                 books: Books(
                     account: account.state, holdings: holdings[id] ?? [], orders: orders.filter { $0.accountID == id }, appliedFills: applied,
                     filledValues: values),
-                kind: account.kind, head: account.chainHead)
+                kind: account.kind, head: account.chainHead, headMAC: account.chainMAC)
         }
     }
 
@@ -152,6 +154,7 @@ struct Ledger: Sendable {
         }
         // The account row takes its balances and its chain's new head in one write.
         let chain = AuditChain.ID.account(account.id)
+        if !records.isEmpty { try AuditChain.requireSigned(head, mac: open.headMAC, chain: chain, anchor: anchor) }
         if let newHead = try await AuditChain.appendRows(records, to: chain, after: head, on: db, into: &writes) {
             store.writeAccount(account, head: newHead, mac: anchor.mac(chain: chain.text, head: newHead), now: now, into: &writes)
         } else if books.accountChanged {

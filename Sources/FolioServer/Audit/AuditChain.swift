@@ -173,6 +173,23 @@ enum AuditChain {
         return Head(sequence: sequence, hash: previous)
     }
 
+    /// A chain whose head does not carry Folio's signature: changed behind Folio's back (a row deleted and the head
+    /// rewound), or signed under a key no longer configured. Nothing is appended to it: signing a new head after it
+    /// would make the change verify as intact.
+    struct UnsignedHead: Error, CustomStringConvertible {
+        var chain: String
+        var description: String {
+            "the head of audit chain \(chain) does not carry Folio's signature under any configured key (changed outside Folio, "
+                + "or signed under a key left out of PREVIOUS_SECRET_KEYS): nothing is appended to it; run `folio audit verify`"
+        }
+    }
+
+    /// Throws `UnsignedHead` unless `head` (nil: a chain not started) is signed under a configured key.
+    static func requireSigned(_ head: Head?, mac: String?, chain: ID, anchor: AuditAnchor) throws {
+        guard let head else { return }
+        guard let mac, anchor.isValid(mac, chain: chain.text, head: head) else { throw UnsignedHead(chain: chain.text) }
+    }
+
     /// Appends to a chain that no row lock guards (a user's, the system's):
     /// takes the chain's advisory lock on PostgreSQL, then reads its head.
     /// `db` must be a transaction.
@@ -181,8 +198,9 @@ enum AuditChain {
         if dialect == .postgres {
             try await db.raw("SELECT pg_advisory_xact_lock(\(literal: Int(lockKey(chainText))))").run()
         }
-        let row = try await db.raw("SELECT sequence, hash FROM audit_chains WHERE chain_id = \(bind: chainText)").first()
+        let row = try await db.raw("SELECT sequence, hash, mac FROM audit_chains WHERE chain_id = \(bind: chainText)").first()
         let head = try row.map { Head(sequence: try $0.decode(column: "sequence", as: Int64.self), hash: try $0.decode(column: "hash", as: String.self)) }
+        try requireSigned(head, mac: try row?.decode(column: "mac", as: String?.self), chain: chain, anchor: anchor)
         var writes = WriteBatch(for: dialect)
         guard let newHead = try await appendRows(records, to: chain, after: head, on: db, into: &writes) else { return }
         writes.add("""
@@ -308,6 +326,22 @@ extension AuditChain {
     /// that dropping the old key later does not make quiet chains look forged.
     /// A head that moved meanwhile is left alone (its new signature is current).
     /// Runs when a server or worker starts; returns how many were signed again.
+    /// The chains whose anchored head carries no signature under any configured key (`SECRET_KEY` or
+    /// `PREVIOUS_SECRET_KEYS`): changed outside Folio, or signed under a key dropped too early. Nothing is
+    /// appended to them (`UnsignedHead`) until the key is configured again.
+    static func unsignedHeads(anchor: AuditAnchor, database: FolioDatabase) async throws -> [String] {
+        var unsigned: [String] = []
+        for row in try await database.sql.raw(anchoredHeads).all() {
+            let chain = try row.decode(column: "chain_id", as: String.self)
+            let head = Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self))
+            guard let mac = try row.decode(column: "mac", as: String?.self), anchor.isValid(mac, chain: chain, head: head) else {
+                unsigned.append(chain)
+                continue
+            }
+        }
+        return unsigned.sorted()
+    }
+
     static func resignHeads(anchor: AuditAnchor, database: FolioDatabase) async throws -> Int {
         let sql = database.sql
         var resigned = 0

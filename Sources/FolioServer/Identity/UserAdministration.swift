@@ -13,6 +13,7 @@ public struct UserAdministration: Sendable {
     let origin: RequestOrigin
     let erasure: PersonalDataErasure
     let personalData: PersonalDataExport
+    let mail: MailStore
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -34,7 +35,15 @@ public struct UserAdministration: Sendable {
         public var body: String
     }
 
+    public struct SuppressionEntry: Sendable {
+        public var email: String
+        /// SendGrid's event: `bounce`, `dropped`, `spamreport`.
+        public var reason: String
+        public var since: Date
+    }
+
     public init(services: FolioServices) {
+        self.mail = services.mail
         self.identity = services.identity
         self.ledger = services.ledger
         self.startingCash = services.configuration.startingCash
@@ -152,6 +161,25 @@ public struct UserAdministration: Sendable {
     public func outbox(limit: Int) async throws -> [OutboxEntry] {
         try await identity.outboxMessages(recipient: nil, limit: limit).map {
             OutboxEntry(createdAt: $0.createdAt, recipient: $0.recipient, subject: $0.subject, body: $0.body)
+        }
+    }
+
+    /// Addresses no mail goes to, as SendGrid reported them (a hard bounce, a spam report).
+    public func suppressions() async throws -> [SuppressionEntry] {
+        try await mail.suppressions().map { SuppressionEntry(email: $0.email, reason: $0.reason, since: $0.since) }
+    }
+
+    /// Lets mail go to an address again (its owner repaired the mailbox, or took back a spam report), audited
+    /// as the operator's. False when no mail was stopped for it.
+    public func unsuppress(email: String) async throws -> Bool {
+        let user = try? await find(email)
+        let audit = identity.audit, origin = self.origin, mail = self.mail
+        return try await identity.database.transaction { db in
+            guard try await mail.unsuppress(email, on: db) else { return false }
+            try await audit.record(
+                .init(action: "admin.mail_unsuppressed", subjectType: "user", subjectID: user?.id?.lowercasedString, userID: user?.id),
+                ip: origin.ip, requestID: origin.requestID, inTransaction: db)
+            return true
         }
     }
 

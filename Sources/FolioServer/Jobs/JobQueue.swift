@@ -15,6 +15,8 @@ struct ClaimedJob: Sendable {
     var holder: String
     /// When it was due: jobs run in this order, then by id.
     var runAt: Date = .distantPast
+    /// Why its last attempt failed, when one did.
+    var lastError: String? = nil
 }
 
 /// A durable job queue in the database. Jobs are enqueued inside the caller's
@@ -150,7 +152,7 @@ struct JobQueue: Sendable {
             WHERE id IN (SELECT id FROM jobs
                          WHERE ((status = 'queued' AND run_at <= \(bind: now)) OR (\(abandoned) AND attempts < max_attempts))\(only)
                          ORDER BY run_at, id LIMIT \(literal: limit)\(unsafeRaw: skipLocked))
-            RETURNING id, kind, payload, order_id, attempts, max_attempts, run_at
+            RETURNING id, kind, payload, order_id, attempts, max_attempts, run_at, last_error
             """).all()
         var claimed: [ClaimedJob] = []
         for row in rows {
@@ -162,7 +164,7 @@ struct JobQueue: Sendable {
                     orderID: try row.decode(column: "order_id", as: OrderID?.self))
                 claimed.append(ClaimedJob(
                     id: id, payload: payload, attempts: attempts, maxAttempts: maxAttempts, holder: holder,
-                    runAt: try row.decode(column: "run_at", as: Date.self)))
+                    runAt: try row.decode(column: "run_at", as: Date.self), lastError: try row.decode(column: "last_error", as: String?.self)))
             } catch {
                 try await markDead(id, kind: (try? row.decode(column: "kind", as: String.self)) ?? "unknown", holder: holder, error: String(describing: error))
             }

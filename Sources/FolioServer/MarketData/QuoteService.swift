@@ -174,26 +174,35 @@ final class QuoteService: Sendable {
     }
 
     func lookup(_ symbol: String) async -> Lookup {
-        enum Step { case answer(Lookup), wait(Task<Lookup, Never>) }
+        enum Step { case answer(Lookup), wait(Task<Lookup, Never>), paused(Pause, known: PriceQuote?) }
         let now = clock.now()
         let step: Step = state.withLockedValue { state in
             if let cached = state.cache[symbol], now.timeIntervalSince(cached.fetchedAt) < timeToLive {
                 return .answer(cached.quote.map(Lookup.found) ?? .unknown)
             }
             if let running = Self.running(symbol, in: state) { return .wait(running) }
-            if let pause = state.paused[symbol], now < pause.until {
-                // Its last refresh failed moments ago: answered as that one was, without asking the vendor again.
-                if var known = state.cache[symbol]?.quote {
-                    known.isStale = true
-                    return .answer(.found(known))
-                }
-                return .answer(.unavailable(.heldOff(retryAt: pause.until, reason: "the last look at \(symbol) failed: \(pause.reason)")))
-            }
+            if let pause = state.paused[symbol], now < pause.until { return .paused(pause, known: state.cache[symbol]?.quote) }
             return .wait(Self.start(symbol, remembered: state.cache[symbol]?.quote, in: &state, service: self))
         }
         switch step {
         case .answer(let lookup): return lookup
         case .wait(let task): return await task.value
+        case .paused(let pause, let known):
+            // Its last refresh failed moments ago: the vendor is not asked again yet, but another instance may have
+            // stored a fresh quote meanwhile (the shared table costs no call). Otherwise answered as that refresh was.
+            if let stored = try? await store?.load(symbol, source: provider.name), now.timeIntervalSince(stored.fetchedAt) < timeToLive,
+               let quote = dated(stored.quote) {
+                state.withLockedValue { state in
+                    state.cache[symbol] = Fetched(quote: quote, fetchedAt: stored.fetchedAt)
+                    state.paused[symbol] = nil
+                }
+                return .found(quote)
+            }
+            if var known {
+                known.isStale = true
+                return .found(known)
+            }
+            return .unavailable(.heldOff(retryAt: pause.until, reason: "the last look at \(symbol) failed: \(pause.reason)"))
         }
     }
 
@@ -219,7 +228,10 @@ final class QuoteService: Sendable {
         var stored = try? await store?.load(symbol, source: provider.name)
         if let quote = stored?.quote { stored?.quote = dated(quote) }
         if let stored, now.timeIntervalSince(stored.fetchedAt) < timeToLive {
-            state.withLockedValue { $0.cache[symbol] = stored }
+            state.withLockedValue { state in
+                state.cache[symbol] = stored
+                state.paused[symbol] = nil
+            }
             return .found(stored.quote!)
         }
         do {
@@ -236,10 +248,11 @@ final class QuoteService: Sendable {
             // Lookups that spent their share of the budget leave the rest to trading: no pause for the symbol.
             if case .budgetExhausted = reason, CallBudget.purpose == .lookingUp {} else {
                 state.withLockedValue { state in
-                    let failures = (state.paused[symbol]?.failures ?? 0) + 1
-                    let until: Date = switch reason {
-                    case .heldOff(let until, _), .budgetExhausted(let until): until
-                    default: now.addingTimeInterval(Self.pause(after: failures))
+                    let earlier = state.paused[symbol]?.failures ?? 0
+                    // Held off for every symbol (a rate limit, the budget): not this symbol's failure, so not counted.
+                    let (until, failures): (Date, Int) = switch reason {
+                    case .heldOff(let until, _), .budgetExhausted(let until): (until, earlier)
+                    default: (now.addingTimeInterval(Self.pause(after: earlier + 1)), earlier + 1)
                     }
                     state.paused[symbol] = Pause(until: until, failures: failures, reason: reason)
                 }

@@ -226,12 +226,13 @@ struct MailDelivery: Sendable {
                 }
                 try await store.requeue(id, error: error.description, now: after)
                 // Not counted against the job's attempts: a vendor that asked Folio to wait, or is down, is not this message's fault.
-                // A 429 waits as long as SendGrid said; a 5xx or no connection at least 30 s, so the Event Webhook's
+                // A 429 waits as long as SendGrid said, and at least the back-off of its tries (a wait of 0, or a reset time
+                // already past, would spend every handover in seconds); a 5xx or no connection at least 30 s, so the Event Webhook's
                 // `processed` for a message SendGrid took despite its 5xx can arrive (and mark it sent) first.
                 let wait: TimeInterval
                 if case .throttled(let retryAt, _) = error {
                     metrics?.mail(template: label, result: "throttled")
-                    wait = retryAt?.timeIntervalSince(after) ?? JobQueue.backoff(attempt: claimed.attempts)
+                    wait = max(retryAt?.timeIntervalSince(after) ?? 0, JobQueue.backoff(attempt: claimed.attempts))
                 } else {
                     metrics?.mail(template: label, result: "retried")
                     wait = max(30, JobQueue.backoff(attempt: claimed.attempts))

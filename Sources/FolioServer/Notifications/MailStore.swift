@@ -177,8 +177,17 @@ struct MailStore: Sendable {
             """).run()
     }
 
-    func unsuppress(_ email: String, on db: any SQLDatabase) async throws {
-        try await db.raw("DELETE FROM mail_suppressions WHERE email = \(bind: email.lowercased())").run()
+    /// Lets mail go to the address again; false when it was not stopped.
+    @discardableResult
+    func unsuppress(_ email: String, on db: any SQLDatabase) async throws -> Bool {
+        try await !db.raw("DELETE FROM mail_suppressions WHERE email = \(bind: email.lowercased()) RETURNING email").all().isEmpty
+    }
+
+    /// Every stopped address, with why and since when, oldest first.
+    func suppressions() async throws -> [(email: String, reason: String, since: Date)] {
+        try await database.sql.raw("SELECT email, reason, created_at FROM mail_suppressions ORDER BY created_at, email").all().map { row in
+            (try row.decode(column: "email", as: String.self), try row.decode(column: "reason", as: String.self), try row.decode(column: "created_at", as: Date.self))
+        }
     }
 
     /// Records an Event Webhook event by SendGrid's id; false when it was seen before.

@@ -14,10 +14,12 @@ struct RebalanceController: Sendable {
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let api = router.group("/api", context: AuthenticatedContext.self)
-        api.get("/accounts/:id/targets", use: showTargets)
-        api.put("/accounts/:id/targets", use: setTargets)
+        // Saving or reading targets checks their symbols, and drift values them: a person looking things up, on
+        // lookups' share of the market-data calls (the rest is kept for pricing orders).
+        api.get("/accounts/:id/targets", use: MarketDataController.lookingUp(showTargets))
+        api.put("/accounts/:id/targets", use: MarketDataController.lookingUp(setTargets))
         api.get("/accounts/:id/targets/versions", use: targetVersions)
-        api.get("/portfolio/drift", use: drift)
+        api.get("/portfolio/drift", use: MarketDataController.lookingUp(drift))
         api.post("/portfolio/rebalance", use: rebalance)
         api.get("/portfolio/rebalances", use: runs)
         api.get("/portfolio/rebalances/:id", use: showRun)

@@ -18,6 +18,8 @@ public enum SecretRotation {
         public var unreadable = 0
         /// Audit chain heads signed again.
         public var auditHeads = 0
+        /// Audit chain heads signed under no configured key: nothing more is appended to those chains.
+        public var unsignedAuditHeads = 0
     }
 
     public static func run(services: FolioServices) async throws -> Outcome {
@@ -39,6 +41,7 @@ public enum SecretRotation {
             outcome.totpSecrets += 1
         }
         outcome.auditHeads = try await AuditChain.resignHeads(anchor: services.anchor, database: services.database)
+        outcome.unsignedAuditHeads = try await AuditChain.unsignedHeads(anchor: services.anchor, database: services.database).count
         return outcome
     }
 }

@@ -215,7 +215,11 @@ struct AlpacaBroker: Broker {
     /// documents as final counts as ended; any other (one added later too) is sent a DELETE, unless a cancel
     /// is already pending.
     func cancelRest(_ order: BrokerOrder) async throws -> Bool {
-        guard let existing = try await find(order.id) else { return true }  // it never reached Alpaca
+        guard let existing = try await find(order.id) else {
+            // It reached Alpaca (a fill came from there): not listed is a look-up that lags, asked again.
+            if order.reachedBroker || order.retried { throw BrokerError.unavailable("the order is not listed at Alpaca yet; looked for again") }
+            return true
+        }
         guard !Self.endedStatuses.contains(existing.status) else { return true }
         if existing.status != "pending_cancel" { try await delete(existing) }
         return Self.endedStatuses.contains(try await remoteOrder(existing.id).status)

@@ -218,7 +218,7 @@ struct OrderService: Sendable {
             if order.timeInForce == .day, clock.now() >= calendar.current.dayEnd(for: order.createdAt) {
                 // An earlier attempt may have reached a broker that holds orders: it is canceled there first, never just ended here.
                 if job.attempts > 1, let broker = try? await brokers.broker(for: order.accountID), broker.holdsOrders,
-                   (try? await store.mayHaveBeenSent(order.id)) != false {
+                   await mayHaveBeenSent(order, by: job) {
                     do {
                         guard let current = try await stillOurs(job, order) else {
                             outcomes[job.id] = .done
@@ -256,9 +256,12 @@ struct OrderService: Sendable {
                 var submission = BrokerOrder(order)
                 submission.retried = job.attempts > 1
                 if broker.holdsOrders {
-                    // Marked before it is first sent: not listed at the broker later means "never sent" only without the mark.
-                    submission.retried = try await store.mayHaveBeenSent(order.id)
-                    if order.cancelRequestedAt == nil, !submission.retried { try await store.markSent(order.id, at: clock.now()) }
+                    // Marked before it is first sent: not listed at the broker later means "never sent" only without the
+                    // mark, and without an earlier attempt that failed (a worker of a build before the mark, during an
+                    // upgrade, sends unmarked; a worker that took over a stalled one's job has neither).
+                    let marked = try await store.mayHaveBeenSent(order.id)
+                    submission.retried = marked || (job.attempts > 1 && job.lastError != nil)
+                    if order.cancelRequestedAt == nil, !marked { try await store.markSent(order.id, at: clock.now()) }
                 }
                 let report = order.cancelRequestedAt != nil ? try await broker.cancel(submission) : try await broker.submit(submission)
                 reports.append(Report(job: job.id, order: order, report: report))
@@ -276,6 +279,13 @@ struct OrderService: Sendable {
         return outcomes
     }
 
+    /// Whether an earlier attempt of `job` may have sent `order`: it failed (a worker of a build before `sent_at`
+    /// sends unmarked), or the order is marked sent; when that cannot be read, it may have.
+    private func mayHaveBeenSent(_ order: OrderState, by job: ClaimedJob) async -> Bool {
+        if job.lastError != nil { return true }
+        return (try? await store.mayHaveBeenSent(order.id)) != false
+    }
+
     /// The order as it is now, when the job is still this worker's and the order still waits to be sent; nil
     /// otherwise. Asked just before a broker that holds orders is called: the batch read its orders when it began,
     /// and while its earlier jobs waited on the broker this job's lease may have run out and another worker taken
@@ -286,6 +296,9 @@ struct OrderService: Sendable {
         guard let current = try await store.orders([order.id], on: database.sql).first, current.status == .new else { return nil }
         return current
     }
+
+    /// How long after its submit job died an order at a broker that holds orders is looked for there and ended.
+    static let deadSubmitGrace: TimeInterval = 300
 
     /// How a submit that failed for want of a price starts its job's last error.
     static let marketDataFailure = "market data unavailable"
@@ -488,7 +501,9 @@ struct OrderService: Sendable {
                     reports.append(Report(job: nil, order: order, report: rejected))
                     continue
                 }
-                // The job's attempts took minutes: an order still not listed at the broker never reached it.
+                // Its last attempt may have sent it a moment ago (its answer lost): looked at only once the broker's
+                // look-up has had time to list it. By then, an order still not listed never reached it.
+                guard clock.now().timeIntervalSince(dead.diedAt) >= Self.deadSubmitGrace else { continue }
                 let report: BrokerReport = switch try await broker.cancel(BrokerOrder(order)) {
                 case .canceled: order.cancelRequestedAt != nil ? .canceled(reason: "canceled by user") : rejected
                 case let other: other

@@ -28,6 +28,8 @@ struct LockedAccount: Sendable {
     /// `paper`, or `brokerage` for an account held at an outside broker.
     var kind: String
     var chainHead: AuditChain.Head?
+    /// The head's signature (`audit_mac`), checked before anything is appended after it.
+    var chainMAC: String? = nil
     /// How many of its orders are open, when the lock was asked to count them (a placement).
     var openOrders: Int? = nil
 }
@@ -190,7 +192,7 @@ struct TradingStore: Sendable {
         AND set_config('idle_in_transaction_session_timeout', '\(idleTimeout)', true) IS NOT NULL
         """
 
-    static let lockedColumns = "id, user_id, kind, cash, reserved_cash, audit_sequence, audit_hash"
+    static let lockedColumns = "id, user_id, kind, cash, reserved_cash, audit_sequence, audit_hash, audit_mac"
 
     static func locked(_ row: any SQLRow) throws -> LockedAccount {
         let state = AccountState(
@@ -200,7 +202,8 @@ struct TradingStore: Sendable {
         if let sequence = try row.decode(column: "audit_sequence", as: Int64?.self) {
             head = AuditChain.Head(sequence: sequence, hash: try row.decode(column: "audit_hash", as: String.self))
         }
-        return LockedAccount(state: state, kind: try row.decode(column: "kind", as: String.self), chainHead: head)
+        return LockedAccount(
+            state: state, kind: try row.decode(column: "kind", as: String.self), chainHead: head, chainMAC: try row.decode(column: "audit_mac", as: String?.self))
     }
 
     /// Writes a locked account's balances and the new head of its audit chain, with the head's signature.
@@ -442,11 +445,13 @@ struct TradingStore: Sendable {
         try await database.sql.raw("UPDATE orders SET sent_at = \(bind: now) WHERE id = \(bind: id) AND sent_at IS NULL").run()
     }
 
-    func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [(id: OrderID, lastError: String?)] {
+    func ordersOfDeadSubmitJobs(limit: Int = 1000) async throws -> [(id: OrderID, lastError: String?, diedAt: Date)] {
         try await database.sql.raw("""
-            SELECT o.id, j.last_error FROM orders o JOIN jobs j ON j.order_id = o.id
+            SELECT o.id, j.last_error, j.updated_at FROM orders o JOIN jobs j ON j.order_id = o.id
             WHERE o.status = 'new' AND j.kind = \(bind: JobPayload.Kind.submitOrder.rawValue) AND j.status = 'dead' ORDER BY o.created_at, o.id LIMIT \(literal: limit)
-            """).all().map { (try $0.decode(column: "id", as: OrderID.self), try $0.decode(column: "last_error", as: String?.self)) }
+            """).all().map {
+            (try $0.decode(column: "id", as: OrderID.self), try $0.decode(column: "last_error", as: String?.self), try $0.decode(column: "updated_at", as: Date.self))
+        }
     }
 
     struct OrderFilter: Sendable {

@@ -13,7 +13,8 @@ enum DashboardView {
         var bySymbol: [(label: String, value: Cash)] = valuation.positions.map { ($0.symbol, $0.marketValue) }
         if valuation.cash.isPositive { bySymbol.append(("Cash", valuation.cash)) }
         // By asset class: the classes the market data names, summed exactly.
-        let classes = await quotes.assetClasses(for: valuation.positions.map(\.symbol))
+        // Learning a class is a symbol search: on lookups' share of the market-data calls.
+        let classes = await CallBudget.$purpose.withValue(.lookingUp) { await quotes.assetClasses(for: valuation.positions.map(\.symbol)) }
         var byClass: [String: Cash] = [:]
         for position in valuation.positions {
             let name = (classes[position.symbol] ?? .other).rawValue
