@@ -171,6 +171,28 @@ struct MarketDataResilienceTests {
         }
     }
 
+    @Test("a symbol paused after a failure here still takes the fresh quote another instance stored meanwhile, and is no longer paused")
+    func pausedSymbolReadsTheSharedTable() async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(.sqlite, clock: clock, configure: Self.vendor(fake)) { _, env in
+                let here = env.services.quotes
+                fake.mode = .errorMessage
+                guard case .unavailable = await here.lookup("IBM") else { Issue.record("a price from a refusal"); return }
+                let hits = fake.hits.count
+                // Another instance on the same database fetches it.
+                fake.mode = .normal
+                let there = QuoteService(provider: here.provider, store: QuoteStore(database: env.database), clock: clock.clock, timeToLive: 15)
+                guard case .found = await there.lookup("IBM") else { Issue.record("no quote there"); return }
+                #expect(fake.hits.count == hits + 1)
+                clock.advance(by: 1)
+                guard case .found(let quote) = await here.lookup("IBM") else { Issue.record("the stored quote was not taken"); return }
+                #expect(!quote.isStale)
+                #expect(fake.hits.count == hits + 1, "no call of its own")
+            }
+        }
+    }
+
     @Test("answers unusable for one symbol each (another symbol's quote, no positive price, no trading day) do not hold the vendor off for every symbol")
     func badAnswersAboutSymbolsKeepTheCircuitClosed() async throws {
         try await withFakeAlphaVantage { fake in
