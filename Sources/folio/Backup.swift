@@ -62,7 +62,7 @@ struct Restore: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         guard let target = ConfigurationLoader.databaseLocation(from: into) else {
-            throw ValidationError("--into must start with postgres://, postgresql:// or sqlite:")
+            throw ValidationError("--into must be postgres://USER:PASSWORD@HOST:PORT/NAME (sslmode disable, prefer or require, if any), postgresql://… or sqlite:PATH")
         }
         let logger = Logger.command(configuration: configuration)
         let problems: [String]
@@ -94,7 +94,7 @@ struct CopyDatabase: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         guard let target = ConfigurationLoader.databaseLocation(from: into) else {
-            throw ValidationError("--into must start with postgres:// or postgresql://")
+            throw ValidationError("--into must be postgres://USER:PASSWORD@HOST:PORT/NAME (sslmode disable, prefer or require, if any) or postgresql://…")
         }
         let logger = Logger.command(configuration: configuration)
         let copied: DatabaseCopy.Copied

@@ -184,6 +184,40 @@ struct ConfigurationTests {
         #expect(found.contains { $0.contains("contains \"*\"") })
     }
 
+    @Test("production refuses a database URL the driver cannot use, a secret serving two purposes, and proxies that trust every address; no message quotes a password")
+    func failClosedWithoutEchoingSecrets() {
+        let base = [
+            "ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com",
+            "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "DATABASE_URL": "postgres://u:p@db/folio", "ALLOWED_ORIGINS": "https://app.example.com",
+        ]
+        #expect(problems(base).isEmpty)
+        let password = "S3cr3tPassw0rdXYZ"
+        for url in ["postgres://u:\(password)@db:5432/folio?sslmode=bogus", "postgres://u:\(password)@db:abc/folio", "postgres://u:\(password)@/folio"] {
+            let found = problems(base.merging(["DATABASE_URL": url]) { $1 })
+            #expect(found.contains { $0.hasPrefix("DATABASE_URL must be postgres://") }, "\(found)")
+            let replica = problems(base.merging(["READ_DATABASE_URL": url]) { $1 })
+            #expect(replica.count == 1 && replica[0].hasPrefix("READ_DATABASE_URL must be a postgres:// URL"), "\(replica)")
+            #expect(!(found + replica).joined().contains(password))
+        }
+        #expect(problems(base.merging(["DATABASE_URL": "postgres://u:p@db/folio?sslmode=require"]) { $1 }).isEmpty)
+        for (key, value) in [("PUBLIC_URL", "https://user:\(password)@folio.example.com"), ("ALLOWED_ORIGINS", "https://user:\(password)@app.example.com"),
+                             ("PLAID_BASE_URL", "ftp://u:\(password)@plaid.example.com")] {
+            let found = problems(base.merging([key: value]) { $1 })
+            #expect(!found.isEmpty && !found.joined().contains(password), "\(key): \(found)")
+        }
+        #expect(problems(base.merging(["BACKUP_ENCRYPTION_KEY": strongKey]) { $1 }) == [
+            "BACKUP_ENCRYPTION_KEY holds the same value as SECRET_KEY: give each purpose its own random value",
+        ])
+        let other = "9d5c2e3f9c2b7e8a1d4c6f0b5e9a2d7c4f1e8b6a3d0c9f5e2b8a7d4c1f6e3b0a"
+        #expect(problems(base.merging(["PREVIOUS_SECRET_KEYS": other, "OPS_TOKEN": other]) { $1 }) == [
+            "OPS_TOKEN holds the same value as PREVIOUS_SECRET_KEYS: give each purpose its own random value",
+        ])
+        #expect(problems(base.merging(["TRUSTED_PROXIES": "10.0.0.0/8, 0.0.0.0/0"]) { $1 }) == [
+            "TRUSTED_PROXIES entry \"0.0.0.0/0\" trusts every address: list your proxies' own addresses or ranges",
+        ])
+        #expect(problems(base.merging(["TRUSTED_PROXIES": "10.0.0.0/8"]) { $1 }).isEmpty)
+    }
+
     @Test("production refuses an http:// origin unless it is loopback")
     func plainHTTPOrigins() {
         let base = ["ENVIRONMENT": "production", "BACKUP_ENCRYPTION_KEY": "Qm9yLXRoaXMtaXMtYS10ZXN0LWJhY2t1cC1rZXktb2YtNDgtYnl0ZXMh", "PUBLIC_URL": "https://folio.example.com", "MAIL_BACKEND": "outbox", "MARKET_DATA": "simulated", "SECRET_KEY": strongKey, "DATABASE_URL": "postgres://u:p@db/folio"]

@@ -1,6 +1,7 @@
 import FolioDomain
 import Foundation
 import Logging
+import FluentPostgresDriver
 
 /// Builds an `AppConfiguration` from the process environment and an optional
 /// `.env` file (the environment wins), and refuses insecure production settings.
@@ -119,7 +120,7 @@ public enum ConfigurationLoader {
         // Origins: exact scheme://host[:port], never a wildcard.
         let origins = (value("ALLOWED_ORIGINS") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         for origin in origins where origin != "*" && !isOrigin(origin) {
-            problems.append("ALLOWED_ORIGINS entry \"\(origin)\" is not an origin like https://app.example.com")
+            problems.append("ALLOWED_ORIGINS entry \"\(Self.withoutCredentials(origin))\" is not an origin like https://app.example.com")
         }
         configuration.allowedOrigins = origins.filter { $0 != "*" }
         // In every environment: a wildcard dropped in silence would leave a developer puzzling over refused requests.
@@ -132,7 +133,7 @@ public enum ConfigurationLoader {
             }
             // A page served over plain HTTP can be changed on the way; only a browser on this machine is exempt.
             for origin in origins where isOrigin(origin) && origin.lowercased().hasPrefix("http://") && !isLoopbackOrigin(origin) {
-                problems.append("ALLOWED_ORIGINS entry \"\(origin)\" is not HTTPS: production allows only https:// origins (or loopback)")
+                problems.append("ALLOWED_ORIGINS entry \"\(Self.withoutCredentials(origin))\" is not HTTPS: production allows only https:// origins (or loopback)")
             }
         }
 
@@ -141,14 +142,14 @@ public enum ConfigurationLoader {
             if let location = databaseLocation(from: url) {
                 configuration.database = location
             } else {
-                problems.append("DATABASE_URL must start with postgres://, postgresql:// or sqlite: (got a value of another form)")
+                problems.append("DATABASE_URL must be postgres://USER:PASSWORD@HOST:PORT/NAME (with sslmode disable, prefer or require, if any), postgresql://… or sqlite:PATH; the value given is not (not shown: it may hold a password)")
             }
         } else {
             configuration.database = .sqlite(path: configuration.dataDirectory + "/folio.sqlite")
         }
         if let url = value("READ_DATABASE_URL") {
-            if !url.lowercased().hasPrefix("postgres://") && !url.lowercased().hasPrefix("postgresql://") {
-                problems.append("READ_DATABASE_URL must be a postgres:// URL of a streaming standby")
+            if !url.lowercased().hasPrefix("postgres://") && !url.lowercased().hasPrefix("postgresql://") || !isUsablePostgresURL(url) {
+                problems.append("READ_DATABASE_URL must be a postgres:// URL of a streaming standby that the driver can use (a host, a numeric port, sslmode disable, prefer or require); the value given is not (not shown: it may hold a password)")
             } else if !configuration.database.isPostgres {
                 problems.append("READ_DATABASE_URL needs DATABASE_URL to be PostgreSQL too (a replica of it)")
             } else {
@@ -221,6 +222,11 @@ public enum ConfigurationLoader {
         for entry in TrustedProxies.invalidEntries(configuration.trustedProxies) {
             problems.append("TRUSTED_PROXIES entry \"\(entry)\" is not an IP address or a CIDR range like 10.0.0.0/8")
         }
+        // Trusting every address lets any client name its own address in X-Forwarded-For, and so step around
+        // every per-address limit (sign-in attempts included), as RATE_LIMIT_ENABLED=false would.
+        if production, let everyone = configuration.trustedProxies.first(where: { $0.hasSuffix("/0") }) {
+            problems.append("TRUSTED_PROXIES entry \"\(everyone)\" trusts every address: list your proxies' own addresses or ranges")
+        }
         configuration.tlsCertificatePath = value("TLS_CERT_PATH")
         configuration.tlsKeyPath = value("TLS_KEY_PATH")
         if (configuration.tlsCertificatePath == nil) != (configuration.tlsKeyPath == nil) {
@@ -236,10 +242,10 @@ public enum ConfigurationLoader {
             if let url = publicURL(raw) {
                 configuration.publicURL = url
                 if production, url.lowercased().hasPrefix("http://"), !isLoopbackOrigin(url) {
-                    problems.append("PUBLIC_URL \"\(raw)\" is not HTTPS: production mails links with tokens in them, which must not travel in the clear")
+                    problems.append("PUBLIC_URL \"\(Self.withoutCredentials(raw))\" is not HTTPS: production mails links with tokens in them, which must not travel in the clear")
                 }
             } else {
-                problems.append("PUBLIC_URL must be the address users reach Folio at, such as https://folio.example.com (no path, query, fragment or user name), not \"\(raw)\"")
+                problems.append("PUBLIC_URL must be the address users reach Folio at, such as https://folio.example.com (no path, query, fragment or user name), not \"\(Self.withoutCredentials(raw))\"")
             }
         } else if production {
             problems.append("PUBLIC_URL is not set: links in mail would point at \(configuration.publicURL); set the address users reach Folio at, e.g. https://folio.example.com")
@@ -272,7 +278,7 @@ public enum ConfigurationLoader {
             var settings = AppConfiguration.AlphaVantageSettings(apiKey: apiKey)
             if let raw = value("ALPHA_VANTAGE_BASE_URL") {
                 if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.baseURL = raw } else {
-                    problems.append("ALPHA_VANTAGE_BASE_URL must be an http(s) URL such as https://www.alphavantage.co, not \"\(raw)\"")
+                    problems.append("ALPHA_VANTAGE_BASE_URL must be an http(s) URL such as https://www.alphavantage.co, not \"\(Self.withoutCredentials(raw))\"")
                 }
                 if production, !raw.hasPrefix("https://") { problems.append("ALPHA_VANTAGE_BASE_URL must use https in production") }
             }
@@ -298,7 +304,7 @@ public enum ConfigurationLoader {
         func alpacaURL(_ key: String, default fallback: String) -> String {
             guard let raw = value(key) else { return fallback }
             guard let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-                problems.append("\(key) must be an http(s) URL such as \(fallback), not \"\(raw)\"")
+                problems.append("\(key) must be an http(s) URL such as \(fallback), not \"\(Self.withoutCredentials(raw))\"")
                 return fallback
             }
             if production, url.scheme != "https" { problems.append("\(key) must use https in production") }
@@ -343,6 +349,25 @@ public enum ConfigurationLoader {
         case nil, "daily": backup.scheduled = true
         case "off": backup.scheduled = false
         case let other?: problems.append("BACKUP_SCHEDULE must be daily or off, not \"\(other)\"")
+        }
+        // Each secret has one purpose: one that leaks (a monitoring token, a backup key kept beside the backups)
+        // must not also sign sessions or open backups.
+        if production {
+            let purposes: [(name: String, purpose: String, values: [String])] = [
+                ("SECRET_KEY", "signing", [secret].compactMap { $0 }), ("PREVIOUS_SECRET_KEYS", "signing", previousKeys),
+                ("OPS_TOKEN", "ops", [configuration.opsToken].compactMap { $0 }),
+                ("BACKUP_ENCRYPTION_KEY", "backup", [backup.encryptionKey].compactMap { $0 }),
+                ("PREVIOUS_BACKUP_ENCRYPTION_KEYS", "backup", backup.previousEncryptionKeys),
+            ]
+            for (index, first) in purposes.enumerated() {
+                for second in purposes[(index + 1)...] where first.purpose != second.purpose {
+                    // Reported once already, in its own words.
+                    if first.name == "SECRET_KEY", second.name == "OPS_TOKEN" { continue }
+                    if first.values.contains(where: { second.values.contains($0) }) {
+                        problems.append("\(second.name) holds the same value as \(first.name): give each purpose its own random value")
+                    }
+                }
+            }
         }
         if production, backup.scheduled, backup.encryptionKey == nil {
             problems.append("BACKUP_ENCRYPTION_KEY is not set: the daily backups would hold every user's data in the clear; set it (openssl rand -base64 48) and keep it apart from the backups, or BACKUP_SCHEDULE=off if you back up another way")
@@ -411,12 +436,12 @@ public enum ConfigurationLoader {
         var settings = AppConfiguration.PlaidSettings(clientID: clientID, secret: secret, environment: environment)
         if let raw = value("PLAID_BASE_URL") {
             if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.baseURL = raw } else {
-                problems.append("PLAID_BASE_URL must be an http(s) URL such as https://sandbox.plaid.com, not \"\(raw)\"")
+                problems.append("PLAID_BASE_URL must be an http(s) URL such as https://sandbox.plaid.com, not \"\(Self.withoutCredentials(raw))\"")
             }
         }
         if let raw = value("PLAID_WEBHOOK_URL") {
             if let url = URL(string: raw), ["http", "https"].contains(url.scheme ?? ""), url.host != nil { settings.webhookURL = raw } else {
-                problems.append("PLAID_WEBHOOK_URL must be an http(s) URL such as https://folio.example.com/webhooks/plaid, not \"\(raw)\"")
+                problems.append("PLAID_WEBHOOK_URL must be an http(s) URL such as https://folio.example.com/webhooks/plaid, not \"\(Self.withoutCredentials(raw))\"")
             }
         }
         if production || environment == .production {
@@ -488,7 +513,8 @@ public enum ConfigurationLoader {
         }
         let parsed: SentryDSN
         do { parsed = try SentryDSN(parsing: dsn) } catch {
-            problems.append("SENTRY_DSN must look like https://KEY@HOST/PROJECT_ID: \(error)")
+            // The error names the variable and its shape itself; said once.
+            problems.append("SENTRY_DSN must look like https://KEY@HOST/PROJECT_ID: \(error.reason)")
             return nil
         }
         // Error reports carry stack traces and request facts: in production they travel encrypted, as every vendor call does.
@@ -551,7 +577,8 @@ public enum ConfigurationLoader {
     public static func databaseLocation(from url: String) -> AppConfiguration.DatabaseLocation? {
         let lowered = url.lowercased()
         if lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") {
-            return .postgres(url: url)
+            // Read as the driver reads it, now: its own refusal quotes the whole URL, password and all.
+            return isUsablePostgresURL(url) ? .postgres(url: url) : nil
         }
         if lowered.hasPrefix("sqlite:") {
             var path = String(url.dropFirst("sqlite:".count))
@@ -559,6 +586,19 @@ public enum ConfigurationLoader {
             return path.isEmpty ? nil : .sqlite(path: path)
         }
         return nil
+    }
+
+    /// A URL as a message may show it: a password before the host is left out (`https://user:…@host`).
+    static func withoutCredentials(_ text: String) -> String {
+        guard let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].firstIndex(of: "@"),
+              !text[scheme.upperBound..<at].contains("/"), let colon = text[scheme.upperBound..<at].firstIndex(of: ":") else { return text }
+        return text[...colon] + "…" + text[at...]
+    }
+
+    /// Whether the PostgreSQL driver can connect with this URL (a host, a port that is a number, an `sslmode`
+    /// it knows): checked at start-up, so that a mistake stops it with a message naming the variable, never the URL.
+    static func isUsablePostgresURL(_ url: String) -> Bool {
+        (try? SQLPostgresConfiguration(url: url)) != nil
     }
 
     /// http://localhost, http://127.0.0.1 (any of 127/8) or http://[::1], with any port.
