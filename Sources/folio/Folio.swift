@@ -112,12 +112,18 @@ struct Migrate: AsyncParsableCommand {
     @Flag(help: "Revert the most recently applied batch.")
     var revert = false
 
+    @Flag(help: "Confirm --revert in production (it drops what the batch added).")
+    var yes = false
+
     func validate() throws {
         if list && revert { throw ValidationError("--list and --revert cannot be combined") }
     }
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
+        if revert, configuration.environment == .production, !yes {
+            throw ValidationError("--revert drops the tables and columns the last batch added, with what they hold; in production confirm with --yes (after a backup)")
+        }
         let logger = Logger.command(configuration: configuration)
         let database = try FolioDatabase(
             location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)

@@ -216,6 +216,9 @@ struct ConfigurationTests {
             "TRUSTED_PROXIES entry \"0.0.0.0/0\" trusts every address: list your proxies' own addresses or ranges",
         ])
         #expect(problems(base.merging(["TRUSTED_PROXIES": "10.0.0.0/8"]) { $1 }).isEmpty)
+        #expect(problems(base.merging(["SENDGRID_API_KEY": "SG.example-key-0123456789", "MAIL_FROM": "alerts@example.com"]) { $1 }) == [
+            "MAIL_BACKEND=outbox and SENDGRID_API_KEY are both set: choose one",
+        ])
     }
 
     @Test("production refuses an http:// origin unless it is loopback")

@@ -469,6 +469,8 @@ public enum ConfigurationLoader {
         let keyWithoutSendGrid = "SENDGRID_WEBHOOK_PUBLIC_KEY is set but mail is not sent with SendGrid, so no event is about Folio's mail: set SENDGRID_API_KEY and MAIL_FROM, or unset it"
         if backend == "outbox" {
             if value("SENDGRID_WEBHOOK_PUBLIC_KEY") != nil { problems.append(keyWithoutSendGrid + " (MAIL_BACKEND is outbox)") }
+            // As MARKET_DATA=simulated beside a vendor key: which was meant is not for Folio to guess.
+            if production, key != nil { problems.append("MAIL_BACKEND=outbox and SENDGRID_API_KEY are both set: choose one") }
             return nil
         }
         guard key != nil || from != nil || backend == "sendgrid" else {

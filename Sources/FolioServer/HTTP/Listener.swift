@@ -38,7 +38,8 @@ public struct ListenerFailure: Error, CustomStringConvertible {
         switch error.errnoCode {
         case EADDRINUSE: "\(setting): \(address) is in use by another process; stop it or choose another port"
         case EACCES: "\(setting): this user may not listen on \(address); choose a port above 1023"
-        case EADDRNOTAVAIL: "\(setting): \(address) is not an address of this machine"
+        // The port is not at fault: the host it is asked on is.
+        case EADDRNOTAVAIL: "HOST: \(address) (where \(setting) is served) is not an address of this machine; choose one it has, such as 127.0.0.1 or 0.0.0.0"
         default: "\(setting): cannot listen on \(address): \(error)"
         }
     }
