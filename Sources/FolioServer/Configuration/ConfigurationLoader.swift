@@ -157,7 +157,8 @@ public enum ConfigurationLoader {
             }
         }
         configuration.readReplicaMaxLag = TimeInterval(integer("READ_REPLICA_MAX_LAG", default: 10, range: 0...3600))
-        if production, !configuration.database.isPostgres {
+        // A DATABASE_URL refused above is said once.
+        if production, !configuration.database.isPostgres, value("DATABASE_URL").map({ databaseLocation(from: $0) != nil }) ?? true {
             problems.append("DATABASE_URL does not name PostgreSQL: production needs postgres://user:password@host:5432/folio (SQLite is for development)")
         }
 
