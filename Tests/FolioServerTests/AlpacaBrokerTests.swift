@@ -632,6 +632,67 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("an earlier attempt that failed counts as a send that may have reached Alpaca though the order is not marked sent (a worker of an older build): a cancel then waits for the look-up", arguments: TestDatabaseKind.all)
+    func failedAttemptOfAnOlderBuild(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "older-build@example.com")
+            let order = ["symbol": "KO", "quantity": "2", "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC", "account_id": account]
+            let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            fake.loseAnswers = 3
+            await env.worker.drain()
+            #expect(fake.orders[id]?.status == "accepted", "it reached Alpaca")
+            // As a worker of a build before `sent_at` left it.
+            try await env.database.sql.raw("UPDATE orders SET sent_at = NULL").run()
+            #expect(try await client.execute(uri: "/api/orders/\(id)", method: .delete, headers: bearer(tokens)).status == .accepted)
+            fake.laggingLookups = 1
+            env.clock.advance(by: 120)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "pending_cancel", "not taken as never sent")
+            #expect(fake.orders[id]?.status == "accepted")
+            env.clock.advance(by: 120)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "canceled")
+            #expect(fake.orders[id]?.status == "canceled", "not left live at Alpaca")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("an order whose submit job died after sends whose answers were lost is looked for at Alpaca only once its look-up has had time: not ended here while it may be there", arguments: TestDatabaseKind.all)
+    func deadSubmitWaitsForTheLookup(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "dead-submit@example.com")
+            let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+            let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            // The first send lands at Alpaca with its answers lost; every look-up lags from then on, so each retry is
+            // refused as a duplicate and not found: the job runs out of attempts.
+            fake.loseAnswers = 3
+            fake.laggingLookups = 10_000
+            for _ in 0..<12 {
+                await env.worker.drain()
+                if try await env.jobs().first(where: { $0.kind == "submit_order" })?.status == "dead" { break }
+                env.clock.advance(by: 1000)
+            }
+            #expect(try await env.jobs().first { $0.kind == "submit_order" }?.status == "dead")
+            #expect(fake.orders[id]?.status == "accepted", "it is at Alpaca")
+            // Hours passed: signed in again.
+            let later = try json(try await post(client, "/api/auth/login", ["email": "dead-submit@example.com", "password": strongPassword]))
+            let waiting = try await show(client, later, id)
+            #expect(waiting["status"] as? String == "new", "not ended here while the look-up lags: \(waiting)")
+            #expect(waiting["reserved_cash"] as? String == "60.00")
+            // Five minutes on, Alpaca lists it: canceled there, rejected here.
+            fake.laggingLookups = 0
+            env.clock.advance(by: OrderService.deadSubmitGrace + 1)
+            try await OrderService.recheckFor(env)
+            let ended = try await show(client, later, id)
+            #expect(ended["status"] as? String == "rejected", "\(ended)")
+            #expect(fake.orders[id]?.status == "canceled", "not left live at Alpaca")
+            #expect(try await alpacaAccount(env).reservedCash == 0)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("two fills of one millisecond listed by Alpaca the other way round are both booked, and the order ends filled", arguments: TestDatabaseKind.all)
     func fillsOfOneMillisecondOutOfOrder(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in
