@@ -349,7 +349,8 @@ extension AuditChain {
             let account = try row.decode(column: "id", as: AccountID.self)
             let head = Head(sequence: try row.decode(column: "audit_sequence", as: Int64.self), hash: try row.decode(column: "audit_hash", as: String.self))
             let chain = ID.account(account).text
-            guard anchor.needsResigning(try row.decode(column: "audit_mac", as: String.self), chain: chain, head: head) else { continue }
+            // A head without a signature is not signed here (`unsignedHeads` reports it): that would sign a change over.
+            guard let mac = try row.decode(column: "audit_mac", as: String?.self), anchor.needsResigning(mac, chain: chain, head: head) else { continue }
             try await sql.raw("""
                 UPDATE accounts SET audit_mac = \(bind: anchor.mac(chain: chain, head: head))
                 WHERE id = \(bind: account) AND audit_sequence = \(bind: head.sequence) AND audit_hash = \(bind: head.hash)
@@ -359,7 +360,7 @@ extension AuditChain {
         for row in try await sql.raw("SELECT chain_id, sequence, hash, mac FROM audit_chains").all() {
             let chain = try row.decode(column: "chain_id", as: String.self)
             let head = Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self))
-            guard anchor.needsResigning(try row.decode(column: "mac", as: String.self), chain: chain, head: head) else { continue }
+            guard let mac = try row.decode(column: "mac", as: String?.self), anchor.needsResigning(mac, chain: chain, head: head) else { continue }
             try await sql.raw("""
                 UPDATE audit_chains SET mac = \(bind: anchor.mac(chain: chain, head: head))
                 WHERE chain_id = \(bind: chain) AND sequence = \(bind: head.sequence) AND hash = \(bind: head.hash)
