@@ -367,11 +367,15 @@ public struct FolioServices: Sendable {
     /// chain's head is anchored, accounts opened before per-account chains get
     /// theirs, and heads signed under a previous key are signed under the current one.
     public func prepare() async throws {
-        if try await AuditChain.anchorLegacyChain(anchor: anchor, database: database) {
-            logger.info("anchored the head of the legacy audit chain")
+        switch try await AuditChain.anchorLegacyTrail(anchor: anchor, ids: dependencies.ids, clock: clock, database: database) {
+        case .nothingToDo: break
+        case .anchored(let accounts):
+            logger.info("anchored the head of the legacy audit chain, and opened audit chains for accounts from before per-account chains", metadata: [
+                "accounts": .stringConvertible(accounts),
+            ])
+        case .headRemoved:
+            logger.error("the legacy audit chain has lost its anchored head (it was removed outside Folio): it is not anchored again; see `folio audit verify`")
         }
-        let opened = try await AuditChain.openLegacyAccountChains(anchor: anchor, ids: dependencies.ids, clock: clock, database: database)
-        if opened > 0 { logger.info("opened audit chains for accounts from before per-account chains", metadata: ["accounts": .stringConvertible(opened)]) }
         let resigned = try await AuditChain.resignHeads(anchor: anchor, database: database)
         if resigned > 0 { logger.info("signed audit chain heads again under the current key", metadata: ["heads": .stringConvertible(resigned)]) }
         let unsigned = try await AuditChain.unsignedHeads(anchor: anchor, database: database)
@@ -379,6 +383,12 @@ public struct FolioServices: Sendable {
             // Nothing more is appended to them (every write on those accounts fails) until the signing key is configured again.
             logger.error("audit chain heads signed under no configured key: nothing more can be recorded on those chains; put the key that signed them back in PREVIOUS_SECRET_KEYS, or see `folio audit verify`", metadata: [
                 "chains": .stringConvertible(unsigned.count), "first": .string(unsigned.prefix(5).joined(separator: ", ")),
+            ])
+        }
+        let chainless = try await database.sql.raw(AuditChain.accountsWithoutChain).all().count
+        if chainless > 0 {
+            logger.error("accounts without an audit chain (their events were removed outside Folio): nothing more can be recorded on them; see `folio audit verify`", metadata: [
+                "accounts": .stringConvertible(chainless),
             ])
         }
         // The hash no password matches is made now, not on the first sign-in with an unknown address or the first

@@ -178,6 +178,36 @@ struct AuditTrailTests {
         }
     }
 
+    @Test("an account whose chain was removed, head and all, gets no new chain: not from the next write, not from the next start", arguments: TestDatabaseKind.all)
+    func blankedChainIsNotOpenedAgain(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "blanked@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "1.00"], headers: bearer(tokens)).status == .created)
+            let chain = AuditChain.ID.account(account.id).text
+            try await dropGuard(env)
+            let sql = env.database.sql
+            // The deposit's ledger row changed, and every event that could tell, with the head that vouched for them, removed.
+            try await sql.raw("UPDATE transactions SET amount = 1000000 WHERE account_id = \(bind: account.id) AND amount = 1").run()
+            try await sql.raw("DELETE FROM audit_events WHERE chain_id = \(bind: chain)").run()
+            try await sql.raw("UPDATE accounts SET audit_sequence = NULL, audit_hash = NULL, audit_mac = NULL WHERE id = \(bind: account.id)").run()
+            #expect(try await env.auditBreak()?.contains("the account has no audit chain") == true)
+
+            let cash = try await env.firstAccount().cash
+            let refused = try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "2.00"], headers: bearer(tokens))
+            #expect(refused.status == .internalServerError)
+            #expect(try await env.firstAccount().cash == cash, "nothing written")
+            try await env.services.prepare()
+            let head = try await TradingStore(database: env.database).auditSequence(of: account.id)
+            #expect(head == nil, "no chain opened at start-up")
+            #expect(try await env.auditBreak()?.contains("the account has no audit chain") == true, "still found")
+            // Other people's accounts are untouched.
+            let other = try await signUp(client, env, email: "bystander@example.com")
+            let otherAccount = try #require(try await env.accounts().first { $0.id != account.id })
+            #expect(try await post(client, "/api/accounts/\(otherAccount.id)/deposits", ["amount": "2.00"], headers: bearer(other)).status == .created)
+        }
+    }
+
     @Test("restoring an older copy of the events table is found", arguments: TestDatabaseKind.all)
     func olderCopy(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -66,6 +66,52 @@ struct UpgradeTests {
     }
 }
 
+extension UpgradeTests {
+    @Test("after the upgrade, an old account whose chain was removed gets no new one, and a removed legacy head is not anchored again", arguments: TestDatabaseKind.all)
+    func removedChainsStayRemoved(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, location in
+            try await database.migrate(first: Self.beforeRebuild)
+            let history = try await OldHistory.write(on: database.sql)
+            let folio = try FolioProcess()
+            defer { folio.cleanUp() }
+            let environment = ["DATABASE_URL": location.databaseURL]
+            #expect(try await folio.run(["migrate"], environment: environment).status == 0)
+            let sql = database.sql
+            let chain = AuditChain.ID.account(AccountID(history.accountID)).text
+            #expect(try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE chain_id = \(bind: chain)").first()?.decode(column: "n", as: Int.self) == 1)
+
+            // The account's chain removed, head and all.
+            if kind == .postgres {
+                try await sql.raw("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only").run()
+            } else {
+                try await sql.raw("DROP TRIGGER audit_events_no_delete").run()
+            }
+            try await sql.raw("DELETE FROM audit_events WHERE chain_id = \(bind: chain)").run()
+            try await sql.raw("UPDATE accounts SET audit_sequence = NULL, audit_hash = NULL, audit_mac = NULL WHERE id = \(bind: history.accountID)").run()
+            let anchor = AuditAnchor(secretKey: "any key: nothing is signed")
+            let started = try await AuditChain.anchorLegacyTrail(anchor: anchor, ids: .random, clock: .system, database: database)
+            #expect(started == .nothingToDo)
+            #expect(try await TradingStore(database: database).auditSequence(of: AccountID(history.accountID)) == nil)
+            let audit = try await folio.run(["audit", "verify"], environment: environment)
+            #expect(audit.status != 0)
+            #expect(audit.stdout.contains("the account has no audit chain"), "\(audit.stdout)")
+            let post = try await folio.run(["ledger", "post", history.accountID.uuidString.lowercased(), "--type", "dividend", "--amount", "1.25", "--symbol", "AAPL"], environment: environment)
+            #expect(post.status != 0, "\(post.stdout)")
+            #expect(try await sql.raw("SELECT cash FROM accounts WHERE id = \(bind: history.accountID)").first()?.decode(column: "cash", as: Cash.self) == Cash("98500"))
+
+            // The legacy chain's anchored head removed, after Folio wrote since the upgrade (a person's chain):
+            // not anchored again over whatever the legacy rows now say.
+            let disabled = try await folio.run(["users", "disable", "old@example.com"], environment: environment)
+            #expect(disabled.status == 0, "\(disabled.stderr)")
+            try await sql.raw("DELETE FROM audit_chains WHERE chain_id = \(bind: AuditChain.legacyChain)").run()
+            #expect(try await AuditChain.anchorLegacyTrail(anchor: anchor, ids: .random, clock: .system, database: database) == .headRemoved)
+            #expect(try await sql.raw("SELECT chain_id FROM audit_chains WHERE chain_id = \(bind: AuditChain.legacyChain)").first() == nil)
+            let again = try await folio.run(["audit", "verify"], environment: environment)
+            #expect(again.stdout.contains("the legacy audit chain has no anchored head, though Folio has written since the upgrade"), "\(again.stdout)")
+        }
+    }
+}
+
 /// What the Folio of migrations 001–008 wrote for one user: an account opened
 /// with 100,000.00, a filled buy of 10 AAPL at 150.00, and a limit buy of 5
 /// AAPL at 100.00 waiting for its submit job with 500.00 reserved; each step

@@ -154,7 +154,11 @@ struct Ledger: Sendable {
         }
         // The account row takes its balances and its chain's new head in one write.
         let chain = AuditChain.ID.account(account.id)
-        if !records.isEmpty { try AuditChain.requireSigned(head, mac: open.headMAC, chain: chain, anchor: anchor) }
+        if !records.isEmpty {
+            try AuditChain.requireSigned(head, mac: open.headMAC, chain: chain, anchor: anchor)
+            // Only an account's opening starts its chain; every account since migration 009 has one.
+            if head == nil, !records.contains(where: { $0.action == "account.opened" }) { throw AuditChain.MissingHead(chain: chain.text) }
+        }
         if let newHead = try await AuditChain.appendRows(records, to: chain, after: head, on: db, into: &writes) {
             store.writeAccount(account, head: newHead, mac: anchor.mac(chain: chain.text, head: newHead), now: now, into: &writes)
         } else if books.accountChanged {

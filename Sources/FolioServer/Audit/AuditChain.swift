@@ -263,69 +263,90 @@ struct AuditAnchor: Sendable {
 }
 
 extension AuditChain {
-    /// Accounts with no chain of their own, except those opened before the
-    /// per-account chains (their opening is in the legacy global chain).
-    static let accountsWithoutChain: SQLQueryString = """
-        SELECT a.id FROM accounts a
-        WHERE a.audit_sequence IS NULL
-          AND NOT EXISTS (SELECT 1 FROM audit_events e WHERE e.chain_id IS NULL AND e.action = 'account.opened'
-                          AND lower(e.subject_id) = lower(CAST(a.id AS TEXT)))
-        ORDER BY a.id
-        """
+    /// Accounts with no chain of their own: every account has one, from its
+    /// opening or (opened before migration 009) from the anchoring of the legacy chain.
+    static let accountsWithoutChain: SQLQueryString = "SELECT id FROM accounts WHERE audit_sequence IS NULL ORDER BY id"
 
     /// The name the legacy global chain's anchored head goes by in `audit_chains`.
     static let legacyChain = "legacy"
 
-    /// Anchors the legacy chain's head (the rows from before migration 009)
-    /// under the key, the first time a server or worker starts after the
-    /// upgrade: from then on, removing or adding legacy rows is found.
-    static func anchorLegacyChain(anchor: AuditAnchor, database: FolioDatabase) async throws -> Bool {
+    /// What `anchorLegacyTrail` found.
+    enum LegacyAnchoring: Equatable {
+        /// No legacy rows, or their head was anchored before.
+        case nothingToDo
+        /// The legacy head anchored now, and this many accounts opened before migration 009 given a chain of their own.
+        case anchored(accountsOpened: Int)
+        /// Legacy rows without an anchored head on a database Folio has written chains to since the upgrade:
+        /// the anchored head was removed. It is not anchored again, which would sign whatever the rows now say.
+        case headRemoved
+    }
+
+    /// The first time a server, worker or `folio migrate` runs after the upgrade
+    /// to per-account chains: anchors the legacy chain's head (the rows from
+    /// before migration 009) under the key, and gives every account opened
+    /// before then a chain of its own, opened with one event, in the same
+    /// transaction. From then on removing or adding legacy rows is found, and
+    /// every account has a chain: one without is one whose events were removed,
+    /// and no chain is opened for it again (`MissingHead`).
+    static func anchorLegacyTrail(anchor: AuditAnchor, ids: IDSource, clock: AppClock, database: FolioDatabase) async throws -> LegacyAnchoring {
         try await database.transaction { db in
             guard try await db.raw("SELECT chain_id FROM audit_chains WHERE chain_id = \(bind: legacyChain)").first() == nil,
                   let row = try await db.raw("""
                       SELECT sequence, hash FROM audit_events WHERE chain_id IS NULL ORDER BY sequence DESC LIMIT 1
                       """).first()
-            else { return false }
+            else { return .nothingToDo }
+            // Trust on first use only while nothing was written since the upgrade.
+            if try await db.raw("SELECT 1 AS written FROM audit_events WHERE chain_id IS NOT NULL LIMIT 1").first() != nil { return .headRemoved }
             let head = Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self))
-            try await db.raw("""
+            // Two processes starting at once: the second finds the row taken (after the first commits) and leaves the accounts to it.
+            guard try await db.raw("""
                 INSERT INTO audit_chains (chain_id, sequence, hash, mac) VALUES (\(bind: legacyChain), \(bind: head.sequence), \(bind: head.hash),
                     \(bind: anchor.mac(chain: legacyChain, head: head)))
-                ON CONFLICT (chain_id) DO NOTHING
-                """).run()
-            return true
-        }
-    }
-
-    /// Accounts opened before migration 009 whose events live in the legacy
-    /// chain: each gets a chain of its own, opened with one event, so that
-    /// from now on its head is anchored. Runs when a server or worker starts.
-    static func openLegacyAccountChains(anchor: AuditAnchor, ids: IDSource, clock: AppClock, database: FolioDatabase) async throws -> Int {
-        let legacy = try await database.sql.raw("SELECT id, user_id FROM accounts WHERE audit_sequence IS NULL").all()
-        for row in legacy {
-            let account = try row.decode(column: "id", as: AccountID.self)
-            let user = try row.decode(column: "user_id", as: UserID.self)
-            try await database.transaction { db in
-                let store = TradingStore(database: database)
-                guard let locked = try await store.lockAccount(account, owner: nil, on: db), locked.chainHead == nil else { return }
+                ON CONFLICT (chain_id) DO NOTHING RETURNING chain_id
+                """).first() != nil
+            else { return .nothingToDo }
+            let legacy = try await db.raw("""
+                SELECT a.id, a.user_id FROM accounts a
+                WHERE a.audit_sequence IS NULL
+                  AND EXISTS (SELECT 1 FROM audit_events e WHERE e.chain_id IS NULL AND e.action = 'account.opened'
+                              AND lower(e.subject_id) = lower(CAST(a.id AS TEXT)))
+                ORDER BY a.id
+                """).all()
+            let store = TradingStore(database: database)
+            var opened = 0
+            for row in legacy {
+                let account = try row.decode(column: "id", as: AccountID.self)
+                let user = try row.decode(column: "user_id", as: UserID.self)
+                guard let locked = try await store.lockAccount(account, owner: nil, on: db), locked.chainHead == nil else { continue }
                 let record = Record(
-                    id: ids.uuid(), occurredAt: clock.now(), actorID: nil, action: "audit.chain_opened", subjectType: "account",
+                    id: ids.uuid(), occurredAt: clock.now(), actorID: nil, action: openingOfALegacyAccount, subjectType: "account",
                     subjectID: account.description, userID: user.uuid, details: ["reason": "account opened before per-account audit chains"],
                     ip: nil, requestID: nil)
                 let chain = ID.account(account)
                 var writes = WriteBatch(for: database.kind)
-                guard let head = try await appendRows([record], to: chain, after: nil, on: db, into: &writes) else { return }
+                guard let head = try await appendRows([record], to: chain, after: nil, on: db, into: &writes) else { continue }
                 store.writeAccount(locked.state, head: head, mac: anchor.mac(chain: chain.text, head: head), now: clock.now(), into: &writes)
                 try await writes.run(on: db)
+                opened += 1
             }
+            return .anchored(accountsOpened: opened)
         }
-        return legacy.count
     }
 
-    /// Heads signed under a key that is being rotated out (valid under one of
-    /// `PREVIOUS_SECRET_KEYS` only) are signed again under the current key, so
-    /// that dropping the old key later does not make quiet chains look forged.
-    /// A head that moved meanwhile is left alone (its new signature is current).
-    /// Runs when a server or worker starts; returns how many were signed again.
+    /// The event that opens the chain of an account opened before migration 009.
+    static let openingOfALegacyAccount = "audit.chain_opened"
+
+    /// An account's chain with no head, written to by something other than the
+    /// account's opening: the chain's events were removed and its head cleared.
+    /// A chain is not opened for it again: its first head would be signed, and
+    /// the removal verify as intact.
+    struct MissingHead: Error, CustomStringConvertible {
+        var chain: String
+        var description: String {
+            "audit chain \(chain) has no head, but the account is not being opened: its events were removed; nothing is recorded on it; run `folio audit verify`"
+        }
+    }
+
     /// The chains whose anchored head carries no signature under any configured key (`SECRET_KEY` or
     /// `PREVIOUS_SECRET_KEYS`): changed outside Folio, or signed under a key dropped too early. Nothing is
     /// appended to them (`UnsignedHead`) until the key is configured again.
@@ -342,6 +363,11 @@ extension AuditChain {
         return unsigned.sorted()
     }
 
+    /// Heads signed under a key that is being rotated out (valid under one of
+    /// `PREVIOUS_SECRET_KEYS` only) are signed again under the current key, so
+    /// that dropping the old key later does not make quiet chains look forged.
+    /// A head that moved meanwhile is left alone (its new signature is current).
+    /// Runs when a server or worker starts; returns how many were signed again.
     static func resignHeads(anchor: AuditAnchor, database: FolioDatabase) async throws -> Int {
         let sql = database.sql
         var resigned = 0

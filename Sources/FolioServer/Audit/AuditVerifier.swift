@@ -111,12 +111,17 @@ public struct AuditVerifier: Sendable {
         var expected: Int64 = 1
         var after: Int64 = 0
         var last: AuditChain.Head?
+        let writtenSinceUpgrade = try await db.raw("SELECT 1 AS written FROM audit_events WHERE chain_id IS NOT NULL LIMIT 1").first() != nil
         func finish() -> String? {
             let anchored = heads[AuditChain.legacyChain]
             guard let last else {
                 return anchored == nil ? nil : "the legacy audit chain has no rows but an anchored head: its rows were removed"
             }
-            guard let anchored else { return "the legacy audit chain has no anchored head: run folio migrate, or start folio serve or folio worker once, to anchor it" }
+            guard let anchored else {
+                return writtenSinceUpgrade
+                    ? "the legacy audit chain has no anchored head, though Folio has written since the upgrade (when it anchors it): the head was removed"
+                    : "the legacy audit chain has no anchored head: run folio migrate, or start folio serve or folio worker once, to anchor it"
+            }
             guard anchor.isValid(anchored.mac, chain: AuditChain.legacyChain, head: anchored.head) else {
                 return "the legacy audit chain's anchored head does not carry Folio's signature: the head was forged or altered, or SECRET_KEY is not the key that signed it (a key rotated out belongs in PREVIOUS_SECRET_KEYS)"
             }
