@@ -602,6 +602,30 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("an order of an account whose audit chain takes no more events is not sent to Alpaca: its fills could not be booked", arguments: TestDatabaseKind.all)
+    func frozenChainSendsNothing(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "frozen-chain@example.com")
+            let order = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+            let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            // The head's signature changed behind Folio's back after the order was placed, before it was sent.
+            let sql = env.database.sql
+            let mac = try #require(try await sql.raw("SELECT audit_mac FROM accounts WHERE id = \(bind: UUID(uuidString: account))").first()?.decode(column: "audit_mac", as: String.self))
+            try await sql.raw("UPDATE accounts SET audit_mac = 'forged' WHERE id = \(bind: UUID(uuidString: account))").run()
+            await env.worker.drain()
+            #expect(fake.orders[id] == nil, "not sent")
+            #expect(try await show(client, tokens, id)["status"] as? String == "new")
+            // Once the head is Folio's again (the key put back, say), it goes.
+            try await sql.raw("UPDATE accounts SET audit_mac = \(bind: mac) WHERE id = \(bind: UUID(uuidString: account))").run()
+            env.clock.advance(by: 120)
+            await env.worker.drain()
+            #expect(fake.orders[id]?.status == "accepted")
+            #expect(try await show(client, tokens, id)["status"] as? String == "accepted")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a cancel asked for after a submission whose answer was lost, while Alpaca's look-up lags: the order is not taken as never sent; canceled at Alpaca once listed, its cash kept reserved until then", arguments: TestDatabaseKind.all)
     func cancelAfterLostAttemptWhileLookupLags(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

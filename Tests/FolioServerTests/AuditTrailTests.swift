@@ -332,4 +332,57 @@ struct AuditTrailTests {
             #expect(try await env.auditBreak()?.contains("no audit event commits to it") == true)
         }
     }
+
+    @Test("a row dated before its account's chain began, an account given to someone else, a row naming someone else: each is found", arguments: TestDatabaseKind.all)
+    func backdatedRowsAndOwners(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "owner@example.com")
+            let account = try await env.firstAccount()
+            _ = try await signUp(client, env, email: "taker@example.com")
+            let taker = try #require(try await env.accounts().first { $0.id != account.id })
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "10.00"], headers: bearer(tokens)).status == .created)
+            try await env.expectConsistent()
+            let sql = env.database.sql
+            func setCash(_ cash: Cash) async throws { try await sql.raw("UPDATE accounts SET cash = \(bind: cash) WHERE id = \(bind: account.id)").run() }
+            let cash = try await env.firstAccount().cash
+
+            // A deposit dated before the account was opened, with its cash: no event commits to it, whatever its date.
+            let backdated = UUID()
+            let before = account.createdAt.addingTimeInterval(-10)
+            try await sql.raw("""
+                INSERT INTO transactions (id, account_id, user_id, type, amount, description, occurred_at, created_at)
+                VALUES (\(bind: backdated), \(bind: account.id), \(bind: account.userID), 'deposit', '1000000.00', 'Starting paper cash', \(bind: before), \(bind: before))
+                """).run()
+            try await setCash(try cash + 1_000_000)
+            #expect(try await env.ledgerDifferences().isEmpty, "the sums alone cannot tell")
+            let found = try await env.auditBreak()
+            #expect(found?.contains("ledger row \(backdated.lowercasedString) of account \(account.id): no audit event commits to it") == true, "\(found ?? "intact")")
+            try await sql.raw("DELETE FROM transactions WHERE id = \(bind: backdated)").run()
+            try await setCash(cash)
+            #expect(try await env.auditBreak() == nil)
+
+            // The account given to someone else.
+            try await sql.raw("UPDATE accounts SET user_id = \(bind: taker.userID) WHERE id = \(bind: account.id)").run()
+            #expect(try await env.auditBreak()?.contains("account \(account.id): its owner is not the person its audit chain opened it for") == true)
+            try await sql.raw("UPDATE accounts SET user_id = \(bind: account.userID) WHERE id = \(bind: account.id)").run()
+            #expect(try await env.auditBreak() == nil)
+
+            // One of its rows moved into someone else's lists.
+            try await sql.raw("UPDATE transactions SET user_id = \(bind: taker.userID) WHERE account_id = \(bind: account.id)").run()
+            #expect(try await env.auditBreak()?.contains("names someone other than its account's owner") == true)
+        }
+    }
+
+    @Test("the global sequence set to the largest integer behind Folio's back: a write fails, the process does not crash")
+    func exhaustedSequence() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            let tokens = try await signUp(client, env, email: "sequence@example.com")
+            let account = try await env.firstAccount()
+            try await dropGuard(env)
+            try await env.database.sql.raw("UPDATE audit_events SET sequence = 9223372036854775807 WHERE sequence = (SELECT MAX(sequence) FROM audit_events)").run()
+            let refused = try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "1.00"], headers: bearer(tokens))
+            #expect(refused.status == .internalServerError)
+            #expect(try await env.firstAccount().cash == account.cash)
+        }
+    }
 }

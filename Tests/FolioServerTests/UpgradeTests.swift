@@ -80,6 +80,22 @@ extension UpgradeTests {
             let chain = AuditChain.ID.account(AccountID(history.accountID)).text
             #expect(try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE chain_id = \(bind: chain)").first()?.decode(column: "n", as: Int.self) == 1)
 
+            // A row slipped in among those from before the chain (dated then, with its cash): the chain's opening digested them.
+            let slipped = UUID()
+            let then = Date(timeIntervalSince1970: 1_780_000_100)
+            try await sql.raw("""
+                INSERT INTO transactions (id, account_id, user_id, type, amount, description, occurred_at, created_at)
+                VALUES (\(bind: slipped), \(bind: history.accountID), \(bind: try #require(try await sql.raw("SELECT user_id FROM accounts").first()?.decode(column: "user_id", as: UUID.self))),
+                        'deposit', '1000.00', 'Deposit', \(bind: then), \(bind: then))
+                """).run()
+            try await sql.raw("UPDATE accounts SET cash = '99500' WHERE id = \(bind: history.accountID)").run()
+            #expect(try await folio.run(["ledger", "verify"], environment: environment).status == 0, "the sums alone cannot tell")
+            let slippedIn = try await folio.run(["audit", "verify"], environment: environment)
+            #expect(slippedIn.stdout.contains("its rows from before its audit chain are not the ones the chain's opening digested"), "\(slippedIn.stdout)")
+            try await sql.raw("DELETE FROM transactions WHERE id = \(bind: slipped)").run()
+            try await sql.raw("UPDATE accounts SET cash = '98500' WHERE id = \(bind: history.accountID)").run()
+            #expect(try await folio.run(["audit", "verify"], environment: environment).status == 0)
+
             // The account's chain removed, head and all.
             if kind == .postgres {
                 try await sql.raw("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only").run()

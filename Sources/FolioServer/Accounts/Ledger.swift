@@ -177,6 +177,15 @@ struct Ledger: Sendable {
         }
     }
 
+    /// Throws what recording on the account's books would (`UnsignedHead`, `MissingHead`) when its audit chain
+    /// takes no more events. Asked before an order is sent to a broker: its fills could not be booked.
+    func requireRecordable(_ account: AccountID) async throws {
+        guard let peeked = try await store.peekAccount(account) else { return }
+        let chain = AuditChain.ID.account(account)
+        try AuditChain.requireSigned(peeked.chainHead, mac: peeked.chainMAC, chain: chain, anchor: anchor)
+        if peeked.chainHead == nil { throw AuditChain.MissingHead(chain: chain.text) }
+    }
+
     /// Opens the paper account every user gets, funded with the starting cash
     /// through an ordinary deposit row.
     @discardableResult

@@ -158,7 +158,10 @@ enum AuditChain {
                  \(bind: previous), \(bind: hash), \(bind: chainText), \(bind: sequence)
                 """
             if dialect == .sqlite {
-                global += 1
+                // A sequence set to the largest integer behind Folio's back: refused, not a crash.
+                let (next, overflow) = global.addingReportingOverflow(1)
+                guard !overflow else { throw SequenceExhausted() }
+                global = next
                 row = row + ", \(bind: global)"
             }
             values.append(row + ")")
@@ -171,6 +174,11 @@ enum AuditChain {
             VALUES \(values.joined(separator: ", "))
             """)
         return Head(sequence: sequence, hash: previous)
+    }
+
+    /// The global sequence is at the largest integer (set there outside Folio: it counts events).
+    struct SequenceExhausted: Error, CustomStringConvertible {
+        var description: String { "the audit trail's global sequence is at its largest value: it was changed outside Folio; run `folio audit verify`" }
     }
 
     /// A chain whose head does not carry Folio's signature: changed behind Folio's back (a row deleted and the head
@@ -318,9 +326,12 @@ extension AuditChain {
                 let account = try row.decode(column: "id", as: AccountID.self)
                 let user = try row.decode(column: "user_id", as: UserID.self)
                 guard let locked = try await store.lockAccount(account, owner: nil, on: db), locked.chainHead == nil else { continue }
+                // The rows from before commit to nothing else: the opening commits to all of them.
+                let earlier = try await store.entries(of: account, on: db).map(\.line)
                 let record = Record(
                     id: ids.uuid(), occurredAt: clock.now(), actorID: nil, action: openingOfALegacyAccount, subjectType: "account",
-                    subjectID: account.description, userID: user.uuid, details: ["reason": "account opened before per-account audit chains"],
+                    subjectID: account.description, userID: user.uuid,
+                    details: ["reason": "account opened before per-account audit chains", "ledger_digest": LedgerDigest.of(earlier, account: account)],
                     ip: nil, requestID: nil)
                 let chain = ID.account(account)
                 var writes = WriteBatch(for: database.kind)

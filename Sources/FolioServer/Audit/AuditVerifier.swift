@@ -158,7 +158,7 @@ public struct AuditVerifier: Sendable {
         var seen: Set<String> = [AuditChain.legacyChain]
         // What each account's chain commits its ledger rows to be, and when the chain began.
         var committed: [String: String] = [:]
-        var chainStarts: [String: Date] = [:]
+        var openings: [String: AuditChain.Record] = [:]
         // The chain being walked: its id, the last link and the next sequence expected.
         var current: String?
         var previous = AuditChain.genesis
@@ -224,7 +224,7 @@ public struct AuditVerifier: Sendable {
                 } else if row.record.ip?.hasPrefix("commitment:") == true {
                     return "\(name): its address reads as a commitment: it was changed"
                 }
-                if sequence == 1 { chainStarts[chain] = row.record.occurredAt }
+                if sequence == 1 { openings[chain] = row.record }
                 if chain.hasPrefix("account:"), row.record.details.contains("entry_digest"),
                    let details = try? JSONDecoder().decode([String: String].self, from: Data(row.record.details.utf8)),
                    let entry = details["transaction_id"], let digest = details["entry_digest"] {
@@ -248,21 +248,46 @@ public struct AuditVerifier: Sendable {
             let chain = AuditChain.ID.account(try row.decode(column: "id", as: AccountID.self)).text
             return "audit chain \(chain): the account has no audit chain: its events were removed"
         }
-        // Every ledger row is the one its account's chain committed to. Rows from
-        // before an account's chain began (migrated from the legacy trail) have no commitment.
+        // Every account belongs to the person its chain opened it for, and every ledger row is the one its account's
+        // chain committed to: all of them for an account opened with its chain; for one opened before migration 009,
+        // those from before its chain began are the rows its opening event digested (or, opened by a build before
+        // that digest, are from before that time).
         let store = TradingStore(database: database)
         for account in try await store.allAccounts(on: db) {
             let chain = AuditChain.ID.account(account.id).text
-            let start = chainStarts[chain] ?? .distantFuture
+            guard let opening = openings[chain] else { continue }
+            if opening.userID != account.userID.uuid {
+                return "account \(account.id): its owner is not the person its audit chain opened it for: it was changed"
+            }
+            let details = (try? JSONDecoder().decode([String: String].self, from: Data(opening.details.utf8))) ?? [:]
+            if opening.action == "account.opened", let kind = details["kind"], kind != account.kind {
+                return "account \(account.id): its kind is not the one its audit chain opened it with: it was changed"
+            }
+            var uncommitted: [LedgerLine] = []
             for entry in try await store.entries(of: account.id, on: db).map(\.line) {
                 let id = entry.id.description
                 guard let digest = committed.removeValue(forKey: id) else {
-                    if entry.occurredAt >= start { return "ledger row \(id) of account \(account.id): no audit event commits to it: it was added outside Folio" }
+                    if opening.action == "account.opened" || entry.occurredAt >= opening.occurredAt {
+                        return "ledger row \(id) of account \(account.id): no audit event commits to it: it was added outside Folio"
+                    }
+                    uncommitted.append(entry)
                     continue
                 }
                 if digest != LedgerDigest.of(entry, account: account.id) {
                     return "ledger row \(id) of account \(account.id): it does not match what its audit event committed to: it was changed"
                 }
+            }
+            if let digested = details["ledger_digest"], digested != LedgerDigest.of(uncommitted, account: account.id) {
+                return "account \(account.id): its rows from before its audit chain are not the ones the chain's opening digested: rows were added, changed or removed"
+            }
+        }
+        // Rows of an account carry its owner: one that names someone else shows in their lists.
+        for table in ["transactions", "holdings", "orders"] {
+            if let row = try await db.raw("""
+                SELECT t.id FROM \(unsafeRaw: table) t JOIN accounts a ON a.id = t.account_id
+                WHERE lower(CAST(t.user_id AS TEXT)) <> lower(CAST(a.user_id AS TEXT)) LIMIT 1
+                """).first() {
+                return "\(table) row \(try row.decode(column: "id", as: UUID.self).lowercasedString): it names someone other than its account's owner: it was changed"
             }
         }
         if let missing = committed.keys.sorted().first {

@@ -23,4 +23,10 @@ enum LedgerDigest {
         let text = fields.map { "\($0.0)=\(JSONText.quote($0.1))" }.joined(separator: "\n")
         return AuditChain.hex(SHA256.hash(data: Data(text.utf8)))
     }
+
+    /// One digest over several rows (in id order, so the order they are read in does not matter).
+    static func of(_ entries: [LedgerLine], account: AccountID) -> String {
+        let digests = entries.sorted { $0.id.description < $1.id.description }.map { of($0, account: account) }
+        return AuditChain.hex(SHA256.hash(data: Data(digests.joined(separator: "\n").utf8)))
+    }
 }

@@ -261,7 +261,11 @@ struct OrderService: Sendable {
                     // upgrade, sends unmarked; a worker that took over a stalled one's job has neither).
                     let marked = try await store.mayHaveBeenSent(order.id)
                     submission.retried = marked || (job.attempts > 1 && job.lastError != nil)
-                    if order.cancelRequestedAt == nil, !marked { try await store.markSent(order.id, at: clock.now()) }
+                    if order.cancelRequestedAt == nil {
+                        // Not sent from an account whose books take nothing more: its fills could not be booked.
+                        try await ledger.requireRecordable(order.accountID)
+                        if !marked { try await store.markSent(order.id, at: clock.now()) }
+                    }
                 }
                 let report = order.cancelRequestedAt != nil ? try await broker.cancel(submission) : try await broker.submit(submission)
                 reports.append(Report(job: job.id, order: order, report: report))

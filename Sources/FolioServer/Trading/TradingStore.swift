@@ -192,6 +192,11 @@ struct TradingStore: Sendable {
         AND set_config('idle_in_transaction_session_timeout', '\(idleTimeout)', true) IS NOT NULL
         """
 
+    /// The account as `lockAccount` returns it, read without the lock (nil: no such account).
+    func peekAccount(_ id: AccountID) async throws -> LockedAccount? {
+        try await database.sql.raw("SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts WHERE id = \(bind: id)").first().map(Self.locked)
+    }
+
     static let lockedColumns = "id, user_id, kind, cash, reserved_cash, audit_sequence, audit_hash, audit_mac"
 
     static func locked(_ row: any SQLRow) throws -> LockedAccount {
