@@ -216,6 +216,17 @@ struct ConfigurationTests {
             "TRUSTED_PROXIES entry \"0.0.0.0/0\" trusts every address: list your proxies' own addresses or ranges",
         ])
         #expect(problems(base.merging(["TRUSTED_PROXIES": "10.0.0.0/8"]) { $1 }).isEmpty)
+        // However the whole space is written: IPv4 under its IPv6 form, IPv6's own, halves of it.
+        #expect(problems(base.merging(["TRUSTED_PROXIES": "::ffff:0.0.0.0/0, ::/0, ::/8"]) { $1 }) == [
+            "TRUSTED_PROXIES entry \"::ffff:0.0.0.0/0\" trusts every address: list your proxies' own addresses or ranges",
+            "TRUSTED_PROXIES entry \"::/0\" trusts every address: list your proxies' own addresses or ranges",
+            "TRUSTED_PROXIES entry \"::/8\" trusts every address: list your proxies' own addresses or ranges",
+        ])
+        #expect(problems(base.merging(["TRUSTED_PROXIES": "0.0.0.0/1, 128.0.0.0/1, 2000::/3, fc00::/7, 172.16.0.0/12, 2001:db8::/32"]) { $1 }) == [
+            "TRUSTED_PROXIES entry \"0.0.0.0/1\" is wider than any private network (10.0.0.0/8, fc00::/7): list your proxies' own addresses or ranges",
+            "TRUSTED_PROXIES entry \"128.0.0.0/1\" is wider than any private network (10.0.0.0/8, fc00::/7): list your proxies' own addresses or ranges",
+            "TRUSTED_PROXIES entry \"2000::/3\" is wider than any private network (10.0.0.0/8, fc00::/7): list your proxies' own addresses or ranges",
+        ])
         #expect(problems(base.merging(["SENDGRID_API_KEY": "SG.example-key-0123456789", "MAIL_FROM": "alerts@example.com"]) { $1 }) == [
             "MAIL_BACKEND=outbox and SENDGRID_API_KEY are both set: choose one",
         ])

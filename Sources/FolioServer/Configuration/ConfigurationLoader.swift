@@ -225,8 +225,16 @@ public enum ConfigurationLoader {
         }
         // Trusting every address lets any client name its own address in X-Forwarded-For, and so step around
         // every per-address limit (sign-in attempts included), as RATE_LIMIT_ENABLED=false would.
-        if production, let everyone = configuration.trustedProxies.first(where: { $0.hasSuffix("/0") }) {
-            problems.append("TRUSTED_PROXIES entry \"\(everyone)\" trusts every address: list your proxies' own addresses or ranges")
+        if production {
+            for entry in configuration.trustedProxies {
+                switch TrustedProxies.reach(of: entry) {
+                case .everyAddress:
+                    problems.append("TRUSTED_PROXIES entry \"\(entry)\" trusts every address: list your proxies' own addresses or ranges")
+                case .widerThanAPrivateNetwork:
+                    problems.append("TRUSTED_PROXIES entry \"\(entry)\" is wider than any private network (10.0.0.0/8, fc00::/7): list your proxies' own addresses or ranges")
+                case .network, nil: break
+                }
+            }
         }
         configuration.tlsCertificatePath = value("TLS_CERT_PATH")
         configuration.tlsKeyPath = value("TLS_KEY_PATH")

@@ -9,18 +9,7 @@ struct QuoteStore: Sendable {
     /// The stored quote of `symbol` if it came from `source` (a quote of another
     /// source, left from before a change of provider, is not used).
     func load(_ symbol: String, source: String) async throws -> QuoteService.Fetched? {
-        guard let row = try await database.sql.select()
-            .columns("price", "previous_close", "as_of", "fetched_at")
-            .from("quotes")
-            .where("symbol", .equal, symbol).where("source", .equal, source)
-            .first()
-        else { return nil }
-        let quote = PriceQuote(
-            symbol: symbol,
-            price: try row.decode(column: "price", as: Price.self),
-            previousClose: try row.decode(column: "previous_close", as: Price?.self),
-            asOf: try row.decode(column: "as_of", as: Date.self))
-        return .init(quote: quote, fetchedAt: try row.decode(column: "fetched_at", as: Date.self))
+        try await load([symbol], source: source)[symbol]
     }
 
     /// The stored quotes of these symbols that came from `source`, in one query (per 500 symbols).

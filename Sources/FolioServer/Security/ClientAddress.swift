@@ -104,6 +104,20 @@ struct TrustedProxies: Sendable {
         self.ranges = ranges
     }
 
+    /// How far an entry reaches: every address of a family (`0.0.0.0/0`, `::ffff:0.0.0.0/0`, `::/0`, `::/8`), more than any
+    /// private network (wider than `10.0.0.0/8` or `fc00::/7`, such as `0.0.0.0/1`), or no further. Nil when it is
+    /// not an address or range. Judged on the parsed range, however it is written.
+    enum Reach { case everyAddress, widerThanAPrivateNetwork, network }
+
+    static func reach(of entry: String) -> Reach? {
+        guard let range = TrustedProxies([entry])?.ranges.first else { return nil }
+        let mapped = range.network[0..<10].allSatisfy { $0 == 0 } && range.network[10] == 0xFF && range.network[11] == 0xFF
+        let one = TrustedProxies(ranges: [range])
+        // A range over IPv4's mapped space (::ffff:0:0/96) that holds both its ends holds all of IPv4.
+        if range.prefix == 0 || (one.contains(IPAddress("0.0.0.0")!) && one.contains(IPAddress("255.255.255.255")!)) { return .everyAddress }
+        return range.prefix < (mapped ? 96 + 8 : 7) ? .widerThanAPrivateNetwork : .network
+    }
+
     /// Entries of `TRUSTED_PROXIES` that are neither an address nor a range.
     static func invalidEntries(_ entries: [String]) -> [String] {
         entries.filter { TrustedProxies([$0]) == nil }
