@@ -344,7 +344,7 @@ struct AuditTrailTests {
             try await env.expectConsistent()
             let sql = env.database.sql
             func setCash(_ cash: Cash) async throws { try await sql.raw("UPDATE accounts SET cash = \(bind: cash) WHERE id = \(bind: account.id)").run() }
-            let cash = try await env.firstAccount().cash
+            let cash = try #require(try await env.accounts().first { $0.id == account.id }).cash
 
             // A deposit dated before the account was opened, with its cash: no event commits to it, whatever its date.
             let backdated = UUID()
