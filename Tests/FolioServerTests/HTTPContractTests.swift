@@ -95,6 +95,23 @@ struct HTTPContractTests {
         }
     }
 
+    @Test("a DELETE's body is held to the same limit and the same JSON as a POST's (erasure reads one)", arguments: TestDatabaseKind.all)
+    func deleteBodies(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.maxBodySize = 2048 }) { client, env in
+            let tokens = try await signUp(client, env, email: "delete-body@example.com")
+            let big = ByteBuffer(string: String(repeating: " ", count: 4096) + "{}")
+            var asJSON = bearer(tokens), asText = bearer(tokens)
+            asJSON[.contentType] = "application/json"
+            asText[.contentType] = "text/plain"
+            let oversized = try await client.execute(uri: "/api/me", method: .delete, headers: asJSON, body: big)
+            #expect(oversized.status == .contentTooLarge)
+            #expect(try problem(oversized).code == "payload_too_large")
+            let text = try await client.execute(uri: "/api/me", method: .delete, headers: asText, body: ByteBuffer(string: "{}"))
+            #expect(text.status == .unsupportedMediaType)
+            #expect(try await client.execute(uri: "/api/me/export", method: .get, headers: bearer(tokens)).status == .ok, "not erased")
+        }
+    }
+
     @Test("a non-JSON body is 415", arguments: TestDatabaseKind.all)
     func wrongContentType(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, _ in
