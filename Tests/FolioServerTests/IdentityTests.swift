@@ -315,6 +315,21 @@ struct IdentityTests {
         }
     }
 
+    @Test("a reset link mailed before the account was disabled sets no password once it is enabled again", arguments: TestDatabaseKind.all)
+    func resetLinkDiesWithDisabling(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "revived@example.com")
+            #expect(try await post(client, "/api/auth/password-reset/request", ["email": "revived@example.com"]).status == .accepted)
+            let link = try await outboxToken(env, email: "revived@example.com", kind: "reset_password")
+            let administration = UserAdministration(services: env.services)
+            #expect(try await administration.disable(email: "revived@example.com"))
+            #expect(try await administration.enable(email: "revived@example.com"))
+            let confirmed = try await post(client, "/api/auth/password-reset/confirm", ["token": link, "new_password": "a fresh long passphrase"])
+            #expect(confirmed.status == .unprocessableContent, "\(String(buffer: confirmed.body))")
+            #expect(try await post(client, "/api/auth/login", ["email": "revived@example.com", "password": strongPassword]).status == .ok, "the password stands")
+        }
+    }
+
     @Test("role and id in a registration body have no effect", arguments: TestDatabaseKind.all)
     func massAssignment(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

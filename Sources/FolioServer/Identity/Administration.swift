@@ -30,7 +30,13 @@ extension IdentityServices {
             user.disabledAt = disabled ? clock.now() : nil
             user.updatedAt = clock.now()
             try await store.save(user, on: db)
-            if disabled { try await sessions.revokeAll(userID: id, reason: "disabled_by_admin", on: db) }
+            if disabled {
+                try await sessions.revokeAll(userID: id, reason: "disabled_by_admin", on: db)
+                // A link mailed before (to whoever held the account then) does not come back to life with the account.
+                for purpose in [EmailToken.Purpose.resetPassword, .verifyEmail] {
+                    try await store.retireEmailTokens(userID: id, purpose: purpose, at: clock.now(), on: db)
+                }
+            }
             try await audit.record(
                 .init(action: disabled ? "admin.user_disabled" : "admin.user_enabled", actorID: actor, subjectType: "user",
                       subjectID: id.lowercasedString, userID: id),
