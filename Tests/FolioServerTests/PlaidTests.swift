@@ -717,6 +717,30 @@ struct PlaidTests {
         }
     }
 
+    @Test("a login error other than ITEM_LOGIN_REQUIRED (a locked login) still there when the user says they signed in again: 409, no sync, no mail again", arguments: TestDatabaseKind.all)
+    func relinkedWhileLocked(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "locked@example.com")
+            let (item, plaidItemID) = try await link(client, tokens, fake)
+            let itemID = try #require(item["id"] as? String)
+            await env.worker.drain()
+            fake.update(item: plaidItemID) { $0.errorCode = "ITEM_LOCKED" }
+            let body = FakePlaid.webhookBody(
+                type: "ITEM", code: "ERROR", itemID: plaidItemID,
+                extra: #""error":{"display_message":null,"error_code":"ITEM_LOCKED","error_message":"the account is locked","error_type":"ITEM_ERROR","status":400}"#)
+            #expect(try json(try await webhook(client, body, header: fake.sign(body, iat: env.clock.now)))["action"] as? String == "needs_login")
+            await env.worker.drain()
+            let calls = fake.syncCursors.count
+            for _ in 0..<3 {
+                let early = try await post(client, "/api/links/\(itemID)/relinked", [:], headers: bearer(tokens))
+                #expect(early.status == .conflict)
+                await env.worker.drain()
+            }
+            #expect(fake.syncCursors.count == calls)
+            #expect(try await env.outbox(kind: "plaid_login_required").count == 1)
+        }
+    }
+
     @Test("removing an item while Plaid refuses the operator's keys is 503 plaid_unavailable (the operator's to fix, not the user's), and the item stays; removed once Plaid answers", arguments: TestDatabaseKind.all)
     func removalWithTheOperatorsKeysRefused(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in
@@ -1134,5 +1158,24 @@ struct PlaidTests {
         #expect(throws: ConfigurationError.self) {
             try ConfigurationLoader.make(from: production.merging(["PLAID_WEBHOOK_URL": "http://folio.example.com/webhooks/plaid"]) { $1 })
         }
+    }
+}
+
+@Suite("Net worth at the edges")
+struct NetWorthEdgeTests {
+    @Test("balances that fit one by one but not summed: the one that would overflow is listed, not counted, and the figures still come out")
+    func sumPastTheColumn() throws {
+        let item = UUID()
+        func linked(_ name: String, _ current: String, currency: String? = "USD") -> LinkedAccount {
+            LinkedAccount(id: UUID(), itemID: item, account: PlaidAccount(
+                plaidAccountID: name, name: name, type: "depository", current: Cash(current)!, currency: currency))
+        }
+        let worth = try NetWorthResponse.build(
+            folio: [], items: [], linked: [linked("a", "9999999999999999.9999"), linked("b", "9999999999999999.9999"), linked("c", "1.00", currency: "EUR")],
+            now: Date())
+        #expect(worth.accounts.map(\.included) == [true, false, false])
+        #expect(worth.total == Cash("9999999999999999.9999")!)
+        #expect(worth.assets == worth.total)
+        #expect(LinkedView.amount(Cash("1.00")!, currency: "EUR") == "1.00 EUR")
     }
 }

@@ -134,7 +134,8 @@ struct PlaidLinks: Sendable {
         try await store.database.transaction { db in
             // The person's row held shared first, so this and an erasure are ordered: none of their addresses is kept
             // after it. Erased meanwhile (a second erasure at once): the item goes, with no event about the person.
-            try await store.delete(item.id, on: db)
+            // Removed at once by another request: one removal, one event.
+            guard try await store.delete(item.id, on: db) else { return }
             guard try await IdentityStore.holdUnerasedUser(userID.uuid, on: db) else { return }
             try await audit.record(
                 .init(action: "plaid.item_removed", actorID: userID.uuid, subjectType: "plaid_item", subjectID: item.id.lowercasedString, userID: userID.uuid,
@@ -411,9 +412,9 @@ struct PlaidLinks: Sendable {
         guard let item = try await store.item(itemID, owner: userID) else { throw LinkError.itemNotFound }
         // The person says they signed in again through Link; Plaid says whether they did. Marked active on their
         // word alone, the next sync would find the login still broken, mark it again and mail them again, each time.
-        if item.status == .loginRequired {
+        if item.status != .active {
             let condition = try await configuredClient().itemCondition(accessToken: try open(item))
-            if condition.errorCode == "ITEM_LOGIN_REQUIRED" { throw LinkError.loginStillRequired }
+            if let code = condition.errorCode, Self.loginCodes.contains(code) { throw LinkError.loginStillRequired }
         }
         let store = self.store, jobs = self.jobs, now = clock.now()
         try await store.database.transaction { db in

@@ -96,12 +96,14 @@ struct PlaidStore: Sendable {
         try await (db ?? database.sql).raw("SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items ORDER BY created_at, id").all().map(Self.item)
     }
 
-    func delete(_ id: UUID, on db: any SQLDatabase) async throws {
+    /// Deletes the item and what was imported from it; false when it was gone already.
+    @discardableResult
+    func delete(_ id: UUID, on db: any SQLDatabase) async throws -> Bool {
         // The children first: SQLite enforces the cascade only with foreign keys on, and PostgreSQL does either way.
         for table in ["linked_holdings", "linked_transactions", "linked_accounts"] {
             try await db.raw("DELETE FROM \(ident: table) WHERE item_id = \(bind: id)").run()
         }
-        try await db.raw("DELETE FROM plaid_items WHERE id = \(bind: id)").run()
+        return try await db.raw("DELETE FROM plaid_items WHERE id = \(bind: id) RETURNING id").first() != nil
     }
 
     func setStatus(_ id: UUID, _ status: PlaidItem.Status, errorCode: String?, errorMessage: String?, now: Date, on db: (any SQLDatabase)? = nil) async throws {

@@ -67,10 +67,22 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
             let account = linkedAccount.account, item = itemsByID[linkedAccount.itemID]
             let debt = liabilityTypes.contains(account.type)
             let value = account.current.map { debt ? -$0 : $0 }
-            let included = value != nil && (account.currency ?? "USD") == "USD"
+            var included = value != nil && (account.currency ?? "USD") == "USD"
             if included, let value {
-                linkedTotal = try linkedTotal + value
-                try add(value)
+                // A balance that would carry the sum past what a cash figure holds is listed, not summed: the page
+                // (and the unlink button on it) still shows, rather than failing whole.
+                do {
+                    let sum = try linkedTotal + value
+                    try add(value)
+                    linkedTotal = sum
+                } catch {
+                    included = false
+                }
+            }
+            if included, (try? folioTotal + linkedTotal) == nil, let value {
+                linkedTotal = try linkedTotal - value
+                if value.isNegative { liabilities = try liabilities + value } else { assets = try assets - value }
+                included = false
             }
             accounts.append(Account(
                 source: "plaid", id: linkedAccount.id.lowercasedString, itemID: linkedAccount.itemID.lowercasedString, institution: item?.institutionName, name: account.name,

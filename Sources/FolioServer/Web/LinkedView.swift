@@ -52,7 +52,7 @@ enum LinkedView {
                 [
                     "source": account.source == "folio" ? "Folio" : account.institution ?? "Linked",
                     "name": account.name, "type": [account.type, account.subtype].compactMap { $0 }.joined(separator: " · "),
-                    "value": account.value.map(Display.money) ?? "not reported", "negative": account.value?.isNegative ?? false,
+                    "value": account.value.map { amount($0, currency: account.currency) } ?? "not reported", "negative": account.value?.isNegative ?? false,
                     "included": account.included, "stale": account.stale && !account.unlinked, "unlinked": account.unlinked,
                 ] as [String: Any]
             },
