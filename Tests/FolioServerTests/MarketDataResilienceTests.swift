@@ -193,6 +193,24 @@ struct MarketDataResilienceTests {
         }
     }
 
+    @Test("a stored quote dated far ahead (a clock set wrong, a row changed) is not taken as fresh, and the next fetch replaces it")
+    func quoteFromTheFuture() async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(.sqlite, clock: clock, configure: Self.vendor(fake)) { _, env in
+                let store = QuoteStore(database: env.database)
+                let provider = env.services.quotes.provider
+                let poisoned = PriceQuote(symbol: "IBM", price: Price("0.01")!, previousClose: nil, asOf: Self.friday)
+                try await store.save(poisoned, fetchedAt: clock.now.addingTimeInterval(365 * 86_400), source: provider.name)
+                let fresh = QuoteService(provider: provider, store: store, clock: clock.clock, timeToLive: 15)
+                guard case .found(let quote) = await fresh.lookup("IBM") else { Issue.record("no quote"); return }
+                #expect(quote.price != Price("0.01")!, "the vendor was asked")
+                let stored = try #require(try await store.load("IBM", source: provider.name))
+                #expect(stored.quote?.price == quote.price, "the row was replaced")
+            }
+        }
+    }
+
     @Test("answers unusable for one symbol each (another symbol's quote, no positive price, no trading day) do not hold the vendor off for every symbol")
     func badAnswersAboutSymbolsKeepTheCircuitClosed() async throws {
         try await withFakeAlphaVantage { fake in

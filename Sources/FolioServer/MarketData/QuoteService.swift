@@ -144,7 +144,8 @@ final class QuoteService: Sendable {
             }
         }
         guard !missing.isEmpty else { return result }
-        if staleWhileRevalidate, let store, let stored = try? await store.load(missing, source: provider.name), !stored.isEmpty {
+        if staleWhileRevalidate, let store, let stored = try? await store.load(missing, source: provider.name).mapValues({ Self.believable($0, now: now) }),
+           !stored.isEmpty {
             // Not in this process's memory (it has just started, or never read them): what any instance stored is
             // served at once as well, stale when past its lifetime, and refreshed in the background.
             let known = stored.compactMapValues { fetched in self.dated(fetched.quote).map { Fetched(quote: $0, fetchedAt: fetched.fetchedAt) } }
@@ -173,6 +174,14 @@ final class QuoteService: Sendable {
         return result
     }
 
+    /// A stored quote said to be fetched later than a minute from now (a clock set wrong, or the row changed) is
+    /// not believed fresh: taken as fetched long ago, it is refreshed before it prices anything, rather than
+    /// trusted until that time comes.
+    static func believable(_ fetched: Fetched, now: Date) -> Fetched {
+        guard fetched.fetchedAt.timeIntervalSince(now) > 60 else { return fetched }
+        return Fetched(quote: fetched.quote, fetchedAt: .distantPast)
+    }
+
     func lookup(_ symbol: String) async -> Lookup {
         enum Step { case answer(Lookup), wait(Task<Lookup, Never>), paused(Pause, known: PriceQuote?) }
         let now = clock.now()
@@ -190,7 +199,8 @@ final class QuoteService: Sendable {
         case .paused(let pause, let known):
             // Its last refresh failed moments ago: the vendor is not asked again yet, but another instance may have
             // stored a fresh quote meanwhile (the shared table costs no call). Otherwise answered as that refresh was.
-            if let stored = try? await store?.load(symbol, source: provider.name), now.timeIntervalSince(stored.fetchedAt) < timeToLive,
+            if let stored = try? await store?.load(symbol, source: provider.name).map({ Self.believable($0, now: now) }),
+               now.timeIntervalSince(stored.fetchedAt) < timeToLive,
                let quote = dated(stored.quote) {
                 state.withLockedValue { state in
                     state.cache[symbol] = Fetched(quote: quote, fetchedAt: stored.fetchedAt)
@@ -225,7 +235,7 @@ final class QuoteService: Sendable {
         let symbol = key.symbol
         defer { state.withLockedValue { _ = $0.refreshing.removeValue(forKey: key) } }
         let now = clock.now()
-        var stored = try? await store?.load(symbol, source: provider.name)
+        var stored = try? await store?.load(symbol, source: provider.name).map { Self.believable($0, now: now) }
         if let quote = stored?.quote { stored?.quote = dated(quote) }
         if let stored, now.timeIntervalSince(stored.fetchedAt) < timeToLive {
             state.withLockedValue { state in
