@@ -363,10 +363,10 @@ public struct FolioServices: Sendable {
         return (GatedMarketDataProvider(base: vendor, gate: gate), gate)
     }
 
-    /// Work before serving, after an upgrade or a key rotation: the legacy audit
-    /// chain's head is anchored, accounts opened before per-account chains get
-    /// theirs, and heads signed under a previous key are signed under the current one.
-    public func prepare() async throws {
+    /// The first run after the upgrade to per-account chains anchors the legacy chain's head and opens the older
+    /// accounts' chains (`AuditChain.anchorLegacyTrail`). Commands that write run it too: an upgrade whose
+    /// `folio migrate` stopped before it must not see a command's write first (the head would then never be anchored).
+    public func anchorLegacyTrail() async throws {
         switch try await AuditChain.anchorLegacyTrail(anchor: anchor, ids: dependencies.ids, clock: clock, database: database) {
         case .nothingToDo: break
         case .anchored(let accounts):
@@ -376,6 +376,25 @@ public struct FolioServices: Sendable {
         case .headRemoved:
             logger.error("the legacy audit chain has lost its anchored head (it was removed outside Folio): it is not anchored again; see `folio audit verify`")
         }
+    }
+
+    /// `folio audit open-legacy-chains`: opens a chain for every account from before per-account chains that has
+    /// none (an upgrade by an older build that stopped part-way), each opening saying so. An operator's decision
+    /// after `folio audit verify` named them: it would open one whose chain was removed just the same.
+    public func openLegacyAccountChains() async throws -> Int {
+        try await anchorLegacyTrail()
+        return try await database.transaction { db in
+            try await AuditChain.openLegacyAccountChains(
+                reason: "opened by an operator (folio audit open-legacy-chains): the account had no chain after the upgrade",
+                anchor: anchor, ids: dependencies.ids, clock: clock, database: database, on: db)
+        }
+    }
+
+    /// Work before serving, after an upgrade or a key rotation: the legacy audit
+    /// chain's head is anchored, accounts opened before per-account chains get
+    /// theirs, and heads signed under a previous key are signed under the current one.
+    public func prepare() async throws {
+        try await anchorLegacyTrail()
         let resigned = try await AuditChain.resignHeads(anchor: anchor, database: database)
         if resigned > 0 { logger.info("signed audit chain heads again under the current key", metadata: ["heads": .stringConvertible(resigned)]) }
         let unsigned = try await AuditChain.unsignedHeads(anchor: anchor, database: database)

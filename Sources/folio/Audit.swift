@@ -4,7 +4,7 @@ import Foundation
 
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Check the audit trail.", subcommands: [Verify.self])
+        commandName: "audit", abstract: "Check the audit trail.", subcommands: [Verify.self, OpenLegacyChains.self])
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -21,6 +21,21 @@ struct AuditCommand: AsyncParsableCommand {
                 throw ExitCode.failure
             }
             print("checked \(events) event(s): the chain is intact")
+        }
+    }
+
+    struct OpenLegacyChains: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "open-legacy-chains",
+            abstract: "Open an audit chain for each account from before per-account chains that has none (an upgrade that stopped part-way).",
+            discussion: "Only after `folio audit verify` named such accounts and you know why: it opens one whose chain was removed just the same.")
+        @OptionGroup var options: EnvironmentOptions
+        @Flag(help: "Confirm.") var yes = false
+
+        func run() async throws {
+            guard yes else { throw ValidationError("this vouches for those accounts' books as they are now: confirm with --yes") }
+            let opened = try await withServices(options) { services in try await services.openLegacyAccountChains() }
+            print("opened \(opened) audit chain(s)")
         }
     }
 }

@@ -137,8 +137,9 @@ struct Migrate: AsyncParsableCommand {
             } else {
                 let applied = try await database.migrate()
                 print(applied.isEmpty ? "No pending migrations." : applied.map { "applied  \($0)" }.joined(separator: "\n"))
-                // Anchor what an upgrade carried over (the legacy audit chain's head) now, not at the next start.
-                if !applied.isEmpty { try await FolioServices(.live(configuration: configuration, logger: logger, database: database)).prepare() }
+                // Anchor what an upgrade carried over (the legacy audit chain's head) now, not at the next start; run
+                // again with nothing to apply, it finishes what an earlier run that stopped here left.
+                try await FolioServices(.live(configuration: configuration, logger: logger, database: database)).prepare()
             }
         } catch {
             await database.shutdown()

@@ -24,6 +24,7 @@ func withServices<T>(_ options: EnvironmentOptions, _ body: (FolioServices) asyn
             throw ExitCode(78)  // EX_CONFIG, as `serve` and `worker` say it
         }
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
+        try await services.anchorLegacyTrail()
         let result = try await body(services)
         await database.shutdown()
         return result

@@ -208,6 +208,28 @@ struct AuditTrailTests {
         }
     }
 
+    @Test("a person whose chain was removed, head and all, is found, and gets no new chain from their next event", arguments: TestDatabaseKind.all)
+    func blankedPersonChainIsNotOpenedAgain(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            try await signUp(client, env, email: "forgotten@example.com")
+            #expect(try await env.auditBreak() == nil)
+            let sql = env.database.sql
+            let user = try #require(try await sql.raw("SELECT id FROM users WHERE email = 'forgotten@example.com'").first()?.decode(column: "id", as: UUID.self))
+            let chain = AuditChain.ID.user(UserID(user)).text
+            try await dropGuard(env)
+            try await sql.raw("DELETE FROM audit_events WHERE chain_id = \(bind: chain)").run()
+            try await sql.raw("DELETE FROM audit_chains WHERE chain_id = \(bind: chain)").run()
+            #expect(try await env.auditBreak() == "audit chain \(chain): the person has no audit chain: its events were removed")
+            // Their next event (a sign-in) is not recorded on a fresh chain: the sign-in fails, and nothing is written.
+            let login = try await post(client, "/api/auth/login", ["email": "forgotten@example.com", "password": strongPassword])
+            #expect(login.status == .internalServerError)
+            #expect(try await sql.raw("SELECT chain_id FROM audit_chains WHERE chain_id = \(bind: chain)").first() == nil)
+            #expect(try await env.auditBreak()?.contains("the person has no audit chain") == true, "still found")
+            // Someone new still signs up.
+            try await signUp(client, env, email: "newcomer@example.com")
+        }
+    }
+
     @Test("restoring an older copy of the events table is found", arguments: TestDatabaseKind.all)
     func olderCopy(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
@@ -370,6 +392,29 @@ struct AuditTrailTests {
             // One of its rows moved into someone else's lists.
             try await sql.raw("UPDATE transactions SET user_id = \(bind: taker.userID) WHERE account_id = \(bind: account.id)").run()
             #expect(try await env.auditBreak()?.contains("names someone other than its account's owner") == true)
+        }
+    }
+
+    @Test("an order slipped into the table, or one whose symbol was changed, is found through its account's chain", arguments: TestDatabaseKind.all)
+    func ordersPlacedThroughTheChain(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "orders-placed@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00"], headers: bearer(tokens))
+            #expect(placed.status == .created || placed.status == .accepted)
+            let id = try #require(try json(placed)["id"] as? String)
+            await env.worker.drain()
+            try await env.expectConsistent()
+            let sql = env.database.sql
+            try await sql.raw("UPDATE orders SET symbol = 'KO' WHERE id = \(bind: UUID(uuidString: id))").run()
+            #expect(try await env.auditBreak() == "order \(id): its symbol is not the one its placing recorded: it was changed")
+            try await sql.raw("UPDATE orders SET symbol = 'AAPL' WHERE id = \(bind: UUID(uuidString: id))").run()
+            #expect(try await env.auditBreak() == nil)
+
+            let copy = UUID()
+            try await sql.raw("CREATE TABLE orders_copy AS SELECT * FROM orders WHERE id = \(bind: UUID(uuidString: id))").run()
+            try await sql.raw("UPDATE orders_copy SET id = \(bind: copy), client_order_id = NULL").run()
+            try await sql.raw("INSERT INTO orders SELECT * FROM orders_copy").run()
+            #expect(try await env.auditBreak() == "order \(copy.lowercasedString): its account's audit chain has no event placing it: it was added outside Folio")
         }
     }
 

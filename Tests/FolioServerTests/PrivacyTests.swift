@@ -126,6 +126,20 @@ struct PrivacyTests {
         }
     }
 
+    @Test("erased_at set by hand (no erasure in the trail) does not excuse addresses cleared early", arguments: TestDatabaseKind.all)
+    func erasureColumnAlone(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, overSocket: true) { client, env in
+            try await signUp(client, env, email: "pretend-erased@example.com")
+            let sql = env.database.sql
+            let user = try #require(try await sql.raw("SELECT id FROM users WHERE email = 'pretend-erased@example.com'").first()?.decode(column: "id", as: UUID.self))
+            try await sql.raw("UPDATE audit_events SET ip = NULL, ip_salt = NULL WHERE user_id = \(bind: user) AND ip IS NOT NULL").run()
+            #expect(try await env.auditBreak()?.contains("cleared before its time") == true)
+            try await sql.raw("UPDATE users SET erased_at = \(bind: env.clock.now) WHERE id = \(bind: user)").run()
+            let found = try await env.auditBreak()
+            #expect(found?.contains("cleared before its time and not by an erasure") == true, "\(found ?? "intact")")
+        }
+    }
+
     @Test("the audit trail still refuses every change but clearing a committed address, and a changed address breaks its link", arguments: TestDatabaseKind.all)
     func auditAddresses(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, overSocket: true) { client, env in

@@ -110,10 +110,18 @@ extension UpgradeTests {
             #expect(try await TradingStore(database: database).auditSequence(of: AccountID(history.accountID)) == nil)
             let audit = try await folio.run(["audit", "verify"], environment: environment)
             #expect(audit.status != 0)
-            #expect(audit.stdout.contains("the account has no audit chain"), "\(audit.stdout)")
+            #expect(audit.stdout.contains("the account (opened before per-account chains) has no audit chain"), "\(audit.stdout)")
             let post = try await folio.run(["ledger", "post", history.accountID.uuidString.lowercased(), "--type", "dividend", "--amount", "1.25", "--symbol", "AAPL"], environment: environment)
             #expect(post.status != 0, "\(post.stdout)")
             #expect(try await sql.raw("SELECT cash FROM accounts WHERE id = \(bind: history.accountID)").first()?.decode(column: "cash", as: Cash.self) == Cash("98500"))
+
+            // An operator who knows why (an upgrade by an older build stopped before opening it) opens it again, on the record.
+            #expect(try await folio.run(["audit", "open-legacy-chains"], environment: environment).status != 0, "asks for --yes")
+            let reopened = try await folio.run(["audit", "open-legacy-chains", "--yes"], environment: environment)
+            #expect(reopened.stdout == "opened 1 audit chain(s)\n", "\(reopened.stdout)\(reopened.stderr)")
+            #expect(try await folio.run(["audit", "verify"], environment: environment).status == 0)
+            let opening = try await sql.raw("SELECT details FROM audit_events WHERE chain_id = \(bind: chain) AND chain_sequence = 1").first()?.decode(column: "details", as: String.self)
+            #expect(opening?.contains("opened by an operator") == true)
 
             // The legacy chain's anchored head removed, after Folio wrote since the upgrade (a person's chain):
             // not anchored again over whatever the legacy rows now say.

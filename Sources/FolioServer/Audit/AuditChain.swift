@@ -209,6 +209,10 @@ enum AuditChain {
         let row = try await db.raw("SELECT sequence, hash, mac FROM audit_chains WHERE chain_id = \(bind: chainText)").first()
         let head = try row.map { Head(sequence: try $0.decode(column: "sequence", as: Int64.self), hash: try $0.decode(column: "hash", as: String.self)) }
         try requireSigned(head, mac: try row?.decode(column: "mac", as: String?.self), chain: chain, anchor: anchor)
+        if head == nil, case .user(let user) = chain, !records.contains(where: { personOpenings.contains($0.action) }),
+           try await !hasLegacyEvents(user, on: db) {
+            throw MissingHead(chain: chainText)
+        }
         var writes = WriteBatch(for: dialect)
         guard let newHead = try await appendRows(records, to: chain, after: head, on: db, into: &writes) else { return }
         writes.add("""
@@ -218,6 +222,22 @@ enum AuditChain {
             """)
         try await writes.run(on: db)
     }
+
+    /// The events that start a person's chain: every person since migration 009 has one from then on. A person
+    /// from before starts theirs with their next event (their registration is in the legacy chain).
+    static let personOpenings: Set<String> = ["user.registered", "admin.user_created"]
+
+    static func hasLegacyEvents(_ user: UserID, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("SELECT 1 AS one FROM audit_events WHERE chain_id IS NULL AND user_id = \(bind: user.uuid) LIMIT 1").first() != nil
+    }
+
+    /// People with no chain of their own and no events in the legacy chain: their chain was removed, head and all.
+    static let peopleWithoutChain: SQLQueryString = """
+        SELECT u.id FROM users u
+        WHERE NOT EXISTS (SELECT 1 FROM audit_chains c WHERE c.chain_id = 'user:' || lower(CAST(u.id AS TEXT)))
+          AND NOT EXISTS (SELECT 1 FROM audit_events e WHERE e.chain_id IS NULL AND e.user_id = u.id)
+        ORDER BY u.id
+        """
 
     /// Every chain's anchored head: other chains' from `audit_chains`, accounts' from their rows.
     static let anchoredHeads: SQLQueryString = """
@@ -298,6 +318,8 @@ extension AuditChain {
     /// and no chain is opened for it again (`MissingHead`).
     static func anchorLegacyTrail(anchor: AuditAnchor, ids: IDSource, clock: AppClock, database: FolioDatabase) async throws -> LegacyAnchoring {
         try await database.transaction { db in
+            // Two processes starting at once: the second waits here for the first, then finds the head anchored.
+            if database.kind == .postgres { try await db.raw("SELECT pg_advisory_xact_lock(\(literal: Int(lockKey(legacyChain))))").run() }
             guard try await db.raw("SELECT chain_id FROM audit_chains WHERE chain_id = \(bind: legacyChain)").first() == nil,
                   let row = try await db.raw("""
                       SELECT sequence, hash FROM audit_events WHERE chain_id IS NULL ORDER BY sequence DESC LIMIT 1
@@ -306,55 +328,73 @@ extension AuditChain {
             // Trust on first use only while nothing was written since the upgrade.
             if try await db.raw("SELECT 1 AS written FROM audit_events WHERE chain_id IS NOT NULL LIMIT 1").first() != nil { return .headRemoved }
             let head = Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self))
-            // Two processes starting at once: the second finds the row taken (after the first commits) and leaves the accounts to it.
             guard try await db.raw("""
                 INSERT INTO audit_chains (chain_id, sequence, hash, mac) VALUES (\(bind: legacyChain), \(bind: head.sequence), \(bind: head.hash),
                     \(bind: anchor.mac(chain: legacyChain, head: head)))
                 ON CONFLICT (chain_id) DO NOTHING RETURNING chain_id
                 """).first() != nil
             else { return .nothingToDo }
-            let legacy = try await db.raw("""
-                SELECT a.id, a.user_id FROM accounts a
-                WHERE a.audit_sequence IS NULL
-                  AND EXISTS (SELECT 1 FROM audit_events e WHERE e.chain_id IS NULL AND e.action = 'account.opened'
-                              AND lower(e.subject_id) = lower(CAST(a.id AS TEXT)))
-                ORDER BY a.id
-                """).all()
-            let store = TradingStore(database: database)
-            var opened = 0
-            for row in legacy {
-                let account = try row.decode(column: "id", as: AccountID.self)
-                let user = try row.decode(column: "user_id", as: UserID.self)
-                guard let locked = try await store.lockAccount(account, owner: nil, on: db), locked.chainHead == nil else { continue }
-                // The rows from before commit to nothing else: the opening commits to all of them.
-                let earlier = try await store.entries(of: account, on: db).map(\.line)
-                let record = Record(
-                    id: ids.uuid(), occurredAt: clock.now(), actorID: nil, action: openingOfALegacyAccount, subjectType: "account",
-                    subjectID: account.description, userID: user.uuid,
-                    details: ["reason": "account opened before per-account audit chains", "ledger_digest": LedgerDigest.of(earlier, account: account)],
-                    ip: nil, requestID: nil)
-                let chain = ID.account(account)
-                var writes = WriteBatch(for: database.kind)
-                guard let head = try await appendRows([record], to: chain, after: nil, on: db, into: &writes) else { continue }
-                store.writeAccount(locked.state, head: head, mac: anchor.mac(chain: chain.text, head: head), now: clock.now(), into: &writes)
-                try await writes.run(on: db)
-                opened += 1
-            }
+            let opened = try await openLegacyAccountChains(
+                reason: "account opened before per-account audit chains", anchor: anchor, ids: ids, clock: clock, database: database, on: db)
             return .anchored(accountsOpened: opened)
         }
+    }
+
+    /// Whether the account was opened before per-account chains (its opening is in the legacy chain).
+    static func openedBeforeChains(_ account: AccountID, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("""
+            SELECT 1 AS one FROM audit_events WHERE chain_id IS NULL AND action = 'account.opened' AND lower(subject_id) = \(bind: account.description.lowercased())
+            LIMIT 1
+            """).first() != nil
+    }
+
+    /// Gives every account opened before migration 009 that has no chain one of its own, opened with one event
+    /// saying `reason` and digesting the account's ledger rows so far, in the caller's transaction `db`.
+    /// Run when the legacy head is anchored; and by `folio audit open-legacy-chains`, an operator's decision
+    /// (an upgrade by an older build that stopped part-way left some without).
+    static func openLegacyAccountChains(
+        reason: String, anchor: AuditAnchor, ids: IDSource, clock: AppClock, database: FolioDatabase, on db: any SQLDatabase
+    ) async throws -> Int {
+        let legacy = try await db.raw("""
+            SELECT a.id, a.user_id FROM accounts a
+            WHERE a.audit_sequence IS NULL
+              AND EXISTS (SELECT 1 FROM audit_events e WHERE e.chain_id IS NULL AND e.action = 'account.opened'
+                          AND lower(e.subject_id) = lower(CAST(a.id AS TEXT)))
+            ORDER BY a.id
+            """).all()
+        let store = TradingStore(database: database)
+        var opened = 0
+        for row in legacy {
+            let account = try row.decode(column: "id", as: AccountID.self)
+            let user = try row.decode(column: "user_id", as: UserID.self)
+            guard let locked = try await store.lockAccount(account, owner: nil, on: db), locked.chainHead == nil else { continue }
+            // The rows from before commit to nothing else: the opening commits to all of them.
+            let earlier = try await store.entries(of: account, on: db).map(\.line)
+            let record = Record(
+                id: ids.uuid(), occurredAt: clock.now(), actorID: nil, action: openingOfALegacyAccount, subjectType: "account",
+                subjectID: account.description, userID: user.uuid,
+                details: ["reason": reason, "ledger_digest": LedgerDigest.of(earlier, account: account)],
+                ip: nil, requestID: nil)
+            let chain = ID.account(account)
+            var writes = WriteBatch(for: database.kind)
+            guard let head = try await appendRows([record], to: chain, after: nil, on: db, into: &writes) else { continue }
+            store.writeAccount(locked.state, head: head, mac: anchor.mac(chain: chain.text, head: head), now: clock.now(), into: &writes)
+            try await writes.run(on: db)
+            opened += 1
+        }
+        return opened
     }
 
     /// The event that opens the chain of an account opened before migration 009.
     static let openingOfALegacyAccount = "audit.chain_opened"
 
-    /// An account's chain with no head, written to by something other than the
-    /// account's opening: the chain's events were removed and its head cleared.
-    /// A chain is not opened for it again: its first head would be signed, and
-    /// the removal verify as intact.
+    /// An account's (or a person's) chain with no head, written to by something other than the
+    /// account's opening (the person's registration): the chain's events were removed and its head cleared.
+    /// A chain is not opened for it again: its first head would be signed, and the removal verify as intact.
     struct MissingHead: Error, CustomStringConvertible {
         var chain: String
         var description: String {
-            "audit chain \(chain) has no head, but the account is not being opened: its events were removed; nothing is recorded on it; run `folio audit verify`"
+            "audit chain \(chain) has no head, but what it is about is not being opened: its events were removed; nothing is recorded on it; run `folio audit verify`"
         }
     }
 

@@ -159,6 +159,8 @@ public struct AuditVerifier: Sendable {
         // What each account's chain commits its ledger rows to be, and when the chain began.
         var committed: [String: String] = [:]
         var openings: [String: AuditChain.Record] = [:]
+        // Each order's placing: the chain it is in and what it said.
+        var placed: [String: (chain: String, details: String)] = [:]
         // The chain being walked: its id, the last link and the next sequence expected.
         var current: String?
         var previous = AuditChain.genesis
@@ -180,7 +182,12 @@ public struct AuditVerifier: Sendable {
         }
 
         let verifiedAt = clock.now()
-        let erased = Set<UUID?>(try await db.raw("SELECT id FROM users WHERE erased_at IS NOT NULL").all().map { try $0.decode(column: "id", as: UUID.self) })
+        // Erased by Folio: the row says so and the trail holds the erasure (whose row the walk checks like any other).
+        // A column set by hand clears no one's addresses.
+        let recordedErasures = Set(try await db.raw("SELECT subject_id FROM audit_events WHERE action = 'user.erased'").all()
+            .compactMap { try $0.decode(column: "subject_id", as: String?.self)?.lowercased() })
+        let erased = Set<UUID?>(try await db.raw("SELECT id FROM users WHERE erased_at IS NOT NULL").all()
+            .map { try $0.decode(column: "id", as: UUID.self) }.filter { recordedErasures.contains($0.lowercasedString) })
         var afterChain = ""
         var afterSequence: Int64 = 0
         var last: AuditChain.Head?
@@ -225,6 +232,9 @@ public struct AuditVerifier: Sendable {
                     return "\(name): its address reads as a commitment: it was changed"
                 }
                 if sequence == 1 { openings[chain] = row.record }
+                if row.record.action == "order.placed", chain.hasPrefix("account:"), let order = row.record.subjectID?.lowercased() {
+                    placed[order] = (chain, row.record.details)
+                }
                 if chain.hasPrefix("account:"), row.record.details.contains("entry_digest"),
                    let details = try? JSONDecoder().decode([String: String].self, from: Data(row.record.details.utf8)),
                    let entry = details["transaction_id"], let digest = details["entry_digest"] {
@@ -245,8 +255,18 @@ public struct AuditVerifier: Sendable {
         // Every account's money moves are in its chain, so every account has one
         // (accounts opened before migration 009 get theirs when a server or worker starts).
         for row in try await db.raw(AuditChain.accountsWithoutChain).all() {
-            let chain = AuditChain.ID.account(try row.decode(column: "id", as: AccountID.self)).text
+            let account = try row.decode(column: "id", as: AccountID.self)
+            let chain = AuditChain.ID.account(account).text
+            if try await AuditChain.openedBeforeChains(account, on: db) {
+                return "audit chain \(chain): the account (opened before per-account chains) has no audit chain: its events were removed, or an upgrade stopped before it opened them (then `folio audit open-legacy-chains` opens it)"
+            }
             return "audit chain \(chain): the account has no audit chain: its events were removed"
+        }
+        // Every person has a chain too, from their registration (people from before migration 009: from their
+        // first event since, their registration being in the legacy chain).
+        if let row = try await db.raw(AuditChain.peopleWithoutChain).first() {
+            let chain = AuditChain.ID.user(UserID(try row.decode(column: "id", as: UUID.self))).text
+            return "audit chain \(chain): the person has no audit chain: its events were removed"
         }
         // Every account belongs to the person its chain opened it for, and every ledger row is the one its account's
         // chain committed to: all of them for an account opened with its chain; for one opened before migration 009,
@@ -267,7 +287,9 @@ public struct AuditVerifier: Sendable {
             for entry in try await store.entries(of: account.id, on: db).map(\.line) {
                 let id = entry.id.description
                 guard let digest = committed.removeValue(forKey: id) else {
-                    if opening.action == "account.opened" || entry.occurredAt >= opening.occurredAt {
+                    // An opening that digested the older rows vouches for them whatever their dates; one from before
+                    // that digest, only for rows dated before it.
+                    if opening.action == "account.opened" || (details["ledger_digest"] == nil && entry.occurredAt >= opening.occurredAt) {
                         return "ledger row \(id) of account \(account.id): no audit event commits to it: it was added outside Folio"
                     }
                     uncommitted.append(entry)
@@ -281,14 +303,35 @@ public struct AuditVerifier: Sendable {
                 return "account \(account.id): its rows from before its audit chain are not the ones the chain's opening digested: rows were added, changed or removed"
             }
         }
+        // Every order was placed through the account's chain (one from before the chain began, on an older account,
+        // excepted), as what it is: an order slipped into the table would be worked, and its fills booked.
+        for row in try await db.raw("SELECT id, account_id, symbol, side, type, created_at FROM orders ORDER BY id").all() {
+            let id = try row.decode(column: "id", as: UUID.self).lowercasedString
+            let chain = AuditChain.ID.account(try row.decode(column: "account_id", as: AccountID.self)).text
+            guard let opening = openings[chain] else { continue }
+            guard let placing = placed[id], placing.chain == chain else {
+                if opening.action != "account.opened", try row.decode(column: "created_at", as: Date.self) < opening.occurredAt { continue }
+                return "order \(id): its account's audit chain has no event placing it: it was added outside Folio"
+            }
+            let said = (try? JSONDecoder().decode([String: String].self, from: Data(placing.details.utf8))) ?? [:]
+            for column in ["symbol", "side", "type"] where said[column] != (try row.decode(column: column, as: String.self)) {
+                return "order \(id): its \(column) is not the one its placing recorded: it was changed"
+            }
+        }
         // Rows of an account carry its owner: one that names someone else shows in their lists.
-        for table in ["transactions", "holdings", "orders"] {
+        for table in ["transactions", "holdings", "orders", "brokerage_links", "portfolio_snapshots", "target_allocations", "rebalance_runs"] {
             if let row = try await db.raw("""
                 SELECT t.id FROM \(unsafeRaw: table) t JOIN accounts a ON a.id = t.account_id
                 WHERE lower(CAST(t.user_id AS TEXT)) <> lower(CAST(a.user_id AS TEXT)) LIMIT 1
                 """).first() {
                 return "\(table) row \(try row.decode(column: "id", as: UUID.self).lowercasedString): it names someone other than its account's owner: it was changed"
             }
+        }
+        if let row = try await db.raw("""
+            SELECT f.id FROM fills f JOIN orders o ON o.id = f.order_id
+            WHERE lower(CAST(f.user_id AS TEXT)) <> lower(CAST(o.user_id AS TEXT)) LIMIT 1
+            """).first() {
+            return "fills row \(try row.decode(column: "id", as: UUID.self).lowercasedString): it names someone other than its order's owner: it was changed"
         }
         if let missing = committed.keys.sorted().first {
             return "ledger row \(missing): its audit event commits to it but the row is gone: it was removed"
