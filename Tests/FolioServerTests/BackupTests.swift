@@ -1,5 +1,8 @@
 import FolioDomain
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -121,6 +124,51 @@ struct BackupTests {
                 }
                 #expect(kept == 1, "\(schema)")
             }
+        }
+    }
+
+    @Test("working copies a killed backup or drill left in the temporary directory go once a day old; younger ones stay")
+    func strayWorkingCopies() throws {
+        let temporary = FileManager.default.temporaryDirectory
+        let old = temporary.appendingPathComponent("folio-backup-\(UUID().uuidString)")
+        let young = temporary.appendingPathComponent("folio-backup-\(UUID().uuidString)")
+        let oldVerify = temporary.appendingPathComponent("folio-verify-\(UUID().uuidString).sqlite")
+        for url in [old, young] { try FileManager.default.createDirectory(at: url, withIntermediateDirectories: false) }
+        try Data("plaintext".utf8).write(to: old.appendingPathComponent("database.sqlite"))
+        try Data("plaintext".utf8).write(to: oldVerify)
+        defer { for url in [old, young, oldVerify] { try? FileManager.default.removeItem(at: url) } }
+        let twoDaysAgo = Date().addingTimeInterval(-2 * 86_400)
+        for url in [old, oldVerify] { try FileManager.default.setAttributes([.modificationDate: twoDaysAgo], ofItemAtPath: url.path) }
+        let removed = Backups.sweepTemporaryCopies(olderThan: Date().addingTimeInterval(-86_400)).map(\.lastPathComponent)
+        #expect(removed.contains(old.lastPathComponent) && removed.contains(oldVerify.lastPathComponent))
+        #expect(!removed.contains(young.lastPathComponent))
+        #expect(FileManager.default.fileExists(atPath: young.path))
+        #expect(!FileManager.default.fileExists(atPath: old.path))
+    }
+
+    @Test("one restore into a SQLite file at a time: while another holds it, a second is refused and changes nothing")
+    func oneRestoreAtATime() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path }) { _, env in
+            let taken = try await env.services.backups.create()
+            let path = directory.appendingPathComponent("restored.sqlite").path
+            let target = AppConfiguration.DatabaseLocation.sqlite(path: path)
+            // Another restore holds the file.
+            let other = open(path + ".restore-lock", O_CREAT | O_RDWR, 0o600)
+            #expect(other >= 0 && flock(other, LOCK_EX | LOCK_NB) == 0)
+            do {
+                try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                Issue.record("restored while another restore held the file")
+            } catch let failure as Backups.Failure {
+                #expect(failure.description.contains("another restore into"), "\(failure)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: path), "nothing was changed")
+            flock(other, LOCK_UN)
+            close(other)
+            let problems = try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+            #expect(problems.isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: path + ".restore-lock"), "its lock goes with it")
         }
     }
 

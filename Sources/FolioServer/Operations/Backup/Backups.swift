@@ -1,6 +1,9 @@
 import Crypto
 import FolioDomain
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOPosix
 import SQLKit
@@ -244,6 +247,28 @@ public struct Backups: Sendable {
         guard (manifest.database == "postgres") == target.isPostgres else {
             throw Failure(description: "this is a \(manifest.database) backup; restore it into a \(manifest.database) database")
         }
+        // One restore into a SQLite file at a time: two at once could both check it empty, then each copy over the
+        // other, and one report a backup restored that is not the one there. (PostgreSQL's single transaction refuses the second.)
+        var restoreLock: Int32 = -1
+        if case .sqlite(let path) = target {
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+            restoreLock = open(path + ".restore-lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+            // Held, and still the file at that name (one that finished removes its own: a lock taken on that is no lock).
+            var held = stat(), named = stat()
+            guard restoreLock >= 0, flock(restoreLock, LOCK_EX | LOCK_NB) == 0, fstat(restoreLock, &held) == 0,
+                  stat(path + ".restore-lock", &named) == 0, held.st_ino == named.st_ino
+            else {
+                if restoreLock >= 0 { close(restoreLock) }
+                throw Failure(description: "another restore into \(path) is running (nothing was changed)")
+            }
+        }
+        defer {
+            if restoreLock >= 0, case .sqlite(let path) = target {
+                unlink(path + ".restore-lock")
+                close(restoreLock)
+            }
+        }
         // An empty SQLite file the operator made for the restore stays (emptied) if the restore fails.
         let existed: Bool = if case .sqlite(let path) = target { FileManager.default.fileExists(atPath: path) } else { true }
         let empty = try await withDatabase(target, logger: logger) { try await $0.isEmpty() }
@@ -343,6 +368,9 @@ public struct Backups: Sendable {
             }
         }
         for removed in try prune() { logger.info("old backup removed", metadata: ["backup": .string(removed.path)]) }
+        for removed in Self.sweepTemporaryCopies(olderThan: clock.now().addingTimeInterval(-86_400)) {
+            logger.notice("a working copy left by a backup, drill or restore that was stopped part-way removed", metadata: ["copy": .string(removed.path)])
+        }
     }
 
     /// Keeps every backup of the newest `keepDaily` days that have one and the newest of each of the last `keepMonthly` calendar months
@@ -379,6 +407,20 @@ public struct Backups: Sendable {
             let url = parent.appendingPathComponent(name)
             try FileManager.default.removeItem(at: url)
             removed.append(url)
+        }
+        return removed
+    }
+
+    /// Working copies a backup, drill or restore left in the temporary directory when it was killed part-way (an
+    /// opened or unsealed copy of the whole database, in plaintext): removed once a day old, which none still running is.
+    static func sweepTemporaryCopies(olderThan cutoff: Date) -> [URL] {
+        let temporary = FileManager.default.temporaryDirectory
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
+        var removed: [URL] = []
+        for name in names where name.hasPrefix("folio-backup-") || (name.hasPrefix("folio-verify-") && name.contains(".sqlite")) {
+            let url = temporary.appendingPathComponent(name)
+            guard let modified = try? FileManager.default.attributesOfItem(atPath: url.path)[.modificationDate] as? Date, modified < cutoff else { continue }
+            if (try? FileManager.default.removeItem(at: url)) != nil { removed.append(url) }
         }
         return removed
     }
