@@ -31,7 +31,7 @@ struct QuoteStore: Sendable {
         return found
     }
 
-    /// Keeps the quote unless a newer fetch is already stored (one said to be from more than a minute after this
+    /// Keeps the quote unless a newer fetch is already stored (one said to be from more than five minutes after this
     /// one is not believed: it would hold the row until that time).
     func save(_ quote: PriceQuote, fetchedAt: Date, source: String) async throws {
         try await database.sql.raw("""
@@ -39,7 +39,7 @@ struct QuoteStore: Sendable {
             VALUES (\(bind: quote.symbol), \(bind: quote.price), \(bind: quote.previousClose), \(bind: quote.asOf), \(bind: fetchedAt), \(bind: source))
             ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, previous_close = excluded.previous_close,
                 as_of = excluded.as_of, fetched_at = excluded.fetched_at, source = excluded.source
-            WHERE quotes.fetched_at <= excluded.fetched_at OR quotes.fetched_at > \(bind: fetchedAt.addingTimeInterval(60))
+            WHERE quotes.fetched_at <= excluded.fetched_at OR quotes.fetched_at > \(bind: fetchedAt.addingTimeInterval(QuoteService.futureAllowance))
             """).run()
     }
 
