@@ -741,6 +741,29 @@ struct PlaidTests {
         }
     }
 
+    @Test("the login breaking again after a repair, told by the same ERROR body as before (a repeat by its hash): a sync finds it", arguments: TestDatabaseKind.all)
+    func loginBrokenAgain(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "again@example.com")
+            let (item, plaidItemID) = try await link(client, tokens, fake)
+            let itemID = try #require(item["id"] as? String)
+            await env.worker.drain()
+            try await breakLogin(client, env, fake, plaidItemID)
+            fake.update(item: plaidItemID) { $0.errorCode = nil }
+            let repaired = FakePlaid.webhookBody(type: "ITEM", code: "LOGIN_REPAIRED", itemID: plaidItemID)
+            _ = try await webhook(client, repaired, header: fake.sign(repaired, iat: env.clock.now))
+            await env.worker.drain()
+            func status() async throws -> String? {
+                (try json(try await get(client, "/api/links", tokens))["data"] as? [[String: Any]])?.first { $0["id"] as? String == itemID }?["status"] as? String
+            }
+            #expect(try await status() == "active")
+            // Broken again; Plaid sends the very same body.
+            env.clock.advance(by: 60)
+            try await breakLogin(client, env, fake, plaidItemID)
+            #expect(try await status() == "login_required")
+        }
+    }
+
     @Test("removing an item while Plaid refuses the operator's keys is 503 plaid_unavailable (the operator's to fix, not the user's), and the item stays; removed once Plaid answers", arguments: TestDatabaseKind.all)
     func removalWithTheOperatorsKeysRefused(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in
@@ -1177,5 +1200,14 @@ struct NetWorthEdgeTests {
         #expect(worth.total == Cash("9999999999999999.9999")!)
         #expect(worth.assets == worth.total)
         #expect(LinkedView.amount(Cash("1.00")!, currency: "EUR") == "1.00 EUR")
+    }
+
+    @Test("a transaction's day must exist as written: no February 30th, no year 1 (which the parser would shift)")
+    func daysAsWritten() throws {
+        #expect(PlaidStore.midnight("2026-02-28") != nil)
+        #expect(PlaidStore.midnight("2024-02-29") != nil)
+        for day in ["2026-02-30", "2026-13-01", "0001-01-01", "0000-01-01", "2025-02-29"] {
+            #expect(PlaidStore.midnight(day) == nil, "\(day)")
+        }
     }
 }

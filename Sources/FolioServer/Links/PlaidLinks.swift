@@ -494,8 +494,13 @@ extension PlaidLinks {
                 try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
                 return .sync
             }
-            // The status now, in the order the webhooks came; the mail through the queue.
-            if fresh { try await markNeedsLogin(item.id, reason: errorCode, message: body["error"]?["display_message"]?.string, byWebhook: true, on: db) }
+            // The status now, in the order the webhooks came; the mail through the queue. The same error again (its
+            // body carries no time, so a login that broke again after a repair reads as a repeat): a sync finds out.
+            if fresh {
+                try await markNeedsLogin(item.id, reason: errorCode, message: body["error"]?["display_message"]?.string, byWebhook: true, on: db)
+            } else {
+                try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
+            }
             return .needsLogin
         case ("ITEM", "PENDING_EXPIRATION"), ("ITEM", "PENDING_DISCONNECT"):
             if fresh { try await markNeedsLogin(item.id, reason: "PENDING_EXPIRATION", on: db) }

@@ -347,8 +347,13 @@ struct PlaidStore: Sendable {
     }
 
     /// A `YYYY-MM-DD` date at midnight UTC: whole seconds, so it pages exactly (`PlaidClient` refuses any other date).
+    /// The day's start, for a day that exists as written: `2026-02-30` (which the parser rolls over to March) and
+    /// days before 1900 (the parser shifts those before the Gregorian calendar) are not days Plaid sends.
     static func midnight(_ date: String) -> Date? {
-        try? Date(date + "T00:00:00Z", strategy: .iso8601)
+        guard let year = Int(date.prefix(4)), year >= 1900, let parsed = try? Date(date + "T00:00:00Z", strategy: .iso8601),
+              parsed.formatted(Date.ISO8601FormatStyle(timeZone: TimeZone(identifier: "UTC")!).year().month().day()) == date
+        else { return nil }
+        return parsed
     }
 
     struct TransactionFilter: Sendable {
