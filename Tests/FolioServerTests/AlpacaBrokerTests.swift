@@ -616,6 +616,9 @@ struct AlpacaBrokerTests {
             await env.worker.drain()
             #expect(fake.orders[id] == nil, "not sent")
             #expect(try await show(client, tokens, id)["status"] as? String == "new")
+            let lastError = try await sql.raw("SELECT last_error FROM jobs WHERE order_id = \(bind: UUID(uuidString: id))").first()?.decode(column: "last_error", as: String?.self)
+            #expect(lastError?.hasPrefix(OrderService.frozenChainFailure) == true, "\(String(describing: lastError))")
+            #expect(OrderService.deadSubmitReason(lastError, symbol: "KO").hasPrefix("not sent: the account's audit trail"))
             // Once the head is Folio's again (the key put back, say), it goes.
             try await sql.raw("UPDATE accounts SET audit_mac = \(bind: mac) WHERE id = \(bind: UUID(uuidString: account))").run()
             env.clock.advance(by: 120)

@@ -272,6 +272,10 @@ struct OrderService: Sendable {
                 if broker.holdsOrders { held.append(order.id) }
             } catch let error as MarketDataError {
                 outcomes[job.id] = .failed(Self.marketDataFailure + ": \(error)")
+            } catch let error as AuditChain.UnsignedHead {
+                outcomes[job.id] = .failed(Self.frozenChainFailure + ": \(error)")
+            } catch let error as AuditChain.MissingHead {
+                outcomes[job.id] = .failed(Self.frozenChainFailure + ": \(error)")
             } catch {
                 outcomes[job.id] = .failed(error)
             }
@@ -307,9 +311,13 @@ struct OrderService: Sendable {
     /// How a submit that failed for want of a price starts its job's last error.
     static let marketDataFailure = "market data unavailable"
 
+    /// How a submit held back because the account's audit chain takes no more events starts its job's last error.
+    static let frozenChainFailure = "the account's audit trail takes no more events"
+
     /// Why an order whose submit job died is rejected, named from the job's last error.
     static func deadSubmitReason(_ lastError: String?, symbol: String) -> String {
         if lastError?.hasPrefix(marketDataFailure) == true { return "market data unavailable: no fresh price for \(symbol)" }
+        if lastError?.hasPrefix(frozenChainFailure) == true { return "not sent: the account's audit trail takes no more events (an operator is looking)" }
         return "the broker could not be reached"
     }
 
