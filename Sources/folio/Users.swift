@@ -199,6 +199,8 @@ extension Users {
         @OptionGroup var options: EnvironmentOptions
         @Argument(help: "Email address or id of the user.") var email: String
         @Flag(help: "Do not ask for confirmation (needed when standard input is not a terminal).") var yes = false
+        @Flag(help: "Cancel the person's open orders first (recorded as the operator's doing); otherwise open orders hold the erasure back.")
+        var cancelOpenOrders = false
 
         func run() async throws {
             if !yes {
@@ -207,7 +209,7 @@ extension Users {
                 guard readLine(strippingNewline: true)?.lowercased() == email.lowercased() else { throw ValidationError("not confirmed; nothing was erased") }
             }
             let outcome = try await withServices(options) { services in
-                try await UserAdministration(services: services).erase(email: email)
+                try await UserAdministration(services: services).erase(email: email, cancelingOpenOrders: cancelOpenOrders)
             }
             print("erased \(outcome.userID.lowercasedString): \(outcome.removedRows) personal row(s) removed, \(outcome.linkedItemsRemoved) linked item(s) removed at Plaid")
         }

@@ -126,6 +126,31 @@ struct PrivacyTests {
         }
     }
 
+    @Test("an operator can erase someone with open orders by canceling them first, on the record; without asking, the open orders hold it back", arguments: TestDatabaseKind.all)
+    func eraseCancelingOpenOrders(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "resting@example.com")
+            let placed = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"], headers: bearer(tokens))
+            let id = try #require(try json(placed)["id"] as? String)
+            await env.worker.drain()
+            let administration = UserAdministration(services: env.services)
+            do {
+                _ = try await administration.erase(email: "resting@example.com")
+                Issue.record("erased with an open order")
+            } catch let failure as UserAdministration.Failure {
+                #expect(failure.description.contains("--cancel-open-orders"), "\(failure)")
+            }
+            let erased = try await administration.erase(email: "resting@example.com", cancelingOpenOrders: true)
+            let sql = env.database.sql
+            let status = try await sql.raw("SELECT status FROM orders WHERE id = \(bind: UUID(uuidString: id))").first()?.decode(column: "status", as: String.self)
+            #expect(status == "canceled")
+            #expect(try await sql.raw("SELECT erased_at FROM users WHERE id = \(bind: erased.userID)").first()?.decode(column: "erased_at", as: Date?.self) != nil)
+            let recorded = try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'admin.orders_canceled_for_erasure'").first()?.decode(column: "n", as: Int.self)
+            #expect(recorded == 1)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("erased_at set by hand (no erasure in the trail) does not excuse addresses cleared early", arguments: TestDatabaseKind.all)
     func erasureColumnAlone(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, overSocket: true) { client, env in

@@ -14,6 +14,7 @@ public struct UserAdministration: Sendable {
     let erasure: PersonalDataErasure
     let personalData: PersonalDataExport
     let mail: MailStore
+    let orders: OrderService
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -50,6 +51,7 @@ public struct UserAdministration: Sendable {
         self.origin = .commandLine(logger: services.logger)
         self.erasure = services.erasure
         self.personalData = services.personalData
+        self.orders = services.orders
     }
 
     /// A person's data as `GET /api/me/export` gives it to them, for an access request made some other
@@ -140,14 +142,36 @@ public struct UserAdministration: Sendable {
 
     /// Erases a person at an operator's request (`folio users erase`): the same as `DELETE /api/me`, without the password.
     /// Returns the user's id and how many rows were removed.
-    public func erase(email: String) async throws -> (userID: UUID, removedRows: Int, linkedItemsRemoved: Int) {
+    /// With `cancelingOpenOrders`, the person's open orders are canceled first (someone who cannot sign in to cancel
+    /// them, or a re-erasure after a restore brought them back), the operator's doing recorded on the person's
+    /// chain; an order a broker has yet to confirm canceled still holds the erasure back until it does.
+    public func erase(email: String, cancelingOpenOrders: Bool = false) async throws -> (userID: UUID, removedRows: Int, linkedItemsRemoved: Int) {
         let user = try await find(email)
+        if cancelingOpenOrders {
+            let userID = UserID(user.id!)
+            let open = try await orders.store.openOrders(of: userID, accountID: nil, symbol: nil)
+            if !open.isEmpty {
+                try await identity.audit.record(
+                    .init(action: "admin.orders_canceled_for_erasure", subjectType: "user", subjectID: user.id!.lowercasedString, userID: user.id,
+                          details: ["orders": String(open.count)]),
+                    origin: origin, on: identity.database.db)
+                let outcomes = try await orders.cancelAll(userID: userID, accountID: nil, symbol: nil, context: origin.audit)
+                let failed = outcomes.filter { if case .failure = $0.outcome { true } else { false } }
+                if let first = failed.first, case .failure(let error) = first.outcome {
+                    throw Failure(description: "\(failed.count) of \(email)'s open orders could not be canceled (\(error)); nothing was erased; try again")
+                }
+            }
+        }
         do {
             let outcome = try await erasure.erase(UserID(user.id!), actor: nil, origin: origin)
             return (user.id!, outcome.removedRows, outcome.linkedItemsRemoved)
         } catch let refusal as PersonalDataErasure.Refusal {
             switch refusal {
-            case .openOrders(let count): throw Failure(description: "\(email) has \(ProblemMapping.openOrders(count)); \(ProblemMapping.cancelOrWait(count))")
+            case .openOrders(let count):
+                if cancelingOpenOrders {
+                    throw Failure(description: "\(email) has \(ProblemMapping.openOrders(count)) whose cancel the broker has yet to confirm; nothing was erased; run the command again once it has")
+                }
+                throw Failure(description: "\(email) has \(ProblemMapping.openOrders(count)); \(ProblemMapping.cancelOrWait(count)), or erase with --cancel-open-orders")
             case .lastAdministrator: throw Failure(description: "\(email) is the only administrator; make someone else an administrator first")
             case .alreadyErased: throw Failure(description: "\(email) was already erased")
             case .rebalanceRunning: throw Failure(description: "\(email) has a rebalance running; let it finish first")
