@@ -4,7 +4,7 @@ import Foundation
 
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Check the audit trail.", subcommands: [Verify.self, OpenLegacyChains.self])
+        commandName: "audit", abstract: "Check the audit trail.", subcommands: [Verify.self, OpenLegacyChains.self, OpenPersonChain.self])
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -36,6 +36,22 @@ struct AuditCommand: AsyncParsableCommand {
             guard yes else { throw ValidationError("this vouches for those accounts' books as they are now: confirm with --yes") }
             let opened = try await withServices(options) { services in try await services.openLegacyAccountChains() }
             print("opened \(opened) audit chain(s)")
+        }
+    }
+
+    struct OpenPersonChain: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "open-person-chain",
+            abstract: "Start a new audit chain for a person whose chain `folio audit verify` found missing, once you have looked.",
+            discussion: "Until then nothing about them can be recorded: they can be neither disabled nor erased, nor sign in.")
+        @OptionGroup var options: EnvironmentOptions
+        @Argument(help: "Email address or id of the user.") var email: String
+        @Flag(help: "Confirm.") var yes = false
+
+        func run() async throws {
+            guard yes else { throw ValidationError("the removed events stay removed; the new chain starts from now: confirm with --yes") }
+            let opened = try await withServices(options) { services in try await UserAdministration(services: services).openPersonChain(email: email) }
+            print(opened ? "opened a new audit chain for \(email)" : "\(email) has an audit chain; nothing was changed")
         }
     }
 }

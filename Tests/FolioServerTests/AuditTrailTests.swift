@@ -227,6 +227,12 @@ struct AuditTrailTests {
             #expect(try await env.auditBreak()?.contains("the person has no audit chain") == true, "still found")
             // Someone new still signs up.
             try await signUp(client, env, email: "newcomer@example.com")
+            // An operator who has looked starts a new chain for them, on the record: they can sign in (or be disabled, or erased) again.
+            let administration = UserAdministration(services: env.services)
+            #expect(try await administration.openPersonChain(email: "forgotten@example.com"))
+            #expect(try await !administration.openPersonChain(email: "forgotten@example.com"), "once")
+            #expect(try await env.auditBreak() == nil)
+            #expect(try await post(client, "/api/auth/login", ["email": "forgotten@example.com", "password": strongPassword]).status == .ok)
         }
     }
 

@@ -140,8 +140,19 @@ struct PrivacyTests {
             } catch let failure as UserAdministration.Failure {
                 #expect(failure.description.contains("--cancel-open-orders"), "\(failure)")
             }
-            let erased = try await administration.erase(email: "resting@example.com", cancelingOpenOrders: true)
+            // Refused for another reason (the only administrator): nothing is canceled, nothing recorded.
             let sql = env.database.sql
+            try await sql.raw("UPDATE users SET role = 'admin' WHERE email = 'resting@example.com'").run()
+            do {
+                _ = try await administration.erase(email: "resting@example.com", cancelingOpenOrders: true)
+                Issue.record("erased the only administrator")
+            } catch let failure as UserAdministration.Failure {
+                #expect(failure.description.contains("only administrator"), "\(failure)")
+            }
+            #expect(try await sql.raw("SELECT status FROM orders WHERE id = \(bind: UUID(uuidString: id))").first()?.decode(column: "status", as: String.self) != "canceled")
+            #expect(try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'admin.orders_canceled_for_erasure'").first()?.decode(column: "n", as: Int.self) == 0)
+            try await sql.raw("UPDATE users SET role = 'user' WHERE email = 'resting@example.com'").run()
+            let erased = try await administration.erase(email: "resting@example.com", cancelingOpenOrders: true)
             let status = try await sql.raw("SELECT status FROM orders WHERE id = \(bind: UUID(uuidString: id))").first()?.decode(column: "status", as: String.self)
             #expect(status == "canceled")
             #expect(try await sql.raw("SELECT erased_at FROM users WHERE id = \(bind: erased.userID)").first()?.decode(column: "erased_at", as: Date?.self) != nil)

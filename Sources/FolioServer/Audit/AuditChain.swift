@@ -225,7 +225,11 @@ enum AuditChain {
 
     /// The events that start a person's chain: every person since migration 009 has one from then on. A person
     /// from before starts theirs with their next event (their registration is in the legacy chain).
-    static let personOpenings: Set<String> = ["user.registered", "admin.user_created"]
+    static let personOpenings: Set<String> = ["user.registered", "admin.user_created", personChainOpenedByOperator]
+
+    /// `folio audit open-person-chain`: an operator, having looked at a person whose chain was found missing,
+    /// starts a new one (so the person can be disabled, erased or sign in again), on the record.
+    static let personChainOpenedByOperator = "audit.person_chain_opened"
 
     static func hasLegacyEvents(_ user: UserID, on db: any SQLDatabase) async throws -> Bool {
         try await db.raw("SELECT 1 AS one FROM audit_events WHERE chain_id IS NULL AND user_id = \(bind: user.uuid) LIMIT 1").first() != nil

@@ -48,6 +48,9 @@ public struct AuditVerifier: Sendable {
         return (count, nil)
     }
 
+    /// What an order's placing event records of it, checked against the order as it is.
+    static let orderTerms = ["symbol", "side", "type"]
+
     /// Retention clears addresses a year on (`RetentionPolicy` `audit_addresses`), a day early at most by clock skew.
     static let addressRetention: TimeInterval = 364 * 86_400
 
@@ -160,7 +163,7 @@ public struct AuditVerifier: Sendable {
         var committed: [String: String] = [:]
         var openings: [String: AuditChain.Record] = [:]
         // Each order's placing: the chain it is in and what it said.
-        var placed: [String: (chain: String, details: String)] = [:]
+        var placed: [String: (chain: String, terms: [String])] = [:]
         // The chain being walked: its id, the last link and the next sequence expected.
         var current: String?
         var previous = AuditChain.genesis
@@ -233,7 +236,8 @@ public struct AuditVerifier: Sendable {
                 }
                 if sequence == 1 { openings[chain] = row.record }
                 if row.record.action == "order.placed", chain.hasPrefix("account:"), let order = row.record.subjectID?.lowercased() {
-                    placed[order] = (chain, row.record.details)
+                    let said = (try? JSONDecoder().decode([String: String].self, from: Data(row.record.details.utf8))) ?? [:]
+                    placed[order] = (chain, Self.orderTerms.map { said[$0] ?? "" })
                 }
                 if chain.hasPrefix("account:"), row.record.details.contains("entry_digest"),
                    let details = try? JSONDecoder().decode([String: String].self, from: Data(row.record.details.utf8)),
@@ -305,17 +309,25 @@ public struct AuditVerifier: Sendable {
         }
         // Every order was placed through the account's chain (one from before the chain began, on an older account,
         // excepted), as what it is: an order slipped into the table would be worked, and its fills booked.
-        for row in try await db.raw("SELECT id, account_id, symbol, side, type, created_at FROM orders ORDER BY id").all() {
-            let id = try row.decode(column: "id", as: UUID.self).lowercasedString
-            let chain = AuditChain.ID.account(try row.decode(column: "account_id", as: AccountID.self)).text
-            guard let opening = openings[chain] else { continue }
-            guard let placing = placed[id], placing.chain == chain else {
-                if opening.action != "account.opened", try row.decode(column: "created_at", as: Date.self) < opening.occurredAt { continue }
-                return "order \(id): its account's audit chain has no event placing it: it was added outside Folio"
-            }
-            let said = (try? JSONDecoder().decode([String: String].self, from: Data(placing.details.utf8))) ?? [:]
-            for column in ["symbol", "side", "type"] where said[column] != (try row.decode(column: column, as: String.self)) {
-                return "order \(id): its \(column) is not the one its placing recorded: it was changed"
+        var afterOrder: UUID?
+        while true {
+            var query: SQLQueryString = "SELECT id, account_id, symbol, side, type, created_at FROM orders"
+            if let afterOrder { query = query + " WHERE id > \(bind: afterOrder)" }
+            let page = try await db.raw(query + " ORDER BY id LIMIT 1000").all()
+            if page.isEmpty { break }
+            for row in page {
+                let uuid = try row.decode(column: "id", as: UUID.self)
+                afterOrder = uuid
+                let id = uuid.lowercasedString
+                let chain = AuditChain.ID.account(try row.decode(column: "account_id", as: AccountID.self)).text
+                guard let opening = openings[chain] else { continue }
+                guard let placing = placed[id], placing.chain == chain else {
+                    if opening.action != "account.opened", try row.decode(column: "created_at", as: Date.self) < opening.occurredAt { continue }
+                    return "order \(id): its account's audit chain has no event placing it: it was added outside Folio"
+                }
+                for (column, said) in zip(Self.orderTerms, placing.terms) where said != (try row.decode(column: column, as: String.self)) {
+                    return "order \(id): its \(column) is not the one its placing recorded: it was changed"
+                }
             }
         }
         // Rows of an account carry its owner: one that names someone else shows in their lists.

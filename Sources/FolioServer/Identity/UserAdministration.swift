@@ -151,12 +151,17 @@ public struct UserAdministration: Sendable {
             let userID = UserID(user.id!)
             let open = try await orders.store.openOrders(of: userID, accountID: nil, symbol: nil)
             if !open.isEmpty {
-                try await identity.audit.record(
-                    .init(action: "admin.orders_canceled_for_erasure", subjectType: "user", subjectID: user.id!.lowercasedString, userID: user.id,
-                          details: ["orders": String(open.count)]),
-                    origin: origin, on: identity.database.db)
+                // Nothing is canceled for an erasure that something else refuses.
+                do { try await erasure.checkBeforeCancelingOrders(userID) } catch let refusal as PersonalDataErasure.Refusal {
+                    throw Self.failure(refusal, email: email, cancelingOpenOrders: true)
+                }
                 let outcomes = try await orders.cancelAll(userID: userID, accountID: nil, symbol: nil, context: origin.audit)
                 let failed = outcomes.filter { if case .failure = $0.outcome { true } else { false } }
+                // The orders' own events name the person (the rules' actor); this one says whose doing it was.
+                try await identity.audit.record(
+                    .init(action: "admin.orders_canceled_for_erasure", subjectType: "user", subjectID: user.id!.lowercasedString, userID: user.id,
+                          details: ["orders": String(open.count), "not_canceled": String(failed.count)]),
+                    origin: origin, on: identity.database.db)
                 if let first = failed.first, case .failure(let error) = first.outcome {
                     throw Failure(description: "\(failed.count) of \(email)'s open orders could not be canceled (\(error)); nothing was erased; try again")
                 }
@@ -166,19 +171,37 @@ public struct UserAdministration: Sendable {
             let outcome = try await erasure.erase(UserID(user.id!), actor: nil, origin: origin)
             return (user.id!, outcome.removedRows, outcome.linkedItemsRemoved)
         } catch let refusal as PersonalDataErasure.Refusal {
-            switch refusal {
-            case .openOrders(let count):
-                if cancelingOpenOrders {
-                    throw Failure(description: "\(email) has \(ProblemMapping.openOrders(count)) whose cancel the broker has yet to confirm; nothing was erased; run the command again once it has")
-                }
-                throw Failure(description: "\(email) has \(ProblemMapping.openOrders(count)); \(ProblemMapping.cancelOrWait(count)), or erase with --cancel-open-orders")
-            case .lastAdministrator: throw Failure(description: "\(email) is the only administrator; make someone else an administrator first")
-            case .alreadyErased: throw Failure(description: "\(email) was already erased")
-            case .rebalanceRunning: throw Failure(description: "\(email) has a rebalance running; let it finish first")
-            case .linkedWhileErasing: throw Failure(description: "a bank was linked for \(email) meanwhile; nothing was erased; run the command again")
-            }
+            throw Self.failure(refusal, email: email, cancelingOpenOrders: cancelingOpenOrders)
         } catch let error as LinkError {
             throw Failure(description: "a linked bank could not be removed at Plaid (\(error)); nothing was erased; try again")
+        }
+    }
+
+    /// `folio audit open-person-chain`: a new chain for a person whose chain `folio audit verify` found missing
+    /// (removed outside Folio), after an operator has looked; until then nothing about them can be recorded, so
+    /// they can be neither disabled nor erased. False when they have a chain.
+    public func openPersonChain(email: String) async throws -> Bool {
+        let user = try await find(email)
+        let chain = AuditChain.ID.user(UserID(user.id!)).text
+        guard try await identity.database.sql.raw("SELECT chain_id FROM audit_chains WHERE chain_id = \(bind: chain)").first() == nil else { return false }
+        try await identity.audit.record(
+            .init(action: AuditChain.personChainOpenedByOperator, subjectType: "user", subjectID: user.id!.lowercasedString, userID: user.id,
+                  details: ["reason": "the person's audit chain was found missing; opened again by an operator"]),
+            origin: origin, on: identity.database.db)
+        return true
+    }
+
+    static func failure(_ refusal: PersonalDataErasure.Refusal, email: String, cancelingOpenOrders: Bool) -> Failure {
+        switch refusal {
+        case .openOrders(let count):
+            if cancelingOpenOrders {
+                return Failure(description: "\(email) has \(ProblemMapping.openOrders(count)) whose cancel the broker has yet to confirm; nothing was erased; run the command again once it has")
+            }
+            return Failure(description: "\(email) has \(ProblemMapping.openOrders(count)); \(ProblemMapping.cancelOrWait(count)), or erase with --cancel-open-orders")
+        case .lastAdministrator: return Failure(description: "\(email) is the only administrator; make someone else an administrator first")
+        case .alreadyErased: return Failure(description: "\(email) was already erased")
+        case .rebalanceRunning: return Failure(description: "\(email) has a rebalance running; let it finish first")
+        case .linkedWhileErasing: return Failure(description: "a bank was linked for \(email) meanwhile; nothing was erased; run the command again")
         }
     }
 

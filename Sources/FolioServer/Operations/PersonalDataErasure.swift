@@ -197,10 +197,20 @@ struct PersonalDataErasure: Sendable {
         return Outcome(userID: userID, removedRows: removed, linkedItemsRemoved: itemsRemoved)
     }
 
-    private func checkNothingBlocks(_ user: User, on db: any SQLDatabase) async throws {
-        let open = try await db.raw("""
+    /// What would refuse the erasure other than open orders (already erased, a rebalance running, the last
+    /// administrator): asked before an operator's erasure cancels the orders, so none is canceled for an erasure
+    /// that then does not happen.
+    func checkBeforeCancelingOrders(_ userID: UserID) async throws {
+        let database = identity.database
+        guard let user = try await identity.store.user(id: userID.uuid, on: database.db) else { throw IdentityError.userNotFound }
+        try await Self.checkNotErased(userID, on: database.sql)
+        try await checkNothingBlocks(user, on: database.sql, counting: false)
+    }
+
+    private func checkNothingBlocks(_ user: User, on db: any SQLDatabase, counting orders: Bool = true) async throws {
+        let open = orders ? try await db.raw("""
             SELECT COUNT(*) AS n FROM orders WHERE user_id = \(bind: user.id!) AND status IN \(unsafeRaw: TradingStore.openStatuses)
-            """).first()?.decode(column: "n", as: Int.self) ?? 0
+            """).first()?.decode(column: "n", as: Int.self) ?? 0 : 0
         if open > 0 { throw Refusal.openOrders(open) }
         let running = try await db.raw("""
             SELECT COUNT(*) AS n FROM rebalance_runs WHERE user_id = \(bind: user.id!) AND status IN ('selling', 'buying')
