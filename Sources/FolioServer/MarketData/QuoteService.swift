@@ -174,13 +174,13 @@ final class QuoteService: Sendable {
         return result
     }
 
-    /// A stored quote said to be fetched more than five minutes from now (a clock set wrong, or the row changed) is
+    /// How far ahead of this clock a stored fetch time may be and still be believed: another instance's clock a
+    /// little ahead.
+    static let futureAllowance: TimeInterval = 60
+
+    /// A stored quote said to be fetched more than a minute from now (a clock set wrong, or the row changed) is
     /// not believed fresh: taken as fetched long ago, it is refreshed before it prices anything, rather than
     /// trusted until that time comes.
-    /// How far ahead of this clock a stored fetch time may be and still be believed: another instance's clock a
-    /// little ahead, or a fetch that took long, is allowed for.
-    static let futureAllowance: TimeInterval = 300
-
     static func believable(_ fetched: Fetched, now: Date) -> Fetched {
         guard fetched.fetchedAt.timeIntervalSince(now) > futureAllowance else { return fetched }
         return Fetched(quote: fetched.quote, fetchedAt: .distantPast)

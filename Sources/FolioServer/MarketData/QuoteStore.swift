@@ -31,15 +31,18 @@ struct QuoteStore: Sendable {
         return found
     }
 
-    /// Keeps the quote unless a newer fetch is already stored (one said to be from more than five minutes after this
-    /// one is not believed: it would hold the row until that time).
+    /// Keeps the quote unless a newer fetch is already stored. One said to be from more than five minutes after
+    /// this one is not believed (it would hold the row until that time); five, so that a fetch that took long, or
+    /// an instance whose clock is a little behind, does not overwrite a fresher quote.
+    static let replaceAfter: TimeInterval = 300
+
     func save(_ quote: PriceQuote, fetchedAt: Date, source: String) async throws {
         try await database.sql.raw("""
             INSERT INTO quotes (symbol, price, previous_close, as_of, fetched_at, source)
             VALUES (\(bind: quote.symbol), \(bind: quote.price), \(bind: quote.previousClose), \(bind: quote.asOf), \(bind: fetchedAt), \(bind: source))
             ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, previous_close = excluded.previous_close,
                 as_of = excluded.as_of, fetched_at = excluded.fetched_at, source = excluded.source
-            WHERE quotes.fetched_at <= excluded.fetched_at OR quotes.fetched_at > \(bind: fetchedAt.addingTimeInterval(QuoteService.futureAllowance))
+            WHERE quotes.fetched_at <= excluded.fetched_at OR quotes.fetched_at > \(bind: fetchedAt.addingTimeInterval(Self.replaceAfter))
             """).run()
     }
 

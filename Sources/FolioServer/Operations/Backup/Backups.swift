@@ -162,6 +162,7 @@ public struct Backups: Sendable {
     /// A plaintext backup while a key is configured is a problem, as restore refuses it (it may have been
     /// swapped in: only a sealed manifest has a MAC), unless `allowUnencrypted` (one taken before encryption).
     public func verify(_ backup: URL, allowUnencrypted: Bool = false) async throws -> [String] {
+        _ = Self.sweepTemporaryCopies(olderThan: clock.now().addingTimeInterval(-86_400))
         do {
             let problems = try await verifyOnce(backup, allowUnencrypted: allowUnencrypted)
             metrics?.backup("verify", succeeded: problems.isEmpty, at: clock.now())
@@ -239,6 +240,8 @@ public struct Backups: Sendable {
         _ backup: URL, into target: AppConfiguration.DatabaseLocation, configuration: AppConfiguration, logger: Logger,
         allowUnencrypted: Bool = false, progress: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> [String] {
+        // A restore from the command line sweeps the temporary directory it runs in (a service's may be private to it).
+        _ = sweepTemporaryCopies(olderThan: Date().addingTimeInterval(-86_400))
         let manifest = try BackupManifest.read(from: backup)
         let cipher = BackupCipher(key: configuration.backup.encryptionKey, previousKeys: configuration.backup.previousEncryptionKeys)
         let figures = try manifest.opened(with: cipher, allowUnencrypted: allowUnencrypted)
@@ -254,6 +257,10 @@ public struct Backups: Sendable {
             let directory = (path as NSString).deletingLastPathComponent
             if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
             restoreLock = open(path + ".restore-lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+            if restoreLock < 0 {
+                let reason = String(cString: strerror(errno))
+                throw Failure(description: "the restore's lock file \(path).restore-lock cannot be opened (\(reason)); if another user's restore left it, remove it (nothing was changed)")
+            }
             // Held, and still the file at that name (one that finished removes its own: a lock taken on that is no lock).
             var held = stat(), named = stat()
             guard restoreLock >= 0, flock(restoreLock, LOCK_EX | LOCK_NB) == 0, fstat(restoreLock, &held) == 0,
@@ -356,6 +363,10 @@ public struct Backups: Sendable {
 
     /// Takes today's backup, verifies the newest each month (on the 1st), and prunes to the configured counts.
     func runScheduled() async throws {
+        // First: copies filling the temporary directory may be why the backup would fail.
+        for removed in Self.sweepTemporaryCopies(olderThan: clock.now().addingTimeInterval(-86_400)) {
+            logger.notice("a working copy left by a backup, drill or restore that was stopped part-way removed", metadata: ["copy": .string(removed.path)])
+        }
         let taken = try await create()
         let day = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: clock.now()).day
         if day == 1 {
@@ -368,9 +379,6 @@ public struct Backups: Sendable {
             }
         }
         for removed in try prune() { logger.info("old backup removed", metadata: ["backup": .string(removed.path)]) }
-        for removed in Self.sweepTemporaryCopies(olderThan: clock.now().addingTimeInterval(-86_400)) {
-            logger.notice("a working copy left by a backup, drill or restore that was stopped part-way removed", metadata: ["copy": .string(removed.path)])
-        }
     }
 
     /// Keeps every backup of the newest `keepDaily` days that have one and the newest of each of the last `keepMonthly` calendar months
