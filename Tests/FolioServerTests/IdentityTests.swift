@@ -248,6 +248,24 @@ struct IdentityTests {
         }
     }
 
+    @Test("an accent typed apart from its letter makes the same address: one account, either form signs in, and a bounce of either stops mail to it", arguments: TestDatabaseKind.all)
+    func composedAddresses(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let composed = "jos\u{E9}@example.com", apart = "jose\u{301}@example.com"
+            try await signUp(client, env, email: composed)
+            let again = try await post(client, "/api/auth/register", ["email": apart, "password": "another long passphrase"])
+            #expect(again.status == .created)
+            #expect(try await env.outbox(kind: "duplicate_registration").count == 1)
+            #expect(try await User.query(on: env.database.db).count() == 1)
+            let login = try await post(client, "/api/auth/login", ["email": apart, "password": strongPassword])
+            #expect(login.status == .ok)
+            let stored = try #require(try await User.query(on: env.database.db).first()).email
+            #expect(Array(stored.utf8) == Array(composed.utf8))
+            try await env.services.mail.suppress(apart, reason: "bounce", detail: nil, now: Date(), on: env.database.sql)
+            #expect(try await env.services.mail.isSuppressed(composed))
+        }
+    }
+
     @Test("an address signed up for again before it is verified: neither password stands, the first link dies, and the address's owner chooses the password", arguments: TestDatabaseKind.all)
     func preRegistrationTakeover(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

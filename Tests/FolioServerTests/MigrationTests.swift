@@ -157,6 +157,29 @@ struct MigrationTests {
         }
     }
 
+    @Test("022 writes addresses in composed form, unless another account holds that form; a suppression already held composed is dropped", arguments: TestDatabaseKind.all)
+    func composedAddresses(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            let index = try #require(MigrationRegistry.all.firstIndex { $0.name == "022_compose_email_addresses" })
+            try await database.migrate(first: index)
+            let sql = database.sql
+            try await insertUser(sql, email: "rene\u{301}@example.com")
+            try await insertUser(sql, email: "zoe\u{308}@example.com")
+            try await insertUser(sql, email: "zo\u{EB}@example.com")
+            for email in ["ana\u{303}@example.com", "ine\u{300}s@example.com", "in\u{E8}s@example.com"] {
+                try await sql.raw("INSERT INTO mail_suppressions (email, reason, created_at) VALUES (\(bind: email), 'bounce', \(bind: Date()))").run()
+            }
+            _ = try await database.migrate()
+            func bytes(_ table: String) async throws -> Set<[UInt8]> {
+                Set(try await sql.raw("SELECT email FROM \(unsafeRaw: table)").all().map { Array(try $0.decode(column: "email", as: String.self).utf8) })
+            }
+            let users = try await bytes("users")
+            #expect(users == Set(["ren\u{E9}@example.com", "zoe\u{308}@example.com", "zo\u{EB}@example.com"].map { Array($0.utf8) }))
+            let suppressions = try await bytes("mail_suppressions")
+            #expect(suppressions == Set(["an\u{E3}@example.com", "in\u{E8}s@example.com"].map { Array($0.utf8) }))
+        }
+    }
+
     @Test("020 indexes the audit trail by who acted (an export, an erasure and retention read it so); its revert drops the index", arguments: TestDatabaseKind.all)
     func auditActorIndex(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind) { database, _ in

@@ -25,5 +25,6 @@ enum MigrationRegistry {
         TrackPlaidSyncRuns(),
         IndexAuditEventsByActor(),
         AddOrderSentAt(),
+        ComposeEmailAddresses(),
     ]
 }

@@ -71,9 +71,10 @@ struct IdentityServices: Sendable {
         try? await Task.sleep(until: deadline, clock: .continuous)
     }
 
-    /// Email addresses are compared and stored trimmed and lower-cased.
+    /// Email addresses are compared and stored trimmed, lower-cased and in Unicode's composed form (NFC):
+    /// `é` typed as one letter or as `e` and an accent is one address, as it is to the person.
     static func normalizedEmail(_ email: String) -> String {
-        email.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        email.trimmingCharacters(in: .whitespacesAndNewlines).lowercased().precomposedStringWithCanonicalMapping
     }
 
     /// An address mail can be delivered to as written: a dot-atom before the

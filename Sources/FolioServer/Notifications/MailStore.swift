@@ -27,11 +27,11 @@ struct MailStore: Sendable {
         var suppressedAsWritten: Bool
 
         /// Whether mail to the recipient is stopped. Suppressed addresses are
-        /// kept lower-cased by Swift's rules; when the recipient is written
-        /// that way already the claim's own answer holds (SQL's `lower()` is
+        /// kept as `IdentityServices.normalizedEmail` writes them (lower-cased by
+        /// Swift's rules, composed); when the recipient is written that way already the claim's own answer holds (SQL's `lower()` is
         /// ASCII-only on SQLite, so it is not asked to lower-case).
         func suppressed(_ store: MailStore) async throws -> Bool {
-            recipient == recipient.lowercased() ? suppressedAsWritten : try await store.isSuppressed(recipient)
+            IdentityServices.normalizedEmail(recipient).utf8.elementsEqual(recipient.utf8) ? suppressedAsWritten : try await store.isSuppressed(recipient)
         }
     }
 
@@ -165,14 +165,14 @@ struct MailStore: Sendable {
     }
 
     func isSuppressed(_ email: String) async throws -> Bool {
-        try await database.sql.raw("SELECT 1 AS found FROM mail_suppressions WHERE email = \(bind: email.lowercased())").first() != nil
+        try await database.sql.raw("SELECT 1 AS found FROM mail_suppressions WHERE email = \(bind: IdentityServices.normalizedEmail(email))").first() != nil
     }
 
     /// Stops mail to an address (a bounce, a spam report); kept until the user changes address.
     func suppress(_ email: String, reason: String, detail: String?, now: Date, on db: any SQLDatabase) async throws {
         try await db.raw("""
             INSERT INTO mail_suppressions (email, reason, detail, created_at)
-            VALUES (\(bind: email.lowercased()), \(bind: reason), \(bind: detail.map { String($0.prefix(500)) }), \(bind: now))
+            VALUES (\(bind: IdentityServices.normalizedEmail(email)), \(bind: reason), \(bind: detail.map { String($0.prefix(500)) }), \(bind: now))
             ON CONFLICT (email) DO NOTHING
             """).run()
     }
@@ -180,7 +180,7 @@ struct MailStore: Sendable {
     /// Lets mail go to the address again; false when it was not stopped.
     @discardableResult
     func unsuppress(_ email: String, on db: any SQLDatabase) async throws -> Bool {
-        try await !db.raw("DELETE FROM mail_suppressions WHERE email = \(bind: email.lowercased()) RETURNING email").all().isEmpty
+        try await !db.raw("DELETE FROM mail_suppressions WHERE email = \(bind: IdentityServices.normalizedEmail(email)) RETURNING email").all().isEmpty
     }
 
     /// Every stopped address, with why and since when, oldest first.

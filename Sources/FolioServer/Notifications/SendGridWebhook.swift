@@ -81,7 +81,7 @@ struct SendGridEvents: Sendable {
                     }
                 }
                 metrics?.mailEvent(Self.metricName(name))
-                let email = event["email"]?.string?.trimmingCharacters(in: .whitespaces).lowercased()
+                let email = event["email"]?.string.map(IdentityServices.normalizedEmail)
                 switch name {
                 // A hard bounce (not a `blocked` one, which is temporary) or a spam report: no more mail to the address.
                 case "bounce" where event["type"]?.string != "blocked", "spamreport":
