@@ -146,6 +146,22 @@ struct HTTPContractTests {
         }
     }
 
+    @Test("a body in a content coding (gzip, or labelled so) is 415 naming it, never read as if it were plain; identity passes", arguments: TestDatabaseKind.all)
+    func contentCodings(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
+            let body = ByteBuffer(string: #"{"symbol":"A","quantity":1}"#)
+            for coding in ["gzip", "identity, br", "DEFLATE"] {
+                let refused = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: "application/json", .contentEncoding: coding], body: body)
+                #expect(refused.status == .unsupportedMediaType, "\(coding)")
+                #expect(refused.headers[.acceptEncoding] == "identity")
+                let answer = try problem(refused)
+                #expect(answer.code == "unsupported_content_encoding" && answer.detail.contains("uncompressed"), "\(answer.detail)")
+            }
+            let plain = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: "application/json", .contentEncoding: "identity"], body: body)
+            #expect(plain.status == .ok)
+        }
+    }
+
     @Test("an API GET refuses a query parameter its route does not take, naming it; the documented ones pass", arguments: TestDatabaseKind.all)
     func unknownQueryParameters(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -4,7 +4,7 @@ import Hummingbird
 import Logging
 
 /// Enforces the body size limit (413), JSON bodies (415, except a form
-/// posted to the form bridge), URLs without a NUL (400) and, on the API's
+/// posted to the form bridge), no content coding (415), URLs without a NUL (400) and, on the API's
 /// routes, only the query parameters the route takes (422) before any
 /// handler runs. With DEBUG on, logs the body with its secrets masked (`loggable`).
 struct RequestBodyMiddleware: RouterMiddleware {
@@ -37,6 +37,14 @@ struct RequestBodyMiddleware: RouterMiddleware {
         }
         var request = request
         let body = try await request.collectBody(upTo: maxBodySize)
+        // Folio decodes no content coding (RFC 9110 §8.4): a gzip body would be read as its compressed bytes, and one
+        // labelled gzip but sent plain would pass where a proxy that honours the label would see something else.
+        if body.readableBytes > 0, let coding = Self.contentCoding(request.headers[values: .contentEncoding]) {
+            throw AppError(
+                .unsupportedMediaType, code: "unsupported_content_encoding",
+                detail: "Send the request body uncompressed: Content-Encoding \(coding) is not accepted.",
+                headers: [.acceptEncoding: "identity"])
+        }
         // JSON is UTF-8 (RFC 8259), and a form is read as UTF-8: a body said to be in another charset would be
         // read as something its sender did not write. A vendor's webhook is verified on its bytes and read as its vendor documents.
         if body.readableBytes > 0, !request.uri.path.hasPrefix("/webhooks/") {
@@ -113,6 +121,15 @@ struct RequestBodyMiddleware: RouterMiddleware {
         AppError.validation(
             names.map { .init(field: $0, code: "duplicate", message: "\($0) is given more than once; give it once\($0 == "symbols" ? ", with the symbols separated by commas" : "").") },
             detail: names.count == 1 ? "\(names[0]) is given more than once; give it once." : "The query gives parameters more than once; give each once.")
+    }
+
+    /// The first content coding other than `identity` that the Content-Encoding fields name, if any.
+    static func contentCoding(_ fields: [String]) -> String? {
+        for coding in fields.flatMap({ $0.split(separator: ",") }) {
+            let name = coding.trimmingCharacters(in: .whitespaces)
+            if !name.isEmpty, name.lowercased() != "identity" { return String(name.prefix(40)) }
+        }
+        return nil
     }
 
     static func isForm(_ contentType: String?) -> Bool {
