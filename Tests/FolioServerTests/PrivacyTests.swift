@@ -158,6 +158,10 @@ struct PrivacyTests {
             #expect(try await sql.raw("SELECT erased_at FROM users WHERE id = \(bind: erased.userID)").first()?.decode(column: "erased_at", as: Date?.self) != nil)
             let recorded = try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'admin.orders_canceled_for_erasure'").first()?.decode(column: "n", as: Int.self)
             #expect(recorded == 1)
+            // The cancel is the operator's doing, not the person's: its event names no actor.
+            let actors = try await sql.raw("SELECT actor_id FROM audit_events WHERE action = 'order.cancel_requested' AND lower(subject_id) = \(bind: id.lowercased())")
+                .all().map { try $0.decode(column: "actor_id", as: UUID?.self) }
+            #expect(actors == [nil])
             try await env.expectConsistent()
         }
     }

@@ -378,8 +378,8 @@ public enum TradingRules {
         return posting
     }
 
-    /// A user's cancel of an order Folio still holds open.
-    public static func cancel(_ order: OrderState, actor: UserID, account: AccountState, holding: HoldingState?, now: Date) throws(TradingError) -> Posting {
+    /// A cancel of an order Folio still holds open: the user's, or an operator's (`actor` nil).
+    public static func cancel(_ order: OrderState, actor: UserID?, account: AccountState, holding: HoldingState?, now: Date) throws(TradingError) -> Posting {
         guard order.status.isCancelable, var posting = end(order, as: .canceled, reason: "canceled by user", account: account, holding: holding, now: now) else {
             throw .orderNotCancelable(order.status)
         }
@@ -393,7 +393,7 @@ public enum TradingRules {
     /// A user's cancel of an order that may be on its way to a broker that
     /// holds orders: the order stays `new` and keeps its reservation until
     /// the submit job has canceled it at the broker (or here, if it never left).
-    public static func requestCancel(_ order: OrderState, actor: UserID, now: Date) throws(TradingError) -> Posting {
+    public static func requestCancel(_ order: OrderState, actor: UserID?, now: Date) throws(TradingError) -> Posting {
         guard order.status.isCancelable else { throw .orderNotCancelable(order.status) }
         var after = order
         after.cancelRequestedAt = after.cancelRequestedAt ?? now

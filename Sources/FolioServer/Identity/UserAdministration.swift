@@ -155,9 +155,9 @@ public struct UserAdministration: Sendable {
                 do { try await erasure.checkBeforeCancelingOrders(userID) } catch let refusal as PersonalDataErasure.Refusal {
                     throw Self.failure(refusal, email: email, cancelingOpenOrders: true)
                 }
-                let outcomes = try await orders.cancelAll(userID: userID, accountID: nil, symbol: nil, context: origin.audit)
+                let outcomes = try await orders.cancelAll(userID: userID, accountID: nil, symbol: nil, context: origin.audit, byOperator: true)
                 let failed = outcomes.filter { if case .failure = $0.outcome { true } else { false } }
-                // The orders' own events name the person (the rules' actor); this one says whose doing it was.
+                // The orders' own events name no actor; this one says whose doing it was.
                 try await identity.audit.record(
                     .init(action: "admin.orders_canceled_for_erasure", subjectType: "user", subjectID: user.id!.lowercasedString, userID: user.id,
                           details: ["orders": String(open.count), "not_canceled": String(failed.count)]),

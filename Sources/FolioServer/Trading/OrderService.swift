@@ -540,11 +540,13 @@ struct OrderService: Sendable {
     /// the cancel is recorded as requested (shown as `pending_cancel`), the
     /// order keeps its reservation, and the submit job or the next look at
     /// resting orders finishes it at the broker (or here, if it never left).
-    func cancel(orderID: OrderID, userID: UserID, context: AuditContext) async throws -> OrderState {
+    func cancel(orderID: OrderID, userID: UserID, context: AuditContext, byOperator: Bool = false) async throws -> OrderState {
+        // An operator's cancel (an erasure's) names no person as its actor: the person did not ask for it.
+        let actor: UserID? = byOperator ? nil : userID
         for _ in 0..<3 {
             guard let seen = try await store.order(orderID, owner: userID) else { throw TradingError.orderNotFound }
             if seen.status == .new, try await brokers.broker(for: seen.accountID).holdsOrders {
-                if let requested = try await requestCancel(seen, userID: userID, context: context) { return requested }
+                if let requested = try await requestCancel(seen, userID: userID, actor: actor, context: context) { return requested }
                 continue  // it moved on meanwhile: cancel it as it is now
             }
             if seen.status == .accepted || seen.status == .partiallyFilled {
@@ -552,7 +554,7 @@ struct OrderService: Sendable {
                 // own report of the cancel (the trade stream can beat this answer) is then known as the user's.
                 var requested: OrderState? = seen.cancelRequestedAt == nil ? nil : seen
                 if requested == nil, try await brokers.broker(for: seen.accountID).holdsOrders {
-                    guard let recorded = try await requestCancel(seen, userID: userID, context: context) else { continue }
+                    guard let recorded = try await requestCancel(seen, userID: userID, actor: actor, context: context) else { continue }
                     requested = recorded
                 }
                 let ended: Bool
@@ -565,7 +567,7 @@ struct OrderService: Sendable {
                     return requested
                 }
                 guard ended else {
-                    if let requested = try await requestCancel(seen, userID: userID, context: context) { return requested }
+                    if let requested = try await requestCancel(seen, userID: userID, actor: actor, context: context) { return requested }
                     continue
                 }
             }
@@ -578,7 +580,7 @@ struct OrderService: Sendable {
                 if seen.status == .new && order.status != .new && order.status.isCancelable { return nil }
                 // The broker's report of this very cancel got here first: it is done as asked.
                 if order.status == .canceled, order.cancelRequestedAt != nil { return order }
-                open.books.record(try TradingRules.cancel(order, actor: userID, account: open.books.account, holding: open.books.holding(order.symbol), now: now))
+                open.books.record(try TradingRules.cancel(order, actor: actor, account: open.books.account, holding: open.books.holding(order.symbol), now: now))
                 try await ledger.commit(open, context: context, on: db)
                 return open.books.orders[orderID]!
             }
@@ -592,11 +594,11 @@ struct OrderService: Sendable {
     /// answer is the order as it is after its cancel (ended, or still open
     /// with the cancel requested while the broker confirms), or why it could
     /// not be asked; one that ended meanwhile is reported as it ended.
-    func cancelAll(userID: UserID, accountID: AccountID?, symbol: String?, context: AuditContext) async throws -> [(id: OrderID, outcome: Result<OrderState, any Error>)] {
+    func cancelAll(userID: UserID, accountID: AccountID?, symbol: String?, context: AuditContext, byOperator: Bool = false) async throws -> [(id: OrderID, outcome: Result<OrderState, any Error>)] {
         var outcomes: [(id: OrderID, outcome: Result<OrderState, any Error>)] = []
         for order in try await store.openOrders(of: userID, accountID: accountID, symbol: symbol) {
             do {
-                outcomes.append((order.id, .success(try await cancel(orderID: order.id, userID: userID, context: context))))
+                outcomes.append((order.id, .success(try await cancel(orderID: order.id, userID: userID, context: context, byOperator: byOperator))))
             } catch {
                 // It filled or ended another way between the list and its cancel: nothing is left to cancel.
                 if let now = try? await store.order(order.id, owner: userID), !now.status.isOpen {
@@ -610,14 +612,14 @@ struct OrderService: Sendable {
     }
 
     /// Records a requested cancel on an order still as it was seen; nil when it has moved on (or was asked already).
-    private func requestCancel(_ seen: OrderState, userID: UserID, context: AuditContext) async throws -> OrderState? {
+    private func requestCancel(_ seen: OrderState, userID: UserID, actor: UserID?, context: AuditContext) async throws -> OrderState? {
         let now = ledger.now(), ledger = self.ledger
         return try await database.transaction { db in
             guard var open = try await ledger.open(account: seen.accountID, owner: userID, need: .init(orders: [seen.id]), on: db),
                   let order = open.books.orders[seen.id], order.status == seen.status
             else { return nil }
             if order.cancelRequestedAt != nil { return order }
-            open.books.record(try TradingRules.requestCancel(order, actor: userID, now: now))
+            open.books.record(try TradingRules.requestCancel(order, actor: actor, now: now))
             try await ledger.commit(open, context: context, on: db)
             return open.books.orders[seen.id]!
         }
