@@ -239,6 +239,43 @@ struct RebalanceTests {
         }
     }
 
+    @Test("a run is refused (409 plan_changed, nothing placed) when the targets changed since the preview, or its buys would cost more than the tolerance above it", arguments: TestDatabaseKind.all)
+    func previewedPlanOnly(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.startingCash = 20_000 }) { client, env in
+            let tokens = try await signUp(client, env, email: "previewed@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            let preview = try json(try await post(client, "/api/portfolio/rebalance", ["mode": "full"], headers: bearer(tokens)))
+            let version = try #require(preview["targets_version"] as? Int)
+            let cost = try Cash(parsing: try #require(preview["estimated_cost"] as? String))
+            #expect(version == 1 && cost.isPositive)
+            let changed: [String: Any] = ["targets": [["symbol": "KO", "percent": "90"]], "cash_percent": "10"]
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", changed, headers: bearer(tokens)).status == .ok)
+            func execute(_ key: String, _ extra: [String: Any]) async throws -> TestResponse {
+                var keyed = bearer(tokens)
+                keyed[Idempotency.header] = key
+                return try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "full"].merging(extra) { $1 }, headers: keyed)
+            }
+            let stale = try await execute("stale-targets", ["targets_version": version, "previewed_estimated_cost": cost.description])
+            #expect(stale.status == .conflict)
+            let refusal = try problem(stale)
+            #expect(refusal.code == "plan_changed" && refusal.errors?.first?.field == "targets_version" && refusal.detail.contains("version 2"), "\(refusal.detail)")
+            // Prices that moved the buys' cost past the tolerance: the preview said far less.
+            let current = try json(try await post(client, "/api/portfolio/rebalance", ["mode": "full"], headers: bearer(tokens)))
+            let newCost = try Cash(parsing: try #require(current["estimated_cost"] as? String))
+            let dearer = try await execute("dearer", ["targets_version": 2, "previewed_estimated_cost": "1.00"])
+            #expect(dearer.status == .conflict)
+            #expect(try problem(dearer).errors?.first?.field == "previewed_estimated_cost")
+            #expect(try await env.orders().isEmpty, "a refused run places nothing")
+            // Within the tolerance (2 %) of what was previewed, it runs.
+            let within = Cash(uncheckedUnits: newCost.units * 100 / 101)
+            let started = try await execute("current", ["targets_version": 2, "previewed_estimated_cost": within.description])
+            #expect(started.status == .accepted, "\(String(buffer: started.body))")
+            _ = try await Self.finish(client, env, tokens, run: try #require(try json(started)["id"] as? String))
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("targets by asset class: drift by class, and a run that brings the classes within their bands", arguments: TestDatabaseKind.all)
     func byAssetClass(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -1147,6 +1147,35 @@ struct WebAppTests {
         }
     }
 
+    @Test("without JavaScript: a plan page left open while the targets change places nothing; its form is refused, saying why", arguments: TestDatabaseKind.all)
+    func stalePlanPage(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "staleplan@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", RebalanceTests.targets, headers: bearer(tokens)).status == .ok)
+            let formHeaders = try await Self.signInWithoutJavaScript(client, email: "staleplan@example.com")
+            let page = Self.text(try await client.execute(uri: "/targets", method: .get, headers: [.cookie: try #require(formHeaders[.cookie])]))
+            let token = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            let preview = try await client.execute(
+                uri: "/form", method: .post, headers: formHeaders,
+                body: Self.form([("_api", "/api/portfolio/rebalance"), ("_show", "rebalance-plan"), ("_csrf", token), ("mode", "full"), ("cash_reserve", ""), ("min_trade_amount", "")]))
+            let plan = Self.text(preview)
+            let execute = String(try #require(plan.firstMatch(of: /<form[^>]*id="execute-form"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
+            let fields = execute.matches(of: /<input type="hidden" name="([^"]+)" value="([^"]*)">/).map { (String($0.output.1), String($0.output.2)) }
+            #expect(fields.contains { $0 == ("targets_version", "1") } && fields.contains { $0.0 == "previewed_estimated_cost" && !$0.1.isEmpty }, "\(fields)")
+            // Another tab saves other targets.
+            let other: [String: Any] = ["targets": [["symbol": "KO", "percent": "90"]], "cash_percent": "10"]
+            #expect(try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", other, headers: bearer(tokens)).status == .ok)
+            let placed = try await client.execute(uri: "/form", method: .post, headers: formHeaders, body: Self.form(fields))
+            #expect(placed.status == .conflict)
+            #expect(Self.text(placed).contains("The targets changed after this plan was previewed"), "\(Self.text(placed))")
+            await env.worker.drain()
+            #expect(try await env.orders().isEmpty)
+            // The bridge sends the version as the number the API takes.
+            #expect(String(decoding: try FormBridge.json([("targets_version", "12"), ("mode", "7")]), as: UTF8.self) == #"{"mode":"7","targets_version":12}"#)
+        }
+    }
+
     @Test("a form refused before it reaches the API (its type, its fields, its origin) is a page for a browser and a problem for anyone else", arguments: [TestDatabaseKind.sqlite])
     func formRefusedBeforeTheAPI(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -11,6 +11,8 @@ public enum RebalanceError: Error, Equatable, Sendable {
     case nothingHeldInClass(String)
     /// A run was asked for, but the plan has no trades (the plan's reason).
     case noTrades(code: String, message: String)
+    /// A run was asked for a plan that is no longer the one the caller previewed (the targets changed, or it costs more).
+    case planChanged(field: String, message: String)
 }
 
 public enum RebalanceMode: String, Sendable, CaseIterable, Codable {

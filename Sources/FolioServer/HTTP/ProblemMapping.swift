@@ -209,6 +209,8 @@ enum ProblemMapping {
             return AppError(
                 .unprocessableContent, code: "nothing_to_rebalance", detail: message,
                 errors: [.init(field: "execute", code: code, message: message)])
+        case .planChanged(let field, let message):
+            return AppError(.conflict, code: "plan_changed", detail: message, errors: [.init(field: field, code: "changed", message: message)])
         }
     }
 

@@ -265,6 +265,11 @@ struct RebalanceController: Sendable {
         var allowFractional: Bool?
         var priceTolerancePercent: Ratio?
         var execute: Bool?
+        /// With `execute`: the plan previewed was of this version of the targets (`targets_version` of the plan).
+        var targetsVersion: Int?
+        /// With `execute`: the previewed plan's `estimated_cost`; a run that would now cost more than the
+        /// price tolerance above it is refused.
+        var previewedEstimatedCost: Cash?
 
         func planRequest() throws -> RebalanceService.PlanRequest {
             var issues: [FieldIssue] = []
@@ -284,6 +289,24 @@ struct RebalanceController: Sendable {
                 options: RebalanceOptions(
                     mode: mode, cashReserve: cashReserve ?? .zero, minimumTrade: minTradeAmount ?? .zero, allowFractional: allowFractional ?? false),
                 priceTolerancePercent: priceTolerancePercent ?? RebalanceService.defaultPriceTolerance)
+        }
+
+        /// A run places the plan worked out when it starts, not the one on the caller's screen: it is refused when that
+        /// plan is not the one previewed (the targets changed since, or prices moved its buys past the tolerance).
+        func expectPreviewed(_ planned: RebalanceService.Planned) throws {
+            if let expected = targetsVersion, expected != planned.targets.version {
+                throw RebalanceError.planChanged(
+                    field: "targets_version",
+                    message: "The targets changed after this plan was previewed (it was for version \(expected); they are now version \(planned.targets.version)). Preview the plan again.")
+            }
+            let cost = planned.plan.estimatedCost, tolerance = planned.request.priceTolerancePercent
+            guard let previewed = previewedEstimatedCost, cost > previewed else { return }
+            // (cost − previewed) × 100 ÷ previewed, rounded up: how far above the preview, in percent.
+            let above = previewed.isZero ? nil : try Ratio.quotient(Cash(uncheckedUnits: (cost.units - previewed.units) * 100), previewed, places: Percent.places, rounding: .up)
+            if let above, above <= tolerance { return }
+            throw RebalanceError.planChanged(
+                field: "previewed_estimated_cost",
+                message: "Prices moved after this plan was previewed: its buys would now cost about \(Display.money(cost, .up)), more than \(tolerance) % above the \(Display.money(previewed, .up)) previewed. Preview the plan again.")
         }
     }
 
@@ -417,6 +440,7 @@ struct RebalanceController: Sendable {
             request, userID: identity.userID, status: .accepted, location: { (run: RunResponse) in "/api/portfolio/rebalances/\(run.id)" },
             prepare: {
                 let planned = try await rebalancing.plan(planRequest, owner: identity.userID, defaultAccount: identity.defaultAccountID)
+                try body.expectPreviewed(planned)
                 return (planned, try await rebalancing.placements(for: planned))
             },
             perform: { prepared, db in

@@ -31,6 +31,8 @@ struct FormBridge: Sendable {
     /// Fields whose "true"/"false" text is a JSON boolean: `execute`, and each
     /// notification category's email choice (a checkbox after a hidden "false").
     static let booleanFields: Set<String> = Set(["execute"] + NoticeCategory.allCases.map { "email.\($0.rawValue)" })
+    /// Fields whose digits are a JSON number (`data-integer` in app.js): the targets version a plan was previewed for.
+    static let integerFields: Set<String> = ["targets_version"]
 
     /// Limits on what a form may hold, checked before anything is built from it.
     static let maximumFields = 400
@@ -254,7 +256,8 @@ struct FormBridge: Sendable {
         for (name, value) in fields {
             let path = name.split(separator: ".").map(String.init)
             guard !path.isEmpty, path.allSatisfy({ !$0.isEmpty }) else { continue }
-            let leaf: Any = booleanFields.contains(name) ? (value == "true") : value
+            let leaf: Any = booleanFields.contains(name) ? (value == "true")
+                : integerFields.contains(name) ? (value.count <= 15 ? Int(value).map { $0 as Any } ?? value : value) : value
             root.set(path, leaf)
         }
         return try JSONSerialization.data(withJSONObject: root.value(), options: [.sortedKeys])

@@ -26,7 +26,7 @@ async function api(path, { method = 'GET', body, headers = {} } = {}) {
   return { ok: response.ok, status: response.status, body: parsed };
 }
 
-/** The form's fields as the API's JSON: names with dots nest, checkboxes are booleans, empty text is left out. */
+/** The form's fields as the API's JSON: names with dots nest, checkboxes are booleans, `data-integer` digits numbers, empty text is left out. */
 function fieldsOf(form) {
   const body = {};
   for (const element of form.elements) {
@@ -36,6 +36,7 @@ function fieldsOf(form) {
     let value = element.type === 'checkbox' ? element.checked : /(^|_)password$/.test(element.name) ? element.value : element.value.trim();
     if (value === '') continue;
     if (element.dataset.boolean !== undefined) value = value === 'true';
+    if (element.dataset.integer !== undefined && /^\d{1,15}$/.test(value)) value = Number(value);
     const path = element.name.split('.');
     let target = body;
     for (const key of path.slice(0, -1)) target = target[key] ??= {};
