@@ -95,6 +95,29 @@ struct PrivacyTests {
         }
     }
 
+    @Test("a bounce SendGrid reports after the address's owner was erased is removed a week later; an account's own suppression stays", arguments: TestDatabaseKind.all)
+    func lateBounceAfterErasure(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "gone@example.com")
+            try await signUp(client, env, email: "kept@example.com")
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let erased = try await client.execute(uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password":"\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent)
+            for email in ["gone@example.com", "kept@example.com"] {
+                try await env.services.mail.suppress(email, reason: "bounce", detail: nil, now: env.clock.now, on: env.database.sql)
+            }
+            var retention = env.services.retention
+            env.clock.advance(by: 6 * 86_400)
+            #expect(try await retention.run(dryRun: false).first { $0.policy == "unowned_mail_suppressions" }?.rows == 0)
+            env.clock.advance(by: 2 * 86_400)
+            retention.batchSize = 1
+            #expect(try await retention.run(dryRun: false).first { $0.policy == "unowned_mail_suppressions" }?.rows == 1)
+            #expect(try await !env.services.mail.isSuppressed("gone@example.com"))
+            #expect(try await env.services.mail.isSuppressed("kept@example.com"))
+        }
+    }
+
     @Test("retention keeps the last quote of a symbol held, named by an open order or in an account's current targets, and removes the rest", arguments: TestDatabaseKind.all)
     func quotesKeptWhileNeeded(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -86,6 +86,11 @@ public struct RetentionPolicy: Sendable {
             keep: 3 * day, key: "sg_event_id",
             condition: { cutoff, _ in "received_at < \(bind: cutoff)" }),
         .init(
+            name: "unowned_mail_suppressions", table: "mail_suppressions",
+            reason: "A bounce or spam report for an address no account holds (one SendGrid reported after its owner's erasure, as it may for days) is removed after 7 days; an account's stays until the address is erased.",
+            keep: 7 * day, key: "email",
+            condition: { cutoff, _ in "created_at < \(bind: cutoff) AND NOT EXISTS (SELECT 1 FROM users u WHERE u.email = mail_suppressions.email)" }),
+        .init(
             name: "plaid_webhooks", table: "plaid_webhooks",
             reason: "Webhook ids are kept a day to drop Plaid's retries of the same webhook.",
             keep: day, key: "id",
