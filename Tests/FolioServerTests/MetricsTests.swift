@@ -34,6 +34,17 @@ struct MetricsTests {
         }
     }
 
+    @Test("a request no route matches is counted under route=\"unmatched\", as the access log names it, whatever its path or method")
+    func unmatchedRoutes() async throws {
+        try await withTestApp(.sqlite, configure: { $0.opsToken = Self.opsToken }) { client, _ in
+            #expect(try await client.execute(uri: "/nowhere/\(UUID())", method: .get).status == .notFound)
+            _ = try await client.execute(uri: "/also/nowhere", method: .delete)
+            let text = String(buffer: try await scrape(client).body)
+            #expect(text.contains(#"folio_http_requests_total{route="unmatched",method="GET",status="404"} 1"#), "\(text)")
+            #expect(!text.contains("NotFound") && !text.contains("nowhere"))
+        }
+    }
+
     @Test("a session shows in each series family, with route patterns for labels", arguments: TestDatabaseKind.all)
     func seriesAfterASession(kind: TestDatabaseKind) async throws {
         try await withFakePlaid { fake in

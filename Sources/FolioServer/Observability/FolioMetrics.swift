@@ -39,7 +39,7 @@ final class FolioMetrics: Sendable {
     static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
     func recordRequest(route: String?, method: String, status: Int, duration: Duration) {
-        let key = RequestKey(route: route ?? "unmatched", method: Self.methods.contains(method) ? method : "OTHER", status: status)
+        let key = RequestKey(route: EdgeMiddleware.routePattern(route), method: Self.methods.contains(method) ? method : "OTHER", status: status)
         let (counter, histogram) = requests.withLock { series in
             if let made = series[key] { return made }
             let labels = [("route", key.route), ("method", key.method), ("status", String(key.status))]
