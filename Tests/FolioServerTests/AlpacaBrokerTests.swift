@@ -76,6 +76,38 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("a market or stop buy at Alpaca is refused (503, the symbol named) while the only quote is stale: the cash it sets aside comes from it; a limit buy, a notional buy and a paper order go on", arguments: TestDatabaseKind.all)
+    func staleQuoteAtAlpaca(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        let market = SwitchableMarket(clock: clock.clock)
+        market.monthOld.withLockedValue { $0 = ["KO"] }
+        try await withFakeAlpaca { fake in
+            try await withTestApp(kind, clock: clock, configure: { $0.alpacaURLs = fake.urls }, dependencies: { $0.marketData = market }) { client, env in
+                let (tokens, account) = try await linkedUser(client, env, email: "stale-alpaca@example.com")
+                for body: [String: Any] in [
+                    ["symbol": "KO", "quantity": "100", "side": "BUY", "order_type": "MARKET", "account_id": account],
+                    ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "STOP", "stop_price": "1.00", "time_in_force": "GTC", "account_id": account],
+                ] {
+                    let refused = try await post(client, "/api/orders", body, headers: bearer(tokens))
+                    #expect(refused.status == .serviceUnavailable, "\(String(buffer: refused.body))")
+                    let answer = try problem(refused)
+                    #expect(answer.code == "market_data_unavailable" && answer.errors?.first?.field == "symbol" && answer.detail.contains("KO"), "\(answer.detail)")
+                    #expect(refused.headers[.retryAfter] == "60")
+                }
+                #expect(try await env.orders().isEmpty)
+                let limit = try await post(client, "/api/orders", ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "10", "time_in_force": "GTC", "account_id": account], headers: bearer(tokens))
+                #expect(limit.status == .created, "\(String(buffer: limit.body))")
+                let notional = try await post(client, "/api/orders", ["symbol": "KO", "notional": "10", "side": "BUY", "order_type": "MARKET", "account_id": account], headers: bearer(tokens))
+                #expect(notional.status == .created, "\(String(buffer: notional.body))")
+                let fresh = try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET", "account_id": account], headers: bearer(tokens))
+                #expect(fresh.status == .created)
+                let paperAccount = try #require(try await env.accounts().first { $0.kind == "paper" }).id.description
+                let paper = try await post(client, "/api/orders", ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "MARKET", "account_id": paperAccount], headers: bearer(tokens))
+                #expect(paper.status == .created, "the paper broker fills only at a fresh price: \(String(buffer: paper.body))")
+            }
+        }
+    }
+
     /// A GTC limit buy of MSFT at 50 that rests at Alpaca (the fake in `.rest`): its id, once the worker took it there.
     func restingBuy(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any], account: String, quantity: String) async throws -> String {
         let body = ["symbol": "MSFT", "quantity": quantity, "side": "BUY", "order_type": "LIMIT", "limit_price": "50", "time_in_force": "GTC", "account_id": account]

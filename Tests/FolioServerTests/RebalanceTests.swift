@@ -587,6 +587,8 @@ struct RebalanceTests {
 final class SwitchableMarket: MarketDataProvider {
     let base: SimulatedMarketDataProvider
     let unknown = NIOLockedValueBox<Set<String>>([])
+    /// Symbols whose quotes are a month old (the vendor stopped updating them): stale.
+    let monthOld = NIOLockedValueBox<Set<String>>([])
     var name: String { "simulated" }
 
     init(clock: AppClock) {
@@ -595,7 +597,9 @@ final class SwitchableMarket: MarketDataProvider {
 
     func quote(for symbol: String) async throws -> PriceQuote? {
         if unknown.withLockedValue({ $0.contains(symbol) }) { return nil }
-        return try await base.quote(for: symbol)
+        guard var quote = try await base.quote(for: symbol) else { return nil }
+        if monthOld.withLockedValue({ $0.contains(symbol) }) { quote.asOf = quote.asOf.addingTimeInterval(-30 * 86_400) }
+        return quote
     }
 
     func search(_ query: String) async throws -> [SymbolMatch] { try await base.search(query) }

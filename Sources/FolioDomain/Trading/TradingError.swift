@@ -25,6 +25,8 @@ public enum TradingError: Error, Equatable, Sendable {
     case impossibleTransition(from: OrderStatus, to: OrderStatus)
     /// A broker reported a fill of nothing or at no price: it cannot be applied, and is not dropped silently.
     case unusableFill(orderID: OrderID, fill: String)
+    /// A market or stop buy at a broker with only a stale quote to set its cash aside by.
+    case stalePrice(symbol: String)
 
     public static func invalid(field: String, code: String, message: String) -> TradingError {
         .invalid([FieldIssue(field: field, code: code, message: message)])

@@ -91,6 +91,11 @@ enum ProblemMapping {
             return AppError(
                 .conflict, code: "too_many_open_orders",
                 detail: "This account has \(limit == 1 ? "an open order" : "\(limit) open orders"), as many as one may; cancel \(limit == 1 ? "it" : "some"), or let \(limit == 1 ? "it" : "them") fill, before placing another.")
+        case .stalePrice(let symbol):
+            let message = "No current price for \(symbol): the last one known is too old to set aside the cash a market or stop buy at the broker may cost. Try again later, or place a limit order."
+            return AppError(
+                .serviceUnavailable, code: "market_data_unavailable", detail: message, errors: [.init(field: "symbol", code: "stale_price", message: message)],
+                headers: [.retryAfter: "60"])
         case .overfill, .impossibleTransition, .unusableFill:
             // Broker and worker paths: a request never causes these.
             return AppError(.internalServerError, code: "internal_error", detail: "Something went wrong on our side. Quote the request id if you contact support.")

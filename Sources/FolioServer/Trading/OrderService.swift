@@ -159,6 +159,14 @@ struct OrderService: Sendable {
                 answers[index] = .failure(TradingError.invalid(issues))
                 continue
             }
+            // A market or stop buy sets aside cash from the quote, and a broker that holds orders fills it at whatever the
+            // market then is: a stale quote (the vendor down, a symbol that stopped trading) could set aside far too little.
+            // (The paper broker fills only at a fresh price, and checks it against the reservation.)
+            if atABroker, priced.quote.isStale, priced.draft.side == .buy, priced.draft.notional == nil,
+               priced.draft.type == .market || priced.draft.type == .stop {
+                answers[index] = .failure(TradingError.stalePrice(symbol: priced.draft.symbol))
+                continue
+            }
             do {
                 let posting = try TradingRules.place(
                     priced.draft, orderID: ids.next(OrderID.self), clientOrderID: priced.placement.clientOrderID, account: open.books.account,
