@@ -292,6 +292,23 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("a refusal of the order itself (422, not about its client_order_id) after a 429 rejects it at once with Alpaca's reason: the first POST was refused too", arguments: TestDatabaseKind.all)
+    func refusalAfterRetry(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            let (tokens, account) = try await linkedUser(client, env, email: "wholeshares@example.com")
+            fake.wholeSharesOnly = ["KO"]
+            fake.failNext([429])
+            let body = ["symbol": "KO", "quantity": "1.5", "side": "BUY", "order_type": "LIMIT", "limit_price": "10", "time_in_force": "GTC", "account_id": account]
+            let id = try #require(try json(try await post(client, "/api/orders", body, headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            let shown = try await show(client, tokens, id)
+            #expect(shown["status"] as? String == "rejected", "\(shown)")
+            #expect(shown["reject_reason"] as? String == "Alpaca refused the order: qty must be integer: asset is not fractionable")
+            #expect(shown["reserved_cash"] as? String == "0.00")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a cancel Alpaca has yet to confirm is pending_cancel: the reservation holds, a fill that beats it counts, and the confirmation ends the order", arguments: TestDatabaseKind.all)
     func pendingCancel(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

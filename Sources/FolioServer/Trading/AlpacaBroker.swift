@@ -174,7 +174,8 @@ struct AlpacaBroker: Broker {
             // A repeat of a POST that failed (in this call, or in an earlier attempt of the job) may be refused as a
             // duplicate of the order it made, whose look-up lags: not known to be refused, so the job asks again
             // later rather than free the cash (an order whose job dies of it is looked for once more, then rejected).
-            if answer.repeated || order.retried {
+            // A 422 about the order itself (a quantity the asset does not take, a price) refused the first POST too.
+            if answer.repeated || order.retried, answer.message.lowercased().contains("client_order_id") {
                 throw BrokerError.unavailable("POST /v2/orders was sent again and refused (\(answer.message)), but the order is not found under its id yet")
             }
             return .rejected(reason: "Alpaca refused the order: \(answer.message)")

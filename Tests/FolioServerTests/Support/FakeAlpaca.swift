@@ -67,6 +67,8 @@ final class FakeAlpaca: Sendable {
         var calls = 0
         /// Orders are refused with 403 for buying power.
         var refuseBuyingPower = false
+        /// Symbols that trade in whole shares only: a fractional quantity is refused with 422, as Alpaca does.
+        var wholeSharesOnly: Set<String> = []
         /// A DELETE leaves the order `pending_cancel` until `confirmCancels`.
         var slowCancels = false
         /// A DELETE is answered 503, as by an Alpaca that is down, until this is set back.
@@ -178,6 +180,11 @@ final class FakeAlpaca: Sendable {
     var refuseBuyingPower: Bool {
         get { state.withLockedValue { $0.refuseBuyingPower } }
         set { state.withLockedValue { $0.refuseBuyingPower = newValue } }
+    }
+
+    var wholeSharesOnly: Set<String> {
+        get { state.withLockedValue { $0.wholeSharesOnly } }
+        set { state.withLockedValue { $0.wholeSharesOnly = newValue } }
     }
 
     var slowCancels: Bool {
@@ -458,6 +465,9 @@ final class FakeAlpaca: Sendable {
                 }
                 if state.refuseBuyingPower {
                     return Self.json(#"{"code":40310000,"message":"insufficient buying power"}"#, status: .forbidden)
+                }
+                if state.wholeSharesOnly.contains(symbol), quantity.contains(".") {
+                    return Self.json(#"{"code":42210000,"message":"qty must be integer: asset is not fractionable"}"#, status: .unprocessableContent)
                 }
                 if state.orders.values.contains(where: { $0.clientOrderID == client }) {
                     return Self.json(#"{"code":40010001,"message":"client_order_id must be unique"}"#, status: .unprocessableContent)
