@@ -68,6 +68,25 @@ struct MarketDataResilienceTests {
         }
     }
 
+    @Test("refusals Alpha Vantage answers with HTTP 200 (a wrong key, a spent limit) are counted as what they are, not as calls that worked", arguments: [TestDatabaseKind.sqlite])
+    func refusalsCounted(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(kind, clock: clock, configure: { Self.vendor(fake)(&$0); $0.opsToken = "ops-token-for-tests-0123" }) { client, env in
+                let tokens = try await signUp(client, env, email: "refusals@example.com")
+                fake.mode = .errorMessage
+                _ = try await Self.quotes(client, tokens, "IBM")
+                clock.advance(by: 120)
+                fake.mode = .note
+                _ = try await Self.quotes(client, tokens, "AAPL")
+                let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer ops-token-for-tests-0123"]).body)
+                #expect(metrics.contains(#"folio_vendor_calls_total{vendor="alpha_vantage",endpoint="GLOBAL_QUOTE",result="rejected"} 1"#), "\(metrics)")
+                #expect(metrics.contains(#"folio_vendor_calls_total{vendor="alpha_vantage",endpoint="GLOBAL_QUOTE",result="rate_limited"} 1"#))
+                #expect(!metrics.contains(#"folio_vendor_calls_total{vendor="alpha_vantage",endpoint="GLOBAL_QUOTE",result="ok"}"#))
+            }
+        }
+    }
+
     @Test("during a 60-second outage, 100 quote requests get the stale quotes at once and the vendor sees a handful of calls, not one per request", arguments: TestDatabaseKind.all)
     func outage(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

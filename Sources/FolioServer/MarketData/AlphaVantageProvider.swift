@@ -143,8 +143,8 @@ struct AlphaVantageProvider: MarketDataProvider {
         do {
             let (response, whole) = try await httpClient.executeWhole(request, timeout: timeout, upTo: 8 << 20)
             body = whole
-            record(response.status == .ok ? "ok" : "error")
             guard response.status == .ok else {
+                record("error")
                 throw MarketDataError.badResponse("\(function) answered HTTP \(response.status.code)")
             }
         } catch let error as MarketDataError {
@@ -154,13 +154,21 @@ struct AlphaVantageProvider: MarketDataProvider {
             // The error's description never includes the URL, so the key stays out of logs.
             throw logged(.unreachable("\(function): \(type(of: error))"), function: function)
         }
+        // Alpha Vantage answers its refusals with HTTP 200: counted by what the body says, so a revoked key or a
+        // spent limit shows in the metrics (and FolioVendorErrorBurst) as the failure it is.
         let envelope = (try? JSONDecoder().decode(ErrorEnvelope.self, from: body)) ?? ErrorEnvelope()
-        if let message = envelope.errorMessage { throw logged(.rejected(message), function: function) }
+        if let message = envelope.errorMessage {
+            record("rejected")
+            throw logged(.rejected(message), function: function)
+        }
         if let message = envelope.note ?? envelope.information {
             // `Information` also says a call needs a premium plan (`outputsize=full`, say): a refusal of that
             // call, not a limit to hold every call back for. Only a message about the rate is a limit.
-            throw logged(Self.isRateLimit(message) ? .rateLimited(message) : .rejected(message), function: function)
+            let limited = Self.isRateLimit(message)
+            record(limited ? "rate_limited" : "rejected")
+            throw logged(limited ? .rateLimited(message) : .rejected(message), function: function)
         }
+        record("ok")
         return body
     }
 
