@@ -35,6 +35,10 @@ struct LedgerCommand: AsyncParsableCommand {
         func run() async throws {
             guard let kind = OperatorPosting.Kind(rawValue: type.lowercased()) else { throw ValidationError("--type must be dividend or fee") }
             guard let id = AccountID(accountID) else { throw ValidationError("the account id must be a UUID") }
+            // An operator moving money types plain digits: `1e3` is more likely a slip than a thousand.
+            guard amount.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "." || $0 == "-") }) else {
+                throw ValidationError("--amount must be written in plain digits, such as 12.34 (not \(amount.prefix(40)))")
+            }
             let value: Cash
             do { value = try Cash(parsing: amount) } catch { throw ValidationError(FieldIssue.amount(error, field: "--amount", scale: Cash.centPlaces).message) }
             let text = description ?? (kind == .dividend ? "Dividend\(symbol.map { " \($0.uppercased())" } ?? "")" : "Fee")

@@ -215,6 +215,9 @@ struct CommandTests {
             let tooMuch = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "999999999"], environment: environment)
             #expect(tooMuch.status == 1)
             #expect(tooMuch.stderr.contains("exceeds the account's available cash"))
+            // A slip in exponent form is refused, not read as a thousand.
+            let exponent = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "1e3"], environment: environment)
+            #expect(exponent.status != 0 && exponent.stderr.contains("plain digits"), "\(exponent.stderr)")
             let rows = try await store.entries(of: try #require(AccountID(accountID)), on: database.sql).map(\.line).filter { $0.kind == .dividend || $0.kind == .fee }
             #expect(rows.map(\.amount.description).sorted() == ["-2.30", "12.34"])
             #expect(rows.first { $0.kind == .dividend }?.symbol == "AAPL")
