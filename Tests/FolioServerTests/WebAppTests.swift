@@ -1147,6 +1147,19 @@ struct WebAppTests {
         }
     }
 
+    @Test("a used or made-up reset or verification link sent from its page says to ask for a new link, not to correct the form", arguments: [TestDatabaseKind.sqlite])
+    func deadLinkPage(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, _ in
+            for (api, fields) in [("/api/auth/password-reset/confirm", [("token", "not-a-real-token-0000000000000000"), ("new_password", "another long passphrase here")]),
+                                  ("/api/auth/verify-email", [("token", "not-a-real-token-0000000000000000")])] {
+                let page = try await client.execute(uri: "/form", method: .post, headers: Self.browserForm, body: Self.form([("_api", api)] + fields))
+                let html = Self.text(page)
+                #expect(page.status == .unprocessableContent, "\(api)")
+                #expect(html.contains("Ask for a new link") && !html.contains("send it again, corrected"), "\(api): \(html)")
+            }
+        }
+    }
+
     @Test("without JavaScript: a plan page left open while the targets change places nothing; its form is refused, saying why", arguments: TestDatabaseKind.all)
     func stalePlanPage(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -167,7 +167,9 @@ struct FormBridge: Sendable {
         var page = renderer.page(
             "error", title: Display.errorTitle(answer.status), viewer: viewer,
             values: [
-                "detail": detail, "has_errors": !errors.isEmpty, "errors": errors, "advice": Self.advice(status: answer.status, code: code),
+                "detail": detail, "has_errors": !errors.isEmpty, "errors": errors,
+                // A mailed link that is used or expired cannot be corrected and sent again: only a new link helps.
+                "advice": issues.contains { $0["code"] as? String == "invalid_token" } ? Self.deadLinkAdvice : Self.advice(status: answer.status, code: code),
             ].merging(Display.errorValues(status: answer.status, code: code)) { _, new in new },
             status: answer.status)
         Self.passCookies(of: answer, to: &page)
@@ -181,6 +183,8 @@ struct FormBridge: Sendable {
 
     /// 503s the API answers before changing anything, whose detail says so.
     static let refusedBeforeAnyChange: Set<String> = ["broker_unavailable", "plaid_unavailable", "orders_backlogged", "market_data_unavailable"]
+
+    static let deadLinkAdvice = "Nothing was changed. Ask for a new link: from the sign-in page (Forgot your password?), or, for your address, by signing in."
 
     /// What to do next, under a refusal. A 5xx or a send still running may hide a request that went
     /// through (its key is kept, as app.js keeps it): never "nothing was changed" there.
