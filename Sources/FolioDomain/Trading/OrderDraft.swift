@@ -51,9 +51,9 @@ public struct OrderDraft: Equatable, Sendable {
         }
         switch (quantity, notional) {
         case (nil, nil):
-            issues.append(.init(field: "quantity", code: "required", message: "Give quantity, or notional for a market order."))
+            issues.append(.init(field: "quantity", code: "required", message: "Give a quantity, or an amount in dollars (notional) for a market order."))
         case (.some, .some):
-            issues.append(.init(field: "notional", code: "conflict", message: "Give quantity or notional, not both."))
+            issues.append(.init(field: "notional", code: "conflict", message: "Give a quantity or an amount in dollars (notional), not both."))
         case (.some(let quantity), nil):
             issues += AmountCheck.positive(quantity, field: "quantity", maximum: Self.maximumQuantity)
         case (nil, .some(let notional)):
