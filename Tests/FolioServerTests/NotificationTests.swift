@@ -440,6 +440,18 @@ struct NotificationTests {
         }
     }
 
+    @Test("a message left mid-send by a stopped sender, settled uncertain by the sweep, is counted under its template as every uncertain message is (FolioMailFailing)", arguments: [TestDatabaseKind.sqlite])
+    func sweptUncertainCounted(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.opsToken = MetricsTests.opsToken }) { client, env in
+            _ = try await post(client, "/api/auth/register", ["email": "swept@example.com", "password": strongPassword])
+            try await env.database.sql.raw("UPDATE mail_messages SET status = 'sending', updated_at = \(bind: env.clock.now.addingTimeInterval(-3600))").run()
+            await env.services.mailDelivery.sweep()
+            #expect(try await env.services.mail.all().map(\.status) == ["uncertain"])
+            let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer \(MetricsTests.opsToken)"]).body)
+            #expect(metrics.contains(#"folio_mails_total{template="verify_email",result="uncertain"} 1"#), "\(metrics)")
+        }
+    }
+
     @Test("a message SendGrid took, whose outcome the database could not record (neither sent nor uncertain), is not queued again and sent twice", arguments: [TestDatabaseKind.sqlite])
     func unrecordableHandover(kind: TestDatabaseKind) async throws {
         try await withFakeSendGrid { sendGrid in

@@ -136,10 +136,10 @@ struct MailDelivery: Sendable {
     func deliver(_ id: UUID, finalAttempt: Bool) async throws -> JobOutcome {
         let now = clock.now()
         guard let claimed = try await store.claim(id, now: now) else {
-            if try await store.status(of: id) == .sending {
+            if let found = try await store.status(of: id), found.status == .sending {
                 // The last attempt stopped between handing the message over and recording it: it may have gone out.
                 try await store.settle(id, as: .uncertain, error: MailStore.abandonedMidSend, now: now, on: store.database.sql)
-                metrics?.mail(template: "unknown", result: "uncertain")
+                metrics?.mail(template: MailTemplate(rawValue: found.template)?.rawValue ?? "unknown", result: "uncertain")
                 logger.warning("mail may have been sent by a stopped sender; not sent again", metadata: ["mail_id": .string(id.lowercasedString)])
             }
             return .done
@@ -248,7 +248,9 @@ struct MailDelivery: Sendable {
         let now = clock.now()
         do {
             let abandoned = try await store.settleAbandoned(before: now.addingTimeInterval(-2 * JobQueue.lease), now: now)
-            if abandoned > 0 { logger.warning("mail left mid-send by a stopped sender marked uncertain", metadata: ["messages": .stringConvertible(abandoned)]) }
+            // Counted as every other uncertain message is: FolioMailFailing is how an operator hears of them.
+            for template in abandoned { metrics?.mail(template: MailTemplate(rawValue: template)?.rawValue ?? "unknown", result: "uncertain") }
+            if !abandoned.isEmpty { logger.warning("mail left mid-send by a stopped sender marked uncertain", metadata: ["messages": .stringConvertible(abandoned.count)]) }
         } catch {
             logger.warning("mail housekeeping failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
         }

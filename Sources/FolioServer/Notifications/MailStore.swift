@@ -100,9 +100,11 @@ struct MailStore: Sendable {
         }
     }
 
-    func status(of id: UUID) async throws -> Status? {
-        try await database.sql.raw("SELECT status FROM mail_messages WHERE id = \(bind: id)").first()
-            .flatMap { Status(rawValue: try $0.decode(column: "status", as: String.self)) }
+    /// A message's status and template (nil: no such message).
+    func status(of id: UUID) async throws -> (status: Status?, template: String)? {
+        try await database.sql.raw("SELECT status, template FROM mail_messages WHERE id = \(bind: id)").first().map { row in
+            (Status(rawValue: try row.decode(column: "status", as: String.self)), try row.decode(column: "template", as: String.self))
+        }
     }
 
     /// Settles a message being sent. A settled message keeps no variables: a link in them may hold a token.
@@ -146,13 +148,14 @@ struct MailStore: Sendable {
     /// Messages left `sending` longer than any send takes (their job died with
     /// its worker): `uncertain`, their variables emptied. Returns how many.
     @discardableResult
-    func settleAbandoned(before cutoff: Date, now: Date) async throws -> Int {
+    /// The templates of the messages it settled, one per message (for the metrics).
+    func settleAbandoned(before cutoff: Date, now: Date) async throws -> [String] {
         try await database.sql.raw("""
             UPDATE mail_messages SET status = 'uncertain', last_error = \(bind: Self.abandonedMidSend),
                 variables = '{"values":{},"items":[]}', updated_at = \(bind: now)
             WHERE status = 'sending' AND updated_at < \(bind: cutoff)
-            RETURNING id
-            """).all().count
+            RETURNING template
+            """).all().map { try $0.decode(column: "template", as: String.self) }
     }
 
 
