@@ -185,6 +185,8 @@ struct PrivacyTests {
             let actors = try await sql.raw("SELECT actor_id FROM audit_events WHERE action = 'order.cancel_requested' AND lower(subject_id) = \(bind: id.lowercased())")
                 .all().map { try $0.decode(column: "actor_id", as: UUID?.self) }
             #expect(actors == [nil])
+            let reason = try await sql.raw("SELECT reject_reason FROM orders WHERE id = \(bind: UUID(uuidString: id))").first()?.decode(column: "reject_reason", as: String?.self)
+            #expect(reason == "canceled by an operator")
             try await env.expectConsistent()
         }
     }

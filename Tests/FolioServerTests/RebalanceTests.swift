@@ -267,6 +267,13 @@ struct RebalanceTests {
             #expect(dearer.status == .conflict)
             #expect(try problem(dearer).errors?.first?.field == "previewed_estimated_cost")
             #expect(try await env.orders().isEmpty, "a refused run places nothing")
+            // A negative preview is refused, not read as any cost at all; a preview that bought nothing stops a run that buys.
+            let negative = try await execute("negative", ["targets_version": 2, "previewed_estimated_cost": "-1"])
+            #expect(negative.status == .unprocessableContent)
+            #expect(try problem(negative).errors?.first?.code == "negative")
+            let none = try await execute("none", ["targets_version": 2, "previewed_estimated_cost": "0"])
+            #expect(none.status == .conflict)
+            #expect(try problem(none).detail.contains("bought nothing"))
             // Within the tolerance (2 %) of what was previewed, it runs.
             let within = Cash(uncheckedUnits: newCost.units * 100 / 101)
             let started = try await execute("current", ["targets_version": 2, "previewed_estimated_cost": within.description])

@@ -378,9 +378,11 @@ public enum TradingRules {
         return posting
     }
 
-    /// A cancel of an order Folio still holds open: the user's, or an operator's (`actor` nil).
-    public static func cancel(_ order: OrderState, actor: UserID?, account: AccountState, holding: HoldingState?, now: Date) throws(TradingError) -> Posting {
-        guard order.status.isCancelable, var posting = end(order, as: .canceled, reason: "canceled by user", account: account, holding: holding, now: now) else {
+    /// A cancel of an order Folio still holds open: the user's, or an operator's (`actor` nil, and its own `reason`).
+    public static func cancel(
+        _ order: OrderState, actor: UserID?, reason: String = "canceled by user", account: AccountState, holding: HoldingState?, now: Date
+    ) throws(TradingError) -> Posting {
+        guard order.status.isCancelable, var posting = end(order, as: .canceled, reason: reason, account: account, holding: holding, now: now) else {
             throw .orderNotCancelable(order.status)
         }
         // A request recorded before the broker was asked (`requestCancel`) is not recorded twice.

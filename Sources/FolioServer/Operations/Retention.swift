@@ -89,7 +89,7 @@ public struct RetentionPolicy: Sendable {
             name: "unowned_mail_suppressions", table: "mail_suppressions",
             reason: "A bounce or spam report for an address no account holds (one SendGrid reported after its owner's erasure, as it may for days) is removed after 7 days; an account's stays until the address is erased.",
             keep: 7 * day, key: "email",
-            condition: { cutoff, _ in "created_at < \(bind: cutoff) AND NOT EXISTS (SELECT 1 FROM users u WHERE u.email = mail_suppressions.email)" }),
+            condition: { cutoff, _ in "created_at < \(bind: cutoff) AND NOT EXISTS (SELECT 1 FROM users u WHERE lower(u.email) = lower(mail_suppressions.email))" }),
         .init(
             name: "plaid_webhooks", table: "plaid_webhooks",
             reason: "Webhook ids are kept a day to drop Plaid's retries of the same webhook.",

@@ -275,6 +275,9 @@ struct RebalanceController: Sendable {
             var issues: [FieldIssue] = []
             let mode = RebalanceMode(rawValue: (self.mode ?? "full").lowercased())
             if mode == nil { issues.append(.init(field: "mode", code: "invalid", message: "mode must be full, buy_only or sell_only.")) }
+            if previewedEstimatedCost?.isNegative == true {
+                issues.append(.init(field: "previewed_estimated_cost", code: "negative", message: "previewed_estimated_cost may not be negative."))
+            }
             for (value, field) in [(cashReserve, "cash_reserve"), (minTradeAmount, "min_trade_amount")] {
                 guard let value else { continue }
                 if value.isNegative { issues.append(.init(field: field, code: "negative", message: "\(field) may not be negative.")) }
@@ -302,11 +305,16 @@ struct RebalanceController: Sendable {
             let cost = planned.plan.estimatedCost, tolerance = planned.request.priceTolerancePercent
             guard let previewed = previewedEstimatedCost, cost > previewed else { return }
             // (cost − previewed) × 100 ÷ previewed, rounded up: how far above the preview, in percent.
-            let above = previewed.isZero ? nil : try Ratio.quotient(Cash(uncheckedUnits: (cost.units - previewed.units) * 100), previewed, places: Percent.places, rounding: .up)
-            if let above, above <= tolerance { return }
+            guard !previewed.isZero else {
+                throw RebalanceError.planChanged(
+                    field: "previewed_estimated_cost",
+                    message: "The plan previewed bought nothing; it would now buy for about \(Display.money(cost, .up)). Preview the plan again.")
+            }
+            let above = try Ratio.quotient(Cash(uncheckedUnits: (cost.units - previewed.units) * 100), previewed, places: Percent.places, rounding: .up)
+            if above <= tolerance { return }
             throw RebalanceError.planChanged(
                 field: "previewed_estimated_cost",
-                message: "Prices moved after this plan was previewed: its buys would now cost about \(Display.money(cost, .up)), more than \(tolerance) % above the \(Display.money(previewed, .up)) previewed. Preview the plan again.")
+                message: "Prices moved after this plan was previewed: its buys would now cost about \(Display.money(cost, .up)), more than \(tolerance) % above the \(Display.money(previewed)) previewed. Preview the plan again.")
         }
     }
 

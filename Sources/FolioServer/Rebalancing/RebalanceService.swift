@@ -488,6 +488,11 @@ struct RebalanceService: Sendable {
                 // Another worker moved the run first (this one's lease ran out): look again.
                 return .later(moved ? nextLook(at: run) : clock.now().addingTimeInterval(0.5))
             } catch let error as TradingError {
+                // Only a stale quote to reserve a buy at the broker by: market data is what is missing, and the run
+                // waits for it as for any outage, rather than end with the sales' cash left idle.
+                if case .stalePrice(let symbol) = error {
+                    throw MarketDataUnavailable(reason: .unreachable("only a stale quote for \(symbol)"), subject: .quote)
+                }
                 refusal = error
                 if case .insufficientBuyingPower = error { continue }
                 break
@@ -520,6 +525,7 @@ struct RebalanceService: Sendable {
         case TradingError.insufficientShares(let symbol, let available, _): "only \(available) \(symbol) can be sold."
         case TradingError.unknownSymbol(let symbol), RebalanceError.noPrice(let symbol): "the market data does not know \(symbol)."
         case let error as MarketDataUnavailable: "market data is unavailable (\(error.reason.plainWords))."
+        case TradingError.stalePrice(let symbol): "there is no current price for \(symbol) to set its buy's cash aside by."
         default:
             // What a request would be told of it (the one table), never Swift's name for the error; an error of Folio's
             // own is said so (the log names it).

@@ -548,6 +548,9 @@ struct OrderService: Sendable {
     /// the cancel is recorded as requested (shown as `pending_cancel`), the
     /// order keeps its reservation, and the submit job or the next look at
     /// resting orders finishes it at the broker (or here, if it never left).
+    /// The reason an order an operator canceled (for an erasure) ended with, where Folio ends it itself.
+    static let canceledByOperator = "canceled by an operator"
+
     func cancel(orderID: OrderID, userID: UserID, context: AuditContext, byOperator: Bool = false) async throws -> OrderState {
         // An operator's cancel (an erasure's) names no person as its actor: the person did not ask for it.
         let actor: UserID? = byOperator ? nil : userID
@@ -588,7 +591,7 @@ struct OrderService: Sendable {
                 if seen.status == .new && order.status != .new && order.status.isCancelable { return nil }
                 // The broker's report of this very cancel got here first: it is done as asked.
                 if order.status == .canceled, order.cancelRequestedAt != nil { return order }
-                open.books.record(try TradingRules.cancel(order, actor: actor, account: open.books.account, holding: open.books.holding(order.symbol), now: now))
+                open.books.record(try TradingRules.cancel(order, actor: actor, reason: byOperator ? Self.canceledByOperator : "canceled by user", account: open.books.account, holding: open.books.holding(order.symbol), now: now))
                 try await ledger.commit(open, context: context, on: db)
                 return open.books.orders[orderID]!
             }
