@@ -76,7 +76,7 @@ struct AlpacaBrokerTests {
         }
     }
 
-    @Test("a market or stop buy at Alpaca is refused (503, the symbol named) while the only quote is stale: the cash it sets aside comes from it; a limit buy, a notional buy and a paper order go on", arguments: TestDatabaseKind.all)
+    @Test("a market or stop buy at Alpaca is refused (503, the symbol named) while the only quote is from before the last close: the cash it sets aside comes from it; a limit buy, a notional buy and a paper order go on", arguments: TestDatabaseKind.all)
     func staleQuoteAtAlpaca(kind: TestDatabaseKind) async throws {
         let clock = TestClock()
         let market = SwitchableMarket(clock: clock.clock)
