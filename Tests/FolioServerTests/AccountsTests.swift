@@ -175,6 +175,9 @@ struct AccountsTests {
             let inverted = try await client.execute(uri: "/api/transactions?from=2026-11-24&to=2026-11-01", method: .get, headers: bearer(tokens))
             #expect(inverted.status == .unprocessableContent)
             #expect(try problem(inverted).errors?.map(\.code) == ["before_from"])
+            // The day before `from`, though it ends at from's midnight, is before it too.
+            let adjacent = try await client.execute(uri: "/api/transactions?from=2026-11-25&to=2026-11-24", method: .get, headers: bearer(tokens))
+            #expect(adjacent.status == .unprocessableContent)
             // A day as `to` takes the whole day, as "to November 24" reads; a time ends there.
             let day = try json(try await client.execute(uri: "/api/transactions?from=2026-11-24&to=2026-11-24", method: .get, headers: bearer(tokens)))
             #expect((day["data"] as? [[String: Any]])?.count == 6)

@@ -29,6 +29,18 @@ struct PortfolioTests {
         }
     }
 
+    @Test("the net worth view checks an account_id as every route does: one that is not a UUID is 422, never ignored", arguments: [TestDatabaseKind.sqlite])
+    func netWorthAccountID(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "networth-id@example.com")
+            let garbled = try await client.execute(uri: "/api/portfolio?view=net_worth&account_id=%C3%87%C2%83", method: .get, headers: bearer(tokens))
+            #expect(garbled.status == .unprocessableContent)
+            #expect(try problem(garbled).errors?.first?.field == "account_id")
+            let plain = try await client.execute(uri: "/api/portfolio?view=net_worth", method: .get, headers: bearer(tokens))
+            #expect(plain.status == .ok)
+        }
+    }
+
     @Test("symbol search and daily history", arguments: TestDatabaseKind.all)
     func searchAndHistory(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -427,6 +427,26 @@ struct WebAppTests {
         }
     }
 
+    @Test("the orders page lists every open order, however many newer orders filled since; only the history is paged", arguments: TestDatabaseKind.all)
+    func oldOpenOrderShown(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let session = try await Self.cookieSession(client, env, email: "oldgtc@example.com")
+            let tokens = try json(try await post(client, "/api/auth/login", ["email": "oldgtc@example.com", "password": strongPassword]))
+            let resting = try await post(client, "/api/orders", ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC"], headers: bearer(tokens))
+            #expect(resting.status == .created)
+            await env.worker.drain()
+            for symbol in ["AAPL", "MSFT"] {
+                #expect(try await post(client, "/api/orders", ["symbol": symbol, "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+                await env.worker.drain()
+            }
+            let page = Self.text(try await client.execute(uri: "/orders?limit=1", method: .get, headers: session))
+            let open = String(try #require(page.firstMatch(of: /<table id="open-orders">(?:(?!<\/table>).)*<\/table>/.dotMatchesNewlines())?.output))
+            #expect(open.contains("KO") && !open.contains("No open orders"), "\(open)")
+            let history = String(try #require(page.firstMatch(of: /<table id="order-history"[^>]*>(?:(?!<\/table>).)*<\/table>/.dotMatchesNewlines())?.output))
+            #expect(history.contains("MSFT") != history.contains("AAPL") && !history.contains("KO"), "one filled order a page: \(history)")
+        }
+    }
+
     @Test("a later page of orders or transactions leads back to the newest, keeping the filters; the first page has no such link", arguments: TestDatabaseKind.all)
     func pagesLeadBack(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -149,7 +149,10 @@ struct PortfolioController: Sendable {
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         switch request.query["view"] {
         case nil, "account": return try await account(request, context: context).response(from: request, context: context)
-        case "net_worth": return try await netWorth(context: context).response(from: request, context: context)
+        case "net_worth":
+            // Net worth takes in every account; an account_id is still checked as everywhere, never ignored unread.
+            if request.query["account_id"] != nil { _ = try Self.accountID(request, identity: context.identity) }
+            return try await netWorth(context: context).response(from: request, context: context)
         default: throw TradingError.invalid(field: "view", code: "invalid", message: "view must be account (the default) or net_worth.")
         }
     }

@@ -187,7 +187,13 @@ struct WebController: Sendable {
             let choice = try await accountChoice(request, context: context, current: valuation.accountID, page: "/orders")
             // With several accounts the list is the shown account's orders; with one, it is every order.
             let listed = choice.accounts.count > 1 ? Self.naming(valuation.accountID, in: request) : request
-            let page = try await orders.list(listed, context: context)
+            // Every open order (they hold cash), however old, and the history a page at a time: one newest-first page of
+            // both left an old GTC order off the page that says "No open orders", beside the cash it holds.
+            let openPage = try await orders.list(Self.request(listed, query: "status=open&limit=\(OrdersController.maximumPageSize)"), context: context)
+            let cursor = request.query["cursor"].map { "&cursor=" + Self.queryEncoded(String($0)) } ?? ""
+            let limit = request.query["limit"].map { "&limit=" + Self.queryEncoded(String($0)) } ?? ""
+            let page = try await orders.list(Self.request(listed, query: "status=closed" + cursor + limit), context: context)
+            let openRows = openPage.data.map(OrderRow.init)
             let rows = page.data.map(OrderRow.init)
             // Mustache treats an empty string as true: a value is set only when the page names an account.
             let named: [String: Any] = request.query["account_id"].map { ["account_id": String($0)] } ?? [:]
@@ -199,8 +205,8 @@ struct WebController: Sendable {
                     // The ticket always names the account it was drawn for, whatever a picker says by then.
                     "ticket_account_id": valuation.accountID.description, "account_name": choice.currentName as Any,
                     "several_accounts": choice.accounts.count > 1,
-                    "open": rows.filter(\.open), "history": rows.filter { !$0.open },
-                    "several_cancelable": rows.filter(\.cancelable).count > 1, "available": Display.money(valuation.availableCash),
+                    "open": openRows, "history": rows,
+                    "several_cancelable": openRows.filter(\.cancelable).count > 1, "available": Display.money(valuation.availableCash),
                     "reserved": Display.money((try? valuation.cash - valuation.availableCash) ?? .zero),
                     "available_raw": valuation.availableCash.description, "market_buy_margin": marketBuyMargin.description,
                     "holdings": valuation.positions.map { ["symbol": $0.symbol, "quantity": Display.quantity($0.quantity)] },
