@@ -178,6 +178,9 @@ struct AccountsTests {
             // The day before `from`, though it ends at from's midnight, is before it too.
             let adjacent = try await client.execute(uri: "/api/transactions?from=2026-11-25&to=2026-11-24", method: .get, headers: bearer(tokens))
             #expect(adjacent.status == .unprocessableContent)
+            // The rest of a day, from a time in it to the day itself, is a range with rows in it.
+            let restOfDay = try await client.execute(uri: "/api/transactions?from=2026-11-24T00:00:01Z&to=2026-11-24", method: .get, headers: bearer(tokens))
+            #expect(restOfDay.status == .ok)
             // A day as `to` takes the whole day, as "to November 24" reads; a time ends there.
             let day = try json(try await client.execute(uri: "/api/transactions?from=2026-11-24&to=2026-11-24", method: .get, headers: bearer(tokens)))
             #expect((day["data"] as? [[String: Any]])?.count == 6)

@@ -29,7 +29,7 @@ struct PortfolioTests {
         }
     }
 
-    @Test("the net worth view checks an account_id as every route does: one that is not a UUID is 422, never ignored", arguments: [TestDatabaseKind.sqlite])
+    @Test("the net worth view checks an account_id as every route does: one that is not a UUID is 422, one not the user's 404, never ignored", arguments: [TestDatabaseKind.sqlite])
     func netWorthAccountID(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
             let tokens = try await signUp(client, env, email: "networth-id@example.com")
@@ -38,6 +38,8 @@ struct PortfolioTests {
             #expect(try problem(garbled).errors?.first?.field == "account_id")
             let plain = try await client.execute(uri: "/api/portfolio?view=net_worth", method: .get, headers: bearer(tokens))
             #expect(plain.status == .ok)
+            let unknown = try await client.execute(uri: "/api/portfolio?view=net_worth&account_id=\(UUID())", method: .get, headers: bearer(tokens))
+            #expect(unknown.status == .notFound, "an account not the user's is 404, as on the account view")
         }
     }
 

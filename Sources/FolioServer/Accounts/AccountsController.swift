@@ -153,9 +153,9 @@ struct AccountsController: Sendable {
                     issues.append(.init(field: String(key), code: "invalid", message: "\(key) must be a real day (2026-01-31) or an RFC 3339 time (2026-01-31T14:30:00Z).")) }
             }
         }
-        // A range that ends before it starts matches nothing for a reason a person should hear. `to` is compared as
-        // written (a day's start), not by where it ends: `to=2026-12-06` ends at the 7th's midnight, yet is before `from=2026-12-07`.
-        if let from = filter.from, let to = query["to"].flatMap({ StrictDate.dayOrTime(String($0)) }), to < from {
+        // A range that ends before it starts (or where it starts: `to=2026-12-06` ends at the 7th's midnight, `from=2026-12-07`
+        // starts there) matches nothing for a reason a person should hear. `to` is where the range ends, exclusive.
+        if let from = filter.from, let to = filter.to, to <= from {
             issues.append(.init(field: "to", code: "before_from", message: "to must not be before from."))
         }
         if !issues.isEmpty { throw TradingError.invalid(issues) }

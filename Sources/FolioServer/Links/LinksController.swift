@@ -224,7 +224,8 @@ struct LinksController: Sendable {
             default: issues.append(.init(field: "pending", code: "invalid", message: "pending must be true or false."))
             }
         }
-        if let from = filter.from, let to = filter.to, to < from {
+        // `to` ends the range, exclusive: one that ends where it starts is before it, as on /api/transactions.
+        if let from = filter.from, let to = filter.to, to <= from {
             issues.append(.init(field: "to", code: "before_from", message: "to must not be before from."))
         }
         if !issues.isEmpty { throw TradingError.invalid(issues) }

@@ -151,7 +151,9 @@ struct PortfolioController: Sendable {
         case nil, "account": return try await account(request, context: context).response(from: request, context: context)
         case "net_worth":
             // Net worth takes in every account; an account_id is still checked as everywhere, never ignored unread.
-            if request.query["account_id"] != nil { _ = try Self.accountID(request, identity: context.identity) }
+            if request.query["account_id"] != nil {
+                try await store.requireOwned(try Self.accountID(request, identity: context.identity), by: context.identity.userID)
+            }
             return try await netWorth(context: context).response(from: request, context: context)
         default: throw TradingError.invalid(field: "view", code: "invalid", message: "view must be account (the default) or net_worth.")
         }

@@ -488,11 +488,8 @@ struct RebalanceService: Sendable {
                 // Another worker moved the run first (this one's lease ran out): look again.
                 return .later(moved ? nextLook(at: run) : clock.now().addingTimeInterval(0.5))
             } catch let error as TradingError {
-                // Only a stale quote to reserve a buy at the broker by: market data is what is missing, and the run
-                // waits for it as for any outage, rather than end with the sales' cash left idle.
-                if case .stalePrice(let symbol) = error {
-                    throw MarketDataUnavailable(reason: .unreachable("only a stale quote for \(symbol)"), subject: .quote)
-                }
+                // A stale price (a quote from before the close: a halted symbol, most likely) ends the run with that
+                // reason (`describe`): waiting for a price that may not come would hold the account's run a day.
                 refusal = error
                 if case .insufficientBuyingPower = error { continue }
                 break

@@ -206,6 +206,8 @@ struct WebController: Sendable {
                     "ticket_account_id": valuation.accountID.description, "account_name": choice.currentName as Any,
                     "several_accounts": choice.accounts.count > 1,
                     "open": openRows, "history": rows,
+                    // An account may hold more open orders than a page shows: said, not dropped silently.
+                    "more_open": openPage.nextCursor != nil,
                     "several_cancelable": openRows.filter(\.cancelable).count > 1, "available": Display.money(valuation.availableCash),
                     "reserved": Display.money((try? valuation.cash - valuation.availableCash) ?? .zero),
                     "available_raw": valuation.availableCash.description, "market_buy_margin": marketBuyMargin.description,
