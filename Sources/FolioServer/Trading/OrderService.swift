@@ -133,7 +133,6 @@ struct OrderService: Sendable {
         if case .unlinked = route { return answers.map { $0 ?? .failure(BrokerageError.unlinked) } }
         let atABroker = if case .alpaca = route { true } else { false }
         let waitsForOpen = !atABroker && brokers.paper.waitsForOpen()
-        let lastClose = quotes.previousCloseTime()
         var placed: [(index: Int, order: OrderState, context: AuditContext)] = []
         // Client order ids this batch has placed: a later placement with one is a duplicate, as it would be one commit later.
         var placedClientOrderIDs: Set<String> = []
@@ -164,8 +163,9 @@ struct OrderService: Sendable {
             // market then is: a quote from before the last close (a symbol that stopped trading, a vendor down for a day)
             // could set aside far too little. One a vendor's brief outage left stale is of this session: the margin covers it.
             // (The paper broker fills only at a fresh price, and checks it against the reservation.)
-            if atABroker, priced.quote.isStale, priced.quote.asOf < lastClose, priced.draft.side == .buy, priced.draft.notional == nil,
-               priced.draft.type == .market || priced.draft.type == .stop {
+            // (The close is worked out last, only for such a buy: the paper path pays nothing for the check.)
+            if atABroker, priced.quote.isStale, priced.draft.side == .buy, priced.draft.notional == nil,
+               priced.draft.type == .market || priced.draft.type == .stop, priced.quote.asOf < quotes.previousCloseTime() {
                 answers[index] = .failure(TradingError.stalePrice(symbol: priced.draft.symbol))
                 continue
             }
