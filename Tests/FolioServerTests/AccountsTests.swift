@@ -139,6 +139,29 @@ struct AccountsTests {
         }
     }
 
+    @Test("a cursor whose row is gone, or was never the user's, is refused, not taken for the end of the list", arguments: TestDatabaseKind.all)
+    func cursorNamingNoRow(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "pager@example.com")
+            let other = try await signUp(client, env, email: "other-pager@example.com")
+            let othersRow = try #require(try json(try await client.execute(uri: "/api/transactions", method: .get, headers: bearer(other)))["data"] as? [[String: Any]])
+            let othersID = try #require((othersRow.first?["id"] as? String).flatMap { UUID(uuidString: $0) })
+            for list in ["/api/transactions", "/api/orders", "/api/notifications"] {
+                for id in [UUID(), othersID] {
+                    let answer = try await client.execute(uri: "\(list)?cursor=\(Pagination.cursor(after: id))", method: .get, headers: bearer(tokens))
+                    #expect(answer.status == .unprocessableContent, "\(list)")
+                    #expect(try problem(answer).errors?.map(\.field) == ["cursor"], "\(list)")
+                }
+            }
+            // A cursor at the last row is the end of the list, not an error.
+            let own = try #require(try json(try await client.execute(uri: "/api/transactions", method: .get, headers: bearer(tokens)))["data"] as? [[String: Any]])
+            let last = try #require((own.last?["id"] as? String).flatMap { UUID(uuidString: $0) })
+            let end = try await client.execute(uri: "/api/transactions?cursor=\(Pagination.cursor(after: last))", method: .get, headers: bearer(tokens))
+            #expect(end.status == .ok)
+            #expect((try json(end)["data"] as? [[String: Any]])?.isEmpty == true)
+        }
+    }
+
     @Test("the ledger lists with filters and cursor pages, and as CSV", arguments: TestDatabaseKind.all)
     func ledgerListing(kind: TestDatabaseKind) async throws {
         let clock = TestClock()

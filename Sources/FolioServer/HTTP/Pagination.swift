@@ -47,6 +47,22 @@ enum Pagination {
         return "(\(ident: timeColumn) \(unsafeRaw: comparison) \(anchor) OR (\(ident: timeColumn) = \(anchor) AND \(ident: "id") \(unsafeRaw: comparison) \(bind: id)))"
     }
 
+    /// An empty page after a cursor can also mean the cursor's row is gone
+    /// (erased, removed by retention) or was never the user's: then every
+    /// comparison with its time is NULL and nothing would ever follow. That is
+    /// refused, so a client starts again instead of taking it for the end.
+    /// Checked only when a page comes back empty, so a full page costs nothing.
+    static func checkAnchor<Row>(_ rows: [Row], cursor id: UUID?, table: String, owner: UUID? = nil, on db: any SQLDatabase) async throws -> [Row] {
+        guard rows.isEmpty, let id else { return rows }
+        let ownerCondition: SQLQueryString = owner.map { " AND \(ident: "user_id") = \(bind: $0)" } ?? ""
+        guard try await db.raw("SELECT 1 AS found FROM \(ident: table) WHERE \(ident: "id") = \(bind: id)\(ownerCondition)").first() != nil else {
+            throw AppError.validation(
+                field: "cursor", code: "invalid",
+                message: "The cursor names nothing in this list any more (its row was removed). Start again from the first page.")
+        }
+        return rows
+    }
+
     /// The same, as a Fluent filter.
     static func after(_ id: UUID, table: String, timeColumn: String, descending: Bool, owner: UUID? = nil) -> DatabaseQuery.Filter {
         .sql(embed: after(id, table: table, timeColumn: timeColumn, descending: descending, owner: owner))

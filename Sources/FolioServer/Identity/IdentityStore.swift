@@ -77,7 +77,7 @@ struct IdentityStore: Sendable {
     func users(after cursor: UUID?, limit: Int, on db: any Database) async throws -> [User] {
         let query = User.query(on: db).sort(\.$createdAt).sort(\.$id).limit(limit)
         if let cursor { query.filter(Pagination.after(cursor, table: User.schema, timeColumn: "created_at", descending: false)) }
-        return try await query.all()
+        return try await Pagination.checkAnchor(query.all(), cursor: cursor, table: User.schema, on: db as! any SQLDatabase)
     }
 
     func allUsers(on db: any Database) async throws -> [User] {

@@ -112,7 +112,7 @@ struct NotificationStore: Sendable {
     func page(of userID: UUID, after cursor: UUID?, unreadOnly: Bool, limit: Int) async throws -> [Row] {
         let after: SQLQueryString = cursor.map { " AND " + Pagination.after($0, table: "notifications", timeColumn: "created_at", owner: userID) } ?? ""
         let unread: SQLQueryString = unreadOnly ? " AND read_at IS NULL" : ""
-        return try await database.sql.raw("""
+        let rows = try await database.sql.raw("""
             SELECT id, kind, category, title, body, data, created_at, read_at FROM notifications
             WHERE user_id = \(bind: userID)\(after)\(unread)
             ORDER BY created_at DESC, id DESC LIMIT \(literal: limit)
@@ -122,6 +122,7 @@ struct NotificationStore: Sendable {
                 body: try row.decode(column: "body", as: String.self), data: try row.decode(column: "data", as: String.self),
                 createdAt: try row.decode(column: "created_at", as: Date.self), readAt: try row.decode(column: "read_at", as: Date?.self))
         }
+        return try await Pagination.checkAnchor(rows, cursor: cursor, table: "notifications", owner: userID, on: database.sql)
     }
 
     func unreadCount(of userID: UUID) async throws -> Int {

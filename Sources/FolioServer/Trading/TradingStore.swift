@@ -509,7 +509,8 @@ struct TradingStore: Sendable {
         if let symbol = filter.symbol { query = query + " AND symbol = \(bind: symbol)" }
         if let accountID = filter.accountID { query = query + " AND account_id = \(bind: accountID)" }
         if let cursor { query = query + " AND " + Pagination.after(cursor, table: "orders", timeColumn: "created_at", owner: userID.uuid) }
-        return try await database.sql.raw(query + " ORDER BY created_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.order)
+        let rows = try await database.sql.raw(query + " ORDER BY created_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.order)
+        return try await Pagination.checkAnchor(rows, cursor: cursor, table: "orders", owner: userID.uuid, on: database.sql)
     }
 
     func clientOrderIDExists(_ clientOrderID: String, userID: UserID, on db: any SQLDatabase) async throws -> Bool {
@@ -668,7 +669,8 @@ struct TradingStore: Sendable {
         if let from = filter.from { query = query + " AND occurred_at >= \(bind: from)" }
         if let to = filter.to { query = query + " AND occurred_at < \(bind: to)" }
         if let cursor { query = query + " AND " + Pagination.after(cursor, table: "transactions", timeColumn: "occurred_at", owner: userID.uuid) }
-        return try await database.sql.raw(query + " ORDER BY occurred_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.entry)
+        let rows = try await database.sql.raw(query + " ORDER BY occurred_at DESC, id DESC LIMIT \(literal: limit)").all().map(Self.entry)
+        return try await Pagination.checkAnchor(rows, cursor: cursor, table: "transactions", owner: userID.uuid, on: database.sql)
     }
 
     /// Every row of one account, oldest first (history replay, verification).
