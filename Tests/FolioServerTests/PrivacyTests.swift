@@ -305,6 +305,44 @@ struct PrivacyTests {
         }
     }
 
+    @Test("the export is one snapshot: each account's cash is the sum of the ledger rows it lists, while deposits land", arguments: TestDatabaseKind.all)
+    func exportSnapshot(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "snapshot@example.com")
+            let account = try #require(try await accounts(client, tokens).first?["id"] as? String)
+            let me = try json(try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens)))
+            let userID = UserID(try #require((me["id"] as? String).flatMap { UUID(uuidString: $0) }))
+            func consistent(_ export: [String: Any]) throws -> Bool {
+                let sections = try #require(export["sections"] as? [String: Any])
+                func rows(_ name: String) -> [[String: Any]] { ((sections[name] as? [String: Any])?["rows"] as? [[String: Any]]) ?? [] }
+                let cash = try #require(rows("accounts").first?["cash"] as? String)
+                let sum = rows("ledger").compactMap { ($0["amount"] as? String).flatMap { Decimal(string: $0) } }.reduce(Decimal(0), +)
+                return Decimal(string: cash) == sum
+            }
+            // Taken, then read after a deposit: the file is what the database held when it was taken.
+            let snapshot = try await env.services.personalData.snapshot(of: userID)
+            #expect(try await post(client, "/api/accounts/\(account)/deposits", ["amount": "7.00"], headers: bearer(tokens)).status == .created)
+            let collected = NIOLockedValueBox<[UInt8]>([])
+            try await snapshot.copy { bytes in collected.withLockedValue { $0 += bytes } }
+            let taken = try #require(try JSONSerialization.jsonObject(with: Data(collected.withLockedValue { $0 })) as? [String: Any])
+            #expect(try consistent(taken))
+            let ledger = (((taken["sections"] as? [String: Any])?["ledger"] as? [String: Any])?["rows"] as? [[String: Any]]) ?? []
+            #expect(!ledger.isEmpty && !ledger.contains { $0["amount"] as? String == "7.00" }, "\(ledger)")
+            // Exports taken while deposits land each add up.
+            let headers = bearer(tokens)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for _ in 0..<40 { _ = try await post(client, "/api/accounts/\(account)/deposits", ["amount": "1.00"], headers: headers) }
+                }
+                for _ in 0..<8 {
+                    let export = try json(try await client.execute(uri: "/api/me/export", method: .get, headers: bearer(tokens)))
+                    #expect(try consistent(export))
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
     @Test("the export holds the outbox's mail (not its text), the sign-in counters (an address only where the user signed in from it) and the answers kept for idempotency keys", arguments: TestDatabaseKind.all)
     func exportCountersOutboxAndKeptAnswers(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.trustedProxies = ["127.0.0.1"] }, overSocket: true) { client, env in

@@ -63,11 +63,11 @@ public struct UserAdministration: Sendable {
         if try await identity.store.erased([user.id!], on: identity.database.db).contains(user.id!) {
             throw Failure(description: "\(email) was erased: Folio holds no personal data of theirs any more")
         }
-        let profile = try await personalData.profile(of: userID)
+        let snapshot = try await personalData.snapshot(of: userID)
         try await identity.audit.record(
             .init(action: "admin.personal_data_exported", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
             origin: origin, on: identity.database.db)
-        try await personalData.write(userID: userID, profile: profile, to: write)
+        try await snapshot.copy(to: write)
         return user.id!
     }
 

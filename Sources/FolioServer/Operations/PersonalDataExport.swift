@@ -175,10 +175,48 @@ struct PersonalDataExport: Sendable {
             ]),
     ]
 
-    /// The user's profile row: read before the answer starts, so a missing user or a
-    /// database that does not answer is a proper error, not a 200 cut short.
-    func profile(of userID: UserID) async throws -> any SQLRow {
-        guard let user = try await database.sql.raw("""
+    /// The export as one snapshot of the database: read in one transaction
+    /// (REPEATABLE READ, read only, on PostgreSQL; SQLite's one connection
+    /// sees no other writer meanwhile) into a temporary file, and handed out
+    /// from there. So the cash it shows is the sum of the ledger rows it
+    /// shows, whatever was written meanwhile, and a slow download never holds
+    /// a transaction open. The file has no name once opened: a crash leaves no
+    /// one's personal data on disk. A missing user is an error before anything
+    /// is written, not a 200 cut short.
+    func snapshot(of userID: UserID) async throws -> Snapshot {
+        let postgres = database.kind == .postgres
+        return try await database.transaction { sql in
+            if postgres { try await sql.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").run() }
+            let profile = try await profile(of: userID, on: sql)
+            let file = try Snapshot.unnamedFile()
+            try await write(userID: userID, profile: profile, on: sql) { bytes in try file.write(contentsOf: bytes) }
+            try file.seek(toOffset: 0)
+            return Snapshot(file: file)
+        }
+    }
+
+    /// A finished export in a file of its own, read out once.
+    struct Snapshot: @unchecked Sendable {  // one reader: whoever the snapshot is handed to
+        let file: FileHandle
+
+        static func unnamedFile() throws -> FileHandle {
+            var template = Array((FileManager.default.temporaryDirectory.path + "/folio-export-XXXXXX").utf8CString)
+            let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            guard descriptor >= 0 else { throw CocoaError(.fileWriteUnknown) }
+            unlink(String(cString: template))
+            return FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        }
+
+        func copy(to write: (ArraySlice<UInt8>) async throws -> Void) async throws {
+            while let chunk = try file.read(upToCount: 64 * 1024), !chunk.isEmpty {
+                try await write(Array(chunk)[...])
+            }
+        }
+    }
+
+    /// The user's profile row.
+    func profile(of userID: UserID, on sql: any SQLDatabase) async throws -> any SQLRow {
+        guard let user = try await sql.raw("""
             SELECT id, email, role, email_verified_at, disabled_at, totp_enabled_at, password_changed_at, last_sign_in_at, failed_login_count,
                 locked_until, created_at, updated_at
             FROM users WHERE id = \(bind: userID.uuid)
@@ -187,10 +225,9 @@ struct PersonalDataExport: Sendable {
         return user
     }
 
-    /// The export, written to `write` in pieces as it is read. It ends with
+    /// The export, written to `write` in pieces as it is read, on `sql`. It ends with
     /// `"complete": true`: a file without it was cut short.
-    func write(userID: UserID, profile user: any SQLRow, to write: (ArraySlice<UInt8>) async throws -> Void) async throws {
-        let sql = database.sql
+    func write(userID: UserID, profile user: any SQLRow, on sql: any SQLDatabase, to write: (ArraySlice<UInt8>) async throws -> Void) async throws {
         var json = JSONWriter()
         json.beginObject()
         json.key("format")

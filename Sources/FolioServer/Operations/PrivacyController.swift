@@ -17,10 +17,10 @@ struct PrivacyController: Sendable {
 
     @Sendable func exportData(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let userID = context.identity.userID, export = self.export
-        let profile = try await export.profile(of: userID)
+        let snapshot = try await export.snapshot(of: userID)
         let day = String(LogTimestamp.format(milliseconds: Int64(export.clock.now().timeIntervalSince1970 * 1000)).prefix(10))
         let body = ResponseBody { writer in
-            try await export.write(userID: userID, profile: profile) { bytes in try await writer.write(ByteBuffer(bytes: bytes)) }
+            try await snapshot.copy { bytes in try await writer.write(ByteBuffer(bytes: bytes)) }
             try await writer.finish(nil)
         }
         return Response(
