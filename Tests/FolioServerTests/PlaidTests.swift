@@ -85,7 +85,7 @@ struct PlaidTests {
         try await withPlaidApp(kind) { client, env, fake in
             let tokens = try await signUp(client, env, email: "leaving@example.com")
             _ = try await link(client, tokens, fake)
-            let second = fake.issuePublicToken(accounts: [Self.checking]).publicToken
+            let second = fake.issuePublicToken(accounts: [Self.checking], institutionID: "ins_second_bank").publicToken
             let headers = bearer(tokens)
             // Another tab links a second bank while the erasure waits for Plaid's answer on the first.
             fake.duringNextRemove {
@@ -897,6 +897,32 @@ struct PlaidTests {
 
     func relogin(_ client: some TestClientProtocol, email: String) async throws -> [String: Any] {
         try json(try await post(client, "/api/auth/login", ["email": email, "password": strongPassword]))
+    }
+
+    @Test("a login linked a second time (a new item at Plaid for the same bank and accounts) is 409 already_linked and removed at Plaid: net worth never counts it twice", arguments: TestDatabaseKind.all)
+    func sameLoginLinkedTwice(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "twice@example.com")
+            let (first, _) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            let before = try json(try await get(client, "/api/portfolio?view=net_worth", tokens))
+            let again = fake.issuePublicToken(accounts: Self.accounts, changes: Self.changes)
+            let exchanged = try await post(client, "/api/links/plaid/exchange", ["public_token": again.publicToken], headers: bearer(tokens))
+            #expect(exchanged.status == .conflict)
+            #expect(try problem(exchanged).code == "already_linked")
+            let kept = try #require(first["id"] as? String)
+            #expect(try problem(exchanged).detail.contains(kept), "names the link kept")
+            #expect(fake.removeCalls == 1, "the new item is removed at Plaid, so nothing syncs or bills that no one sees")
+            #expect(try await count(env, "plaid_items") == 1)
+            await env.worker.drain()
+            let after = try json(try await get(client, "/api/portfolio?view=net_worth", tokens))
+            #expect(before["linked_total"] is String && after["linked_total"] as? String == before["linked_total"] as? String)
+            // Another person may link the same bank, and the same person another bank with an account named alike.
+            let other = try await signUp(client, env, email: "twice-other@example.com")
+            _ = try await link(client, other, fake)
+            let elsewhere = fake.issuePublicToken(accounts: [Self.checking], institutionID: "ins_second_bank")
+            #expect(try await post(client, "/api/links/plaid/exchange", ["public_token": elsewhere.publicToken], headers: bearer(tokens)).status == .created)
+        }
     }
 
     @Test("an expiring consent stays on the item through passing errors; the same item exchanged again is 409 and stays linked at Plaid")

@@ -186,6 +186,13 @@ enum ProblemMapping {
                 errors: field.map { [.init(field: $0, code: code.lowercased(), message: message ?? "Plaid refused this value.")] } ?? [])
         case .alreadyLinked:
             return AppError(.conflict, code: "already_linked", detail: "This login is already linked; see GET /api/links.")
+        case .sameLoginLinked(let itemID, let institution):
+            return AppError(
+                .conflict, code: "already_linked",
+                detail: """
+                    Your \(institution) login is linked already (link \(itemID.lowercasedString)), with these accounts; the new link was not kept. \
+                    If that link asks you to sign in again, use its "Sign in again" instead of linking anew.
+                    """)
         case .loginStillRequired:
             return AppError(
                 .conflict, code: "login_still_required",

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Why a Plaid link could not be made, used or removed.
 enum LinkError: Error, Equatable, Sendable {
     /// `PLAID_CLIENT_ID` and `PLAID_SECRET` are not set.
@@ -10,6 +12,8 @@ enum LinkError: Error, Equatable, Sendable {
     case refused(code: String, message: String?, field: String?)
     /// This institution login is already linked.
     case alreadyLinked
+    /// A new link of a login the user linked before (the same institution and accounts), as another item.
+    case sameLoginLinked(UUID, institution: String)
     /// Reported signed in again, but Plaid still says the item needs its user to sign in.
     case loginStillRequired
 }

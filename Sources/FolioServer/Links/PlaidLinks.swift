@@ -78,6 +78,11 @@ struct PlaidLinks: Sendable {
             try await store.database.transaction { db in
                 // Not for someone erased or disabled meanwhile: the item is then removed at Plaid below.
                 guard try await IdentityStore.holdLiveUser(userID, postgres: store.database.kind == .postgres, on: db) else { throw IdentityError.userNotFound }
+                // A second Link session for a login linked before (often a person who meant "Sign in again") makes a new item at
+                // Plaid: kept, it would count the same money twice. It is removed at Plaid below, and the link kept is named.
+                if let institution = linked.institutionID, let existing = try await store.itemLinking(found, at: institution, of: userID, besides: linked.plaidItemID, on: db) {
+                    throw LinkError.sameLoginLinked(existing, institution: linked.institutionName ?? institution)
+                }
                 try await store.insert(linked, on: db)
                 try await store.saveAccounts(found, item: linked, now: now, on: db)
                 try await jobs.enqueue(.syncPlaidItem(linked.id), on: db)

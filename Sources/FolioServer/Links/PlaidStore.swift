@@ -73,6 +73,25 @@ struct PlaidStore: Sendable {
             """).run()
     }
 
+    /// The user's item at `institutionID` holding an account that looks like one of
+    /// `accounts` (same name, mask, type and subtype): the same bank login linked
+    /// before, as Plaid's guide to duplicate items matches them.
+    /// The item itself (Link's update mode gives it back) is not another.
+    func itemLinking(_ accounts: [PlaidAccount], at institutionID: String, of userID: UserID, besides plaidItemID: String, on db: any SQLDatabase) async throws -> UUID? {
+        let rows = try await db.raw("""
+            SELECT a.item_id, a.name, a.mask, a.type, a.subtype FROM linked_accounts a JOIN plaid_items i ON i.id = a.item_id
+            WHERE i.user_id = \(bind: userID) AND i.institution_id = \(bind: institutionID) AND i.plaid_item_id <> \(bind: plaidItemID)
+            """).all()
+        for row in rows {
+            let name = try row.decode(column: "name", as: String.self), mask = try row.decode(column: "mask", as: String?.self)
+            let type = try row.decode(column: "type", as: String.self), subtype = try row.decode(column: "subtype", as: String?.self)
+            if accounts.contains(where: { $0.name == name && $0.mask == mask && $0.type == type && $0.subtype == subtype }) {
+                return try row.decode(column: "item_id", as: UUID.self)
+            }
+        }
+        return nil
+    }
+
     /// The item, if it is the user's (any user's when `owner` is nil).
     func item(_ id: UUID, owner: UserID?, on db: (any SQLDatabase)? = nil) async throws -> PlaidItem? {
         var query: SQLQueryString = "SELECT \(unsafeRaw: Self.itemColumns) FROM plaid_items WHERE id = \(bind: id)"

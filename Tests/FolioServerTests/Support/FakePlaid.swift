@@ -123,13 +123,15 @@ final class FakePlaid: Sendable {
     // MARK: - What tests arrange and read
 
     /// A public token as Link's onSuccess gives it, for a new item with these accounts.
-    func issuePublicToken(accounts: [Account], changes: [Change] = [], holdings: [Holding] = []) -> (publicToken: String, itemID: String) {
+    func issuePublicToken(
+        accounts: [Account], changes: [Change] = [], holdings: [Holding] = [], institutionID: String = "ins_109508"
+    ) -> (publicToken: String, itemID: String) {
         state.withLockedValue { state in
             state.sequence += 1
             let token = "public-sandbox-\(UUID().uuidString.lowercased())"
             let item = Item(
                 itemID: "item-\(state.sequence)-\(UUID().uuidString.prefix(8))", accessToken: "access-sandbox-\(UUID().uuidString.lowercased())",
-                accounts: accounts, changes: changes, holdings: holdings)
+                institutionID: institutionID, accounts: accounts, changes: changes, holdings: holdings)
             state.publicTokens[token] = item
             return (token, item.itemID)
         }
