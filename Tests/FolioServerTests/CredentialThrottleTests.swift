@@ -111,6 +111,30 @@ struct CredentialThrottleTests {
         }
     }
 
+    @Test("while a failure past the limit is being checked, another attempt is told the wait that failure sets, as for an unknown address: Retry-After tells nothing", arguments: TestDatabaseKind.all)
+    func provisionalWaitTellsNothing(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        try await withTestApp(kind, clock: clock) { client, env in
+            try await signUp(client, env, email: "owner@example.com")
+            let throttle = env.services.identity.loginThrottle, db = env.database.db, client = "203.0.113.9"
+            let userID = try #require(try await User.query(on: db).filter(\.$email == "owner@example.com").first()?.id)
+            for _ in 0..<5 {
+                guard case .allowed(let attempt) = try await throttle.claim(userID: userID, client: client, on: db) else { Issue.record("refused early"); return }
+                _ = try await throttle.failed(userID: userID, client: client, attempt: attempt, on: db)
+                _ = try await throttle.claimUnknown(email: "ghost@example.com", client: client, on: db)
+            }
+            clock.advance(by: 31)
+            // The sixth attempt of each is let through; while the account's password is checked, a seventh comes.
+            guard case .allowed = try await throttle.claim(userID: userID, client: client, on: db) else { Issue.record("the sixth was refused"); return }
+            guard case .allowed = try await throttle.claimUnknown(email: "ghost@example.com", client: client, on: db) else { Issue.record("the sixth was refused"); return }
+            guard case .locked(let account) = try await throttle.claim(userID: userID, client: client, on: db),
+                  case .locked(let unknown) = try await throttle.claimUnknown(email: "ghost@example.com", client: client, on: db)
+            else { Issue.record("the seventh was let through"); return }
+            #expect(account == unknown)
+            #expect(account == 60)
+        }
+    }
+
     @Test("unknown emails are counted in the database under an HMAC: another instance on the same database sees the wait, and the address is never stored", arguments: TestDatabaseKind.all)
     func unknownEmailsShared(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -123,6 +123,20 @@ struct IdentityStore: Sendable {
     /// Counts a sign-in attempt from one client address against the account,
     /// unless that address is waiting; nil while it waits.
     func claimSignInAttempt(userID: UUID, client: String, now: Date, threshold: Int, provisionalLock: Date, on db: any Database) async throws -> Int? {
+        try await claimSignInAttempt(userID: userID, client: client, now: now, threshold: threshold, provisionalLocks: [provisionalLock], on: db)
+    }
+
+    /// The wait a claim sets for the count it reaches: `locks[0]` at `threshold`, the next one at each failure
+    /// after it, the last one from there on. So the wait seen while the attempt is checked is the one its
+    /// failure will set, as for an unknown address: a `Retry-After` does not tell the two apart.
+    static func provisionalLock(for count: SQLQueryString, threshold: Int, locks: [Date]) -> SQLQueryString {
+        guard locks.count > 1 else { return "\(bind: locks[0])" }
+        var cases: SQLQueryString = "CASE \(count)"
+        for (offset, lock) in locks.dropLast().enumerated() { cases = cases + " WHEN \(bind: threshold + offset) THEN \(bind: lock)" }
+        return cases + " ELSE \(bind: locks.last!) END"
+    }
+
+    func claimSignInAttempt(userID: UUID, client: String, now: Date, threshold: Int, provisionalLocks: [Date], on db: any Database) async throws -> Int? {
         let sql = db as! any SQLDatabase
         try await sql.raw("""
             INSERT INTO sign_in_failures (user_id, client, failures, updated_at)
@@ -131,7 +145,8 @@ struct IdentityStore: Sendable {
             """).run()
         let rows = try await sql.raw("""
             UPDATE sign_in_failures SET failures = failures + 1,
-                locked_until = CASE WHEN failures + 1 >= \(bind: threshold) THEN \(bind: provisionalLock) ELSE locked_until END,
+                locked_until = CASE WHEN failures + 1 >= \(bind: threshold)
+                    THEN \(Self.provisionalLock(for: "failures + 1", threshold: threshold, locks: provisionalLocks)) ELSE locked_until END,
                 updated_at = \(bind: now)
             WHERE user_id = \(bind: userID) AND client = \(bind: client) AND (locked_until IS NULL OR locked_until <= \(bind: now))
             RETURNING failures
@@ -215,7 +230,7 @@ struct IdentityStore: Sendable {
     /// Counts an attempt under `key` (unknown emails), unless it is waiting;
     /// nil while it waits. `restartAfterWait` starts the count again after a
     /// wait has passed (the account-wide ceiling does; an address's count does not).
-    func claimUnknownSignInAttempt(key: String, now: Date, threshold: Int, provisionalLock: Date, restartAfterWait: Bool, on db: any Database) async throws -> Int? {
+    func claimUnknownSignInAttempt(key: String, now: Date, threshold: Int, provisionalLocks: [Date], restartAfterWait: Bool, on db: any Database) async throws -> Int? {
         let sql = db as! any SQLDatabase
         try await sql.raw("""
             INSERT INTO unknown_sign_in_failures (key, failures, locked_until, updated_at) VALUES (\(bind: key), 0, NULL, \(bind: now))
@@ -224,7 +239,8 @@ struct IdentityStore: Sendable {
         let count: SQLQueryString = restartAfterWait ? "CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failures + 1 END" : "failures + 1"
         let rows = try await sql.raw("""
             UPDATE unknown_sign_in_failures SET failures = \(count),
-                locked_until = CASE WHEN \(count) >= \(bind: threshold) THEN \(bind: provisionalLock) ELSE \(unsafeRaw: restartAfterWait ? "NULL" : "locked_until") END,
+                locked_until = CASE WHEN \(count) >= \(bind: threshold) THEN \(Self.provisionalLock(for: count, threshold: threshold, locks: provisionalLocks))
+                    ELSE \(unsafeRaw: restartAfterWait ? "NULL" : "locked_until") END,
                 updated_at = \(bind: now)
             WHERE key = \(bind: key) AND (locked_until IS NULL OR locked_until <= \(bind: now))
             RETURNING failures

@@ -65,6 +65,16 @@ struct LoginThrottle: Sendable {
         min(baseDelay * pow(2, Double(max(0, failures - threshold))), maximumDelay)
     }
 
+    /// The wait from `now` for each count of failures from the threshold until the longest, which holds after.
+    static func clientLocks(from now: Date) -> [Date] {
+        var locks: [Date] = [], failures = threshold
+        repeat {
+            locks.append(now.addingTimeInterval(delay(afterFailures: failures)))
+            failures += 1
+        } while delay(afterFailures: failures - 1) < maximumDelay
+        return locks
+    }
+
     /// How long an address the owner signed in from stays known.
     static let knownClientLifetime: TimeInterval = 30 * 86_400
 
@@ -76,17 +86,19 @@ struct LoginThrottle: Sendable {
         // A sign-in that read the person just before an erasure: no count (with its address) after it.
         guard try await IdentityStore.holdUnerasedUser(userID, on: db as! any SQLDatabase) else { throw IdentityError.invalidCredentials }
         let now = clock.now()
-        let clientLock = now.addingTimeInterval(Self.baseDelay), accountLock = now.addingTimeInterval(Self.accountDelay)
+        let clientLocks = Self.clientLocks(from: now), accountLock = now.addingTimeInterval(Self.accountDelay)
         let known = try await store.isKnownClient(userID: userID, client: client, since: now.addingTimeInterval(-Self.knownClientLifetime), on: db)
         // The account's wait first, so a refused attempt is not counted against the address.
         if !known, let until = try await store.lockedUntil(userID: userID, on: db), until > now {
             return .locked(retryAfter: Self.seconds(until: until, from: now))
         }
         guard let fromClient = try await store.claimSignInAttempt(
-            userID: userID, client: client, now: now, threshold: Self.threshold, provisionalLock: clientLock, on: db)
+            userID: userID, client: client, now: now, threshold: Self.threshold, provisionalLocks: clientLocks, on: db)
         else {
             return .locked(retryAfter: Self.seconds(until: try await store.clientLockedUntil(userID: userID, client: client, on: db), from: now))
         }
+        // The wait the claim set, if this count reached the threshold (the same value, bound the same way, for `release`).
+        let clientLock = now.addingTimeInterval(Self.delay(afterFailures: fromClient))
         if known { return .allowed(Attempt(fromClient: fromClient, onAccount: 0, clientLock: clientLock, accountLock: nil)) }
         guard let onAccount = try await store.claimAccountSignInAttempt(
             userID: userID, now: now, threshold: Self.accountThreshold, provisionalLock: accountLock, on: db)
@@ -145,12 +157,12 @@ struct LoginThrottle: Sendable {
             return .locked(retryAfter: Self.seconds(until: until, from: now))
         }
         guard let fromClient = try await store.claimUnknownSignInAttempt(
-            key: clientKey, now: now, threshold: Self.threshold, provisionalLock: now.addingTimeInterval(Self.baseDelay), restartAfterWait: false, on: db)
+            key: clientKey, now: now, threshold: Self.threshold, provisionalLocks: Self.clientLocks(from: now), restartAfterWait: false, on: db)
         else {
             return .locked(retryAfter: Self.seconds(until: try await store.unknownLockedUntil(key: clientKey, on: db), from: now))
         }
         guard let onAccount = try await store.claimUnknownSignInAttempt(
-            key: accountKey, now: now, threshold: Self.accountThreshold, provisionalLock: now.addingTimeInterval(Self.accountDelay), restartAfterWait: true, on: db)
+            key: accountKey, now: now, threshold: Self.accountThreshold, provisionalLocks: [now.addingTimeInterval(Self.accountDelay)], restartAfterWait: true, on: db)
         else {
             return .locked(retryAfter: Self.seconds(until: try await store.unknownLockedUntil(key: accountKey, on: db), from: now))
         }
