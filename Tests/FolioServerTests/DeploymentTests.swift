@@ -26,6 +26,10 @@ struct DeploymentTests {
         let conf = try String(contentsOf: Self.ops.appendingPathComponent("nginx/folio.conf"), encoding: .utf8)
         #expect(conf.contains("ssl_protocols TLSv1.2 TLSv1.3"))
         #expect(conf.contains("location ^~ /metrics"))
+        // Reset and verification tokens travel in the query: the access log keeps the path alone.
+        let format = try #require(conf.range(of: "log_format").map { String(conf[$0.lowerBound...].prefix { $0 != ";" }) })
+        #expect(!format.contains("$request ") && !format.contains("$request\"") && !format.contains("$request_uri") && !format.contains("$args"), "\(format)")
+        #expect(format.contains("\"$request_method $uri $server_protocol\""))
     }
 
     @Test("the systemd units run folio as its own user, hardened, and migrate before serving")
