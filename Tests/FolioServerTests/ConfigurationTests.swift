@@ -1,5 +1,7 @@
 import Crypto
 import Foundation
+import Logging
+import SQLKit
 import Testing
 
 @testable import FolioServer
@@ -354,6 +356,30 @@ struct ConfigurationTests {
         let found = problems([key: value, "SECRET_KEY": strongKey])
         #expect(found.count == 1)
         #expect(found.first?.hasPrefix(key) == true, "\(found)")
+    }
+
+    @Test("the SQLite file and its -wal and -shm are the owner's alone, in a directory made readable by all and under a loose umask")
+    func sqliteFilePrivate() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("folio-perm-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let old = umask(0o022)
+        defer { umask(old) }
+        let path = directory + "/folio.sqlite"
+        let database = try FolioDatabase(location: .sqlite(path: path), poolSize: 1, preparedStatements: false, logger: Logger(label: "perm"))
+        try await database.sql.raw("PRAGMA journal_mode=WAL").run()
+        try await database.sql.raw("CREATE TABLE t (x INTEGER)").run()
+        try await database.sql.raw("INSERT INTO t VALUES (1)").run()
+        for file in [path, path + "-wal", path + "-shm"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "\(file): \(String(mode ?? 0, radix: 8))")
+        }
+        await database.shutdown()
+        // A file made readable by all before (an older version, a copy) is made private on the next start.
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        let again = try FolioDatabase(location: .sqlite(path: path), poolSize: 1, preparedStatements: false, logger: Logger(label: "perm"))
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        await again.shutdown()
     }
 
     @Test("development without SECRET_KEY generates a key once, keeps it private, and reuses it")

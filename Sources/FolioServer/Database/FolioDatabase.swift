@@ -48,6 +48,9 @@ public final class FolioDatabase: Sendable {
                 // The file holds every user's data: only the server's account may read it.
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
+            // The file itself too, whatever the umask or a directory made by hand (Docker's, a plain mkdir) allows:
+            // an empty file is an empty database, and SQLite gives its -wal and -shm files the database's mode.
+            Self.restrictToOwner(path)
             self.kind = .sqlite
             self.poolSize = 1
             // SQL is logged at trace: statements carry bound values only as placeholders, but stay quiet by default.
@@ -69,6 +72,15 @@ public final class FolioDatabase: Sendable {
         self.sqliteLoop = kind == .sqlite ? eventLoopGroup.next() : nil
         self.migrations = Migrations()
         migrations.add(MigrationRegistry.all)
+    }
+
+    /// Makes the SQLite file (created empty if need be) and its -wal and -shm readable by its owner only.
+    static func restrictToOwner(_ path: String) {
+        let files = FileManager.default
+        if !files.fileExists(atPath: path) { files.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) }
+        for file in [path, path + "-wal", path + "-shm"] where files.fileExists(atPath: file) {
+            try? files.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
+        }
     }
 
     /// PostgreSQL's client connections to this database by state (`active`,
