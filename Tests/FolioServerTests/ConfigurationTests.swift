@@ -123,6 +123,10 @@ struct ConfigurationTests {
         // A run of eight like characters turns up in about one random hex key in some hundred thousand (this test once drew one).
         #expect(ConfigurationLoader.guessable("3f9c2b7e8a1d4c6f0b5eaaaaaaaa7c4f1e8b6a3d0c9f5e2b8a7d4c1f6e3b0a9d") == nil)
         #expect(ConfigurationLoader.guessable("xK3p9Qw2xK3p9Qw2xK3p9Qw2") != nil, "a piece said three times apart is still refused")
+        // One random piece typed twice (openssl rand -hex 8, doubled): 64 bits, whatever its length says.
+        #expect(ConfigurationLoader.guessable("k3J9xQ2mP7vR4tL8k3J9xQ2mP7vR4tL8") != nil)
+        #expect(ConfigurationLoader.guessable("q1w2e3r4t5y6u7i8o9p0q1w2e3r4t5y6u7i8o9p0") != nil)
+        #expect(ConfigurationLoader.guessable("P@ssw0rd-P@ssw0rd-1234567890-abcdefgh") != nil)
         var generator = SystemRandomNumberGenerator()
         let alphabets = [Array("0123456789abcdef"), Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")]
         for alphabet in alphabets {

@@ -552,7 +552,7 @@ public enum ConfigurationLoader {
     /// Words of placeholders and made-up keys: a key that contains one was typed by a person, not drawn at
     /// random (a random key of hex or base64 holds a six-letter word with a chance of about one in a million).
     static let placeholderWords = [
-        "changeme", "change-me", "change_me", "changethis", "password", "passw0rd", "secret", "example", "replace", "placeholder",
+        "changeme", "change-me", "change_me", "changethis", "password", "passw0rd", "p@ssw0rd", "p@ssword", "secret", "example", "replace", "placeholder",
         "insecure", "default", "qwerty", "letmein", "your-", "your_", "xxxxxx", "development", "testing",
     ]
 
@@ -578,6 +578,10 @@ public enum ConfigurationLoader {
             return seen.count + 1 >= 3
         }) {
             return "repeats the same characters over and over"
+        }
+        // One random piece typed twice (or more): as guessable as the piece, half the key's length.
+        if scalars.count >= 2, (1...(scalars.count / 2)).contains(where: { period in (period..<scalars.count).allSatisfy { scalars[$0] == scalars[$0 - period] } }) {
+            return "is one shorter piece typed more than once"
         }
         // Runs such as "abcdefgh…" or "9876…": a random key steps by one between neighbours about one time in eight (hex).
         let steps = zip(scalars, scalars.dropFirst()).filter { abs(Int($0.value) - Int($1.value)) == 1 }.count
