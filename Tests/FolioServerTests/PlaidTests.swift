@@ -788,6 +788,31 @@ struct PlaidTests {
         }
     }
 
+    @Test("holdings are imported again by the daily backstop and after LOGIN_REPAIRED, not only by their own webhook or Sync now", arguments: TestDatabaseKind.all)
+    func holdingsCaughtUp(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "holdings@example.com")
+            let (_, plaidItemID) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            func quantity() async throws -> String? {
+                (try json(try await get(client, "/api/links/holdings", tokens))["data"] as? [[String: Any]])?.first?["quantity"] as? String
+            }
+            #expect(try await quantity() == "3.123456789")
+            // The HOLDINGS webhook is missed; the daily job runs.
+            fake.update(item: plaidItemID) { $0.holdings[0].quantity = "4"; $0.holdings[0].value = "960.4938" }
+            try await env.services.plaid.enqueueSyncOfAll()
+            await env.worker.drain()
+            #expect(try await quantity() == "4")
+            // The login breaks, holdings change meanwhile, the login is repaired.
+            try await breakLogin(client, env, fake, plaidItemID)
+            fake.update(item: plaidItemID) { $0.errorCode = nil; $0.holdings[0].quantity = "5"; $0.holdings[0].value = "1200.6172" }
+            let repaired = FakePlaid.webhookBody(type: "ITEM", code: "LOGIN_REPAIRED", itemID: plaidItemID)
+            _ = try await webhook(client, repaired, header: fake.sign(repaired, iat: env.clock.now))
+            await env.worker.drain()
+            #expect(try await quantity() == "5")
+        }
+    }
+
     @Test("Plaid's webhooks out of order: an ERROR that arrives after the LOGIN_REPAIRED which followed it is checked with Plaid, and the working item syncs on, with no mail", arguments: TestDatabaseKind.all)
     func loginErrorAfterRepair(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in

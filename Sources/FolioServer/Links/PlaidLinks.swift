@@ -428,12 +428,13 @@ struct PlaidLinks: Sendable {
         }
     }
 
-    /// The daily backstop for missed webhooks: a sync of every item that can sync.
+    /// The daily backstop for missed webhooks: a sync and a holdings import of every item that can sync
+    /// (a missed `HOLDINGS: DEFAULT_UPDATE` would otherwise leave holdings as they were until "Sync now").
     func enqueueSyncOfAll() async throws {
         let store = self.store, jobs = self.jobs
         let items = try await store.allItems().filter { $0.status != .loginRequired }
         try await store.database.transaction { db in
-            for item in items { try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db) }
+            for item in items { try await jobs.enqueueRefresh(of: item.id, on: db) }
         }
     }
 
@@ -512,7 +513,8 @@ extension PlaidLinks {
             return .needsLogin
         case ("ITEM", "LOGIN_REPAIRED"):
             if fresh { try await store.setStatus(item.id, .active, errorCode: nil, errorMessage: nil, now: now, on: db) }
-            try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
+            // Holdings too: their imports stopped with the login, as the transactions' syncs did.
+            try await jobs.enqueueRefresh(of: item.id, on: db)
             return .loginRepaired
         case ("ITEM", "USER_PERMISSION_REVOKED"), ("ITEM", "USER_ACCOUNT_REVOKED"):
             if fresh {
