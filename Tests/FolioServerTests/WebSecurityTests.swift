@@ -285,6 +285,11 @@ struct WebSecurityTests {
             #expect(allowed.headers[.accessControlAllowOrigin] == "https://app.example.com")
             #expect(allowed.headers[.vary] == "Origin")
             #expect(allowed.headers[.accessControlAllowCredentials] == "true")
+            // Without Origin, or from the site itself, the answer varies on it too: a shared cache keeps the copies apart.
+            for headers: HTTPFields in [[:], [.origin: own]] {
+                let cached = try await client.execute(uri: "/openapi.json", method: .get, headers: headers)
+                #expect(cached.headers[values: .vary].contains("Origin"), "\(headers)")
+            }
             let allowedPreflight = try await client.execute(uri: "/api/auth/login", method: .options, headers: [.origin: "https://app.example.com", .accessControlRequestMethod: "POST"])
             #expect(allowedPreflight.status == .noContent)
             #expect(allowedPreflight.headers[.accessControlAllowOrigin] == "https://app.example.com")

@@ -23,10 +23,12 @@ struct CORSMiddleware: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let origin = request.headers[.origin] else { return try await next(request, context) }
+        // Every answer says it depends on Origin, with one or without: a shared cache must not hand the copy made
+        // for a request without Origin (no CORS headers) to an allowed origin's fetch, or one origin's to another.
+        guard let origin = request.headers[.origin] else { return Self.varyingOnOrigin(try await next(request, context)) }
         let normalized = OriginGuardMiddleware.normalized(origin)
         // The web app's own requests (its forms and fetches send Origin): nothing to allow, nothing refused.
-        if normalized == ownOrigin, !allowedOrigins.contains(normalized) { return try await next(request, context) }
+        if normalized == ownOrigin, !allowedOrigins.contains(normalized) { return Self.varyingOnOrigin(try await next(request, context)) }
         let allowed = allowedOrigins.contains(normalized)
 
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
@@ -34,8 +36,7 @@ struct CORSMiddleware: RouterMiddleware {
                 await security.record("cors_refused", details: ["origin": String(origin.prefix(200)), "preflight": "true"], origin: context.origin)
                 var response = ProblemMiddleware.response(
                     for: AppError(.forbidden, code: "cors_origin_refused", detail: "This origin may not call the API."), request: request, context: context)
-                response.headers[.vary] = "Origin"
-                return response
+                return Self.varyingOnOrigin(response)
             }
             var response = Response(status: .noContent)
             response.headers[.accessControlAllowOrigin] = origin
@@ -43,12 +44,10 @@ struct CORSMiddleware: RouterMiddleware {
             response.headers[.accessControlAllowMethods] = Self.allowMethods
             response.headers[.accessControlAllowHeaders] = Self.allowHeaders
             response.headers[.accessControlMaxAge] = "600"
-            response.headers[.vary] = "Origin"
-            return response
+            return Self.varyingOnOrigin(response)
         }
 
-        var response = try await next(request, context)
-        response.headers[.vary] = "Origin"
+        var response = Self.varyingOnOrigin(try await next(request, context))
         if allowed {
             response.headers[.accessControlAllowOrigin] = origin
             response.headers[.accessControlAllowCredentials] = "true"
@@ -56,6 +55,14 @@ struct CORSMiddleware: RouterMiddleware {
         } else {
             await security.record("cors_refused", details: ["origin": String(origin.prefix(200))], origin: context.origin)
         }
+        return response
+    }
+
+    /// `Vary: Origin` added to what the response varies on already (never replacing it).
+    static func varyingOnOrigin(_ response: Response) -> Response {
+        var response = response
+        let named = response.headers[values: .vary].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        if !named.contains("origin"), !named.contains("*") { response.headers.append(HTTPField(name: .vary, value: "Origin")) }
         return response
     }
 }
