@@ -1237,6 +1237,20 @@ struct WebAppTests {
         }
     }
 
+    @Test("an error page's way back stays on the site: a path that starts with two slashes is not a link to another host", arguments: [TestDatabaseKind.sqlite])
+    func errorPageBackLink(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            var headers = try await Self.cookieSession(client, env, email: "back@example.com")
+            headers[.accept] = "text/html"
+            for uri in ["//orders?limit=abc", "/orders?limit=abc"] {
+                let page = try await client.execute(uri: uri, method: .get, headers: headers)
+                #expect(page.status == .unprocessableContent, "\(uri)")
+                #expect(!Self.text(page).contains("href=\"//"), "\(uri)")
+            }
+            #expect(Self.text(try await client.execute(uri: "/orders?limit=abc", method: .get, headers: headers)).contains("href=\"/orders\""))
+        }
+    }
+
     @Test("a refusal a browser meets outside the API before any page answers (a body past the limit, a NUL in a page's query) is a page; the API stays JSON", arguments: [TestDatabaseKind.sqlite])
     func refusalsBeforeThePagesArePages(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.maxBodySize = 4096 }) { client, env in

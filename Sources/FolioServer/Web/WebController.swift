@@ -163,7 +163,7 @@ struct WebController: Sendable {
             viewer.carriedAccount = nil
             return renderer.page(
                 "error", title: Display.errorTitle(problem.status), viewer: viewer,
-                values: ["detail": problem.code == "validation_failed" && !problem.errors.isEmpty ? Display.checkWhatYouEntered : problem.detail, "back": request.uri.path, "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }]
+                values: ["detail": problem.code == "validation_failed" && !problem.errors.isEmpty ? Display.checkWhatYouEntered : problem.detail, "back": Self.sitePath(Substring(request.uri.path)), "has_errors": !problem.errors.isEmpty, "errors": problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }]
                     .merging(Display.errorValues(status: problem.status, code: problem.code)) { _, new in new },
                 status: problem.status)
         }
