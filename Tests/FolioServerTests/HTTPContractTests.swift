@@ -177,6 +177,12 @@ struct HTTPContractTests {
             #expect(try await client.execute(uri: "/api/accounts?page=2", method: .get, headers: bearer(tokens)).status == .unprocessableContent)
             let account = try await env.firstAccount()
             #expect(try await client.execute(uri: "/api/accounts/\(account.id)/targets?version=1&x=1", method: .get, headers: bearer(tokens)).status == .unprocessableContent)
+            // A name whose escapes are not UTF-8, and a value without a name, are no parameter the route takes either.
+            for (uri, field) in [("/api/transactions?%ZZ=1", "%ZZ"), ("/api/transactions?=1", "")] {
+                let odd = try await client.execute(uri: uri, method: .get, headers: bearer(tokens))
+                #expect(odd.status == .unprocessableContent, "\(uri)")
+                #expect(try problem(odd).errors?.map(\.field) == [field], "\(uri)")
+            }
             for uri in [
                 "/api/orders?status=filled&limit=5", "/api/transactions?type=deposit&from=2026-01-01", "/api/accounts", "/api/market/quotes?symbols=AAPL",
                 // Names are read decoded, and an empty one names nothing.

@@ -44,7 +44,13 @@ struct QueryParameters: Sendable {
         guard let query = request.uri.query, !query.isEmpty, let route, let allowed = byRoute[Self.key(Self.method(request), route)] else { return [] }
         var seen = Set<String>()
         // Names decoded as the handlers read them (`FormQuery`): `account%5Fid` is `account_id`; `?&limit=5` names nothing more.
-        return FormQuery.pairs(query).map(\.0).filter { !$0.isEmpty && !allowed.contains($0) && seen.insert($0).inserted }
+        // A name whose escapes are not UTF-8 (`%ZZ=1`), which the handlers never see, is refused as written, and so is
+        // a value without a name (`?=1`): neither is a parameter the route takes.
+        let names = query.split(separator: "&", omittingEmptySubsequences: true).map { pair -> String in
+            let name = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0]
+            return FormQuery.decode(name) ?? String(name)
+        }
+        return names.filter { !allowed.contains($0) && seen.insert($0).inserted }
     }
 
     /// The names the route takes that the query gives more than once, each once, in the order given.
