@@ -412,6 +412,23 @@ struct WebSecurityTests {
         }
     }
 
+    @Test("the headers name the bucket with the fewest requests left, and a signed-in read under /api/auth/ does not spend the sign-in allowance", arguments: TestDatabaseKind.all)
+    func tightestBucketSpeaks(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 5) }) { client, env in
+            let tokens = try await signUp(client, env, email: "reader@example.com")
+            // Signing up spent some of the address's auth bucket; reads of the signed-in person spend none.
+            for _ in 0..<10 {
+                let me = try await client.execute(uri: "/api/auth/me", method: .get, headers: bearer(tokens))
+                #expect(me.status == .ok)
+                #expect(me.headers[HTTPField.Name("RateLimit-Policy")!]?.hasPrefix("\"auth\"") == false)
+            }
+            // A request both buckets count says what the auth bucket has left, not the user bucket's hundreds.
+            let logout = try await client.execute(uri: "/api/auth/logout", method: .post, headers: bearer(tokens))
+            #expect(logout.status == .noContent)
+            #expect(logout.headers[HTTPField.Name("RateLimit-Policy")!] == "\"auth\";q=5;w=60", "\(logout.headers)")
+        }
+    }
+
     @Test("the auth bucket cannot be dodged with a doubled slash", arguments: TestDatabaseKind.all)
     func doubleSlash(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 1000, authRequestsPerMinute: 2) }) { client, _ in

@@ -47,9 +47,11 @@ struct RateLimitMiddleware: RouterMiddleware {
                 break
             }
             checks.append(("ip", "ip:" + client, settings.requestsPerMinute, false))
-            // The route pattern, not the raw path: `/api//auth/login` reaches the same route.
+            // The route pattern, not the raw path: `/api//auth/login` reaches the same route. Reads of the
+            // signed-in person (`GET /api/auth/me`, its sessions, its CSRF token) check no credential and send no
+            // mail: they do not spend the sign-in allowance of everyone behind the address.
             let route = context.endpointPath ?? request.uri.path
-            if route.hasPrefix("/api/auth/") || request.uri.path.contains("/auth/") {
+            if route.hasPrefix("/api/auth/") || request.uri.path.contains("/auth/"), request.method != .get, request.method != .head {
                 checks.append(("auth", "auth:" + client, settings.authRequestsPerMinute, true))
             }
         case .user:
@@ -88,10 +90,16 @@ struct RateLimitMiddleware: RouterMiddleware {
             if tightest == nil || decision.remaining < tightest!.decision.remaining { tightest = (check.policy, decision) }
         }
         var response = try await next(request, context)
-        if let tightest, response.headers[Self.policyHeader] == nil {
+        // The user scope inside has said its own; the client's bucket speaks instead when it has fewer left.
+        if let tightest, response.headers[Self.stateHeader].flatMap(Self.remaining).map({ tightest.decision.remaining < $0 }) ?? true {
             for field in Self.headers(policy: tightest.policy, decision: tightest.decision) { response.headers[field.name] = field.value }
         }
         return response
+    }
+
+    /// The `r` of a `RateLimit` field: what its bucket has left.
+    static func remaining(_ state: String) -> Int? {
+        state.split(separator: ";").first { $0.hasPrefix("r=") }.flatMap { Int($0.dropFirst(2)) }
     }
 
     /// A refusal answered here (outside the problem middleware): the refusal page for a browser's
