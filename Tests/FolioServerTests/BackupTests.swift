@@ -451,6 +451,25 @@ struct BackupTests {
         }
     }
 
+    @Test("a backup named as if taken in the future (a clock set wrong) is kept, and takes none of the days kept: the real days' backups stay")
+    func futureStampedBackup() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for name in ["folio-20261122T010000Z", "folio-20261123T010000Z", "folio-20261124T010000Z", "folio-20270101T000000Z"] {
+            let url = directory.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: url.appendingPathComponent(BackupManifest.fileName))
+        }
+        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path; $0.backup.keepDaily = 2; $0.backup.keepMonthly = 1 }) { _, env in
+            let removed = try env.services.backups.prune().map(\.lastPathComponent)
+            #expect(removed == ["folio-20261122T010000Z"])
+            #expect(env.services.backups.futureStamped() == ["folio-20270101T000000Z"])
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted() == [
+            "folio-20261123T010000Z", "folio-20261124T010000Z", "folio-20270101T000000Z",
+        ])
+    }
+
     @Test("pruning keeps every backup of the newest days that have one and the newest of each of the last calendar months, removes stale partials, and leaves anything else alone")
     func pruning() async throws {
         let directory = try Self.temporaryDirectory()

@@ -379,6 +379,9 @@ public struct Backups: Sendable {
             }
         }
         for removed in try prune() { logger.info("old backup removed", metadata: ["backup": .string(removed.path)]) }
+        for name in futureStamped() {
+            logger.warning("a backup is named as if taken in the future: kept, and not counted among the days kept; check the clock", metadata: ["backup": .string(name)])
+        }
     }
 
     /// Keeps every backup of the newest `keepDaily` days that have one and the newest of each of the last `keepMonthly` calendar months
@@ -388,13 +391,16 @@ public struct Backups: Sendable {
     func prune() throws -> [URL] {
         let parent = URL(fileURLWithPath: settings.directory)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
-        let backups = Self.wholeBackups(among: names, in: parent)
+        // A name stamped in the future (a clock set wrong, a copy) would take one of the kept days until that
+        // day came, pushing out a real day's backup: it is kept (it may be someone's only copy) and counted apart.
+        let (backups, future) = Self.wholeBackupsByDate(among: names, in: parent, latest: clock.now().addingTimeInterval(3600))
+        var kept = Set(future)
         // Every backup of the newest `keepDaily` days that have one (UTC): backups taken by hand on a day (before a
         // migration, say) push out no older day's.
         var days: [Substring] = []
         for name in backups where days.last != Self.day(of: name) { days.append(Self.day(of: name)) }
         let keptDays = Set(days.prefix(settings.keepDaily))
-        var kept = Set(backups.filter { keptDays.contains(Self.day(of: $0)) })
+        kept.formUnion(backups.filter { keptDays.contains(Self.day(of: $0)) })
         let window = Set(Self.lastMonths(settings.keepMonthly, before: clock.now()))
         var months = Set<String>()
         for name in backups {
@@ -448,6 +454,22 @@ public struct Backups: Sendable {
     /// When the newest whole backup in the backup directory was taken, by whichever process (the worker's job,
     /// `folio backup` by hand): what the metrics say as the last success, so a backup taken by hand counts and
     /// a restarted worker does not forget the last one. Nil when there is none (or the directory cannot be read).
+    /// Whole backups, newest first, apart from those whose names are stamped after `latest`.
+    static func wholeBackupsByDate(among names: [String], in parent: URL, latest: Date) -> (dated: [String], future: [String]) {
+        var dated: [String] = [], future: [String] = []
+        for name in wholeBackups(among: names, in: parent) {
+            if let date = date(ofStamp: String(name.dropFirst(prefix.count))), date > latest { future.append(name) } else { dated.append(name) }
+        }
+        return (dated, future)
+    }
+
+    /// Backups named as if taken after now (a clock set wrong, a copy from elsewhere): kept, and said.
+    func futureStamped() -> [String] {
+        let parent = URL(fileURLWithPath: settings.directory)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+        return Self.wholeBackupsByDate(among: names, in: parent, latest: clock.now().addingTimeInterval(3600)).future
+    }
+
     func newestOnDisk() -> Date? {
         let parent = URL(fileURLWithPath: settings.directory)
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: parent.path) else { return nil }
