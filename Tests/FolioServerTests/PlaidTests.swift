@@ -947,6 +947,13 @@ struct PlaidTests {
             _ = try await link(client, other, fake)
             let elsewhere = fake.issuePublicToken(accounts: [Self.checking], institutionID: "ins_second_bank")
             #expect(try await post(client, "/api/links/plaid/exchange", ["public_token": elsewhere.publicToken], headers: bearer(tokens)).status == .created)
+            // A login that shares one account with a linked one (a joint account of two people's logins) is another login.
+            let joint = fake.issuePublicToken(accounts: [Self.checking, .init(id: "acc-own", name: "Own Savings", type: "depository", subtype: "savings", current: "10.00")])
+            #expect(try await post(client, "/api/links/plaid/exchange", ["public_token": joint.publicToken], headers: bearer(tokens)).status == .created)
+            // An item that lost its access (revoked at the bank) is mended by linking again: not refused as a duplicate.
+            try await env.database.sql.raw("UPDATE plaid_items SET status = 'error' WHERE id = \(bind: try #require(UUID(uuidString: kept)))").run()
+            let mended = fake.issuePublicToken(accounts: Self.accounts)
+            #expect(try await post(client, "/api/links/plaid/exchange", ["public_token": mended.publicToken], headers: bearer(tokens)).status == .created)
         }
     }
 

@@ -73,23 +73,28 @@ struct PlaidStore: Sendable {
             """).run()
     }
 
-    /// The user's item at `institutionID` holding an account that looks like one of
-    /// `accounts` (same name, mask, type and subtype): the same bank login linked
-    /// before, as Plaid's guide to duplicate items matches them.
-    /// The item itself (Link's update mode gives it back) is not another.
+    /// The user's working item at `institutionID` that holds an account like each of `accounts` that has a
+    /// mask (same name, mask, type and subtype): the same bank login linked before, as Plaid's guide to duplicate
+    /// items matches them. Not an item that lost its access (`error`: linking again is how it is mended), not
+    /// the item itself (Link's update mode gives it back), and not a login that shares only some accounts
+    /// (a joint account of two people's logins). Accounts without a mask tell nothing.
     func itemLinking(_ accounts: [PlaidAccount], at institutionID: String, of userID: UserID, besides plaidItemID: String, on db: any SQLDatabase) async throws -> UUID? {
+        let masked = accounts.filter { $0.mask != nil }
+        guard !masked.isEmpty else { return nil }
         let rows = try await db.raw("""
             SELECT a.item_id, a.name, a.mask, a.type, a.subtype FROM linked_accounts a JOIN plaid_items i ON i.id = a.item_id
             WHERE i.user_id = \(bind: userID) AND i.institution_id = \(bind: institutionID) AND i.plaid_item_id <> \(bind: plaidItemID)
+                AND i.status <> \(bind: PlaidItem.Status.error.rawValue) AND a.mask IS NOT NULL
             """).all()
+        var byItem: [UUID: [PlaidAccount]] = [:]
         for row in rows {
-            let name = try row.decode(column: "name", as: String.self), mask = try row.decode(column: "mask", as: String?.self)
-            let type = try row.decode(column: "type", as: String.self), subtype = try row.decode(column: "subtype", as: String?.self)
-            if accounts.contains(where: { $0.name == name && $0.mask == mask && $0.type == type && $0.subtype == subtype }) {
-                return try row.decode(column: "item_id", as: UUID.self)
-            }
+            byItem[try row.decode(column: "item_id", as: UUID.self), default: []].append(PlaidAccount(
+                plaidAccountID: "", name: try row.decode(column: "name", as: String.self), mask: try row.decode(column: "mask", as: String?.self),
+                type: try row.decode(column: "type", as: String.self), subtype: try row.decode(column: "subtype", as: String?.self)))
         }
-        return nil
+        return byItem.first { _, held in
+            masked.allSatisfy { new in held.contains { $0.name == new.name && $0.mask == new.mask && $0.type == new.type && $0.subtype == new.subtype } }
+        }?.key
     }
 
     /// The item, if it is the user's (any user's when `owner` is nil).
