@@ -122,9 +122,10 @@ struct LoginThrottle: Sendable {
     func failed(userID: UUID, client: String, attempt: Attempt, on db: any Database) async throws -> TimeInterval? {
         var imposed: TimeInterval?
         if attempt.fromClient >= Self.threshold {
-            let delay = Self.delay(afterFailures: attempt.fromClient)
-            try await store.lockClient(userID: userID, client: client, until: clock.now().addingTimeInterval(delay), on: db)
-            imposed = delay
+            // The wait the claim set, as it set it (counted from the claim, not from after bcrypt): an unknown
+            // address's wait is counted from its claim too, so the two end together.
+            try await store.lockClient(userID: userID, client: client, until: attempt.clientLock, on: db)
+            imposed = Self.delay(afterFailures: attempt.fromClient)
         }
         if attempt.onAccount >= Self.accountThreshold {
             try await store.lock(userID: userID, until: clock.now().addingTimeInterval(Self.accountDelay), on: db)
