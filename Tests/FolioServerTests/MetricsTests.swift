@@ -127,6 +127,11 @@ struct MetricsTests {
             #expect(anonymous.status == .unauthorized)
             #expect(wrong.status == .unauthorized)
             #expect(withToken.status == .ok)
+            // The scheme is case-insensitive (RFC 9110), as on the API; the token is not.
+            for header in ["bearer \(Self.opsToken)", "BEARER \(Self.opsToken)"] {
+                #expect(try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: header]).status == .ok, "\(header)")
+            }
+            #expect(try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer \(Self.opsToken.uppercased())"]).status == .unauthorized)
         }
         try await withTestApp(.sqlite, configure: { $0.opsToken = nil; $0.environment = .production }) { client, _ in
             let anonymous = try await scrape(client, token: nil)

@@ -25,9 +25,7 @@ struct MetricsController: Sendable {
 
     @Sendable func scrape(_ request: Request, context: FolioRequestContext) async throws -> Response {
         if let opsToken {
-            guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-                  ConstantTime.equals(String(header.dropFirst("Bearer ".count)), opsToken)
-            else {
+            guard AuthenticationMiddleware.presentsOpsToken(request, opsToken) else {
                 throw AppError(.unauthorized, code: "unauthorized", detail: "Metrics need the operators' OPS_TOKEN as a bearer token.", headers: [.wwwAuthenticate: "Bearer"])
             }
         } else if production || !Self.isLoopback(context.clientIP) {

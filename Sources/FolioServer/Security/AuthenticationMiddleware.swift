@@ -59,12 +59,24 @@ struct AuthenticationMiddleware: RouterMiddleware {
         route.map { cookieFreeRoutes.contains($0) } ?? false
     }
 
+    /// The credential of an `Authorization: Bearer …` header; the scheme is case-insensitive (RFC 9110 §11.1).
+    static func bearerCredential(_ authorization: String) -> String? {
+        guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else { return nil }
+        return String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Whether the request presents the operators' OPS_TOKEN as its bearer token (compared in constant time).
+    static func presentsOpsToken(_ request: Request, _ opsToken: String) -> Bool {
+        guard let credential = request.headers[.authorization].flatMap(bearerCredential) else { return false }
+        return ConstantTime.equals(credential, opsToken)
+    }
+
     /// The identity behind a bearer token; nil when the token does not verify.
     /// A database failure is thrown (a 500), not mistaken for a bad token.
     /// `expired` tells a genuine token past its lifetime from any other refusal.
     func bearerIdentity(_ authorization: String) async throws -> (identity: Identity?, expired: Bool) {
-        guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else { return (nil, false) }
-        switch await services.tokens.check(String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)) {
+        guard let token = Self.bearerCredential(authorization) else { return (nil, false) }
+        switch await services.tokens.check(token) {
         case .valid(let userID, let sessionID):
             return (try await services.sessions.identity(userID: userID, sessionID: sessionID, credential: .bearer), false)
         case .expired: return (nil, true)
