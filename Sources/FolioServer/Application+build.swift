@@ -514,7 +514,8 @@ public struct FolioServices: Sendable {
             logger: logger)
         application.addServices(
             DatabaseService(database: database, quotes: quotes),
-            HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger))
+            HeartbeatService(instances: instances, id: dependencies.instance, kind: "serve", logger: logger),
+            poolWatchdog())
         if let errorReports { application.addServices(errorReports) }
         if let metricsPort = configuration.metricsPort { application.addServices(metricsListener(port: metricsPort)) }
         if configuration.serveRunsWorker {
@@ -549,6 +550,11 @@ public struct FolioServices: Sendable {
             logger: logger))
     }
 
+    func poolWatchdog() -> PoolWatchdog {
+        let database = self.database
+        return PoolWatchdog(pingEachPool: { await database.pingEachPool() }, logger: logger)
+    }
+
     /// Runs only the job worker (for `folio worker`), until SIGTERM or SIGINT.
     public func runWorker() async throws {
         let group = ServiceGroup(configuration: .init(services: workerServices(), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -561,6 +567,7 @@ public struct FolioServices: Sendable {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: DatabaseService(database: database, quotes: quotes))]
         if let errorReports { services.append(.init(service: errorReports)) }
         services.append(.init(service: HeartbeatService(instances: instances, id: dependencies.instance, kind: "worker", logger: logger)))
+        services.append(.init(service: poolWatchdog()))
         services.append(.init(service: worker))
         services.append(.init(service: mailWorker))
         if configuration.alpacaStream { services.append(.init(service: tradeStreams)) }
@@ -612,7 +619,10 @@ struct DatabaseService: Service {
         // Cancelled, not shut down (another service failed, a listener's port was taken): the other services
         // stop at the same moment and may still use the database, so it is left to its owner to shut it
         // down after the whole group has stopped (`serve` and `worker` do).
-        if graceful { await database.shutdown() }
+        // Connections a dropped database left counted as lent out never come back: the close waits 10 s at most.
+        if graceful, await resultWithin(.seconds(10), { await database.shutdown() }) == nil {
+            database.logger.warning("the database pools did not close within 10 s; stopping without them")
+        }
     }
 }
 

@@ -379,10 +379,10 @@ struct ConfigurationTests {
             #expect(mode == 0o600, "\(file): \(String(mode ?? 0, radix: 8))")
         }
         await database.shutdown()
-        // A file made readable by all before (an older version, a copy) is made private on the next start.
+        // A file made readable by all before (an older version, a copy) is not on the next start; a group the operator chose stays.
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
         let again = try FolioDatabase(location: .sqlite(path: path), poolSize: 1, preparedStatements: false, logger: Logger(label: "perm"))
-        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o640)
         await again.shutdown()
     }
 

@@ -72,6 +72,20 @@ struct HTTPContractTests {
         }
     }
 
+    @Test("a field given an object where an array goes (or the reverse) is named with the kind it takes", arguments: [TestDatabaseKind.sqlite])
+    func containerTypeNamed(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "shapes@example.com")
+            let account = try await env.firstAccount()
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let object = try await client.execute(
+                uri: "/api/accounts/\(account.id)/targets", method: .put, headers: headers, body: ByteBuffer(string: #"{"targets": {"symbol": "AAPL"}}"#))
+            #expect(object.status == .unprocessableContent)
+            #expect(try problem(object).errors?.first?.message == "targets must be an array ([…]).")
+        }
+    }
+
     @Test("amounts arrive exactly from strings and numbers and leave as strings", arguments: TestDatabaseKind.all)
     func exactAmounts(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, _ in

@@ -74,12 +74,14 @@ public final class FolioDatabase: Sendable {
         migrations.add(MigrationRegistry.all)
     }
 
-    /// Makes the SQLite file (created empty if need be) and its -wal and -shm readable by its owner only.
+    /// Creates the SQLite file (empty) readable by its owner only, and takes away what an existing one and
+    /// its -wal and -shm allow to others (a group the operator chose, a backup reader's, stays).
     static func restrictToOwner(_ path: String) {
         let files = FileManager.default
         if !files.fileExists(atPath: path) { files.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) }
-        for file in [path, path + "-wal", path + "-shm"] where files.fileExists(atPath: file) {
-            try? files.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
+        for file in [path, path + "-wal", path + "-shm"] {
+            guard let mode = (try? files.attributesOfItem(atPath: file)[.posixPermissions]) as? Int, mode & 0o007 != 0 else { continue }
+            try? files.setAttributes([.posixPermissions: mode & ~0o007], ofItemAtPath: file)
         }
     }
 
@@ -121,13 +123,67 @@ public final class FolioDatabase: Sendable {
     /// made busy (a `folio worker` or command beside the server) rolled back
     /// whole and is run again, after a short, growing pause.
     public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
-        try await retryingBusy { try await db.transaction { try await body(self.sqlDatabase($0)) } }
+        try await retryingBusy { try await withTransaction(db) { try await body(self.sqlDatabase($0)) } }
     }
 
     /// The same with Fluent's handle, for models. A try that rolled back may leave a model it inserted
     /// believing it is saved: `body` only saves models that existed before it (or makes them itself).
     func modelTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        try await retryingBusy { try await db.transaction(body) }
+        try await retryingBusy { try await withTransaction(db, body) }
+    }
+
+    /// How long BEGIN, ROLLBACK and COMMIT may go unanswered on PostgreSQL before the connection is given up.
+    static let transactionControlLimit: Duration = .seconds(10)
+    static let commitLimit: Duration = .seconds(30)
+
+    /// FluentKit's transaction, except on PostgreSQL. There, when the server ends a connection in the middle
+    /// of a transaction (a restart, a failover, `pg_terminate_backend`), the ROLLBACK or COMMIT that follows
+    /// can go unanswered for ever: PostgresNIO never completes a query written to a channel that has just
+    /// closed. That held the request, the account's placement line (every later order of the account
+    /// waited) and the pool's connection, for good. Here each of BEGIN, ROLLBACK and COMMIT has a limit;
+    /// past it the connection is closed, so the pool lends it no more, and the transaction ends with an error
+    /// (after a COMMIT, one whose outcome is unknown, as any failure at the commit is).
+    private func withTransaction<T: Sendable>(_ db: any Database, _ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
+        guard kind == .postgres else { return try await db.transaction(body) }
+        return try await db.withConnection { connection in
+            guard let control = connection as? any TransactionControlDatabase, let postgres = connection as? any PostgresDatabase else {
+                return try await db.transaction(body)
+            }
+            try await Self.answered(control.beginTransaction(), on: postgres, within: Self.transactionControlLimit, what: "BEGIN")
+            let result: T
+            do {
+                result = try await body(connection)
+            } catch {
+                // A connection that is gone was rolled back by the server already: the body's error is the answer.
+                // One whose ROLLBACK failed otherwise may still be in the transaction: closed, never lent again so.
+                do {
+                    try await Self.answered(control.rollbackTransaction(), on: postgres, within: Self.transactionControlLimit, what: "ROLLBACK")
+                } catch {
+                    _ = try? await postgres.withConnection { $0.close() }.get()
+                }
+                throw error
+            }
+            try await Self.answered(control.commitTransaction(), on: postgres, within: Self.commitLimit, what: "COMMIT")
+            return result
+        }
+    }
+
+    /// A statement that went unanswered past its limit; the connection was closed.
+    struct Unanswered: Error, CustomStringConvertible {
+        let statement: String
+        var description: String { "PostgreSQL did not answer \(statement) in time; the connection was closed" }
+    }
+
+    /// Waits for the statement's answer, at most `limit`; past it, closes the connection and throws `Unanswered`.
+    static func answered(_ statement: EventLoopFuture<Void>, on connection: any PostgresDatabase, within limit: Duration, what: String) async throws {
+        let outcome = await resultWithin(limit) { () async -> Result<Void, any Error> in
+            do { return .success(try await statement.get()) } catch { return .failure(error) }
+        }
+        guard let outcome else {
+            _ = try? await connection.withConnection { $0.close() }.get()
+            throw Unanswered(statement: what)
+        }
+        try outcome.get()
     }
 
     /// Runs `attempt` (one whole transaction) again while SQLite says another
@@ -168,6 +224,23 @@ public final class FolioDatabase: Sendable {
     /// One trivial statement: whether the database answers at all.
     func ping() async throws {
         try await sql.raw("SELECT 1").run()
+    }
+
+    /// The same through each event loop's pool (PostgreSQL's pools are one per loop; SQLite's one
+    /// connection lives on one loop), all at once: one pool left without connections shows here.
+    func pingEachPool() async -> [Result<Void, any Error>] {
+        let loops = sqliteLoop.map { [$0] } ?? Array(eventLoopGroup.makeIterator())
+        return await withTaskGroup(of: (Int, Result<Void, any Error>).self) { group in
+            for (index, loop) in loops.enumerated() {
+                group.addTask {
+                    let db = self.sqlDatabase(self.databases.database(logger: self.logger, on: loop)!)
+                    do { return (index, .success(try await db.raw("SELECT 1").run())) } catch { return (index, .failure(error)) }
+                }
+            }
+            var results = [Result<Void, any Error>](repeating: .success(()), count: loops.count)
+            for await (index, result) in group { results[index] = result }
+            return results
+        }
     }
 
     public func shutdown() async {

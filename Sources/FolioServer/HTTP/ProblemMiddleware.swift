@@ -102,6 +102,15 @@ struct ProblemMiddleware: RouterMiddleware {
             // (`TradingStore.waitLimits`): a moment later it is likely free.
             context.logger.warning("database busy", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
             return AppError(.serviceUnavailable, code: "database_busy", detail: "The database is busy; try again in a moment.", headers: [.retryAfter: "1"])
+        case _ where FolioDatabase.isUnavailable(error):
+            context.logger.error("database unavailable", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
+            return AppError(
+                .serviceUnavailable, code: "database_unavailable",
+                detail: """
+                    The database could not be reached; try again in a moment. A change may or may not have been saved: \
+                    look before you repeat it, or repeat it with the same Idempotency-Key.
+                    """,
+                headers: [.retryAfter: "5"])
         case let error as HTTPError:
             return AppError(error.status, code: code(for: error.status), detail: error.body ?? defaultDetail(for: error.status), headers: error.headers)
         default:
@@ -148,6 +157,8 @@ struct ProblemMiddleware: RouterMiddleware {
         case is Bool.Type: return "true or false"
         case is Int.Type, is Int64.Type, is Int32.Type: return "a whole number"
         case is any ExactAmount.Type: return "a decimal number as a string or a number"
+        case is [String: JSONValue].Type: return "an object ({…})"
+        case is [JSONValue].Type: return "an array ([…])"
         default: return "of another type"
         }
     }

@@ -112,14 +112,24 @@ struct HealthController {
     /// An administrator's access token, or the operators' OPS_TOKEN as a bearer token.
     func isOperator(_ request: Request, context: FolioRequestContext) -> Bool {
         if context.identity?.role == .admin { return true }
-        guard let opsToken, let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
-        return ConstantTime.equals(String(header.dropFirst("Bearer ".count)), opsToken)
+        guard let opsToken else { return false }
+        return AuthenticationMiddleware.presentsOpsToken(request, opsToken)
     }
+
+    /// How long readiness waits for the database: a pool that gives out no connection is
+    /// "down" within seconds (the balancer moves on), not after the pool's own minute.
+    static let databaseCheckLimit: Duration = .seconds(5)
 
     func checkDatabase(context: FolioRequestContext) async -> Component {
         let start = ContinuousClock.now
         do {
-            try await database.ping()
+            // Through every event loop's pool: one left without connections makes the instance not ready.
+            let database = self.database
+            guard let results = await resultWithin(Self.databaseCheckLimit, { await database.pingEachPool() }) else {
+                context.logger.error("health: the database did not answer within \(Self.databaseCheckLimit)")
+                return Component(status: "down", kind: database.kind.rawValue, error: "unreachable")
+            }
+            for case .failure(let error) in results { throw error }
             let elapsed = ContinuousClock.now - start
             let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
             return Component(status: "ok", latencyMS: String(format: "%.2f", milliseconds), kind: database.kind.rawValue)

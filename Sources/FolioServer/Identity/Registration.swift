@@ -35,7 +35,7 @@ extension IdentityServices {
             }
             let user = User(email: email, passwordHash: hash, now: clock.now())
             do {
-                try await db.transaction { db in
+                try await database.modelTransaction { db in
                     try await store.insert(user, on: db)
                     try await audit.record(
                         .init(action: "user.registered", actorID: user.id, subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),

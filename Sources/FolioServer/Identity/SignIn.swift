@@ -62,7 +62,7 @@ extension IdentityServices {
         let upgraded = passwordUsable && hasher.isOutdated(user.passwordHash) ? try await hasher.hash(password) : nil
 
         // A worker beside the server on SQLite can make this transaction busy (it reads, then writes): run it again.
-        let signedIn: SignedIn? = try await database.retryingBusy { try await db.transaction { db in
+        let signedIn: SignedIn? = try await database.modelTransaction { db in
             // The password (and second factor) were checked against a copy read before bcrypt ran: a reset, a
             // change or two-factor turned on that committed meanwhile revoked the sessions there were, not this one.
             guard let now = try await store.lockSignInFacts(userID: user.id!, on: db),
@@ -84,7 +84,7 @@ extension IdentityServices {
                       userID: user.id, details: ["session": kind.rawValue]),
                 origin: origin, on: db)
             return SignedIn(user: user, session: session, refreshToken: refreshToken)
-        } }
+        }
         guard let signedIn else {
             await security.record("login_refused", userID: user.id, details: ["reason": "account_changed_during_sign_in"], origin: origin, audited: true)
             throw IdentityError.invalidCredentials

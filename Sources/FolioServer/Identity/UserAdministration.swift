@@ -84,7 +84,7 @@ public struct UserAdministration: Sendable {
         let now = identity.clock.now()
         let user = User(email: email, passwordHash: try await identity.hasher.hash(password), role: .admin, now: now)
         user.emailVerifiedAt = now
-        try await db.transaction { db in
+        try await identity.database.modelTransaction { db in
             try await identity.store.insert(user, on: db)
             try await identity.audit.record(
                 .init(action: "admin.user_created", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id, details: ["role": "admin"]),

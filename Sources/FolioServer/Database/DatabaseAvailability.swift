@@ -1,0 +1,22 @@
+import AsyncKit
+import NIOPosix
+import PostgresNIO
+
+extension FolioDatabase {
+    /// The database could not be reached, or ended the connection, or left it without an answer: not a
+    /// fault of the request, and likely gone in a moment (a restart, a failover), so a 503 with
+    /// `Retry-After`, not a 500. What was being written may or may not have been saved.
+    static func isUnavailable(_ error: any Error) -> Bool {
+        switch error {
+        case is ConnectionPoolTimeoutError, is Unanswered, is NIOConnectionError:
+            return true
+        case let error as PSQLError:
+            if [.serverClosedConnection, .clientClosedConnection, .connectionError, .uncleanShutdown, .poolClosed].contains(error.code) { return true }
+            // Class 08 (connection exception); 57P01–57P03: the server is shutting down, crashed, or not yet accepting.
+            guard let state = error.serverInfo?[.sqlState] else { return false }
+            return state.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(state)
+        default:
+            return false
+        }
+    }
+}
