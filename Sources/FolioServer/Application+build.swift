@@ -557,8 +557,26 @@ public struct FolioServices: Sendable {
 
     /// Runs only the job worker (for `folio worker`), until SIGTERM or SIGINT.
     public func runWorker() async throws {
-        let group = ServiceGroup(configuration: .init(services: workerServices(), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await Self.runUntilSignalled(workerServices(), logger: logger)
+    }
+
+    /// A graceful shutdown longer than this (a request or job waiting on a database that will never answer)
+    /// is cut short by cancellation; a cancellation that does not end either stops the process with an error.
+    /// So SIGTERM always ends it, and the supervisor can start a fresh one.
+    static let gracefulShutdownLimit: Duration = .seconds(90)
+    static let cancellationLimit: Duration = .seconds(30)
+
+    /// The one service (`serve`'s application, which runs its own) until SIGTERM or SIGINT, within the limits above.
+    public static func runUntilSignalled(_ service: any Service, logger: Logger) async throws {
+        try await runUntilSignalled([.init(service: service)], logger: logger)
+    }
+
+    /// Runs the services until SIGTERM or SIGINT, within the limits above.
+    public static func runUntilSignalled(_ services: [ServiceGroupConfiguration.ServiceConfiguration], logger: Logger) async throws {
+        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = gracefulShutdownLimit
+        configuration.maximumCancellationDuration = cancellationLimit
+        try await ServiceGroup(configuration: configuration).run()
     }
 
     /// What `folio worker` runs, in start order. Services stop in reverse order: the error reporter stops

@@ -96,7 +96,9 @@ struct Serve: AsyncParsableCommand {
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await services.prepare()
         let application = try services.buildApplication()
-        try await runThenClose(database, port: "\(configuration.host):\(configuration.port)") { try await application.runService() }
+        try await runThenClose(database, port: "\(configuration.host):\(configuration.port)") {
+            try await FolioServices.runUntilSignalled(application, logger: logger)
+        }
         logger.info("Folio stopped")
     }
 }
