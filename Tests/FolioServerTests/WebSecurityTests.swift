@@ -510,7 +510,7 @@ struct WebSecurityTests {
     }
 
     @Test("a forwarded address is read as an address: a proxy's port or brackets are dropped, ranges of proxies are trusted, and text that is no address leaves the request the proxy's")
-    func forwardedAddressShapes() {
+    func forwardedAddressShapes() throws {
         let proxies: TrustedProxies = ["10.0.0.0/8", "fd00::/8"]
         // Each connection's port would make a new rate-limit key.
         #expect(ClientAddress.resolve(peer: "10.1.2.3", forwardedFor: "198.51.100.7:51234", trustedProxies: proxies) == "198.51.100.7")
@@ -528,6 +528,12 @@ struct WebSecurityTests {
         }
         // An IPv4 address written as IPv6 by a dual-stack socket is matched as IPv4.
         #expect(ClientAddress.resolve(peer: "::ffff:10.0.0.2", forwardedFor: "198.51.100.7", trustedProxies: proxies) == "198.51.100.7")
+        // An IPv4 range written the IPv6 way, with an IPv6 prefix, is the same range.
+        let mapped = try #require(TrustedProxies(["::ffff:10.0.0.0/104"]))
+        #expect(mapped.contains("10.1.2.3") && mapped.contains("::ffff:10.9.9.9") && !mapped.contains("11.0.0.1"))
+        #expect(TrustedProxies.reach(of: "::ffff:10.0.0.0/104") == .network)
+        #expect(TrustedProxies.reach(of: "::ffff:0:0/96") == .everyAddress)
+        #expect(TrustedProxies(["::ffff:10.0.0.0/64"]) == nil, "neither an IPv4 nor an IPv6 prefix of a mapped address")
         #expect(ClientAddress.resolve(peer: "10.1.2.3", forwardedFor: "::ffff:198.51.100.7", trustedProxies: proxies) == "198.51.100.7")
     }
 }

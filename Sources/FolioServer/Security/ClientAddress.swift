@@ -93,10 +93,14 @@ struct TrustedProxies: Sendable {
         for entry in entries {
             let parts = entry.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
             guard let address = IPAddress(parts[0]) else { return nil }
-            let width = address.isIPv4 ? 32 : 128
+            var width = address.isIPv4 ? 32 : 128
             var prefix = width
             if parts.count == 2 {
-                guard let bits = Int(parts[1]), parts[1].allSatisfy(\.isASCIIDigit), (0...width).contains(bits) else { return nil }
+                guard let bits = Int(parts[1]), parts[1].allSatisfy(\.isASCIIDigit) else { return nil }
+                // An IPv4 address written the IPv6 way (`::ffff:10.0.0.0`) takes an IPv6 prefix too (`/104` for 10.0.0.0/8),
+                // or, as before, an IPv4 one (`/8`): the two never overlap.
+                if address.isIPv4, parts[0].contains(":"), (96...128).contains(bits) { width = 128 }
+                guard (0...width).contains(bits) else { return nil }
                 prefix = bits
             }
             ranges.append((address.bytes, prefix + (128 - width)))
