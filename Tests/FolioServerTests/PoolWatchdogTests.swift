@@ -56,7 +56,7 @@ struct PoolWatchdogTests {
                 let closed = try await postgres.withConnection { $0.eventLoop.makeSucceededFuture($0.isClosed) }.get()
                 #expect(closed)
             }
-            try await env.database.ping()
+            try await env.database.sql.raw("SELECT 1").run()
             #expect(try await env.database.transaction { db in try await db.raw("SELECT 1 AS one").first()?.decode(column: "one", as: Int.self) } == 1)
         }
     }
@@ -73,7 +73,7 @@ struct PoolWatchdogTests {
             #expect(FolioDatabase.isUnavailable(ConnectionPoolTimeoutError.connectionRequestTimeout))
             #expect(FolioDatabase.isUnavailable(FolioDatabase.Unanswered(statement: "COMMIT")))
             #expect(!FolioDatabase.isUnavailable(CancellationError()))
-            try await env.database.ping()
+            try await env.database.sql.raw("SELECT 1").run()
         }
     }
 }

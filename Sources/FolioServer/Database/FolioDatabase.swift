@@ -221,12 +221,7 @@ public final class FolioDatabase: Sendable {
         }
     }
 
-    /// One trivial statement: whether the database answers at all.
-    func ping() async throws {
-        try await sql.raw("SELECT 1").run()
-    }
-
-    /// The same through each event loop's pool (PostgreSQL's pools are one per loop; SQLite's one
+    /// One trivial statement through each event loop's pool (PostgreSQL's pools are one per loop; SQLite's one
     /// connection lives on one loop), all at once: one pool left without connections shows here.
     func pingEachPool() async -> [Result<Void, any Error>] {
         let loops = sqliteLoop.map { [$0] } ?? Array(eventLoopGroup.makeIterator())

@@ -393,7 +393,7 @@ public struct Backups: Sendable {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
         // A name stamped in the future (a clock set wrong, a copy) would take one of the kept days until that
         // day came, pushing out a real day's backup: it is kept (it may be someone's only copy) and counted apart.
-        let (backups, future) = Self.wholeBackupsByDate(among: names, in: parent, latest: clock.now().addingTimeInterval(3600))
+        let (backups, future) = Self.wholeBackupsByDate(among: names, in: parent, latest: futureAfter)
         var kept = Set(future)
         // Every backup of the newest `keepDaily` days that have one (UTC): backups taken by hand on a day (before a
         // migration, say) push out no older day's.
@@ -467,16 +467,18 @@ public struct Backups: Sendable {
     func futureStamped() -> [String] {
         let parent = URL(fileURLWithPath: settings.directory)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
-        return Self.wholeBackupsByDate(among: names, in: parent, latest: clock.now().addingTimeInterval(3600)).future
+        return Self.wholeBackupsByDate(among: names, in: parent, latest: futureAfter).future
     }
+
+    /// Past this, a backup's name is stamped in the future (an hour's slack for clocks a little apart).
+    private var futureAfter: Date { clock.now().addingTimeInterval(3600) }
 
     func newestOnDisk() -> Date? {
         let parent = URL(fileURLWithPath: settings.directory)
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: parent.path) else { return nil }
         // A name stamped in the future (a clock set wrong, a copy) would hold the alert off for good: not counted.
-        let latest = clock.now().addingTimeInterval(3600)
-        return Self.wholeBackups(among: names, in: parent).lazy
-            .compactMap { Self.date(ofStamp: String($0.dropFirst(Self.prefix.count))) }.first { $0 <= latest }
+        return Self.wholeBackupsByDate(among: names, in: parent, latest: futureAfter).dated.lazy
+            .compactMap { Self.date(ofStamp: String($0.dropFirst(Self.prefix.count))) }.first
     }
 
     static func date(ofStamp stamp: String) -> Date? {
