@@ -803,6 +803,7 @@ struct NotificationTests {
                 let forged = try await send(sendGrid.signedHeaders(for: body, timestamp: now, key: P256.Signing.PrivateKey()))
                 let forgedCode = try problem(forged).code
                 #expect(forged.status == .unauthorized && forgedCode == "webhook_unverified")
+                #expect(forged.headers[.wwwAuthenticate] == "X-Twilio-Email-Event-Webhook-Signature", "a 401 names what authenticates the request")
                 #expect(try await send([.contentType: "application/json"]).status == .unauthorized)
                 #expect(try await send(sendGrid.signedHeaders(for: body, timestamp: now - 3600)).status == .unauthorized)
                 var changed = sendGrid.signedHeaders(for: body, timestamp: now)

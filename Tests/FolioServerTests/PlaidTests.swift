@@ -180,6 +180,7 @@ struct PlaidTests {
             let forged = try await webhook(client, body, header: "eyJhbGciOiJFUzI1NiJ9.e30.AAAA")
             #expect(forged.status == .unauthorized)
             #expect(try problem(forged).code == "webhook_unverified")
+            #expect(forged.headers[.wwwAuthenticate] == "Plaid-Verification", "a 401 names what authenticates the request")
             #expect(env.services.webhookRejections.all["plaid:not_configured"] == 1)
             #expect(try await get(client, "/api/links", tokens).status == .ok, "the list works, empty")
         }

@@ -351,7 +351,9 @@ struct PlaidWebhookController: Sendable {
             await rejections.refuse(vendor: "plaid", reason: error.rawValue, metrics: metrics, security: security, origin: context.origin)
             throw AppError(
                 .unauthorized, code: "webhook_unverified",
-                detail: "The webhook's Plaid-Verification header did not verify; nothing was processed.")
+                detail: "The webhook's Plaid-Verification header did not verify; nothing was processed.",
+                // A 401 names what would authenticate the request (RFC 9110): here the header Plaid signs.
+                headers: [.wwwAuthenticate: Self.verificationHeader.rawName])
         }
         metrics.webhookVerification(vendor: "plaid", result: "verified")
         guard let json = try? JSONValue.parse(body), let type = json["webhook_type"]?.string, let code = json["webhook_code"]?.string else {

@@ -161,7 +161,9 @@ struct SendGridWebhookController: Sendable {
                 body: body)
         } catch {
             await rejections.refuse(vendor: "sendgrid", reason: error.rawValue, metrics: metrics, security: security, origin: context.origin)
-            throw AppError(.unauthorized, code: "webhook_unverified", detail: "The event webhook's signature did not verify; nothing was processed.")
+            throw AppError(
+                .unauthorized, code: "webhook_unverified", detail: "The event webhook's signature did not verify; nothing was processed.",
+                headers: [.wwwAuthenticate: SendGridWebhookVerifier.signatureHeader.rawName])
         }
         metrics.webhookVerification(vendor: "sendgrid", result: "verified")
         guard let json = try? JSONValue.parse(body), case .array(let list) = json else {
