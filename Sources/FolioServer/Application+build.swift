@@ -435,10 +435,12 @@ public struct FolioServices: Sendable {
             if let limits {
                 RateLimitMiddleware(
                     scope: .client, settings: configuration.rateLimit, limiter: limits, shared: sharedRateLimiter, security: identity.security,
-                    refusalPage: { [pages] problem in pages.refusalPage(problem, viewer: nil) })
+                    refusalPage: { [pages] problem, sentForm in pages.refusalPage(problem, viewer: nil, sentForm: sentForm) })
             }
             ProblemMiddleware(routes: table, violations: constraintViolations, errors: errorReports, missingPage: { [pages, identity] viewer in pages.missingPage(for: viewer, csrf: identity.csrf) },
-                refusalPage: { [pages, identity] problem, viewer in pages.refusalPage(problem, viewer: viewer.map { PageRenderer.Viewer($0, csrf: identity.csrf) }) })
+                refusalPage: { [pages, identity] problem, viewer, sentForm in
+                    pages.refusalPage(problem, viewer: viewer.map { PageRenderer.Viewer($0, csrf: identity.csrf) }, sentForm: sentForm)
+                })
             RequestBodyMiddleware(maxBodySize: configuration.maxBodySize, logBodies: configuration.debug, queries: apiDocumentation.queries)
             if configuration.csrfProtectionEnabled {
                 OriginGuardMiddleware(configuration: configuration, security: identity.security)

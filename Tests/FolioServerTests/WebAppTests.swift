@@ -26,6 +26,62 @@ struct WebAppTests {
         return [.cookie: cookie]
     }
 
+    /// Opens a second paper account for the person signed in as `email`: the account a page's navigation carries must be theirs.
+    static func secondAccount(_ env: TestEnvironment, email: String) async throws -> String {
+        let services = env.services
+        // Opened after the first, which stays the default (the oldest account is).
+        env.clock.advance(by: 1)
+        let userID = try #require(try await services.database.sql.raw("SELECT id FROM users WHERE email = \(bind: email)").first()?.decode(column: "id", as: UUID.self))
+        let accountID = try await services.database.transaction { db in
+            try await services.ledger.openAccount(
+                for: UserID(userID), kind: "paper", name: "Second paper", startingCash: .zero, cashDescription: "Starting paper cash", details: [:],
+                context: AuditContext(), on: db)
+        }
+        return accountID.description
+    }
+
+    @Test("every table on every page has a name a screen reader says (a caption, or the heading it is labelled by), and a stacked row's cells say their column")
+    func tablesAreNamed() async throws {
+        try await withTestApp(.sqlite) { client, env in
+            try await UserAdministration(services: env.services).createAdmin(email: "tables@example.com", password: strongPassword)
+            let tokens = try json(try await post(client, "/api/auth/login", ["email": "tables@example.com", "password": strongPassword]))
+            #expect(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "buy", "order_type": "market"], headers: bearer(tokens)).status == .created)
+            await env.worker.drain()
+            #expect(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "sell", "order_type": "market"], headers: bearer(tokens)).status == .created)
+            await env.worker.drain()
+            let account = try await env.firstAccount()
+            #expect(try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", RebalanceTests.targets, headers: bearer(tokens)).status == .ok)
+            _ = try await Self.secondAccount(env, email: "tables@example.com")
+            let login = try await post(client, "/api/auth/login", ["email": "tables@example.com", "password": strongPassword, "session": "cookie"])
+            let cookie: HTTPFields = [.cookie: String(try #require(login.headers[.setCookie]).split(separator: ";")[0]), .accept: "text/html"]
+            let dashboard = Self.text(try await client.execute(uri: "/", method: .get, headers: cookie))
+            let css = String(try #require(dashboard.firstMatch(of: /<link rel="stylesheet" href="([^"]+)"/)?.output.1))
+            let stylesheet = Self.text(try await client.execute(uri: css, method: .get))
+            for path in ["/", "/orders", "/transactions", "/gains", "/targets", "/linked", "/settings", "/admin"] {
+                let html = Self.text(try await client.execute(uri: path, method: .get, headers: cookie))
+                let ids = Set(html.matches(of: /id="([^"]+)"/).map { String($0.output.1) })
+                if path == "/transactions" { #expect(html.contains(#"class="stack by-account""#), "two accounts: the rows say whose") }
+                let tables = html.matches(of: /<table([^>]*)>(\s*<caption)?/)
+                #expect(!tables.isEmpty || path == "/linked", "\(path) shows a table")
+                for table in tables {
+                    let labelledBy = table.output.1.firstMatch(of: /aria-labelledby="([^"]+)"/).map { String($0.output.1) }
+                    #expect(table.output.2 != nil || labelledBy.map(ids.contains) == true, "\(path): <table\(table.output.1)> has no name")
+                }
+                // A stacked table (a phone's layout) shows each cell under its column's name.
+                for table in html.matches(of: /<table[^>]*class="stack( by-account)?"[^>]*>(?:(?!<\/table>).)*<\/table>/.dotMatchesNewlines()) {
+                    // Transactions of every account: the stylesheet names the second cell (the account's) itself.
+                    let byAccount = table.output.1 != nil
+                    #expect(!byAccount || stylesheet.contains(#"table.stack.by-account tbody td:nth-child(2)::before { content: "Account";"#))
+                    for row in String(table.output.0).matches(of: /<tr(?:(?!<\/tr>).)*<\/tr>/.dotMatchesNewlines()) where row.output.contains("<td") {
+                        for (index, cell) in String(row.output).matches(of: /<td(?![^>]*colspan)([^>]*)>/).enumerated() where !(byAccount && index == 1) {
+                            #expect(cell.output.1.contains("data-label="), "\(path): a stacked cell without its column's name: <td\(cell.output.1)>")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("a page has the strict CSP, no-store, and links assets whose hashed names are cached for a year")
     func pageHeadersAndAssets() async throws {
         try await withTestApp(.sqlite) { client, _ in
@@ -184,6 +240,9 @@ struct WebAppTests {
             let empty = try await client.execute(uri: "/transactions?type=buy&symbol=&from=&to=", method: .get, headers: session)
             #expect(empty.status == .seeOther)
             #expect(empty.headers[.location] == "/transactions?type=buy")
+            // A parameter's name is encoded too: one named "type=deposit&x" is not read back as a filter on deposits.
+            let oddName = try await client.execute(uri: "/transactions?type%3Ddeposit%26x=1&b=", method: .get, headers: session)
+            #expect(oddName.headers[.location] == "/transactions?type%3Ddeposit%26x=1")
             // A filter the API refuses is shown as a page with its detail and field.
             var browser = session
             browser[.accept] = "text/html,application/xhtml+xml"
@@ -242,9 +301,12 @@ struct WebAppTests {
                 #expect(page.headers[.contentSecurityPolicy] == PageRenderer.plaidLinkPolicy)
                 #expect(html.contains("<script src=\"\(WebController.plaidLinkScript)\" defer></script>"))
                 #expect(html.contains("data-plaid-link"))
+                // Plaid's window needs JavaScript: without it the button is hidden and the page says why, not a form that does nothing.
+                #expect(html.contains(#"<form id="link-new" data-plaid-link data-needs-script>"#))
+                #expect(html.contains("<noscript><p class=\"notice\">Linking a bank, or signing in to one again, opens Plaid's window, which needs JavaScript"))
                 #expect(html.contains(PlaidTests.checking.name))
                 // A Folio account the navigation carries is not taken for one of the institutions' accounts.
-                let carried = try await client.execute(uri: "/linked?account_id=\(UUID().uuidString.lowercased())", method: .get, headers: session)
+                let carried = try await client.execute(uri: "/linked?account_id=\(try await Self.secondAccount(env, email: "linked@example.com"))", method: .get, headers: session)
                 let carriedHTML = Self.text(carried)
                 #expect(carried.status == .ok && carriedHTML.contains("Coffee House"), "\(carriedHTML.prefix(300))")
                 #expect(carriedHTML.contains(#"<a href="/orders?account_id="#), "the chosen account rides on")
@@ -309,6 +371,8 @@ struct WebAppTests {
         #expect(FormBridge.advice(status: .serviceUnavailable, code: "database_unavailable").hasPrefix("It may have been done"))
         // A position's average cost reads to four places; the exact figure stays in the API.
         #expect(Display.averagePrice(Price(uncheckedUnits: 18_935_214_689)) == "$189.3521" && Display.averagePrice(250 as Price) == "$250.00")
+        #expect(Display.averagePrice(Price(uncheckedUnits: 43_955_900_000)) == "$439.5590", "four places once past the cents, as its neighbours show")
+        #expect(Display.averagePrice(Price(uncheckedUnits: 1_050_000_000)) == "$10.50" && Display.averagePrice(Price(uncheckedUnits: 1_000_004_999)) == "$10.00")
         #expect(FormBridge.confirmation(["_done": "You won"]) == nil && FormBridge.confirmation([:]) == nil)
         // The confirmation names the page it is for: its path only, and "/" for one a cookie cannot carry.
         #expect(PageRenderer.confirmationPath("/targets?account_id=7") == "/targets" && PageRenderer.confirmationPath("/?range=3M") == "/")
@@ -345,6 +409,44 @@ struct WebAppTests {
         var headers = browserForm
         headers[.cookie] = String(try #require(signIn.headers[.setCookie]).split(separator: ";")[0])
         return headers
+    }
+
+    @Test("signing out without JavaScript ends what the browser holds, as the script does: a session already ended, or a page older than the session")
+    func signOutAnywayWithoutJavaScript() async throws {
+        try await withTestApp(.sqlite, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            _ = try await signUp(client, env, email: "leaving@example.com")
+            let first = try await Self.signInWithoutJavaScript(client, email: "leaving@example.com")
+            let page = Self.text(try await client.execute(uri: "/", method: .get, headers: first))
+            let oldToken = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            func signOut(_ headers: HTTPFields, token: String) async throws -> TestResponse {
+                try await client.execute(
+                    uri: "/form", method: .post, headers: headers,
+                    body: Self.form([("_api", "/api/auth/logout"), ("_next", "/signin"), ("_done", "signed_out"), ("_csrf", token)]))
+            }
+            #expect(try await signOut(first, token: oldToken).status == .seeOther)
+            // The same form again (another tab signed out first): signed out is what was asked, not "your session has ended".
+            let again = try await signOut(first, token: oldToken)
+            #expect(again.status == .seeOther && again.headers[.location] == "/signin", "\(Self.text(again).prefix(300))")
+            #expect(again.headers[values: .setCookie].contains { $0.hasPrefix("__Host-folio_session=;") }, "the dead cookie is dropped")
+            #expect(again.headers[values: .setCookie].contains("__Host-folio_done=signed_out:/signin; Path=/; Max-Age=60; Secure; SameSite=Strict"))
+            // A page drawn for the earlier session, sent with the new session's cookie: the session the browser holds now ends.
+            let second = try await Self.signInWithoutJavaScript(client, email: "leaving@example.com")
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: second).status == .ok)
+            let stale = try await signOut(second, token: oldToken)
+            #expect(stale.status == .seeOther && stale.headers[.location] == "/signin", "\(Self.text(stale).prefix(300))")
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: second).status == .unauthorized, "signed out")
+            // Only a form from a Folio page: one posted by another site is refused before anything, as every form is.
+            let third = try await Self.signInWithoutJavaScript(client, email: "leaving@example.com")
+            var crossSite = third
+            crossSite[HTTPField.Name("Sec-Fetch-Site")!] = "cross-site"
+            #expect(try await signOut(crossSite, token: oldToken).status == .forbidden)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: third).status == .ok, "still signed in")
+            // Any other form with a stale token is still refused: only signing out is safe to repeat.
+            let refused = try await client.execute(
+                uri: "/form", method: .post, headers: third, body: Self.form([("_api", "/api/auth/logout-all"), ("_next", "/signin"), ("_csrf", oldToken)]))
+            #expect(refused.status == .forbidden)
+            #expect(try await client.execute(uri: "/api/auth/me", method: .get, headers: third).status == .ok)
+        }
     }
 
     @Test("the sign-in page says what the form before it did (signed up, verified, reset…), once, from the confirmation cookie only", arguments: TestDatabaseKind.all)
@@ -1010,7 +1112,7 @@ struct WebAppTests {
             #expect(notices.contains("\(count) unread"))
             #expect(notices.contains(#"<input type="hidden" name="through" value="\#(id)">"#), "mark all is bounded by the newest the page shows")
             // An account the navigation carries comes back with each mark.
-            let carried = UUID().uuidString.lowercased()
+            let carried = try await Self.secondAccount(env, email: "notices@example.com")
             let carriedNotices = try await page("/notifications?unread=true&account_id=\(carried)")
             #expect(carriedNotices.contains(#"name="_next" value="/notifications?unread=true&amp;account_id=\#(carried)""#))
             #expect(carriedNotices.contains(#"<input type="hidden" name="through" value="\#(id)">"#), "the newest of all, not of the unread page")
@@ -1055,11 +1157,18 @@ struct WebAppTests {
             let before = try await page()
             #expect(before.contains("/api/admin/users/\(memberID)/disable"))
             #expect(!before.contains("/api/admin/users/\(rootID)/disable"), "no form to disable oneself")
-            let carried = UUID().uuidString.lowercased()
+            let carried = try await Self.secondAccount(env, email: "root@example.com")
             let carriedAdmin = Self.text(try await client.execute(uri: "/admin?account_id=\(carried)", method: .get, headers: cookie))
             #expect(carriedAdmin.contains(#"name="_next" value="/admin?account_id=\#(carried)""#), "a form comes back with the account the navigation carries")
+            // Another person's account (or none) is not carried: every link would lead to "not found".
+            let foreign = UUID().uuidString.lowercased()
+            let foreignAdmin = Self.text(try await client.execute(uri: "/admin?account_id=\(foreign)", method: .get, headers: cookie))
+            #expect(foreignAdmin.contains(#"name="_next" value="/admin""#) && !foreignAdmin.contains(foreign), "\(foreignAdmin.prefix(200))")
+            let membersAccount = try await Self.secondAccount(env, email: "member@example.com")
+            let membersOnSettings = Self.text(try await client.execute(uri: "/settings?account_id=\(membersAccount)", method: .get, headers: cookie))
+            #expect(membersOnSettings.contains(#"<a href="/orders">Orders</a>"#) && !membersOnSettings.contains(membersAccount))
             // A page that could not show its account does not carry it on: its links lead out, not to the same 404.
-            let foreignOrders = Self.text(try await client.execute(uri: "/orders?account_id=\(carried)", method: .get, headers: cookie))
+            let foreignOrders = Self.text(try await client.execute(uri: "/orders?account_id=\(foreign)", method: .get, headers: cookie))
             #expect(foreignOrders.contains(#"<a href="/orders">Orders</a>"#) && foreignOrders.contains(#"<a class="brand" href="/">"#), "\(foreignOrders.prefix(200))")
             let token = String(try #require(before.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
             func send(_ api: String) async throws -> TestResponse {
@@ -1234,6 +1343,11 @@ struct WebAppTests {
                 let problem = try await client.execute(uri: "/form", method: .post, headers: plain, body: body)
                 #expect(problem.status == status && problem.headers[.contentType] == ProblemDetails.mediaType, "\(name)")
             }
+            // A hand-made form's bad `_api`: its message once, the field named without its mark.
+            let badRoute = Self.text(try await client.execute(
+                uri: "/form", method: .post, headers: browser, body: Self.form([("_api", "/api/accounts/..%2f..%2fform")])))
+            #expect(badRoute.components(separatedBy: "must name an API route").count == 2, "said once: \(badRoute)")
+            #expect(badRoute.contains("<li>Api must name an API route") && badRoute.contains(Display.checkWhatYouEntered))
         }
     }
 
@@ -1248,6 +1362,11 @@ struct WebAppTests {
                 #expect(!Self.text(page).contains("href=\"//"), "\(uri)")
             }
             #expect(Self.text(try await client.execute(uri: "/orders?limit=abc", method: .get, headers: headers)).contains("href=\"/orders\""))
+            // An address opened, not a form sent: the advice is about the address.
+            for uri in ["/assets/nope.js", "/orders?x=%00"] {
+                let refused = Self.text(try await client.execute(uri: uri, method: .get, headers: headers))
+                #expect(refused.contains(PageRenderer.checkTheAddress) && !refused.contains("Go back to the form"), "\(uri)")
+            }
         }
     }
 

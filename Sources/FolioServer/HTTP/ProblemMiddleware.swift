@@ -19,7 +19,8 @@ struct ProblemMiddleware: RouterMiddleware {
     var missingPage: (@Sendable (Identity?) -> Response)? = nil
     /// The web app's page for any other refusal (4xx) of a browser's request outside `/api/`
     /// (a body past the limit, a NUL in a page's query): a page to go on from, not JSON.
-    var refusalPage: (@Sendable (AppError, Identity?) -> Response)? = nil
+    /// A browser's refusal as a page: the problem, who is signed in, and whether a form was sent (a POST).
+    var refusalPage: (@Sendable (AppError, Identity?, Bool) -> Response)? = nil
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -44,7 +45,7 @@ struct ProblemMiddleware: RouterMiddleware {
             if let constraint = DatabaseConstraint(error) { violations.record(constraint) }
             let problem = Self.appError(for: error, context: context)
             if let refusalPage, (400..<500).contains(problem.status.code), Self.isBrowserPage(request) {
-                return refusalPage(problem, context.facts.identity)
+                return refusalPage(problem, context.facts.identity, request.method == .post)
             }
             let response = Self.response(for: problem, context: context)
             if response.status == .internalServerError, let errors {

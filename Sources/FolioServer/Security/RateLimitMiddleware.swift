@@ -29,7 +29,8 @@ struct RateLimitMiddleware: RouterMiddleware {
     let shared: SharedRateLimiter
     let security: SecurityEvents
     /// The web app's refusal page, for a browser's request outside `/api/` (as `ProblemMiddleware` answers those).
-    var refusalPage: (@Sendable (AppError) -> Response)? = nil
+    /// A browser's refusal as a page: the problem, and whether a form was sent (a POST).
+    var refusalPage: (@Sendable (AppError, Bool) -> Response)? = nil
 
     static let policyHeader = HTTPField.Name("RateLimit-Policy")!
     static let stateHeader = HTTPField.Name("RateLimit")!
@@ -106,7 +107,7 @@ struct RateLimitMiddleware: RouterMiddleware {
     /// page, problem JSON otherwise; the rate-limit headers either way.
     private func refuse(_ error: AppError, _ request: Request, _ context: Context) -> Response {
         guard let refusalPage, ProblemMiddleware.isBrowserPage(request) else { return ProblemMiddleware.response(for: error, context: context) }
-        var page = refusalPage(error)
+        var page = refusalPage(error, request.method == .post)
         for field in error.headers where page.headers[field.name] == nil { page.headers.append(field) }
         return page
     }

@@ -13,8 +13,10 @@ enum Display {
     static func issue(field: String, message: String, request: [String: Any]? = nil) -> String {
         guard !field.isEmpty, message.hasPrefix(field) else { return message }
         let rest = message.dropFirst(field.count)
+        // A form's own field (`_api`) is named without its mark: "Api must…", not " api must…".
         let name = (field.split(separator: ".").last.map(String.init) ?? field)
             .replacingOccurrences(of: #"\[\d+\]"#, with: "", options: .regularExpression)
+            .trimmingCharacters(in: CharacterSet(charactersIn: "_"))
             .replacingOccurrences(of: "_", with: " ")
         if let row = field.firstMatch(of: /^(\w+)\[(\d+)\]/), let index = Int(row.2),
            let rows = request?[String(row.1)] as? [[String: Any]], rows.indices.contains(index) {
@@ -79,8 +81,13 @@ enum Display {
 
     /// An average of prices (a position's cost per share) to four places, as brokers show it:
     /// "$189.3521" for 189.35214689. The exact figure stays in the API and the cell's title.
+    /// Cents alone show as cents ("$250.00"); past them, all four places ("$439.5590", not "$439.559"
+    /// beside "$196.8445" in the same column).
     static func averagePrice(_ price: Price) -> String {
-        Display.price((try? price.rounded(places: 4, .halfEven)) ?? price)
+        let rounded = (try? price.rounded(places: 4, .halfEven)) ?? price
+        let cents = rounded.formatted(minimumFractionDigits: 2)
+        let places = cents.split(separator: ".").last?.count ?? 0
+        return signed(places > 2 ? rounded.formatted(minimumFractionDigits: 4) : cents, prefix: "$")
     }
 
     static func quantity(_ quantity: Quantity) -> String {

@@ -57,7 +57,7 @@ struct FormBridge: Sendable {
             let problem = ProblemMiddleware.appError(for: error, context: context)
             guard problem.status.code < 500 else { throw error }
             // The bridge's own refusal page: the bridge's route ignores the cookie, so the viewer is read here.
-            return renderer.refusalPage(problem, viewer: await viewer(of: request))
+            return renderer.refusalPage(problem, viewer: await viewer(of: request), sentForm: true)
         }
     }
 
@@ -98,16 +98,22 @@ struct FormBridge: Sendable {
         for raw in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
             if let name = HTTPField.Name(raw), let value = request.headers[name] { headers[name] = value }
         }
-        let inner = Request(
-            head: HTTPRequest(method: method, scheme: request.head.scheme, authority: request.head.authority, path: api, headerFields: headers),
-            body: .init(buffer: ByteBuffer(bytes: json)))
         guard let responder = slot.responder.withLock({ $0 }) else { throw Refused() }
-        var innerContext = context
-        innerContext.identity = nil
-        // Its own route: the endpoint path is a shared box, and the inner request's match would otherwise relabel
-        // the outer one (its access line and metrics counted a failed form sign-in twice, under the API's route).
-        innerContext.coreContext.endpointPath = EndpointPath()
-        let answer = try await responder.respond(to: inner, context: innerContext)
+        func send(_ headers: HTTPFields) async throws -> Response {
+            let inner = Request(
+                head: HTTPRequest(method: method, scheme: request.head.scheme, authority: request.head.authority, path: api, headerFields: headers),
+                body: .init(buffer: ByteBuffer(bytes: json)))
+            var innerContext = context
+            innerContext.identity = nil
+            // Its own route: the endpoint path is a shared box, and the inner request's match would otherwise relabel
+            // the outer one (its access line and metrics counted a failed form sign-in twice, under the API's route).
+            innerContext.coreContext.endpointPath = EndpointPath()
+            return try await responder.respond(to: inner, context: innerContext)
+        }
+        var answer = try await send(headers)
+        if api == Self.signOutRoute, method == .post {
+            answer = try await signOutAnyway(answer, request: request, headers: headers, send: send)
+        }
         if (200..<300).contains(answer.status.code) {
             if let shown = control["_show"].flatMap(AnswerPage.init(rawValue:)), shown.showsAnswer {
                 let collector = BodyCollector()
@@ -174,6 +180,37 @@ struct FormBridge: Sendable {
             status: answer.status)
         Self.passCookies(of: answer, to: &page)
         return page
+    }
+
+    static let signOutRoute = "/api/auth/logout"
+
+    /// Signing out is safe to repeat, and ends what the browser holds now, as app.js's `signOutAnyway` does:
+    /// a session that has already ended (another tab signed out) is signed out; a page older than the session
+    /// (its token from an earlier one) ends the session the cookie names now, with that session's own token.
+    /// The form came from a Folio page (`forward` checked where it comes from) before any of this.
+    private func signOutAnyway(
+        _ answer: Response, request: Request, headers: HTTPFields, send: (HTTPFields) async throws -> Response
+    ) async throws -> Response {
+        var answer = answer
+        if answer.status == .forbidden {
+            let collector = BodyCollector()
+            try await answer.body.write(collector)
+            let code = ((try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any])?["code"] as? String
+            // The answer's body is read: a refusal for another reason is rebuilt as it was.
+            guard code == "csrf_failed", let viewer = await viewer(of: request) else {
+                return Response(status: answer.status, headers: answer.headers, body: .init(byteBuffer: collector.box.buffer))
+            }
+            var fresh = headers
+            fresh[AuthController.csrfHeader] = viewer.csrfToken
+            answer = try await send(fresh)
+        }
+        // No session (any more): the browser is signed out, which is what was asked. Its cookie is cleared all the same.
+        if answer.status == .unauthorized {
+            var done = Response(status: .noContent)
+            done.setCookie(AuthController.sessionCookie("", maxAge: 0))
+            return done
+        }
+        return answer
     }
 
     /// Any cookie the API set (a session it rotated or ended) reaches the browser, whatever page answers.

@@ -135,23 +135,39 @@ struct PageRenderer: Sendable {
 
     /// A refusal as a page, for a browser: its detail, the fields it names, what to do next, and when to
     /// come back (`Retry-After`) if it says.
-    func refusalPage(_ problem: AppError, viewer: Viewer?) -> Response {
+    /// `sentForm`: the refused request was a form sent (a POST), whose advice is about sending it again;
+    /// an address opened (a link, an asset, a page with a bad query) gets advice about the address.
+    func refusalPage(_ problem: AppError, viewer: Viewer?, sentForm: Bool) -> Response {
         let errors = problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }
+        let advice = sentForm ? FormBridge.advice(status: problem.status, code: problem.code) : Self.addressAdvice(status: problem.status)
         var page = page(
             "error", title: Display.errorTitle(problem.status), viewer: viewer,
             values: [
-                "detail": problem.detail, "has_errors": !errors.isEmpty, "errors": errors, "advice": FormBridge.advice(status: problem.status, code: problem.code),
+                // As on every error page: the fields' own messages follow, so the detail would say the first of them twice.
+                "detail": problem.code == "validation_failed" && !errors.isEmpty ? Display.checkWhatYouEntered : problem.detail,
+                "has_errors": !errors.isEmpty, "errors": errors, "advice": advice,
             ].merging(Display.errorValues(status: problem.status, code: problem.code)) { _, new in new },
             status: problem.status)
         if let retryAfter = problem.headers[.retryAfter] { page.headers[.retryAfter] = retryAfter }
         return page
     }
 
+    /// What to do about an address that was refused, rather than a form.
+    static func addressAdvice(status: HTTPResponse.Status) -> String {
+        switch status {
+        case .tooManyRequests: "Nothing was changed; try again in a moment."
+        case .unauthorized: "Sign in, then open the page again."
+        default: checkTheAddress
+        }
+    }
+
+    static let checkTheAddress = "Check the address, or start again from the dashboard."
+
     /// The page for an address that is no page (a stale link, a typo), as a browser asked for it: in the
     /// signed-in layout for whoever `AuthenticationMiddleware` found signed in, the signed-out one otherwise.
     func missingPage(for signedIn: Identity?, csrf: CSRFTokens) -> Response {
         page("error", title: "Not Found", viewer: signedIn.map { PageRenderer.Viewer($0, csrf: csrf) }, values: [
-            "detail": "There is no page at this address.", "advice": "Check the address, or start again from the dashboard.",
+            "detail": "There is no page at this address.", "advice": Self.checkTheAddress,
         ].merging(Display.errorValues(status: .notFound, code: "not_found")) { _, new in new }, status: .notFound)
     }
 

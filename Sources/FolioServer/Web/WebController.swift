@@ -146,6 +146,11 @@ struct WebController: Sendable {
         let done = PageRenderer.confirmation(of: request)
         viewer.confirmation = done.text
         viewer.carriedAccount = request.query["account_id"].flatMap { AccountID($0) }.flatMap { $0 == authenticated.identity.defaultAccountID ? nil : $0 }
+        // Only the person's own account rides on: another's (or none) would send every link to "not found".
+        // A check that cannot run carries nothing.
+        if let carried = viewer.carriedAccount, (try? await accounts.store.account(carried, of: authenticated.identity.userID)) == nil {
+            viewer.carriedAccount = nil
+        }
         // The navigation's badge; a count that cannot be read leaves the badge off, never the page.
         // The notifications page counts them itself, with its list.
         if countsUnread { viewer.unread = try? await notifications.store.unreadCount(of: authenticated.identity.userID.uuid) }
@@ -224,16 +229,16 @@ struct WebController: Sendable {
         // The filter form sends its empty fields too; the API reads an empty `from` as a bad date.
         let parameters = request.query.all
         if parameters.contains(where: { $0.value.isEmpty }) {
-            let kept = parameters.filter { !$0.value.isEmpty }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
+            let kept = parameters.filter { !$0.value.isEmpty }.map { "\(Self.queryEncoded(String($0.key)))=\(Self.queryEncoded(String($0.value)))" }
             return Self.redirect("/transactions" + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&")))
         }
         return try await signedIn(request, context: context) { context, viewer in
             let page = try await accounts.transactions(request, context: context)
             // With several accounts the filter chooses one of them, or all; another person's account is not found, as on every page.
             let all = try await accountNames(request, context: context)
-            var query = parameters.filter { $0.key != "cursor" }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
+            var query = parameters.filter { $0.key != "cursor" }.map { "\(Self.queryEncoded(String($0.key)))=\(Self.queryEncoded(String($0.value)))" }
             // The download takes the filters, and nothing else the address may carry (the API refuses what a route does not take).
-            let filters = parameters.filter { ["account_id", "symbol", "type", "from", "to"].contains($0.key) }.map { "\($0.key)=\(Self.queryEncoded(String($0.value)))" }
+            let filters = parameters.filter { ["account_id", "symbol", "type", "from", "to"].contains($0.key) }.map { "\(Self.queryEncoded(String($0.key)))=\(Self.queryEncoded(String($0.value)))" }
             let csv = "/api/transactions.csv" + (filters.isEmpty ? "" : "?" + filters.joined(separator: "&"))
             // A later page leads back to the first, with the same filters, as well as on.
             let newer: String? = request.query["cursor"] == nil ? nil : "/transactions" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
