@@ -248,6 +248,77 @@ struct MarketDataResilienceTests {
         }
     }
 
+    @Test("a symbol priced before that the vendor answers with an empty quote is not unknown: its last quote is served stale, a holding can still be sold, and its order waits rather than being refused", arguments: [TestDatabaseKind.sqlite])
+    func emptyQuoteForAKnownSymbol(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(kind, clock: clock, configure: Self.vendor(fake)) { client, env in
+                let tokens = try await signUp(client, env, email: "empty-quote@example.com")
+                let bought = try await post(client, "/api/orders", ["symbol": "IBM", "quantity": "2", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(bought.status == .created, "\(String(buffer: bought.body))")
+                await env.worker.drain()
+                fake.mode = .emptyQuote
+                clock.advance(by: 16)
+                let sold = try await post(client, "/api/orders", ["symbol": "IBM", "quantity": "1", "side": "SELL", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(sold.status == .created, "a holding is still sold: \(String(buffer: sold.body))")
+                let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
+                let position = (portfolio["positions"] as? [[String: Any]])?.first { $0["symbol"] as? String == "IBM" }
+                #expect(position?["price"] as? String == "265.65" && position?["stale"] as? Bool == true, "\(position ?? [:])")
+                // The vendor that never priced a symbol still makes it unknown.
+                let unknown = try await post(client, "/api/orders", ["symbol": "NOPE", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(try problem(unknown).code == "unknown_symbol")
+                await env.worker.drain()
+                let order = try json(try await client.execute(uri: "/api/orders/\(try #require(try json(sold)["id"] as? String))", method: .get, headers: bearer(tokens)))
+                #expect(order["status"] as? String != "rejected", "waits for a fresh price: \(order)")
+                fake.mode = .normal
+                clock.advance(by: 600)
+                await env.worker.drain()
+                let filled = try json(try await client.execute(uri: "/api/orders/\(try #require(try json(sold)["id"] as? String))", method: .get, headers: bearer(tokens)))
+                #expect(filled["status"] as? String == "filled", "\(filled)")
+            }
+        }
+    }
+
+    @Test("a daily history with a day that cannot be read keeps the days that can, and does not hold the vendor off for every symbol")
+    func unreadableHistoryDay() async throws {
+        try await withFakeAlphaVantage { fake in
+            try await withTestApp(.sqlite, clock: TestClock(start: Self.friday), configure: Self.vendor(fake)) { client, env in
+                let tokens = try await signUp(client, env, email: "bad-day@example.com")
+                fake.mode = .zeroCloseDay
+                for _ in 0..<4 {
+                    let history = try await client.execute(uri: "/api/market/history/IBM?days=30", method: .get, headers: bearer(tokens))
+                    #expect(history.status == .ok, "\(String(buffer: history.body))")
+                    let closes = try json(history)["data"] as? [[String: Any]] ?? []
+                    #expect(closes.count == 30 && closes.allSatisfy { ($0["close"] as? String).map { $0 != "0.00" && $0 != "0" } ?? false }, "\(closes.count)")
+                }
+                fake.mode = .normal
+                guard case .found = await env.services.quotes.lookup("MSFT") else { Issue.record("the vendor was held off for every symbol"); return }
+            }
+        }
+    }
+
+    @Test("the portfolio read spends the lookups' share of the call budget: the call kept for pricing orders is still there", arguments: [TestDatabaseKind.sqlite])
+    func portfolioSpendsLookupsShare(kind: TestDatabaseKind) async throws {
+        try await withFakeAlphaVantage { fake in
+            let clock = TestClock(start: Self.friday)
+            try await withTestApp(kind, clock: clock, configure: Self.vendor(fake, perMinute: 5)) { client, env in
+                let tokens = try await signUp(client, env, email: "portfolio-budget@example.com")
+                for symbol in ["IBM", "AAPL", "MSFT", "ORDB"] {
+                    #expect(try await post(client, "/api/orders", ["symbol": symbol, "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+                }
+                await env.worker.drain()
+                // A new minute, every quote past its lifetime: the read refreshes four of them, at most.
+                clock.advance(by: 60)
+                for _ in 0..<3 { _ = try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)) }
+                await env.services.quotes.settle()
+                let before = fake.hits.count
+                let order = try await post(client, "/api/orders", ["symbol": "NOPE", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
+                #expect(order.status == .unprocessableContent, "priced (unknown to the vendor), not refused for want of a call: \(String(buffer: order.body))")
+                #expect(fake.hits.count == before + 1)
+            }
+        }
+    }
+
     @Test("a process that has just started serves reads the quotes another instance stored, stale past their lifetime, at once, and refreshes them in the background", arguments: TestDatabaseKind.all)
     func restartedInstanceServesStoredQuotes(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in

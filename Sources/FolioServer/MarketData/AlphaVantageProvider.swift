@@ -109,14 +109,24 @@ struct AlphaVantageProvider: MarketDataProvider {
             logger.notice("the Alpha Vantage key is a free one: daily history is its last 100 days", metadata: ["provider": "\(Self.name)"])
             body = try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": "compact"])
         }
+        // A well-formed answer that is unusable for this symbol is about the symbol (`aboutTheSymbol`): one chart's bad
+        // day must not hold the vendor off for every symbol, and every order with it.
         guard let series = try decode(DailySeriesBody.self, from: body).series else {
-            throw MarketDataError.badResponse("TIME_SERIES_DAILY without a time series")
+            throw MarketDataError.badResponse("TIME_SERIES_DAILY without a time series", aboutTheSymbol: true)
         }
-        let closes = try series.map { day, fields -> DailyClose in
-            guard let date = Self.tradingDay(day), let close = fields["4. close"].flatMap(Self.price), close.isPositive else {
-                throw MarketDataError.badResponse("TIME_SERIES_DAILY with an unreadable day")
-            }
+        // A day that cannot be read exactly (a zero close, a price past 8 places, no date) is left out, not guessed,
+        // and the chart keeps the days that can: a gap, where failing the whole series showed nothing.
+        let closes = series.compactMap { day, fields -> DailyClose? in
+            guard let date = Self.tradingDay(day), let close = fields["4. close"].flatMap(Self.price), close.isPositive else { return nil }
             return DailyClose(date: date, close: close)
+        }
+        if closes.count < series.count {
+            logger.warning("TIME_SERIES_DAILY left out days it could not read", metadata: [
+                "provider": "\(Self.name)", "symbol": "\(symbol)", "unreadable": "\(series.count - closes.count)",
+            ])
+        }
+        guard !closes.isEmpty || series.isEmpty else {
+            throw MarketDataError.badResponse("TIME_SERIES_DAILY with no readable day", aboutTheSymbol: true)
         }
         return Array(closes.sorted { $0.date < $1.date }.suffix(days))
     }

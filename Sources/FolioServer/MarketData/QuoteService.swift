@@ -250,6 +250,12 @@ final class QuoteService: Sendable {
         }
         do {
             let quote = dated(try await provider.quote(for: symbol))
+            // A symbol priced before that the vendor now says it does not know (Alpha Vantage answers an empty quote
+            // for a listed symbol now and then): a bad answer about this one symbol, not the symbol gone. Its last
+            // quote is served, marked stale, so a holding can still be sold and an order waits rather than being refused.
+            if quote == nil, remembered != nil || stored?.quote != nil {
+                throw MarketDataError.badResponse("\(provider.name) answered no quote for a symbol it priced before", aboutTheSymbol: true)
+            }
             state.withLockedValue { state in
                 state.cache[symbol] = Fetched(quote: quote, fetchedAt: now)
                 state.paused[symbol] = nil

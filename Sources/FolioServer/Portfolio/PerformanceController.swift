@@ -15,10 +15,10 @@ struct PerformanceController: Sendable {
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let api = router.group("/api", context: AuthenticatedContext.self)
-        api.get("/portfolio/performance", use: performance)
-        api.get("/portfolio/lots", use: lots)
-        api.get("/reports/realized-gains", use: realizedGains)
-        api.get("/reports/realized-gains.csv", use: realizedGainsCSV)
+        api.get("/portfolio/performance", use: MarketDataController.lookingUp(performance))
+        api.get("/portfolio/lots", use: MarketDataController.lookingUp(lots))
+        api.get("/reports/realized-gains", use: MarketDataController.lookingUp(realizedGains))
+        api.get("/reports/realized-gains.csv", use: MarketDataController.lookingUp(realizedGainsCSV))
     }
 
     func account(_ request: Request, _ context: AuthenticatedContext) async throws -> AccountRecord {

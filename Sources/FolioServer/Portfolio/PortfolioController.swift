@@ -19,8 +19,9 @@ struct PortfolioController: Sendable {
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
         let api = router.group("/api", context: AuthenticatedContext.self)
-        api.get("/portfolio", use: show)
-        api.get("/portfolio/history", use: history)
+        // Reads: they spend the lookups' part of the call budget, not the part kept for pricing orders.
+        api.get("/portfolio", use: MarketDataController.lookingUp(show))
+        api.get("/portfolio/history", use: MarketDataController.lookingUp(history))
     }
 
     struct PositionResponse: Encodable, JSONWritable, Sendable {

@@ -156,7 +156,8 @@ struct WebController: Sendable {
         if countsUnread { viewer.unread = try? await notifications.store.unreadCount(of: authenticated.identity.userID.uuid) }
         do {
             if admin { _ = try AdminContext(context: authenticated) }
-            var response = try await body(authenticated, viewer)
+            // A page is a read: its quotes spend the lookups' part of the call budget, not what pricing orders needs.
+            var response = try await CallBudget.$purpose.withValue(.lookingUp) { try await body(authenticated, viewer) }
             if done.clear { response.headers.append(PageRenderer.confirmationHeader(nil)) }
             return response
         } catch {

@@ -26,6 +26,10 @@ final class FakeAlphaVantage: Sendable {
         case noTradingDay
         /// Answers 200 and the body's first bytes at once, then nothing more for this long.
         case stallsMidBody(Duration)
+        /// GLOBAL_QUOTE answers `{"Global Quote": {}}` for every symbol, as Alpha Vantage now and then does for a listed one.
+        case emptyQuote
+        /// TIME_SERIES_DAILY has one day (the second newest) whose close is "0.0000".
+        case zeroCloseDay
 
         var omitsTradingDay: Bool { if case .noTradingDay = self { true } else { false } }
     }
@@ -94,7 +98,8 @@ final class FakeAlphaVantage: Sendable {
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
         case .freeKey where query["outputsize"] == "full":
             return Self.json(#"{"Information": "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock all premium features"}"#)
-        case .normal, .slow, .freeKey, .quoteOf, .noTradingDay, .stallsMidBody: break
+        case .emptyQuote where function == "GLOBAL_QUOTE": return Self.json(#"{"Global Quote": {}}"#)
+        case .normal, .slow, .freeKey, .quoteOf, .noTradingDay, .stallsMidBody, .emptyQuote, .zeroCloseDay: break
         }
         guard query["apikey"].map(String.init) == Self.apiKey else {
             return Self.json(#"{"Error Message": "the parameter apikey is invalid or missing. Please claim your free API key on (https://www.alphavantage.co/support/#api-key). It should take less than 20 seconds."}"#)
@@ -129,6 +134,9 @@ final class FakeAlphaVantage: Sendable {
             let series = days.enumerated().map { index, day in
                 // Each older day one cent lower, so the test can check exact closes.
                 let close = try! Price(parsing: price) - Price(uncheckedUnits: Int128(index) * 1_000_000)
+                if case .zeroCloseDay = mode, index == 1 {
+                    return #""\#(day)": {"1. open": "0.0000", "2. high": "0.0000", "3. low": "0.0000", "4. close": "0.0000", "5. volume": "0"}"#
+                }
                 return #""\#(day)": {"1. open": "\#(close)", "2. high": "\#(close)", "3. low": "\#(close)", "4. close": "\#(close.formatted(minimumFractionDigits: 4))", "5. volume": "1000"}"#
             }
             return Self.json("""
