@@ -621,6 +621,47 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("a submission Alpaca took but answered 500, whose repeat is refused for the buying power the first copy holds: followed, not rejected while it lives at Alpaca", arguments: TestDatabaseKind.all)
+    func repeatRefusedForBuyingPower(kind: TestDatabaseKind) async throws {
+        try await withFakeAlpaca { fake in
+            fake.mode = .rest
+            try await withTestApp(kind, configure: { $0.alpacaURLs = fake.urls }) { client, env in
+                let (tokens, account) = try await linkedUser(client, env, email: "repeat-403@example.com")
+                // The first POST makes the order but answers 500; its repeat is refused with 403, as Alpaca refuses a
+                // second order the buying power no longer covers.
+                fake.beforeOrderPost.withLockedValue { hook in
+                    hook = { client in if fake.posts[client] == 1 { fake.refuseBuyingPower = true } }
+                }
+                for (lagging, symbol) in [(0, "KO"), (1, "PEP")] {
+                    fake.refuseBuyingPower = false
+                    fake.loseAnswers = 1
+                    fake.laggingLookups = lagging
+                    let order = ["symbol": symbol, "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+                    let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+                    await env.worker.drain()
+                    #expect(fake.orders[id]?.status == "accepted", "it reached Alpaca")
+                    let shown = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+                    #expect(shown["status"] as? String != "rejected", "lagging \(lagging): \(shown)")
+                    // While the look-up lags, the job's retry finds it under its id and follows it.
+                    env.clock.advance(by: 120)
+                    await env.worker.drain()
+                    let followed = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+                    #expect(followed["status"] as? String == "accepted", "lagging \(lagging): \(followed)")
+                    #expect(fake.posts[id] == 2, "not sent a third time")
+                }
+                // A first POST refused with 403 is still a rejection, with Alpaca's reason.
+                fake.beforeOrderPost.withLockedValue { $0 = nil }
+                fake.refuseBuyingPower = true
+                let refused = ["symbol": "KO", "quantity": "1", "side": "BUY", "order_type": "LIMIT", "limit_price": "60", "time_in_force": "GTC", "account_id": account]
+                let id = try #require(try json(try await post(client, "/api/orders", refused, headers: bearer(tokens)))["id"] as? String)
+                await env.worker.drain()
+                let shown = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
+                #expect(shown["status"] as? String == "rejected" && (shown["reject_reason"] as? String ?? "").contains("insufficient buying power"), "\(shown)")
+                try await env.expectConsistent()
+            }
+        }
+    }
+
     @Test("a submission whose answers were all lost, retried while the look-up lags and refused as a duplicate: asked again later, never rejected while it lives at Alpaca", arguments: TestDatabaseKind.all)
     func lostAttemptThenDuplicateWhileLookupLags(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

@@ -166,7 +166,14 @@ struct AlpacaBroker: Broker {
         case 200, 201:
             return try await report(RemoteOrder(answer.json), booked: Booked(quantity: .zero))
         case 403:
-            // Alpaca's own checks refused it (buying power, a short sale it will not allow).
+            // Alpaca's own checks refused it (buying power, a short sale it will not allow). Unless this was a repeat of
+            // a POST that may have made the order (a 5xx, a lost answer): the first copy then holds the buying power or
+            // the shares the repeat is refused for, and the order lives at Alpaca. Rejecting it here would free its cash
+            // while it can still fill. Found, it is followed; not found yet (a look-up that lags), asked again later.
+            if answer.repeated || order.retried {
+                if let existing = try await find(order.id) { return try await report(existing, booked: Booked(quantity: .zero)) }
+                throw BrokerError.unavailable("POST /v2/orders was sent again and refused (\(answer.message)), but the order is not found under its id yet")
+            }
             return .rejected(reason: "Alpaca refused the order: \(answer.message)")
         case 422:
             // Sent before (the answer was lost): the order is there under our id.
