@@ -37,6 +37,21 @@ struct PerformanceTests {
         #expect(try Returns.compounded(twr, years: 2) == (try Ratio(parsing: "15.8447")))
     }
 
+    @Test("money out counts until the end of its day: a 10 % loss on a day half, or all, of the account is withdrawn is a 10 % loss, not 18 % or 100 %")
+    func withdrawalAtTheEndOfItsDay() throws {
+        let day = Self.day("2026-11-24"), next = Self.day("2026-11-25"), after = Self.day("2026-11-26")
+        let values = [
+            Returns.ValuePoint(at: day.close, value: 1_000),
+            Returns.ValuePoint(at: next.close, value: 450),  // 900 after a 10 % loss, 450 withdrawn
+            Returns.ValuePoint(at: after.close, value: 0),  // flat, the other 450 withdrawn
+        ]
+        let flows = [ExternalFlow(at: Self.noon("2026-11-25"), amount: -450), ExternalFlow(at: Self.noon("2026-11-26"), amount: -450)]
+        #expect(try Returns.timeWeighted(values: values, flows: flows) == (try Ratio(parsing: "-10")))
+        // Money in still counts from the start of its day: 1,000 plus 500 in, ending at 1,650, is a 10 % gain.
+        let funded = [Returns.ValuePoint(at: day.close, value: 1_000), Returns.ValuePoint(at: next.close, value: 1_650)]
+        #expect(try Returns.timeWeighted(values: funded, flows: [ExternalFlow(at: Self.noon("2026-11-25"), amount: 500)]) == (try Ratio(parsing: "10")))
+    }
+
     @Test("a flow belongs to the first value taken after it: a deposit after the close but before the close snapshot is counted once; flows outside the values are not counted")
     func flowTiming() throws {
         // A close snapshot taken at 16:10 already holds a deposit made at 16:05: no gain either day.
