@@ -95,6 +95,30 @@ struct OrderTypesTests {
         }
     }
 
+    @Test("a stop filled in part was triggered: the rest fills at the market (a stop-limit within its limit) though the price is back behind the stop", arguments: TestDatabaseKind.all)
+    func partlyFilledStopStaysTriggered(kind: TestDatabaseKind) async throws {
+        try await withBoard(kind, ["XYZ": "100.00"], configure: { $0.paperPartialFills = true }) { client, env, board, tokens in
+            let bought = try await place(client, tokens, ["symbol": "XYZ", "quantity": "20", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            for _ in 0..<6 { try await move(board, env, "XYZ", to: "100.00") }
+            #expect(try await show(client, tokens, bought)["status"] as? String == "filled")
+            let stop = try await place(client, tokens, ["symbol": "XYZ", "quantity": "10", "side": "BUY", "order_type": "STOP", "stop_price": "105", "time_in_force": "GTC"])
+            let stopLimit = try await place(client, tokens, ["symbol": "XYZ", "quantity": "10", "side": "SELL", "order_type": "STOP_LIMIT", "stop_price": "95", "limit_price": "90", "time_in_force": "GTC"])
+            await env.worker.drain()
+            try await move(board, env, "XYZ", to: "106.00")
+            #expect(try await show(client, tokens, stop)["filled_quantity"] as? String == "5", "half fills at the trigger")
+            try await move(board, env, "XYZ", to: "94.00")
+            #expect(try await show(client, tokens, stopLimit)["filled_quantity"] as? String == "5")
+            // Back behind both stops: the rest of each still fills (half a time), the stop at the market, the stop-limit within its limit.
+            try await move(board, env, "XYZ", to: "100.00")
+            for _ in 0..<3 { try await move(board, env, "XYZ", to: "100.00") }
+            let filledStop = try await show(client, tokens, stop)
+            #expect(filledStop["status"] as? String == "filled" && filledStop["filled_quantity"] as? String == "10", "\(filledStop)")
+            let filledStopLimit = try await show(client, tokens, stopLimit)
+            #expect(filledStopLimit["status"] as? String == "filled" && filledStopLimit["filled_quantity"] as? String == "10", "\(filledStopLimit)")
+        }
+    }
+
     @Test("stop orders rest until the price crosses the stop, then fill at the market; a stop-limit fills only within its limit", arguments: TestDatabaseKind.all)
     func stops(kind: TestDatabaseKind) async throws {
         try await withBoard(kind, ["XYZ": "100.00"]) { client, env, board, tokens in

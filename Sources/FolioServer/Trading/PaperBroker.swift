@@ -129,6 +129,10 @@ struct PaperBroker: Broker {
     /// The fill this order gets at `price`, if it would execute now.
     func fill(_ order: BrokerOrder, at price: Price) -> BrokerFill? {
         let buying = order.side == .buy
+        // A stop that has filled in part was triggered: the rest is a market (or limit) order from then on, as at a
+        // broker, not a stop that waits for the price to cross again. (A trigger that filled nothing is not recorded:
+        // a stop-limit whose price crossed its stop outside its limit waits for a price past the stop within it.)
+        let triggered = order.filledQuantity.isPositive
         let executionPrice: Price
         switch order.type {
         case .market:
@@ -138,10 +142,10 @@ struct PaperBroker: Broker {
             guard let limit = order.limitPrice, buying ? price <= limit : price >= limit else { return nil }
             executionPrice = buying ? Price.min(price, limit) : Price.max(price, limit)
         case .stop:
-            guard let stop = order.stopPrice, buying ? price >= stop : price <= stop, let slipped = slipped(price, buying: buying) else { return nil }
+            guard let stop = order.stopPrice, triggered || (buying ? price >= stop : price <= stop), let slipped = slipped(price, buying: buying) else { return nil }
             executionPrice = slipped
         case .stopLimit:
-            guard let stop = order.stopPrice, let limit = order.limitPrice, buying ? price >= stop : price <= stop,
+            guard let stop = order.stopPrice, let limit = order.limitPrice, triggered || (buying ? price >= stop : price <= stop),
                   buying ? price <= limit : price >= limit
             else { return nil }
             executionPrice = buying ? Price.min(price, limit) : Price.max(price, limit)
