@@ -61,6 +61,16 @@ struct ConfigurationTests {
         #expect(vendor.alphaVantage?.apiKey == "AVKEY123")
     }
 
+    @Test("paper slippage past the market-buy margin stops start-up: a market buy reserved at its quote plus the margin could not pay its fill")
+    func slippagePastTheMargin() {
+        #expect(problems(["SECRET_KEY": strongKey, "PAPER_SLIPPAGE_BPS": "800"]) == [
+            "PAPER_SLIPPAGE_BPS (800) is more than MARKET_BUY_MARGIN (0.05, 500 basis points): a market buy reserved at its quote plus the margin could not pay its slipped fill; raise MARKET_BUY_MARGIN or lower the slippage",
+        ])
+        #expect(problems(["SECRET_KEY": strongKey, "PAPER_SLIPPAGE_BPS": "100", "MARKET_BUY_MARGIN": "0"]).count == 1)
+        #expect(problems(["SECRET_KEY": strongKey, "PAPER_SLIPPAGE_BPS": "800", "MARKET_BUY_MARGIN": "0.08"]).isEmpty)
+        #expect(problems(["SECRET_KEY": strongKey, "MARKET_BUY_MARGIN": "0"]).isEmpty, "no slippage needs no margin")
+    }
+
     @Test("a wildcard origin is refused in development too, not dropped in silence")
     func wildcardOutsideProduction() {
         #expect(problems(["SECRET_KEY": strongKey, "ALLOWED_ORIGINS": "*"]) == ["ALLOWED_ORIGINS contains \"*\": list each allowed origin explicitly"])

@@ -283,6 +283,14 @@ public enum ConfigurationLoader {
                 problems.append("MARKET_BUY_MARGIN must be a fraction from 0 to 1 (0.05 is 5 %), not \"\(raw)\"")
             }
         }
+        // A market buy reserves its quote plus the margin; the paper broker fills it at the quote plus the slippage.
+        // Slippage past the margin makes an order placed with all of the cash it covers rejected at its fill.
+        if configuration.paperSlippageBasisPoints.units > configuration.marketBuyMargin.units * 10_000 {
+            let marginPoints = configuration.marketBuyMargin.units * 10_000 / Int128(Ratio.one)
+            problems.append(
+                "PAPER_SLIPPAGE_BPS (\(configuration.paperSlippageBasisPoints)) is more than MARKET_BUY_MARGIN (\(configuration.marketBuyMargin), \(marginPoints) basis points): "
+                    + "a market buy reserved at its quote plus the margin could not pay its slipped fill; raise MARKET_BUY_MARGIN or lower the slippage")
+        }
         if let apiKey = value("ALPHA_VANTAGE_API_KEY") {
             var settings = AppConfiguration.AlphaVantageSettings(apiKey: apiKey)
             if let raw = value("ALPHA_VANTAGE_BASE_URL") {
