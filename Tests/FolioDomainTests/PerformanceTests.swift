@@ -50,6 +50,11 @@ struct PerformanceTests {
         // Money in still counts from the start of its day: 1,000 plus 500 in, ending at 1,650, is a 10 % gain.
         let funded = [Returns.ValuePoint(at: day.close, value: 1_000), Returns.ValuePoint(at: next.close, value: 1_650)]
         #expect(try Returns.timeWeighted(values: funded, flows: [ExternalFlow(at: Self.noon("2026-11-25"), amount: 500)]) == (try Ratio(parsing: "10")))
+        // A day's flows are netted first: 1,000 in and out again the same day is no flow, and a 10 % loss is 10 %.
+        let reversed = [Returns.ValuePoint(at: day.close, value: 100), Returns.ValuePoint(at: next.close, value: 90)]
+        #expect(try Returns.timeWeighted(values: reversed, flows: [
+            ExternalFlow(at: Self.noon("2026-11-25"), amount: 1_000), ExternalFlow(at: Self.noon("2026-11-25"), amount: -1_000),
+        ]) == (try Ratio(parsing: "-10")))
     }
 
     @Test("a flow belongs to the first value taken after it: a deposit after the close but before the close snapshot is counted once; flows outside the values are not counted")

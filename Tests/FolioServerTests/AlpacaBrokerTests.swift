@@ -657,6 +657,12 @@ struct AlpacaBrokerTests {
                 await env.worker.drain()
                 let shown = try json(try await client.execute(uri: "/api/orders/\(id)", method: .get, headers: bearer(tokens)))
                 #expect(shown["status"] as? String == "rejected" && (shown["reject_reason"] as? String ?? "").contains("insufficient buying power"), "\(shown)")
+                // So is one refused after a 429: a call refused for its rate was not carried out, so its repeat's refusal is the order's.
+                fake.failNext([429])
+                let afterLimit = try #require(try json(try await post(client, "/api/orders", refused, headers: bearer(tokens)))["id"] as? String)
+                await env.worker.drain()
+                let limited = try json(try await client.execute(uri: "/api/orders/\(afterLimit)", method: .get, headers: bearer(tokens)))
+                #expect(limited["status"] as? String == "rejected" && (limited["reject_reason"] as? String ?? "").contains("insufficient buying power"), "\(limited)")
                 try await env.expectConsistent()
             }
         }

@@ -45,6 +45,8 @@ enum MarketDataError: Error, Sendable, Equatable {
 struct AlphaVantageProvider: MarketDataProvider {
     static let name = "alpha_vantage"
     var name: String { Self.name }
+    /// An empty "Global Quote" now and then for a listed symbol.
+    var answersUnknownByMistake: Bool { true }
 
     let apiKey: String
     let baseURL: String
@@ -114,19 +116,13 @@ struct AlphaVantageProvider: MarketDataProvider {
         guard let series = try decode(DailySeriesBody.self, from: body).series else {
             throw MarketDataError.badResponse("TIME_SERIES_DAILY without a time series", aboutTheSymbol: true)
         }
-        // A day that cannot be read exactly (a zero close, a price past 8 places, no date) is left out, not guessed,
-        // and the chart keeps the days that can: a gap, where failing the whole series showed nothing.
-        let closes = series.compactMap { day, fields -> DailyClose? in
-            guard let date = Self.tradingDay(day), let close = fields["4. close"].flatMap(Self.price), close.isPositive else { return nil }
+        // A day that cannot be read exactly (a zero close, a price past 8 places, no date) fails the series rather than
+        // leaving a gap: a backfill would value the missing day at the day before's close and keep that for good.
+        let closes = try series.map { day, fields -> DailyClose in
+            guard let date = Self.tradingDay(day), let close = fields["4. close"].flatMap(Self.price), close.isPositive else {
+                throw MarketDataError.badResponse("TIME_SERIES_DAILY with an unreadable day", aboutTheSymbol: true)
+            }
             return DailyClose(date: date, close: close)
-        }
-        if closes.count < series.count {
-            logger.warning("TIME_SERIES_DAILY left out days it could not read", metadata: [
-                "provider": "\(Self.name)", "symbol": "\(symbol)", "unreadable": "\(series.count - closes.count)",
-            ])
-        }
-        guard !closes.isEmpty || series.isEmpty else {
-            throw MarketDataError.badResponse("TIME_SERIES_DAILY with no readable day", aboutTheSymbol: true)
         }
         return Array(closes.sorted { $0.date < $1.date }.suffix(days))
     }

@@ -16,6 +16,13 @@ protocol MarketDataProvider: Sendable {
     /// after it are the day's. A vendor's quotes follow the exchange's sessions, as `calendar` (Alpaca's, once
     /// published) has them.
     func previousCloseTime(at date: Date, calendar: MarketCalendar) -> Date
+    /// Whether the source now and then answers "unknown" for a symbol it does know (Alpha Vantage's empty
+    /// Global Quote): then a symbol it priced lately is taken as a bad answer, not as a symbol gone.
+    var answersUnknownByMistake: Bool { get }
+}
+
+extension MarketDataProvider {
+    var answersUnknownByMistake: Bool { false }
 }
 
 struct SymbolMatch: Codable, Sendable, Equatable {

@@ -250,11 +250,14 @@ final class QuoteService: Sendable {
         }
         do {
             let quote = dated(try await provider.quote(for: symbol))
-            // A symbol priced before that the vendor now says it does not know (Alpha Vantage answers an empty quote
+            // A symbol priced lately that the vendor now says it does not know (Alpha Vantage answers an empty quote
             // for a listed symbol now and then): a bad answer about this one symbol, not the symbol gone. Its last
             // quote is served, marked stale, so a holding can still be sold and an order waits rather than being refused.
-            if quote == nil, remembered != nil || stored?.quote != nil {
-                throw MarketDataError.badResponse("\(provider.name) answered no quote for a symbol it priced before", aboutTheSymbol: true)
+            // A symbol unpriced for a week of such answers is taken as gone (delisted): unknown, as the vendor says.
+            if quote == nil, provider.answersUnknownByMistake,
+               let known = [remembered, stored?.quote].compactMap({ $0 }).max(by: { $0.asOf < $1.asOf }),
+               now.timeIntervalSince(known.asOf) < Self.unknownAfter {
+                throw MarketDataError.badResponse("\(provider.name) answered no quote for a symbol it priced lately", aboutTheSymbol: true)
             }
             state.withLockedValue { state in
                 state.cache[symbol] = Fetched(quote: quote, fetchedAt: now)
@@ -295,6 +298,9 @@ final class QuoteService: Sendable {
         }
         return true
     }
+
+    /// How long a symbol the vendor priced stays known while it answers "unknown" (`answersUnknownByMistake`).
+    static let unknownAfter: TimeInterval = 7 * 86_400
 
     /// Since when trades count in the day's change of quotes taken now.
     func previousCloseTime() -> Date {

@@ -152,6 +152,7 @@ struct GatedMarketDataProvider: MarketDataProvider {
     let base: any MarketDataProvider
     let gate: VendorGate
     var name: String { base.name }
+    var answersUnknownByMistake: Bool { base.answersUnknownByMistake }
 
     func quote(for symbol: String) async throws -> PriceQuote? {
         try await through { try await base.quote(for: symbol) }

@@ -611,7 +611,8 @@ struct AlpacaBroker: Broker {
     struct Answer {
         var status: Int
         var json: JSONValue
-        /// The call was sent again after a 429 or 5xx (an earlier try may have done its work).
+        /// The call was sent again after a 5xx (an earlier try may have done its work). Not after a 429 alone:
+        /// a call refused for its rate was not acted on, so a refusal of the repeat is a refusal of the call.
         var repeated = false
         /// Alpaca's error `message`, when there is one.
         var message: String {
@@ -631,13 +632,15 @@ struct AlpacaBroker: Broker {
 
     private func call(_ method: HTTPMethod, _ path: String, body: String? = nil) async throws -> Answer {
         var attempt = 0
+        var earlierMayHaveActed = false
         while true {
             attempt += 1
             do {
                 var answer = try await callOnce(method, path, body: body)
-                answer.repeated = attempt > 1
+                answer.repeated = earlierMayHaveActed
                 return answer
             } catch let failure as RetryableFailure {
+                earlierMayHaveActed = earlierMayHaveActed || failure.mayHaveActed
                 guard attempt < Self.attempts, failure.answered else { throw BrokerError.unavailable(failure.reason) }
                 var wait = Self.backOff[min(attempt - 1, Self.backOff.count - 1)]
                 if let seconds = failure.retryAfter, seconds <= Self.longestWait { wait = max(wait, .seconds(seconds)) }
@@ -651,6 +654,8 @@ struct AlpacaBroker: Broker {
         /// Alpaca answered (429 or 5xx), rather than not at all.
         var answered = true
         var retryAfter: Int?
+        /// A 5xx: the call may have been carried out before the answer failed. A 429 was refused before anything.
+        var mayHaveActed = true
     }
 
     private func callOnce(_ method: HTTPMethod, _ path: String, body: String?) async throws -> Answer {
@@ -683,7 +688,7 @@ struct AlpacaBroker: Broker {
         }
         if status == 429 || status >= 500 {
             logger.warning("broker call refused for now", metadata: ["broker": "alpaca", "method": "\(method.rawValue)", "status": "\(status)"])
-            throw RetryableFailure(reason: "\(route) answered HTTP \(status)", retryAfter: retryAfter)
+            throw RetryableFailure(reason: "\(route) answered HTTP \(status)", retryAfter: retryAfter, mayHaveActed: status != 429)
         }
         let json = bytes.readableBytes == 0 ? JSONValue.null : ((try? bytes.withUnsafeReadableBytes { try JSONValue.parse($0) }) ?? .null)
         return Answer(status: status, json: json)
