@@ -116,9 +116,7 @@ struct FormBridge: Sendable {
         }
         if (200..<300).contains(answer.status.code) {
             if let shown = control["_show"].flatMap(AnswerPage.init(rawValue:)), shown.showsAnswer {
-                let collector = BodyCollector()
-                try await answer.body.write(collector)
-                let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
+                let json = try await Self.read(answer).object ?? [:]
                 var page = renderer.page(shown.template, title: shown.title, viewer: await viewer(of: request), values: shown.values(answer: json, fields: fields, control: control))
                 Self.passCookies(of: answer, to: &page)
                 return page
@@ -131,10 +129,7 @@ struct FormBridge: Sendable {
                 // The same form sent again (Back, then send): its key answered with the first result, nothing was done twice.
                 let replayed = answer.headers[Idempotency.replayedHeader] == "true"
                 if !replayed, PageRenderer.settlesByAnswer.contains(done) {
-                    let collector = BodyCollector()
-                    try await answer.body.write(collector)
-                    let json = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any] ?? [:]
-                    done = PageRenderer.settled(done, status: answer.status, answer: json)
+                    done = PageRenderer.settled(done, status: answer.status, answer: try await Self.read(answer).object ?? [:])
                 }
                 redirect.headers.append(PageRenderer.confirmationHeader(replayed ? PageRenderer.alreadyDone : done, for: next))
             }
@@ -142,9 +137,7 @@ struct FormBridge: Sendable {
         }
         // A browser gets the problem as a page; any other client the API's own answer.
         guard request.headers[.accept]?.contains("text/html") == true else { return answer }
-        let collector = BodyCollector()
-        try await answer.body.write(collector)
-        let problem = (try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any]
+        let problem = try await Self.read(answer).object
         let issues = problem?["errors"] as? [[String: Any]] ?? []
         let sent = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any]
         let fieldErrors: [[String: String]] = issues.map { issue in
@@ -193,12 +186,10 @@ struct FormBridge: Sendable {
     ) async throws -> Response {
         var answer = answer
         if answer.status == .forbidden {
-            let collector = BodyCollector()
-            try await answer.body.write(collector)
-            let code = ((try? JSONSerialization.jsonObject(with: Data(buffer: collector.box.buffer))) as? [String: Any])?["code"] as? String
+            let body = try await Self.read(answer)
             // The answer's body is read: a refusal for another reason is rebuilt as it was.
-            guard code == "csrf_failed", let viewer = await viewer(of: request) else {
-                return Response(status: answer.status, headers: answer.headers, body: .init(byteBuffer: collector.box.buffer))
+            guard body.object?["code"] as? String == "csrf_failed", let viewer = await viewer(of: request) else {
+                return Response(status: answer.status, headers: answer.headers, body: .init(byteBuffer: body.bytes))
             }
             var fresh = headers
             fresh[AuthController.csrfHeader] = viewer.csrfToken
@@ -252,6 +243,14 @@ struct FormBridge: Sendable {
               let signedIn = try? await identity.sessions.identity(cookieToken: cookie)
         else { return nil }
         return PageRenderer.Viewer(signedIn, csrf: identity.csrf)
+    }
+
+    /// The body the router answered (a few hundred bytes), and the JSON object it holds, if it is one.
+    static func read(_ answer: Response) async throws -> (bytes: ByteBuffer, object: [String: Any]?) {
+        let collector = BodyCollector()
+        try await answer.body.write(collector)
+        let bytes = collector.box.buffer
+        return (bytes, (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any])
     }
 
     /// Reads a problem document the router answered (a few hundred bytes).
