@@ -87,6 +87,42 @@ struct PortfolioSnapshotTests {
         }
     }
 
+    @Test("a backfill leaves out the days its daily closes do not reach (no value at cost kept for good), and only a range that reaches them is incomplete", arguments: TestDatabaseKind.all)
+    func backfillBeyondTheCloses(kind: TestDatabaseKind) async throws {
+        let clock = TestClock(start: Self.monday)
+        try await withTestApp(kind, clock: clock, configure: { configuration in
+            configuration.accessTokenLifetime = 500 * 86_400
+            configuration.sessionIdleTimeout = 500 * 86_400
+            configuration.sessionMaxAge = 500 * 86_400
+        }) { client, env in
+            let tokens = try await signUp(client, env, email: "old-account@example.com")
+            #expect(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "2", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+            await env.worker.drain()
+            // Tuesday 28 December 2027: the year of daily closes a backfill asks for starts on Monday 28 December 2026.
+            clock.advance(by: 400 * 86_400)
+            let firstClose = "2026-12-28"
+
+            let all = try json(try await client.execute(uri: "/api/portfolio/history?range=ALL", method: .get, headers: bearer(tokens)))
+            #expect(all["complete"] as? Bool == false, "\(all)")
+            let dates = try #require(all["data"] as? [[String: Any]]).compactMap { $0["date"] as? String }
+            #expect(dates.first == firstClose, "\(dates.prefix(3))")
+            let stored = try await env.database.sql.select().column("day").from("portfolio_snapshots").all(decodingColumn: "day", as: String.self)
+            #expect(!stored.isEmpty && stored.allSatisfy { $0 >= firstClose }, "\(stored.sorted().prefix(3))")
+            let firstDay = try #require(TradingDay(firstClose))
+            let point = try #require((all["data"] as? [[String: Any]])?.first)
+            #expect(point["market_value"] as? String == (try Money.value(quantity: 2, price: try #require(
+                SimulatedMarket().dailyCloses(of: "AAPL", days: 400, before: clock.now).first { TradingDay($0.date, in: .gmt) == firstDay }?.close))).description)
+
+            let month = try json(try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens)))
+            #expect(month["complete"] as? Bool == true, "\(month)")
+            let performanceAll = try json(try await client.execute(uri: "/api/portfolio/performance?range=ALL", method: .get, headers: bearer(tokens)))
+            #expect(performanceAll["complete"] as? Bool == false, "\(performanceAll)")
+            #expect(performanceAll["from"] as? String == firstClose, "\(performanceAll)")
+            let performanceMonth = try json(try await client.execute(uri: "/api/portfolio/performance?range=1M", method: .get, headers: bearer(tokens)))
+            #expect(performanceMonth["complete"] as? Bool == true, "\(performanceMonth)")
+        }
+    }
+
     @Test("an account opened on a weekend shows what it holds now in its history and performance, before its first close", arguments: TestDatabaseKind.all)
     func openedOnAWeekend(kind: TestDatabaseKind) async throws {
         // Saturday 28 November 2026, 10:00 in New York: the last close (Friday's) was before the account existed.

@@ -119,7 +119,13 @@ public enum PortfolioHistory {
     ///   - movements: the account's ledger, oldest first.
     ///   - closes: each symbol's daily closes, oldest first.
     ///   - days: the days wanted, oldest first.
-    public static func replay(movements: [LedgerMovement], closes: [String: [(day: TradingDay, close: Price)]], days: [TradingDay]) throws(MoneyError) -> [DailyValue] {
+    ///   - closesKnownFrom: for a symbol whose closes were cut short (the source's history goes back further than
+    ///     it gave), its first close. A day before it on which the symbol is held cannot be valued (its trade
+    ///     price would be a guess) and is left out of the result.
+    public static func replay(
+        movements: [LedgerMovement], closes: [String: [(day: TradingDay, close: Price)]], days: [TradingDay],
+        closesKnownFrom: [String: TradingDay] = [:]
+    ) throws(MoneyError) -> [DailyValue] {
         var values: [DailyValue] = []
         values.reserveCapacity(days.count)
         var cash = Cash.zero
@@ -140,6 +146,7 @@ public enum PortfolioHistory {
                 nextMovement += 1
             }
             var marketValue = Cash.zero
+            if shares.contains(where: { !$0.value.isZero && day < closesKnownFrom[$0.key] ?? day }) { continue }
             for (symbol, quantity) in shares where !quantity.isZero {
                 if let series = closes[symbol] {
                     var index = nextClose[symbol, default: 0]

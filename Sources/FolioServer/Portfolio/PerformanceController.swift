@@ -90,7 +90,9 @@ struct PerformanceController: Sendable {
         var complete = true
         var wrote = false
         do {
-            wrote = try await snapshots.backfill(account, through: today.adding(days: -1))
+            let backfill = try await snapshots.backfill(account, through: today.adding(days: -1))
+            wrote = backfill.wrote
+            complete = backfill.complete(from: range.baseDay(today: today))
         } catch {
             complete = false
             context.parent.logger.warning("performance backfill failed", metadata: ["account_id": "\(account.id)", "error": "\(error)"])

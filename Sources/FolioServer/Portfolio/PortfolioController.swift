@@ -249,7 +249,9 @@ struct PortfolioController: Sendable {
         var complete = true
         var wrote = false
         do {
-            wrote = try await snapshots.backfill(account, through: today.adding(days: -1))
+            let backfill = try await snapshots.backfill(account, through: today.adding(days: -1))
+            wrote = backfill.wrote
+            complete = backfill.complete(from: range.firstDay(today: today))
         } catch {
             complete = false
             context.parent.logger.warning("portfolio history backfill failed", metadata: ["account_id": "\(account.id)", "error": "\(error)"])

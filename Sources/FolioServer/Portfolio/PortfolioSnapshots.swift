@@ -98,34 +98,53 @@ struct PortfolioSnapshots: Sendable {
         }
     }
 
+    /// What a backfill did.
+    struct Backfill: Sendable {
+        /// It wrote days: the caller then reads on the primary, which has them.
+        var wrote = false
+        /// The latest day it could not value: a holding's daily closes do not reach back to it (the source's
+        /// history is cut at a year or so). Such a day stays without a snapshot, rather than one at cost kept for good.
+        var lastUnvalued: TradingDay?
+
+        /// Whether every day from `first` on (every day when nil) has its value.
+        func complete(from first: TradingDay?) -> Bool {
+            guard let lastUnvalued else { return true }
+            return first.map { lastUnvalued < $0 } ?? false
+        }
+    }
+
     /// Fills the weekdays from the account's first day through `last` that have
-    /// no snapshot. Throws when a day's prices cannot be had (nothing is written
-    /// then). True when it wrote: the caller then reads on the primary, which has them.
+    /// no snapshot. Throws when a day's prices cannot be had (nothing is written then).
     @discardableResult
-    func backfill(_ account: AccountRecord, through last: TradingDay) async throws -> Bool {
+    func backfill(_ account: AccountRecord, through last: TradingDay) async throws -> Backfill {
         let first = TradingDay(account.createdAt)
-        guard first <= last else { return false }
+        guard first <= last else { return Backfill() }
         let taken = Set(try await database.sql.select().column("day").from("portfolio_snapshots")
             .where("account_id", .equal, account.id).all(decodingColumn: "day", as: String.self))
         let missing = TradingDay.weekdays(from: first, through: last).filter { !taken.contains($0.description) }
-        guard let earliest = missing.first else { return false }
+        guard let earliest = missing.first else { return Backfill() }
 
         let entries = try await store.entries(of: account.id, through: last.close)
         let movements = entries.map(\.line).map {
             LedgerMovement(occurredAt: $0.occurredAt, cash: $0.amount, symbol: $0.symbol, quantity: $0.quantity, price: $0.price)
         }
         // Closes reaching back to the earliest missing day (a little more for a holiday before it).
-        let span = min(365, Calendar(identifier: .gregorian).dateComponents([.day], from: earliest.close, to: clock.now()).day! + 7)
+        let span = max(1, min(365, Calendar(identifier: .gregorian).dateComponents([.day], from: earliest.close, to: clock.now()).day! + 7))
         var closes: [String: [(day: TradingDay, close: Price)]] = [:]
+        var knownFrom: [String: TradingDay] = [:]
         for symbol in Set(movements.compactMap(\.symbol)) {
-            closes[symbol] = try await quotes.dailyHistory(for: symbol, days: max(1, span)).map { (TradingDay($0.date, in: .gmt), $0.close) }
+            let series = try await quotes.dailyHistory(for: symbol, days: span).map { (TradingDay($0.date, in: .gmt), $0.close) }
+            closes[symbol] = series
+            // As many closes as asked for: the history may go back further than it was given.
+            if series.count >= span, let oldest = series.first { knownFrom[symbol] = oldest.0 }
         }
-        let values = try PortfolioHistory.replay(movements: movements, closes: closes, days: missing)
+        let values = try PortfolioHistory.replay(movements: movements, closes: closes, days: missing, closesKnownFrom: knownFrom)
+        let valued = Set(values.map(\.day))
         let now = clock.now()
         try await database.transaction { db in
             for value in values { try await save(value, account: account, source: "backfill", now: now, on: db) }
         }
-        return !values.isEmpty
+        return Backfill(wrote: !values.isEmpty, lastUnvalued: missing.last(where: { !valued.contains($0) }))
     }
 
     /// The account valued now: one query for its cash, holdings and (`withDayChange`) the trades since the
