@@ -136,6 +136,13 @@ struct HTTPContractTests {
             #expect(none.status == .unsupportedMediaType)
             let charset = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: "application/json; charset=utf-8"], body: ByteBuffer(string: #"{"symbol":"A","quantity":1}"#))
             #expect(charset.status == .ok)
+            // A JSON-based type is JSON, whatever its subtype's spelling; a look-alike is not.
+            for (contentType, status) in [("application/vnd.api+json", HTTPResponse.Status.ok), ("Application/Merge-Patch+JSON", .ok),
+                                          ("text/json", .unsupportedMediaType), ("application/jsonx", .unsupportedMediaType),
+                                          ("application/+json", .unsupportedMediaType), ("application/json/x", .unsupportedMediaType)] {
+                let answer = try await client.execute(uri: "/api/test/echo", method: .post, headers: [.contentType: contentType], body: ByteBuffer(string: #"{"symbol":"A","quantity":1}"#))
+                #expect(answer.status == status, "\(contentType)")
+            }
         }
     }
 
@@ -392,7 +399,8 @@ struct StrictDateTests {
         #expect(StrictDate.dayOrTime("2024-02-29") != nil)
         #expect(StrictDate.dayOrTime("2026-11-30T14:30:00+02:00") == (try Date("2026-11-30T12:30:00Z", strategy: .iso8601)))
         for refused in ["2026-02-29", "2026-02-30", "2026-04-31", "2026-13-01", "2026-00-10", "2026-01-00",
-                        "2026-01-31T24:00:00Z", "2026-01-31T23:60:00Z", "2026-01-31T23:59:61Z", "2026-1-31", "yesterday", "", "2026-01-31T"] {
+                        "2026-01-31T24:00:00Z", "2026-01-31T23:60:00Z", "2026-01-31T23:59:61Z", "2026-1-31", "yesterday", "", "2026-01-31T",
+                        "2026-01-31t10:00:00Z", "2026-01-31T10:00:00z"] {
             #expect(StrictDate.dayOrTime(refused) == nil, "\(refused)")
         }
         #expect(StrictDate.time("2026-01-31") == nil)

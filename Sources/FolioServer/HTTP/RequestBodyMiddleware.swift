@@ -150,8 +150,14 @@ struct RequestBodyMiddleware: RouterMiddleware {
         return true
     }
 
+    /// `application/json`, or a JSON-based `application/…+json` type (`application/vnd.api+json`), in any case,
+    /// with any parameters. Read by hand: a dotted subtype is a valid token the media-type parser did not take.
     static func isJSON(_ contentType: String?) -> Bool {
-        guard let contentType, let mediaType = MediaType(from: contentType) else { return false }
-        return mediaType.type == .application && (mediaType.subType == "json" || mediaType.subType.hasSuffix("+json"))
+        guard let essence = contentType?.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first else { return false }
+        let parts = essence.trimmingCharacters(in: .whitespaces).lowercased().split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0] == "application" else { return false }
+        let subtype = parts[1]
+        let token = subtype.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "!#$&^_.+-".contains($0)) }
+        return token && (subtype == "json" || (subtype.hasSuffix("+json") && subtype.count > 5))
     }
 }

@@ -28,7 +28,8 @@ enum StrictDate {
               (1...12).contains(month), day >= 1, day <= days(inMonth: month, year: year)
         else { return nil }
         if bytes.count == 10 { return try? Date(text + "T00:00:00Z", strategy: .iso8601) }
-        guard bytes.count >= 19, bytes[10] == UInt8(ascii: "T") || bytes[10] == UInt8(ascii: "t"),
+        // Upper-case `T` and `Z` only, as documented (Foundation's parser would take a lower-case `z`).
+        guard bytes.count >= 19, bytes[10] == UInt8(ascii: "T"), !bytes.contains(UInt8(ascii: "z")),
               bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"),
               let hour = number(bytes, at: 11, digits: 2), let minute = number(bytes, at: 14, digits: 2), let second = number(bytes, at: 17, digits: 2),
               hour <= 23, minute <= 59, second <= 60  // 60: a leap second, as RFC 3339 allows
