@@ -25,6 +25,11 @@ struct BrokerCommand: AsyncParsableCommand {
                     for line in report.differences { print("  \(line)") }
                 }
             }
+            let failed = reports.filter(\.failed).count
+            if failed > 0 {
+                FileHandle.standardError.write(Data("error: \(failed) account(s) could not be reconciled: Alpaca could not be asked\n".utf8))
+                throw ExitCode.failure
+            }
         }
     }
 

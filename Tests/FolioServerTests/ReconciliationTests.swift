@@ -114,8 +114,20 @@ struct ReconciliationTests {
             fake.cash = 1
             let run = try await BrokerReconciliation.run(services: env.services, dryRun: false)
             #expect(run.first?.skipped?.contains("open order") == true)
+            #expect(run.first?.failed == false, "a wait, not a failure")
             #expect(try await env.accounts().first { $0.id == account }?.cash == 25_000)
             try await env.expectConsistent()
+        }
+    }
+
+    @Test("an Alpaca that refuses the link's keys is a failure the command reports (it exits non-zero), not a wait like open orders", arguments: TestDatabaseKind.all)
+    func refusedKeysFail(kind: TestDatabaseKind) async throws {
+        try await withLinked(kind) { _, env, fake, _, account in
+            fake.revokeKeys = true
+            let run = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(run.first?.failed == true)
+            #expect(run.first?.skipped?.contains("no longer accepts") == true, "\(run)")
+            #expect(try await env.accounts().first { $0.id == account }?.cash == 25_000)
         }
     }
 }

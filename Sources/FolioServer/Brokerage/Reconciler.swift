@@ -27,6 +27,8 @@ struct Reconciler: Sendable {
         var applied: Bool
         /// Why the account was not compared, or not adjusted.
         var skipped: String?
+        /// Alpaca could not be asked, or refused the keys: a failure to report, not a wait (open orders, books moving).
+        var failed = false
     }
 
     static let schedule = RecurringJob(name: "reconcile_brokerage", kind: .reconcileBrokerage, cadence: .every(3600), payload: { _ in .reconcileBrokerage })
@@ -39,7 +41,7 @@ struct Reconciler: Sendable {
                 outcomes.append(try await reconcile(link, dryRun: dryRun))
             } catch {
                 logger.warning("reconciling a brokerage account failed", metadata: ["account_id": "\(link.accountID)", "error": "\(error)"])
-                outcomes.append(Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "the broker could not be asked: \(error)"))
+                outcomes.append(Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "the broker could not be asked: \(error)", failed: true))
             }
         }
         return outcomes
@@ -54,9 +56,9 @@ struct Reconciler: Sendable {
         switch try await alpaca.account() {
         case .account(let account): remote = account
         case .unreadable(let reason):
-            return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca's account cannot be read: \(reason)")
+            return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca's account cannot be read: \(reason)", failed: true)
         case .refused:
-            return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca no longer accepts the link's keys")
+            return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca no longer accepts the link's keys", failed: true)
         }
         let positions = try await alpaca.positions()
         // Cash and shares from one moment: a fill at Alpaca between the two reads (an order the books ended,
@@ -115,6 +117,8 @@ public enum BrokerReconciliation {
         public var differences: [String]
         public var applied: Bool
         public var skipped: String?
+        /// Alpaca could not be asked: the command exits with a failure, so a script can tell it from agreement.
+        public var failed: Bool
     }
 
     public static func run(services: FolioServices, dryRun: Bool) async throws -> [Report] {
@@ -122,7 +126,7 @@ public enum BrokerReconciliation {
             Report(
                 accountID: outcome.accountID.description,
                 differences: outcome.differences.map { "\($0.what): Folio \($0.folio), Alpaca \($0.broker)" },
-                applied: outcome.applied, skipped: outcome.skipped)
+                applied: outcome.applied, skipped: outcome.skipped, failed: outcome.failed)
         }
     }
 }

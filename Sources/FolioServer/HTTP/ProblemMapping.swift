@@ -7,7 +7,13 @@ import NIOHTTP1
 /// what went wrong in their own terms (`TradingError`, `MarketDataUnavailable`,
 /// a `FieldIssue`); only here does an error get a status, a `code` and the
 /// field it is about.
-enum ProblemMapping {
+public enum ProblemMapping {
+    /// A domain error in the words the API gives it (its problem's `detail`), for the `folio` commands; nil for
+    /// an error the table does not know.
+    public static func text(for error: any Error) -> String? {
+        appError(for: error)?.detail
+    }
+
     static func appError(for error: any Error) -> AppError? {
         switch error {
         case let error as TradingError: return trading(error)
