@@ -565,6 +565,16 @@ struct PrivacyTests {
 
             let login = try await post(client, "/api/auth/login", ["email": email, "password": strongPassword])
             #expect(login.status == .unauthorized)
+            // Signing in as the pseudonym is signing in as no one: the unknown address's path (its bcrypt, its record), not a
+            // quicker refusal that would tell the id was a person's.
+            let pseudonym = "erased-\(userID.lowercased())@erased.invalid"
+            let unknownAddresses = { () async throws -> Int in
+                try await env.database.sql.raw("SELECT details FROM audit_events WHERE action = 'security.login_failed'")
+                    .all(decodingColumn: "details", as: String.self).filter { $0.contains("unknown_email") }.count
+            }
+            let before = try await unknownAddresses()
+            #expect(try await post(client, "/api/auth/login", ["email": pseudonym, "password": strongPassword]).status == .unauthorized)
+            #expect(try await unknownAddresses() == before + 1, "refused as an unknown address is")
             let old = try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens))
             #expect(old.status == .unauthorized)
             // The other user is untouched.

@@ -24,7 +24,10 @@ extension IdentityServices {
         let passwordUsable = PasswordPolicy.isHashable(password)
 
         let client = ClientAddress.key(origin.ip)
-        guard let user = try await findUser(email: email, on: db) else {
+        var found = try await findUser(email: email, on: db)
+        // An erased person's pseudonym names no one: answered as an unknown address is (bcrypt included), not sooner.
+        if let id = found?.id, try await store.erased([id], on: db).contains(id) { found = nil }
+        guard let user = found else {
             if case .locked(let wait) = try await loginThrottle.claimUnknown(email: Self.normalizedEmail(email), client: client, on: db) {
                 // Recorded as a known account's is: the alert counts guessing that goes on against a lock.
                 await security.record("login_locked", details: ["reason": "unknown_email"], origin: origin, audited: true)
