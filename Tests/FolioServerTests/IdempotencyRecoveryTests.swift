@@ -67,6 +67,34 @@ struct IdempotencyRecoveryTests {
         }
     }
 
+    @Test("a key of this instance that no request of it holds (its failed request could not forget it: the database was gone) is free at once, and forgotten on the next keyed request", arguments: TestDatabaseKind.all)
+    func unforgottenOwnKey(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "blip@example.com")
+            let account = try await env.firstAccount()
+            let path = "/api/accounts/\(account.id)/deposits"
+            let body = #"{"amount":"10.00"}"#
+            let instance = env.services.idempotency.instance
+            try await heartbeat(env, instance: instance, age: 0)
+            try await inFlight(env, key: "after-a-blip", user: account.userID, hash: fingerprint(path, body), instance: instance, age: 1)
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            headers[Idempotency.header] = "after-a-blip"
+            let retried = try await client.execute(uri: path, method: .post, headers: headers, body: ByteBuffer(string: body))
+            #expect(retried.status == .created, "\(String(buffer: retried.body))")
+
+            // Another key whose request failed and could not forget it: the next keyed request forgets it.
+            try await inFlight(env, key: "left-behind", user: account.userID, hash: fingerprint(path, body), instance: instance, age: 1)
+            let leftBehind = try #require(try await env.database.sql.raw("SELECT id FROM idempotency_keys WHERE key = 'left-behind'").first(decodingColumn: "id", as: UUID.self))
+            env.services.idempotency.held.release(leftBehind, forgotten: false)
+            headers[Idempotency.header] = "next"
+            #expect(try await client.execute(uri: path, method: .post, headers: headers, body: ByteBuffer(string: body)).status == .created)
+            #expect(try await env.database.sql.raw("SELECT id FROM idempotency_keys WHERE key = 'left-behind'").first() == nil)
+            #expect(env.services.idempotency.held.unreleased().isEmpty)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a claim taken over while its request was still running commits nothing", arguments: TestDatabaseKind.all)
     func takenOverClaim(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, routes: { routes, services in

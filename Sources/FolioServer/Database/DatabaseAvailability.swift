@@ -12,9 +12,10 @@ extension FolioDatabase {
             return true
         case let error as PSQLError:
             if [.serverClosedConnection, .clientClosedConnection, .connectionError, .uncleanShutdown, .poolClosed].contains(error.code) { return true }
-            // Class 08 (connection exception); 57P01–57P03: the server is shutting down, crashed, or not yet accepting.
+            // Class 08 (connection exception); 57P01–57P03: the server is shutting down, crashed, or not yet accepting;
+            // 25P03: it ended a transaction left idle past its limit (an overloaded instance), so nothing of it was saved.
             guard let state = error.serverInfo?[.sqlState] else { return false }
-            return state.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(state)
+            return state.hasPrefix("08") || ["57P01", "57P02", "57P03", "25P03"].contains(state)
         default:
             return false
         }

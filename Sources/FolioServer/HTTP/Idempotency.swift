@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import SQLKit
+import Synchronization
 
 /// Unsafe requests that move money accept `Idempotency-Key`: the first
 /// response for a key is stored and replayed byte for byte, marked
@@ -18,7 +19,10 @@ import SQLKit
 /// and its record commit or roll back together. A key still `in_flight`
 /// therefore committed nothing when its owner is gone, and is taken over:
 /// within seconds when the owning instance stopped heartbeating (it was
-/// killed), after `abandonAfter` when no heartbeat is known.
+/// killed), after `abandonAfter` when no heartbeat is known. A key this
+/// instance owns but no request of it holds (its failed request could not
+/// forget it: the database was briefly gone) is taken over by this instance
+/// at once, and forgotten on its next keyed request.
 struct Idempotency: Sendable {
     let database: FolioDatabase
     let clock: AppClock
@@ -26,6 +30,8 @@ struct Idempotency: Sendable {
     /// This instance, recorded as the owner of the keys it claims.
     let instance: String
     var pauses: PausePoints = .none
+    /// The claims this instance's requests hold now, and those a failed request could not forget.
+    let held = HeldKeys()
 
     static let header = HTTPField.Name("Idempotency-Key")!
     /// On a response that repeats a stored one: nothing was done again.
@@ -73,6 +79,7 @@ struct Idempotency: Sendable {
         let body = bytes.withUnsafeReadableBytes { CanonicalJSON.text(of: $0) }.map { Data($0.utf8) } ?? Data(buffer: bytes)
         let fingerprint = AuditChain.hex(SHA256.hash(data: Data("\(request.method.rawValue) \(request.uri.path)\n".utf8) + body))
 
+        await forgetUnreleased()
         let claimed: UUID
         switch try await claim(key: key, userID: userID, fingerprint: fingerprint) {
         case .claimed(let id): claimed = id
@@ -81,12 +88,25 @@ struct Idempotency: Sendable {
         await pauses.reach(.afterIdempotencyClaim)
         do {
             let stored = try await perform(try await prepare(), IdempotencyClaim(id: claimed, status: status))
+            held.release(claimed, forgotten: true)
             return Self.response(status: status, location: stored.location, body: stored.body)
         } catch {
-            // Forget the key only if nothing committed (a lost COMMIT acknowledgement leaves it completed).
-            try? await database.sql.raw("DELETE FROM idempotency_keys WHERE id = \(bind: claimed) AND status = 'in_flight'").run()
+            // Forget the key only if nothing committed (a lost COMMIT acknowledgement leaves it completed). When
+            // that fails too (the database is gone for a moment), the key is forgotten later: a retry must not
+            // wait for this instance to stop.
+            let forgotten = (try? await forget(claimed)) != nil
+            held.release(claimed, forgotten: forgotten)
             throw error
         }
+    }
+
+    private func forget(_ id: UUID) async throws {
+        try await database.sql.raw("DELETE FROM idempotency_keys WHERE id = \(bind: id) AND status = 'in_flight'").run()
+    }
+
+    /// Forgets the keys failed requests of this instance could not forget.
+    private func forgetUnreleased() async {
+        for id in held.unreleased() where (try? await forget(id)) != nil { held.forgotten(id) }
     }
 
     enum Claim {
@@ -99,6 +119,8 @@ struct Idempotency: Sendable {
         let now = clock.now()
         for _ in 0..<3 {
             let id = ids.uuid()
+            // Held before it exists: this instance's other requests never take a claim being made for one of its own.
+            held.hold(id)
             do {
                 try await database.sql.raw("""
                     INSERT INTO idempotency_keys (id, user_id, key, request_hash, status, instance_id, created_at, expires_at)
@@ -107,6 +129,7 @@ struct Idempotency: Sendable {
                     """).run()
                 return .claimed(id)
             } catch where DatabaseConstraint(error)?.kind == .unique {
+                held.release(id, forgotten: true)
                 guard let existing = try await database.sql.raw("""
                     SELECT id, request_hash, status, response_status, response_location, response_body, created_at, expires_at, instance_id
                     FROM idempotency_keys WHERE user_id = \(bind: userID) AND key = \(bind: key)
@@ -114,6 +137,12 @@ struct Idempotency: Sendable {
                 else { continue }
                 let existingID = try existing.decode(column: "id", as: UUID.self)
                 if try await takeOver(existingID, now: now) { continue }
+                // This instance's key that none of its requests holds: one whose failure could not forget it.
+                if try existing.decode(column: "instance_id", as: String?.self) == instance, !held.holds(existingID),
+                   try await takeOverOwn(existingID) {
+                    held.forgotten(existingID)
+                    continue
+                }
                 if try existing.decode(column: "request_hash", as: String.self) != fingerprint {
                     throw AppError(.unprocessableContent, code: "idempotency_key_reused",
                                    detail: "This Idempotency-Key was used with a different request.",
@@ -125,6 +154,9 @@ struct Idempotency: Sendable {
                 else { throw Self.inProgress }
                 let location = try existing.decode(column: "response_location", as: String?.self)
                 return .replay(Self.response(status: HTTPResponse.Status(code: status), location: location, body: Data(body.utf8), replayed: true))
+            } catch {
+                held.release(id, forgotten: true)
+                throw error
             }
         }
         throw Self.inProgress
@@ -144,6 +176,12 @@ struct Idempotency: Sendable {
             RETURNING id
             """).all()
         return !rows.isEmpty
+    }
+
+    private func takeOverOwn(_ id: UUID) async throws -> Bool {
+        !(try await database.sql.raw("""
+            DELETE FROM idempotency_keys WHERE id = \(bind: id) AND status = 'in_flight' AND instance_id = \(bind: instance) RETURNING id
+            """).all()).isEmpty
     }
 
     static let inProgress = AppError(
@@ -192,4 +230,25 @@ struct IdempotencyClaim: Sendable {
         WHERE id = \(bind: id)
         """
     }
+}
+
+/// The claims an instance's requests hold, and those a failed request could not forget (kept to forget later).
+final class HeldKeys: Sendable {
+    private let state = Mutex<(holding: Set<UUID>, unreleased: Set<UUID>)>(([], []))
+
+    func hold(_ id: UUID) { state.withLock { _ = $0.holding.insert(id) } }
+
+    func holds(_ id: UUID) -> Bool { state.withLock { $0.holding.contains(id) } }
+
+    /// The request is done with the claim; `forgotten` false when its record could not be forgotten.
+    func release(_ id: UUID, forgotten: Bool) {
+        state.withLock { state in
+            state.holding.remove(id)
+            if !forgotten, state.unreleased.count < 10_000 { state.unreleased.insert(id) }
+        }
+    }
+
+    func unreleased() -> [UUID] { state.withLock { Array($0.unreleased) } }
+
+    func forgotten(_ id: UUID) { state.withLock { _ = $0.unreleased.remove(id) } }
 }
