@@ -184,6 +184,29 @@ struct NotificationTests {
         }
     }
 
+    @Test("a dividend and a fee booked by the operator are notified (cash), with the symbol and the fee's description", arguments: TestDatabaseKind.all)
+    func dividendsAndFees(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "income@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+            await env.worker.drain()
+            env.clock.advance(by: 1)  // after the fill's notice, in the list's order
+            _ = try await OperatorPosting.post(.dividend, accountID: account.id, amount: try Cash(parsing: "12.34"), symbol: "aapl", description: "Quarterly dividend", services: env.services)
+            env.clock.advance(by: 1)
+            let fee = try await OperatorPosting.post(.fee, accountID: account.id, amount: 5, symbol: nil, description: "Account fee", services: env.services)
+            let dividends = try await env.outbox(kind: "cash_dividend"), fees = try await env.outbox(kind: "cash_fee")
+            #expect(dividends.count == 1 && dividends.first?.subject == "Dividend of $12.34 from AAPL received", "\(dividends.map(\.subject))")
+            #expect(fees.count == 1 && fees.first?.subject == "Fee of $5.00 charged", "\(fees.map(\.subject))")
+            #expect(fees.first?.body.contains("A fee of $5.00 was charged to your account: Account fee.") == true, "\(fees.map(\.body))")
+            #expect(fees.first?.body.contains("Cash is now \(Display.money(fee.cashAfter))") == true, "\(fees.map(\.body))")
+            let list = try await Self.get(client, "/api/notifications", tokens)
+            let data = try #require(list["data"] as? [[String: Any]])
+            #expect(data.prefix(2).map { $0["kind"] as? String } == ["cash_fee", "cash_dividend"], "\(data)")
+            #expect(data.prefix(2).allSatisfy { $0["category"] as? String == "cash" })
+        }
+    }
+
     @Test("mark all as read takes only `through`: {\"id\": …} meant for one notification is refused and marks nothing", arguments: TestDatabaseKind.all)
     func markAllTakesOnlyThrough(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

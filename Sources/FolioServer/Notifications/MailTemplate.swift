@@ -26,6 +26,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     case orderCanceled = "order_canceled"
     case cashDeposit = "cash_deposit"
     case cashWithdrawal = "cash_withdrawal"
+    case cashDividend = "cash_dividend"
+    case cashFee = "cash_fee"
     case rebalanceFinished = "rebalance_finished"
     case driftDigest = "drift_digest"
     case plaidLoginRequired = "plaid_login_required"
@@ -45,7 +47,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         switch self {
         case .verifyEmail, .resetPassword, .duplicateRegistration: nil
         case .orderFilled, .orderPartiallyFilled, .orderRejected, .orderExpired, .orderCanceled: .orders
-        case .cashDeposit, .cashWithdrawal: .cash
+        case .cashDeposit, .cashWithdrawal, .cashDividend, .cashFee: .cash
         case .rebalanceFinished: .rebalancing
         case .driftDigest: .drift
         case .plaidLoginRequired: .links
@@ -84,6 +86,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .orderCanceled: "Canceled: your order to {{side}} {{symbol}}"
         case .cashDeposit: "Deposit of {{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} received"
         case .cashWithdrawal: "Withdrawal of {{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} made"
+        case .cashDividend: "Dividend of {{amount_text}} from {{symbol}} received"
+        case .cashFee: "Fee of {{amount_text}} charged"
         case .rebalanceFinished: "Your rebalance {{outcome}}"
         case .driftDigest: "Your portfolio drifted from its targets"
         case .plaidLoginRequired: "Folio: {{institution}} needs you to sign in again"
@@ -110,6 +114,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .orderCanceled: "Your order to {{side}} {{symbol}} was canceled ({{filled_quantity}}{{#quantity}} of {{quantity}}{{/quantity}} filled): {{reason}}"
         case .cashDeposit: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was deposited; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
         case .cashWithdrawal: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was withdrawn; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
+        case .cashDividend: "A dividend of {{amount_text}} from {{symbol}} was paid in; cash is now {{cash_after_text}}."
+        case .cashFee: "A fee of {{amount_text}} was charged{{#description}} ({{description}}){{/description}}; cash is now {{cash_after_text}}."
         case .rebalanceFinished: "Your rebalance {{outcome}}: {{detail}}"
         case .driftDigest: "{{count}} holdings are outside their drift band."
         case .plaidLoginRequired: "{{explanation}}"
@@ -146,6 +152,16 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
             ])
         case .cashDeposit, .cashWithdrawal:
             MailVariables(["amount": "250.00", "cash_after": "10250.00", "amount_text": "$250.00", "cash_after_text": "$10,250.00", "account": "Paper brokerage"])
+        case .cashDividend:
+            MailVariables([
+                "amount": "12.34", "cash_after": "10012.34", "amount_text": "$12.34", "cash_after_text": "$10,012.34", "account": "your account",
+                "symbol": "AAPL",
+            ])
+        case .cashFee:
+            MailVariables([
+                "amount": "5.00", "cash_after": "9995.00", "amount_text": "$5.00", "cash_after_text": "$9,995.00", "account": "your account",
+                "description": "Account fee",
+            ])
         case .rebalanceFinished: MailVariables(["outcome": "finished", "detail": "3 orders filled."])
         case .driftDigest:
             MailVariables(["count": "1"], items: [["symbol": "VTI", "target": "60.00%", "actual": "66.10%", "drift": "+6.10%"]])
