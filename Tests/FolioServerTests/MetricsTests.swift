@@ -75,6 +75,15 @@ struct MetricsTests {
                 #expect(text.contains("# HELP folio_http_requests_total"))
                 #expect(text.contains(#"folio_webhook_verifications_total{vendor="sendgrid",result="not_configured"} 1"#))
                 #expect(text.contains(#"folio_sentry_events_dropped_total{reason="queue_full"} 0"#))
+                // The events the alerts count exist at zero before the first one: a first burst is a rise from zero.
+                #expect(text.contains(#"folio_security_events_total{event="rate_limited"} 0"#))
+                #expect(text.contains(#"folio_security_events_total{event="refresh_token_reuse"} 0"#))
+                let rules = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/prometheus/folio-alerts.yml").standardized, encoding: .utf8)
+                for match in rules.matches(of: /folio_security_events_total\{event=~?"([^"]+)"\}/) {
+                    for event in match.1.split(separator: "|") {
+                        #expect(FolioMetrics.alertedSecurityEvents.contains(String(event)), "\(event), which an alert counts, is not made at zero")
+                    }
+                }
                 #expect(text.contains("folio_db_pool_size "))
                 if kind == .postgres { #expect(text.contains(#"folio_db_connections{state="active"}"#)) }
 

@@ -65,7 +65,7 @@ struct HealthController {
 
     @Sendable func ready(_ request: Request, context: FolioRequestContext) async throws -> Status {
         let databaseCheck = await checkDatabase(context: context)
-        let migrationCheck = await checkMigrations(context: context)
+        let migrationCheck = await checkMigrations(context: context, databaseUp: databaseCheck.status == "ok")
         guard databaseCheck.status == "ok", migrationCheck.status == "ok" else {
             throw AppError(
                 .serviceUnavailable, code: "not_ready", detail: "Folio is not ready to serve requests.",
@@ -76,7 +76,7 @@ struct HealthController {
 
     @Sendable func detailed(_ request: Request, context: FolioRequestContext) async throws -> Response {
         let databaseCheck = await checkDatabase(context: context)
-        let migrationCheck = await checkMigrations(context: context)
+        let migrationCheck = await checkMigrations(context: context, databaseUp: databaseCheck.status == "ok")
         let uptime = ContinuousClock.now - startedAt
         var components = [
             "database": databaseCheck,
@@ -139,10 +139,20 @@ struct HealthController {
         }
     }
 
-    func checkMigrations(context: FolioRequestContext) async -> Component {
+    /// Within the same limit as the database's check, and not asked of a database that is down: a database that
+    /// stopped answering must make readiness a 503 in seconds, not after the pool's own minute (or never).
+    func checkMigrations(context: FolioRequestContext, databaseUp: Bool) async -> Component {
+        guard databaseUp else { return Component(status: "unknown", error: "could not read migrations") }
+        let database = self.database
+        let read = await resultWithin(Self.databaseCheckLimit) { () async -> Result<(pending: Int, applied: Int), any Error> in
+            do { return .success((try await database.pendingMigrations().count, try await database.appliedMigrations().count)) } catch { return .failure(error) }
+        }
         do {
-            let pending = try await database.pendingMigrations().count
-            let applied = try await database.appliedMigrations().count
+            guard let read else {
+                context.logger.error("health: the migrations could not be read within \(Self.databaseCheckLimit)")
+                return Component(status: "unknown", error: "could not read migrations")
+            }
+            let (pending, applied) = try read.get()
             return Component(status: pending == 0 ? "ok" : "pending", applied: applied, pending: pending)
         } catch {
             // A check that cannot run denies.

@@ -17,7 +17,19 @@ final class FolioMetrics: Sendable {
             registry.makeCounter(descriptor: Self.sentryDropped, labels: [("reason", reason.rawValue)]).increment(by: Int64(0))
         }
         registry.makeCounter(descriptor: Self.ordersRefused, labels: [("reason", "backlog")]).increment(by: Int64(0))
+        for event in Self.alertedSecurityEvents {
+            registry.makeCounter(descriptor: Self.securityEvents, labels: [("event", event)]).increment(by: Int64(0))
+        }
+        for reason in ["unknown_email", "wrong_password", "wrong_second_factor", "other"] {
+            registry.makeCounter(descriptor: Self.authenticationFailures, labels: [("reason", reason)]).increment(by: Int64(0))
+        }
     }
+
+    /// The security events the alert rules count (FolioFailedAuthenticationBurst, FolioUnusualUsage).
+    static let alertedSecurityEvents = [
+        "login_failed", "login_refused", "login_locked", "reauthentication_locked", "second_factor_blocked", "token_rejected",
+        "refresh_token_rejected", "refresh_token_reuse", "rate_limited",
+    ]
 
     /// Request durations from 1 ms to 10 s.
     static let durationBuckets: [Duration] = [

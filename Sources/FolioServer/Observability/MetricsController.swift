@@ -36,21 +36,38 @@ struct MetricsController: Sendable {
             metrics.backupScheduled(backups.settings.scheduled)
             if let newest = backups.newestOnDisk() { metrics.backupOnDisk(at: newest) }
         }
-        do {
-            try await metrics.refreshJobs(jobs, now: clock.now())
-            try await metrics.refreshDatabase(jobs.database)
-            if let trading, let calendar {
-                let close = calendar.current.lastClose(atOrBefore: clock.now().addingTimeInterval(-FolioMetrics.overdueGrace))
-                metrics.refreshOverdueOrders(try await trading.openDayOrders(placedBefore: close))
+        // Within a limit: a database that stopped answering must not hang the scrape (Prometheus would see the
+        // process as down, and no alert could read the request series meanwhile).
+        let metrics = self.metrics, jobs = self.jobs, clock = self.clock, trading = self.trading, calendar = self.calendar
+        let refreshed = await resultWithin(Self.databaseReadLimit) { () async -> (any Error)? in
+            do {
+                try await metrics.refreshJobs(jobs, now: clock.now())
+                try await metrics.refreshDatabase(jobs.database)
+                if let trading, let calendar {
+                    let close = calendar.current.lastClose(atOrBefore: clock.now().addingTimeInterval(-FolioMetrics.overdueGrace))
+                    metrics.refreshOverdueOrders(try await trading.openDayOrders(placedBefore: close))
+                }
+                return nil
+            } catch {
+                return error
             }
-        } catch {
-            // The request series still answer; the queue's are as last read.
+        }
+        // The request series still answer; the queue's are as last read.
+        switch refreshed {
+        case .none:
+            context.logger.warning("reading the job queue for metrics took longer than \(Self.databaseReadLimit); its series are as last read")
+        case .some(.some(let error)):
             context.logger.warning("reading the job queue for metrics failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
+        case .some(.none):
+            break
         }
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(string: metrics.exposition())))
     }
+
+    /// How long a scrape waits for the database's figures (a scrape's own timeout is 10 s by default).
+    static let databaseReadLimit: Duration = .seconds(3)
 
     static func isLoopback(_ address: String?) -> Bool {
         guard let address else { return false }
