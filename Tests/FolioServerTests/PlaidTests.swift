@@ -655,6 +655,46 @@ struct PlaidTests {
         }
     }
 
+    @Test("an account gone from one listing takes its transactions; when it comes back, so do they (the item's transactions are read again from the start)", arguments: TestDatabaseKind.all)
+    func accountBack(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "account-back@example.com")
+            let (item, plaidItemID) = try await link(client, tokens, fake)
+            await env.worker.drain()
+            func cardTransactions() async throws -> Int {
+                try await env.database.sql.raw("SELECT COUNT(*) AS n FROM linked_transactions WHERE plaid_account_id = 'acc-card'").first()?.decode(column: "n", as: Int.self) ?? 0
+            }
+            let before = try await cardTransactions(), all = try await count(env, "linked_transactions")
+            #expect(before > 0)
+            let path = "/api/links/\(try #require(item["id"] as? String))/sync"
+
+            fake.update(item: plaidItemID) { $0.accounts.removeAll { $0.id == "acc-card" } }
+            #expect(try await post(client, path, [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(try await cardTransactions() == 0)
+            #expect(try await count(env, "linked_accounts") == 2)
+
+            fake.update(item: plaidItemID) { $0.accounts.append(Self.card) }
+            env.clock.advance(by: 60)
+            #expect(try await post(client, path, [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(try await count(env, "linked_accounts") == 3)
+            #expect(try await cardTransactions() == before, "the card's transactions are back")
+            #expect(try await count(env, "linked_transactions") == all, "and nothing twice")
+        }
+    }
+
+    @Test("Plaid's message for the user is kept and shown without control or text-direction characters, and at most 300 characters")
+    func shownPlaidMessage() {
+        let hostile = "Locked\u{202E}\r\nFAKE LOG LINE <img src=x>\u{7}" + String(repeating: "A", count: 2000)
+        let shown = try? #require(PlaidError.shown(hostile))
+        #expect(shown?.count == 300)
+        #expect(shown?.unicodeScalars.contains { $0.properties.isBidiControl || $0.properties.generalCategory == .control } == false, "\(shown ?? "")")
+        #expect(shown?.hasPrefix("Locked") == true && shown?.hasSuffix("…") == true)
+        #expect(PlaidError.shown("  ") == nil && PlaidError.shown(nil) == nil)
+        #expect(PlaidError.shown("Sign in again.") == "Sign in again.")
+    }
+
     func relogin(_ client: some TestClientProtocol, _ env: TestEnvironment, _ tokens: [String: Any]) async throws -> [String: Any] {
         try json(try await post(client, "/api/auth/login", ["email": "resume@example.com", "password": strongPassword]))
     }

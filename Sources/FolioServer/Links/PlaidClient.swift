@@ -19,6 +19,15 @@ enum PlaidError: Error, Sendable, Equatable, CustomStringConvertible {
         return nil
     }
 
+    /// Text from Plaid (or an institution through it) as Folio shows and keeps it: control and text-direction
+    /// characters neutralised, at most 300 characters. Stored on the item, shown in problems and pages.
+    static func shown(_ message: String?) -> String? {
+        guard let message else { return nil }
+        let kept = UserText.shown(message).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !kept.isEmpty else { return nil }
+        return kept.count > 300 ? String(kept.prefix(299)) + "…" : kept
+    }
+
     /// Plaid's message meant for the user, when it gave one.
     var displayMessage: String? {
         if case .api(_, _, _, _, let message) = self { return message }
@@ -390,7 +399,7 @@ struct PlaidClient: Sendable {
         guard status == 200 else {
             let error = PlaidError.api(
                 status: status, type: json["error_type"]?.string ?? "UNKNOWN", code: json["error_code"]?.string ?? "HTTP_\(status)",
-                message: json["error_message"]?.string ?? "HTTP \(status)", displayMessage: json["display_message"]?.string)
+                message: json["error_message"]?.string ?? "HTTP \(status)", displayMessage: PlaidError.shown(json["display_message"]?.string))
             logger.warning("Plaid answered an error", metadata: [
                 "route": "\(path)", "status": "\(status)", "error_code": "\(error.code ?? "")", "request_id": "\(json["request_id"]?.string ?? "")"])
             throw error

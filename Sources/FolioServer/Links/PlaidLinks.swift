@@ -185,14 +185,24 @@ struct PlaidLinks: Sendable {
         return try await withItem(itemID) { item, token, holder in
             let accounts = try await client.accounts(accessToken: token)
             let store = self.store
-            try await store.database.transaction { db in
+            let startOver = try await store.database.transaction { db in
                 // Only while this run still holds the item: an older list of accounts never replaces a newer run's
                 // (removing an account the newer run synced would take its transactions past the saved cursor).
                 guard try await store.renewLease(item.id, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db) else { throw LeaseLost() }
+                // Only the listed accounts' transactions are kept: an account new to the listing since the item last synced
+                // (selected again, or back after a login was repaired) has its past behind the cursor, which only a run
+                // from the start brings (what is kept already is written again, unchanged).
+                let known = try await store.accountIDs(item: item.id, on: db)
                 try await store.saveAccounts(accounts.accounts, item: item, now: clock.now(), on: db)
                 try await store.removeAccounts(notIn: accounts.accounts.map(\.plaidAccountID), item: item.id, on: db)
                 if item.institutionID == nil { try await store.setInstitution(item.id, institutionID: accounts.institutionID, name: nil, on: db) }
+                guard item.syncCursor != nil || item.syncRunStart != nil, !Set(accounts.accounts.map(\.plaidAccountID)).subtracting(known).isEmpty
+                else { return false }
+                try await store.startTransactionsOver(item.id, on: db)
+                return true
             }
+            let listedAccounts = Set(accounts.accounts.map(\.plaidAccountID))
+            let item = startOver ? { var fresh = item; fresh.syncCursor = nil; fresh.syncRunStart = nil; return fresh }() : item
             if item.institutionName == nil, let institution = accounts.institutionID, let name = try? await client.institutionName(institution) {
                 try await store.database.transaction { db in try await store.setInstitution(item.id, institutionID: nil, name: name, on: db) }
             }
@@ -240,6 +250,9 @@ struct PlaidLinks: Sendable {
                         let unlisted = Set(try await store.finishRun(item.id, on: db)).subtracting(listed)
                         saving.removed += unlisted.sorted()
                     }
+                    // Only for the accounts listed: one gone from the listing keeps none (they come back with it).
+                    saving.added.removeAll { !listedAccounts.contains($0.plaidAccountID) }
+                    saving.modified.removeAll { !listedAccounts.contains($0.plaidAccountID) }
                     try await store.apply(saving, item: item, now: clock.now(), on: db)
                     guard try await store.advanceCursor(
                         item.id, to: saving.nextCursor, runStart: saving.hasMore ? start : nil, holder: holder,
@@ -503,7 +516,7 @@ extension PlaidLinks {
             // The status now, in the order the webhooks came; the mail through the queue. The same error again (its
             // body carries no time, so a login that broke again after a repair reads as a repeat): a sync finds out.
             if fresh {
-                try await markNeedsLogin(item.id, reason: errorCode, message: body["error"]?["display_message"]?.string, byWebhook: true, on: db)
+                try await markNeedsLogin(item.id, reason: errorCode, message: PlaidError.shown(body["error"]?["display_message"]?.string), byWebhook: true, on: db)
             } else {
                 try await jobs.enqueueUnlessWaiting(.syncPlaidItem(item.id), on: db)
             }

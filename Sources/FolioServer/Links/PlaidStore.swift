@@ -328,6 +328,16 @@ struct PlaidStore: Sendable {
         }
     }
 
+    /// Plaid's ids of the item's accounts Folio keeps.
+    func accountIDs(item: UUID, on db: any SQLDatabase) async throws -> Set<String> {
+        Set(try await db.raw("SELECT plaid_account_id FROM linked_accounts WHERE item_id = \(bind: item)").all(decodingColumn: "plaid_account_id", as: String.self))
+    }
+
+    /// The item's transactions are read again from the start on this run (an account came, or came back, to the listing).
+    func startTransactionsOver(_ id: UUID, on db: any SQLDatabase) async throws {
+        try await db.raw("UPDATE plaid_items SET sync_cursor = NULL, sync_run_start = NULL WHERE id = \(bind: id)").run()
+    }
+
     func accounts(of userID: UserID, item: UUID? = nil) async throws -> [LinkedAccount] {
         var query: SQLQueryString = "SELECT \(unsafeRaw: Self.accountColumns) FROM linked_accounts WHERE user_id = \(bind: userID)"
         if let item { query = query + " AND item_id = \(bind: item)" }
