@@ -1413,6 +1413,26 @@ struct WebAppTests {
         }
     }
 
+    @Test("a form without JavaScript is one request against the address's rate limit, not two (the form and the API request it stands for)", arguments: [TestDatabaseKind.sqlite])
+    func formCountedOnce(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.rateLimit = .init(enabled: true, requestsPerMinute: 3, authRequestsPerMinute: 100) }) { client, _ in
+            let headers: HTTPFields = [
+                .contentType: "application/x-www-form-urlencoded", .accept: "text/html", HTTPField.Name("Sec-Fetch-Site")!: "same-origin",
+            ]
+            func signIn() async throws -> TestResponse {
+                try await client.execute(
+                    uri: "/form", method: .post, headers: headers,
+                    body: ByteBuffer(string: "_api=/api/auth/login&email=nobody%40example.com&password=not+the+password+at+all"))
+            }
+            for attempt in 1...3 {
+                let status = try await signIn().status
+                #expect(status != .tooManyRequests, "form \(attempt) of 3")
+            }
+            let fourth = try await signIn().status
+            #expect(fourth == .tooManyRequests, "the fourth is past the limit")
+        }
+    }
+
     @Test("without JavaScript: a form signs in through the bridge, places an order with the session's token, and is refused without it", arguments: TestDatabaseKind.all)
     func formsWithoutJavaScript(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in

@@ -16,6 +16,9 @@ public struct FolioRequestContext: RequestContext {
     public var clientIP: String?
     /// Set by `AuthenticationMiddleware` when valid credentials came with the request.
     var identity: Identity?
+    /// The API request a no-JavaScript form (`/form`) stands for: the form itself was counted against the
+    /// address's general rate limit, so this one is not counted there again (the sign-in limit still applies).
+    var forwardedFromForm = false
     /// Shared by every copy of this context: what inner middleware learn and outer ones report (an error report's user).
     let facts = RequestFacts()
 

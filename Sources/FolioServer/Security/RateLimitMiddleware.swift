@@ -47,7 +47,8 @@ struct RateLimitMiddleware: RouterMiddleware {
                 checks.append(("webhook", "webhook:" + client, settings.webhookRequestsPerMinute, false))
                 break
             }
-            checks.append(("ip", "ip:" + client, settings.requestsPerMinute, false))
+            // A form's API request: the form was counted already (one request of the person's, not two).
+            if !context.forwardedFromForm { checks.append(("ip", "ip:" + client, settings.requestsPerMinute, false)) }
             // The route pattern, not the raw path: `/api//auth/login` reaches the same route. Reads of the
             // signed-in person (`GET /api/auth/me`, its sessions, its CSRF token) check no credential and send no
             // mail: they do not spend the sign-in allowance of everyone behind the address.

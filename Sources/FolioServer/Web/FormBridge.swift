@@ -105,6 +105,7 @@ struct FormBridge: Sendable {
                 body: .init(buffer: ByteBuffer(bytes: json)))
             var innerContext = context
             innerContext.identity = nil
+            innerContext.forwardedFromForm = true
             // Its own route: the endpoint path is a shared box, and the inner request's match would otherwise relabel
             // the outer one (its access line and metrics counted a failed form sign-in twice, under the API's route).
             innerContext.coreContext.endpointPath = EndpointPath()
