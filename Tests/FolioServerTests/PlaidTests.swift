@@ -681,6 +681,24 @@ struct PlaidTests {
             #expect(try await count(env, "linked_accounts") == 3)
             #expect(try await cardTransactions() == before, "the card's transactions are back")
             #expect(try await count(env, "linked_transactions") == all, "and nothing twice")
+
+            // The brokerage account leaves the listing as a transaction of it arrives: not kept. When it comes back, the
+            // holdings import may list it first; the sync after it still reads the transactions from the start.
+            fake.update(item: plaidItemID) { item in
+                item.accounts.removeAll { $0.id == "acc-invest" }
+                item.changes.append(.added(id: "tx-5", account: "acc-invest", amount: "-100.00", date: "2026-11-24", name: "Transfer in"))
+            }
+            env.clock.advance(by: 60)
+            #expect(try await post(client, path, [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(try await count(env, "linked_transactions") == all, "tx-5 is not kept while its account is not listed")
+            fake.update(item: plaidItemID) { $0.accounts.append(Self.brokerage) }
+            env.clock.advance(by: 60)
+            #expect(try await env.services.plaid.refreshHoldings(try #require(UUID(uuidString: item["id"] as? String ?? ""))) == .done)
+            #expect(try await count(env, "linked_accounts") == 3)
+            #expect(try await post(client, path, [:], headers: bearer(tokens)).status == .accepted)
+            await env.worker.drain()
+            #expect(try await count(env, "linked_transactions") == all + 1, "tx-5 came with its account")
         }
     }
 
@@ -963,6 +981,22 @@ struct PlaidTests {
 
     func relogin(_ client: some TestClientProtocol, email: String) async throws -> [String: Any] {
         try json(try await post(client, "/api/auth/login", ["email": email, "password": strongPassword]))
+    }
+
+    @Test("an exchange whose accounts cannot be read is not kept (the login could not be checked against the links there are): 503, and the item removed at Plaid", arguments: TestDatabaseKind.all)
+    func accountsUnreadableAtExchange(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "unread-accounts@example.com")
+            _ = try await link(client, tokens, fake)
+            await env.worker.drain()
+            let again = fake.issuePublicToken(accounts: Self.accounts, changes: Self.changes)
+            fake.beforeNextAccountsAnswer { throw CancellationError() }
+            let exchanged = try await post(client, "/api/links/plaid/exchange", ["public_token": again.publicToken], headers: bearer(tokens))
+            #expect(exchanged.status == .serviceUnavailable, "\(String(buffer: exchanged.body))")
+            #expect(try problem(exchanged).code == "plaid_unavailable")
+            #expect(fake.removeCalls == 1, "the new item is removed at Plaid")
+            #expect(try await count(env, "plaid_items") == 1, "only the first link")
+        }
     }
 
     @Test("a login linked a second time (a new item at Plaid for the same bank and accounts) is 409 already_linked and removed at Plaid: net worth never counts it twice", arguments: TestDatabaseKind.all)

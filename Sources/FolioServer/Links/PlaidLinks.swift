@@ -63,7 +63,7 @@ struct PlaidLinks: Sendable {
         var item = PlaidItem(
             id: UUID.random(), userID: userID, plaidItemID: exchanged.itemID, sealedAccessToken: try secretBox.seal(exchanged.accessToken),
             status: .active, createdAt: now)
-        // The accounts now, so the answer shows them; if Plaid is slow, the sync job brings them.
+        // The accounts now: the answer shows them, and the login is checked against those linked before.
         var accounts: [PlaidAccount] = []
         do {
             let answer = try await client.accounts(accessToken: exchanged.accessToken)
@@ -71,7 +71,14 @@ struct PlaidLinks: Sendable {
             item.institutionID = answer.institutionID
             if let institution = answer.institutionID { item.institutionName = try? await client.institutionName(institution) }
         } catch {
-            logger.warning("reading a new item's accounts failed; the sync job reads them", metadata: ["error": "\(error)"])
+            // Without them the login cannot be told from one linked before, and kept it could count the same money
+            // twice: not kept, and Plaid told to forget the item. The person links again.
+            logger.warning("reading a new item's accounts failed; the item is not kept", metadata: ["error": "\(error)"])
+            do { try await client.removeItem(accessToken: exchanged.accessToken) } catch {
+                logger.warning("an item Folio could not store was not removed at Plaid", metadata: ["error": "\(error)"])
+            }
+            if let error = error as? PlaidError { throw Self.linkError(error, field: nil, fallback: "Link the account again.") }
+            throw error
         }
         let store = self.store, jobs = self.jobs, audit = identity.audit, linked = item, found = accounts
         do {
@@ -189,19 +196,13 @@ struct PlaidLinks: Sendable {
                 // Only while this run still holds the item: an older list of accounts never replaces a newer run's
                 // (removing an account the newer run synced would take its transactions past the saved cursor).
                 guard try await store.renewLease(item.id, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db) else { throw LeaseLost() }
-                // Only the listed accounts' transactions are kept: an account new to the listing since the item last synced
-                // (selected again, or back after a login was repaired) has its past behind the cursor, which only a run
-                // from the start brings (what is kept already is written again, unchanged).
-                let known = try await store.accountIDs(item: item.id, on: db)
-                try await store.saveAccounts(accounts.accounts, item: item, now: clock.now(), on: db)
+                let startOver = try await store.saveListing(accounts.accounts, item: item, now: clock.now(), on: db)
                 try await store.removeAccounts(notIn: accounts.accounts.map(\.plaidAccountID), item: item.id, on: db)
                 if item.institutionID == nil { try await store.setInstitution(item.id, institutionID: accounts.institutionID, name: nil, on: db) }
-                guard item.syncCursor != nil || item.syncRunStart != nil, !Set(accounts.accounts.map(\.plaidAccountID)).subtracting(known).isEmpty
-                else { return false }
-                try await store.startTransactionsOver(item.id, on: db)
-                return true
+                return startOver
             }
-            let listedAccounts = Set(accounts.accounts.map(\.plaidAccountID))
+            // An empty listing (an answer without accounts) names no account: nothing is left out then.
+            let listedAccounts: Set<String>? = accounts.accounts.isEmpty ? nil : Set(accounts.accounts.map(\.plaidAccountID))
             let item = startOver ? { var fresh = item; fresh.syncCursor = nil; fresh.syncRunStart = nil; return fresh }() : item
             if item.institutionName == nil, let institution = accounts.institutionID, let name = try? await client.institutionName(institution) {
                 try await store.database.transaction { db in try await store.setInstitution(item.id, institutionID: nil, name: name, on: db) }
@@ -251,8 +252,10 @@ struct PlaidLinks: Sendable {
                         saving.removed += unlisted.sorted()
                     }
                     // Only for the accounts listed: one gone from the listing keeps none (they come back with it).
-                    saving.added.removeAll { !listedAccounts.contains($0.plaidAccountID) }
-                    saving.modified.removeAll { !listedAccounts.contains($0.plaidAccountID) }
+                    if let listedAccounts {
+                        saving.added.removeAll { !listedAccounts.contains($0.plaidAccountID) }
+                        saving.modified.removeAll { !listedAccounts.contains($0.plaidAccountID) }
+                    }
                     try await store.apply(saving, item: item, now: clock.now(), on: db)
                     guard try await store.advanceCursor(
                         item.id, to: saving.nextCursor, runStart: saving.hasMore ? start : nil, holder: holder,
@@ -290,7 +293,7 @@ struct PlaidLinks: Sendable {
             try await store.database.transaction { db in
                 // Only while this run still holds the item: an older answer never replaces a newer run's.
                 guard try await store.renewLease(item.id, holder: holder, until: clock.now().addingTimeInterval(Self.lease), on: db) else { throw LeaseLost() }
-                try await store.saveAccounts(answer.accounts, item: item, now: clock.now(), on: db)
+                try await store.saveListing(answer.accounts, item: item, now: clock.now(), on: db)
                 try await store.replaceHoldings(answer.holdings, item: item, now: clock.now(), on: db)
             }
         }

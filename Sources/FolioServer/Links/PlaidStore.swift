@@ -328,14 +328,30 @@ struct PlaidStore: Sendable {
         }
     }
 
-    /// Plaid's ids of the item's accounts Folio keeps.
-    func accountIDs(item: UUID, on db: any SQLDatabase) async throws -> Set<String> {
-        Set(try await db.raw("SELECT plaid_account_id FROM linked_accounts WHERE item_id = \(bind: item)").all(decodingColumn: "plaid_account_id", as: String.self))
+    /// Saves the accounts Plaid lists now (a sync's or a holdings import's listing). Only the listed accounts'
+    /// transactions are kept, so one new to the listing since the item last synced (selected again, back after a
+    /// login was repaired) has its past behind the cursor: the item's transactions are then read again from the
+    /// start. True when they are.
+    @discardableResult
+    func saveListing(_ accounts: [PlaidAccount], item: PlaidItem, now: Date, on db: any SQLDatabase) async throws -> Bool {
+        let known = Set(try await db.raw("SELECT plaid_account_id FROM linked_accounts WHERE item_id = \(bind: item.id)")
+            .all(decodingColumn: "plaid_account_id", as: String.self))
+        try await saveAccounts(accounts, item: item, now: now, on: db)
+        guard item.syncCursor != nil || item.syncRunStart != nil, !Set(accounts.map(\.plaidAccountID)).subtracting(known).isEmpty else { return false }
+        try await startTransactionsOver(item.id, on: db)
+        return true
     }
 
-    /// The item's transactions are read again from the start on this run (an account came, or came back, to the listing).
+    /// The item's transactions are read again from the start: the cursor goes, and every transaction kept is noted
+    /// as not yet listed, so what the run from the start does not list again (Plaid names no removal in it) goes
+    /// when it completes.
     func startTransactionsOver(_ id: UUID, on db: any SQLDatabase) async throws {
         try await db.raw("UPDATE plaid_items SET sync_cursor = NULL, sync_run_start = NULL WHERE id = \(bind: id)").run()
+        try await db.raw("""
+            INSERT INTO plaid_sync_listed (item_id, plaid_transaction_id, current)
+            SELECT item_id, plaid_transaction_id, \(bind: false) FROM linked_transactions WHERE item_id = \(bind: id)
+            ON CONFLICT (item_id, plaid_transaction_id) DO UPDATE SET current = excluded.current
+            """).run()
     }
 
     func accounts(of userID: UserID, item: UUID? = nil) async throws -> [LinkedAccount] {
