@@ -100,13 +100,17 @@ struct Idempotency: Sendable {
         }
     }
 
-    private func forget(_ id: UUID) async throws {
-        try await database.sql.raw("DELETE FROM idempotency_keys WHERE id = \(bind: id) AND status = 'in_flight'").run()
+    private func forget(_ ids: [UUID]) async throws {
+        try await database.sql.raw("DELETE FROM idempotency_keys WHERE id IN (\(binds: ids)) AND status = 'in_flight'").run()
     }
 
-    /// Forgets the keys failed requests of this instance could not forget.
+    private func forget(_ id: UUID) async throws { try await forget([id]) }
+
+    /// Forgets the keys failed requests of this instance could not forget: in one statement, only when there are any.
     private func forgetUnreleased() async {
-        for id in held.unreleased() where (try? await forget(id)) != nil { held.forgotten(id) }
+        let ids = held.unreleased()
+        guard !ids.isEmpty, (try? await forget(Array(ids.prefix(500)))) != nil else { return }
+        for id in ids.prefix(500) { held.forgotten(id) }
     }
 
     enum Claim {
@@ -155,7 +159,8 @@ struct Idempotency: Sendable {
                 let location = try existing.decode(column: "response_location", as: String?.self)
                 return .replay(Self.response(status: HTTPResponse.Status(code: status), location: location, body: Data(body.utf8), replayed: true))
             } catch {
-                held.release(id, forgotten: true)
+                // The INSERT may have committed with its answer lost: forgotten later, so no retry meets it in flight.
+                held.release(id, forgotten: false)
                 throw error
             }
         }

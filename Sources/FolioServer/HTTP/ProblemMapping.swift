@@ -11,7 +11,10 @@ public enum ProblemMapping {
     /// A domain error in the words the API gives it (its problem's `detail`), for the `folio` commands; nil for
     /// an error the table does not know.
     public static func text(for error: any Error) -> String? {
-        appError(for: error)?.detail
+        guard let problem = appError(for: error) else { return nil }
+        // A refusal of fields says each field's own words, not the general "invalid fields".
+        let fields = problem.errors.map { "\($0.field): \($0.message)" }
+        return fields.isEmpty ? problem.detail : fields.joined(separator: "; ")
     }
 
     static func appError(for error: any Error) -> AppError? {

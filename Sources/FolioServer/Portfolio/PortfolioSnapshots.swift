@@ -135,8 +135,9 @@ struct PortfolioSnapshots: Sendable {
         for symbol in Set(movements.compactMap(\.symbol)) {
             let series = try await quotes.dailyHistory(for: symbol, days: span).map { (TradingDay($0.date, in: .gmt), $0.close) }
             closes[symbol] = series
-            // As many closes as asked for: the history may go back further than it was given.
-            if series.count >= span, let oldest = series.first { knownFrom[symbol] = oldest.0 }
+            // Before its first close a holding has no price but its trade's (the source's history stops there: a
+            // year at most, a hundred days with some keys): such a day is not valued.
+            if let oldest = series.first { knownFrom[symbol] = oldest.0 }
         }
         let values = try PortfolioHistory.replay(movements: movements, closes: closes, days: missing, closesKnownFrom: knownFrom)
         let valued = Set(values.map(\.day))
