@@ -119,9 +119,8 @@ public enum PortfolioHistory {
     ///   - movements: the account's ledger, oldest first.
     ///   - closes: each symbol's daily closes, oldest first.
     ///   - days: the days wanted, oldest first.
-    ///   - closesKnownFrom: for a symbol whose closes were cut short (the source's history goes back further than
-    ///     it gave), its first close. A day before it on which the symbol is held cannot be valued (its trade
-    ///     price would be a guess) and is left out of the result.
+    ///   - closesKnownFrom: each symbol's first close the source gave. A day before it on which the symbol is
+    ///     held cannot be valued (its trade price would be a guess) and is left out of the result.
     public static func replay(
         movements: [LedgerMovement], closes: [String: [(day: TradingDay, close: Price)]], days: [TradingDay],
         closesKnownFrom: [String: TradingDay] = [:]

@@ -94,7 +94,7 @@ struct Idempotency: Sendable {
             // Forget the key only if nothing committed (a lost COMMIT acknowledgement leaves it completed). When
             // that fails too (the database is gone for a moment), the key is forgotten later: a retry must not
             // wait for this instance to stop.
-            let forgotten = (try? await forget(claimed)) != nil
+            let forgotten = (try? await forget([claimed])) != nil
             held.release(claimed, forgotten: forgotten)
             throw error
         }
@@ -103,8 +103,6 @@ struct Idempotency: Sendable {
     private func forget(_ ids: [UUID]) async throws {
         try await database.sql.raw("DELETE FROM idempotency_keys WHERE id IN (\(binds: ids)) AND status = 'in_flight'").run()
     }
-
-    private func forget(_ id: UUID) async throws { try await forget([id]) }
 
     /// Forgets the keys failed requests of this instance could not forget: in one statement, only when there are any.
     private func forgetUnreleased() async {

@@ -59,6 +59,13 @@ struct PlaidLinks: Sendable {
         } catch let error as PlaidError {
             throw Self.linkError(error, field: "public_token", fallback: "Link again: this public token was not accepted.")
         }
+        // An item not kept here is forgotten at Plaid too, so nothing is left syncing (and billed) that no one can see.
+        let logger = self.logger
+        @Sendable func forgetAtPlaid() async {
+            do { try await client.removeItem(accessToken: exchanged.accessToken) } catch {
+                logger.warning("an item Folio could not store was not removed at Plaid", metadata: ["error": "\(error)"])
+            }
+        }
         let now = clock.now()
         var item = PlaidItem(
             id: UUID.random(), userID: userID, plaidItemID: exchanged.itemID, sealedAccessToken: try secretBox.seal(exchanged.accessToken),
@@ -74,9 +81,7 @@ struct PlaidLinks: Sendable {
             // Without them the login cannot be told from one linked before, and kept it could count the same money
             // twice: not kept, and Plaid told to forget the item. The person links again.
             logger.warning("reading a new item's accounts failed; the item is not kept", metadata: ["error": "\(error)"])
-            do { try await client.removeItem(accessToken: exchanged.accessToken) } catch {
-                logger.warning("an item Folio could not store was not removed at Plaid", metadata: ["error": "\(error)"])
-            }
+            await forgetAtPlaid()
             if let error = error as? PlaidError { throw Self.linkError(error, field: nil, fallback: "Link the account again.") }
             throw error
         }
@@ -104,10 +109,7 @@ struct PlaidLinks: Sendable {
             // Folio holds this item already (Link's update mode gives back the same one): the stored item stays, and stays at Plaid.
             throw LinkError.alreadyLinked
         } catch {
-            // Not kept here: Plaid is told to forget the item too, so nothing is left syncing (and billed) that no one can see.
-            do { try await client.removeItem(accessToken: exchanged.accessToken) } catch {
-                logger.warning("an item Folio could not store was not removed at Plaid", metadata: ["error": "\(error)"])
-            }
+            await forgetAtPlaid()
             throw error
         }
         return item

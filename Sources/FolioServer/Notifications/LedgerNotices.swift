@@ -61,29 +61,26 @@ extension Notifications {
                 default: template = .orderExpired
                 }
                 notices.append((template, MailVariables(values)))
-            case "ledger.deposit" where !opening, "ledger.withdrawal":
+            // Cash in or out: a deposit or withdrawal, or a dividend or fee the operator (or a broker's activity) booked.
+            case "ledger.deposit" where !opening, "ledger.withdrawal", "ledger.dividend", "ledger.fee":
                 let amount = event.details["amount"].map { $0.hasPrefix("-") ? String($0.dropFirst()) : $0 } ?? "-"
                 let cashAfter = event.details["cash_after"] ?? "-"
                 func text(_ figure: String) -> String { (try? Cash(parsing: figure)).map(Display.money) ?? figure }
-                notices.append((
-                    event.action == "ledger.deposit" ? .cashDeposit : .cashWithdrawal,
-                    MailVariables([
-                        "amount": amount, "cash_after": cashAfter, "amount_text": text(amount), "cash_after_text": text(cashAfter),
-                        "account": "your account",
-                    ])))
-            case "ledger.dividend", "ledger.fee":
-                // What the operator (or a broker's activity) booked: news to the person, as a deposit is.
-                let amount = event.details["amount"].map { $0.hasPrefix("-") ? String($0.dropFirst()) : $0 } ?? "-"
-                let cashAfter = event.details["cash_after"] ?? "-"
-                func text(_ figure: String) -> String { (try? Cash(parsing: figure)).map(Display.money) ?? figure }
-                let line = books.postings.lazy.flatMap(\.entries).first { $0.id.description == event.details["transaction_id"] }
                 var values = [
                     "amount": amount, "cash_after": cashAfter, "amount_text": text(amount), "cash_after_text": text(cashAfter),
                     "account": "your account",
                 ]
-                if let symbol = line?.symbol { values["symbol"] = symbol }
-                if let description = line?.description { values["description"] = description }
-                notices.append((event.action == "ledger.dividend" ? .cashDividend : .cashFee, MailVariables(values)))
+                let template: MailTemplate
+                switch event.action {
+                case "ledger.deposit": template = .cashDeposit
+                case "ledger.withdrawal": template = .cashWithdrawal
+                default:
+                    template = event.action == "ledger.dividend" ? .cashDividend : .cashFee
+                    let line = books.postings.lazy.flatMap(\.entries).first { $0.id.description == event.details["transaction_id"] }
+                    if let symbol = line?.symbol { values["symbol"] = symbol }
+                    if let description = line?.description { values["description"] = description }
+                }
+                notices.append((template, MailVariables(values)))
             case "rebalance.finished":
                 let outcome = switch event.details["status"] {
                 case "done": "finished"
