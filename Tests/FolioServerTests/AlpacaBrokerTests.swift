@@ -163,6 +163,46 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("an order Alpaca took that it then lists nowhere (its account reset) is ended after a quarter of an hour and three looks, its cash freed; a look-up that lags a few looks ends nothing", arguments: TestDatabaseKind.all)
+    func goneAtAlpaca(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            fake.mode = .rest
+            let (tokens, account) = try await linkedUser(client, env, email: "reset@example.com")
+            let lagging = try await restingBuy(client, env, tokens, account: account, quantity: "1")
+            let canceled = try await restingBuy(client, env, tokens, account: account, quantity: "2")
+            let resting = try await restingBuy(client, env, tokens, account: account, quantity: "3")
+            #expect(try await alpacaAccount(env).reservedCash == (try Cash(parsing: "300")))
+
+            // The first order is listed nowhere for two looks, long apart, then again (a look-up that lagged): it is not gone.
+            fake.forget(clientOrderID: canceled)
+            fake.forget(clientOrderID: resting)
+            let asked = try await client.execute(uri: "/api/orders/\(canceled)", method: .delete, headers: bearer(tokens))
+            #expect(asked.status == .accepted, "not listed, so not known to be canceled at Alpaca: \(String(buffer: asked.body))")
+            let hidden = try #require(fake.orders[lagging])
+            fake.forget(clientOrderID: lagging)
+            try await OrderService.recheckFor(env)
+            env.clock.advance(by: 1_000)
+            try await OrderService.recheckFor(env)
+            // The access token outlived its quarter of an hour meanwhile.
+            let signedIn = try json(try await post(client, "/api/auth/login", ["email": "reset@example.com", "password": strongPassword]))
+            #expect(try await show(client, signedIn, canceled)["status"] as? String == "pending_cancel", "two looks are not enough")
+            #expect(try await show(client, signedIn, resting)["status"] as? String == "accepted")
+            #expect(try await alpacaAccount(env).reservedCash == (try Cash(parsing: "300")))
+
+            fake.restore(hidden)
+            try await OrderService.recheckFor(env)
+            for (id, reason) in [(canceled, "canceled by user"), (resting, OrderService.goneAtBroker)] {
+                let ended = try await show(client, signedIn, id)
+                #expect(ended["status"] as? String == "canceled", "\(ended)")
+                #expect(ended["reject_reason"] as? String == reason)
+                #expect(ended["reserved_cash"] as? String == "0.00")
+            }
+            #expect(try await show(client, signedIn, lagging)["status"] as? String == "accepted", "listed again: still open")
+            #expect(try await alpacaAccount(env).reservedCash == (try Cash(parsing: "50")))
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a cancel that a fill beat at Alpaca: the fill is applied and the cancel is refused", arguments: TestDatabaseKind.all)
     func cancelRacingAFill(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

@@ -239,6 +239,31 @@ struct RebalanceTests {
         }
     }
 
+    @Test("a symbol sold down to nothing is not held: one the market no longer quotes (delisted) stops neither the drift, the plan nor a run", arguments: TestDatabaseKind.all)
+    func soldOutSymbolWithoutQuote(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.startingCash = 20_000 }) { client, env in
+            let tokens = try await signUp(client, env, email: "delisted@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 10)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            // What a holding sold out (or reconciled to nothing) leaves behind: its row, at zero.
+            try await env.database.sql.raw("""
+                INSERT INTO holdings (id, account_id, user_id, symbol, quantity, reserved_quantity, cost_basis, created_at, updated_at)
+                VALUES (\(bind: UUID()), \(bind: account.id), \(bind: account.userID), 'ZZZQ', 0, 0, 0, \(bind: env.clock.now), \(bind: env.clock.now))
+                """).run()
+            let drift = try await client.execute(uri: "/api/portfolio/drift", method: .get, headers: bearer(tokens))
+            #expect(drift.status == .ok, "\(String(buffer: drift.body))")
+            let preview = try await post(client, "/api/portfolio/rebalance", ["mode": "full"], headers: bearer(tokens))
+            #expect(preview.status == .ok, "\(String(buffer: preview.body))")
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "sold-out-1"
+            let started = try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "buy_only"], headers: keyed)
+            #expect(started.status == .accepted, "\(String(buffer: started.body))")
+            let finished = try await Self.finish(client, env, tokens, run: try #require(try json(started)["id"] as? String))
+            #expect(["done", "partially_done"].contains(finished["status"] as? String), "\(finished)")
+        }
+    }
+
     @Test("a run is refused (409 plan_changed, nothing placed) when the targets changed since the preview, or its buys would cost more than the tolerance above it", arguments: TestDatabaseKind.all)
     func previewedPlanOnly(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.startingCash = 20_000 }) { client, env in

@@ -76,6 +76,30 @@ final class Brokers: Sendable {
         lastPolls.withLock { $0[account] = ContinuousClock.now }
     }
 
+    /// Orders Alpaca took that a look found listed nowhere there: since when, and in how many looks.
+    private let unlistedOrders = Mutex<[OrderID: (since: Date, looks: Int)]>([:])
+    /// How long, and in how many looks, an order Alpaca took must be listed nowhere there before it counts as
+    /// gone: Alpaca's look-up lags by seconds, while an account reset (paper) deletes every order for good.
+    static let goneAtBrokerAfter: TimeInterval = 900
+    static let goneAtBrokerLooks = 3
+
+    /// Notes that a look found the order listed nowhere at its broker; true once it has been so for
+    /// `goneAtBrokerAfter` and `goneAtBrokerLooks` looks (then it is forgotten here).
+    func unlistedAtBroker(_ order: OrderID, now: Date) -> Bool {
+        unlistedOrders.withLock { all in
+            var entry = all[order] ?? (now, 0)
+            entry.looks += 1
+            let gone = entry.looks >= Self.goneAtBrokerLooks && now.timeIntervalSince(entry.since) >= Self.goneAtBrokerAfter
+            all[order] = gone ? nil : entry
+            return gone
+        }
+    }
+
+    /// The order is listed at its broker (again): a later absence counts from its start.
+    func listedAtBroker(_ order: OrderID) {
+        unlistedOrders.withLock { all in if !all.isEmpty { all[order] = nil } }
+    }
+
     /// The account's route; `db` reads the link inside a caller's transaction. Ask only about accounts that exist.
     func route(for account: AccountID, on db: (any SQLDatabase)? = nil) async throws -> Route {
         if paperAccounts.withLock({ $0.contains(account) }) { return .paper }

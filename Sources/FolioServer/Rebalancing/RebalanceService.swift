@@ -45,8 +45,8 @@ struct RebalanceService: Sendable {
     /// A symbol that cannot be classified right now counts as `other`, as in the drift.
     func unheldClasses(of allocation: TargetAllocation, account accountID: AccountID, owner: UserID) async throws -> [AssetClass] {
         let weighted = allocation.classWeights.filter { $0.percent.isPositive }.map(\.assetClass)
-        guard !weighted.isEmpty, let (_, holdings) = try await store.portfolio(of: accountID, owner: owner) else { return [] }
-        let held = holdings.filter { $0.quantity.isPositive }.map(\.symbol)
+        guard !weighted.isEmpty, let (_, holdings) = try await held(accountID, owner: owner) else { return [] }
+        let held = holdings.map(\.symbol)
         let classes = await quotes.assetClasses(for: held)
         let heldClasses = Set(held.map { classes[$0] ?? .other })
         return weighted.filter { !heldClasses.contains($0) }
@@ -111,8 +111,15 @@ struct RebalanceService: Sendable {
 
     // MARK: - Drift and plans
 
+    /// The account and what it holds. A symbol sold down to nothing keeps its row at zero: it is not held, and
+    /// needs no price (one delisted since would otherwise stop every plan of the account).
+    private func held(_ accountID: AccountID, owner: UserID) async throws -> (account: AccountState, holdings: [HoldingState])? {
+        guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { return nil }
+        return (account, holdings.filter { $0.quantity.isPositive })
+    }
+
     func drift(of accountID: AccountID, owner: UserID) async throws -> (report: DriftReport, targets: StoredTargets) {
-        guard let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else { throw TradingError.accountNotFound }
+        guard let (account, holdings) = try await held(accountID, owner: owner) else { throw TradingError.accountNotFound }
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
         let symbols = Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))
         let prices = await quotes.quotes(for: symbols)
@@ -175,7 +182,7 @@ struct RebalanceService: Sendable {
     func plan(_ request: PlanRequest, owner: UserID, defaultAccount: AccountID?) async throws -> Planned {
         var accountID = request.accountID ?? defaultAccount
         if accountID == nil { accountID = try await store.defaultAccountID(of: owner) }
-        guard let accountID, let (account, holdings) = try await store.portfolio(of: accountID, owner: owner) else {
+        guard let accountID, let (account, holdings) = try await held(accountID, owner: owner) else {
             throw request.accountID == nil ? TradingError.accountNotFound : TradingError.unknownAccount
         }
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
@@ -423,7 +430,7 @@ struct RebalanceService: Sendable {
         var next = next
         var refusal: TradingError?
         for attempt in 0..<2 {
-            guard let (account, holdings) = try await store.portfolio(of: run.accountID, owner: run.userID),
+            guard let (account, holdings) = try await held(run.accountID, owner: run.userID),
                   let targets = try await rebalances.targets(of: run.accountID, version: run.instructions.targetsVersion)
             else {
                 next.reasons.append("The account or its targets no longer exist.")

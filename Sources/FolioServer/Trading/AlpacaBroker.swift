@@ -508,8 +508,15 @@ struct AlpacaBroker: Broker {
         var report: BrokerReport
     }
 
-    func look(at orders: [BrokerOrder]) async throws -> [OrderID: Look] {
-        guard let oldest = orders.map(\.createdAt).min() else { return [:] }
+    /// What one look found: each listed order's state, and the orders Alpaca lists nowhere (neither among its
+    /// orders since the oldest nor under their own id).
+    struct Looks: Sendable {
+        var byOrder: [OrderID: Look] = [:]
+        var unlisted: Set<OrderID> = []
+    }
+
+    func look(at orders: [BrokerOrder]) async throws -> Looks {
+        guard let oldest = orders.map(\.createdAt).min() else { return Looks() }
         // Folio's order is made before it reaches Alpaca: two minutes' slack covers the clocks' difference.
         let since = Self.timestamp(oldest.addingTimeInterval(-120))
         var remote: [String: RemoteOrder] = [:]
@@ -525,25 +532,28 @@ struct AlpacaBroker: Broker {
             after = last
         }
         var found: [(order: BrokerOrder, remote: RemoteOrder)] = []
+        var unlisted: Set<OrderID> = []
         for order in orders {
             if let known = remote[order.id.description] {
                 found.append((order, known))
             } else if let looked = try await find(order.id) {
                 found.append((order, looked))
+            } else {
+                unlisted.insert(order.id)
             }
         }
         // The fills are read back only as far as the oldest order with something new to book.
         let filling = found.filter { $0.remote.filledQuantity > $0.order.filledQuantity }.map(\.order.createdAt).min()
         let walk = try await unappliedFills(
             of: found.map { ($0.remote, Booked($0.order)) }, since: Self.timestamp((filling ?? oldest).addingTimeInterval(-120)))
-        var looks: [OrderID: Look] = [:]
+        var looks = Looks(unlisted: unlisted)
         for (order, remote) in found {
             guard !walk.unreached.contains(remote.id) else {
                 // The others go on; this one waits for a later look.
                 logger.warning("an order's fills could not be read", metadata: ["order_id": "\(order.id)", "reason": "\(Self.unreachedReason)"])
                 continue
             }
-            looks[order.id] = Look(
+            looks.byOrder[order.id] = Look(
                 status: remote.status, filledQuantity: remote.filledQuantity,
                 report: Self.report(remote, fills: walk.fills[remote.id] ?? [], applied: order.filledQuantity))
         }

@@ -317,6 +317,8 @@ struct OrderService: Sendable {
 
     /// How long after its submit job died an order at a broker that holds orders is looked for there and ended.
     static let deadSubmitGrace: TimeInterval = 300
+    /// The reason of an order ended because its broker no longer lists it (`Brokers.unlistedAtBroker`).
+    static let goneAtBroker = "Alpaca no longer lists this order (its account was reset, or the order deleted there): it is ended, and what it set aside is free"
 
     /// How a submit that failed for want of a price starts its job's last error.
     static let marketDataFailure = "market data unavailable"
@@ -498,8 +500,21 @@ struct OrderService: Sendable {
             do {
                 let looks = try await held.broker.look(at: try await store.brokerOrders(held.orders))
                 brokers.polled(account)
+                let now = clock.now()
                 for order in held.orders {
-                    guard let look = looks[order.id] else { continue }
+                    if looks.unlisted.contains(order.id) {
+                        // Alpaca took it, and lists it nowhere now, look after look: it is gone there (a reset of a
+                        // paper account deletes every order). Kept open, it would hold its reservation for ever,
+                        // and stop the account's reconciliation and unlinking; what it filled was booked, and
+                        // reconciliation brings in anything else.
+                        if order.status != .new, brokers.unlistedAtBroker(order.id, now: now) {
+                            logger.warning("an order Alpaca took is listed nowhere there any more: it is ended", metadata: ["order_id": "\(order.id)"])
+                            reports.append(Report(job: nil, order: order, report: .canceled(reason: Self.goneAtBroker)))
+                        }
+                        continue
+                    }
+                    brokers.listedAtBroker(order.id)
+                    guard let look = looks.byOrder[order.id] else { continue }
                     if order.cancelRequestedAt != nil, look.status != "pending_cancel", AlpacaBroker.openStatuses.contains(look.status) {
                         requested.append(order.id)  // the cancel never reached Alpaca: ask again
                     } else if look.report != .accepted, look.report.isEnd || look.filledQuantity != order.filledQuantity {

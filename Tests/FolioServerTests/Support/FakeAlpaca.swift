@@ -220,6 +220,19 @@ final class FakeAlpaca: Sendable {
     }
 
     /// Sets an order's status as Alpaca would (done_for_day, replaced, expired…), and streams the event.
+    /// Deletes the order as a reset of a paper account does: Alpaca lists it nowhere from then on.
+    func forget(clientOrderID: String) {
+        state.withLockedValue { state in
+            guard let id = state.orders.values.first(where: { $0.clientOrderID == clientOrderID })?.id else { return }
+            state.orders[id] = nil
+        }
+    }
+
+    /// Lists an order `forget` deleted again (a look-up that lagged).
+    func restore(_ order: Order) {
+        state.withLockedValue { $0.orders[order.id] = order }
+    }
+
     func setStatus(clientOrderID: String, _ status: String) {
         state.withLockedValue { state in
             guard let id = state.orders.values.first(where: { $0.clientOrderID == clientOrderID })?.id else { return }
