@@ -40,6 +40,50 @@ struct MigrationTests {
         }
     }
 
+    /// A migration that makes a table, then fails or not as told.
+    struct HalfwayMigration: AsyncMigration {
+        let name: String
+        let fails: Bool
+        func prepare(on database: any Database) async throws {
+            try await (database as! any SQLDatabase).raw("CREATE TABLE halfway_probe (id INTEGER PRIMARY KEY)").run()
+            try await (database as! any SQLDatabase).raw("INSERT INTO halfway_probe (id) VALUES (1)").run()
+            struct Stopped: Error {}
+            if fails { throw Stopped() }
+        }
+        func revert(on database: any Database) async throws {
+            try await (database as! any SQLDatabase).raw("DROP TABLE halfway_probe").run()
+        }
+    }
+
+    @Test("a migration stopped halfway leaves nothing of itself, and the next run applies it; two runs at once apply each migration once", arguments: TestDatabaseKind.all)
+    func migrationStoppedHalfway(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: true) { database, _ in
+            await #expect(throws: (any Error).self) {
+                try await database.apply(MigrationRegistry.all + [HalfwayMigration(name: "900_halfway", fails: true)])
+            }
+            #expect(try await database.appliedMigrations().map(\.name).contains("900_halfway") == false)
+            // Its table is gone with it: the run after does not fail on "already exists".
+            #expect(try await database.apply(MigrationRegistry.all + [HalfwayMigration(name: "900_halfway", fails: false)]) == ["900_halfway"])
+            #expect(try await database.sql.raw("SELECT COUNT(*) AS n FROM halfway_probe").first()?.decode(column: "n", as: Int.self) == 1)
+
+            let both: [any Migration] = [ProbeMigration(name: "901_probe_a"), ProbeMigration(name: "902_probe_b")]
+            async let one = database.apply(both)
+            async let other = database.apply(both)
+            let (first, second) = try await (one, other)
+            #expect((first + second).sorted() == ["901_probe_a", "902_probe_b"], "each applied once, by one of the runs")
+            #expect(try await database.sql.raw("SELECT COUNT(*) AS n FROM halfway_probe").first()?.decode(column: "n", as: Int.self) == 3)
+        }
+    }
+
+    /// A migration that adds a row: applied twice, it would add two.
+    struct ProbeMigration: AsyncMigration {
+        let name: String
+        func prepare(on database: any Database) async throws {
+            try await (database as! any SQLDatabase).raw("INSERT INTO halfway_probe (id) SELECT MAX(id) + 1 FROM halfway_probe").run()
+        }
+        func revert(on database: any Database) async throws {}
+    }
+
     @Test("listing the migrations of an empty database, or reverting nothing, leaves it empty: a restore or a copy may still write into it", arguments: TestDatabaseKind.all)
     func listLeavesEmptyDatabaseEmpty(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind, migrated: false) { database, _ in

@@ -302,15 +302,42 @@ public final class FolioDatabase: Sendable {
     }
 
     /// Applies every pending migration as one batch; returns their names.
+    ///
+    /// Each migration runs in a transaction of its own, with its row in the migration log: one stopped
+    /// halfway (killed, a service manager's timeout, a lost connection) leaves nothing of itself, and the
+    /// next run starts it again. (Run all at once, a migration's first statements stayed without its row,
+    /// and every later run failed on them.) On PostgreSQL each takes an advisory lock and checks the log
+    /// under it, so two runs at once (two hosts starting) apply it once; SQLite's write lock does the same.
     @discardableResult
     public func migrate() async throws -> [String] {
-        let pending = try await pendingMigrations()
-        if !pending.isEmpty {
-            try await migrator.setupIfNeeded().get()
-            try await migrator.prepareBatch().get()
-        }
-        return pending
+        try await apply(MigrationRegistry.all)
     }
+
+    /// Applies, in their order, those of `migrations` the log does not have yet (tests give their own).
+    func apply(_ migrations: [any Migration]) async throws -> [String] {
+        let done = try await hasMigrationLog() ? Set(try await MigrationLog.query(on: db).all().map(\.name)) : []
+        let pending = migrations.filter { !done.contains($0.name) }
+        guard !pending.isEmpty else { return [] }
+        try await migrator.setupIfNeeded().get()
+        let batch = (try await MigrationLog.query(on: db).max(\.$batch) ?? 0) + 1
+        let postgres = kind == .postgres
+        var applied: [String] = []
+        for migration in pending {
+            let name = migration.name
+            let ran = try await modelTransaction { db in
+                if postgres { try await (db as! any SQLDatabase).raw("SELECT pg_advisory_xact_lock(\(bind: Self.migrationLock))").run() }
+                guard try await MigrationLog.query(on: db).filter(\.$name == name).count() == 0 else { return false }
+                try await migration.prepare(on: db).get()
+                try await MigrationLog(name: name, batch: batch).create(on: db)
+                return true
+            }
+            if ran { applied.append(name) }
+        }
+        return applied
+    }
+
+    /// The advisory lock a migration holds on PostgreSQL ("folio-migrate" as a number).
+    static let migrationLock: Int64 = 0x666F_6C69_6F6D_6967
 
     /// Applies only the first `count` migrations of the registry, as one batch:
     /// how a test builds the schema of an older Folio to upgrade from.
