@@ -68,7 +68,7 @@ struct MarketDataResilienceTests {
         }
     }
 
-    @Test("refusals Alpha Vantage answers with HTTP 200 (a wrong key, a spent limit) are counted as what they are, not as calls that worked", arguments: [TestDatabaseKind.sqlite])
+    @Test("refusals and bodies that are no answer Alpha Vantage sends with HTTP 200 (a wrong key, a spent limit, an HTML page) are counted and logged as what they are, not as calls that worked", arguments: [TestDatabaseKind.sqlite])
     func refusalsCounted(kind: TestDatabaseKind) async throws {
         try await withFakeAlphaVantage { fake in
             let clock = TestClock(start: Self.friday)
@@ -79,7 +79,14 @@ struct MarketDataResilienceTests {
                 clock.advance(by: 120)
                 fake.mode = .note
                 _ = try await Self.quotes(client, tokens, "AAPL")
+                // An HTML page with HTTP 200 is no answer either: a failed call, logged, and the 503 says when to come back.
+                clock.advance(by: 120)
+                fake.mode = .garbage
+                let page = try await Self.quotes(client, tokens, "MSFT")
+                #expect(page.status == .serviceUnavailable && page.headers[.retryAfter] != nil, "\(page.headers)")
+                #expect(env.logs.lines.contains { $0.contains("market data call failed") && $0.contains("GLOBAL_QUOTE") && $0.contains("undecodable") })
                 let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer ops-token-for-tests-0123"]).body)
+                #expect(metrics.contains(#"folio_vendor_calls_total{vendor="alpha_vantage",endpoint="GLOBAL_QUOTE",result="error"} 1"#), "\(metrics)")
                 #expect(metrics.contains(#"folio_vendor_calls_total{vendor="alpha_vantage",endpoint="GLOBAL_QUOTE",result="rejected"} 1"#), "\(metrics)")
                 #expect(metrics.contains(#"folio_vendor_calls_total{vendor="alpha_vantage",endpoint="GLOBAL_QUOTE",result="rate_limited"} 1"#))
                 #expect(!metrics.contains(#"folio_vendor_calls_total{vendor="alpha_vantage",endpoint="GLOBAL_QUOTE",result="ok"}"#))

@@ -38,8 +38,8 @@ enum MarketDataError: Error, Sendable, Equatable {
 
 /// Alpha Vantage (https://www.alphavantage.co/documentation/): `GLOBAL_QUOTE`,
 /// `TIME_SERIES_DAILY` and `SYMBOL_SEARCH`. Every price arrives as a JSON
-/// string and is parsed straight to a `Price` (places beyond 8 rounded half to
-/// even, as the column keeps 8). Errors arrive with HTTP 200 and
+/// string and is parsed straight to a `Price` (one with more than 8 places, which
+/// the column cannot keep, is no answer). Errors arrive with HTTP 200 and
 /// one of three keys: `Error Message`, `Note` or `Information`. Every call is
 /// first claimed from the shared `CallBudget`.
 struct AlphaVantageProvider: MarketDataProvider {
@@ -62,7 +62,10 @@ struct AlphaVantageProvider: MarketDataProvider {
     private let freeKey = NIOLockedValueBox(false)
 
     func quote(for symbol: String) async throws -> PriceQuote? {
-        let body = try await call(["function": "GLOBAL_QUOTE", "symbol": symbol])
+        try await call(["function": "GLOBAL_QUOTE", "symbol": symbol]) { try quote(for: symbol, in: $0) }
+    }
+
+    private func quote(for symbol: String, in body: ByteBuffer) throws -> PriceQuote? {
         let fields = try decode(GlobalQuoteBody.self, from: body).quote
         // An unknown symbol is answered with an empty "Global Quote"; no "Global Quote" at all is not an answer
         // (cached as unknown, it would refuse the symbol's orders for a while).
@@ -90,8 +93,7 @@ struct AlphaVantageProvider: MarketDataProvider {
     }
 
     func search(_ query: String) async throws -> [SymbolMatch] {
-        let body = try await call(["function": "SYMBOL_SEARCH", "keywords": query])
-        let matches = try decode(SearchBody.self, from: body).bestMatches ?? []
+        let matches = try await call(["function": "SYMBOL_SEARCH", "keywords": query]) { try decode(SearchBody.self, from: $0).bestMatches ?? [] }
         // Folio trades US listings; other markets' tickers (TSCO.LON) are left out.
         return matches.compactMap { match in
             guard match["4. region"] == "United States", let symbol = match["1. symbol"].flatMap(OrderDraft.normalizedSymbol) else { return nil }
@@ -103,14 +105,17 @@ struct AlphaVantageProvider: MarketDataProvider {
         // The free tier serves the last 100 days ("compact"); more needs "full", a premium feature: on a free key,
         // the 100 days there are (a chart of a year then starts 100 trading days back).
         let full = days > 100 && !freeKey.withLockedValue { $0 }
-        let body: ByteBuffer
+        let read = { (body: ByteBuffer) throws -> [DailyClose] in try dailyCloses(in: body, days: days) }
         do {
-            body = try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": full ? "full" : "compact"])
+            return try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": full ? "full" : "compact"], read: read)
         } catch MarketDataError.rejected(let message) where full && message.lowercased().contains("premium") {
             freeKey.withLockedValue { $0 = true }
             logger.notice("the Alpha Vantage key is a free one: daily history is its last 100 days", metadata: ["provider": "\(Self.name)"])
-            body = try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": "compact"])
+            return try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": "compact"], read: read)
         }
+    }
+
+    private func dailyCloses(in body: ByteBuffer, days: Int) throws -> [DailyClose] {
         // A well-formed answer that is unusable for this symbol is about the symbol (`aboutTheSymbol`): one chart's bad
         // day must not hold the vendor off for every symbol, and every order with it.
         guard let series = try decode(DailySeriesBody.self, from: body).series else {
@@ -129,9 +134,10 @@ struct AlphaVantageProvider: MarketDataProvider {
 
     // MARK: - Wire
 
-    /// One GET of `/query`, after claiming a call from the budget; the body of
-    /// a 200 that is not one of the three error shapes.
-    private func call(_ parameters: [String: String]) async throws -> ByteBuffer {
+    /// One GET of `/query`, after claiming a call from the budget: `read` of the body of a 200 that is not one
+    /// of the three error shapes. A body `read` refuses (an HTML page, `{}`, a price that is no price) is a
+    /// failed call, counted and logged as one: it is no answer, whatever the status said.
+    private func call<Answer>(_ parameters: [String: String], read: (ByteBuffer) throws -> Answer) async throws -> Answer {
         do {
             try await budget.claim()
         } catch let exhausted as CallBudget.Exhausted {
@@ -174,8 +180,15 @@ struct AlphaVantageProvider: MarketDataProvider {
             record(limited ? "rate_limited" : "rejected")
             throw logged(limited ? .rateLimited(message) : .rejected(message), function: function)
         }
+        let answer: Answer
+        do {
+            answer = try read(body)
+        } catch {
+            record("error")
+            throw logged(error as? MarketDataError ?? .badResponse("\(function): \(type(of: error))"), function: function)
+        }
         record("ok")
-        return body
+        return answer
     }
 
     /// Alpha Vantage's words for a spent limit: "Our standard API rate limit is 25 requests per day",

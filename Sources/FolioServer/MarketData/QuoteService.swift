@@ -415,7 +415,8 @@ final class QuoteService: Sendable {
             let now = clock.now()
             retryAfter = max(1, Int(VendorGate.nextWindow(after: now, message: message).timeIntervalSince(now).rounded(.up)))
         default:
-            break
+            // The vendor failed (unreachable, a bad answer): the symbol is not asked about again for this long.
+            retryAfter = Int(Self.retryPause)
         }
         return MarketDataUnavailable(reason: reason, subject: subject, retryAfter: retryAfter)
     }
