@@ -1343,6 +1343,12 @@ struct WebAppTests {
                 let problem = try await client.execute(uri: "/form", method: .post, headers: plain, body: body)
                 #expect(problem.status == status && problem.headers[.contentType] == ProblemDetails.mediaType, "\(name)")
             }
+            // A page opened at another address of the server (localhost for 127.0.0.1): told where Folio is, not to reload.
+            var elsewhere = browser
+            elsewhere[.origin] = "http://localhost:1"
+            let moved = Self.text(try await client.execute(uri: "/form", method: .post, headers: elsewhere, body: signIn))
+            let own = try #require(OriginGuardMiddleware.ownOrigin(env.configuration))
+            #expect(moved.contains("Open Folio at \(own)") && !moved.contains("older than your session"), "\(moved)")
             // A hand-made form's bad `_api`: its message once, the field named without its mark.
             let badRoute = Self.text(try await client.execute(
                 uri: "/form", method: .post, headers: browser, body: Self.form([("_api", "/api/accounts/..%2f..%2fform")])))

@@ -173,7 +173,12 @@ struct WebSecurityTests {
             var foreign = withCookie
             foreign[AuthController.csrfHeader] = csrfToken
             foreign[.origin] = "https://malicious-site.com"
-            #expect(try await client.execute(uri: "/api/auth/logout", method: .post, headers: foreign).status == .forbidden)
+            let refused = try await client.execute(uri: "/api/auth/logout", method: .post, headers: foreign)
+            #expect(refused.status == .forbidden)
+            // The address is at fault, not the page's age: the Origin is named, and where Folio's pages are.
+            let own = try #require(OriginGuardMiddleware.ownOrigin(env.configuration))
+            #expect(try problem(refused).errors?.map(\.field) == ["Origin"])
+            #expect(try problem(refused).errors?.first?.message.contains("Open Folio at \(own)") == true)
             var crossSite = withCookie
             crossSite[AuthController.csrfHeader] = csrfToken
             crossSite[HTTPField.Name("Sec-Fetch-Site")!] = "cross-site"

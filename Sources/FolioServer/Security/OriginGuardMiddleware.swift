@@ -9,13 +9,18 @@ struct OriginGuardMiddleware: RouterMiddleware {
     typealias Context = FolioRequestContext
     let allowedOrigins: Set<String>
     let security: SecurityEvents
+    /// Where Folio's pages are (`PUBLIC_URL`): a page opened at another address of the same server
+    /// (localhost for 127.0.0.1, the bare domain for www) is told to open Folio there.
+    let ownOrigin: String?
 
     static let fetchSite = HTTPField.Name("Sec-Fetch-Site")!
 
     init(configuration: AppConfiguration, security: SecurityEvents) {
         var origins = Set(configuration.allowedOrigins.map(Self.normalized))
-        if let own = Self.ownOrigin(configuration) { origins.insert(own) }
+        let own = Self.ownOrigin(configuration)
+        if let own { origins.insert(own) }
         self.allowedOrigins = origins
+        self.ownOrigin = own
         self.security = security
     }
 
@@ -28,7 +33,11 @@ struct OriginGuardMiddleware: RouterMiddleware {
         }
         if let origin = request.headers[.origin], !allowedOrigins.contains(Self.normalized(origin)) {
             await security.record("csrf_failed", details: ["reason": "foreign_origin", "origin": String(origin.prefix(200))], origin: context.origin)
-            throw AppError(.forbidden, code: "csrf_failed", detail: "Requests from this origin may not change anything.")
+            // The page's address is the field at fault, not its age: reloading it would not help.
+            let remedy = ownOrigin.map { "Open Folio at \($0), then send it again from there." } ?? "Open Folio at its own address, then send it again from there."
+            throw AppError(
+                .forbidden, code: "csrf_failed", detail: "Requests from this origin may not change anything.",
+                errors: [.init(field: "Origin", code: "foreign_origin", message: "This page is not at Folio's own address. \(remedy)")])
         }
         return try await next(request, context)
     }

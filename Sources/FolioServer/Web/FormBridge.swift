@@ -169,7 +169,7 @@ struct FormBridge: Sendable {
             values: [
                 "detail": detail, "has_errors": !errors.isEmpty, "errors": errors,
                 // A mailed link that is used or expired cannot be corrected and sent again: only a new link helps.
-                "advice": issues.contains { $0["code"] as? String == "invalid_token" } ? Self.deadLinkAdvice : Self.advice(status: answer.status, code: code),
+                "advice": issues.contains { $0["code"] as? String == "invalid_token" } ? Self.deadLinkAdvice : Self.advice(status: answer.status, code: code, fields: issues.compactMap { $0["field"] as? String }),
             ].merging(Display.errorValues(status: answer.status, code: code)) { _, new in new },
             status: answer.status)
         Self.passCookies(of: answer, to: &page)
@@ -217,7 +217,7 @@ struct FormBridge: Sendable {
 
     /// What to do next, under a refusal. A 5xx or a send still running may hide a request that went
     /// through (its key is kept, as app.js keeps it): never "nothing was changed" there.
-    static func advice(status: HTTPResponse.Status, code: String) -> String {
+    static func advice(status: HTTPResponse.Status, code: String, fields: [String] = []) -> String {
         switch (status, code) {
         case (_, "idempotency_request_in_progress"):
             "The first send of this form is still being done: wait a moment, then look at the page before sending anything again."
@@ -227,6 +227,7 @@ struct FormBridge: Sendable {
         case (.unauthorized, "invalid_credentials"), (.unauthorized, "two_factor_required"), (.unauthorized, "invalid_two_factor_code"):
             "Go back to the form and send it again, corrected."
         case (.unauthorized, _): "Nothing was changed: your session has ended. Sign in again, then send the form again."
+        case (.forbidden, "csrf_failed") where fields.contains("Origin"): "Nothing was changed."
         case (.forbidden, "csrf_failed"): "Nothing was changed: the form is older than your session. Go back and reload the page, then send it again."
         // Outages the API itself answers before changing anything ("nothing was changed" in its detail).
         case (.serviceUnavailable, "plaid_not_configured"): "Nothing was changed."

@@ -139,7 +139,7 @@ struct PageRenderer: Sendable {
     /// an address opened (a link, an asset, a page with a bad query) gets advice about the address.
     func refusalPage(_ problem: AppError, viewer: Viewer?, sentForm: Bool) -> Response {
         let errors = problem.errors.map { ["field": $0.field, "message": Display.issue(field: $0.field, message: $0.message)] }
-        let advice = sentForm ? FormBridge.advice(status: problem.status, code: problem.code) : Self.addressAdvice(status: problem.status)
+        let advice = sentForm ? FormBridge.advice(status: problem.status, code: problem.code, fields: problem.errors.map(\.field)) : Self.addressAdvice(status: problem.status)
         var page = page(
             "error", title: Display.errorTitle(problem.status), viewer: viewer,
             values: [

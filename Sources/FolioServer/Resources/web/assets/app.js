@@ -147,6 +147,10 @@ function advised(problem) {
     unauthorized: 'Nothing was changed: your session has ended. Sign in again (in another tab, to keep what you typed here), then send the form again.',
     csrf_failed: 'Nothing was changed: this page is older than your session. Reload the page, then send the form again.',
   }[problem?.code];
+  // A page opened at another address than Folio's own: its own message says where to go, and reloading would not help.
+  if (problem?.code === 'csrf_failed' && (problem.errors ?? []).some((issue) => issue.field === 'Origin')) {
+    return { ...problem, detail: problem.errors.find((issue) => issue.field === 'Origin').message };
+  }
   if (advice) return { ...problem, detail: advice };
   // The order moved on since the page was drawn (filled or canceled in another tab, say).
   if (problem?.code === 'order_not_cancelable') return { ...problem, detail: `${problem.detail} Reload the page to see it as it is now.` };
