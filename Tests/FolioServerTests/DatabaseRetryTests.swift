@@ -77,4 +77,37 @@ struct DatabaseRetryTests {
             #expect(try await env.database.sql.raw("SELECT current_setting('lock_timeout') AS lock").first()?.decode(column: "lock", as: String.self) == "0")
         }
     }
+
+    @Test("SQLite: a transaction that reads, then writes after another process wrote meanwhile, runs once: it holds the write lock from its start, and the other process waits for it (busy_timeout)")
+    func sqliteTransactionHoldsTheWriteLock() async throws {
+        try await withTestApp(.sqlite) { _, env in
+            let database = env.database
+            try await database.sql.raw("CREATE TABLE tally (n INTEGER NOT NULL)").run()
+            // Another process's connection to the same file: a `folio worker` beside the server.
+            let other = try FolioDatabase(location: env.configuration.database, poolSize: 1, preparedStatements: false, logger: env.services.logger)
+            try await other.prepareConnectionSettings()
+            let attempts = NIOLockedValueBox(0)
+            try await database.transaction { db in
+                let attempt = attempts.withLockedValue { $0 += 1; return $0 }
+                _ = try await db.raw("SELECT COUNT(*) AS n FROM tally").first()
+                if attempt == 1 {
+                    // The other process writes while this transaction is under way, and waits for it to end.
+                    let theirs = Task { try await other.sql.raw("INSERT INTO tally (n) VALUES (2)").run() }
+                    try await Task.sleep(for: .milliseconds(300))
+                    #expect(try await db.raw("SELECT COUNT(*) AS n FROM tally").first()?.decode(column: "n", as: Int.self) == 0)
+                    _ = theirs
+                }
+                try await db.raw("INSERT INTO tally (n) VALUES (1)").run()
+            }
+            // Its write went through once the transaction committed.
+            var rows = 0
+            for _ in 0..<200 where rows != 2 {
+                rows = try await database.sql.raw("SELECT COUNT(*) AS n FROM tally").first()?.decode(column: "n", as: Int.self) ?? 0
+                if rows != 2 { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(attempts.withLockedValue { $0 } == 1, "never rolled back for a snapshot another process wrote past")
+            #expect(try await database.sql.raw("SELECT SUM(n) AS n FROM tally").first()?.decode(column: "n", as: Int.self) == 3)
+            await other.shutdown()
+        }
+    }
 }

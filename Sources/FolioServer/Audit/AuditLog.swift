@@ -27,6 +27,14 @@ struct AuditLog: Sendable {
         try await record(entry, ip: origin.ip, requestID: origin.requestID, on: database)
     }
 
+    /// Records in a transaction of its own, run as every other is (on SQLite, again while another
+    /// process's writer makes it busy).
+    func record(_ entry: Entry, origin: RequestOrigin, on database: FolioDatabase) async throws {
+        try await database.transaction { sql in
+            try await record(entry, ip: origin.ip, requestID: origin.requestID, inTransaction: sql, holdingPerson: true)
+        }
+    }
+
     func record(_ entry: Entry, ip: String?, requestID: String?, on database: any Database) async throws {
         if database.inTransaction {
             try await record(entry, ip: ip, requestID: requestID, inTransaction: database as! any SQLDatabase)

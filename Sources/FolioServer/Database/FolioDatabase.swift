@@ -144,7 +144,12 @@ public final class FolioDatabase: Sendable {
     /// past it the connection is closed, so the pool lends it no more, and the transaction ends with an error
     /// (after a COMMIT, one whose outcome is unknown, as any failure at the commit is).
     private func withTransaction<T: Sendable>(_ db: any Database, _ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
-        guard kind == .postgres else { return try await db.transaction(body) }
+        guard kind == .postgres else {
+            return try await db.transaction { db in
+                try await Self.takeSQLiteWriteLock(db as! any SQLDatabase)
+                return try await body(db)
+            }
+        }
         return try await db.withConnection { connection in
             guard let control = connection as? any TransactionControlDatabase, let postgres = connection as? any PostgresDatabase else {
                 return try await db.transaction(body)
@@ -165,6 +170,21 @@ public final class FolioDatabase: Sendable {
             }
             try await Self.answered(control.commitTransaction(), on: postgres, within: Self.commitLimit, what: "COMMIT")
             return result
+        }
+    }
+
+    /// SQLite's write lock, taken by the transaction's first statement (a write that changes nothing), as
+    /// `BEGIN IMMEDIATE` would (Fluent begins deferred). While another process (a `folio worker`, a command)
+    /// writes, `busy_timeout` waits for the lock here. A deferred transaction that read first failed at its
+    /// first write at once instead ("database is locked", SQLITE_BUSY_SNAPSHOT: busy_timeout does not wait
+    /// on a snapshot another process has written past), and its retries could all fail the same way. Every
+    /// transaction of a process runs on its one connection, so nothing within the process waits longer.
+    /// Before the first migration there is no table to write: nothing is locked then.
+    static func takeSQLiteWriteLock(_ sql: any SQLDatabase) async throws {
+        do {
+            try await sql.raw("UPDATE _fluent_migrations SET batch = batch WHERE 0 = 1").run()
+        } catch let error as SQLiteError where error.message.contains("no such table") {
+            return
         }
     }
 
@@ -313,8 +333,32 @@ public final class FolioDatabase: Sendable {
         try await apply(MigrationRegistry.all)
     }
 
+    /// Migrations the log has that this build does not know: a newer Folio migrated the database. This build
+    /// would read and write a schema it was not made for, so it neither migrates nor serves it.
+    public func newerMigrations(than known: [any Migration] = MigrationRegistry.all) async throws -> [String] {
+        guard try await hasMigrationLog() else { return [] }
+        let names = Set(known.map(\.name))
+        return try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all().map(\.name).filter { !names.contains($0) }
+    }
+
+    /// The refusal of a database a newer Folio migrated.
+    public struct NewerSchema: Error, CustomStringConvertible {
+        public let migrations: [String]
+        public var description: String {
+            "the database was migrated by a newer Folio (\(migrations.joined(separator: ", "))): run that version, or revert those migrations with it (`folio migrate --revert`), or restore a backup taken before them"
+        }
+    }
+
+    /// Throws `NewerSchema` when a newer Folio migrated the database.
+    public func refuseNewerSchema() async throws {
+        let newer = try await newerMigrations()
+        if !newer.isEmpty { throw NewerSchema(migrations: newer) }
+    }
+
     /// Applies, in their order, those of `migrations` the log does not have yet (tests give their own).
     func apply(_ migrations: [any Migration]) async throws -> [String] {
+        let newer = try await newerMigrations(than: migrations)
+        guard newer.isEmpty else { throw NewerSchema(migrations: newer) }
         let done = try await hasMigrationLog() ? Set(try await MigrationLog.query(on: db).all().map(\.name)) : []
         let pending = migrations.filter { !done.contains($0.name) }
         guard !pending.isEmpty else { return [] }
@@ -353,6 +397,8 @@ public final class FolioDatabase: Sendable {
     @discardableResult
     public func revertLastBatch() async throws -> [String] {
         guard try await hasMigrationLog() else { return [] }
+        // This build cannot revert what it does not know, and would revert its own under a newer batch.
+        try await refuseNewerSchema()
         let batch = try await migrator.previewRevertLastBatch().get().map(\.0)
         // Each migration reverts on its own: one that would refuse must do so before any other is undone.
         for migration in batch {

@@ -95,6 +95,6 @@ extension IdentityServices {
 
     /// Reading user data is an action too: it is audited.
     func recordAdminRead(_ action: String, actor: UUID, origin: RequestOrigin) async throws {
-        try await audit.record(.init(action: action, actorID: actor, subjectType: "admin"), origin: origin, on: database.db)
+        try await audit.record(.init(action: action, actorID: actor, subjectType: "admin"), origin: origin, on: database)
     }
 }

@@ -38,7 +38,7 @@ final class SecurityEvents: Sendable {
         do {
             try await audit.record(
                 .init(action: "security." + event, actorID: byUser ? userID : nil, subjectType: "user", subjectID: userID?.lowercasedString, userID: userID, details: details),
-                origin: origin, on: database.db)
+                origin: origin, on: database)
         } catch {
             origin.logger.error("could not record security event", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
         }
