@@ -71,6 +71,13 @@ struct Serve: AsyncParsableCommand {
             preparedStatements: configuration.databasePreparedStatements, logger: logger)
         do {
             try await database.prepareConnectionSettings()
+            do {
+                try await database.refuseNewerSchema()
+            } catch let newer as FolioDatabase.NewerSchema {
+                FileHandle.standardError.write(Data("Folio will not start: \(newer)\n".utf8))
+                await database.shutdown()
+                throw ExitCode(78)
+            }
             let pending = try await database.pendingMigrations()
             if !pending.isEmpty {
                 if configuration.isProduction {
@@ -131,7 +138,10 @@ struct Migrate: AsyncParsableCommand {
             location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)
         do {
             if list {
-                for (name, batch) in try await database.appliedMigrations() { print("applied  \(name)  (batch \(batch))") }
+                let newer = Set(try await database.newerMigrations())
+                for (name, batch) in try await database.appliedMigrations() {
+                    print("applied  \(name)  (batch \(batch))" + (newer.contains(name) ? "  NEWER: not known to this build" : ""))
+                }
                 for name in try await database.pendingMigrations() { print("pending  \(name)") }
             } else if revert {
                 let reverted = try await database.revertLastBatch()
@@ -165,6 +175,13 @@ struct Worker: AsyncParsableCommand {
             location: configuration.database, poolSize: configuration.databasePoolSize,
             preparedStatements: configuration.databasePreparedStatements, logger: logger)
         try await database.prepareConnectionSettings()
+        do {
+            try await database.refuseNewerSchema()
+        } catch let newer as FolioDatabase.NewerSchema {
+            await database.shutdown()
+            FileHandle.standardError.write(Data("Folio will not start: \(newer)\n".utf8))
+            throw ExitCode(78)
+        }
         let pending = try await database.pendingMigrations()
         guard pending.isEmpty else {
             await database.shutdown()

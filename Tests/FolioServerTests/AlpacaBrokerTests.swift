@@ -203,6 +203,17 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("a fill price with more places than Folio keeps is rounded against the account: a buy's up, a sale's down (never more than the broker paid)")
+    func fillPriceRounding() throws {
+        let price = JSONValue.string("49.123456785")
+        #expect(AlpacaBroker.fillPrice(price, side: .string("buy")) == (try Price(parsing: "49.12345679")))
+        #expect(AlpacaBroker.fillPrice(price, side: .string("sell")) == (try Price(parsing: "49.12345678")))
+        #expect(AlpacaBroker.fillPrice(.string("49.123456781"), side: .string("sell_short")) == (try Price(parsing: "49.12345678")))
+        #expect(AlpacaBroker.fillPrice(.string("49.123456781"), side: .string("buy")) == (try Price(parsing: "49.12345679")))
+        #expect(AlpacaBroker.fillPrice(.string("49.5"), side: .string("buy")) == (try Price(parsing: "49.5")))
+        #expect(AlpacaBroker.fillPrice(.string("not a price"), side: .string("buy")) == nil)
+    }
+
     @Test("a cancel that a fill beat at Alpaca: the fill is applied and the cancel is refused", arguments: TestDatabaseKind.all)
     func cancelRacingAFill(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

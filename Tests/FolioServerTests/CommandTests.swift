@@ -1,6 +1,7 @@
 import FluentKit
 import FolioDomain
 import Foundation
+import Logging
 import Testing
 
 @testable import FolioServer
@@ -134,6 +135,22 @@ struct CommandTests {
             #expect(try await folio.run(["migrate"], environment: environment).stdout == "No pending migrations.\n")
             #expect(try await folio.run(["migrate", "--revert"], environment: environment).stdout == lines("reverted ", names.reversed()))
             #expect(try await folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
+
+            // A database a newer Folio migrated: this build neither migrates, reverts, serves nor works on it, and says why.
+            #expect(try await folio.run(["migrate"], environment: environment).status == 0)
+            let newer = try FolioDatabase(location: location, poolSize: 1, preparedStatements: false, logger: Logger(label: "newer"))
+            try await newer.sql.raw("INSERT INTO _fluent_migrations (id, name, batch, created_at, updated_at) VALUES (\(bind: UUID()), '999_from_a_newer_folio', 2, \(bind: Date()), \(bind: Date()))").run()
+            await newer.shutdown()
+            for command in [["migrate"], ["migrate", "--revert"], ["serve"], ["worker"]] {
+                // A server that started after all is stopped, to fail here rather than hang.
+                let process = try folio.start(command, environment: environment.merging(["PORT": "18971", "METRICS_PORT": "18972"]) { a, _ in a })
+                let watchdog = Task { try await Task.sleep(for: .seconds(60)); process.signal(SIGKILL) }
+                let refused = await folio.finish(process)
+                watchdog.cancel()
+                #expect(refused.status != 0, "\(command)")
+                #expect(refused.stderr.contains("migrated by a newer Folio (999_from_a_newer_folio)"), "\(command): \(refused.stderr)")
+            }
+            #expect(try await folio.run(["migrate", "--list"], environment: environment).stdout.contains("applied  999_from_a_newer_folio  (batch 2)  NEWER: not known to this build"))
             // A database that is not there: what PostgreSQL said, in a line, not PostgresNIO's generic text.
             if kind == .postgres, let slash = url.range(of: "/", options: .backwards) {
                 let base = url[..<slash.lowerBound]

@@ -66,7 +66,7 @@ struct MigrationTests {
             #expect(try await database.apply(MigrationRegistry.all + [HalfwayMigration(name: "900_halfway", fails: false)]) == ["900_halfway"])
             #expect(try await database.sql.raw("SELECT COUNT(*) AS n FROM halfway_probe").first()?.decode(column: "n", as: Int.self) == 1)
 
-            let both: [any Migration] = [ProbeMigration(name: "901_probe_a"), ProbeMigration(name: "902_probe_b")]
+            let both: [any Migration] = [HalfwayMigration(name: "900_halfway", fails: false), ProbeMigration(name: "901_probe_a"), ProbeMigration(name: "902_probe_b")]
             async let one = database.apply(both)
             async let other = database.apply(both)
             let (first, second) = try await (one, other)

@@ -24,7 +24,8 @@ struct TradeUpdate: Sendable {
         self.event = event
         self.order = try AlpacaBroker.RemoteOrder(order)
         quantity = AlpacaBroker.quantity(fields["qty"])
-        price = AlpacaBroker.price(fields["price"])
+        guard case .object(let orderFields) = order else { throw BrokerError.unavailable("a trade update whose order is not an object") }
+        price = AlpacaBroker.fillPrice(fields["price"], side: orderFields["side"])
         timestamp = AlpacaBroker.date(fields["timestamp"])
     }
 }

@@ -335,7 +335,11 @@ public final class FolioDatabase: Sendable {
 
     /// Migrations the log has that this build does not know: a newer Folio migrated the database. This build
     /// would read and write a schema it was not made for, so it neither migrates nor serves it.
-    public func newerMigrations(than known: [any Migration] = MigrationRegistry.all) async throws -> [String] {
+    public func newerMigrations() async throws -> [String] {
+        try await newerMigrations(than: MigrationRegistry.all)
+    }
+
+    func newerMigrations(than known: [any Migration]) async throws -> [String] {
         guard try await hasMigrationLog() else { return [] }
         let names = Set(known.map(\.name))
         return try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all().map(\.name).filter { !names.contains($0) }
@@ -357,7 +361,7 @@ public final class FolioDatabase: Sendable {
 
     /// Applies, in their order, those of `migrations` the log does not have yet (tests give their own).
     func apply(_ migrations: [any Migration]) async throws -> [String] {
-        let newer = try await newerMigrations(than: migrations)
+        let newer = try await newerMigrations(than: MigrationRegistry.all + migrations)
         guard newer.isEmpty else { throw NewerSchema(migrations: newer) }
         let done = try await hasMigrationLog() ? Set(try await MigrationLog.query(on: db).all().map(\.name)) : []
         let pending = migrations.filter { !done.contains($0.name) }

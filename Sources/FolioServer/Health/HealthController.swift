@@ -145,7 +145,11 @@ struct HealthController {
         guard databaseUp else { return Component(status: "unknown", error: "could not read migrations") }
         let database = self.database
         let read = await resultWithin(Self.databaseCheckLimit) { () async -> Result<(pending: Int, applied: Int), any Error> in
-            do { return .success((try await database.pendingMigrations().count, try await database.appliedMigrations().count)) } catch { return .failure(error) }
+            do {
+                // Migrations of a newer Folio count as pending here: this build is not made for that schema.
+                let pending = try await database.pendingMigrations().count + database.newerMigrations().count
+                return .success((pending, try await database.appliedMigrations().count))
+            } catch { return .failure(error) }
         }
         do {
             guard let read else {

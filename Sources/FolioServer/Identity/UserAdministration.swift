@@ -66,7 +66,7 @@ public struct UserAdministration: Sendable {
         let snapshot = try await personalData.snapshot(of: userID)
         try await identity.audit.record(
             .init(action: "admin.personal_data_exported", subjectType: "user", subjectID: user.id?.lowercasedString, userID: user.id),
-            origin: origin, on: identity.database.db)
+            origin: origin, on: identity.database)
         try await snapshot.copy(to: write)
         return user.id!
     }
@@ -161,7 +161,7 @@ public struct UserAdministration: Sendable {
                 try await identity.audit.record(
                     .init(action: "admin.orders_canceled_for_erasure", subjectType: "user", subjectID: user.id!.lowercasedString, userID: user.id,
                           details: ["orders": String(open.count), "not_canceled": String(failed.count)]),
-                    origin: origin, on: identity.database.db)
+                    origin: origin, on: identity.database)
                 if let first = failed.first, case .failure(let error) = first.outcome {
                     throw Failure(description: "\(failed.count) of \(email)'s open orders could not be canceled (\(error)); nothing was erased; try again")
                 }
@@ -187,7 +187,7 @@ public struct UserAdministration: Sendable {
         try await identity.audit.record(
             .init(action: AuditChain.personChainOpenedByOperator, subjectType: "user", subjectID: user.id!.lowercasedString, userID: user.id,
                   details: ["reason": "the person's audit chain was found missing; opened again by an operator"]),
-            origin: origin, on: identity.database.db)
+            origin: origin, on: identity.database)
         return true
     }
 
@@ -195,7 +195,8 @@ public struct UserAdministration: Sendable {
         switch refusal {
         case .openOrders(let count):
             if cancelingOpenOrders {
-                return Failure(description: "\(email) has \(ProblemMapping.openOrders(count)) whose cancel the broker has yet to confirm; nothing was erased; run the command again once it has")
+                // Orders placed while the cancels ran are open too: a person still signed in may go on trading.
+                return Failure(description: "\(email) has \(ProblemMapping.openOrders(count)) still: placed after the cancels, or canceled at a broker that has yet to confirm it; nothing was erased; `folio users disable` them first (so that no new order comes), then run the command again")
             }
             return Failure(description: "\(email) has \(ProblemMapping.openOrders(count)); \(ProblemMapping.cancelOrWait(count)), or erase with --cancel-open-orders")
         case .lastAdministrator: return Failure(description: "\(email) is the only administrator; make someone else an administrator first")

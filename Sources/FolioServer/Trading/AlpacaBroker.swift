@@ -481,7 +481,7 @@ struct AlpacaBroker: Broker {
         for activity in list {
             guard case .object(let fields) = activity, case .string(let id)? = fields["id"] else { continue }
             page.lastID = id
-            guard case .string(let orderID)? = fields["order_id"], let quantity = Self.quantity(fields["qty"]), let executed = Self.price(fields["price"])
+            guard case .string(let orderID)? = fields["order_id"], let quantity = Self.quantity(fields["qty"]), let executed = Self.fillPrice(fields["price"], side: fields["side"])
             else {
                 // Its order, if Folio's, stays open until a readable record of the fill comes (FolioOrdersOverdue says so).
                 logger.warning("a FILL activity without order_id, qty or price was skipped", metadata: ["activity_id": "\(id)"])
@@ -584,7 +584,22 @@ struct AlpacaBroker: Broker {
         }
     }
 
-    /// A price; Alpaca may send more places than Folio keeps, rounded half-even to the tick Folio stores.
+    /// A fill's price. One with more places than Folio keeps is rounded against the account (a buy's up, a
+    /// sale's down), as every amount a trade moves is: rounding never books more than the broker paid.
+    static func fillPrice(_ value: JSONValue?, side: JSONValue?) -> Price? {
+        let rounding: RoundingRule = switch side {
+        case .string("buy")?: .up
+        case .string(let sale)? where sale.hasPrefix("sell"): .down
+        default: .halfEven
+        }
+        return switch value {
+        case .string(let text)?, .number(let text)?: try? Price(parsing: text, rounding: rounding)
+        default: nil
+        }
+    }
+
+    /// A price that moves no money (a position's average entry price); Alpaca may send more places than
+    /// Folio keeps, rounded half-even to the tick Folio stores.
     static func price(_ value: JSONValue?) -> Price? {
         switch value {
         case .string(let text)?, .number(let text)?: try? Price(parsing: text, rounding: .halfEven)
