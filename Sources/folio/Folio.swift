@@ -137,6 +137,8 @@ struct Migrate: AsyncParsableCommand {
         let database = try FolioDatabase(
             location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)
         do {
+            // busy_timeout and the rest: a migration beside a running server waits for its writes rather than failing.
+            try await database.prepareConnectionSettings()
             if list {
                 let newer = Set(try await database.newerMigrations())
                 for (name, batch) in try await database.appliedMigrations() {

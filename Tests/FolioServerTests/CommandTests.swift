@@ -141,7 +141,7 @@ struct CommandTests {
             let newer = try FolioDatabase(location: location, poolSize: 1, preparedStatements: false, logger: Logger(label: "newer"))
             try await newer.sql.raw("INSERT INTO _fluent_migrations (id, name, batch, created_at, updated_at) VALUES (\(bind: UUID()), '999_from_a_newer_folio', 2, \(bind: Date()), \(bind: Date()))").run()
             await newer.shutdown()
-            for command in [["migrate"], ["migrate", "--revert"], ["serve"], ["worker"]] {
+            for command in [["migrate"], ["migrate", "--revert"], ["serve"], ["worker"], ["users", "list"]] {
                 // A server that started after all is stopped, to fail here rather than hang.
                 let process = try folio.start(command, environment: environment.merging(["PORT": "18971", "METRICS_PORT": "18972"]) { a, _ in a })
                 let watchdog = Task { try await Task.sleep(for: .seconds(60)); process.signal(SIGKILL) }

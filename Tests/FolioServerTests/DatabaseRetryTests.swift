@@ -107,6 +107,12 @@ struct DatabaseRetryTests {
             }
             #expect(attempts.withLockedValue { $0 } == 1, "never rolled back for a snapshot another process wrote past")
             #expect(try await database.sql.raw("SELECT SUM(n) AS n FROM tally").first()?.decode(column: "n", as: Int.self) == 3)
+            // A transaction that only reads (a verification) holds no write back: the other process writes at once.
+            try await database.readTransaction { db in
+                _ = try await db.raw("SELECT COUNT(*) AS n FROM tally").first()
+                try await other.sql.raw("INSERT INTO tally (n) VALUES (4)").run()
+                #expect(try await db.raw("SELECT COUNT(*) AS n FROM tally").first()?.decode(column: "n", as: Int.self) == 2, "its own snapshot")
+            }
             await other.shutdown()
         }
     }

@@ -55,7 +55,7 @@ struct MigrationTests {
         }
     }
 
-    @Test("a migration stopped halfway leaves nothing of itself, and the next run applies it; two runs at once apply each migration once", arguments: TestDatabaseKind.all)
+    @Test("a migration stopped halfway leaves nothing of itself, and the next run applies it; two runs at once apply the batch once, whole, in one batch", arguments: TestDatabaseKind.all)
     func migrationStoppedHalfway(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind, migrated: true) { database, _ in
             await #expect(throws: (any Error).self) {
@@ -71,6 +71,9 @@ struct MigrationTests {
             async let other = database.apply(both)
             let (first, second) = try await (one, other)
             #expect((first + second).sorted() == ["901_probe_a", "902_probe_b"], "each applied once, by one of the runs")
+            #expect(first.isEmpty || second.isEmpty, "one run applied the whole batch")
+            let batches = Set(try await database.appliedMigrations().filter { $0.name.hasPrefix("90") && $0.name != "900_halfway" }.map(\.batch))
+            #expect(batches.count == 1, "one batch, never split between the runs: --revert undoes it whole")
             #expect(try await database.sql.raw("SELECT COUNT(*) AS n FROM halfway_probe").first()?.decode(column: "n", as: Int.self) == 3)
         }
     }

@@ -34,7 +34,7 @@ public struct LedgerVerifier: Sendable {
     /// Reads one consistent snapshot (REPEATABLE READ on PostgreSQL; SQLite's single writer).
     public func verify() async throws -> (accounts: Int, differences: [Difference]) {
         let store = self.store
-        return try await store.database.transaction { db in
+        return try await store.database.readTransaction { db in
             if store.database.kind == .postgres {
                 try await db.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").run()
             }

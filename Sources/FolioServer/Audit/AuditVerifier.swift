@@ -26,7 +26,7 @@ public struct AuditVerifier: Sendable {
 
     /// The number of events read, and a description of the first broken link (nil when intact).
     public func verify() async throws -> (events: Int, firstBreak: String?) {
-        try await database.transaction { db in
+        try await database.readTransaction { db in
             if database.kind == .postgres {
                 try await db.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").run()
             }

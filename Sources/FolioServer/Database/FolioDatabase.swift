@@ -126,6 +126,14 @@ public final class FolioDatabase: Sendable {
         try await retryingBusy { try await withTransaction(db) { try await body(self.sqlDatabase($0)) } }
     }
 
+    /// A transaction that only reads (one consistent snapshot), run as `transaction` but without SQLite's write
+    /// lock: a long read (a verification walking the whole trail) beside a server then holds none of its writes
+    /// back. A read-only transaction never meets a busy snapshot, as it never writes.
+    public func readTransaction<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+        guard kind == .sqlite else { return try await transaction(body) }
+        return try await retryingBusy { try await db.transaction { try await body(self.sqlDatabase($0)) } }
+    }
+
     /// The same with Fluent's handle, for models. A try that rolled back may leave a model it inserted
     /// believing it is saved: `body` only saves models that existed before it (or makes them itself).
     func modelTransaction<T: Sendable>(_ body: @escaping @Sendable (any Database) async throws -> T) async throws -> T {
@@ -321,13 +329,10 @@ public final class FolioDatabase: Sendable {
             .map { ($0.name, $0.batch) }
     }
 
-    /// Applies every pending migration as one batch; returns their names.
-    ///
-    /// Each migration runs in a transaction of its own, with its row in the migration log: one stopped
-    /// halfway (killed, a service manager's timeout, a lost connection) leaves nothing of itself, and the
-    /// next run starts it again. (Run all at once, a migration's first statements stayed without its row,
-    /// and every later run failed on them.) On PostgreSQL each takes an advisory lock and checks the log
-    /// under it, so two runs at once (two hosts starting) apply it once; SQLite's write lock does the same.
+    /// Applies every pending migration as one batch, in one transaction (`apply`); returns their names.
+    /// An upgrade stopped halfway (killed, a service manager's timeout, a lost connection) leaves nothing of
+    /// itself, and the next run starts it again. (Run one statement after another, a migration's first
+    /// statements stayed without its row in the log, and every later run failed on them.)
     @discardableResult
     public func migrate() async throws -> [String] {
         try await apply(MigrationRegistry.all)
@@ -359,29 +364,32 @@ public final class FolioDatabase: Sendable {
         if !newer.isEmpty { throw NewerSchema(migrations: newer) }
     }
 
-    /// Applies, in their order, those of `migrations` the log does not have yet (tests give their own).
+    /// Applies, in their order, those of `migrations` the log does not have yet (tests give their own), as one
+    /// batch in one transaction: an upgrade is applied whole or not at all. Under the lock (PostgreSQL's
+    /// advisory lock, SQLite's write lock) the log is read again, so of runs started together (several hosts)
+    /// one applies the batch and the others find nothing left: the batch is never split between them, and
+    /// `--revert` undoes it whole.
     func apply(_ migrations: [any Migration]) async throws -> [String] {
         let newer = try await newerMigrations(than: MigrationRegistry.all + migrations)
         guard newer.isEmpty else { throw NewerSchema(migrations: newer) }
         let done = try await hasMigrationLog() ? Set(try await MigrationLog.query(on: db).all().map(\.name)) : []
-        let pending = migrations.filter { !done.contains($0.name) }
-        guard !pending.isEmpty else { return [] }
-        try await migrator.setupIfNeeded().get()
-        let batch = (try await MigrationLog.query(on: db).max(\.$batch) ?? 0) + 1
+        guard migrations.contains(where: { !done.contains($0.name) }) else { return [] }
         let postgres = kind == .postgres
-        var applied: [String] = []
-        for migration in pending {
-            let name = migration.name
-            let ran = try await modelTransaction { db in
-                if postgres { try await (db as! any SQLDatabase).raw("SELECT pg_advisory_xact_lock(\(bind: Self.migrationLock))").run() }
-                guard try await MigrationLog.query(on: db).filter(\.$name == name).count() == 0 else { return false }
+        return try await modelTransaction { db in
+            if postgres { try await (db as! any SQLDatabase).raw("SELECT pg_advisory_xact_lock(\(bind: Self.migrationLock))").run() }
+            // The log itself, made under the lock too (`CREATE TABLE IF NOT EXISTS` at once on two hosts can collide).
+            try await MigrationLog.migration.prepare(on: db).get()
+            let logged = try await MigrationLog.query(on: db).all()
+            let done = Set(logged.map(\.name))
+            let batch = (logged.map(\.batch).max() ?? 0) + 1
+            var applied: [String] = []
+            for migration in migrations where !done.contains(migration.name) {
                 try await migration.prepare(on: db).get()
-                try await MigrationLog(name: name, batch: batch).create(on: db)
-                return true
+                try await MigrationLog(name: migration.name, batch: batch).create(on: db)
+                applied.append(migration.name)
             }
-            if ran { applied.append(name) }
+            return applied
         }
-        return applied
     }
 
     /// The advisory lock a migration holds on PostgreSQL ("folio-migrate" as a number).

@@ -62,7 +62,7 @@ public enum DatabaseCopy {
                 try await requireEmpty(into)
                 progress("migrating the target")
                 try await into.migrate()
-                let copied = try await from.transaction { source in
+                let copied = try await from.readTransaction { source in
                     try await into.transaction { target in
                         let copied = try await copyRows(from: source, into: target, pageSize: pageSize, progress: progress)
                         progress("checking the copy")
