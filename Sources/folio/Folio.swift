@@ -71,13 +71,7 @@ struct Serve: AsyncParsableCommand {
             preparedStatements: configuration.databasePreparedStatements, logger: logger)
         do {
             try await database.prepareConnectionSettings()
-            do {
-                try await database.refuseNewerSchema()
-            } catch let newer as FolioDatabase.NewerSchema {
-                FileHandle.standardError.write(Data("Folio will not start: \(newer)\n".utf8))
-                await database.shutdown()
-                throw ExitCode(78)
-            }
+            try await refuseNewerSchema(database, saying: "Folio will not start")
             let pending = try await database.pendingMigrations()
             if !pending.isEmpty {
                 if configuration.isProduction {
@@ -140,11 +134,11 @@ struct Migrate: AsyncParsableCommand {
             // busy_timeout and the rest: a migration beside a running server waits for its writes rather than failing.
             try await database.prepareConnectionSettings()
             if list {
-                let newer = Set(try await database.newerMigrations())
-                for (name, batch) in try await database.appliedMigrations() {
-                    print("applied  \(name)  (batch \(batch))" + (newer.contains(name) ? "  NEWER: not known to this build" : ""))
+                let status = try await database.migrationStatus()
+                for (name, batch) in status.applied {
+                    print("applied  \(name)  (batch \(batch))" + (status.newer.contains(name) ? "  NEWER: not known to this build" : ""))
                 }
-                for name in try await database.pendingMigrations() { print("pending  \(name)") }
+                for name in status.pending { print("pending  \(name)") }
             } else if revert {
                 let reverted = try await database.revertLastBatch()
                 print(reverted.isEmpty ? "Nothing to revert." : reverted.map { "reverted \($0)" }.joined(separator: "\n"))
@@ -177,13 +171,7 @@ struct Worker: AsyncParsableCommand {
             location: configuration.database, poolSize: configuration.databasePoolSize,
             preparedStatements: configuration.databasePreparedStatements, logger: logger)
         try await database.prepareConnectionSettings()
-        do {
-            try await database.refuseNewerSchema()
-        } catch let newer as FolioDatabase.NewerSchema {
-            await database.shutdown()
-            FileHandle.standardError.write(Data("Folio will not start: \(newer)\n".utf8))
-            throw ExitCode(78)
-        }
+        try await refuseNewerSchema(database, saying: "Folio will not start")
         let pending = try await database.pendingMigrations()
         guard pending.isEmpty else {
             await database.shutdown()
@@ -218,5 +206,17 @@ extension Logger {
         var logger = Logger.folio(configuration: configuration)
         logger.logLevel = .warning
         return logger
+    }
+}
+
+/// Exits 78 when a newer Folio migrated the database, saying so after `prefix`; `closing` closes the database
+/// first (a caller whose own error path closes it passes false).
+func refuseNewerSchema(_ database: FolioDatabase, saying prefix: String, closing: Bool = true) async throws {
+    do {
+        try await database.refuseNewerSchema()
+    } catch let newer as FolioDatabase.NewerSchema {
+        if closing { await database.shutdown() }
+        FileHandle.standardError.write(Data("\(prefix): \(newer)\n".utf8))
+        throw ExitCode(78)
     }
 }

@@ -29,12 +29,7 @@ func withServices<T>(_ options: EnvironmentOptions, _ body: (FolioServices) asyn
             FileHandle.standardError.write(Data("\(pending.count) migration(s) pending; run `folio migrate` first.\n".utf8))
             throw ExitCode(78)  // EX_CONFIG, as `serve` and `worker` say it
         }
-        do {
-            try await database.refuseNewerSchema()
-        } catch let newer as FolioDatabase.NewerSchema {
-            FileHandle.standardError.write(Data("error: \(newer)\n".utf8))
-            throw ExitCode(78)
-        }
+        try await refuseNewerSchema(database, saying: "error", closing: false)
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await services.anchorLegacyTrail()
         let result = try await body(services)

@@ -292,8 +292,29 @@ public final class FolioDatabase: Sendable {
     /// not created here (`migrate --list` or a probe of an empty database would leave a table behind, and a
     /// restore or a copy then refuses the database as not empty).
     public func pendingMigrations() async throws -> [String] {
-        guard try await hasMigrationLog() else { return MigrationRegistry.all.map(\.name) }
-        return try await migrator.previewPrepareBatch().get().map { $0.0.name }
+        try await migrationStatus().pending
+    }
+
+    /// The migration log read once: what is applied (oldest first, with batches), what this build would still
+    /// apply, and what it does not know (a newer Folio's). Reads only, as `pendingMigrations`.
+    public struct MigrationStatus: Sendable {
+        public var applied: [(name: String, batch: Int)]
+        public var pending: [String]
+        public var newer: [String]
+    }
+
+    public func migrationStatus() async throws -> MigrationStatus {
+        try await migrationStatus(known: MigrationRegistry.all)
+    }
+
+    func migrationStatus(known: [any Migration]) async throws -> MigrationStatus {
+        let names = known.map(\.name)
+        guard try await hasMigrationLog() else { return MigrationStatus(applied: [], pending: names, newer: []) }
+        let logged = try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all()
+        let applied = Set(logged.map(\.name)), knownNames = Set(names)
+        return MigrationStatus(
+            applied: logged.map { ($0.name, $0.batch) }, pending: names.filter { !applied.contains($0) },
+            newer: logged.map(\.name).filter { !knownNames.contains($0) })
     }
 
     /// Whether Fluent's table of applied migrations exists.
@@ -324,9 +345,7 @@ public final class FolioDatabase: Sendable {
 
     /// Applied migrations with their batch numbers, oldest first.
     public func appliedMigrations() async throws -> [(name: String, batch: Int)] {
-        guard try await hasMigrationLog() else { return [] }
-        return try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all()
-            .map { ($0.name, $0.batch) }
+        try await migrationStatus().applied
     }
 
     /// Applies every pending migration as one batch, in one transaction (`apply`); returns their names.
@@ -341,13 +360,7 @@ public final class FolioDatabase: Sendable {
     /// Migrations the log has that this build does not know: a newer Folio migrated the database. This build
     /// would read and write a schema it was not made for, so it neither migrates nor serves it.
     public func newerMigrations() async throws -> [String] {
-        try await newerMigrations(than: MigrationRegistry.all)
-    }
-
-    func newerMigrations(than known: [any Migration]) async throws -> [String] {
-        guard try await hasMigrationLog() else { return [] }
-        let names = Set(known.map(\.name))
-        return try await MigrationLog.query(on: db).sort(\.$batch).sort(\.$createdAt).all().map(\.name).filter { !names.contains($0) }
+        try await migrationStatus().newer
     }
 
     /// The refusal of a database a newer Folio migrated.
@@ -370,10 +383,9 @@ public final class FolioDatabase: Sendable {
     /// one applies the batch and the others find nothing left: the batch is never split between them, and
     /// `--revert` undoes it whole.
     func apply(_ migrations: [any Migration]) async throws -> [String] {
-        let newer = try await newerMigrations(than: MigrationRegistry.all + migrations)
-        guard newer.isEmpty else { throw NewerSchema(migrations: newer) }
-        let done = try await hasMigrationLog() ? Set(try await MigrationLog.query(on: db).all().map(\.name)) : []
-        guard migrations.contains(where: { !done.contains($0.name) }) else { return [] }
+        let status = try await migrationStatus(known: MigrationRegistry.all + migrations)
+        guard status.newer.isEmpty else { throw NewerSchema(migrations: status.newer) }
+        guard status.pending.contains(where: { name in migrations.contains { $0.name == name } }) else { return [] }
         let postgres = kind == .postgres
         return try await modelTransaction { db in
             if postgres { try await (db as! any SQLDatabase).raw("SELECT pg_advisory_xact_lock(\(bind: Self.migrationLock))").run() }

@@ -147,8 +147,8 @@ struct HealthController {
         let read = await resultWithin(Self.databaseCheckLimit) { () async -> Result<(pending: Int, applied: Int), any Error> in
             do {
                 // Migrations of a newer Folio count as pending here: this build is not made for that schema.
-                let pending = try await database.pendingMigrations().count + database.newerMigrations().count
-                return .success((pending, try await database.appliedMigrations().count))
+                let status = try await database.migrationStatus()
+                return .success((status.pending.count + status.newer.count, status.applied.count))
             } catch { return .failure(error) }
         }
         do {
