@@ -167,6 +167,43 @@ struct OrderTypesTests {
         }
     }
 
+    @Test("a stop-limit whose price jumped past its stop and its limit is a limit order from then on: it fills back within the limit though the price is behind the stop again, and shows when its stop was reached", arguments: TestDatabaseKind.all)
+    func triggeredStopLimitRemembers(kind: TestDatabaseKind) async throws {
+        try await withBoard(kind, ["XYZ": "100.00"]) { client, env, board, tokens in
+            _ = try await place(client, tokens, ["symbol": "XYZ", "quantity": "20", "side": "BUY", "order_type": "MARKET"])
+            await env.worker.drain()
+            let buy = try await place(client, tokens, ["symbol": "XYZ", "quantity": "3", "side": "BUY", "order_type": "STOP_LIMIT", "stop_price": "105", "limit_price": "106", "time_in_force": "GTC"])
+            let sell = try await place(client, tokens, ["symbol": "XYZ", "quantity": "2", "side": "SELL", "order_type": "STOP_LIMIT", "stop_price": "95", "limit_price": "94", "time_in_force": "GTC"])
+            let untouched = try await place(client, tokens, ["symbol": "XYZ", "quantity": "1", "side": "BUY", "order_type": "STOP", "stop_price": "150", "time_in_force": "GTC"])
+            await env.worker.drain()
+            for id in [buy, sell, untouched] { #expect(try await show(client, tokens, id)["triggered_at"] == nil) }
+
+            // Past the buy's stop and its limit: reached, not filled.
+            try await move(board, env, "XYZ", to: "110.00")
+            let reached = try await show(client, tokens, buy)
+            #expect(reached["status"] as? String == "accepted" && reached["triggered_at"] is String, "\(reached)")
+            // Back under the stop, within the limit: a limit order fills, as at a broker.
+            try await move(board, env, "XYZ", to: "103.00")
+            let filledBuy = try await show(client, tokens, buy)
+            #expect(filledBuy["status"] as? String == "filled" && price(filledBuy["average_fill_price"]) == Price("103"), "\(filledBuy)")
+            #expect(filledBuy["triggered_at"] as? String == reached["triggered_at"] as? String, "reached once")
+
+            // The sale: through its stop and its limit, then back above the stop.
+            try await move(board, env, "XYZ", to: "90.00")
+            #expect(try await show(client, tokens, sell)["status"] as? String == "accepted")
+            try await move(board, env, "XYZ", to: "97.00")
+            let filledSell = try await show(client, tokens, sell)
+            #expect(filledSell["status"] as? String == "filled" && price(filledSell["average_fill_price"]) == Price("97"), "\(filledSell)")
+
+            let stillWaiting = try await show(client, tokens, untouched)
+            #expect(stillWaiting["status"] as? String == "accepted" && stillWaiting["triggered_at"] == nil)
+            // Each trigger is on the audit trail, once.
+            let triggers = try await env.database.sql.raw("SELECT subject_id FROM audit_events WHERE action = 'order.triggered'").all()
+                .map { try $0.decode(column: "subject_id", as: String.self) }
+            #expect(triggers.sorted() == [buy, sell].sorted(), "\(triggers)")
+        }
+    }
+
     @Test("a notional buy fills the whole shares and fraction the amount buys, pays at most the amount, and frees the rest of its reservation", arguments: TestDatabaseKind.all)
     func notional(kind: TestDatabaseKind) async throws {
         try await withBoard(kind, ["XYZ": "123.45"]) { client, env, board, tokens in

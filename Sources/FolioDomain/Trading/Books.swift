@@ -64,6 +64,10 @@ public struct OrderState: Equatable, Sendable {
     /// The user asked to cancel while the order may be on its way to a broker
     /// that holds orders: the submit job cancels it there, or here if it never left.
     public var cancelRequestedAt: Date?
+    /// When the broker first saw a stop order's stop price reached: from then
+    /// on it is a market (stop) or limit (stop-limit) order, whatever the
+    /// price does next, as at a broker.
+    public var triggeredAt: Date?
     public let createdAt: Date
     public var updatedAt: Date
 
@@ -71,7 +75,7 @@ public struct OrderState: Equatable, Sendable {
         id: OrderID, accountID: AccountID, userID: UserID, clientOrderID: String?, symbol: String, side: OrderSide, type: OrderType,
         timeInForce: TimeInForce, quantity: Quantity?, notional: Cash?, limitPrice: Price?, stopPrice: Price?, status: OrderStatus,
         filledQuantity: Quantity, averageFillPrice: Price?, reservedCash: Cash, reservedQuantity: Quantity, rejectReason: String?,
-        cancelRequestedAt: Date? = nil, createdAt: Date, updatedAt: Date
+        cancelRequestedAt: Date? = nil, triggeredAt: Date? = nil, createdAt: Date, updatedAt: Date
     ) {
         self.id = id
         self.accountID = accountID
@@ -92,6 +96,7 @@ public struct OrderState: Equatable, Sendable {
         self.reservedQuantity = reservedQuantity
         self.rejectReason = rejectReason
         self.cancelRequestedAt = cancelRequestedAt
+        self.triggeredAt = triggeredAt
         self.createdAt = createdAt
         self.updatedAt = updatedAt
     }

@@ -3,6 +3,10 @@ import Foundation
 /// What a broker says about an order.
 public enum BrokerReport: Sendable, Equatable {
     case accepted
+    /// Open at the broker, and its stop price was reached: from now on the
+    /// order is a market (stop) or limit (stop-limit) order. The paper broker
+    /// says so; a broker that holds orders keeps the trigger itself.
+    case triggered
     /// Fills, and the broker says the order is done filling: an order of a
     /// quantity is filled when its fills reach it, a notional order with its last fill.
     case filled([BrokerFill])
@@ -17,7 +21,7 @@ public enum BrokerReport: Sendable, Equatable {
     /// The report ends the order (filled, canceled, rejected or expired).
     public var isEnd: Bool {
         switch self {
-        case .accepted, .partiallyFilled: false
+        case .accepted, .triggered, .partiallyFilled: false
         default: true
         }
     }
@@ -49,6 +53,9 @@ extension Books {
         switch report {
         case .accepted:
             if let posting = TradingRules.accept(current(), now: now) { record(posting) }
+        case .triggered:
+            if let posting = TradingRules.accept(current(), now: now) { record(posting) }
+            if let posting = TradingRules.trigger(current(), now: now) { record(posting) }
         case .filled(let fills):
             try applyFills(fills, to: orderID, done: true, heldAtBroker: heldAtBroker, ids: ids, now: now)
         case .partiallyFilled(let fills):

@@ -178,6 +178,21 @@ public enum TradingRules {
         return try? transition(order, to: .accepted, now: now)
     }
 
+    /// Marks an open stop order's stop price as reached (once): the broker
+    /// treats it as a market or limit order from then on. No money moves.
+    public static func trigger(_ order: OrderState, now: Date) -> Posting? {
+        guard order.status.isOpen, order.triggeredAt == nil, order.type.needsStopPrice else { return nil }
+        var after = order
+        after.triggeredAt = now
+        after.updatedAt = now
+        var posting = Posting()
+        posting.order = after
+        posting.events = [AuditNote(
+            action: "order.triggered", subjectType: "order", subjectID: order.id.description,
+            details: ["stop_price": order.stopPrice?.description ?? ""])]
+        return posting
+    }
+
     /// Applies one fill, whole or partial. Nil when the order has already
     /// ended. A buy whose price ran past what was reserved, a sale of shares
     /// no longer held, or a fill whose result would exceed a column stops the

@@ -148,6 +148,7 @@ public enum OperatorFills {
     static func status(after report: BrokerReport, of order: OrderState) -> OrderStatus {
         switch report {
         case .accepted: order.status
+        case .triggered: order.status == .new ? .accepted : order.status
         case .partiallyFilled: .partiallyFilled
         case .filled: .filled
         case .filledThenCanceled, .canceled: .canceled

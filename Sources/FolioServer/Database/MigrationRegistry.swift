@@ -26,5 +26,6 @@ enum MigrationRegistry {
         IndexAuditEventsByActor(),
         AddOrderSentAt(),
         ComposeEmailAddresses(),
+        AddOrderTriggeredAt(),
     ]
 }

@@ -77,7 +77,8 @@ struct PersonalDataExport: Sendable {
             name: "orders", about: "Every order you placed, and what became of it.", table: "orders",
             columns: columns("""
                 id:uuid, account_id:uuid, client_order_id, symbol, side, type, time_in_force, quantity:quantity, notional:cash, limit_price:price,
-                stop_price:price, status, filled_quantity:quantity, average_fill_price:price, reject_reason, created_at:date, updated_at:date
+                stop_price:price, status, filled_quantity:quantity, average_fill_price:price, reject_reason, triggered_at:date, created_at:date,
+                updated_at:date
                 """)),
         Section(
             name: "fills", about: "Each execution of your orders.", table: "fills",

@@ -667,7 +667,7 @@ struct OrderService: Sendable {
             return true
         case .accepted:
             return false
-        case .partiallyFilled:
+        case .partiallyFilled, .triggered:
             try await apply([Report(job: nil, order: order, report: answer)], account: order.accountID)
             return false
         default:

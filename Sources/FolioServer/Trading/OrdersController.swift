@@ -78,6 +78,8 @@ struct OrdersController: Sendable {
         var reservedQuantity: Quantity
         var rejectReason: String?
         var cancelRequestedAt: Date?
+        /// When a stop order's stop price was reached (the paper broker's; Alpaca keeps its own).
+        var triggeredAt: Date?
         var createdAt: Date
         var updatedAt: Date
 
@@ -100,6 +102,7 @@ struct OrdersController: Sendable {
             reservedQuantity = order.reservedQuantity
             rejectReason = order.rejectReason
             cancelRequestedAt = order.cancelRequestedAt
+            triggeredAt = order.triggeredAt
             createdAt = order.createdAt
             updatedAt = order.updatedAt
         }

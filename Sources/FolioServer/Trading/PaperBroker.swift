@@ -16,6 +16,8 @@ struct BrokerOrder: Sendable {
     var createdAt: Date
     /// Filled so far (partial fills).
     var filledQuantity: Quantity = .zero
+    /// A stop order whose stop price was reached before (`triggered_at`), or that filled in part: it no longer waits for the stop.
+    var triggered = false
     /// When the last fill booked was executed (set where a broker reads fills that follow it): a read
     /// of the fills that follow can start there.
     var lastFillAt: Date?
@@ -40,6 +42,7 @@ struct BrokerOrder: Sendable {
         stopPrice = order.stopPrice
         createdAt = order.createdAt
         filledQuantity = order.filledQuantity
+        triggered = order.triggeredAt != nil || order.filledQuantity.isPositive
     }
 
     /// What is left to fill, for an order of a quantity.
@@ -110,7 +113,7 @@ struct PaperBroker: Broker {
         if order.timeInForce == .immediateOrCancel || order.timeInForce == .fillOrKill {
             return .canceled(reason: "not marketable at once")
         }
-        return .accepted
+        return triggers(order, at: quote.price) ? .triggered : .accepted
     }
 
     func recheck(_ order: BrokerOrder) async throws -> BrokerReport? {
@@ -118,7 +121,15 @@ struct PaperBroker: Broker {
         if order.timeInForce == .day, clock.now() >= calendar.dayEnd(for: order.createdAt) { return .expired }
         if marketHours, !calendar.isOpen(at: clock.now()) { return nil }
         guard let quote = try? await quotes.quote(for: order.symbol), !quote.isStale else { return nil }
-        return fill(order, at: quote.price).map { .filled([$0]) }
+        if let fill = fill(order, at: quote.price) { return .filled([fill]) }
+        return triggers(order, at: quote.price) ? .triggered : nil
+    }
+
+    /// Whether `price` reaches the stop of a stop order not yet triggered (one that does not fill now: a
+    /// stop-limit outside its limit). Remembered, it stays a limit order when the price moves back past the stop.
+    func triggers(_ order: BrokerOrder, at price: Price) -> Bool {
+        guard !order.triggered, order.type.needsStopPrice, let stop = order.stopPrice else { return false }
+        return order.side == .buy ? price >= stop : price <= stop
     }
 
     /// Resting paper orders live only in Folio's database: nothing to beat the cancel.
@@ -129,10 +140,9 @@ struct PaperBroker: Broker {
     /// The fill this order gets at `price`, if it would execute now.
     func fill(_ order: BrokerOrder, at price: Price) -> BrokerFill? {
         let buying = order.side == .buy
-        // A stop that has filled in part was triggered: the rest is a market (or limit) order from then on, as at a
-        // broker, not a stop that waits for the price to cross again. (A trigger that filled nothing is not recorded:
-        // a stop-limit whose price crossed its stop outside its limit waits for a price past the stop within it.)
-        let triggered = order.filledQuantity.isPositive
+        // A stop whose price was reached (recorded, or seen in a part filled) is a market (or limit) order from then
+        // on, as at a broker, not a stop that waits for the price to cross again.
+        let triggered = order.triggered
         let executionPrice: Price
         switch order.type {
         case .market:

@@ -367,7 +367,8 @@ struct TradingStore: Sendable {
 
     static let orderColumns = """
         id, account_id, user_id, client_order_id, symbol, side, type, time_in_force, quantity, notional, limit_price, stop_price, \
-        status, filled_quantity, average_fill_price, reserved_cash, reserved_quantity, reject_reason, cancel_requested_at, created_at, updated_at
+        status, filled_quantity, average_fill_price, reserved_cash, reserved_quantity, reject_reason, cancel_requested_at, triggered_at, \
+        created_at, updated_at
         """
 
     static func order(_ row: any SQLRow) throws -> OrderState {
@@ -388,7 +389,8 @@ struct TradingStore: Sendable {
             reservedCash: try row.decode(column: "reserved_cash", as: Cash.self),
             reservedQuantity: try row.decode(column: "reserved_quantity", as: Quantity.self),
             rejectReason: try row.decode(column: "reject_reason", as: String?.self),
-            cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Date?.self), createdAt: try row.decode(column: "created_at", as: Date.self),
+            cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Date?.self),
+            triggeredAt: try row.decode(column: "triggered_at", as: Date?.self), createdAt: try row.decode(column: "created_at", as: Date.self),
             updatedAt: try row.decode(column: "updated_at", as: Date.self))
     }
 
@@ -527,7 +529,8 @@ struct TradingStore: Sendable {
                     \(bind: order.side.rawValue), \(bind: order.type.rawValue), \(bind: order.timeInForce.rawValue), \(bind: order.quantity),
                     \(bind: order.notional), \(bind: order.limitPrice), \(bind: order.stopPrice), \(bind: order.status.rawValue),
                     \(bind: order.filledQuantity), \(bind: order.averageFillPrice), \(bind: order.reservedCash), \(bind: order.reservedQuantity),
-                    \(bind: order.rejectReason), \(bind: order.cancelRequestedAt), \(bind: order.createdAt), \(bind: order.updatedAt))
+                    \(bind: order.rejectReason), \(bind: order.cancelRequestedAt), \(bind: order.triggeredAt), \(bind: order.createdAt),
+                    \(bind: order.updatedAt))
                 """)
         }
     }
@@ -542,13 +545,15 @@ struct TradingStore: Sendable {
                 (\(bind: order.id)\(typed("uuid")), \(bind: order.status.rawValue)\(typed("text")), \(bind: order.filledQuantity)\(typed("numeric")), \
                 \(bind: order.averageFillPrice)\(typed("numeric")), \(bind: order.reservedCash)\(typed("numeric")), \
                 \(bind: order.reservedQuantity)\(typed("numeric")), \(bind: order.rejectReason)\(typed("text")), \
-                \(bind: order.cancelRequestedAt)\(typed("timestamptz")), \(bind: order.updatedAt)\(typed("timestamptz")))
+                \(bind: order.cancelRequestedAt)\(typed("timestamptz")), \(bind: order.updatedAt)\(typed("timestamptz")), \
+                \(bind: order.triggeredAt)\(typed("timestamptz")))
                 """
         }
         // VALUES names its columns column1, column2… on both databases.
         writes.add("""
             UPDATE orders SET status = v.column2, filled_quantity = v.column3, average_fill_price = v.column4, reserved_cash = v.column5,
-                reserved_quantity = v.column6, reject_reason = v.column7, cancel_requested_at = v.column8, updated_at = v.column9
+                reserved_quantity = v.column6, reject_reason = v.column7, cancel_requested_at = v.column8, updated_at = v.column9,
+                triggered_at = v.column10
             FROM (VALUES \(rows.joined(separator: ", "))) AS v
             WHERE orders.id = v.column1
             """)

@@ -496,7 +496,9 @@ struct OrderRow {
         type = order.orderType.rawValue.lowercased().replacingOccurrences(of: "_", with: " ")
         quantity = order.quantity.map(Display.quantity) ?? order.notional.map { Display.money($0) + " of" } ?? ""
         // "market · day", "limit $190.00 · good till canceled", "stop $180.00, limit $179.50 · day".
-        let prices = [order.stopPrice.map { "stop " + Display.price($0) }, order.limitPrice.map { "limit " + Display.price($0) }].compactMap { $0 }
+        // A stop whose price was reached says so while it rests: "stop $180.00 (reached), limit $179.50".
+        let reached = order.triggeredAt != nil && order.filledQuantity.isZero ? " (reached)" : ""
+        let prices = [order.stopPrice.map { "stop " + Display.price($0) + reached }, order.limitPrice.map { "limit " + Display.price($0) }].compactMap { $0 }
         terms = ([prices.isEmpty ? type : prices.joined(separator: ", "), Self.timeInForce[order.timeInForce] ?? order.timeInForce.rawValue.lowercased()])
             .joined(separator: " · ")
         status = order.status.replacingOccurrences(of: "_", with: " ")
