@@ -127,6 +127,12 @@ struct Migrate: AsyncParsableCommand {
         if revert, configuration.environment == .production, !yes {
             throw ValidationError("--revert drops the tables and columns the last batch added, with what they hold; in production confirm with --yes (after a backup)")
         }
+        // Listing or reverting reads: a SQLite file that does not exist yet is not made (and left behind) for it.
+        if list || revert, case .sqlite(let path) = configuration.database, !FileManager.default.fileExists(atPath: path) {
+            FileHandle.standardError.write(Data("No database at \(path) yet.\n".utf8))
+            if list { for name in FolioDatabase.migrationNames { print("pending  \(name)") } } else { print("Nothing to revert.") }
+            return
+        }
         let logger = Logger.command(configuration: configuration)
         let database = try FolioDatabase(
             location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)

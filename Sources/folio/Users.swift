@@ -117,7 +117,8 @@ struct Users: AsyncParsableCommand {
             }
             let formatter = ISO8601DateFormatter()
             for user in users {
-                let flags = [user.verified ? "verified" : "unverified", user.disabled ? "disabled" : "active"].joined(separator: ",")
+                let state = user.erased ? "erased" : user.disabled ? "disabled" : "active"
+                let flags = [user.verified ? "verified" : "unverified", state].joined(separator: ",")
                 print("\(user.id.lowercasedString)  \(user.role.padding(toLength: 5, withPad: " ", startingAt: 0))  \(flags)  \(formatter.string(from: user.createdAt))  \(user.email)")
             }
             if users.isEmpty { print("No users.") }
@@ -129,6 +130,13 @@ struct Users: AsyncParsableCommand {
         @OptionGroup var options: EnvironmentOptions
         @Argument(help: "Email address or id of the user.") var email: String
         @Argument(help: "user or admin.") var role: String
+
+        /// A role that does not exist is a usage error (exit 64), found before the database is opened.
+        func validate() throws {
+            guard UserAdministration.roles.contains(role) else {
+                throw ValidationError("the role must be one of \(UserAdministration.roles.joined(separator: ", ")), not \(role)")
+            }
+        }
 
         func run() async throws {
             let changed = try await withServices(options) { services in

@@ -274,6 +274,18 @@ struct BackupTests {
         }
     }
 
+    @Test("an account whose figures differ is told as an operator reads it: each symbol and its quantity, not Swift's tuples")
+    func accountDifferenceText() {
+        let said = BackupFigures(
+            schemaVersion: "023_add_order_triggered_at", migrations: 23, rowCounts: [:],
+            accounts: ["a1": .init(cash: "100.0000", reservedCash: "0.0000", holdings: ["MSFT": "2.5", "AAPL": "10"])], auditHeads: [:])
+        var restored = said
+        restored.accounts["a1"]?.holdings = [:]
+        #expect(said.differences(from: restored) == [
+            "account a1: the manifest says cash 100.0000, reserved 0.0000, holdings AAPL 10, MSFT 2.5; the copy has cash 100.0000, reserved 0.0000, no holdings",
+        ])
+    }
+
     @Test("a SQLite copy with a damaged page that every query still reads is found by the integrity check, in the drill and on restore")
     func damagedPages() async throws {
         let directory = try Self.temporaryDirectory()

@@ -135,6 +135,14 @@ struct CommandTests {
             #expect(try await folio.run(["migrate"], environment: environment).stdout == "No pending migrations.\n")
             #expect(try await folio.run(["migrate", "--revert"], environment: environment).stdout == lines("reverted ", names.reversed()))
             #expect(try await folio.run(["migrate", "--list"], environment: environment).stdout == lines("pending  ", names))
+            // Listing or reverting where no SQLite file is yet: the list, and no file made for it.
+            if case .sqlite(let path) = location {
+                let missing = path + "-not-yet.db"
+                let listed = try await folio.run(["migrate", "--list"], environment: ["DATABASE_URL": "sqlite:" + missing])
+                #expect(listed.status == 0 && listed.stdout == lines("pending  ", names) && listed.stderr.contains("No database at"), "\(listed.stderr)")
+                #expect(try await folio.run(["migrate", "--revert"], environment: ["DATABASE_URL": "sqlite:" + missing]).stdout == "Nothing to revert.\n")
+                #expect(!FileManager.default.fileExists(atPath: missing))
+            }
 
             // A database a newer Folio migrated: this build neither migrates, reverts, serves nor works on it, and says why.
             #expect(try await folio.run(["migrate"], environment: environment).status == 0)
@@ -254,6 +262,9 @@ struct CommandTests {
 
             // set-role: the new role shows, and the user's sessions end so it applies at once.
             #expect(try await folio.run(["users", "set-role", "root@example.com", "superuser"], environment: environment).status != 0)
+            // A role that does not exist is a usage error, as a wrong option is.
+            let noSuchRole = try await folio.run(["users", "set-role", "root@example.com", "superuser"], environment: environment)
+            #expect(noSuchRole.status == 64 && noSuchRole.stderr.contains("user, admin"), "\(noSuchRole.status) \(noSuchRole.stderr)")
             let demoted = try await folio.run(["users", "set-role", "Root@Example.com", "user"], environment: environment)
             #expect(demoted.status == 0, "\(demoted.stderr)")
             #expect(try await folio.run(["users", "list"], environment: environment).stdout.contains("user   verified,active"))
@@ -293,6 +304,8 @@ struct CommandTests {
             let erasedRole = try await database.sql.raw("SELECT role FROM users WHERE erased_at IS NOT NULL").first()?.decode(column: "role", as: String.self)
             #expect(erasedRole == "user", "an erased administrator is no administrator, for any check that forgets erased_at")
             #expect(try await folio.run(["users", "list"], environment: environment).stdout.split(separator: "\n").contains { $0.contains("erased.invalid") && !$0.contains("admin") })
+            // …and says so, rather than passing for a disabled account.
+            #expect(try await folio.run(["users", "list"], environment: environment).stdout.split(separator: "\n").contains { $0.contains("erased.invalid") && $0.contains(",erased ") })
             for command in [["set-role", erased, "admin"], ["disable", erased], ["enable", erased]] {
                 let refused = try await folio.run(["users"] + command, environment: environment)
                 #expect(refused.status == 1 && refused.stderr.contains("was erased"), "\(command): \(refused.stderr)")

@@ -288,6 +288,9 @@ public final class FolioDatabase: Sendable {
         try await sql.raw("PRAGMA secure_delete=ON").run()
     }
 
+    /// Every migration this build knows, in the order they run.
+    public static var migrationNames: [String] { MigrationRegistry.all.map(\.name) }
+
     /// Names of migrations not yet applied, in the order they would run. Reads only: the migration log is
     /// not created here (`migrate --list` or a probe of an empty database would leave a table behind, and a
     /// restore or a copy then refuses the database as not empty).

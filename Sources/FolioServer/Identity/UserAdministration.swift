@@ -26,6 +26,8 @@ public struct UserAdministration: Sendable {
         public var role: String
         public var verified: Bool
         public var disabled: Bool
+        /// Erased (GDPR): the row stays, pseudonymised and disabled for good.
+        public var erased: Bool
         public var createdAt: Date
     }
 
@@ -95,10 +97,17 @@ public struct UserAdministration: Sendable {
     }
 
     public func list() async throws -> [UserSummary] {
-        try await identity.store.allUsers(on: identity.database.db).map {
-            UserSummary(id: $0.id!, email: $0.email, role: $0.role, verified: $0.emailVerifiedAt != nil, disabled: $0.isDisabled, createdAt: $0.createdAt)
+        let users = try await identity.store.allUsers(on: identity.database.db)
+        let erased = try await identity.store.erased(users.compactMap(\.id), on: identity.database.db)
+        return users.map {
+            UserSummary(
+                id: $0.id!, email: $0.email, role: $0.role, verified: $0.emailVerifiedAt != nil, disabled: $0.isDisabled,
+                erased: erased.contains($0.id!), createdAt: $0.createdAt)
         }
     }
+
+    /// The roles a user can have, as `set-role` spells them.
+    public static let roles = User.Role.allCases.map(\.rawValue)
 
     /// False when they had the role already (nothing changes).
     @discardableResult

@@ -19,6 +19,12 @@ public struct BackupFigures: Codable, Sendable, Equatable {
         public var cash: String
         public var reservedCash: String
         public var holdings: [String: String]
+
+        /// "cash 100.0000, reserved 0.0000, holdings AAPL 10, MSFT 2.5" (or "no holdings"), as an operator reads it.
+        var text: String {
+            let held = holdings.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+            return "cash \(cash), reserved \(reservedCash), " + (held.isEmpty ? "no holdings" : "holdings " + held.joined(separator: ", "))
+        }
     }
 
     /// Reads the figures on `db`, which the caller holds in one snapshot.
@@ -65,9 +71,8 @@ public struct BackupFigures: Codable, Sendable, Equatable {
             found.append("table \(table): the manifest says \(rowCounts[table].map(String.init) ?? "no table") row(s), the copy has \(restored.rowCounts[table].map(String.init) ?? "no table")")
         }
         for account in Set(accounts.keys).union(restored.accounts.keys).sorted() where accounts[account] != restored.accounts[account] {
-            let said = accounts[account].map { "cash \($0.cash), reserved \($0.reservedCash), holdings \($0.holdings.sorted { $0.key < $1.key })" } ?? "no account"
-            let has = restored.accounts[account].map { "cash \($0.cash), reserved \($0.reservedCash), holdings \($0.holdings.sorted { $0.key < $1.key })" } ?? "no account"
-            found.append("account \(account): the manifest says \(said), the copy has \(has)")
+            let said = accounts[account]?.text ?? "no account", has = restored.accounts[account]?.text ?? "no account"
+            found.append("account \(account): the manifest says \(said); the copy has \(has)")
         }
         for chain in Set(auditHeads.keys).union(restored.auditHeads.keys).sorted() where auditHeads[chain] != restored.auditHeads[chain] {
             found.append("audit chain \(chain): the manifest's head is \(auditHeads[chain] ?? "none"), the copy's is \(restored.auditHeads[chain] ?? "none")")
