@@ -405,6 +405,8 @@ struct AlphaVantageTests {
                 }
                 #expect(retryAfter.allSatisfy { ($0.flatMap(Int.init) ?? 0) >= 1 }, "\(retryAfter)")
                 #expect(fake.hits.count == 1, "the second was held off without a call")
+                // A per-minute limit met at 15:00:00: both are told the next minute, not the symbol's 5-second pause.
+                #expect(retryAfter == ["60", "60"], "\(retryAfter)")
             }
         }
     }

@@ -275,6 +275,8 @@ final class QuoteService: Sendable {
                     // Held off for every symbol (a rate limit, the budget): not this symbol's failure, so not counted.
                     let (until, failures): (Date, Int) = switch reason {
                     case .heldOff(let until, _), .budgetExhausted(let until): (until, earlier)
+                    // This call met the limit: held off as the gate holds every call, until the window the vendor named.
+                    case .rateLimited(let message): (VendorGate.nextWindow(after: now, message: message), earlier)
                     default: (now.addingTimeInterval(Self.pause(after: earlier + 1)), earlier + 1)
                     }
                     state.paused[symbol] = Pause(until: until, failures: failures, reason: reason)
