@@ -12,6 +12,36 @@ struct Folio: AsyncParsableCommand {
         version: FolioVersion.current,
         subcommands: [Serve.self, Worker.self, Migrate.self, Users.self, Outbox.self, MailCommand.self, LedgerCommand.self, AuditCommand.self, SecretsCommand.self, BrokerCommand.self, RetentionCommand.self, BackupCommand.self, Restore.self, CopyDatabase.self, AccessReviewCommand.self]
     )
+
+    /// ArgumentParser's own main, except that an error a command's `run` throws (a `ValidationError` found
+    /// only once it runs: a missing `--yes`, say) is told with that command's usage, not the root's.
+    static func main() async {
+        let command: any ParsableCommand
+        do { command = try parseAsRoot() } catch { exit(withError: error) }
+        do {
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                var synchronous = command
+                try synchronous.run()
+            }
+        } catch let error as ValidationError {
+            let name = (path(to: type(of: command)) ?? ["folio"]).joined(separator: " ")
+            FileHandle.standardError.write(Data("Error: \(error.message)\nSee '\(name) --help' for more information.\n".utf8))
+            exit(withError: ExitCode.validationFailure)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// The words that name `target` on the command line ("folio users erase"), found in the tree of subcommands.
+    static func path(to target: any ParsableCommand.Type, from node: any ParsableCommand.Type = Folio.self) -> [String]? {
+        if ObjectIdentifier(node) == ObjectIdentifier(target) { return [node._commandName] }
+        for subcommand in node.configuration.subcommands {
+            if let rest = path(to: target, from: subcommand) { return [node._commandName] + rest }
+        }
+        return nil
+    }
 }
 
 /// Options every command shares: which environment and which `.env` file.
@@ -95,7 +125,7 @@ struct Serve: AsyncParsableCommand {
             "address": .string("\(configuration.host):\(configuration.port)"), "version": .string(FolioVersion.current),
         ])
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
-        try await services.prepare()
+        try await prepareOrClose(services, database)
         let application = try services.buildApplication()
         try await runThenClose(database, port: "\(configuration.host):\(configuration.port)") {
             try await FolioServices.runUntilSignalled(application, logger: logger)
@@ -172,22 +202,48 @@ struct Worker: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         EventLoopExecutor.install(for: configuration.database)
+        // The worker works on the database `serve` or `migrate` made: a mistyped SQLite path is not made into an empty one.
+        if case .sqlite(let path) = configuration.database, !FileManager.default.fileExists(atPath: path) {
+            FileHandle.standardError.write(Data("Folio will not start: there is no SQLite database at \(path); check DATA_DIR or DATABASE_URL (`folio serve` or `folio migrate` creates one)\n".utf8))
+            throw ExitCode(66)  // EX_NOINPUT, as the other commands say it
+        }
         let logger = Logger.folio(configuration: configuration)
         let database = try FolioDatabase(
             location: configuration.database, poolSize: configuration.databasePoolSize,
             preparedStatements: configuration.databasePreparedStatements, logger: logger)
-        try await database.prepareConnectionSettings()
-        try await refuseNewerSchema(database, saying: "Folio will not start")
-        let pending = try await database.pendingMigrations()
-        guard pending.isEmpty else {
+        do {
+            try await database.prepareConnectionSettings()
+            try await refuseNewerSchema(database, saying: "Folio will not start", closing: false)
+            let pending = try await database.pendingMigrations()
+            guard pending.isEmpty else {
+                FileHandle.standardError.write(Data("\(pending.count) migration(s) pending; run `folio migrate` first.\n".utf8))
+                throw ExitCode(78)
+            }
+        } catch let error as ExitCode {
             await database.shutdown()
-            FileHandle.standardError.write(Data("\(pending.count) migration(s) pending; run `folio migrate` first.\n".utf8))
-            throw ExitCode(78)
+            throw error
+        } catch {
+            await database.shutdown()
+            FileHandle.standardError.write(Data("Folio will not start: the database is not usable: \(DatabaseErrorText.describe(error))\n".utf8))
+            throw ExitCode.failure
         }
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
-        try await services.prepare()
+        try await prepareOrClose(services, database)
         try await runThenClose(database, port: nil) { try await services.runWorker() }
         logger.info("Folio stopped")
+    }
+}
+
+/// Prepares `serve`'s or `worker`'s services (the audit trail's anchors and the
+/// like); on a failure the database is closed before the command exits, and the
+/// reason said in a line of its own.
+func prepareOrClose(_ services: FolioServices, _ database: FolioDatabase) async throws {
+    do {
+        try await services.prepare()
+    } catch {
+        await database.shutdown()
+        FileHandle.standardError.write(Data("Folio will not start: \(DatabaseErrorText.describe(error))\n".utf8))
+        throw ExitCode.failure
     }
 }
 
@@ -207,9 +263,10 @@ func runThenClose(_ database: FolioDatabase, port: String?, _ services: () async
 }
 
 extension Logger {
-    /// Folio's logger for a one-off command: warnings and worse, so its own output stays readable.
+    /// Folio's logger for a one-off command: warnings and worse, on standard error, so its own output (an
+    /// export, a list, JSON) stays readable and whole when piped.
     static func command(configuration: AppConfiguration) -> Logger {
-        var logger = Logger.folio(configuration: configuration)
+        var logger = Logger.folio(configuration: configuration, sink: StandardError.writeLine)
         logger.logLevel = .warning
         return logger
     }

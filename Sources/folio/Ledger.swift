@@ -32,7 +32,12 @@ struct LedgerCommand: AsyncParsableCommand {
         @Option(help: "The ticker a dividend was paid on (required for a dividend; one the account holds or held).") var symbol: String?
         @Option(help: "What the customer sees on the statement.") var description: String?
 
-        func run() async throws {
+        /// What is wrong with the arguments is a usage error (exit 64), found before the database is opened.
+        func validate() throws {
+            _ = try parsed()
+        }
+
+        func parsed() throws -> (kind: OperatorPosting.Kind, id: AccountID, amount: Cash) {
             guard let kind = OperatorPosting.Kind(rawValue: type.lowercased()) else { throw ValidationError("--type must be dividend or fee") }
             guard let id = AccountID(accountID) else { throw ValidationError("the account id must be a UUID") }
             // An operator moving money types plain digits: `1e3` is more likely a slip than a thousand.
@@ -41,6 +46,13 @@ struct LedgerCommand: AsyncParsableCommand {
             }
             let value: Cash
             do { value = try Cash(parsing: amount) } catch { throw ValidationError(FieldIssue.amount(error, field: "--amount", scale: Cash.centPlaces).message) }
+            guard value.isPositive else { throw ValidationError("--amount must be greater than zero (a fee is posted as a positive amount)") }
+            guard value.units % 100 == 0 else { throw ValidationError("--amount must be in whole cents, such as 12.34 (not \(amount.prefix(40)))") }
+            return (kind, id, value)
+        }
+
+        func run() async throws {
+            let (kind, id, value) = try parsed()
             let text = description ?? (kind == .dividend ? "Dividend\(symbol.map { " \($0.uppercased())" } ?? "")" : "Fee")
             let (entry, cash) = try await withServices(options) { services in
                 try await OperatorPosting.post(kind, accountID: id, amount: value, symbol: symbol, description: text, services: services)

@@ -276,6 +276,10 @@ struct MailCommand: AsyncParsableCommand {
         @OptionGroup var options: EnvironmentOptions
         @Argument(help: "The address.") var email: String
 
+        func validate() throws {
+            guard UserAdministration.isPlausibleEmail(email) else { throw ValidationError("\(email.prefix(80)) is not an email address") }
+        }
+
         func run() async throws {
             let removed = try await withServices(options) { services in try await UserAdministration(services: services).unsuppress(email: email) }
             print(removed ? "Mail goes to \(email) again." : "No mail was stopped for \(email); nothing changed.")

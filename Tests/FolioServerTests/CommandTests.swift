@@ -90,7 +90,47 @@ struct CommandTests {
             #expect(result.status == 1, "\(command): \(result.stderr)")
             #expect(result.stderr.contains("cannot connect to PostgreSQL"), "\(command): \(result.stderr)")
             #expect(!result.stderr.contains("Generic description"), "\(command): \(result.stderr)")
+            // Where it tried and why, in words: no NIO structures. And the log stays off standard output.
+            #expect(result.stderr.contains("127.0.0.1:\(port): connection refused"), "\(command): \(result.stderr)")
+            // (The pool's own JSON log line, on standard error too, keeps the driver's detail for whoever reads logs.)
+            let said = result.stderr.split(separator: "\n").filter { !$0.hasPrefix("{") }
+            #expect(!said.contains { $0.contains("SingleConnectionFailure") }, "\(command): \(said)")
+            #expect(result.stdout.isEmpty, "\(command): \(result.stdout)")
         }
+        // The worker and the server: no crash (the pool closed before exit), one line, exit 1.
+        for command in [["worker"], ["serve", "--port", "0"]] {
+            let result = try await folio.run(command, environment: ["DATABASE_URL": "postgres://folio@127.0.0.1:\(port)/folio?sslmode=disable", "SECRET_KEY": ProcessCrashTests.secretKey])
+            #expect(result.status == 1, "\(command): \(result.status) \(result.stderr)")
+            #expect(result.stderr.contains("Folio will not start: the database is not usable: cannot connect to PostgreSQL"), "\(command): \(result.stderr)")
+        }
+    }
+
+    @Test("the worker needs the database serve or migrate made: at a SQLite path where there is none it makes none, and says so")
+    func workerWithoutDatabase() async throws {
+        let folio = try FolioProcess()
+        defer { folio.cleanUp() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("folio-worker-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("typo.sqlite").path
+        let result = try await folio.run(["worker"], environment: ["DATABASE_URL": "sqlite:" + path, "SECRET_KEY": ProcessCrashTests.secretKey])
+        #expect(result.status == 66 && result.stderr.contains("there is no SQLite database at \(path)"), "\(result.status) \(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    @Test("a settings file that cannot be read is told in words (no Foundation error domains); /dev/null is no settings")
+    func unreadableSettingsFile() async throws {
+        let folio = try FolioProcess()
+        defer { folio.cleanUp() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("folio-env-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let latin1 = directory.appendingPathComponent("latin1.env")
+        try Data([0x4C, 0x4F, 0x47, 0x5F, 0x4C, 0x45, 0x56, 0x45, 0x4C, 0x3D, 0xE9, 0x0A]).write(to: latin1)
+        let notText = try await folio.run(["migrate", "--list", "--env-file", latin1.path], environment: [:])
+        #expect(notText.status == 78 && notText.stderr.contains("latin1.env: is not UTF-8 text"), "\(notText.stderr)")
+        #expect(!notText.stderr.contains("NSCocoaErrorDomain"))
+        let empty = try await folio.run(["migrate", "--list", "--env-file", "/dev/null"], environment: ["DATABASE_URL": "sqlite:" + directory.appendingPathComponent("none.sqlite").path])
+        #expect(empty.status == 0, "\(empty.stderr)")
     }
 
     @Test("a 16-byte production key is named with its length")
@@ -243,6 +283,18 @@ struct CommandTests {
             // A slip in exponent form is refused, not read as a thousand.
             let exponent = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "1e3"], environment: environment)
             #expect(exponent.status != 0 && exponent.stderr.contains("plain digits"), "\(exponent.stderr)")
+            // Nothing, less than nothing, or a fraction of a cent: usage errors, told before the database is opened.
+            for bad in ["0", "-1.50", "1.555"] {
+                let refused = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", bad], environment: environment)
+                #expect(refused.status == 64 && refused.stderr.contains("--amount must be"), "\(bad): \(refused.status) \(refused.stderr)")
+            }
+            // An address that is none is told as a typo, not "no mail was stopped for it".
+            let notAnAddress = try await folio.run(["mail", "unsuppress", "not an email"], environment: environment)
+            #expect(notAnAddress.status == 64 && notAnAddress.stderr.contains("is not an email address"), "\(notAnAddress.stderr)")
+            // A refusal found as a command runs names that command's usage, not the root's `folio <subcommand>`.
+            let unconfirmed = try await folio.run(["audit", "open-person-chain", "root@example.com"], environment: environment)
+            #expect(unconfirmed.status == 64 && unconfirmed.stderr.contains("confirm with --yes"), "\(unconfirmed.stderr)")
+            #expect(!unconfirmed.stderr.contains("folio <subcommand>"), "\(unconfirmed.stderr)")
             let rows = try await store.entries(of: try #require(AccountID(accountID)), on: database.sql).map(\.line).filter { $0.kind == .dividend || $0.kind == .fee }
             #expect(rows.map(\.amount.description).sorted() == ["-2.30", "12.34"])
             #expect(rows.first { $0.kind == .dividend }?.symbol == "AAPL")
@@ -310,6 +362,13 @@ struct CommandTests {
                 let refused = try await folio.run(["users"] + command, environment: environment)
                 #expect(refused.status == 1 && refused.stderr.contains("was erased"), "\(command): \(refused.stderr)")
             }
+            // Money posted to an erased person's (closed) account would notify, and mail, someone who is gone: refused.
+            let closedAccount = try #require(try await database.sql.raw("SELECT id FROM accounts WHERE user_id = \(bind: secondID)").first()?.decode(column: "id", as: UUID.self))
+            let notices = { try await database.sql.raw("SELECT COUNT(*) AS n FROM notifications WHERE user_id = \(bind: secondID)").first()?.decode(column: "n", as: Int.self) }
+            let noticesBefore = try await notices()
+            let posted = try await folio.run(["ledger", "post", closedAccount.lowercasedString, "--type", "fee", "--amount", "1.00"], environment: environment)
+            #expect(posted.status == 1 && posted.stderr.contains("the account is closed"), "\(posted.stdout) \(posted.stderr)")
+            #expect(try await notices() == noticesBefore)
 
             // A settings file named on the command line must exist: a typo does not start another configuration.
             let typo = try await folio.run(["users", "list", "--env-file", "/nonexistent/folio.env"], environment: environment)

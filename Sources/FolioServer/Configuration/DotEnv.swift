@@ -9,9 +9,20 @@ public enum DotEnv {
         public var description: String { ".env line \(line) is not KEY=value" }
     }
 
+    /// A file that is there but cannot be read as settings, in an operator's words.
+    public struct ReadError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// The file's settings; none when there is no file. `/dev/null` reads as empty (the usual "no settings file").
     public static func load(path: String) throws -> [String: String] {
         guard FileManager.default.fileExists(atPath: path) else { return [:] }
-        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let descriptor = open(path, O_RDONLY)
+        guard descriptor >= 0 else { throw ReadError(description: "cannot be read: \(String(cString: strerror(errno)).lowercased())") }
+        let file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        let data: Data
+        do { data = try file.readToEnd() ?? Data() } catch { throw ReadError(description: "cannot be read: \(error.localizedDescription)") }
+        guard let text = String(data: data, encoding: .utf8) else { throw ReadError(description: "is not UTF-8 text") }
         return try parse(text)
     }
 

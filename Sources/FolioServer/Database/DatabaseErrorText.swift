@@ -1,3 +1,6 @@
+import Foundation
+import NIOCore
+import NIOPosix
 import PostgresNIO
 import SQLiteNIO
 
@@ -12,12 +15,29 @@ public enum DatabaseErrorText {
         case .sslUnsupported:
             return "the PostgreSQL server does not offer TLS, and the URL's sslmode asks for it (enable ssl on the server, or use sslmode=disable on a trusted network only)"
         case .connectionError:
-            return "cannot connect to PostgreSQL" + (error.underlying.map { ": \(String(describing: $0))" } ?? "")
+            return "cannot connect to PostgreSQL" + (error.underlying.map { ": " + connectionFailure($0) } ?? "")
         case .serverClosedConnection, .clientClosedConnection:
             return "the connection to PostgreSQL was closed" + (error.underlying.map { ": \(String(describing: $0))" } ?? "")
         default:
             return String(reflecting: error)
         }
+    }
+
+    /// Why a connection could not be made, as an operator reads it ("127.0.0.1:5433: connection refused"), not
+    /// NIO's description of its attempt structures.
+    static func connectionFailure(_ error: any Error) -> String {
+        func reason(_ error: any Error) -> String {
+            if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+            if let channel = error as? ChannelError, case .connectTimeout = channel { return "no answer in time" }
+            return String(describing: error)
+        }
+        guard let failure = error as? NIOConnectionError else { return reason(error) }
+        let attempts = failure.connectionErrors.map { attempt in
+            "\(attempt.target.ipAddress ?? failure.host):\(attempt.target.port ?? failure.port): \(reason(attempt.error))"
+        }
+        if !attempts.isEmpty { return attempts.joined(separator: "; ") }
+        if failure.dnsAError != nil || failure.dnsAAAAError != nil { return "the host name \(failure.host) could not be resolved" }
+        return "\(failure.host):\(failure.port): no address to connect to"
     }
 
     /// What the server said: its message, detail (never a NOT NULL or CHECK failure's, which is the whole row:

@@ -226,6 +226,11 @@ public struct UserAdministration: Sendable {
         try await mail.suppressions().map { SuppressionEntry(email: $0.email, reason: $0.reason, since: $0.since) }
     }
 
+    /// Whether `email` could be an address Folio mails (what registration accepts): an operator's typo is told as one.
+    public static func isPlausibleEmail(_ email: String) -> Bool {
+        IdentityServices.isPlausibleEmail(IdentityServices.normalizedEmail(email))
+    }
+
     /// Lets mail go to an address again (its owner repaired the mailbox, or took back a spam report), audited
     /// as the operator's. False when no mail was stopped for it.
     public func unsuppress(email: String) async throws -> Bool {

@@ -301,6 +301,12 @@ enum LogTimestamp {
 /// thread drains the buffer to the file descriptor. `flush()` writes what is
 /// buffered and waits until it is written; it runs at process exit (every
 /// `folio` command ends through `exit`), so a graceful shutdown loses no line.
+/// Standard error, line by line and unbuffered: the log of a one-off command, whose standard output is its
+/// answer (an export, a list) and must not carry a log line into a file it is piped to.
+public enum StandardError {
+    public static let writeLine: FolioLogHandler.Sink = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }
+}
+
 public enum StandardOutput {
     static let output: BufferedOutput = {
         let output = BufferedOutput(fileDescriptor: STDOUT_FILENO)

@@ -131,6 +131,11 @@ struct TradingStore: Sendable {
         return locked
     }
 
+    /// Whether the account is closed (its owner erased, or being erased); false for an account that does not exist.
+    func isClosed(_ id: AccountID, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("SELECT 1 AS closed FROM accounts WHERE id = \(bind: id) AND closed_at IS NOT NULL").first() != nil
+    }
+
     /// Closes every account of `userID` (its owner is being erased): their
     /// books stay, but the owner's requests no longer lock them.
     func closeAccounts(of userID: UserID, now: Date, on db: any SQLDatabase) async throws {
