@@ -150,6 +150,10 @@ struct AlpacaStreamTests {
             try await eventually("the rest canceled at Alpaca") { fake.status(clientOrderID: id) == "canceled" }
             let shown = try await status(client, tokens, id)
             #expect((shown["reject_reason"] as? String)?.hasPrefix("filled at the broker, beyond what the books can take") == true, "\(shown)")
+            // The person is told it filled at the broker (they hold what it bought), not that it was canceled or rejected.
+            let notices = try json(try await client.execute(uri: "/api/notifications", method: .get, headers: bearer(tokens)))["data"] as? [[String: Any]] ?? []
+            let told = notices.filter { ($0["data"] as? [String: Any])?["order_id"] as? String == id }.compactMap { $0["kind"] as? String }
+            #expect(told.contains("order_filled_at_broker") && !told.contains("order_canceled") && !told.contains("order_rejected"), "\(told)")
             try await env.expectConsistent()
         }
     }

@@ -13,10 +13,15 @@ extension Notifications {
         // One notice per order per commit, from where the order ended: several fills applied together are one "filled".
         // A cancel the user asked for is not news to them; one the broker or Folio made is.
         let askedToCancel = Set(books.events.filter { $0.action == "order.cancel_requested" }.map(\.subjectID))
+        // Ended here because the broker filled more than the books could take: the person holds what the broker
+        // bought or sold, so it is told as a fill at the broker, never as "rejected" (or a cancel they did not ask for).
+        let filledAtBroker = Set(books.events.filter { $0.action == "order.broker_fill_not_recorded" }.map(\.subjectID))
         func told(_ event: AuditNote) -> Bool {
             switch event.action {
             case "order.filled", "order.partially_filled", "order.rejected", "order.expired": true
-            case "order.canceled": orders[event.subjectID]?.cancelRequestedAt == nil && !askedToCancel.contains(event.subjectID)
+            case "order.canceled":
+                filledAtBroker.contains(event.subjectID)
+                    || (orders[event.subjectID]?.cancelRequestedAt == nil && !askedToCancel.contains(event.subjectID))
             default: false
             }
         }
@@ -52,6 +57,10 @@ extension Notifications {
                     template = .orderFilled
                     values["quantity"] = order.filledQuantity.description
                 case "order.partially_filled": template = .orderPartiallyFilled
+                case _ where filledAtBroker.contains(event.subjectID):
+                    // Rejected or canceled here; filled there.
+                    template = .orderFilledAtBroker
+                    values["reason"] = order.rejectReason ?? "no reason was given"
                 case "order.rejected":
                     template = .orderRejected
                     values["reason"] = order.rejectReason ?? "no reason was given"

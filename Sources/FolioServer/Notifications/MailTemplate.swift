@@ -24,6 +24,8 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     case orderRejected = "order_rejected"
     case orderExpired = "order_expired"
     case orderCanceled = "order_canceled"
+    /// The broker filled it, but the books could not take the fill: not a rejection to the person who now holds the shares.
+    case orderFilledAtBroker = "order_filled_at_broker"
     case cashDeposit = "cash_deposit"
     case cashWithdrawal = "cash_withdrawal"
     case cashDividend = "cash_dividend"
@@ -46,7 +48,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
     var category: NoticeCategory? {
         switch self {
         case .verifyEmail, .resetPassword, .duplicateRegistration: nil
-        case .orderFilled, .orderPartiallyFilled, .orderRejected, .orderExpired, .orderCanceled: .orders
+        case .orderFilled, .orderPartiallyFilled, .orderRejected, .orderExpired, .orderCanceled, .orderFilledAtBroker: .orders
         case .cashDeposit, .cashWithdrawal, .cashDividend, .cashFee: .cash
         case .rebalanceFinished: .rebalancing
         case .driftDigest: .drift
@@ -84,6 +86,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .orderRejected: "Rejected: your order to {{side}} {{symbol}}"
         case .orderExpired: "Expired: your order to {{side}} {{symbol}}"
         case .orderCanceled: "Canceled: your order to {{side}} {{symbol}}"
+        case .orderFilledAtBroker: "Filled at your broker: your order to {{side}} {{symbol}}"
         case .cashDeposit: "Deposit of {{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} received"
         case .cashWithdrawal: "Withdrawal of {{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} made"
         case .cashDividend: "Dividend of {{amount_text}} from {{symbol}} received"
@@ -112,6 +115,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .orderRejected: "Your order to {{side}} {{symbol}} was rejected: {{reason}}"
         case .orderExpired: "Your order to {{side}} {{symbol}} expired ({{filled_quantity}}{{#quantity}} of {{quantity}}{{/quantity}} filled)."
         case .orderCanceled: "Your order to {{side}} {{symbol}} was canceled ({{filled_quantity}}{{#quantity}} of {{quantity}}{{/quantity}} filled): {{reason}}"
+        case .orderFilledAtBroker: "Your order to {{side}} {{symbol}} filled at your broker beyond what Folio could record; reconciliation brings your account in line."
         case .cashDeposit: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was deposited; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
         case .cashWithdrawal: "{{amount_text}}{{^amount_text}}{{amount}}{{/amount_text}} was withdrawn; cash is now {{cash_after_text}}{{^cash_after_text}}{{cash_after}}{{/cash_after_text}}."
         case .cashDividend: "A dividend of {{amount_text}} from {{symbol}} was paid in; cash is now {{cash_after_text}}."
@@ -146,6 +150,11 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
             MailVariables(["side": "sell", "symbol": "AAPL", "quantity": "10", "filled_quantity": "0", "price": "-", "reason": "insufficient shares", "order_id": "ord_sample"])
         case .orderExpired:
             MailVariables(["side": "buy", "symbol": "AAPL", "quantity": "10", "filled_quantity": "0", "price": "-", "order_id": "ord_sample"])
+        case .orderFilledAtBroker:
+            MailVariables([
+                "side": "buy", "symbol": "KO", "quantity": "3", "filled_quantity": "1", "price": "59.00", "order_id": "ord_sample",
+                "reason": "filled at the broker, beyond what the books can take (insufficient cash at the fill price): reconciliation records it",
+            ])
         case .orderCanceled:
             MailVariables([
                 "side": "buy", "symbol": "AAPL", "quantity": "10", "filled_quantity": "4", "price": "189.91", "reason": "not marketable at once", "order_id": "ord_sample",
