@@ -344,6 +344,9 @@ struct CommandTests {
             let review = try await folio.run(["access-review", "--format", "json"], environment: environment)
             let reviewed = try JSONSerialization.jsonObject(with: Data(review.stdout.utf8)) as? [String: Any]
             #expect(reviewed?["period_days"] as? Int == 30 && (reviewed?["role_changes"] as? [Any])?.isEmpty == false, "\(review.stdout)")
+            // An event's details are an object, as the API gives them, not JSON text inside a string.
+            let change = (reviewed?["role_changes"] as? [[String: Any]])?.first
+            #expect((change?["details"] as? [String: Any])?["role"] is String, "\(String(describing: change))")
 
             // An erased person's row changes no more. Erased by id, as the `user.erased` audit events name people
             // to erase again after a restore.

@@ -41,7 +41,21 @@ public struct AccessReview: Sendable {
         /// The administrator's address, or `operator` for the command line.
         public var actor: String
         public var subject: String?
-        public var details: String
+        /// The event's details (`from`, `to`, `reason`…), as an object in JSON.
+        public var details: [String: String]
+
+        /// "from=user, to=admin", for the text report.
+        var detailsText: String { details.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ") }
+    }
+
+    /// An audit event's stored details: a JSON object of strings (other values as their JSON text).
+    static func details(_ text: String) -> [String: String] {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else { return text.isEmpty ? [:] : ["text": text] }
+        return object.mapValues { value in
+            if let string = value as? String { return string }
+            if let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys]) { return String(decoding: data, as: UTF8.self) }
+            return "\(value)"
+        }
     }
 
     public func report(periodDays: Int = 30) async throws -> Report {
@@ -80,7 +94,7 @@ public struct AccessReview: Sendable {
                 subject: subjectID.map { id in
                     UUID(uuidString: id).flatMap { people[$0]?.email } ?? id
                 },
-                details: try row.decode(column: "details", as: String.self)))
+                details: Self.details(try row.decode(column: "details", as: String.self))))
         }
         return Report(
             generatedAt: now, periodDays: periodDays,
@@ -115,7 +129,7 @@ public struct AccessReview: Sendable {
         lines += report.disabled.map { "  \($0.email)  since \(day($0.disabledAt))" }
         lines += ["", "Erased people (kept as pseudonymous records): \(report.erasedCount)"]
         lines += ["", "Role changes (\(report.roleChanges.count)):"]
-        lines += report.roleChanges.map { "  \(day($0.occurredAt))  \($0.actor) → \($0.subject ?? "-")  \($0.details)" }
+        lines += report.roleChanges.map { "  \(day($0.occurredAt))  \($0.actor) → \($0.subject ?? "-")  \($0.detailsText)" }
         lines += ["", "Administrator actions (\(report.adminActions.count)):"]
         lines += report.adminActions.map { "  \(day($0.occurredAt))  \($0.actor)  \($0.action)  \($0.subject ?? "")" }
         return lines.joined(separator: "\n") + "\n"
