@@ -615,6 +615,37 @@ struct RebalanceTests {
     }
 }
 
+
+extension RebalanceTests {
+    @Test("a run's buy that fills far above its quote is stopped rather than paid from the cash reserve: the reserve stays, the run says why", arguments: TestDatabaseKind.all)
+    func reserveKeptAtFill(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.startingCash = 20_000 }) { client, env in
+            let tokens = try await signUp(client, env, email: "kept@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "kept-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "buy_only", "cash_reserve": "5000"], headers: keyed))
+            let id = try #require(started["id"] as? String)
+            let buy = try #require((started["orders"] as? [[String: Any]])?.first?["order_id"] as? String)
+            let buyID = try #require(OrderID(buy))
+            let order = try #require(try await env.store.order(buyID))
+            let quantity = try #require(order.quantity)
+            // The broker fills the whole buy 30 % above what it set aside per share (its quote and the 5 % margin).
+            let perShare = try Price.quotient(order.reservedCash, quantity, places: 2, rounding: .up)
+            let price = try Price.product(perShare, Price("1.3")!, places: 2, rounding: .up)
+            try await env.orders.apply(.filled([BrokerFill(id: "\(buy)-far", quantity: quantity, price: price)]), to: order.id)
+            let shown = try #require(try await env.store.order(order.id))
+            #expect(shown.status == .rejected && shown.rejectReason?.contains("cash kept aside") == true, "\(shown.status) \(shown.rejectReason ?? "")")
+            let finished = try await Self.finish(client, env, tokens, run: id)
+            #expect(finished["status"] as? String == "partially_done", "\(finished)")
+            let after = try await Self.get(client, "/api/portfolio", tokens)
+            #expect(try Cash(parsing: after["available_cash"] as! String) >= 5_000, "\(after)")
+            try await env.expectConsistent()
+        }
+    }
+}
+
 /// The simulated market, with symbols that can be made unknown while a test runs.
 final class SwitchableMarket: MarketDataProvider {
     let base: SimulatedMarketDataProvider

@@ -68,6 +68,9 @@ public struct OrderState: Equatable, Sendable {
     /// on it is a market (stop) or limit (stop-limit) order, whatever the
     /// price does next, as at a broker.
     public var triggeredAt: Date?
+    /// Cash a buy must leave available at each fill as when it was placed (a
+    /// rebalance's cash kept); zero for most orders.
+    public let keepingCash: Cash
     public let createdAt: Date
     public var updatedAt: Date
 
@@ -75,7 +78,7 @@ public struct OrderState: Equatable, Sendable {
         id: OrderID, accountID: AccountID, userID: UserID, clientOrderID: String?, symbol: String, side: OrderSide, type: OrderType,
         timeInForce: TimeInForce, quantity: Quantity?, notional: Cash?, limitPrice: Price?, stopPrice: Price?, status: OrderStatus,
         filledQuantity: Quantity, averageFillPrice: Price?, reservedCash: Cash, reservedQuantity: Quantity, rejectReason: String?,
-        cancelRequestedAt: Date? = nil, triggeredAt: Date? = nil, createdAt: Date, updatedAt: Date
+        cancelRequestedAt: Date? = nil, triggeredAt: Date? = nil, keepingCash: Cash = .zero, createdAt: Date, updatedAt: Date
     ) {
         self.id = id
         self.accountID = accountID
@@ -97,6 +100,7 @@ public struct OrderState: Equatable, Sendable {
         self.rejectReason = rejectReason
         self.cancelRequestedAt = cancelRequestedAt
         self.triggeredAt = triggeredAt
+        self.keepingCash = keepingCash
         self.createdAt = createdAt
         self.updatedAt = updatedAt
     }

@@ -119,7 +119,8 @@ public enum TradingRules {
             id: orderID, accountID: account.id, userID: account.userID, clientOrderID: clientOrderID, symbol: draft.symbol,
             side: draft.side, type: draft.type, timeInForce: draft.timeInForce, quantity: draft.quantity, notional: draft.notional,
             limitPrice: draft.limitPrice, stopPrice: draft.stopPrice, status: .new, filledQuantity: .zero, averageFillPrice: nil,
-            reservedCash: .zero, reservedQuantity: .zero, rejectReason: nil, createdAt: now, updatedAt: now)
+            reservedCash: .zero, reservedQuantity: .zero, rejectReason: nil,
+            keepingCash: draft.side == .buy ? keepingCash : .zero, createdAt: now, updatedAt: now)
         var posting = Posting()
         switch draft.side {
         case .buy:
@@ -287,6 +288,12 @@ public enum TradingRules {
             let reservedAfter = Cash(uncheckedUnits: account.reservedCash.units - release.units)
             guard let cashAfter = try? account.cash - cost, cashAfter >= reservedAfter else {
                 return stop("insufficient cash at the fill price")
+            }
+            // What the fill costs beyond what it frees of its reservation comes from available cash, but never from
+            // the cash the order was placed to keep (a rebalance's reserve). A broker that holds the order has filled
+            // it already: that fill is booked as it happened (the books follow the broker).
+            if !heldAtBroker, !order.keepingCash.isZero, cost > release, cashAfter.units - reservedAfter.units < order.keepingCash.units {
+                return stop("the fill price would spend the cash kept aside (\(order.keepingCash))")
             }
             guard let position = try? held.position.buying(fill.quantity, for: cost) else {
                 return stop("the holding would exceed what an account can hold")

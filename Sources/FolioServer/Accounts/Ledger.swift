@@ -21,6 +21,8 @@ struct OpenBooks: Sendable {
     var headMAC: String? = nil
     /// The account's open orders when they were opened, if the need asked (a placement).
     var openOrders: Int? = nil
+    /// The account is closed (its owner erased, or being erased): what moves on it is booked, but nobody is told.
+    var closed = false
 
     /// A brokerage account's orders are held, and filled, at its broker.
     var ordersHeldAtBroker: Bool { kind != "paper" }
@@ -61,7 +63,7 @@ struct Ledger: Sendable {
         let values = need.brokerFills.isEmpty ? [:] : try await store.filledValues(of: orders, on: db)
         return OpenBooks(
             books: Books(account: locked.state, holdings: holdings, orders: orders, appliedFills: applied, filledValues: values),
-            kind: locked.kind, head: locked.chainHead, headMAC: locked.chainMAC, openOrders: locked.openOrders)
+            kind: locked.kind, head: locked.chainHead, headMAC: locked.chainMAC, openOrders: locked.openOrders, closed: locked.closed)
     }
 
     /// Locks several accounts (in the order of their ids) and loads each
@@ -79,7 +81,7 @@ struct Ledger: Sendable {
                 books: Books(
                     account: account.state, holdings: holdings[id] ?? [], orders: orders.filter { $0.accountID == id }, appliedFills: applied,
                     filledValues: values),
-                kind: account.kind, head: account.chainHead, headMAC: account.chainMAC)
+                kind: account.kind, head: account.chainHead, headMAC: account.chainMAC, closed: account.closed)
         }
     }
 
@@ -164,7 +166,8 @@ struct Ledger: Sendable {
         } else if books.accountChanged {
             store.writeBalances(account, now: now, into: &writes)
         }
-        if let notifications {
+        // An erased person's accounts are closed: a dividend still booked there notifies, and mails, no one.
+        if let notifications, !open.closed {
             try notifications.notify(account.userID.uuid, Notifications.notices(in: books), into: &writes)
         }
         if let metrics {

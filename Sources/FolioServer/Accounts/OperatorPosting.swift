@@ -28,12 +28,6 @@ public enum OperatorPosting {
         }
         let accounts = services.accounts, store = services.store
         return try await services.database.transaction { db in
-            // An erased owner's accounts are closed: money posted there would notify, and mail, a person who is gone.
-            if try await store.isClosed(accountID, on: db) {
-                throw TradingError.invalid(
-                    field: "account", code: "account_closed",
-                    message: "the account is closed (its owner was erased, or is being erased); nothing was posted")
-            }
             // A holding's row stays when it is sold out, so a row means the account holds or held the symbol:
             // a dividend on one it never held is a typo, not income.
             if kind == .dividend, let ticker, try await store.holdings(of: accountID, symbols: [ticker], on: db).isEmpty {

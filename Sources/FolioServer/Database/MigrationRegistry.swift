@@ -27,5 +27,6 @@ enum MigrationRegistry {
         AddOrderSentAt(),
         ComposeEmailAddresses(),
         AddOrderTriggeredAt(),
+        AddOrderKeepCash(),
     ]
 }

@@ -32,6 +32,8 @@ struct LockedAccount: Sendable {
     var chainMAC: String? = nil
     /// How many of its orders are open, when the lock was asked to count them (a placement).
     var openOrders: Int? = nil
+    /// Closed: its owner was erased (or is being erased).
+    var closed = false
 }
 
 /// The only code that reads or writes accounts, holdings, orders, fills and
@@ -131,11 +133,6 @@ struct TradingStore: Sendable {
         return locked
     }
 
-    /// Whether the account is closed (its owner erased, or being erased); false for an account that does not exist.
-    func isClosed(_ id: AccountID, on db: any SQLDatabase) async throws -> Bool {
-        try await db.raw("SELECT 1 AS closed FROM accounts WHERE id = \(bind: id) AND closed_at IS NOT NULL").first() != nil
-    }
-
     /// Closes every account of `userID` (its owner is being erased): their
     /// books stay, but the owner's requests no longer lock them.
     func closeAccounts(of userID: UserID, now: Date, on db: any SQLDatabase) async throws {
@@ -202,7 +199,7 @@ struct TradingStore: Sendable {
         try await database.sql.raw("SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts WHERE id = \(bind: id)").first().map(Self.locked)
     }
 
-    static let lockedColumns = "id, user_id, kind, cash, reserved_cash, audit_sequence, audit_hash, audit_mac"
+    static let lockedColumns = "id, user_id, kind, cash, reserved_cash, audit_sequence, audit_hash, audit_mac, closed_at"
 
     static func locked(_ row: any SQLRow) throws -> LockedAccount {
         let state = AccountState(
@@ -213,7 +210,8 @@ struct TradingStore: Sendable {
             head = AuditChain.Head(sequence: sequence, hash: try row.decode(column: "audit_hash", as: String.self))
         }
         return LockedAccount(
-            state: state, kind: try row.decode(column: "kind", as: String.self), chainHead: head, chainMAC: try row.decode(column: "audit_mac", as: String?.self))
+            state: state, kind: try row.decode(column: "kind", as: String.self), chainHead: head, chainMAC: try row.decode(column: "audit_mac", as: String?.self),
+            closed: try row.decode(column: "closed_at", as: Date?.self) != nil)
     }
 
     /// Writes a locked account's balances and the new head of its audit chain, with the head's signature.
@@ -373,7 +371,7 @@ struct TradingStore: Sendable {
     static let orderColumns = """
         id, account_id, user_id, client_order_id, symbol, side, type, time_in_force, quantity, notional, limit_price, stop_price, \
         status, filled_quantity, average_fill_price, reserved_cash, reserved_quantity, reject_reason, cancel_requested_at, triggered_at, \
-        created_at, updated_at
+        keep_cash, created_at, updated_at
         """
 
     static func order(_ row: any SQLRow) throws -> OrderState {
@@ -395,7 +393,8 @@ struct TradingStore: Sendable {
             reservedQuantity: try row.decode(column: "reserved_quantity", as: Quantity.self),
             rejectReason: try row.decode(column: "reject_reason", as: String?.self),
             cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Date?.self),
-            triggeredAt: try row.decode(column: "triggered_at", as: Date?.self), createdAt: try row.decode(column: "created_at", as: Date.self),
+            triggeredAt: try row.decode(column: "triggered_at", as: Date?.self),
+            keepingCash: try row.decode(column: "keep_cash", as: Cash?.self) ?? .zero, createdAt: try row.decode(column: "created_at", as: Date.self),
             updatedAt: try row.decode(column: "updated_at", as: Date.self))
     }
 
@@ -534,7 +533,8 @@ struct TradingStore: Sendable {
                     \(bind: order.side.rawValue), \(bind: order.type.rawValue), \(bind: order.timeInForce.rawValue), \(bind: order.quantity),
                     \(bind: order.notional), \(bind: order.limitPrice), \(bind: order.stopPrice), \(bind: order.status.rawValue),
                     \(bind: order.filledQuantity), \(bind: order.averageFillPrice), \(bind: order.reservedCash), \(bind: order.reservedQuantity),
-                    \(bind: order.rejectReason), \(bind: order.cancelRequestedAt), \(bind: order.triggeredAt), \(bind: order.createdAt),
+                    \(bind: order.rejectReason), \(bind: order.cancelRequestedAt), \(bind: order.triggeredAt),
+                    \(bind: order.keepingCash.isZero ? nil : order.keepingCash), \(bind: order.createdAt),
                     \(bind: order.updatedAt))
                 """)
         }
