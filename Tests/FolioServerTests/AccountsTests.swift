@@ -271,6 +271,8 @@ struct AccountsTests {
                 Column(table_name: "orders", column_name: "limit_price", numeric_precision: 20, numeric_scale: 8),
                 Column(table_name: "orders", column_name: "stop_price", numeric_precision: 20, numeric_scale: 8),
                 Column(table_name: "orders", column_name: "average_fill_price", numeric_precision: 20, numeric_scale: 8),
+                // 024: the cash a rebalance's buy keeps, at cash scale.
+                Column(table_name: "orders", column_name: "keep_cash", numeric_precision: 20, numeric_scale: 4),
             ])
         }
     }
