@@ -99,25 +99,18 @@ struct Serve: AsyncParsableCommand {
         let database = try FolioDatabase(
             location: configuration.database, poolSize: configuration.databasePoolSize,
             preparedStatements: configuration.databasePreparedStatements, logger: logger)
-        do {
+        try await checkOrClose(database) {
             try await database.prepareConnectionSettings()
-            try await refuseNewerSchema(database, saying: "Folio will not start")
+            try await refuseNewerSchema(database, saying: "Folio will not start", closing: false)
             let pending = try await database.pendingMigrations()
             if !pending.isEmpty {
                 if configuration.isProduction {
                     FileHandle.standardError.write(Data("Folio will not start: \(pending.count) migration(s) pending (\(pending.joined(separator: ", "))). Run `folio migrate` first.\n".utf8))
-                    await database.shutdown()
                     throw ExitCode(78)
                 }
                 try await database.migrate()
                 logger.info("applied pending migrations", metadata: ["migrations": .array(pending.map { .string($0) })])
             }
-        } catch let error as ExitCode {
-            throw error
-        } catch {
-            await database.shutdown()
-            FileHandle.standardError.write(Data("Folio will not start: the database is not usable: \(DatabaseErrorText.describe(error))\n".utf8))
-            throw ExitCode.failure
         }
 
         logger.info("starting Folio", metadata: [
@@ -202,16 +195,13 @@ struct Worker: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         EventLoopExecutor.install(for: configuration.database)
-        // The worker works on the database `serve` or `migrate` made: a mistyped SQLite path is not made into an empty one.
-        if case .sqlite(let path) = configuration.database, !FileManager.default.fileExists(atPath: path) {
-            FileHandle.standardError.write(Data("Folio will not start: there is no SQLite database at \(path); check DATA_DIR or DATABASE_URL (`folio serve` or `folio migrate` creates one)\n".utf8))
-            throw ExitCode(66)  // EX_NOINPUT, as the other commands say it
-        }
+        // The worker works on the database `serve` or `migrate` made.
+        try requireSQLiteFile(configuration, saying: "Folio will not start")
         let logger = Logger.folio(configuration: configuration)
         let database = try FolioDatabase(
             location: configuration.database, poolSize: configuration.databasePoolSize,
             preparedStatements: configuration.databasePreparedStatements, logger: logger)
-        do {
+        try await checkOrClose(database) {
             try await database.prepareConnectionSettings()
             try await refuseNewerSchema(database, saying: "Folio will not start", closing: false)
             let pending = try await database.pendingMigrations()
@@ -219,18 +209,35 @@ struct Worker: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("\(pending.count) migration(s) pending; run `folio migrate` first.\n".utf8))
                 throw ExitCode(78)
             }
-        } catch let error as ExitCode {
-            await database.shutdown()
-            throw error
-        } catch {
-            await database.shutdown()
-            FileHandle.standardError.write(Data("Folio will not start: the database is not usable: \(DatabaseErrorText.describe(error))\n".utf8))
-            throw ExitCode.failure
         }
         let services = await FolioServices(.live(configuration: configuration, logger: logger, database: database))
         try await prepareOrClose(services, database)
         try await runThenClose(database, port: nil) { try await services.runWorker() }
         logger.info("Folio stopped")
+    }
+}
+
+/// Exits 66 when the SQLite file configured is not there: opening a path creates it, and a mistyped one must
+/// not become an empty database that `folio migrate` is then advised for. `serve` and `migrate` create the
+/// database; every other command needs one there.
+func requireSQLiteFile(_ configuration: AppConfiguration, saying prefix: String) throws {
+    guard case .sqlite(let path) = configuration.database, !FileManager.default.fileExists(atPath: path) else { return }
+    FileHandle.standardError.write(Data("\(prefix): there is no SQLite database at \(path); check DATA_DIR or DATABASE_URL (`folio serve` or `folio migrate` creates one)\n".utf8))
+    throw ExitCode(66)  // EX_NOINPUT
+}
+
+/// Runs `serve`'s or `worker`'s checks of the database it just opened. An exit a check asks for, or any
+/// failure (said in one line: the database is not usable), closes the database first.
+func checkOrClose(_ database: FolioDatabase, _ checks: () async throws -> Void) async throws {
+    do {
+        try await checks()
+    } catch let error as ExitCode {
+        await database.shutdown()
+        throw error
+    } catch {
+        await database.shutdown()
+        FileHandle.standardError.write(Data("Folio will not start: the database is not usable: \(DatabaseErrorText.describe(error))\n".utf8))
+        throw ExitCode.failure
     }
 }
 

@@ -13,12 +13,7 @@ import Glibc
 /// `body`, and closes the database. Domain errors become one line of text.
 func withServices<T>(_ options: EnvironmentOptions, _ body: (FolioServices) async throws -> T) async throws -> T {
     let configuration = try options.loadConfiguration()
-    // Opening a SQLite path creates it: a mistyped one must not become an empty database that `folio migrate` is then
-    // advised for. `folio serve` and `folio migrate` create the database; the other commands need one there.
-    if case .sqlite(let path) = configuration.database, !FileManager.default.fileExists(atPath: path) {
-        FileHandle.standardError.write(Data("error: there is no SQLite database at \(path); check DATA_DIR or DATABASE_URL (`folio serve` or `folio migrate` creates one)\n".utf8))
-        throw ExitCode(66)  // EX_NOINPUT
-    }
+    try requireSQLiteFile(configuration, saying: "error")
     let logger = Logger.command(configuration: configuration)
     let database = try FolioDatabase(
         location: configuration.database, poolSize: 1, preparedStatements: configuration.databasePreparedStatements, logger: logger)
