@@ -164,6 +164,27 @@ struct RebalancePlannerTests {
         #expect(reserved.trades.isEmpty && reserved.reason?.code == "no_cash")
     }
 
+    @Test("no trade is larger than one order may be: sells and buys are cut to 1,000,000,000 shares, and the plan says so")
+    func tradesWithinTheOrderSize() throws {
+        // 3,000,000,000 OLD at $0.0001 (300,000) to sell in full; NEW at $0.0001 wants all of it and the 100,000 of cash.
+        let targets = try Self.allocation([("NEW", 100)])
+        let quotes = Self.quotes(["OLD": "0.0001", "NEW": "0.0001"])
+        let plan = try RebalancePlanner.plan(
+            holdings: [Self.holding("OLD", 3_000_000_000)], quotes: quotes, cash: 100_000, availableCash: 100_000, allocation: targets, options: .init())
+        #expect(plan.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" } == ["SELL 1000000000 OLD", "BUY 1000000000 NEW"])
+        #expect(plan.limitedByOrderSize)
+        #expect(plan.trades.allSatisfy { OrderDraft(symbol: $0.symbol, side: $0.side, type: .market, quantity: $0.quantity).validate().isEmpty })
+        // What is left unbought stays as cash: 100,000 + 100,000 of proceeds − 100,000 of cost.
+        #expect(plan.cashAfter == 100_000 && plan.estimatedProceeds == 100_000 && plan.estimatedCost == 100_000)
+
+        let small = try RebalancePlanner.plan(
+            holdings: [Self.holding("OLD", 30)], quotes: quotes, cash: 10, availableCash: 10, allocation: targets, options: .init())
+        // (30 OLD bring under a cent, so they are not sold; the 10.00 buys 100,000 NEW.)
+        let smallTrades = small.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" }
+        #expect(!small.limitedByOrderSize)
+        #expect(smallTrades == ["BUY 100000 NEW"])
+    }
+
     @Test("whole shares round to the nearest share; fractional shares go to 9 places; small trades are dropped with a reason")
     func roundingAndMinimum() throws {
         // Total 1,000: X 10 × 70 = 700 (70 %), cash 300. Target X 50 / Y 50: sell 200 of X = 2.857 shares → 3.

@@ -205,6 +205,11 @@ struct RebalanceTests {
             keyed[Idempotency.header] = "rebalance-3"
             let refused = try await post(client, "/api/portfolio/rebalance", ["execute": true, "min_trade_amount": "5000"], headers: keyed)
             #expect(try refused.status == .unprocessableContent && problem(refused).code == "nothing_to_rebalance")
+
+            // A tolerance with too many places is told so, not that it is out of range.
+            let fine = try await post(client, "/api/portfolio/rebalance", ["price_tolerance_percent": "0.00001"], headers: bearer(tokens))
+            let fineIssue = try problem(fine).errors?.first
+            #expect(fineIssue?.field == "price_tolerance_percent" && fineIssue?.code == "too_precise" && fineIssue?.message.contains("4 decimal places") == true)
         }
     }
 

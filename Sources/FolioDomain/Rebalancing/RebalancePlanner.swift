@@ -103,6 +103,8 @@ public struct RebalancePlan: Equatable, Sendable {
     public var reason: PlanReason?
     /// Some price is a stale quote.
     public var stale: Bool
+    /// Some trade was cut to the largest quantity one order may have (`OrderDraft.maximumQuantity`).
+    public var limitedByOrderSize = false
 
     public var sells: [PlannedTrade] { trades.filter { $0.side == .sell } }
     public var buys: [PlannedTrade] { trades.filter { $0.side == .buy } }
@@ -156,7 +158,7 @@ public enum RebalancePlanner {
         let cashTarget = try Percent.share(of: total, allocation.cashPercent)
         let kept = Cash.max(options.cashReserve, cashTarget)
 
-        var proceeds = Cash.zero, droppedSmall = false
+        var proceeds = Cash.zero, droppedSmall = false, limited = false
         if options.mode != .buyOnly {
             for index in items.indices {
                 let item = items[index]
@@ -169,6 +171,10 @@ public enum RebalancePlanner {
                     quantity = try Quantity.quotient(excess, item.price, places: options.allowFractional ? QuantityScale.fractionDigits : 0, rounding: .halfEven)
                     // In whole shares, a fractional remainder of what is available stays.
                     quantity = Quantity.min(quantity, options.allowFractional ? item.available : try item.available.rounded(places: 0, .down))
+                }
+                if quantity > OrderDraft.maximumQuantity {
+                    quantity = OrderDraft.maximumQuantity
+                    limited = true
                 }
                 guard quantity.isPositive else { continue }
                 let amount = try Money.proceeds(quantity: quantity, price: item.price)
@@ -188,9 +194,16 @@ public enum RebalancePlanner {
                 droppedSmall = try buy(into: &items, budget: budget, options: options) || droppedSmall
             }
         }
-        return try assemble(
+        // One order may not be larger than the order path accepts: a buy cut to it only leaves cash unspent.
+        for index in items.indices where items[index].buy > OrderDraft.maximumQuantity {
+            items[index].buy = OrderDraft.maximumQuantity
+            limited = true
+        }
+        var plan = try assemble(
             items: items, cash: cash, availableCash: availableCash, total: total, kept: kept, budget: budget,
             allocation: allocation, options: options, droppedSmall: droppedSmall)
+        plan.limitedByOrderSize = limited
+        return plan
     }
 
     /// Every held symbol and every target, in symbol order, valued at its quote.

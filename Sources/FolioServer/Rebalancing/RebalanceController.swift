@@ -283,8 +283,13 @@ struct RebalanceController: Sendable {
                 if value.isNegative { issues.append(.init(field: field, code: "negative", message: "\(field) may not be negative.")) }
                 if value.places > Cash.centPlaces { issues.append(.init(field: field, code: "too_precise", message: "\(field) may have at most 2 decimal places.")) }
             }
-            if let tolerance = priceTolerancePercent, !tolerance.isPositive || tolerance > 50 || tolerance.places > Percent.places {
-                issues.append(.init(field: "price_tolerance_percent", code: "invalid", message: "price_tolerance_percent must be above 0 and at most 50."))
+            if let tolerance = priceTolerancePercent {
+                if !tolerance.isPositive || tolerance > 50 {
+                    issues.append(.init(field: "price_tolerance_percent", code: "invalid", message: "price_tolerance_percent must be above 0 and at most 50."))
+                } else if tolerance.places > Percent.places {
+                    issues.append(.init(
+                        field: "price_tolerance_percent", code: "too_precise", message: "price_tolerance_percent may have at most \(Percent.places) decimal places."))
+                }
             }
             guard let mode, issues.isEmpty else { throw TradingError.invalid(issues) }
             return RebalanceService.PlanRequest(
@@ -397,6 +402,9 @@ struct RebalanceController: Sendable {
         static let runningNote = "A rebalance of this account is still running: its orders hold the cash and shares it needs. Preview again once it has finished."
         /// Market buys reserve a margin above the price; a run buys again with what the margin left.
         static let moreRoundsNote = "What the market-buy margin leaves unspent is bought in up to \(RebalanceService.maximumBuyRounds - 1) more rounds, so less cash may be left than planned."
+        /// One order holds at most `OrderDraft.maximumQuantity` shares.
+        static let orderSizeNote =
+            "A trade was cut to 1,000,000,000 shares, the most one order may have: rebalance again once this run has finished to go further."
 
         init(_ planned: RebalanceService.Planned) {
             let plan = planned.plan
@@ -419,6 +427,7 @@ struct RebalanceController: Sendable {
             reason = planned.activeRun != nil ? nil : plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
             activeRunID = planned.activeRun
             notes = planned.activeRun != nil ? [Self.runningNote] : plan.buys.isEmpty ? [] : [Self.moreRoundsNote]
+            if planned.activeRun == nil && plan.limitedByOrderSize { notes.append(Self.orderSizeNote) }
             trades = plan.trades.map(TradeResponse.init)
             lines = plan.lines.map { line in
                 PlanLineResponse(
