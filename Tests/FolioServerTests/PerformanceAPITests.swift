@@ -35,6 +35,32 @@ struct PerformanceAPITests {
         }
     }
 
+    @Test("ALL runs from the account's opening on every later day too: the first day's deposits, sales and gain count; a shorter range starts at a close", arguments: TestDatabaseKind.all)
+    func allSinceOpening(kind: TestDatabaseKind) async throws {
+        let clock = TestClock(start: PortfolioSnapshotTests.monday)  // 10:00 in New York, before Monday's close
+        try await withTestApp(kind, clock: clock, configure: PortfolioSnapshotTests.longSessions) { client, env in
+            let tokens = try await signUp(client, env, email: "since-opening@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "2500.00"], headers: bearer(tokens)).status == .created)
+            try await Self.order(client, env, tokens, "BUY", 10)
+            try await Self.order(client, env, tokens, "SELL", 4)
+            let sold = try json(try await client.execute(uri: "/api/reports/realized-gains", method: .get, headers: bearer(tokens)))
+            let dayOneGain = try #require((sold["total"] as? [String: String])?["gain"])
+            // Thursday: three closes since.
+            clock.advance(by: 3 * 86_400)
+            let all = try json(try await client.execute(uri: "/api/portfolio/performance?range=ALL", method: .get, headers: bearer(tokens)))
+            let opening = try env.configuration.startingCash + #require(Cash("2500.00"))
+            #expect(all["from"] as? String == "2026-11-23" && all["start_value"] as? String == "0.00", "\(all)")
+            #expect(all["deposits"] as? String == opening.description && all["realized_gain"] as? String == dayOneGain, "\(all)")
+            // One deposit at the opening and nothing since: the return is the value against it.
+            let end = try Cash(parsing: try #require(all["end_value"] as? String))
+            #expect(all["time_weighted_return_percent"] as? String == (try Returns.percent(try Growth.quotient(end, opening, rounding: .halfEven))).description, "\(all)")
+            // 1M is "from the last close before the range": the account's first close.
+            let month = try json(try await client.execute(uri: "/api/portfolio/performance?range=1M", method: .get, headers: bearer(tokens)))
+            #expect(month["from"] as? String == "2026-11-23" && month["start_value"] as? String != "0.00" && month["deposits"] as? String == "0.00", "\(month)")
+        }
+    }
+
     @Test("an account opened on a weekend starts from nothing at its opening on the weekend and on its first weekday, until its first close", arguments: TestDatabaseKind.all)
     func openedOnAWeekend(kind: TestDatabaseKind) async throws {
         let clock = TestClock(start: try Date("2026-11-28T15:00:00Z", strategy: .iso8601))  // a Saturday

@@ -117,10 +117,16 @@ struct PerformanceController: Sendable {
         // An account opened today (or on the weekend before it) has no close yet: it starts from nothing at its opening, so the day's deposits,
         // dividends and sales count (from its first close on, ranges start at a close). Not an account that came
         // with shares (a linked brokerage account's holdings arrive as corrections, which are not flows).
-        if stored.isEmpty, values.count == 1, today <= Self.firstWeekday(from: account.createdAt),
-           !entries.contains(where: { $0.kind == .correction && $0.quantity != nil }) {
+        // ALL does so on every later day too, when its first value is the account's first close: "since the account opened"
+        // takes in the first day's deposits, gain, dividends and sales.
+        let cameWithShares = entries.contains(where: { $0.kind == .correction && $0.quantity != nil })
+        if stored.isEmpty, values.count == 1, today <= Self.firstWeekday(from: account.createdAt), !cameWithShares {
             values.insert(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero), at: 0)
             days.insert(today, at: 0)
+        } else if range == .all, let first = stored.first, first.value.day == Self.firstWeekday(from: account.createdAt),
+                  first.asOf > account.createdAt, !cameWithShares {
+            values.insert(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero), at: 0)
+            days.insert(TradingDay(account.createdAt), at: 0)
         }
 
         // The range runs from when the first value was taken to when the last was; a flow belongs to the first value after it.
