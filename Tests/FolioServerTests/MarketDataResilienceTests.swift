@@ -271,6 +271,12 @@ struct MarketDataResilienceTests {
                 let portfolio = try json(try await client.execute(uri: "/api/portfolio", method: .get, headers: bearer(tokens)))
                 let position = (portfolio["positions"] as? [[String: Any]])?.first { $0["symbol"] as? String == "IBM" }
                 #expect(position?["price"] as? String == "265.65" && position?["stale"] as? Bool == true, "\(position ?? [:])")
+                // Today's value in the history and the returns is at that stale quote too, and they say so.
+                let history = try json(try await client.execute(uri: "/api/portfolio/history", method: .get, headers: bearer(tokens)))
+                let today = (history["data"] as? [[String: Any]])?.last
+                #expect(today?["provisional"] as? Bool == true && today?["stale"] as? Bool == true, "\(history)")
+                let returns = try json(try await client.execute(uri: "/api/portfolio/performance?range=ALL", method: .get, headers: bearer(tokens)))
+                #expect(returns["stale"] as? Bool == true, "\(returns)")
                 // The vendor that never priced a symbol still makes it unknown.
                 let unknown = try await post(client, "/api/orders", ["symbol": "NOPE", "quantity": "1", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens))
                 #expect(try problem(unknown).code == "unknown_symbol")

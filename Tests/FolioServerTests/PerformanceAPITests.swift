@@ -52,6 +52,7 @@ struct PerformanceAPITests {
             let opening = try env.configuration.startingCash + #require(Cash("2500.00"))
             #expect(all["from"] as? String == "2026-11-23" && all["start_value"] as? String == "0.00", "\(all)")
             #expect(all["deposits"] as? String == opening.description && all["realized_gain"] as? String == dayOneGain, "\(all)")
+            #expect(all["stale"] as? Bool == false, "\(all)")
             // One deposit at the opening and nothing since: the return is the value against it.
             let end = try Cash(parsing: try #require(all["end_value"] as? String))
             #expect(all["time_weighted_return_percent"] as? String == (try Returns.percent(try Growth.quotient(end, opening, rounding: .halfEven))).description, "\(all)")

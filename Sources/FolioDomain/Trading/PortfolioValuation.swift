@@ -88,6 +88,9 @@ public struct PortfolioValuation: Equatable, Sendable {
     public var dayChange: Cash
     public var totalValue: Cash
 
+    /// Some position is valued at a stale quote, or at its cost for want of any quote.
+    public var isStale: Bool { positions.contains { $0.quote?.isStale ?? true } }
+
     /// `dayTrades`: each symbol's buys and sells since `tradesSince`, the previous close of quotes taken now (none:
     /// every share counts from the close). A quote whose previous close is another has no day's change here.
     /// `reserved`: the shares open sells set aside, by symbol (none: all are free).

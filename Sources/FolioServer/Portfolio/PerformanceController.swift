@@ -67,6 +67,8 @@ struct PerformanceController: Sendable {
         var days: Int
         /// False when some past days could not be valued (market data unavailable).
         var complete: Bool
+        /// Today's value used a stale quote (or a holding's cost, for want of any quote): the end value and returns will move.
+        var stale = false
     }
 
     /// The first weekday on or after `date` (New York): the day an account opened then has its first close.
@@ -105,12 +107,14 @@ struct PerformanceController: Sendable {
         if let base, let index = stored.lastIndex(where: { $0.value.day <= base }) { stored.removeFirst(index) }
         var values = stored.map { Returns.ValuePoint(at: $0.asOf, value: $0.value.totalValue) }
         var days = stored.map(\.value.day)
+        var endsStale = false
         // On a weekend an account with no close yet (opened since Friday's) is valued now, as on its first weekday.
         if today.isWeekday || days.isEmpty, days.last != today {
             // Valued on the same database the flows are read from, so a deposit counts on both sides or neither.
-            let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID, using: reader, withDayChange: false)
+            let valuation = try await snapshots.currentValuation(of: account.id, owner: account.userID, using: reader, withDayChange: false, freshQuotes: true)
             values.append(.init(at: now, value: valuation.totalValue))
             days.append(today)
+            endsStale = valuation.isStale
         }
         let end = values.last?.at ?? now
         let entries = try await reader.entries(of: account.id, through: end).map(\.line)
@@ -135,7 +139,7 @@ struct PerformanceController: Sendable {
         var response = PerformanceResponse(
             accountID: account.id, range: range.rawValue, from: days.first?.description, to: days.last?.description,
             startValue: values.first?.value, endValue: values.last?.value, deposits: .zero, withdrawals: .zero,
-            realizedGain: .zero, dividends: .zero, fees: .zero, days: values.count, complete: complete)
+            realizedGain: .zero, dividends: .zero, fees: .zero, days: values.count, complete: complete, stale: endsStale)
         var flows: [ExternalFlow] = []
         for entry in inRange {
             switch entry.kind {

@@ -143,8 +143,8 @@ struct PortfolioController: Sendable {
         return id
     }
 
-    func valuation(of accountID: AccountID, owner: UserID, withDayChange: Bool = true) async throws -> PortfolioValuation {
-        try await snapshots.currentValuation(of: accountID, owner: owner, withDayChange: withDayChange)
+    func valuation(of accountID: AccountID, owner: UserID, withDayChange: Bool = true, freshQuotes: Bool = false) async throws -> PortfolioValuation {
+        try await snapshots.currentValuation(of: accountID, owner: owner, withDayChange: withDayChange, freshQuotes: freshQuotes)
     }
 
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
@@ -207,19 +207,22 @@ struct PortfolioController: Sendable {
         var totalValue: String
         /// Today before its close snapshot: valued at current quotes, and will change.
         var provisional: Bool
+        /// The provisional point used a stale quote (or a holding's cost, for want of any quote).
+        var stale: Bool
 
         enum CodingKeys: String, CodingKey {
-            case date, cash, provisional
+            case date, cash, provisional, stale
             case marketValue = "market_value"
             case totalValue = "total_value"
         }
 
-        init(_ value: DailyValue, provisional: Bool) {
+        init(_ value: DailyValue, provisional: Bool, stale: Bool = false) {
             date = value.day.description
             cash = value.cash.description
             marketValue = value.marketValue.description
             totalValue = value.totalValue.description
             self.provisional = provisional
+            self.stale = stale
         }
     }
 
@@ -262,8 +265,8 @@ struct PortfolioController: Sendable {
             .map { HistoryPoint($0.value, provisional: false) }
         // A weekend has no close; an account opened since Friday's close still shows what it holds now.
         if today.isWeekday || points.isEmpty, points.last?.date != today.description {
-            let valuation = try await valuation(of: account.id, owner: account.userID, withDayChange: false)
-            points.append(HistoryPoint(DailyValue(day: today, cash: valuation.cash, marketValue: valuation.marketValue), provisional: true))
+            let valuation = try await valuation(of: account.id, owner: account.userID, withDayChange: false, freshQuotes: true)
+            points.append(HistoryPoint(DailyValue(day: today, cash: valuation.cash, marketValue: valuation.marketValue), provisional: true, stale: valuation.isStale))
         }
         return HistoryResponse(accountID: account.id, range: range.rawValue, complete: complete, data: points)
     }

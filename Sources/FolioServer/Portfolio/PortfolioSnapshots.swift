@@ -149,9 +149,11 @@ struct PortfolioSnapshots: Sendable {
     }
 
     /// The account valued now: one query for its cash, holdings and (`withDayChange`) the trades since the
-    /// previous close, one batch of quotes. A value alone (history, returns) needs no trades.
+    /// previous close, one batch of quotes. A value alone (history, returns) needs no trades, and waits for fresh
+    /// quotes where the source can give them (`freshQuotes`), as a close does: a return is not worked out at a price
+    /// kept from days ago while the portfolio read, which must not wait, shows it marked stale.
     func currentValuation(
-        of accountID: AccountID, owner: UserID, using source: TradingStore? = nil, withDayChange: Bool = true
+        of accountID: AccountID, owner: UserID, using source: TradingStore? = nil, withDayChange: Bool = true, freshQuotes: Bool = false
     ) async throws -> PortfolioValuation {
         let store = source ?? self.store
         let since = withDayChange ? quotes.previousCloseTime() : nil
@@ -163,7 +165,7 @@ struct PortfolioSnapshots: Sendable {
         guard let (account, holdings, dayTrades) = read else { throw TradingError.accountNotFound }
         var symbols = holdings.map(\.symbol)
         symbols += dayTrades.keys.filter { !symbols.contains($0) }
-        let prices = await quotes.quotes(for: symbols)
+        let prices = await quotes.quotes(for: symbols, staleWhileRevalidate: !freshQuotes)
         var reserved: [String: Quantity] = [:]
         for holding in holdings where !holding.reservedQuantity.isZero { reserved[holding.symbol] = holding.reservedQuantity }
         return try PortfolioValuation(
