@@ -1028,7 +1028,55 @@ struct PlaidTests {
             // An item that lost its access (revoked at the bank) is mended by linking again: not refused as a duplicate.
             try await env.database.sql.raw("UPDATE plaid_items SET status = 'error' WHERE id = \(bind: try #require(UUID(uuidString: kept)))").run()
             let mended = fake.issuePublicToken(accounts: Self.accounts)
+            let removedBefore = fake.removeCalls
             #expect(try await post(client, "/api/links/plaid/exchange", ["public_token": mended.publicToken], headers: bearer(tokens)).status == .created)
+            // The item it mends goes, here and at Plaid: the same accounts are not counted twice.
+            let items = try await env.database.sql.raw("SELECT id FROM plaid_items WHERE user_id = (SELECT id FROM users WHERE email = 'twice@example.com')")
+                .all(decodingColumn: "id", as: UUID.self).map(\.uuidString)
+            #expect(!items.contains(kept.uppercased()) && items.count == 3, "\(items)")
+            #expect(fake.removeCalls == removedBefore + 1)
+            let replaced = try await env.database.sql.raw("SELECT details FROM audit_events WHERE action = 'plaid.item_removed'").all(decodingColumn: "details", as: String.self)
+            #expect(replaced.count == 1 && replaced[0].contains("replaced_by"), "\(replaced)")
+        }
+    }
+
+    @Test("two links of one person at once are checked one after the other: on PostgreSQL the second's transaction waits for the first's hold, so it sees the first's item", arguments: [TestDatabaseKind.postgres])
+    func linksOfOnePersonInTurn(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            _ = try await signUp(client, env, email: "in-turn@example.com")
+            let owner = try await env.firstAccount().userID
+            let store = env.services.plaid.store
+            @Sendable func waiting() async throws -> Int {
+                try await env.database.sql.raw("SELECT COUNT(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").first()?
+                    .decode(column: "n", as: Int.self) ?? -1
+            }
+            let second = NIOLockedValueBox(false)
+            try await env.database.transaction { db in
+                try await store.holdLinking(of: owner, on: db)
+                let other = Task {
+                    try await env.database.transaction { db in
+                        try await store.holdLinking(of: owner, on: db)
+                        second.withLockedValue { $0 = true }
+                    }
+                }
+                // The second waits on the first's hold (seen in pg_locks), and does not go on while it lasts.
+                var seen = false
+                for _ in 0..<600 where !seen {
+                    seen = try await waiting() == 1
+                    if !seen { try await Task.sleep(for: .milliseconds(50)) }
+                }
+                #expect(seen && !second.withLockedValue { $0 })
+                _ = other
+            }
+            // Once the first ends, the second goes on.
+            for _ in 0..<600 where !second.withLockedValue { $0 } { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(second.withLockedValue { $0 })
+            // Another person's linking is not held by it.
+            let stranger = UserID(UUID())
+            try await env.database.transaction { db in
+                try await store.holdLinking(of: owner, on: db)
+                try await env.database.transaction { other in try await store.holdLinking(of: stranger, on: other) }
+            }
         }
     }
 
