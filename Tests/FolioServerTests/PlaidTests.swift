@@ -197,7 +197,14 @@ struct PlaidTests {
                 .added(id: "tx-forged", account: "acc-checking", amount: "1.00", date: "2026-11-20", name: #"PAYMENT\r\n=cmd|' /C calc'!A0"#),
                 .added(id: "tx-bidi", account: "acc-checking", amount: "2.00", date: "2026-11-21", name: #"Refund \u202Egpj.exe"#),
             ]
-            _ = try await link(client, tokens, fake, accounts: [Self.checking], changes: changes)
+            // An account's subtype and currency code with hidden characters are kept as shown too.
+            var checking = Self.checking
+            checking.subtype = #"checking\u202E\u0007"#
+            checking.currency = #"US\u202ED"#
+            let (item, _) = try await link(client, tokens, fake, accounts: [checking], changes: changes)
+            let account = try #require((item["accounts"] as? [[String: Any]])?.first)
+            #expect(account["subtype"] as? String == "checking", "\(account)")
+            #expect(account["currency"] as? String == "USD", "\(account)")
             await env.worker.drain()
             let listed = try #require(try json(try await get(client, "/api/links/transactions", tokens))["data"] as? [[String: Any]])
             let names = Dictionary(uniqueKeysWithValues: listed.map { ($0["transaction_id"] as! String, $0["name"] as! String) })
@@ -1040,16 +1047,45 @@ struct PlaidTests {
         }
     }
 
+    @Test("a garbled answer from Plaid is passing trouble (503, nothing changed, a sync tries again), and an exchange answered without its item_id leaves no item at Plaid", arguments: [TestDatabaseKind.sqlite])
+    func garbledAnswers(kind: TestDatabaseKind) async throws {
+        try await withPlaidApp(kind) { client, env, fake in
+            let tokens = try await signUp(client, env, email: "garbled@example.com")
+            fake.answerNextWith("/link/token/create", body: "{not json")
+            let linkToken = try await post(client, "/api/links/plaid/link-token", [String: String](), headers: bearer(tokens))
+            let linkTokenCode = try problem(linkToken).code
+            #expect(linkToken.status == .serviceUnavailable && linkTokenCode == "plaid_unavailable")
+
+            let lost = fake.issuePublicToken(accounts: Self.accounts)
+            fake.answerNextExchangeWithoutItemID()
+            let exchanged = try await post(client, "/api/links/plaid/exchange", ["public_token": lost.publicToken], headers: bearer(tokens))
+            let itemsAfterLoss = try await count(env, "plaid_items")
+            #expect(exchanged.status.code >= 400 && itemsAfterLoss == 0)
+            #expect(fake.isRemoved(itemID: lost.itemID), "the item Plaid made is removed there")
+
+            let (item, _) = try await link(client, tokens, fake)
+            let itemID = try #require(item["id"] as? String)
+            fake.answerNextWith("/transactions/sync", body: "[]")
+            await env.worker.drain()
+            let status = try await env.database.sql.raw("SELECT status FROM plaid_items").first(decodingColumn: "status", as: String.self)
+            #expect(status == "active", "a garbled page is not the item's error")
+            // The removal Plaid carried out but whose answer was garbled: 503, kept; asked again, it goes.
+            fake.answerNextWith("/item/remove", body: "<html>")
+            let removal = try await client.execute(uri: "/api/links/\(itemID)", method: .delete, headers: bearer(tokens))
+            let itemsKept = try await count(env, "plaid_items")
+            #expect(removal.status == .serviceUnavailable && itemsKept == 1)
+            let again = try await client.execute(uri: "/api/links/\(itemID)", method: .delete, headers: bearer(tokens))
+            #expect(again.status == .noContent)
+            #expect(try await count(env, "plaid_items") == 0)
+        }
+    }
+
     @Test("two links of one person at once are checked one after the other: on PostgreSQL the second's transaction waits for the first's hold, so it sees the first's item", arguments: [TestDatabaseKind.postgres])
     func linksOfOnePersonInTurn(kind: TestDatabaseKind) async throws {
         try await withPlaidApp(kind) { client, env, fake in
             _ = try await signUp(client, env, email: "in-turn@example.com")
             let owner = try await env.firstAccount().userID
             let store = env.services.plaid.store
-            @Sendable func waiting() async throws -> Int {
-                try await env.database.sql.raw("SELECT COUNT(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").first()?
-                    .decode(column: "n", as: Int.self) ?? -1
-            }
             let second = NIOLockedValueBox(false)
             try await env.database.transaction { db in
                 try await store.holdLinking(of: owner, on: db)
@@ -1059,18 +1095,13 @@ struct PlaidTests {
                         second.withLockedValue { $0 = true }
                     }
                 }
-                // The second waits on the first's hold (seen in pg_locks), and does not go on while it lasts.
-                var seen = false
-                for _ in 0..<600 where !seen {
-                    seen = try await waiting() == 1
-                    if !seen { try await Task.sleep(for: .milliseconds(50)) }
-                }
-                #expect(seen && !second.withLockedValue { $0 })
+                // The second waits on the first's hold, and does not go on while it lasts.
+                try await env.eventuallyWaitingForLock("the second link waits for the first", statementHolding: "hashtextextended")
+                #expect(!second.withLockedValue { $0 })
                 _ = other
             }
             // Once the first ends, the second goes on.
-            for _ in 0..<600 where !second.withLockedValue { $0 } { try await Task.sleep(for: .milliseconds(50)) }
-            #expect(second.withLockedValue { $0 })
+            try await eventually("the second link goes on") { second.withLockedValue { $0 } }
             // Another person's linking is not held by it.
             let stranger = UserID(UUID())
             try await env.database.transaction { db in

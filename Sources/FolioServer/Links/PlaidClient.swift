@@ -9,7 +9,7 @@ import NIOHTTP1
 enum PlaidError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Plaid answered with an error object: `error_type`, `error_code`, and the message to show a user, if any.
     case api(status: Int, type: String, code: String, message: String, displayMessage: String?)
-    /// No answer (a timeout, a refused connection): try again later.
+    /// No usable answer (a timeout, a refused connection, a body that is not a JSON object): try again later.
     case unreachable(String)
     /// An answer Folio cannot use as it is: a missing field, or an amount with more places than Folio keeps.
     case unreadable(String)
@@ -153,8 +153,13 @@ struct PlaidClient: Sendable {
 
     func exchange(publicToken: String) async throws -> (accessToken: String, itemID: String) {
         let answer = try await call("/item/public_token/exchange", ["public_token": .string(publicToken)])
-        guard let token = answer["access_token"]?.string, let item = answer["item_id"]?.string else {
-            throw PlaidError.unreadable("exchange without access_token or item_id")
+        guard let token = answer["access_token"]?.string else { throw PlaidError.unreadable("exchange without access_token") }
+        guard let item = answer["item_id"]?.string else {
+            // An item Folio cannot name is not kept; it is not left at Plaid either, syncing and billed.
+            do { try await removeItem(accessToken: token) } catch {
+                logger.warning("an exchanged item without item_id was not removed at Plaid", metadata: ["error": "\(type(of: error))"])
+            }
+            throw PlaidError.unreadable("exchange without item_id")
         }
         return (token, item)
     }
@@ -212,11 +217,11 @@ struct PlaidClient: Sendable {
             let balances = account["balances"]
             return PlaidAccount(
                 plaidAccountID: id, name: Self.text(account["name"]) ?? Self.text(account["official_name"]) ?? "Account",
-                officialName: Self.text(account["official_name"]), mask: account["mask"]?.string, type: type, subtype: account["subtype"]?.string,
+                officialName: Self.text(account["official_name"]), mask: Self.code(account["mask"]), type: type, subtype: Self.code(account["subtype"]),
                 current: try cash(balances?["current"], field: "balances.current", rounded: &rounded),
                 available: try cash(balances?["available"], field: "balances.available", rounded: &rounded),
                 limit: try cash(balances?["limit"], field: "balances.limit", rounded: &rounded),
-                currency: balances?["iso_currency_code"]?.string ?? balances?["unofficial_currency_code"]?.string)
+                currency: Self.code(balances?["iso_currency_code"]) ?? Self.code(balances?["unofficial_currency_code"]))
         }
     }
 
@@ -278,10 +283,10 @@ struct PlaidClient: Sendable {
             else { throw PlaidError.unreadable("holding of \(securityID) without quantity, institution_price or institution_value") }
             let security = securities[securityID]
             return PlaidHolding(
-                plaidAccountID: account, securityID: securityID, ticker: security?["ticker_symbol"]?.string, securityName: Self.text(security?["name"]),
-                securityType: security?["type"]?.string, quantity: quantity, costBasis: try Self.cash(holding["cost_basis"], field: "cost_basis", rounded: &rounded),
+                plaidAccountID: account, securityID: securityID, ticker: Self.code(security?["ticker_symbol"]), securityName: Self.text(security?["name"]),
+                securityType: Self.code(security?["type"]), quantity: quantity, costBasis: try Self.cash(holding["cost_basis"], field: "cost_basis", rounded: &rounded),
                 institutionPrice: price, institutionPriceAsOf: holding["institution_price_as_of"]?.string, institutionValue: value,
-                currency: holding["iso_currency_code"]?.string ?? holding["unofficial_currency_code"]?.string)
+                currency: Self.code(holding["iso_currency_code"]) ?? Self.code(holding["unofficial_currency_code"]))
         }
         let accounts = try answer["accounts"].map { try Self.accounts($0, rounded: &rounded) } ?? []
         if rounded > 0 { logger.notice("Plaid holdings figures rounded to Folio's places", metadata: ["figures": "\(rounded)"]) }
@@ -320,6 +325,12 @@ struct PlaidClient: Sendable {
     /// A bank's text as Folio keeps and shows it: no control character forges a line in an export or a log.
     static func text(_ value: JSONValue?) -> String? {
         value?.string.map(UserText.shown)
+    }
+
+    /// A short code (a mask, a subtype, a currency, a ticker) as shown: no hidden characters, no space around it.
+    static func code(_ value: JSONValue?) -> String? {
+        guard let shown = text(value)?.trimmingCharacters(in: .whitespaces), !shown.isEmpty else { return nil }
+        return shown
     }
 
     // MARK: - Webhook keys
@@ -404,7 +415,8 @@ struct PlaidClient: Sendable {
                 "route": "\(path)", "status": "\(status)", "error_code": "\(error.code ?? "")", "request_id": "\(json["request_id"]?.string ?? "")"])
             throw error
         }
-        guard case .object = json else { throw PlaidError.unreadable("\(path) answered something other than a JSON object") }
+        // A 200 that is not JSON (a proxy's page, an answer cut short) is passing trouble, not Plaid's refusal: try again.
+        guard case .object = json else { throw PlaidError.unreachable("\(path) answered something other than a JSON object") }
         return json
     }
 }

@@ -81,6 +81,10 @@ final class FakePlaid: Sendable {
         /// Run once, before the next `/transactions/sync` is answered.
         var beforeSyncAnswer: (@Sendable () async throws -> Void)?
         var syncCalls = 0
+        /// The next answer to a path, in place of the real one: HTTP 200 with this body (a garbled answer).
+        var answerOnce: [String: String] = [:]
+        /// The next exchange makes its item but answers without `item_id`.
+        var exchangeWithoutItemID = false
         var keyFetches: [String] = []
         var keys: [String: (key: P256.Signing.PrivateKey, expired: Bool)] = [:]
         var removeCalls = 0
@@ -102,6 +106,21 @@ final class FakePlaid: Sendable {
     /// Every `/item/remove` refused with this Plaid error code (nil: answered again).
     func refuseRemoves(_ code: String?) {
         state.withLockedValue { $0.removeRefusal = code }
+    }
+
+    /// The next call of `path` is answered HTTP 200 with `body`, whatever it asked; the call still does its work
+    /// (an exchange still makes its item, a removal still removes), as when an answer is garbled on its way back.
+    func answerNextWith(_ path: String, body: String) {
+        state.withLockedValue { $0.answerOnce[path] = body }
+    }
+
+    func answerNextExchangeWithoutItemID() {
+        state.withLockedValue { $0.exchangeWithoutItemID = true }
+    }
+
+    /// Whether the item was removed at Plaid.
+    func isRemoved(itemID: String) -> Bool {
+        state.withLockedValue { state in state.items.values.contains { $0.itemID == itemID && $0.removed } }
     }
 
     func duringNextRemove(_ hook: @escaping @Sendable () async throws -> Void) {
@@ -242,6 +261,12 @@ final class FakePlaid: Sendable {
         var request = request
         let bytes = try await request.collectBody(upTo: 1 << 20)
         let body = (try? JSONValue.parse(Array(buffer: bytes))) ?? .null
+        let real = try await realAnswer(path: path, body: body)
+        if let garbled = state.withLockedValue({ $0.answerOnce.removeValue(forKey: path) }) { return json(garbled) }
+        return real
+    }
+
+    private func realAnswer(path: String, body: JSONValue) async throws -> Response {
         switch path {
         case "/link/token/create":
             state.withLockedValue { $0.linkTokenRequests.append(body) }
@@ -252,6 +277,9 @@ final class FakePlaid: Sendable {
                              display: "This link has expired; link the account again.")
             }
             state.withLockedValue { $0.items[item.accessToken] = item }
+            if state.withLockedValue({ state in defer { state.exchangeWithoutItemID = false }; return state.exchangeWithoutItemID }) {
+                return json(#"{"access_token":"\#(item.accessToken)","request_id":"req2"}"#)
+            }
             return json(#"{"access_token":"\#(item.accessToken)","item_id":"\#(item.itemID)","request_id":"req2"}"#)
         case "/institutions/get_by_id":
             return json(#"{"institution":{"institution_id":"ins_109508","name":"First Platypus Bank","products":["transactions","investments"]},"request_id":"req3"}"#)
