@@ -400,6 +400,14 @@ def local_times(driver):
             assert element.text == expected, f"{written!r} shown as {element.text!r}, not {expected!r}"
             assert element.get_attribute("datetime") == utc.strftime("%Y-%m-%dT%H:%MZ")
         assert "UTC" not in driver.find_element(By.ID, "transactions").text, "a UTC time was left in the table"
+        # A day the filter names is the reader's day too: the form sends the browser's zone.
+        day = times[0].text[:10]
+        for field in ("from", "to"):
+            driver.execute_script("arguments[0].value = arguments[1]", driver.find_element(By.ID, field), day)
+        driver.find_element(By.CSS_SELECTOR, ".filters button").click()
+        wait(driver, EC.url_contains("tz=America%2FNew_York"), message="the filter did not send the browser's time zone")
+        shown = [element.text[:10] for element in driver.find_elements(By.CSS_SELECTOR, "#transactions tbody time")]
+        assert shown and all(listed == day for listed in shown), f"filtered to {day}, the rows are of {shown}"
     finally:
         driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
 

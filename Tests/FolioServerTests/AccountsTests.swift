@@ -211,6 +211,15 @@ struct AccountsTests {
             #expect((dayBefore["data"] as? [[String: Any]])?.isEmpty == true)
             let morning = try json(try await client.execute(uri: "/api/transactions?to=2026-11-24T00:00:00Z", method: .get, headers: bearer(tokens)))
             #expect((morning["data"] as? [[String: Any]])?.isEmpty == true)
+            // Days in the reader's time zone: the rows of 15:30 UTC on the 24th are on the 25th in Tokyo (UTC+9).
+            let tokyo24 = try json(try await client.execute(uri: "/api/transactions?from=2026-11-24&to=2026-11-24&tz=Asia/Tokyo", method: .get, headers: bearer(tokens)))
+            #expect((tokyo24["data"] as? [[String: Any]])?.isEmpty == true)
+            let tokyo25 = try json(try await client.execute(uri: "/api/transactions?from=2026-11-25&to=2026-11-25&tz=Asia/Tokyo", method: .get, headers: bearer(tokens)))
+            #expect((tokyo25["data"] as? [[String: Any]])?.count == 6)
+            let tokyoCSV = try await client.execute(uri: "/api/transactions.csv?from=2026-11-25&tz=Asia/Tokyo", method: .get, headers: bearer(tokens))
+            #expect(String(buffer: tokyoCSV.body).split(separator: "\n").count == 7)
+            let nowhere = try await client.execute(uri: "/api/transactions?from=2026-11-25&tz=Mars/Olympus", method: .get, headers: bearer(tokens))
+            #expect(try nowhere.status == .unprocessableContent && problem(nowhere).errors?.map(\.field) == ["tz"])
 
             let csv = try await client.execute(uri: "/api/transactions.csv?type=deposit", method: .get, headers: bearer(tokens))
             #expect(csv.status == .ok)

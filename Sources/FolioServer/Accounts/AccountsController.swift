@@ -147,9 +147,16 @@ struct AccountsController: Sendable {
             if let kind = LedgerKind(rawValue: raw.lowercased()) { filter.kind = kind } else {
                 issues.append(.init(field: "type", code: "invalid", message: "type must be one of \(LedgerKind.allCases.map(\.rawValue).joined(separator: ", ")).")) }
         }
+        // Days are UTC days, or the person's own with `tz` (the web page sends the browser's zone).
+        var zone = TimeZone.gmt
+        if let raw = query["tz"] {
+            if let named = StrictDate.zone(named: String(raw)) { zone = named } else {
+                issues.append(.init(field: "tz", code: "invalid", message: "tz must be a time zone name such as America/New_York."))
+            }
+        }
         for (key, keyPath) in [("from", \TradingStore.EntryFilter.from), ("to", \TradingStore.EntryFilter.to)] {
             if let raw = query[key] {
-                if let date = key == "to" ? StrictDate.end(String(raw)) : StrictDate.dayOrTime(String(raw)) { filter[keyPath: keyPath] = date } else {
+                if let date = key == "to" ? StrictDate.end(String(raw), in: zone) : StrictDate.dayOrTime(String(raw), in: zone) { filter[keyPath: keyPath] = date } else {
                     issues.append(.init(field: String(key), code: "invalid", message: "\(key) must be a real day (2026-01-31) or an RFC 3339 time (2026-01-31T14:30:00Z).")) }
             }
         }

@@ -14,20 +14,25 @@ enum StrictDate {
     /// written in. A day takes every row of the day (`to=2026-01-31`, as a statement "to January 31"
     /// reads); a time in whole seconds takes that whole second, since rows show their times to the
     /// second (a bound copied from a row takes the row); a time with fractions ends exactly there.
-    static func end(_ text: String) -> Date? {
-        guard let date = dayOrTime(text) else { return nil }
-        if text.utf8.count == 10 { return date.addingTimeInterval(24 * 3600) }
+    /// A day is `zone`'s day (UTC unless a person's time zone is given).
+    static func end(_ text: String, in zone: TimeZone = .gmt) -> Date? {
+        guard let date = dayOrTime(text, in: zone) else { return nil }
+        // The next midnight in the zone: a day of a clock change has 23 or 25 hours.
+        if text.utf8.count == 10 { return zone == .gmt ? date.addingTimeInterval(24 * 3600) : calendar(zone).date(byAdding: .day, value: 1, to: date) }
         return text.utf8.contains(UInt8(ascii: ".")) ? date : date.addingTimeInterval(1)
     }
 
-    /// A day or an RFC 3339 time (the `from` and `to` of list queries).
-    static func dayOrTime(_ text: String) -> Date? {
+    /// A day or an RFC 3339 time (the `from` and `to` of list queries). A day starts at midnight in `zone`.
+    static func dayOrTime(_ text: String, in zone: TimeZone = .gmt) -> Date? {
         let bytes = Array(text.utf8)
         guard bytes.count >= 10, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"),
               let year = number(bytes, at: 0, digits: 4), let month = number(bytes, at: 5, digits: 2), let day = number(bytes, at: 8, digits: 2),
               (1...12).contains(month), day >= 1, day <= days(inMonth: month, year: year)
         else { return nil }
-        if bytes.count == 10 { return try? Date(text + "T00:00:00Z", strategy: .iso8601) }
+        if bytes.count == 10 {
+            guard zone != .gmt else { return try? Date(text + "T00:00:00Z", strategy: .iso8601) }
+            return calendar(zone).date(from: DateComponents(year: year, month: month, day: day))
+        }
         // Upper-case `T` and `Z` only, as documented (Foundation's parser would take a lower-case `z`).
         guard bytes.count >= 19, bytes[10] == UInt8(ascii: "T"), !bytes.contains(UInt8(ascii: "z")),
               bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"),
@@ -35,6 +40,18 @@ enum StrictDate {
               hour <= 23, minute <= 59, second <= 60  // 60: a leap second, as RFC 3339 allows
         else { return nil }
         return try? Date(text, strategy: .iso8601)
+    }
+
+    /// A person's time zone as the browser names it (`Pacific/Honolulu`); nil for a name no zone has.
+    static func zone(named name: String) -> TimeZone? {
+        guard name.utf8.count <= 64, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "/_+-".contains($0)) }) else { return nil }
+        return TimeZone(identifier: name)
+    }
+
+    private static func calendar(_ zone: TimeZone) -> Calendar {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = zone
+        return calendar
     }
 
     private static func number(_ bytes: [UInt8], at start: Int, digits: Int) -> Int? {

@@ -239,7 +239,7 @@ struct WebController: Sendable {
             let all = try await accountNames(request, context: context)
             var query = parameters.filter { $0.key != "cursor" }.map { "\(Self.queryEncoded(String($0.key)))=\(Self.queryEncoded(String($0.value)))" }
             // The download takes the filters, and nothing else the address may carry (the API refuses what a route does not take).
-            let filters = parameters.filter { ["account_id", "symbol", "type", "from", "to"].contains($0.key) }.map { "\(Self.queryEncoded(String($0.key)))=\(Self.queryEncoded(String($0.value)))" }
+            let filters = parameters.filter { ["account_id", "symbol", "type", "from", "to", "tz"].contains($0.key) }.map { "\(Self.queryEncoded(String($0.key)))=\(Self.queryEncoded(String($0.value)))" }
             let csv = "/api/transactions.csv" + (filters.isEmpty ? "" : "?" + filters.joined(separator: "&"))
             // A later page leads back to the first, with the same filters, as well as on.
             let newer: String? = request.query["cursor"] == nil ? nil : "/transactions" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
@@ -263,7 +263,7 @@ struct WebController: Sendable {
                     "accounts": [["value": "", "label": "All accounts", "selected": named == nil]]
                         + all.map { ["value": $0.id.description, "label": $0.name, "selected": $0.id == named] },
                     "rows": page.data.map { TransactionRow($0, accounts: names) }, "by_account": names != nil, "csv": csv, "next": next as Any, "newer": newer as Any, "empty": page.data.isEmpty,
-                    "symbol": request.query["symbol"] ?? "", "from": request.query["from"] ?? "", "to": request.query["to"] ?? "",
+                    "symbol": request.query["symbol"] ?? "", "from": request.query["from"] ?? "", "to": request.query["to"] ?? "", "tz": request.query["tz"] ?? "",
                     // Every kind the ledger has (a correction from a reconciliation with Alpaca, say), as the API filters them.
                     "types": ([""] + LedgerKind.allCases.map(\.rawValue)).map {
                         ["value": $0, "label": $0.isEmpty ? "All types" : $0.capitalized, "selected": $0 == type]

@@ -120,7 +120,8 @@ function showProblem(form, problem) {
   const issues = problem?.errors ?? [];
   // A refusal's detail names its figures ("You can sell at most 45 SPY."): said beside the one field it is
   // about, as the page without JavaScript shows both. A validation summary would only repeat the field's message.
-  const figures = issues.length === 1 && code !== 'validation_failed' && detail !== issues[0].message ? ` ${detail}` : '';
+  // A message that already names its figures ("exceeds the available cash of $1,250.50") is not followed by a detail that repeats it in words.
+  const figures = issues.length === 1 && code !== 'validation_failed' && detail !== issues[0].message && !/\d/.test(issues[0].message) ? ` ${detail}` : '';
   for (const issue of issues) {
     const field = formField(form, issue.field);
     const line = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
@@ -274,6 +275,11 @@ for (const form of document.querySelectorAll('form[action="/form"]:not([data-nat
 }
 for (const list of document.querySelectorAll('.policy[data-policy-for]')) watchPolicy(list);
 localTimes(document.querySelector('main') ?? document.body);
+// Days a filter names are the reader's days, as the times on the page are shown in the reader's zone.
+for (const field of document.querySelectorAll('input[data-browser-zone]')) {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (!field.value && zone && zone !== 'UTC' && zone !== 'Etc/UTC') field.value = zone;
+}
 
 // The server writes moments in UTC ("2026-12-03 21:05 UTC"), so a page reads
 // the same without JavaScript; here each is shown in the reader's own time
