@@ -86,29 +86,16 @@ struct PlaidLinks: Sendable {
             throw error
         }
         let store = self.store, jobs = self.jobs, audit = identity.audit, linked = item, found = accounts
-        let replaced: [PlaidItem]
         do {
-            replaced = try await store.database.transaction { db -> [PlaidItem] in
+            try await store.database.transaction { db in
                 // Not for someone erased or disabled meanwhile: the item is then removed at Plaid below.
                 guard try await IdentityStore.holdLiveUser(userID, postgres: store.database.kind == .postgres, on: db) else { throw IdentityError.userNotFound }
                 // Two links of one login at once are checked one after the other: the second sees the first.
                 try await store.holdLinking(of: userID, on: db)
                 // A second Link session for a login linked before (often a person who meant "Sign in again") makes a new item at
                 // Plaid: kept, it would count the same money twice. It is removed at Plaid below, and the link kept is named.
-                var replaced: [PlaidItem] = []
-                if let institution = linked.institutionID {
-                    if let existing = try await store.itemLinking(found, at: institution, of: userID, besides: linked.plaidItemID, on: db) {
-                        throw LinkError.sameLoginLinked(existing, institution: linked.institutionName ?? institution)
-                    }
-                    // The same login's item that lost its access is mended by this link: it goes, or both would be counted.
-                    for id in try await store.erroredItemsLinking(found, at: institution, of: userID, besides: linked.plaidItemID, on: db) {
-                        guard let old = try await store.item(id, owner: userID, on: db), try await store.delete(id, on: db) else { continue }
-                        replaced.append(old)
-                        try await audit.record(
-                            .init(action: "plaid.item_removed", actorID: userID.uuid, subjectType: "plaid_item", subjectID: id.lowercasedString, userID: userID.uuid,
-                                  details: ["institution": old.institutionName ?? institution, "replaced_by": linked.id.lowercasedString]),
-                            ip: origin.ip, requestID: origin.requestID, inTransaction: db)
-                    }
+                if let institution = linked.institutionID, let existing = try await store.itemLinking(found, at: institution, of: userID, besides: linked.plaidItemID, on: db) {
+                    throw LinkError.sameLoginLinked(existing, institution: linked.institutionName ?? institution)
                 }
                 try await store.insert(linked, on: db)
                 try await store.saveAccounts(found, item: linked, now: now, on: db)
@@ -119,7 +106,6 @@ struct PlaidLinks: Sendable {
                     .init(action: "plaid.item_linked", actorID: userID.uuid, subjectType: "plaid_item", subjectID: linked.id.lowercasedString, userID: userID.uuid,
                           details: ["institution": linked.institutionName ?? linked.institutionID ?? "unknown", "accounts": String(found.count)]),
                     ip: origin.ip, requestID: origin.requestID, inTransaction: db)
-                return replaced
             }
         } catch where DatabaseConstraint(error)?.kind == .unique {
             // Folio holds this item already (Link's update mode gives back the same one): the stored item stays, and stays at Plaid.
@@ -127,13 +113,6 @@ struct PlaidLinks: Sendable {
         } catch {
             await forgetAtPlaid()
             throw error
-        }
-        // The items this link replaced are forgotten at Plaid too (best effort: their access was lost already).
-        for old in replaced {
-            guard let token = secretBox.open(old.sealedAccessToken) else { continue }
-            do { try await client.removeItem(accessToken: token) } catch {
-                logger.warning("an item replaced by a new link was not removed at Plaid", metadata: ["item_id": "\(old.id)", "error": "\(error)"])
-            }
         }
         return item
     }

@@ -75,28 +75,16 @@ struct PlaidStore: Sendable {
 
     /// The user's working item at `institutionID` that holds an account like each of `accounts` that has a
     /// mask (same name, mask, type and subtype): the same bank login linked before, as Plaid's guide to duplicate
-    /// items matches them. Not an item that lost its access (`error`: linking again is how it is mended, and
-    /// `erroredItemsLinking` finds those the new link replaces), not the item itself (Link's update mode gives it
-    /// back), and not a login that shares only some accounts (a joint account of two people's logins). Accounts
-    /// without a mask tell nothing.
+    /// items matches them. Not an item that lost its access (`error`: linking again is how it is mended), not
+    /// the item itself (Link's update mode gives it back), and not a login that shares only some accounts
+    /// (a joint account of two people's logins). Accounts without a mask tell nothing.
     func itemLinking(_ accounts: [PlaidAccount], at institutionID: String, of userID: UserID, besides plaidItemID: String, on db: any SQLDatabase) async throws -> UUID? {
-        try await itemsLinking(accounts, at: institutionID, of: userID, besides: plaidItemID, errored: false, on: db).first
-    }
-
-    /// The user's items in `error` that hold the same login's accounts, matched as `itemLinking` matches them.
-    func erroredItemsLinking(_ accounts: [PlaidAccount], at institutionID: String, of userID: UserID, besides plaidItemID: String, on db: any SQLDatabase) async throws -> [UUID] {
-        try await itemsLinking(accounts, at: institutionID, of: userID, besides: plaidItemID, errored: true, on: db)
-    }
-
-    private func itemsLinking(
-        _ accounts: [PlaidAccount], at institutionID: String, of userID: UserID, besides plaidItemID: String, errored: Bool, on db: any SQLDatabase
-    ) async throws -> [UUID] {
         let masked = accounts.filter { $0.mask != nil }
-        guard !masked.isEmpty else { return [] }
+        guard !masked.isEmpty else { return nil }
         let rows = try await db.raw("""
             SELECT a.item_id, a.name, a.mask, a.type, a.subtype FROM linked_accounts a JOIN plaid_items i ON i.id = a.item_id
             WHERE i.user_id = \(bind: userID) AND i.institution_id = \(bind: institutionID) AND i.plaid_item_id <> \(bind: plaidItemID)
-                AND i.status \(unsafeRaw: errored ? "=" : "<>") \(bind: PlaidItem.Status.error.rawValue) AND a.mask IS NOT NULL
+                AND i.status <> \(bind: PlaidItem.Status.error.rawValue) AND a.mask IS NOT NULL
             """).all()
         var byItem: [UUID: [PlaidAccount]] = [:]
         for row in rows {
@@ -104,9 +92,9 @@ struct PlaidStore: Sendable {
                 plaidAccountID: "", name: try row.decode(column: "name", as: String.self), mask: try row.decode(column: "mask", as: String?.self),
                 type: try row.decode(column: "type", as: String.self), subtype: try row.decode(column: "subtype", as: String?.self)))
         }
-        return byItem.filter { _, held in
+        return byItem.first { _, held in
             masked.allSatisfy { new in held.contains { $0.name == new.name && $0.mask == new.mask && $0.type == new.type && $0.subtype == new.subtype } }
-        }.keys.sorted { $0.uuidString < $1.uuidString }
+        }?.key
     }
 
     /// Holds the user's linking for the rest of the transaction `db`, so two links at once are checked against

@@ -26,6 +26,9 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
         /// A Folio account mirroring an Alpaca account whose link was removed: its cash and holdings are as they
         /// were when unlinked (valued at current quotes); listed, not counted.
         var unlinked = false
+        /// An account of a linked item that lost its access (`error`) which a working link also holds (the same
+        /// institution, name, mask and type: the login linked again to mend it): listed, counted once, through the working link.
+        var superseded = false
         /// A Folio account with a price older than it should be, or a linked item that is not syncing.
         var stale: Bool
     }
@@ -63,11 +66,18 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
                 included: followed, unlinked: !followed, stale: !followed || valuation.positions.contains { $0.quote?.isStale ?? true }))
         }
         let itemsByID = Dictionary(uniqueKeysWithValues: items.map { ($0.id, $0) })
+        // An account known by its institution, name, mask and type, as a login linked twice is recognised (`PlaidStore.itemLinking`).
+        func sameAccount(_ linked: LinkedAccount) -> [String]? {
+            guard let institution = itemsByID[linked.itemID]?.institutionID, let mask = linked.account.mask else { return nil }
+            return [institution, linked.account.name, mask, linked.account.type, linked.account.subtype ?? ""]
+        }
+        let working = Set(linked.filter { itemsByID[$0.itemID].map { $0.status != .error } ?? false }.compactMap(sameAccount))
         for linkedAccount in linked {
             let account = linkedAccount.account, item = itemsByID[linkedAccount.itemID]
             let debt = liabilityTypes.contains(account.type)
             let value = account.current.map { debt ? -$0 : $0 }
-            var included = value != nil && (account.currency ?? "USD") == "USD"
+            let superseded = item?.status == .error && sameAccount(linkedAccount).map(working.contains) == true
+            var included = !superseded && value != nil && (account.currency ?? "USD") == "USD"
             if included, let value {
                 // A balance that would carry the sum past what a cash figure holds is listed, not summed: the page
                 // (and the unlink button on it) still shows, rather than failing whole.
@@ -86,7 +96,7 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
             }
             accounts.append(Account(
                 source: "plaid", id: linkedAccount.id.lowercasedString, itemID: linkedAccount.itemID.lowercasedString, institution: item?.institutionName, name: account.name,
-                type: account.type, subtype: account.subtype, currency: account.currency, value: value, included: included,
+                type: account.type, subtype: account.subtype, currency: account.currency, value: value, included: included, superseded: superseded,
                 stale: item.map { $0.status != .active || $0.errorCode != nil } ?? true))
         }
         return NetWorthResponse(
