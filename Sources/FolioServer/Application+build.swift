@@ -397,7 +397,9 @@ public struct FolioServices: Sendable {
         try await anchorLegacyTrail()
         let resigned = try await AuditChain.resignHeads(anchor: anchor, database: database)
         if resigned > 0 { logger.info("signed audit chain heads again under the current key", metadata: ["heads": .stringConvertible(resigned)]) }
-        let unsigned = try await AuditChain.unsignedHeads(anchor: anchor, database: database)
+        let (unsigned, heads) = try await AuditChain.headSignatures(anchor: anchor, database: database)
+        // Every head under an unknown key is a wrong key, not tampering: serving would fail every write (and sign-in) with a 500.
+        if heads > 1, unsigned.count == heads { throw AuditChain.SignedUnderAnotherKey(heads: heads) }
         if !unsigned.isEmpty {
             // Nothing more is appended to them (every write on those accounts fails) until the signing key is configured again.
             logger.error("audit chain heads signed under no configured key: nothing more can be recorded on those chains; put the key that signed them back in PREVIOUS_SECRET_KEYS, or see `folio audit verify`", metadata: [

@@ -77,7 +77,7 @@ struct Restore: AsyncParsableCommand {
         }
         for problem in problems { print("PROBLEM \(problem)") }
         guard problems.isEmpty else {
-            print("restored \(backup), but the copy does NOT verify (\(problems.count) problem(s)): do not put it in service")
+            print("restored \(backup), but the copy does NOT verify (\(problems.count) problem(s)): do not put it in service. It is left at the target to be looked into; to restore again, empty the target first (drop and create the database, or delete the file).")
             throw ExitCode.failure
         }
         print("restored \(backup); its ledger and audit trail verify and every manifest figure matches. Run `folio migrate` if this build is newer.")

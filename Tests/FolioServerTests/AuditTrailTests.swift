@@ -289,6 +289,9 @@ struct AuditTrailTests {
             // Without the step, the old key's heads would look forged once it is gone.
             let withoutOldKey = await services(key: newKey, previous: [])
             #expect(try await AuditVerifier(services: withoutOldKey).verify().firstBreak?.contains("does not carry Folio's signature") == true)
+            // Started under a key that signed none of the heads (a backup restored under the wrong SECRET_KEY), it will not
+            // serve: every write and sign-in would fail. It says which keys to set.
+            await #expect(throws: AuditChain.SignedUnderAnotherKey.self) { try await withoutOldKey.prepare() }
 
             let rotating = await services(key: newKey, previous: [oldKey])
             #expect(try await AuditVerifier(services: rotating).verify().firstBreak == nil)

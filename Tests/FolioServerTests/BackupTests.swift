@@ -127,6 +127,28 @@ struct BackupTests {
         }
     }
 
+    @Test("a backup of a newer Folio's schema is refused before anything is loaded, not restored for every serve and migrate to refuse after")
+    func newerSchemaRefused() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withTestApp(.sqlite, configure: { $0.backup.directory = directory.path }) { _, env in
+            // A migration this build does not know, as a later version would have applied.
+            try await env.database.sql.raw("""
+                INSERT INTO _fluent_migrations (id, name, batch, created_at, updated_at) VALUES (\(bind: UUID()), '999_from_the_future', 99, \(bind: env.clock.now), \(bind: env.clock.now))
+                """).run()
+            let taken = try await env.services.backups.create()
+            #expect(try BackupManifest.read(from: taken).figures?.schemaVersion == "999_from_the_future")
+            let target = AppConfiguration.DatabaseLocation.sqlite(path: directory.appendingPathComponent("restored.sqlite").path)
+            do {
+                try await Backups.restore(taken, into: target, configuration: env.configuration, logger: Logger(label: "test"))
+                Issue.record("a newer schema was restored")
+            } catch let failure as Backups.Failure {
+                #expect(failure.description.contains("made by a newer Folio") && failure.description.contains("999_from_the_future"), "\(failure)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("restored.sqlite").path), "nothing was loaded")
+        }
+    }
+
     @Test("working copies a killed backup or drill left in the temporary directory go once a day old; younger ones stay")
     func strayWorkingCopies() throws {
         let temporary = FileManager.default.temporaryDirectory

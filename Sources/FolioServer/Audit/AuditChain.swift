@@ -406,8 +406,14 @@ extension AuditChain {
     /// `PREVIOUS_SECRET_KEYS`): changed outside Folio, or signed under a key dropped too early. Nothing is
     /// appended to them (`UnsignedHead`) until the key is configured again.
     static func unsignedHeads(anchor: AuditAnchor, database: FolioDatabase) async throws -> [String] {
+        try await headSignatures(anchor: anchor, database: database).unsigned
+    }
+
+    /// The chains whose head no configured key signed, and how many anchored heads there are in all.
+    static func headSignatures(anchor: AuditAnchor, database: FolioDatabase) async throws -> (unsigned: [String], heads: Int) {
         var unsigned: [String] = []
-        for row in try await database.sql.raw(anchoredHeads).all() {
+        let rows = try await database.sql.raw(anchoredHeads).all()
+        for row in rows {
             let chain = try row.decode(column: "chain_id", as: String.self)
             let head = Head(sequence: try row.decode(column: "sequence", as: Int64.self), hash: try row.decode(column: "hash", as: String.self))
             guard let mac = try row.decode(column: "mac", as: String?.self), anchor.isValid(mac, chain: chain, head: head) else {
@@ -415,7 +421,17 @@ extension AuditChain {
                 continue
             }
         }
-        return unsigned.sorted()
+        return (unsigned.sorted(), rows.count)
+    }
+
+    /// Not one head is signed under a configured key: the database was signed with another `SECRET_KEY` (restored
+    /// under the wrong one, most likely), not tampered with chain by chain. Nothing could be recorded on any chain.
+    struct SignedUnderAnotherKey: Error, CustomStringConvertible {
+        var heads: Int
+        var description: String {
+            "none of the \(heads) audit chain heads is signed under SECRET_KEY or PREVIOUS_SECRET_KEYS: this database was signed with another key "
+                + "(a backup restored under the wrong SECRET_KEY?). Set the key that signed it (as SECRET_KEY, or in PREVIOUS_SECRET_KEYS), then start again."
+        }
     }
 
     /// Heads signed under a key that is being rotated out (valid under one of

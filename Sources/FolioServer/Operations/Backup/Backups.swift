@@ -245,6 +245,10 @@ public struct Backups: Sendable {
         let manifest = try BackupManifest.read(from: backup)
         let cipher = BackupCipher(key: configuration.backup.encryptionKey, previousKeys: configuration.backup.previousEncryptionKeys)
         let figures = try manifest.opened(with: cipher, allowUnencrypted: allowUnencrypted)
+        // A backup of a newer Folio's schema would load, then stop every `serve` and `migrate` of this build: refused first.
+        if !figures.schemaVersion.isEmpty, !FolioDatabase.migrationNames.contains(figures.schemaVersion) {
+            throw Failure(description: "this backup was made by a newer Folio (its schema goes up to \(figures.schemaVersion), which this build does not know): restore it with that version or later (nothing was changed)")
+        }
         let problems = try await checkFiles(of: manifest, in: backup, progress: progress)
         guard problems.isEmpty else { throw Failure(description: problems.joined(separator: "; ")) }
         guard (manifest.database == "postgres") == target.isPostgres else {
