@@ -72,6 +72,7 @@ struct MetricsTests {
                 #expect(text.contains(#"folio_vendor_calls_total{vendor="plaid",endpoint="/link/token/create",result="ok"} 1"#))
                 #expect(text.contains(#"folio_jobs{kind="submit_order",status="queued"} 1"#))
                 #expect(text.contains(#"folio_job_oldest_queued_age_seconds{kind="submit_order"}"#))
+                #expect(text.contains("\nfolio_database_readable 1"), "the scrape read the database")
                 #expect(text.contains("# HELP folio_http_requests_total"))
                 #expect(text.contains(#"folio_webhook_verifications_total{vendor="sendgrid",result="not_configured"} 1"#))
                 #expect(text.contains(#"folio_sentry_events_dropped_total{reason="queue_full"} 0"#))
@@ -250,7 +251,7 @@ struct MetricsTests {
             FolioMetrics.requestsTotal.name, FolioMetrics.securityEvents.name, FolioMetrics.webhookVerifications.name,
             FolioMetrics.constraintViolations.name, FolioMetrics.vendorCalls.name, FolioMetrics.jobs.name, FolioMetrics.jobAge.name,
             FolioMetrics.mails.name, FolioMetrics.sentryDropped.name, FolioMetrics.backups.name, FolioMetrics.backupLastSuccess.name,
-            FolioMetrics.ordersRefused.name, FolioMetrics.backupScheduled.name, FolioMetrics.ordersOverdue.name,
+            FolioMetrics.ordersRefused.name, FolioMetrics.backupScheduled.name, FolioMetrics.ordersOverdue.name, FolioMetrics.databaseReadable.name,
         ]
         let named = Set(rules.matches(of: /folio_[a-z_]+/).map { String($0.output) })
         #expect(named.subtracting(served).isEmpty, "rules name series Folio does not serve: \(named.subtracting(served))")

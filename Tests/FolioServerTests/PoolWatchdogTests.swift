@@ -86,6 +86,18 @@ struct PoolWatchdogTests {
                 }
             }
             #expect(answered, "the pool lends a working connection after one the server ended")
+
+            // A database that is not there (dropped under a running server) is unavailable too, not an error of ours.
+            guard case .postgres(let url) = env.configuration.database, var parts = URLComponents(string: url) else { return }
+            parts.path = "/folio_no_such_database_\(UInt32.random(in: 0...UInt32.max))"
+            let gone = try FolioDatabase(location: .postgres(url: try #require(parts.string)), poolSize: 1, preparedStatements: false, logger: Logger(label: "gone"))
+            do {
+                try await gone.sql.raw("SELECT 1").run()
+                Issue.record("a database that does not exist answered")
+            } catch {
+                #expect(FolioDatabase.isUnavailable(error), "\(String(reflecting: error))")
+            }
+            await gone.shutdown()
         }
     }
 }

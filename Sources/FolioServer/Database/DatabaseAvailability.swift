@@ -13,9 +13,11 @@ extension FolioDatabase {
         case let error as PSQLError:
             if [.serverClosedConnection, .clientClosedConnection, .connectionError, .uncleanShutdown, .poolClosed].contains(error.code) { return true }
             // Class 08 (connection exception); 57P01–57P03: the server is shutting down, crashed, or not yet accepting;
-            // 25P03: it ended a transaction left idle past its limit (an overloaded instance), so nothing of it was saved.
+            // 25P03: it ended a transaction left idle past its limit (an overloaded instance), so nothing of it was saved;
+            // 3D000: the database is not there (dropped, or renamed under us); 53300: no connection slot is left;
+            // 28000, 28P01: the server no longer lets this role in (its password changed). None is the request's fault.
             guard let state = error.serverInfo?[.sqlState] else { return false }
-            return state.hasPrefix("08") || ["57P01", "57P02", "57P03", "25P03"].contains(state)
+            return state.hasPrefix("08") || ["57P01", "57P02", "57P03", "25P03", "3D000", "53300", "28000", "28P01"].contains(state)
         default:
             return false
         }

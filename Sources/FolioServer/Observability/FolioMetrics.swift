@@ -155,6 +155,12 @@ final class FolioMetrics: Sendable {
         registry.makeGauge(descriptor: Self.backupScheduled, labels: []).set(to: scheduled ? 1 : 0)
     }
 
+    /// Whether this scrape could read the database (the job queue's figures): 0 when it failed or took too long, so an
+    /// outage is seen with no traffic at all, while the queue's series stay as last read.
+    func databaseRead(_ succeeded: Bool) {
+        registry.makeGauge(descriptor: Self.databaseReadable, labels: []).set(to: succeeded ? 1 : 0)
+    }
+
     /// An error report Sentry accepted.
     func sentrySent() {
         registry.makeCounter(descriptor: Self.sentrySent, labels: []).increment()
@@ -332,6 +338,12 @@ final class FolioMetrics: Sendable {
         MetricNameDescriptor(
             namespace: "folio", metricName: "backup_scheduled", unitName: "",
             helpText: "1 when BACKUP_SCHEDULE runs the daily backup, 0 when it is off.")
+    }
+
+    static var databaseReadable: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "folio", metricName: "database_readable", unitName: "",
+            helpText: "1 when the last scrape read the database, 0 when it failed or took longer than 3 s.")
     }
 
     static var backupBytes: MetricNameDescriptor {

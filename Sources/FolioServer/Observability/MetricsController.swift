@@ -53,6 +53,7 @@ struct MetricsController: Sendable {
             }
         }
         // The request series still answer; the queue's are as last read.
+        metrics.databaseRead(refreshed.map { $0 == nil } ?? false)
         switch refreshed {
         case .none:
             context.logger.warning("reading the job queue for metrics took longer than \(Self.databaseReadLimit); its series are as last read")
