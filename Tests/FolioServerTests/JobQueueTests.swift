@@ -182,6 +182,35 @@ struct JobQueueTests {
         }
     }
 
+    @Test("claims that fail (the job table gone) are said once per lane, not at every poll, and tried less often; claims that work again are said so")
+    func claimFailuresNotFlooded() async throws {
+        try await withTestApp(.sqlite) { _, env in
+            let logs = LogCapture()
+            let done: JobWorker.Handler = { jobs in Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, .done) }) }
+            let worker = JobWorker(
+                queue: env.services.jobs, handlers: [.logAuditHeads: done], name: "flood", pollInterval: .milliseconds(10),
+                logger: logs.logger(), onIdle: nil, concurrency: 2, batchSize: 1)
+            try await env.database.sql.raw("ALTER TABLE jobs RENAME TO jobs_away").run()
+            let group = ServiceGroup(configuration: .init(services: [worker], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })))
+            let running = Task { try await group.run() }
+            // A second of failing claims: at every 10 ms poll that was a hundred lines per lane.
+            try await eventually("both lanes said their claims failed") { logs.lines.filter { $0.contains("job claim failed") }.count >= 2 }
+            try await Task.sleep(for: .seconds(1))
+            let said = logs.lines.filter { $0.contains("job claim failed") }
+            #expect(said.count == 2, "\(said.count) lines")
+            #expect(JobWorker.backoff(after: 1, poll: .milliseconds(10)) == .milliseconds(10))
+            #expect(JobWorker.backoff(after: 4, poll: .milliseconds(10)) == .milliseconds(80))
+            #expect(JobWorker.backoff(after: 40, poll: .milliseconds(10)) == .seconds(5))
+            // The table back: the lanes say their claims work again, and a job runs.
+            try await env.database.sql.raw("ALTER TABLE jobs_away RENAME TO jobs").run()
+            try await env.services.jobs.enqueue(.logAuditHeads, on: env.database.sql)
+            try await eventually("claims work again") { logs.lines.contains { $0.contains("job claims work again") } }
+            try await eventually("the job ran") { try await env.jobs().allSatisfy { $0.status == "done" } }
+            await group.triggerGracefulShutdown()
+            try await running.value
+        }
+    }
+
     @Test("a job a database constraint refuses is counted as a refused request is (the constraint-violation alert), and retried", arguments: TestDatabaseKind.all)
     func constraintViolationInAJob(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { _, env in

@@ -351,28 +351,65 @@ struct JobWorker: Service {
     private func runLane(_ lane: Int) async {
         var lastTick = ContinuousClock.now
         let holder = lane == 0 ? name : "\(name)-\(lane)"
+        // Claims failing in a row (the database gone): said once, then once a minute, and tried less often, not every poll.
+        var failures = 0, lastSaid = ContinuousClock.now
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let worked = await runOnce(as: holder)
+            let outcome = await runBatch(as: holder)
             if lane == 0, ContinuousClock.now - lastTick >= .seconds(1) {
                 await onIdle?()
                 lastTick = ContinuousClock.now
             }
-            if !worked { try? await Task.sleep(for: pollInterval) }
+            switch outcome {
+            case .worked:
+                if failures > 0 { logger.notice("job claims work again", metadata: ["worker": .string(holder), "failed": .stringConvertible(failures)]) }
+                failures = 0
+            case .idle:
+                if failures > 0 { logger.notice("job claims work again", metadata: ["worker": .string(holder), "failed": .stringConvertible(failures)]) }
+                failures = 0
+                try? await Task.sleep(for: pollInterval)
+            case .claimFailed(let error):
+                failures += 1
+                if failures == 1 || ContinuousClock.now - lastSaid >= .seconds(60) {
+                    logger.error("job claim failed", metadata: [
+                        "worker": .string(holder), "error": .string(DatabaseErrorText.forLog(error)), "failed_in_a_row": .stringConvertible(failures)])
+                    lastSaid = ContinuousClock.now
+                }
+                try? await Task.sleep(for: Self.backoff(after: failures, poll: pollInterval))
+            }
         }
+    }
+
+    /// The wait after `failures` failed claims in a row: the poll interval, doubling, at most five seconds.
+    static func backoff(after failures: Int, poll: Duration) -> Duration {
+        min(poll * (1 << min(max(failures - 1, 0), 10)), .seconds(5))
+    }
+
+    enum BatchOutcome {
+        case worked, idle
+        case claimFailed(any Error)
     }
 
     /// Claims and runs one batch; false when nothing was due.
     @discardableResult
     func runOnce(as holder: String? = nil) async -> Bool {
+        switch await runBatch(as: holder) {
+        case .worked: return true
+        case .idle: return false
+        case .claimFailed(let error):
+            logger.error("job claim failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
+            return false
+        }
+    }
+
+    private func runBatch(as holder: String? = nil) async -> BatchOutcome {
         let jobs: [ClaimedJob]
         do {
             jobs = try await queue.claim(as: holder ?? name, limit: batchSize, filter: filter)
         } catch {
-            logger.error("job claim failed", metadata: ["error": .string(DatabaseErrorText.forLog(error))])
-            return false
+            return .claimFailed(error)
         }
         pace?.claimed(jobs.count, of: batchSize)
-        guard !jobs.isEmpty else { return false }
+        guard !jobs.isEmpty else { return .idle }
         defer { pace?.finished(jobs.count) }
         // Each run of consecutive jobs of one kind is a batch, so jobs run in the order they were due.
         var batches: [(kind: JobPayload.Kind, jobs: [ClaimedJob])] = []
@@ -387,7 +424,7 @@ struct JobWorker: Service {
         } else {
             await runBatches(batches)
         }
-        return true
+        return .worked
     }
 
     private func runBatches(_ batches: [(kind: JobPayload.Kind, jobs: [ClaimedJob])]) async {
