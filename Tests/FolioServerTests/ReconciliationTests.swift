@@ -76,6 +76,37 @@ struct ReconciliationTests {
         }
     }
 
+    @Test("a split at Alpaca keeps the cost basis, spread over the new shares (their lot costs nothing more); a reverse split keeps it whole; a transfer in adds the new shares' cost", arguments: TestDatabaseKind.all)
+    func splitsKeepTheBasis(kind: TestDatabaseKind) async throws {
+        try await withLinked(kind) { _, env, fake, _, account in
+            // 3 AAPL at 100 (300.00). A day later, a 2-for-1 split: 6 at 50, the same 300.00.
+            env.clock.advance(by: 86_400)
+            fake.positions = ["AAPL": 6]
+            fake.setAverageEntryPrice("AAPL", "50")
+            let split = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(split.first?.applied == true, "\(split)")
+            var held = try await holdings(env, account)
+            #expect(held["AAPL"]?.quantity == 6 && held["AAPL"]?.costBasis == 300, "\(String(describing: held["AAPL"]))")
+            let lots = try TaxLotBook(entries: try await env.entries()).openLots
+            #expect(lots.map(\.quantity) == [3, 3] && lots.map(\.cost) == [300, 0], "\(lots)")
+            // A 1-for-3 reverse split: 2 at 150, still 300.00.
+            fake.positions = ["AAPL": 2]
+            fake.setAverageEntryPrice("AAPL", "150")
+            #expect(try await BrokerReconciliation.run(services: env.services, dryRun: false).first?.applied == true)
+            held = try await holdings(env, account)
+            #expect(held["AAPL"]?.quantity == 2 && held["AAPL"]?.costBasis == 300, "\(String(describing: held["AAPL"]))")
+            // 1 more transferred in, bought elsewhere at 120: Alpaca's average is (300 + 120) / 3 = 140.
+            fake.positions = ["AAPL": 3]
+            fake.setAverageEntryPrice("AAPL", "140")
+            #expect(try await BrokerReconciliation.run(services: env.services, dryRun: false).first?.applied == true)
+            held = try await holdings(env, account)
+            #expect(held["AAPL"]?.quantity == 3 && held["AAPL"]?.costBasis == 420, "\(String(describing: held["AAPL"]))")
+            let transferred = try await env.entries(.correction).filter { $0.quantity == 1 }
+            #expect(transferred.map(\.price) == [120], "the arriving share's lot costs what it added")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("an Alpaca account Folio cannot read is skipped with the reason, not blamed on the keys", arguments: [TestDatabaseKind.sqlite])
     func unreadableAccountSkippedWithItsReason(kind: TestDatabaseKind) async throws {
         try await withLinked(kind) { _, env, fake, _, account in

@@ -40,9 +40,13 @@ extension TradingRules {
     /// Brings a brokerage account's books to its broker's cash and positions:
     /// one `correction` row per difference, each with an audit event naming
     /// both figures. Cash moves by the difference, to the last place the
-    /// column keeps. Shares that arrived at the broker come in at the
-    /// broker's average entry price (their cost basis); shares that left take
-    /// their share of the basis with them. No cash moves with shares: a
+    /// column keeps. A position the broker reports with its average entry
+    /// price ends with the broker's cost basis (its shares at that price):
+    /// shares that arrived cost what that basis is above Folio's (nothing, for
+    /// a split's, which keeps the basis and spreads it over more shares), and
+    /// shares that left take their share of the basis with them unless the
+    /// broker's basis for what stays is less (a reverse split keeps it whole).
+    /// No cash moves with shares: a
     /// transfer or corporate action outside Folio is not a trade. Call it
     /// only with every open order ended (`openOrders` otherwise).
     public static func reconcile(
@@ -83,10 +87,16 @@ extension TradingRules {
             let entry = ids()
             var after = held
             let line: LedgerLine
+            // What the broker says the whole position cost (its shares at its average entry price): after a split the
+            // same basis over more shares, after a transfer in the old basis and the new shares' together.
+            let average = reported[symbol]?.averageEntryPrice.flatMap { $0.isPositive ? $0 : nil }
+            let brokerBasis = average.flatMap { try? Money.cost(quantity: there, price: $0) }
             if there > held.quantity {
                 let arrived = Quantity(uncheckedUnits: there.units - held.quantity.units)
-                let price = reported[symbol]?.averageEntryPrice.flatMap { $0.isPositive ? $0 : nil }
-                let cost = (try? price.map { try Money.cost(quantity: arrived, price: $0) } ?? .zero) ?? .zero
+                // The arriving shares cost what the broker's basis is above ours (none, for a split's); the line's price is
+                // their cost a share, so their tax lot costs the same.
+                let cost = brokerBasis.map { Cash(uncheckedUnits: max(0, $0.units - held.costBasis.units)) } ?? .zero
+                let price = average == nil || cost.isZero ? nil : try? Price.quotient(cost, arrived, places: PriceScale.fractionDigits, rounding: .up)
                 guard let position = try? held.position.buying(arrived, for: cost) else {
                     throw .unsupported("\(symbol) at \(there) shares is beyond what an account can hold")
                 }
@@ -99,7 +109,9 @@ extension TradingRules {
                 let left = Quantity(uncheckedUnits: held.quantity.units - there.units)
                 guard let sold = held.position.selling(left) else { throw .unsupported("\(symbol) cannot be reduced by \(left)") }
                 after.quantity = sold.position.quantity
-                after.costBasis = sold.position.costBasis
+                // Shares that left take their share of the basis, unless the broker's basis for what is left says otherwise
+                // (a reverse split: the same basis over fewer shares).
+                after.costBasis = sold.position.quantity.isZero ? .zero : brokerBasis.map { Cash.min($0, held.costBasis) } ?? sold.position.costBasis
                 line = LedgerLine(
                     id: entry, kind: .correction, amount: .zero, symbol: symbol, quantity: -left,
                     description: "Reconciliation with \(brokerName): \(there) \(symbol) there, \(held.quantity) here", occurredAt: now)

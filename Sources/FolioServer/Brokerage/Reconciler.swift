@@ -40,8 +40,8 @@ struct Reconciler: Sendable {
             do {
                 outcomes.append(try await reconcile(link, dryRun: dryRun))
             } catch {
-                logger.warning("reconciling a brokerage account failed", metadata: ["account_id": "\(link.accountID)", "error": "\(error)"])
-                outcomes.append(Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "the broker could not be asked: \(error)", failed: true))
+                logger.warning("reconciling a brokerage account failed", metadata: ["account_id": "\(link.accountID)", "error": .string(DatabaseErrorText.forLog(error))])
+                outcomes.append(Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "the broker could not be asked: \(DatabaseErrorText.describe(error))", failed: true))
             }
         }
         return outcomes

@@ -75,6 +75,8 @@ final class FakeAlpaca: Sendable {
         var refuseCancels = false
         /// Positions held, by symbol.
         var positions: [String: Quantity] = [:]
+        /// Each position's `avg_entry_price`, by symbol ("100" when not set).
+        var averageEntryPrices: [String: String] = [:]
         /// `cash` as written in the account, when a test wants text a `Cash` cannot hold.
         var cashText: String?
         var tradingBlocked = false
@@ -196,6 +198,11 @@ final class FakeAlpaca: Sendable {
     var positions: [String: Quantity] {
         get { state.withLockedValue { $0.positions } }
         set { state.withLockedValue { $0.positions = newValue } }
+    }
+
+    /// The average entry price Alpaca reports for a symbol's position (a split changes it, as the quantity).
+    func setAverageEntryPrice(_ symbol: String, _ price: String) {
+        state.withLockedValue { $0.averageEntryPrices[symbol] = price }
     }
 
     /// Alpaca processes the pending cancels.
@@ -581,7 +588,7 @@ final class FakeAlpaca: Sendable {
             if let hook = beforeNextPositions.withLockedValue({ hook in defer { hook = nil }; return hook }) { hook() }
             return state.withLockedValue { state in
                 let held = state.positions.filter { $0.value != .zero }.sorted { $0.key < $1.key }.map { symbol, quantity in
-                    #"{"asset_id":"904837e3-3b76-47ec-b432-046db621571b","symbol":"\#(symbol)","exchange":"NASDAQ","asset_class":"us_equity","qty":"\#(quantity)","side":"\#(quantity.isNegative ? "short" : "long")","avg_entry_price":"100","market_value":"0","cost_basis":"0"}"#
+                    #"{"asset_id":"904837e3-3b76-47ec-b432-046db621571b","symbol":"\#(symbol)","exchange":"NASDAQ","asset_class":"us_equity","qty":"\#(quantity)","side":"\#(quantity.isNegative ? "short" : "long")","avg_entry_price":"\#(state.averageEntryPrices[symbol] ?? "100")","market_value":"0","cost_basis":"0"}"#
                 }
                 return Self.json("[" + held.joined(separator: ",") + "]")
             }
