@@ -149,6 +149,12 @@ struct PositionTests {
         #expect(valuation.positions[1].quote?.isStale == true)
         #expect(valuation.unrealizedPnL == cash("-200.00"))
         #expect(valuation.dayChange == cash("20.00"))
+        // MSFT's day's change is not known: the total covers AAPL only, and says so.
+        #expect(!valuation.dayChangeComplete)
+        let known = try PortfolioValuation(
+            cash: cash("500.00"), availableCash: cash("400.00"), holdings: [("AAPL", Position(quantity: 2, costBasis: cash("300.00")))],
+            quotes: ["AAPL": PriceQuote(symbol: "AAPL", price: px("200.00"), previousClose: px("190.00"), asOf: now)])
+        #expect(known.dayChangeComplete && known.dayChange == cash("20.00"))
     }
 
     @Test("the day's change counts shares bought today from their cost and shares sold today to their proceeds")

@@ -86,6 +86,9 @@ public struct PortfolioValuation: Equatable, Sendable {
     public var unrealizedPnL: Cash
     /// The positions' day's change, and that of positions sold out since the previous close.
     public var dayChange: Cash
+    /// False when some position's (or sold-out holding's) day's change is not known (no quote of this session):
+    /// `dayChange` then covers only the others, and is no figure for the whole portfolio.
+    public var dayChangeComplete = true
     public var totalValue: Cash
 
     /// Some position is valued at a stale quote, or at its cost for want of any quote.
@@ -149,14 +152,17 @@ public struct PortfolioValuation: Equatable, Sendable {
                 quote: quote, marketValue: value, unrealizedPnL: pnl, unrealizedPnLPercent: percent, dayChange: change, weight: weight,
                 reservedQuantity: reserved.isEmpty ? .zero : reserved[symbol] ?? .zero))
             costBasis = try costBasis + position.costBasis
-            if let change { dayChange = try dayChange + change }
+            if let change { dayChange = try dayChange + change } else { dayChangeComplete = false }
         }
         // Sold out since the close: no position to show, but the day's change holds the sale.
         let held = dayTrades.isEmpty ? [] : Set(valued.map { holdings[$0.holding].symbol })
         for (symbol, traded) in dayTrades where !held.contains(symbol) {
             guard let quote = quotes[symbol], let previous = quote.previousClose, sameDay(quote),
                   let change = try traded.dayChange(quantity: .zero, price: quote.price, previousClose: previous)
-            else { continue }
+            else {
+                dayChangeComplete = false
+                continue
+            }
             dayChange = try dayChange + change
         }
         self.cash = cash

@@ -97,6 +97,8 @@ struct PortfolioController: Sendable {
         var costBasis: Cash
         var unrealizedPnL: Cash
         var dayChange: Cash
+        /// False when some position's day's change is not known: `day_change` then covers the others only.
+        var dayChangeComplete = true
         var totalValue: Cash
         var valuedAt: Date
 
@@ -108,6 +110,7 @@ struct PortfolioController: Sendable {
             case costBasis = "cost_basis"
             case unrealizedPnL = "unrealized_pnl"
             case dayChange = "day_change"
+            case dayChangeComplete = "day_change_complete"
             case totalValue = "total_value"
             case valuedAt = "valued_at"
         }
@@ -119,6 +122,7 @@ struct PortfolioController: Sendable {
             json.field("cash", cash)
             json.field("cost_basis", costBasis)
             json.field("day_change", dayChange)
+            json.field("day_change_complete", dayChangeComplete)
             json.field("market_value", marketValue)
             json.key("positions")
             json.beginArray()
@@ -180,7 +184,7 @@ struct PortfolioController: Sendable {
             accountID: accountID, cash: valuation.cash, availableCash: valuation.availableCash,
             positions: valuation.positions.map(PositionResponse.init), marketValue: valuation.marketValue,
             costBasis: valuation.costBasis, unrealizedPnL: valuation.unrealizedPnL,
-            dayChange: valuation.dayChange, totalValue: valuation.totalValue, valuedAt: quotes.clock.now())
+            dayChange: valuation.dayChange, dayChangeComplete: valuation.dayChangeComplete, totalValue: valuation.totalValue, valuedAt: quotes.clock.now())
     }
 
     // MARK: - History

@@ -47,6 +47,7 @@ enum DashboardView {
             "day_change_up": Display.change(valuation.dayChange).hasPrefix("+"),
             // An empty string would still open a Mustache section: nothing is no value.
             "sold_out_change": (soldOut.isZero ? nil : Display.change(soldOut)) as Any,
+            "day_change_partial": !valuation.dayChangeComplete,
             "unrealized": Display.change(valuation.unrealizedPnL), "unrealized_negative": valuation.unrealizedPnL.isNegative,
             "has_positions": !valuation.positions.isEmpty,
             "has_stale": valuation.positions.contains(where: \.stale),
