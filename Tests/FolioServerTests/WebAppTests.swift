@@ -654,6 +654,9 @@ struct WebAppTests {
             // Another year: no sales, the same lots.
             let earlier = Self.text(try await client.execute(uri: "/gains?year=2024", method: .get, headers: session))
             #expect(earlier.contains("No sales in 2024.") && earlier.contains("<option value=\"2024\" selected>2024</option>"))
+            // The years offered are the account's (opened in 2026), and the one asked for.
+            let offered = earlier.matches(of: /<option value="(\d{4})"/).map { String($0.output.1) }
+            #expect(offered == ["2026", "2024"], "\(offered)")
             #expect(try await client.execute(uri: "/gains?year=3000", method: .get, headers: session).status == .unprocessableContent)
             // Another person's account is not found, as on every page.
             let other = try await signUp(client, env, email: "other@example.com")

@@ -75,7 +75,7 @@ enum DashboardView {
             // A form comes back to the page as it was: the same account and chart range.
             "self_href": history.range == PortfolioController.HistoryRange.oneMonth.rawValue ? choice.next("/") : onRange(history.range),
             "deposit_key": UUID.random().lowercasedString, "withdrawal_key": UUID.random().lowercasedString,
-            "twr": returns.timeWeightedReturnPercent.map(Display.percentage) ?? "—",
+            "twr": returns.timeWeightedReturnPercent.map(Display.percentageChange) ?? "—",
             "twr_negative": returns.timeWeightedReturnPercent?.isNegative ?? false,
             "twr_note": returns.note as Any,
             "range": history.range,
@@ -92,7 +92,7 @@ enum DashboardView {
             "market_value": Display.money(position.marketValue), "average_cost": Display.averagePrice(position.averageCost),
             "average_cost_exact": Display.price(position.averageCost),
             "pnl": Display.change(position.unrealizedPnL), "pnl_negative": position.unrealizedPnL.isNegative,
-            "pnl_percent": position.unrealizedPnLPercent.map(Display.percentage) ?? "—",
+            "pnl_percent": position.unrealizedPnLPercent.map(Display.percentageChange) ?? "—",
             "day_change": position.dayChange.map(Display.change) ?? "—", "day_negative": position.dayChange?.isNegative ?? false,
             "weight": Display.percent(position.weight),
         ]

@@ -107,6 +107,12 @@ enum Display {
         return signed(rounded.formatted(minimumFractionDigits: 2), prefix: "") + "%"
     }
 
+    /// A change in percent beside a change in money ("+0.01%"), signed as `change` signs the money.
+    static func percentageChange(_ value: Ratio) -> String {
+        let text = percentage(value)
+        return value.isPositive && text != "0.00%" ? "+" + text : text
+    }
+
     /// "2026-11-30 10:50 UTC".
     static func date(_ date: Date) -> String {
         let text = date.formatted(Date.ISO8601FormatStyle(timeZone: .gmt))

@@ -6,10 +6,12 @@ import Foundation
 /// its open tax lots, and the CSV downloads.
 enum GainsView {
     static func build(
-        report: PerformanceController.RealizedReport, lots: PerformanceController.LotList, thisYear: Int, accountID: AccountID, severalAccounts: Bool
+        report: PerformanceController.RealizedReport, lots: PerformanceController.LotList, thisYear: Int, openedYear: Int? = nil, accountID: AccountID,
+        severalAccounts: Bool
     ) -> [String: Any] {
-        // Ten years back, and the year asked for if it is older.
-        let years = Array(Set((0..<10).map { thisYear - $0 } + [report.year])).sorted(by: >)
+        // The years since the account opened (ten back when that is not known), and the year asked for if it is older.
+        let first = min(thisYear, openedYear ?? thisYear - 9)
+        let years = Array(Set(Array(first...thisYear) + [report.year])).sorted(by: >)
         return [
             "year": report.year,
             "years": years.map { ["value": $0, "selected": $0 == report.year] },

@@ -278,12 +278,14 @@ struct WebController: Sendable {
             let accountID = try PortfolioController.accountID(request, identity: context.identity)
             // One read of the account's ledger for both tables (the API's two routes read it once each).
             let year = try performance.reportYear(request)
-            let book = try await performance.book(of: try await performance.account(request, context).id)
+            let account = try await performance.account(request, context)
+            let book = try await performance.book(of: account.id)
             let report = try performance.realized(year: year, books: [(accountID, book)])
             let lots = try await performance.lots(of: accountID, book: book)
             let choice = try await accountChoice(request, context: context, current: accountID, page: "/gains")
             var values = GainsView.build(
-                report: report, lots: lots, thisYear: TradingDay(quotes.clock.now()).year, accountID: accountID, severalAccounts: choice.accounts.count > 1)
+                report: report, lots: lots, thisYear: TradingDay(quotes.clock.now()).year, openedYear: TradingDay(account.createdAt).year, accountID: accountID,
+                severalAccounts: choice.accounts.count > 1)
             if choice.named { values["account_id"] = accountID.description }
             return renderer.page("gains", title: "Gains", viewer: viewer, section: "gains", accounts: choice, values: values)
         }
