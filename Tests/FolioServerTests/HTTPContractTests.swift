@@ -410,5 +410,16 @@ struct StrictDateTests {
         #expect(StrictDate.end("2026-01-31T10:00:00Z") == (try Date("2026-01-31T10:00:01Z", strategy: .iso8601)))
         #expect(StrictDate.end("2026-01-31T12:00:00+02:00") == (try Date("2026-01-31T10:00:01Z", strategy: .iso8601)))
         #expect(StrictDate.end("2026-01-31T10:00:00.250Z") == (try Date("2026-01-31T10:00:00Z", strategy: .iso8601)).addingTimeInterval(0.25))
+        // A person's days (`tz`): from their midnight to the next, also across a clock change, and on a day whose midnight the
+        // clock skips (Santiago, 6 September 2026: 00:00 is 01:00, and the 7th starts at 03:00 UTC, not 04:00).
+        let santiago = try #require(StrictDate.zone(named: "America/Santiago"))
+        #expect(StrictDate.dayOrTime("2026-09-06", in: santiago) == (try Date("2026-09-06T04:00:00Z", strategy: .iso8601)))
+        #expect(StrictDate.end("2026-09-06", in: santiago) == (try Date("2026-09-07T03:00:00Z", strategy: .iso8601)))
+        let newYork = try #require(StrictDate.zone(named: "America/New_York"))
+        #expect(StrictDate.end("2026-11-01", in: newYork) == (try Date("2026-11-02T05:00:00Z", strategy: .iso8601)), "a 25-hour day")
+        #expect(StrictDate.end("2026-03-08", in: newYork) == (try Date("2026-03-09T04:00:00Z", strategy: .iso8601)), "a 23-hour day")
+        for refused in ["", "../etc/localtime", "Mars/Olympus", String(repeating: "A", count: 65), "Europe/Paris.tar"] {
+            #expect(StrictDate.zone(named: refused) == nil, "\(refused)")
+        }
     }
 }

@@ -1035,6 +1035,7 @@ struct PlaidTests {
             // An item that lost its access (revoked at the bank) is mended by linking again: not refused as a duplicate.
             try await env.database.sql.raw("UPDATE plaid_items SET status = 'error' WHERE id = \(bind: try #require(UUID(uuidString: kept)))").run()
             let mended = fake.issuePublicToken(accounts: Self.accounts)
+            env.clock.advance(by: 60)  // linked later than the joint login
             let mendedLink = try json(try await post(client, "/api/links/plaid/exchange", ["public_token": mended.publicToken], headers: bearer(tokens)))
             // Until the broken item is removed, its accounts the new link also holds are listed, not counted: the money counts once.
             let mendedWorth = try json(try await get(client, "/api/portfolio?view=net_worth", tokens))
@@ -1043,6 +1044,12 @@ struct PlaidTests {
             #expect(old.count == 3 && old.allSatisfy { $0["superseded"] as? Bool == true && $0["included"] as? Bool == false }, "\(old)")
             #expect(new.count == 3 && new.allSatisfy { $0["superseded"] as? Bool == false }, "\(new)")
             #expect(new.first { $0["name"] as? String == "Card" }?["included"] as? Bool == true, "\(new)")
+            // The old item working again (a good sync after a passing error) changes nothing: the newer link still counts them.
+            try await env.database.sql.raw("UPDATE plaid_items SET status = 'active' WHERE id = \(bind: try #require(UUID(uuidString: kept)))").run()
+            let recovered = try json(try await get(client, "/api/portfolio?view=net_worth", tokens))
+            #expect(recovered["linked_total"] as? String == mendedWorth["linked_total"] as? String, "\(recovered)")
+            let recoveredOld = try #require(recovered["accounts"] as? [[String: Any]]).filter { $0["item_id"] as? String == kept }
+            #expect(recoveredOld.allSatisfy { $0["superseded"] as? Bool == true }, "\(recoveredOld)")
             // Removed, the old item's accounts are gone and the new ones count as before.
             #expect(try await client.execute(uri: "/api/links/\(kept)", method: .delete, headers: bearer(tokens)).status == .noContent)
             let cleared = try json(try await get(client, "/api/portfolio?view=net_worth", tokens))

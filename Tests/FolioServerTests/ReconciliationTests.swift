@@ -76,7 +76,7 @@ struct ReconciliationTests {
         }
     }
 
-    @Test("a split at Alpaca keeps the cost basis, spread over the new shares (their lot costs nothing more); a reverse split keeps it whole; a transfer in adds the new shares' cost", arguments: TestDatabaseKind.all)
+    @Test("a split at Alpaca keeps the cost basis, spread over the new shares (their lot costs nothing more); a transfer out takes its share; a transfer in adds the new shares' cost", arguments: TestDatabaseKind.all)
     func splitsKeepTheBasis(kind: TestDatabaseKind) async throws {
         try await withLinked(kind) { _, env, fake, _, account in
             // 3 AAPL at 100 (300.00). A day later, a 2-for-1 split: 6 at 50, the same 300.00.
@@ -89,18 +89,17 @@ struct ReconciliationTests {
             #expect(held["AAPL"]?.quantity == 6 && held["AAPL"]?.costBasis == 300, "\(String(describing: held["AAPL"]))")
             let lots = try TaxLotBook(entries: try await env.entries()).openLots
             #expect(lots.map(\.quantity) == [3, 3] && lots.map(\.cost) == [300, 0], "\(lots)")
-            // A 1-for-3 reverse split: 2 at 150, still 300.00.
-            fake.positions = ["AAPL": 2]
-            fake.setAverageEntryPrice("AAPL", "150")
+            // 2 transferred out: they take their share of the basis, as their lots leave first in, first out.
+            fake.positions = ["AAPL": 4]
             #expect(try await BrokerReconciliation.run(services: env.services, dryRun: false).first?.applied == true)
             held = try await holdings(env, account)
-            #expect(held["AAPL"]?.quantity == 2 && held["AAPL"]?.costBasis == 300, "\(String(describing: held["AAPL"]))")
-            // 1 more transferred in, bought elsewhere at 120: Alpaca's average is (300 + 120) / 3 = 140.
-            fake.positions = ["AAPL": 3]
-            fake.setAverageEntryPrice("AAPL", "140")
+            #expect(held["AAPL"]?.quantity == 4 && held["AAPL"]?.costBasis == 200, "\(String(describing: held["AAPL"]))")
+            // 1 more transferred in, bought elsewhere at 120: Alpaca's average is (200 + 120) / 5 = 64.
+            fake.positions = ["AAPL": 5]
+            fake.setAverageEntryPrice("AAPL", "64")
             #expect(try await BrokerReconciliation.run(services: env.services, dryRun: false).first?.applied == true)
             held = try await holdings(env, account)
-            #expect(held["AAPL"]?.quantity == 3 && held["AAPL"]?.costBasis == 420, "\(String(describing: held["AAPL"]))")
+            #expect(held["AAPL"]?.quantity == 5 && held["AAPL"]?.costBasis == 320, "\(String(describing: held["AAPL"]))")
             let transferred = try await env.entries(.correction).filter { $0.quantity == 1 }
             #expect(transferred.map(\.price) == [120], "the arriving share's lot costs what it added")
             try await env.expectConsistent()

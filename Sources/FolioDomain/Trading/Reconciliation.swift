@@ -41,11 +41,11 @@ extension TradingRules {
     /// one `correction` row per difference, each with an audit event naming
     /// both figures. Cash moves by the difference, to the last place the
     /// column keeps. A position the broker reports with its average entry
-    /// price ends with the broker's cost basis (its shares at that price):
-    /// shares that arrived cost what that basis is above Folio's (nothing, for
-    /// a split's, which keeps the basis and spreads it over more shares), and
-    /// shares that left take their share of the basis with them unless the
-    /// broker's basis for what stays is less (a reverse split keeps it whole).
+    /// price and more shares than Folio's books: shares that arrived cost what
+    /// the broker's basis (its shares at that price) is above Folio's
+    /// (nothing, for a split's, which keeps the basis and spreads it over more
+    /// shares). Shares that left take their share of the basis with them
+    /// (a reverse split is not told from a transfer out).
     /// No cash moves with shares: a
     /// transfer or corporate action outside Folio is not a trade. Call it
     /// only with every open order ended (`openOrders` otherwise).
@@ -109,9 +109,9 @@ extension TradingRules {
                 let left = Quantity(uncheckedUnits: held.quantity.units - there.units)
                 guard let sold = held.position.selling(left) else { throw .unsupported("\(symbol) cannot be reduced by \(left)") }
                 after.quantity = sold.position.quantity
-                // Shares that left take their share of the basis, unless the broker's basis for what is left says otherwise
-                // (a reverse split: the same basis over fewer shares).
-                after.costBasis = sold.position.quantity.isZero ? .zero : brokerBasis.map { Cash.min($0, held.costBasis) } ?? sold.position.costBasis
+                // Shares that left take their share of the basis, as their tax lots leave first in, first out: a reverse
+                // split is not told from a transfer out here (the lots would have to be scaled, not taken).
+                after.costBasis = sold.position.costBasis
                 line = LedgerLine(
                     id: entry, kind: .correction, amount: .zero, symbol: symbol, quantity: -left,
                     description: "Reconciliation with \(brokerName): \(there) \(symbol) there, \(held.quantity) here", occurredAt: now)

@@ -17,8 +17,14 @@ enum StrictDate {
     /// A day is `zone`'s day (UTC unless a person's time zone is given).
     static func end(_ text: String, in zone: TimeZone = .gmt) -> Date? {
         guard let date = dayOrTime(text, in: zone) else { return nil }
-        // The next midnight in the zone: a day of a clock change has 23 or 25 hours.
-        if text.utf8.count == 10 { return zone == .gmt ? date.addingTimeInterval(24 * 3600) : calendar(zone).date(byAdding: .day, value: 1, to: date) }
+        if text.utf8.count == 10 {
+            guard zone != .gmt else { return date.addingTimeInterval(24 * 3600) }
+            // Where the next day starts in the zone, from its own date: a day of a clock change has 23 or 25 hours, and
+            // a day whose midnight the clock skips starts at 01:00 (a day added to this one's start would overshoot by the hour).
+            let calendar = calendar(zone)
+            let day = calendar.dateComponents([.year, .month, .day], from: date)
+            return calendar.date(from: DateComponents(year: day.year, month: day.month, day: (day.day ?? 0) + 1))
+        }
         return text.utf8.contains(UInt8(ascii: ".")) ? date : date.addingTimeInterval(1)
     }
 

@@ -26,8 +26,8 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
         /// A Folio account mirroring an Alpaca account whose link was removed: its cash and holdings are as they
         /// were when unlinked (valued at current quotes); listed, not counted.
         var unlinked = false
-        /// An account of a linked item that lost its access (`error`) which a working link also holds (the same
-        /// institution, name, mask and type: the login linked again to mend it): listed, counted once, through the working link.
+        /// An account another link also holds (the same institution, name, mask and type: a login linked again to mend
+        /// an item that lost its access, or a joint account of two logins): listed, counted once, through the other link.
         var superseded = false
         /// A Folio account with a price older than it should be, or a linked item that is not syncing.
         var stale: Bool
@@ -71,12 +71,25 @@ struct NetWorthResponse: ResponseEncodable, Sendable {
             guard let institution = itemsByID[linked.itemID]?.institutionID, let mask = linked.account.mask else { return nil }
             return [institution, linked.account.name, mask, linked.account.type, linked.account.subtype ?? ""]
         }
-        let working = Set(linked.filter { itemsByID[$0.itemID].map { $0.status != .error } ?? false }.compactMap(sameAccount))
+        // One account reached through several links (a login linked again to mend an item that lost its access, which may
+        // work again later; a joint account of two logins) counts once: through a working link before one in error, the
+        // newest first. The others are listed as superseded.
+        var counted: [[String]: UUID] = [:]
+        func better(_ a: UUID, than b: UUID) -> Bool {
+            guard let first = itemsByID[a], let second = itemsByID[b] else { return itemsByID[a] != nil }
+            if (first.status == .error) != (second.status == .error) { return second.status == .error }
+            return (first.createdAt, first.id.uuidString) > (second.createdAt, second.id.uuidString)
+        }
+        for linkedAccount in linked {
+            guard let key = sameAccount(linkedAccount) else { continue }
+            if let held = counted[key], !better(linkedAccount.itemID, than: held) { continue }
+            counted[key] = linkedAccount.itemID
+        }
         for linkedAccount in linked {
             let account = linkedAccount.account, item = itemsByID[linkedAccount.itemID]
             let debt = liabilityTypes.contains(account.type)
             let value = account.current.map { debt ? -$0 : $0 }
-            let superseded = item?.status == .error && sameAccount(linkedAccount).map(working.contains) == true
+            let superseded = sameAccount(linkedAccount).map { counted[$0] != linkedAccount.itemID } ?? false
             var included = !superseded && value != nil && (account.currency ?? "USD") == "USD"
             if included, let value {
                 // A balance that would carry the sum past what a cash figure holds is listed, not summed: the page
