@@ -246,6 +246,8 @@ struct MarketDataResilienceTests {
                 for symbol in ["AAPL", "IBM"] {
                     guard case .unavailable = await quotes.lookup(symbol) else { Issue.record("\(symbol) priced from MSFT's quote"); return }
                 }
+                // Nor are another symbol's daily closes taken for this one's (a backfill would keep them for good).
+                await #expect(throws: (any Error).self, "IBM's history taken from MSFT's closes") { try await quotes.provider.dailyHistory(for: "IBM", days: 30) }
                 fake.mode = .noTradingDay
                 guard case .unavailable = await quotes.lookup("ORDB") else { Issue.record("a quote of no day was taken"); return }
                 // Three in a row would open the circuit if they were the vendor's failures.

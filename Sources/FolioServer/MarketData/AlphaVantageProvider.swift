@@ -105,7 +105,7 @@ struct AlphaVantageProvider: MarketDataProvider {
         // The free tier serves the last 100 days ("compact"); more needs "full", a premium feature: on a free key,
         // the 100 days there are (a chart of a year then starts 100 trading days back).
         let full = days > 100 && !freeKey.withLockedValue { $0 }
-        let read = { (body: ByteBuffer) throws -> [DailyClose] in try dailyCloses(in: body, days: days) }
+        let read = { (body: ByteBuffer) throws -> [DailyClose] in try dailyCloses(in: body, of: symbol, days: days) }
         do {
             return try await call(["function": "TIME_SERIES_DAILY", "symbol": symbol, "outputsize": full ? "full" : "compact"], read: read)
         } catch MarketDataError.rejected(let message) where full && message.lowercased().contains("premium") {
@@ -115,11 +115,16 @@ struct AlphaVantageProvider: MarketDataProvider {
         }
     }
 
-    private func dailyCloses(in body: ByteBuffer, days: Int) throws -> [DailyClose] {
+    private func dailyCloses(in body: ByteBuffer, of symbol: String, days: Int) throws -> [DailyClose] {
         // A well-formed answer that is unusable for this symbol is about the symbol (`aboutTheSymbol`): one chart's bad
         // day must not hold the vendor off for every symbol, and every order with it.
-        guard let series = try decode(DailySeriesBody.self, from: body).series else {
+        let answer = try decode(DailySeriesBody.self, from: body)
+        guard let series = answer.series else {
             throw MarketDataError.badResponse("TIME_SERIES_DAILY without a time series", aboutTheSymbol: true)
+        }
+        // Another symbol's closes (a proxy's cache, a vendor's mix-up) would value a backfilled day for good: refused, as a quote's are.
+        if let named = answer.metaData?["2. Symbol"], named.uppercased() != symbol.uppercased() {
+            throw MarketDataError.badResponse("TIME_SERIES_DAILY for another symbol than the one asked for", aboutTheSymbol: true)
         }
         // A day that cannot be read exactly (a zero close, a price past 8 places, no date) fails the series rather than
         // leaving a gap: a backfill would value the missing day at the day before's close and keep that for good.
@@ -266,7 +271,11 @@ struct AlphaVantageProvider: MarketDataProvider {
     }
 
     private struct DailySeriesBody: Decodable {
+        var metaData: [String: String]?
         var series: [String: [String: String]]?
-        enum CodingKeys: String, CodingKey { case series = "Time Series (Daily)" }
+        enum CodingKeys: String, CodingKey {
+            case metaData = "Meta Data"
+            case series = "Time Series (Daily)"
+        }
     }
 }

@@ -143,7 +143,7 @@ final class FakeAlphaVantage: Sendable {
                 {
                     "Meta Data": {
                         "1. Information": "Daily Prices (open, high, low, close) and Volumes",
-                        "2. Symbol": "\(symbol)",
+                        "2. Symbol": "\({ if case .quoteOf(let other) = mode { other } else { symbol } }())",
                         "3. Last Refreshed": "\(tradingDay)",
                         "4. Output Size": "\(count == 100 ? "Compact" : "Full size")",
                         "5. Time Zone": "US/Eastern"
