@@ -19,7 +19,8 @@ public enum DatabaseErrorText {
         case .serverClosedConnection, .clientClosedConnection:
             return "the connection to PostgreSQL was closed" + (error.underlying.map { ": \(String(describing: $0))" } ?? "")
         default:
-            return String(reflecting: error)
+            // PostgresNIO's reflection carries the statement and its bound values (an address, a token's digest): its code only.
+            return "PostgreSQL client error: \(error.code)"
         }
     }
 
