@@ -16,13 +16,15 @@ struct BrokerCommand: AsyncParsableCommand {
             let reports = try await withServices(options) { services in try await BrokerReconciliation.run(services: services, dryRun: dryRun) }
             if reports.isEmpty { print("no linked brokerage accounts") }
             for report in reports {
-                if let skipped = report.skipped {
-                    print("\(report.accountID): skipped: \(skipped)")
-                } else if report.differences.isEmpty {
-                    print("\(report.accountID): in agreement")
-                } else {
+                // With orders open, some differences may be adjusted while cash and the orders' symbols wait.
+                if !report.differences.isEmpty {
                     print("\(report.accountID): \(report.differences.count) difference(s)\(report.applied ? ", adjusted" : dryRun ? ", not adjusted (dry run)" : "")")
                     for line in report.differences { print("  \(line)") }
+                }
+                if let skipped = report.skipped {
+                    print("\(report.accountID): \(report.differences.isEmpty ? "skipped" : "waiting"): \(skipped)")
+                } else if report.differences.isEmpty {
+                    print("\(report.accountID): in agreement")
                 }
             }
             let failed = reports.filter(\.failed).count

@@ -147,6 +147,15 @@ struct ReconciliationTests {
             #expect(run.first?.failed == false, "a wait, not a failure")
             #expect(try await env.accounts().first { $0.id == account }?.cash == 25_000)
             try await env.expectConsistent()
+
+            // A transfer in of another symbol at Alpaca does not wait for the KO order: only cash and KO do.
+            fake.positions = ["AAPL": 3, "MSFT": 2]
+            let partial = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(partial.first?.applied == true && partial.first?.differences == ["MSFT: Folio 0, Alpaca 2"], "\(partial)")
+            #expect(partial.first?.skipped == "cash and KO wait for 1 open order: fills may be on their way")
+            #expect(try await holdings(env, account)["MSFT"]?.quantity == 2)
+            #expect(try await env.accounts().first { $0.id == account }?.cash == 25_000, "cash still waits")
+            try await env.expectConsistent()
         }
     }
 

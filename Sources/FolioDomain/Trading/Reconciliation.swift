@@ -48,12 +48,18 @@ extension TradingRules {
     /// (a reverse split is not told from a transfer out).
     /// No cash moves with shares: a
     /// transfer or corporate action outside Folio is not a trade. Call it
-    /// only with every open order ended (`openOrders` otherwise).
+    /// only with every open order ended (`openOrders` otherwise), or name the
+    /// symbols open orders are about in `waiting`: then only the other
+    /// symbols' positions are brought to the broker's, and cash waits (a fill
+    /// of any order moves it), so a resting order does not hold a deposit or a
+    /// transfer at the broker off the books for as long as it rests.
     public static func reconcile(
         account: AccountState, holdings: [String: HoldingState], brokerCash: Cash, brokerPositions: [BrokerPosition],
-        brokerName: String, ids: () -> EntryID, now: Date
+        brokerName: String, waiting: Set<String>? = nil, ids: () -> EntryID, now: Date
     ) throws(ReconciliationBlock) -> (postings: [Posting], differences: [ReconciliationDifference]) {
-        guard account.reservedCash.isZero, holdings.values.allSatisfy({ $0.reservedQuantity.isZero }) else { throw .openOrders }
+        if waiting == nil {
+            guard account.reservedCash.isZero, holdings.values.allSatisfy({ $0.reservedQuantity.isZero }) else { throw .openOrders }
+        }
         guard !brokerCash.isNegative else { throw .unsupported("\(brokerName) reports negative cash (\(brokerCash)): margin borrowing") }
         if let short = brokerPositions.first(where: { $0.quantity.isNegative }) {
             throw .unsupported("\(brokerName) reports a short position in \(short.symbol)")
@@ -66,7 +72,7 @@ extension TradingRules {
                 action: "reconciliation.adjusted", subjectType: "account", subjectID: account.id.description,
                 details: ["what": what, "folio": folio, "broker": broker, "broker_name": brokerName, "transaction_id": entry.description])
         }
-        if brokerCash != account.cash {
+        if waiting == nil, brokerCash != account.cash {
             let difference = Cash(uncheckedUnits: brokerCash.units - account.cash.units)
             let entry = ids()
             state.cash = brokerCash
@@ -82,6 +88,8 @@ extension TradingRules {
         let reported = Dictionary(brokerPositions.map { ($0.symbol, $0) }, uniquingKeysWith: { first, _ in first })
         for symbol in Set(reported.keys).union(holdings.keys).sorted() {
             let held = holdings[symbol] ?? .empty(symbol)
+            // A symbol an open order is about, or with shares an order holds, waits for it.
+            if let waiting, waiting.contains(symbol) || !held.reservedQuantity.isZero { continue }
             let there = reported[symbol]?.quantity ?? .zero
             guard there != held.quantity else { continue }
             let entry = ids()

@@ -75,26 +75,28 @@ struct Reconciler: Sendable {
             guard open.head?.sequence == before else {
                 return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "the books changed while Alpaca was asked")
             }
+            // With orders open, cash and their symbols wait for them (fills may be on their way); the other symbols need not.
             let orders = try await trading.openOrders(of: link.accountID, on: db)
-            guard orders.isEmpty else {
-                return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "\(ProblemMapping.openOrders(orders.count)): fills may be on their way")
+            let waiting = orders.isEmpty ? nil : Set(orders.map(\.symbol))
+            let waits = waiting.map { symbols in
+                "cash and \(symbols.sorted().joined(separator: ", ")) wait for \(ProblemMapping.openOrders(orders.count)): fills may be on their way"
             }
             let result: (postings: [Posting], differences: [ReconciliationDifference])
             do {
                 result = try TradingRules.reconcile(
                     account: open.books.account, holdings: open.books.holdings, brokerCash: remote.cash, brokerPositions: positions,
-                    brokerName: "Alpaca", ids: { ids.next(EntryID.self) }, now: now)
+                    brokerName: "Alpaca", waiting: waiting, ids: { ids.next(EntryID.self) }, now: now)
             } catch TradingRules.ReconciliationBlock.openOrders {
                 return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "open orders: fills may be on their way")
             } catch TradingRules.ReconciliationBlock.unsupported(let reason) {
                 return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: reason)
             }
             guard !dryRun, !result.postings.isEmpty else {
-                return Outcome(accountID: link.accountID, differences: result.differences, applied: false, skipped: nil)
+                return Outcome(accountID: link.accountID, differences: result.differences, applied: false, skipped: waits)
             }
             for posting in result.postings { open.books.record(posting) }
             try await ledger.commit(open, context: .none, on: db)
-            return Outcome(accountID: link.accountID, differences: result.differences, applied: true, skipped: nil)
+            return Outcome(accountID: link.accountID, differences: result.differences, applied: true, skipped: waits)
         }
         if outcome.applied {
             var details = ["account_id": link.accountID.description, "broker": link.broker]
