@@ -132,6 +132,9 @@ struct WebSecurityTests {
             let mac = HMAC<SHA256>.authenticationCode(for: Data(input.utf8), using: SymmetricKey(data: Data(Self.currentKey.utf8)))
             let signature = Data(mac).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
             #expect(try await status(input + "." + signature) == .ok)
+            // Signed with the key but for 30 years, where this server gives 15 minutes: refused.
+            let longLived = try await forge(secret: Self.currentKey, kid: currentKid, sub: sub, sid: sid, now: clock.now, expiresIn: 30 * 365 * 86_400)
+            #expect(try await status(longLived) == .unauthorized)
 
             // The real token expires after 15 minutes, and is counted as expired, not as an attack
             // (FolioFailedAuthenticationBurst counts token_rejected only); a forged expired token is still rejected.

@@ -130,6 +130,8 @@ final class TokenService: Sendable {
         let now = clock.now()
         // No leeway beyond a second of clock skew; a token from the future is refused too.
         guard claims.iat.value <= now.addingTimeInterval(1) else { return .invalid }
+        // A lifetime longer than this server gives (a token made with the key by someone else: for years, say) is no token of its.
+        guard claims.exp.value.timeIntervalSince(claims.iat.value) <= lifetime + 1 else { return .invalid }
         guard claims.exp.value > now else { return .expired }
         return .valid(userID: userID, sessionID: sessionID)
     }
