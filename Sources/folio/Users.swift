@@ -237,14 +237,19 @@ struct Outbox: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let messages = try await withServices(options) { services in
-            try await UserAdministration(services: services).outbox(limit: limit)
+        let (messages, viaSendGrid) = try await withServices(options) { services in
+            (try await UserAdministration(services: services).outbox(limit: limit), services.configuration.sendGrid != nil)
         }
         let formatter = ISO8601DateFormatter()
         for message in messages {
             print("--- \(formatter.string(from: message.createdAt))  to: \(message.recipient)\nsubject: \(message.subject)\n\(message.body)\n")
         }
-        if messages.isEmpty { print("The outbox is empty.") }
+        // With SendGrid the mail goes there: an empty outbox says nothing about it.
+        if messages.isEmpty {
+            print(viaSendGrid
+                ? "The outbox is empty: mail goes through SendGrid here (SENDGRID_API_KEY is set), and the outbox keeps only the development mailer's. Refused or uncertain mail is in the log and the folio_mails_total metric; `folio mail suppressions` lists addresses SendGrid bounced."
+                : "The outbox is empty.")
+        }
     }
 }
 

@@ -254,6 +254,9 @@ struct CommandTests {
             #expect(created.status == 0)
             #expect(created.stdout.hasPrefix("created administrator root@example.com"))
             #expect(try await folio.run(["users", "list"], environment: environment).stdout.contains("admin  verified,active"))
+            // With SendGrid, an empty outbox says where the mail goes instead.
+            let viaSendGrid = try await folio.run(["outbox"], environment: environment.merging(["SENDGRID_API_KEY": "SG.test", "MAIL_FROM": "folio@example.com"]) { a, _ in a })
+            #expect(viaSendGrid.status == 0 && viaSendGrid.stdout.contains("mail goes through SendGrid here"), "\(viaSendGrid.stdout)")
 
             let balanced = try await folio.run(["ledger", "verify"], environment: environment)
             #expect(balanced.status == 0)
