@@ -360,13 +360,10 @@ struct JobWorker: Service {
                 lastTick = ContinuousClock.now
             }
             switch outcome {
-            case .worked:
+            case .worked, .idle:
                 if failures > 0 { logger.notice("job claims work again", metadata: ["worker": .string(holder), "failed": .stringConvertible(failures)]) }
                 failures = 0
-            case .idle:
-                if failures > 0 { logger.notice("job claims work again", metadata: ["worker": .string(holder), "failed": .stringConvertible(failures)]) }
-                failures = 0
-                try? await Task.sleep(for: pollInterval)
+                if case .idle = outcome { try? await Task.sleep(for: pollInterval) }
             case .claimFailed(let error):
                 failures += 1
                 if failures == 1 || ContinuousClock.now - lastSaid >= .seconds(60) {

@@ -124,13 +124,11 @@ struct PerformanceController: Sendable {
         // ALL does so on every later day too, when its first value is the account's first close: "since the account opened"
         // takes in the first day's deposits, gain, dividends and sales.
         let cameWithShares = entries.contains(where: { $0.kind == .correction && $0.quantity != nil })
-        if stored.isEmpty, values.count == 1, today <= Self.firstWeekday(from: account.createdAt), !cameWithShares {
+        let firstDay = stored.isEmpty && values.count == 1 && today <= Self.firstWeekday(from: account.createdAt)
+        let sinceOpening = range == .all && stored.first.map { $0.value.day == Self.firstWeekday(from: account.createdAt) && $0.asOf > account.createdAt } == true
+        if firstDay || sinceOpening, !cameWithShares {
             values.insert(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero), at: 0)
-            days.insert(today, at: 0)
-        } else if range == .all, let first = stored.first, first.value.day == Self.firstWeekday(from: account.createdAt),
-                  first.asOf > account.createdAt, !cameWithShares {
-            values.insert(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero), at: 0)
-            days.insert(TradingDay(account.createdAt), at: 0)
+            days.insert(firstDay ? today : TradingDay(account.createdAt), at: 0)
         }
 
         // The range runs from when the first value was taken to when the last was; a flow belongs to the first value after it.

@@ -341,4 +341,10 @@ function decimal(text) {
   return { units: match[1] ? -units : units, scale };
 }
 
-globalThis.folio = { api, decimal };
+// An amount as the API writes it ("1019.06", "0.1234"): its places kept, its dollars grouped ("$1,019.06").
+function dollars(text) {
+  const [whole, fraction] = String(text).split('.');
+  return `$${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}${fraction === undefined ? '' : '.' + fraction}`;
+}
+
+globalThis.folio = { api, decimal, dollars };

@@ -51,10 +51,7 @@ document.getElementById('add-row')?.addEventListener('click', () => {
   row.querySelector('input').focus();
 });
 
-const money = (text) => {
-  const [whole, fraction] = String(text).split('.');
-  return `$${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}${fraction === undefined ? '' : '.' + fraction}`;
-};
+const money = (text) => globalThis.folio.dollars(text);
 
 document.getElementById('plan-form')?.addEventListener('folio:done', (event) => {
   const plan = event.detail;

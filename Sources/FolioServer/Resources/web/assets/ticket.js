@@ -44,12 +44,6 @@ function reservation(type, quantity, price, stop, margin) {
   return cents(quantity, { units, scale }, true);
 }
 
-// A quote as the API writes it ("1019.06", "0.1234"): its places kept, its dollars grouped as every amount on the page is.
-function quotedPrice(text) {
-  const [whole, fraction] = String(text).split('.');
-  return `$${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}${fraction === undefined ? '' : '.' + fraction}`;
-}
-
 function dollars(value) {
   const sign = value < 0n ? '-' : '';
   const text = (value < 0n ? -value : value).toString().padStart(3, '0');
@@ -128,7 +122,7 @@ async function fetchQuote() {
   const found = result.body?.data?.find((item) => item.symbol === symbol);
   if (result.ok && found) {
     quote = found;
-    quoteLine.textContent = `${symbol} ${quotedPrice(found.price)} · ${found.stale ? 'stale price' : 'live'}`;
+    quoteLine.textContent = `${symbol} ${globalThis.folio.dollars(found.price)} · ${found.stale ? 'stale price' : 'live'}`;
   } else {
     const error = result.body?.errors?.find((item) => item.symbol === symbol);
     quoteLine.textContent = error?.detail ?? result.body?.detail ?? `No quote for ${symbol}.`;
