@@ -384,12 +384,15 @@ struct NotificationTests {
                 #expect(sendGrid.calls == 0, "not handed over a second time")
                 let settled = try #require(try await env.services.mail.all().first)
                 #expect(settled.status == "uncertain")
+                #expect(settled.lastError != nil)
                 // SendGrid's delivered event for it (custom_args come back as top-level fields) confirms it.
                 let now = Int(env.clock.now.timeIntervalSince1970)
                 let body = #"[{"email":"crash@example.com","event":"delivered","sg_event_id":"ev-1","sg_message_id":"m1","timestamp":\#(now),"folio_mail_id":"\#(queued.id.lowercasedString)"}]"#
                 let answer = try await client.execute(uri: "/webhooks/sendgrid", method: .post, headers: sendGrid.signedHeaders(for: body, timestamp: now), body: ByteBuffer(string: body))
                 #expect(answer.status == .ok, "\(String(buffer: answer.body))")
                 #expect(try await env.services.mail.all().first?.status == "sent")
+                let confirmed = try #require(try await env.services.mail.all().first)
+                #expect(confirmed.lastError == nil, "a sent message shows no failure beside it")
             }
         }
     }

@@ -125,11 +125,12 @@ struct MailStore: Sendable {
 
     /// SendGrid says it has the message (`processed`, `delivered`): it is sent,
     /// whatever Folio recorded (a 5xx it answered after taking the message, a
-    /// sender that stopped). A message waiting for a retry is then not sent again.
+    /// sender that stopped). A message waiting for a retry is then not sent again. The error that left it
+    /// uncertain or failed is cleared: the outbox would otherwise show a sent message with a failure beside it.
     func confirm(_ id: UUID, vendorMessageID: String?, now: Date, on db: any SQLDatabase) async throws {
         try await db.raw("""
             UPDATE mail_messages SET status = 'sent', vendor_message_id = COALESCE(vendor_message_id, \(bind: vendorMessageID)),
-                variables = '{"values":{},"items":[]}', sent_at = COALESCE(sent_at, \(bind: now)), updated_at = \(bind: now)
+                variables = '{"values":{},"items":[]}', sent_at = COALESCE(sent_at, \(bind: now)), last_error = NULL, updated_at = \(bind: now)
             WHERE id = \(bind: id) AND status IN ('queued', 'sending', 'uncertain', 'failed')
             """).run()
     }
