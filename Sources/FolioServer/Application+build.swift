@@ -88,6 +88,8 @@ public struct FolioServices: Sendable {
     let errorReports: SentryReporter?
     /// What users are told, and the mail that carries it.
     let notifications: Notifications
+    /// The links in notifications' mail that stop a category's mail without signing in.
+    let unsubscribeLinks: UnsubscribeLinks
     let mail: MailStore
     let mailDelivery: MailDelivery
     let sendGridWebhooks: SendGridWebhookVerifier
@@ -144,9 +146,12 @@ public struct FolioServices: Sendable {
             }
         }
         self.jobs = jobs
+        let unsubscribeLinks = UnsubscribeLinks(
+            publicURL: configuration.publicURL, secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys)
+        self.unsubscribeLinks = unsubscribeLinks
         let renderer: MailRenderer
         do {
-            renderer = try await MailRenderer.bundled(publicURL: configuration.publicURL)
+            renderer = try await MailRenderer.bundled(publicURL: configuration.publicURL, unsubscribe: unsubscribeLinks)
             self.apiDocumentation = try APIDocumentation.bundled()
             self.pages = try await PageRenderer.bundled()
         } catch {
@@ -161,7 +166,7 @@ public struct FolioServices: Sendable {
         let transport: any MailTransport = dependencies.mailTransport
             ?? configuration.sendGrid.map { SendGridTransport(settings: $0, httpClient: .vendors, clock: clock, logger: logger, metrics: metrics) }
             ?? OutboxTransport(clock: clock, logger: logger)
-        let mailDelivery = MailDelivery(store: mailStore, renderer: renderer, transport: transport, clock: clock, logger: logger, metrics: metrics)
+        let mailDelivery = MailDelivery(store: mailStore, preferences: notifications.store, renderer: renderer, transport: transport, clock: clock, logger: logger, metrics: metrics)
         self.mailDelivery = mailDelivery
         self.sendGridWebhooks = SendGridWebhookVerifier(publicKey: configuration.sendGrid?.webhookPublicKey, clock: clock)
         let ledger = Ledger(store: store, anchor: anchor, ids: ids, clock: clock, notifications: notifications, metrics: metrics)
@@ -472,7 +477,7 @@ public struct FolioServices: Sendable {
             verifier: sendGridWebhooks, events: SendGridEvents(store: mail, clock: clock, logger: logger, metrics: metrics), security: identity.security,
             rejections: webhookRejections, metrics: metrics)
             .addRoutes(to: routes)
-        let notificationsController = NotificationsController(store: notifications.store, clock: clock)
+        let notificationsController = NotificationsController(store: notifications.store, clock: clock, unsubscribe: unsubscribeLinks)
         notificationsController.addRoutes(to: routes)
         PrivacyController(export: personalData, erasure: erasure).addRoutes(to: routes)
         apiDocumentation.addRoutes(to: routes)

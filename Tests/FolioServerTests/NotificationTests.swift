@@ -63,7 +63,7 @@ struct NotificationTests {
             #expect(!mail.text.hasPrefix("\n") && !mail.text.contains("CONTENT_TYPE"), "\(template.rawValue): \(mail.text)")
             #expect(mail.html.contains("<html") && mail.html.contains("https://folio.example.com/settings"))
             // Every variable a template file or its subject and summary names is one the code gives.
-            let given = Set(sample.values.keys).union(["items", "app_url", "settings_url"])
+            let given = Set(sample.values.keys).union(["items", "app_url", "settings_url", "unsubscribe_url", "unsubscribe_what"])
             let itemKeys = Set(sample.items.flatMap(\.keys))
             for part in ["text", "html"] {
                 let source = try String(contentsOf: directory.appendingPathComponent("\(template.rawValue).\(part).mustache"), encoding: .utf8)
@@ -619,6 +619,117 @@ struct NotificationTests {
             let notices = try await Self.get(client, "/api/notifications", tokens)
             #expect((notices["data"] as? [[String: Any]])?.first?["kind"] as? String == "order_filled")
         }
+    }
+
+    @Test("a notification's mail carries a link that stops its category's mail without signing in, and RFC 8058's one-click headers; security and account mail have none; an altered link changes nothing", arguments: TestDatabaseKind.all)
+    func unsubscribeLink(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings(); $0.publicURL = "https://folio.example.com" }) { client, env in
+                let tokens = try await Self.signUpAtSendGrid(client, env, at: sendGrid, email: "stop@example.com")
+                let account = try await env.firstAccount()
+                let deposit = { try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "250.00"], headers: bearer(tokens)).status }
+                #expect(try await deposit() == .created)
+                await env.deliverMail()
+                let mail = try #require(sendGrid.received.first { $0.category == "cash_deposit" })
+                let header = try #require(mail.headers["List-Unsubscribe"], "\(mail.headers)")
+                #expect(header.hasPrefix("<https://folio.example.com/unsubscribe?token=") && header.hasSuffix(">"), "\(header)")
+                #expect(mail.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click")
+                let url = String(header.dropFirst().dropLast())
+                #expect(mail.text.contains("Stop cash email: \(url)") && mail.html.contains(">Stop cash email</a>"), "\(mail.text)")
+                // Account mail and security notices (which cannot be turned off) have none.
+                let others = sendGrid.received.filter { $0.category == "verify_email" || $0.category == "new_sign_in" }
+                #expect(!others.isEmpty && others.allSatisfy { $0.headers.isEmpty && !$0.text.contains("/unsubscribe") })
+                let path = String(url.dropFirst("https://folio.example.com".count))
+                func cashMailed() async throws -> Bool? {
+                    let list = try #require(try await Self.get(client, "/api/notifications/preferences", tokens)["preferences"] as? [[String: Any]])
+                    return list.first { $0["category"] as? String == "cash" }?["email"] as? Bool
+                }
+
+                // Opening the link (as a mail scanner does) asks first and changes nothing.
+                let page = try await client.execute(uri: path, method: .get, headers: [.accept: "text/html"])
+                #expect(page.status == .ok && String(buffer: page.body).contains("Stop cash email?"))
+                #expect(try await cashMailed() == true)
+                // A link altered to another category, to security, or cut short is refused, and changes nothing.
+                let token = String(path.dropFirst("/unsubscribe?token=".count))
+                let parts = token.split(separator: ".").map(String.init)
+                for altered in [[parts[0], "orders", parts[2]], [parts[0], "security", parts[2]], [parts[0], parts[1], String(parts[2].dropLast())]].map({ $0.joined(separator: ".") }) + ["nonsense"] {
+                    let refused = try await client.execute(
+                        uri: "/unsubscribe?token=\(altered)", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                        body: ByteBuffer(string: "List-Unsubscribe=One-Click"))
+                    #expect(refused.status == .badRequest && (try? problem(refused).code) == "invalid_token", "\(altered)")
+                }
+                let preferences = try #require(try await Self.get(client, "/api/notifications/preferences", tokens)["preferences"] as? [[String: Any]])
+                #expect(preferences.allSatisfy { $0["email"] as? Bool == true })
+
+                // A mail app's one-click POST: no cookie, no sign-in; from a webmail page, another site's.
+                let oneClick = try await client.execute(
+                    uri: path, method: .post,
+                    headers: [.contentType: "application/x-www-form-urlencoded", .origin: "https://webmail.example.net", HTTPField.Name("Sec-Fetch-Site")!: "cross-site"],
+                    body: ByteBuffer(string: "List-Unsubscribe=One-Click"))
+                #expect(oneClick.status == .ok, "\(String(buffer: oneClick.body))")
+                #expect(try await cashMailed() == false)
+                // The next deposit is a notification, not a mail.
+                env.clock.advance(by: 1)
+                #expect(try await deposit() == .created)
+                await env.deliverMail()
+                #expect(sendGrid.received.filter { $0.category == "cash_deposit" }.count == 1)
+                let notices = try await Self.get(client, "/api/notifications", tokens)
+                #expect((notices["data"] as? [[String: Any]])?.filter { $0["kind"] as? String == "cash_deposit" }.count == 2)
+
+                // The page's button, in a browser signed in with a cookie: the link is the authority, no CSRF token is asked.
+                #expect(try await Self.put(client, "/api/notifications/preferences", #"{"email":{"cash":true}}"#, tokens) == .ok)
+                let login = try await post(client, "/api/auth/login", ["email": "stop@example.com", "password": strongPassword, "session": "cookie"])
+                var browser: HTTPFields = [.cookie: String(try #require(login.headers[.setCookie]).split(separator: ";")[0])]
+                browser[.contentType] = "multipart/form-data; boundary=x"
+                browser[.accept] = "text/html"
+                browser[.origin] = "https://folio.example.com"
+                let button = try await client.execute(
+                    uri: path, method: .post, headers: browser,
+                    body: ByteBuffer(string: "--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--\r\n"))
+                #expect(button.status == .ok && String(buffer: button.body).contains("No more cash email"), "\(String(buffer: button.body))")
+                #expect(try await cashMailed() == false)
+            }
+        }
+    }
+
+    @Test("a notice queued before its kind of mail was turned off, and held back by a retry since, is not sent after; one still wanted is", arguments: TestDatabaseKind.all)
+    func turnedOffWhileQueued(kind: TestDatabaseKind) async throws {
+        try await withFakeSendGrid { sendGrid in
+            try await withTestApp(kind, configure: { $0.sendGrid = sendGrid.settings() }) { client, env in
+                let tokens = try await Self.signUpAtSendGrid(client, env, at: sendGrid, email: "later@example.com")
+                let account = try await env.firstAccount()
+                sendGrid.fail(.serverError, .serverError)
+                #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "4.44"], headers: bearer(tokens)).status == .created)
+                try await Self.buy(client, env, tokens)
+                await env.deliverMail()
+                let waiting = try await env.services.mail.all().filter { ["cash_deposit", "order_filled"].contains($0.template) }
+                #expect(waiting.map(\.status) == ["queued", "queued"], "\(waiting)")
+                #expect(try await Self.put(client, "/api/notifications/preferences", #"{"email":{"cash":false}}"#, tokens) == .ok)
+                env.clock.advance(by: 3600)
+                await env.deliverMail()
+                #expect(sendGrid.received.filter { $0.category == "cash_deposit" }.isEmpty)
+                #expect(sendGrid.received.filter { $0.category == "order_filled" }.count == 1)
+                let deposit = try #require(try await env.services.mail.all().first { $0.template == "cash_deposit" })
+                #expect(deposit.status == "suppressed" && deposit.lastError?.contains("turned off") == true, "\(deposit)")
+            }
+        }
+    }
+
+    @Test("an unsubscribe link signed before SECRET_KEY was rotated still works, one signed with another key does not, and security mail has none")
+    func unsubscribeKeys() {
+        let user = UUID()
+        let old = UnsubscribeLinks(publicURL: "https://folio.example.com", secretKey: "the-old-secret", previousKeys: [])
+        let rotated = UnsubscribeLinks(publicURL: "https://folio.example.com", secretKey: "the-new-secret", previousKeys: ["the-old-secret"])
+        let stranger = UnsubscribeLinks(publicURL: "https://folio.example.com", secretKey: "another-secret", previousKeys: [])
+        let token = old.token(for: user, .orders)
+        #expect(rotated.verify(token)?.userID == user && rotated.verify(token)?.category == .orders)
+        #expect(stranger.verify(token) == nil)
+        #expect(old.url(for: user, .security) == nil && old.verify(old.token(for: user, .security)) == nil)
+        #expect(old.url(for: user, .drift) == "https://folio.example.com/unsubscribe?token=" + old.token(for: user, .drift))
+    }
+
+    static func put(_ client: some TestClientProtocol, _ uri: String, _ body: String, _ tokens: [String: Any]) async throws -> HTTPResponse.Status {
+        try await client.execute(uri: uri, method: .put, headers: jsonHeaders(tokens), body: ByteBuffer(string: body)).status
     }
 
     @Test("a category written with capitals is an unknown category, named as it was sent, never a required field the client did not send", arguments: TestDatabaseKind.all)

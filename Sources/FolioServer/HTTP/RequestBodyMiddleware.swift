@@ -59,6 +59,11 @@ struct RequestBodyMiddleware: RouterMiddleware {
         if body.readableBytes > 0, request.uri.path == FormBridge.path, Self.isForm(request.headers[.contentType]) {
             return try await next(request, context)
         }
+        // A mail app's one-click unsubscribe (RFC 8058) posts `List-Unsubscribe=One-Click` as a form, URL-encoded or
+        // multipart; the link in the URL is the request, and the body is not read.
+        if request.uri.path == UnsubscribeLinks.path {
+            return try await next(request, context)
+        }
         if body.readableBytes > 0 {
             guard Self.isJSON(request.headers[.contentType]) else {
                 throw AppError(

@@ -114,6 +114,9 @@ struct OutboxTransport: MailTransport {
 /// message's id back, turns an uncertain message that was delivered into `sent`.
 struct MailDelivery: Sendable {
     let store: MailStore
+    /// The person's choice of mail, asked again when a notice is sent: one queued before they turned its kind off
+    /// (and held back by a retry since) is not sent after.
+    let preferences: NotificationStore
     let renderer: MailRenderer
     let transport: any MailTransport
     let clock: AppClock
@@ -181,6 +184,13 @@ struct MailDelivery: Sendable {
             try await store.settle(id, as: .suppressed, error: "the address bounced or reported spam", now: now, on: store.database.sql)
             metrics?.mail(template: label, result: "suppressed")
             logger.info("mail not sent to a suppressed address", metadata: ["mail_id": .string(id.lowercasedString), "kind": .string(label)])
+            return .done
+        }
+        if let category = template?.category, let userID = claimed.userID, !category.alwaysMailed,
+           try await !preferences.wantsMail(userID, category: category) {
+            try await store.settle(id, as: .suppressed, error: "\(category.rawValue) mail was turned off after it was queued", now: now, on: store.database.sql)
+            metrics?.mail(template: label, result: "suppressed")
+            logger.info("mail not sent: its kind was turned off", metadata: ["mail_id": .string(id.lowercasedString), "kind": .string(label)])
             return .done
         }
         let mail: RenderedMail

@@ -101,6 +101,11 @@ struct NotificationStore: Sendable {
         """
     }
 
+    /// Whether the user wants mail of `category` now (false too when there is no such user: erased).
+    func wantsMail(_ userID: UUID, category: NoticeCategory) async throws -> Bool {
+        try await database.sql.raw(recipient(of: userID, category: category)).first() != nil
+    }
+
     /// Whether the user was told of `kind` since `time` (a daily digest is sent once a day).
     func exists(kind: MailTemplate, of userID: UUID, since time: Date, on db: any SQLDatabase) async throws -> Bool {
         try await db.raw("""
@@ -166,6 +171,16 @@ struct NotificationStore: Sendable {
             }
         }
         return choices
+    }
+
+    /// Turns `category`'s mail off for `userID` (an unsubscribe link); false when there is no such user (erased).
+    func stopMail(_ category: NoticeCategory, of userID: UUID, now: Date) async throws -> Bool {
+        try await !database.sql.raw("""
+            INSERT INTO notification_preferences (user_id, category, email, updated_at)
+            SELECT id, \(bind: category.rawValue), \(bind: false), \(bind: now) FROM users WHERE id = \(bind: userID)
+            ON CONFLICT (user_id, category) DO UPDATE SET email = \(bind: false), updated_at = \(bind: now)
+            RETURNING user_id
+            """).all().isEmpty
     }
 
     func setPreferences(_ choices: [NoticeCategory: Bool], of userID: UUID, now: Date) async throws {

@@ -1,11 +1,13 @@
 import FolioDomain
 import Foundation
 import Hummingbird
+import Logging
 
 /// `/api/notifications`: the signed-in user's notifications and their mail preferences.
 struct NotificationsController: Sendable {
     let store: NotificationStore
     let clock: AppClock
+    let unsubscribe: UnsubscribeLinks
 
     static let maximumPageSize = 200
 
@@ -165,5 +167,26 @@ struct NotificationsController: Sendable {
         if !issues.isEmpty { throw TradingError.invalid(issues) }
         try await store.setPreferences(choices, of: context.identity.userID.uuid, now: clock.now())
         return try await preferences(request, context: context)
+    }
+
+    /// Whom and what an unsubscribe link is about; a link Folio did not sign is refused as a bad request.
+    func unsubscribing(_ token: Substring?) throws -> (userID: UUID, category: NoticeCategory) {
+        guard let token, let found = unsubscribe.verify(String(token)) else {
+            throw AppError(
+                .badRequest, code: "invalid_token",
+                detail: "This link to stop email is not one Folio made, or it was cut short. Sign in and choose which mail you get in Settings.",
+                errors: [.init(field: "token", code: "invalid_token", message: "Open the link from the email again, whole.")])
+        }
+        return found
+    }
+
+    /// Turns the link's category of mail off (a mail app's one-click POST, or the page's button).
+    func stopMail(_ token: Substring?, logger: Logger) async throws -> NoticeCategory {
+        let (userID, category) = try unsubscribing(token)
+        guard try await store.stopMail(category, of: userID, now: clock.now()) else {
+            throw AppError(.notFound, code: "not_found", detail: "The account this email was sent for no longer exists.")
+        }
+        logger.info("mail of a category stopped by its link", metadata: ["user_id": .string(userID.lowercasedString), "category": .string(category.rawValue)])
+        return category
     }
 }

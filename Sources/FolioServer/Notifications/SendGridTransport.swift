@@ -43,6 +43,8 @@ struct SendGridTransport: MailTransport {
         var categories: [String]
         var custom_args: [String: String]
         var mail_settings: MailSettings?
+        /// A notification's `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058): mail apps offer one-click unsubscribe.
+        var headers: [String: String]?
     }
 
     struct MailSettings: Encodable {
@@ -57,7 +59,11 @@ struct SendGridTransport: MailTransport {
             categories: [mail.template.rawValue], custom_args: ["folio_mail_id": mail.id.lowercasedString],
             // A way back into the account (verify, reset) passes Folio's suppressions, as it is how the person
             // gets back in; it passes SendGrid's lists (bounces, spam reports, unsubscribes) too, or SendGrid would drop it.
-            mail_settings: mail.passesSuppressions ? MailSettings(bypass_list_management: .init(enable: true)) : nil)
+            mail_settings: mail.passesSuppressions ? MailSettings(bypass_list_management: .init(enable: true)) : nil,
+            // RFC 8058 takes an HTTPS link only; a development server's http:// link stays in the message's footer.
+            headers: mail.unsubscribeURL.flatMap { url in
+                url.hasPrefix("https://") ? ["List-Unsubscribe": "<\(url)>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"] : nil
+            })
     }
 
     func send(_ mail: RenderedMail, database: FolioDatabase, markSent: @escaping @Sendable (String?) -> SQLQueryString) async throws(MailSendError) {

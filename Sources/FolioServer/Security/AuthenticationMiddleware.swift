@@ -53,6 +53,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
         "/api/auth/password-reset/request", "/api/auth/password-reset/confirm",
         // The form bridge only forwards: the request it makes carries the cookie and the form's token, and is checked here.
         FormBridge.path,
+        // The link's token is the whole authority (a mail app's one-click POST has no cookie; the page's button may).
+        UnsubscribeLinks.path,
     ]
 
     static func ignoresCookie(_ route: String?) -> Bool {

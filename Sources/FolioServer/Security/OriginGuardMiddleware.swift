@@ -25,8 +25,12 @@ struct OriginGuardMiddleware: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        // Webhooks come from vendors' servers, not browsers, and are verified by signature.
-        guard !request.method.isSafe, !request.uri.path.hasPrefix("/webhooks/") else { return try await next(request, context) }
+        // Webhooks come from vendors' servers, not browsers, and are verified by signature. A mail's one-click
+        // unsubscribe may come from a webmail page on another site; its signed link is the whole authority, and it
+        // can only turn mail off.
+        guard !request.method.isSafe, !request.uri.path.hasPrefix("/webhooks/"), request.uri.path != UnsubscribeLinks.path else {
+            return try await next(request, context)
+        }
         if request.headers[Self.fetchSite]?.lowercased() == "cross-site" {
             await security.record("csrf_failed", details: ["reason": "cross_site"], origin: context.origin)
             throw AppError(.forbidden, code: "csrf_failed", detail: "Cross-site requests may not change anything.")

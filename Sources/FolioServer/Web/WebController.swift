@@ -34,7 +34,7 @@ struct WebController: Sendable {
     /// The web app's own routes as the route table writes them: pages, not API (docs/openapi.yaml describes the API only).
     static let routes: Set<String> = [
         "/assets/{file}", "/form", "/signin", "/signup", "/verify-email", "/reset-password", "/", "/orders", "/transactions", "/gains", "/targets", "/linked", "/settings",
-        "/admin", "/notifications", "/login", "/register",
+        "/admin", "/notifications", "/login", "/register", "/unsubscribe",
     ]
 
     func addRoutes(to router: some RouterMethods<FolioRequestContext>) {
@@ -56,6 +56,8 @@ struct WebController: Sendable {
         router.get("/settings", use: settingsPage)
         router.get("/admin", use: adminPage)
         router.get("/notifications", use: notificationsPage)
+        router.get(RouterPath(UnsubscribeLinks.path), use: unsubscribePage)
+        router.post(RouterPath(UnsubscribeLinks.path), use: unsubscribe)
     }
 
     @Sendable func asset(_ request: Request, context: FolioRequestContext) async throws -> Response {
@@ -115,6 +117,33 @@ struct WebController: Sendable {
 
     @Sendable func verifyEmail(_ request: Request, context: FolioRequestContext) async throws -> Response {
         renderer.page("verify-email", title: "Verify your email", viewer: nil, values: request.query["token"].flatMap { $0.isEmpty ? nil : ["token": String($0)] } ?? [:])
+    }
+
+    /// The page a mail's "Stop … email" link opens: it asks first, as a link a mail scanner follows must change nothing.
+    @Sendable func unsubscribePage(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        let (_, category) = try notifications.unsubscribing(request.query["token"])
+        return renderer.page("unsubscribe", title: "Stop \(category.mailName) email", viewer: nil, values: Self.unsubscribeValues(category, token: request.query["token"]))
+    }
+
+    /// RFC 8058's one-click POST from a mail app (`List-Unsubscribe=One-Click`, the token in the header's URL), or the
+    /// page's button: the category's mail is off, and the page says so. The body is not read: the link is the request.
+    @Sendable func unsubscribe(_ request: Request, context: FolioRequestContext) async throws -> Response {
+        let category = try await notifications.stopMail(request.query["token"], logger: context.logger)
+        var values = Self.unsubscribeValues(category, token: nil)
+        values["done"] = true
+        return renderer.page("unsubscribe", title: "No more \(category.mailName) email", viewer: nil, values: values)
+    }
+
+    static func unsubscribeValues(_ category: NoticeCategory, token: Substring?) -> [String: Any] {
+        let about = switch category {
+        case .orders: "your orders: fills, rejections, expiries and cancellations"
+        case .cash: "deposits, withdrawals, dividends and fees"
+        case .rebalancing: "rebalancing runs when they finish"
+        case .drift: "holdings that drift from their targets"
+        case .links: "linked accounts that need you to sign in again"
+        case .security: "the security of your account"
+        }
+        return ["what": category.mailName, "about": about, "token": token.map(String.init) as Any]
     }
 
     @Sendable func resetPassword(_ request: Request, context: FolioRequestContext) async throws -> Response {

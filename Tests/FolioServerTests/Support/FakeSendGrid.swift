@@ -31,6 +31,8 @@ final class FakeSendGrid: Sendable {
         var messageID: String
         /// `mail_settings.bypass_list_management.enable`: SendGrid's suppression lists are passed.
         var bypassesLists = false
+        /// The message's own `headers` (`List-Unsubscribe`…).
+        var headers: [String: String] = [:]
     }
 
     enum Failure: Sendable {
@@ -131,7 +133,8 @@ final class FakeSendGrid: Sendable {
             $0.received.append(Received(
                 to: to, from: from, subject: subject, text: text, html: html, category: json["categories"]?.elements.first?.string,
                 mailID: json["custom_args"]?["folio_mail_id"]?.string, messageID: messageID,
-                bypassesLists: json["mail_settings"]?["bypass_list_management"]?["enable"] == .bool(true)))
+                bypassesLists: json["mail_settings"]?["bypass_list_management"]?["enable"] == .bool(true),
+                headers: { if case .object(let headers)? = json["headers"] { headers.compactMapValues(\.string) } else { [:] } }()))
         }
         return Response(status: .accepted, headers: [HTTPField.Name("X-Message-Id")!: messageID], body: .init())
     }
