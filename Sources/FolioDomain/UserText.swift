@@ -23,6 +23,16 @@ public enum UserText {
         return String(kept)
     }
 
+    /// A vendor's message as Folio keeps and shows it (stored on an item or an order, put in mail and problems):
+    /// `shown`, trimmed, and at most `limit` code points; nil when nothing is left.
+    public static func fromVendor(_ text: String?, limit: Int = 300) -> String? {
+        guard let text else { return nil }
+        let kept = shown(text).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !kept.isEmpty else { return nil }
+        guard length(kept) > limit else { return kept }
+        return String(String.UnicodeScalarView(kept.unicodeScalars.prefix(limit - 1))) + "…"
+    }
+
     /// Its length as limits count it: in code points. Swift's `count` counts a
     /// letter with any number of combining marks as one character, so a
     /// "200-character" description could hold 170,000 accents.

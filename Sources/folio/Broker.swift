@@ -19,10 +19,10 @@ struct BrokerCommand: AsyncParsableCommand {
                 // With orders open, some differences may be adjusted while cash and the orders' symbols wait.
                 if !report.differences.isEmpty {
                     print("\(report.accountID): \(report.differences.count) difference(s)\(report.applied ? ", adjusted" : dryRun ? ", not adjusted (dry run)" : "")")
-                    for line in report.differences { print("  \(line)") }
+                    for line in report.differences { print("  \(terminalSafe(line))") }
                 }
                 if let skipped = report.skipped {
-                    print("\(report.accountID): \(report.differences.isEmpty ? "skipped" : "waiting"): \(skipped)")
+                    print("\(report.accountID): \(report.differences.isEmpty ? "skipped" : "waiting"): \(terminalSafe(skipped))")
                 } else if report.differences.isEmpty {
                     print("\(report.accountID): in agreement")
                 }

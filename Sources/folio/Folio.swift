@@ -290,3 +290,22 @@ func refuseNewerSchema(_ database: FolioDatabase, saying prefix: String, closing
         throw ExitCode(78)
     }
 }
+
+/// Stored text (a mail's body, a vendor's words) as a terminal may be given it: every control character but a line
+/// break or a tab shown as `^X` or `\u{…}`, and text-direction controls dropped, so nothing in it can move the cursor,
+/// retitle the window or reverse what follows.
+func terminalSafe(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: { ($0.properties.generalCategory == .control && $0 != "\n" && $0 != "\t") || $0.properties.isBidiControl }) else {
+        return text
+    }
+    var shown = ""
+    for scalar in text.unicodeScalars {
+        if scalar.properties.isBidiControl { continue }
+        if scalar.properties.generalCategory == .control, scalar != "\n", scalar != "\t" {
+            shown += scalar.value < 0x20 ? "^" + String(UnicodeScalar(UInt8(scalar.value) + 0x40)) : "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+            shown.unicodeScalars.append(scalar)
+        }
+    }
+    return shown
+}

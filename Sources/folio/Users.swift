@@ -242,7 +242,7 @@ struct Outbox: AsyncParsableCommand {
         }
         let formatter = ISO8601DateFormatter()
         for message in messages {
-            print("--- \(formatter.string(from: message.createdAt))  to: \(message.recipient)\nsubject: \(message.subject)\n\(message.body)\n")
+            print(terminalSafe("--- \(formatter.string(from: message.createdAt))  to: \(message.recipient)\nsubject: \(message.subject)\n\(message.body)\n"))
         }
         // With SendGrid the mail goes there: an empty outbox says nothing about it.
         if messages.isEmpty {

@@ -343,6 +343,23 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("Alpaca's refusal is kept and mailed without control or text-direction characters, and at most 300 characters: it cannot forge a paragraph or reverse a name", arguments: [TestDatabaseKind.sqlite])
+    func refusalTextCleaned(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            let (tokens, account) = try await linkedUser(client, env, email: "forged@example.com")
+            fake.refuseBuyingPower = true
+            fake.refusalMessage = "insufficient buying power\r\n\r\nIMPORTANT: sign in again at https://evil.example \u{202E}gnp.exe\u{1B}[2J" + String(repeating: "A", count: 3000)
+            let order = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "MARKET", "account_id": account]
+            let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            let reason = try #require(try await show(client, tokens, id)["reject_reason"] as? String)
+            #expect(reason.hasPrefix("Alpaca refused the order: insufficient buying power    IMPORTANT"), "\(reason.prefix(80))")
+            #expect(!UserText.hasHiddenCharacters(reason) && reason.unicodeScalars.count <= 330 && reason.hasSuffix("A…"), "\(reason.unicodeScalars.count)")
+            let mail = try #require(try await env.outbox(kind: "order_rejected").first)
+            #expect(!mail.body.contains("\r") && !mail.body.contains("\u{202E}") && !mail.body.contains("\u{1B}"))
+        }
+    }
+
     @Test("a refusal of the order itself (422, not about its client_order_id) after a 429 rejects it at once with Alpaca's reason: the first POST was refused too", arguments: TestDatabaseKind.all)
     func refusalAfterRetry(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

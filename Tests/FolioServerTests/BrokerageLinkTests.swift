@@ -55,6 +55,10 @@ struct BrokerageLinkTests {
             fake.tradingBlocked = true
             #expect(try problem(try await link(client, tokens)).code == "broker_account_unsupported", "trading blocked")
             fake.tradingBlocked = false
+            // An account number that is not letters and digits would be shown in the account's name and mail as it is.
+            fake.accountNumber = "PA12<img src=x>\u{202E}34"
+            #expect(try problem(try await link(client, tokens)).code == "broker_account_unsupported", "unreadable, as an answer without a number")
+            fake.accountNumber = FakeAlpaca.accountNumber
             #expect(try await env.accounts().count == 1, "only the paper account")
             #expect(try await env.database.sql.raw("SELECT COUNT(*) AS n FROM brokerage_links").first()?.decode(column: "n", as: Int.self) == 0)
         }

@@ -118,6 +118,18 @@ struct ReconciliationTests {
         }
     }
 
+    @Test("a position in a symbol Folio cannot hold (control characters, not a ticker) fails the run with the reason made safe, and changes nothing", arguments: [TestDatabaseKind.sqlite])
+    func unholdableSymbol(kind: TestDatabaseKind) async throws {
+        try await withLinked(kind) { _, env, fake, _, account in
+            fake.positions = ["AAPL": 3, "\u{1B}]0;T\u{7}\u{1B}[31m=cmd": 5]
+            let run = try await BrokerReconciliation.run(services: env.services, dryRun: false)
+            #expect(run.first?.failed == true && run.first?.applied == false, "\(run)")
+            let skipped = try #require(run.first?.skipped)
+            #expect(skipped.contains("a symbol Folio cannot hold") && !UserText.hasHiddenCharacters(skipped), "\(skipped)")
+            #expect(try await holdings(env, account).keys.sorted() == ["AAPL"])
+        }
+    }
+
     @Test("a fill at Alpaca between reading its cash and its positions leaves the account for the next run, which takes both from after it", arguments: TestDatabaseKind.all)
     func fillWhileAsked(kind: TestDatabaseKind) async throws {
         try await withLinked(kind) { _, env, fake, _, account in

@@ -22,10 +22,7 @@ enum PlaidError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Text from Plaid (or an institution through it) as Folio shows and keeps it: control and text-direction
     /// characters neutralised, at most 300 characters. Stored on the item, shown in problems and pages.
     static func shown(_ message: String?) -> String? {
-        guard let message else { return nil }
-        let kept = UserText.shown(message).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !kept.isEmpty else { return nil }
-        return kept.count > 300 ? String(kept.prefix(299)) + "…" : kept
+        UserText.fromVendor(message)
     }
 
     /// Plaid's message meant for the user, when it gave one.

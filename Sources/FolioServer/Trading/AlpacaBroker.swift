@@ -53,7 +53,8 @@ struct AlpacaBroker: Broker {
                 throw BrokerError.unavailable("an order without id or status")
             }
             self.id = id
-            self.status = status
+            // Compared with Alpaca's known statuses, and named in audit details and the operator's output as it is.
+            self.status = UserText.fromVendor(status, limit: 40) ?? ""
             if case .string(let client)? = fields["client_order_id"] { clientOrderID = client } else { clientOrderID = "" }
             // Read as nothing filled, a canceled order's fills would never be booked and its reservation freed: ask again instead.
             guard let filled = AlpacaBroker.quantity(fields["filled_qty"]) else { throw BrokerError.unavailable("an order without a readable filled_qty") }
@@ -92,6 +93,10 @@ struct AlpacaBroker: Broker {
             guard case .object(let fields) = answer.json, case .string(let number)? = fields["account_number"], !number.isEmpty else {
                 return .unreadable("Alpaca answered an account without a number")
             }
+            // Named in the account's name, mail and the audit trail: letters, digits and dashes, as Alpaca's are.
+            guard number.utf8.count <= 40, number.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
+                return .unreadable("Alpaca answered an account number that is not letters and digits")
+            }
             guard case .string(let status)? = fields["status"], case .string(let currency)? = fields["currency"] else {
                 return .unreadable("Alpaca answered an account without a status or currency")
             }
@@ -102,7 +107,9 @@ struct AlpacaBroker: Broker {
             for flag in ["trading_blocked", "account_blocked", "trade_suspended_by_user"] {
                 if case .bool(true)? = fields[flag] { blocked = true }
             }
-            return .account(RemoteAccount(accountNumber: number, status: status, currency: currency, cash: amount, tradingBlocked: blocked))
+            return .account(RemoteAccount(
+                accountNumber: number, status: UserText.fromVendor(status, limit: 40) ?? "", currency: UserText.fromVendor(currency, limit: 10) ?? "",
+                cash: amount, tradingBlocked: blocked))
         case 401, 403:
             return .refused
         default:
@@ -121,7 +128,11 @@ struct AlpacaBroker: Broker {
                 throw BrokerError.unavailable("GET /v2/positions answered a position without a symbol or quantity")
             }
             if case .string("short")? = fields["side"], quantity.isPositive { quantity = Quantity(uncheckedUnits: -quantity.units) }
-            return BrokerPosition(symbol: symbol.uppercased(), quantity: quantity, averageEntryPrice: Self.price(fields["avg_entry_price"]))
+            // A symbol Folio's books cannot hold is not mirrored as something else: the account is not reconciled.
+            guard let ticker = OrderDraft.normalizedSymbol(symbol) else {
+                throw BrokerError.unavailable("GET /v2/positions answered a position in a symbol Folio cannot hold (\(UserText.fromVendor(symbol, limit: 20) ?? "empty"))")
+            }
+            return BrokerPosition(symbol: ticker, quantity: quantity, averageEntryPrice: Self.price(fields["avg_entry_price"]))
         }
     }
 
@@ -639,9 +650,10 @@ struct AlpacaBroker: Broker {
         /// The call was sent again after a 5xx (an earlier try may have done its work). Not after a 429 alone:
         /// a call refused for its rate was not acted on, so a refusal of the repeat is a refusal of the call.
         var repeated = false
-        /// Alpaca's error `message`, when there is one.
+        /// Alpaca's error `message`, when there is one: kept on the order and put in mail, so no control or
+        /// text-direction character (a forged line, a reversed name) and at most 300 characters.
         var message: String {
-            if case .object(let fields) = json, case .string(let message)? = fields["message"] { return message }
+            if case .object(let fields) = json, case .string(let message)? = fields["message"], let shown = UserText.fromVendor(message) { return shown }
             return "HTTP \(status)"
         }
     }

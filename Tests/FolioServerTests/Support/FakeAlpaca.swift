@@ -67,6 +67,8 @@ final class FakeAlpaca: Sendable {
         var calls = 0
         /// Orders are refused with 403 for buying power.
         var refuseBuyingPower = false
+        /// The `message` of that refusal.
+        var refusalMessage = "insufficient buying power"
         /// Symbols that trade in whole shares only: a fractional quantity is refused with 422, as Alpaca does.
         var wholeSharesOnly: Set<String> = []
         /// A DELETE leaves the order `pending_cancel` until `confirmCancels`.
@@ -182,6 +184,11 @@ final class FakeAlpaca: Sendable {
     var refuseBuyingPower: Bool {
         get { state.withLockedValue { $0.refuseBuyingPower } }
         set { state.withLockedValue { $0.refuseBuyingPower = newValue } }
+    }
+
+    var refusalMessage: String {
+        get { state.withLockedValue { $0.refusalMessage } }
+        set { state.withLockedValue { $0.refusalMessage = newValue } }
     }
 
     var wholeSharesOnly: Set<String> {
@@ -465,7 +472,7 @@ final class FakeAlpaca: Sendable {
         case (.get, "/v2/account"):
             return state.withLockedValue { state in
                 Self.json("""
-                    {"id":"e6fe16f3-64a4-4921-8928-cadf02f92f98","account_number":"\(state.accountNumber)","status":"ACTIVE","currency":"\(state.currency)",\
+                    {"id":"e6fe16f3-64a4-4921-8928-cadf02f92f98","account_number":\(JSONText.quote(state.accountNumber)),"status":"ACTIVE","currency":"\(state.currency)",\
                     "cash":"\(state.cashText ?? state.cash.description)","buying_power":"\(state.cash)","trading_blocked":\(state.tradingBlocked),"account_blocked":false,"trade_suspended_by_user":false,\
                     "pattern_day_trader":false,"created_at":"2026-01-05T14:00:00Z"}
                     """)
@@ -484,7 +491,7 @@ final class FakeAlpaca: Sendable {
                     return Self.json(#"{"code":50000000,"message":"internal server error"}"#, status: .internalServerError)
                 }
                 if state.refuseBuyingPower {
-                    return Self.json(#"{"code":40310000,"message":"insufficient buying power"}"#, status: .forbidden)
+                    return Self.json(#"{"code":40310000,"message":\#(JSONText.quote(state.refusalMessage))}"#, status: .forbidden)
                 }
                 if state.wholeSharesOnly.contains(symbol), quantity.contains(".") {
                     return Self.json(#"{"code":42210000,"message":"qty must be integer: asset is not fractionable"}"#, status: .unprocessableContent)
@@ -588,7 +595,7 @@ final class FakeAlpaca: Sendable {
             if let hook = beforeNextPositions.withLockedValue({ hook in defer { hook = nil }; return hook }) { hook() }
             return state.withLockedValue { state in
                 let held = state.positions.filter { $0.value != .zero }.sorted { $0.key < $1.key }.map { symbol, quantity in
-                    #"{"asset_id":"904837e3-3b76-47ec-b432-046db621571b","symbol":"\#(symbol)","exchange":"NASDAQ","asset_class":"us_equity","qty":"\#(quantity)","side":"\#(quantity.isNegative ? "short" : "long")","avg_entry_price":"\#(state.averageEntryPrices[symbol] ?? "100")","market_value":"0","cost_basis":"0"}"#
+                    #"{"asset_id":"904837e3-3b76-47ec-b432-046db621571b","symbol":\#(JSONText.quote(symbol)),"exchange":"NASDAQ","asset_class":"us_equity","qty":"\#(quantity)","side":"\#(quantity.isNegative ? "short" : "long")","avg_entry_price":"\#(state.averageEntryPrices[symbol] ?? "100")","market_value":"0","cost_basis":"0"}"#
                 }
                 return Self.json("[" + held.joined(separator: ",") + "]")
             }
