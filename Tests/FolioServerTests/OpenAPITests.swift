@@ -19,6 +19,37 @@ struct OpenAPITests {
         return source.appendingPathComponent("Sources/FolioServer/Resources/openapi.json")
     }
 
+    @Test("every problem code and field code written in the server's source is one the spec lists: a client generated from it decodes every answer")
+    func codesDocumented() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        // A status then a code (`AppError(.conflict, code: "…"`), and a field then a code (`FieldIssue(field: …, code: "…"`).
+        let problem = try NSRegularExpression(pattern: #"(?<![\w$)\]])\.[a-zA-Z]+\s*,\s*code:\s*"([a-z0-9_]+)""#)
+        let field = try NSRegularExpression(pattern: #"field:\s*[^,]+,\s*code:\s*"([a-z0-9_]+)""#)
+        var problemCodes: Set<String> = [], fieldCodes: Set<String> = []
+        for folder in ["Sources/FolioServer", "Sources/FolioDomain"] {
+            let files = FileManager.default.enumerator(at: root.appendingPathComponent(folder), includingPropertiesForKeys: nil)
+            while let file = files?.nextObject() as? URL {
+                guard file.pathExtension == "swift" else { continue }
+                let text = try String(contentsOf: file, encoding: .utf8)
+                let range = NSRange(text.startIndex..., in: text)
+                for (pattern, into) in [(problem, 0), (field, 1)] {
+                    for match in pattern.matches(in: text, range: range) {
+                        let code = String(text[Range(match.range(at: 1), in: text)!])
+                        if into == 0 { problemCodes.insert(code) } else { fieldCodes.insert(code) }
+                    }
+                }
+            }
+        }
+        let schemas = try #require((try Self.spec()["components"] as? [String: Any])?["schemas"] as? [String: Any])
+        let listed = Set(try #require((schemas["ProblemCode"] as? [String: Any])?["enum"] as? [String]))
+        let fieldText = try #require((((schemas["FieldError"] as? [String: Any])?["properties"] as? [String: Any])?["code"] as? [String: Any])?["description"] as? String)
+        let fieldListed = Set(try NSRegularExpression(pattern: "`([a-z0-9_]+)`").matches(in: fieldText, range: NSRange(fieldText.startIndex..., in: fieldText))
+            .map { String(fieldText[Range($0.range(at: 1), in: fieldText)!]) })
+        #expect(problemCodes.count > 50 && fieldCodes.count > 30, "the scan finds the codes: \(problemCodes.count), \(fieldCodes.count)")
+        #expect(problemCodes.subtracting(listed).sorted() == [], "problem codes missing from ProblemCode")
+        #expect(fieldCodes.subtracting(fieldListed).subtracting(listed).sorted() == [], "field codes missing from FieldError.code")
+    }
+
     @Test("the spec's paths and methods are exactly the router's")
     func specEqualsRouter() async throws {
         try await withTestApp(.sqlite) { _, env in

@@ -293,6 +293,9 @@ struct WebSecurityTests {
             #expect(allowed.headers[.accessControlAllowOrigin] == "https://app.example.com")
             #expect(allowed.headers[.vary] == "Origin")
             #expect(allowed.headers[.accessControlAllowCredentials] == "true")
+            // The allowed page can read a CSV's file name and why a token was refused.
+            let exposed = Set((allowed.headers[.accessControlExposeHeaders] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+            #expect(exposed.isSuperset(of: ["Content-Disposition", "WWW-Authenticate", "X-Request-ID", "Retry-After"]), "\(exposed)")
             // Without Origin, or from the site itself, the answer varies on it too: a shared cache keeps the copies apart.
             for headers: HTTPFields in [[:], [.origin: own]] {
                 let cached = try await client.execute(uri: "/openapi.json", method: .get, headers: headers)

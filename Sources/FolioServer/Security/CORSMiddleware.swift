@@ -14,7 +14,8 @@ struct CORSMiddleware: RouterMiddleware {
 
     static let allowMethods = "GET, POST, PUT, PATCH, DELETE"
     static let allowHeaders = "Authorization, Content-Type, Idempotency-Key, X-CSRF-Token, X-Request-ID"
-    static let exposeHeaders = "X-Request-ID, Retry-After, RateLimit, RateLimit-Policy, Location, Idempotent-Replayed"
+    /// What a page on an allowed origin may read of an answer: a CSV download's file name, and why a token was refused, too.
+    static let exposeHeaders = "X-Request-ID, Retry-After, RateLimit, RateLimit-Policy, Location, Idempotent-Replayed, Content-Disposition, WWW-Authenticate"
 
     init(configuration: AppConfiguration, security: SecurityEvents) {
         self.allowedOrigins = Set(configuration.allowedOrigins.map(OriginGuardMiddleware.normalized))
