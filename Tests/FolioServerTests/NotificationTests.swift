@@ -688,6 +688,22 @@ struct NotificationTests {
                     body: ByteBuffer(string: "--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--\r\n"))
                 #expect(button.status == .ok && String(buffer: button.body).contains("No more cash email"), "\(String(buffer: button.body))")
                 #expect(try await cashMailed() == false)
+                // The route as the router matches it (a trailing slash), in another charset, from another site: the same link.
+                let spelled = try await client.execute(
+                    uri: path.replacingOccurrences(of: "/unsubscribe?", with: "/unsubscribe/?"), method: .post,
+                    headers: [.contentType: "application/x-www-form-urlencoded; charset=iso-8859-1", HTTPField.Name("Sec-Fetch-Site")!: "cross-site"],
+                    body: ByteBuffer(string: "List-Unsubscribe=One-Click"))
+                #expect(spelled.status == .ok, "\(String(buffer: spelled.body))")
+
+                // Once the person is erased, the link brings back no preference of theirs.
+                let erased = try await client.execute(
+                    uri: "/api/me", method: .delete, headers: Self.jsonHeaders(tokens), body: ByteBuffer(string: #"{"password":"\#(strongPassword)"}"#))
+                #expect(erased.status == .noContent)
+                let afterErasure = try await client.execute(
+                    uri: path, method: .post, headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: "List-Unsubscribe=One-Click"))
+                #expect(afterErasure.status == .notFound)
+                let kept = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM notification_preferences").first()?.decode(column: "n", as: Int.self)
+                #expect(kept == 0)
             }
         }
     }

@@ -37,6 +37,11 @@ struct RequestBodyMiddleware: RouterMiddleware {
         }
         var request = request
         let body = try await request.collectBody(upTo: maxBodySize)
+        // A mail app's one-click unsubscribe (RFC 8058) posts `List-Unsubscribe=One-Click` as a form, URL-encoded or
+        // multipart, in whatever charset; the link in the URL is the request, and the body is not read.
+        if context.endpointPath == UnsubscribeLinks.path {
+            return try await next(request, context)
+        }
         // Folio decodes no content coding (RFC 9110 §8.4): a gzip body would be read as its compressed bytes, and one
         // labelled gzip but sent plain would pass where a proxy that honours the label would see something else.
         if body.readableBytes > 0, let coding = Self.contentCoding(request.headers[values: .contentEncoding]) {
@@ -57,11 +62,6 @@ struct RequestBodyMiddleware: RouterMiddleware {
         }
         // The form bridge alone takes a browser's form, and turns it into JSON for the route it names.
         if body.readableBytes > 0, request.uri.path == FormBridge.path, Self.isForm(request.headers[.contentType]) {
-            return try await next(request, context)
-        }
-        // A mail app's one-click unsubscribe (RFC 8058) posts `List-Unsubscribe=One-Click` as a form, URL-encoded or
-        // multipart; the link in the URL is the request, and the body is not read.
-        if request.uri.path == UnsubscribeLinks.path {
             return try await next(request, context)
         }
         if body.readableBytes > 0 {

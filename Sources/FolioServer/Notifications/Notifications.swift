@@ -97,11 +97,11 @@ struct NotificationStore: Sendable {
         """
         SELECT u.email AS email FROM users u
         LEFT JOIN notification_preferences p ON p.user_id = u.id AND p.category = \(bind: category.rawValue)
-        WHERE u.id = \(bind: userID) AND (COALESCE(p.email, TRUE) OR \(bind: category.alwaysMailed))
+        WHERE u.id = \(bind: userID) AND u.erased_at IS NULL AND (COALESCE(p.email, TRUE) OR \(bind: category.alwaysMailed))
         """
     }
 
-    /// Whether the user wants mail of `category` now (false too when there is no such user: erased).
+    /// Whether the user wants mail of `category` now (false for a person erased).
     func wantsMail(_ userID: UUID, category: NoticeCategory) async throws -> Bool {
         try await database.sql.raw(recipient(of: userID, category: category)).first() != nil
     }
@@ -173,11 +173,12 @@ struct NotificationStore: Sendable {
         return choices
     }
 
-    /// Turns `category`'s mail off for `userID` (an unsubscribe link); false when there is no such user (erased).
+    /// Turns `category`'s mail off for `userID` (an unsubscribe link); false when the person was erased (their row
+    /// stays, pseudonymous, and gets no preference back).
     func stopMail(_ category: NoticeCategory, of userID: UUID, now: Date) async throws -> Bool {
         try await !database.sql.raw("""
             INSERT INTO notification_preferences (user_id, category, email, updated_at)
-            SELECT id, \(bind: category.rawValue), \(bind: false), \(bind: now) FROM users WHERE id = \(bind: userID)
+            SELECT id, \(bind: category.rawValue), \(bind: false), \(bind: now) FROM users WHERE id = \(bind: userID) AND erased_at IS NULL
             ON CONFLICT (user_id, category) DO UPDATE SET email = \(bind: false), updated_at = \(bind: now)
             RETURNING user_id
             """).all().isEmpty

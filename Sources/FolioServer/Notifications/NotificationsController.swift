@@ -174,7 +174,7 @@ struct NotificationsController: Sendable {
         guard let token, let found = unsubscribe.verify(String(token)) else {
             throw AppError(
                 .badRequest, code: "invalid_token",
-                detail: "This link to stop email is not one Folio made, or it was cut short. Sign in and choose which mail you get in Settings.",
+                detail: "This link to stop email was cut short, or is not one Folio can check (it may be from mail sent before the server's key was replaced). Sign in and choose which mail you get in Settings.",
                 errors: [.init(field: "token", code: "invalid_token", message: "Open the link from the email again, whole.")])
         }
         return found
@@ -184,7 +184,7 @@ struct NotificationsController: Sendable {
     func stopMail(_ token: Substring?, logger: Logger) async throws -> NoticeCategory {
         let (userID, category) = try unsubscribing(token)
         guard try await store.stopMail(category, of: userID, now: clock.now()) else {
-            throw AppError(.notFound, code: "not_found", detail: "The account this email was sent for no longer exists.")
+            throw AppError(.notFound, code: "not_found", detail: "The account this email was sent for was closed and its data erased.")
         }
         logger.info("mail of a category stopped by its link", metadata: ["user_id": .string(userID.lowercasedString), "category": .string(category.rawValue)])
         return category

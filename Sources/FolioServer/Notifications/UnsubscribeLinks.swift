@@ -7,8 +7,10 @@ import Foundation
 /// (RFC 8058). The token names the user and the category and is signed with
 /// a key derived from SECRET_KEY (previous keys still verify), so it cannot
 /// be made for someone else, and does only this one thing. It does not
-/// expire: a link in a year-old message still works, as mail apps expect.
-/// Security notices are always mailed and have none.
+/// expire: a link in a year-old message still works, as mail apps expect,
+/// as long as the key it was signed under is SECRET_KEY or one of
+/// PREVIOUS_SECRET_KEYS (docs/SECURITY.md, rotating the key). Security
+/// notices are always mailed and have none.
 struct UnsubscribeLinks: Sendable {
     let publicURL: String
     let signingKey: SymmetricKey

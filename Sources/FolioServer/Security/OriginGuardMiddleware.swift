@@ -28,7 +28,7 @@ struct OriginGuardMiddleware: RouterMiddleware {
         // Webhooks come from vendors' servers, not browsers, and are verified by signature. A mail's one-click
         // unsubscribe may come from a webmail page on another site; its signed link is the whole authority, and it
         // can only turn mail off.
-        guard !request.method.isSafe, !request.uri.path.hasPrefix("/webhooks/"), request.uri.path != UnsubscribeLinks.path else {
+        guard !request.method.isSafe, !request.uri.path.hasPrefix("/webhooks/"), context.endpointPath != UnsubscribeLinks.path else {
             return try await next(request, context)
         }
         if request.headers[Self.fetchSite]?.lowercased() == "cross-site" {
