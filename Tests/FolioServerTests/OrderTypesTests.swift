@@ -141,6 +141,8 @@ struct OrderTypesTests {
             let filledStop = try await show(client, tokens, buyStop)
             #expect(filledStop["status"] as? String == "filled")
             #expect(price(filledStop["average_fill_price"]) == Price("110"))
+            // It filled at the first price past its stop: that is when its stop was reached.
+            #expect(filledStop["triggered_at"] is String && filledStop["triggered_at"] as? String == filledStop["updated_at"] as? String, "\(filledStop)")
             #expect(try await show(client, tokens, buyStopLimit)["status"] as? String == "accepted")
             // Back within the limit, still past the stop: it fills at the market price.
             try await move(board, env, "XYZ", to: "105.50")
@@ -152,6 +154,7 @@ struct OrderTypesTests {
             try await move(board, env, "XYZ", to: "93.00")
             let filledSellStop = try await show(client, tokens, sellStop)
             #expect(filledSellStop["status"] as? String == "filled")
+            #expect(filledSellStop["triggered_at"] is String, "\(filledSellStop)")
             #expect(price(filledSellStop["average_fill_price"]) == Price("93"))
             #expect(try await show(client, tokens, sellStopLimit)["status"] as? String == "accepted")
             try await move(board, env, "XYZ", to: "94.50")

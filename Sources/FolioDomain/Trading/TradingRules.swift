@@ -343,6 +343,14 @@ public enum TradingRules {
         }
         after.updatedAt = now
         var events: [AuditNote] = []
+        // A stop order fills only once its stop was reached: if no look before saw it reached (it filled at the
+        // first price past its stop), it was reached when it filled.
+        if order.type.needsStopPrice, order.triggeredAt == nil {
+            after.triggeredAt = executedAt
+            events.append(AuditNote(
+                action: "order.triggered", subjectType: "order", subjectID: order.id.description,
+                details: ["stop_price": order.stopPrice?.description ?? ""]))
+        }
         if after.status == .new, let accepted = try? transition(after, to: .accepted, now: now) {
             after = accepted.order!
             events += accepted.events
