@@ -477,7 +477,7 @@ public struct FolioServices: Sendable {
             verifier: sendGridWebhooks, events: SendGridEvents(store: mail, clock: clock, logger: logger, metrics: metrics), security: identity.security,
             rejections: webhookRejections, metrics: metrics)
             .addRoutes(to: routes)
-        let notificationsController = NotificationsController(store: notifications.store, clock: clock, unsubscribe: unsubscribeLinks)
+        let notificationsController = NotificationsController(store: notifications.store, clock: clock, unsubscribe: unsubscribeLinks, security: identity.security)
         notificationsController.addRoutes(to: routes)
         PrivacyController(export: personalData, erasure: erasure).addRoutes(to: routes)
         apiDocumentation.addRoutes(to: routes)

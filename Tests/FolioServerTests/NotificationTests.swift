@@ -263,6 +263,30 @@ struct NotificationTests {
         }
     }
 
+    @Test("the drift digest names each line's account when a person has targets on more than one, and its summary counts what it lists", arguments: [TestDatabaseKind.sqlite])
+    func driftDigestAccounts(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "two@example.com")
+            let first = try await env.firstAccount()
+            let second = try await WebAppTests.secondAccount(env, email: "two@example.com")
+            for account in [first.id.description, second] {
+                let set = try await RebalanceTests.put(
+                    client, "/api/accounts/\(account)/targets", ["targets": [["symbol": "VTI", "percent": "90"]], "cash_percent": "10"], headers: bearer(tokens))
+                #expect(set.status == .ok || set.status == .created, "\(String(buffer: set.body))")
+            }
+            try await env.services.rebalancing.sendDriftDigests(day: TradingDay(env.clock.now), notifications: env.services.notifications)
+            let digest = try #require(try await env.outbox(kind: "drift_digest").first)
+            #expect(digest.body.contains("VTI in \(first.name): target 90") && digest.body.contains("VTI in Second paper: target 90"), "\(digest.body)")
+            let listed = digest.body.split(separator: "\n").filter { $0.contains(": target ") }.count
+            let notices = try await Self.get(client, "/api/notifications", tokens)
+            let body = (notices["data"] as? [[String: Any]])?.first { $0["kind"] as? String == "drift_digest" }?["body"] as? String
+            #expect(body == "\(listed) holdings are outside their drift band.", "\(body ?? "none"), \(listed) listed")
+            // One line is one holding, not "1 holdings".
+            let one = try env.services.notifications.renderer.render(.driftDigest, part: "summary", MailVariables(["count": "1", "count_text": "1 holding is"]))
+            #expect(one == "1 holding is outside their drift band.")
+        }
+    }
+
     @Test("an operator lists the addresses no mail goes to and lets mail go to one again, audited; an address not stopped changes nothing", arguments: TestDatabaseKind.all)
     func unsuppressByOperator(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
@@ -607,6 +631,11 @@ struct NotificationTests {
                 uri: "/api/notifications/preferences", method: .put, headers: Self.jsonHeaders(tokens),
                 body: ByteBuffer(string: #"{"email":{"orders":false}}"#))
             #expect(off.status == .ok)
+            // On the audit trail, by the person: mail turned off is news that no longer reaches them.
+            let changes = try await env.database.sql.raw("SELECT actor_id, details FROM audit_events WHERE action = 'security.mail_preferences_changed'").all()
+            #expect(changes.count == 1)
+            #expect(try changes.first?.decode(column: "actor_id", as: UUID?.self) != nil)
+            #expect(try changes.first?.decode(column: "details", as: String.self).contains(#""orders":"off""#) == true)
             let security = try await client.execute(
                 uri: "/api/notifications/preferences", method: .put, headers: Self.jsonHeaders(tokens),
                 body: ByteBuffer(string: #"{"email":{"security":false,"nonsense":true}}"#))
@@ -668,6 +697,10 @@ struct NotificationTests {
                     body: ByteBuffer(string: "List-Unsubscribe=One-Click"))
                 #expect(oneClick.status == .ok, "\(String(buffer: oneClick.body))")
                 #expect(try await cashMailed() == false)
+                let byLink = try await env.database.sql.raw("SELECT actor_id, details FROM audit_events WHERE action = 'security.mail_preferences_changed'").all()
+                let linkActor = try byLink.first?.decode(column: "actor_id", as: UUID?.self)
+                #expect(byLink.count == 1 && linkActor == nil, "whoever holds the link is no known actor")
+                #expect(try byLink.first?.decode(column: "details", as: String.self).contains("unsubscribe_link") == true)
                 // The next deposit is a notification, not a mail.
                 env.clock.advance(by: 1)
                 #expect(try await deposit() == .created)

@@ -121,7 +121,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
         case .cashDividend: "A dividend of {{amount_text}} from {{symbol}} was paid in; cash is now {{cash_after_text}}."
         case .cashFee: "A fee of {{amount_text}} was charged{{#description}} ({{description}}){{/description}}; cash is now {{cash_after_text}}."
         case .rebalanceFinished: "Your rebalance {{outcome}}: {{detail}}"
-        case .driftDigest: "{{count}} holdings are outside their drift band."
+        case .driftDigest: "{{count_text}}{{^count_text}}{{count}} holdings are{{/count_text}} outside their drift band."
         case .plaidLoginRequired: "{{explanation}}"
         case .brokerageKeysReplaced: "The keys Folio uses for your Alpaca {{environment}} account ····{{account}} were replaced (key id ending {{key_hint}})."
         case .newSignIn: "A sign-in from {{device}} at {{ip}}."
@@ -173,7 +173,7 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
             ])
         case .rebalanceFinished: MailVariables(["outcome": "finished", "detail": "3 orders filled."])
         case .driftDigest:
-            MailVariables(["count": "1"], items: [["symbol": "VTI", "target": "60.00%", "actual": "66.10%", "drift": "+6.10%"]])
+            MailVariables(["count": "1", "count_text": "1 holding is"], items: [["symbol": "VTI", "target": "60.00%", "actual": "66.10%", "drift": "+6.10%", "account": "Paper brokerage"]])
         case .plaidLoginRequired:
             MailVariables(["institution": "First Platypus Bank", "explanation": "Your connection to First Platypus Bank needs you to sign in again."])
         case .newSignIn: MailVariables(["device": "Firefox on Linux", "ip": "203.0.113.9", "time": "2026-11-24 15:30 UTC"])

@@ -1,13 +1,14 @@
 import FolioDomain
 import Foundation
 import Hummingbird
-import Logging
 
 /// `/api/notifications`: the signed-in user's notifications and their mail preferences.
 struct NotificationsController: Sendable {
     let store: NotificationStore
     let clock: AppClock
     let unsubscribe: UnsubscribeLinks
+    /// Which mail a person gets is on the audit trail: mail turned off is news of the account that no longer reaches them.
+    let security: SecurityEvents
 
     static let maximumPageSize = 200
 
@@ -166,6 +167,9 @@ struct NotificationsController: Sendable {
         }
         if !issues.isEmpty { throw TradingError.invalid(issues) }
         try await store.setPreferences(choices, of: context.identity.userID.uuid, now: clock.now())
+        await security.record(
+            "mail_preferences_changed", userID: context.identity.userID.uuid, byUser: true,
+            details: Dictionary(uniqueKeysWithValues: choices.map { ($0.key.rawValue, $0.value ? "on" : "off") }), origin: context.origin, audited: true)
         return try await preferences(request, context: context)
     }
 
@@ -181,12 +185,14 @@ struct NotificationsController: Sendable {
     }
 
     /// Turns the link's category of mail off (a mail app's one-click POST, or the page's button).
-    func stopMail(_ token: Substring?, logger: Logger) async throws -> NoticeCategory {
+    func stopMail(_ token: Substring?, origin: RequestOrigin) async throws -> NoticeCategory {
         let (userID, category) = try unsubscribing(token)
         guard try await store.stopMail(category, of: userID, now: clock.now()) else {
             throw AppError(.notFound, code: "not_found", detail: "The account this email was sent for was closed and its data erased.")
         }
-        logger.info("mail of a category stopped by its link", metadata: ["user_id": .string(userID.lowercasedString), "category": .string(category.rawValue)])
+        // Whoever holds the mail's link, not necessarily its person: no actor.
+        await security.record(
+            "mail_preferences_changed", userID: userID, details: [category.rawValue: "off", "by": "unsubscribe_link"], origin: origin, audited: true)
         return category
     }
 }

@@ -140,14 +140,17 @@ struct RebalanceService: Sendable {
         let owners = Dictionary(grouping: try await rebalances.accountsWithTargets(), by: \.owner)
         for (owner, accounts) in owners.sorted(by: { $0.key.description < $1.key.description }) {
             var items: [[String: String]] = []
-            for (account, _) in accounts {
+            for (account, _, name) in accounts {
                 do {
                     let (report, _) = try await drift(of: account, owner: owner)
                     for line in report.lines + [report.cash] where line.outsideBand {
-                        items.append([
+                        var item = [
                             "symbol": line.symbol ?? line.assetClass?.rawValue ?? "cash", "target": "\(line.targetPercent ?? .zero)%",
                             "actual": "\(line.currentPercent)%", "drift": "\(line.driftPoints.isPositive ? "+" : "")\(line.driftPoints) points",
-                        ])
+                        ]
+                        // With targets on more than one account, each line says whose it is (a symbol may be in both).
+                        if accounts.count > 1 { item["account"] = name }
+                        items.append(item)
                     }
                 } catch {
                     logger.warning("drift for the digest failed", metadata: ["account_id": .string(account.description), "error": .string("\(error)")])
@@ -157,7 +160,7 @@ struct RebalanceService: Sendable {
             let dayStart = day.at(hour: 0, minute: 0), lines = items
             try await database.transaction { db in
                 guard try await !notifications.store.exists(kind: .driftDigest, of: owner.uuid, since: dayStart, on: db) else { return }
-                try await notifications.notify(owner.uuid, .driftDigest, MailVariables(["count": String(lines.count)], items: lines), on: db)
+                try await notifications.notify(owner.uuid, .driftDigest, MailVariables(["count": String(lines.count), "count_text": lines.count == 1 ? "1 holding is" : "\(lines.count) holdings are"], items: lines), on: db)
             }
         }
     }

@@ -115,12 +115,13 @@ struct RebalanceStore: Sendable {
     }
 
     /// Every open account that has targets, with its owner (an erased person's are closed: no digest for no one).
-    func accountsWithTargets() async throws -> [(account: AccountID, owner: UserID)] {
+    func accountsWithTargets() async throws -> [(account: AccountID, owner: UserID, name: String)] {
         try await database.sql.raw("""
-            SELECT DISTINCT t.account_id, t.user_id FROM target_allocations t JOIN accounts a ON a.id = t.account_id
+            SELECT DISTINCT t.account_id, t.user_id, a.name FROM target_allocations t JOIN accounts a ON a.id = t.account_id
             WHERE a.closed_at IS NULL ORDER BY t.user_id, t.account_id
             """).all().map { row in
-            (try row.decode(column: "account_id", as: AccountID.self), try row.decode(column: "user_id", as: UserID.self))
+            (try row.decode(column: "account_id", as: AccountID.self), try row.decode(column: "user_id", as: UserID.self),
+             try row.decode(column: "name", as: String.self))
         }
     }
 

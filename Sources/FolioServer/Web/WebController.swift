@@ -128,7 +128,7 @@ struct WebController: Sendable {
     /// RFC 8058's one-click POST from a mail app (`List-Unsubscribe=One-Click`, the token in the header's URL), or the
     /// page's button: the category's mail is off, and the page says so. The body is not read: the link is the request.
     @Sendable func unsubscribe(_ request: Request, context: FolioRequestContext) async throws -> Response {
-        let category = try await notifications.stopMail(request.query["token"], logger: context.logger)
+        let category = try await notifications.stopMail(request.query["token"], origin: context.origin)
         var values = Self.unsubscribeValues(category, token: nil)
         values["done"] = true
         return renderer.page("unsubscribe", title: "No more \(category.mailName) email", viewer: nil, values: values)
