@@ -29,7 +29,7 @@ struct BrokerCommand: AsyncParsableCommand {
             }
             let failed = reports.filter(\.failed).count
             if failed > 0 {
-                FileHandle.standardError.write(Data("error: \(failed) account(s) could not be reconciled: Alpaca could not be asked\n".utf8))
+                FileHandle.standardError.write(Data("error: \(failed) account(s) could not be reconciled (the reason is above)\n".utf8))
                 throw ExitCode.failure
             }
         }

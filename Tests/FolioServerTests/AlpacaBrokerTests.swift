@@ -343,6 +343,22 @@ struct AlpacaBrokerTests {
         }
     }
 
+    @Test("a stop order Alpaca fills has no triggered_at and no trigger event: Alpaca keeps the trigger, and the fill's time is not when it was reached", arguments: [TestDatabaseKind.sqlite])
+    func stopAtAlpacaKeepsItsTrigger(kind: TestDatabaseKind) async throws {
+        try await withAlpacaApp(kind) { client, env, fake in
+            let (tokens, account) = try await linkedUser(client, env, email: "stop-alpaca@example.com")
+            let order = ["symbol": "AAPL", "quantity": "1", "side": "BUY", "order_type": "STOP", "stop_price": "500", "time_in_force": "GTC", "account_id": account]
+            let id = try #require(try json(try await post(client, "/api/orders", order, headers: bearer(tokens)))["id"] as? String)
+            await env.worker.drain()
+            #expect(try await show(client, tokens, id)["status"] as? String == "accepted", "resting at Alpaca, its stop not reached")
+            fake.fill(clientOrderID: id, at: 501)
+            try await OrderService.recheckFor(env)
+            let shown = try await show(client, tokens, id)
+            #expect(shown["status"] as? String == "filled" && shown["triggered_at"] == nil, "\(shown)")
+            #expect(try await env.database.sql.raw("SELECT id FROM audit_events WHERE action = 'order.triggered'").all().isEmpty)
+        }
+    }
+
     @Test("Alpaca's refusal is kept and mailed without control or text-direction characters, and at most 300 characters: it cannot forge a paragraph or reverse a name", arguments: [TestDatabaseKind.sqlite])
     func refusalTextCleaned(kind: TestDatabaseKind) async throws {
         try await withAlpacaApp(kind) { client, env, fake in

@@ -636,6 +636,9 @@ struct NotificationTests {
             #expect(changes.count == 1)
             #expect(try changes.first?.decode(column: "actor_id", as: UUID?.self) != nil)
             #expect(try changes.first?.decode(column: "details", as: String.self).contains(#""orders":"off""#) == true)
+            // A request that changes nothing records nothing.
+            #expect(try await Self.put(client, "/api/notifications/preferences", #"{"email":{"orders":false,"security":true}}"#, tokens) == .ok)
+            #expect(try await env.database.sql.raw("SELECT id FROM audit_events WHERE action = 'security.mail_preferences_changed'").all().count == 1)
             let security = try await client.execute(
                 uri: "/api/notifications/preferences", method: .put, headers: Self.jsonHeaders(tokens),
                 body: ByteBuffer(string: #"{"email":{"security":false,"nonsense":true}}"#))
@@ -727,6 +730,10 @@ struct NotificationTests {
                     headers: [.contentType: "application/x-www-form-urlencoded; charset=iso-8859-1", HTTPField.Name("Sec-Fetch-Site")!: "cross-site"],
                     body: ByteBuffer(string: "List-Unsubscribe=One-Click"))
                 #expect(spelled.status == .ok, "\(String(buffer: spelled.body))")
+                // Mail already off is left as it is: a link posted again adds nothing to the audit trail.
+                let linkEvents = try await env.database.sql.raw(
+                    "SELECT id FROM audit_events WHERE action = 'security.mail_preferences_changed' AND details LIKE '%unsubscribe_link%'").all()
+                #expect(linkEvents.count == 2, "the one-click and the button, not the third post")
 
                 // Once the person is erased, the link brings back no preference of theirs.
                 let erased = try await client.execute(

@@ -343,17 +343,18 @@ public enum TradingRules {
         }
         after.updatedAt = now
         var events: [AuditNote] = []
-        // A stop order fills only once its stop was reached: if no look before saw it reached (it filled at the
-        // first price past its stop), it was reached when it filled.
-        if order.type.needsStopPrice, order.triggeredAt == nil {
+        if after.status == .new, let accepted = try? transition(after, to: .accepted, now: now) {
+            after = accepted.order!
+            events += accepted.events
+        }
+        // A paper stop order fills only once its stop was reached: if no look before saw it reached (it filled at
+        // the first price past its stop), it was reached when it filled. (A broker that holds the order keeps the
+        // trigger itself; an order that filled before triggers were recorded is left as it was.)
+        if !heldAtBroker, order.type.needsStopPrice, order.triggeredAt == nil, order.filledQuantity.isZero {
             after.triggeredAt = executedAt
             events.append(AuditNote(
                 action: "order.triggered", subjectType: "order", subjectID: order.id.description,
                 details: ["stop_price": order.stopPrice?.description ?? ""]))
-        }
-        if after.status == .new, let accepted = try? transition(after, to: .accepted, now: now) {
-            after = accepted.order!
-            events += accepted.events
         }
         if let moved = try? transition(after, to: completes ? .filled : .partiallyFilled, now: now) {
             after = moved.order!

@@ -60,7 +60,15 @@ struct Reconciler: Sendable {
         case .refused:
             return Outcome(accountID: link.accountID, differences: [], applied: false, skipped: "Alpaca no longer accepts the link's keys", failed: true)
         }
-        let positions = try await alpaca.positions()
+        let positions: [BrokerPosition]
+        do {
+            positions = try await alpaca.positions()
+        } catch let unholdable as AlpacaBroker.UnholdablePosition {
+            return Outcome(
+                accountID: link.accountID, differences: [], applied: false,
+                skipped: "Alpaca holds \(unholdable.symbol), which Folio's books cannot hold (Folio keeps US stocks and ETFs): the account is not reconciled until it is sold or moved",
+                failed: true)
+        }
         // Cash and shares from one moment: a fill at Alpaca between the two reads (an order the books ended,
         // its rest still being canceled there) would pair the cash from before it with the shares from after it.
         guard case .account(let again) = try await alpaca.account(), again.cash == remote.cash else {

@@ -173,15 +173,22 @@ struct NotificationStore: Sendable {
         return choices
     }
 
-    /// Turns `category`'s mail off for `userID` (an unsubscribe link); false when the person was erased (their row
-    /// stays, pseudonymous, and gets no preference back).
-    func stopMail(_ category: NoticeCategory, of userID: UUID, now: Date) async throws -> Bool {
-        try await !database.sql.raw("""
+    enum Stopped { case stopped, alreadyOff, erased }
+
+    /// Turns `category`'s mail off for `userID` (an unsubscribe link). A person erased (their row stays,
+    /// pseudonymous) gets no preference back; mail already off is left as it is.
+    func stopMail(_ category: NoticeCategory, of userID: UUID, now: Date) async throws -> Stopped {
+        guard try await wantsMail(userID, category: category) else {
+            let erased = try await database.sql.raw("SELECT 1 AS found FROM users WHERE id = \(bind: userID) AND erased_at IS NULL").first() == nil
+            return erased ? .erased : .alreadyOff
+        }
+        let written = try await !database.sql.raw("""
             INSERT INTO notification_preferences (user_id, category, email, updated_at)
             SELECT id, \(bind: category.rawValue), \(bind: false), \(bind: now) FROM users WHERE id = \(bind: userID) AND erased_at IS NULL
             ON CONFLICT (user_id, category) DO UPDATE SET email = \(bind: false), updated_at = \(bind: now)
             RETURNING user_id
             """).all().isEmpty
+        return written ? .stopped : .erased
     }
 
     func setPreferences(_ choices: [NoticeCategory: Bool], of userID: UUID, now: Date) async throws {

@@ -166,10 +166,15 @@ struct NotificationsController: Sendable {
             choices[category] = wanted
         }
         if !issues.isEmpty { throw TradingError.invalid(issues) }
+        let before = try await store.preferences(of: context.identity.userID.uuid)
         try await store.setPreferences(choices, of: context.identity.userID.uuid, now: clock.now())
-        await security.record(
-            "mail_preferences_changed", userID: context.identity.userID.uuid, byUser: true,
-            details: Dictionary(uniqueKeysWithValues: choices.map { ($0.key.rawValue, $0.value ? "on" : "off") }), origin: context.origin, audited: true)
+        // What changed, on the audit trail; a request that changes nothing records nothing.
+        let changed = choices.filter { before[$0.key] != $0.value }
+        if !changed.isEmpty {
+            await security.record(
+                "mail_preferences_changed", userID: context.identity.userID.uuid, byUser: true,
+                details: Dictionary(uniqueKeysWithValues: changed.map { ($0.key.rawValue, $0.value ? "on" : "off") }), origin: context.origin, audited: true)
+        }
         return try await preferences(request, context: context)
     }
 
@@ -187,12 +192,16 @@ struct NotificationsController: Sendable {
     /// Turns the link's category of mail off (a mail app's one-click POST, or the page's button).
     func stopMail(_ token: Substring?, origin: RequestOrigin) async throws -> NoticeCategory {
         let (userID, category) = try unsubscribing(token)
-        guard try await store.stopMail(category, of: userID, now: clock.now()) else {
+        switch try await store.stopMail(category, of: userID, now: clock.now()) {
+        case .erased:
             throw AppError(.notFound, code: "not_found", detail: "The account this email was sent for was closed and its data erased.")
+        case .alreadyOff:
+            return category
+        case .stopped:
+            // Whoever holds the mail's link, not necessarily its person: no actor.
+            await security.record(
+                "mail_preferences_changed", userID: userID, details: [category.rawValue: "off", "by": "unsubscribe_link"], origin: origin, audited: true)
+            return category
         }
-        // Whoever holds the mail's link, not necessarily its person: no actor.
-        await security.record(
-            "mail_preferences_changed", userID: userID, details: [category.rawValue: "off", "by": "unsubscribe_link"], origin: origin, audited: true)
-        return category
     }
 }

@@ -117,6 +117,13 @@ struct AlpacaBroker: Broker {
         }
     }
 
+    /// Alpaca holds a position in a symbol Folio's books cannot hold (an option, a symbol that is not a ticker):
+    /// not a failure to ask, and not one that passes by itself.
+    struct UnholdablePosition: Error, Sendable {
+        /// Made safe to show.
+        var symbol: String
+    }
+
     /// The account's positions (`GET /v2/positions`); a short position comes with a negative quantity.
     func positions() async throws -> [BrokerPosition] {
         let answer = try await call(.GET, "/v2/positions")
@@ -128,10 +135,8 @@ struct AlpacaBroker: Broker {
                 throw BrokerError.unavailable("GET /v2/positions answered a position without a symbol or quantity")
             }
             if case .string("short")? = fields["side"], quantity.isPositive { quantity = Quantity(uncheckedUnits: -quantity.units) }
-            // A symbol Folio's books cannot hold is not mirrored as something else: the account is not reconciled.
-            guard let ticker = OrderDraft.normalizedSymbol(symbol) else {
-                throw BrokerError.unavailable("GET /v2/positions answered a position in a symbol Folio cannot hold (\(UserText.fromVendor(symbol, limit: 20) ?? "empty"))")
-            }
+            // A symbol Folio's books cannot hold (an option, say) is not mirrored as something else: the account is not reconciled.
+            guard let ticker = OrderDraft.normalizedSymbol(symbol) else { throw UnholdablePosition(symbol: UserText.fromVendor(symbol, limit: 30) ?? "no symbol") }
             return BrokerPosition(symbol: ticker, quantity: quantity, averageEntryPrice: Self.price(fields["avg_entry_price"]))
         }
     }
