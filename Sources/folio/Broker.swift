@@ -1,4 +1,5 @@
 import ArgumentParser
+import FolioDomain
 import FolioServer
 import Foundation
 
@@ -49,6 +50,17 @@ struct BrokerCommand: AsyncParsableCommand {
         @Option(parsing: .unconditional, help: "The shares not booked yet, such as 10.") var quantity: String
         @Option(parsing: .unconditional, help: "Their price per share, such as 187.25.") var price: String
         @Flag(help: "Print what would be booked; change nothing.") var dryRun = false
+
+        /// What is wrong with the arguments is a usage error (exit 64), found before the database is opened.
+        func validate() throws {
+            guard OrderID(orderID) != nil else { throw ValidationError("the order id must be a UUID") }
+            guard let shares = try? Quantity(parsing: quantity), shares.isPositive else {
+                throw ValidationError("--quantity must be a number of shares more than zero, such as 10 (at most 9 decimal places)")
+            }
+            guard let each = try? Price(parsing: price), each.isPositive else {
+                throw ValidationError("--price must be a price more than zero, such as 187.25 (at most 8 decimal places)")
+            }
+        }
 
         func run() async throws {
             let outcome = try await withServices(options) { services in

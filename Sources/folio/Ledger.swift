@@ -31,6 +31,7 @@ struct LedgerCommand: AsyncParsableCommand {
         @Option(parsing: .unconditional, help: "A positive amount such as 12.34.") var amount: String
         @Option(help: "The ticker a dividend was paid on (required for a dividend; one the account holds or held).") var symbol: String?
         @Option(help: "What the customer sees on the statement.") var description: String?
+        @Flag(help: "Post it even though an identical posting (kind, amount, symbol) was made to the account in the last 24 hours.") var again = false
 
         /// What is wrong with the arguments is a usage error (exit 64), found before the database is opened.
         func validate() throws {
@@ -48,14 +49,22 @@ struct LedgerCommand: AsyncParsableCommand {
             do { value = try Cash(parsing: amount) } catch { throw ValidationError(FieldIssue.amount(error, field: "--amount", scale: Cash.centPlaces).message) }
             guard value.isPositive else { throw ValidationError("--amount must be greater than zero (a fee is posted as a positive amount)") }
             guard value.units % 100 == 0 else { throw ValidationError("--amount must be in whole cents, such as 12.34 (not \(amount.prefix(40)))") }
+            if let description {
+                guard UserText.length(description) <= 200 else { throw ValidationError("--description may have at most 200 characters") }
+                guard !UserText.hasHiddenCharacters(description) else {
+                    throw ValidationError("--description may not hold control or text-direction characters (a line break, U+202E)")
+                }
+            }
             return (kind, id, value)
         }
 
         func run() async throws {
             let (kind, id, value) = try parsed()
-            let text = description ?? (kind == .dividend ? "Dividend\(symbol.map { " \($0.uppercased())" } ?? "")" : "Fee")
+            // A blank description would leave the customer's statement saying nothing: the kind's own words instead.
+            let given = description.flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
+            let text = given ?? (kind == .dividend ? "Dividend\(symbol.map { " \($0.uppercased())" } ?? "")" : "Fee")
             let (entry, cash) = try await withServices(options) { services in
-                try await OperatorPosting.post(kind, accountID: id, amount: value, symbol: symbol, description: text, services: services)
+                try await OperatorPosting.post(kind, accountID: id, amount: value, symbol: symbol, description: text, again: again, services: services)
             }
             print("posted \(kind.rawValue) \(value) as \(entry); cash now \(cash)")
         }

@@ -265,7 +265,7 @@ struct MailCommand: AsyncParsableCommand {
         func run() async throws {
             let stopped = try await withServices(options) { services in try await UserAdministration(services: services).suppressions() }
             let formatter = ISO8601DateFormatter()
-            for entry in stopped { print("\(entry.email)  \(entry.reason)  since \(formatter.string(from: entry.since))") }
+            for entry in stopped { print(terminalSafe("\(entry.email)  \(entry.reason)  since \(formatter.string(from: entry.since))")) }
             if stopped.isEmpty { print("Mail goes to every address.") }
         }
     }

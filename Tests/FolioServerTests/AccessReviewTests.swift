@@ -64,6 +64,27 @@ struct AccessReviewTests {
         }
     }
 
+    @Test("money an operator moved (a fee or dividend posted from the command line) is in the review; a deposit the person made is not", arguments: TestDatabaseKind.all)
+    func operatorPostingsReviewed(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "charged@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "10.00"], headers: bearer(tokens)).status == .created)
+            _ = try await OperatorPosting.post(.fee, accountID: account.id, amount: 3, symbol: nil, description: "Fee", services: env.services)
+            let report = try await env.services.accessReview.report()
+            #expect(report.adminActions.map(\.action) == ["ledger.fee"], "\(report.adminActions)")
+            #expect(report.adminActions.first?.actor == "operator")
+            // The same fee again within a day is refused (a command run twice), unless asked for.
+            await #expect(throws: OperatorPosting.Duplicate.self) {
+                _ = try await OperatorPosting.post(.fee, accountID: account.id, amount: 3, symbol: nil, description: "Fee", services: env.services)
+            }
+            _ = try await OperatorPosting.post(.fee, accountID: account.id, amount: 3, symbol: nil, description: "Fee", again: true, services: env.services)
+            env.clock.advance(by: OperatorPosting.window + 1)
+            _ = try await OperatorPosting.post(.fee, accountID: account.id, amount: 3, symbol: nil, description: "Fee", services: env.services)
+            #expect(try await env.entries(.fee).count == 3)
+        }
+    }
+
     @Test("the monthly schedule falls on the first of the month at 08:00 UTC")
     func monthly() {
         let job = AccessReview.schedule

@@ -291,6 +291,11 @@ struct CommandTests {
                 let refused = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", bad], environment: environment)
                 #expect(refused.status == 64 && refused.stderr.contains("--amount must be"), "\(bad): \(refused.status) \(refused.stderr)")
             }
+            // record-fills' arguments too: usage errors, before the database is opened.
+            for arguments in [["not-a-uuid", "--quantity", "1", "--price", "10"], [UUID().uuidString, "--quantity", "-1", "--price", "10"], [UUID().uuidString, "--quantity", "1", "--price", "0"]] {
+                let refused = try await folio.run(["broker", "record-fills"] + arguments, environment: environment)
+                #expect(refused.status == 64, "\(arguments): \(refused.status) \(refused.stderr)")
+            }
             // An address that is none is told as a typo, not "no mail was stopped for it".
             let notAnAddress = try await folio.run(["mail", "unsuppress", "not an email"], environment: environment)
             #expect(notAnAddress.status == 64 && notAnAddress.stderr.contains("is not an email address"), "\(notAnAddress.stderr)")
@@ -303,6 +308,16 @@ struct CommandTests {
             #expect(rows.first { $0.kind == .dividend }?.symbol == "AAPL")
             #expect(try await folio.run(["ledger", "verify"], environment: environment).status == 0)
             #expect(try await folio.run(["audit", "verify"], environment: environment).status == 0)
+            // Run twice (shell history, a retry after a lost answer): refused, not posted twice; --again posts it.
+            let twice = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "2.30"], environment: environment)
+            #expect(twice.status == 1 && twice.stderr.contains("an identical posting was made to this account"), "\(twice.stderr)")
+            #expect(try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "2.30", "--again"], environment: environment).status == 0)
+            // A blank description leaves the statement its own words; a long one is a usage error.
+            #expect(try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "0.50", "--description", " "], environment: environment).status == 0)
+            let fees = try await store.entries(of: try #require(AccountID(accountID)), on: database.sql).map(\.line).filter { $0.kind == .fee }
+            #expect(fees.map(\.description) == ["Fee", "Fee", "Fee"], "\(fees)")
+            let long = try await folio.run(["ledger", "post", accountID, "--type", "fee", "--amount", "0.50", "--description", String(repeating: "x", count: 201)], environment: environment)
+            #expect(long.status == 64 && long.stderr.contains("--description may have at most 200"), "\(long.stderr)")
 
             try await database.sql.raw("UPDATE accounts SET cash = '5'").run()
             let broken = try await folio.run(["ledger", "verify"], environment: environment)

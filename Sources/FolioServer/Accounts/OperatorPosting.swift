@@ -10,12 +10,27 @@ public enum OperatorPosting {
         case dividend, fee
 
         var movement: TradingRules.CashMovement { self == .dividend ? .dividend : .fee }
+        var ledgerKind: LedgerKind { self == .dividend ? .dividend : .fee }
     }
+
+    /// An identical posting (kind, amount, symbol) was made to the account in the last `window`: a command run
+    /// twice (shell history, a retry after a lost answer) would move the money twice.
+    public struct Duplicate: Error, CustomStringConvertible {
+        public var entryID: EntryID
+        public var postedAt: Date
+        public var description: String {
+            "an identical posting was made to this account at \(postedAt.formatted(.iso8601)) (\(entryID)); nothing was posted. "
+                + "Check the account's transactions; to post it again, run the command with --again."
+        }
+    }
+
+    /// How far back an identical posting stops another without `again`.
+    public static let window: TimeInterval = 86_400
 
     /// Posts one movement; returns the ledger row's id and the cash after it. A dividend names a symbol
     /// the account holds or held. Throws `TradingError` for what the rules refuse.
     public static func post(
-        _ kind: Kind, accountID: AccountID, amount: Cash, symbol: String?, description: String, services: FolioServices
+        _ kind: Kind, accountID: AccountID, amount: Cash, symbol: String?, description: String, again: Bool = false, services: FolioServices
     ) async throws -> (entryID: EntryID, cashAfter: Cash) {
         let ticker = try symbol.map { raw -> String in
             guard let ticker = OrderDraft.normalizedSymbol(raw) else {
@@ -26,8 +41,14 @@ public enum OperatorPosting {
         if kind == .dividend, ticker == nil {
             throw TradingError.invalid(field: "symbol", code: "required", message: "a dividend needs the symbol it was paid on")
         }
-        let accounts = services.accounts, store = services.store
+        let accounts = services.accounts, store = services.store, since = services.clock.now().addingTimeInterval(-window)
         return try await services.database.transaction { db in
+            // The account's lock first: two copies of the command run at once see each other's posting.
+            guard try await store.lockAccount(accountID, owner: nil, on: db) != nil else { throw TradingError.accountNotFound }
+            if !again, let same = try await store.entries(of: accountID, kind: kind.ledgerKind, since: since, on: db)
+                .first(where: { $0.line.amount.magnitude == amount && $0.line.symbol == ticker }) {
+                throw Duplicate(entryID: same.line.id, postedAt: same.line.occurredAt)
+            }
             // A holding's row stays when it is sold out, so a row means the account holds or held the symbol:
             // a dividend on one it never held is a typo, not income.
             if kind == .dividend, let ticker, try await store.holdings(of: accountID, symbols: [ticker], on: db).isEmpty {

@@ -81,7 +81,8 @@ public struct AccessReview: Sendable {
         var actions: [Action] = []
         for row in try await sql.raw("""
             SELECT occurred_at, action, actor_id, subject_id, details FROM audit_events
-            WHERE occurred_at >= \(bind: since) AND (action LIKE 'admin.%' OR action = 'user.erased')
+            WHERE occurred_at >= \(bind: since) AND (action LIKE 'admin.%' OR action = 'user.erased'
+                OR action = 'order.fills_recorded_by_operator' OR (ip = 'cli' AND action IN ('ledger.dividend', 'ledger.fee')))
             ORDER BY occurred_at, sequence
             """).all() {
             let actor = try row.decode(column: "actor_id", as: UUID?.self)

@@ -690,6 +690,15 @@ struct TradingStore: Sendable {
         return try await (db ?? database.sql).raw(query + " ORDER BY occurred_at, id").all().map(Self.entry)
     }
 
+    /// The account's rows of `kind` since `time`, newest first (an operator's posting checked against one just made).
+    func entries(of accountID: AccountID, kind: LedgerKind, since time: Date, on db: any SQLDatabase) async throws -> [EntryRecord] {
+        try await db.raw("""
+            SELECT \(unsafeRaw: Self.entryColumns) FROM transactions
+            WHERE account_id = \(bind: accountID) AND type = \(bind: kind.rawValue) AND created_at >= \(bind: time)
+            ORDER BY occurred_at DESC, id DESC
+            """).all().map(Self.entry)
+    }
+
     enum StoreError: Error, CustomStringConvertible {
         case corrupt(String)
         var description: String {
