@@ -102,6 +102,19 @@ struct MigrationTests {
         }
     }
 
+    @Test("a database with another application's tables and no migration log is not migrated: nothing of Folio's is written into it", arguments: TestDatabaseKind.all)
+    func foreignDatabaseRefused(kind: TestDatabaseKind) async throws {
+        try await withTestDatabase(kind, migrated: false) { database, _ in
+            try await database.sql.raw("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)").run()
+            await #expect(throws: FolioDatabase.NotFolios.self) { try await database.migrate() }
+            let tables = try await database.sql.raw(kind == .sqlite
+                ? "SELECT name FROM sqlite_master WHERE type = 'table'"
+                : "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema()").all()
+                .map { try $0.decode(column: "name", as: String.self) }
+            #expect(tables == ["customers"], "\(tables)")
+        }
+    }
+
     @Test("a revert that would lose data is refused before anything is reverted: the whole schema once someone signed up, 015 once events hash a commitment", arguments: TestDatabaseKind.all)
     func revertRefusedWhole(kind: TestDatabaseKind) async throws {
         try await withTestDatabase(kind, migrated: false) { database, _ in

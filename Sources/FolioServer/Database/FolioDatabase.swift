@@ -366,6 +366,13 @@ public final class FolioDatabase: Sendable {
         try await migrationStatus().newer
     }
 
+    /// The refusal to migrate a database that holds tables of something else.
+    public struct NotFolios: Error, CustomStringConvertible {
+        public var description: String {
+            "the database holds tables but no record of Folio's migrations: it is not Folio's (is DATABASE_URL or DATA_DIR set to another application's?). Folio migrates only its own database or an empty one; nothing was changed"
+        }
+    }
+
     /// The refusal of a database a newer Folio migrated.
     public struct NewerSchema: Error, CustomStringConvertible {
         public let migrations: [String]
@@ -389,6 +396,9 @@ public final class FolioDatabase: Sendable {
         let status = try await migrationStatus(known: MigrationRegistry.all + migrations)
         guard status.newer.isEmpty else { throw NewerSchema(migrations: status.newer) }
         guard status.pending.contains(where: { name in migrations.contains { $0.name == name } }) else { return [] }
+        // Tables but no migration log: another application's database (DATABASE_URL or DATA_DIR set wrongly), which
+        // Folio's forty tables would be written into. Folio migrates its own database, or an empty one.
+        if try await !hasMigrationLog(), try await !isEmpty() { throw NotFolios() }
         let postgres = kind == .postgres
         return try await modelTransaction { db in
             if postgres { try await (db as! any SQLDatabase).raw("SELECT pg_advisory_xact_lock(\(bind: Self.migrationLock))").run() }
