@@ -229,7 +229,9 @@ public struct FolioServices: Sendable {
             ids: ids, marketBuyMargin: configuration.marketBuyMargin, logger: logger, pauses: pauses)
         self.rebalancing = rebalancing
         self.idempotency = Idempotency(database: database, clock: clock, ids: ids, instance: dependencies.instance, pauses: pauses)
-        self.instances = Instances(database: database, clock: clock)
+        self.instances = Instances(
+            database: database, clock: clock,
+            keyFingerprints: Instances.fingerprints(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys))
         self.connections = ConnectionRegistry(
             limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
         let started = Mutex(false)

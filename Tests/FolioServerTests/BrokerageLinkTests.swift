@@ -345,4 +345,26 @@ struct BrokerageLinkTests {
             #expect(newOnly.open(try #require(reread.totpSecretSealed)) == "JBSWY3DPEHPK3PXP")
         }
     }
+
+    @Test("folio secrets rotate refuses while a running instance does not know its SECRET_KEY (that instance's audit chains would stop), and is on the record when it runs", arguments: TestDatabaseKind.all)
+    func rotationWaitsForInstances(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { _, env in
+            var dependencies = env.services.dependencies
+            dependencies.configuration.previousSecretKeys = [env.configuration.secretKey]
+            dependencies.configuration.secretKey = "rotated-signing-key-" + String(repeating: "q", count: 24)
+            let rotated = await FolioServices(dependencies)
+            func rotations() async throws -> Int {
+                try await env.database.sql.raw("SELECT id FROM audit_events WHERE action = 'admin.secrets_rotated'").all().count
+            }
+            // A server still on the old key alone (not yet restarted with the new one).
+            try await env.services.instances.register("serve-on-the-old-key", kind: "serve")
+            await #expect(throws: SecretRotation.InstancesWithoutTheKey.self) { _ = try await SecretRotation.run(services: rotated) }
+            #expect(try await rotations() == 0)
+            // Restarted with the new key and the old one in PREVIOUS_SECRET_KEYS: the rotation runs, on the record.
+            try await rotated.instances.register("serve-on-the-old-key", kind: "serve")
+            _ = try await SecretRotation.run(services: rotated)
+            #expect(try await rotations() == 1)
+            #expect(try await AuditVerifier(services: rotated).verify().firstBreak == nil)
+        }
+    }
 }

@@ -28,5 +28,6 @@ enum MigrationRegistry {
         ComposeEmailAddresses(),
         AddOrderTriggeredAt(),
         AddOrderKeepCash(),
+        AddInstanceKeys(),
     ]
 }

@@ -31,6 +31,12 @@ enum SecureToken {
 
     /// A key for one purpose derived from a signing secret, so that one
     /// secret never serves two algorithms directly.
+    /// Names a key without revealing it (HMAC under a key derived for this purpose alone, 12 bytes): what
+    /// `instances.key_fingerprints` holds, so that a command can tell whether running instances know its key.
+    static func fingerprint(of secret: String) -> String {
+        base64URL(HMAC<SHA256>.authenticationCode(for: Data("folio key fingerprint".utf8), using: derivedKey(from: secret, purpose: "fingerprint")).prefix(12))
+    }
+
     static func derivedKey(from secret: String, purpose: String) -> SymmetricKey {
         HKDF<SHA256>.deriveKey(
             inputKeyMaterial: SymmetricKey(data: Data(secret.utf8)), salt: Data("folio".utf8),

@@ -11,6 +11,12 @@ import SQLKit
 struct Instances: Sendable {
     let database: FolioDatabase
     let clock: AppClock
+    /// Fingerprints of the keys this process knows (`SECRET_KEY`, then `PREVIOUS_SECRET_KEYS`), comma-separated.
+    var keyFingerprints: String? = nil
+
+    static func fingerprints(secretKey: String, previousKeys: [String]) -> String {
+        ([secretKey] + previousKeys).map(SecureToken.fingerprint(of:)).joined(separator: ",")
+    }
 
     /// An instance whose heartbeat is older than this is taken for dead.
     static let deadAfter: TimeInterval = 5
@@ -19,8 +25,9 @@ struct Instances: Sendable {
     func register(_ id: String, kind: String) async throws {
         let now = clock.now()
         try await database.sql.raw("""
-            INSERT INTO instances (id, kind, started_at, heartbeat_at) VALUES (\(bind: id), \(bind: kind), \(bind: now), \(bind: now))
-            ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
+            INSERT INTO instances (id, kind, started_at, heartbeat_at, key_fingerprints)
+            VALUES (\(bind: id), \(bind: kind), \(bind: now), \(bind: now), \(bind: keyFingerprints))
+            ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, key_fingerprints = excluded.key_fingerprints
             """).run()
     }
 
@@ -43,6 +50,17 @@ struct Instances: Sendable {
         try await database.sql.raw("""
             SELECT kind FROM instances WHERE heartbeat_at >= \(bind: clock.now().addingTimeInterval(-window)) LIMIT 1
             """).first()?.decode(column: "kind", as: String.self)
+    }
+
+    /// The kinds of the running instances that do not know `secretKey` (or do not say which keys they know).
+    func aliveWithout(key secretKey: String) async throws -> [String] {
+        let fingerprint = SecureToken.fingerprint(of: secretKey)
+        return try await database.sql.raw("""
+            SELECT kind, key_fingerprints FROM instances WHERE heartbeat_at >= \(bind: clock.now().addingTimeInterval(-Self.deadAfter))
+            """).all().compactMap { row in
+            let known = try row.decode(column: "key_fingerprints", as: String?.self)?.split(separator: ",").map(String.init) ?? []
+            return known.contains(fingerprint) ? nil : try row.decode(column: "kind", as: String.self)
+        }
     }
 
     /// Whether `id` has a fresh heartbeat; false for an unknown instance.

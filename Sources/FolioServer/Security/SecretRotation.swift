@@ -22,7 +22,20 @@ public enum SecretRotation {
         public var unsignedAuditHeads = 0
     }
 
+    /// A running `folio serve` or `folio worker` does not know this command's `SECRET_KEY`: once the audit heads
+    /// are signed under it, that instance could record nothing (its deposits and fills would fail until restarted).
+    public struct InstancesWithoutTheKey: Error, CustomStringConvertible {
+        public var kinds: [String]
+        public var description: String {
+            "\(kinds.count) running instance(s) (\(kinds.sorted().joined(separator: ", "))) do not know this SECRET_KEY: "
+                + "give every instance the new SECRET_KEY with the old one in PREVIOUS_SECRET_KEYS and restart it, then run this again "
+                + "(and check that this shell's SECRET_KEY is the new one). Nothing was changed"
+        }
+    }
+
     public static func run(services: FolioServices) async throws -> Outcome {
+        let unaware = try await services.instances.aliveWithout(key: services.configuration.secretKey)
+        guard unaware.isEmpty else { throw InstancesWithoutTheKey(kinds: unaware) }
         var outcome = Outcome()
         let box = services.identity.secretBox, brokerage = services.brokerage
         let (links, unreadableLinks) = try await services.database.transaction { db in try await brokerage.resealCredentials(on: db) }
@@ -42,6 +55,12 @@ public enum SecretRotation {
         }
         outcome.auditHeads = try await AuditChain.resignHeads(anchor: services.anchor, database: services.database)
         outcome.unsignedAuditHeads = try await AuditChain.unsignedHeads(anchor: services.anchor, database: services.database).count
+        try await services.identity.audit.record(
+            .init(action: "admin.secrets_rotated", subjectType: "system", details: [
+                "brokerage_links": String(outcome.brokerageLinks), "plaid_items": String(outcome.plaidItems), "totp_secrets": String(outcome.totpSecrets),
+                "audit_heads": String(outcome.auditHeads), "unreadable": String(outcome.unreadable), "unsigned_audit_heads": String(outcome.unsignedAuditHeads),
+            ]),
+            origin: RequestOrigin(ip: "cli", requestID: nil, logger: services.logger), on: services.database)
         return outcome
     }
 }
