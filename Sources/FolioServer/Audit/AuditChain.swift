@@ -321,7 +321,13 @@ extension AuditChain {
     /// every account has a chain: one without is one whose events were removed,
     /// and no chain is opened for it again (`MissingHead`).
     static func anchorLegacyTrail(anchor: AuditAnchor, ids: IDSource, clock: AppClock, database: FolioDatabase) async throws -> LegacyAnchoring {
-        try await database.transaction { db in
+        // Nearly every database has nothing to anchor: told without a write transaction, so a command that only
+        // reads (`folio audit verify` on a read-only copy) writes nothing.
+        let anchored = try await database.sql.raw("SELECT chain_id FROM audit_chains WHERE chain_id = \(bind: legacyChain)").first() != nil
+        if anchored { return .nothingToDo }
+        let legacyEvents = try await database.sql.raw("SELECT 1 AS one FROM audit_events WHERE chain_id IS NULL LIMIT 1").first() != nil
+        if !legacyEvents { return .nothingToDo }
+        return try await database.transaction { db in
             // Two processes starting at once: the second waits here for the first, then finds the head anchored.
             if database.kind == .postgres { try await db.raw("SELECT pg_advisory_xact_lock(\(literal: Int(lockKey(legacyChain))))").run() }
             guard try await db.raw("SELECT chain_id FROM audit_chains WHERE chain_id = \(bind: legacyChain)").first() == nil,

@@ -53,7 +53,17 @@ public enum DatabaseErrorText {
 
     /// The operator's line for a database error (as `describe`), or nil for any other error.
     public static func describeIfDatabase(_ error: any Error) -> String? {
-        error is PSQLError ? describe(error) : nil
+        if let error = error as? SQLiteError {
+            switch error.reason {
+            // A read-only file, directory or mount: SQLite writes its -wal and -shm files beside the database.
+            case .readOnly, .cantOpen:
+                return "the SQLite database cannot be opened for writing (\(error.message)): Folio's commands write beside it (its -wal and -shm files) "
+                    + "and need the file and its directory writable; to check a read-only copy, copy it somewhere writable first"
+            default:
+                return nil
+            }
+        }
+        return error is PSQLError ? describe(error) : nil
     }
 
     /// Whether the database answered and refused (a SQLite error, PostgreSQL's own error), as opposed to not being
