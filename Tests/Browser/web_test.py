@@ -552,6 +552,35 @@ def notifications(driver):
     no_csp_violations(driver)
 
 
+@check("a mail's unsubscribe link: the page asks first, its button stops that kind of mail, and Settings shows it off")
+def unsubscribe(driver):
+    link = None
+    for _ in range(40):
+        text = subprocess.run([BINARY, "outbox", "--env", "development"], env=dict(os.environ, DATA_DIR=DATA_DIR),
+                              capture_output=True, text=True, check=True).stdout
+        blocks = [block for block in text.split("--- ")[1:] if f"to: {EMAIL}" in block]
+        found = [re.search(r"(https?://\S+/unsubscribe\?token=[\w.-]+)", block) for block in blocks]
+        found = [match.group(1) for match in found if match]
+        if found:
+            link = found[0]
+            break
+        time.sleep(0.5)
+    assert link, f"no mail to {EMAIL} with an unsubscribe link in the outbox"
+    category = link.split("token=")[1].split(".")[1]
+    open_page(driver, "/unsubscribe?token=" + link.split("token=")[1], "unsubscribe")
+    heading = driver.find_element(By.TAG_NAME, "h1").text
+    assert heading.startswith("Stop ") and heading.endswith(" email?"), f"the page asks {heading!r}"
+    before = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait(driver, replaced(before))
+    done = visible(driver, "h1").text
+    assert done.startswith("No more ") and done.endswith(" email"), f"after the button the page says {done!r}"
+    no_csp_violations(driver)
+    open_page(driver, "/settings")
+    assert not driver.find_element(By.ID, f"pref-{category}").is_selected(), f"{category} mail is still on in Settings"
+    assert driver.find_element(By.ID, "pref-security").is_selected()
+
+
 def count_orders(driver):
     driver.get(BASE + "/orders")
     return len([row for row in driver.find_elements(By.CSS_SELECTOR, "#order-history tbody tr, #open-orders tbody tr") if "AAPL" in row.text])
@@ -796,6 +825,7 @@ def main():
         paper_cash(driver)
         notional_buy(driver)
         notifications(driver)
+        unsubscribe(driver)
         two_factor(driver)
         sign_out_check(driver)
         admin_pages(driver)
