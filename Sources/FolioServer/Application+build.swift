@@ -402,8 +402,17 @@ public struct FolioServices: Sendable {
     /// theirs, and heads signed under a previous key are signed under the current one.
     public func prepare() async throws {
         try await anchorLegacyTrail()
-        let resigned = try await AuditChain.resignHeads(anchor: anchor, database: database)
-        if resigned > 0 { logger.info("signed audit chain heads again under the current key", metadata: ["heads": .stringConvertible(resigned)]) }
+        // Heads signed again under this key would stop a running instance that does not know it (a rolling deploy of a
+        // new key that skipped giving every instance the new key first): left as they are until none runs.
+        let unaware = try await instances.aliveWithout(key: configuration.secretKey)
+        if unaware.isEmpty {
+            let resigned = try await AuditChain.resignHeads(anchor: anchor, database: database)
+            if resigned > 0 { logger.info("signed audit chain heads again under the current key", metadata: ["heads": .stringConvertible(resigned)]) }
+        } else {
+            logger.warning("audit chain heads not signed again: running instances do not know this SECRET_KEY yet (see docs/SECURITY.md, rotating the key)", metadata: [
+                "instances": .string(unaware.sorted().joined(separator: ", ")),
+            ])
+        }
         let (unsigned, heads) = try await AuditChain.headSignatures(anchor: anchor, database: database)
         // Every head under an unknown key is a wrong key, not tampering: serving would fail every write (and sign-in) with a 500.
         if heads > 1, unsigned.count == heads { throw AuditChain.SignedUnderAnotherKey(heads: heads) }

@@ -79,9 +79,17 @@ struct AccessReviewTests {
                 _ = try await OperatorPosting.post(.fee, accountID: account.id, amount: 3, symbol: nil, description: "Fee", services: env.services)
             }
             _ = try await OperatorPosting.post(.fee, accountID: account.id, amount: 3, symbol: nil, description: "Fee", again: true, services: env.services)
+            // Still there once the person is erased (erasure clears the events' addresses, not what they say).
+            var headers = bearer(tokens)
+            headers[.contentType] = "application/json"
+            let erased = try await client.execute(
+                uri: "/api/me", method: .delete, headers: headers, body: ByteBuffer(string: #"{"password":"\#(strongPassword)"}"#))
+            #expect(erased.status == .noContent, "\(String(buffer: erased.body))")
             env.clock.advance(by: OperatorPosting.window + 1)
             _ = try await OperatorPosting.post(.fee, accountID: account.id, amount: 3, symbol: nil, description: "Fee", services: env.services)
             #expect(try await env.entries(.fee).count == 3)
+            let after = try await env.services.accessReview.report(periodDays: 30)
+            #expect(after.adminActions.filter { $0.action == "ledger.fee" }.count == 3, "\(after.adminActions.map(\.action))")
         }
     }
 

@@ -348,7 +348,7 @@ struct BrokerageLinkTests {
 
     @Test("folio secrets rotate refuses while a running instance does not know its SECRET_KEY (that instance's audit chains would stop), and is on the record when it runs", arguments: TestDatabaseKind.all)
     func rotationWaitsForInstances(kind: TestDatabaseKind) async throws {
-        try await withTestApp(kind) { _, env in
+        try await withTestApp(kind) { client, env in
             var dependencies = env.services.dependencies
             dependencies.configuration.previousSecretKeys = [env.configuration.secretKey]
             dependencies.configuration.secretKey = "rotated-signing-key-" + String(repeating: "q", count: 24)
@@ -360,8 +360,22 @@ struct BrokerageLinkTests {
             try await env.services.instances.register("serve-on-the-old-key", kind: "serve")
             await #expect(throws: SecretRotation.InstancesWithoutTheKey.self) { _ = try await SecretRotation.run(services: rotated) }
             #expect(try await rotations() == 0)
+            // An instance started with the new key meanwhile signs no head again: the old server goes on writing.
+            let tokens = try await signUp(client, env, email: "still-writing@example.com")
+            let account = try await env.firstAccount()
+            try await rotated.prepare()
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "1.00"], headers: bearer(tokens)).status == .created)
+            // Nor does a rotation run with the keys swapped (the old one as SECRET_KEY) while servers sign with the new one.
+            var swapped = dependencies
+            swapped.configuration.secretKey = env.configuration.secretKey
+            swapped.configuration.previousSecretKeys = [dependencies.configuration.secretKey]
+            try await Instances(database: env.database, clock: env.services.clock, keyFingerprints: Instances.fingerprints(
+                secretKey: dependencies.configuration.secretKey, previousKeys: [env.configuration.secretKey])).register("serve-on-the-new-key", kind: "serve")
+            try await env.database.sql.raw("DELETE FROM instances WHERE id = 'serve-on-the-old-key'").run()
+            await #expect(throws: SecretRotation.InstancesWithoutTheKey.self) { _ = try await SecretRotation.run(services: await FolioServices(swapped)) }
+            try await env.database.sql.raw("DELETE FROM instances WHERE id = 'serve-on-the-new-key'").run()
             // Restarted with the new key and the old one in PREVIOUS_SECRET_KEYS: the rotation runs, on the record.
-            try await rotated.instances.register("serve-on-the-old-key", kind: "serve")
+            try await rotated.instances.register("serve-restarted", kind: "serve")
             _ = try await SecretRotation.run(services: rotated)
             #expect(try await rotations() == 1)
             #expect(try await AuditVerifier(services: rotated).verify().firstBreak == nil)

@@ -327,6 +327,9 @@ extension AuditChain {
         if anchored { return .nothingToDo }
         let legacyEvents = try await database.sql.raw("SELECT 1 AS one FROM audit_events WHERE chain_id IS NULL LIMIT 1").first() != nil
         if !legacyEvents { return .nothingToDo }
+        // Events written since, and no anchored head: the head was removed, and nothing is written (`audit verify` says so).
+        let writtenSince = try await database.sql.raw("SELECT 1 AS written FROM audit_events WHERE chain_id IS NOT NULL LIMIT 1").first() != nil
+        if writtenSince { return .headRemoved }
         return try await database.transaction { db in
             // Two processes starting at once: the second waits here for the first, then finds the head anchored.
             if database.kind == .postgres { try await db.raw("SELECT pg_advisory_xact_lock(\(literal: Int(lockKey(legacyChain))))").run() }

@@ -56,7 +56,8 @@ public enum DatabaseErrorText {
         if let error = error as? SQLiteError {
             switch error.reason {
             // A read-only file, directory or mount: SQLite writes its -wal and -shm files beside the database.
-            case .readOnly, .cantOpen:
+            case .readOnly, .readonlyInRecovery, .readonlyCantLock, .readonlyInRollback, .readonlyBackingMoved, .readonlyDirectory,
+                 .cantOpen, .cantOpenDirectory, .cantOpenInvalidPath, .cantOpenUnfollowedSymlink:
                 return "the SQLite database cannot be opened for writing (\(error.message)): Folio's commands write beside it (its -wal and -shm files) "
                     + "and need the file and its directory writable; to check a read-only copy, copy it somewhere writable first"
             default:

@@ -52,14 +52,16 @@ struct Instances: Sendable {
             """).first()?.decode(column: "kind", as: String.self)
     }
 
-    /// The kinds of the running instances that do not know `secretKey` (or do not say which keys they know).
-    func aliveWithout(key secretKey: String) async throws -> [String] {
+    /// The kinds of the running instances that do not know `secretKey` (or do not say which keys they know); with
+    /// `asCurrent`, that do not sign with it (a rotation run with the keys swapped would seal everything under the old one).
+    func aliveWithout(key secretKey: String, asCurrent: Bool = false) async throws -> [String] {
         let fingerprint = SecureToken.fingerprint(of: secretKey)
         return try await database.sql.raw("""
             SELECT kind, key_fingerprints FROM instances WHERE heartbeat_at >= \(bind: clock.now().addingTimeInterval(-Self.deadAfter))
             """).all().compactMap { row in
             let known = try row.decode(column: "key_fingerprints", as: String?.self)?.split(separator: ",").map(String.init) ?? []
-            return known.contains(fingerprint) ? nil : try row.decode(column: "kind", as: String.self)
+            let knows = asCurrent ? known.first == fingerprint : known.contains(fingerprint)
+            return knows ? nil : try row.decode(column: "kind", as: String.self)
         }
     }
 

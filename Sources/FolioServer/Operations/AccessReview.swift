@@ -79,10 +79,12 @@ public struct AccessReview: Sendable {
         let everyone = people.values.sorted { $0.email < $1.email }
         let since = now.addingTimeInterval(-Double(periodDays) * 86_400)
         var actions: [Action] = []
+        // Money an operator moved is theirs to answer for too: dividends and fees are booked only by `folio ledger post`
+        // (no route of the API books one), and fills only by `folio broker record-fills` besides the brokers.
         for row in try await sql.raw("""
             SELECT occurred_at, action, actor_id, subject_id, details FROM audit_events
             WHERE occurred_at >= \(bind: since) AND (action LIKE 'admin.%' OR action = 'user.erased'
-                OR action = 'order.fills_recorded_by_operator' OR (ip = 'cli' AND action IN ('ledger.dividend', 'ledger.fee')))
+                OR action IN ('order.fills_recorded_by_operator', 'ledger.dividend', 'ledger.fee'))
             ORDER BY occurred_at, sequence
             """).all() {
             let actor = try row.decode(column: "actor_id", as: UUID?.self)

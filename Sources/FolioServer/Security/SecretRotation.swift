@@ -27,14 +27,14 @@ public enum SecretRotation {
     public struct InstancesWithoutTheKey: Error, CustomStringConvertible {
         public var kinds: [String]
         public var description: String {
-            "\(kinds.count) running instance(s) (\(kinds.sorted().joined(separator: ", "))) do not know this SECRET_KEY: "
+            "\(kinds.count) running instance(s) (\(kinds.sorted().joined(separator: ", "))) do not sign with this SECRET_KEY: "
                 + "give every instance the new SECRET_KEY with the old one in PREVIOUS_SECRET_KEYS and restart it, then run this again "
                 + "(and check that this shell's SECRET_KEY is the new one). Nothing was changed"
         }
     }
 
     public static func run(services: FolioServices) async throws -> Outcome {
-        let unaware = try await services.instances.aliveWithout(key: services.configuration.secretKey)
+        let unaware = try await services.instances.aliveWithout(key: services.configuration.secretKey, asCurrent: true)
         guard unaware.isEmpty else { throw InstancesWithoutTheKey(kinds: unaware) }
         var outcome = Outcome()
         let box = services.identity.secretBox, brokerage = services.brokerage
