@@ -168,6 +168,10 @@ struct Migrate: AsyncParsableCommand {
                     print("applied  \(name)  (batch \(batch))" + (status.newer.contains(name) ? "  NEWER: not known to this build" : ""))
                 }
                 for name in status.pending { print("pending  \(name)") }
+                // Nothing applied, yet tables: another application's database, which `folio migrate` refuses.
+                if status.applied.isEmpty, try await !database.isEmpty() {
+                    FileHandle.standardError.write(Data("warning: \(FolioDatabase.NotFolios().description.replacingOccurrences(of: "; nothing was changed", with: ""))\n".utf8))
+                }
             } else if revert {
                 let reverted = try await database.revertLastBatch()
                 print(reverted.isEmpty ? "Nothing to revert." : reverted.map { "reverted \($0)" }.joined(separator: "\n"))

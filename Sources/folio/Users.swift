@@ -50,6 +50,12 @@ enum CommandError {
             return failure.description
         case let refusal as OperatorFills.Refusal:
             return refusal.description
+        case let duplicate as OperatorPosting.Duplicate:
+            return duplicate.description
+        case let unaware as SecretRotation.InstancesWithoutTheKey:
+            return unaware.description
+        case let foreign as FolioDatabase.NotFolios:
+            return foreign.description
         case let error as TradingError:
             switch error {
             case .invalid(let issues): return issues.map(\.message).joined(separator: "; ")

@@ -701,6 +701,9 @@ struct NotificationTests {
                 #expect(oneClick.status == .ok, "\(String(buffer: oneClick.body))")
                 #expect(try await cashMailed() == false)
                 let byLink = try await env.database.sql.raw("SELECT actor_id, details FROM audit_events WHERE action = 'security.mail_preferences_changed'").all()
+                // The link opened again says the mail is off already, with nothing to press.
+                let again = String(buffer: try await client.execute(uri: path, method: .get, headers: [.accept: "text/html"]).body)
+                #expect(again.contains("No more cash email") && !again.contains("<form method=\"post\" action=\"/unsubscribe"), "\(again)")
                 let linkActor = try byLink.first?.decode(column: "actor_id", as: UUID?.self)
                 #expect(byLink.count == 1 && linkActor == nil, "whoever holds the link is no known actor")
                 #expect(try byLink.first?.decode(column: "details", as: String.self).contains("unsubscribe_link") == true)
@@ -742,6 +745,7 @@ struct NotificationTests {
                 let afterErasure = try await client.execute(
                     uri: path, method: .post, headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: "List-Unsubscribe=One-Click"))
                 #expect(afterErasure.status == .notFound)
+                #expect(try await client.execute(uri: path, method: .get, headers: [.accept: "text/html"]).status == .notFound)
                 let kept = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM notification_preferences").first()?.decode(column: "n", as: Int.self)
                 #expect(kept == 0)
             }

@@ -175,13 +175,19 @@ struct NotificationStore: Sendable {
 
     enum Stopped { case stopped, alreadyOff, erased }
 
+    /// Whether `userID` gets `category`'s mail: `.stopped` when it is on (and a link would stop it), `.alreadyOff`,
+    /// or `.erased`.
+    func mailState(_ category: NoticeCategory, of userID: UUID) async throws -> Stopped {
+        if try await wantsMail(userID, category: category) { return .stopped }
+        let erased = try await database.sql.raw("SELECT 1 AS found FROM users WHERE id = \(bind: userID) AND erased_at IS NULL").first() == nil
+        return erased ? .erased : .alreadyOff
+    }
+
     /// Turns `category`'s mail off for `userID` (an unsubscribe link). A person erased (their row stays,
     /// pseudonymous) gets no preference back; mail already off is left as it is.
     func stopMail(_ category: NoticeCategory, of userID: UUID, now: Date) async throws -> Stopped {
-        guard try await wantsMail(userID, category: category) else {
-            let erased = try await database.sql.raw("SELECT 1 AS found FROM users WHERE id = \(bind: userID) AND erased_at IS NULL").first() == nil
-            return erased ? .erased : .alreadyOff
-        }
+        let state = try await mailState(category, of: userID)
+        guard state == .stopped else { return state }
         let written = try await !database.sql.raw("""
             INSERT INTO notification_preferences (user_id, category, email, updated_at)
             SELECT id, \(bind: category.rawValue), \(bind: false), \(bind: now) FROM users WHERE id = \(bind: userID) AND erased_at IS NULL

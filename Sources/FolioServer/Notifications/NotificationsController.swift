@@ -189,6 +189,16 @@ struct NotificationsController: Sendable {
         return found
     }
 
+    /// Whether the link's mail is still on (the page then asks); refused as `stopMail` refuses.
+    func stillMailed(_ token: Substring?) async throws -> (category: NoticeCategory, on: Bool) {
+        let (userID, category) = try unsubscribing(token)
+        switch try await store.mailState(category, of: userID) {
+        case .erased: throw AppError(.notFound, code: "not_found", detail: "The account this email was sent for was closed and its data erased.")
+        case .alreadyOff: return (category, false)
+        case .stopped: return (category, true)
+        }
+    }
+
     /// Turns the link's category of mail off (a mail app's one-click POST, or the page's button).
     func stopMail(_ token: Substring?, origin: RequestOrigin) async throws -> NoticeCategory {
         let (userID, category) = try unsubscribing(token)

@@ -121,7 +121,13 @@ struct WebController: Sendable {
 
     /// The page a mail's "Stop … email" link opens: it asks first, as a link a mail scanner follows must change nothing.
     @Sendable func unsubscribePage(_ request: Request, context: FolioRequestContext) async throws -> Response {
-        let (_, category) = try notifications.unsubscribing(request.query["token"])
+        let (category, on) = try await notifications.stillMailed(request.query["token"])
+        // Mail already off (the link used before, or Settings): said so, with nothing to press.
+        guard on else {
+            var values = Self.unsubscribeValues(category, token: nil)
+            values["done"] = true
+            return renderer.page("unsubscribe", title: "No more \(category.mailName) email", viewer: nil, values: values)
+        }
         return renderer.page("unsubscribe", title: "Stop \(category.mailName) email", viewer: nil, values: Self.unsubscribeValues(category, token: request.query["token"]))
     }
 
