@@ -44,18 +44,8 @@ func withServices<T>(_ options: EnvironmentOptions, _ body: (FolioServices) asyn
 enum CommandError {
     static func text(for error: any Error) -> String? {
         switch error {
-        case let failure as UserAdministration.Failure:
-            return failure.description
-        case let failure as Backups.Failure:
-            return failure.description
-        case let refusal as OperatorFills.Refusal:
+        case let refusal as any CommandRefusal:
             return refusal.description
-        case let duplicate as OperatorPosting.Duplicate:
-            return duplicate.description
-        case let unaware as SecretRotation.InstancesWithoutTheKey:
-            return unaware.description
-        case let foreign as FolioDatabase.NotFolios:
-            return foreign.description
         case let error as TradingError:
             switch error {
             case .invalid(let issues): return issues.map(\.message).joined(separator: "; ")

@@ -15,7 +15,7 @@ public enum OperatorPosting {
 
     /// An identical posting (kind, amount, symbol) was made to the account in the last `window`: a command run
     /// twice (shell history, a retry after a lost answer) would move the money twice.
-    public struct Duplicate: Error, CustomStringConvertible {
+    public struct Duplicate: CommandRefusal {
         public var entryID: EntryID
         public var postedAt: Date
         public var description: String {

@@ -32,7 +32,7 @@ public enum OperatorFills {
     }
 
     /// Why nothing was booked, in words an operator acts on.
-    public struct Refusal: Error, CustomStringConvertible {
+    public struct Refusal: CommandRefusal {
         public let description: String
     }
 

@@ -367,7 +367,7 @@ public final class FolioDatabase: Sendable {
     }
 
     /// The refusal to migrate a database that holds tables of something else.
-    public struct NotFolios: Error, CustomStringConvertible {
+    public struct NotFolios: CommandRefusal {
         public init() {}
         public var description: String {
             "the database holds tables but no record of Folio's migrations: it is not Folio's (is DATABASE_URL or DATA_DIR set to another application's?). Folio migrates only its own database or an empty one; nothing was changed"

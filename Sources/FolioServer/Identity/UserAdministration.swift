@@ -16,7 +16,7 @@ public struct UserAdministration: Sendable {
     let mail: MailStore
     let orders: OrderService
 
-    public struct Failure: Error, CustomStringConvertible {
+    public struct Failure: CommandRefusal {
         public var description: String
     }
 

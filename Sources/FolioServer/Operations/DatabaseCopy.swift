@@ -21,7 +21,7 @@ import SQLKit
 /// to their type; times as whole microseconds. Sequences go on after the
 /// copied values.
 public enum DatabaseCopy {
-    public struct Failure: Error, CustomStringConvertible {
+    public struct Failure: CommandRefusal {
         public var description: String
     }
 

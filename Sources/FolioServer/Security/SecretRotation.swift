@@ -24,7 +24,7 @@ public enum SecretRotation {
 
     /// A running `folio serve` or `folio worker` does not know this command's `SECRET_KEY`: once the audit heads
     /// are signed under it, that instance could record nothing (its deposits and fills would fail until restarted).
-    public struct InstancesWithoutTheKey: Error, CustomStringConvertible {
+    public struct InstancesWithoutTheKey: CommandRefusal {
         public var kinds: [String]
         public var description: String {
             "\(kinds.count) running instance(s) (\(kinds.sorted().joined(separator: ", "))) do not sign with this SECRET_KEY: "

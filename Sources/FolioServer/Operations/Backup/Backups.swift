@@ -28,7 +28,7 @@ public struct Backups: Sendable {
     var settings: AppConfiguration.BackupSettings { configuration.backup }
     var cipher: BackupCipher { BackupCipher(key: settings.encryptionKey, previousKeys: settings.previousEncryptionKeys) }
 
-    public struct Failure: Error, CustomStringConvertible {
+    public struct Failure: CommandRefusal {
         public var description: String
     }
 
