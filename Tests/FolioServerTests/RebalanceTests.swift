@@ -585,6 +585,44 @@ struct RebalanceTests {
         }
     }
 
+    @Test("its owner stops a run by cancelling its sells, or by changing the targets while it runs: it buys nothing more", arguments: TestDatabaseKind.all)
+    func ownerStopsTheRun(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "stops@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            let before = try await Self.get(client, "/api/portfolio", tokens)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "stop-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            #expect(started["status"] as? String == "selling", "\(started)")
+            // Before the sells fill, the owner changes their mind and cancels every open order.
+            let canceled = try await client.execute(uri: "/api/orders", method: .delete, headers: bearer(tokens))
+            #expect(canceled.status == .ok, "\(String(buffer: canceled.body))")
+            let stopped = try await Self.finish(client, env, tokens, run: try #require(started["id"] as? String))
+            #expect((stopped["orders"] as? [[String: Any]])?.allSatisfy { $0["side"] as? String == "SELL" && $0["status"] as? String == "canceled" } == true, "\(stopped)")
+            #expect(stopped["status"] as? String == "failed", "\(stopped)")
+            #expect((stopped["reasons"] as? [String])?.contains { $0.contains("canceled: nothing more was placed") } == true, "\(stopped)")
+            let after = try await Self.get(client, "/api/portfolio", tokens)
+            #expect(after["cash"] as? String == before["cash"] as? String && after["available_cash"] as? String == before["cash"] as? String, "\(after)")
+
+            // A second run: while its sells are open the owner moves everything to cash. The sells fill, nothing is bought.
+            keyed[Idempotency.header] = "stop-2"
+            let second = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            #expect(second["status"] as? String == "selling", "\(second)")
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", ["targets": [] as [Any], "cash_percent": "100"], headers: bearer(tokens)).status == .ok)
+            let retargeted = try await Self.finish(client, env, tokens, run: try #require(second["id"] as? String))
+            let orders = try #require(retargeted["orders"] as? [[String: Any]])
+            #expect(!orders.isEmpty && orders.allSatisfy { $0["side"] as? String == "SELL" && $0["status"] as? String == "filled" }, "\(orders)")
+            #expect(retargeted["status"] as? String == "partially_done", "\(retargeted)")
+            #expect((retargeted["reasons"] as? [String])?.contains { $0.contains("the targets changed (to version 2)") } == true, "\(retargeted)")
+            let positions = try #require(try await Self.get(client, "/api/portfolio", tokens)["positions"] as? [[String: Any]])
+            #expect(positions.map { $0["symbol"] as? String } == ["AAPL"], "\(positions)")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a run's buys keep the cash reserve, checked under the account's lock: a withdrawal between the plan and the start refuses the run", arguments: TestDatabaseKind.all)
     func reserveKeptAtStart(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.startingCash = 20_000 }) { client, env in

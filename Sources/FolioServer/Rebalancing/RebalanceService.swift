@@ -385,6 +385,10 @@ struct RebalanceService: Sendable {
         switch run.status {
         case .selling:
             guard run.mode != .sellOnly else { return try await finish(next, from: run, orders: all) }
+            if let why = try await stopReason(run, current: current) {
+                next.reasons.append(why)
+                return try await finish(next, from: run, orders: all)
+            }
             await pauses.reach(.rebalanceBeforeBuys)
             let sold = Set(linked.filter { $0.phase == .sell }.compactMap { placed[$0.orderID]?.symbol })
             return try await placeBuys(next, from: run, round: 1, orders: all, sold: sold)
@@ -393,11 +397,30 @@ struct RebalanceService: Sendable {
             guard current.allSatisfy({ $0.status == .filled }), run.buyRounds < Self.maximumBuyRounds else {
                 return try await finish(next, from: run, orders: all)
             }
+            if let why = try await stopReason(run, current: current) {
+                next.reasons.append(why)
+                return try await finish(next, from: run, orders: all)
+            }
             let sold = Set(linked.filter { $0.phase == .sell }.compactMap { placed[$0.orderID]?.symbol })
             return try await placeBuys(next, from: run, round: run.buyRounds + 1, orders: all, sold: sold)
         case .done, .partiallyDone, .failed:
             return .done
         }
+    }
+
+    /// Why the run places nothing more, or nil to go on. Cancelling a run's
+    /// order is how its owner stops it (the broker cancelling one is as good a
+    /// reason to stop), and a run works towards the targets it started with:
+    /// when they changed meanwhile, its buys would spend the cash on targets
+    /// the owner no longer wants.
+    private func stopReason(_ run: RebalanceRun, current: [OrderState]) async throws -> String? {
+        if let canceled = current.first(where: { $0.status == .canceled }) {
+            return "The run stopped because its \(canceled.side.rawValue) \(canceled.symbol) was canceled: nothing more was placed."
+        }
+        if let latest = try await rebalances.targets(of: run.accountID), latest.version != run.instructions.targetsVersion {
+            return "The run stopped because the targets changed (to version \(latest.version)) while it was under way: nothing more was placed. Preview a run for the new targets."
+        }
+        return nil
     }
 
     /// When to look again at orders still open: soon at first, then less and less often.
