@@ -20,6 +20,8 @@ struct BackupCommand: AsyncParsableCommand {
             let directory = try await withServices(options) { services in
                 var backups = services.backups
                 backups.progress = { step in print("… \(step)") }
+                // A failure is said once, as the command's own `error:` line, not again as the job's log line.
+                backups.logger.logLevel = .critical
                 return try await backups.create(into: output.map { URL(fileURLWithPath: $0) })
             }
             print("backup written to \(directory.path) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")

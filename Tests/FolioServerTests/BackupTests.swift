@@ -218,6 +218,29 @@ struct BackupTests {
         }
     }
 
+    @Test("a backup that fails part-way is told in a few words, and leaves neither its partial copy nor the directory it made")
+    func failedPartWay() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let made = directory.appendingPathComponent("made-by-the-backup")
+        try await withTestApp(.sqlite) { _, env in
+            var backups = env.services.backups
+            // The copy vanishes before it is hashed, as a file on a failing disk might.
+            backups.progress = { step in
+                guard step.hasPrefix("hashing"), let partial = try? FileManager.default.contentsOfDirectory(atPath: made.path).first else { return }
+                try? FileManager.default.removeItem(at: made.appendingPathComponent(partial).appendingPathComponent("database.sqlite"))
+            }
+            do {
+                _ = try await backups.create(into: made)
+                Issue.record("a backup without its copy was written")
+            } catch let failure as Backups.Failure {
+                #expect(failure.description.hasPrefix("the backup could not be written into \(made.path) (") && !failure.description.contains("Domain="), "\(failure)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: made.path), "the directory it made is gone")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
+        }
+    }
+
     @Test("verify catches one changed byte and a manifest that does not match the data", arguments: TestDatabaseKind.all)
     func tampering(kind: TestDatabaseKind) async throws {
         let directory = try Self.temporaryDirectory()

@@ -177,6 +177,43 @@ struct MetricsTests {
         }
     }
 
+    @Test("a backup that cannot start (BACKUP_DIR is a file) is logged and counted as failed for the alert; a failed monthly restore test is too, and takes no second backup")
+    func backupFailuresCounted() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("folio-metrics-failed-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let file = directory.appendingPathComponent("a-file")
+        try Data("x".utf8).write(to: file)
+        let logs = LogCapture()
+        try await withTestApp(.sqlite, configure: { $0.opsToken = Self.opsToken; $0.backup.directory = file.path }, logs: logs) { client, env in
+            await #expect(throws: Backups.Failure.self) { _ = try await env.services.backups.create() }
+            let text = String(buffer: try await scrape(client).body)
+            #expect(text.contains(#"folio_backups_total{operation="backup",outcome="failed"} 1"#), "\(text)")
+            #expect(logs.lines.contains { $0.contains("backup failed") && $0.contains("is a file") }, "\(logs.lines)")
+        }
+
+        // The 1st of the month: the day's backup is tested by restoring it, and this one was changed after it was written.
+        let backups = directory.appendingPathComponent("backups")
+        let first = try #require(ISO8601DateFormatter().date(from: "2026-12-01T03:00:00Z"))
+        let monthly = LogCapture()
+        try await withTestApp(.sqlite, clock: TestClock(start: first), configure: { $0.opsToken = Self.opsToken; $0.backup.directory = backups.path }, logs: monthly) { client, env in
+            var scheduled = env.services.backups
+            scheduled.progress = { step in
+                guard step.hasPrefix("reading "), let name = try? FileManager.default.contentsOfDirectory(atPath: backups.path).first,
+                      let handle = try? FileHandle(forWritingTo: backups.appendingPathComponent(name).appendingPathComponent("database.sqlite"))
+                else { return }
+                _ = try? handle.seekToEnd()
+                try? handle.write(contentsOf: Data("changed".utf8))
+                try? handle.close()
+            }
+            try await scheduled.runScheduled()
+            #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path).count == 1)
+            let text = String(buffer: try await scrape(client).body)
+            #expect(text.contains(#"folio_backups_total{operation="verify",outcome="failed"} 1"#), "\(text)")
+            #expect(monthly.lines.contains { $0.contains("monthly restore test FAILED") && $0.contains("it was changed") }, "\(monthly.lines)")
+        }
+    }
+
     @Test("METRICS_PORT: /metrics alone on a loopback listener, no token needed there; the main port still refuses without one")
     func separatePort() async throws {
         try await withTestDatabase(.sqlite) { _, location in

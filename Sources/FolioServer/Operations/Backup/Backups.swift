@@ -7,6 +7,7 @@ import Glibc
 import Logging
 import NIOPosix
 import SQLKit
+import SQLiteNIO
 
 /// `folio backup`, `folio backup verify`, `folio restore` and the daily job.
 ///
@@ -20,7 +21,7 @@ public struct Backups: Sendable {
     let configuration: AppConfiguration
     let database: FolioDatabase
     let clock: AppClock
-    let logger: Logger
+    public var logger: Logger
     let metrics: FolioMetrics?
     /// Each step of long work, for the command to print.
     public var progress: @Sendable (String) -> Void = { _ in }
@@ -34,7 +35,8 @@ public struct Backups: Sendable {
 
     /// A backup that lost the race to its name to another of the same second.
     struct SameSecond: Error, CustomStringConvertible {
-        var description: String
+        var backup: URL
+        var description: String { "\(backup.path) was written meanwhile by another backup taken in the same second; this one was dropped (run it again in a second for one of your own)" }
     }
 
     static let prefix = "folio-"
@@ -53,23 +55,28 @@ public struct Backups: Sendable {
     /// Takes a backup into `parent` (the configured directory by default) and returns its directory.
     public func create(into parent: URL? = nil) async throws -> URL {
         let parent = parent ?? URL(fileURLWithPath: settings.directory)
+        // Every failure, a directory that cannot be made included, goes through the one ending below: logged as
+        // `backup failed` and counted for FolioBackupFailed.
+        var partial: URL?
         var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: parent.path, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw Failure(description: "\(parent.path) is a file; backups are written into a directory")
-        }
+        let parentExisted = FileManager.default.fileExists(atPath: parent.path, isDirectory: &isDirectory)
         do {
-            try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw Failure(description: "the backup directory \(parent.path) cannot be made (\(Self.reason(error)))")
-        }
-        let name = Self.prefix + Self.stamp(clock.now())
-        // A name of its own, so a backup taken in the same second (the command and the job) never touches this one.
-        let partial = parent.appendingPathComponent("\(name).partial-\(UUID().uuidString.prefix(8).lowercased())")
-        let final = parent.appendingPathComponent(name)
-        guard !FileManager.default.fileExists(atPath: final.path) else { throw Failure(description: "\(final.path) already exists") }
-        try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-        do {
-            let (stored, fileID, figures) = database.kind == .sqlite ? try await copySQLite(into: partial) : try await dumpPostgres(into: partial)
+            if parentExisted, !isDirectory.boolValue {
+                throw Failure(description: "\(parent.path) is a file; backups are written into a directory")
+            }
+            do {
+                try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw Failure(description: "the backup directory \(parent.path) cannot be made (\(Self.reason(error)))")
+            }
+            let name = Self.prefix + Self.stamp(clock.now())
+            let final = parent.appendingPathComponent(name)
+            guard !FileManager.default.fileExists(atPath: final.path) else { throw Failure(description: "\(final.path) already exists") }
+            // A name of its own, so a backup taken in the same second (the command and the job) never touches this one.
+            let working = parent.appendingPathComponent("\(name).partial-\(UUID().uuidString.prefix(8).lowercased())")
+            try FileManager.default.createDirectory(at: working, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+            partial = working
+            let (stored, fileID, figures) = database.kind == .sqlite ? try await copySQLite(into: working) : try await dumpPostgres(into: working)
             progress("hashing \(stored.lastPathComponent)")
             let (hash, bytes) = try await Self.blocking { try BackupFiles.sha256(of: stored) }
             var manifest = BackupManifest(
@@ -77,14 +84,14 @@ public struct Backups: Sendable {
                 encrypted: cipher.encrypts, keyID: cipher.current?.id, fileID: nil, files: [.init(name: stored.lastPathComponent, bytes: bytes, sha256: hash)],
                 figures: figures, sealedFigures: nil, mac: nil)
             if let key = cipher.current, let fileID { try manifest.seal(with: key, fileID: fileID) }
-            try manifest.write(to: partial)
+            try manifest.write(to: working)
             do {
-                try FileManager.default.moveItem(at: partial, to: final)
+                try FileManager.default.moveItem(at: working, to: final)
             } catch where FileManager.default.fileExists(atPath: final.path) {
                 // Another backup started in the same second (the command and the daily job) finished first: that one
                 // stands, so this is no failed backup for the metrics (nor an alert).
-                try? FileManager.default.removeItem(at: partial)
-                throw SameSecond(description: "\(final.path) was written meanwhile by another backup taken in the same second; this one was dropped (run it again in a second for one of your own)")
+                try? FileManager.default.removeItem(at: working)
+                throw SameSecond(backup: final)
             }
             metrics?.backup("backup", succeeded: true, at: clock.now(), bytes: bytes)
             logger.info("backup taken", metadata: [
@@ -93,14 +100,27 @@ public struct Backups: Sendable {
             ])
             return final
         } catch let error as SameSecond {
-            logger.notice("backup dropped: another of the same second stands", metadata: ["backup": .string(final.path)])
+            logger.notice("backup dropped: another of the same second stands", metadata: ["backup": .string(error.backup.path)])
             throw Failure(description: error.description)
         } catch {
-            try? FileManager.default.removeItem(at: partial)
+            if let partial { try? FileManager.default.removeItem(at: partial) }
+            // A directory this backup made (a mistyped --output, say) goes too, when it is still empty.
+            if !parentExisted { rmdir(parent.path) }
+            let failure = Self.failure(error, writingInto: parent)
             metrics?.backup("backup", succeeded: false, at: clock.now())
-            logger.error("backup failed", metadata: ["error": .string(String(describing: error))])
-            throw error
+            logger.error("backup failed", metadata: ["error": .string(String(describing: failure))])
+            throw failure
         }
+    }
+
+    /// A file-system error in the operator's words ("No space left on device", "Read-only file system") and
+    /// where, not Foundation's dump of its user info; any other error as it is.
+    static func failure(_ error: any Error, writingInto parent: URL) -> any Error {
+        if let sqlite = error as? SQLiteError {
+            return Failure(description: "the copy of the SQLite database into \(parent.path) failed (\(sqlite.message))")
+        }
+        guard !(error is Failure), (error as NSError).domain == NSCocoaErrorDomain else { return error }
+        return Failure(description: "the backup could not be written into \(parent.path) (\(reason(error)))")
     }
 
     /// SQLite: `VACUUM INTO` writes a consistent, compacted copy while the
@@ -374,12 +394,14 @@ public struct Backups: Sendable {
         let taken = try await create()
         let day = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: clock.now()).day
         if day == 1 {
-            let problems = try await verify(taken)
+            // A failed test (or one that could not run) is counted by `verify` for FolioBackupFailed and logged; it
+            // does not fail the job, whose retries would each take another full backup.
+            var problems: [String]
+            do { problems = try await verify(taken) } catch { problems = ["the test could not run: \(DatabaseErrorText.describe(error))"] }
             if problems.isEmpty {
                 logger.info("monthly restore test passed", metadata: ["backup": .string(taken.path)])
             } else {
                 logger.error("monthly restore test FAILED", metadata: ["backup": .string(taken.path), "problems": .array(problems.map { .string($0) })])
-                throw Failure(description: "the monthly restore test of \(taken.lastPathComponent) failed: \(problems.joined(separator: "; "))")
             }
         }
         for removed in try prune() { logger.info("old backup removed", metadata: ["backup": .string(removed.path)]) }
