@@ -41,6 +41,32 @@ struct ConnectionLimitTests {
         }
     }
 
+    @Test("request bodies trickling in past the limit cannot keep a fresh client out either: a body not yet in is a connection waiting on its client", arguments: TestDatabaseKind.all)
+    func slowBodies(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.connections = .init(maxConnections: 20, headerTimeout: 60, bodyTimeout: 60, idleTimeout: 60) }, overSocket: true) { client, env in
+            let port = try #require(client.port)
+            var holders: [RawConnection] = []
+            for _ in 0..<25 {
+                let holder = try RawConnection(port: port)
+                try holder.send("POST /api/auth/login HTTP/1.1\r\nHost: folio.test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+                holders.append(holder)
+            }
+            // Every head read (a connection whose head is not in yet could be closed to make room in any case).
+            try await eventually("the holders' connections are open") { env.services.connections.counts.open == 20 }
+            try await Task.sleep(for: .milliseconds(500))
+            let fresh = try RawConnection(port: port)
+            try fresh.send(Self.health)
+            let answer = try #require(RawResponse(await fresh.receiveAll(within: .seconds(10))), "a fresh client is answered while 25 connections trickle their bodies")
+            #expect(answer.status == 200)
+            var closed = 0
+            for _ in 0..<5 where closed < 5 {
+                closed = await holders.asyncCount { await $0.isClosedByServer(within: .milliseconds(50)) }
+            }
+            #expect(closed >= 5, "the oldest slow bodies were closed to make room (\(closed) closed)")
+            holders.removeAll()
+        }
+    }
+
     @Test("when every connection is busy with a request, a new one is closed at once and the busy ones still get their answers", arguments: TestDatabaseKind.all)
     func shedding(kind: TestDatabaseKind) async throws {
         let released = NIOLockedValueBox(false)

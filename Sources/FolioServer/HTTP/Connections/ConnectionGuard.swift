@@ -4,12 +4,15 @@ import NIOCore
 import NIOHTTPTypes
 import Synchronization
 
-/// Every open HTTP connection, and which of them are waiting for a request.
-/// Past the limit, a new connection makes room by closing the connection
-/// that has waited longest for a request head; when every connection is busy
-/// with a request, the new one is closed instead. So a flood of half-open
-/// connections (each sends part of a request, then nothing) can neither keep
-/// fresh clients out nor use up the process's file descriptors.
+/// Every open HTTP connection, and which of them are waiting on their client
+/// (for a request head, or for the rest of a request's body). Past the limit,
+/// a new connection makes room by closing the connection that has waited
+/// longest on its client; when every connection is busy with a request the
+/// server is answering, the new one is closed instead. So a flood of
+/// half-open connections (each sends part of a request's head or body, then
+/// nothing) can neither keep fresh clients out nor use up the process's file
+/// descriptors. A request whose body is not in yet has done nothing: its
+/// handler only acts once the whole body has come.
 ///
 /// The lock is taken when a connection opens or closes, not per request: a
 /// request only stores into its connection's atomic `waitingSince`.
@@ -22,7 +25,7 @@ final class ConnectionRegistry: Sendable {
     /// One connection as the registry sees it.
     final class TrackedConnection: Sendable {
         let channel: any Channel
-        /// When (in the registry's order) it began to wait for a request; 0 while a request is in flight.
+        /// When (in the registry's order) it began to wait on its client; 0 while the server answers a request.
         let waitingSince = Atomic<UInt64>(0)
 
         init(channel: any Channel) {
@@ -159,14 +162,19 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head:
             inFlight += 1
-            if let tracked { registry.busy(tracked) }
+            // Still waiting on the client for the body: a connection may be closed to make room, unless an
+            // earlier request on it (pipelined) is being answered.
+            if inFlight > 1, let tracked { registry.busy(tracked) }
             move(context, deadlineIn: limits.bodyTimeout, waitingFor: "the request body")
         case .body:
             break
         case .end:
-            // The handler is answering: no deadline until it has. (After an early answer, say a 413
-            // before the body was read, the idle deadline the answer set stays.)
-            if inFlight > 0 { deadline = nil }
+            // The handler is answering: no deadline until it has, and the connection is not closed to make room.
+            // (After an early answer, say a 413 before the body was read, the idle deadline the answer set stays.)
+            if inFlight > 0 {
+                deadline = nil
+                if let tracked { registry.busy(tracked) }
+            }
         }
         context.fireChannelRead(data)
     }
