@@ -548,7 +548,10 @@ public struct FolioServices: Sendable {
     /// `/metrics` alone on 127.0.0.1:`METRICS_PORT`: a scraper on this machine
     /// needs no token, and nothing else can connect. Its answers carry the same
     /// headers as the main listener's, HEAD is answered where GET is, and an
-    /// error is a problem like any other.
+    /// error is a problem like any other. Its connections have the main
+    /// listener's deadlines and header limits, and a limit of their own
+    /// (`metricsConnectionLimit`), so a local process holding sockets open to it
+    /// cannot use up the descriptors the API needs.
     func metricsListener(port: Int) -> some Service {
         let router = Router(context: FolioRequestContext.self)
         let table = RouteTable()
@@ -563,7 +566,8 @@ public struct FolioServices: Sendable {
             .addRoutes(to: routes)
         let logger = self.logger
         return Listener(setting: "METRICS_PORT", address: "127.0.0.1:\(port)", server: Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
+            router: router, server: http1(ConnectionRegistry(limit: Self.metricsConnectionLimit)),
+            configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
             onServerRunning: { channel in
                 logger.info("metrics listening", metadata: ["address": "127.0.0.1", "port": .stringConvertible(channel.localAddress?.port ?? port)])
             },
@@ -625,20 +629,27 @@ public struct FolioServices: Sendable {
                 "open_file_limit": .stringConvertible(connections.limit + FileDescriptorLimit.reserve),
             ])
         }
-        let registry = connections
-        let production = configuration.isProduction
-        let logger = self.logger
-        let http1 = HTTPServerBuilder.http1(configuration: .init(
-            additionalChannelHandlers: [
-                MalformedRequestProblems(production: production, logger: logger),
-                ConnectionGuard(registry: registry, limits: limits, logger: logger),
-            ],
-            httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 100)))
+        let http1 = http1(connections)
         guard let certificatePath = configuration.tlsCertificatePath, let keyPath = configuration.tlsKeyPath else { return http1 }
         let certificates = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
         tls.minimumTLSVersion = .tlsv12
         return try .tls(http1, tlsConfiguration: tls)
+    }
+
+    /// Connections the metrics listener keeps open at most: scrapers are few.
+    static let metricsConnectionLimit = 64
+
+    /// HTTP/1.1 with Folio's header limits, its problem answers for requests the decoder cannot read, and
+    /// `registry`'s connection limit and deadlines.
+    func http1(_ registry: ConnectionRegistry) -> HTTPServerBuilder {
+        let limits = configuration.connections, production = configuration.isProduction, logger = self.logger
+        return .http1(configuration: .init(
+            additionalChannelHandlers: [
+                MalformedRequestProblems(production: production, logger: logger),
+                ConnectionGuard(registry: registry, limits: limits, logger: logger),
+            ],
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 100)))
     }
 }
 

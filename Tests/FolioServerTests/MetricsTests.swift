@@ -222,10 +222,19 @@ struct MetricsTests {
             let port = try LoopbackPort.free()
             let server = try await RunningFolio.serve(folio, environment: [
                 "ENVIRONMENT": "testing", "DATABASE_URL": location.databaseURL, "SECRET_KEY": ProcessCrashTests.secretKey, "METRICS_PORT": String(port),
-                "OPS_TOKEN": Self.opsToken,
+                "OPS_TOKEN": Self.opsToken, "HTTP_HEADER_TIMEOUT_SECONDS": "1",
             ])
             defer { server.kill() }
             try await server.waitForLine(containing: "metrics listening")
+            // The main listener's protections: a head that never ends is closed at its deadline, and a request the
+            // decoder cannot read gets a problem.
+            let partial = try RawConnection(port: port)
+            try partial.send("GET /metrics HTTP/1.1\r\n")
+            #expect(await partial.isClosedByServer(within: .seconds(10)), "a partial head is closed at the header deadline")
+            let garbled = try RawConnection(port: port)
+            try garbled.send("GET /metrics HTTP/1.1\r\nHost folio.test\r\n\r\n")
+            let refused = try #require(RawResponse(await garbled.receiveAll(within: .seconds(10))))
+            #expect(refused.status == 400 && refused.headers["content-type"] == "application/problem+json", "\(refused.headers) \(refused.body)")
             let local = try await HTTPCalls(baseURL: "http://127.0.0.1:\(port)").get("/metrics")
             #expect(local.status == 200 && local.text.contains("folio_db_pool_size"))
             let main = try await HTTPCalls(baseURL: server.baseURL).get("/metrics")
