@@ -280,6 +280,10 @@ struct PrivacyTests {
             #expect(rows("audit_events").contains { $0["details"] is [String: Any] }, "\(rows("audit_events").map { $0["details"] ?? "" })")
             #expect(rows("audit_events").allSatisfy { !($0["details"] is String) })
             for section in PersonalDataExport.sections { #expect(sections[section.name] != nil, "section \(section.name)") }
+            // What is stored about the person's sign-in secrets, without the secrets: when each was made and used.
+            #expect(rows("session_renewals").count == 1 && rows("session_renewals").first?["created_at"] is String, "\(rows("session_renewals"))")
+            #expect(rows("email_links").contains { $0["purpose"] as? String == "verify_email" }, "\(rows("email_links"))")
+            #expect(rows("orders").first?["reserved_cash"] as? String == "0.00" && rows("orders").first?.keys.contains("sent_at") == true, "\(rows("orders"))")
 
             for foreign in ["stranger@example.com", strangerOrder, strangerID, "MSFT"] {
                 #expect(!text.contains(foreign), "the export leaks \(foreign)")
@@ -480,6 +484,9 @@ struct PrivacyTests {
             #expect(placed.count == runOrders.count && !placed.isEmpty, "\(placed) against \(runOrders)")
             #expect(Set(placed.compactMap { $0["order_id"] as? String }) == Set(runOrders.compactMap { $0["order_id"] as? String }))
             #expect(placed.allSatisfy { $0["run_id"] as? String == started["id"] as? String && ["sell", "buy"].contains($0["phase"] as? String) && $0["round"] is Int })
+            // Percentages as the API writes them (RebalanceTests.targets: cash 5, a weight of 30).
+            #expect(rows(mine, "target_allocations").first?["cash_percent"] as? String == "5", "\(rows(mine, "target_allocations"))")
+            #expect(rows(mine, "target_weights").contains { $0["symbol"] as? String == "MSFT" && $0["percent"] as? String == "30" }, "\(rows(mine, "target_weights"))")
             let suppression = rows(mine, "mail_suppression")
             #expect(suppression.count == 1 && suppression.first?["reason"] as? String == "bounce" && suppression.first?["detail"] as? String == "550 mailbox unavailable")
 

@@ -16,6 +16,8 @@ struct PersonalDataExport: Sendable {
 
     enum Kind: Sendable {
         case text, uuid, date, integer, boolean, cash, quantity, price
+        /// A percentage as the API writes one ("5", "33.3333").
+        case percent
         /// JSON Folio stored as text (a plan, an event's details): written as JSON, not as a string of it.
         case json
     }
@@ -51,6 +53,7 @@ struct PersonalDataExport: Sendable {
             case "cash": .cash
             case "quantity": .quantity
             case "price": .price
+            case "percent": .percent
             case "json": .json
             default: .text
             }
@@ -63,22 +66,32 @@ struct PersonalDataExport: Sendable {
             name: "sessions", about: "Sign-ins: when, from which address and browser, and how each ended.", table: "sessions",
             columns: columns("id:uuid, kind, created_at:date, last_used_at:date, expires_at:date, revoked_at:date, revoke_reason, ip, user_agent")),
         Section(
+            name: "session_renewals", about: "Each renewal of a sign-in by its refresh token: when it was issued and used (never the tokens).",
+            table: "refresh_tokens", columns: columns("id:uuid, session_id:uuid, created_at:date, used_at:date")),
+        Section(
+            name: "email_links", about: "Links Folio mailed you to confirm your address or reset your password: what for, when made, used and expiring (never the links).",
+            table: "email_tokens", columns: columns("id:uuid, purpose, created_at:date, expires_at:date, used_at:date")),
+        Section(
+            name: "recovery_codes", about: "Your two-factor recovery codes: when each was made and used (never the codes).",
+            table: "recovery_codes", columns: columns("id:uuid, created_at:date, used_at:date")),
+        Section(
             name: "accounts", about: "Your accounts and their balances.", table: "accounts",
             columns: columns("id:uuid, name, kind, currency, cash:cash, reserved_cash:cash, created_at:date, updated_at:date")),
         Section(
             name: "holdings", about: "What each account holds now.", table: "holdings",
-            columns: columns("id:uuid, account_id:uuid, symbol, quantity:quantity, reserved_quantity:quantity, cost_basis:cash, updated_at:date")),
+            columns: columns("id:uuid, account_id:uuid, symbol, quantity:quantity, reserved_quantity:quantity, cost_basis:cash, created_at:date, updated_at:date")),
         Section(
             name: "ledger", about: "Every movement of cash and securities (the ledger).", table: "transactions",
             columns: columns("""
-                id:uuid, account_id:uuid, type, symbol, quantity:quantity, price:price, amount:cash, order_id:uuid, description, occurred_at:date
+                id:uuid, account_id:uuid, type, symbol, quantity:quantity, price:price, amount:cash, order_id:uuid, description, occurred_at:date,
+                created_at:date
                 """)),
         Section(
             name: "orders", about: "Every order you placed, and what became of it.", table: "orders",
             columns: columns("""
                 id:uuid, account_id:uuid, client_order_id, symbol, side, type, time_in_force, quantity:quantity, notional:cash, limit_price:price,
-                stop_price:price, status, filled_quantity:quantity, average_fill_price:price, reject_reason, triggered_at:date, created_at:date,
-                updated_at:date
+                stop_price:price, status, filled_quantity:quantity, average_fill_price:price, reserved_cash:cash, reserved_quantity:quantity,
+                keep_cash:cash, reject_reason, triggered_at:date, sent_at:date, cancel_requested_at:date, created_at:date, updated_at:date
                 """)),
         Section(
             name: "fills", about: "Each execution of your orders.", table: "fills",
@@ -89,15 +102,16 @@ struct PersonalDataExport: Sendable {
         Section(
             name: "target_allocations", about: "Your target allocations, every version.", table: "target_allocations",
             columns: columns("""
-                id:uuid, account_id:uuid, version:int, cash_percent:cash, drift_absolute_points:cash, drift_relative_percent:cash, created_at:date
+                id:uuid, account_id:uuid, version:int, cash_percent:percent, drift_absolute_points:percent, drift_relative_percent:percent,
+                created_by:uuid, created_at:date
                 """)),
         Section(
             name: "target_weights", about: "The symbols' weights in each target allocation.", table: "target_weights",
-            columns: columns("allocation_id:uuid, symbol, percent:cash"),
+            columns: columns("allocation_id:uuid, symbol, percent:percent"),
             owned: { "t.allocation_id IN (SELECT id FROM target_allocations WHERE user_id = \(bind: $0))" }, paged: false),
         Section(
             name: "target_class_weights", about: "The asset classes' weights in each target allocation.", table: "target_class_weights",
-            columns: columns("allocation_id:uuid, asset_class, percent:cash"),
+            columns: columns("allocation_id:uuid, asset_class, percent:percent"),
             owned: { "t.allocation_id IN (SELECT id FROM target_allocations WHERE user_id = \(bind: $0))" }, paged: false),
         Section(
             name: "rebalances", about: "Rebalance runs: the plan, the orders' rounds and how each run ended.", table: "rebalance_runs",
@@ -141,7 +155,7 @@ struct PersonalDataExport: Sendable {
             columns: columns("category, email:bool, updated_at:date"), paged: false),
         Section(
             name: "mail", about: "Mail Folio sent you, or tried to.", table: "mail_messages",
-            columns: columns("id:uuid, template, recipient, status, attempts:int, created_at:date, sent_at:date")),
+            columns: columns("id:uuid, template, recipient, status, attempts:int, last_error, created_at:date, updated_at:date, sent_at:date")),
         Section(
             name: "outbox", about: "Mail kept in the local outbox instead of being sent (a server without a mail provider): to whom, what and when. Not its text: it may hold sign-in links.",
             table: "outbox_messages", columns: columns("id:uuid, kind, recipient, subject, created_at:date"),
@@ -302,6 +316,7 @@ struct PersonalDataExport: Sendable {
             case .cash: try row.decode(column: column.name, as: Cash?.self).map { json.string($0.description) } ?? json.null()
             case .quantity: try row.decode(column: column.name, as: Quantity?.self).map { json.string($0.description) } ?? json.null()
             case .price: try row.decode(column: column.name, as: Price?.self).map { json.string($0.description) } ?? json.null()
+            case .percent: try row.decode(column: column.name, as: Ratio?.self).map { json.string($0.description) } ?? json.null()
             }
         }
         json.endObject()
