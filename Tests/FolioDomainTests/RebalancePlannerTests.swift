@@ -162,6 +162,10 @@ struct RebalancePlannerTests {
             holdings: [Self.holding("C", 100)], quotes: Self.quotes(["A": "10", "B": "10", "C": "10"]), cash: 1_000, availableCash: 1_000,
             allocation: targets, options: .init(mode: .buyOnly, cashReserve: 1_000))
         #expect(reserved.trades.isEmpty && reserved.reason?.code == "no_cash")
+        // An empty account is not "on target": it has nothing to rebalance.
+        let empty = try RebalancePlanner.plan(
+            holdings: [], quotes: Self.quotes(["A": "10", "B": "10", "C": "10"]), cash: 0, availableCash: 0, allocation: targets, options: .init(mode: .full))
+        #expect(empty.trades.isEmpty && empty.reason?.code == "no_cash" && empty.reason?.message.contains("nothing to rebalance") == true, "\(String(describing: empty.reason))")
     }
 
     @Test("no trade is larger than one order may be: sells and buys are cut to 1,000,000,000 shares, and the plan says so")

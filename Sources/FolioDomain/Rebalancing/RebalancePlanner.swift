@@ -464,7 +464,9 @@ public enum RebalancePlanner {
 
         var reason: PlanReason?
         if sells.isEmpty && buys.isEmpty {
-            if droppedSmall {
+            if !total.isPositive {
+                reason = PlanReason(code: "no_cash", message: "The account holds no cash and no shares yet: there is nothing to rebalance.")
+            } else if droppedSmall {
                 reason = PlanReason(code: "below_minimum_trade", message: "Every trade that would help is smaller than min_trade_amount.")
             } else if options.mode != .sellOnly && !budget.isPositive && items.contains(where: { item in
                 // Something is short of its target by more than half a share (cash has 4 places, prices 8).
