@@ -623,6 +623,46 @@ struct RebalanceTests {
         }
     }
 
+    @Test("targets saved while a run's buys are being priced stop it under the account's lock; the same weights saved again (another drift band) stop nothing", arguments: TestDatabaseKind.all)
+    func retargetedWhilePricing(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        let market = SwitchableMarket(clock: clock.clock)
+        try await withTestApp(kind, clock: clock, dependencies: { $0.marketData = market }) { client, env in
+            let tokens = try await signUp(client, env, email: "retarget@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            let uri = "/api/accounts/\(account.id)/targets"
+            #expect(try await Self.put(client, uri, Self.targets, headers: bearer(tokens)).status == .ok)
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "retarget-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            // The same weights again with another band: what the trades aim at is unchanged, and the run goes on.
+            var banded = Self.targets
+            banded["drift_band"] = ["absolute_points": "3"]
+            #expect(try await Self.put(client, uri, banded, headers: bearer(tokens)).status == .ok)
+            let done = try await Self.finish(client, env, tokens, run: try #require(started["id"] as? String))
+            #expect(done["status"] as? String == "done", "\(done)")
+            #expect((done["orders"] as? [[String: Any]])?.contains { $0["side"] as? String == "BUY" } == true, "\(done)")
+
+            // The next run: the owner moves everything to cash while the run fetches the price of a buy, after its look
+            // at the targets. The buys are not placed.
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "60000"], headers: bearer(tokens)).status == .created)
+            try await Self.buy(client, env, tokens, "AAPL", 250)
+            keyed[Idempotency.header] = "retarget-2"
+            let second = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true], headers: keyed))
+            #expect(second["status"] as? String == "selling", "\(second)")
+            let cash = try TargetAllocation(weights: [], cashPercent: 100)
+            let rebalancing = env.services.rebalancing, owner = account.userID, accountID = account.id
+            market.onQuote.withLockedValue { $0 = ("MSFT", { _ = try? await rebalancing.setTargets(cash, account: accountID, owner: owner, context: .none) }) }
+            env.clock.advance(by: 60)  // past the quotes' time to live: the buys fetch their prices
+            let stopped = try await Self.finish(client, env, tokens, run: try #require(second["id"] as? String))
+            #expect(market.onQuote.withLockedValue { $0 == nil }, "the targets were saved while the buys were priced")
+            #expect((stopped["orders"] as? [[String: Any]])?.allSatisfy { $0["side"] as? String == "SELL" } == true, "\(stopped)")
+            #expect((stopped["reasons"] as? [String])?.contains { $0.contains("the targets changed (to version 3)") } == true, "\(stopped)")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a run's buys keep the cash reserve, checked under the account's lock: a withdrawal between the plan and the start refuses the run", arguments: TestDatabaseKind.all)
     func reserveKeptAtStart(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind, configure: { $0.startingCash = 20_000 }) { client, env in
@@ -695,6 +735,8 @@ final class SwitchableMarket: MarketDataProvider {
     let unknown = NIOLockedValueBox<Set<String>>([])
     /// Symbols whose quotes are a month old (the vendor stopped updating them): stale.
     let monthOld = NIOLockedValueBox<Set<String>>([])
+    /// Run once, the next time `symbol` is quoted: something that happens while a price is being fetched.
+    let onQuote = NIOLockedValueBox<(symbol: String, run: @Sendable () async -> Void)?>(nil)
     var name: String { "simulated" }
 
     init(clock: AppClock) {
@@ -702,6 +744,12 @@ final class SwitchableMarket: MarketDataProvider {
     }
 
     func quote(for symbol: String) async throws -> PriceQuote? {
+        let hook = onQuote.withLockedValue { hook -> (@Sendable () async -> Void)? in
+            guard let armed = hook, armed.symbol == symbol else { return nil }
+            hook = nil
+            return armed.run
+        }
+        await hook?()
         if unknown.withLockedValue({ $0.contains(symbol) }) { return nil }
         guard var quote = try await base.quote(for: symbol) else { return nil }
         if monthOld.withLockedValue({ $0.contains(symbol) }) { quote.asOf = quote.asOf.addingTimeInterval(-30 * 86_400) }

@@ -43,6 +43,8 @@ public struct HoldingState: Equatable, Sendable {
 
 /// An order and what it sets aside until it ends.
 public struct OrderState: Equatable, Sendable {
+    /// The reason an order its owner canceled ends with, at every broker.
+    public static let canceledByUser = "canceled by user"
     public let id: OrderID
     public let accountID: AccountID
     public let userID: UserID

@@ -45,7 +45,7 @@ extension Books {
         func current() -> OrderState { orders[orderID]! }
         func end(_ status: OrderStatus, _ reason: String?) {
             // A cancel the user asked for ends for that reason, whatever words the broker's report of it used.
-            let reason = status == .canceled && current().cancelRequestedAt != nil ? "canceled by user" : reason
+            let reason = status == .canceled && current().cancelRequestedAt != nil ? OrderState.canceledByUser : reason
             if let posting = TradingRules.end(current(), as: status, reason: reason, account: account, holding: holding(current().symbol), now: now) {
                 record(posting)
             }

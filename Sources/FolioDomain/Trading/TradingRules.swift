@@ -411,7 +411,7 @@ public enum TradingRules {
 
     /// A cancel of an order Folio still holds open: the user's, or an operator's (`actor` nil, and its own `reason`).
     public static func cancel(
-        _ order: OrderState, actor: UserID?, reason: String = "canceled by user", account: AccountState, holding: HoldingState?, now: Date
+        _ order: OrderState, actor: UserID?, reason: String = OrderState.canceledByUser, account: AccountState, holding: HoldingState?, now: Date
     ) throws(TradingError) -> Posting {
         guard order.status.isCancelable, var posting = end(order, as: .canceled, reason: reason, account: account, holding: holding, now: now) else {
             throw .orderNotCancelable(order.status)

@@ -409,18 +409,31 @@ struct RebalanceService: Sendable {
     }
 
     /// Why the run places nothing more, or nil to go on. Cancelling a run's
-    /// order is how its owner stops it (the broker cancelling one is as good a
-    /// reason to stop), and a run works towards the targets it started with:
-    /// when they changed meanwhile, its buys would spend the cash on targets
-    /// the owner no longer wants.
+    /// order is how its owner stops it (an operator's cancel, for an erasure,
+    /// too; not the broker ending a DAY order's rest at the close), and a run
+    /// works towards the targets it started with: when they changed meanwhile,
+    /// its buys would spend the cash on targets the owner no longer wants.
     private func stopReason(_ run: RebalanceRun, current: [OrderState]) async throws -> String? {
-        if let canceled = current.first(where: { $0.status == .canceled }) {
+        if let canceled = current.first(where: Self.canceledOnPurpose) {
             return "The run stopped because its \(canceled.side.rawValue) \(canceled.symbol) was canceled: nothing more was placed."
         }
-        if let latest = try await rebalances.targets(of: run.accountID), latest.version != run.instructions.targetsVersion {
-            return "The run stopped because the targets changed (to version \(latest.version)) while it was under way: nothing more was placed. Preview a run for the new targets."
-        }
-        return nil
+        return try await retargeted(run, on: database.sql).map(Self.retargetedReason)
+    }
+
+    static func canceledOnPurpose(_ order: OrderState) -> Bool {
+        order.status == .canceled && [OrderState.canceledByUser, OrderService.canceledByOperator].contains(order.rejectReason)
+    }
+
+    static func retargetedReason(_ version: Int) -> String {
+        "The run stopped because the targets changed (to version \(version)) while it was under way: nothing more was placed. Preview a run for the new targets."
+    }
+
+    /// The newest targets' version when what the run's trades aim at (the weights and the cash's) differs from
+    /// the targets it started with; nil otherwise: the same weights saved again, or another drift band, stop nothing.
+    private func retargeted(_ run: RebalanceRun, on db: any SQLDatabase) async throws -> Int? {
+        guard let latest = try await rebalances.targets(of: run.accountID, on: db), latest.version != run.instructions.targetsVersion else { return nil }
+        guard let started = try await rebalances.targets(of: run.accountID, version: run.instructions.targetsVersion, on: db) else { return latest.version }
+        return Self.digest(latest.allocation) == Self.digest(started.allocation) ? nil : latest.version
     }
 
     /// When to look again at orders still open: soon at first, then less and less often.
@@ -510,16 +523,27 @@ struct RebalanceService: Sendable {
             var ready = next
             ready.status = .buying
             ready.buyRounds = round
-            let now = ledger.now(), rebalances = self.rebalances, moving = ready, placements = priced
+            let now = ledger.now(), rebalances = self.rebalances, moving = ready, placements = priced, store = self.store
+            enum Placed { case placed, movedByAnother, retargeted(Int) }
             do {
-                let moved = try await database.transaction { db -> Bool in
-                    guard try await rebalances.advance(moving, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return false }
+                let placed = try await database.transaction { db -> Placed in
+                    // Under the account's lock, which saving targets takes too: targets changed since the look above
+                    // (while the buys were priced) stop the run here, not after it has spent the cash on the old ones.
+                    _ = try await store.lockAccount(run.accountID, owner: nil, on: db)
+                    if let version = try await retargeted(run, on: db) { return .retargeted(version) }
+                    guard try await rebalances.advance(moving, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return .movedByAnother }
                     let count = try await place(placements, run: moving, round: round, owner: run.userID, context: .none, on: db)
                     try await audit("rebalance.buying", run: moving, actor: nil, context: .none, on: db, details: ["round": String(round), "orders": String(count)])
-                    return true
+                    return .placed
                 }
+                switch placed {
+                case .placed: return .later(nextLook(at: run))
                 // Another worker moved the run first (this one's lease ran out): look again.
-                return .later(moved ? nextLook(at: run) : clock.now().addingTimeInterval(0.5))
+                case .movedByAnother: return .later(clock.now().addingTimeInterval(0.5))
+                case .retargeted(let version):
+                    next.reasons.append(Self.retargetedReason(version))
+                    return try await finish(next, from: run, orders: placedOrders)
+                }
             } catch let error as TradingError {
                 // A stale price (a quote from before the close: a halted symbol, most likely) ends the run with that
                 // reason (`describe`): waiting for a price that may not come would hold the account's run a day.

@@ -229,9 +229,9 @@ struct AlpacaBroker: Broker {
         }
         if Self.openStatuses.contains(existing.status) && existing.status != "pending_cancel" {
             try await delete(existing)
-            return try await report(try await remoteOrder(existing.id), booked: Booked(order), canceledBy: "canceled by user")
+            return try await report(try await remoteOrder(existing.id), booked: Booked(order), canceledBy: OrderState.canceledByUser)
         }
-        return try await report(existing, booked: Booked(order), canceledBy: "canceled by user")
+        return try await report(existing, booked: Booked(order), canceledBy: OrderState.canceledByUser)
     }
 
     /// Cancels what is left of an order whose fills the books no longer follow (it ended here), and says

@@ -542,7 +542,7 @@ struct OrderService: Sendable {
                 // look-up has had time to list it. By then, an order still not listed never reached it.
                 guard clock.now().timeIntervalSince(dead.diedAt) >= Self.deadSubmitGrace else { continue }
                 let report: BrokerReport = switch try await broker.cancel(BrokerOrder(order)) {
-                case .canceled: order.cancelRequestedAt != nil ? .canceled(reason: "canceled by user") : rejected
+                case .canceled: order.cancelRequestedAt != nil ? .canceled(reason: OrderState.canceledByUser) : rejected
                 case let other: other
                 }
                 reports.append(Report(job: nil, order: order, report: report))
@@ -608,7 +608,7 @@ struct OrderService: Sendable {
                 if seen.status == .new && order.status != .new && order.status.isCancelable { return nil }
                 // The broker's report of this very cancel got here first: it is done as asked.
                 if order.status == .canceled, order.cancelRequestedAt != nil { return order }
-                open.books.record(try TradingRules.cancel(order, actor: actor, reason: byOperator ? Self.canceledByOperator : "canceled by user", account: open.books.account, holding: open.books.holding(order.symbol), now: now))
+                open.books.record(try TradingRules.cancel(order, actor: actor, reason: byOperator ? Self.canceledByOperator : OrderState.canceledByUser, account: open.books.account, holding: open.books.holding(order.symbol), now: now))
                 try await ledger.commit(open, context: context, on: db)
                 return open.books.orders[orderID]!
             }

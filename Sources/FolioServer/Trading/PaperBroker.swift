@@ -134,7 +134,7 @@ struct PaperBroker: Broker {
 
     /// Resting paper orders live only in Folio's database: nothing to beat the cancel.
     func cancel(_ order: BrokerOrder) async throws -> BrokerReport {
-        .canceled(reason: "canceled by user")
+        .canceled(reason: OrderState.canceledByUser)
     }
 
     /// The fill this order gets at `price`, if it would execute now.
