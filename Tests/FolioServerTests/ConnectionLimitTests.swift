@@ -1,6 +1,7 @@
 import Foundation
 import HummingbirdTesting
 import NIOConcurrencyHelpers
+import NIOEmbedded
 import Testing
 
 @testable import FolioServer
@@ -65,6 +66,20 @@ struct ConnectionLimitTests {
             #expect(closed >= 5, "the oldest slow bodies were closed to make room (\(closed) closed)")
             holders.removeAll()
         }
+    }
+
+    @Test("a connection chosen to make room is claimed at once: the end of a request arriving while it closes does not make it busy, and its request goes no further")
+    func claimedConnection() throws {
+        let registry = ConnectionRegistry(limit: 1)
+        let waiting = EmbeddedChannel()
+        guard case .admitted(let first, let none) = registry.opened(waiting) else { Issue.record("the first is admitted"); return }
+        #expect(none.isEmpty && registry.busy(first) && registry.counts == (1, 1))
+        registry.waiting(first)  // answered; waiting for the next request
+        guard case .admitted(_, let closing) = registry.opened(EmbeddedChannel()) else { Issue.record("room is made"); return }
+        #expect(closing.count == 1 && closing.first === waiting)
+        #expect(first.isClaimed && !registry.busy(first), "a request end read now is dropped")
+        registry.waiting(first)
+        #expect(first.isClaimed, "an answer ending meanwhile does not make it a candidate again")
     }
 
     @Test("when every connection is busy with a request, a new one is closed at once and the busy ones still get their answers", arguments: TestDatabaseKind.all)

@@ -11,8 +11,11 @@ import Synchronization
 /// server is answering, the new one is closed instead. So a flood of
 /// half-open connections (each sends part of a request's head or body, then
 /// nothing) can neither keep fresh clients out nor use up the process's file
-/// descriptors. A request whose body is not in yet has done nothing: its
-/// handler only acts once the whole body has come.
+/// descriptors. A request whose body is not in yet has done nothing: the body
+/// middleware reads a POST's, PUT's, PATCH's or DELETE's whole body before any
+/// handler runs. A connection chosen to make room is marked claimed
+/// atomically, and from then on its reads go no further: a request whose end
+/// arrives while it is being closed never reaches a handler.
 ///
 /// The lock is taken when a connection opens or closes, not per request: a
 /// request only stores into its connection's atomic `waitingSince`.
@@ -25,8 +28,12 @@ final class ConnectionRegistry: Sendable {
     /// One connection as the registry sees it.
     final class TrackedConnection: Sendable {
         let channel: any Channel
-        /// When (in the registry's order) it began to wait on its client; 0 while the server answers a request.
+        /// When (in the registry's order) it began to wait on its client; 0 while the server answers a request;
+        /// `claimed` once it was chosen to be closed to make room.
         let waitingSince = Atomic<UInt64>(0)
+        static let claimed = UInt64.max
+
+        var isClaimed: Bool { waitingSince.load(ordering: .relaxed) == Self.claimed }
 
         init(channel: any Channel) {
             self.channel = channel
@@ -56,12 +63,12 @@ final class ConnectionRegistry: Sendable {
                 var oldest: (key: ObjectIdentifier, since: UInt64)?
                 for (key, other) in open {
                     let since = other.waitingSince.load(ordering: .relaxed)
-                    if since != 0, since < oldest?.since ?? .max { oldest = (key, since) }
+                    if since != 0, since != TrackedConnection.claimed, since < oldest?.since ?? .max { oldest = (key, since) }
                 }
                 guard let oldest, let candidate = open[oldest.key] else { break }
                 open[oldest.key] = nil
                 // Claimed only if still waiting: a head that arrived since the scan (on its own event loop) keeps its connection.
-                if candidate.waitingSince.compareExchange(expected: oldest.since, desired: 0, ordering: .relaxed).exchanged {
+                if candidate.waitingSince.compareExchange(expected: oldest.since, desired: TrackedConnection.claimed, ordering: .relaxed).exchanged {
                     closing.append(candidate.channel)
                 } else {
                     open[oldest.key] = candidate
@@ -75,11 +82,24 @@ final class ConnectionRegistry: Sendable {
     }
 
     func waiting(_ connection: TrackedConnection) {
-        connection.waitingSince.store(tick(), ordering: .relaxed)
+        let now = tick()
+        var seen = connection.waitingSince.load(ordering: .relaxed)
+        while seen != TrackedConnection.claimed {
+            let (exchanged, actual) = connection.waitingSince.compareExchange(expected: seen, desired: now, ordering: .relaxed)
+            if exchanged { return }
+            seen = actual
+        }
     }
 
-    func busy(_ connection: TrackedConnection) {
-        connection.waitingSince.store(0, ordering: .relaxed)
+    /// Marks the connection busy; false when it was already claimed to make room (its request must go no further).
+    func busy(_ connection: TrackedConnection) -> Bool {
+        var seen = connection.waitingSince.load(ordering: .relaxed)
+        while seen != TrackedConnection.claimed {
+            let (exchanged, actual) = connection.waitingSince.compareExchange(expected: seen, desired: 0, ordering: .relaxed)
+            if exchanged { return true }
+            seen = actual
+        }
+        return false
     }
 
     func closed(_ channel: any Channel) {
@@ -159,12 +179,14 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Chosen to make room: it is being closed, and what it sends now goes no further.
+        if let tracked, tracked.isClaimed { return }
         switch unwrapInboundIn(data) {
         case .head:
             inFlight += 1
             // Still waiting on the client for the body: a connection may be closed to make room, unless an
             // earlier request on it (pipelined) is being answered.
-            if inFlight > 1, let tracked { registry.busy(tracked) }
+            if inFlight > 1, let tracked, !registry.busy(tracked) { return }
             move(context, deadlineIn: limits.bodyTimeout, waitingFor: "the request body")
         case .body:
             break
@@ -173,7 +195,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             // (After an early answer, say a 413 before the body was read, the idle deadline the answer set stays.)
             if inFlight > 0 {
                 deadline = nil
-                if let tracked { registry.busy(tracked) }
+                if let tracked, !registry.busy(tracked) { return }
             }
         }
         context.fireChannelRead(data)
