@@ -232,8 +232,11 @@ public struct FolioServices: Sendable {
         self.instances = Instances(
             database: database, clock: clock,
             keyFingerprints: Instances.fingerprints(secretKey: configuration.secretKey, previousKeys: configuration.previousSecretKeys))
+        // The metrics listener's connections are counted apart from the reserve the database and files need.
+        let metricsDescriptors = configuration.metricsPort == nil ? 0 : Self.metricsConnectionLimit
         self.connections = ConnectionRegistry(
-            limit: FileDescriptorLimit.connections(configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise()))
+            limit: FileDescriptorLimit.connections(
+                configured: configuration.connections.maxConnections, fileLimit: FileDescriptorLimit.raise() - metricsDescriptors))
         let started = Mutex(false)
         let orphanSweep = Throttle(every: 60)
         self.tradeStreams = TradeStreams(store: brokerageStore, trading: store, brokers: brokers, orders: orders, pauses: pauses, logger: logger)

@@ -222,7 +222,7 @@ struct BackupTests {
     func failedPartWay() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let made = directory.appendingPathComponent("made-by-the-backup")
+        let made = directory.appendingPathComponent("made-by").appendingPathComponent("the-backup")
         try await withTestApp(.sqlite) { _, env in
             var backups = env.services.backups
             // The copy vanishes before it is hashed, as a file on a failing disk might.
@@ -237,7 +237,17 @@ struct BackupTests {
                 #expect(failure.description.hasPrefix("the backup could not be written into \(made.path) (") && !failure.description.contains("Domain="), "\(failure)")
             }
             #expect(!FileManager.default.fileExists(atPath: made.path), "the directory it made is gone")
-            #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty, "and the one above it it made too")
+            // Under a file: said in words (Foundation on Linux says only "error 512").
+            let file = directory.appendingPathComponent("a-file")
+            try Data("x".utf8).write(to: file)
+            backups.progress = { _ in }
+            do {
+                _ = try await backups.create(into: file.appendingPathComponent("backups"))
+                Issue.record("a backup under a file")
+            } catch let failure as Backups.Failure {
+                #expect(failure.description == "the backup directory \(file.path)/backups cannot be made (\(file.path) is a file)", "\(failure)")
+            }
         }
     }
 

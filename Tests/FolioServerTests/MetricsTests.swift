@@ -196,10 +196,16 @@ struct MetricsTests {
         let backups = directory.appendingPathComponent("backups")
         let first = try #require(ISO8601DateFormatter().date(from: "2026-12-01T03:00:00Z"))
         let monthly = LogCapture()
+        // Eight older days' backups, more than the days kept: a good day would prune the oldest.
+        let older = (1...8).map { "folio-202501\(String(format: "%02d", $0))T000000Z" }
+        for name in older {
+            try FileManager.default.createDirectory(at: backups.appendingPathComponent(name), withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: backups.appendingPathComponent(name).appendingPathComponent(BackupManifest.fileName))
+        }
         try await withTestApp(.sqlite, clock: TestClock(start: first), configure: { $0.opsToken = Self.opsToken; $0.backup.directory = backups.path }, logs: monthly) { client, env in
             var scheduled = env.services.backups
             scheduled.progress = { step in
-                guard step.hasPrefix("reading "), let name = try? FileManager.default.contentsOfDirectory(atPath: backups.path).first,
+                guard step.hasPrefix("reading "), let name = try? FileManager.default.contentsOfDirectory(atPath: backups.path).first(where: { $0.hasPrefix("folio-2026") }),
                       let handle = try? FileHandle(forWritingTo: backups.appendingPathComponent(name).appendingPathComponent("database.sqlite"))
                 else { return }
                 _ = try? handle.seekToEnd()
@@ -207,7 +213,7 @@ struct MetricsTests {
                 try? handle.close()
             }
             try await scheduled.runScheduled()
-            #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path).count == 1)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: backups.path).count == 9, "one new backup, and none pruned on a day the newest does not restore")
             let text = String(buffer: try await scrape(client).body)
             #expect(text.contains(#"folio_backups_total{operation="verify",outcome="failed"} 1"#), "\(text)")
             #expect(monthly.lines.contains { $0.contains("monthly restore test FAILED") && $0.contains("it was changed") }, "\(monthly.lines)")

@@ -60,6 +60,7 @@ public struct Backups: Sendable {
         var partial: URL?
         var isDirectory: ObjCBool = false
         let parentExisted = FileManager.default.fileExists(atPath: parent.path, isDirectory: &isDirectory)
+        let made = Self.missingDirectories(down: parent)
         do {
             if parentExisted, !isDirectory.boolValue {
                 throw Failure(description: "\(parent.path) is a file; backups are written into a directory")
@@ -67,7 +68,7 @@ public struct Backups: Sendable {
             do {
                 try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
-                throw Failure(description: "the backup directory \(parent.path) cannot be made (\(Self.reason(error)))")
+                throw Failure(description: "the backup directory \(parent.path) cannot be made (\(Self.whyNotMade(parent, error)))")
             }
             let name = Self.prefix + Self.stamp(clock.now())
             let final = parent.appendingPathComponent(name)
@@ -104,13 +105,37 @@ public struct Backups: Sendable {
             throw Failure(description: error.description)
         } catch {
             if let partial { try? FileManager.default.removeItem(at: partial) }
-            // A directory this backup made (a mistyped --output, say) goes too, when it is still empty.
-            if !parentExisted { rmdir(parent.path) }
+            // The directories this backup made (a mistyped --output, say) go too, while they are empty.
+            for directory in made.reversed() where rmdir(directory.path) != 0 { break }
             let failure = Self.failure(error, writingInto: parent)
             metrics?.backup("backup", succeeded: false, at: clock.now())
             logger.error("backup failed", metadata: ["error": .string(String(describing: failure))])
             throw failure
         }
+    }
+
+    /// The directories down to `url` that do not exist yet, outermost first.
+    static func missingDirectories(down url: URL) -> [URL] {
+        var missing: [URL] = []
+        var current = url.standardizedFileURL
+        while current.path != "/", !FileManager.default.fileExists(atPath: current.path) {
+            missing.insert(current, at: 0)
+            current = current.deletingLastPathComponent()
+        }
+        return missing
+    }
+
+    /// Why a directory cannot be made, in a few words: Foundation on Linux often gives only "error 512". The nearest
+    /// existing directory above it is a file, or cannot be written (read-only, permission).
+    static func whyNotMade(_ url: URL, _ error: any Error) -> String {
+        var above = url.standardizedFileURL.deletingLastPathComponent()
+        while above.path != "/", !FileManager.default.fileExists(atPath: above.path) { above = above.deletingLastPathComponent() }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: above.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            return "\(above.path) is a file"
+        }
+        if access(above.path, W_OK) != 0 { return "\(above.path): \(String(cString: strerror(errno)))" }
+        return reason(error)
     }
 
     /// A file-system error in the operator's words ("No space left on device", "Read-only file system") and
@@ -401,7 +426,9 @@ public struct Backups: Sendable {
             if problems.isEmpty {
                 logger.info("monthly restore test passed", metadata: ["backup": .string(taken.path)])
             } else {
-                logger.error("monthly restore test FAILED", metadata: ["backup": .string(taken.path), "problems": .array(problems.map { .string($0) })])
+                // Nothing is pruned on such a day: the older backups may be the ones that restore.
+                logger.error("monthly restore test FAILED; no backup was removed", metadata: ["backup": .string(taken.path), "problems": .array(problems.map { .string($0) })])
+                return
             }
         }
         for removed in try prune() { logger.info("old backup removed", metadata: ["backup": .string(removed.path)]) }
