@@ -619,6 +619,12 @@ struct RebalanceTests {
             #expect((retargeted["reasons"] as? [String])?.contains { $0.contains("the targets changed (to version 2)") } == true, "\(retargeted)")
             let positions = try #require(try await Self.get(client, "/api/portfolio", tokens)["positions"] as? [[String: Any]])
             #expect(positions.map { $0["symbol"] as? String } == ["AAPL"], "\(positions)")
+            // The mail says what happened: stopped, and why.
+            let mails = try await env.outbox(kind: "rebalance_finished")
+            #expect(mails.count == 2 && mails.allSatisfy { $0.subject == "Your rebalance was stopped" }, "\(mails.map(\.subject))")
+            // (Both written at the test clock's one moment: in either order.)
+            #expect(mails.contains { $0.body.contains("One of its orders was canceled, so it placed nothing more") }, "\(mails.map(\.body))")
+            #expect(mails.contains { $0.body.contains("Its targets were changed while it ran") }, "\(mails.map(\.body))")
             try await env.expectConsistent()
         }
     }

@@ -91,15 +91,21 @@ extension Notifications {
                 }
                 notices.append((template, MailVariables(values)))
             case "rebalance.finished":
-                let outcome = switch event.details["status"] {
-                case "done": "finished"
-                case "partially_done": "finished in part"
+                let stopped = event.details["stopped"].flatMap(RebalanceService.Stop.init(rawValue:))
+                let outcome = switch (event.details["status"], stopped) {
+                case ("done", _): "finished"
+                case (_, .some): "was stopped"
+                case ("partially_done", nil): "finished in part"
                 default: "stopped"
                 }
                 let filled = event.details["filled"] ?? "0", orders = event.details["orders"] ?? "0"
                 // Orders the run placed and filled say nothing of those it could not place: the run's reasons do.
                 let reasons = Int(event.details["reasons"] ?? "0") ?? 0
-                let why = reasons == 0 ? "" : " Not everything went as planned: the run in Folio says why."
+                let why = switch stopped {
+                case .canceled: " One of its orders was canceled, so it placed nothing more; what its sales brought stays as cash."
+                case .targetsChanged: " Its targets were changed while it ran, so it placed nothing more; what its sales brought stays as cash. Preview a rebalance for the new targets."
+                case nil: reasons == 0 ? "" : " Not everything went as planned: the run in Folio says why."
+                }
                 notices.append((.rebalanceFinished, MailVariables(["outcome": outcome, "detail": "\(filled) of \(orders) orders filled.\(why)"])))
             default:
                 continue

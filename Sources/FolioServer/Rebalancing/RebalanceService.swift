@@ -385,9 +385,9 @@ struct RebalanceService: Sendable {
         switch run.status {
         case .selling:
             guard run.mode != .sellOnly else { return try await finish(next, from: run, orders: all) }
-            if let why = try await stopReason(run, current: current) {
-                next.reasons.append(why)
-                return try await finish(next, from: run, orders: all)
+            if let stop = try await stopReason(run, current: current) {
+                next.reasons.append(stop.reason)
+                return try await finish(next, from: run, orders: all, stopped: stop.cause)
             }
             await pauses.reach(.rebalanceBeforeBuys)
             let sold = Set(linked.filter { $0.phase == .sell }.compactMap { placed[$0.orderID]?.symbol })
@@ -397,9 +397,9 @@ struct RebalanceService: Sendable {
             guard current.allSatisfy({ $0.status == .filled }), run.buyRounds < Self.maximumBuyRounds else {
                 return try await finish(next, from: run, orders: all)
             }
-            if let why = try await stopReason(run, current: current) {
-                next.reasons.append(why)
-                return try await finish(next, from: run, orders: all)
+            if let stop = try await stopReason(run, current: current) {
+                next.reasons.append(stop.reason)
+                return try await finish(next, from: run, orders: all, stopped: stop.cause)
             }
             let sold = Set(linked.filter { $0.phase == .sell }.compactMap { placed[$0.orderID]?.symbol })
             return try await placeBuys(next, from: run, round: run.buyRounds + 1, orders: all, sold: sold)
@@ -413,11 +413,17 @@ struct RebalanceService: Sendable {
     /// too; not the broker ending a DAY order's rest at the close), and a run
     /// works towards the targets it started with: when they changed meanwhile,
     /// its buys would spend the cash on targets the owner no longer wants.
-    private func stopReason(_ run: RebalanceRun, current: [OrderState]) async throws -> String? {
+    private func stopReason(_ run: RebalanceRun, current: [OrderState]) async throws -> (cause: Stop, reason: String)? {
         if let canceled = current.first(where: Self.canceledOnPurpose) {
-            return "The run stopped because its \(canceled.side.rawValue) \(canceled.symbol) was canceled: nothing more was placed."
+            return (.canceled, "The run stopped because its \(canceled.side.rawValue) \(canceled.symbol) was canceled: nothing more was placed.")
         }
-        return try await retargeted(run, on: database.sql).map(Self.retargetedReason)
+        return try await retargeted(run, on: database.sql).map { (.targetsChanged, Self.retargetedReason($0)) }
+    }
+
+    /// Why a run was stopped before its end, as its `rebalance.finished` event says (`stopped`), for its notice.
+    enum Stop: String {
+        case canceled
+        case targetsChanged = "targets_changed"
     }
 
     static func canceledOnPurpose(_ order: OrderState) -> Bool {
@@ -542,7 +548,7 @@ struct RebalanceService: Sendable {
                 case .movedByAnother: return .later(clock.now().addingTimeInterval(0.5))
                 case .retargeted(let version):
                     next.reasons.append(Self.retargetedReason(version))
-                    return try await finish(next, from: run, orders: placedOrders)
+                    return try await finish(next, from: run, orders: placedOrders, stopped: .targetsChanged)
                 }
             } catch let error as TradingError {
                 // A stale price (a quote from before the close: a halted symbol, most likely) ends the run with that
@@ -591,7 +597,7 @@ struct RebalanceService: Sendable {
 
     /// Ends the run: done when every order did all it was meant to, failed
     /// when none filled at all, partially done otherwise, with the reasons.
-    private func finish(_ next: RebalanceRun, from run: RebalanceRun, orders: [OrderState]) async throws -> JobOutcome {
+    private func finish(_ next: RebalanceRun, from run: RebalanceRun, orders: [OrderState], stopped: Stop? = nil) async throws -> JobOutcome {
         var next = next
         let filledAny = orders.contains { $0.filledQuantity.isPositive }
         let allFilled = orders.allSatisfy { $0.status == .filled }
@@ -599,12 +605,14 @@ struct RebalanceService: Sendable {
         let now = ledger.now()
         next.finishedAt = now
         let rebalances = self.rebalances, finished = next
-        let moved = try await database.transaction { db -> Bool in
+        var details = [
+            "status": finished.status.rawValue, "orders": String(orders.count),
+            "filled": String(orders.filter { $0.status == .filled }.count), "reasons": String(finished.reasons.count),
+        ]
+        if let stopped { details["stopped"] = stopped.rawValue }
+        let moved = try await database.transaction { [details] db -> Bool in
             guard try await rebalances.advance(finished, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return false }
-            try await audit("rebalance.finished", run: finished, actor: nil, context: .none, on: db, details: [
-                "status": finished.status.rawValue, "orders": String(orders.count),
-                "filled": String(orders.filter { $0.status == .filled }.count), "reasons": String(finished.reasons.count),
-            ])
+            try await audit("rebalance.finished", run: finished, actor: nil, context: .none, on: db, details: details)
             return true
         }
         // Another worker moved the run first: look again at where it is now.
