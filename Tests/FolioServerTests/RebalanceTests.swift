@@ -623,8 +623,8 @@ struct RebalanceTests {
             let mails = try await env.outbox(kind: "rebalance_finished")
             #expect(mails.count == 2 && mails.allSatisfy { $0.subject == "Your rebalance was stopped" }, "\(mails.map(\.subject))")
             // (Both written at the test clock's one moment: in either order.)
-            #expect(mails.contains { $0.body.contains("One of its orders was canceled, so it placed nothing more") }, "\(mails.map(\.body))")
-            #expect(mails.contains { $0.body.contains("Its targets were changed while it ran") }, "\(mails.map(\.body))")
+            #expect(mails.contains { $0.body.contains("One of its orders was canceled, so it placed nothing more.") }, "nothing was sold: \(mails.map(\.body))")
+            #expect(mails.contains { $0.body.contains("Its targets were changed while it ran, so it placed nothing more; what its sales brought stays as cash.") }, "\(mails.map(\.body))")
             try await env.expectConsistent()
         }
     }
