@@ -60,7 +60,7 @@ struct FolioProcess {
         let stdout = OutputLines(), stderr = OutputLines()
         stdout.attach(process.standardOutput!)
         stderr.attach(process.standardError!)
-        let status = await process.exited().status
+        let status = await process.exited(within: .seconds(300)).status
         return Result(status: status, stdout: await stdout.text(), stderr: await stderr.text())
     }
 }
@@ -474,7 +474,7 @@ struct CommandTests {
         let check = try ChildProcess("/usr/bin/curl", ["--max-time", "10"] + arguments, output: .pipe)
         let output = OutputLines()
         output.attach(check.standardOutput!)
-        let status = await check.exited().status
+        let status = await check.exited(within: .seconds(60)).status
         return (await output.text(), status)
     }
 }

@@ -9,7 +9,7 @@ func runTool(_ executable: String, _ arguments: [String], in directory: URL? = n
     let process = try ChildProcess(executable, arguments, directory: directory?.path, output: .pipe, error: .standardOutput)
     let output = OutputLines()
     output.attach(process.standardOutput!)
-    let status = await process.exited().status
+    let status = await process.exited(within: .seconds(300)).status
     return (status, await output.text())
 }
 

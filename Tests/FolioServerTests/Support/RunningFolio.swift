@@ -161,14 +161,14 @@ final class RunningFolio: @unchecked Sendable {
     }
 
     /// SIGTERM and the exit that follows; what it wrote as it stopped is in `stdout` and `stderr` after.
-    func terminate() async -> ChildProcess.Termination {
+    func terminate(sourceLocation: SourceLocation = #_sourceLocation) async -> ChildProcess.Termination {
         process.signal(SIGTERM)
-        return await exited()
+        return await exited(sourceLocation: sourceLocation)
     }
 
     /// The exit, and the output to its end.
-    func exited() async -> ChildProcess.Termination {
-        let termination = await process.exited()
+    func exited(sourceLocation: SourceLocation = #_sourceLocation) async -> ChildProcess.Termination {
+        let termination = await process.exited(within: .seconds(120), sourceLocation: sourceLocation)
         await stdout.end()
         await stderr.end()
         return termination
@@ -183,5 +183,20 @@ final class RunningFolio: @unchecked Sendable {
     struct ExitedEarly: Error, CustomStringConvertible {
         var output: [String]
         var description: String { "the process exited early:\n" + output.suffix(20).joined(separator: "\n") }
+    }
+}
+
+extension ChildProcess {
+    /// The exit, waited for at most `limit`: past it the test fails and the
+    /// process is killed, so a shutdown that never ends fails one test
+    /// instead of hanging the run.
+    func exited(within limit: Duration, sourceLocation: SourceLocation = #_sourceLocation) async -> Termination {
+        let deadline = Task {
+            try await Task.sleep(for: limit)
+            Issue.record("process \(pid) had not exited after \(limit): it is killed", sourceLocation: sourceLocation)
+            signal(SIGKILL)
+        }
+        defer { deadline.cancel() }
+        return await exited()
     }
 }

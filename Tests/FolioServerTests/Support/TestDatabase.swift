@@ -68,6 +68,8 @@ func withTestDatabase<T>(
     logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
     _ body: (FolioDatabase, AppConfiguration.DatabaseLocation) async throws -> T
 ) async throws -> T {
+    HangWatchdog.began()
+    defer { HangWatchdog.ended() }
     if kind == .postgres { await TestDatabaseGate.postgres.acquire() }
     defer { if kind == .postgres { Task { await TestDatabaseGate.postgres.release() } } }
     let location: AppConfiguration.DatabaseLocation
