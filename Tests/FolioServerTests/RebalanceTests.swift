@@ -506,6 +506,39 @@ struct RebalanceTests {
         }
     }
 
+    @Test("a price from before the last close (a halted symbol) sizes no trade: the preview says so and a run is refused, until it is priced again", arguments: TestDatabaseKind.all)
+    func outdatedPrice(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        let market = SwitchableMarket(clock: clock.clock)
+        try await withTestApp(kind, clock: clock, dependencies: { $0.marketData = market }) { client, env in
+            let tokens = try await signUp(client, env, email: "halted@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 200)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            market.monthOld.withLockedValue { $0 = ["AAPL"] }
+            clock.advance(by: 60)  // past the quotes' time to live
+            let plan = try json(try await post(client, "/api/portfolio/rebalance", ["mode": "full"], headers: bearer(tokens)))
+            #expect((plan["trades"] as? [[String: Any]])?.isEmpty == true, "\(plan)")
+            let reason = try #require(plan["reason"] as? [String: Any])
+            #expect(reason["code"] as? String == "outdated_price", "\(reason)")
+            #expect((reason["message"] as? String)?.contains("no price for AAPL since before the last close") == true, "\(reason)")
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "halted-1"
+            let refused = try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "full"], headers: keyed)
+            #expect(refused.status == .unprocessableContent, "\(String(buffer: refused.body))")
+            let problem = try problem(refused)
+            #expect(problem.code == "nothing_to_rebalance" && problem.errors?.first?.code == "outdated_price", "\(problem.detail)")
+            #expect(try await env.orders().count == 1, "only the first buy: a refused run places nothing")
+            // Priced again: the same plan trades.
+            market.monthOld.withLockedValue { $0 = [] }
+            clock.advance(by: 60)
+            let priced = try json(try await post(client, "/api/portfolio/rebalance", ["mode": "full"], headers: bearer(tokens)))
+            #expect(priced["reason"] == nil || priced["reason"] is NSNull, "\(priced)")
+            #expect((priced["trades"] as? [[String: Any]])?.isEmpty == false, "\(priced)")
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a run whose job gave up is ended by the worker's sweep, saying why, and frees its account", arguments: TestDatabaseKind.all)
     func orphanedRun(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

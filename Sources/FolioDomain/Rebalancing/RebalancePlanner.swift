@@ -148,10 +148,17 @@ public enum RebalancePlanner {
         }
     }
 
+    /// `outdated` names symbols whose only price is from before the last close
+    /// (a halted or delisted symbol, a vendor that stopped updating it): a plan
+    /// that values one of them trades nothing, and says why, rather than size
+    /// orders by a price the market has moved on from.
     public static func plan(
-        holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, availableCash: Cash, allocation: TargetAllocation, options: RebalanceOptions
+        holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, availableCash: Cash, allocation: TargetAllocation, options: RebalanceOptions,
+        outdated: Set<String> = []
     ) throws -> RebalancePlan {
         var items = try Self.items(holdings: holdings, quotes: quotes, cash: cash, allocation: allocation)
+        let outdatedHere = items.map(\.symbol).filter(outdated.contains).sorted()
+        let trades = outdatedHere.isEmpty
         var total = cash
         for item in items { total = try total + item.value }
         for index in items.indices { items[index].targetValue = try Percent.share(of: total, items[index].target ?? .zero) }
@@ -159,7 +166,7 @@ public enum RebalancePlanner {
         let kept = Cash.max(options.cashReserve, cashTarget)
 
         var proceeds = Cash.zero, droppedSmall = false, limited = false
-        if options.mode != .buyOnly {
+        if trades, options.mode != .buyOnly {
             for index in items.indices {
                 let item = items[index]
                 guard item.value > item.targetValue, item.available.isPositive else { continue }
@@ -188,7 +195,7 @@ public enum RebalancePlanner {
         }
 
         var budget = Cash.zero
-        if options.mode != .sellOnly {
+        if trades, options.mode != .sellOnly {
             budget = try availableCash + (options.mode == .full ? proceeds : .zero) - kept
             if budget.isPositive {
                 droppedSmall = try buy(into: &items, budget: budget, options: options) || droppedSmall
@@ -203,6 +210,12 @@ public enum RebalancePlanner {
             items: items, cash: cash, availableCash: availableCash, total: total, kept: kept, budget: budget,
             allocation: allocation, options: options, droppedSmall: droppedSmall)
         plan.limitedByOrderSize = limited
+        if !trades {
+            let names = outdatedHere.count == 1 ? outdatedHere[0] : outdatedHere.dropLast().joined(separator: ", ") + " and " + outdatedHere.last!
+            plan.reason = PlanReason(
+                code: "outdated_price",
+                message: "The market data has no price for \(names) since before the last close (a halted or delisted symbol, most likely): a rebalance would trade on an old price. Preview again once it is priced.")
+        }
         return plan
     }
 

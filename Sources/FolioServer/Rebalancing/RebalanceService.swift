@@ -196,9 +196,11 @@ struct RebalanceService: Sendable {
         let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
         // The owner's open orders count as the buy phase counts them, so the preview plans what the run will do.
         let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
+        // A price from before the last close sizes no order (the buys' own check does not cover the sells).
+        let lastClose = quotes.previousCloseTime()
         let plan = try RebalancePlanner.plan(
             holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
-            allocation: resolved, options: options)
+            allocation: resolved, options: options, outdated: Set(prices.filter { $0.value.asOf < lastClose }.keys))
         let activeRun = try await rebalances.activeRun(of: accountID, on: store.database.sql)
         return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request, activeRun: activeRun)
     }
