@@ -203,6 +203,23 @@ struct WebAppTests {
         }
     }
 
+    @Test("the dashboard's chart ends at the total it heads with, even when a quote was refreshed between the two", arguments: TestDatabaseKind.all)
+    func dashboardTotalsAgree(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let session = try await Self.cookieSession(client, env, email: "totals@example.com")
+            let tokens = try json(try await post(client, "/api/auth/login", ["email": "totals@example.com", "password": strongPassword]))
+            #expect(try await post(client, "/api/orders", ["symbol": "AAPL", "quantity": "3", "side": "BUY", "order_type": "MARKET"], headers: bearer(tokens)).status == .created)
+            await env.worker.drain()
+            // Past the quotes' time to live: the headline is valued at the remembered quote while it is refreshed, the
+            // chart's today at a fresh one (the simulated market moves minute by minute).
+            env.clock.advance(by: 300)
+            let html = Self.text(try await client.execute(uri: "/", method: .get, headers: session))
+            let headline = try #require(html.firstMatch(of: /id="total-value">([^<]+)</)?.1, "\(html.prefix(3000))")
+            let today = try #require(html.firstMatch(of: /<tbody><tr><td>[0-9-]+<\/td><td class="num">([^<]+)</)?.1)
+            #expect(headline == today, "headline \(headline), chart \(today)")
+        }
+    }
+
     @Test("the dashboard, orders and transactions pages show what the API holds, with the session's CSRF token", arguments: TestDatabaseKind.all)
     func signedInPages(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -24,6 +24,9 @@ enum DashboardView {
         let classSlices = byClass.map { (label: label(ofClass: $0.key), value: $0.value) }.sorted { $0.value > $1.value }
 
         let points = history.data.compactMap { point -> (String, Cash)? in
+            // Today's point is the total the page heads with: the two were valued a moment apart, and a
+            // quote refreshed in between made them differ by a few cents on one page.
+            if point.provisional { return (point.date, total) }
             guard let value = Cash(point.totalValue) else { return nil }
             return (point.date, value)
         }
