@@ -643,16 +643,17 @@ public struct FolioServices: Sendable {
     /// Connections the metrics listener keeps open at most: scrapers are few.
     static let metricsConnectionLimit = 64
 
-    /// HTTP/1.1 with Folio's header limits, its problem answers for requests the decoder cannot read, and
-    /// `registry`'s connection limit and deadlines.
+    /// HTTP/1.1 with Folio's header limits, the framing rules Hummingbird leaves out (`HTTP1Framing`), its problem
+    /// answers for requests the decoder cannot read, and `registry`'s connection limit and deadlines.
     func http1(_ registry: ConnectionRegistry) -> HTTPServerBuilder {
         let limits = configuration.connections, production = configuration.isProduction, logger = self.logger
-        return .http1(configuration: .init(
+        let configuration = HTTP1Channel.Configuration(
             additionalChannelHandlers: [
                 MalformedRequestProblems(production: production, logger: logger),
                 ConnectionGuard(registry: registry, limits: limits, logger: logger),
             ],
-            httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 100)))
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 100))
+        return HTTPServerBuilder { responder in FramedHTTP1Channel(base: HTTP1Channel(responder: responder, configuration: configuration)) }
     }
 }
 

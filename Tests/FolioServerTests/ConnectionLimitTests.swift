@@ -179,6 +179,51 @@ struct ConnectionLimitTests {
         }
     }
 
+    @Test("HTTP/1.x framing: one Host on HTTP/1.1, none or one on 1.0; a connection ends when the request says so in any spelling, after HTTP/1.0 unless kept alive, and after CONNECT or an upgrade")
+    func framing() async throws {
+        try await withTestApp(.sqlite, overSocket: true) { client, _ in
+            let port = try #require(client.port)
+            func exchange(_ request: String) async throws -> (answer: RawResponse, closed: Bool, connection: RawConnection) {
+                let connection = try RawConnection(port: port)
+                try connection.send(request)
+                var text = ""
+                // Until the answer's body is in (every answer here has a Content-Length).
+                let deadline = ContinuousClock.now + .seconds(10)
+                while ContinuousClock.now < deadline {
+                    text += await connection.receiveAll(within: .milliseconds(100))
+                    if let answer = RawResponse(text), let length = answer.headers["content-length"].flatMap(Int.init), answer.body.utf8.count >= length { break }
+                }
+                let answer = try #require(RawResponse(text), "\(request): \(text)")
+                return (answer, await connection.isClosedByServer(within: .seconds(2)), connection)
+            }
+            // Host: missing on HTTP/1.1, or twice: refused, and the connection ends.
+            for request in ["GET /health HTTP/1.1\r\n\r\n", "GET /health HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "GET /health HTTP/1.0\r\nHost: a.test\r\nHost: b.test\r\n\r\n"] {
+                let (answer, closed, _) = try await exchange(request)
+                #expect(answer.status == 400 && answer.headers["content-type"] == "application/problem+json", "\(request): \(answer.status)")
+                #expect(answer.body.contains("exactly one Host header"), "\(answer.body)")
+                #expect(closed && answer.headers["connection"] == "close", "\(request)")
+            }
+            // HTTP/1.0 (a load balancer's health check, say): no Host needed; the connection ends after the answer.
+            let old = try await exchange("GET /health HTTP/1.0\r\n\r\n")
+            #expect(old.answer.status == 200 && old.answer.headers["connection"] == "close" && old.closed)
+            // Kept alive on request: said in the answer, and the connection takes another request.
+            let kept = try await exchange("GET /health HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            #expect(kept.answer.status == 200 && kept.answer.headers["connection"] == "keep-alive" && !kept.closed)
+            try kept.connection.send("GET /health HTTP/1.0\r\n\r\n")
+            #expect(await kept.connection.receiveAll(within: .seconds(3)).hasPrefix("HTTP/1.1 200 OK"))
+            // "Close" in any spelling ends the connection; HTTP/1.1 otherwise stays open.
+            let close = try await exchange("GET /health HTTP/1.1\r\nHost: a.test\r\nConnection: Close, TE\r\n\r\n")
+            #expect(close.answer.status == 200 && close.answer.headers["connection"] == "close" && close.closed)
+            let open = try await exchange("GET /health HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            #expect(open.answer.status == 200 && open.answer.headers["connection"] == nil && !open.closed)
+            // Folio tunnels and upgrades nothing: answered, and closed (after one the decoder reads no more).
+            for request in ["CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", "GET /health HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"] {
+                let (answer, closed, _) = try await exchange(request)
+                #expect(answer.status < 500 && answer.headers["connection"] == "close" && closed, "\(request): \(answer.status)")
+            }
+        }
+    }
+
     @Test("requests the HTTP decoder cannot read get problem+json with a request id and the security headers, never a 500", arguments: TestDatabaseKind.all)
     func unreadableRequests(kind: TestDatabaseKind) async throws {
         let cases: [(name: String, request: String, status: Int, code: String)] = [

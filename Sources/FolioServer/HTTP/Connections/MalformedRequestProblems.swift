@@ -128,7 +128,9 @@ final class MalformedRequestProblems: ChannelDuplexHandler, RemovableChannelHand
             return (.badRequest, "malformed_request", "The Content-Length header is not a valid length, or comes with Transfer-Encoding.")
         case .invalidChunkSize:
             return (.badRequest, "malformed_request", "The chunked body has a chunk size that is not a hexadecimal number.")
-        case .invalidMethod, .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidHost, .invalidPort, .invalidVersion:
+        case .invalidHost:
+            return (.badRequest, "malformed_request", "An HTTP/1.1 request must carry exactly one Host header, and no request may carry two.")
+        case .invalidMethod, .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidPort, .invalidVersion:
             return (.badRequest, "malformed_request", "The request line is not valid HTTP/1.1.")
         default:
             return (.badRequest, "malformed_request", "The request is not valid HTTP/1.1 (for example, Transfer-Encoding that cannot be read).")
