@@ -513,7 +513,7 @@ struct RebalanceTests {
         try await withTestApp(kind, clock: clock, dependencies: { $0.marketData = market }) { client, env in
             let tokens = try await signUp(client, env, email: "halted@example.com")
             let account = try await env.firstAccount()
-            try await Self.buy(client, env, tokens, "AAPL", 200)
+            try await Self.buy(client, env, tokens, "AAPL", 300)
             #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
             market.monthOld.withLockedValue { $0 = ["AAPL"] }
             clock.advance(by: 60)  // past the quotes' time to live
@@ -521,7 +521,7 @@ struct RebalanceTests {
             #expect((plan["trades"] as? [[String: Any]])?.isEmpty == true, "\(plan)")
             let reason = try #require(plan["reason"] as? [String: Any])
             #expect(reason["code"] as? String == "outdated_price", "\(reason)")
-            #expect((reason["message"] as? String)?.contains("no price for AAPL since before the last close") == true, "\(reason)")
+            #expect((reason["message"] as? String)?.contains("There is no current price for AAPL: the last is from before the latest session") == true, "\(reason)")
             var keyed = bearer(tokens)
             keyed[Idempotency.header] = "halted-1"
             let refused = try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "full"], headers: keyed)
@@ -535,6 +535,29 @@ struct RebalanceTests {
             let priced = try json(try await post(client, "/api/portfolio/rebalance", ["mode": "full"], headers: bearer(tokens)))
             #expect(priced["reason"] == nil || priced["reason"] is NSNull, "\(priced)")
             #expect((priced["trades"] as? [[String: Any]])?.isEmpty == false, "\(priced)")
+            // An open buy of a symbol neither held nor targeted counts as the cash it holds, whatever its price's age.
+            let resting = try await post(client, "/api/orders", [
+                "symbol": "KO", "quantity": "10", "side": "BUY", "order_type": "LIMIT", "limit_price": "1.00", "time_in_force": "GTC",
+            ], headers: bearer(tokens))
+            #expect(resting.status == .created)
+            await env.worker.drain()
+            market.monthOld.withLockedValue { $0 = ["KO"] }
+            clock.advance(by: 60)
+            let beside = try json(try await post(client, "/api/portfolio/rebalance", ["mode": "full"], headers: bearer(tokens)))
+            #expect((beside["trades"] as? [[String: Any]])?.isEmpty == false, "\(beside)")
+            // A symbol that stops trading while the sells fill: the buys are not sized by its old price, and the run says so.
+            market.monthOld.withLockedValue { $0 = [] }
+            clock.advance(by: 60)
+            keyed[Idempotency.header] = "halted-2"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "full"], headers: keyed))
+            let id = try #require(started["id"] as? String, "\(started)")
+            #expect(started["status"] as? String == "selling", "\(started)")
+            market.monthOld.withLockedValue { $0 = ["MSFT"] }
+            clock.advance(by: 60)
+            let ended = try await Self.finish(client, env, tokens, run: id)
+            #expect(ended["status"] as? String == "partially_done", "\(ended)")
+            #expect((ended["reasons"] as? [String])?.contains { $0.hasPrefix("The buys were not placed: There is no current price for MSFT") } == true, "\(ended)")
+            #expect(!((ended["orders"] as? [[String: Any]]) ?? []).contains { $0["side"] as? String == "BUY" }, "\(ended)")
             try await env.expectConsistent()
         }
     }
@@ -658,6 +681,17 @@ struct RebalanceTests {
             // (Both written at the test clock's one moment: in either order.)
             #expect(mails.contains { $0.body.contains("One of its orders was canceled, so it placed nothing more.") }, "nothing was sold: \(mails.map(\.body))")
             #expect(mails.contains { $0.body.contains("Its targets were changed while it ran, so it placed nothing more; what its sales brought stays as cash.") }, "\(mails.map(\.body))")
+
+            // A run that only buys, retargeted: its mail speaks of no sales (its filled orders are buys).
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            keyed[Idempotency.header] = "stop-3"
+            let third = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true, "mode": "buy_only"], headers: keyed))
+            #expect(third["status"] as? String == "buying", "\(third)")
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", ["targets": [] as [Any], "cash_percent": "100"], headers: bearer(tokens)).status == .ok)
+            let buyOnly = try await Self.finish(client, env, tokens, run: try #require(third["id"] as? String))
+            #expect((buyOnly["reasons"] as? [String])?.contains { $0.contains("the targets changed (to version 4)") } == true, "\(buyOnly)")
+            let bodies = try await env.outbox(kind: "rebalance_finished").map(\.body)
+            #expect(bodies.count == 3 && bodies.contains { $0.contains("Its targets were changed while it ran, so it placed nothing more. Preview") }, "\(bodies)")
             try await env.expectConsistent()
         }
     }

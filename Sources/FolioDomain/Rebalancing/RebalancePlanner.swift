@@ -148,17 +148,33 @@ public enum RebalancePlanner {
         }
     }
 
-    /// `outdated` names symbols whose only price is from before the last close
+    /// The reason of a plan that would trade but values a symbol by an outdated price.
+    public static let outdatedPrice = "outdated_price"
+
+    /// `outdated` names symbols whose price is from before the latest session
     /// (a halted or delisted symbol, a vendor that stopped updating it): a plan
-    /// that values one of them trades nothing, and says why, rather than size
-    /// orders by a price the market has moved on from.
+    /// that would trade while valuing one of them trades nothing, and says why,
+    /// rather than size orders by a price the market has moved on from.
     public static func plan(
         holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, availableCash: Cash, allocation: TargetAllocation, options: RebalanceOptions,
         outdated: Set<String> = []
     ) throws -> RebalancePlan {
+        let plan = try plan(holdings: holdings, quotes: quotes, cash: cash, availableCash: availableCash, allocation: allocation, options: options, trades: true)
+        let outdatedHere = plan.lines.map(\.symbol).filter(outdated.contains).sorted()
+        guard !outdatedHere.isEmpty, !plan.trades.isEmpty else { return plan }
+        var still = try Self.plan(holdings: holdings, quotes: quotes, cash: cash, availableCash: availableCash, allocation: allocation, options: options, trades: false)
+        let names = outdatedHere.count == 1 ? outdatedHere[0] : outdatedHere.dropLast().joined(separator: ", ") + " and " + outdatedHere.last!
+        still.reason = PlanReason(
+            code: outdatedPrice,
+            message: "There is no current price for \(names): the last is from before the latest session (a halted or delisted symbol, or market data that stopped updating it), and a rebalance would trade on it. Preview again once it is priced.")
+        return still
+    }
+
+    private static func plan(
+        holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, availableCash: Cash, allocation: TargetAllocation, options: RebalanceOptions,
+        trades: Bool
+    ) throws -> RebalancePlan {
         var items = try Self.items(holdings: holdings, quotes: quotes, cash: cash, allocation: allocation)
-        let outdatedHere = items.map(\.symbol).filter(outdated.contains).sorted()
-        let trades = outdatedHere.isEmpty
         var total = cash
         for item in items { total = try total + item.value }
         for index in items.indices { items[index].targetValue = try Percent.share(of: total, items[index].target ?? .zero) }
@@ -210,12 +226,6 @@ public enum RebalancePlanner {
             items: items, cash: cash, availableCash: availableCash, total: total, kept: kept, budget: budget,
             allocation: allocation, options: options, droppedSmall: droppedSmall)
         plan.limitedByOrderSize = limited
-        if !trades {
-            let names = outdatedHere.count == 1 ? outdatedHere[0] : outdatedHere.dropLast().joined(separator: ", ") + " and " + outdatedHere.last!
-            plan.reason = PlanReason(
-                code: "outdated_price",
-                message: "The market data has no price for \(names) since before the last close (a halted or delisted symbol, most likely): a rebalance would trade on an old price. Preview again once it is priced.")
-        }
         return plan
     }
 

@@ -101,7 +101,7 @@ extension Notifications {
                 let filled = event.details["filled"] ?? "0", orders = event.details["orders"] ?? "0"
                 // Orders the run placed and filled say nothing of those it could not place: the run's reasons do.
                 let reasons = Int(event.details["reasons"] ?? "0") ?? 0
-                let kept = filled == "0" ? "" : "; what its sales brought stays as cash"
+                let kept = event.details["sold"] == "true" ? "; what its sales brought stays as cash" : ""
                 let why = switch stopped {
                 case .canceled: " One of its orders was canceled, so it placed nothing more\(kept)."
                 case .targetsChanged: " Its targets were changed while it ran, so it placed nothing more\(kept). Preview a rebalance for the new targets."

@@ -196,11 +196,9 @@ struct RebalanceService: Sendable {
         let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
         // The owner's open orders count as the buy phase counts them, so the preview plans what the run will do.
         let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
-        // A price from before the last close sizes no order (the buys' own check does not cover the sells).
-        let lastClose = quotes.previousCloseTime()
         let plan = try RebalancePlanner.plan(
             holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
-            allocation: resolved, options: options, outdated: Set(prices.filter { $0.value.asOf < lastClose }.keys))
+            allocation: resolved, options: options, outdated: outdated(prices, among: Set(holdings.map(\.symbol)).union(resolved.weights.map(\.symbol))))
         let activeRun = try await rebalances.activeRun(of: accountID, on: store.database.sql)
         return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request, activeRun: activeRun)
     }
@@ -242,6 +240,14 @@ struct RebalanceService: Sendable {
             }
         }
         return found
+    }
+
+    /// The held or targeted symbols whose price is from before the latest session opened (a halted or delisted
+    /// symbol, a vendor that stopped updating it): a plan sizes no trade by one. An open order's other symbol
+    /// is not among them: its buy counts as the cash it holds, whatever the price.
+    func outdated(_ prices: [String: PriceQuote], among symbols: Set<String>) -> Set<String> {
+        let since = quotes.previousCloseTime()
+        return symbols.filter { prices[$0].map { $0.asOf < since } ?? false }
     }
 
     /// `prices` with quotes for the open orders' other symbols, where they can be had: an open buy of a
@@ -501,7 +507,13 @@ struct RebalanceService: Sendable {
             let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
             let fresh = try RebalancePlanner.plan(
                 holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
-                allocation: allocation, options: options)
+                allocation: allocation, options: options,
+                outdated: outdated(prices, among: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
+            // A symbol stopped trading while the sells waited (for the open, say): the buys are not sized by its old price.
+            if let reason = fresh.reason, reason.code == RebalancePlanner.outdatedPrice {
+                next.reasons.append("The buys were not placed: \(reason.message)")
+                return try await finish(next, from: run, orders: placedOrders)
+            }
             let short = Dictionary(fresh.buys.map { ($0.symbol, $0.quantity) }, uniquingKeysWith: { a, _ in a })
             var buys = fresh.buys.filter { !sold.contains($0.symbol) }.map { ($0.symbol, $0.quantity) }
             if round == 1, attempt == 0 {
@@ -611,7 +623,11 @@ struct RebalanceService: Sendable {
             "status": finished.status.rawValue, "orders": String(orders.count),
             "filled": String(orders.filter { $0.status == .filled }.count), "reasons": String(finished.reasons.count),
         ]
-        if let stopped { details["stopped"] = stopped.rawValue }
+        if let stopped {
+            details["stopped"] = stopped.rawValue
+            // Whether any sale brought cash (a canceled sell may have filled in part): the notice says it stays as cash.
+            details["sold"] = String(orders.contains { $0.side == .sell && $0.filledQuantity.isPositive })
+        }
         let moved = try await database.transaction { [details] db -> Bool in
             guard try await rebalances.advance(finished, from: run.status, rounds: run.buyRounds, now: now, on: db) else { return false }
             try await audit("rebalance.finished", run: finished, actor: nil, context: .none, on: db, details: details)
