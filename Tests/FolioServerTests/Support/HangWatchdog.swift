@@ -14,8 +14,9 @@ import NIOPosix
 /// concurrency pool and a job on each event loop: one thread blocked there
 /// stops every test that needs it.
 enum HangWatchdog {
-    /// How long without progress is a hang: far longer than any one test takes.
-    static let quietMinutes = Double(ProcessInfo.processInfo.environment["FOLIO_TEST_HANG_MINUTES"] ?? "") ?? 10
+    /// How long without progress is a hang: longer than any one test may take (the read-replica test waits for
+    /// its standby up to about 20 minutes), and short enough that CI's 90 still hold the run's diagnosis.
+    static let quietMinutes = Double(ProcessInfo.processInfo.environment["FOLIO_TEST_HANG_MINUTES"] ?? "") ?? 25
     private static let state = NIOLockedValueBox((inUse: 0, lastProgress: ContinuousClock.now))
     private static let started: Void = {
         let thread = Thread { watch() }
@@ -26,7 +27,11 @@ enum HangWatchdog {
     /// A test database was taken (or is waited for).
     static func began() {
         _ = started
-        state.withLockedValue { $0.inUse += 1 }
+        state.withLockedValue {
+            // Quiet while no test used a database is no hang: the clock starts with this one.
+            if $0.inUse == 0 { $0.lastProgress = .now }
+            $0.inUse += 1
+        }
     }
 
     /// A test database was given back: the run moves.
@@ -73,14 +78,15 @@ enum HangWatchdog {
         for reason in stuck { say("  - \(reason)") }
         let pid = String(ProcessInfo.processInfo.processIdentifier)
         show("the processes", "/bin/ps", ["-eo", "pid,ppid,stat,etime,args", "--forest"])
+        // Each tool under a time limit: the database (or gdb) may be what hangs.
         if let url = TestDatabaseKind.adminURL {
             show(
-                "PostgreSQL's busy sessions", "/usr/bin/psql",
-                [url, "-X", "-c", "SELECT pid, datname, state, wait_event_type, wait_event, now() - query_start AS running, left(query, 160) AS query FROM pg_stat_activity WHERE state <> 'idle' AND pid <> pg_backend_pid()"])
+                "PostgreSQL's busy sessions", "/usr/bin/timeout",
+                ["30", "/usr/bin/psql", url, "-X", "-c", "SELECT pid, datname, state, wait_event_type, wait_event, now() - query_start AS running, left(query, 160) AS query FROM pg_stat_activity WHERE state <> 'idle' AND pid <> pg_backend_pid()"])
         }
         // (Without the many lines gdb writes about the debug build's module caches.)
         show("every thread's stack", "/bin/sh", [
-            "-c", "/usr/bin/gdb -p \(pid) -batch -ex 'set pagination off' -ex 'thread apply all bt 40' 2>&1 | grep -v '^During symbol reading'",
+            "-c", "/usr/bin/timeout 120 /usr/bin/gdb -p \(pid) -batch -ex 'set pagination off' -ex 'thread apply all bt 40' 2>&1 | grep -v '^During symbol reading'",
         ])
         _exit(70)
     }

@@ -168,7 +168,7 @@ final class RunningFolio: @unchecked Sendable {
 
     /// The exit, and the output to its end.
     func exited(sourceLocation: SourceLocation = #_sourceLocation) async -> ChildProcess.Termination {
-        let termination = await process.exited(within: .seconds(120), sourceLocation: sourceLocation)
+        let termination = await process.exited(within: .seconds(180), sourceLocation: sourceLocation)
         await stdout.end()
         await stderr.end()
         return termination
