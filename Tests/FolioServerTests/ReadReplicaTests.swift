@@ -120,10 +120,16 @@ struct ReadReplicaTests {
                     if case .lagging = await reads.state(of: replica) { return true }
                     return false
                 })
-                let fallbacks = Self.counter(env, #"folio_read_replica_fallbacks_total{reason="lagging"}"#)
+                // Counted as lagging, or as unavailable when the loaded standby took more than a second to say how far
+                // behind it is (the full suite on two cores): either way the read went to the primary, counted.
+                func fallbacks() -> Double {
+                    Self.counter(env, #"folio_read_replica_fallbacks_total{reason="lagging"}"#)
+                        + Self.counter(env, #"folio_read_replica_fallbacks_total{reason="unavailable"}"#)
+                }
+                let before = fallbacks()
                 let listed = try await Self.transactions(client, tokens)
                 #expect(listed.count == 2, "the new deposit is read on the primary")
-                #expect(Self.counter(env, #"folio_read_replica_fallbacks_total{reason="lagging"}"#) > fallbacks)
+                #expect(fallbacks() > before)
                 let history = try await client.execute(uri: "/api/portfolio/history?range=1M", method: .get, headers: bearer(tokens))
                 #expect(history.status == .ok)
             } catch {
