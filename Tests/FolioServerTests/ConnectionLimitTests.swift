@@ -179,11 +179,11 @@ struct ConnectionLimitTests {
         }
     }
 
-    @Test("HTTP/1.x framing: one Host on HTTP/1.1, none or one on 1.0; a connection ends when the request says so in any spelling, after HTTP/1.0 unless kept alive, and after CONNECT or an upgrade")
+    @Test("HTTP/1.x framing: one valid Host on HTTP/1.1, none or one on 1.0; a connection ends when the request says close in any spelling, after HTTP/1.0 (answered as 1.0), and after CONNECT or an upgrade; 100-continue is sent")
     func framing() async throws {
         try await withTestApp(.sqlite, overSocket: true) { client, _ in
             let port = try #require(client.port)
-            func exchange(_ request: String) async throws -> (answer: RawResponse, closed: Bool, connection: RawConnection) {
+            func exchange(_ request: String) async throws -> (answer: RawResponse, text: String, closed: Bool, connection: RawConnection) {
                 let connection = try RawConnection(port: port)
                 try connection.send(request)
                 var text = ""
@@ -194,33 +194,45 @@ struct ConnectionLimitTests {
                     if let answer = RawResponse(text), let length = answer.headers["content-length"].flatMap(Int.init), answer.body.utf8.count >= length { break }
                 }
                 let answer = try #require(RawResponse(text), "\(request): \(text)")
-                return (answer, await connection.isClosedByServer(within: .seconds(2)), connection)
+                return (answer, text, await connection.isClosedByServer(within: .seconds(2)), connection)
             }
-            // Host: missing on HTTP/1.1, or twice: refused, and the connection ends.
-            for request in ["GET /health HTTP/1.1\r\n\r\n", "GET /health HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "GET /health HTTP/1.0\r\nHost: a.test\r\nHost: b.test\r\n\r\n"] {
-                let (answer, closed, _) = try await exchange(request)
+            // Host: missing on HTTP/1.1, twice, or not a host: refused, and the connection ends.
+            for request in [
+                "GET /health HTTP/1.1\r\n\r\n", "GET /health HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+                "GET /health HTTP/1.0\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "GET /health HTTP/1.1\r\nHost: a.test b.test\r\n\r\n",
+                "GET /health HTTP/1.1\r\nHost: a.test, b.test\r\n\r\n",
+            ] {
+                let (answer, _, closed, _) = try await exchange(request)
                 #expect(answer.status == 400 && answer.headers["content-type"] == "application/problem+json", "\(request): \(answer.status)")
                 #expect(answer.body.contains("exactly one Host header"), "\(answer.body)")
                 #expect(closed && answer.headers["connection"] == "close", "\(request)")
             }
-            // HTTP/1.0 (a load balancer's health check, say): no Host needed; the connection ends after the answer.
-            let old = try await exchange("GET /health HTTP/1.0\r\n\r\n")
-            #expect(old.answer.status == 200 && old.answer.headers["connection"] == "close" && old.closed)
-            // Kept alive on request: said in the answer, and the connection takes another request.
-            let kept = try await exchange("GET /health HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-            #expect(kept.answer.status == 200 && kept.answer.headers["connection"] == "keep-alive" && !kept.closed)
-            try kept.connection.send("GET /health HTTP/1.0\r\n\r\n")
-            #expect(await kept.connection.receiveAll(within: .seconds(3)).hasPrefix("HTTP/1.1 200 OK"))
-            // "Close" in any spelling ends the connection; HTTP/1.1 otherwise stays open.
-            let close = try await exchange("GET /health HTTP/1.1\r\nHost: a.test\r\nConnection: Close, TE\r\n\r\n")
-            #expect(close.answer.status == 200 && close.answer.headers["connection"] == "close" && close.closed)
+            // A host with a port, or an address, is a host.
+            #expect(try await exchange("GET /health HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").answer.status == 200)
+            // HTTP/1.0 (a load balancer's health check, say): no Host needed; answered as HTTP/1.0, and the connection ends
+            // after the answer even when asked to stay (an HTTP/1.1 answer's chunked body is one a 1.0 client cannot read).
+            for request in ["GET /health HTTP/1.0\r\n\r\n", "GET /health HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"] {
+                let old = try await exchange(request)
+                #expect(old.text.hasPrefix("HTTP/1.0 200 OK") && old.answer.headers["connection"] == "close" && old.closed, "\(request): \(old.text)")
+            }
+            // "close" in any spelling ends the connection; HTTP/1.1 otherwise stays open.
+            for spelling in ["Close, TE", "close\t", "keep-alive, close"] {
+                let close = try await exchange("GET /health HTTP/1.1\r\nHost: a.test\r\nConnection: \(spelling)\r\n\r\n")
+                #expect(close.answer.status == 200 && close.answer.headers["connection"] == "close" && close.closed, "\(spelling)")
+            }
             let open = try await exchange("GET /health HTTP/1.1\r\nHost: a.test\r\n\r\n")
             #expect(open.answer.status == 200 && open.answer.headers["connection"] == nil && !open.closed)
             // Folio tunnels and upgrades nothing: answered, and closed (after one the decoder reads no more).
             for request in ["CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", "GET /health HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"] {
-                let (answer, closed, _) = try await exchange(request)
+                let (answer, _, closed, _) = try await exchange(request)
                 #expect(answer.status < 500 && answer.headers["connection"] == "close" && closed, "\(request): \(answer.status)")
             }
+            // A client that waits for 100 Continue before its body gets it at once, then its answer.
+            let waiting = try RawConnection(port: port)
+            try waiting.send("POST /api/auth/login HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+            #expect(await waiting.receiveAll(within: .seconds(2)).hasPrefix("HTTP/1.1 100 Continue\r\n\r\n"))
+            try waiting.send("{}")
+            #expect(await waiting.receiveAll(within: .seconds(2)).hasPrefix("HTTP/1.1 422 "))
         }
     }
 

@@ -93,7 +93,7 @@ struct RawConnectionError: Error, CustomStringConvertible {
     var description: String { "\(what) failed: \(String(cString: strerror(code)))" }
 }
 
-/// A raw HTTP/1.1 answer: the status, the headers (names lower-cased) and the body.
+/// A raw HTTP/1.1 (or 1.0) answer: the status, the headers (names lower-cased) and the body.
 struct RawResponse {
     var status: Int
     var headers: [String: String]
@@ -102,7 +102,7 @@ struct RawResponse {
     init?(_ text: String) {
         guard let split = text.range(of: "\r\n\r\n") else { return nil }
         let lines = text[..<split.lowerBound].components(separatedBy: "\r\n")
-        guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1.1 "), let status = Int(statusLine.dropFirst(9).prefix(3)) else { return nil }
+        guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1.1 ") || statusLine.hasPrefix("HTTP/1.0 "), let status = Int(statusLine.dropFirst(9).prefix(3)) else { return nil }
         self.status = status
         var headers: [String: String] = [:]
         for line in lines.dropFirst() {

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -9,60 +10,85 @@ import NIOHTTP1
 /// become version-less HTTP types):
 ///
 /// - An HTTP/1.1 request must carry exactly one Host header, and no request
-///   more than one (RFC 9112 §3.2): otherwise 400 and the connection closes,
-///   so two readers (a proxy and Folio) never see different hosts.
-/// - A connection ends after the answer when the request asked for it in any
-///   spelling (`Connection: Close`, `close, te`), and after an HTTP/1.0
-///   request unless it asked to be kept alive: Hummingbird keeps a connection
-///   open unless the header is exactly `close`, and an HTTP/1.0 client waiting
-///   for the end of the connection waited for the idle timeout instead.
+///   more than one, and a Host is a host name or address with an optional
+///   port (RFC 9112 §3.2): otherwise 400 and the connection closes, so two
+///   readers (a proxy and Folio) never see different hosts.
+/// - A connection ends after the answer when the request's Connection header
+///   names `close` in any spelling (`Close`, `te, close`, a tab after it):
+///   Hummingbird closes only on exactly `close`.
+/// - An HTTP/1.0 request is answered as HTTP/1.0 and the connection ends
+///   after it, keep-alive or not: an HTTP/1.1 answer's chunked body is one an
+///   HTTP/1.0 client cannot read, and a chunked HTTP/1.0 request has faulty
+///   framing (RFC 9112 §6.1).
 /// - CONNECT and upgrade requests (Folio tunnels and upgrades nothing) get
 ///   their answer and the connection closes: after one, the decoder reads
 ///   nothing more, and the connection sat open and dead.
+/// - `Expect: 100-continue` gets its `100 Continue` at once: the client
+///   waits for it (curl a second) before it sends the body.
 ///
-/// The answer says which: `Connection: close`, or `keep-alive` to an
-/// HTTP/1.0 client whose connection stays open.
+/// The answer of a connection that ends says `Connection: close`.
 final class HTTP1Framing: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private enum Ending { case keptAlive, keptAliveHTTP10, closed }
+    private enum Ending { case keptAlive, closed, closedHTTP10 }
     /// How each request read and not yet answered ends its connection, in order (pipelining).
     private var endings = CircularBuffer<Ending>()
     /// A request was refused for its Host: nothing after it is read.
     private var refused = false
+    /// An answer's head is written and its end is not.
+    private var answering = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !refused else { return }
         guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
-        let hosts = head.headers["host"].count
-        let atLeast11 = (head.version.major, head.version.minor) >= (1, 1)
-        if hosts > 1 || (hosts == 0 && atLeast11) {
+        let hosts = head.headers["host"]
+        let http11 = (head.version.major, head.version.minor) >= (1, 1)
+        if hosts.count > 1 || (hosts.isEmpty && http11) || !hosts.allSatisfy(Self.isHost) {
             refused = true
             context.fireErrorCaught(HTTPParserError.invalidHost)
             return
         }
+        let connection = Set(head.headers["connection"].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
         let tunnel = head.method == .CONNECT || head.headers.contains(name: "upgrade")
-        let ending: Ending = if tunnel || !head.isKeepAlive { .closed } else if !atLeast11 { .keptAliveHTTP10 } else { .keptAlive }
+        let ending: Ending = if !http11 { .closedHTTP10 } else if tunnel || connection.contains("close") { .closed } else { .keptAlive }
         // Hummingbird ends the connection after the answer only when it reads exactly `close`.
-        if ending == .closed { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        if ending != .keptAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        // (Not while an earlier pipelined request awaits or receives its answer: the 100 would read as that one's.)
+        if http11, endings.isEmpty, !answering, head.headers["expect"].contains(where: { $0.trimmingCharacters(in: .whitespaces).lowercased() == "100-continue" }) {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        }
         endings.append(ending)
         context.fireChannelRead(wrapInboundOut(.head(head)))
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let part = unwrapOutboundIn(data)
+        if case .end = part { answering = false }
         // A final answer (not 1xx) belongs to the oldest request not yet answered.
-        guard case .head(var response) = unwrapOutboundIn(data), response.status.code >= 200, let ending = endings.popFirst() else {
+        guard case .head(var response) = part, response.status.code >= 200, let ending = endings.popFirst() else {
             return context.write(data, promise: promise)
         }
+        answering = true
         switch ending {
-        case .closed: response.headers.replaceOrAdd(name: "connection", value: "close")
-        case .keptAliveHTTP10: response.headers.replaceOrAdd(name: "connection", value: "keep-alive")
-        case .keptAlive: break
+        case .keptAlive: return context.write(data, promise: promise)
+        case .closed: break
+        case .closedHTTP10:
+            // Without a length the body runs to the connection's end, which comes after it: never chunked.
+            response.version = .http1_0
+            response.headers.remove(name: "transfer-encoding")
         }
+        response.headers.replaceOrAdd(name: "connection", value: "close")
         context.write(wrapOutboundOut(.head(response)), promise: promise)
+    }
+
+    /// A Host value: empty, or a name or address with an optional port, nothing else (no space, comma, path or user).
+    static func isHost(_ value: String) -> Bool {
+        value.unicodeScalars.allSatisfy { scalar in
+            scalar.value > 0x20 && scalar.value < 0x7F && !",/\\@?#\"<>{}|^`".unicodeScalars.contains(scalar)
+        }
     }
 }
 

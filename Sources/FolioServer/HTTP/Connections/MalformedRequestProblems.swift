@@ -129,7 +129,7 @@ final class MalformedRequestProblems: ChannelDuplexHandler, RemovableChannelHand
         case .invalidChunkSize:
             return (.badRequest, "malformed_request", "The chunked body has a chunk size that is not a hexadecimal number.")
         case .invalidHost:
-            return (.badRequest, "malformed_request", "An HTTP/1.1 request must carry exactly one Host header, and no request may carry two.")
+            return (.badRequest, "malformed_request", "An HTTP/1.1 request must carry exactly one Host header, naming a host (and port) and nothing else; no request may carry two.")
         case .invalidMethod, .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidPort, .invalidVersion:
             return (.badRequest, "malformed_request", "The request line is not valid HTTP/1.1.")
         default:
