@@ -647,13 +647,16 @@ public struct FolioServices: Sendable {
     /// answers for requests the decoder cannot read, and `registry`'s connection limit and deadlines.
     func http1(_ registry: ConnectionRegistry) -> HTTPServerBuilder {
         let limits = configuration.connections, production = configuration.isProduction, logger = self.logger
-        let configuration = HTTP1Channel.Configuration(
+        let channel = HTTP1Channel.Configuration(
             additionalChannelHandlers: [
                 MalformedRequestProblems(production: production, logger: logger),
                 ConnectionGuard(registry: registry, limits: limits, logger: logger),
             ],
             httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 100))
-        return HTTPServerBuilder { responder in FramedHTTP1Channel(base: HTTP1Channel(responder: responder, configuration: configuration)) }
+        let maxBodySize = configuration.maxBodySize
+        return HTTPServerBuilder { responder in
+            FramedHTTP1Channel(base: HTTP1Channel(responder: responder, configuration: channel), maxBodySize: maxBodySize)
+        }
     }
 }
 

@@ -207,8 +207,13 @@ struct ConnectionLimitTests {
                 #expect(answer.body.contains("exactly one Host header"), "\(answer.body)")
                 #expect(closed && answer.headers["connection"] == "close", "\(request)")
             }
-            // A host with a port, or an address, is a host.
-            #expect(try await exchange("GET /health HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").answer.status == 200)
+            // A host with a port, or an address, is a host (spaces around it are not part of it); other text is not.
+            for host in ["[::1]:8080", "a.test ", "a.test\t", "folio_1.internal:443"] {
+                #expect(try await exchange("GET /health HTTP/1.1\r\nHost: \(host)\r\n\r\n").answer.status == 200, "\(host)")
+            }
+            for host in ["[::1", "a:b:c", "a.test:99999", "a.test:8o", "x;y", "%61.test", "u@a.test"] {
+                #expect(try await exchange("GET /health HTTP/1.1\r\nHost: \(host)\r\n\r\n").answer.status == 400, "\(host)")
+            }
             // HTTP/1.0 (a load balancer's health check, say): no Host needed; answered as HTTP/1.0, and the connection ends
             // after the answer even when asked to stay (an HTTP/1.1 answer's chunked body is one a 1.0 client cannot read).
             for request in ["GET /health HTTP/1.0\r\n\r\n", "GET /health HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"] {
@@ -233,6 +238,38 @@ struct ConnectionLimitTests {
             #expect(await waiting.receiveAll(within: .seconds(2)).hasPrefix("HTTP/1.1 100 Continue\r\n\r\n"))
             try waiting.send("{}")
             #expect(await waiting.receiveAll(within: .seconds(2)).hasPrefix("HTTP/1.1 422 "))
+            // A body larger than any route takes gets its 413 at once, not an invitation to send it.
+            let tooLarge = try RawConnection(port: port)
+            try tooLarge.send("POST /api/auth/login HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/json\r\nContent-Length: 99000000\r\nExpect: 100-continue\r\n\r\n")
+            #expect(await tooLarge.receiveAll(within: .seconds(2)).hasPrefix("HTTP/1.1 413 "))
+        }
+    }
+
+    @Test("a pipelined request waits for the answer before it: its body's deadline starts when that answer ends, and its 100 Continue is sent then", arguments: TestDatabaseKind.all)
+    func pipelinedContinue(kind: TestDatabaseKind) async throws {
+        try await withTestApp(
+            kind, configure: { $0.connections = .init(maxConnections: 100, headerTimeout: 60, bodyTimeout: 1, idleTimeout: 60) }, overSocket: true,
+            routes: { routes, _ in
+                routes.get("/api/test/slow") { _, _ -> String in
+                    try await Task.sleep(for: .seconds(2))
+                    return "done"
+                }
+            }
+        ) { client, _ in
+            let connection = try RawConnection(port: try #require(client.port))
+            // The second request's client waits for its 100 Continue before sending the body, as curl does.
+            try connection.send(
+                "GET /api/test/slow HTTP/1.1\r\nHost: folio.test\r\n\r\n"
+                    + "POST /api/auth/login HTTP/1.1\r\nHost: folio.test\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+            var text = ""
+            let deadline = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < deadline, !text.contains("100 Continue") {
+                text += await connection.receiveAll(within: .milliseconds(200))
+            }
+            // The slow answer came whole (the body deadline did not cut it), then the 100.
+            #expect(text.hasPrefix("HTTP/1.1 200 OK") && text.contains("\r\n\r\ndoneHTTP/1.1 100 Continue\r\n\r\n"), "\(text)")
+            try connection.send("{}")
+            #expect(await connection.receiveAll(within: .seconds(2)).hasPrefix("HTTP/1.1 422 "))
         }
     }
 

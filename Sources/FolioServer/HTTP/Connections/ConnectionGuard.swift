@@ -143,6 +143,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var timerFiresAt: NIODeadline?
     /// Requests whose head has arrived and whose response has not ended.
     private var inFlight = 0
+    /// The latest request's head has arrived and its end has not.
+    private var bodyPending = false
 
     init(registry: ConnectionRegistry, limits: AppConfiguration.ConnectionLimits, logger: Logger) {
         self.registry = registry
@@ -184,13 +186,17 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head:
             inFlight += 1
+            bodyPending = true
             // Still waiting on the client for the body: a connection may be closed to make room, unless an
             // earlier request on it (pipelined) is being answered.
             if inFlight > 1, let tracked, !registry.busy(tracked) { return }
-            move(context, deadlineIn: limits.bodyTimeout, waitingFor: "the request body")
+            // The body's time starts now, or when the earlier answer has ended: a client may wait for that answer
+            // (or for its 100 Continue, sent after it) before it sends this body.
+            if inFlight == 1 { move(context, deadlineIn: limits.bodyTimeout, waitingFor: "the request body") }
         case .body:
             break
         case .end:
+            bodyPending = false
             // The handler is answering: no deadline until it has, and the connection is not closed to make room.
             // (After an early answer, say a 413 before the body was read, the idle deadline the answer set stays.)
             if inFlight > 0 {
@@ -218,6 +224,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             if inFlight == 0 {
                 if let tracked { registry.waiting(tracked) }
                 move(context, deadlineIn: limits.idleTimeout, waitingFor: "another request")
+            } else if bodyPending {
+                // A pipelined request's body is what the connection now waits for.
+                if let tracked { registry.waiting(tracked) }
+                move(context, deadlineIn: limits.bodyTimeout, waitingFor: "the request body")
             }
         }
         context.write(data, promise: promise)

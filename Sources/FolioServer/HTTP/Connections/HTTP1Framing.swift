@@ -40,10 +40,23 @@ final class HTTP1Framing: ChannelDuplexHandler, RemovableChannelHandler {
     private var refused = false
     /// An answer's head is written and its end is not.
     private var answering = false
+    /// The latest request asked for 100 Continue while an earlier one was being answered, and nothing of its
+    /// body has come: it is sent when that answer ends.
+    private var continueOwed = false
+    /// The body size past which a request is refused (413) from its Content-Length: such a request gets no 100.
+    let maxBodySize: Int
+
+    init(maxBodySize: Int) {
+        self.maxBodySize = maxBodySize
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !refused else { return }
-        guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
+        guard case .head(var head) = unwrapInboundIn(data) else {
+            // The body is coming (or there is none): no 100 is owed.
+            continueOwed = false
+            return context.fireChannelRead(data)
+        }
         let hosts = head.headers["host"]
         let http11 = (head.version.major, head.version.minor) >= (1, 1)
         if hosts.count > 1 || (hosts.isEmpty && http11) || !hosts.allSatisfy(Self.isHost) {
@@ -56,9 +69,11 @@ final class HTTP1Framing: ChannelDuplexHandler, RemovableChannelHandler {
         let ending: Ending = if !http11 { .closedHTTP10 } else if tunnel || connection.contains("close") { .closed } else { .keptAlive }
         // Hummingbird ends the connection after the answer only when it reads exactly `close`.
         if ending != .keptAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
-        // (Not while an earlier pipelined request awaits or receives its answer: the 100 would read as that one's.)
-        if http11, endings.isEmpty, !answering, head.headers["expect"].contains(where: { $0.trimmingCharacters(in: .whitespaces).lowercased() == "100-continue" }) {
-            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        if http11, head.headers["expect"].contains(where: { $0.trimmingCharacters(in: .whitespaces).lowercased() == "100-continue" }),
+           head.headers["content-length"].first.flatMap(Int.init).map({ $0 <= allowance(head.uri) }) ?? true {
+            // Not while an earlier pipelined request awaits or receives its answer (the 100 would read as that one's):
+            // then when that answer ends. A body too large gets its 413 instead, without being sent.
+            if endings.isEmpty, !answering { sendContinue(context) } else { continueOwed = true }
         }
         endings.append(ending)
         context.fireChannelRead(wrapInboundOut(.head(head)))
@@ -66,12 +81,23 @@ final class HTTP1Framing: ChannelDuplexHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let part = unwrapOutboundIn(data)
-        if case .end = part { answering = false }
+        if case .end = part {
+            answering = false
+            context.write(data, promise: promise)
+            // The request that waits for its 100 is the one left to answer.
+            if continueOwed, endings.count == 1 {
+                continueOwed = false
+                sendContinue(context)
+            }
+            return
+        }
         // A final answer (not 1xx) belongs to the oldest request not yet answered.
         guard case .head(var response) = part, response.status.code >= 200, let ending = endings.popFirst() else {
             return context.write(data, promise: promise)
         }
         answering = true
+        // Answered before its body was asked for (a 401, say): no 100 is owed any more.
+        if endings.isEmpty { continueOwed = false }
         switch ending {
         case .keptAlive: return context.write(data, promise: promise)
         case .closed: break
@@ -84,11 +110,44 @@ final class HTTP1Framing: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.head(response)), promise: promise)
     }
 
-    /// A Host value: empty, or a name or address with an optional port, nothing else (no space, comma, path or user).
-    static func isHost(_ value: String) -> Bool {
-        value.unicodeScalars.allSatisfy { scalar in
-            scalar.value > 0x20 && scalar.value < 0x7F && !",/\\@?#\"<>{}|^`".unicodeScalars.contains(scalar)
+    private func sendContinue(_ context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+    }
+
+    /// The largest body `target`'s route takes (`RequestBodyMiddleware`'s rule).
+    private func allowance(_ target: String) -> Int {
+        let path = String(target.prefix { $0 != "?" })
+        return SendGridWebhookController.isPath(path) ? max(maxBodySize, SendGridWebhookController.bodyLimit) : maxBodySize
+    }
+
+    /// A Host value (spaces and tabs around it are not part of it): empty, or a host name (letters, digits,
+    /// `-`, `.`, `_`, `~`) or a bracketed IPv6 address, with an optional port up to 65535. Nothing else: no
+    /// space, comma, path, user or second colon.
+    static func isHost(_ raw: String) -> Bool {
+        let value = raw.trimmingCharacters(in: CharacterSet(charactersIn: " \t"))
+        guard !value.isEmpty else { return true }
+        guard value.utf8.count <= 261 else { return false }
+        var port: Substring?
+        if value.hasPrefix("[") {
+            guard let close = value.firstIndex(of: "]") else { return false }
+            let address = value[value.index(after: value.startIndex)..<close]
+            guard !address.isEmpty, address.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return false }
+            let rest = value[value.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.first == ":" else { return false }
+                port = rest.dropFirst()
+            }
+        } else {
+            let parts = value.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count <= 2, let name = parts.first, !name.isEmpty,
+                  name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._~".contains($0)) })
+            else { return false }
+            port = parts.count == 2 ? parts[1] : nil
         }
+        if let port {
+            guard port.count <= 5, port.allSatisfy({ $0.isASCII && $0.isNumber }), Int(port).map({ $0 <= 65_535 }) ?? true else { return false }
+        }
+        return true
     }
 }
 
@@ -97,13 +156,15 @@ final class HTTP1Framing: ChannelDuplexHandler, RemovableChannelHandler {
 struct FramedHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
     typealias Value = HTTP1Channel.Value
     let base: HTTP1Channel
+    /// `MAX_BODY_SIZE`: a request whose Content-Length passes it gets no 100 Continue.
+    let maxBodySize: Int
 
     var responder: Responder { base.responder }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         base.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try channel.pipeline.syncOperations.addHandler(HTTP1Framing(), position: .after(decoder))
+            try channel.pipeline.syncOperations.addHandler(HTTP1Framing(maxBodySize: maxBodySize), position: .after(decoder))
             return value
         }
     }
