@@ -198,7 +198,7 @@ struct RebalanceService: Sendable {
         let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
         let plan = try RebalancePlanner.plan(
             holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
-            allocation: resolved, options: options, outdated: outdated(prices, among: Set(holdings.map(\.symbol)).union(resolved.weights.map(\.symbol))))
+            allocation: resolved, options: options, outdated: outdated(prices, holdings: holdings, allocation: resolved))
         let activeRun = try await rebalances.activeRun(of: accountID, on: store.database.sql)
         return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request, activeRun: activeRun)
     }
@@ -245,9 +245,9 @@ struct RebalanceService: Sendable {
     /// The held or targeted symbols whose price is from before the latest session opened (a halted or delisted
     /// symbol, a vendor that stopped updating it): a plan sizes no trade by one. An open order's other symbol
     /// is not among them: its buy counts as the cash it holds, whatever the price.
-    func outdated(_ prices: [String: PriceQuote], among symbols: Set<String>) -> Set<String> {
+    func outdated(_ prices: [String: PriceQuote], holdings: [HoldingState], allocation: TargetAllocation) -> Set<String> {
         let since = quotes.previousCloseTime()
-        return symbols.filter { prices[$0].map { $0.asOf < since } ?? false }
+        return Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol)).filter { prices[$0].map { $0.asOf < since } ?? false }
     }
 
     /// `prices` with quotes for the open orders' other symbols, where they can be had: an open buy of a
@@ -508,7 +508,7 @@ struct RebalanceService: Sendable {
             let fresh = try RebalancePlanner.plan(
                 holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,
                 allocation: allocation, options: options,
-                outdated: outdated(prices, among: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
+                outdated: outdated(prices, holdings: holdings, allocation: allocation))
             // A symbol stopped trading while the sells waited (for the open, say): the buys are not sized by its old price.
             if let reason = fresh.reason, reason.code == RebalancePlanner.outdatedPrice {
                 next.reasons.append("The buys were not placed: \(reason.message)")

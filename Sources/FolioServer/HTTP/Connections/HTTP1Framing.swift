@@ -64,9 +64,8 @@ final class HTTP1Framing: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireErrorCaught(HTTPParserError.invalidHost)
             return
         }
-        let connection = Set(head.headers["connection"].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
         let tunnel = head.method == .CONNECT || head.headers.contains(name: "upgrade")
-        let ending: Ending = if !http11 { .closedHTTP10 } else if tunnel || connection.contains("close") { .closed } else { .keptAlive }
+        let ending: Ending = if !http11 { .closedHTTP10 } else if tunnel || Self.asksToClose(head.headers) { .closed } else { .keptAlive }
         // Hummingbird ends the connection after the answer only when it reads exactly `close`.
         if ending != .keptAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
         if http11, head.headers["expect"].contains(where: { $0.trimmingCharacters(in: .whitespaces).lowercased() == "100-continue" }),
@@ -108,6 +107,13 @@ final class HTTP1Framing: ChannelDuplexHandler, RemovableChannelHandler {
         }
         response.headers.replaceOrAdd(name: "connection", value: "close")
         context.write(wrapOutboundOut(.head(response)), promise: promise)
+    }
+
+    /// Whether a Connection header names `close`, in any case, among other options, with spaces or tabs around it.
+    static func asksToClose(_ headers: HTTPHeaders) -> Bool {
+        headers["connection"].contains { value in
+            value.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).caseInsensitiveCompare("close") == .orderedSame }
+        }
     }
 
     private func sendContinue(_ context: ChannelHandlerContext) {
