@@ -145,6 +145,56 @@ struct RebalancePlannerTests {
         #expect(margin.cashAfter == 1_100 && margin.lines[0].percentAfter == 39 && margin.lines[0].driftAfterPoints == -1)
     }
 
+    @Test("an excluded symbol is left as it is and out of the sums; the other targets are scaled to the rest (worked by hand)")
+    func excludedSymbols() throws {
+        // HALT 10 × 100 (halted: no current price), VTI 20 × 100 = 2,000, cash 1,000. Targets HALT 30, VTI 40, BND 20, cash 10.
+        let targets = try Self.allocation([("HALT", 30), ("VTI", 40), ("BND", 20)], cash: 10)
+        let holdings = [Self.holding("HALT", 10), Self.holding("VTI", 20)]
+        let quotes = Self.quotes(["HALT": "100", "VTI": "100", "BND": "100"])
+        let blocked = try RebalancePlanner.plan(
+            holdings: holdings, quotes: quotes, cash: 1_000, availableCash: 1_000, allocation: targets, options: .init(), outdated: ["HALT"])
+        #expect(blocked.trades.isEmpty && blocked.reason?.code == RebalancePlanner.outdatedPrice)
+
+        // Without HALT the rest is 3,000 and its targets 70 %: VTI 40/70 (1,714.29), BND 20/70 (857.14), cash 10/70 (428.57).
+        // VTI is 285.71 over: 3 shares sold (300). 1,000 + 300 − 428.57 leaves 871.43 to spend: 8 BND (800); a ninth does not fit.
+        // HALT needs no quote at all.
+        let withoutHalt = Self.quotes(["VTI": "100", "BND": "100"])
+        let plan = try RebalancePlanner.plan(
+            holdings: holdings, quotes: withoutHalt, cash: 1_000, availableCash: 1_000, allocation: targets, options: .init(excluded: ["HALT"]),
+            outdated: ["HALT"])
+        #expect(plan.reason == nil)
+        #expect(plan.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" } == ["SELL 3 VTI", "BUY 8 BND"])
+        #expect(plan.lines.map(\.symbol) == ["BND", "VTI"])
+        #expect(plan.totalValue == 3_000)
+        #expect(plan.lines.map(\.targetPercent) == [try Ratio(parsing: "28.5714"), try Ratio(parsing: "57.1429")])
+        #expect(try plan.cashTargetPercent == Ratio(parsing: "14.2857"))
+        #expect(try plan.cashKept == Cash(parsing: "428.57"))
+        #expect(plan.cashAfter == 500)
+        #expect(try plan.lines.map(\.percentAfter) == [Ratio(parsing: "26.6667"), Ratio(parsing: "56.6667")])
+
+        // A held symbol without a target can be excluded too: it is not sold, and the targets stay as they are.
+        let kept = try RebalancePlanner.plan(
+            holdings: holdings + [Self.holding("OLD", 5)], quotes: withoutHalt, cash: 1_000, availableCash: 1_000,
+            allocation: try Self.allocation([("VTI", 70), ("BND", 20)], cash: 10), options: .init(excluded: ["OLD", "HALT"]))
+        #expect(kept.lines.map(\.symbol) == ["BND", "VTI"] && kept.lines.map(\.targetPercent) == [20, 70] && kept.totalValue == 3_000)
+
+        func refusal(_ excluded: Set<String>, _ allocation: TargetAllocation = targets) -> [String] {
+            do {
+                _ = try RebalancePlanner.plan(
+                    holdings: holdings, quotes: quotes, cash: 1_000, availableCash: 1_000, allocation: allocation, options: .init(excluded: excluded))
+                return []
+            } catch {
+                guard let error = error as? TradingError, case .invalid(let issues) = error else { return ["\(error)"] }
+                return issues.map { "\($0.field):\($0.code)" }
+            }
+        }
+        // A symbol neither held nor targeted (a typo would otherwise exclude nothing).
+        #expect(refusal(["HALTT"]) == ["excluded_symbols:not_in_account"])
+        // Every target excluded and none for cash: the rest would have nothing to aim at.
+        #expect(refusal(["HALT", "VTI"], try Self.allocation([("HALT", 30), ("VTI", 70)])) == ["excluded_symbols:whole_allocation"])
+        #expect(refusal(["HALT", "VTI", "BND"]) == [])
+    }
+
     @Test("buy_only: the cash goes to the largest shortfalls first until they are equal (worked by hand)")
     func buyOnlyWorkedExample() throws {
         // Total 2,000: C is 1,000 (50 %), cash 1,000. Targets A 40 (800), B 20 (400), C 40 (800).

@@ -562,6 +562,57 @@ struct RebalanceTests {
         }
     }
 
+    @Test("a halted holding can be left out: the rest of the account is rebalanced around it, by the preview and by every phase of the run", arguments: TestDatabaseKind.all)
+    func excludedSymbols(kind: TestDatabaseKind) async throws {
+        let clock = TestClock()
+        let market = SwitchableMarket(clock: clock.clock)
+        try await withTestApp(kind, clock: clock, dependencies: { $0.marketData = market }) { client, env in
+            let tokens = try await signUp(client, env, email: "around@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            try await Self.buy(client, env, tokens, "MSFT", 90)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            market.monthOld.withLockedValue { $0 = ["AAPL"] }
+            clock.advance(by: 60)  // past the quotes' time to live
+            let blocked = try json(try await post(client, "/api/portfolio/rebalance", [:], headers: bearer(tokens)))
+            #expect((blocked["reason"] as? [String: Any])?["code"] as? String == "outdated_price", "\(blocked)")
+
+            // Without AAPL the targets are MSFT 30, VTI 25 and cash 5 of 60 %: 50 %, 41.6667 % and 8.3333 % of the rest.
+            let plan = try json(try await post(client, "/api/portfolio/rebalance", ["excluded_symbols": ["aapl"]], headers: bearer(tokens)))
+            #expect(plan["reason"] == nil || plan["reason"] is NSNull, "\(plan)")
+            #expect(plan["excluded_symbols"] as? [String] == ["AAPL"], "\(plan)")
+            #expect((plan["notes"] as? [String])?.contains { $0.hasPrefix("AAPL is left as it is") } == true, "\(plan)")
+            let lines = try #require(plan["lines"] as? [[String: Any]])
+            #expect(lines.map { $0["symbol"] as? String ?? "" } == ["MSFT", "VTI"], "\(lines)")
+            #expect(lines.map { $0["target_percent"] as? String ?? "" } == ["50", "41.6667"], "\(lines)")
+            #expect(plan["cash_target_percent"] as? String == "8.3333", "\(plan)")
+            let trades = try #require(plan["trades"] as? [[String: Any]])
+            #expect(trades.map { "\($0["side"] as? String ?? "") \($0["symbol"] as? String ?? "")" } == ["SELL MSFT", "BUY VTI"], "\(trades)")
+
+            // A mistyped symbol excludes nothing, so it is refused; so is a symbol listed twice.
+            let typo = try await post(client, "/api/portfolio/rebalance", ["excluded_symbols": ["APPL"]], headers: bearer(tokens))
+            #expect(typo.status == .unprocessableContent, "\(String(buffer: typo.body))")
+            #expect(try problem(typo).errors?.map { "\($0.field):\($0.code)" } == ["excluded_symbols:not_in_account"])
+            let twice = try await post(client, "/api/portfolio/rebalance", ["excluded_symbols": ["AAPL", "aapl", "1x"]], headers: bearer(tokens))
+            #expect(try problem(twice).errors?.map { "\($0.field):\($0.code)" } == ["excluded_symbols[1]:duplicate", "excluded_symbols[2]:invalid"])
+
+            // The run sells MSFT, then buys VTI with AAPL still halted: its buy phase leaves AAPL out as the preview did.
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "around-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true, "excluded_symbols": ["AAPL"]], headers: keyed))
+            let id = try #require(started["id"] as? String, "\(started)")
+            #expect(started["status"] as? String == "selling" && started["excluded_symbols"] as? [String] == ["AAPL"], "\(started)")
+            let ended = try await Self.finish(client, env, tokens, run: id)
+            #expect(ended["status"] as? String == "done", "\(ended)")
+            let orders = try #require(ended["orders"] as? [[String: Any]])
+            #expect(orders.contains { $0["symbol"] as? String == "VTI" && $0["side"] as? String == "BUY" }, "\(ended)")
+            #expect(!orders.contains { $0["symbol"] as? String == "AAPL" }, "\(ended)")
+            let held = try await env.holdings()
+            #expect(held.first { $0.symbol == "AAPL" }?.quantity == 300)
+            try await env.expectConsistent()
+        }
+    }
+
     @Test("a run whose job gave up is ended by the worker's sweep, saying why, and frees its account", arguments: TestDatabaseKind.all)
     func orphanedRun(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

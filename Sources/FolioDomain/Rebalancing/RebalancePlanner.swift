@@ -34,13 +34,21 @@ public struct RebalanceOptions: Equatable, Sendable {
     public var allowFractional: Bool
     /// What a market buy sets aside above its cost (0.05 is 5 %): the plan's buys fit the cash with it.
     public var marketBuyMargin: Ratio
+    /// Symbols left as they are (a halted holding, one the owner means to keep): neither bought nor sold, and
+    /// out of the sums. The rest of the account (cash and the other holdings) is rebalanced towards the other
+    /// targets, scaled so that they, cash included, make 100 %.
+    public var excluded: Set<String>
 
-    public init(mode: RebalanceMode = .full, cashReserve: Cash = .zero, minimumTrade: Cash = .zero, allowFractional: Bool = false, marketBuyMargin: Ratio = .zero) {
+    public init(
+        mode: RebalanceMode = .full, cashReserve: Cash = .zero, minimumTrade: Cash = .zero, allowFractional: Bool = false, marketBuyMargin: Ratio = .zero,
+        excluded: Set<String> = []
+    ) {
         self.mode = mode
         self.cashReserve = cashReserve
         self.minimumTrade = minimumTrade
         self.allowFractional = allowFractional
         self.marketBuyMargin = marketBuyMargin
+        self.excluded = excluded
     }
 }
 
@@ -174,11 +182,18 @@ public enum RebalancePlanner {
         holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, availableCash: Cash, allocation: TargetAllocation, options: RebalanceOptions,
         trades: Bool
     ) throws -> RebalancePlan {
-        var items = try Self.items(holdings: holdings, quotes: quotes, cash: cash, allocation: allocation)
+        let rest = try restOfTargets(allocation, holdings: holdings, excluding: options.excluded)
+        var items = try Self.items(holdings: holdings, quotes: quotes, cash: cash, allocation: allocation, excluding: options.excluded)
         var total = cash
         for item in items { total = try total + item.value }
-        for index in items.indices { items[index].targetValue = try Percent.share(of: total, items[index].target ?? .zero) }
-        let cashTarget = try Percent.share(of: total, allocation.cashPercent)
+        // Targets are shares of what is left once the excluded symbols' are taken out (100 % when none is).
+        for index in items.indices {
+            let percent = items[index].target ?? .zero
+            items[index].targetValue = try Percent.share(of: total, percent, over: rest)
+            if rest != Percent.hundred, let target = items[index].target { items[index].target = try Percent.rescaled(target, over: rest) }
+        }
+        let cashTarget = try Percent.share(of: total, allocation.cashPercent, over: rest)
+        let cashTargetPercent = rest == Percent.hundred ? allocation.cashPercent : try Percent.rescaled(allocation.cashPercent, over: rest)
         let kept = Cash.max(options.cashReserve, cashTarget)
 
         var proceeds = Cash.zero, droppedSmall = false, limited = false
@@ -224,18 +239,43 @@ public enum RebalancePlanner {
         }
         var plan = try assemble(
             items: items, cash: cash, availableCash: availableCash, total: total, kept: kept, budget: budget,
-            allocation: allocation, options: options, droppedSmall: droppedSmall)
+            band: allocation.band, cashTargetPercent: cashTargetPercent, options: options, droppedSmall: droppedSmall)
         plan.limitedByOrderSize = limited
         return plan
     }
 
-    /// Every held symbol and every target, in symbol order, valued at its quote.
-    static func items(holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, allocation: TargetAllocation) throws -> [Item] {
+    /// The percent the targets of the symbols not excluded make, cash included: what the plan counts as the whole.
+    /// An excluded symbol that is neither held nor targeted is refused (a mistyped one would exclude nothing), as is
+    /// excluding every target, which would leave the rest with none to aim at.
+    static func restOfTargets(_ allocation: TargetAllocation, holdings: [PricedHolding], excluding excluded: Set<String>) throws -> Ratio {
+        guard !excluded.isEmpty else { return Percent.hundred }
+        var issues: [FieldIssue] = []
+        var rest = Percent.hundred
+        for symbol in excluded.sorted() {
+            if let percent = allocation.percent(of: symbol) {
+                rest = try rest - percent
+            } else if !holdings.contains(where: { $0.symbol == symbol && $0.quantity.isPositive }) {
+                issues.append(.init(field: "excluded_symbols", code: "not_in_account", message: "\(symbol) is neither held in the account nor among its targets."))
+            }
+        }
+        if issues.isEmpty, !rest.isPositive {
+            issues.append(.init(
+                field: "excluded_symbols", code: "whole_allocation",
+                message: "The excluded symbols' targets make the whole allocation: nothing would be left to rebalance towards."))
+        }
+        if !issues.isEmpty { throw TradingError.invalid(issues) }
+        return rest
+    }
+
+    /// Every held symbol and every target but the excluded ones, in symbol order, valued at its quote.
+    static func items(
+        holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, allocation: TargetAllocation, excluding excluded: Set<String> = []
+    ) throws -> [Item] {
         var held: [String: PricedHolding] = [:]
         held.reserveCapacity(holdings.count)
-        for holding in holdings where holding.quantity.isPositive { held[holding.symbol] = holding }
+        for holding in holdings where holding.quantity.isPositive && !excluded.contains(holding.symbol) { held[holding.symbol] = holding }
         var symbols = Array(held.keys)
-        for weight in allocation.weights where held[weight.symbol] == nil { symbols.append(weight.symbol) }
+        for weight in allocation.weights where held[weight.symbol] == nil && !excluded.contains(weight.symbol) { symbols.append(weight.symbol) }
         symbols.sort()
         var items: [Item] = []
         items.reserveCapacity(symbols.count)
@@ -441,7 +481,7 @@ public enum RebalancePlanner {
     }
 
     static func assemble(
-        items: [Item], cash: Cash, availableCash: Cash, total: Cash, kept: Cash, budget: Cash, allocation: TargetAllocation,
+        items: [Item], cash: Cash, availableCash: Cash, total: Cash, kept: Cash, budget: Cash, band: DriftBand, cashTargetPercent: Ratio,
         options: RebalanceOptions, droppedSmall: Bool
     ) throws -> RebalancePlan {
         var sells: [PlannedTrade] = [], buys: [PlannedTrade] = []
@@ -482,7 +522,7 @@ public enum RebalancePlanner {
                 symbol: item.symbol, price: item.price, stale: item.stale, quantity: item.quantity, value: item.value,
                 currentPercent: try Percent.of(item.value, in: total), targetPercent: item.target, trade: entry.trade,
                 quantityAfter: entry.quantity, valueAfter: entry.value, percentAfter: percentAfter, driftAfterPoints: try percentAfter - target,
-                outsideBandAfter: allocation.band.isOutside(current: percentAfter, target: target)))
+                outsideBandAfter: band.isOutside(current: percentAfter, target: target)))
         }
 
         var reason: PlanReason?
@@ -504,7 +544,7 @@ public enum RebalancePlanner {
         }
         return RebalancePlan(
             mode: options.mode, lines: lines, totalValue: total, cashBefore: cash, availableCashBefore: availableCash, cashAfter: cashAfter,
-            cashPercentAfter: try Percent.of(cashAfter, in: totalAfter), cashTargetPercent: allocation.cashPercent, cashKept: kept,
+            cashPercentAfter: try Percent.of(cashAfter, in: totalAfter), cashTargetPercent: cashTargetPercent, cashKept: kept,
             estimatedCost: cost, estimatedProceeds: proceeds, buyReservation: reserved, trades: sells + buys, reason: reason,
             stale: items.contains { $0.stale })
     }

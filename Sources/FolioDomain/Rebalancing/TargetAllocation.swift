@@ -12,9 +12,15 @@ public enum Percent {
         return try fraction.scaledByHundred().rounded(places: places, .halfEven)
     }
 
-    /// `percent` of `whole`, in cents, half to even.
-    public static func share(of whole: Cash, _ percent: Ratio) throws(MoneyError) -> Cash {
-        try whole.scaled(by: percent, over: hundred, places: Cash.centPlaces, rounding: .halfEven)
+    /// `percent` of `whole`, in cents, half to even. With `over`, `percent` is of a
+    /// part of the targets (`over` percent of them) that `whole` is all of.
+    public static func share(of whole: Cash, _ percent: Ratio, over: Ratio = hundred) throws(MoneyError) -> Cash {
+        try whole.scaled(by: percent, over: over, places: Cash.centPlaces, rounding: .halfEven)
+    }
+
+    /// `percent` as a percentage of `part` percent (30 of 90 is 33.3333), to 4 places, half to even.
+    public static func rescaled(_ percent: Ratio, over part: Ratio) throws(MoneyError) -> Ratio {
+        try percent.scaled(by: hundred, over: part, places: places, rounding: .halfEven)
     }
 
     /// How far `current` is from `target`, relative to the target, in percent

@@ -270,6 +270,11 @@ struct RebalanceController: Sendable {
         /// With `execute`: the previewed plan's `estimated_cost`; a run that would now cost more than the
         /// price tolerance above it is refused.
         var previewedEstimatedCost: Cash?
+        /// Symbols to leave as they are (a halted holding, one the owner means to keep).
+        var excludedSymbols: [String]?
+
+        /// More than an account could sensibly hold aside; it bounds the work a request asks for.
+        static let maximumExcluded = 100
 
         func planRequest() throws -> RebalanceService.PlanRequest {
             var issues: [FieldIssue] = []
@@ -291,11 +296,27 @@ struct RebalanceController: Sendable {
                         field: "price_tolerance_percent", code: "too_precise", message: "price_tolerance_percent may have at most \(Percent.places) decimal places."))
                 }
             }
+            var excluded = Set<String>()
+            if let excludedSymbols, excludedSymbols.count > Self.maximumExcluded {
+                issues.append(.init(field: "excluded_symbols", code: "too_many", message: "At most \(Self.maximumExcluded) symbols may be excluded."))
+            } else {
+                for (index, symbol) in (excludedSymbols ?? []).enumerated() {
+                    let field = "excluded_symbols[\(index)]"
+                    guard let normalized = OrderDraft.normalizedSymbol(symbol) else {
+                        issues.append(.init(field: field, code: "invalid", message: "\(field) must be a ticker such as VTI."))
+                        continue
+                    }
+                    if !excluded.insert(normalized).inserted {
+                        issues.append(.init(field: field, code: "duplicate", message: "\(normalized) is listed more than once."))
+                    }
+                }
+            }
             guard let mode, issues.isEmpty else { throw TradingError.invalid(issues) }
             return RebalanceService.PlanRequest(
                 accountID: accountID,
                 options: RebalanceOptions(
-                    mode: mode, cashReserve: cashReserve ?? .zero, minimumTrade: minTradeAmount ?? .zero, allowFractional: allowFractional ?? false),
+                    mode: mode, cashReserve: cashReserve ?? .zero, minimumTrade: minTradeAmount ?? .zero, allowFractional: allowFractional ?? false,
+                    excluded: excluded),
                 priceTolerancePercent: priceTolerancePercent ?? RebalanceService.defaultPriceTolerance)
         }
 
@@ -390,6 +411,8 @@ struct RebalanceController: Sendable {
         var buyReservation: Cash
         var orderCount: Int
         var stale: Bool
+        /// Symbols left as they are and out of the plan's sums (`excluded_symbols` of the request), in symbol order.
+        var excludedSymbols: [String]
         var reason: ReasonResponse?
         /// A run of this account still going (its orders hold cash and shares): executing is refused until it ends.
         var activeRunID: RebalanceRunID?
@@ -403,6 +426,11 @@ struct RebalanceController: Sendable {
         /// Market buys reserve a margin above the price; a run buys again with what the margin left.
         static let moreRoundsNote = "What the market-buy margin leaves unspent is bought in up to \(RebalanceService.maximumBuyRounds - 1) more rounds, so less cash may be left than planned."
         /// One order holds at most `OrderDraft.maximumQuantity` shares.
+        static func excludedNote(_ symbols: [String]) -> String {
+            let names = symbols.count == 1 ? symbols[0] : symbols.dropLast().joined(separator: ", ") + " and " + symbols.last!
+            return "\(names) \(symbols.count == 1 ? "is" : "are") left as \(symbols.count == 1 ? "it is" : "they are"): the plan rebalances the rest of the account, "
+                + "whose value is its 100 %, towards the other targets, each scaled up in proportion."
+        }
         static let orderSizeNote =
             "A trade was cut to 1,000,000,000 shares, the most one order may have: rebalance again once this run has finished to go further."
 
@@ -423,11 +451,13 @@ struct RebalanceController: Sendable {
             buyReservation = plan.buyReservation
             orderCount = plan.trades.count
             stale = plan.stale
+            excludedSymbols = planned.request.options.excluded.sorted()
             // While a run goes, its note is why nothing can be traded: the plan's own reason (computed without the run's orders) would mislead.
             reason = planned.activeRun != nil ? nil : plan.reason.map { ReasonResponse(code: $0.code, message: $0.message) }
             activeRunID = planned.activeRun
             notes = planned.activeRun != nil ? [Self.runningNote] : plan.buys.isEmpty ? [] : [Self.moreRoundsNote]
             if planned.activeRun == nil && plan.limitedByOrderSize { notes.append(Self.orderSizeNote) }
+            if !excludedSymbols.isEmpty { notes.append(Self.excludedNote(excludedSymbols)) }
             trades = plan.trades.map(TradeResponse.init)
             lines = plan.lines.map { line in
                 PlanLineResponse(
@@ -486,6 +516,8 @@ struct RebalanceController: Sendable {
         var mode: RebalanceMode
         var status: RebalanceRun.Status
         var targetsVersion: Int
+        /// Symbols the run leaves as they are, in symbol order.
+        var excludedSymbols: [String]
         var buyRounds: Int
         var reasons: [String]
         var notes: [String]
@@ -501,6 +533,7 @@ struct RebalanceController: Sendable {
             mode = run.mode
             status = run.status
             targetsVersion = run.instructions.targetsVersion
+            excludedSymbols = run.instructions.excludedSymbols ?? []
             buyRounds = run.buyRounds
             reasons = run.reasons
             notes = run.notes

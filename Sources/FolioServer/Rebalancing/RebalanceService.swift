@@ -190,10 +190,12 @@ struct RebalanceService: Sendable {
         }
         guard let targets = try await rebalances.targets(of: accountID) else { throw RebalanceError.targetsNotSet }
         let openOrders = try await store.openOrders(of: accountID, on: store.database.sql)
-        let prices = await withOpenOrders(openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol))))
         var options = request.options
         options.marketBuyMargin = marketBuyMargin
-        let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices)
+        // An excluded symbol needs no price: it may be the halted one the owner rebalances around.
+        let prices = await withOpenOrders(
+            openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)).subtracting(options.excluded)))
+        let resolved = try await bySymbol(targets.allocation, holdings: holdings.filter { !options.excluded.contains($0.symbol) }, prices: prices)
         // The owner's open orders count as the buy phase counts them, so the preview plans what the run will do.
         let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
         let plan = try RebalancePlanner.plan(
@@ -303,7 +305,8 @@ struct RebalanceService: Sendable {
                 targetsVersion: planned.targets.version, cashReserve: request.options.cashReserve, minimumTrade: request.options.minimumTrade,
                 allowFractional: request.options.allowFractional, priceTolerancePercent: request.priceTolerancePercent,
                 symbolTargets: planned.resolved.classWeights.isEmpty && !planned.targets.allocation.classWeights.isEmpty
-                    ? planned.resolved.weights.map { .init(symbol: $0.symbol, percent: $0.percent) } : nil),
+                    ? planned.resolved.weights.map { .init(symbol: $0.symbol, percent: $0.percent) } : nil,
+                excludedSymbols: request.options.excluded.isEmpty ? nil : request.options.excluded.sorted()),
             plannedTrades: planned.plan.trades.map(RebalanceRun.Trade.init), reasons: [], notes: [], buyRounds: buysFirst ? 1 : 0,
             createdAt: now, updatedAt: now, finishedAt: nil)
         do {
@@ -492,7 +495,7 @@ struct RebalanceService: Sendable {
             let instructions = run.instructions
             let options = RebalanceOptions(
                 mode: .buyOnly, cashReserve: instructions.cashReserve, minimumTrade: instructions.minimumTrade,
-                allowFractional: instructions.allowFractional, marketBuyMargin: marketBuyMargin)
+                allowFractional: instructions.allowFractional, marketBuyMargin: marketBuyMargin, excluded: Set(instructions.excludedSymbols ?? []))
             // Targets by class are the ones the plan shared out, so the buys aim where the sells did.
             let allocation = try instructions.symbolTargets.map { stored in
                 try TargetAllocation(
@@ -503,7 +506,8 @@ struct RebalanceService: Sendable {
             // so the run neither buys them a second time nor takes a limit far below the market for shares held;
             // shares a marketable open sell holds count as the cash they bring.
             let openOrders = try await store.openOrders(of: run.accountID, on: store.database.sql)
-            let prices = await withOpenOrders(openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol))))
+            let prices = await withOpenOrders(
+                openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(allocation.weights.map(\.symbol)).subtracting(options.excluded)))
             let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
             let fresh = try RebalancePlanner.plan(
                 holdings: counted.holdings, quotes: prices, cash: counted.cash, availableCash: account.availableCash,

@@ -32,6 +32,8 @@ struct RebalanceRun: Sendable {
         var priceTolerancePercent: Ratio
         /// For targets by asset class: the weights by symbol the plan shared them out to.
         var symbolTargets: [SymbolTarget]?
+        /// Symbols the plan left as they are (`RebalanceOptions.excluded`); nil in runs from before there were any.
+        var excludedSymbols: [String]?
     }
 
     struct SymbolTarget: Codable, Sendable {
