@@ -334,6 +334,17 @@ def targets_and_rebalance(driver):
     rows = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#drift tbody tr"), message="no drift table after saving targets")
     assert any("outside" in row.text for row in rows), "holdings far from their targets are not marked outside the band"
     assert driver.find_elements(By.CSS_SELECTOR, "#drift svg.drift rect.band"), "no drift bars"
+    # A symbol left out: a mistyped one is refused beside its field; a real one stays out of the plan and goes with it to the run's form.
+    fill(driver, "#excluded_symbols", "APPL")
+    driver.find_element(By.CSS_SELECTOR, "#plan-form button[type=submit]").click()
+    error = visible(driver, '#plan-form [data-error-for="excluded_symbols"]:not(:empty)')
+    assert "APPL is neither held" in error.text, f"a mistyped symbol left out showed {error.text!r}"
+    fill(driver, "#excluded_symbols", "msft")
+    driver.find_element(By.CSS_SELECTOR, "#plan-form button[type=submit]").click()
+    wait(driver, lambda d: "MSFT is left as it is" in text_of(d, "#plan-summary"), message="the plan does not say MSFT is left out")
+    assert "MSFT" not in text_of(driver, "#plan-trades"), "the plan trades a symbol left out"
+    assert driver.find_element(By.ID, "execute-excluded").get_attribute("value") == "msft", "the run's form lost the symbol left out"
+    fill(driver, "#excluded_symbols", " ")
     driver.find_element(By.CSS_SELECTOR, "#plan-form button[type=submit]").click()
     trades = visible(driver, "#plan-trades")
     assert "buy" in trades.text and "AAPL" in trades.text, f"the plan shows {trades.text!r}"

@@ -1296,6 +1296,43 @@ struct WebAppTests {
         }
     }
 
+    @Test("without JavaScript: a rebalance around a symbol left out, from the preview to the run", arguments: [TestDatabaseKind.sqlite])
+    func rebalanceAroundWithoutJavaScript(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind, configure: { $0.csrfProtectionEnabled = true }) { client, env in
+            let tokens = try await signUp(client, env, email: "nojsaround@example.com")
+            try await RebalanceTests.buy(client, env, tokens, "AAPL", 300)
+            try await RebalanceTests.buy(client, env, tokens, "MSFT", 90)
+            let account = try await env.firstAccount()
+            #expect(try await RebalanceTests.put(client, "/api/accounts/\(account.id)/targets", RebalanceTests.targets, headers: bearer(tokens)).status == .ok)
+            let formHeaders = try await Self.signInWithoutJavaScript(client, email: "nojsaround@example.com")
+            let page = Self.text(try await client.execute(uri: "/targets", method: .get, headers: [.cookie: try #require(formHeaders[.cookie])]))
+            #expect(page.contains(#"name="excluded_symbols""#))
+            let token = String(try #require(page.firstMatch(of: /name="_csrf" value="([^"]+)"/)?.output.1))
+            func preview(_ excluded: String) async throws -> (HTTPResponse.Status, String) {
+                let answer = try await client.execute(
+                    uri: "/form", method: .post, headers: formHeaders,
+                    body: Self.form([("_api", "/api/portfolio/rebalance"), ("_show", "rebalance-plan"), ("_csrf", token), ("mode", "full"), ("excluded_symbols", excluded)]))
+                return (answer.status, Self.text(answer))
+            }
+            let (typoStatus, typo) = try await preview("appl")
+            #expect(typoStatus == .unprocessableContent && typo.contains("APPL is neither held in the account nor among its targets."), "\(typo)")
+            let (status, plan) = try await preview(" aapl, ")
+            #expect(status == .ok, "\(plan)")
+            #expect(plan.contains("AAPL is left as it is") && !plan.contains(" AAPL</td>") && plan.contains(" MSFT</td>"), "\(plan)")
+            let execute = String(try #require(plan.firstMatch(of: /<form[^>]*id="execute-form"(?:(?!<\/form>).)*<\/form>/.dotMatchesNewlines())?.output))
+            let fields = execute.matches(of: /<input type="hidden" name="([^"]+)" value="([^"]*)">/).map { (String($0.output.1), String($0.output.2)) }
+            #expect(fields.contains { $0 == ("excluded_symbols", "aapl,") }, "\(fields)")
+            let placed = try await client.execute(uri: "/form", method: .post, headers: formHeaders, body: Self.form(fields))
+            #expect(placed.status == .seeOther, "\(Self.text(placed))")
+            let runs = try json(try await client.execute(uri: "/api/portfolio/rebalances", method: .get, headers: bearer(tokens)))
+            let run = try #require((runs["data"] as? [[String: Any]])?.first, "\(runs)")
+            #expect(run["excluded_symbols"] as? [String] == ["AAPL"], "\(run)")
+            #expect(!(run["planned_trades"] as? [[String: Any]] ?? []).contains { $0["symbol"] as? String == "AAPL" }, "\(run)")
+            // The bridge splits the list as app.js does: at commas and spaces.
+            #expect(String(decoding: try FormBridge.json([("excluded_symbols", "aapl,MSFT \t vti")]), as: UTF8.self) == #"{"excluded_symbols":["aapl","MSFT","vti"]}"#)
+        }
+    }
+
     @Test("a used or made-up reset or verification link sent from its page says to ask for a new link, not to correct the form", arguments: [TestDatabaseKind.sqlite])
     func deadLinkPage(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, _ in

@@ -93,6 +93,7 @@ enum AnswerPage: String {
             // A fresh key for the run: sending the page's form twice places the orders once.
             "idempotency_key": UUID.random().lowercasedString,
             "mode": fields["mode"] ?? "", "cash_reserve": fields["cash_reserve"] ?? "", "min_trade_amount": fields["min_trade_amount"] ?? "",
+            "excluded_symbols": fields["excluded_symbols"] ?? "",
             // What the run must still be, or it is refused (plan_changed): this version of the targets, at about this cost.
             "targets_version": (plan["targets_version"] as? Int).map(String.init) ?? "", "estimated_cost": plan["estimated_cost"] as? String ?? "",
             "account_id": account as Any,

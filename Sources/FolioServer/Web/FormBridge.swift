@@ -33,6 +33,8 @@ struct FormBridge: Sendable {
     static let booleanFields: Set<String> = Set(["execute"] + NoticeCategory.allCases.map { "email.\($0.rawValue)" })
     /// Fields whose digits are a JSON number (`data-integer` in app.js): the targets version a plan was previewed for.
     static let integerFields: Set<String> = ["targets_version"]
+    /// Fields whose text is a list of words, separated by commas or spaces (`data-list` in app.js): the symbols a rebalance leaves out.
+    static let listFields: Set<String> = ["excluded_symbols"]
 
     /// Limits on what a form may hold, checked before anything is built from it.
     static let maximumFields = 400
@@ -299,10 +301,16 @@ struct FormBridge: Sendable {
             let path = name.split(separator: ".").map(String.init)
             guard !path.isEmpty, path.allSatisfy({ !$0.isEmpty }) else { continue }
             let leaf: Any = booleanFields.contains(name) ? (value == "true")
-                : integerFields.contains(name) ? (value.count <= 15 ? Int(value).map { $0 as Any } ?? value : value) : value
+                : integerFields.contains(name) ? (value.count <= 15 ? Int(value).map { $0 as Any } ?? value : value)
+                : listFields.contains(name) ? Self.words(value) as Any : value
             root.set(path, leaf)
         }
         return try JSONSerialization.data(withJSONObject: root.value(), options: [.sortedKeys])
+    }
+
+    /// `AAPL, msft  VTI` as `["AAPL", "msft", "VTI"]`, as app.js splits a `data-list` field.
+    static func words(_ text: String) -> [String] {
+        text.split { $0 == "," || $0.unicodeScalars.allSatisfy(scriptWhitespace.contains) }.map(String.init)
     }
 
     /// A tree of nested fields; an object whose keys are all indexes becomes an array in index order.

@@ -26,7 +26,7 @@ async function api(path, { method = 'GET', body, headers = {} } = {}) {
   return { ok: response.ok, status: response.status, body: parsed };
 }
 
-/** The form's fields as the API's JSON: names with dots nest, checkboxes are booleans, `data-integer` digits numbers, empty text is left out. */
+/** The form's fields as the API's JSON: names with dots nest, checkboxes are booleans, `data-integer` digits numbers, `data-list` text a list of words, empty text is left out. */
 function fieldsOf(form) {
   const body = {};
   for (const element of form.elements) {
@@ -37,6 +37,8 @@ function fieldsOf(form) {
     if (value === '') continue;
     if (element.dataset.boolean !== undefined) value = value === 'true';
     if (element.dataset.integer !== undefined && /^\d{1,15}$/.test(value)) value = Number(value);
+    // Words separated by commas or spaces, as FormBridge.words splits them.
+    if (element.dataset.list !== undefined) value = value.split(/[\s,]+/).filter(Boolean);
     const path = element.name.split('.');
     let target = body;
     for (const key of path.slice(0, -1)) target = target[key] ??= {};
@@ -124,8 +126,9 @@ function showProblem(form, problem) {
   const figures = issues.length === 1 && code !== 'validation_failed' && detail !== issues[0].message && !/\d/.test(issues[0].message) ? ` ${detail}` : '';
   for (const issue of issues) {
     const field = formField(form, issue.field);
-    const line = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
-    if (line && !line.closest('[hidden]')) { mark(form, line, readableIssue(issue.field, issue.message) + figures, field); shown = true; }
+    // An item of a list field (`excluded_symbols[1]`) is said beside the list's one input.
+    const line = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`) ?? form.querySelector(`[data-error-for="${CSS.escape(field.replace(/\[\d+\]$/, ''))}"]`);
+    if (line && !line.closest('[hidden]')) { mark(form, line, readableIssue(issue.field, issue.message) + figures, line.dataset.errorFor); shown = true; }
   }
   if (!shown) {
     // Of the lines that take the code, the one whose field was filled in (a wrong recovery code is not the app's code).

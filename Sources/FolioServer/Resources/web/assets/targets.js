@@ -78,6 +78,7 @@ document.getElementById('plan-form')?.addEventListener('folio:done', (event) => 
   document.getElementById('execute-mode').value = fields.get('mode') ?? '';
   document.getElementById('execute-cash-reserve').value = fields.get('cash_reserve') ?? '';
   document.getElementById('execute-min-trade').value = fields.get('min_trade_amount') ?? '';
+  document.getElementById('execute-excluded').value = fields.get('excluded_symbols') ?? '';
   // The run is refused (409 plan_changed) if it would not be this plan: the targets changed, or prices moved its cost.
   document.getElementById('execute-targets-version').value = String(plan.targets_version);
   document.getElementById('execute-previewed-cost').value = plan.estimated_cost;
