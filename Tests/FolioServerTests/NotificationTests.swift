@@ -184,6 +184,32 @@ struct NotificationTests {
         }
     }
 
+    @Test("a person with several accounts is told which one the cash moved in; with one, it is 'your account'", arguments: TestDatabaseKind.all)
+    func cashMovementsNameTheAccount(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "several@example.com")
+            let first = try await env.firstAccount()
+            _ = try await OperatorPosting.post(.fee, accountID: first.id, amount: 1, symbol: nil, description: "Alone", services: env.services)
+            let alone = try #require(try await env.outbox(kind: "cash_fee").first)
+            #expect(alone.body.contains("was charged to your account: Alone.") && !alone.body.contains("“"), "\(alone.body)")
+
+            let second = try #require(AccountID(try await WebAppTests.secondAccount(env, email: "several@example.com")))
+            env.clock.advance(by: 1)
+            let deposit = try await post(client, "/api/accounts/\(second)/deposits", ["amount": "250.00"], headers: bearer(tokens))
+            #expect(deposit.status == .created, "\(String(buffer: deposit.body))")
+            let deposits = try await env.outbox(kind: "cash_deposit")
+            #expect(deposits.count == 1 && deposits.first?.body.contains("was deposited into your account “Second paper”.") == true, "\(deposits.map(\.body))")
+            let list = try await Self.get(client, "/api/notifications", tokens)
+            let newest = try #require((list["data"] as? [[String: Any]])?.first)
+            #expect(newest["body"] as? String == "$250.00 was deposited into “Second paper”; cash is now $250.00.", "\(newest)")
+            // The first account is named too, now that there are two.
+            env.clock.advance(by: 1)
+            _ = try await OperatorPosting.post(.fee, accountID: first.id, amount: 2, symbol: nil, description: "Named", services: env.services)
+            let fees = try await env.outbox(kind: "cash_fee")
+            #expect(fees.contains { $0.body.contains("was charged to your account “Paper brokerage”: Named.") }, "\(fees.map(\.body))")
+        }
+    }
+
     @Test("a dividend and a fee booked by the operator are notified (cash), with the symbol and the fee's description", arguments: TestDatabaseKind.all)
     func dividendsAndFees(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -168,7 +168,12 @@ struct Ledger: Sendable {
         }
         // An erased person's accounts are closed: a dividend still booked there notifies, and mails, no one.
         if let notifications, !open.closed {
-            try notifications.notify(account.userID.uuid, Notifications.notices(in: books), into: &writes)
+            var notices = Notifications.notices(in: books)
+            // Cash moved in one of several accounts: the message names it (asked only then; fills never are).
+            if notices.contains(where: { $0.0.category == .cash }), let name = try await store.nameAmongSeveral(account.id, of: account.userID, on: db) {
+                notices = Notifications.notices(in: books, accountName: name)
+            }
+            try notifications.notify(account.userID.uuid, notices, into: &writes)
         }
         if let metrics {
             // Counted before the transaction commits: a rolled-back commit can count twice, never zero times.

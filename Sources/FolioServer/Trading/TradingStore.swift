@@ -194,6 +194,16 @@ struct TradingStore: Sendable {
         AND set_config('idle_in_transaction_session_timeout', '\(idleTimeout)', true) IS NOT NULL
         """
 
+    /// The account's name when its owner has other open accounts, so a message can say which; nil when it is their only one.
+    func nameAmongSeveral(_ id: AccountID, of userID: UserID, on db: any SQLDatabase) async throws -> String? {
+        guard let row = try await db.raw("""
+            SELECT name, (SELECT COUNT(*) FROM accounts o WHERE o.user_id = \(bind: userID) AND o.closed_at IS NULL) AS open_accounts
+            FROM accounts WHERE id = \(bind: id)
+            """).first()
+        else { return nil }
+        return try row.decode(column: "open_accounts", as: Int.self) > 1 ? row.decode(column: "name", as: String.self) : nil
+    }
+
     /// The account as `lockAccount` returns it, read without the lock (nil: no such account).
     func peekAccount(_ id: AccountID) async throws -> LockedAccount? {
         try await database.sql.raw("SELECT \(unsafeRaw: Self.lockedColumns) FROM accounts WHERE id = \(bind: id)").first().map(Self.locked)
