@@ -613,6 +613,71 @@ struct RebalanceTests {
         }
     }
 
+    @Test("an excluded holding sold while the run's sells wait does not stop its buys; one an open sell holds can be excluded", arguments: TestDatabaseKind.all)
+    func excludedHoldingSoldMeanwhile(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "soldaside@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 300)
+            try await Self.buy(client, env, tokens, "GOOGL", 50)
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", Self.targets, headers: bearer(tokens)).status == .ok)
+            // GOOGL (no target) is on its way out: an open sell holds all of it.
+            let sell = try await post(client, "/api/orders", ["symbol": "GOOGL", "quantity": "50", "side": "SELL", "order_type": "MARKET"], headers: bearer(tokens))
+            #expect(sell.status == .created, "\(String(buffer: sell.body))")
+            let plan = try await post(client, "/api/portfolio/rebalance", ["excluded_symbols": ["GOOGL"]], headers: bearer(tokens))
+            #expect(plan.status == .ok, "\(String(buffer: plan.body))")
+            var keyed = bearer(tokens)
+            keyed[Idempotency.header] = "soldaside-1"
+            let started = try json(try await post(client, "/api/portfolio/rebalance", ["execute": true, "excluded_symbols": ["GOOGL"]], headers: keyed))
+            let id = try #require(started["id"] as? String, "\(started)")
+            #expect(started["status"] as? String == "selling", "\(started)")
+            // The GOOGL sale fills with the run's: by its buy phase GOOGL is neither held nor targeted.
+            let ended = try await Self.finish(client, env, tokens, run: id)
+            #expect(ended["status"] as? String == "done", "\(ended)")
+            #expect((ended["orders"] as? [[String: Any]] ?? []).contains { $0["side"] as? String == "BUY" }, "\(ended)")
+            #expect(try await env.holdings().first { $0.symbol == "GOOGL" }.map(\.quantity.isZero) ?? true, "all GOOGL sold")
+            try await env.expectConsistent()
+        }
+    }
+
+    @Test("with targets by asset class, an excluded holding takes its share of its class's weight out of the whole, as a symbol's target does", arguments: TestDatabaseKind.all)
+    func excludedByClass(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            let tokens = try await signUp(client, env, email: "classaside@example.com")
+            let account = try await env.firstAccount()
+            try await Self.buy(client, env, tokens, "AAPL", 100)
+            try await Self.buy(client, env, tokens, "MSFT", 50)
+            try await Self.buy(client, env, tokens, "VTI", 20)
+            let classes: [String: Any] = [
+                "asset_classes": [["asset_class": "equity", "percent": "70"], ["asset_class": "etf", "percent": "25"]], "cash_percent": "5",
+            ]
+            #expect(try await Self.put(client, "/api/accounts/\(account.id)/targets", classes, headers: bearer(tokens)).status == .ok)
+            func targets(_ excluded: [String]) async throws -> (lines: [String: Ratio], cash: Ratio) {
+                let plan = try await post(client, "/api/portfolio/rebalance", ["excluded_symbols": excluded], headers: bearer(tokens))
+                #expect(plan.status == .ok, "\(excluded): \(String(buffer: plan.body))")
+                let body = try json(plan)
+                var lines: [String: Ratio] = [:]
+                for line in body["lines"] as? [[String: Any]] ?? [] {
+                    lines[line["symbol"] as? String ?? ""] = try Ratio(parsing: line["target_percent"] as? String ?? "")
+                }
+                return (lines, try Ratio(parsing: body["cash_target_percent"] as? String ?? ""))
+            }
+            let whole = try await targets([])
+            #expect(whole.lines["VTI"] == 25 && whole.cash == 5, "\(whole)")
+            // VTI, the only ETF, left out: its 25 % goes, and equity's 70 and cash's 5 are of the other 75 %.
+            let withoutVTI = try await targets(["VTI"])
+            let twoThirdsOfTen = try Ratio(parsing: "6.6667")
+            #expect(Set(withoutVTI.lines.keys) == ["AAPL", "MSFT"] && withoutVTI.cash == twoThirdsOfTen, "\(withoutVTI)")
+            // AAPL left out: its share of equity goes, and MSFT's share is scaled as a symbol's target would be.
+            let apple = try #require(whole.lines["AAPL"]), microsoft = try #require(whole.lines["MSFT"])
+            let withoutApple = try await targets(["AAPL"])
+            let rest = try Percent.hundred - apple
+            let expected = (msft: try Percent.rescaled(microsoft, over: rest), vti: try Percent.rescaled(25, over: rest), cash: try Percent.rescaled(5, over: rest))
+            #expect(withoutApple.lines["MSFT"] == expected.msft, "\(withoutApple) from \(whole)")
+            #expect(withoutApple.lines["VTI"] == expected.vti && withoutApple.cash == expected.cash, "\(withoutApple)")
+        }
+    }
+
     @Test("a run whose job gave up is ended by the worker's sweep, saying why, and frees its account", arguments: TestDatabaseKind.all)
     func orphanedRun(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -182,7 +182,7 @@ public enum RebalancePlanner {
         holdings: [PricedHolding], quotes: [String: PriceQuote], cash: Cash, availableCash: Cash, allocation: TargetAllocation, options: RebalanceOptions,
         trades: Bool
     ) throws -> RebalancePlan {
-        let rest = try restOfTargets(allocation, holdings: holdings, excluding: options.excluded)
+        let rest = try restOfTargets(allocation, excluding: options.excluded)
         var items = try Self.items(holdings: holdings, quotes: quotes, cash: cash, allocation: allocation, excluding: options.excluded)
         var total = cash
         for item in items { total = try total + item.value }
@@ -245,25 +245,22 @@ public enum RebalancePlanner {
     }
 
     /// The percent the targets of the symbols not excluded make, cash included: what the plan counts as the whole.
-    /// An excluded symbol that is neither held nor targeted is refused (a mistyped one would exclude nothing), as is
-    /// excluding every target, which would leave the rest with none to aim at.
-    static func restOfTargets(_ allocation: TargetAllocation, holdings: [PricedHolding], excluding excluded: Set<String>) throws -> Ratio {
+    /// Excluding every symbol target is refused: the rest would have nothing but cash to aim at, and every other
+    /// holding would be sold. (Whether each excluded symbol is held or targeted is the request's check,
+    /// `RebalanceService.requireExcludable`: a run's later phases plan again after holdings changed.)
+    static func restOfTargets(_ allocation: TargetAllocation, excluding excluded: Set<String>) throws -> Ratio {
         guard !excluded.isEmpty else { return Percent.hundred }
-        var issues: [FieldIssue] = []
         var rest = Percent.hundred
-        for symbol in excluded.sorted() {
-            if let percent = allocation.percent(of: symbol) {
-                rest = try rest - percent
-            } else if !holdings.contains(where: { $0.symbol == symbol && $0.quantity.isPositive }) {
-                issues.append(.init(field: "excluded_symbols", code: "not_in_account", message: "\(symbol) is neither held in the account nor among its targets."))
-            }
+        var excludedTargets = 0
+        for weight in allocation.weights where excluded.contains(weight.symbol) {
+            rest = try rest - weight.percent
+            excludedTargets += 1
         }
-        if issues.isEmpty, !rest.isPositive {
-            issues.append(.init(
+        if excludedTargets > 0, excludedTargets == allocation.weights.count || !rest.isPositive {
+            throw TradingError.invalid([.init(
                 field: "excluded_symbols", code: "whole_allocation",
-                message: "The excluded symbols' targets make the whole allocation: nothing would be left to rebalance towards."))
+                message: "The excluded symbols are every target the allocation has: nothing but cash would be left to rebalance towards.")])
         }
-        if !issues.isEmpty { throw TradingError.invalid(issues) }
         return rest
     }
 

@@ -192,10 +192,14 @@ struct RebalanceService: Sendable {
         let openOrders = try await store.openOrders(of: accountID, on: store.database.sql)
         var options = request.options
         options.marketBuyMargin = marketBuyMargin
-        // An excluded symbol needs no price: it may be the halted one the owner rebalances around.
-        let prices = await withOpenOrders(
-            openOrders, try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)).subtracting(options.excluded)))
-        let resolved = try await bySymbol(targets.allocation, holdings: holdings.filter { !options.excluded.contains($0.symbol) }, prices: prices)
+        let excluded = options.excluded
+        try Self.requireExcludable(excluded, holdings: holdings, allocation: targets.allocation)
+        // An excluded symbol needs no current price: it may be the halted one the owner rebalances around. Targets by
+        // class share a class's weight by value, an excluded holding's too, so it is valued where a price is known.
+        var prices = try await prices(for: Set(holdings.map(\.symbol)).union(targets.allocation.weights.map(\.symbol)).subtracting(excluded))
+        if !targets.allocation.classWeights.isEmpty { prices = await pricedWhereKnown(excluded, prices) }
+        prices = await withOpenOrders(openOrders, prices)
+        let resolved = try await bySymbol(targets.allocation, holdings: holdings, prices: prices, excluded: excluded)
         // The owner's open orders count as the buy phase counts them, so the preview plans what the run will do.
         let counted = try Self.countingOpenOrders(openOrders, holdings: holdings, cash: account.cash, prices: prices)
         let plan = try RebalancePlanner.plan(
@@ -203,6 +207,19 @@ struct RebalanceService: Sendable {
             allocation: resolved, options: options, outdated: outdated(prices, holdings: holdings, allocation: resolved))
         let activeRun = try await rebalances.activeRun(of: accountID, on: store.database.sql)
         return Planned(account: account, targets: targets, resolved: resolved, plan: plan, request: request, activeRun: activeRun)
+    }
+
+    /// Each excluded symbol must be held or targeted: a mistyped one would exclude nothing. Checked on the request,
+    /// not by the planner, which a run calls again after the holdings changed (an excluded holding sold meanwhile).
+    static func requireExcludable(_ excluded: Set<String>, holdings: [HoldingState], allocation: TargetAllocation) throws {
+        let unknown = excluded.filter { symbol in
+            allocation.percent(of: symbol) == nil && !holdings.contains { $0.symbol == symbol && $0.quantity.isPositive }
+        }.sorted()
+        guard let last = unknown.last else { return }
+        let names = unknown.count == 1 ? last : unknown.dropLast().joined(separator: ", ") + " and " + last
+        throw TradingError.invalid([.init(
+            field: "excluded_symbols", code: "not_in_account",
+            message: "\(names) \(unknown.count == 1 ? "is" : "are") neither held in the account nor among its targets.")])
     }
 
     /// Holdings and cash as a plan counts them: shares marketable open sells hold as the cash they bring,
@@ -217,17 +234,21 @@ struct RebalanceService: Sendable {
     /// Targets by asset class shared out over the symbols held in each class,
     /// in proportion to their value now. A holding whose class cannot be learned
     /// right now stops the plan (it would otherwise count as `other` and be sold).
-    func bySymbol(_ allocation: TargetAllocation, holdings: [HoldingState], prices: [String: PriceQuote]) async throws -> TargetAllocation {
+    /// An excluded holding takes its share of its class's weight (which the plan then leaves out, as an excluded
+    /// symbol's own target) when its price and class are known; otherwise its class's others share all of it.
+    func bySymbol(
+        _ allocation: TargetAllocation, holdings: [HoldingState], prices: [String: PriceQuote], excluded: Set<String> = []
+    ) async throws -> TargetAllocation {
         guard !allocation.classWeights.isEmpty else { return allocation }
         var values: [String: Cash] = [:]
         for holding in holdings where holding.quantity.isPositive {
             if let price = prices[holding.symbol]?.price { values[holding.symbol] = try Money.value(quantity: holding.quantity, price: price) }
         }
         let classes = await quotes.assetClasses(for: values.keys)
-        if let unknown = values.keys.sorted().first(where: { classes[$0] == nil }) {
+        if let unknown = values.keys.sorted().first(where: { classes[$0] == nil && !excluded.contains($0) }) {
             throw quotes.unavailable(.unreachable("the asset class of \(unknown) cannot be learned right now"), .search)
         }
-        return try allocation.bySymbol(values: values, classes: classes)
+        return try allocation.bySymbol(values: values.filter { classes[$0.key] != nil }, classes: classes)
     }
 
     /// A quote for every symbol (the last known, marked stale, when the source fails); an unknown symbol or no quote at all stops the plan.
@@ -255,7 +276,12 @@ struct RebalanceService: Sendable {
     /// `prices` with quotes for the open orders' other symbols, where they can be had: an open buy of a
     /// symbol without a quote now counts as the cash it holds (`PendingBuys`) rather than stop the plan.
     func withOpenOrders(_ orders: [OrderState], _ prices: [String: PriceQuote]) async -> [String: PriceQuote] {
-        let missing = Set(orders.map(\.symbol)).subtracting(prices.keys)
+        await pricedWhereKnown(Set(orders.map(\.symbol)), prices)
+    }
+
+    /// `prices` with quotes for `symbols` where they can be had (the last known, marked stale, when the source fails).
+    func pricedWhereKnown(_ symbols: Set<String>, _ prices: [String: PriceQuote]) async -> [String: PriceQuote] {
+        let missing = symbols.subtracting(prices.keys)
         guard !missing.isEmpty else { return prices }
         var all = prices
         for (symbol, lookup) in await quotes.lookups(for: missing) {
