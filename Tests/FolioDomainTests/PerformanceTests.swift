@@ -50,11 +50,18 @@ struct PerformanceTests {
         // Money in still counts from the start of its day: 1,000 plus 500 in, ending at 1,650, is a 10 % gain.
         let funded = [Returns.ValuePoint(at: day.close, value: 1_000), Returns.ValuePoint(at: next.close, value: 1_650)]
         #expect(try Returns.timeWeighted(values: funded, flows: [ExternalFlow(at: Self.noon("2026-11-25"), amount: 500)]) == (try Ratio(parsing: "10")))
-        // A day's flows are netted first: 1,000 in and out again the same day is no flow, and a 10 % loss is 10 %.
+        // A day's flows are not netted: 1,000 in and out again the same day was in the account all day (it
+        // counts from the start and until the end), so the day's loss of 10 is of 1,100. (Netted, this asserted
+        // −10 %; but an account funded with 100,000, traded at a 43.20 loss and emptied the same day then
+        // showed −81 %: 10 ÷ 53.20 − 1.)
         let reversed = [Returns.ValuePoint(at: day.close, value: 100), Returns.ValuePoint(at: next.close, value: 90)]
         #expect(try Returns.timeWeighted(values: reversed, flows: [
             ExternalFlow(at: Self.noon("2026-11-25"), amount: 1_000), ExternalFlow(at: Self.noon("2026-11-25"), amount: -1_000),
-        ]) == (try Ratio(parsing: "-10")))
+        ]) == (try Ratio(parsing: "-0.9091")))
+        let emptied = [Returns.ValuePoint(at: day.close, value: 0), Returns.ValuePoint(at: next.close, value: 10)]
+        #expect(try Returns.timeWeighted(values: emptied, flows: [
+            ExternalFlow(at: Self.noon("2026-11-25"), amount: 100_000), ExternalFlow(at: Self.noon("2026-11-25"), amount: try Cash(parsing: "-99946.80")),
+        ]) == (try Ratio(parsing: "-0.0432")))
     }
 
     @Test("a flow belongs to the first value taken after it: a deposit after the close but before the close snapshot is counted once; flows outside the values are not counted")
@@ -162,6 +169,16 @@ struct PerformanceTests {
         #expect(tiny.realized.map(\.proceeds.description) == ["0.02", "0.01", "0.01", "0.01"])
         #expect(TaxLotBook.term(acquired: Self.noon("2024-03-10"), sold: Self.noon("2025-03-10")) == .short)
         #expect(TaxLotBook.term(acquired: Self.noon("2024-03-10"), sold: Self.noon("2025-03-11")) == .long)
+        // Counted from the day after the purchase (IRS Publication 550): bought on 28 February, a sale on the next
+        // year's leap day is held exactly one year.
+        #expect(TaxLotBook.term(acquired: Self.noon("2023-02-28"), sold: Self.noon("2024-02-29")) == .short)
+        #expect(TaxLotBook.term(acquired: Self.noon("2023-02-28"), sold: Self.noon("2024-03-01")) == .long)
+        #expect(TaxLotBook.term(acquired: Self.noon("2024-02-29"), sold: Self.noon("2025-02-28")) == .short)
+        #expect(TaxLotBook.term(acquired: Self.noon("2024-02-29"), sold: Self.noon("2025-03-01")) == .long)
+        #expect(TaxLotBook.term(acquired: Self.noon("2024-02-28"), sold: Self.noon("2025-02-28")) == .short)
+        #expect(TaxLotBook.term(acquired: Self.noon("2024-02-28"), sold: Self.noon("2025-03-01")) == .long)
+        #expect(TaxLotBook.term(acquired: Self.noon("2024-12-31"), sold: Self.noon("2025-12-31")) == .short)
+        #expect(TaxLotBook.term(acquired: Self.noon("2024-12-31"), sold: Self.noon("2026-01-01")) == .long)
     }
 
     @Test("random trading: every year's proceeds − cost = gain, each sale's parts add up to it, and the lots add up to the holding")

@@ -35,6 +35,32 @@ struct PerformanceAPITests {
         }
     }
 
+    @Test("on the first day, after the close snapshot was taken, every range still counts from the opening", arguments: TestDatabaseKind.all)
+    func firstDayAfterTheClose(kind: TestDatabaseKind) async throws {
+        let clock = TestClock(start: PortfolioSnapshotTests.monday)  // 10:00 in New York, before Monday's close
+        try await withTestApp(kind, clock: clock, configure: PortfolioSnapshotTests.longSessions) { client, env in
+            let tokens = try await signUp(client, env, email: "day-one-close@example.com")
+            let account = try await env.firstAccount()
+            #expect(try await post(client, "/api/accounts/\(account.id)/deposits", ["amount": "2500.00"], headers: bearer(tokens)).status == .created)
+            try await Self.order(client, env, tokens, "BUY", 10)
+            // Past 16:10 New York, the close snapshot job has written Monday's close.
+            try await env.worker.onIdle?()
+            await env.worker.drain()
+            clock.advance(by: 6 * 3600 + 15 * 60)
+            try await env.worker.onIdle?()
+            await env.worker.drain()
+            let closes = try await env.database.sql.raw("SELECT COUNT(*) AS n FROM portfolio_snapshots WHERE account_id = \(bind: account.id)").first()?
+                .decode(column: "n", as: Int.self)
+            #expect(closes == 1, "the close snapshot was taken")
+            let opening = try env.configuration.startingCash + #require(Cash("2500.00"))
+            for range in ["1M", "YTD", "ALL"] {
+                let shown = try json(try await client.execute(uri: "/api/portfolio/performance?range=\(range)", method: .get, headers: bearer(tokens)))
+                #expect(shown["deposits"] as? String == opening.description, "\(range): \(shown)")
+                #expect(shown["start_value"] as? String == "0.00" && shown["note"] == nil && shown["time_weighted_return_percent"] != nil, "\(range): \(shown)")
+            }
+        }
+    }
+
     @Test("ALL runs from the account's opening on every later day too: the first day's deposits, sales and gain count; a shorter range starts at a close", arguments: TestDatabaseKind.all)
     func allSinceOpening(kind: TestDatabaseKind) async throws {
         let clock = TestClock(start: PortfolioSnapshotTests.monday)  // 10:00 in New York, before Monday's close

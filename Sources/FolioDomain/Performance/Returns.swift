@@ -42,29 +42,35 @@ public enum Returns {
     /// 4 places; nil with fewer than two values.
     ///
     /// Each span between two values is a sub-period: its return is
-    /// (V(end) + W) ÷ (V(start) + D) − 1, where D is the net money put in, or W
-    /// the net money taken out, after the start value was taken and up to the
-    /// end value (a sub-period's flows are netted first: a deposit reversed the
-    /// same day is no flow): money in counts from the start of the sub-period it
-    /// falls in, and money out until its end (it earned or lost with the rest until it left).
+    /// (V(end) + W) ÷ (V(start) + D) − 1, where D is the money put in and W the
+    /// money taken out after the start value was taken and up to the end value:
+    /// money in counts from the start of the sub-period it falls in, and money
+    /// out until its end (it earned or lost with the rest until it left).
     /// Counting a withdrawal from the start too made a loss on a day the
     /// account was emptied a loss of everything (0 ÷ (V − V)), and any loss on
-    /// a day of a withdrawal larger than it was. The sub-period returns are
+    /// a day of a withdrawal larger than it was. Flows are not netted: a day
+    /// whose deposit and withdrawal nearly cancel (an account funded, traded at
+    /// a small loss and emptied) would divide by what is left of them and turn a
+    /// 0.04 % loss into −81 %, or −100 % for good. The sub-period returns are
     /// chained geometrically. A sub-period whose start is empty is left out.
     public static func timeWeighted(values: [ValuePoint], flows: [ExternalFlow]) throws(MoneyError) -> Ratio? {
         guard values.count >= 2 else { return nil }
-        var perPeriod = [Cash](repeating: .zero, count: values.count)
+        var moneyIn = [Cash](repeating: .zero, count: values.count)
+        var moneyOut = [Cash](repeating: .zero, count: values.count)
         for flow in flows where flow.at > values[0].at {
             // The first value taken at or after the flow; one after the last value is outside the range.
             guard let index = firstIndex(in: values, atOrAfter: flow.at) else { continue }
-            perPeriod[index] = try perPeriod[index] + flow.amount
+            if flow.amount.isNegative {
+                moneyOut[index] = try moneyOut[index] - flow.amount
+            } else {
+                moneyIn[index] = try moneyIn[index] + flow.amount
+            }
         }
         var growth = Growth.unit
         for index in 1..<values.count {
-            let net = perPeriod[index]
-            let start = net.isNegative ? values[index - 1].value : try values[index - 1].value + net
+            let start = try values[index - 1].value + moneyIn[index]
             guard start.isPositive else { continue }
-            let end = net.isNegative ? try values[index].value - net : values[index].value
+            let end = try values[index].value + moneyOut[index]
             let factor = try Growth.quotient(end, start, rounding: .halfEven)
             growth = try Growth.product(growth, factor, rounding: .halfEven)
         }

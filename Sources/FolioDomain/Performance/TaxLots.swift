@@ -121,10 +121,15 @@ public struct TaxLotBook: Sendable {
         open[symbol] = lots.isEmpty ? nil : lots
     }
 
-    /// Long term when sold more than one year after it was bought, by New York
-    /// calendar dates (bought 2025-03-10: long from a sale on 2026-03-11).
+    /// Long term when held more than one year, by New York calendar dates, counted as the IRS counts
+    /// (Publication 550): from the day after the purchase, the sale's day included. Bought 2025-03-10: long from
+    /// a sale on 2026-03-11. Bought 2023-02-28, counting starts 2023-03-01, so a sale on 2024-02-29 (a leap day)
+    /// is exactly one year, short; long from 2024-03-01.
     public static func term(acquired: Date, sold: Date) -> RealizedLot.Term {
-        let bought = TradingDay(acquired), sale = TradingDay(sold)
-        return (sale.year, sale.month, sale.day) > (bought.year + 1, bought.month, bought.day) ? .long : .short
+        let start = TradingDay(acquired).adding(days: 1), sale = TradingDay(sold)
+        // A year after a 29 February is 1 March when the next year has none.
+        let leapDayAlone = start.month == 2 && start.day == 29
+        let longFrom = leapDayAlone ? (start.year + 1, 3, 1) : (start.year + 1, start.month, start.day)
+        return (sale.year, sale.month, sale.day) >= longFrom ? .long : .short
     }
 }

@@ -124,7 +124,8 @@ struct PerformanceController: Sendable {
         // ALL does so on every later day too, when its first value is the account's first close: "since the account opened"
         // takes in the first day's deposits, gain, dividends and sales.
         let cameWithShares = entries.contains(where: { $0.kind == .correction && $0.quantity != nil })
-        let firstDay = stored.isEmpty && values.count == 1 && today <= Self.firstWeekday(from: account.createdAt)
+        // Its only value may be today's close (the snapshot job has run): the day still starts from nothing.
+        let firstDay = values.count == 1 && today <= Self.firstWeekday(from: account.createdAt)
         let sinceOpening = range == .all && stored.first.map { $0.value.day == Self.firstWeekday(from: account.createdAt) && $0.asOf > account.createdAt } == true
         if firstDay || sinceOpening, !cameWithShares {
             values.insert(.init(at: account.createdAt.addingTimeInterval(-0.001), value: .zero), at: 0)
