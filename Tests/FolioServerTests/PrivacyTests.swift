@@ -149,6 +149,32 @@ struct PrivacyTests {
         }
     }
 
+    @Test("a password change, a two-factor set-up or mail preferences that began before an erasure committed write nothing back onto the erased row", arguments: TestDatabaseKind.all)
+    func changesRacingErasure(kind: TestDatabaseKind) async throws {
+        try await withTestApp(kind) { client, env in
+            _ = try await signUp(client, env, email: "racing@example.com")
+            let identity = env.services.identity, sql = env.database.sql
+            let userID = try #require(try await sql.raw("SELECT id FROM users WHERE email = 'racing@example.com'").first()?.decode(column: "id", as: UUID.self))
+            // The user each change read, its checks passed, before the erasure committed.
+            let readBefore = try #require(try await identity.store.user(id: userID, on: env.database.db))
+            _ = try await UserAdministration(services: env.services).erase(email: "racing@example.com")
+            let origin = RequestOrigin(ip: "127.0.0.1", requestID: nil, logger: env.services.logger)
+            await #expect(throws: IdentityError.userErased) {
+                try await identity.setPassword(user: readBefore, to: "another long passphrase 42", field: "new_password", reason: "password_changed", origin: origin)
+            }
+            let started = try await env.database.modelTransaction { db in
+                try await identity.store.startSecondFactorSetUp(userID: userID, sealed: "sealed-secret", now: env.clock.now, on: db)
+            }
+            #expect(!started)
+            #expect(try await !env.services.notifications.store.setPreferences([.orders: false], of: userID, now: env.clock.now))
+            let row = try #require(try await sql.raw("SELECT password_hash, totp_secret_sealed FROM users WHERE id = \(bind: userID)").first())
+            #expect(!(try row.decode(column: "password_hash", as: String.self)).hasPrefix("$2"), "no password hash on the erased row")
+            #expect(try row.decode(column: "totp_secret_sealed", as: String?.self) == nil)
+            #expect(try await sql.raw("SELECT COUNT(*) AS n FROM notification_preferences WHERE user_id = \(bind: userID)").first()?.decode(column: "n", as: Int.self) == 0)
+            #expect(try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'user.password_changed'").first()?.decode(column: "n", as: Int.self) == 0)
+        }
+    }
+
     @Test("an operator can erase someone with open orders by canceling them first, on the record; without asking, the open orders hold it back", arguments: TestDatabaseKind.all)
     func eraseCancelingOpenOrders(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in

@@ -90,13 +90,13 @@ struct IdentityStore: Sendable {
         try await User.query(on: db).filter(\.$id == userID).filter(\.$totpSecretSealed == old).set(\.$totpSecretSealed, to: sealed).update()
     }
 
-    /// Keeps a new TOTP secret for a set-up, unless two-factor was turned on meanwhile; false then.
+    /// Keeps a new TOTP secret for a set-up, unless two-factor was turned on (or the person erased) meanwhile; false then.
     /// Compare-and-set in one statement: a set-up's write must never replace the secret of a
     /// second factor that is on, nor one a confirmation is checking (`enableSecondFactor`).
     func startSecondFactorSetUp(userID: UUID, sealed: String, now: Date, on db: any Database) async throws -> Bool {
         try await (db as! any SQLDatabase).raw("""
             UPDATE users SET totp_secret_sealed = \(bind: sealed), updated_at = \(bind: now)
-            WHERE id = \(bind: userID) AND totp_enabled_at IS NULL RETURNING id
+            WHERE id = \(bind: userID) AND totp_enabled_at IS NULL AND erased_at IS NULL RETURNING id
             """).all().count == 1
     }
 
@@ -386,6 +386,13 @@ struct IdentityStore: Sendable {
     /// writer runs transactions one after the other): mail a stranger can trigger is counted and queued under it.
     func lockUser(_ userID: UUID, on db: any Database) async throws {
         _ = try await lockedUserRow(userID, columns: "id", on: db)
+    }
+
+    /// Takes the user's row for update, as `lockUser`, and says whether they are still there and not erased: a
+    /// change that began before an erasure committed (its checks passed, then it waited) writes nothing back.
+    func lockUnerasedUser(_ userID: UUID, on db: any Database) async throws -> Bool {
+        guard let row = try await lockedUserRow(userID, columns: "erased_at", on: db) else { return false }
+        return try row.decode(column: "erased_at", as: Date?.self) == nil
     }
 
     /// The user's password hash and whether two-factor is on and the account disabled, read with the row

@@ -53,6 +53,8 @@ extension IdentityServices {
         let hash = try await hasher.hash(password)
         let now = clock.now()
         try await database.modelTransaction { db in
+            // Erased while the hash was made: nothing is written back onto the pseudonymous row.
+            guard try await store.lockUnerasedUser(user.id!, on: db) else { throw resetToken == nil ? IdentityError.userErased : Self.invalidResetLink }
             if let resetToken, !(try await spend(resetToken, on: db)) { throw Self.invalidResetLink }
             // Any other reset link dies with the old password.
             try await store.retireEmailTokens(userID: user.id!, purpose: .resetPassword, at: now, on: db)

@@ -21,8 +21,10 @@ extension IdentityServices {
         let secret = String((0..<32).map { _ in alphabet.randomElement(using: &generator)! })
         let sealed = try secretBox.seal(secret), now = clock.now()
         try await database.modelTransaction { db in
-            // Turned on meanwhile (another window confirmed a set-up): its secret stays.
-            guard try await store.startSecondFactorSetUp(userID: user.id!, sealed: sealed, now: now, on: db) else { throw IdentityError.twoFactorAlreadyEnabled }
+            // Turned on meanwhile (another window confirmed a set-up): its secret stays. Erased meanwhile: no secret is kept.
+            guard try await store.startSecondFactorSetUp(userID: user.id!, sealed: sealed, now: now, on: db) else {
+                throw try await store.erased([user.id!], on: db).isEmpty ? IdentityError.twoFactorAlreadyEnabled : IdentityError.userErased
+            }
             try await store.forgetTOTPSteps(userID: user.id!, on: db)
         }
         return Self.authenticatorEntry(secret: secret, email: user.email)

@@ -160,16 +160,19 @@ enum MailTemplate: String, CaseIterable, Sendable, Codable {
                 "side": "buy", "symbol": "AAPL", "quantity": "10", "filled_quantity": "4", "price": "189.91", "reason": "not marketable at once", "order_id": "ord_sample",
             ])
         case .cashDeposit, .cashWithdrawal:
-            MailVariables(["amount": "250.00", "cash_after": "10250.00", "amount_text": "$250.00", "cash_after_text": "$10,250.00", "account": "Paper brokerage"])
+            MailVariables([
+                "amount": "250.00", "cash_after": "10250.00", "amount_text": "$250.00", "cash_after_text": "$10,250.00",
+                "account": "your account “Paper brokerage”", "account_name": "Paper brokerage",
+            ])
         case .cashDividend:
             MailVariables([
-                "amount": "12.34", "cash_after": "10012.34", "amount_text": "$12.34", "cash_after_text": "$10,012.34", "account": "your account",
-                "symbol": "AAPL",
+                "amount": "12.34", "cash_after": "10012.34", "amount_text": "$12.34", "cash_after_text": "$10,012.34", "account": "your account “Paper brokerage”",
+                "account_name": "Paper brokerage", "symbol": "AAPL",
             ])
         case .cashFee:
             MailVariables([
-                "amount": "5.00", "cash_after": "9995.00", "amount_text": "$5.00", "cash_after_text": "$9,995.00", "account": "your account",
-                "description": "Account fee",
+                "amount": "5.00", "cash_after": "9995.00", "amount_text": "$5.00", "cash_after_text": "$9,995.00", "account": "your account “Paper brokerage”",
+                "account_name": "Paper brokerage", "description": "Account fee",
             ])
         case .rebalanceFinished: MailVariables(["outcome": "finished", "detail": "3 orders filled."])
         case .driftDigest:

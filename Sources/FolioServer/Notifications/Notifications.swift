@@ -197,9 +197,13 @@ struct NotificationStore: Sendable {
         return written ? .stopped : .erased
     }
 
-    func setPreferences(_ choices: [NoticeCategory: Bool], of userID: UUID, now: Date) async throws {
+    /// Keeps `choices` for `userID`; false, writing nothing, when they were erased meanwhile.
+    @discardableResult
+    func setPreferences(_ choices: [NoticeCategory: Bool], of userID: UUID, now: Date) async throws -> Bool {
         try await database.transaction { db in
             let sql = db
+            // Held (shared) to the end: an erasure waits for these rows, and deletes them, or went first.
+            guard try await IdentityStore.holdUnerasedUser(userID, on: sql) else { return false }
             for (category, email) in choices.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
                 try await sql.raw("""
                     INSERT INTO notification_preferences (user_id, category, email, updated_at)
@@ -207,6 +211,7 @@ struct NotificationStore: Sendable {
                     ON CONFLICT (user_id, category) DO UPDATE SET email = \(bind: email), updated_at = \(bind: now)
                     """).run()
             }
+            return true
         }
     }
 }

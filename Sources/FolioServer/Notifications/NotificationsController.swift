@@ -167,7 +167,7 @@ struct NotificationsController: Sendable {
         }
         if !issues.isEmpty { throw TradingError.invalid(issues) }
         let before = try await store.preferences(of: context.identity.userID.uuid)
-        try await store.setPreferences(choices, of: context.identity.userID.uuid, now: clock.now())
+        guard try await store.setPreferences(choices, of: context.identity.userID.uuid, now: clock.now()) else { throw IdentityError.userErased }
         // What changed, on the audit trail; a request that changes nothing records nothing.
         let changed = choices.filter { before[$0.key] != $0.value }
         if !changed.isEmpty {
