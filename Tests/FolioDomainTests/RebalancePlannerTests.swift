@@ -145,6 +145,23 @@ struct RebalancePlannerTests {
         #expect(margin.cashAfter == 1_100 && margin.lines[0].percentAfter == 39 && margin.lines[0].driftAfterPoints == -1)
     }
 
+    @Test("a buy dropped as below the minimum trade leaves its cash to the others, not idle (worked by hand)")
+    func droppedBuyReinvested() throws {
+        // H 100 × 10 (no target, not sold in buy_only), cash 1,000: total 2,000. A 60 % (1,200 short), B 40 % (800 short).
+        // The 1,000 cut both to 500 short: A 70 (700), B 30 (300). B is below the 400 minimum: its 300 goes to A,
+        // whose whole 1,000 then buys 100, rather than stay as cash.
+        let plan = try RebalancePlanner.plan(
+            holdings: [Self.holding("H", 100)], quotes: Self.quotes(["A": "10", "B": "10", "H": "10"]), cash: 1_000, availableCash: 1_000,
+            allocation: try Self.allocation([("A", 60), ("B", 40)]), options: .init(mode: .buyOnly, minimumTrade: 400))
+        #expect(plan.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" } == ["BUY 100 A"])
+        #expect(plan.cashAfter == .zero && plan.reason == nil)
+        // When nothing is left above the minimum, the plan says why.
+        let none = try RebalancePlanner.plan(
+            holdings: [Self.holding("H", 100)], quotes: Self.quotes(["A": "10", "B": "10", "H": "10"]), cash: 1_000, availableCash: 1_000,
+            allocation: try Self.allocation([("A", 60), ("B", 40)]), options: .init(mode: .buyOnly, minimumTrade: 1_001))
+        #expect(none.trades.isEmpty && none.reason?.code == "below_minimum_trade")
+    }
+
     @Test("an excluded symbol is left as it is and out of the sums; the other targets are scaled to the rest (worked by hand)")
     func excludedSymbols() throws {
         // HALT 10 × 100 (halted: no current price), VTI 20 × 100 = 2,000, cash 1,000. Targets HALT 30, VTI 40, BND 20, cash 10.

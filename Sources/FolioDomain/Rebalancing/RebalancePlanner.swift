@@ -131,7 +131,8 @@ public struct RebalancePlan: Equatable, Sendable {
 ///   up where one more share brings a holding nearer its target and fits, and
 ///   a holding far below its target whose share does not fit gets it when
 ///   shares taken back from other buys make room and the largest drift shrinks.
-/// - Trades below the minimum are dropped; ties are broken by symbol.
+/// - Trades below the minimum are dropped, and a dropped buy's cash is spread over the other
+///   buys again; ties are broken by symbol.
 public enum RebalancePlanner {
     struct Item {
         var symbol: String
@@ -287,16 +288,52 @@ public enum RebalancePlanner {
         return items
     }
 
-    /// Spreads `budget` over the shortfalls; true when a buy was dropped as too small.
+    /// Spreads `budget` over the shortfalls; true when a buy was dropped as too small. The cash of a buy below
+    /// the minimum trade is spread again, over the gaps the other buys leave: a kept buy only ever grows (so it
+    /// stays above the minimum), and the cash goes where it can rather than back to idle cash. A few passes at
+    /// most (a plan of thousands of tiny buys): what is still too small after them is dropped, its cash left.
     static func buy(into items: inout [Item], budget: Cash, options: RebalanceOptions) throws -> Bool {
+        let before = items.map { (quantity: $0.quantity, value: $0.value) }
+        var kept = [Quantity](repeating: .zero, count: items.count)
+        var tooSmall = Set<Int>()
+        for _ in 1...maximumBuyPasses {
+            // Each order's reservation is rounded up on its own: what is left is the budget less the kept orders'.
+            var left = budget
+            for index in items.indices where kept[index].isPositive {
+                left = try left - reservation(kept[index], items[index].price, options)
+                // A pass sees the kept buys as held: it spreads what is left over the gaps they leave.
+                items[index].quantity = try before[index].quantity + kept[index]
+                items[index].value = try Money.value(quantity: items[index].quantity, price: items[index].price)
+            }
+            for index in items.indices { items[index].buy = .zero }
+            guard left.isPositive else { break }
+            let dropped = try buy(into: &items, budget: left, options: options, leavingOut: tooSmall, adding: kept)
+            for index in items.indices where !dropped.contains(index) { kept[index] = try kept[index] + items[index].buy }
+            guard !dropped.isEmpty else { break }
+            tooSmall.formUnion(dropped)
+        }
+        for index in items.indices {
+            items[index].quantity = before[index].quantity
+            items[index].value = before[index].value
+            items[index].buy = kept[index]
+        }
+        return !tooSmall.isEmpty
+    }
+
+    static let maximumBuyPasses = 8
+
+    /// One spreading of `budget` over the shortfalls but those of `leavingOut`; the indices of the buys it
+    /// found below the minimum trade (left in `items`: the caller spreads again without them).
+    /// `adding`: what earlier passes kept of each buy; a buy is too small when it and that are below the minimum.
+    private static func buy(into items: inout [Item], budget: Cash, options: RebalanceOptions, leavingOut: Set<Int>, adding kept: [Quantity]) throws -> [Int] {
         let places = options.allowFractional ? QuantityScale.fractionDigits : 0
         // Shortfalls of what is below its target and not being sold, largest first.
         var short: [(index: Int, amount: Cash)] = []
-        for index in items.indices where items[index].sell.isZero && (items[index].target ?? .zero).isPositive {
+        for index in items.indices where items[index].sell.isZero && (items[index].target ?? .zero).isPositive && !leavingOut.contains(index) {
             let item = items[index]
             if item.targetValue > item.value { short.append((index, try item.targetValue - item.value)) }
         }
-        guard !short.isEmpty else { return false }
+        guard !short.isEmpty else { return [] }
         short.sort { a, b in a.amount == b.amount ? items[a.index].symbol < items[b.index].symbol : a.amount > b.amount }
 
         // The budget at quote prices: what is left once every buy's margin is set aside.
@@ -342,11 +379,10 @@ public enum RebalancePlanner {
             }
         }
 
-        var dropped = false
+        var dropped: [Int] = []
         for entry in short where items[entry.index].buy.isPositive {
-            if try Money.cost(quantity: items[entry.index].buy, price: items[entry.index].price) < options.minimumTrade {
-                items[entry.index].buy = .zero
-                dropped = true
+            if try Money.cost(quantity: items[entry.index].buy + kept[entry.index], price: items[entry.index].price) < options.minimumTrade {
+                dropped.append(entry.index)
             }
         }
         return dropped
