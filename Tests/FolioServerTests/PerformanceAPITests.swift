@@ -61,6 +61,18 @@ struct PerformanceAPITests {
         }
     }
 
+    @Test("a range of a year by the calendar is annualized whatever the time of day; a shorter one is not")
+    func annualizedByTheCalendar() throws {
+        let today = TradingDay(year: 2026, month: 12, day: 8)  // a Tuesday
+        let yearAgo = PerformanceController.Range.oneYear.baseDay(today: today)
+        // During the session the clock says 364.8 days since the close a year ago.
+        let clock = try Growth.quotient(try Growth(3648), try Growth(3650), rounding: .down)
+        #expect(try PerformanceController.annualizes(years: clock, from: yearAgo, to: today))
+        #expect(try !PerformanceController.annualizes(years: clock, from: today.adding(days: -364), to: today))
+        #expect(try PerformanceController.annualizes(years: try Growth(2), from: nil, to: nil))
+        #expect(try !PerformanceController.annualizes(years: clock, from: nil, to: nil))
+    }
+
     @Test("ALL runs from the account's opening on every later day too: the first day's deposits, sales and gain count; a shorter range starts at a close", arguments: TestDatabaseKind.all)
     func allSinceOpening(kind: TestDatabaseKind) async throws {
         let clock = TestClock(start: PortfolioSnapshotTests.monday)  // 10:00 in New York, before Monday's close

@@ -161,7 +161,7 @@ struct PerformanceController: Sendable {
             return response
         }
         let years = Returns.years(from: first.at, to: last.at)
-        let annualize = years >= (try Growth(1))
+        let annualize = try Self.annualizes(years: years, from: days.first, to: days.last)
         if let twr = try Returns.timeWeighted(values: values, flows: flows) {
             response.timeWeightedReturnPercent = twr
             if annualize { response.timeWeightedReturnAnnualizedPercent = try? Returns.compounded(twr, years: years) }
@@ -179,6 +179,15 @@ struct PerformanceController: Sendable {
             response.note = why
         }
         return response
+    }
+
+    /// Returns over a year or more are annualized too (GIPS annualizes no shorter one). A year by the calendar
+    /// counts: 1Y measured during the session, from the close 365 days before to now, is 364.8 days by the clock,
+    /// and would otherwise be annualized only after the close.
+    static func annualizes(years: Growth, from first: TradingDay?, to last: TradingDay?) throws -> Bool {
+        if years >= (try Growth(1)) { return true }
+        guard let first, let last else { return false }
+        return first.adding(days: 365) <= last
     }
 
     // MARK: - Lots
