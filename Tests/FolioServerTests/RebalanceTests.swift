@@ -576,6 +576,7 @@ struct RebalanceTests {
             clock.advance(by: 60)  // past the quotes' time to live
             let blocked = try json(try await post(client, "/api/portfolio/rebalance", [:], headers: bearer(tokens)))
             #expect((blocked["reason"] as? [String: Any])?["code"] as? String == "outdated_price", "\(blocked)")
+            #expect(((blocked["reason"] as? [String: Any])?["message"] as? String)?.hasSuffix("or leave it out to rebalance around it.") == true, "\(blocked)")
 
             // Without AAPL the targets are MSFT 30, VTI 25 and cash 5 of 60 %: 50 %, 41.6667 % and 8.3333 % of the rest.
             let plan = try json(try await post(client, "/api/portfolio/rebalance", ["excluded_symbols": ["aapl"]], headers: bearer(tokens)))

@@ -175,7 +175,7 @@ public enum RebalancePlanner {
         let names = outdatedHere.count == 1 ? outdatedHere[0] : outdatedHere.dropLast().joined(separator: ", ") + " and " + outdatedHere.last!
         still.reason = PlanReason(
             code: outdatedPrice,
-            message: "There is no current price for \(names): the last is from before the latest session (a halted or delisted symbol, or market data that stopped updating it), and a rebalance would trade on it. Preview again once it is priced.")
+            message: "There is no current price for \(names): the last is from before the latest session (a halted or delisted symbol, or market data that stopped updating it), and a rebalance would trade on it. Preview again once it is priced, or leave it out to rebalance around it.")
         return still
     }
 
