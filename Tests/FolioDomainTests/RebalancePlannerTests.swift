@@ -155,6 +155,23 @@ struct RebalancePlannerTests {
             allocation: try Self.allocation([("A", 60), ("B", 40)]), options: .init(mode: .buyOnly, minimumTrade: 400))
         #expect(plan.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol)" } == ["BUY 100 A"])
         #expect(plan.cashAfter == .zero && plan.reason == nil)
+        // Every buy below the minimum: the smaller half go, and the other's share grows to it. A 10 % and B 10 % of
+        // 10,500 with 2,100 to spend (5 % margin): 1,000 each, below 1,000.01; A goes (a tie: by symbol), B gets 1,050.
+        let tied = try RebalancePlanner.plan(
+            holdings: [], quotes: Self.quotes(["A": "10", "B": "10"]), cash: 10_500, availableCash: 10_500,
+            allocation: try Self.allocation([("A", 10), ("B", 10)], cash: 80),
+            options: .init(mode: .buyOnly, minimumTrade: try Cash(parsing: "1000.01"), marketBuyMargin: try Ratio(parsing: "0.05")))
+        #expect(tied.trades.map { "\($0.side.rawValue) \($0.quantity) \($0.symbol) \($0.estimatedAmount)" } == ["BUY 105 B 1050.00"])
+        // A buy too small in one pass may come back larger: A, B, C short 1,000, 500 and 350 with 1,260 to spend (5 %
+        // margin, fractional, 300 minimum) get 783.33, 283.33 and 133.33; B and C are too small, and C (the smaller)
+        // goes when a second pass is too small again; then A and B share the rest: 850 and 350, less the cents that
+        // rounding each pass's fractions of a share down leaves.
+        let again = try RebalancePlanner.plan(
+            holdings: [], quotes: Self.quotes(["A": "10", "B": "10", "C": "10"]), cash: 10_000, availableCash: 10_000,
+            allocation: try Self.allocation([("A", 10), ("B", 5), ("C", try Ratio(parsing: "3.5"))], cash: try Ratio(parsing: "81.5")),
+            options: .init(mode: .buyOnly, cashReserve: 8_740, minimumTrade: 300, allowFractional: true, marketBuyMargin: try Ratio(parsing: "0.05")))
+        #expect(again.trades.map { "\($0.side.rawValue) \($0.symbol) \($0.estimatedAmount)" } == ["BUY A 849.99", "BUY B 349.99"], "\(again.trades)")
+        #expect(again.buyReservation <= 1_260)
         // When nothing is left above the minimum, the plan says why.
         let none = try RebalancePlanner.plan(
             holdings: [Self.holding("H", 100)], quotes: Self.quotes(["A": "10", "B": "10", "H": "10"]), cash: 1_000, availableCash: 1_000,

@@ -288,14 +288,17 @@ public enum RebalancePlanner {
         return items
     }
 
-    /// Spreads `budget` over the shortfalls; true when a buy was dropped as too small. The cash of a buy below
-    /// the minimum trade is spread again, over the gaps the other buys leave: a kept buy only ever grows (so it
-    /// stays above the minimum), and the cash goes where it can rather than back to idle cash. A few passes at
-    /// most (a plan of thousands of tiny buys): what is still too small after them is dropped, its cash left.
+    /// Spreads `budget` over the shortfalls; true when a buy was dropped as too small. A buy below the minimum
+    /// trade is not placed, and its cash is spread again in another pass over the gaps the kept buys leave: a
+    /// kept buy only ever grows (so it stays above the minimum), and what was too small may come back larger.
+    /// When every buy of a pass is too small, the smaller half of them are left out for good, so the others'
+    /// share can grow to the minimum. A few passes at most (a plan of thousands of tiny buys): what is still too
+    /// small after them is dropped and its cash left.
     static func buy(into items: inout [Item], budget: Cash, options: RebalanceOptions) throws -> Bool {
         let before = items.map { (quantity: $0.quantity, value: $0.value) }
         var kept = [Quantity](repeating: .zero, count: items.count)
-        var tooSmall = Set<Int>()
+        var leftOut = Set<Int>()
+        var droppedAny = false
         for _ in 1...maximumBuyPasses {
             // Each order's reservation is rounded up on its own: what is left is the budget less the kept orders'.
             var left = budget
@@ -307,20 +310,30 @@ public enum RebalancePlanner {
             }
             for index in items.indices { items[index].buy = .zero }
             guard left.isPositive else { break }
-            let dropped = try buy(into: &items, budget: left, options: options, leavingOut: tooSmall, adding: kept)
-            for index in items.indices where !dropped.contains(index) { kept[index] = try kept[index] + items[index].buy }
+            let dropped = try buy(into: &items, budget: left, options: options, leavingOut: leftOut, adding: kept)
+            var grew = false
+            for index in items.indices where items[index].buy.isPositive && !dropped.contains(index) {
+                kept[index] = try kept[index] + items[index].buy
+                grew = true
+            }
             guard !dropped.isEmpty else { break }
-            tooSmall.formUnion(dropped)
+            droppedAny = true
+            if !grew {
+                // All too small: the smaller half go (by amount, then symbol), and the rest share the cash next time.
+                let ranked = try dropped.map { ($0, try Money.cost(quantity: items[$0].buy + kept[$0], price: items[$0].price)) }
+                    .sorted { $0.1 == $1.1 ? items[$0.0].symbol < items[$1.0].symbol : $0.1 < $1.1 }
+                leftOut.formUnion(ranked.prefix((ranked.count + 1) / 2).map(\.0))
+            }
         }
         for index in items.indices {
             items[index].quantity = before[index].quantity
             items[index].value = before[index].value
             items[index].buy = kept[index]
         }
-        return !tooSmall.isEmpty
+        return droppedAny
     }
 
-    static let maximumBuyPasses = 8
+    static let maximumBuyPasses = 12
 
     /// One spreading of `budget` over the shortfalls but those of `leavingOut`; the indices of the buys it
     /// found below the minimum trade (left in `items`: the caller spreads again without them).
@@ -373,7 +386,7 @@ public enum RebalancePlanner {
         // Whole shares: a holding far below its target whose share did not fit may get it by taking shares back elsewhere.
         if !options.allowFractional {
             var rounds = 0
-            while rounds < short.count, try makeRoom(&items, short: short, left: &left, options: options) {
+            while rounds < short.count, try makeRoom(&items, short: short, left: &left, options: options, kept: kept) {
                 rounds += 1
                 try topUp(&items, short: short, left: &left, options: options, onePlusMargin: onePlusMargin)
             }
@@ -430,7 +443,10 @@ public enum RebalancePlanner {
     /// what is left, gets it if taking shares back from other buys (each time from the one left nearest its target
     /// without it) frees enough, and the largest drift among the holdings bought then gets smaller. The top-up alone
     /// can leave one holding 30 points short beside another 8 points over (a $442 share, $420 left). True when it did.
-    static func makeRoom(_ items: inout [Item], short: [(index: Int, amount: Cash)], left: inout Cash, options: RebalanceOptions) throws -> Bool {
+    /// `kept`: what earlier passes bought of each item (`buy`), which the minimum trade counts with the trial's buy.
+    static func makeRoom(
+        _ items: inout [Item], short: [(index: Int, amount: Cash)], left: inout Cash, options: RebalanceOptions, kept: [Quantity] = []
+    ) throws -> Bool {
         // Each holding's gap with its buy so far, read once. The trial below changes a few buys, so it keeps the buys
         // in a list of their own rather than a copy of every item (copying ten thousand items, and looking each
         // one's gap up again for every share taken back, was most of a large plan's time).
@@ -483,7 +499,8 @@ public enum RebalancePlanner {
         func drift(_ position: Int, buy: Quantity, gap: Cash?) throws -> Cash {
             var item = items[short[position].index]
             item.buy = buy
-            if buy.isPositive, options.minimumTrade.isPositive, try Money.cost(quantity: buy, price: item.price) < options.minimumTrade {
+            let earlier = kept.isEmpty ? Quantity.zero : kept[short[position].index]
+            if buy.isPositive, options.minimumTrade.isPositive, try Money.cost(quantity: buy + earlier, price: item.price) < options.minimumTrade {
                 item.buy = .zero
             } else if let gap {
                 return gap.magnitude
