@@ -149,7 +149,7 @@ struct PrivacyTests {
         }
     }
 
-    @Test("a password change, a two-factor set-up or mail preferences that began before an erasure committed write nothing back onto the erased row", arguments: TestDatabaseKind.all)
+    @Test("a password change, a two-factor set-up, mail preferences or a second sign-up that began before an erasure committed write nothing back onto the erased row", arguments: TestDatabaseKind.all)
     func changesRacingErasure(kind: TestDatabaseKind) async throws {
         try await withTestApp(kind) { client, env in
             _ = try await signUp(client, env, email: "racing@example.com")
@@ -167,6 +167,16 @@ struct PrivacyTests {
             }
             #expect(!started)
             #expect(try await !env.services.notifications.store.setPreferences([.orders: false], of: userID, now: env.clock.now))
+            // A second sign-up of the address, looked up before the erasure: no new password, no link.
+            try await identity.restartUnverified(readBefore, origin: origin)
+            // A verification link that reached the address anyway is dead: the erased row is not marked verified.
+            let link = try await env.database.modelTransaction { db in
+                try await identity.createEmailToken(for: readBefore, purpose: .verifyEmail, lifetime: 3600, on: db)
+            }
+            await #expect(throws: FieldIssue.self) { try await identity.verifyEmail(token: link, origin: origin) }
+            #expect(try await sql.raw("SELECT COUNT(*) AS n FROM email_tokens WHERE user_id = \(bind: userID) AND purpose = 'reset_password'").first()?
+                .decode(column: "n", as: Int.self) == 0)
+            #expect(try await sql.raw("SELECT email_verified_at FROM users WHERE id = \(bind: userID)").first()?.decode(column: "email_verified_at", as: Date?.self) == nil)
             let row = try #require(try await sql.raw("SELECT password_hash, totp_secret_sealed FROM users WHERE id = \(bind: userID)").first())
             #expect(!(try row.decode(column: "password_hash", as: String.self)).hasPrefix("$2"), "no password hash on the erased row")
             #expect(try row.decode(column: "totp_secret_sealed", as: String?.self) == nil)

@@ -28,7 +28,8 @@ extension IdentityServices {
         try await answeringEvenly {
             guard let user = try await findUser(email: email, on: db), !user.isDisabled else { return }
             try await database.modelTransaction { db in
-                try await store.lockUser(user.id!, on: db)
+                // Erased since it was looked up: no link goes to the address.
+                guard try await store.lockUnerasedUser(user.id!, on: db) else { return }
                 guard try await mayMail(user, .resetPassword, origin: origin, on: db) else { return }
                 let token = try await createEmailToken(for: user, purpose: .resetPassword, lifetime: Self.resetTokenLifetime, on: db)
                 try await mail(user, .resetPassword, MailVariables(["link": "\(configuration.publicURL)/reset-password?token=\(token)"]), on: db)

@@ -27,7 +27,8 @@ extension IdentityServices {
                     return
                 }
                 try await database.modelTransaction { db in
-                    try await store.lockUser(existing.id!, on: db)
+                    // Erased since it was looked up: the address is no one's now, and nothing is mailed to it.
+                    guard try await store.lockUnerasedUser(existing.id!, on: db) else { return }
                     guard try await mayMail(existing, .duplicateRegistration, origin: origin, on: db) else { return }
                     try await mail(existing, .duplicateRegistration, MailVariables(["reset_link": "\(configuration.publicURL)/reset-password"]), on: db)
                 }
@@ -70,6 +71,8 @@ extension IdentityServices {
         let unusable = try await hasher.unusableHash()
         let now = clock.now()
         try await database.modelTransaction { db in
+            // The row first, as every change of a user takes it: erased since it was looked up, nothing is written or mailed.
+            guard try await store.lockUnerasedUser(user.id!, on: db) else { return }
             // Verified meanwhile (its owner followed a link just now): the address is proven, the account stays.
             guard let current = try await store.user(id: user.id!, on: db), current.emailVerifiedAt == nil else { return }
             try await store.retireEmailTokens(userID: user.id!, purpose: .verifyEmail, at: now, on: db)
@@ -95,7 +98,8 @@ extension IdentityServices {
     /// Spends a verification link and marks the address verified.
     func verifyEmail(token: String, origin: RequestOrigin) async throws {
         try await database.modelTransaction { db in
-            guard let user = try await consumeEmailToken(token, purpose: .verifyEmail, on: db) else {
+            // A disabled (or erased) account's link is dead, as its reset links are.
+            guard let user = try await consumeEmailToken(token, purpose: .verifyEmail, on: db), !user.isDisabled else {
                 throw FieldIssue(field: "token", code: "invalid_token", message: "This verification link is invalid, used or expired. If your address is verified already, sign in; if not, ask for a new link.")
             }
             if user.emailVerifiedAt == nil {
@@ -115,7 +119,7 @@ extension IdentityServices {
         try await answeringEvenly {
             guard let user = try await findUser(email: email, on: db), user.emailVerifiedAt == nil, !user.isDisabled else { return }
             try await database.modelTransaction { db in
-                try await store.lockUser(user.id!, on: db)
+                guard try await store.lockUnerasedUser(user.id!, on: db) else { return }
                 guard try await mayMail(user, .verifyEmail, origin: origin, on: db) else { return }
                 try await sendVerification(to: user, origin: origin, on: db)
             }

@@ -82,6 +82,7 @@ extension IdentityServices {
         guard user.hasTwoFactor else { throw IdentityError.twoFactorNotEnabled }
         try await checkPasswordAndSecondFactor(of: user, password: password, totpCode: totpCode, recoveryCode: recoveryCode, origin: origin)
         try await database.modelTransaction { db in
+            guard try await store.lockUnerasedUser(user.id!, on: db) else { throw IdentityError.userErased }
             user.totpEnabledAt = nil
             user.totpSecretSealed = nil
             user.updatedAt = clock.now()

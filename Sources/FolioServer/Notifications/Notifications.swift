@@ -188,9 +188,11 @@ struct NotificationStore: Sendable {
     func stopMail(_ category: NoticeCategory, of userID: UUID, now: Date) async throws -> Stopped {
         let state = try await mailState(category, of: userID)
         guard state == .stopped else { return state }
+        // The row held (PostgreSQL): an erasure under way is waited for, and its erased_at then seen.
+        let lock = database.kind == .postgres ? " FOR SHARE" : ""
         let written = try await !database.sql.raw("""
             INSERT INTO notification_preferences (user_id, category, email, updated_at)
-            SELECT id, \(bind: category.rawValue), \(bind: false), \(bind: now) FROM users WHERE id = \(bind: userID) AND erased_at IS NULL
+            SELECT id, \(bind: category.rawValue), \(bind: false), \(bind: now) FROM users WHERE id = \(bind: userID) AND erased_at IS NULL\(unsafeRaw: lock)
             ON CONFLICT (user_id, category) DO UPDATE SET email = \(bind: false), updated_at = \(bind: now)
             RETURNING user_id
             """).all().isEmpty
