@@ -318,6 +318,12 @@ public enum RebalancePlanner {
             }
             guard !dropped.isEmpty else { break }
             droppedAny = true
+            // A buy that got the whole of its gap and is still too small never will be: it goes for good, and its
+            // cash to the others, rather than come back to take a share of every pass.
+            for index in dropped {
+                let gap = try items[index].gapAfterBuy()
+                if options.allowFractional ? gap <= cent : !items[index].oneShareHelps(gap) { leftOut.insert(index) }
+            }
             if !grew {
                 // All too small: the smaller half go (by amount, then symbol), and the rest share the cash next time.
                 let ranked = try dropped.map { ($0, try Money.cost(quantity: items[$0].buy + kept[$0], price: items[$0].price)) }
