@@ -2,6 +2,12 @@
 /// order's own id): it may not hold characters that make it show something
 /// other than what it holds.
 public enum UserText {
+    /// Names as a sentence lists them: "AAPL", "AAPL and MSFT", "AAPL, MSFT and VTI".
+    public static func list(_ names: [String]) -> String {
+        guard let last = names.last else { return "" }
+        return names.count == 1 ? last : names.dropLast().joined(separator: ", ") + " and " + last
+    }
+
     /// Control characters (a line break can forge a line in a CSV or a log),
     /// and bidirectional controls (U+202E and its kin turn "gpj.exe" into
     /// "exe.jpg" on screen). Other format characters, such as the zero-width

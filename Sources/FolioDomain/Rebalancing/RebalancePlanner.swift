@@ -172,7 +172,7 @@ public enum RebalancePlanner {
         let outdatedHere = plan.lines.map(\.symbol).filter(outdated.contains).sorted()
         guard !outdatedHere.isEmpty, !plan.trades.isEmpty else { return plan }
         var still = try Self.plan(holdings: holdings, quotes: quotes, cash: cash, availableCash: availableCash, allocation: allocation, options: options, trades: false)
-        let names = outdatedHere.count == 1 ? outdatedHere[0] : outdatedHere.dropLast().joined(separator: ", ") + " and " + outdatedHere.last!
+        let names = UserText.list(outdatedHere)
         still.reason = PlanReason(
             code: outdatedPrice,
             message: "There is no current price for \(names): the last is from before the latest session (a halted or delisted symbol, or market data that stopped updating it), and a rebalance would trade on it. Preview again once it is priced, or leave it out to rebalance around it.")

@@ -171,7 +171,7 @@ struct Ledger: Sendable {
             var notices = Notifications.notices(in: books)
             // Cash moved in one of several accounts: the message names it (asked only then; fills never are).
             if notices.contains(where: { $0.0.category == .cash }), let name = try await store.nameAmongSeveral(account.id, of: account.userID, on: db) {
-                notices = Notifications.notices(in: books, accountName: name)
+                Notifications.naming(&notices, account: name)
             }
             try notifications.notify(account.userID.uuid, notices, into: &writes)
         }

@@ -142,7 +142,7 @@ struct IdentityServices: Sendable {
     static let strangerMailPerHour = 3
 
     /// Whether another message of `template` may go to the user now; logs when one is held back.
-    /// On `db`, a transaction that took the user's row first (`IdentityStore.lockUser`), the count and the mail
+    /// On `db`, a transaction that took the user's row first (`IdentityStore.lockUnerasedUser`), the count and the mail
     /// queued after it are one step: requests at once cannot all count below the limit.
     func mayMail(_ user: User, _ template: MailTemplate, origin: RequestOrigin, on db: (any Database)? = nil) async throws -> Bool {
         let sent = try await mailQueue.store.count(of: template, userID: user.id!, since: clock.now().addingTimeInterval(-3600), on: db as? any SQLDatabase)

@@ -383,13 +383,9 @@ struct IdentityStore: Sendable {
     }
 
     /// Takes the user's row for update for the rest of the transaction `db` (PostgreSQL; SQLite's single
-    /// writer runs transactions one after the other): mail a stranger can trigger is counted and queued under it.
-    func lockUser(_ userID: UUID, on db: any Database) async throws {
-        _ = try await lockedUserRow(userID, columns: "id", on: db)
-    }
-
-    /// Takes the user's row for update, as `lockUser`, and says whether they are still there and not erased: a
-    /// change that began before an erasure committed (its checks passed, then it waited) writes nothing back.
+    /// writer runs transactions one after the other) and says whether they are still there and not erased:
+    /// mail a stranger can trigger is counted and queued under it, and a change that began before an erasure
+    /// committed (its checks passed, then it waited) writes nothing back.
     func lockUnerasedUser(_ userID: UUID, on db: any Database) async throws -> Bool {
         guard let row = try await lockedUserRow(userID, columns: "erased_at", on: db) else { return false }
         return try row.decode(column: "erased_at", as: Date?.self) == nil

@@ -5,9 +5,7 @@ import Foundation
 /// postings' audit events (`order.filled`, `ledger.deposit`…): every change
 /// of money goes through `Ledger.commit`, so no path can forget to notify.
 extension Notifications {
-    /// `accountName`: the account's, when its owner has others (`TradingStore.nameAmongSeveral`), so a
-    /// message about cash says which account's; nil says "your account".
-    static func notices(in books: Books, accountName: String? = nil) -> [(MailTemplate, MailVariables)] {
+    static func notices(in books: Books) -> [(MailTemplate, MailVariables)] {
         var orders: [String: OrderState] = [:]
         for (order, _) in books.changedOrders { orders[order.id.description] = order }
         // Opening an account deposits its starting cash: not news to anyone.
@@ -79,9 +77,8 @@ extension Notifications {
                 func text(_ figure: String) -> String { (try? Cash(parsing: figure)).map(Display.money) ?? figure }
                 var values = [
                     "amount": amount, "cash_after": cashAfter, "amount_text": text(amount), "cash_after_text": text(cashAfter),
-                    "account": accountName.map { "your account “\($0)”" } ?? "your account",
+                    "account": "your account",
                 ]
-                if let accountName { values["account_name"] = accountName }
                 let template: MailTemplate
                 switch event.action {
                 case "ledger.deposit": template = .cashDeposit
@@ -116,5 +113,13 @@ extension Notifications {
             }
         }
         return notices
+    }
+
+    /// The cash notices of an account whose owner has others (`TradingStore.nameAmongSeveral`) say which account.
+    static func naming(_ notices: inout [(MailTemplate, MailVariables)], account name: String) {
+        for index in notices.indices where notices[index].0.category == .cash {
+            notices[index].1.values["account"] = "your account “\(name)”"
+            notices[index].1.values["account_name"] = name
+        }
     }
 }

@@ -427,8 +427,7 @@ struct RebalanceController: Sendable {
         static let moreRoundsNote = "What the market-buy margin leaves unspent is bought in up to \(RebalanceService.maximumBuyRounds - 1) more rounds, so less cash may be left than planned."
         /// One order holds at most `OrderDraft.maximumQuantity` shares.
         static func excludedNote(_ symbols: [String]) -> String {
-            let names = symbols.count == 1 ? symbols[0] : symbols.dropLast().joined(separator: ", ") + " and " + symbols.last!
-            return "\(names) \(symbols.count == 1 ? "is" : "are") left as \(symbols.count == 1 ? "it is" : "they are"): the plan rebalances the rest of the account, "
+            return "\(UserText.list(symbols)) \(symbols.count == 1 ? "is" : "are") left as \(symbols.count == 1 ? "it is" : "they are"): the plan rebalances the rest of the account, "
                 + "whose value is its 100 %, towards the other targets, each scaled up in proportion."
         }
         static let orderSizeNote =

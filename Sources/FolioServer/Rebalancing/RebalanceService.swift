@@ -215,11 +215,10 @@ struct RebalanceService: Sendable {
         let unknown = excluded.filter { symbol in
             allocation.percent(of: symbol) == nil && !holdings.contains { $0.symbol == symbol && $0.quantity.isPositive }
         }.sorted()
-        guard let last = unknown.last else { return }
-        let names = unknown.count == 1 ? last : unknown.dropLast().joined(separator: ", ") + " and " + last
+        guard !unknown.isEmpty else { return }
         throw TradingError.invalid([.init(
             field: "excluded_symbols", code: "not_in_account",
-            message: "\(names) \(unknown.count == 1 ? "is" : "are") neither held in the account nor among its targets.")])
+            message: "\(UserText.list(unknown)) \(unknown.count == 1 ? "is" : "are") neither held in the account nor among its targets.")])
     }
 
     /// Holdings and cash as a plan counts them: shares marketable open sells hold as the cash they bring,
